@@ -1,0 +1,149 @@
+// The machinery behind the generated per-op checks (checks_gen.hpp).
+//
+// `Acc` is whatever can describe a buffer handle: the facade (from its Buffer objects) or a
+// plugin (from its own buffer struct). It provides
+//     bool info(const ferrum_buffer* handle, int32_t& dtype, uint64_t& count);
+// returning false for a handle it does not know (released, or from another plugin).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include <ferrum/common/dtype.hpp>
+#include <ferrum/ferrum_base.h>
+
+namespace ferrum::common {
+
+// The first failure of a check: status + a message naming op, argument, expected, given.
+struct CheckError {
+  ferrum_status status = FERRUM_STATUS_OK;
+  std::string message;
+};
+
+enum class DtypeClass : uint8_t { act, idx, tab, any, x, exact };
+
+// Product of shape dimensions, saturating at UINT64_MAX (which no buffer can hold).
+inline uint64_t shape_elems(std::initializer_list<uint64_t> dims) {
+  uint64_t n = 1;
+  for (uint64_t d : dims) {
+    if (d == 0) return 0;
+    if (n > UINT64_MAX / d) return UINT64_MAX;
+    n *= d;
+  }
+  return n;
+}
+
+template <class Acc>
+class Checker {
+ public:
+  Checker(Acc& acc, CheckError& err, const char* op) : acc_(acc), err_(err), op_(op) {}
+
+  ferrum_status status() const { return err_.status; }
+  int32_t act_dtype() const { return act_; }
+
+  template <class Args>
+  bool header(const Args* a, uint64_t min_size) {
+    if (!a) return fail("args is NULL");
+    if (a->struct_size < min_size)
+      return fail("struct_size: expected at least " + std::to_string(min_size) +
+                  " (the ABI 1.0 size), given " + std::to_string(a->struct_size));
+    return true;
+  }
+
+  void flag(const char* name, uint32_t v) {
+    if (ok() && v > 1)
+      fail(std::string("argument '") + name + "': expected a flag (0 or 1), given " +
+           std::to_string(v));
+  }
+
+  void buffer(const char* name, const ferrum_buffer* h, DtypeClass cls, int32_t exact,
+              bool required, bool has_shape, std::initializer_list<uint64_t> dims,
+              const char* dims_text) {
+    if (!ok()) return;
+    const uint64_t need = has_shape ? shape_elems(dims) : 0;
+    if (!h) {
+      if (required && need > 0)
+        fail(std::string("argument '") + name + "': expected a buffer of shape " + dims_text +
+             " (" + std::to_string(need) + " elements), given NULL");
+      return;
+    }
+    int32_t dt = 0;
+    uint64_t count = 0;
+    if (!acc_.info(h, dt, count)) {
+      fail(std::string("argument '") + name +
+           "': expected a live buffer of this plugin, given an unknown or released handle");
+      return;
+    }
+    if (!dtype_ok(name, cls, exact, dt)) return;
+    if (has_shape && count < need) {
+      std::string dims_val;
+      for (uint64_t d : dims) dims_val += (dims_val.empty() ? "" : ", ") + std::to_string(d);
+      fail(std::string("argument '") + name + "': expected at least " +
+           (need == UINT64_MAX ? std::string("2^64 (overflow)") : std::to_string(need)) +
+           " elements for shape " + dims_text + " = [" + dims_val + "], given a buffer of " +
+           std::to_string(count) + " " + dtype_name(dt) + " elements");
+    }
+  }
+
+  void no_alias(const char* wname, const ferrum_buffer* w, const char* oname,
+                const ferrum_buffer* o) {
+    if (ok() && w && w == o)
+      fail(std::string("arguments '") + wname + "' and '" + oname +
+           "': expected different buffers (this op may not write a buffer it also reads "
+           "through another argument), given the same handle");
+  }
+
+  bool fail(const std::string& what) {
+    if (ok()) {
+      err_.status = FERRUM_STATUS_INVALID_ARGUMENT;
+      err_.message = std::string(op_) + ": " + what;
+    }
+    return false;
+  }
+
+ private:
+  bool ok() const { return err_.status == FERRUM_STATUS_OK; }
+
+  bool dtype_ok(const char* name, DtypeClass cls, int32_t exact, int32_t dt) {
+    auto bad = [&](const std::string& expected) {
+      return fail(std::string("argument '") + name + "': expected dtype " + expected +
+                  ", given " + dtype_name(dt));
+    };
+    switch (cls) {
+      case DtypeClass::any:
+        return dt != FERRUM_DTYPE_INVALID || bad("a valid dtype");
+      case DtypeClass::exact:
+        return dt == exact || bad(dtype_name(exact));
+      case DtypeClass::idx:
+        return dt == FERRUM_DTYPE_U32 || dt == FERRUM_DTYPE_I32 || bad("u32 or i32");
+      case DtypeClass::act:
+        if (!is_float_dtype(dt)) return bad("f32, f16 or bf16 (an activation dtype)");
+        if (act_ == 0) {
+          act_ = dt;
+          act_from_ = name;
+          return true;
+        }
+        return dt == act_ || bad(std::string(dtype_name(act_)) +
+                                 " (the op's activation dtype, set by '" + act_from_ + "')");
+      case DtypeClass::x:
+        if (!is_float_dtype(dt)) return bad("f32, f16 or bf16");
+        if (x_ == 0) x_ = dt;
+        return dt == x_ || bad(std::string(dtype_name(x_)) + " (all buffers of the op share it)");
+      case DtypeClass::tab:
+        if (!is_float_dtype(dt) || (act_ != 0 && dt != act_ && dt != FERRUM_DTYPE_F32))
+          return bad("the activation dtype or f32 (a RoPE table)");
+        if (tab_ == 0) tab_ = dt;
+        return dt == tab_ || bad(std::string(dtype_name(tab_)) + " (cos and sin share a dtype)");
+    }
+    return true;
+  }
+
+  Acc& acc_;
+  CheckError& err_;
+  const char* op_;
+  int32_t act_ = 0, x_ = 0, tab_ = 0;
+  std::string act_from_;
+};
+
+}  // namespace ferrum::common

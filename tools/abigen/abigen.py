@@ -1,0 +1,530 @@
+#!/usr/bin/env python3
+"""abigen — generates ferrum's op-dependent code from the one op registry.
+
+The registry (abi/registry/ops.txt) holds one row per op, in OPS.md's own signature notation:
+
+    <family> <op>(<field>: <kind>, ...)  | <flags> | <tolerance> | <NULL slot> | <cpu> | <cuda> | <ctx|noctx>
+
+A field list written `(==other_op)` reuses another op's fields. Op ids are the row numbers
+(1-based) and are frozen once released: new ops are appended at the end.
+
+Outputs (all committed; `abigen.py --check` fails when one is stale, which CI runs):
+  abi/include/ferrum/ferrum_ops.h            args structs, size constants, op ids, X-macro, family tables
+  common/include/ferrum/common/op_info_gen.hpp   op metadata + slot lookup (C++, internal)
+  common/include/ferrum/common/checks_gen.hpp    generic per-op argument checks (C++, internal)
+  tests/abi/layout_v1_0_gen.c                static asserts of the frozen 1.0 sizes and offsets
+
+The 1.0 layout is frozen in abi/registry/layout_v1_0.json: regenerating with a changed 1.0
+layout is an error (append new fields/ops instead and add a new minor).
+"""
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REGISTRY = ROOT / "abi/registry/ops.txt"
+FROZEN = ROOT / "abi/registry/layout_v1_0.json"
+
+FAMILIES = ["memory", "context", "graph", "dense", "attention", "paged_kv", "quant_kv",
+            "quant_matmul", "moe", "mla", "collective"]
+FAMILY_TITLES = {
+    "memory": "Memory and transfer (OPS.md §1)",
+    "context": "Context, capability flags and timer (OPS.md §2, §9)",
+    "graph": "Graph capture and replay (OPS.md §8)",
+    "dense": "Dense ops and the QK-norm/RoPE family (OPS.md §3, §4)",
+    "attention": "Contiguous KV and attention, batched per-cache decode (OPS.md §5)",
+    "paged_kv": "Paged KV writers and attention (OPS.md §6)",
+    "quant_kv": "Quantised KV: int8 and fp8 (OPS.md §7)",
+    "quant_matmul": "Quantised matmul: GGUF and GPTQ int4 (OPS.md §11, §12)",
+    "moe": "Mixture of experts (OPS.md §13)",
+    "mla": "Multi-head latent attention (OPS.md §14)",
+    "collective": "Collectives (OPS.md §10)",
+}
+# Fields whose zero value means "no work": NULL buffer handles are then accepted (OPS.md §0.12).
+WORK_FIELDS = ["tokens", "len", "m", "batch", "num_seqs", "num_tokens", "rows", "new_tokens",
+               "ids_len", "num_pairs", "m_total", "total_q_tokens", "num_tiles", "data_len",
+               "local_len"]
+# Pairs of fields that OPS.md allows to be the same handle although one is written.
+MAY_ALIAS = {
+    "rms_norm": {("out", "x")},
+    "fused_add_rms_norm": {("out", "x")},
+    "layer_norm": {("out", "x")},
+    "gelu": {("out", "x")},
+    "add_inplace": {("residual", "x")},
+    "copy_slice": {("dst", "src")},  # non-overlapping ranges: checked by the op
+}
+DTYPE_CONST = {"F32": "FERRUM_DTYPE_F32", "F16": "FERRUM_DTYPE_F16", "BF16": "FERRUM_DTYPE_BF16",
+               "I32": "FERRUM_DTYPE_I32", "U32": "FERRUM_DTYPE_U32", "I8": "FERRUM_DTYPE_I8",
+               "U8": "FERRUM_DTYPE_U8"}
+SCALARS = {"u64": ("uint64_t", 8), "u32": ("uint32_t", 4), "flag": ("uint32_t", 4),
+           "i32": ("int32_t", 4), "f32": ("float", 4), "f64": ("double", 8)}
+HOST_ELEM = {"f32": "float", "u32": "uint32_t", "u8": "uint8_t", "i32": "int32_t", "f64": "double",
+             "u64": "uint64_t"}
+
+
+class Field:
+    def __init__(self, name, added, kind, ctype, size, buf=None, shape=None, optional=False,
+                 comment=""):
+        self.name, self.added, self.kind, self.ctype, self.size = name, added, kind, ctype, size
+        self.buf = buf          # None or (direction, dtype class)
+        self.shape = shape      # list of expressions or None
+        self.optional = optional
+        self.comment = comment
+
+
+class Op:
+    def __init__(self, idx, family, name, fields, flags, tol, null, cpu, cuda, ctx, raw):
+        self.id, self.family, self.name, self.fields = idx, family, name, fields
+        self.flags, self.tol, self.null, self.cpu, self.cuda, self.ctx = flags, tol, null, cpu, cuda, ctx
+        self.raw = raw
+
+
+def split_top(s, sep=","):
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == sep and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def parse_field(text, opname):
+    m = re.match(r"^(\+?)([a-z_0-9]+):\s*(.*)$", text)
+    if not m:
+        raise SystemExit(f"{opname}: cannot parse field '{text}'")
+    added, name, spec = m.group(1) == "+", m.group(2), m.group(3).strip()
+    optional = "(may be NULL)" in spec
+    spec = spec.replace("(may be NULL)", "").strip()
+    comment = spec
+    if spec in SCALARS:
+        t, sz = SCALARS[spec]
+        return Field(name, added, spec, t, sz, comment=spec)
+    bm = re.match(r"^(in|out|inout)\s+([A-Za-z0-9_]+)(\[(.*)\])?$", spec)
+    if bm:
+        direction, cls, shape = bm.group(1), bm.group(2), bm.group(4)
+        ctype = "const ferrum_buffer*" if direction == "in" else "ferrum_buffer*"
+        dims = [d.strip() for d in split_top(shape)] if shape else None
+        return Field(name, added, "buffer", ctype, 8, buf=(direction, cls), shape=dims,
+                     optional=optional, comment=spec)
+    hm = re.match(r"^host\s+(.*)$", spec)
+    if hm:
+        t = hm.group(1)
+        if t == "bytes" or t.startswith("scales_dtype"):
+            ctype = "const void*"
+        elif t.startswith("ferrum_buffer*"):
+            ctype = "ferrum_buffer* const*"
+        elif t.startswith("(const i32*)"):
+            ctype = "const int32_t* const*"
+        elif t.startswith("(const void*)"):
+            ctype = "const void* const*"
+        else:
+            em = re.match(r"^([a-z0-9]+)\[", t)
+            ctype = "const " + HOST_ELEM[em.group(1)] + "*"
+        return Field(name, added, "host", ctype, 8, optional=optional, comment=spec)
+    om = re.match(r"^hostout\s+(.*)$", spec)
+    if om:
+        t = om.group(1)
+        if t == "bytes":
+            ctype = "void*"
+        elif t in ("ferrum_buffer*", "ferrum_qweight*", "ferrum_timer*", "ferrum_context*"):
+            ctype = t + "*"
+        elif t == "ferrum_kv_cache_quant":
+            ctype = "ferrum_kv_cache_quant*"
+        else:
+            em = re.match(r"^([a-z0-9]+)(\[.*\])?$", t)
+            base = em.group(1)
+            ctype = (HOST_ELEM.get(base) or SCALARS[base][0]) + "*"
+        return Field(name, added, "hostout", ctype, 8, comment=spec)
+    if spec == "ferrum_qweight*":
+        return Field(name, added, "qweight", "const ferrum_qweight*", 8, optional=optional,
+                     comment="quantised weight")
+    if spec in ("ferrum_buffer*", "ferrum_timer*", "ferrum_context*"):
+        return Field(name, added, "handle", spec, 8, comment=spec)
+    raise SystemExit(f"{opname}: unknown kind '{spec}' of field {name}")
+
+
+def load_registry():
+    ops, by_name = [], {}
+    for line in REGISTRY.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        head, *cols = [c.strip() for c in line.split("|")]
+        fam, rest = head.split(None, 1)
+        m = re.match(r"^([a-z0-9_]+)\((.*)\)$", rest.strip())
+        name, ftext = m.group(1), m.group(2)
+        flags, tol, null, cpu, cuda, ctx = cols
+        if ftext.startswith("=="):
+            fields = by_name[ftext[2:]].fields
+        else:
+            fields = [parse_field(f, name) for f in split_top(ftext)] if ftext.strip() else []
+        op = Op(len(ops) + 1, fam, name, fields, flags, tol, null, cpu, cuda, ctx, rest)
+        ops.append(op)
+        by_name[name] = op
+    return ops
+
+
+def layout(fields):
+    """LP64 layout with explicit padding: returns list of (field|None for pad, offset), size."""
+    off, items = 8, []
+    for f in fields:
+        if off % f.size:
+            items.append((None, off))
+            off += 4
+        items.append((f, off))
+        off += f.size
+    if off % 8:
+        items.append((None, off))
+        off += 4
+    return items, off
+
+
+def upper(name):
+    return name.upper()
+
+
+# ------------------------------------------------------------------------------- C header
+def gen_header(ops):
+    o = []
+    w = o.append
+    w("/* GENERATED by tools/abigen/abigen.py from abi/registry/ops.txt — do not edit. */")
+    w("/*")
+    w(" * ferrum — every op of OPS.md: ids, one args struct per op, and the family tables.")
+    w(" *")
+    w(" * Each op slot has the form")
+    w(" *     ferrum_status (*op)(ferrum_context* ctx, const ferrum_<op>_args* args);")
+    w(" * Ops marked [no ctx] ignore ctx (pass NULL). Every args struct starts with")
+    w(" * struct_size (set it to sizeof); field meanings, shapes, units and edge cases are")
+    w(" * those of OPS.md for the op of the same name. Buffer fields: `in` = const handle the")
+    w(" * op reads, `out`/`inout` = handle it writes. `host` pointers are read during the call")
+    w(" * only; `hostout` pointers are caller memory the op fills before returning. reserved_*")
+    w(" * fields are explicit padding and must be 0.")
+    w(" *")
+    w(" * Thread contract: a slot that takes a context is externally synchronised on that")
+    w(" * context; [no ctx] slots are thread-safe. Flags per op: A = asynchronous (enqueued),")
+    w(" * S = synchronising, G = capturable, H = touches host memory during the call.")
+    w(" */")
+    w("#ifndef FERRUM_OPS_H")
+    w("#define FERRUM_OPS_H")
+    w("")
+    w('#include "ferrum_base.h"')
+    w("")
+    w("#ifdef __cplusplus")
+    w('extern "C" {')
+    w("#endif")
+    w("")
+    w("/* ---- op ids (stable; 0 is invalid) -------------------------------------------- */")
+    for op in ops:
+        w(f"#define FERRUM_OP_{upper(op.name)} {op.id}")
+    w(f"#define FERRUM_OP_COUNT_V1_0 {len(ops)}")
+    w("")
+    w("/* ---- X-macro over every op: X(id, name, family) ---------------------------------- */")
+    w("#define FERRUM_OP_LIST(X) \\")
+    for i, op in enumerate(ops):
+        end = " \\" if i + 1 < len(ops) else ""
+        w(f"  X({op.id}, {op.name}, {op.family}){end}")
+    w("")
+    w("/* ---- args structs --------------------------------------------------------------- */")
+    for op in ops:
+        items, size = layout(op.fields)
+        flags = op.flags.replace(" ", "") if op.flags != "—" else "-"
+        w("")
+        w(f"/* {op.name} — {FAMILY_TITLES[op.family].split(' (')[0].lower()}; flags {flags};"
+          f" tolerance {op.tol}; NULL slot: {op.null}{'; [no ctx]' if op.ctx == 'noctx' else ''} */")
+        w(f"typedef struct ferrum_{op.name}_args {{")
+        w("  uint64_t struct_size;")
+        npad = 0
+        for f, off in items:
+            if f is None:
+                w(f"  uint32_t reserved_{npad}; /* padding, 0 */")
+                npad += 1
+                continue
+            decl = f"{f.ctype} {f.name};"
+            cm = f.comment
+            if f.kind == "hostout" or (f.buf and f.buf[0] != "in"):
+                cm += "  // out"
+            if f.optional:
+                cm += "; may be NULL"
+            if f.added:
+                cm += "; (ferrum addition)"
+            w(f"  {decl:<40} /* {cm} */")
+        w(f"}} ferrum_{op.name}_args;")
+        w(f"#define FERRUM_{upper(op.name)}_ARGS_SIZE_V1_0 {size}")
+    w("")
+    w("/* ---- family tables: each starts with struct_size; slots only ever appended ------ */")
+    w("typedef ferrum_status (*ferrum_op_fn)(ferrum_context* ctx, const void* args);")
+    for fam in FAMILIES:
+        fops = [op for op in ops if op.family == fam]
+        w("")
+        w(f"/* {FAMILY_TITLES[fam]} */")
+        w(f"typedef struct ferrum_{fam}_table {{")
+        w("  uint64_t struct_size;")
+        for op in fops:
+            w(f"  ferrum_status (*{op.name})(ferrum_context* ctx, const ferrum_{op.name}_args* args);")
+        w("  /* ---- appended in later minors only, below this line ---- */")
+        w(f"}} ferrum_{fam}_table;")
+        w(f"#define FERRUM_{upper(fam)}_TABLE_SIZE_V1_0 {8 + 8 * len(fops)}")
+    w("")
+    w("#ifdef __cplusplus")
+    w('} /* extern "C" */')
+    w("#endif")
+    w("")
+    w("#endif /* FERRUM_OPS_H */")
+    return "\n".join(o) + "\n"
+
+
+# ------------------------------------------------------------------------------- layout freeze
+def layout_json(ops):
+    d = {"ops": {}, "tables": {}}
+    for op in ops:
+        items, size = layout(op.fields)
+        d["ops"][op.name] = {"id": op.id, "size": size,
+                             "fields": [[f.name, off] for f, off in items if f is not None]}
+    for fam in FAMILIES:
+        d["tables"][fam] = [op.name for op in ops if op.family == fam]
+    return d
+
+
+def check_frozen(ops):
+    cur = layout_json(ops)
+    if not FROZEN.exists():
+        return cur
+    frozen = json.loads(FROZEN.read_text())
+    errors = []
+    for name, fo in frozen["ops"].items():
+        co = cur["ops"].get(name)
+        if co is None:
+            errors.append(f"op {name} of ABI 1.0 was removed")
+            continue
+        if co["id"] != fo["id"]:
+            errors.append(f"op {name}: id changed {fo['id']} -> {co['id']}")
+        if co["fields"][: len(fo["fields"])] != fo["fields"]:
+            errors.append(f"op {name}: 1.0 fields changed (only appending is allowed)")
+    for fam, names in frozen["tables"].items():
+        if cur["tables"][fam][: len(names)] != names:
+            errors.append(f"table {fam}: 1.0 slots changed (only appending is allowed)")
+    if errors:
+        raise SystemExit("abigen: the frozen ABI 1.0 layout would change:\n  " + "\n  ".join(errors))
+    return frozen
+
+
+def gen_layout_test(frozen):
+    o = ["/* GENERATED by tools/abigen/abigen.py from abi/registry/layout_v1_0.json — do not edit.",
+         " * Static asserts of every ABI 1.0 struct size, field offset and table slot offset.",
+         " * Compiled as C11; a failure means a released layout moved. */",
+         "#include <stddef.h>",
+         "#include <ferrum/ferrum_plugin.h>",
+         "",
+         "#define FA(cond) _Static_assert(cond, #cond)",
+         "FA(sizeof(void*) == 8);",
+         "FA(sizeof(ferrum_host_info) == FERRUM_HOST_INFO_SIZE_V1_0);",
+         "FA(sizeof(ferrum_device_props) == FERRUM_DEVICE_PROPS_SIZE_V1_0);",
+         "FA(sizeof(ferrum_kv_cache_quant) == FERRUM_KV_CACHE_QUANT_SIZE_V1_0);",
+         "FA(sizeof(ferrum_plugin_api) == FERRUM_PLUGIN_API_SIZE_V1_0);",
+         "FA(offsetof(ferrum_plugin_api, build_info) + 8 == FERRUM_PLUGIN_API_FROZEN_PREFIX_SIZE);",
+         "FA(offsetof(ferrum_plugin_api, probe) == 40);",
+         "FA(offsetof(ferrum_plugin_api, memory) == 96);",
+         "FA(offsetof(ferrum_plugin_api, collective) == 176);",
+         ""]
+    for name, d in frozen["ops"].items():
+        o.append(f"FA(sizeof(ferrum_{name}_args) == {d['size']});")
+        o.append(f"FA(FERRUM_{upper(name)}_ARGS_SIZE_V1_0 == {d['size']});")
+        o.append(f"FA(FERRUM_OP_{upper(name)} == {d['id']});")
+        for fname, off in d["fields"]:
+            o.append(f"FA(offsetof(ferrum_{name}_args, {fname}) == {off});")
+    for fam, names in frozen["tables"].items():
+        for i, n in enumerate(names):
+            o.append(f"FA(offsetof(ferrum_{fam}_table, {n}) == {8 + 8 * i});")
+        o.append(f"FA(FERRUM_{upper(fam)}_TABLE_SIZE_V1_0 == {8 + 8 * len(names)});")
+    o.append("")
+    o.append("int ferrum_layout_v1_0_checked(void) { return 1; }")
+    return "\n".join(o) + "\n"
+
+
+# ------------------------------------------------------------------------------- C++ op info
+def gen_op_info(ops):
+    o = ["// GENERATED by tools/abigen/abigen.py from abi/registry/ops.txt — do not edit.",
+         "// Op metadata shared by the facade, the loader, the tools and the plugins.",
+         "#pragma once",
+         "#include <cstddef>",
+         "#include <cstdint>",
+         "#include <string_view>",
+         "#include <ferrum/ferrum_plugin.h>",
+         "",
+         "namespace ferrum::common {",
+         "",
+         "enum class NullSlot : uint8_t { required, unsupported, facade };",
+         "",
+         "struct OpInfo {",
+         "  int32_t id;",
+         "  std::string_view name;",
+         "  std::string_view family;",
+         "  std::string_view flags;      // OPS.md flags: A S G H",
+         "  std::string_view tolerance;  // OPS.md tolerance class",
+         "  NullSlot null_slot;          // what the facade does with a NULL slot",
+         "  bool cpu_required;           // OPS.md §15 'req' for the CPU plugin",
+         "  bool cuda_required;",
+         "  bool takes_context;          // false for [no ctx] ops",
+         "  uint64_t args_size_v1_0;",
+         "  size_t table_offset;         // offset of the family table pointer in ferrum_plugin_api",
+         "  size_t slot_offset;          // offset of the slot in its family table",
+         "  bool capturable() const { return flags.find('G') != std::string_view::npos; }",
+         "};",
+         "",
+         f"inline constexpr int32_t kOpCount = {len(ops)};",
+         "",
+         "inline constexpr OpInfo kOps[kOpCount] = {"]
+    for op in ops:
+        _, size = layout(op.fields)
+        null = {"required": "required", "unsupported": "unsupported", "facade": "facade"}[op.null]
+        flags = op.flags.replace(" ", "") if op.flags != "—" else ""
+        o.append(f'    {{{op.id}, "{op.name}", "{op.family}", "{flags}", "{op.tol}", NullSlot::{null}, '
+                 f'{str(op.cpu == "req").lower()}, {str(op.cuda == "req").lower()}, '
+                 f'{str(op.ctx == "ctx").lower()}, {size}, offsetof(ferrum_plugin_api, {op.family}), '
+                 f'offsetof(ferrum_{op.family}_table, {op.name})}},')
+    o += ["};",
+          "",
+          "// Op metadata by id (1-based); nullptr for an unknown id.",
+          "inline const OpInfo* op_info(int32_t id) {",
+          "  return (id >= 1 && id <= kOpCount) ? &kOps[id - 1] : nullptr;",
+          "}",
+          "",
+          "// Op metadata by name; nullptr if unknown.",
+          "inline const OpInfo* op_info(std::string_view name) {",
+          "  for (const auto& op : kOps)",
+          "    if (op.name == name) return &op;",
+          "  return nullptr;",
+          "}",
+          "",
+          "// The slot of `id` in `api`, or nullptr when the table, the family or the slot is absent",
+          "// or lies beyond what the plugin's struct_size covers (an older minor).",
+          "inline ferrum_op_fn find_slot(const ferrum_plugin_api* api, int32_t id) {",
+          "  const OpInfo* info = op_info(id);",
+          "  if (!api || !info) return nullptr;",
+          "  if (api->struct_size < info->table_offset + sizeof(void*)) return nullptr;",
+          "  const void* table = nullptr;",
+          "  __builtin_memcpy(&table, reinterpret_cast<const char*>(api) + info->table_offset, sizeof table);",
+          "  if (!table) return nullptr;",
+          "  uint64_t table_size = 0;",
+          "  __builtin_memcpy(&table_size, table, sizeof table_size);",
+          "  if (table_size < info->slot_offset + sizeof(void*)) return nullptr;",
+          "  ferrum_op_fn fn = nullptr;",
+          "  __builtin_memcpy(&fn, reinterpret_cast<const char*>(table) + info->slot_offset, sizeof fn);",
+          "  return fn;",
+          "}",
+          "",
+          "// Typed op ids for templates: OpId<ferrum_rms_norm_args>::value == FERRUM_OP_RMS_NORM.",
+          "template <class Args> struct OpId;"]
+    for op in ops:
+        o.append(f"template <> struct OpId<ferrum_{op.name}_args> {{ static constexpr int32_t value = {op.id}; }};")
+    o += ["", "}  // namespace ferrum::common", ""]
+    return "\n".join(o)
+
+
+# ------------------------------------------------------------------------------- C++ checks
+def shape_expr(dim, names):
+    e = dim.replace("·", "*")
+    idents = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", e))
+    if not idents <= names:
+        return None
+    return re.sub(r"([A-Za-z_][A-Za-z_0-9]*)", r"a->\1", e)
+
+
+def gen_checks(ops):
+    o = ["// GENERATED by tools/abigen/abigen.py from abi/registry/ops.txt — do not edit.",
+         "// Generic argument checks of every op (OPS.md §0.12), shared by the facade (before it",
+         "// calls a plugin) and by the project's plugins (before they enqueue anything).",
+         "// Checked here: args/struct_size, flag fields, buffer presence, dtype classes, buffer",
+         "// sizes for every shape expressible in the op's own fields, forbidden aliasing.",
+         "// Op-specific rules (modes, eps, capacities, layouts) stay with each op.",
+         "#pragma once",
+         "#include <ferrum/common/check_support.hpp>",
+         "",
+         "namespace ferrum::common {",
+         ""]
+    for op in ops:
+        names = {f.name for f in op.fields if f.kind in SCALARS}
+        o.append("template <class Acc>")
+        o.append(f"ferrum_status check_args(Acc& acc, const ferrum_{op.name}_args* a, CheckError& err) {{")
+        o.append(f'  Checker<Acc> c(acc, err, "{op.name}");')
+        o.append(f"  if (!c.header(a, FERRUM_{upper(op.name)}_ARGS_SIZE_V1_0)) return c.status();")
+        work = next((f for f in WORK_FIELDS if f in names), None)
+        o.append(f"  const bool work = {('a->' + work + ' != 0') if work else 'true'};")
+        o.append("  (void)work;")
+        for f in op.fields:
+            if f.kind == "flag":
+                o.append(f'  c.flag("{f.name}", a->{f.name});')
+        for f in op.fields:
+            if not f.buf:
+                continue
+            direction, cls = f.buf
+            shape = None
+            if f.shape:
+                parts = [shape_expr(d, names) for d in f.shape]
+                if all(p is not None for p in parts):
+                    shape = parts
+            if cls in DTYPE_CONST:
+                dcls = f"DtypeClass::exact, {DTYPE_CONST[cls]}"
+            else:
+                dcls = {"act": "DtypeClass::act", "idx": "DtypeClass::idx", "tab": "DtypeClass::tab",
+                        "any": "DtypeClass::any", "X": "DtypeClass::x"}[cls] + ", 0"
+            required = "false" if (f.optional or shape is None) else "work"
+            shape_str = "{" + ", ".join(f"(uint64_t)({p})" for p in shape) + "}" if shape else "{}"
+            dims_txt = ", ".join(f.shape) if f.shape else ""
+            o.append(f'  c.buffer("{f.name}", a->{f.name}, {dcls}, {required}, {str(shape is not None).lower()}, '
+                     f'{shape_str}, "[{dims_txt}]");')
+        writes = [f for f in op.fields if f.buf and f.buf[0] != "in"]
+        bufs = [f for f in op.fields if f.buf]
+        ok = MAY_ALIAS.get(op.name, set())
+        for wf in writes:
+            for other in bufs:
+                if other is wf or (other.buf[0] != "in" and bufs.index(other) < bufs.index(wf)):
+                    continue
+                if (wf.name, other.name) in ok or (other.name, wf.name) in ok:
+                    continue
+                o.append(f'  c.no_alias("{wf.name}", a->{wf.name}, "{other.name}", a->{other.name});')
+        o.append("  return c.status();")
+        o.append("}")
+        o.append("")
+    o += ["}  // namespace ferrum::common", ""]
+    return "\n".join(o)
+
+
+def main():
+    ops = load_registry()
+    frozen = check_frozen(ops)
+    outputs = {
+        ROOT / "abi/include/ferrum/ferrum_ops.h": gen_header(ops),
+        ROOT / "common/include/ferrum/common/op_info_gen.hpp": gen_op_info(ops),
+        ROOT / "common/include/ferrum/common/checks_gen.hpp": gen_checks(ops),
+        ROOT / "tests/abi/layout_v1_0_gen.c": gen_layout_test(frozen),
+    }
+    if not FROZEN.exists():
+        outputs[FROZEN] = json.dumps(frozen, indent=1) + "\n"
+    check = "--check" in sys.argv
+    stale = []
+    for path, text in outputs.items():
+        if path.exists() and path.read_text() == text:
+            continue
+        if check:
+            stale.append(str(path.relative_to(ROOT)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"abigen: wrote {path.relative_to(ROOT)}")
+    if stale:
+        print("abigen: stale generated files (run tools/abigen/abigen.py):\n  " + "\n  ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
