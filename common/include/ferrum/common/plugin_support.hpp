@@ -1,0 +1,200 @@
+// Shared boundary machinery of the project's own C++ plugins (CPU, CUDA): the buffer handle,
+// error details per context and per thread, host logging, and `run_op`, which turns every op
+// into "generic checks -> op checks -> (dry run stops here) -> enqueue" behind a catch-all.
+//
+// Vendors do not need this: they build against abi/ alone (see examples/c_plugin).
+#pragma once
+
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include <ferrum/common/checks_gen.hpp>
+#include <ferrum/common/dtype.hpp>
+#include <ferrum/common/op_info_gen.hpp>
+#include <ferrum/ferrum_plugin.h>
+
+// The buffer handle of the project's plugins: host memory on CPU, device memory on CUDA.
+struct ferrum_buffer {
+  static constexpr uint32_t kLive = 0x46425546u;  // "FUBF"
+  static constexpr uint32_t kDead = 0xDEADBEEFu;
+  uint32_t magic = kLive;
+  int32_t dtype = FERRUM_DTYPE_INVALID;
+  uint64_t count = 0;
+  void* data = nullptr;
+  int device = 0;
+  uint64_t bytes() const { return count * ferrum::dtype_size(dtype); }
+};
+
+namespace ferrum::plugin {
+
+// Every plugin's `struct ferrum_context` derives from this.
+struct ContextBase {
+  std::string last_error;
+};
+
+// A status with its detail message; the currency of the plugins' internal layers.
+struct Status {
+  ferrum_status code = FERRUM_STATUS_OK;
+  std::string message;
+  bool ok() const { return code == FERRUM_STATUS_OK; }
+};
+inline Status ok_status() { return {}; }
+inline Status invalid(std::string msg) { return {FERRUM_STATUS_INVALID_ARGUMENT, std::move(msg)}; }
+inline Status unsupported(std::string msg) { return {FERRUM_STATUS_UNSUPPORTED, std::move(msg)}; }
+
+// printf-style formatting into a std::string (messages only; never on a success path).
+inline std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+inline std::string format(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+// ---- host info and logging ---------------------------------------------------------------
+inline const ferrum_host_info*& host_info() {
+  static const ferrum_host_info* info = nullptr;
+  return info;
+}
+
+inline void log(int32_t level, const std::string& msg) noexcept {
+  const ferrum_host_info* h = host_info();
+  if (!h || h->struct_size < offsetof(ferrum_host_info, log_min_level) + 4 || !h->log) return;
+  if (level < h->log_min_level) return;
+  h->log(h->log_user_data, level, msg.c_str());
+}
+
+// Common part of every entry symbol: stores the host info and checks the major.
+inline ferrum_status enter(const ferrum_host_info* host, const ferrum_plugin_api* table,
+                           const ferrum_plugin_api** api) noexcept {
+  if (!api) return FERRUM_STATUS_INVALID_ARGUMENT;
+  *api = nullptr;
+  if (!host || host->struct_size < offsetof(ferrum_host_info, abi_minor) + 4)
+    return FERRUM_STATUS_INVALID_ARGUMENT;
+  if (host->abi_major != FERRUM_ABI_VERSION_MAJOR) return FERRUM_STATUS_ABI_MISMATCH;
+  host_info() = host;
+  *api = table;
+  return FERRUM_STATUS_OK;
+}
+
+// ---- error details -----------------------------------------------------------------------
+inline std::string& thread_error() {
+  thread_local std::string msg;
+  return msg;
+}
+
+inline ferrum_status record(ContextBase* ctx, ferrum_status code, const std::string& msg) noexcept {
+  try {
+    (ctx ? ctx->last_error : thread_error()) = msg;
+    log(code == FERRUM_STATUS_UNSUPPORTED ? FERRUM_LOG_DEBUG : FERRUM_LOG_INFO, msg);
+  } catch (...) {
+  }
+  return code;
+}
+inline ferrum_status record(ContextBase* ctx, const Status& s) noexcept {
+  return s.ok() ? FERRUM_STATUS_OK : record(ctx, s.code, s.message);
+}
+
+inline void copy_out(const std::string& msg, char* buf, uint64_t cap, uint64_t* needed) noexcept {
+  if (needed) *needed = msg.size() + 1;
+  if (!buf || cap == 0) return;
+  const uint64_t n = msg.size() < cap - 1 ? msg.size() : cap - 1;
+  std::memcpy(buf, msg.data(), n);
+  buf[n] = '\0';
+}
+
+inline ferrum_status error_detail(ContextBase* ctx, char* buf, uint64_t cap, uint64_t* needed) noexcept {
+  copy_out(ctx ? ctx->last_error : thread_error(), buf, cap, needed);
+  return FERRUM_STATUS_OK;
+}
+
+// Runs `fn` (returning Status) with every exception turned into a status.
+template <class F>
+ferrum_status guard(ContextBase* ctx, const char* what, F&& fn) noexcept {
+  try {
+    return record(ctx, fn());
+  } catch (const std::bad_alloc&) {
+    return record(ctx, FERRUM_STATUS_OUT_OF_MEMORY, std::string(what) + ": out of host memory");
+  } catch (const std::exception& e) {
+    return record(ctx, FERRUM_STATUS_INTERNAL, std::string(what) + ": internal error: " + e.what());
+  } catch (...) {
+    return record(ctx, FERRUM_STATUS_INTERNAL, std::string(what) + ": internal error");
+  }
+}
+
+// ---- buffers -------------------------------------------------------------------------------
+inline bool live(const ferrum_buffer* b) { return b && b->magic == ferrum_buffer::kLive; }
+
+// The accessor the generated checks use.
+struct BufferAccess {
+  bool info(const ferrum_buffer* h, int32_t& dtype, uint64_t& count) const {
+    if (!live(h)) return false;
+    dtype = h->dtype;
+    count = h->count;
+    return true;
+  }
+};
+
+template <class T>
+T* data_of(const ferrum_buffer* b) {
+  return b ? static_cast<T*>(b->data) : nullptr;
+}
+
+// ---- the op runner ---------------------------------------------------------------------------
+// query_support sets this for the duration of its call: ops then check and stop before enqueueing.
+inline bool& dry_run_flag() {
+  thread_local bool dry = false;
+  return dry;
+}
+
+// The one way every context op of the project's plugins is entered ([no ctx] ops use guard):
+//   generic generated checks -> impl(ctx, args, dry) -> status recorded on the context.
+// impl does its op-specific checks, returns early with ok_status() when `dry` is true, and
+// otherwise enqueues the work. Nothing is enqueued when a check fails (OPS.md §0.4).
+template <class Ctx, class Args, class Impl>
+ferrum_status run_op(Ctx* ctx, const Args* args, Impl&& impl) noexcept {
+  constexpr int32_t id = ferrum::common::OpId<Args>::value;
+  const char* name = ferrum::common::kOps[id - 1].name.data();
+  return guard(ctx, name, [&]() -> Status {
+    if (!ctx) return invalid(std::string(name) + ": context is NULL");
+    BufferAccess acc;
+    ferrum::common::CheckError err;
+    if (ferrum::common::check_args(acc, args, err) != FERRUM_STATUS_OK)
+      return {err.status, err.message};
+    return impl(*ctx, *args, dry_run_flag());
+  });
+}
+
+// query_support for a plugin table: runs the slot in dry-run mode.
+template <class Ctx>
+ferrum_status query_support(const ferrum_plugin_api* api, Ctx* ctx, int32_t op, const void* args,
+                            char* reason, uint64_t cap) noexcept {
+  const ferrum::common::OpInfo* info = ferrum::common::op_info(op);
+  if (!info) {
+    copy_out("query_support: unknown op id " + std::to_string(op), reason, cap, nullptr);
+    return FERRUM_STATUS_INVALID_ARGUMENT;
+  }
+  ferrum_op_fn fn = ferrum::common::find_slot(api, op);
+  if (!fn) {
+    copy_out(std::string(info->name) + ": not implemented by this plugin", reason, cap, nullptr);
+    return FERRUM_STATUS_UNSUPPORTED;
+  }
+  ContextBase* base = ctx;
+  std::string saved = base ? base->last_error : thread_error();
+  dry_run_flag() = true;
+  ferrum_status st = fn(ctx, args);
+  dry_run_flag() = false;
+  std::string& slot = base ? base->last_error : thread_error();
+  copy_out(st == FERRUM_STATUS_OK ? std::string() : slot, reason, cap, nullptr);
+  slot = saved;
+  return st;
+}
+
+}  // namespace ferrum::plugin
