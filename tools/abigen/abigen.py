@@ -472,6 +472,7 @@ def gen_checks(ops):
          "// Op-specific rules (modes, eps, capacities, layouts) stay with each op.",
          "#pragma once",
          "#include <ferrum/common/check_support.hpp>",
+         "#include <ferrum/ferrum_ops.h>",
          "",
          "namespace ferrum::common {",
          ""]
@@ -506,6 +507,16 @@ def gen_checks(ops):
             dims_txt = ", ".join(f.shape) if f.shape else ""
             o.append(f'  c.buffer("{f.name}", a->{f.name}, {dcls}, {required}, {str(shape is not None).lower()}, '
                      f'{shape_str}, "[{dims_txt}]");')
+        for f in op.fields:
+            if f.kind not in ("host", "hostout") or f.optional:
+                continue
+            sm = re.search(r"\[(.*)\]", f.comment)
+            need = "1"
+            if sm:
+                parts = [shape_expr(d, names) for d in split_top(sm.group(1))]
+                need = ("shape_elems({" + ", ".join(f"(uint64_t)({p})" for p in parts) + "})"
+                        if all(p is not None for p in parts) else "1")
+            o.append(f'  c.host_ptr("{f.name}", a->{f.name}, {need}, {str(f.kind == "hostout").lower()});')
         writes = [f for f in op.fields if f.buf and f.buf[0] != "in"]
         bufs = [f for f in op.fields if f.buf]
         ok = MAY_ALIAS.get(op.name, set())

@@ -86,6 +86,13 @@ class Checker {
     }
   }
 
+  // A host pointer the op reads (`host`) or fills (`hostout`): NULL only when nothing is needed.
+  void host_ptr(const char* name, const void* p, uint64_t need, bool out) {
+    if (ok() && !p && need > 0)
+      fail(std::string("argument '") + name + "': expected a host pointer " +
+           (out ? "to receive the result" : "to read from") + ", given NULL");
+  }
+
   void no_alias(const char* wname, const ferrum_buffer* w, const char* oname,
                 const ferrum_buffer* o) {
     if (ok() && w && w == o)

@@ -6,6 +6,7 @@
 // Op-specific rules (modes, eps, capacities, layouts) stay with each op.
 #pragma once
 #include <ferrum/common/check_support.hpp>
+#include <ferrum/ferrum_ops.h>
 
 namespace ferrum::common {
 
@@ -15,6 +16,7 @@ ferrum_status check_args(Acc& acc, const ferrum_alloc_args* a, CheckError& err) 
   if (!c.header(a, FERRUM_ALLOC_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->len != 0;
   (void)work;
+  c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
 
@@ -24,6 +26,7 @@ ferrum_status check_args(Acc& acc, const ferrum_alloc_typed_args* a, CheckError&
   if (!c.header(a, FERRUM_ALLOC_TYPED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
 
@@ -33,6 +36,8 @@ ferrum_status check_args(Acc& acc, const ferrum_from_slice_args* a, CheckError& 
   if (!c.header(a, FERRUM_FROM_SLICE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->data_len != 0;
   (void)work;
+  c.host_ptr("data", a->data, shape_elems({(uint64_t)(a->data_len)}), false);
+  c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
 
@@ -42,6 +47,8 @@ ferrum_status check_args(Acc& acc, const ferrum_from_slice_typed_args* a, CheckE
   if (!c.header(a, FERRUM_FROM_SLICE_TYPED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->data_len != 0;
   (void)work;
+  c.host_ptr("data", a->data, 1, false);
+  c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
 
@@ -51,6 +58,8 @@ ferrum_status check_args(Acc& acc, const ferrum_from_weight_bytes_args* a, Check
   if (!c.header(a, FERRUM_FROM_WEIGHT_BYTES_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("raw", a->raw, shape_elems({(uint64_t)(a->raw_len)}), false);
+  c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
 
@@ -61,6 +70,7 @@ ferrum_status check_args(Acc& acc, const ferrum_write_typed_args* a, CheckError&
   const bool work = a->data_len != 0;
   (void)work;
   c.buffer("dst", a->dst, DtypeClass::any, 0, false, false, {}, "[]");
+  c.host_ptr("data", a->data, 1, false);
   return c.status();
 }
 
@@ -71,6 +81,7 @@ ferrum_status check_args(Acc& acc, const ferrum_read_typed_args* a, CheckError& 
   const bool work = a->len != 0;
   (void)work;
   c.buffer("src", a->src, DtypeClass::any, 0, false, false, {}, "[]");
+  c.host_ptr("data", a->data, 1, true);
   return c.status();
 }
 
@@ -81,6 +92,7 @@ ferrum_status check_args(Acc& acc, const ferrum_to_vec_args* a, CheckError& err)
   const bool work = a->len != 0;
   (void)work;
   c.buffer("buf", a->buf, DtypeClass::any, 0, false, false, {}, "[]");
+  c.host_ptr("out", a->out, shape_elems({(uint64_t)(a->len)}), true);
   return c.status();
 }
 
@@ -91,6 +103,7 @@ ferrum_status check_args(Acc& acc, const ferrum_write_f32_to_activation_args* a,
   const bool work = a->data_len != 0;
   (void)work;
   c.buffer("dst", a->dst, DtypeClass::act, 0, false, false, {}, "[]");
+  c.host_ptr("data", a->data, shape_elems({(uint64_t)(a->data_len)}), false);
   return c.status();
 }
 
@@ -122,6 +135,8 @@ ferrum_status check_args(Acc& acc, const ferrum_buffer_info_args* a, CheckError&
   const bool work = true;
   (void)work;
   c.buffer("buf", a->buf, DtypeClass::any, 0, false, false, {}, "[]");
+  c.host_ptr("dtype", a->dtype, 1, true);
+  c.host_ptr("count", a->count, 1, true);
   return c.status();
 }
 
@@ -140,6 +155,7 @@ ferrum_status check_args(Acc& acc, const ferrum_new_context_args* a, CheckError&
   if (!c.header(a, FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("context", a->context, 1, true);
   return c.status();
 }
 
@@ -158,6 +174,10 @@ ferrum_status check_args(Acc& acc, const ferrum_context_info_args* a, CheckError
   if (!c.header(a, FERRUM_CONTEXT_INFO_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("device_ordinal", a->device_ordinal, 1, true);
+  c.host_ptr("activation_dtype", a->activation_dtype, 1, true);
+  c.host_ptr("batched_slots", a->batched_slots, 1, true);
+  c.host_ptr("batched_items", a->batched_items, 1, true);
   return c.status();
 }
 
@@ -185,6 +205,7 @@ ferrum_status check_args(Acc& acc, const ferrum_activation_elem_size_bytes_args*
   if (!c.header(a, FERRUM_ACTIVATION_ELEM_SIZE_BYTES_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -194,6 +215,7 @@ ferrum_status check_args(Acc& acc, const ferrum_supports_device_ordinal_scope_ar
   if (!c.header(a, FERRUM_SUPPORTS_DEVICE_ORDINAL_SCOPE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -203,6 +225,7 @@ ferrum_status check_args(Acc& acc, const ferrum_supports_llama_family_batched_de
   if (!c.header(a, FERRUM_SUPPORTS_LLAMA_FAMILY_BATCHED_DECODE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -212,6 +235,7 @@ ferrum_status check_args(Acc& acc, const ferrum_supports_paged_kv_args* a, Check
   if (!c.header(a, FERRUM_SUPPORTS_PAGED_KV_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -221,6 +245,7 @@ ferrum_status check_args(Acc& acc, const ferrum_supports_varlen_qkv_args* a, Che
   if (!c.header(a, FERRUM_SUPPORTS_VARLEN_QKV_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -230,6 +255,7 @@ ferrum_status check_args(Acc& acc, const ferrum_supports_vllm_paged_attn_args* a
   if (!c.header(a, FERRUM_SUPPORTS_VLLM_PAGED_ATTN_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -389,6 +415,7 @@ ferrum_status check_args(Acc& acc, const ferrum_embedding_lookup_args* a, CheckE
   (void)work;
   c.buffer("table", a->table, DtypeClass::act, 0, false, false, {}, "[vocab, dim]");
   c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->ids_len), (uint64_t)(a->dim)}, "[ids_len, dim]");
+  c.host_ptr("ids", a->ids, shape_elems({(uint64_t)(a->ids_len)}), false);
   c.no_alias("out", a->out, "table", a->table);
   return c.status();
 }
@@ -438,6 +465,7 @@ ferrum_status check_args(Acc& acc, const ferrum_argmax_rows_f16_args* a, CheckEr
   const bool work = a->m != 0;
   (void)work;
   c.buffer("logits", a->logits, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->n)}, "[m, n]");
+  c.host_ptr("out", a->out, shape_elems({(uint64_t)(a->m)}), true);
   return c.status();
 }
 
@@ -590,6 +618,8 @@ ferrum_status check_args(Acc& acc, const ferrum_populate_batched_pointers_args* 
   if (!c.header(a, FERRUM_POPULATE_BATCHED_POINTERS_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->m != 0;
   (void)work;
+  c.host_ptr("k_caches", a->k_caches, shape_elems({(uint64_t)(a->num_layers*a->m)}), false);
+  c.host_ptr("v_caches", a->v_caches, shape_elems({(uint64_t)(a->num_layers*a->m)}), false);
   return c.status();
 }
 
@@ -601,6 +631,7 @@ ferrum_status check_args(Acc& acc, const ferrum_kv_cache_append_batched_per_cach
   (void)work;
   c.buffer("new_data", a->new_data, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->nkv), (uint64_t)(a->hd)}, "[m, nkv, hd]");
   c.buffer("cache_lens", a->cache_lens, DtypeClass::idx, 0, work, true, {(uint64_t)(a->m)}, "[m]");
+  c.host_ptr("caches", a->caches, shape_elems({(uint64_t)(a->m)}), false);
   return c.status();
 }
 
@@ -613,6 +644,8 @@ ferrum_status check_args(Acc& acc, const ferrum_flash_attention_batched_per_cach
   c.buffer("q", a->q, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->nq), (uint64_t)(a->hd)}, "[m, nq, hd]");
   c.buffer("kv_lens", a->kv_lens, DtypeClass::idx, 0, work, true, {(uint64_t)(a->m)}, "[m]");
   c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->nq), (uint64_t)(a->hd)}, "[m, nq, hd]");
+  c.host_ptr("k_caches", a->k_caches, shape_elems({(uint64_t)(a->m)}), false);
+  c.host_ptr("v_caches", a->v_caches, shape_elems({(uint64_t)(a->m)}), false);
   c.no_alias("out", a->out, "q", a->q);
   c.no_alias("out", a->out, "kv_lens", a->kv_lens);
   return c.status();
@@ -976,6 +1009,7 @@ ferrum_status check_args(Acc& acc, const ferrum_alloc_paged_int8_layer_args* a, 
   if (!c.header(a, FERRUM_ALLOC_PAGED_INT8_LAYER_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("cache", a->cache, 1, true);
   return c.status();
 }
 
@@ -991,6 +1025,7 @@ ferrum_status check_args(Acc& acc, const ferrum_int8_kv_append_paged_args* a, Ch
   c.buffer("layer_v", a->layer_v, DtypeClass::exact, FERRUM_DTYPE_I8, false, false, {}, "[pool]");
   c.buffer("layer_k_scales", a->layer_k_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
   c.buffer("layer_v_scales", a->layer_v_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
+  c.host_ptr("paged_block_indices", a->paged_block_indices, shape_elems({(uint64_t)(a->paged_block_indices_len)}), false);
   c.no_alias("layer_k", a->layer_k, "k_in", a->k_in);
   c.no_alias("layer_k", a->layer_k, "v_in", a->v_in);
   c.no_alias("layer_k", a->layer_k, "layer_v", a->layer_v);
@@ -1036,6 +1071,7 @@ ferrum_status check_args(Acc& acc, const ferrum_alloc_paged_fp8_layer_args* a, C
   if (!c.header(a, FERRUM_ALLOC_PAGED_FP8_LAYER_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("cache", a->cache, 1, true);
   return c.status();
 }
 
@@ -1051,6 +1087,7 @@ ferrum_status check_args(Acc& acc, const ferrum_fp8_kv_append_paged_args* a, Che
   c.buffer("layer_v", a->layer_v, DtypeClass::exact, FERRUM_DTYPE_I8, false, false, {}, "[pool]");
   c.buffer("layer_k_scales", a->layer_k_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
   c.buffer("layer_v_scales", a->layer_v_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
+  c.host_ptr("paged_block_indices", a->paged_block_indices, shape_elems({(uint64_t)(a->paged_block_indices_len)}), false);
   c.no_alias("layer_k", a->layer_k, "k_in", a->k_in);
   c.no_alias("layer_k", a->layer_k, "v_in", a->v_in);
   c.no_alias("layer_k", a->layer_k, "layer_v", a->layer_v);
@@ -1114,6 +1151,7 @@ ferrum_status check_args(Acc& acc, const ferrum_replay_graph_args* a, CheckError
   if (!c.header(a, FERRUM_REPLAY_GRAPH_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("replayed", a->replayed, 1, true);
   return c.status();
 }
 
@@ -1141,6 +1179,7 @@ ferrum_status check_args(Acc& acc, const ferrum_graph_capture_in_flight_args* a,
   if (!c.header(a, FERRUM_GRAPH_CAPTURE_IN_FLIGHT_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -1169,6 +1208,7 @@ ferrum_status check_args(Acc& acc, const ferrum_make_timer_args* a, CheckError& 
   if (!c.header(a, FERRUM_MAKE_TIMER_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("timer", a->timer, 1, true);
   return c.status();
 }
 
@@ -1205,6 +1245,7 @@ ferrum_status check_args(Acc& acc, const ferrum_elapsed_ms_args* a, CheckError& 
   if (!c.header(a, FERRUM_ELAPSED_MS_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("ms", a->ms, 1, true);
   return c.status();
 }
 
@@ -1214,6 +1255,7 @@ ferrum_status check_args(Acc& acc, const ferrum_comm_unique_id_args* a, CheckErr
   if (!c.header(a, FERRUM_COMM_UNIQUE_ID_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("id", a->id, shape_elems({(uint64_t)(128)}), true);
   return c.status();
 }
 
@@ -1223,6 +1265,7 @@ ferrum_status check_args(Acc& acc, const ferrum_comm_init_args* a, CheckError& e
   if (!c.header(a, FERRUM_COMM_INIT_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("unique_id", a->unique_id, shape_elems({(uint64_t)(128)}), false);
   return c.status();
 }
 
@@ -1241,6 +1284,7 @@ ferrum_status check_args(Acc& acc, const ferrum_world_size_args* a, CheckError& 
   if (!c.header(a, FERRUM_WORLD_SIZE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -1250,6 +1294,7 @@ ferrum_status check_args(Acc& acc, const ferrum_rank_args* a, CheckError& err) {
   if (!c.header(a, FERRUM_RANK_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("result", a->result, 1, true);
   return c.status();
 }
 
@@ -1291,6 +1336,8 @@ ferrum_status check_args(Acc& acc, const ferrum_load_quant_args* a, CheckError& 
   if (!c.header(a, FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("bytes", a->bytes, shape_elems({(uint64_t)(a->byte_len)}), false);
+  c.host_ptr("weight", a->weight, 1, true);
   return c.status();
 }
 
@@ -1331,6 +1378,9 @@ ferrum_status check_args(Acc& acc, const ferrum_load_gptq_args* a, CheckError& e
   if (!c.header(a, FERRUM_LOAD_GPTQ_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("qweight", a->qweight, shape_elems({(uint64_t)(a->k/8*a->n)}), false);
+  c.host_ptr("scales", a->scales, 1, false);
+  c.host_ptr("weight", a->weight, 1, true);
   return c.status();
 }
 
@@ -1340,6 +1390,9 @@ ferrum_status check_args(Acc& acc, const ferrum_load_gptq_stacked_args* a, Check
   if (!c.header(a, FERRUM_LOAD_GPTQ_STACKED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
+  c.host_ptr("qweights", a->qweights, shape_elems({(uint64_t)(a->num_experts)}), false);
+  c.host_ptr("scales", a->scales, shape_elems({(uint64_t)(a->num_experts)}), false);
+  c.host_ptr("weight", a->weight, 1, true);
   return c.status();
 }
 

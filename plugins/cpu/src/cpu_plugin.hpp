@@ -1,0 +1,40 @@
+// Internal declarations of the CPU plugin: its context and timer, and the per-family slot
+// tables that plugin.cpp assembles into the API table.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+#include <ferrum/common/plugin_support.hpp>
+
+struct ferrum_context : ferrum::plugin::ContextBase {
+  int32_t activation_dtype = FERRUM_DTYPE_F32;
+  uint64_t device = 0;
+};
+
+struct ferrum_timer {
+  bool has_start = false;
+  bool has_end = false;
+  std::chrono::steady_clock::time_point start, end;
+};
+
+namespace ferrum::cpu {
+
+using plugin::Status;
+using plugin::invalid;
+using plugin::ok_status;
+using plugin::unsupported;
+
+extern const ferrum_memory_table kMemoryTable;
+extern const ferrum_context_table kContextTable;
+extern const ferrum_dense_table kDenseTable;
+extern const ferrum_attention_table kAttentionTable;
+
+// Element-wise conversion between any two of F32/F16/BF16 (OPS.md §1 from_weight_bytes rules);
+// equal dtypes copy bits. `src` may be unaligned.
+Status convert_elements(const void* src, int32_t src_dtype, void* dst, int32_t dst_dtype, uint64_t n);
+
+// Allocates a buffer of n elements of dtype (zeroed when `zero`); OUT_OF_MEMORY on failure.
+Status make_buffer(int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out);
+
+}  // namespace ferrum::cpu

@@ -1,0 +1,135 @@
+// CPU plugin: the QK-norm / RoPE family (OPS.md §0.7, §4).
+#include <vector>
+
+#include "glue.hpp"
+#include "kernels/rope.hpp"
+
+namespace ferrum::cpu {
+
+Status check_rope(const char* op, int32_t mode, uint64_t D, float eps, const ferrum_buffer* cos,
+                  const ferrum_buffer* sin, uint64_t pos_end, bool work, uint64_t& rows) {
+  rows = 0;
+  if (mode < 0 || mode > 3)
+    return invalid(plugin::format("%s: argument 'qk_mode': expected 0..3, given %d", op, mode));
+  Status s = check_finite_eps(op, eps);
+  if (s.ok()) s = check_positive(op, "head_dim", D, work);
+  if (!s.ok() || mode == 0 || !work) return s;
+  if (D % 2)
+    return invalid(plugin::format("%s: argument 'head_dim': expected an even value for qk_mode %d, given %llu", op,
+                                  mode, (unsigned long long)D));
+  if (!cos || !sin)
+    return invalid(plugin::format("%s: arguments 'cos'/'sin': expected RoPE tables for qk_mode %d, given NULL", op, mode));
+  rows = std::min(cos->count, sin->count) / (D / 2);
+  if (pos_end > rows)
+    return invalid(plugin::format("%s: RoPE position: expected positions < %llu (the tables' rows), given up to %llu", op,
+                                  (unsigned long long)rows, (unsigned long long)(pos_end - 1)));
+  return ok_status();
+}
+
+Status check_norm_weight(const char* op, const char* name, const ferrum_buffer* w, int32_t mode, uint64_t D,
+                         bool work) {
+  return (mode == 1 && work) ? check_min_count(op, name, w, D) : ok_status();
+}
+
+namespace {
+
+using plugin::data_of;
+using plugin::run_op;
+
+int32_t table_dtype(const ferrum_buffer* cos) { return cos ? cos->dtype : 0; }
+
+}  // namespace
+
+ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_qk_norm_rope_args& a, bool dry) -> Status {
+    const bool work = a.tokens && a.heads;
+    uint64_t rows = 0;
+    Status s = check_rope("qk_norm_rope", a.mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    if (s.ok()) s = check_norm_weight("qk_norm_rope", "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    if (!s.ok() || dry || !work) return s;
+    return with_act_and_table(a.input->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
+      using T = decltype(t);
+      using C = decltype(c);
+      cpu::qk_norm_rope<T, C>(data_of<const T>(a.input), data_of<const T>(a.norm_w), data_of<const C>(a.cos),
+                              data_of<const C>(a.sin), data_of<T>(a.output), a.tokens, a.heads, a.head_dim,
+                              a.pos_offset, a.eps, a.mode);
+      return ok_status();
+    });
+  });
+}
+
+ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk_norm_rope_batched_per_item_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_qk_norm_rope_batched_per_item_args& a, bool dry) -> Status {
+    const bool work = a.m && a.heads;
+    uint64_t rows = 0;
+    Status s = check_rope("qk_norm_rope_batched_per_item", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
+    if (s.ok()) s = check_norm_weight("qk_norm_rope_batched_per_item", "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    if (!s.ok() || dry || !work) return s;
+    std::vector<uint64_t> pos(a.m);  // device values (§0.11): negative I32 -> out of range
+    for (uint64_t i = 0; i < a.m; ++i)
+      pos[i] = a.positions->dtype == FERRUM_DTYPE_I32
+                   ? (data_of<const int32_t>(a.positions)[i] < 0 ? UINT64_MAX : uint64_t(data_of<const int32_t>(a.positions)[i]))
+                   : data_of<const uint32_t>(a.positions)[i];
+    return with_act_and_table(a.input->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
+      using T = decltype(t);
+      using C = decltype(c);
+      cpu::qk_norm_rope_batched_per_item<T, C>(data_of<const T>(a.input), data_of<const T>(a.norm_w),
+                                               data_of<const C>(a.cos), data_of<const C>(a.sin), rows,
+                                               data_of<T>(a.output), pos.data(), a.m, a.heads, a.head_dim, a.eps,
+                                               a.mode);
+      return ok_status();
+    });
+  });
+}
+
+ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_norm_rope_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_split_qkv_norm_rope_args& a, bool dry) -> Status {
+    const char* op = "split_qkv_norm_rope";
+    const bool work = a.tokens != 0;
+    uint64_t rows = 0;
+    Status s = check_rope(op, a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+    if (!s.ok() || dry || !work) return s;
+    return with_act_and_table(a.qkv->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
+      using T = decltype(t);
+      using C = decltype(c);
+      cpu::split_qkv_norm_rope<T, C>(data_of<const T>(a.qkv), data_of<const T>(a.q_norm_w),
+                                     data_of<const T>(a.k_norm_w), data_of<const C>(a.cos), data_of<const C>(a.sin),
+                                     data_of<T>(a.q_out), data_of<T>(a.k_out), data_of<T>(a.v_out), a.tokens,
+                                     a.q_heads, a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode);
+      return ok_status();
+    });
+  });
+}
+
+ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
+                                             const ferrum_split_qkv_norm_rope_into_cache_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_split_qkv_norm_rope_into_cache_args& a, bool dry) -> Status {
+    const char* op = "split_qkv_norm_rope_into_cache";
+    const bool work = a.tokens != 0;
+    uint64_t rows = 0;
+    Status s = check_rope(op, a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+    if (s.ok() && a.cache_len + a.tokens > a.cache_capacity)
+      s = invalid(plugin::format("%s: argument 'cache_len': expected cache_len + tokens <= cache_capacity = %llu, given %llu + %llu",
+                                 op, (unsigned long long)a.cache_capacity, (unsigned long long)a.cache_len,
+                                 (unsigned long long)a.tokens));
+    if (!s.ok() || dry || !work) return s;
+    return with_act_and_table(a.qkv->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
+      using T = decltype(t);
+      using C = decltype(c);
+      cpu::split_qkv_norm_rope_into_cache<T, C>(
+          data_of<const T>(a.qkv), data_of<const T>(a.q_norm_w), data_of<const T>(a.k_norm_w),
+          data_of<const C>(a.cos), data_of<const C>(a.sin), data_of<T>(a.q_out), data_of<T>(a.cache_k),
+          data_of<T>(a.cache_v), a.tokens, a.q_heads, a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode,
+          a.cache_len, a.cache_capacity);
+      return ok_status();
+    });
+  });
+}
+
+}  // namespace ferrum::cpu
