@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include <ferrum/export.hpp>
 #include <ferrum/ferrum_base.h>
 
 namespace ferrum {
@@ -21,12 +22,12 @@ enum class ErrorCode : int32_t {
 };
 
 // Name of a code ("unsupported", "invalid_argument", ...).
-const char* to_string(ErrorCode code) noexcept;
+FERRUM_API const char* to_string(ErrorCode code) noexcept;
 
 // Maps a ferrum_status (non-zero) to its ErrorCode; unknown values map to internal.
-ErrorCode error_code_of(ferrum_status status) noexcept;
+FERRUM_API ErrorCode error_code_of(ferrum_status status) noexcept;
 
-class Error : public std::runtime_error {
+class FERRUM_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message)
       : std::runtime_error(message), code_(code) {}

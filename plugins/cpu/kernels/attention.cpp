@@ -1,0 +1,161 @@
+// ferrum CPU plugin — flash attention over contiguous KV (see attention.hpp).
+//
+// Work item = (batch, head, tile of kQTile queries). For each block of kKBlock keys the K and V
+// rows are converted to f32 once, then every query of the tile updates its running max m,
+// running sum l and f32 accumulator acc[head_dim] (flash-attention online softmax):
+//   m' = max(m, max_j s_j), acc ← acc·e^(m−m') + Σ_j e^(s_j−m')·v_j, l ← l·e^(m−m') + Σ_j e^(s_j−m').
+// Scratch per thread: kQTile·head_dim + 2·kKBlock·head_dim + kKBlock floats, independent of kv_len.
+#include "attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "parallel.hpp"
+
+namespace ferrum::cpu {
+namespace {
+
+constexpr uint64_t kQTile = 16;
+constexpr uint64_t kKBlock = 64;
+
+thread_local std::vector<float> t_scratch;
+
+inline float dot_f32(const float* a, const float* b, uint64_t n) {
+  float lanes[8] = {};
+  uint64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
+  }
+  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+  for (; d < n; ++d) r += a[d] * b[d];
+  return r;
+}
+
+// Visible key range [lo, hi) of a query at position p (OPS.md §0.8).
+inline void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint64_t& lo, uint64_t& hi) {
+  hi = causal ? std::min(L, p + 1) : L;
+  lo = (W != 0 && p + 1 > W) ? p + 1 - W : 0;
+}
+
+}  // namespace
+
+template <class T>
+void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch, uint64_t q_len, uint64_t kv_len,
+                     uint64_t pos_offset, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, bool causal,
+                     float scale, uint64_t kv_seq_stride, uint64_t sliding_window) {
+  if (batch == 0 || q_len == 0 || num_heads == 0 || head_dim == 0) return;
+  const uint64_t D = head_dim;
+  const uint64_t S = kv_seq_stride ? kv_seq_stride : kv_len;
+  const uint64_t group = num_heads / num_kv_heads;
+  const float sigma = scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const uint64_t tiles = (q_len + kQTile - 1) / kQTile;
+  const uint64_t items = batch * num_heads * tiles;
+  // Rough cost per item: tile queries × visible keys × head_dim.
+  const uint64_t cost = std::max<uint64_t>(1, std::min(q_len, kQTile) * std::max<uint64_t>(kv_len, 1) * D);
+  const uint64_t grain = std::max<uint64_t>(1, (uint64_t{1} << 16) / cost);
+
+  parallel_for(items, grain, [&](uint64_t it0, uint64_t it1) {
+    const uint64_t need = kQTile * D * 2 + 2 * kKBlock * D + kKBlock + 2 * kQTile;
+    if (t_scratch.size() < need) t_scratch.resize(need);
+    float* qf = t_scratch.data();         // [kQTile, D] queries in f32
+    float* acc = qf + kQTile * D;         // [kQTile, D]
+    float* kf = acc + kQTile * D;         // [kKBlock, D]
+    float* vf = kf + kKBlock * D;         // [kKBlock, D]
+    float* sc = vf + kKBlock * D;         // [kKBlock] scores
+    float* mrun = sc + kKBlock;           // [kQTile]
+    float* lrun = mrun + kQTile;          // [kQTile]
+
+    for (uint64_t it = it0; it < it1; ++it) {
+      const uint64_t tile = it % tiles;
+      const uint64_t bh = it / tiles;
+      const uint64_t h = bh % num_heads;
+      const uint64_t b = bh / num_heads;
+      const uint64_t kvh = h / group;
+      const uint64_t i0 = tile * kQTile;
+      const uint64_t nq = std::min(kQTile, q_len - i0);
+      const T* qbase = q + ((b * num_heads + h) * q_len + i0) * D;
+      T* obase = out + ((b * num_heads + h) * q_len + i0) * D;
+      const T* kbase = k + (b * num_kv_heads + kvh) * S * D;
+      const T* vbase = v + (b * num_kv_heads + kvh) * S * D;
+
+      // Union of the tile's visible ranges.
+      uint64_t tlo = kv_len, thi = 0;
+      for (uint64_t qi = 0; qi < nq; ++qi) {
+        uint64_t lo, hi;
+        visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);
+        if (lo < hi) {
+          tlo = std::min(tlo, lo);
+          thi = std::max(thi, hi);
+        }
+      }
+      for (uint64_t qi = 0; qi < nq; ++qi) {
+        for (uint64_t d = 0; d < D; ++d) qf[qi * D + d] = to_float(qbase[qi * D + d]);
+        std::fill(acc + qi * D, acc + (qi + 1) * D, 0.0f);
+        mrun[qi] = -std::numeric_limits<float>::infinity();
+        lrun[qi] = 0.0f;
+      }
+
+      for (uint64_t j0 = tlo; j0 < thi; j0 += kKBlock) {
+        const uint64_t nk = std::min(kKBlock, thi - j0);
+        for (uint64_t j = 0; j < nk * D; ++j) {
+          kf[j] = to_float(kbase[j0 * D + j]);
+          vf[j] = to_float(vbase[j0 * D + j]);
+        }
+        for (uint64_t qi = 0; qi < nq; ++qi) {
+          uint64_t lo, hi;
+          visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);
+          const uint64_t jb = std::max(lo, j0), je = std::min(hi, j0 + nk);
+          if (jb >= je) continue;
+          const float* qv = qf + qi * D;
+          float bmax = -std::numeric_limits<float>::infinity();
+          for (uint64_t j = jb; j < je; ++j) {
+            const float s = sigma * dot_f32(qv, kf + (j - j0) * D, D);
+            sc[j - j0] = s;
+            bmax = std::max(bmax, s);
+          }
+          const float m_new = std::max(mrun[qi], bmax);
+          // First block: mrun = −inf gives alpha = 0 (acc and l are 0 anyway).
+          const float alpha = mrun[qi] == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(mrun[qi] - m_new);
+          float* a = acc + qi * D;
+          if (alpha != 1.0f) {
+            for (uint64_t d = 0; d < D; ++d) a[d] *= alpha;
+          }
+          float l = lrun[qi] * alpha;
+          for (uint64_t j = jb; j < je; ++j) {
+            const float pj = std::exp(sc[j - j0] - m_new);
+            l += pj;
+            const float* vr = vf + (j - j0) * D;
+            for (uint64_t d = 0; d < D; ++d) a[d] += pj * vr[d];
+          }
+          lrun[qi] = l;
+          mrun[qi] = m_new;
+        }
+      }
+
+      for (uint64_t qi = 0; qi < nq; ++qi) {
+        T* o = obase + qi * D;
+        const float l = lrun[qi];
+        if (l > 0.0f) {
+          const float inv = 1.0f / l;
+          for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(acc[qi * D + d] * inv);
+        } else if (l == 0.0f) {
+          std::memset(static_cast<void*>(o), 0, D * sizeof(T));  // empty visible set: +0.0
+        } else {
+          for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(acc[qi * D + d] / l);  // NaN propagates
+        }
+      }
+    }
+  });
+}
+
+template void flash_attention<float>(const float*, const float*, const float*, float*, uint64_t, uint64_t, uint64_t,
+                                     uint64_t, uint64_t, uint64_t, uint64_t, bool, float, uint64_t, uint64_t);
+template void flash_attention<f16>(const f16*, const f16*, const f16*, f16*, uint64_t, uint64_t, uint64_t, uint64_t,
+                                   uint64_t, uint64_t, uint64_t, bool, float, uint64_t, uint64_t);
+template void flash_attention<bf16>(const bf16*, const bf16*, const bf16*, bf16*, uint64_t, uint64_t, uint64_t,
+                                    uint64_t, uint64_t, uint64_t, uint64_t, bool, float, uint64_t, uint64_t);
+
+}  // namespace ferrum::cpu

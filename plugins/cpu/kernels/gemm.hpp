@@ -1,0 +1,25 @@
+// ferrum CPU plugin — dense GEMM (OPS.md §3 gemm, §0.6).
+#ifndef FERRUM_CPU_KERNELS_GEMM_HPP
+#define FERRUM_CPU_KERNELS_GEMM_HPP
+
+#include <cstdint>
+
+#include <ferrum/common/dtype.hpp>
+
+namespace ferrum::cpu {
+
+// out[i, j] = Σ_p a[i, p] · b[j, p]   ("NT": a is [m, k], b is [n, k], out is [m, n], all
+// dense row-major). T in {float, f16, bf16}. Inputs convert exactly to f32, the sum runs in
+// full f32 precision with FMA, and each output is rounded once. k = 0 writes +0.0 everywhere;
+// m = 0 or n = 0 does nothing. out must not overlap a or b (a and b may be the same).
+// Runs on the thread pool; deterministic (the summation order of an element never depends on
+// the thread count or the tile it falls in).
+template <class T>
+void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k);
+
+// Which micro-kernel gemm uses on this machine: "avx2_fma" or "generic".
+const char* gemm_kernel_name();
+
+}  // namespace ferrum::cpu
+
+#endif  // FERRUM_CPU_KERNELS_GEMM_HPP

@@ -1,0 +1,196 @@
+// CUDA plugin: context and timer (OPS.md §2, §9). A context owns one heap DeviceContext (one
+// non-blocking stream on one device, its cuBLASLt handle, workspace and staging). Timers are two
+// timing events on the device of the context that made them.
+#include <new>
+
+#include "cuda_plugin.hpp"
+#include "device.hpp"
+
+namespace ferrum::cuda::glue {
+namespace {
+
+using plugin::run_op;
+
+// Staging limits of OPS.md §5.1 (reported even before the batched ops exist).
+constexpr uint64_t kBatchedSlots = 128;
+constexpr uint64_t kBatchedItems = 64;
+
+ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
+  return plugin::guard(nullptr, "new_context", [&]() -> Status {
+    ferrum::common::CheckError err;
+    plugin::BufferAccess acc;
+    if (ferrum::common::check_args(acc, a, err) != FERRUM_STATUS_OK) return {err.status, err.message};
+    int32_t count = 0;
+    Status s = from_device(device_count(count));
+    if (!s.ok()) return s;
+    if (a->device_ordinal >= static_cast<uint64_t>(count))
+      return invalid(plugin::format("new_context: argument 'device_ordinal': expected < %d (the CUDA device count), given %llu",
+                                    count, (unsigned long long)a->device_ordinal));
+    if (a->activation_dtype != 0 && !is_float_dtype(a->activation_dtype))
+      return invalid(plugin::format("new_context: argument 'activation_dtype': expected 0, f32, f16 or bf16, given %d",
+                                    a->activation_dtype));
+    if (plugin::dry_run_flag()) return ok_status();
+    auto* c = new (std::nothrow) ferrum_context;
+    auto* dev = new (std::nothrow) DeviceContext;
+    if (!c || !dev) {
+      delete c;
+      delete dev;
+      return {FERRUM_STATUS_OUT_OF_MEMORY, "new_context: out of host memory"};
+    }
+    s = from_device(create(static_cast<int>(a->device_ordinal), *dev));
+    if (!s.ok()) {
+      delete dev;
+      delete c;
+      s.message = "new_context: " + s.message;
+      return s;
+    }
+    c->dev = dev;
+    c->device = a->device_ordinal;
+    c->activation_dtype = a->activation_dtype ? a->activation_dtype : FERRUM_DTYPE_F16;
+    *a->context = c;
+    return ok_status();
+  });
+}
+
+ferrum_status context_destroy(ferrum_context*, const ferrum_context_destroy_args* a) {
+  return plugin::guard(nullptr, "context_destroy", [&]() -> Status {
+    if (!a || a->struct_size < FERRUM_CONTEXT_DESTROY_ARGS_SIZE_V1_0)
+      return invalid("context_destroy: args NULL or struct_size too small");
+    ferrum_context* c = a->context;
+    if (!c) return ok_status();  // NULL-safe
+    Status s;
+    if (c->dev) s = from_device(destroy(*c->dev));  // waits for the stream, frees everything
+    delete c->dev;
+    delete c;
+    return s;
+  });
+}
+
+ferrum_status context_info(ferrum_context* ctx, const ferrum_context_info_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_context_info_args& a, bool dry) -> Status {
+    if (dry) return ok_status();
+    *a.device_ordinal = c.device;
+    *a.activation_dtype = c.activation_dtype;
+    *a.batched_slots = kBatchedSlots;
+    *a.batched_items = kBatchedItems;
+    return ok_status();
+  });
+}
+
+ferrum_status sync(ferrum_context* ctx, const ferrum_sync_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_sync_args&, bool dry) -> Status {
+    if (dry) return ok_status();
+    DeviceGuard g;
+    Status s = enter_device(g, c);
+    return s.ok() ? from_device(cuda::sync(*c.dev)) : s;
+  });
+}
+
+// Buffers are device memory, never host-mapped: every readback already synchronises.
+ferrum_status sync_before_host_readback(ferrum_context* ctx, const ferrum_sync_before_host_readback_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_sync_before_host_readback_args&, bool) { return ok_status(); });
+}
+
+ferrum_status activation_elem_size_bytes(ferrum_context* ctx, const ferrum_activation_elem_size_bytes_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_activation_elem_size_bytes_args& a, bool dry) -> Status {
+    if (!dry) *a.result = dtype_size(c.activation_dtype);
+    return ok_status();
+  });
+}
+
+ferrum_status supports_device_ordinal_scope(ferrum_context*, const ferrum_supports_device_ordinal_scope_args* a) {
+  return plugin::guard(nullptr, "supports_device_ordinal_scope", [&]() -> Status {
+    if (!a || a->struct_size < FERRUM_SUPPORTS_DEVICE_ORDINAL_SCOPE_ARGS_SIZE_V1_0 || !a->result)
+      return invalid("supports_device_ordinal_scope: args NULL, struct_size too small or result NULL");
+    *a->result = 1;  // contexts on any ordinal < device_count
+    return ok_status();
+  });
+}
+
+// ---- timer ----------------------------------------------------------------------------------
+Status check_timer(const char* op, const ferrum_context& c, const ferrum_timer* t) {
+  if (!t) return invalid(std::string(op) + ": argument 'timer': expected a timer, given NULL");
+  if (static_cast<uint64_t>(t->t.device) != c.device)
+    return invalid(plugin::format("%s: argument 'timer': expected a timer of device %llu (the context's), given one of device %d",
+                                  op, (unsigned long long)c.device, t->t.device));
+  return ok_status();
+}
+
+ferrum_status make_timer(ferrum_context* ctx, const ferrum_make_timer_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_make_timer_args& a, bool dry) -> Status {
+    if (dry) return ok_status();
+    auto* t = new (std::nothrow) ferrum_timer;
+    if (!t) return {FERRUM_STATUS_OUT_OF_MEMORY, "make_timer: out of host memory"};
+    DeviceGuard g;
+    Status s = enter_device(g, c);
+    if (s.ok()) s = from_device(create_timer(*c.dev, t->t));
+    if (!s.ok()) {
+      delete t;
+      return s;
+    }
+    *a.timer = t;
+    return ok_status();
+  });
+}
+
+ferrum_status timer_release(ferrum_context*, const ferrum_timer_release_args* a) {
+  return plugin::guard(nullptr, "timer_release", [&]() -> Status {
+    if (!a || a->struct_size < FERRUM_TIMER_RELEASE_ARGS_SIZE_V1_0)
+      return invalid("timer_release: args NULL or struct_size too small");
+    if (!a->timer) return ok_status();  // NULL-safe
+    Status s = from_device(destroy_timer(a->timer->t));
+    delete a->timer;
+    return s;
+  });
+}
+
+ferrum_status record_start(ferrum_context* ctx, const ferrum_record_start_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_record_start_args& a, bool dry) -> Status {
+    Status s = check_timer("record_start", c, a.timer);
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    return s.ok() ? from_device(cuda::record_start(*c.dev, a.timer->t)) : s;
+  });
+}
+
+ferrum_status record_end(ferrum_context* ctx, const ferrum_record_end_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_record_end_args& a, bool dry) -> Status {
+    Status s = check_timer("record_end", c, a.timer);
+    if (s.ok() && !a.timer->t.has_start)
+      s = invalid("record_end: argument 'timer': expected a timer with a start mark, given one without (call record_start first)");
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    return s.ok() ? from_device(cuda::record_end(*c.dev, a.timer->t)) : s;
+  });
+}
+
+ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_elapsed_ms_args& a, bool dry) -> Status {
+    Status s = check_timer("elapsed_ms", c, a.timer);
+    if (s.ok() && !(a.timer->t.has_start && a.timer->t.has_end))
+      s = invalid("elapsed_ms: argument 'timer': expected both marks recorded, given a timer missing one");
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    double ms = 0.0;
+    if (s.ok()) s = from_device(cuda::elapsed_ms(a.timer->t, ms));
+    if (s.ok()) *a.ms = ms;
+    return s;
+  });
+}
+
+}  // namespace
+
+// The capability flags stay NULL until the batched/paged families exist on CUDA: the facade
+// then derives them (OPS.md §0.14), which reports them honestly as 0.
+const ferrum_context_table kContextTable = {
+    sizeof(ferrum_context_table), new_context, context_destroy, context_info, sync,
+    sync_before_host_readback, activation_elem_size_bytes, supports_device_ordinal_scope,
+    /* supports_llama_family_batched_decode */ nullptr, /* supports_paged_kv */ nullptr,
+    /* supports_varlen_qkv */ nullptr, /* supports_vllm_paged_attn */ nullptr,
+    make_timer, timer_release, record_start, record_end, elapsed_ms,
+};
+
+}  // namespace ferrum::cuda::glue

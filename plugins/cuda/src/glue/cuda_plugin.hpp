@@ -1,0 +1,70 @@
+// Internal declarations of the CUDA plugin's ABI glue: its context and timer, the per-family
+// slot tables that plugin.cpp assembles into the API table, and the helpers every glue file
+// shares (device-layer status conversion, device checks, buffer allocation).
+//
+// The glue validates the ABI args (generic generated checks through plugin::run_op, then the
+// op rules of OPS.md), makes the context's device current, and calls the ABI-agnostic device
+// layer (namespace ferrum::cuda). Nothing here is exported: the plugin's only dynamic symbol
+// is ferrum_plugin_entry_v1 (hidden visibility + cmake/ferrum-plugin.map).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+
+#include <ferrum/common/plugin_support.hpp>
+
+#include "context.hpp"
+#include "status.hpp"
+#include "timer.hpp"
+
+// One ferrum_context = one heap-allocated DeviceContext (stream, cuBLASLt handle, workspace,
+// staging), never copied; `device` is its ordinal.
+struct ferrum_context : ferrum::plugin::ContextBase {
+  ferrum::cuda::DeviceContext* dev = nullptr;
+  int32_t activation_dtype = FERRUM_DTYPE_F16;
+  uint64_t device = 0;
+};
+
+// Two timing events on the device of the context that made the timer.
+struct ferrum_timer {
+  ferrum::cuda::Timer t;
+};
+
+namespace ferrum::cuda::glue {
+
+using plugin::invalid;
+using plugin::ok_status;
+using plugin::unsupported;
+using Status = plugin::Status;
+
+extern const ferrum_memory_table kMemoryTable;
+extern const ferrum_context_table kContextTable;
+extern const ferrum_dense_table kDenseTable;
+
+// A device-layer status as a boundary status (same code, same message).
+inline Status from_device(cuda::Status s) {
+  return s.ok() ? ok_status() : Status{static_cast<ferrum_status>(s.code), std::move(s.message)};
+}
+
+// Makes the context's device current for the guard's lifetime.
+inline Status enter_device(DeviceGuard& g, const ferrum_context& c) {
+  return from_device(g.enter(static_cast<int>(c.device)));
+}
+
+struct NamedBuffer {
+  const char* field;
+  const ferrum_buffer* buf;
+};
+
+// Every non-NULL buffer must live on the context's device (OPS.md §0.12: a handle from another
+// device is INVALID_ARGUMENT).
+Status check_devices(const char* op, const ferrum_context& c, std::initializer_list<NamedBuffer> bufs);
+
+// Allocates a buffer of n elements of dtype on the context's device; every byte zero on return
+// when `zero`. OUT_OF_MEMORY on failure; *out untouched on failure.
+Status make_buffer(ferrum_context& c, int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out);
+
+// Frees a live buffer's device memory and the handle.
+Status free_buffer(ferrum_buffer* b);
+
+}  // namespace ferrum::cuda::glue

@@ -1,0 +1,342 @@
+// CUDA plugin: memory and transfer family (OPS.md §1). Buffers are device memory of the
+// context's device (cudaMalloc through the device layer), remembering their ordinal.
+//
+// Conversions: host f32 -> activation dtype (from_slice, write_f32_to_activation) and
+// from_weight_bytes convert on the host with ferrum's common converters (exact widening,
+// round-to-nearest-even narrowing, no saturation: OPS.md §1), then upload; that keeps the
+// asynchronous write_f32_to_activation free of temporary device memory. Device-side
+// conversions (copy_slice between float dtypes, to_vec of F16/BF16) use convert_async.
+#include <cstring>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#include "cuda_plugin.hpp"
+#include "memory.hpp"
+
+namespace ferrum::cuda::glue {
+namespace {
+
+using plugin::run_op;
+
+bool valid_dtype(int32_t d) { return d >= FERRUM_DTYPE_F32 && d <= FERRUM_DTYPE_F8_E4M3; }
+
+Status check_len(const char* op, const char* field, uint64_t len, const ferrum_buffer* b) {
+  if (len > b->count)
+    return invalid(plugin::format("%s: argument '%s': expected at most %llu (the buffer's element count), given %llu",
+                                  op, field, (unsigned long long)b->count, (unsigned long long)len));
+  return ok_status();
+}
+
+Status check_dtype_match(const char* op, int32_t given, const ferrum_buffer* b) {
+  if (given != b->dtype)
+    return invalid(plugin::format("%s: argument 'dtype': expected %s (the buffer's dtype), given %s", op,
+                                  dtype_name(b->dtype), dtype_name(given)));
+  return ok_status();
+}
+
+// Converts n elements of float dtype `sd` at `src` (any alignment) into `dd` (exact widening,
+// RNE narrowing, F16 <-> BF16 through the exact f32 value). Equal dtypes copy bits.
+Status host_convert(const void* src, int32_t sd, int32_t dd, uint64_t n, std::vector<unsigned char>& out) {
+  out.resize(n * dtype_size(dd));
+  if (n == 0) return ok_status();
+  if (sd == dd) {
+    std::memcpy(out.data(), src, n * dtype_size(sd));
+    return ok_status();
+  }
+  const auto* in = static_cast<const unsigned char*>(src);
+  const bool done = ferrum::dispatch_float(sd, false, [&](auto s) {
+    using S = decltype(s);
+    return ferrum::dispatch_float(dd, false, [&](auto d) {
+      using D = decltype(d);
+      for (uint64_t i = 0; i < n; ++i) {
+        S v;
+        std::memcpy(&v, in + i * sizeof(S), sizeof(S));  // raw weight bytes may be unaligned
+        const D r = ferrum::from_float<D>(ferrum::to_float(v));
+        std::memcpy(out.data() + i * sizeof(D), &r, sizeof(D));
+      }
+      return true;
+    });
+  });
+  return done ? ok_status()
+              : invalid(plugin::format("convert: %s -> %s is not a float conversion", dtype_name(sd), dtype_name(dd)));
+}
+
+// New buffer of `dtype` holding `bytes` (already in that dtype) from host memory; complete on
+// return (S ops). The buffer is released again on a failure.
+Status upload_new(ferrum_context& c, int32_t dtype, uint64_t n, const void* host, ferrum_buffer** out) {
+  ferrum_buffer* b = nullptr;
+  Status s = make_buffer(c, dtype, n, false, &b);
+  if (!s.ok()) return s;
+  DeviceGuard g;
+  s = enter_device(g, c);
+  if (s.ok() && n) s = from_device(h2d_async(*c.dev, b->data, host, b->bytes()));
+  if (s.ok()) s = from_device(sync(*c.dev));
+  if (!s.ok()) {
+    (void)free_buffer(b);
+    return s;
+  }
+  *out = b;
+  return ok_status();
+}
+
+ferrum_status alloc(ferrum_context* ctx, const ferrum_alloc_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_alloc_args& a, bool dry) -> Status {
+    if (dry) return ok_status();
+    return make_buffer(c, c.activation_dtype, a.len, false, a.buffer);
+  });
+}
+
+ferrum_status alloc_typed(ferrum_context* ctx, const ferrum_alloc_typed_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_alloc_typed_args& a, bool dry) -> Status {
+    if (!valid_dtype(a.dtype))
+      return invalid(plugin::format("alloc_typed: argument 'dtype': expected a dtype 1..8, given %d", a.dtype));
+    if (dry) return ok_status();
+    return make_buffer(c, a.dtype, a.n, true, a.buffer);
+  });
+}
+
+ferrum_status from_slice(ferrum_context* ctx, const ferrum_from_slice_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_from_slice_args& a, bool dry) -> Status {
+    if (dry) return ok_status();
+    std::vector<unsigned char> staged;
+    Status s = host_convert(a.data, FERRUM_DTYPE_F32, c.activation_dtype, a.data_len, staged);
+    if (!s.ok()) return s;
+    return upload_new(c, c.activation_dtype, a.data_len, staged.data(), a.buffer);
+  });
+}
+
+ferrum_status from_slice_typed(ferrum_context* ctx, const ferrum_from_slice_typed_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_from_slice_typed_args& a, bool dry) -> Status {
+    if (!valid_dtype(a.dtype))
+      return invalid(plugin::format("from_slice_typed: argument 'dtype': expected a dtype 1..8, given %d", a.dtype));
+    if (dry) return ok_status();
+    return upload_new(c, a.dtype, a.data_len, a.data, a.buffer);
+  });
+}
+
+ferrum_status from_weight_bytes(ferrum_context* ctx, const ferrum_from_weight_bytes_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_from_weight_bytes_args& a, bool dry) -> Status {
+    if (!is_float_dtype(a.src_dtype))
+      return invalid(plugin::format("from_weight_bytes: argument 'src_dtype': expected f32, f16 or bf16, given %s",
+                                    dtype_name(a.src_dtype)));
+    if (a.dst_dtype != 0 && !is_float_dtype(a.dst_dtype))
+      return invalid(plugin::format("from_weight_bytes: argument 'dst_dtype': expected 0, f32, f16 or bf16, given %d",
+                                    a.dst_dtype));
+    const uint64_t es = dtype_size(a.src_dtype);
+    if (a.raw_len % es)
+      return invalid(plugin::format("from_weight_bytes: argument 'raw_len': expected a multiple of %llu (%s), given %llu",
+                                    (unsigned long long)es, dtype_name(a.src_dtype), (unsigned long long)a.raw_len));
+    if (dry) return ok_status();
+    const int32_t dd = a.dst_dtype ? a.dst_dtype : c.activation_dtype;
+    const uint64_t n = a.raw_len / es;
+    std::vector<unsigned char> staged;
+    Status s = host_convert(a.raw, a.src_dtype, dd, n, staged);
+    if (!s.ok()) return s;
+    return upload_new(c, dd, n, staged.data(), a.buffer);
+  });
+}
+
+ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_write_typed_args& a, bool dry) -> Status {
+    Status s = check_devices("write_typed", c, {{"dst", a.dst}});
+    if (s.ok()) s = check_dtype_match("write_typed", a.dtype, a.dst);
+    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, a.dst);
+    if (!s.ok() || dry || a.data_len == 0) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    return from_device(h2d_async(*c.dev, a.dst->data, a.data, a.data_len * dtype_size(a.dtype)));
+  });
+}
+
+ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_read_typed_args& a, bool dry) -> Status {
+    Status s = check_devices("read_typed", c, {{"src", a.src}});
+    if (s.ok()) s = check_dtype_match("read_typed", a.dtype, a.src);
+    if (s.ok()) s = check_len("read_typed", "len", a.len, a.src);
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    return from_device(d2h(*c.dev, a.data, a.src->data, a.len * dtype_size(a.dtype)));  // syncs
+  });
+}
+
+ferrum_status to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_to_vec_args& a, bool dry) -> Status {
+    Status s = check_devices("to_vec", c, {{"buf", a.buf}});
+    if (s.ok()) s = check_len("to_vec", "len", a.len, a.buf);
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    const int32_t dt = a.buf->dtype;
+    if (dt == FERRUM_DTYPE_F32) return from_device(d2h(*c.dev, a.out, a.buf->data, a.len * 4));
+    if (is_float_dtype(dt)) {  // F16 / BF16: widen on the device (exact), then read back
+      if (a.len == 0) return from_device(sync(*c.dev));
+      void* tmp = nullptr;
+      s = from_device(cuda::alloc(static_cast<int>(c.device), a.len * 4, &tmp));
+      if (!s.ok()) return s;
+      s = from_device(convert_async(a.buf->data, dt, tmp, FERRUM_DTYPE_F32, a.len, c.dev->stream));
+      if (s.ok()) s = from_device(d2h(*c.dev, a.out, tmp, a.len * 4));
+      if (s.ok()) return from_device(cuda::free(static_cast<int>(c.device), tmp));
+      (void)sync(*c.dev);  // nothing may still use tmp when it is freed
+      (void)cuda::free(static_cast<int>(c.device), tmp);
+      return s;
+    }
+    // Integer and fp8 codes: read the raw elements, convert on the host.
+    std::vector<unsigned char> raw(a.len * dtype_size(dt));
+    s = from_device(d2h(*c.dev, raw.data(), a.buf->data, raw.size()));
+    if (!s.ok()) return s;
+    ferrum::dispatch_any(dt, 0, [&](auto tag) {
+      using T = decltype(tag);
+      for (uint64_t i = 0; i < a.len; ++i) {
+        T v;
+        std::memcpy(&v, raw.data() + i * sizeof(T), sizeof(T));
+        if constexpr (std::is_integral_v<T>)
+          a.out[i] = static_cast<float>(v);  // I32/U32 beyond 2^24 round to nearest-even
+        else
+          a.out[i] = ferrum::to_float(v);
+      }
+      return 0;
+    });
+    return ok_status();
+  });
+}
+
+ferrum_status write_f32_to_activation(ferrum_context* ctx, const ferrum_write_f32_to_activation_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_write_f32_to_activation_args& a, bool dry) -> Status {
+    if (a.data_len == 0) return ok_status();
+    if (!a.dst) return invalid("write_f32_to_activation: argument 'dst': expected a buffer, given NULL");
+    Status s = check_devices("write_f32_to_activation", c, {{"dst", a.dst}});
+    if (s.ok()) s = check_len("write_f32_to_activation", "data_len", a.data_len, a.dst);
+    if (!s.ok() || dry) return s;
+    std::vector<unsigned char> staged;
+    s = host_convert(a.data, FERRUM_DTYPE_F32, a.dst->dtype, a.data_len, staged);
+    if (!s.ok()) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    return from_device(h2d_async(*c.dev, a.dst->data, staged.data(), staged.size()));  // staged on return
+  });
+}
+
+ferrum_status zero_buffer(ferrum_context* ctx, const ferrum_zero_buffer_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_zero_buffer_args& a, bool dry) -> Status {
+    if (a.len == 0) return ok_status();
+    if (!a.buf) return invalid("zero_buffer: argument 'buf': expected a buffer, given NULL");
+    Status s = check_devices("zero_buffer", c, {{"buf", a.buf}});
+    if (s.ok()) s = check_len("zero_buffer", "len", a.len, a.buf);
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    return from_device(memset_async(*c.dev, a.buf->data, a.len * dtype_size(a.buf->dtype)));
+  });
+}
+
+ferrum_status copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_copy_slice_args& a, bool dry) -> Status {
+    if (a.len == 0) return ok_status();
+    if (!a.src || !a.dst) return invalid("copy_slice: arguments 'src' and 'dst': expected buffers, given NULL");
+    Status s = check_devices("copy_slice", c, {{"src", a.src}, {"dst", a.dst}});
+    if (!s.ok()) return s;
+    const int32_t sd = a.src->dtype, dd = a.dst->dtype;
+    if (sd != dd && !(is_float_dtype(sd) && is_float_dtype(dd)))
+      return invalid(plugin::format("copy_slice: arguments 'src'/'dst': expected equal dtypes or two float dtypes, given %s -> %s",
+                                    dtype_name(sd), dtype_name(dd)));
+    if (a.src_offset > a.src->count || a.len > a.src->count - a.src_offset)
+      return invalid(plugin::format("copy_slice: argument 'src': expected src_offset + len <= %llu, given %llu + %llu",
+                                    (unsigned long long)a.src->count, (unsigned long long)a.src_offset, (unsigned long long)a.len));
+    if (a.dst_offset > a.dst->count || a.len > a.dst->count - a.dst_offset)
+      return invalid(plugin::format("copy_slice: argument 'dst': expected dst_offset + len <= %llu, given %llu + %llu",
+                                    (unsigned long long)a.dst->count, (unsigned long long)a.dst_offset, (unsigned long long)a.len));
+    if (a.src == a.dst && a.src_offset < a.dst_offset + a.len && a.dst_offset < a.src_offset + a.len)
+      return invalid("copy_slice: arguments 'src'/'dst': expected non-overlapping ranges of one buffer, given overlapping ones");
+    if (dry) return ok_status();
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    const char* src = static_cast<const char*>(a.src->data) + a.src_offset * dtype_size(sd);
+    char* dst = static_cast<char*>(a.dst->data) + a.dst_offset * dtype_size(dd);
+    if (sd == dd) return from_device(d2d_async(*c.dev, dst, src, a.len * dtype_size(sd)));
+    return from_device(convert_async(src, sd, dst, dd, a.len, c.dev->stream));
+  });
+}
+
+ferrum_status buffer_info(ferrum_context*, const ferrum_buffer_info_args* a) {
+  return plugin::guard(nullptr, "buffer_info", [&]() -> Status {
+    ferrum::common::CheckError err;
+    plugin::BufferAccess acc;
+    if (ferrum::common::check_args(acc, a, err) != FERRUM_STATUS_OK) return {err.status, err.message};
+    if (!a->buf) return invalid("buffer_info: argument 'buf': expected a buffer, given NULL");
+    *a->dtype = a->buf->dtype;
+    *a->count = a->buf->count;
+    return ok_status();
+  });
+}
+
+ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* a) {
+  return plugin::guard(nullptr, "buffer_release", [&]() -> Status {
+    if (!a || a->struct_size < FERRUM_BUFFER_RELEASE_ARGS_SIZE_V1_0)
+      return invalid("buffer_release: args NULL or struct_size too small");
+    ferrum_buffer* b = a->buf;
+    if (!b) return ok_status();  // NULL-safe
+    if (!plugin::live(b)) return invalid("buffer_release: argument 'buf': expected a live buffer, given a released one");
+    return free_buffer(b);
+  });
+}
+
+}  // namespace
+
+Status check_devices(const char* op, const ferrum_context& c, std::initializer_list<NamedBuffer> bufs) {
+  for (const NamedBuffer& nb : bufs)
+    if (nb.buf && static_cast<uint64_t>(nb.buf->device) != c.device)
+      return invalid(plugin::format("%s: argument '%s': expected a buffer of device %llu (the context's), given one of device %d",
+                                    op, nb.field, (unsigned long long)c.device, nb.buf->device));
+  return ok_status();
+}
+
+Status make_buffer(ferrum_context& c, int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out) {
+  const uint64_t es = dtype_size(dtype);
+  if (es == 0) return invalid(plugin::format("alloc: dtype %d is not a dtype", dtype));
+  if (n > UINT64_MAX / es)
+    return {FERRUM_STATUS_OUT_OF_MEMORY, plugin::format("alloc: %llu elements overflow the address space", (unsigned long long)n)};
+  auto* b = new (std::nothrow) ferrum_buffer;
+  if (!b) return {FERRUM_STATUS_OUT_OF_MEMORY, "alloc: out of host memory"};
+  b->dtype = dtype;
+  b->count = n;
+  b->device = static_cast<int>(c.device);
+  Status s = from_device(cuda::alloc(b->device, n * es, &b->data));
+  if (s.ok() && zero && n) {
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (s.ok()) s = from_device(memset_async(*c.dev, b->data, n * es));
+    if (s.ok()) s = from_device(sync(*c.dev));  // zero when the call returns (S)
+  }
+  if (!s.ok()) {
+    (void)cuda::free(b->device, b->data);
+    b->magic = ferrum_buffer::kDead;
+    delete b;
+    return s;
+  }
+  *out = b;
+  return ok_status();
+}
+
+Status free_buffer(ferrum_buffer* b) {
+  b->magic = ferrum_buffer::kDead;
+  Status s = from_device(cuda::free(b->device, b->data));
+  delete b;
+  return s;
+}
+
+const ferrum_memory_table kMemoryTable = {
+    sizeof(ferrum_memory_table), alloc, alloc_typed, from_slice, from_slice_typed, from_weight_bytes,
+    write_typed, read_typed, to_vec,
+    write_f32_to_activation,
+    zero_buffer, copy_slice, buffer_info, buffer_release,
+};
+
+}  // namespace ferrum::cuda::glue

@@ -1,0 +1,159 @@
+// CUDA plugin: the API table, lifecycle and the one exported entry symbol.
+#include <cuda_runtime_api.h>  // CUDART_VERSION (compile-time only; no CUDA type crosses the ABI)
+
+#include <cstring>
+#include <string>
+
+#include "cuda_plugin.hpp"
+#include "device.hpp"
+
+#ifndef FERRUM_GIT_COMMIT
+#define FERRUM_GIT_COMMIT "unknown"
+#endif
+#ifndef FERRUM_VERSION
+#define FERRUM_VERSION "0.0.0"
+#endif
+#ifndef FERRUM_CUDA_SM_LIST
+#define FERRUM_CUDA_SM_LIST "80,90"
+#endif
+
+namespace ferrum::cuda::glue {
+namespace {
+
+// "commit=<git> compiler=gcc-<ver> cuda=<major.minor of CUDART_VERSION> sm=<list>", built at
+// compile time so the table stays a constant.
+struct BuildInfo {
+  char text[256] = {};
+};
+
+constexpr BuildInfo make_build_info() {
+  BuildInfo b;
+  unsigned n = 0;
+  auto put = [&](const char* s) {
+    for (; *s && n + 1 < sizeof b.text; ++s) b.text[n++] = *s;
+  };
+  auto put_int = [&](int v) {
+    char digits[12] = {};
+    int len = 0;
+    do {
+      digits[len++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v && len < 11);
+    while (len && n + 1 < sizeof b.text) b.text[n++] = digits[--len];
+  };
+  put("commit=" FERRUM_GIT_COMMIT " compiler=gcc-" __VERSION__ " cuda=");
+  put_int(CUDART_VERSION / 1000);
+  put(".");
+  put_int((CUDART_VERSION % 1000) / 10);
+  put(" sm=" FERRUM_CUDA_SM_LIST);
+  return b;
+}
+
+constexpr BuildInfo kBuildInfo = make_build_info();
+
+ferrum_status probe(int32_t* score, char* reason, uint64_t cap) {
+  return plugin::guard(nullptr, "probe", [&]() -> Status {
+    int32_t sc = 0;
+    std::string why;
+    Status s = from_device(cuda::probe(sc, why));
+    if (!s.ok()) return s;
+    if (score) *score = sc;
+    plugin::copy_out(why, reason, cap, nullptr);
+    return ok_status();
+  });
+}
+
+ferrum_status init() {
+  return plugin::guard(nullptr, "init", [&]() -> Status {
+    int32_t count = 0;
+    Status s = from_device(cuda::device_count(count));
+    if (!s.ok()) return s;
+    if (count <= 0) return {FERRUM_STATUS_DEVICE_ERROR, "init: no CUDA device"};
+    return ok_status();
+  });
+}
+
+// Contexts, buffers and timers are freed by their owners; the static CUDA runtime tears itself
+// down at process exit.
+void shutdown() {}
+
+ferrum_status device_count(uint64_t* count) {
+  return plugin::guard(nullptr, "device_count", [&]() -> Status {
+    if (!count) return invalid("device_count: argument 'count': expected a pointer, given NULL");
+    int32_t n = 0;
+    Status s = from_device(cuda::device_count(n));
+    if (!s.ok()) return s;
+    *count = static_cast<uint64_t>(n);
+    return ok_status();
+  });
+}
+
+ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
+  return plugin::guard(nullptr, "device_props", [&]() -> Status {
+    if (!p || p->struct_size < FERRUM_DEVICE_PROPS_SIZE_V1_0)
+      return invalid("device_props: argument 'props': expected a struct with struct_size >= 168, given NULL or smaller");
+    int32_t n = 0;
+    Status s = from_device(cuda::device_count(n));
+    if (!s.ok()) return s;
+    if (ordinal >= static_cast<uint64_t>(n))
+      return invalid(plugin::format("device_props: argument 'ordinal': expected < %d (the CUDA device count), given %llu",
+                                    n, (unsigned long long)ordinal));
+    DeviceProps dp;
+    s = from_device(cuda::device_props(static_cast<int32_t>(ordinal), dp));
+    if (!s.ok()) return s;
+    std::memset(p->name, 0, sizeof p->name);
+    std::strncpy(p->name, dp.name.c_str(), sizeof p->name - 1);
+    p->kind = FERRUM_DEVICE_KIND_GPU;
+    p->compute_major = dp.cc_major;
+    p->compute_minor = dp.cc_minor;
+    p->dtype_mask = 0x1FEu;  // every dtype 1..8 can be stored; F32/F16/BF16 compute
+    p->total_memory_bytes = dp.total_memory;
+    p->multiprocessors = static_cast<uint64_t>(dp.sm_count);
+    return ok_status();
+  });
+}
+
+ferrum_status error_detail(ferrum_context* ctx, char* buf, uint64_t cap, uint64_t* needed) {
+  return plugin::error_detail(ctx, buf, cap, needed);
+}
+
+ferrum_status query_support(ferrum_context* ctx, int32_t op, const void* args, char* reason, uint64_t cap);
+
+const ferrum_plugin_api kApi = {
+    sizeof(ferrum_plugin_api),
+    FERRUM_ABI_VERSION_MAJOR,
+    FERRUM_ABI_VERSION_MINOR,
+    "cuda",
+    FERRUM_VERSION,
+    kBuildInfo.text,
+    probe,
+    init,
+    shutdown,
+    device_count,
+    device_props,
+    error_detail,
+    query_support,
+    &kMemoryTable,
+    &kContextTable,
+    /* graph: not yet */ nullptr,
+    &kDenseTable,
+    /* attention */ nullptr,
+    /* paged_kv */ nullptr,
+    /* quant_kv */ nullptr,
+    /* quant_matmul */ nullptr,
+    /* moe */ nullptr,
+    /* mla */ nullptr,
+    /* collective: the facade's single-rank default applies */ nullptr,
+};
+
+ferrum_status query_support(ferrum_context* ctx, int32_t op, const void* args, char* reason, uint64_t cap) {
+  return plugin::query_support(&kApi, ctx, op, args, reason, cap);
+}
+
+}  // namespace
+}  // namespace ferrum::cuda::glue
+
+extern "C" FERRUM_PLUGIN_EXPORT ferrum_status ferrum_plugin_entry_v1(const ferrum_host_info* host,
+                                                                    const ferrum_plugin_api** api) {
+  return ferrum::plugin::enter(host, &ferrum::cuda::glue::kApi, api);
+}

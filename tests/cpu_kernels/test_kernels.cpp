@@ -1,0 +1,678 @@
+// Unit tests of the CPU kernels (plugins/cpu/kernels) and of ferrum/common/dtype.hpp against
+// straightforward float64 references on seeded random inputs (OPS.md §0.13 class F / E).
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <ferrum/common/dtype.hpp>
+
+#include "attention.hpp"
+#include "elementwise.hpp"
+#include "gemm.hpp"
+#include "norm.hpp"
+#include "parallel.hpp"
+#include "rope.hpp"
+
+using namespace ferrum;
+
+namespace {
+
+template <class T>
+double tol() {
+  if constexpr (std::is_same_v<T, float>) return 1e-5;
+  else if constexpr (std::is_same_v<T, f16>) return 2e-3;
+  else return 1e-2;
+}
+
+template <class T>
+std::vector<T> random_vec(uint64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) x = from_float<T>(u(g));
+  return v;
+}
+
+template <class T>
+std::vector<double> to_d(const std::vector<T>& v) {
+  std::vector<double> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = to_float(v[i]);
+  return r;
+}
+
+// OPS.md §0.13: ‖out − ref‖₂ / ‖ref‖₂ (exact equality where ‖ref‖₂ = 0), no NaN/Inf.
+template <class T>
+void check_close(const std::vector<T>& out, const std::vector<double>& ref, double t = tol<T>()) {
+  REQUIRE(out.size() == ref.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double o = to_float(out[i]);
+    REQUIRE(std::isfinite(o));
+    num += (o - ref[i]) * (o - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  if (den == 0) {
+    REQUIRE(num == 0);
+  } else {
+    INFO("rel err " << std::sqrt(num / den));
+    REQUIRE(std::sqrt(num / den) <= t);
+  }
+}
+
+uint32_t bits_of(float f) { return std::bit_cast<uint32_t>(f); }
+
+template <class T>
+bool same_bits(const T& a, const T& b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+
+// Reference RNE narrowing of a >= 0 over codes [0, ncodes) whose values increase with the code:
+// binary search, then the nearer neighbour (ties to the even code).
+template <class Decode>
+uint32_t nearest_code(double a, uint32_t ncodes, Decode decode) {
+  uint32_t lo = 0, hi = ncodes - 1;
+  if (a >= decode(hi)) return hi;
+  while (hi - lo > 1) {  // decode(lo) <= a < decode(hi)
+    const uint32_t mid = (lo + hi) / 2;
+    if (decode(mid) <= a) lo = mid;
+    else hi = mid;
+  }
+  const double dl = a - decode(lo), dh = decode(hi) - a;
+  if (dl < dh) return lo;
+  if (dh < dl) return hi;
+  return (lo & 1) == 0 ? lo : hi;
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------
+// dtype.hpp
+// -------------------------------------------------------------------------------------------
+TEST_CASE("f16 decode is exact for all 65536 codes and round-trips", "[dtype]") {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const f16 v{static_cast<uint16_t>(h)};
+    const float f = to_float(v);
+    const uint32_t e = (h >> 10) & 31, m = h & 1023;
+    const double sign = (h & 0x8000) ? -1.0 : 1.0;
+    if (e == 31) {
+      if (m == 0) REQUIRE(f == sign * std::numeric_limits<double>::infinity());
+      else REQUIRE(std::isnan(f));
+      if (m != 0) REQUIRE((f16_from_float(f).bits & 0x7E00) == 0x7E00);  // quiet NaN
+      continue;
+    }
+    const double ref = e == 0 ? sign * std::ldexp(m, -24) : sign * std::ldexp(1024 + m, e - 25);
+    REQUIRE(static_cast<double>(f) == ref);
+    REQUIRE(std::signbit(f) == static_cast<bool>(h & 0x8000));
+    REQUIRE(f16_from_float(f).bits == h);
+    REQUIRE(detail::f16_bits_to_float(static_cast<uint16_t>(h)) == f);
+  }
+}
+
+TEST_CASE("f16/bf16/f8 narrowing rounds to nearest even", "[dtype]") {
+  std::mt19937 g(7);
+  std::vector<float> vals = {0.0f, -0.0f, 65504.0f, 65519.99f, 65520.0f, -65520.0f, 1e9f, 5.96046448e-8f,
+                             2.98023224e-8f, 2.98023253e-8f, 1e-10f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048,
+                             448.0f, 449.0f, 464.0f, 480.0f, 1e6f, 0x1p-10f, 0x1p-9f, 0x3p-11f, 0x1p-11f,
+                             -0x1.8p-10f, std::numeric_limits<float>::denorm_min(), 3.0e38f};
+  std::uniform_int_distribution<uint32_t> any;
+  for (int i = 0; i < 20000; ++i) {
+    float f = std::bit_cast<float>(any(g));
+    if (std::isnan(f) || std::isinf(f)) continue;
+    vals.push_back(f);
+    // Values in the f16/f8 ranges and exact ties.
+    vals.push_back(std::ldexp(static_cast<float>(any(g) % 4096) / 4096.0f + 0.5f, static_cast<int>(any(g) % 44) - 28));
+    vals.push_back(std::ldexp(static_cast<float>(any(g) % 2048) + 0.5f, static_cast<int>(any(g) % 30) - 35));
+  }
+  auto f16_val = [](uint32_t c) { return static_cast<double>(to_float(f16{static_cast<uint16_t>(c)})); };
+  auto f8_val = [](uint32_t c) { return static_cast<double>(to_float(f8e4m3{static_cast<uint8_t>(c)})); };
+  for (float f : vals) {
+    for (float v : {f, -f}) {
+      // f16: positive codes only; sign handled separately.
+      const double a = std::fabs(static_cast<double>(v));
+      const uint16_t sign16 = std::signbit(v) ? 0x8000 : 0;
+      const uint32_t ref16 = a >= 65520.0 ? 0x7C00u : nearest_code(a, 0x7C00, f16_val);
+      INFO("f16 v=" << v);
+      REQUIRE(f16_from_float(v).bits == (sign16 | ref16));
+      // bf16: candidates are the truncation and the next code up.
+      const uint32_t x = bits_of(v);
+      const uint32_t lo = x >> 16, hi = lo + 1;
+      const double dlo = std::fabs(to_float(bf16{static_cast<uint16_t>(lo)}) - static_cast<double>(v));
+      const double hi_val = (hi & 0x7FFF) == 0x7F80 ? std::copysign(std::ldexp(1.0, 128), v)  // the 'next' value past max
+                                                   : static_cast<double>(std::bit_cast<float>(hi << 16));
+      const double dhi = std::fabs(hi_val - static_cast<double>(v));
+      const uint32_t refb = (dlo < dhi || (dlo == dhi && (lo & 1) == 0)) ? lo : hi;
+      INFO("bf16 v=" << v);
+      REQUIRE(bf16_from_float(v).bits == static_cast<uint16_t>(refb));
+      // f8 e4m3: saturating.
+      const uint8_t sign8 = std::signbit(v) ? 0x80 : 0;
+      const uint32_t ref8 = a >= 448.0 ? 0x7Eu : nearest_code(a, 0x7F, f8_val);
+      INFO("f8 v=" << v);
+      REQUIRE(f8e4m3_from_float(v).bits == (sign8 | ref8));
+    }
+  }
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE(f16_from_float(inf).bits == 0x7C00);
+  REQUIRE(f16_from_float(-inf).bits == 0xFC00);
+  REQUIRE(bf16_from_float(-inf).bits == 0xFF80);
+  REQUIRE(std::isnan(to_float(bf16_from_float(nan))));
+  REQUIRE(std::isnan(to_float(bf16_from_float(std::bit_cast<float>(0x7F800001u)))));  // sNaN stays NaN
+  REQUIRE(bf16_from_float(3.4e38f).bits == 0x7F80);                                  // overflow -> inf
+  REQUIRE(f8e4m3_from_float(inf).bits == 0x7E);
+  REQUIRE(f8e4m3_from_float(-inf).bits == 0xFE);
+  REQUIRE((f8e4m3_from_float(nan).bits & 0x7F) == 0x7F);
+  REQUIRE(std::isnan(to_float(f8e4m3{0x7F})));
+  REQUIRE(std::isnan(to_float(f8e4m3{0xFF})));
+  REQUIRE(to_float(f8e4m3{0x7E}) == 448.0f);
+  REQUIRE(to_float(f8e4m3{0x01}) == 0x1p-9f);
+  for (uint32_t c = 0; c < 256; ++c) {  // f8 round trip
+    const float f = to_float(f8e4m3{static_cast<uint8_t>(c)});
+    if (!std::isnan(f)) REQUIRE(f8e4m3_from_float(f).bits == c);
+  }
+}
+
+TEST_CASE("dtype table and dispatch", "[dtype]") {
+  static_assert(dtype_of<float> == FERRUM_DTYPE_F32 && dtype_of<f16> == FERRUM_DTYPE_F16 &&
+                dtype_of<bf16> == FERRUM_DTYPE_BF16 && dtype_of<f8e4m3> == FERRUM_DTYPE_F8_E4M3 &&
+                dtype_of<int32_t> == FERRUM_DTYPE_I32 && dtype_of<uint32_t> == FERRUM_DTYPE_U32 &&
+                dtype_of<int8_t> == FERRUM_DTYPE_I8 && dtype_of<uint8_t> == FERRUM_DTYPE_U8);
+  static_assert(dtype_size(FERRUM_DTYPE_BF16) == 2 && dtype_size(FERRUM_DTYPE_F8_E4M3) == 1 && dtype_size(0) == 0 &&
+                dtype_size(9) == 0);
+  static_assert(is_float_dtype(FERRUM_DTYPE_F16) && !is_float_dtype(FERRUM_DTYPE_I32) && !is_float_dtype(8));
+  REQUIRE(std::string(dtype_name(FERRUM_DTYPE_F8_E4M3)) == "f8_e4m3");
+  REQUIRE(std::string(dtype_name(42)) == "invalid");
+  for (int32_t d = -1; d <= 9; ++d) {
+    const int32_t got = dispatch_any(d, int32_t{-7}, [](auto tag) { return dtype_of<decltype(tag)>; });
+    REQUIRE(got == (dtype_size(d) ? d : -7));
+    int calls = 0;
+    const uint64_t sz = dispatch_float(d, uint64_t{0}, [&](auto tag) {
+      ++calls;
+      return sizeof(tag);
+    });
+    REQUIRE(sz == (is_float_dtype(d) ? dtype_size(d) : 0));
+    REQUIRE(calls == (is_float_dtype(d) ? 1 : 0));
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// parallel_for
+// -------------------------------------------------------------------------------------------
+TEST_CASE("parallel_for covers the range once, from several host threads", "[parallel]") {
+  for (uint64_t n : {0ull, 1ull, 7ull, 1000ull, 100003ull}) {
+    std::vector<std::atomic<int>> hits(n);
+    cpu::parallel_for(n, 3, [&](uint64_t b, uint64_t e) {
+      for (uint64_t i = b; i < e; ++i) hits[i]++;
+    });
+    for (auto& h : hits) REQUIRE(h.load() == 1);
+  }
+  std::atomic<uint64_t> total{0};
+  std::vector<std::thread> ths;
+  for (int t = 0; t < 4; ++t) {
+    ths.emplace_back([&] {
+      for (int r = 0; r < 50; ++r) {
+        cpu::parallel_for(1000, 1, [&](uint64_t b, uint64_t e) {
+          // nested call runs inline
+          cpu::parallel_for(e - b, 1, [&](uint64_t b2, uint64_t e2) { total += e2 - b2; });
+        });
+      }
+    });
+  }
+  for (auto& t : ths) t.join();
+  REQUIRE(total.load() == 4u * 50u * 1000u);
+  REQUIRE_THROWS_AS(cpu::parallel_for(100, 1, [](uint64_t b, uint64_t) {
+                      if (b == 0) throw std::runtime_error("x");
+                    }),
+                    std::runtime_error);
+  cpu::shutdown_pool();
+  uint64_t sum = 0;
+  std::mutex mu;
+  cpu::parallel_for(100, 1, [&](uint64_t b, uint64_t e) {
+    std::lock_guard<std::mutex> l(mu);
+    sum += e - b;
+  });
+  REQUIRE(sum == 100);  // pool restarts after shutdown
+}
+
+// -------------------------------------------------------------------------------------------
+// gemm
+// -------------------------------------------------------------------------------------------
+TEMPLATE_TEST_CASE("gemm matches float64 (NT)", "[gemm]", float, f16, bf16) {
+  using T = TestType;
+  const std::vector<std::array<uint64_t, 3>> shapes = {{1, 1, 1},     {1, 7, 33},    {3, 129, 7},   {7, 33, 129},
+                                                       {33, 129, 7},  {129, 7, 33},  {5, 17, 300},  {200, 301, 517},
+                                                       {37, 4100, 3}, {150, 20, 600}};
+  for (auto [m, n, k] : shapes) {
+    INFO("m=" << m << " n=" << n << " k=" << k);
+    auto a = random_vec<T>(m * k, 1 + m), b = random_vec<T>(n * k, 2 + n);
+    std::vector<T> out(m * n, from_float<T>(99.0f));
+    cpu::gemm(a.data(), b.data(), out.data(), m, n, k);
+    auto ad = to_d(a), bd = to_d(b);
+    std::vector<double> ref(m * n);
+    for (uint64_t i = 0; i < m; ++i)
+      for (uint64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (uint64_t p = 0; p < k; ++p) s += ad[i * k + p] * bd[j * k + p];
+        ref[i * n + j] = s;
+      }
+    check_close(out, ref);
+    // Deterministic: a second run gives the same bits.
+    std::vector<T> out2(m * n);
+    cpu::gemm(a.data(), b.data(), out2.data(), m, n, k);
+    REQUIRE(std::memcmp(out.data(), out2.data(), out.size() * sizeof(T)) == 0);
+  }
+  std::vector<T> out(6, from_float<T>(5.0f));
+  cpu::gemm<T>(nullptr, nullptr, out.data(), 2, 3, 0);
+  for (auto v : out) REQUIRE(bits_of(to_float(v)) == 0u);  // +0.0
+}
+
+// -------------------------------------------------------------------------------------------
+// norms
+// -------------------------------------------------------------------------------------------
+TEMPLATE_TEST_CASE("rms_norm / fused_add_rms_norm / layer_norm", "[norm]", float, f16, bf16) {
+  using T = TestType;
+  const float eps = 1e-5f;
+  for (uint64_t tokens : {1ull, 7ull, 33ull}) {
+    for (uint64_t dim : {1ull, 7ull, 129ull, 1000ull}) {
+      INFO("tokens=" << tokens << " dim=" << dim);
+      auto x = random_vec<T>(tokens * dim, 11), w = random_vec<T>(dim, 12), beta = random_vec<T>(dim, 13);
+      auto res = random_vec<T>(tokens * dim, 14, -3, 3);
+      auto xd = to_d(x), wd = to_d(w), bd = to_d(beta);
+      // rms_norm, in place (out aliases x).
+      std::vector<T> io = x;
+      cpu::rms_norm(io.data(), w.data(), eps, io.data(), tokens, dim);
+      std::vector<double> ref(tokens * dim);
+      auto rms_ref = [&](const std::vector<double>& in) {
+        for (uint64_t r = 0; r < tokens; ++r) {
+          double ss = 0;
+          for (uint64_t i = 0; i < dim; ++i) ss += in[r * dim + i] * in[r * dim + i];
+          const double inv = 1.0 / std::sqrt(ss / dim + eps);
+          for (uint64_t i = 0; i < dim; ++i) ref[r * dim + i] = in[r * dim + i] * wd[i] * inv;
+        }
+      };
+      rms_ref(xd);
+      check_close(io, ref);
+      // fused_add_rms_norm: stored residual is round(res + x), exactly.
+      std::vector<T> r2 = res, out(tokens * dim);
+      cpu::fused_add_rms_norm(r2.data(), x.data(), w.data(), eps, out.data(), tokens, dim);
+      std::vector<double> sum(tokens * dim);
+      for (uint64_t i = 0; i < tokens * dim; ++i) {
+        const T rounded = from_float<T>(static_cast<float>(static_cast<double>(to_float(res[i])) + xd[i]));
+        REQUIRE(bits_of(to_float(r2[i])) == bits_of(to_float(rounded)));
+        sum[i] = to_float(rounded);
+      }
+      rms_ref(sum);
+      check_close(out, ref);
+      // layer_norm on data with a large mean (two-pass variance matters).
+      auto xs = random_vec<T>(tokens * dim, 15, 100.0f, 101.0f);
+      auto xsd = to_d(xs);
+      std::vector<T> lo(tokens * dim);
+      cpu::layer_norm(xs.data(), w.data(), beta.data(), eps, lo.data(), tokens, dim);
+      for (uint64_t r = 0; r < tokens; ++r) {
+        double mu = 0, var = 0;
+        for (uint64_t i = 0; i < dim; ++i) mu += xsd[r * dim + i];
+        mu /= dim;
+        for (uint64_t i = 0; i < dim; ++i) var += (xsd[r * dim + i] - mu) * (xsd[r * dim + i] - mu);
+        var /= dim;
+        for (uint64_t i = 0; i < dim; ++i)
+          ref[r * dim + i] = (xsd[r * dim + i] - mu) / std::sqrt(var + eps) * wd[i] + bd[i];
+      }
+      check_close(lo, ref, dim == 1 ? tol<T>() : tol<T>() * (std::is_same_v<T, float> ? 10 : 1));
+    }
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// element-wise
+// -------------------------------------------------------------------------------------------
+TEMPLATE_TEST_CASE("element-wise kernels", "[elementwise]", float, f16, bf16) {
+  using T = TestType;
+  for (uint64_t len : {1ull, 7ull, 33ull, 129ull, 70001ull}) {
+    INFO("len=" << len);
+    auto x = random_vec<T>(len, 21, -4, 4), y = random_vec<T>(len, 22, -4, 4);
+    auto xd = to_d(x), yd = to_d(y);
+    std::vector<double> ref(len);
+    std::vector<T> out(len);
+    cpu::gelu(x.data(), out.data(), len);
+    for (uint64_t i = 0; i < len; ++i) ref[i] = 0.5 * xd[i] * (1 + std::erf(xd[i] / std::sqrt(2.0)));
+    check_close(out, ref);
+    std::vector<T> r = x;
+    cpu::add_inplace(r.data(), y.data(), len);
+    for (uint64_t i = 0; i < len; ++i) ref[i] = xd[i] + yd[i];
+    check_close(r, ref);
+    r = x;
+    cpu::add_inplace(r.data(), r.data(), len);  // x == residual
+    for (uint64_t i = 0; i < len; ++i) REQUIRE(to_float(r[i]) == static_cast<float>(2 * xd[i]));
+    r = x;
+    cpu::scaled_add_inplace(r.data(), y.data(), -0.375f, len);
+    for (uint64_t i = 0; i < len; ++i) ref[i] = xd[i] - 0.375 * yd[i];
+    check_close(r, ref);
+  }
+  for (uint64_t rows : {1ull, 7ull, 33ull}) {
+    for (uint64_t cols : {1ull, 7ull, 129ull}) {
+      auto d = random_vec<T>(rows * cols, 31), b = random_vec<T>(cols, 32);
+      auto dd = to_d(d), bd = to_d(b);
+      cpu::add_bias(d.data(), b.data(), rows, cols);
+      std::vector<double> ref(rows * cols);
+      for (uint64_t i = 0; i < rows * cols; ++i) ref[i] = dd[i] + bd[i % cols];
+      check_close(d, ref);
+      // silu-mul, plain and strided
+      const uint64_t im = cols;
+      auto gu = random_vec<T>((rows + 2) * 2 * im, 33, -6, 6);
+      auto gd = to_d(gu);
+      std::vector<T> o(rows * im);
+      cpu::fused_silu_mul_split(gu.data(), o.data(), rows, im);
+      std::vector<double> sref(rows * im);
+      for (uint64_t t = 0; t < rows; ++t)
+        for (uint64_t i = 0; i < im; ++i) {
+          const double g = gd[t * 2 * im + i], u = gd[t * 2 * im + im + i];
+          sref[t * im + i] = g / (1 + std::exp(-g)) * u;
+        }
+      check_close(o, sref);
+      std::vector<T> o2((rows + 3) * im, from_float<T>(7.0f));
+      cpu::fused_silu_mul_split_strided(gu.data() - 0, 0, o2.data(), 3, rows, im);
+      for (uint64_t i = 0; i < 3 * im; ++i) REQUIRE(to_float(o2[i]) == 7.0f);
+      REQUIRE(std::memcmp(o2.data() + 3 * im, o.data(), rows * im * sizeof(T)) == 0);
+      cpu::fused_silu_mul_split_strided(gu.data(), 2, o2.data(), 0, rows, im);
+      for (uint64_t t = 0; t < rows; ++t)
+        for (uint64_t i = 0; i < im; ++i) {
+          const double g = gd[(t + 2) * 2 * im + i], u = gd[(t + 2) * 2 * im + im + i];
+          sref[t * im + i] = g / (1 + std::exp(-g)) * u;
+        }
+      check_close(std::vector<T>(o2.begin(), o2.begin() + rows * im), sref);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("copies, gathers, transposes, argmax, convert", "[elementwise]", float, f16, bf16) {
+  using T = TestType;
+  const uint64_t tokens = 7, qd = 33, kvd = 5;
+  auto qkv = random_vec<T>(tokens * (qd + 2 * kvd), 41);
+  std::vector<T> q(tokens * qd), k(tokens * kvd), v(tokens * kvd);
+  cpu::split_qkv(qkv.data(), q.data(), k.data(), v.data(), tokens, qd, kvd);
+  for (uint64_t t = 0; t < tokens; ++t) {
+    const T* row = qkv.data() + t * (qd + 2 * kvd);
+    REQUIRE(std::memcmp(q.data() + t * qd, row, qd * sizeof(T)) == 0);
+    REQUIRE(std::memcmp(k.data() + t * kvd, row + qd, kvd * sizeof(T)) == 0);
+    REQUIRE(std::memcmp(v.data() + t * kvd, row + qd + kvd, kvd * sizeof(T)) == 0);
+  }
+  const uint64_t heads = 3, dim = 129;
+  auto src = random_vec<T>(tokens * heads * dim, 42);
+  std::vector<T> tt(src.size()), back(src.size());
+  cpu::transpose_head_to_token(src.data(), tt.data(), tokens, heads, dim);
+  for (uint64_t t = 0; t < tokens; ++t)
+    for (uint64_t h = 0; h < heads; ++h)
+      for (uint64_t d = 0; d < dim; ++d)
+        REQUIRE(same_bits(tt[(t * heads + h) * dim + d], src[(h * tokens + t) * dim + d]));
+  cpu::transpose_token_to_head(tt.data(), back.data(), tokens, heads, dim);
+  REQUIRE(std::memcmp(back.data(), src.data(), src.size() * sizeof(T)) == 0);
+
+  const uint64_t vocab = 33;
+  auto table = random_vec<T>(vocab * dim, 43);
+  std::vector<uint64_t> ids = {0, 32, 5, 33, 1000, 7};
+  std::vector<T> emb(ids.size() * dim, from_float<T>(3.0f));
+  cpu::embedding_rows(table.data(), vocab, ids.data(), ids.size(), emb.data(), dim, true);
+  for (size_t i = 0; i < ids.size(); ++i)
+    for (uint64_t d = 0; d < dim; ++d)
+      REQUIRE(bits_of(to_float(emb[i * dim + d])) ==
+              (ids[i] < vocab ? bits_of(to_float(table[ids[i] * dim + d])) : 0u));
+  std::vector<T> emb2(ids.size() * dim, from_float<T>(3.0f));
+  cpu::embedding_rows(table.data(), vocab, ids.data(), ids.size(), emb2.data(), dim, false);
+  REQUIRE(to_float(emb2[3 * dim]) == 3.0f);
+
+  // argmax rules (OPS.md §3 argmax_rows_f16).
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::vector<float>> rows = {{1, 3, 3, 2},       {nan, -1, nan, -0.5f}, {-0.0f, 0.0f, -1, 0},
+                                                {0.0f, -0.0f, -1, 0}, {nan, nan, nan, nan},  {-inf, -inf, -inf, -inf},
+                                                {1, inf, nan, inf}, {-inf, nan, -5, -inf}};
+  const std::vector<uint32_t> want = {1, 3, 0, 0, 0, 0, 1, 2};
+  std::vector<T> lg;
+  for (auto& r : rows)
+    for (float f : r) lg.push_back(from_float<T>(f));
+  std::vector<uint32_t> am(rows.size(), 99);
+  cpu::argmax_rows(lg.data(), rows.size(), 4, am.data());
+  REQUIRE(am == want);
+
+  // convert, through every float pair.
+  std::vector<float> vals = {0.0f, -0.0f, 1.0f, 65519.0f, 65520.0f, 1e30f, -1e-30f, 3.14159f, inf, -inf, nan};
+  std::vector<T> s(vals.size());
+  for (size_t i = 0; i < vals.size(); ++i) s[i] = from_float<T>(vals[i]);
+  std::vector<float> f32(vals.size());
+  std::vector<f16> h(vals.size());
+  std::vector<bf16> bh(vals.size());
+  cpu::convert(s.data(), f32.data(), s.size());
+  cpu::convert(s.data(), h.data(), s.size());
+  cpu::convert(s.data(), bh.data(), s.size());
+  for (size_t i = 0; i < vals.size(); ++i) {
+    const float x = to_float(s[i]);
+    REQUIRE(bits_of(f32[i]) == bits_of(x));
+    REQUIRE(h[i].bits == f16_from_float(x).bits);
+    REQUIRE(bh[i].bits == bf16_from_float(x).bits);
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// RoPE family
+// -------------------------------------------------------------------------------------------
+namespace {
+
+// float64 reference of one per-head transform (OPS.md §0.7).
+std::vector<double> transform_ref(const std::vector<double>& x, const double* w, const double* c, const double* s,
+                                  int mode, double eps) {
+  const size_t D = x.size(), half = D / 2;
+  std::vector<double> xp = x, y(D);
+  if (mode == 0) return x;
+  if (mode == 1) {
+    double ss = 0;
+    for (double v : x) ss += v * v;
+    const double inv = 1 / std::sqrt(ss / D + eps);
+    for (size_t d = 0; d < D; ++d) xp[d] = x[d] * w[d] * inv;
+  }
+  for (size_t i = 0; i < half; ++i) {
+    if (mode == 3) {
+      y[2 * i] = xp[2 * i] * c[i] - xp[2 * i + 1] * s[i];
+      y[2 * i + 1] = xp[2 * i + 1] * c[i] + xp[2 * i] * s[i];
+    } else {
+      y[i] = xp[i] * c[i] - xp[i + half] * s[i];
+      y[i + half] = xp[i + half] * c[i] + xp[i] * s[i];
+    }
+  }
+  return y;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("qk_norm_rope family", "[rope]", float, f16, bf16) {
+  using T = TestType;
+  using C = float;  // f32 tables; T tables exercised in split_qkv below
+  const float eps = 1e-6f;
+  const uint64_t tokens = 7, qh = 4, kvh = 2, rows = 40, pos0 = 5;
+  for (uint64_t D : {2ull, 8ull, 66ull}) {
+    for (int mode = 0; mode <= 3; ++mode) {
+      INFO("D=" << D << " mode=" << mode);
+      const uint64_t half = D / 2;
+      std::vector<C> cs(rows * half), sn(rows * half);
+      for (uint64_t p = 0; p < rows; ++p)
+        for (uint64_t i = 0; i < half; ++i) {
+          const double th = p * std::pow(10000.0, -2.0 * i / D);
+          cs[p * half + i] = static_cast<float>(std::cos(th));
+          sn[p * half + i] = static_cast<float>(std::sin(th));
+        }
+      std::vector<double> csd(cs.begin(), cs.end()), snd(sn.begin(), sn.end());
+      auto w = random_vec<T>(D, 51, 0.5f, 1.5f);
+      auto wd = to_d(w);
+      // qk_norm_rope: token-major in, head-major out.
+      auto in = random_vec<T>(tokens * qh * D, 52);
+      auto ind = to_d(in);
+      std::vector<T> out(in.size());
+      cpu::qk_norm_rope<T, C>(in.data(), w.data(), cs.data(), sn.data(), out.data(), tokens, qh, D, pos0, eps, mode);
+      std::vector<double> ref(in.size());
+      for (uint64_t t = 0; t < tokens; ++t)
+        for (uint64_t h = 0; h < qh; ++h) {
+          std::vector<double> x(ind.begin() + (t * qh + h) * D, ind.begin() + (t * qh + h + 1) * D);
+          const uint64_t p = pos0 + t;
+          auto y = transform_ref(x, wd.data(), csd.data() + p * half, snd.data() + p * half, mode, eps);
+          std::copy(y.begin(), y.end(), ref.begin() + (h * tokens + t) * D);
+        }
+      if (mode == 0) {
+        for (size_t i = 0; i < ref.size(); ++i) REQUIRE(to_float(out[i]) == ref[i]);
+      } else {
+        check_close(out, ref);
+      }
+      // batched per item: item-major, positions per item; an out-of-range position gives zeros.
+      std::vector<uint64_t> pos = {3, 0, 39, 12, 40, 7, 1};
+      std::vector<T> ob(in.size());
+      cpu::qk_norm_rope_batched_per_item<T, C>(in.data(), w.data(), cs.data(), sn.data(), rows, ob.data(), pos.data(),
+                                               tokens, qh, D, eps, mode);
+      std::vector<double> refb(in.size());
+      for (uint64_t i = 0; i < tokens; ++i)
+        for (uint64_t h = 0; h < qh; ++h) {
+          const uint64_t off = (i * qh + h) * D;
+          std::vector<double> x(ind.begin() + off, ind.begin() + off + D);
+          if (mode != 0 && pos[i] >= rows) {
+            std::fill(refb.begin() + off, refb.begin() + off + D, 0.0);
+            continue;
+          }
+          const uint64_t p = std::min(pos[i], rows - 1);
+          auto y = transform_ref(x, wd.data(), csd.data() + p * half, snd.data() + p * half, mode, eps);
+          std::copy(y.begin(), y.end(), refb.begin() + off);
+        }
+      check_close(ob, refb);
+
+      // split_qkv_norm_rope and the into-cache form, T-typed tables.
+      std::vector<T> cst(cs.size()), snt(sn.size());
+      for (size_t i = 0; i < cs.size(); ++i) {
+        cst[i] = from_float<T>(cs[i]);
+        snt[i] = from_float<T>(sn[i]);
+      }
+      std::vector<double> cstd = to_d(cst), sntd = to_d(snt);
+      auto kw = random_vec<T>(D, 53, 0.5f, 1.5f);
+      auto kwd = to_d(kw);
+      const uint64_t row = (qh + 2 * kvh) * D;
+      auto qkv = random_vec<T>(tokens * row, 54);
+      auto qkvd = to_d(qkv);
+      std::vector<T> qo(qh * tokens * D), ko(kvh * tokens * D), vo(kvh * tokens * D);
+      cpu::split_qkv_norm_rope<T, T>(qkv.data(), w.data(), kw.data(), cst.data(), snt.data(), qo.data(), ko.data(),
+                                     vo.data(), tokens, qh, kvh, D, pos0, eps, mode);
+      const uint64_t cap = 20, clen = 9;
+      std::vector<T> ck(kvh * cap * D, from_float<T>(5.0f)), cv(kvh * cap * D, from_float<T>(5.0f)),
+          qo2(qo.size());
+      cpu::split_qkv_norm_rope_into_cache<T, T>(qkv.data(), w.data(), kw.data(), cst.data(), snt.data(), qo2.data(),
+                                                ck.data(), cv.data(), tokens, qh, kvh, D, pos0, eps, mode, clen, cap);
+      REQUIRE(std::memcmp(qo.data(), qo2.data(), qo.size() * sizeof(T)) == 0);
+      std::vector<double> rq(qo.size()), rk(ko.size());
+      for (uint64_t t = 0; t < tokens; ++t) {
+        const uint64_t p = pos0 + t;
+        for (uint64_t h = 0; h < qh + 2 * kvh; ++h) {
+          std::vector<double> x(qkvd.begin() + t * row + h * D, qkvd.begin() + t * row + (h + 1) * D);
+          if (h < qh) {
+            auto y = transform_ref(x, wd.data(), cstd.data() + p * half, sntd.data() + p * half, mode, eps);
+            std::copy(y.begin(), y.end(), rq.begin() + (h * tokens + t) * D);
+          } else if (h < qh + kvh) {
+            auto y = transform_ref(x, kwd.data(), cstd.data() + p * half, sntd.data() + p * half, mode, eps);
+            std::copy(y.begin(), y.end(), rk.begin() + ((h - qh) * tokens + t) * D);
+          } else {
+            const uint64_t vh = h - qh - kvh;
+            REQUIRE(std::memcmp(vo.data() + (vh * tokens + t) * D, qkv.data() + t * row + h * D, D * sizeof(T)) == 0);
+            REQUIRE(std::memcmp(cv.data() + (vh * cap + clen + t) * D, qkv.data() + t * row + h * D, D * sizeof(T)) ==
+                    0);
+          }
+        }
+      }
+      check_close(qo, rq);
+      check_close(ko, rk);
+      for (uint64_t h = 0; h < kvh; ++h) {
+        for (uint64_t r = 0; r < cap; ++r) {
+          for (uint64_t d = 0; d < D; ++d) {
+            const T got = ck[(h * cap + r) * D + d];
+            if (r < clen || r >= clen + tokens) REQUIRE(to_float(got) == 5.0f);
+            else REQUIRE(same_bits(got, ko[(h * tokens + r - clen) * D + d]));
+          }
+        }
+      }
+      // kv_cache_append_head_major
+      std::vector<T> ck2(kvh * cap * D, from_float<T>(5.0f)), cv2(ck2);
+      cpu::kv_cache_append_head_major(ck2.data(), cv2.data(), clen, cap, ko.data(), vo.data(), tokens, kvh, D);
+      REQUIRE(std::memcmp(ck2.data(), ck.data(), ck.size() * sizeof(T)) == 0);
+      REQUIRE(std::memcmp(cv2.data(), cv.data(), cv.size() * sizeof(T)) == 0);
+    }
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// attention
+// -------------------------------------------------------------------------------------------
+TEMPLATE_TEST_CASE("flash_attention matches float64 softmax attention", "[attention]", float, f16, bf16) {
+  using T = TestType;
+  struct Case {
+    uint64_t batch, q_len, kv_len, pos_offset, nh, nkv, hd;
+    bool causal;
+    float scale;
+    uint64_t stride, window;
+  };
+  const std::vector<Case> cases = {
+      {1, 1, 1, 0, 1, 1, 1, true, 0, 0, 0},          {2, 7, 7, 0, 4, 2, 33, true, 0, 0, 0},
+      {1, 33, 40, 7, 3, 1, 16, true, 0.3f, 64, 0},   {2, 5, 129, 124, 2, 2, 7, false, 0, 0, 0},
+      {1, 17, 129, 112, 4, 4, 8, true, 0, 130, 16},  {1, 9, 20, 3, 2, 1, 5, false, 0, 0, 4},
+      {1, 4, 0, 0, 2, 1, 8, true, 0, 0, 0},          {1, 3, 10, 20, 1, 1, 4, true, 0, 0, 5},  // window past the keys
+      {1, 70, 200, 130, 2, 1, 64, true, 0, 0, 0},
+  };
+  for (const Case& c : cases) {
+    INFO("b=" << c.batch << " q=" << c.q_len << " kv=" << c.kv_len << " pos=" << c.pos_offset << " h=" << c.nh << "/"
+              << c.nkv << " hd=" << c.hd << " causal=" << c.causal << " win=" << c.window);
+    const uint64_t S = c.stride ? c.stride : c.kv_len;
+    auto q = random_vec<T>(c.batch * c.nh * c.q_len * c.hd, 61, -2, 2);
+    auto k = random_vec<T>(c.batch * c.nkv * S * c.hd, 62, -2, 2);
+    auto v = random_vec<T>(c.batch * c.nkv * S * c.hd, 63);
+    std::vector<T> out(q.size(), from_float<T>(9.0f));
+    cpu::flash_attention(q.data(), k.data(), v.data(), out.data(), c.batch, c.q_len, c.kv_len, c.pos_offset, c.nh,
+                         c.nkv, c.hd, c.causal, c.scale, c.stride, c.window);
+    auto qd = to_d(q), kd = to_d(k), vd = to_d(v);
+    std::vector<double> ref(q.size(), 0.0);
+    const double sigma = c.scale != 0 ? c.scale : 1 / std::sqrt(static_cast<double>(c.hd));
+    for (uint64_t b = 0; b < c.batch; ++b)
+      for (uint64_t h = 0; h < c.nh; ++h) {
+        const uint64_t kvh = h / (c.nh / c.nkv);
+        for (uint64_t i = 0; i < c.q_len; ++i) {
+          const int64_t p = static_cast<int64_t>(c.pos_offset + i);
+          std::vector<double> s;
+          std::vector<uint64_t> js;
+          for (uint64_t j = 0; j < c.kv_len; ++j) {
+            if (c.causal && static_cast<int64_t>(j) > p) continue;
+            if (c.window && static_cast<int64_t>(j) < p - static_cast<int64_t>(c.window) + 1) continue;
+            double dot = 0;
+            for (uint64_t d = 0; d < c.hd; ++d)
+              dot += qd[((b * c.nh + h) * c.q_len + i) * c.hd + d] * kd[((b * c.nkv + kvh) * S + j) * c.hd + d];
+            s.push_back(sigma * dot);
+            js.push_back(j);
+          }
+          if (s.empty()) continue;
+          const double m = *std::max_element(s.begin(), s.end());
+          double z = 0;
+          for (double x : s) z += std::exp(x - m);
+          for (size_t t = 0; t < s.size(); ++t) {
+            const double pr = std::exp(s[t] - m) / z;
+            for (uint64_t d = 0; d < c.hd; ++d)
+              ref[((b * c.nh + h) * c.q_len + i) * c.hd + d] += pr * vd[((b * c.nkv + kvh) * S + js[t]) * c.hd + d];
+          }
+        }
+      }
+    check_close(out, ref);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (ref[i] == 0.0) {
+        // rows with an empty visible set are exactly +0.0 (elements of non-empty rows are never exactly 0 here)
+        REQUIRE(to_float(out[i]) == 0.0f);
+      }
+    }
+  }
+}

@@ -1,0 +1,134 @@
+#include "demo_model.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace ferrum::demo {
+namespace {
+
+constexpr uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  uint64_t z = x;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Tensor ids of the documented weight scheme.
+constexpr uint64_t kEmbedding = 1, kFinalNorm = 2, kLmHead = 3;
+enum LayerTensor : uint64_t { kInputNorm = 0, kWqkv, kQNorm, kKNorm, kWo, kPostNorm, kWGateUp, kWDown };
+constexpr uint64_t layer_id(uint64_t l, uint64_t t) { return 100 * (l + 1) + t; }
+
+}  // namespace
+
+double weight_value(uint64_t seed, uint64_t tensor_id, uint64_t index, double scale) {
+  const uint64_t h = splitmix64(splitmix64(splitmix64(seed) ^ tensor_id) ^ index);
+  const double u = static_cast<double>(h >> 11) * 0x1.0p-53;
+  return scale * (2.0 * u - 1.0);
+}
+
+Buffer Model::upload_matrix(uint64_t id, uint64_t rows, uint64_t cols, double scale) {
+  std::vector<float> v(rows * cols);
+  for (uint64_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(weight_value(cfg_.seed, id, i, scale));
+  Buffer b = ctx_.from_slice(v);
+  weight_bytes_ += b.count() * element_size(ctx_.activation_dtype());
+  return b;
+}
+
+Buffer Model::upload_norm(uint64_t id, uint64_t n) {
+  std::vector<float> v(n);
+  for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<float>(1.0 + weight_value(cfg_.seed, id, i, 0.1));
+  Buffer b = ctx_.from_slice(v);
+  weight_bytes_ += b.count() * element_size(ctx_.activation_dtype());
+  return b;
+}
+
+uint64_t Model::kv_bytes_per_token() const {
+  return cfg_.layers * 2 * cfg_.kv_heads * cfg_.head_dim * element_size(ctx_.activation_dtype());
+}
+
+Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx), cfg_(c), max_tokens_(max_tokens) {
+  if (c.q_heads % c.kv_heads || c.head_dim % 2 || max_tokens == 0 || max_tokens > c.max_positions)
+    throw std::invalid_argument("ferrum-demo: invalid model configuration");
+  const uint64_t H = c.hidden, hd = c.head_dim, qkv_rows = (c.q_heads + 2 * c.kv_heads) * hd;
+  const double inv_h = 1.0 / std::sqrt(double(H));
+  embedding_ = upload_matrix(kEmbedding, c.vocab, H, 1.0);
+  for (uint64_t l = 0; l < c.layers; ++l) {
+    Layer L;
+    L.input_norm = upload_norm(layer_id(l, kInputNorm), H);
+    L.w_qkv = upload_matrix(layer_id(l, kWqkv), qkv_rows, H, inv_h);
+    L.q_norm = upload_norm(layer_id(l, kQNorm), hd);
+    L.k_norm = upload_norm(layer_id(l, kKNorm), hd);
+    L.w_o = upload_matrix(layer_id(l, kWo), H, c.q_heads * hd, 1.0 / std::sqrt(double(c.q_heads * hd)));
+    L.post_norm = upload_norm(layer_id(l, kPostNorm), H);
+    L.w_gate_up = upload_matrix(layer_id(l, kWGateUp), 2 * c.ffn, H, inv_h);
+    L.w_down = upload_matrix(layer_id(l, kWDown), H, c.ffn, 1.0 / std::sqrt(double(c.ffn)));
+    L.cache_k = ctx.alloc(c.kv_heads * c.max_positions * hd);
+    L.cache_v = ctx.alloc(c.kv_heads * c.max_positions * hd);
+    layers_.push_back(std::move(L));
+  }
+  final_norm_ = upload_norm(kFinalNorm, H);
+  lm_head_ = upload_matrix(kLmHead, c.vocab, H, inv_h);
+
+  // RoPE tables [max_positions, hd/2] in f32 (OPS.md §0.7 allows f32 tables with any activation).
+  std::vector<float> cs(c.max_positions * hd / 2), sn(cs.size());
+  for (uint64_t p = 0; p < c.max_positions; ++p)
+    for (uint64_t i = 0; i < hd / 2; ++i) {
+      const double ang = double(p) * std::pow(c.rope_theta, -2.0 * double(i) / double(hd));
+      cs[p * hd / 2 + i] = static_cast<float>(std::cos(ang));
+      sn[p * hd / 2 + i] = static_cast<float>(std::sin(ang));
+    }
+  cos_ = ctx.from_slice_typed<float>(cs);
+  sin_ = ctx.from_slice_typed<float>(sn);
+
+  const uint64_t T = max_tokens;
+  x_ = ctx.alloc(T * H);
+  a_ = ctx.alloc(T * H);
+  qkv_ = ctx.alloc(T * qkv_rows);
+  q_ = ctx.alloc(T * c.q_heads * hd);
+  attn_ = ctx.alloc(T * c.q_heads * hd);
+  attn_t_ = ctx.alloc(T * c.q_heads * hd);
+  o_ = ctx.alloc(T * H);
+  gate_up_ = ctx.alloc(T * 2 * c.ffn);
+  act_ = ctx.alloc(T * c.ffn);
+  down_ = ctx.alloc(T * H);
+  last_ = ctx.alloc(H);
+  logits_ = ctx.alloc(c.vocab);
+}
+
+std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t& next, bool want_logits) {
+  const ModelConfig& c = cfg_;
+  const uint64_t T = tokens.size(), H = c.hidden, hd = c.head_dim, p0 = len_;
+  if (T == 0 || T > max_tokens_ || p0 + T > c.max_positions)
+    throw std::invalid_argument("ferrum-demo: forward beyond the configured token/position limits");
+  const float eps = static_cast<float>(c.eps);
+
+  ctx_.embedding_lookup(embedding_, tokens, x_, H);
+  ctx_.rms_norm(x_, layers_[0].input_norm, eps, a_, T, H);
+  for (uint64_t l = 0; l < c.layers; ++l) {
+    Layer& L = layers_[l];
+    ctx_.gemm(a_, L.w_qkv, qkv_, T, (c.q_heads + 2 * c.kv_heads) * hd, H);
+    // q head-major [nq, T, hd]; K/V rotated/copied straight into the contiguous caches.
+    ctx_.split_qkv_norm_rope_into_cache(qkv_, &L.q_norm, &L.k_norm, &cos_, &sin_, q_, L.cache_k, L.cache_v, T,
+                                        c.q_heads, c.kv_heads, hd, p0, eps, FERRUM_QK_MODE_NORM_NEOX, p0,
+                                        c.max_positions);
+    ctx_.flash_attention(q_, L.cache_k, L.cache_v, attn_, 1, T, p0 + T, p0, c.q_heads, c.kv_heads, hd, true, 0.0f,
+                         c.max_positions, 0);
+    ctx_.transpose_head_to_token(attn_, attn_t_, T, c.q_heads, hd);
+    ctx_.gemm(attn_t_, L.w_o, o_, T, H, c.q_heads * hd);
+    ctx_.fused_add_rms_norm(x_, o_, L.post_norm, eps, a_, T, H);  // x += o; a = norm(x)
+    ctx_.gemm(a_, L.w_gate_up, gate_up_, T, 2 * c.ffn, H);
+    ctx_.fused_silu_mul_split(gate_up_, act_, T, c.ffn);
+    ctx_.gemm(act_, L.w_down, down_, T, H, c.ffn);
+    const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
+    ctx_.fused_add_rms_norm(x_, down_, next_norm, eps, a_, T, H);  // x += d; a = norm(x)
+  }
+  len_ = p0 + T;
+  // logits of the last token only
+  ctx_.copy_slice(a_, (T - 1) * H, last_, 0, H);
+  ctx_.gemm(last_, lm_head_, logits_, 1, c.vocab, H);
+  next = ctx_.argmax_rows_f16(logits_, 1, c.vocab)[0];
+  return want_logits ? ctx_.to_vec(logits_, c.vocab) : std::vector<float>{};
+}
+
+}  // namespace ferrum::demo

@@ -1,0 +1,60 @@
+// ferrum-demo's model: a small Qwen3-style decoder (seeded random weights) run through the
+// facade's dense ops on any backend, with a contiguous KV cache per layer.
+//
+// Weights are generated exactly as tests/support/qwen_ref.hpp documents (splitmix64-based
+// weight_value, same tensor ids), so a float64 host reference can check the logits.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ferrum/ferrum.hpp>
+
+namespace ferrum::demo {
+
+struct ModelConfig {
+  uint64_t hidden = 1024, layers = 8, q_heads = 16, kv_heads = 8, head_dim = 128, ffn = 3072, vocab = 32000;
+  double rope_theta = 1e6;
+  double eps = 1e-6;
+  uint64_t max_positions = 4096;  // KV capacity and RoPE table rows
+  uint64_t seed = 42;
+};
+
+// The documented deterministic weight value (see tests/support/qwen_ref.hpp).
+double weight_value(uint64_t seed, uint64_t tensor_id, uint64_t index, double scale);
+
+class Model {
+ public:
+  // Generates and uploads the weights; allocates caches and scratch for up to `max_tokens`
+  // tokens per forward call.
+  Model(Context& ctx, const ModelConfig& cfg, uint64_t max_tokens);
+
+  // Runs `tokens` at positions len() .. len() + T − 1, appends their K/V, and returns the logits
+  // of the LAST token ([vocab], as f32) when `want_logits`; argmax of that row in `next`.
+  std::vector<float> forward(const std::vector<uint32_t>& tokens, uint32_t& next, bool want_logits);
+
+  uint64_t len() const { return len_; }
+  void reset() { len_ = 0; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  uint64_t kv_bytes_per_token() const;
+
+ private:
+  struct Layer {
+    Buffer input_norm, w_qkv, q_norm, k_norm, w_o, post_norm, w_gate_up, w_down, cache_k, cache_v;
+  };
+  Buffer upload_matrix(uint64_t id, uint64_t rows, uint64_t cols, double scale);
+  Buffer upload_norm(uint64_t id, uint64_t n);
+
+  Context& ctx_;
+  ModelConfig cfg_;
+  uint64_t max_tokens_;
+  uint64_t len_ = 0;
+  uint64_t weight_bytes_ = 0;
+  Buffer embedding_, final_norm_, lm_head_, cos_, sin_;
+  std::vector<Layer> layers_;
+  // scratch, sized for max_tokens
+  Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
+};
+
+}  // namespace ferrum::demo
