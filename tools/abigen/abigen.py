@@ -512,7 +512,10 @@ def gen_checks(ops):
                 continue
             sm = re.search(r"\[(.*)\]", f.comment)
             need = "1"
-            if sm:
+            if f.comment.endswith("bytes"):  # raw bytes: the element count is the op's length field
+                lf = next((n for n in ("data_len", "len", "byte_len", "raw_len") if n in names), None)
+                need = f"(uint64_t)(a->{lf})" if lf else "1"
+            elif sm:
                 parts = [shape_expr(d, names) for d in split_top(sm.group(1))]
                 need = ("shape_elems({" + ", ".join(f"(uint64_t)({p})" for p in parts) + "})"
                         if all(p is not None for p in parts) else "1")

@@ -55,7 +55,7 @@ Status with_act_and_table(int32_t act, int32_t tab, F&& f) {
 
 // RoPE / qk-norm rules shared by the §4 ops (OPS.md §0.7). `pos_end` = largest host position + 1
 // (0 when positions come from device memory). On success `rows` is the table row count.
-Status check_rope(const char* op, int32_t mode, uint64_t head_dim, float eps, const ferrum_buffer* cos,
+Status check_rope(const char* op, const char* mode_field, int32_t mode, uint64_t head_dim, float eps, const ferrum_buffer* cos,
                   const ferrum_buffer* sin, uint64_t pos_end, bool work, uint64_t& rows);
 // The norm weight `name` must be a [head_dim] buffer in mode 1.
 Status check_norm_weight(const char* op, const char* name, const ferrum_buffer* w, int32_t mode, uint64_t head_dim,

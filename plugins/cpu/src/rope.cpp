@@ -6,23 +6,25 @@
 
 namespace ferrum::cpu {
 
-Status check_rope(const char* op, int32_t mode, uint64_t D, float eps, const ferrum_buffer* cos,
+Status check_rope(const char* op, const char* mode_field, int32_t mode, uint64_t D, float eps, const ferrum_buffer* cos,
                   const ferrum_buffer* sin, uint64_t pos_end, bool work, uint64_t& rows) {
   rows = 0;
   if (mode < 0 || mode > 3)
-    return invalid(plugin::format("%s: argument 'qk_mode': expected 0..3, given %d", op, mode));
+    return invalid(plugin::format("%s: argument '%s': expected 0..3, given %d", op, mode_field, mode));
   Status s = check_finite_eps(op, eps);
   if (s.ok()) s = check_positive(op, "head_dim", D, work);
   if (!s.ok() || mode == 0 || !work) return s;
   if (D % 2)
-    return invalid(plugin::format("%s: argument 'head_dim': expected an even value for qk_mode %d, given %llu", op,
-                                  mode, (unsigned long long)D));
+    return invalid(plugin::format("%s: argument 'head_dim': expected an even value for %s %d, given %llu", op,
+                                  mode_field, mode, (unsigned long long)D));
   if (!cos || !sin)
-    return invalid(plugin::format("%s: arguments 'cos'/'sin': expected RoPE tables for qk_mode %d, given NULL", op, mode));
+    return invalid(plugin::format("%s: arguments 'cos'/'sin': expected RoPE tables for %s %d, given NULL", op,
+                                  mode_field, mode));
   rows = std::min(cos->count, sin->count) / (D / 2);
   if (pos_end > rows)
-    return invalid(plugin::format("%s: RoPE position: expected positions < %llu (the tables' rows), given up to %llu", op,
-                                  (unsigned long long)rows, (unsigned long long)(pos_end - 1)));
+    return invalid(plugin::format("%s: arguments 'pos_offset'/'tokens': expected pos_offset + tokens <= %llu (the RoPE "
+                                  "tables' rows), given %llu",
+                                  op, (unsigned long long)rows, (unsigned long long)pos_end));
   return ok_status();
 }
 
@@ -44,7 +46,7 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
   return run_op(ctx, a, [](ferrum_context&, const ferrum_qk_norm_rope_args& a, bool dry) -> Status {
     const bool work = a.tokens && a.heads;
     uint64_t rows = 0;
-    Status s = check_rope("qk_norm_rope", a.mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    Status s = check_rope("qk_norm_rope", "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
     if (s.ok()) s = check_norm_weight("qk_norm_rope", "norm_w", a.norm_w, a.mode, a.head_dim, work);
     if (!s.ok() || dry || !work) return s;
     return with_act_and_table(a.input->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
@@ -62,7 +64,7 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk
   return run_op(ctx, a, [](ferrum_context&, const ferrum_qk_norm_rope_batched_per_item_args& a, bool dry) -> Status {
     const bool work = a.m && a.heads;
     uint64_t rows = 0;
-    Status s = check_rope("qk_norm_rope_batched_per_item", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
+    Status s = check_rope("qk_norm_rope_batched_per_item", "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
     if (s.ok()) s = check_norm_weight("qk_norm_rope_batched_per_item", "norm_w", a.norm_w, a.mode, a.head_dim, work);
     if (!s.ok() || dry || !work) return s;
     std::vector<uint64_t> pos(a.m);  // device values (§0.11): negative I32 -> out of range
@@ -87,7 +89,7 @@ ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_no
     const char* op = "split_qkv_norm_rope";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
     if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
@@ -110,7 +112,7 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     const char* op = "split_qkv_norm_rope_into_cache";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
     if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);

@@ -11,7 +11,7 @@ int main() {
   ferrum::Context ctx = backend.create_context();
   std::vector<float> a = {1.5f, -2.0f, 3.25f}, b = {0.5f, 4.0f, -1.25f};
   ferrum::Buffer x = ctx.from_slice(a), y = ctx.from_slice(b);
-  ctx.add_inplace(x, y);
+  ctx.add_inplace(x, y, 3);
   std::vector<float> out = ctx.to_vec(x, 3);
   for (int i = 0; i < 3; ++i)
     if (std::fabs(out[i] - (a[i] + b[i])) > 0) {

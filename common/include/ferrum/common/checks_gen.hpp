@@ -47,7 +47,7 @@ ferrum_status check_args(Acc& acc, const ferrum_from_slice_typed_args* a, CheckE
   if (!c.header(a, FERRUM_FROM_SLICE_TYPED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->data_len != 0;
   (void)work;
-  c.host_ptr("data", a->data, 1, false);
+  c.host_ptr("data", a->data, (uint64_t)(a->data_len), false);
   c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
@@ -70,7 +70,7 @@ ferrum_status check_args(Acc& acc, const ferrum_write_typed_args* a, CheckError&
   const bool work = a->data_len != 0;
   (void)work;
   c.buffer("dst", a->dst, DtypeClass::any, 0, false, false, {}, "[]");
-  c.host_ptr("data", a->data, 1, false);
+  c.host_ptr("data", a->data, (uint64_t)(a->data_len), false);
   return c.status();
 }
 
@@ -81,7 +81,7 @@ ferrum_status check_args(Acc& acc, const ferrum_read_typed_args* a, CheckError& 
   const bool work = a->len != 0;
   (void)work;
   c.buffer("src", a->src, DtypeClass::any, 0, false, false, {}, "[]");
-  c.host_ptr("data", a->data, 1, true);
+  c.host_ptr("data", a->data, (uint64_t)(a->len), true);
   return c.status();
 }
 

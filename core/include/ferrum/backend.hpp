@@ -1,0 +1,71 @@
+// ferrum facade — Backend: one loaded plugin (see loader.hpp for how it is chosen).
+//
+// Thread contract: const methods are thread-safe (they read the plugin's static table or
+// call thread-safe ABI functions); create_context may be called from several threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ferrum/context.hpp>
+#include <ferrum/export.hpp>
+#include <ferrum/ferrum_plugin.h>
+#include <ferrum/types.hpp>
+
+namespace ferrum {
+
+class PluginLibrary;
+
+class FERRUM_API Backend {
+ public:
+  // Loads a backend: spec "" (precedence of DESIGN §2.1), "auto", a name ("cpu", "cuda:1")
+  // or a path to a plugin .so. Throws Error(load_failed / config_error) with the loader's
+  // diagnosis.
+  static Backend load(std::string_view spec = {});
+
+  Backend() noexcept = default;
+  Backend(Backend&& other) noexcept;  // `other` is left empty
+  Backend& operator=(Backend&& other) noexcept;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+  ~Backend() = default;  // objects made from it keep the plugin loaded on their own
+
+  explicit operator bool() const noexcept { return api_ != nullptr; }
+  // The plugin's table (borrowed: valid while this Backend or any object made from it lives).
+  const ferrum_plugin_api* api() const noexcept { return api_; }
+  const std::shared_ptr<PluginLibrary>& library() const noexcept { return library_; }
+
+  std::string_view name() const noexcept;
+  std::string_view version() const noexcept;
+  std::string abi_version() const;  // the plugin's "major.minor", e.g. "1.0"
+  std::string_view build_info() const noexcept;
+  const std::string& path() const noexcept;
+
+  uint64_t device_count() const;
+  DeviceProps device_props(uint64_t ordinal) const;
+  // The ordinal named in the spec ("cuda:1" -> 1), else 0.
+  uint64_t selected_device() const noexcept { return device_; }
+  // supports_device_ordinal_scope (facade default: false).
+  bool supports_device_ordinal_scope() const;
+
+  // Capability level (a): the slot is present, or the facade has a default (OPS.md §0.14).
+  bool supports(Op op) const noexcept;
+  // One row per op of the ABI, in op-id order.
+  std::vector<OpSupport> support_matrix() const noexcept;
+
+  // A new context on `device` (default: the enclosing with_device_ordinal scope, else
+  // selected_device()) with default activation dtype `activation` (invalid: the plugin's).
+  Context create_context(std::optional<uint64_t> device = {},
+                         Dtype activation = Dtype::invalid) const;
+
+ private:
+  std::shared_ptr<PluginLibrary> library_;
+  const ferrum_plugin_api* api_ = nullptr;
+  uint64_t device_ = 0;
+};
+
+}  // namespace ferrum

@@ -1,0 +1,103 @@
+// Internal: the one call path of every op (checks -> slot or facade default -> status ->
+// ferrum::Error) and the one status check used by every facade call into a plugin.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include <ferrum/common/checks_gen.hpp>
+#include <ferrum/common/op_info_gen.hpp>
+#include <ferrum/context.hpp>
+#include <ferrum/error.hpp>
+#include <ferrum/ferrum_plugin.h>
+
+namespace ferrum::detail {
+
+// The "ferrum" logger (defined in loader/src/log.cpp; never throws).
+std::shared_ptr<spdlog::logger> logger() noexcept;
+
+// Where a failed call happened: enough to name the plugin and fetch its detail message.
+struct CallSite {
+  const PluginLibrary* library;
+  const ferrum_plugin_api* api;
+  ferrum_context* ctx;  // NULL for calls without a context
+};
+
+// Throws Error(code of `status`) with "<what> on plugin <name> <version> (ABI x.y): <code>:
+// <reason>". reason == nullptr: the plugin's own detail (error_detail on site.ctx).
+[[noreturn]] void throw_status(ferrum_status status, std::string_view what, const CallSite& site,
+                               const char* reason);
+
+// THE status check: OK returns at once (nothing built on the success path).
+inline void check(ferrum_status status, std::string_view what, const CallSite& site,
+                  const char* reason = nullptr) {
+  if (status != FERRUM_STATUS_OK) [[unlikely]]
+    throw_status(status, what, site, reason);
+}
+
+inline std::string_view op_name_of(int32_t id) noexcept {
+  const common::OpInfo* info = common::op_info(id);
+  return info ? info->name : std::string_view("unknown op");
+}
+
+// Describes buffer handles for the generated checks through the plugin's buffer_info.
+struct PluginAccessor {
+  ferrum_op_fn buffer_info;
+  bool info(const ferrum_buffer* handle, int32_t& dtype, uint64_t& count) const noexcept {
+    if (!buffer_info) return false;
+    ferrum_buffer_info_args a{};
+    a.struct_size = sizeof a;
+    a.buf = handle;
+    a.dtype = &dtype;
+    a.count = &count;
+    return buffer_info(nullptr, &a) == FERRUM_STATUS_OK;
+  }
+};
+
+// Friend of Context: what the facade defaults and the call path need of it.
+struct ContextAccess {
+  static ferrum_context* raw(const Context& c) noexcept { return c.ctx_; }
+  static const ferrum_plugin_api* api(const Context& c) noexcept { return c.api_; }
+  static const PluginLibrary* library(const Context& c) noexcept { return c.library_.get(); }
+  static PluginAccessor accessor(const Context& c) noexcept { return {c.buffer_info_}; }
+  static CallSite site(const Context& c) noexcept { return {c.library_.get(), c.api_, c.ctx_}; }
+  template <class Args>
+  static void invoke(Context& c, const Args& args) { c.invoke(args); }
+  static Buffer adopt(const Context& c, ferrum_buffer* h) { return c.adopt(h); }
+};
+
+}  // namespace ferrum::detail
+
+#include "defaults.hpp"
+
+namespace ferrum {
+
+template <class Args>
+void Context::invoke(const Args& args) {
+  constexpr int32_t id = common::OpId<Args>::value;
+  const detail::CallSite site{library_.get(), api_, ctx_};
+  if (!ctx_) [[unlikely]]
+    detail::check(FERRUM_STATUS_INVALID_ARGUMENT, detail::op_name_of(id), site,
+                  "the Context is empty (moved from or released)");
+  detail::PluginAccessor acc{buffer_info_};
+  common::CheckError err;
+  if (common::check_args(acc, &args, err) != FERRUM_STATUS_OK) [[unlikely]]
+    detail::check(err.status, detail::op_name_of(id), site, err.message.c_str());
+  const ferrum_op_fn fn = common::find_slot(api_, id);
+  if (!fn) [[unlikely]] {
+    if constexpr (detail::has_facade_default<Args>) {
+      detail::facade_default(*this, args);
+      return;
+    } else {
+      detail::check(FERRUM_STATUS_UNSUPPORTED, detail::op_name_of(id), site,
+                    "the plugin does not implement this op (NULL slot) and the facade has no "
+                    "default for it");
+    }
+  }
+  detail::check(fn(ctx_, &args), detail::op_name_of(id), site);
+}
+
+}  // namespace ferrum

@@ -1,0 +1,3 @@
+// tests/cpu — Catch2 main of the CPU plugin conformance tests.
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>

@@ -1,0 +1,327 @@
+// tests/cpu — errors (OPS.md §0.12): each misuse is a ferrum::Error with the right code and a
+// message naming the op and the argument, and a failed call modifies nothing (outputs still poisoned,
+// in-out buffers unchanged).
+#include "helpers.hpp"
+
+#include <limits>
+
+using namespace cputest;
+using ferrum::ErrorCode;
+
+namespace {
+constexpr ErrorCode kInvalid = ErrorCode::invalid_argument;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+}  // namespace
+
+TEST_CASE("errors: buffer too small", "[errors]") {
+  const Dtype d = ACT_DTYPE();
+  INFO("dtype " << name(d));
+  Buffer a = upload(d, rnd(d, 3 * 4, 1)), b = upload(d, rnd(d, 5 * 4, 2));
+  SECTION("gemm out") {
+    Buffer out = poisoned(d, 3 * 5 - 1);
+    expect_error([&] { ctx().gemm(a, b, out, 3, 5, 4); }, kInvalid, {"gemm", "out"});
+    expect_all_poison(out);
+  }
+  SECTION("gemm a") {
+    Buffer out = poisoned(d, 4 * 5);
+    expect_error([&] { ctx().gemm(a, b, out, 4, 5, 4); }, kInvalid, {"gemm", "'a'"});
+    expect_all_poison(out);
+  }
+  SECTION("rms_norm w") {
+    Buffer x = upload(d, rnd(d, 2 * 8, 3)), w = upload(d, rnd(d, 7, 4)), out = poisoned(d, 16);
+    expect_error([&] { ctx().rms_norm(x, w, 1e-6f, out, 2, 8); }, kInvalid, {"rms_norm", "w"});
+    expect_all_poison(out);
+  }
+  SECTION("flash_attention k (kv_seq_stride)") {
+    Buffer q = upload(d, rnd(d, 2 * 8, 5)), k = upload(d, rnd(d, 4 * 8, 6)), v = upload(d, rnd(d, 8 * 8, 7));
+    Buffer out = poisoned(d, 16);
+    expect_error([&] { ctx().flash_attention(q, k, v, out, 1, 1, 4, 3, 2, 1, 8, true, 0.0f, 8, 0); }, kInvalid,
+                 {"flash_attention", "'k'"});
+    expect_all_poison(out);
+  }
+  SECTION("split_qkv q") {
+    Buffer qkv = upload(d, rnd(d, 2 * 24, 8));
+    Buffer q = poisoned(d, 15), k = poisoned(d, 16), v = poisoned(d, 16);
+    expect_error([&] { ctx().split_qkv(qkv, q, k, v, 2, 8, 8); }, kInvalid, {"split_qkv", "'q'"});
+    expect_all_poison(q);
+    expect_all_poison(k);
+    expect_all_poison(v);
+  }
+  SECTION("copy_slice range past the end") {
+    Buffer src = upload(d, rnd(d, 10, 9)), dst = poisoned(d, 10);
+    expect_error([&] { ctx().copy_slice(src, 4, dst, 0, 7); }, kInvalid, {"copy_slice", "src"});
+    expect_error([&] { ctx().copy_slice(src, 0, dst, 5, 6); }, kInvalid, {"copy_slice", "dst"});
+    expect_all_poison(dst);
+  }
+  SECTION("to_vec / read_typed / write_typed / zero_buffer len > count") {
+    Buffer buf = poisoned(d, 4);
+    expect_error([&] { (void)ctx().to_vec(buf, 5); }, kInvalid, {"to_vec", "len"});
+    std::vector<uint8_t> host(5 * ft::dtype_size(dt(d)));
+    expect_error([&] { ctx().read_typed(buf, d, 5, host.data()); }, kInvalid, {"read_typed", "len"});
+    expect_error([&] { ctx().write_typed(buf, d, host.data(), 5); }, kInvalid, {"write_typed", "data_len"});
+    expect_error([&] { ctx().zero_buffer(buf, 5); }, kInvalid, {"zero_buffer", "len"});
+    const std::vector<float> f(5, 1.0f);
+    expect_error([&] { ctx().write_f32_to_activation(buf, f); }, kInvalid, {"write_f32_to_activation", "data_len"});
+    expect_all_poison(buf);
+  }
+}
+
+TEST_CASE("errors: dtype mismatch between activation buffers", "[errors]") {
+  const Dtype d = ACT_DTYPE();
+  const Dtype other = d == Dtype::f32 ? Dtype::f16 : Dtype::f32;
+  INFO("dtype " << name(d) << " vs " << name(other));
+  SECTION("rms_norm w") {
+    Buffer x = upload(d, rnd(d, 16, 1)), w = upload(other, rnd(other, 8, 2)), out = poisoned(d, 16);
+    expect_error([&] { ctx().rms_norm(x, w, 1e-6f, out, 2, 8); }, kInvalid, {"rms_norm", "w"});
+    expect_all_poison(out);
+  }
+  SECTION("gemm out") {
+    Buffer a = upload(d, rnd(d, 16, 1)), b = upload(d, rnd(d, 16, 2)), out = poisoned(other, 4);
+    expect_error([&] { ctx().gemm(a, b, out, 2, 2, 8); }, kInvalid, {"gemm", "out"});
+    expect_all_poison(out);
+  }
+  SECTION("flash_attention v") {
+    Buffer q = upload(d, rnd(d, 8, 1)), k = upload(d, rnd(d, 32, 2)), v = upload(other, rnd(other, 32, 3));
+    Buffer out = poisoned(d, 8);
+    expect_error([&] { ctx().flash_attention(q, k, v, out, 1, 1, 4, 3, 1, 1, 8, true, 0.0f, 0, 0); }, kInvalid,
+                 {"flash_attention", "'v'"});
+    expect_all_poison(out);
+  }
+  SECTION("int dtype as activation") {
+    Buffer x = upload(Dtype::i32, vec(8, 1.0)), out = poisoned(d, 8);
+    expect_error([&] { ctx().gelu(x, out, 8); }, kInvalid, {"gelu", "x"});
+    expect_all_poison(out);
+  }
+  SECTION("write_typed / read_typed dtype") {
+    Buffer buf = poisoned(d, 4);
+    std::vector<uint8_t> host(16);
+    expect_error([&] { ctx().write_typed(buf, Dtype::i32, host.data(), 1); }, kInvalid, {"write_typed", "dtype"});
+    expect_error([&] { ctx().read_typed(buf, Dtype::u8, 1, host.data()); }, kInvalid, {"read_typed", "dtype"});
+    expect_all_poison(buf);
+  }
+  SECTION("copy_slice int <-> float") {
+    Buffer src = upload(Dtype::i32, vec(4, 3.0)), dst = poisoned(d, 4);
+    expect_error([&] { ctx().copy_slice(src, 0, dst, 0, 4); }, kInvalid, {"copy_slice"});
+    expect_all_poison(dst);
+  }
+}
+
+TEST_CASE("errors: forbidden aliasing", "[errors]") {
+  const Dtype d = ACT_DTYPE();
+  SECTION("fused_add_rms_norm out == residual") {
+    const vec r = rnd(d, 16, 1);
+    Buffer res = upload(d, r), x = upload(d, rnd(d, 16, 2)), w = upload(d, rnd(d, 8, 3));
+    const auto before = read_bytes(res);
+    expect_error([&] { ctx().fused_add_rms_norm(res, x, w, 1e-6f, res, 2, 8); }, kInvalid,
+                 {"fused_add_rms_norm", "residual", "out"});
+    CHECK(read_bytes(res) == before);
+  }
+  SECTION("gemm out == a") {
+    Buffer a = upload(d, rnd(d, 16, 1));
+    const auto before = read_bytes(a);
+    expect_error([&] { ctx().gemm(a, a, a, 4, 4, 4); }, kInvalid, {"gemm", "out"});
+    CHECK(read_bytes(a) == before);
+  }
+  SECTION("copy_slice overlapping ranges of one buffer") {
+    Buffer a = upload(d, rnd(d, 16, 1));
+    const auto before = read_bytes(a);
+    expect_error([&] { ctx().copy_slice(a, 0, a, 4, 8); }, kInvalid, {"copy_slice"});
+    CHECK(read_bytes(a) == before);
+  }
+  SECTION("split_qkv_norm_rope_into_cache cache_k == cache_v") {
+    Buffer qkv = upload(d, rnd(d, 3 * 8, 1)), q = poisoned(d, 8), c = poisoned(d, 4 * 8);
+    expect_error(
+        [&] {
+          ctx().split_qkv_norm_rope_into_cache(qkv, nullptr, nullptr, nullptr, nullptr, q, c, c, 1, 1, 1, 8, 0, 1e-6f,
+                                               0, 0, 4);
+        },
+        kInvalid, {"split_qkv_norm_rope_into_cache", "cache_k", "cache_v"});
+    expect_all_poison(q);
+    expect_all_poison(c);
+  }
+}
+
+TEST_CASE("errors: qk_mode / head_dim / positions / capacity", "[errors][rope]") {
+  const Dtype d = ACT_DTYPE();
+  INFO("dtype " << name(d));
+  vec cs, sn;
+  fr::rope_tables(8, 8, 10000.0, cs, sn);
+  Buffer cos = upload(d, cs), sin = upload(d, sn), w = upload(d, rnd(d, 8, 1, 0.5, 1.5));
+  Buffer in = upload(d, rnd(d, 2 * 2 * 8, 2));
+
+  SECTION("qk_norm_rope mode 4 / -1") {
+    Buffer out = poisoned(d, 32);
+    expect_error([&] { ctx().qk_norm_rope(in, &w, &cos, &sin, out, 2, 2, 8, 0, 1e-6f, 4); }, kInvalid,
+                 {"qk_norm_rope", "'mode'"});
+    expect_error([&] { ctx().qk_norm_rope(in, &w, &cos, &sin, out, 2, 2, 8, 0, 1e-6f, -1); }, kInvalid,
+                 {"qk_norm_rope", "'mode'"});
+    expect_all_poison(out);
+  }
+  SECTION("split_qkv_norm_rope qk_mode 4") {
+    Buffer qkv = upload(d, rnd(d, 2 * 3 * 8, 3)), q = poisoned(d, 16), k = poisoned(d, 16), v = poisoned(d, 16);
+    expect_error(
+        [&] { ctx().split_qkv_norm_rope(qkv, &w, &w, &cos, &sin, q, k, v, 2, 1, 1, 8, 0, 1e-6f, 4); }, kInvalid,
+        {"split_qkv_norm_rope", "qk_mode"});
+    expect_all_poison(q);
+    expect_all_poison(k);
+    expect_all_poison(v);
+  }
+  SECTION("odd head_dim with mode 1") {
+    Buffer in7 = upload(d, rnd(d, 2 * 7, 4)), w7 = upload(d, rnd(d, 7, 5)), out = poisoned(d, 14);
+    vec c7, s7;
+    fr::rope_tables(8, 6, 10000.0, c7, s7);  // 3 columns: any table works, the head_dim is the error
+    Buffer bc = upload(d, c7), bs = upload(d, s7);
+    expect_error([&] { ctx().qk_norm_rope(in7, &w7, &bc, &bs, out, 2, 1, 7, 0, 1e-6f, 1); }, kInvalid,
+                 {"qk_norm_rope", "head_dim"});
+    expect_all_poison(out);
+  }
+  SECTION("pos_offset + tokens > rows") {
+    Buffer out = poisoned(d, 32);
+    // tables hold 8 rows: positions 7 and 8 -> invalid
+    expect_error([&] { ctx().qk_norm_rope(in, &w, &cos, &sin, out, 2, 2, 8, 7, 1e-6f, 2); }, kInvalid,
+                 {"qk_norm_rope", "pos_offset"});
+    expect_all_poison(out);
+    // exactly fitting is fine
+    ctx().qk_norm_rope(in, &w, &cos, &sin, out, 2, 2, 8, 6, 1e-6f, 2);
+    expect_written(out, 0, 32);
+  }
+  SECTION("cache_len + tokens > capacity") {
+    Buffer qkv = upload(d, rnd(d, 2 * 3 * 8, 3)), q = poisoned(d, 16), ck = poisoned(d, 4 * 8), cv = poisoned(d, 4 * 8);
+    expect_error(
+        [&] {
+          ctx().split_qkv_norm_rope_into_cache(qkv, &w, &w, &cos, &sin, q, ck, cv, 2, 1, 1, 8, 3, 1e-6f, 1, 3, 4);
+        },
+        kInvalid, {"split_qkv_norm_rope_into_cache", "cache_len"});
+    expect_all_poison(q);
+    expect_all_poison(ck);
+    expect_all_poison(cv);
+    Buffer nk = upload(d, rnd(d, 2 * 8, 6)), nv = upload(d, rnd(d, 2 * 8, 7));
+    expect_error([&] { ctx().kv_cache_append_head_major(ck, cv, 3, 4, nk, nv, 2, 1, 8); }, kInvalid,
+                 {"kv_cache_append_head_major", "cache_len"});
+    expect_all_poison(ck);
+    expect_all_poison(cv);
+  }
+  SECTION("flash_attention kv_len > kv_seq_stride") {
+    Buffer q = upload(d, rnd(d, 8, 1)), k = upload(d, rnd(d, 64, 2)), v = upload(d, rnd(d, 64, 3));
+    Buffer out = poisoned(d, 8);
+    expect_error([&] { ctx().flash_attention(q, k, v, out, 1, 1, 6, 5, 1, 1, 8, true, 0.0f, 4, 0); }, kInvalid,
+                 {"flash_attention", "kv_len"});
+    expect_all_poison(out);
+  }
+}
+
+TEST_CASE("errors: GQA, non-finite eps / scale, zero inner dimension", "[errors]") {
+  const Dtype d = ACT_DTYPE();
+  INFO("dtype " << name(d));
+  Buffer q = upload(d, rnd(d, 3 * 8, 1)), k = upload(d, rnd(d, 2 * 4 * 8, 2)), v = upload(d, rnd(d, 2 * 4 * 8, 3));
+  SECTION("num_heads % num_kv_heads != 0") {
+    Buffer out = poisoned(d, 3 * 8);
+    expect_error([&] { ctx().flash_attention(q, k, v, out, 1, 1, 4, 3, 3, 2, 8, true, 0.0f, 0, 0); }, kInvalid,
+                 {"flash_attention", "num_heads", "num_kv_heads"});
+    expect_all_poison(out);
+  }
+  SECTION("num_kv_heads = 0") {
+    Buffer out = poisoned(d, 3 * 8);
+    expect_error([&] { ctx().flash_attention(q, k, v, out, 1, 1, 4, 3, 3, 0, 8, true, 0.0f, 0, 0); }, kInvalid,
+                 {"flash_attention", "num_kv_heads"});
+    expect_all_poison(out);
+  }
+  SECTION("non-finite scale") {
+    Buffer out = poisoned(d, 8);
+    for (float s : {kNaN, kInf, -kInf}) {
+      INFO("scale " << s);
+      expect_error([&] { ctx().flash_attention(q, k, v, out, 1, 1, 4, 3, 1, 1, 8, true, s, 0, 0); }, kInvalid,
+                   {"flash_attention", "scale"});
+    }
+    expect_all_poison(out);
+    Buffer dst = upload(d, rnd(d, 8, 9));
+    const auto before = read_bytes(dst);
+    expect_error([&] { ctx().scaled_add_inplace(dst, q, kInf, 8); }, kInvalid, {"scaled_add_inplace", "scale"});
+    CHECK(read_bytes(dst) == before);
+  }
+  SECTION("non-finite / negative eps") {
+    Buffer x = upload(d, rnd(d, 16, 4)), w = upload(d, rnd(d, 8, 5)), b = upload(d, rnd(d, 8, 6));
+    Buffer out = poisoned(d, 16);
+    for (float e : {kNaN, kInf, -1e-6f}) {
+      INFO("eps " << e);
+      expect_error([&] { ctx().rms_norm(x, w, e, out, 2, 8); }, kInvalid, {"rms_norm", "eps"});
+      expect_error([&] { ctx().layer_norm(x, w, b, e, out, 2, 8); }, kInvalid, {"layer_norm", "eps"});
+      Buffer res = upload(d, rnd(d, 16, 7));
+      const auto before = read_bytes(res);
+      expect_error([&] { ctx().fused_add_rms_norm(res, x, w, e, out, 2, 8); }, kInvalid, {"fused_add_rms_norm", "eps"});
+      CHECK(read_bytes(res) == before);
+      expect_error([&] { ctx().qk_norm_rope(x, &w, nullptr, nullptr, out, 2, 1, 8, 0, e, 0); }, kInvalid,
+                   {"qk_norm_rope", "eps"});
+    }
+    expect_all_poison(out);
+  }
+  SECTION("dim = 0 with tokens > 0") {
+    Buffer x = upload(d, rnd(d, 16, 4)), w = upload(d, rnd(d, 8, 5)), out = poisoned(d, 16);
+    expect_error([&] { ctx().rms_norm(x, w, 1e-6f, out, 2, 0); }, kInvalid, {"rms_norm", "dim"});
+    expect_all_poison(out);
+  }
+}
+
+TEST_CASE("errors: embedding id >= vocab, argmax n = 0, from_weight_bytes raw_len", "[errors]") {
+  const Dtype d = ACT_DTYPE();
+  INFO("dtype " << name(d));
+  SECTION("embedding_lookup id >= vocab") {
+    Buffer tbl = upload(d, rnd(d, 5 * 4, 1)), out = poisoned(d, 3 * 4);
+    const std::vector<uint32_t> ids = {0, 4, 5};  // vocab 5: the last id is out of range
+    expect_error([&] { ctx().embedding_lookup(tbl, ids, out, 4); }, kInvalid, {"embedding_lookup", "ids"});
+    expect_all_poison(out, "a failed lookup writes no row, not even the valid ones");
+  }
+  SECTION("embedding_lookup dim = 0") {
+    Buffer tbl = upload(d, rnd(d, 8, 1)), out = poisoned(d, 8);
+    const std::vector<uint32_t> ids = {0};
+    expect_error([&] { ctx().embedding_lookup(tbl, ids, out, 0); }, kInvalid, {"embedding_lookup", "dim"});
+    expect_all_poison(out);
+  }
+  SECTION("argmax_rows_f16 n = 0 with m > 0") {
+    Buffer logits = upload(d, rnd(d, 4, 1));
+    expect_error([&] { (void)ctx().argmax_rows_f16(logits, 2, 0); }, kInvalid, {"argmax_rows_f16", "'n'"});
+  }
+  SECTION("from_weight_bytes raw_len not a multiple of the element size") {
+    const std::vector<uint8_t> raw(7, 0x3c);
+    expect_error([&] { (void)ctx().from_weight_bytes(raw, d, Dtype::f32); }, kInvalid, {"from_weight_bytes", "raw_len"});
+  }
+  SECTION("from_weight_bytes non-float src") {
+    const std::vector<uint8_t> raw(8, 1);
+    expect_error([&] { (void)ctx().from_weight_bytes(raw, Dtype::i32, d); }, kInvalid, {"from_weight_bytes", "src_dtype"});
+  }
+}
+
+TEST_CASE("errors: ops whose CPU slot is NULL are unsupported", "[errors][unsupported]") {
+  const Dtype d = Dtype::f16;
+  SECTION("paged_decode_attention") {
+    Buffer q = upload(d, rnd(d, 2 * 64, 1)), kp = upload(d, rnd(d, 16 * 2 * 64, 2)), vp = upload(d, rnd(d, 16 * 2 * 64, 3));
+    Buffer out = poisoned(d, 2 * 64), bt = upload_idx(Dtype::u32, {0}), cl = upload_idx(Dtype::u32, {5});
+    expect_error(
+        [&] { ctx().paged_decode_attention(q, kp, vp, out, bt, cl, 1, 2, 2, 64, 16, 1, 1, 0.0f, 0); },
+        ErrorCode::unsupported, {"paged_decode_attention", "cpu"});
+    expect_all_poison(out);
+  }
+  SECTION("gguf_matmul") {
+    Buffer a = upload(d, rnd(d, 32, 1)), out = poisoned(d, 4);
+    ferrum::QWeight w;
+    expect_error([&] { ctx().gguf_matmul(a, w, out, 1); }, ErrorCode::unsupported, {"gguf_matmul", "cpu"});
+    expect_all_poison(out);
+  }
+  SECTION("flash_attention_batched_per_cache") {
+    Buffer q = upload(d, rnd(d, 64, 1)), kc = upload(d, rnd(d, 4 * 64, 2)), vc = upload(d, rnd(d, 4 * 64, 3));
+    Buffer lens = upload_idx(Dtype::u32, {2}), out = poisoned(d, 64);
+    ferrum_buffer* ks[] = {kc.get()};
+    ferrum_buffer* vs[] = {vc.get()};
+    expect_error(
+        [&] { ctx().flash_attention_batched_per_cache(q, ks, vs, lens, out, 1, 1, 64, 0.0f, 4, 4, 0, 0); },
+        ErrorCode::unsupported, {"flash_attention_batched_per_cache", "cpu"});
+    expect_all_poison(out);
+  }
+  SECTION("support matrix agrees") {
+    CHECK_FALSE(backend().supports(ferrum::Op::paged_decode_attention));
+    CHECK_FALSE(backend().supports(ferrum::Op::gguf_matmul));
+    CHECK(backend().supports(ferrum::Op::gemm));
+    CHECK(backend().supports(ferrum::Op::flash_attention));
+  }
+}
