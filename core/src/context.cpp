@@ -186,4 +186,11 @@ std::optional<uint64_t> exchange_device_scope(std::optional<uint64_t> ordinal) n
 std::optional<uint64_t> current_device_scope() noexcept { return t_device_scope; }
 }  // namespace detail
 
+Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx) {
+  // Staged through host memory (DESIGN §1.8): a bit copy, so any dtype travels unchanged.
+  std::vector<unsigned char> host(src.size_bytes());
+  src_ctx.read_typed(src, src.dtype(), src.count(), host.data());
+  return dst_ctx.from_slice_typed(src.dtype(), host.data(), src.count());
+}
+
 }  // namespace ferrum

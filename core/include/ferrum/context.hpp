@@ -127,4 +127,9 @@ decltype(auto) with_device_ordinal(std::optional<uint64_t> ordinal, F&& body) {
   return std::forward<F>(body)();
 }
 
+// Copies `src` (a buffer of src_ctx's plugin) into a new buffer on dst_ctx, which may belong to
+// another plugin or device, staged through host memory (DESIGN §1.8). Waits for src_ctx's work;
+// the upload completes before it returns. Returns ownership of the new buffer.
+FERRUM_API Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx);
+
 }  // namespace ferrum
