@@ -16,6 +16,25 @@
 
 namespace {
 
+// The stage a rejected candidate failed at: the one after the last stage it passed (a plugin
+// whose probe said no has passed `abi` and was rejected at `probe`).
+const char* rejected_at(const ferrum::PluginCandidate& c) {
+  switch (c.stage) {
+    case ferrum::LoadStage::found: return c.reason.rfind("found", 0) == 0 || c.reason.rfind("not found", 0) == 0 ? "found" : "dlopen";
+    case ferrum::LoadStage::opened: return "entry";
+    case ferrum::LoadStage::entry: return "prefix";
+    case ferrum::LoadStage::prefix: return "abi";
+    case ferrum::LoadStage::abi: return "probe";
+    case ferrum::LoadStage::probed: return "init";
+    case ferrum::LoadStage::initialized: return "none";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+namespace {
+
 using ordered_json = nlohmann::ordered_json;
 
 const char* kind_name(int32_t kind) {
@@ -67,7 +86,8 @@ ordered_json to_json(const std::vector<ferrum::PluginCandidate>& cs) {
     ordered_json p;
     p["name"] = c.name;
     p["path"] = c.path;
-    p["stage"] = ferrum::to_string(c.stage);
+    p["stage"] = ferrum::to_string(c.stage);  // the last stage the candidate passed
+    p["rejected_at"] = c.usable ? nullptr : nlohmann::json(rejected_at(c));
     p["reason"] = c.reason;
     p["abi"] = c.stage >= ferrum::LoadStage::prefix
                    ? std::to_string(c.abi_major) + "." + std::to_string(c.abi_minor)
@@ -109,7 +129,10 @@ void print_human(const std::vector<ferrum::PluginCandidate>& cs,
   if (cs.empty()) std::printf("\nno libferrum-*.so found\n");
   for (const auto& c : cs) {
     std::printf("\n== %s  %s\n", c.name.c_str(), c.path.c_str());
-    std::printf("   stage    %s%s\n", ferrum::to_string(c.stage), c.usable ? " (usable)" : "");
+    if (c.usable)
+      std::printf("   stage    %s (usable)\n", ferrum::to_string(c.stage));
+    else
+      std::printf("   stage    %s, rejected at %s\n", ferrum::to_string(c.stage), rejected_at(c));
     if (!c.reason.empty()) std::printf("   reason   %s\n", c.reason.c_str());
     if (c.stage >= ferrum::LoadStage::prefix) {
       std::printf("   abi      %u.%u   version %s   score %d\n", c.abi_major, c.abi_minor,
