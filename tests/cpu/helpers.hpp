@@ -13,10 +13,10 @@
 
 #include <ferrum/ferrum.hpp>
 
-#include "support/compare.hpp"
-#include "support/quantize.hpp"
-#include "support/reference.hpp"
-#include "support/rng.hpp"
+#include "ref/compare.hpp"
+#include "ref/quantize.hpp"
+#include "ref/reference.hpp"
+#include "ref/rng.hpp"
 
 #include <cmath>
 #include <cstdint>

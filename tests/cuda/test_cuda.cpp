@@ -5,7 +5,7 @@
 // with 77 (CTest: SKIP_RETURN_CODE 77 -> "Skipped") when nothing failed. The "no GPU" cases
 // (FERRUM_BACKEND=cuda fails with the probe reason, discover_plugins diagnosis) run everywhere.
 //
-// References: float64 on the stored input values (tests/support), outputs poisoned with NaN
+// References: float64 on the stored input values (conformance/ref), outputs poisoned with NaN
 // before each op, tolerance classes of OPS.md §0.13.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
@@ -23,10 +23,10 @@
 
 #include <ferrum/ferrum.hpp>
 
-#include "support/compare.hpp"
-#include "support/quantize.hpp"
-#include "support/reference.hpp"
-#include "support/rng.hpp"
+#include "ref/compare.hpp"
+#include "ref/quantize.hpp"
+#include "ref/reference.hpp"
+#include "ref/rng.hpp"
 
 namespace {
 

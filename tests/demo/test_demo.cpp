@@ -1,5 +1,5 @@
 // ferrum-demo's model on the CPU plugin against the float64 host reference of the same model
-// (tests/support/qwen_ref.hpp): last-token logits of the prefill and of every decode step, and
+// (conformance/ref/qwen_ref.hpp): last-token logits of the prefill and of every decode step, and
 // the greedy tokens.
 #include <catch2/catch.hpp>
 
@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "demo_model.hpp"
-#include "support/compare.hpp"
-#include "support/qwen_ref.hpp"
+#include "ref/compare.hpp"
+#include "ref/qwen_ref.hpp"
 
 namespace {
 

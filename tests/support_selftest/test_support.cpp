@@ -1,12 +1,12 @@
-// Self-test of tests/support: quantisation bit patterns, comparison rules, references, Qwen forward.
+// Self-test of conformance/ref: quantisation bit patterns, comparison rules, references, Qwen forward.
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
-#include "support/compare.hpp"
-#include "support/quantize.hpp"
-#include "support/qwen_ref.hpp"
-#include "support/reference.hpp"
-#include "support/rng.hpp"
+#include "ref/compare.hpp"
+#include "ref/quantize.hpp"
+#include "ref/qwen_ref.hpp"
+#include "ref/reference.hpp"
+#include "ref/rng.hpp"
 
 #include <bit>
 #include <cmath>

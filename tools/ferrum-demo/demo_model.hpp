@@ -1,7 +1,7 @@
 // ferrum-demo's model: a small Qwen3-style decoder (seeded random weights) run through the
 // facade's dense ops on any backend, with a contiguous KV cache per layer.
 //
-// Weights are generated exactly as tests/support/qwen_ref.hpp documents (splitmix64-based
+// Weights are generated exactly as conformance/ref/qwen_ref.hpp documents (splitmix64-based
 // weight_value, same tensor ids), so a float64 host reference can check the logits.
 #pragma once
 
@@ -21,7 +21,7 @@ struct ModelConfig {
   uint64_t seed = 42;
 };
 
-// The documented deterministic weight value (see tests/support/qwen_ref.hpp).
+// The documented deterministic weight value (see conformance/ref/qwen_ref.hpp).
 double weight_value(uint64_t seed, uint64_t tensor_id, uint64_t index, double scale);
 
 class Model {

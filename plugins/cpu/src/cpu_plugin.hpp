@@ -29,6 +29,11 @@ extern const ferrum_memory_table kMemoryTable;
 extern const ferrum_context_table kContextTable;
 extern const ferrum_dense_table kDenseTable;
 extern const ferrum_attention_table kAttentionTable;
+extern const ferrum_paged_kv_table kPagedKvTable;
+extern const ferrum_quant_kv_table kQuantKvTable;
+extern const ferrum_quant_matmul_table kQuantMatmulTable;
+extern const ferrum_moe_table kMoeTable;
+extern const ferrum_mla_table kMlaTable;
 
 // Element-wise conversion between any two of F32/F16/BF16 (OPS.md §1 from_weight_bytes rules);
 // equal dtypes copy bits. `src` may be unaligned.

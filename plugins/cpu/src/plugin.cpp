@@ -91,11 +91,11 @@ const ferrum_plugin_api kApi = {
     /* graph: optional on CPU (OPS.md §8.1), not implemented */ nullptr,
     &kDenseTable,
     &kAttentionTable,
-    /* paged_kv */ nullptr,
-    /* quant_kv */ nullptr,
-    /* quant_matmul */ nullptr,
-    /* moe */ nullptr,
-    /* mla */ nullptr,
+    &kPagedKvTable,
+    &kQuantKvTable,
+    &kQuantMatmulTable,
+    &kMoeTable,
+    &kMlaTable,
     /* collective: optional on CPU; the facade's single-rank default applies */ nullptr,
 };
 

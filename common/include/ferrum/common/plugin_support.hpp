@@ -164,6 +164,11 @@ ferrum_status run_op(Ctx* ctx, const Args* args, Impl&& impl) noexcept {
   const char* name = ferrum::common::kOps[id - 1].name.data();
   return guard(ctx, name, [&]() -> Status {
     if (!ctx) return invalid(std::string(name) + ": context is NULL");
+    // OPS.md §0.4: while a graph capture is in flight only capturable (G) ops may run.
+    if constexpr (requires { ctx->capturing; })
+      if (ctx->capturing && !ferrum::common::kOps[id - 1].capturable())
+        return invalid(std::string(name) + ": expected a capturable (G) op while a graph capture is in flight on "
+                       "this context, given a non-capturable one (nothing was enqueued; the capture stays open)");
     BufferAccess acc;
     ferrum::common::CheckError err;
     if (ferrum::common::check_args(acc, args, err) != FERRUM_STATUS_OK)

@@ -23,6 +23,14 @@ struct ferrum_context : ferrum::plugin::ContextBase {
   ferrum::cuda::DeviceContext* dev = nullptr;
   int32_t activation_dtype = FERRUM_DTYPE_F16;
   uint64_t device = 0;
+
+  // ---- graph family (OPS.md §8), owned by glue/graph.cpp ------------------------------------
+  bool capturing = false;          // a stream capture is in flight: only G ops may run
+  bool dev_state_mode = false;     // dev-state mode (§8.2): the four ops read dev_state
+  uint32_t* dev_state = nullptr;   // device u32[3] = {token, pos, kv}; set_decode_state writes it
+  void* graph_state = nullptr;     // the keyed graph cache (glue/graph.cpp)
+  // ---- batched per-cache decode staging (OPS.md §5.1), owned by glue/attention.cpp ----------
+  void* staging = nullptr;
 };
 
 // Two timing events on the device of the context that made the timer.

@@ -1,0 +1,2 @@
+// Conformance cases: attention (see conformance/include/ferrum/conformance/kit.hpp).
+#include <ferrum/conformance/kit.hpp>

@@ -1,0 +1,2 @@
+// Conformance cases: dense (see conformance/include/ferrum/conformance/kit.hpp).
+#include <ferrum/conformance/kit.hpp>

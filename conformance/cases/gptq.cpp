@@ -1,0 +1,2 @@
+// Conformance cases: gptq (see conformance/include/ferrum/conformance/kit.hpp).
+#include <ferrum/conformance/kit.hpp>

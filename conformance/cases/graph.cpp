@@ -1,0 +1,2 @@
+// Conformance cases: graph (see conformance/include/ferrum/conformance/kit.hpp).
+#include <ferrum/conformance/kit.hpp>

@@ -1,0 +1,2 @@
+// Conformance cases: memory (see conformance/include/ferrum/conformance/kit.hpp).
+#include <ferrum/conformance/kit.hpp>

@@ -1,0 +1,134 @@
+// ferrum conformance kit — runs op × dtype × shape-class cases on ANY plugin against the
+// independent float64 references of conformance/ref (never against another plugin).
+//
+// A case is registered once and runs on every plugin:
+//
+//   FERRUM_CONFORMANCE_CASE("rms_norm", "odd dim, 1 token", kActDtypes) {
+//     const uint64_t T = 1, D = 129;
+//     auto x = run.random(T * D), w = run.random(D, 0.5, 1.5);
+//     ferrum::Buffer bx = run.upload(x), bw = run.upload(w);
+//     ferrum::Buffer out = run.output(T * D);                 // poisoned, with a poisoned guard
+//     run.ctx.rms_norm(bx, bw, 1e-6f, out, T, D);
+//     std::vector<double> ref;
+//     ferrum::ref::rms_norm(run.values(x), run.values(w), 1e-6f, ref, T, D);
+//     run.check("out", out, ref, /*row_len=*/D);              // F class of run.dtype, per row too
+//   }
+//
+// Inside the body `run` is a ferrum::conformance::Run&. A ferrum::Error with code `unsupported`
+// escaping the body makes the outcome "unsupported" (an honest NULL slot or UNSUPPORTED status);
+// any other exception, or a failed check, makes it "fail".
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ferrum/ferrum.hpp>
+
+namespace ferrum::conformance {
+
+inline const std::vector<Dtype> kActDtypes = {Dtype::f32, Dtype::f16, Dtype::bf16};
+inline const std::vector<Dtype> kF32Only = {Dtype::f32};
+
+enum class Status { pass, fail, unsupported };
+const char* to_string(Status s) noexcept;
+
+// What a case body works with: the plugin under test, the run's activation dtype, seeded inputs,
+// poisoned outputs with guard regions, and the comparison rules of OPS.md §0.13.
+class Run {
+ public:
+  Run(Backend& backend, Context& ctx, Dtype dtype, uint64_t seed);
+
+  Backend& backend;
+  Context& ctx;   // created with `dtype` as its default activation dtype
+  Dtype dtype;    // the activation dtype of this run
+
+  // ---- inputs --------------------------------------------------------------------------------
+  // n seeded values in [lo, hi), never all zero, already rounded to `dt` (default: run dtype),
+  // i.e. exactly the values the buffer will hold. Each call draws a fresh stream.
+  std::vector<double> random(uint64_t n, double lo = -1.0, double hi = 1.0, Dtype dt = Dtype::invalid);
+  std::vector<uint32_t> random_ids(uint64_t n, uint32_t bound);
+  // The values as the reference must see them (identity; documents intent at call sites).
+  const std::vector<double>& values(const std::vector<double>& v) const { return v; }
+  // A buffer holding v converted exactly to `dt` (default: run dtype); v must be representable.
+  Buffer upload(const std::vector<double>& v, Dtype dt = Dtype::invalid);
+  Buffer upload_u32(const std::vector<uint32_t>& v);
+  Buffer upload_i32(const std::vector<int32_t>& v);
+  Buffer upload_i8(const std::vector<int8_t>& v);
+
+  // ---- outputs -------------------------------------------------------------------------------
+  // A buffer of n + guard elements of `dt` (default: run dtype), every element poisoned (a NaN
+  // pattern for floats, 0xA5 bytes for integers): the op under test writes [0, n); check()
+  // verifies the guard [n, n + guard) was not touched.
+  Buffer output(uint64_t n, Dtype dt = Dtype::invalid, uint64_t guard = 64);
+  // Poisons an existing buffer (all of it).
+  void poison(Buffer& b);
+  // Elements [0, n) as doubles (exact for every dtype).
+  std::vector<double> download(const Buffer& b, uint64_t n);
+  std::vector<double> download(const Buffer& b) { return download(b, b.count()); }
+
+  // ---- checks (a failed check records a message and marks the outcome "fail") ---------------
+  // Compares out[0, ref.size()) with ref: class 'F' (relative L2 per tensor and per row of
+  // row_len, tolerance of out's dtype, no NaN/Inf where ref is finite) or 'E' (bitwise; -0 == +0
+  // when zero_sign_agnostic). Then checks the guard region after ref.size() (if the buffer has
+  // one) is still poisoned.
+  void check(const std::string& what, const Buffer& out, const std::vector<double>& ref, uint64_t row_len,
+             char cls = 'F', bool zero_sign_agnostic = false);
+  // The same on values already downloaded (no guard check).
+  void check_values(const std::string& what, const std::vector<double>& out, const std::vector<double>& ref,
+                    uint64_t row_len, Dtype dt, char cls = 'F', bool zero_sign_agnostic = false);
+  // Elements [from, to) of `b` still hold the poison (untouched by the op).
+  void check_untouched(const std::string& what, const Buffer& b, uint64_t from, uint64_t to);
+  // `fn` must throw ferrum::Error with `code` (and, when non-empty, a message containing `needle`).
+  void expect_error(const std::string& what, ErrorCode code, const std::function<void()>& fn,
+                    const std::string& needle = {});
+  void fail(const std::string& message);
+  bool failed() const noexcept { return !failures_.empty(); }
+  const std::vector<std::string>& failures() const noexcept { return failures_; }
+  uint64_t seed() const noexcept { return seed_; }
+
+ private:
+  uint64_t seed_;
+  uint64_t stream_ = 0;
+  std::vector<std::string> failures_;
+};
+
+struct Case {
+  std::string op;              // OPS.md op name (filters, reports)
+  std::string name;            // shape class, e.g. "gqa4 decode hd128 window"
+  std::vector<Dtype> dtypes;   // activation dtypes it runs with
+  std::function<void(Run&)> body;
+};
+
+// Registers a case (used by FERRUM_CONFORMANCE_CASE at static-initialisation time).
+bool register_case(Case c);
+const std::vector<Case>& cases();
+
+#define FERRUM_CONFORMANCE_CAT2(a, b) a##b
+#define FERRUM_CONFORMANCE_CAT(a, b) FERRUM_CONFORMANCE_CAT2(a, b)
+#define FERRUM_CONFORMANCE_CASE(op, name, dtypes)                                                   \
+  static void FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)(::ferrum::conformance::Run&); \
+  static const bool FERRUM_CONFORMANCE_CAT(ferrum_conformance_reg_, __LINE__) =                     \
+      ::ferrum::conformance::register_case(                                                         \
+          {op, name, dtypes, &FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)});         \
+  static void FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)(::ferrum::conformance::Run & run)
+
+struct Options {
+  std::string op_glob = "*";       // shell glob over op names
+  std::vector<Dtype> dtypes;       // empty = every dtype a case lists
+  uint64_t seed = 20261126;
+};
+
+struct Outcome {
+  std::string op, name;
+  Dtype dtype = Dtype::invalid;
+  Status status = Status::pass;
+  std::string message;             // failures joined, or the unsupported reason
+  double seconds = 0;
+};
+
+// Runs every matching case on `backend` (a fresh context per case and dtype).
+std::vector<Outcome> run_cases(Backend& backend, const Options& options);
+
+}  // namespace ferrum::conformance
