@@ -293,35 +293,21 @@ TEST_CASE("errors: embedding id >= vocab, argmax n = 0, from_weight_bytes raw_le
 }
 
 TEST_CASE("errors: ops whose CPU slot is NULL are unsupported", "[errors][unsupported]") {
-  const Dtype d = Dtype::f16;
-  SECTION("paged_decode_attention") {
-    Buffer q = upload(d, rnd(d, 2 * 64, 1)), kp = upload(d, rnd(d, 16 * 2 * 64, 2)), vp = upload(d, rnd(d, 16 * 2 * 64, 3));
-    Buffer out = poisoned(d, 2 * 64), bt = upload_idx(Dtype::u32, {0}), cl = upload_idx(Dtype::u32, {5});
-    expect_error(
-        [&] { ctx().paged_decode_attention(q, kp, vp, out, bt, cl, 1, 2, 2, 64, 16, 1, 1, 0.0f, 0); },
-        ErrorCode::unsupported, {"paged_decode_attention", "cpu"});
-    expect_all_poison(out);
+  // The CPU plugin leaves the optional graph family NULL (OPS.md §8.1); the facade's default for
+  // begin_graph_capture is "unsupported", and nothing is enqueued.
+  SECTION("begin_graph_capture") {
+    expect_error([&] { ctx().begin_graph_capture(); }, ErrorCode::unsupported, {"begin_graph_capture", "cpu"});
+    CHECK(ctx().graph_capture_in_flight() == 0);
   }
-  SECTION("gguf_matmul") {
-    Buffer a = upload(d, rnd(d, 32, 1)), out = poisoned(d, 4);
-    ferrum::QWeight w;
-    expect_error([&] { ctx().gguf_matmul(a, w, out, 1); }, ErrorCode::unsupported, {"gguf_matmul", "cpu"});
-    expect_all_poison(out);
-  }
-  SECTION("flash_attention_batched_per_cache") {
-    Buffer q = upload(d, rnd(d, 64, 1)), kc = upload(d, rnd(d, 4 * 64, 2)), vc = upload(d, rnd(d, 4 * 64, 3));
-    Buffer lens = upload_idx(Dtype::u32, {2}), out = poisoned(d, 64);
-    ferrum_buffer* ks[] = {kc.get()};
-    ferrum_buffer* vs[] = {vc.get()};
-    expect_error(
-        [&] { ctx().flash_attention_batched_per_cache(q, ks, vs, lens, out, 1, 1, 64, 0.0f, 4, 4, 0, 0); },
-        ErrorCode::unsupported, {"flash_attention_batched_per_cache", "cpu"});
-    expect_all_poison(out);
+  SECTION("set_decode_state") {
+    expect_error([&] { ctx().set_decode_state(1, 2); }, ErrorCode::unsupported, {"set_decode_state", "cpu"});
   }
   SECTION("support matrix agrees") {
-    CHECK_FALSE(backend().supports(ferrum::Op::paged_decode_attention));
-    CHECK_FALSE(backend().supports(ferrum::Op::gguf_matmul));
+    CHECK_FALSE(backend().supports(ferrum::Op::begin_graph_capture));
     CHECK(backend().supports(ferrum::Op::gemm));
-    CHECK(backend().supports(ferrum::Op::flash_attention));
+    CHECK(backend().supports(ferrum::Op::paged_decode_attention));
+    CHECK(backend().supports(ferrum::Op::gguf_matmul));
+    CHECK(backend().supports(ferrum::Op::all_reduce));  // facade default: single rank
   }
 }
+

@@ -56,7 +56,7 @@ MAY_ALIAS = {
 }
 DTYPE_CONST = {"F32": "FERRUM_DTYPE_F32", "F16": "FERRUM_DTYPE_F16", "BF16": "FERRUM_DTYPE_BF16",
                "I32": "FERRUM_DTYPE_I32", "U32": "FERRUM_DTYPE_U32", "I8": "FERRUM_DTYPE_I8",
-               "U8": "FERRUM_DTYPE_U8"}
+               "U8": "FERRUM_DTYPE_U8", "F8_E4M3": "FERRUM_DTYPE_F8_E4M3"}
 SCALARS = {"u64": ("uint64_t", 8), "u32": ("uint32_t", 4), "flag": ("uint32_t", 4),
            "i32": ("int32_t", 4), "f32": ("float", 4), "f64": ("double", 8)}
 HOST_ELEM = {"f32": "float", "u32": "uint32_t", "u8": "uint8_t", "i32": "int32_t", "f64": "double",

@@ -76,8 +76,8 @@ typedef struct ferrum_fp8_kv_append_paged_args {
   uint64_t struct_size;
   const ferrum_buffer* k_in;               /* in act[tokens, num_kv_heads, head_dim] */
   const ferrum_buffer* v_in;               /* in act[tokens, num_kv_heads, head_dim] */
-  ferrum_buffer* layer_k;                  /* inout I8[pool]  // out */
-  ferrum_buffer* layer_v;                  /* inout I8[pool]  // out */
+  ferrum_buffer* layer_k;                  /* inout F8_E4M3[pool]  // out */
+  ferrum_buffer* layer_v;                  /* inout F8_E4M3[pool]  // out */
   ferrum_buffer* layer_k_scales;           /* inout F32[N·block_size, num_kv_heads]  // out */
   ferrum_buffer* layer_v_scales;           /* inout F32[N·block_size, num_kv_heads]  // out */
   const uint32_t* paged_block_indices;     /* host u32[paged_block_indices_len] */
@@ -94,8 +94,8 @@ typedef struct ferrum_fp8_kv_append_paged_args {
 typedef struct ferrum_fp8_paged_decode_attention_args {
   uint64_t struct_size;
   const ferrum_buffer* q;                  /* in act[num_q_heads, head_dim] */
-  const ferrum_buffer* layer_k;            /* in I8[pool] */
-  const ferrum_buffer* layer_v;            /* in I8[pool] */
+  const ferrum_buffer* layer_k;            /* in F8_E4M3[pool] */
+  const ferrum_buffer* layer_v;            /* in F8_E4M3[pool] */
   const ferrum_buffer* layer_k_scales;     /* in F32[N·block_size, num_kv_heads] */
   const ferrum_buffer* layer_v_scales;     /* in F32[N·block_size, num_kv_heads] */
   const ferrum_buffer* block_table;        /* in idx[ceil(valid_kv_len / block_size)] */

@@ -135,15 +135,35 @@ ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
   });
 }
 
+// Capability flags (OPS.md §2): the CPU plugin serves every op of each flag for every
+// activation dtype, any head_dim >= 1 and any block_size >= 1, so each flag is 1.
+template <class Args>
+ferrum_status capability_one(ferrum_context* ctx, const Args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const Args& a, bool dry) -> Status {
+    if (!dry) *a.result = 1;
+    return ok_status();
+  });
+}
+ferrum_status supports_llama_family_batched_decode(ferrum_context* ctx,
+                                                   const ferrum_supports_llama_family_batched_decode_args* a) {
+  return capability_one(ctx, a);
+}
+ferrum_status supports_paged_kv(ferrum_context* ctx, const ferrum_supports_paged_kv_args* a) {
+  return capability_one(ctx, a);
+}
+ferrum_status supports_varlen_qkv(ferrum_context* ctx, const ferrum_supports_varlen_qkv_args* a) {
+  return capability_one(ctx, a);
+}
+ferrum_status supports_vllm_paged_attn(ferrum_context* ctx, const ferrum_supports_vllm_paged_attn_args* a) {
+  return capability_one(ctx, a);
+}
+
 }  // namespace
 
-// The capability flags stay NULL until the batched/paged families exist on the CPU: the facade
-// then derives them (OPS.md §0.14), which reports them honestly as 0.
 const ferrum_context_table kContextTable = {
     sizeof(ferrum_context_table), new_context, context_destroy, context_info, sync,
     sync_before_host_readback, activation_elem_size_bytes, supports_device_ordinal_scope,
-    /* supports_llama_family_batched_decode */ nullptr, /* supports_paged_kv */ nullptr,
-    /* supports_varlen_qkv */ nullptr, /* supports_vllm_paged_attn */ nullptr,
+    supports_llama_family_batched_decode, supports_paged_kv, supports_varlen_qkv, supports_vllm_paged_attn,
     make_timer, timer_release, record_start, record_end, elapsed_ms,
 };
 

@@ -2,6 +2,7 @@
 // tables that plugin.cpp assembles into the API table.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 
@@ -10,6 +11,19 @@
 struct ferrum_context : ferrum::plugin::ContextBase {
   int32_t activation_dtype = FERRUM_DTYPE_F32;
   uint64_t device = 0;
+
+  // Staging tables of OPS.md §5.1 (batched_slots × batched_items), written only by
+  // populate_batched_pointers. APPEND slot: `first` holds the cache handles; ATTENTION slot:
+  // `first`/`second` hold the (K, V) pairs. Eager calls never read them (the CPU has no capture).
+  static constexpr uint64_t kBatchedSlots = 128;
+  static constexpr uint64_t kBatchedItems = 64;
+  struct BatchedSlot {
+    uint64_t m = 0;
+    std::array<ferrum_buffer*, kBatchedItems> first{};
+    std::array<ferrum_buffer*, kBatchedItems> second{};
+  };
+  std::array<BatchedSlot, kBatchedSlots> append_slots{};
+  std::array<BatchedSlot, kBatchedSlots> attention_slots{};
 };
 
 struct ferrum_timer {

@@ -1,9 +1,249 @@
-// CPU plugin: the moe family. Not implemented yet: every slot is NULL (reported as
-// unsupported by the facade and shown as such in the support matrix).
-#include "cpu_plugin.hpp"
+// CPU plugin: the MoE family (OPS.md §13). Thin glue: op-specific checks, dtype dispatch, kernel
+// call. The CPU has no expert-count, top_k or block_size limits; expert weights are dense [E, n, k]
+// stacks (through cpu::gemm) or GPTQ stacks from load_gptq_stacked (through qweight.hpp).
+#include <algorithm>
+#include <limits>
+#include <string>
+
+#include "glue.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/moe.hpp"
+#include "qweight.hpp"
 
 namespace ferrum::cpu {
+namespace {
 
-const ferrum_moe_table kMoeTable = {sizeof(ferrum_moe_table)};
+using plugin::data_of;
+using plugin::run_op;
+
+using ull = unsigned long long;
+
+uint64_t mul_sat(uint64_t a, uint64_t b) {
+  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return std::numeric_limits<uint64_t>::max();
+  return a * b;
+}
+uint64_t add_sat(uint64_t a, uint64_t b) {
+  return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max() : a + b;
+}
+
+// §13.1 worst-case routing sizes (saturating; block_size >= 1).
+struct RoutingCap {
+  uint64_t cap, cap_blocks;
+};
+RoutingCap routing_cap(uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
+  const uint64_t cap = add_sat(num_pairs, mul_sat(std::min(num_experts, num_pairs), block_size - 1));
+  return {cap, cap / block_size + (cap % block_size != 0)};
+}
+
+Status check_block_size(const char* op, uint64_t block_size) {
+  if (block_size == 0) return invalid(plugin::format("%s: argument 'block_size': expected >= 1, given 0", op));
+  return ok_status();
+}
+
+// The routing buffers of an op with `num_pairs` pairs hold at least cap / cap_blocks / 1 elements.
+Status check_routing(const char* op, const ferrum_buffer* sorted, const ferrum_buffer* eids,
+                     const ferrum_buffer* nptp, uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
+  const RoutingCap c = routing_cap(num_pairs, num_experts, block_size);
+  auto need = [&](const char* name, const ferrum_buffer* b, uint64_t n, const char* rule) -> Status {
+    if (n == 0 || (b && b->count >= n)) return ok_status();
+    return invalid(plugin::format("%s: argument '%s': expected at least %llu elements (%s, with num_pairs = %llu, "
+                                  "num_experts = %llu, block_size = %llu), given %s",
+                                  op, name, (ull)n, rule, (ull)num_pairs, (ull)num_experts, (ull)block_size,
+                                  b ? std::to_string(b->count).c_str() : "NULL"));
+  };
+  Status s = need("sorted_token_ids", sorted, c.cap, "cap = num_pairs + min(num_experts, num_pairs)*(block_size - 1)");
+  if (s.ok()) s = need("expert_ids", eids, c.cap_blocks, "cap_blocks = ceil(cap / block_size)");
+  if (s.ok()) s = check_min_count(op, "num_tokens_post_padded", nptp, 1);
+  return s;
+}
+
+// Exactly one of a dense and a quantised weight (`need`: there is work, so one must be present).
+Status check_one_weight(const char* op, const char* dense_name, const ferrum_buffer* dense, const char* quant_name,
+                        const ferrum_qweight* quant, bool need) {
+  if (dense && quant)
+    return invalid(plugin::format("%s: arguments '%s'/'%s': expected exactly one of them, given both", op,
+                                  dense_name, quant_name));
+  if (need && !dense && !quant)
+    return invalid(plugin::format("%s: arguments '%s'/'%s': expected exactly one of them, given neither", op,
+                                  dense_name, quant_name));
+  return ok_status();
+}
+
+// A GPTQ stack with these dims, used with activation dtype `act` (0: unknown, not checked).
+Status check_gptq_stack(const char* op, const char* name, const ferrum_qweight* w, uint64_t experts, uint64_t k,
+                        uint64_t n, const char* k_name, const char* n_name, int32_t act) {
+  if (!w) return ok_status();
+  GptqInfo info{};
+  if (!gptq_info(w, info))
+    return invalid(plugin::format("%s: argument '%s': expected a GPTQ stack from load_gptq_stacked, given another "
+                                  "kind of quantised weight", op, name));
+  if (info.num_experts != experts || info.k != k || info.n != n)
+    return invalid(plugin::format("%s: argument '%s': expected a stack of num_experts = %llu, k = %s = %llu, "
+                                  "n_per_expert = %s = %llu, given num_experts = %llu, k = %llu, n_per_expert = %llu",
+                                  op, name, (ull)experts, k_name, (ull)k, n_name, (ull)n, (ull)info.num_experts,
+                                  (ull)info.k, (ull)info.n));
+  if (act != 0 && info.act_dtype != act)
+    return invalid(plugin::format("%s: argument '%s': expected a stack loaded for the activation dtype %s, given one "
+                                  "loaded for %s", op, name, dtype_name(act), dtype_name(info.act_dtype)));
+  return ok_status();
+}
+
+int32_t act_of(const ferrum_buffer* a, const ferrum_buffer* b) { return a ? a->dtype : b ? b->dtype : 0; }
+
+// The expert matmul of a projection: the dense [E, n, k] slice, or the GPTQ stack.
+template <class T>
+ExpertMatmul<T> expert_matmul(const ferrum_buffer* dense, const ferrum_qweight* quant, uint64_t n, uint64_t k) {
+  if (dense) {
+    const T* w = data_of<const T>(dense);
+    return [w, n, k](uint64_t e, const T* x, uint64_t rows, T* out) { cpu::gemm<T>(x, w + e * n * k, out, rows, n, k); };
+  }
+  return [quant](uint64_t e, const T* x, uint64_t rows, T* out) { cpu::gptq_matmul<T>(quant, e, x, rows, out); };
+}
+
+// The routing plan of an op from its (validated) routing buffers; NULL buffers (cap = 0) plan nothing.
+MoePlan plan_of(const ferrum_buffer* sorted, const ferrum_buffer* eids, const ferrum_buffer* nptp, uint64_t num_pairs,
+                uint64_t num_experts, uint64_t block_size) {
+  return cpu::moe_plan(data_of<const int32_t>(sorted), sorted ? sorted->count : 0, data_of<const int32_t>(eids),
+                       eids ? eids->count : 0, nptp ? data_of<const int32_t>(nptp)[0] : 0, num_pairs, num_experts,
+                       block_size);
+}
+
+// ------------------------------------------------------------------------------------------------
+ferrum_status route_topk_softmax(ferrum_context* ctx, const ferrum_route_topk_softmax_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_route_topk_softmax_args& a, bool dry) -> Status {
+    const char* op = "route_topk_softmax";
+    if (a.top_k < 1 || a.top_k > a.num_experts)
+      return invalid(plugin::format("%s: argument 'top_k': expected 1 <= top_k <= num_experts (= %llu), given %llu",
+                                    op, (ull)a.num_experts, (ull)a.top_k));
+    if (a.num_experts > (uint64_t(1) << 31))
+      return invalid(plugin::format("%s: argument 'num_experts': expected <= 2^31 (ids are I32), given %llu", op,
+                                    (ull)a.num_experts));
+    if (dry || a.num_tokens == 0) return ok_status();
+    return dispatch_float(a.logits->dtype, unsupported("route_topk_softmax: activation dtype"), [&](auto t) -> Status {
+      using T = decltype(t);
+      cpu::route_topk_softmax<T>(data_of<const T>(a.logits), data_of<int32_t>(a.out_ids), data_of<float>(a.out_weights),
+                                 a.num_tokens, a.num_experts, a.top_k, a.norm_topk_prob != 0);
+      return ok_status();
+    });
+  });
+}
+
+ferrum_status moe_align_block_size(ferrum_context* ctx, const ferrum_moe_align_block_size_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_moe_align_block_size_args& a, bool dry) -> Status {
+    const char* op = "moe_align_block_size";
+    Status s = check_block_size(op, a.block_size);
+    if (!s.ok()) return s;
+    if (a.num_pairs > uint64_t(std::numeric_limits<int32_t>::max()))
+      return invalid(plugin::format("%s: argument 'num_pairs': expected < 2^31 (the I32 padding sentinel), given %llu",
+                                    op, (ull)a.num_pairs));
+    // §13: num_tokens_post_padded is written even when num_pairs = 0.
+    if (!a.num_tokens_post_padded)
+      return invalid(plugin::format("%s: argument 'num_tokens_post_padded': expected a buffer of 1 element, given NULL "
+                                    "(it is written even when num_pairs = 0)", op));
+    s = check_routing(op, a.sorted_token_ids, a.expert_ids, a.num_tokens_post_padded, a.num_pairs, a.num_experts,
+                      a.block_size);
+    if (!s.ok() || dry) return s;
+    const RoutingCap c = routing_cap(a.num_pairs, a.num_experts, a.block_size);
+    int32_t total = 0;
+    if (a.num_pairs > 0)
+      total = cpu::moe_align_block_size(data_of<const int32_t>(a.topk_ids), a.num_pairs, a.num_experts, a.block_size,
+                                        data_of<int32_t>(a.sorted_token_ids), c.cap, data_of<int32_t>(a.expert_ids),
+                                        c.cap_blocks);
+    data_of<int32_t>(a.num_tokens_post_padded)[0] = total;
+    return ok_status();
+  });
+}
+
+ferrum_status moe_gemm(ferrum_context* ctx, const ferrum_moe_gemm_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_moe_gemm_args& a, bool dry) -> Status {
+    const char* op = "moe_gemm";
+    const bool work = a.num_pairs > 0;
+    Status s = check_one_weight(op, "w_dense", a.w_dense, "w_quant", a.w_quant, work);
+    if (!s.ok()) return s;
+    if (a.num_pairs > mul_sat(a.num_tokens, a.top_k))
+      return invalid(plugin::format("%s: argument 'num_pairs': expected <= num_tokens * top_k = %llu * %llu, given %llu",
+                                    op, (ull)a.num_tokens, (ull)a.top_k, (ull)a.num_pairs));
+    s = check_gptq_stack(op, "w_quant", a.w_quant, a.num_experts, a.k, a.n, "k", "n", act_of(a.x, a.out));
+    if (!s.ok() || !work) return s;
+    s = check_block_size(op, a.block_size);
+    if (s.ok())
+      s = check_routing(op, a.sorted_token_ids, a.expert_ids, a.num_tokens_post_padded, a.num_pairs, a.num_experts,
+                        a.block_size);
+    if (!s.ok() || dry || a.n == 0) return s;
+    const MoePlan plan =
+        plan_of(a.sorted_token_ids, a.expert_ids, a.num_tokens_post_padded, a.num_pairs, a.num_experts, a.block_size);
+    return dispatch_float(a.out->dtype, unsupported("moe_gemm: activation dtype"), [&](auto t) -> Status {
+      using T = decltype(t);
+      cpu::moe_gemm<T>(plan, data_of<const T>(a.x), data_of<T>(a.out), a.num_pairs, a.top_k, a.n, a.k,
+                       expert_matmul<T>(a.w_dense, a.w_quant, a.n, a.k));
+      return ok_status();
+    });
+  });
+}
+
+ferrum_status fused_moe(ferrum_context* ctx, const ferrum_fused_moe_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_fused_moe_args& a, bool dry) -> Status {
+    const char* op = "fused_moe";
+    const bool work = a.num_tokens > 0 && a.hidden > 0;
+    Status s = check_one_weight(op, "w_gate_up_dense", a.w_gate_up_dense, "w_gate_up_quant", a.w_gate_up_quant, work);
+    if (s.ok()) s = check_one_weight(op, "w_down_dense", a.w_down_dense, "w_down_quant", a.w_down_quant, work);
+    const int32_t act = act_of(a.x, a.out);
+    if (s.ok())
+      s = check_gptq_stack(op, "w_gate_up_quant", a.w_gate_up_quant, a.num_experts, a.hidden,
+                           mul_sat(2, a.intermediate), "hidden", "2*intermediate", act);
+    if (s.ok())
+      s = check_gptq_stack(op, "w_down_quant", a.w_down_quant, a.num_experts, a.intermediate, a.hidden,
+                           "intermediate", "hidden", act);
+    if (!s.ok() || !work) return s;
+    const uint64_t num_pairs = mul_sat(a.num_tokens, a.top_k);
+    s = check_block_size(op, a.block_size);
+    if (s.ok())
+      s = check_routing(op, a.sorted_token_ids, a.expert_ids, a.num_tokens_post_padded, num_pairs, a.num_experts,
+                        a.block_size);
+    if (!s.ok() || dry) return s;
+    const MoePlan plan =
+        plan_of(a.sorted_token_ids, a.expert_ids, a.num_tokens_post_padded, num_pairs, a.num_experts, a.block_size);
+    return dispatch_float(a.out->dtype, unsupported("fused_moe: activation dtype"), [&](auto t) -> Status {
+      using T = decltype(t);
+      const uint64_t H = a.hidden, I = a.intermediate;
+      cpu::fused_moe<T>(plan, data_of<const T>(a.x), data_of<const float>(a.topk_weights), data_of<T>(a.out),
+                        a.num_tokens, H, I, a.top_k, expert_matmul<T>(a.w_gate_up_dense, a.w_gate_up_quant, 2 * I, H),
+                        expert_matmul<T>(a.w_down_dense, a.w_down_quant, H, I));
+      return ok_status();
+    });
+  });
+}
+
+ferrum_status moe_combine(ferrum_context* ctx, const ferrum_moe_combine_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_moe_combine_args& a, bool dry) -> Status {
+    if (dry || a.num_tokens == 0 || a.hidden == 0) return ok_status();
+    return dispatch_float(a.out->dtype, unsupported("moe_combine: activation dtype"), [&](auto t) -> Status {
+      using T = decltype(t);
+      cpu::moe_combine<T>(data_of<const T>(a.packed_down), data_of<const int32_t>(a.pairs_by_token),
+                          data_of<const float>(a.pair_weights), data_of<T>(a.out), a.num_tokens, a.hidden, a.top_k,
+                          a.num_packed);
+      return ok_status();
+    });
+  });
+}
+
+ferrum_status weighted_sum_batched(ferrum_context* ctx, const ferrum_weighted_sum_batched_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_weighted_sum_batched_args& a, bool dry) -> Status {
+    if (dry || a.num_tokens == 0 || a.hidden == 0) return ok_status();
+    return dispatch_float(a.out->dtype, unsupported("weighted_sum_batched: activation dtype"), [&](auto t) -> Status {
+      using T = decltype(t);
+      cpu::weighted_sum_batched<T>(data_of<const T>(a.slots), data_of<const float>(a.weights), data_of<T>(a.out),
+                                   a.num_tokens, a.top_k, a.hidden);
+      return ok_status();
+    });
+  });
+}
+
+}  // namespace
+
+const ferrum_moe_table kMoeTable = {
+    sizeof(ferrum_moe_table), route_topk_softmax, moe_align_block_size, moe_gemm, fused_moe, moe_combine,
+    weighted_sum_batched,
+};
 
 }  // namespace ferrum::cpu

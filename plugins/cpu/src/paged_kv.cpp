@@ -1,9 +1,365 @@
-// CPU plugin: the paged_kv family. Not implemented yet: every slot is NULL (reported as
-// unsupported by the facade and shown as such in the support matrix).
-#include "cpu_plugin.hpp"
+// CPU plugin: the paged-KV family (OPS.md §0.9–§0.11, §6): the four writers and the eight
+// attention ops, over the ferrum and the vLLM pool layouts. The glue validates the op-specific
+// rules (pool geometry, vLLM x, GQA, head_dim, block_size, byte offsets, capacity), then turns
+// the device metadata (cu_seqlens, lengths, tiles) into a bounds-checked work list for the
+// kernels of kernels/paged.hpp. Device values are never trusted: every index is checked.
+#include <vector>
+
+#include "glue.hpp"
+#include "kernels/paged.hpp"
 
 namespace ferrum::cpu {
+namespace {
 
-const ferrum_paged_kv_table kPagedKvTable = {sizeof(ferrum_paged_kv_table)};
+using plugin::data_of;
+using plugin::run_op;
+
+using ull = unsigned long long;
+
+IdxView idx_view(const ferrum_buffer* b) {
+  if (!b) return {};
+  return {b->data, b->dtype == FERRUM_DTYPE_I32, b->count};
+}
+
+Status check_block_size(const char* op, uint64_t bs) {
+  if (bs == 0) return invalid(plugin::format("%s: argument 'block_size': expected >= 1, given 0", op));
+  return ok_status();
+}
+
+// Pool geometry of §0.10: both pools present, at least one whole block, vLLM needs D % x == 0.
+Status make_pool(const char* op, const char* kname, const ferrum_buffer* k, const char* vname, const ferrum_buffer* v,
+                 PagedLayout layout, uint64_t bs, uint64_t nkv, uint64_t D, uint64_t stride, const ferrum_buffer* bt,
+                 PagedPool& pool) {
+  if (!k || !v)
+    return invalid(plugin::format("%s: argument '%s': expected a KV pool buffer, given NULL", op, k ? vname : kname));
+  const uint64_t per_block = bs * nkv * D;
+  const uint64_t nb = std::min(k->count, v->count) / per_block;
+  if (nb == 0)
+    return invalid(plugin::format("%s: argument '%s': expected a pool of at least one block (block_size·kv_heads·head_dim "
+                                  "= %llu elements), given %llu elements",
+                                  op, k->count < v->count ? kname : vname, (ull)per_block,
+                                  (ull)std::min(k->count, v->count)));
+  pool.layout = layout;
+  pool.num_blocks = nb;
+  pool.block_size = bs;
+  pool.nkv = nkv;
+  pool.head_dim = D;
+  pool.x = 1;
+  if (layout == PagedLayout::vllm) {
+    pool.x = 16 / dtype_size(k->dtype);
+    if (D % pool.x)
+      return invalid(plugin::format("%s: argument 'head_dim': expected a multiple of x = %llu for the vLLM layout "
+                                    "(16 bytes of %s), given %llu",
+                                    op, (ull)pool.x, dtype_name(k->dtype), (ull)D));
+  }
+  pool.block_tables = idx_view(bt);
+  pool.stride = stride;
+  return ok_status();
+}
+
+Status check_attention_fields(const char* op, uint64_t nh, uint64_t nkv, uint64_t D, float scale, uint64_t bs,
+                              bool work) {
+  Status s = check_gqa(op, nh, nkv);
+  if (s.ok()) s = check_positive(op, "head_dim", D, work);
+  if (s.ok() && !std::isfinite(scale))
+    s = invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op, scale));
+  if (s.ok()) s = check_block_size(op, bs);
+  return s;
+}
+
+// Final KV length used for iteration: positions >= stride·bs are out of range anyway (§0.11).
+uint64_t clamp_len(int64_t L, const PagedPool& pool) {
+  if (L < 0) return 0;
+  return std::min<uint64_t>(static_cast<uint64_t>(L), pool.stride * pool.block_size);
+}
+
+// Runs the attention kernel on a work list.
+Status launch_attention(const ferrum_buffer* q, const ferrum_buffer* kp, const ferrum_buffer* vp, ferrum_buffer* out,
+                        float* lse, uint64_t lse_stride, const std::vector<PagedQuery>& qs, const PagedPool& pool,
+                        uint64_t nh, float scale, uint64_t window) {
+  return dispatch_float(q->dtype, unsupported("dtype"), [&](auto t) -> Status {
+    using T = decltype(t);
+    cpu::paged_attention<T>(data_of<const T>(q), data_of<const T>(kp), data_of<const T>(vp), data_of<T>(out), lse,
+                            lse_stride, qs.data(), qs.size(), pool, nh, scale, window);
+    return ok_status();
+  });
+}
+
+// ---- writers ---------------------------------------------------------------------------------
+
+// split_qkv_norm_rope_into_paged_cache and its _vllm twin (same fields).
+template <class Args>
+Status write_single(const char* op, PagedLayout layout, const Args& a, bool dry) {
+  const bool work = a.tokens != 0;
+  uint64_t rows = 0;
+  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+  if (s.ok()) s = check_block_size(op, a.block_size);
+  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+  if (!s.ok() || !work) return s;
+  const uint64_t D = a.head_dim, W = (a.q_heads + 2 * a.kv_heads) * D;
+  if (!a.qkv || !a.q_out)
+    return invalid(plugin::format("%s: argument '%s': expected a buffer, given NULL", op, a.qkv ? "q_out" : "qkv"));
+  const uint64_t es = dtype_size(a.qkv->dtype);
+  if (a.qkv_byte_offset % es)
+    return invalid(plugin::format("%s: argument 'qkv_byte_offset': expected a multiple of the element size %llu, given %llu",
+                                  op, (ull)es, (ull)a.qkv_byte_offset));
+  if (a.q_out_byte_offset % es)
+    return invalid(plugin::format("%s: argument 'q_out_byte_offset': expected a multiple of the element size %llu, given %llu",
+                                  op, (ull)es, (ull)a.q_out_byte_offset));
+  const uint64_t qkv_off = a.qkv_byte_offset / es, q_off = a.q_out_byte_offset / es;
+  if (qkv_off > a.qkv->count || a.qkv->count - qkv_off < a.tokens * W)
+    return invalid(plugin::format("%s: argument 'qkv': expected qkv_byte_offset/%llu + tokens·(q_heads + 2·kv_heads)·head_dim "
+                                  "= %llu + %llu elements, given %llu",
+                                  op, (ull)es, (ull)qkv_off, (ull)(a.tokens * W), (ull)a.qkv->count));
+  if (q_off > a.q_out->count || a.q_out->count - q_off < a.tokens * a.q_heads * D)
+    return invalid(plugin::format("%s: argument 'q_out': expected q_out_byte_offset/%llu + tokens·q_heads·head_dim = %llu + "
+                                  "%llu elements, given %llu",
+                                  op, (ull)es, (ull)q_off, (ull)(a.tokens * a.q_heads * D), (ull)a.q_out->count));
+  PagedPool pool;
+  s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, D,
+                a.max_num_blocks_per_seq, a.block_table, pool);
+  if (!s.ok()) return s;
+  if (a.cache_len + a.tokens > a.max_num_blocks_per_seq * a.block_size)
+    return invalid(plugin::format("%s: argument 'cache_len': expected cache_len + tokens <= max_num_blocks_per_seq·block_size "
+                                  "= %llu, given %llu + %llu",
+                                  op, (ull)(a.max_num_blocks_per_seq * a.block_size), (ull)a.cache_len, (ull)a.tokens));
+  if (dry) return ok_status();
+  std::vector<PagedToken> toks(a.tokens);
+  for (uint64_t t = 0; t < a.tokens; ++t) toks[t] = {t, t, a.pos_offset + t, a.cache_len + t, 0, true};
+  return with_act_and_table(a.qkv->dtype, a.cos ? a.cos->dtype : 0, [&](auto t, auto c) -> Status {
+    using T = decltype(t);
+    using C = decltype(c);
+    cpu::paged_write<T, C>(data_of<const T>(a.qkv) + qkv_off, data_of<const T>(a.q_norm_w), data_of<const T>(a.k_norm_w),
+                           data_of<const C>(a.cos), data_of<const C>(a.sin), data_of<T>(a.q_out) + q_off,
+                           data_of<T>(a.cache_k), data_of<T>(a.cache_v), toks.data(), toks.size(), pool, a.q_heads,
+                           a.eps, a.qk_mode);
+    return ok_status();
+  });
+}
+
+// split_qkv_norm_rope_into_paged_cache_varlen and its _vllm twin.
+template <class Args>
+Status write_varlen(const char* op, PagedLayout layout, const Args& a, bool dry) {
+  const bool work = a.num_seqs != 0;
+  uint64_t rows = 0;
+  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
+  if (s.ok()) s = check_block_size(op, a.block_size);
+  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+  if (!s.ok() || !work) return s;
+  PagedPool pool;
+  s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, a.head_dim,
+                a.max_blocks_per_seq, a.block_tables, pool);
+  if (!s.ok() || dry) return s;
+  const IdxView cu = idx_view(a.cu_seqlens_q), offs = idx_view(a.pos_offsets);
+  std::vector<PagedToken> toks;
+  for (uint64_t sq = 0; sq < a.num_seqs; ++sq) {
+    const int64_t b = cu.at(sq), e = cu.at(sq + 1), off = offs.at(sq);
+    if (b < 0 || e < b || static_cast<uint64_t>(e) > a.m_total || off < 0) continue;  // inconsistent: skipped
+    for (int64_t g = b; g < e; ++g) {
+      const uint64_t p = static_cast<uint64_t>(off) + static_cast<uint64_t>(g - b);
+      toks.push_back({uint64_t(g), uint64_t(g), p, p, sq, a.qk_mode == 0 || p < rows});
+    }
+  }
+  return with_act_and_table(a.qkv->dtype, a.cos ? a.cos->dtype : 0, [&](auto t, auto c) -> Status {
+    using T = decltype(t);
+    using C = decltype(c);
+    cpu::paged_write<T, C>(data_of<const T>(a.qkv), data_of<const T>(a.q_norm_w), data_of<const T>(a.k_norm_w),
+                           data_of<const C>(a.cos), data_of<const C>(a.sin), data_of<T>(a.q_out), data_of<T>(a.cache_k),
+                           data_of<T>(a.cache_v), toks.data(), toks.size(), pool, a.q_heads, a.eps, a.qk_mode);
+    return ok_status();
+  });
+}
+
+ferrum_status split_qkv_norm_rope_into_paged_cache(ferrum_context* ctx,
+                                                   const ferrum_split_qkv_norm_rope_into_paged_cache_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return write_single("split_qkv_norm_rope_into_paged_cache", PagedLayout::ferrum, a, dry);
+  });
+}
+ferrum_status split_qkv_norm_rope_into_paged_cache_vllm(ferrum_context* ctx,
+                                                        const ferrum_split_qkv_norm_rope_into_paged_cache_vllm_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return write_single("split_qkv_norm_rope_into_paged_cache_vllm", PagedLayout::vllm, a, dry);
+  });
+}
+ferrum_status split_qkv_norm_rope_into_paged_cache_varlen(
+    ferrum_context* ctx, const ferrum_split_qkv_norm_rope_into_paged_cache_varlen_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return write_varlen("split_qkv_norm_rope_into_paged_cache_varlen", PagedLayout::ferrum, a, dry);
+  });
+}
+ferrum_status split_qkv_norm_rope_into_paged_cache_varlen_vllm(
+    ferrum_context* ctx, const ferrum_split_qkv_norm_rope_into_paged_cache_varlen_vllm_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return write_varlen("split_qkv_norm_rope_into_paged_cache_varlen_vllm", PagedLayout::vllm, a, dry);
+  });
+}
+
+// ---- attention -------------------------------------------------------------------------------
+
+// Uniform q_len per sequence: rows s·q_len + i at p = lens[s] − q_len + i (paged_decode_attention,
+// paged_varlen_attention_vllm_layout; q_len = 1 for the batched decode and v2 ops).
+Status attend_uniform(const char* op, PagedLayout layout, const ferrum_buffer* q, const ferrum_buffer* kp,
+                      const ferrum_buffer* vp, ferrum_buffer* out, const ferrum_buffer* bt, const ferrum_buffer* lens,
+                      uint64_t num_seqs, uint64_t nh, uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps,
+                      uint64_t q_len, float scale, uint64_t window, bool dry) {
+  const bool work = num_seqs != 0 && q_len != 0;
+  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
+  if (!s.ok() || !work) return s;
+  PagedPool pool;
+  s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, nkv, D, mbps, bt, pool);
+  if (!s.ok() || dry) return s;
+  const IdxView L = idx_view(lens);
+  std::vector<PagedQuery> qs;
+  qs.reserve(num_seqs * q_len);
+  for (uint64_t sq = 0; sq < num_seqs; ++sq) {
+    const int64_t len = L.at(sq);
+    const uint64_t kv = clamp_len(len, pool);
+    for (uint64_t i = 0; i < q_len; ++i) {
+      const int64_t p = len < 0 ? -1 : len - static_cast<int64_t>(q_len) + static_cast<int64_t>(i);
+      qs.push_back({sq * q_len + i, sq, p, kv});
+    }
+  }
+  return launch_attention(q, kp, vp, out, nullptr, 0, qs, pool, nh, scale, window);
+}
+
+// Varlen (cu_seqlens_q): fa2 = false -> `lens` are pos_offsets (p = off + j, L = off + q_len_s);
+// fa2 = true -> `lens` are seq_lens (L = seq_lens[s], p = L − q_len_s + j). `mask` (size M) limits
+// the written rows (tiled_q4). Rows outside every sequence are not written.
+Status attend_varlen(const char* op, PagedLayout layout, const ferrum_buffer* q, const ferrum_buffer* kp,
+                     const ferrum_buffer* vp, ferrum_buffer* out, ferrum_buffer* lse, const ferrum_buffer* cu_b,
+                     const ferrum_buffer* lens_b, const ferrum_buffer* bt, uint64_t num_seqs, uint64_t M, uint64_t nh,
+                     uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps, float scale, uint64_t window, bool fa2,
+                     bool dry, const std::vector<uint8_t>* mask = nullptr) {
+  const bool work = num_seqs != 0;
+  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
+  if (!s.ok() || !work) return s;
+  PagedPool pool;
+  s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, nkv, D, mbps, bt, pool);
+  if (!s.ok() || dry) return s;
+  const IdxView cu = idx_view(cu_b), lens = idx_view(lens_b);
+  std::vector<PagedQuery> qs;
+  for (uint64_t sq = 0; sq < num_seqs; ++sq) {
+    const int64_t b = cu.at(sq), e = cu.at(sq + 1), base = lens.at(sq);
+    if (b < 0 || e < b || static_cast<uint64_t>(e) > M || base < 0) continue;  // inconsistent: not written
+    const int64_t qn = e - b;
+    const int64_t L = fa2 ? base : base + qn;
+    const uint64_t kv = clamp_len(L, pool);
+    for (int64_t j = 0; j < qn; ++j) {
+      const uint64_t g = static_cast<uint64_t>(b + j);
+      if (mask && !(*mask)[g]) continue;
+      qs.push_back({g, sq, fa2 ? L - qn + j : base + j, kv});
+    }
+  }
+  return launch_attention(q, kp, vp, out, lse ? data_of<float>(lse) : nullptr, M, qs, pool, nh, scale, window);
+}
+
+ferrum_status paged_decode_attention(ferrum_context* ctx, const ferrum_paged_decode_attention_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return attend_uniform("paged_decode_attention", PagedLayout::ferrum, a.q, a.k_pool, a.v_pool, a.out, a.block_tables,
+                          a.context_lens, a.num_seqs, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size,
+                          a.max_num_blocks_per_seq, a.q_len, a.scale, a.sliding_window, dry);
+  });
+}
+
+ferrum_status paged_batched_decode_attention(ferrum_context* ctx, const ferrum_paged_batched_decode_attention_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return attend_uniform("paged_batched_decode_attention", PagedLayout::ferrum, a.q, a.k_pool, a.v_pool, a.out,
+                          a.block_tables, a.valid_kv_lens, a.num_seqs, a.num_heads, a.num_kv_heads, a.head_dim,
+                          a.block_size, a.max_num_blocks_per_seq, 1, a.scale, a.sliding_window, dry);
+  });
+}
+
+ferrum_status paged_decode_attention_v2(ferrum_context* ctx, const ferrum_paged_decode_attention_v2_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return attend_uniform("paged_decode_attention_v2", PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, a.block_tables,
+                          a.context_lens, a.num_seqs, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size,
+                          a.max_num_blocks_per_seq, 1, a.scale, a.sliding_window, dry);
+  });
+}
+
+ferrum_status paged_varlen_attention_vllm_layout(ferrum_context* ctx,
+                                                 const ferrum_paged_varlen_attention_vllm_layout_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return attend_uniform("paged_varlen_attention_vllm_layout", PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out,
+                          a.block_tables, a.context_lens, a.num_seqs, a.num_heads, a.num_kv_heads, a.head_dim,
+                          a.block_size, a.max_num_blocks_per_seq, a.q_len, a.scale, a.sliding_window, dry);
+  });
+}
+
+ferrum_status paged_varlen_attention(ferrum_context* ctx, const ferrum_paged_varlen_attention_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return attend_varlen("paged_varlen_attention", PagedLayout::ferrum, a.q, a.k_pool, a.v_pool, a.out, nullptr,
+                         a.cu_seqlens_q, a.pos_offsets, a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads,
+                         a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window,
+                         false, dry);
+  });
+}
+
+ferrum_status paged_varlen_attention_vllm(ferrum_context* ctx, const ferrum_paged_varlen_attention_vllm_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return attend_varlen("paged_varlen_attention_vllm", PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, nullptr,
+                         a.cu_seqlens_q, a.pos_offsets, a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads,
+                         a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window,
+                         false, dry);
+  });
+}
+
+ferrum_status paged_varlen_attention_fa2_ffi(ferrum_context* ctx, const ferrum_paged_varlen_attention_fa2_ffi_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) {
+    return attend_varlen("paged_varlen_attention_fa2_ffi", PagedLayout::ferrum, a.q, a.k_pool, a.v_pool, a.out, a.lse,
+                         a.cu_seqlens_q, a.seq_lens, a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads,
+                         a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window,
+                         true, dry);
+  });
+}
+
+ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
+                                                   const ferrum_paged_varlen_attention_vllm_tiled_q4_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) -> Status {
+    const char* op = "paged_varlen_attention_vllm_tiled_q4";
+    if (a.num_tiles == 0)  // no tiles: zero work
+      return check_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
+    std::vector<uint8_t> mask;
+    if (!dry && a.num_seqs != 0) {
+      // Rows covered by some tile (a row covered twice is computed once).
+      mask.assign(a.total_q_tokens, 0);
+      const IdxView seqs = idx_view(a.tile_seqs), starts = idx_view(a.tile_starts), cu = idx_view(a.cu_seqlens_q);
+      for (uint64_t t = 0; t < a.num_tiles; ++t) {
+        const int64_t s = seqs.at(t), st = starts.at(t);
+        if (s < 0 || static_cast<uint64_t>(s) >= a.num_seqs || st < 0) continue;
+        const int64_t b = cu.at(s), e = cu.at(s + 1);
+        if (b < 0 || e < b || static_cast<uint64_t>(e) > a.total_q_tokens) continue;
+        for (int64_t j = st; j < std::min<int64_t>(st + 4, e - b); ++j) mask[b + j] = 1;
+      }
+    }
+    return attend_varlen(op, PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, nullptr, a.cu_seqlens_q, a.pos_offsets,
+                         a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads, a.num_kv_heads, a.head_dim,
+                         a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window, false, dry,
+                         dry ? nullptr : &mask);
+  });
+}
+
+}  // namespace
+
+const ferrum_paged_kv_table kPagedKvTable = {
+    sizeof(ferrum_paged_kv_table),
+    split_qkv_norm_rope_into_paged_cache,
+    split_qkv_norm_rope_into_paged_cache_varlen,
+    split_qkv_norm_rope_into_paged_cache_vllm,
+    split_qkv_norm_rope_into_paged_cache_varlen_vllm,
+    paged_decode_attention,
+    paged_batched_decode_attention,
+    paged_varlen_attention,
+    paged_varlen_attention_fa2_ffi,
+    paged_decode_attention_v2,
+    paged_varlen_attention_vllm_layout,
+    paged_varlen_attention_vllm,
+    paged_varlen_attention_vllm_tiled_q4,
+};
 
 }  // namespace ferrum::cpu

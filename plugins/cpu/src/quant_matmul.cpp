@@ -1,9 +1,11 @@
-// CPU plugin: the quant_matmul family. Not implemented yet: every slot is NULL (reported as
-// unsupported by the facade and shown as such in the support matrix).
-#include "cpu_plugin.hpp"
+// CPU plugin: the quant_matmul family table (OPS.md §11 GGUF in gguf.cpp, §12 GPTQ in gptq.cpp).
+#include "qweight.hpp"
 
 namespace ferrum::cpu {
 
-const ferrum_quant_matmul_table kQuantMatmulTable = {sizeof(ferrum_quant_matmul_table)};
+const ferrum_quant_matmul_table kQuantMatmulTable = {
+    sizeof(ferrum_quant_matmul_table), load_quant, gguf_matmul, gguf_dequantize, qweight_release,
+    load_gptq, load_gptq_stacked, marlin_gemm,
+};
 
 }  // namespace ferrum::cpu

@@ -1083,8 +1083,8 @@ ferrum_status check_args(Acc& acc, const ferrum_fp8_kv_append_paged_args* a, Che
   (void)work;
   c.buffer("k_in", a->k_in, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->num_kv_heads), (uint64_t)(a->head_dim)}, "[tokens, num_kv_heads, head_dim]");
   c.buffer("v_in", a->v_in, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->num_kv_heads), (uint64_t)(a->head_dim)}, "[tokens, num_kv_heads, head_dim]");
-  c.buffer("layer_k", a->layer_k, DtypeClass::exact, FERRUM_DTYPE_I8, false, false, {}, "[pool]");
-  c.buffer("layer_v", a->layer_v, DtypeClass::exact, FERRUM_DTYPE_I8, false, false, {}, "[pool]");
+  c.buffer("layer_k", a->layer_k, DtypeClass::exact, FERRUM_DTYPE_F8_E4M3, false, false, {}, "[pool]");
+  c.buffer("layer_v", a->layer_v, DtypeClass::exact, FERRUM_DTYPE_F8_E4M3, false, false, {}, "[pool]");
   c.buffer("layer_k_scales", a->layer_k_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
   c.buffer("layer_v_scales", a->layer_v_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
   c.host_ptr("paged_block_indices", a->paged_block_indices, shape_elems({(uint64_t)(a->paged_block_indices_len)}), false);
@@ -1112,8 +1112,8 @@ ferrum_status check_args(Acc& acc, const ferrum_fp8_paged_decode_attention_args*
   const bool work = true;
   (void)work;
   c.buffer("q", a->q, DtypeClass::act, 0, work, true, {(uint64_t)(a->num_q_heads), (uint64_t)(a->head_dim)}, "[num_q_heads, head_dim]");
-  c.buffer("layer_k", a->layer_k, DtypeClass::exact, FERRUM_DTYPE_I8, false, false, {}, "[pool]");
-  c.buffer("layer_v", a->layer_v, DtypeClass::exact, FERRUM_DTYPE_I8, false, false, {}, "[pool]");
+  c.buffer("layer_k", a->layer_k, DtypeClass::exact, FERRUM_DTYPE_F8_E4M3, false, false, {}, "[pool]");
+  c.buffer("layer_v", a->layer_v, DtypeClass::exact, FERRUM_DTYPE_F8_E4M3, false, false, {}, "[pool]");
   c.buffer("layer_k_scales", a->layer_k_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
   c.buffer("layer_v_scales", a->layer_v_scales, DtypeClass::exact, FERRUM_DTYPE_F32, false, false, {}, "[N·block_size, num_kv_heads]");
   c.buffer("block_table", a->block_table, DtypeClass::idx, 0, false, false, {}, "[ceil(valid_kv_len / block_size)]");

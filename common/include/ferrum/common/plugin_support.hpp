@@ -12,6 +12,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <type_traits>
 
 #include <ferrum/common/checks_gen.hpp>
 #include <ferrum/common/dtype.hpp>
@@ -154,6 +155,18 @@ inline bool& dry_run_flag() {
   return dry;
 }
 
+// Whether this call may run while a graph capture is in flight: the op's G flag, plus the one
+// exception of OPS.md §8.2 — embedding_lookup with ids_len = 1 in dev-state mode reads the token
+// from device memory and is then capturable.
+template <class Ctx, class Args>
+bool capturable_call(const Ctx& ctx, const Args& args) {
+  if constexpr (std::is_same_v<Args, ferrum_embedding_lookup_args>) {
+    if constexpr (requires { ctx.dev_state_mode; })
+      if (ctx.dev_state_mode && args.ids_len == 1) return true;
+  }
+  return ferrum::common::kOps[ferrum::common::OpId<Args>::value - 1].capturable();
+}
+
 // The one way every context op of the project's plugins is entered ([no ctx] ops use guard):
 //   generic generated checks -> impl(ctx, args, dry) -> status recorded on the context.
 // impl does its op-specific checks, returns early with ok_status() when `dry` is true, and
@@ -164,15 +177,15 @@ ferrum_status run_op(Ctx* ctx, const Args* args, Impl&& impl) noexcept {
   const char* name = ferrum::common::kOps[id - 1].name.data();
   return guard(ctx, name, [&]() -> Status {
     if (!ctx) return invalid(std::string(name) + ": context is NULL");
-    // OPS.md §0.4: while a graph capture is in flight only capturable (G) ops may run.
-    if constexpr (requires { ctx->capturing; })
-      if (ctx->capturing && !ferrum::common::kOps[id - 1].capturable())
-        return invalid(std::string(name) + ": expected a capturable (G) op while a graph capture is in flight on "
-                       "this context, given a non-capturable one (nothing was enqueued; the capture stays open)");
     BufferAccess acc;
     ferrum::common::CheckError err;
     if (ferrum::common::check_args(acc, args, err) != FERRUM_STATUS_OK)
       return {err.status, err.message};
+    // OPS.md §0.4: while a graph capture is in flight only capturable (G) ops may run.
+    if constexpr (requires { ctx->capturing; })
+      if (ctx->capturing && !capturable_call(*ctx, *args))
+        return invalid(std::string(name) + ": expected a capturable (G) op while a graph capture is in flight on "
+                       "this context, given a non-capturable one (nothing was enqueued; the capture stays open)");
     return impl(*ctx, *args, dry_run_flag());
   });
 }

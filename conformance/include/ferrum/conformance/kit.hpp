@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,8 @@ class Run {
   // i.e. exactly the values the buffer will hold. Each call draws a fresh stream.
   std::vector<double> random(uint64_t n, double lo = -1.0, double hi = 1.0, Dtype dt = Dtype::invalid);
   std::vector<uint32_t> random_ids(uint64_t n, uint32_t bound);
+  // n seeded values normal(mean, stddev), rounded to `dt` (default: run dtype), never all zero.
+  std::vector<double> normal(uint64_t n, double mean, double stddev, Dtype dt = Dtype::invalid);
   // The values as the reference must see them (identity; documents intent at call sites).
   const std::vector<double>& values(const std::vector<double>& v) const { return v; }
   // A buffer holding v converted exactly to `dt` (default: run dtype); v must be representable.
@@ -92,6 +95,8 @@ class Run {
   uint64_t seed_;
   uint64_t stream_ = 0;
   std::vector<std::string> failures_;
+  // Buffers made by output(): handle -> elements the op may write (the guard follows).
+  std::map<const void*, uint64_t> guarded_;
 };
 
 struct Case {
@@ -114,8 +119,14 @@ const std::vector<Case>& cases();
           {op, name, dtypes, &FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)});         \
   static void FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)(::ferrum::conformance::Run & run)
 
+// The ABI family of an op name ("dense", "attention", "paged_kv", ...; ferrum::op_family), or
+// "other" for a name that is not an op of the ABI.
+std::string family_of(const std::string& op);
+
 struct Options {
   std::string op_glob = "*";       // shell glob over op names
+  std::string family_glob = "*";   // shell glob over family_of(op)
+  std::string name_glob = "*";     // shell glob over case names
   std::vector<Dtype> dtypes;       // empty = every dtype a case lists
   uint64_t seed = 20261126;
 };
@@ -128,7 +139,13 @@ struct Outcome {
   double seconds = 0;
 };
 
-// Runs every matching case on `backend` (a fresh context per case and dtype).
+// The cases matching the op / family / name globs (registration order).
+std::vector<const Case*> select_cases(const Options& options);
+
+// Runs every matching case on `backend` (a fresh context per case and dtype). `on_outcome`, when
+// set, is called after each outcome (progress output). Never throws for a plugin failure.
 std::vector<Outcome> run_cases(Backend& backend, const Options& options);
+std::vector<Outcome> run_cases(Backend& backend, const Options& options,
+                               const std::function<void(const Outcome&)>& on_outcome);
 
 }  // namespace ferrum::conformance

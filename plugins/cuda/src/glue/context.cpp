@@ -5,6 +5,7 @@
 
 #include "cuda_plugin.hpp"
 #include "device.hpp"
+#include "memory.hpp"
 
 namespace ferrum::cuda::glue {
 namespace {
@@ -44,6 +45,20 @@ ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
       s.message = "new_context: " + s.message;
       return s;
     }
+    // Decode state (OPS.md §8.2): device u32[3] = {token, pos, kv}, zero until set_decode_state.
+    void* state = nullptr;
+    s = from_device(cuda::alloc(static_cast<int>(a->device_ordinal), 3 * sizeof(uint32_t), &state));
+    if (s.ok()) s = from_device(memset_async(*dev, state, 3 * sizeof(uint32_t)));
+    if (s.ok()) s = from_device(cuda::sync(*dev));
+    if (!s.ok()) {
+      (void)cuda::free(static_cast<int>(a->device_ordinal), state);
+      (void)destroy(*dev);
+      delete dev;
+      delete c;
+      s.message = "new_context: " + s.message;
+      return s;
+    }
+    c->dev_state = static_cast<uint32_t*>(state);
     c->dev = dev;
     c->device = a->device_ordinal;
     c->activation_dtype = a->activation_dtype ? a->activation_dtype : FERRUM_DTYPE_F16;
@@ -58,8 +73,15 @@ ferrum_status context_destroy(ferrum_context*, const ferrum_context_destroy_args
       return invalid("context_destroy: args NULL or struct_size too small");
     ferrum_context* c = a->context;
     if (!c) return ok_status();  // NULL-safe
+    release_graph_state(*c);      // ends a capture left open, waits, frees the graphs
+    release_attention_state(*c);  // waits, frees scratch and staging tables
     Status s;
     if (c->dev) s = from_device(destroy(*c->dev));  // waits for the stream, frees everything
+    if (c->dev_state) {
+      Status f = from_device(cuda::free(static_cast<int>(c->device), c->dev_state));
+      if (s.ok()) s = f;
+      c->dev_state = nullptr;
+    }
     delete c->dev;
     delete c;
     return s;

@@ -48,6 +48,14 @@ using Status = plugin::Status;
 extern const ferrum_memory_table kMemoryTable;
 extern const ferrum_context_table kContextTable;
 extern const ferrum_dense_table kDenseTable;
+extern const ferrum_attention_table kAttentionTable;  // glue/attention.cpp
+extern const ferrum_graph_table kGraphTable;          // glue/graph.cpp
+
+// Called by context_destroy (after nothing else can use the context): wait for the stream,
+// then free the attention state behind ferrum_context::staging (glue/attention.cpp) and the
+// graph cache behind ferrum_context::graph_state (glue/graph.cpp). NULL-safe.
+void release_attention_state(ferrum_context& c) noexcept;
+void release_graph_state(ferrum_context& c) noexcept;
 
 // A device-layer status as a boundary status (same code, same message).
 inline Status from_device(cuda::Status s) {

@@ -1,12 +1,75 @@
-// CUDA plugin: dense ops (OPS.md §3). Only gemm so far (cuBLASLt through the device layer);
-// every other dense slot is NULL (the facade reports it unsupported or runs its default).
+// CUDA plugin: dense ops and the QK-norm/RoPE family (OPS.md §3, §4).
+//
+// Thin glue: generic generated checks (plugin::run_op), then the op rules of OPS.md with the
+// CPU plugin's messages (<ferrum/common/op_rules.hpp>), then the device check, the dry-run
+// stop, and one launch function of src/kernels/ on the context's stream. gemm goes through
+// cuBLASLt in the device layer. Every op here is asynchronous and allocation-free (hence
+// capturable) except argmax_rows_f16, the one synchronising op.
+//
+// Dev-state mode (OPS.md §8.2): with the mode on, embedding_lookup with ids_len = 1 gathers
+// the decode-state token dev_state[0] and qk_norm_rope with tokens = 1 rotates at dev_state[1];
+// both read them on the device, so the calls are capturable.
+#include <ferrum/common/op_rules.hpp>
+
 #include "cuda_plugin.hpp"
 #include "gemm.hpp"
+#include "kernels/elementwise.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/norm.cuh"
+#include "kernels/rope.cuh"
 
 namespace ferrum::cuda::glue {
 namespace {
 
 using plugin::run_op;
+using plugin::rules::check_finite_eps;
+using plugin::rules::check_min_count;
+using plugin::rules::check_norm_weight;
+using plugin::rules::check_positive;
+using plugin::rules::check_rope;
+using plugin::rules::pos_end;
+
+// Makes the context's device current and runs `f(stream)` (a launch function returning a
+// device-layer Status); a failure's message is prefixed with the op name.
+template <class F>
+Status launch(const char* op, ferrum_context& c, F&& f) {
+  DeviceGuard g;
+  Status s = enter_device(g, c);
+  if (!s.ok()) return s;
+  s = from_device(f(c.dev->stream));
+  if (!s.ok() && s.message.rfind(op, 0) != 0) s.message = std::string(op) + ": " + s.message;
+  return s;
+}
+
+// Byte address of element `off` of buffer `b` (NULL stays NULL).
+void* elem_ptr(const ferrum_buffer* b, uint64_t off) {
+  return b ? static_cast<char*>(b->data) + off * dtype_size(b->dtype) : nullptr;
+}
+
+const void* data(const ferrum_buffer* b) { return b ? b->data : nullptr; }
+void* mdata(ferrum_buffer* b) { return b ? b->data : nullptr; }
+
+// The decode-state buffer of a context in dev-state mode (never NULL while the mode is on:
+// the graph family allocates it before the mode can be switched on).
+Status dev_state_of(const char* op, const ferrum_context& c, const uint32_t*& p) {
+  p = c.dev_state;
+  if (!p)
+    return {FERRUM_STATUS_INTERNAL,
+            std::string(op) + ": dev-state mode is on but the context has no decode-state buffer"};
+  return ok_status();
+}
+
+Status head_dim_supported(const char* op, uint64_t head_dim, bool work) {
+  if (work && head_dim > kernels::kRopeMaxHeadDim)
+    return unsupported(plugin::format("%s: argument 'head_dim': the CUDA plugin supports head_dim <= %llu, given %llu",
+                                      op, (unsigned long long)kernels::kRopeMaxHeadDim,
+                                      (unsigned long long)head_dim));
+  return ok_status();
+}
+
+int32_t table_dtype(const ferrum_buffer* cos) { return cos ? cos->dtype : 0; }
+
+// ---- §3 dense ops ---------------------------------------------------------------------------
 
 ferrum_status gemm(ferrum_context* ctx, const ferrum_gemm_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_gemm_args& a, bool dry) -> Status {
@@ -22,30 +85,372 @@ ferrum_status gemm(ferrum_context* ctx, const ferrum_gemm_args* a) {
   });
 }
 
+ferrum_status rms_norm(ferrum_context* ctx, const ferrum_rms_norm_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_rms_norm_args& a, bool dry) -> Status {
+    const char* op = "rms_norm";
+    Status s = check_finite_eps(op, a.eps);
+    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    if (s.ok()) s = check_devices(op, c, {{"x", a.x}, {"w", a.w}, {"out", a.out}});
+    if (!s.ok() || dry || a.tokens == 0) return s;
+    return launch(op, c, [&](cudaStream_t st) {
+      return kernels::rms_norm(a.x->dtype, a.x->data, a.w->data, a.eps, a.out->data, a.tokens, a.dim, st);
+    });
+  });
+}
+
+ferrum_status fused_add_rms_norm(ferrum_context* ctx, const ferrum_fused_add_rms_norm_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_fused_add_rms_norm_args& a, bool dry) -> Status {
+    const char* op = "fused_add_rms_norm";
+    Status s = check_finite_eps(op, a.eps);
+    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    if (s.ok()) s = check_devices(op, c, {{"residual", a.residual}, {"x", a.x}, {"w", a.w}, {"out", a.out}});
+    if (!s.ok() || dry || a.tokens == 0) return s;
+    return launch(op, c, [&](cudaStream_t st) {
+      return kernels::fused_add_rms_norm(a.x->dtype, a.residual->data, a.x->data, a.w->data, a.eps, a.out->data,
+                                         a.tokens, a.dim, st);
+    });
+  });
+}
+
+ferrum_status layer_norm(ferrum_context* ctx, const ferrum_layer_norm_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_layer_norm_args& a, bool dry) -> Status {
+    const char* op = "layer_norm";
+    Status s = check_finite_eps(op, a.eps);
+    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    if (s.ok()) s = check_devices(op, c, {{"x", a.x}, {"gamma", a.gamma}, {"beta", a.beta}, {"out", a.out}});
+    if (!s.ok() || dry || a.tokens == 0) return s;
+    return launch(op, c, [&](cudaStream_t st) {
+      return kernels::layer_norm(a.x->dtype, a.x->data, a.gamma->data, a.beta->data, a.eps, a.out->data, a.tokens,
+                                 a.dim, st);
+    });
+  });
+}
+
+ferrum_status gelu(ferrum_context* ctx, const ferrum_gelu_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_gelu_args& a, bool dry) -> Status {
+    Status s = check_devices("gelu", c, {{"x", a.x}, {"out", a.out}});
+    if (!s.ok() || dry || a.len == 0) return s;
+    return launch("gelu", c, [&](cudaStream_t st) {
+      return kernels::gelu(a.x->dtype, a.x->data, a.out->data, a.len, st);
+    });
+  });
+}
+
+ferrum_status add_inplace(ferrum_context* ctx, const ferrum_add_inplace_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_add_inplace_args& a, bool dry) -> Status {
+    Status s = check_devices("add_inplace", c, {{"residual", a.residual}, {"x", a.x}});
+    if (!s.ok() || dry || a.len == 0) return s;
+    return launch("add_inplace", c, [&](cudaStream_t st) {
+      return kernels::add_inplace(a.residual->dtype, a.residual->data, a.x->data, a.len, st);
+    });
+  });
+}
+
+ferrum_status scaled_add_inplace(ferrum_context* ctx, const ferrum_scaled_add_inplace_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_scaled_add_inplace_args& a, bool dry) -> Status {
+    if (!std::isfinite(a.scale))
+      return invalid(plugin::format("scaled_add_inplace: argument 'scale': expected a finite value, given %g", a.scale));
+    Status s = check_devices("scaled_add_inplace", c, {{"dst", a.dst}, {"src", a.src}});
+    if (!s.ok() || dry || a.len == 0) return s;
+    return launch("scaled_add_inplace", c, [&](cudaStream_t st) {
+      return kernels::scaled_add_inplace(a.dst->dtype, a.dst->data, a.src->data, a.scale, a.len, st);
+    });
+  });
+}
+
+ferrum_status add_bias(ferrum_context* ctx, const ferrum_add_bias_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_add_bias_args& a, bool dry) -> Status {
+    Status s = check_devices("add_bias", c, {{"data", a.data}, {"bias", a.bias}});
+    if (!s.ok() || dry || a.rows == 0 || a.cols == 0) return s;
+    return launch("add_bias", c, [&](cudaStream_t st) {
+      return kernels::add_bias(a.data->dtype, a.data->data, a.bias->data, a.rows, a.cols, st);
+    });
+  });
+}
+
+ferrum_status split_qkv(ferrum_context* ctx, const ferrum_split_qkv_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_split_qkv_args& a, bool dry) -> Status {
+    Status s = check_devices("split_qkv", c, {{"qkv", a.qkv}, {"q", a.q}, {"k", a.k}, {"v", a.v}});
+    if (!s.ok() || dry || a.tokens == 0) return s;
+    return launch("split_qkv", c, [&](cudaStream_t st) {
+      return kernels::split_qkv(a.qkv->dtype, a.qkv->data, mdata(a.q), mdata(a.k), mdata(a.v), a.tokens, a.q_dim,
+                                a.kv_dim, st);
+    });
+  });
+}
+
+ferrum_status fused_silu_mul_split(ferrum_context* ctx, const ferrum_fused_silu_mul_split_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_fused_silu_mul_split_args& a, bool dry) -> Status {
+    Status s = check_devices("fused_silu_mul_split", c, {{"gate_up", a.gate_up}, {"out", a.out}});
+    if (!s.ok() || dry || a.tokens == 0 || a.im == 0) return s;
+    return launch("fused_silu_mul_split", c, [&](cudaStream_t st) {
+      return kernels::silu_mul_split(a.gate_up->dtype, a.gate_up->data, 0, a.out->data, 0, a.tokens, a.im, st);
+    });
+  });
+}
+
+ferrum_status fused_silu_mul_split_strided(ferrum_context* ctx, const ferrum_fused_silu_mul_split_strided_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_fused_silu_mul_split_strided_args& a, bool dry) -> Status {
+    Status s = check_devices("fused_silu_mul_split_strided", c, {{"gate_up", a.gate_up}, {"out", a.out}});
+    if (!s.ok() || dry || a.tokens == 0 || a.intermediate == 0) return s;
+    return launch("fused_silu_mul_split_strided", c, [&](cudaStream_t st) {
+      return kernels::silu_mul_split(a.gate_up->dtype, a.gate_up->data, a.in_row_offset, a.out->data,
+                                     a.out_row_offset, a.tokens, a.intermediate, st);
+    });
+  });
+}
+
+Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_args& a, bool dry) {
+  const char* op = "embedding_lookup";
+  if (a.ids_len == 0) return ok_status();
+  Status s = check_positive(op, "dim", a.dim, true);
+  if (s.ok() && !a.table) s = invalid("embedding_lookup: argument 'table': expected a buffer, given NULL");
+  if (!s.ok()) return s;
+  const uint64_t vocab = a.table->count / a.dim;
+  const bool dev = c.dev_state_mode && a.ids_len == 1;  // OPS.md §8.2: ids[0] is not read
+  if (!dev)
+    for (uint64_t i = 0; i < a.ids_len; ++i)
+      if (a.ids[i] >= vocab)
+        return invalid(plugin::format("embedding_lookup: argument 'ids': expected ids < vocab = %llu, given ids[%llu] = %u",
+                                      (unsigned long long)vocab, (unsigned long long)i, a.ids[i]));
+  const uint32_t* state = nullptr;
+  if (dev) s = dev_state_of(op, c, state);
+  if (s.ok()) s = check_devices(op, c, {{"table", a.table}, {"out", a.out}});
+  if (!s.ok() || dry) return s;
+  return launch(op, c, [&](cudaStream_t st) {
+    if (dev)  // the token dev_state[0]; >= vocab gives a +0.0 row
+      return kernels::embedding_dev_ids(a.table->dtype, a.table->data, vocab, state, FERRUM_DTYPE_U32, 1,
+                                        a.out->data, a.dim, st);
+    return kernels::embedding_host_ids(a.table->dtype, a.table->data, a.ids, a.ids_len, a.out->data, a.dim, st);
+  });
+}
+
+ferrum_status embedding_lookup(ferrum_context* ctx, const ferrum_embedding_lookup_args* a) {
+  // Capturable only in dev-state mode with ids_len = 1 (OPS.md §8.2): plugin::capturable_call.
+  return run_op(ctx, a, embedding_lookup_impl);
+}
+
+ferrum_status embedding_lookup_dev(ferrum_context* ctx, const ferrum_embedding_lookup_dev_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_embedding_lookup_dev_args& a, bool dry) -> Status {
+    const char* op = "embedding_lookup_dev";
+    if (a.batch == 0) return ok_status();
+    Status s = check_positive(op, "dim", a.dim, true);
+    if (s.ok() && !a.table) s = invalid("embedding_lookup_dev: argument 'table': expected a buffer, given NULL");
+    if (s.ok()) s = check_devices(op, c, {{"table", a.table}, {"ids", a.ids}, {"out", a.out}});
+    if (!s.ok() || dry) return s;
+    return launch(op, c, [&](cudaStream_t st) {
+      return kernels::embedding_dev_ids(a.table->dtype, a.table->data, a.table->count / a.dim, a.ids->data,
+                                        a.ids->dtype, a.batch, a.out->data, a.dim, st);
+    });
+  });
+}
+
+ferrum_status transpose_head_to_token(ferrum_context* ctx, const ferrum_transpose_head_to_token_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_head_to_token_args& a, bool dry) -> Status {
+    Status s = check_devices("transpose_head_to_token", c, {{"src", a.src}, {"dst", a.dst}});
+    if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
+    // src [heads, tokens, dim] -> dst [tokens, heads, dim]: A = heads, B = tokens.
+    return launch("transpose_head_to_token", c, [&](cudaStream_t st) {
+      return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, a.heads, a.tokens, a.dim, st);
+    });
+  });
+}
+
+ferrum_status transpose_token_to_head(ferrum_context* ctx, const ferrum_transpose_token_to_head_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_token_to_head_args& a, bool dry) -> Status {
+    Status s = check_devices("transpose_token_to_head", c, {{"src", a.src}, {"dst", a.dst}});
+    if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
+    // src [tokens, heads, dim] -> dst [heads, tokens, dim]: A = tokens, B = heads.
+    return launch("transpose_token_to_head", c, [&](cudaStream_t st) {
+      return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, a.tokens, a.heads, a.dim, st);
+    });
+  });
+}
+
+ferrum_status argmax_rows_f16(ferrum_context* ctx, const ferrum_argmax_rows_f16_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_argmax_rows_f16_args& a, bool dry) -> Status {
+    if (a.m == 0) return ok_status();
+    Status s = check_positive("argmax_rows_f16", "n", a.n, true);
+    if (s.ok()) s = check_devices("argmax_rows_f16", c, {{"logits", a.logits}});
+    if (!s.ok() || dry) return s;
+    return launch("argmax_rows_f16", c, [&](cudaStream_t st) {
+      return kernels::argmax_rows(a.logits->dtype, a.logits->data, a.m, a.n, a.out, st);
+    });
+  });
+}
+
+// ---- §4 QK-norm / RoPE family -------------------------------------------------------------
+
+ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_qk_norm_rope_args& a, bool dry) -> Status {
+    const char* op = "qk_norm_rope";
+    const bool work = a.tokens && a.heads;
+    const bool dev = c.dev_state_mode && a.tokens == 1;  // OPS.md §8.2: p = dev_state[1]
+    uint64_t rows = 0;
+    Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, dev ? 0 : pos_end(a.pos_offset, a.tokens),
+                          work, rows);
+    if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    const uint32_t* state = nullptr;
+    if (s.ok() && dev && work && a.mode != 0) s = dev_state_of(op, c, state);
+    if (s.ok())
+      s = check_devices(op, c, {{"input", a.input}, {"norm_w", a.norm_w}, {"cos", a.cos}, {"sin", a.sin},
+                                {"output", a.output}});
+    if (!s.ok() || dry || !work) return s;
+    kernels::RopeLaunch L;
+    L.act_dtype = a.input->dtype;
+    L.tab_dtype = table_dtype(a.cos);
+    L.in = a.input->data;
+    L.in_row_stride = a.heads * a.head_dim;
+    L.tokens = a.tokens;
+    L.head_dim = a.head_dim;
+    L.eps = a.eps;
+    L.seg[0] = {a.output->data, a.heads, a.tokens * a.head_dim, a.head_dim, data(a.norm_w), a.mode};
+    L.nseg = 1;
+    L.cos = data(a.cos);
+    L.sin = data(a.sin);
+    L.table_rows = rows;
+    L.pos_offset = a.pos_offset;
+    if (state) {
+      L.positions = state + 1;
+      L.positions_dtype = FERRUM_DTYPE_U32;
+    }
+    return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
+  });
+}
+
+ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk_norm_rope_batched_per_item_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_qk_norm_rope_batched_per_item_args& a, bool dry) -> Status {
+    const char* op = "qk_norm_rope_batched_per_item";
+    const bool work = a.m && a.heads;
+    uint64_t rows = 0;
+    Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
+    if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    if (s.ok())
+      s = check_devices(op, c, {{"input", a.input}, {"norm_w", a.norm_w}, {"cos", a.cos}, {"sin", a.sin},
+                                {"output", a.output}, {"positions", a.positions}});
+    if (!s.ok() || dry || !work) return s;
+    kernels::RopeLaunch L;
+    L.act_dtype = a.input->dtype;
+    L.tab_dtype = table_dtype(a.cos);
+    L.in = a.input->data;
+    L.in_row_stride = a.heads * a.head_dim;
+    L.tokens = a.m;
+    L.head_dim = a.head_dim;
+    L.eps = a.eps;
+    L.seg[0] = {a.output->data, a.heads, a.head_dim, a.heads * a.head_dim, data(a.norm_w), a.mode};
+    L.nseg = 1;
+    L.cos = data(a.cos);
+    L.sin = data(a.sin);
+    L.table_rows = rows;
+    L.positions = a.positions->data;
+    L.positions_dtype = a.positions->dtype;
+    return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
+  });
+}
+
+// Shared by the two packed-qkv ops: the input, Q segment and tables; K and V destinations are
+// filled by the caller.
+kernels::RopeLaunch packed_qkv_launch(const ferrum_buffer* qkv, const ferrum_buffer* q_norm_w, const ferrum_buffer* cos,
+                                      const ferrum_buffer* sin, ferrum_buffer* q_out, uint64_t tokens, uint64_t q_heads,
+                                      uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t mode,
+                                      uint64_t rows) {
+  kernels::RopeLaunch L;
+  L.act_dtype = qkv->dtype;
+  L.tab_dtype = table_dtype(cos);
+  L.in = qkv->data;
+  L.in_row_stride = (q_heads + 2 * kv_heads) * head_dim;
+  L.tokens = tokens;
+  L.head_dim = head_dim;
+  L.eps = eps;
+  L.seg[0] = {mdata(q_out), q_heads, tokens * head_dim, head_dim, data(q_norm_w), mode};
+  L.nseg = 3;
+  L.cos = data(cos);
+  L.sin = data(sin);
+  L.table_rows = rows;
+  L.pos_offset = pos_offset;
+  return L;
+}
+
+ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_norm_rope_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_split_qkv_norm_rope_args& a, bool dry) -> Status {
+    const char* op = "split_qkv_norm_rope";
+    const bool work = a.tokens != 0;
+    uint64_t rows = 0;
+    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens),
+                          work, rows);
+    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    if (s.ok())
+      s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
+                                {"sin", a.sin}, {"q_out", a.q_out}, {"k_out", a.k_out}, {"v_out", a.v_out}});
+    if (!s.ok() || dry || !work) return s;
+    kernels::RopeLaunch L = packed_qkv_launch(a.qkv, a.q_norm_w, a.cos, a.sin, a.q_out, a.tokens, a.q_heads,
+                                              a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode, rows);
+    const uint64_t hs = a.tokens * a.head_dim;
+    L.seg[1] = {a.k_out->data, a.kv_heads, hs, a.head_dim, data(a.k_norm_w), a.qk_mode};
+    L.seg[2] = {a.v_out->data, a.kv_heads, hs, a.head_dim, nullptr, 0};  // V: copy
+    return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
+  });
+}
+
+ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
+                                             const ferrum_split_qkv_norm_rope_into_cache_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_split_qkv_norm_rope_into_cache_args& a, bool dry) -> Status {
+    const char* op = "split_qkv_norm_rope_into_cache";
+    const bool work = a.tokens != 0;
+    uint64_t rows = 0;
+    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens),
+                          work, rows);
+    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+    if (s.ok() && pos_end(a.cache_len, a.tokens) > a.cache_capacity)
+      s = invalid(plugin::format("%s: argument 'cache_len': expected cache_len + tokens <= cache_capacity = %llu, given %llu + %llu",
+                                 op, (unsigned long long)a.cache_capacity, (unsigned long long)a.cache_len,
+                                 (unsigned long long)a.tokens));
+    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    if (s.ok())
+      s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
+                                {"sin", a.sin}, {"q_out", a.q_out}, {"cache_k", a.cache_k}, {"cache_v", a.cache_v}});
+    if (!s.ok() || dry || !work) return s;
+    kernels::RopeLaunch L = packed_qkv_launch(a.qkv, a.q_norm_w, a.cos, a.sin, a.q_out, a.tokens, a.q_heads,
+                                              a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode, rows);
+    // Contiguous caches [kv_heads, cache_capacity, head_dim], new rows from cache_len.
+    const uint64_t hs = a.cache_capacity * a.head_dim, off = a.cache_len * a.head_dim;
+    L.seg[1] = {elem_ptr(a.cache_k, off), a.kv_heads, hs, a.head_dim, data(a.k_norm_w), a.qk_mode};
+    L.seg[2] = {elem_ptr(a.cache_v, off), a.kv_heads, hs, a.head_dim, nullptr, 0};  // V: copy
+    return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
+  });
+}
+
 }  // namespace
 
 const ferrum_dense_table kDenseTable = {
     sizeof(ferrum_dense_table),
     gemm,
-    /* rms_norm */ nullptr,
-    /* fused_add_rms_norm */ nullptr,
-    /* layer_norm */ nullptr,
-    /* gelu */ nullptr,
-    /* add_inplace */ nullptr,
-    /* scaled_add_inplace: facade default */ nullptr,
-    /* add_bias */ nullptr,
-    /* split_qkv */ nullptr,
-    /* fused_silu_mul_split */ nullptr,
-    /* fused_silu_mul_split_strided */ nullptr,
-    /* embedding_lookup */ nullptr,
-    /* embedding_lookup_dev: facade default */ nullptr,
-    /* transpose_head_to_token */ nullptr,
-    /* transpose_token_to_head */ nullptr,
-    /* argmax_rows_f16: facade default */ nullptr,
-    /* qk_norm_rope */ nullptr,
-    /* qk_norm_rope_batched_per_item */ nullptr,
-    /* split_qkv_norm_rope */ nullptr,
-    /* split_qkv_norm_rope_into_cache */ nullptr,
+    rms_norm,
+    fused_add_rms_norm,
+    layer_norm,
+    gelu,
+    add_inplace,
+    scaled_add_inplace,
+    add_bias,
+    split_qkv,
+    fused_silu_mul_split,
+    fused_silu_mul_split_strided,
+    embedding_lookup,
+    embedding_lookup_dev,
+    transpose_head_to_token,
+    transpose_token_to_head,
+    argmax_rows_f16,
+    qk_norm_rope,
+    qk_norm_rope_batched_per_item,
+    split_qkv_norm_rope,
+    split_qkv_norm_rope_into_cache,
 };
 
 }  // namespace ferrum::cuda::glue

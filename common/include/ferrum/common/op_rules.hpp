@@ -1,0 +1,78 @@
+// Op-specific argument rules of OPS.md that the generated generic checks cannot express, shared
+// by the project's plugins so that every plugin rejects the same arguments with the same
+// detail text. The rules and messages are those of the CPU plugin's glue (plugins/cpu/src/
+// glue.hpp, rope.cpp); the CUDA glue uses this header, and the CPU glue can switch to it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include <ferrum/common/plugin_support.hpp>
+
+namespace ferrum::plugin::rules {
+
+// `eps` must be finite and >= 0 (norms, qk-norm).
+inline Status check_finite_eps(const char* op, float eps) {
+  if (!std::isfinite(eps) || eps < 0)
+    return invalid(format("%s: argument 'eps': expected a finite value >= 0, given %g", op, eps));
+  return ok_status();
+}
+
+// A dimension that must be positive while the op has work (OPS.md §0.12 "zero inner dimension").
+inline Status check_positive(const char* op, const char* field, uint64_t v, bool work) {
+  if (work && v == 0)
+    return invalid(format("%s: argument '%s': expected > 0 while there is work, given 0", op, field));
+  return ok_status();
+}
+
+// A buffer that must hold at least `need` elements (shapes the generated checks cannot name).
+inline Status check_min_count(const char* op, const char* field, const ferrum_buffer* b, uint64_t need) {
+  if (need == 0) return ok_status();
+  if (!b)
+    return invalid(format("%s: argument '%s': expected a buffer of %llu elements, given NULL", op, field,
+                          (unsigned long long)need));
+  if (b->count < need)
+    return invalid(format("%s: argument '%s': expected at least %llu elements, given %llu", op, field,
+                          (unsigned long long)need, (unsigned long long)b->count));
+  return ok_status();
+}
+
+// pos_offset + tokens, saturating (a wrapped sum would pass the table-rows check).
+inline uint64_t pos_end(uint64_t pos_offset, uint64_t tokens) {
+  return pos_offset > UINT64_MAX - tokens ? UINT64_MAX : pos_offset + tokens;
+}
+
+// RoPE / qk-norm rules shared by the §4 ops and the paged writers (OPS.md §0.7). `pos_end` =
+// largest host position + 1 (0 when positions come from device memory). On success `rows` is
+// the table row count (0 in mode 0 or without work).
+inline Status check_rope(const char* op, const char* mode_field, int32_t mode, uint64_t D, float eps,
+                         const ferrum_buffer* cos, const ferrum_buffer* sin, uint64_t pos_end, bool work,
+                         uint64_t& rows) {
+  rows = 0;
+  if (mode < 0 || mode > 3)
+    return invalid(format("%s: argument '%s': expected 0..3, given %d", op, mode_field, mode));
+  Status s = check_finite_eps(op, eps);
+  if (s.ok()) s = check_positive(op, "head_dim", D, work);
+  if (!s.ok() || mode == 0 || !work) return s;
+  if (D % 2)
+    return invalid(format("%s: argument 'head_dim': expected an even value for %s %d, given %llu", op, mode_field,
+                          mode, (unsigned long long)D));
+  if (!cos || !sin)
+    return invalid(format("%s: arguments 'cos'/'sin': expected RoPE tables for %s %d, given NULL", op, mode_field,
+                          mode));
+  rows = std::min(cos->count, sin->count) / (D / 2);
+  if (pos_end > rows)
+    return invalid(format("%s: arguments 'pos_offset'/'tokens': expected pos_offset + tokens <= %llu (the RoPE "
+                          "tables' rows), given %llu",
+                          op, (unsigned long long)rows, (unsigned long long)pos_end));
+  return ok_status();
+}
+
+// The norm weight `name` must be a [head_dim] buffer in mode 1.
+inline Status check_norm_weight(const char* op, const char* name, const ferrum_buffer* w, int32_t mode, uint64_t D,
+                                bool work) {
+  return (mode == 1 && work) ? check_min_count(op, name, w, D) : ok_status();
+}
+
+}  // namespace ferrum::plugin::rules

@@ -1,0 +1,459 @@
+// CUDA plugin: contiguous KV and attention, batched per-cache decode (OPS.md §5, §5.1).
+//
+// The op-specific checks mirror the CPU plugin's (same messages); the kernels live in
+// src/kernels/attention (flash.hpp says which path runs when).
+//
+// Per-context state (behind ferrum_context::staging, created on first use, freed by
+// release_attention_state from context_destroy):
+//   * split-KV scratch: one device block at a stable address, grown eagerly (to at least twice
+//     its size) outside captures; a capture that would need more gets UNSUPPORTED with the
+//     size (§0.4). Outgrown blocks are kept until the context dies, because a stored graph may
+//     still write to them.
+//   * the §5.1 staging tables: APPEND [128 slots][64] cache pointers and ATTENTION [128][64]
+//     (K, V) pairs in device memory (read by captured launches when they replay), with host
+//     mirrors of the handles (compared during a capture). Eager batched calls pass their
+//     cache pointers by value as a kernel parameter (attn::ItemPtrs, 1 KiB): the launch copies
+//     them, so an eager call needs neither staging memory nor any host/device ordering.
+#include <array>
+#include <cmath>
+#include <new>
+#include <vector>
+
+#include "cuda_check.hpp"
+#include "cuda_plugin.hpp"
+#include "kernels/attention/flash.hpp"
+#include "memory.hpp"
+
+namespace ferrum::cuda::glue {
+namespace {
+
+using plugin::run_op;
+
+constexpr uint64_t kSlots = 128;
+constexpr uint64_t kItems = attn::kMaxItems;  // 64
+constexpr uint64_t kMaxLayersForGraph = 64;
+
+struct AttnState {
+  int sm_count = 0;
+  void* scratch = nullptr;
+  uint64_t scratch_bytes = 0;
+  std::vector<void*> retired;  // outgrown scratch blocks (a stored graph may still use them)
+  void** append_dev = nullptr;  // device [kSlots][kItems]
+  void** attn_dev = nullptr;    // device [kSlots][kItems][2]
+  std::array<uint64_t, kSlots> append_m{};
+  std::array<uint64_t, kSlots> attn_m{};
+  std::vector<const ferrum_buffer*> append_h = std::vector<const ferrum_buffer*>(kSlots * kItems, nullptr);
+  std::vector<const ferrum_buffer*> attn_h = std::vector<const ferrum_buffer*>(kSlots * kItems * 2, nullptr);
+  std::vector<void*> append_ptr = std::vector<void*>(kSlots * kItems, nullptr);   // host copy of append_dev
+  std::vector<void*> attn_ptr = std::vector<void*>(kSlots * kItems * 2, nullptr);  // host copy of attn_dev
+};
+
+// The context's state, created on first use (host memory only; safe during a capture).
+Status state_of(ferrum_context& c, AttnState*& out) {
+  if (!c.staging) {
+    auto* st = new (std::nothrow) AttnState;
+    if (!st) return {FERRUM_STATUS_OUT_OF_MEMORY, "attention: out of host memory"};
+    int sms = 0;
+    const cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, static_cast<int>(c.device));
+    if (err != cudaSuccess) {
+      delete st;
+      return from_device(cuda_error_status(err, "cudaDeviceGetAttribute(multiProcessorCount)", __FILE__, __LINE__));
+    }
+    st->sm_count = sms;
+    c.staging = st;
+  }
+  out = static_cast<AttnState*>(c.staging);
+  return ok_status();
+}
+
+// ---- checks shared with the CPU plugin (same messages) ------------------------------------------
+Status check_positive(const char* op, const char* field, uint64_t v, bool work) {
+  if (work && v == 0)
+    return invalid(plugin::format("%s: argument '%s': expected > 0 while there is work, given 0", op, field));
+  return ok_status();
+}
+
+Status check_min_count(const char* op, const char* field, const ferrum_buffer* b, uint64_t need) {
+  if (need == 0) return ok_status();
+  if (!b)
+    return invalid(plugin::format("%s: argument '%s': expected a buffer of %llu elements, given NULL", op, field,
+                                  (unsigned long long)need));
+  if (b->count < need)
+    return invalid(plugin::format("%s: argument '%s': expected at least %llu elements, given %llu", op, field,
+                                  (unsigned long long)need, (unsigned long long)b->count));
+  return ok_status();
+}
+
+Status check_gqa(const char* op, uint64_t nh, uint64_t nkv, const char* nh_name = "num_heads",
+                 const char* nkv_name = "num_kv_heads") {
+  if (nh == 0 || nkv == 0 || nh % nkv)
+    return invalid(plugin::format("%s: arguments '%s'/'%s': expected both >= 1 and %s %% %s == 0, given %llu / %llu",
+                                  op, nh_name, nkv_name, nh_name, nkv_name, (unsigned long long)nh,
+                                  (unsigned long long)nkv));
+  return ok_status();
+}
+
+Status check_scale(const char* op, float scale) {
+  if (!std::isfinite(scale))
+    return invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op,
+                                  scale));
+  return ok_status();
+}
+
+Status check_head_dim_supported(const char* op, const char* field, uint64_t hd) {
+  if (!attn::head_dim_supported(hd))
+    return unsupported(plugin::format("%s: argument '%s': expected one of 64, 80, 96, 112, 128, 192, 256 (the CUDA "
+                                      "attention kernels), given %llu",
+                                      op, field, (unsigned long long)hd));
+  return ok_status();
+}
+
+float resolve_scale(float scale, uint64_t hd) {
+  return scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+}
+
+// A per-item cache handle of a batched op: live, on the context's device, of the op's dtype,
+// large enough for [nkv, capacity, hd], and not one of the op's other buffers.
+Status check_cache(const char* op, const char* field, uint64_t i, const ferrum_context& c, const ferrum_buffer* b,
+                   int32_t dtype, uint64_t need, std::initializer_list<const ferrum_buffer*> others) {
+  if (!plugin::live(b))
+    return invalid(plugin::format("%s: argument '%s[%llu]': expected a live buffer, given %s", op, field,
+                                  (unsigned long long)i, b ? "a released or foreign handle" : "NULL"));
+  if (static_cast<uint64_t>(b->device) != c.device)
+    return invalid(plugin::format("%s: argument '%s[%llu]': expected a buffer of device %llu (the context's), given one "
+                                  "of device %d",
+                                  op, field, (unsigned long long)i, (unsigned long long)c.device, b->device));
+  if (dtype && b->dtype != dtype)
+    return invalid(plugin::format("%s: argument '%s[%llu]': expected dtype %s (the activation dtype), given %s", op,
+                                  field, (unsigned long long)i, dtype_name(dtype), dtype_name(b->dtype)));
+  if (!dtype && !is_float_dtype(b->dtype))
+    return invalid(plugin::format("%s: argument '%s[%llu]': expected a live F32/F16/BF16 cache buffer, given another "
+                                  "handle",
+                                  op, field, (unsigned long long)i));
+  if (b->count < need)
+    return invalid(plugin::format("%s: argument '%s[%llu]': expected at least %llu elements ([nkv, capacity, hd]), given %llu",
+                                  op, field, (unsigned long long)i, (unsigned long long)need,
+                                  (unsigned long long)b->count));
+  for (const ferrum_buffer* o : others)
+    if (o && o == b)
+      return invalid(plugin::format("%s: argument '%s[%llu]': expected a cache distinct from the op's other buffers, "
+                                    "given an aliasing handle",
+                                    op, field, (unsigned long long)i));
+  return ok_status();
+}
+
+// Grows the split-KV scratch to `bytes` (never during a capture: §0.4).
+Status ensure_scratch(ferrum_context& c, AttnState& st, uint64_t bytes, const char* op) {
+  if (bytes <= st.scratch_bytes) return ok_status();
+  if (c.capturing)
+    return unsupported(plugin::format("%s: needs %llu bytes of split-KV scratch but the context has %llu and cannot "
+                                      "grow it during a graph capture (run the op once eagerly before capturing)",
+                                      op, (unsigned long long)bytes, (unsigned long long)st.scratch_bytes));
+  const uint64_t grow = bytes > 2 * st.scratch_bytes ? bytes : 2 * st.scratch_bytes;
+  void* p = nullptr;
+  Status s = from_device(cuda::alloc(static_cast<int>(c.device), grow, &p));
+  if (!s.ok()) {
+    s.message = std::string(op) + ": split-KV scratch: " + s.message;
+    return s;
+  }
+  if (st.scratch) st.retired.push_back(st.scratch);
+  st.scratch = p;
+  st.scratch_bytes = grow;
+  return ok_status();
+}
+
+// Checks scratch for `p`, then launches.
+Status run_flash(ferrum_context& c, const attn::FlashParams& p, const char* op) {
+  AttnState* st = nullptr;
+  Status s = state_of(c, st);
+  if (!s.ok()) return s;
+  s = ensure_scratch(c, *st, attn::flash_scratch_bytes(p, st->sm_count), op);
+  if (!s.ok()) return s;
+  return from_device(attn::flash_attention(p, st->sm_count, st->scratch, c.dev->stream));
+}
+
+// ---- ops ------------------------------------------------------------------------------------------
+ferrum_status kv_cache_append_head_major(ferrum_context* ctx, const ferrum_kv_cache_append_head_major_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_kv_cache_append_head_major_args& a, bool dry) -> Status {
+    const char* op = "kv_cache_append_head_major";
+    const bool dev_state = c.dev_state_mode && a.new_tokens == 1;  // §8.2: cache_len is not read
+    if (!dev_state && a.cache_len + a.new_tokens > a.cache_capacity)
+      return invalid(plugin::format(
+          "kv_cache_append_head_major: argument 'cache_len': expected cache_len + new_tokens <= cache_capacity = %llu, given %llu + %llu",
+          (unsigned long long)a.cache_capacity, (unsigned long long)a.cache_len, (unsigned long long)a.new_tokens));
+    Status s = check_devices(op, c, {{"cache_k", a.cache_k}, {"cache_v", a.cache_v},
+                                     {"new_k_head_major", a.new_k_head_major}, {"new_v_head_major", a.new_v_head_major}});
+    if (!s.ok() || dry || a.new_tokens == 0 || a.nkv == 0 || a.hd == 0) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    return from_device(attn::kv_append_head_major(a.cache_k->data, a.cache_v->data, a.new_k_head_major->data,
+                                                  a.new_v_head_major->data, dtype_size(a.cache_k->dtype), a.cache_len,
+                                                  a.cache_capacity, a.new_tokens, a.nkv, a.hd,
+                                                  dev_state ? c.dev_state : nullptr, c.dev->stream));
+  });
+}
+
+ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_flash_attention_args& a, bool dry) -> Status {
+    const char* op = "flash_attention";
+    const bool work = a.batch && a.q_len;
+    const bool dev_state = c.dev_state_mode && a.q_len == 1 && a.batch == 1;  // §8.2: kv_len, pos_offset not read
+    Status s = check_gqa(op, a.num_heads, a.num_kv_heads);
+    if (s.ok()) s = check_positive(op, "head_dim", a.head_dim, work);
+    if (s.ok()) s = check_scale(op, a.scale);
+    const uint64_t S = a.kv_seq_stride ? a.kv_seq_stride : a.kv_len;
+    if (s.ok() && dev_state && a.kv_seq_stride == 0)
+      s = invalid(plugin::format("%s: argument 'kv_seq_stride': expected > 0 in dev-state mode (it bounds the device "
+                                 "kv), given 0",
+                                 op));
+    if (s.ok() && !dev_state && a.kv_len > S)
+      s = invalid(plugin::format("%s: argument 'kv_len': expected <= kv_seq_stride = %llu, given %llu", op,
+                                 (unsigned long long)S, (unsigned long long)a.kv_len));
+    if (!s.ok() || !work) return s;
+    const uint64_t kv_elems = ferrum::common::shape_elems({a.batch, a.num_kv_heads, S, a.head_dim});
+    if (dev_state || a.kv_len) {
+      s = check_min_count(op, "k", a.k, kv_elems);
+      if (s.ok()) s = check_min_count(op, "v", a.v, kv_elems);
+    }
+    if (s.ok()) s = check_devices(op, c, {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"out", a.out}});
+    if (s.ok()) s = check_head_dim_supported(op, "head_dim", a.head_dim);
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    if (!dev_state && a.kv_len == 0)  // no keys: +0.0 rows
+      return from_device(memset_async(*c.dev, a.out->data,
+                                      a.batch * a.num_heads * a.q_len * a.head_dim * dtype_size(a.out->dtype)));
+    attn::FlashParams p;
+    p.dtype = a.q->dtype;
+    p.q = a.q->data;
+    p.k = a.k->data;
+    p.v = a.v->data;
+    p.out = a.out->data;
+    p.batch = a.batch;
+    p.q_len = a.q_len;
+    p.kv_len = a.kv_len;
+    p.pos_offset = a.pos_offset;
+    p.num_heads = a.num_heads;
+    p.num_kv_heads = a.num_kv_heads;
+    p.head_dim = a.head_dim;
+    p.causal = a.causal != 0;
+    p.scale = resolve_scale(a.scale, a.head_dim);
+    p.S = S;
+    p.window = a.sliding_window;
+    p.len_source = dev_state ? attn::LenSource::dev_state : attn::LenSource::host;
+    p.dev_state = c.dev_state;
+    p.len_bound = S;
+    return run_flash(c, p, op);
+  });
+}
+
+ferrum_status populate_batched_pointers(ferrum_context* ctx, const ferrum_populate_batched_pointers_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_populate_batched_pointers_args& a, bool dry) -> Status {
+    const char* op = "populate_batched_pointers";
+    if (a.num_layers > kMaxLayersForGraph)
+      return invalid(plugin::format("%s: argument 'num_layers': expected <= FERRUM_MAX_LAYERS_FOR_GRAPH = 64, given %llu",
+                                    op, (unsigned long long)a.num_layers));
+    if (a.m > kItems)
+      return unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
+                                        (unsigned long long)kItems, (unsigned long long)a.m));
+    if (a.m == 0 || a.num_layers == 0) return ok_status();
+    for (uint64_t e = 0; e < a.num_layers * a.m; ++e) {
+      Status s = check_cache(op, "k_caches", e, c, a.k_caches[e], 0, 0, {});
+      if (s.ok()) s = check_cache(op, "v_caches", e, c, a.v_caches[e], 0, 0, {});
+      if (!s.ok()) return s;
+    }
+    if (dry) return ok_status();
+    AttnState* st = nullptr;
+    Status s = state_of(c, st);
+    if (!s.ok()) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    s = from_device(cuda::sync(*c.dev));  // a replay may be reading the slots
+    if (!s.ok()) return s;
+    if (!st->append_dev) {
+      void* p = nullptr;
+      s = from_device(cuda::alloc(static_cast<int>(c.device), kSlots * kItems * sizeof(void*), &p));
+      if (!s.ok()) return s;
+      st->append_dev = static_cast<void**>(p);
+    }
+    if (!st->attn_dev) {
+      void* p = nullptr;
+      s = from_device(cuda::alloc(static_cast<int>(c.device), kSlots * kItems * 2 * sizeof(void*), &p));
+      if (!s.ok()) return s;
+      st->attn_dev = static_cast<void**>(p);
+    }
+    for (uint64_t l = 0; l < a.num_layers; ++l) {
+      const uint64_t ks = l, vs = l + kMaxLayersForGraph;
+      st->append_m[ks] = st->append_m[vs] = st->attn_m[l] = a.m;
+      for (uint64_t i = 0; i < kItems; ++i) {
+        const ferrum_buffer* kb = i < a.m ? a.k_caches[l * a.m + i] : nullptr;
+        const ferrum_buffer* vb = i < a.m ? a.v_caches[l * a.m + i] : nullptr;
+        st->append_h[ks * kItems + i] = kb;
+        st->append_h[vs * kItems + i] = vb;
+        st->attn_h[(l * kItems + i) * 2] = kb;
+        st->attn_h[(l * kItems + i) * 2 + 1] = vb;
+        st->append_ptr[ks * kItems + i] = kb ? kb->data : nullptr;
+        st->append_ptr[vs * kItems + i] = vb ? vb->data : nullptr;
+        st->attn_ptr[(l * kItems + i) * 2] = kb ? kb->data : nullptr;
+        st->attn_ptr[(l * kItems + i) * 2 + 1] = vb ? vb->data : nullptr;
+      }
+    }
+    const uint64_t rows = a.num_layers * kItems;
+    s = from_device(h2d_async(*c.dev, st->append_dev, st->append_ptr.data(), rows * sizeof(void*)));
+    if (s.ok())
+      s = from_device(h2d_async(*c.dev, st->append_dev + kMaxLayersForGraph * kItems,
+                                st->append_ptr.data() + kMaxLayersForGraph * kItems, rows * sizeof(void*)));
+    if (s.ok()) s = from_device(h2d_async(*c.dev, st->attn_dev, st->attn_ptr.data(), rows * 2 * sizeof(void*)));
+    if (s.ok()) s = from_device(cuda::sync(*c.dev));  // finished when it returns
+    return s;
+  });
+}
+
+ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
+                                                const ferrum_kv_cache_append_batched_per_cache_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_kv_cache_append_batched_per_cache_args& a, bool dry) -> Status {
+    const char* op = "kv_cache_append_batched_per_cache";
+    if (a.slot >= kSlots)
+      return invalid(plugin::format("%s: argument 'slot': expected < batched_slots = %llu, given %llu", op,
+                                    (unsigned long long)kSlots, (unsigned long long)a.slot));
+    if (a.m > kItems)
+      return unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
+                                        (unsigned long long)kItems, (unsigned long long)a.m));
+    if (a.m == 0) return ok_status();
+    const uint64_t need = ferrum::common::shape_elems({a.nkv, a.capacity, a.hd});
+    const int32_t dt = a.new_data ? a.new_data->dtype : 0;
+    for (uint64_t i = 0; i < a.m; ++i) {
+      Status s = check_cache(op, "caches", i, c, a.caches[i], dt, need, {a.new_data, a.cache_lens});
+      if (!s.ok()) return s;
+    }
+    Status s = check_devices(op, c, {{"new_data", a.new_data}, {"cache_lens", a.cache_lens}});
+    if (!s.ok()) return s;
+    AttnState* st = nullptr;
+    if (c.capturing) {
+      s = state_of(c, st);
+      if (!s.ok()) return s;
+      bool same = st->append_m[a.slot] == a.m;
+      for (uint64_t i = 0; same && i < a.m; ++i) same = st->append_h[a.slot * kItems + i] == a.caches[i];
+      if (!same)
+        return invalid(plugin::format("%s: argument 'caches': expected the %llu handles of APPEND slot %llu (as set by "
+                                      "populate_batched_pointers) while a graph capture is in flight, given different ones",
+                                      op, (unsigned long long)st->append_m[a.slot], (unsigned long long)a.slot));
+    }
+    if (dry || a.nkv == 0 || a.hd == 0) return ok_status();
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    attn::ItemPtrs items{};
+    const void* const* table = nullptr;
+    if (c.capturing) {
+      table = const_cast<const void* const*>(st->append_dev + a.slot * kItems);
+    } else {
+      for (uint64_t i = 0; i < a.m; ++i) items.p[0][i] = a.caches[i]->data;
+    }
+    return from_device(attn::kv_append_batched(items, table, a.new_data->data,
+                                               static_cast<const uint32_t*>(a.cache_lens->data),
+                                               a.cache_lens->dtype == FERRUM_DTYPE_I32, dtype_size(dt), a.capacity,
+                                               a.m, a.nkv, a.hd, c.dev->stream));
+  });
+}
+
+ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
+                                                const ferrum_flash_attention_batched_per_cache_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_flash_attention_batched_per_cache_args& a, bool dry) -> Status {
+    const char* op = "flash_attention_batched_per_cache";
+    const bool work = a.m != 0;
+    Status s = check_gqa(op, a.nq, a.nkv, "nq", "nkv");
+    if (s.ok()) s = check_positive(op, "hd", a.hd, work);
+    if (s.ok() && !std::isfinite(a.scale))
+      s = invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(hd)), given %g", op, a.scale));
+    if (s.ok() && a.max_valid_kv > a.capacity)
+      s = invalid(plugin::format("%s: argument 'max_valid_kv': expected <= capacity = %llu, given %llu", op,
+                                 (unsigned long long)a.capacity, (unsigned long long)a.max_valid_kv));
+    if (s.ok() && a.slot >= kSlots)
+      s = invalid(plugin::format("%s: argument 'slot': expected < batched_slots = %llu, given %llu", op,
+                                 (unsigned long long)kSlots, (unsigned long long)a.slot));
+    if (s.ok() && a.m > kItems)
+      s = unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
+                                     (unsigned long long)kItems, (unsigned long long)a.m));
+    if (!s.ok() || !work) return s;
+    const uint64_t need = ferrum::common::shape_elems({a.nkv, a.capacity, a.hd});
+    const int32_t dt = a.q->dtype;
+    for (uint64_t i = 0; i < a.m; ++i) {
+      s = check_cache(op, "k_caches", i, c, a.k_caches[i], dt, need, {a.out, a.kv_lens});
+      if (s.ok()) s = check_cache(op, "v_caches", i, c, a.v_caches[i], dt, need, {a.out, a.kv_lens});
+      if (!s.ok()) return s;
+    }
+    s = check_devices(op, c, {{"q", a.q}, {"kv_lens", a.kv_lens}, {"out", a.out}});
+    if (s.ok()) s = check_head_dim_supported(op, "hd", a.hd);
+    if (!s.ok()) return s;
+    AttnState* st = nullptr;
+    if (c.capturing) {
+      s = state_of(c, st);
+      if (!s.ok()) return s;
+      bool same = st->attn_m[a.slot] == a.m;
+      for (uint64_t i = 0; same && i < a.m; ++i)
+        same = st->attn_h[(a.slot * kItems + i) * 2] == a.k_caches[i] &&
+               st->attn_h[(a.slot * kItems + i) * 2 + 1] == a.v_caches[i];
+      if (!same)
+        return invalid(plugin::format("%s: arguments 'k_caches'/'v_caches': expected the %llu (K, V) handles of "
+                                      "ATTENTION slot %llu (as set by populate_batched_pointers) while a graph capture "
+                                      "is in flight, given different ones",
+                                      op, (unsigned long long)st->attn_m[a.slot], (unsigned long long)a.slot));
+    }
+    if (dry) return ok_status();
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    attn::FlashParams p;
+    p.dtype = dt;
+    p.q = a.q->data;
+    p.out = a.out->data;
+    p.batch = a.m;
+    p.q_len = 1;
+    p.num_heads = a.nq;
+    p.num_kv_heads = a.nkv;
+    p.head_dim = a.hd;
+    p.causal = true;
+    p.scale = resolve_scale(a.scale, a.hd);
+    p.S = a.capacity;
+    p.window = a.sliding_window;
+    p.len_source = attn::LenSource::per_item;
+    p.kv_lens = static_cast<const uint32_t*>(a.kv_lens->data);
+    p.kv_lens_i32 = a.kv_lens->dtype == FERRUM_DTYPE_I32;
+    p.len_bound = a.max_valid_kv;
+    if (c.capturing) {
+      p.slot_table = const_cast<const void* const*>(st->attn_dev + a.slot * kItems * 2);
+    } else {
+      for (uint64_t i = 0; i < a.m; ++i) {
+        p.items.p[0][i] = a.k_caches[i]->data;
+        p.items.p[1][i] = a.v_caches[i]->data;
+      }
+    }
+    return run_flash(c, p, op);
+  });
+}
+
+}  // namespace
+
+void release_attention_state(ferrum_context& c) noexcept {
+  auto* st = static_cast<AttnState*>(c.staging);
+  if (!st) return;
+  const int dev = static_cast<int>(c.device);
+  if (c.dev && c.dev->stream) (void)cudaStreamSynchronize(c.dev->stream);
+  (void)cuda::free(dev, st->scratch);
+  for (void* p : st->retired) (void)cuda::free(dev, p);
+  (void)cuda::free(dev, st->append_dev);
+  (void)cuda::free(dev, st->attn_dev);
+  delete st;
+  c.staging = nullptr;
+}
+
+const ferrum_attention_table kAttentionTable = {
+    sizeof(ferrum_attention_table), kv_cache_append_head_major, flash_attention, populate_batched_pointers,
+    kv_cache_append_batched_per_cache, flash_attention_batched_per_cache,
+};
+
+}  // namespace ferrum::cuda::glue

@@ -1,0 +1,118 @@
+// ferrum CUDA plugin — contiguous-KV attention kernels (OPS.md §5): host-side interface.
+//
+// Framework-free: plain pointers and sizes in, a Status out; no ABI type crosses this header.
+// The ABI glue (glue/attention.cpp, glue/graph.cpp) validates every field first; these
+// launchers only enqueue on `stream` (never allocate, never synchronise), so they are
+// capturable.
+//
+// Paths (chosen by flash_attention() from the shapes alone):
+//   * prefill  — F16/BF16 with q_len > kDecodeMaxQLen and host-known lengths: FlashAttention-2
+//                style; one CTA per (64-query tile, head, batch), 4 warps of 16 query rows,
+//                mma.sync m16n8k16 with f32 accumulators, online softmax in registers, K/V tiles
+//                through shared memory with cp.async double buffering (flash_prefill.cuh).
+//   * decode   — everything else (F32 always: a SIMT f32 path, no TF32; short q_len; the
+//                dev-state and batched per-cache forms): split-KV flash-decoding; one CTA per
+//                (query row, KV head, split) serving up to 8 query heads of that KV head, so
+//                each K/V byte is read once per query row; partials combined by a second,
+//                deterministic kernel (flash_decode.cuh, flash_combine.cu).
+// On-chip storage is per tile only (never proportional to kv_len).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "status.hpp"
+
+namespace ferrum::cuda::attn {
+
+// Head sizes with compiled kernels (OPS.md §0.8; one flash_hd<N>.cu per size):
+//   64 (GPT-2/Phi-2-small, many small models), 80 (Phi-2), 96 (Phi-3-mini), 112 (some
+//   Falcon/StarCoder variants), 128 (Llama, Qwen, Mistral — the common case),
+//   192 (DeepSeek MLA-style q/k with rope part), 256 (Gemma).
+inline constexpr bool head_dim_supported(uint64_t hd) {
+  return hd == 64 || hd == 80 || hd == 96 || hd == 112 || hd == 128 || hd == 192 || hd == 256;
+}
+
+// Decode path below this many queries per row-set (tensor-core tiles of 64 queries would
+// waste > 7/8 of the MMA work).
+inline constexpr uint64_t kDecodeMaxQLen = 8;
+// Query heads one decode CTA serves (GQA group chunk).
+inline constexpr int kDecodeHeadChunk = 8;
+// Largest split count of the split-KV decode.
+inline constexpr uint32_t kMaxSplits = 64;
+// Batched per-cache decode: items per launch (OPS.md §5.1 batched_items).
+inline constexpr int kMaxItems = 64;
+
+// Per-item cache pointers passed by value as a kernel parameter (eager batched calls): the
+// launch copies them, so no staging memory and no host/device ordering is involved.
+struct ItemPtrs {
+  const void* p[2][kMaxItems];  // [0] = K (or the append target), [1] = V
+};
+
+// Where the attention of one launch reads its per-row length and position.
+enum class LenSource : int32_t {
+  host = 0,       // kv_len / pos_offset fields
+  dev_state = 1,  // L = min(dev_state[2], S), p = dev_state[1] (OPS.md §8.2; batch = q_len = 1)
+  per_item = 2,   // L = min(kv_lens[b], S), p = L - 1, causal (OPS.md §5.1)
+};
+
+struct FlashParams {
+  int32_t dtype = 0;                 // FERRUM_DTYPE_F32 / F16 / BF16
+  const void* q = nullptr;           // [batch, H, q_len, hd]
+  const void* k = nullptr;           // [batch, nkv, S, hd] (host / dev_state sources)
+  const void* v = nullptr;
+  void* out = nullptr;               // [batch, H, q_len, hd]
+  uint64_t batch = 0, q_len = 0, kv_len = 0, pos_offset = 0;
+  uint64_t num_heads = 0, num_kv_heads = 0, head_dim = 0;
+  bool causal = true;
+  float scale = 0.0f;                // already resolved (never 0)
+  uint64_t S = 0;                    // row stride of k/v per head (kv_seq_stride or kv_len; capacity)
+  uint64_t window = 0;               // sliding_window (0 = none)
+  LenSource len_source = LenSource::host;
+  const uint32_t* dev_state = nullptr;     // dev_state source: {token, pos, kv}
+  const uint32_t* kv_lens = nullptr;       // per_item source (U32 or I32 bits)
+  bool kv_lens_i32 = false;
+  ItemPtrs items{};                        // per_item source, eager: K/V base of each item
+  const void* const* slot_table = nullptr; // per_item source, captured: device [kMaxItems][2]
+  uint64_t len_bound = 0;            // host bound on L (S, or max_valid_kv) for the split choice
+};
+
+// Split-KV scratch needed by flash_attention for these params (bytes, 0 when no split is
+// used). Deterministic in the shapes; `sm_count` is the device's multiprocessor count.
+uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept;
+
+// Enqueues the attention. `scratch` must hold flash_scratch_bytes(p, sm_count) bytes (may be
+// NULL when that is 0). head_dim must satisfy head_dim_supported.
+[[nodiscard]] Status flash_attention(const FlashParams& p, int sm_count, void* scratch,
+                                     cudaStream_t stream) noexcept;
+
+// ---- KV append ------------------------------------------------------------------------------
+// cache_{k,v}[h, row0 + t, :] = new_{k,v}[h, t, :] for h < nkv, t < tokens. With `dev_state`
+// non-NULL, row0 = dev_state[1] (read on the device) and nothing is written when
+// row0 + t >= capacity. Any element size (2 or 4 bytes), any hd.
+[[nodiscard]] Status kv_append_head_major(void* cache_k, void* cache_v, const void* new_k, const void* new_v,
+                                          uint64_t elem_bytes, uint64_t row0, uint64_t capacity,
+                                          uint64_t tokens, uint64_t nkv, uint64_t hd,
+                                          const uint32_t* dev_state, cudaStream_t stream) noexcept;
+
+// caches[i][h, cache_lens[i], :] = new_data[i, h, :]; an item whose length is >= capacity
+// (or negative as I32) writes nothing. Cache bases from `items.p[0]` (eager) or from the
+// device table `slot_table` ([kMaxItems] pointers) when it is non-NULL.
+[[nodiscard]] Status kv_append_batched(const ItemPtrs& items, const void* const* slot_table,
+                                       const void* new_data, const uint32_t* cache_lens, bool lens_i32,
+                                       uint64_t elem_bytes, uint64_t capacity, uint64_t m, uint64_t nkv,
+                                       uint64_t hd, cudaStream_t stream) noexcept;
+
+// dev_state[0..2] = {token, step, step + 1}, enqueued (a 1-thread kernel; no host memory).
+[[nodiscard]] Status write_decode_state(uint32_t* dev_state, uint32_t token, uint32_t step,
+                                        cudaStream_t stream) noexcept;
+
+// ---- per-head-dim launchers (explicit instances in flash_hd<N>.cu) ---------------------------
+template <class T, int HD>
+Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
+                     cudaStream_t stream) noexcept;
+template <class T, int HD>
+Status launch_prefill(const FlashParams& p, cudaStream_t stream) noexcept;
+
+}  // namespace ferrum::cuda::attn

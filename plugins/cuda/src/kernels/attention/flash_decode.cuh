@@ -1,0 +1,285 @@
+// ferrum CUDA plugin — split-KV decode attention (flash-decoding), any float dtype.
+//
+// One CTA of 128 threads per (query row, KV head × head chunk, split). It serves up to
+// kDecodeHeadChunk query heads that share the KV head (GQA grouping), so each K/V tile it
+// streams is used by every query head of the group. Per tile of BN keys:
+//   1. cp.async (double-buffered) copies BN rows of K and V into shared memory (row stride
+//      padded by 16 bytes: an odd number of 16-byte chunks, so rows read at the same column
+//      by neighbouring threads fall into different banks);
+//   2. scores: thread ↔ (head, key) pair, a dot over hd with f32 accumulation against the
+//      f32 query (pre-scaled by σ·log2 e) in shared memory;
+//   3. online softmax: one warp per head updates the running max m and sum l (log2 domain);
+//   4. P·V: thread ↔ fixed (head, 2 adjacent dims) outputs, f32 accumulators in registers.
+// On-chip storage: 2 stages × BN rows of K and V, the chunk's queries and BN scores per head —
+// independent of kv_len. With one split the CTA writes the output; otherwise it writes its
+// normalised partial and log2-sum-exp to scratch and flash_combine_kernel merges them in a
+// fixed order (deterministic, no atomics).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "common.cuh"
+#include "cuda_check.hpp"
+
+namespace ferrum::cuda::attn {
+
+template <class T, int HD>
+struct DecodeCfg {
+  static constexpr int kThreads = 128;
+  static constexpr int kG = kDecodeHeadChunk;
+  static constexpr int kRowBytes = HD * static_cast<int>(sizeof(T));
+  static constexpr int kStride = kRowBytes + 16;  // bytes per smem row (odd count of 16-byte chunks)
+  static constexpr int kChunks = kRowBytes / 16;  // 16-byte chunks per row
+  static constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(T));
+  // About 8 KiB of K per tile: enough bytes in flight per CTA while several CTAs share an SM.
+  static constexpr int kBNRaw = 8192 / kRowBytes;
+  static constexpr int kBN = kBNRaw >= 64 ? 64 : (kBNRaw < 16 ? 16 : (kBNRaw / 16) * 16);
+  static constexpr int kPairs = kG * HD / 2;  // (head, dim pair) outputs of a CTA
+  static constexpr int kAcc = (kPairs + kThreads - 1) / kThreads;
+  static constexpr size_t kKVBytes = size_t{2} * 2 * kBN * kStride;  // 2 stages × (K, V)
+  static constexpr size_t kSmemBytes = kKVBytes + sizeof(float) * (kG * HD + kG * kBN + 3 * kG);
+  static_assert(kRowBytes % 16 == 0, "head rows must be whole 16-byte chunks");
+  static_assert((kStride / 16) % 2 == 1, "padded stride must be an odd number of chunks");
+};
+
+template <class T>
+__device__ __forceinline__ float2 load2f(const unsigned char* p);
+template <>
+__device__ __forceinline__ float2 load2f<float>(const unsigned char* p) {
+  return *reinterpret_cast<const float2*>(p);
+}
+template <>
+__device__ __forceinline__ float2 load2f<__half>(const unsigned char* p) {
+  return __half22float2(*reinterpret_cast<const __half2*>(p));
+}
+template <>
+__device__ __forceinline__ float2 load2f<__nv_bfloat16>(const unsigned char* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
+
+// Resolves the length L, the query position and the K/V head bases of row (b, i).
+template <class T, int HD>
+__device__ __forceinline__ void decode_row(const FlashParams& p, uint64_t b, uint64_t i, uint64_t kvh,
+                                           uint64_t& L, uint64_t& pos, bool& causal, const T*& kb,
+                                           const T*& vb) {
+  const uint64_t head_off = kvh * p.S * HD;
+  causal = p.causal;
+  if (p.len_source == LenSource::per_item) {
+    const uint32_t raw = p.kv_lens[b];
+    const bool negative = p.kv_lens_i32 && static_cast<int32_t>(raw) < 0;
+    L = negative ? 0 : (raw < p.S ? raw : p.S);
+    pos = L ? L - 1 : 0;
+    causal = true;
+    const void* kbase = p.slot_table ? p.slot_table[2 * b] : p.items.p[0][b];
+    const void* vbase = p.slot_table ? p.slot_table[2 * b + 1] : p.items.p[1][b];
+    kb = static_cast<const T*>(kbase) + head_off;
+    vb = static_cast<const T*>(vbase) + head_off;
+    return;
+  }
+  const uint64_t batch_off = b * p.num_kv_heads * p.S * HD;
+  kb = static_cast<const T*>(p.k) + batch_off + head_off;
+  vb = static_cast<const T*>(p.v) + batch_off + head_off;
+  if (p.len_source == LenSource::dev_state) {
+    const uint32_t kv = p.dev_state[2];
+    L = kv < p.S ? kv : p.S;
+    pos = p.dev_state[1];
+  } else {
+    L = p.kv_len;
+    pos = p.pos_offset + i;
+  }
+}
+
+template <class T, int HD>
+__global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, uint32_t splits,
+                                                           uint32_t head_chunks, float* part_o,
+                                                           float* part_lse) {
+  using Cfg = DecodeCfg<T, HD>;
+  constexpr int kBN = Cfg::kBN, kG = Cfg::kG, kStride = Cfg::kStride;
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* kv_s = smem;                                          // [2][2][kBN][kStride]
+  float* q_s = reinterpret_cast<float*>(smem + Cfg::kKVBytes);         // [kG][HD]
+  float* s_s = q_s + kG * HD;                                          // [kG][kBN]
+  float* m_s = s_s + kG * kBN;                                         // [kG]
+  float* l_s = m_s + kG;
+  float* a_s = l_s + kG;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const uint64_t row = blockIdx.x / splits;
+  const uint32_t split = blockIdx.x % splits;
+  const uint64_t kvh = blockIdx.y / head_chunks;
+  const uint32_t chunk = blockIdx.y % head_chunks;
+  const uint64_t q_len = p.q_len, H = p.num_heads;
+  const uint64_t b = row / q_len, i = row % q_len;
+  const uint64_t group = H / p.num_kv_heads;
+  const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
+  const int ga = static_cast<int>(group - static_cast<uint64_t>(chunk) * kG < kG ? group - chunk * kG : kG);
+
+  uint64_t L, pos;
+  bool causal;
+  const T* kb;
+  const T* vb;
+  decode_row<T, HD>(p, b, i, kvh, L, pos, causal, kb, vb);
+  uint64_t lo, hi;
+  visible_range(pos, L, causal, p.window, lo, hi);
+  if (lo >= hi) lo = hi = 0;
+  const uint64_t n = hi - lo;
+  const uint64_t per_split = (n + splits - 1) / splits;
+  const uint64_t js = lo + split * per_split < hi ? lo + split * per_split : hi;
+  const uint64_t je = js + per_split < hi ? js + per_split : hi;
+  const uint64_t ntiles = (je - js + kBN - 1) / kBN;
+
+  const float qscale = p.scale * kLog2e;
+  for (int e = tid; e < ga * HD; e += Cfg::kThreads) {
+    const int g = e / HD, d = e % HD;
+    q_s[e] = to_f32(static_cast<const T*>(p.q)[((b * H + h0 + g) * q_len + i) * HD + d]) * qscale;
+  }
+  if (tid < kG) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+    a_s[tid] = 1.0f;
+  }
+
+  auto load_tile = [&](int stage, uint64_t j0) {
+    const int rows = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
+    unsigned char* ks = kv_s + static_cast<size_t>(stage) * 2 * kBN * kStride;
+    unsigned char* vs = ks + static_cast<size_t>(kBN) * kStride;
+    const unsigned char* kg = reinterpret_cast<const unsigned char*>(kb + j0 * HD);
+    const unsigned char* vg = reinterpret_cast<const unsigned char*>(vb + j0 * HD);
+    for (int c = tid; c < rows * Cfg::kChunks; c += Cfg::kThreads) {
+      const int r = c / Cfg::kChunks, cc = c % Cfg::kChunks;
+      cp_async16(ks + r * kStride + cc * 16, kg + static_cast<size_t>(r) * Cfg::kRowBytes + cc * 16);
+      cp_async16(vs + r * kStride + cc * 16, vg + static_cast<size_t>(r) * Cfg::kRowBytes + cc * 16);
+    }
+  };
+
+  float acc[Cfg::kAcc][2];
+#pragma unroll
+  for (int a = 0; a < Cfg::kAcc; ++a) acc[a][0] = acc[a][1] = 0.0f;
+
+  if (ntiles > 0) load_tile(0, js);
+  cp_async_commit();
+
+  for (uint64_t t = 0; t < ntiles; ++t) {
+    cp_async_wait<0>();
+    __syncthreads();  // tile t landed; every thread is done with tile t-1 (stage and scores)
+    if (t + 1 < ntiles) load_tile(static_cast<int>((t + 1) & 1), js + (t + 1) * kBN);
+    cp_async_commit();
+
+    const uint64_t j0 = js + t * kBN;
+    const int nvalid = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
+    const unsigned char* ks = kv_s + static_cast<size_t>(t & 1) * 2 * kBN * kStride;
+    const unsigned char* vs = ks + static_cast<size_t>(kBN) * kStride;
+
+    // 2. scores (log2 domain)
+    for (int pr = tid; pr < ga * kBN; pr += Cfg::kThreads) {
+      const int g = pr / kBN, j = pr % kBN;
+      float s = -INFINITY;
+      if (j < nvalid) {
+        const uint4* krow = reinterpret_cast<const uint4*>(ks + j * kStride);
+        const float* qg = q_s + g * HD;
+        s = 0.0f;
+#pragma unroll
+        for (int c = 0; c < Cfg::kChunks; ++c) {
+          float f[Cfg::kElemsPerChunk];
+          unpack16<T>(krow[c], f);
+#pragma unroll
+          for (int e = 0; e < Cfg::kElemsPerChunk; ++e) s = fmaf(qg[c * Cfg::kElemsPerChunk + e], f[e], s);
+        }
+      }
+      s_s[g * kBN + j] = s;
+    }
+    __syncthreads();
+
+    // 3. online softmax, one warp per head
+    for (int g = warp; g < ga; g += Cfg::kThreads / 32) {
+      float mx = -INFINITY;
+      for (int j = lane; j < kBN; j += 32) mx = fmaxf(mx, s_s[g * kBN + j]);
+      mx = warp_max(mx);
+      const float m_old = m_s[g];
+      const float m_new = fmaxf(m_old, mx);
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+      float sum = 0.0f;
+      for (int j = lane; j < kBN; j += 32) {
+        const float pj = exp2f(s_s[g * kBN + j] - m_use);
+        s_s[g * kBN + j] = pj;
+        sum += pj;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        const float alpha = exp2f(m_old - m_use);
+        a_s[g] = alpha;
+        l_s[g] = l_s[g] * alpha + sum;
+        m_s[g] = m_new;
+      }
+    }
+    __syncthreads();
+
+    // 4. P·V
+#pragma unroll
+    for (int a = 0; a < Cfg::kAcc; ++a) {
+      const int e2 = tid + a * Cfg::kThreads;
+      if (e2 < ga * (HD / 2)) {
+        const int g = e2 / (HD / 2), d = (e2 % (HD / 2)) * 2;
+        const float alpha = a_s[g];
+        float x = acc[a][0] * alpha, y = acc[a][1] * alpha;
+        const float* pg = s_s + g * kBN;
+        const unsigned char* vcol = vs + d * sizeof(T);
+        for (int j = 0; j < nvalid; ++j) {
+          const float pj = pg[j];
+          const float2 vv = load2f<T>(vcol + j * kStride);
+          x = fmaf(pj, vv.x, x);
+          y = fmaf(pj, vv.y, y);
+        }
+        acc[a][0] = x;
+        acc[a][1] = y;
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // m_s / l_s final (also when there was no tile)
+
+#pragma unroll
+  for (int a = 0; a < Cfg::kAcc; ++a) {
+    const int e2 = tid + a * Cfg::kThreads;
+    if (e2 >= ga * (HD / 2)) continue;
+    const int g = e2 / (HD / 2), d = (e2 % (HD / 2)) * 2;
+    const float l = l_s[g];
+    const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // empty visible set: +0.0; NaN propagates
+    const uint64_t h = h0 + g;
+    if (splits == 1) {
+      T* o = static_cast<T*>(p.out) + ((b * H + h) * q_len + i) * HD + d;
+      o[0] = from_f32<T>(acc[a][0] * inv);
+      o[1] = from_f32<T>(acc[a][1] * inv);
+    } else {
+      const uint64_t slot = (row * H + h) * splits + split;
+      part_o[slot * HD + d] = acc[a][0] * inv;
+      part_o[slot * HD + d + 1] = acc[a][1] * inv;
+      if (d == 0) part_lse[slot] = l == 0.0f ? -INFINITY : m_s[g] + log2f(l);
+    }
+  }
+}
+
+template <class T, int HD>
+Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
+                     cudaStream_t stream) noexcept {
+  using Cfg = DecodeCfg<T, HD>;
+  const uint64_t group = p.num_heads / p.num_kv_heads;
+  const uint32_t head_chunks = static_cast<uint32_t>((group + Cfg::kG - 1) / Cfg::kG);
+  const uint64_t rows = p.batch * p.q_len;
+  const uint64_t gx = rows * splits, gy = p.num_kv_heads * head_chunks;
+  if (gx > 0x7FFFFFFFull || gy > 65535)
+    return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: decode grid %llu x %llu exceeds the CUDA limits",
+                       static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
+  auto kernel = flash_decode_kernel<T, HD>;
+  FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes)));
+  kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+      p, splits, head_chunks, part_o, part_lse);
+  FERRUM_CUDA_LAUNCH_CHECK("flash_decode_kernel");
+  return ok_status();
+}
+
+}  // namespace ferrum::cuda::attn

@@ -1,0 +1,14 @@
+// ferrum CUDA plugin — attention kernels instantiated for head_dim 112: Falcon/StarCoder-style variants with 112-wide heads.
+// One head size per file so nvcc builds the sizes in parallel (OPS.md §0.8 lists the set).
+#include "flash_decode.cuh"
+#include "flash_prefill.cuh"
+
+namespace ferrum::cuda::attn {
+
+template Status launch_decode<float, 112>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
+template Status launch_decode<__half, 112>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
+template Status launch_decode<__nv_bfloat16, 112>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
+template Status launch_prefill<__half, 112>(const FlashParams&, cudaStream_t) noexcept;
+template Status launch_prefill<__nv_bfloat16, 112>(const FlashParams&, cudaStream_t) noexcept;
+
+}  // namespace ferrum::cuda::attn

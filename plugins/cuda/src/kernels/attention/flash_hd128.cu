@@ -1,0 +1,14 @@
+// ferrum CUDA plugin — attention kernels instantiated for head_dim 128: Llama 2/3, Qwen2/3, Mistral, Mixtral - the common case.
+// One head size per file so nvcc builds the sizes in parallel (OPS.md §0.8 lists the set).
+#include "flash_decode.cuh"
+#include "flash_prefill.cuh"
+
+namespace ferrum::cuda::attn {
+
+template Status launch_decode<float, 128>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
+template Status launch_decode<__half, 128>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
+template Status launch_decode<__nv_bfloat16, 128>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
+template Status launch_prefill<__half, 128>(const FlashParams&, cudaStream_t) noexcept;
+template Status launch_prefill<__nv_bfloat16, 128>(const FlashParams&, cudaStream_t) noexcept;
+
+}  // namespace ferrum::cuda::attn

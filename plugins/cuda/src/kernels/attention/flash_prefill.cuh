@@ -1,0 +1,270 @@
+// ferrum CUDA plugin — FlashAttention-2-style prefill for F16 / BF16 (tensor cores).
+//
+// One CTA of 4 warps per (tile of kBM = 64 queries, query head, batch entry); warp w owns query
+// rows 16w .. 16w+15 of the tile. K/V tiles of kBN keys stream through shared memory with
+// cp.async double buffering (the load of tile t+1 overlaps the math of tile t). Per tile each
+// warp computes S = Q·Kᵀ (mma.sync m16n8k16, f32 accumulators; Q fragments kept in registers
+// for hd <= 128, re-read with ldmatrix above), masks it (causal / window / length; skipped for
+// tiles wholly visible to the warp), updates the running row max and sum in the log2 domain,
+// rounds P to the activation dtype and accumulates O += P·V (V fragments via ldmatrix.trans).
+// Shared-memory rows are padded by 8 elements (an odd number of 16-byte chunks), so the eight
+// row addresses of every ldmatrix phase hit distinct banks. A warp whose rows see none of a
+// tile skips its math for that tile (causal prefill does about half the work).
+// Registers: O is hd/2 floats per thread, S is kBN/2. On-chip storage is per tile only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "common.cuh"
+#include "cuda_check.hpp"
+
+namespace ferrum::cuda::attn {
+
+template <class T, int HD>
+struct PrefillCfg {
+  static constexpr int kBM = 64;
+  static constexpr int kBN = HD <= 128 ? 64 : 32;  // keeps O + S + P within the register file
+  static constexpr int kThreads = 128;
+  static constexpr int kLd = HD + 8;                // elements per smem row
+  static constexpr int kChunks = HD / 8;            // 16-byte chunks per global row
+  static constexpr bool kQInRegs = HD <= 128;
+  static constexpr size_t kSmemBytes = sizeof(T) * static_cast<size_t>(kLd) * (kBM + 4 * kBN);
+  static_assert(HD % 16 == 0, "prefill head_dim must be a multiple of 16");
+  static_assert((kLd * 2 / 16) % 2 == 1, "padded row must be an odd number of 16-byte chunks");
+};
+
+template <class T, int HD>
+__global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p) {
+  using Cfg = PrefillCfg<T, HD>;
+  constexpr int kBM = Cfg::kBM, kBN = Cfg::kBN, kLd = Cfg::kLd, kChunks = Cfg::kChunks;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* q_s = reinterpret_cast<T*>(smem);  // [kBM][kLd]
+  T* k_s = q_s + kBM * kLd;             // [2][kBN][kLd]
+  T* v_s = k_s + 2 * kBN * kLd;         // [2][kBN][kLd]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const uint64_t i0 = static_cast<uint64_t>(blockIdx.x) * kBM;
+  const uint64_t h = blockIdx.y, b = blockIdx.z;
+  const uint64_t H = p.num_heads, nkv = p.num_kv_heads, q_len = p.q_len, L = p.kv_len, S = p.S;
+  const uint64_t kvh = h / (H / nkv);
+  const int nq = static_cast<int>(q_len - i0 < static_cast<uint64_t>(kBM) ? q_len - i0 : kBM);
+  const T* qg = static_cast<const T*>(p.q) + ((b * H + h) * q_len + i0) * HD;
+  T* og = static_cast<T*>(p.out) + ((b * H + h) * q_len + i0) * HD;
+  const T* kg = static_cast<const T*>(p.k) + (b * nkv + kvh) * S * HD;
+  const T* vg = static_cast<const T*>(p.v) + (b * nkv + kvh) * S * HD;
+  const uint64_t pos0 = p.pos_offset + i0;
+
+  // Union of the tile's visible ranges (lo and hi are non-decreasing in the position).
+  uint64_t lo_u, hi_u, unused;
+  visible_range(pos0, L, p.causal, p.window, lo_u, unused);
+  visible_range(pos0 + nq - 1, L, p.causal, p.window, unused, hi_u);
+  const uint64_t n_keys = hi_u > lo_u ? hi_u - lo_u : 0;
+  const uint64_t ntiles = (n_keys + kBN - 1) / kBN;
+
+  if (ntiles == 0) {  // no row of the tile sees a key: +0.0 rows
+    for (int e = tid; e < nq * HD; e += Cfg::kThreads) og[e] = from_f32<T>(0.0f);
+    return;
+  }
+
+  // This thread's two rows (g and g + 8 of its warp) and the warp's row range.
+  const int r_base = warp * 16 + (lane >> 2);
+  uint64_t rlo[2], rhi[2];
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri) {
+    const int r = r_base + ri * 8;
+    if (r < nq) {
+      visible_range(pos0 + r, L, p.causal, p.window, rlo[ri], rhi[ri]);
+    } else {
+      rlo[ri] = rhi[ri] = 0;  // padding row: sees nothing, never stored
+    }
+  }
+  const int w_first = warp * 16;
+  const int w_last = (w_first + 15 < nq ? w_first + 15 : nq - 1);
+  const bool warp_active = w_first < nq;
+  uint64_t w_lo_first = 0, w_hi_first = 0, w_lo_last = 0, w_hi_last = 0;
+  if (warp_active) {
+    visible_range(pos0 + w_first, L, p.causal, p.window, w_lo_first, w_hi_first);
+    visible_range(pos0 + w_last, L, p.causal, p.window, w_lo_last, w_hi_last);
+  }
+
+  // Q tile (zero rows past q_len), then K/V tile 0, as one cp.async group.
+  for (int c = tid; c < kBM * kChunks; c += Cfg::kThreads) {
+    const int r = c / kChunks, cc = c % kChunks;
+    T* dst = q_s + r * kLd + cc * 8;
+    if (r < nq) {
+      cp_async16(dst, qg + static_cast<uint64_t>(r) * HD + cc * 8);
+    } else {
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    }
+  }
+  auto load_kv = [&](int stage, uint64_t j0) {
+    T* ks = k_s + stage * kBN * kLd;
+    T* vs = v_s + stage * kBN * kLd;
+    for (int c = tid; c < kBN * kChunks; c += Cfg::kThreads) {
+      const int r = c / kChunks, cc = c % kChunks;
+      T* kd = ks + r * kLd + cc * 8;
+      T* vd = vs + r * kLd + cc * 8;
+      if (j0 + r < hi_u) {
+        cp_async16(kd, kg + (j0 + r) * HD + cc * 8);
+        cp_async16(vd, vg + (j0 + r) * HD + cc * 8);
+      } else {  // rows past the range: zeros (never garbage that P = 0 could turn into NaN)
+        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  load_kv(0, lo_u);
+  cp_async_commit();
+
+  constexpr int kQFrags = Cfg::kQInRegs ? HD / 16 : 1;
+  uint32_t qf[kQFrags][4];
+  float o[HD / 8][4];
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.0f, 0.0f};
+  const float qscale = p.scale * kLog2e;
+  const int t4 = lane & 3;
+
+  for (uint64_t t = 0; t < ntiles; ++t) {
+    cp_async_wait<0>();
+    __syncthreads();  // tile t (and Q) landed; all warps are done with stage (t+1)&1
+    if constexpr (Cfg::kQInRegs) {
+      if (t == 0) {
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ++ks)
+          ldmatrix_x4(qf[ks], q_s + (warp * 16 + (lane & 15)) * kLd + ks * 16 + (lane >> 4) * 8);
+      }
+    }
+    if (t + 1 < ntiles) load_kv(static_cast<int>((t + 1) & 1), lo_u + (t + 1) * kBN);
+    cp_async_commit();
+
+    const uint64_t j0 = lo_u + t * kBN;
+    if (!warp_active || j0 >= w_hi_last || j0 + kBN <= w_lo_first) continue;  // warp sees none of it
+    const bool full = j0 >= w_lo_last && j0 + kBN <= w_hi_first;
+    const T* ks_t = k_s + (t & 1) * kBN * kLd;
+    const T* vs_t = v_s + (t & 1) * kBN * kLd;
+
+    // S = Q·Kᵀ
+    float s[kBN / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[4];
+      if constexpr (Cfg::kQInRegs) {
+        a[0] = qf[kk][0];
+        a[1] = qf[kk][1];
+        a[2] = qf[kk][2];
+        a[3] = qf[kk][3];
+      } else {
+        ldmatrix_x4(a, q_s + (warp * 16 + (lane & 15)) * kLd + kk * 16 + (lane >> 4) * 8);
+      }
+#pragma unroll
+      for (int n2 = 0; n2 < kBN / 16; ++n2) {
+        uint32_t bb[4];
+        ldmatrix_x4(bb, ks_t + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
+        mma16816<T>(s[2 * n2], a, bb[0], bb[1]);
+        mma16816<T>(s[2 * n2 + 1], a, bb[2], bb[3]);
+      }
+    }
+
+    // scale, mask, online softmax (rows ri = 0: regs 0,1; ri = 1: regs 2,3)
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int ri = r >> 1;
+        float x = s[n][r] * qscale;
+        if (!full) {
+          const uint64_t key = j0 + n * 8 + 2 * t4 + (r & 1);
+          if (key < rlo[ri] || key >= rhi[ri]) x = -INFINITY;
+        }
+        s[n][r] = x;
+        mx[ri] = fmaxf(mx[ri], x);
+      }
+    }
+    float m_use[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ++ri) {
+      mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
+      mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
+      const float m_new = fmaxf(m_run[ri], mx[ri]);
+      m_use[ri] = m_new == -INFINITY ? 0.0f : m_new;
+      const float alpha = exp2f(m_run[ri] - m_use[ri]);
+      m_run[ri] = m_new;
+      l_run[ri] *= alpha;
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n) {
+        o[n][2 * ri] *= alpha;
+        o[n][2 * ri + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kBN / 8; ++n) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float pv = exp2f(s[n][r] - m_use[r >> 1]);
+        s[n][r] = pv;
+        l_run[r >> 1] += pv;
+      }
+    }
+
+    // O += P·V
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk) {
+      uint32_t a[4];
+      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int dn = 0; dn < HD / 16; ++dn) {
+        uint32_t bb[4];
+        ldmatrix_x4_trans(bb, vs_t + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + dn * 16 + (lane >> 4) * 8);
+        mma16816<T>(o[2 * dn], a, bb[0], bb[1]);
+        mma16816<T>(o[2 * dn + 1], a, bb[2], bb[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri) {
+    float l = l_run[ri];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int r = r_base + ri * 8;
+    if (r >= nq) continue;
+    const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // empty visible set: +0.0; NaN propagates
+    T* orow = og + static_cast<uint64_t>(r) * HD;
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * t4) = pack2<T>(o[n][2 * ri] * inv, o[n][2 * ri + 1] * inv);
+    }
+  }
+}
+
+template <class T, int HD>
+Status launch_prefill(const FlashParams& p, cudaStream_t stream) noexcept {
+  using Cfg = PrefillCfg<T, HD>;
+  const uint64_t tiles = (p.q_len + Cfg::kBM - 1) / Cfg::kBM;
+  if (tiles > 0x7FFFFFFFull || p.num_heads > 65535 || p.batch > 65535)
+    return make_status(FERRUM_STATUS_UNSUPPORTED,
+                       "flash_attention: prefill grid %llu x %llu x %llu exceeds the CUDA limits",
+                       static_cast<unsigned long long>(tiles), static_cast<unsigned long long>(p.num_heads),
+                       static_cast<unsigned long long>(p.batch));
+  auto kernel = flash_prefill_kernel<T, HD>;
+  FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes)));
+  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)),
+           Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  FERRUM_CUDA_LAUNCH_CHECK("flash_prefill_kernel");
+  return ok_status();
+}
+
+}  // namespace ferrum::cuda::attn

@@ -1,0 +1,33 @@
+// ferrum CUDA plugin — row gathers (OPS.md §3): embedding_lookup (host ids, or the decode-state
+// token in dev-state mode) and embedding_lookup_dev (device ids).
+//
+// out[i, :] = table[id_i, :] as bit copies, or +0.0 for an id outside [0, vocab) where the ids
+// come from device memory. One block row per output row, threads over the row's 16-byte
+// vectors (scalar path when dim or a base is not 16-byte aligned). Launch functions enqueue
+// on `stream` (its device current) and allocate nothing.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "status.hpp"
+
+namespace ferrum::cuda::kernels {
+
+// Ids from host memory, already checked < vocab by the caller. They travel as kernel
+// parameters (chunks of kHostIdsPerLaunch per launch), so the host array may be reused as
+// soon as the call returns and no device scratch or staging copy is needed. Not capturable
+// only because the ids are host values frozen at launch (OPS.md §3).
+inline constexpr uint64_t kHostIdsPerLaunch = 960;
+[[nodiscard]] Status embedding_host_ids(int32_t dtype, const void* table, const uint32_t* ids, uint64_t n,
+                                        void* out, uint64_t dim, cudaStream_t stream) noexcept;
+
+// Ids from device memory (`ids_dtype` FERRUM_DTYPE_U32 or FERRUM_DTYPE_I32, n of them); an id
+// >= vocab or negative gives a row of +0.0. Capturable. The dev-state token is this with
+// ids = &dev_state[0], U32, n = 1.
+[[nodiscard]] Status embedding_dev_ids(int32_t dtype, const void* table, uint64_t vocab, const void* ids,
+                                       int32_t ids_dtype, uint64_t n, void* out, uint64_t dim,
+                                       cudaStream_t stream) noexcept;
+
+}  // namespace ferrum::cuda::kernels

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""PyTorch on the shapes of ferrum-bench, for the ratio column of scripts/gpu-bench.
+
+    python3 tools/bench/torch_bench.py [--dtype bf16|f16|f32] [--op GLOB] [--quick]
+                                       [--no-compile] [--out FILE]
+
+Rows are keyed "op/shape/dtype" exactly like ferrum-bench's JSON rows (tools/ferrum-bench/
+cases.cpp defines the shapes; keep the two in step). Method as ferrum-bench: seeded random
+inputs (never zeros) in rotating copies so the working set is >= 128 MB (>= 2x the L2 of an
+H100/H200), warm-up over every copy, CUDA events around batches of calls (~20 ms each), median
+of >= 10 batches. The fused forms (fused_add_rms_norm, silu*mul, qk_norm_rope,
+split_qkv_norm_rope) are timed as torch.compile'd functions ("impl": "compile") and eagerly
+("eager_us"); the others are the single torch op named in "impl".
+
+Differences to keep in mind when reading ratios:
+  * embedding_lookup: ferrum takes host ids (includes the upload); torch gets device ids.
+  * flash_attention decode: SDPA with is_causal=False (one query at the last position sees
+    every key, the same set ferrum's causal decode sees).
+"""
+import argparse
+import fnmatch
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+MODELS = [
+    dict(name="8b", hidden=4096, qh=32, kvh=8, hd=128, ffn=12288, vocab=151936),
+    dict(name="0.6b", hidden=1024, qh=16, kvh=8, hd=128, ffn=3072, vocab=151936),
+]
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+EPS = 1e-6
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dev = torch.device("cuda")
+        self.dt = DTYPES[args.dtype]
+        self.esz = torch.tensor([], dtype=self.dt).element_size()
+        self.gen = torch.Generator(device=self.dev)
+        self.gen.manual_seed(1234)
+        self.ws = 16e6 if args.quick else 128e6
+        self.batch_ms = 2.0 if args.quick else 20.0
+        self.rows = []
+
+    def rand(self, *shape, dtype=None):
+        t = torch.rand(*shape, generator=self.gen, device=self.dev, dtype=torch.float32) * 2 - 1
+        t = torch.where(t == 0, torch.full_like(t, 0.5), t)  # never zero
+        return t.to(dtype or self.dt)
+
+    def copies(self, footprint):
+        return int(min(4096, max(1, math.ceil(self.ws / max(footprint, 1)))))
+
+    def time(self, fn, n):
+        """Median µs per call of fn(i), i rotating over n copies."""
+        for i in range(n):
+            fn(i)
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        idx = 0
+
+        def batch(calls):
+            nonlocal idx
+            s.record()
+            for _ in range(calls):
+                fn(idx % n)
+                idx += 1
+            e.record()
+            e.synchronize()
+            return s.elapsed_time(e)
+
+        t1 = batch(1)
+        calls = max(1, min(100000, math.ceil(self.batch_ms / max(t1, 1e-5))))
+        calls = max(1, min(100000, math.ceil(self.batch_ms / max(batch(calls) / calls, 1e-5))))
+        us = sorted(batch(calls) * 1e3 / calls for _ in range(10))
+        return us[len(us) // 2]
+
+    def case(self, op, shape, footprint, setup, impl, eager=None):
+        key = f"{op}/{shape}/{self.args.dtype}"
+        if not (fnmatch.fnmatch(op, self.args.op) or fnmatch.fnmatch(f"{op}/{shape}", self.args.op)):
+            return
+        row = dict(key=key, op=op, shape=shape, dtype=self.args.dtype, impl=impl, status="ok")
+        t0 = time.time()
+        try:
+            n = self.copies(footprint)
+            fn, eager_fn = setup(n)
+            row["median_us"] = self.time(fn, n)
+            if eager_fn is not None:
+                row["eager_us"] = self.time(eager_fn, n)
+            row["copies"] = n
+        except Exception as ex:  # report, never stop
+            row["status"] = "error"
+            row["note"] = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"[:300]
+        row["wall_s"] = round(time.time() - t0, 2)
+        torch.cuda.empty_cache()
+        self.rows.append(row)
+        print(f"{key:45s} {row.get('median_us', float('nan')):12.2f} us  {row['status']} {row.get('note', '')}",
+              file=sys.stderr, flush=True)
+
+    def compiled(self, fn):
+        if self.args.no_compile:
+            return fn
+        return torch.compile(fn, dynamic=False)
+
+    def large_rows(self, bytes_per_row):
+        target = 16e6 if self.args.quick else 256 * 1024 * 1024
+        rows = 1
+        while rows * bytes_per_row < target:
+            rows *= 2
+        return rows
+
+
+def rms(x, w):
+    return F.rms_norm(x, (x.shape[-1],), w, EPS)
+
+
+def neox(x, cos, sin):
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].float(), x[..., half:].float()
+    c, s = cos.float(), sin.float()
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+
+def run(b):
+    e, quick, dt = b.esz, b.args.quick, b.dt
+    # fused forms (torch.compile) ------------------------------------------------------------
+    def f_add_rms(r, x, w):
+        r.add_(x)
+        return rms(r, w)
+
+    def f_silu(gu):
+        g, u = gu.chunk(2, dim=-1)
+        return F.silu(g) * u
+
+    def f_qk(x, w, cos, sin):  # x [T, H, D] -> head-major [H, T, D]
+        y = neox(rms(x.float(), w.float()), cos[:, None, :], sin[:, None, :])
+        return y.to(x.dtype).transpose(0, 1).contiguous()
+
+    def f_split(qkv, qw, kw, cos, sin, qh, kvh, hd):
+        t = qkv.shape[0]
+        q, k, v = qkv.view(t, qh + 2 * kvh, hd).split([qh, kvh, kvh], dim=1)
+        c, s = cos[:, None, :], sin[:, None, :]
+        qo = neox(rms(q.float(), qw.float()), c, s).to(qkv.dtype).transpose(0, 1).contiguous()
+        ko = neox(rms(k.float(), kw.float()), c, s).to(qkv.dtype).transpose(0, 1).contiguous()
+        return qo, ko, v.transpose(0, 1).contiguous()
+
+    c_add_rms, c_silu, c_qk, c_split = (b.compiled(f) for f in (f_add_rms, f_silu, f_qk, f_split))
+
+    for md in MODELS:
+        d = md["hidden"]
+        for label, rows in (("decode", 1), ("large", b.large_rows(2 * d * e))):
+            n = rows * d
+            shape = f"{md['name']}.{label}"
+
+            def s_copy(c, n=n):
+                src = [b.rand(n) for _ in range(c)]
+                dst = [b.rand(n) for _ in range(c)]
+                return (lambda i: dst[i].copy_(src[i])), None
+            b.case("copy_slice", shape, 2 * n * e, s_copy, "Tensor.copy_")
+
+    for md in MODELS:
+        d = md["hidden"]
+        for label, rows in (("decode", 1), ("large", b.large_rows(2 * d * e))):
+            t = rows
+            tf = max(1, rows * 2 // 3)
+            shape = f"{md['name']}.{label}"
+
+            def s_rms(c, t=t, d=d):
+                x = [b.rand(t, d) for _ in range(c)]
+                w = b.rand(d)
+                return (lambda i: rms(x[i], w)), None
+            b.case("rms_norm", shape, 2 * t * d * e, s_rms, "F.rms_norm")
+
+            def s_frms(c, t=tf, d=d):
+                r = [b.rand(t, d) for _ in range(c)]
+                x = [b.rand(t, d) for _ in range(c)]
+                w = b.rand(d)
+                return (lambda i: c_add_rms(r[i], x[i], w)), (lambda i: f_add_rms(r[i], x[i], w))
+            b.case("fused_add_rms_norm", shape, 4 * tf * d * e, s_frms, "compile(add_ + rms_norm)")
+
+            def s_ln(c, t=t, d=d):
+                x = [b.rand(t, d) for _ in range(c)]
+                g, bb = b.rand(d), b.rand(d)
+                return (lambda i: F.layer_norm(x[i], (d,), g, bb, EPS)), None
+            b.case("layer_norm", shape, 2 * t * d * e, s_ln, "F.layer_norm")
+
+            def s_add(c, n=t * d):
+                r = [b.rand(n) for _ in range(c)]
+                x = [b.rand(n) for _ in range(c)]
+                return (lambda i: r[i].add_(x[i])), None
+            b.case("add_inplace", shape, 3 * t * d * e, s_add, "Tensor.add_")
+
+    for md in MODELS:
+        im = md["ffn"]
+        for label, rows in (("decode", 1), ("large", b.large_rows(3 * im * e))):
+            t = rows
+            shape = f"{md['name']}.{label}"
+
+            def s_silu(c, t=t, im=im):
+                gu = [b.rand(t, 2 * im) for _ in range(c)]
+                return (lambda i: c_silu(gu[i])), (lambda i: f_silu(gu[i]))
+            b.case("fused_silu_mul_split", shape, 3 * t * im * e, s_silu, "compile(silu(g) * u)")
+            ln = t * im * 3 // 2
+
+            def s_gelu(c, ln=ln):
+                x = [b.rand(ln) for _ in range(c)]
+                return (lambda i: F.gelu(x[i])), None
+            b.case("gelu", shape, 2 * ln * e, s_gelu, "F.gelu (erf)")
+
+    for md in MODELS:
+        hd, qh, kvh = md["hd"], md["qh"], md["kvh"]
+        w = (qh + 2 * kvh) * hd
+        for label, rows in (("decode", 1), ("large", b.large_rows(2 * w * e))):
+            t = rows
+            pos = 4095 if rows == 1 else 0
+            shape = f"{md['name']}.{label}"
+
+            def s_qk(c, t=t, pos=pos, qh=qh, hd=hd):
+                x = [b.rand(t, qh, hd) for _ in range(c)]
+                nw = b.rand(hd)
+                cos, sin = b.rand(pos + t, hd // 2), b.rand(pos + t, hd // 2)
+                cs, sn = cos[pos:pos + t], sin[pos:pos + t]
+                return (lambda i: c_qk(x[i], nw, cs, sn)), (lambda i: f_qk(x[i], nw, cs, sn))
+            b.case("qk_norm_rope", shape, 2 * t * qh * hd * e, s_qk, "compile(rms_norm + neox + transpose)")
+
+            def s_split(c, t=t, pos=pos, qh=qh, kvh=kvh, hd=hd, w=w):
+                qkv = [b.rand(t, w) for _ in range(c)]
+                qn, kn = b.rand(hd), b.rand(hd)
+                cos, sin = b.rand(pos + t, hd // 2), b.rand(pos + t, hd // 2)
+                cs, sn = cos[pos:pos + t], sin[pos:pos + t]
+                return ((lambda i: c_split(qkv[i], qn, kn, cs, sn, qh, kvh, hd)),
+                        (lambda i: f_split(qkv[i], qn, kn, cs, sn, qh, kvh, hd)))
+            b.case("split_qkv_norm_rope", shape, 2 * t * w * e, s_split, "compile(split + rms_norm + neox)")
+
+    for md in MODELS:
+        d = md["hidden"]
+        vocab = 8192 if quick else md["vocab"]
+        for label, rows in (("decode", 1), ("large", b.large_rows(2 * d * e))):
+            shape = f"{md['name']}.{label}"
+
+            def s_emb(c, n=rows, d=d, vocab=vocab):
+                table = b.rand(vocab, d)
+                ids = [torch.randint(0, vocab, (n,), generator=b.gen, device=b.dev) for _ in range(c)]
+                return (lambda i: F.embedding(ids[i], table)), None
+            b.case("embedding_lookup", shape, 2 * rows * d * e, s_emb, "F.embedding (device ids)")
+
+    for md in MODELS:
+        projs = [("qkv", (md["qh"] + 2 * md["kvh"]) * md["hd"], md["hidden"]),
+                 ("o", md["hidden"], md["qh"] * md["hd"]),
+                 ("gate_up", 2 * md["ffn"], md["hidden"]),
+                 ("down", md["hidden"], md["ffn"]),
+                 ("lm_head", md["vocab"], md["hidden"])]
+        for name, n, k in projs:
+            for m in (1, 16, 128, 2048):
+                if quick and m > 128:
+                    continue
+                nn = min(n, 4096) if quick else n
+
+                def s_gemm(c, m=m, n=nn, k=k):
+                    a = [b.rand(m, k) for _ in range(c)]
+                    w = [b.rand(n, k) for _ in range(c)]
+                    return (lambda i: torch.matmul(a[i], w[i].t())), None
+                b.case("gemm", f"{md['name']}.{name}.m{m}", (m * k + nn * k + m * nn) * e, s_gemm,
+                       "torch.matmul(a, b.T)")
+
+    for md in MODELS:
+        h, kvh, hd = md["qh"], md["kvh"], md["hd"]
+        S = 256 if quick else 2048
+
+        def s_pre(c, S=S, h=h, kvh=kvh, hd=hd):
+            q = [b.rand(1, h, S, hd) for _ in range(c)]
+            k = [b.rand(1, kvh, S, hd) for _ in range(c)]
+            v = [b.rand(1, kvh, S, hd) for _ in range(c)]
+            return (lambda i: F.scaled_dot_product_attention(q[i], k[i], v[i], is_causal=True,
+                                                             enable_gqa=True)), None
+        b.case("flash_attention", f"{md['name']}.prefill.s{S}", (2 * h * S * hd + 2 * kvh * S * hd) * e,
+               s_pre, "F.sdpa(causal, enable_gqa)")
+        L = 4096 if quick else 65536
+
+        def s_dec(c, L=L, h=h, kvh=kvh, hd=hd):
+            q = [b.rand(1, h, 1, hd) for _ in range(c)]
+            k = [b.rand(1, kvh, L, hd) for _ in range(c)]
+            v = [b.rand(1, kvh, L, hd) for _ in range(c)]
+            return (lambda i: F.scaled_dot_product_attention(q[i], k[i], v[i], is_causal=False,
+                                                             enable_gqa=True)), None
+        b.case("flash_attention", f"{md['name']}.decode.kv{L}", (2 * h * hd + 2 * kvh * L * hd) * e,
+               s_dec, "F.sdpa(enable_gqa)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    ap.add_argument("--op", default="*")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--out", default="-")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("torch_bench: no CUDA device", file=sys.stderr)
+        return 1
+    torch.backends.cuda.matmul.allow_tf32 = False  # f32 matmul in full precision, as ferrum
+    torch.backends.cudnn.allow_tf32 = False
+    b = Bench(args)
+    t0 = time.time()
+    run(b)
+    doc = dict(tool="torch_bench", torch=torch.__version__, cuda=torch.version.cuda,
+               device=torch.cuda.get_device_name(), dtype=args.dtype, quick=args.quick,
+               compile=not args.no_compile, wall_s=round(time.time() - t0, 1), rows=b.rows)
+    text = json.dumps(doc, indent=1)
+    if args.out == "-":
+        print(text)
+    else:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

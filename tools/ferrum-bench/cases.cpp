@@ -1,0 +1,271 @@
+// ferrum-bench — the case table: op, shape, unique bytes, flops, and a setup that allocates
+// seeded random inputs in rotating copies and returns the facade call.
+//
+// Shapes: Qwen3-8B (hidden 4096, 32 q / 8 kv heads, head_dim 128, ffn 12288, vocab 151936) and
+// Qwen3-0.6B (hidden 1024, 16 / 8 heads, head_dim 128, ffn 3072, vocab 151936).
+//   gemm            projections qkv, o, gate_up, down, lm_head at m = 1, 16 (decode) and
+//                   m = 128, 2048 (prefill)
+//   norms, activations, rope, split_qkv_norm_rope, embedding, add, copy
+//                   "decode" (one token) and "large" (working set >= 256 MB; 16 MB with --quick)
+//   flash_attention prefill (S 2048, causal) and decode (q_len 1, kv 65536)
+// Shape names: "<model>.<what>" e.g. "8b.qkv.m16", "0.6b.large", "8b.prefill.s2048".
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench.hpp"
+
+namespace ferrum::bench {
+namespace {
+
+struct Model {
+  const char* name;
+  uint64_t hidden, qh, kvh, hd, ffn, vocab;
+};
+constexpr Model kModels[] = {
+    {"8b", 4096, 32, 8, 128, 12288, 151936},
+    {"0.6b", 1024, 16, 8, 128, 3072, 151936},
+};
+
+using Pool = std::vector<Buffer>;
+using PoolPtr = std::shared_ptr<Pool>;
+
+PoolPtr pool(Env& env, uint64_t copies, uint64_t n, Dtype dtype = Dtype::invalid) {
+  auto p = std::make_shared<Pool>();
+  p->reserve(copies);
+  for (uint64_t i = 0; i < copies; ++i) p->push_back(env.random(n, dtype));
+  return p;
+}
+
+// Tokens so that one call's unique bytes reach the "large" target.
+uint64_t large_rows(const Env& env, double bytes_per_row) {
+  const double target = env.opt->quick ? 16.0e6 : 256.0 * 1024 * 1024;
+  uint64_t rows = 1;
+  while (rows * bytes_per_row < target) rows *= 2;
+  return rows;
+}
+
+struct Sized {
+  const char* label;
+  uint64_t rows;
+};
+
+}  // namespace
+
+std::vector<Case> make_cases(const Env& env) {
+  std::vector<Case> cs;
+  const double e = static_cast<double>(env.esz);
+  const bool quick = env.opt->quick;
+  const float eps = 1e-6f;
+
+  auto add = [&](Case c) {
+    if (c.footprint < c.bytes) c.footprint = c.bytes;
+    cs.push_back(std::move(c));
+  };
+
+  // ---- copy (the ceiling's op, at model shapes) -------------------------------------------
+  for (const Model& md : kModels) {
+    const uint64_t d = md.hidden;
+    for (Sized s : {Sized{"decode", 1}, Sized{"large", large_rows(env, 2.0 * d * e)}}) {
+      const uint64_t n = s.rows * d;
+      add({"copy_slice", std::string(md.name) + "." + s.label, 2.0 * n * e, 0, 2.0 * n * e, 4096,
+           [n](Env& env, uint64_t copies) -> RunFn {
+             auto src = pool(env, copies, n), dst = pool(env, copies, n);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) { ctx->copy_slice((*src)[i], 0, (*dst)[i], 0, n); };
+           }});
+    }
+  }
+
+  // ---- norms -------------------------------------------------------------------------------
+  for (const Model& md : kModels) {
+    const uint64_t d = md.hidden;
+    for (Sized s : {Sized{"decode", 1}, Sized{"large", large_rows(env, 2.0 * d * e)}}) {
+      const uint64_t t = s.rows;
+      const std::string shape = std::string(md.name) + "." + s.label;
+      add({"rms_norm", shape, (2.0 * t * d + d) * e, 4.0 * t * d, 0, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto x = pool(env, copies, t * d), o = pool(env, copies, t * d);
+             auto w = pool(env, 1, d);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) { ctx->rms_norm((*x)[i], (*w)[0], eps, (*o)[i], t, d); };
+           }});
+      const uint64_t tf = std::max<uint64_t>(1, s.rows * 2 / 3);  // 4 tensors instead of 2
+      const std::string shape_f = std::string(md.name) + "." + s.label;
+      add({"fused_add_rms_norm", shape_f, (4.0 * tf * d + d) * e, 5.0 * tf * d, 0, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto r = pool(env, copies, tf * d), x = pool(env, copies, tf * d),
+                  o = pool(env, copies, tf * d);
+             auto w = pool(env, 1, d);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) {
+               ctx->fused_add_rms_norm((*r)[i], (*x)[i], (*w)[0], eps, (*o)[i], tf, d);
+             };
+           }});
+      add({"layer_norm", shape, (2.0 * t * d + 2.0 * d) * e, 7.0 * t * d, 0, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto x = pool(env, copies, t * d), o = pool(env, copies, t * d);
+             auto g = pool(env, 1, d), b = pool(env, 1, d);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) {
+               ctx->layer_norm((*x)[i], (*g)[0], (*b)[0], eps, (*o)[i], t, d);
+             };
+           }});
+      add({"add_inplace", shape, 3.0 * t * d * e, 1.0 * t * d, 0, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto r = pool(env, copies, t * d), x = pool(env, copies, t * d);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) { ctx->add_inplace((*r)[i], (*x)[i], t * d); };
+           }});
+    }
+  }
+
+  // ---- activations over the ffn width ------------------------------------------------------
+  for (const Model& md : kModels) {
+    const uint64_t im = md.ffn;
+    for (Sized s : {Sized{"decode", 1}, Sized{"large", large_rows(env, 3.0 * im * e)}}) {
+      const uint64_t t = s.rows;
+      const std::string shape = std::string(md.name) + "." + s.label;
+      add({"fused_silu_mul_split", shape, 3.0 * t * im * e, 5.0 * t * im, 0, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto gu = pool(env, copies, 2 * t * im), o = pool(env, copies, t * im);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) { ctx->fused_silu_mul_split((*gu)[i], (*o)[i], t, im); };
+           }});
+      const uint64_t len = t * im * 3 / 2;  // same bytes as silu: 2 tensors of 1.5x
+      add({"gelu", shape, 2.0 * len * e, 8.0 * len, 0, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto x = pool(env, copies, len), o = pool(env, copies, len);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) { ctx->gelu((*x)[i], (*o)[i], len); };
+           }});
+    }
+  }
+
+  // ---- rope family -------------------------------------------------------------------------
+  for (const Model& md : kModels) {
+    const uint64_t hd = md.hd, qh = md.qh, kvh = md.kvh, w = (qh + 2 * kvh) * hd;
+    for (Sized s : {Sized{"decode", 1}, Sized{"large", large_rows(env, 2.0 * w * e)}}) {
+      const uint64_t t = s.rows;
+      const uint64_t pos = s.rows == 1 ? 4095 : 0;  // decode at position 4095
+      const uint64_t rows = pos + t;
+      const double tab = 2.0 * t * (hd / 2) * e;   // cos + sin rows actually read
+      const std::string shape = std::string(md.name) + "." + s.label;
+      add({"qk_norm_rope", shape, 2.0 * t * qh * hd * e + tab + hd * e, 10.0 * t * qh * hd,
+           2.0 * t * qh * hd * e + 2.0 * rows * (hd / 2) * e, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto x = pool(env, copies, t * qh * hd), o = pool(env, copies, t * qh * hd);
+             auto nw = pool(env, 1, hd), cs = pool(env, 1, rows * hd / 2),
+                  sn = pool(env, 1, rows * hd / 2);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) {
+               ctx->qk_norm_rope((*x)[i], &(*nw)[0], &(*cs)[0], &(*sn)[0], (*o)[i], t, qh, hd,
+                                 pos, eps, 1);
+             };
+           }});
+      add({"split_qkv_norm_rope", shape, 2.0 * t * w * e + tab + 2.0 * hd * e,
+           10.0 * t * (qh + kvh) * hd, 2.0 * t * w * e + 2.0 * rows * (hd / 2) * e, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto qkv = pool(env, copies, t * w), q = pool(env, copies, t * qh * hd),
+                  k = pool(env, copies, t * kvh * hd), v = pool(env, copies, t * kvh * hd);
+             auto qn = pool(env, 1, hd), kn = pool(env, 1, hd), cs = pool(env, 1, rows * hd / 2),
+                  sn = pool(env, 1, rows * hd / 2);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) {
+               ctx->split_qkv_norm_rope((*qkv)[i], &(*qn)[0], &(*kn)[0], &(*cs)[0], &(*sn)[0],
+                                        (*q)[i], (*k)[i], (*v)[i], t, qh, kvh, hd, pos, eps, 1);
+             };
+           }});
+    }
+  }
+
+  // ---- embedding ---------------------------------------------------------------------------
+  for (const Model& md : kModels) {
+    const uint64_t d = md.hidden, vocab = quick ? 8192 : md.vocab;
+    for (Sized s : {Sized{"decode", 1}, Sized{"large", large_rows(env, 2.0 * d * e)}}) {
+      const uint64_t n = s.rows;
+      add({"embedding_lookup", std::string(md.name) + "." + s.label, 2.0 * n * d * e, 0,
+           2.0 * n * d * e + double(vocab) * d * e, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto table = pool(env, 1, vocab * d), o = pool(env, copies, n * d);
+             auto ids = std::make_shared<std::vector<std::vector<uint32_t>>>(copies);
+             for (auto& v : *ids) {
+               v.resize(n);
+               for (auto& id : v) id = static_cast<uint32_t>(env.next() % vocab);
+             }
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) {
+               ctx->embedding_lookup((*table)[0], std::span<const uint32_t>((*ids)[i]), (*o)[i], d);
+             };
+           }});
+    }
+  }
+
+  // ---- gemm projections --------------------------------------------------------------------
+  for (const Model& md : kModels) {
+    struct Proj {
+      const char* name;
+      uint64_t n, k;
+    };
+    const Proj projs[] = {
+        {"qkv", (md.qh + 2 * md.kvh) * md.hd, md.hidden},
+        {"o", md.hidden, md.qh * md.hd},
+        {"gate_up", 2 * md.ffn, md.hidden},
+        {"down", md.hidden, md.ffn},
+        {"lm_head", md.vocab, md.hidden},
+    };
+    for (const Proj& p : projs) {
+      for (uint64_t m : {1, 16, 128, 2048}) {
+        if (quick && m > 128) continue;
+        const uint64_t n = quick ? std::min<uint64_t>(p.n, 4096) : p.n, k = p.k;
+        add({"gemm", std::string(md.name) + "." + p.name + ".m" + std::to_string(m),
+             (double(m) * k + double(n) * k + double(m) * n) * e, 2.0 * m * n * k, 0, 4096,
+             [=](Env& env, uint64_t copies) -> RunFn {
+               auto a = pool(env, copies, m * k), b = pool(env, copies, n * k),
+                    o = pool(env, copies, m * n);
+               Context* ctx = env.ctx;
+               return [=](uint64_t i) { ctx->gemm((*a)[i], (*b)[i], (*o)[i], m, n, k); };
+             }});
+      }
+    }
+  }
+
+  // ---- flash attention ---------------------------------------------------------------------
+  for (const Model& md : kModels) {
+    const uint64_t h = md.qh, kvh = md.kvh, hd = md.hd;
+    {  // prefill: S = 2048, causal, batch 1
+      const uint64_t S = quick ? 256 : 2048;
+      const double bytes = (2.0 * h * S * hd + 2.0 * kvh * S * hd) * e;
+      const double flops = 4.0 * h * hd * (double(S) * (S + 1) / 2);  // causal: half the pairs
+      add({"flash_attention", std::string(md.name) + ".prefill.s" + std::to_string(S), bytes, flops,
+           0, 4096, [=](Env& env, uint64_t copies) -> RunFn {
+             auto q = pool(env, copies, h * S * hd), k = pool(env, copies, kvh * S * hd),
+                  v = pool(env, copies, kvh * S * hd), o = pool(env, copies, h * S * hd);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) {
+               ctx->flash_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], 1, S, S, 0, h, kvh, hd,
+                                    true, 0.0f, 0, 0);
+             };
+           }});
+    }
+    {  // decode: one query over kv_len keys (sum of kv >= 64k)
+      const uint64_t L = quick ? 4096 : 65536;
+      const double bytes = (2.0 * h * hd + 2.0 * kvh * L * hd) * e;
+      const double flops = 4.0 * h * hd * double(L);
+      add({"flash_attention", std::string(md.name) + ".decode.kv" + std::to_string(L), bytes,
+           flops, 0, 4096, [=](Env& env, uint64_t copies) -> RunFn {
+             auto q = pool(env, copies, h * hd), k = pool(env, copies, kvh * L * hd),
+                  v = pool(env, copies, kvh * L * hd), o = pool(env, copies, h * hd);
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) {
+               ctx->flash_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], 1, 1, L, L - 1, h, kvh, hd,
+                                    true, 0.0f, 0, 0);
+             };
+           }});
+    }
+  }
+  return cs;
+}
+
+}  // namespace ferrum::bench
