@@ -27,7 +27,7 @@ void run_case(const Shape& s, ferrum::Dtype dtype, uint64_t seed) {
 
   ferrum::Backend backend = ferrum::Backend::load("cpu");
   ferrum::Context ctx = backend.create_context({}, dtype);
-  const std::vector<uint32_t> prompt = {3, 17, 5, 0, s.vocab - 1, 42 % s.vocab, 9};
+  const std::vector<uint32_t> prompt = {3, 17, 5, 0, uint32_t(s.vocab - 1), uint32_t(42 % s.vocab), 9};
   ferrum::demo::Model model(ctx, cfg, prompt.size());
   const ferrum::ref::QwenWeights w = ferrum::ref::make_weights(rc, seed, dt);
   ferrum::ref::ForwardOptions opt;

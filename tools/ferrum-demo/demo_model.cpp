@@ -94,6 +94,74 @@ Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx
   down_ = ctx.alloc(T * H);
   last_ = ctx.alloc(H);
   logits_ = ctx.alloc(c.vocab);
+  q_raw_ = ctx.alloc(c.q_heads * hd);
+  k_raw_ = ctx.alloc(c.kv_heads * hd);
+  v_raw_ = ctx.alloc(c.kv_heads * hd);
+  k_rot_ = ctx.alloc(c.kv_heads * hd);
+}
+
+bool Model::graphs_supported(const Backend& backend) {
+  for (Op op : {Op::begin_graph_capture, Op::end_graph_capture, Op::replay_graph, Op::set_decode_state,
+                Op::set_dev_state_mode, Op::embedding_lookup, Op::qk_norm_rope, Op::kv_cache_append_head_major,
+                Op::flash_attention, Op::split_qkv})
+    if (!backend.supports(op)) return false;
+  return true;
+}
+
+void Model::reset_graphs() {
+  if (graph_captured_) ctx_.reset_graph(1);
+  graph_captured_ = false;
+}
+
+// The ops of one decode step (T = 1) in the form dev-state mode can replay: the token, the RoPE
+// position and the KV length are read from the context's decode state, so one recording serves
+// every step. For T = 1 token-major and head-major layouts coincide, so no transposes are needed.
+void Model::record_decode_step() {
+  const ModelConfig& c = cfg_;
+  const uint64_t H = c.hidden, hd = c.head_dim, cap = c.max_positions;
+  const float eps = static_cast<float>(c.eps);
+  const uint32_t unused_id[1] = {0};  // not read in dev-state mode
+  ctx_.embedding_lookup(embedding_, unused_id, x_, H);
+  ctx_.rms_norm(x_, layers_[0].input_norm, eps, a_, 1, H);
+  for (uint64_t l = 0; l < c.layers; ++l) {
+    Layer& L = layers_[l];
+    ctx_.gemm(a_, L.w_qkv, qkv_, 1, (c.q_heads + 2 * c.kv_heads) * hd, H);
+    ctx_.split_qkv(qkv_, q_raw_, k_raw_, v_raw_, 1, c.q_heads * hd, c.kv_heads * hd);
+    ctx_.qk_norm_rope(q_raw_, &L.q_norm, &cos_, &sin_, q_, 1, c.q_heads, hd, 0, eps, FERRUM_QK_MODE_NORM_NEOX);
+    ctx_.qk_norm_rope(k_raw_, &L.k_norm, &cos_, &sin_, k_rot_, 1, c.kv_heads, hd, 0, eps, FERRUM_QK_MODE_NORM_NEOX);
+    ctx_.kv_cache_append_head_major(L.cache_k, L.cache_v, 0, cap, k_rot_, v_raw_, 1, c.kv_heads, hd);
+    ctx_.flash_attention(q_, L.cache_k, L.cache_v, attn_, 1, 1, 1, 0, c.q_heads, c.kv_heads, hd, true, 0.0f, cap, 0);
+    ctx_.gemm(attn_, L.w_o, o_, 1, H, c.q_heads * hd);
+    ctx_.fused_add_rms_norm(x_, o_, L.post_norm, eps, a_, 1, H);
+    ctx_.gemm(a_, L.w_gate_up, gate_up_, 1, 2 * c.ffn, H);
+    ctx_.fused_silu_mul_split(gate_up_, act_, 1, c.ffn);
+    ctx_.gemm(act_, L.w_down, down_, 1, H, c.ffn);
+    const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
+    ctx_.fused_add_rms_norm(x_, down_, next_norm, eps, a_, 1, H);
+  }
+  ctx_.gemm(a_, lm_head_, logits_, 1, c.vocab, H);
+}
+
+uint32_t Model::decode_graph(uint32_t token) {
+  if (len_ + 1 > cfg_.max_positions)
+    throw std::invalid_argument("ferrum-demo: decode beyond the configured positions");
+  constexpr uint64_t kKey = 1;
+  ctx_.set_decode_state(token, static_cast<uint32_t>(len_));
+  if (!graph_captured_) {
+    // Warm-up: run the step eagerly once in dev-state mode so every plugin scratch is grown
+    // before the capture (OPS.md §0.4), then record it.
+    ctx_.set_dev_state_mode(true);
+    record_decode_step();
+    ctx_.set_decode_state(token, static_cast<uint32_t>(len_));
+    ctx_.begin_graph_capture();
+    record_decode_step();
+    ctx_.end_graph_capture(kKey);
+    ctx_.set_dev_state_mode(false);
+    graph_captured_ = true;
+  }
+  if (!ctx_.replay_graph(kKey)) throw std::runtime_error("ferrum-demo: the decode graph was not replayed");
+  len_ += 1;
+  return ctx_.argmax_rows_f16(logits_, 1, cfg_.vocab)[0];
 }
 
 std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t& next, bool want_logits) {

@@ -34,9 +34,19 @@ class Model {
   // of the LAST token ([vocab], as f32) when `want_logits`; argmax of that row in `next`.
   std::vector<float> forward(const std::vector<uint32_t>& tokens, uint32_t& next, bool want_logits);
 
+  // One decode step of `token` at position len() through a CUDA-graph-style replay: the step is
+  // captured once (dev-state mode: token, position and KV length come from device memory, OPS.md
+  // §8.2) and replayed for every later token. Needs the graph family; returns the argmax.
+  uint32_t decode_graph(uint32_t token);
+  // True when the backend has the ops decode_graph needs.
+  static bool graphs_supported(const Backend& backend);
+
   uint64_t len() const { return len_; }
   void reset() { len_ = 0; }
+  // Drops captured graphs (call before the context or the buffers go away).
+  void reset_graphs();
   uint64_t weight_bytes() const { return weight_bytes_; }
+  const Buffer& logits() const { return logits_; }
   uint64_t kv_bytes_per_token() const;
 
  private:
@@ -55,6 +65,10 @@ class Model {
   std::vector<Layer> layers_;
   // scratch, sized for max_tokens
   Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
+  // decode-graph scratch (one token)
+  Buffer q_raw_, k_raw_, v_raw_, k_rot_;
+  bool graph_captured_ = false;
+  void record_decode_step();
 };
 
 }  // namespace ferrum::demo

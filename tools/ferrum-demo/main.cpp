@@ -3,7 +3,7 @@
 //
 //   ferrum-demo [--backend SPEC] [--dtype f32|f16|bf16] [--prompt 1,2,3 | --prompt-len N]
 //               [--tokens N] [--hidden N] [--layers N] [--q-heads N] [--kv-heads N]
-//               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--json]
+//               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both] [--json]
 //
 // --backend: a name (cpu, cuda, cuda:1), a path to a plugin .so, or auto; without it
 // FERRUM_BACKEND, then the config file, then auto decide (see README).
@@ -23,7 +23,7 @@ namespace {
   std::fprintf(stderr,
                "ferrum-demo: %s\nusage: ferrum-demo [--backend SPEC] [--dtype f32|f16|bf16] [--prompt 1,2,3 | "
                "--prompt-len N] [--tokens N] [--hidden N] [--layers N] [--q-heads N] [--kv-heads N] "
-               "[--head-dim N] [--ffn N] [--vocab N] [--seed N] [--json]\n",
+               "[--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both] [--json]\n",
                msg);
   std::exit(2);
 }
@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   std::vector<uint32_t> prompt;
   uint64_t prompt_len = 16, n_tokens = 32;
   bool json = false;
+  std::string graphs = "auto";  // decode through captured graphs when the backend has them
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto val = [&]() -> const char* {
@@ -69,9 +70,11 @@ int main(int argc, char** argv) {
     else if (a == "--vocab") cfg.vocab = parse_u64("--vocab", val());
     else if (a == "--seed") cfg.seed = parse_u64("--seed", val());
     else if (a == "--json") json = true;
+    else if (a == "--graphs") graphs = val();
     else if (a == "-h" || a == "--help") usage("help");
     else usage(("unknown argument " + a).c_str());
   }
+  if (graphs != "auto" && graphs != "on" && graphs != "off" && graphs != "both") usage("--graphs takes auto, on, off or both");
   ferrum::Dtype dtype = ferrum::Dtype::invalid;
   if (dtype_name == "f32") dtype = ferrum::Dtype::f32;
   else if (dtype_name == "f16") dtype = ferrum::Dtype::f16;
@@ -92,24 +95,81 @@ int main(int argc, char** argv) {
     ferrum::demo::Model model(ctx, cfg, prompt.size());
 
     using clock = std::chrono::steady_clock;
-    uint32_t next = 0;
-    auto t0 = clock::now();
-    std::vector<float> logits = model.forward(prompt, next, true);
-    ctx.sync();
-    auto t1 = clock::now();
-    std::vector<uint32_t> generated{next};
-    while (generated.size() < n_tokens) {
-      logits = model.forward({next}, next, generated.size() + 1 == n_tokens);
-      generated.push_back(next);
+    const bool can_graph = ferrum::demo::Model::graphs_supported(backend);
+    if ((graphs == "on" || graphs == "both") && !can_graph)
+      usage(("--graphs " + graphs + ": this backend has no graph family").c_str());
+    const bool run_eager = graphs == "off" || graphs == "both" || (graphs == "auto" && !can_graph);
+    const bool run_graph = graphs == "on" || graphs == "both" || (graphs == "auto" && can_graph);
+
+    // Prefill, then N − 1 decode steps; returns {prefill s, decode s, generated ids, last logits}.
+    struct Result { double prefill_s = 0, decode_s = 0; std::vector<uint32_t> ids; std::vector<float> logits; };
+    auto generate = [&](bool with_graphs) {
+      Result r;
+      model.reset();
+      uint32_t next = 0;
+      auto t0 = clock::now();
+      r.logits = model.forward(prompt, next, n_tokens == 1);
+      ctx.sync();
+      auto t1 = clock::now();
+      r.ids.push_back(next);
+      while (r.ids.size() < n_tokens) {
+        const bool last = r.ids.size() + 1 == n_tokens;
+        if (with_graphs) {
+          next = model.decode_graph(next);
+        } else {
+          r.logits = model.forward({next}, next, last);
+        }
+        r.ids.push_back(next);
+      }
+      ctx.sync();
+      auto t2 = clock::now();
+      if (with_graphs && n_tokens > 1) r.logits = ctx.to_vec(model.logits(), cfg.vocab);
+      r.prefill_s = std::chrono::duration<double>(t1 - t0).count();
+      r.decode_s = std::chrono::duration<double>(t2 - t1).count();
+      return r;
+    };
+    Result eager, graph;
+    if (run_eager) eager = generate(false);
+    if (run_graph) {
+      if (run_eager) generate(true);  // a first pass captures the graph; time the second
+      graph = generate(true);
+      model.reset_graphs();
     }
-    ctx.sync();
-    auto t2 = clock::now();
-    const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
-    const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+    const Result& best = run_graph ? graph : eager;
+    if (run_eager && run_graph && eager.ids != graph.ids)
+      std::fprintf(stderr, "ferrum-demo: warning: eager and graph decoding generated different tokens\n");
+    const std::vector<uint32_t>& generated = best.ids;
+    const std::vector<float>& logits = best.logits;
+    const double prefill_s = best.prefill_s, decode_s = best.decode_s;
     const double prefill_tps = double(prompt.size()) / prefill_s;
     const double decode_tps = n_tokens > 1 ? double(n_tokens - 1) / decode_s : 0.0;
+    const double eager_tps = run_eager && n_tokens > 1 ? double(n_tokens - 1) / eager.decode_s : 0.0;
+    const double graph_tps = run_graph && n_tokens > 1 ? double(n_tokens - 1) / graph.decode_s : 0.0;
     double checksum = 0;
     for (size_t i = 0; i < logits.size(); ++i) checksum += double(logits[i]) * double((i % 7) + 1);
+
+    // Bandwidth roofline: each decode token streams every weight once (plus its KV history);
+    // the ceiling is the backend's own device copy bandwidth, measured here (bytes read + written).
+    double copy_gbs = 0;
+    {
+      const uint64_t n = 64ull << 20;  // 64 Mi elements of the activation dtype
+      ferrum::Buffer src = ctx.alloc(n), dst = ctx.alloc(n);
+      ctx.copy_slice(src, 0, dst, 0, n);
+      ctx.sync();
+      ferrum::Timer timer = ctx.make_timer();
+      double best_ms = 1e30;
+      for (int rep = 0; rep < 5; ++rep) {
+        ctx.record_start(timer);
+        ctx.copy_slice(src, 0, dst, 0, n);
+        ctx.record_end(timer);
+        best_ms = std::min(best_ms, ctx.elapsed_ms(timer));
+      }
+      copy_gbs = 2.0 * double(n) * double(ferrum::element_size(ctx.activation_dtype())) / (best_ms * 1e6);
+    }
+    const double bytes_per_token = double(model.weight_bytes()) +
+                                   double(model.kv_bytes_per_token()) * double(prompt.size() + n_tokens / 2);
+    const double roofline_tps = copy_gbs * 1e9 / bytes_per_token;
+    const double roofline_pct = roofline_tps > 0 ? 100.0 * decode_tps / roofline_tps : 0.0;
 
     const ferrum::DeviceProps props = backend.device_props(ctx.device());
     std::string ids;
@@ -120,10 +180,12 @@ int main(int argc, char** argv) {
       std::printf("{\"backend\": \"%s\", \"version\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", "
                   "\"prompt_tokens\": %zu, \"generated_tokens\": %llu, \"prefill_tokens_per_s\": %.3f, "
                   "\"decode_tokens_per_s\": %.3f, \"weight_bytes\": %llu, \"generated\": [%s], "
-                  "\"logits_checksum\": %.9g}\n",
+                  "\"logits_checksum\": %.9g, \"decode_mode\": \"%s\", \"eager_decode_tokens_per_s\": %.3f, "
+                  "\"graph_decode_tokens_per_s\": %.3f, \"copy_gb_per_s\": %.1f, \"roofline_pct\": %.1f}\n",
                   std::string(backend.name()).c_str(), std::string(backend.version()).c_str(), props.name.c_str(), dt,
                   prompt.size(), (unsigned long long)n_tokens, prefill_tps, decode_tps,
-                  (unsigned long long)model.weight_bytes(), ids.c_str(), checksum);
+                  (unsigned long long)model.weight_bytes(), ids.c_str(), checksum, run_graph ? "graph" : "eager",
+                  eager_tps, graph_tps, copy_gbs, roofline_pct);
     } else {
       std::printf("backend:   %s %s (ABI %s), device %llu: %s\n", std::string(backend.name()).c_str(),
                   std::string(backend.version()).c_str(), backend.abi_version().c_str(),
@@ -134,8 +196,14 @@ int main(int argc, char** argv) {
                   (unsigned long long)cfg.kv_heads, (unsigned long long)cfg.head_dim, (unsigned long long)cfg.ffn,
                   (unsigned long long)cfg.vocab, dt, model.weight_bytes() / 1e6);
       std::printf("prefill:   %zu tokens in %.3f s = %.1f tokens/s\n", prompt.size(), prefill_s, prefill_tps);
-      std::printf("decode:    %llu tokens in %.3f s = %.2f tokens/s (%.1f GB/s of weights)\n",
-                  (unsigned long long)(n_tokens - 1), decode_s, decode_tps, decode_tps * model.weight_bytes() / 1e9);
+      std::printf("decode:    %llu tokens in %.3f s = %.2f tokens/s (%s; %.1f GB/s of weights)\n",
+                  (unsigned long long)(n_tokens - 1), decode_s, decode_tps, run_graph ? "graph replay" : "eager",
+                  decode_tps * model.weight_bytes() / 1e9);
+      if (run_eager && run_graph)
+        std::printf("           eager %.2f tokens/s, graph %.2f tokens/s: %.2fx\n", eager_tps, graph_tps,
+                    eager_tps > 0 ? graph_tps / eager_tps : 0.0);
+      std::printf("roofline:  copy bandwidth %.1f GB/s, %.2f MB per token -> %.1f tokens/s; decode at %.1f%% of it\n",
+                  copy_gbs, bytes_per_token / 1e6, roofline_tps, roofline_pct);
       std::printf("generated: %s\n", ids.c_str());
       std::printf("logits checksum: %.9g\n", checksum);
     }
