@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "parallel.hpp"
+#include "simd.hpp"
 
 namespace ferrum::cpu {
 namespace {
@@ -25,10 +26,88 @@ void for_each_index(uint64_t len, F&& op) {
 
 inline float silu_mul(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
 
+// Outputs at least this large use non-temporal stores (they cannot stay in the LLC anyway, and
+// streaming saves the read-for-ownership of every output line).
+constexpr uint64_t kStreamBytes = uint64_t{64} << 20;
+
+#if FERRUM_SIMD_X86
+using namespace simd;
+
+FERRUM_AVX512_INLINE __m512 gelu16(__m512 v) {
+  const __m512 ope = one_plus_erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752440f)));
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), ope);
+}
+
+template <bool S, class T>
+FERRUM_AVX512 void gelu_avx512(const T* x, T* out, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    prefetch_ahead(x + i);
+    put16<S>(out + i, gelu16(load16(x + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    store16(out + i, gelu16(load16(x + i, m)), m);
+  }
+  if constexpr (S) _mm_sfence();
+}
+
+// silu(g)·u = g·u / (1 + e^{−g}); e^{−g} = +inf gives −0/+0 as the scalar form.
+FERRUM_AVX512_INLINE __m512 silu_mul16(__m512 g, __m512 u) {
+  const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+  return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u);
+}
+
+template <bool S, class T>
+FERRUM_AVX512 void silu_mul_row_avx512(const T* g, const T* u, T* o, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    prefetch_ahead(g + i);
+    prefetch_ahead(u + i);
+    put16<S>(o + i, silu_mul16(load16(g + i), load16(u + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    store16(o + i, silu_mul16(load16(g + i, m), load16(u + i, m)), m);
+  }
+}
+
+template <class T>
+FERRUM_AVX512 void add_avx512(T* r, const T* x, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16) store16(r + i, _mm512_add_ps(load16(r + i), load16(x + i)));
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    store16(r + i, _mm512_add_ps(load16(r + i, m), load16(x + i, m)), m);
+  }
+}
+
+template <class T>
+FERRUM_AVX512 void scaled_add_avx512(T* d, const T* s, float scale, uint64_t n) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16) store16(d + i, _mm512_fmadd_ps(sc, load16(s + i), load16(d + i)));
+  if (i < n) {
+    const __mmask16 m = tail_mask(n - i);
+    store16(d + i, _mm512_fmadd_ps(sc, load16(s + i, m), load16(d + i, m)), m);
+  }
+}
+#endif
+
 }  // namespace
 
 template <class T>
 void gelu(const T* x, T* out, uint64_t len) {
+#if FERRUM_SIMD_X86
+  if (simd::has_avx512()) {
+    const bool stream = len * sizeof(T) >= kStreamBytes && out != x;
+    parallel_for(len, kGrain, [&](uint64_t b, uint64_t e) {
+      if (stream) gelu_avx512<true>(x + b, out + b, e - b);
+      else gelu_avx512<false>(x + b, out + b, e - b);
+    });
+    return;
+  }
+#endif
   constexpr float kInvSqrt2 = 0.70710678118654752440f;
   for_each_index(len, [&](uint64_t i) {
     const float v = to_float(x[i]);
@@ -39,11 +118,23 @@ void gelu(const T* x, T* out, uint64_t len) {
 
 template <class T>
 void add_inplace(T* residual, const T* x, uint64_t len) {
+#if FERRUM_SIMD_X86
+  if (simd::has_avx512()) {
+    parallel_for(len, kGrain, [&](uint64_t b, uint64_t e) { add_avx512(residual + b, x + b, e - b); });
+    return;
+  }
+#endif
   for_each_index(len, [&](uint64_t i) { residual[i] = from_float<T>(to_float(residual[i]) + to_float(x[i])); });
 }
 
 template <class T>
 void scaled_add_inplace(T* dst, const T* src, float scale, uint64_t len) {
+#if FERRUM_SIMD_X86
+  if (simd::has_avx512()) {
+    parallel_for(len, kGrain, [&](uint64_t b, uint64_t e) { scaled_add_avx512(dst + b, src + b, scale, e - b); });
+    return;
+  }
+#endif
   for_each_index(len, [&](uint64_t i) { dst[i] = from_float<T>(std::fma(scale, to_float(src[i]), to_float(dst[i]))); });
 }
 
@@ -62,13 +153,27 @@ template <class T>
 void fused_silu_mul_split_strided(const T* gate_up, uint64_t in_row_offset, T* out, uint64_t out_row_offset,
                                   uint64_t tokens, uint64_t im) {
   if (im == 0) return;
+#if FERRUM_SIMD_X86
+  const bool simd_ok = simd::has_avx512();
+  const bool stream = tokens * im * sizeof(T) >= kStreamBytes;
+#endif
   parallel_for(tokens, row_grain(im), [&](uint64_t t0, uint64_t t1) {
     for (uint64_t t = t0; t < t1; ++t) {
       const T* g = gate_up + (in_row_offset + t) * 2 * im;
       const T* u = g + im;
       T* o = out + (out_row_offset + t) * im;
+#if FERRUM_SIMD_X86
+      if (simd_ok) {
+        if (stream) silu_mul_row_avx512<true>(g, u, o, im);
+        else silu_mul_row_avx512<false>(g, u, o, im);
+        continue;
+      }
+#endif
       for (uint64_t i = 0; i < im; ++i) o[i] = from_float<T>(silu_mul(to_float(g[i]), to_float(u[i])));
     }
+#if FERRUM_SIMD_X86
+    if (simd_ok && stream) _mm_sfence();
+#endif
   });
 }
 

@@ -28,11 +28,13 @@
 namespace ferrum::cpu {
 namespace {
 
-constexpr uint64_t kMR = 6;
-constexpr uint64_t kNR = 16;
-constexpr uint64_t kKC = 256;
-constexpr uint64_t kMC = 144;                      // 24 MR panels; A block ≈ 144 KiB (L2)
-constexpr uint64_t kBPackBudget = 4u << 20;        // bytes of packed B per thread (NC × k)
+// Tile shapes: the AVX2 / generic micro-kernels are 6 × 16, the AVX-512 one 14 × 32 (28 zmm
+// accumulators). kMR / kNR are the largest of them (edge buffers).
+constexpr uint64_t kMR = 14;
+constexpr uint64_t kNR = 32;
+constexpr uint64_t kKC = 384;                      // B micro-panel 48 KiB (AVX-512)
+constexpr uint64_t kMCPanels = 12;                 // MC = 12 MR panels (A block ≤ 168 KiB, in L2)
+constexpr uint64_t kBPackBudget = 4u << 20;        // bytes of packed B per thread (NC × KC, or NC × k)
 constexpr uint64_t kNCMax = 4096;
 constexpr uint64_t kSmallM = 4;                    // m <= this: dot-product path
 
@@ -58,22 +60,24 @@ thread_local Scratch t_apack, t_bpack, t_cbuf;
 // C[MR × NR] (row stride ldc) = (accumulate ? C : 0) + Σ_p A[p, :]ᵀ · B[p, :].
 using MicroKernel = void (*)(uint64_t kc, const float* A, const float* B, float* C, uint64_t ldc, bool accumulate);
 
+constexpr uint64_t kMR2 = 6, kNR2 = 16;  // generic and AVX2 tile
+
 void micro_generic(uint64_t kc, const float* A, const float* B, float* C, uint64_t ldc, bool accumulate) {
-  float acc[kMR][kNR] = {};
+  float acc[kMR2][kNR2] = {};
   for (uint64_t p = 0; p < kc; ++p) {
-    const float* ap = A + p * kMR;
-    const float* bp = B + p * kNR;
-    for (uint64_t i = 0; i < kMR; ++i) {
+    const float* ap = A + p * kMR2;
+    const float* bp = B + p * kNR2;
+    for (uint64_t i = 0; i < kMR2; ++i) {
       const float av = ap[i];
-      for (uint64_t j = 0; j < kNR; ++j) acc[i][j] += av * bp[j];
+      for (uint64_t j = 0; j < kNR2; ++j) acc[i][j] += av * bp[j];
     }
   }
-  for (uint64_t i = 0; i < kMR; ++i) {
+  for (uint64_t i = 0; i < kMR2; ++i) {
     float* c = C + i * ldc;
     if (accumulate) {
-      for (uint64_t j = 0; j < kNR; ++j) c[j] += acc[i][j];
+      for (uint64_t j = 0; j < kNR2; ++j) c[j] += acc[i][j];
     } else {
-      for (uint64_t j = 0; j < kNR; ++j) c[j] = acc[i][j];
+      for (uint64_t j = 0; j < kNR2; ++j) c[j] = acc[i][j];
     }
   }
 }
@@ -118,8 +122,8 @@ __attribute__((target("avx2,fma"))) void micro_avx2(uint64_t kc, const float* A,
     a = _mm256_broadcast_ss(A + 5);
     c50 = _mm256_fmadd_ps(a, b0, c50);
     c51 = _mm256_fmadd_ps(a, b1, c51);
-    A += kMR;
-    B += kNR;
+    A += kMR2;
+    B += kNR2;
   }
   store_row_avx2(C + 0 * ldc, c00, c01, accumulate);
   store_row_avx2(C + 1 * ldc, c10, c11, accumulate);
@@ -127,6 +131,121 @@ __attribute__((target("avx2,fma"))) void micro_avx2(uint64_t kc, const float* A,
   store_row_avx2(C + 3 * ldc, c30, c31, accumulate);
   store_row_avx2(C + 4 * ldc, c40, c41, accumulate);
   store_row_avx2(C + 5 * ldc, c50, c51, accumulate);
+}
+
+#define FERRUM_GEMM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+
+// 14 × 32 tile: 28 accumulators, per k step 2 B loads + 14 broadcasts + 28 FMAs. Each
+// accumulator is the same FMA chain over p as in the 6 × 16 kernels (bitwise identical sums).
+FERRUM_GEMM_AVX512 void micro_avx512(uint64_t kc, const float* A, const float* B, float* C, uint64_t ldc,
+                                     bool accumulate) {
+#define FERRUM_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#define FERRUM_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+  FERRUM_ROWS(FERRUM_DECL)
+#undef FERRUM_DECL
+#define FERRUM_PF(i)                                                              \
+  _mm_prefetch(reinterpret_cast<const char*>(C + (i) * ldc), _MM_HINT_T0);         \
+  _mm_prefetch(reinterpret_cast<const char*>(C + (i) * ldc + 31), _MM_HINT_T0);
+  if (accumulate) {
+    FERRUM_ROWS(FERRUM_PF)
+  }
+#undef FERRUM_PF
+  for (uint64_t p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_load_ps(B);
+    const __m512 b1 = _mm512_load_ps(B + 16);
+#define FERRUM_STEP(i)                              \
+  {                                                 \
+    const __m512 a = _mm512_set1_ps(A[i]);          \
+    c##i##0 = _mm512_fmadd_ps(a, b0, c##i##0);      \
+    c##i##1 = _mm512_fmadd_ps(a, b1, c##i##1);      \
+  }
+    FERRUM_ROWS(FERRUM_STEP)
+#undef FERRUM_STEP
+    A += 14;
+    B += 32;
+  }
+#define FERRUM_STORE(i)                                                          \
+  {                                                                              \
+    float* c = C + (i) * ldc;                                                    \
+    if (accumulate) {                                                            \
+      c##i##0 = _mm512_add_ps(_mm512_loadu_ps(c), c##i##0);                      \
+      c##i##1 = _mm512_add_ps(_mm512_loadu_ps(c + 16), c##i##1);                 \
+    }                                                                            \
+    _mm512_storeu_ps(c, c##i##0);                                                \
+    _mm512_storeu_ps(c + 16, c##i##1);                                           \
+  }
+  FERRUM_ROWS(FERRUM_STORE)
+#undef FERRUM_STORE
+#undef FERRUM_ROWS
+}
+
+FERRUM_GEMM_AVX512 float dot_avx512(const float* x, const float* y, uint64_t k) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+  uint64_t p = 0;
+  for (; p + 64 <= k; p += 64) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p), _mm512_loadu_ps(y + p), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p + 16), _mm512_loadu_ps(y + p + 16), s1);
+    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p + 32), _mm512_loadu_ps(y + p + 32), s2);
+    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p + 48), _mm512_loadu_ps(y + p + 48), s3);
+  }
+  for (; p + 16 <= k; p += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p), _mm512_loadu_ps(y + p), s0);
+  if (p < k) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (k - p)) - 1u);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + p), _mm512_maskz_loadu_ps(m, y + p), s1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+// In-register 16 × 16 transpose: r[i] = row i in, r[j] = column j out.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"), always_inline)) inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+    const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+    r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    r[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+}
+
+// f32 packing by 16 × 16 register transposes: `rows` (≤ 16) rows of src (row stride ld) × kc
+// columns into dst[p · dst_stride + i] (i < rows). Rows are read as whole cache lines (no
+// set-conflicting column walks, which 16-KiB row strides would cause).
+FERRUM_GEMM_AVX512 void pack_rows_t16(const float* src, uint64_t ld, uint64_t rows, uint64_t kc, float* dst,
+                                      uint64_t dst_stride) {
+  const __mmask16 out_mask = static_cast<__mmask16>((1u << rows) - 1u);
+  __m512 r[16];
+  for (uint64_t p0 = 0; p0 < kc; p0 += 16) {
+    const uint64_t w = std::min<uint64_t>(16, kc - p0);
+    const __mmask16 in_mask = static_cast<__mmask16>((w == 16) ? 0xFFFFu : ((1u << w) - 1u));
+    for (uint64_t i = 0; i < 16; ++i) {
+      r[i] = i < rows ? _mm512_maskz_loadu_ps(in_mask, src + i * ld + p0) : _mm512_setzero_ps();
+    }
+    transpose16(r);
+    for (uint64_t j = 0; j < w; ++j) _mm512_mask_storeu_ps(dst + (p0 + j) * dst_stride, out_mask, r[j]);
+  }
+}
+
+FERRUM_GEMM_AVX512 void pack_a14_avx512(const float* a, uint64_t lda, uint64_t kc, float* panel) {
+  pack_rows_t16(a, lda, 14, kc, panel, 14);
+}
+
+FERRUM_GEMM_AVX512 void pack_b32_avx512(const float* b, uint64_t ldb, uint64_t kc, float* panel) {
+  pack_rows_t16(b, ldb, 16, kc, panel, 32);
+  pack_rows_t16(b + 16 * ldb, ldb, 16, kc, panel + 16, 32);
 }
 
 __attribute__((target("avx2,fma"))) float dot_avx2(const float* x, const float* y, uint64_t k) {
@@ -163,6 +282,8 @@ struct Kernels {
   MicroKernel micro = micro_generic;
   float (*dot)(const float*, const float*, uint64_t) = dot_generic;
   const char* name = "generic";
+  uint64_t mr = kMR2, nr = kNR2;
+  bool gather_pack = false;  // AVX-512 f32 transposing packers (14 × 32 tile only)
 };
 
 const Kernels& kernels() {
@@ -174,6 +295,15 @@ const Kernels& kernels() {
       r.micro = micro_avx2;
       r.dot = dot_avx2;
       r.name = "avx2_fma";
+    }
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
+      r.micro = micro_avx512;
+      r.dot = dot_avx512;
+      r.name = "avx512";
+      r.mr = 14;
+      r.nr = 32;
+      r.gather_pack = true;
     }
 #endif
     return r;
@@ -192,97 +322,134 @@ inline void load_row_f32(const T* src, float* dst, uint64_t n) {
 
 // Packs rows [0, rows) × cols [0, kc) of a (row stride lda) into MR-row panels, zero-padded.
 template <class T>
-void pack_a(const T* a, uint64_t lda, uint64_t rows, uint64_t kc, float* dst) {
-  for (uint64_t r0 = 0; r0 < rows; r0 += kMR) {
-    const uint64_t mr = std::min(kMR, rows - r0);
+void pack_a(const T* a, uint64_t lda, uint64_t rows, uint64_t kc, uint64_t MR, float* dst) {
+  [[maybe_unused]] const bool fast = kernels().gather_pack && MR == 14;
+  for (uint64_t r0 = 0; r0 < rows; r0 += MR) {
+    const uint64_t mr = std::min(MR, rows - r0);
     float* panel = dst + r0 * kc;
+#if FERRUM_GEMM_X86
+    if constexpr (std::is_same_v<T, float>) {
+      if (fast && mr == MR) {
+        pack_a14_avx512(a + r0 * lda, lda, kc, panel);
+        continue;
+      }
+    }
+#endif
     for (uint64_t i = 0; i < mr; ++i) {
       const T* row = a + (r0 + i) * lda;
-      for (uint64_t p = 0; p < kc; ++p) panel[p * kMR + i] = to_float(row[p]);
+      for (uint64_t p = 0; p < kc; ++p) panel[p * MR + i] = to_float(row[p]);
     }
-    for (uint64_t i = mr; i < kMR; ++i) {
-      for (uint64_t p = 0; p < kc; ++p) panel[p * kMR + i] = 0.0f;
+    for (uint64_t i = mr; i < MR; ++i) {
+      for (uint64_t p = 0; p < kc; ++p) panel[p * MR + i] = 0.0f;
     }
   }
 }
 
-// Packs rows [0, cols) of b (row stride ldb) over all of k into KC blocks of NR-column
-// panels: block pc starts at pc · ncp, panel q of it at pc · ncp + q · NR · kc.
+// Packs rows [0, cols) × k-range [0, kc) of b (row stride ldb) into NR-column panels
+// (panel q at q · NR · kc), zero-padded to ncp columns.
 template <class T>
-void pack_b(const T* b, uint64_t ldb, uint64_t cols, uint64_t ncp, uint64_t k, float* dst) {
-  for (uint64_t pc = 0; pc < k; pc += kKC) {
-    const uint64_t kc = std::min(kKC, k - pc);
-    float* block = dst + pc * ncp;
-    for (uint64_t j0 = 0; j0 < ncp; j0 += kNR) {
-      float* panel = block + j0 * kc;
-      const uint64_t nr = j0 < cols ? std::min(kNR, cols - j0) : 0;
-      for (uint64_t j = 0; j < nr; ++j) {
-        const T* row = b + (j0 + j) * ldb + pc;
-        for (uint64_t p = 0; p < kc; ++p) panel[p * kNR + j] = to_float(row[p]);
+void pack_b_block(const T* b, uint64_t ldb, uint64_t cols, uint64_t ncp, uint64_t kc, uint64_t NR, float* dst) {
+  [[maybe_unused]] const bool fast = kernels().gather_pack && NR == 32;
+  for (uint64_t j0 = 0; j0 < ncp; j0 += NR) {
+    float* panel = dst + j0 * kc;
+    const uint64_t nr = j0 < cols ? std::min(NR, cols - j0) : 0;
+#if FERRUM_GEMM_X86
+    if constexpr (std::is_same_v<T, float>) {
+      if (fast && nr == NR) {
+        pack_b32_avx512(b + j0 * ldb, ldb, kc, panel);
+        continue;
       }
-      for (uint64_t j = nr; j < kNR; ++j) {
-        for (uint64_t p = 0; p < kc; ++p) panel[p * kNR + j] = 0.0f;
+    }
+#endif
+    for (uint64_t j = 0; j < nr; ++j) {
+      const T* row = b + (j0 + j) * ldb;
+      for (uint64_t p = 0; p < kc; ++p) panel[p * NR + j] = to_float(row[p]);
+    }
+    for (uint64_t j = nr; j < NR; ++j) {
+      for (uint64_t p = 0; p < kc; ++p) panel[p * NR + j] = 0.0f;
+    }
+  }
+}
+
+// Packs all of k: KC block pc starts at pc · ncp.
+template <class T>
+void pack_b(const T* b, uint64_t ldb, uint64_t cols, uint64_t ncp, uint64_t k, uint64_t NR, float* dst) {
+  for (uint64_t pc = 0; pc < k; pc += kKC) {
+    pack_b_block(b + pc, ldb, cols, ncp, std::min(kKC, k - pc), NR, dst + pc * ncp);
+  }
+}
+
+// One packed A block × one packed B block (kc deep) into C (row stride ldc).
+inline void macro_kernel(const Kernels& K, uint64_t mc, uint64_t nc, uint64_t kc, const float* apack,
+                         const float* bblock, float* cblock, uint64_t ldc, bool accumulate) {
+  const uint64_t MR = K.mr, NR = K.nr;
+  alignas(64) float edge[kMR * kNR];
+  for (uint64_t j0 = 0; j0 < nc; j0 += NR) {
+    const uint64_t nr = std::min(NR, nc - j0);
+    const float* bp = bblock + j0 * kc;
+    for (uint64_t i0 = 0; i0 < mc; i0 += MR) {
+      const uint64_t mr = std::min(MR, mc - i0);
+      const float* ap = apack + i0 * kc;
+      float* c = cblock + i0 * ldc + j0;
+      if (mr == MR && nr == NR) {
+        K.micro(kc, ap, bp, c, ldc, accumulate);
+      } else {
+        K.micro(kc, ap, bp, edge, NR, false);
+        for (uint64_t i = 0; i < mr; ++i) {
+          for (uint64_t j = 0; j < nr; ++j) {
+            c[i * ldc + j] = accumulate ? c[i * ldc + j] + edge[i * NR + j] : edge[i * NR + j];
+          }
+        }
       }
     }
   }
 }
 
 // out block [m × n] (row stride ldo) = a[m × k] · b[n × k]ᵀ, on the calling thread.
+// f32: BLIS order jc → pc (B block NC × KC packed) → ic (A block MC × KC packed), partial sums in
+// out. f16/bf16: jc (B packed over all of k) → ic → pc, partial sums in an f32 MC × NC buffer.
+// Either way an element's sum is the same chain: KC blocks in order, each an FMA chain from 0.
 template <class T>
 void gemm_blocked(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k, uint64_t ldo) {
-  const MicroKernel micro = kernels().micro;
-  uint64_t nc_max = kBPackBudget / (sizeof(float) * k);
-  nc_max = std::clamp<uint64_t>(nc_max / kNR * kNR, kNR, kNCMax);
-  float* bpack = t_bpack.get(std::min(nc_max, (n + kNR - 1) / kNR * kNR) * k);
-  float* apack = t_apack.get(kMC * kKC);
-  float* cbuf = nullptr;
-  if constexpr (!std::is_same_v<T, float>) cbuf = t_cbuf.get(kMC * nc_max);
-  alignas(64) float edge[kMR * kNR];
-
-  for (uint64_t jc = 0; jc < n; jc += nc_max) {
-    const uint64_t nc = std::min(nc_max, n - jc);
-    const uint64_t ncp = (nc + kNR - 1) / kNR * kNR;
-    pack_b(b + jc * k, k, nc, ncp, k, bpack);
-    for (uint64_t ic = 0; ic < m; ic += kMC) {
-      const uint64_t mc = std::min(kMC, m - ic);
-      float* cblock;
-      uint64_t ldc;
-      if constexpr (std::is_same_v<T, float>) {
-        cblock = out + ic * ldo + jc;
-        ldc = ldo;
-      } else {
-        cblock = cbuf;
-        ldc = ncp;
-      }
+  const Kernels& K = kernels();
+  const uint64_t MR = K.mr, NR = K.nr, MC = kMCPanels * MR;
+  float* apack = t_apack.get(MC * kKC);
+  if constexpr (std::is_same_v<T, float>) {
+    uint64_t nc_max = kBPackBudget / (sizeof(float) * std::min(k, kKC));
+    nc_max = std::clamp<uint64_t>(nc_max / NR * NR, NR, kNCMax);
+    float* bpack = t_bpack.get(std::min(nc_max, (n + NR - 1) / NR * NR) * std::min(k, kKC));
+    for (uint64_t jc = 0; jc < n; jc += nc_max) {
+      const uint64_t nc = std::min(nc_max, n - jc);
+      const uint64_t ncp = (nc + NR - 1) / NR * NR;
       for (uint64_t pc = 0; pc < k; pc += kKC) {
         const uint64_t kc = std::min(kKC, k - pc);
-        const bool accumulate = pc != 0;
-        pack_a(a + ic * k + pc, k, mc, kc, apack);
-        const float* bblock = bpack + pc * ncp;
-        for (uint64_t j0 = 0; j0 < nc; j0 += kNR) {
-          const uint64_t nr = std::min(kNR, nc - j0);
-          const float* bp = bblock + j0 * kc;
-          for (uint64_t i0 = 0; i0 < mc; i0 += kMR) {
-            const uint64_t mr = std::min(kMR, mc - i0);
-            const float* ap = apack + i0 * kc;
-            float* c = cblock + i0 * ldc + j0;
-            if (mr == kMR && nr == kNR) {
-              micro(kc, ap, bp, c, ldc, accumulate);
-            } else {
-              micro(kc, ap, bp, edge, kNR, false);
-              for (uint64_t i = 0; i < mr; ++i) {
-                for (uint64_t j = 0; j < nr; ++j) {
-                  c[i * ldc + j] = accumulate ? c[i * ldc + j] + edge[i * kNR + j] : edge[i * kNR + j];
-                }
-              }
-            }
-          }
+        pack_b_block(b + jc * k + pc, k, nc, ncp, kc, NR, bpack);
+        for (uint64_t ic = 0; ic < m; ic += MC) {
+          const uint64_t mc = std::min(MC, m - ic);
+          pack_a(a + ic * k + pc, k, mc, kc, MR, apack);
+          macro_kernel(K, mc, nc, kc, apack, bpack, out + ic * ldo + jc, ldo, pc != 0);
         }
       }
-      if constexpr (!std::is_same_v<T, float>) {
+    }
+  } else {
+    uint64_t nc_max = kBPackBudget / (sizeof(float) * k);
+    nc_max = std::clamp<uint64_t>(nc_max / NR * NR, NR, kNCMax);
+    float* bpack = t_bpack.get(std::min(nc_max, (n + NR - 1) / NR * NR) * k);
+    float* cbuf = t_cbuf.get(MC * nc_max);
+    for (uint64_t jc = 0; jc < n; jc += nc_max) {
+      const uint64_t nc = std::min(nc_max, n - jc);
+      const uint64_t ncp = (nc + NR - 1) / NR * NR;
+      pack_b(b + jc * k, k, nc, ncp, k, NR, bpack);
+      for (uint64_t ic = 0; ic < m; ic += MC) {
+        const uint64_t mc = std::min(MC, m - ic);
+        for (uint64_t pc = 0; pc < k; pc += kKC) {
+          const uint64_t kc = std::min(kKC, k - pc);
+          pack_a(a + ic * k + pc, k, mc, kc, MR, apack);
+          macro_kernel(K, mc, nc, kc, apack, bpack + pc * ncp, cbuf, ncp, pc != 0);
+        }
         for (uint64_t i = 0; i < mc; ++i) {
           T* orow = out + (ic + i) * ldo + jc;
-          const float* crow = cbuf + i * ldc;
+          const float* crow = cbuf + i * ncp;
           for (uint64_t j = 0; j < nc; ++j) orow[j] = from_float<T>(crow[j]);
         }
       }
@@ -332,7 +499,7 @@ void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
   const uint64_t flops = 2 * m * n * k;
   // Split the larger output dimension into one part per thread (whole MR/NR tiles).
   const bool split_n = n >= m;
-  const uint64_t unit = split_n ? kNR : kMR;
+  const uint64_t unit = split_n ? kernels().nr : kernels().mr;
   const uint64_t extent = split_n ? n : m;
   const uint64_t units = (extent + unit - 1) / unit;
   uint64_t parts = std::min<uint64_t>(threads, units);
