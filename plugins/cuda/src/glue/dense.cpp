@@ -13,6 +13,7 @@
 
 #include "cuda_plugin.hpp"
 #include "gemm.hpp"
+#include "memory.hpp"
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/norm.cuh"
@@ -221,7 +222,24 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
     if (dev)  // the token dev_state[0]; >= vocab gives a +0.0 row
       return kernels::embedding_dev_ids(a.table->dtype, a.table->data, vocab, state, FERRUM_DTYPE_U32, 1,
                                         a.out->data, a.dim, st);
-    return kernels::embedding_host_ids(a.table->dtype, a.table->data, a.ids, a.ids_len, a.out->data, a.dim, st);
+    // More ids than one parameter block holds: stage them (pinned slots, asynchronous copy)
+    // into the context's gemm workspace, which is stream-ordered scratch like every use of it,
+    // and gather in ONE launch per chunk of staging capacity (1 Mi ids).
+    cuda::DeviceContext& d = *c.dev;
+    const uint64_t cap = std::min<uint64_t>(d.workspace ? d.workspace_bytes : 0,
+                                            cuda::kStagingSlots * cuda::kStagingSlotBytes) / sizeof(uint32_t);
+    if (a.ids_len <= kernels::kHostIdsPerLaunch || cap == 0)  // ids as kernel parameters
+      return kernels::embedding_host_ids(a.table->dtype, a.table->data, a.ids, a.ids_len, a.out->data, a.dim, st);
+    const uint64_t esz = dtype_size(a.table->dtype);
+    for (uint64_t i0 = 0; i0 < a.ids_len; i0 += cap) {
+      const uint64_t cnt = std::min<uint64_t>(cap, a.ids_len - i0);
+      cuda::Status cs = cuda::h2d_async(d, d.workspace, a.ids + i0, cnt * sizeof(uint32_t));
+      if (cs.ok())
+        cs = kernels::embedding_dev_ids(a.table->dtype, a.table->data, vocab, d.workspace, FERRUM_DTYPE_U32, cnt,
+                                        static_cast<char*>(a.out->data) + i0 * a.dim * esz, a.dim, st);
+      if (!cs.ok()) return cs;
+    }
+    return cuda::ok_status();
   });
 }
 

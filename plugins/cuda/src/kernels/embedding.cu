@@ -1,8 +1,8 @@
 // ferrum CUDA plugin — row gathers (declared in embedding.cuh).
 //
-// gather_kernel<T, N, Src>: grid.y walks output rows (stride gridDim.y), grid.x × threads walk
-// the row's vectors. Src yields row r's id as a 64-bit value (~0 for a negative I32), read once
-// per row. Every row is a bit copy (no float conversion), so the op is exact.
+// gather_kernel<T, N, Src, Idx>: 1-D grid-stride over all rows' output vectors, four per
+// thread. Src yields row r's id as a 64-bit value (~0 for a negative I32). Every row is a bit
+// copy (no float conversion), so the op is exact.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -19,13 +19,16 @@ using namespace dev;
 
 namespace {
 
-// Host ids passed by value; kernel parameter space is read through the constant cache
-// (__grid_constant__ keeps the array in parameter space even when indexed at run time).
+// Host ids passed by value (M of them at most); kernel parameter space is read through the
+// constant cache (__grid_constant__ keeps the array in parameter space even when indexed at run
+// time). A small M keeps the decode-size launch's parameter block small.
+template <int M>
 struct HostIds {
-  uint32_t id[kHostIdsPerLaunch];
+  uint32_t id[M];
   __device__ uint64_t operator()(uint64_t r) const { return id[r]; }
 };
-static_assert(sizeof(HostIds) + 64 <= 4096, "kernel parameters must stay within the portable 4 KB");
+static_assert(sizeof(HostIds<kHostIdsPerLaunch>) + 64 <= 4096, "kernel parameters must stay within the portable 4 KB");
+constexpr uint64_t kSmallHostIds = 16;
 
 struct DevU32 {
   const uint32_t* p;
@@ -39,24 +42,38 @@ struct DevI32 {
   }
 };
 
-template <class T, int N, class Src>
-__global__ void gather_kernel(const T* __restrict__ table, uint64_t vocab, T* __restrict__ out, uint64_t dv,
-                              uint64_t rows, const __grid_constant__ Src src) {
+// Each block copies tiles of kGatherUnroll · blockDim output vectors; thread x of a tile owns
+// vectors tile + x + k·blockDim (k < kGatherUnroll) and issues all their loads before the
+// stores (64 bytes in flight per thread). The flat index g = r·dv + c is split with a division
+// in Idx (32 bits when the vector count allows); the id read is a broadcast within the row's
+// threads (constant cache or L1).
+constexpr int kGatherUnroll = 4;
+
+template <class T, int N, class Src, class Idx>
+__global__ void gather_kernel(const T* __restrict__ table, uint64_t vocab, T* __restrict__ out, Idx dv, Idx total,
+                              const __grid_constant__ Src src) {
   using V = Vec<T, N>;
-  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
-  for (uint64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const uint64_t id = src(r);
-    V* dst = reinterpret_cast<V*>(out) + r * dv;
-    if (id < vocab) {
-      const V* row = reinterpret_cast<const V*>(table) + id * dv;
-      for (uint64_t c = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < dv; c += stride)
-        dst[c] = row[c];
-    } else {
-      V z;
+  const Idx tile = static_cast<Idx>(blockDim.x) * kGatherUnroll;
+  for (Idx base = static_cast<Idx>(blockIdx.x) * tile; base < total; base += static_cast<Idx>(gridDim.x) * tile) {
+    V x[kGatherUnroll];
 #pragma unroll
-      for (int j = 0; j < N; ++j) z.v[j] = from_f<T>(0.0f);  // +0.0
-      for (uint64_t c = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < dv; c += stride)
-        dst[c] = z;
+    for (int k = 0; k < kGatherUnroll; ++k) {
+      const Idx g = base + threadIdx.x + static_cast<Idx>(k) * blockDim.x;
+      if (g < total) {
+        const Idx r = g / dv, c = g - r * dv;
+        const uint64_t id = src(r);
+        if (id < vocab) {
+          x[k] = reinterpret_cast<const V*>(table)[id * dv + c];
+        } else {
+#pragma unroll
+          for (int j = 0; j < N; ++j) x[k].v[j] = from_f<T>(0.0f);  // +0.0
+        }
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kGatherUnroll; ++k) {
+      const Idx g = base + threadIdx.x + static_cast<Idx>(k) * blockDim.x;
+      if (g < total) reinterpret_cast<V*>(out)[g] = x[k];
     }
   }
 }
@@ -66,19 +83,30 @@ Status launch_gather(const void* table, uint64_t vocab, void* out, uint64_t dim,
                      cudaStream_t stream) {
   constexpr int NV = kVec<T>;
   const bool vec = dim % NV == 0 && aligned16(table) && aligned16(out);
-  const uint64_t dv = vec ? dim / NV : dim;
-  const dim3 grid(static_cast<unsigned>(std::clamp<uint64_t>((dv + kThreads - 1) / kThreads, 1, 1024)),
-                  static_cast<unsigned>(std::min<uint64_t>(rows, kMaxBlocks)));
+  const uint64_t dv = vec ? dim / NV : dim, total = rows * dv;
   const auto* t = static_cast<const T*>(table);
   auto* o = static_cast<T*>(out);
+  const unsigned blocks = blocks_for(total, uint64_t{kThreads} * kGatherUnroll);
   (void)cudaGetLastError();
-  if (vec) {
-    gather_kernel<T, NV, Src><<<grid, kThreads, 0, stream>>>(t, vocab, o, dv, rows, src);
+  if (total < (uint64_t{1} << 31)) {
+    if (vec) gather_kernel<T, NV, Src, uint32_t><<<blocks, kThreads, 0, stream>>>(t, vocab, o, uint32_t(dv), uint32_t(total), src);
+    else gather_kernel<T, 1, Src, uint32_t><<<blocks, kThreads, 0, stream>>>(t, vocab, o, uint32_t(dv), uint32_t(total), src);
   } else {
-    gather_kernel<T, 1, Src><<<grid, kThreads, 0, stream>>>(t, vocab, o, dv, rows, src);
+    if (vec) gather_kernel<T, NV, Src, uint64_t><<<blocks, kThreads, 0, stream>>>(t, vocab, o, dv, total, src);
+    else gather_kernel<T, 1, Src, uint64_t><<<blocks, kThreads, 0, stream>>>(t, vocab, o, dv, total, src);
   }
   FERRUM_CUDA_LAUNCH_CHECK("gather_kernel");
   return ok_status();
+}
+
+template <class T, int M>
+Status launch_host_chunk(const void* table, const uint32_t* ids, uint64_t cnt, void* out, uint64_t dim,
+                         cudaStream_t stream) {
+  HostIds<M> chunk;
+  std::copy(ids, ids + cnt, chunk.id);
+  std::fill(chunk.id + cnt, chunk.id + M, 0u);  // unread; defined bytes
+  // vocab = ~0: the ids were checked on the host.
+  return launch_gather<T>(table, ~uint64_t{0}, out, dim, cnt, chunk, stream);
 }
 
 }  // namespace
@@ -88,14 +116,12 @@ Status embedding_host_ids(int32_t dtype, const void* table, const uint32_t* ids,
   if (n == 0 || dim == 0) return ok_status();
   return dispatch_float(dtype, "embedding_lookup", [&](auto tag) -> Status {
     using T = typename decltype(tag)::type;
-    HostIds chunk;
+    if (n <= kSmallHostIds) return launch_host_chunk<T, kSmallHostIds>(table, ids, n, out, dim, stream);
     for (uint64_t i0 = 0; i0 < n; i0 += kHostIdsPerLaunch) {
       const uint64_t cnt = std::min<uint64_t>(kHostIdsPerLaunch, n - i0);
-      std::copy(ids + i0, ids + i0 + cnt, chunk.id);
-      std::fill(chunk.id + cnt, chunk.id + kHostIdsPerLaunch, 0u);  // unread; defined bytes
-      // vocab = ~0: the ids were checked on the host.
-      FERRUM_RETURN_IF_ERROR(launch_gather<T>(table, ~uint64_t{0}, static_cast<T*>(out) + i0 * dim, dim, cnt,
-                                              chunk, stream));
+      Status st = launch_host_chunk<T, kHostIdsPerLaunch>(table, ids + i0, cnt, static_cast<T*>(out) + i0 * dim,
+                                                          dim, stream);
+      if (!st.ok()) return st;
     }
     return ok_status();
   });

@@ -2,8 +2,8 @@
 // token in dev-state mode) and embedding_lookup_dev (device ids).
 //
 // out[i, :] = table[id_i, :] as bit copies, or +0.0 for an id outside [0, vocab) where the ids
-// come from device memory. One block row per output row, threads over the row's 16-byte
-// vectors (scalar path when dim or a base is not 16-byte aligned). Launch functions enqueue
+// come from device memory. Threads over all rows' output 16-byte vectors, four per thread
+// (scalar path when dim or a base is not 16-byte aligned). Launch functions enqueue
 // on `stream` (its device current) and allocate nothing.
 #pragma once
 
@@ -16,9 +16,11 @@
 namespace ferrum::cuda::kernels {
 
 // Ids from host memory, already checked < vocab by the caller. They travel as kernel
-// parameters (chunks of kHostIdsPerLaunch per launch), so the host array may be reused as
-// soon as the call returns and no device scratch or staging copy is needed. Not capturable
-// only because the ids are host values frozen at launch (OPS.md §3).
+// parameters (chunks of kHostIdsPerLaunch per launch; a small parameter block for <= 16 ids),
+// so the host array may be reused as soon as the call returns and no device scratch or
+// staging copy is needed. Not capturable only because the ids are host values frozen at
+// launch (OPS.md §3). The glue uses this for n <= kHostIdsPerLaunch (one launch); larger
+// calls stage the ids into device scratch and use embedding_dev_ids (one launch).
 inline constexpr uint64_t kHostIdsPerLaunch = 960;
 [[nodiscard]] Status embedding_host_ids(int32_t dtype, const void* table, const uint32_t* ids, uint64_t n,
                                         void* out, uint64_t dim, cudaStream_t stream) noexcept;

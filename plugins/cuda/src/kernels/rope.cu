@@ -1,9 +1,10 @@
 // ferrum CUDA plugin — the QK-norm / RoPE family kernel (declared in rope.cuh).
 //
-// rope_kernel<T, C, N>: T the activation type, C the table type (T or float), N elements per
-// chunk (16 bytes, or 1 for the scalar path). One warp per (token, head) vector, 8 warps per
-// block, grid-stride over vectors. Each lane keeps J = 256 / (32·N) chunks (8 values) in f32
-// registers; the rotation partner is read from the warp's f32 row in shared memory.
+// rope_kernel<T, C, N, K>: T the activation type, C the table type (T or float), N elements per
+// chunk (16 bytes, or 1 for the scalar path), K units per lane. A group of G lanes (a power of
+// two <= 32) owns one (token, head) vector, and each lane owns whole rotation pairs — both
+// halves' chunks (NeoX) or adjacent chunk pairs (GPT-J) — so the rotation needs no shuffle and
+// no shared memory; see the kernel's comment.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@ namespace {
 
 constexpr int kWarpsPerBlock = 8;
 constexpr int kMaxD = static_cast<int>(kRopeMaxHeadDim);
+static_assert(kMaxD / 2 <= 4 * 32, "the scalar path's K = 4 units per lane must cover head_dim / 2");
 
 enum PosKind : int { kPosHost = 0, kPosU32 = 1, kPosI32 = 2 };
 
@@ -43,117 +45,164 @@ struct RopeParams {
   const void* positions;
 };
 
-template <class T, class C, int N>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopeParams<T, C> p) {
+// Loads N consecutive table values (16-byte pieces when N > 1; the caller guarantees the
+// alignment) as floats.
+template <class C, int N>
+__device__ __forceinline__ void load_f(const C* p, float (&f)[N]) {
+  if constexpr (N == 1) {
+    f[0] = to_f(p[0]);
+  } else {
+    constexpr int M = kVec<C> < N ? kVec<C> : N;  // elements per load
+#pragma unroll
+    for (int q = 0; q < N / M; ++q) {
+      const Vec<C, M> v = reinterpret_cast<const Vec<C, M>*>(p)[q];
+#pragma unroll
+      for (int jj = 0; jj < M; ++jj) f[q * M + jj] = to_f(v.v[jj]);
+    }
+  }
+}
+
+// rope_kernel<T, C, N, K>: a group of G = 2^lg lanes (G <= 32, aligned within the warp) owns one
+// (token, head) vector; the vector's nc = D / N chunks form U = ceil(nc / 2) "units" of two
+// chunks each, and lane r of the group owns units r + k·G (k < K). A unit holds both members of
+// every rotation pair it touches, so the rotation needs no data exchange:
+//   NeoX / copy: chunks u and u + U (elements uN.. and half + uN..: pairs (i, i + half));
+//   GPT-J:       chunks 2u and 2u + 1 (elements 2uN .. 2uN + 2N − 1: pairs (2i, 2i + 1)).
+// In both layouts the unit's pairs are i = uN .. uN + N − 1, so it reads N consecutive cos and
+// N sin values (16-byte loads). The RMS statistic is a sum over the group (xor shuffles inside
+// the aligned group). Blocks of 256 threads walk 256 / G vectors, token-major; the loop bound
+// is block-uniform, so every lane reaches the shuffles.
+template <class T, class C, int N, int K>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopeParams<T, C> p, int lg, uint32_t U) {
   using V = Vec<T, N>;
-  constexpr int J = (kMaxD / N + 31) / 32;  // chunk slots per lane
-  __shared__ float sx[kWarpsPerBlock][kMaxD];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int G = 1 << lg;
+  const int r = threadIdx.x & (G - 1);
+  const uint64_t per_block = (kWarpsPerBlock * 32) >> lg;
   const uint64_t total = p.tokens * p.heads_total;
-  const uint64_t D = p.D, nc = D / N, half = D / 2;
-  float* row = sx[warp];
-  for (uint64_t v = static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp; v < total;
-       v += static_cast<uint64_t>(gridDim.x) * kWarpsPerBlock) {
-    // Everything below down to the loads is uniform across the warp.
-    const uint64_t t = v / p.heads_total, j = v - t * p.heads_total;
+  const uint64_t D = p.D, half = D / 2;
+  const uint32_t nc = static_cast<uint32_t>(D / N);
+  const bool idx32 = total <= 0xffffffffull;
+  for (uint64_t base = static_cast<uint64_t>(blockIdx.x) * per_block; base < total;
+       base += static_cast<uint64_t>(gridDim.x) * per_block) {
+    // Token-major: a block's groups cover consecutive heads of consecutive tokens (contiguous
+    // reads; the token's cos/sin row is reused from L1 by all its heads).
+    const uint64_t v = base + (threadIdx.x >> lg);
+    const bool active = v < total;
+    uint64_t t, j;
+    if (idx32) {
+      const uint32_t v32 = static_cast<uint32_t>(v), h32 = static_cast<uint32_t>(p.heads_total);
+      t = v32 / h32;
+      j = v32 - static_cast<uint32_t>(t) * h32;
+    } else {
+      t = v / p.heads_total;
+      j = v - t * p.heads_total;
+    }
     const int s = j < p.seg_end[0] ? 0 : (j < p.seg_end[1] ? 1 : 2);
     const uint64_t h = j - (s == 0 ? 0 : p.seg_end[s - 1]);
-    const int mode = p.mode[s];
+    const int mode = active ? p.mode[s] : 0;
+    const bool gptj = mode == 3;
     const V* src = reinterpret_cast<const V*>(p.in + t * p.in_row_stride + j * D);
-    V* dst = reinterpret_cast<V*>(p.dst[s] + h * p.head_stride[s] + t * p.tok_stride[s]);
-    if (mode == 0) {  // bit copy
-#pragma unroll
-      for (int k = 0; k < J; ++k) {
-        const uint64_t c = lane + 32 * k;
-        if (c < nc) dst[c] = src[c];
+    V* dst = active ? reinterpret_cast<V*>(p.dst[s] + h * p.head_stride[s] + t * p.tok_stride[s]) : nullptr;
+    uint64_t pos = 0;
+    if (active && mode != 0) {
+      if (p.pos_kind == kPosHost) {
+        pos = p.pos_offset + t;
+      } else if (p.pos_kind == kPosU32) {
+        pos = static_cast<const uint32_t*>(p.positions)[t];
+      } else {
+        const int32_t q = static_cast<const int32_t*>(p.positions)[t];
+        pos = q < 0 ? ~uint64_t{0} : static_cast<uint64_t>(q);
       }
-      continue;
     }
-    uint64_t pos;
-    if (p.pos_kind == kPosHost) {
-      pos = p.pos_offset + t;
-    } else if (p.pos_kind == kPosU32) {
-      pos = static_cast<const uint32_t*>(p.positions)[t];
-    } else {
-      const int32_t q = static_cast<const int32_t*>(p.positions)[t];
-      pos = q < 0 ? ~uint64_t{0} : static_cast<uint64_t>(q);
+    const bool zero = mode != 0 && pos >= p.rows;  // device position out of range: +0.0 row
+    // Load both chunks of every owned unit (raw, so that mode 0 stays a bit copy).
+    V ra[K], rb[K];
+    uint32_t ca[K], cb[K];
+    bool ha[K], hb[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const uint32_t u = static_cast<uint32_t>(r + k * G);
+      ca[k] = gptj ? 2 * u : u;
+      cb[k] = gptj ? 2 * u + 1 : u + U;
+      ha[k] = active && u < U && !zero;
+      hb[k] = ha[k] && cb[k] < nc;
+      if (ha[k]) ra[k] = src[ca[k]];
+      if (hb[k]) rb[k] = src[cb[k]];
     }
-    if (pos >= p.rows) {  // device position out of range: a row of +0.0, no table read
+    float ss = 0.0f;
+    if (mode == 1) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+#pragma unroll
+        for (int jj = 0; jj < N; ++jj) {
+          const float a = ha[k] ? to_f(ra[k].v[jj]) : 0.0f, b = hb[k] ? to_f(rb[k].v[jj]) : 0.0f;
+          ss += a * a + b * b;
+        }
+      }
+    }
+    // Group sum (every lane of the warp executes the shuffles; groups are aligned).
+    for (int o = G >> 1; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (!active) continue;
+    if (zero || mode == 0) {
       V z;
 #pragma unroll
       for (int jj = 0; jj < N; ++jj) z.v[jj] = from_f<T>(0.0f);
 #pragma unroll
-      for (int k = 0; k < J; ++k) {
-        const uint64_t c = lane + 32 * k;
-        if (c < nc) dst[c] = z;
+      for (int k = 0; k < K; ++k) {
+        const uint32_t u = static_cast<uint32_t>(r + k * G);
+        if (u < U) {
+          dst[ca[k]] = zero ? z : ra[k];
+          if (cb[k] < nc) dst[cb[k]] = zero ? z : rb[k];
+        }
       }
       continue;
     }
-    float x[J][N];
-    float ss = 0.0f;
-#pragma unroll
-    for (int k = 0; k < J; ++k) {
-      const uint64_t c = lane + 32 * k;
-      if (c < nc) {
-        const V a = src[c];
-#pragma unroll
-        for (int jj = 0; jj < N; ++jj) {
-          x[k][jj] = to_f(a.v[jj]);
-          ss += x[k][jj] * x[k][jj];
-        }
-      } else {
-#pragma unroll
-        for (int jj = 0; jj < N; ++jj) x[k][jj] = 0.0f;
-      }
-    }
-    if (mode == 1) {
-      const float inv = rsqrtf(warp_sum(ss) / static_cast<float>(D) + p.eps);
-      const T* w = p.w[s];
-#pragma unroll
-      for (int k = 0; k < J; ++k) {
-        const uint64_t c = lane + 32 * k;
-        if (c < nc) {
-#pragma unroll
-          for (int jj = 0; jj < N; ++jj) x[k][jj] = x[k][jj] * inv * to_f(w[c * N + jj]);
-        }
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < J; ++k) {
-      const uint64_t c = lane + 32 * k;
-      if (c < nc) {
-#pragma unroll
-        for (int jj = 0; jj < N; ++jj) row[c * N + jj] = x[k][jj];
-      }
-    }
-    __syncwarp();
+    const float inv = rsqrtf(ss / static_cast<float>(D) + p.eps);
+    const T* w = p.w[s];
     const C* cr = p.cos + pos * half;
     const C* sr = p.sin + pos * half;
 #pragma unroll
-    for (int k = 0; k < J; ++k) {
-      const uint64_t c = lane + 32 * k;
-      if (c < nc) {
-        V o;
+    for (int k = 0; k < K; ++k) {
+      if (!ha[k]) continue;  // rope modes: D even, so a unit's chunk b exists with chunk a
+      const uint32_t u = static_cast<uint32_t>(r + k * G);
+      float a[N], b[N], cf[N], sf[N];
+#pragma unroll
+      for (int jj = 0; jj < N; ++jj) {
+        a[jj] = to_f(ra[k].v[jj]);
+        b[jj] = to_f(rb[k].v[jj]);
+      }
+      if (mode == 1) {
+        float wa[N], wb[N];
+        load_f<T, N>(w + ca[k] * N, wa);
+        load_f<T, N>(w + cb[k] * N, wb);
 #pragma unroll
         for (int jj = 0; jj < N; ++jj) {
-          const uint64_t e = c * N + jj;
-          float y;
-          if (mode == 3) {  // GPT-J: pairs (2i, 2i+1)
-            const uint64_t i = e >> 1;
-            const float ci = to_f(cr[i]), si = to_f(sr[i]);
-            y = (e & 1) ? x[k][jj] * ci + row[e - 1] * si : x[k][jj] * ci - row[e + 1] * si;
-          } else {  // NeoX: pairs (i, i + half)
-            const bool lo = e < half;
-            const uint64_t i = lo ? e : e - half;
-            const float ci = to_f(cr[i]), si = to_f(sr[i]);
-            y = lo ? x[k][jj] * ci - row[e + half] * si : x[k][jj] * ci + row[e - half] * si;
-          }
-          o.v[jj] = from_f<T>(y);
+          a[jj] = a[jj] * inv * wa[jj];
+          b[jj] = b[jj] * inv * wb[jj];
         }
-        dst[c] = o;
       }
+      load_f<C, N>(cr + u * N, cf);
+      load_f<C, N>(sr + u * N, sf);
+      V oa, ob;
+      if (N >= 2 && gptj) {  // pairs (2m, 2m+1) of chunk a use table m, of chunk b table N/2 + m
+#pragma unroll
+        for (int m = 0; m < N / 2; ++m) {
+          const float c0 = cf[m], s0 = sf[m], c1 = cf[N / 2 + m], s1 = sf[N / 2 + m];
+          oa.v[2 * m] = from_f<T>(a[2 * m] * c0 - a[2 * m + 1] * s0);
+          oa.v[2 * m + 1] = from_f<T>(a[2 * m + 1] * c0 + a[2 * m] * s0);
+          ob.v[2 * m] = from_f<T>(b[2 * m] * c1 - b[2 * m + 1] * s1);
+          ob.v[2 * m + 1] = from_f<T>(b[2 * m + 1] * c1 + b[2 * m] * s1);
+        }
+      } else {  // NeoX (and GPT-J with N = 1: a is element 2u, b element 2u + 1)
+#pragma unroll
+        for (int jj = 0; jj < N; ++jj) {
+          oa.v[jj] = from_f<T>(a[jj] * cf[jj] - b[jj] * sf[jj]);
+          ob.v[jj] = from_f<T>(b[jj] * cf[jj] + a[jj] * sf[jj]);
+        }
+      }
+      dst[ca[k]] = oa;
+      dst[cb[k]] = ob;
     }
-    __syncwarp();  // the next vector overwrites `row`
   }
 }
 
@@ -188,15 +237,29 @@ Status launch_rope(const RopeLaunch& L, cudaStream_t stream) {
   const uint64_t total = p.tokens * p.heads_total;
   if (total == 0 || p.D == 0) return ok_status();
   constexpr int NV = kVec<T>;
-  bool vec = p.D % NV == 0 && aligned16(p.in) && p.in_row_stride % NV == 0;
-  for (int s = 0; s < L.nseg; ++s) vec = vec && aligned16(p.dst[s]);
+  // Vector path: both halves (NeoX) / chunk pairs (GPT-J) in whole 16-byte chunks, every base,
+  // stride and table row 16-byte aligned.
+  bool vec = p.D % (2 * NV) == 0 && aligned16(p.in) && p.in_row_stride % NV == 0;
+  for (int s = 0; s < L.nseg; ++s) {
+    vec = vec && aligned16(p.dst[s]) && p.head_stride[s] % NV == 0 && p.tok_stride[s] % NV == 0;
+    if (p.mode[s] == 1) vec = vec && aligned16(p.w[s]);
+    if (p.mode[s] != 0) vec = vec && aligned16(p.cos) && aligned16(p.sin);
+  }
+  const int n = vec ? NV : 1;
+  const uint64_t nc = p.D / n;
+  const uint32_t U = static_cast<uint32_t>((nc + 1) / 2);  // rope modes: D even, U = nc / 2
+  int lg = 0;
+  while ((1u << lg) < U && lg < 5) ++lg;
+  const uint64_t per_block = (kWarpsPerBlock * 32) >> lg;
   const unsigned blocks =
-      static_cast<unsigned>(std::clamp<uint64_t>((total + kWarpsPerBlock - 1) / kWarpsPerBlock, 1, uint64_t{1} << 20));
+      static_cast<unsigned>(std::clamp<uint64_t>((total + per_block - 1) / per_block, 1, uint64_t{1} << 20));
   (void)cudaGetLastError();
-  if (vec) {
-    rope_kernel<T, C, NV><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p);
-  } else {
-    rope_kernel<T, C, 1><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p);
+  if (vec) {  // U <= 256 / 16 (16-bit) or 256 / 8 (f32): one unit per lane
+    rope_kernel<T, C, NV, 1><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p, lg, U);
+  } else if (U <= 32) {
+    rope_kernel<T, C, 1, 1><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p, lg, U);
+  } else {  // U <= kMaxD / 2 = 128 = 4 · 32
+    rope_kernel<T, C, 1, 4><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p, lg, U);
   }
   FERRUM_CUDA_LAUNCH_CHECK("rope_kernel");
   return ok_status();

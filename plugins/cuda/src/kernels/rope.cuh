@@ -15,10 +15,11 @@
 // negative I32) gives a row of +0.0 in modes 1–3 (never an out-of-bounds table read); host
 // positions were validated by the glue. Mode 0 reads no table and no weight.
 //
-// Kernel: one warp per head vector, 8 per block; lane l holds 16-byte chunks l, l+32, ... of
-// the vector in registers (scalar chunks when D or a base is not 16-byte aligned), the RMS
-// statistic is a warp-shuffle sum, and the rotation partner x[i ± D/2] (NeoX) or x[i ^ 1]
-// (GPT-J) comes from a per-warp f32 copy in shared memory. Any D <= kRopeMaxHeadDim.
+// Kernel: a group of G lanes (power of two <= 32) per head vector, 256 / G vectors per block;
+// each lane owns whole rotation pairs as 16-byte chunks — chunk u and u + D/2N (NeoX) or
+// chunks 2u, 2u+1 (GPT-J) — and the N matching cos/sin values, so the rotation needs no data
+// exchange; the RMS statistic is a group shuffle sum. Scalar chunks when D is not a multiple
+// of two 16-byte chunks or a base/stride is not 16-byte aligned. Any D <= kRopeMaxHeadDim.
 #pragma once
 
 #include <cuda_runtime_api.h>

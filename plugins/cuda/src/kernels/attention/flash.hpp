@@ -10,11 +10,13 @@
 //                style; one CTA per (64-query tile, head, batch), 4 warps of 16 query rows,
 //                mma.sync m16n8k16 with f32 accumulators, online softmax in registers, K/V tiles
 //                through shared memory with cp.async double buffering (flash_prefill.cuh).
-//   * decode   — everything else (F32 always: a SIMT f32 path, no TF32; short q_len; the
-//                dev-state and batched per-cache forms): split-KV flash-decoding; one CTA per
-//                (query row, KV head, split) serving up to 8 query heads of that KV head, so
-//                each K/V byte is read once per query row; partials combined by a second,
-//                deterministic kernel (flash_decode.cuh, flash_combine.cu).
+//   * decode   — everything else (short q_len; the dev-state and batched per-cache forms):
+//                split-KV flash-decoding; one CTA per (query row, KV head, split) serving up to
+//                8 query heads of that KV head, so each K/V byte is read once per query row;
+//                F16/BF16 on tensor cores (the group's heads are the mma rows, each warp a
+//                16-key slice of every 64-key stage, 2-3 cp.async stages), F32 on a SIMT f32
+//                path (no TF32); partials combined by a second, deterministic kernel
+//                (flash_decode.cuh, flash_dispatch.cu).
 // On-chip storage is per tile only (never proportional to kv_len).
 #pragma once
 
@@ -41,6 +43,14 @@ inline constexpr uint64_t kDecodeMaxQLen = 8;
 inline constexpr int kDecodeHeadChunk = 8;
 // Largest split count of the split-KV decode.
 inline constexpr uint32_t kMaxSplits = 64;
+// Tensor-core decode (F16/BF16, flash_decode.cuh): keys per shared-memory stage (16 per warp)
+// and cp.async stages; its dynamic shared memory, which bounds the CTAs per SM that the split
+// choice aims to fill in one wave.
+inline constexpr int kDecodeMmaKeys = 64;
+inline constexpr int decode_mma_stages(uint64_t hd) { return hd <= 128 ? 3 : 2; }
+inline constexpr uint64_t decode_mma_smem_bytes(uint64_t hd, uint64_t elem_bytes) {
+  return elem_bytes * 2 * kDecodeMmaKeys * (hd + 8) * static_cast<uint64_t>(decode_mma_stages(hd));
+}
 // Batched per-cache decode: items per launch (OPS.md §5.1 batched_items).
 inline constexpr int kMaxItems = 64;
 

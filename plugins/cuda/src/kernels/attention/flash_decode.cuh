@@ -1,4 +1,5 @@
 // ferrum CUDA plugin — split-KV decode attention (flash-decoding), any float dtype.
+// F16/BF16 run flash_decode_mma_kernel (tensor cores, further down); F32 runs the SIMT kernel:
 //
 // One CTA of 128 threads per (query row, KV head × head chunk, split). It serves up to
 // kDecodeHeadChunk query heads that share the KV head (GQA grouping), so each K/V tile it
@@ -20,6 +21,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "common.cuh"
 #include "cuda_check.hpp"
@@ -262,24 +264,259 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, 
   }
 }
 
+// ---- tensor-core decode (F16 / BF16) --------------------------------------------------------
+// Same grid and outputs as flash_decode_kernel. The chunk's query heads (<= 8) are rows 0..7 of
+// an m16n8k16 A operand (rows 8..15 are zero, so only a[0] and a[2] are ever non-zero); every
+// 64-key stage is split among the 4 warps, 16 keys each: S = Q·Kᵀ (2 n-fragments), an online
+// softmax per warp, O += P·V (V through ldmatrix.trans), exactly the prefill's fragment
+// layouts. The stages stream through a kStages-deep cp.async ring, so each CTA keeps 2 stages
+// (64 KiB at hd 128) in flight. At the end the 4 warps' (m, l, O) are merged through shared
+// memory in warp order (deterministic). Per 64 keys of hd 128 a warp issues 32 mma + 16
+// ldmatrix: far under the time the 32 KiB take to arrive, so the kernel runs at the memory rate.
+template <class T, int HD>
+struct DecodeMmaCfg {
+  static constexpr int kThreads = 128;
+  static constexpr int kBN = kDecodeMmaKeys;  // 16 keys per warp
+  static constexpr int kStages = decode_mma_stages(HD);
+  static constexpr int kLd = HD + 8;          // elements per smem row (odd count of 16-byte chunks)
+  static constexpr int kChunks = HD / 8;
+  static constexpr int kStageElems = 2 * kBN * kLd;  // K rows then V rows
+  static constexpr size_t kSmemBytes = sizeof(T) * static_cast<size_t>(kStageElems) * kStages;
+  static constexpr int kOwLd = HD + 8;        // floats per row of the end-of-CTA merge buffer
+  static_assert(kSmemBytes == decode_mma_smem_bytes(HD, sizeof(T)), "flash.hpp's size must match");
+  static_assert(HD % 16 == 0, "mma decode head_dim must be a multiple of 16");
+  static_assert((kLd * 2 / 16) % 2 == 1, "padded row must be an odd number of 16-byte chunks");
+  static_assert(sizeof(float) * (4 * 8 * kOwLd + 64) <= kSmemBytes, "merge buffer must fit the stages");
+};
+
+template <class T, int HD>
+__global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams p, uint32_t splits,
+                                                               uint32_t head_chunks, float* part_o,
+                                                               float* part_lse) {
+  using Cfg = DecodeMmaCfg<T, HD>;
+  constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kChunks = Cfg::kChunks, kStages = Cfg::kStages;
+  constexpr int kG = kDecodeHeadChunk;
+  static_assert(kG == 8, "the mma decode maps the head chunk onto rows 0..7");
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* kv_s = reinterpret_cast<T*>(smem);  // [kStages][K rows, V rows][kLd]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const uint64_t row = blockIdx.x / splits;
+  const uint32_t split = blockIdx.x % splits;
+  const uint64_t kvh = blockIdx.y / head_chunks;
+  const uint32_t chunk = blockIdx.y % head_chunks;
+  const uint64_t q_len = p.q_len, H = p.num_heads;
+  const uint64_t b = row / q_len, i = row % q_len;
+  const uint64_t group = H / p.num_kv_heads;
+  const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
+  const int ga = static_cast<int>(group - static_cast<uint64_t>(chunk) * kG < kG ? group - chunk * kG : kG);
+
+  uint64_t L, pos;
+  bool causal;
+  const T* kb;
+  const T* vb;
+  decode_row<T, HD>(p, b, i, kvh, L, pos, causal, kb, vb);
+  uint64_t lo, hi;
+  visible_range(pos, L, causal, p.window, lo, hi);
+  if (lo >= hi) lo = hi = 0;
+  const uint64_t n = hi - lo;
+  // Split length rounded up to whole stages (no split ends in a sliver of a stage).
+  const uint64_t per_split = ((n + splits - 1) / splits + kBN - 1) / kBN * kBN;
+  const uint64_t js = lo + split * per_split < hi ? lo + split * per_split : hi;
+  const uint64_t je = js + per_split < hi ? js + per_split : hi;
+  const int ntiles = static_cast<int>((je - js + kBN - 1) / kBN);
+
+  // Q fragments of row g (head h0 + g): columns 2·t4 (+8) of each 16-wide k step.
+  uint32_t qf[HD / 16][2];
+  {
+    const T* qrow = static_cast<const T*>(p.q) + ((b * H + h0 + (g < ga ? g : 0)) * q_len + i) * HD + 2 * t4;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      qf[kk][0] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16) : 0u;
+      qf[kk][1] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + 8) : 0u;
+    }
+  }
+
+  auto load_tile = [&](int stage, uint64_t j0) {
+    T* ks = kv_s + stage * Cfg::kStageElems;
+    T* vs = ks + kBN * kLd;
+    const int rows = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
+    const T* kg = kb + j0 * HD;
+    const T* vg = vb + j0 * HD;
+#pragma unroll
+    for (int c = tid; c < kBN * kChunks; c += Cfg::kThreads) {
+      const int r = c / kChunks, cc = c % kChunks;
+      T* kd = ks + r * kLd + cc * 8;
+      T* vd = vs + r * kLd + cc * 8;
+      if (r < rows) {
+        cp_async16(kd, kg + static_cast<size_t>(r) * HD + cc * 8);
+        cp_async16(vd, vg + static_cast<size_t>(r) * HD + cc * 8);
+      } else {  // past the split: zeros (P = 0 must not meet stale NaN/Inf in V)
+        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < ntiles) load_tile(st, js + static_cast<uint64_t>(st) * kBN);
+    cp_async_commit();
+  }
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float m_run = -INFINITY, l_run = 0.0f;
+  const float qscale = p.scale * kLog2e;
+
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile t landed; every warp is done with the stage refilled below
+    {
+      const int tn = t + kStages - 1;
+      if (tn < ntiles) load_tile(tn % kStages, js + static_cast<uint64_t>(tn) * kBN);
+      cp_async_commit();
+    }
+    const uint64_t jw = js + static_cast<uint64_t>(t) * kBN + warp * 16;  // this warp's first key
+    if (jw >= je) continue;
+    const T* ks = kv_s + (t % kStages) * Cfg::kStageElems;
+    const T* vs = ks + kBN * kLd;
+
+    float s[2][4];
+#pragma unroll
+    for (int nn = 0; nn < 2; ++nn) s[nn][0] = s[nn][1] = s[nn][2] = s[nn][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      const uint32_t a[4] = {qf[kk][0], 0u, qf[kk][1], 0u};
+      uint32_t bb[4];
+      ldmatrix_x4(bb, ks + (warp * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
+      mma16816<T>(s[0], a, bb[0], bb[1]);
+      mma16816<T>(s[1], a, bb[2], bb[3]);
+    }
+
+    float mx = -INFINITY;
+    const bool full = jw + 16 <= je;
+#pragma unroll
+    for (int nn = 0; nn < 2; ++nn) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float x = s[nn][r] * qscale;
+        if (!full && jw + nn * 8 + 2 * t4 + r >= je) x = -INFINITY;
+        s[nn][r] = x;
+        mx = fmaxf(mx, x);
+      }
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m_run, mx);
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    const float alpha = exp2f(m_run - m_use);
+    m_run = m_new;
+    l_run *= alpha;
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d) {
+      o[d][0] *= alpha;
+      o[d][1] *= alpha;
+    }
+#pragma unroll
+    for (int nn = 0; nn < 2; ++nn) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float pv = exp2f(s[nn][r] - m_use);
+        s[nn][r] = pv;
+        l_run += pv;
+      }
+    }
+    const uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), 0u, pack2<T>(s[1][0], s[1][1]), 0u};
+#pragma unroll
+    for (int dn = 0; dn < HD / 16; ++dn) {
+      uint32_t bb[4];
+      ldmatrix_x4_trans(bb, vs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + dn * 16 + (lane >> 4) * 8);
+      mma16816<T>(o[2 * dn], a, bb[0], bb[1]);
+      mma16816<T>(o[2 * dn + 1], a, bb[2], bb[3]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the stages are free: reuse them for the merge
+
+  constexpr int kOwLd = Cfg::kOwLd;
+  float* ow = reinterpret_cast<float*>(smem);  // [4 warps][8 heads][kOwLd]
+  float* mw = ow + 4 * 8 * kOwLd;              // [4][8]
+  float* lw = mw + 32;                         // [4][8]
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d)
+    *reinterpret_cast<float2*>(ow + (warp * 8 + g) * kOwLd + d * 8 + 2 * t4) = make_float2(o[d][0], o[d][1]);
+  if (t4 == 0) {
+    mw[warp * 8 + g] = m_run;
+    lw[warp * 8 + g] = l_run;
+  }
+  __syncthreads();
+
+  for (int e = tid; e < ga * HD; e += Cfg::kThreads) {
+    const int gg = e / HD, d = e % HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) M = fmaxf(M, mw[w * 8 + gg]);
+    const float Mu = M == -INFINITY ? 0.0f : M;
+    float num = 0.0f, den = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const float c = exp2f(mw[w * 8 + gg] - Mu);
+      num = fmaf(c, ow[(w * 8 + gg) * kOwLd + d], num);
+      den = fmaf(c, lw[w * 8 + gg], den);
+    }
+    const float inv = den == 0.0f ? 0.0f : 1.0f / den;  // empty visible set: +0.0; NaN propagates
+    const uint64_t h = h0 + gg;
+    if (splits == 1) {
+      static_cast<T*>(p.out)[((b * H + h) * q_len + i) * HD + d] = from_f32<T>(num * inv);
+    } else {
+      const uint64_t slot = (row * H + h) * splits + split;
+      part_o[slot * HD + d] = num * inv;
+      if (d == 0) part_lse[slot] = den == 0.0f ? -INFINITY : Mu + log2f(den);
+    }
+  }
+}
+
 template <class T, int HD>
 Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
                      cudaStream_t stream) noexcept {
-  using Cfg = DecodeCfg<T, HD>;
-  const uint64_t group = p.num_heads / p.num_kv_heads;
-  const uint32_t head_chunks = static_cast<uint32_t>((group + Cfg::kG - 1) / Cfg::kG);
-  const uint64_t rows = p.batch * p.q_len;
-  const uint64_t gx = rows * splits, gy = p.num_kv_heads * head_chunks;
-  if (gx > 0x7FFFFFFFull || gy > 65535)
-    return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: decode grid %llu x %llu exceeds the CUDA limits",
-                       static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
-  auto kernel = flash_decode_kernel<T, HD>;
-  FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(Cfg::kSmemBytes)));
-  kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-      p, splits, head_chunks, part_o, part_lse);
-  FERRUM_CUDA_LAUNCH_CHECK("flash_decode_kernel");
-  return ok_status();
+  if constexpr (!std::is_same_v<T, float>) {
+    using Cfg = DecodeMmaCfg<T, HD>;
+    const uint64_t group = p.num_heads / p.num_kv_heads;
+    const uint32_t head_chunks = static_cast<uint32_t>((group + kDecodeHeadChunk - 1) / kDecodeHeadChunk);
+    const uint64_t rows = p.batch * p.q_len;
+    const uint64_t gx = rows * splits, gy = p.num_kv_heads * head_chunks;
+    if (gx > 0x7FFFFFFFull || gy > 65535)
+      return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: decode grid %llu x %llu exceeds the CUDA limits",
+                         static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
+    auto kernel = flash_decode_mma_kernel<T, HD>;
+    FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Cfg::kSmemBytes)));
+    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+        p, splits, head_chunks, part_o, part_lse);
+    FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
+    return ok_status();
+  } else {
+    using Cfg = DecodeCfg<T, HD>;
+    const uint64_t group = p.num_heads / p.num_kv_heads;
+    const uint32_t head_chunks = static_cast<uint32_t>((group + Cfg::kG - 1) / Cfg::kG);
+    const uint64_t rows = p.batch * p.q_len;
+    const uint64_t gx = rows * splits, gy = p.num_kv_heads * head_chunks;
+    if (gx > 0x7FFFFFFFull || gy > 65535)
+      return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: decode grid %llu x %llu exceeds the CUDA limits",
+                         static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
+    auto kernel = flash_decode_kernel<T, HD>;
+    FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Cfg::kSmemBytes)));
+    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+        p, splits, head_chunks, part_o, part_lse);
+    FERRUM_CUDA_LAUNCH_CHECK("flash_decode_kernel");
+    return ok_status();
+  }
 }
 
 }  // namespace ferrum::cuda::attn

@@ -1,6 +1,7 @@
 // ferrum CUDA plugin — FlashAttention-2-style prefill for F16 / BF16 (tensor cores).
 //
-// One CTA of 4 warps per (tile of kBM = 64 queries, query head, batch entry); warp w owns query
+// One CTA of 4 warps per (tile of kBM = 64 queries, query head, batch entry), launched longest
+// tile first (causal); warp w owns query
 // rows 16w .. 16w+15 of the tile. K/V tiles of kBN keys stream through shared memory with
 // cp.async double buffering (the load of tile t+1 overlaps the math of tile t). Per tile each
 // warp computes S = Q·Kᵀ (mma.sync m16n8k16, f32 accumulators; Q fragments kept in registers
@@ -46,9 +47,13 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
   T* v_s = k_s + 2 * kBN * kLd;         // [2][kBN][kLd]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const uint64_t i0 = static_cast<uint64_t>(blockIdx.x) * kBM;
-  const uint64_t h = blockIdx.y, b = blockIdx.z;
-  const uint64_t H = p.num_heads, nkv = p.num_kv_heads, q_len = p.q_len, L = p.kv_len, S = p.S;
+  // blockIdx.x = (tile from the last, head): the CTAs start longest-first (causal tiles near
+  // the end of the sequence see the most keys), so the short ones fill the tail of the grid.
+  const uint64_t H = p.num_heads;
+  const uint64_t n_qtiles = (p.q_len + kBM - 1) / kBM;
+  const uint64_t i0 = (n_qtiles - 1 - blockIdx.x / H) * kBM;
+  const uint64_t h = blockIdx.x % H, b = blockIdx.y;
+  const uint64_t nkv = p.num_kv_heads, q_len = p.q_len, L = p.kv_len, S = p.S;
   const uint64_t kvh = h / (H / nkv);
   const int nq = static_cast<int>(q_len - i0 < static_cast<uint64_t>(kBM) ? q_len - i0 : kBM);
   const T* qg = static_cast<const T*>(p.q) + ((b * H + h) * q_len + i0) * HD;
@@ -253,7 +258,7 @@ template <class T, int HD>
 Status launch_prefill(const FlashParams& p, cudaStream_t stream) noexcept {
   using Cfg = PrefillCfg<T, HD>;
   const uint64_t tiles = (p.q_len + Cfg::kBM - 1) / Cfg::kBM;
-  if (tiles > 0x7FFFFFFFull || p.num_heads > 65535 || p.batch > 65535)
+  if (tiles * p.num_heads > 0x7FFFFFFFull || p.batch > 65535)
     return make_status(FERRUM_STATUS_UNSUPPORTED,
                        "flash_attention: prefill grid %llu x %llu x %llu exceeds the CUDA limits",
                        static_cast<unsigned long long>(tiles), static_cast<unsigned long long>(p.num_heads),
@@ -261,8 +266,8 @@ Status launch_prefill(const FlashParams& p, cudaStream_t stream) noexcept {
   auto kernel = flash_prefill_kernel<T, HD>;
   FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(Cfg::kSmemBytes)));
-  kernel<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)),
-           Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  kernel<<<dim3(static_cast<unsigned>(tiles * p.num_heads), static_cast<unsigned>(p.batch)), Cfg::kThreads,
+           Cfg::kSmemBytes, stream>>>(p);
   FERRUM_CUDA_LAUNCH_CHECK("flash_prefill_kernel");
   return ok_status();
 }
