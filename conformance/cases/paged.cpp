@@ -483,6 +483,10 @@ FERRUM_CONFORMANCE_CASE("paged_varlen_attention", "argument errors write nothing
   run.expect_error("non-finite scale", kInvalid, [&] { call(nh, nkv, D, bs, std::numeric_limits<float>::infinity()); },
                    "scale");
   run.expect_error("pool smaller than one block", kInvalid, [&] { call(nh, nkv, D, 64, 0.0f); }, "pool");
+  Buffer vp_big = run.upload(run.random((N + 1) * bs * nkv * D));
+  run.expect_error("K and V pools of different sizes", kInvalid, [&] {
+    run.ctx.paged_varlen_attention(q, kp, vp_big, out, cu, offs, bt, 1, 2, 8, nh, nkv, D, bs, 2, 0.0f, 0);
+  }, "same size");
   run.check_untouched("out", out, 0, out.count());
 }
 

@@ -32,6 +32,10 @@ Status make_pool(const char* op, const char* kname, const ferrum_buffer* k, cons
                  PagedPool& pool) {
   if (!k || !v)
     return invalid(plugin::format("%s: argument '%s': expected a KV pool buffer, given NULL", op, k ? vname : kname));
+  if (k->count != v->count)  // OPS.md §0.10: K and V pools have the same dtype and size
+    return invalid(plugin::format("%s: arguments '%s'/'%s': expected K and V pools of the same size, given %llu and %llu "
+                                  "elements",
+                                  op, kname, vname, (ull)k->count, (ull)v->count));
   const uint64_t per_block = bs * nkv * D;
   const uint64_t nb = std::min(k->count, v->count) / per_block;
   if (nb == 0)
