@@ -96,7 +96,7 @@ template <class Args>
 Status write_single(const char* op, PagedLayout layout, const Args& a, bool dry) {
   const bool work = a.tokens != 0;
   uint64_t rows = 0;
-  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
   if (s.ok()) s = check_block_size(op, a.block_size);
   if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
   if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);

@@ -6,33 +6,6 @@
 
 namespace ferrum::cpu {
 
-Status check_rope(const char* op, const char* mode_field, int32_t mode, uint64_t D, float eps, const ferrum_buffer* cos,
-                  const ferrum_buffer* sin, uint64_t pos_end, bool work, uint64_t& rows) {
-  rows = 0;
-  if (mode < 0 || mode > 3)
-    return invalid(plugin::format("%s: argument '%s': expected 0..3, given %d", op, mode_field, mode));
-  Status s = check_finite_eps(op, eps);
-  if (s.ok()) s = check_positive(op, "head_dim", D, work);
-  if (!s.ok() || mode == 0 || !work) return s;
-  if (D % 2)
-    return invalid(plugin::format("%s: argument 'head_dim': expected an even value for %s %d, given %llu", op,
-                                  mode_field, mode, (unsigned long long)D));
-  if (!cos || !sin)
-    return invalid(plugin::format("%s: arguments 'cos'/'sin': expected RoPE tables for %s %d, given NULL", op,
-                                  mode_field, mode));
-  rows = std::min(cos->count, sin->count) / (D / 2);
-  if (pos_end > rows)
-    return invalid(plugin::format("%s: arguments 'pos_offset'/'tokens': expected pos_offset + tokens <= %llu (the RoPE "
-                                  "tables' rows), given %llu",
-                                  op, (unsigned long long)rows, (unsigned long long)pos_end));
-  return ok_status();
-}
-
-Status check_norm_weight(const char* op, const char* name, const ferrum_buffer* w, int32_t mode, uint64_t D,
-                         bool work) {
-  return (mode == 1 && work) ? check_min_count(op, name, w, D) : ok_status();
-}
-
 namespace {
 
 using plugin::data_of;
@@ -46,7 +19,7 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
   return run_op(ctx, a, [](ferrum_context&, const ferrum_qk_norm_rope_args& a, bool dry) -> Status {
     const bool work = a.tokens && a.heads;
     uint64_t rows = 0;
-    Status s = check_rope("qk_norm_rope", "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    Status s = check_rope("qk_norm_rope", "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
     if (s.ok()) s = check_norm_weight("qk_norm_rope", "norm_w", a.norm_w, a.mode, a.head_dim, work);
     if (!s.ok() || dry || !work) return s;
     return with_act_and_table(a.input->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
@@ -89,7 +62,7 @@ ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_no
     const char* op = "split_qkv_norm_rope";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
     if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
@@ -112,7 +85,7 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     const char* op = "split_qkv_norm_rope_into_cache";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, a.pos_offset + a.tokens, work, rows);
+    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
     if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);

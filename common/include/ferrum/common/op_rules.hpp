@@ -1,7 +1,6 @@
 // Op-specific argument rules of OPS.md that the generated generic checks cannot express, shared
 // by the project's plugins so that every plugin rejects the same arguments with the same
-// detail text. The rules and messages are those of the CPU plugin's glue (plugins/cpu/src/
-// glue.hpp, rope.cpp); the CUDA glue uses this header, and the CPU glue can switch to it.
+// detail text. Both the CPU glue (plugins/cpu/src/glue.hpp) and the CUDA glue use it.
 #pragma once
 
 #include <algorithm>
@@ -73,6 +72,15 @@ inline Status check_rope(const char* op, const char* mode_field, int32_t mode, u
 inline Status check_norm_weight(const char* op, const char* name, const ferrum_buffer* w, int32_t mode, uint64_t D,
                                 bool work) {
   return (mode == 1 && work) ? check_min_count(op, name, w, D) : ok_status();
+}
+
+// GQA shape (OPS.md §0.8): both head counts ≥ 1 and the query heads a multiple of the KV heads.
+inline Status check_gqa(const char* op, uint64_t nh, uint64_t nkv, const char* nh_name = "num_heads",
+                        const char* nkv_name = "num_kv_heads") {
+  if (nh == 0 || nkv == 0 || nh % nkv)
+    return invalid(format("%s: arguments '%s'/'%s': expected both >= 1 and %s %% %s == 0, given %llu / %llu", op,
+                          nh_name, nkv_name, nh_name, nkv_name, (unsigned long long)nh, (unsigned long long)nkv));
+  return ok_status();
 }
 
 }  // namespace ferrum::plugin::rules
