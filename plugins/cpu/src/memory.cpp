@@ -4,11 +4,16 @@
 #include <new>
 #include <vector>
 
+#include <ferrum/common/op_rules.hpp>
+
 #include "cpu_plugin.hpp"
 #include "kernels/elementwise.hpp"
 
 namespace ferrum::cpu {
 namespace {
+
+using plugin::rules::check_dtype_match;
+using plugin::rules::check_len;
 
 using plugin::run_op;
 
@@ -16,19 +21,7 @@ constexpr uint64_t kAlign = 64;
 
 bool valid_dtype(int32_t d) { return d >= FERRUM_DTYPE_F32 && d <= FERRUM_DTYPE_F8_E4M3; }
 
-Status check_len(const char* op, const char* field, uint64_t len, const ferrum_buffer* b) {
-  if (len > b->count)
-    return invalid(plugin::format("%s: argument '%s': expected at most %llu (the buffer's element count), given %llu",
-                                  op, field, (unsigned long long)b->count, (unsigned long long)len));
-  return ok_status();
-}
 
-Status check_dtype_match(const char* op, int32_t given, const ferrum_buffer* b) {
-  if (given != b->dtype)
-    return invalid(plugin::format("%s: argument 'dtype': expected %s (the buffer's dtype), given %s", op,
-                                  dtype_name(b->dtype), dtype_name(given)));
-  return ok_status();
-}
 
 ferrum_status alloc(ferrum_context* ctx, const ferrum_alloc_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_alloc_args& a, bool dry) -> Status {
@@ -157,19 +150,8 @@ ferrum_status zero_buffer(ferrum_context* ctx, const ferrum_zero_buffer_args* a)
 ferrum_status copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_copy_slice_args& a, bool dry) -> Status {
     if (a.len == 0) return ok_status();
-    if (!a.src || !a.dst) return invalid("copy_slice: arguments 'src' and 'dst': expected buffers, given NULL");
-    const int32_t sd = a.src->dtype, dd = a.dst->dtype;
-    if (sd != dd && !(is_float_dtype(sd) && is_float_dtype(dd)))
-      return invalid(plugin::format("copy_slice: arguments 'src'/'dst': expected equal dtypes or two float dtypes, given %s -> %s",
-                                    dtype_name(sd), dtype_name(dd)));
-    if (a.src_offset > a.src->count || a.len > a.src->count - a.src_offset)
-      return invalid(plugin::format("copy_slice: argument 'src': expected src_offset + len <= %llu, given %llu + %llu",
-                                    (unsigned long long)a.src->count, (unsigned long long)a.src_offset, (unsigned long long)a.len));
-    if (a.dst_offset > a.dst->count || a.len > a.dst->count - a.dst_offset)
-      return invalid(plugin::format("copy_slice: argument 'dst': expected dst_offset + len <= %llu, given %llu + %llu",
-                                    (unsigned long long)a.dst->count, (unsigned long long)a.dst_offset, (unsigned long long)a.len));
-    if (a.src == a.dst && a.src_offset < a.dst_offset + a.len && a.dst_offset < a.src_offset + a.len)
-      return invalid("copy_slice: arguments 'src'/'dst': expected non-overlapping ranges of one buffer, given overlapping ones");
+    const int32_t sd = a.src ? a.src->dtype : 0, dd = a.dst ? a.dst->dtype : 0;
+    if (Status r = plugin::rules::check_copy_slice(a); !r.ok()) return r;
     if (dry) return ok_status();
     const char* s = static_cast<const char*>(a.src->data) + a.src_offset * dtype_size(sd);
     char* d = static_cast<char*>(a.dst->data) + a.dst_offset * dtype_size(dd);
@@ -177,17 +159,7 @@ ferrum_status copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
   });
 }
 
-ferrum_status buffer_info(ferrum_context*, const ferrum_buffer_info_args* a) {
-  return plugin::guard(nullptr, "buffer_info", [&]() -> Status {
-    ferrum::common::CheckError err;
-    plugin::BufferAccess acc;
-    if (ferrum::common::check_args(acc, a, err) != FERRUM_STATUS_OK) return {err.status, err.message};
-    if (!a->buf) return invalid("buffer_info: argument 'buf': expected a buffer, given NULL");
-    *a->dtype = a->buf->dtype;
-    *a->count = a->buf->count;
-    return ok_status();
-  });
-}
+ferrum_status buffer_info(ferrum_context*, const ferrum_buffer_info_args* a) { return plugin::rules::buffer_info(a); }
 
 ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* a) {
   return plugin::guard(nullptr, "buffer_release", [&]() -> Status {

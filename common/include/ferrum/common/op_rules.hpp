@@ -74,6 +74,55 @@ inline Status check_norm_weight(const char* op, const char* name, const ferrum_b
   return (mode == 1 && work) ? check_min_count(op, name, w, D) : ok_status();
 }
 
+// ---- memory family (OPS.md §1) -------------------------------------------------------------
+// `len` elements must fit the buffer.
+inline Status check_len(const char* op, const char* field, uint64_t len, const ferrum_buffer* b) {
+  if (len > b->count)
+    return invalid(format("%s: argument '%s': expected at most %llu (the buffer's element count), given %llu", op, field,
+                          (unsigned long long)b->count, (unsigned long long)len));
+  return ok_status();
+}
+
+// A typed transfer's `dtype` must equal the buffer's.
+inline Status check_dtype_match(const char* op, int32_t given, const ferrum_buffer* b) {
+  if (given != b->dtype)
+    return invalid(format("%s: argument 'dtype': expected %s (the buffer's dtype), given %s", op, dtype_name(b->dtype),
+                          dtype_name(given)));
+  return ok_status();
+}
+
+// copy_slice with len > 0: both buffers, a legal dtype pair, both ranges inside their buffers,
+// no overlap within one buffer.
+inline Status check_copy_slice(const ferrum_copy_slice_args& a) {
+  if (!a.src || !a.dst) return invalid("copy_slice: arguments 'src' and 'dst': expected buffers, given NULL");
+  const int32_t sd = a.src->dtype, dd = a.dst->dtype;
+  if (sd != dd && !(is_float_dtype(sd) && is_float_dtype(dd)))
+    return invalid(format("copy_slice: arguments 'src'/'dst': expected equal dtypes or two float dtypes, given %s -> %s",
+                          dtype_name(sd), dtype_name(dd)));
+  if (a.src_offset > a.src->count || a.len > a.src->count - a.src_offset)
+    return invalid(format("copy_slice: argument 'src': expected src_offset + len <= %llu, given %llu + %llu",
+                          (unsigned long long)a.src->count, (unsigned long long)a.src_offset, (unsigned long long)a.len));
+  if (a.dst_offset > a.dst->count || a.len > a.dst->count - a.dst_offset)
+    return invalid(format("copy_slice: argument 'dst': expected dst_offset + len <= %llu, given %llu + %llu",
+                          (unsigned long long)a.dst->count, (unsigned long long)a.dst_offset, (unsigned long long)a.len));
+  if (a.src == a.dst && a.src_offset < a.dst_offset + a.len && a.dst_offset < a.src_offset + a.len)
+    return invalid("copy_slice: arguments 'src'/'dst': expected non-overlapping ranges of one buffer, given overlapping ones");
+  return ok_status();
+}
+
+// buffer_info ([no ctx]): the same for every plugin built on plugin_support's ferrum_buffer.
+inline ferrum_status buffer_info(const ferrum_buffer_info_args* a) {
+  return guard(nullptr, "buffer_info", [&]() -> Status {
+    ferrum::common::CheckError err;
+    BufferAccess acc;
+    if (ferrum::common::check_args(acc, a, err) != FERRUM_STATUS_OK) return {err.status, err.message};
+    if (!a->buf) return invalid("buffer_info: argument 'buf': expected a buffer, given NULL");
+    *a->dtype = a->buf->dtype;
+    *a->count = a->buf->count;
+    return ok_status();
+  });
+}
+
 // GQA shape (OPS.md §0.8): both head counts ≥ 1 and the query heads a multiple of the KV heads.
 inline Status check_gqa(const char* op, uint64_t nh, uint64_t nkv, const char* nh_name = "num_heads",
                         const char* nkv_name = "num_kv_heads") {
