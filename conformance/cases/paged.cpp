@@ -39,7 +39,9 @@ struct Shape {
 std::string shape_name(const Shape& s) {
   std::string r = fmt("nh %llu nkv %llu hd %llu bs %llu", (ull)s.nh, (ull)s.nkv, (ull)s.D, (ull)s.bs);
   r += ", seqs [";
-  for (size_t i = 0; i < s.pos.size(); ++i) r += fmt("%s%llu+%llu", i ? " " : "", (ull)s.pos[i], (ull)s.qlen[i]);
+  // A uniform shape lists one q_len for every sequence; a varlen shape one per sequence.
+  for (size_t i = 0; i < s.pos.size(); ++i)
+    r += fmt("%s%llu+%llu", i ? " " : "", (ull)s.pos[i], (ull)s.qlen[s.qlen.size() == 1 ? 0 : i]);
   r += "]";
   if (s.window) r += fmt(", window %llu", (ull)s.window);
   if (s.pad) r += fmt(", pad %llu", (ull)s.pad);
