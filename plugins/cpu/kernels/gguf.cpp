@@ -1,12 +1,15 @@
 // ferrum CPU plugin — GGUF quantised matmul kernels (see gguf.hpp).
 //
-// Two paths:
-//  * m = 1, Q4_0 / Q8_0 / Q4_K on AVX2+FMA+F16C: a fused per-row dot product straight from the
-//    blocks (quants widened to f32 in registers, the f16 scale applied once per block or sub-block;
-//    the Q4_K min term uses per-sub-block activation sums computed once per call). Memory-bound.
+// Paths:
+//  * m = 1 on AVX-512 (all six types; namespace z below): fused per-row dot products straight from the
+//    blocks, quants turned into f32 in registers, software-prefetched weight stream. Memory-bound:
+//    ~90-100% of the 2-thread read bandwidth on the Zen 5 dev box (docs/perf-notes.md).
+//  * m = 1, Q4_0 / Q8_0 / Q4_K on AVX2+FMA+F16C (CPUs without AVX-512): a fused per-row dot product
+//    (quants widened to f32 in registers, the f16 scale applied once per block or sub-block; the Q4_K
+//    min term uses per-sub-block activation sums computed once per call).
 //  * everything else: rows are decoded exactly into a small per-chunk tile (kTileRows rows, in L1/L2)
 //    and each activation row is dotted with the tile's rows (AVX2 FMA or portable scalar code).
-// Both paths sum each output in a fixed order, so results do not depend on the thread count.
+// All paths sum each output in a fixed order, so results do not depend on the thread count.
 #include "gguf.hpp"
 
 #include <algorithm>
@@ -20,6 +23,7 @@
 #endif
 
 #include "parallel.hpp"
+#include "simd.hpp"
 
 namespace ferrum::cpu {
 namespace {
@@ -257,6 +261,456 @@ bool has_avx2() { return false; }
 
 bool fused_m1(int32_t type) { return has_avx2() && (type == kQ4_0 || type == kQ8_0 || type == kQ4_K); }
 
+#if FERRUM_SIMD_X86
+// ---- AVX-512 m = 1 kernels ----------------------------------------------------------------------------
+// Memory-bound: one pass over the weights, software prefetch of every line, activations re-arranged
+// once per call into a 64-byte-aligned buffer (line-split 64-byte loads were measured very slow here).
+//  * Q4_0 (with VBMI) and Q4_K: lane-parallel block / sub-block sums Σ q·x with the quants as f32 from
+//    a constant vpermps table, the f16 scales applied once per block (Q4_0) or sub-block (Q4_K, min
+//    term from per-sub-block activation sums) — a reassociation of §11.1 within the F tolerance.
+//  * Q4_1, Q5_K, Q8_0, Q6_K (and Q4_0 without VBMI): every weight decoded to exactly its §11.1 f32
+//    value (tables d·(j − 8), d·j + m, (d·sc)·j − dmin·mn built with one multiply / FMA and indexed by
+//    vpermps / vpermt2ps; Q8_0 / Q6_K: integer → f32 times the exact scale), one FMA per 16 weights.
+// Each output is a fixed-order sum over its own row only, so neither the thread split nor the strip
+// boundaries change a result (bitwise independent of FERRUM_CPU_THREADS).
+namespace z {
+
+// Software prefetch of the weight stream, kPrefetch bytes ahead, every cache line (the hardware
+// prefetcher alone reached ~30% of the read bandwidth; every other line only, ~20%).
+constexpr uint64_t kPrefetch = 8192;
+
+// Quant bytes are not widened with vpmovzx (a shuffle, the scarce port here): 16 bytes are broadcast
+// to the four 128-bit lanes (a plain load) and each dword lane k is shifted right by 8·(k/4), so lane
+// k holds byte π(k) = 4·(k % 4) + k/4 in bits 0-7. The activations are permuted the same way once
+// per call (xp[16g + k] = x[16g + π(k)]), so every lane still pairs a weight with its own activation.
+FERRUM_AVX512_INLINE __m512i bcast16(const uint8_t* p) {
+  return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+FERRUM_AVX512_INLINE __m512i lane_shift(int extra) {  // 8·(k/4) + extra, mod 32
+  return _mm512_and_si512(_mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24),
+                                           _mm512_set1_epi32(extra)), _mm512_set1_epi32(31));
+}
+// bits 0-3: the low (kHi = false) or high nibble of byte π(k)
+template <bool kHi>
+FERRUM_AVX512_INLINE __m512i nib(__m512i v) { return _mm512_srlv_epi32(v, lane_shift(kHi ? 4 : 0)); }
+FERRUM_AVX512_INLINE __m512 iota() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+FERRUM_AVX512_INLINE __m512 lut(__m512i idx, __m512 t) { return _mm512_permutexvar_ps(idx, t); }
+FERRUM_AVX512_INLINE __m512 bc(const float* p) { return _mm512_set1_ps(*p); }
+
+FERRUM_AVX512_INLINE __m512i ld64(const uint8_t* p) {  // 64 bytes as two 32-byte loads: a line-split 64-byte load
+  // measured far slower on this Zen 5 VM when the line is still in flight (Q4_K: 10.4 -> 6.5 ms)
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)), 1);
+}
+
+FERRUM_AVX512_INLINE __m512i words8(int a, int b, int c, int d, int e, int f, int g, int h) {
+  return _mm512_setr_epi32(a | (b << 16), c | (d << 16), e | (f << 16), g | (h << 16), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+// f16 words `idx` (word offsets from p, < 64 when kTwo is false, else < 128) -> f32 s[0..7].
+template <bool kTwo>
+FERRUM_AVX512_INLINE void f16_words(const uint8_t* p, __m512i idx, float* s) {
+  const __m512i a = ld64(p);
+  const __m512i w = kTwo ? _mm512_permutex2var_epi16(a, idx, ld64(p + 64)) : _mm512_permutexvar_epi16(idx, a);
+  _mm256_store_ps(s, _mm256_cvtph_ps(_mm512_castsi512_si128(w)));
+}
+
+// 32-weight blocks, 4 per group: scales of the group first (s), then each block.
+struct Q4_0 {
+  static constexpr uint64_t kQK = 32, kBytes = 18;
+  FERRUM_AVX512_INLINE static void scales4(const uint8_t* b, float* s) {
+    f16_words<false>(b, words8(0, 9, 18, 27, 0, 0, 0, 0), s);
+  }
+  FERRUM_AVX512_INLINE static void step(const uint8_t* b, const float* x, const float* s, int u, __m512* acc) {
+    const __m512 t = _mm512_mul_ps(bc(s + u), _mm512_sub_ps(iota(), _mm512_set1_ps(8.0f)));
+    const __m512i q = bcast16(b + 2);
+    acc[0] = _mm512_fmadd_ps(lut(nib<false>(q), t), _mm512_loadu_ps(x), acc[0]);
+    acc[1] = _mm512_fmadd_ps(lut(nib<true>(q), t), _mm512_loadu_ps(x + 16), acc[1]);
+  }
+};
+
+struct Q4_1 {
+  static constexpr uint64_t kQK = 32, kBytes = 20;
+  FERRUM_AVX512_INLINE static void scales4(const uint8_t* b, float* s) {  // d0..d3, m0..m3
+    f16_words<false>(b, words8(0, 10, 20, 30, 1, 11, 21, 31), s);
+  }
+  FERRUM_AVX512_INLINE static void step(const uint8_t* b, const float* x, const float* s, int u, __m512* acc) {
+    const __m512 t = _mm512_fmadd_ps(bc(s + u), iota(), bc(s + 4 + u));
+    const __m512i q = bcast16(b + 4);
+    acc[0] = _mm512_fmadd_ps(lut(nib<false>(q), t), _mm512_loadu_ps(x), acc[0]);
+    acc[1] = _mm512_fmadd_ps(lut(nib<true>(q), t), _mm512_loadu_ps(x + 16), acc[1]);
+  }
+};
+
+struct Q8_0 {
+  static constexpr uint64_t kQK = 32, kBytes = 34;
+  FERRUM_AVX512_INLINE static void scales4(const uint8_t* b, float* s) {
+    f16_words<true>(b, words8(0, 17, 34, 51, 0, 0, 0, 0), s);
+  }
+  FERRUM_AVX512_INLINE static __m512 i8(const uint8_t* p) {  // signed byte π(k) of p[0..15]
+    const __m512i sh = _mm512_sub_epi32(_mm512_set1_epi32(24), lane_shift(0));
+    return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sllv_epi32(bcast16(p), sh), 24));
+  }
+  FERRUM_AVX512_INLINE static void step(const uint8_t* b, const float* x, const float* s, int u, __m512* acc) {
+    const __m512 d = bc(s + u);
+    acc[0] = _mm512_fmadd_ps(_mm512_mul_ps(d, i8(b + 2)), _mm512_loadu_ps(x), acc[0]);
+    acc[1] = _mm512_fmadd_ps(_mm512_mul_ps(d, i8(b + 18)), _mm512_loadu_ps(x + 16), acc[1]);
+  }
+};
+
+// K-quant scale pairs of a Q4_K / Q5_K block into s: s[j] = d·sc_j, s[8 + j] = dmin·mn_j (exact).
+FERRUM_AVX512_INLINE void kquant_scales(const uint8_t* b, float* s) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));  // scales[0..11] + 4 more bytes
+  const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const __m128i low = _mm_or_si128(
+      _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+      _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+  const __m128i high = _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30));
+  const __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_or_si128(low, high)));
+  int32_t dd32;
+  std::memcpy(&dd32, b, 4);
+  const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(dd32));  // d, dmin
+  const __m512 dv = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                          _mm512_castps128_ps512(dd));
+  _mm512_store_ps(s, _mm512_mul_ps(sm, dv));
+}
+
+struct Q5_K {
+  static constexpr uint64_t kQK = 256, kBytes = 176;
+  // idx bits 0-3 from q, bit 4 from h (vpermt2ps reads only idx bits 0-4)
+  FERRUM_AVX512_INLINE static __m512i idx5(__m512i q, __m512i h) {
+    return _mm512_ternarylogic_epi32(_mm512_set1_epi32(15), q, h, 0xCA);  // a ? b : c
+  }
+  // bit p of byte π(k) of the broadcast h -> bit 4 (rotate right by 8·(k/4) + p − 4)
+  template <int p>
+  FERRUM_AVX512_INLINE static __m512i hbit(__m512i h) { return _mm512_rorv_epi32(h, lane_shift(p - 4)); }
+  template <int c>
+  FERRUM_AVX512_INLINE static void chunk(const float* s, const uint8_t* qs, __m512i h0, __m512i h1, const float* xc,
+                                         __m512* acc) {
+    const __m512 i16 = _mm512_add_ps(iota(), _mm512_set1_ps(16.0f));
+    const __m512 ds0 = bc(s + 2 * c), dm0 = bc(s + 8 + 2 * c), ds1 = bc(s + 2 * c + 1), dm1 = bc(s + 9 + 2 * c);
+    const __m512 t0a = _mm512_fmsub_ps(ds0, iota(), dm0), t0b = _mm512_fmsub_ps(ds0, i16, dm0);
+    const __m512 t1a = _mm512_fmsub_ps(ds1, iota(), dm1), t1b = _mm512_fmsub_ps(ds1, i16, dm1);
+    const __m512i qa = bcast16(qs + 32 * c), qb = bcast16(qs + 32 * c + 16);
+    acc[0] = _mm512_fmadd_ps(_mm512_permutex2var_ps(t0a, idx5(nib<false>(qa), hbit<2 * c>(h0)), t0b), _mm512_loadu_ps(xc), acc[0]);
+    acc[1] = _mm512_fmadd_ps(_mm512_permutex2var_ps(t0a, idx5(nib<false>(qb), hbit<2 * c>(h1)), t0b), _mm512_loadu_ps(xc + 16), acc[1]);
+    acc[2] = _mm512_fmadd_ps(_mm512_permutex2var_ps(t1a, idx5(nib<true>(qa), hbit<2 * c + 1>(h0)), t1b),
+                             _mm512_loadu_ps(xc + 32), acc[2]);
+    acc[3] = _mm512_fmadd_ps(_mm512_permutex2var_ps(t1a, idx5(nib<true>(qb), hbit<2 * c + 1>(h1)), t1b),
+                             _mm512_loadu_ps(xc + 48), acc[3]);
+  }
+  FERRUM_AVX512_INLINE static void step(const uint8_t* b, const float* x, __m512* acc) {
+    alignas(64) float s[16];
+    kquant_scales(b, s);
+    const __m512i h0 = bcast16(b + 16), h1 = bcast16(b + 32);
+    const uint8_t* qs = b + 48;
+    chunk<0>(s, qs, h0, h1, x, acc);
+    chunk<1>(s, qs, h0, h1, x + 64, acc);
+    chunk<2>(s, qs, h0, h1, x + 128, acc);
+    chunk<3>(s, qs, h0, h1, x + 192, acc);
+  }
+};
+
+struct Q6_K {
+  static constexpr uint64_t kQK = 256, kBytes = 210;
+  // 16 weights (d·sc)·(q − 32): q bits 0-3 from l, bits 4-5 from h (both already positioned).
+  FERRUM_AVX512_INLINE static __m512 w16(__m512i l, __m512i h, const float* dsc) {
+    const __m512i q = _mm512_ternarylogic_epi32(_mm512_set1_epi32(15), l, _mm512_and_si512(h, _mm512_set1_epi32(0x30)), 0xCA);
+    return _mm512_mul_ps(bc(dsc), _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, _mm512_set1_epi32(63)),
+                                                                       _mm512_set1_epi32(32))));
+  }
+  FERRUM_AVX512_INLINE static void step(const uint8_t* b, const float* x, __m512* acc) {
+    alignas(64) float s[16];  // d · scales[j]
+    _mm512_store_ps(s, _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(static_cast<unsigned short>(b[208] | (b[209] << 8)))),
+                                     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))))));
+    for (int n = 0; n < 2; ++n) {
+      const uint8_t* L = b + 64 * n;
+      const uint8_t* H = b + 128 + 32 * n;
+      const float* xn = x + 128 * n;
+      for (int u = 0; u < 2; ++u) {  // l in [16u, 16u + 16)
+        const __m512i l0 = bcast16(L + 16 * u), l1 = bcast16(L + 32 + 16 * u), h = bcast16(H + 16 * u);
+        const float* xl = xn + 16 * u;
+        const float* sc = s + 8 * n + u;
+        acc[0] = _mm512_fmadd_ps(w16(nib<false>(l0), _mm512_rorv_epi32(h, lane_shift(-4)), sc), _mm512_loadu_ps(xl), acc[0]);
+        acc[1] = _mm512_fmadd_ps(w16(nib<false>(l1), _mm512_rorv_epi32(h, lane_shift(-2)), sc + 2), _mm512_loadu_ps(xl + 32), acc[1]);
+        acc[2] = _mm512_fmadd_ps(w16(nib<true>(l0), _mm512_rorv_epi32(h, lane_shift(0)), sc + 4), _mm512_loadu_ps(xl + 64), acc[2]);
+        acc[3] = _mm512_fmadd_ps(w16(nib<true>(l1), _mm512_rorv_epi32(h, lane_shift(2)), sc + 6), _mm512_loadu_ps(xl + 96), acc[3]);
+      }
+    }
+  }
+};
+
+template <class Q>
+constexpr bool kSmall = Q::kQK == 32;
+
+// One row dotted with the permuted activations: 32-weight types take 4 blocks per iteration (scales
+// of the 4 converted together), K-quants 2; each block of the iteration has its own 4 accumulators,
+// all reduced in a fixed order at the end, so an output depends on its row only (not on the thread
+// split or strip). The strip's rows are contiguous: the prefetch cursor runs kPrefetch bytes ahead,
+// one cache line at a time, on into the next row.
+template <class Q>
+FERRUM_AVX512 float row_dot(const uint8_t* row, const float* x, uint64_t nb) {
+  constexpr int kU = kSmall<Q> ? 4 : 2;
+  __m512 acc[kU][4];
+  for (int u = 0; u < kU; ++u)
+    for (int i = 0; i < 4; ++i) acc[u][i] = _mm512_setzero_ps();
+  const char* pf = reinterpret_cast<const char*>(row) + kPrefetch;
+  uint64_t b = 0;
+  for (; b + kU <= nb; b += kU) {
+    const char* pf_end = reinterpret_cast<const char*>(row) + (b + kU) * Q::kBytes + kPrefetch;
+    for (; pf < pf_end; pf += 64) _mm_prefetch(pf, _MM_HINT_T0);
+    const uint8_t* blk = row + b * Q::kBytes;
+    if constexpr (kSmall<Q>) {
+      alignas(32) float s[8];
+      Q::scales4(blk, s);
+      for (int u = 0; u < kU; ++u) Q::step(blk + u * Q::kBytes, x + (b + u) * Q::kQK, s, u, acc[u]);
+    } else {
+      for (int u = 0; u < kU; ++u) Q::step(blk + u * Q::kBytes, x + (b + u) * Q::kQK, acc[u]);
+    }
+  }
+  for (; b < nb; ++b) {
+    if constexpr (kSmall<Q>) {
+      alignas(32) float s[8];
+      const uint8_t* blk = row + b * Q::kBytes;
+      const float d = _cvtsh_ss(static_cast<unsigned short>(blk[0] | (blk[1] << 8)));
+      s[0] = d;
+      if constexpr (Q::kBytes == 20) s[4] = _cvtsh_ss(static_cast<unsigned short>(blk[2] | (blk[3] << 8)));
+      Q::step(blk, x + b * Q::kQK, s, 0, acc[0]);
+    } else {
+      Q::step(row + b * Q::kBytes, x + b * Q::kQK, acc[0]);
+    }
+  }
+  __m512 t = _mm512_add_ps(_mm512_add_ps(acc[0][0], acc[0][1]), _mm512_add_ps(acc[0][2], acc[0][3]));
+  for (int u = 1; u < kU; ++u)
+    t = _mm512_add_ps(t, _mm512_add_ps(_mm512_add_ps(acc[u][0], acc[u][1]), _mm512_add_ps(acc[u][2], acc[u][3])));
+  return _mm512_reduce_add_ps(t);
+}
+
+template <class Q>
+void matvec(const uint8_t* w, uint64_t rb, uint64_t rows, const float* xp, uint64_t nb, float* res) {
+  for (uint64_t r = 0; r < rows; ++r) res[r] = row_dot<Q>(w + r * rb, xp, nb);
+}
+
+// xp[16g + k] = x[16g + π(k)], π(k) = 4·(k % 4) + k/4; n a multiple of 32.
+FERRUM_AVX512 void permute_x_avx512(const float* x, float* xp, uint64_t n) {
+  const __m512i pi = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (uint64_t i = 0; i < n; i += 16) _mm512_storeu_ps(xp + i, _mm512_permutexvar_ps(pi, _mm512_loadu_ps(x + i)));
+}
+
+// ---- Q4_0 with VBMI: 4 blocks (128 weights) per step ---------------------------------------------------
+// vpermt2b gathers the 4 blocks' qs into the four 128-bit lanes (lane L = block L); variant v
+// (m = v & 3, h = v >> 2) shifts every dword right by 8m + 4h, so lane k = 4L + t holds the nibble of
+// weight i = 4t + m + 16h of block L in bits 0-3, and vpermps of the constant table (j − 8) gives
+// q − 8 as f32 (it reads index bits 0-3 only). Per lane Σ x·(q − 8) over the 8 variants, then × d of its block
+// (vpermw + vcvtph2ps: [d0 ×4, d1 ×4, d2 ×4, d3 ×4]). The activations are pre-arranged to match:
+// xq[128g + 16v + k] = x[128g + 32L + 4t + m + 16h]. (d is applied to the block sum, not per
+// weight: a reassociation within the F tolerance, checked by the conformance kit.) The 72 bytes of a
+// group are read as 32-byte loads (a = bytes 0-63, b = bytes 40-71).
+#define FERRUM_AVX512_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,fma,f16c")))
+inline bool has_vbmi() {
+  static const bool v = simd::has_avx512() && __builtin_cpu_supports("avx512vbmi");
+  return v;
+}
+
+void arrange_q4_0(const float* x, float* xq, uint64_t n) {
+  const uint64_t full = n / 128 * 128;
+  for (uint64_t g = 0; g < full; g += 128)
+    for (int v = 0; v < 8; ++v)
+      for (int k = 0; k < 16; ++k)
+        xq[g + 16 * v + k] = x[g + 32 * (k / 4) + 4 * (k % 4) + (v & 3) + 16 * (v >> 2)];
+  std::memcpy(xq + full, x + full, (n - full) * sizeof(float));
+}
+
+// vpermt2b indices: byte 16L + j <- qs[j] of block L = group byte 18L + 2 + j (from a below 64, else b)
+struct Q4_0Gather {
+  alignas(64) uint8_t b[64];
+  constexpr Q4_0Gather() : b{} {
+    for (int L = 0; L < 4; ++L)
+      for (int j = 0; j < 16; ++j) {
+        const int off = 18 * L + 2 + j;
+        b[16 * L + j] = static_cast<uint8_t>(off < 64 ? off : 64 + (off - 40));
+      }
+  }
+};
+constexpr Q4_0Gather kQ4_0Gather;
+
+template <int kV>
+FERRUM_AVX512_INLINE __m512 q4_minus8(__m512i q) {
+  const __m512 t = _mm512_sub_ps(iota(), _mm512_set1_ps(8.0f));  // vpermps reads index bits 0-3 only
+  if constexpr (kV == 0) return _mm512_permutexvar_ps(q, t);
+  else return _mm512_permutexvar_ps(_mm512_srli_epi32(q, 8 * (kV & 3) + 4 * (kV >> 2)), t);
+}
+
+FERRUM_AVX512_VBMI float row_dot_q4_0_vbmi(const uint8_t* row, const float* xq, uint64_t nb) {
+  const __m512i qidx = _mm512_load_si512(kQ4_0Gather.b);
+  const __m512i didx = _mm512_setr_epi32(0, 0, 9 | (9 << 16), 9 | (9 << 16), 18 | (18 << 16), 18 | (18 << 16),
+                                         27 | (27 << 16), 27 | (27 << 16), 0, 0, 0, 0, 0, 0, 0, 0);
+  constexpr int kU = 2;
+  __m512 acc[kU] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  const char* pf = reinterpret_cast<const char*>(row) + kPrefetch;
+  const uint64_t ng = nb / 4;
+  uint64_t g = 0;
+  for (; g + kU <= ng; g += kU) {
+    const char* pf_end = reinterpret_cast<const char*>(row) + (g + kU) * 72 + kPrefetch;
+    for (; pf < pf_end; pf += 64) _mm_prefetch(pf, _MM_HINT_T0);
+    for (int u = 0; u < kU; ++u) {
+      const uint8_t* p = row + (g + u) * 72;
+      const float* xg = xq + (g + u) * 128;
+      const __m512i a = ld64(p), b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 40)));
+      const __m512i q = _mm512_permutex2var_epi8(a, qidx, b);
+      const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, a)));
+      __m512 s0 = _mm512_mul_ps(q4_minus8<0>(q), _mm512_loadu_ps(xg));
+      __m512 s1 = _mm512_mul_ps(q4_minus8<4>(q), _mm512_loadu_ps(xg + 64));
+      s0 = _mm512_fmadd_ps(q4_minus8<1>(q), _mm512_loadu_ps(xg + 16), s0);
+      s1 = _mm512_fmadd_ps(q4_minus8<5>(q), _mm512_loadu_ps(xg + 80), s1);
+      s0 = _mm512_fmadd_ps(q4_minus8<2>(q), _mm512_loadu_ps(xg + 32), s0);
+      s1 = _mm512_fmadd_ps(q4_minus8<6>(q), _mm512_loadu_ps(xg + 96), s1);
+      s0 = _mm512_fmadd_ps(q4_minus8<3>(q), _mm512_loadu_ps(xg + 48), s0);
+      s1 = _mm512_fmadd_ps(q4_minus8<7>(q), _mm512_loadu_ps(xg + 112), s1);
+      acc[u] = _mm512_fmadd_ps(d, _mm512_add_ps(s0, s1), acc[u]);
+    }
+  }
+  for (; g < ng; ++g) {  // same arithmetic as above, into acc[0]
+    const uint8_t* p = row + g * 72;
+    const float* xg = xq + g * 128;
+    const __m512i a = ld64(p), b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 40)));
+    const __m512i q = _mm512_permutex2var_epi8(a, qidx, b);
+    const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, a)));
+    __m512 s0 = _mm512_mul_ps(q4_minus8<0>(q), _mm512_loadu_ps(xg));
+    __m512 s1 = _mm512_mul_ps(q4_minus8<4>(q), _mm512_loadu_ps(xg + 64));
+    s0 = _mm512_fmadd_ps(q4_minus8<1>(q), _mm512_loadu_ps(xg + 16), s0);
+    s1 = _mm512_fmadd_ps(q4_minus8<5>(q), _mm512_loadu_ps(xg + 80), s1);
+    s0 = _mm512_fmadd_ps(q4_minus8<2>(q), _mm512_loadu_ps(xg + 32), s0);
+    s1 = _mm512_fmadd_ps(q4_minus8<6>(q), _mm512_loadu_ps(xg + 96), s1);
+    s0 = _mm512_fmadd_ps(q4_minus8<3>(q), _mm512_loadu_ps(xg + 48), s0);
+    s1 = _mm512_fmadd_ps(q4_minus8<7>(q), _mm512_loadu_ps(xg + 112), s1);
+    acc[0] = _mm512_fmadd_ps(d, _mm512_add_ps(s0, s1), acc[0]);
+  }
+  __m512 t = _mm512_add_ps(acc[0], acc[1]);
+  // leftover blocks (nb % 4): exact per-weight tables on the unpermuted tail of xq
+  __m512 tail[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (uint64_t b = 4 * ng; b < nb; ++b) {
+    const uint8_t* blk = row + b * 18;
+    const float* xb = xq + b * 32;
+    const __m512 tb = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(static_cast<unsigned short>(blk[0] | (blk[1] << 8)))),
+                                    _mm512_sub_ps(iota(), _mm512_set1_ps(8.0f)));
+    const __m512i qz = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+    tail[0] = _mm512_fmadd_ps(lut(qz, tb), _mm512_loadu_ps(xb), tail[0]);
+    tail[1] = _mm512_fmadd_ps(lut(_mm512_srli_epi32(qz, 4), tb), _mm512_loadu_ps(xb + 16), tail[1]);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(t, _mm512_add_ps(tail[0], tail[1])));
+}
+
+// ---- Q4_K: lane-parallel sub-block sums -------------------------------------------------------------
+// Σ_i w_i·x_i = Σ_j (d·sc_j)·Σ_{sub-block j} q·x − Σ_j (dmin·mn_j)·Σ_{sub-block j} x.
+// Half c of a block is the 64 qs bytes of chunks 2c, 2c + 1, loaded as one zmm: 128-bit lane L holds
+// qs[64c + 16L, +16), dword k = 4L + t bytes 4t..4t+3. Variant v (m = v & 3, h = v >> 2): shift by
+// 8m + 4h, vpermps with the constant table 0..15 (reads index bits 0-3), FMA with the activation of
+// that weight (pre-arranged, arrange_q4_k). Lanes 0-7 then sum sub-block 4c + h, lanes 8-15 sub-block
+// 4c + 2 + h, so one vector of per-lane scales (vpermps of the decoded scales) finishes the half.
+// Per block the min term is one FMA with the sub-block sums of x stored after the arranged x.
+void arrange_q4_k(const float* x, float* xq, uint64_t n) {
+  for (uint64_t b = 0; b < n / 256; ++b) {
+    const float* xb = x + 256 * b;
+    float* o = xq + 256 * b;
+    for (int c = 0; c < 2; ++c)
+      for (int v = 0; v < 8; ++v)
+        for (int k = 0; k < 16; ++k) {
+          const int L = k / 4, t = k % 4, m = v & 3, h = v >> 2;
+          o[128 * c + 16 * v + k] = xb[64 * (2 * c + (L >> 1)) + 32 * h + 16 * (L & 1) + 4 * t + m];
+        }
+    float* xs = xq + n + 16 * b;  // lanes 8-15: Σ x over sub-block j (in order), lanes 0-7: 0
+    for (int j = 0; j < 8; ++j) {
+      float sum = 0;
+      for (int l = 0; l < 32; ++l) sum += xb[32 * j + l];
+      xs[j] = 0;
+      xs[8 + j] = sum;
+    }
+  }
+}
+
+template <int kV>
+FERRUM_AVX512_INLINE __m512 nib_f(__m512i q) {  // nibble of variant kV as f32 (vpermps of 0..15)
+  if constexpr (kV == 0) return _mm512_permutexvar_ps(q, iota());
+  else return _mm512_permutexvar_ps(_mm512_srli_epi32(q, 8 * (kV & 3) + 4 * (kV >> 2)), iota());
+}
+
+FERRUM_AVX512_INLINE void q4_k_block(const uint8_t* blk, const float* xb, const float* xs, __m512& acc, __m512& accm) {
+  alignas(64) float sv[16];
+  kquant_scales(blk, sv);
+  const __m512 S = _mm512_load_ps(sv);
+  accm = _mm512_fmadd_ps(S, _mm512_loadu_ps(xs), accm);
+  for (int c = 0; c < 2; ++c) {
+    const __m512i q = ld64(blk + 16 + 64 * c);
+    const float* xc = xb + 128 * c;
+    __m512 s0 = _mm512_mul_ps(nib_f<0>(q), _mm512_loadu_ps(xc));
+    __m512 s1 = _mm512_mul_ps(nib_f<4>(q), _mm512_loadu_ps(xc + 64));
+    s0 = _mm512_fmadd_ps(nib_f<1>(q), _mm512_loadu_ps(xc + 16), s0);
+    s1 = _mm512_fmadd_ps(nib_f<5>(q), _mm512_loadu_ps(xc + 80), s1);
+    s0 = _mm512_fmadd_ps(nib_f<2>(q), _mm512_loadu_ps(xc + 32), s0);
+    s1 = _mm512_fmadd_ps(nib_f<6>(q), _mm512_loadu_ps(xc + 96), s1);
+    s0 = _mm512_fmadd_ps(nib_f<3>(q), _mm512_loadu_ps(xc + 48), s0);
+    s1 = _mm512_fmadd_ps(nib_f<7>(q), _mm512_loadu_ps(xc + 112), s1);
+    const int j = 4 * c;
+    const __m512 sc0 = _mm512_permutexvar_ps(_mm512_setr_epi32(j, j, j, j, j, j, j, j, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2, j + 2), S);
+    const __m512 sc1 = _mm512_permutexvar_ps(_mm512_setr_epi32(j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 1, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3, j + 3), S);
+    acc = _mm512_fmadd_ps(sc0, s0, acc);
+    acc = _mm512_fmadd_ps(sc1, s1, acc);
+  }
+}
+
+FERRUM_AVX512 float row_dot_q4_k(const uint8_t* row, const float* xq, const float* xs, uint64_t nb) {
+  constexpr int kU = 2;
+  __m512 acc[kU], accm[kU];
+  for (int u = 0; u < kU; ++u) acc[u] = accm[u] = _mm512_setzero_ps();
+  const char* pf = reinterpret_cast<const char*>(row) + kPrefetch;
+  uint64_t b = 0;
+  for (; b + kU <= nb; b += kU) {
+    const char* pf_end = reinterpret_cast<const char*>(row) + (b + kU) * 144 + kPrefetch;
+    for (; pf < pf_end; pf += 64) _mm_prefetch(pf, _MM_HINT_T0);
+    for (int u = 0; u < kU; ++u) q4_k_block(row + (b + u) * 144, xq + (b + u) * 256, xs + (b + u) * 16, acc[u], accm[u]);
+  }
+  for (; b < nb; ++b) q4_k_block(row + b * 144, xq + b * 256, xs + b * 16, acc[0], accm[0]);
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) - _mm512_reduce_add_ps(_mm512_add_ps(accm[0], accm[1]));
+}
+
+void matvec_q4_k(const uint8_t* w, uint64_t rb, uint64_t rows, const float* xq, uint64_t nb, float* res) {
+  for (uint64_t r = 0; r < rows; ++r) res[r] = row_dot_q4_k(w + r * rb, xq, xq + nb * 256, nb);
+}
+
+void matvec_q4_0_vbmi(const uint8_t* w, uint64_t rb, uint64_t rows, const float* xq, uint64_t nb, float* res) {
+  for (uint64_t r = 0; r < rows; ++r) res[r] = row_dot_q4_0_vbmi(w + r * rb, xq, nb);
+}
+
+using MatvecFn = void (*)(const uint8_t*, uint64_t, uint64_t, const float*, uint64_t, float*);
+using ArrangeFn = void (*)(const float*, float*, uint64_t);
+struct Plan {
+  MatvecFn fn = nullptr;
+  ArrangeFn arrange = nullptr;
+};
+void permute_x(const float* x, float* xp, uint64_t n) { permute_x_avx512(x, xp, n); }
+MatvecFn matvec_fn(int32_t type);
+Plan plan(int32_t type) {
+  if (type == kQ4_0 && has_vbmi()) return {matvec_q4_0_vbmi, arrange_q4_0};
+  if (type == kQ4_K && simd::has_avx512()) return {matvec_q4_k, arrange_q4_k};
+  return {matvec_fn(type), permute_x};
+}
+
+MatvecFn matvec_fn(int32_t type) {
+  if (!simd::has_avx512()) return nullptr;
+  switch (type) {
+    case kQ4_0: return matvec<Q4_0>;
+    case kQ4_1: return matvec<Q4_1>;
+    case kQ8_0: return matvec<Q8_0>;
+    case kQ5_K: return matvec<Q5_K>;
+    case kQ6_K: return matvec<Q6_K>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace z
+#endif
+
 // Activations as f32 (a itself when T is float).
 template <class T>
 const float* as_f32(const T* a, uint64_t n, std::vector<float>& store) {
@@ -291,7 +745,12 @@ uint64_t gguf_block_bytes(int32_t type) {
   }
 }
 
-const char* gguf_kernel_name() { return has_avx2() ? "avx2_fma" : "generic"; }
+const char* gguf_kernel_name() {
+#if FERRUM_SIMD_X86
+  if (simd::has_avx512()) return z::has_vbmi() ? "avx512_vbmi" : "avx512";
+#endif
+  return has_avx2() ? "avx2_fma" : "generic";
+}
 
 void gguf_dequantize_row(int32_t type, const uint8_t* row, float* out, uint64_t cols) {
   const DecodeFn dec = decoder(type);
@@ -322,6 +781,30 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
   std::vector<float> a_store;
   const float* x = as_f32(a, m * K, a_store);
 
+#if FERRUM_SIMD_X86
+  if (m == 1) {
+    const z::Plan plan = z::plan(w.type);
+    if (const z::MatvecFn fn = plan.fn) {
+      const uint64_t nb = K / gguf_qk(w.type);
+      // arranged activations (+ Q4_K sub-block sums), 64-byte aligned: line-split 64-byte loads of x
+      // made the kernels 2-3x slower in the DRAM-bound regime on the Zen 5 box
+      std::vector<float> xp_store(K + K / 16 + 16);
+      float* xp_mut = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(xp_store.data()) + 63) & ~uintptr_t{63});
+      plan.arrange(x, xp_mut, K);
+      const float* xp = xp_mut;
+      parallel_for(N, 64, [&](uint64_t r0, uint64_t r1) {
+        constexpr uint64_t kStrip = 256;  // f32 results of a strip, then rounded to T
+        float res[kStrip];
+        for (uint64_t s = r0; s < r1; s += kStrip) {
+          const uint64_t n = std::min(kStrip, r1 - s);
+          fn(w.data + s * rb, rb, n, xp, nb, res);
+          for (uint64_t j = 0; j < n; ++j) out[s + j] = from_float<T>(res[j]);
+        }
+      });
+      return;
+    }
+  }
+#endif
 #ifdef FERRUM_GGUF_X86
   if (m == 1 && fused_m1(w.type)) {
     const uint64_t nb = K / gguf_qk(w.type);

@@ -6,8 +6,9 @@
 // Precision (OPS.md §11.2 wins over the "quantise the activation to 8 bits" recipe of GGUF
 // engines): activations are NOT quantised. Weights are decoded exactly to their f32 values and
 // multiplied with the f32-converted activations in f32 (FMA), so every activation dtype meets its
-// F-class tolerance (1e-5 for F32). The m = 1 AVX2 paths of Q4_0, Q8_0 and Q4_K keep the quants as
-// integers converted in registers and apply the block scale once per block / sub-block.
+// F-class tolerance (1e-5 for F32). The m = 1 paths (AVX-512: all six types; AVX2: Q4_0, Q8_0, Q4_K)
+// turn the quants into f32 in registers; some apply the block scale once per block / sub-block (a
+// reassociation within the F tolerance).
 #ifndef FERRUM_CPU_KERNELS_GGUF_HPP
 #define FERRUM_CPU_KERNELS_GGUF_HPP
 
@@ -41,7 +42,8 @@ void gguf_dequantize(const GgufMatrix& w, T* out);
 template <class T>
 void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m);
 
-// Which m = 1 kernel gguf_matmul uses on this machine: "avx2_fma" or "generic".
+// Which m = 1 kernel gguf_matmul uses on this machine: "avx512_vbmi", "avx512", "avx2_fma" or
+// "generic".
 const char* gguf_kernel_name();
 
 }  // namespace ferrum::cpu
