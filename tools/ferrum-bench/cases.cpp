@@ -199,6 +199,21 @@ std::vector<Case> make_cases(const Env& env) {
                ctx->embedding_lookup((*table)[0], std::span<const uint32_t>((*ids)[i]), (*o)[i], d);
              };
            }});
+      // The same gather with the ids already on the device: the kernel-only floor of the
+      // host-id op above (no host check, staging or copy).
+      add({"embedding_lookup_dev", std::string(md.name) + "." + s.label, 2.0 * n * d * e, 0,
+           2.0 * n * d * e + double(vocab) * d * e, 4096,
+           [=](Env& env, uint64_t copies) -> RunFn {
+             auto table = pool(env, 1, vocab * d), o = pool(env, copies, n * d);
+             auto ids = std::make_shared<Pool>();
+             for (uint64_t c = 0; c < copies; ++c) {
+               std::vector<uint32_t> v(n);
+               for (auto& id : v) id = static_cast<uint32_t>(env.next() % vocab);
+               ids->push_back(env.ctx->from_slice_typed<uint32_t>(v));
+             }
+             Context* ctx = env.ctx;
+             return [=](uint64_t i) { ctx->embedding_lookup_dev((*table)[0], (*ids)[i], (*o)[i], n, d); };
+           }});
     }
   }
 

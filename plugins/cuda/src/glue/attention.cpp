@@ -6,7 +6,8 @@
 // Per-context state (behind ferrum_context::staging, created on first use, freed by
 // release_attention_state from context_destroy):
 //   * split-KV scratch: one device block at a stable address, grown eagerly (to at least twice
-//     its size) outside captures; a capture that would need more gets UNSUPPORTED with the
+//     its size) outside captures and zeroed once when allocated (it starts with the decode's
+//     arrival counters, which every launch leaves zero); a capture that would need more gets UNSUPPORTED with the
 //     size (§0.4). Outgrown blocks are kept until the context dies, because a stored graph may
 //     still write to them.
 //   * the §5.1 staging tables: APPEND [128 slots][64] cache pointers and ATTENTION [128][64]
@@ -18,6 +19,8 @@
 #include <cmath>
 #include <new>
 #include <vector>
+
+#include <ferrum/common/op_rules.hpp>
 
 #include "cuda_check.hpp"
 #include "cuda_plugin.hpp"
@@ -66,32 +69,13 @@ Status state_of(ferrum_context& c, AttnState*& out) {
   return ok_status();
 }
 
-// ---- checks shared with the CPU plugin (same messages) ------------------------------------------
-Status check_positive(const char* op, const char* field, uint64_t v, bool work) {
-  if (work && v == 0)
-    return invalid(plugin::format("%s: argument '%s': expected > 0 while there is work, given 0", op, field));
-  return ok_status();
-}
+// ---- checks shared with the CPU plugin (same messages): common/op_rules.hpp ---------------------
+using plugin::rules::check_gqa;
+using plugin::rules::check_min_count;
+using plugin::rules::check_positive;
 
-Status check_min_count(const char* op, const char* field, const ferrum_buffer* b, uint64_t need) {
-  if (need == 0) return ok_status();
-  if (!b)
-    return invalid(plugin::format("%s: argument '%s': expected a buffer of %llu elements, given NULL", op, field,
-                                  (unsigned long long)need));
-  if (b->count < need)
-    return invalid(plugin::format("%s: argument '%s': expected at least %llu elements, given %llu", op, field,
-                                  (unsigned long long)need, (unsigned long long)b->count));
-  return ok_status();
-}
 
-Status check_gqa(const char* op, uint64_t nh, uint64_t nkv, const char* nh_name = "num_heads",
-                 const char* nkv_name = "num_kv_heads") {
-  if (nh == 0 || nkv == 0 || nh % nkv)
-    return invalid(plugin::format("%s: arguments '%s'/'%s': expected both >= 1 and %s %% %s == 0, given %llu / %llu",
-                                  op, nh_name, nkv_name, nh_name, nkv_name, (unsigned long long)nh,
-                                  (unsigned long long)nkv));
-  return ok_status();
-}
+
 
 Status check_scale(const char* op, float scale) {
   if (!std::isfinite(scale))
@@ -153,6 +137,15 @@ Status ensure_scratch(ferrum_context& c, AttnState& st, uint64_t bytes, const ch
   void* p = nullptr;
   Status s = from_device(cuda::alloc(static_cast<int>(c.device), grow, &p));
   if (!s.ok()) {
+    s.message = std::string(op) + ": split-KV scratch: " + s.message;
+    return s;
+  }
+  // The block starts with the split groups' arrival counters, which must be zero before the
+  // first launch (each launch leaves them zero): clear the whole block once, stream-ordered
+  // before any kernel that uses it (never during a capture: growth is refused above).
+  s = from_device(memset_async(*c.dev, p, grow));
+  if (!s.ok()) {
+    (void)cuda::free(static_cast<int>(c.device), p);
     s.message = std::string(op) + ": split-KV scratch: " + s.message;
     return s;
   }

@@ -11,6 +11,9 @@
 // both read them on the device, so the calls are capturable.
 #include <ferrum/common/op_rules.hpp>
 
+#include <cuda_runtime_api.h>
+
+#include "cuda_check.hpp"
 #include "cuda_plugin.hpp"
 #include "gemm.hpp"
 #include "memory.hpp"
@@ -201,6 +204,22 @@ ferrum_status fused_silu_mul_split_strided(ferrum_context* ctx, const ferrum_fus
   });
 }
 
+// Largest id of ids[0, n) (0 for n = 0); with `copy`, also copies them there in the same pass
+// (one read of the host array instead of a check pass plus a memcpy; the loop vectorizes).
+uint32_t max_id(const uint32_t* ids, uint64_t n, uint32_t* copy) {
+  uint32_t m = 0;
+  if (copy) {
+    for (uint64_t i = 0; i < n; ++i) {
+      const uint32_t v = ids[i];
+      copy[i] = v;
+      m = v > m ? v : m;
+    }
+  } else {
+    for (uint64_t i = 0; i < n; ++i) m = ids[i] > m ? ids[i] : m;
+  }
+  return m;
+}
+
 Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_args& a, bool dry) {
   const char* op = "embedding_lookup";
   if (a.ids_len == 0) return ok_status();
@@ -209,19 +228,48 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
   if (!s.ok()) return s;
   const uint64_t vocab = a.table->count / a.dim;
   const bool dev = c.dev_state_mode && a.ids_len == 1;  // OPS.md §8.2: ids[0] is not read
-  if (!dev)
-    for (uint64_t i = 0; i < a.ids_len; ++i)
-      if (a.ids[i] >= vocab)
-        return invalid(plugin::format("embedding_lookup: argument 'ids': expected ids < vocab = %llu, given ids[%llu] = %u",
-                                      (unsigned long long)vocab, (unsigned long long)i, a.ids[i]));
+  // Large calls whose ids fit one pinned staging slot: the ids are checked while they are
+  // copied into the slot (one host pass), and the gather reads them from there (mapped), so no
+  // copy precedes it on the stream. The slot is taken (waiting for its previous use) before
+  // the other checks; a failed call leaves it free.
+  cuda::StagingSlot* slot = nullptr;
+  const bool mapped = !dev && !dry && c.dev && a.ids_len > kernels::kHostIdsPerLaunch &&
+                      a.ids_len * sizeof(uint32_t) <= cuda::kStagingSlotBytes;
+  if (mapped) {
+    cuda::DeviceContext& d = *c.dev;
+    cuda::StagingSlot& sl = d.staging[d.next_staging_slot];
+    if (sl.host && (!sl.pending || cudaEventSynchronize(sl.done) == cudaSuccess)) {
+      d.next_staging_slot = (d.next_staging_slot + 1) % cuda::kStagingSlots;
+      slot = &sl;
+    }
+  }
+  if (!dev && max_id(a.ids, a.ids_len, slot ? static_cast<uint32_t*>(slot->host) : nullptr) >= vocab) {
+    uint64_t i = 0;
+    while (a.ids[i] < vocab) ++i;
+    return invalid(plugin::format("embedding_lookup: argument 'ids': expected ids < vocab = %llu, given ids[%llu] = %u",
+                                  (unsigned long long)vocab, (unsigned long long)i, a.ids[i]));
+  }
   const uint32_t* state = nullptr;
   if (dev) s = dev_state_of(op, c, state);
   if (s.ok()) s = check_devices(op, c, {{"table", a.table}, {"out", a.out}});
   if (!s.ok() || dry) return s;
-  return launch(op, c, [&](cudaStream_t st) {
+  return launch(op, c, [&](cudaStream_t st) -> cuda::Status {
     if (dev)  // the token dev_state[0]; >= vocab gives a +0.0 row
       return kernels::embedding_dev_ids(a.table->dtype, a.table->data, vocab, state, FERRUM_DTYPE_U32, 1,
                                         a.out->data, a.dim, st);
+    if (slot) {
+      void* ids_dev = nullptr;
+      if (cudaHostGetDevicePointer(&ids_dev, slot->host, 0) == cudaSuccess) {
+        cuda::Status cs = kernels::embedding_mapped_ids(a.table->dtype, a.table->data,
+                                                        static_cast<const uint32_t*>(ids_dev), a.ids_len,
+                                                        a.out->data, a.dim, st);
+        if (!cs.ok()) return cs;
+        FERRUM_CUDA_CHECK(cudaEventRecord(slot->done, st));  // the slot is read until the gather ends
+        slot->pending = true;
+        return cuda::ok_status();
+      }
+      (void)cudaGetLastError();  // not mapped: fall through to the copied path
+    }
     // More ids than one parameter block holds: stage them (pinned slots, asynchronous copy)
     // into the context's gemm workspace, which is stream-ordered scratch like every use of it,
     // and gather in ONE launch per chunk of staging capacity (1 Mi ids).

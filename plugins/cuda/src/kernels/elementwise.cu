@@ -171,8 +171,17 @@ __global__ void split_qkv_kernel(const T* __restrict__ qkv, T* __restrict__ q, T
   }
 }
 
+// silu(g)·u for the 16-bit types: __expf (ex2.approx) and a fast reciprocal divide, ~6
+// instructions per element instead of ~25 for expf + an IEEE division; the f32 error
+// (~1e-6 relative) is far below the 16-bit output rounding. Edge cases match the exact form:
+// g = −inf gives NaN (−inf·0, as −inf/inf), g < ~−88 gives ±0, NaN stays NaN.
+__device__ __forceinline__ float silu_mul_fast(float g, float u) { return __fdividef(g, 1.0f + __expf(-g)) * u; }
+__device__ __forceinline__ float silu_mul_exact(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 // out[out_off + t, i] = silu(gate_up[in_off + t, i]) · gate_up[in_off + t, im + i]; imv = im / N.
-template <class T, int N, class Idx>
+// FAST (16-bit types): silu_mul_fast. One vector per thread: two vectors per thread (all four
+// loads first, with or without ld.global.cs) measured 5–7 % slower on H200.
+template <class T, int N, class Idx, bool FAST>
 __global__ void silu_mul_kernel(const T* __restrict__ gate_up, uint64_t in_off, T* __restrict__ out,
                                 uint64_t out_off, Idx total, Idx imv) {
   using V = Vec<T, N>;
@@ -185,8 +194,8 @@ __global__ void silu_mul_kernel(const T* __restrict__ gate_up, uint64_t in_off, 
     V r;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
-      const float gf = to_f(gv.v[j]);
-      r.v[j] = from_f<T>(gf / (1.0f + expf(-gf)) * to_f(uv.v[j]));
+      const float gf = to_f(gv.v[j]), uf = to_f(uv.v[j]);
+      r.v[j] = from_f<T>(FAST ? silu_mul_fast(gf, uf) : silu_mul_exact(gf, uf));
     }
     reinterpret_cast<V*>(out)[(out_off + t) * static_cast<uint64_t>(imv) + i] = r;
   }
@@ -391,12 +400,13 @@ Status silu_mul_split(int32_t dtype, const void* gate_up, uint64_t in_row_offset
     return with_index(total, [&](auto itag) -> Status {
       using Idx = typename decltype(itag)::type;
       (void)cudaGetLastError();
+      constexpr bool kFast = !std::is_same_v<T, float>;  // F32 keeps expf + the IEEE division
       if (vec) {
-        silu_mul_kernel<T, NV, Idx><<<blocks_for(total), kThreads, 0, stream>>>(g, in_row_offset, o, out_row_offset,
-                                                                                Idx(total), Idx(imv));
+        silu_mul_kernel<T, NV, Idx, kFast><<<blocks_for(total), kThreads, 0, stream>>>(g, in_row_offset, o,
+                                                                                       out_row_offset, Idx(total), Idx(imv));
       } else {
-        silu_mul_kernel<T, 1, Idx><<<blocks_for(total), kThreads, 0, stream>>>(g, in_row_offset, o, out_row_offset,
-                                                                               Idx(total), Idx(imv));
+        silu_mul_kernel<T, 1, Idx, kFast><<<blocks_for(total), kThreads, 0, stream>>>(g, in_row_offset, o,
+                                                                                      out_row_offset, Idx(total), Idx(imv));
       }
       FERRUM_CUDA_LAUNCH_CHECK("silu_mul_kernel");
       return ok_status();

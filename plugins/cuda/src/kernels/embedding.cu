@@ -1,7 +1,8 @@
 // ferrum CUDA plugin — row gathers (declared in embedding.cuh).
 //
 // gather_kernel<T, N, Src, Idx>: 1-D grid-stride over all rows' output vectors, four per
-// thread. Src yields row r's id as a 64-bit value (~0 for a negative I32). Every row is a bit
+// thread (gather_staged_kernel: the same with the tile's ids first copied from mapped pinned
+// host memory into shared memory). Src yields row r's id as a 64-bit value (~0 for a negative I32). Every row is a bit
 // copy (no float conversion), so the op is exact.
 #include <cuda_runtime.h>
 
@@ -99,6 +100,40 @@ Status launch_gather(const void* table, uint64_t vocab, void* out, uint64_t dim,
   return ok_status();
 }
 
+// Ids in pinned host memory read by the device (mapped; the glue's staging slot): each block
+// first copies the ids of its tile's rows into shared memory (one coalesced read over the
+// bus per 32 ids instead of one per warp-vector), then gathers like gather_kernel. The ids
+// were checked on the host (< vocab), so no range check here.
+constexpr int kStagedTile = kThreads * kGatherUnroll;  // vectors per tile = max rows per tile
+template <class T, int N, class Idx>
+__global__ void __launch_bounds__(kThreads) gather_staged_kernel(const T* __restrict__ table, T* __restrict__ out,
+                                                                 Idx dv, Idx total, const uint32_t* __restrict__ ids) {
+  using V = Vec<T, N>;
+  __shared__ uint32_t sid[kStagedTile];
+  const Idx tile = static_cast<Idx>(kStagedTile);
+  for (Idx base = static_cast<Idx>(blockIdx.x) * tile; base < total; base += static_cast<Idx>(gridDim.x) * tile) {
+    const Idx end = total - base < tile ? total : base + tile;
+    const Idx r0 = base / dv, nr = (end - 1) / dv - r0 + 1;  // nr <= tile
+    for (Idx i = threadIdx.x; i < nr; i += kThreads) sid[i] = ids[r0 + i];
+    __syncthreads();
+    V x[kGatherUnroll];
+#pragma unroll
+    for (int k = 0; k < kGatherUnroll; ++k) {
+      const Idx g = base + threadIdx.x + static_cast<Idx>(k) * kThreads;
+      if (g < end) {
+        const Idx r = g / dv, c = g - r * dv;
+        x[k] = reinterpret_cast<const V*>(table)[static_cast<uint64_t>(sid[r - r0]) * dv + c];
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kGatherUnroll; ++k) {
+      const Idx g = base + threadIdx.x + static_cast<Idx>(k) * kThreads;
+      if (g < end) reinterpret_cast<V*>(out)[g] = x[k];
+    }
+    __syncthreads();  // sid is rewritten by the next tile
+  }
+}
+
 template <class T, int M>
 Status launch_host_chunk(const void* table, const uint32_t* ids, uint64_t cnt, void* out, uint64_t dim,
                          cudaStream_t stream) {
@@ -123,6 +158,30 @@ Status embedding_host_ids(int32_t dtype, const void* table, const uint32_t* ids,
                                                           dim, stream);
       if (!st.ok()) return st;
     }
+    return ok_status();
+  });
+}
+
+Status embedding_mapped_ids(int32_t dtype, const void* table, const uint32_t* ids, uint64_t n, void* out,
+                            uint64_t dim, cudaStream_t stream) noexcept {
+  if (n == 0 || dim == 0) return ok_status();
+  return dispatch_float(dtype, "embedding_lookup", [&](auto tag) -> Status {
+    using T = typename decltype(tag)::type;
+    constexpr int NV = kVec<T>;
+    const bool vec = dim % NV == 0 && aligned16(table) && aligned16(out);
+    const uint64_t dv = vec ? dim / NV : dim, total = n * dv;
+    const auto* t = static_cast<const T*>(table);
+    auto* o = static_cast<T*>(out);
+    const unsigned blocks = blocks_for(total, uint64_t{kStagedTile});
+    (void)cudaGetLastError();
+    if (total < (uint64_t{1} << 31)) {
+      if (vec) gather_staged_kernel<T, NV, uint32_t><<<blocks, kThreads, 0, stream>>>(t, o, uint32_t(dv), uint32_t(total), ids);
+      else gather_staged_kernel<T, 1, uint32_t><<<blocks, kThreads, 0, stream>>>(t, o, uint32_t(dv), uint32_t(total), ids);
+    } else {
+      if (vec) gather_staged_kernel<T, NV, uint64_t><<<blocks, kThreads, 0, stream>>>(t, o, dv, total, ids);
+      else gather_staged_kernel<T, 1, uint64_t><<<blocks, kThreads, 0, stream>>>(t, o, dv, total, ids);
+    }
+    FERRUM_CUDA_LAUNCH_CHECK("gather_staged_kernel");
     return ok_status();
   });
 }

@@ -15,7 +15,9 @@
 //                8 query heads of that KV head, so each K/V byte is read once per query row;
 //                F16/BF16 on tensor cores (the group's heads are the mma rows, each warp a
 //                16-key slice of every 64-key stage, 2-3 cp.async stages), F32 on a SIMT f32
-//                path (no TF32); partials combined by a second, deterministic kernel
+//                path (no TF32); with several splits, the last CTA of each (row, KV-head
+//                group) to finish merges the group's partials in split order (deterministic;
+//                an integer arrival counter per group in the scratch, reset by that CTA)
 //                (flash_decode.cuh, flash_dispatch.cu).
 // On-chip storage is per tile only (never proportional to kv_len).
 #pragma once
@@ -88,12 +90,24 @@ struct FlashParams {
   uint64_t len_bound = 0;            // host bound on L (S, or max_valid_kv) for the split choice
 };
 
+// Most decode CTAs per SM the split choice aims at; bounds the (row, KV-head group) count of
+// any split launch below kMaxDecodeCtasPerSm · sm_count.
+inline constexpr uint64_t kMaxDecodeCtasPerSm = 4;
+// The split-KV scratch starts with the groups' arrival counters (uint32, at a fixed place for
+// a given device, whatever the shapes); the partials follow. The counters must be ZERO when
+// the scratch is first used (the owner clears a new block once, outside any capture); every
+// launch leaves them zero again.
+inline constexpr uint64_t flash_counter_bytes(int sm_count) {
+  return (kMaxDecodeCtasPerSm * static_cast<uint64_t>(sm_count > 0 ? sm_count : 1) * 4 + 255) / 256 * 256;
+}
+
 // Split-KV scratch needed by flash_attention for these params (bytes, 0 when no split is
-// used). Deterministic in the shapes; `sm_count` is the device's multiprocessor count.
+// used; else counters + partials). Deterministic in the shapes; `sm_count` is the device's
+// multiprocessor count.
 uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept;
 
 // Enqueues the attention. `scratch` must hold flash_scratch_bytes(p, sm_count) bytes (may be
-// NULL when that is 0). head_dim must satisfy head_dim_supported.
+// NULL when that is 0), its first flash_counter_bytes(sm_count) bytes zero (see above). head_dim must satisfy head_dim_supported.
 [[nodiscard]] Status flash_attention(const FlashParams& p, int sm_count, void* scratch,
                                      cudaStream_t stream) noexcept;
 
@@ -121,7 +135,7 @@ uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept;
 // ---- per-head-dim launchers (explicit instances in flash_hd<N>.cu) ---------------------------
 template <class T, int HD>
 Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
-                     cudaStream_t stream) noexcept;
+                     uint32_t* counters, cudaStream_t stream) noexcept;
 template <class T, int HD>
 Status launch_prefill(const FlashParams& p, cudaStream_t stream) noexcept;
 

@@ -13,8 +13,9 @@
 //   4. P·V: thread ↔ fixed (head, 2 adjacent dims) outputs, f32 accumulators in registers.
 // On-chip storage: 2 stages × BN rows of K and V, the chunk's queries and BN scores per head —
 // independent of kv_len. With one split the CTA writes the output; otherwise it writes its
-// normalised partial and log2-sum-exp to scratch and flash_combine_kernel merges them in a
-// fixed order (deterministic, no atomics).
+// normalised partial and log2-sum-exp to scratch, and the last CTA of its (query row, KV head
+// × head chunk) group to arrive merges the group's splits in split order (merge_splits_if_last:
+// deterministic whichever CTA arrives last; integer arrival counters only, no float atomics).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -94,10 +95,79 @@ __device__ __forceinline__ void decode_row(const FlashParams& p, uint64_t b, uin
   }
 }
 
+// Split-KV merge folded into the decode kernels (replaces a second launch). Called by every
+// thread of the CTA after it wrote its partials: part_o[(row·H + h)·splits + split][HD] and
+// part_lse[...] for its heads h0 .. h0 + ga − 1. Each thread fences its own writes, then one
+// thread counts the CTA in on the group's arrival counter; the CTA that brings it to `splits`
+// resets it to 0 (so the next launch and every graph replay start clean) and merges:
+//   out[h] = Σ_s w_s·o_s / Σ_s w_s,  w_s = 2^(lse_s − max lse), in split order s = 0, 1, ...
+// — the same arithmetic whichever CTA arrives last, so the result is deterministic. Partials
+// are read through L2 (ld.global.cg): they were written by other SMs during this launch.
+// `smem` needs (8 · kMaxSplits + 8) floats and is free once the first barrier here is passed.
+template <class T, int HD>
+__device__ __forceinline__ void merge_splits_if_last(const FlashParams& p, uint32_t splits, uint64_t row,
+                                                     uint64_t h0, int ga, const float* part_o,
+                                                     const float* part_lse, uint32_t* counter, float* smem) {
+  __shared__ int last_s;
+  __threadfence();  // this thread's partials are visible device-wide before the CTA arrives
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const uint32_t prev = atomicAdd(counter, 1u);
+    const bool last = prev == splits - 1;
+    if (last) atomicExch(counter, 0u);  // every CTA of the group has arrived: reset for the next use
+    last_s = last ? 1 : 0;
+  }
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();  // order the reads below after the arrivals
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, nwarps = blockDim.x >> 5;
+  const uint64_t H = p.num_heads, q_len = p.q_len;
+  const uint64_t b = row / q_len, i = row % q_len;
+  float* w_s = smem;                   // [8][kMaxSplits]
+  float* inv_s = smem + 8 * kMaxSplits;  // [8]
+  static_assert(kMaxSplits == 64, "two splits per lane");
+  for (int g = warp; g < ga; g += nwarps) {
+    const float* lse = part_lse + (row * H + h0 + g) * splits;
+    const float l0 = static_cast<uint32_t>(lane) < splits ? __ldcg(lse + lane) : -INFINITY;
+    const float l1 = static_cast<uint32_t>(lane) + 32 < splits ? __ldcg(lse + lane + 32) : -INFINITY;
+    const float mx = warp_max(fmaxf(l0, l1));
+    const float w0 = (mx == -INFINITY || l0 == -INFINITY) ? 0.0f : exp2f(l0 - mx);
+    const float w1 = (mx == -INFINITY || l1 == -INFINITY) ? 0.0f : exp2f(l1 - mx);
+    w_s[g * kMaxSplits + lane] = w0;
+    w_s[g * kMaxSplits + lane + 32] = w1;
+    const float total = warp_sum(w0 + w1);  // a fixed tree: deterministic
+    if (lane == 0) inv_s[g] = total == 0.0f ? 0.0f : 1.0f / total;  // every split empty: +0.0
+  }
+  __syncthreads();
+  constexpr int kC = HD / 4;  // float4 columns per head
+  for (int e = tid; e < ga * kC; e += blockDim.x) {
+    const int g = e / kC, c = e % kC;
+    const float4* o4 = reinterpret_cast<const float4*>(part_o + (row * H + h0 + g) * splits * HD) + c;
+    const float* w = w_s + g * kMaxSplits;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 16
+    for (uint32_t s = 0; s < splits; ++s) {  // split order (16 loads in flight per thread)
+      const float4 v = __ldcg(o4 + static_cast<uint64_t>(s) * kC);
+      const float ws = w[s];
+      acc.x = fmaf(ws, v.x, acc.x);
+      acc.y = fmaf(ws, v.y, acc.y);
+      acc.z = fmaf(ws, v.z, acc.z);
+      acc.w = fmaf(ws, v.w, acc.w);
+    }
+    const float inv = inv_s[g];
+    T* dst = static_cast<T*>(p.out) + ((b * H + h0 + g) * q_len + i) * HD + 4 * c;
+    dst[0] = from_f32<T>(acc.x * inv);
+    dst[1] = from_f32<T>(acc.y * inv);
+    dst[2] = from_f32<T>(acc.z * inv);
+    dst[3] = from_f32<T>(acc.w * inv);
+  }
+}
+
 template <class T, int HD>
 __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, uint32_t splits,
                                                            uint32_t head_chunks, float* part_o,
-                                                           float* part_lse) {
+                                                           float* part_lse, uint32_t* counters) {
   using Cfg = DecodeCfg<T, HD>;
   constexpr int kBN = Cfg::kBN, kG = Cfg::kG, kStride = Cfg::kStride;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -262,6 +332,9 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, 
       if (d == 0) part_lse[slot] = l == 0.0f ? -INFINITY : m_s[g] + log2f(l);
     }
   }
+  if (splits > 1)
+    merge_splits_if_last<T, HD>(p, splits, row, h0, ga, part_o, part_lse,
+                                counters + row * gridDim.y + blockIdx.y, reinterpret_cast<float*>(smem));
 }
 
 // ---- tensor-core decode (F16 / BF16) --------------------------------------------------------
@@ -292,7 +365,7 @@ struct DecodeMmaCfg {
 template <class T, int HD>
 __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams p, uint32_t splits,
                                                                uint32_t head_chunks, float* part_o,
-                                                               float* part_lse) {
+                                                               float* part_lse, uint32_t* counters) {
   using Cfg = DecodeMmaCfg<T, HD>;
   constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kChunks = Cfg::kChunks, kStages = Cfg::kStages;
   constexpr int kG = kDecodeHeadChunk;
@@ -479,11 +552,14 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams
       if (d == 0) part_lse[slot] = den == 0.0f ? -INFINITY : Mu + log2f(den);
     }
   }
+  if (splits > 1)
+    merge_splits_if_last<T, HD>(p, splits, row, h0, ga, part_o, part_lse,
+                                counters + row * gridDim.y + blockIdx.y, reinterpret_cast<float*>(smem));
 }
 
 template <class T, int HD>
 Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
-                     cudaStream_t stream) noexcept {
+                     uint32_t* counters, cudaStream_t stream) noexcept {
   if constexpr (!std::is_same_v<T, float>) {
     using Cfg = DecodeMmaCfg<T, HD>;
     const uint64_t group = p.num_heads / p.num_kv_heads;
@@ -497,7 +573,7 @@ Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));
     kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        p, splits, head_chunks, part_o, part_lse);
+        p, splits, head_chunks, part_o, part_lse, counters);
     FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
     return ok_status();
   } else {
@@ -513,7 +589,7 @@ Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));
     kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        p, splits, head_chunks, part_o, part_lse);
+        p, splits, head_chunks, part_o, part_lse, counters);
     FERRUM_CUDA_LAUNCH_CHECK("flash_decode_kernel");
     return ok_status();
   }

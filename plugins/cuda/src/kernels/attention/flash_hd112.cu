@@ -5,9 +5,9 @@
 
 namespace ferrum::cuda::attn {
 
-template Status launch_decode<float, 112>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
-template Status launch_decode<__half, 112>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
-template Status launch_decode<__nv_bfloat16, 112>(const FlashParams&, uint32_t, float*, float*, cudaStream_t) noexcept;
+template Status launch_decode<float, 112>(const FlashParams&, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
+template Status launch_decode<__half, 112>(const FlashParams&, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
+template Status launch_decode<__nv_bfloat16, 112>(const FlashParams&, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
 template Status launch_prefill<__half, 112>(const FlashParams&, cudaStream_t) noexcept;
 template Status launch_prefill<__nv_bfloat16, 112>(const FlashParams&, cudaStream_t) noexcept;
 
