@@ -46,6 +46,11 @@ class Model {
   // Drops captured graphs (call before the context or the buffers go away).
   void reset_graphs();
   uint64_t weight_bytes() const { return weight_bytes_; }
+  // Bytes of weights one decode step reads: every weight except the embedding table, of which
+  // it reads one row.
+  uint64_t decode_weight_bytes() const {
+    return weight_bytes_ - (cfg_.vocab - 1) * cfg_.hidden * element_size(ctx_.activation_dtype());
+  }
   const Buffer& logits() const { return logits_; }
   uint64_t kv_bytes_per_token() const;
 
