@@ -194,25 +194,31 @@ ferrum_status run_op(Ctx* ctx, const Args* args, Impl&& impl) noexcept {
 template <class Ctx>
 ferrum_status query_support(const ferrum_plugin_api* api, Ctx* ctx, int32_t op, const void* args,
                             char* reason, uint64_t cap) noexcept {
-  const ferrum::common::OpInfo* info = ferrum::common::op_info(op);
-  if (!info) {
-    copy_out("query_support: unknown op id " + std::to_string(op), reason, cap, nullptr);
-    return FERRUM_STATUS_INVALID_ARGUMENT;
+  try {
+    const ferrum::common::OpInfo* info = ferrum::common::op_info(op);
+    if (!info) {
+      copy_out("query_support: unknown op id " + std::to_string(op), reason, cap, nullptr);
+      return FERRUM_STATUS_INVALID_ARGUMENT;
+    }
+    ferrum_op_fn fn = ferrum::common::find_slot(api, op);
+    if (!fn) {
+      copy_out(std::string(info->name) + ": not implemented by this plugin", reason, cap, nullptr);
+      return FERRUM_STATUS_UNSUPPORTED;
+    }
+    ContextBase* base = ctx;
+    std::string saved = base ? base->last_error : thread_error();
+    dry_run_flag() = true;
+    const ferrum_status st = fn(ctx, args);  // slots never throw (run_op / guard)
+    dry_run_flag() = false;
+    std::string& slot = base ? base->last_error : thread_error();
+    copy_out(st == FERRUM_STATUS_OK ? std::string() : slot, reason, cap, nullptr);
+    slot = std::move(saved);
+    return st;
+  } catch (...) {
+    dry_run_flag() = false;
+    copy_out("query_support: out of host memory", reason, cap, nullptr);
+    return FERRUM_STATUS_OUT_OF_MEMORY;
   }
-  ferrum_op_fn fn = ferrum::common::find_slot(api, op);
-  if (!fn) {
-    copy_out(std::string(info->name) + ": not implemented by this plugin", reason, cap, nullptr);
-    return FERRUM_STATUS_UNSUPPORTED;
-  }
-  ContextBase* base = ctx;
-  std::string saved = base ? base->last_error : thread_error();
-  dry_run_flag() = true;
-  ferrum_status st = fn(ctx, args);
-  dry_run_flag() = false;
-  std::string& slot = base ? base->last_error : thread_error();
-  copy_out(st == FERRUM_STATUS_OK ? std::string() : slot, reason, cap, nullptr);
-  slot = saved;
-  return st;
 }
 
 }  // namespace ferrum::plugin
