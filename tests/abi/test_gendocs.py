@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Tests of tools/abigen/gendocs.py: the op documentation must match the registry exactly, and
+docs/ops.md must be what the generator makes of the committed sources (freshness)."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools/abigen"))
+import abigen  # noqa: E402
+import gendocs  # noqa: E402
+
+failures = []
+
+
+def expect_error(label, text, needle):
+    try:
+        gendocs.generate(OPS, text)
+    except SystemExit as e:
+        if needle not in str(e):
+            failures.append(f"{label}: error does not mention {needle!r}: {e}")
+        return
+    failures.append(f"{label}: accepted, expected an error mentioning {needle!r}")
+
+
+OPS = abigen.load_registry()
+DOC = gendocs.DOC_SRC.read_text()
+
+# 1. The committed sources validate and docs/ops.md is fresh.
+out = gendocs.generate(OPS)
+for path, text in out.items():
+    if not path.exists() or path.read_text() != text:
+        failures.append(f"{path.relative_to(ROOT)} is stale: run tools/abigen/abigen.py")
+
+# 2. An undocumented field fails, naming op and field.
+line = "- `kv_seq_stride` (0 = `kv_len`): `S`, the row capacity of `k` and `v` per head"
+assert line in DOC, "fixture line moved; update the test"
+start = DOC.index(line)
+end = DOC.index("\n", start) + 1
+expect_error("missing field", DOC[:start] + DOC[end:],
+             "op 'flash_attention': field 'kv_seq_stride' is not documented")
+
+# 3. A documented field the op does not have fails.
+expect_error("unknown field", DOC.replace("### gelu\n", "### gelu\n- `alpha`: not a field.\n", 1),
+             "op 'gelu': documented field 'alpha' is not a field of the op")
+
+# 4. A documented op that is not in the registry fails.
+expect_error("unknown op", DOC + "\n### gelu_tanh\nNot an op.\n",
+             "op 'gelu_tanh' is documented but not in abi/registry/ops.txt")
+
+# 5. A missing op section fails.
+s = DOC.index("### gelu\n")
+e = DOC.index("### add_inplace\n")
+expect_error("missing op", DOC[:s] + DOC[e:], "op 'gelu': no section")
+
+# 6. A facade op without its composition, and a non-facade op with one, fail.
+expect_error("facade missing",
+             DOC.replace("facade: `to_vec` of the logits and the same rule on the host.\n", "", 1),
+             "op 'argmax_rows_f16': NULL slot is 'facade'")
+expect_error("facade extra", DOC.replace("### gelu\n", "### gelu\nfacade: something.\n", 1),
+             "op 'gelu': has a 'facade:' line")
+
+# 7. An unused shared entry fails; a citation of a missing spec section fails.
+expect_error("unused shared", DOC.replace("## Shared fields\n", "## Shared fields\n- `nonsense`: x.\n", 1),
+             "shared field 'nonsense' is used by no op")
+expect_error("bad section", DOC.replace("spec: §0.2, §0.6\n", "spec: §0.2, §99.9\n", 1),
+             "§99.9")
+
+if failures:
+    print("test_gendocs: FAILED\n  " + "\n  ".join(failures))
+    sys.exit(1)
+print("test_gendocs: 9 checks passed")
