@@ -239,6 +239,18 @@ def gen_header(ops):
         end = " \\" if i + 1 < len(ops) else ""
         w(f"  X({op.id}, {op.name}, {op.family}){end}")
     w("")
+    w("/* ---- per family, its slots in table order: FERRUM_<FAMILY>_SLOTS(X) calls X(op) once per")
+    w(" * slot. A plugin that names its slot functions after the ops fills a table with")
+    w(" *     #define SLOT(op) op,")
+    w(" *     const ferrum_dense_table t = { sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(SLOT) };")
+    w(" * so an op appended to the registry cannot be forgotten or put in the wrong place. */")
+    for fam in FAMILIES:
+        names = [f"X({op.name})" for op in ops if op.family == fam]
+        rows = [" ".join(names[i:i + 4]) for i in range(0, len(names), 4)]
+        w(f"#define FERRUM_{upper(fam)}_SLOTS(X) \\")
+        for i, row in enumerate(rows):
+            w(f"  {row}" + (" \\" if i + 1 < len(rows) else ""))
+    w("")
     for fam in FAMILIES:
         w(f'#include "ferrum_args_{fam}.h"')
     w("")

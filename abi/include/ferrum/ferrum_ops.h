@@ -236,6 +236,52 @@ extern "C" {
   X(101, weighted_sum_batched, moe) \
   X(102, mla_attention, mla)
 
+/* ---- per family, its slots in table order: FERRUM_<FAMILY>_SLOTS(X) calls X(op) once per
+ * slot. A plugin that names its slot functions after the ops fills a table with
+ *     #define SLOT(op) op,
+ *     const ferrum_dense_table t = { sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(SLOT) };
+ * so an op appended to the registry cannot be forgotten or put in the wrong place. */
+#define FERRUM_MEMORY_SLOTS(X) \
+  X(alloc) X(alloc_typed) X(from_slice) X(from_slice_typed) \
+  X(from_weight_bytes) X(write_typed) X(read_typed) X(to_vec) \
+  X(write_f32_to_activation) X(zero_buffer) X(copy_slice) X(buffer_info) \
+  X(buffer_release)
+#define FERRUM_CONTEXT_SLOTS(X) \
+  X(new_context) X(context_destroy) X(context_info) X(sync) \
+  X(sync_before_host_readback) X(activation_elem_size_bytes) X(supports_device_ordinal_scope) X(supports_llama_family_batched_decode) \
+  X(supports_paged_kv) X(supports_varlen_qkv) X(supports_vllm_paged_attn) X(make_timer) \
+  X(timer_release) X(record_start) X(record_end) X(elapsed_ms)
+#define FERRUM_GRAPH_SLOTS(X) \
+  X(begin_graph_capture) X(end_graph_capture) X(replay_graph) X(reset_graph) \
+  X(reset_all_graphs) X(graph_capture_in_flight) X(set_decode_state) X(set_dev_state_mode)
+#define FERRUM_DENSE_SLOTS(X) \
+  X(gemm) X(rms_norm) X(fused_add_rms_norm) X(layer_norm) \
+  X(gelu) X(add_inplace) X(scaled_add_inplace) X(add_bias) \
+  X(split_qkv) X(fused_silu_mul_split) X(fused_silu_mul_split_strided) X(embedding_lookup) \
+  X(embedding_lookup_dev) X(transpose_head_to_token) X(transpose_token_to_head) X(argmax_rows_f16) \
+  X(qk_norm_rope) X(qk_norm_rope_batched_per_item) X(split_qkv_norm_rope) X(split_qkv_norm_rope_into_cache)
+#define FERRUM_ATTENTION_SLOTS(X) \
+  X(kv_cache_append_head_major) X(flash_attention) X(populate_batched_pointers) X(kv_cache_append_batched_per_cache) \
+  X(flash_attention_batched_per_cache)
+#define FERRUM_PAGED_KV_SLOTS(X) \
+  X(split_qkv_norm_rope_into_paged_cache) X(split_qkv_norm_rope_into_paged_cache_varlen) X(split_qkv_norm_rope_into_paged_cache_vllm) X(split_qkv_norm_rope_into_paged_cache_varlen_vllm) \
+  X(paged_decode_attention) X(paged_batched_decode_attention) X(paged_varlen_attention) X(paged_varlen_attention_fa2_ffi) \
+  X(paged_decode_attention_v2) X(paged_varlen_attention_vllm_layout) X(paged_varlen_attention_vllm) X(paged_varlen_attention_vllm_tiled_q4)
+#define FERRUM_QUANT_KV_SLOTS(X) \
+  X(alloc_paged_int8_layer) X(int8_kv_append_paged) X(int8_paged_decode_attention) X(alloc_paged_fp8_layer) \
+  X(fp8_kv_append_paged) X(fp8_paged_decode_attention)
+#define FERRUM_QUANT_MATMUL_SLOTS(X) \
+  X(load_quant) X(gguf_matmul) X(gguf_dequantize) X(qweight_release) \
+  X(load_gptq) X(load_gptq_stacked) X(marlin_gemm)
+#define FERRUM_MOE_SLOTS(X) \
+  X(route_topk_softmax) X(moe_align_block_size) X(moe_gemm) X(fused_moe) \
+  X(moe_combine) X(weighted_sum_batched)
+#define FERRUM_MLA_SLOTS(X) \
+  X(mla_attention)
+#define FERRUM_COLLECTIVE_SLOTS(X) \
+  X(comm_unique_id) X(comm_init) X(comm_destroy) X(world_size) \
+  X(rank) X(all_reduce) X(all_gather) X(broadcast)
+
 #include "ferrum_args_memory.h"
 #include "ferrum_args_context.h"
 #include "ferrum_args_graph.h"
