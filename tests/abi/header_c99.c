@@ -7,6 +7,11 @@
 #include <ferrum/ferrum_ops.h>
 #include <ferrum/ferrum_plugin.h>
 
+/* The generated declarations of every slot function compile (declared, never defined). */
+FERRUM_MEMORY_SLOTS(FERRUM_SLOT_DECL)
+FERRUM_DENSE_SLOTS(FERRUM_SLOT_DECL)
+FERRUM_COLLECTIVE_SLOTS(FERRUM_SLOT_DECL)
+
 static int bad;
 static size_t next_offset;
 

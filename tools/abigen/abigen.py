@@ -243,7 +243,10 @@ def gen_header(ops):
     w(" * slot. A plugin that names its slot functions after the ops fills a table with")
     w(" *     #define SLOT(op) op,")
     w(" *     const ferrum_dense_table t = { sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(SLOT) };")
-    w(" * so an op appended to the registry cannot be forgotten or put in the wrong place. */")
+    w(" * so an op appended to the registry cannot be forgotten or put in the wrong place;")
+    w(" * FERRUM_DENSE_SLOTS(FERRUM_SLOT_DECL) declares every such function of the family (in")
+    w(" * C++ inside your namespace; in C prefer prefixed names: `sync` or `rank` clash with libc). */")
+    w("#define FERRUM_SLOT_DECL(op) ferrum_status op(ferrum_context* ctx, const ferrum_##op##_args* args);")
     for fam in FAMILIES:
         names = [f"X({op.name})" for op in ops if op.family == fam]
         rows = [" ".join(names[i:i + 4]) for i in range(0, len(names), 4)]

@@ -240,7 +240,10 @@ extern "C" {
  * slot. A plugin that names its slot functions after the ops fills a table with
  *     #define SLOT(op) op,
  *     const ferrum_dense_table t = { sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(SLOT) };
- * so an op appended to the registry cannot be forgotten or put in the wrong place. */
+ * so an op appended to the registry cannot be forgotten or put in the wrong place;
+ * FERRUM_DENSE_SLOTS(FERRUM_SLOT_DECL) declares every such function of the family (in
+ * C++ inside your namespace; in C prefer prefixed names: `sync` or `rank` clash with libc). */
+#define FERRUM_SLOT_DECL(op) ferrum_status op(ferrum_context* ctx, const ferrum_##op##_args* args);
 #define FERRUM_MEMORY_SLOTS(X) \
   X(alloc) X(alloc_typed) X(from_slice) X(from_slice_typed) \
   X(from_weight_bytes) X(write_typed) X(read_typed) X(to_vec) \
