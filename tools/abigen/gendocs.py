@@ -314,7 +314,7 @@ def gen_op(op, shared, docs, fdefaults):
     else:
         o += ["No fields besides `struct_size`.", ""]
     flags = op.flags.replace(" ", "")
-    fw = ", ".join(FLAG_WORDS[c] for c in flags if c in FLAG_WORDS) or "none: acts on host-side state only"
+    fw = ", ".join(FLAG_WORDS[c] for c in flags if c in FLAG_WORDS) or "neither enqueued nor synchronising"
     o.append(f"- **Flags:** {op.flags} ({fw}){' · `[no ctx]`, thread-safe' if op.ctx == 'noctx' else ''}")
     o.append(f"- **Tolerance:** {op.tol}")
     o.append(f"- **NULL slot:** `{op.null}` — {NULL_WORDS[op.null]}"
