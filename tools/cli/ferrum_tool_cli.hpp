@@ -62,7 +62,7 @@ inline std::optional<double> parse_positive(std::string_view text, double lo, do
   else if (ec != std::errc() || p != e) why = " (not a decimal number)";
   else if (!std::isfinite(v)) why = " (not finite)";
   char range[96];
-  std::snprintf(range, sizeof range, "a number greater than %g and at most %g", lo, hi);
+  std::snprintf(range, sizeof range, "a number greater than %.10g and at most %.10g", lo, hi);
   error = std::string("expected ") + range + ", given " + quoted(text) + why;
   return std::nullopt;
 }
@@ -119,7 +119,7 @@ CLI::Option* add_integer(CLI::App& app, const std::string& name, T& var, T lo, T
 inline CLI::Option* add_positive(CLI::App& app, const std::string& name, double& var, double hi,
                                  const std::string& help) {
   char range[48];
-  std::snprintf(range, sizeof range, " (0..%g]", hi);
+  std::snprintf(range, sizeof range, " (0..%.10g]", hi);
   return app.add_option(name, var, help + range)->transform(positive_up_to(hi))->type_name("X");
 }
 
