@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
     ft::usage_error(app, "--head-dim: expected an even number (RoPE rotates pairs), given " +
                              std::to_string(cfg.head_dim));
   std::vector<uint32_t> prompt;
-  if (!prompt_text.empty() || prompt_opt->count()) {
+  if (prompt_opt->count()) {
     prompt = parse_prompt(app, prompt_text);
     for (size_t i = 0; i < prompt.size(); ++i)
       if (prompt[i] >= cfg.vocab)
@@ -148,13 +148,13 @@ int main(int argc, char** argv) {
                                  "; lower --hidden, --layers, --ffn, --vocab, --kv-heads, --head-dim, --tokens or "
                                  "the prompt length");
     }
-    ferrum::demo::Model model(ctx, cfg, prompt.size());
-
-    using clock = std::chrono::steady_clock;
     const bool can_graph = ferrum::demo::Model::graphs_supported(backend);
     if ((graphs == "on" || graphs == "both") && !can_graph)
       ft::usage_error(app, "--graphs: expected auto or off for backend " + std::string(backend.name()) +
                                " (it has no graph family), given " + graphs);
+    ferrum::demo::Model model(ctx, cfg, prompt.size());
+
+    using clock = std::chrono::steady_clock;
     const bool run_eager = graphs == "off" || graphs == "both" || (graphs == "auto" && !can_graph);
     const bool run_graph = graphs == "on" || graphs == "both" || (graphs == "auto" && can_graph);
 
