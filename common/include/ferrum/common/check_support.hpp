@@ -33,6 +33,23 @@ struct Given {
   uint64_t value;
 };
 
+// The product of the named fields (checked). False when it wraps past 2^64, with `message` set to
+// "arguments 'a'/'b': expected a·b < 2^64, given 3·4 (the product wraps past 2^64)".
+inline bool named_product(std::initializer_list<Given> factors, uint64_t& product, std::string& message) {
+  Size p(1);
+  for (const Given& f : factors) p = p * Size(f.value);
+  product = p.value;
+  if (p.ok()) return true;
+  std::string names, expr, vals;
+  for (const Given& f : factors) {
+    names += (names.empty() ? "'" : "/'") + std::string(f.name) + "'";
+    expr += (expr.empty() ? "" : "·") + std::string(f.name);
+    vals += (vals.empty() ? "" : "·") + std::to_string(f.value);
+  }
+  message = "arguments " + names + ": expected " + expr + " < 2^64, given " + vals + " (the product wraps past 2^64)";
+  return false;
+}
+
 // "a = 1, b = 2" for a wrap message.
 inline std::string given_list(std::initializer_list<Given> given) {
   std::string out;

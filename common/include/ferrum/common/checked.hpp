@@ -52,6 +52,16 @@ constexpr uint64_t sat_mul(std::initializer_list<uint64_t> factors) {
 // a - b clamped at 0 (for "how much room is left" questions).
 constexpr uint64_t sub_floor0(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
 
+// [off, off + len) lies inside [0, count), without forming off + len.
+constexpr bool range_ok(uint64_t off, uint64_t len, uint64_t count) {
+  return off <= count && len <= count - off;
+}
+
+// [a_off, a_off + len) and [b_off, b_off + len) overlap (both ranges already inside a buffer).
+constexpr bool ranges_overlap(uint64_t a_off, uint64_t b_off, uint64_t len) {
+  return len != 0 && (a_off < b_off ? b_off - a_off < len : a_off - b_off < len);
+}
+
 // ceil(a / b) for b >= 1, without the a + b - 1 that wraps near 2^64. b == 0 gives 0.
 constexpr uint64_t ceil_div(uint64_t a, uint64_t b) { return b == 0 ? 0 : a / b + (a % b != 0); }
 
