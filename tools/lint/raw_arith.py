@@ -163,7 +163,11 @@ def left_operand(s, i):
             if k >= 0 and s[k] == ">":  # template arguments of a call: f<T>(…)
                 k = match_back(s, k, "<", ">") - 1
             if k >= 0 and (s[k].isalnum() or s[k] == "_"):
-                j = ident_back(s, k)
+                word = s[ident_back(s, k) + 1:k + 1]
+                if word in ("if", "while", "for", "switch"):
+                    return None  # `if (…) *p = …`: the operator is unary
+                if word not in ("return", "case", "else", "do"):
+                    j = ident_back(s, k)
             elif k >= 0 and s[k] in ")]":
                 j = k
                 continue
@@ -331,13 +335,13 @@ def scan(path, text):
                         and word not in names:
                     continue
         lhs = left_operand(code, pos)
+        if lhs is None:
+            continue  # no left operand: a unary operator (a dereference after `if (…)`)
         rhs = right_operand(code, m.end())
         lt = code[lhs[0]:lhs[1]] if lhs else ""
         rt = code[rhs[0]:rhs[1]]
         if STRINGY.search(lt.strip()) or STRINGY.search(rt.strip()):
             continue  # string concatenation in a message
-        if re.match(r"^(?:if|while|for|switch|return)\s*\(", lt.strip()):
-            continue  # `if (…) *p = …`: a dereference, not a product
         if not (operand_tainted(lt, names) or operand_tainted(rt, names)):
             continue
         ln = line_of(pos)
@@ -377,6 +381,8 @@ def main():
     for line in findings:
         print(line)
     if findings:
+        if args.stamp and Path(args.stamp).exists():
+            Path(args.stamp).unlink()  # the build must run the lint again
         print(f"raw_arith: {len(findings)} raw arithmetic expression(s) on caller values in {len(files)} file(s)")
         return 1
     if args.stamp:

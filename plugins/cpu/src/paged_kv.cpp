@@ -342,23 +342,28 @@ ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
     const char* op = "paged_varlen_attention_vllm_tiled_q4";
     if (a.num_tiles == 0)  // no tiles: zero work
       return check_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
+    // Validate everything (dry run) before the row mask is sized from total_q_tokens.
+    Status s = attend_varlen(op, PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, nullptr, a.cu_seqlens_q,
+                             a.pos_offsets, a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads,
+                             a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale,
+                             a.sliding_window, false, /*dry=*/true);
+    if (!s.ok() || dry) return s;
     std::vector<uint8_t> mask;
-    if (!dry && a.num_seqs != 0) {
+    if (a.num_seqs != 0) {
       // Rows covered by some tile (a row covered twice is computed once).
       mask.assign(a.total_q_tokens, 0);
       const IdxView seqs = idx_view(a.tile_seqs), starts = idx_view(a.tile_starts), cu = idx_view(a.cu_seqlens_q);
       for (uint64_t t = 0; t < a.num_tiles; ++t) {
-        const int64_t s = seqs.at(t), st = starts.at(t);
-        if (s < 0 || static_cast<uint64_t>(s) >= a.num_seqs || st < 0) continue;
-        const int64_t b = cu.at(s), e = cu.at(s + 1);
+        const int64_t sq = seqs.at(t), st = starts.at(t);
+        if (sq < 0 || static_cast<uint64_t>(sq) >= a.num_seqs || st < 0) continue;
+        const int64_t b = cu.at(sq), e = cu.at(sq + 1);
         if (b < 0 || e < b || static_cast<uint64_t>(e) > a.total_q_tokens) continue;
         for (int64_t j = st; j < std::min<int64_t>(st + 4, e - b); ++j) mask[b + j] = 1;
       }
     }
     return attend_varlen(op, PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, nullptr, a.cu_seqlens_q, a.pos_offsets,
                          a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads, a.num_kv_heads, a.head_dim,
-                         a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window, false, dry,
-                         dry ? nullptr : &mask);
+                         a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window, false, false, &mask);
   });
 }
 
