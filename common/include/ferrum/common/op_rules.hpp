@@ -91,8 +91,8 @@ inline Status check_rope(const char* op, const char* mode_field, int32_t mode, u
   if (mode < 0 || mode > 3)
     return invalid(format("%s: argument '%s': expected 0..3, given %d", op, mode_field, mode));
   if (work && pos_end == common::kU64Max)  // every mode: a position must stay representable
-    return invalid(format("%s: arguments 'pos_offset'/'tokens': expected pos_offset + tokens < 2^64, given a sum "
-                          "that wraps past 2^64",
+    return invalid(format("%s: arguments 'pos_offset'/'tokens': expected pos_offset + tokens < 2^64 - 1, given a "
+                          "sum of 2^64 - 1 or more (it reaches or wraps past 2^64)",
                           op));
   Status s = check_finite_eps(op, eps);
   if (s.ok()) s = check_positive(op, "head_dim", D, work);
