@@ -10,6 +10,8 @@
 //                                             operators, for whole expressions such as
 //                                             (q_heads + 2*kv_heads) * head_dim
 //   ceil_div                                  ceil(a / b) without forming a + b - 1
+//   range_ok / ranges_overlap                 [off, off + len) inside a count / two ranges
+//                                             overlapping, without forming off + len
 //
 // A value that would wrap is INVALID_ARGUMENT naming the op, the arguments, what was expected and
 // what was given — never a smaller number, a division by zero or a silently empty result.
@@ -49,9 +51,6 @@ constexpr uint64_t sat_mul(std::initializer_list<uint64_t> factors) {
   }
   return r;
 }
-// a - b clamped at 0 (for "how much room is left" questions).
-constexpr uint64_t sub_floor0(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
-
 // [off, off + len) lies inside [0, count), without forming off + len.
 constexpr bool range_ok(uint64_t off, uint64_t len, uint64_t count) {
   return off <= count && len <= count - off;
