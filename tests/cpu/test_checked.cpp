@@ -2,6 +2,7 @@
 // layer uses (the arithmetic rule): exact results where they fit, a report where they do not.
 #include <catch2/catch.hpp>
 
+#include <ferrum/common/check_support.hpp>
 #include <ferrum/common/checked.hpp>
 
 #include <cstdint>
@@ -73,4 +74,17 @@ TEST_CASE("checked: ranges and ceil_div without forming the sum", "[checked]") {
   CHECK(ceil_div(9, 4) == 3);
   CHECK(ceil_div(8, 4) == 2);
   CHECK(ceil_div(5, 0) == 0);
+}
+
+TEST_CASE("checked: named_product names the fields of a wrapping product", "[checked]") {
+  uint64_t p = 0;
+  std::string why;
+  CHECK(named_product({{"block_size", 16}, {"num_kv_heads", 4}, {"head_dim", 128}}, p, why));
+  CHECK(p == 8192);
+  CHECK(named_product({{"a", k63}, {"b", 4}, {"c", 0}}, p, why));  // 0 however large the others
+  CHECK(p == 0);
+  CHECK_FALSE(named_product({{"block_size", uint64_t{1} << 62}, {"num_kv_heads", 4}, {"head_dim", 4}}, p, why));
+  CHECK(why ==
+        "arguments 'block_size'/'num_kv_heads'/'head_dim': expected block_size·num_kv_heads·head_dim < 2^64, "
+        "given 4611686018427387904·4·4 (the product wraps past 2^64)");
 }

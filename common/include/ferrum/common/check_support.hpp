@@ -36,8 +36,11 @@ struct Given {
 // The product of the named fields (checked). False when it wraps past 2^64, with `message` set to
 // "arguments 'a'/'b': expected a·b < 2^64, given 3·4 (the product wraps past 2^64)".
 inline bool named_product(std::initializer_list<Given> factors, uint64_t& product, std::string& message) {
-  Size p(1);
-  for (const Given& f : factors) p = p * Size(f.value);
+  bool zero = false;  // a zero factor: the product is 0, however large the others
+  for (const Given& f : factors) zero = zero || f.value == 0;
+  Size p(zero ? 0 : 1);
+  if (!zero)
+    for (const Given& f : factors) p = p * Size(f.value);
   product = p.value;
   if (p.ok()) return true;
   std::string names, expr, vals;
