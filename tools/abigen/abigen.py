@@ -479,11 +479,23 @@ def gen_op_info(ops):
 
 # ------------------------------------------------------------------------------- C++ checks
 def shape_expr(dim, names):
+    """A shape dimension as checked C++ (every field read as a `Size`, so `+`, `*`, `-` and `/`
+    report a wrap instead of producing a smaller number); None when it reads a non-field."""
     e = dim.replace("·", "*")
     idents = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", e))
     if not idents <= names:
         return None
-    return re.sub(r"([A-Za-z_][A-Za-z_0-9]*)", r"a->\1", e)
+    return re.sub(r"([A-Za-z_][A-Za-z_0-9]*)", r"Size(a->\1)", e)
+
+
+def given_list(dims):
+    """The fields a shape reads, in order, as `{"name", a->name}` pairs for the wrap message."""
+    seen = []
+    for d in dims:
+        for ident in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", d):
+            if ident not in seen:
+                seen.append(ident)
+    return "{" + ", ".join(f'{{"{n}", a->{n}}}' for n in seen) + "}"
 
 
 def gen_checks_index():
@@ -534,23 +546,26 @@ def gen_checks(ops):
                 dcls = {"act": "DtypeClass::act", "idx": "DtypeClass::idx", "tab": "DtypeClass::tab",
                         "any": "DtypeClass::any", "X": "DtypeClass::x"}[cls] + ", 0"
             required = "false" if (f.optional or shape is None) else "work"
-            shape_str = "{" + ", ".join(f"(uint64_t)({p})" for p in shape) + "}" if shape else "{}"
+            shape_str = "{" + ", ".join(shape) + "}" if shape else "{}"
             dims_txt = ", ".join(f.shape) if f.shape else ""
+            given = f", {given_list(f.shape)}" if shape else ""
             o.append(f'  c.buffer("{f.name}", a->{f.name}, {dcls}, {required}, {str(shape is not None).lower()}, '
-                     f'{shape_str}, "[{dims_txt}]");')
+                     f'{shape_str}, "[{dims_txt}]"{given});')
         for f in op.fields:
             if f.kind not in ("host", "hostout") or f.optional:
                 continue
             sm = re.search(r"\[(.*)\]", f.comment)
-            need = "1"
+            need, extra = "1", ""
             if f.comment.endswith("bytes"):  # raw bytes: the element count is the op's length field
                 lf = next((n for n in ("data_len", "len", "byte_len", "raw_len") if n in names), None)
-                need = f"(uint64_t)(a->{lf})" if lf else "1"
+                need = f"Size(a->{lf})" if lf else "1"
             elif sm:
-                parts = [shape_expr(d, names) for d in split_top(sm.group(1))]
-                need = ("shape_elems({" + ", ".join(f"(uint64_t)({p})" for p in parts) + "})"
-                        if all(p is not None for p in parts) else "1")
-            o.append(f'  c.host_ptr("{f.name}", a->{f.name}, {need}, {str(f.kind == "hostout").lower()});')
+                dims = split_top(sm.group(1))
+                parts = [shape_expr(d, names) for d in dims]
+                if all(p is not None for p in parts):
+                    need = "shape_size({" + ", ".join(parts) + "})"
+                    extra = f', "[{sm.group(1)}]", {given_list(dims)}'
+            o.append(f'  c.host_ptr("{f.name}", a->{f.name}, {need}, {str(f.kind == "hostout").lower()}{extra});')
         writes = [f for f in op.fields if f.buf and f.buf[0] != "in"]
         bufs = [f for f in op.fields if f.buf]
         ok = MAY_ALIAS.get(op.name, set())

@@ -16,10 +16,10 @@ ferrum_status check_args(Acc& acc, const ferrum_kv_cache_append_head_major_args*
   if (!c.header(a, FERRUM_KV_CACHE_APPEND_HEAD_MAJOR_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->new_tokens != 0;
   (void)work;
-  c.buffer("cache_k", a->cache_k, DtypeClass::act, 0, work, true, {(uint64_t)(a->nkv), (uint64_t)(a->cache_capacity), (uint64_t)(a->hd)}, "[nkv, cache_capacity, hd]");
-  c.buffer("cache_v", a->cache_v, DtypeClass::act, 0, work, true, {(uint64_t)(a->nkv), (uint64_t)(a->cache_capacity), (uint64_t)(a->hd)}, "[nkv, cache_capacity, hd]");
-  c.buffer("new_k_head_major", a->new_k_head_major, DtypeClass::act, 0, work, true, {(uint64_t)(a->nkv), (uint64_t)(a->new_tokens), (uint64_t)(a->hd)}, "[nkv, new_tokens, hd]");
-  c.buffer("new_v_head_major", a->new_v_head_major, DtypeClass::act, 0, work, true, {(uint64_t)(a->nkv), (uint64_t)(a->new_tokens), (uint64_t)(a->hd)}, "[nkv, new_tokens, hd]");
+  c.buffer("cache_k", a->cache_k, DtypeClass::act, 0, work, true, {Size(a->nkv), Size(a->cache_capacity), Size(a->hd)}, "[nkv, cache_capacity, hd]", {{"nkv", a->nkv}, {"cache_capacity", a->cache_capacity}, {"hd", a->hd}});
+  c.buffer("cache_v", a->cache_v, DtypeClass::act, 0, work, true, {Size(a->nkv), Size(a->cache_capacity), Size(a->hd)}, "[nkv, cache_capacity, hd]", {{"nkv", a->nkv}, {"cache_capacity", a->cache_capacity}, {"hd", a->hd}});
+  c.buffer("new_k_head_major", a->new_k_head_major, DtypeClass::act, 0, work, true, {Size(a->nkv), Size(a->new_tokens), Size(a->hd)}, "[nkv, new_tokens, hd]", {{"nkv", a->nkv}, {"new_tokens", a->new_tokens}, {"hd", a->hd}});
+  c.buffer("new_v_head_major", a->new_v_head_major, DtypeClass::act, 0, work, true, {Size(a->nkv), Size(a->new_tokens), Size(a->hd)}, "[nkv, new_tokens, hd]", {{"nkv", a->nkv}, {"new_tokens", a->new_tokens}, {"hd", a->hd}});
   c.no_alias("cache_k", a->cache_k, "cache_v", a->cache_v);
   c.no_alias("cache_k", a->cache_k, "new_k_head_major", a->new_k_head_major);
   c.no_alias("cache_k", a->cache_k, "new_v_head_major", a->new_v_head_major);
@@ -35,10 +35,10 @@ ferrum_status check_args(Acc& acc, const ferrum_flash_attention_args* a, CheckEr
   const bool work = a->batch != 0;
   (void)work;
   c.flag("causal", a->causal);
-  c.buffer("q", a->q, DtypeClass::act, 0, work, true, {(uint64_t)(a->batch), (uint64_t)(a->num_heads), (uint64_t)(a->q_len), (uint64_t)(a->head_dim)}, "[batch, num_heads, q_len, head_dim]");
+  c.buffer("q", a->q, DtypeClass::act, 0, work, true, {Size(a->batch), Size(a->num_heads), Size(a->q_len), Size(a->head_dim)}, "[batch, num_heads, q_len, head_dim]", {{"batch", a->batch}, {"num_heads", a->num_heads}, {"q_len", a->q_len}, {"head_dim", a->head_dim}});
   c.buffer("k", a->k, DtypeClass::act, 0, false, false, {}, "[batch, num_kv_heads, S, head_dim]");
   c.buffer("v", a->v, DtypeClass::act, 0, false, false, {}, "[batch, num_kv_heads, S, head_dim]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->batch), (uint64_t)(a->num_heads), (uint64_t)(a->q_len), (uint64_t)(a->head_dim)}, "[batch, num_heads, q_len, head_dim]");
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->batch), Size(a->num_heads), Size(a->q_len), Size(a->head_dim)}, "[batch, num_heads, q_len, head_dim]", {{"batch", a->batch}, {"num_heads", a->num_heads}, {"q_len", a->q_len}, {"head_dim", a->head_dim}});
   c.no_alias("out", a->out, "q", a->q);
   c.no_alias("out", a->out, "k", a->k);
   c.no_alias("out", a->out, "v", a->v);
@@ -51,8 +51,8 @@ ferrum_status check_args(Acc& acc, const ferrum_populate_batched_pointers_args* 
   if (!c.header(a, FERRUM_POPULATE_BATCHED_POINTERS_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->m != 0;
   (void)work;
-  c.host_ptr("k_caches", a->k_caches, shape_elems({(uint64_t)(a->num_layers*a->m)}), false);
-  c.host_ptr("v_caches", a->v_caches, shape_elems({(uint64_t)(a->num_layers*a->m)}), false);
+  c.host_ptr("k_caches", a->k_caches, shape_size({Size(a->num_layers)*Size(a->m)}), false, "[num_layers·m]", {{"num_layers", a->num_layers}, {"m", a->m}});
+  c.host_ptr("v_caches", a->v_caches, shape_size({Size(a->num_layers)*Size(a->m)}), false, "[num_layers·m]", {{"num_layers", a->num_layers}, {"m", a->m}});
   return c.status();
 }
 
@@ -62,9 +62,9 @@ ferrum_status check_args(Acc& acc, const ferrum_kv_cache_append_batched_per_cach
   if (!c.header(a, FERRUM_KV_CACHE_APPEND_BATCHED_PER_CACHE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->m != 0;
   (void)work;
-  c.buffer("new_data", a->new_data, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->nkv), (uint64_t)(a->hd)}, "[m, nkv, hd]");
-  c.buffer("cache_lens", a->cache_lens, DtypeClass::idx, 0, work, true, {(uint64_t)(a->m)}, "[m]");
-  c.host_ptr("caches", a->caches, shape_elems({(uint64_t)(a->m)}), false);
+  c.buffer("new_data", a->new_data, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->nkv), Size(a->hd)}, "[m, nkv, hd]", {{"m", a->m}, {"nkv", a->nkv}, {"hd", a->hd}});
+  c.buffer("cache_lens", a->cache_lens, DtypeClass::idx, 0, work, true, {Size(a->m)}, "[m]", {{"m", a->m}});
+  c.host_ptr("caches", a->caches, shape_size({Size(a->m)}), false, "[m]", {{"m", a->m}});
   return c.status();
 }
 
@@ -74,11 +74,11 @@ ferrum_status check_args(Acc& acc, const ferrum_flash_attention_batched_per_cach
   if (!c.header(a, FERRUM_FLASH_ATTENTION_BATCHED_PER_CACHE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->m != 0;
   (void)work;
-  c.buffer("q", a->q, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->nq), (uint64_t)(a->hd)}, "[m, nq, hd]");
-  c.buffer("kv_lens", a->kv_lens, DtypeClass::idx, 0, work, true, {(uint64_t)(a->m)}, "[m]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->nq), (uint64_t)(a->hd)}, "[m, nq, hd]");
-  c.host_ptr("k_caches", a->k_caches, shape_elems({(uint64_t)(a->m)}), false);
-  c.host_ptr("v_caches", a->v_caches, shape_elems({(uint64_t)(a->m)}), false);
+  c.buffer("q", a->q, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->nq), Size(a->hd)}, "[m, nq, hd]", {{"m", a->m}, {"nq", a->nq}, {"hd", a->hd}});
+  c.buffer("kv_lens", a->kv_lens, DtypeClass::idx, 0, work, true, {Size(a->m)}, "[m]", {{"m", a->m}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->nq), Size(a->hd)}, "[m, nq, hd]", {{"m", a->m}, {"nq", a->nq}, {"hd", a->hd}});
+  c.host_ptr("k_caches", a->k_caches, shape_size({Size(a->m)}), false, "[m]", {{"m", a->m}});
+  c.host_ptr("v_caches", a->v_caches, shape_size({Size(a->m)}), false, "[m]", {{"m", a->m}});
   c.no_alias("out", a->out, "q", a->q);
   c.no_alias("out", a->out, "kv_lens", a->kv_lens);
   return c.status();

@@ -16,7 +16,7 @@ ferrum_status check_args(Acc& acc, const ferrum_comm_unique_id_args* a, CheckErr
   if (!c.header(a, FERRUM_COMM_UNIQUE_ID_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
-  c.host_ptr("id", a->id, shape_elems({(uint64_t)(128)}), true);
+  c.host_ptr("id", a->id, shape_size({128}), true, "[128]", {});
   return c.status();
 }
 
@@ -26,7 +26,7 @@ ferrum_status check_args(Acc& acc, const ferrum_comm_init_args* a, CheckError& e
   if (!c.header(a, FERRUM_COMM_INIT_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
-  c.host_ptr("unique_id", a->unique_id, shape_elems({(uint64_t)(128)}), false);
+  c.host_ptr("unique_id", a->unique_id, shape_size({128}), false, "[128]", {});
   return c.status();
 }
 
@@ -65,7 +65,7 @@ ferrum_status check_args(Acc& acc, const ferrum_all_reduce_args* a, CheckError& 
   if (!c.header(a, FERRUM_ALL_REDUCE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->len != 0;
   (void)work;
-  c.buffer("buf", a->buf, DtypeClass::x, 0, work, true, {(uint64_t)(a->len)}, "[len]");
+  c.buffer("buf", a->buf, DtypeClass::x, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
   return c.status();
 }
 
@@ -75,7 +75,7 @@ ferrum_status check_args(Acc& acc, const ferrum_all_gather_args* a, CheckError& 
   if (!c.header(a, FERRUM_ALL_GATHER_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->local_len != 0;
   (void)work;
-  c.buffer("local", a->local, DtypeClass::x, 0, work, true, {(uint64_t)(a->local_len)}, "[local_len]");
+  c.buffer("local", a->local, DtypeClass::x, 0, work, true, {Size(a->local_len)}, "[local_len]", {{"local_len", a->local_len}});
   c.buffer("global", a->global, DtypeClass::x, 0, false, false, {}, "[world_size·local_len]");
   c.no_alias("global", a->global, "local", a->local);
   return c.status();
@@ -87,7 +87,7 @@ ferrum_status check_args(Acc& acc, const ferrum_broadcast_args* a, CheckError& e
   if (!c.header(a, FERRUM_BROADCAST_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->len != 0;
   (void)work;
-  c.buffer("buf", a->buf, DtypeClass::x, 0, work, true, {(uint64_t)(a->len)}, "[len]");
+  c.buffer("buf", a->buf, DtypeClass::x, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
   return c.status();
 }
 

@@ -16,9 +16,9 @@ ferrum_status check_args(Acc& acc, const ferrum_gemm_args* a, CheckError& err) {
   if (!c.header(a, FERRUM_GEMM_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->m != 0;
   (void)work;
-  c.buffer("a", a->a, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->k)}, "[m, k]");
-  c.buffer("b", a->b, DtypeClass::act, 0, work, true, {(uint64_t)(a->n), (uint64_t)(a->k)}, "[n, k]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->n)}, "[m, n]");
+  c.buffer("a", a->a, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->k)}, "[m, k]", {{"m", a->m}, {"k", a->k}});
+  c.buffer("b", a->b, DtypeClass::act, 0, work, true, {Size(a->n), Size(a->k)}, "[n, k]", {{"n", a->n}, {"k", a->k}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->n)}, "[m, n]", {{"m", a->m}, {"n", a->n}});
   c.no_alias("out", a->out, "a", a->a);
   c.no_alias("out", a->out, "b", a->b);
   return c.status();
@@ -30,9 +30,9 @@ ferrum_status check_args(Acc& acc, const ferrum_rms_norm_args* a, CheckError& er
   if (!c.header(a, FERRUM_RMS_NORM_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[tokens, dim]");
-  c.buffer("w", a->w, DtypeClass::act, 0, work, true, {(uint64_t)(a->dim)}, "[dim]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[tokens, dim]");
+  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->dim)}, "[tokens, dim]", {{"tokens", a->tokens}, {"dim", a->dim}});
+  c.buffer("w", a->w, DtypeClass::act, 0, work, true, {Size(a->dim)}, "[dim]", {{"dim", a->dim}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->dim)}, "[tokens, dim]", {{"tokens", a->tokens}, {"dim", a->dim}});
   c.no_alias("out", a->out, "w", a->w);
   return c.status();
 }
@@ -43,10 +43,10 @@ ferrum_status check_args(Acc& acc, const ferrum_fused_add_rms_norm_args* a, Chec
   if (!c.header(a, FERRUM_FUSED_ADD_RMS_NORM_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("residual", a->residual, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[tokens, dim]");
-  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[tokens, dim]");
-  c.buffer("w", a->w, DtypeClass::act, 0, work, true, {(uint64_t)(a->dim)}, "[dim]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[tokens, dim]");
+  c.buffer("residual", a->residual, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->dim)}, "[tokens, dim]", {{"tokens", a->tokens}, {"dim", a->dim}});
+  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->dim)}, "[tokens, dim]", {{"tokens", a->tokens}, {"dim", a->dim}});
+  c.buffer("w", a->w, DtypeClass::act, 0, work, true, {Size(a->dim)}, "[dim]", {{"dim", a->dim}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->dim)}, "[tokens, dim]", {{"tokens", a->tokens}, {"dim", a->dim}});
   c.no_alias("residual", a->residual, "x", a->x);
   c.no_alias("residual", a->residual, "w", a->w);
   c.no_alias("residual", a->residual, "out", a->out);
@@ -60,10 +60,10 @@ ferrum_status check_args(Acc& acc, const ferrum_layer_norm_args* a, CheckError& 
   if (!c.header(a, FERRUM_LAYER_NORM_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[tokens, dim]");
-  c.buffer("gamma", a->gamma, DtypeClass::act, 0, work, true, {(uint64_t)(a->dim)}, "[dim]");
-  c.buffer("beta", a->beta, DtypeClass::act, 0, work, true, {(uint64_t)(a->dim)}, "[dim]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[tokens, dim]");
+  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->dim)}, "[tokens, dim]", {{"tokens", a->tokens}, {"dim", a->dim}});
+  c.buffer("gamma", a->gamma, DtypeClass::act, 0, work, true, {Size(a->dim)}, "[dim]", {{"dim", a->dim}});
+  c.buffer("beta", a->beta, DtypeClass::act, 0, work, true, {Size(a->dim)}, "[dim]", {{"dim", a->dim}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->dim)}, "[tokens, dim]", {{"tokens", a->tokens}, {"dim", a->dim}});
   c.no_alias("out", a->out, "gamma", a->gamma);
   c.no_alias("out", a->out, "beta", a->beta);
   return c.status();
@@ -75,8 +75,8 @@ ferrum_status check_args(Acc& acc, const ferrum_gelu_args* a, CheckError& err) {
   if (!c.header(a, FERRUM_GELU_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->len != 0;
   (void)work;
-  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {(uint64_t)(a->len)}, "[len]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->len)}, "[len]");
+  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
   return c.status();
 }
 
@@ -86,8 +86,8 @@ ferrum_status check_args(Acc& acc, const ferrum_add_inplace_args* a, CheckError&
   if (!c.header(a, FERRUM_ADD_INPLACE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->len != 0;
   (void)work;
-  c.buffer("residual", a->residual, DtypeClass::act, 0, work, true, {(uint64_t)(a->len)}, "[len]");
-  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {(uint64_t)(a->len)}, "[len]");
+  c.buffer("residual", a->residual, DtypeClass::act, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
+  c.buffer("x", a->x, DtypeClass::act, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
   return c.status();
 }
 
@@ -97,8 +97,8 @@ ferrum_status check_args(Acc& acc, const ferrum_scaled_add_inplace_args* a, Chec
   if (!c.header(a, FERRUM_SCALED_ADD_INPLACE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->len != 0;
   (void)work;
-  c.buffer("dst", a->dst, DtypeClass::act, 0, work, true, {(uint64_t)(a->len)}, "[len]");
-  c.buffer("src", a->src, DtypeClass::act, 0, work, true, {(uint64_t)(a->len)}, "[len]");
+  c.buffer("dst", a->dst, DtypeClass::act, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
+  c.buffer("src", a->src, DtypeClass::act, 0, work, true, {Size(a->len)}, "[len]", {{"len", a->len}});
   c.no_alias("dst", a->dst, "src", a->src);
   return c.status();
 }
@@ -109,8 +109,8 @@ ferrum_status check_args(Acc& acc, const ferrum_add_bias_args* a, CheckError& er
   if (!c.header(a, FERRUM_ADD_BIAS_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->rows != 0;
   (void)work;
-  c.buffer("data", a->data, DtypeClass::act, 0, work, true, {(uint64_t)(a->rows), (uint64_t)(a->cols)}, "[rows, cols]");
-  c.buffer("bias", a->bias, DtypeClass::act, 0, work, true, {(uint64_t)(a->cols)}, "[cols]");
+  c.buffer("data", a->data, DtypeClass::act, 0, work, true, {Size(a->rows), Size(a->cols)}, "[rows, cols]", {{"rows", a->rows}, {"cols", a->cols}});
+  c.buffer("bias", a->bias, DtypeClass::act, 0, work, true, {Size(a->cols)}, "[cols]", {{"cols", a->cols}});
   c.no_alias("data", a->data, "bias", a->bias);
   return c.status();
 }
@@ -121,10 +121,10 @@ ferrum_status check_args(Acc& acc, const ferrum_split_qkv_args* a, CheckError& e
   if (!c.header(a, FERRUM_SPLIT_QKV_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("qkv", a->qkv, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->q_dim + 2*a->kv_dim)}, "[tokens, q_dim + 2·kv_dim]");
-  c.buffer("q", a->q, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->q_dim)}, "[tokens, q_dim]");
-  c.buffer("k", a->k, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->kv_dim)}, "[tokens, kv_dim]");
-  c.buffer("v", a->v, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->kv_dim)}, "[tokens, kv_dim]");
+  c.buffer("qkv", a->qkv, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->q_dim) + 2*Size(a->kv_dim)}, "[tokens, q_dim + 2·kv_dim]", {{"tokens", a->tokens}, {"q_dim", a->q_dim}, {"kv_dim", a->kv_dim}});
+  c.buffer("q", a->q, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->q_dim)}, "[tokens, q_dim]", {{"tokens", a->tokens}, {"q_dim", a->q_dim}});
+  c.buffer("k", a->k, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->kv_dim)}, "[tokens, kv_dim]", {{"tokens", a->tokens}, {"kv_dim", a->kv_dim}});
+  c.buffer("v", a->v, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->kv_dim)}, "[tokens, kv_dim]", {{"tokens", a->tokens}, {"kv_dim", a->kv_dim}});
   c.no_alias("q", a->q, "qkv", a->qkv);
   c.no_alias("q", a->q, "k", a->k);
   c.no_alias("q", a->q, "v", a->v);
@@ -140,8 +140,8 @@ ferrum_status check_args(Acc& acc, const ferrum_fused_silu_mul_split_args* a, Ch
   if (!c.header(a, FERRUM_FUSED_SILU_MUL_SPLIT_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("gate_up", a->gate_up, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(2*a->im)}, "[tokens, 2·im]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->im)}, "[tokens, im]");
+  c.buffer("gate_up", a->gate_up, DtypeClass::act, 0, work, true, {Size(a->tokens), 2*Size(a->im)}, "[tokens, 2·im]", {{"tokens", a->tokens}, {"im", a->im}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->im)}, "[tokens, im]", {{"tokens", a->tokens}, {"im", a->im}});
   c.no_alias("out", a->out, "gate_up", a->gate_up);
   return c.status();
 }
@@ -152,8 +152,8 @@ ferrum_status check_args(Acc& acc, const ferrum_fused_silu_mul_split_strided_arg
   if (!c.header(a, FERRUM_FUSED_SILU_MUL_SPLIT_STRIDED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("gate_up", a->gate_up, DtypeClass::act, 0, work, true, {(uint64_t)(a->in_row_offset + a->tokens), (uint64_t)(2*a->intermediate)}, "[in_row_offset + tokens, 2·intermediate]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->out_row_offset + a->tokens), (uint64_t)(a->intermediate)}, "[out_row_offset + tokens, intermediate]");
+  c.buffer("gate_up", a->gate_up, DtypeClass::act, 0, work, true, {Size(a->in_row_offset) + Size(a->tokens), 2*Size(a->intermediate)}, "[in_row_offset + tokens, 2·intermediate]", {{"in_row_offset", a->in_row_offset}, {"tokens", a->tokens}, {"intermediate", a->intermediate}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->out_row_offset) + Size(a->tokens), Size(a->intermediate)}, "[out_row_offset + tokens, intermediate]", {{"out_row_offset", a->out_row_offset}, {"tokens", a->tokens}, {"intermediate", a->intermediate}});
   c.no_alias("out", a->out, "gate_up", a->gate_up);
   return c.status();
 }
@@ -165,8 +165,8 @@ ferrum_status check_args(Acc& acc, const ferrum_embedding_lookup_args* a, CheckE
   const bool work = a->ids_len != 0;
   (void)work;
   c.buffer("table", a->table, DtypeClass::act, 0, false, false, {}, "[vocab, dim]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->ids_len), (uint64_t)(a->dim)}, "[ids_len, dim]");
-  c.host_ptr("ids", a->ids, shape_elems({(uint64_t)(a->ids_len)}), false);
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->ids_len), Size(a->dim)}, "[ids_len, dim]", {{"ids_len", a->ids_len}, {"dim", a->dim}});
+  c.host_ptr("ids", a->ids, shape_size({Size(a->ids_len)}), false, "[ids_len]", {{"ids_len", a->ids_len}});
   c.no_alias("out", a->out, "table", a->table);
   return c.status();
 }
@@ -178,8 +178,8 @@ ferrum_status check_args(Acc& acc, const ferrum_embedding_lookup_dev_args* a, Ch
   const bool work = a->batch != 0;
   (void)work;
   c.buffer("table", a->table, DtypeClass::act, 0, false, false, {}, "[vocab, dim]");
-  c.buffer("ids", a->ids, DtypeClass::idx, 0, work, true, {(uint64_t)(a->batch)}, "[batch]");
-  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {(uint64_t)(a->batch), (uint64_t)(a->dim)}, "[batch, dim]");
+  c.buffer("ids", a->ids, DtypeClass::idx, 0, work, true, {Size(a->batch)}, "[batch]", {{"batch", a->batch}});
+  c.buffer("out", a->out, DtypeClass::act, 0, work, true, {Size(a->batch), Size(a->dim)}, "[batch, dim]", {{"batch", a->batch}, {"dim", a->dim}});
   c.no_alias("out", a->out, "table", a->table);
   c.no_alias("out", a->out, "ids", a->ids);
   return c.status();
@@ -191,8 +191,8 @@ ferrum_status check_args(Acc& acc, const ferrum_transpose_head_to_token_args* a,
   if (!c.header(a, FERRUM_TRANSPOSE_HEAD_TO_TOKEN_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("src", a->src, DtypeClass::act, 0, work, true, {(uint64_t)(a->heads), (uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[heads, tokens, dim]");
-  c.buffer("dst", a->dst, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->heads), (uint64_t)(a->dim)}, "[tokens, heads, dim]");
+  c.buffer("src", a->src, DtypeClass::act, 0, work, true, {Size(a->heads), Size(a->tokens), Size(a->dim)}, "[heads, tokens, dim]", {{"heads", a->heads}, {"tokens", a->tokens}, {"dim", a->dim}});
+  c.buffer("dst", a->dst, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->heads), Size(a->dim)}, "[tokens, heads, dim]", {{"tokens", a->tokens}, {"heads", a->heads}, {"dim", a->dim}});
   c.no_alias("dst", a->dst, "src", a->src);
   return c.status();
 }
@@ -203,8 +203,8 @@ ferrum_status check_args(Acc& acc, const ferrum_transpose_token_to_head_args* a,
   if (!c.header(a, FERRUM_TRANSPOSE_TOKEN_TO_HEAD_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("src", a->src, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->heads), (uint64_t)(a->dim)}, "[tokens, heads, dim]");
-  c.buffer("dst", a->dst, DtypeClass::act, 0, work, true, {(uint64_t)(a->heads), (uint64_t)(a->tokens), (uint64_t)(a->dim)}, "[heads, tokens, dim]");
+  c.buffer("src", a->src, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->heads), Size(a->dim)}, "[tokens, heads, dim]", {{"tokens", a->tokens}, {"heads", a->heads}, {"dim", a->dim}});
+  c.buffer("dst", a->dst, DtypeClass::act, 0, work, true, {Size(a->heads), Size(a->tokens), Size(a->dim)}, "[heads, tokens, dim]", {{"heads", a->heads}, {"tokens", a->tokens}, {"dim", a->dim}});
   c.no_alias("dst", a->dst, "src", a->src);
   return c.status();
 }
@@ -215,8 +215,8 @@ ferrum_status check_args(Acc& acc, const ferrum_argmax_rows_f16_args* a, CheckEr
   if (!c.header(a, FERRUM_ARGMAX_ROWS_F16_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->m != 0;
   (void)work;
-  c.buffer("logits", a->logits, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->n)}, "[m, n]");
-  c.host_ptr("out", a->out, shape_elems({(uint64_t)(a->m)}), true);
+  c.buffer("logits", a->logits, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->n)}, "[m, n]", {{"m", a->m}, {"n", a->n}});
+  c.host_ptr("out", a->out, shape_size({Size(a->m)}), true, "[m]", {{"m", a->m}});
   return c.status();
 }
 
@@ -226,11 +226,11 @@ ferrum_status check_args(Acc& acc, const ferrum_qk_norm_rope_args* a, CheckError
   if (!c.header(a, FERRUM_QK_NORM_ROPE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("input", a->input, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)(a->heads), (uint64_t)(a->head_dim)}, "[tokens, heads, head_dim]");
+  c.buffer("input", a->input, DtypeClass::act, 0, work, true, {Size(a->tokens), Size(a->heads), Size(a->head_dim)}, "[tokens, heads, head_dim]", {{"tokens", a->tokens}, {"heads", a->heads}, {"head_dim", a->head_dim}});
   c.buffer("norm_w", a->norm_w, DtypeClass::act, 0, false, false, {}, "[]");
   c.buffer("cos", a->cos, DtypeClass::tab, 0, false, false, {}, "[]");
   c.buffer("sin", a->sin, DtypeClass::tab, 0, false, false, {}, "[]");
-  c.buffer("output", a->output, DtypeClass::act, 0, work, true, {(uint64_t)(a->heads), (uint64_t)(a->tokens), (uint64_t)(a->head_dim)}, "[heads, tokens, head_dim]");
+  c.buffer("output", a->output, DtypeClass::act, 0, work, true, {Size(a->heads), Size(a->tokens), Size(a->head_dim)}, "[heads, tokens, head_dim]", {{"heads", a->heads}, {"tokens", a->tokens}, {"head_dim", a->head_dim}});
   c.no_alias("output", a->output, "input", a->input);
   c.no_alias("output", a->output, "norm_w", a->norm_w);
   c.no_alias("output", a->output, "cos", a->cos);
@@ -244,12 +244,12 @@ ferrum_status check_args(Acc& acc, const ferrum_qk_norm_rope_batched_per_item_ar
   if (!c.header(a, FERRUM_QK_NORM_ROPE_BATCHED_PER_ITEM_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->m != 0;
   (void)work;
-  c.buffer("input", a->input, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->heads), (uint64_t)(a->head_dim)}, "[m, heads, head_dim]");
+  c.buffer("input", a->input, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->heads), Size(a->head_dim)}, "[m, heads, head_dim]", {{"m", a->m}, {"heads", a->heads}, {"head_dim", a->head_dim}});
   c.buffer("norm_w", a->norm_w, DtypeClass::act, 0, false, false, {}, "[]");
   c.buffer("cos", a->cos, DtypeClass::tab, 0, false, false, {}, "[]");
   c.buffer("sin", a->sin, DtypeClass::tab, 0, false, false, {}, "[]");
-  c.buffer("output", a->output, DtypeClass::act, 0, work, true, {(uint64_t)(a->m), (uint64_t)(a->heads), (uint64_t)(a->head_dim)}, "[m, heads, head_dim]");
-  c.buffer("positions", a->positions, DtypeClass::idx, 0, work, true, {(uint64_t)(a->m)}, "[m]");
+  c.buffer("output", a->output, DtypeClass::act, 0, work, true, {Size(a->m), Size(a->heads), Size(a->head_dim)}, "[m, heads, head_dim]", {{"m", a->m}, {"heads", a->heads}, {"head_dim", a->head_dim}});
+  c.buffer("positions", a->positions, DtypeClass::idx, 0, work, true, {Size(a->m)}, "[m]", {{"m", a->m}});
   c.no_alias("output", a->output, "input", a->input);
   c.no_alias("output", a->output, "norm_w", a->norm_w);
   c.no_alias("output", a->output, "cos", a->cos);
@@ -264,14 +264,14 @@ ferrum_status check_args(Acc& acc, const ferrum_split_qkv_norm_rope_args* a, Che
   if (!c.header(a, FERRUM_SPLIT_QKV_NORM_ROPE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("qkv", a->qkv, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)((a->q_heads + 2*a->kv_heads)*a->head_dim)}, "[tokens, (q_heads + 2·kv_heads)·head_dim]");
+  c.buffer("qkv", a->qkv, DtypeClass::act, 0, work, true, {Size(a->tokens), (Size(a->q_heads) + 2*Size(a->kv_heads))*Size(a->head_dim)}, "[tokens, (q_heads + 2·kv_heads)·head_dim]", {{"tokens", a->tokens}, {"q_heads", a->q_heads}, {"kv_heads", a->kv_heads}, {"head_dim", a->head_dim}});
   c.buffer("q_norm_w", a->q_norm_w, DtypeClass::act, 0, false, false, {}, "[]");
   c.buffer("k_norm_w", a->k_norm_w, DtypeClass::act, 0, false, false, {}, "[]");
   c.buffer("cos", a->cos, DtypeClass::tab, 0, false, false, {}, "[]");
   c.buffer("sin", a->sin, DtypeClass::tab, 0, false, false, {}, "[]");
-  c.buffer("q_out", a->q_out, DtypeClass::act, 0, work, true, {(uint64_t)(a->q_heads), (uint64_t)(a->tokens), (uint64_t)(a->head_dim)}, "[q_heads, tokens, head_dim]");
-  c.buffer("k_out", a->k_out, DtypeClass::act, 0, work, true, {(uint64_t)(a->kv_heads), (uint64_t)(a->tokens), (uint64_t)(a->head_dim)}, "[kv_heads, tokens, head_dim]");
-  c.buffer("v_out", a->v_out, DtypeClass::act, 0, work, true, {(uint64_t)(a->kv_heads), (uint64_t)(a->tokens), (uint64_t)(a->head_dim)}, "[kv_heads, tokens, head_dim]");
+  c.buffer("q_out", a->q_out, DtypeClass::act, 0, work, true, {Size(a->q_heads), Size(a->tokens), Size(a->head_dim)}, "[q_heads, tokens, head_dim]", {{"q_heads", a->q_heads}, {"tokens", a->tokens}, {"head_dim", a->head_dim}});
+  c.buffer("k_out", a->k_out, DtypeClass::act, 0, work, true, {Size(a->kv_heads), Size(a->tokens), Size(a->head_dim)}, "[kv_heads, tokens, head_dim]", {{"kv_heads", a->kv_heads}, {"tokens", a->tokens}, {"head_dim", a->head_dim}});
+  c.buffer("v_out", a->v_out, DtypeClass::act, 0, work, true, {Size(a->kv_heads), Size(a->tokens), Size(a->head_dim)}, "[kv_heads, tokens, head_dim]", {{"kv_heads", a->kv_heads}, {"tokens", a->tokens}, {"head_dim", a->head_dim}});
   c.no_alias("q_out", a->q_out, "qkv", a->qkv);
   c.no_alias("q_out", a->q_out, "q_norm_w", a->q_norm_w);
   c.no_alias("q_out", a->q_out, "k_norm_w", a->k_norm_w);
@@ -299,14 +299,14 @@ ferrum_status check_args(Acc& acc, const ferrum_split_qkv_norm_rope_into_cache_a
   if (!c.header(a, FERRUM_SPLIT_QKV_NORM_ROPE_INTO_CACHE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->tokens != 0;
   (void)work;
-  c.buffer("qkv", a->qkv, DtypeClass::act, 0, work, true, {(uint64_t)(a->tokens), (uint64_t)((a->q_heads + 2*a->kv_heads)*a->head_dim)}, "[tokens, (q_heads + 2·kv_heads)·head_dim]");
+  c.buffer("qkv", a->qkv, DtypeClass::act, 0, work, true, {Size(a->tokens), (Size(a->q_heads) + 2*Size(a->kv_heads))*Size(a->head_dim)}, "[tokens, (q_heads + 2·kv_heads)·head_dim]", {{"tokens", a->tokens}, {"q_heads", a->q_heads}, {"kv_heads", a->kv_heads}, {"head_dim", a->head_dim}});
   c.buffer("q_norm_w", a->q_norm_w, DtypeClass::act, 0, false, false, {}, "[]");
   c.buffer("k_norm_w", a->k_norm_w, DtypeClass::act, 0, false, false, {}, "[]");
   c.buffer("cos", a->cos, DtypeClass::tab, 0, false, false, {}, "[]");
   c.buffer("sin", a->sin, DtypeClass::tab, 0, false, false, {}, "[]");
-  c.buffer("q_out", a->q_out, DtypeClass::act, 0, work, true, {(uint64_t)(a->q_heads), (uint64_t)(a->tokens), (uint64_t)(a->head_dim)}, "[q_heads, tokens, head_dim]");
-  c.buffer("cache_k", a->cache_k, DtypeClass::act, 0, work, true, {(uint64_t)(a->kv_heads), (uint64_t)(a->cache_capacity), (uint64_t)(a->head_dim)}, "[kv_heads, cache_capacity, head_dim]");
-  c.buffer("cache_v", a->cache_v, DtypeClass::act, 0, work, true, {(uint64_t)(a->kv_heads), (uint64_t)(a->cache_capacity), (uint64_t)(a->head_dim)}, "[kv_heads, cache_capacity, head_dim]");
+  c.buffer("q_out", a->q_out, DtypeClass::act, 0, work, true, {Size(a->q_heads), Size(a->tokens), Size(a->head_dim)}, "[q_heads, tokens, head_dim]", {{"q_heads", a->q_heads}, {"tokens", a->tokens}, {"head_dim", a->head_dim}});
+  c.buffer("cache_k", a->cache_k, DtypeClass::act, 0, work, true, {Size(a->kv_heads), Size(a->cache_capacity), Size(a->head_dim)}, "[kv_heads, cache_capacity, head_dim]", {{"kv_heads", a->kv_heads}, {"cache_capacity", a->cache_capacity}, {"head_dim", a->head_dim}});
+  c.buffer("cache_v", a->cache_v, DtypeClass::act, 0, work, true, {Size(a->kv_heads), Size(a->cache_capacity), Size(a->head_dim)}, "[kv_heads, cache_capacity, head_dim]", {{"kv_heads", a->kv_heads}, {"cache_capacity", a->cache_capacity}, {"head_dim", a->head_dim}});
   c.no_alias("q_out", a->q_out, "qkv", a->qkv);
   c.no_alias("q_out", a->q_out, "q_norm_w", a->q_norm_w);
   c.no_alias("q_out", a->q_out, "k_norm_w", a->k_norm_w);

@@ -36,7 +36,7 @@ ferrum_status check_args(Acc& acc, const ferrum_from_slice_args* a, CheckError& 
   if (!c.header(a, FERRUM_FROM_SLICE_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->data_len != 0;
   (void)work;
-  c.host_ptr("data", a->data, shape_elems({(uint64_t)(a->data_len)}), false);
+  c.host_ptr("data", a->data, shape_size({Size(a->data_len)}), false, "[data_len]", {{"data_len", a->data_len}});
   c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
@@ -47,7 +47,7 @@ ferrum_status check_args(Acc& acc, const ferrum_from_slice_typed_args* a, CheckE
   if (!c.header(a, FERRUM_FROM_SLICE_TYPED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->data_len != 0;
   (void)work;
-  c.host_ptr("data", a->data, (uint64_t)(a->data_len), false);
+  c.host_ptr("data", a->data, Size(a->data_len), false);
   c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
@@ -58,7 +58,7 @@ ferrum_status check_args(Acc& acc, const ferrum_from_weight_bytes_args* a, Check
   if (!c.header(a, FERRUM_FROM_WEIGHT_BYTES_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
-  c.host_ptr("raw", a->raw, shape_elems({(uint64_t)(a->raw_len)}), false);
+  c.host_ptr("raw", a->raw, shape_size({Size(a->raw_len)}), false, "[raw_len]", {{"raw_len", a->raw_len}});
   c.host_ptr("buffer", a->buffer, 1, true);
   return c.status();
 }
@@ -70,7 +70,7 @@ ferrum_status check_args(Acc& acc, const ferrum_write_typed_args* a, CheckError&
   const bool work = a->data_len != 0;
   (void)work;
   c.buffer("dst", a->dst, DtypeClass::any, 0, false, false, {}, "[]");
-  c.host_ptr("data", a->data, (uint64_t)(a->data_len), false);
+  c.host_ptr("data", a->data, Size(a->data_len), false);
   return c.status();
 }
 
@@ -81,7 +81,7 @@ ferrum_status check_args(Acc& acc, const ferrum_read_typed_args* a, CheckError& 
   const bool work = a->len != 0;
   (void)work;
   c.buffer("src", a->src, DtypeClass::any, 0, false, false, {}, "[]");
-  c.host_ptr("data", a->data, (uint64_t)(a->len), true);
+  c.host_ptr("data", a->data, Size(a->len), true);
   return c.status();
 }
 
@@ -92,7 +92,7 @@ ferrum_status check_args(Acc& acc, const ferrum_to_vec_args* a, CheckError& err)
   const bool work = a->len != 0;
   (void)work;
   c.buffer("buf", a->buf, DtypeClass::any, 0, false, false, {}, "[]");
-  c.host_ptr("out", a->out, shape_elems({(uint64_t)(a->len)}), true);
+  c.host_ptr("out", a->out, shape_size({Size(a->len)}), true, "[len]", {{"len", a->len}});
   return c.status();
 }
 
@@ -103,7 +103,7 @@ ferrum_status check_args(Acc& acc, const ferrum_write_f32_to_activation_args* a,
   const bool work = a->data_len != 0;
   (void)work;
   c.buffer("dst", a->dst, DtypeClass::act, 0, false, false, {}, "[]");
-  c.host_ptr("data", a->data, shape_elems({(uint64_t)(a->data_len)}), false);
+  c.host_ptr("data", a->data, shape_size({Size(a->data_len)}), false, "[data_len]", {{"data_len", a->data_len}});
   return c.status();
 }
 

@@ -16,7 +16,7 @@ ferrum_status check_args(Acc& acc, const ferrum_load_quant_args* a, CheckError& 
   if (!c.header(a, FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
-  c.host_ptr("bytes", a->bytes, shape_elems({(uint64_t)(a->byte_len)}), false);
+  c.host_ptr("bytes", a->bytes, shape_size({Size(a->byte_len)}), false, "[byte_len]", {{"byte_len", a->byte_len}});
   c.host_ptr("weight", a->weight, 1, true);
   return c.status();
 }
@@ -58,7 +58,7 @@ ferrum_status check_args(Acc& acc, const ferrum_load_gptq_args* a, CheckError& e
   if (!c.header(a, FERRUM_LOAD_GPTQ_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
-  c.host_ptr("qweight", a->qweight, shape_elems({(uint64_t)(a->k/8*a->n)}), false);
+  c.host_ptr("qweight", a->qweight, shape_size({Size(a->k)/8*Size(a->n)}), false, "[k/8·n]", {{"k", a->k}, {"n", a->n}});
   c.host_ptr("scales", a->scales, 1, false);
   c.host_ptr("weight", a->weight, 1, true);
   return c.status();
@@ -70,8 +70,8 @@ ferrum_status check_args(Acc& acc, const ferrum_load_gptq_stacked_args* a, Check
   if (!c.header(a, FERRUM_LOAD_GPTQ_STACKED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = true;
   (void)work;
-  c.host_ptr("qweights", a->qweights, shape_elems({(uint64_t)(a->num_experts)}), false);
-  c.host_ptr("scales", a->scales, shape_elems({(uint64_t)(a->num_experts)}), false);
+  c.host_ptr("qweights", a->qweights, shape_size({Size(a->num_experts)}), false, "[num_experts]", {{"num_experts", a->num_experts}});
+  c.host_ptr("scales", a->scales, shape_size({Size(a->num_experts)}), false, "[num_experts]", {{"num_experts", a->num_experts}});
   c.host_ptr("weight", a->weight, 1, true);
   return c.status();
 }
