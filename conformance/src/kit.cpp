@@ -219,6 +219,19 @@ void Run::expect_error(const std::string& what, ErrorCode code, const std::funct
 
 void Run::fail(const std::string& message) { failures_.push_back(message); }
 
+namespace {
+std::function<void(const std::string&)>& step_hook() {
+  static std::function<void(const std::string&)> hook;
+  return hook;
+}
+}  // namespace
+
+void set_step_hook(std::function<void(const std::string&)> hook) { step_hook() = std::move(hook); }
+
+void Run::step(const std::string& what) {
+  if (step_hook()) step_hook()(what);
+}
+
 // ============================================================================ registry
 
 bool register_case(Case c) {

