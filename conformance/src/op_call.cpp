@@ -1,6 +1,8 @@
 // ferrum conformance kit — generic op calls from the registry's fields (op_call.hpp).
 #include "src/op_call.hpp"
 
+#include "src/facade_call.hpp"
+
 #include "ref/compare.hpp"
 #include "ref/quantize.hpp"
 
@@ -8,7 +10,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
+#include <cxxabi.h>
+#include <typeinfo>
 #include <string_view>
 
 namespace ferrum::conformance::opcall {
@@ -203,9 +208,9 @@ bool eval(const std::string& expr, const std::map<std::string, uint64_t>& vars, 
   return p.ok && p.p == expr.size();
 }
 
-OpCall::OpCall(Run& run, const gen::OpFields& op) : run_(run), op_(op), fields_(fields_of(op)) {
+OpCall::OpCall(Run& run, const gen::OpFields& op, bool need_slot) : run_(run), op_(op), fields_(fields_of(op)) {
   fn_ = common::find_slot(run.backend.api(), op.id);
-  if (!fn_)
+  if (!fn_ && need_slot)
     throw Error(ErrorCode::unsupported, std::string(op.name) + ": the plugin does not implement this op (NULL slot)");
   build();
 }
@@ -228,6 +233,15 @@ bool OpCall::sizes_host_input(const std::string& field) const {
       const std::string spec = f->spec;
       if ((spec == "host bytes" && field == "data_len") || host_spec(spec).count.find(field) != std::string::npos)
         return true;
+    }
+  return false;
+}
+
+bool OpCall::sizes_host_output(const std::string& field) const {
+  for (const gen::Field* f : fields_)
+    if (f->kind == gen::Kind::hostout) {
+      const std::string count = host_spec(f->spec).count;
+      if (!count.empty() && count.find(field) != std::string::npos) return true;
     }
   return false;
 }
@@ -286,7 +300,8 @@ void OpCall::build() {
       case gen::Kind::i32: {
         int32_t v = 0;
         if (fname == "quant_type") v = FERRUM_QUANT_Q8_0;
-        else if (fname == "qk_mode" || fname == "mode") v = 2;  // NeoX: reads the RoPE tables, needs no norm weight
+        else if (fname == "qk_mode" || fname == "mode") v = 2;
+        else if (fname == "op") v = 1;  // all_reduce: SUM  // NeoX: reads the RoPE tables, needs no norm weight
         else if (fname.find("dtype") != std::string::npos && fname != "activation_dtype")
           v = static_cast<int32_t>(fname == "scales_dtype" ? Dtype::f32 : act);
         put<int32_t>(args_, f->offset, v);
@@ -459,6 +474,27 @@ void OpCall::reset() {
 
 ferrum_status OpCall::call_raw(const std::vector<uint8_t>& args) {
   return fn_(op_.takes_context ? run_.ctx.get() : nullptr, args.data());
+}
+
+int32_t OpCall::call_facade(const std::vector<uint8_t>& args, std::string& message) {
+  try {
+    if (!conformance::call_facade(run_.ctx, op_.id, args.data())) {
+      message = "the facade has no method for this op";
+      return FERRUM_STATUS_UNSUPPORTED;
+    }
+    return FERRUM_STATUS_OK;
+  } catch (const Error& e) {
+    message = e.what();
+    const int32_t code = static_cast<int32_t>(e.code());
+    return code < 100 ? code : FERRUM_STATUS_INTERNAL;
+  } catch (const std::exception& e) {
+    const char* mangled = typeid(e).name();
+    int st = 0;
+    char* name = abi::__cxa_demangle(mangled, nullptr, nullptr, &st);
+    message = std::string(st == 0 && name ? name : mangled) + ": " + e.what();
+    std::free(name);
+    return -1;
+  }
 }
 
 std::string OpCall::detail() {

@@ -45,8 +45,8 @@ struct HostBuf {
 class OpCall {
  public:
   // Builds the baseline for `op` on run.ctx (activation dtype run.dtype). Throws
-  // ferrum::Error(unsupported) when the plugin's slot is NULL.
-  OpCall(Run& run, const gen::OpFields& op);
+  // ferrum::Error(unsupported) when the plugin's slot is NULL and `need_slot` (a raw call).
+  OpCall(Run& run, const gen::OpFields& op, bool need_slot = true);
   ~OpCall();
   OpCall(const OpCall&) = delete;
   OpCall& operator=(const OpCall&) = delete;
@@ -55,6 +55,8 @@ class OpCall {
   const std::vector<const gen::Field*>& fields() const { return fields_; }
   uint64_t baseline(const std::string& field) const;
   bool has(const std::string& field) const { return values_.count(field) != 0; }
+  // Fields that size a host array an op returns (the facade's method allocates it).
+  bool sizes_host_output(const std::string& field) const;
   // Whether a device buffer's shape names the field.
   bool in_shapes(const std::string& field) const;
   bool has_field(const std::string& field) const {
@@ -70,6 +72,9 @@ class OpCall {
   void reset();
   // Calls the plugin's raw slot with `args` (bytes of the args struct); the status.
   ferrum_status call_raw(const std::vector<uint8_t>& args);
+  // Calls the facade's method of the op with `args`: OK, or the status of the ferrum::Error it
+  // threw (its message in `message`); -1 when it let another exception out (named in `message`).
+  int32_t call_facade(const std::vector<uint8_t>& args, std::string& message);
   // The plugin's detail message of the last failure on the context.
   std::string detail();
   // What the call did wrong, or "" when nothing: ok == true checks the guards, the inputs and
