@@ -122,11 +122,13 @@ const std::vector<Case>& cases();
 
 #define FERRUM_CONFORMANCE_CAT2(a, b) a##b
 #define FERRUM_CONFORMANCE_CAT(a, b) FERRUM_CONFORMANCE_CAT2(a, b)
-#define FERRUM_CONFORMANCE_CASE(op, name, dtypes)                                                   \
+#define FERRUM_CONFORMANCE_CASE(op, name, dtypes) FERRUM_CONFORMANCE_CASE_IN("", op, name, dtypes)
+// The same in a family of the kit's own ("contract", "large", ...).
+#define FERRUM_CONFORMANCE_CASE_IN(family, op, name, dtypes)                                        \
   static void FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)(::ferrum::conformance::Run&); \
   static const bool FERRUM_CONFORMANCE_CAT(ferrum_conformance_reg_, __LINE__) =                     \
       ::ferrum::conformance::register_case(                                                         \
-          {op, name, dtypes, &FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)});         \
+          {op, name, dtypes, &FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__), family}); \
   static void FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)(::ferrum::conformance::Run & run)
 
 // The ABI family of an op name ("dense", "attention", "paged_kv", ...; ferrum::op_family), or
