@@ -5,6 +5,7 @@
 #include <ferrum/conformance/kit.hpp>
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -175,9 +176,17 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
     ::close(fds[1]);
     std::string buf, load_error, last_step;
     long running = -1;  // the item begun and not finished
-    bool got_info = false;
+    bool got_info = false, hung = false;
     char chunk[65536];
     for (;;) {
+      pollfd pfd{fds[0], POLLIN, 0};
+      const int ready = ::poll(&pfd, 1, static_cast<int>(std::min<uint64_t>(options.timeout_s, 86400) * 1000));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready == 0) {  // silent for timeout_s: a hang
+        hung = true;
+        ::kill(pid, SIGKILL);
+        break;
+      }
       const ssize_t r = ::read(fds[0], chunk, sizeof chunk);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) break;
@@ -209,12 +218,14 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    const std::string ended = hung ? "it did not finish within " + std::to_string(options.timeout_s) +
+                                         " s and was killed (--timeout)"
+                                   : how_it_ended(status);
     if (!load_error.empty()) throw Error(ErrorCode::load_failed, load_error);
     if (!got_info)
-      throw Error(ErrorCode::load_failed, "the plugin '" + spec + "' ended the process while loading (" +
-                                              how_it_ended(status) + ")");
+      throw Error(ErrorCode::load_failed, "the plugin '" + spec + "' ended the process while loading (" + ended + ")");
     first = false;
-    const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    const bool clean = !hung && WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (running >= 0) {  // the plugin ended the process inside this case
       const Item& it = items[static_cast<size_t>(running)];
       Outcome o;
@@ -223,7 +234,7 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
       o.family = family_of(*it.c);
       o.dtype = it.dtype;
       o.status = Status::crash;
-      o.message = "the plugin ended the process during this case: " + how_it_ended(status);
+      o.message = "the plugin ended the process during this case: " + ended;
       if (!last_step.empty()) o.message += ", in the step: " + last_step;
       out.push_back(std::move(o));
       if (on_outcome) on_outcome(out.back(), out.size(), expected_total);
@@ -234,7 +245,7 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
       o.name = "shutdown and unload after the last case";
       o.family = options.family_glob;
       o.status = Status::crash;
-      o.message = "the plugin ended the process after its cases ran: " + how_it_ended(status);
+      o.message = "the plugin ended the process after its cases ran: " + ended;
       out.push_back(std::move(o));
       if (on_outcome) on_outcome(out.back(), out.size(), expected_total);
       break;

@@ -6,6 +6,7 @@
  *   KIT_NOTHING   no dense family: every dense case is unsupported or runs only through the
  *                 facade's composition (scaled_add_inplace), so the plugin passes nothing there
  *   KIT_CRASH     add_inplace raises SIGSEGV, scaled_add_inplace aborts, zero_buffer calls exit(3)
+ *   KIT_HANG      to_vec never returns
  *
  * KIT_NAME is the plugin name.
  */
@@ -41,6 +42,19 @@ static ferrum_memory_table k_kit_memory;
 static ferrum_dense_table k_kit_dense;
 #endif
 
+#ifdef KIT_HANG
+#include <unistd.h>
+static ferrum_status kit_to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
+  (void)ctx;
+  (void)a;
+  for (;;) {
+    if (pause() != 0 && a == NULL) break; /* pause() returns only after a signal */
+  }
+  return FERRUM_STATUS_INTERNAL;
+}
+static ferrum_memory_table k_kit_memory;
+#endif
+
 static ferrum_plugin_api k_kit_api;
 
 FERRUM_PLUGIN_EXPORT ferrum_status ferrum_plugin_entry_v1(const ferrum_host_info* host,
@@ -65,6 +79,10 @@ FERRUM_PLUGIN_EXPORT ferrum_status ferrum_plugin_entry_v1(const ferrum_host_info
   k_kit_dense.scaled_add_inplace = kit_scaled_add_inplace;
   k_kit_api.memory = &k_kit_memory;
   k_kit_api.dense = &k_kit_dense;
+#elif defined(KIT_HANG)
+  k_kit_memory = *inner->memory;
+  k_kit_memory.to_vec = kit_to_vec;
+  k_kit_api.memory = &k_kit_memory;
 #endif
   *api = &k_kit_api;
   return FERRUM_STATUS_OK;

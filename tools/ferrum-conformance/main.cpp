@@ -134,6 +134,10 @@ int main(int argc, char** argv) {
   std::string seed_text;
   app.add_option("--seed", seed_text, "base seed of the random inputs (an unsigned 64-bit number; default 20261126)")
       ->check(check_u64);
+  app.add_option("--timeout", opt.timeout_s,
+                 "seconds a case may run without a result before it is killed and reported as hung (1..86400)")
+      ->check(CLI::Range(1u, 86400u))
+      ->capture_default_str();
   app.add_flag("--large", opt.large, "also run the large family (big gemm, long-context attention)");
   app.add_flag("--json", json, "machine-readable outcomes on stdout");
   app.add_flag("--list", list, "list the matching cases and exit");

@@ -145,6 +145,7 @@ struct Options {
   std::vector<Dtype> dtypes;       // empty = every dtype a case lists
   uint64_t seed = 20261126;
   bool large = false;              // also the "large" family when the family glob is "*"
+  uint32_t timeout_s = 300;        // run_isolated: a case silent this long is killed (a hang)
 };
 
 struct Outcome {
@@ -193,7 +194,8 @@ void set_step_hook(std::function<void(const std::string&)> hook);
 // ---- isolation (kit_isolate.cpp) -------------------------------------------------------------
 // Runs the matching cases in child processes: each child loads the plugin (`spec` as for
 // Backend::load) and runs cases until done or the plugin kills it; the case that was running
-// is then reported with Status::crash (signal or exit status) and a fresh child carries on with
+// is then reported with Status::crash (signal or exit status; a case that reports nothing for
+// Options::timeout_s seconds is killed and reported as hung) and a fresh child carries on with
 // the next one. `required_slot_outcomes` are included. Throws ferrum::Error(load_failed) when
 // the plugin cannot be loaded at all (the child's message), with the crash named when loading
 // itself kills the child.
