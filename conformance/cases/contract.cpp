@@ -65,10 +65,10 @@ void op_contract(Run& run, const gen::OpFields& op) {
 
   // struct_size below the 1.0 size: INVALID_ARGUMENT, nothing written.
   for (uint64_t small : {v1_0 - 8, uint64_t{0}}) {
+    if (!run.step(name + " with struct_size " + std::to_string(small))) continue;
     c.reset();
     std::vector<uint8_t> a = base;
     std::memcpy(a.data(), &small, sizeof small);
-    run.step(name + " with struct_size " + std::to_string(small));
     const ferrum_status st = c.call_raw(a);
     if (st != FERRUM_STATUS_INVALID_ARGUMENT)
       run.fail(name + " with struct_size " + std::to_string(small) + " (the 1.0 size is " + std::to_string(v1_0) +
@@ -80,8 +80,8 @@ void op_contract(Run& run, const gen::OpFields& op) {
   }
 
   // The baseline: inputs unchanged, guards intact.
+  if (!run.step(name + " baseline call")) return;  // resumed after a crash in it or later: done
   c.reset();
-  run.step(name + " baseline call");
   const ferrum_status st = c.call_raw(base);
   check_query(run, op, "baseline", base, st);
   if (st != FERRUM_STATUS_OK) {
@@ -94,12 +94,12 @@ void op_contract(Run& run, const gen::OpFields& op) {
   c.release_outputs();
 
   // A newer host's larger struct: accepted, the extra bytes (all 0xFF) ignored.
-  c.reset();
   std::vector<uint8_t> big = base;
   big.resize(base.size() + 64, 0xFF);
   const uint64_t big_size = big.size();
   std::memcpy(big.data(), &big_size, sizeof big_size);
-  run.step(name + " with struct_size " + std::to_string(big_size));
+  if (!run.step(name + " with struct_size " + std::to_string(big_size))) return;
+  c.reset();
   const ferrum_status st_big = c.call_raw(big);
   if (st_big != FERRUM_STATUS_OK)
     run.fail(name + " with a larger struct_size " + std::to_string(big_size) + " (extra bytes 0xFF): returned " +

@@ -177,11 +177,11 @@ void overflow(Run& run, const gen::OpFields& op, const std::string& only, Path p
   const std::string via = path == Path::raw ? " (raw slot)" : " (facade)";
   c.reset();
   const std::vector<uint8_t> base = c.args();
-  run.step(name + " baseline call" + via);
-  std::string message;
-  int32_t st = call(c, path, base, message);
-  std::string baseline_refused;
-  if (st != FERRUM_STATUS_OK) {
+  std::string message, baseline_refused;
+  int32_t st = FERRUM_STATUS_OK;
+  if (!run.step(name + " baseline call" + via)) {
+    // resumed after a crash: the baseline ran before it
+  } else if ((st = call(c, path, base, message)) != FERRUM_STATUS_OK) {
     baseline_refused = status_name(st) + ": " + message;
   } else {
     const std::string d = c.damage(true);
@@ -202,7 +202,7 @@ void overflow(Run& run, const gen::OpFields& op, const std::string& only, Path p
     for (const auto& [f, v] : t.set) oc::OpCall::set_u64(a, *f, v);
     ++tried;
     const std::string what = name + " with " + t.label + via;
-    run.step(what);
+    if (!run.step(what)) continue;
     message.clear();
     st = call(c, path, a, message);
     if (st == FERRUM_STATUS_OK) {

@@ -220,16 +220,18 @@ void Run::expect_error(const std::string& what, ErrorCode code, const std::funct
 void Run::fail(const std::string& message) { failures_.push_back(message); }
 
 namespace {
-std::function<void(const std::string&)>& step_hook() {
-  static std::function<void(const std::string&)> hook;
+std::function<void(uint64_t, const std::string&)>& step_hook() {
+  static std::function<void(uint64_t, const std::string&)> hook;
   return hook;
 }
 }  // namespace
 
-void set_step_hook(std::function<void(const std::string&)> hook) { step_hook() = std::move(hook); }
+void set_step_hook(std::function<void(uint64_t, const std::string&)> hook) { step_hook() = std::move(hook); }
 
-void Run::step(const std::string& what) {
-  if (step_hook()) step_hook()(what);
+bool Run::step(const std::string& what) {
+  if (++steps_ <= skip_) return false;
+  if (step_hook()) step_hook()(steps_, what);
+  return true;
 }
 
 // ============================================================================ registry
@@ -276,7 +278,7 @@ std::vector<const Case*> select_cases(const Options& options) {
 
 // ============================================================================ runner
 
-Outcome run_case(Backend& backend, const Case& c, Dtype dtype, uint64_t seed) {
+Outcome run_case(Backend& backend, const Case& c, Dtype dtype, uint64_t seed, uint64_t skip_steps) {
   Outcome o;
   o.op = c.op;
   o.name = c.name;
@@ -290,6 +292,7 @@ Outcome run_case(Backend& backend, const Case& c, Dtype dtype, uint64_t seed) {
     const uint64_t case_seed =
         splitmix64(seed ^ fnv1a(std::string(ferrum::to_string(dtype)), fnv1a(c.name, fnv1a(c.op))));
     Run run(backend, ctx, dtype, case_seed);
+    run.skip_steps(skip_steps);
     try {
       c.body(run);
       ctx.sync();  // asynchronous failures surface here

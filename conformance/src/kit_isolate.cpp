@@ -106,9 +106,10 @@ struct Item {
 };
 
 // The child: loads the plugin, reports it (first child only: with the required-slot outcomes),
-// then runs items[from..] announcing each one before it starts.
+// then runs items[from..] announcing each one before it starts; items[from] skips its first
+// `skip` steps (resumed after a crash in step `skip`).
 [[noreturn]] void child(int fd, const std::string& spec, const Options& options, const std::vector<Item>& items,
-                        size_t from, bool first) {
+                        size_t from, uint64_t skip, bool first) {
   int code = 0;
   {
     Backend backend;
@@ -126,12 +127,13 @@ struct Item {
     }
     send(fd, kInfo, {std::string(backend.name()), std::string(backend.version()), backend.abi_version(),
                      backend.path(), device});
-    set_step_hook([fd](const std::string& what) { send(fd, kStep, {what}); });
+    set_step_hook([fd](uint64_t n, const std::string& what) { send(fd, kStep, {std::to_string(n), what}); });
     if (first)
       for (const Outcome& o : required_slot_outcomes(backend.api(), options)) send_outcome(fd, -1, o);
     for (size_t i = from; i < items.size(); ++i) {
       send(fd, kBegin, {std::to_string(i)});
-      send_outcome(fd, static_cast<long>(i), run_case(backend, *items[i].c, items[i].dtype, options.seed));
+      send_outcome(fd, static_cast<long>(i),
+                   run_case(backend, *items[i].c, items[i].dtype, options.seed, i == from ? skip : 0));
     }
   }  // the plugin unloads here: a crash in its shutdown is reported too
   ::close(fd);
@@ -161,6 +163,7 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
 
   std::vector<Outcome> out;
   size_t next = 0;
+  uint64_t skip = 0;  // steps of items[next] to skip (resuming it after a crash)
   bool first = true;
   size_t expected_total = items.size();
   while (first || next < items.size()) {
@@ -171,10 +174,12 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
     if (pid < 0) throw Error(ErrorCode::internal, std::string("conformance: fork: ") + std::strerror(errno));
     if (pid == 0) {
       ::close(fds[0]);
-      child(fds[1], spec, options, items, next, first);
+      child(fds[1], spec, options, items, next, skip, first);
     }
     ::close(fds[1]);
     std::string buf, load_error, last_step;
+    uint64_t last_step_no = 0;
+    const size_t resumed = skip ? next : items.size();  // the item this child resumes, if any
     long running = -1;  // the item begun and not finished
     bool got_info = false, hung = false;
     char chunk[65536];
@@ -199,17 +204,27 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
         } else if (rec.tag == kBegin && !rec.fields.empty()) {
           running = std::stol(rec.fields[0]);
           last_step.clear();
-        } else if (rec.tag == kStep && !rec.fields.empty()) {
-          last_step = rec.fields[0];
+          last_step_no = 0;
+        } else if (rec.tag == kStep && rec.fields.size() >= 2) {
+          last_step_no = std::stoull(rec.fields[0]);
+          last_step = rec.fields[1];
         }
         else if (rec.tag == kOutcome && !rec.fields.empty()) {
           const long idx = std::stol(rec.fields[0]);
-          out.push_back(outcome_of(rec));
+          Outcome o = outcome_of(rec);
           if (idx < 0) ++expected_total;
           else {
             running = -1;
             next = static_cast<size_t>(idx) + 1;
           }
+          // The rest of a case resumed after a crash: its crash is already reported; only what
+          // the rest found on top of it is.
+          if (static_cast<size_t>(idx) == resumed && idx >= 0) {
+            if (o.status == Status::pass || o.status == Status::unsupported) continue;
+            o.message = "(the rest of the case after the crash) " + o.message;
+            ++expected_total;
+          }
+          out.push_back(std::move(o));
           if (on_outcome) on_outcome(out.back(), out.size(), expected_total);
         }
       }
@@ -236,9 +251,20 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
       o.status = Status::crash;
       o.message = "the plugin ended the process during this case: " + ended;
       if (!last_step.empty()) o.message += ", in the step: " + last_step;
+      const bool resuming = static_cast<size_t>(running) == resumed;
+      if (resuming) ++expected_total;
       out.push_back(std::move(o));
       if (on_outcome) on_outcome(out.back(), out.size(), expected_total);
-      next = static_cast<size_t>(running) + 1;
+      // Resume the case after the step that crashed (each resume skips further, so it ends);
+      // a crash outside any step moves on to the next case.
+      if (last_step_no > (resuming ? skip : 0)) {
+        next = static_cast<size_t>(running);
+        skip = last_step_no;
+      } else {
+        next = static_cast<size_t>(running) + 1;
+        skip = 0;
+      }
+      continue;
     } else if (!clean) {  // after the last case: in shutdown or unload
       Outcome o;
       o.op = "(plugin)";
@@ -252,6 +278,7 @@ std::vector<Outcome> run_isolated(const std::string& spec, const Options& option
     }
     // A child that exited cleanly ran everything from `next` on.
     if (clean) break;
+    skip = 0;
   }
   return out;
 }

@@ -90,14 +90,19 @@ class Run {
                     const std::string& needle = {});
   void fail(const std::string& message);
   // Names the step the case is about to take (e.g. "m = 2^64-1, raw slot"): when the plugin
-  // ends the process inside it, the isolated runner reports the case with this step.
-  void step(const std::string& what);
+  // ends the process inside it, the isolated runner reports the case with this step and runs
+  // the case again in a fresh process, skipping every step up to that one. False: skip this
+  // step (it ran before the crash); the case must then not take it.
+  [[nodiscard]] bool step(const std::string& what);
   bool failed() const noexcept { return !failures_.empty(); }
   const std::vector<std::string>& failures() const noexcept { return failures_; }
   uint64_t seed() const noexcept { return seed_; }
+  // Steps to skip (a run resumed after a crash; set by run_case).
+  void skip_steps(uint64_t n) noexcept { skip_ = n; }
 
  private:
   uint64_t seed_;
+  uint64_t steps_ = 0, skip_ = 0;
   uint64_t stream_ = 0;
   std::vector<std::string> failures_;
   // Buffers made by output(): handle -> elements the op may write (the guard follows).
@@ -162,8 +167,9 @@ struct Outcome {
 // The cases matching the op / family / name globs (registration order).
 std::vector<const Case*> select_cases(const Options& options);
 
-// One case on one dtype in this process (a fresh context; never throws for a plugin failure).
-Outcome run_case(Backend& backend, const Case& c, Dtype dtype, uint64_t seed);
+// One case on one dtype in this process (a fresh context; never throws for a plugin failure);
+// `skip_steps`: Run::step answers false for the first that many steps (a resumed case).
+Outcome run_case(Backend& backend, const Case& c, Dtype dtype, uint64_t seed, uint64_t skip_steps = 0);
 
 // ---- strictness (kit_strict.cpp) -------------------------------------------------------------
 // The slots a plugin must fill: for every plugin, each slot of the memory and context families
@@ -188,8 +194,9 @@ Totals totals(const std::vector<Outcome>& outcomes);
 // on the plugin's own slots (a hollow plugin passes nothing).
 std::string strict_verdict(const Totals& t);
 
-// Where Run::step reports (the isolated runner's child sets it; empty: nowhere).
-void set_step_hook(std::function<void(const std::string&)> hook);
+// Where Run::step reports each step it lets run: its number (from 1) and name (the isolated
+// runner's child sets it; empty: nowhere).
+void set_step_hook(std::function<void(uint64_t, const std::string&)> hook);
 
 // ---- isolation (kit_isolate.cpp) -------------------------------------------------------------
 // Runs the matching cases in child processes: each child loads the plugin (`spec` as for
