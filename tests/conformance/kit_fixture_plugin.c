@@ -7,6 +7,8 @@
  *                 facade's composition (scaled_add_inplace), so the plugin passes nothing there
  *   KIT_CRASH     add_inplace raises SIGSEGV, scaled_add_inplace aborts, zero_buffer calls exit(3)
  *   KIT_HANG      to_vec never returns
+ *   KIT_WRAP      copy_slice checks offset + len with a sum that wraps past 2^64 (the bug the
+ *                 overflow family exists to find)
  *
  * KIT_NAME is the plugin name.
  */
@@ -55,6 +57,24 @@ static ferrum_status kit_to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a
 static ferrum_memory_table k_kit_memory;
 #endif
 
+#ifdef KIT_WRAP
+static ferrum_status kit_copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
+  size_t es;
+  (void)ctx;
+  if (!a || a->struct_size < FERRUM_COPY_SLICE_ARGS_SIZE_V1_0 || !a->src || !a->dst ||
+      a->src->dtype != a->dst->dtype)
+    return FERRUM_STATUS_INVALID_ARGUMENT;
+  /* The bug under test: these sums wrap, so an offset near 2^64 passes. */
+  if (a->src_offset + a->len > a->src->count || a->dst_offset + a->len > a->dst->count)
+    return FERRUM_STATUS_INVALID_ARGUMENT;
+  if (a->len == 0) return FERRUM_STATUS_OK;
+  es = dtype_size(a->src->dtype);
+  memmove(a->dst->data + a->dst_offset * es, a->src->data + a->src_offset * es, (size_t)a->len * es);
+  return FERRUM_STATUS_OK;
+}
+static ferrum_memory_table k_kit_memory;
+#endif
+
 static ferrum_plugin_api k_kit_api;
 
 FERRUM_PLUGIN_EXPORT ferrum_status ferrum_plugin_entry_v1(const ferrum_host_info* host,
@@ -79,6 +99,10 @@ FERRUM_PLUGIN_EXPORT ferrum_status ferrum_plugin_entry_v1(const ferrum_host_info
   k_kit_dense.scaled_add_inplace = kit_scaled_add_inplace;
   k_kit_api.memory = &k_kit_memory;
   k_kit_api.dense = &k_kit_dense;
+#elif defined(KIT_WRAP)
+  k_kit_memory = *inner->memory;
+  k_kit_memory.copy_slice = kit_copy_slice;
+  k_kit_api.memory = &k_kit_memory;
 #elif defined(KIT_HANG)
   k_kit_memory = *inner->memory;
   k_kit_memory.to_vec = kit_to_vec;
