@@ -38,19 +38,20 @@ bool slot_filled(const ferrum_plugin_api* api, const std::string& op) {
 std::vector<Outcome> required_slot_outcomes(const ferrum_plugin_api* api, const Options& options) {
   std::vector<Outcome> out;
   if (!api) return out;
-  const std::string plugin = api->plugin_name ? api->plugin_name : "";
   for (const fcm::OpInfo& info : fcm::kOps) {
     if (!glob(options.op_glob, info.name) || !glob(options.family_glob, info.family)) continue;
     if (fcm::find_slot(api, info.id)) continue;
-    const bool core_family = info.family == "memory" || info.family == "context";
+    // The slots without which nothing else can be tested or used: the memory family's slots
+    // that have no facade default, and a context's lifecycle. Every other NULL slot is the
+    // honest "not implemented" (the registry's `required` column means "no facade default",
+    // not "must be filled"), and shows as unsupported in the support matrix.
+    const bool memory_core = info.family == "memory" && info.null_slot == fcm::NullSlot::required;
+    const bool context_core = info.name == "new_context" || info.name == "context_destroy" || info.name == "sync";
     const bool table_present = family_table(api, info) != nullptr;
     std::string why;
-    if (info.null_slot == fcm::NullSlot::required && (core_family || table_present))
-      why = core_family ? "every plugin needs the memory and context families, and this slot has no facade default"
-                        : "the plugin provides the " + std::string(info.family) +
-                              " family, and this slot of it has no facade default";
-    else if ((plugin == "cpu" && info.cpu_required) || (plugin == "cuda" && info.cuda_required))
-      why = "the op table requires it of the project's " + plugin + " plugin";
+    if (memory_core || context_core)
+      why = "every plugin needs the memory family's allocation/transfer slots and a context's lifecycle "
+            "(new_context, context_destroy, sync)";
     if (why.empty()) continue;
     Outcome o;
     o.op = std::string(info.name);
