@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <set>
+#include <vector>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -11,6 +14,7 @@
 #include <ferrum/error.hpp>
 
 #include "log.hpp"
+#include "trust.hpp"
 
 namespace ferrum::detail {
 namespace {
@@ -24,15 +28,40 @@ using nlohmann::json;
 
 const char* json_type(const json& j) { return j.type_name(); }
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
+// "" when `path` is a regular file (following links); "missing" when nothing is there;
+// else what it is instead.
+std::string not_a_file(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found) return "missing";
+  if (ec) return "cannot be read: " + ec.message();
+  if (st.type() == fs::file_type::regular) return {};
+  if (st.type() == fs::file_type::directory) return "is a directory, not a file";
+  return "is not a regular file";
 }
 
-bool exists(const std::string& path) {
-  std::error_code ec;
-  return fs::is_regular_file(path, ec);
-}
+// Rejects a key that appears twice in one object (nlohmann keeps the last one silently).
+class DuplicateKeys {
+ public:
+  bool operator()(int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      if (keys_.size() <= static_cast<size_t>(depth)) keys_.resize(static_cast<size_t>(depth) + 1);
+      keys_[static_cast<size_t>(depth)].clear();
+    } else if (event == json::parse_event_t::key && duplicate_.empty()) {
+      // The key event comes at the depth of the object's members.
+      const size_t level = depth > 0 ? static_cast<size_t>(depth) - 1 : 0;
+      if (keys_.size() <= level) keys_.resize(level + 1);
+      const std::string& key = parsed.get_ref<const std::string&>();
+      if (!keys_[level].insert(key).second) duplicate_ = key;
+    }
+    return true;
+  }
+  const std::string& duplicate() const { return duplicate_; }
+
+ private:
+  std::vector<std::set<std::string>> keys_;
+  std::string duplicate_;
+};
 
 }  // namespace
 
@@ -43,11 +72,15 @@ Config read_config_file(const std::string& path) {
   text << in.rdbuf();
 
   json doc;
+  DuplicateKeys dups;
   try {
-    doc = json::parse(text.str());
+    doc = json::parse(text.str(), std::ref(dups));
   } catch (const json::parse_error& e) {
     fail(path, std::string("invalid JSON: ") + e.what());
   }
+  if (!dups.duplicate().empty())
+    fail(path, "duplicate key \"" + dups.duplicate().substr(0, 128) +
+                   "\" (each key may appear once)");
   if (!doc.is_object())
     fail(path, std::string("the top level must be an object, given ") + json_type(doc));
 
@@ -83,23 +116,26 @@ Config read_config_file(const std::string& path) {
 }
 
 Config read_config() {
-  if (std::string explicit_path = env("FERRUM_CONFIG"); !explicit_path.empty()) {
-    if (!exists(explicit_path))
+  if (std::string explicit_path = code_env("FERRUM_CONFIG"); !explicit_path.empty()) {
+    if (std::string why = not_a_file(explicit_path); !why.empty())
       throw Error(ErrorCode::config_error,
-                  "FERRUM_CONFIG names " + explicit_path + ", which does not exist");
+                  "FERRUM_CONFIG names " + explicit_path + ", which " +
+                      (why == "missing" ? std::string("does not exist") : why));
     return read_config_file(explicit_path);
   }
   std::vector<std::string> defaults;
-  if (std::string xdg = env("XDG_CONFIG_HOME"); !xdg.empty())
+  if (std::string xdg = code_env("XDG_CONFIG_HOME"); !xdg.empty())
     defaults.push_back(xdg + "/ferrum/config.json");
-  else if (std::string home = env("HOME"); !home.empty())
+  else if (std::string home = code_env("HOME"); !home.empty())
     defaults.push_back(home + "/.config/ferrum/config.json");
   defaults.push_back("/etc/ferrum/config.json");
   for (const auto& path : defaults) {
-    if (exists(path)) {
+    const std::string why = not_a_file(path);
+    if (why.empty()) {
       logger()->debug("config: reading {}", path);
       return read_config_file(path);
     }
+    if (why != "missing") fail(path, why);
     logger()->debug("config: no {}", path);
   }
   return {};
