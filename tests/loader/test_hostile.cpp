@@ -449,3 +449,59 @@ TEST_CASE("ferrum-info usage", "[loader][info]") {
   CHECK_THAT(text.out, Contains("stage    initialized (usable)"));
 }
 #endif
+
+// ---------------------------------------------------------------------------------
+// Privileged processes ignore the variables that choose code to load
+// ---------------------------------------------------------------------------------
+TEST_CASE("a setuid process ignores FERRUM_PLUGIN_PATH, FERRUM_BACKEND, FERRUM_CONFIG",
+          "[loader][trust]") {
+  if (::geteuid() != 0) {
+    WARN("not root: cannot make a setuid copy owned by another user; test skipped");
+    return;
+  }
+  TempDir cfg;
+  const std::string config = cfg.write("c.json", R"({"backend": "cexample"})");
+  Isolated iso(fixture_dir("good"));
+  iso.env.set("FERRUM_BACKEND", "fixture_good").set("FERRUM_CONFIG", config);
+  // A directory under the build tree: /tmp may be mounted nosuid.
+  const fs::path dir = fs::path(FERRUM_TEST_PRIVILEGED_PROBE).parent_path() / "setuid-probe";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+  auto run = [&](const std::string& exe) {
+    const std::string cmd = "'" + exe + "' 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+    return out;
+  };
+
+  // Control: an ordinary copy honours the variables.
+  const std::string plain = (dir / "plain").string();
+  fs::copy_file(FERRUM_TEST_PRIVILEGED_PROBE, plain);
+  REQUIRE(::chmod(plain.c_str(), 0755) == 0);
+  const std::string normal = run(plain);
+  CHECK_THAT(normal, Contains("dir: " + fixture_dir("good") + "\n"));
+  CHECK_THAT(normal, Contains("source: FERRUM_BACKEND\n"));
+
+  // setuid to uid 65534: AT_SECURE, so secure_getenv returns NULL for all of them.
+  const std::string suid = (dir / "suid").string();
+  fs::copy_file(FERRUM_TEST_PRIVILEGED_PROBE, suid);
+  REQUIRE(::chown(suid.c_str(), 65534, 65534) == 0);
+  REQUIRE(::chmod(suid.c_str(), 04755) == 0);
+  const std::string privileged = run(suid);
+  INFO(privileged);
+  CHECK_THAT(privileged, !Contains(fixture_dir("good")));
+  CHECK_THAT(privileged, !Contains("source: FERRUM_BACKEND"));
+  CHECK_THAT(privileged, !Contains("config " + config));
+  for (const char* var : {"FERRUM_PLUGIN_PATH", "FERRUM_BACKEND", "FERRUM_CONFIG"})
+    CHECK_THAT(privileged, Contains(std::string("loader: ") + var +
+                                    " is ignored: this is a privileged process (setuid, setgid "
+                                    "or file capabilities), which loads plugins only from the "
+                                    "default locations"));
+  fs::remove_all(dir);
+}
