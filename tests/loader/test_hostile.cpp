@@ -411,6 +411,16 @@ TEST_CASE("ferrum-info isolates plugins that crash or exit, and carries on", "[l
   }
 }
 
+TEST_CASE("ferrum-info kills an isolated plugin that hangs", "[loader][info]") {
+  Isolated iso(fixture_dir("probe_hang") + ":" + fixture_dir("good"));
+  auto plugins = plugins_of("--json --timeout 1");
+  REQUIRE(plugins.size() == 2);
+  CHECK(plugins[0].at("name") == "fixture_probe_hang");
+  CHECK(plugins[0].at("reason") == "did not finish within 1 s during probe (killed)");
+  CHECK(plugins[0].at("rejected_at") == "probe");
+  CHECK(plugins[1].at("rejected_at").is_null());
+}
+
 TEST_CASE("ferrum-info --no-isolate: same answers in process, no matrix for another major",
           "[loader][info]") {
   Isolated iso(fixture_dir("good") + ":" + fixture_dir("wrong_major") + ":" +
