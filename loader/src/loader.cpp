@@ -578,7 +578,7 @@ std::string list_candidates(const std::vector<PluginCandidate>& cs) {
   std::string out;
   for (const auto& c : cs) {
     if (!out.empty()) out += "; ";
-    out += c.path + ": " + to_string(c.stage) + ": " + (c.usable ? "usable" : c.reason);
+    out += echo(c.path) + ": " + to_string(c.stage) + ": " + (c.usable ? "usable" : c.reason);
   }
   return out;
 }

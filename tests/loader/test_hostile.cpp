@@ -339,7 +339,9 @@ TEST_CASE("a huge backend name is echoed truncated", "[loader][messages]") {
   CHECK_THAT(load_error(accents).what(),
              Catch::StartsWith("backend '" + std::string(127, 'a') + "... (229 bytes)'"));
   // A path that long: "not found" is truncated too.
-  CHECK_THAT(load_error("/" + huge + ".so").what(), Contains("not found: /" + std::string(127, 'x') + "..."));
+  const std::string long_path = load_error("/" + huge + ".so").what();
+  CHECK(long_path.size() < 2000);
+  CHECK_THAT(long_path, Contains("not found: /" + std::string(127, 'x') + "... (1048580 bytes)"));
 }
 
 // ---------------------------------------------------------------------------------
