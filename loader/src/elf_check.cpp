@@ -149,10 +149,111 @@ bool is_linker_symbol(std::string_view name) {
          name == "_edata" || name == "_end" || name == "__bss_start";
 }
 
-// Fills check.extra_exports from the section headers' SHT_DYNSYM (bounds-checked). Returns
-// an error for a section header table that does not fit the file.
-std::string scan_exports(const File& f, const Ehdr& eh, ElfCheck& check) {
-  if (eh.e_shoff == 0) return {};  // stripped of section headers: nothing to read
+// Adds the exported, defined names among `syms` (names in `names`) to check.extra_exports.
+void collect_exports(const std::vector<Sym>& syms, const std::string& names, ElfCheck& check) {
+  check.exports_checked = true;
+  for (const Sym& sym : syms) {
+    const unsigned bind = ELF64_ST_BIND(sym.st_info), vis = ELF64_ST_VISIBILITY(sym.st_other);
+    if (sym.st_shndx == SHN_UNDEF || sym.st_name == 0 || sym.st_name >= names.size()) continue;
+    if (bind != STB_GLOBAL && bind != STB_WEAK && bind != STB_GNU_UNIQUE) continue;
+    if (vis != STV_DEFAULT && vis != STV_PROTECTED) continue;
+    if (sym.st_shndx == SHN_ABS && sym.st_value == 0 && sym.st_size == 0) continue;  // version name
+    const char* start = names.data() + sym.st_name;
+    std::string_view name(start, strnlen(start, names.size() - sym.st_name));
+    if (!is_linker_symbol(name)) check.extra_exports.emplace_back(name);
+  }
+  std::sort(check.extra_exports.begin(), check.extra_exports.end());
+}
+
+// The file offset of virtual address `addr` when it lies in the file part of a PT_LOAD.
+bool file_offset(const std::vector<Phdr>& ph, uint64_t addr, uint64_t& off) {
+  for (const Phdr& p : ph)
+    if (p.p_type == PT_LOAD && addr >= p.p_vaddr && addr - p.p_vaddr < p.p_filesz) {
+      off = p.p_offset + (addr - p.p_vaddr);  // < p_offset + p_filesz <= file size
+      return true;
+    }
+  return false;
+}
+
+// Reads `count` items of T at `off` when they lie inside the file.
+template <class T>
+bool read_items(const File& f, uint64_t off, uint64_t count, std::vector<T>& out) {
+  uint64_t bytes = 0;
+  if (!table_bytes(count, sizeof(T), bytes) || !outside("", off, bytes, f.size).empty())
+    return false;
+  out.resize(count);
+  return count == 0 || f.read(off, out.data(), bytes);
+}
+
+// The number of .dynsym entries from DT_GNU_HASH: one past the last symbol of the longest
+// chain (symbols below symoffset are not hashed). 0 when the table is unreadable.
+uint64_t gnu_hash_symbol_count(const File& f, uint64_t off) {
+  std::vector<uint32_t> head, buckets, chain;
+  if (!read_items(f, off, 4, head)) return 0;
+  const uint64_t nbuckets = head[0], symoffset = head[1], bloom_words = head[2];
+  uint64_t bloom_bytes = 0, buckets_off = 0, chain_off = 0;
+  if (!table_bytes(bloom_words, sizeof(ElfW(Addr)), bloom_bytes) ||
+      __builtin_add_overflow(off + 16, bloom_bytes, &buckets_off) ||
+      !read_items(f, buckets_off, nbuckets, buckets) ||
+      __builtin_add_overflow(buckets_off, nbuckets * 4, &chain_off))
+    return 0;
+  uint64_t last = 0;
+  for (uint32_t b : buckets) last = std::max<uint64_t>(last, b);
+  if (last < symoffset) return symoffset;
+  for (uint64_t i = last; i - last < (1u << 20); ++i) {  // walk the last chain to its end bit
+    if (!read_items(f, chain_off + (i - symoffset) * 4, 1, chain)) return 0;
+    if (chain[0] & 1) return i + 1;
+  }
+  return 0;
+}
+
+// For a file without section headers: .dynsym found through PT_DYNAMIC (DT_SYMTAB, DT_STRTAB,
+// DT_STRSZ, and DT_HASH or DT_GNU_HASH for the count). Silent when anything is missing: this
+// only feeds a warning, and dlopen itself judges the dynamic section.
+void scan_exports_dynamic(const File& f, const std::vector<Phdr>& ph, ElfCheck& check) {
+  using Dyn = ElfW(Dyn);
+  std::vector<Dyn> dyn;
+  for (const Phdr& p : ph)
+    if (p.p_type == PT_DYNAMIC && !read_items(f, p.p_offset, p.p_filesz / sizeof(Dyn), dyn))
+      return;
+  uint64_t symtab = 0, strtab = 0, strsz = 0, syment = 0, hash = 0, gnu_hash = 0;
+  for (const Dyn& d : dyn) {
+    if (d.d_tag == DT_NULL) break;
+    switch (d.d_tag) {
+      case DT_SYMTAB: symtab = d.d_un.d_ptr; break;
+      case DT_STRTAB: strtab = d.d_un.d_ptr; break;
+      case DT_STRSZ: strsz = d.d_un.d_val; break;
+      case DT_SYMENT: syment = d.d_un.d_val; break;
+      case DT_HASH: hash = d.d_un.d_ptr; break;
+      case DT_GNU_HASH: gnu_hash = d.d_un.d_ptr; break;
+      default: break;
+    }
+  }
+  uint64_t sym_off = 0, str_off = 0, hash_off = 0, count = 0;
+  if (syment != sizeof(Sym) || !file_offset(ph, symtab, sym_off) ||
+      !file_offset(ph, strtab, str_off) || !outside("", str_off, strsz, f.size).empty())
+    return;
+  std::vector<uint32_t> words;
+  if (hash && file_offset(ph, hash, hash_off) && read_items(f, hash_off, 2, words))
+    count = words[1];  // nchain: the number of symbols
+  else if (gnu_hash && file_offset(ph, gnu_hash, hash_off))
+    count = gnu_hash_symbol_count(f, hash_off);
+  std::vector<Sym> syms;
+  std::string names(strsz, '\0');
+  if (count == 0 || !read_items(f, sym_off, count, syms) || !f.read(str_off, names.data(), strsz))
+    return;
+  collect_exports(syms, names, check);
+}
+
+// Fills check.extra_exports from the section headers' SHT_DYNSYM (bounds-checked), or through
+// PT_DYNAMIC when there are no section headers. Returns an error for a section header table
+// that does not fit the file.
+std::string scan_exports(const File& f, const Ehdr& eh, const std::vector<Phdr>& ph,
+                         ElfCheck& check) {
+  if (eh.e_shoff == 0) {  // stripped of section headers (sstrip)
+    scan_exports_dynamic(f, ph, check);
+    return {};
+  }
   if (eh.e_shentsize != sizeof(Shdr))
     return "section header entry size " + std::to_string(eh.e_shentsize) + ", expected " +
            std::to_string(sizeof(Shdr));
@@ -183,20 +284,10 @@ std::string scan_exports(const File& f, const Ehdr& eh, ElfCheck& check) {
     if (!f.read(s.sh_offset, syms.data(), syms.size() * sizeof(Sym)) ||
         !f.read(str.sh_offset, names.data(), names.size()))
       return "cannot read .dynsym";
-    check.exports_checked = true;
-    for (const Sym& sym : syms) {
-      const unsigned bind = ELF64_ST_BIND(sym.st_info), vis = ELF64_ST_VISIBILITY(sym.st_other);
-      if (sym.st_shndx == SHN_UNDEF || sym.st_name == 0 || sym.st_name >= names.size()) continue;
-      if (bind != STB_GLOBAL && bind != STB_WEAK && bind != STB_GNU_UNIQUE) continue;
-      if (vis != STV_DEFAULT && vis != STV_PROTECTED) continue;
-      if (sym.st_shndx == SHN_ABS && sym.st_value == 0 && sym.st_size == 0) continue;  // version name
-      const char* start = names.data() + sym.st_name;
-      std::string_view name(start, strnlen(start, names.size() - sym.st_name));
-      if (!is_linker_symbol(name)) check.extra_exports.emplace_back(name);
-    }
-    std::sort(check.extra_exports.begin(), check.extra_exports.end());
+    collect_exports(syms, names, check);
     return {};
   }
+  scan_exports_dynamic(f, ph, check);  // section headers without .dynsym
   return {};
 }
 
@@ -255,7 +346,7 @@ std::string check_headers(const File& f, ElfCheck& check) {
   }
   if (loads == 0) return "no PT_LOAD segment";
   if (dynamics == 0) return "no PT_DYNAMIC segment (not a dynamically linked shared object)";
-  return scan_exports(f, eh, check);
+  return scan_exports(f, eh, ph, check);
 }
 
 }  // namespace

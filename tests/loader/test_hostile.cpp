@@ -192,6 +192,20 @@ TEST_CASE("symbols exported besides the entry symbol are warned about", "[loader
         std::vector<std::string>{"exports 2 symbol(s) besides ferrum_plugin_entry_v1: "
                                  "fixture_extra_data, fixture_extra_function (a plugin should "
                                  "export only its entry symbol)"});
+  // Without section headers (as sstrip leaves a file) .dynsym is found through PT_DYNAMIC.
+  TempDir dir;
+  const std::string copy = dir.copy(cs[0].path, "libferrum-stripped.so", 0755);
+  std::string bytes = read_file(copy);
+  Ehdr eh = header_of(bytes);
+  eh.e_shoff = 0;
+  eh.e_shnum = 0;
+  eh.e_shstrndx = 0;
+  std::memcpy(bytes.data(), &eh, sizeof eh);
+  write_file(copy, bytes);
+  auto stripped = ferrum::inspect_plugin(copy);
+  CHECK(stripped.usable);
+  CHECK(stripped.warnings == cs[0].warnings);
+
   // Our own plugins export only the entry symbol.
   for (const std::string& path : {kCexample, fixture_path("good")}) {
     auto c = ferrum::inspect_plugin(path);
