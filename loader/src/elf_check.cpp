@@ -144,9 +144,12 @@ bool table_bytes(uint64_t count, uint64_t entsize, uint64_t& out) {
   return !__builtin_mul_overflow(count, entsize, &out);
 }
 
+// The entry symbol, the linker's own, and AddressSanitizer's ODR indicators (a sanitized
+// build of a plugin exports one per global it defines).
 bool is_linker_symbol(std::string_view name) {
   return name == FERRUM_PLUGIN_ENTRY_SYMBOL || name == "_init" || name == "_fini" ||
-         name == "_edata" || name == "_end" || name == "__bss_start";
+         name == "_edata" || name == "_end" || name == "__bss_start" ||
+         name.rfind("__odr_asan", 0) == 0;
 }
 
 // Adds the exported, defined names among `syms` (names in `names`) to check.extra_exports.
@@ -163,6 +166,8 @@ void collect_exports(const std::vector<Sym>& syms, const std::string& names, Elf
     if (!is_linker_symbol(name)) check.extra_exports.emplace_back(name);
   }
   std::sort(check.extra_exports.begin(), check.extra_exports.end());
+  check.extra_exports.erase(std::unique(check.extra_exports.begin(), check.extra_exports.end()),
+                            check.extra_exports.end());
 }
 
 // The file offset of virtual address `addr` when it lies in the file part of a PT_LOAD.
