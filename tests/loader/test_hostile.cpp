@@ -468,6 +468,10 @@ TEST_CASE("ferrum-info usage", "[loader][info]") {
   CHECK(ferrum_info("--timeout 0").status == 2);
   CHECK(ferrum_info("--timeout 99999999999999999999").status == 2);
   CHECK(ferrum_info("--timeout abc").status == 2);
+  CHECK(ferrum_info("--timeout -5").status == 2);
+  CHECK(ferrum_info("--timeout 0x10").status == 2);
+  CHECK(ferrum_info("--timeout 3601").status == 2);
+  CHECK(ferrum_info("--timeout 3600").status == 0);
   CHECK(ferrum_info("--json extra").status == 2);
   auto text = ferrum_info("");
   CHECK(text.status == 0);

@@ -402,7 +402,19 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", timeout_s,
                  "seconds an isolated plugin may take to load, probe and initialise before it "
                  "is killed (1..3600)")
-      ->check(CLI::Range(1, 3600))
+      ->transform(CLI::Validator(
+          [](std::string& text) -> std::string {
+            // Decimal digits only: CLI11's own conversion would read 0x10 and 010 (octal).
+            if (text.empty() || text.size() > 9 ||
+                text.find_first_not_of("0123456789") != std::string::npos)
+              return "expected a decimal integer from 1 to 3600, given '" + text.substr(0, 40) + "'";
+            const int value = std::stoi(text);  // at most 9 digits: fits
+            if (value < 1 || value > 3600)
+              return "expected a decimal integer from 1 to 3600, given '" + text + "'";
+            text = std::to_string(value);
+            return {};
+          },
+          "1..3600"))
       ->capture_default_str();
   try {
     app.parse(argc, argv);
