@@ -2,12 +2,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <set>
-#include <vector>
-#include <fstream>
 #include <sstream>
 #include <system_error>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 

@@ -666,7 +666,7 @@ std::vector<PluginCandidate> find_plugins() {
 
 PluginCandidate inspect_plugin(const std::string& path, LoadStage target,
                                void (*progress)(const char* phase)) {
-  detail::Config config = configure();
+  (void)configure();  // the log level, and a config error, as for discovery
   PluginCandidate c;
   c.path = path;
   c.name = name_from_file(path);
