@@ -3,7 +3,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <set>
 #include <sstream>
 #include <system_error>
@@ -40,28 +39,51 @@ std::string not_a_file(const std::string& path) {
   return "is not a regular file";
 }
 
-// Rejects a key that appears twice in one object (nlohmann keeps the last one silently).
-class DuplicateKeys {
+// A SAX pass that stops at the first key appearing twice in one object (the DOM parser keeps
+// the last one silently). Malformed JSON just ends the pass: the DOM parse reports it.
+class DuplicateKeys final : public nlohmann::json_sax<json> {
  public:
-  bool operator()(int depth, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) {
-      if (keys_.size() <= static_cast<size_t>(depth)) keys_.resize(static_cast<size_t>(depth) + 1);
-      keys_[static_cast<size_t>(depth)].clear();
-    } else if (event == json::parse_event_t::key && duplicate_.empty()) {
-      // The key event comes at the depth of the object's members.
-      const size_t level = depth > 0 ? static_cast<size_t>(depth) - 1 : 0;
-      if (keys_.size() <= level) keys_.resize(level + 1);
-      const std::string& key = parsed.get_ref<const std::string&>();
-      if (!keys_[level].insert(key).second) duplicate_ = key;
-    }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    open_.emplace_back();
     return true;
   }
-  const std::string& duplicate() const { return duplicate_; }
+  bool key(string_t& k) override {
+    if (open_.back().insert(k).second) return true;
+    duplicate = k;
+    return false;
+  }
+  bool end_object() override {
+    open_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+  std::string duplicate;  // "" when none
 
  private:
-  std::vector<std::set<std::string>> keys_;
-  std::string duplicate_;
+  std::vector<std::set<std::string>> open_;  // the keys of each object being parsed
 };
+
+// The first key given twice in one object of `text`, or "".
+std::string duplicate_key(const std::string& text) {
+  DuplicateKeys sax;
+  try {
+    json::sax_parse(text, &sax);
+  } catch (const std::exception&) {  // malformed or too deep: the DOM parse says why
+  }
+  return sax.duplicate;
+}
 
 }  // namespace
 
@@ -70,17 +92,15 @@ Config read_config_file(const std::string& path) {
   if (!in) fail(path, "cannot be opened");
   std::stringstream text;
   text << in.rdbuf();
+  if (std::string dup = duplicate_key(text.str()); !dup.empty())
+    fail(path, "duplicate key \"" + dup.substr(0, 128) + "\" (each key may appear once)");
 
   json doc;
-  DuplicateKeys dups;
   try {
-    doc = json::parse(text.str(), std::ref(dups));
+    doc = json::parse(text.str());
   } catch (const json::parse_error& e) {
     fail(path, std::string("invalid JSON: ") + e.what());
   }
-  if (!dups.duplicate().empty())
-    fail(path, "duplicate key \"" + dups.duplicate().substr(0, 128) +
-                   "\" (each key may appear once)");
   if (!doc.is_object())
     fail(path, std::string("the top level must be an object, given ") + json_type(doc));
 
