@@ -34,8 +34,10 @@ struct Pool {
 
 Status check_pool(const char* op, const ferrum_buffer* k, const ferrum_buffer* v, const ferrum_buffer* ks,
                   const ferrum_buffer* vs, uint64_t bs, uint64_t nkv, uint64_t D, Pool& pool) {
-  const uint64_t per_block = ferrum::common::shape_elems({bs, nkv, D});
-  const uint64_t scales_per_block = ferrum::common::shape_elems({bs, nkv});
+  uint64_t per_block = 0, scales_per_block = 0;
+  Status s = check_product(op, {{"block_size", bs}, {"num_kv_heads", nkv}, {"head_dim", D}}, per_block);
+  if (s.ok()) s = check_product(op, {{"block_size", bs}, {"num_kv_heads", nkv}}, scales_per_block);
+  if (!s.ok()) return s;
   const struct {
     const char* name;
     const ferrum_buffer* b;
@@ -90,11 +92,14 @@ Status alloc_layer(const char* op, const Args& a, bool dry) {
     return invalid(plugin::format("%s: argument 'cache': expected struct_size >= %d, given %llu", op,
                                   FERRUM_KV_CACHE_QUANT_SIZE_V1_0, (unsigned long long)a.cache->struct_size));
   const uint64_t N = a.max_blocks_per_seq;
-  const uint64_t codes = ferrum::common::shape_elems({N, a.block_size, a.num_kv_heads, a.head_dim});
-  const uint64_t scales = ferrum::common::shape_elems({N, a.block_size, a.num_kv_heads});
-  if (codes == UINT64_MAX || scales == UINT64_MAX || N > UINT64_MAX / a.block_size)
-    return {FERRUM_STATUS_OUT_OF_MEMORY, plugin::format("%s: the pool size overflows 64 bits", op)};
-  if (dry) return ok_status();
+  uint64_t codes = 0, scales = 0, capacity = 0;
+  s = check_product(op, {{"max_blocks_per_seq", N}, {"block_size", a.block_size}, {"num_kv_heads", a.num_kv_heads},
+                         {"head_dim", a.head_dim}}, codes);
+  if (s.ok())
+    s = check_product(op, {{"max_blocks_per_seq", N}, {"block_size", a.block_size}, {"num_kv_heads", a.num_kv_heads}},
+                      scales);
+  if (s.ok()) s = check_product(op, {{"max_blocks_per_seq", N}, {"block_size", a.block_size}}, capacity);
+  if (!s.ok() || dry) return s;
 
   ferrum_buffer* b[6] = {};
   const int32_t dtypes[6] = {kCodeDtype<Code>, kCodeDtype<Code>, FERRUM_DTYPE_F32, FERRUM_DTYPE_F32,
@@ -119,7 +124,7 @@ Status alloc_layer(const char* op, const Args& a, bool dry) {
   c.block_table = b[4];
   c.context_lens = b[5];
   c.len = 0;
-  c.capacity = N * a.block_size;
+  c.capacity = capacity;
   c.block_size = a.block_size;
   c.num_kv_heads = a.num_kv_heads;
   c.head_dim = a.head_dim;
@@ -136,17 +141,15 @@ Status append(const char* op, const Args& a, bool dry) {
   if (s.ok()) s = check_positive(op, "head_dim", a.head_dim, work);
   if (s.ok()) s = check_codes<Code>(op, "layer_k", a.layer_k);
   if (s.ok()) s = check_codes<Code>(op, "layer_v", a.layer_v);
-  if (s.ok() && a.cache_len_before > UINT64_MAX - a.tokens)
-    s = invalid(plugin::format("%s: argument 'tokens': expected cache_len_before + tokens < 2^64, given %llu + %llu",
-                               op, (unsigned long long)a.cache_len_before, (unsigned long long)a.tokens));
+  uint64_t end = 0;
+  if (s.ok()) s = check_sum(op, "tokens", "cache_len_before + tokens", a.cache_len_before, a.tokens, end);
   if (!s.ok() || !work) return s;
 
   Pool pool;
   s = check_pool(op, a.layer_k, a.layer_v, a.layer_k_scales, a.layer_v_scales, a.block_size, a.num_kv_heads,
                  a.head_dim, pool);
   if (!s.ok()) return s;
-  const uint64_t end = a.cache_len_before + a.tokens;
-  const uint64_t need = end / a.block_size + (end % a.block_size != 0);
+  const uint64_t need = common::ceil_div(end, a.block_size);
   if (a.paged_block_indices_len < need)
     return invalid(plugin::format(
         "%s: argument 'paged_block_indices_len': expected >= ceil((cache_len_before + tokens) / block_size) = "
@@ -191,11 +194,11 @@ Status decode_attention(const char* op, const Args& a, bool dry) {
                    a.head_dim, pool);
     if (!s.ok()) return s;
   }
-  if (a.valid_kv_len > pool.blocks * a.block_size)
+  if (a.valid_kv_len > common::sat_mul(pool.blocks, a.block_size))
     return invalid(plugin::format("%s: argument 'valid_kv_len': expected <= N·block_size = %llu·%llu, given %llu", op,
                                   (unsigned long long)pool.blocks, (unsigned long long)a.block_size,
                                   (unsigned long long)a.valid_kv_len));
-  const uint64_t table_len = a.valid_kv_len / a.block_size + (a.valid_kv_len % a.block_size != 0);
+  const uint64_t table_len = common::ceil_div(a.valid_kv_len, a.block_size);
   s = check_min_count(op, "block_table", a.block_table, table_len);
   if (!s.ok() || dry) return s;
 
