@@ -15,10 +15,14 @@
 #include <cstring>
 #include <string_view>
 
+#include <ferrum/common/checked.hpp>
 #include <ferrum/ferrum_plugin.h>
 
 namespace ferrum::detail {
 namespace {
+
+using common::checked_add;
+using common::checked_mul;
 
 using Ehdr = ElfW(Ehdr);
 using Phdr = ElfW(Phdr);
@@ -130,7 +134,7 @@ class File {
 // "" when [off, off + len) lies inside a file of `size` bytes; else why not.
 std::string outside(const char* what, uint64_t off, uint64_t len, uint64_t size) {
   uint64_t end = 0;
-  if (__builtin_add_overflow(off, len, &end))
+  if (!checked_add(off, len, end))
     return std::string(what) + " offset " + std::to_string(off) + " + size " +
            std::to_string(len) + " overflows";
   if (end <= size) return {};
@@ -141,7 +145,7 @@ std::string outside(const char* what, uint64_t off, uint64_t len, uint64_t size)
 
 // The byte length of `count` entries of `entsize` bytes, or false on overflow.
 bool table_bytes(uint64_t count, uint64_t entsize, uint64_t& out) {
-  return !__builtin_mul_overflow(count, entsize, &out);
+  return checked_mul(count, entsize, out);
 }
 
 // The entry symbol, the linker's own, and AddressSanitizer's ODR indicators (a sanitized
@@ -173,10 +177,8 @@ void collect_exports(const std::vector<Sym>& syms, const std::string& names, Elf
 // The file offset of virtual address `addr` when it lies in the file part of a PT_LOAD.
 bool file_offset(const std::vector<Phdr>& ph, uint64_t addr, uint64_t& off) {
   for (const Phdr& p : ph)
-    if (p.p_type == PT_LOAD && addr >= p.p_vaddr && addr - p.p_vaddr < p.p_filesz) {
-      off = p.p_offset + (addr - p.p_vaddr);  // < p_offset + p_filesz <= file size
-      return true;
-    }
+    if (p.p_type == PT_LOAD && addr >= p.p_vaddr && addr - p.p_vaddr < p.p_filesz)
+      return checked_add(p.p_offset, addr - p.p_vaddr, off);  // addr >= p_vaddr: no wrap
   return false;
 }
 
@@ -196,18 +198,24 @@ uint64_t gnu_hash_symbol_count(const File& f, uint64_t off) {
   std::vector<uint32_t> head, buckets, chain;
   if (!read_items(f, off, 4, head)) return 0;
   const uint64_t nbuckets = head[0], symoffset = head[1], bloom_words = head[2];
-  uint64_t bloom_bytes = 0, buckets_off = 0, chain_off = 0;
+  uint64_t bloom_bytes = 0, header_end = 0, buckets_off = 0, bucket_bytes = 0, chain_off = 0;
   if (!table_bytes(bloom_words, sizeof(ElfW(Addr)), bloom_bytes) ||
-      __builtin_add_overflow(off + 16, bloom_bytes, &buckets_off) ||
+      !checked_add(off, 4 * sizeof(uint32_t), header_end) ||
+      !checked_add(header_end, bloom_bytes, buckets_off) ||
       !read_items(f, buckets_off, nbuckets, buckets) ||
-      __builtin_add_overflow(buckets_off, nbuckets * 4, &chain_off))
+      !table_bytes(nbuckets, sizeof(uint32_t), bucket_bytes) ||
+      !checked_add(buckets_off, bucket_bytes, chain_off))
     return 0;
   uint64_t last = 0;
   for (uint32_t b : buckets) last = std::max<uint64_t>(last, b);
   if (last < symoffset) return symoffset;
-  for (uint64_t i = last; i - last < (1u << 20); ++i) {  // walk the last chain to its end bit
-    if (!read_items(f, chain_off + (i - symoffset) * 4, 1, chain)) return 0;
-    if (chain[0] & 1) return i + 1;
+  // Walk the last chain to its end bit (at most 2^20 entries). last >= symoffset here.
+  for (uint64_t k = last - symoffset; k < last - symoffset + (1u << 20); ++k) {
+    uint64_t entry_bytes = 0, entry_off = 0;
+    if (!table_bytes(k, sizeof(uint32_t), entry_bytes) ||
+        !checked_add(chain_off, entry_bytes, entry_off) || !read_items(f, entry_off, 1, chain))
+      return 0;
+    if (chain[0] & 1) return k + symoffset + 1;  // < 2^32 + 2^20 + 2^32: no wrap
   }
   return 0;
 }
@@ -328,7 +336,8 @@ std::string check_headers(const File& f, ElfCheck& check) {
   if (eh.e_phentsize != sizeof(Phdr))
     return "program header entry size " + std::to_string(eh.e_phentsize) + ", expected " +
            std::to_string(sizeof(Phdr));
-  const uint64_t ph_bytes = uint64_t{eh.e_phnum} * sizeof(Phdr);  // < 2^16 * 56: no overflow
+  uint64_t ph_bytes = 0;
+  if (!table_bytes(eh.e_phnum, sizeof(Phdr), ph_bytes)) return "program header count overflows";
   if (auto e = outside("the program header table", eh.e_phoff, ph_bytes, size); !e.empty())
     return e;
   std::vector<Phdr> ph(eh.e_phnum);

@@ -22,12 +22,13 @@
 #include <string_view>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <ferrum/common/op_info_gen.hpp>
 #include <ferrum/error.hpp>
 #include <ferrum/loader.hpp>
+
+#include "ferrum_tool_cli.hpp"
 
 namespace {
 
@@ -387,9 +388,9 @@ void print_human(const ordered_json& plugins, const std::vector<std::string>& di
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "Lists every ferrum plugin in the search path (FERRUM_PLUGIN_PATH, config plugin_path,\n"
-      "<libdir>/ferrum, build tree), how far it loaded and why it stopped, its warnings, its\n"
-      "devices and its op matrix. Exit status 0 even when plugins are rejected; 1 for a config\n"
+      "Lists every ferrum plugin in the search path (FERRUM_PLUGIN_PATH, else the config's\n"
+      "plugin_path and the ferrum/ directory next to libferrum.so), how far it loaded and why it\n"
+      "stopped, its warnings, its devices and its op matrix. Exit status 0 even when plugins are rejected; 1 for a config\n"
       "error; 2 for bad usage.",
       "ferrum-info"};
   bool json = false, isolate = true;
@@ -399,29 +400,10 @@ int main(int argc, char** argv) {
                "load and probe each plugin in its own child process, so a plugin that crashes, "
                "exits or hangs is reported and the others still listed (default: on; "
                "--no-isolate loads them all into this process)");
-  app.add_option("--timeout", timeout_s,
-                 "seconds an isolated plugin may take to load, probe and initialise before it "
-                 "is killed (1..3600)")
-      ->transform(CLI::Validator(
-          [](std::string& text) -> std::string {
-            // Decimal digits only: CLI11's own conversion would read 0x10 and 010 (octal).
-            if (text.empty() || text.size() > 9 ||
-                text.find_first_not_of("0123456789") != std::string::npos)
-              return "expected a decimal integer from 1 to 3600, given '" + text.substr(0, 40) + "'";
-            const int value = std::stoi(text);  // at most 9 digits: fits
-            if (value < 1 || value > 3600)
-              return "expected a decimal integer from 1 to 3600, given '" + text + "'";
-            text = std::to_string(value);
-            return {};
-          },
-          "1..3600"))
-      ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
-  }
+  ferrum::tools::add_integer(app, "--timeout", timeout_s, 1, 3600,
+                             "seconds an isolated plugin may take to load, probe and "
+                             "initialise before it is killed");
+  ferrum::tools::parse_or_exit(app, argc, argv);
 
   try {
     const auto dirs = ferrum::plugin_search_path();

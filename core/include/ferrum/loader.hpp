@@ -7,7 +7,7 @@
 //
 // Plugin directories (plugin_search_path): FERRUM_PLUGIN_PATH (colon list) replaces the
 // defaults when set and non-empty; otherwise the config's "plugin_path" entries, then
-// <dir of libferrum.so>/ferrum, then the build tree's plugin directory.
+// <dir of libferrum.so>/ferrum (build/lib/ferrum in a build tree).
 //
 // Trust boundary: in a privileged process (setuid/setgid or file capabilities) the variables
 // that choose code to load (FERRUM_BACKEND, FERRUM_PLUGIN_PATH, FERRUM_CONFIG,
