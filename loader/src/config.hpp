@@ -1,10 +1,11 @@
 // Internal: the JSON config file (DESIGN §2.1).
 //
-// Location: $FERRUM_CONFIG (must exist), else $XDG_CONFIG_HOME/ferrum/config.json (or
+// Location: $FERRUM_CONFIG (must be a file), else $XDG_CONFIG_HOME/ferrum/config.json (or
 // ~/.config/ferrum/config.json when XDG_CONFIG_HOME is unset), else
-// /etc/ferrum/config.json; a missing default file means "no config".
+// /etc/ferrum/config.json; a missing default file means "no config", a directory there is an
+// error. The three variables are read with secure_getenv (ignored in privileged processes).
 // Keys: "backend" (string), "plugin_path" (array of strings), "log_level" (string:
-// trace|debug|info|warn|error|off). Anything else is Error(config_error).
+// trace|debug|info|warn|error|off), each at most once. Anything else is Error(config_error).
 #pragma once
 
 #include <optional>

@@ -18,7 +18,9 @@
 #include <ferrum/common/op_info_gen.hpp>
 
 #include "config.hpp"
+#include "elf_check.hpp"
 #include "log.hpp"
+#include "trust.hpp"
 
 namespace ferrum {
 
@@ -81,6 +83,90 @@ bool covers(const ferrum_plugin_api* api, size_t offset) {
 }
 #define FERRUM_LIFECYCLE(api, field) \
   (covers((api), offsetof(ferrum_plugin_api, field)) ? (api)->field : nullptr)
+
+using Progress = void (*)(const char* phase);
+void report(Progress progress, const char* phase) {
+  if (progress) progress(phase);
+}
+
+// A caller-given name or spec for a message: at most 128 bytes of it (cut at a UTF-8
+// character boundary), then "... (N bytes)".
+std::string echo(std::string_view text) {
+  constexpr size_t kMax = 128;
+  if (text.size() <= kMax) return std::string(text);
+  size_t cut = kMax;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return std::string(text.substr(0, cut)) + "... (" + std::to_string(text.size()) + " bytes)";
+}
+
+// "a, b, c and 4 more" for a warning.
+std::string first_names(const std::vector<std::string>& names) {
+  std::string out;
+  const size_t shown = std::min<size_t>(names.size(), 8);
+  for (size_t i = 0; i < shown; ++i) out += (i ? ", " : "") + echo(names[i]);
+  if (names.size() > shown) out += " and " + std::to_string(names.size() - shown) + " more";
+  return out;
+}
+
+// Each op family's sub-table: where the API table points to it and how large ABI 1.0 made it.
+// A newer host adds a column per minor; a plugin declaring minor m must fill at least the
+// sizes of min(m, host minor).
+struct FamilyTable {
+  const char* name;
+  size_t offset;
+  uint64_t size_v1_0;
+  bool required;  // every plugin needs it: no buffers or no context means nothing can run
+};
+constexpr FamilyTable kFamilies[] = {
+    {"memory", offsetof(ferrum_plugin_api, memory), FERRUM_MEMORY_TABLE_SIZE_V1_0, true},
+    {"context", offsetof(ferrum_plugin_api, context), FERRUM_CONTEXT_TABLE_SIZE_V1_0, true},
+    {"graph", offsetof(ferrum_plugin_api, graph), FERRUM_GRAPH_TABLE_SIZE_V1_0, false},
+    {"dense", offsetof(ferrum_plugin_api, dense), FERRUM_DENSE_TABLE_SIZE_V1_0, false},
+    {"attention", offsetof(ferrum_plugin_api, attention), FERRUM_ATTENTION_TABLE_SIZE_V1_0, false},
+    {"paged_kv", offsetof(ferrum_plugin_api, paged_kv), FERRUM_PAGED_KV_TABLE_SIZE_V1_0, false},
+    {"quant_kv", offsetof(ferrum_plugin_api, quant_kv), FERRUM_QUANT_KV_TABLE_SIZE_V1_0, false},
+    {"quant_matmul", offsetof(ferrum_plugin_api, quant_matmul),
+     FERRUM_QUANT_MATMUL_TABLE_SIZE_V1_0, false},
+    {"moe", offsetof(ferrum_plugin_api, moe), FERRUM_MOE_TABLE_SIZE_V1_0, false},
+    {"mla", offsetof(ferrum_plugin_api, mla), FERRUM_MLA_TABLE_SIZE_V1_0, false},
+    {"collective", offsetof(ferrum_plugin_api, collective), FERRUM_COLLECTIVE_TABLE_SIZE_V1_0,
+     false},
+};
+static_assert(FERRUM_ABI_VERSION_MINOR == 0,
+              "a new minor: add its table sizes to kFamilies and api_size_for()");
+
+// The API table size the plugin's declared minor requires (the host's own for newer minors).
+uint64_t api_size_for(uint32_t /*minor*/) { return FERRUM_PLUGIN_API_SIZE_V1_0; }
+
+// "" when a table of the host's major is complete for its declared minor: the API table and
+// every non-NULL sub-table at least as large as that minor made them, the memory and context
+// families present. Reads nothing of a table that is too short.
+std::string table_problem(const ferrum_plugin_api* api) {
+  const std::string version =
+      "ABI " + std::to_string(api->abi_major) + "." + std::to_string(api->abi_minor);
+  if (api->struct_size < api_size_for(api->abi_minor))
+    return "API table struct_size " + std::to_string(api->struct_size) + " is smaller than " +
+           version + " requires (" + std::to_string(api_size_for(api->abi_minor)) + " bytes)";
+  for (const FamilyTable& f : kFamilies) {
+    const void* table = nullptr;
+    std::memcpy(&table, reinterpret_cast<const char*>(api) + f.offset, sizeof table);
+    if (!table) {
+      if (f.required)
+        return std::string(f.name) + " family missing (the API table's " + f.name +
+               " is NULL): every plugin must provide it";
+      continue;
+    }
+    uint64_t size = 0;
+    std::memcpy(&size, table, sizeof size);
+    if (size < f.size_v1_0)
+      return std::string(f.name) + " table struct_size " + std::to_string(size) +
+             " is smaller than " + version + " requires (" + std::to_string(f.size_v1_0) +
+             " bytes)";
+  }
+  if (!api->context->new_context)
+    return "context family has no new_context: every plugin must provide it";
+  return {};
+}
 
 // Routes plugin log lines to spdlog's "ferrum" logger. Never lets anything escape.
 void host_log(void* user_data, int32_t level, const char* message) noexcept {
@@ -152,16 +238,44 @@ void fill_from_table(PluginCandidate& c, const PluginLibrary& lib) {
 }
 
 // Opens the candidate and checks it up to stage `abi`. On success c.library is set.
-void open_candidate(PluginCandidate& c) {
+void open_candidate(PluginCandidate& c, Progress progress) {
   auto& log = *detail::logger();
+  c.warnings.clear();
   std::error_code ec;
   fs::path real = fs::canonical(c.path, ec);
+  c.stage = LoadStage::found;
   if (ec) {
-    c.stage = LoadStage::found;
-    c.reason = "not found: " + c.path + ": " + ec.message();
+    c.reason = "not found: " + echo(c.path) + ": " + ec.message();
     return;
   }
   const std::string real_path = real.string();
+
+  if (std::string why = detail::insecurity(c.path, real_path); !why.empty()) {
+    if (!detail::insecure_plugins_allowed()) {
+      c.reason = "refused: " + why + " (FERRUM_ALLOW_INSECURE_PLUGINS=1 loads it anyway)";
+      return;
+    }
+    c.warnings.push_back("insecure, loaded only because FERRUM_ALLOW_INSECURE_PLUGINS=1: " + why);
+    log.warn("loader: SECURITY WARNING: {}: {}", c.path, c.warnings.back());
+  }
+  c.stage = LoadStage::trusted;
+
+  // Before dlopen: a truncated file would fault inside the dynamic linker.
+  detail::ElfCheck elf = detail::check_elf(real_path);
+  if (!elf.error.empty()) {
+    c.reason = "not a loadable shared object: " + elf.error;
+    return;
+  }
+  if (!elf.extra_exports.empty()) {
+    c.warnings.push_back("exports " + std::to_string(elf.extra_exports.size()) +
+                         " symbol(s) besides " FERRUM_PLUGIN_ENTRY_SYMBOL ": " +
+                         first_names(elf.extra_exports) +
+                         " (a plugin should export only its entry symbol)");
+    log.warn("loader: {}: {}", c.path, c.warnings.back());
+  } else if (!elf.exports_checked) {
+    log.debug("loader: {}: no section headers, exported symbols not checked", c.path);
+  }
+  c.stage = LoadStage::elf;
 
   std::lock_guard lock(loader_mutex());
   if (auto it = registry().find(real_path); it != registry().end()) {
@@ -175,9 +289,9 @@ void open_candidate(PluginCandidate& c) {
   }
 
   dlerror();
+  report(progress, "dlopen");
   void* handle = dlopen(real_path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
-    c.stage = LoadStage::found;
     c.reason = describe_dlopen_error(real_path, dlerror());
     return;
   }
@@ -199,6 +313,7 @@ void open_candidate(PluginCandidate& c) {
   lib->host.log_user_data = lib.get();
   lib->host.log_min_level = detail::plugin_min_level();
   const ferrum_plugin_api* api = nullptr;
+  report(progress, "entry");
   ferrum_status st = entry(&lib->host, &api);
   if (st != FERRUM_STATUS_OK) {
     c.reason = std::string("entry " FERRUM_PLUGIN_ENTRY_SYMBOL " returned ") + status_name(st) +
@@ -232,6 +347,10 @@ void open_candidate(PluginCandidate& c) {
                std::to_string(FERRUM_ABI_VERSION_MAJOR);
     return;
   }
+  if (std::string why = table_problem(api); !why.empty()) {
+    c.reason = why;
+    return;
+  }
   if (api->abi_minor > FERRUM_ABI_VERSION_MINOR)
     log.debug("loader: {} has ABI {}.{}, newer than the host's {}.{}: later slots ignored",
               real_path, api->abi_major, api->abi_minor, FERRUM_ABI_VERSION_MAJOR,
@@ -242,11 +361,11 @@ void open_candidate(PluginCandidate& c) {
 }
 
 // Takes `c` as far as `target` goes (at most), filling stage/reason/score/devices.
-void take(PluginCandidate& c, LoadStage target) {
+void take(PluginCandidate& c, LoadStage target, Progress progress = nullptr) {
   auto& log = *detail::logger();
   c.usable = false;
   c.reason.clear();
-  open_candidate(c);
+  open_candidate(c, progress);
   if (!c.reason.empty() || c.stage != LoadStage::abi || target <= LoadStage::abi) {
     log.debug("loader: {}: stage {}{}{}", c.path, to_string(c.stage),
               c.reason.empty() ? "" : ": ", c.reason);
@@ -262,6 +381,7 @@ void take(PluginCandidate& c, LoadStage target) {
   } else {
     char text[512] = {0};
     int32_t score = 0;
+    report(progress, "probe");
     ferrum_status st = probe(&score, text, sizeof text);
     text[sizeof text - 1] = '\0';
     c.score = score;
@@ -286,6 +406,7 @@ void take(PluginCandidate& c, LoadStage target) {
     if (!init) {
       lib.init_error = "API table has no init";
     } else {
+      report(progress, "init");
       ferrum_status st = init();
       if (st == FERRUM_STATUS_OK) {
         lib.initialized = true;
@@ -302,6 +423,7 @@ void take(PluginCandidate& c, LoadStage target) {
     c.reason = "API table has no device_count";
   } else {
     uint64_t count = 0;
+    report(progress, "device_count");
     ferrum_status st = count_fn(&count);
     c.device_count = count;
     if (st != FERRUM_STATUS_OK) {
@@ -343,8 +465,7 @@ std::string facade_plugin_dir() {
 
 std::vector<std::string> search_path_with(const detail::Config& config) {
   std::vector<std::string> raw;
-  const char* env = std::getenv("FERRUM_PLUGIN_PATH");
-  if (env && *env) {
+  if (const std::string env = detail::code_env("FERRUM_PLUGIN_PATH"); !env.empty()) {
     raw = split_colon_list(env);
   } else {
     raw = config.plugin_path;
@@ -402,6 +523,48 @@ std::vector<PluginCandidate> scan(const std::vector<std::string>& dirs) {
   return out;
 }
 
+// "" when a context can be created (and destroyed) on the plugin's device 0; else why not.
+std::string context_trial(PluginCandidate& c) {
+  std::lock_guard lock(loader_mutex());
+  PluginLibrary& lib = *c.library;
+  const ferrum_op_fn make = common::find_slot(lib.api, FERRUM_OP_NEW_CONTEXT);
+  const ferrum_op_fn destroy = common::find_slot(lib.api, FERRUM_OP_CONTEXT_DESTROY);
+  if (!make) return "context creation on device 0 impossible: no new_context";
+  if (!destroy) {  // a context_destroy slot may be NULL; a trial would leak the context
+    detail::logger()->debug("loader: {}: no context_destroy, context creation not tried",
+                            c.path);
+    return {};
+  }
+  ferrum_context* ctx = nullptr;
+  ferrum_new_context_args a{};
+  a.struct_size = sizeof a;
+  a.device_ordinal = 0;
+  a.activation_dtype = 0;  // the plugin's default
+  a.context = &ctx;
+  ferrum_status st = make(nullptr, &a);
+  if (st != FERRUM_STATUS_OK || !ctx) {
+    std::string detail = last_plugin_error(lib, nullptr);
+    return std::string("context creation on device 0 failed: new_context returned ") +
+           (st == FERRUM_STATUS_OK ? "OK without a context" : status_name(st)) +
+           (detail.empty() ? "" : ": ") + detail;
+  }
+  ferrum_context_destroy_args d{};
+  d.struct_size = sizeof d;
+  d.context = ctx;
+  st = destroy(nullptr, &d);
+  if (st != FERRUM_STATUS_OK)
+    return std::string("context_destroy on device 0 failed: ") + status_name(st);
+  return {};
+}
+
+// The config, with the log level applied (FERRUM_LOG_LEVEL first: the config read logs too).
+detail::Config configure() {
+  detail::apply_log_level(std::nullopt, {});
+  detail::Config config = detail::read_config();
+  detail::apply_log_level(config.log_level, config.path);
+  return config;
+}
+
 std::string join_dirs(const std::vector<std::string>& dirs) {
   std::string out;
   for (const auto& d : dirs) out += (out.empty() ? "" : ", ") + d;
@@ -413,7 +576,7 @@ std::string list_candidates(const std::vector<PluginCandidate>& cs) {
   std::string out;
   for (const auto& c : cs) {
     if (!out.empty()) out += "; ";
-    out += c.path + ": " + to_string(c.stage) + ": " + (c.usable ? "usable" : c.reason);
+    out += echo(c.path) + ": " + to_string(c.stage) + ": " + (c.usable ? "usable" : c.reason);
   }
   return out;
 }
@@ -435,8 +598,8 @@ ParsedSpec parse_spec(const std::string& spec, const BackendSelection& sel) {
     if (all_digits) {
       auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), p.device);
       if (ec != std::errc() || ptr != digits.data() + digits.size())
-        throw Error(ErrorCode::load_failed, "backend '" + spec + "' (from " + sel.source +
-                                                "): device ordinal out of range");
+        throw Error(ErrorCode::load_failed, "backend '" + echo(spec) + "' (from " +
+                                                sel.source + "): device ordinal out of range");
       p.has_device = true;
       p.target = spec.substr(0, colon);
     }
@@ -445,13 +608,13 @@ ParsedSpec parse_spec(const std::string& spec, const BackendSelection& sel) {
               (p.target.size() >= 3 && p.target.compare(p.target.size() - 3, 3, ".so") == 0);
   if (p.target.empty())
     throw Error(ErrorCode::load_failed,
-                "backend '" + spec + "' (from " + sel.source + "): empty backend name");
+                "backend '" + echo(spec) + "' (from " + sel.source + "): empty backend name");
   return p;
 }
 
 [[noreturn]] void fail_named(const BackendSelection& sel, const std::string& reason,
                              const std::vector<PluginCandidate>& cs) {
-  throw Error(ErrorCode::load_failed, "backend '" + sel.spec + "' (from " + sel.source +
+  throw Error(ErrorCode::load_failed, "backend '" + echo(sel.spec) + "' (from " + sel.source +
                                           ") could not be loaded: " + reason +
                                           "; candidates: " + list_candidates(cs));
 }
@@ -464,6 +627,8 @@ ParsedSpec parse_spec(const std::string& spec, const BackendSelection& sel) {
 const char* to_string(LoadStage stage) noexcept {
   switch (stage) {
     case LoadStage::found: return "found";
+    case LoadStage::trusted: return "trusted";
+    case LoadStage::elf: return "elf";
     case LoadStage::opened: return "opened";
     case LoadStage::entry: return "entry";
     case LoadStage::prefix: return "prefix";
@@ -492,37 +657,48 @@ std::string last_plugin_error(const PluginLibrary& library, ferrum_context* ctx)
   return buf;
 }
 
+std::vector<PluginCandidate> find_plugins() {
+  detail::Config config = configure();
+  return scan(search_path_with(config));
+}
+
+PluginCandidate inspect_plugin(const std::string& path, LoadStage target,
+                               void (*progress)(const char* phase)) {
+  (void)configure();  // the log level, and a config error, as for discovery
+  PluginCandidate c;
+  c.path = path;
+  c.name = name_from_file(path);
+  take(c, target, progress);
+  return c;
+}
+
 std::vector<std::string> plugin_search_path() {
   return search_path_with(detail::read_config());
 }
 
 std::vector<PluginCandidate> discover_plugins(bool initialize) {
-  detail::apply_log_level(std::nullopt, {});  // FERRUM_LOG_LEVEL first: the config read logs too
-  detail::Config config = detail::read_config();
-  detail::apply_log_level(config.log_level, config.path);
+  detail::Config config = configure();
   auto candidates = scan(search_path_with(config));
   for (auto& c : candidates) take(c, initialize ? LoadStage::initialized : LoadStage::probed);
   return candidates;
 }
 
 LoadedBackend load_backend(std::string_view spec_arg) {
-  detail::apply_log_level(std::nullopt, {});  // FERRUM_LOG_LEVEL first: the config read logs too
-  detail::Config config = detail::read_config();
-  detail::apply_log_level(config.log_level, config.path);
+  detail::Config config = configure();
   auto& log = *detail::logger();
 
   BackendSelection sel;
-  const char* env = std::getenv("FERRUM_BACKEND");
+  const std::string env = detail::code_env("FERRUM_BACKEND");
   if (!spec_arg.empty()) {
     sel = {std::string(spec_arg), "argument"};
-  } else if (env && *env) {
+  } else if (!env.empty()) {
     sel = {env, "FERRUM_BACKEND"};
   } else if (config.backend && !config.backend->empty()) {
     sel = {*config.backend, "config " + config.path};
   } else {
     sel = {"auto", "auto"};
   }
-  log.debug("loader: backend '{}' chosen by {}", sel.spec, sel.source);
+  log.debug("loader: backend '{}' chosen by {}", echo(sel.spec), sel.source);
 
   const auto dirs = search_path_with(config);
   LoadedBackend out;
@@ -547,7 +723,14 @@ LoadedBackend load_backend(std::string_view spec_arg) {
         continue;
       }
       take(c, LoadStage::initialized);
-      if (c.usable) chosen = &c;
+      if (!c.usable) continue;
+      if (std::string why = context_trial(c); !why.empty()) {
+        c.usable = false;
+        c.reason = why;
+        log.debug("loader: auto: {}: {}", c.path, why);
+        continue;
+      }
+      chosen = &c;
     }
     if (!chosen)
       throw Error(ErrorCode::load_failed,
@@ -574,7 +757,7 @@ LoadedBackend load_backend(std::string_view spec_arg) {
     PluginCandidate* match = nullptr;
     for (auto& c : out.candidates) {
       if (c.name != p.target) {
-        c.reason = "not selected (name '" + c.name + "', asked for '" + p.target + "')";
+        c.reason = "not selected (name '" + c.name + "', asked for '" + echo(p.target) + "')";
       } else if (match) {
         c.reason = "shadowed by " + match->path;
       } else {
@@ -584,7 +767,7 @@ LoadedBackend load_backend(std::string_view spec_arg) {
     }
     if (!match)
       fail_named(sel,
-                 "no libferrum-" + p.target + ".so in the plugin directories (" + join_dirs(dirs) + ")",
+                 "no libferrum-" + echo(p.target) + ".so in the plugin directories (" + join_dirs(dirs) + ")",
                  out.candidates);
     if (!match->usable) fail_named(sel, match->reason, out.candidates);
     chosen = match;
@@ -592,7 +775,7 @@ LoadedBackend load_backend(std::string_view spec_arg) {
 
   if (p.has_device && p.device >= chosen->device_count)
     throw Error(ErrorCode::load_failed,
-                "backend '" + sel.spec + "' (from " + sel.source + ") could not be loaded: device " +
+                "backend '" + echo(sel.spec) + "' (from " + sel.source + ") could not be loaded: device " +
                     std::to_string(p.device) + " requested but plugin '" + chosen->name + "' has " +
                     std::to_string(chosen->device_count) + " device(s)");
   out.library = chosen->library;

@@ -7,7 +7,15 @@
 //
 // Plugin directories (plugin_search_path): FERRUM_PLUGIN_PATH (colon list) replaces the
 // defaults when set and non-empty; otherwise the config's "plugin_path" entries, then
-// <dir of libferrum.so>/ferrum, then the build tree's plugin directory.
+// <dir of libferrum.so>/ferrum (build/lib/ferrum in a build tree).
+//
+// Trust boundary: in a privileged process (setuid/setgid or file capabilities) the variables
+// that choose code to load (FERRUM_BACKEND, FERRUM_PLUGIN_PATH, FERRUM_CONFIG,
+// XDG_CONFIG_HOME, HOME, FERRUM_ALLOW_INSECURE_PLUGINS) are ignored (secure_getenv). A plugin
+// file or directory writable by group/others or owned by another non-root user is refused
+// (stage `found`) unless FERRUM_ALLOW_INSECURE_PLUGINS=1. Before dlopen the file's ELF
+// headers are checked (stage `trusted`), so a truncated, empty, text or foreign file is
+// refused with a reason instead of faulting inside the dynamic linker.
 //
 // Thread contract: every function here is thread-safe (loading is serialised internally).
 // Ownership: a PluginLibrary stays loaded while any shared_ptr to it lives; the plugin's
@@ -30,15 +38,18 @@ namespace ferrum {
 // The last stage a candidate PASSED.
 enum class LoadStage {
   found = 1,    // the file exists in the search path (or was named by path)
+  trusted,      // the file and its directory pass the ownership/mode rule (see above)
+  elf,          // an ELF shared object for this machine, every header and segment in the file
   opened,       // dlopen succeeded
   entry,        // ferrum_plugin_entry_v1 found, called, returned a table
   prefix,       // the table's frozen prefix is readable (struct_size, name)
-  abi,          // ABI major equals the host's
+  abi,          // ABI major equals the host's; the table and every sub-table are as large as
+                // the declared minor requires; the memory and context families are present
   probed,       // probe said usable (score > 0)
   initialized,  // init succeeded: ready
 };
 
-// "found", "opened", "entry", "prefix", "abi", "probed", "initialized".
+// "found", "trusted", "elf", "opened", "entry", "prefix", "abi", "probed", "initialized".
 FERRUM_API const char* to_string(LoadStage stage) noexcept;
 
 // One dlopen'd plugin (opaque). See the ownership note above.
@@ -54,6 +65,9 @@ struct PluginCandidate {
   uint32_t abi_major = 0, abi_minor = 0;
   std::string version, build_info;
   uint64_t device_count = 0;
+  // Things that did not stop the load but should be looked at (also logged at warn):
+  // symbols exported besides the entry symbol; an insecure file loaded by opt-in.
+  std::vector<std::string> warnings;
   // Set from stage `prefix` on (the table is readable even if the probe said no).
   std::shared_ptr<PluginLibrary> library;
 };
@@ -70,6 +84,9 @@ struct LoadedBackend {
   std::vector<PluginCandidate> candidates;  // every candidate considered, as far as it went
 };
 
+// `auto` takes every candidate up to `probed`, then, best score first, initialises it and
+// creates and destroys a context on its device 0; the first for which all of that succeeds
+// is chosen. Failing that, the error lists every candidate and why it was not chosen.
 // spec: "" = decide by precedence; "auto"; a name "cpu" / "cuda" / "cuda:1" (device ordinal
 // after ':'); or a path to a .so (contains '/' or ends in ".so"; may also end in ":N").
 // Throws Error(load_failed) with a message listing every candidate and its reason, and
@@ -80,6 +97,17 @@ FERRUM_API LoadedBackend load_backend(std::string_view spec = {});
 // Every libferrum-*.so in the search path, each taken as far as it goes: up to `probed`
 // without `initialize`, up to `initialized` with it.
 FERRUM_API std::vector<PluginCandidate> discover_plugins(bool initialize = false);
+
+// The libferrum-*.so files in the search path (stage `found`), opening none of them.
+FERRUM_API std::vector<PluginCandidate> find_plugins();
+
+// One plugin file taken as far as `target` goes (at most), exactly as discover_plugins
+// takes each file it finds. `progress` (optional) is called with "dlopen", "entry",
+// "probe", "init" and "device_count" just before each of those calls into plugin code, so
+// a caller running this in a child process can tell where a plugin crashed.
+FERRUM_API PluginCandidate inspect_plugin(const std::string& path,
+                                          LoadStage target = LoadStage::initialized,
+                                          void (*progress)(const char* phase) = nullptr);
 
 // The plugin directories, in search order (see the top of this file).
 FERRUM_API std::vector<std::string> plugin_search_path();
