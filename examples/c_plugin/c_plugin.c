@@ -125,7 +125,7 @@ static ferrum_buffer* buffer_new(int32_t dtype, uint64_t count) {
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT, op ": args is NULL");  \
     if ((args)->struct_size < (min_size))                                                     \
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,                        \
-                       op ": args->struct_size expected >= %u, given %llu",                   \
+                       op ": argument 'args->struct_size': expected >= %u, given %llu",                   \
                        (unsigned)(min_size), (unsigned long long)(args)->struct_size);        \
   } while (0)
 
@@ -133,7 +133,7 @@ static ferrum_buffer* buffer_new(int32_t dtype, uint64_t count) {
   do {                                                                                        \
     if (!valid_context(ctx))                                                                  \
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,                        \
-                       op ": ctx expected a context of this plugin, given %s",                \
+                       op ": argument 'ctx': expected a context of this plugin, given %s",                \
                        (ctx) ? "an unknown handle" : "NULL");                                 \
   } while (0)
 
@@ -141,7 +141,7 @@ static ferrum_buffer* buffer_new(int32_t dtype, uint64_t count) {
   do {                                                                                        \
     if (!valid_buffer(buf))                                                                   \
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,                        \
-                       op ": " field " expected a buffer of this plugin, given %s",           \
+                       op ": argument '" field "': expected a buffer of this plugin, given %s",           \
                        (buf) ? "an unknown handle" : "NULL");                                 \
   } while (0)
 
@@ -149,14 +149,14 @@ static ferrum_buffer* buffer_new(int32_t dtype, uint64_t count) {
   do {                                                                                        \
     if (!(ptr))                                                                               \
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,                        \
-                       op ": " field " expected a host pointer, given NULL");                 \
+                       op ": argument '" field "': expected a host pointer, given NULL");                 \
   } while (0)
 
 #define CHECK_LEN(op, field, len, have)                                                       \
   do {                                                                                        \
     if ((len) > (have))                                                                       \
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,                        \
-                       op ": " field " expected <= %llu (buffer elements), given %llu",       \
+                       op ": argument '" field "': expected <= %llu (buffer elements), given %llu",       \
                        (unsigned long long)(have), (unsigned long long)(len));                \
   } while (0)
 
@@ -164,7 +164,7 @@ static ferrum_buffer* buffer_new(int32_t dtype, uint64_t count) {
   do {                                                                                        \
     if (dtype_size(dtype) == 0)                                                               \
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,                        \
-                       op ": " field " expected a dtype of 1..8, given %d", (int)(dtype));    \
+                       op ": argument '" field "': expected a dtype of 1..8, given %d", (int)(dtype));    \
   } while (0)
 
 /* ---------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ static ferrum_status cex_device_count(uint64_t* count) {
   char* e = g_error;
   if (!count)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "device_count: count expected a host pointer, given NULL");
+                     "device_count: argument 'count': expected a host pointer, given NULL");
   *count = 1;
   return FERRUM_STATUS_OK;
 }
@@ -203,11 +203,16 @@ static ferrum_status cex_device_props(uint64_t ordinal, ferrum_device_props* pro
   size_t n;
   if (ordinal != 0)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "device_props: ordinal expected 0 (1 device), given %llu",
+                     "device_props: argument 'ordinal': expected 0 (1 device), given %llu",
                      (unsigned long long)ordinal);
-  if (!props || props->struct_size < sizeof(uint64_t))
+  if (!props)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "device_props: props expected a struct with struct_size set");
+                     "device_props: argument 'props': expected a struct, given NULL");
+  /* Every 1.x caller's struct is at least the 1.0 size: anything smaller is not a props struct. */
+  if (props->struct_size < FERRUM_DEVICE_PROPS_SIZE_V1_0)
+    return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
+                     "device_props: argument 'props->struct_size': expected >= %d, given %llu",
+                     FERRUM_DEVICE_PROPS_SIZE_V1_0, (unsigned long long)props->struct_size);
   memset(&full, 0, sizeof full);
   strncpy(full.name, "C example CPU device", sizeof full.name - 1);
   full.kind = FERRUM_DEVICE_KIND_CPU;
@@ -318,7 +323,7 @@ static ferrum_status check_write_typed(ferrum_context* ctx, const ferrum_write_t
   CHECK_BUF("write_typed", "dst", a->dst);
   if (a->dtype != a->dst->dtype)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "write_typed: dtype expected %s (dst's dtype), given %s",
+                     "write_typed: argument 'dtype': expected %s (dst's dtype), given %s",
                      dtype_name(a->dst->dtype), dtype_name(a->dtype));
   CHECK_LEN("write_typed", "data_len", a->data_len, a->dst->count);
   if (a->data_len > 0) CHECK_OUT("write_typed", "data", a->data);
@@ -337,7 +342,7 @@ static ferrum_status check_read_typed(ferrum_context* ctx, const ferrum_read_typ
   CHECK_BUF("read_typed", "src", a->src);
   if (a->dtype != a->src->dtype)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "read_typed: dtype expected %s (src's dtype), given %s",
+                     "read_typed: argument 'dtype': expected %s (src's dtype), given %s",
                      dtype_name(a->src->dtype), dtype_name(a->dtype));
   CHECK_LEN("read_typed", "len", a->len, a->src->count);
   if (a->len > 0) CHECK_OUT("read_typed", "data", a->data);
@@ -400,23 +405,23 @@ static ferrum_status check_copy_slice(ferrum_context* ctx, const ferrum_copy_sli
                        "copy_slice: converting %s to %s is not supported by the C example "
                        "(equal dtypes only)", dtype_name(a->src->dtype), dtype_name(a->dst->dtype));
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "copy_slice: dst dtype expected %s (src's dtype) or another float dtype, "
+                     "copy_slice: argument 'dst': expected dtype %s (src's dtype) or another float dtype, "
                      "given %s", dtype_name(a->src->dtype), dtype_name(a->dst->dtype));
   }
   if (a->src_offset > a->src->count || a->len > a->src->count - a->src_offset)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "copy_slice: src_offset + len expected <= %llu (src elements), given %llu + %llu",
+                     "copy_slice: arguments 'src_offset'/'len': expected src_offset + len <= %llu (src elements), given %llu + %llu",
                      (unsigned long long)a->src->count, (unsigned long long)a->src_offset,
                      (unsigned long long)a->len);
   if (a->dst_offset > a->dst->count || a->len > a->dst->count - a->dst_offset)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "copy_slice: dst_offset + len expected <= %llu (dst elements), given %llu + %llu",
+                     "copy_slice: arguments 'dst_offset'/'len': expected dst_offset + len <= %llu (dst elements), given %llu + %llu",
                      (unsigned long long)a->dst->count, (unsigned long long)a->dst_offset,
                      (unsigned long long)a->len);
   if (a->src == a->dst && a->len > 0 && a->src_offset < a->dst_offset + a->len &&
       a->dst_offset < a->src_offset + a->len)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "copy_slice: src and dst are the same buffer and the ranges overlap");
+                     "copy_slice: arguments 'src'/'dst': expected non-overlapping ranges, given the same buffer with overlapping ranges");
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
@@ -464,7 +469,7 @@ static ferrum_status check_new_context(const ferrum_new_context_args* a, char* e
   CHECK_OUT("new_context", "context", a->context);
   if (a->device_ordinal != 0)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "new_context: device_ordinal expected 0 (1 device), given %llu",
+                     "new_context: argument 'device_ordinal': expected 0 (1 device), given %llu",
                      (unsigned long long)a->device_ordinal);
   if (a->activation_dtype != 0 && a->activation_dtype != FERRUM_DTYPE_F32) {
     if (is_float_dtype(a->activation_dtype))
@@ -472,7 +477,7 @@ static ferrum_status check_new_context(const ferrum_new_context_args* a, char* e
                        "new_context: activation_dtype %s is not supported by the C example (F32 only)",
                        dtype_name(a->activation_dtype));
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "new_context: activation_dtype expected 0, F32, F16 or BF16, given %d",
+                     "new_context: argument 'activation_dtype': expected 0, F32, F16 or BF16, given %d",
                      (int)a->activation_dtype);
   }
   return FERRUM_STATUS_OK;
@@ -500,7 +505,7 @@ static ferrum_status cex_context_destroy(ferrum_context* unused, const ferrum_co
   if (!a->context) return FERRUM_STATUS_OK; /* NULL-safe */
   if (!valid_context(a->context))
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "context_destroy: context expected a context of this plugin, given an unknown handle");
+                     "context_destroy: argument 'context': expected a context of this plugin, given an unknown handle");
   a->context->magic = 0;
   free(a->context);
   return FERRUM_STATUS_OK;
@@ -537,39 +542,39 @@ static ferrum_status check_binary(const char* op, ferrum_context* ctx, const fer
                                   const char* src_name, uint64_t len, char* e) {
   if (!valid_context(ctx))
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "%s: ctx expected a context of this plugin, given %s", op,
+                     "%s: argument 'ctx': expected a context of this plugin, given %s", op,
                      ctx ? "an unknown handle" : "NULL");
   if (len == 0) {
     /* Zero work: validate dtypes of non-NULL handles only. */
     if (dst && valid_buffer(dst) && dst->dtype != FERRUM_DTYPE_F32 && !is_float_dtype(dst->dtype))
       return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                       "%s: %s expected an act dtype (F32, F16, BF16), given %s", op, dst_name,
+                       "%s: argument '%s': expected an act dtype (F32, F16, BF16), given %s", op, dst_name,
                        dtype_name(dst->dtype));
     return FERRUM_STATUS_OK;
   }
   if (!valid_buffer(dst))
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "%s: %s expected a buffer of this plugin, given %s", op, dst_name,
+                     "%s: argument '%s': expected a buffer of this plugin, given %s", op, dst_name,
                      dst ? "an unknown handle" : "NULL");
   if (!valid_buffer(src))
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "%s: %s expected a buffer of this plugin, given %s", op, src_name,
+                     "%s: argument '%s': expected a buffer of this plugin, given %s", op, src_name,
                      src ? "an unknown handle" : "NULL");
   if (!is_float_dtype(dst->dtype))
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "%s: %s expected an act dtype (F32, F16, BF16), given %s", op, dst_name,
+                     "%s: argument '%s': expected an act dtype (F32, F16, BF16), given %s", op, dst_name,
                      dtype_name(dst->dtype));
   if (src->dtype != dst->dtype)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "%s: %s dtype expected %s (the dtype of %s), given %s", op, src_name,
+                     "%s: argument '%s': expected dtype %s (the dtype of %s), given %s", op, src_name,
                      dtype_name(dst->dtype), dst_name, dtype_name(src->dtype));
   if (len > dst->count)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "%s: %s expected >= %llu elements (len), given %llu", op, dst_name,
+                     "%s: argument '%s': expected >= %llu elements (len), given %llu", op, dst_name,
                      (unsigned long long)len, (unsigned long long)dst->count);
   if (len > src->count)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "%s: %s expected >= %llu elements (len), given %llu", op, src_name,
+                     "%s: argument '%s': expected >= %llu elements (len), given %llu", op, src_name,
                      (unsigned long long)len, (unsigned long long)src->count);
   if (dst->dtype != FERRUM_DTYPE_F32)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_UNSUPPORTED,
@@ -600,11 +605,11 @@ static ferrum_status check_scaled_add_inplace(ferrum_context* ctx,
   CHECK_ARGS("scaled_add_inplace", a, FERRUM_SCALED_ADD_INPLACE_ARGS_SIZE_V1_0);
   if (!(a->scale - a->scale == 0.0f)) /* NaN or inf, without C99 isfinite on float */
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "scaled_add_inplace: scale expected a finite value, given %g", (double)a->scale);
+                     "scaled_add_inplace: argument 'scale': expected a finite value, given %g", (double)a->scale);
   st = check_binary("scaled_add_inplace", ctx, a->dst, "dst", a->src, "src", a->len, e);
   if (st == FERRUM_STATUS_OK && a->len > 0 && a->dst == a->src)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "scaled_add_inplace: dst and src expected different buffers, given the same handle");
+                     "scaled_add_inplace: arguments 'dst'/'src': expected different buffers, given the same handle");
   return st;
 }
 static ferrum_status cex_scaled_add_inplace(ferrum_context* ctx, const ferrum_scaled_add_inplace_args* a) {
@@ -653,7 +658,7 @@ static ferrum_status cex_query_support(ferrum_context* ctx, int32_t op, const vo
     default:
       if (op < 1 || op > FERRUM_OP_COUNT_V1_0)
         st = fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                       "query_support: op expected 1..%d, given %d", FERRUM_OP_COUNT_V1_0, (int)op);
+                       "query_support: argument 'op': expected 1..%d, given %d", FERRUM_OP_COUNT_V1_0, (int)op);
       else
         st = fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_UNSUPPORTED,
                        "op %d is not implemented by the C example plugin", (int)op);

@@ -466,14 +466,14 @@ TEST_CASE("C example: loads, add_inplace and scaled_add_inplace give the right n
     ferrum_add_inplace_args bad{sizeof(ferrum_add_inplace_args), r, x, 6};
     CHECK(api->dense->add_inplace(ctx, &bad) == FERRUM_STATUS_INVALID_ARGUMENT);
     CHECK(ferrum::last_plugin_error(*b.library, ctx) ==
-          "add_inplace: residual expected >= 6 elements (len), given 5");
+          "add_inplace: argument 'residual': expected >= 6 elements (len), given 5");
     ferrum_add_inplace_args small{8, r, x, 5};
     CHECK(api->dense->add_inplace(ctx, &small) == FERRUM_STATUS_INVALID_ARGUMENT);
     CHECK(ferrum::last_plugin_error(*b.library, ctx) ==
-          "add_inplace: args->struct_size expected >= 32, given 8");
+          "add_inplace: argument 'args->struct_size': expected >= 32, given 8");
     ferrum_add_inplace_args nul{sizeof(ferrum_add_inplace_args), r, nullptr, 5};
     CHECK(api->dense->add_inplace(ctx, &nul) == FERRUM_STATUS_INVALID_ARGUMENT);
-    CHECK_THAT(ferrum::last_plugin_error(*b.library, ctx), Contains("x expected a buffer"));
+    CHECK_THAT(ferrum::last_plugin_error(*b.library, ctx), Contains("argument 'x': expected a buffer"));
   }
   SECTION("other dtypes are UNSUPPORTED with a reason, also through query_support") {
     const uint16_t h[3] = {0x3c00, 0x4000, 0x4200};

@@ -119,8 +119,13 @@ ferrum_status load_gptq(ferrum_context* ctx, const ferrum_load_gptq_args* a) {
 ferrum_status load_gptq_stacked(ferrum_context* ctx, const ferrum_load_gptq_stacked_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_load_gptq_stacked_args& a, bool dry) -> Status {
     const char* op = "load_gptq_stacked";
-    if (a.num_experts == 0)
-      return invalid("load_gptq_stacked: argument 'num_experts': expected > 0, given 0");
+    // num_experts is the length of four host arrays the plugin cannot measure: bound it before
+    // the first element is read, so a wrapped or garbage count is refused instead of walking
+    // far past the caller's arrays (a count within the bound is the caller's word).
+    constexpr uint64_t kMaxExperts = uint64_t{1} << 16;
+    if (a.num_experts == 0 || a.num_experts > kMaxExperts)
+      return invalid(plugin::format("load_gptq_stacked: argument 'num_experts': expected 1..%llu, given %llu",
+                                    (unsigned long long)kMaxExperts, (unsigned long long)a.num_experts));
     const GptqShape s{a.bits, a.group_size, a.k, a.n_per_expert, a.scales_dtype, a.act_dtype};
     Status st = check_shape(op, "n_per_expert", s);
     for (uint64_t e = 0; st.ok() && e < a.num_experts; ++e)
