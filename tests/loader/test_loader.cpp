@@ -525,7 +525,7 @@ TEST_CASE("C example: loads, add_inplace and scaled_add_inplace give the right n
     ferrum_read_typed_args wrong{sizeof(ferrum_read_typed_args), ib, FERRUM_DTYPE_F32, 0, 4, back};
     CHECK(api->memory->read_typed(ctx, &wrong) == FERRUM_STATUS_INVALID_ARGUMENT);
     CHECK(ferrum::last_plugin_error(*b.library, ctx) ==
-          "read_typed: dtype expected I32 (src's dtype), given F32");
+          "read_typed: argument 'dtype': expected I32 (src's dtype), given F32");
     ferrum_buffer_release_args rel{sizeof(ferrum_buffer_release_args), ib};
     CHECK(api->memory->buffer_release(nullptr, &rel) == FERRUM_STATUS_OK);
   }
