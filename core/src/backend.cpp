@@ -148,6 +148,11 @@ bool Backend::supports(Op op) const noexcept {
   return common::find_slot(api_, id) != nullptr || detail::kFacadeDefault[id];
 }
 
+bool Backend::facade_composes(Op op) noexcept {
+  const int32_t id = static_cast<int32_t>(op);
+  return id >= 1 && id <= kOpCount && detail::kFacadeDefault[id];
+}
+
 std::vector<OpSupport> Backend::support_matrix() const noexcept {
   std::vector<OpSupport> rows;
   try {

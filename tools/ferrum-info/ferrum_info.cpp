@@ -26,6 +26,7 @@
 
 #include <ferrum/common/op_info_gen.hpp>
 #include <ferrum/error.hpp>
+#include <ferrum/backend.hpp>
 #include <ferrum/loader.hpp>
 
 #include "ferrum_tool_cli.hpp"
@@ -416,6 +417,11 @@ int main(int argc, char** argv) {
     if (json) {
       ordered_json root;
       root["plugins"] = plugins;
+      // The ops the facade composes when a slot is NULL (the same for every plugin).
+      ordered_json composed = ordered_json::array();
+      for (const auto& op : ferrum::common::kOps)
+        if (ferrum::Backend::facade_composes(static_cast<ferrum::Op>(op.id))) composed.push_back(std::string(op.name));
+      root["facade_composes"] = composed;
       std::cout << root.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";
     } else {
       print_human(plugins, dirs, isolate);

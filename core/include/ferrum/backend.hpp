@@ -56,6 +56,9 @@ class FERRUM_API Backend {
   bool supports(Op op) const noexcept;
   // One row per op of the ABI, in op-id order.
   std::vector<OpSupport> support_matrix() const noexcept;
+  // Whether the facade composes `op` from other ops when a plugin's slot is NULL (the same for
+  // every plugin; a NULL slot of any other op is reported as unsupported).
+  static bool facade_composes(Op op) noexcept;
 
   // A new context on `device` (default: the enclosing with_device_ordinal scope, else
   // selected_device()) with default activation dtype `activation` (invalid: the plugin's).
