@@ -72,7 +72,7 @@ class Checker {
     uint64_t count = 0;
     if (!acc_.info(h, dt, count)) {
       fail(std::string("argument '") + name +
-           "': expected a live buffer of this plugin, given an unknown or released handle");
+           "': expected a live buffer of this plugin, given a released or foreign buffer handle");
       return;
     }
     if (!dtype_ok(name, cls, exact, dt)) return;
