@@ -12,19 +12,13 @@
 
 #include <ferrum/ferrum.hpp>
 
+#include "seeded.hpp"
+
 using ferrum::Backend, ferrum::Buffer, ferrum::Context, ferrum::Dtype;
 using ferrum::Error, ferrum::ErrorCode;
 using Catch::Matchers::Contains;
 
 namespace {
-
-std::vector<float> seeded(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 // The plugin's detail message of the last failed [no ctx] call on this thread.
 std::string detail(const ferrum_plugin_api* api, ferrum_context* ctx = nullptr) {
