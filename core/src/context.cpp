@@ -205,7 +205,15 @@ std::optional<uint64_t> current_device_scope() noexcept { return t_device_scope;
 
 Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx) {
   // Staged through host memory (DESIGN §1.8): a bit copy, so any dtype travels unchanged.
-  std::vector<unsigned char> host(src.size_bytes());
+  const uint64_t es = element_size(src.dtype());
+  std::vector<unsigned char> host;
+  if (es != 0 && src.count() > std::vector<unsigned char>().max_size() / es)
+    src_ctx.fail_host_alloc(Op::read_typed, "src", src.count(), es);
+  try {
+    host.resize(static_cast<size_t>(src.count() * es));
+  } catch (const std::bad_alloc&) {
+    src_ctx.fail_host_alloc(Op::read_typed, "src", src.count(), es);
+  }
   src_ctx.read_typed(src, src.dtype(), src.count(), host.data());
   return dst_ctx.from_slice_typed(src.dtype(), host.data(), src.count());
 }

@@ -179,3 +179,39 @@ TEST_CASE("facade: a Buffer whose handle was released behind its back is refused
   CHECK(ctx.to_vec(good, 4) == seeded(4, 8));
   // victim's destructor releases the handle once more: refused (logged), nothing freed twice.
 }
+
+TEST_CASE("facade: result lengths beyond the buffer are an Error before host memory is sized",
+          "[facade][handles][lengths]") {
+  Backend cpu = Backend::load("cpu");
+  Context ctx = cpu.create_context({}, Dtype::f32);
+  Buffer buf = ctx.from_slice(seeded(4, 10));
+  // Each of these lengths would make std::vector throw std::length_error or std::bad_alloc if
+  // it were allocated before the check.
+  for (uint64_t len : {uint64_t{5}, uint64_t{1} << 40, uint64_t{1} << 62, UINT64_MAX}) {
+    INFO("len " << len);
+    try {
+      (void)ctx.to_vec(buf, len);
+      FAIL("expected an Error");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::invalid_argument);
+      CHECK_THAT(e.what(), Contains("to_vec") && Contains("argument 'len'") &&
+                               Contains("expected at most 4 (the buffer's element count)"));
+    }
+    try {
+      (void)ctx.read_typed<float>(buf, len);
+      FAIL("expected an Error");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::invalid_argument);
+      CHECK_THAT(e.what(), Contains("read_typed") && Contains("argument 'len'"));
+    }
+  }
+  // argmax_rows_f16: m rows of the logits shape are checked before the [m] result exists.
+  try {
+    (void)ctx.argmax_rows_f16(buf, uint64_t{1} << 62, 2);
+    FAIL("expected an Error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::invalid_argument);
+    CHECK_THAT(e.what(), Contains("argmax_rows_f16") && Contains("argument 'logits'"));
+  }
+  CHECK(ctx.to_vec(buf, 4) == seeded(4, 10));
+}

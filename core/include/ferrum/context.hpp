@@ -89,6 +89,7 @@ class FERRUM_API Context {
  private:
   friend class Backend;
   friend struct detail::ContextAccess;
+  friend FERRUM_API Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx);
   Context(ferrum_context* ctx, std::shared_ptr<PluginLibrary> library, uint64_t device,
           Dtype requested);
 

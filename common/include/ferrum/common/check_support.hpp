@@ -150,7 +150,7 @@ class Checker {
   CheckError& err_;
   const char* op_;
   int32_t act_ = 0, x_ = 0, tab_ = 0;
-  std::string act_from_;
+  const char* act_from_ = "";  // an argument name: a string literal of the generated checks
 };
 
 }  // namespace ferrum::common
