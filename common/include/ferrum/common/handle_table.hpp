@@ -20,6 +20,10 @@
 // kViews × kQuarantine (16384) allocations after the release. Within that window every misuse
 // is reported; the price is at most kQuarantine idle slots (about 0.5 MiB for buffers).
 //
+// Unload. free_if_unused() gives the chunks back when no object is live (the plugins call it
+// when their library is unloaded or the process exits); with live objects left it frees
+// nothing, so a late release still finds valid memory.
+//
 // Threads. find() is lock-free (atomic acquire loads only). acquire() and release() take a
 // mutex; release() succeeds for exactly one of several concurrent releases of one handle.
 #pragma once
@@ -44,7 +48,7 @@ class HandleTable {
   HandleTable() = default;
   HandleTable(const HandleTable&) = delete;
   HandleTable& operator=(const HandleTable&) = delete;
-  ~HandleTable() = default;  // chunks are intentionally never freed (see above)
+  ~HandleTable() = default;  // chunks are freed only by free_if_unused (see above)
 
   // The live object behind `handle`, or nullptr (NULL, released, foreign or garbage).
   // Never reads memory the table does not own.
@@ -67,7 +71,20 @@ class HandleTable {
     obj->~T();
     ::new (static_cast<void*>(obj)) T();
     s->live.store(view + 1, std::memory_order_release);
+    ++nlive_;
     return obj;
+  }
+
+  // Frees every chunk when no object is live (see "Unload"); false when some are.
+  bool free_if_unused() noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (nlive_) return false;
+    const uint32_t n = nchunks_.exchange(0, std::memory_order_acq_rel);
+    for (uint32_t i = 0; i < n; ++i) delete[] chunks_[i].exchange(nullptr, std::memory_order_acq_rel);
+    used_in_last_ = 0;
+    free_head_ = free_tail_ = nullptr;
+    nfree_ = 0;
+    return true;
   }
 
   // Marks `handle` released (its slot's generation moves on). False when it was not live (a
@@ -83,6 +100,7 @@ class HandleTable {
     if (free_tail_) free_tail_->next_free = s; else free_head_ = s;
     free_tail_ = s;
     ++nfree_;
+    --nlive_;
     return true;
   }
 
@@ -148,6 +166,7 @@ class HandleTable {
   Slot* free_head_ = nullptr;  // guarded by mu_
   Slot* free_tail_ = nullptr;
   uint64_t nfree_ = 0;         // guarded by mu_
+  uint64_t nlive_ = 0;         // guarded by mu_
 };
 
 }  // namespace ferrum::common

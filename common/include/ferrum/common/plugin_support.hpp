@@ -134,12 +134,18 @@ ferrum_status guard(ContextBase* ctx, const char* what, F&& fn) noexcept {
 }
 
 // ---- buffers -------------------------------------------------------------------------------
-// The plugin's table of live buffers (one per plugin library; never destroyed, so a release
-// during static destruction or after unload still finds it).
+// The plugin's table of live buffers (one per plugin library). The table object is never
+// destroyed, so a release during static destruction still finds it; its chunks are given back
+// when the library is unloaded (or the process exits) with no buffer live.
 inline ferrum::common::HandleTable<ferrum_buffer>& buffer_table() {
-  static auto* table = new ferrum::common::HandleTable<ferrum_buffer>;
+  using Table = ferrum::common::HandleTable<ferrum_buffer>;
+  alignas(Table) static unsigned char storage[sizeof(Table)];
+  static Table* table = ::new (static_cast<void*>(storage)) Table;
   return *table;
 }
+inline const struct BufferTableReaper {
+  ~BufferTableReaper() { buffer_table().free_if_unused(); }
+} buffer_table_reaper{};
 
 // A live buffer of this plugin (false for NULL, released, foreign and garbage handles; the handle
 // itself is never dereferenced to find out).
