@@ -1,10 +1,11 @@
 // A table of plugin objects whose opaque handles can be checked without touching freed memory:
 // a released handle, a double release, a handle of another plugin or a garbage pointer is
-// recognised by address arithmetic and atomic loads on memory the table never frees.
+// recognised by address arithmetic and atomic loads on memory the table does not free while
+// any object is live.
 //
 // Layout. Objects live in slots; slots live in chunks that are allocated on demand (chunk i holds
-// kFirstChunkSlots << i slots, at most kMaxChunks chunks) and never freed, not even when the
-// plugin is unloaded (a handle used after that cannot reach the plugin's code anyway). A slot
+// kFirstChunkSlots << i slots, at most kMaxChunks chunks) and are not freed while the plugin is
+// in use (released slots are kept and reused, never returned to the heap). A slot
 // holds kViews copies ("views") of the object side by side plus an atomic generation; the
 // handle of generation g is the address of view g % kViews. So the handle itself encodes the
 // slot (which chunk, which slot) and the generation (modulo kViews), and plugin code can keep
