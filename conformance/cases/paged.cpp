@@ -313,6 +313,9 @@ std::string writer_name(const WriterShape& w) {
 struct Tables {
   vec cos, sin, qw, kw;
   Buffer bcos, bsin, bqw, bkw;
+  // The norm weights as op arguments: only mode 1 reads them (the others refuse non-NULL).
+  const Buffer* qn(int32_t mode) const { return mode == 1 ? &bqw : nullptr; }
+  const Buffer* kn(int32_t mode) const { return mode == 1 ? &bkw : nullptr; }
 };
 
 Tables make_tables(Run& run, uint64_t rows, uint64_t D) {
@@ -342,11 +345,11 @@ void run_writer_varlen(Run& run, const WriterShape& w, PagedLayout layout) {
   Buffer q_out = run.output(st.M * w.qh * w.D);
   const bool vllm = layout == PagedLayout::vllm;
   if (vllm)
-    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen_vllm(bqkv, &tb.bqw, &tb.bkw, &tb.bcos, &tb.bsin, q_out, kp, vp, cu,
+    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen_vllm(bqkv, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, q_out, kp, vp, cu,
                                                              offs, bt, st.S, st.M, w.qh, w.kvh, w.D, 1e-6f, w.mode, w.bs,
                                                              st.mbps);
   else
-    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen(bqkv, &tb.bqw, &tb.bkw, &tb.bcos, &tb.bsin, q_out, kp, vp, cu, offs,
+    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen(bqkv, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, q_out, kp, vp, cu, offs,
                                                         bt, st.S, st.M, w.qh, w.kvh, w.D, 1e-6f, w.mode, w.bs, st.mbps);
   vec rq(st.M * w.qh * w.D, 0.0), rk = st.k_pool, rv = st.v_pool;
   fr::split_qkv_norm_rope_into_paged_cache_varlen(qkv, tb.qw, tb.kw, tb.cos, tb.sin, rq, rk, rv, st.cu, st.pos,
@@ -392,11 +395,11 @@ void run_writer_single(Run& run, const WriterShape& w, PagedLayout layout) {
   Buffer q_out = run.output(q_lead + T * w.qh * w.D);
   const bool vllm = layout == PagedLayout::vllm;
   if (vllm)
-    run.ctx.split_qkv_norm_rope_into_paged_cache_vllm(&bqkv, lead * Wd * es, &tb.bqw, &tb.bkw, &tb.bcos, &tb.bsin, &q_out,
+    run.ctx.split_qkv_norm_rope_into_paged_cache_vllm(&bqkv, lead * Wd * es, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, &q_out,
                                                       q_lead * es, kp, vp, bt, T, w.qh, w.kvh, w.D, cache_len, 1e-6f,
                                                       w.mode, cache_len, w.bs, st.mbps);
   else
-    run.ctx.split_qkv_norm_rope_into_paged_cache(&bqkv, lead * Wd * es, &tb.bqw, &tb.bkw, &tb.bcos, &tb.bsin, &q_out,
+    run.ctx.split_qkv_norm_rope_into_paged_cache(&bqkv, lead * Wd * es, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, &q_out,
                                                  q_lead * es, kp, vp, bt, T, w.qh, w.kvh, w.D, cache_len, 1e-6f, w.mode,
                                                  cache_len, w.bs, st.mbps);
   vec rq(q_lead + T * w.qh * w.D, 0.0), rk = st.k_pool, rv = st.v_pool;

@@ -129,11 +129,28 @@ void Context::fail_span_sizes(Op op, const char* first, const char* second) cons
                        why.c_str());
 }
 
+void Context::check_len(Op op, const char* arg, uint64_t len, const Buffer& buf) const {
+  if (len <= buf.count()) return;
+  const std::string why = std::string("argument '") + arg + "': expected at most " +
+                          std::to_string(buf.count()) + " (the buffer's element count), given " +
+                          std::to_string(len);
+  detail::throw_status(FERRUM_STATUS_INVALID_ARGUMENT, op_name(op), {library_.get(), api_, ctx_},
+                       why.c_str());
+}
+
+void Context::fail_host_alloc(Op op, const char* arg, uint64_t n, uint64_t elem_size) const {
+  const std::string why = std::string("argument '") + arg + "': " + std::to_string(n) +
+                          " elements of " + std::to_string(elem_size) +
+                          " bytes do not fit in host memory (the result could not be allocated)";
+  detail::throw_status(FERRUM_STATUS_OUT_OF_MEMORY, op_name(op), {library_.get(), api_, ctx_},
+                       why.c_str());
+}
+
 Buffer Context::adopt(ferrum_buffer* handle) const {
   if (!handle)
     detail::check(FERRUM_STATUS_INTERNAL, "buffer", {library_.get(), api_, ctx_},
                   "the plugin returned OK without a buffer");
-  return Buffer(handle, library_);
+  return Buffer(handle, library_, device_);
 }
 
 Timer Context::adopt(ferrum_timer* handle) const {
@@ -154,7 +171,7 @@ KvCacheQuant Context::adopt(ferrum_kv_cache_quant& c) const {
   KvCacheQuant r;
   // Adopt every handle first (so all are released if one is bad), then check them.
   auto own = [&](ferrum_buffer*& h, Buffer& into) {
-    if (h) into = Buffer(std::exchange(h, nullptr), library_);
+    if (h) into = Buffer(std::exchange(h, nullptr), library_, device_);
   };
   own(c.k, r.k);
   own(c.v, r.v);
@@ -188,7 +205,15 @@ std::optional<uint64_t> current_device_scope() noexcept { return t_device_scope;
 
 Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx) {
   // Staged through host memory (DESIGN §1.8): a bit copy, so any dtype travels unchanged.
-  std::vector<unsigned char> host(src.size_bytes());
+  const uint64_t es = element_size(src.dtype());
+  std::vector<unsigned char> host;
+  if (es != 0 && src.count() > std::vector<unsigned char>().max_size() / es)
+    src_ctx.fail_host_alloc(Op::read_typed, "src", src.count(), es);
+  try {
+    host.resize(static_cast<size_t>(src.count() * es));
+  } catch (const std::bad_alloc&) {
+    src_ctx.fail_host_alloc(Op::read_typed, "src", src.count(), es);
+  }
   src_ctx.read_typed(src, src.dtype(), src.count(), host.data());
   return dst_ctx.from_slice_typed(src.dtype(), host.data(), src.count());
 }

@@ -67,7 +67,7 @@ void Context::write_typed(Buffer& dst, Dtype dtype, const void* data, uint64_t d
   a_.dtype = static_cast<int32_t>(dtype);
   a_.data = data;
   a_.data_len = data_len;
-  invoke(a_);
+  invoke(a_, {&dst});
 }
 
 void Context::read_typed(const Buffer& src, Dtype dtype, uint64_t len, void* data) {
@@ -77,17 +77,20 @@ void Context::read_typed(const Buffer& src, Dtype dtype, uint64_t len, void* dat
   a_.dtype = static_cast<int32_t>(dtype);
   a_.len = len;
   a_.data = data;
-  invoke(a_);
+  invoke(a_, {&src});
 }
 
 std::vector<float> Context::to_vec(const Buffer& buf, uint64_t len) {
-  std::vector<float> r_(static_cast<size_t>(len));
   ferrum_to_vec_args a_{};
   a_.struct_size = sizeof a_;
   a_.buf = buf.get();
   a_.len = len;
+  a_.out = detail::probe_ptr<float>();  // checked first, sized after
+  check(a_, {&buf});
+  check_len(Op::to_vec, "len", len, buf);
+  std::vector<float> r_ = host_vector<float>(Op::to_vec, "len", len);
   a_.out = r_.data();
-  invoke(a_);
+  invoke(a_, {&buf});
   return r_;
 }
 
@@ -97,7 +100,7 @@ void Context::write_f32_to_activation(Buffer& dst, std::span<const float> data) 
   a_.dst = dst.get();
   a_.data = data.data();
   a_.data_len = data.size();
-  invoke(a_);
+  invoke(a_, {&dst});
 }
 
 void Context::zero_buffer(Buffer& buf, uint64_t len) {
@@ -105,7 +108,7 @@ void Context::zero_buffer(Buffer& buf, uint64_t len) {
   a_.struct_size = sizeof a_;
   a_.buf = buf.get();
   a_.len = len;
-  invoke(a_);
+  invoke(a_, {&buf});
 }
 
 void Context::copy_slice(const Buffer& src, uint64_t src_offset, Buffer& dst, uint64_t dst_offset, uint64_t len) {
@@ -116,7 +119,7 @@ void Context::copy_slice(const Buffer& src, uint64_t src_offset, Buffer& dst, ui
   a_.dst = dst.get();
   a_.dst_offset = dst_offset;
   a_.len = len;
-  invoke(a_);
+  invoke(a_, {&src, &dst});
 }
 
 void Context::sync() {
@@ -185,7 +188,7 @@ void Context::gemm(const Buffer& a, const Buffer& b, Buffer& out, uint64_t m, ui
   a_.m = m;
   a_.n = n;
   a_.k = k;
-  invoke(a_);
+  invoke(a_, {&a, &b, &out});
 }
 
 void Context::rms_norm(const Buffer& x, const Buffer& w, float eps, Buffer& out, uint64_t tokens, uint64_t dim) {
@@ -197,7 +200,7 @@ void Context::rms_norm(const Buffer& x, const Buffer& w, float eps, Buffer& out,
   a_.out = out.get();
   a_.tokens = tokens;
   a_.dim = dim;
-  invoke(a_);
+  invoke(a_, {&x, &w, &out});
 }
 
 void Context::fused_add_rms_norm(Buffer& residual, const Buffer& x, const Buffer& w, float eps, Buffer& out, uint64_t tokens, uint64_t dim) {
@@ -210,7 +213,7 @@ void Context::fused_add_rms_norm(Buffer& residual, const Buffer& x, const Buffer
   a_.out = out.get();
   a_.tokens = tokens;
   a_.dim = dim;
-  invoke(a_);
+  invoke(a_, {&residual, &x, &w, &out});
 }
 
 void Context::layer_norm(const Buffer& x, const Buffer& gamma, const Buffer& beta, float eps, Buffer& out, uint64_t tokens, uint64_t dim) {
@@ -223,7 +226,7 @@ void Context::layer_norm(const Buffer& x, const Buffer& gamma, const Buffer& bet
   a_.out = out.get();
   a_.tokens = tokens;
   a_.dim = dim;
-  invoke(a_);
+  invoke(a_, {&x, &gamma, &beta, &out});
 }
 
 void Context::gelu(const Buffer& x, Buffer& out, uint64_t len) {
@@ -232,7 +235,7 @@ void Context::gelu(const Buffer& x, Buffer& out, uint64_t len) {
   a_.x = x.get();
   a_.out = out.get();
   a_.len = len;
-  invoke(a_);
+  invoke(a_, {&x, &out});
 }
 
 void Context::add_inplace(Buffer& residual, const Buffer& x, uint64_t len) {
@@ -241,7 +244,7 @@ void Context::add_inplace(Buffer& residual, const Buffer& x, uint64_t len) {
   a_.residual = residual.get();
   a_.x = x.get();
   a_.len = len;
-  invoke(a_);
+  invoke(a_, {&residual, &x});
 }
 
 void Context::scaled_add_inplace(Buffer& dst, const Buffer& src, float scale, uint64_t len) {
@@ -251,7 +254,7 @@ void Context::scaled_add_inplace(Buffer& dst, const Buffer& src, float scale, ui
   a_.src = src.get();
   a_.scale = scale;
   a_.len = len;
-  invoke(a_);
+  invoke(a_, {&dst, &src});
 }
 
 void Context::add_bias(Buffer& data, const Buffer& bias, uint64_t rows, uint64_t cols) {
@@ -261,7 +264,7 @@ void Context::add_bias(Buffer& data, const Buffer& bias, uint64_t rows, uint64_t
   a_.bias = bias.get();
   a_.rows = rows;
   a_.cols = cols;
-  invoke(a_);
+  invoke(a_, {&data, &bias});
 }
 
 void Context::split_qkv(const Buffer& qkv, Buffer& q, Buffer& k, Buffer& v, uint64_t tokens, uint64_t q_dim, uint64_t kv_dim) {
@@ -274,7 +277,7 @@ void Context::split_qkv(const Buffer& qkv, Buffer& q, Buffer& k, Buffer& v, uint
   a_.tokens = tokens;
   a_.q_dim = q_dim;
   a_.kv_dim = kv_dim;
-  invoke(a_);
+  invoke(a_, {&qkv, &q, &k, &v});
 }
 
 void Context::fused_silu_mul_split(const Buffer& gate_up, Buffer& out, uint64_t tokens, uint64_t im) {
@@ -284,7 +287,7 @@ void Context::fused_silu_mul_split(const Buffer& gate_up, Buffer& out, uint64_t 
   a_.out = out.get();
   a_.tokens = tokens;
   a_.im = im;
-  invoke(a_);
+  invoke(a_, {&gate_up, &out});
 }
 
 void Context::fused_silu_mul_split_strided(const Buffer& gate_up, uint64_t in_row_offset, Buffer& out, uint64_t out_row_offset, uint64_t tokens, uint64_t intermediate) {
@@ -296,7 +299,7 @@ void Context::fused_silu_mul_split_strided(const Buffer& gate_up, uint64_t in_ro
   a_.out_row_offset = out_row_offset;
   a_.tokens = tokens;
   a_.intermediate = intermediate;
-  invoke(a_);
+  invoke(a_, {&gate_up, &out});
 }
 
 void Context::embedding_lookup(const Buffer& table, std::span<const uint32_t> ids, Buffer& out, uint64_t dim) {
@@ -307,7 +310,7 @@ void Context::embedding_lookup(const Buffer& table, std::span<const uint32_t> id
   a_.ids_len = ids.size();
   a_.out = out.get();
   a_.dim = dim;
-  invoke(a_);
+  invoke(a_, {&table, &out});
 }
 
 void Context::embedding_lookup_dev(const Buffer& table, const Buffer& ids, Buffer& out, uint64_t batch, uint64_t dim) {
@@ -318,7 +321,7 @@ void Context::embedding_lookup_dev(const Buffer& table, const Buffer& ids, Buffe
   a_.out = out.get();
   a_.batch = batch;
   a_.dim = dim;
-  invoke(a_);
+  invoke(a_, {&table, &ids, &out});
 }
 
 void Context::transpose_head_to_token(const Buffer& src, Buffer& dst, uint64_t tokens, uint64_t heads, uint64_t dim) {
@@ -329,7 +332,7 @@ void Context::transpose_head_to_token(const Buffer& src, Buffer& dst, uint64_t t
   a_.tokens = tokens;
   a_.heads = heads;
   a_.dim = dim;
-  invoke(a_);
+  invoke(a_, {&src, &dst});
 }
 
 void Context::transpose_token_to_head(const Buffer& src, Buffer& dst, uint64_t tokens, uint64_t heads, uint64_t dim) {
@@ -340,18 +343,20 @@ void Context::transpose_token_to_head(const Buffer& src, Buffer& dst, uint64_t t
   a_.tokens = tokens;
   a_.heads = heads;
   a_.dim = dim;
-  invoke(a_);
+  invoke(a_, {&src, &dst});
 }
 
 std::vector<uint32_t> Context::argmax_rows_f16(const Buffer& logits, uint64_t m, uint64_t n) {
-  std::vector<uint32_t> r_(static_cast<size_t>(m));
   ferrum_argmax_rows_f16_args a_{};
   a_.struct_size = sizeof a_;
   a_.logits = logits.get();
   a_.m = m;
   a_.n = n;
+  a_.out = detail::probe_ptr<uint32_t>();  // checked first, sized after
+  check(a_, {&logits});
+  std::vector<uint32_t> r_ = host_vector<uint32_t>(Op::argmax_rows_f16, "m", m);
   a_.out = r_.data();
-  invoke(a_);
+  invoke(a_, {&logits});
   return r_;
 }
 
@@ -369,7 +374,12 @@ void Context::qk_norm_rope(const Buffer& input, const Buffer* norm_w, const Buff
   a_.pos_offset = pos_offset;
   a_.eps = eps;
   a_.mode = mode;
-  invoke(a_);
+  invoke(a_, {&input, norm_w, cos, sin, &output});
+}
+
+void Context::qk_norm_rope(const Buffer& input, const Buffer* norm_w, const RopeTables& rope, Buffer& output, uint64_t tokens, uint64_t heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode mode) {
+  check_rope(Op::qk_norm_rope, rope, head_dim, mode);
+  return qk_norm_rope(input, norm_w, rope.cos_ptr(), rope.sin_ptr(), output, tokens, heads, head_dim, pos_offset, eps, static_cast<int32_t>(mode));
 }
 
 void Context::qk_norm_rope_batched_per_item(const Buffer& input, const Buffer* norm_w, const Buffer* cos, const Buffer* sin, Buffer& output, const Buffer& positions, uint64_t m, uint64_t heads, uint64_t head_dim, float eps, int32_t mode) {
@@ -386,7 +396,12 @@ void Context::qk_norm_rope_batched_per_item(const Buffer& input, const Buffer* n
   a_.head_dim = head_dim;
   a_.eps = eps;
   a_.mode = mode;
-  invoke(a_);
+  invoke(a_, {&input, norm_w, cos, sin, &output, &positions});
+}
+
+void Context::qk_norm_rope_batched_per_item(const Buffer& input, const Buffer* norm_w, const RopeTables& rope, Buffer& output, const Buffer& positions, uint64_t m, uint64_t heads, uint64_t head_dim, float eps, QkMode mode) {
+  check_rope(Op::qk_norm_rope_batched_per_item, rope, head_dim, mode);
+  return qk_norm_rope_batched_per_item(input, norm_w, rope.cos_ptr(), rope.sin_ptr(), output, positions, m, heads, head_dim, eps, static_cast<int32_t>(mode));
 }
 
 void Context::split_qkv_norm_rope(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& k_out, Buffer& v_out, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode) {
@@ -407,7 +422,12 @@ void Context::split_qkv_norm_rope(const Buffer& qkv, const Buffer* q_norm_w, con
   a_.pos_offset = pos_offset;
   a_.eps = eps;
   a_.qk_mode = qk_mode;
-  invoke(a_);
+  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &k_out, &v_out});
+}
+
+void Context::split_qkv_norm_rope(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& k_out, Buffer& v_out, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode) {
+  check_rope(Op::split_qkv_norm_rope, rope, head_dim, qk_mode);
+  return split_qkv_norm_rope(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, k_out, v_out, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode));
 }
 
 void Context::split_qkv_norm_rope_into_cache(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode, uint64_t cache_len, uint64_t cache_capacity) {
@@ -430,7 +450,12 @@ void Context::split_qkv_norm_rope_into_cache(const Buffer& qkv, const Buffer* q_
   a_.qk_mode = qk_mode;
   a_.cache_len = cache_len;
   a_.cache_capacity = cache_capacity;
-  invoke(a_);
+  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &cache_k, &cache_v});
+}
+
+void Context::split_qkv_norm_rope_into_cache(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode, uint64_t cache_len, uint64_t cache_capacity) {
+  check_rope(Op::split_qkv_norm_rope_into_cache, rope, head_dim, qk_mode);
+  return split_qkv_norm_rope_into_cache(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, cache_k, cache_v, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode), cache_len, cache_capacity);
 }
 
 void Context::kv_cache_append_head_major(Buffer& cache_k, Buffer& cache_v, uint64_t cache_len, uint64_t cache_capacity, const Buffer& new_k_head_major, const Buffer& new_v_head_major, uint64_t new_tokens, uint64_t nkv, uint64_t hd) {
@@ -445,7 +470,7 @@ void Context::kv_cache_append_head_major(Buffer& cache_k, Buffer& cache_v, uint6
   a_.new_tokens = new_tokens;
   a_.nkv = nkv;
   a_.hd = hd;
-  invoke(a_);
+  invoke(a_, {&cache_k, &cache_v, &new_k_head_major, &new_v_head_major});
 }
 
 void Context::flash_attention(const Buffer& q, const Buffer& k, const Buffer& v, Buffer& out, uint64_t batch, uint64_t q_len, uint64_t kv_len, uint64_t pos_offset, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, bool causal, float scale, uint64_t kv_seq_stride, uint64_t sliding_window) {
@@ -466,7 +491,7 @@ void Context::flash_attention(const Buffer& q, const Buffer& k, const Buffer& v,
   a_.scale = scale;
   a_.kv_seq_stride = kv_seq_stride;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k, &v, &out});
 }
 
 void Context::populate_batched_pointers(ferrum_buffer* const* k_caches, ferrum_buffer* const* v_caches, uint64_t num_layers, uint64_t m) {
@@ -490,7 +515,7 @@ void Context::kv_cache_append_batched_per_cache(std::span<ferrum_buffer* const> 
   a_.nkv = nkv;
   a_.hd = hd;
   a_.slot = slot;
-  invoke(a_);
+  invoke(a_, {&new_data, &cache_lens});
 }
 
 void Context::flash_attention_batched_per_cache(const Buffer& q, std::span<ferrum_buffer* const> k_caches, std::span<ferrum_buffer* const> v_caches, const Buffer& kv_lens, Buffer& out, uint64_t nq, uint64_t nkv, uint64_t hd, float scale, uint64_t max_valid_kv, uint64_t capacity, uint64_t slot, uint64_t sliding_window) {
@@ -511,7 +536,7 @@ void Context::flash_attention_batched_per_cache(const Buffer& q, std::span<ferru
   a_.capacity = capacity;
   a_.slot = slot;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &kv_lens, &out});
 }
 
 void Context::split_qkv_norm_rope_into_paged_cache(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
@@ -538,7 +563,12 @@ void Context::split_qkv_norm_rope_into_paged_cache(const Buffer* qkv, uint64_t q
   a_.cache_len = cache_len;
   a_.block_size = block_size;
   a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  invoke(a_);
+  invoke(a_, {qkv, q_norm_w, k_norm_w, cos, sin, q_out, &cache_k, &cache_v, &block_table});
+}
+
+void Context::split_qkv_norm_rope_into_paged_cache(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache, rope, head_dim, qk_mode);
+  return split_qkv_norm_rope_into_paged_cache(qkv, qkv_byte_offset, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, q_out_byte_offset, cache_k, cache_v, block_table, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode), cache_len, block_size, max_num_blocks_per_seq);
 }
 
 void Context::split_qkv_norm_rope_into_paged_cache_varlen(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, int32_t qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
@@ -564,7 +594,12 @@ void Context::split_qkv_norm_rope_into_paged_cache_varlen(const Buffer& qkv, con
   a_.qk_mode = qk_mode;
   a_.block_size = block_size;
   a_.max_blocks_per_seq = max_blocks_per_seq;
-  invoke(a_);
+  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &cache_k, &cache_v, &cu_seqlens_q, &pos_offsets, &block_tables});
+}
+
+void Context::split_qkv_norm_rope_into_paged_cache_varlen(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, QkMode qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache_varlen, rope, head_dim, qk_mode);
+  return split_qkv_norm_rope_into_paged_cache_varlen(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, cache_k, cache_v, cu_seqlens_q, pos_offsets, block_tables, num_seqs, m_total, q_heads, kv_heads, head_dim, eps, static_cast<int32_t>(qk_mode), block_size, max_blocks_per_seq);
 }
 
 void Context::split_qkv_norm_rope_into_paged_cache_vllm(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
@@ -591,7 +626,12 @@ void Context::split_qkv_norm_rope_into_paged_cache_vllm(const Buffer* qkv, uint6
   a_.cache_len = cache_len;
   a_.block_size = block_size;
   a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  invoke(a_);
+  invoke(a_, {qkv, q_norm_w, k_norm_w, cos, sin, q_out, &cache_k, &cache_v, &block_table});
+}
+
+void Context::split_qkv_norm_rope_into_paged_cache_vllm(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache_vllm, rope, head_dim, qk_mode);
+  return split_qkv_norm_rope_into_paged_cache_vllm(qkv, qkv_byte_offset, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, q_out_byte_offset, cache_k, cache_v, block_table, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode), cache_len, block_size, max_num_blocks_per_seq);
 }
 
 void Context::split_qkv_norm_rope_into_paged_cache_varlen_vllm(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, int32_t qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
@@ -617,7 +657,12 @@ void Context::split_qkv_norm_rope_into_paged_cache_varlen_vllm(const Buffer& qkv
   a_.qk_mode = qk_mode;
   a_.block_size = block_size;
   a_.max_blocks_per_seq = max_blocks_per_seq;
-  invoke(a_);
+  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &cache_k, &cache_v, &cu_seqlens_q, &pos_offsets, &block_tables});
+}
+
+void Context::split_qkv_norm_rope_into_paged_cache_varlen_vllm(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, QkMode qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache_varlen_vllm, rope, head_dim, qk_mode);
+  return split_qkv_norm_rope_into_paged_cache_varlen_vllm(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, cache_k, cache_v, cu_seqlens_q, pos_offsets, block_tables, num_seqs, m_total, q_heads, kv_heads, head_dim, eps, static_cast<int32_t>(qk_mode), block_size, max_blocks_per_seq);
 }
 
 void Context::paged_decode_attention(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& context_lens, uint64_t num_seqs, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t q_len, float scale, uint64_t sliding_window) {
@@ -638,7 +683,7 @@ void Context::paged_decode_attention(const Buffer& q, const Buffer& k_pool, cons
   a_.q_len = q_len;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &context_lens});
 }
 
 void Context::paged_batched_decode_attention(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& valid_kv_lens, uint64_t num_seqs, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
@@ -659,7 +704,7 @@ void Context::paged_batched_decode_attention(const Buffer& q, const Buffer& k_po
   a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &valid_kv_lens});
 }
 
 void Context::paged_varlen_attention(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t total_q_tokens, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
@@ -682,7 +727,7 @@ void Context::paged_varlen_attention(const Buffer& q, const Buffer& k_pool, cons
   a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &cu_seqlens_q, &pos_offsets, &block_tables});
 }
 
 void Context::paged_varlen_attention_fa2_ffi(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, Buffer& lse, const Buffer& cu_seqlens_q, const Buffer& seq_lens, const Buffer& block_tables, uint64_t num_seqs, uint64_t total_q_tokens, uint64_t max_q_len, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
@@ -707,7 +752,7 @@ void Context::paged_varlen_attention_fa2_ffi(const Buffer& q, const Buffer& k_po
   a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &lse, &cu_seqlens_q, &seq_lens, &block_tables});
 }
 
 void Context::paged_decode_attention_v2(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& context_lens, uint64_t num_seqs, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t max_seq_len, float scale, uint64_t sliding_window) {
@@ -728,7 +773,7 @@ void Context::paged_decode_attention_v2(const Buffer& q, const Buffer& k_pool, c
   a_.max_seq_len = max_seq_len;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &context_lens});
 }
 
 void Context::paged_varlen_attention_vllm_layout(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& context_lens, uint64_t num_seqs, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t q_len, float scale, uint64_t sliding_window) {
@@ -749,7 +794,7 @@ void Context::paged_varlen_attention_vllm_layout(const Buffer& q, const Buffer& 
   a_.q_len = q_len;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &context_lens});
 }
 
 void Context::paged_varlen_attention_vllm(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t total_q_tokens, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
@@ -772,7 +817,7 @@ void Context::paged_varlen_attention_vllm(const Buffer& q, const Buffer& k_pool,
   a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &cu_seqlens_q, &pos_offsets, &block_tables});
 }
 
 void Context::paged_varlen_attention_vllm_tiled_q4(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, const Buffer& tile_seqs, const Buffer& tile_starts, uint64_t num_tiles, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t num_seqs, uint64_t total_q_tokens, float scale, uint64_t sliding_window) {
@@ -798,7 +843,7 @@ void Context::paged_varlen_attention_vllm_tiled_q4(const Buffer& q, const Buffer
   a_.total_q_tokens = total_q_tokens;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &k_pool, &v_pool, &out, &cu_seqlens_q, &pos_offsets, &block_tables, &tile_seqs, &tile_starts});
 }
 
 KvCacheQuant Context::alloc_paged_int8_layer(uint64_t max_blocks_per_seq, uint64_t block_size, uint64_t num_kv_heads, uint64_t head_dim) {
@@ -831,7 +876,7 @@ void Context::int8_kv_append_paged(const Buffer& k_in, const Buffer& v_in, Buffe
   a_.block_size = block_size;
   a_.num_kv_heads = num_kv_heads;
   a_.head_dim = head_dim;
-  invoke(a_);
+  invoke(a_, {&k_in, &v_in, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales});
 }
 
 void Context::int8_paged_decode_attention(const Buffer& q, const Buffer& layer_k, const Buffer& layer_v, const Buffer& layer_k_scales, const Buffer& layer_v_scales, const Buffer& block_table, Buffer& output, uint64_t num_q_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t valid_kv_len, uint64_t block_size, float scale, uint64_t sliding_window) {
@@ -851,7 +896,7 @@ void Context::int8_paged_decode_attention(const Buffer& q, const Buffer& layer_k
   a_.block_size = block_size;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales, &block_table, &output});
 }
 
 KvCacheQuant Context::alloc_paged_fp8_layer(uint64_t max_blocks_per_seq, uint64_t block_size, uint64_t num_kv_heads, uint64_t head_dim) {
@@ -884,7 +929,7 @@ void Context::fp8_kv_append_paged(const Buffer& k_in, const Buffer& v_in, Buffer
   a_.block_size = block_size;
   a_.num_kv_heads = num_kv_heads;
   a_.head_dim = head_dim;
-  invoke(a_);
+  invoke(a_, {&k_in, &v_in, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales});
 }
 
 void Context::fp8_paged_decode_attention(const Buffer& q, const Buffer& layer_k, const Buffer& layer_v, const Buffer& layer_k_scales, const Buffer& layer_v_scales, const Buffer& block_table, Buffer& output, uint64_t num_q_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t valid_kv_len, uint64_t block_size, float scale, uint64_t sliding_window) {
@@ -904,7 +949,7 @@ void Context::fp8_paged_decode_attention(const Buffer& q, const Buffer& layer_k,
   a_.block_size = block_size;
   a_.scale = scale;
   a_.sliding_window = sliding_window;
-  invoke(a_);
+  invoke(a_, {&q, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales, &block_table, &output});
 }
 
 void Context::begin_graph_capture() {
@@ -1001,7 +1046,7 @@ double Context::elapsed_ms(const Timer& timer) {
 }
 
 std::vector<uint8_t> Context::comm_unique_id() {
-  std::vector<uint8_t> r_(static_cast<size_t>(128));
+  std::vector<uint8_t> r_(128);
   ferrum_comm_unique_id_args a_{};
   a_.struct_size = sizeof a_;
   a_.id = r_.data();
@@ -1048,7 +1093,7 @@ void Context::all_reduce(Buffer& buf, uint64_t len, int32_t op) {
   a_.buf = buf.get();
   a_.len = len;
   a_.op = op;
-  invoke(a_);
+  invoke(a_, {&buf});
 }
 
 void Context::all_gather(const Buffer& local, Buffer& global, uint64_t local_len) {
@@ -1057,7 +1102,7 @@ void Context::all_gather(const Buffer& local, Buffer& global, uint64_t local_len
   a_.local = local.get();
   a_.global = global.get();
   a_.local_len = local_len;
-  invoke(a_);
+  invoke(a_, {&local, &global});
 }
 
 void Context::broadcast(Buffer& buf, uint64_t len, uint32_t src_rank) {
@@ -1066,7 +1111,7 @@ void Context::broadcast(Buffer& buf, uint64_t len, uint32_t src_rank) {
   a_.buf = buf.get();
   a_.len = len;
   a_.src_rank = src_rank;
-  invoke(a_);
+  invoke(a_, {&buf});
 }
 
 QWeight Context::load_quant(int32_t quant_type, std::span<const uint8_t> bytes, uint64_t n_rows, uint64_t n_cols) {
@@ -1090,7 +1135,7 @@ void Context::gguf_matmul(const Buffer& a, const QWeight& weight, Buffer& out, u
   a_.weight = weight.get();
   a_.out = out.get();
   a_.m = m;
-  invoke(a_);
+  invoke(a_, {&a, &out});
 }
 
 void Context::gguf_dequantize(const QWeight& weight, Buffer& out) {
@@ -1098,7 +1143,7 @@ void Context::gguf_dequantize(const QWeight& weight, Buffer& out) {
   a_.struct_size = sizeof a_;
   a_.weight = weight.get();
   a_.out = out.get();
-  invoke(a_);
+  invoke(a_, {&out});
 }
 
 QWeight Context::load_gptq(const int32_t* qweight, const void* scales, const int32_t* qzeros, const int32_t* g_idx, uint32_t bits, uint64_t group_size, uint64_t k, uint64_t n, Dtype scales_dtype, Dtype act_dtype) {
@@ -1147,7 +1192,7 @@ void Context::marlin_gemm(const Buffer& a, const QWeight& weight, Buffer& out, u
   a_.weight = weight.get();
   a_.out = out.get();
   a_.m = m;
-  invoke(a_);
+  invoke(a_, {&a, &out});
 }
 
 void Context::route_topk_softmax(const Buffer& logits, Buffer& out_ids, Buffer& out_weights, uint64_t num_tokens, uint64_t num_experts, uint64_t top_k, bool norm_topk_prob) {
@@ -1160,7 +1205,7 @@ void Context::route_topk_softmax(const Buffer& logits, Buffer& out_ids, Buffer& 
   a_.num_experts = num_experts;
   a_.top_k = top_k;
   a_.norm_topk_prob = norm_topk_prob ? 1u : 0u;
-  invoke(a_);
+  invoke(a_, {&logits, &out_ids, &out_weights});
 }
 
 void Context::moe_align_block_size(const Buffer& topk_ids, Buffer& sorted_token_ids, Buffer& expert_ids, Buffer& num_tokens_post_padded, uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
@@ -1173,7 +1218,7 @@ void Context::moe_align_block_size(const Buffer& topk_ids, Buffer& sorted_token_
   a_.num_pairs = num_pairs;
   a_.num_experts = num_experts;
   a_.block_size = block_size;
-  invoke(a_);
+  invoke(a_, {&topk_ids, &sorted_token_ids, &expert_ids, &num_tokens_post_padded});
 }
 
 void Context::moe_gemm(const Buffer& x, const Buffer& sorted_token_ids, const Buffer& expert_ids, const Buffer& num_tokens_post_padded, const Buffer* w_dense, const QWeight* w_quant, Buffer& out, uint64_t num_tokens, uint64_t num_pairs, uint64_t top_k, uint64_t num_experts, uint64_t n, uint64_t k, uint64_t block_size) {
@@ -1193,7 +1238,7 @@ void Context::moe_gemm(const Buffer& x, const Buffer& sorted_token_ids, const Bu
   a_.n = n;
   a_.k = k;
   a_.block_size = block_size;
-  invoke(a_);
+  invoke(a_, {&x, &sorted_token_ids, &expert_ids, &num_tokens_post_padded, w_dense, &out});
 }
 
 void Context::fused_moe(const Buffer& x, const Buffer& topk_weights, const Buffer& sorted_token_ids, const Buffer& expert_ids, const Buffer& num_tokens_post_padded, const Buffer* w_gate_up_dense, const QWeight* w_gate_up_quant, const Buffer* w_down_dense, const QWeight* w_down_quant, Buffer& out, uint64_t num_tokens, uint64_t hidden, uint64_t intermediate, uint64_t num_experts, uint64_t top_k, uint64_t block_size) {
@@ -1215,7 +1260,7 @@ void Context::fused_moe(const Buffer& x, const Buffer& topk_weights, const Buffe
   a_.num_experts = num_experts;
   a_.top_k = top_k;
   a_.block_size = block_size;
-  invoke(a_);
+  invoke(a_, {&x, &topk_weights, &sorted_token_ids, &expert_ids, &num_tokens_post_padded, w_gate_up_dense, w_down_dense, &out});
 }
 
 void Context::moe_combine(const Buffer& packed_down, const Buffer& pairs_by_token, const Buffer& pair_weights, Buffer& out, uint64_t num_tokens, uint64_t hidden, uint64_t top_k, uint64_t num_packed) {
@@ -1229,7 +1274,7 @@ void Context::moe_combine(const Buffer& packed_down, const Buffer& pairs_by_toke
   a_.hidden = hidden;
   a_.top_k = top_k;
   a_.num_packed = num_packed;
-  invoke(a_);
+  invoke(a_, {&packed_down, &pairs_by_token, &pair_weights, &out});
 }
 
 void Context::weighted_sum_batched(const Buffer& slots, const Buffer& weights, Buffer& out, uint64_t num_tokens, uint64_t top_k, uint64_t hidden) {
@@ -1241,7 +1286,7 @@ void Context::weighted_sum_batched(const Buffer& slots, const Buffer& weights, B
   a_.num_tokens = num_tokens;
   a_.top_k = top_k;
   a_.hidden = hidden;
-  invoke(a_);
+  invoke(a_, {&slots, &weights, &out});
 }
 
 void Context::mla_attention(const Buffer& q, const Buffer& kv_compressed, const Buffer& kv_rope, Buffer& out, uint64_t batch, uint64_t q_len, uint64_t kv_len, uint64_t pos_offset, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, bool causal, float scale, uint64_t kv_seq_stride, uint64_t sliding_window, uint64_t kv_lora_rank, uint64_t qk_rope_head_dim) {
@@ -1264,7 +1309,7 @@ void Context::mla_attention(const Buffer& q, const Buffer& kv_compressed, const 
   a_.sliding_window = sliding_window;
   a_.kv_lora_rank = kv_lora_rank;
   a_.qk_rope_head_dim = qk_rope_head_dim;
-  invoke(a_);
+  invoke(a_, {&q, &kv_compressed, &kv_rope, &out});
 }
 
 namespace detail {

@@ -38,8 +38,8 @@ void release_handle(const ferrum_plugin_api* api, int32_t op, Handle* handle,
 
 // ---- Buffer ----------------------------------------------------------------------------
 
-Buffer::Buffer(ferrum_buffer* handle, std::shared_ptr<PluginLibrary> library)
-    : handle_(handle), library_(std::move(library)) {
+Buffer::Buffer(ferrum_buffer* handle, std::shared_ptr<PluginLibrary> library, uint64_t device)
+    : handle_(handle), library_(std::move(library)), device_(device) {
   if (!handle_) return;
   if (!library_) {
     detail::check(FERRUM_STATUS_INVALID_ARGUMENT, "Buffer", {nullptr, nullptr, nullptr},
@@ -62,7 +62,8 @@ Buffer::Buffer(Buffer&& o) noexcept
       library_(std::move(o.library_)),
       api_(std::exchange(o.api_, nullptr)),
       dtype_(std::exchange(o.dtype_, Dtype::invalid)),
-      count_(std::exchange(o.count_, 0)) {}
+      count_(std::exchange(o.count_, 0)),
+      device_(std::exchange(o.device_, 0)) {}
 
 Buffer& Buffer::operator=(Buffer&& o) noexcept {
   if (this != &o) {
@@ -72,6 +73,7 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
     api_ = std::exchange(o.api_, nullptr);
     dtype_ = std::exchange(o.dtype_, Dtype::invalid);
     count_ = std::exchange(o.count_, 0);
+    device_ = std::exchange(o.device_, 0);
   }
   return *this;
 }
@@ -83,6 +85,7 @@ ferrum_buffer* Buffer::release() noexcept {
   api_ = nullptr;
   dtype_ = Dtype::invalid;
   count_ = 0;
+  device_ = 0;
   return std::exchange(handle_, nullptr);
 }
 
@@ -93,6 +96,7 @@ void Buffer::reset() noexcept {
   api_ = nullptr;
   dtype_ = Dtype::invalid;
   count_ = 0;
+  device_ = 0;
 }
 
 // ---- Timer -----------------------------------------------------------------------------

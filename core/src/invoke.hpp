@@ -57,6 +57,36 @@ struct PluginAccessor {
   }
 };
 
+// Describes buffer handles for the generated checks from the op's own Buffer arguments (dtype
+// and count cached in each Buffer at creation): no call into the plugin on the hot path. A
+// Buffer made by another plugin is reported as unknown (the checks then name the argument as a
+// released or foreign handle). A handle that is none of `bufs` (a raw handle placed in the args
+// by a facade default) is described by the plugin's buffer_info.
+struct BufferArgsAccessor {
+  std::initializer_list<const Buffer*> bufs;
+  const ferrum_plugin_api* api;
+  ferrum_op_fn buffer_info;
+  bool info(const ferrum_buffer* handle, int32_t& dtype, uint64_t& count) const noexcept {
+    for (const Buffer* b : bufs) {
+      if (b && b->get() == handle) {
+        if (b->api() != api) return false;
+        dtype = static_cast<int32_t>(b->dtype());
+        count = b->count();
+        return true;
+      }
+    }
+    return PluginAccessor{buffer_info}.info(handle, dtype, count);
+  }
+};
+
+// A non-NULL stand-in for a hostout pointer while the checks run (never dereferenced): the
+// result's host memory is sized only after the arguments passed.
+template <class T>
+T* probe_ptr() noexcept {
+  alignas(16) static unsigned char probe[16];
+  return reinterpret_cast<T*>(probe);
+}
+
 // Friend of Context: what the facade defaults and the call path need of it.
 struct ContextAccess {
   static ferrum_context* raw(const Context& c) noexcept { return c.ctx_; }
@@ -76,16 +106,23 @@ struct ContextAccess {
 namespace ferrum {
 
 template <class Args>
-void Context::invoke(const Args& args) {
+void Context::check(const Args& args, std::initializer_list<const Buffer*> bufs) const {
   constexpr int32_t id = common::OpId<Args>::value;
-  const detail::CallSite site{library_.get(), api_, ctx_};
   if (!ctx_) [[unlikely]]
-    detail::check(FERRUM_STATUS_INVALID_ARGUMENT, detail::op_name_of(id), site,
-                  "the Context is empty (moved from or released)");
-  detail::PluginAccessor acc{buffer_info_};
+    detail::check(FERRUM_STATUS_INVALID_ARGUMENT, detail::op_name_of(id),
+                  {library_.get(), api_, ctx_}, "the Context is empty (moved from or released)");
+  detail::BufferArgsAccessor acc{bufs, api_, buffer_info_};
   common::CheckError err;
   if (common::check_args(acc, &args, err) != FERRUM_STATUS_OK) [[unlikely]]
-    detail::check(err.status, detail::op_name_of(id), site, err.message.c_str());
+    detail::check(err.status, detail::op_name_of(id), {library_.get(), api_, ctx_},
+                  err.message.c_str());
+}
+
+template <class Args>
+void Context::invoke(const Args& args, std::initializer_list<const Buffer*> bufs) {
+  constexpr int32_t id = common::OpId<Args>::value;
+  check(args, bufs);
+  const detail::CallSite site{library_.get(), api_, ctx_};
   const ferrum_op_fn fn = common::find_slot(api_, id);
   if (!fn) [[unlikely]] {
     if constexpr (detail::has_facade_default<Args>) {

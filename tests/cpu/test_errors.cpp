@@ -179,11 +179,11 @@ TEST_CASE("errors: qk_mode / head_dim / positions / capacity", "[errors][rope]")
   SECTION("pos_offset + tokens > rows") {
     Buffer out = poisoned(d, 32);
     // tables hold 8 rows: positions 7 and 8 -> invalid
-    expect_error([&] { ctx().qk_norm_rope(in, &w, &cos, &sin, out, 2, 2, 8, 7, 1e-6f, 2); }, kInvalid,
+    expect_error([&] { ctx().qk_norm_rope(in, nullptr, &cos, &sin, out, 2, 2, 8, 7, 1e-6f, 2); }, kInvalid,
                  {"qk_norm_rope", "pos_offset"});
     expect_all_poison(out);
     // exactly fitting is fine
-    ctx().qk_norm_rope(in, &w, &cos, &sin, out, 2, 2, 8, 6, 1e-6f, 2);
+    ctx().qk_norm_rope(in, nullptr, &cos, &sin, out, 2, 2, 8, 6, 1e-6f, 2);
     expect_written(out, 0, 32);
   }
   SECTION("cache_len + tokens > capacity") {

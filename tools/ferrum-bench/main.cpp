@@ -259,7 +259,7 @@ int main(int argc, char** argv) {
     std::fprintf(human, "          FMA peak per core: %.1f GFLOP/s (avx512 %.1f, avx2 %.1f, scalar %.1f); threads %llu\n",
                  ceil.fma_1core_gflops, ceil.fma_avx512_gflops, ceil.fma_avx2_gflops,
                  ceil.fma_scalar_gflops, static_cast<unsigned long long>(ceil.threads));
-  std::fprintf(human, "dispatch: %s len 0: %.1f ns/call through the facade, %.1f ns raw slot (facade adds %.1f); len 1: %.1f ns/call%s%s\n",
+  std::fprintf(human, "dispatch, facade vs raw slot: %s len 0: %.1f ns/call through the facade, %.1f ns raw slot (facade adds %.1f); len 1: %.1f ns/call%s%s\n",
                disp.op.c_str(), disp.facade_len0_ns, disp.slot_len0_ns,
                disp.facade_len0_ns - disp.slot_len0_ns, disp.facade_len1_ns,
                disp.note.empty() ? "" : "; ", disp.note.c_str());

@@ -15,7 +15,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <utility>
@@ -24,6 +26,7 @@
 #include <ferrum/export.hpp>
 #include <ferrum/ferrum_plugin.h>
 #include <ferrum/handles.hpp>
+#include <ferrum/rope.hpp>
 #include <ferrum/types.hpp>
 
 namespace ferrum {
@@ -68,7 +71,8 @@ class FERRUM_API Context {
   }
   template <class T>
   std::vector<T> read_typed(const Buffer& src, uint64_t n) {
-    std::vector<T> out(n);
+    check_len(Op::read_typed, "len", n, src);  // before host memory is sized from n
+    std::vector<T> out = host_vector<T>(Op::read_typed, "len", n);
     read_typed(src, dtype_of_v<T>, n, out.data());
     return out;
   }
@@ -85,15 +89,39 @@ class FERRUM_API Context {
  private:
   friend class Backend;
   friend struct detail::ContextAccess;
+  friend FERRUM_API Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx);
   Context(ferrum_context* ctx, std::shared_ptr<PluginLibrary> library, uint64_t device,
           Dtype requested);
 
-  // check args -> slot (or facade default) -> status -> Error. Defined in core/src.
+  // check args -> slot (or facade default) -> status -> Error. Defined in core/src. `bufs` are
+  // the op's Buffer arguments: the checks read their cached dtype/count instead of asking the
+  // plugin (a handle that is none of them is described by the plugin's buffer_info).
   template <class Args>
-  void invoke(const Args& args);
+  void invoke(const Args& args, std::initializer_list<const Buffer*> bufs = {});
+  // Only the checks of invoke (before host memory is sized from the arguments).
+  template <class Args>
+  void check(const Args& args, std::initializer_list<const Buffer*> bufs) const;
 
   // Two host spans that fill the same length field differ in size (INVALID_ARGUMENT).
   [[noreturn]] void fail_span_sizes(Op op, const char* first, const char* second) const;
+
+  // INVALID_ARGUMENT when `rope` does not fit head_dim, or is empty while `mode` reads tables.
+  void check_rope(Op op, const RopeTables& rope, uint64_t head_dim, QkMode mode) const;
+  // INVALID_ARGUMENT when `len` (argument `arg` of `op`) exceeds buf's element count.
+  void check_len(Op op, const char* arg, uint64_t len, const Buffer& buf) const;
+  // n value-initialised host elements for a result, or an Error (out_of_memory naming op and
+  // `arg`) when host memory cannot hold them: never std::bad_alloc / std::length_error.
+  template <class T>
+  std::vector<T> host_vector(Op op, const char* arg, uint64_t n) const {
+    if (n <= std::vector<T>().max_size()) {
+      try {
+        return std::vector<T>(static_cast<size_t>(n));
+      } catch (const std::bad_alloc&) {
+      }
+    }
+    fail_host_alloc(op, arg, n, sizeof(T));
+  }
+  [[noreturn]] void fail_host_alloc(Op op, const char* arg, uint64_t n, uint64_t elem_size) const;
 
   Buffer adopt(ferrum_buffer* handle) const;
   Timer adopt(ferrum_timer* handle) const;

@@ -17,4 +17,5 @@
 #include <ferrum/handles.hpp>
 #include <ferrum/loader.hpp>
 #include <ferrum/op_gen.hpp>
+#include <ferrum/rope.hpp>
 #include <ferrum/types.hpp>

@@ -22,13 +22,16 @@ namespace ferrum {
 class PluginLibrary;
 class Context;
 
-// A device buffer: dtype + element count, allocated by one plugin on one device.
+// A device buffer: dtype + element count, allocated by one plugin on one device. The dtype,
+// count and device are read once when the Buffer is made and cached: the facade's argument
+// checks read them from here, without a call into the plugin per argument.
 class FERRUM_API Buffer {
  public:
   Buffer() noexcept = default;
-  // Takes ownership of `handle`, a buffer of the plugin `library`; reads its dtype and count
-  // (Error if the plugin does not know the handle; the handle is then released).
-  Buffer(ferrum_buffer* handle, std::shared_ptr<PluginLibrary> library);
+  // Takes ownership of `handle`, a buffer of the plugin `library` on device ordinal `device`;
+  // reads its dtype and count once (Error if the plugin does not know the handle; the handle is
+  // then released).
+  Buffer(ferrum_buffer* handle, std::shared_ptr<PluginLibrary> library, uint64_t device = 0);
   Buffer(Buffer&& other) noexcept;
   Buffer& operator=(Buffer&& other) noexcept;
   Buffer(const Buffer&) = delete;
@@ -46,7 +49,11 @@ class FERRUM_API Buffer {
   Dtype dtype() const noexcept { return dtype_; }
   uint64_t count() const noexcept { return count_; }
   uint64_t size_bytes() const noexcept { return count_ * element_size(dtype_); }
+  // The device ordinal of the context that made it (as given to the constructor).
+  uint64_t device() const noexcept { return device_; }
   const std::shared_ptr<PluginLibrary>& library() const noexcept { return library_; }
+  // The plugin API table of the plugin that made it (NULL when empty).
+  const ferrum_plugin_api* api() const noexcept { return api_; }
 
  private:
   ferrum_buffer* handle_ = nullptr;
@@ -54,6 +61,7 @@ class FERRUM_API Buffer {
   const ferrum_plugin_api* api_ = nullptr;
   Dtype dtype_ = Dtype::invalid;
   uint64_t count_ = 0;
+  uint64_t device_ = 0;
 };
 
 // Two marks on a context's stream (OPS.md §9); released through context->timer_release.

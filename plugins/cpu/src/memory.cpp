@@ -168,10 +168,10 @@ ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* 
       return invalid("buffer_release: args NULL or struct_size too small");
     ferrum_buffer* b = a->buf;
     if (!b) return ok_status();  // NULL-safe
-    if (!plugin::live(b)) return invalid("buffer_release: argument 'buf': expected a live buffer, given a released one");
-    b->magic = ferrum_buffer::kDead;
-    std::free(b->data);
-    delete b;
+    // The table answers without dereferencing b; only the one successful release frees the data.
+    void* data = plugin::live(b) ? b->data : nullptr;
+    if (!plugin::release_buffer_handle(b)) return plugin::released_or_foreign("buffer_release", "buf");
+    std::free(data);
     return ok_status();
   });
 }
@@ -192,7 +192,7 @@ Status make_buffer(int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out) {
       return {FERRUM_STATUS_OUT_OF_MEMORY, plugin::format("alloc: cannot allocate %llu bytes of host memory", (unsigned long long)bytes)};
     if (zero) std::memset(p, 0, bytes);
   }
-  auto* b = new (std::nothrow) ferrum_buffer;
+  ferrum_buffer* b = plugin::new_buffer_handle();
   if (!b) {
     std::free(p);
     return {FERRUM_STATUS_OUT_OF_MEMORY, "alloc: out of host memory"};

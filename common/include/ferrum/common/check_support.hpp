@@ -107,7 +107,7 @@ class Checker {
     uint64_t count = 0;
     if (!acc_.info(h, dt, count)) {
       fail(std::string("argument '") + name +
-           "': expected a live buffer of this plugin, given an unknown or released handle");
+           "': expected a live buffer of this plugin, given a released or foreign buffer handle");
       return;
     }
     if (!dtype_ok(name, cls, exact, dt)) return;
@@ -193,7 +193,7 @@ class Checker {
   CheckError& err_;
   const char* op_;
   int32_t act_ = 0, x_ = 0, tab_ = 0;
-  std::string act_from_;
+  const char* act_from_ = "";  // an argument name: a string literal of the generated checks
 };
 
 }  // namespace ferrum::common

@@ -111,9 +111,14 @@ inline Status check_rope(const char* op, const char* mode_field, int32_t mode, u
   return ok_status();
 }
 
-// The norm weight `name` must be a [head_dim] buffer in mode 1.
+// The norm weight `name` must be a [head_dim] buffer in mode 1 and NULL in the modes that read
+// no weight (0, 2, 3): a weight given with such a mode would be silently ignored, which is
+// almost always a host passing the wrong mode.
 inline Status check_norm_weight(const char* op, const char* name, const ferrum_buffer* w, int32_t mode, uint64_t D,
                                 bool work) {
+  if (mode != 1 && w)
+    return invalid(format("%s: argument '%s': expected NULL with mode %d (that mode reads no norm weight; "
+                          "only mode 1, RMSNorm then NeoX, applies it), given a buffer", op, name, mode));
   return (mode == 1 && work) ? check_min_count(op, name, w, D) : ok_status();
 }
 

@@ -17,10 +17,13 @@
 
 #include <ferrum/common/checks_gen.hpp>
 #include <ferrum/common/dtype.hpp>
+#include <ferrum/common/handle_table.hpp>
 #include <ferrum/common/op_info_gen.hpp>
 #include <ferrum/ferrum_plugin.h>
 
 // The buffer handle of the project's plugins: host memory on CPU, device memory on CUDA.
+// Handles are views in the plugin's buffer_table() (handle_table.hpp), so a released, foreign or
+// garbage handle is recognised without reading freed memory; `magic` is kept for debuggers.
 struct ferrum_buffer {
   static constexpr uint32_t kLive = 0x46425546u;  // "FUBF"
   static constexpr uint32_t kDead = 0xDEADBEEFu;
@@ -134,7 +137,38 @@ ferrum_status guard(ContextBase* ctx, const char* what, F&& fn) noexcept {
 }
 
 // ---- buffers -------------------------------------------------------------------------------
-inline bool live(const ferrum_buffer* b) { return b && b->magic == ferrum_buffer::kLive; }
+// The plugin's table of live buffers (one per plugin library). The table object is never
+// destroyed, so a release during static destruction still finds it; its chunks are given back
+// when the library is unloaded (or the process exits) with no buffer live.
+inline ferrum::common::HandleTable<ferrum_buffer>& buffer_table() {
+  using Table = ferrum::common::HandleTable<ferrum_buffer>;
+  alignas(Table) static unsigned char storage[sizeof(Table)];
+  static Table* table = ::new (static_cast<void*>(storage)) Table;
+  return *table;
+}
+inline const struct BufferTableReaper {
+  ~BufferTableReaper() { buffer_table().free_if_unused(); }
+} buffer_table_reaper{};
+
+// A live buffer of this plugin (false for NULL, released, foreign and garbage handles; the handle
+// itself is never dereferenced to find out).
+inline bool live(const ferrum_buffer* b) { return buffer_table().find(b) != nullptr; }
+
+// A new buffer handle (value-initialised fields); nullptr when out of host memory.
+inline ferrum_buffer* new_buffer_handle() noexcept { return buffer_table().acquire(); }
+
+// The error for a handle that is not a live buffer of this plugin (the generic checks say the same).
+inline Status released_or_foreign(const char* op, const char* field) {
+  return invalid(format("%s: argument '%s': expected a live buffer of this plugin, given a released or foreign "
+                        "buffer handle", op, field));
+}
+
+// Gives the handle's slot back; false when `b` was not a live buffer of this plugin.
+inline bool release_buffer_handle(ferrum_buffer* b) noexcept {
+  if (!buffer_table().release(b)) return false;
+  b->magic = ferrum_buffer::kDead;  // the view stays unused for the next kViews - 1 generations
+  return true;
+}
 
 // The accessor the generated checks use.
 struct BufferAccess {

@@ -244,7 +244,7 @@ ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* 
       return invalid("buffer_release: args NULL or struct_size too small");
     ferrum_buffer* b = a->buf;
     if (!b) return ok_status();  // NULL-safe
-    if (!plugin::live(b)) return invalid("buffer_release: argument 'buf': expected a live buffer, given a released one");
+    if (!plugin::live(b)) return plugin::released_or_foreign("buffer_release", "buf");
     return free_buffer(b);
   });
 }
@@ -264,7 +264,7 @@ Status make_buffer(ferrum_context& c, int32_t dtype, uint64_t n, bool zero, ferr
   if (es == 0) return invalid(plugin::format("alloc: dtype %d is not a dtype", dtype));
   if (n > UINT64_MAX / es)
     return {FERRUM_STATUS_OUT_OF_MEMORY, plugin::format("alloc: %llu elements overflow the address space", (unsigned long long)n)};
-  auto* b = new (std::nothrow) ferrum_buffer;
+  ferrum_buffer* b = plugin::new_buffer_handle();
   if (!b) return {FERRUM_STATUS_OUT_OF_MEMORY, "alloc: out of host memory"};
   b->dtype = dtype;
   b->count = n;
@@ -278,8 +278,7 @@ Status make_buffer(ferrum_context& c, int32_t dtype, uint64_t n, bool zero, ferr
   }
   if (!s.ok()) {
     (void)cuda::free(b->device, b->data);
-    b->magic = ferrum_buffer::kDead;
-    delete b;
+    (void)plugin::release_buffer_handle(b);
     return s;
   }
   *out = b;
@@ -287,10 +286,12 @@ Status make_buffer(ferrum_context& c, int32_t dtype, uint64_t n, bool zero, ferr
 }
 
 Status free_buffer(ferrum_buffer* b) {
-  b->magic = ferrum_buffer::kDead;
-  Status s = from_device(cuda::free(b->device, b->data));
-  delete b;
-  return s;
+  // Only the one successful release of the handle frees the device memory (the table answers
+  // without dereferencing b, so a concurrent or repeated release is refused, never a double free).
+  const int device = b->device;
+  void* data = b->data;
+  if (!plugin::release_buffer_handle(b)) return plugin::released_or_foreign("buffer_release", "buf");
+  return from_device(cuda::free(device, data));
 }
 
 const ferrum_memory_table kMemoryTable = {
