@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
     const uint64_t h = j - (s == 0 ? 0 : p.seg_end[s - 1]);
     uint64_t pos = 0, seq = 0, slot = 0;
     bool live = active;  // false: this vector writes nothing (varlen token outside every sequence)
-    if (active) {
+    if (active && (p.mode[s] != 0 || p.paged[s] || p.pos_kind == kPosVarlen)) {  // mode 0 reads no position
       if (p.pos_kind == kPosVarlen) {
         live = varlen_token(p.pg, t, p.tokens, seq, pos);
         slot = pos;
