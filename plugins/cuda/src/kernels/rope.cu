@@ -320,9 +320,9 @@ Status launch_rope(const RopeLaunch& L, cudaStream_t stream) {
     vec = vec && aligned16(p.dst[s]) && p.head_stride[s] % NV == 0 && p.tok_stride[s] % NV == 0;
     // Paged rows: every row base and x-group 16-byte aligned, an x-group a whole number of
     // chunks (the vLLM K layout has x = NV); scattered elements (elem_stride > 1) need nothing.
-    if (p.paged[s])
-      vec = vec && p.blk_stride[s] % NV == 0 && p.o_stride[s] % NV == 0 &&
-            (p.elem_stride[s] != 1 || (p.x_stride[s] % NV == 0 && (uint64_t{1} << p.x_shift[s]) % NV == 0));
+    if (p.paged[s] && p.elem_stride[s] == 1)
+      vec = vec && p.blk_stride[s] % NV == 0 && p.o_stride[s] % NV == 0 && p.x_stride[s] % NV == 0 &&
+            (uint64_t{1} << p.x_shift[s]) % NV == 0;
     if (p.mode[s] == 1) vec = vec && aligned16(p.w[s]);
     if (p.mode[s] != 0) vec = vec && aligned16(p.cos) && aligned16(p.sin);
   }
