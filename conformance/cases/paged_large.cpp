@@ -2,8 +2,9 @@
 // conformance/ref/ref_paged.hpp. What the small cases of paged.cpp cannot show: one sequence of
 // more than 32k tokens (split-KV paths, 64-bit index arithmetic), 256+ sequences in one call,
 // lengths that are not multiples of the block size, block tables in random order (a seeded
-// shuffle of the whole pool) and prefix blocks shared by several sequences (as prefix caching
-// does: several table rows name the same physical blocks).
+// shuffle of the whole pool), prefix blocks shared by several sequences (as prefix caching
+// does: several table rows name the same physical blocks) and long prefill chunks next to
+// decodes in one varlen step.
 #include <ferrum/conformance/kit.hpp>
 
 #include "ref/ref_paged.hpp"
@@ -155,6 +156,8 @@ const std::vector<Batch> kLongDecode = {
     {4, 1, 64, 16, {32771}, {1}, 0, 11},
     // The same length with hd 128 and 4 queries per sequence (speculative step), next to a short one.
     {8, 2, 128, 16, {32800, 45}, {4, 4}, 0, 12},
+    // A 130-query step (prefill tiles) at the end of a 5 000-key sequence and of a 131-key one.
+    {8, 1, 64, 16, {5000, 131}, {130, 130}, 0, 14},
 };
 const std::vector<Batch> kManySeqs = {
     // 256 sequences of 17..700 keys, 8 shared prefix blocks (128 tokens), GQA 4.
@@ -172,6 +175,9 @@ std::vector<Batch> varlen_batches() {
   for (uint64_t s = 0; s < b.L.size(); ++s) b.qlen.push_back(s % 16 == 0 ? 1 + rng() % 40 : 1);
   r.push_back(b);
   r.push_back({4, 2, 128, 16, {33001, 70}, {9, 17}, 0, 34});
+  // Prefill chunks (tiles of 64 queries, partial last tiles) next to decodes and short chunks,
+  // one chunk longer than its cached prefix.
+  r.push_back({8, 2, 128, 16, {700, 301, 1500, 9, 77}, {200, 250, 513, 1, 5}, 1, 35});
   return r;
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 
 #include <ferrum/common/plugin_support.hpp>
 
@@ -78,6 +79,18 @@ inline Status from_device(cuda::Status s) {
 // Makes the context's device current for the guard's lifetime.
 inline Status enter_device(DeviceGuard& g, const ferrum_context& c) {
   return from_device(g.enter(static_cast<int>(c.device)));
+}
+
+// Makes the context's device current and runs `f(stream)` (a launch function returning a
+// device-layer Status); a failure's message is prefixed with the op name.
+template <class F>
+Status launch(const char* op, ferrum_context& c, F&& f) {
+  DeviceGuard g;
+  Status s = enter_device(g, c);
+  if (!s.ok()) return s;
+  s = from_device(f(c.dev->stream));
+  if (!s.ok() && s.message.rfind(op, 0) != 0) s.message = std::string(op) + ": " + s.message;
+  return s;
 }
 
 struct NamedBuffer {

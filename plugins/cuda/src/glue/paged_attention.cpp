@@ -6,6 +6,7 @@
 // never read on the host, so all ops are capturable. The split-KV scratch is the context's
 // attention scratch (glue/attention.cpp): grown eagerly, refused during a capture that would
 // need more. Checks follow the CPU plugin's (same messages, <ferrum/common/paged_rules.hpp>).
+#include <algorithm>
 #include <cmath>
 
 #include <ferrum/common/paged_rules.hpp>
@@ -73,7 +74,7 @@ Status attend(const char* op, ferrum_context& c, bool dry, const Bufs& b, attn::
   void* scratch = nullptr;
   if (s.ok()) s = attention_scratch(c, attn::paged_scratch_bytes(p, sms), op, scratch);
   if (!s.ok()) return s;
-  return enqueue(op, c, [&](cudaStream_t st) { return attn::paged_attention(p, sms, scratch, st); });
+  return launch(op, c, [&](cudaStream_t st) { return attn::paged_attention(p, sms, scratch, st); });
 }
 
 attn::PagedParams base_params(bool vllm, uint64_t num_seqs, uint64_t nh, uint64_t nkv, uint64_t D, uint64_t bs,
@@ -112,8 +113,8 @@ Status attend_varlen(const char* op, bool vllm, attn::PagedRows rows, ferrum_con
                      const ferrum_buffer* q, const ferrum_buffer* kp, const ferrum_buffer* vp, ferrum_buffer* out,
                      ferrum_buffer* lse, const ferrum_buffer* cu, const ferrum_buffer* lens, const ferrum_buffer* bt,
                      uint64_t num_seqs, uint64_t M, uint64_t nh, uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps,
-                     float scale, uint64_t window, uint64_t len_bound, const ferrum_buffer* tseq = nullptr,
-                     const ferrum_buffer* tst = nullptr, uint64_t num_tiles = 0) {
+                     float scale, uint64_t window, uint64_t len_bound, uint64_t q_bound,
+                     const ferrum_buffer* tseq = nullptr, const ferrum_buffer* tst = nullptr, uint64_t num_tiles = 0) {
   const bool work = num_seqs != 0;
   Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
   if (!s.ok() || !work) return s;
@@ -123,6 +124,7 @@ Status attend_varlen(const char* op, bool vllm, attn::PagedRows rows, ferrum_con
   p.lse_stride = M;
   p.num_tiles = num_tiles;
   p.len_bound = len_bound;
+  p.q_len_bound = q_bound;
   return attend(op, c, dry, {q, kp, vp, out, lse, bt, lens, cu, tseq, tst}, p);
 }
 
@@ -168,7 +170,7 @@ ferrum_status paged_varlen_attention(ferrum_context* ctx, const ferrum_paged_var
     return attend_varlen("paged_varlen_attention", false, attn::PagedRows::varlen, c, dry, a.q, a.k_pool, a.v_pool,
                          a.out, nullptr, a.cu_seqlens_q, a.pos_offsets, a.block_tables, a.num_seqs, a.total_q_tokens,
                          a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale,
-                         a.sliding_window, a.max_kv_len);
+                         a.sliding_window, a.max_kv_len, std::min(a.total_q_tokens, a.max_kv_len));
   });
 }
 
@@ -177,7 +179,8 @@ ferrum_status paged_varlen_attention_vllm(ferrum_context* ctx, const ferrum_page
     return attend_varlen("paged_varlen_attention_vllm", true, attn::PagedRows::varlen, c, dry, a.q, a.k_pool,
                          a.v_pool, a.out, nullptr, a.cu_seqlens_q, a.pos_offsets, a.block_tables, a.num_seqs,
                          a.total_q_tokens, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size,
-                         a.max_num_blocks_per_seq, a.scale, a.sliding_window, a.max_kv_len);
+                         a.max_num_blocks_per_seq, a.scale, a.sliding_window, a.max_kv_len,
+                         std::min(a.total_q_tokens, a.max_kv_len));
   });
 }
 
@@ -186,7 +189,7 @@ ferrum_status paged_varlen_attention_fa2_ffi(ferrum_context* ctx, const ferrum_p
     return attend_varlen("paged_varlen_attention_fa2_ffi", false, attn::PagedRows::fa2, c, dry, a.q, a.k_pool,
                          a.v_pool, a.out, a.lse, a.cu_seqlens_q, a.seq_lens, a.block_tables, a.num_seqs,
                          a.total_q_tokens, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size,
-                         a.max_num_blocks_per_seq, a.scale, a.sliding_window, a.max_kv_len);
+                         a.max_num_blocks_per_seq, a.scale, a.sliding_window, a.max_kv_len, a.max_q_len);
   });
 }
 
@@ -199,30 +202,22 @@ ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
     return attend_varlen(op, true, attn::PagedRows::tiled, c, dry, a.q, a.k_pool, a.v_pool, a.out, nullptr,
                          a.cu_seqlens_q, a.pos_offsets, a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads,
                          a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale,
-                         a.sliding_window, a.max_kv_len, a.tile_seqs, a.tile_starts, a.num_tiles);
+                         a.sliding_window, a.max_kv_len, 4, a.tile_seqs, a.tile_starts, a.num_tiles);
   });
 }
 
 // Capability flags: the paged, varlen and vLLM-layout ops all serve every activation dtype,
 // every block_size >= 1 and the head sizes of flash.hpp, so each flag is 1.
-template <class Args>
-ferrum_status capability_one(ferrum_context* ctx, const Args* a) {
-  return run_op(ctx, a, [](ferrum_context&, const Args& a, bool dry) -> Status {
-    if (!dry) *a.result = 1;
-    return ok_status();
-  });
-}
-
 }  // namespace
 
 ferrum_status supports_paged_kv(ferrum_context* ctx, const ferrum_supports_paged_kv_args* a) {
-  return capability_one(ctx, a);
+  return plugin::rules::answer_capability(ctx, a, 1);
 }
 ferrum_status supports_varlen_qkv(ferrum_context* ctx, const ferrum_supports_varlen_qkv_args* a) {
-  return capability_one(ctx, a);
+  return plugin::rules::answer_capability(ctx, a, 1);
 }
 ferrum_status supports_vllm_paged_attn(ferrum_context* ctx, const ferrum_supports_vllm_paged_attn_args* a) {
-  return capability_one(ctx, a);
+  return plugin::rules::answer_capability(ctx, a, 1);
 }
 
 const ferrum_paged_kv_table kPagedKvTable = {

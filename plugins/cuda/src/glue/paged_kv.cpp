@@ -18,14 +18,9 @@ namespace ferrum::cuda::glue {
 namespace {
 
 using plugin::run_op;
-using plugin::rules::check_block_size;
-using plugin::rules::check_norm_weight;
 using plugin::rules::check_paged_pool;
-using plugin::rules::check_positive;
-using plugin::rules::check_rope;
 using plugin::rules::PagedPoolGeometry;
 using plugin::rules::pos_end;
-using plugin::rules::sat_add;
 using ull = unsigned long long;
 
 Status check_writer_head_dim(const char* op, uint64_t D) {
@@ -91,14 +86,10 @@ kernels::RopeLaunch writer_launch(const void* qkv, const void* q_out, ferrum_buf
   return L;
 }
 
-// Rules shared by both writer forms (RoPE, block size, head counts, norm weights).
+// The writer rules shared with the CPU plugin, then the CUDA head_dim bound.
 template <class Args>
 Status check_writer_common(const char* op, const Args& a, uint64_t pos_end_host, bool work, uint64_t& rows) {
-  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end_host, work, rows);
-  if (s.ok()) s = check_block_size(op, a.block_size);
-  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+  Status s = plugin::rules::check_paged_writer(op, a, pos_end_host, work, rows);
   if (s.ok() && work) s = check_writer_head_dim(op, a.head_dim);
   return s;
 }
@@ -111,15 +102,8 @@ Status write_single(const char* op, bool vllm, ferrum_context& c, const Args& a,
   Status s = check_writer_common(op, a, pos_end(a.pos_offset, a.tokens), work, rows);
   if (!s.ok() || !work) return s;
   const uint64_t D = a.head_dim;
-  const uint64_t W = ferrum::common::shape_elems({sat_add(a.q_heads, sat_add(a.kv_heads, a.kv_heads)), D});
   uint64_t qkv_off = 0, q_off = 0;
-  s = plugin::rules::check_byte_region(op, "qkv", "qkv_byte_offset", a.qkv, a.qkv_byte_offset,
-                                       ferrum::common::shape_elems({a.tokens, W}),
-                                       "tokens·(q_heads + 2·kv_heads)·head_dim", qkv_off);
-  if (s.ok())
-    s = plugin::rules::check_byte_region(op, "q_out", "q_out_byte_offset", a.q_out, a.q_out_byte_offset,
-                                         ferrum::common::shape_elems({a.tokens, a.q_heads, D}),
-                                         "tokens·q_heads·head_dim", q_off);
+  s = plugin::rules::check_writer_regions(op, a, qkv_off, q_off);
   PagedPoolGeometry g;
   if (s.ok()) s = check_paged_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, vllm, a.block_size, a.kv_heads, D, g);
   if (s.ok()) s = plugin::rules::check_paged_capacity(op, a.cache_len, a.tokens, a.max_num_blocks_per_seq, a.block_size);
@@ -136,7 +120,7 @@ Status write_single(const char* op, bool vllm, ferrum_context& c, const Args& a,
                     a.block_size, g, a.block_table, a.max_num_blocks_per_seq);
   L.pos_offset = a.pos_offset;
   L.paged.slot_offset = a.cache_len;
-  return enqueue(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
+  return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
 }
 
 // split_qkv_norm_rope_into_paged_cache_varlen and its _vllm twin.
@@ -163,7 +147,7 @@ Status write_varlen(const char* op, bool vllm, ferrum_context& c, const Args& a,
   L.paged.pos_offsets = a.pos_offsets->data;
   L.paged.pos_i32 = is_i32(a.pos_offsets);
   L.paged.num_seqs = a.num_seqs;
-  return enqueue(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
+  return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
 }
 
 }  // namespace

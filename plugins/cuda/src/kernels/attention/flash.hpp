@@ -25,6 +25,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "status.hpp"
 
@@ -36,6 +37,25 @@ namespace ferrum::cuda::attn {
 //   192 (DeepSeek MLA-style q/k with rope part), 256 (Gemma).
 inline constexpr bool head_dim_supported(uint64_t hd) {
   return hd == 32 || hd == 64 || hd == 80 || hd == 96 || hd == 112 || hd == 128 || hd == 192 || hd == 256;
+}
+
+// Calls f(std::integral_constant<int, HD>{}) for the compiled head size HD == hd and returns
+// its Status; UNSUPPORTED naming `what` for any other hd.
+template <class F>
+Status with_head_dim(uint64_t hd, const char* what, F&& f) {
+  switch (hd) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 80: return f(std::integral_constant<int, 80>{});
+    case 96: return f(std::integral_constant<int, 96>{});
+    case 112: return f(std::integral_constant<int, 112>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    case 192: return f(std::integral_constant<int, 192>{});
+    case 256: return f(std::integral_constant<int, 256>{});
+    default: break;
+  }
+  return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: head_dim %llu has no kernel", what,
+                     static_cast<unsigned long long>(hd));
 }
 
 // Decode path below this many queries per row-set (tensor-core tiles of 64 queries would

@@ -81,6 +81,20 @@ __device__ __forceinline__ float2 load2f<__nv_bfloat16>(const unsigned char* p) 
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
 }
 
+// One prefill CTA's tile (flash_prefill.cuh): nq (<= 64) consecutive queries of head h at
+// positions pos0 + r (a negative position sees no key) over L keys; query and output row r at
+// q0 / o0 + r·stride; flat row index g0 + r (for an LSE output); K/V through `row`.
+template <class Row, class T>
+struct PrefillTile {
+  Row row;
+  uint64_t h, g0, L, stride;
+  int64_t pos0;
+  int nq;
+  bool causal;
+  const T* q0;
+  T* o0;
+};
+
 // The contiguous-cache source of flash_attention: row = b·q_len + i of the batched head-major
 // q/out, K/V rows [nkv, S, HD] per batch entry (or per item, OPS.md §5.1).
 template <class T, int HD>
@@ -142,6 +156,24 @@ struct FlashSrc {
     out(r, h)[d] = from_f32<T>(v);
   }
   __device__ __forceinline__ void lse(const Row&, uint64_t, float) const {}
+  __device__ __forceinline__ void lse_row(uint64_t, uint64_t, float) const {}
+  // Prefill tile (tile index from the last, head) = bx, batch entry = by.
+  __device__ __forceinline__ bool prefill_tile(uint64_t bx, uint64_t by, int bm, PrefillTile<Row, T>& t) const {
+    const uint64_t n_qtiles = (p.q_len + bm - 1) / bm;
+    const uint64_t i0 = (n_qtiles - 1 - bx / H) * bm;
+    t.h = bx % H;
+    const uint64_t kvh = t.h / (H / nkv);
+    resolve(by * p.q_len + i0, kvh, t.row);
+    t.nq = static_cast<int>(p.q_len - i0 < static_cast<uint64_t>(bm) ? p.q_len - i0 : bm);
+    t.pos0 = static_cast<int64_t>(t.row.pos);
+    t.L = t.row.L;
+    t.causal = t.row.causal;
+    t.g0 = 0;
+    t.stride = HD;
+    t.q0 = q(t.row, t.h);
+    t.o0 = out(t.row, t.h);
+    return true;
+  }
   __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
     cp_async16(smem, reinterpret_cast<const unsigned char*>(r.kb + j * HD) + chunk * 16);
   }

@@ -46,36 +46,11 @@ template <class T>
 Status launch_head_dim(const FlashParams& p, uint32_t splits, float* po, float* pl, uint32_t* cnt,
                        cudaStream_t st) noexcept {
   const bool prefill = use_prefill(p);
-  if constexpr (!std::is_same_v<T, float>) {
-    if (prefill) {
-      switch (p.head_dim) {
-        case 32: return launch_prefill<T, 32>(p, st);
-        case 64: return launch_prefill<T, 64>(p, st);
-        case 80: return launch_prefill<T, 80>(p, st);
-        case 96: return launch_prefill<T, 96>(p, st);
-        case 112: return launch_prefill<T, 112>(p, st);
-        case 128: return launch_prefill<T, 128>(p, st);
-        case 192: return launch_prefill<T, 192>(p, st);
-        case 256: return launch_prefill<T, 256>(p, st);
-        default: break;
-      }
-      return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: head_dim %llu has no kernel",
-                         static_cast<unsigned long long>(p.head_dim));
-    }
-  }
-  switch (p.head_dim) {
-    case 32: return launch_decode<T, 32>(p, splits, po, pl, cnt, st);
-    case 64: return launch_decode<T, 64>(p, splits, po, pl, cnt, st);
-    case 80: return launch_decode<T, 80>(p, splits, po, pl, cnt, st);
-    case 96: return launch_decode<T, 96>(p, splits, po, pl, cnt, st);
-    case 112: return launch_decode<T, 112>(p, splits, po, pl, cnt, st);
-    case 128: return launch_decode<T, 128>(p, splits, po, pl, cnt, st);
-    case 192: return launch_decode<T, 192>(p, splits, po, pl, cnt, st);
-    case 256: return launch_decode<T, 256>(p, splits, po, pl, cnt, st);
-    default: break;
-  }
-  return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: head_dim %llu has no kernel",
-                     static_cast<unsigned long long>(p.head_dim));
+  return with_head_dim(p.head_dim, "flash_attention", [&](auto hd) -> Status {
+    if constexpr (!std::is_same_v<T, float>)
+      if (prefill) return launch_prefill<T, decltype(hd)::value>(p, st);
+    return launch_decode<T, decltype(hd)::value>(p, splits, po, pl, cnt, st);
+  });
 }
 
 }  // namespace
@@ -104,9 +79,6 @@ uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept {
 
 Status flash_attention(const FlashParams& p, int sm_count, void* scratch, cudaStream_t stream) noexcept {
   if (p.batch == 0 || p.q_len == 0) return ok_status();
-  if (!head_dim_supported(p.head_dim))
-    return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: head_dim %llu has no kernel",
-                       static_cast<unsigned long long>(p.head_dim));
   const uint32_t splits = std::max<uint32_t>(1, choose_splits(p, sm_count));
   float* part_o = nullptr;
   float* part_lse = nullptr;

@@ -14,5 +14,7 @@ template Status launch_prefill<__nv_bfloat16, 80>(const FlashParams&, cudaStream
 template Status launch_paged_decode<float, 80>(const PagedParams&, uint64_t, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
 template Status launch_paged_decode<__half, 80>(const PagedParams&, uint64_t, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
 template Status launch_paged_decode<__nv_bfloat16, 80>(const PagedParams&, uint64_t, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
+template Status launch_paged_prefill<__half, 80>(const PagedParams&, cudaStream_t) noexcept;
+template Status launch_paged_prefill<__nv_bfloat16, 80>(const PagedParams&, cudaStream_t) noexcept;
 
 }  // namespace ferrum::cuda::attn

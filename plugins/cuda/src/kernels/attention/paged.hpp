@@ -3,7 +3,12 @@
 // every host field first. The launch only enqueues (no allocation, no synchronisation), so it
 // is capturable.
 //
-// Kernel: the split-KV decode kernels of flash_decode.cuh (tensor cores for F16/BF16, SIMT f32
+// Prefill: F16/BF16 steps whose queries per sequence may exceed kDecodeMaxQLen also run the
+// FA2-style prefill kernel of flash_prefill.cuh over the same source (tiles of 64 queries of one
+// sequence and one head), for the sequences with more than kDecodeMaxQLen queries; the decode
+// kernel serves the others (the split is decided per sequence on the device, the launch from the
+// shapes).
+// Decode: the split-KV decode kernels of flash_decode.cuh (tensor cores for F16/BF16, SIMT f32
 // for F32) over a paged KV source (paged_src.cuh): one CTA per (query row, KV head × head
 // chunk of up to 8 query heads, split), K/V rows gathered through the block table 16 bytes at
 // a time (cp.async; the vLLM V layout is gathered element by element), online softmax in f32,
@@ -53,6 +58,13 @@ struct PagedParams {
   const void* tile_starts = nullptr;
   bool tile_starts_i32 = false;
   uint64_t num_tiles = 0;
+  // Split between the two kernels (varlen / FA2 rows): the decode kernel serves the sequences
+  // with q_len_s <= decode_max_q, the prefill kernel (F16/BF16, tiles of 64 queries of one
+  // sequence, at most prefill_q_tiles per sequence) the others. Chosen by paged_attention from
+  // the shapes; UINT64_MAX / 0 = decode only.
+  uint64_t decode_max_q = UINT64_MAX;
+  uint64_t prefill_q_tiles = 0;
+  uint64_t q_len_bound = 0;            // host bound on every q_len_s (varlen: min(M, max_kv_len); FA2: max_q_len)
   float scale = 0.0f;                  // resolved (never 0)
   uint64_t window = 0;
   uint64_t len_bound = 0;              // host bound on every L (for the split choice)
@@ -68,9 +80,11 @@ uint64_t paged_scratch_bytes(const PagedParams& p, int sm_count) noexcept;
 // Enqueues the attention. head_dim must satisfy head_dim_supported (flash.hpp).
 [[nodiscard]] Status paged_attention(const PagedParams& p, int sm_count, void* scratch, cudaStream_t stream) noexcept;
 
-// Per-head-dim launchers (explicit instances in flash_hd<N>.cu).
+// Per-head-dim launchers (explicit instances in flash_hd<N>.cu; the prefill for F16/BF16 only).
 template <class T, int HD>
 Status launch_paged_decode(const PagedParams& p, uint64_t rows, uint32_t splits, float* part_o, float* part_lse,
                            uint32_t* counters, cudaStream_t stream) noexcept;
+template <class T, int HD>
+Status launch_paged_prefill(const PagedParams& p, cudaStream_t stream) noexcept;
 
 }  // namespace ferrum::cuda::attn

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "dtype.hpp"
 #include "flash.hpp"
@@ -26,24 +27,6 @@ uint32_t paged_splits(const PagedParams& p, int sm_count) {
   return decode_split_count(p.dtype, p.head_dim, groups, bound, sm_count);
 }
 
-template <class T>
-Status launch_hd(const PagedParams& p, uint64_t rows, uint32_t splits, float* po, float* pl, uint32_t* cnt,
-                 cudaStream_t st) noexcept {
-  switch (p.head_dim) {
-    case 32: return launch_paged_decode<T, 32>(p, rows, splits, po, pl, cnt, st);
-    case 64: return launch_paged_decode<T, 64>(p, rows, splits, po, pl, cnt, st);
-    case 80: return launch_paged_decode<T, 80>(p, rows, splits, po, pl, cnt, st);
-    case 96: return launch_paged_decode<T, 96>(p, rows, splits, po, pl, cnt, st);
-    case 112: return launch_paged_decode<T, 112>(p, rows, splits, po, pl, cnt, st);
-    case 128: return launch_paged_decode<T, 128>(p, rows, splits, po, pl, cnt, st);
-    case 192: return launch_paged_decode<T, 192>(p, rows, splits, po, pl, cnt, st);
-    case 256: return launch_paged_decode<T, 256>(p, rows, splits, po, pl, cnt, st);
-    default: break;
-  }
-  return make_status(FERRUM_STATUS_UNSUPPORTED, "paged attention: head_dim %llu has no kernel",
-                     static_cast<unsigned long long>(p.head_dim));
-}
-
 }  // namespace
 
 uint64_t paged_grid_rows(const PagedParams& p) noexcept {
@@ -64,12 +47,49 @@ uint64_t paged_scratch_bytes(const PagedParams& p, int sm_count) noexcept {
   return flash_counter_bytes(sm_count) + paged_grid_rows(p) * p.num_heads * splits * (p.head_dim + 1) * sizeof(float);
 }
 
-Status paged_attention(const PagedParams& p, int sm_count, void* scratch, cudaStream_t stream) noexcept {
+namespace {
+
+// Chooses the prefill/decode split (paged.hpp) from the shapes: F16/BF16, not tiled, and
+// sequences that may hold more than kDecodeMaxQLen queries. Uniform steps with q_len > 8 run the
+// prefill kernel alone (as flash_attention does); varlen / FA2 steps add a prefill launch only
+// when the queries average at least 4 per sequence (M >= 4·S), because its grid holds
+// ceil(q_len_bound / 64) tiles for every sequence and a decode-heavy step would mostly launch
+// empty tiles.
+PagedParams with_split(PagedParams p) {
+  p.decode_max_q = UINT64_MAX;
+  p.prefill_q_tiles = 0;
+  if (p.dtype == FERRUM_DTYPE_F32 || p.rows == PagedRows::tiled || p.num_seqs > 65535) return p;
+  if (p.rows == PagedRows::uniform) {
+    if (p.q_len > kDecodeMaxQLen) p.prefill_q_tiles = (p.q_len + 63) / 64;
+    return p;
+  }
+  if (p.q_len_bound > kDecodeMaxQLen && p.total_q / 4 >= p.num_seqs) {
+    p.decode_max_q = kDecodeMaxQLen;
+    p.prefill_q_tiles = (std::min(p.q_len_bound, p.total_q) + 63) / 64;
+  }
+  return p;
+}
+
+bool decode_launch(const PagedParams& p) { return !(p.rows == PagedRows::uniform && p.prefill_q_tiles > 0); }
+
+}  // namespace
+
+Status paged_attention(const PagedParams& params, int sm_count, void* scratch, cudaStream_t stream) noexcept {
+  const PagedParams p = with_split(params);
   const uint64_t rows = paged_grid_rows(p);
   if (rows == 0 || p.num_seqs == 0) return ok_status();
-  if (!head_dim_supported(p.head_dim))
-    return make_status(FERRUM_STATUS_UNSUPPORTED, "paged attention: head_dim %llu has no kernel",
-                       static_cast<unsigned long long>(p.head_dim));
+  if (p.prefill_q_tiles > 0) {
+    Status s = dispatch_float(p.dtype, "paged attention", [&](auto tag) -> Status {
+      using T = typename decltype(tag)::type;
+      if constexpr (std::is_same_v<T, float>) {
+        return make_status(FERRUM_STATUS_INTERNAL, "paged attention: no F32 prefill kernel");
+      } else {
+        return with_head_dim(p.head_dim, "paged attention",
+                             [&](auto hd) -> Status { return launch_paged_prefill<T, decltype(hd)::value>(p, stream); });
+      }
+    });
+    if (!s.ok() || !decode_launch(p)) return s;
+  }
   const uint32_t splits = std::max<uint32_t>(1, paged_splits(p, sm_count));
   float* part_o = nullptr;
   float* part_lse = nullptr;
@@ -86,7 +106,9 @@ Status paged_attention(const PagedParams& p, int sm_count, void* scratch, cudaSt
   }
   return dispatch_float(p.dtype, "paged attention", [&](auto tag) -> Status {
     using T = typename decltype(tag)::type;
-    return launch_hd<T>(p, rows, splits, part_o, part_lse, counters, stream);
+    return with_head_dim(p.head_dim, "paged attention", [&](auto hd) -> Status {
+      return launch_paged_decode<T, decltype(hd)::value>(p, rows, splits, part_o, part_lse, counters, stream);
+    });
   });
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "flash_decode.cuh"
+#include "flash_prefill.cuh"
 #include "paged.hpp"
 
 namespace ferrum::cuda::attn {
@@ -80,6 +81,7 @@ struct PagedSrc {
       const int64_t base = paged_idx(p.lens, p.lens_i32, s);
       if (base < 0) return false;  // inconsistent sequence: not written (as on the CPU)
       const int64_t qn = e - b;
+      if (static_cast<uint64_t>(qn) > p.decode_max_q) return false;  // the prefill launch's row
       r.seq = s;
       r.g = static_cast<uint64_t>(b + j);
       if (p.rows == PagedRows::fa2) {
@@ -107,8 +109,48 @@ struct PagedSrc {
   __device__ __forceinline__ void store(const Row& r, uint64_t h, int d, float v) const {
     static_cast<T*>(p.out)[(r.g * H + h) * HD + d] = from_f32<T>(v);
   }
-  __device__ __forceinline__ void lse(const Row& r, uint64_t h, float lse_log2) const {
-    if (p.lse) p.lse[h * p.lse_stride + r.g] = lse_log2 == -INFINITY ? -INFINITY : lse_log2 * kLn2;
+  __device__ __forceinline__ void lse_row(uint64_t g, uint64_t h, float lse_log2) const {
+    if (p.lse) p.lse[h * p.lse_stride + g] = lse_log2 == -INFINITY ? -INFINITY : lse_log2 * kLn2;
+  }
+  __device__ __forceinline__ void lse(const Row& r, uint64_t h, float lse_log2) const { lse_row(r.g, h, lse_log2); }
+
+  // Prefill tile: sequence s = by (uniform, varlen or FA2 rows; tiles are decode-only), tile
+  // index from the last (of prefill_q_tiles) and head = bx. False for a tile past the
+  // sequence's queries, a sequence the decode launch serves, or an inconsistent sequence.
+  __device__ __forceinline__ bool prefill_tile(uint64_t bx, uint64_t s, int bm, PrefillTile<Row, T>& t) const {
+    int64_t b, qn, len, p_first;
+    if (p.rows == PagedRows::uniform) {
+      b = static_cast<int64_t>(s * p.q_len);
+      qn = static_cast<int64_t>(p.q_len);
+      len = paged_idx(p.lens, p.lens_i32, s);
+      p_first = len < 0 ? INT64_MIN / 2 : len - qn;  // a negative length: zero rows
+    } else {
+      int64_t e;
+      if (!seq_range(s, b, e)) return false;
+      const int64_t base = paged_idx(p.lens, p.lens_i32, s);
+      if (base < 0) return false;
+      qn = e - b;
+      if (static_cast<uint64_t>(qn) <= p.decode_max_q) return false;  // the decode launch's rows
+      len = p.rows == PagedRows::fa2 ? base : base + qn;
+      p_first = p.rows == PagedRows::fa2 ? base - qn : base;
+    }
+    const uint64_t i0 = (p.prefill_q_tiles - 1 - bx / H) * bm;
+    if (i0 >= static_cast<uint64_t>(qn)) return false;
+    t.h = bx % H;
+    t.row.kvh = t.h / (H / nkv);
+    t.row.seq = s;
+    t.g0 = static_cast<uint64_t>(b) + i0;
+    t.row.g = t.g0;
+    t.L = len < 0 ? 0 : (static_cast<uint64_t>(len) < cap ? static_cast<uint64_t>(len) : cap);
+    t.row.L = t.L;
+    t.pos0 = p_first + static_cast<int64_t>(i0);
+    t.row.pos = t.pos0;
+    t.nq = static_cast<int>(static_cast<uint64_t>(qn) - i0 < static_cast<uint64_t>(bm) ? static_cast<uint64_t>(qn) - i0 : bm);
+    t.causal = true;
+    t.stride = H * HD;
+    t.q0 = q(t.row, t.h);
+    t.o0 = static_cast<T*>(p.out) + (t.g0 * H + t.h) * HD;
+    return true;
   }
   // Physical block of key j of the row's sequence, or -1 when out of range.
   __device__ __forceinline__ int64_t block_of(const Row& r, uint64_t j, uint64_t& o) const {
@@ -125,43 +167,55 @@ struct PagedSrc {
     const int64_t blk = paged_idx(p.block_tables, p.bt_i32, r.seq * p.bt_stride + lb);
     return (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) ? -1 : blk;
   }
-  __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
-    uint64_t o;
+  // Physical block `ub` and offset `o` of key j; false (with a zero chunk stored at smem) when
+  // its block is out of range.
+  __device__ __forceinline__ bool locate(void* smem, const Row& r, uint64_t j, uint64_t& ub, uint64_t& o) const {
     const int64_t blk = block_of(r, j, o);
     if (blk < 0) {
       *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
-      return;
+      return false;
     }
-    const uint64_t ub = static_cast<uint64_t>(blk), bs = p.block_size;
-    const T* src = static_cast<const T*>(p.k_pool);
+    ub = static_cast<uint64_t>(blk);
+    return true;
+  }
+  // Start of (block ub, KV head kvh): the ferrum row at offset o, or the vLLM head slab.
+  __device__ __forceinline__ uint64_t ferrum_row(uint64_t ub, uint64_t o, uint64_t kvh) const {
+    return ((ub * p.block_size + o) * nkv + kvh) * HD;
+  }
+  __device__ __forceinline__ uint64_t vllm_slab(uint64_t ub, uint64_t kvh) const {
+    return ub * (nkv * HD * p.block_size) + kvh * (HD * p.block_size);
+  }
+  __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
+    uint64_t ub, o;
+    if (!locate(smem, r, j, ub, o)) return;
+    const T* k = static_cast<const T*>(p.k_pool);
     if (!p.vllm)
-      src += ((ub * bs + o) * nkv + r.kvh) * HD + chunk * kE;
+      cp_async16(smem, k + ferrum_row(ub, o, r.kvh) + chunk * kE);
     else  // [blk, nkv, HD/x, bs, x]: chunk = d / x
-      src += ub * (nkv * HD * bs) + r.kvh * (HD * bs) + static_cast<uint64_t>(chunk) * (bs * kE) + o * kE;
-    cp_async16(smem, src);
+      cp_async16(smem, k + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * (p.block_size * kE) + o * kE);
   }
   __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
-    uint64_t o;
-    const int64_t blk = block_of(r, j, o);
-    if (blk < 0) {
-      *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
-      return;
-    }
-    const uint64_t ub = static_cast<uint64_t>(blk), bs = p.block_size;
-    const T* src = static_cast<const T*>(p.v_pool);
+    uint64_t ub, o;
+    if (!locate(smem, r, j, ub, o)) return;
+    const T* v = static_cast<const T*>(p.v_pool);
     if (!p.vllm) {
-      cp_async16(smem, src + ((ub * bs + o) * nkv + r.kvh) * HD + chunk * kE);
+      cp_async16(smem, v + ferrum_row(ub, o, r.kvh) + chunk * kE);
       return;
     }
-    // [blk, nkv, HD, bs]: the chunk's kE dims of position o are bs elements apart.
-    const T* base = src + ub * (nkv * HD * bs) + r.kvh * (HD * bs) + static_cast<uint64_t>(chunk) * kE * bs + o;
-    uint4 v;
-    T* e = reinterpret_cast<T*>(&v);
+    // [blk, nkv, HD, bs]: the chunk's kE dims of position o are block_size elements apart.
+    const T* base = v + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * kE * p.block_size + o;
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
-    for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * bs];
-    *reinterpret_cast<uint4*>(smem) = v;
+    for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * p.block_size];
+    *reinterpret_cast<uint4*>(smem) = raw;
   }
 };
+
+template <class T, int HD>
+Status launch_paged_prefill(const PagedParams& p, cudaStream_t stream) noexcept {
+  return launch_prefill_src<T, HD>(PagedSrc<T, HD>(p), p.prefill_q_tiles, p.num_seqs, stream, "paged attention");
+}
 
 template <class T, int HD>
 Status launch_paged_decode(const PagedParams& p, uint64_t rows, uint32_t splits, float* part_o, float* part_lse,

@@ -196,19 +196,9 @@ Status quant_decode(const QuantDecodeParams& p, int sm_count, void* scratch, cud
     po = reinterpret_cast<float*>(static_cast<unsigned char*>(scratch) + flash_counter_bytes(sm_count));
     pl = po + p.nq * splits * p.head_dim;
   }
-  switch (p.head_dim) {
-    case 32: return launch_quant<32>(p, splits, po, pl, cnt, stream);
-    case 64: return launch_quant<64>(p, splits, po, pl, cnt, stream);
-    case 80: return launch_quant<80>(p, splits, po, pl, cnt, stream);
-    case 96: return launch_quant<96>(p, splits, po, pl, cnt, stream);
-    case 112: return launch_quant<112>(p, splits, po, pl, cnt, stream);
-    case 128: return launch_quant<128>(p, splits, po, pl, cnt, stream);
-    case 192: return launch_quant<192>(p, splits, po, pl, cnt, stream);
-    case 256: return launch_quant<256>(p, splits, po, pl, cnt, stream);
-    default: break;
-  }
-  return make_status(FERRUM_STATUS_UNSUPPORTED, "quantised paged decode: head_dim %llu has no kernel",
-                     static_cast<unsigned long long>(p.head_dim));
+  return with_head_dim(p.head_dim, "quantised paged decode", [&](auto hd) -> Status {
+    return launch_quant<decltype(hd)::value>(p, splits, po, pl, cnt, stream);
+  });
 }
 
 }  // namespace ferrum::cuda::attn
