@@ -583,6 +583,29 @@ TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda
   CHECK(ft::all_poison(dt, download(ctx, out, dt, p.S * p.nh * p.D), 0, p.S * p.nh * p.D));  // nothing ran
 }
 
+TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda][attention]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_F16, FERRUM_DTYPE_BF16, FERRUM_DTYPE_F32);
+  const auto [q_len, kv_len, causal, window] = GENERATE(table<uint64_t, uint64_t, uint32_t, uint64_t>(
+      {{1, 3000, 1, 0}, {5, 77, 1, 0}, {130, 300, 1, 0}, {64, 64, 0, 0}, {100, 500, 1, 33}}));
+  INFO(ft::dtype_name(dt) << " q_len " << q_len << " kv_len " << kv_len << " causal " << causal << " window " << window);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t B = 2, H = 8, nkv = 2, hd = 32, pos = kv_len - q_len;
+  const std::vector<double> q = ft::normal_dtype(dt, B * H * q_len * hd, 0.0, 1.0, 41 + q_len);
+  const std::vector<double> k = ft::normal_dtype(dt, B * nkv * kv_len * hd, 0.0, 1.0, 42 + kv_len);
+  const std::vector<double> v = ft::normal_dtype(dt, B * nkv * kv_len * hd, 0.0, 1.0, 43 + kv_len);
+  ferrum::Buffer dq = upload(ctx, dt, ft::encode(dt, q)), dk = upload(ctx, dt, ft::encode(dt, k)),
+                 dv = upload(ctx, dt, ft::encode(dt, v));
+  ferrum::Buffer out = poisoned(ctx, dt, q.size());
+  ctx.flash_attention(dq, dk, dv, out, B, q_len, kv_len, pos, H, nkv, hd, causal != 0, 0.0f, 0, window);
+  std::vector<double> ref;
+  ferrum::ref::flash_attention(q, k, v, ref, B, q_len, kv_len, pos, H, nkv, hd, causal, 0.0f, 0, window);
+  const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, q.size())), ref, dt, hd, 'F');
+  INFO(r.message);
+  CHECK(r.ok);
+}
+
 int main(int argc, char* argv[]) {
   const int rc = Catch::Session().run(argc, argv);
   // Every executed test skipped or passed, and at least one skipped: report "skipped" to CTest.
