@@ -32,6 +32,7 @@
 //   void load_k(void* smem, const Row&, uint64_t j, int chunk)   async copy (cp.async) or store
 //   void load_v(void* smem, const Row&, uint64_t j, int chunk)
 //   uint64_t H, nkv, window; float scale                   fields
+//   static constexpr bool kMayVt (+ v_by_dim / load_vt)   V by dimension (the tensor-core kernel)
 // The SIMT kernel only needs q_at/store, so its T (the shared-memory K/V type) may differ from
 // the query/output type (the quantised-KV source dequantises into f32 rows).
 #pragma once
@@ -99,6 +100,7 @@ struct PrefillTile {
 // q/out, K/V rows [nkv, S, HD] per batch entry (or per item, OPS.md §5.1).
 template <class T, int HD>
 struct FlashSrc {
+  static constexpr bool kMayVt = false;
   FlashParams p;
   uint64_t H, nkv, window;
   float scale;
@@ -428,17 +430,25 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
 // (64 KiB at hd 128) in flight. At the end the 4 warps' (m, l, O) are merged through shared
 // memory in warp order (deterministic). Per 64 keys of hd 128 a warp issues 32 mma + 16
 // ldmatrix: far under the time the 32 KiB take to arrive, so the kernel runs at the memory rate.
-template <class T, int HD>
+//
+// A source whose V rows are stored by dimension (the vLLM V layout [D, block_size]: a 16-byte
+// chunk is 8 consecutive keys of one dimension) says so with kMayVt and v_by_dim(row); the stage
+// then holds V transposed ([HD][kBN + 8], loaded with load_vt) and P·V reads it with the
+// non-transposing ldmatrix, exactly as Q·Kᵀ reads K.
+template <class T, int HD, bool kVt = false>
 struct DecodeMmaCfg {
   static constexpr int kThreads = 128;
   static constexpr int kBN = kDecodeMmaKeys;  // 16 keys per warp
   static constexpr int kStages = decode_mma_stages(HD);
   static constexpr int kLd = HD + 8;          // elements per smem row (odd count of 16-byte chunks)
+  static constexpr int kLdT = kBN + 8;        // elements per transposed V row (9 chunks)
   static constexpr int kChunks = HD / 8;
-  static constexpr int kStageElems = 2 * kBN * kLd;  // K rows then V rows
+  static constexpr int kVElems = kVt && HD * kLdT > kBN * kLd ? HD * kLdT : kBN * kLd;
+  static constexpr int kStageElems = kBN * kLd + kVElems;  // K rows then V rows (or V by dimension)
   static constexpr size_t kSmemBytes = sizeof(T) * static_cast<size_t>(kStageElems) * kStages;
   static constexpr int kOwLd = HD + 8;        // floats per row of the end-of-CTA merge buffer
-  static_assert(kSmemBytes == decode_mma_smem_bytes(HD, sizeof(T)), "flash.hpp's size must match");
+  static_assert(kVt || kSmemBytes == decode_mma_smem_bytes(HD, sizeof(T)), "flash.hpp's size must match");
+  static_assert((kLdT * 2 / 16) % 2 == 1, "transposed V row must be an odd number of 16-byte chunks");
   static_assert(HD % 16 == 0, "mma decode head_dim must be a multiple of 16");
   static_assert((kLd * 2 / 16) % 2 == 1, "padded row must be an odd number of 16-byte chunks");
   static_assert(sizeof(float) * (4 * 8 * kOwLd + 64) <= kSmemBytes, "merge buffer must fit the stages");
@@ -448,7 +458,7 @@ template <class T, int HD, class Src>
 __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, uint32_t splits,
                                                                uint32_t head_chunks, float* part_o,
                                                                float* part_lse, uint32_t* counters) {
-  using Cfg = DecodeMmaCfg<T, HD>;
+  using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt>;
   constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kChunks = Cfg::kChunks, kStages = Cfg::kStages;
   constexpr int kG = kDecodeHeadChunk;
   static_assert(kG == 8, "the mma decode maps the head chunk onto rows 0..7");
@@ -489,6 +499,8 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
     }
   }
 
+  bool vt = false;  // V staged by dimension (uniform over the CTA)
+  if constexpr (Src::kMayVt) vt = src.v_by_dim(rw);
   auto load_tile = [&](int stage, uint64_t j0) {
     T* ks = kv_s + stage * Cfg::kStageElems;
     T* vs = ks + kBN * kLd;
@@ -500,10 +512,18 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
       T* vd = vs + r * kLd + cc * 8;
       if (r < rows) {
         src.load_k(kd, rw, j0 + r, cc);
-        src.load_v(vd, rw, j0 + r, cc);
+        if (!vt) src.load_v(vd, rw, j0 + r, cc);
       } else {  // past the split: zeros (P = 0 must not meet stale NaN/Inf in V)
         *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+        if (!vt) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    if constexpr (Src::kMayVt) {
+      if (vt) {  // [HD][kLdT]: chunk (d, keys 8·kc .. 8·kc + 7); keys past `rows` are zeros
+        for (int c = tid; c < HD * (kBN / 8); c += Cfg::kThreads) {
+          const int d = c / (kBN / 8), kc = c % (kBN / 8);
+          src.load_vt(vs + d * Cfg::kLdT + kc * 8, rw, j0 + kc * 8, d, rows - kc * 8);
+        }
       }
     }
   };
@@ -579,12 +599,22 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
       }
     }
     const uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), 0u, pack2<T>(s[1][0], s[1][1]), 0u};
+    if (!vt) {
 #pragma unroll
-    for (int dn = 0; dn < HD / 16; ++dn) {
-      uint32_t bb[4];
-      ldmatrix_x4_trans(bb, vs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + dn * 16 + (lane >> 4) * 8);
-      mma16816<T>(o[2 * dn], a, bb[0], bb[1]);
-      mma16816<T>(o[2 * dn + 1], a, bb[2], bb[3]);
+      for (int dn = 0; dn < HD / 16; ++dn) {
+        uint32_t bb[4];
+        ldmatrix_x4_trans(bb, vs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + dn * 16 + (lane >> 4) * 8);
+        mma16816<T>(o[2 * dn], a, bb[0], bb[1]);
+        mma16816<T>(o[2 * dn + 1], a, bb[2], bb[3]);
+      }
+    } else {
+#pragma unroll
+      for (int dn = 0; dn < HD / 16; ++dn) {  // rows = dimensions, columns = this warp's 16 keys
+        uint32_t bb[4];
+        ldmatrix_x4(bb, vs + (dn * 16 + (lane & 7) + (lane >> 4) * 8) * Cfg::kLdT + warp * 16 + ((lane >> 3) & 1) * 8);
+        mma16816<T>(o[2 * dn], a, bb[0], bb[1]);
+        mma16816<T>(o[2 * dn + 1], a, bb[2], bb[3]);
+      }
     }
   }
   cp_async_wait<0>();
@@ -646,7 +676,7 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
     return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: decode grid %llu x %llu exceeds the CUDA limits", what,
                        static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
   if constexpr (!std::is_same_v<T, float>) {
-    using Cfg = DecodeMmaCfg<T, HD>;
+    using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt>;
     auto kernel = flash_decode_mma_kernel<T, HD, Src>;
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));

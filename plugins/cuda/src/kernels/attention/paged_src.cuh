@@ -24,6 +24,7 @@ __device__ __forceinline__ int64_t paged_idx(const void* b, bool i32, uint64_t i
 
 template <class T, int HD>
 struct PagedSrc {
+  static constexpr bool kMayVt = true;  // the vLLM V layout is staged by dimension
   PagedParams p;
   uint64_t H, nkv, window;
   float scale;
@@ -208,6 +209,32 @@ struct PagedSrc {
     T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
     for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * p.block_size];
+    *reinterpret_cast<uint4*>(smem) = raw;
+  }
+  // The tensor-core decode stages the vLLM V layout by dimension (load_vt) instead of gathering
+  // rows element by element (load_v).
+  __device__ __forceinline__ bool v_by_dim(const Row&) const { return p.vllm; }
+  // Keys j8 .. j8 + 7 of dimension d of the vLLM V pool (8 elements = 16 bytes; `valid` keys
+  // from j8 are in the stage, the rest are zeros): one 16-byte copy when the 8 keys are one
+  // aligned run of a block, else element by element (an out-of-range block reads zeros).
+  __device__ __forceinline__ void load_vt(void* smem, const Row& r, uint64_t j8, int d, int valid) const {
+    const T* v = static_cast<const T*>(p.v_pool);
+    const uint64_t bs = p.block_size;
+    if (kE == 8 && valid >= 8 && bs % 8 == 0 && j8 % 8 == 0) {
+      uint64_t ub, o;
+      if (!locate(smem, r, j8, ub, o)) return;
+      cp_async16(smem, v + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(d) * bs + o);
+      return;
+    }
+    uint4 raw = make_uint4(0, 0, 0, 0);
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (i >= valid) break;
+      uint64_t o;
+      const int64_t blk = block_of(r, j8 + i, o);
+      if (blk >= 0) e[i] = v[vllm_slab(static_cast<uint64_t>(blk), r.kvh) + static_cast<uint64_t>(d) * bs + o];
+    }
     *reinterpret_cast<uint4*>(smem) = raw;
   }
 };
