@@ -606,6 +606,49 @@ TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda]
   CHECK(r.ok);
 }
 
+TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree bitwise", "[cuda][paged][graph]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const bool fp8 = GENERATE(false, true);
+  const int32_t dt = GENERATE(FERRUM_DTYPE_F16, FERRUM_DTYPE_BF16);
+  INFO((fp8 ? "fp8 " : "int8 ") << ft::dtype_name(dt));
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t N = 300, bs = 16, nkv = 2, nq = 8, hd = 128, tokens = 3001;
+  ferrum::KvCacheQuant c = fp8 ? ctx.alloc_paged_fp8_layer(N, bs, nkv, hd) : ctx.alloc_paged_int8_layer(N, bs, nkv, hd);
+  // A permuted block list; one append of the whole prefix.
+  const std::vector<uint32_t> perm = ft::random_permutation(static_cast<uint32_t>(N), 61);
+  const std::vector<double> kin = ft::normal_dtype(dt, tokens * nkv * hd, 0.0, 1.0, 62);
+  const std::vector<double> vin = ft::normal_dtype(dt, tokens * nkv * hd, 0.0, 1.0, 63);
+  ferrum::Buffer dk = upload(ctx, dt, ft::encode(dt, kin)), dv = upload(ctx, dt, ft::encode(dt, vin));
+  auto append = [&](const ferrum::Buffer& k, const ferrum::Buffer& v, uint64_t before, uint64_t n) {
+    if (fp8)
+      ctx.fp8_kv_append_paged(k, v, c.k, c.v, c.k_scales, c.v_scales, perm, before, n, bs, nkv, hd);
+    else
+      ctx.int8_kv_append_paged(k, v, c.k, c.v, c.k_scales, c.v_scales, perm, before, n, bs, nkv, hd);
+  };
+  append(dk, dv, 0, tokens);
+  std::vector<int64_t> table(perm.begin(), perm.end());
+  ferrum::Buffer bt = upload_u32(ctx, table);
+  const std::vector<double> q = ft::normal_dtype(dt, nq * hd, 0.0, 1.0, 64);
+  ferrum::Buffer dq = upload(ctx, dt, ft::encode(dt, q));
+  ferrum::Buffer out1 = poisoned(ctx, dt, nq * hd), out2 = poisoned(ctx, dt, nq * hd);
+  auto decode = [&](ferrum::Buffer& out) {
+    if (fp8)
+      ctx.fp8_paged_decode_attention(dq, c.k, c.v, c.k_scales, c.v_scales, bt, out, nq, nkv, hd, tokens, bs, 0.0f, 0);
+    else
+      ctx.int8_paged_decode_attention(dq, c.k, c.v, c.k_scales, c.v_scales, bt, out, nq, nkv, hd, tokens, bs, 0.0f, 0);
+  };
+  decode(out1);
+  ctx.begin_graph_capture();
+  decode(out2);
+  ctx.end_graph_capture(902);
+  CHECK(ctx.replay_graph(902) == 1);
+  ctx.sync();
+  const bytes a = download(ctx, out1, dt, nq * hd), b = download(ctx, out2, dt, nq * hd);
+  CHECK(a == b);
+  CHECK(ft::all_written(dt, a, 0, nq * hd));
+}
+
 int main(int argc, char* argv[]) {
   const int rc = Catch::Session().run(argc, argv);
   // Every executed test skipped or passed, and at least one skipped: report "skipped" to CTest.
