@@ -102,6 +102,8 @@ Status write_varlen(const char* op, PagedLayout layout, const Args& a, bool dry)
   uint64_t rows = 0;
   Status s = plugin::rules::check_paged_writer(op, a, 0, work, rows);
   if (!s.ok() || !work) return s;
+  s = plugin::rules::check_writer_varlen_sizes(op, a);
+  if (!s.ok()) return s;
   PagedPool pool;
   s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, a.head_dim,
                 a.max_blocks_per_seq, a.block_tables, pool);

@@ -124,6 +124,17 @@ Status check_writer_regions(const char* op, const Args& a, uint64_t& qkv_off, ui
   return s;
 }
 
+// The varlen writer's packed input [m_total, (q_heads + 2·kv_heads)·head_dim] and token-major
+// output [m_total, q_heads, head_dim], with every product saturating (a row width that wraps
+// 64 bits must not pass as a small one).
+template <class Args>
+Status check_writer_varlen_sizes(const char* op, const Args& a) {
+  const uint64_t W = ferrum::common::shape_elems({sat_add(a.q_heads, sat_add(a.kv_heads, a.kv_heads)), a.head_dim});
+  Status s = check_min_count(op, "qkv", a.qkv, ferrum::common::shape_elems({a.m_total, W}));
+  if (s.ok()) s = check_min_count(op, "q_out", a.q_out, ferrum::common::shape_elems({a.m_total, a.q_heads, a.head_dim}));
+  return s;
+}
+
 // ---- quantised paged KV ----------------------------------------------------------------------
 // The four pool buffers of a quantised layer (codes [N, bs, nkv, D], scales F32 [N, bs, nkv])
 // must be present and agree on N = layer_k.count / (bs·nkv·D) >= 1.

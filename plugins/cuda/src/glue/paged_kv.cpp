@@ -131,7 +131,9 @@ Status write_varlen(const char* op, bool vllm, ferrum_context& c, const Args& a,
   Status s = check_writer_common(op, a, 0, work, rows);
   if (!s.ok() || !work) return s;
   PagedPoolGeometry g;
-  s = check_paged_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, vllm, a.block_size, a.kv_heads, a.head_dim, g);
+  s = plugin::rules::check_writer_varlen_sizes(op, a);
+  if (s.ok())
+    s = check_paged_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, vllm, a.block_size, a.kv_heads, a.head_dim, g);
   if (s.ok())
     s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
                               {"sin", a.sin}, {"q_out", a.q_out}, {"cache_k", a.cache_k}, {"cache_v", a.cache_v},
