@@ -579,6 +579,10 @@ TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda
     ferrum::Buffer tiny2 = ctx.alloc_typed(D(dt), 100);
     ctx.paged_batched_decode_attention(q, tiny, tiny2, out, bt, bl, p.S, 20, p.nh, p.nkv, p.D, p.bs, 2, 0.0f, 0);
   });
+  expect(ferrum::ErrorCode::invalid_argument, "q", [&] {  // (q_heads + 2·kv_heads)·head_dim wraps 64 bits
+    ctx.split_qkv_norm_rope_into_paged_cache_varlen(q, nullptr, nullptr, nullptr, nullptr, out, kp, vp, bl, bl, bt, 1, 1,
+                                                    uint64_t{1} << 62, 1, 64, 0.0f, 0, p.bs, 2);
+  });
   ctx.sync();
   CHECK(ft::all_poison(dt, download(ctx, out, dt, p.S * p.nh * p.D), 0, p.S * p.nh * p.D));  // nothing ran
 }
