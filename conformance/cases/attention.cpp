@@ -135,6 +135,12 @@ std::vector<Attn> attention_rows() {
 }
 
 const bool kAttention = register_table<Attn>("flash_attention", kActDtypes, attention_rows(), attn_name, run_attention);
+// The large family: long-context decode and a causal prefill chunk over kv_len >= 8192.
+const bool kAttentionLarge = register_table<Attn>(
+    "flash_attention", kActDtypes,
+    {{"long-context decode", 1, 1, 8192, 8191, 8, 2, 128, true, 0.0f, 0, 0},
+     {"long-context prefill chunk", 1, 16, 9000, 8984, 4, 1, 64, true, 0.0f, 0, 0}},
+    attn_name, run_attention, "large");
 
 }  // namespace
 

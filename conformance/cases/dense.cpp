@@ -18,19 +18,27 @@ constexpr ErrorCode kInvalid = ErrorCode::invalid_argument;
 // ------------------------------------------------------------------------------------ gemm
 struct Mnk { uint64_t m, n, k; };
 
+std::string mnk_name(const Mnk& s) {
+  return fmt("m %llu, n %llu, k %llu", (unsigned long long)s.m, (unsigned long long)s.n, (unsigned long long)s.k);
+}
+
+void run_gemm(Run& run, const Mnk& s) {
+  const vec a = run.random(s.m * s.k), b = run.random(s.n * s.k);
+  Buffer ba = run.upload(a), bb = run.upload(b);
+  Buffer out = run.output(s.m * s.n);
+  run.ctx.gemm(ba, bb, out, s.m, s.n, s.k);
+  vec ref;
+  fr::gemm(a, b, ref, s.m, s.n, s.k);
+  run.check("out", out, ref, s.n);
+}
+
 const bool kGemm = register_table<Mnk>(
     "gemm", kActDtypes, {{1, 1, 1}, {7, 13, 5}, {33, 65, 129}, {64, 64, 64}, {1, 1000, 33}, {17, 3, 1000}, {2, 7, 1}},
-    [](const Mnk& s) { return fmt("m %llu, n %llu, k %llu", (unsigned long long)s.m, (unsigned long long)s.n,
-                                  (unsigned long long)s.k); },
-    [](Run& run, const Mnk& s) {
-      const vec a = run.random(s.m * s.k), b = run.random(s.n * s.k);
-      Buffer ba = run.upload(a), bb = run.upload(b);
-      Buffer out = run.output(s.m * s.n);
-      run.ctx.gemm(ba, bb, out, s.m, s.n, s.k);
-      vec ref;
-      fr::gemm(a, b, ref, s.m, s.n, s.k);
-      run.check("out", out, ref, s.n);
-    });
+    mnk_name, run_gemm);
+// The large family: tensor-core tiles (m >= 1024), a ragged m with a long k, split-K (few rows,
+// very long k). Selected only with --large or --family large.
+const bool kGemmLarge = register_table<Mnk>("gemm", kActDtypes, {{1024, 96, 1024}, {1031, 40, 2056}, {8, 64, 16384}},
+                                            mnk_name, run_gemm, "large");
 
 }  // namespace
 

@@ -38,11 +38,12 @@ inline std::string fmt(const char* f, ...) {
   return buf;
 }
 
-// Registers one case per row of a shape table: name(row) names it, body(run, row) runs it.
+// Registers one case per row of a shape table: name(row) names it, body(run, row) runs it;
+// `family` as Case::family (empty: the op's).
 template <class Row, class NameFn, class BodyFn>
 bool register_table(const char* op, const std::vector<Dtype>& dtypes, const std::vector<Row>& rows, NameFn name,
-                    BodyFn body) {
-  for (const Row& r : rows) register_case({op, name(r), dtypes, [r, body](Run& run) { body(run, r); }});
+                    BodyFn body, const std::string& family = {}) {
+  for (const Row& r : rows) register_case({op, name(r), dtypes, [r, body](Run& run) { body(run, r); }, family});
   return true;
 }
 

@@ -71,6 +71,7 @@ const char* to_string(Status s) noexcept {
     case Status::pass: return "pass";
     case Status::fail: return "fail";
     case Status::unsupported: return "unsupported";
+    case Status::crash: return "crash";
   }
   return "unknown";
 }
@@ -218,6 +219,21 @@ void Run::expect_error(const std::string& what, ErrorCode code, const std::funct
 
 void Run::fail(const std::string& message) { failures_.push_back(message); }
 
+namespace {
+std::function<void(uint64_t, const std::string&)>& step_hook() {
+  static std::function<void(uint64_t, const std::string&)> hook;
+  return hook;
+}
+}  // namespace
+
+void set_step_hook(std::function<void(uint64_t, const std::string&)> hook) { step_hook() = std::move(hook); }
+
+bool Run::step(const std::string& what) {
+  if (++steps_ <= skip_) return false;
+  if (step_hook()) step_hook()(steps_, what);
+  return true;
+}
+
 // ============================================================================ registry
 
 bool register_case(Case c) {
@@ -244,23 +260,29 @@ std::string family_of(const std::string& op) {
   return it == families.end() ? "other" : it->second;
 }
 
+std::string family_of(const Case& c) { return c.family.empty() ? family_of(c.op) : c.family; }
+
 std::vector<const Case*> select_cases(const Options& options) {
   std::vector<const Case*> out;
-  for (const Case& c : cases())
-    if (glob_match(options.op_glob, c.op) && glob_match(options.family_glob, family_of(c.op)) &&
+  for (const Case& c : cases()) {
+    const std::string family = family_of(c);
+    // The large family is slow on a CPU: only when asked for (--large, or a glob without '*'
+    // that names it).
+    if (family == "large" && !options.large && options.family_glob.find('*') != std::string::npos) continue;
+    if (glob_match(options.op_glob, c.op) && glob_match(options.family_glob, family) &&
         glob_match(options.name_glob, c.name))
       out.push_back(&c);
+  }
   return out;
 }
 
 // ============================================================================ runner
 
-namespace {
-
-Outcome run_one(Backend& backend, const Case& c, Dtype dtype, uint64_t seed) {
+Outcome run_case(Backend& backend, const Case& c, Dtype dtype, uint64_t seed, uint64_t skip_steps) {
   Outcome o;
   o.op = c.op;
   o.name = c.name;
+  o.family = family_of(c);
   o.dtype = dtype;
   const auto t0 = std::chrono::steady_clock::now();
   std::string unsupported;
@@ -270,9 +292,10 @@ Outcome run_one(Backend& backend, const Case& c, Dtype dtype, uint64_t seed) {
     const uint64_t case_seed =
         splitmix64(seed ^ fnv1a(std::string(ferrum::to_string(dtype)), fnv1a(c.name, fnv1a(c.op))));
     Run run(backend, ctx, dtype, case_seed);
+    run.skip_steps(skip_steps);
     try {
       c.body(run);
-      ctx.sync();  // asynchronous failures surface here (OPS.md §0.12)
+      ctx.sync();  // asynchronous failures surface here
     } catch (const Error& e) {
       if (e.code() == ErrorCode::unsupported) unsupported = e.what();
       else run.fail(std::string("ferrum::Error ") + ferrum::to_string(e.code()) + ": " + e.what());
@@ -296,10 +319,10 @@ Outcome run_one(Backend& backend, const Case& c, Dtype dtype, uint64_t seed) {
   } else {
     o.status = Status::pass;
   }
+  // A case of an op whose slot is NULL ran the facade's composition (or only its checks).
+  o.composed = family_of(c.op) != "other" && !slot_filled(backend.api(), c.op);
   return o;
 }
-
-}  // namespace
 
 std::vector<Outcome> run_cases(Backend& backend, const Options& options,
                                const std::function<void(const Outcome&)>& on_outcome) {
@@ -308,7 +331,7 @@ std::vector<Outcome> run_cases(Backend& backend, const Options& options,
     for (Dtype d : c->dtypes) {
       if (!options.dtypes.empty() && std::find(options.dtypes.begin(), options.dtypes.end(), d) == options.dtypes.end())
         continue;
-      out.push_back(run_one(backend, *c, d, options.seed));
+      out.push_back(run_case(backend, *c, d, options.seed));
       if (on_outcome) on_outcome(out.back());
     }
   }

@@ -4,10 +4,13 @@
 // the destination dtype (OPS.md §0.2 rule 3), through the shared dtype helpers.
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <ferrum/common/check_support.hpp>
 #include <ferrum/common/dtype.hpp>
 
 #include "invoke.hpp"
@@ -27,6 +30,33 @@ int32_t dtype_of_handle(const Context& c, const ferrum_buffer* h, uint64_t* coun
   return dt;
 }
 
+std::string str(uint64_t v) { return std::to_string(v); }
+
+// The arithmetic rule here too: a count formed from caller fields is a checked product, and one
+// that wraps is INVALID_ARGUMENT naming the fields (the generated checks that ran first already
+// bound each of these by a buffer's element count, so this is the second line of defence).
+uint64_t count_of(const Context& c, int32_t op, std::initializer_list<common::Given> factors) {
+  uint64_t n = 0;
+  std::string why;
+  if (!common::named_product(factors, n, why)) fail(c, op, FERRUM_STATUS_INVALID_ARGUMENT, why);
+  return n;
+}
+
+// A host staging array of n elements, allocated only for validated lengths; a length the host
+// cannot hold is OUT_OF_MEMORY as a ferrum::Error, never std::bad_alloc / std::length_error.
+template <class T>
+std::vector<T> host_vec(const Context& c, int32_t op, uint64_t n, T fill = T{}) {
+  std::vector<T> v;
+  try {
+    if (n > v.max_size()) throw std::length_error("too long");
+    v.assign(n, fill);
+  } catch (const std::exception&) {
+    fail(c, op, FERRUM_STATUS_OUT_OF_MEMORY,
+         "cannot allocate a host staging array of " + str(n) + " elements of " + str(sizeof(T)) + " bytes");
+  }
+  return v;
+}
+
 template <class Args>
 Args make() {
   Args a{};
@@ -34,8 +64,8 @@ Args make() {
   return a;
 }
 
-std::vector<float> to_vec(Context& c, const ferrum_buffer* h, uint64_t n) {
-  std::vector<float> out(n);
+std::vector<float> to_vec(Context& c, int32_t op, const ferrum_buffer* h, uint64_t n) {
+  std::vector<float> out = host_vec<float>(c, op, n);
   if (n == 0) return out;
   auto a = make<ferrum_to_vec_args>();
   a.buf = h;
@@ -46,8 +76,8 @@ std::vector<float> to_vec(Context& c, const ferrum_buffer* h, uint64_t n) {
 }
 
 // read_typed of n elements of a 4-byte integer buffer (u32 or i32), as raw 32-bit words.
-std::vector<uint32_t> read_words(Context& c, const ferrum_buffer* h, int32_t dtype, uint64_t n) {
-  std::vector<uint32_t> out(n);
+std::vector<uint32_t> read_words(Context& c, int32_t op, const ferrum_buffer* h, int32_t dtype, uint64_t n) {
+  std::vector<uint32_t> out = host_vec<uint32_t>(c, op, n);
   if (n == 0) return out;
   auto a = make<ferrum_read_typed_args>();
   a.src = h;
@@ -102,13 +132,13 @@ Buffer zeros(Context& c, int32_t dtype, uint64_t n) {
 }
 
 // f32 values rounded once into `dtype` (f32, f16 or bf16), as little-endian bytes.
-std::vector<uint8_t> encode(int32_t dtype, std::span<const float> v) {
-  std::vector<uint8_t> out(v.size() * dtype_size(dtype));
+std::vector<uint8_t> encode(const Context& c, int32_t op, int32_t dtype, std::span<const float> v) {
+  std::vector<uint8_t> out = host_vec<uint8_t>(c, op, count_of(c, op, {{"len", v.size()}, {"element size", dtype_size(dtype)}}));
   dispatch_float(dtype, 0, [&](auto tag) {
     using T = decltype(tag);
     for (size_t i = 0; i < v.size(); ++i) {
       const T t = from_float<T>(v[i]);
-      std::memcpy(out.data() + i * sizeof(T), &t, sizeof(T));
+      std::memcpy(out.data() + i * sizeof(T), &t, sizeof(T));  // arith-ok: i < v.size(), out holds v.size()·sizeof(T)
     }
     return 0;
   });
@@ -116,21 +146,19 @@ std::vector<uint8_t> encode(int32_t dtype, std::span<const float> v) {
 }
 
 // n elements of float dtype `dtype` at any alignment, widened exactly to f32.
-std::vector<float> decode(int32_t dtype, const uint8_t* raw, uint64_t n) {
-  std::vector<float> out(n);
+std::vector<float> decode(const Context& c, int32_t op, int32_t dtype, const uint8_t* raw, uint64_t n) {
+  std::vector<float> out = host_vec<float>(c, op, n);
   dispatch_float(dtype, 0, [&](auto tag) {
     using T = decltype(tag);
     for (uint64_t i = 0; i < n; ++i) {
       T t;
-      std::memcpy(&t, raw + i * sizeof(T), sizeof(T));
+      std::memcpy(&t, raw + i * sizeof(T), sizeof(T));  // arith-ok: n·sizeof(T) = raw_len (a multiple, checked)
       out[i] = to_float(t);
     }
     return 0;
   });
   return out;
 }
-
-std::string str(uint64_t v) { return std::to_string(v); }
 
 }  // namespace
 
@@ -160,8 +188,8 @@ void facade_default(Context& c, const ferrum_from_weight_bytes_args& a) {
   const uint64_t n = a.raw_len / size;
   Buffer out = a.src_dtype == dst ? from_bytes(c, dst, a.raw, n)
                                   : [&] {
-                                      const std::vector<float> v = decode(a.src_dtype, a.raw, n);
-                                      const std::vector<uint8_t> bytes = encode(dst, v);
+                                      const std::vector<float> v = decode(c, op, a.src_dtype, a.raw, n);
+                                      const std::vector<uint8_t> bytes = encode(c, op, dst, v);
                                       return from_bytes(c, dst, bytes.data(), n);
                                     }();
   *a.buffer = out.release();
@@ -178,7 +206,7 @@ void facade_default(Context& c, const ferrum_write_f32_to_activation_args& a) {
              str(a.data_len));
   if (!a.data)
     fail(c, op, FERRUM_STATUS_INVALID_ARGUMENT, "argument 'data': expected host memory, given NULL");
-  const std::vector<uint8_t> bytes = encode(dt, std::span<const float>(a.data, a.data_len));
+  const std::vector<uint8_t> bytes = encode(c, op, dt, std::span<const float>(a.data, a.data_len));
   Buffer tmp = from_bytes(c, dt, bytes.data(), a.data_len);
   copy_slice(c, tmp.get(), 0, a.dst, 0, a.data_len);
   sync(c);  // before the temporary is released
@@ -214,10 +242,10 @@ void facade_default(Context& c, const ferrum_scaled_add_inplace_args& a) {
          "argument 'scale': expected a finite value, given " + std::to_string(a.scale));
   if (a.len == 0) return;
   const int32_t dt = dtype_of_handle(c, a.dst);
-  std::vector<float> d = to_vec(c, a.dst, a.len);
-  const std::vector<float> s = to_vec(c, a.src, a.len);
+  std::vector<float> d = to_vec(c, op, a.dst, a.len);
+  const std::vector<float> s = to_vec(c, op, a.src, a.len);
   for (uint64_t i = 0; i < a.len; ++i) d[i] = std::fma(a.scale, s[i], d[i]);
-  const std::vector<uint8_t> bytes = encode(dt, d);
+  const std::vector<uint8_t> bytes = encode(c, op, dt, d);
   write_bytes(c, a.dst, dt, bytes.data(), a.len);
   sync(c);  // the staged host data must not outlive this call
 }
@@ -233,15 +261,17 @@ void facade_default(Context& c, const ferrum_embedding_lookup_dev_args& a) {
   dtype_of_handle(c, a.table, &table_count);
   const uint64_t vocab = table_count / a.dim;
   const int32_t ids_dt = dtype_of_handle(c, a.ids);
-  const std::vector<uint32_t> ids = read_words(c, a.ids, ids_dt, a.batch);
+  count_of(c, op, {{"batch", a.batch}, {"dim", a.dim}});  // the rows of 'out' (i·dim below fits)
+  const std::vector<uint32_t> ids = read_words(c, op, a.ids, ids_dt, a.batch);
   Buffer zero_row;
   for (uint64_t i = 0; i < a.batch; ++i) {
     const bool negative = ids_dt == FERRUM_DTYPE_I32 && static_cast<int32_t>(ids[i]) < 0;
+    const uint64_t row = i * a.dim;  // arith-ok: < batch·dim, checked just above
     if (!negative && ids[i] < vocab) {
-      copy_slice(c, a.table, ids[i] * a.dim, a.out, i * a.dim, a.dim);
+      copy_slice(c, a.table, ids[i] * a.dim, a.out, row, a.dim);  // arith-ok: ids[i] < vocab = count / dim
     } else {
       if (!zero_row) zero_row = zeros(c, dtype_of_handle(c, a.out), a.dim);
-      copy_slice(c, zero_row.get(), 0, a.out, i * a.dim, a.dim);
+      copy_slice(c, zero_row.get(), 0, a.out, row, a.dim);
     }
   }
   if (zero_row) sync(c);  // no enqueued copy may still read the row when it is released
@@ -254,9 +284,9 @@ void facade_default(Context& c, const ferrum_argmax_rows_f16_args& a) {
     fail(c, op, FERRUM_STATUS_INVALID_ARGUMENT, "argument 'n': expected > 0 with m > 0, given 0");
   if (!a.out)
     fail(c, op, FERRUM_STATUS_INVALID_ARGUMENT, "argument 'out': expected host memory, given NULL");
-  const std::vector<float> v = to_vec(c, a.logits, a.m * a.n);
+  const std::vector<float> v = to_vec(c, op, a.logits, count_of(c, op, {{"m", a.m}, {"n", a.n}}));
   for (uint64_t r = 0; r < a.m; ++r) {
-    const float* row = v.data() + r * a.n;
+    const float* row = v.data() + r * a.n;  // arith-ok: r·n < m·n, checked by count_of
     uint32_t best = 0;
     bool found = false;
     for (uint64_t i = 0; i < a.n; ++i) {
@@ -273,25 +303,31 @@ void facade_default(Context& c, const ferrum_argmax_rows_f16_args& a) {
 // ---- moe -------------------------------------------------------------------------------
 
 void facade_default(Context& c, const ferrum_moe_combine_args& a) {
+  constexpr int32_t op = FERRUM_OP_MOE_COMBINE;
   if (a.num_tokens == 0) return;
   const uint64_t T = a.num_tokens, H = a.hidden, K = a.top_k, P = a.num_packed;
-  const std::vector<float> packed = to_vec(c, a.packed_down, P * H);
-  const std::vector<uint32_t> pairs = read_words(c, a.pairs_by_token, FERRUM_DTYPE_I32, T * K);
-  const std::vector<float> w = to_vec(c, a.pair_weights, T * K);
-  std::vector<float> out(T * H, 0.0f);
+  const uint64_t packed_n = count_of(c, op, {{"num_packed", P}, {"hidden", H}});
+  const uint64_t pairs_n = count_of(c, op, {{"num_tokens", T}, {"top_k", K}});
+  const uint64_t out_n = count_of(c, op, {{"num_tokens", T}, {"hidden", H}});
+  const std::vector<float> packed = to_vec(c, op, a.packed_down, packed_n);
+  const std::vector<uint32_t> pairs = read_words(c, op, a.pairs_by_token, FERRUM_DTYPE_I32, pairs_n);
+  const std::vector<float> w = to_vec(c, op, a.pair_weights, pairs_n);
+  std::vector<float> out = host_vec<float>(c, op, out_n, 0.0f);
+  // Every index below stays under a product checked above (t < T, k < K, r < P, h < H).
   for (uint64_t t = 0; t < T; ++t) {
-    float* o = out.data() + t * H;
+    float* o = out.data() + t * H;  // arith-ok: < T·H
     for (uint64_t k = 0; k < K; ++k) {
-      const int64_t r = static_cast<int32_t>(pairs[t * K + k]);
+      const uint64_t pk = t * K + k;  // arith-ok: < T·K
+      const int64_t r = static_cast<int32_t>(pairs[pk]);
       if (r < 0 || static_cast<uint64_t>(r) >= P) continue;
-      const float wk = w[t * K + k];
-      const float* src = packed.data() + static_cast<uint64_t>(r) * H;
-      for (uint64_t h = 0; h < H; ++h) o[h] += wk * src[h];
+      const float wk = w[pk];
+      const float* src = packed.data() + static_cast<uint64_t>(r) * H;  // arith-ok: < P·H
+      for (uint64_t h = 0; h < H; ++h) o[h] += wk * src[h];  // arith-ok: float sums, not sizes
     }
   }
   const int32_t dt = dtype_of_handle(c, a.out);
-  const std::vector<uint8_t> bytes = encode(dt, out);
-  write_bytes(c, a.out, dt, bytes.data(), T * H);
+  const std::vector<uint8_t> bytes = encode(c, op, dt, out);
+  write_bytes(c, a.out, dt, bytes.data(), out_n);
   sync(c);
 }
 

@@ -20,10 +20,6 @@
 #include "config.hpp"
 #include "log.hpp"
 
-#ifndef FERRUM_BUILD_PLUGIN_DIR
-#define FERRUM_BUILD_PLUGIN_DIR ""
-#endif
-
 namespace ferrum {
 
 namespace fs = std::filesystem;
@@ -352,8 +348,10 @@ std::vector<std::string> search_path_with(const detail::Config& config) {
     raw = split_colon_list(env);
   } else {
     raw = config.plugin_path;
+    // <dir of libferrum.so>/ferrum: the install's <libdir>/ferrum, and in a build tree its
+    // lib/ferrum (where libferrum.so sits in lib/). No build path is compiled in, so an installed
+    // libferrum never searches the tree it was built in.
     if (auto dir = facade_plugin_dir(); !dir.empty()) raw.push_back(dir);
-    if (*FERRUM_BUILD_PLUGIN_DIR) raw.emplace_back(FERRUM_BUILD_PLUGIN_DIR);
   }
   std::vector<std::string> out;
   std::set<std::string> seen;

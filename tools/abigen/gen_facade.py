@@ -163,7 +163,7 @@ def gen_op_header(ops):
 
 def gen_inc(ops):
     o = [f"// {HEADER}", "// Included inside class ferrum::Context (context.hpp). Each method runs the op of",
-         "// OPS.md of the same name; see context.hpp for checks, defaults and errors.", ""]
+         "// the same name (docs/ops.md); see context.hpp for checks, defaults and errors.", ""]
     for op in generated_ops(ops):
         params, _, _, ret_type, _ = plan(op)
         flags = op.flags if op.flags != "—" else "-"

@@ -12,8 +12,11 @@
 // of bytes / copy bandwidth and flops / matmul rate, over the measured time). Ceilings and the
 // facade's dispatch overhead are measured in the same run (ceilings.cpp). Ops the plugin does not
 // implement are reported as "unsupported" rows. Never asserts timings; exit 0 unless the
-// plugin cannot be loaded or the command line is wrong.
+// plugin cannot be loaded (1) or the command line is wrong (2: the flag, what it takes and what
+// was given; `--help` lists the ranges). On a terminal a progress line on stderr says which
+// case runs; in a pipe nothing but the results is printed.
 #include <fnmatch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -28,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench.hpp"
+#include "ferrum_tool_cli.hpp"
 
 namespace ferrum::bench {
 
@@ -107,21 +111,28 @@ void time_case(Env& env, const RunFn& run, uint64_t copies, Result& r) {
 
 namespace {
 
-[[noreturn]] void usage(const char* msg) {
-  std::fprintf(stderr,
-               "ferrum-bench: %s\nusage: ferrum-bench [--plugin SPEC] [--op GLOB] [--dtype f32|f16|bf16] "
-               "[--json] [--quick] [--batches N] [--batch-ms MS] [--max-call-ms MS] [--max-mem-gb GB] "
-               "[--ws-mb MB] [--no-ceilings] [--list]\n",
-               msg);
-  std::exit(2);
-}
+// One status line on stderr, rewritten in place, only when stderr is a terminal: progress for a
+// person watching, nothing in a pipe or a log file.
+class Progress {
+ public:
+  Progress() : enabled_(isatty(STDERR_FILENO) == 1) {}
+  void show(const std::string& line) {
+    if (!enabled_) return;
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    std::fflush(stderr);
+    shown_ = true;
+  }
+  void clear() {
+    if (!enabled_ || !shown_) return;
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+    shown_ = false;
+  }
 
-double parse_num(const std::string& flag, const char* v) {
-  char* end = nullptr;
-  const double x = std::strtod(v, &end);
-  if (!*v || *end || !(x >= 0)) usage(("bad number for " + flag + ": " + v).c_str());
-  return x;
-}
+ private:
+  bool enabled_;
+  bool shown_ = false;
+};
 
 std::string first_line(const std::string& s) {
   const auto p = s.find('\n');
@@ -148,32 +159,39 @@ int main(int argc, char** argv) {
   Options opt;
   bool list_only = false;
   double ws_mb = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> const char* {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--plugin" || a == "--backend") opt.plugin = val();
-    else if (a == "--op") opt.op_glob = val();
-    else if (a == "--dtype") {
-      const std::string d = val();
-      if (d == "f32") opt.dtype = Dtype::f32;
-      else if (d == "f16") opt.dtype = Dtype::f16;
-      else if (d == "bf16") opt.dtype = Dtype::bf16;
-      else usage(("unknown dtype " + d).c_str());
-    } else if (a == "--json") opt.json = true;
-    else if (a == "--quick") opt.quick = true;
-    else if (a == "--batches") opt.batches = static_cast<int>(parse_num(a, val()));
-    else if (a == "--batch-ms") opt.batch_ms = parse_num(a, val());
-    else if (a == "--max-call-ms") opt.max_call_ms = std::max(parse_num(a, val()), 1e-3);
-    else if (a == "--max-mem-gb") opt.max_mem_gb = parse_num(a, val());
-    else if (a == "--ws-mb") ws_mb = parse_num(a, val());
-    else if (a == "--no-ceilings") opt.no_ceilings = true;
-    else if (a == "--list") list_only = true;
-    else if (a == "-h" || a == "--help") usage("help");
-    else usage(("unknown argument " + a).c_str());
-  }
+  namespace ft = ferrum::tools;
+  CLI::App app{"ferrum-bench: per-op benchmark of a ferrum plugin through the facade (median time, GB/s, TFLOP/s, "
+               "% of the ceilings it measures itself). Shows progress on a terminal, stays quiet in a pipe.",
+               "ferrum-bench"};
+  app.add_option("--plugin,--backend", opt.plugin,
+                 "the plugin: a name (cpu, cuda, cuda:1) or a path to a libferrum-*.so (default: FERRUM_BACKEND, "
+                 "then the config file, then auto)")
+      ->check(ft::non_empty("a backend name, a plugin path or auto"))
+      ->type_name("SPEC");
+  app.add_option("--op", opt.op_glob, "only cases whose op or op/shape matches GLOB (e.g. 'gemm', 'rms_norm/*')")
+      ->check(ft::non_empty("a glob"))
+      ->type_name("GLOB")
+      ->capture_default_str();
+  std::string dtype_name;
+  app.add_option("--dtype", dtype_name, "activation dtype (default: the context's)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+      ->type_name("f32|f16|bf16");
+  app.add_flag("--json", opt.json, "JSON results on stdout (the table goes to stderr)");
+  app.add_flag("--quick", opt.quick, "short batches and a small working set (a smoke run)");
+  ft::add_integer(app, "--batches", opt.batches, 1, 10000, "timed batches per case (at least 10 are run)");
+  ft::add_positive(app, "--batch-ms", opt.batch_ms, 60000, "target duration of one timed batch, ms (default 20; CPU 50)");
+  ft::add_positive(app, "--max-call-ms", opt.max_call_ms, 3.6e6,
+                   "a case whose one call takes longer is reported, not timed, ms (default: CPU 500, GPU 2000)");
+  ft::add_positive(app, "--max-mem-gb", opt.max_mem_gb, 65536,
+                   "cases needing more memory are skipped, GB (default: CPU 3, GPU 24)");
+  ft::add_positive(app, "--ws-mb", ws_mb, 1048576,
+                   "rotating working set per case, MB (default: 4x the last-level cache on CPU, 128 on GPU)");
+  app.add_flag("--no-ceilings", opt.no_ceilings, "skip measuring the copy / matmul ceilings");
+  app.add_flag("--list", list_only, "list the matching cases and exit");
+  ft::parse_or_exit(app, argc, argv);
+  if (dtype_name == "f32") opt.dtype = Dtype::f32;
+  else if (dtype_name == "f16") opt.dtype = Dtype::f16;
+  else if (dtype_name == "bf16") opt.dtype = Dtype::bf16;
   if (opt.quick) {
     opt.batch_ms = std::min(opt.batch_ms, 2.0);
   }
@@ -223,14 +241,17 @@ int main(int argc, char** argv) {
                std::string(backend.version()).c_str(), device_name.c_str(), dtname.c_str(),
                opt.quick ? " (quick)" : "");
 
+  Progress progress;
   Ceilings ceil;
   Dispatch disp;
+  progress.show(opt.no_ceilings ? "measuring dispatch overhead..." : "measuring ceilings and dispatch overhead...");
   try {
     if (!opt.no_ceilings) ceil = measure_ceilings(env);
     disp = measure_dispatch(env);
   } catch (const Error& e) {
     std::fprintf(stderr, "ferrum-bench: ceiling/dispatch measurement failed: %s\n", e.what());
   }
+  progress.clear();
   std::fprintf(human, "ceilings: copy %.1f GB/s (read+write; plugin copy_slice %.1f, host memcpy x%llu threads %.1f); matmul %.3f TFLOP/s (%s)\n",
                ceil.copy_gbs, ceil.plugin_copy_gbs, static_cast<unsigned long long>(ceil.threads),
                ceil.host_copy_gbs, ceil.matmul_tflops, ceil.matmul_source.c_str());
@@ -248,9 +269,12 @@ int main(int argc, char** argv) {
                "median_us", "GB/s", "TFLOP/s", "%ceil", "bound", "status");
   std::fflush(human);
 
+  const size_t n_selected = static_cast<size_t>(std::count_if(cases.begin(), cases.end(), selected));
   std::vector<Result> results;
   for (const Case& c : cases) {
     if (!selected(c)) continue;
+    progress.show("[" + std::to_string(results.size() + 1) + "/" + std::to_string(n_selected) + "] " + c.op + "/" +
+                  c.shape + " ...");
     Result r;
     r.op = c.op;
     r.shape = c.shape;
@@ -295,6 +319,7 @@ int main(int argc, char** argv) {
       r.pct = 100.0 * std::max(t_mem, t_flop) / s;
     }
     const bool timed = r.median_us > 0;
+    progress.clear();
     std::fprintf(human, "%-22s %-20s %-5s %11s %9s %9s %7s %-5s %s%s%s\n", r.op.c_str(), r.shape.c_str(),
                  r.dtype.c_str(), timed ? fmt_us(r.median_us).c_str() : "-",
                  timed ? fmt(r.gbs, 1).c_str() : "-", timed ? fmt(r.tflops, 3).c_str() : "-",

@@ -1,5 +1,6 @@
 #include "demo_model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -45,6 +46,23 @@ Buffer Model::upload_norm(uint64_t id, uint64_t n) {
 
 uint64_t Model::kv_bytes_per_token() const {
   return cfg_.layers * 2 * cfg_.kv_heads * cfg_.head_dim * element_size(ctx_.activation_dtype());
+}
+
+Model::Footprint Model::footprint(const ModelConfig& c, uint64_t element_size, uint64_t max_tokens) {
+  const double H = double(c.hidden), hd = double(c.head_dim), nq = double(c.q_heads), nkv = double(c.kv_heads),
+               ffn = double(c.ffn), vocab = double(c.vocab), L = double(c.layers), T = double(max_tokens),
+               P = double(c.max_positions), esz = double(element_size);
+  const double qkv_rows = (nq + 2 * nkv) * hd;
+  const double per_layer = 2 * H + 2 * hd + qkv_rows * H + H * nq * hd + 2 * ffn * H + H * ffn;
+  Footprint f;
+  f.weight_bytes = esz * (2 * vocab * H + H + L * per_layer);
+  f.kv_bytes = esz * L * 2 * nkv * P * hd;
+  const double rope_bytes = 4.0 * P * hd;  // cos + sin, [P, hd/2] f32 each
+  const double scratch = T * (4 * H + qkv_rows + 3 * nq * hd + 3 * ffn) + H + vocab + (nq + 3 * nkv) * hd;
+  f.device_bytes = f.weight_bytes + f.kv_bytes + rope_bytes + esz * scratch;
+  // upload_matrix stages one f32 matrix at a time; the RoPE tables are staged together.
+  f.host_bytes = 4.0 * std::max({vocab * H, qkv_rows * H, H * nq * hd, 2 * ffn * H, P * hd});
+  return f;
 }
 
 Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx), cfg_(c), max_tokens_(max_tokens) {

@@ -26,6 +26,14 @@ double weight_value(uint64_t seed, uint64_t tensor_id, uint64_t index, double sc
 
 class Model {
  public:
+  // What Model(ctx, cfg, max_tokens) allocates, in bytes, for activations of `element_size`
+  // bytes (computed in double, so it cannot wrap): device memory (weights, KV cache, RoPE tables,
+  // scratch) and the largest host staging vector used while generating the weights.
+  struct Footprint {
+    double weight_bytes = 0, kv_bytes = 0, device_bytes = 0, host_bytes = 0;
+  };
+  static Footprint footprint(const ModelConfig& cfg, uint64_t element_size, uint64_t max_tokens);
+
   // Generates and uploads the weights; allocates caches and scratch for up to `max_tokens`
   // tokens per forward call.
   Model(Context& ctx, const ModelConfig& cfg, uint64_t max_tokens);

@@ -6,7 +6,9 @@
 //               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both] [--json]
 //
 // --backend: a name (cpu, cuda, cuda:1), a path to a plugin .so, or auto; without it
-// FERRUM_BACKEND, then the config file, then auto decide (see README).
+// FERRUM_BACKEND, then the config file, then auto decide (see README). `--help` lists the
+// ranges; a bad value (or a model that cannot fit in memory) is a usage error: exit 2.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,89 +17,144 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "demo_model.hpp"
+#include "ferrum_tool_cli.hpp"
 
 namespace {
 
-[[noreturn]] void usage(const char* msg) {
-  std::fprintf(stderr,
-               "ferrum-demo: %s\nusage: ferrum-demo [--backend SPEC] [--dtype f32|f16|bf16] [--prompt 1,2,3 | "
-               "--prompt-len N] [--tokens N] [--hidden N] [--layers N] [--q-heads N] [--kv-heads N] "
-               "[--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both] [--json]\n",
-               msg);
-  std::exit(2);
+namespace ft = ferrum::tools;
+
+// Upper bounds of the shape flags: generous for a demo, and small enough that every size the
+// model computes from them (products of at most four of them) stays far below 2^64.
+constexpr uint64_t kMaxTokens = 1u << 20, kMaxHidden = 1u << 16, kMaxLayers = 1024, kMaxHeads = 1024,
+                   kMaxHeadDim = 1024, kMaxFfn = 1u << 18, kMaxVocab = 1u << 22;
+
+// --prompt: comma-separated token ids, each checked like a numeric flag.
+std::vector<uint32_t> parse_prompt(const CLI::App& app, const std::string& text) {
+  std::vector<uint32_t> ids;
+  for (size_t p = 0; p <= text.size();) {
+    size_t q = text.find(',', p);
+    if (q == std::string::npos) q = text.size();
+    std::string error;
+    const auto id = ft::parse_integer<uint32_t>(std::string_view(text).substr(p, q - p), 0, kMaxVocab - 1, error);
+    if (!id) ft::usage_error(app, "--prompt: token " + std::to_string(ids.size() + 1) + ": " + error);
+    if (ids.size() == kMaxTokens)
+      ft::usage_error(app, "--prompt: expected at most " + std::to_string(kMaxTokens) + " token ids, given more");
+    ids.push_back(*id);
+    p = q + 1;
+  }
+  return ids;
 }
 
-uint64_t parse_u64(const char* flag, const char* v) {
-  char* end = nullptr;
-  unsigned long long x = std::strtoull(v, &end, 10);
-  if (!*v || *end) usage((std::string("bad number for ") + flag + ": " + v).c_str());
-  return x;
+std::string dtype_name_of(const ferrum::Context& ctx) { return std::string(ferrum::to_string(ctx.activation_dtype())); }
+
+std::string gigabytes(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  return buf;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   ferrum::demo::ModelConfig cfg;
-  std::string backend_spec, dtype_name;
-  std::vector<uint32_t> prompt;
+  std::string backend_spec, dtype_name, prompt_text;
   uint64_t prompt_len = 16, n_tokens = 32;
   bool json = false;
   std::string graphs = "auto";  // decode through captured graphs when the backend has them
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> const char* {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--backend") backend_spec = val();
-    else if (a == "--dtype") dtype_name = val();
-    else if (a == "--prompt") {
-      std::string s = val();
-      for (size_t p = 0; p < s.size();) {
-        size_t q = s.find(',', p);
-        prompt.push_back(static_cast<uint32_t>(parse_u64("--prompt", s.substr(p, q - p).c_str())));
-        p = q == std::string::npos ? s.size() : q + 1;
-      }
-    } else if (a == "--prompt-len") prompt_len = parse_u64("--prompt-len", val());
-    else if (a == "--tokens") n_tokens = parse_u64("--tokens", val());
-    else if (a == "--hidden") cfg.hidden = parse_u64("--hidden", val());
-    else if (a == "--layers") cfg.layers = parse_u64("--layers", val());
-    else if (a == "--q-heads") cfg.q_heads = parse_u64("--q-heads", val());
-    else if (a == "--kv-heads") cfg.kv_heads = parse_u64("--kv-heads", val());
-    else if (a == "--head-dim") cfg.head_dim = parse_u64("--head-dim", val());
-    else if (a == "--ffn") cfg.ffn = parse_u64("--ffn", val());
-    else if (a == "--vocab") cfg.vocab = parse_u64("--vocab", val());
-    else if (a == "--seed") cfg.seed = parse_u64("--seed", val());
-    else if (a == "--json") json = true;
-    else if (a == "--graphs") graphs = val();
-    else if (a == "-h" || a == "--help") usage("help");
-    else usage(("unknown argument " + a).c_str());
-  }
-  if (graphs != "auto" && graphs != "on" && graphs != "off" && graphs != "both") usage("--graphs takes auto, on, off or both");
-  ferrum::Dtype dtype = ferrum::Dtype::invalid;
-  if (dtype_name == "f32") dtype = ferrum::Dtype::f32;
-  else if (dtype_name == "f16") dtype = ferrum::Dtype::f16;
-  else if (dtype_name == "bf16") dtype = ferrum::Dtype::bf16;
-  else if (!dtype_name.empty()) usage(("unknown dtype " + dtype_name).c_str());
-  if (prompt.empty())
+
+  CLI::App app{"ferrum-demo: a small Qwen3-style decoder with seeded random weights; prefills a prompt and "
+               "greedily decodes N tokens on the selected backend.",
+               "ferrum-demo"};
+  app.add_option("--backend", backend_spec,
+                 "a backend name (cpu, cuda, cuda:1), a path to a plugin .so, or auto; default: FERRUM_BACKEND, "
+                 "then the config file, then auto")
+      ->check(ft::non_empty("a backend name, a plugin path or auto"))
+      ->type_name("SPEC");
+  app.add_option("--dtype", dtype_name, "activation dtype (default: the backend's)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+      ->type_name("f32|f16|bf16");
+  auto* prompt_opt = app.add_option("--prompt", prompt_text, "the prompt as comma-separated token ids, e.g. 1,2,3")
+                         ->type_name("IDS");
+  ft::add_integer(app, "--prompt-len", prompt_len, uint64_t{1}, kMaxTokens,
+                  "length of the seeded random prompt used without --prompt")
+      ->excludes(prompt_opt);
+  ft::add_integer(app, "--tokens", n_tokens, uint64_t{1}, kMaxTokens, "tokens to generate");
+  ft::add_integer(app, "--hidden", cfg.hidden, uint64_t{1}, kMaxHidden, "hidden size");
+  ft::add_integer(app, "--layers", cfg.layers, uint64_t{1}, kMaxLayers, "decoder layers");
+  ft::add_integer(app, "--q-heads", cfg.q_heads, uint64_t{1}, kMaxHeads, "query heads");
+  ft::add_integer(app, "--kv-heads", cfg.kv_heads, uint64_t{1}, kMaxHeads, "KV heads (divides --q-heads)");
+  ft::add_integer(app, "--head-dim", cfg.head_dim, uint64_t{2}, kMaxHeadDim, "head dimension (even)");
+  ft::add_integer(app, "--ffn", cfg.ffn, uint64_t{1}, kMaxFfn, "MLP intermediate size");
+  ft::add_integer(app, "--vocab", cfg.vocab, uint64_t{1}, kMaxVocab, "vocabulary size");
+  ft::add_integer(app, "--seed", cfg.seed, uint64_t{0}, UINT64_MAX, "weight seed");
+  app.add_option("--graphs", graphs,
+                 "decode through captured graphs: auto (when the backend has them), on, off, or both (eager and "
+                 "graph, compared)")
+      ->check(CLI::IsMember({"auto", "on", "off", "both"}))
+      ->capture_default_str();
+  app.add_flag("--json", json, "one JSON object on stdout instead of the text report");
+  ft::parse_or_exit(app, argc, argv);
+
+  // Checks across flags.
+  if (cfg.q_heads % cfg.kv_heads)
+    ft::usage_error(app, "--kv-heads: expected a divisor of --q-heads (" + std::to_string(cfg.q_heads) +
+                             "), given " + std::to_string(cfg.kv_heads));
+  if (cfg.head_dim % 2)
+    ft::usage_error(app, "--head-dim: expected an even number (RoPE rotates pairs), given " +
+                             std::to_string(cfg.head_dim));
+  std::vector<uint32_t> prompt;
+  if (prompt_opt->count()) {
+    prompt = parse_prompt(app, prompt_text);
+    for (size_t i = 0; i < prompt.size(); ++i)
+      if (prompt[i] >= cfg.vocab)
+        ft::usage_error(app, "--prompt: token " + std::to_string(i + 1) + ": expected an id below --vocab (" +
+                                 std::to_string(cfg.vocab) + "), given " + std::to_string(prompt[i]));
+  } else {
     for (uint64_t i = 0; i < prompt_len; ++i)
       prompt.push_back(static_cast<uint32_t>(
           (ferrum::demo::weight_value(cfg.seed, 9, i, 0.5) + 0.5) * double(cfg.vocab)) % cfg.vocab);
-  for (uint32_t id : prompt)
-    if (id >= cfg.vocab) usage("prompt id out of the vocabulary");
-  if (prompt.empty() || n_tokens == 0) usage("need a prompt and --tokens >= 1");
+  }
   cfg.max_positions = std::max<uint64_t>(prompt.size() + n_tokens + 1, 64);
+  ferrum::Dtype dtype = ferrum::Dtype::invalid;  // the backend's default
+  if (dtype_name == "f32") dtype = ferrum::Dtype::f32;
+  else if (dtype_name == "f16") dtype = ferrum::Dtype::f16;
+  else if (dtype_name == "bf16") dtype = ferrum::Dtype::bf16;
 
   try {
     ferrum::Backend backend = ferrum::Backend::load(backend_spec);
     ferrum::Context ctx = backend.create_context({}, dtype);
+    // A shape that cannot fit is a usage error, found before anything is allocated.
+    {
+      const auto need = ferrum::demo::Model::footprint(cfg, ferrum::element_size(ctx.activation_dtype()), prompt.size());
+      const ferrum::DeviceProps dev = backend.device_props(ctx.device());
+      const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+      const double host_bytes = pages > 0 && page > 0 ? double(pages) * double(page) : 0;
+      const bool on_host = dev.kind != ferrum::DeviceKind::gpu;
+      const double device_need = need.device_bytes + (on_host ? need.host_bytes : 0);
+      const double device_have = on_host ? host_bytes : double(dev.total_memory_bytes);
+      std::string what;
+      if (device_have > 0 && device_need > device_have)
+        what = gigabytes(device_need) + " (weights " + gigabytes(need.weight_bytes) + ", KV cache " +
+               gigabytes(need.kv_bytes) + ") but " + (on_host ? "this machine" : "device " + dev.name) + " has " +
+               gigabytes(device_have);
+      else if (!on_host && host_bytes > 0 && need.host_bytes > host_bytes)
+        what = gigabytes(need.host_bytes) + " of host memory to generate its weights but this machine has " +
+               gigabytes(host_bytes);
+      if (!what.empty())
+        ft::usage_error(app, "the model does not fit in memory (" + dtype_name_of(ctx) + "): it needs " + what +
+                                 "; lower --hidden, --layers, --ffn, --vocab, --kv-heads, --head-dim, --tokens or "
+                                 "the prompt length");
+    }
+    const bool can_graph = ferrum::demo::Model::graphs_supported(backend);
+    if ((graphs == "on" || graphs == "both") && !can_graph)
+      ft::usage_error(app, "--graphs: expected auto or off for backend " + std::string(backend.name()) +
+                               " (it has no graph family), given " + graphs);
     ferrum::demo::Model model(ctx, cfg, prompt.size());
 
     using clock = std::chrono::steady_clock;
-    const bool can_graph = ferrum::demo::Model::graphs_supported(backend);
-    if ((graphs == "on" || graphs == "both") && !can_graph)
-      usage(("--graphs " + graphs + ": this backend has no graph family").c_str());
     const bool run_eager = graphs == "off" || graphs == "both" || (graphs == "auto" && !can_graph);
     const bool run_graph = graphs == "on" || graphs == "both" || (graphs == "auto" && can_graph);
 

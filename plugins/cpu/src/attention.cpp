@@ -15,11 +15,9 @@ using plugin::run_op;
 
 ferrum_status kv_cache_append_head_major(ferrum_context* ctx, const ferrum_kv_cache_append_head_major_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_kv_cache_append_head_major_args& a, bool dry) -> Status {
-    if (a.cache_len + a.new_tokens > a.cache_capacity)
-      return invalid(plugin::format(
-          "kv_cache_append_head_major: argument 'cache_len': expected cache_len + new_tokens <= cache_capacity = %llu, given %llu + %llu",
-          (unsigned long long)a.cache_capacity, (unsigned long long)a.cache_len, (unsigned long long)a.new_tokens));
-    if (dry || a.new_tokens == 0 || a.nkv == 0 || a.hd == 0) return ok_status();
+    Status s = check_sum_le("kv_cache_append_head_major", "cache_len", "cache_len + new_tokens", a.cache_len,
+                            a.new_tokens, "cache_capacity", a.cache_capacity);
+    if (!s.ok() || dry || a.new_tokens == 0 || a.nkv == 0 || a.hd == 0) return s;
     return dispatch_float(a.cache_k->dtype, unsupported("dtype"), [&](auto t) -> Status {
       using T = decltype(t);
       cpu::kv_cache_append_head_major<T>(data_of<T>(a.cache_k), data_of<T>(a.cache_v), a.cache_len, a.cache_capacity,
@@ -38,13 +36,17 @@ ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_
     if (s.ok()) s = check_positive(op, "head_dim", a.head_dim, work);
     if (s.ok() && !std::isfinite(a.scale))
       s = invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op, a.scale));
+    uint64_t pos_last = 0;  // the last query position + 1 must be representable
+    if (s.ok()) s = check_sum(op, "pos_offset", "pos_offset + q_len", a.pos_offset, a.q_len, pos_last);
     const uint64_t S = a.kv_seq_stride ? a.kv_seq_stride : a.kv_len;
     if (s.ok() && a.kv_len > S)
       s = invalid(plugin::format("%s: argument 'kv_len': expected <= kv_seq_stride = %llu, given %llu", op,
                                  (unsigned long long)S, (unsigned long long)a.kv_len));
     if (!s.ok() || !work) return s;
-    const uint64_t kv_elems = ferrum::common::shape_elems({a.batch, a.num_kv_heads, S, a.head_dim});
-    if (a.kv_len) {
+    uint64_t kv_elems = 0;
+    s = check_product(op, {{"batch", a.batch}, {"num_kv_heads", a.num_kv_heads}, {"kv_seq_stride", S}, {"head_dim", a.head_dim}},
+                      kv_elems);
+    if (s.ok() && a.kv_len) {
       s = check_min_count(op, "k", a.k, kv_elems);
       if (s.ok()) s = check_min_count(op, "v", a.v, kv_elems);
     }
@@ -108,7 +110,7 @@ ferrum_status populate_batched_pointers(ferrum_context* ctx, const ferrum_popula
       return unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu",
                                         op, (ull)kItems, (ull)a.m));
     if (a.m == 0 || a.num_layers == 0) return ok_status();
-    for (uint64_t i = 0; i < a.num_layers * a.m; ++i) {
+    for (uint64_t i = 0; i < a.num_layers * a.m; ++i) {  // arith-ok: <= 64 * batched_items (checked above)
       for (int kv = 0; kv < 2; ++kv) {
         const ferrum_buffer* b = (kv ? a.v_caches : a.k_caches)[i];
         if (!plugin::live(b) || !is_float_dtype(b->dtype))
@@ -120,12 +122,12 @@ ferrum_status populate_batched_pointers(ferrum_context* ctx, const ferrum_popula
     // The CPU executes every op before returning, so no replay can be reading the slots now.
     for (uint64_t l = 0; l < a.num_layers; ++l) {
       auto& ka = c.append_slots[l];
-      auto& va = c.append_slots[l + 64];
+      auto& va = c.append_slots[l + 64];  // arith-ok: l < num_layers <= 64
       auto& at = c.attention_slots[l];
       ka.m = va.m = at.m = a.m;
       for (uint64_t i = 0; i < a.m; ++i) {
-        ka.first[i] = at.first[i] = a.k_caches[l * a.m + i];
-        va.first[i] = at.second[i] = a.v_caches[l * a.m + i];
+        ka.first[i] = at.first[i] = a.k_caches[l * a.m + i];  // arith-ok: < num_layers·m <= 64·batched_items
+        va.first[i] = at.second[i] = a.v_caches[l * a.m + i];  // arith-ok: as above
       }
     }
     return ok_status();
@@ -138,8 +140,9 @@ ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
     const char* op = "kv_cache_append_batched_per_cache";
     Status s = check_slot_and_items(op, a.slot, a.m);
     if (!s.ok() || a.m == 0) return s;
-    s = check_caches(op, "caches", a.caches, a.m, a.new_data->dtype,
-                     ferrum::common::shape_elems({a.nkv, a.capacity, a.hd}), a.new_data, a.cache_lens);
+    uint64_t need = 0;
+    s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need);
+    if (s.ok()) s = check_caches(op, "caches", a.caches, a.m, a.new_data->dtype, need, a.new_data, a.cache_lens);
     if (!s.ok() || dry || a.nkv == 0 || a.hd == 0) return s;
     return dispatch_float(a.new_data->dtype, unsupported("dtype"), [&](auto t) -> Status {
       using T = decltype(t);
@@ -167,8 +170,9 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
                                  (ull)a.capacity, (ull)a.max_valid_kv));
     if (s.ok()) s = check_slot_and_items(op, a.slot, a.m);
     if (!s.ok() || !work) return s;
-    const uint64_t need = ferrum::common::shape_elems({a.nkv, a.capacity, a.hd});
-    s = check_caches(op, "k_caches", a.k_caches, a.m, a.q->dtype, need, a.out, a.kv_lens);
+    uint64_t need = 0;
+    s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need);
+    if (s.ok()) s = check_caches(op, "k_caches", a.k_caches, a.m, a.q->dtype, need, a.out, a.kv_lens);
     if (s.ok()) s = check_caches(op, "v_caches", a.v_caches, a.m, a.q->dtype, need, a.out, a.kv_lens);
     if (!s.ok() || dry) return s;
     return dispatch_float(a.q->dtype, unsupported("dtype"), [&](auto t) -> Status {

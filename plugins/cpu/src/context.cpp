@@ -132,6 +132,7 @@ ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
     if (s.ok() && !(a.timer->has_start && a.timer->has_end))
       s = invalid("elapsed_ms: argument 'timer': expected both marks recorded, given a timer missing one");
     if (!s.ok() || dry) return s;
+    // arith-ok: time points, not sizes
     *a.ms = std::chrono::duration<double, std::milli>(a.timer->end - a.timer->start).count();
     return ok_status();
   });

@@ -157,7 +157,8 @@ ferrum_status embedding_lookup(ferrum_context* ctx, const ferrum_embedding_looku
         return invalid(plugin::format("embedding_lookup: argument 'ids': expected ids < vocab = %llu, given ids[%llu] = %u",
                                       (unsigned long long)vocab, (unsigned long long)i, a.ids[i]));
     if (dry) return ok_status();
-    std::vector<uint64_t> ids(a.ids, a.ids + a.ids_len);
+    std::vector<uint64_t> ids(a.ids_len);  // ids_len <= out's rows (generated check), dim > 0
+    std::copy_n(a.ids, a.ids_len, ids.begin());
     return on_act(a.table, [&](auto t) {
       using T = decltype(t);
       cpu::embedding_rows<T>(data_of<const T>(a.table), vocab, ids.data(), a.ids_len, data_of<T>(a.out), a.dim, false);

@@ -34,21 +34,27 @@ ferrum_status load_quant(ferrum_context* ctx, const ferrum_load_quant_args* a) {
     if (a.n_cols % qk)
       return invalid(plugin::format("load_quant: argument 'n_cols': expected a multiple of QK = %llu for type %d, given %llu",
                                     (ull)qk, a.quant_type, (ull)a.n_cols));
-    const uint64_t blocks_per_row = a.n_cols / qk;
-    const bool overflow = a.n_rows && blocks_per_row > UINT64_MAX / bb / a.n_rows;
-    if (overflow || a.byte_len != a.n_rows * blocks_per_row * bb)
-      return invalid(plugin::format("load_quant: argument 'byte_len': expected n_rows * (n_cols / QK) * %llu = %s%llu, "
+    const Size expect = Size(a.n_rows) * Size(a.n_cols / qk) * Size(bb);
+    if (!expect.ok())
+      return invalid(plugin::format("load_quant: arguments 'n_rows'/'n_cols': expected n_rows * (n_cols / QK) * %llu < 2^64, "
+                                    "given n_rows = %llu, n_cols = %llu (the size wraps past 2^64)",
+                                    (ull)bb, (ull)a.n_rows, (ull)a.n_cols));
+    if (a.byte_len != expect.value)
+      return invalid(plugin::format("load_quant: argument 'byte_len': expected n_rows * (n_cols / QK) * %llu = %llu, "
                                     "given %llu",
-                                    (ull)bb, overflow ? "(overflow) " : "",
-                                    overflow ? 0ull : (ull)(a.n_rows * blocks_per_row * bb), (ull)a.byte_len));
-    if (dry) return ok_status();
+                                    (ull)bb, (ull)expect.value, (ull)a.byte_len));
+    // Both element counts of the weight's users (n_rows·n_cols) must be representable too.
+    uint64_t elems = 0;
+    Status s = check_product("load_quant", {{"n_rows", a.n_rows}, {"n_cols", a.n_cols}}, elems);
+    if (!s.ok() || dry) return s;
     auto* w = new ferrum_qweight;
     try {
       w->kind = ferrum_qweight::Kind::gguf;
       w->quant_type = a.quant_type;
       w->n_rows = a.n_rows;
       w->n_cols = a.n_cols;
-      w->blocks.assign(a.bytes, a.bytes + a.byte_len);
+      w->blocks.resize(a.byte_len);  // byte_len validated above; a failed allocation is OUT_OF_MEMORY
+      std::copy_n(a.bytes, a.byte_len, w->blocks.begin());
     } catch (...) {
       delete w;
       throw;
@@ -63,13 +69,16 @@ ferrum_status gguf_matmul(ferrum_context* ctx, const ferrum_gguf_matmul_args* a)
     Status s = check_gguf_weight("gguf_matmul", a.weight);
     if (!s.ok()) return s;
     const ferrum_qweight& w = *a.weight;
-    if (s.ok()) s = check_min_count("gguf_matmul", "a", a.a, a.m * w.n_cols);
-    if (s.ok()) s = check_min_count("gguf_matmul", "out", a.out, a.m * w.n_rows);
+    uint64_t a_need = 0, out_need = 0;
+    s = check_product("gguf_matmul", {{"m", a.m}, {"weight.n_cols", w.n_cols}}, a_need);
+    if (s.ok()) s = check_product("gguf_matmul", {{"m", a.m}, {"weight.n_rows", w.n_rows}}, out_need);
+    if (s.ok()) s = check_min_count("gguf_matmul", "a", a.a, a_need);
+    if (s.ok()) s = check_min_count("gguf_matmul", "out", a.out, out_need);
     if (!s.ok() || dry || a.m == 0 || w.n_rows == 0) return s;
     return dispatch_float(a.out->dtype, unsupported("gguf_matmul: activation dtype"), [&](auto t) -> Status {
       using T = decltype(t);
       if (w.n_cols == 0) {  // empty sums: +0.0
-        for (uint64_t i = 0; i < a.m * w.n_rows; ++i) data_of<T>(a.out)[i] = from_float<T>(0.0f);
+        for (uint64_t i = 0; i < out_need; ++i) data_of<T>(a.out)[i] = from_float<T>(0.0f);
       } else {
         cpu::gguf_matmul<T>(w.gguf(), data_of<const T>(a.a), data_of<T>(a.out), a.m);
       }

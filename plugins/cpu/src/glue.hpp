@@ -17,8 +17,12 @@ using plugin::rules::check_gqa;
 using plugin::rules::check_min_count;
 using plugin::rules::check_norm_weight;
 using plugin::rules::check_positive;
+using plugin::rules::check_product;
 using plugin::rules::check_rope;
+using plugin::rules::check_sum;
+using plugin::rules::check_sum_le;
 using plugin::rules::pos_end;
+using common::Size;
 
 // Calls f(T{}, C{}) with T the activation type and C the RoPE table type (T, or float when the
 // tables are F32). `tab` 0 (no tables, mode 0) means C = T.

@@ -32,6 +32,10 @@ Status check_shape(const char* op, const char* n_name, const GptqShape& s) {
   if (s.group_size && s.k % s.group_size)
     return invalid(plugin::format("%s: argument 'group_size': expected 0 (per-channel) or a divisor of k = %llu, given %llu",
                                   op, (ull)s.k, (ull)s.group_size));
+  // The repacked matrix holds k·n nibbles and G·n scales: k·n must be representable.
+  uint64_t kn = 0;
+  Status st = plugin::rules::check_product(op, {{"k", s.k}, {n_name, s.n}}, kn);
+  if (!st.ok()) return st;
   if (s.scales_dtype != FERRUM_DTYPE_F16 && s.scales_dtype != FERRUM_DTYPE_BF16 && s.scales_dtype != FERRUM_DTYPE_F32)
     return invalid(plugin::format("%s: argument 'scales_dtype': expected f16, bf16 or f32, given %s (%d)", op,
                                   dtype_name(s.scales_dtype), s.scales_dtype));
@@ -147,8 +151,11 @@ ferrum_status marlin_gemm(ferrum_context* ctx, const ferrum_marlin_gemm_args* a)
     if (act_buf && act_buf->dtype != info.act_dtype)
       return invalid(plugin::format("marlin_gemm: argument '%s': expected dtype %s (the weight's act_dtype), given %s",
                                     a.a ? "a" : "out", dtype_name(info.act_dtype), dtype_name(act_buf->dtype)));
-    Status s = check_min_count("marlin_gemm", "a", a.a, a.m * info.k);
-    if (s.ok()) s = check_min_count("marlin_gemm", "out", a.out, a.m * info.n);
+    uint64_t a_need = 0, out_need = 0;
+    Status s = check_product("marlin_gemm", {{"m", a.m}, {"weight.k", info.k}}, a_need);
+    if (s.ok()) s = check_product("marlin_gemm", {{"m", a.m}, {"weight.n", info.n}}, out_need);
+    if (s.ok()) s = check_min_count("marlin_gemm", "a", a.a, a_need);
+    if (s.ok()) s = check_min_count("marlin_gemm", "out", a.out, out_need);
     if (!s.ok() || dry || a.m == 0) return s;
     return dispatch_float(info.act_dtype, unsupported("marlin_gemm: activation dtype"), [&](auto t) -> Status {
       using T = decltype(t);

@@ -92,7 +92,7 @@ ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a)
     Status s = check_dtype_match("write_typed", a.dtype, a.dst);
     if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, a.dst);
     if (!s.ok() || dry) return s;
-    if (a.data_len) std::memcpy(a.dst->data, a.data, a.data_len * dtype_size(a.dtype));
+    if (a.data_len) std::memcpy(a.dst->data, a.data, a.data_len * dtype_size(a.dtype));  // arith-ok: <= dst's bytes
     return ok_status();
   });
 }
@@ -102,7 +102,7 @@ ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
     Status s = check_dtype_match("read_typed", a.dtype, a.src);
     if (s.ok()) s = check_len("read_typed", "len", a.len, a.src);
     if (!s.ok() || dry) return s;
-    if (a.len) std::memcpy(a.data, a.src->data, a.len * dtype_size(a.dtype));
+    if (a.len) std::memcpy(a.data, a.src->data, a.len * dtype_size(a.dtype));  // arith-ok: <= src's bytes
     return ok_status();
   });
 }
@@ -142,7 +142,7 @@ ferrum_status zero_buffer(ferrum_context* ctx, const ferrum_zero_buffer_args* a)
     if (!a.buf) return invalid("zero_buffer: argument 'buf': expected a buffer, given NULL");
     Status s = check_len("zero_buffer", "len", a.len, a.buf);
     if (!s.ok() || dry) return s;
-    std::memset(a.buf->data, 0, a.len * dtype_size(a.buf->dtype));
+    std::memset(a.buf->data, 0, a.len * dtype_size(a.buf->dtype));  // arith-ok: len <= count (check_len)
     return ok_status();
   });
 }
@@ -153,8 +153,9 @@ ferrum_status copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
     const int32_t sd = a.src ? a.src->dtype : 0, dd = a.dst ? a.dst->dtype : 0;
     if (Status r = plugin::rules::check_copy_slice(a); !r.ok()) return r;
     if (dry) return ok_status();
+    // arith-ok: offsets inside their buffers (check_copy_slice's range_ok)
     const char* s = static_cast<const char*>(a.src->data) + a.src_offset * dtype_size(sd);
-    char* d = static_cast<char*>(a.dst->data) + a.dst_offset * dtype_size(dd);
+    char* d = static_cast<char*>(a.dst->data) + a.dst_offset * dtype_size(dd);  // arith-ok: as above
     return convert_elements(s, sd, d, dd, a.len);
   });
 }
@@ -180,8 +181,10 @@ ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* 
 Status make_buffer(int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out) {
   const uint64_t es = dtype_size(dtype);
   if (n > (UINT64_MAX - kAlign) / es)
-    return {FERRUM_STATUS_OUT_OF_MEMORY, plugin::format("alloc: %llu elements overflow the address space", (unsigned long long)n)};
-  const uint64_t bytes = (n * es + kAlign - 1) / kAlign * kAlign;
+    return invalid(plugin::format("alloc: argument 'len': expected an element count whose byte size (%llu bytes each) "
+                                  "fits in 64 bits, given %llu (the size wraps past 2^64)",
+                                  (unsigned long long)es, (unsigned long long)n));
+  const uint64_t bytes = (n * es + kAlign - 1) / kAlign * kAlign;  // arith-ok: n bounded just above
   void* p = nullptr;
   if (bytes) {
     p = std::aligned_alloc(kAlign, bytes);
@@ -204,11 +207,12 @@ Status make_buffer(int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out) {
 Status convert_elements(const void* src, int32_t sd, void* dst, int32_t dd, uint64_t n) {
   if (n == 0) return ok_status();
   if (sd == dd) {
-    std::memmove(dst, src, n * dtype_size(sd));
+    std::memmove(dst, src, n * dtype_size(sd));  // arith-ok: n elements of an existing buffer
     return ok_status();
   }
   std::vector<unsigned char> aligned;
   if (reinterpret_cast<uintptr_t>(src) % dtype_size(sd)) {  // unaligned raw weight bytes
+    // arith-ok: n elements of an existing buffer (its byte size fits)
     aligned.assign(static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + n * dtype_size(sd));
     src = aligned.data();
   }

@@ -18,10 +18,14 @@ ferrum_status mla_attention(ferrum_context* ctx, const ferrum_mla_attention_args
                                  (unsigned long long)a.num_kv_heads));
     if (s.ok()) s = check_positive(op, "kv_lora_rank", R, true);
     if (s.ok()) s = check_positive(op, "qk_rope_head_dim", P, true);
-    if (s.ok() && (R > UINT64_MAX - P || a.head_dim != R + P))
+    uint64_t RP = 0;
+    if (s.ok()) s = check_sum(op, "kv_lora_rank", "kv_lora_rank + qk_rope_head_dim", R, P, RP);
+    if (s.ok() && a.head_dim != RP)
       s = invalid(plugin::format(
           "%s: argument 'head_dim': expected kv_lora_rank + qk_rope_head_dim = %llu + %llu, given %llu", op,
           (unsigned long long)R, (unsigned long long)P, (unsigned long long)a.head_dim));
+    uint64_t pos_last = 0;  // the last query position + 1 must be representable
+    if (s.ok()) s = check_sum(op, "pos_offset", "pos_offset + q_len", a.pos_offset, a.q_len, pos_last);
     if (s.ok() && (a.scale == 0.0f || !std::isfinite(a.scale)))
       s = invalid(plugin::format(
           "%s: argument 'scale': expected a finite non-zero value (MLA cannot derive a default), given %g", op,
@@ -32,11 +36,15 @@ ferrum_status mla_attention(ferrum_context* ctx, const ferrum_mla_attention_args
                                  (unsigned long long)S, (unsigned long long)a.kv_len));
     const bool work = a.batch && a.q_len;
     if (!s.ok() || !work) return s;
-    using ferrum::common::shape_elems;
-    s = check_min_count(op, "q", a.q, shape_elems({a.batch, a.num_heads, a.q_len, a.head_dim}));
-    if (s.ok()) s = check_min_count(op, "out", a.out, shape_elems({a.batch, a.num_heads, a.q_len, R}));
-    if (s.ok() && a.kv_len) s = check_min_count(op, "kv_compressed", a.kv_compressed, shape_elems({a.batch, S, R}));
-    if (s.ok() && a.kv_len) s = check_min_count(op, "kv_rope", a.kv_rope, shape_elems({a.batch, S, P}));
+    uint64_t q_need = 0, out_need = 0, c_need = 0, r_need = 0;
+    s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"head_dim", a.head_dim}}, q_need);
+    if (s.ok()) s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"kv_lora_rank", R}}, out_need);
+    if (s.ok()) s = check_product(op, {{"batch", a.batch}, {"kv_seq_stride", S}, {"kv_lora_rank", R}}, c_need);
+    if (s.ok()) s = check_product(op, {{"batch", a.batch}, {"kv_seq_stride", S}, {"qk_rope_head_dim", P}}, r_need);
+    if (s.ok()) s = check_min_count(op, "q", a.q, q_need);
+    if (s.ok()) s = check_min_count(op, "out", a.out, out_need);
+    if (s.ok() && a.kv_len) s = check_min_count(op, "kv_compressed", a.kv_compressed, c_need);
+    if (s.ok() && a.kv_len) s = check_min_count(op, "kv_rope", a.kv_rope, r_need);
     if (!s.ok() || dry) return s;
     return dispatch_float(a.q->dtype, unsupported("mla_attention: activation dtype"), [&](auto t) -> Status {
       using T = decltype(t);

@@ -18,21 +18,17 @@ using plugin::run_op;
 
 using ull = unsigned long long;
 
-uint64_t mul_sat(uint64_t a, uint64_t b) {
-  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return std::numeric_limits<uint64_t>::max();
-  return a * b;
-}
-uint64_t add_sat(uint64_t a, uint64_t b) {
-  return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max() : a + b;
-}
+using common::ceil_div;
+using common::sat_mul;
 
-// §13.1 worst-case routing sizes (saturating; block_size >= 1).
+// §13.1 worst-case routing sizes (block_size >= 1); `wrapped` when cap does not fit in 64 bits.
 struct RoutingCap {
   uint64_t cap, cap_blocks;
+  bool wrapped;
 };
 RoutingCap routing_cap(uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
-  const uint64_t cap = add_sat(num_pairs, mul_sat(std::min(num_experts, num_pairs), block_size - 1));
-  return {cap, cap / block_size + (cap % block_size != 0)};
+  const Size cap = Size(num_pairs) + Size(std::min(num_experts, num_pairs)) * (Size(block_size) - Size(1));
+  return {cap.value, ceil_div(cap.value, block_size), !cap.ok()};
 }
 
 Status check_block_size(const char* op, uint64_t block_size) {
@@ -44,6 +40,11 @@ Status check_block_size(const char* op, uint64_t block_size) {
 Status check_routing(const char* op, const ferrum_buffer* sorted, const ferrum_buffer* eids,
                      const ferrum_buffer* nptp, uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
   const RoutingCap c = routing_cap(num_pairs, num_experts, block_size);
+  if (c.wrapped)
+    return invalid(plugin::format("%s: arguments 'num_pairs'/'num_experts'/'block_size': expected cap = num_pairs + "
+                                  "min(num_experts, num_pairs)*(block_size - 1) < 2^64, given num_pairs = %llu, "
+                                  "num_experts = %llu, block_size = %llu (the size wraps past 2^64)",
+                                  op, (ull)num_pairs, (ull)num_experts, (ull)block_size));
   auto need = [&](const char* name, const ferrum_buffer* b, uint64_t n, const char* rule) -> Status {
     if (n == 0 || (b && b->count >= n)) return ok_status();
     return invalid(plugin::format("%s: argument '%s': expected at least %llu elements (%s, with num_pairs = %llu, "
@@ -95,6 +96,7 @@ template <class T>
 ExpertMatmul<T> expert_matmul(const ferrum_buffer* dense, const ferrum_qweight* quant, uint64_t n, uint64_t k) {
   if (dense) {
     const T* w = data_of<const T>(dense);
+    // arith-ok: e < num_experts and w_dense holds [num_experts, n, k] (generated check)
     return [w, n, k](uint64_t e, const T* x, uint64_t rows, T* out) { cpu::gemm<T>(x, w + e * n * k, out, rows, n, k); };
   }
   return [quant](uint64_t e, const T* x, uint64_t rows, T* out) { cpu::gptq_matmul<T>(quant, e, x, rows, out); };
@@ -160,7 +162,7 @@ ferrum_status moe_gemm(ferrum_context* ctx, const ferrum_moe_gemm_args* a) {
     const bool work = a.num_pairs > 0;
     Status s = check_one_weight(op, "w_dense", a.w_dense, "w_quant", a.w_quant, work);
     if (!s.ok()) return s;
-    if (a.num_pairs > mul_sat(a.num_tokens, a.top_k))
+    if (a.num_pairs > sat_mul(a.num_tokens, a.top_k))
       return invalid(plugin::format("%s: argument 'num_pairs': expected <= num_tokens * top_k = %llu * %llu, given %llu",
                                     op, (ull)a.num_tokens, (ull)a.top_k, (ull)a.num_pairs));
     s = check_gptq_stack(op, "w_quant", a.w_quant, a.num_experts, a.k, a.n, "k", "n", act_of(a.x, a.out));
@@ -190,12 +192,14 @@ ferrum_status fused_moe(ferrum_context* ctx, const ferrum_fused_moe_args* a) {
     const int32_t act = act_of(a.x, a.out);
     if (s.ok())
       s = check_gptq_stack(op, "w_gate_up_quant", a.w_gate_up_quant, a.num_experts, a.hidden,
-                           mul_sat(2, a.intermediate), "hidden", "2*intermediate", act);
+                           sat_mul(2, a.intermediate), "hidden", "2*intermediate", act);
     if (s.ok())
       s = check_gptq_stack(op, "w_down_quant", a.w_down_quant, a.num_experts, a.intermediate, a.hidden,
                            "intermediate", "hidden", act);
     if (!s.ok() || !work) return s;
-    const uint64_t num_pairs = mul_sat(a.num_tokens, a.top_k);
+    uint64_t num_pairs = 0;
+    s = check_product(op, {{"num_tokens", a.num_tokens}, {"top_k", a.top_k}}, num_pairs);
+    if (!s.ok()) return s;
     s = check_block_size(op, a.block_size);
     if (s.ok())
       s = check_routing(op, a.sorted_token_ids, a.expert_ids, a.num_tokens_post_padded, num_pairs, a.num_experts,
@@ -207,7 +211,7 @@ ferrum_status fused_moe(ferrum_context* ctx, const ferrum_fused_moe_args* a) {
       using T = decltype(t);
       const uint64_t H = a.hidden, I = a.intermediate;
       cpu::fused_moe<T>(plan, data_of<const T>(a.x), data_of<const float>(a.topk_weights), data_of<T>(a.out),
-                        a.num_tokens, H, I, a.top_k, expert_matmul<T>(a.w_gate_up_dense, a.w_gate_up_quant, 2 * I, H),
+                        a.num_tokens, H, I, a.top_k, expert_matmul<T>(a.w_gate_up_dense, a.w_gate_up_quant, sat_mul(2, I), H),
                         expert_matmul<T>(a.w_down_dense, a.w_down_quant, H, I));
       return ok_status();
     });

@@ -5,8 +5,6 @@
 // kernels of kernels/paged.hpp. Device values are never trusted: every index is checked.
 #include <vector>
 
-#include <ferrum/common/paged_rules.hpp>
-
 #include "glue.hpp"
 #include "kernels/paged.hpp"
 
@@ -23,32 +21,62 @@ IdxView idx_view(const ferrum_buffer* b) {
   return {b->data, b->dtype == FERRUM_DTYPE_I32, b->count};
 }
 
-using plugin::rules::check_block_size;
-using plugin::rules::check_paged_attention_fields;
+Status check_block_size(const char* op, uint64_t bs) {
+  if (bs == 0) return invalid(plugin::format("%s: argument 'block_size': expected >= 1, given 0", op));
+  return ok_status();
+}
 
-// Pool geometry (shared rules: both pools, one size, at least one block, vLLM D % x) plus the
-// block tables the kernels read.
+// Pool geometry of §0.10: both pools present, at least one whole block, vLLM needs D % x == 0.
 Status make_pool(const char* op, const char* kname, const ferrum_buffer* k, const char* vname, const ferrum_buffer* v,
-                 PagedLayout layout, uint64_t bs, uint64_t nkv, uint64_t D, uint64_t stride, const ferrum_buffer* bt,
-                 PagedPool& pool) {
-  plugin::rules::PagedPoolGeometry g;
-  Status s = plugin::rules::check_paged_pool(op, kname, k, vname, v, layout == PagedLayout::vllm, bs, nkv, D, g);
+                 PagedLayout layout, uint64_t bs, const char* nkv_name, uint64_t nkv, uint64_t D, uint64_t stride,
+                 const ferrum_buffer* bt, PagedPool& pool) {
+  if (!k || !v)
+    return invalid(plugin::format("%s: argument '%s': expected a KV pool buffer, given NULL", op, k ? vname : kname));
+  if (k->count != v->count)  // OPS.md §0.10: K and V pools have the same dtype and size
+    return invalid(plugin::format("%s: arguments '%s'/'%s': expected K and V pools of the same size, given %llu and %llu "
+                                  "elements",
+                                  op, kname, vname, (ull)k->count, (ull)v->count));
+  uint64_t per_block = 0;
+  Status s = check_product(op, {{"block_size", bs}, {nkv_name, nkv}, {"head_dim", D}}, per_block);
   if (!s.ok()) return s;
+  const uint64_t nb = std::min(k->count, v->count) / per_block;
+  if (nb == 0)
+    return invalid(plugin::format("%s: argument '%s': expected a pool of at least one block (block_size·kv_heads·head_dim "
+                                  "= %llu elements), given %llu elements",
+                                  op, k->count < v->count ? kname : vname, (ull)per_block,
+                                  (ull)std::min(k->count, v->count)));
   pool.layout = layout;
-  pool.num_blocks = g.num_blocks;
+  pool.num_blocks = nb;
   pool.block_size = bs;
   pool.nkv = nkv;
   pool.head_dim = D;
-  pool.x = g.x;
+  pool.x = 1;
+  if (layout == PagedLayout::vllm) {
+    pool.x = 16 / dtype_size(k->dtype);
+    if (D % pool.x)
+      return invalid(plugin::format("%s: argument 'head_dim': expected a multiple of x = %llu for the vLLM layout "
+                                    "(16 bytes of %s), given %llu",
+                                    op, (ull)pool.x, dtype_name(k->dtype), (ull)D));
+  }
   pool.block_tables = idx_view(bt);
   pool.stride = stride;
   return ok_status();
 }
 
+Status check_attention_fields(const char* op, uint64_t nh, uint64_t nkv, uint64_t D, float scale, uint64_t bs,
+                              bool work) {
+  Status s = check_gqa(op, nh, nkv);
+  if (s.ok()) s = check_positive(op, "head_dim", D, work);
+  if (s.ok() && !std::isfinite(scale))
+    s = invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op, scale));
+  if (s.ok()) s = check_block_size(op, bs);
+  return s;
+}
+
 // Final KV length used for iteration: positions >= stride·bs are out of range anyway (§0.11).
 uint64_t clamp_len(int64_t L, const PagedPool& pool) {
   if (L < 0) return 0;
-  return std::min<uint64_t>(static_cast<uint64_t>(L), pool.stride * pool.block_size);
+  return std::min<uint64_t>(static_cast<uint64_t>(L), common::sat_mul(pool.stride, pool.block_size));
 }
 
 // Runs the attention kernel on a work list.
@@ -70,25 +98,58 @@ template <class Args>
 Status write_single(const char* op, PagedLayout layout, const Args& a, bool dry) {
   const bool work = a.tokens != 0;
   uint64_t rows = 0;
-  Status s = plugin::rules::check_paged_writer(op, a, pos_end(a.pos_offset, a.tokens), work, rows);
+  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
+  if (s.ok()) s = check_block_size(op, a.block_size);
+  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
   if (!s.ok() || !work) return s;
   const uint64_t D = a.head_dim;
-  uint64_t qkv_off = 0, q_off = 0;
-  s = plugin::rules::check_writer_regions(op, a, qkv_off, q_off);
+  // Row width and the two regions the op reads/writes, in checked arithmetic.
+  const common::Size W = (common::Size(a.q_heads) + 2 * common::Size(a.kv_heads)) * common::Size(D);
+  const common::Size qkv_need = common::Size(a.tokens) * W;
+  const common::Size q_need = common::Size(a.tokens) * common::Size(a.q_heads) * common::Size(D);
+  if (!qkv_need.ok() || !q_need.ok())
+    return invalid(plugin::format("%s: arguments 'tokens'/'q_heads'/'kv_heads'/'head_dim': expected tokens·(q_heads + "
+                                  "2·kv_heads)·head_dim < 2^64, given tokens = %llu, q_heads = %llu, kv_heads = %llu, "
+                                  "head_dim = %llu (the size wraps past 2^64)",
+                                  op, (ull)a.tokens, (ull)a.q_heads, (ull)a.kv_heads, (ull)D));
+  if (!a.qkv || !a.q_out)
+    return invalid(plugin::format("%s: argument '%s': expected a buffer, given NULL", op, a.qkv ? "q_out" : "qkv"));
+  const uint64_t es = dtype_size(a.qkv->dtype);
+  if (a.qkv_byte_offset % es)
+    return invalid(plugin::format("%s: argument 'qkv_byte_offset': expected a multiple of the element size %llu, given %llu",
+                                  op, (ull)es, (ull)a.qkv_byte_offset));
+  if (a.q_out_byte_offset % es)
+    return invalid(plugin::format("%s: argument 'q_out_byte_offset': expected a multiple of the element size %llu, given %llu",
+                                  op, (ull)es, (ull)a.q_out_byte_offset));
+  const uint64_t qkv_off = a.qkv_byte_offset / es, q_off = a.q_out_byte_offset / es;
+  if (!common::range_ok(qkv_off, qkv_need.value, a.qkv->count))
+    return invalid(plugin::format("%s: argument 'qkv': expected qkv_byte_offset/%llu + tokens·(q_heads + 2·kv_heads)·head_dim "
+                                  "= %llu + %llu elements, given %llu",
+                                  op, (ull)es, (ull)qkv_off, (ull)qkv_need.value, (ull)a.qkv->count));
+  if (!common::range_ok(q_off, q_need.value, a.q_out->count))
+    return invalid(plugin::format("%s: argument 'q_out': expected q_out_byte_offset/%llu + tokens·q_heads·head_dim = %llu + "
+                                  "%llu elements, given %llu",
+                                  op, (ull)es, (ull)q_off, (ull)q_need.value, (ull)a.q_out->count));
   PagedPool pool;
+  s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, "kv_heads", a.kv_heads, D,
+                a.max_num_blocks_per_seq, a.block_table, pool);
+  // The sequence's capacity; saturated, it still bounds every representable end.
   if (s.ok())
-    s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, D,
-                  a.max_num_blocks_per_seq, a.block_table, pool);
-  if (s.ok()) s = plugin::rules::check_paged_capacity(op, a.cache_len, a.tokens, a.max_num_blocks_per_seq, a.block_size);
-  if (!s.ok()) return s;
-  if (dry) return ok_status();
+    s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "max_num_blocks_per_seq·block_size",
+                     common::sat_mul(a.max_num_blocks_per_seq, a.block_size));
+  if (!s.ok() || dry) return s;
+  // tokens <= q_out's elements (checked above), and both sums were checked not to wrap.
   std::vector<PagedToken> toks(a.tokens);
-  for (uint64_t t = 0; t < a.tokens; ++t) toks[t] = {t, t, a.pos_offset + t, a.cache_len + t, 0, true};
+  for (uint64_t t = 0; t < a.tokens; ++t)
+    toks[t] = {t, t, common::sat_add(a.pos_offset, t), common::sat_add(a.cache_len, t), 0, true};
   return with_act_and_table(a.qkv->dtype, a.cos ? a.cos->dtype : 0, [&](auto t, auto c) -> Status {
     using T = decltype(t);
     using C = decltype(c);
-    cpu::paged_write<T, C>(data_of<const T>(a.qkv) + qkv_off, data_of<const T>(a.q_norm_w), data_of<const T>(a.k_norm_w),
-                           data_of<const C>(a.cos), data_of<const C>(a.sin), data_of<T>(a.q_out) + q_off,
+    cpu::paged_write<T, C>(data_of<const T>(a.qkv) + qkv_off,  // arith-ok: range_ok(qkv_off, ...) above
+                           data_of<const T>(a.q_norm_w), data_of<const T>(a.k_norm_w), data_of<const C>(a.cos),
+                           data_of<const C>(a.sin), data_of<T>(a.q_out) + q_off,  // arith-ok: range_ok(q_off, ...) above
                            data_of<T>(a.cache_k), data_of<T>(a.cache_v), toks.data(), toks.size(), pool, a.q_heads,
                            a.eps, a.qk_mode);
     return ok_status();
@@ -100,13 +161,15 @@ template <class Args>
 Status write_varlen(const char* op, PagedLayout layout, const Args& a, bool dry) {
   const bool work = a.num_seqs != 0;
   uint64_t rows = 0;
-  Status s = plugin::rules::check_paged_writer(op, a, 0, work, rows);
+  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
+  if (s.ok()) s = check_block_size(op, a.block_size);
+  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
+  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
+  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
   if (!s.ok() || !work) return s;
-  s = plugin::rules::check_writer_varlen_sizes(op, a);
-  if (!s.ok()) return s;
   PagedPool pool;
-  s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, a.head_dim,
-                a.max_blocks_per_seq, a.block_tables, pool);
+  s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, "kv_heads", a.kv_heads,
+                a.head_dim, a.max_blocks_per_seq, a.block_tables, pool);
   if (!s.ok() || dry) return s;
   const IdxView cu = idx_view(a.cu_seqlens_q), offs = idx_view(a.pos_offsets);
   std::vector<PagedToken> toks;
@@ -162,20 +225,21 @@ Status attend_uniform(const char* op, PagedLayout layout, const ferrum_buffer* q
                       uint64_t num_seqs, uint64_t nh, uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps,
                       uint64_t q_len, float scale, uint64_t window, bool dry) {
   const bool work = num_seqs != 0 && q_len != 0;
-  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
+  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
   if (!s.ok() || !work) return s;
   PagedPool pool;
-  s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, nkv, D, mbps, bt, pool);
+  s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, "num_kv_heads", nkv, D, mbps, bt, pool);
   if (!s.ok() || dry) return s;
   const IdxView L = idx_view(lens);
   std::vector<PagedQuery> qs;
-  qs.reserve(num_seqs * q_len);
+  qs.reserve(common::sat_mul(num_seqs, q_len));  // the q rows: <= q's elements (generated check)
   for (uint64_t sq = 0; sq < num_seqs; ++sq) {
     const int64_t len = L.at(sq);
     const uint64_t kv = clamp_len(len, pool);
     for (uint64_t i = 0; i < q_len; ++i) {
+      // arith-ok: len is an I32/U32 device value and q_len < 2^63 (rows of q); int64 cannot wrap
       const int64_t p = len < 0 ? -1 : len - static_cast<int64_t>(q_len) + static_cast<int64_t>(i);
-      qs.push_back({sq * q_len + i, sq, p, kv});
+      qs.push_back({sq * q_len + i, sq, p, kv});  // arith-ok: < num_seqs·q_len, checked against q
     }
   }
   return launch_attention(q, kp, vp, out, nullptr, 0, qs, pool, nh, scale, window);
@@ -190,10 +254,10 @@ Status attend_varlen(const char* op, PagedLayout layout, const ferrum_buffer* q,
                      uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps, float scale, uint64_t window, bool fa2,
                      bool dry, const std::vector<uint8_t>* mask = nullptr) {
   const bool work = num_seqs != 0;
-  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
+  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
   if (!s.ok() || !work) return s;
   PagedPool pool;
-  s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, nkv, D, mbps, bt, pool);
+  s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, "num_kv_heads", nkv, D, mbps, bt, pool);
   if (!s.ok() || dry) return s;
   const IdxView cu = idx_view(cu_b), lens = idx_view(lens_b);
   std::vector<PagedQuery> qs;
@@ -206,7 +270,7 @@ Status attend_varlen(const char* op, PagedLayout layout, const ferrum_buffer* q,
     for (int64_t j = 0; j < qn; ++j) {
       const uint64_t g = static_cast<uint64_t>(b + j);
       if (mask && !(*mask)[g]) continue;
-      qs.push_back({g, sq, fa2 ? L - qn + j : base + j, kv});
+      qs.push_back({g, sq, fa2 ? L - qn + j : base + j, kv});  // arith-ok: int64 of I32/U32 device values
     }
   }
   return launch_attention(q, kp, vp, out, lse ? data_of<float>(lse) : nullptr, M, qs, pool, nh, scale, window);
@@ -277,24 +341,29 @@ ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
   return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) -> Status {
     const char* op = "paged_varlen_attention_vllm_tiled_q4";
     if (a.num_tiles == 0)  // no tiles: zero work
-      return check_paged_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
+      return check_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
+    // Validate everything (dry run) before the row mask is sized from total_q_tokens.
+    Status s = attend_varlen(op, PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, nullptr, a.cu_seqlens_q,
+                             a.pos_offsets, a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads,
+                             a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale,
+                             a.sliding_window, false, /*dry=*/true);
+    if (!s.ok() || dry) return s;
     std::vector<uint8_t> mask;
-    if (!dry && a.num_seqs != 0) {
+    if (a.num_seqs != 0) {
       // Rows covered by some tile (a row covered twice is computed once).
       mask.assign(a.total_q_tokens, 0);
       const IdxView seqs = idx_view(a.tile_seqs), starts = idx_view(a.tile_starts), cu = idx_view(a.cu_seqlens_q);
       for (uint64_t t = 0; t < a.num_tiles; ++t) {
-        const int64_t s = seqs.at(t), st = starts.at(t);
-        if (s < 0 || static_cast<uint64_t>(s) >= a.num_seqs || st < 0) continue;
-        const int64_t b = cu.at(s), e = cu.at(s + 1);
+        const int64_t sq = seqs.at(t), st = starts.at(t);
+        if (sq < 0 || static_cast<uint64_t>(sq) >= a.num_seqs || st < 0) continue;
+        const int64_t b = cu.at(sq), e = cu.at(sq + 1);
         if (b < 0 || e < b || static_cast<uint64_t>(e) > a.total_q_tokens) continue;
         for (int64_t j = st; j < std::min<int64_t>(st + 4, e - b); ++j) mask[b + j] = 1;
       }
     }
     return attend_varlen(op, PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, nullptr, a.cu_seqlens_q, a.pos_offsets,
                          a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads, a.num_kv_heads, a.head_dim,
-                         a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window, false, dry,
-                         dry ? nullptr : &mask);
+                         a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window, false, false, &mask);
   });
 }
 

@@ -89,10 +89,7 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok() && a.cache_len + a.tokens > a.cache_capacity)
-      s = invalid(plugin::format("%s: argument 'cache_len': expected cache_len + tokens <= cache_capacity = %llu, given %llu + %llu",
-                                 op, (unsigned long long)a.cache_capacity, (unsigned long long)a.cache_len,
-                                 (unsigned long long)a.tokens));
+    if (s.ok()) s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "cache_capacity", a.cache_capacity);
     if (!s.ok() || dry || !work) return s;
     return with_act_and_table(a.qkv->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
       using T = decltype(t);

@@ -67,7 +67,7 @@ extern "C" {
 typedef int32_t ferrum_status;
 #define FERRUM_STATUS_OK 0
 #define FERRUM_STATUS_UNSUPPORTED 1      /* valid arguments this plugin cannot serve */
-#define FERRUM_STATUS_INVALID_ARGUMENT 2 /* the call is wrong (OPS.md §0.12) */
+#define FERRUM_STATUS_INVALID_ARGUMENT 2 /* the call is wrong (docs/spec.md §0.12) */
 #define FERRUM_STATUS_OUT_OF_MEMORY 3    /* allocation / scratch growth failed */
 #define FERRUM_STATUS_DEVICE_ERROR 4     /* the device failed; sticky per context */
 #define FERRUM_STATUS_ABI_MISMATCH 5     /* host and plugin cannot talk (entry time) */
@@ -75,7 +75,7 @@ typedef int32_t ferrum_status;
 #define FERRUM_STATUS_NOT_REPLAYED 7     /* reserved; replay_graph reports via its out field */
 
 /* ---------------------------------------------------------------------------------
- * Element types (OPS.md §0.2). Stored as int32_t in every struct.
+ * Element types (docs/spec.md §0.2). Stored as int32_t in every struct.
  * ------------------------------------------------------------------------------- */
 typedef int32_t ferrum_dtype;
 #define FERRUM_DTYPE_INVALID 0
@@ -88,7 +88,7 @@ typedef int32_t ferrum_dtype;
 #define FERRUM_DTYPE_U8 7
 #define FERRUM_DTYPE_F8_E4M3 8
 
-/* GGUF quant type ids (ggml's enum ggml_type values; OPS.md §11.1). */
+/* GGUF quant type ids (ggml's enum ggml_type values; docs/spec.md §11.1). */
 #define FERRUM_QUANT_Q4_0 2
 #define FERRUM_QUANT_Q4_1 3
 #define FERRUM_QUANT_Q8_0 8
@@ -96,12 +96,12 @@ typedef int32_t ferrum_dtype;
 #define FERRUM_QUANT_Q5_K 13
 #define FERRUM_QUANT_Q6_K 14
 
-/* all_reduce operations (OPS.md §10). */
+/* all_reduce operations (docs/spec.md §10). */
 #define FERRUM_REDUCE_SUM 1
 #define FERRUM_REDUCE_MAX 2
 #define FERRUM_REDUCE_MIN 3
 
-/* qk_mode values (OPS.md §0.7). Note: 0 is a valid mode (copy) here by spec. */
+/* qk_mode values (docs/spec.md §0.7). Note: 0 is a valid mode (copy) here by spec. */
 #define FERRUM_QK_MODE_COPY 0
 #define FERRUM_QK_MODE_NORM_NEOX 1
 #define FERRUM_QK_MODE_NEOX 2
@@ -165,7 +165,7 @@ typedef struct ferrum_device_props {
 #define FERRUM_DEVICE_PROPS_SIZE_V1_0 168
 
 /* ---------------------------------------------------------------------------------
- * A quantised KV layer (OPS.md §7.3): the seed's KvCacheQuant, an output struct of
+ * A quantised KV layer (docs/spec.md §7.3): the seed's KvCacheQuant, an output struct of
  * alloc_paged_int8_layer / alloc_paged_fp8_layer. The caller sets struct_size; every
  * handle it receives is an ordinary buffer: returns ownership, release with
  * memory->buffer_release.

@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <string>
 
+#include <ferrum/common/checked.hpp>
 #include <ferrum/common/dtype.hpp>
 #include <ferrum/ferrum_base.h>
 
@@ -24,14 +25,40 @@ struct CheckError {
 enum class DtypeClass : uint8_t { act, idx, tab, any, x, exact };
 
 // Product of shape dimensions, saturating at UINT64_MAX (which no buffer can hold).
-inline uint64_t shape_elems(std::initializer_list<uint64_t> dims) {
-  uint64_t n = 1;
-  for (uint64_t d : dims) {
-    if (d == 0) return 0;
-    if (n > UINT64_MAX / d) return UINT64_MAX;
-    n *= d;
+inline uint64_t shape_elems(std::initializer_list<uint64_t> dims) { return sat_mul(dims); }
+
+// A caller field and its value, listed in the message when a shape expression wraps.
+struct Given {
+  const char* name;
+  uint64_t value;
+};
+
+// The product of the named fields (checked). False when it wraps past 2^64, with `message` set to
+// "arguments 'a'/'b': expected a·b < 2^64, given 3·4 (the product wraps past 2^64)".
+inline bool named_product(std::initializer_list<Given> factors, uint64_t& product, std::string& message) {
+  bool zero = false;  // a zero factor: the product is 0, however large the others
+  for (const Given& f : factors) zero = zero || f.value == 0;
+  Size p(zero ? 0 : 1);
+  if (!zero)
+    for (const Given& f : factors) p = p * Size(f.value);
+  product = p.value;
+  if (p.ok()) return true;
+  std::string names, expr, vals;
+  for (const Given& f : factors) {
+    names += (names.empty() ? "'" : "/'") + std::string(f.name) + "'";
+    expr += (expr.empty() ? "" : "·") + std::string(f.name);
+    vals += (vals.empty() ? "" : "·") + std::to_string(f.value);
   }
-  return n;
+  message = "arguments " + names + ": expected " + expr + " < 2^64, given " + vals + " (the product wraps past 2^64)";
+  return false;
+}
+
+// "a = 1, b = 2" for a wrap message.
+inline std::string given_list(std::initializer_list<Given> given) {
+  std::string out;
+  for (const Given& g : given)
+    out += (out.empty() ? "" : ", ") + std::string(g.name) + " = " + std::to_string(g.value);
+  return out;
 }
 
 template <class Acc>
@@ -57,11 +84,19 @@ class Checker {
            std::to_string(v));
   }
 
+  // `dims` are the shape's dimensions computed with checked arithmetic (Size); `given` lists the
+  // caller fields the shape reads, named in the message when a dimension or the element count
+  // wraps past 2^64 (always INVALID_ARGUMENT, work or not: such a shape describes no buffer).
   void buffer(const char* name, const ferrum_buffer* h, DtypeClass cls, int32_t exact,
-              bool required, bool has_shape, std::initializer_list<uint64_t> dims,
-              const char* dims_text) {
+              bool required, bool has_shape, std::initializer_list<Size> dims,
+              const char* dims_text, std::initializer_list<Given> given = {}) {
     if (!ok()) return;
-    const uint64_t need = has_shape ? shape_elems(dims) : 0;
+    const Size total = has_shape ? shape_size(dims) : Size(0);
+    if (!total.ok()) {
+      wrapped(name, "a shape", dims_text, given);
+      return;
+    }
+    const uint64_t need = total.value;
     if (!h) {
       if (required && need > 0)
         fail(std::string("argument '") + name + "': expected a buffer of shape " + dims_text +
@@ -78,17 +113,25 @@ class Checker {
     if (!dtype_ok(name, cls, exact, dt)) return;
     if (has_shape && count < need) {
       std::string dims_val;
-      for (uint64_t d : dims) dims_val += (dims_val.empty() ? "" : ", ") + std::to_string(d);
-      fail(std::string("argument '") + name + "': expected at least " +
-           (need == UINT64_MAX ? std::string("2^64 (overflow)") : std::to_string(need)) +
+      for (const Size& d : dims) dims_val += (dims_val.empty() ? "" : ", ") + std::to_string(d.value);
+      fail(std::string("argument '") + name + "': expected at least " + std::to_string(need) +
            " elements for shape " + dims_text + " = [" + dims_val + "], given a buffer of " +
            std::to_string(count) + " " + dtype_name(dt) + " elements");
     }
   }
 
+  // A shape or length expression whose value wraps past 2^64.
+  void wrapped(const char* name, const char* what, const char* text, std::initializer_list<Given> given) {
+    fail(std::string("argument '") + name + "': expected " + what + " " + text +
+         " whose element count fits in 64 bits, given " + given_list(given) +
+         " (the size wraps past 2^64)");
+  }
+
   // A host pointer the op reads (`host`) or fills (`hostout`): NULL only when nothing is needed.
-  void host_ptr(const char* name, const void* p, uint64_t need, bool out) {
-    if (ok() && !p && need > 0)
+  void host_ptr(const char* name, const void* p, Size need, bool out, const char* text = "",
+                std::initializer_list<Given> given = {}) {
+    if (ok() && !need.ok()) return wrapped(name, "a host array", text, given);
+    if (ok() && !p && need.value > 0)
       fail(std::string("argument '") + name + "': expected a host pointer " +
            (out ? "to receive the result" : "to read from") + ", given NULL");
   }

@@ -14,10 +14,10 @@ struct OpInfo {
   int32_t id;
   std::string_view name;
   std::string_view family;
-  std::string_view flags;      // OPS.md flags: A S G H
-  std::string_view tolerance;  // OPS.md tolerance class
+  std::string_view flags;      // docs/spec.md flags: A S G H
+  std::string_view tolerance;  // docs/spec.md tolerance class
   NullSlot null_slot;          // what the facade does with a NULL slot
-  bool cpu_required;           // OPS.md §15 'req' for the CPU plugin
+  bool cpu_required;           // docs/spec.md §15 'req' for the CPU plugin
   bool cuda_required;
   bool takes_context;          // false for [no ctx] ops
   uint64_t args_size_v1_0;

@@ -6,10 +6,50 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <string>
 
+#include <ferrum/common/checked.hpp>
 #include <ferrum/common/plugin_support.hpp>
 
 namespace ferrum::plugin::rules {
+
+using common::checked_add;
+using common::checked_mul;
+using common::Given;
+
+// ---- the arithmetic rule: sums and products of caller values -----------------------------------
+// Every sum/product a plugin forms from caller values goes through these (or checked.hpp), and a
+// value that does not fit in 64 bits is INVALID_ARGUMENT naming the op, the fields, the expected
+// relation and the given values — never a wrapped, smaller number.
+
+// `x + y` (the fields named by `text`, e.g. "cache_len + tokens") must fit in 64 bits; `sum` gets it.
+inline Status check_sum(const char* op, const char* field, const char* text, uint64_t x, uint64_t y, uint64_t& sum) {
+  if (!checked_add(x, y, sum))
+    return invalid(format("%s: argument '%s': expected %s < 2^64, given %llu + %llu (the sum wraps past 2^64)", op,
+                          field, text, (unsigned long long)x, (unsigned long long)y));
+  return ok_status();
+}
+
+// `x + y <= limit` without wrapping: "expected cache_len + tokens <= cache_capacity = 8, given 5 + 4".
+inline Status check_sum_le(const char* op, const char* field, const char* text, uint64_t x, uint64_t y,
+                           const char* limit_text, uint64_t limit) {
+  uint64_t sum = 0;
+  const bool fits = checked_add(x, y, sum);
+  if (!fits || sum > limit)
+    return invalid(format("%s: argument '%s': expected %s <= %s = %llu, given %llu + %llu%s", op, field, text,
+                          limit_text, (unsigned long long)limit, (unsigned long long)x, (unsigned long long)y,
+                          fits ? "" : " (the sum wraps past 2^64)"));
+  return ok_status();
+}
+
+// The product of the named fields must fit in 64 bits: "arguments 'block_size'/'kv_heads'/'head_dim':
+// expected block_size·kv_heads·head_dim < 2^64, given 16·2^63·2 ...". `product` gets it.
+inline Status check_product(const char* op, std::initializer_list<Given> factors, uint64_t& product) {
+  std::string why;
+  if (common::named_product(factors, product, why)) return ok_status();
+  return invalid(std::string(op) + ": " + why);
+}
 
 // `eps` must be finite and >= 0 (norms, qk-norm).
 inline Status check_finite_eps(const char* op, float eps) {
@@ -37,10 +77,9 @@ inline Status check_min_count(const char* op, const char* field, const ferrum_bu
   return ok_status();
 }
 
-// pos_offset + tokens, saturating (a wrapped sum would pass the table-rows check).
-inline uint64_t pos_end(uint64_t pos_offset, uint64_t tokens) {
-  return pos_offset > UINT64_MAX - tokens ? UINT64_MAX : pos_offset + tokens;
-}
+// pos_offset + tokens, saturating at 2^64 - 1 (a wrapped sum would pass the table-rows check);
+// check_rope rejects the saturated value: no position may reach 2^64.
+inline uint64_t pos_end(uint64_t pos_offset, uint64_t tokens) { return common::sat_add(pos_offset, tokens); }
 
 // RoPE / qk-norm rules shared by the §4 ops and the paged writers (OPS.md §0.7). `pos_end` =
 // largest host position + 1 (0 when positions come from device memory). On success `rows` is
@@ -51,6 +90,10 @@ inline Status check_rope(const char* op, const char* mode_field, int32_t mode, u
   rows = 0;
   if (mode < 0 || mode > 3)
     return invalid(format("%s: argument '%s': expected 0..3, given %d", op, mode_field, mode));
+  if (work && pos_end == common::kU64Max)  // every mode: a position must stay representable
+    return invalid(format("%s: arguments 'pos_offset'/'tokens': expected pos_offset + tokens < 2^64 - 1, given a "
+                          "sum of 2^64 - 1 or more (it reaches or wraps past 2^64)",
+                          op));
   Status s = check_finite_eps(op, eps);
   if (s.ok()) s = check_positive(op, "head_dim", D, work);
   if (!s.ok() || mode == 0 || !work) return s;
@@ -99,13 +142,13 @@ inline Status check_copy_slice(const ferrum_copy_slice_args& a) {
   if (sd != dd && !(is_float_dtype(sd) && is_float_dtype(dd)))
     return invalid(format("copy_slice: arguments 'src'/'dst': expected equal dtypes or two float dtypes, given %s -> %s",
                           dtype_name(sd), dtype_name(dd)));
-  if (a.src_offset > a.src->count || a.len > a.src->count - a.src_offset)
+  if (!common::range_ok(a.src_offset, a.len, a.src->count))
     return invalid(format("copy_slice: argument 'src': expected src_offset + len <= %llu, given %llu + %llu",
                           (unsigned long long)a.src->count, (unsigned long long)a.src_offset, (unsigned long long)a.len));
-  if (a.dst_offset > a.dst->count || a.len > a.dst->count - a.dst_offset)
+  if (!common::range_ok(a.dst_offset, a.len, a.dst->count))
     return invalid(format("copy_slice: argument 'dst': expected dst_offset + len <= %llu, given %llu + %llu",
                           (unsigned long long)a.dst->count, (unsigned long long)a.dst_offset, (unsigned long long)a.len));
-  if (a.src == a.dst && a.src_offset < a.dst_offset + a.len && a.dst_offset < a.src_offset + a.len)
+  if (a.src == a.dst && common::ranges_overlap(a.src_offset, a.dst_offset, a.len))
     return invalid("copy_slice: arguments 'src'/'dst': expected non-overlapping ranges of one buffer, given overlapping ones");
   return ok_status();
 }

@@ -1,19 +1,18 @@
-// Op rules of the paged-KV family (pool geometry, block size, attention fields, byte offsets),
-// shared by the plugins' glue so that they reject the same arguments with the same detail text
-// (the CPU glue's messages). Every product of caller values is overflow-checked: a geometry
-// whose size does not fit 64 bits can match no buffer and is reported as such.
+// Op rules of the paged-KV and quantised-KV families (pool geometry, block size, attention
+// fields, writer regions, quantised layers) for the plugins' glue: the same checks and messages
+// as the CPU plugin's glue, with every sum and product of caller values checked (op_rules.hpp's
+// check_sum / check_product, checked.hpp's Size): a size that does not fit 64 bits is
+// INVALID_ARGUMENT naming the fields, never a wrapped, smaller number.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include <ferrum/common/check_support.hpp>
+#include <ferrum/common/checked.hpp>
 #include <ferrum/common/op_rules.hpp>
 
 namespace ferrum::plugin::rules {
-
-// a + b, saturating at UINT64_MAX.
-inline uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 // block_size = 0 is INVALID_ARGUMENT for every paged op.
 inline Status check_block_size(const char* op, uint64_t bs) {
@@ -22,27 +21,30 @@ inline Status check_block_size(const char* op, uint64_t bs) {
 }
 
 // Geometry of a K/V pool pair: both present and of one size, at least one whole block of
-// block_size·nkv·D elements; the vLLM layout needs D % x == 0 with x = 16 / element size.
+// block_size·nkv·D elements (a product that must fit 64 bits); the vLLM layout needs D % x == 0
+// with x = 16 / element size. `nkv_name` is the op's field name for the KV heads.
 struct PagedPoolGeometry {
   uint64_t num_blocks = 0;
   uint64_t x = 1;  // vLLM vector width (1 for the ferrum layout)
 };
 
 inline Status check_paged_pool(const char* op, const char* kname, const ferrum_buffer* k, const char* vname,
-                               const ferrum_buffer* v, bool vllm, uint64_t bs, uint64_t nkv, uint64_t D,
-                               PagedPoolGeometry& g) {
+                               const ferrum_buffer* v, bool vllm, uint64_t bs, const char* nkv_name, uint64_t nkv,
+                               uint64_t D, PagedPoolGeometry& g) {
   using ull = unsigned long long;
   if (!k || !v) return invalid(format("%s: argument '%s': expected a KV pool buffer, given NULL", op, k ? vname : kname));
   if (k->count != v->count)
     return invalid(format("%s: arguments '%s'/'%s': expected K and V pools of the same size, given %llu and %llu "
                           "elements",
                           op, kname, vname, (ull)k->count, (ull)v->count));
-  const uint64_t per_block = ferrum::common::shape_elems({bs, nkv, D});  // saturates: then no block fits
+  uint64_t per_block = 0;
+  Status s = check_product(op, {{"block_size", bs}, {nkv_name, nkv}, {"head_dim", D}}, per_block);
+  if (!s.ok()) return s;
   const uint64_t nb = per_block == 0 ? 0 : k->count / per_block;
   if (nb == 0)
     return invalid(format("%s: argument '%s': expected a pool of at least one block (block_size·kv_heads·head_dim "
                           "= %llu elements), given %llu elements",
-                          op, kname, (ull)per_block, (ull)k->count));
+                          op, vname, (ull)per_block, (ull)k->count));
   g.num_blocks = nb;
   g.x = 1;
   if (vllm) {
@@ -66,35 +68,6 @@ inline Status check_paged_attention_fields(const char* op, uint64_t nh, uint64_t
   return s;
 }
 
-// A byte offset into `b` (element size es) that must be a multiple of es, followed by `need`
-// elements inside the buffer. On success `elem_off` is the offset in elements.
-inline Status check_byte_region(const char* op, const char* buf_name, const char* off_name, const ferrum_buffer* b,
-                                uint64_t byte_off, uint64_t need, const char* need_text, uint64_t& elem_off) {
-  using ull = unsigned long long;
-  if (!b) return invalid(format("%s: argument '%s': expected a buffer, given NULL", op, buf_name));
-  const uint64_t es = dtype_size(b->dtype);
-  if (es == 0 || byte_off % es)
-    return invalid(format("%s: argument '%s': expected a multiple of the element size %llu, given %llu", op, off_name,
-                          (ull)es, (ull)byte_off));
-  elem_off = byte_off / es;
-  if (elem_off > b->count || b->count - elem_off < need)
-    return invalid(format("%s: argument '%s': expected %s/%llu + %s = %llu + %llu elements, given %llu", op, buf_name,
-                          off_name, (ull)es, need_text, (ull)elem_off, (ull)need, (ull)b->count));
-  return ok_status();
-}
-
-// The host-known KV end of a single-sequence writer: cache_len + tokens must fit the table's
-// max_num_blocks_per_seq·block_size positions.
-inline Status check_paged_capacity(const char* op, uint64_t cache_len, uint64_t tokens, uint64_t mbps, uint64_t bs) {
-  using ull = unsigned long long;
-  const uint64_t cap = ferrum::common::shape_elems({mbps, bs});
-  if (pos_end(cache_len, tokens) > cap)
-    return invalid(format("%s: argument 'cache_len': expected cache_len + tokens <= max_num_blocks_per_seq·block_size "
-                          "= %llu, given %llu + %llu",
-                          op, (ull)cap, (ull)cache_len, (ull)tokens));
-  return ok_status();
-}
-
 // The rules every paged writer shares (RoPE mode/tables/eps, block size, kv_heads, norm
 // weights). `pos_end_host` is the largest host RoPE position + 1 (0 for device positions); on
 // success `rows` is the tables' row count.
@@ -108,30 +81,60 @@ Status check_paged_writer(const char* op, const Args& a, uint64_t pos_end_host, 
   return s;
 }
 
-// The single-sequence writer's byte-offset regions: the packed rows [tokens, (q_heads +
-// 2·kv_heads)·head_dim] inside qkv and the token-major [tokens, q_heads, head_dim] inside q_out.
-// On success the offsets in elements.
+// The single-sequence writer's regions: the packed rows [tokens, (q_heads + 2·kv_heads)·head_dim]
+// from qkv_byte_offset in qkv and the token-major [tokens, q_heads, head_dim] from
+// q_out_byte_offset in q_out (offsets multiples of the element size). On success the offsets in
+// elements.
 template <class Args>
 Status check_writer_regions(const char* op, const Args& a, uint64_t& qkv_off, uint64_t& q_off) {
-  const uint64_t W = ferrum::common::shape_elems({sat_add(a.q_heads, sat_add(a.kv_heads, a.kv_heads)), a.head_dim});
-  Status s = check_byte_region(op, "qkv", "qkv_byte_offset", a.qkv, a.qkv_byte_offset,
-                               ferrum::common::shape_elems({a.tokens, W}), "tokens·(q_heads + 2·kv_heads)·head_dim",
-                               qkv_off);
-  if (s.ok())
-    s = check_byte_region(op, "q_out", "q_out_byte_offset", a.q_out, a.q_out_byte_offset,
-                          ferrum::common::shape_elems({a.tokens, a.q_heads, a.head_dim}), "tokens·q_heads·head_dim",
-                          q_off);
-  return s;
+  using ull = unsigned long long;
+  const common::Size W = (common::Size(a.q_heads) + 2 * common::Size(a.kv_heads)) * common::Size(a.head_dim);
+  const common::Size qkv_need = common::Size(a.tokens) * W;
+  const common::Size q_need = common::Size(a.tokens) * common::Size(a.q_heads) * common::Size(a.head_dim);
+  if (!qkv_need.ok() || !q_need.ok())
+    return invalid(format("%s: arguments 'tokens'/'q_heads'/'kv_heads'/'head_dim': expected tokens·(q_heads + "
+                          "2·kv_heads)·head_dim < 2^64, given tokens = %llu, q_heads = %llu, kv_heads = %llu, "
+                          "head_dim = %llu (the size wraps past 2^64)",
+                          op, (ull)a.tokens, (ull)a.q_heads, (ull)a.kv_heads, (ull)a.head_dim));
+  if (!a.qkv || !a.q_out)
+    return invalid(format("%s: argument '%s': expected a buffer, given NULL", op, a.qkv ? "q_out" : "qkv"));
+  const uint64_t es = dtype_size(a.qkv->dtype);
+  if (a.qkv_byte_offset % es)
+    return invalid(format("%s: argument 'qkv_byte_offset': expected a multiple of the element size %llu, given %llu",
+                          op, (ull)es, (ull)a.qkv_byte_offset));
+  if (a.q_out_byte_offset % es)
+    return invalid(format("%s: argument 'q_out_byte_offset': expected a multiple of the element size %llu, given %llu",
+                          op, (ull)es, (ull)a.q_out_byte_offset));
+  qkv_off = a.qkv_byte_offset / es;
+  q_off = a.q_out_byte_offset / es;
+  if (!common::range_ok(qkv_off, qkv_need.value, a.qkv->count))
+    return invalid(format("%s: argument 'qkv': expected qkv_byte_offset/%llu + tokens·(q_heads + 2·kv_heads)·head_dim "
+                          "= %llu + %llu elements, given %llu",
+                          op, (ull)es, (ull)qkv_off, (ull)qkv_need.value, (ull)a.qkv->count));
+  if (!common::range_ok(q_off, q_need.value, a.q_out->count))
+    return invalid(format("%s: argument 'q_out': expected q_out_byte_offset/%llu + tokens·q_heads·head_dim = %llu + "
+                          "%llu elements, given %llu",
+                          op, (ull)es, (ull)q_off, (ull)q_need.value, (ull)a.q_out->count));
+  return ok_status();
+}
+
+// The single-sequence writer's KV end: cache_len + tokens <= max_num_blocks_per_seq·block_size.
+template <class Args>
+Status check_writer_capacity(const char* op, const Args& a) {
+  return check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "max_num_blocks_per_seq·block_size",
+                      common::sat_mul(a.max_num_blocks_per_seq, a.block_size));
 }
 
 // The varlen writer's packed input [m_total, (q_heads + 2·kv_heads)·head_dim] and token-major
-// output [m_total, q_heads, head_dim], with every product saturating (a row width that wraps
-// 64 bits must not pass as a small one).
+// output [m_total, q_heads, head_dim], sized in checked arithmetic (a row width that wraps 64
+// bits must not pass as a small one).
 template <class Args>
 Status check_writer_varlen_sizes(const char* op, const Args& a) {
-  const uint64_t W = ferrum::common::shape_elems({sat_add(a.q_heads, sat_add(a.kv_heads, a.kv_heads)), a.head_dim});
-  Status s = check_min_count(op, "qkv", a.qkv, ferrum::common::shape_elems({a.m_total, W}));
-  if (s.ok()) s = check_min_count(op, "q_out", a.q_out, ferrum::common::shape_elems({a.m_total, a.q_heads, a.head_dim}));
+  const common::Size W = (common::Size(a.q_heads) + 2 * common::Size(a.kv_heads)) * common::Size(a.head_dim);
+  const common::Size qkv_need = common::Size(a.m_total) * W;
+  const common::Size q_need = common::Size(a.m_total) * common::Size(a.q_heads) * common::Size(a.head_dim);
+  Status s = check_min_count(op, "qkv", a.qkv, qkv_need.ok() ? qkv_need.value : common::kU64Max);
+  if (s.ok()) s = check_min_count(op, "q_out", a.q_out, q_need.ok() ? q_need.value : common::kU64Max);
   return s;
 }
 
@@ -141,8 +144,10 @@ Status check_writer_varlen_sizes(const char* op, const Args& a) {
 inline Status check_quant_pool(const char* op, const ferrum_buffer* k, const ferrum_buffer* v, const ferrum_buffer* ks,
                                const ferrum_buffer* vs, uint64_t bs, uint64_t nkv, uint64_t D, uint64_t& blocks) {
   using ull = unsigned long long;
-  const uint64_t per_block = ferrum::common::shape_elems({bs, nkv, D});
-  const uint64_t scales_per_block = ferrum::common::shape_elems({bs, nkv});
+  uint64_t per_block = 0, scales_per_block = 0;
+  Status s = check_product(op, {{"block_size", bs}, {"num_kv_heads", nkv}, {"head_dim", D}}, per_block);
+  if (s.ok()) s = check_product(op, {{"block_size", bs}, {"num_kv_heads", nkv}}, scales_per_block);
+  if (!s.ok()) return s;
   const struct {
     const char* name;
     const ferrum_buffer* b;
@@ -157,7 +162,7 @@ inline Status check_quant_pool(const char* op, const ferrum_buffer* k, const fer
                           "%llu elements, given %llu elements",
                           op, (ull)per_block, (ull)k->count));
   for (const auto& e : bufs) {
-    const uint64_t n = e.b->count / e.per_block;
+    const uint64_t n = e.per_block == 0 ? 0 : e.b->count / e.per_block;
     if (n != blocks)
       return invalid(format("%s: argument '%s': expected %llu blocks of %llu elements (the block count N of "
                             "'layer_k'), given %llu elements (%llu blocks)",
@@ -174,11 +179,11 @@ inline Status check_code_dtype(const char* op, const char* field, const ferrum_b
   return ok_status();
 }
 
-// alloc_paged_{int8,fp8}_layer: every dimension positive, N < 2^31 (block ids in a U32 table),
-// the output struct large enough, the pool sizes representable. On success `codes` and
-// `scales` are the element counts of one code pool and one scale pool.
+// alloc_paged_{int8,fp8}_layer: every dimension positive, N <= 2^31 (block ids in a U32 table),
+// the output struct large enough, the pool sizes within 64 bits. On success the element counts
+// of one code pool and one scale pool, and the layer's capacity in positions.
 template <class Args>
-Status check_quant_alloc(const char* op, const Args& a, uint64_t& codes, uint64_t& scales) {
+Status check_quant_alloc(const char* op, const Args& a, uint64_t& codes, uint64_t& scales, uint64_t& capacity) {
   using ull = unsigned long long;
   Status s = check_positive(op, "max_blocks_per_seq", a.max_blocks_per_seq, true);
   if (s.ok()) s = check_positive(op, "block_size", a.block_size, true);
@@ -192,17 +197,19 @@ Status check_quant_alloc(const char* op, const Args& a, uint64_t& codes, uint64_
     return invalid(format("%s: argument 'cache': expected struct_size >= %d, given %llu", op,
                           FERRUM_KV_CACHE_QUANT_SIZE_V1_0, (ull)a.cache->struct_size));
   const uint64_t N = a.max_blocks_per_seq;
-  codes = ferrum::common::shape_elems({N, a.block_size, a.num_kv_heads, a.head_dim});
-  scales = ferrum::common::shape_elems({N, a.block_size, a.num_kv_heads});
-  if (codes == UINT64_MAX || scales == UINT64_MAX || N > UINT64_MAX / a.block_size)
-    return {FERRUM_STATUS_OUT_OF_MEMORY, format("%s: the pool size overflows 64 bits", op)};
-  return ok_status();
+  s = check_product(op, {{"max_blocks_per_seq", N}, {"block_size", a.block_size}, {"num_kv_heads", a.num_kv_heads},
+                         {"head_dim", a.head_dim}}, codes);
+  if (s.ok())
+    s = check_product(op, {{"max_blocks_per_seq", N}, {"block_size", a.block_size}, {"num_kv_heads", a.num_kv_heads}},
+                      scales);
+  if (s.ok()) s = check_product(op, {{"max_blocks_per_seq", N}, {"block_size", a.block_size}}, capacity);
+  return s;
 }
 
 // Fills the output struct of a freshly allocated layer: b = {k, v, k_scales, v_scales,
 // block_table, context_lens}.
 template <class Args>
-void fill_quant_layer(const Args& a, ferrum_buffer* const (&b)[6]) {
+void fill_quant_layer(const Args& a, ferrum_buffer* const (&b)[6], uint64_t capacity) {
   ferrum_kv_cache_quant& c = *a.cache;
   c.k = b[0];
   c.v = b[1];
@@ -211,7 +218,7 @@ void fill_quant_layer(const Args& a, ferrum_buffer* const (&b)[6]) {
   c.block_table = b[4];
   c.context_lens = b[5];
   c.len = 0;
-  c.capacity = a.max_blocks_per_seq * a.block_size;
+  c.capacity = capacity;
   c.block_size = a.block_size;
   c.num_kv_heads = a.num_kv_heads;
   c.head_dim = a.head_dim;
@@ -230,15 +237,13 @@ Status check_quant_append(const char* op, const Args& a, int32_t code_dtype, boo
   if (s.ok()) s = check_positive(op, "head_dim", a.head_dim, work);
   if (s.ok()) s = check_code_dtype(op, "layer_k", a.layer_k, code_dtype);
   if (s.ok()) s = check_code_dtype(op, "layer_v", a.layer_v, code_dtype);
-  if (s.ok() && a.cache_len_before > UINT64_MAX - a.tokens)
-    s = invalid(format("%s: argument 'tokens': expected cache_len_before + tokens < 2^64, given %llu + %llu", op,
-                       (ull)a.cache_len_before, (ull)a.tokens));
+  uint64_t end = 0;
+  if (s.ok()) s = check_sum(op, "tokens", "cache_len_before + tokens", a.cache_len_before, a.tokens, end);
   if (!s.ok() || !work) return s;
   s = check_quant_pool(op, a.layer_k, a.layer_v, a.layer_k_scales, a.layer_v_scales, a.block_size, a.num_kv_heads,
                        a.head_dim, blocks);
   if (!s.ok()) return s;
-  const uint64_t end = a.cache_len_before + a.tokens;
-  need = end / a.block_size + (end % a.block_size != 0);
+  need = common::ceil_div(end, a.block_size);
   if (a.paged_block_indices_len < need)
     return invalid(format("%s: argument 'paged_block_indices_len': expected >= ceil((cache_len_before + tokens) / "
                           "block_size) = ceil((%llu + %llu) / %llu) = %llu, given %llu",
@@ -273,11 +278,10 @@ Status check_quant_decode(const char* op, const Args& a, int32_t code_dtype, uin
                          a.head_dim, blocks);
     if (!s.ok()) return s;
   }
-  if (a.valid_kv_len > ferrum::common::shape_elems({blocks, a.block_size}))
+  if (a.valid_kv_len > common::sat_mul(blocks, a.block_size))
     return invalid(format("%s: argument 'valid_kv_len': expected <= N·block_size = %llu·%llu, given %llu", op,
                           (ull)blocks, (ull)a.block_size, (ull)a.valid_kv_len));
-  const uint64_t table_len = a.valid_kv_len / a.block_size + (a.valid_kv_len % a.block_size != 0);
-  return check_min_count(op, "block_table", a.block_table, table_len);
+  return check_min_count(op, "block_table", a.block_table, common::ceil_div(a.valid_kv_len, a.block_size));
 }
 
 }  // namespace ferrum::plugin::rules

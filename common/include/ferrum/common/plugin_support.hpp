@@ -11,6 +11,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -106,7 +107,7 @@ inline ferrum_status record(ContextBase* ctx, const Status& s) noexcept {
 inline void copy_out(const std::string& msg, char* buf, uint64_t cap, uint64_t* needed) noexcept {
   if (needed) *needed = msg.size() + 1;
   if (!buf || cap == 0) return;
-  const uint64_t n = msg.size() < cap - 1 ? msg.size() : cap - 1;
+  const uint64_t n = msg.size() < cap - 1 ? msg.size() : cap - 1;  // arith-ok: cap >= 1 (checked above)
   std::memcpy(buf, msg.data(), n);
   buf[n] = '\0';
 }
@@ -122,6 +123,8 @@ ferrum_status guard(ContextBase* ctx, const char* what, F&& fn) noexcept {
   try {
     return record(ctx, fn());
   } catch (const std::bad_alloc&) {
+    return record(ctx, FERRUM_STATUS_OUT_OF_MEMORY, std::string(what) + ": out of host memory");
+  } catch (const std::length_error&) {  // a host container longer than the address space allows
     return record(ctx, FERRUM_STATUS_OUT_OF_MEMORY, std::string(what) + ": out of host memory");
   } catch (const std::exception& e) {
     return record(ctx, FERRUM_STATUS_INTERNAL, std::string(what) + ": internal error: " + e.what());

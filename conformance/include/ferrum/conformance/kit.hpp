@@ -32,7 +32,9 @@ namespace ferrum::conformance {
 inline const std::vector<Dtype> kActDtypes = {Dtype::f32, Dtype::f16, Dtype::bf16};
 inline const std::vector<Dtype> kF32Only = {Dtype::f32};
 
-enum class Status { pass, fail, unsupported };
+// pass / fail / unsupported as a case body ends; crash: the plugin ended the process running the
+// case (signal, abort, exit) — the isolated runner reports it and carries on with the next case.
+enum class Status { pass, fail, unsupported, crash };
 const char* to_string(Status s) noexcept;
 
 // What a case body works with: the plugin under test, the run's activation dtype, seeded inputs,
@@ -87,12 +89,20 @@ class Run {
   void expect_error(const std::string& what, ErrorCode code, const std::function<void()>& fn,
                     const std::string& needle = {});
   void fail(const std::string& message);
+  // Names the step the case is about to take (e.g. "m = 2^64-1, raw slot"): when the plugin
+  // ends the process inside it, the isolated runner reports the case with this step and runs
+  // the case again in a fresh process, skipping every step up to that one. False: skip this
+  // step (it ran before the crash); the case must then not take it.
+  [[nodiscard]] bool step(const std::string& what);
   bool failed() const noexcept { return !failures_.empty(); }
   const std::vector<std::string>& failures() const noexcept { return failures_; }
   uint64_t seed() const noexcept { return seed_; }
+  // Steps to skip (a run resumed after a crash; set by run_case).
+  void skip_steps(uint64_t n) noexcept { skip_ = n; }
 
  private:
   uint64_t seed_;
+  uint64_t steps_ = 0, skip_ = 0;
   uint64_t stream_ = 0;
   std::vector<std::string> failures_;
   // Buffers made by output(): handle -> elements the op may write (the guard follows).
@@ -100,10 +110,15 @@ class Run {
 };
 
 struct Case {
-  std::string op;              // OPS.md op name (filters, reports)
+  std::string op;              // op name of the ABI (filters, reports)
   std::string name;            // shape class, e.g. "gqa4 decode hd128 window"
   std::vector<Dtype> dtypes;   // activation dtypes it runs with
   std::function<void(Run&)> body;
+  // The family the case is selected by (--family): empty = the op's ABI family (family_of);
+  // "overflow" (hostile size arguments), "contract" (ABI-contract rules every plugin is held
+  // to) or "large" (shapes that reach tensor-core, split-K and long-context paths; selected
+  // only with Options::large or when the family glob names it).
+  std::string family;
 };
 
 // Registers a case (used by FERRUM_CONFORMANCE_CASE at static-initialisation time).
@@ -112,35 +127,91 @@ const std::vector<Case>& cases();
 
 #define FERRUM_CONFORMANCE_CAT2(a, b) a##b
 #define FERRUM_CONFORMANCE_CAT(a, b) FERRUM_CONFORMANCE_CAT2(a, b)
-#define FERRUM_CONFORMANCE_CASE(op, name, dtypes)                                                   \
+#define FERRUM_CONFORMANCE_CASE(op, name, dtypes) FERRUM_CONFORMANCE_CASE_IN("", op, name, dtypes)
+// The same in a family of the kit's own ("contract", "large", ...).
+#define FERRUM_CONFORMANCE_CASE_IN(family, op, name, dtypes)                                        \
   static void FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)(::ferrum::conformance::Run&); \
   static const bool FERRUM_CONFORMANCE_CAT(ferrum_conformance_reg_, __LINE__) =                     \
       ::ferrum::conformance::register_case(                                                         \
-          {op, name, dtypes, &FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)});         \
+          {op, name, dtypes, &FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__), family}); \
   static void FERRUM_CONFORMANCE_CAT(ferrum_conformance_case_, __LINE__)(::ferrum::conformance::Run & run)
 
 // The ABI family of an op name ("dense", "attention", "paged_kv", ...; ferrum::op_family), or
 // "other" for a name that is not an op of the ABI.
 std::string family_of(const std::string& op);
 
+// The family a case is selected by (Case::family, else family_of(op)).
+std::string family_of(const Case& c);
+
 struct Options {
   std::string op_glob = "*";       // shell glob over op names
-  std::string family_glob = "*";   // shell glob over family_of(op)
+  std::string family_glob = "*";   // shell glob over family_of(case)
   std::string name_glob = "*";     // shell glob over case names
   std::vector<Dtype> dtypes;       // empty = every dtype a case lists
   uint64_t seed = 20261126;
+  bool large = false;              // also the "large" family when the family glob is "*"
+  uint32_t timeout_s = 300;        // run_isolated: a case silent this long is killed (a hang)
 };
 
 struct Outcome {
-  std::string op, name;
+  std::string op, name, family;
   Dtype dtype = Dtype::invalid;
   Status status = Status::pass;
-  std::string message;             // failures joined, or the unsupported reason
+  std::string message;             // failures joined, or the unsupported / crash reason
   double seconds = 0;
+  // The op's slot is NULL in the plugin: what ran was the facade's composition of other ops,
+  // which is not the plugin's own pass (reported apart, never counted for the plugin).
+  bool composed = false;
 };
 
 // The cases matching the op / family / name globs (registration order).
 std::vector<const Case*> select_cases(const Options& options);
+
+// One case on one dtype in this process (a fresh context; never throws for a plugin failure);
+// `skip_steps`: Run::step answers false for the first that many steps (a resumed case).
+Outcome run_case(Backend& backend, const Case& c, Dtype dtype, uint64_t seed, uint64_t skip_steps = 0);
+
+// ---- strictness (kit_strict.cpp) -------------------------------------------------------------
+// The slots a plugin must fill: for every plugin, each slot of the memory and context families
+// whose NULL-slot rule is "required" in the op registry, and the "required" slots of any other
+// family whose table the plugin provides; for the project's own plugins (named cpu / cuda) also
+// every slot marked `req` for them. One failed outcome (name "required slot present") per missing
+// slot whose op matches the options' op and family globs.
+std::vector<Outcome> required_slot_outcomes(const ferrum_plugin_api* api, const Options& options);
+// True when the op's slot is filled in the plugin's table (ferrum::common::find_slot).
+bool slot_filled(const ferrum_plugin_api* api, const std::string& op);
+
+// Totals of a run, and the verdict of the strict kit.
+struct Totals {
+  int passed = 0;        // passes on slots the plugin fills
+  int composed = 0;      // passes of ops the facade composed (slot NULL): not the plugin's
+  int failed = 0;        // failed outcomes (required slots included)
+  int crashed = 0;
+  int unsupported = 0;
+};
+Totals totals(const std::vector<Outcome>& outcomes);
+// Empty when the run passes the strict kit, else why not: a failure or crash, or no pass at all
+// on the plugin's own slots (a hollow plugin passes nothing).
+std::string strict_verdict(const Totals& t);
+
+// Where Run::step reports each step it lets run: its number (from 1) and name (the isolated
+// runner's child sets it; empty: nowhere).
+void set_step_hook(std::function<void(uint64_t, const std::string&)> hook);
+
+// ---- isolation (kit_isolate.cpp) -------------------------------------------------------------
+// Runs the matching cases in child processes: each child loads the plugin (`spec` as for
+// Backend::load) and runs cases until done or the plugin kills it; the case that was running
+// is then reported with Status::crash (signal or exit status; a case that reports nothing for
+// Options::timeout_s seconds is killed and reported as hung) and a fresh child carries on with
+// the next one. `required_slot_outcomes` are included. Throws ferrum::Error(load_failed) when
+// the plugin cannot be loaded at all (the child's message), with the crash named when loading
+// itself kills the child.
+struct PluginInfo {
+  std::string name, version, abi, path, device;
+};
+std::vector<Outcome> run_isolated(const std::string& spec, const Options& options,
+                                  const std::function<void(const Outcome&, size_t done, size_t total)>& on_outcome,
+                                  PluginInfo* info);
 
 // Runs every matching case on `backend` (a fresh context per case and dtype). `on_outcome`, when
 // set, is called after each outcome (progress output). Never throws for a plugin failure.

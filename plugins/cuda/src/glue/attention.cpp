@@ -73,6 +73,9 @@ Status state_of(ferrum_context& c, AttnState*& out) {
 using plugin::rules::check_gqa;
 using plugin::rules::check_min_count;
 using plugin::rules::check_positive;
+using plugin::rules::check_product;
+using plugin::rules::check_sum;
+using plugin::rules::check_sum_le;
 
 
 
@@ -170,10 +173,11 @@ ferrum_status kv_cache_append_head_major(ferrum_context* ctx, const ferrum_kv_ca
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_kv_cache_append_head_major_args& a, bool dry) -> Status {
     const char* op = "kv_cache_append_head_major";
     const bool dev_state = c.dev_state_mode && a.new_tokens == 1;  // §8.2: cache_len is not read
-    if (!dev_state && a.cache_len + a.new_tokens > a.cache_capacity)
-      return invalid(plugin::format(
-          "kv_cache_append_head_major: argument 'cache_len': expected cache_len + new_tokens <= cache_capacity = %llu, given %llu + %llu",
-          (unsigned long long)a.cache_capacity, (unsigned long long)a.cache_len, (unsigned long long)a.new_tokens));
+    if (!dev_state) {
+      Status s = check_sum_le(op, "cache_len", "cache_len + new_tokens", a.cache_len, a.new_tokens, "cache_capacity",
+                              a.cache_capacity);
+      if (!s.ok()) return s;
+    }
     Status s = check_devices(op, c, {{"cache_k", a.cache_k}, {"cache_v", a.cache_v},
                                      {"new_k_head_major", a.new_k_head_major}, {"new_v_head_major", a.new_v_head_major}});
     if (!s.ok() || dry || a.new_tokens == 0 || a.nkv == 0 || a.hd == 0) return s;
@@ -195,6 +199,8 @@ ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_
     Status s = check_gqa(op, a.num_heads, a.num_kv_heads);
     if (s.ok()) s = check_positive(op, "head_dim", a.head_dim, work);
     if (s.ok()) s = check_scale(op, a.scale);
+    uint64_t pos_last = 0;  // the last query position + 1 must be representable
+    if (s.ok() && !dev_state) s = check_sum(op, "pos_offset", "pos_offset + q_len", a.pos_offset, a.q_len, pos_last);
     const uint64_t S = a.kv_seq_stride ? a.kv_seq_stride : a.kv_len;
     if (s.ok() && dev_state && a.kv_seq_stride == 0)
       s = invalid(plugin::format("%s: argument 'kv_seq_stride': expected > 0 in dev-state mode (it bounds the device "
@@ -204,8 +210,14 @@ ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_
       s = invalid(plugin::format("%s: argument 'kv_len': expected <= kv_seq_stride = %llu, given %llu", op,
                                  (unsigned long long)S, (unsigned long long)a.kv_len));
     if (!s.ok() || !work) return s;
-    const uint64_t kv_elems = ferrum::common::shape_elems({a.batch, a.num_kv_heads, S, a.head_dim});
-    if (dev_state || a.kv_len) {
+    uint64_t kv_elems = 0, out_bytes = 0;
+    s = check_product(op, {{"batch", a.batch}, {"num_kv_heads", a.num_kv_heads}, {"kv_seq_stride", S}, {"head_dim", a.head_dim}},
+                      kv_elems);
+    if (s.ok())
+      s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"head_dim", a.head_dim},
+                             {"element size", a.out ? dtype_size(a.out->dtype) : 0}},
+                        out_bytes);
+    if (s.ok() && (dev_state || a.kv_len)) {
       s = check_min_count(op, "k", a.k, kv_elems);
       if (s.ok()) s = check_min_count(op, "v", a.v, kv_elems);
     }
@@ -216,8 +228,7 @@ ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_
     s = enter_device(g, c);
     if (!s.ok()) return s;
     if (!dev_state && a.kv_len == 0)  // no keys: +0.0 rows
-      return from_device(memset_async(*c.dev, a.out->data,
-                                      a.batch * a.num_heads * a.q_len * a.head_dim * dtype_size(a.out->dtype)));
+      return from_device(memset_async(*c.dev, a.out->data, out_bytes));
     attn::FlashParams p;
     p.dtype = a.q->dtype;
     p.q = a.q->data;
@@ -252,7 +263,7 @@ ferrum_status populate_batched_pointers(ferrum_context* ctx, const ferrum_popula
       return unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
                                         (unsigned long long)kItems, (unsigned long long)a.m));
     if (a.m == 0 || a.num_layers == 0) return ok_status();
-    for (uint64_t e = 0; e < a.num_layers * a.m; ++e) {
+    for (uint64_t e = 0; e < a.num_layers * a.m; ++e) {  // arith-ok: <= 64 · batched_items (checked above)
       Status s = check_cache(op, "k_caches", e, c, a.k_caches[e], 0, 0, {});
       if (s.ok()) s = check_cache(op, "v_caches", e, c, a.v_caches[e], 0, 0, {});
       if (!s.ok()) return s;
@@ -282,8 +293,9 @@ ferrum_status populate_batched_pointers(ferrum_context* ctx, const ferrum_popula
       const uint64_t ks = l, vs = l + kMaxLayersForGraph;
       st->append_m[ks] = st->append_m[vs] = st->attn_m[l] = a.m;
       for (uint64_t i = 0; i < kItems; ++i) {
+        // arith-ok: l < num_layers <= 64 and i < m <= batched_items (checked above)
         const ferrum_buffer* kb = i < a.m ? a.k_caches[l * a.m + i] : nullptr;
-        const ferrum_buffer* vb = i < a.m ? a.v_caches[l * a.m + i] : nullptr;
+        const ferrum_buffer* vb = i < a.m ? a.v_caches[l * a.m + i] : nullptr;  // arith-ok: as above
         st->append_h[ks * kItems + i] = kb;
         st->append_h[vs * kItems + i] = vb;
         st->attn_h[(l * kItems + i) * 2] = kb;
@@ -294,7 +306,7 @@ ferrum_status populate_batched_pointers(ferrum_context* ctx, const ferrum_popula
         st->attn_ptr[(l * kItems + i) * 2 + 1] = vb ? vb->data : nullptr;
       }
     }
-    const uint64_t rows = a.num_layers * kItems;
+    const uint64_t rows = a.num_layers * kItems;  // arith-ok: num_layers <= 64
     s = from_device(h2d_async(*c.dev, st->append_dev, st->append_ptr.data(), rows * sizeof(void*)));
     if (s.ok())
       s = from_device(h2d_async(*c.dev, st->append_dev + kMaxLayersForGraph * kItems,
@@ -316,7 +328,8 @@ ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
       return unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
                                         (unsigned long long)kItems, (unsigned long long)a.m));
     if (a.m == 0) return ok_status();
-    const uint64_t need = ferrum::common::shape_elems({a.nkv, a.capacity, a.hd});
+    uint64_t need = 0;
+    if (Status s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need); !s.ok()) return s;
     const int32_t dt = a.new_data ? a.new_data->dtype : 0;
     for (uint64_t i = 0; i < a.m; ++i) {
       Status s = check_cache(op, "caches", i, c, a.caches[i], dt, need, {a.new_data, a.cache_lens});
@@ -329,7 +342,7 @@ ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
       s = state_of(c, st);
       if (!s.ok()) return s;
       bool same = st->append_m[a.slot] == a.m;
-      for (uint64_t i = 0; same && i < a.m; ++i) same = st->append_h[a.slot * kItems + i] == a.caches[i];
+      for (uint64_t i = 0; same && i < a.m; ++i) same = st->append_h[a.slot * kItems + i] == a.caches[i];  // arith-ok: slot < batched_slots (checked)
       if (!same)
         return invalid(plugin::format("%s: argument 'caches': expected the %llu handles of APPEND slot %llu (as set by "
                                       "populate_batched_pointers) while a graph capture is in flight, given different ones",
@@ -342,7 +355,7 @@ ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
     attn::ItemPtrs items{};
     const void* const* table = nullptr;
     if (c.capturing) {
-      table = const_cast<const void* const*>(st->append_dev + a.slot * kItems);
+      table = const_cast<const void* const*>(st->append_dev + a.slot * kItems);  // arith-ok: slot < batched_slots (checked)
     } else {
       for (uint64_t i = 0; i < a.m; ++i) items.p[0][i] = a.caches[i]->data;
     }
@@ -372,7 +385,9 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
       s = unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
                                      (unsigned long long)kItems, (unsigned long long)a.m));
     if (!s.ok() || !work) return s;
-    const uint64_t need = ferrum::common::shape_elems({a.nkv, a.capacity, a.hd});
+    uint64_t need = 0;
+    s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need);
+    if (!s.ok()) return s;
     const int32_t dt = a.q->dtype;
     for (uint64_t i = 0; i < a.m; ++i) {
       s = check_cache(op, "k_caches", i, c, a.k_caches[i], dt, need, {a.out, a.kv_lens});
@@ -388,8 +403,8 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
       if (!s.ok()) return s;
       bool same = st->attn_m[a.slot] == a.m;
       for (uint64_t i = 0; same && i < a.m; ++i)
-        same = st->attn_h[(a.slot * kItems + i) * 2] == a.k_caches[i] &&
-               st->attn_h[(a.slot * kItems + i) * 2 + 1] == a.v_caches[i];
+        same = st->attn_h[(a.slot * kItems + i) * 2] == a.k_caches[i] &&  // arith-ok: slot < batched_slots (checked)
+               st->attn_h[(a.slot * kItems + i) * 2 + 1] == a.v_caches[i];  // arith-ok: slot < batched_slots (checked)
       if (!same)
         return invalid(plugin::format("%s: arguments 'k_caches'/'v_caches': expected the %llu (K, V) handles of "
                                       "ATTENTION slot %llu (as set by populate_batched_pointers) while a graph capture "
@@ -418,7 +433,7 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
     p.kv_lens_i32 = a.kv_lens->dtype == FERRUM_DTYPE_I32;
     p.len_bound = a.max_valid_kv;
     if (c.capturing) {
-      p.slot_table = const_cast<const void* const*>(st->attn_dev + a.slot * kItems * 2);
+      p.slot_table = const_cast<const void* const*>(st->attn_dev + a.slot * kItems * 2);  // arith-ok: slot < batched_slots (checked)
     } else {
       for (uint64_t i = 0; i < a.m; ++i) {
         p.items.p[0][i] = a.k_caches[i]->data;

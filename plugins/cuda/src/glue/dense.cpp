@@ -31,11 +31,15 @@ using plugin::rules::check_min_count;
 using plugin::rules::check_norm_weight;
 using plugin::rules::check_positive;
 using plugin::rules::check_rope;
+using plugin::rules::check_sum_le;
 using plugin::rules::pos_end;
+using common::sat_mul;
+// Products below (row strides, head sizes, cache offsets) are of dimensions the generated checks
+// bounded by a buffer's element count; sat_mul keeps them under the arithmetic rule all the same.
 
 // Byte address of element `off` of buffer `b` (NULL stays NULL).
 void* elem_ptr(const ferrum_buffer* b, uint64_t off) {
-  return b ? static_cast<char*>(b->data) + off * dtype_size(b->dtype) : nullptr;
+  return b ? static_cast<char*>(b->data) + sat_mul(off, dtype_size(b->dtype)) : nullptr;  // arith-ok: off inside b
 }
 
 const void* data(const ferrum_buffer* b) { return b ? b->data : nullptr; }
@@ -222,7 +226,7 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
   // the other checks; a failed call leaves it free.
   cuda::StagingSlot* slot = nullptr;
   const bool mapped = !dev && !dry && c.dev && a.ids_len > kernels::kHostIdsPerLaunch &&
-                      a.ids_len * sizeof(uint32_t) <= cuda::kStagingSlotBytes;
+                      a.ids_len <= cuda::kStagingSlotBytes / sizeof(uint32_t);
   if (mapped) {
     cuda::DeviceContext& d = *c.dev;
     cuda::StagingSlot& sl = d.staging[d.next_staging_slot];
@@ -268,11 +272,13 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
       return kernels::embedding_host_ids(a.table->dtype, a.table->data, a.ids, a.ids_len, a.out->data, a.dim, st);
     const uint64_t esz = dtype_size(a.table->dtype);
     for (uint64_t i0 = 0; i0 < a.ids_len; i0 += cap) {
+      // arith-ok: i0 < ids_len; cnt <= cap (a staging size); i0·dim < ids_len·dim = out's elements (generated check)
       const uint64_t cnt = std::min<uint64_t>(cap, a.ids_len - i0);
-      cuda::Status cs = cuda::h2d_async(d, d.workspace, a.ids + i0, cnt * sizeof(uint32_t));
+      cuda::Status cs = cuda::h2d_async(d, d.workspace, a.ids + i0, cnt * sizeof(uint32_t));  // arith-ok: as above
       if (cs.ok())
         cs = kernels::embedding_dev_ids(a.table->dtype, a.table->data, vocab, d.workspace, FERRUM_DTYPE_U32, cnt,
-                                        static_cast<char*>(a.out->data) + i0 * a.dim * esz, a.dim, st);
+                                        static_cast<char*>(a.out->data) + sat_mul({i0, a.dim, esz}),  // arith-ok: as above
+                                        a.dim, st);
       if (!cs.ok()) return cs;
     }
     return cuda::ok_status();
@@ -355,11 +361,11 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
     L.act_dtype = a.input->dtype;
     L.tab_dtype = table_dtype(a.cos);
     L.in = a.input->data;
-    L.in_row_stride = a.heads * a.head_dim;
+    L.in_row_stride = sat_mul(a.heads, a.head_dim);
     L.tokens = a.tokens;
     L.head_dim = a.head_dim;
     L.eps = a.eps;
-    L.seg[0] = {a.output->data, a.heads, a.tokens * a.head_dim, a.head_dim, data(a.norm_w), a.mode};
+    L.seg[0] = {a.output->data, a.heads, sat_mul(a.tokens, a.head_dim), a.head_dim, data(a.norm_w), a.mode};
     L.nseg = 1;
     L.cos = data(a.cos);
     L.sin = data(a.sin);
@@ -389,11 +395,11 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk
     L.act_dtype = a.input->dtype;
     L.tab_dtype = table_dtype(a.cos);
     L.in = a.input->data;
-    L.in_row_stride = a.heads * a.head_dim;
+    L.in_row_stride = sat_mul(a.heads, a.head_dim);
     L.tokens = a.m;
     L.head_dim = a.head_dim;
     L.eps = a.eps;
-    L.seg[0] = {a.output->data, a.heads, a.head_dim, a.heads * a.head_dim, data(a.norm_w), a.mode};
+    L.seg[0] = {a.output->data, a.heads, a.head_dim, sat_mul(a.heads, a.head_dim), data(a.norm_w), a.mode};
     L.nseg = 1;
     L.cos = data(a.cos);
     L.sin = data(a.sin);
@@ -414,11 +420,11 @@ kernels::RopeLaunch packed_qkv_launch(const ferrum_buffer* qkv, const ferrum_buf
   L.act_dtype = qkv->dtype;
   L.tab_dtype = table_dtype(cos);
   L.in = qkv->data;
-  L.in_row_stride = (q_heads + 2 * kv_heads) * head_dim;
+  L.in_row_stride = ((common::Size(q_heads) + 2 * common::Size(kv_heads)) * common::Size(head_dim)).value;
   L.tokens = tokens;
   L.head_dim = head_dim;
   L.eps = eps;
-  L.seg[0] = {mdata(q_out), q_heads, tokens * head_dim, head_dim, data(q_norm_w), mode};
+  L.seg[0] = {mdata(q_out), q_heads, sat_mul(tokens, head_dim), head_dim, data(q_norm_w), mode};
   L.nseg = 3;
   L.cos = data(cos);
   L.sin = data(sin);
@@ -444,7 +450,7 @@ ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_no
     if (!s.ok() || dry || !work) return s;
     kernels::RopeLaunch L = packed_qkv_launch(a.qkv, a.q_norm_w, a.cos, a.sin, a.q_out, a.tokens, a.q_heads,
                                               a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode, rows);
-    const uint64_t hs = a.tokens * a.head_dim;
+    const uint64_t hs = sat_mul(a.tokens, a.head_dim);
     L.seg[1] = {a.k_out->data, a.kv_heads, hs, a.head_dim, data(a.k_norm_w), a.qk_mode};
     L.seg[2] = {a.v_out->data, a.kv_heads, hs, a.head_dim, nullptr, 0};  // V: copy
     return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });
@@ -462,10 +468,7 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok() && pos_end(a.cache_len, a.tokens) > a.cache_capacity)
-      s = invalid(plugin::format("%s: argument 'cache_len': expected cache_len + tokens <= cache_capacity = %llu, given %llu + %llu",
-                                 op, (unsigned long long)a.cache_capacity, (unsigned long long)a.cache_len,
-                                 (unsigned long long)a.tokens));
+    if (s.ok()) s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "cache_capacity", a.cache_capacity);
     if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
@@ -474,7 +477,7 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     kernels::RopeLaunch L = packed_qkv_launch(a.qkv, a.q_norm_w, a.cos, a.sin, a.q_out, a.tokens, a.q_heads,
                                               a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode, rows);
     // Contiguous caches [kv_heads, cache_capacity, head_dim], new rows from cache_len.
-    const uint64_t hs = a.cache_capacity * a.head_dim, off = a.cache_len * a.head_dim;
+    const uint64_t hs = sat_mul(a.cache_capacity, a.head_dim), off = sat_mul(a.cache_len, a.head_dim);
     L.seg[1] = {elem_ptr(a.cache_k, off), a.kv_heads, hs, a.head_dim, data(a.k_norm_w), a.qk_mode};
     L.seg[2] = {elem_ptr(a.cache_v, off), a.kv_heads, hs, a.head_dim, nullptr, 0};  // V: copy
     return launch(op, c, [&](cudaStream_t st) { return kernels::rope_heads(L, st); });

@@ -40,7 +40,8 @@ struct Bufs {
 // Shared tail of every op: pool geometry, head-dim support, devices, then the launch.
 Status attend(const char* op, ferrum_context& c, bool dry, const Bufs& b, attn::PagedParams p) {
   PagedPoolGeometry g;
-  Status s = check_paged_pool(op, "k_pool", b.kp, "v_pool", b.vp, p.vllm, p.block_size, p.num_kv_heads, p.head_dim, g);
+  Status s = check_paged_pool(op, "k_pool", b.kp, "v_pool", b.vp, p.vllm, p.block_size, "num_kv_heads", p.num_kv_heads,
+                              p.head_dim, g);
   if (s.ok()) s = check_paged_head_dim(op, p.head_dim);
   if (s.ok())
     s = check_devices(op, c, {{"q", b.q}, {"k_pool", b.kp}, {"v_pool", b.vp}, {"out", b.out}, {"lse", b.lse},

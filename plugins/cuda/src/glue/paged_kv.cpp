@@ -47,7 +47,9 @@ kernels::RopeLaunch writer_launch(const void* qkv, const void* q_out, ferrum_buf
   L.act_dtype = act;
   L.tab_dtype = cos ? cos->dtype : 0;
   L.in = qkv;
-  L.in_row_stride = (q_heads + 2 * kv_heads) * D;
+  // Strides below: products the glue validated before (row width via the regions / varlen sizes,
+  // block_size·kv_heads·head_dim via the pool geometry), so the saturating forms are exact.
+  L.in_row_stride = common::sat_mul(common::sat_add(q_heads, common::sat_mul(2, kv_heads)), D);
   L.tokens = tokens;
   L.head_dim = D;
   L.eps = eps;
@@ -55,7 +57,7 @@ kernels::RopeLaunch writer_launch(const void* qkv, const void* q_out, ferrum_buf
   L.sin = cdata(sin);
   L.table_rows = rows;
   L.nseg = 3;
-  L.seg[0] = {const_cast<void*>(q_out), q_heads, D, q_heads * D, cdata(q_norm_w), mode};  // token-major
+  L.seg[0] = {const_cast<void*>(q_out), q_heads, D, common::sat_mul(q_heads, D), cdata(q_norm_w), mode};  // token-major
   kernels::RopeSegment k{}, v{};
   k.dst = cache_k->data;
   v.dst = cache_v->data;
@@ -64,15 +66,15 @@ kernels::RopeLaunch writer_launch(const void* qkv, const void* q_out, ferrum_buf
   k.mode = mode;
   v.mode = 0;  // V: copy
   k.paged = v.paged = true;
-  k.blk_stride = v.blk_stride = bs * kv_heads * D;
+  k.blk_stride = v.blk_stride = common::sat_mul({bs, kv_heads, D});
   if (!vllm) {  // [num_blocks, bs, nkv, D]
-    k.o_stride = v.o_stride = kv_heads * D;
+    k.o_stride = v.o_stride = common::sat_mul(kv_heads, D);
     k.head_stride = v.head_stride = D;
   } else {  // K [num_blocks, nkv, D/x, bs, x], V [num_blocks, nkv, D, bs]
-    k.head_stride = v.head_stride = D * bs;
+    k.head_stride = v.head_stride = common::sat_mul(D, bs);
     k.o_stride = g.x;
     k.x_shift = log2_exact(g.x);
-    k.x_stride = bs * g.x;
+    k.x_stride = common::sat_mul(bs, g.x);
     v.o_stride = 1;
     v.elem_stride = bs;
   }
@@ -105,17 +107,21 @@ Status write_single(const char* op, bool vllm, ferrum_context& c, const Args& a,
   uint64_t qkv_off = 0, q_off = 0;
   s = plugin::rules::check_writer_regions(op, a, qkv_off, q_off);
   PagedPoolGeometry g;
-  if (s.ok()) s = check_paged_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, vllm, a.block_size, a.kv_heads, D, g);
-  if (s.ok()) s = plugin::rules::check_paged_capacity(op, a.cache_len, a.tokens, a.max_num_blocks_per_seq, a.block_size);
+  if (s.ok())
+    s = check_paged_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, vllm, a.block_size, "kv_heads", a.kv_heads, D,
+                         g);
+  if (s.ok()) s = plugin::rules::check_writer_capacity(op, a);
   if (s.ok())
     s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
                               {"sin", a.sin}, {"q_out", a.q_out}, {"cache_k", a.cache_k}, {"cache_v", a.cache_v},
                               {"block_table", a.block_table}});
   if (!s.ok() || dry) return s;
-  const uint64_t es = dtype_size(a.qkv->dtype);
+  // arith-ok: the byte offsets are element multiples inside their buffers (check_writer_regions)
+  const void* qkv = static_cast<const char*>(a.qkv->data) + a.qkv_byte_offset;
+  // arith-ok: as above
+  void* q_out = static_cast<char*>(a.q_out->data) + a.q_out_byte_offset;
   kernels::RopeLaunch L =
-      writer_launch(static_cast<const char*>(a.qkv->data) + qkv_off * es,
-                    static_cast<char*>(a.q_out->data) + q_off * es, a.cache_k, a.cache_v, a.q_norm_w, a.k_norm_w,
+      writer_launch(qkv, q_out, a.cache_k, a.cache_v, a.q_norm_w, a.k_norm_w,
                     a.cos, a.sin, a.qkv->dtype, a.tokens, a.q_heads, a.kv_heads, D, a.eps, a.qk_mode, rows, vllm,
                     a.block_size, g, a.block_table, a.max_num_blocks_per_seq);
   L.pos_offset = a.pos_offset;
@@ -133,7 +139,8 @@ Status write_varlen(const char* op, bool vllm, ferrum_context& c, const Args& a,
   PagedPoolGeometry g;
   s = plugin::rules::check_writer_varlen_sizes(op, a);
   if (s.ok())
-    s = check_paged_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, vllm, a.block_size, a.kv_heads, a.head_dim, g);
+    s = check_paged_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, vllm, a.block_size, "kv_heads", a.kv_heads,
+                         a.head_dim, g);
   if (s.ok())
     s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
                               {"sin", a.sin}, {"q_out", a.q_out}, {"cache_k", a.cache_k}, {"cache_v", a.cache_v},

@@ -32,8 +32,8 @@ int32_t code_dtype(attn::KvCode k) { return k == attn::KvCode::int8 ? FERRUM_DTY
 
 template <class Args>
 Status alloc_layer(const char* op, attn::KvCode code, ferrum_context& c, const Args& a, bool dry) {
-  uint64_t codes = 0, scales = 0;
-  Status s = plugin::rules::check_quant_alloc(op, a, codes, scales);
+  uint64_t codes = 0, scales = 0, capacity = 0;
+  Status s = plugin::rules::check_quant_alloc(op, a, codes, scales, capacity);
   if (!s.ok() || dry) return s;
   const uint64_t N = a.max_blocks_per_seq;
   ferrum_buffer* b[6] = {};
@@ -52,7 +52,7 @@ Status alloc_layer(const char* op, attn::KvCode code, ferrum_context& c, const A
     if (s.message.rfind(op, 0) != 0) s.message = std::string(op) + ": " + s.message;
     return s;
   }
-  plugin::rules::fill_quant_layer(a, b);
+  plugin::rules::fill_quant_layer(a, b, capacity);
   return ok_status();
 }
 
@@ -76,6 +76,7 @@ Status append(const char* op, attn::KvCode code, ferrum_context& c, const Args& 
   if (!s.ok()) return s;
   uint32_t* dev_blocks = reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(scratch) + off);
   return launch(op, c, [&](cudaStream_t st) -> cuda::Status {
+    // arith-ok: first < need <= paged_block_indices_len (check_quant_append)
     cuda::Status r = h2d_async(*c.dev, dev_blocks, a.paged_block_indices + first, n * sizeof(uint32_t));
     if (!r.ok()) return r;
     return attn::quant_kv_append(a.k_in->dtype, code, a.k_in->data, a.v_in->data, a.layer_k->data, a.layer_v->data,

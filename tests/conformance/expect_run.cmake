@@ -1,0 +1,20 @@
+# Runs a command and checks its exit status and output (a CTest driver for ferrum-conformance):
+#   cmake -DCMD=<args separated by '|'> -DEXPECT_RC=<rc or rc|rc> [-DEXPECT_RE1=<regex>]
+#         [-DEXPECT_RE2=<regex>] ... [-DREJECT_RE=<regex>] -P expect_run.cmake
+cmake_minimum_required(VERSION 3.20)
+string(REPLACE "|" ";" cmd "${CMD}")
+execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+set(all "${out}${err}")
+string(REPLACE "|" ";" rcs "${EXPECT_RC}")
+if(NOT rc IN_LIST rcs)
+  message(FATAL_ERROR "exit status ${rc}, expected ${EXPECT_RC}; output:\n${all}")
+endif()
+foreach(i RANGE 1 9)
+  if(DEFINED EXPECT_RE${i} AND NOT all MATCHES "${EXPECT_RE${i}}")
+    message(FATAL_ERROR "the output does not match '${EXPECT_RE${i}}'; output:\n${all}")
+  endif()
+endforeach()
+if(DEFINED REJECT_RE AND all MATCHES "${REJECT_RE}")
+  message(FATAL_ERROR "the output matches '${REJECT_RE}', which it must not; output:\n${all}")
+endif()
+message(STATUS "exit status ${rc} as expected")
