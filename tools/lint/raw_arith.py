@@ -40,6 +40,7 @@ DEFAULT_GLOBS = [
     "common/include/ferrum/common/checks/*_gen.hpp",
     "common/include/ferrum/common/check_support.hpp",
     "common/include/ferrum/common/op_rules.hpp",
+    "common/include/ferrum/common/paged_rules.hpp",
     "common/include/ferrum/common/plugin_support.hpp",
     "plugins/cpu/src/*.cpp",
     "plugins/cpu/src/*.hpp",

@@ -5,6 +5,8 @@
 // kernels of kernels/paged.hpp. Device values are never trusted: every index is checked.
 #include <vector>
 
+#include <ferrum/common/paged_rules.hpp>
+
 #include "glue.hpp"
 #include "kernels/paged.hpp"
 
@@ -21,56 +23,26 @@ IdxView idx_view(const ferrum_buffer* b) {
   return {b->data, b->dtype == FERRUM_DTYPE_I32, b->count};
 }
 
-Status check_block_size(const char* op, uint64_t bs) {
-  if (bs == 0) return invalid(plugin::format("%s: argument 'block_size': expected >= 1, given 0", op));
-  return ok_status();
-}
+using plugin::rules::check_block_size;
+using plugin::rules::check_paged_attention_fields;
 
-// Pool geometry of §0.10: both pools present, at least one whole block, vLLM needs D % x == 0.
+// Pool geometry (the shared rules: both pools, one size, at least one block of a checked
+// block_size·kv_heads·head_dim, vLLM D % x) plus the block tables the kernels read.
 Status make_pool(const char* op, const char* kname, const ferrum_buffer* k, const char* vname, const ferrum_buffer* v,
                  PagedLayout layout, uint64_t bs, const char* nkv_name, uint64_t nkv, uint64_t D, uint64_t stride,
                  const ferrum_buffer* bt, PagedPool& pool) {
-  if (!k || !v)
-    return invalid(plugin::format("%s: argument '%s': expected a KV pool buffer, given NULL", op, k ? vname : kname));
-  if (k->count != v->count)  // OPS.md §0.10: K and V pools have the same dtype and size
-    return invalid(plugin::format("%s: arguments '%s'/'%s': expected K and V pools of the same size, given %llu and %llu "
-                                  "elements",
-                                  op, kname, vname, (ull)k->count, (ull)v->count));
-  uint64_t per_block = 0;
-  Status s = check_product(op, {{"block_size", bs}, {nkv_name, nkv}, {"head_dim", D}}, per_block);
+  plugin::rules::PagedPoolGeometry g;
+  Status s = plugin::rules::check_paged_pool(op, kname, k, vname, v, layout == PagedLayout::vllm, bs, nkv_name, nkv, D, g);
   if (!s.ok()) return s;
-  const uint64_t nb = std::min(k->count, v->count) / per_block;
-  if (nb == 0)
-    return invalid(plugin::format("%s: argument '%s': expected a pool of at least one block (block_size·kv_heads·head_dim "
-                                  "= %llu elements), given %llu elements",
-                                  op, k->count < v->count ? kname : vname, (ull)per_block,
-                                  (ull)std::min(k->count, v->count)));
   pool.layout = layout;
-  pool.num_blocks = nb;
+  pool.num_blocks = g.num_blocks;
   pool.block_size = bs;
   pool.nkv = nkv;
   pool.head_dim = D;
-  pool.x = 1;
-  if (layout == PagedLayout::vllm) {
-    pool.x = 16 / dtype_size(k->dtype);
-    if (D % pool.x)
-      return invalid(plugin::format("%s: argument 'head_dim': expected a multiple of x = %llu for the vLLM layout "
-                                    "(16 bytes of %s), given %llu",
-                                    op, (ull)pool.x, dtype_name(k->dtype), (ull)D));
-  }
+  pool.x = g.x;
   pool.block_tables = idx_view(bt);
   pool.stride = stride;
   return ok_status();
-}
-
-Status check_attention_fields(const char* op, uint64_t nh, uint64_t nkv, uint64_t D, float scale, uint64_t bs,
-                              bool work) {
-  Status s = check_gqa(op, nh, nkv);
-  if (s.ok()) s = check_positive(op, "head_dim", D, work);
-  if (s.ok() && !std::isfinite(scale))
-    s = invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op, scale));
-  if (s.ok()) s = check_block_size(op, bs);
-  return s;
 }
 
 // Final KV length used for iteration: positions >= stride·bs are out of range anyway (§0.11).
@@ -98,47 +70,16 @@ template <class Args>
 Status write_single(const char* op, PagedLayout layout, const Args& a, bool dry) {
   const bool work = a.tokens != 0;
   uint64_t rows = 0;
-  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
-  if (s.ok()) s = check_block_size(op, a.block_size);
-  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+  Status s = plugin::rules::check_paged_writer(op, a, pos_end(a.pos_offset, a.tokens), work, rows);
   if (!s.ok() || !work) return s;
   const uint64_t D = a.head_dim;
-  // Row width and the two regions the op reads/writes, in checked arithmetic.
-  const common::Size W = (common::Size(a.q_heads) + 2 * common::Size(a.kv_heads)) * common::Size(D);
-  const common::Size qkv_need = common::Size(a.tokens) * W;
-  const common::Size q_need = common::Size(a.tokens) * common::Size(a.q_heads) * common::Size(D);
-  if (!qkv_need.ok() || !q_need.ok())
-    return invalid(plugin::format("%s: arguments 'tokens'/'q_heads'/'kv_heads'/'head_dim': expected tokens·(q_heads + "
-                                  "2·kv_heads)·head_dim < 2^64, given tokens = %llu, q_heads = %llu, kv_heads = %llu, "
-                                  "head_dim = %llu (the size wraps past 2^64)",
-                                  op, (ull)a.tokens, (ull)a.q_heads, (ull)a.kv_heads, (ull)D));
-  if (!a.qkv || !a.q_out)
-    return invalid(plugin::format("%s: argument '%s': expected a buffer, given NULL", op, a.qkv ? "q_out" : "qkv"));
-  const uint64_t es = dtype_size(a.qkv->dtype);
-  if (a.qkv_byte_offset % es)
-    return invalid(plugin::format("%s: argument 'qkv_byte_offset': expected a multiple of the element size %llu, given %llu",
-                                  op, (ull)es, (ull)a.qkv_byte_offset));
-  if (a.q_out_byte_offset % es)
-    return invalid(plugin::format("%s: argument 'q_out_byte_offset': expected a multiple of the element size %llu, given %llu",
-                                  op, (ull)es, (ull)a.q_out_byte_offset));
-  const uint64_t qkv_off = a.qkv_byte_offset / es, q_off = a.q_out_byte_offset / es;
-  if (!common::range_ok(qkv_off, qkv_need.value, a.qkv->count))
-    return invalid(plugin::format("%s: argument 'qkv': expected qkv_byte_offset/%llu + tokens·(q_heads + 2·kv_heads)·head_dim "
-                                  "= %llu + %llu elements, given %llu",
-                                  op, (ull)es, (ull)qkv_off, (ull)qkv_need.value, (ull)a.qkv->count));
-  if (!common::range_ok(q_off, q_need.value, a.q_out->count))
-    return invalid(plugin::format("%s: argument 'q_out': expected q_out_byte_offset/%llu + tokens·q_heads·head_dim = %llu + "
-                                  "%llu elements, given %llu",
-                                  op, (ull)es, (ull)q_off, (ull)q_need.value, (ull)a.q_out->count));
+  uint64_t qkv_off = 0, q_off = 0;
+  s = plugin::rules::check_writer_regions(op, a, qkv_off, q_off);
+  if (!s.ok()) return s;
   PagedPool pool;
   s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, "kv_heads", a.kv_heads, D,
                 a.max_num_blocks_per_seq, a.block_table, pool);
-  // The sequence's capacity; saturated, it still bounds every representable end.
-  if (s.ok())
-    s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "max_num_blocks_per_seq·block_size",
-                     common::sat_mul(a.max_num_blocks_per_seq, a.block_size));
+  if (s.ok()) s = plugin::rules::check_writer_capacity(op, a);
   if (!s.ok() || dry) return s;
   // tokens <= q_out's elements (checked above), and both sums were checked not to wrap.
   std::vector<PagedToken> toks(a.tokens);
@@ -161,11 +102,8 @@ template <class Args>
 Status write_varlen(const char* op, PagedLayout layout, const Args& a, bool dry) {
   const bool work = a.num_seqs != 0;
   uint64_t rows = 0;
-  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
-  if (s.ok()) s = check_block_size(op, a.block_size);
-  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+  Status s = plugin::rules::check_paged_writer(op, a, 0, work, rows);
+  if (s.ok() && work) s = plugin::rules::check_writer_varlen_sizes(op, a);
   if (!s.ok() || !work) return s;
   PagedPool pool;
   s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, "kv_heads", a.kv_heads,
@@ -225,7 +163,7 @@ Status attend_uniform(const char* op, PagedLayout layout, const ferrum_buffer* q
                       uint64_t num_seqs, uint64_t nh, uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps,
                       uint64_t q_len, float scale, uint64_t window, bool dry) {
   const bool work = num_seqs != 0 && q_len != 0;
-  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
+  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
   if (!s.ok() || !work) return s;
   PagedPool pool;
   s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, "num_kv_heads", nkv, D, mbps, bt, pool);
@@ -254,7 +192,7 @@ Status attend_varlen(const char* op, PagedLayout layout, const ferrum_buffer* q,
                      uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps, float scale, uint64_t window, bool fa2,
                      bool dry, const std::vector<uint8_t>* mask = nullptr) {
   const bool work = num_seqs != 0;
-  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
+  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
   if (!s.ok() || !work) return s;
   PagedPool pool;
   s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, "num_kv_heads", nkv, D, mbps, bt, pool);
@@ -341,7 +279,7 @@ ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
   return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) -> Status {
     const char* op = "paged_varlen_attention_vllm_tiled_q4";
     if (a.num_tiles == 0)  // no tiles: zero work
-      return check_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
+      return check_paged_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
     // Validate everything (dry run) before the row mask is sized from total_q_tokens.
     Status s = attend_varlen(op, PagedLayout::vllm, a.q, a.k_pool, a.v_pool, a.out, nullptr, a.cu_seqlens_q,
                              a.pos_offsets, a.block_tables, a.num_seqs, a.total_q_tokens, a.num_heads,
