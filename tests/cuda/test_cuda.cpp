@@ -26,6 +26,7 @@
 #include "ref/compare.hpp"
 #include "ref/quantize.hpp"
 #include "ref/reference.hpp"
+#include "ref/ref_paged.hpp"
 #include "ref/rng.hpp"
 
 namespace {
@@ -426,6 +427,183 @@ TEST_CASE("timer rules", "[cuda][timer]") {
   CHECK(std::isfinite(ms));
   ctx.record_start(t);  // reuse: clears the end mark
   CHECK_THROWS_AS(ctx.elapsed_ms(t), ferrum::Error);
+}
+
+// ---- paged KV ------------------------------------------------------------------------------
+
+TEST_CASE("paged capability flags", "[cuda][paged]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  ferrum::Context ctx = be->create_context({}, ferrum::Dtype::f16);
+  CHECK(ctx.supports_paged_kv() == 1);
+  CHECK(ctx.supports_varlen_qkv() == 1);
+  CHECK(ctx.supports_vllm_paged_attn() == 1);
+}
+
+namespace {
+
+// A batched-decode setup over a shuffled pool: sequence s owns blocks perm[...] in order.
+struct PagedSetup {
+  uint64_t nh = 8, nkv = 2, D = 128, bs = 16, S = 0, mbps = 0, nblocks = 0;
+  std::vector<int64_t> tables, lens;
+  std::vector<double> q, k, v;
+};
+
+PagedSetup paged_setup(int32_t dt, const std::vector<int64_t>& lens, uint64_t mbps, uint64_t seed) {
+  PagedSetup p;
+  p.S = lens.size();
+  p.lens = lens;
+  p.mbps = mbps;
+  p.nblocks = p.S * mbps + 3;
+  const std::vector<uint32_t> perm = ft::random_permutation(static_cast<uint32_t>(p.nblocks), seed);
+  p.tables.resize(p.S * mbps);
+  for (uint64_t i = 0; i < p.tables.size(); ++i) p.tables[i] = perm[i];
+  const uint64_t pool = p.nblocks * p.bs * p.nkv * p.D;
+  p.k = ft::normal_dtype(dt, pool, 0.0, 1.0, seed + 1);
+  p.v = ft::normal_dtype(dt, pool, 0.0, 1.0, seed + 2);
+  p.q = ft::normal_dtype(dt, p.S * p.nh * p.D, 0.0, 1.0, seed + 3);
+  return p;
+}
+
+ferrum::Buffer upload_u32(ferrum::Context& ctx, const std::vector<int64_t>& v) {
+  std::vector<uint32_t> u(v.begin(), v.end());
+  return ctx.from_slice_typed(ferrum::Dtype::u32, u.data(), u.size());
+}
+
+void check_paged_decode(ferrum::Context& ctx, const PagedSetup& p, int32_t dt, const ferrum::Buffer& out,
+                        const std::vector<int64_t>& lens) {
+  std::vector<double> ref;
+  ferrum::ref::paged_attention_uniform(p.q, p.k, p.v, ref, p.tables, lens, p.S, p.nh, p.nkv, p.D, p.bs, p.mbps, 1, 0.0f,
+                                       0);
+  const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, ref.size())), ref, dt, p.nh * p.D, 'F');
+  INFO(r.message);
+  CHECK(r.ok);
+}
+
+}  // namespace
+
+TEST_CASE("paged batched decode: deterministic, and a captured graph reads new device lengths", "[cuda][paged][graph]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_F16, FERRUM_DTYPE_BF16, FERRUM_DTYPE_F32);
+  INFO(ft::dtype_name(dt));
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t mbps = 400;  // 6400 positions per sequence
+  PagedSetup p = paged_setup(dt, {5000, 37, 1, 4097}, mbps, 77);
+  ferrum::Buffer q = upload(ctx, dt, ft::encode(dt, p.q)), kp = upload(ctx, dt, ft::encode(dt, p.k)),
+                 vp = upload(ctx, dt, ft::encode(dt, p.v));
+  ferrum::Buffer bt = upload_u32(ctx, p.tables), lens = upload_u32(ctx, p.lens);
+  ferrum::Buffer out = poisoned(ctx, dt, p.S * p.nh * p.D), out2 = poisoned(ctx, dt, p.S * p.nh * p.D);
+  const uint64_t max_kv = 6000;
+  ctx.paged_batched_decode_attention(q, kp, vp, out, bt, lens, p.S, max_kv, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
+  ctx.paged_batched_decode_attention(q, kp, vp, out2, bt, lens, p.S, max_kv, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
+  check_paged_decode(ctx, p, dt, out, p.lens);
+  CHECK(download(ctx, out, dt, p.S * p.nh * p.D) == download(ctx, out2, dt, p.S * p.nh * p.D));  // split merge is fixed-order
+
+  // Capture once, then change the device lengths and replay: the graph reads them at replay.
+  ctx.begin_graph_capture();
+  ctx.paged_batched_decode_attention(q, kp, vp, out2, bt, lens, p.S, max_kv, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
+  ctx.end_graph_capture(901);
+  const std::vector<int64_t> new_lens = {5999, 100, 2, 17};
+  std::vector<uint32_t> nl(new_lens.begin(), new_lens.end());
+  ctx.write_typed(lens, ferrum::Dtype::u32, nl.data(), nl.size());
+  CHECK(ctx.replay_graph(901) == 1);
+  ctx.sync();
+  check_paged_decode(ctx, p, dt, out2, new_lens);
+}
+
+TEST_CASE("paged attention: out-of-range device values never fault", "[cuda][paged]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = FERRUM_DTYPE_F16;
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t mbps = 8;
+  PagedSetup p = paged_setup(dt, {100, 90, 128, 3}, mbps, 5);
+  // Sequence 1: a block id far past the pool; sequence 2: a length past the table's capacity
+  // (128 > 8·16 is not, 1000 is); sequence 3: fine. Rows of bad sequences are unspecified, the
+  // others must stay correct, and nothing may be read or written outside the buffers.
+  std::vector<int64_t> tables = p.tables;
+  tables[1 * mbps + 2] = 1u << 30;
+  std::vector<int64_t> lens = {100, 90, 1000, 3};
+  ferrum::Buffer q = upload(ctx, dt, ft::encode(dt, p.q)), kp = upload(ctx, dt, ft::encode(dt, p.k)),
+                 vp = upload(ctx, dt, ft::encode(dt, p.v));
+  ferrum::Buffer bt = upload_u32(ctx, tables), bl = upload_u32(ctx, lens);
+  ferrum::Buffer out = poisoned(ctx, dt, p.S * p.nh * p.D);
+  ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 1000, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
+  ctx.paged_varlen_attention(q, kp, vp, out, upload_u32(ctx, {0, 1, 2, 9, 4}), upload_u32(ctx, {99, 89, 999, 2}), bt,
+                             p.S, p.S, 1000, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);  // cu[3] = 9 > M: skipped
+  ctx.sync();
+  // Sequence 0 and 3 are intact: compare their rows against the reference.
+  std::vector<double> ref;
+  ferrum::ref::paged_attention_uniform(p.q, p.k, p.v, ref, p.tables, {100, 90, 128, 3}, p.S, p.nh, p.nkv, p.D, p.bs,
+                                       mbps, 1, 0.0f, 0);
+  const std::vector<double> got = ft::decode(dt, download(ctx, out, dt, p.S * p.nh * p.D));
+  const uint64_t rl = p.nh * p.D;
+  const std::vector<double> g0(got.begin(), got.begin() + rl), r0(ref.begin(), ref.begin() + rl);
+  const ft::CompareResult c0 = ft::compare(g0, r0, dt, rl, 'F');
+  INFO(c0.message);
+  CHECK(c0.ok);
+}
+
+TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda][paged]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = FERRUM_DTYPE_F16;
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  PagedSetup p = paged_setup(dt, {20, 3}, 2, 9);
+  ferrum::Buffer q = upload(ctx, dt, ft::encode(dt, p.q)), kp = upload(ctx, dt, ft::encode(dt, p.k)),
+                 vp = upload(ctx, dt, ft::encode(dt, p.v));
+  ferrum::Buffer bt = upload_u32(ctx, p.tables), bl = upload_u32(ctx, p.lens);
+  ferrum::Buffer out = poisoned(ctx, dt, p.S * p.nh * p.D);
+  auto expect = [&](ferrum::ErrorCode code, const char* field, auto&& f) {
+    try {
+      f();
+      FAIL("the call succeeded");
+    } catch (const ferrum::Error& e) {
+      INFO(e.what());
+      CHECK(e.code() == code);
+      CHECK(contains(e.what(), field));
+    }
+  };
+  expect(ferrum::ErrorCode::invalid_argument, "block_size", [&] {
+    ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, p.nh, p.nkv, p.D, 0, 2, 0.0f, 0);
+  });
+  expect(ferrum::ErrorCode::unsupported, "head_dim", [&] {  // 48 has no CUDA kernel (valid on the CPU)
+    ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, 16, 4, 48, p.bs, 2, 0.0f, 0);
+  });
+  expect(ferrum::ErrorCode::invalid_argument, "num_heads", [&] {
+    ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, 6, 4, p.D, p.bs, 2, 0.0f, 0);
+  });
+  expect(ferrum::ErrorCode::invalid_argument, "k_pool", [&] {  // a pool smaller than one block
+    ferrum::Buffer tiny = ctx.alloc_typed(D(dt), 100);
+    ferrum::Buffer tiny2 = ctx.alloc_typed(D(dt), 100);
+    ctx.paged_batched_decode_attention(q, tiny, tiny2, out, bt, bl, p.S, 20, p.nh, p.nkv, p.D, p.bs, 2, 0.0f, 0);
+  });
+  ctx.sync();
+  CHECK(ft::all_poison(dt, download(ctx, out, dt, p.S * p.nh * p.D), 0, p.S * p.nh * p.D));  // nothing ran
+}
+
+TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda][attention]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_F16, FERRUM_DTYPE_BF16, FERRUM_DTYPE_F32);
+  const auto [q_len, kv_len, causal, window] = GENERATE(table<uint64_t, uint64_t, uint32_t, uint64_t>(
+      {{1, 3000, 1, 0}, {5, 77, 1, 0}, {130, 300, 1, 0}, {64, 64, 0, 0}, {100, 500, 1, 33}}));
+  INFO(ft::dtype_name(dt) << " q_len " << q_len << " kv_len " << kv_len << " causal " << causal << " window " << window);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t B = 2, H = 8, nkv = 2, hd = 32, pos = kv_len - q_len;
+  const std::vector<double> q = ft::normal_dtype(dt, B * H * q_len * hd, 0.0, 1.0, 41 + q_len);
+  const std::vector<double> k = ft::normal_dtype(dt, B * nkv * kv_len * hd, 0.0, 1.0, 42 + kv_len);
+  const std::vector<double> v = ft::normal_dtype(dt, B * nkv * kv_len * hd, 0.0, 1.0, 43 + kv_len);
+  ferrum::Buffer dq = upload(ctx, dt, ft::encode(dt, q)), dk = upload(ctx, dt, ft::encode(dt, k)),
+                 dv = upload(ctx, dt, ft::encode(dt, v));
+  ferrum::Buffer out = poisoned(ctx, dt, q.size());
+  ctx.flash_attention(dq, dk, dv, out, B, q_len, kv_len, pos, H, nkv, hd, causal != 0, 0.0f, 0, window);
+  std::vector<double> ref;
+  ferrum::ref::flash_attention(q, k, v, ref, B, q_len, kv_len, pos, H, nkv, hd, causal, 0.0f, 0, window);
+  const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, q.size())), ref, dt, hd, 'F');
+  INFO(r.message);
+  CHECK(r.ok);
 }
 
 int main(int argc, char* argv[]) {

@@ -3,6 +3,8 @@
 // and a timer mark is the monotonic clock at the call.
 #include <new>
 
+#include <ferrum/common/op_rules.hpp>
+
 #include "cpu_plugin.hpp"
 
 namespace ferrum::cpu {
@@ -139,10 +141,7 @@ ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
 // activation dtype, any head_dim >= 1 and any block_size >= 1, so each flag is 1.
 template <class Args>
 ferrum_status capability_one(ferrum_context* ctx, const Args* a) {
-  return run_op(ctx, a, [](ferrum_context&, const Args& a, bool dry) -> Status {
-    if (!dry) *a.result = 1;
-    return ok_status();
-  });
+  return plugin::rules::answer_capability(ctx, a, 1);
 }
 ferrum_status supports_llama_family_batched_decode(ferrum_context* ctx,
                                                    const ferrum_supports_llama_family_batched_decode_args* a) {

@@ -5,6 +5,8 @@
 // kernels of kernels/paged.hpp. Device values are never trusted: every index is checked.
 #include <vector>
 
+#include <ferrum/common/paged_rules.hpp>
+
 #include "glue.hpp"
 #include "kernels/paged.hpp"
 
@@ -21,54 +23,26 @@ IdxView idx_view(const ferrum_buffer* b) {
   return {b->data, b->dtype == FERRUM_DTYPE_I32, b->count};
 }
 
-Status check_block_size(const char* op, uint64_t bs) {
-  if (bs == 0) return invalid(plugin::format("%s: argument 'block_size': expected >= 1, given 0", op));
-  return ok_status();
-}
+using plugin::rules::check_block_size;
+using plugin::rules::check_paged_attention_fields;
 
-// Pool geometry of §0.10: both pools present, at least one whole block, vLLM needs D % x == 0.
+// Pool geometry (shared rules: both pools, one size, at least one block, vLLM D % x) plus the
+// block tables the kernels read.
 Status make_pool(const char* op, const char* kname, const ferrum_buffer* k, const char* vname, const ferrum_buffer* v,
                  PagedLayout layout, uint64_t bs, uint64_t nkv, uint64_t D, uint64_t stride, const ferrum_buffer* bt,
                  PagedPool& pool) {
-  if (!k || !v)
-    return invalid(plugin::format("%s: argument '%s': expected a KV pool buffer, given NULL", op, k ? vname : kname));
-  if (k->count != v->count)  // OPS.md §0.10: K and V pools have the same dtype and size
-    return invalid(plugin::format("%s: arguments '%s'/'%s': expected K and V pools of the same size, given %llu and %llu "
-                                  "elements",
-                                  op, kname, vname, (ull)k->count, (ull)v->count));
-  const uint64_t per_block = bs * nkv * D;
-  const uint64_t nb = std::min(k->count, v->count) / per_block;
-  if (nb == 0)
-    return invalid(plugin::format("%s: argument '%s': expected a pool of at least one block (block_size·kv_heads·head_dim "
-                                  "= %llu elements), given %llu elements",
-                                  op, k->count < v->count ? kname : vname, (ull)per_block,
-                                  (ull)std::min(k->count, v->count)));
+  plugin::rules::PagedPoolGeometry g;
+  Status s = plugin::rules::check_paged_pool(op, kname, k, vname, v, layout == PagedLayout::vllm, bs, nkv, D, g);
+  if (!s.ok()) return s;
   pool.layout = layout;
-  pool.num_blocks = nb;
+  pool.num_blocks = g.num_blocks;
   pool.block_size = bs;
   pool.nkv = nkv;
   pool.head_dim = D;
-  pool.x = 1;
-  if (layout == PagedLayout::vllm) {
-    pool.x = 16 / dtype_size(k->dtype);
-    if (D % pool.x)
-      return invalid(plugin::format("%s: argument 'head_dim': expected a multiple of x = %llu for the vLLM layout "
-                                    "(16 bytes of %s), given %llu",
-                                    op, (ull)pool.x, dtype_name(k->dtype), (ull)D));
-  }
+  pool.x = g.x;
   pool.block_tables = idx_view(bt);
   pool.stride = stride;
   return ok_status();
-}
-
-Status check_attention_fields(const char* op, uint64_t nh, uint64_t nkv, uint64_t D, float scale, uint64_t bs,
-                              bool work) {
-  Status s = check_gqa(op, nh, nkv);
-  if (s.ok()) s = check_positive(op, "head_dim", D, work);
-  if (s.ok() && !std::isfinite(scale))
-    s = invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op, scale));
-  if (s.ok()) s = check_block_size(op, bs);
-  return s;
 }
 
 // Final KV length used for iteration: positions >= stride·bs are out of range anyway (§0.11).
@@ -96,39 +70,17 @@ template <class Args>
 Status write_single(const char* op, PagedLayout layout, const Args& a, bool dry) {
   const bool work = a.tokens != 0;
   uint64_t rows = 0;
-  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
-  if (s.ok()) s = check_block_size(op, a.block_size);
-  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+  Status s = plugin::rules::check_paged_writer(op, a, pos_end(a.pos_offset, a.tokens), work, rows);
   if (!s.ok() || !work) return s;
-  const uint64_t D = a.head_dim, W = (a.q_heads + 2 * a.kv_heads) * D;
-  if (!a.qkv || !a.q_out)
-    return invalid(plugin::format("%s: argument '%s': expected a buffer, given NULL", op, a.qkv ? "q_out" : "qkv"));
-  const uint64_t es = dtype_size(a.qkv->dtype);
-  if (a.qkv_byte_offset % es)
-    return invalid(plugin::format("%s: argument 'qkv_byte_offset': expected a multiple of the element size %llu, given %llu",
-                                  op, (ull)es, (ull)a.qkv_byte_offset));
-  if (a.q_out_byte_offset % es)
-    return invalid(plugin::format("%s: argument 'q_out_byte_offset': expected a multiple of the element size %llu, given %llu",
-                                  op, (ull)es, (ull)a.q_out_byte_offset));
-  const uint64_t qkv_off = a.qkv_byte_offset / es, q_off = a.q_out_byte_offset / es;
-  if (qkv_off > a.qkv->count || a.qkv->count - qkv_off < a.tokens * W)
-    return invalid(plugin::format("%s: argument 'qkv': expected qkv_byte_offset/%llu + tokens·(q_heads + 2·kv_heads)·head_dim "
-                                  "= %llu + %llu elements, given %llu",
-                                  op, (ull)es, (ull)qkv_off, (ull)(a.tokens * W), (ull)a.qkv->count));
-  if (q_off > a.q_out->count || a.q_out->count - q_off < a.tokens * a.q_heads * D)
-    return invalid(plugin::format("%s: argument 'q_out': expected q_out_byte_offset/%llu + tokens·q_heads·head_dim = %llu + "
-                                  "%llu elements, given %llu",
-                                  op, (ull)es, (ull)q_off, (ull)(a.tokens * a.q_heads * D), (ull)a.q_out->count));
+  const uint64_t D = a.head_dim;
+  uint64_t qkv_off = 0, q_off = 0;
+  s = plugin::rules::check_writer_regions(op, a, qkv_off, q_off);
   PagedPool pool;
-  s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, D,
-                a.max_num_blocks_per_seq, a.block_table, pool);
+  if (s.ok())
+    s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, D,
+                  a.max_num_blocks_per_seq, a.block_table, pool);
+  if (s.ok()) s = plugin::rules::check_paged_capacity(op, a.cache_len, a.tokens, a.max_num_blocks_per_seq, a.block_size);
   if (!s.ok()) return s;
-  if (a.cache_len + a.tokens > a.max_num_blocks_per_seq * a.block_size)
-    return invalid(plugin::format("%s: argument 'cache_len': expected cache_len + tokens <= max_num_blocks_per_seq·block_size "
-                                  "= %llu, given %llu + %llu",
-                                  op, (ull)(a.max_num_blocks_per_seq * a.block_size), (ull)a.cache_len, (ull)a.tokens));
   if (dry) return ok_status();
   std::vector<PagedToken> toks(a.tokens);
   for (uint64_t t = 0; t < a.tokens; ++t) toks[t] = {t, t, a.pos_offset + t, a.cache_len + t, 0, true};
@@ -148,11 +100,7 @@ template <class Args>
 Status write_varlen(const char* op, PagedLayout layout, const Args& a, bool dry) {
   const bool work = a.num_seqs != 0;
   uint64_t rows = 0;
-  Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
-  if (s.ok()) s = check_block_size(op, a.block_size);
-  if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-  if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-  if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+  Status s = plugin::rules::check_paged_writer(op, a, 0, work, rows);
   if (!s.ok() || !work) return s;
   PagedPool pool;
   s = make_pool(op, "cache_k", a.cache_k, "cache_v", a.cache_v, layout, a.block_size, a.kv_heads, a.head_dim,
@@ -212,7 +160,7 @@ Status attend_uniform(const char* op, PagedLayout layout, const ferrum_buffer* q
                       uint64_t num_seqs, uint64_t nh, uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps,
                       uint64_t q_len, float scale, uint64_t window, bool dry) {
   const bool work = num_seqs != 0 && q_len != 0;
-  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
+  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
   if (!s.ok() || !work) return s;
   PagedPool pool;
   s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, nkv, D, mbps, bt, pool);
@@ -240,7 +188,7 @@ Status attend_varlen(const char* op, PagedLayout layout, const ferrum_buffer* q,
                      uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps, float scale, uint64_t window, bool fa2,
                      bool dry, const std::vector<uint8_t>* mask = nullptr) {
   const bool work = num_seqs != 0;
-  Status s = check_attention_fields(op, nh, nkv, D, scale, bs, work);
+  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
   if (!s.ok() || !work) return s;
   PagedPool pool;
   s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, nkv, D, mbps, bt, pool);
@@ -327,7 +275,7 @@ ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
   return run_op(ctx, a, [](ferrum_context&, const auto& a, bool dry) -> Status {
     const char* op = "paged_varlen_attention_vllm_tiled_q4";
     if (a.num_tiles == 0)  // no tiles: zero work
-      return check_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
+      return check_paged_attention_fields(op, a.num_heads, a.num_kv_heads, a.head_dim, a.scale, a.block_size, false);
     std::vector<uint8_t> mask;
     if (!dry && a.num_seqs != 0) {
       // Rows covered by some tile (a row covered twice is computed once).

@@ -132,4 +132,13 @@ inline Status check_gqa(const char* op, uint64_t nh, uint64_t nkv, const char* n
   return ok_status();
 }
 
+// A capability flag the plugin answers with a constant (`value` into *result).
+template <class Ctx, class Args>
+ferrum_status answer_capability(Ctx* ctx, const Args* a, uint32_t value) {
+  return run_op(ctx, a, [value](Ctx&, const Args& args, bool dry) -> Status {
+    if (!dry) *args.result = value;
+    return ok_status();
+  });
+}
+
 }  // namespace ferrum::plugin::rules

@@ -86,7 +86,7 @@ Status check_scale(const char* op, float scale) {
 
 Status check_head_dim_supported(const char* op, const char* field, uint64_t hd) {
   if (!attn::head_dim_supported(hd))
-    return unsupported(plugin::format("%s: argument '%s': expected one of 64, 80, 96, 112, 128, 192, 256 (the CUDA "
+    return unsupported(plugin::format("%s: argument '%s': expected one of 32, 64, 80, 96, 112, 128, 192, 256 (the CUDA "
                                       "attention kernels), given %llu",
                                       op, field, (unsigned long long)hd));
   return ok_status();
@@ -430,6 +430,21 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
 }
 
 }  // namespace
+
+Status attention_sm_count(ferrum_context& c, int& sm_count) {
+  AttnState* st = nullptr;
+  Status s = state_of(c, st);
+  if (s.ok()) sm_count = st->sm_count;
+  return s;
+}
+
+Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch) {
+  AttnState* st = nullptr;
+  Status s = state_of(c, st);
+  if (s.ok()) s = ensure_scratch(c, *st, bytes, op);
+  if (s.ok()) scratch = st->scratch;
+  return s;
+}
 
 void release_attention_state(ferrum_context& c) noexcept {
   auto* st = static_cast<AttnState*>(c.staging);

@@ -205,13 +205,13 @@ ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
 
 }  // namespace
 
-// The capability flags stay NULL until the batched/paged families exist on CUDA: the facade
-// then derives them (OPS.md §0.14), which reports them honestly as 0.
+// supports_llama_family_batched_decode stays NULL: the facade derives it from the slots. The
+// paged-family flags live with that family (glue/paged_attention.cpp).
 const ferrum_context_table kContextTable = {
     sizeof(ferrum_context_table), new_context, context_destroy, context_info, sync,
     sync_before_host_readback, activation_elem_size_bytes, supports_device_ordinal_scope,
-    /* supports_llama_family_batched_decode */ nullptr, /* supports_paged_kv */ nullptr,
-    /* supports_varlen_qkv */ nullptr, /* supports_vllm_paged_attn */ nullptr,
+    /* supports_llama_family_batched_decode */ nullptr, supports_paged_kv,
+    supports_varlen_qkv, supports_vllm_paged_attn,
     make_timer, timer_release, record_start, record_end, elapsed_ms,
 };
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 
 #include <ferrum/common/plugin_support.hpp>
 
@@ -57,6 +58,19 @@ extern const ferrum_graph_table kGraphTable;          // glue/graph.cpp
 void release_attention_state(ferrum_context& c) noexcept;
 void release_graph_state(ferrum_context& c) noexcept;
 
+// The context's split-KV scratch (glue/attention.cpp), shared by every attention family: the
+// device's SM count (the split choice's input), and the block grown to `bytes` (UNSUPPORTED
+// during a capture that would need more, OPS.md's scratch rule).
+Status attention_sm_count(ferrum_context& c, int& sm_count);
+Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch);
+
+extern const ferrum_paged_kv_table kPagedKvTable;  // glue/paged_attention.cpp (+ writers in paged_kv.cpp)
+extern const ferrum_quant_kv_table kQuantKvTable;  // glue/quant_kv.cpp
+// Capability flags of the paged family (glue/paged_attention.cpp; slots of kContextTable).
+ferrum_status supports_paged_kv(ferrum_context* ctx, const ferrum_supports_paged_kv_args* a);
+ferrum_status supports_varlen_qkv(ferrum_context* ctx, const ferrum_supports_varlen_qkv_args* a);
+ferrum_status supports_vllm_paged_attn(ferrum_context* ctx, const ferrum_supports_vllm_paged_attn_args* a);
+
 // A device-layer status as a boundary status (same code, same message).
 inline Status from_device(cuda::Status s) {
   return s.ok() ? ok_status() : Status{static_cast<ferrum_status>(s.code), std::move(s.message)};
@@ -65,6 +79,18 @@ inline Status from_device(cuda::Status s) {
 // Makes the context's device current for the guard's lifetime.
 inline Status enter_device(DeviceGuard& g, const ferrum_context& c) {
   return from_device(g.enter(static_cast<int>(c.device)));
+}
+
+// Makes the context's device current and runs `f(stream)` (a launch function returning a
+// device-layer Status); a failure's message is prefixed with the op name.
+template <class F>
+Status launch(const char* op, ferrum_context& c, F&& f) {
+  DeviceGuard g;
+  Status s = enter_device(g, c);
+  if (!s.ok()) return s;
+  s = from_device(f(c.dev->stream));
+  if (!s.ok() && s.message.rfind(op, 0) != 0) s.message = std::string(op) + ": " + s.message;
+  return s;
 }
 
 struct NamedBuffer {

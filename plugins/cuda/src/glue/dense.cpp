@@ -33,18 +33,6 @@ using plugin::rules::check_positive;
 using plugin::rules::check_rope;
 using plugin::rules::pos_end;
 
-// Makes the context's device current and runs `f(stream)` (a launch function returning a
-// device-layer Status); a failure's message is prefixed with the op name.
-template <class F>
-Status launch(const char* op, ferrum_context& c, F&& f) {
-  DeviceGuard g;
-  Status s = enter_device(g, c);
-  if (!s.ok()) return s;
-  s = from_device(f(c.dev->stream));
-  if (!s.ok() && s.message.rfind(op, 0) != 0) s.message = std::string(op) + ": " + s.message;
-  return s;
-}
-
 // Byte address of element `off` of buffer `b` (NULL stays NULL).
 void* elem_ptr(const ferrum_buffer* b, uint64_t off) {
   return b ? static_cast<char*>(b->data) + off * dtype_size(b->dtype) : nullptr;

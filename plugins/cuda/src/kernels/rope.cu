@@ -26,7 +26,37 @@ constexpr int kWarpsPerBlock = 8;
 constexpr int kMaxD = static_cast<int>(kRopeMaxHeadDim);
 static_assert(kMaxD / 2 <= 4 * 32, "the scalar path's K = 4 units per lane must cover head_dim / 2");
 
-enum PosKind : int { kPosHost = 0, kPosU32 = 1, kPosI32 = 2 };
+enum PosKind : int { kPosHost = 0, kPosU32 = 1, kPosI32 = 2, kPosVarlen = 3 };
+
+// Element (U32 or I32) i of a device index buffer as int64_t; a negative I32 gives -1.
+__device__ __forceinline__ int64_t load_idx(const void* b, bool i32, uint64_t i) {
+  if (i32) {
+    const int32_t v = static_cast<const int32_t*>(b)[i];
+    return v < 0 ? -1 : v;
+  }
+  return static_cast<int64_t>(static_cast<const uint32_t*>(b)[i]);
+}
+
+// Varlen token g: its sequence s (cu[s] <= g < cu[s+1], binary search over the non-decreasing
+// cu), position pos = pos_offsets[s] + g − cu[s]. False when g lies in no consistent sequence
+// (negative entries, e < b or e > tokens: the whole sequence is skipped, as on the CPU).
+__device__ __forceinline__ bool varlen_token(const RopePaged& v, uint64_t g, uint64_t tokens, uint64_t& seq,
+                                             uint64_t& pos) {
+  if (v.num_seqs == 0) return false;
+  uint64_t lo = 0, hi = v.num_seqs;  // invariant (for a sorted cu): cu[lo] <= g < cu[hi]
+  while (hi - lo > 1) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    const int64_t c = load_idx(v.cu, v.cu_i32, mid);
+    if (c >= 0 && static_cast<uint64_t>(c) <= g) lo = mid; else hi = mid;
+  }
+  const int64_t b = load_idx(v.cu, v.cu_i32, lo), e = load_idx(v.cu, v.cu_i32, lo + 1);
+  const int64_t off = load_idx(v.pos_offsets, v.pos_i32, lo);
+  if (b < 0 || e < b || static_cast<uint64_t>(e) > tokens || off < 0) return false;
+  if (g < static_cast<uint64_t>(b) || g >= static_cast<uint64_t>(e)) return false;
+  seq = lo;
+  pos = static_cast<uint64_t>(off) + (g - static_cast<uint64_t>(b));
+  return true;
+}
 
 template <class T, class C>
 struct RopeParams {
@@ -39,6 +69,11 @@ struct RopeParams {
   uint64_t head_stride[3], tok_stride[3];
   const T* w[3];
   int mode[3];
+  // Paged destinations (RopeSegment's paged fields, per segment) and the slot mapping.
+  bool paged[3];
+  uint64_t blk_stride[3], o_stride[3], x_stride[3], elem_stride[3];
+  uint32_t x_shift[3];
+  RopePaged pg;
   const C* cos;
   const C* sin;
   uint64_t rows, pos_offset;
@@ -99,13 +134,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
     }
     const int s = j < p.seg_end[0] ? 0 : (j < p.seg_end[1] ? 1 : 2);
     const uint64_t h = j - (s == 0 ? 0 : p.seg_end[s - 1]);
-    const int mode = active ? p.mode[s] : 0;
-    const bool gptj = mode == 3;
-    const V* src = reinterpret_cast<const V*>(p.in + t * p.in_row_stride + j * D);
-    V* dst = active ? reinterpret_cast<V*>(p.dst[s] + h * p.head_stride[s] + t * p.tok_stride[s]) : nullptr;
-    uint64_t pos = 0;
-    if (active && mode != 0) {
-      if (p.pos_kind == kPosHost) {
+    uint64_t pos = 0, seq = 0, slot = 0;
+    bool live = active;  // false: this vector writes nothing (varlen token outside every sequence)
+    if (active && (p.mode[s] != 0 || p.paged[s] || p.pos_kind == kPosVarlen)) {  // mode 0 reads no position
+      if (p.pos_kind == kPosVarlen) {
+        live = varlen_token(p.pg, t, p.tokens, seq, pos);
+        slot = pos;
+      } else if (p.pos_kind == kPosHost) {
         pos = p.pos_offset + t;
       } else if (p.pos_kind == kPosU32) {
         pos = static_cast<const uint32_t*>(p.positions)[t];
@@ -113,8 +148,40 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
         const int32_t q = static_cast<const int32_t*>(p.positions)[t];
         pos = q < 0 ? ~uint64_t{0} : static_cast<uint64_t>(q);
       }
+      if (p.pos_kind != kPosVarlen) slot = p.pg.slot_offset + t;
     }
+    const int mode = live ? p.mode[s] : 0;
+    const bool gptj = mode == 3;
+    const V* src = reinterpret_cast<const V*>(p.in + t * p.in_row_stride + j * D);
+    T* dst = nullptr;
+    if (live && !p.paged[s]) {
+      dst = p.dst[s] + h * p.head_stride[s] + t * p.tok_stride[s];
+    } else if (live) {
+      // Paged row: nothing is written for a position past the tables (the Q row of such a
+      // token is zeroed by its own segment) or for a slot whose block is out of range.
+      const uint64_t lb = slot / p.pg.block_size;
+      const int64_t blk = (p.mode[0] != 0 && pos >= p.rows) || lb >= p.pg.bt_stride
+                              ? -1
+                              : load_idx(p.pg.block_tables, p.pg.bt_i32, seq * p.pg.bt_stride + lb);
+      if (blk >= 0 && static_cast<uint64_t>(blk) < p.pg.num_blocks)
+        dst = p.dst[s] + static_cast<uint64_t>(blk) * p.blk_stride[s] + (slot % p.pg.block_size) * p.o_stride[s] +
+              h * p.head_stride[s];
+    }
+    live = live && dst != nullptr;
     const bool zero = mode != 0 && pos >= p.rows;  // device position out of range: +0.0 row
+    // Chunk c of the row (elements cN .. cN + N − 1, all inside one x-group) -> its address.
+    const uint32_t xs = p.x_shift[s];
+    const uint64_t xst = p.x_stride[s], est = p.elem_stride[s];
+    auto store = [&](uint32_t c, const V& val) {
+      const uint64_t e0 = static_cast<uint64_t>(c) * N;
+      T* q = dst + (e0 >> xs) * xst + (e0 & ((uint64_t{1} << xs) - 1)) * est;
+      if (est == 1) {
+        *reinterpret_cast<V*>(q) = val;
+      } else {
+#pragma unroll
+        for (int jj = 0; jj < N; ++jj) q[jj * est] = val.v[jj];
+      }
+    };
     // Load both chunks of every owned unit (raw, so that mode 0 stays a bit copy).
     V ra[K], rb[K];
     uint32_t ca[K], cb[K];
@@ -124,7 +191,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
       const uint32_t u = static_cast<uint32_t>(r + k * G);
       ca[k] = gptj ? 2 * u : u;
       cb[k] = gptj ? 2 * u + 1 : u + U;
-      ha[k] = active && u < U && !zero;
+      ha[k] = live && u < U && !zero;
       hb[k] = ha[k] && cb[k] < nc;
       if (ha[k]) ra[k] = src[ca[k]];
       if (hb[k]) rb[k] = src[cb[k]];
@@ -142,7 +209,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
     }
     // Group sum (every lane of the warp executes the shuffles; groups are aligned).
     for (int o = G >> 1; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (!active) continue;
+    if (!live) continue;
     if (zero || mode == 0) {
       V z;
 #pragma unroll
@@ -151,8 +218,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
       for (int k = 0; k < K; ++k) {
         const uint32_t u = static_cast<uint32_t>(r + k * G);
         if (u < U) {
-          dst[ca[k]] = zero ? z : ra[k];
-          if (cb[k] < nc) dst[cb[k]] = zero ? z : rb[k];
+          store(ca[k], zero ? z : ra[k]);
+          if (cb[k] < nc) store(cb[k], zero ? z : rb[k]);
         }
       }
       continue;
@@ -200,8 +267,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
           ob.v[jj] = from_f<T>(b[jj] * cf[jj] + a[jj] * sf[jj]);
         }
       }
-      dst[ca[k]] = oa;
-      dst[cb[k]] = ob;
+      store(ca[k], oa);
+      store(cb[k], ob);
     }
   }
 }
@@ -225,14 +292,23 @@ Status launch_rope(const RopeLaunch& L, cudaStream_t stream) {
     p.tok_stride[s] = used ? g.tok_stride : 0;
     p.w[s] = used ? static_cast<const T*>(g.norm_w) : nullptr;
     p.mode[s] = used ? g.mode : 0;
+    p.paged[s] = used && g.paged;
+    p.blk_stride[s] = g.blk_stride;
+    p.o_stride[s] = g.o_stride;
+    p.x_shift[s] = used ? g.x_shift : 31;
+    p.x_stride[s] = used ? g.x_stride : 0;
+    p.elem_stride[s] = used ? g.elem_stride : 1;
   }
+  p.pg = L.paged;
   p.heads_total = end;
   p.cos = static_cast<const C*>(L.cos);
   p.sin = static_cast<const C*>(L.sin);
   p.rows = L.table_rows;
   p.pos_offset = L.pos_offset;
   p.positions = L.positions;
-  p.pos_kind = L.positions == nullptr ? kPosHost : (L.positions_dtype == FERRUM_DTYPE_I32 ? kPosI32 : kPosU32);
+  p.pos_kind = L.paged.cu != nullptr  ? kPosVarlen
+               : L.positions == nullptr ? kPosHost
+                                        : (L.positions_dtype == FERRUM_DTYPE_I32 ? kPosI32 : kPosU32);
 
   const uint64_t total = p.tokens * p.heads_total;
   if (total == 0 || p.D == 0) return ok_status();
@@ -242,6 +318,11 @@ Status launch_rope(const RopeLaunch& L, cudaStream_t stream) {
   bool vec = p.D % (2 * NV) == 0 && aligned16(p.in) && p.in_row_stride % NV == 0;
   for (int s = 0; s < L.nseg; ++s) {
     vec = vec && aligned16(p.dst[s]) && p.head_stride[s] % NV == 0 && p.tok_stride[s] % NV == 0;
+    // Paged rows: every row base and x-group 16-byte aligned, an x-group a whole number of
+    // chunks (the vLLM K layout has x = NV); scattered elements (elem_stride > 1) need nothing.
+    if (p.paged[s] && p.elem_stride[s] == 1)
+      vec = vec && p.blk_stride[s] % NV == 0 && p.o_stride[s] % NV == 0 && p.x_stride[s] % NV == 0 &&
+            (uint64_t{1} << p.x_shift[s]) % NV == 0;
     if (p.mode[s] == 1) vec = vec && aligned16(p.w[s]);
     if (p.mode[s] != 0) vec = vec && aligned16(p.cos) && aligned16(p.sin);
   }

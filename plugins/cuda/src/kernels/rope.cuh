@@ -36,9 +36,41 @@ struct RopeSegment {
   void* dst = nullptr;
   uint64_t heads = 0;        // heads of this segment
   uint64_t head_stride = 0;  // elements between heads h and h+1 in dst
-  uint64_t tok_stride = 0;   // elements between tokens t and t+1 in dst
+  uint64_t tok_stride = 0;   // elements between tokens t and t+1 in dst (unused when paged)
   const void* norm_w = nullptr;  // act[D], read in mode 1 only
   int32_t mode = 0;
+  // ---- paged destinations (the paged writers; zero-initialised = contiguous) ----
+  // With `paged`, token t goes to KV slot L of sequence s (RopePaged below): physical block
+  // blk = block_tables[s·bt_stride + L / block_size], offset o = L % block_size, and the row
+  // starts at dst + blk·blk_stride + o·o_stride + h·head_stride; a slot whose block is out of
+  // range (or whose RoPE position is past the tables) is not written. Inside a row, element d
+  // lives at (d >> x_shift)·x_stride + (d & (2^x_shift − 1))·elem_stride — the identity for
+  // x_shift = 31, x_stride = 0, elem_stride = 1 (ferrum layout), the vLLM K layout for
+  // 2^x_shift = x, x_stride = block_size·x, and the vLLM V layout for elem_stride = block_size.
+  bool paged = false;
+  uint64_t blk_stride = 0, o_stride = 0;
+  uint32_t x_shift = 31;
+  uint64_t x_stride = 0, elem_stride = 1;
+};
+
+// Token -> KV slot mapping of the paged segments (device block tables, U32 or I32).
+//   single sequence (cu == NULL): sequence 0, slot = slot_offset + t, RoPE position as usual
+//     (pos_offset + t);
+//   varlen (cu != NULL): token g belongs to the sequence s with cu[s] <= g < cu[s+1] (binary
+//     search over the num_seqs + 1 entries; a token outside every consistent sequence is not
+//     processed at all, Q row included), position = slot = pos_offsets[s] + g − cu[s].
+struct RopePaged {
+  const void* block_tables = nullptr;
+  bool bt_i32 = false;
+  uint64_t bt_stride = 0;   // max_num_blocks_per_seq (row stride and logical-block bound)
+  uint64_t block_size = 1;
+  uint64_t num_blocks = 0;  // physical blocks of the pools
+  uint64_t slot_offset = 0;
+  const void* cu = nullptr;
+  bool cu_i32 = false;
+  const void* pos_offsets = nullptr;
+  bool pos_i32 = false;
+  uint64_t num_seqs = 0;
 };
 
 struct RopeLaunch {
@@ -57,6 +89,7 @@ struct RopeLaunch {
   uint64_t pos_offset = 0;        // host positions: p = pos_offset + t
   const void* positions = nullptr;  // device positions (non-NULL: used instead of pos_offset)
   int32_t positions_dtype = 0;    // FERRUM_DTYPE_U32 or FERRUM_DTYPE_I32
+  RopePaged paged;                // read when a segment is paged or paged.cu is set
 };
 
 // Enqueues the transform of all tokens × heads vectors on `stream` (its device current).

@@ -25,17 +25,37 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "status.hpp"
 
 namespace ferrum::cuda::attn {
 
 // Head sizes with compiled kernels (OPS.md §0.8; one flash_hd<N>.cu per size):
-//   64 (GPT-2/Phi-2-small, many small models), 80 (Phi-2), 96 (Phi-3-mini), 112 (some
+//   32 (small models: SmolLM-135M-class, TinyStories), 64 (GPT-2/Phi-2-small, many small models), 80 (Phi-2), 96 (Phi-3-mini), 112 (some
 //   Falcon/StarCoder variants), 128 (Llama, Qwen, Mistral — the common case),
 //   192 (DeepSeek MLA-style q/k with rope part), 256 (Gemma).
 inline constexpr bool head_dim_supported(uint64_t hd) {
-  return hd == 64 || hd == 80 || hd == 96 || hd == 112 || hd == 128 || hd == 192 || hd == 256;
+  return hd == 32 || hd == 64 || hd == 80 || hd == 96 || hd == 112 || hd == 128 || hd == 192 || hd == 256;
+}
+
+// Calls f(std::integral_constant<int, HD>{}) for the compiled head size HD == hd and returns
+// its Status; UNSUPPORTED naming `what` for any other hd.
+template <class F>
+Status with_head_dim(uint64_t hd, const char* what, F&& f) {
+  switch (hd) {
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 80: return f(std::integral_constant<int, 80>{});
+    case 96: return f(std::integral_constant<int, 96>{});
+    case 112: return f(std::integral_constant<int, 112>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    case 192: return f(std::integral_constant<int, 192>{});
+    case 256: return f(std::integral_constant<int, 256>{});
+    default: break;
+  }
+  return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: head_dim %llu has no kernel", what,
+                     static_cast<unsigned long long>(hd));
 }
 
 // Decode path below this many queries per row-set (tensor-core tiles of 64 queries would
@@ -100,6 +120,11 @@ inline constexpr uint64_t kMaxDecodeCtasPerSm = 4;
 inline constexpr uint64_t flash_counter_bytes(int sm_count) {
   return (kMaxDecodeCtasPerSm * static_cast<uint64_t>(sm_count > 0 ? sm_count : 1) * 4 + 255) / 256 * 256;
 }
+
+// Split count of the decode kernels for `groups` CTA groups (rows × KV heads × head chunks)
+// whose visible keys are bounded by `bound`: enough CTAs to fill the SMs once, each split at
+// least 128 keys, at most kMaxSplits; 1 when groups alone fill the device. Shapes only.
+uint32_t decode_split_count(int32_t dtype, uint64_t hd, uint64_t groups, uint64_t bound, int sm_count) noexcept;
 
 // Split-KV scratch needed by flash_attention for these params (bytes, 0 when no split is
 // used; else counters + partials). Deterministic in the shapes; `sm_count` is the device's

@@ -16,6 +16,24 @@
 // normalised partial and log2-sum-exp to scratch, and the last CTA of its (query row, KV head
 // × head chunk) group to arrive merges the group's splits in split order (merge_splits_if_last:
 // deterministic whichever CTA arrives last; integer arrival counters only, no float atomics).
+//
+// Both kernels are templates over a KV *source* (Src): an object passed by value that maps a
+// grid row to its query/output rows, length, position and visible keys, and that copies one
+// 16-byte chunk of a key's K or V row into shared memory. FlashSrc below serves the contiguous
+// caches of flash_attention (FlashParams); the paged pools use PagedSrc (kernels/paged). The
+// interface (all __device__):
+//   using Row = ...;                                 per-CTA resolved row
+//   bool resolve(uint64_t row, uint64_t kvh, Row&)   false: the row is not produced (the CTA exits)
+//   void range(const Row&, uint64_t& lo, uint64_t& hi)    visible keys [lo, hi) (empty: lo >= hi)
+//   const T* q(const Row&, uint64_t h)               HD elements (the tensor-core kernel's Q fragments)
+//   float q_at(const Row&, uint64_t h, int d)        query element d as f32 (the SIMT kernel)
+//   void store(const Row&, uint64_t h, int d, float) rounds and writes output element d
+//   void lse(const Row&, uint64_t h, float lse_log2)       LSE sink (a no-op when unused)
+//   void load_k(void* smem, const Row&, uint64_t j, int chunk)   async copy (cp.async) or store
+//   void load_v(void* smem, const Row&, uint64_t j, int chunk)
+//   uint64_t H, nkv, window; float scale                   fields
+// The SIMT kernel only needs q_at/store, so its T (the shared-memory K/V type) may differ from
+// the query/output type (the quantised-KV source dequantises into f32 rows).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -63,37 +81,106 @@ __device__ __forceinline__ float2 load2f<__nv_bfloat16>(const unsigned char* p) 
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
 }
 
-// Resolves the length L, the query position and the K/V head bases of row (b, i).
+// One prefill CTA's tile (flash_prefill.cuh): nq (<= 64) consecutive queries of head h at
+// positions pos0 + r (a negative position sees no key) over L keys; query and output row r at
+// q0 / o0 + r·stride; flat row index g0 + r (for an LSE output); K/V through `row`.
+template <class Row, class T>
+struct PrefillTile {
+  Row row;
+  uint64_t h, g0, L, stride;
+  int64_t pos0;
+  int nq;
+  bool causal;
+  const T* q0;
+  T* o0;
+};
+
+// The contiguous-cache source of flash_attention: row = b·q_len + i of the batched head-major
+// q/out, K/V rows [nkv, S, HD] per batch entry (or per item, OPS.md §5.1).
 template <class T, int HD>
-__device__ __forceinline__ void decode_row(const FlashParams& p, uint64_t b, uint64_t i, uint64_t kvh,
-                                           uint64_t& L, uint64_t& pos, bool& causal, const T*& kb,
-                                           const T*& vb) {
-  const uint64_t head_off = kvh * p.S * HD;
-  causal = p.causal;
-  if (p.len_source == LenSource::per_item) {
-    const uint32_t raw = p.kv_lens[b];
-    const bool negative = p.kv_lens_i32 && static_cast<int32_t>(raw) < 0;
-    L = negative ? 0 : (raw < p.S ? raw : p.S);
-    pos = L ? L - 1 : 0;
-    causal = true;
-    const void* kbase = p.slot_table ? p.slot_table[2 * b] : p.items.p[0][b];
-    const void* vbase = p.slot_table ? p.slot_table[2 * b + 1] : p.items.p[1][b];
-    kb = static_cast<const T*>(kbase) + head_off;
-    vb = static_cast<const T*>(vbase) + head_off;
-    return;
+struct FlashSrc {
+  FlashParams p;
+  uint64_t H, nkv, window;
+  float scale;
+  explicit FlashSrc(const FlashParams& fp)
+      : p(fp), H(fp.num_heads), nkv(fp.num_kv_heads), window(fp.window), scale(fp.scale) {}
+
+  struct Row {
+    uint64_t b, i, L, pos;
+    bool causal;
+    const T* kb;
+    const T* vb;
+  };
+
+  __device__ __forceinline__ bool resolve(uint64_t row, uint64_t kvh, Row& r) const {
+    r.b = row / p.q_len;
+    r.i = row % p.q_len;
+    const uint64_t head_off = kvh * p.S * HD;
+    r.causal = p.causal;
+    if (p.len_source == LenSource::per_item) {
+      const uint32_t raw = p.kv_lens[r.b];
+      const bool negative = p.kv_lens_i32 && static_cast<int32_t>(raw) < 0;
+      r.L = negative ? 0 : (raw < p.S ? raw : p.S);
+      r.pos = r.L ? r.L - 1 : 0;
+      r.causal = true;
+      const void* kbase = p.slot_table ? p.slot_table[2 * r.b] : p.items.p[0][r.b];
+      const void* vbase = p.slot_table ? p.slot_table[2 * r.b + 1] : p.items.p[1][r.b];
+      r.kb = static_cast<const T*>(kbase) + head_off;
+      r.vb = static_cast<const T*>(vbase) + head_off;
+      return true;
+    }
+    const uint64_t batch_off = r.b * p.num_kv_heads * p.S * HD;
+    r.kb = static_cast<const T*>(p.k) + batch_off + head_off;
+    r.vb = static_cast<const T*>(p.v) + batch_off + head_off;
+    if (p.len_source == LenSource::dev_state) {
+      const uint32_t kv = p.dev_state[2];
+      r.L = kv < p.S ? kv : p.S;
+      r.pos = p.dev_state[1];
+    } else {
+      r.L = p.kv_len;
+      r.pos = p.pos_offset + r.i;
+    }
+    return true;
   }
-  const uint64_t batch_off = b * p.num_kv_heads * p.S * HD;
-  kb = static_cast<const T*>(p.k) + batch_off + head_off;
-  vb = static_cast<const T*>(p.v) + batch_off + head_off;
-  if (p.len_source == LenSource::dev_state) {
-    const uint32_t kv = p.dev_state[2];
-    L = kv < p.S ? kv : p.S;
-    pos = p.dev_state[1];
-  } else {
-    L = p.kv_len;
-    pos = p.pos_offset + i;
+  __device__ __forceinline__ void range(const Row& r, uint64_t& lo, uint64_t& hi) const {
+    visible_range(r.pos, r.L, r.causal, window, lo, hi);
   }
-}
+  __device__ __forceinline__ const T* q(const Row& r, uint64_t h) const {
+    return static_cast<const T*>(p.q) + ((r.b * H + h) * p.q_len + r.i) * HD;
+  }
+  __device__ __forceinline__ T* out(const Row& r, uint64_t h) const {
+    return static_cast<T*>(p.out) + ((r.b * H + h) * p.q_len + r.i) * HD;
+  }
+  __device__ __forceinline__ float q_at(const Row& r, uint64_t h, int d) const { return to_f32(q(r, h)[d]); }
+  __device__ __forceinline__ void store(const Row& r, uint64_t h, int d, float v) const {
+    out(r, h)[d] = from_f32<T>(v);
+  }
+  __device__ __forceinline__ void lse(const Row&, uint64_t, float) const {}
+  __device__ __forceinline__ void lse_row(uint64_t, uint64_t, float) const {}
+  // Prefill tile (tile index from the last, head) = bx, batch entry = by.
+  __device__ __forceinline__ bool prefill_tile(uint64_t bx, uint64_t by, int bm, PrefillTile<Row, T>& t) const {
+    const uint64_t n_qtiles = (p.q_len + bm - 1) / bm;
+    const uint64_t i0 = (n_qtiles - 1 - bx / H) * bm;
+    t.h = bx % H;
+    const uint64_t kvh = t.h / (H / nkv);
+    resolve(by * p.q_len + i0, kvh, t.row);
+    t.nq = static_cast<int>(p.q_len - i0 < static_cast<uint64_t>(bm) ? p.q_len - i0 : bm);
+    t.pos0 = static_cast<int64_t>(t.row.pos);
+    t.L = t.row.L;
+    t.causal = t.row.causal;
+    t.g0 = 0;
+    t.stride = HD;
+    t.q0 = q(t.row, t.h);
+    t.o0 = out(t.row, t.h);
+    return true;
+  }
+  __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
+    cp_async16(smem, reinterpret_cast<const unsigned char*>(r.kb + j * HD) + chunk * 16);
+  }
+  __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
+    cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + j * HD) + chunk * 16);
+  }
+};
 
 // Split-KV merge folded into the decode kernels (replaces a second launch). Called by every
 // thread of the CTA after it wrote its partials: part_o[(row·H + h)·splits + split][HD] and
@@ -104,9 +191,9 @@ __device__ __forceinline__ void decode_row(const FlashParams& p, uint64_t b, uin
 // — the same arithmetic whichever CTA arrives last, so the result is deterministic. Partials
 // are read through L2 (ld.global.cg): they were written by other SMs during this launch.
 // `smem` needs (8 · kMaxSplits + 8) floats and is free once the first barrier here is passed.
-template <class T, int HD>
-__device__ __forceinline__ void merge_splits_if_last(const FlashParams& p, uint32_t splits, uint64_t row,
-                                                     uint64_t h0, int ga, const float* part_o,
+template <class T, int HD, class Src>
+__device__ __forceinline__ void merge_splits_if_last(const Src& src, const typename Src::Row& rw, uint32_t splits,
+                                                     uint64_t row, uint64_t h0, int ga, const float* part_o,
                                                      const float* part_lse, uint32_t* counter, float* smem) {
   __shared__ int last_s;
   __threadfence();  // this thread's partials are visible device-wide before the CTA arrives
@@ -122,8 +209,7 @@ __device__ __forceinline__ void merge_splits_if_last(const FlashParams& p, uint3
   __threadfence();  // order the reads below after the arrivals
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, nwarps = blockDim.x >> 5;
-  const uint64_t H = p.num_heads, q_len = p.q_len;
-  const uint64_t b = row / q_len, i = row % q_len;
+  const uint64_t H = src.H;
   float* w_s = smem;                   // [8][kMaxSplits]
   float* inv_s = smem + 8 * kMaxSplits;  // [8]
   static_assert(kMaxSplits == 64, "two splits per lane");
@@ -137,7 +223,10 @@ __device__ __forceinline__ void merge_splits_if_last(const FlashParams& p, uint3
     w_s[g * kMaxSplits + lane] = w0;
     w_s[g * kMaxSplits + lane + 32] = w1;
     const float total = warp_sum(w0 + w1);  // a fixed tree: deterministic
-    if (lane == 0) inv_s[g] = total == 0.0f ? 0.0f : 1.0f / total;  // every split empty: +0.0
+    if (lane == 0) {
+      inv_s[g] = total == 0.0f ? 0.0f : 1.0f / total;  // every split empty: +0.0
+      src.lse(rw, h0 + g, total == 0.0f ? -INFINITY : mx + log2f(total));
+    }
   }
   __syncthreads();
   constexpr int kC = HD / 4;  // float4 columns per head
@@ -156,16 +245,15 @@ __device__ __forceinline__ void merge_splits_if_last(const FlashParams& p, uint3
       acc.w = fmaf(ws, v.w, acc.w);
     }
     const float inv = inv_s[g];
-    T* dst = static_cast<T*>(p.out) + ((b * H + h0 + g) * q_len + i) * HD + 4 * c;
-    dst[0] = from_f32<T>(acc.x * inv);
-    dst[1] = from_f32<T>(acc.y * inv);
-    dst[2] = from_f32<T>(acc.z * inv);
-    dst[3] = from_f32<T>(acc.w * inv);
+    src.store(rw, h0 + g, 4 * c, acc.x * inv);
+    src.store(rw, h0 + g, 4 * c + 1, acc.y * inv);
+    src.store(rw, h0 + g, 4 * c + 2, acc.z * inv);
+    src.store(rw, h0 + g, 4 * c + 3, acc.w * inv);
   }
 }
 
-template <class T, int HD>
-__global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, uint32_t splits,
+template <class T, int HD, class Src>
+__global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32_t splits,
                                                            uint32_t head_chunks, float* part_o,
                                                            float* part_lse, uint32_t* counters) {
   using Cfg = DecodeCfg<T, HD>;
@@ -183,19 +271,15 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, 
   const uint32_t split = blockIdx.x % splits;
   const uint64_t kvh = blockIdx.y / head_chunks;
   const uint32_t chunk = blockIdx.y % head_chunks;
-  const uint64_t q_len = p.q_len, H = p.num_heads;
-  const uint64_t b = row / q_len, i = row % q_len;
-  const uint64_t group = H / p.num_kv_heads;
+  const uint64_t H = src.H;
+  const uint64_t group = H / src.nkv;
   const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
   const int ga = static_cast<int>(group - static_cast<uint64_t>(chunk) * kG < kG ? group - chunk * kG : kG);
 
-  uint64_t L, pos;
-  bool causal;
-  const T* kb;
-  const T* vb;
-  decode_row<T, HD>(p, b, i, kvh, L, pos, causal, kb, vb);
+  typename Src::Row rw;
+  if (!src.resolve(row, kvh, rw)) return;  // uniform over the CTA and its split group
   uint64_t lo, hi;
-  visible_range(pos, L, causal, p.window, lo, hi);
+  src.range(rw, lo, hi);
   if (lo >= hi) lo = hi = 0;
   const uint64_t n = hi - lo;
   const uint64_t per_split = (n + splits - 1) / splits;
@@ -203,10 +287,10 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, 
   const uint64_t je = js + per_split < hi ? js + per_split : hi;
   const uint64_t ntiles = (je - js + kBN - 1) / kBN;
 
-  const float qscale = p.scale * kLog2e;
+  const float qscale = src.scale * kLog2e;
   for (int e = tid; e < ga * HD; e += Cfg::kThreads) {
     const int g = e / HD, d = e % HD;
-    q_s[e] = to_f32(static_cast<const T*>(p.q)[((b * H + h0 + g) * q_len + i) * HD + d]) * qscale;
+    q_s[e] = src.q_at(rw, h0 + g, d) * qscale;
   }
   if (tid < kG) {
     m_s[tid] = -INFINITY;
@@ -218,12 +302,10 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, 
     const int rows = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
     unsigned char* ks = kv_s + static_cast<size_t>(stage) * 2 * kBN * kStride;
     unsigned char* vs = ks + static_cast<size_t>(kBN) * kStride;
-    const unsigned char* kg = reinterpret_cast<const unsigned char*>(kb + j0 * HD);
-    const unsigned char* vg = reinterpret_cast<const unsigned char*>(vb + j0 * HD);
     for (int c = tid; c < rows * Cfg::kChunks; c += Cfg::kThreads) {
       const int r = c / Cfg::kChunks, cc = c % Cfg::kChunks;
-      cp_async16(ks + r * kStride + cc * 16, kg + static_cast<size_t>(r) * Cfg::kRowBytes + cc * 16);
-      cp_async16(vs + r * kStride + cc * 16, vg + static_cast<size_t>(r) * Cfg::kRowBytes + cc * 16);
+      src.load_k(ks + r * kStride + cc * 16, rw, j0 + r, cc);
+      src.load_v(vs + r * kStride + cc * 16, rw, j0 + r, cc);
     }
   };
 
@@ -322,9 +404,9 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, 
     const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // empty visible set: +0.0; NaN propagates
     const uint64_t h = h0 + g;
     if (splits == 1) {
-      T* o = static_cast<T*>(p.out) + ((b * H + h) * q_len + i) * HD + d;
-      o[0] = from_f32<T>(acc[a][0] * inv);
-      o[1] = from_f32<T>(acc[a][1] * inv);
+      src.store(rw, h, d, acc[a][0] * inv);
+      src.store(rw, h, d + 1, acc[a][1] * inv);
+      if (d == 0) src.lse(rw, h, l == 0.0f ? -INFINITY : m_s[g] + log2f(l));
     } else {
       const uint64_t slot = (row * H + h) * splits + split;
       part_o[slot * HD + d] = acc[a][0] * inv;
@@ -333,7 +415,7 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const FlashParams p, 
     }
   }
   if (splits > 1)
-    merge_splits_if_last<T, HD>(p, splits, row, h0, ga, part_o, part_lse,
+    merge_splits_if_last<T, HD>(src, rw, splits, row, h0, ga, part_o, part_lse,
                                 counters + row * gridDim.y + blockIdx.y, reinterpret_cast<float*>(smem));
 }
 
@@ -362,8 +444,8 @@ struct DecodeMmaCfg {
   static_assert(sizeof(float) * (4 * 8 * kOwLd + 64) <= kSmemBytes, "merge buffer must fit the stages");
 };
 
-template <class T, int HD>
-__global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams p, uint32_t splits,
+template <class T, int HD, class Src>
+__global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, uint32_t splits,
                                                                uint32_t head_chunks, float* part_o,
                                                                float* part_lse, uint32_t* counters) {
   using Cfg = DecodeMmaCfg<T, HD>;
@@ -379,19 +461,15 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams
   const uint32_t split = blockIdx.x % splits;
   const uint64_t kvh = blockIdx.y / head_chunks;
   const uint32_t chunk = blockIdx.y % head_chunks;
-  const uint64_t q_len = p.q_len, H = p.num_heads;
-  const uint64_t b = row / q_len, i = row % q_len;
-  const uint64_t group = H / p.num_kv_heads;
+  const uint64_t H = src.H;
+  const uint64_t group = H / src.nkv;
   const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
   const int ga = static_cast<int>(group - static_cast<uint64_t>(chunk) * kG < kG ? group - chunk * kG : kG);
 
-  uint64_t L, pos;
-  bool causal;
-  const T* kb;
-  const T* vb;
-  decode_row<T, HD>(p, b, i, kvh, L, pos, causal, kb, vb);
+  typename Src::Row rw;
+  if (!src.resolve(row, kvh, rw)) return;  // uniform over the CTA and its split group
   uint64_t lo, hi;
-  visible_range(pos, L, causal, p.window, lo, hi);
+  src.range(rw, lo, hi);
   if (lo >= hi) lo = hi = 0;
   const uint64_t n = hi - lo;
   // Split length rounded up to whole stages (no split ends in a sliver of a stage).
@@ -403,7 +481,7 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams
   // Q fragments of row g (head h0 + g): columns 2·t4 (+8) of each 16-wide k step.
   uint32_t qf[HD / 16][2];
   {
-    const T* qrow = static_cast<const T*>(p.q) + ((b * H + h0 + (g < ga ? g : 0)) * q_len + i) * HD + 2 * t4;
+    const T* qrow = src.q(rw, h0 + (g < ga ? g : 0)) + 2 * t4;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
       qf[kk][0] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16) : 0u;
@@ -415,16 +493,14 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams
     T* ks = kv_s + stage * Cfg::kStageElems;
     T* vs = ks + kBN * kLd;
     const int rows = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
-    const T* kg = kb + j0 * HD;
-    const T* vg = vb + j0 * HD;
 #pragma unroll
     for (int c = tid; c < kBN * kChunks; c += Cfg::kThreads) {
       const int r = c / kChunks, cc = c % kChunks;
       T* kd = ks + r * kLd + cc * 8;
       T* vd = vs + r * kLd + cc * 8;
       if (r < rows) {
-        cp_async16(kd, kg + static_cast<size_t>(r) * HD + cc * 8);
-        cp_async16(vd, vg + static_cast<size_t>(r) * HD + cc * 8);
+        src.load_k(kd, rw, j0 + r, cc);
+        src.load_v(vd, rw, j0 + r, cc);
       } else {  // past the split: zeros (P = 0 must not meet stale NaN/Inf in V)
         *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
         *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
@@ -442,7 +518,7 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams
 #pragma unroll
   for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
   float m_run = -INFINITY, l_run = 0.0f;
-  const float qscale = p.scale * kLog2e;
+  const float qscale = src.scale * kLog2e;
 
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<kStages - 2>();
@@ -545,7 +621,8 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams
     const float inv = den == 0.0f ? 0.0f : 1.0f / den;  // empty visible set: +0.0; NaN propagates
     const uint64_t h = h0 + gg;
     if (splits == 1) {
-      static_cast<T*>(p.out)[((b * H + h) * q_len + i) * HD + d] = from_f32<T>(num * inv);
+      src.store(rw, h, d, num * inv);
+      if (d == 0) src.lse(rw, h, den == 0.0f ? -INFINITY : Mu + log2f(den));
     } else {
       const uint64_t slot = (row * H + h) * splits + split;
       part_o[slot * HD + d] = num * inv;
@@ -553,46 +630,46 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const FlashParams
     }
   }
   if (splits > 1)
-    merge_splits_if_last<T, HD>(p, splits, row, h0, ga, part_o, part_lse,
+    merge_splits_if_last<T, HD>(src, rw, splits, row, h0, ga, part_o, part_lse,
                                 counters + row * gridDim.y + blockIdx.y, reinterpret_cast<float*>(smem));
+}
+
+// Launches the decode kernel of T over `rows` grid rows of `src` (grid rows × splits, KV heads
+// × head chunks): tensor cores for F16/BF16, the SIMT kernel for F32.
+template <class T, int HD, class Src>
+Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* part_o, float* part_lse,
+                         uint32_t* counters, cudaStream_t stream, const char* what) noexcept {
+  const uint64_t group = src.H / src.nkv;
+  const uint32_t head_chunks = static_cast<uint32_t>((group + kDecodeHeadChunk - 1) / kDecodeHeadChunk);
+  const uint64_t gx = rows * splits, gy = src.nkv * head_chunks;
+  if (gx > 0x7FFFFFFFull || gy > 65535)
+    return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: decode grid %llu x %llu exceeds the CUDA limits", what,
+                       static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
+  if constexpr (!std::is_same_v<T, float>) {
+    using Cfg = DecodeMmaCfg<T, HD>;
+    auto kernel = flash_decode_mma_kernel<T, HD, Src>;
+    FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Cfg::kSmemBytes)));
+    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+        src, splits, head_chunks, part_o, part_lse, counters);
+    FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
+  } else {
+    using Cfg = DecodeCfg<T, HD>;
+    auto kernel = flash_decode_kernel<T, HD, Src>;
+    FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Cfg::kSmemBytes)));
+    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+        src, splits, head_chunks, part_o, part_lse, counters);
+    FERRUM_CUDA_LAUNCH_CHECK("flash_decode_kernel");
+  }
+  return ok_status();
 }
 
 template <class T, int HD>
 Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
                      uint32_t* counters, cudaStream_t stream) noexcept {
-  if constexpr (!std::is_same_v<T, float>) {
-    using Cfg = DecodeMmaCfg<T, HD>;
-    const uint64_t group = p.num_heads / p.num_kv_heads;
-    const uint32_t head_chunks = static_cast<uint32_t>((group + kDecodeHeadChunk - 1) / kDecodeHeadChunk);
-    const uint64_t rows = p.batch * p.q_len;
-    const uint64_t gx = rows * splits, gy = p.num_kv_heads * head_chunks;
-    if (gx > 0x7FFFFFFFull || gy > 65535)
-      return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: decode grid %llu x %llu exceeds the CUDA limits",
-                         static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
-    auto kernel = flash_decode_mma_kernel<T, HD>;
-    FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(Cfg::kSmemBytes)));
-    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        p, splits, head_chunks, part_o, part_lse, counters);
-    FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
-    return ok_status();
-  } else {
-    using Cfg = DecodeCfg<T, HD>;
-    const uint64_t group = p.num_heads / p.num_kv_heads;
-    const uint32_t head_chunks = static_cast<uint32_t>((group + Cfg::kG - 1) / Cfg::kG);
-    const uint64_t rows = p.batch * p.q_len;
-    const uint64_t gx = rows * splits, gy = p.num_kv_heads * head_chunks;
-    if (gx > 0x7FFFFFFFull || gy > 65535)
-      return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: decode grid %llu x %llu exceeds the CUDA limits",
-                         static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
-    auto kernel = flash_decode_kernel<T, HD>;
-    FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(Cfg::kSmemBytes)));
-    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        p, splits, head_chunks, part_o, part_lse, counters);
-    FERRUM_CUDA_LAUNCH_CHECK("flash_decode_kernel");
-    return ok_status();
-  }
+  return launch_decode_src<T, HD>(FlashSrc<T, HD>(p), p.batch * p.q_len, splits, part_o, part_lse, counters, stream,
+                                  "flash_attention");
 }
 
 }  // namespace ferrum::cuda::attn

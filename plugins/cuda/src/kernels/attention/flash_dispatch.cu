@@ -22,9 +22,9 @@ bool use_prefill(const FlashParams& p) {
 // grid is one full wave (no second, partial wave) of CTAs with 2 stages in flight each
 // (measured on H200 at hd 128: 1 per SM 90.1 µs, 2 per SM 77.5 µs, 4 per SM 84.3 µs).
 // F32 (SIMT decode, ~40 KiB): 4.
-uint64_t decode_ctas_per_sm(const FlashParams& p) {
-  if (p.dtype == FERRUM_DTYPE_F32) return kMaxDecodeCtasPerSm;
-  const uint64_t per_cta = decode_mma_smem_bytes(p.head_dim, 2) + 1024;
+uint64_t decode_ctas_per_sm(int32_t dtype, uint64_t hd) {
+  if (dtype == FERRUM_DTYPE_F32) return kMaxDecodeCtasPerSm;
+  const uint64_t per_cta = decode_mma_smem_bytes(hd, 2) + 1024;
   return std::clamp<uint64_t>(uint64_t{233472} / per_cta, 1, kMaxDecodeCtasPerSm);
 }
 
@@ -34,21 +34,10 @@ uint32_t choose_splits(const FlashParams& p, int sm_count) {
   if (use_prefill(p)) return 0;
   const uint64_t group = p.num_heads / p.num_kv_heads;
   const uint64_t chunks = (group + kDecodeHeadChunk - 1) / kDecodeHeadChunk;
-  const uint64_t base = std::max<uint64_t>(1, p.batch * p.q_len * p.num_kv_heads * chunks);
   uint64_t bound = p.len_source == LenSource::host ? p.kv_len : p.len_bound;
   const bool causal = p.len_source == LenSource::per_item ? true : p.causal;
   if (causal && p.window) bound = std::min(bound, p.window);
-  const uint64_t by_len = std::max<uint64_t>(1, (bound + 127) / 128);
-  const uint64_t target = decode_ctas_per_sm(p) * static_cast<uint64_t>(std::max(sm_count, 1));
-  const uint64_t by_fill = std::max<uint64_t>(1, (target + base - 1) / base);
-  uint64_t splits = std::min<uint64_t>({by_len, by_fill, kMaxSplits});
-  if (p.dtype != FERRUM_DTYPE_F32 && splits > 1) {
-    // The tensor-core kernel rounds each split up to whole 64-key stages: drop the splits
-    // that rounding leaves empty (65 536 keys over 33 → 32 splits of 2 048).
-    const uint64_t per = ((bound + splits - 1) / splits + kDecodeMmaKeys - 1) / kDecodeMmaKeys * kDecodeMmaKeys;
-    splits = std::max<uint64_t>(1, (bound + per - 1) / per);
-  }
-  return static_cast<uint32_t>(splits);
+  return decode_split_count(p.dtype, p.head_dim, p.batch * p.q_len * p.num_kv_heads * chunks, bound, sm_count);
 }
 
 uint64_t rows_heads(const FlashParams& p) { return p.batch * p.q_len * p.num_heads; }
@@ -57,37 +46,30 @@ template <class T>
 Status launch_head_dim(const FlashParams& p, uint32_t splits, float* po, float* pl, uint32_t* cnt,
                        cudaStream_t st) noexcept {
   const bool prefill = use_prefill(p);
-  if constexpr (!std::is_same_v<T, float>) {
-    if (prefill) {
-      switch (p.head_dim) {
-        case 64: return launch_prefill<T, 64>(p, st);
-        case 80: return launch_prefill<T, 80>(p, st);
-        case 96: return launch_prefill<T, 96>(p, st);
-        case 112: return launch_prefill<T, 112>(p, st);
-        case 128: return launch_prefill<T, 128>(p, st);
-        case 192: return launch_prefill<T, 192>(p, st);
-        case 256: return launch_prefill<T, 256>(p, st);
-        default: break;
-      }
-      return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: head_dim %llu has no kernel",
-                         static_cast<unsigned long long>(p.head_dim));
-    }
-  }
-  switch (p.head_dim) {
-    case 64: return launch_decode<T, 64>(p, splits, po, pl, cnt, st);
-    case 80: return launch_decode<T, 80>(p, splits, po, pl, cnt, st);
-    case 96: return launch_decode<T, 96>(p, splits, po, pl, cnt, st);
-    case 112: return launch_decode<T, 112>(p, splits, po, pl, cnt, st);
-    case 128: return launch_decode<T, 128>(p, splits, po, pl, cnt, st);
-    case 192: return launch_decode<T, 192>(p, splits, po, pl, cnt, st);
-    case 256: return launch_decode<T, 256>(p, splits, po, pl, cnt, st);
-    default: break;
-  }
-  return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: head_dim %llu has no kernel",
-                     static_cast<unsigned long long>(p.head_dim));
+  return with_head_dim(p.head_dim, "flash_attention", [&](auto hd) -> Status {
+    if constexpr (!std::is_same_v<T, float>)
+      if (prefill) return launch_prefill<T, decltype(hd)::value>(p, st);
+    return launch_decode<T, decltype(hd)::value>(p, splits, po, pl, cnt, st);
+  });
 }
 
 }  // namespace
+
+uint32_t decode_split_count(int32_t dtype, uint64_t hd, uint64_t groups, uint64_t bound, int sm_count) noexcept {
+  const uint64_t base = std::max<uint64_t>(1, groups);
+  bound = std::min<uint64_t>(bound, uint64_t{1} << 48);  // a host bound may be UINT64_MAX: no overflow below
+  const uint64_t by_len = std::max<uint64_t>(1, (bound / 128) + (bound % 128 != 0));
+  const uint64_t target = decode_ctas_per_sm(dtype, hd) * static_cast<uint64_t>(std::max(sm_count, 1));
+  const uint64_t by_fill = std::max<uint64_t>(1, (target + base - 1) / base);
+  uint64_t splits = std::min<uint64_t>({by_len, by_fill, kMaxSplits});
+  if (dtype != FERRUM_DTYPE_F32 && splits > 1) {
+    // The tensor-core kernel rounds each split up to whole 64-key stages: drop the splits
+    // that rounding leaves empty (65 536 keys over 33 → 32 splits of 2 048).
+    const uint64_t per = ((bound + splits - 1) / splits + kDecodeMmaKeys - 1) / kDecodeMmaKeys * kDecodeMmaKeys;
+    splits = std::max<uint64_t>(1, (bound + per - 1) / per);
+  }
+  return static_cast<uint32_t>(splits);
+}
 
 uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept {
   const uint32_t splits = choose_splits(p, sm_count);
@@ -97,9 +79,6 @@ uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept {
 
 Status flash_attention(const FlashParams& p, int sm_count, void* scratch, cudaStream_t stream) noexcept {
   if (p.batch == 0 || p.q_len == 0) return ok_status();
-  if (!head_dim_supported(p.head_dim))
-    return make_status(FERRUM_STATUS_UNSUPPORTED, "flash_attention: head_dim %llu has no kernel",
-                       static_cast<unsigned long long>(p.head_dim));
   const uint32_t splits = std::max<uint32_t>(1, choose_splits(p, sm_count));
   float* part_o = nullptr;
   float* part_lse = nullptr;

@@ -2,6 +2,7 @@
 // One head size per file so nvcc builds the sizes in parallel (OPS.md §0.8 lists the set).
 #include "flash_decode.cuh"
 #include "flash_prefill.cuh"
+#include "paged_src.cuh"
 
 namespace ferrum::cuda::attn {
 
@@ -10,5 +11,10 @@ template Status launch_decode<__half, 112>(const FlashParams&, uint32_t, float*,
 template Status launch_decode<__nv_bfloat16, 112>(const FlashParams&, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
 template Status launch_prefill<__half, 112>(const FlashParams&, cudaStream_t) noexcept;
 template Status launch_prefill<__nv_bfloat16, 112>(const FlashParams&, cudaStream_t) noexcept;
+template Status launch_paged_decode<float, 112>(const PagedParams&, uint64_t, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
+template Status launch_paged_decode<__half, 112>(const PagedParams&, uint64_t, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
+template Status launch_paged_decode<__nv_bfloat16, 112>(const PagedParams&, uint64_t, uint32_t, float*, float*, uint32_t*, cudaStream_t) noexcept;
+template Status launch_paged_prefill<__half, 112>(const PagedParams&, cudaStream_t) noexcept;
+template Status launch_paged_prefill<__nv_bfloat16, 112>(const PagedParams&, cudaStream_t) noexcept;
 
 }  // namespace ferrum::cuda::attn

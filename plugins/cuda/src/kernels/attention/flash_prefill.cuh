@@ -21,6 +21,7 @@
 
 #include "common.cuh"
 #include "cuda_check.hpp"
+#include "flash_decode.cuh"  // FlashSrc, PrefillTile
 
 namespace ferrum::cuda::attn {
 
@@ -37,8 +38,12 @@ struct PrefillCfg {
   static_assert((kLd * 2 / 16) % 2 == 1, "padded row must be an odd number of 16-byte chunks");
 };
 
-template <class T, int HD>
-__global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p) {
+// The kernel is a template over a KV source (flash_decode.cuh's FlashSrc for contiguous caches,
+// paged_src.cuh's PagedSrc for paged pools), which maps the CTA to its tile (prefill_tile: false
+// = the CTA has no tile and exits), copies K/V chunks (load_k / load_v) and takes the LSE of
+// each row (lse_row; a no-op without an LSE output).
+template <class T, int HD, class Src>
+__global__ void __launch_bounds__(128) flash_prefill_kernel(const Src src) {
   using Cfg = PrefillCfg<T, HD>;
   constexpr int kBM = Cfg::kBM, kBN = Cfg::kBN, kLd = Cfg::kLd, kChunks = Cfg::kChunks;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -49,28 +54,36 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   // blockIdx.x = (tile from the last, head): the CTAs start longest-first (causal tiles near
   // the end of the sequence see the most keys), so the short ones fill the tail of the grid.
-  const uint64_t H = p.num_heads;
-  const uint64_t n_qtiles = (p.q_len + kBM - 1) / kBM;
-  const uint64_t i0 = (n_qtiles - 1 - blockIdx.x / H) * kBM;
-  const uint64_t h = blockIdx.x % H, b = blockIdx.y;
-  const uint64_t nkv = p.num_kv_heads, q_len = p.q_len, L = p.kv_len, S = p.S;
-  const uint64_t kvh = h / (H / nkv);
-  const int nq = static_cast<int>(q_len - i0 < static_cast<uint64_t>(kBM) ? q_len - i0 : kBM);
-  const T* qg = static_cast<const T*>(p.q) + ((b * H + h) * q_len + i0) * HD;
-  T* og = static_cast<T*>(p.out) + ((b * H + h) * q_len + i0) * HD;
-  const T* kg = static_cast<const T*>(p.k) + (b * nkv + kvh) * S * HD;
-  const T* vg = static_cast<const T*>(p.v) + (b * nkv + kvh) * S * HD;
-  const uint64_t pos0 = p.pos_offset + i0;
+  PrefillTile<typename Src::Row, T> tl;
+  if (!src.prefill_tile(blockIdx.x, blockIdx.y, kBM, tl)) return;  // uniform over the CTA
+  const int nq = tl.nq;
+  const T* qg = tl.q0;
+  T* og = tl.o0;
+  const uint64_t rs = tl.stride;  // elements between the tile's query (and output) rows
+  // Visible keys of row r (position pos0 + r; a negative position sees none).
+  auto row_range = [&](int r, uint64_t& lo, uint64_t& hi) {
+    const int64_t pos = tl.pos0 + r;
+    if (pos < 0) {
+      lo = hi = 0;
+      return;
+    }
+    visible_range(static_cast<uint64_t>(pos), tl.L, tl.causal, src.window, lo, hi);
+  };
 
-  // Union of the tile's visible ranges (lo and hi are non-decreasing in the position).
-  uint64_t lo_u, hi_u, unused;
-  visible_range(pos0, L, p.causal, p.window, lo_u, unused);
-  visible_range(pos0 + nq - 1, L, p.causal, p.window, unused, hi_u);
+  // Union of the tile's visible ranges (lo and hi are non-decreasing in the position; rows
+  // with a negative position see nothing and are left out).
+  const int r_first = tl.pos0 < 0 ? static_cast<int>(-tl.pos0 < nq ? -tl.pos0 : nq) : 0;
+  uint64_t lo_u = 0, hi_u = 0, unused;
+  if (r_first < nq) {
+    row_range(r_first, lo_u, unused);
+    row_range(nq - 1, unused, hi_u);
+  }
   const uint64_t n_keys = hi_u > lo_u ? hi_u - lo_u : 0;
   const uint64_t ntiles = (n_keys + kBN - 1) / kBN;
 
-  if (ntiles == 0) {  // no row of the tile sees a key: +0.0 rows
-    for (int e = tid; e < nq * HD; e += Cfg::kThreads) og[e] = from_f32<T>(0.0f);
+  if (ntiles == 0) {  // no row of the tile sees a key: +0.0 rows, LSE −∞
+    for (int e = tid; e < nq * HD; e += Cfg::kThreads) og[(e / HD) * rs + e % HD] = from_f32<T>(0.0f);
+    for (int r = tid; r < nq; r += Cfg::kThreads) src.lse_row(tl.g0 + r, tl.h, -INFINITY);
     return;
   }
 
@@ -81,7 +94,7 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
   for (int ri = 0; ri < 2; ++ri) {
     const int r = r_base + ri * 8;
     if (r < nq) {
-      visible_range(pos0 + r, L, p.causal, p.window, rlo[ri], rhi[ri]);
+      row_range(r, rlo[ri], rhi[ri]);
     } else {
       rlo[ri] = rhi[ri] = 0;  // padding row: sees nothing, never stored
     }
@@ -91,8 +104,8 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
   const bool warp_active = w_first < nq;
   uint64_t w_lo_first = 0, w_hi_first = 0, w_lo_last = 0, w_hi_last = 0;
   if (warp_active) {
-    visible_range(pos0 + w_first, L, p.causal, p.window, w_lo_first, w_hi_first);
-    visible_range(pos0 + w_last, L, p.causal, p.window, w_lo_last, w_hi_last);
+    row_range(w_first, w_lo_first, w_hi_first);
+    row_range(w_last, w_lo_last, w_hi_last);
   }
 
   // Q tile (zero rows past q_len), then K/V tile 0, as one cp.async group.
@@ -100,7 +113,7 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
     const int r = c / kChunks, cc = c % kChunks;
     T* dst = q_s + r * kLd + cc * 8;
     if (r < nq) {
-      cp_async16(dst, qg + static_cast<uint64_t>(r) * HD + cc * 8);
+      cp_async16(dst, qg + static_cast<uint64_t>(r) * rs + cc * 8);
     } else {
       *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
     }
@@ -113,8 +126,8 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
       T* kd = ks + r * kLd + cc * 8;
       T* vd = vs + r * kLd + cc * 8;
       if (j0 + r < hi_u) {
-        cp_async16(kd, kg + (j0 + r) * HD + cc * 8);
-        cp_async16(vd, vg + (j0 + r) * HD + cc * 8);
+        src.load_k(kd, tl.row, j0 + r, cc);
+        src.load_v(vd, tl.row, j0 + r, cc);
       } else {  // rows past the range: zeros (never garbage that P = 0 could turn into NaN)
         *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
         *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
@@ -131,7 +144,7 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
   for (int n = 0; n < HD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_run[2] = {-INFINITY, -INFINITY};
   float l_run[2] = {0.0f, 0.0f};
-  const float qscale = p.scale * kLog2e;
+  const float qscale = src.scale * kLog2e;
   const int t4 = lane & 3;
 
   for (uint64_t t = 0; t < ntiles; ++t) {
@@ -246,7 +259,8 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
     const int r = r_base + ri * 8;
     if (r >= nq) continue;
     const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // empty visible set: +0.0; NaN propagates
-    T* orow = og + static_cast<uint64_t>(r) * HD;
+    if (t4 == 0) src.lse_row(tl.g0 + r, tl.h, l == 0.0f ? -INFINITY : m_run[ri] + log2f(l));
+    T* orow = og + static_cast<uint64_t>(r) * rs;
 #pragma unroll
     for (int n = 0; n < HD / 8; ++n) {
       *reinterpret_cast<uint32_t*>(orow + n * 8 + 2 * t4) = pack2<T>(o[n][2 * ri] * inv, o[n][2 * ri + 1] * inv);
@@ -254,22 +268,29 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const FlashParams p)
   }
 }
 
-template <class T, int HD>
-Status launch_prefill(const FlashParams& p, cudaStream_t stream) noexcept {
+// Launches the prefill kernel over `tiles` query tiles (of 64) per head and `groups` grid rows
+// (batch entries, or sequences for the paged source).
+template <class T, int HD, class Src>
+Status launch_prefill_src(const Src& src, uint64_t tiles, uint64_t groups, cudaStream_t stream,
+                          const char* what) noexcept {
   using Cfg = PrefillCfg<T, HD>;
-  const uint64_t tiles = (p.q_len + Cfg::kBM - 1) / Cfg::kBM;
-  if (tiles * p.num_heads > 0x7FFFFFFFull || p.batch > 65535)
-    return make_status(FERRUM_STATUS_UNSUPPORTED,
-                       "flash_attention: prefill grid %llu x %llu x %llu exceeds the CUDA limits",
-                       static_cast<unsigned long long>(tiles), static_cast<unsigned long long>(p.num_heads),
-                       static_cast<unsigned long long>(p.batch));
-  auto kernel = flash_prefill_kernel<T, HD>;
+  if (tiles * src.H > 0x7FFFFFFFull || groups > 65535)
+    return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: prefill grid %llu x %llu x %llu exceeds the CUDA limits", what,
+                       static_cast<unsigned long long>(tiles), static_cast<unsigned long long>(src.H),
+                       static_cast<unsigned long long>(groups));
+  auto kernel = flash_prefill_kernel<T, HD, Src>;
   FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(Cfg::kSmemBytes)));
-  kernel<<<dim3(static_cast<unsigned>(tiles * p.num_heads), static_cast<unsigned>(p.batch)), Cfg::kThreads,
-           Cfg::kSmemBytes, stream>>>(p);
+  kernel<<<dim3(static_cast<unsigned>(tiles * src.H), static_cast<unsigned>(groups)), Cfg::kThreads,
+           Cfg::kSmemBytes, stream>>>(src);
   FERRUM_CUDA_LAUNCH_CHECK("flash_prefill_kernel");
   return ok_status();
+}
+
+template <class T, int HD>
+Status launch_prefill(const FlashParams& p, cudaStream_t stream) noexcept {
+  return launch_prefill_src<T, HD>(FlashSrc<T, HD>(p), (p.q_len + PrefillCfg<T, HD>::kBM - 1) / PrefillCfg<T, HD>::kBM,
+                                   p.batch, stream, "flash_attention");
 }
 
 }  // namespace ferrum::cuda::attn

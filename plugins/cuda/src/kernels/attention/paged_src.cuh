@@ -1,0 +1,227 @@
+// ferrum CUDA plugin — the paged KV source of the decode kernels (flash_decode.cuh's Src
+// interface) and launch_paged_decode. See paged.hpp for the row mappings.
+//
+// Every device value is bounds-checked here: lengths and sequence ids come from buffers the
+// glue sized for num_seqs (+1) entries, cu_seqlens entries must describe a consistent sequence
+// (0 <= b <= e <= total_q) or the sequence is skipped, L is clamped to the table's capacity, and
+// a block id >= num_blocks (or a negative I32) reads a zero K/V chunk instead of pool memory.
+#pragma once
+
+#include "flash_decode.cuh"
+#include "flash_prefill.cuh"
+#include "paged.hpp"
+
+namespace ferrum::cuda::attn {
+
+// Element i of an index buffer (U32 or I32) as int64_t; a negative I32 gives -1.
+__device__ __forceinline__ int64_t paged_idx(const void* b, bool i32, uint64_t i) {
+  if (i32) {
+    const int32_t v = static_cast<const int32_t*>(b)[i];
+    return v < 0 ? -1 : v;
+  }
+  return static_cast<int64_t>(static_cast<const uint32_t*>(b)[i]);
+}
+
+template <class T, int HD>
+struct PagedSrc {
+  PagedParams p;
+  uint64_t H, nkv, window;
+  float scale;
+  uint64_t cap;  // positions per sequence the table can address (bt_stride · block_size)
+  explicit PagedSrc(const PagedParams& pp)
+      : p(pp), H(pp.num_heads), nkv(pp.num_kv_heads), window(pp.window), scale(pp.scale),
+        cap(pp.bt_stride > UINT64_MAX / pp.block_size ? UINT64_MAX : pp.bt_stride * pp.block_size) {}
+
+  static constexpr int kE = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk (= vLLM x)
+
+  struct Row {
+    uint64_t seq, g, L, kvh;
+    int64_t pos;  // < 0: zero row
+  };
+
+  // Sequence s's cu range [b, e) if consistent.
+  __device__ __forceinline__ bool seq_range(uint64_t s, int64_t& b, int64_t& e) const {
+    b = paged_idx(p.cu, p.cu_i32, s);
+    e = paged_idx(p.cu, p.cu_i32, s + 1);
+    return b >= 0 && e >= b && static_cast<uint64_t>(e) <= p.total_q;
+  }
+
+  __device__ __forceinline__ bool resolve(uint64_t row, uint64_t kvh, Row& r) const {
+    r.kvh = kvh;
+    int64_t len = 0;
+    if (p.rows == PagedRows::uniform) {
+      const uint64_t s = row / p.q_len, i = row % p.q_len;
+      len = paged_idx(p.lens, p.lens_i32, s);
+      r.seq = s;
+      r.g = row;
+      r.pos = len < 0 ? -1 : len - static_cast<int64_t>(p.q_len) + static_cast<int64_t>(i);
+    } else {
+      uint64_t s = 0;
+      int64_t b = 0, e = 0, j = 0;
+      if (p.rows == PagedRows::tiled) {
+        const uint64_t t = row / 4;
+        const int64_t ts = paged_idx(p.tile_seqs, p.tile_seqs_i32, t);
+        const int64_t st = paged_idx(p.tile_starts, p.tile_starts_i32, t);
+        if (ts < 0 || static_cast<uint64_t>(ts) >= p.num_seqs || st < 0) return false;
+        s = static_cast<uint64_t>(ts);
+        if (!seq_range(s, b, e)) return false;
+        j = st + static_cast<int64_t>(row % 4);
+        if (j >= e - b) return false;
+      } else {  // varlen / fa2: the sequence holding token g = row (binary search over cu)
+        uint64_t lo = 0, hi = p.num_seqs;
+        while (hi - lo > 1) {
+          const uint64_t mid = lo + (hi - lo) / 2;
+          const int64_t c = paged_idx(p.cu, p.cu_i32, mid);
+          if (c >= 0 && static_cast<uint64_t>(c) <= row) lo = mid; else hi = mid;
+        }
+        s = lo;
+        if (!seq_range(s, b, e) || row < static_cast<uint64_t>(b) || row >= static_cast<uint64_t>(e)) return false;
+        j = static_cast<int64_t>(row) - b;
+      }
+      const int64_t base = paged_idx(p.lens, p.lens_i32, s);
+      if (base < 0) return false;  // inconsistent sequence: not written (as on the CPU)
+      const int64_t qn = e - b;
+      if (static_cast<uint64_t>(qn) > p.decode_max_q) return false;  // the prefill launch's row
+      r.seq = s;
+      r.g = static_cast<uint64_t>(b + j);
+      if (p.rows == PagedRows::fa2) {
+        len = base;
+        r.pos = base - qn + j;
+      } else {
+        len = base + qn;
+        r.pos = base + j;
+      }
+    }
+    r.L = len < 0 ? 0 : (static_cast<uint64_t>(len) < cap ? static_cast<uint64_t>(len) : cap);
+    return true;
+  }
+  __device__ __forceinline__ void range(const Row& r, uint64_t& lo, uint64_t& hi) const {
+    if (r.pos < 0) {
+      lo = hi = 0;
+      return;
+    }
+    visible_range(static_cast<uint64_t>(r.pos), r.L, true, window, lo, hi);
+  }
+  __device__ __forceinline__ const T* q(const Row& r, uint64_t h) const {
+    return static_cast<const T*>(p.q) + (r.g * H + h) * HD;
+  }
+  __device__ __forceinline__ float q_at(const Row& r, uint64_t h, int d) const { return to_f32(q(r, h)[d]); }
+  __device__ __forceinline__ void store(const Row& r, uint64_t h, int d, float v) const {
+    static_cast<T*>(p.out)[(r.g * H + h) * HD + d] = from_f32<T>(v);
+  }
+  __device__ __forceinline__ void lse_row(uint64_t g, uint64_t h, float lse_log2) const {
+    if (p.lse) p.lse[h * p.lse_stride + g] = lse_log2 == -INFINITY ? -INFINITY : lse_log2 * kLn2;
+  }
+  __device__ __forceinline__ void lse(const Row& r, uint64_t h, float lse_log2) const { lse_row(r.g, h, lse_log2); }
+
+  // Prefill tile: sequence s = by (uniform, varlen or FA2 rows; tiles are decode-only), tile
+  // index from the last (of prefill_q_tiles) and head = bx. False for a tile past the
+  // sequence's queries, a sequence the decode launch serves, or an inconsistent sequence.
+  __device__ __forceinline__ bool prefill_tile(uint64_t bx, uint64_t s, int bm, PrefillTile<Row, T>& t) const {
+    int64_t b, qn, len, p_first;
+    if (p.rows == PagedRows::uniform) {
+      b = static_cast<int64_t>(s * p.q_len);
+      qn = static_cast<int64_t>(p.q_len);
+      len = paged_idx(p.lens, p.lens_i32, s);
+      p_first = len < 0 ? INT64_MIN / 2 : len - qn;  // a negative length: zero rows
+    } else {
+      int64_t e;
+      if (!seq_range(s, b, e)) return false;
+      const int64_t base = paged_idx(p.lens, p.lens_i32, s);
+      if (base < 0) return false;
+      qn = e - b;
+      if (static_cast<uint64_t>(qn) <= p.decode_max_q) return false;  // the decode launch's rows
+      len = p.rows == PagedRows::fa2 ? base : base + qn;
+      p_first = p.rows == PagedRows::fa2 ? base - qn : base;
+    }
+    const uint64_t i0 = (p.prefill_q_tiles - 1 - bx / H) * bm;
+    if (i0 >= static_cast<uint64_t>(qn)) return false;
+    t.h = bx % H;
+    t.row.kvh = t.h / (H / nkv);
+    t.row.seq = s;
+    t.g0 = static_cast<uint64_t>(b) + i0;
+    t.row.g = t.g0;
+    t.L = len < 0 ? 0 : (static_cast<uint64_t>(len) < cap ? static_cast<uint64_t>(len) : cap);
+    t.row.L = t.L;
+    t.pos0 = p_first + static_cast<int64_t>(i0);
+    t.row.pos = t.pos0;
+    t.nq = static_cast<int>(static_cast<uint64_t>(qn) - i0 < static_cast<uint64_t>(bm) ? static_cast<uint64_t>(qn) - i0 : bm);
+    t.causal = true;
+    t.stride = H * HD;
+    t.q0 = q(t.row, t.h);
+    t.o0 = static_cast<T*>(p.out) + (t.g0 * H + t.h) * HD;
+    return true;
+  }
+  // Physical block of key j of the row's sequence, or -1 when out of range.
+  __device__ __forceinline__ int64_t block_of(const Row& r, uint64_t j, uint64_t& o) const {
+    uint64_t lb;
+    if (j <= 0xffffffffull && p.block_size <= 0xffffffffull) {
+      const uint32_t j32 = static_cast<uint32_t>(j), bs32 = static_cast<uint32_t>(p.block_size);
+      lb = j32 / bs32;
+      o = j32 - static_cast<uint32_t>(lb) * bs32;
+    } else {
+      lb = j / p.block_size;
+      o = j % p.block_size;
+    }
+    if (lb >= p.bt_stride) return -1;
+    const int64_t blk = paged_idx(p.block_tables, p.bt_i32, r.seq * p.bt_stride + lb);
+    return (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) ? -1 : blk;
+  }
+  // Physical block `ub` and offset `o` of key j; false (with a zero chunk stored at smem) when
+  // its block is out of range.
+  __device__ __forceinline__ bool locate(void* smem, const Row& r, uint64_t j, uint64_t& ub, uint64_t& o) const {
+    const int64_t blk = block_of(r, j, o);
+    if (blk < 0) {
+      *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
+      return false;
+    }
+    ub = static_cast<uint64_t>(blk);
+    return true;
+  }
+  // Start of (block ub, KV head kvh): the ferrum row at offset o, or the vLLM head slab.
+  __device__ __forceinline__ uint64_t ferrum_row(uint64_t ub, uint64_t o, uint64_t kvh) const {
+    return ((ub * p.block_size + o) * nkv + kvh) * HD;
+  }
+  __device__ __forceinline__ uint64_t vllm_slab(uint64_t ub, uint64_t kvh) const {
+    return ub * (nkv * HD * p.block_size) + kvh * (HD * p.block_size);
+  }
+  __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
+    uint64_t ub, o;
+    if (!locate(smem, r, j, ub, o)) return;
+    const T* k = static_cast<const T*>(p.k_pool);
+    if (!p.vllm)
+      cp_async16(smem, k + ferrum_row(ub, o, r.kvh) + chunk * kE);
+    else  // [blk, nkv, HD/x, bs, x]: chunk = d / x
+      cp_async16(smem, k + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * (p.block_size * kE) + o * kE);
+  }
+  __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
+    uint64_t ub, o;
+    if (!locate(smem, r, j, ub, o)) return;
+    const T* v = static_cast<const T*>(p.v_pool);
+    if (!p.vllm) {
+      cp_async16(smem, v + ferrum_row(ub, o, r.kvh) + chunk * kE);
+      return;
+    }
+    // [blk, nkv, HD, bs]: the chunk's kE dims of position o are block_size elements apart.
+    const T* base = v + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * kE * p.block_size + o;
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * p.block_size];
+    *reinterpret_cast<uint4*>(smem) = raw;
+  }
+};
+
+template <class T, int HD>
+Status launch_paged_prefill(const PagedParams& p, cudaStream_t stream) noexcept {
+  return launch_prefill_src<T, HD>(PagedSrc<T, HD>(p), p.prefill_q_tiles, p.num_seqs, stream, "paged attention");
+}
+
+template <class T, int HD>
+Status launch_paged_decode(const PagedParams& p, uint64_t rows, uint32_t splits, float* part_o, float* part_lse,
+                           uint32_t* counters, cudaStream_t stream) noexcept {
+  return launch_decode_src<T, HD>(PagedSrc<T, HD>(p), rows, splits, part_o, part_lse, counters, stream,
+                                  "paged attention");
+}
+
+}  // namespace ferrum::cuda::attn
