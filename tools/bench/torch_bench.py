@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch on the shapes of ferrum-bench, for the ratio column of scripts/gpu-bench.
 
-    python3 tools/bench/torch_bench.py [--dtype bf16|f16|f32] [--op GLOB] [--quick]
+    python3 tools/bench/torch_bench.py [--dtype bf16|f16|f32] [--op GLOB[,GLOB...]] [--quick]
                                        [--no-compile] [--out FILE]
 
 Rows are keyed "op/shape/dtype" exactly like ferrum-bench's JSON rows (tools/ferrum-bench/
@@ -12,10 +12,20 @@ of >= 10 batches. The fused forms (fused_add_rms_norm, silu*mul, qk_norm_rope,
 split_qkv_norm_rope) are timed as torch.compile'd functions ("impl": "compile") and eagerly
 ("eager_us"); the others are the single torch op named in "impl".
 
+Paged-KV peers (tools/ferrum-bench/cases_paged.cpp): SDPA on the same K/V gathered contiguous
+([batch, kv_heads, keys, head_dim]; the gather is not timed), enable_gqa=True:
+  * decode, one query per sequence, batch 1-256 x context 1k-32k, GQA 32/8 and 64/8: one
+    measurement, reported under paged_batched_decode_attention and paged_decode_attention (and,
+    at batch 1, under int8_/fp8_paged_decode_attention: SDPA in the run's dtype next to ferrum's
+    quantised cache);
+  * causal prefill of 8 sequences x 2k tokens: reported under paged_varlen_attention,
+    paged_varlen_attention_fa2_ffi and flash_attention (the dense baseline of the same tokens).
+
 Differences to keep in mind when reading ratios:
   * embedding_lookup: ferrum takes host ids (includes the upload); torch gets device ids.
-  * flash_attention decode: SDPA with is_causal=False (one query at the last position sees
-    every key, the same set ferrum's causal decode sees).
+  * flash_attention decode and the paged decode peers: SDPA with is_causal=False (one query at
+    the last position sees every key, the same set ferrum's causal decode sees).
+  * paged rows: ferrum reads K/V through shuffled block tables, torch reads them contiguous.
 """
 import argparse
 import fnmatch
@@ -33,6 +43,18 @@ MODELS = [
 ]
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 EPS = 1e-6
+# The paged suite's shapes: (name, q heads, kv heads, head_dim), as in cases_paged.cpp.
+GQAS = [("gqa32_8", 32, 8, 128), ("gqa64_8", 64, 8, 128)]
+MAX_KV_BYTES = 40e9  # larger decode combinations are not listed (ferrum-bench skips them too)
+
+
+def tokens_label(n):
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def matches(pattern, op, shape):
+    """True when op or op/shape matches one of the comma-separated globs (as ferrum-bench --op)."""
+    return any(fnmatch.fnmatch(op, g) or fnmatch.fnmatch(f"{op}/{shape}", g) for g in pattern.split(","))
 
 
 class Bench:
@@ -51,6 +73,12 @@ class Bench:
         t = torch.rand(*shape, generator=self.gen, device=self.dev, dtype=torch.float32) * 2 - 1
         t = torch.where(t == 0, torch.full_like(t, 0.5), t)  # never zero
         return t.to(dtype or self.dt)
+
+    def rand_inplace(self, *shape):
+        """rand() filled in place in the run's dtype: no f32 temporaries (the paged decode KV
+        reaches 34 GB)."""
+        t = torch.empty(*shape, device=self.dev, dtype=self.dt).uniform_(-1, 1, generator=self.gen)
+        return t.masked_fill_(t == 0, 0.5)
 
     def copies(self, footprint):
         return int(min(4096, max(1, math.ceil(self.ws / max(footprint, 1)))))
@@ -79,11 +107,14 @@ class Bench:
         us = sorted(batch(calls) * 1e3 / calls for _ in range(10))
         return us[len(us) // 2]
 
-    def case(self, op, shape, footprint, setup, impl, eager=None):
-        key = f"{op}/{shape}/{self.args.dtype}"
-        if not (fnmatch.fnmatch(op, self.args.op) or fnmatch.fnmatch(f"{op}/{shape}", self.args.op)):
+    def case(self, op, shape, footprint, setup, impl, eager=None, aliases=()):
+        """Times setup's call once; the row is reported under op and under each alias op (the
+        torch peer of several ferrum ops), for those of them that --op selects."""
+        ops = [o for o in (op, *aliases) if matches(self.args.op, o, shape)]
+        if not ops:
             return
-        row = dict(key=key, op=op, shape=shape, dtype=self.args.dtype, impl=impl, status="ok")
+        key = f"{ops[0]}/{shape}/{self.args.dtype}"
+        row = dict(key=key, op=ops[0], shape=shape, dtype=self.args.dtype, impl=impl, status="ok")
         t0 = time.time()
         try:
             n = self.copies(footprint)
@@ -97,9 +128,11 @@ class Bench:
             row["note"] = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"[:300]
         row["wall_s"] = round(time.time() - t0, 2)
         torch.cuda.empty_cache()
-        self.rows.append(row)
-        print(f"{key:45s} {row.get('median_us', float('nan')):12.2f} us  {row['status']} {row.get('note', '')}",
-              file=sys.stderr, flush=True)
+        for o in ops:
+            r = dict(row, key=f"{o}/{shape}/{self.args.dtype}", op=o)
+            self.rows.append(r)
+            print(f"{r['key']:60s} {r.get('median_us', float('nan')):12.2f} us  {r['status']} {r.get('note', '')}",
+                  file=sys.stderr, flush=True)
 
     def compiled(self, fn):
         if self.args.no_compile:
@@ -289,6 +322,44 @@ def run(b):
                                                              enable_gqa=True)), None
         b.case("flash_attention", f"{md['name']}.decode.kv{L}", (2 * h * hd + 2 * kvh * L * hd) * e,
                s_dec, "F.sdpa(enable_gqa)")
+
+    run_paged(b)
+
+
+def run_paged(b):
+    """SDPA peers of the paged-KV suite (see the module docstring)."""
+    e, quick = b.esz, b.args.quick
+    batches = (1, 4) if quick else (1, 8, 64, 256)
+    contexts = (256, 1024) if quick else (1024, 4096, 32768)
+    for name, h, kvh, hd in GQAS:
+        for B in batches:
+            for L in contexts:
+                kv_bytes = 2 * B * L * kvh * hd * e
+                if kv_bytes > MAX_KV_BYTES:
+                    continue
+
+                def s_dec(c, B=B, L=L, h=h, kvh=kvh, hd=hd):
+                    q = [b.rand_inplace(B, h, 1, hd) for _ in range(c)]
+                    k = [b.rand_inplace(B, kvh, L, hd) for _ in range(c)]
+                    v = [b.rand_inplace(B, kvh, L, hd) for _ in range(c)]
+                    return (lambda i: F.scaled_dot_product_attention(q[i], k[i], v[i], is_causal=False,
+                                                                     enable_gqa=True)), None
+                aliases = ["paged_decode_attention"]
+                if B == 1:
+                    aliases += ["int8_paged_decode_attention", "fp8_paged_decode_attention"]
+                b.case("paged_batched_decode_attention", f"{name}.b{B}.kv{tokens_label(L)}",
+                       kv_bytes + 2 * B * h * hd * e, s_dec, "F.sdpa(enable_gqa), K/V contiguous", aliases=aliases)
+        N, S = (2, 256) if quick else (8, 2048)
+
+        def s_pre(c, N=N, S=S, h=h, kvh=kvh, hd=hd):
+            q = [b.rand_inplace(N, h, S, hd) for _ in range(c)]
+            k = [b.rand_inplace(N, kvh, S, hd) for _ in range(c)]
+            v = [b.rand_inplace(N, kvh, S, hd) for _ in range(c)]
+            return (lambda i: F.scaled_dot_product_attention(q[i], k[i], v[i], is_causal=True,
+                                                             enable_gqa=True)), None
+        b.case("paged_varlen_attention", f"{name}.{N}x{tokens_label(S)}", (2 * h + 2 * kvh) * N * S * hd * e, s_pre,
+               "F.sdpa(causal, enable_gqa), K/V contiguous",
+               aliases=["paged_varlen_attention_fa2_ffi", "flash_attention"])
 
 
 def main():

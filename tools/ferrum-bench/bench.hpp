@@ -90,6 +90,15 @@ struct Dispatch {
 
 // cases.cpp
 std::vector<Case> make_cases(const Env& env);
+// `copies` buffers of n seeded random elements of `dtype` (invalid: the env's dtype), shared by
+// the calls a setup returns.
+using Pool = std::vector<Buffer>;
+using PoolPtr = std::shared_ptr<Pool>;
+PoolPtr pool(Env& env, uint64_t copies, uint64_t n, Dtype dtype = Dtype::invalid);
+
+// cases_paged.cpp: the paged-KV family (decode, varlen prefill next to dense flash_attention,
+// the varlen writer) and quantised KV (int8 / fp8 append and decode), appended to `cs`.
+void add_paged_cases(const Env& env, std::vector<Case>& cs);
 
 // ceilings.cpp
 Ceilings measure_ceilings(Env& env);

@@ -9,6 +9,7 @@
 //                   "decode" (one token) and "large" (working set >= 256 MB; 16 MB with --quick)
 //   flash_attention prefill (S 2048, causal) and decode (q_len 1, kv 65536)
 // Shape names: "<model>.<what>" e.g. "8b.qkv.m16", "0.6b.large", "8b.prefill.s2048".
+// The paged-KV and quantised-KV cases are in cases_paged.cpp.
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -28,16 +29,6 @@ constexpr Model kModels[] = {
     {"0.6b", 1024, 16, 8, 128, 3072, 151936},
 };
 
-using Pool = std::vector<Buffer>;
-using PoolPtr = std::shared_ptr<Pool>;
-
-PoolPtr pool(Env& env, uint64_t copies, uint64_t n, Dtype dtype = Dtype::invalid) {
-  auto p = std::make_shared<Pool>();
-  p->reserve(copies);
-  for (uint64_t i = 0; i < copies; ++i) p->push_back(env.random(n, dtype));
-  return p;
-}
-
 // Tokens so that one call's unique bytes reach the "large" target.
 uint64_t large_rows(const Env& env, double bytes_per_row) {
   const double target = env.opt->quick ? 16.0e6 : 256.0 * 1024 * 1024;
@@ -52,6 +43,13 @@ struct Sized {
 };
 
 }  // namespace
+
+PoolPtr pool(Env& env, uint64_t copies, uint64_t n, Dtype dtype) {
+  auto p = std::make_shared<Pool>();
+  p->reserve(copies);
+  for (uint64_t i = 0; i < copies; ++i) p->push_back(env.random(n, dtype));
+  return p;
+}
 
 std::vector<Case> make_cases(const Env& env) {
   std::vector<Case> cs;
@@ -280,6 +278,7 @@ std::vector<Case> make_cases(const Env& env) {
            }});
     }
   }
+  add_paged_cases(env, cs);
   return cs;
 }
 

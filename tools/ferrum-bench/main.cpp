@@ -1,10 +1,11 @@
 // ferrum-bench — per-op benchmark of a ferrum plugin through the facade.
 //
-//   ferrum-bench [--plugin SPEC] [--op GLOB] [--dtype f32|f16|bf16] [--json] [--quick]
+//   ferrum-bench [--plugin SPEC] [--op GLOB[,GLOB...]] [--dtype f32|f16|bf16] [--json] [--quick]
 //                [--batches N] [--batch-ms MS] [--max-call-ms MS] [--max-mem-gb GB]
 //                [--ws-mb MB] [--no-ceilings] [--list]
 //
-// For every case of the table (cases.cpp) whose op or "op/shape" matches GLOB: allocates
+// For every case of the table (cases.cpp, cases_paged.cpp) whose op or "op/shape" matches one of
+// the comma-separated GLOBs: allocates
 // seeded random inputs in rotating copies (working set >= 4x the last-level cache on CPU,
 // >= 128 MB on GPU), warms up (every copy once), then times >= 10 batches of calls with the
 // plugin's timer (CUDA events on GPU) and reports the median per call, achieved GB/s (unique
@@ -149,6 +150,17 @@ std::string fmt_us(double us) {
   return us >= 100 ? fmt(us, 1) : us >= 1 ? fmt(us, 2) : fmt(us, 3);
 }
 
+// "a,b,c" -> {"a", "b", "c"} (pieces may be empty; the --op check rejects those).
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t p = 0;;) {
+    const size_t q = s.find(',', p);
+    out.push_back(s.substr(p, q == std::string::npos ? std::string::npos : q - p));
+    if (q == std::string::npos) return out;
+    p = q + 1;
+  }
+}
+
 }  // namespace
 }  // namespace ferrum::bench
 
@@ -168,8 +180,17 @@ int main(int argc, char** argv) {
                  "then the config file, then auto)")
       ->check(ft::non_empty("a backend name, a plugin path or auto"))
       ->type_name("SPEC");
-  app.add_option("--op", opt.op_glob, "only cases whose op or op/shape matches GLOB (e.g. 'gemm', 'rms_norm/*')")
+  app.add_option("--op", opt.op_glob,
+                 "only cases whose op or op/shape matches GLOB, or one of several comma-separated GLOBs (e.g. "
+                 "'gemm', 'rms_norm/*', 'paged_*,int8_*')")
       ->check(ft::non_empty("a glob"))
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            for (const std::string& g : split_commas(s))
+              if (g.empty()) return "expected comma-separated non-empty globs, given " + ft::quoted(s);
+            return {};
+          },
+          "", "glob_list"))
       ->type_name("GLOB")
       ->capture_default_str();
   std::string dtype_name;
@@ -225,9 +246,12 @@ int main(int argc, char** argv) {
   if (opt.quick && ws_mb == 0) opt.ws_bytes = std::min(opt.ws_bytes, 16e6);
 
   std::vector<Case> cases = make_cases(env);
+  const std::vector<std::string> globs = split_commas(opt.op_glob);
   auto selected = [&](const Case& c) {
-    return fnmatch(opt.op_glob.c_str(), c.op.c_str(), 0) == 0 ||
-           fnmatch(opt.op_glob.c_str(), (c.op + "/" + c.shape).c_str(), 0) == 0;
+    const std::string full = c.op + "/" + c.shape;
+    return std::any_of(globs.begin(), globs.end(), [&](const std::string& g) {
+      return fnmatch(g.c_str(), c.op.c_str(), 0) == 0 || fnmatch(g.c_str(), full.c_str(), 0) == 0;
+    });
   };
   if (list_only) {
     for (const Case& c : cases)
@@ -265,7 +289,14 @@ int main(int argc, char** argv) {
                disp.note.empty() ? "" : "; ", disp.note.c_str());
   std::fprintf(human, "working-set target %.0f MB per case (rotating copies); median of >= %d batches\n\n",
                opt.ws_bytes / 1e6, std::max(opt.batches, 10));
-  std::fprintf(human, "%-22s %-20s %-5s %11s %9s %9s %7s %-5s %s\n", "op", "shape", "dtype",
+  // Columns as wide as the longest selected op and shape name (at least 22 and 20).
+  int op_w = 22, shape_w = 20;
+  for (const Case& c : cases)
+    if (selected(c)) {
+      op_w = std::max(op_w, static_cast<int>(c.op.size()));
+      shape_w = std::max(shape_w, static_cast<int>(c.shape.size()));
+    }
+  std::fprintf(human, "%-*s %-*s %-5s %11s %9s %9s %7s %-5s %s\n", op_w, "op", shape_w, "shape", "dtype",
                "median_us", "GB/s", "TFLOP/s", "%ceil", "bound", "status");
   std::fflush(human);
 
@@ -320,7 +351,7 @@ int main(int argc, char** argv) {
     }
     const bool timed = r.median_us > 0;
     progress.clear();
-    std::fprintf(human, "%-22s %-20s %-5s %11s %9s %9s %7s %-5s %s%s%s\n", r.op.c_str(), r.shape.c_str(),
+    std::fprintf(human, "%-*s %-*s %-5s %11s %9s %9s %7s %-5s %s%s%s\n", op_w, r.op.c_str(), shape_w, r.shape.c_str(),
                  r.dtype.c_str(), timed ? fmt_us(r.median_us).c_str() : "-",
                  timed ? fmt(r.gbs, 1).c_str() : "-", timed ? fmt(r.tflops, 3).c_str() : "-",
                  timed && r.pct > 0 ? fmt(r.pct, 1).c_str() : "-", r.bound.c_str(), r.status.c_str(),

@@ -1,11 +1,23 @@
 // ferrum-demo's model: a small Qwen3-style decoder (seeded random weights) run through the
-// facade's dense ops on any backend, with a contiguous KV cache per layer.
+// facade's dense ops on any backend, with one of three KV caches per layer:
+//  - contiguous: [kv_heads, max_positions, head_dim] buffers (split_qkv_norm_rope_into_cache +
+//    flash_attention);
+//  - paged: block pools [blocks, block_size, kv_heads, head_dim] of the activation dtype whose
+//    block table lists the blocks in a seeded random order; the varlen writer
+//    (split_qkv_norm_rope_into_paged_cache_varlen) fills them, prefill attends with
+//    paged_varlen_attention, eager decode steps with paged_decode_attention and captured ones
+//    with paged_batched_decode_attention (so `--graphs both` compares the two decode kernels);
+//  - quantised paged (int8 or fp8 codes + f32 scales per token and KV head): split_qkv +
+//    qk_norm_rope_batched_per_item give token-major K/V, <q>_kv_append_paged stores them and
+//    <q>_paged_decode_attention attends, one call per query token (the ops have no multi-query
+//    form). The append takes a host block list, so this cache has no graph path.
 //
 // Weights are generated exactly as conformance/ref/qwen_ref.hpp documents (splitmix64-based
 // weight_value, same tensor ids), so a float64 host reference can check the logits.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,13 +25,26 @@
 
 namespace ferrum::demo {
 
+enum class KvLayout { contiguous, paged };
+enum class KvDtype { activation, int8, fp8 };  // activation: the context's activation dtype
+
 struct ModelConfig {
   uint64_t hidden = 1024, layers = 8, q_heads = 16, kv_heads = 8, head_dim = 128, ffn = 3072, vocab = 32000;
   double rope_theta = 1e6;
   double eps = 1e-6;
   uint64_t max_positions = 4096;  // KV capacity and RoPE table rows
   uint64_t seed = 42;
+  KvLayout kv = KvLayout::contiguous;
+  KvDtype kv_dtype = KvDtype::activation;  // int8 / fp8 need kv == paged
+  uint64_t kv_block_size = 16;             // tokens per block of the paged caches
 };
+
+// The ops the configured cache needs beyond the dense ones (empty for contiguous), and those a
+// captured decode step needs (empty when the configuration has no graph path: int8 / fp8).
+std::vector<Op> kv_ops(const ModelConfig& cfg);
+std::vector<Op> graph_ops(const ModelConfig& cfg);
+// The first op of `ops` the backend lacks, if any.
+std::optional<Op> first_missing(const Backend& backend, const std::vector<Op>& ops);
 
 // The documented deterministic weight value (see conformance/ref/qwen_ref.hpp).
 double weight_value(uint64_t seed, uint64_t tensor_id, uint64_t index, double scale);
@@ -46,8 +71,8 @@ class Model {
   // captured once (dev-state mode: token, position and KV length come from device memory, OPS.md
   // §8.2) and replayed for every later token. Needs the graph family; returns the argmax.
   uint32_t decode_graph(uint32_t token);
-  // True when the backend has the ops decode_graph needs.
-  static bool graphs_supported(const Backend& backend);
+  // True when the backend has the ops decode_graph needs for this cache (never for int8 / fp8).
+  static bool graphs_supported(const Backend& backend, const ModelConfig& cfg);
 
   uint64_t len() const { return len_; }
   void reset() { len_ = 0; }
@@ -61,11 +86,22 @@ class Model {
   }
   const Buffer& logits() const { return logits_; }
   uint64_t kv_bytes_per_token() const;
+  // Physical blocks per layer of a paged cache (ceil(max_positions / kv_block_size)), 0 when
+  // the cache is contiguous.
+  uint64_t kv_blocks() const { return cfg_.kv == KvLayout::contiguous ? 0 : blocks_; }
+  // Bytes of every layer's KV cache together (codes and scales for int8 / fp8).
+  uint64_t kv_cache_bytes() const { return kv_cache_bytes_; }
 
  private:
   struct Layer {
+    // contiguous: cache_k / cache_v [kv_heads, max_positions, head_dim]; paged (activation
+    // dtype): pools [blocks, block_size, kv_heads, head_dim]; int8 / fp8: `quant`.
     Buffer input_norm, w_qkv, q_norm, k_norm, w_o, post_norm, w_gate_up, w_down, cache_k, cache_v;
+    KvCacheQuant quant;
   };
+  void attention_paged(Layer& L, uint64_t T, uint64_t p0);
+  void attention_quant(Layer& L, uint64_t T, uint64_t p0);
+  void write_step_lengths(uint64_t p0, uint64_t T);
   Buffer upload_matrix(uint64_t id, uint64_t rows, uint64_t cols, double scale);
   Buffer upload_norm(uint64_t id, uint64_t n);
 
@@ -80,6 +116,16 @@ class Model {
   Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
   // decode-graph scratch (one token)
   Buffer q_raw_, k_raw_, v_raw_, k_rot_;
+  // paged caches: the block table (U32 [blocks], a seeded permutation, also kept on the host for
+  // the quantised append) and the one-sequence varlen metadata (U32): cu_seqlens {0, T} of the
+  // last forward, {0, 1} for decode steps, pos_offsets {len}, KV lengths {len + 1}.
+  uint64_t blocks_ = 0;
+  uint64_t kv_cache_bytes_ = 0;
+  std::vector<uint32_t> block_ids_;
+  Buffer block_table_, cu_seqlens_, cu_one_, pos_offsets_, kv_lens_;
+  // int8 / fp8 scratch: token-major split q / k / v, rotated k, RoPE positions, and one query
+  // row in and out for the per-token attention calls.
+  Buffer q_tm_, k_tm_, v_tm_, k_rot_tm_, positions_, q_row_, o_row_;
   bool graph_captured_ = false;
   void record_decode_step();
 };

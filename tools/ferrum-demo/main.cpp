@@ -3,7 +3,12 @@
 //
 //   ferrum-demo [--backend SPEC] [--dtype f32|f16|bf16] [--prompt 1,2,3 | --prompt-len N]
 //               [--tokens N] [--hidden N] [--layers N] [--q-heads N] [--kv-heads N]
-//               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both] [--json]
+//               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both]
+//               [--kv contiguous|paged] [--kv-dtype auto|int8|fp8] [--json]
+//
+// --kv paged decodes through the paged-KV ops (block pools of 16 tokens, block table in random
+// order), --kv-dtype int8|fp8 (with --kv paged) through the quantised-KV ops; a backend without
+// one of those ops is a usage error naming the op (there is no fallback).
 //
 // --backend: a name (cpu, cuda, cuda:1), a path to a plugin .so, or auto; without it
 // FERRUM_BACKEND, then the config file, then auto decide (see README). `--help` lists the
@@ -64,6 +69,7 @@ int main(int argc, char** argv) {
   uint64_t prompt_len = 16, n_tokens = 32;
   bool json = false;
   std::string graphs = "auto";  // decode through captured graphs when the backend has them
+  std::string kv_layout = "contiguous", kv_dtype = "auto";
 
   CLI::App app{"ferrum-demo: a small Qwen3-style decoder with seeded random weights; prefills a prompt and "
                "greedily decodes N tokens on the selected backend.",
@@ -95,6 +101,16 @@ int main(int argc, char** argv) {
                  "graph, compared)")
       ->check(CLI::IsMember({"auto", "on", "off", "both"}))
       ->capture_default_str();
+  app.add_option("--kv", kv_layout,
+                 "KV cache: contiguous (one buffer per layer) or paged (pools of 16-token blocks, block table in "
+                 "random order, through the paged-KV ops)")
+      ->check(CLI::IsMember({"contiguous", "paged"}))
+      ->capture_default_str();
+  app.add_option("--kv-dtype", kv_dtype,
+                 "KV element type: auto (the activation dtype), int8 or fp8 (quantised codes + f32 scales, through "
+                 "the quantised-KV ops; needs --kv paged; no graph path)")
+      ->check(CLI::IsMember({"auto", "int8", "fp8"}))
+      ->capture_default_str();
   app.add_flag("--json", json, "one JSON object on stdout instead of the text report");
   ft::parse_or_exit(app, argc, argv);
 
@@ -105,6 +121,17 @@ int main(int argc, char** argv) {
   if (cfg.head_dim % 2)
     ft::usage_error(app, "--head-dim: expected an even number (RoPE rotates pairs), given " +
                              std::to_string(cfg.head_dim));
+  if (kv_dtype != "auto" && kv_layout != "paged")
+    ft::usage_error(app, "--kv-dtype: expected auto with --kv contiguous (int8 and fp8 caches are paged: add --kv "
+                         "paged), given " + kv_dtype);
+  cfg.kv = kv_layout == "paged" ? ferrum::demo::KvLayout::paged : ferrum::demo::KvLayout::contiguous;
+  cfg.kv_dtype = kv_dtype == "int8"  ? ferrum::demo::KvDtype::int8
+                 : kv_dtype == "fp8" ? ferrum::demo::KvDtype::fp8
+                                     : ferrum::demo::KvDtype::activation;
+  if (cfg.kv_dtype != ferrum::demo::KvDtype::activation && graphs != "auto" && graphs != "off")
+    ft::usage_error(app, "--graphs: expected auto or off with --kv-dtype " + kv_dtype +
+                             " (the quantised append reads a host block list, so it cannot be captured), given " +
+                             graphs);
   std::vector<uint32_t> prompt;
   if (prompt_opt->count()) {
     prompt = parse_prompt(app, prompt_text);
@@ -148,7 +175,14 @@ int main(int argc, char** argv) {
                                  "; lower --hidden, --layers, --ffn, --vocab, --kv-heads, --head-dim, --tokens or "
                                  "the prompt length");
     }
-    const bool can_graph = ferrum::demo::Model::graphs_supported(backend);
+    // The cache's ops must all be there: no fallback to another cache.
+    if (const auto op = ferrum::demo::first_missing(backend, ferrum::demo::kv_ops(cfg))) {
+      const bool quant = cfg.kv_dtype != ferrum::demo::KvDtype::activation;
+      ft::usage_error(app, std::string(quant ? "--kv-dtype: expected auto" : "--kv: expected contiguous") +
+                               " for backend " + std::string(backend.name()) + " (it has no " +
+                               std::string(ferrum::op_name(*op)) + "), given " + (quant ? kv_dtype : kv_layout));
+    }
+    const bool can_graph = ferrum::demo::Model::graphs_supported(backend, cfg);
     if ((graphs == "on" || graphs == "both") && !can_graph)
       ft::usage_error(app, "--graphs: expected auto or off for backend " + std::string(backend.name()) +
                                " (it has no graph family), given " + graphs);
@@ -234,16 +268,19 @@ int main(int argc, char** argv) {
     for (uint32_t g : generated) ids += (ids.empty() ? "" : ",") + std::to_string(g);
     const std::string dt_s(ferrum::to_string(ctx.activation_dtype()));
     const char* dt = dt_s.c_str();
+    const std::string kv_dtype_s = kv_dtype == "auto" ? dt_s : kv_dtype;
     if (json) {
       std::printf("{\"backend\": \"%s\", \"version\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", "
                   "\"prompt_tokens\": %zu, \"generated_tokens\": %llu, \"prefill_tokens_per_s\": %.3f, "
                   "\"decode_tokens_per_s\": %.3f, \"weight_bytes\": %llu, \"generated\": [%s], "
                   "\"logits_checksum\": %.9g, \"decode_mode\": \"%s\", \"eager_decode_tokens_per_s\": %.3f, "
-                  "\"graph_decode_tokens_per_s\": %.3f, \"copy_gb_per_s\": %.1f, \"roofline_pct\": %.1f}\n",
+                  "\"graph_decode_tokens_per_s\": %.3f, \"copy_gb_per_s\": %.1f, \"roofline_pct\": %.1f, "
+                  "\"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_bytes\": %llu}\n",
                   std::string(backend.name()).c_str(), std::string(backend.version()).c_str(), props.name.c_str(), dt,
                   prompt.size(), (unsigned long long)n_tokens, prefill_tps, decode_tps,
                   (unsigned long long)model.weight_bytes(), ids.c_str(), checksum, run_graph ? "graph" : "eager",
-                  eager_tps, graph_tps, copy_gbs, roofline_pct);
+                  eager_tps, graph_tps, copy_gbs, roofline_pct, kv_layout.c_str(), kv_dtype_s.c_str(),
+                  (unsigned long long)model.kv_cache_bytes());
     } else {
       std::printf("backend:   %s %s (ABI %s), device %llu: %s\n", std::string(backend.name()).c_str(),
                   std::string(backend.version()).c_str(), backend.abi_version().c_str(),
@@ -253,6 +290,13 @@ int main(int argc, char** argv) {
                   (unsigned long long)cfg.hidden, (unsigned long long)cfg.layers, (unsigned long long)cfg.q_heads,
                   (unsigned long long)cfg.kv_heads, (unsigned long long)cfg.head_dim, (unsigned long long)cfg.ffn,
                   (unsigned long long)cfg.vocab, dt, model.weight_bytes() / 1e6);
+      if (cfg.kv == ferrum::demo::KvLayout::paged)
+        std::printf("kv cache:  paged %s, %llu blocks of %llu tokens per layer, block table in random order, %.2f MB\n",
+                    kv_dtype_s.c_str(), (unsigned long long)model.kv_blocks(), (unsigned long long)cfg.kv_block_size,
+                    model.kv_cache_bytes() / 1e6);
+      else
+        std::printf("kv cache:  contiguous %s, %llu positions per layer, %.2f MB\n", kv_dtype_s.c_str(),
+                    (unsigned long long)cfg.max_positions, model.kv_cache_bytes() / 1e6);
       std::printf("prefill:   %zu tokens in %.3f s = %.1f tokens/s\n", prompt.size(), prefill_s, prefill_tps);
       std::printf("decode:    %llu tokens in %.3f s = %.2f tokens/s (%s; %.1f GB/s of weights + KV read)\n",
                   (unsigned long long)(n_tokens - 1), decode_s, decode_tps, run_graph ? "graph replay" : "eager",
