@@ -1,4 +1,4 @@
-// Conformance cases: contiguous KV cache and flash_attention (OPS.md §0.8, §5) against the
+// Conformance cases: contiguous KV cache and flash_attention (docs/spec.md §0.8, §5) against the
 // float64 references. Shape classes: GQA ratios 1/2/4/8, head_dim 64, 80, 96, 112, 128, 192, 256
 // plus small odd ones, 1 token (decode), prefill with pos_offset, sliding windows (causal and not),
 // kv_seq_stride > kv_len (rows past kv_len hold NaN poison the op must never read), kv_len = 0,

@@ -1,4 +1,4 @@
-// Conformance cases: batched per-cache decode and pointer staging (OPS.md §5.1) against the float64
+// Conformance cases: batched per-cache decode and pointer staging (docs/spec.md §5.1) against the float64
 // references of conformance/ref/ref_paged.hpp. Every activation dtype; several items of unequal
 // length (L = 0 included), GQA 1/2/4/8, sliding windows, appends that overflow the capacity (no
 // write), the staging limits (slot, num_layers, m).

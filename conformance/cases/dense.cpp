@@ -1,4 +1,4 @@
-// Conformance cases: dense ops (OPS.md §3) against the float64 references of conformance/ref.
+// Conformance cases: dense ops (docs/spec.md §3) against the float64 references of conformance/ref.
 // Every activation dtype; class F for arithmetic, class E for pure data movement (split_qkv,
 // embedding lookups, transposes) and for argmax ids.
 #include <ferrum/conformance/kit.hpp>
@@ -421,7 +421,7 @@ FERRUM_CONFORMANCE_CASE("add_inplace", "overflow gives +-inf, NaN propagates", k
 
 // ------------------------------------------------------------------------------------ error paths
 // Every conforming plugin rejects these with INVALID_ARGUMENT naming the op and the argument, and
-// modifies nothing (OPS.md §0.12).
+// modifies nothing (docs/spec.md §0.12).
 
 FERRUM_CONFORMANCE_CASE("gemm", "error: buffers too small, dtype mismatch, out aliasing a", kActDtypes) {
   const Dtype other = run.dtype == Dtype::f32 ? Dtype::f16 : Dtype::f32;

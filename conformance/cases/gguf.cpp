@@ -1,4 +1,4 @@
-// Conformance cases: gguf (see conformance/include/ferrum/conformance/kit.hpp). OPS.md §11.
+// Conformance cases: gguf (see conformance/include/ferrum/conformance/kit.hpp). docs/spec.md §11.
 #include <ferrum/conformance/kit.hpp>
 
 #include <span>

@@ -1,4 +1,4 @@
-// Conformance cases: gptq (see conformance/include/ferrum/conformance/kit.hpp). OPS.md §12.
+// Conformance cases: gptq (see conformance/include/ferrum/conformance/kit.hpp). docs/spec.md §12.
 #include <ferrum/conformance/kit.hpp>
 
 #include <cstdio>

@@ -1,4 +1,4 @@
-// Conformance cases: graph capture and replay, decode state and dev-state mode (OPS.md §8).
+// Conformance cases: graph capture and replay, decode state and dev-state mode (docs/spec.md §8).
 //
 // A plugin whose graph family (or an op a case records) is NULL reports "unsupported". The
 // capture cases need a plugin that really captures (CUDA); the CPU plugin leaves the family NULL.

@@ -1,4 +1,4 @@
-// Conformance cases: the memory and transfer family (OPS.md §1), context_info and the timer (§2,
+// Conformance cases: the memory and transfer family (docs/spec.md §1), context_info and the timer (§2,
 // §9). Transfers are bit copies (class E on raw bytes); float conversions are class E against
 // quantize.hpp's round-to-nearest-even model, with any NaN accepted where the reference is NaN.
 #include <ferrum/conformance/kit.hpp>
@@ -21,7 +21,7 @@ const std::vector<Dtype> kAllDtypes = {Dtype::f32, Dtype::f16, Dtype::bf16, Dtyp
                                        Dtype::u32, Dtype::i8,  Dtype::u8,   Dtype::f8_e4m3};
 const uint8_t kDummy[8] = {};
 
-// Edge values of the float conversions (OPS.md §1 from_weight_bytes, §0.2 rule 3), as f32 values.
+// Edge values of the float conversions (docs/spec.md §1 from_weight_bytes, §0.2 rule 3), as f32 values.
 vec edge_values() {
   const double inf = std::numeric_limits<double>::infinity();
   return {0.0,       -0.0,       1.0,        -1.0,        65504.0,    -65504.0,    65519.0,    -65519.0,

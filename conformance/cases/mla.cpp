@@ -1,4 +1,4 @@
-// Conformance cases: MLA attention, absorbed form (OPS.md §14), class F against ref/ref_mla.hpp.
+// Conformance cases: MLA attention, absorbed form (docs/spec.md §14), class F against ref/ref_mla.hpp.
 #include "../src/case_util.hpp"
 #include "ref/ref_mla.hpp"
 

@@ -1,4 +1,4 @@
-// Conformance cases: MoE ops (OPS.md §13) against the float64 references of conformance/ref/ref_moe.hpp.
+// Conformance cases: MoE ops (docs/spec.md §13) against the float64 references of conformance/ref/ref_moe.hpp.
 // Routing: class R (weights F in F32, ids E on rows whose min(K + 1, E) largest probabilities are
 // separated by more than 1e-5 relative, plus an exact-tie case for the lower-id rule). Alignment:
 // class E. moe_gemm, fused_moe, moe_combine, weighted_sum_batched: class F of the activation dtype,

@@ -1,4 +1,4 @@
-// Conformance cases: the paged-KV family (OPS.md §0.9–§0.11, §6) against the float64 references of
+// Conformance cases: the paged-KV family (docs/spec.md §0.9–§0.11, §6) against the float64 references of
 // conformance/ref/ref_paged.hpp. Every activation dtype; both pool layouts; GQA 1/2/4/8; head_dim
 // 64…256 plus small odd ones (ferrum layout); block sizes 1, 7, 16, 32; kv lengths that are not a
 // multiple of block_size; sequences of unequal length, empty ones (q_len_s = 0) and padded M

@@ -1,4 +1,4 @@
-// Conformance cases: quantised KV, int8 and fp8 (OPS.md §7). Codes and scales are class E against
+// Conformance cases: quantised KV, int8 and fp8 (docs/spec.md §7). Codes and scales are class E against
 // the §7.2 recipe of ref/ref_quant_kv.hpp; decode attention is class F against float64 attention
 // over the dequantised values (class Q). Every case runs for both code families.
 #include "../src/case_util.hpp"

@@ -1,8 +1,8 @@
-// Conformance cases: the QK-norm / RoPE family (OPS.md §0.7, §4) against the float64 references.
+// Conformance cases: the QK-norm / RoPE family (docs/spec.md §0.7, §4) against the float64 references.
 // Matrix: activation dtype × table dtype (the activation dtype, or F32 tables with F16/BF16
 // activations) × qk_mode 0..3 × head_dim {8, 16, 64, 80, 128, 256} (+ odd 7 and 1 for mode 0) ×
 // shapes (1 token / several, pos_offset 0 / > 0, GQA ratios 1/2/4/8). Class F; mode 0 outputs and
-// V copies class E. Fields a mode does not read are passed NULL (OPS.md §0.7 allows it).
+// V copies class E. Fields a mode does not read are passed NULL (docs/spec.md §0.7 allows it).
 #include <ferrum/conformance/kit.hpp>
 
 #include "src/case_util.hpp"

@@ -1,4 +1,4 @@
-// ferrum test support — tolerance classes (OPS.md §0.13, DESIGN.md §4.1) and poison helpers.
+// ferrum test support — tolerance classes (docs/spec.md §0.13, docs/design.md §4.1) and poison helpers.
 //
 // compare(out, ref, dtype, row_len, tol_class[, zero_sign_agnostic]):
 //   out, ref   the op's output as stored (decoded to double) and the float64 reference, over exactly
@@ -13,7 +13,7 @@
 //      ref is ±inf, out must be the same infinity. Non-finite ref elements are left out of the norms.
 //   2. Whole tensor: e = ‖out − ref‖₂ / ‖ref‖₂ ≤ tol (1e-5 F32, 2e-3 F16, 1e-2 BF16). Where
 //      ‖ref‖₂ = 0, out must equal ref exactly (see "exact equality" below).
-//   3. Per row r (DESIGN §4.1), so that a bug confined to one row of a large batch cannot hide under
+//   3. Per row r (docs/design.md §4.1), so that a bug confined to one row of a large batch cannot hide under
 //      the whole-tensor norm:
 //         ‖out_r − ref_r‖₂ ≤ tol · max(‖ref_r‖₂, floor),  floor = 1e-3 · ‖ref‖₂ / sqrt(rows)
 //      i.e. each row is judged relative to its own norm, but never relative to less than 1/1000 of

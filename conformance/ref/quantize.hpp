@@ -1,10 +1,10 @@
 // ferrum test support — host-side dtype rounding, encoding and decoding.
 //
-// Independent of every plugin: the conversions here are written from OPS.md §0.2 / §1
+// Independent of every plugin: the conversions here are written from docs/spec.md §0.2 / §1
 // (`from_weight_bytes`) / §7.1 with plain bit manipulation, so tests can cross-check a plugin's own
 // conversions against them.
 //
-// Rounding model (OPS.md §0.2 rule 3, §0.13): a value `v` (double) becomes what a dtype stores by
+// Rounding model (docs/spec.md §0.2 rule 3, §0.13): a value `v` (double) becomes what a dtype stores by
 //   1. rounding it to f32, round-to-nearest-even (the hardware conversion double -> float), then
 //   2. rounding that f32 value to the dtype, round-to-nearest-even (F16 / BF16 / F8_E4M3).
 // Step 2 is exactly the plugin's f32 -> dtype conversion; step 1 is what a plugin computing in f32

@@ -1,4 +1,4 @@
-// ferrum test support — GGUF block formats (OPS.md §11.1): an independent decoder, written from the
+// ferrum test support — GGUF block formats (docs/spec.md §11.1): an independent decoder, written from the
 // spec's formulas alone, and an encoder of random valid blocks for tests.
 //
 // Decoding (namespace ferrum::ref): every weight is computed from the exact f16 fields in double and

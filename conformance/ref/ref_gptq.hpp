@@ -1,4 +1,4 @@
-// ferrum test support — GPTQ int4 (AutoGPTQ v1 tensors, OPS.md §12.1): a packer that makes the
+// ferrum test support — GPTQ int4 (AutoGPTQ v1 tensors, docs/spec.md §12.1): a packer that makes the
 // checkpoint tensors from chosen q / z / scales / g_idx, and the float64 dequantisation and matmul.
 // Independent of every plugin; written from §12.1 alone.
 //

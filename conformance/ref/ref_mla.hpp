@@ -1,6 +1,6 @@
-// ferrum conformance — float64 reference of mla_attention (OPS.md §14, absorbed form).
+// ferrum conformance — float64 reference of mla_attention (docs/spec.md §14, absorbed form).
 //
-// Written from OPS.md §14 alone: ATTN of §0.8 with key [c_j | r_j], value c_j and σ = scale, over
+// Written from docs/spec.md §14 alone: ATTN of §0.8 with key [c_j | r_j], value c_j and σ = scale, over
 // one latent KV stream per batch item shared by all heads. Conventions as in reference.hpp.
 #pragma once
 

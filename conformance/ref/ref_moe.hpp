@@ -1,9 +1,9 @@
-// ferrum test support — float64 references of the MoE ops (OPS.md §13).
+// ferrum test support — float64 references of the MoE ops (docs/spec.md §13).
 //
-// Written straight from OPS.md §13.1 and the op entries, independent of every plugin. Conventions are
-// those of reference.hpp (parameters in OPS.md field order; `in X` -> const vec&, `out X` -> vec&
+// Written straight from docs/spec.md §13.1 and the op entries, independent of every plugin. Conventions are
+// those of reference.hpp (parameters in docs/spec.md field order; `in X` -> const vec&, `out X` -> vec&
 // resized to the written shape; device index buffers -> std::vector<int64_t>; flags -> uint32_t):
-// * Everything runs in double with no rounding. The roundings OPS.md only permits (the activation-dtype
+// * Everything runs in double with no rounding. The roundings docs/spec.md only permits (the activation-dtype
 //   roundings of a_p and y_p in fused_moe, the f32 softmax of route_topk_softmax) are not applied.
 // * INVALID_ARGUMENT misuse (top_k out of range, block_size 0, num_pairs > num_tokens·top_k, routing
 //   buffers smaller than cap / cap_blocks, shapes that do not fit) throws std::invalid_argument.
@@ -215,7 +215,7 @@ inline void moe_combine(const std::vector<double>& packed_down, const std::vecto
 }
 
 // ----------------------------------------------------------------------------------------- fused_moe
-// The reference composition of OPS.md §13: moe_gemm (gate_up) → silu(g)·u → moe_gemm (down, top_k = 1
+// The reference composition of docs/spec.md §13: moe_gemm (gate_up) → silu(g)·u → moe_gemm (down, top_k = 1
 // over the pair rows) → weighted_sum_batched, without intermediate roundings. w_gate_up [E, 2I, hidden]
 // (gate rows first), w_down [E, hidden, I].
 inline void fused_moe(const std::vector<double>& x, const std::vector<double>& topk_weights,

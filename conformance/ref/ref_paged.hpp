@@ -1,9 +1,9 @@
-// ferrum test support — float64 references of the paged-KV family (OPS.md §0.9, §0.10, §6) and of
+// ferrum test support — float64 references of the paged-KV family (docs/spec.md §0.9, §0.10, §6) and of
 // the batched per-cache decode ops (§5.1).
 //
-// Written straight from the OPS.md formulas, independent of every plugin; conventions as in
-// reference.hpp (device index buffers are std::vector<int64_t>; misuse OPS.md calls
-// INVALID_ARGUMENT throws std::invalid_argument; a device value whose result OPS.md leaves
+// Written straight from the docs/spec.md formulas, independent of every plugin; conventions as in
+// reference.hpp (device index buffers are std::vector<int64_t>; misuse docs/spec.md calls
+// INVALID_ARGUMENT throws std::invalid_argument; a device value whose result docs/spec.md leaves
 // unspecified throws std::out_of_range, so a test never checks such rows).
 //
 // Pools are vectors holding the whole [pool] buffer. `layout` selects the ferrum layout

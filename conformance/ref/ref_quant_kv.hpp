@@ -1,6 +1,6 @@
-// ferrum conformance — references of the quantised KV family (OPS.md §7).
+// ferrum conformance — references of the quantised KV family (docs/spec.md §7).
 //
-// Written from OPS.md §7.2 alone, independent of every plugin:
+// Written from docs/spec.md §7.2 alone, independent of every plugin:
 // * the recipe is reproduced exactly as specified, in f32 where the entry prescribes f32: a = max|x|
 //   (exact), s = max(a, 1e-8f) / Q as an IEEE f32 division (Q = 127 for int8, 448 for fp8), then per
 //   element the f32 quotient x / s, and the code: rint(clamp(·, −127, 127)) with round half to even
@@ -8,7 +8,7 @@
 // * attention is float64 (class Q = F) over the dequantised values fl32(s · code) (§0.13: the
 //   prescribed f32 rounding is applied, nothing else).
 // Conventions as in reference.hpp: codes are held as doubles (the decoded code values: integers for
-// int8, e4m3 values for fp8); misuse that OPS.md calls INVALID_ARGUMENT throws std::invalid_argument;
+// int8, e4m3 values for fp8); misuse that docs/spec.md calls INVALID_ARGUMENT throws std::invalid_argument;
 // a device block id out of range throws std::out_of_range (those rows are unspecified).
 #pragma once
 

@@ -1,9 +1,9 @@
-// ferrum test support — float64 references of the ops of OPS.md §3, §4 and §5.
+// ferrum test support — float64 references of the ops of docs/spec.md §3, §4 and §5.
 //
-// Written straight from the OPS.md formulas, independent of every plugin.
+// Written straight from the docs/spec.md formulas, independent of every plugin.
 //
 // Conventions (all functions, namespace ferrum::ref):
-// * Parameters are the fields of the op's args struct in OPS.md order; device buffers are vectors of
+// * Parameters are the fields of the op's args struct in docs/spec.md order; device buffers are vectors of
 //   the exact stored values converted to double (see quantize.hpp / rng.hpp *_dtype generators).
 //     in X[...]        -> const std::vector<double>&
 //     out / inout X    -> std::vector<double>&  — resized to at least the shape the op writes (new
@@ -13,14 +13,14 @@
 //     in idx[n]        -> const std::vector<int64_t>&   (device index buffers; I32 may be negative)
 //     hostout u32[n]   -> std::vector<uint32_t>&
 //     f32 fields       -> float (the value the plugin receives), flag -> uint32_t, u64 -> uint64_t.
-// * Everything is computed in double with no rounding, except the roundings OPS.md prescribes
+// * Everything is computed in double with no rounding, except the roundings docs/spec.md prescribes
 //   (§0.13): ops that store a sum in place (add_inplace, scaled_add_inplace, add_bias, the residual of
 //   fused_add_rms_norm) take a trailing `int32_t dtype` and round what they store with
 //   ferrum::testing::round_to(dtype, ·) (dtype 0 = no rounding). Outputs are otherwise NOT rounded;
 //   compare.hpp's tolerance classes absorb the single output rounding.
-// * Misuse that OPS.md calls INVALID_ARGUMENT (bad shapes, buffers too small, modes, host positions or
+// * Misuse that docs/spec.md calls INVALID_ARGUMENT (bad shapes, buffers too small, modes, host positions or
 //   ids out of range, capacity overflow, GQA mismatch, non-finite scale/eps) throws
-//   std::invalid_argument. A device index whose result OPS.md leaves unspecified throws
+//   std::invalid_argument. A device index whose result docs/spec.md leaves unspecified throws
 //   std::out_of_range (a test must not check such rows). Zero work (tokens = 0, ...) is a no-op.
 // * Aliasing is allowed (out may be the same vector as an input): results are computed into a
 //   temporary first.
@@ -309,7 +309,7 @@ inline void check_qk_mode(const char* op, int32_t mode, uint64_t head_dim, float
   }
 }
 
-// y = transform_mode(x, p) for one head vector of length head_dim (OPS.md §0.7). y may equal x.
+// y = transform_mode(x, p) for one head vector of length head_dim (docs/spec.md §0.7). y may equal x.
 // Throws std::invalid_argument for p >= rows (modes 1–3).
 inline void qk_transform(const double* x, double* y, uint64_t head_dim, uint64_t p, const vec& norm_w,
                          const vec& cos, const vec& sin, float eps, int32_t mode) {

@@ -7,7 +7,7 @@
 //   uniform   = lo + (hi − lo) · unit(x)
 //   normal    = mean + stddev · sqrt(−2 ln(1 − u1)) · cos(2π u2)   (Box–Muller, one value per pair)
 //   ids       = (x · bound) >> 64 (128-bit product)                 in [0, bound)
-// "Never all zeros" (OPS.md §0.13): if every generated value is zero (after rounding, for the *_dtype
+// "Never all zeros" (docs/spec.md §0.13): if every generated value is zero (after rounding, for the *_dtype
 // variants), element 0 is replaced by a non-zero value (hi, or lo, or 1).
 #pragma once
 
@@ -60,7 +60,7 @@ inline std::vector<double> normal(uint64_t n, double mean, double stddev, uint64
   return v;
 }
 
-// As uniform()/normal(), then each value rounded to what `dtype` stores (OPS.md §0.13: references see
+// As uniform()/normal(), then each value rounded to what `dtype` stores (docs/spec.md §0.13: references see
 // the stored values). Use these for every float input of an op test.
 inline std::vector<double> uniform_dtype(int32_t dtype, uint64_t n, double lo, double hi, uint64_t seed) {
   auto v = round_to(dtype, uniform(n, lo, hi, seed));

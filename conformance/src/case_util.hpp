@@ -47,7 +47,7 @@ bool register_table(const char* op, const std::vector<Dtype>& dtypes, const std:
   return true;
 }
 
-// Class E that accepts any NaN where the reference is NaN (OPS.md keeps "NaN stays NaN" but does
+// Class E that accepts any NaN where the reference is NaN (docs/spec.md keeps "NaN stays NaN" but does
 // not fix the payload); every other element bitwise, zero signs included.
 inline void check_exact_nan_agnostic(Run& run, const std::string& what, vec out, vec ref, Dtype dt) {
   if (out.size() == ref.size())

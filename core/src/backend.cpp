@@ -132,7 +132,7 @@ DeviceProps Backend::device_props(uint64_t ordinal) const {
 
 bool Backend::supports_device_ordinal_scope() const {
   const ferrum_op_fn fn = common::find_slot(api_, FERRUM_OP_SUPPORTS_DEVICE_ORDINAL_SCOPE);
-  if (!fn) return false;  // facade default (OPS.md §0.14)
+  if (!fn) return false;  // facade default (docs/spec.md §0.14)
   uint32_t result = 0;
   ferrum_supports_device_ordinal_scope_args a{};
   a.struct_size = sizeof a;

@@ -204,7 +204,7 @@ std::optional<uint64_t> current_device_scope() noexcept { return t_device_scope;
 }  // namespace detail
 
 Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx) {
-  // Staged through host memory (DESIGN §1.8): a bit copy, so any dtype travels unchanged.
+  // Staged through host memory (docs/design.md §1.8): a bit copy, so any dtype travels unchanged.
   const uint64_t es = element_size(src.dtype());
   std::vector<unsigned char> host;
   if (es != 0 && src.count() > std::vector<unsigned char>().max_size() / es)

@@ -1,7 +1,7 @@
-// The facade defaults of OPS.md §0.14, composed from other ops of the same context.
+// The facade defaults of docs/spec.md §0.14, composed from other ops of the same context.
 // They run only when the plugin's slot is NULL, after the generated argument checks; they may
 // synchronise and are never capturable. Arithmetic is f32 on the host with one rounding into
-// the destination dtype (OPS.md §0.2 rule 3), through the shared dtype helpers.
+// the destination dtype (docs/spec.md §0.2 rule 3), through the shared dtype helpers.
 #include <cmath>
 #include <cstring>
 #include <new>

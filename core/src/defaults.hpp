@@ -1,4 +1,4 @@
-// Internal: the facade defaults of OPS.md §0.14 — what Context runs when a slot is NULL.
+// Internal: the facade defaults of docs/spec.md §0.14 — what Context runs when a slot is NULL.
 //
 // One overload of facade_default per op that has a default; has_facade_default<Args> (and the
 // generated kFacadeDefault table behind Backend::supports) is derived from this overload set,

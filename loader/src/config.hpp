@@ -1,4 +1,4 @@
-// Internal: the JSON config file (DESIGN §2.1).
+// Internal: the JSON config file (docs/design.md §2.1).
 //
 // Location: $FERRUM_CONFIG (must be a file), else $XDG_CONFIG_HOME/ferrum/config.json (or
 // ~/.config/ferrum/config.json when XDG_CONFIG_HOME is unset), else

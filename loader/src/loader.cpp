@@ -1,4 +1,4 @@
-// The ferrum loader: staged plugin loading with a diagnosis at every stage (DESIGN §2).
+// The ferrum loader: staged plugin loading with a diagnosis at every stage (docs/design.md §2).
 #include <ferrum/loader.hpp>
 
 #include <dlfcn.h>

@@ -1,4 +1,4 @@
-# CUDA plugin: dense ops and the QK-norm/RoPE family (OPS.md §3, §4).
+# CUDA plugin: dense ops and the QK-norm/RoPE family (docs/spec.md §3, §4).
 # One .cu per op family (norms, element-wise + argmax, row gathers, QK-norm/RoPE); the glue
 # validates the ABI args and calls their launch functions.
 set(FERRUM_CUDA_DENSE_KERNELS

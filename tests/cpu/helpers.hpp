@@ -1,6 +1,6 @@
 // tests/cpu — shared helpers for the CPU plugin op tests.
 //
-// Every op test follows the same recipe (OPS.md §0.13):
+// Every op test follows the same recipe (docs/spec.md §0.13):
 //   1. seeded random inputs, rounded to the activation dtype before the reference sees them
 //      (ferrum::testing::*_dtype generators), uploaded bit for bit (encode -> from_slice_typed);
 //   2. outputs poisoned (ferrum::testing::poison_bytes) before the call;
@@ -39,7 +39,7 @@ inline int32_t dt(Dtype d) { return static_cast<int32_t>(d); }
 inline std::string name(Dtype d) { return ft::dtype_name(dt(d)); }
 
 // The backend and one context (default F16, so every op's dtype really comes from its buffers,
-// OPS.md §0.2 rule 4). Loaded once per process; a load failure fails every test that needs it.
+// docs/spec.md §0.2 rule 4). Loaded once per process; a load failure fails every test that needs it.
 inline ferrum::Backend& backend() {
   static ferrum::Backend b = ferrum::Backend::load("cpu");
   return b;
@@ -98,7 +98,7 @@ inline void expect_match(const vec& out, const vec& ref, Dtype d, uint64_t row_l
   CHECK(r.ok);
 }
 
-// Class E that treats any NaN as equal to any NaN (OPS.md keeps "NaN stays NaN" but does not fix
+// Class E that treats any NaN as equal to any NaN (docs/spec.md keeps "NaN stays NaN" but does not fix
 // the payload); every other element bitwise, zero signs included.
 inline void expect_exact_nan_agnostic(vec out, vec ref, Dtype d, uint64_t row_len, const std::string& what = "") {
   REQUIRE(out.size() == ref.size());

@@ -1,4 +1,4 @@
-// tests/cpu — errors (OPS.md §0.12): each misuse is a ferrum::Error with the right code and a
+// tests/cpu — errors (docs/spec.md §0.12): each misuse is a ferrum::Error with the right code and a
 // message naming the op and the argument, and a failed call modifies nothing (outputs still poisoned,
 // in-out buffers unchanged).
 #include "helpers.hpp"
@@ -293,7 +293,7 @@ TEST_CASE("errors: embedding id >= vocab, argmax n = 0, from_weight_bytes raw_le
 }
 
 TEST_CASE("errors: ops whose CPU slot is NULL are unsupported", "[errors][unsupported]") {
-  // The CPU plugin leaves the optional graph family NULL (OPS.md §8.1); the facade's default for
+  // The CPU plugin leaves the optional graph family NULL (docs/spec.md §8.1); the facade's default for
   // begin_graph_capture is "unsupported", and nothing is enqueued.
   SECTION("begin_graph_capture") {
     expect_error([&] { ctx().begin_graph_capture(); }, ErrorCode::unsupported, {"begin_graph_capture", "cpu"});

@@ -1,5 +1,5 @@
 // Unit tests of the CPU kernels (plugins/cpu/kernels) and of ferrum/common/dtype.hpp against
-// straightforward float64 references on seeded random inputs (OPS.md §0.13 class F / E).
+// straightforward float64 references on seeded random inputs (docs/spec.md §0.13 class F / E).
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
@@ -52,7 +52,7 @@ std::vector<double> to_d(const std::vector<T>& v) {
   return r;
 }
 
-// OPS.md §0.13: ‖out − ref‖₂ / ‖ref‖₂ (exact equality where ‖ref‖₂ = 0), no NaN/Inf.
+// docs/spec.md §0.13: ‖out − ref‖₂ / ‖ref‖₂ (exact equality where ‖ref‖₂ = 0), no NaN/Inf.
 template <class T>
 void check_close(const std::vector<T>& out, const std::vector<double>& ref, double t = tol<T>()) {
   REQUIRE(out.size() == ref.size());
@@ -430,7 +430,7 @@ TEMPLATE_TEST_CASE("copies, gathers, transposes, argmax, convert", "[elementwise
   cpu::embedding_rows(table.data(), vocab, ids.data(), ids.size(), emb2.data(), dim, false);
   REQUIRE(to_float(emb2[3 * dim]) == 3.0f);
 
-  // argmax rules (OPS.md §3 argmax_rows_f16).
+  // argmax rules (docs/spec.md §3 argmax_rows_f16).
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const std::vector<std::vector<float>> rows = {{1, 3, 3, 2},       {nan, -1, nan, -0.5f}, {-0.0f, 0.0f, -1, 0},
                                                 {0.0f, -0.0f, -1, 0}, {nan, nan, nan, nan},  {-inf, -inf, -inf, -inf},
@@ -466,7 +466,7 @@ TEMPLATE_TEST_CASE("copies, gathers, transposes, argmax, convert", "[elementwise
 // -------------------------------------------------------------------------------------------
 namespace {
 
-// float64 reference of one per-head transform (OPS.md §0.7).
+// float64 reference of one per-head transform (docs/spec.md §0.7).
 std::vector<double> transform_ref(const std::vector<double>& x, const double* w, const double* c, const double* s,
                                   int mode, double eps) {
   const size_t D = x.size(), half = D / 2;

@@ -6,7 +6,7 @@
 // (FERRUM_BACKEND=cuda fails with the probe reason, discover_plugins diagnosis) run everywhere.
 //
 // References: float64 on the stored input values (conformance/ref), outputs poisoned with NaN
-// before each op, tolerance classes of OPS.md §0.13.
+// before each op, tolerance classes of docs/spec.md §0.13.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -205,7 +205,7 @@ TEST_CASE("context info and flags", "[cuda][context]") {
   ferrum::Context c32 = be->create_context({}, ferrum::Dtype::f32);
   CHECK(c32.activation_elem_size_bytes() == 4);
   ferrum::Context cdef = be->create_context();
-  CHECK(cdef.activation_dtype() == ferrum::Dtype::f16);  // CUDA default (OPS.md §0.2 rule 4)
+  CHECK(cdef.activation_dtype() == ferrum::Dtype::f16);  // CUDA default (docs/spec.md §0.2 rule 4)
   try {
     (void)be->create_context(be->device_count(), ferrum::Dtype::f16);
     FAIL("new_context on ordinal == device_count succeeded");

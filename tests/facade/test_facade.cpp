@@ -96,7 +96,7 @@ Buffer upload(Context& ctx, Dtype dt, const std::vector<float>& v) {
   return b;
 }
 
-// OPS.md §0.13 class F: relative L2 error against a float64 reference.
+// docs/spec.md §0.13 class F: relative L2 error against a float64 reference.
 double rel_l2(const std::vector<float>& out, const std::vector<double>& ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -256,7 +256,7 @@ TEST_CASE("generated checks reject bad calls before the plugin runs", "[facade][
       CHECK_THAT(e.what(), Contains("arguments 'out' and 'a'"));
     }
     CHECK(calls(Op::gemm) == before);
-    // add_inplace allows x == residual (OPS.md §3): doubles in place.
+    // add_inplace allows x == residual (docs/spec.md §3): doubles in place.
     Buffer r = ctx.from_slice(std::vector<float>{1, 2, 3});
     ctx.add_inplace(r, r, 3);
     CHECK(ctx.to_vec(r, 3) == std::vector<float>{2, 4, 6});

@@ -1,4 +1,4 @@
-// Thread contract (OPS.md §0.4, DESIGN §4.4): different contexts may be driven from different
+// Thread contract (docs/spec.md §0.4, docs/design.md §4.4): different contexts may be driven from different
 // threads at the same time; allocation, release and info calls are thread-safe. Built and run
 // under ThreadSanitizer by scripts/test (FERRUM_TSAN), and normally everywhere else.
 #include <catch2/catch.hpp>

@@ -1,4 +1,4 @@
-// Cross-plugin transfer through the facade (DESIGN §1.8): CPU plugin -> C example plugin -> CPU.
+// Cross-plugin transfer through the facade (docs/design.md §1.8): CPU plugin -> C example plugin -> CPU.
 #include <catch2/catch.hpp>
 
 #include <cstring>

@@ -1,6 +1,6 @@
 # cmake -DNM=<nm> -DDIRS=<dir;dir> -P check_exports.cmake
 # Fails if any libferrum-*.so under DIRS exports a defined dynamic symbol other than the
-# entry symbol (and the linker's own _init/_fini/_edata/_end/__bss_start). DESIGN §1.3.
+# entry symbol (and the linker's own _init/_fini/_edata/_end/__bss_start). docs/design.md §1.3.
 cmake_minimum_required(VERSION 3.25)
 set(allowed ferrum_plugin_entry_v1 _init _fini _edata _end __bss_start)
 set(files)

@@ -163,7 +163,7 @@ Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx
   final_norm_ = upload_norm(kFinalNorm, H);
   lm_head_ = upload_matrix(kLmHead, c.vocab, H, inv_h);
 
-  // RoPE tables [max_positions, hd/2] in f32 (OPS.md §0.7 allows f32 tables with any activation).
+  // RoPE tables [max_positions, hd/2] in f32 (docs/spec.md §0.7 allows f32 tables with any activation).
   std::vector<float> cs(c.max_positions * hd / 2), sn(cs.size());
   for (uint64_t p = 0; p < c.max_positions; ++p)
     for (uint64_t i = 0; i < hd / 2; ++i) {
@@ -264,7 +264,7 @@ uint32_t Model::decode_graph(uint32_t token) {
   ctx_.set_decode_state(token, static_cast<uint32_t>(len_));
   if (!graph_captured_) {
     // Warm-up: run the step eagerly once in dev-state mode so every plugin scratch is grown
-    // before the capture (OPS.md §0.4), then record it.
+    // before the capture (docs/spec.md §0.4), then record it.
     ctx_.set_dev_state_mode(true);
     record_decode_step();
     ctx_.set_decode_state(token, static_cast<uint32_t>(len_));

@@ -68,7 +68,7 @@ class Model {
   std::vector<float> forward(const std::vector<uint32_t>& tokens, uint32_t& next, bool want_logits);
 
   // One decode step of `token` at position len() through a CUDA-graph-style replay: the step is
-  // captured once (dev-state mode: token, position and KV length come from device memory, OPS.md
+  // captured once (dev-state mode: token, position and KV length come from device memory, docs/spec.md
   // §8.2) and replayed for every later token. Needs the graph family; returns the argmax.
   uint32_t decode_graph(uint32_t token);
   // True when the backend has the ops decode_graph needs for this cache (never for int8 / fp8).

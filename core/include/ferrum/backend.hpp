@@ -22,7 +22,7 @@ class PluginLibrary;
 
 class FERRUM_API Backend {
  public:
-  // Loads a backend: spec "" (precedence of DESIGN §2.1), "auto", a name ("cpu", "cuda:1")
+  // Loads a backend: spec "" (precedence of docs/design.md §2.1), "auto", a name ("cpu", "cuda:1")
   // or a path to a plugin .so. Throws Error(load_failed / config_error) with the loader's
   // diagnosis.
   static Backend load(std::string_view spec = {});
@@ -52,7 +52,7 @@ class FERRUM_API Backend {
   // supports_device_ordinal_scope (facade default: false).
   bool supports_device_ordinal_scope() const;
 
-  // Capability level (a): the slot is present, or the facade has a default (OPS.md §0.14).
+  // Capability level (a): the slot is present, or the facade has a default (docs/spec.md §0.14).
   bool supports(Op op) const noexcept;
   // One row per op of the ABI, in op-id order.
   std::vector<OpSupport> support_matrix() const noexcept;

@@ -1,10 +1,10 @@
 // ferrum facade — Context: one stream on one device of one plugin, and every op on it.
 //
 // Every op method (generated, see context_ops_gen.inc) fills the op's args struct, runs the
-// generic argument checks of OPS.md §0.12 against the plugin's own buffer descriptions (so a
+// generic argument checks of docs/spec.md §0.12 against the plugin's own buffer descriptions (so a
 // wrong call fails with INVALID_ARGUMENT naming op, argument, expected and given *before* the
 // plugin sees it), then calls the plugin's slot. A NULL slot runs the facade default of
-// OPS.md §0.14 when there is one. Every failure is a ferrum::Error naming the op, the plugin
+// docs/spec.md §0.14 when there is one. Every failure is a ferrum::Error naming the op, the plugin
 // ("name version (ABI x.y)") and the reason; a NULL slot and UNSUPPORTED give
 // ErrorCode::unsupported.
 //
@@ -145,7 +145,7 @@ FERRUM_API std::optional<uint64_t> current_device_scope() noexcept;
 // Runs body() with contexts created inside it (Backend::create_context without an explicit
 // device) placed on device `ordinal`; std::nullopt means the backend's default (its selected
 // device). Scopes nest and are per thread. An ordinal > 0 is refused at create_context when
-// the plugin's supports_device_ordinal_scope is 0 (OPS.md §2).
+// the plugin's supports_device_ordinal_scope is 0 (docs/spec.md §2).
 template <class F>
 decltype(auto) with_device_ordinal(std::optional<uint64_t> ordinal, F&& body) {
   struct Restore {
@@ -156,7 +156,7 @@ decltype(auto) with_device_ordinal(std::optional<uint64_t> ordinal, F&& body) {
 }
 
 // Copies `src` (a buffer of src_ctx's plugin) into a new buffer on dst_ctx, which may belong to
-// another plugin or device, staged through host memory (DESIGN §1.8). Waits for src_ctx's work;
+// another plugin or device, staged through host memory (docs/design.md §1.8). Waits for src_ctx's work;
 // the upload completes before it returns. Returns ownership of the new buffer.
 FERRUM_API Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx);
 

@@ -7,7 +7,7 @@
 //   std::vector<float> r = ctx.to_vec(out, m * n);
 //
 // Errors are ferrum::Error (error.hpp). Objects are move-only owners; each keeps its plugin
-// loaded (DESIGN §2.5, §3).
+// loaded (docs/design.md §2.5, §3).
 #pragma once
 
 #include <ferrum/backend.hpp>

@@ -64,7 +64,7 @@ class FERRUM_API Buffer {
   uint64_t device_ = 0;
 };
 
-// Two marks on a context's stream (OPS.md §9); released through context->timer_release.
+// Two marks on a context's stream (docs/spec.md §9); released through context->timer_release.
 class FERRUM_API Timer {
  public:
   Timer() noexcept = default;
@@ -87,7 +87,7 @@ class FERRUM_API Timer {
   const ferrum_plugin_api* api_ = nullptr;
 };
 
-// An opaque quantised weight (OPS.md §11, §12); released through quant_matmul->qweight_release.
+// An opaque quantised weight (docs/spec.md §11, §12); released through quant_matmul->qweight_release.
 class FERRUM_API QWeight {
  public:
   QWeight() noexcept = default;
@@ -110,7 +110,7 @@ class FERRUM_API QWeight {
   const ferrum_plugin_api* api_ = nullptr;
 };
 
-// A quantised paged KV layer (OPS.md §7.3): the buffers of ferrum_kv_cache_quant, owned.
+// A quantised paged KV layer (docs/spec.md §7.3): the buffers of ferrum_kv_cache_quant, owned.
 struct KvCacheQuant {
   Buffer k, v;                // I8 or F8_E4M3 [N, block_size, num_kv_heads, head_dim]
   Buffer k_scales, v_scales;  // F32 [N, block_size, num_kv_heads]

@@ -1,4 +1,4 @@
-// ferrum loader — finds, opens, checks, probes and initialises backend plugins (DESIGN §2).
+// ferrum loader — finds, opens, checks, probes and initialises backend plugins (docs/design.md §2).
 //
 // Precedence of the backend choice: explicit argument > FERRUM_BACKEND > JSON config file
 // (FERRUM_CONFIG, else $XDG_CONFIG_HOME/ferrum/config.json or ~/.config/ferrum/config.json,

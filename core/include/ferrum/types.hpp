@@ -12,7 +12,7 @@
 
 namespace ferrum {
 
-// Element types (OPS.md §0.2); same numbers as FERRUM_DTYPE_*.
+// Element types (docs/spec.md §0.2); same numbers as FERRUM_DTYPE_*.
 enum class Dtype : int32_t {
   invalid = FERRUM_DTYPE_INVALID,
   f32 = FERRUM_DTYPE_F32,
@@ -59,7 +59,7 @@ FERRUM_API std::string_view op_family(Op op) noexcept;
 
 enum class DeviceKind : int32_t { unknown = 0, cpu = FERRUM_DEVICE_KIND_CPU, gpu = FERRUM_DEVICE_KIND_GPU };
 
-// Capability level (c) of DESIGN §1.6: what the plugin reports for one device.
+// Capability level (c) of docs/design.md §1.6: what the plugin reports for one device.
 struct DeviceProps {
   std::string name;
   DeviceKind kind = DeviceKind::unknown;
@@ -73,7 +73,7 @@ struct DeviceProps {
   }
 };
 
-// What context_info reports (OPS.md §2).
+// What context_info reports (docs/spec.md §2).
 struct ContextInfo {
   uint64_t device_ordinal = 0;
   Dtype activation_dtype = Dtype::invalid;
@@ -87,7 +87,7 @@ struct OpSupport {
   std::string_view name;
   std::string_view family;
   bool slot = false;            // the plugin provides the slot
-  bool facade_default = false;  // the facade composes the op when the slot is NULL (OPS.md §0.14)
+  bool facade_default = false;  // the facade composes the op when the slot is NULL (docs/spec.md §0.14)
   bool usable() const noexcept { return slot || facade_default; }
 };
 

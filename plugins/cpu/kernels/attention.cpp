@@ -34,7 +34,7 @@ inline float dot_f32(const float* a, const float* b, uint64_t n) {
   return r;
 }
 
-// Visible key range [lo, hi) of a query at position p (OPS.md §0.8).
+// Visible key range [lo, hi) of a query at position p (docs/spec.md §0.8).
 inline void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint64_t& lo, uint64_t& hi) {
   hi = causal ? std::min(L, p + 1) : L;
   lo = (W != 0 && p + 1 > W) ? p + 1 - W : 0;

@@ -1,4 +1,4 @@
-// ferrum CPU plugin — attention over contiguous KV (OPS.md §0.8, §5 flash_attention).
+// ferrum CPU plugin — attention over contiguous KV (docs/spec.md §0.8, §5 flash_attention).
 #ifndef FERRUM_CPU_KERNELS_ATTENTION_HPP
 #define FERRUM_CPU_KERNELS_ATTENTION_HPP
 

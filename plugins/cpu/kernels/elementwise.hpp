@@ -1,4 +1,4 @@
-// ferrum CPU plugin — element-wise, copy and gather kernels (OPS.md §3, copy_slice of §1).
+// ferrum CPU plugin — element-wise, copy and gather kernels (docs/spec.md §3, copy_slice of §1).
 // T in {float, f16, bf16}; dense row-major; f32 arithmetic, one rounding per output.
 // No argument validation: the glue layer checks shapes, aliasing and ranges.
 #ifndef FERRUM_CPU_KERNELS_ELEMENTWISE_HPP

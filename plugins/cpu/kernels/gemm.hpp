@@ -1,4 +1,4 @@
-// ferrum CPU plugin — dense GEMM (OPS.md §3 gemm, §0.6).
+// ferrum CPU plugin — dense GEMM (docs/spec.md §3 gemm, §0.6).
 #ifndef FERRUM_CPU_KERNELS_GEMM_HPP
 #define FERRUM_CPU_KERNELS_GEMM_HPP
 

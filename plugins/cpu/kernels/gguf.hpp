@@ -1,9 +1,9 @@
-// ferrum CPU plugin — GGUF quantised matmul kernels (OPS.md §11).
+// ferrum CPU plugin — GGUF quantised matmul kernels (docs/spec.md §11).
 //
 // Weights stay in their GGUF blocks (§11.1, row by row, little-endian). No call dequantises the
 // whole matrix: the matmul decodes one block (m = 1) or one tile of a few rows (m > 1) at a time.
 //
-// Precision (OPS.md §11.2 wins over the "quantise the activation to 8 bits" recipe of GGUF
+// Precision (docs/spec.md §11.2 wins over the "quantise the activation to 8 bits" recipe of GGUF
 // engines): activations are NOT quantised. Weights are decoded exactly to their f32 values and
 // multiplied with the f32-converted activations in f32 (FMA), so every activation dtype meets its
 // F-class tolerance (1e-5 for F32). The m = 1 paths (AVX-512: all six types; AVX2: Q4_0, Q8_0, Q4_K)

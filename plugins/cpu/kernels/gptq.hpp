@@ -1,4 +1,4 @@
-// ferrum CPU plugin — GPTQ int4 (W4A16) kernels (OPS.md §12).
+// ferrum CPU plugin — GPTQ int4 (W4A16) kernels (docs/spec.md §12).
 //
 // gptq_repack turns AutoGPTQ v1 tensors (§12.1) into GptqMatrix, the CPU kernel format:
 //   * rows are ordered by group (stable; act-order g_idx folded in) and each group's rows are padded

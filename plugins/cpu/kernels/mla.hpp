@@ -1,4 +1,4 @@
-// ferrum CPU plugin — multi-head latent attention, absorbed (FlashMLA-style) form (OPS.md §14).
+// ferrum CPU plugin — multi-head latent attention, absorbed (FlashMLA-style) form (docs/spec.md §14).
 #ifndef FERRUM_CPU_KERNELS_MLA_HPP
 #define FERRUM_CPU_KERNELS_MLA_HPP
 

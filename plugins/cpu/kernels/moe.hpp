@@ -1,11 +1,11 @@
-// ferrum CPU plugin — mixture-of-experts kernels (OPS.md §13).
+// ferrum CPU plugin — mixture-of-experts kernels (docs/spec.md §13).
 //
 // Framework-free: routing buffers arrive as plain I32 arrays with their element counts, and the
 // expert weights of moe_gemm / fused_moe as an ExpertMatmul callback (dense slice through
 // cpu::gemm, or a GPTQ stack through the plugin's quantised matmul), so this file knows no handle
 // type. T in {float, f16, bf16}; all sums run in f32.
 //
-// Determinism (OPS.md §0.4, §13.1): no kernel here has an order-dependent reduction. Every output
+// Determinism (docs/spec.md §0.4, §13.1): no kernel here has an order-dependent reduction. Every output
 // element is produced by exactly one thread, and every sum runs in a fixed order (ascending expert
 // for the softmax denominator, ascending k for the combines); the expert GEMMs inherit cpu::gemm's
 // thread-count independence. Work is spread over the pool with cpu::parallel_for.

@@ -1,6 +1,6 @@
-// ferrum CPU plugin — normalisation kernels (OPS.md §3 rms_norm, fused_add_rms_norm, layer_norm).
+// ferrum CPU plugin — normalisation kernels (docs/spec.md §3 rms_norm, fused_add_rms_norm, layer_norm).
 // T in {float, f16, bf16}; rows are [tokens, dim] dense row-major; weights are [dim].
-// Statistics run in f64 (OPS.md §0.2: "f32 or wider"), the normalisation in f32, and each
+// Statistics run in f64 (docs/spec.md §0.2: "f32 or wider"), the normalisation in f32, and each
 // output is rounded once. dim must be > 0 when tokens > 0 (the glue layer checks).
 #ifndef FERRUM_CPU_KERNELS_NORM_HPP
 #define FERRUM_CPU_KERNELS_NORM_HPP

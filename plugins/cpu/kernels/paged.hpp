@@ -1,4 +1,4 @@
-// ferrum CPU plugin — paged KV writers and attention (OPS.md §0.9–§0.11, §6) and the batched
+// ferrum CPU plugin — paged KV writers and attention (docs/spec.md §0.9–§0.11, §6) and the batched
 // per-cache decode kernels (§5.1).
 //
 // Framework-free: plain pointers, geometry structs and work lists the glue layer builds. All
@@ -60,7 +60,7 @@ struct PagedQuery {
 
 // out[row, h, :] = ATTN over 𝒱(pos, kv_len) (causal, sliding_window) for every query of the list
 // and every head h < num_heads, keys/values gathered through pool.block_tables (§6.2). A key
-// position whose block is out of range is skipped (its rows are unspecified by OPS.md).
+// position whose block is out of range is skipped (its rows are unspecified by docs/spec.md).
 // lse (may be null) receives lse[h·lse_stride + row] = m + ln Z, −∞ for an empty visible set.
 // q, out: [*, num_heads, head_dim] token-major. Parallel over (query, KV head).
 template <class T>

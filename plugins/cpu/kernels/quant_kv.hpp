@@ -1,13 +1,13 @@
 // ferrum CPU plugin — quantised paged KV: int8 and fp8 e4m3 codes with one f32 scale per
-// (token, KV head) (OPS.md §7).
+// (token, KV head) (docs/spec.md §7).
 //
-// Layout (OPS.md §0.10, "quantised paged"): codes [N, bs, nkv, D] at ((blk·bs + o)·nkv + h)·D + d,
+// Layout (docs/spec.md §0.10, "quantised paged"): codes [N, bs, nkv, D] at ((blk·bs + o)·nkv + h)·D + d,
 // scales F32 [N, bs, nkv] at (blk·bs + o)·nkv + h. `Code` is int8_t (I8) or f8e4m3 (F8_E4M3); T in
 // {float, f16, bf16} is the activation type; Idx in {uint32_t, int32_t} the block-table type.
 //
 // No validation of host fields (head counts, block lists, capacities): the glue layer checks.
 // Device-resident block-table entries are bounds-checked here: a key whose physical block is
-// out of range (>= num_blocks, or negative) is left out of the softmax (OPS.md §0.11 leaves the
+// out of range (>= num_blocks, or negative) is left out of the softmax (docs/spec.md §0.11 leaves the
 // row unspecified; nothing outside the buffers is read).
 #ifndef FERRUM_CPU_KERNELS_QUANT_KV_HPP
 #define FERRUM_CPU_KERNELS_QUANT_KV_HPP

@@ -1,4 +1,4 @@
-// ferrum CPU plugin — QK-norm / RoPE family (OPS.md §0.7, §4) and the contiguous KV append (§5).
+// ferrum CPU plugin — QK-norm / RoPE family (docs/spec.md §0.7, §4) and the contiguous KV append (§5).
 // T in {float, f16, bf16} is the activation type; C in {T, float} the RoPE table type. Tables
 // are [rows, D/2] row-major (row p = absolute position p). Each transform runs in f32 and
 // is rounded once. No validation (mode range, even D, positions < rows, cache capacity):

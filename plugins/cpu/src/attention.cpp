@@ -1,4 +1,4 @@
-// CPU plugin: contiguous KV cache and attention (OPS.md §0.8, §5) and the batched per-cache
+// CPU plugin: contiguous KV cache and attention (docs/spec.md §0.8, §5) and the batched per-cache
 // decode ops with their staging tables (§5.1). The paged family (§6) lives in paged_kv.cpp.
 #include <vector>
 

@@ -1,4 +1,4 @@
-// CPU plugin: context, capability flags and timer (OPS.md §2, §9). The CPU executes every op
+// CPU plugin: context, capability flags and timer (docs/spec.md §2, §9). The CPU executes every op
 // in the calling thread before returning, so the "stream" is always drained: sync is a no-op
 // and a timer mark is the monotonic clock at the call.
 #include <new>
@@ -12,7 +12,7 @@ namespace {
 
 using plugin::run_op;
 
-// Staging limits of OPS.md §5.1 (reported even before the batched ops exist).
+// Staging limits of docs/spec.md §5.1 (reported even before the batched ops exist).
 constexpr uint64_t kBatchedSlots = 128;
 constexpr uint64_t kBatchedItems = 64;
 
@@ -138,7 +138,7 @@ ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
   });
 }
 
-// Capability flags (OPS.md §2): the CPU plugin serves every op of each flag for every
+// Capability flags (docs/spec.md §2): the CPU plugin serves every op of each flag for every
 // activation dtype, any head_dim >= 1 and any block_size >= 1, so each flag is 1.
 template <class Args>
 ferrum_status capability_one(ferrum_context* ctx, const Args* a) {

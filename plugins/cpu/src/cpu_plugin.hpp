@@ -12,7 +12,7 @@ struct ferrum_context : ferrum::plugin::ContextBase {
   int32_t activation_dtype = FERRUM_DTYPE_F32;
   uint64_t device = 0;
 
-  // Staging tables of OPS.md §5.1 (batched_slots × batched_items), written only by
+  // Staging tables of docs/spec.md §5.1 (batched_slots × batched_items), written only by
   // populate_batched_pointers. APPEND slot: `first` holds the cache handles; ATTENTION slot:
   // `first`/`second` hold the (K, V) pairs. Eager calls never read them (the CPU has no capture).
   static constexpr uint64_t kBatchedSlots = 128;
@@ -49,7 +49,7 @@ extern const ferrum_quant_matmul_table kQuantMatmulTable;
 extern const ferrum_moe_table kMoeTable;
 extern const ferrum_mla_table kMlaTable;
 
-// Element-wise conversion between any two of F32/F16/BF16 (OPS.md §1 from_weight_bytes rules);
+// Element-wise conversion between any two of F32/F16/BF16 (docs/spec.md §1 from_weight_bytes rules);
 // equal dtypes copy bits. `src` may be unaligned.
 Status convert_elements(const void* src, int32_t src_dtype, void* dst, int32_t dst_dtype, uint64_t n);
 

@@ -1,4 +1,4 @@
-// CPU plugin: dense ops (OPS.md §3). Thin glue: op-specific checks, dtype dispatch, kernel call.
+// CPU plugin: dense ops (docs/spec.md §3). Thin glue: op-specific checks, dtype dispatch, kernel call.
 #include <vector>
 
 #include "glue.hpp"

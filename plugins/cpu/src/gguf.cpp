@@ -1,4 +1,4 @@
-// CPU plugin: GGUF quantised matmul (OPS.md §11) and qweight_release. Thin glue: op-specific
+// CPU plugin: GGUF quantised matmul (docs/spec.md §11) and qweight_release. Thin glue: op-specific
 // checks, dtype dispatch, kernel call (kernels/gguf.hpp).
 #include "glue.hpp"
 #include "qweight.hpp"

@@ -1,4 +1,4 @@
-// Shared argument checks of the CPU plugin's glue layer (op-specific rules of OPS.md that the
+// Shared argument checks of the CPU plugin's glue layer (op-specific rules of docs/spec.md that the
 // generated generic checks cannot express).
 #pragma once
 

@@ -1,4 +1,4 @@
-// CPU plugin: GPTQ int4 quantised matmul (OPS.md §12): load_gptq, load_gptq_stacked, marlin_gemm,
+// CPU plugin: GPTQ int4 quantised matmul (docs/spec.md §12): load_gptq, load_gptq_stacked, marlin_gemm,
 // and the internal GPTQ API of qweight.hpp. Thin glue over kernels/gptq.hpp.
 #include <memory>
 

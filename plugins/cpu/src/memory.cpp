@@ -1,4 +1,4 @@
-// CPU plugin: memory and transfer family (OPS.md §1). Buffers are 64-byte aligned host memory.
+// CPU plugin: memory and transfer family (docs/spec.md §1). Buffers are 64-byte aligned host memory.
 #include <cstdlib>
 #include <cstring>
 #include <new>

@@ -1,4 +1,4 @@
-// CPU plugin: multi-head latent attention, absorbed form (OPS.md §14). Any R, P >= 1.
+// CPU plugin: multi-head latent attention, absorbed form (docs/spec.md §14). Any R, P >= 1.
 #include "glue.hpp"
 #include "kernels/mla.hpp"
 

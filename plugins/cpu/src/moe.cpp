@@ -1,4 +1,4 @@
-// CPU plugin: the MoE family (OPS.md §13). Thin glue: op-specific checks, dtype dispatch, kernel
+// CPU plugin: the MoE family (docs/spec.md §13). Thin glue: op-specific checks, dtype dispatch, kernel
 // call. The CPU has no expert-count, top_k or block_size limits; expert weights are dense [E, n, k]
 // stacks (through cpu::gemm) or GPTQ stacks from load_gptq_stacked (through qweight.hpp).
 #include <algorithm>

@@ -1,4 +1,4 @@
-// CPU plugin: the paged-KV family (OPS.md §0.9–§0.11, §6): the four writers and the eight
+// CPU plugin: the paged-KV family (docs/spec.md §0.9–§0.11, §6): the four writers and the eight
 // attention ops, over the ferrum and the vLLM pool layouts. The glue validates the op-specific
 // rules (pool geometry, vLLM x, GQA, head_dim, block_size, byte offsets, capacity), then turns
 // the device metadata (cu_seqlens, lengths, tiles) into a bounds-checked work list for the

@@ -88,7 +88,7 @@ const ferrum_plugin_api kApi = {
     query_support,
     &kMemoryTable,
     &kContextTable,
-    /* graph: optional on CPU (OPS.md §8.1), not implemented */ nullptr,
+    /* graph: optional on CPU (docs/spec.md §8.1), not implemented */ nullptr,
     &kDenseTable,
     &kAttentionTable,
     &kPagedKvTable,

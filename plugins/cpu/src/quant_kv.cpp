@@ -1,4 +1,4 @@
-// CPU plugin: the quantised KV family (OPS.md §7): int8 and fp8 e4m3 paged layers — allocation,
+// CPU plugin: the quantised KV family (docs/spec.md §7): int8 and fp8 e4m3 paged layers — allocation,
 // append (the §7.2 recipe) and single-query paged decode attention over the dequantised values.
 // The int8 and fp8 slots share one implementation per op, templated on the args struct and the
 // code type.

@@ -1,4 +1,4 @@
-// CPU plugin: the quant_matmul family table (OPS.md §11 GGUF in gguf.cpp, §12 GPTQ in gptq.cpp).
+// CPU plugin: the quant_matmul family table (docs/spec.md §11 GGUF in gguf.cpp, §12 GPTQ in gptq.cpp).
 #include "qweight.hpp"
 
 namespace ferrum::cpu {

@@ -1,4 +1,4 @@
-// The CPU plugin's quantised weight (OPS.md §11, §12) and the internal API other families (MoE)
+// The CPU plugin's quantised weight (docs/spec.md §11, §12) and the internal API other families (MoE)
 // use to run GPTQ weights.
 //
 // A ferrum_qweight is either a GGUF matrix (its raw blocks, kept as uploaded) or a stack of

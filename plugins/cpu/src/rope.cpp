@@ -1,4 +1,4 @@
-// CPU plugin: the QK-norm / RoPE family (OPS.md §0.7, §4).
+// CPU plugin: the QK-norm / RoPE family (docs/spec.md §0.7, §4).
 #include <vector>
 
 #include "glue.hpp"

@@ -2,7 +2,7 @@
 // scratch and caches the ops of that context share.
 //
 // Thread contract: a DeviceContext is externally synchronised (one thread at a time), as
-// OPS.md §0.4 states for every call that takes a context. Different contexts may be used
+// docs/spec.md §0.4 states for every call that takes a context. Different contexts may be used
 // from different threads at once.
 //
 // Ownership: create() fills a DeviceContext that owns its stream, cuBLASLt handle, device

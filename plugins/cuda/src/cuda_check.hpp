@@ -15,7 +15,7 @@
 // On a CUDA failure the helper also calls cudaGetLastError() so that a non-sticky error
 // (e.g. a failed cudaMalloc) does not linger in the thread's last-error slot and get
 // blamed on the next, unrelated kernel launch. Sticky errors cannot be cleared and keep
-// surfacing, as OPS.md §0.12 requires.
+// surfacing, as docs/spec.md §0.12 requires.
 #pragma once
 
 #include <cublasLt.h>

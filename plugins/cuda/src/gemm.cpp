@@ -33,7 +33,7 @@ Status gemm_types(int32_t dtype, GemmTypes& t) noexcept {
   return dispatch_float(dtype, "gemm", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float>) {
-      t = {CUDA_R_32F, CUBLAS_COMPUTE_32F, CUDA_R_32F};  // full f32, no TF32 (OPS.md §0.2)
+      t = {CUDA_R_32F, CUBLAS_COMPUTE_32F, CUDA_R_32F};  // full f32, no TF32 (docs/spec.md §0.2)
     } else if constexpr (std::is_same_v<T, __half>) {
       t = {CUDA_R_16F, CUBLAS_COMPUTE_32F, CUDA_R_32F};
     } else {

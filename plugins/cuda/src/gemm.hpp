@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — dense GEMM through cuBLASLt (OPS.md §3 `gemm`, §0.6).
+// ferrum CUDA plugin — dense GEMM through cuBLASLt (docs/spec.md §3 `gemm`, §0.6).
 //
 // Thread contract: externally synchronised on the context.
 #pragma once

@@ -110,7 +110,7 @@ Status d2h(DeviceContext& ctx, void* dst, const void* src, uint64_t bytes) noexc
     FERRUM_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost,
                                       ctx.stream));
   }
-  // Always synchronise: a readback reports earlier asynchronous failures (OPS.md §0.12).
+  // Always synchronise: a readback reports earlier asynchronous failures (docs/spec.md §0.12).
   FERRUM_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
   return ok_status();
 }

@@ -5,7 +5,7 @@
 //
 // Transfer semantics:
 //   h2d_async  The host source is read before the call returns, so the caller may reuse or
-//              free it at once (OPS.md §0.4 "host memory is read before the call returns").
+//              free it at once (docs/spec.md §0.4 "host memory is read before the call returns").
 //              Chosen design: copies of up to kStagingSlots * kStagingSlotBytes (4 MiB) are
 //              staged through the context's pinned bounce slots (memcpy into a slot, then a
 //              truly asynchronous cudaMemcpyAsync from it; a slot is reused only after the
@@ -27,7 +27,7 @@
 namespace ferrum::cuda {
 
 // cudaMalloc on `device` (made current for the call). 0 bytes gives *ptr = nullptr and OK.
-// OUT_OF_MEMORY on allocation failure. Not capturable (OPS.md §1).
+// OUT_OF_MEMORY on allocation failure. Not capturable (docs/spec.md §1).
 [[nodiscard]] Status alloc(int device, uint64_t bytes, void** ptr) noexcept;
 
 // cudaFree on `device`; NULL-safe. The caller guarantees no enqueued work uses `ptr`.

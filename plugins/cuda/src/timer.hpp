@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — stream timer (OPS.md §9): two timing events on a context's stream.
+// ferrum CUDA plugin — stream timer (docs/spec.md §9): two timing events on a context's stream.
 //
 // Thread contract: externally synchronised on the timer (and on the context it records on).
 // Ownership: create_timer fills a Timer that owns two events; destroy_timer frees them and

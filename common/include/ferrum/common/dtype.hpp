@@ -1,10 +1,10 @@
 // ferrum — element types shared by the plugins and the facade (header-only, C++20).
 //
-// Exact conversions between f32 and the storage dtypes of OPS.md §0.2, the ABI dtype
-// <-> C++ type mapping, and the one dtype-dispatch helper every op uses (STYLE.md:
+// Exact conversions between f32 and the storage dtypes of docs/spec.md §0.2, the ABI dtype
+// <-> C++ type mapping, and the one dtype-dispatch helper every op uses (docs/design.md §6:
 // vLLM dispatch_utils / FlashInfer style, never a switch copied into each op).
 //
-// Rounding rules (OPS.md §0.2 rule 3, §1 from_weight_bytes, §7.1):
+// Rounding rules (docs/spec.md §0.2 rule 3, §1 from_weight_bytes, §7.1):
 //   - widening (f16/bf16/f8 -> f32) is exact;
 //   - narrowing rounds to nearest, ties to even; NaN stays (quiet) NaN, ±inf stays ±inf;
 //   - f16/bf16 overflow gives ±inf (no saturation); f8_e4m3 saturates to ±448.
@@ -220,7 +220,7 @@ constexpr const char* dtype_name(int32_t dtype) {
   }
 }
 
-// The activation dtypes (OPS.md §0.2 rule 1).
+// The activation dtypes (docs/spec.md §0.2 rule 1).
 constexpr bool is_float_dtype(int32_t dtype) {
   return dtype == FERRUM_DTYPE_F32 || dtype == FERRUM_DTYPE_F16 || dtype == FERRUM_DTYPE_BF16;
 }

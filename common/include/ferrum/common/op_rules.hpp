@@ -1,4 +1,4 @@
-// Op-specific argument rules of OPS.md that the generated generic checks cannot express, shared
+// Op-specific argument rules of docs/spec.md that the generated generic checks cannot express, shared
 // by the project's plugins so that every plugin rejects the same arguments with the same
 // detail text. Both the CPU glue (plugins/cpu/src/glue.hpp) and the CUDA glue use it.
 #pragma once
@@ -58,7 +58,7 @@ inline Status check_finite_eps(const char* op, float eps) {
   return ok_status();
 }
 
-// A dimension that must be positive while the op has work (OPS.md §0.12 "zero inner dimension").
+// A dimension that must be positive while the op has work (docs/spec.md §0.12 "zero inner dimension").
 inline Status check_positive(const char* op, const char* field, uint64_t v, bool work) {
   if (work && v == 0)
     return invalid(format("%s: argument '%s': expected > 0 while there is work, given 0", op, field));
@@ -81,7 +81,7 @@ inline Status check_min_count(const char* op, const char* field, const ferrum_bu
 // check_rope rejects the saturated value: no position may reach 2^64.
 inline uint64_t pos_end(uint64_t pos_offset, uint64_t tokens) { return common::sat_add(pos_offset, tokens); }
 
-// RoPE / qk-norm rules shared by the §4 ops and the paged writers (OPS.md §0.7). `pos_end` =
+// RoPE / qk-norm rules shared by the §4 ops and the paged writers (docs/spec.md §0.7). `pos_end` =
 // largest host position + 1 (0 when positions come from device memory). On success `rows` is
 // the table row count (0 in mode 0 or without work).
 inline Status check_rope(const char* op, const char* mode_field, int32_t mode, uint64_t D, float eps,
@@ -122,7 +122,7 @@ inline Status check_norm_weight(const char* op, const char* name, const ferrum_b
   return (mode == 1 && work) ? check_min_count(op, name, w, D) : ok_status();
 }
 
-// ---- memory family (OPS.md §1) -------------------------------------------------------------
+// ---- memory family (docs/spec.md §1) -------------------------------------------------------------
 // `len` elements must fit the buffer.
 inline Status check_len(const char* op, const char* field, uint64_t len, const ferrum_buffer* b) {
   if (len > b->count)
@@ -171,7 +171,7 @@ inline ferrum_status buffer_info(const ferrum_buffer_info_args* a) {
   });
 }
 
-// GQA shape (OPS.md §0.8): both head counts ≥ 1 and the query heads a multiple of the KV heads.
+// GQA shape (docs/spec.md §0.8): both head counts ≥ 1 and the query heads a multiple of the KV heads.
 inline Status check_gqa(const char* op, uint64_t nh, uint64_t nkv, const char* nh_name = "num_heads",
                         const char* nkv_name = "num_kv_heads") {
   if (nh == 0 || nkv == 0 || nh % nkv)

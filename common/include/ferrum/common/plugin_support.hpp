@@ -193,7 +193,7 @@ inline bool& dry_run_flag() {
 }
 
 // Whether this call may run while a graph capture is in flight: the op's G flag, plus the one
-// exception of OPS.md §8.2 — embedding_lookup with ids_len = 1 in dev-state mode reads the token
+// exception of docs/spec.md §8.2 — embedding_lookup with ids_len = 1 in dev-state mode reads the token
 // from device memory and is then capturable.
 template <class Ctx, class Args>
 bool capturable_call(const Ctx& ctx, const Args& args) {
@@ -207,7 +207,7 @@ bool capturable_call(const Ctx& ctx, const Args& args) {
 // The one way every context op of the project's plugins is entered ([no ctx] ops use guard):
 //   generic generated checks -> impl(ctx, args, dry) -> status recorded on the context.
 // impl does its op-specific checks, returns early with ok_status() when `dry` is true, and
-// otherwise enqueues the work. Nothing is enqueued when a check fails (OPS.md §0.4).
+// otherwise enqueues the work. Nothing is enqueued when a check fails (docs/spec.md §0.4).
 template <class Ctx, class Args, class Impl>
 ferrum_status run_op(Ctx* ctx, const Args* args, Impl&& impl) noexcept {
   constexpr int32_t id = ferrum::common::OpId<Args>::value;
@@ -218,7 +218,7 @@ ferrum_status run_op(Ctx* ctx, const Args* args, Impl&& impl) noexcept {
     ferrum::common::CheckError err;
     if (ferrum::common::check_args(acc, args, err) != FERRUM_STATUS_OK)
       return {err.status, err.message};
-    // OPS.md §0.4: while a graph capture is in flight only capturable (G) ops may run.
+    // docs/spec.md §0.4: while a graph capture is in flight only capturable (G) ops may run.
     if constexpr (requires { ctx->capturing; })
       if (ctx->capturing && !capturable_call(*ctx, *args))
         return invalid(std::string(name) + ": expected a capturable (G) op while a graph capture is in flight on "

@@ -38,7 +38,7 @@ enum class Status { pass, fail, unsupported, crash };
 const char* to_string(Status s) noexcept;
 
 // What a case body works with: the plugin under test, the run's activation dtype, seeded inputs,
-// poisoned outputs with guard regions, and the comparison rules of OPS.md §0.13.
+// poisoned outputs with guard regions, and the comparison rules of docs/spec.md §0.13.
 class Run {
  public:
   Run(Backend& backend, Context& ctx, Dtype dtype, uint64_t seed);

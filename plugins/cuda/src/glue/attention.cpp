@@ -1,4 +1,4 @@
-// CUDA plugin: contiguous KV and attention, batched per-cache decode (OPS.md §5, §5.1).
+// CUDA plugin: contiguous KV and attention, batched per-cache decode (docs/spec.md §5, §5.1).
 //
 // The op-specific checks mirror the CPU plugin's (same messages); the kernels live in
 // src/kernels/attention (flash.hpp says which path runs when).

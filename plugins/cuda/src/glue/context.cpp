@@ -1,4 +1,4 @@
-// CUDA plugin: context and timer (OPS.md §2, §9). A context owns one heap DeviceContext (one
+// CUDA plugin: context and timer (docs/spec.md §2, §9). A context owns one heap DeviceContext (one
 // non-blocking stream on one device, its cuBLASLt handle, workspace and staging). Timers are two
 // timing events on the device of the context that made them.
 #include <new>
@@ -12,7 +12,7 @@ namespace {
 
 using plugin::run_op;
 
-// Staging limits of OPS.md §5.1 (reported even before the batched ops exist).
+// Staging limits of docs/spec.md §5.1 (reported even before the batched ops exist).
 constexpr uint64_t kBatchedSlots = 128;
 constexpr uint64_t kBatchedItems = 64;
 
@@ -45,7 +45,7 @@ ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
       s.message = "new_context: " + s.message;
       return s;
     }
-    // Decode state (OPS.md §8.2): device u32[3] = {token, pos, kv}, zero until set_decode_state.
+    // Decode state (docs/spec.md §8.2): device u32[3] = {token, pos, kv}, zero until set_decode_state.
     void* state = nullptr;
     s = from_device(cuda::alloc(static_cast<int>(a->device_ordinal), 3 * sizeof(uint32_t), &state));
     if (s.ok()) s = from_device(memset_async(*dev, state, 3 * sizeof(uint32_t)));

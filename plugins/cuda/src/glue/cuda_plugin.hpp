@@ -3,7 +3,7 @@
 // shares (device-layer status conversion, device checks, buffer allocation).
 //
 // The glue validates the ABI args (generic generated checks through plugin::run_op, then the
-// op rules of OPS.md), makes the context's device current, and calls the ABI-agnostic device
+// op rules of docs/spec.md), makes the context's device current, and calls the ABI-agnostic device
 // layer (namespace ferrum::cuda). Nothing here is exported: the plugin's only dynamic symbol
 // is ferrum_plugin_entry_v1 (hidden visibility + cmake/ferrum-plugin.map).
 #pragma once
@@ -25,12 +25,12 @@ struct ferrum_context : ferrum::plugin::ContextBase {
   int32_t activation_dtype = FERRUM_DTYPE_F16;
   uint64_t device = 0;
 
-  // ---- graph family (OPS.md §8), owned by glue/graph.cpp ------------------------------------
+  // ---- graph family (docs/spec.md §8), owned by glue/graph.cpp ------------------------------------
   bool capturing = false;          // a stream capture is in flight: only G ops may run
   bool dev_state_mode = false;     // dev-state mode (§8.2): the four ops read dev_state
   uint32_t* dev_state = nullptr;   // device u32[3] = {token, pos, kv}; set_decode_state writes it
   void* graph_state = nullptr;     // the keyed graph cache (glue/graph.cpp)
-  // ---- batched per-cache decode staging (OPS.md §5.1), owned by glue/attention.cpp ----------
+  // ---- batched per-cache decode staging (docs/spec.md §5.1), owned by glue/attention.cpp ----------
   void* staging = nullptr;
 };
 
@@ -60,7 +60,7 @@ void release_graph_state(ferrum_context& c) noexcept;
 
 // The context's split-KV scratch (glue/attention.cpp), shared by every attention family: the
 // device's SM count (the split choice's input), and the block grown to `bytes` (UNSUPPORTED
-// during a capture that would need more, OPS.md's scratch rule).
+// during a capture that would need more, docs/spec.md's scratch rule).
 Status attention_sm_count(ferrum_context& c, int& sm_count);
 Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch);
 
@@ -98,7 +98,7 @@ struct NamedBuffer {
   const ferrum_buffer* buf;
 };
 
-// Every non-NULL buffer must live on the context's device (OPS.md §0.12: a handle from another
+// Every non-NULL buffer must live on the context's device (docs/spec.md §0.12: a handle from another
 // device is INVALID_ARGUMENT).
 Status check_devices(const char* op, const ferrum_context& c, std::initializer_list<NamedBuffer> bufs);
 

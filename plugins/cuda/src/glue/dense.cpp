@@ -1,12 +1,12 @@
-// CUDA plugin: dense ops and the QK-norm/RoPE family (OPS.md §3, §4).
+// CUDA plugin: dense ops and the QK-norm/RoPE family (docs/spec.md §3, §4).
 //
-// Thin glue: generic generated checks (plugin::run_op), then the op rules of OPS.md with the
+// Thin glue: generic generated checks (plugin::run_op), then the op rules of docs/spec.md with the
 // CPU plugin's messages (<ferrum/common/op_rules.hpp>), then the device check, the dry-run
 // stop, and one launch function of src/kernels/ on the context's stream. gemm goes through
 // cuBLASLt in the device layer. Every op here is asynchronous and allocation-free (hence
 // capturable) except argmax_rows_f16, the one synchronising op.
 //
-// Dev-state mode (OPS.md §8.2): with the mode on, embedding_lookup with ids_len = 1 gathers
+// Dev-state mode (docs/spec.md §8.2): with the mode on, embedding_lookup with ids_len = 1 gathers
 // the decode-state token dev_state[0] and qk_norm_rope with tokens = 1 rotates at dev_state[1];
 // both read them on the device, so the calls are capturable.
 #include <ferrum/common/op_rules.hpp>
@@ -219,7 +219,7 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
   if (s.ok() && !a.table) s = invalid("embedding_lookup: argument 'table': expected a buffer, given NULL");
   if (!s.ok()) return s;
   const uint64_t vocab = a.table->count / a.dim;
-  const bool dev = c.dev_state_mode && a.ids_len == 1;  // OPS.md §8.2: ids[0] is not read
+  const bool dev = c.dev_state_mode && a.ids_len == 1;  // docs/spec.md §8.2: ids[0] is not read
   // Large calls whose ids fit one pinned staging slot: the ids are checked while they are
   // copied into the slot (one host pass), and the gather reads them from there (mapped), so no
   // copy precedes it on the stream. The slot is taken (waiting for its previous use) before
@@ -286,7 +286,7 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
 }
 
 ferrum_status embedding_lookup(ferrum_context* ctx, const ferrum_embedding_lookup_args* a) {
-  // Capturable only in dev-state mode with ids_len = 1 (OPS.md §8.2): plugin::capturable_call.
+  // Capturable only in dev-state mode with ids_len = 1 (docs/spec.md §8.2): plugin::capturable_call.
   return run_op(ctx, a, embedding_lookup_impl);
 }
 
@@ -345,7 +345,7 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_qk_norm_rope_args& a, bool dry) -> Status {
     const char* op = "qk_norm_rope";
     const bool work = a.tokens && a.heads;
-    const bool dev = c.dev_state_mode && a.tokens == 1;  // OPS.md §8.2: p = dev_state[1]
+    const bool dev = c.dev_state_mode && a.tokens == 1;  // docs/spec.md §8.2: p = dev_state[1]
     uint64_t rows = 0;
     Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, dev ? 0 : pos_end(a.pos_offset, a.tokens),
                           work, rows);

@@ -1,4 +1,4 @@
-// CUDA plugin: graph capture and replay, decode state and dev-state mode (OPS.md §8).
+// CUDA plugin: graph capture and replay, decode state and dev-state mode (docs/spec.md §8).
 //
 // Capture is CUDA stream capture on the context's stream, in cudaStreamCaptureModeRelaxed.
 // Why Relaxed rather than ThreadLocal (or Global): the plugin itself enforces what may happen

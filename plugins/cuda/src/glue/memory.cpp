@@ -1,9 +1,9 @@
-// CUDA plugin: memory and transfer family (OPS.md §1). Buffers are device memory of the
+// CUDA plugin: memory and transfer family (docs/spec.md §1). Buffers are device memory of the
 // context's device (cudaMalloc through the device layer), remembering their ordinal.
 //
 // Conversions: host f32 -> activation dtype (from_slice, write_f32_to_activation) and
 // from_weight_bytes convert on the host with ferrum's common converters (exact widening,
-// round-to-nearest-even narrowing, no saturation: OPS.md §1), then upload; that keeps the
+// round-to-nearest-even narrowing, no saturation: docs/spec.md §1), then upload; that keeps the
 // asynchronous write_f32_to_activation free of temporary device memory. Device-side
 // conversions (copy_slice between float dtypes, to_vec of F16/BF16) use convert_async.
 #include <cstring>

@@ -10,7 +10,7 @@
 //     length a multiple of the vector width and 16-byte aligned bases; else scalar.
 //   argmax_rows: one block per row, a strided scan then a warp-shuffle + shared-memory
 //     reduction with an order-independent rule (deterministic).
-// Aliasing permitted by OPS.md (gelu out = x, add_inplace x = residual) is safe because every
+// Aliasing permitted by docs/spec.md (gelu out = x, add_inplace x = residual) is safe because every
 // element is read and written by the same thread; no pointer here is __restrict__ where the
 // ABI allows aliasing.
 #include <cuda_runtime.h>

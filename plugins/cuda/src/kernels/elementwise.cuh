@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — element-wise dense kernels (OPS.md §3): gelu, add_inplace,
+// ferrum CUDA plugin — element-wise dense kernels (docs/spec.md §3): gelu, add_inplace,
 // scaled_add_inplace, add_bias, split_qkv, fused_silu_mul_split(_strided), the two head/token
 // transposes and argmax_rows.
 //
@@ -54,7 +54,7 @@ namespace ferrum::cuda::kernels {
                                 cudaStream_t stream) noexcept;
 
 // out[r] = the smallest index of the row's maximum non-NaN value (−0 == +0), 0 for a row
-// without one (OPS.md §3 argmax_rows_f16). Synchronising: stream-ordered scratch
+// without one (docs/spec.md §3 argmax_rows_f16). Synchronising: stream-ordered scratch
 // (cudaMallocAsync), the kernel, a copy into host `out`, then waits for the stream.
 [[nodiscard]] Status argmax_rows(int32_t dtype, const void* logits, uint64_t m, uint64_t n, uint32_t* out,
                                  cudaStream_t stream) noexcept;

@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — row gathers (OPS.md §3): embedding_lookup (host ids, or the decode-state
+// ferrum CUDA plugin — row gathers (docs/spec.md §3): embedding_lookup (host ids, or the decode-state
 // token in dev-state mode) and embedding_lookup_dev (device ids).
 //
 // out[i, :] = table[id_i, :] as bit copies, or +0.0 for an id outside [0, vocab) where the ids
@@ -19,7 +19,7 @@ namespace ferrum::cuda::kernels {
 // parameters (chunks of kHostIdsPerLaunch per launch; a small parameter block for <= 16 ids),
 // so the host array may be reused as soon as the call returns and no device scratch or
 // staging copy is needed. Not capturable only because the ids are host values frozen at
-// launch (OPS.md §3). The glue uses this for n <= kHostIdsPerLaunch (one launch); larger
+// launch (docs/spec.md §3). The glue uses this for n <= kHostIdsPerLaunch (one launch); larger
 // calls copy the ids into a pinned staging slot and use embedding_mapped_ids (one launch), or,
 // beyond one slot, stage them into device scratch and use embedding_dev_ids.
 inline constexpr uint64_t kHostIdsPerLaunch = 960;

@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — row normalisations (OPS.md §3): rms_norm, fused_add_rms_norm, layer_norm.
+// ferrum CUDA plugin — row normalisations (docs/spec.md §3): rms_norm, fused_add_rms_norm, layer_norm.
 //
 // Launch functions: plain C++ signatures over raw device pointers of one ABI float dtype
 // (F32 / F16 / BF16), enqueued on `stream` (its device current), no allocation, capturable.

@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — the QK-norm / RoPE family (OPS.md §0.7, §4) as one kernel.
+// ferrum CUDA plugin — the QK-norm / RoPE family (docs/spec.md §0.7, §4) as one kernel.
 //
 // Every op of the family maps token-major head vectors of length D through a per-head
 // transform (mode 0 copy, 1 RMSNorm + NeoX, 2 NeoX, 3 GPT-J) into some output layout. The

@@ -1,5 +1,5 @@
 // ferrum CUDA plugin — device helpers shared by the attention kernels: float conversion,
-// cp.async, ldmatrix / mma.sync wrappers, and the visible-key range of OPS.md §0.8.
+// cp.async, ldmatrix / mma.sync wrappers, and the visible-key range of docs/spec.md §0.8.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -98,7 +98,7 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], const uin
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Visible keys of a query at position p over L keys (OPS.md §0.8): [lo, hi), empty if lo >= hi.
+// Visible keys of a query at position p over L keys (docs/spec.md §0.8): [lo, hi), empty if lo >= hi.
 __device__ __forceinline__ void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint64_t& lo,
                                               uint64_t& hi) {
   hi = causal ? (p + 1 < L ? p + 1 : L) : L;

@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — contiguous-KV attention kernels (OPS.md §5): host-side interface.
+// ferrum CUDA plugin — contiguous-KV attention kernels (docs/spec.md §5): host-side interface.
 //
 // Framework-free: plain pointers and sizes in, a Status out; no ABI type crosses this header.
 // The ABI glue (glue/attention.cpp, glue/graph.cpp) validates every field first; these
@@ -31,7 +31,7 @@
 
 namespace ferrum::cuda::attn {
 
-// Head sizes with compiled kernels (OPS.md §0.8; one flash_hd<N>.cu per size):
+// Head sizes with compiled kernels (docs/spec.md §0.8; one flash_hd<N>.cu per size):
 //   32 (small models: SmolLM-135M-class, TinyStories), 64 (GPT-2/Phi-2-small, many small models), 80 (Phi-2), 96 (Phi-3-mini), 112 (some
 //   Falcon/StarCoder variants), 128 (Llama, Qwen, Mistral — the common case),
 //   192 (DeepSeek MLA-style q/k with rope part), 256 (Gemma).
@@ -73,7 +73,7 @@ inline constexpr int decode_mma_stages(uint64_t hd) { return hd <= 128 ? 3 : 2; 
 inline constexpr uint64_t decode_mma_smem_bytes(uint64_t hd, uint64_t elem_bytes) {
   return elem_bytes * 2 * kDecodeMmaKeys * (hd + 8) * static_cast<uint64_t>(decode_mma_stages(hd));
 }
-// Batched per-cache decode: items per launch (OPS.md §5.1 batched_items).
+// Batched per-cache decode: items per launch (docs/spec.md §5.1 batched_items).
 inline constexpr int kMaxItems = 64;
 
 // Per-item cache pointers passed by value as a kernel parameter (eager batched calls): the
@@ -85,8 +85,8 @@ struct ItemPtrs {
 // Where the attention of one launch reads its per-row length and position.
 enum class LenSource : int32_t {
   host = 0,       // kv_len / pos_offset fields
-  dev_state = 1,  // L = min(dev_state[2], S), p = dev_state[1] (OPS.md §8.2; batch = q_len = 1)
-  per_item = 2,   // L = min(kv_lens[b], S), p = L - 1, causal (OPS.md §5.1)
+  dev_state = 1,  // L = min(dev_state[2], S), p = dev_state[1] (docs/spec.md §8.2; batch = q_len = 1)
+  per_item = 2,   // L = min(kv_lens[b], S), p = L - 1, causal (docs/spec.md §5.1)
 };
 
 struct FlashParams {

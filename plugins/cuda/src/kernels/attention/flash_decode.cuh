@@ -97,7 +97,7 @@ struct PrefillTile {
 };
 
 // The contiguous-cache source of flash_attention: row = b·q_len + i of the batched head-major
-// q/out, K/V rows [nkv, S, HD] per batch entry (or per item, OPS.md §5.1).
+// q/out, K/V rows [nkv, S, HD] per batch entry (or per item, docs/spec.md §5.1).
 template <class T, int HD>
 struct FlashSrc {
   static constexpr bool kMayVt = false;

@@ -1,5 +1,5 @@
 // ferrum CUDA plugin — attention kernels instantiated for head_dim 128: Llama 2/3, Qwen2/3, Mistral, Mixtral - the common case.
-// One head size per file so nvcc builds the sizes in parallel (OPS.md §0.8 lists the set).
+// One head size per file so nvcc builds the sizes in parallel (docs/spec.md §0.8 lists the set).
 #include "flash_decode.cuh"
 #include "flash_prefill.cuh"
 #include "paged_src.cuh"

@@ -1,5 +1,5 @@
 // ferrum CUDA plugin — attention kernels instantiated for head_dim 64: GPT-2-style and many small models (Phi-1.5/2-small, TinyLlama-class).
-// One head size per file so nvcc builds the sizes in parallel (OPS.md §0.8 lists the set).
+// One head size per file so nvcc builds the sizes in parallel (docs/spec.md §0.8 lists the set).
 #include "flash_decode.cuh"
 #include "flash_prefill.cuh"
 #include "paged_src.cuh"

@@ -1,5 +1,5 @@
 // ferrum CUDA plugin — attention kernels instantiated for head_dim 96: Phi-3-mini / Phi-3.5 (32 heads x 96).
-// One head size per file so nvcc builds the sizes in parallel (OPS.md §0.8 lists the set).
+// One head size per file so nvcc builds the sizes in parallel (docs/spec.md §0.8 lists the set).
 #include "flash_decode.cuh"
 #include "flash_prefill.cuh"
 #include "paged_src.cuh"

@@ -1,4 +1,4 @@
-// ferrum CUDA plugin — contiguous KV-cache appends (OPS.md §5, §5.1) and the decode-state
+// ferrum CUDA plugin — contiguous KV-cache appends (docs/spec.md §5, §5.1) and the decode-state
 // write (§8.2). Rows are copied as raw bytes with the widest vector (16/8/4/2 bytes) that
 // divides the row size and every base address; rows whose device-supplied position is out of
 // range are skipped (§0.11).

@@ -26,7 +26,7 @@
 
 namespace ferrum::cuda::attn {
 
-// How grid rows map to queries (OPS.md's §6.2 summary table):
+// How grid rows map to queries (docs/spec.md's §6.2 summary table):
 enum class PagedRows : int32_t {
   uniform = 0,  // row = s·q_len + i, L = lens[s], p = L − q_len + i
   varlen = 1,   // row = token g of sequence s (cu), L = lens[s] + q_len_s, p = lens[s] + j (pos_offsets)
