@@ -137,7 +137,7 @@ def generate_facade():
     w("bool call_facade(Context& ctx, int32_t op, const void* args) {")
     w("  switch (op) {")
     for op in gen_facade.generated_ops(ops):
-        params, _, _, _, _ = gen_facade.plan(op)
+        params = gen_facade.plan(op)[0]
         exprs, pre = [], []
         for prm in params:
             e, p = facade_arg(op, prm)
