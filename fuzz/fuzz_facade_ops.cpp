@@ -255,17 +255,20 @@ class Filler {
 
   uint64_t largest() const { return largest_; }
 
-  void scalar_u64(uint64_t& x, const char*) { note(x = read_u64(r_)); }
-  void scalar_u32(uint32_t& x, const char*) { note(x = read_u32(r_)); }
-  void scalar_flag(uint32_t& x, const char*) { note(x = read_u32(r_)); }
-  void scalar_i32(int32_t& x, const char*) { x = read_i32(r_); }
-  void scalar_f32(float& x, const char*) { x = read_f32(r_); }
-  void scalar_f64(double& x, const char*) { x = read_f64(r_); }
+  void scalar_u64(uint64_t& x, const char* n) { show(n, "%llu", (unsigned long long)(x = read_u64(r_))); note(x); }
+  void scalar_u32(uint32_t& x, const char* n) { show(n, "%u", x = read_u32(r_)); note(x); }
+  void scalar_flag(uint32_t& x, const char* n) { show(n, "%u", x = read_u32(r_)); note(x); }
+  void scalar_i32(int32_t& x, const char* n) { show(n, "%d", x = read_i32(r_)); }
+  void scalar_f32(float& x, const char* n) { show(n, "%g", static_cast<double>(x = read_f32(r_))); }
+  void scalar_f64(double& x, const char* n) { show(n, "%g", x = read_f64(r_)); }
 
   template <class P>
-  void buffer(P& b, const char*, const char*) {
+  void buffer(P& b, const char* n, const char*) {
     const uint8_t s = r_.byte();
-    b = s == 0 ? nullptr : w_.pool[(s - 1) % w_.pool.size()].get();
+    const size_t i = (s - 1) % w_.pool.size();
+    b = s == 0 ? nullptr : w_.pool[i].get();
+    if (s == 0) show(n, "%s", "NULL");
+    else show(n, "pool[%zu] (%s x %llu)", i, to_string(kPool[i].dtype).data(), (unsigned long long)kPool[i].n);
   }
 
   template <class P>
@@ -302,15 +305,17 @@ class Filler {
   }
 
   template <class P>
-  void host_in(P& p, const char*, uint64_t elem_bytes, uint64_t count) {
+  void host_in(P& p, const char* n, uint64_t elem_bytes, uint64_t count) {
     unsigned char* region = next_region(elem_bytes, count);
+    show(n, "%s", region ? "host memory" : "NULL");
     if (region) std::memcpy(region, w_.pattern.data(), kArena);
     if (region && tail_) std::memcpy(region, tail_, tail_size_);
     p = reinterpret_cast<P>(region);
   }
   template <class P>
-  void host_out(P& p, const char*, uint64_t elem_bytes, uint64_t count) {
+  void host_out(P& p, const char* n, uint64_t elem_bytes, uint64_t count) {
     unsigned char* region = next_region(elem_bytes, count);
+    show(n, "%s", region ? "host memory" : "NULL");
     if (region) std::memset(region, 0xA5, 256);
     p = reinterpret_cast<P>(region);
   }
@@ -376,16 +381,15 @@ class Filler {
       case 7: a.struct_size = 0; break;
       default: a.struct_size = sizeof(Args); break;
     }
-    static const bool verbose = std::getenv("FERRUM_FUZZ_VERBOSE") != nullptr;
     const bool ok = fuzz::expect_ok_or_error(kHarness, [&] {
       try {
         if constexpr (std::is_same_v<Args, ferrum_supports_device_ordinal_scope_args>)
           (void)w_.backend.supports_device_ordinal_scope();  // [no ctx]: the facade asks via Backend
         else
           detail::ContextAccess::invoke(w_.ctx, *args);
-        if (verbose) std::fprintf(stderr, "%s: OK\n", info->name.data());
+        if (verbose()) std::fprintf(stderr, "%s: OK\n", info->name.data());
       } catch (const Error& e) {
-        if (verbose) std::fprintf(stderr, "%s: %s\n", info->name.data(), e.what());
+        if (verbose()) std::fprintf(stderr, "%s: %s\n", info->name.data(), e.what());
         throw;
       }
     });
@@ -404,6 +408,19 @@ class Filler {
   };
 
   void note(uint64_t v) { largest_ = std::max(largest_, v); }
+
+  // FERRUM_FUZZ_VERBOSE: each decoded field on stderr (to read a reproducer).
+  template <class... T>
+  static void show(const char* name, const char* fmt, T... v) {
+    if (!verbose()) return;
+    std::fprintf(stderr, "  %s = ", name);
+    std::fprintf(stderr, fmt, v...);
+    std::fprintf(stderr, "\n");
+  }
+  static bool verbose() {
+    static const bool v = std::getenv("FERRUM_FUZZ_VERBOSE") != nullptr;
+    return v;
+  }
 
   unsigned char* next_region(uint64_t elem_bytes, uint64_t count) {
     const uint8_t s = r_.byte();
