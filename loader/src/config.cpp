@@ -98,7 +98,7 @@ Config read_config_file(const std::string& path) {
   json doc;
   try {
     doc = json::parse(text.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e400
     fail(path, std::string("invalid JSON: ") + e.what());
   }
   if (!doc.is_object())

@@ -307,6 +307,7 @@ TEST_CASE("config errors", "[loader][config]") {
   }
   SECTION("invalid JSON") {
     CHECK_THAT(config_error(R"({"backend": )"), Contains("invalid JSON"));
+    CHECK_THAT(config_error(R"({"backend": 1e400})"), Contains("number overflow"));  // found by fuzz_config
   }
   SECTION("not an object") { CHECK_THAT(config_error("[1, 2]"), Contains("must be an object")); }
   SECTION("a missing FERRUM_CONFIG file") {

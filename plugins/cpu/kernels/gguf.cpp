@@ -252,7 +252,7 @@ FERRUM_AVX2 float row_dot_q4_k(const uint8_t* row, const float* x, const float* 
 
 bool has_avx2() {
   static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                        __builtin_cpu_supports("f16c");
+                        simd::has_f16c();
   return v;
 }
 #else

@@ -18,6 +18,7 @@
 #include <ferrum/common/dtype.hpp>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FERRUM_SIMD_X86 1
 #define FERRUM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
@@ -27,12 +28,18 @@
 namespace ferrum::cpu::simd {
 
 #if FERRUM_SIMD_X86
+// F16C through cpuid: __builtin_cpu_supports("f16c") is GCC-only (clang 14 rejects it).
+inline bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+
 inline bool has_avx512() {
   static const bool v = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+           __builtin_cpu_supports("fma") && has_f16c();
   }();
   return v;
 }
