@@ -568,8 +568,12 @@ TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda
   expect(ferrum::ErrorCode::invalid_argument, "block_size", [&] {
     ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, p.nh, p.nkv, p.D, 0, 2, 0.0f, 0);
   });
-  expect(ferrum::ErrorCode::unsupported, "head_dim", [&] {  // 48 has no CUDA kernel (valid on the CPU)
-    ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, 16, 4, 48, p.bs, 2, 0.0f, 0);
+  // 48 has no CUDA kernel (valid on the CPU): pools and outputs sized for head_dim 48, so every
+  // argument is valid and the only answer left is UNSUPPORTED naming head_dim.
+  ferrum::Buffer q48 = ctx.alloc_typed(D(dt), p.S * 16 * 48), out48 = ctx.alloc_typed(D(dt), p.S * 16 * 48);
+  ferrum::Buffer k48 = ctx.alloc_typed(D(dt), p.nblocks * p.bs * 4 * 48), v48 = ctx.alloc_typed(D(dt), p.nblocks * p.bs * 4 * 48);
+  expect(ferrum::ErrorCode::unsupported, "head_dim", [&] {
+    ctx.paged_batched_decode_attention(q48, k48, v48, out48, bt, bl, p.S, 20, 16, 4, 48, p.bs, 2, 0.0f, 0);
   });
   expect(ferrum::ErrorCode::invalid_argument, "num_heads", [&] {
     ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, 6, 4, p.D, p.bs, 2, 0.0f, 0);
