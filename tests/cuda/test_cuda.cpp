@@ -100,7 +100,7 @@ ferrum::Buffer upload(ferrum::Context& ctx, int32_t dt, const bytes& b) {
 
 bytes download(ferrum::Context& ctx, const ferrum::Buffer& buf, int32_t dt, uint64_t n) {
   bytes out(n * ft::dtype_size(dt));
-  ctx.read_typed(buf, D(dt), n, out.data());
+  ctx.read_typed({.src = buf, .dtype = D(dt), .len = n, .data = out.data()});
   return out;
 }
 
@@ -108,7 +108,7 @@ bytes download(ferrum::Context& ctx, const ferrum::Buffer& buf, int32_t dt, uint
 ferrum::Buffer poisoned(ferrum::Context& ctx, int32_t dt, uint64_t n) {
   ferrum::Buffer b = ctx.alloc_typed(D(dt), n);
   const bytes p = ft::poison_bytes(dt, n);
-  if (n) ctx.write_typed(b, D(dt), p.data(), n);
+  if (n) ctx.write_typed({.dst = b, .dtype = D(dt), .data = p.data(), .data_len = n});
   return b;
 }
 
@@ -230,7 +230,7 @@ TEST_CASE("gemm against a float64 reference", "[cuda][gemm]") {
   ferrum::Buffer db = upload(ctx, dt, ft::encode(dt, b));
   constexpr uint64_t kGuard = 16;
   ferrum::Buffer dout = poisoned(ctx, dt, m * n + kGuard);
-  ctx.gemm(da, db, dout, m, n, k);
+  ctx.gemm({.a = da, .b = db, .out = dout, .m = m, .n = n, .k = k});
   const bytes got = download(ctx, dout, dt, m * n + kGuard);
   CHECK(ft::all_poison(dt, got, m * n, kGuard));  // nothing past [m, n] written
   std::vector<double> ref;
@@ -249,7 +249,7 @@ TEST_CASE("gemm error paths", "[cuda][gemm]") {
   ferrum::Buffer b = ctx.alloc_typed(ferrum::Dtype::f16, 3 * 8);
   ferrum::Buffer small = ctx.alloc_typed(ferrum::Dtype::f16, 4 * 3 - 1);
   try {
-    ctx.gemm(a, b, small, 4, 3, 8);
+    ctx.gemm({.a = a, .b = b, .out = small, .m = 4, .n = 3, .k = 8});
     FAIL("gemm with a too-small out succeeded");
   } catch (const ferrum::Error& e) {
     INFO(e.what());
@@ -258,9 +258,9 @@ TEST_CASE("gemm error paths", "[cuda][gemm]") {
     CHECK(contains(e.what(), "out"));
   }
   ferrum::Buffer out32 = ctx.alloc_typed(ferrum::Dtype::f32, 4 * 3);
-  CHECK_THROWS_AS(ctx.gemm(a, b, out32, 4, 3, 8), ferrum::Error);  // mixed activation dtypes
+  CHECK_THROWS_AS(ctx.gemm({.a = a, .b = b, .out = out32, .m = 4, .n = 3, .k = 8}), ferrum::Error);  // mixed activation dtypes
   ferrum::Buffer out = ctx.alloc_typed(ferrum::Dtype::f16, 4 * 4);
-  CHECK_THROWS_AS(ctx.gemm(a, b, a, 4, 3, 8), ferrum::Error);  // out aliases a
+  CHECK_THROWS_AS(ctx.gemm({.a = a, .b = b, .out = a, .m = 4, .n = 3, .k = 8}), ferrum::Error);  // out aliases a
   (void)out;
 }
 
@@ -279,7 +279,7 @@ TEST_CASE("copy_slice converts exactly like the host", "[cuda][memory]") {
   padded.insert(padded.end(), v.begin(), v.end());
   ferrum::Buffer src = upload(ctx, sd, ft::encode(sd, padded));
   ferrum::Buffer dst = poisoned(ctx, dd, doff + len + 7);
-  ctx.copy_slice(src, so, dst, doff, len);
+  ctx.copy_slice({.src = src, .src_offset = so, .dst = dst, .dst_offset = doff, .len = len});
   const bytes got = download(ctx, dst, dd, doff + len + 7);
   CHECK(ft::all_poison(dd, got, 0, doff));
   CHECK(ft::all_poison(dd, got, doff + len, 7));
@@ -292,7 +292,7 @@ TEST_CASE("copy_slice converts exactly like the host", "[cuda][memory]") {
   // NaN stays NaN.
   ferrum::Buffer nan_src = upload(ctx, sd, ft::poison_bytes(sd, 4));
   ferrum::Buffer nan_dst = ctx.alloc_typed(D(dd), 4);
-  ctx.copy_slice(nan_src, 0, nan_dst, 0, 4);
+  ctx.copy_slice({.src = nan_src, .src_offset = 0, .dst = nan_dst, .dst_offset = 0, .len = 4});
   for (double x : ft::decode(dd, download(ctx, nan_dst, dd, 4))) CHECK(std::isnan(x));
 }
 
@@ -303,18 +303,18 @@ TEST_CASE("copy_slice rules", "[cuda][memory]") {
   std::vector<int32_t> ids(64);
   for (int32_t i = 0; i < 64; ++i) ids[static_cast<size_t>(i)] = i * 3 - 50;
   ferrum::Buffer buf = ctx.from_slice_typed(std::span<const int32_t>(ids));
-  ctx.copy_slice(buf, 0, buf, 32, 32);  // same handle, disjoint ranges: OK
+  ctx.copy_slice({.src = buf, .src_offset = 0, .dst = buf, .dst_offset = 32, .len = 32});  // same handle, disjoint ranges: OK
   const std::vector<int32_t> back = ctx.read_typed<int32_t>(buf, 64);
   for (int i = 0; i < 32; ++i) CHECK(back[static_cast<size_t>(32 + i)] == ids[static_cast<size_t>(i)]);
   try {
-    ctx.copy_slice(buf, 0, buf, 16, 32);
+    ctx.copy_slice({.src = buf, .src_offset = 0, .dst = buf, .dst_offset = 16, .len = 32});
     FAIL("overlapping copy_slice succeeded");
   } catch (const ferrum::Error& e) {
     CHECK(e.code() == ferrum::ErrorCode::invalid_argument);
   }
   ferrum::Buffer f = ctx.alloc_typed(ferrum::Dtype::f32, 64);
-  CHECK_THROWS_AS(ctx.copy_slice(buf, 0, f, 0, 8), ferrum::Error);      // I32 -> F32 is not a pair
-  CHECK_THROWS_AS(ctx.copy_slice(f, 60, f, 0, 8), ferrum::Error);       // src range past the end
+  CHECK_THROWS_AS(ctx.copy_slice({.src = buf, .src_offset = 0, .dst = f, .dst_offset = 0, .len = 8}), ferrum::Error);      // I32 -> F32 is not a pair
+  CHECK_THROWS_AS(ctx.copy_slice({.src = f, .src_offset = 60, .dst = f, .dst_offset = 0, .len = 8}), ferrum::Error);       // src range past the end
 }
 
 TEST_CASE("write_typed / read_typed / to_vec round trips for every dtype", "[cuda][memory]") {
@@ -336,7 +336,7 @@ TEST_CASE("write_typed / read_typed / to_vec round trips for every dtype", "[cud
   const bytes enc = ft::encode(dt, v);
   ferrum::Buffer buf = ctx.alloc_typed(D(dt), n + 3);
   CHECK(download(ctx, buf, dt, n + 3) == bytes((n + 3) * ft::dtype_size(dt), 0));  // alloc_typed zeroes
-  ctx.write_typed(buf, D(dt), enc.data(), n);
+  ctx.write_typed({.dst = buf, .dtype = D(dt), .data = enc.data(), .data_len = n});
   const bytes got = download(ctx, buf, dt, n + 3);
   CHECK(bytes(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(enc.size())) == enc);
   const std::vector<float> f = ctx.to_vec(buf, n);
@@ -370,7 +370,7 @@ TEST_CASE("from_slice, from_weight_bytes and write_f32_to_activation round exact
       const bytes raw = ft::encode(sd, stored);
       bytes unaligned(raw.size() + 1);  // start at an odd address
       std::copy(raw.begin(), raw.end(), unaligned.begin() + 1);
-      ferrum::Buffer b = ctx.from_weight_bytes(std::span<const uint8_t>(unaligned.data() + 1, raw.size()), D(sd), D(dd));
+      ferrum::Buffer b = ctx.from_weight_bytes({.raw = std::span<const uint8_t>(unaligned.data() + 1, raw.size()), .src_dtype = D(sd), .dst_dtype = D(dd)});
       REQUIRE(b.count() == stored.size());
       const ft::CompareResult r = ft::compare_bytes(download(ctx, b, dd, stored.size()), ft::encode(dd, stored), dd, 0);
       INFO(r.message);
@@ -385,7 +385,7 @@ TEST_CASE("from_slice, from_weight_bytes and write_f32_to_activation round exact
     CHECK(ft::compare_bytes(body, ft::encode(FERRUM_DTYPE_BF16, v), FERRUM_DTYPE_BF16, 0).ok);
   }
   const uint8_t odd[3] = {1, 2, 3};
-  CHECK_THROWS_AS(ctx.from_weight_bytes(std::span<const uint8_t>(odd, 3), ferrum::Dtype::f16), ferrum::Error);
+  CHECK_THROWS_AS(ctx.from_weight_bytes({.raw = std::span<const uint8_t>(odd, 3), .src_dtype = ferrum::Dtype::f16}), ferrum::Error);
 }
 
 TEST_CASE("zero_buffer zeroes exactly the prefix", "[cuda][memory]") {
@@ -419,7 +419,7 @@ TEST_CASE("timer rules", "[cuda][timer]") {
   const std::vector<double> a = ft::normal_dtype(FERRUM_DTYPE_F16, 256 * 256, 0.0, 1.0, 3);
   ferrum::Buffer da = upload(ctx, FERRUM_DTYPE_F16, ft::encode(FERRUM_DTYPE_F16, a));
   ferrum::Buffer out = ctx.alloc_typed(ferrum::Dtype::f16, 256 * 256);
-  ctx.gemm(da, da, out, 256, 256, 256);
+  ctx.gemm({.a = da, .b = da, .out = out, .m = 256, .n = 256, .k = 256});
   ctx.record_end(t);
   const double ms = ctx.elapsed_ms(t);
   CHECK(ms >= 0.0);

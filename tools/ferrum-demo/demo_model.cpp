@@ -139,38 +139,38 @@ void Model::record_decode_step() {
   const uint64_t H = c.hidden, hd = c.head_dim, cap = c.max_positions;
   const float eps = static_cast<float>(c.eps);
   const uint32_t unused_id[1] = {0};  // not read in dev-state mode
-  ctx_.embedding_lookup(embedding_, unused_id, x_, H);
-  ctx_.rms_norm(x_, layers_[0].input_norm, eps, a_, 1, H);
+  ctx_.embedding_lookup({.table = embedding_, .ids = unused_id, .out = x_, .dim = H});
+  ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer& L = layers_[l];
-    ctx_.gemm(a_, L.w_qkv, qkv_, 1, (c.q_heads + 2 * c.kv_heads) * hd, H);
-    ctx_.split_qkv(qkv_, q_raw_, k_raw_, v_raw_, 1, c.q_heads * hd, c.kv_heads * hd);
-    ctx_.qk_norm_rope(q_raw_, &L.q_norm, &cos_, &sin_, q_, 1, c.q_heads, hd, 0, eps, FERRUM_QK_MODE_NORM_NEOX);
-    ctx_.qk_norm_rope(k_raw_, &L.k_norm, &cos_, &sin_, k_rot_, 1, c.kv_heads, hd, 0, eps, FERRUM_QK_MODE_NORM_NEOX);
-    ctx_.kv_cache_append_head_major(L.cache_k, L.cache_v, 0, cap, k_rot_, v_raw_, 1, c.kv_heads, hd);
-    ctx_.flash_attention(q_, L.cache_k, L.cache_v, attn_, 1, 1, 1, 0, c.q_heads, c.kv_heads, hd, true, 0.0f, cap, 0);
-    ctx_.gemm(attn_, L.w_o, o_, 1, H, c.q_heads * hd);
-    ctx_.fused_add_rms_norm(x_, o_, L.post_norm, eps, a_, 1, H);
-    ctx_.gemm(a_, L.w_gate_up, gate_up_, 1, 2 * c.ffn, H);
-    ctx_.fused_silu_mul_split(gate_up_, act_, 1, c.ffn);
-    ctx_.gemm(act_, L.w_down, down_, 1, H, c.ffn);
+    ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = 1, .n = (c.q_heads + 2 * c.kv_heads) * hd, .k = H});
+    ctx_.split_qkv({.qkv = qkv_, .q = q_raw_, .k = k_raw_, .v = v_raw_, .tokens = 1, .q_dim = c.q_heads * hd, .kv_dim = c.kv_heads * hd});
+    ctx_.qk_norm_rope({.input = q_raw_, .norm_w = &L.q_norm, .cos = &cos_, .sin = &sin_, .output = q_, .tokens = 1, .heads = c.q_heads, .head_dim = hd, .pos_offset = 0, .eps = eps, .mode = static_cast<ferrum::QkMode>(FERRUM_QK_MODE_NORM_NEOX)});
+    ctx_.qk_norm_rope({.input = k_raw_, .norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .output = k_rot_, .tokens = 1, .heads = c.kv_heads, .head_dim = hd, .pos_offset = 0, .eps = eps, .mode = static_cast<ferrum::QkMode>(FERRUM_QK_MODE_NORM_NEOX)});
+    ctx_.kv_cache_append_head_major({.cache_k = L.cache_k, .cache_v = L.cache_v, .cache_len = 0, .cache_capacity = cap, .new_k_head_major = k_rot_, .new_v_head_major = v_raw_, .new_tokens = 1, .nkv = c.kv_heads, .hd = hd});
+    ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = 1, .kv_len = 1, .pos_offset = 0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = cap, .sliding_window = 0});
+    ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = 1, .n = H, .k = c.q_heads * hd});
+    ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
+    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = 1, .n = 2 * c.ffn, .k = H});
+    ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = 1, .im = c.ffn});
+    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = 1, .n = H, .k = c.ffn});
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
-    ctx_.fused_add_rms_norm(x_, down_, next_norm, eps, a_, 1, H);
+    ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
   }
-  ctx_.gemm(a_, lm_head_, logits_, 1, c.vocab, H);
+  ctx_.gemm({.a = a_, .b = lm_head_, .out = logits_, .m = 1, .n = c.vocab, .k = H});
 }
 
 uint32_t Model::decode_graph(uint32_t token) {
   if (len_ + 1 > cfg_.max_positions)
     throw std::invalid_argument("ferrum-demo: decode beyond the configured positions");
   constexpr uint64_t kKey = 1;
-  ctx_.set_decode_state(token, static_cast<uint32_t>(len_));
+  ctx_.set_decode_state({.token = token, .step = static_cast<uint32_t>(len_)});
   if (!graph_captured_) {
     // Warm-up: run the step eagerly once in dev-state mode so every plugin scratch is grown
     // before the capture (OPS.md §0.4), then record it.
     ctx_.set_dev_state_mode(true);
     record_decode_step();
-    ctx_.set_decode_state(token, static_cast<uint32_t>(len_));
+    ctx_.set_decode_state({.token = token, .step = static_cast<uint32_t>(len_)});
     ctx_.begin_graph_capture();
     record_decode_step();
     ctx_.end_graph_capture(kKey);
@@ -179,7 +179,7 @@ uint32_t Model::decode_graph(uint32_t token) {
   }
   if (!ctx_.replay_graph(kKey)) throw std::runtime_error("ferrum-demo: the decode graph was not replayed");
   len_ += 1;
-  return ctx_.argmax_rows_f16(logits_, 1, cfg_.vocab)[0];
+  return ctx_.argmax_rows_f16({.logits = logits_, .m = 1, .n = cfg_.vocab})[0];
 }
 
 std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t& next, bool want_logits) {
@@ -189,31 +189,31 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
     throw std::invalid_argument("ferrum-demo: forward beyond the configured token/position limits");
   const float eps = static_cast<float>(c.eps);
 
-  ctx_.embedding_lookup(embedding_, tokens, x_, H);
-  ctx_.rms_norm(x_, layers_[0].input_norm, eps, a_, T, H);
+  ctx_.embedding_lookup({.table = embedding_, .ids = tokens, .out = x_, .dim = H});
+  ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer& L = layers_[l];
-    ctx_.gemm(a_, L.w_qkv, qkv_, T, (c.q_heads + 2 * c.kv_heads) * hd, H);
+    ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = T, .n = (c.q_heads + 2 * c.kv_heads) * hd, .k = H});
     // q head-major [nq, T, hd]; K/V rotated/copied straight into the contiguous caches.
-    ctx_.split_qkv_norm_rope_into_cache(qkv_, &L.q_norm, &L.k_norm, &cos_, &sin_, q_, L.cache_k, L.cache_v, T,
-                                        c.q_heads, c.kv_heads, hd, p0, eps, FERRUM_QK_MODE_NORM_NEOX, p0,
-                                        c.max_positions);
-    ctx_.flash_attention(q_, L.cache_k, L.cache_v, attn_, 1, T, p0 + T, p0, c.q_heads, c.kv_heads, hd, true, 0.0f,
-                         c.max_positions, 0);
-    ctx_.transpose_head_to_token(attn_, attn_t_, T, c.q_heads, hd);
-    ctx_.gemm(attn_t_, L.w_o, o_, T, H, c.q_heads * hd);
-    ctx_.fused_add_rms_norm(x_, o_, L.post_norm, eps, a_, T, H);  // x += o; a = norm(x)
-    ctx_.gemm(a_, L.w_gate_up, gate_up_, T, 2 * c.ffn, H);
-    ctx_.fused_silu_mul_split(gate_up_, act_, T, c.ffn);
-    ctx_.gemm(act_, L.w_down, down_, T, H, c.ffn);
+    ctx_.split_qkv_norm_rope_into_cache({.qkv = qkv_, .q_norm_w = &L.q_norm, .k_norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v, .tokens = T,
+                                        .q_heads = c.q_heads, .kv_heads = c.kv_heads, .head_dim = hd, .pos_offset = p0, .eps = eps, .qk_mode = static_cast<ferrum::QkMode>(FERRUM_QK_MODE_NORM_NEOX), .cache_len = p0,
+                                        .cache_capacity = c.max_positions});
+    ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = T, .kv_len = p0 + T, .pos_offset = p0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .causal = true, .scale = 0.0f,
+                         .kv_seq_stride = c.max_positions, .sliding_window = 0});
+    ctx_.transpose_head_to_token({.src = attn_, .dst = attn_t_, .tokens = T, .heads = c.q_heads, .dim = hd});
+    ctx_.gemm({.a = attn_t_, .b = L.w_o, .out = o_, .m = T, .n = H, .k = c.q_heads * hd});
+    ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += o; a = norm(x)
+    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = T, .n = 2 * c.ffn, .k = H});
+    ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = T, .im = c.ffn});
+    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = T, .n = H, .k = c.ffn});
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
-    ctx_.fused_add_rms_norm(x_, down_, next_norm, eps, a_, T, H);  // x += d; a = norm(x)
+    ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += d; a = norm(x)
   }
   len_ = p0 + T;
   // logits of the last token only
-  ctx_.copy_slice(a_, (T - 1) * H, last_, 0, H);
-  ctx_.gemm(last_, lm_head_, logits_, 1, c.vocab, H);
-  next = ctx_.argmax_rows_f16(logits_, 1, c.vocab)[0];
+  ctx_.copy_slice({.src = a_, .src_offset = (T - 1) * H, .dst = last_, .dst_offset = 0, .len = H});
+  ctx_.gemm({.a = last_, .b = lm_head_, .out = logits_, .m = 1, .n = c.vocab, .k = H});
+  next = ctx_.argmax_rows_f16({.logits = logits_, .m = 1, .n = c.vocab})[0];
   return want_logits ? ctx_.to_vec(logits_, c.vocab) : std::vector<float>{};
 }
 
