@@ -55,8 +55,8 @@ struct DecodeStep {
     ctx.embedding_lookup({.table = emb_q, .ids = unused_id, .out = xq, .dim = H * hd});
     ctx.embedding_lookup({.table = emb_k, .ids = unused_id, .out = xk, .dim = nkv * hd});
     ctx.embedding_lookup({.table = emb_v, .ids = unused_id, .out = xv, .dim = nkv * hd});
-    ctx.qk_norm_rope({.input = xq, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = q, .tokens = 1, .heads = H, .head_dim = hd, .pos_offset = 0, .eps = 0.0f, .mode = static_cast<ferrum::QkMode>(2)});
-    ctx.qk_norm_rope({.input = xk, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = k, .tokens = 1, .heads = nkv, .head_dim = hd, .pos_offset = 0, .eps = 0.0f, .mode = static_cast<ferrum::QkMode>(2)});
+    ctx.qk_norm_rope({.input = xq, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = q, .tokens = 1, .heads = H, .head_dim = hd, .pos_offset = 0, .eps = 0.0f, .mode = ferrum::QkMode::neox});
+    ctx.qk_norm_rope({.input = xk, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = k, .tokens = 1, .heads = nkv, .head_dim = hd, .pos_offset = 0, .eps = 0.0f, .mode = ferrum::QkMode::neox});
     ctx.kv_cache_append_head_major({.cache_k = ck, .cache_v = cv, .cache_len = 0, .cache_capacity = cap, .new_k_head_major = k, .new_v_head_major = xv, .new_tokens = 1, .nkv = nkv, .hd = hd});
     ctx.flash_attention({.q = q, .k = ck, .v = cv, .out = out, .batch = 1, .q_len = 1, .kv_len = 0, .pos_offset = 0, .num_heads = H, .num_kv_heads = nkv, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = cap, .sliding_window = 0});
   }

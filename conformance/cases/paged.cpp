@@ -465,7 +465,7 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope_into_paged_cache_varlen", "out-of-r
   Buffer cu = run.upload_u32({0, 3}), offs = run.upload_u32({3}), bt = run.upload_u32({1, 99});
   Buffer q_out = run.output(3 * qh * D);
   run.ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = bqkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q_out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = cu, .pos_offsets = offs,
-                                                      .block_tables = bt, .num_seqs = 1, .m_total = 3, .q_heads = qh, .kv_heads = kvh, .head_dim = D, .eps = 0.0f, .qk_mode = static_cast<ferrum::QkMode>(0), .block_size = bs, .max_blocks_per_seq = mbps});
+                                                      .block_tables = bt, .num_seqs = 1, .m_total = 3, .q_heads = qh, .kv_heads = kvh, .head_dim = D, .eps = 0.0f, .qk_mode = ferrum::QkMode::copy, .block_size = bs, .max_blocks_per_seq = mbps});
   vec rq, rk = pool, rv = pool;
   fr::split_qkv_norm_rope_into_paged_cache_varlen(qkv, {}, {}, {}, {}, rq, rk, rv, {0, 3}, {3}, {1, 99}, 1, 3, qh, kvh, D,
                                                   0.0f, 0, bs, mbps);
@@ -516,11 +516,11 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope_into_paged_cache", "capacity overfl
   Buffer q_out = run.output(T * qh * D + 8);
   run.expect_error("cache_len + tokens > capacity", kInvalid, [&] {
     run.ctx.split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 0, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q_out, .q_out_byte_offset = 0, .cache_k = kp, .cache_v = vp, .block_table = bt, .tokens = T,
-                                                 .q_heads = qh, .kv_heads = kvh, .head_dim = D, .pos_offset = 6, .eps = 0.0f, .qk_mode = static_cast<ferrum::QkMode>(0), .cache_len = 6, .block_size = bs, .max_num_blocks_per_seq = mbps});
+                                                 .q_heads = qh, .kv_heads = kvh, .head_dim = D, .pos_offset = 6, .eps = 0.0f, .qk_mode = ferrum::QkMode::copy, .cache_len = 6, .block_size = bs, .max_num_blocks_per_seq = mbps});
   }, "cache_len");
   run.expect_error("misaligned qkv_byte_offset", kInvalid, [&] {
     run.ctx.split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 1, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q_out, .q_out_byte_offset = 0, .cache_k = kp, .cache_v = vp, .block_table = bt, .tokens = T,
-                                                 .q_heads = qh, .kv_heads = kvh, .head_dim = D, .pos_offset = 0, .eps = 0.0f, .qk_mode = static_cast<ferrum::QkMode>(0), .cache_len = 0, .block_size = bs, .max_num_blocks_per_seq = mbps});
+                                                 .q_heads = qh, .kv_heads = kvh, .head_dim = D, .pos_offset = 0, .eps = 0.0f, .qk_mode = ferrum::QkMode::copy, .cache_len = 0, .block_size = bs, .max_num_blocks_per_seq = mbps});
   }, "qkv_byte_offset");
   run.check_untouched("q_out", q_out, 0, q_out.count());
   run.check("cache_k", kp, pool, D, 'E');

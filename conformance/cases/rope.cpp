@@ -181,7 +181,7 @@ const bool kIntoCache = register_rope("split_qkv_norm_rope_into_cache", {8, 64, 
 FERRUM_CONFORMANCE_CASE("qk_norm_rope", "zero tokens is a no-op", kActDtypes) {
   const Rope r = make_rope(run, run.dtype, 1, 4, 8);
   Buffer in = run.output(0, Dtype::invalid, 0), out = run.output(0, Dtype::invalid, 8);
-  run.ctx.qk_norm_rope({.input = in, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = 0, .heads = 2, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(1)});
+  run.ctx.qk_norm_rope({.input = in, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = 0, .heads = 2, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .mode = ferrum::QkMode::rms_norm_neox});
   run.check_untouched("output", out, 0, out.count());
 }
 
@@ -189,7 +189,7 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope", "zero tokens is a no-op", kActDty
   const Rope r = make_rope(run, run.dtype, 1, 4, 8);
   Buffer in = run.output(0, Dtype::invalid, 0);
   Buffer q = run.output(0, Dtype::invalid, 8), k = run.output(0, Dtype::invalid, 8), v = run.output(0, Dtype::invalid, 8);
-  run.ctx.split_qkv_norm_rope({.qkv = in, .q_norm_w = r.n1(), .k_norm_w = r.n2(), .cos = r.c(), .sin = r.s(), .q_out = q, .k_out = k, .v_out = v, .tokens = 0, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(1)});
+  run.ctx.split_qkv_norm_rope({.qkv = in, .q_norm_w = r.n1(), .k_norm_w = r.n2(), .cos = r.c(), .sin = r.s(), .q_out = q, .k_out = k, .v_out = v, .tokens = 0, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::rms_norm_neox});
   run.check_untouched("q_out", q, 0, 8);
   run.check_untouched("k_out", k, 0, 8);
   run.check_untouched("v_out", v, 0, 8);
@@ -207,9 +207,9 @@ FERRUM_CONFORMANCE_CASE("qk_norm_rope", "error: qk_mode out of range, odd head_d
                      "qk_norm_rope");
   Buffer in7 = run.upload(run.random(2 * 7)), w7 = run.upload(run.random(7, 0.5, 1.5));
   run.expect_error("odd head_dim with qk_mode 2", kInvalid,
-                   [&] { run.ctx.qk_norm_rope({.input = in7, .norm_w = &w7, .cos = r.c(), .sin = r.s(), .output = out, .tokens = 2, .heads = 1, .head_dim = 7, .pos_offset = 0, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(2)}); }, "qk_norm_rope");
+                   [&] { run.ctx.qk_norm_rope({.input = in7, .norm_w = &w7, .cos = r.c(), .sin = r.s(), .output = out, .tokens = 2, .heads = 1, .head_dim = 7, .pos_offset = 0, .eps = 1e-6f, .mode = ferrum::QkMode::neox}); }, "qk_norm_rope");
   run.expect_error("pos_offset + tokens > table rows", kInvalid,
-                   [&] { run.ctx.qk_norm_rope({.input = in, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = 2, .heads = 1, .head_dim = 8, .pos_offset = 3, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(1)}); }, "qk_norm_rope");
+                   [&] { run.ctx.qk_norm_rope({.input = in, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = 2, .heads = 1, .head_dim = 8, .pos_offset = 3, .eps = 1e-6f, .mode = ferrum::QkMode::rms_norm_neox}); }, "qk_norm_rope");
   run.check_untouched("output", out, 0, out.count());
 }
 
@@ -219,13 +219,13 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope_into_cache", "error: cache overflow
   run.expect_error("cache_len + tokens > capacity", kInvalid,
                    [&] {
                      run.ctx.split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = 2, .q_heads = 1, .kv_heads = 1,
-                                                            .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(0), .cache_len = 3, .cache_capacity = 4});
+                                                            .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = 3, .cache_capacity = 4});
                    },
                    "split_qkv_norm_rope_into_cache");
   run.expect_error("cache_k == cache_v", kInvalid,
                    [&] {
                      run.ctx.split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = ck, .cache_v = ck, .tokens = 1, .q_heads = 1, .kv_heads = 1,
-                                                            .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(0), .cache_len = 0, .cache_capacity = 4});
+                                                            .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = 0, .cache_capacity = 4});
                    },
                    "cache_v");
   run.check_untouched("q_out", q, 0, q.count());

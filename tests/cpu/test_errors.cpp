@@ -134,7 +134,7 @@ TEST_CASE("errors: forbidden aliasing", "[errors]") {
     expect_error(
         [&] {
           ctx().split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = c, .cache_v = c, .tokens = 1, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f,
-                                               .qk_mode = static_cast<ferrum::QkMode>(0), .cache_len = 0, .cache_capacity = 4});
+                                               .qk_mode = ferrum::QkMode::copy, .cache_len = 0, .cache_capacity = 4});
         },
         kInvalid, {"split_qkv_norm_rope_into_cache", "cache_k", "cache_v"});
     expect_all_poison(q);
@@ -172,25 +172,25 @@ TEST_CASE("errors: qk_mode / head_dim / positions / capacity", "[errors][rope]")
     vec c7, s7;
     fr::rope_tables(8, 6, 10000.0, c7, s7);  // 3 columns: any table works, the head_dim is the error
     Buffer bc = upload(d, c7), bs = upload(d, s7);
-    expect_error([&] { ctx().qk_norm_rope({.input = in7, .norm_w = &w7, .cos = &bc, .sin = &bs, .output = out, .tokens = 2, .heads = 1, .head_dim = 7, .pos_offset = 0, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(1)}); }, kInvalid,
+    expect_error([&] { ctx().qk_norm_rope({.input = in7, .norm_w = &w7, .cos = &bc, .sin = &bs, .output = out, .tokens = 2, .heads = 1, .head_dim = 7, .pos_offset = 0, .eps = 1e-6f, .mode = ferrum::QkMode::rms_norm_neox}); }, kInvalid,
                  {"qk_norm_rope", "head_dim"});
     expect_all_poison(out);
   }
   SECTION("pos_offset + tokens > rows") {
     Buffer out = poisoned(d, 32);
     // tables hold 8 rows: positions 7 and 8 -> invalid
-    expect_error([&] { ctx().qk_norm_rope({.input = in, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = out, .tokens = 2, .heads = 2, .head_dim = 8, .pos_offset = 7, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(2)}); }, kInvalid,
+    expect_error([&] { ctx().qk_norm_rope({.input = in, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = out, .tokens = 2, .heads = 2, .head_dim = 8, .pos_offset = 7, .eps = 1e-6f, .mode = ferrum::QkMode::neox}); }, kInvalid,
                  {"qk_norm_rope", "pos_offset"});
     expect_all_poison(out);
     // exactly fitting is fine
-    ctx().qk_norm_rope({.input = in, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = out, .tokens = 2, .heads = 2, .head_dim = 8, .pos_offset = 6, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(2)});
+    ctx().qk_norm_rope({.input = in, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = out, .tokens = 2, .heads = 2, .head_dim = 8, .pos_offset = 6, .eps = 1e-6f, .mode = ferrum::QkMode::neox});
     expect_written(out, 0, 32);
   }
   SECTION("cache_len + tokens > capacity") {
     Buffer qkv = upload(d, rnd(d, 2 * 3 * 8, 3)), q = poisoned(d, 16), ck = poisoned(d, 4 * 8), cv = poisoned(d, 4 * 8);
     expect_error(
         [&] {
-          ctx().split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = &w, .k_norm_w = &w, .cos = &cos, .sin = &sin, .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = 2, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 3, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(1), .cache_len = 3, .cache_capacity = 4});
+          ctx().split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = &w, .k_norm_w = &w, .cos = &cos, .sin = &sin, .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = 2, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 3, .eps = 1e-6f, .qk_mode = ferrum::QkMode::rms_norm_neox, .cache_len = 3, .cache_capacity = 4});
         },
         kInvalid, {"split_qkv_norm_rope_into_cache", "cache_len"});
     expect_all_poison(q);
@@ -251,7 +251,7 @@ TEST_CASE("errors: GQA, non-finite eps / scale, zero inner dimension", "[errors]
       const auto before = read_bytes(res);
       expect_error([&] { ctx().fused_add_rms_norm({.residual = res, .x = x, .w = w, .eps = e, .out = out, .tokens = 2, .dim = 8}); }, kInvalid, {"fused_add_rms_norm", "eps"});
       CHECK(read_bytes(res) == before);
-      expect_error([&] { ctx().qk_norm_rope({.input = x, .norm_w = &w, .cos = nullptr, .sin = nullptr, .output = out, .tokens = 2, .heads = 1, .head_dim = 8, .pos_offset = 0, .eps = e, .mode = static_cast<ferrum::QkMode>(0)}); }, kInvalid,
+      expect_error([&] { ctx().qk_norm_rope({.input = x, .norm_w = &w, .cos = nullptr, .sin = nullptr, .output = out, .tokens = 2, .heads = 1, .head_dim = 8, .pos_offset = 0, .eps = e, .mode = ferrum::QkMode::copy}); }, kInvalid,
                    {"qk_norm_rope", "eps"});
     }
     expect_all_poison(out);

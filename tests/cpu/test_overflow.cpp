@@ -132,7 +132,7 @@ TEST_CASE("overflow: split_qkv_norm_rope row width (q_heads + 2*kv_heads)*head_d
                                                       "wraps past 2^64"};
   expect_raw_invalid(call_raw(api().dense->split_qkv_norm_rope, s), needles);
   expect_facade_invalid([&] {
-    ctx().split_qkv_norm_rope({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .k_out = k, .v_out = v, .tokens = 1, .q_heads = kMax - 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(0)});
+    ctx().split_qkv_norm_rope({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .k_out = k, .v_out = v, .tokens = 1, .q_heads = kMax - 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy});
   }, needles);
   for (Buffer* b : {&q, &k, &v}) expect_all_poison(*b);
 }
@@ -161,7 +161,7 @@ TEST_CASE("overflow: qk_norm_rope pos_offset + tokens at 2^64, every mode", "[ov
   s.input = in.get(), s.output = out.get(), s.tokens = 1, s.heads = 1, s.head_dim = 8, s.pos_offset = kMax;
   s.eps = 1e-6f, s.mode = 0;  // mode 0 reads no table, but a position past 2^64 is still no position
   expect_raw_invalid(call_raw(api().dense->qk_norm_rope, s), {"qk_norm_rope", "pos_offset", "2^64"});
-  expect_facade_invalid([&] { ctx().qk_norm_rope({.input = in, .norm_w = nullptr, .cos = nullptr, .sin = nullptr, .output = out, .tokens = 1, .heads = 1, .head_dim = 8, .pos_offset = kMax, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(0)}); },
+  expect_facade_invalid([&] { ctx().qk_norm_rope({.input = in, .norm_w = nullptr, .cos = nullptr, .sin = nullptr, .output = out, .tokens = 1, .heads = 1, .head_dim = 8, .pos_offset = kMax, .eps = 1e-6f, .mode = ferrum::QkMode::copy}); },
                         {"qk_norm_rope", "pos_offset"});
   expect_all_poison(out);
 }
@@ -176,7 +176,7 @@ TEST_CASE("overflow: split_qkv_norm_rope_into_cache cache_len + tokens wrapping 
   const std::initializer_list<std::string> needles = {"split_qkv_norm_rope_into_cache", "cache_len", "wraps past 2^64"};
   expect_raw_invalid(call_raw(api().dense->split_qkv_norm_rope_into_cache, s), needles);
   expect_facade_invalid([&] {
-    ctx().split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = 2, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(0),
+    ctx().split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = 2, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy,
                                          .cache_len = kMax, .cache_capacity = 4});
   }, needles);
   for (Buffer* b : {&q, &ck, &cv}) expect_all_poison(*b);
@@ -197,7 +197,7 @@ TEST_CASE("overflow: argmax and batched qk-norm products wrapping", "[overflow][
   b.eps = 1e-6f, b.mode = 0;
   const std::initializer_list<std::string> needles = {"qk_norm_rope_batched_per_item", "'input'", "wraps past 2^64"};
   expect_raw_invalid(call_raw(api().dense->qk_norm_rope_batched_per_item, b), needles);
-  expect_facade_invalid([&] { ctx().qk_norm_rope_batched_per_item({.input = in, .norm_w = nullptr, .cos = nullptr, .sin = nullptr, .output = out, .positions = pos, .m = k32, .heads = k32, .head_dim = 8, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(0)}); },
+  expect_facade_invalid([&] { ctx().qk_norm_rope_batched_per_item({.input = in, .norm_w = nullptr, .cos = nullptr, .sin = nullptr, .output = out, .positions = pos, .m = k32, .heads = k32, .head_dim = 8, .eps = 1e-6f, .mode = ferrum::QkMode::copy}); },
                         needles);
   expect_all_poison(out);
 }
@@ -352,7 +352,7 @@ TEST_CASE("overflow: paged writer cache_len + tokens and the qkv row width wrapp
                        {"split_qkv_norm_rope_into_paged_cache", "cache_len", "wraps past 2^64"});
     expect_facade_invalid([&] {
       ctx().split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 0, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q, .q_out_byte_offset = 0, .cache_k = ck, .cache_v = cv, .block_table = bt, .tokens = 1, .q_heads = 1, .kv_heads = 1, .head_dim = hd,
-                                                 .pos_offset = 0, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(0), .cache_len = kMax, .block_size = bs, .max_num_blocks_per_seq = 2});
+                                                 .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = kMax, .block_size = bs, .max_num_blocks_per_seq = 2});
     }, {"split_qkv_norm_rope_into_paged_cache", "cache_len"});
   }
   SECTION("(q_heads + 2*kv_heads)*head_dim = 3*2^62*8 wraps") {
@@ -361,7 +361,7 @@ TEST_CASE("overflow: paged writer cache_len + tokens and the qkv row width wrapp
                        {"split_qkv_norm_rope_into_paged_cache", "q_heads = " + num(h), "wraps past 2^64"});
     expect_facade_invalid([&] {
       ctx().split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 0, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q, .q_out_byte_offset = 0, .cache_k = ck, .cache_v = cv, .block_table = bt, .tokens = 1, .q_heads = h, .kv_heads = h, .head_dim = hd,
-                                                 .pos_offset = 0, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(0), .cache_len = 0, .block_size = bs, .max_num_blocks_per_seq = 2});
+                                                 .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = 0, .block_size = bs, .max_num_blocks_per_seq = 2});
     }, {"split_qkv_norm_rope_into_paged_cache", "wraps past 2^64"});
   }
   for (Buffer* b : {&q, &ck, &cv}) expect_all_poison(*b);
@@ -379,7 +379,7 @@ TEST_CASE("overflow: varlen metadata [num_seqs + 1] with num_seqs = 2^64 - 1", "
   expect_raw_invalid(call_raw(api().paged_kv->split_qkv_norm_rope_into_paged_cache_varlen, w), needles);
   expect_facade_invalid([&] {
     ctx().split_qkv_norm_rope_into_paged_cache_varlen({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = qo, .cache_k = ck, .cache_v = cv, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = kMax,
-                                                      .m_total = 1, .q_heads = 1, .kv_heads = 1, .head_dim = hd, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(0), .block_size = bs, .max_blocks_per_seq = 1});
+                                                      .m_total = 1, .q_heads = 1, .kv_heads = 1, .head_dim = hd, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .block_size = bs, .max_blocks_per_seq = 1});
   }, needles);
 
   Buffer q = upload(D, rnd(D, hd, 21)), out = out_buf(hd);

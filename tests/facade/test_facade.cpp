@@ -12,6 +12,7 @@
 #include <new>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,58 @@ using ferrum::Error;
 using ferrum::ErrorCode;
 using ferrum::Op;
 using Catch::Matchers::Contains;
+
+// Named arguments (args_gen.hpp): the checks below are compile-time. Each concept depends on
+// the buffer type so that an ill-formed call makes it false instead of failing the build.
+namespace named_args {
+using ferrum::Buffer;
+template <class B>
+concept Positional = requires(Context& c, const B& q, B& o, uint64_t n) {
+  c.flash_attention(q, q, q, o, n, n, n, n, n, n, n, true, 1.0f, n, n);
+};
+template <class B>
+concept InOrder = requires(Context& c, const B& q, B& o) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .batch = 1, .q_len = 2, .head_dim = 8});
+};
+template <class B>  // two names in the wrong order (head_dim comes after batch)
+concept Swapped = requires(Context& c, const B& q, B& o) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .head_dim = 8, .batch = 1});
+};
+template <class B>  // a misspelt name
+concept Unknown = requires(Context& c, const B& q, B& o) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .casual = true});
+};
+template <class B>  // the output buffer left out
+concept MissingOut = requires(Context& c, const B& q) {
+  c.flash_attention({.q = q, .k = q, .v = q, .batch = 1});
+};
+template <class B>  // a const buffer as the output
+concept ConstOut = requires(Context& c, const B& q) { c.flash_attention({.q = q, .k = q, .v = q, .out = q}); };
+template <class B>  // a signed int for a uint64_t field (narrowing in a designated initializer)
+concept NarrowedInt = requires(Context& c, const B& q, B& o, int n) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .batch = n});
+};
+template <class B>  // ops with at most 3 parameters and no two of one scalar type stay positional
+concept PlainStaysPlain = requires(Context& c, const B& b, B& o, uint64_t n) {
+  c.to_vec(b, n);
+  c.alloc_typed(Dtype::f32, n);
+  c.gelu(b, o, n);
+  c.sync();
+};
+template <class T>  // ... but two of one scalar type in 3 parameters is named (src_dtype, dst_dtype)
+concept WeightBytesPositional = requires(Context& c, std::span<const T> raw) {
+  c.from_weight_bytes(raw, Dtype::f32, Dtype::f16);
+};
+static_assert(!Positional<Buffer>);
+static_assert(InOrder<Buffer>);
+static_assert(!Swapped<Buffer>);
+static_assert(!Unknown<Buffer>);
+static_assert(!MissingOut<Buffer>);
+static_assert(!ConstOut<Buffer>);
+static_assert(!NarrowedInt<Buffer>);
+static_assert(PlainStaysPlain<Buffer>);
+static_assert(!WeightBytesPositional<uint8_t>);
+}  // namespace named_args
 
 // Counts heap allocations (operator new is replaced program-wide, libferrum included). The
 // replacement pairs malloc/free itself; GCC's inlined new/delete pairing check cannot see that.

@@ -165,6 +165,32 @@ TEST_CASE("RopeTables: f16 tables are converted from host f32", "[facade][rope]"
   CHECK(max_abs_diff(back, t.cos) < 1e-3);
 }
 
+TEST_CASE("Named RoPE arguments: RopeTables or raw cos/sin, not both", "[facade][rope]") {
+  Backend cpu = Backend::load("cpu");
+  Context ctx = cpu.create_context({}, Dtype::f32);
+  const Tables t = make_tables();
+  RopeTables rope = RopeTables::from_half(ctx, t.cos, t.sin, kPos, kHalf, Dtype::f32);
+  const std::vector<float> x = seeded(kTokens * kHeads * kD, 15);
+  Buffer in = ctx.from_slice(x), out = ctx.alloc(x.size());
+  const std::string e = error_of(
+      [&] {
+        ctx.qk_norm_rope({.input = in, .rope = &rope, .cos = &rope.cos(), .output = out, .tokens = kTokens,
+                          .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .mode = QkMode::neox});
+      },
+      ErrorCode::invalid_argument);
+  CHECK_THAT(e, Contains("qk_norm_rope") && Contains("arguments 'rope' and 'cos'/'sin'") &&
+                    Contains("given both"));
+  // The raw tables give the same numbers as the RopeTables holding them.
+  ctx.qk_norm_rope({.input = in, .rope = &rope, .output = out, .tokens = kTokens, .heads = kHeads,
+                    .head_dim = kD, .pos_offset = kPos0, .mode = QkMode::neox});
+  const std::vector<float> typed = ctx.to_vec(out, x.size());
+  Buffer out_raw = ctx.alloc(x.size());
+  ctx.qk_norm_rope({.input = in, .cos = &rope.cos(), .sin = &rope.sin(), .output = out_raw, .tokens = kTokens,
+                    .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .mode = QkMode::neox});
+  CHECK(ctx.to_vec(out_raw, x.size()) == typed);
+  CHECK(max_abs_diff(typed, reference(x, t, QkMode::neox)) < 1e-5);
+}
+
 TEST_CASE("QkMode names the rotation: neox and gptj differ and each matches its reference",
           "[facade][rope]") {
   Backend cpu = Backend::load("cpu");
@@ -198,7 +224,7 @@ TEST_CASE("QK-norm weights passed with a mode that ignores them are refused", "[
                                                                           std::to_string(int(mode))));
     // The same through the int form.
     CHECK_THAT(error_of([&] { ctx.qk_norm_rope({.input = in, .norm_w = &w, .cos = rope.cos_ptr(), .sin = rope.sin_ptr(), .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD,
-                                               .pos_offset = kPos0, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(static_cast<int32_t>(mode))}); },
+                                               .pos_offset = kPos0, .eps = 1e-6f, .mode = mode}); },
                         ErrorCode::invalid_argument),
                Contains("argument 'norm_w'"));
   }

@@ -90,6 +90,31 @@ def split_args(text, start):
     return None
 
 
+QK_NAMES = {"COPY": "copy", "NORM_NEOX": "rms_norm_neox", "NEOX": "neox", "GPTJ": "gptj"}
+QK_VALUES = {"0": "copy", "1": "rms_norm_neox", "2": "neox", "3": "gptj"}
+CAST = "static_cast<ferrum::QkMode>"
+
+
+def qk_mode(body):
+    """A former int qk mode as a QkMode: a FERRUM_QK_MODE_* constant or its value by name,
+    `static_cast<int32_t>(m)` as m, anything else (a variable, an invalid value) cast."""
+    m = re.fullmatch(r"FERRUM_QK_MODE_([A-Z_]+)", body)
+    if m and m.group(1) in QK_NAMES:
+        return f"ferrum::QkMode::{QK_NAMES[m.group(1)]}"
+    if body in QK_VALUES:
+        return f"ferrum::QkMode::{QK_VALUES[body]}"
+    m = re.fullmatch(r"static_cast<int32_t>\(([\w.]+)\)", body)
+    if m:
+        return m.group(1)
+    return f"{CAST}({body})"
+
+
+def tidy(text):
+    """Earlier output of this script in the current form (casts of constants by name)."""
+    return re.sub(re.escape(CAST) + r"\((FERRUM_QK_MODE_[A-Z_]+|[0-3]|static_cast<int32_t>\([\w.]+\))\)",
+                  lambda m: qk_mode(m.group(1)), text)
+
+
 def name_arg(field, kind, arg):
     lead = re.match(r"\s*", arg).group(0)
     body = arg[len(lead):]
@@ -97,7 +122,7 @@ def name_arg(field, kind, arg):
     body = body[:len(body) - len(trail)] if trail else body
     body = re.sub(r"^/\*\s*[A-Za-z_]\w*\s*=?\s*\*/\s*", "", body)
     if kind == "mode_int" and not re.match(r"^(ferrum::)?QkMode::", body):
-        body = f"static_cast<ferrum::QkMode>({body})"
+        body = qk_mode(body)
     elif kind == "rope":
         if body.startswith("*") and re.fullmatch(r"\*[A-Za-z_][\w.]*", body):
             body = body[1:]
@@ -132,7 +157,9 @@ def rewrite(text, table):
         pos = close
         n += 1
     out.append(text[pos:])
-    return "".join(out), n
+    new = "".join(out)
+    tidied = tidy(new)
+    return tidied, n + (tidied != new)
 
 
 def files(paths):
@@ -158,7 +185,7 @@ def main():
             if not check:
                 f.write_text(new)
     print("\n".join(changed))
-    print(f"rewrite_named_args: {total} call(s) in {len(changed)} file(s)"
+    print(f"rewrite_named_args: {total} call(s) or mode cast(s) in {len(changed)} file(s)"
           + (" would change" if check else " rewritten"))
     return 1 if check and total else 0
 

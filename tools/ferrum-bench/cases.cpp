@@ -161,7 +161,7 @@ std::vector<Case> make_cases(const Env& env) {
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
                ctx->qk_norm_rope({.input = (*x)[i], .norm_w = &(*nw)[0], .cos = &(*cs)[0], .sin = &(*sn)[0], .output = (*o)[i], .tokens = t, .heads = qh, .head_dim = hd,
-                                 .pos_offset = pos, .eps = eps, .mode = static_cast<ferrum::QkMode>(1)});
+                                 .pos_offset = pos, .eps = eps, .mode = ferrum::QkMode::rms_norm_neox});
              };
            }});
       add({"split_qkv_norm_rope", shape, 2.0 * t * w * e + tab + 2.0 * hd * e,
@@ -174,7 +174,7 @@ std::vector<Case> make_cases(const Env& env) {
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
                ctx->split_qkv_norm_rope({.qkv = (*qkv)[i], .q_norm_w = &(*qn)[0], .k_norm_w = &(*kn)[0], .cos = &(*cs)[0], .sin = &(*sn)[0],
-                                        .q_out = (*q)[i], .k_out = (*k)[i], .v_out = (*v)[i], .tokens = t, .q_heads = qh, .kv_heads = kvh, .head_dim = hd, .pos_offset = pos, .eps = eps, .qk_mode = static_cast<ferrum::QkMode>(1)});
+                                        .q_out = (*q)[i], .k_out = (*k)[i], .v_out = (*v)[i], .tokens = t, .q_heads = qh, .kv_heads = kvh, .head_dim = hd, .pos_offset = pos, .eps = eps, .qk_mode = ferrum::QkMode::rms_norm_neox});
              };
            }});
     }

@@ -145,8 +145,8 @@ void Model::record_decode_step() {
     Layer& L = layers_[l];
     ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = 1, .n = (c.q_heads + 2 * c.kv_heads) * hd, .k = H});
     ctx_.split_qkv({.qkv = qkv_, .q = q_raw_, .k = k_raw_, .v = v_raw_, .tokens = 1, .q_dim = c.q_heads * hd, .kv_dim = c.kv_heads * hd});
-    ctx_.qk_norm_rope({.input = q_raw_, .norm_w = &L.q_norm, .cos = &cos_, .sin = &sin_, .output = q_, .tokens = 1, .heads = c.q_heads, .head_dim = hd, .pos_offset = 0, .eps = eps, .mode = static_cast<ferrum::QkMode>(FERRUM_QK_MODE_NORM_NEOX)});
-    ctx_.qk_norm_rope({.input = k_raw_, .norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .output = k_rot_, .tokens = 1, .heads = c.kv_heads, .head_dim = hd, .pos_offset = 0, .eps = eps, .mode = static_cast<ferrum::QkMode>(FERRUM_QK_MODE_NORM_NEOX)});
+    ctx_.qk_norm_rope({.input = q_raw_, .norm_w = &L.q_norm, .cos = &cos_, .sin = &sin_, .output = q_, .tokens = 1, .heads = c.q_heads, .head_dim = hd, .pos_offset = 0, .eps = eps, .mode = ferrum::QkMode::rms_norm_neox});
+    ctx_.qk_norm_rope({.input = k_raw_, .norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .output = k_rot_, .tokens = 1, .heads = c.kv_heads, .head_dim = hd, .pos_offset = 0, .eps = eps, .mode = ferrum::QkMode::rms_norm_neox});
     ctx_.kv_cache_append_head_major({.cache_k = L.cache_k, .cache_v = L.cache_v, .cache_len = 0, .cache_capacity = cap, .new_k_head_major = k_rot_, .new_v_head_major = v_raw_, .new_tokens = 1, .nkv = c.kv_heads, .hd = hd});
     ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = 1, .kv_len = 1, .pos_offset = 0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = cap, .sliding_window = 0});
     ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = 1, .n = H, .k = c.q_heads * hd});
@@ -196,7 +196,7 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
     ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = T, .n = (c.q_heads + 2 * c.kv_heads) * hd, .k = H});
     // q head-major [nq, T, hd]; K/V rotated/copied straight into the contiguous caches.
     ctx_.split_qkv_norm_rope_into_cache({.qkv = qkv_, .q_norm_w = &L.q_norm, .k_norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v, .tokens = T,
-                                        .q_heads = c.q_heads, .kv_heads = c.kv_heads, .head_dim = hd, .pos_offset = p0, .eps = eps, .qk_mode = static_cast<ferrum::QkMode>(FERRUM_QK_MODE_NORM_NEOX), .cache_len = p0,
+                                        .q_heads = c.q_heads, .kv_heads = c.kv_heads, .head_dim = hd, .pos_offset = p0, .eps = eps, .qk_mode = ferrum::QkMode::rms_norm_neox, .cache_len = p0,
                                         .cache_capacity = c.max_positions});
     ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = T, .kv_len = p0 + T, .pos_offset = p0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .causal = true, .scale = 0.0f,
                          .kv_seq_stride = c.max_positions, .sliding_window = 0});
