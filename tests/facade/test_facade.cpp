@@ -69,6 +69,14 @@ template <class T>  // ... but two of one scalar type in 3 parameters is named (
 concept WeightBytesPositional = requires(Context& c, std::span<const T> raw) {
   c.from_weight_bytes(raw, Dtype::f32, Dtype::f16);
 };
+template <class B>  // the RoPE mode has no default: it must be named
+concept RopeModeLeftOut = requires(Context& c, const B& x, B& o) {
+  c.qk_norm_rope({.input = x, .output = o, .tokens = 1, .heads = 1, .head_dim = 8});
+};
+template <class B>
+concept RopeModeNamed = requires(Context& c, const B& x, B& o) {
+  c.qk_norm_rope({.input = x, .output = o, .tokens = 1, .heads = 1, .head_dim = 8, .mode = ferrum::QkMode::copy});
+};
 static_assert(!Positional<Buffer>);
 static_assert(InOrder<Buffer>);
 static_assert(!Swapped<Buffer>);
@@ -78,6 +86,8 @@ static_assert(!ConstOut<Buffer>);
 static_assert(!NarrowedInt<Buffer>);
 static_assert(PlainStaysPlain<Buffer>);
 static_assert(!WeightBytesPositional<uint8_t>);
+static_assert(!RopeModeLeftOut<Buffer>);
+static_assert(RopeModeNamed<Buffer>);
 }  // namespace named_args
 
 // Counts heap allocations (operator new is replaced program-wide, libferrum included). The

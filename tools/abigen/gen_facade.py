@@ -26,7 +26,7 @@ aggregate generated into core/include/ferrum/args_gen.hpp whose members are the 
 fields in registry order, so a call names each argument with designated initializers and a
 swapped or unknown name does not compile. Ops with RoPE tables (cos, sin) and a qk mode get a
 `const RopeTables* rope` member (checked against head_dim; the raw cos/sin pointers stay for
-callers with their own tables, but not both) and the mode as QkMode.
+callers with their own tables, but not both) and the mode as a required QkMode.
 
 Every Buffer argument is passed to invoke as well, so the checks read the Buffers' cached dtype
 and count instead of calling the plugin. A hostout array is sized only after the checks passed
@@ -219,7 +219,8 @@ def struct_fields(op):
     Required buffers, weights and timers are references (leaving one out does not compile);
     optional ones are pointers defaulting to nullptr; scalars default to 0 / false / the facade's
     default. RoPE ops get `const RopeTables* rope` before the raw cos/sin tables (give one or the
-    other) and the mode as QkMode."""
+    other) and the mode as `const QkMode&`: a reference, so that leaving it out does not compile
+    (the rotation style has no default); it binds to `.mode = QkMode::neox` for the call."""
     mode = rope_mode(op)
     out = []
     for p in plan(op)[0]:
@@ -227,8 +228,8 @@ def struct_fields(op):
         default = re.search(r"=\s*(.+)$", p)
         if n == "cos" and mode:
             out.append(("const RopeTables*", "rope", "nullptr"))
-        if n == mode:
-            out.append(("QkMode", n, "QkMode::copy"))
+        if n == mode:  # a reference: no default, the rotation must be named
+            out.append(("const QkMode&", n, None))
         elif t.endswith("&"):
             out.append((t, n, None))
         elif t.endswith("*"):

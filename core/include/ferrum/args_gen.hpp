@@ -170,7 +170,7 @@ struct QkNormRope {
   uint64_t head_dim = 0;
   uint64_t pos_offset = 0;
   float eps = 0.0f;
-  QkMode mode = QkMode::copy;
+  const QkMode& mode;
 };
 
 struct QkNormRopeBatchedPerItem {
@@ -185,7 +185,7 @@ struct QkNormRopeBatchedPerItem {
   uint64_t heads = 0;
   uint64_t head_dim = 0;
   float eps = 0.0f;
-  QkMode mode = QkMode::copy;
+  const QkMode& mode;
 };
 
 struct SplitQkvNormRope {
@@ -204,7 +204,7 @@ struct SplitQkvNormRope {
   uint64_t head_dim = 0;
   uint64_t pos_offset = 0;
   float eps = 0.0f;
-  QkMode qk_mode = QkMode::copy;
+  const QkMode& qk_mode;
 };
 
 struct SplitQkvNormRopeIntoCache {
@@ -223,7 +223,7 @@ struct SplitQkvNormRopeIntoCache {
   uint64_t head_dim = 0;
   uint64_t pos_offset = 0;
   float eps = 0.0f;
-  QkMode qk_mode = QkMode::copy;
+  const QkMode& qk_mode;
   uint64_t cache_len = 0;
   uint64_t cache_capacity = 0;
 };
@@ -310,7 +310,7 @@ struct SplitQkvNormRopeIntoPagedCache {
   uint64_t head_dim = 0;
   uint64_t pos_offset = 0;
   float eps = 0.0f;
-  QkMode qk_mode = QkMode::copy;
+  const QkMode& qk_mode;
   uint64_t cache_len = 0;
   uint64_t block_size = 0;
   uint64_t max_num_blocks_per_seq = 0;
@@ -335,7 +335,7 @@ struct SplitQkvNormRopeIntoPagedCacheVarlen {
   uint64_t kv_heads = 0;
   uint64_t head_dim = 0;
   float eps = 0.0f;
-  QkMode qk_mode = QkMode::copy;
+  const QkMode& qk_mode;
   uint64_t block_size = 0;
   uint64_t max_blocks_per_seq = 0;
 };
@@ -359,7 +359,7 @@ struct SplitQkvNormRopeIntoPagedCacheVllm {
   uint64_t head_dim = 0;
   uint64_t pos_offset = 0;
   float eps = 0.0f;
-  QkMode qk_mode = QkMode::copy;
+  const QkMode& qk_mode;
   uint64_t cache_len = 0;
   uint64_t block_size = 0;
   uint64_t max_num_blocks_per_seq = 0;
@@ -384,7 +384,7 @@ struct SplitQkvNormRopeIntoPagedCacheVarlenVllm {
   uint64_t kv_heads = 0;
   uint64_t head_dim = 0;
   float eps = 0.0f;
-  QkMode qk_mode = QkMode::copy;
+  const QkMode& qk_mode;
   uint64_t block_size = 0;
   uint64_t max_blocks_per_seq = 0;
 };
