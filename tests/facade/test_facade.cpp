@@ -33,7 +33,7 @@ using Catch::Matchers::Contains;
 namespace named_args {
 using ferrum::Buffer;
 template <class B>
-concept Positional = requires(Context& c, const B& q, B& o, uint64_t n) {
+concept Positional = requires(Context& c, const B& q, B& o, uint64_t n) {  // positional on purpose
   c.flash_attention(q, q, q, o, n, n, n, n, n, n, n, true, 1.0f, n, n);
 };
 template <class B>
@@ -66,7 +66,7 @@ concept PlainStaysPlain = requires(Context& c, const B& b, B& o, uint64_t n) {
   c.sync();
 };
 template <class T>  // ... but two of one scalar type in 3 parameters is named (src_dtype, dst_dtype)
-concept WeightBytesPositional = requires(Context& c, std::span<const T> raw) {
+concept WeightBytesPositional = requires(Context& c, std::span<const T> raw) {  // positional on purpose
   c.from_weight_bytes(raw, Dtype::f32, Dtype::f16);
 };
 template <class B>  // the RoPE mode has no default: it must be named

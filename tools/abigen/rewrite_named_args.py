@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """rewrite_named_args — rewrites positional facade calls to the named (designated) form.
 
-    tools/abigen/rewrite_named_args.py [--check] [FILE_OR_DIR ...]
+    tools/abigen/rewrite_named_args.py [--check | --self-test] [FILE_OR_DIR ...]
 
 Default paths: tests tools conformance examples core/src (C++ sources only; the generated
 context_ops_gen.cpp is skipped). For every `.op(` / `->op(` call of an op that takes an
@@ -12,9 +12,11 @@ argument count telling the overloads apart:
     in static_cast<ferrum::QkMode>(...) unless it already names a QkMode;
   - the RopeTables form (one `rope` argument in place of cos, sin): `.rope = &tables`.
 A call whose count matches no form (already named, a C slot call, a template helper) is left
-alone, so the script is idempotent and can be re-run on new call sites. Whitespace, line breaks
+alone, so the script is idempotent and can be re-run on new call sites; so is a call on the line
+after (or on the line of) a comment saying "positional on purpose". Whitespace, line breaks
 and comments between arguments are kept; a leading /*name=*/ comment is dropped (the name says
-it now). --check lists what would change and exits 1 if anything would.
+it now). --check lists what would change and exits 1 if anything would (CTest runs it over
+the tree, abi.named_args_call_sites); --self-test rewrites a few known calls.
 """
 import re
 import sys
@@ -133,11 +135,17 @@ def name_arg(field, kind, arg):
     return f"{lead}.{field} = {body}{trail}"
 
 
+MARKER = "positional on purpose"  # a comment that keeps the call below it (compile-fail tests)
+
+
 def rewrite(text, table):
     pat = re.compile(r"(?:\.|->)\s*(" + "|".join(sorted(table, key=len, reverse=True)) + r")\s*\(")
     out, pos, n = [], 0, 0
     for m in pat.finditer(text):
         if m.start() < pos:
+            continue
+        line_start = text.rfind("\n", 0, text.rfind("\n", 0, m.start())) + 1
+        if MARKER in text[line_start:m.start()]:  # on this line or the one before
             continue
         parsed = split_args(text, m.end())
         if not parsed:
@@ -171,7 +179,43 @@ def files(paths):
                 yield f
 
 
+SELF_TEST = [  # (positional source, named form)
+    ("ctx.gemm(a, b, out, m, /*n=*/n, k);",
+     "ctx.gemm({.a = a, .b = b, .out = out, .m = m, .n = n, .k = k});"),
+    ("c->rms_norm(x, w, 1e-6f,\n    y, f(t, 2), dim);  // kept",
+     "c->rms_norm({.x = x, .w = w, .eps = 1e-6f,\n    .out = y, .tokens = f(t, 2), .dim = dim});  // kept"),
+    ("ctx.qk_norm_rope(in, nullptr, &cs, &sn, out, t, h, d, p, eps, FERRUM_QK_MODE_NEOX);",
+     "ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .cos = &cs, .sin = &sn, .output = out, "
+     ".tokens = t, .heads = h, .head_dim = d, .pos_offset = p, .eps = eps, .mode = ferrum::QkMode::neox});"),
+    ("ctx.qk_norm_rope(in, &w, rope, out, t, h, d, p, eps, QkMode::gptj);",
+     "ctx.qk_norm_rope({.input = in, .norm_w = &w, .rope = &rope, .output = out, .tokens = t, "
+     ".heads = h, .head_dim = d, .pos_offset = p, .eps = eps, .mode = QkMode::gptj});"),
+    ("ctx.qk_norm_rope(in, nullptr, nullptr, nullptr, out, t, h, d, p, eps, 7);",
+     "ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .cos = nullptr, .sin = nullptr, .output = out, "
+     ".tokens = t, .heads = h, .head_dim = d, .pos_offset = p, .eps = eps, "
+     ".mode = static_cast<ferrum::QkMode>(7)});"),
+    ("ctx.from_weight_bytes(raw, Dtype::f16);", "ctx.from_weight_bytes({.raw = raw, .src_dtype = Dtype::f16});"),
+    # Left alone: plain ops, already named calls, C slot calls with another argument count.
+    ("ctx.to_vec(buf, n); ctx.gemm({.a = a}); t->gemm(ctx, &args);",
+     "ctx.to_vec(buf, n); ctx.gemm({.a = a}); t->gemm(ctx, &args);"),
+    ("// positional on purpose\nctx.gemm(a, b, out, m, n, k);", "// positional on purpose\nctx.gemm(a, b, out, m, n, k);"),
+]
+
+
+def self_test(table):
+    bad = 0
+    for src, want in SELF_TEST:
+        got = rewrite(src, table)[0]
+        if got != want or rewrite(got, table)[0] != got:
+            bad += 1
+            print(f"rewrite_named_args: self-test failed\n  source: {src}\n  want:   {want}\n  got:    {got}")
+    print(f"rewrite_named_args: self-test {len(SELF_TEST) - bad}/{len(SELF_TEST)} passed")
+    return 1 if bad else 0
+
+
 def main():
+    if "--self-test" in sys.argv:
+        return self_test(forms())
     check = "--check" in sys.argv
     paths = [a for a in sys.argv[1:] if a != "--check"] or DEFAULT_PATHS
     table = forms()
