@@ -39,7 +39,7 @@ const bool kAppend = register_table<Append>(
       const vec nk = run.random(n_new), nv = run.random(n_new);
       Buffer bk = run.upload(nk), bv = run.upload(nv);
       Buffer ck = run.output(n_cache), cv = run.output(n_cache);
-      run.ctx.kv_cache_append_head_major(ck, cv, s.cache_len, s.cap, bk, bv, s.new_tokens, s.nkv, s.hd);
+      run.ctx.kv_cache_append_head_major({.cache_k = ck, .cache_v = cv, .cache_len = s.cache_len, .cache_capacity = s.cap, .new_k_head_major = bk, .new_v_head_major = bv, .new_tokens = s.new_tokens, .nkv = s.nkv, .hd = s.hd});
       vec rk, rv;
       fr::kv_cache_append_head_major(rk, rv, s.cache_len, s.cap, nk, nv, s.new_tokens, s.nkv, s.hd);
       const vec gk = run.download(ck, n_cache), gv = run.download(cv, n_cache);
@@ -85,8 +85,8 @@ void run_attention(Run& run, const Attn& c) {
   const vec q = run.random(nq, -2.0, 2.0), k = run.random(nkv, -2.0, 2.0), v = run.random(nkv, -2.0, 2.0);
   Buffer bq = run.upload(q), bk = upload_kv(run, k, c), bv = upload_kv(run, v, c);
   Buffer out = run.output(nq);
-  run.ctx.flash_attention(bq, bk, bv, out, c.batch, c.q_len, c.kv_len, c.pos_offset, c.nh, c.nkv, c.hd, c.causal,
-                          c.scale, c.stride, c.window);
+  run.ctx.flash_attention({.q = bq, .k = bk, .v = bv, .out = out, .batch = c.batch, .q_len = c.q_len, .kv_len = c.kv_len, .pos_offset = c.pos_offset, .num_heads = c.nh, .num_kv_heads = c.nkv, .head_dim = c.hd, .causal = c.causal,
+                          .scale = c.scale, .kv_seq_stride = c.stride, .sliding_window = c.window});
   vec ref;
   fr::flash_attention(q, k, v, ref, c.batch, c.q_len, c.kv_len, c.pos_offset, c.nh, c.nkv, c.hd, c.causal, c.scale,
                       c.stride, c.window);
@@ -150,17 +150,17 @@ FERRUM_CONFORMANCE_CASE("flash_attention", "deterministic (two runs bitwise equa
   Buffer bq = run.upload(run.random(nq)), bk = upload_kv(run, run.random(nkv), c), bv = upload_kv(run, run.random(nkv), c);
   Buffer o1 = run.output(nq), o2 = run.output(nq);
   for (Buffer* o : {&o1, &o2})
-    run.ctx.flash_attention(bq, bk, bv, *o, c.batch, c.q_len, c.kv_len, c.pos_offset, c.nh, c.nkv, c.hd, c.causal,
-                            c.scale, c.stride, c.window);
+    run.ctx.flash_attention({.q = bq, .k = bk, .v = bv, .out = *o, .batch = c.batch, .q_len = c.q_len, .kv_len = c.kv_len, .pos_offset = c.pos_offset, .num_heads = c.nh, .num_kv_heads = c.nkv, .head_dim = c.hd, .causal = c.causal,
+                            .scale = c.scale, .kv_seq_stride = c.stride, .sliding_window = c.window});
   run.check_values("second run vs first", run.download(o2, nq), run.download(o1, nq), c.hd, run.dtype, 'E');
 }
 
 FERRUM_CONFORMANCE_CASE("flash_attention", "batch 0 / q_len 0 are no-ops", kActDtypes) {
   Buffer q = run.output(0, Dtype::invalid, 0), k = run.upload(run.random(64)), v = run.upload(run.random(64));
   Buffer out = run.output(0, Dtype::invalid, 8);
-  run.ctx.flash_attention(q, k, v, out, 0, 1, 8, 0, 1, 1, 8, true, 0.0f, 0, 0);
+  run.ctx.flash_attention({.q = q, .k = k, .v = v, .out = out, .batch = 0, .q_len = 1, .kv_len = 8, .pos_offset = 0, .num_heads = 1, .num_kv_heads = 1, .head_dim = 8, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
   run.check_untouched("out (batch 0)", out, 0, out.count());
-  run.ctx.flash_attention(q, k, v, out, 1, 0, 8, 0, 1, 1, 8, true, 0.0f, 0, 0);
+  run.ctx.flash_attention({.q = q, .k = k, .v = v, .out = out, .batch = 1, .q_len = 0, .kv_len = 8, .pos_offset = 0, .num_heads = 1, .num_kv_heads = 1, .head_dim = 8, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
   run.check_untouched("out (q_len 0)", out, 0, out.count());
 }
 
@@ -171,21 +171,21 @@ FERRUM_CONFORMANCE_CASE("flash_attention", "error: k too small, v of another dty
   Buffer q = run.upload(run.random(2 * 8)), k = run.upload(run.random(4 * 8)), v = run.upload(run.random(8 * 8));
   Buffer out = run.output(16, Dtype::invalid, 0);
   run.expect_error("k smaller than kv_seq_stride rows", kInvalid,
-                   [&] { run.ctx.flash_attention(q, k, v, out, 1, 1, 4, 3, 2, 1, 8, true, 0.0f, 8, 0); }, "'k'");
+                   [&] { run.ctx.flash_attention({.q = q, .k = k, .v = v, .out = out, .batch = 1, .q_len = 1, .kv_len = 4, .pos_offset = 3, .num_heads = 2, .num_kv_heads = 1, .head_dim = 8, .causal = true, .scale = 0.0f, .kv_seq_stride = 8, .sliding_window = 0}); }, "'k'");
   Buffer k8 = run.upload(run.random(8 * 8)), vo = run.upload(run.random(8 * 8, -1.0, 1.0, other), other);
   run.expect_error("v of another dtype", kInvalid,
-                   [&] { run.ctx.flash_attention(q, k8, vo, out, 1, 1, 4, 3, 1, 1, 8, true, 0.0f, 0, 0); }, "'v'");
+                   [&] { run.ctx.flash_attention({.q = q, .k = k8, .v = vo, .out = out, .batch = 1, .q_len = 1, .kv_len = 4, .pos_offset = 3, .num_heads = 1, .num_kv_heads = 1, .head_dim = 8, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0}); }, "'v'");
   run.expect_error("num_heads % num_kv_heads != 0", kInvalid,
-                   [&] { run.ctx.flash_attention(q, k8, v, out, 1, 1, 4, 3, 3, 2, 8, true, 0.0f, 0, 0); },
+                   [&] { run.ctx.flash_attention({.q = q, .k = k8, .v = v, .out = out, .batch = 1, .q_len = 1, .kv_len = 4, .pos_offset = 3, .num_heads = 3, .num_kv_heads = 2, .head_dim = 8, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0}); },
                    "flash_attention");
   run.expect_error("num_kv_heads = 0", kInvalid,
-                   [&] { run.ctx.flash_attention(q, k8, v, out, 1, 1, 4, 3, 1, 0, 8, true, 0.0f, 0, 0); },
+                   [&] { run.ctx.flash_attention({.q = q, .k = k8, .v = v, .out = out, .batch = 1, .q_len = 1, .kv_len = 4, .pos_offset = 3, .num_heads = 1, .num_kv_heads = 0, .head_dim = 8, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0}); },
                    "flash_attention");
   for (float s : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
     run.expect_error(fmt("scale %g", s), kInvalid,
-                     [&] { run.ctx.flash_attention(q, k8, v, out, 1, 1, 4, 3, 1, 1, 8, true, s, 0, 0); }, "scale");
+                     [&] { run.ctx.flash_attention({.q = q, .k = k8, .v = v, .out = out, .batch = 1, .q_len = 1, .kv_len = 4, .pos_offset = 3, .num_heads = 1, .num_kv_heads = 1, .head_dim = 8, .causal = true, .scale = s, .kv_seq_stride = 0, .sliding_window = 0}); }, "scale");
   run.expect_error("kv_len > kv_seq_stride", kInvalid,
-                   [&] { run.ctx.flash_attention(q, k8, v, out, 1, 1, 6, 5, 1, 1, 8, true, 0.0f, 4, 0); },
+                   [&] { run.ctx.flash_attention({.q = q, .k = k8, .v = v, .out = out, .batch = 1, .q_len = 1, .kv_len = 6, .pos_offset = 5, .num_heads = 1, .num_kv_heads = 1, .head_dim = 8, .causal = true, .scale = 0.0f, .kv_seq_stride = 4, .sliding_window = 0}); },
                    "flash_attention");
   run.check_untouched("out", out, 0, out.count());
 }
@@ -194,7 +194,7 @@ FERRUM_CONFORMANCE_CASE("kv_cache_append_head_major", "error: cache_len + new_to
   Buffer nk = run.upload(run.random(2 * 8)), nv = run.upload(run.random(2 * 8));
   Buffer ck = run.output(4 * 8, Dtype::invalid, 0), cv = run.output(4 * 8, Dtype::invalid, 0);
   run.expect_error("overflow", kInvalid,
-                   [&] { run.ctx.kv_cache_append_head_major(ck, cv, 3, 4, nk, nv, 2, 1, 8); },
+                   [&] { run.ctx.kv_cache_append_head_major({.cache_k = ck, .cache_v = cv, .cache_len = 3, .cache_capacity = 4, .new_k_head_major = nk, .new_v_head_major = nv, .new_tokens = 2, .nkv = 1, .hd = 8}); },
                    "kv_cache_append_head_major");
   run.check_untouched("cache_k", ck, 0, ck.count());
   run.check_untouched("cache_v", cv, 0, cv.count());

@@ -57,8 +57,8 @@ void run_attention(Run& run, const BatchShape& s) {
   Buffer out = run.output(m * s.nq * s.hd);
   const uint64_t maxv = s.capacity;
   const float scale = s.window ? 0.0f : 0.1f;
-  run.ctx.flash_attention_batched_per_cache(bq, kh, vh, lens, out, s.nq, s.nkv, s.hd, scale, maxv, s.capacity, 3,
-                                            s.window);
+  run.ctx.flash_attention_batched_per_cache({.q = bq, .k_caches = kh, .v_caches = vh, .kv_lens = lens, .out = out, .nq = s.nq, .nkv = s.nkv, .hd = s.hd, .scale = scale, .max_valid_kv = maxv, .capacity = s.capacity, .slot = 3,
+                                            .sliding_window = s.window});
   vec ref;
   fr::flash_attention_batched_per_cache(q, kc, vc, m, s.lens, ref, s.nq, s.nkv, s.hd, scale, maxv, s.capacity, s.window);
   run.check("out", out, ref, s.nq * s.hd);
@@ -76,7 +76,7 @@ void run_append(Run& run, const BatchShape& s) {
     ch.push_back(cb.back().get());
   }
   Buffer bnd = run.upload(nd), lens = upload_idx(run, s.lens, s.i32);
-  run.ctx.kv_cache_append_batched_per_cache(ch, bnd, lens, s.capacity, s.nkv, s.hd, 64 + 5);
+  run.ctx.kv_cache_append_batched_per_cache({.caches = ch, .new_data = bnd, .cache_lens = lens, .capacity = s.capacity, .nkv = s.nkv, .hd = s.hd, .slot = 64 + 5});
   fr::kv_cache_append_batched_per_cache(caches, nd, s.lens, s.capacity, m, s.nkv, s.hd);
   for (uint64_t i = 0; i < m; ++i) run.check(fmt("caches[%llu]", (ull)i), cb[i], caches[i], s.hd, 'E');
 }
@@ -121,14 +121,14 @@ FERRUM_CONFORMANCE_CASE("flash_attention_batched_per_cache", "append then attend
     kh.push_back(kb.back().get());
     vh.push_back(vb.back().get());
   }
-  run.ctx.populate_batched_pointers(kh.data(), vh.data(), 1, m);
+  run.ctx.populate_batched_pointers({.k_caches = kh.data(), .v_caches = vh.data(), .num_layers = 1, .m = m});
   const vec nk = run.random(m * nkv * hd), nv = run.random(m * nkv * hd), q = run.random(m * nq * hd);
   Buffer bnk = run.upload(nk), bnv = run.upload(nv), bq = run.upload(q);
   Buffer lb = run.upload_u32({5, 0, 23}), la = run.upload_u32({6, 1, 24});
-  run.ctx.kv_cache_append_batched_per_cache(kh, bnk, lb, cap, nkv, hd, 0);
-  run.ctx.kv_cache_append_batched_per_cache(vh, bnv, lb, cap, nkv, hd, 64);
+  run.ctx.kv_cache_append_batched_per_cache({.caches = kh, .new_data = bnk, .cache_lens = lb, .capacity = cap, .nkv = nkv, .hd = hd, .slot = 0});
+  run.ctx.kv_cache_append_batched_per_cache({.caches = vh, .new_data = bnv, .cache_lens = lb, .capacity = cap, .nkv = nkv, .hd = hd, .slot = 64});
   Buffer out = run.output(m * nq * hd);
-  run.ctx.flash_attention_batched_per_cache(bq, kh, vh, la, out, nq, nkv, hd, 0.0f, cap, cap, 0, 0);
+  run.ctx.flash_attention_batched_per_cache({.q = bq, .k_caches = kh, .v_caches = vh, .kv_lens = la, .out = out, .nq = nq, .nkv = nkv, .hd = hd, .scale = 0.0f, .max_valid_kv = cap, .capacity = cap, .slot = 0, .sliding_window = 0});
   fr::kv_cache_append_batched_per_cache(kc, nk, before, cap, m, nkv, hd);
   fr::kv_cache_append_batched_per_cache(vc, nv, before, cap, m, nkv, hd);
   vec ref;
@@ -140,11 +140,11 @@ FERRUM_CONFORMANCE_CASE("flash_attention_batched_per_cache", "append then attend
 FERRUM_CONFORMANCE_CASE("populate_batched_pointers", "staging limits", kActDtypes) {
   Buffer k = run.upload(run.random(8)), v = run.upload(run.random(8));
   std::vector<ferrum_buffer*> kh(65, k.get()), vh(65, v.get());
-  run.ctx.populate_batched_pointers(kh.data(), vh.data(), 64, 1);  // every layer slot
+  run.ctx.populate_batched_pointers({.k_caches = kh.data(), .v_caches = vh.data(), .num_layers = 64, .m = 1});  // every layer slot
   run.expect_error("num_layers 65", ErrorCode::invalid_argument,
-                   [&] { run.ctx.populate_batched_pointers(kh.data(), vh.data(), 65, 1); }, "num_layers");
+                   [&] { run.ctx.populate_batched_pointers({.k_caches = kh.data(), .v_caches = vh.data(), .num_layers = 65, .m = 1}); }, "num_layers");
   run.expect_error("m 65 (> batched_items)", ErrorCode::unsupported,
-                   [&] { run.ctx.populate_batched_pointers(kh.data(), vh.data(), 1, 65); }, "m");
+                   [&] { run.ctx.populate_batched_pointers({.k_caches = kh.data(), .v_caches = vh.data(), .num_layers = 1, .m = 65}); }, "m");
 }
 
 FERRUM_CONFORMANCE_CASE("flash_attention_batched_per_cache", "argument errors write nothing", kActDtypes) {
@@ -154,16 +154,16 @@ FERRUM_CONFORMANCE_CASE("flash_attention_batched_per_cache", "argument errors wr
   Buffer out = run.output(nq * hd);
   std::vector<ferrum_buffer*> kh = {k.get()}, vh = {v.get()};
   run.expect_error("slot 128", ErrorCode::invalid_argument, [&] {
-    run.ctx.flash_attention_batched_per_cache(q, kh, vh, lens, out, nq, nkv, hd, 0.0f, cap, cap, 128, 0);
+    run.ctx.flash_attention_batched_per_cache({.q = q, .k_caches = kh, .v_caches = vh, .kv_lens = lens, .out = out, .nq = nq, .nkv = nkv, .hd = hd, .scale = 0.0f, .max_valid_kv = cap, .capacity = cap, .slot = 128, .sliding_window = 0});
   }, "slot");
   run.expect_error("max_valid_kv > capacity", ErrorCode::invalid_argument, [&] {
-    run.ctx.flash_attention_batched_per_cache(q, kh, vh, lens, out, nq, nkv, hd, 0.0f, cap + 1, cap, 0, 0);
+    run.ctx.flash_attention_batched_per_cache({.q = q, .k_caches = kh, .v_caches = vh, .kv_lens = lens, .out = out, .nq = nq, .nkv = nkv, .hd = hd, .scale = 0.0f, .max_valid_kv = cap + 1, .capacity = cap, .slot = 0, .sliding_window = 0});
   }, "max_valid_kv");
   run.expect_error("gqa 4 / 3", ErrorCode::invalid_argument, [&] {
-    run.ctx.flash_attention_batched_per_cache(q, kh, vh, lens, out, nq, 3, hd, 0.0f, cap, cap, 0, 0);
+    run.ctx.flash_attention_batched_per_cache({.q = q, .k_caches = kh, .v_caches = vh, .kv_lens = lens, .out = out, .nq = nq, .nkv = 3, .hd = hd, .scale = 0.0f, .max_valid_kv = cap, .capacity = cap, .slot = 0, .sliding_window = 0});
   });
   run.expect_error("cache too small", ErrorCode::invalid_argument, [&] {
-    run.ctx.flash_attention_batched_per_cache(q, kh, vh, lens, out, nq, nkv, hd, 0.0f, cap, cap * 2, 0, 0);
+    run.ctx.flash_attention_batched_per_cache({.q = q, .k_caches = kh, .v_caches = vh, .kv_lens = lens, .out = out, .nq = nq, .nkv = nkv, .hd = hd, .scale = 0.0f, .max_valid_kv = cap, .capacity = cap * 2, .slot = 0, .sliding_window = 0});
   }, "k_caches[0]");
   run.check_untouched("out", out, 0, out.count());
 }

@@ -271,7 +271,7 @@ FERRUM_CONFORMANCE_CASE_IN("contract", "new_context", "contexts on 4 threads at 
   for (int t = 0; t < kThreads; ++t) {
     Buffer x = run.upload(xs[t]), y = run.upload(ys[t]);
     Buffer o = run.output(n, Dtype::invalid, 0);
-    run.ctx.copy_slice(x, 0, o, 0, n);
+    run.ctx.copy_slice({.src = x, .src_offset = 0, .dst = o, .dst_offset = 0, .len = n});
     if (add) run.ctx.add_inplace(o, y, n);
     want[t] = run.download(o, n);
   }
@@ -285,10 +285,10 @@ FERRUM_CONFORMANCE_CASE_IN("contract", "new_context", "contexts on 4 threads at 
           const auto xb = ft::encode(raw(run.dtype), xs[t]), yb = ft::encode(raw(run.dtype), ys[t]);
           Buffer x = ctx.from_slice_typed(run.dtype, xb.data(), n), y = ctx.from_slice_typed(run.dtype, yb.data(), n);
           Buffer o = ctx.alloc_typed(run.dtype, n);
-          ctx.copy_slice(x, 0, o, 0, n);
+          ctx.copy_slice({.src = x, .src_offset = 0, .dst = o, .dst_offset = 0, .len = n});
           if (add) ctx.add_inplace(o, y, n);
           std::vector<uint8_t> got(n * ft::dtype_size(raw(run.dtype)));
-          ctx.read_typed(o, run.dtype, n, got.data());
+          ctx.read_typed({.src = o, .dtype = run.dtype, .len = n, .data = got.data()});
           if (got != ft::encode(raw(run.dtype), want[t])) {
             errors[t] = fmt("thread %d round %d: the result differs from the single-thread answer", t, r);
             return;

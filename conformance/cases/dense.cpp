@@ -26,7 +26,7 @@ void run_gemm(Run& run, const Mnk& s) {
   const vec a = run.random(s.m * s.k), b = run.random(s.n * s.k);
   Buffer ba = run.upload(a), bb = run.upload(b);
   Buffer out = run.output(s.m * s.n);
-  run.ctx.gemm(ba, bb, out, s.m, s.n, s.k);
+  run.ctx.gemm({.a = ba, .b = bb, .out = out, .m = s.m, .n = s.n, .k = s.k});
   vec ref;
   fr::gemm(a, b, ref, s.m, s.n, s.k);
   run.check("out", out, ref, s.n);
@@ -47,7 +47,7 @@ FERRUM_CONFORMANCE_CASE("gemm", "a and b the same handle", kActDtypes) {
   const vec a = run.random(m * k);
   Buffer ba = run.upload(a);
   Buffer out = run.output(m * m);
-  run.ctx.gemm(ba, ba, out, m, m, k);
+  run.ctx.gemm({.a = ba, .b = ba, .out = out, .m = m, .n = m, .k = k});
   vec ref;
   fr::gemm(a, a, ref, m, m, k);
   run.check("out", out, ref, m);
@@ -56,13 +56,13 @@ FERRUM_CONFORMANCE_CASE("gemm", "a and b the same handle", kActDtypes) {
 FERRUM_CONFORMANCE_CASE("gemm", "k = 0 gives +0.0; m = 0 and n = 0 are no-ops", kActDtypes) {
   Buffer a0 = run.output(0, Dtype::invalid, 0), b0 = run.output(0, Dtype::invalid, 0);
   Buffer out = run.output(3 * 5);
-  run.ctx.gemm(a0, b0, out, 3, 5, 0);
+  run.ctx.gemm({.a = a0, .b = b0, .out = out, .m = 3, .n = 5, .k = 0});
   run.check("out (k = 0)", out, vec(15, 0.0), 5, 'E');
   Buffer a = run.upload(run.random(8)), b = run.upload(run.random(8));
   Buffer o2 = run.output(0, Dtype::invalid, 4);
-  run.ctx.gemm(a, b, o2, 0, 1, 8);
+  run.ctx.gemm({.a = a, .b = b, .out = o2, .m = 0, .n = 1, .k = 8});
   run.check_untouched("out (m = 0)", o2, 0, o2.count());
-  run.ctx.gemm(a, b, o2, 1, 0, 8);
+  run.ctx.gemm({.a = a, .b = b, .out = o2, .m = 1, .n = 0, .k = 8});
   run.check_untouched("out (n = 0)", o2, 0, o2.count());
 }
 
@@ -70,8 +70,8 @@ FERRUM_CONFORMANCE_CASE("gemm", "deterministic (two runs bitwise equal)", kActDt
   const uint64_t m = 37, n = 71, k = 300;
   Buffer a = run.upload(run.random(m * k)), b = run.upload(run.random(n * k));
   Buffer o1 = run.output(m * n), o2 = run.output(m * n);
-  run.ctx.gemm(a, b, o1, m, n, k);
-  run.ctx.gemm(a, b, o2, m, n, k);
+  run.ctx.gemm({.a = a, .b = b, .out = o1, .m = m, .n = n, .k = k});
+  run.ctx.gemm({.a = a, .b = b, .out = o2, .m = m, .n = n, .k = k});
   run.check_values("second run vs first", run.download(o2, m * n), run.download(o1, m * n), n, run.dtype, 'E');
 }
 
@@ -80,7 +80,7 @@ FERRUM_CONFORMANCE_CASE("gemm", "NaN in one row of a poisons that row only", kAc
   vec a = run.random(m * k), b = run.random(n * k);
   a[1 * k + 2] = std::numeric_limits<double>::quiet_NaN();
   Buffer ba = run.upload(a), bb = run.upload(b), out = run.output(m * n);
-  run.ctx.gemm(ba, bb, out, m, n, k);
+  run.ctx.gemm({.a = ba, .b = bb, .out = out, .m = m, .n = n, .k = k});
   vec ref;
   fr::gemm(a, b, ref, m, n, k);
   run.check("out", out, ref, n);
@@ -109,9 +109,9 @@ const bool kRms = register_table<TokDim>("rms_norm", kActDtypes, tok_dims({1, 5}
   vec ref;
   fr::rms_norm(x, w, eps, ref, s.tokens, s.dim);
   Buffer out = run.output(s.tokens * s.dim);
-  run.ctx.rms_norm(bx, bw, eps, out, s.tokens, s.dim);
+  run.ctx.rms_norm({.x = bx, .w = bw, .eps = eps, .out = out, .tokens = s.tokens, .dim = s.dim});
   run.check("out", out, ref, s.dim);
-  run.ctx.rms_norm(bx, bw, eps, bx, s.tokens, s.dim);
+  run.ctx.rms_norm({.x = bx, .w = bw, .eps = eps, .out = bx, .tokens = s.tokens, .dim = s.dim});
   run.check("out == x", bx, ref, s.dim);
 });
 
@@ -125,13 +125,13 @@ const bool kFusedRms = register_table<TokDim>("fused_add_rms_norm", kActDtypes, 
   {
     Buffer br = run.upload(res0), bx = run.upload(x), bw = run.upload(w);
     Buffer out = run.output(n);
-    run.ctx.fused_add_rms_norm(br, bx, bw, eps, out, s.tokens, s.dim);
+    run.ctx.fused_add_rms_norm({.residual = br, .x = bx, .w = bw, .eps = eps, .out = out, .tokens = s.tokens, .dim = s.dim});
     run.check("out", out, ref, s.dim);
     run.check("residual", br, res, s.dim);
   }
   {
     Buffer br = run.upload(res0), bx = run.upload(x), bw = run.upload(w);
-    run.ctx.fused_add_rms_norm(br, bx, bw, eps, bx, s.tokens, s.dim);
+    run.ctx.fused_add_rms_norm({.residual = br, .x = bx, .w = bw, .eps = eps, .out = bx, .tokens = s.tokens, .dim = s.dim});
     run.check("out == x", bx, ref, s.dim);
     run.check("residual (out == x)", br, res, s.dim);
   }
@@ -146,9 +146,9 @@ const bool kLayerNorm = register_table<TokDim>("layer_norm", kActDtypes, tok_dim
   vec ref;
   fr::layer_norm(x, g, be, eps, ref, s.tokens, s.dim);
   Buffer out = run.output(s.tokens * s.dim);
-  run.ctx.layer_norm(bx, bg, bb, eps, out, s.tokens, s.dim);
+  run.ctx.layer_norm({.x = bx, .gamma = bg, .beta = bb, .eps = eps, .out = out, .tokens = s.tokens, .dim = s.dim});
   run.check("out", out, ref, s.dim);
-  run.ctx.layer_norm(bx, bg, bb, eps, bx, s.tokens, s.dim);
+  run.ctx.layer_norm({.x = bx, .gamma = bg, .beta = bb, .eps = eps, .out = bx, .tokens = s.tokens, .dim = s.dim});
   run.check("out == x", bx, ref, s.dim);
 });
 
@@ -161,7 +161,7 @@ FERRUM_CONFORMANCE_CASE("layer_norm", "large mean, small variance (two-pass stat
   const vec g = run.random(dim, 0.5, 1.5), be = run.random(dim, -0.5, 0.5);
   Buffer bx = run.upload(x), bg = run.upload(g), bb = run.upload(be);
   Buffer out = run.output(tokens * dim);
-  run.ctx.layer_norm(bx, bg, bb, 1e-6f, out, tokens, dim);
+  run.ctx.layer_norm({.x = bx, .gamma = bg, .beta = bb, .eps = 1e-6f, .out = out, .tokens = tokens, .dim = dim});
   vec ref;
   fr::layer_norm(x, g, be, 1e-6f, ref, tokens, dim);
   run.check("out", out, ref, dim);
@@ -224,7 +224,7 @@ const bool kScaledAdd = register_table<LenScale>(
       vec dst = run.random(s.len, -4.0, 4.0);
       const vec src = run.random(s.len, -4.0, 4.0);
       Buffer bd = run.upload(dst), bs = run.upload(src);
-      run.ctx.scaled_add_inplace(bd, bs, s.scale, s.len);
+      run.ctx.scaled_add_inplace({.dst = bd, .src = bs, .scale = s.scale, .len = s.len});
       fr::scaled_add_inplace(dst, src, s.scale, s.len, raw(run.dtype));
       run.check("dst", bd, dst, 0);
     });
@@ -237,7 +237,7 @@ const bool kAddBias = register_table<RowsCols>(
       vec data = run.random(s.rows * s.cols, -3.0, 3.0);
       const vec bias = run.random(s.cols, -1.0, 1.0);
       Buffer bd = run.upload(data), bb = run.upload(bias);
-      run.ctx.add_bias(bd, bb, s.rows, s.cols);
+      run.ctx.add_bias({.data = bd, .bias = bb, .rows = s.rows, .cols = s.cols});
       fr::add_bias(data, bias, s.rows, s.cols, raw(run.dtype));
       run.check("data", bd, data, s.cols);
     });
@@ -252,7 +252,7 @@ const bool kSplitQkv = register_table<Qkv>(
       const vec qkv = run.random(s.tokens * (s.q_dim + 2 * s.kv_dim), -3.0, 3.0);
       Buffer b = run.upload(qkv);
       Buffer q = run.output(s.tokens * s.q_dim), k = run.output(s.tokens * s.kv_dim), v = run.output(s.tokens * s.kv_dim);
-      run.ctx.split_qkv(b, q, k, v, s.tokens, s.q_dim, s.kv_dim);
+      run.ctx.split_qkv({.qkv = b, .q = q, .k = k, .v = v, .tokens = s.tokens, .q_dim = s.q_dim, .kv_dim = s.kv_dim});
       vec rq, rk, rv;
       fr::split_qkv(qkv, rq, rk, rv, s.tokens, s.q_dim, s.kv_dim);
       run.check("q", q, rq, s.q_dim, 'E');
@@ -275,7 +275,7 @@ const bool kSilu = register_table<TokIm>(
       const vec gu = run.random(s.tokens * 2 * s.im, -6.0, 6.0);
       Buffer b = run.upload(gu);
       Buffer out = run.output(s.tokens * s.im);
-      run.ctx.fused_silu_mul_split(b, out, s.tokens, s.im);
+      run.ctx.fused_silu_mul_split({.gate_up = b, .out = out, .tokens = s.tokens, .im = s.im});
       vec ref;
       fr::fused_silu_mul_split(gu, ref, s.tokens, s.im);
       run.check("out", out, ref, s.im);
@@ -299,7 +299,7 @@ const bool kSiluStrided = register_table<Strided>(
       const vec gu = run.random(in_rows * 2 * s.im, -6.0, 6.0);
       Buffer b = run.upload(gu);
       Buffer out = run.output(out_rows * s.im, Dtype::invalid, 0);
-      run.ctx.fused_silu_mul_split_strided(b, s.in_off, out, s.out_off, s.tokens, s.im);
+      run.ctx.fused_silu_mul_split_strided({.gate_up = b, .in_row_offset = s.in_off, .out = out, .out_row_offset = s.out_off, .tokens = s.tokens, .intermediate = s.im});
       vec ref;
       fr::fused_silu_mul_split_strided(gu, s.in_off, ref, s.out_off, s.tokens, s.im);
       run.check_untouched("rows before out_row_offset", out, 0, s.out_off * s.im);
@@ -316,13 +316,13 @@ const bool kEmb = register_table<uint64_t>(
       Buffer bt = run.upload(tbl);
       const std::vector<uint32_t> ids = {0, 10, 3, 3, 7, 10, 1};
       Buffer out = run.output(ids.size() * dim);
-      run.ctx.embedding_lookup(bt, ids, out, dim);
+      run.ctx.embedding_lookup({.table = bt, .ids = ids, .out = out, .dim = dim});
       vec ref;
       fr::embedding_lookup(tbl, ids, ids.size(), ref, dim);
       run.check("out", out, ref, dim, 'E');
       Buffer one = run.output(dim);
       const std::vector<uint32_t> id1 = {vocab - 1};
-      run.ctx.embedding_lookup(bt, id1, one, dim);
+      run.ctx.embedding_lookup({.table = bt, .ids = id1, .out = one, .dim = dim});
       run.check("out (1 id)", one, slice(tbl, (vocab - 1) * dim, dim), dim, 'E');
     });
 
@@ -340,7 +340,7 @@ const bool kEmbDev = register_table<EmbDev>(
       if (s.ids == Dtype::i32) ids.push_back(-1);
       Buffer bi = run.upload(vec(ids.begin(), ids.end()), s.ids);
       Buffer out = run.output(ids.size() * s.dim);
-      run.ctx.embedding_lookup_dev(bt, bi, out, ids.size(), s.dim);
+      run.ctx.embedding_lookup_dev({.table = bt, .ids = bi, .out = out, .batch = ids.size(), .dim = s.dim});
       vec ref;
       fr::embedding_lookup_dev(tbl, ids, ref, ids.size(), s.dim);
       run.check("out", out, ref, s.dim, 'E');
@@ -356,7 +356,7 @@ const bool kT2H = register_table<Thd>("transpose_head_to_token", kActDtypes, kTh
   const uint64_t n = s.tokens * s.heads * s.dim;
   const vec src = run.random(n, -3.0, 3.0);
   Buffer bs = run.upload(src), out = run.output(n);
-  run.ctx.transpose_head_to_token(bs, out, s.tokens, s.heads, s.dim);
+  run.ctx.transpose_head_to_token({.src = bs, .dst = out, .tokens = s.tokens, .heads = s.heads, .dim = s.dim});
   vec ref;
   fr::transpose_head_to_token(src, ref, s.tokens, s.heads, s.dim);
   run.check("dst", out, ref, s.dim, 'E');
@@ -365,7 +365,7 @@ const bool kH2T = register_table<Thd>("transpose_token_to_head", kActDtypes, kTh
   const uint64_t n = s.tokens * s.heads * s.dim;
   const vec src = run.random(n, -3.0, 3.0);
   Buffer bs = run.upload(src), out = run.output(n);
-  run.ctx.transpose_token_to_head(bs, out, s.tokens, s.heads, s.dim);
+  run.ctx.transpose_token_to_head({.src = bs, .dst = out, .tokens = s.tokens, .heads = s.heads, .dim = s.dim});
   vec ref;
   fr::transpose_token_to_head(src, ref, s.tokens, s.heads, s.dim);
   run.check("dst", out, ref, s.dim, 'E');
@@ -379,7 +379,7 @@ const bool kArgmax = register_table<Mn>(
     [](Run& run, const Mn& s) {
       const vec logits = run.random(s.m * s.n, -10.0, 10.0);
       Buffer b = run.upload(logits);
-      const auto got = run.ctx.argmax_rows_f16(b, s.m, s.n);
+      const auto got = run.ctx.argmax_rows_f16({.logits = b, .m = s.m, .n = s.n});
       std::vector<uint32_t> ref;
       fr::argmax_rows_f16(logits, s.m, s.n, ref);
       run.check_values("ids", vec(got.begin(), got.end()), vec(ref.begin(), ref.end()), 0, Dtype::u32, 'E');
@@ -402,10 +402,10 @@ FERRUM_CONFORMANCE_CASE("argmax_rows_f16", "ties, NaN, signed zeros, infinities;
   };
   const uint64_t m = logits.size() / n;
   Buffer b = run.upload(logits);
-  const auto got = run.ctx.argmax_rows_f16(b, m, n);
+  const auto got = run.ctx.argmax_rows_f16({.logits = b, .m = m, .n = n});
   const vec expect = {1, 3, 0, 0, 0, 1, 4, 1};
   run.check_values("ids", vec(got.begin(), got.end()), expect, 0, Dtype::u32, 'E');
-  if (!run.ctx.argmax_rows_f16(b, 0, n).empty()) run.fail("m = 0 must give no ids");
+  if (!run.ctx.argmax_rows_f16({.logits = b, .m = 0, .n = n}).empty()) run.fail("m = 0 must give no ids");
 }
 
 FERRUM_CONFORMANCE_CASE("add_inplace", "overflow gives +-inf, NaN propagates", kActDtypes) {
@@ -427,37 +427,37 @@ FERRUM_CONFORMANCE_CASE("gemm", "error: buffers too small, dtype mismatch, out a
   const Dtype other = run.dtype == Dtype::f32 ? Dtype::f16 : Dtype::f32;
   Buffer a = run.upload(run.random(3 * 4)), b = run.upload(run.random(5 * 4));
   Buffer small = run.output(3 * 5 - 1, Dtype::invalid, 0);
-  run.expect_error("out too small", kInvalid, [&] { run.ctx.gemm(a, b, small, 3, 5, 4); }, "gemm");
+  run.expect_error("out too small", kInvalid, [&] { run.ctx.gemm({.a = a, .b = b, .out = small, .m = 3, .n = 5, .k = 4}); }, "gemm");
   run.check_untouched("out too small: out", small, 0, small.count());
   Buffer out = run.output(4 * 5, Dtype::invalid, 0);
-  run.expect_error("a too small", kInvalid, [&] { run.ctx.gemm(a, b, out, 4, 5, 4); }, "'a'");
+  run.expect_error("a too small", kInvalid, [&] { run.ctx.gemm({.a = a, .b = b, .out = out, .m = 4, .n = 5, .k = 4}); }, "'a'");
   run.check_untouched("a too small: out", out, 0, out.count());
   Buffer wrong = run.output(3 * 5, other, 0);
-  run.expect_error("out of another dtype", kInvalid, [&] { run.ctx.gemm(a, b, wrong, 3, 5, 4); }, "out");
+  run.expect_error("out of another dtype", kInvalid, [&] { run.ctx.gemm({.a = a, .b = b, .out = wrong, .m = 3, .n = 5, .k = 4}); }, "out");
   run.check_untouched("out of another dtype: out", wrong, 0, wrong.count());
   const vec av = run.random(16);
   Buffer sq = run.upload(av);
-  run.expect_error("out == a", kInvalid, [&] { run.ctx.gemm(sq, sq, sq, 4, 4, 4); }, "out");
+  run.expect_error("out == a", kInvalid, [&] { run.ctx.gemm({.a = sq, .b = sq, .out = sq, .m = 4, .n = 4, .k = 4}); }, "out");
   run.check_values("out == a: a unchanged", run.download(sq), av, 0, run.dtype, 'E');
 }
 
 FERRUM_CONFORMANCE_CASE("rms_norm", "error: w too small / of another dtype, bad eps, dim = 0", kActDtypes) {
   const Dtype other = run.dtype == Dtype::f32 ? Dtype::f16 : Dtype::f32;
   Buffer x = run.upload(run.random(2 * 8)), w7 = run.upload(run.random(7)), out = run.output(16, Dtype::invalid, 0);
-  run.expect_error("w too small", kInvalid, [&] { run.ctx.rms_norm(x, w7, 1e-6f, out, 2, 8); }, "rms_norm");
+  run.expect_error("w too small", kInvalid, [&] { run.ctx.rms_norm({.x = x, .w = w7, .eps = 1e-6f, .out = out, .tokens = 2, .dim = 8}); }, "rms_norm");
   Buffer wo = run.upload(run.random(8, -1.0, 1.0, other), other);
-  run.expect_error("w of another dtype", kInvalid, [&] { run.ctx.rms_norm(x, wo, 1e-6f, out, 2, 8); }, "w");
+  run.expect_error("w of another dtype", kInvalid, [&] { run.ctx.rms_norm({.x = x, .w = wo, .eps = 1e-6f, .out = out, .tokens = 2, .dim = 8}); }, "w");
   Buffer w = run.upload(run.random(8));
   for (float eps : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -1e-6f})
-    run.expect_error(fmt("eps %g", eps), kInvalid, [&] { run.ctx.rms_norm(x, w, eps, out, 2, 8); }, "eps");
-  run.expect_error("dim = 0 with tokens > 0", kInvalid, [&] { run.ctx.rms_norm(x, w, 1e-6f, out, 2, 0); }, "rms_norm");
+    run.expect_error(fmt("eps %g", eps), kInvalid, [&] { run.ctx.rms_norm({.x = x, .w = w, .eps = eps, .out = out, .tokens = 2, .dim = 8}); }, "eps");
+  run.expect_error("dim = 0 with tokens > 0", kInvalid, [&] { run.ctx.rms_norm({.x = x, .w = w, .eps = 1e-6f, .out = out, .tokens = 2, .dim = 0}); }, "rms_norm");
   run.check_untouched("out", out, 0, out.count());
 }
 
 FERRUM_CONFORMANCE_CASE("fused_add_rms_norm", "error: out == residual", kActDtypes) {
   const vec r = run.random(16);
   Buffer res = run.upload(r), x = run.upload(run.random(16)), w = run.upload(run.random(8));
-  run.expect_error("out == residual", kInvalid, [&] { run.ctx.fused_add_rms_norm(res, x, w, 1e-6f, res, 2, 8); },
+  run.expect_error("out == residual", kInvalid, [&] { run.ctx.fused_add_rms_norm({.residual = res, .x = x, .w = w, .eps = 1e-6f, .out = res, .tokens = 2, .dim = 8}); },
                    "residual");
   run.check_values("residual unchanged", run.download(res), r, 0, run.dtype, 'E');
 }
@@ -471,7 +471,7 @@ FERRUM_CONFORMANCE_CASE("gelu", "error: integer x", kActDtypes) {
 FERRUM_CONFORMANCE_CASE("split_qkv", "error: q too small", kActDtypes) {
   Buffer qkv = run.upload(run.random(2 * 24));
   Buffer q = run.output(15, Dtype::invalid, 0), k = run.output(16, Dtype::invalid, 0), v = run.output(16, Dtype::invalid, 0);
-  run.expect_error("q too small", kInvalid, [&] { run.ctx.split_qkv(qkv, q, k, v, 2, 8, 8); }, "'q'");
+  run.expect_error("q too small", kInvalid, [&] { run.ctx.split_qkv({.qkv = qkv, .q = q, .k = k, .v = v, .tokens = 2, .q_dim = 8, .kv_dim = 8}); }, "'q'");
   run.check_untouched("q", q, 0, 15);
   run.check_untouched("k", k, 0, 16);
   run.check_untouched("v", v, 0, 16);
@@ -480,11 +480,11 @@ FERRUM_CONFORMANCE_CASE("split_qkv", "error: q too small", kActDtypes) {
 FERRUM_CONFORMANCE_CASE("embedding_lookup", "error: id >= vocab", kActDtypes) {
   Buffer tbl = run.upload(run.random(4 * 8)), out = run.output(2 * 8, Dtype::invalid, 0);
   const std::vector<uint32_t> ids = {1, 4};
-  run.expect_error("id 4 of vocab 4", kInvalid, [&] { run.ctx.embedding_lookup(tbl, ids, out, 8); }, "embedding_lookup");
+  run.expect_error("id 4 of vocab 4", kInvalid, [&] { run.ctx.embedding_lookup({.table = tbl, .ids = ids, .out = out, .dim = 8}); }, "embedding_lookup");
   run.check_untouched("out", out, 0, out.count());
 }
 
 FERRUM_CONFORMANCE_CASE("argmax_rows_f16", "error: n = 0 with m > 0", kActDtypes) {
   Buffer b = run.upload(run.random(4));
-  run.expect_error("n = 0", kInvalid, [&] { (void)run.ctx.argmax_rows_f16(b, 1, 0); }, "argmax_rows_f16");
+  run.expect_error("n = 0", kInvalid, [&] { (void)run.ctx.argmax_rows_f16({.logits = b, .m = 1, .n = 0}); }, "argmax_rows_f16");
 }

@@ -27,11 +27,11 @@ std::string name_of(int32_t t, const char* what, uint64_t m, uint64_t rows, uint
 
 void matmul_case(Run& run, int32_t t, uint64_t m, uint64_t rows, uint64_t cols) {
   const std::vector<uint8_t> bytes = ft::random_gguf(t, rows, cols, run.seed() ^ (uint64_t(t) << 32) ^ (m * 131 + rows));
-  ferrum::QWeight w = run.ctx.load_quant(t, std::span<const uint8_t>(bytes), rows, cols);
+  ferrum::QWeight w = run.ctx.load_quant({.quant_type = t, .bytes = std::span<const uint8_t>(bytes), .n_rows = rows, .n_cols = cols});
   const auto a = run.random(m * cols);
   ferrum::Buffer ba = run.upload(a);
   ferrum::Buffer out = run.output(m * rows);
-  run.ctx.gguf_matmul(ba, w, out, m);
+  run.ctx.gguf_matmul({.a = ba, .weight = w, .out = out, .m = m});
   std::vector<double> ref;
   fr::gguf_matmul(run.values(a), fr::gguf_dequantize(t, bytes, rows, cols), ref, m, rows, cols);
   run.check("out", out, ref, rows);
@@ -39,7 +39,7 @@ void matmul_case(Run& run, int32_t t, uint64_t m, uint64_t rows, uint64_t cols) 
 
 void dequant_case(Run& run, int32_t t, uint64_t rows, uint64_t cols) {
   const std::vector<uint8_t> bytes = ft::random_gguf(t, rows, cols, run.seed() ^ (uint64_t(t) << 40) ^ rows);
-  ferrum::QWeight w = run.ctx.load_quant(t, std::span<const uint8_t>(bytes), rows, cols);
+  ferrum::QWeight w = run.ctx.load_quant({.quant_type = t, .bytes = std::span<const uint8_t>(bytes), .n_rows = rows, .n_cols = cols});
   ferrum::Buffer out = run.output(rows * cols);
   run.ctx.gguf_dequantize(w, out);
   // f32 values of §11.1, then rounded once more to the output dtype.
@@ -69,32 +69,32 @@ const bool registered = [] {
 
 FERRUM_CONFORMANCE_CASE("gguf_matmul", "m=0 is a no-op", kActDtypes) {
   const std::vector<uint8_t> bytes = ft::random_gguf(ft::kQ4_0, 4, 64, run.seed());
-  ferrum::QWeight w = run.ctx.load_quant(ft::kQ4_0, std::span<const uint8_t>(bytes), 4, 64);
+  ferrum::QWeight w = run.ctx.load_quant({.quant_type = ft::kQ4_0, .bytes = std::span<const uint8_t>(bytes), .n_rows = 4, .n_cols = 64});
   ferrum::Buffer ba = run.upload(run.random(64));
   ferrum::Buffer out = run.output(4);
-  run.ctx.gguf_matmul(ba, w, out, 0);
+  run.ctx.gguf_matmul({.a = ba, .weight = w, .out = out, .m = 0});
   run.check_untouched("out", out, 0, 4);
 }
 
 FERRUM_CONFORMANCE_CASE("load_quant", "errors: n_cols % QK, byte_len, unknown type", kActDtypes) {
   const std::vector<uint8_t> bytes = ft::random_gguf(ft::kQ4_K, 2, 256, run.seed());
   run.expect_error("n_cols % QK", ErrorCode::invalid_argument, [&] {
-    run.ctx.load_quant(ft::kQ4_K, std::span<const uint8_t>(bytes), 2, 128);
+    run.ctx.load_quant({.quant_type = ft::kQ4_K, .bytes = std::span<const uint8_t>(bytes), .n_rows = 2, .n_cols = 128});
   }, "n_cols");
   run.expect_error("byte_len mismatch", ErrorCode::invalid_argument, [&] {
-    run.ctx.load_quant(ft::kQ4_K, std::span<const uint8_t>(bytes.data(), bytes.size() - 1), 2, 256);
+    run.ctx.load_quant({.quant_type = ft::kQ4_K, .bytes = std::span<const uint8_t>(bytes.data(), bytes.size() - 1), .n_rows = 2, .n_cols = 256});
   }, "byte_len");
   run.expect_error("unknown type", ErrorCode::unsupported, [&] {
-    run.ctx.load_quant(7, std::span<const uint8_t>(bytes), 2, 256);
+    run.ctx.load_quant({.quant_type = 7, .bytes = std::span<const uint8_t>(bytes), .n_rows = 2, .n_cols = 256});
   }, "quant_type");
 }
 
 FERRUM_CONFORMANCE_CASE("gguf_matmul", "errors: a too small, wrong weight kind", kActDtypes) {
   const std::vector<uint8_t> bytes = ft::random_gguf(ft::kQ8_0, 4, 64, run.seed());
-  ferrum::QWeight w = run.ctx.load_quant(ft::kQ8_0, std::span<const uint8_t>(bytes), 4, 64);
+  ferrum::QWeight w = run.ctx.load_quant({.quant_type = ft::kQ8_0, .bytes = std::span<const uint8_t>(bytes), .n_rows = 4, .n_cols = 64});
   ferrum::Buffer ba = run.upload(run.random(63));
   ferrum::Buffer out = run.output(4);
-  run.expect_error("a too small", ErrorCode::invalid_argument, [&] { run.ctx.gguf_matmul(ba, w, out, 1); });
+  run.expect_error("a too small", ErrorCode::invalid_argument, [&] { run.ctx.gguf_matmul({.a = ba, .weight = w, .out = out, .m = 1}); });
 }
 
 }  // namespace

@@ -36,12 +36,12 @@ void gemm_case(Run& run, const Cfg& c) {
   const int32_t act = static_cast<int32_t>(run.dtype);
   const ft::GptqTensors t = ft::random_gptq(c.k, c.n, c.group, c.asym, c.act_order, c.scales_dtype,
                                             run.seed() ^ (c.k * 7919 + c.n * 31 + c.group));
-  ferrum::QWeight w = run.ctx.load_gptq(t.qweight.data(), t.scales_bytes.data(), t.qzeros_ptr(), t.g_idx_ptr(), 4,
-                                        c.group, c.k, c.n, static_cast<Dtype>(c.scales_dtype), run.dtype);
+  ferrum::QWeight w = run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = t.scales_bytes.data(), .qzeros = t.qzeros_ptr(), .g_idx = t.g_idx_ptr(), .bits = 4,
+                                        .group_size = c.group, .k = c.k, .n = c.n, .scales_dtype = static_cast<Dtype>(c.scales_dtype), .act_dtype = run.dtype});
   const auto x = run.random(c.m * c.k);
   ferrum::Buffer bx = run.upload(x);
   ferrum::Buffer out = run.output(c.m * c.n);
-  run.ctx.marlin_gemm(bx, w, out, c.m);
+  run.ctx.marlin_gemm({.a = bx, .weight = w, .out = out, .m = c.m});
   std::vector<double> ref;
   fr::gptq_matmul(run.values(x), fr::gptq_dequantize(t, act), ref, c.m, c.k, c.n);
   run.check("out", out, ref, c.n);
@@ -76,21 +76,21 @@ FERRUM_CONFORMANCE_CASE("load_gptq_stacked", "3 experts, shared NULL qzeros / g_
     sc.push_back(t.scales_bytes.data());
     qz.push_back(t.qzeros.data());
   }
-  ferrum::QWeight w = run.ctx.load_gptq_stacked(E, qw.data(), sc.data(), qz.data(), nullptr, 4, 32, K, N,
-                                                Dtype::f16, run.dtype);
-  ferrum::QWeight w2 = run.ctx.load_gptq_stacked(E, qw.data(), sc.data(), nullptr, nullptr, 4, 0, K, N,
-                                                 Dtype::f16, Dtype::invalid);
+  ferrum::QWeight w = run.ctx.load_gptq_stacked({.num_experts = E, .qweights = qw.data(), .scales = sc.data(), .qzeros = qz.data(), .g_idx = nullptr, .bits = 4, .group_size = 32, .k = K, .n_per_expert = N,
+                                                .scales_dtype = Dtype::f16, .act_dtype = run.dtype});
+  ferrum::QWeight w2 = run.ctx.load_gptq_stacked({.num_experts = E, .qweights = qw.data(), .scales = sc.data(), .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 0, .k = K, .n_per_expert = N,
+                                                 .scales_dtype = Dtype::f16, .act_dtype = Dtype::invalid});
   (void)w;
   (void)w2;
 }
 
 FERRUM_CONFORMANCE_CASE("marlin_gemm", "m=0 is a no-op", kActDtypes) {
   const ft::GptqTensors t = ft::random_gptq(64, 16, 32, true, false, FERRUM_DTYPE_F16, run.seed());
-  ferrum::QWeight w = run.ctx.load_gptq(t.qweight.data(), t.scales_bytes.data(), t.qzeros_ptr(), nullptr, 4, 32, 64,
-                                        16, Dtype::f16, run.dtype);
+  ferrum::QWeight w = run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = t.scales_bytes.data(), .qzeros = t.qzeros_ptr(), .g_idx = nullptr, .bits = 4, .group_size = 32, .k = 64,
+                                        .n = 16, .scales_dtype = Dtype::f16, .act_dtype = run.dtype});
   ferrum::Buffer bx = run.upload(run.random(64));
   ferrum::Buffer out = run.output(16);
-  run.ctx.marlin_gemm(bx, w, out, 0);
+  run.ctx.marlin_gemm({.a = bx, .weight = w, .out = out, .m = 0});
   run.check_untouched("out", out, 0, 16);
 }
 
@@ -98,28 +98,28 @@ FERRUM_CONFORMANCE_CASE("load_gptq", "errors: bits, K%8, N%8, K%g, g_idx range, 
   ft::GptqTensors t = ft::random_gptq(64, 16, 32, true, true, FERRUM_DTYPE_F16, run.seed());
   const void* s = t.scales_bytes.data();
   run.expect_error("bits = 8", ErrorCode::unsupported, [&] {
-    run.ctx.load_gptq(t.qweight.data(), s, t.qzeros_ptr(), t.g_idx_ptr(), 8, 32, 64, 16, Dtype::f16, run.dtype);
+    run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = s, .qzeros = t.qzeros_ptr(), .g_idx = t.g_idx_ptr(), .bits = 8, .group_size = 32, .k = 64, .n = 16, .scales_dtype = Dtype::f16, .act_dtype = run.dtype});
   }, "bits");
   run.expect_error("K % 8", ErrorCode::invalid_argument, [&] {
-    run.ctx.load_gptq(t.qweight.data(), s, t.qzeros_ptr(), nullptr, 4, 0, 60, 16, Dtype::f16, run.dtype);
+    run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = s, .qzeros = t.qzeros_ptr(), .g_idx = nullptr, .bits = 4, .group_size = 0, .k = 60, .n = 16, .scales_dtype = Dtype::f16, .act_dtype = run.dtype});
   }, "'k'");
   run.expect_error("N % 8", ErrorCode::invalid_argument, [&] {
-    run.ctx.load_gptq(t.qweight.data(), s, nullptr, nullptr, 4, 32, 64, 12, Dtype::f16, run.dtype);
+    run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = s, .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 32, .k = 64, .n = 12, .scales_dtype = Dtype::f16, .act_dtype = run.dtype});
   }, "'n'");
   run.expect_error("K % g", ErrorCode::invalid_argument, [&] {
-    run.ctx.load_gptq(t.qweight.data(), s, nullptr, nullptr, 4, 48, 64, 16, Dtype::f16, run.dtype);
+    run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = s, .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 48, .k = 64, .n = 16, .scales_dtype = Dtype::f16, .act_dtype = run.dtype});
   }, "group_size");
   std::vector<int32_t> bad = t.g_idx;
   bad[5] = 2;  // G = 2
   run.expect_error("g_idx out of range", ErrorCode::invalid_argument, [&] {
-    run.ctx.load_gptq(t.qweight.data(), s, t.qzeros_ptr(), bad.data(), 4, 32, 64, 16, Dtype::f16, run.dtype);
+    run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = s, .qzeros = t.qzeros_ptr(), .g_idx = bad.data(), .bits = 4, .group_size = 32, .k = 64, .n = 16, .scales_dtype = Dtype::f16, .act_dtype = run.dtype});
   }, "g_idx");
   const Dtype other = run.dtype == Dtype::f32 ? Dtype::f16 : Dtype::f32;
-  ferrum::QWeight w = run.ctx.load_gptq(t.qweight.data(), s, t.qzeros_ptr(), t.g_idx_ptr(), 4, 32, 64, 16,
-                                        Dtype::f16, other);
+  ferrum::QWeight w = run.ctx.load_gptq({.qweight = t.qweight.data(), .scales = s, .qzeros = t.qzeros_ptr(), .g_idx = t.g_idx_ptr(), .bits = 4, .group_size = 32, .k = 64, .n = 16,
+                                        .scales_dtype = Dtype::f16, .act_dtype = other});
   ferrum::Buffer bx = run.upload(run.random(64));
   ferrum::Buffer out = run.output(16);
-  run.expect_error("act dtype mismatch", ErrorCode::invalid_argument, [&] { run.ctx.marlin_gemm(bx, w, out, 1); },
+  run.expect_error("act dtype mismatch", ErrorCode::invalid_argument, [&] { run.ctx.marlin_gemm({.a = bx, .weight = w, .out = out, .m = 1}); },
                    "act_dtype");
 }
 

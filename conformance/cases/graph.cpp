@@ -52,13 +52,13 @@ struct DecodeStep {
 
   void record(Context& ctx, Buffer& ck, Buffer& cv) {
     const std::vector<uint32_t> unused_id = {0};
-    ctx.embedding_lookup(emb_q, unused_id, xq, H * hd);
-    ctx.embedding_lookup(emb_k, unused_id, xk, nkv * hd);
-    ctx.embedding_lookup(emb_v, unused_id, xv, nkv * hd);
-    ctx.qk_norm_rope(xq, nullptr, &cos, &sin, q, 1, H, hd, /*pos_offset*/ 0, 0.0f, 2);
-    ctx.qk_norm_rope(xk, nullptr, &cos, &sin, k, 1, nkv, hd, /*pos_offset*/ 0, 0.0f, 2);
-    ctx.kv_cache_append_head_major(ck, cv, /*cache_len*/ 0, cap, k, xv, 1, nkv, hd);
-    ctx.flash_attention(q, ck, cv, out, 1, 1, /*kv_len*/ 0, /*pos_offset*/ 0, H, nkv, hd, true, 0.0f, cap, 0);
+    ctx.embedding_lookup({.table = emb_q, .ids = unused_id, .out = xq, .dim = H * hd});
+    ctx.embedding_lookup({.table = emb_k, .ids = unused_id, .out = xk, .dim = nkv * hd});
+    ctx.embedding_lookup({.table = emb_v, .ids = unused_id, .out = xv, .dim = nkv * hd});
+    ctx.qk_norm_rope({.input = xq, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = q, .tokens = 1, .heads = H, .head_dim = hd, .pos_offset = 0, .eps = 0.0f, .mode = ferrum::QkMode::neox});
+    ctx.qk_norm_rope({.input = xk, .norm_w = nullptr, .cos = &cos, .sin = &sin, .output = k, .tokens = 1, .heads = nkv, .head_dim = hd, .pos_offset = 0, .eps = 0.0f, .mode = ferrum::QkMode::neox});
+    ctx.kv_cache_append_head_major({.cache_k = ck, .cache_v = cv, .cache_len = 0, .cache_capacity = cap, .new_k_head_major = k, .new_v_head_major = xv, .new_tokens = 1, .nkv = nkv, .hd = hd});
+    ctx.flash_attention({.q = q, .k = ck, .v = cv, .out = out, .batch = 1, .q_len = 1, .kv_len = 0, .pos_offset = 0, .num_heads = H, .num_kv_heads = nkv, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = cap, .sliding_window = 0});
   }
 };
 
@@ -76,7 +76,7 @@ FERRUM_CONFORMANCE_CASE("replay_graph", "decode step captured once, replayed per
   std::vector<vec> eager(steps);
   vec last_q;
   for (uint64_t s = 0; s < steps; ++s) {
-    run.ctx.set_decode_state(tokens[s], static_cast<uint32_t>(s));
+    run.ctx.set_decode_state({.token = tokens[s], .step = static_cast<uint32_t>(s)});
     st.record(run.ctx, ek, ev);
     eager[s] = run.download(st.out, st.H * st.hd);
     if (s + 1 == steps) last_q = run.download(st.q, st.H * st.hd);
@@ -97,7 +97,7 @@ FERRUM_CONFORMANCE_CASE("replay_graph", "decode step captured once, replayed per
   if (run.ctx.graph_capture_in_flight() != 0) run.fail("graph_capture_in_flight: expected 0 after end_graph_capture");
 
   for (uint64_t s = 0; s < steps; ++s) {
-    run.ctx.set_decode_state(tokens[s], static_cast<uint32_t>(s));
+    run.ctx.set_decode_state({.token = tokens[s], .step = static_cast<uint32_t>(s)});
     if (run.ctx.replay_graph(key) != 1) run.fail(fmt("replay_graph(step %llu): expected replayed = 1", (unsigned long long)s));
     const vec got = run.download(st.out, st.H * st.hd);
     check_exact_nan_agnostic(run, fmt("replayed step %llu vs eager", (unsigned long long)s), got, eager[s], run.dtype);
@@ -128,15 +128,15 @@ FERRUM_CONFORMANCE_CASE("begin_graph_capture", "non-G op during a capture: inval
   run.ctx.begin_graph_capture();
   run.expect_error("sync during a capture", ErrorCode::invalid_argument, [&] { run.ctx.sync(); });
   run.expect_error("write_typed during a capture", ErrorCode::invalid_argument,
-                   [&] { run.ctx.write_typed(dst, Dtype::f32, host.data(), n); });
+                   [&] { run.ctx.write_typed({.dst = dst, .dtype = Dtype::f32, .data = host.data(), .data_len = n}); });
   run.expect_error("a second begin_graph_capture", ErrorCode::invalid_argument, [&] { run.ctx.begin_graph_capture(); });
   run.expect_error("replay_graph during a capture", ErrorCode::invalid_argument, [&] { (void)run.ctx.replay_graph(1); });
   run.expect_error("reset_all_graphs during a capture", ErrorCode::invalid_argument, [&] { run.ctx.reset_all_graphs(); });
   run.expect_error("set_decode_state during a capture", ErrorCode::invalid_argument,
-                   [&] { run.ctx.set_decode_state(1, 1); });
+                   [&] { run.ctx.set_decode_state({.token = 1, .step = 1}); });
   if (run.ctx.graph_capture_in_flight() != 1) run.fail("the capture must stay open after rejected ops");
   run.ctx.set_dev_state_mode(false);              // G: allowed during a capture
-  run.ctx.copy_slice(a, 0, b, 0, n);              // A G: recorded, not executed
+  run.ctx.copy_slice({.src = a, .src_offset = 0, .dst = b, .dst_offset = 0, .len = n});              // A G: recorded, not executed
   run.ctx.end_graph_capture(1);
   if (run.ctx.graph_capture_in_flight() != 0) run.fail("graph_capture_in_flight: expected 0 after end_graph_capture");
   run.check_untouched("copy_slice recorded during the capture must not run before replay", b, 0, n);
@@ -156,11 +156,11 @@ FERRUM_CONFORMANCE_CASE("reset_graph", "reset and replace while replays are in f
   const uint64_t m = 96, n = 160, k = 256;
   Buffer a = run.upload(run.random(m * k)), b = run.upload(run.random(n * k));
   Buffer eager = run.output(m * n), graph = run.output(m * n);
-  run.ctx.gemm(a, b, eager, m, n, k);  // also warms the plan cache before the capture
+  run.ctx.gemm({.a = a, .b = b, .out = eager, .m = m, .n = n, .k = k});  // also warms the plan cache before the capture
   const vec want = run.download(eager, m * n);
 
   run.ctx.begin_graph_capture();
-  run.ctx.gemm(a, b, graph, m, n, k);  // cuBLASLt inside a capture
+  run.ctx.gemm({.a = a, .b = b, .out = graph, .m = m, .n = n, .k = k});  // cuBLASLt inside a capture
   run.ctx.end_graph_capture(10);
   for (int r = 0; r < 64; ++r)
     if (run.ctx.replay_graph(10) != 1) run.fail("replay_graph(10): expected replayed = 1");
@@ -168,11 +168,11 @@ FERRUM_CONFORMANCE_CASE("reset_graph", "reset and replace while replays are in f
   if (run.ctx.replay_graph(10) != 0) run.fail("replay_graph after reset_graph: expected replayed = 0");
 
   run.ctx.begin_graph_capture();
-  run.ctx.gemm(a, b, graph, m, n, k);
+  run.ctx.gemm({.a = a, .b = b, .out = graph, .m = m, .n = n, .k = k});
   run.ctx.end_graph_capture(11);
   for (int r = 0; r < 32; ++r) (void)run.ctx.replay_graph(11);
   run.ctx.begin_graph_capture();  // replace key 11 while its replays are in flight
-  run.ctx.gemm(a, b, graph, m, n, k);
+  run.ctx.gemm({.a = a, .b = b, .out = graph, .m = m, .n = n, .k = k});
   run.ctx.end_graph_capture(11);
   for (int r = 0; r < 32; ++r) (void)run.ctx.replay_graph(11);
   run.ctx.reset_all_graphs();  // again with replays in flight
@@ -185,22 +185,22 @@ FERRUM_CONFORMANCE_CASE("set_decode_state", "dev-state bounds: step 2^32-1, stri
                         kActDtypes) {
   const uint64_t nkv = 2, hd = 64, cap = 8, H = 4;
   run.expect_error("set_decode_state(step = 2^32 - 1)", ErrorCode::invalid_argument,
-                   [&] { run.ctx.set_decode_state(0, 0xFFFFFFFFu); });
+                   [&] { run.ctx.set_decode_state({.token = 0, .step = 0xFFFFFFFFu}); });
   Buffer ck = run.output(nkv * cap * hd, Dtype::invalid, 0), cv = run.output(nkv * cap * hd, Dtype::invalid, 0);
   const vec nk = run.random(nkv * hd), nv = run.random(nkv * hd);
   Buffer bk = run.upload(nk), bv = run.upload(nv);
   run.ctx.set_dev_state_mode(true);
 
   // pos = cap: nothing written.
-  run.ctx.set_decode_state(0, static_cast<uint32_t>(cap));
-  run.ctx.kv_cache_append_head_major(ck, cv, 0, cap, bk, bv, 1, nkv, hd);
+  run.ctx.set_decode_state({.token = 0, .step = static_cast<uint32_t>(cap)});
+  run.ctx.kv_cache_append_head_major({.cache_k = ck, .cache_v = cv, .cache_len = 0, .cache_capacity = cap, .new_k_head_major = bk, .new_v_head_major = bv, .new_tokens = 1, .nkv = nkv, .hd = hd});
   run.ctx.sync();
   run.check_untouched("append at pos = capacity (K)", ck, 0, nkv * cap * hd);
   run.check_untouched("append at pos = capacity (V)", cv, 0, nkv * cap * hd);
 
   // pos = 5: row 5 of every head, nothing else.
-  run.ctx.set_decode_state(0, 5);
-  run.ctx.kv_cache_append_head_major(ck, cv, /*cache_len, not read*/ 0, cap, bk, bv, 1, nkv, hd);
+  run.ctx.set_decode_state({.token = 0, .step = 5});
+  run.ctx.kv_cache_append_head_major({.cache_k = ck, .cache_v = cv, .cache_len = /*cache_len, not read*/ 0, .cache_capacity = cap, .new_k_head_major = bk, .new_v_head_major = bv, .new_tokens = 1, .nkv = nkv, .hd = hd});
   const vec got_k = run.download(ck, nkv * cap * hd), got_v = run.download(cv, nkv * cap * hd);
   for (uint64_t h = 0; h < nkv; ++h) {
     check_exact_nan_agnostic(run, fmt("K row 5 of head %llu", (unsigned long long)h),
@@ -214,7 +214,7 @@ FERRUM_CONFORMANCE_CASE("set_decode_state", "dev-state bounds: step 2^32-1, stri
   // flash_attention in dev-state mode needs kv_seq_stride > 0 (it bounds the device kv).
   Buffer q = run.upload(run.random(H * hd)), out = run.output(H * hd);
   run.expect_error("flash_attention dev-state with kv_seq_stride 0", ErrorCode::invalid_argument,
-                   [&] { run.ctx.flash_attention(q, ck, cv, out, 1, 1, 0, 0, H, nkv, hd, true, 0.0f, 0, 0); });
+                   [&] { run.ctx.flash_attention({.q = q, .k = ck, .v = cv, .out = out, .batch = 1, .q_len = 1, .kv_len = 0, .pos_offset = 0, .num_heads = H, .num_kv_heads = nkv, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0}); });
   run.ctx.set_dev_state_mode(false);
 }
 

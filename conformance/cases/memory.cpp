@@ -45,7 +45,7 @@ Buffer upload_bytes(Run& run, Dtype d, const std::vector<uint8_t>& bytes) {
 }
 std::vector<uint8_t> read_bytes(Run& run, const Buffer& b, uint64_t n) {
   std::vector<uint8_t> out(n * esize(b.dtype()));
-  if (n) run.ctx.read_typed(b, b.dtype(), n, out.data());
+  if (n) run.ctx.read_typed({.src = b, .dtype = b.dtype(), .len = n, .data = out.data()});
   return out;
 }
 std::vector<uint8_t> read_bytes(Run& run, const Buffer& b) { return read_bytes(run, b, b.count()); }
@@ -106,12 +106,12 @@ FERRUM_CONFORMANCE_CASE("from_slice_typed", "zero-length transfers accept a NULL
     Buffer b = run.ctx.from_slice_typed(d, nullptr, 0);
     if (b.count() != 0) run.fail("from_slice_typed(NULL, 0) (" + dn(d) + "): count must be 0");
     Buffer c = run.output(3, d, 0);
-    run.ctx.write_typed(c, d, nullptr, 0);
-    run.ctx.read_typed(c, d, 0, nullptr);
+    run.ctx.write_typed({.dst = c, .dtype = d, .data = nullptr, .data_len = 0});
+    run.ctx.read_typed({.src = c, .dtype = d, .len = 0, .data = nullptr});
     run.check_untouched("write_typed(NULL, 0) (" + dn(d) + ")", c, 0, 3);
   }
   (void)run.ctx.from_slice(std::span<const float>());
-  (void)run.ctx.from_weight_bytes(std::span<const uint8_t>(), Dtype::f32, Dtype::f32);
+  (void)run.ctx.from_weight_bytes({.raw = std::span<const uint8_t>(), .src_dtype = Dtype::f32, .dst_dtype = Dtype::f32});
 }
 
 namespace {
@@ -138,11 +138,11 @@ const bool kFwb = register_table<Fwb>(
       const auto bytes = ft::encode(raw(src), stored);
       std::vector<uint8_t> storage(bytes.size() + 8);
       std::memcpy(storage.data() + s.misalign, bytes.data(), bytes.size());
-      Buffer b = run.ctx.from_weight_bytes(std::span<const uint8_t>(storage.data() + s.misalign, bytes.size()), src,
-                                           s.dst);
+      Buffer b = run.ctx.from_weight_bytes({.raw = std::span<const uint8_t>(storage.data() + s.misalign, bytes.size()), .src_dtype = src,
+                                           .dst_dtype = s.dst});
       if (b.dtype() != eff || b.count() != stored.size()) run.fail("buffer: wrong dtype or count");
       else check_exact_nan_agnostic(run, "values", run.download(b), ft::round_to(raw(eff), stored), eff);
-      Buffer e = run.ctx.from_weight_bytes(std::span<const uint8_t>(), src, s.dst);
+      Buffer e = run.ctx.from_weight_bytes({.raw = std::span<const uint8_t>(), .src_dtype = src, .dst_dtype = s.dst});
       if (e.count() != 0) run.fail("raw_len 0 must give an empty buffer");
     });
 
@@ -153,7 +153,7 @@ FERRUM_CONFORMANCE_CASE("write_typed", "prefix written, the rest untouched, ever
     const uint64_t n = 29, k = 13;
     Buffer b = run.output(n, d, 0);
     const auto data = pattern(k * esize(d), 1, 1);
-    run.ctx.write_typed(b, d, data.data(), k);
+    run.ctx.write_typed({.dst = b, .dtype = d, .data = data.data(), .data_len = k});
     const auto got = read_bytes(run, b);
     check_bytes(run, "prefix (" + dn(d) + ")", std::vector<uint8_t>(got.begin(), got.begin() + static_cast<long>(data.size())),
                 data, d);
@@ -241,13 +241,13 @@ const bool kCopyConv = register_table<Dtype>(
       Buffer src = run.upload(stored);
       const uint64_t n = stored.size(), src_off = 3, len = n - 7, dst_off = 5, dst_n = len + 11;
       Buffer dst = run.output(dst_n, dd, 0);
-      run.ctx.copy_slice(src, src_off, dst, dst_off, len);
+      run.ctx.copy_slice({.src = src, .src_offset = src_off, .dst = dst, .dst_offset = dst_off, .len = len});
       check_exact_nan_agnostic(run, "copied range", slice(run.download(dst), dst_off, len),
                                ft::round_to(raw(dd), slice(stored, src_off, len)), dd);
       run.check_untouched("head", dst, 0, dst_off);
       run.check_untouched("tail", dst, dst_off + len, dst_n);
       const auto before = read_bytes(run, dst);
-      run.ctx.copy_slice(src, 0, dst, 0, 0);
+      run.ctx.copy_slice({.src = src, .src_offset = 0, .dst = dst, .dst_offset = 0, .len = 0});
       check_bytes(run, "after len 0", read_bytes(run, dst), before, dd);
     });
 
@@ -259,14 +259,14 @@ FERRUM_CONFORMANCE_CASE("copy_slice", "bit copy of equal dtypes, same-handle dis
     const auto bytes = pattern(n * es, 37, 11);
     Buffer src = upload_bytes(run, d, bytes);
     Buffer dst = run.output(n + 4, d, 0);
-    run.ctx.copy_slice(src, 2, dst, 1, n - 2);
+    run.ctx.copy_slice({.src = src, .src_offset = 2, .dst = dst, .dst_offset = 1, .len = n - 2});
     const auto got = read_bytes(run, dst);
     check_bytes(run, "copied range (" + dn(d) + ")",
                 std::vector<uint8_t>(got.begin() + static_cast<long>(es), got.begin() + static_cast<long>((n - 1) * es)),
                 std::vector<uint8_t>(bytes.begin() + static_cast<long>(2 * es), bytes.end()), d);
     run.check_untouched("head (" + dn(d) + ")", dst, 0, 1);
     run.check_untouched("tail (" + dn(d) + ")", dst, n - 1, n + 4);
-    run.ctx.copy_slice(src, 0, src, 20, 10);  // same handle, [0, 10) -> [20, 30)
+    run.ctx.copy_slice({.src = src, .src_offset = 0, .dst = src, .dst_offset = 20, .len = 10});  // same handle, [0, 10) -> [20, 30)
     auto expect = bytes;
     std::memcpy(expect.data() + 20 * es, bytes.data(), 10 * es);
     check_bytes(run, "same handle (" + dn(d) + ")", read_bytes(run, src), expect, d);
@@ -290,7 +290,7 @@ FERRUM_CONFORMANCE_CASE("make_timer", "record_start / record_end / elapsed_ms ar
   }
   Buffer b = run.upload(run.random(64)), o = run.output(64);
   run.ctx.record_start(t);
-  run.ctx.copy_slice(b, 0, o, 0, 64);
+  run.ctx.copy_slice({.src = b, .src_offset = 0, .dst = o, .dst_offset = 0, .len = 64});
   run.ctx.record_end(t);
   const double ms = run.ctx.elapsed_ms(t);
   if (!std::isfinite(ms) || ms < 0.0) run.fail(fmt("elapsed_ms %g is not a finite value >= 0", ms));
@@ -304,15 +304,15 @@ FERRUM_CONFORMANCE_CASE("read_typed", "error: len > count, dtype mismatch (read/
   Buffer buf = run.output(4, Dtype::invalid, 0);
   std::vector<uint8_t> host(5 * 4);
   run.expect_error("to_vec len 5 of 4", kInvalid, [&] { (void)run.ctx.to_vec(buf, 5); }, "to_vec");
-  run.expect_error("read_typed len 5 of 4", kInvalid, [&] { run.ctx.read_typed(buf, d, 5, host.data()); }, "read_typed");
-  run.expect_error("write_typed 5 of 4", kInvalid, [&] { run.ctx.write_typed(buf, d, host.data(), 5); }, "write_typed");
+  run.expect_error("read_typed len 5 of 4", kInvalid, [&] { run.ctx.read_typed({.src = buf, .dtype = d, .len = 5, .data = host.data()}); }, "read_typed");
+  run.expect_error("write_typed 5 of 4", kInvalid, [&] { run.ctx.write_typed({.dst = buf, .dtype = d, .data = host.data(), .data_len = 5}); }, "write_typed");
   run.expect_error("zero_buffer len 5 of 4", kInvalid, [&] { run.ctx.zero_buffer(buf, 5); }, "zero_buffer");
   const std::vector<float> f(5, 1.0f);
   run.expect_error("write_f32_to_activation 5 of 4", kInvalid, [&] { run.ctx.write_f32_to_activation(buf, f); },
                    "write_f32_to_activation");
-  run.expect_error("write_typed as I32", kInvalid, [&] { run.ctx.write_typed(buf, Dtype::i32, host.data(), 1); },
+  run.expect_error("write_typed as I32", kInvalid, [&] { run.ctx.write_typed({.dst = buf, .dtype = Dtype::i32, .data = host.data(), .data_len = 1}); },
                    "dtype");
-  run.expect_error("read_typed as U8", kInvalid, [&] { run.ctx.read_typed(buf, Dtype::u8, 1, host.data()); }, "dtype");
+  run.expect_error("read_typed as U8", kInvalid, [&] { run.ctx.read_typed({.src = buf, .dtype = Dtype::u8, .len = 1, .data = host.data()}); }, "dtype");
   run.check_untouched("buffer", buf, 0, 4);
 }
 
@@ -320,12 +320,12 @@ FERRUM_CONFORMANCE_CASE("copy_slice", "error: ranges past the end, int <-> float
                         kActDtypes) {
   const vec sv = run.random(10);
   Buffer src = run.upload(sv), dst = run.output(10, Dtype::invalid, 0);
-  run.expect_error("src range past the end", kInvalid, [&] { run.ctx.copy_slice(src, 4, dst, 0, 7); }, "src");
-  run.expect_error("dst range past the end", kInvalid, [&] { run.ctx.copy_slice(src, 0, dst, 5, 6); }, "dst");
+  run.expect_error("src range past the end", kInvalid, [&] { run.ctx.copy_slice({.src = src, .src_offset = 4, .dst = dst, .dst_offset = 0, .len = 7}); }, "src");
+  run.expect_error("dst range past the end", kInvalid, [&] { run.ctx.copy_slice({.src = src, .src_offset = 0, .dst = dst, .dst_offset = 5, .len = 6}); }, "dst");
   Buffer isrc = run.upload(vec(4, 3.0), Dtype::i32);
-  run.expect_error("I32 -> float", kInvalid, [&] { run.ctx.copy_slice(isrc, 0, dst, 0, 4); }, "copy_slice");
+  run.expect_error("I32 -> float", kInvalid, [&] { run.ctx.copy_slice({.src = isrc, .src_offset = 0, .dst = dst, .dst_offset = 0, .len = 4}); }, "copy_slice");
   run.check_untouched("dst", dst, 0, 10);
-  run.expect_error("overlapping ranges of one buffer", kInvalid, [&] { run.ctx.copy_slice(src, 0, src, 4, 6); },
+  run.expect_error("overlapping ranges of one buffer", kInvalid, [&] { run.ctx.copy_slice({.src = src, .src_offset = 0, .dst = src, .dst_offset = 4, .len = 6}); },
                    "copy_slice");
   run.check_values("src unchanged", run.download(src), sv, 0, run.dtype, 'E');
 }
@@ -333,8 +333,8 @@ FERRUM_CONFORMANCE_CASE("copy_slice", "error: ranges past the end, int <-> float
 FERRUM_CONFORMANCE_CASE("from_weight_bytes", "error: raw_len not a multiple, non-float source", kActDtypes) {
   const std::vector<uint8_t> raw3(3 * esize(run.dtype) + 1, 0x11);
   run.expect_error("raw_len not a multiple of the element size", kInvalid,
-                   [&] { (void)run.ctx.from_weight_bytes(raw3, run.dtype, Dtype::f32); }, "raw_len");
+                   [&] { (void)run.ctx.from_weight_bytes({.raw = raw3, .src_dtype = run.dtype, .dst_dtype = Dtype::f32}); }, "raw_len");
   const std::vector<uint8_t> raw4(16, 0x11);
-  run.expect_error("I32 source", kInvalid, [&] { (void)run.ctx.from_weight_bytes(raw4, Dtype::i32, run.dtype); },
+  run.expect_error("I32 source", kInvalid, [&] { (void)run.ctx.from_weight_bytes({.raw = raw4, .src_dtype = Dtype::i32, .dst_dtype = run.dtype}); },
                    "src_dtype");
 }

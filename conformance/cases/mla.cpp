@@ -38,8 +38,8 @@ void mla_case(Run& run, const MlaRow& r) {
   vec c = run.random(std::max<uint64_t>(r.batch * S * r.R, 1)), rp = run.random(std::max<uint64_t>(r.batch * S * r.P, 1));
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(128 + r.P)));
   Buffer out = run.output(r.batch * r.heads * r.q_len * r.R);
-  run.ctx.mla_attention(run.upload(q), run.upload(c), run.upload(rp), out, r.batch, r.q_len, r.kv_len, r.pos_offset,
-                        r.heads, 1, QD, r.causal != 0, scale, r.stride, r.window, r.R, r.P);
+  run.ctx.mla_attention({.q = run.upload(q), .kv_compressed = run.upload(c), .kv_rope = run.upload(rp), .out = out, .batch = r.batch, .q_len = r.q_len, .kv_len = r.kv_len, .pos_offset = r.pos_offset,
+                        .num_heads = r.heads, .num_kv_heads = 1, .head_dim = QD, .causal = r.causal != 0, .scale = scale, .kv_seq_stride = r.stride, .sliding_window = r.window, .kv_lora_rank = r.R, .qk_rope_head_dim = r.P});
   vec ref;
   ferrum::ref::mla_attention(q, c, rp, ref, r.batch, r.q_len, r.kv_len, r.pos_offset, r.heads, 1, QD, r.causal, scale,
                              r.stride, r.window, r.R, r.P);
@@ -55,20 +55,20 @@ FERRUM_CONFORMANCE_CASE("mla_attention", "errors: scale 0, num_kv_heads, head_di
          rp = run.upload(run.random(B * K * P));
   Buffer out = run.output(B * H * L * R);
   run.expect_error("scale 0", ErrorCode::invalid_argument,
-                   [&] { run.ctx.mla_attention(q, c, rp, out, B, L, K, 2, H, 1, QD, true, 0.0f, 0, 0, R, P); }, "scale");
+                   [&] { run.ctx.mla_attention({.q = q, .kv_compressed = c, .kv_rope = rp, .out = out, .batch = B, .q_len = L, .kv_len = K, .pos_offset = 2, .num_heads = H, .num_kv_heads = 1, .head_dim = QD, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P}); }, "scale");
   run.expect_error("scale inf", ErrorCode::invalid_argument, [&] {
-    run.ctx.mla_attention(q, c, rp, out, B, L, K, 2, H, 1, QD, true, std::numeric_limits<float>::infinity(), 0, 0, R, P);
+    run.ctx.mla_attention({.q = q, .kv_compressed = c, .kv_rope = rp, .out = out, .batch = B, .q_len = L, .kv_len = K, .pos_offset = 2, .num_heads = H, .num_kv_heads = 1, .head_dim = QD, .causal = true, .scale = std::numeric_limits<float>::infinity(), .kv_seq_stride = 0, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P});
   }, "scale");
   run.expect_error("num_kv_heads 2", ErrorCode::invalid_argument,
-                   [&] { run.ctx.mla_attention(q, c, rp, out, B, L, K, 2, H, 2, QD, true, 0.1f, 0, 0, R, P); },
+                   [&] { run.ctx.mla_attention({.q = q, .kv_compressed = c, .kv_rope = rp, .out = out, .batch = B, .q_len = L, .kv_len = K, .pos_offset = 2, .num_heads = H, .num_kv_heads = 2, .head_dim = QD, .causal = true, .scale = 0.1f, .kv_seq_stride = 0, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P}); },
                    "num_kv_heads");
   run.expect_error("head_dim != R + P", ErrorCode::invalid_argument,
-                   [&] { run.ctx.mla_attention(q, c, rp, out, B, L, K, 2, H, 1, QD + 1, true, 0.1f, 0, 0, R, P); },
+                   [&] { run.ctx.mla_attention({.q = q, .kv_compressed = c, .kv_rope = rp, .out = out, .batch = B, .q_len = L, .kv_len = K, .pos_offset = 2, .num_heads = H, .num_kv_heads = 1, .head_dim = QD + 1, .causal = true, .scale = 0.1f, .kv_seq_stride = 0, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P}); },
                    "head_dim");
   run.expect_error("kv_len > kv_seq_stride", ErrorCode::invalid_argument,
-                   [&] { run.ctx.mla_attention(q, c, rp, out, B, L, K, 2, H, 1, QD, true, 0.1f, 3, 0, R, P); }, "kv_len");
+                   [&] { run.ctx.mla_attention({.q = q, .kv_compressed = c, .kv_rope = rp, .out = out, .batch = B, .q_len = L, .kv_len = K, .pos_offset = 2, .num_heads = H, .num_kv_heads = 1, .head_dim = QD, .causal = true, .scale = 0.1f, .kv_seq_stride = 3, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P}); }, "kv_len");
   run.expect_error("kv_compressed too small", ErrorCode::invalid_argument,
-                   [&] { run.ctx.mla_attention(q, c, rp, out, B, L, K, 2, H, 1, QD, true, 0.1f, 8, 0, R, P); },
+                   [&] { run.ctx.mla_attention({.q = q, .kv_compressed = c, .kv_rope = rp, .out = out, .batch = B, .q_len = L, .kv_len = K, .pos_offset = 2, .num_heads = H, .num_kv_heads = 1, .head_dim = QD, .causal = true, .scale = 0.1f, .kv_seq_stride = 8, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P}); },
                    "kv_compressed");
   run.check_untouched("out untouched", out, 0, B * H * L * R);
 }

@@ -62,7 +62,7 @@ vec separated_logits(Run& run, uint64_t T, uint64_t E, uint64_t K) {
 void check_route(Run& run, const vec& logits, uint64_t T, uint64_t E, uint64_t K, bool norm) {
   Buffer bl = run.upload(logits);
   Buffer ids = run.output(T * K, Dtype::i32), w = run.output(T * K, Dtype::f32);
-  run.ctx.route_topk_softmax(bl, ids, w, T, E, K, norm);
+  run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = K, .norm_topk_prob = norm});
   ivec ref_ids;
   vec ref_w;
   fr::route_topk_softmax(logits, ref_ids, ref_w, T, E, K, norm ? 1 : 0);
@@ -149,7 +149,7 @@ void run_align(Run& run, const ivec& ids, uint64_t num_pairs, uint64_t E, uint64
   const uint64_t cap = fr::moe_cap(num_pairs, E, bs), capb = fr::moe_cap_blocks(num_pairs, E, bs);
   Buffer bids = upload_idx(run, ids);
   Buffer sorted = run.output(cap, Dtype::i32), eids = run.output(capb, Dtype::i32), nptp = run.output(1, Dtype::i32);
-  run.ctx.moe_align_block_size(bids, sorted, eids, nptp, num_pairs, E, bs);
+  run.ctx.moe_align_block_size({.topk_ids = bids, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .num_pairs = num_pairs, .num_experts = E, .block_size = bs});
   ivec rs, re, rn;
   fr::moe_align_block_size(ids, rs, re, rn, num_pairs, E, bs);
   run.check("sorted_token_ids", sorted, as_vec(rs), bs, 'E');
@@ -195,8 +195,8 @@ GptqStack make_gptq_stack(Run& run, uint64_t E, uint64_t k, uint64_t n, uint64_t
     gi.push_back(t.g_idx_ptr());
     mats.push_back(fr::gptq_dequantize(t, raw(run.dtype)));
   }
-  s.w = run.ctx.load_gptq_stacked(E, q.data(), sc.data(), asym ? z.data() : nullptr, act_order ? gi.data() : nullptr,
-                                  4, g, k, n, scales_dtype, run.dtype);
+  s.w = run.ctx.load_gptq_stacked({.num_experts = E, .qweights = q.data(), .scales = sc.data(), .qzeros = asym ? z.data() : nullptr, .g_idx = act_order ? gi.data() : nullptr,
+                                  .bits = 4, .group_size = g, .k = k, .n_per_expert = n, .scales_dtype = scales_dtype, .act_dtype = run.dtype});
   s.dense = fr::gptq_stack_as_dense(mats, k, n);
   return s;
 }
@@ -212,7 +212,7 @@ void run_moe_gemm_dense(Run& run, const GemmShape& s, uint64_t num_pairs) {
   Routing r = make_routing(run, ids, num_pairs, s.E, s.bs);
   const vec x = run.random(s.T * s.k), w = run.random(s.E * s.n * s.k);
   Buffer bx = run.upload(x), bw = run.upload(w), out = run.output(num_pairs * s.n);
-  run.ctx.moe_gemm(bx, r.b_sorted, r.b_eids, r.b_nptp, &bw, nullptr, out, s.T, num_pairs, s.K, s.E, s.n, s.k, s.bs);
+  run.ctx.moe_gemm({.x = bx, .sorted_token_ids = r.b_sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_dense = &bw, .w_quant = nullptr, .out = out, .num_tokens = s.T, .num_pairs = num_pairs, .top_k = s.K, .num_experts = s.E, .n = s.n, .k = s.k, .block_size = s.bs});
   vec ref;
   fr::moe_gemm(x, r.sorted, r.eids, r.nptp, w, ref, s.T, num_pairs, s.K, s.E, s.n, s.k, s.bs);
   run.check("out", out, ref, s.n);
@@ -251,7 +251,7 @@ const bool kGemmGptq = register_table<GptqGemmShape>(
       Routing r = make_routing(run, ids, P, s.E, s.bs);
       const vec x = run.random(s.T * s.k);
       Buffer bx = run.upload(x), out = run.output(P * s.n);
-      run.ctx.moe_gemm(bx, r.b_sorted, r.b_eids, r.b_nptp, nullptr, &st.w, out, s.T, P, s.K, s.E, s.n, s.k, s.bs);
+      run.ctx.moe_gemm({.x = bx, .sorted_token_ids = r.b_sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_dense = nullptr, .w_quant = &st.w, .out = out, .num_tokens = s.T, .num_pairs = P, .top_k = s.K, .num_experts = s.E, .n = s.n, .k = s.k, .block_size = s.bs});
       vec ref;
       fr::moe_gemm(x, r.sorted, r.eids, r.nptp, st.dense, ref, s.T, P, s.K, s.E, s.n, s.k, s.bs);
       run.check("out", out, ref, s.n);
@@ -269,8 +269,8 @@ void run_fused(Run& run, const FusedShape& s, const Buffer* gu_dense, const QWei
   Routing r = make_routing(run, ids, s.T * s.K, s.E, s.bs);
   const vec x = run.random(s.T * s.hidden), tw = run.random(s.T * s.K, 0.05, 1.0, Dtype::f32);
   Buffer bx = run.upload(x), btw = run.upload(tw, Dtype::f32), out = run.output(s.T * s.hidden);
-  run.ctx.fused_moe(bx, btw, r.b_sorted, r.b_eids, r.b_nptp, gu_dense, gu_quant, d_dense, d_quant, out, s.T, s.hidden,
-                    s.I, s.E, s.K, s.bs);
+  run.ctx.fused_moe({.x = bx, .topk_weights = btw, .sorted_token_ids = r.b_sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_gate_up_dense = gu_dense, .w_gate_up_quant = gu_quant, .w_down_dense = d_dense, .w_down_quant = d_quant, .out = out, .num_tokens = s.T, .hidden = s.hidden,
+                    .intermediate = s.I, .num_experts = s.E, .top_k = s.K, .block_size = s.bs});
   vec ref;
   fr::fused_moe(x, tw, r.sorted, r.eids, r.nptp, gu_ref, d_ref, ref, s.T, s.hidden, s.I, s.E, s.K, s.bs);
   run.check("out", out, ref, s.hidden);
@@ -352,7 +352,7 @@ const bool kCombine = register_table<CombineShape>(
       const vec pw = run.random(s.T * s.K, -1.0, 1.0, Dtype::f32);
       Buffer bp = s.packed ? run.upload(packed) : run.output(0, Dtype::invalid, 0);
       Buffer brows = upload_idx(run, rows), bw = run.upload(pw, Dtype::f32), out = run.output(s.T * s.hidden);
-      run.ctx.moe_combine(bp, brows, bw, out, s.T, s.hidden, s.K, s.packed);
+      run.ctx.moe_combine({.packed_down = bp, .pairs_by_token = brows, .pair_weights = bw, .out = out, .num_tokens = s.T, .hidden = s.hidden, .top_k = s.K, .num_packed = s.packed});
       vec ref;
       fr::moe_combine(packed, rows, pw, ref, s.T, s.hidden, s.K, s.packed);
       run.check("out", out, ref, s.hidden);
@@ -369,7 +369,7 @@ const bool kWsum = register_table<WsumShape>(
     [](Run& run, const WsumShape& s) {
       const vec slots = run.random(s.T * s.K * s.hidden), w = run.random(s.T * s.K, -1.0, 1.0, Dtype::f32);
       Buffer bs = run.upload(slots), bw = run.upload(w, Dtype::f32), out = run.output(s.T * s.hidden);
-      run.ctx.weighted_sum_batched(bs, bw, out, s.T, s.K, s.hidden);
+      run.ctx.weighted_sum_batched({.slots = bs, .weights = bw, .out = out, .num_tokens = s.T, .top_k = s.K, .hidden = s.hidden});
       vec ref;
       fr::weighted_sum_batched(slots, w, ref, s.T, s.K, s.hidden);
       run.check("out", out, ref, s.hidden);
@@ -385,7 +385,7 @@ FERRUM_CONFORMANCE_CASE("route_topk_softmax", "exact ties go to the lower expert
   const vec logits = {0, 5, 2, 5, 1, 2,  1, 1, 1, 1, 1, 1,  1, -1, 1, -2, 2, 2,  -1, 0, 0.5, 0.5, -1, 0.5};
   for (uint64_t K : {1, 2, 3, 6}) {
     Buffer bl = run.upload(logits), ids = run.output(T * K, Dtype::i32), w = run.output(T * K, Dtype::f32);
-    run.ctx.route_topk_softmax(bl, ids, w, T, E, K, true);
+    run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = K, .norm_topk_prob = true});
     ivec ref_ids;
     vec ref_w;
     fr::route_topk_softmax(logits, ref_ids, ref_w, T, E, K, 1);
@@ -399,7 +399,7 @@ FERRUM_CONFORMANCE_CASE("route_topk_softmax", "NaN row gives distinct ids in ran
   vec logits = separated_logits(run, T, E, K);
   logits[1 * E + 5] = std::numeric_limits<double>::quiet_NaN();
   Buffer bl = run.upload(logits), ids = run.output(T * K, Dtype::i32), w = run.output(T * K, Dtype::f32);
-  run.ctx.route_topk_softmax(bl, ids, w, T, E, K, true);
+  run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = K, .norm_topk_prob = true});
   const vec got = run.download(ids, T * K);
   for (uint64_t k = 0; k < K; ++k) {
     if (!(got[K + k] >= 0 && got[K + k] < double(E))) run.fail(fmt("NaN row: id %g outside [0, E)", got[K + k]));
@@ -421,15 +421,15 @@ FERRUM_CONFORMANCE_CASE("route_topk_softmax", "NaN row gives distinct ids in ran
 FERRUM_CONFORMANCE_CASE("route_topk_softmax", "errors: top_k 0 or > num_experts; num_tokens 0 is a no-op", kActDtypes) {
   const uint64_t T = 2, E = 4;
   Buffer bl = run.upload(run.random(T * E)), ids = run.output(T * 8, Dtype::i32), w = run.output(T * 8, Dtype::f32);
-  run.expect_error("top_k = 0", kInvalid, [&] { run.ctx.route_topk_softmax(bl, ids, w, T, E, 0, false); }, "top_k");
-  run.expect_error("top_k > num_experts", kInvalid, [&] { run.ctx.route_topk_softmax(bl, ids, w, T, E, 5, false); },
+  run.expect_error("top_k = 0", kInvalid, [&] { run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = 0, .norm_topk_prob = false}); }, "top_k");
+  run.expect_error("top_k > num_experts", kInvalid, [&] { run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = 5, .norm_topk_prob = false}); },
                    "top_k");
   run.check_untouched("out_ids after errors", ids, 0, ids.count());
   run.check_untouched("out_weights after errors", w, 0, w.count());
   Buffer fw = run.output(T * 2, Dtype::f32);
-  run.expect_error("out_ids not I32", kInvalid, [&] { run.ctx.route_topk_softmax(bl, fw, w, T, E, 2, false); },
+  run.expect_error("out_ids not I32", kInvalid, [&] { run.ctx.route_topk_softmax({.logits = bl, .out_ids = fw, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = 2, .norm_topk_prob = false}); },
                    "out_ids");
-  run.ctx.route_topk_softmax(bl, ids, w, 0, E, 2, true);
+  run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = 0, .num_experts = E, .top_k = 2, .norm_topk_prob = true});
   run.check_untouched("out_ids (num_tokens = 0)", ids, 0, ids.count());
 }
 
@@ -437,7 +437,7 @@ FERRUM_CONFORMANCE_CASE("moe_align_block_size", "plugin routing end to end (rout
   const uint64_t T = 40, E = 64, K = 8, bs = 16;
   const vec logits = run.random(T * E, -3.0, 3.0);
   Buffer bl = run.upload(logits), ids = run.output(T * K, Dtype::i32), w = run.output(T * K, Dtype::f32);
-  run.ctx.route_topk_softmax(bl, ids, w, T, E, K, true);
+  run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = K, .norm_topk_prob = true});
   const vec got = run.download(ids, T * K);
   run_align(run, ivec(got.begin(), got.end()), T * K, E, bs);
 }
@@ -445,7 +445,7 @@ FERRUM_CONFORMANCE_CASE("moe_align_block_size", "plugin routing end to end (rout
 FERRUM_CONFORMANCE_CASE("moe_align_block_size", "num_pairs 0 still writes num_tokens_post_padded", kF32Only) {
   Buffer ids = run.output(0, Dtype::i32, 0), sorted = run.output(0, Dtype::i32), eids = run.output(0, Dtype::i32);
   Buffer nptp = run.output(1, Dtype::i32);
-  run.ctx.moe_align_block_size(ids, sorted, eids, nptp, 0, 8, 16);
+  run.ctx.moe_align_block_size({.topk_ids = ids, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .num_pairs = 0, .num_experts = 8, .block_size = 16});
   run.check("num_tokens_post_padded", nptp, {0.0}, 0, 'E');
   run.check_untouched("sorted_token_ids", sorted, 0, sorted.count());
   run.check_untouched("expert_ids", eids, 0, eids.count());
@@ -462,15 +462,15 @@ FERRUM_CONFORMANCE_CASE("moe_align_block_size", "errors: block_size 0, buffers b
   Buffer ids = upload_idx(run, random_topk_ids(run, T, K, E, 0));
   Buffer sorted = run.output(cap, Dtype::i32), eids = run.output(capb, Dtype::i32), nptp = run.output(1, Dtype::i32);
   Buffer small_sorted = run.output(cap - 1, Dtype::i32, 0), small_eids = run.output(capb - 1, Dtype::i32, 0);
-  run.expect_error("block_size 0", kInvalid, [&] { run.ctx.moe_align_block_size(ids, sorted, eids, nptp, P, E, 0); },
+  run.expect_error("block_size 0", kInvalid, [&] { run.ctx.moe_align_block_size({.topk_ids = ids, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .num_pairs = P, .num_experts = E, .block_size = 0}); },
                    "block_size");
   run.expect_error("sorted_token_ids < cap", kInvalid,
-                   [&] { run.ctx.moe_align_block_size(ids, small_sorted, eids, nptp, P, E, bs); }, "sorted_token_ids");
+                   [&] { run.ctx.moe_align_block_size({.topk_ids = ids, .sorted_token_ids = small_sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .num_pairs = P, .num_experts = E, .block_size = bs}); }, "sorted_token_ids");
   run.expect_error("expert_ids < cap_blocks", kInvalid,
-                   [&] { run.ctx.moe_align_block_size(ids, sorted, small_eids, nptp, P, E, bs); }, "expert_ids");
+                   [&] { run.ctx.moe_align_block_size({.topk_ids = ids, .sorted_token_ids = sorted, .expert_ids = small_eids, .num_tokens_post_padded = nptp, .num_pairs = P, .num_experts = E, .block_size = bs}); }, "expert_ids");
   Buffer f32_ids = run.upload(run.random(P), Dtype::f32);
   run.expect_error("topk_ids not I32", kInvalid,
-                   [&] { run.ctx.moe_align_block_size(f32_ids, sorted, eids, nptp, P, E, bs); }, "topk_ids");
+                   [&] { run.ctx.moe_align_block_size({.topk_ids = f32_ids, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .num_pairs = P, .num_experts = E, .block_size = bs}); }, "topk_ids");
   run.check_untouched("sorted_token_ids after errors", sorted, 0, sorted.count());
   run.check_untouched("expert_ids after errors", eids, 0, eids.count());
   run.check_untouched("num_tokens_post_padded after errors", nptp, 0, nptp.count());
@@ -482,7 +482,7 @@ FERRUM_CONFORMANCE_CASE("moe_gemm", "top_k 1 with rows pre-gathered per pair", k
   Routing r = make_routing(run, ids, P, E, bs);
   const vec x = run.random(P * k), w = run.random(E * n * k);
   Buffer bx = run.upload(x), bw = run.upload(w), out = run.output(P * n);
-  run.ctx.moe_gemm(bx, r.b_sorted, r.b_eids, r.b_nptp, &bw, nullptr, out, P, P, 1, E, n, k, bs);
+  run.ctx.moe_gemm({.x = bx, .sorted_token_ids = r.b_sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_dense = &bw, .w_quant = nullptr, .out = out, .num_tokens = P, .num_pairs = P, .top_k = 1, .num_experts = E, .n = n, .k = k, .block_size = bs});
   vec ref;
   fr::moe_gemm(x, r.sorted, r.eids, r.nptp, w, ref, P, P, 1, E, n, k, bs);
   run.check("out", out, ref, n);
@@ -494,7 +494,7 @@ FERRUM_CONFORMANCE_CASE("moe_gemm", "num_pairs below num_tokens*top_k; num_pairs
   Buffer x = run.upload(run.random(3 * k)), w = run.upload(run.random(E * n * k));
   Buffer sorted = run.output(0, Dtype::i32, 0), eids = run.output(0, Dtype::i32, 0), nptp = upload_idx(run, {0});
   Buffer out = run.output(0, Dtype::invalid, 8);
-  run.ctx.moe_gemm(x, sorted, eids, nptp, &w, nullptr, out, 3, 0, 2, E, n, k, 16);
+  run.ctx.moe_gemm({.x = x, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .w_dense = &w, .w_quant = nullptr, .out = out, .num_tokens = 3, .num_pairs = 0, .top_k = 2, .num_experts = E, .n = n, .k = k, .block_size = 16});
   run.check_untouched("out (num_pairs = 0)", out, 0, out.count());
 }
 
@@ -512,7 +512,7 @@ FERRUM_CONFORMANCE_CASE("moe_gemm", "hand-made routing: out-of-range experts, pa
   const vec x = run.random(T * k), w = run.random(E * n * k);
   Buffer bx = run.upload(x), bw = run.upload(w), out = run.output(P * n);
   Buffer bs_ = upload_idx(run, sorted), be = upload_idx(run, eids), bn = upload_idx(run, nptp);
-  run.ctx.moe_gemm(bx, bs_, be, bn, &bw, nullptr, out, T, P, K, E, n, k, bs);
+  run.ctx.moe_gemm({.x = bx, .sorted_token_ids = bs_, .expert_ids = be, .num_tokens_post_padded = bn, .w_dense = &bw, .w_quant = nullptr, .out = out, .num_tokens = T, .num_pairs = P, .top_k = K, .num_experts = E, .n = n, .k = k, .block_size = bs});
   vec ref;
   fr::moe_gemm(x, sorted, eids, nptp, w, ref, T, P, K, E, n, k, bs);
   run.check("out", out, ref, n);
@@ -523,8 +523,8 @@ FERRUM_CONFORMANCE_CASE("moe_gemm", "deterministic (two runs bitwise equal)", kA
   Routing r = make_routing(run, random_topk_ids(run, T, K, E, 0), P, E, bs);
   Buffer x = run.upload(run.random(T * k)), w = run.upload(run.random(E * n * k));
   Buffer o1 = run.output(P * n), o2 = run.output(P * n);
-  run.ctx.moe_gemm(x, r.b_sorted, r.b_eids, r.b_nptp, &w, nullptr, o1, T, P, K, E, n, k, bs);
-  run.ctx.moe_gemm(x, r.b_sorted, r.b_eids, r.b_nptp, &w, nullptr, o2, T, P, K, E, n, k, bs);
+  run.ctx.moe_gemm({.x = x, .sorted_token_ids = r.b_sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_dense = &w, .w_quant = nullptr, .out = o1, .num_tokens = T, .num_pairs = P, .top_k = K, .num_experts = E, .n = n, .k = k, .block_size = bs});
+  run.ctx.moe_gemm({.x = x, .sorted_token_ids = r.b_sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_dense = &w, .w_quant = nullptr, .out = o2, .num_tokens = T, .num_pairs = P, .top_k = K, .num_experts = E, .n = n, .k = k, .block_size = bs});
   run.check_values("second run vs first", run.download(o2, P * n), run.download(o1, P * n), n, run.dtype, 'E');
 }
 
@@ -535,7 +535,7 @@ FERRUM_CONFORMANCE_CASE("moe_gemm", "errors: weights, num_pairs, routing sizes, 
   GptqStack st = make_gptq_stack(run, E, k, n, 32, false, false, Dtype::f16, 4);
   auto call = [&](const Buffer* wd, const QWeight* wq, uint64_t pairs, uint64_t nn, uint64_t kk, const Buffer& sorted,
                   const Buffer& eids, uint64_t block) {
-    run.ctx.moe_gemm(x, sorted, eids, r.b_nptp, wd, wq, out, T, pairs, K, E, nn, kk, block);
+    run.ctx.moe_gemm({.x = x, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = r.b_nptp, .w_dense = wd, .w_quant = wq, .out = out, .num_tokens = T, .num_pairs = pairs, .top_k = K, .num_experts = E, .n = nn, .k = kk, .block_size = block});
   };
   run.expect_error("both weights", kInvalid, [&] { call(&w, &st.w, P, n, k, r.b_sorted, r.b_eids, bs); }, "w_dense");
   run.expect_error("no weight", kInvalid, [&] { call(nullptr, nullptr, P, n, k, r.b_sorted, r.b_eids, bs); },
@@ -559,7 +559,7 @@ FERRUM_CONFORMANCE_CASE("moe_gemm", "errors: weights, num_pairs, routing sizes, 
     q.push_back(t.qweight.data());
     sc.push_back(t.scales_bytes.data());
   }
-  QWeight wrong_act = run.ctx.load_gptq_stacked(E, q.data(), sc.data(), nullptr, nullptr, 4, 32, k, n, Dtype::f16, other);
+  QWeight wrong_act = run.ctx.load_gptq_stacked({.num_experts = E, .qweights = q.data(), .scales = sc.data(), .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 32, .k = k, .n_per_expert = n, .scales_dtype = Dtype::f16, .act_dtype = other});
   run.expect_error("GPTQ stack of another act dtype", kInvalid,
                    [&] { call(nullptr, &wrong_act, P, n, k, r.b_sorted, r.b_eids, bs); }, "w_quant");
   run.check_untouched("out after errors", out, 0, out.count());
@@ -572,7 +572,7 @@ FERRUM_CONFORMANCE_CASE("fused_moe", "deterministic (two runs bitwise equal)", k
   Buffer gu = run.upload(run.random(E * 2 * I * H)), d = run.upload(run.random(E * H * I));
   Buffer o1 = run.output(T * H), o2 = run.output(T * H);
   for (Buffer* o : {&o1, &o2})
-    run.ctx.fused_moe(x, tw, r.b_sorted, r.b_eids, r.b_nptp, &gu, nullptr, &d, nullptr, *o, T, H, I, E, K, bs);
+    run.ctx.fused_moe({.x = x, .topk_weights = tw, .sorted_token_ids = r.b_sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_gate_up_dense = &gu, .w_gate_up_quant = nullptr, .w_down_dense = &d, .w_down_quant = nullptr, .out = *o, .num_tokens = T, .hidden = H, .intermediate = I, .num_experts = E, .top_k = K, .block_size = bs});
   run.check_values("second run vs first", run.download(o2, T * H), run.download(o1, T * H), H, run.dtype, 'E');
 }
 
@@ -585,7 +585,7 @@ FERRUM_CONFORMANCE_CASE("fused_moe", "errors: weights, routing sizes, GPTQ stack
   GptqStack gq = make_gptq_stack(run, E, H, 2 * I, 32, false, false, Dtype::f16, 5);
   auto call = [&](const Buffer* gud, const QWeight* guq, const Buffer* dd, const QWeight* dq, const Buffer& sorted,
                   uint64_t block) {
-    run.ctx.fused_moe(x, tw, sorted, r.b_eids, r.b_nptp, gud, guq, dd, dq, out, T, H, I, E, K, block);
+    run.ctx.fused_moe({.x = x, .topk_weights = tw, .sorted_token_ids = sorted, .expert_ids = r.b_eids, .num_tokens_post_padded = r.b_nptp, .w_gate_up_dense = gud, .w_gate_up_quant = guq, .w_down_dense = dd, .w_down_quant = dq, .out = out, .num_tokens = T, .hidden = H, .intermediate = I, .num_experts = E, .top_k = K, .block_size = block});
   };
   run.expect_error("both gate_up", kInvalid, [&] { call(&gu, &gq.w, &d, nullptr, r.b_sorted, bs); }, "w_gate_up");
   run.expect_error("no down", kInvalid, [&] { call(&gu, nullptr, nullptr, nullptr, r.b_sorted, bs); }, "w_down");
@@ -602,13 +602,13 @@ FERRUM_CONFORMANCE_CASE("fused_moe", "plugin routing end to end (route -> align 
   const uint64_t T = 20, H = 64, I = 32, E = 16, K = 4, bs = 16, P = T * K;
   const vec logits = run.random(T * E, -3.0, 3.0);
   Buffer bl = run.upload(logits), ids = run.output(P, Dtype::i32), w = run.output(P, Dtype::f32);
-  run.ctx.route_topk_softmax(bl, ids, w, T, E, K, true);
+  run.ctx.route_topk_softmax({.logits = bl, .out_ids = ids, .out_weights = w, .num_tokens = T, .num_experts = E, .top_k = K, .norm_topk_prob = true});
   const uint64_t cap = fr::moe_cap(P, E, bs), capb = fr::moe_cap_blocks(P, E, bs);
   Buffer sorted = run.output(cap, Dtype::i32), eids = run.output(capb, Dtype::i32), nptp = run.output(1, Dtype::i32);
-  run.ctx.moe_align_block_size(ids, sorted, eids, nptp, P, E, bs);
+  run.ctx.moe_align_block_size({.topk_ids = ids, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .num_pairs = P, .num_experts = E, .block_size = bs});
   const vec x = run.random(T * H), gu = run.random(E * 2 * I * H), d = run.random(E * H * I);
   Buffer bx = run.upload(x), bgu = run.upload(gu), bd = run.upload(d), out = run.output(T * H);
-  run.ctx.fused_moe(bx, w, sorted, eids, nptp, &bgu, nullptr, &bd, nullptr, out, T, H, I, E, K, bs);
+  run.ctx.fused_moe({.x = bx, .topk_weights = w, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .w_gate_up_dense = &bgu, .w_gate_up_quant = nullptr, .w_down_dense = &bd, .w_down_quant = nullptr, .out = out, .num_tokens = T, .hidden = H, .intermediate = I, .num_experts = E, .top_k = K, .block_size = bs});
   // The reference runs on the routing the plugin produced (its ids and weights are checked elsewhere).
   const vec got_sorted = run.download(sorted, cap), got_eids = run.download(eids, capb), got_n = run.download(nptp, 1);
   vec ref;
@@ -623,12 +623,12 @@ FERRUM_CONFORMANCE_CASE("fused_moe", "num_tokens 0 is a no-op", kActDtypes) {
   Buffer none_i = run.output(0, Dtype::i32, 0), nptp = upload_idx(run, {0});
   Buffer gu = run.upload(run.random(E * 2 * I * H)), d = run.upload(run.random(E * H * I));
   Buffer out = run.output(0, Dtype::invalid, 8);
-  run.ctx.fused_moe(none, none_f, none_i, none_i, nptp, &gu, nullptr, &d, nullptr, out, 0, H, I, E, 2, 16);
+  run.ctx.fused_moe({.x = none, .topk_weights = none_f, .sorted_token_ids = none_i, .expert_ids = none_i, .num_tokens_post_padded = nptp, .w_gate_up_dense = &gu, .w_gate_up_quant = nullptr, .w_down_dense = &d, .w_down_quant = nullptr, .out = out, .num_tokens = 0, .hidden = H, .intermediate = I, .num_experts = E, .top_k = 2, .block_size = 16});
   run.check_untouched("out", out, 0, out.count());
 }
 
 FERRUM_CONFORMANCE_CASE("weighted_sum_batched", "num_tokens 0 is a no-op", kActDtypes) {
   Buffer s = run.output(0, Dtype::invalid, 0), w = run.output(0, Dtype::f32, 0), out = run.output(0, Dtype::invalid, 8);
-  run.ctx.weighted_sum_batched(s, w, out, 0, 2, 16);
+  run.ctx.weighted_sum_batched({.slots = s, .weights = w, .out = out, .num_tokens = 0, .top_k = 2, .hidden = 16});
   run.check_untouched("out", out, 0, out.count());
 }

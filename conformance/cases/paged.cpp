@@ -152,8 +152,8 @@ void run_varlen(Run& run, const Shape& sh, VarlenOp op) {
     ts.push_back(0);
     tst.push_back(static_cast<int64_t>(sh.qlen[0]) + 5);
     Buffer bts = upload_idx(run, ts, sh.i32), btst = upload_idx(run, tst, sh.i32);
-    run.ctx.paged_varlen_attention_vllm_tiled_q4(q, kp, vp, out, cu, lens, bt, bts, btst, ts.size(), maxkv, sh.nh,
-                                                 sh.nkv, sh.D, sh.bs, st.mbps, st.S, st.M, scale, sh.window);
+    run.ctx.paged_varlen_attention_vllm_tiled_q4({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = lens, .block_tables = bt, .tile_seqs = bts, .tile_starts = btst, .num_tiles = ts.size(), .max_kv_len = maxkv, .num_heads = sh.nh,
+                                                 .num_kv_heads = sh.nkv, .head_dim = sh.D, .block_size = sh.bs, .max_num_blocks_per_seq = st.mbps, .num_seqs = st.S, .total_q_tokens = st.M, .scale = scale, .sliding_window = sh.window});
     fr::paged_varlen_attention_vllm_tiled_q4(st.q, st.k_pool, st.v_pool, ref, st.cu, st.pos, st.block_tables, ts, tst,
                                              ts.size(), sh.nh, sh.nkv, sh.D, sh.bs, st.mbps, st.S, st.M, scale,
                                              sh.window, x);
@@ -162,15 +162,15 @@ void run_varlen(Run& run, const Shape& sh, VarlenOp op) {
   }
   Buffer lse = run.output(sh.nh * st.M, Dtype::f32);
   if (op == VarlenOp::ferrum)
-    run.ctx.paged_varlen_attention(q, kp, vp, out, cu, lens, bt, st.S, st.M, maxkv, sh.nh, sh.nkv, sh.D, sh.bs, st.mbps,
-                                   scale, sh.window);
+    run.ctx.paged_varlen_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = lens, .block_tables = bt, .num_seqs = st.S, .total_q_tokens = st.M, .max_kv_len = maxkv, .num_heads = sh.nh, .num_kv_heads = sh.nkv, .head_dim = sh.D, .block_size = sh.bs, .max_num_blocks_per_seq = st.mbps,
+                                   .scale = scale, .sliding_window = sh.window});
   else if (op == VarlenOp::vllm)
-    run.ctx.paged_varlen_attention_vllm(q, kp, vp, out, cu, lens, bt, st.S, st.M, maxkv, sh.nh, sh.nkv, sh.D, sh.bs,
-                                        st.mbps, scale, sh.window);
+    run.ctx.paged_varlen_attention_vllm({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = lens, .block_tables = bt, .num_seqs = st.S, .total_q_tokens = st.M, .max_kv_len = maxkv, .num_heads = sh.nh, .num_kv_heads = sh.nkv, .head_dim = sh.D, .block_size = sh.bs,
+                                        .max_num_blocks_per_seq = st.mbps, .scale = scale, .sliding_window = sh.window});
   else {
     const uint64_t maxq = *std::max_element(sh.qlen.begin(), sh.qlen.end());
-    run.ctx.paged_varlen_attention_fa2_ffi(q, kp, vp, out, lse, cu, lens, bt, st.S, st.M, maxq, maxkv, sh.nh, sh.nkv,
-                                           sh.D, sh.bs, st.mbps, scale, sh.window);
+    run.ctx.paged_varlen_attention_fa2_ffi({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .lse = lse, .cu_seqlens_q = cu, .seq_lens = lens, .block_tables = bt, .num_seqs = st.S, .total_q_tokens = st.M, .max_q_len = maxq, .max_kv_len = maxkv, .num_heads = sh.nh, .num_kv_heads = sh.nkv,
+                                           .head_dim = sh.D, .block_size = sh.bs, .max_num_blocks_per_seq = st.mbps, .scale = scale, .sliding_window = sh.window});
   }
   fr::paged_attention_varlen(st.q, st.k_pool, st.v_pool, ref, op == VarlenOp::fa2 ? &lse_ref : nullptr, st.cu,
                              op == VarlenOp::fa2 ? st.seq_lens : st.pos, st.block_tables, st.S, st.M, sh.nh, sh.nkv,
@@ -251,20 +251,20 @@ void run_uniform(Run& run, Shape sh, UniformOp op) {
   const uint64_t maxkv = *std::max_element(st.seq_lens.begin(), st.seq_lens.end());
   switch (op) {
     case UniformOp::decode:
-      run.ctx.paged_decode_attention(q, kp, vp, out, bt, lens, st.S, sh.nh, sh.nkv, sh.D, sh.bs, st.mbps, qlen, scale,
-                                     sh.window);
+      run.ctx.paged_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = st.S, .num_heads = sh.nh, .num_kv_heads = sh.nkv, .head_dim = sh.D, .block_size = sh.bs, .max_num_blocks_per_seq = st.mbps, .q_len = qlen, .scale = scale,
+                                     .sliding_window = sh.window});
       break;
     case UniformOp::batched:
-      run.ctx.paged_batched_decode_attention(q, kp, vp, out, bt, lens, st.S, maxkv, sh.nh, sh.nkv, sh.D, sh.bs, st.mbps,
-                                             scale, sh.window);
+      run.ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = lens, .num_seqs = st.S, .max_kv_len = maxkv, .num_heads = sh.nh, .num_kv_heads = sh.nkv, .head_dim = sh.D, .block_size = sh.bs, .max_num_blocks_per_seq = st.mbps,
+                                             .scale = scale, .sliding_window = sh.window});
       break;
     case UniformOp::v2:
-      run.ctx.paged_decode_attention_v2(q, kp, vp, out, bt, lens, st.S, sh.nh, sh.nkv, sh.D, sh.bs, st.mbps, maxkv,
-                                        scale, sh.window);
+      run.ctx.paged_decode_attention_v2({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = st.S, .num_heads = sh.nh, .num_kv_heads = sh.nkv, .head_dim = sh.D, .block_size = sh.bs, .max_num_blocks_per_seq = st.mbps, .max_seq_len = maxkv,
+                                        .scale = scale, .sliding_window = sh.window});
       break;
     case UniformOp::vllm_layout:
-      run.ctx.paged_varlen_attention_vllm_layout(q, kp, vp, out, bt, lens, st.S, sh.nh, sh.nkv, sh.D, sh.bs, st.mbps,
-                                                 qlen, scale, sh.window);
+      run.ctx.paged_varlen_attention_vllm_layout({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = st.S, .num_heads = sh.nh, .num_kv_heads = sh.nkv, .head_dim = sh.D, .block_size = sh.bs, .max_num_blocks_per_seq = st.mbps,
+                                                 .q_len = qlen, .scale = scale, .sliding_window = sh.window});
       break;
   }
   vec ref;
@@ -345,12 +345,12 @@ void run_writer_varlen(Run& run, const WriterShape& w, PagedLayout layout) {
   Buffer q_out = run.output(st.M * w.qh * w.D);
   const bool vllm = layout == PagedLayout::vllm;
   if (vllm)
-    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen_vllm(bqkv, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, q_out, kp, vp, cu,
-                                                             offs, bt, st.S, st.M, w.qh, w.kvh, w.D, 1e-6f, w.mode, w.bs,
-                                                             st.mbps);
+    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen_vllm({.qkv = bqkv, .q_norm_w = tb.qn(w.mode), .k_norm_w = tb.kn(w.mode), .cos = &tb.bcos, .sin = &tb.bsin, .q_out = q_out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = cu,
+                                                             .pos_offsets = offs, .block_tables = bt, .num_seqs = st.S, .m_total = st.M, .q_heads = w.qh, .kv_heads = w.kvh, .head_dim = w.D, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(w.mode), .block_size = w.bs,
+                                                             .max_blocks_per_seq = st.mbps});
   else
-    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen(bqkv, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, q_out, kp, vp, cu, offs,
-                                                        bt, st.S, st.M, w.qh, w.kvh, w.D, 1e-6f, w.mode, w.bs, st.mbps);
+    run.ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = bqkv, .q_norm_w = tb.qn(w.mode), .k_norm_w = tb.kn(w.mode), .cos = &tb.bcos, .sin = &tb.bsin, .q_out = q_out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = cu, .pos_offsets = offs,
+                                                        .block_tables = bt, .num_seqs = st.S, .m_total = st.M, .q_heads = w.qh, .kv_heads = w.kvh, .head_dim = w.D, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(w.mode), .block_size = w.bs, .max_blocks_per_seq = st.mbps});
   vec rq(st.M * w.qh * w.D, 0.0), rk = st.k_pool, rv = st.v_pool;
   fr::split_qkv_norm_rope_into_paged_cache_varlen(qkv, tb.qw, tb.kw, tb.cos, tb.sin, rq, rk, rv, st.cu, st.pos,
                                                   st.block_tables, st.S, st.M, w.qh, w.kvh, w.D, 1e-6f, w.mode, w.bs,
@@ -368,11 +368,11 @@ void run_writer_varlen(Run& run, const WriterShape& w, PagedLayout layout) {
   Buffer out = run.output(st.M * w.qh * w.D);
   const uint64_t maxkv = *std::max_element(st.seq_lens.begin(), st.seq_lens.end());
   if (vllm)
-    run.ctx.paged_varlen_attention_vllm(q2, kp, vp, out, cu, offs, bt, st.S, st.M, maxkv, w.qh, w.kvh, w.D, w.bs,
-                                        st.mbps, 0.0f, 0);
+    run.ctx.paged_varlen_attention_vllm({.q = q2, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = st.S, .total_q_tokens = st.M, .max_kv_len = maxkv, .num_heads = w.qh, .num_kv_heads = w.kvh, .head_dim = w.D, .block_size = w.bs,
+                                        .max_num_blocks_per_seq = st.mbps, .scale = 0.0f, .sliding_window = 0});
   else
-    run.ctx.paged_varlen_attention(q2, kp, vp, out, cu, offs, bt, st.S, st.M, maxkv, w.qh, w.kvh, w.D, w.bs, st.mbps,
-                                   0.0f, 0);
+    run.ctx.paged_varlen_attention({.q = q2, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = st.S, .total_q_tokens = st.M, .max_kv_len = maxkv, .num_heads = w.qh, .num_kv_heads = w.kvh, .head_dim = w.D, .block_size = w.bs, .max_num_blocks_per_seq = st.mbps,
+                                   .scale = 0.0f, .sliding_window = 0});
   vec ref(st.M * w.qh * w.D, 0.0);
   fr::paged_attention_varlen(qfull, ks, vs, ref, nullptr, st.cu, st.pos, st.block_tables, st.S, st.M, w.qh, w.kvh, w.D,
                              w.bs, st.mbps, 0.0f, 0, false, layout, x);
@@ -395,13 +395,13 @@ void run_writer_single(Run& run, const WriterShape& w, PagedLayout layout) {
   Buffer q_out = run.output(q_lead + T * w.qh * w.D);
   const bool vllm = layout == PagedLayout::vllm;
   if (vllm)
-    run.ctx.split_qkv_norm_rope_into_paged_cache_vllm(&bqkv, lead * Wd * es, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, &q_out,
-                                                      q_lead * es, kp, vp, bt, T, w.qh, w.kvh, w.D, cache_len, 1e-6f,
-                                                      w.mode, cache_len, w.bs, st.mbps);
+    run.ctx.split_qkv_norm_rope_into_paged_cache_vllm({.qkv = &bqkv, .qkv_byte_offset = lead * Wd * es, .q_norm_w = tb.qn(w.mode), .k_norm_w = tb.kn(w.mode), .cos = &tb.bcos, .sin = &tb.bsin, .q_out = &q_out,
+                                                      .q_out_byte_offset = q_lead * es, .cache_k = kp, .cache_v = vp, .block_table = bt, .tokens = T, .q_heads = w.qh, .kv_heads = w.kvh, .head_dim = w.D, .pos_offset = cache_len, .eps = 1e-6f,
+                                                      .qk_mode = static_cast<ferrum::QkMode>(w.mode), .cache_len = cache_len, .block_size = w.bs, .max_num_blocks_per_seq = st.mbps});
   else
-    run.ctx.split_qkv_norm_rope_into_paged_cache(&bqkv, lead * Wd * es, tb.qn(w.mode), tb.kn(w.mode), &tb.bcos, &tb.bsin, &q_out,
-                                                 q_lead * es, kp, vp, bt, T, w.qh, w.kvh, w.D, cache_len, 1e-6f, w.mode,
-                                                 cache_len, w.bs, st.mbps);
+    run.ctx.split_qkv_norm_rope_into_paged_cache({.qkv = &bqkv, .qkv_byte_offset = lead * Wd * es, .q_norm_w = tb.qn(w.mode), .k_norm_w = tb.kn(w.mode), .cos = &tb.bcos, .sin = &tb.bsin, .q_out = &q_out,
+                                                 .q_out_byte_offset = q_lead * es, .cache_k = kp, .cache_v = vp, .block_table = bt, .tokens = T, .q_heads = w.qh, .kv_heads = w.kvh, .head_dim = w.D, .pos_offset = cache_len, .eps = 1e-6f, .qk_mode = static_cast<ferrum::QkMode>(w.mode),
+                                                 .cache_len = cache_len, .block_size = w.bs, .max_num_blocks_per_seq = st.mbps});
   vec rq(q_lead + T * w.qh * w.D, 0.0), rk = st.k_pool, rv = st.v_pool;
   fr::split_qkv_norm_rope_into_paged_cache(qkv, lead * Wd, tb.qw, tb.kw, tb.cos, tb.sin, rq, q_lead, rk, rv, row0, T, w.qh,
                                            w.kvh, w.D, cache_len, 1e-6f, w.mode, cache_len, w.bs, st.mbps, layout, x);
@@ -415,7 +415,7 @@ void run_writer_single(Run& run, const WriterShape& w, PagedLayout layout) {
   const vec qtok = slice(qs, q_lead, T * w.qh * w.D), ks = run.download(kp), vs = run.download(vp);
   Buffer q2 = run.upload(qtok), lens = upload_idx(run, {static_cast<int64_t>(cache_len + T)}, w.i32);
   Buffer out = run.output(T * w.qh * w.D);
-  run.ctx.paged_decode_attention(q2, kp, vp, out, bt, lens, 1, w.qh, w.kvh, w.D, w.bs, st.mbps, T, 0.0f, 0);
+  run.ctx.paged_decode_attention({.q = q2, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = 1, .num_heads = w.qh, .num_kv_heads = w.kvh, .head_dim = w.D, .block_size = w.bs, .max_num_blocks_per_seq = st.mbps, .q_len = T, .scale = 0.0f, .sliding_window = 0});
   vec ref;
   fr::paged_attention_uniform(qtok, ks, vs, ref, row0, {static_cast<int64_t>(cache_len + T)}, 1, w.qh, w.kvh, w.D, w.bs,
                               st.mbps, T, 0.0f, 0, layout, x);
@@ -464,8 +464,8 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope_into_paged_cache_varlen", "out-of-r
   // Sequence 0: positions 3..5 -> logical blocks 0 (phys 1) and 1 (phys 99: out of range).
   Buffer cu = run.upload_u32({0, 3}), offs = run.upload_u32({3}), bt = run.upload_u32({1, 99});
   Buffer q_out = run.output(3 * qh * D);
-  run.ctx.split_qkv_norm_rope_into_paged_cache_varlen(bqkv, nullptr, nullptr, nullptr, nullptr, q_out, kp, vp, cu, offs,
-                                                      bt, 1, 3, qh, kvh, D, 0.0f, 0, bs, mbps);
+  run.ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = bqkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q_out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = cu, .pos_offsets = offs,
+                                                      .block_tables = bt, .num_seqs = 1, .m_total = 3, .q_heads = qh, .kv_heads = kvh, .head_dim = D, .eps = 0.0f, .qk_mode = ferrum::QkMode::copy, .block_size = bs, .max_blocks_per_seq = mbps});
   vec rq, rk = pool, rv = pool;
   fr::split_qkv_norm_rope_into_paged_cache_varlen(qkv, {}, {}, {}, {}, rq, rk, rv, {0, 3}, {3}, {1, 99}, 1, 3, qh, kvh, D,
                                                   0.0f, 0, bs, mbps);
@@ -481,7 +481,7 @@ FERRUM_CONFORMANCE_CASE("paged_varlen_attention", "argument errors write nothing
   Buffer cu = run.upload_u32({0, 2}), offs = run.upload_u32({0}), bt = run.upload_u32({0, 1});
   Buffer out = run.output(2 * nh * D);
   auto call = [&](uint64_t nh_, uint64_t nkv_, uint64_t D_, uint64_t bs_, float scale) {
-    run.ctx.paged_varlen_attention(q, kp, vp, out, cu, offs, bt, 1, 2, 8, nh_, nkv_, D_, bs_, 2, scale, 0);
+    run.ctx.paged_varlen_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = 1, .total_q_tokens = 2, .max_kv_len = 8, .num_heads = nh_, .num_kv_heads = nkv_, .head_dim = D_, .block_size = bs_, .max_num_blocks_per_seq = 2, .scale = scale, .sliding_window = 0});
   };
   run.expect_error("block_size 0", kInvalid, [&] { call(nh, nkv, D, 0, 0.0f); }, "block_size");
   run.expect_error("gqa 4 / 3", kInvalid, [&] { call(nh, 3, D, bs, 0.0f); });
@@ -490,7 +490,7 @@ FERRUM_CONFORMANCE_CASE("paged_varlen_attention", "argument errors write nothing
   run.expect_error("pool smaller than one block", kInvalid, [&] { call(nh, nkv, D, 64, 0.0f); }, "pool");
   Buffer vp_big = run.upload(run.random((N + 1) * bs * nkv * D));
   run.expect_error("K and V pools of different sizes", kInvalid, [&] {
-    run.ctx.paged_varlen_attention(q, kp, vp_big, out, cu, offs, bt, 1, 2, 8, nh, nkv, D, bs, 2, 0.0f, 0);
+    run.ctx.paged_varlen_attention({.q = q, .k_pool = kp, .v_pool = vp_big, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = 1, .total_q_tokens = 2, .max_kv_len = 8, .num_heads = nh, .num_kv_heads = nkv, .head_dim = D, .block_size = bs, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
   }, "same size");
   run.check_untouched("out", out, 0, out.count());
 }
@@ -502,7 +502,7 @@ FERRUM_CONFORMANCE_CASE("paged_varlen_attention_vllm", "head_dim not a multiple 
   Buffer cu = run.upload_u32({0, 1}), offs = run.upload_u32({0}), bt = run.upload_u32({0});
   Buffer out = run.output(nh * D);
   run.expect_error("D % x", kInvalid, [&] {
-    run.ctx.paged_varlen_attention_vllm(q, kp, vp, out, cu, offs, bt, 1, 1, 1, nh, nkv, D, bs, 1, 0.0f, 0);
+    run.ctx.paged_varlen_attention_vllm({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = 1, .total_q_tokens = 1, .max_kv_len = 1, .num_heads = nh, .num_kv_heads = nkv, .head_dim = D, .block_size = bs, .max_num_blocks_per_seq = 1, .scale = 0.0f, .sliding_window = 0});
   }, "head_dim");
   run.check_untouched("out", out, 0, out.count());
 }
@@ -515,12 +515,12 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope_into_paged_cache", "capacity overfl
   Buffer bt = run.upload_u32({0, 1});
   Buffer q_out = run.output(T * qh * D + 8);
   run.expect_error("cache_len + tokens > capacity", kInvalid, [&] {
-    run.ctx.split_qkv_norm_rope_into_paged_cache(&qkv, 0, nullptr, nullptr, nullptr, nullptr, &q_out, 0, kp, vp, bt, T,
-                                                 qh, kvh, D, 6, 0.0f, 0, 6, bs, mbps);
+    run.ctx.split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 0, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q_out, .q_out_byte_offset = 0, .cache_k = kp, .cache_v = vp, .block_table = bt, .tokens = T,
+                                                 .q_heads = qh, .kv_heads = kvh, .head_dim = D, .pos_offset = 6, .eps = 0.0f, .qk_mode = ferrum::QkMode::copy, .cache_len = 6, .block_size = bs, .max_num_blocks_per_seq = mbps});
   }, "cache_len");
   run.expect_error("misaligned qkv_byte_offset", kInvalid, [&] {
-    run.ctx.split_qkv_norm_rope_into_paged_cache(&qkv, 1, nullptr, nullptr, nullptr, nullptr, &q_out, 0, kp, vp, bt, T,
-                                                 qh, kvh, D, 0, 0.0f, 0, 0, bs, mbps);
+    run.ctx.split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 1, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q_out, .q_out_byte_offset = 0, .cache_k = kp, .cache_v = vp, .block_table = bt, .tokens = T,
+                                                 .q_heads = qh, .kv_heads = kvh, .head_dim = D, .pos_offset = 0, .eps = 0.0f, .qk_mode = ferrum::QkMode::copy, .cache_len = 0, .block_size = bs, .max_num_blocks_per_seq = mbps});
   }, "qkv_byte_offset");
   run.check_untouched("q_out", q_out, 0, q_out.count());
   run.check("cache_k", kp, pool, D, 'E');
@@ -535,7 +535,7 @@ FERRUM_CONFORMANCE_CASE("paged_varlen_attention_fa2_ffi", "queries before the se
   Buffer bq = run.upload(q), kp = run.upload(k), vp = run.upload(v);
   Buffer bcu = run.upload_u32({0, 3, 5}), bl = run.upload_u32({1, 4}), bbt = run.upload_u32({1, 0});
   Buffer out = run.output(M * nh * D), lse = run.output(nh * M, Dtype::f32);
-  run.ctx.paged_varlen_attention_fa2_ffi(bq, kp, vp, out, lse, bcu, bl, bbt, 2, M, 3, 4, nh, nkv, D, bs, mbps, 0.0f, 0);
+  run.ctx.paged_varlen_attention_fa2_ffi({.q = bq, .k_pool = kp, .v_pool = vp, .out = out, .lse = lse, .cu_seqlens_q = bcu, .seq_lens = bl, .block_tables = bbt, .num_seqs = 2, .total_q_tokens = M, .max_q_len = 3, .max_kv_len = 4, .num_heads = nh, .num_kv_heads = nkv, .head_dim = D, .block_size = bs, .max_num_blocks_per_seq = mbps, .scale = 0.0f, .sliding_window = 0});
   vec ref(M * nh * D, 0.0), lref;
   fr::paged_attention_varlen(q, k, v, ref, &lref, cu, lens, bt, 2, M, nh, nkv, D, bs, mbps, 0.0f, 0, true);
   const vec got = run.download(out, 5 * nh * D);

@@ -101,12 +101,12 @@ void run_batch(Run& run, const Batch& b, Op op) {
     case Op::batched:
     case Op::v2: {
       if (op == Op::decode)
-        run.ctx.paged_decode_attention(q, kp, vp, out, bt, lens, p.S, b.nh, b.nkv, b.D, b.bs, p.mbps, b.qlen[0], 0.0f, 0);
+        run.ctx.paged_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = p.S, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .q_len = b.qlen[0], .scale = 0.0f, .sliding_window = 0});
       else if (op == Op::batched)
-        run.ctx.paged_batched_decode_attention(q, kp, vp, out, bt, lens, p.S, maxkv, b.nh, b.nkv, b.D, b.bs, p.mbps, 0.0f,
-                                               0);
+        run.ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = lens, .num_seqs = p.S, .max_kv_len = maxkv, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .scale = 0.0f,
+                                               .sliding_window = 0});
       else
-        run.ctx.paged_decode_attention_v2(q, kp, vp, out, bt, lens, p.S, b.nh, b.nkv, b.D, b.bs, p.mbps, maxkv, 0.0f, 0);
+        run.ctx.paged_decode_attention_v2({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = p.S, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .max_seq_len = maxkv, .scale = 0.0f, .sliding_window = 0});
       fr::paged_attention_uniform(p.q, p.k_pool, p.v_pool, ref, p.block_tables, p.seq_lens, p.S, b.nh, b.nkv, b.D, b.bs,
                                   p.mbps, b.qlen[0], 0.0f, 0, layout, x);
       run.check("out", out, ref, rl);
@@ -120,11 +120,11 @@ void run_batch(Run& run, const Batch& b, Op op) {
       Buffer lse = run.output(b.nh * p.M, Dtype::f32);
       const uint64_t maxq = *std::max_element(b.qlen.begin(), b.qlen.end());
       if (fa2)
-        run.ctx.paged_varlen_attention_fa2_ffi(q, kp, vp, out, lse, cu, offs, bt, p.S, p.M, maxq, maxkv, b.nh, b.nkv, b.D,
-                                               b.bs, p.mbps, 0.0f, 0);
+        run.ctx.paged_varlen_attention_fa2_ffi({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .lse = lse, .cu_seqlens_q = cu, .seq_lens = offs, .block_tables = bt, .num_seqs = p.S, .total_q_tokens = p.M, .max_q_len = maxq, .max_kv_len = maxkv, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D,
+                                               .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .scale = 0.0f, .sliding_window = 0});
       else
-        run.ctx.paged_varlen_attention(q, kp, vp, out, cu, offs, bt, p.S, p.M, maxkv, b.nh, b.nkv, b.D, b.bs, p.mbps,
-                                       0.0f, 0);
+        run.ctx.paged_varlen_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = p.S, .total_q_tokens = p.M, .max_kv_len = maxkv, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps,
+                                       .scale = 0.0f, .sliding_window = 0});
       fr::paged_attention_varlen(p.q, p.k_pool, p.v_pool, ref, fa2 ? &lse_ref : nullptr, p.cu, fa2 ? p.seq_lens : p.pos,
                                  p.block_tables, p.S, p.M, b.nh, b.nkv, b.D, b.bs, p.mbps, 0.0f, 0, fa2, layout, x);
       run.check("out", out, ref, rl);

@@ -28,26 +28,26 @@ const Family kFamilies[] = {{KvQuant::int8, "int8", Dtype::i8}, {KvQuant::fp8, "
 std::string op_name(const Family& f, const char* suffix) { return std::string(f.prefix) + suffix; }
 
 KvCacheQuant alloc_layer(Run& run, const Family& f, uint64_t N, uint64_t bs, uint64_t nkv, uint64_t D) {
-  return f.kind == KvQuant::int8 ? run.ctx.alloc_paged_int8_layer(N, bs, nkv, D)
-                                 : run.ctx.alloc_paged_fp8_layer(N, bs, nkv, D);
+  return f.kind == KvQuant::int8 ? run.ctx.alloc_paged_int8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = D})
+                                 : run.ctx.alloc_paged_fp8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = D});
 }
 
 void append(Run& run, const Family& f, const Buffer& k, const Buffer& v, KvCacheQuant& c,
             const std::vector<uint32_t>& blocks, uint64_t before, uint64_t tokens, uint64_t bs, uint64_t nkv,
             uint64_t D) {
   if (f.kind == KvQuant::int8)
-    run.ctx.int8_kv_append_paged(k, v, c.k, c.v, c.k_scales, c.v_scales, blocks, before, tokens, bs, nkv, D);
+    run.ctx.int8_kv_append_paged({.k_in = k, .v_in = v, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = blocks, .cache_len_before = before, .tokens = tokens, .block_size = bs, .num_kv_heads = nkv, .head_dim = D});
   else
-    run.ctx.fp8_kv_append_paged(k, v, c.k, c.v, c.k_scales, c.v_scales, blocks, before, tokens, bs, nkv, D);
+    run.ctx.fp8_kv_append_paged({.k_in = k, .v_in = v, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = blocks, .cache_len_before = before, .tokens = tokens, .block_size = bs, .num_kv_heads = nkv, .head_dim = D});
 }
 
 void decode(Run& run, const Family& f, const Buffer& q, const Buffer& k, const Buffer& v, const Buffer& ks,
             const Buffer& vs, const Buffer& table, Buffer& out, uint64_t nq, uint64_t nkv, uint64_t D, uint64_t len,
             uint64_t bs, float scale, uint64_t window) {
   if (f.kind == KvQuant::int8)
-    run.ctx.int8_paged_decode_attention(q, k, v, ks, vs, table, out, nq, nkv, D, len, bs, scale, window);
+    run.ctx.int8_paged_decode_attention({.q = q, .layer_k = k, .layer_v = v, .layer_k_scales = ks, .layer_v_scales = vs, .block_table = table, .output = out, .num_q_heads = nq, .num_kv_heads = nkv, .head_dim = D, .valid_kv_len = len, .block_size = bs, .scale = scale, .sliding_window = window});
   else
-    run.ctx.fp8_paged_decode_attention(q, k, v, ks, vs, table, out, nq, nkv, D, len, bs, scale, window);
+    run.ctx.fp8_paged_decode_attention({.q = q, .layer_k = k, .layer_v = v, .layer_k_scales = ks, .layer_v_scales = vs, .block_table = table, .output = out, .num_q_heads = nq, .num_kv_heads = nkv, .head_dim = D, .valid_kv_len = len, .block_size = bs, .scale = scale, .sliding_window = window});
 }
 
 Buffer upload_codes(Run& run, const Family& f, const vec& codes) {

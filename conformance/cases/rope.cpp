@@ -84,7 +84,7 @@ const bool kQkNormRope = register_rope("qk_norm_rope", {8, 16, 64, 80, 128, 256}
     const uint64_t n = s.tokens * s.heads * c.hd;
     const vec in = run.random(n, -2.0, 2.0);
     Buffer bin = run.upload(in), out = run.output(n);
-    run.ctx.qk_norm_rope(bin, r.n1(), r.c(), r.s(), out, s.tokens, s.heads, c.hd, s.pos, eps, c.mode);
+    run.ctx.qk_norm_rope({.input = bin, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = s.tokens, .heads = s.heads, .head_dim = c.hd, .pos_offset = s.pos, .eps = eps, .mode = static_cast<ferrum::QkMode>(c.mode)});
     vec ref;
     fr::qk_norm_rope(in, r.w1, r.cos, r.sin, ref, s.tokens, s.heads, c.hd, s.pos, eps, c.mode);
     run.check("output" + at, out, ref, c.hd, cls_of(c.mode));
@@ -107,7 +107,7 @@ const bool kPerItem = register_rope("qk_norm_rope_batched_per_item", {8, 16, 64,
     const uint64_t n = s.m * s.heads * c.hd;
     const vec in = run.random(n, -2.0, 2.0);
     Buffer bin = run.upload(in), out = run.output(n);
-    run.ctx.qk_norm_rope_batched_per_item(bin, r.n1(), r.c(), r.s(), out, bp, s.m, s.heads, c.hd, eps, c.mode);
+    run.ctx.qk_norm_rope_batched_per_item({.input = bin, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .positions = bp, .m = s.m, .heads = s.heads, .head_dim = c.hd, .eps = eps, .mode = static_cast<ferrum::QkMode>(c.mode)});
     vec ref;
     fr::qk_norm_rope_batched_per_item(in, r.w1, r.cos, r.sin, ref, pos, s.m, s.heads, c.hd, eps, c.mode);
     run.check("output" + at, out, ref, c.hd, cls_of(c.mode));
@@ -126,8 +126,8 @@ const bool kSplit = register_rope("split_qkv_norm_rope", {8, 64, 80, 128, 256}, 
     Buffer b = run.upload(qkv);
     const uint64_t nq = s.qh * s.tokens * c.hd, nk = s.kvh * s.tokens * c.hd;
     Buffer q = run.output(nq), k = run.output(nk), v = run.output(nk);
-    run.ctx.split_qkv_norm_rope(b, r.n1(), r.n2(), r.c(), r.s(), q, k, v, s.tokens, s.qh, s.kvh, c.hd, s.pos, eps,
-                                c.mode);
+    run.ctx.split_qkv_norm_rope({.qkv = b, .q_norm_w = r.n1(), .k_norm_w = r.n2(), .cos = r.c(), .sin = r.s(), .q_out = q, .k_out = k, .v_out = v, .tokens = s.tokens, .q_heads = s.qh, .kv_heads = s.kvh, .head_dim = c.hd, .pos_offset = s.pos, .eps = eps,
+                                .qk_mode = static_cast<ferrum::QkMode>(c.mode)});
     vec rq, rk, rv;
     fr::split_qkv_norm_rope(qkv, r.w1, r.w2, r.cos, r.sin, rq, rk, rv, s.tokens, s.qh, s.kvh, c.hd, s.pos, eps, c.mode);
     run.check("q_out" + at, q, rq, c.hd, cls_of(c.mode));
@@ -151,8 +151,8 @@ const bool kIntoCache = register_rope("split_qkv_norm_rope_into_cache", {8, 64, 
     Buffer b = run.upload(qkv);
     const uint64_t nq = s.qh * s.tokens * c.hd, ncache = s.kvh * cap * c.hd;
     Buffer q = run.output(nq), ck = run.output(ncache), cv = run.output(ncache);
-    run.ctx.split_qkv_norm_rope_into_cache(b, r.n1(), r.n2(), r.c(), r.s(), q, ck, cv, s.tokens, s.qh, s.kvh, c.hd,
-                                           s.pos, eps, c.mode, s.cache_len, cap);
+    run.ctx.split_qkv_norm_rope_into_cache({.qkv = b, .q_norm_w = r.n1(), .k_norm_w = r.n2(), .cos = r.c(), .sin = r.s(), .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = s.tokens, .q_heads = s.qh, .kv_heads = s.kvh, .head_dim = c.hd,
+                                           .pos_offset = s.pos, .eps = eps, .qk_mode = static_cast<ferrum::QkMode>(c.mode), .cache_len = s.cache_len, .cache_capacity = cap});
     vec rq, rk, rv;
     fr::split_qkv_norm_rope_into_cache(qkv, r.w1, r.w2, r.cos, r.sin, rq, rk, rv, s.tokens, s.qh, s.kvh, c.hd, s.pos,
                                        eps, c.mode, s.cache_len, cap);
@@ -181,7 +181,7 @@ const bool kIntoCache = register_rope("split_qkv_norm_rope_into_cache", {8, 64, 
 FERRUM_CONFORMANCE_CASE("qk_norm_rope", "zero tokens is a no-op", kActDtypes) {
   const Rope r = make_rope(run, run.dtype, 1, 4, 8);
   Buffer in = run.output(0, Dtype::invalid, 0), out = run.output(0, Dtype::invalid, 8);
-  run.ctx.qk_norm_rope(in, r.n1(), r.c(), r.s(), out, 0, 2, 8, 0, 1e-6f, 1);
+  run.ctx.qk_norm_rope({.input = in, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = 0, .heads = 2, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .mode = ferrum::QkMode::rms_norm_neox});
   run.check_untouched("output", out, 0, out.count());
 }
 
@@ -189,7 +189,7 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope", "zero tokens is a no-op", kActDty
   const Rope r = make_rope(run, run.dtype, 1, 4, 8);
   Buffer in = run.output(0, Dtype::invalid, 0);
   Buffer q = run.output(0, Dtype::invalid, 8), k = run.output(0, Dtype::invalid, 8), v = run.output(0, Dtype::invalid, 8);
-  run.ctx.split_qkv_norm_rope(in, r.n1(), r.n2(), r.c(), r.s(), q, k, v, 0, 1, 1, 8, 0, 1e-6f, 1);
+  run.ctx.split_qkv_norm_rope({.qkv = in, .q_norm_w = r.n1(), .k_norm_w = r.n2(), .cos = r.c(), .sin = r.s(), .q_out = q, .k_out = k, .v_out = v, .tokens = 0, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::rms_norm_neox});
   run.check_untouched("q_out", q, 0, 8);
   run.check_untouched("k_out", k, 0, 8);
   run.check_untouched("v_out", v, 0, 8);
@@ -203,13 +203,13 @@ FERRUM_CONFORMANCE_CASE("qk_norm_rope", "error: qk_mode out of range, odd head_d
   Buffer in = run.upload(run.random(2 * 8)), out = run.output(16, Dtype::invalid, 0);
   for (int32_t mode : {4, -1})
     run.expect_error(fmt("qk_mode %d", mode), kInvalid,
-                     [&] { run.ctx.qk_norm_rope(in, r.n1(), r.c(), r.s(), out, 2, 1, 8, 0, 1e-6f, mode); },
+                     [&] { run.ctx.qk_norm_rope({.input = in, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = 2, .heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .mode = static_cast<ferrum::QkMode>(mode)}); },
                      "qk_norm_rope");
   Buffer in7 = run.upload(run.random(2 * 7)), w7 = run.upload(run.random(7, 0.5, 1.5));
   run.expect_error("odd head_dim with qk_mode 2", kInvalid,
-                   [&] { run.ctx.qk_norm_rope(in7, &w7, r.c(), r.s(), out, 2, 1, 7, 0, 1e-6f, 2); }, "qk_norm_rope");
+                   [&] { run.ctx.qk_norm_rope({.input = in7, .norm_w = &w7, .cos = r.c(), .sin = r.s(), .output = out, .tokens = 2, .heads = 1, .head_dim = 7, .pos_offset = 0, .eps = 1e-6f, .mode = ferrum::QkMode::neox}); }, "qk_norm_rope");
   run.expect_error("pos_offset + tokens > table rows", kInvalid,
-                   [&] { run.ctx.qk_norm_rope(in, r.n1(), r.c(), r.s(), out, 2, 1, 8, 3, 1e-6f, 1); }, "qk_norm_rope");
+                   [&] { run.ctx.qk_norm_rope({.input = in, .norm_w = r.n1(), .cos = r.c(), .sin = r.s(), .output = out, .tokens = 2, .heads = 1, .head_dim = 8, .pos_offset = 3, .eps = 1e-6f, .mode = ferrum::QkMode::rms_norm_neox}); }, "qk_norm_rope");
   run.check_untouched("output", out, 0, out.count());
 }
 
@@ -218,14 +218,14 @@ FERRUM_CONFORMANCE_CASE("split_qkv_norm_rope_into_cache", "error: cache overflow
   Buffer ck = run.output(4 * 8, Dtype::invalid, 0), cv = run.output(4 * 8, Dtype::invalid, 0);
   run.expect_error("cache_len + tokens > capacity", kInvalid,
                    [&] {
-                     run.ctx.split_qkv_norm_rope_into_cache(qkv, nullptr, nullptr, nullptr, nullptr, q, ck, cv, 2, 1, 1,
-                                                            8, 0, 1e-6f, 0, 3, 4);
+                     run.ctx.split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = 2, .q_heads = 1, .kv_heads = 1,
+                                                            .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = 3, .cache_capacity = 4});
                    },
                    "split_qkv_norm_rope_into_cache");
   run.expect_error("cache_k == cache_v", kInvalid,
                    [&] {
-                     run.ctx.split_qkv_norm_rope_into_cache(qkv, nullptr, nullptr, nullptr, nullptr, q, ck, ck, 1, 1, 1,
-                                                            8, 0, 1e-6f, 0, 0, 4);
+                     run.ctx.split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = ck, .cache_v = ck, .tokens = 1, .q_heads = 1, .kv_heads = 1,
+                                                            .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = 0, .cache_capacity = 4});
                    },
                    "cache_v");
   run.check_untouched("q_out", q, 0, q.count());

@@ -138,10 +138,15 @@ def generate_facade():
     w("  switch (op) {")
     for op in gen_facade.generated_ops(ops):
         params = gen_facade.plan(op)[0]
+        named = gen_facade.is_named(op)
+        mode = gen_facade.rope_mode(op)
         exprs, pre = [], []
         for prm in params:
             e, p = facade_arg(op, prm)
-            exprs.append(e)
+            name = gen_facade.param_name(prm)
+            if name == mode:
+                e = f"static_cast<QkMode>({e})"
+            exprs.append(f".{name} = {e}" if named else e)
             if p:
                 pre.append(p)
         w(f"    case {op.id}: {{  // {op.name}")
@@ -150,7 +155,8 @@ def generate_facade():
             w("      (void)a;")
         for p in pre:
             w(f"      {p}")
-        w(f"      (void)ctx.{op.name}({', '.join(exprs)});")
+        call = "{" + ", ".join(exprs) + "}" if named else ", ".join(exprs)
+        w(f"      (void)ctx.{op.name}({call});")
         w("      return true;")
         w("    }")
     w("    default:")

@@ -29,19 +29,19 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
     }
     case 5: {  // from_weight_bytes
       const auto& a = *static_cast<const ferrum_from_weight_bytes_args*>(args);
-      (void)ctx.from_weight_bytes(std::span<const uint8_t>(a.raw, a.raw_len), static_cast<Dtype>(a.src_dtype), static_cast<Dtype>(a.dst_dtype));
+      (void)ctx.from_weight_bytes({.raw = std::span<const uint8_t>(a.raw, a.raw_len), .src_dtype = static_cast<Dtype>(a.src_dtype), .dst_dtype = static_cast<Dtype>(a.dst_dtype)});
       return true;
     }
     case 6: {  // write_typed
       const auto& a = *static_cast<const ferrum_write_typed_args*>(args);
       Borrowed<Buffer> b_dst(ctx, a.dst);
-      (void)ctx.write_typed(b_dst.ref(), static_cast<Dtype>(a.dtype), a.data, a.data_len);
+      (void)ctx.write_typed({.dst = b_dst.ref(), .dtype = static_cast<Dtype>(a.dtype), .data = a.data, .data_len = a.data_len});
       return true;
     }
     case 7: {  // read_typed
       const auto& a = *static_cast<const ferrum_read_typed_args*>(args);
       Borrowed<Buffer> b_src(ctx, a.src);
-      (void)ctx.read_typed(b_src.ref(), static_cast<Dtype>(a.dtype), a.len, a.data);
+      (void)ctx.read_typed({.src = b_src.ref(), .dtype = static_cast<Dtype>(a.dtype), .len = a.len, .data = a.data});
       return true;
     }
     case 8: {  // to_vec
@@ -66,7 +66,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       const auto& a = *static_cast<const ferrum_copy_slice_args*>(args);
       Borrowed<Buffer> b_src(ctx, a.src);
       Borrowed<Buffer> b_dst(ctx, a.dst);
-      (void)ctx.copy_slice(b_src.ref(), a.src_offset, b_dst.ref(), a.dst_offset, a.len);
+      (void)ctx.copy_slice({.src = b_src.ref(), .src_offset = a.src_offset, .dst = b_dst.ref(), .dst_offset = a.dst_offset, .len = a.len});
       return true;
     }
     case 17: {  // sync
@@ -111,7 +111,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_a(ctx, a.a);
       Borrowed<Buffer> b_b(ctx, a.b);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.gemm(b_a.ref(), b_b.ref(), b_out.ref(), a.m, a.n, a.k);
+      (void)ctx.gemm({.a = b_a.ref(), .b = b_b.ref(), .out = b_out.ref(), .m = a.m, .n = a.n, .k = a.k});
       return true;
     }
     case 26: {  // rms_norm
@@ -119,7 +119,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_x(ctx, a.x);
       Borrowed<Buffer> b_w(ctx, a.w);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.rms_norm(b_x.ref(), b_w.ref(), a.eps, b_out.ref(), a.tokens, a.dim);
+      (void)ctx.rms_norm({.x = b_x.ref(), .w = b_w.ref(), .eps = a.eps, .out = b_out.ref(), .tokens = a.tokens, .dim = a.dim});
       return true;
     }
     case 27: {  // fused_add_rms_norm
@@ -128,7 +128,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_x(ctx, a.x);
       Borrowed<Buffer> b_w(ctx, a.w);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.fused_add_rms_norm(b_residual.ref(), b_x.ref(), b_w.ref(), a.eps, b_out.ref(), a.tokens, a.dim);
+      (void)ctx.fused_add_rms_norm({.residual = b_residual.ref(), .x = b_x.ref(), .w = b_w.ref(), .eps = a.eps, .out = b_out.ref(), .tokens = a.tokens, .dim = a.dim});
       return true;
     }
     case 28: {  // layer_norm
@@ -137,7 +137,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_gamma(ctx, a.gamma);
       Borrowed<Buffer> b_beta(ctx, a.beta);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.layer_norm(b_x.ref(), b_gamma.ref(), b_beta.ref(), a.eps, b_out.ref(), a.tokens, a.dim);
+      (void)ctx.layer_norm({.x = b_x.ref(), .gamma = b_gamma.ref(), .beta = b_beta.ref(), .eps = a.eps, .out = b_out.ref(), .tokens = a.tokens, .dim = a.dim});
       return true;
     }
     case 29: {  // gelu
@@ -158,14 +158,14 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       const auto& a = *static_cast<const ferrum_scaled_add_inplace_args*>(args);
       Borrowed<Buffer> b_dst(ctx, a.dst);
       Borrowed<Buffer> b_src(ctx, a.src);
-      (void)ctx.scaled_add_inplace(b_dst.ref(), b_src.ref(), a.scale, a.len);
+      (void)ctx.scaled_add_inplace({.dst = b_dst.ref(), .src = b_src.ref(), .scale = a.scale, .len = a.len});
       return true;
     }
     case 32: {  // add_bias
       const auto& a = *static_cast<const ferrum_add_bias_args*>(args);
       Borrowed<Buffer> b_data(ctx, a.data);
       Borrowed<Buffer> b_bias(ctx, a.bias);
-      (void)ctx.add_bias(b_data.ref(), b_bias.ref(), a.rows, a.cols);
+      (void)ctx.add_bias({.data = b_data.ref(), .bias = b_bias.ref(), .rows = a.rows, .cols = a.cols});
       return true;
     }
     case 33: {  // split_qkv
@@ -174,28 +174,28 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_q(ctx, a.q);
       Borrowed<Buffer> b_k(ctx, a.k);
       Borrowed<Buffer> b_v(ctx, a.v);
-      (void)ctx.split_qkv(b_qkv.ref(), b_q.ref(), b_k.ref(), b_v.ref(), a.tokens, a.q_dim, a.kv_dim);
+      (void)ctx.split_qkv({.qkv = b_qkv.ref(), .q = b_q.ref(), .k = b_k.ref(), .v = b_v.ref(), .tokens = a.tokens, .q_dim = a.q_dim, .kv_dim = a.kv_dim});
       return true;
     }
     case 34: {  // fused_silu_mul_split
       const auto& a = *static_cast<const ferrum_fused_silu_mul_split_args*>(args);
       Borrowed<Buffer> b_gate_up(ctx, a.gate_up);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.fused_silu_mul_split(b_gate_up.ref(), b_out.ref(), a.tokens, a.im);
+      (void)ctx.fused_silu_mul_split({.gate_up = b_gate_up.ref(), .out = b_out.ref(), .tokens = a.tokens, .im = a.im});
       return true;
     }
     case 35: {  // fused_silu_mul_split_strided
       const auto& a = *static_cast<const ferrum_fused_silu_mul_split_strided_args*>(args);
       Borrowed<Buffer> b_gate_up(ctx, a.gate_up);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.fused_silu_mul_split_strided(b_gate_up.ref(), a.in_row_offset, b_out.ref(), a.out_row_offset, a.tokens, a.intermediate);
+      (void)ctx.fused_silu_mul_split_strided({.gate_up = b_gate_up.ref(), .in_row_offset = a.in_row_offset, .out = b_out.ref(), .out_row_offset = a.out_row_offset, .tokens = a.tokens, .intermediate = a.intermediate});
       return true;
     }
     case 36: {  // embedding_lookup
       const auto& a = *static_cast<const ferrum_embedding_lookup_args*>(args);
       Borrowed<Buffer> b_table(ctx, a.table);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.embedding_lookup(b_table.ref(), std::span<const uint32_t>(a.ids, a.ids_len), b_out.ref(), a.dim);
+      (void)ctx.embedding_lookup({.table = b_table.ref(), .ids = std::span<const uint32_t>(a.ids, a.ids_len), .out = b_out.ref(), .dim = a.dim});
       return true;
     }
     case 37: {  // embedding_lookup_dev
@@ -203,27 +203,27 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_table(ctx, a.table);
       Borrowed<Buffer> b_ids(ctx, a.ids);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.embedding_lookup_dev(b_table.ref(), b_ids.ref(), b_out.ref(), a.batch, a.dim);
+      (void)ctx.embedding_lookup_dev({.table = b_table.ref(), .ids = b_ids.ref(), .out = b_out.ref(), .batch = a.batch, .dim = a.dim});
       return true;
     }
     case 38: {  // transpose_head_to_token
       const auto& a = *static_cast<const ferrum_transpose_head_to_token_args*>(args);
       Borrowed<Buffer> b_src(ctx, a.src);
       Borrowed<Buffer> b_dst(ctx, a.dst);
-      (void)ctx.transpose_head_to_token(b_src.ref(), b_dst.ref(), a.tokens, a.heads, a.dim);
+      (void)ctx.transpose_head_to_token({.src = b_src.ref(), .dst = b_dst.ref(), .tokens = a.tokens, .heads = a.heads, .dim = a.dim});
       return true;
     }
     case 39: {  // transpose_token_to_head
       const auto& a = *static_cast<const ferrum_transpose_token_to_head_args*>(args);
       Borrowed<Buffer> b_src(ctx, a.src);
       Borrowed<Buffer> b_dst(ctx, a.dst);
-      (void)ctx.transpose_token_to_head(b_src.ref(), b_dst.ref(), a.tokens, a.heads, a.dim);
+      (void)ctx.transpose_token_to_head({.src = b_src.ref(), .dst = b_dst.ref(), .tokens = a.tokens, .heads = a.heads, .dim = a.dim});
       return true;
     }
     case 40: {  // argmax_rows_f16
       const auto& a = *static_cast<const ferrum_argmax_rows_f16_args*>(args);
       Borrowed<Buffer> b_logits(ctx, a.logits);
-      (void)ctx.argmax_rows_f16(b_logits.ref(), a.m, a.n);
+      (void)ctx.argmax_rows_f16({.logits = b_logits.ref(), .m = a.m, .n = a.n});
       return true;
     }
     case 41: {  // qk_norm_rope
@@ -233,7 +233,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cos(ctx, a.cos);
       Borrowed<Buffer> b_sin(ctx, a.sin);
       Borrowed<Buffer> b_output(ctx, a.output);
-      (void)ctx.qk_norm_rope(b_input.ref(), b_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_output.ref(), a.tokens, a.heads, a.head_dim, a.pos_offset, a.eps, a.mode);
+      (void)ctx.qk_norm_rope({.input = b_input.ref(), .norm_w = b_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .output = b_output.ref(), .tokens = a.tokens, .heads = a.heads, .head_dim = a.head_dim, .pos_offset = a.pos_offset, .eps = a.eps, .mode = static_cast<QkMode>(a.mode)});
       return true;
     }
     case 42: {  // qk_norm_rope_batched_per_item
@@ -244,7 +244,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_sin(ctx, a.sin);
       Borrowed<Buffer> b_output(ctx, a.output);
       Borrowed<Buffer> b_positions(ctx, a.positions);
-      (void)ctx.qk_norm_rope_batched_per_item(b_input.ref(), b_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_output.ref(), b_positions.ref(), a.m, a.heads, a.head_dim, a.eps, a.mode);
+      (void)ctx.qk_norm_rope_batched_per_item({.input = b_input.ref(), .norm_w = b_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .output = b_output.ref(), .positions = b_positions.ref(), .m = a.m, .heads = a.heads, .head_dim = a.head_dim, .eps = a.eps, .mode = static_cast<QkMode>(a.mode)});
       return true;
     }
     case 43: {  // split_qkv_norm_rope
@@ -257,7 +257,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_q_out(ctx, a.q_out);
       Borrowed<Buffer> b_k_out(ctx, a.k_out);
       Borrowed<Buffer> b_v_out(ctx, a.v_out);
-      (void)ctx.split_qkv_norm_rope(b_qkv.ref(), b_q_norm_w.ptr(), b_k_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_q_out.ref(), b_k_out.ref(), b_v_out.ref(), a.tokens, a.q_heads, a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode);
+      (void)ctx.split_qkv_norm_rope({.qkv = b_qkv.ref(), .q_norm_w = b_q_norm_w.ptr(), .k_norm_w = b_k_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .q_out = b_q_out.ref(), .k_out = b_k_out.ref(), .v_out = b_v_out.ref(), .tokens = a.tokens, .q_heads = a.q_heads, .kv_heads = a.kv_heads, .head_dim = a.head_dim, .pos_offset = a.pos_offset, .eps = a.eps, .qk_mode = static_cast<QkMode>(a.qk_mode)});
       return true;
     }
     case 44: {  // split_qkv_norm_rope_into_cache
@@ -270,7 +270,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_q_out(ctx, a.q_out);
       Borrowed<Buffer> b_cache_k(ctx, a.cache_k);
       Borrowed<Buffer> b_cache_v(ctx, a.cache_v);
-      (void)ctx.split_qkv_norm_rope_into_cache(b_qkv.ref(), b_q_norm_w.ptr(), b_k_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_q_out.ref(), b_cache_k.ref(), b_cache_v.ref(), a.tokens, a.q_heads, a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode, a.cache_len, a.cache_capacity);
+      (void)ctx.split_qkv_norm_rope_into_cache({.qkv = b_qkv.ref(), .q_norm_w = b_q_norm_w.ptr(), .k_norm_w = b_k_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .q_out = b_q_out.ref(), .cache_k = b_cache_k.ref(), .cache_v = b_cache_v.ref(), .tokens = a.tokens, .q_heads = a.q_heads, .kv_heads = a.kv_heads, .head_dim = a.head_dim, .pos_offset = a.pos_offset, .eps = a.eps, .qk_mode = static_cast<QkMode>(a.qk_mode), .cache_len = a.cache_len, .cache_capacity = a.cache_capacity});
       return true;
     }
     case 45: {  // kv_cache_append_head_major
@@ -279,7 +279,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cache_v(ctx, a.cache_v);
       Borrowed<Buffer> b_new_k_head_major(ctx, a.new_k_head_major);
       Borrowed<Buffer> b_new_v_head_major(ctx, a.new_v_head_major);
-      (void)ctx.kv_cache_append_head_major(b_cache_k.ref(), b_cache_v.ref(), a.cache_len, a.cache_capacity, b_new_k_head_major.ref(), b_new_v_head_major.ref(), a.new_tokens, a.nkv, a.hd);
+      (void)ctx.kv_cache_append_head_major({.cache_k = b_cache_k.ref(), .cache_v = b_cache_v.ref(), .cache_len = a.cache_len, .cache_capacity = a.cache_capacity, .new_k_head_major = b_new_k_head_major.ref(), .new_v_head_major = b_new_v_head_major.ref(), .new_tokens = a.new_tokens, .nkv = a.nkv, .hd = a.hd});
       return true;
     }
     case 46: {  // flash_attention
@@ -288,19 +288,19 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_k(ctx, a.k);
       Borrowed<Buffer> b_v(ctx, a.v);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.flash_attention(b_q.ref(), b_k.ref(), b_v.ref(), b_out.ref(), a.batch, a.q_len, a.kv_len, a.pos_offset, a.num_heads, a.num_kv_heads, a.head_dim, a.causal != 0, a.scale, a.kv_seq_stride, a.sliding_window);
+      (void)ctx.flash_attention({.q = b_q.ref(), .k = b_k.ref(), .v = b_v.ref(), .out = b_out.ref(), .batch = a.batch, .q_len = a.q_len, .kv_len = a.kv_len, .pos_offset = a.pos_offset, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .causal = a.causal != 0, .scale = a.scale, .kv_seq_stride = a.kv_seq_stride, .sliding_window = a.sliding_window});
       return true;
     }
     case 47: {  // populate_batched_pointers
       const auto& a = *static_cast<const ferrum_populate_batched_pointers_args*>(args);
-      (void)ctx.populate_batched_pointers(a.k_caches, a.v_caches, a.num_layers, a.m);
+      (void)ctx.populate_batched_pointers({.k_caches = a.k_caches, .v_caches = a.v_caches, .num_layers = a.num_layers, .m = a.m});
       return true;
     }
     case 48: {  // kv_cache_append_batched_per_cache
       const auto& a = *static_cast<const ferrum_kv_cache_append_batched_per_cache_args*>(args);
       Borrowed<Buffer> b_new_data(ctx, a.new_data);
       Borrowed<Buffer> b_cache_lens(ctx, a.cache_lens);
-      (void)ctx.kv_cache_append_batched_per_cache(std::span<ferrum_buffer* const>(a.caches, a.m), b_new_data.ref(), b_cache_lens.ref(), a.capacity, a.nkv, a.hd, a.slot);
+      (void)ctx.kv_cache_append_batched_per_cache({.caches = std::span<ferrum_buffer* const>(a.caches, a.m), .new_data = b_new_data.ref(), .cache_lens = b_cache_lens.ref(), .capacity = a.capacity, .nkv = a.nkv, .hd = a.hd, .slot = a.slot});
       return true;
     }
     case 49: {  // flash_attention_batched_per_cache
@@ -308,7 +308,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_q(ctx, a.q);
       Borrowed<Buffer> b_kv_lens(ctx, a.kv_lens);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.flash_attention_batched_per_cache(b_q.ref(), std::span<ferrum_buffer* const>(a.k_caches, a.m), std::span<ferrum_buffer* const>(a.v_caches, a.m), b_kv_lens.ref(), b_out.ref(), a.nq, a.nkv, a.hd, a.scale, a.max_valid_kv, a.capacity, a.slot, a.sliding_window);
+      (void)ctx.flash_attention_batched_per_cache({.q = b_q.ref(), .k_caches = std::span<ferrum_buffer* const>(a.k_caches, a.m), .v_caches = std::span<ferrum_buffer* const>(a.v_caches, a.m), .kv_lens = b_kv_lens.ref(), .out = b_out.ref(), .nq = a.nq, .nkv = a.nkv, .hd = a.hd, .scale = a.scale, .max_valid_kv = a.max_valid_kv, .capacity = a.capacity, .slot = a.slot, .sliding_window = a.sliding_window});
       return true;
     }
     case 50: {  // split_qkv_norm_rope_into_paged_cache
@@ -322,7 +322,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cache_k(ctx, a.cache_k);
       Borrowed<Buffer> b_cache_v(ctx, a.cache_v);
       Borrowed<Buffer> b_block_table(ctx, a.block_table);
-      (void)ctx.split_qkv_norm_rope_into_paged_cache(b_qkv.ptr(), a.qkv_byte_offset, b_q_norm_w.ptr(), b_k_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_q_out.ptr(), a.q_out_byte_offset, b_cache_k.ref(), b_cache_v.ref(), b_block_table.ref(), a.tokens, a.q_heads, a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode, a.cache_len, a.block_size, a.max_num_blocks_per_seq);
+      (void)ctx.split_qkv_norm_rope_into_paged_cache({.qkv = b_qkv.ptr(), .qkv_byte_offset = a.qkv_byte_offset, .q_norm_w = b_q_norm_w.ptr(), .k_norm_w = b_k_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .q_out = b_q_out.ptr(), .q_out_byte_offset = a.q_out_byte_offset, .cache_k = b_cache_k.ref(), .cache_v = b_cache_v.ref(), .block_table = b_block_table.ref(), .tokens = a.tokens, .q_heads = a.q_heads, .kv_heads = a.kv_heads, .head_dim = a.head_dim, .pos_offset = a.pos_offset, .eps = a.eps, .qk_mode = static_cast<QkMode>(a.qk_mode), .cache_len = a.cache_len, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq});
       return true;
     }
     case 51: {  // split_qkv_norm_rope_into_paged_cache_varlen
@@ -338,7 +338,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cu_seqlens_q(ctx, a.cu_seqlens_q);
       Borrowed<Buffer> b_pos_offsets(ctx, a.pos_offsets);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
-      (void)ctx.split_qkv_norm_rope_into_paged_cache_varlen(b_qkv.ref(), b_q_norm_w.ptr(), b_k_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_q_out.ref(), b_cache_k.ref(), b_cache_v.ref(), b_cu_seqlens_q.ref(), b_pos_offsets.ref(), b_block_tables.ref(), a.num_seqs, a.m_total, a.q_heads, a.kv_heads, a.head_dim, a.eps, a.qk_mode, a.block_size, a.max_blocks_per_seq);
+      (void)ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = b_qkv.ref(), .q_norm_w = b_q_norm_w.ptr(), .k_norm_w = b_k_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .q_out = b_q_out.ref(), .cache_k = b_cache_k.ref(), .cache_v = b_cache_v.ref(), .cu_seqlens_q = b_cu_seqlens_q.ref(), .pos_offsets = b_pos_offsets.ref(), .block_tables = b_block_tables.ref(), .num_seqs = a.num_seqs, .m_total = a.m_total, .q_heads = a.q_heads, .kv_heads = a.kv_heads, .head_dim = a.head_dim, .eps = a.eps, .qk_mode = static_cast<QkMode>(a.qk_mode), .block_size = a.block_size, .max_blocks_per_seq = a.max_blocks_per_seq});
       return true;
     }
     case 52: {  // split_qkv_norm_rope_into_paged_cache_vllm
@@ -352,7 +352,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cache_k(ctx, a.cache_k);
       Borrowed<Buffer> b_cache_v(ctx, a.cache_v);
       Borrowed<Buffer> b_block_table(ctx, a.block_table);
-      (void)ctx.split_qkv_norm_rope_into_paged_cache_vllm(b_qkv.ptr(), a.qkv_byte_offset, b_q_norm_w.ptr(), b_k_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_q_out.ptr(), a.q_out_byte_offset, b_cache_k.ref(), b_cache_v.ref(), b_block_table.ref(), a.tokens, a.q_heads, a.kv_heads, a.head_dim, a.pos_offset, a.eps, a.qk_mode, a.cache_len, a.block_size, a.max_num_blocks_per_seq);
+      (void)ctx.split_qkv_norm_rope_into_paged_cache_vllm({.qkv = b_qkv.ptr(), .qkv_byte_offset = a.qkv_byte_offset, .q_norm_w = b_q_norm_w.ptr(), .k_norm_w = b_k_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .q_out = b_q_out.ptr(), .q_out_byte_offset = a.q_out_byte_offset, .cache_k = b_cache_k.ref(), .cache_v = b_cache_v.ref(), .block_table = b_block_table.ref(), .tokens = a.tokens, .q_heads = a.q_heads, .kv_heads = a.kv_heads, .head_dim = a.head_dim, .pos_offset = a.pos_offset, .eps = a.eps, .qk_mode = static_cast<QkMode>(a.qk_mode), .cache_len = a.cache_len, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq});
       return true;
     }
     case 53: {  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
@@ -368,7 +368,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cu_seqlens_q(ctx, a.cu_seqlens_q);
       Borrowed<Buffer> b_pos_offsets(ctx, a.pos_offsets);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
-      (void)ctx.split_qkv_norm_rope_into_paged_cache_varlen_vllm(b_qkv.ref(), b_q_norm_w.ptr(), b_k_norm_w.ptr(), b_cos.ptr(), b_sin.ptr(), b_q_out.ref(), b_cache_k.ref(), b_cache_v.ref(), b_cu_seqlens_q.ref(), b_pos_offsets.ref(), b_block_tables.ref(), a.num_seqs, a.m_total, a.q_heads, a.kv_heads, a.head_dim, a.eps, a.qk_mode, a.block_size, a.max_blocks_per_seq);
+      (void)ctx.split_qkv_norm_rope_into_paged_cache_varlen_vllm({.qkv = b_qkv.ref(), .q_norm_w = b_q_norm_w.ptr(), .k_norm_w = b_k_norm_w.ptr(), .cos = b_cos.ptr(), .sin = b_sin.ptr(), .q_out = b_q_out.ref(), .cache_k = b_cache_k.ref(), .cache_v = b_cache_v.ref(), .cu_seqlens_q = b_cu_seqlens_q.ref(), .pos_offsets = b_pos_offsets.ref(), .block_tables = b_block_tables.ref(), .num_seqs = a.num_seqs, .m_total = a.m_total, .q_heads = a.q_heads, .kv_heads = a.kv_heads, .head_dim = a.head_dim, .eps = a.eps, .qk_mode = static_cast<QkMode>(a.qk_mode), .block_size = a.block_size, .max_blocks_per_seq = a.max_blocks_per_seq});
       return true;
     }
     case 54: {  // paged_decode_attention
@@ -379,7 +379,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_out(ctx, a.out);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
       Borrowed<Buffer> b_context_lens(ctx, a.context_lens);
-      (void)ctx.paged_decode_attention(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_block_tables.ref(), b_context_lens.ref(), a.num_seqs, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.q_len, a.scale, a.sliding_window);
+      (void)ctx.paged_decode_attention({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .block_tables = b_block_tables.ref(), .context_lens = b_context_lens.ref(), .num_seqs = a.num_seqs, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .q_len = a.q_len, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 55: {  // paged_batched_decode_attention
@@ -390,7 +390,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_out(ctx, a.out);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
       Borrowed<Buffer> b_valid_kv_lens(ctx, a.valid_kv_lens);
-      (void)ctx.paged_batched_decode_attention(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_block_tables.ref(), b_valid_kv_lens.ref(), a.num_seqs, a.max_kv_len, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window);
+      (void)ctx.paged_batched_decode_attention({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .block_tables = b_block_tables.ref(), .valid_kv_lens = b_valid_kv_lens.ref(), .num_seqs = a.num_seqs, .max_kv_len = a.max_kv_len, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 56: {  // paged_varlen_attention
@@ -402,7 +402,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cu_seqlens_q(ctx, a.cu_seqlens_q);
       Borrowed<Buffer> b_pos_offsets(ctx, a.pos_offsets);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
-      (void)ctx.paged_varlen_attention(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_cu_seqlens_q.ref(), b_pos_offsets.ref(), b_block_tables.ref(), a.num_seqs, a.total_q_tokens, a.max_kv_len, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window);
+      (void)ctx.paged_varlen_attention({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .cu_seqlens_q = b_cu_seqlens_q.ref(), .pos_offsets = b_pos_offsets.ref(), .block_tables = b_block_tables.ref(), .num_seqs = a.num_seqs, .total_q_tokens = a.total_q_tokens, .max_kv_len = a.max_kv_len, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 57: {  // paged_varlen_attention_fa2_ffi
@@ -415,7 +415,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cu_seqlens_q(ctx, a.cu_seqlens_q);
       Borrowed<Buffer> b_seq_lens(ctx, a.seq_lens);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
-      (void)ctx.paged_varlen_attention_fa2_ffi(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_lse.ref(), b_cu_seqlens_q.ref(), b_seq_lens.ref(), b_block_tables.ref(), a.num_seqs, a.total_q_tokens, a.max_q_len, a.max_kv_len, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window);
+      (void)ctx.paged_varlen_attention_fa2_ffi({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .lse = b_lse.ref(), .cu_seqlens_q = b_cu_seqlens_q.ref(), .seq_lens = b_seq_lens.ref(), .block_tables = b_block_tables.ref(), .num_seqs = a.num_seqs, .total_q_tokens = a.total_q_tokens, .max_q_len = a.max_q_len, .max_kv_len = a.max_kv_len, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 58: {  // paged_decode_attention_v2
@@ -426,7 +426,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_out(ctx, a.out);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
       Borrowed<Buffer> b_context_lens(ctx, a.context_lens);
-      (void)ctx.paged_decode_attention_v2(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_block_tables.ref(), b_context_lens.ref(), a.num_seqs, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.max_seq_len, a.scale, a.sliding_window);
+      (void)ctx.paged_decode_attention_v2({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .block_tables = b_block_tables.ref(), .context_lens = b_context_lens.ref(), .num_seqs = a.num_seqs, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .max_seq_len = a.max_seq_len, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 59: {  // paged_varlen_attention_vllm_layout
@@ -437,7 +437,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_out(ctx, a.out);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
       Borrowed<Buffer> b_context_lens(ctx, a.context_lens);
-      (void)ctx.paged_varlen_attention_vllm_layout(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_block_tables.ref(), b_context_lens.ref(), a.num_seqs, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.q_len, a.scale, a.sliding_window);
+      (void)ctx.paged_varlen_attention_vllm_layout({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .block_tables = b_block_tables.ref(), .context_lens = b_context_lens.ref(), .num_seqs = a.num_seqs, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .q_len = a.q_len, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 60: {  // paged_varlen_attention_vllm
@@ -449,7 +449,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_cu_seqlens_q(ctx, a.cu_seqlens_q);
       Borrowed<Buffer> b_pos_offsets(ctx, a.pos_offsets);
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
-      (void)ctx.paged_varlen_attention_vllm(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_cu_seqlens_q.ref(), b_pos_offsets.ref(), b_block_tables.ref(), a.num_seqs, a.total_q_tokens, a.max_kv_len, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.scale, a.sliding_window);
+      (void)ctx.paged_varlen_attention_vllm({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .cu_seqlens_q = b_cu_seqlens_q.ref(), .pos_offsets = b_pos_offsets.ref(), .block_tables = b_block_tables.ref(), .num_seqs = a.num_seqs, .total_q_tokens = a.total_q_tokens, .max_kv_len = a.max_kv_len, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 61: {  // paged_varlen_attention_vllm_tiled_q4
@@ -463,12 +463,12 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_block_tables(ctx, a.block_tables);
       Borrowed<Buffer> b_tile_seqs(ctx, a.tile_seqs);
       Borrowed<Buffer> b_tile_starts(ctx, a.tile_starts);
-      (void)ctx.paged_varlen_attention_vllm_tiled_q4(b_q.ref(), b_k_pool.ref(), b_v_pool.ref(), b_out.ref(), b_cu_seqlens_q.ref(), b_pos_offsets.ref(), b_block_tables.ref(), b_tile_seqs.ref(), b_tile_starts.ref(), a.num_tiles, a.max_kv_len, a.num_heads, a.num_kv_heads, a.head_dim, a.block_size, a.max_num_blocks_per_seq, a.num_seqs, a.total_q_tokens, a.scale, a.sliding_window);
+      (void)ctx.paged_varlen_attention_vllm_tiled_q4({.q = b_q.ref(), .k_pool = b_k_pool.ref(), .v_pool = b_v_pool.ref(), .out = b_out.ref(), .cu_seqlens_q = b_cu_seqlens_q.ref(), .pos_offsets = b_pos_offsets.ref(), .block_tables = b_block_tables.ref(), .tile_seqs = b_tile_seqs.ref(), .tile_starts = b_tile_starts.ref(), .num_tiles = a.num_tiles, .max_kv_len = a.max_kv_len, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .block_size = a.block_size, .max_num_blocks_per_seq = a.max_num_blocks_per_seq, .num_seqs = a.num_seqs, .total_q_tokens = a.total_q_tokens, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 62: {  // alloc_paged_int8_layer
       const auto& a = *static_cast<const ferrum_alloc_paged_int8_layer_args*>(args);
-      (void)ctx.alloc_paged_int8_layer(a.max_blocks_per_seq, a.block_size, a.num_kv_heads, a.head_dim);
+      (void)ctx.alloc_paged_int8_layer({.max_blocks_per_seq = a.max_blocks_per_seq, .block_size = a.block_size, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim});
       return true;
     }
     case 63: {  // int8_kv_append_paged
@@ -479,7 +479,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_layer_v(ctx, a.layer_v);
       Borrowed<Buffer> b_layer_k_scales(ctx, a.layer_k_scales);
       Borrowed<Buffer> b_layer_v_scales(ctx, a.layer_v_scales);
-      (void)ctx.int8_kv_append_paged(b_k_in.ref(), b_v_in.ref(), b_layer_k.ref(), b_layer_v.ref(), b_layer_k_scales.ref(), b_layer_v_scales.ref(), std::span<const uint32_t>(a.paged_block_indices, a.paged_block_indices_len), a.cache_len_before, a.tokens, a.block_size, a.num_kv_heads, a.head_dim);
+      (void)ctx.int8_kv_append_paged({.k_in = b_k_in.ref(), .v_in = b_v_in.ref(), .layer_k = b_layer_k.ref(), .layer_v = b_layer_v.ref(), .layer_k_scales = b_layer_k_scales.ref(), .layer_v_scales = b_layer_v_scales.ref(), .paged_block_indices = std::span<const uint32_t>(a.paged_block_indices, a.paged_block_indices_len), .cache_len_before = a.cache_len_before, .tokens = a.tokens, .block_size = a.block_size, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim});
       return true;
     }
     case 64: {  // int8_paged_decode_attention
@@ -491,12 +491,12 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_layer_v_scales(ctx, a.layer_v_scales);
       Borrowed<Buffer> b_block_table(ctx, a.block_table);
       Borrowed<Buffer> b_output(ctx, a.output);
-      (void)ctx.int8_paged_decode_attention(b_q.ref(), b_layer_k.ref(), b_layer_v.ref(), b_layer_k_scales.ref(), b_layer_v_scales.ref(), b_block_table.ref(), b_output.ref(), a.num_q_heads, a.num_kv_heads, a.head_dim, a.valid_kv_len, a.block_size, a.scale, a.sliding_window);
+      (void)ctx.int8_paged_decode_attention({.q = b_q.ref(), .layer_k = b_layer_k.ref(), .layer_v = b_layer_v.ref(), .layer_k_scales = b_layer_k_scales.ref(), .layer_v_scales = b_layer_v_scales.ref(), .block_table = b_block_table.ref(), .output = b_output.ref(), .num_q_heads = a.num_q_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .valid_kv_len = a.valid_kv_len, .block_size = a.block_size, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 65: {  // alloc_paged_fp8_layer
       const auto& a = *static_cast<const ferrum_alloc_paged_fp8_layer_args*>(args);
-      (void)ctx.alloc_paged_fp8_layer(a.max_blocks_per_seq, a.block_size, a.num_kv_heads, a.head_dim);
+      (void)ctx.alloc_paged_fp8_layer({.max_blocks_per_seq = a.max_blocks_per_seq, .block_size = a.block_size, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim});
       return true;
     }
     case 66: {  // fp8_kv_append_paged
@@ -507,7 +507,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_layer_v(ctx, a.layer_v);
       Borrowed<Buffer> b_layer_k_scales(ctx, a.layer_k_scales);
       Borrowed<Buffer> b_layer_v_scales(ctx, a.layer_v_scales);
-      (void)ctx.fp8_kv_append_paged(b_k_in.ref(), b_v_in.ref(), b_layer_k.ref(), b_layer_v.ref(), b_layer_k_scales.ref(), b_layer_v_scales.ref(), std::span<const uint32_t>(a.paged_block_indices, a.paged_block_indices_len), a.cache_len_before, a.tokens, a.block_size, a.num_kv_heads, a.head_dim);
+      (void)ctx.fp8_kv_append_paged({.k_in = b_k_in.ref(), .v_in = b_v_in.ref(), .layer_k = b_layer_k.ref(), .layer_v = b_layer_v.ref(), .layer_k_scales = b_layer_k_scales.ref(), .layer_v_scales = b_layer_v_scales.ref(), .paged_block_indices = std::span<const uint32_t>(a.paged_block_indices, a.paged_block_indices_len), .cache_len_before = a.cache_len_before, .tokens = a.tokens, .block_size = a.block_size, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim});
       return true;
     }
     case 67: {  // fp8_paged_decode_attention
@@ -519,7 +519,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_layer_v_scales(ctx, a.layer_v_scales);
       Borrowed<Buffer> b_block_table(ctx, a.block_table);
       Borrowed<Buffer> b_output(ctx, a.output);
-      (void)ctx.fp8_paged_decode_attention(b_q.ref(), b_layer_k.ref(), b_layer_v.ref(), b_layer_k_scales.ref(), b_layer_v_scales.ref(), b_block_table.ref(), b_output.ref(), a.num_q_heads, a.num_kv_heads, a.head_dim, a.valid_kv_len, a.block_size, a.scale, a.sliding_window);
+      (void)ctx.fp8_paged_decode_attention({.q = b_q.ref(), .layer_k = b_layer_k.ref(), .layer_v = b_layer_v.ref(), .layer_k_scales = b_layer_k_scales.ref(), .layer_v_scales = b_layer_v_scales.ref(), .block_table = b_block_table.ref(), .output = b_output.ref(), .num_q_heads = a.num_q_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .valid_kv_len = a.valid_kv_len, .block_size = a.block_size, .scale = a.scale, .sliding_window = a.sliding_window});
       return true;
     }
     case 68: {  // begin_graph_capture
@@ -556,7 +556,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
     }
     case 74: {  // set_decode_state
       const auto& a = *static_cast<const ferrum_set_decode_state_args*>(args);
-      (void)ctx.set_decode_state(a.token, a.step);
+      (void)ctx.set_decode_state({.token = a.token, .step = a.step});
       return true;
     }
     case 75: {  // set_dev_state_mode
@@ -594,7 +594,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
     }
     case 82: {  // comm_init
       const auto& a = *static_cast<const ferrum_comm_init_args*>(args);
-      (void)ctx.comm_init(a.unique_id, a.world_size, a.rank);
+      (void)ctx.comm_init({.unique_id = a.unique_id, .world_size = a.world_size, .rank = a.rank});
       return true;
     }
     case 83: {  // comm_destroy
@@ -634,7 +634,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
     }
     case 89: {  // load_quant
       const auto& a = *static_cast<const ferrum_load_quant_args*>(args);
-      (void)ctx.load_quant(a.quant_type, std::span<const uint8_t>(a.bytes, a.byte_len), a.n_rows, a.n_cols);
+      (void)ctx.load_quant({.quant_type = a.quant_type, .bytes = std::span<const uint8_t>(a.bytes, a.byte_len), .n_rows = a.n_rows, .n_cols = a.n_cols});
       return true;
     }
     case 90: {  // gguf_matmul
@@ -642,7 +642,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_a(ctx, a.a);
       Borrowed<QWeight> w_weight(ctx, a.weight);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.gguf_matmul(b_a.ref(), w_weight.ref(), b_out.ref(), a.m);
+      (void)ctx.gguf_matmul({.a = b_a.ref(), .weight = w_weight.ref(), .out = b_out.ref(), .m = a.m});
       return true;
     }
     case 91: {  // gguf_dequantize
@@ -654,12 +654,12 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
     }
     case 93: {  // load_gptq
       const auto& a = *static_cast<const ferrum_load_gptq_args*>(args);
-      (void)ctx.load_gptq(a.qweight, a.scales, a.qzeros, a.g_idx, a.bits, a.group_size, a.k, a.n, static_cast<Dtype>(a.scales_dtype), static_cast<Dtype>(a.act_dtype));
+      (void)ctx.load_gptq({.qweight = a.qweight, .scales = a.scales, .qzeros = a.qzeros, .g_idx = a.g_idx, .bits = a.bits, .group_size = a.group_size, .k = a.k, .n = a.n, .scales_dtype = static_cast<Dtype>(a.scales_dtype), .act_dtype = static_cast<Dtype>(a.act_dtype)});
       return true;
     }
     case 94: {  // load_gptq_stacked
       const auto& a = *static_cast<const ferrum_load_gptq_stacked_args*>(args);
-      (void)ctx.load_gptq_stacked(a.num_experts, a.qweights, a.scales, a.qzeros, a.g_idx, a.bits, a.group_size, a.k, a.n_per_expert, static_cast<Dtype>(a.scales_dtype), static_cast<Dtype>(a.act_dtype));
+      (void)ctx.load_gptq_stacked({.num_experts = a.num_experts, .qweights = a.qweights, .scales = a.scales, .qzeros = a.qzeros, .g_idx = a.g_idx, .bits = a.bits, .group_size = a.group_size, .k = a.k, .n_per_expert = a.n_per_expert, .scales_dtype = static_cast<Dtype>(a.scales_dtype), .act_dtype = static_cast<Dtype>(a.act_dtype)});
       return true;
     }
     case 95: {  // marlin_gemm
@@ -667,7 +667,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_a(ctx, a.a);
       Borrowed<QWeight> w_weight(ctx, a.weight);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.marlin_gemm(b_a.ref(), w_weight.ref(), b_out.ref(), a.m);
+      (void)ctx.marlin_gemm({.a = b_a.ref(), .weight = w_weight.ref(), .out = b_out.ref(), .m = a.m});
       return true;
     }
     case 96: {  // route_topk_softmax
@@ -675,7 +675,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_logits(ctx, a.logits);
       Borrowed<Buffer> b_out_ids(ctx, a.out_ids);
       Borrowed<Buffer> b_out_weights(ctx, a.out_weights);
-      (void)ctx.route_topk_softmax(b_logits.ref(), b_out_ids.ref(), b_out_weights.ref(), a.num_tokens, a.num_experts, a.top_k, a.norm_topk_prob != 0);
+      (void)ctx.route_topk_softmax({.logits = b_logits.ref(), .out_ids = b_out_ids.ref(), .out_weights = b_out_weights.ref(), .num_tokens = a.num_tokens, .num_experts = a.num_experts, .top_k = a.top_k, .norm_topk_prob = a.norm_topk_prob != 0});
       return true;
     }
     case 97: {  // moe_align_block_size
@@ -684,7 +684,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_sorted_token_ids(ctx, a.sorted_token_ids);
       Borrowed<Buffer> b_expert_ids(ctx, a.expert_ids);
       Borrowed<Buffer> b_num_tokens_post_padded(ctx, a.num_tokens_post_padded);
-      (void)ctx.moe_align_block_size(b_topk_ids.ref(), b_sorted_token_ids.ref(), b_expert_ids.ref(), b_num_tokens_post_padded.ref(), a.num_pairs, a.num_experts, a.block_size);
+      (void)ctx.moe_align_block_size({.topk_ids = b_topk_ids.ref(), .sorted_token_ids = b_sorted_token_ids.ref(), .expert_ids = b_expert_ids.ref(), .num_tokens_post_padded = b_num_tokens_post_padded.ref(), .num_pairs = a.num_pairs, .num_experts = a.num_experts, .block_size = a.block_size});
       return true;
     }
     case 98: {  // moe_gemm
@@ -696,7 +696,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_w_dense(ctx, a.w_dense);
       Borrowed<QWeight> w_w_quant(ctx, a.w_quant);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.moe_gemm(b_x.ref(), b_sorted_token_ids.ref(), b_expert_ids.ref(), b_num_tokens_post_padded.ref(), b_w_dense.ptr(), w_w_quant.ptr(), b_out.ref(), a.num_tokens, a.num_pairs, a.top_k, a.num_experts, a.n, a.k, a.block_size);
+      (void)ctx.moe_gemm({.x = b_x.ref(), .sorted_token_ids = b_sorted_token_ids.ref(), .expert_ids = b_expert_ids.ref(), .num_tokens_post_padded = b_num_tokens_post_padded.ref(), .w_dense = b_w_dense.ptr(), .w_quant = w_w_quant.ptr(), .out = b_out.ref(), .num_tokens = a.num_tokens, .num_pairs = a.num_pairs, .top_k = a.top_k, .num_experts = a.num_experts, .n = a.n, .k = a.k, .block_size = a.block_size});
       return true;
     }
     case 99: {  // fused_moe
@@ -711,7 +711,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_w_down_dense(ctx, a.w_down_dense);
       Borrowed<QWeight> w_w_down_quant(ctx, a.w_down_quant);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.fused_moe(b_x.ref(), b_topk_weights.ref(), b_sorted_token_ids.ref(), b_expert_ids.ref(), b_num_tokens_post_padded.ref(), b_w_gate_up_dense.ptr(), w_w_gate_up_quant.ptr(), b_w_down_dense.ptr(), w_w_down_quant.ptr(), b_out.ref(), a.num_tokens, a.hidden, a.intermediate, a.num_experts, a.top_k, a.block_size);
+      (void)ctx.fused_moe({.x = b_x.ref(), .topk_weights = b_topk_weights.ref(), .sorted_token_ids = b_sorted_token_ids.ref(), .expert_ids = b_expert_ids.ref(), .num_tokens_post_padded = b_num_tokens_post_padded.ref(), .w_gate_up_dense = b_w_gate_up_dense.ptr(), .w_gate_up_quant = w_w_gate_up_quant.ptr(), .w_down_dense = b_w_down_dense.ptr(), .w_down_quant = w_w_down_quant.ptr(), .out = b_out.ref(), .num_tokens = a.num_tokens, .hidden = a.hidden, .intermediate = a.intermediate, .num_experts = a.num_experts, .top_k = a.top_k, .block_size = a.block_size});
       return true;
     }
     case 100: {  // moe_combine
@@ -720,7 +720,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_pairs_by_token(ctx, a.pairs_by_token);
       Borrowed<Buffer> b_pair_weights(ctx, a.pair_weights);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.moe_combine(b_packed_down.ref(), b_pairs_by_token.ref(), b_pair_weights.ref(), b_out.ref(), a.num_tokens, a.hidden, a.top_k, a.num_packed);
+      (void)ctx.moe_combine({.packed_down = b_packed_down.ref(), .pairs_by_token = b_pairs_by_token.ref(), .pair_weights = b_pair_weights.ref(), .out = b_out.ref(), .num_tokens = a.num_tokens, .hidden = a.hidden, .top_k = a.top_k, .num_packed = a.num_packed});
       return true;
     }
     case 101: {  // weighted_sum_batched
@@ -728,7 +728,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_slots(ctx, a.slots);
       Borrowed<Buffer> b_weights(ctx, a.weights);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.weighted_sum_batched(b_slots.ref(), b_weights.ref(), b_out.ref(), a.num_tokens, a.top_k, a.hidden);
+      (void)ctx.weighted_sum_batched({.slots = b_slots.ref(), .weights = b_weights.ref(), .out = b_out.ref(), .num_tokens = a.num_tokens, .top_k = a.top_k, .hidden = a.hidden});
       return true;
     }
     case 102: {  // mla_attention
@@ -737,7 +737,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       Borrowed<Buffer> b_kv_compressed(ctx, a.kv_compressed);
       Borrowed<Buffer> b_kv_rope(ctx, a.kv_rope);
       Borrowed<Buffer> b_out(ctx, a.out);
-      (void)ctx.mla_attention(b_q.ref(), b_kv_compressed.ref(), b_kv_rope.ref(), b_out.ref(), a.batch, a.q_len, a.kv_len, a.pos_offset, a.num_heads, a.num_kv_heads, a.head_dim, a.causal != 0, a.scale, a.kv_seq_stride, a.sliding_window, a.kv_lora_rank, a.qk_rope_head_dim);
+      (void)ctx.mla_attention({.q = b_q.ref(), .kv_compressed = b_kv_compressed.ref(), .kv_rope = b_kv_rope.ref(), .out = b_out.ref(), .batch = a.batch, .q_len = a.q_len, .kv_len = a.kv_len, .pos_offset = a.pos_offset, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .causal = a.causal != 0, .scale = a.scale, .kv_seq_stride = a.kv_seq_stride, .sliding_window = a.sliding_window, .kv_lora_rank = a.kv_lora_rank, .qk_rope_head_dim = a.qk_rope_head_dim});
       return true;
     }
     default:

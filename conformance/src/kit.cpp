@@ -135,13 +135,13 @@ Buffer Run::output(uint64_t n, Dtype dt, uint64_t guard) {
 void Run::poison(Buffer& b) {
   if (b.count() == 0) return;
   const auto bytes = ft::poison_bytes(raw(b.dtype()), b.count());
-  ctx.write_typed(b, b.dtype(), bytes.data(), b.count());
+  ctx.write_typed({.dst = b, .dtype = b.dtype(), .data = bytes.data(), .data_len = b.count()});
 }
 
 std::vector<double> Run::download(const Buffer& b, uint64_t n) {
   if (n == 0) return {};
   std::vector<uint8_t> bytes(n * ft::dtype_size(raw(b.dtype())));
-  ctx.read_typed(b, b.dtype(), n, bytes.data());
+  ctx.read_typed({.src = b, .dtype = b.dtype(), .len = n, .data = bytes.data()});
   return ft::decode(raw(b.dtype()), bytes);
 }
 
@@ -180,7 +180,7 @@ void Run::check_untouched(const std::string& what, const Buffer& b, uint64_t fro
   }
   if (from == to) return;
   std::vector<uint8_t> bytes(b.count() * ft::dtype_size(raw(b.dtype())));
-  ctx.read_typed(b, b.dtype(), b.count(), bytes.data());
+  ctx.read_typed({.src = b, .dtype = b.dtype(), .len = b.count(), .data = bytes.data()});
   uint64_t first = 0;
   if (!ft::all_poison(raw(b.dtype()), bytes, from, to - from, &first)) {
     char bits[32];

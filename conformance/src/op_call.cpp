@@ -436,7 +436,7 @@ void OpCall::build() {
           try {
             std::vector<int32_t> qw(32 / 8 * 8, 0x11111111);
             std::vector<float> sc(8, 0.5f);
-            qweight_ = run_.ctx.load_gptq(qw.data(), sc.data(), nullptr, nullptr, 4, 32, 32, 8, Dtype::f32, act);
+            qweight_ = run_.ctx.load_gptq({.qweight = qw.data(), .scales = sc.data(), .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 32, .k = 32, .n = 8, .scales_dtype = Dtype::f32, .act_dtype = act});
           } catch (const Error&) {
           }
           put<const void*>(args_, f->offset, qweight_.get());
@@ -445,7 +445,7 @@ void OpCall::build() {
         try {
           std::vector<uint8_t> q(4 * 34, 0);
           for (size_t b = 0; b < q.size(); b += 34) q[b + 1] = 0x3C;
-          qweight_ = run_.ctx.load_quant(FERRUM_QUANT_Q8_0, q, 4, 32);
+          qweight_ = run_.ctx.load_quant({.quant_type = FERRUM_QUANT_Q8_0, .bytes = q, .n_rows = 4, .n_cols = 32});
         } catch (const Error&) {
           // no weight: the baseline is then not valid, which the case reports
         }
@@ -458,7 +458,7 @@ void OpCall::build() {
 }
 
 void OpCall::reset() {
-  for (auto& b : dev_) run_.ctx.write_typed(b.buf, b.buf.dtype(), b.initial.data(), b.buf.count());
+  for (auto& b : dev_) run_.ctx.write_typed({.dst = b.buf, .dtype = b.buf.dtype(), .data = b.initial.data(), .data_len = b.buf.count()});
   for (auto& h : host_)
     if (h.field->kind == gen::Kind::hostout) {
       const HostSpec hs = host_spec(h.field->spec);
@@ -520,7 +520,7 @@ std::string OpCall::damage(bool ok) {
   for (auto& b : dev_) {
     std::vector<uint8_t> now(b.initial.size());
     try {
-      run_.ctx.read_typed(b.buf, b.buf.dtype(), b.buf.count(), now.data());
+      run_.ctx.read_typed({.src = b.buf, .dtype = b.buf.dtype(), .len = b.buf.count(), .data = now.data()});
     } catch (const std::exception& e) {
       return std::string("cannot read back ") + b.field->name + ": " + e.what();
     }
@@ -550,7 +550,7 @@ std::string OpCall::damage(bool ok) {
   }
   for (auto& b : extra_) {
     std::vector<uint8_t> now(b.size_bytes());
-    run_.ctx.read_typed(b, b.dtype(), b.count(), now.data());
+    run_.ctx.read_typed({.src = b, .dtype = b.dtype(), .len = b.count(), .data = now.data()});
     const uint64_t es = ft::dtype_size(static_cast<int32_t>(b.dtype()));
     const auto guard = ft::poison_bytes(static_cast<int32_t>(b.dtype()), kGuard);
     if (std::memcmp(now.data() + kShapeless * es, guard.data(), guard.size()) != 0)

@@ -214,7 +214,7 @@ Buffer transfer(Context& src_ctx, const Buffer& src, Context& dst_ctx) {
   } catch (const std::bad_alloc&) {
     src_ctx.fail_host_alloc(Op::read_typed, "src", src.count(), es);
   }
-  src_ctx.read_typed(src, src.dtype(), src.count(), host.data());
+  src_ctx.read_typed({.src = src, .dtype = src.dtype(), .len = src.count(), .data = host.data()});
   return dst_ctx.from_slice_typed(src.dtype(), host.data(), src.count());
 }
 

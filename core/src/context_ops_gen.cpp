@@ -47,37 +47,37 @@ Buffer Context::from_slice_typed(Dtype dtype, const void* data, uint64_t data_le
   return adopt(r_);
 }
 
-Buffer Context::from_weight_bytes(std::span<const uint8_t> raw, Dtype src_dtype, Dtype dst_dtype) {
+Buffer Context::from_weight_bytes(const args::FromWeightBytes& a) {
   ferrum_buffer* r_ = nullptr;
   ferrum_from_weight_bytes_args a_{};
   a_.struct_size = sizeof a_;
-  a_.raw = raw.data();
-  a_.raw_len = raw.size();
-  a_.src_dtype = static_cast<int32_t>(src_dtype);
-  a_.dst_dtype = static_cast<int32_t>(dst_dtype);
+  a_.raw = a.raw.data();
+  a_.raw_len = a.raw.size();
+  a_.src_dtype = static_cast<int32_t>(a.src_dtype);
+  a_.dst_dtype = static_cast<int32_t>(a.dst_dtype);
   a_.buffer = &r_;
   invoke(a_);
   return adopt(r_);
 }
 
-void Context::write_typed(Buffer& dst, Dtype dtype, const void* data, uint64_t data_len) {
+void Context::write_typed(const args::WriteTyped& a) {
   ferrum_write_typed_args a_{};
   a_.struct_size = sizeof a_;
-  a_.dst = dst.get();
-  a_.dtype = static_cast<int32_t>(dtype);
-  a_.data = data;
-  a_.data_len = data_len;
-  invoke(a_, {&dst});
+  a_.dst = a.dst.get();
+  a_.dtype = static_cast<int32_t>(a.dtype);
+  a_.data = a.data;
+  a_.data_len = a.data_len;
+  invoke(a_, {&a.dst});
 }
 
-void Context::read_typed(const Buffer& src, Dtype dtype, uint64_t len, void* data) {
+void Context::read_typed(const args::ReadTyped& a) {
   ferrum_read_typed_args a_{};
   a_.struct_size = sizeof a_;
-  a_.src = src.get();
-  a_.dtype = static_cast<int32_t>(dtype);
-  a_.len = len;
-  a_.data = data;
-  invoke(a_, {&src});
+  a_.src = a.src.get();
+  a_.dtype = static_cast<int32_t>(a.dtype);
+  a_.len = a.len;
+  a_.data = a.data;
+  invoke(a_, {&a.src});
 }
 
 std::vector<float> Context::to_vec(const Buffer& buf, uint64_t len) {
@@ -111,15 +111,15 @@ void Context::zero_buffer(Buffer& buf, uint64_t len) {
   invoke(a_, {&buf});
 }
 
-void Context::copy_slice(const Buffer& src, uint64_t src_offset, Buffer& dst, uint64_t dst_offset, uint64_t len) {
+void Context::copy_slice(const args::CopySlice& a) {
   ferrum_copy_slice_args a_{};
   a_.struct_size = sizeof a_;
-  a_.src = src.get();
-  a_.src_offset = src_offset;
-  a_.dst = dst.get();
-  a_.dst_offset = dst_offset;
-  a_.len = len;
-  invoke(a_, {&src, &dst});
+  a_.src = a.src.get();
+  a_.src_offset = a.src_offset;
+  a_.dst = a.dst.get();
+  a_.dst_offset = a.dst_offset;
+  a_.len = a.len;
+  invoke(a_, {&a.src, &a.dst});
 }
 
 void Context::sync() {
@@ -179,54 +179,54 @@ uint32_t Context::supports_vllm_paged_attn() {
   return r_;
 }
 
-void Context::gemm(const Buffer& a, const Buffer& b, Buffer& out, uint64_t m, uint64_t n, uint64_t k) {
+void Context::gemm(const args::Gemm& a) {
   ferrum_gemm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.a = a.get();
-  a_.b = b.get();
-  a_.out = out.get();
-  a_.m = m;
-  a_.n = n;
-  a_.k = k;
-  invoke(a_, {&a, &b, &out});
+  a_.a = a.a.get();
+  a_.b = a.b.get();
+  a_.out = a.out.get();
+  a_.m = a.m;
+  a_.n = a.n;
+  a_.k = a.k;
+  invoke(a_, {&a.a, &a.b, &a.out});
 }
 
-void Context::rms_norm(const Buffer& x, const Buffer& w, float eps, Buffer& out, uint64_t tokens, uint64_t dim) {
+void Context::rms_norm(const args::RmsNorm& a) {
   ferrum_rms_norm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.x = x.get();
-  a_.w = w.get();
-  a_.eps = eps;
-  a_.out = out.get();
-  a_.tokens = tokens;
-  a_.dim = dim;
-  invoke(a_, {&x, &w, &out});
+  a_.x = a.x.get();
+  a_.w = a.w.get();
+  a_.eps = a.eps;
+  a_.out = a.out.get();
+  a_.tokens = a.tokens;
+  a_.dim = a.dim;
+  invoke(a_, {&a.x, &a.w, &a.out});
 }
 
-void Context::fused_add_rms_norm(Buffer& residual, const Buffer& x, const Buffer& w, float eps, Buffer& out, uint64_t tokens, uint64_t dim) {
+void Context::fused_add_rms_norm(const args::FusedAddRmsNorm& a) {
   ferrum_fused_add_rms_norm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.residual = residual.get();
-  a_.x = x.get();
-  a_.w = w.get();
-  a_.eps = eps;
-  a_.out = out.get();
-  a_.tokens = tokens;
-  a_.dim = dim;
-  invoke(a_, {&residual, &x, &w, &out});
+  a_.residual = a.residual.get();
+  a_.x = a.x.get();
+  a_.w = a.w.get();
+  a_.eps = a.eps;
+  a_.out = a.out.get();
+  a_.tokens = a.tokens;
+  a_.dim = a.dim;
+  invoke(a_, {&a.residual, &a.x, &a.w, &a.out});
 }
 
-void Context::layer_norm(const Buffer& x, const Buffer& gamma, const Buffer& beta, float eps, Buffer& out, uint64_t tokens, uint64_t dim) {
+void Context::layer_norm(const args::LayerNorm& a) {
   ferrum_layer_norm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.x = x.get();
-  a_.gamma = gamma.get();
-  a_.beta = beta.get();
-  a_.eps = eps;
-  a_.out = out.get();
-  a_.tokens = tokens;
-  a_.dim = dim;
-  invoke(a_, {&x, &gamma, &beta, &out});
+  a_.x = a.x.get();
+  a_.gamma = a.gamma.get();
+  a_.beta = a.beta.get();
+  a_.eps = a.eps;
+  a_.out = a.out.get();
+  a_.tokens = a.tokens;
+  a_.dim = a.dim;
+  invoke(a_, {&a.x, &a.gamma, &a.beta, &a.out});
 }
 
 void Context::gelu(const Buffer& x, Buffer& out, uint64_t len) {
@@ -247,709 +247,693 @@ void Context::add_inplace(Buffer& residual, const Buffer& x, uint64_t len) {
   invoke(a_, {&residual, &x});
 }
 
-void Context::scaled_add_inplace(Buffer& dst, const Buffer& src, float scale, uint64_t len) {
+void Context::scaled_add_inplace(const args::ScaledAddInplace& a) {
   ferrum_scaled_add_inplace_args a_{};
   a_.struct_size = sizeof a_;
-  a_.dst = dst.get();
-  a_.src = src.get();
-  a_.scale = scale;
-  a_.len = len;
-  invoke(a_, {&dst, &src});
+  a_.dst = a.dst.get();
+  a_.src = a.src.get();
+  a_.scale = a.scale;
+  a_.len = a.len;
+  invoke(a_, {&a.dst, &a.src});
 }
 
-void Context::add_bias(Buffer& data, const Buffer& bias, uint64_t rows, uint64_t cols) {
+void Context::add_bias(const args::AddBias& a) {
   ferrum_add_bias_args a_{};
   a_.struct_size = sizeof a_;
-  a_.data = data.get();
-  a_.bias = bias.get();
-  a_.rows = rows;
-  a_.cols = cols;
-  invoke(a_, {&data, &bias});
+  a_.data = a.data.get();
+  a_.bias = a.bias.get();
+  a_.rows = a.rows;
+  a_.cols = a.cols;
+  invoke(a_, {&a.data, &a.bias});
 }
 
-void Context::split_qkv(const Buffer& qkv, Buffer& q, Buffer& k, Buffer& v, uint64_t tokens, uint64_t q_dim, uint64_t kv_dim) {
+void Context::split_qkv(const args::SplitQkv& a) {
   ferrum_split_qkv_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qkv = qkv.get();
-  a_.q = q.get();
-  a_.k = k.get();
-  a_.v = v.get();
-  a_.tokens = tokens;
-  a_.q_dim = q_dim;
-  a_.kv_dim = kv_dim;
-  invoke(a_, {&qkv, &q, &k, &v});
+  a_.qkv = a.qkv.get();
+  a_.q = a.q.get();
+  a_.k = a.k.get();
+  a_.v = a.v.get();
+  a_.tokens = a.tokens;
+  a_.q_dim = a.q_dim;
+  a_.kv_dim = a.kv_dim;
+  invoke(a_, {&a.qkv, &a.q, &a.k, &a.v});
 }
 
-void Context::fused_silu_mul_split(const Buffer& gate_up, Buffer& out, uint64_t tokens, uint64_t im) {
+void Context::fused_silu_mul_split(const args::FusedSiluMulSplit& a) {
   ferrum_fused_silu_mul_split_args a_{};
   a_.struct_size = sizeof a_;
-  a_.gate_up = gate_up.get();
-  a_.out = out.get();
-  a_.tokens = tokens;
-  a_.im = im;
-  invoke(a_, {&gate_up, &out});
+  a_.gate_up = a.gate_up.get();
+  a_.out = a.out.get();
+  a_.tokens = a.tokens;
+  a_.im = a.im;
+  invoke(a_, {&a.gate_up, &a.out});
 }
 
-void Context::fused_silu_mul_split_strided(const Buffer& gate_up, uint64_t in_row_offset, Buffer& out, uint64_t out_row_offset, uint64_t tokens, uint64_t intermediate) {
+void Context::fused_silu_mul_split_strided(const args::FusedSiluMulSplitStrided& a) {
   ferrum_fused_silu_mul_split_strided_args a_{};
   a_.struct_size = sizeof a_;
-  a_.gate_up = gate_up.get();
-  a_.in_row_offset = in_row_offset;
-  a_.out = out.get();
-  a_.out_row_offset = out_row_offset;
-  a_.tokens = tokens;
-  a_.intermediate = intermediate;
-  invoke(a_, {&gate_up, &out});
+  a_.gate_up = a.gate_up.get();
+  a_.in_row_offset = a.in_row_offset;
+  a_.out = a.out.get();
+  a_.out_row_offset = a.out_row_offset;
+  a_.tokens = a.tokens;
+  a_.intermediate = a.intermediate;
+  invoke(a_, {&a.gate_up, &a.out});
 }
 
-void Context::embedding_lookup(const Buffer& table, std::span<const uint32_t> ids, Buffer& out, uint64_t dim) {
+void Context::embedding_lookup(const args::EmbeddingLookup& a) {
   ferrum_embedding_lookup_args a_{};
   a_.struct_size = sizeof a_;
-  a_.table = table.get();
-  a_.ids = ids.data();
-  a_.ids_len = ids.size();
-  a_.out = out.get();
-  a_.dim = dim;
-  invoke(a_, {&table, &out});
+  a_.table = a.table.get();
+  a_.ids = a.ids.data();
+  a_.ids_len = a.ids.size();
+  a_.out = a.out.get();
+  a_.dim = a.dim;
+  invoke(a_, {&a.table, &a.out});
 }
 
-void Context::embedding_lookup_dev(const Buffer& table, const Buffer& ids, Buffer& out, uint64_t batch, uint64_t dim) {
+void Context::embedding_lookup_dev(const args::EmbeddingLookupDev& a) {
   ferrum_embedding_lookup_dev_args a_{};
   a_.struct_size = sizeof a_;
-  a_.table = table.get();
-  a_.ids = ids.get();
-  a_.out = out.get();
-  a_.batch = batch;
-  a_.dim = dim;
-  invoke(a_, {&table, &ids, &out});
+  a_.table = a.table.get();
+  a_.ids = a.ids.get();
+  a_.out = a.out.get();
+  a_.batch = a.batch;
+  a_.dim = a.dim;
+  invoke(a_, {&a.table, &a.ids, &a.out});
 }
 
-void Context::transpose_head_to_token(const Buffer& src, Buffer& dst, uint64_t tokens, uint64_t heads, uint64_t dim) {
+void Context::transpose_head_to_token(const args::TransposeHeadToToken& a) {
   ferrum_transpose_head_to_token_args a_{};
   a_.struct_size = sizeof a_;
-  a_.src = src.get();
-  a_.dst = dst.get();
-  a_.tokens = tokens;
-  a_.heads = heads;
-  a_.dim = dim;
-  invoke(a_, {&src, &dst});
+  a_.src = a.src.get();
+  a_.dst = a.dst.get();
+  a_.tokens = a.tokens;
+  a_.heads = a.heads;
+  a_.dim = a.dim;
+  invoke(a_, {&a.src, &a.dst});
 }
 
-void Context::transpose_token_to_head(const Buffer& src, Buffer& dst, uint64_t tokens, uint64_t heads, uint64_t dim) {
+void Context::transpose_token_to_head(const args::TransposeTokenToHead& a) {
   ferrum_transpose_token_to_head_args a_{};
   a_.struct_size = sizeof a_;
-  a_.src = src.get();
-  a_.dst = dst.get();
-  a_.tokens = tokens;
-  a_.heads = heads;
-  a_.dim = dim;
-  invoke(a_, {&src, &dst});
+  a_.src = a.src.get();
+  a_.dst = a.dst.get();
+  a_.tokens = a.tokens;
+  a_.heads = a.heads;
+  a_.dim = a.dim;
+  invoke(a_, {&a.src, &a.dst});
 }
 
-std::vector<uint32_t> Context::argmax_rows_f16(const Buffer& logits, uint64_t m, uint64_t n) {
+std::vector<uint32_t> Context::argmax_rows_f16(const args::ArgmaxRowsF16& a) {
   ferrum_argmax_rows_f16_args a_{};
   a_.struct_size = sizeof a_;
-  a_.logits = logits.get();
-  a_.m = m;
-  a_.n = n;
+  a_.logits = a.logits.get();
+  a_.m = a.m;
+  a_.n = a.n;
   a_.out = detail::probe_ptr<uint32_t>();  // checked first, sized after
-  check(a_, {&logits});
-  std::vector<uint32_t> r_ = host_vector<uint32_t>(Op::argmax_rows_f16, "m", m);
+  check(a_, {&a.logits});
+  std::vector<uint32_t> r_ = host_vector<uint32_t>(Op::argmax_rows_f16, "m", a.m);
   a_.out = r_.data();
-  invoke(a_, {&logits});
+  invoke(a_, {&a.logits});
   return r_;
 }
 
-void Context::qk_norm_rope(const Buffer& input, const Buffer* norm_w, const Buffer* cos, const Buffer* sin, Buffer& output, uint64_t tokens, uint64_t heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t mode) {
+void Context::qk_norm_rope(const args::QkNormRope& a) {
+  check_rope(Op::qk_norm_rope, a.rope, a.cos, a.sin, a.head_dim, a.mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_qk_norm_rope_args a_{};
   a_.struct_size = sizeof a_;
-  a_.input = input.get();
-  a_.norm_w = norm_w ? norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.output = output.get();
-  a_.tokens = tokens;
-  a_.heads = heads;
-  a_.head_dim = head_dim;
-  a_.pos_offset = pos_offset;
-  a_.eps = eps;
-  a_.mode = mode;
-  invoke(a_, {&input, norm_w, cos, sin, &output});
+  a_.input = a.input.get();
+  a_.norm_w = a.norm_w ? a.norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.output = a.output.get();
+  a_.tokens = a.tokens;
+  a_.heads = a.heads;
+  a_.head_dim = a.head_dim;
+  a_.pos_offset = a.pos_offset;
+  a_.eps = a.eps;
+  a_.mode = static_cast<int32_t>(a.mode);
+  invoke(a_, {&a.input, a.norm_w, cos_, sin_, &a.output});
 }
 
-void Context::qk_norm_rope(const Buffer& input, const Buffer* norm_w, const RopeTables& rope, Buffer& output, uint64_t tokens, uint64_t heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode mode) {
-  check_rope(Op::qk_norm_rope, rope, head_dim, mode);
-  return qk_norm_rope(input, norm_w, rope.cos_ptr(), rope.sin_ptr(), output, tokens, heads, head_dim, pos_offset, eps, static_cast<int32_t>(mode));
-}
-
-void Context::qk_norm_rope_batched_per_item(const Buffer& input, const Buffer* norm_w, const Buffer* cos, const Buffer* sin, Buffer& output, const Buffer& positions, uint64_t m, uint64_t heads, uint64_t head_dim, float eps, int32_t mode) {
+void Context::qk_norm_rope_batched_per_item(const args::QkNormRopeBatchedPerItem& a) {
+  check_rope(Op::qk_norm_rope_batched_per_item, a.rope, a.cos, a.sin, a.head_dim, a.mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_qk_norm_rope_batched_per_item_args a_{};
   a_.struct_size = sizeof a_;
-  a_.input = input.get();
-  a_.norm_w = norm_w ? norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.output = output.get();
-  a_.positions = positions.get();
-  a_.m = m;
-  a_.heads = heads;
-  a_.head_dim = head_dim;
-  a_.eps = eps;
-  a_.mode = mode;
-  invoke(a_, {&input, norm_w, cos, sin, &output, &positions});
+  a_.input = a.input.get();
+  a_.norm_w = a.norm_w ? a.norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.output = a.output.get();
+  a_.positions = a.positions.get();
+  a_.m = a.m;
+  a_.heads = a.heads;
+  a_.head_dim = a.head_dim;
+  a_.eps = a.eps;
+  a_.mode = static_cast<int32_t>(a.mode);
+  invoke(a_, {&a.input, a.norm_w, cos_, sin_, &a.output, &a.positions});
 }
 
-void Context::qk_norm_rope_batched_per_item(const Buffer& input, const Buffer* norm_w, const RopeTables& rope, Buffer& output, const Buffer& positions, uint64_t m, uint64_t heads, uint64_t head_dim, float eps, QkMode mode) {
-  check_rope(Op::qk_norm_rope_batched_per_item, rope, head_dim, mode);
-  return qk_norm_rope_batched_per_item(input, norm_w, rope.cos_ptr(), rope.sin_ptr(), output, positions, m, heads, head_dim, eps, static_cast<int32_t>(mode));
-}
-
-void Context::split_qkv_norm_rope(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& k_out, Buffer& v_out, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode) {
+void Context::split_qkv_norm_rope(const args::SplitQkvNormRope& a) {
+  check_rope(Op::split_qkv_norm_rope, a.rope, a.cos, a.sin, a.head_dim, a.qk_mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_split_qkv_norm_rope_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qkv = qkv.get();
-  a_.q_norm_w = q_norm_w ? q_norm_w->get() : nullptr;
-  a_.k_norm_w = k_norm_w ? k_norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.q_out = q_out.get();
-  a_.k_out = k_out.get();
-  a_.v_out = v_out.get();
-  a_.tokens = tokens;
-  a_.q_heads = q_heads;
-  a_.kv_heads = kv_heads;
-  a_.head_dim = head_dim;
-  a_.pos_offset = pos_offset;
-  a_.eps = eps;
-  a_.qk_mode = qk_mode;
-  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &k_out, &v_out});
+  a_.qkv = a.qkv.get();
+  a_.q_norm_w = a.q_norm_w ? a.q_norm_w->get() : nullptr;
+  a_.k_norm_w = a.k_norm_w ? a.k_norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.q_out = a.q_out.get();
+  a_.k_out = a.k_out.get();
+  a_.v_out = a.v_out.get();
+  a_.tokens = a.tokens;
+  a_.q_heads = a.q_heads;
+  a_.kv_heads = a.kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.pos_offset = a.pos_offset;
+  a_.eps = a.eps;
+  a_.qk_mode = static_cast<int32_t>(a.qk_mode);
+  invoke(a_, {&a.qkv, a.q_norm_w, a.k_norm_w, cos_, sin_, &a.q_out, &a.k_out, &a.v_out});
 }
 
-void Context::split_qkv_norm_rope(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& k_out, Buffer& v_out, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode) {
-  check_rope(Op::split_qkv_norm_rope, rope, head_dim, qk_mode);
-  return split_qkv_norm_rope(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, k_out, v_out, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode));
-}
-
-void Context::split_qkv_norm_rope_into_cache(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode, uint64_t cache_len, uint64_t cache_capacity) {
+void Context::split_qkv_norm_rope_into_cache(const args::SplitQkvNormRopeIntoCache& a) {
+  check_rope(Op::split_qkv_norm_rope_into_cache, a.rope, a.cos, a.sin, a.head_dim, a.qk_mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_split_qkv_norm_rope_into_cache_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qkv = qkv.get();
-  a_.q_norm_w = q_norm_w ? q_norm_w->get() : nullptr;
-  a_.k_norm_w = k_norm_w ? k_norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.q_out = q_out.get();
-  a_.cache_k = cache_k.get();
-  a_.cache_v = cache_v.get();
-  a_.tokens = tokens;
-  a_.q_heads = q_heads;
-  a_.kv_heads = kv_heads;
-  a_.head_dim = head_dim;
-  a_.pos_offset = pos_offset;
-  a_.eps = eps;
-  a_.qk_mode = qk_mode;
-  a_.cache_len = cache_len;
-  a_.cache_capacity = cache_capacity;
-  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &cache_k, &cache_v});
+  a_.qkv = a.qkv.get();
+  a_.q_norm_w = a.q_norm_w ? a.q_norm_w->get() : nullptr;
+  a_.k_norm_w = a.k_norm_w ? a.k_norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.q_out = a.q_out.get();
+  a_.cache_k = a.cache_k.get();
+  a_.cache_v = a.cache_v.get();
+  a_.tokens = a.tokens;
+  a_.q_heads = a.q_heads;
+  a_.kv_heads = a.kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.pos_offset = a.pos_offset;
+  a_.eps = a.eps;
+  a_.qk_mode = static_cast<int32_t>(a.qk_mode);
+  a_.cache_len = a.cache_len;
+  a_.cache_capacity = a.cache_capacity;
+  invoke(a_, {&a.qkv, a.q_norm_w, a.k_norm_w, cos_, sin_, &a.q_out, &a.cache_k, &a.cache_v});
 }
 
-void Context::split_qkv_norm_rope_into_cache(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode, uint64_t cache_len, uint64_t cache_capacity) {
-  check_rope(Op::split_qkv_norm_rope_into_cache, rope, head_dim, qk_mode);
-  return split_qkv_norm_rope_into_cache(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, cache_k, cache_v, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode), cache_len, cache_capacity);
-}
-
-void Context::kv_cache_append_head_major(Buffer& cache_k, Buffer& cache_v, uint64_t cache_len, uint64_t cache_capacity, const Buffer& new_k_head_major, const Buffer& new_v_head_major, uint64_t new_tokens, uint64_t nkv, uint64_t hd) {
+void Context::kv_cache_append_head_major(const args::KvCacheAppendHeadMajor& a) {
   ferrum_kv_cache_append_head_major_args a_{};
   a_.struct_size = sizeof a_;
-  a_.cache_k = cache_k.get();
-  a_.cache_v = cache_v.get();
-  a_.cache_len = cache_len;
-  a_.cache_capacity = cache_capacity;
-  a_.new_k_head_major = new_k_head_major.get();
-  a_.new_v_head_major = new_v_head_major.get();
-  a_.new_tokens = new_tokens;
-  a_.nkv = nkv;
-  a_.hd = hd;
-  invoke(a_, {&cache_k, &cache_v, &new_k_head_major, &new_v_head_major});
+  a_.cache_k = a.cache_k.get();
+  a_.cache_v = a.cache_v.get();
+  a_.cache_len = a.cache_len;
+  a_.cache_capacity = a.cache_capacity;
+  a_.new_k_head_major = a.new_k_head_major.get();
+  a_.new_v_head_major = a.new_v_head_major.get();
+  a_.new_tokens = a.new_tokens;
+  a_.nkv = a.nkv;
+  a_.hd = a.hd;
+  invoke(a_, {&a.cache_k, &a.cache_v, &a.new_k_head_major, &a.new_v_head_major});
 }
 
-void Context::flash_attention(const Buffer& q, const Buffer& k, const Buffer& v, Buffer& out, uint64_t batch, uint64_t q_len, uint64_t kv_len, uint64_t pos_offset, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, bool causal, float scale, uint64_t kv_seq_stride, uint64_t sliding_window) {
+void Context::flash_attention(const args::FlashAttention& a) {
   ferrum_flash_attention_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k = k.get();
-  a_.v = v.get();
-  a_.out = out.get();
-  a_.batch = batch;
-  a_.q_len = q_len;
-  a_.kv_len = kv_len;
-  a_.pos_offset = pos_offset;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.causal = causal ? 1u : 0u;
-  a_.scale = scale;
-  a_.kv_seq_stride = kv_seq_stride;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k, &v, &out});
+  a_.q = a.q.get();
+  a_.k = a.k.get();
+  a_.v = a.v.get();
+  a_.out = a.out.get();
+  a_.batch = a.batch;
+  a_.q_len = a.q_len;
+  a_.kv_len = a.kv_len;
+  a_.pos_offset = a.pos_offset;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.causal = a.causal ? 1u : 0u;
+  a_.scale = a.scale;
+  a_.kv_seq_stride = a.kv_seq_stride;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k, &a.v, &a.out});
 }
 
-void Context::populate_batched_pointers(ferrum_buffer* const* k_caches, ferrum_buffer* const* v_caches, uint64_t num_layers, uint64_t m) {
+void Context::populate_batched_pointers(const args::PopulateBatchedPointers& a) {
   ferrum_populate_batched_pointers_args a_{};
   a_.struct_size = sizeof a_;
-  a_.k_caches = k_caches;
-  a_.v_caches = v_caches;
-  a_.num_layers = num_layers;
-  a_.m = m;
+  a_.k_caches = a.k_caches;
+  a_.v_caches = a.v_caches;
+  a_.num_layers = a.num_layers;
+  a_.m = a.m;
   invoke(a_);
 }
 
-void Context::kv_cache_append_batched_per_cache(std::span<ferrum_buffer* const> caches, const Buffer& new_data, const Buffer& cache_lens, uint64_t capacity, uint64_t nkv, uint64_t hd, uint64_t slot) {
+void Context::kv_cache_append_batched_per_cache(const args::KvCacheAppendBatchedPerCache& a) {
   ferrum_kv_cache_append_batched_per_cache_args a_{};
   a_.struct_size = sizeof a_;
-  a_.caches = caches.data();
-  a_.new_data = new_data.get();
-  a_.cache_lens = cache_lens.get();
-  a_.capacity = capacity;
-  a_.m = caches.size();
-  a_.nkv = nkv;
-  a_.hd = hd;
-  a_.slot = slot;
-  invoke(a_, {&new_data, &cache_lens});
+  a_.caches = a.caches.data();
+  a_.new_data = a.new_data.get();
+  a_.cache_lens = a.cache_lens.get();
+  a_.capacity = a.capacity;
+  a_.m = a.caches.size();
+  a_.nkv = a.nkv;
+  a_.hd = a.hd;
+  a_.slot = a.slot;
+  invoke(a_, {&a.new_data, &a.cache_lens});
 }
 
-void Context::flash_attention_batched_per_cache(const Buffer& q, std::span<ferrum_buffer* const> k_caches, std::span<ferrum_buffer* const> v_caches, const Buffer& kv_lens, Buffer& out, uint64_t nq, uint64_t nkv, uint64_t hd, float scale, uint64_t max_valid_kv, uint64_t capacity, uint64_t slot, uint64_t sliding_window) {
+void Context::flash_attention_batched_per_cache(const args::FlashAttentionBatchedPerCache& a) {
   ferrum_flash_attention_batched_per_cache_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_caches = k_caches.data();
-  a_.v_caches = v_caches.data();
-  a_.m = k_caches.size();
-  if (v_caches.size() != k_caches.size()) fail_span_sizes(Op::flash_attention_batched_per_cache, "k_caches", "v_caches");
-  a_.kv_lens = kv_lens.get();
-  a_.out = out.get();
-  a_.nq = nq;
-  a_.nkv = nkv;
-  a_.hd = hd;
-  a_.scale = scale;
-  a_.max_valid_kv = max_valid_kv;
-  a_.capacity = capacity;
-  a_.slot = slot;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &kv_lens, &out});
+  a_.q = a.q.get();
+  a_.k_caches = a.k_caches.data();
+  a_.v_caches = a.v_caches.data();
+  a_.m = a.k_caches.size();
+  if (a.v_caches.size() != a.k_caches.size()) fail_span_sizes(Op::flash_attention_batched_per_cache, "k_caches", "v_caches");
+  a_.kv_lens = a.kv_lens.get();
+  a_.out = a.out.get();
+  a_.nq = a.nq;
+  a_.nkv = a.nkv;
+  a_.hd = a.hd;
+  a_.scale = a.scale;
+  a_.max_valid_kv = a.max_valid_kv;
+  a_.capacity = a.capacity;
+  a_.slot = a.slot;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.kv_lens, &a.out});
 }
 
-void Context::split_qkv_norm_rope_into_paged_cache(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
+void Context::split_qkv_norm_rope_into_paged_cache(const args::SplitQkvNormRopeIntoPagedCache& a) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache, a.rope, a.cos, a.sin, a.head_dim, a.qk_mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_split_qkv_norm_rope_into_paged_cache_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qkv = qkv ? qkv->get() : nullptr;
-  a_.qkv_byte_offset = qkv_byte_offset;
-  a_.q_norm_w = q_norm_w ? q_norm_w->get() : nullptr;
-  a_.k_norm_w = k_norm_w ? k_norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.q_out = q_out ? q_out->get() : nullptr;
-  a_.q_out_byte_offset = q_out_byte_offset;
-  a_.cache_k = cache_k.get();
-  a_.cache_v = cache_v.get();
-  a_.block_table = block_table.get();
-  a_.tokens = tokens;
-  a_.q_heads = q_heads;
-  a_.kv_heads = kv_heads;
-  a_.head_dim = head_dim;
-  a_.pos_offset = pos_offset;
-  a_.eps = eps;
-  a_.qk_mode = qk_mode;
-  a_.cache_len = cache_len;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  invoke(a_, {qkv, q_norm_w, k_norm_w, cos, sin, q_out, &cache_k, &cache_v, &block_table});
+  a_.qkv = a.qkv ? a.qkv->get() : nullptr;
+  a_.qkv_byte_offset = a.qkv_byte_offset;
+  a_.q_norm_w = a.q_norm_w ? a.q_norm_w->get() : nullptr;
+  a_.k_norm_w = a.k_norm_w ? a.k_norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.q_out = a.q_out ? a.q_out->get() : nullptr;
+  a_.q_out_byte_offset = a.q_out_byte_offset;
+  a_.cache_k = a.cache_k.get();
+  a_.cache_v = a.cache_v.get();
+  a_.block_table = a.block_table.get();
+  a_.tokens = a.tokens;
+  a_.q_heads = a.q_heads;
+  a_.kv_heads = a.kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.pos_offset = a.pos_offset;
+  a_.eps = a.eps;
+  a_.qk_mode = static_cast<int32_t>(a.qk_mode);
+  a_.cache_len = a.cache_len;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  invoke(a_, {a.qkv, a.q_norm_w, a.k_norm_w, cos_, sin_, a.q_out, &a.cache_k, &a.cache_v, &a.block_table});
 }
 
-void Context::split_qkv_norm_rope_into_paged_cache(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
-  check_rope(Op::split_qkv_norm_rope_into_paged_cache, rope, head_dim, qk_mode);
-  return split_qkv_norm_rope_into_paged_cache(qkv, qkv_byte_offset, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, q_out_byte_offset, cache_k, cache_v, block_table, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode), cache_len, block_size, max_num_blocks_per_seq);
-}
-
-void Context::split_qkv_norm_rope_into_paged_cache_varlen(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, int32_t qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
+void Context::split_qkv_norm_rope_into_paged_cache_varlen(const args::SplitQkvNormRopeIntoPagedCacheVarlen& a) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache_varlen, a.rope, a.cos, a.sin, a.head_dim, a.qk_mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_split_qkv_norm_rope_into_paged_cache_varlen_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qkv = qkv.get();
-  a_.q_norm_w = q_norm_w ? q_norm_w->get() : nullptr;
-  a_.k_norm_w = k_norm_w ? k_norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.q_out = q_out.get();
-  a_.cache_k = cache_k.get();
-  a_.cache_v = cache_v.get();
-  a_.cu_seqlens_q = cu_seqlens_q.get();
-  a_.pos_offsets = pos_offsets.get();
-  a_.block_tables = block_tables.get();
-  a_.num_seqs = num_seqs;
-  a_.m_total = m_total;
-  a_.q_heads = q_heads;
-  a_.kv_heads = kv_heads;
-  a_.head_dim = head_dim;
-  a_.eps = eps;
-  a_.qk_mode = qk_mode;
-  a_.block_size = block_size;
-  a_.max_blocks_per_seq = max_blocks_per_seq;
-  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &cache_k, &cache_v, &cu_seqlens_q, &pos_offsets, &block_tables});
+  a_.qkv = a.qkv.get();
+  a_.q_norm_w = a.q_norm_w ? a.q_norm_w->get() : nullptr;
+  a_.k_norm_w = a.k_norm_w ? a.k_norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.q_out = a.q_out.get();
+  a_.cache_k = a.cache_k.get();
+  a_.cache_v = a.cache_v.get();
+  a_.cu_seqlens_q = a.cu_seqlens_q.get();
+  a_.pos_offsets = a.pos_offsets.get();
+  a_.block_tables = a.block_tables.get();
+  a_.num_seqs = a.num_seqs;
+  a_.m_total = a.m_total;
+  a_.q_heads = a.q_heads;
+  a_.kv_heads = a.kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.eps = a.eps;
+  a_.qk_mode = static_cast<int32_t>(a.qk_mode);
+  a_.block_size = a.block_size;
+  a_.max_blocks_per_seq = a.max_blocks_per_seq;
+  invoke(a_, {&a.qkv, a.q_norm_w, a.k_norm_w, cos_, sin_, &a.q_out, &a.cache_k, &a.cache_v, &a.cu_seqlens_q, &a.pos_offsets, &a.block_tables});
 }
 
-void Context::split_qkv_norm_rope_into_paged_cache_varlen(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, QkMode qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
-  check_rope(Op::split_qkv_norm_rope_into_paged_cache_varlen, rope, head_dim, qk_mode);
-  return split_qkv_norm_rope_into_paged_cache_varlen(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, cache_k, cache_v, cu_seqlens_q, pos_offsets, block_tables, num_seqs, m_total, q_heads, kv_heads, head_dim, eps, static_cast<int32_t>(qk_mode), block_size, max_blocks_per_seq);
-}
-
-void Context::split_qkv_norm_rope_into_paged_cache_vllm(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, int32_t qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
+void Context::split_qkv_norm_rope_into_paged_cache_vllm(const args::SplitQkvNormRopeIntoPagedCacheVllm& a) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache_vllm, a.rope, a.cos, a.sin, a.head_dim, a.qk_mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_split_qkv_norm_rope_into_paged_cache_vllm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qkv = qkv ? qkv->get() : nullptr;
-  a_.qkv_byte_offset = qkv_byte_offset;
-  a_.q_norm_w = q_norm_w ? q_norm_w->get() : nullptr;
-  a_.k_norm_w = k_norm_w ? k_norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.q_out = q_out ? q_out->get() : nullptr;
-  a_.q_out_byte_offset = q_out_byte_offset;
-  a_.cache_k = cache_k.get();
-  a_.cache_v = cache_v.get();
-  a_.block_table = block_table.get();
-  a_.tokens = tokens;
-  a_.q_heads = q_heads;
-  a_.kv_heads = kv_heads;
-  a_.head_dim = head_dim;
-  a_.pos_offset = pos_offset;
-  a_.eps = eps;
-  a_.qk_mode = qk_mode;
-  a_.cache_len = cache_len;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  invoke(a_, {qkv, q_norm_w, k_norm_w, cos, sin, q_out, &cache_k, &cache_v, &block_table});
+  a_.qkv = a.qkv ? a.qkv->get() : nullptr;
+  a_.qkv_byte_offset = a.qkv_byte_offset;
+  a_.q_norm_w = a.q_norm_w ? a.q_norm_w->get() : nullptr;
+  a_.k_norm_w = a.k_norm_w ? a.k_norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.q_out = a.q_out ? a.q_out->get() : nullptr;
+  a_.q_out_byte_offset = a.q_out_byte_offset;
+  a_.cache_k = a.cache_k.get();
+  a_.cache_v = a.cache_v.get();
+  a_.block_table = a.block_table.get();
+  a_.tokens = a.tokens;
+  a_.q_heads = a.q_heads;
+  a_.kv_heads = a.kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.pos_offset = a.pos_offset;
+  a_.eps = a.eps;
+  a_.qk_mode = static_cast<int32_t>(a.qk_mode);
+  a_.cache_len = a.cache_len;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  invoke(a_, {a.qkv, a.q_norm_w, a.k_norm_w, cos_, sin_, a.q_out, &a.cache_k, &a.cache_v, &a.block_table});
 }
 
-void Context::split_qkv_norm_rope_into_paged_cache_vllm(const Buffer* qkv, uint64_t qkv_byte_offset, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer* q_out, uint64_t q_out_byte_offset, Buffer& cache_k, Buffer& cache_v, const Buffer& block_table, uint64_t tokens, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, uint64_t pos_offset, float eps, QkMode qk_mode, uint64_t cache_len, uint64_t block_size, uint64_t max_num_blocks_per_seq) {
-  check_rope(Op::split_qkv_norm_rope_into_paged_cache_vllm, rope, head_dim, qk_mode);
-  return split_qkv_norm_rope_into_paged_cache_vllm(qkv, qkv_byte_offset, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, q_out_byte_offset, cache_k, cache_v, block_table, tokens, q_heads, kv_heads, head_dim, pos_offset, eps, static_cast<int32_t>(qk_mode), cache_len, block_size, max_num_blocks_per_seq);
-}
-
-void Context::split_qkv_norm_rope_into_paged_cache_varlen_vllm(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const Buffer* cos, const Buffer* sin, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, int32_t qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
+void Context::split_qkv_norm_rope_into_paged_cache_varlen_vllm(const args::SplitQkvNormRopeIntoPagedCacheVarlenVllm& a) {
+  check_rope(Op::split_qkv_norm_rope_into_paged_cache_varlen_vllm, a.rope, a.cos, a.sin, a.head_dim, a.qk_mode);
+  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;
+  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;
   ferrum_split_qkv_norm_rope_into_paged_cache_varlen_vllm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qkv = qkv.get();
-  a_.q_norm_w = q_norm_w ? q_norm_w->get() : nullptr;
-  a_.k_norm_w = k_norm_w ? k_norm_w->get() : nullptr;
-  a_.cos = cos ? cos->get() : nullptr;
-  a_.sin = sin ? sin->get() : nullptr;
-  a_.q_out = q_out.get();
-  a_.cache_k = cache_k.get();
-  a_.cache_v = cache_v.get();
-  a_.cu_seqlens_q = cu_seqlens_q.get();
-  a_.pos_offsets = pos_offsets.get();
-  a_.block_tables = block_tables.get();
-  a_.num_seqs = num_seqs;
-  a_.m_total = m_total;
-  a_.q_heads = q_heads;
-  a_.kv_heads = kv_heads;
-  a_.head_dim = head_dim;
-  a_.eps = eps;
-  a_.qk_mode = qk_mode;
-  a_.block_size = block_size;
-  a_.max_blocks_per_seq = max_blocks_per_seq;
-  invoke(a_, {&qkv, q_norm_w, k_norm_w, cos, sin, &q_out, &cache_k, &cache_v, &cu_seqlens_q, &pos_offsets, &block_tables});
+  a_.qkv = a.qkv.get();
+  a_.q_norm_w = a.q_norm_w ? a.q_norm_w->get() : nullptr;
+  a_.k_norm_w = a.k_norm_w ? a.k_norm_w->get() : nullptr;
+  a_.cos = cos_ ? cos_->get() : nullptr;
+  a_.sin = sin_ ? sin_->get() : nullptr;
+  a_.q_out = a.q_out.get();
+  a_.cache_k = a.cache_k.get();
+  a_.cache_v = a.cache_v.get();
+  a_.cu_seqlens_q = a.cu_seqlens_q.get();
+  a_.pos_offsets = a.pos_offsets.get();
+  a_.block_tables = a.block_tables.get();
+  a_.num_seqs = a.num_seqs;
+  a_.m_total = a.m_total;
+  a_.q_heads = a.q_heads;
+  a_.kv_heads = a.kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.eps = a.eps;
+  a_.qk_mode = static_cast<int32_t>(a.qk_mode);
+  a_.block_size = a.block_size;
+  a_.max_blocks_per_seq = a.max_blocks_per_seq;
+  invoke(a_, {&a.qkv, a.q_norm_w, a.k_norm_w, cos_, sin_, &a.q_out, &a.cache_k, &a.cache_v, &a.cu_seqlens_q, &a.pos_offsets, &a.block_tables});
 }
 
-void Context::split_qkv_norm_rope_into_paged_cache_varlen_vllm(const Buffer& qkv, const Buffer* q_norm_w, const Buffer* k_norm_w, const RopeTables& rope, Buffer& q_out, Buffer& cache_k, Buffer& cache_v, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t m_total, uint64_t q_heads, uint64_t kv_heads, uint64_t head_dim, float eps, QkMode qk_mode, uint64_t block_size, uint64_t max_blocks_per_seq) {
-  check_rope(Op::split_qkv_norm_rope_into_paged_cache_varlen_vllm, rope, head_dim, qk_mode);
-  return split_qkv_norm_rope_into_paged_cache_varlen_vllm(qkv, q_norm_w, k_norm_w, rope.cos_ptr(), rope.sin_ptr(), q_out, cache_k, cache_v, cu_seqlens_q, pos_offsets, block_tables, num_seqs, m_total, q_heads, kv_heads, head_dim, eps, static_cast<int32_t>(qk_mode), block_size, max_blocks_per_seq);
-}
-
-void Context::paged_decode_attention(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& context_lens, uint64_t num_seqs, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t q_len, float scale, uint64_t sliding_window) {
+void Context::paged_decode_attention(const args::PagedDecodeAttention& a) {
   ferrum_paged_decode_attention_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.block_tables = block_tables.get();
-  a_.context_lens = context_lens.get();
-  a_.num_seqs = num_seqs;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.q_len = q_len;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &context_lens});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.block_tables = a.block_tables.get();
+  a_.context_lens = a.context_lens.get();
+  a_.num_seqs = a.num_seqs;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.q_len = a.q_len;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.block_tables, &a.context_lens});
 }
 
-void Context::paged_batched_decode_attention(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& valid_kv_lens, uint64_t num_seqs, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
+void Context::paged_batched_decode_attention(const args::PagedBatchedDecodeAttention& a) {
   ferrum_paged_batched_decode_attention_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.block_tables = block_tables.get();
-  a_.valid_kv_lens = valid_kv_lens.get();
-  a_.num_seqs = num_seqs;
-  a_.max_kv_len = max_kv_len;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &valid_kv_lens});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.block_tables = a.block_tables.get();
+  a_.valid_kv_lens = a.valid_kv_lens.get();
+  a_.num_seqs = a.num_seqs;
+  a_.max_kv_len = a.max_kv_len;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.block_tables, &a.valid_kv_lens});
 }
 
-void Context::paged_varlen_attention(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t total_q_tokens, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
+void Context::paged_varlen_attention(const args::PagedVarlenAttention& a) {
   ferrum_paged_varlen_attention_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.cu_seqlens_q = cu_seqlens_q.get();
-  a_.pos_offsets = pos_offsets.get();
-  a_.block_tables = block_tables.get();
-  a_.num_seqs = num_seqs;
-  a_.total_q_tokens = total_q_tokens;
-  a_.max_kv_len = max_kv_len;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &cu_seqlens_q, &pos_offsets, &block_tables});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.cu_seqlens_q = a.cu_seqlens_q.get();
+  a_.pos_offsets = a.pos_offsets.get();
+  a_.block_tables = a.block_tables.get();
+  a_.num_seqs = a.num_seqs;
+  a_.total_q_tokens = a.total_q_tokens;
+  a_.max_kv_len = a.max_kv_len;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.cu_seqlens_q, &a.pos_offsets, &a.block_tables});
 }
 
-void Context::paged_varlen_attention_fa2_ffi(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, Buffer& lse, const Buffer& cu_seqlens_q, const Buffer& seq_lens, const Buffer& block_tables, uint64_t num_seqs, uint64_t total_q_tokens, uint64_t max_q_len, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
+void Context::paged_varlen_attention_fa2_ffi(const args::PagedVarlenAttentionFa2Ffi& a) {
   ferrum_paged_varlen_attention_fa2_ffi_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.lse = lse.get();
-  a_.cu_seqlens_q = cu_seqlens_q.get();
-  a_.seq_lens = seq_lens.get();
-  a_.block_tables = block_tables.get();
-  a_.num_seqs = num_seqs;
-  a_.total_q_tokens = total_q_tokens;
-  a_.max_q_len = max_q_len;
-  a_.max_kv_len = max_kv_len;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &lse, &cu_seqlens_q, &seq_lens, &block_tables});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.lse = a.lse.get();
+  a_.cu_seqlens_q = a.cu_seqlens_q.get();
+  a_.seq_lens = a.seq_lens.get();
+  a_.block_tables = a.block_tables.get();
+  a_.num_seqs = a.num_seqs;
+  a_.total_q_tokens = a.total_q_tokens;
+  a_.max_q_len = a.max_q_len;
+  a_.max_kv_len = a.max_kv_len;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.lse, &a.cu_seqlens_q, &a.seq_lens, &a.block_tables});
 }
 
-void Context::paged_decode_attention_v2(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& context_lens, uint64_t num_seqs, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t max_seq_len, float scale, uint64_t sliding_window) {
+void Context::paged_decode_attention_v2(const args::PagedDecodeAttentionV2& a) {
   ferrum_paged_decode_attention_v2_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.block_tables = block_tables.get();
-  a_.context_lens = context_lens.get();
-  a_.num_seqs = num_seqs;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.max_seq_len = max_seq_len;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &context_lens});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.block_tables = a.block_tables.get();
+  a_.context_lens = a.context_lens.get();
+  a_.num_seqs = a.num_seqs;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.max_seq_len = a.max_seq_len;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.block_tables, &a.context_lens});
 }
 
-void Context::paged_varlen_attention_vllm_layout(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& block_tables, const Buffer& context_lens, uint64_t num_seqs, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t q_len, float scale, uint64_t sliding_window) {
+void Context::paged_varlen_attention_vllm_layout(const args::PagedVarlenAttentionVllmLayout& a) {
   ferrum_paged_varlen_attention_vllm_layout_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.block_tables = block_tables.get();
-  a_.context_lens = context_lens.get();
-  a_.num_seqs = num_seqs;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.q_len = q_len;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &block_tables, &context_lens});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.block_tables = a.block_tables.get();
+  a_.context_lens = a.context_lens.get();
+  a_.num_seqs = a.num_seqs;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.q_len = a.q_len;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.block_tables, &a.context_lens});
 }
 
-void Context::paged_varlen_attention_vllm(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, uint64_t num_seqs, uint64_t total_q_tokens, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, float scale, uint64_t sliding_window) {
+void Context::paged_varlen_attention_vllm(const args::PagedVarlenAttentionVllm& a) {
   ferrum_paged_varlen_attention_vllm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.cu_seqlens_q = cu_seqlens_q.get();
-  a_.pos_offsets = pos_offsets.get();
-  a_.block_tables = block_tables.get();
-  a_.num_seqs = num_seqs;
-  a_.total_q_tokens = total_q_tokens;
-  a_.max_kv_len = max_kv_len;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &cu_seqlens_q, &pos_offsets, &block_tables});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.cu_seqlens_q = a.cu_seqlens_q.get();
+  a_.pos_offsets = a.pos_offsets.get();
+  a_.block_tables = a.block_tables.get();
+  a_.num_seqs = a.num_seqs;
+  a_.total_q_tokens = a.total_q_tokens;
+  a_.max_kv_len = a.max_kv_len;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.cu_seqlens_q, &a.pos_offsets, &a.block_tables});
 }
 
-void Context::paged_varlen_attention_vllm_tiled_q4(const Buffer& q, const Buffer& k_pool, const Buffer& v_pool, Buffer& out, const Buffer& cu_seqlens_q, const Buffer& pos_offsets, const Buffer& block_tables, const Buffer& tile_seqs, const Buffer& tile_starts, uint64_t num_tiles, uint64_t max_kv_len, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t block_size, uint64_t max_num_blocks_per_seq, uint64_t num_seqs, uint64_t total_q_tokens, float scale, uint64_t sliding_window) {
+void Context::paged_varlen_attention_vllm_tiled_q4(const args::PagedVarlenAttentionVllmTiledQ4& a) {
   ferrum_paged_varlen_attention_vllm_tiled_q4_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.k_pool = k_pool.get();
-  a_.v_pool = v_pool.get();
-  a_.out = out.get();
-  a_.cu_seqlens_q = cu_seqlens_q.get();
-  a_.pos_offsets = pos_offsets.get();
-  a_.block_tables = block_tables.get();
-  a_.tile_seqs = tile_seqs.get();
-  a_.tile_starts = tile_starts.get();
-  a_.num_tiles = num_tiles;
-  a_.max_kv_len = max_kv_len;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.block_size = block_size;
-  a_.max_num_blocks_per_seq = max_num_blocks_per_seq;
-  a_.num_seqs = num_seqs;
-  a_.total_q_tokens = total_q_tokens;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &k_pool, &v_pool, &out, &cu_seqlens_q, &pos_offsets, &block_tables, &tile_seqs, &tile_starts});
+  a_.q = a.q.get();
+  a_.k_pool = a.k_pool.get();
+  a_.v_pool = a.v_pool.get();
+  a_.out = a.out.get();
+  a_.cu_seqlens_q = a.cu_seqlens_q.get();
+  a_.pos_offsets = a.pos_offsets.get();
+  a_.block_tables = a.block_tables.get();
+  a_.tile_seqs = a.tile_seqs.get();
+  a_.tile_starts = a.tile_starts.get();
+  a_.num_tiles = a.num_tiles;
+  a_.max_kv_len = a.max_kv_len;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.block_size = a.block_size;
+  a_.max_num_blocks_per_seq = a.max_num_blocks_per_seq;
+  a_.num_seqs = a.num_seqs;
+  a_.total_q_tokens = a.total_q_tokens;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.k_pool, &a.v_pool, &a.out, &a.cu_seqlens_q, &a.pos_offsets, &a.block_tables, &a.tile_seqs, &a.tile_starts});
 }
 
-KvCacheQuant Context::alloc_paged_int8_layer(uint64_t max_blocks_per_seq, uint64_t block_size, uint64_t num_kv_heads, uint64_t head_dim) {
+KvCacheQuant Context::alloc_paged_int8_layer(const args::AllocPagedInt8Layer& a) {
   ferrum_kv_cache_quant r_{};
   r_.struct_size = sizeof r_;
   ferrum_alloc_paged_int8_layer_args a_{};
   a_.struct_size = sizeof a_;
-  a_.max_blocks_per_seq = max_blocks_per_seq;
-  a_.block_size = block_size;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
+  a_.max_blocks_per_seq = a.max_blocks_per_seq;
+  a_.block_size = a.block_size;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
   a_.cache = &r_;
   invoke(a_);
   return adopt(r_);
 }
 
-void Context::int8_kv_append_paged(const Buffer& k_in, const Buffer& v_in, Buffer& layer_k, Buffer& layer_v, Buffer& layer_k_scales, Buffer& layer_v_scales, std::span<const uint32_t> paged_block_indices, uint64_t cache_len_before, uint64_t tokens, uint64_t block_size, uint64_t num_kv_heads, uint64_t head_dim) {
+void Context::int8_kv_append_paged(const args::Int8KvAppendPaged& a) {
   ferrum_int8_kv_append_paged_args a_{};
   a_.struct_size = sizeof a_;
-  a_.k_in = k_in.get();
-  a_.v_in = v_in.get();
-  a_.layer_k = layer_k.get();
-  a_.layer_v = layer_v.get();
-  a_.layer_k_scales = layer_k_scales.get();
-  a_.layer_v_scales = layer_v_scales.get();
-  a_.paged_block_indices = paged_block_indices.data();
-  a_.paged_block_indices_len = paged_block_indices.size();
-  a_.cache_len_before = cache_len_before;
-  a_.tokens = tokens;
-  a_.block_size = block_size;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  invoke(a_, {&k_in, &v_in, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales});
+  a_.k_in = a.k_in.get();
+  a_.v_in = a.v_in.get();
+  a_.layer_k = a.layer_k.get();
+  a_.layer_v = a.layer_v.get();
+  a_.layer_k_scales = a.layer_k_scales.get();
+  a_.layer_v_scales = a.layer_v_scales.get();
+  a_.paged_block_indices = a.paged_block_indices.data();
+  a_.paged_block_indices_len = a.paged_block_indices.size();
+  a_.cache_len_before = a.cache_len_before;
+  a_.tokens = a.tokens;
+  a_.block_size = a.block_size;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  invoke(a_, {&a.k_in, &a.v_in, &a.layer_k, &a.layer_v, &a.layer_k_scales, &a.layer_v_scales});
 }
 
-void Context::int8_paged_decode_attention(const Buffer& q, const Buffer& layer_k, const Buffer& layer_v, const Buffer& layer_k_scales, const Buffer& layer_v_scales, const Buffer& block_table, Buffer& output, uint64_t num_q_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t valid_kv_len, uint64_t block_size, float scale, uint64_t sliding_window) {
+void Context::int8_paged_decode_attention(const args::Int8PagedDecodeAttention& a) {
   ferrum_int8_paged_decode_attention_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.layer_k = layer_k.get();
-  a_.layer_v = layer_v.get();
-  a_.layer_k_scales = layer_k_scales.get();
-  a_.layer_v_scales = layer_v_scales.get();
-  a_.block_table = block_table.get();
-  a_.output = output.get();
-  a_.num_q_heads = num_q_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.valid_kv_len = valid_kv_len;
-  a_.block_size = block_size;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales, &block_table, &output});
+  a_.q = a.q.get();
+  a_.layer_k = a.layer_k.get();
+  a_.layer_v = a.layer_v.get();
+  a_.layer_k_scales = a.layer_k_scales.get();
+  a_.layer_v_scales = a.layer_v_scales.get();
+  a_.block_table = a.block_table.get();
+  a_.output = a.output.get();
+  a_.num_q_heads = a.num_q_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.valid_kv_len = a.valid_kv_len;
+  a_.block_size = a.block_size;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.layer_k, &a.layer_v, &a.layer_k_scales, &a.layer_v_scales, &a.block_table, &a.output});
 }
 
-KvCacheQuant Context::alloc_paged_fp8_layer(uint64_t max_blocks_per_seq, uint64_t block_size, uint64_t num_kv_heads, uint64_t head_dim) {
+KvCacheQuant Context::alloc_paged_fp8_layer(const args::AllocPagedFp8Layer& a) {
   ferrum_kv_cache_quant r_{};
   r_.struct_size = sizeof r_;
   ferrum_alloc_paged_fp8_layer_args a_{};
   a_.struct_size = sizeof a_;
-  a_.max_blocks_per_seq = max_blocks_per_seq;
-  a_.block_size = block_size;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
+  a_.max_blocks_per_seq = a.max_blocks_per_seq;
+  a_.block_size = a.block_size;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
   a_.cache = &r_;
   invoke(a_);
   return adopt(r_);
 }
 
-void Context::fp8_kv_append_paged(const Buffer& k_in, const Buffer& v_in, Buffer& layer_k, Buffer& layer_v, Buffer& layer_k_scales, Buffer& layer_v_scales, std::span<const uint32_t> paged_block_indices, uint64_t cache_len_before, uint64_t tokens, uint64_t block_size, uint64_t num_kv_heads, uint64_t head_dim) {
+void Context::fp8_kv_append_paged(const args::Fp8KvAppendPaged& a) {
   ferrum_fp8_kv_append_paged_args a_{};
   a_.struct_size = sizeof a_;
-  a_.k_in = k_in.get();
-  a_.v_in = v_in.get();
-  a_.layer_k = layer_k.get();
-  a_.layer_v = layer_v.get();
-  a_.layer_k_scales = layer_k_scales.get();
-  a_.layer_v_scales = layer_v_scales.get();
-  a_.paged_block_indices = paged_block_indices.data();
-  a_.paged_block_indices_len = paged_block_indices.size();
-  a_.cache_len_before = cache_len_before;
-  a_.tokens = tokens;
-  a_.block_size = block_size;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  invoke(a_, {&k_in, &v_in, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales});
+  a_.k_in = a.k_in.get();
+  a_.v_in = a.v_in.get();
+  a_.layer_k = a.layer_k.get();
+  a_.layer_v = a.layer_v.get();
+  a_.layer_k_scales = a.layer_k_scales.get();
+  a_.layer_v_scales = a.layer_v_scales.get();
+  a_.paged_block_indices = a.paged_block_indices.data();
+  a_.paged_block_indices_len = a.paged_block_indices.size();
+  a_.cache_len_before = a.cache_len_before;
+  a_.tokens = a.tokens;
+  a_.block_size = a.block_size;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  invoke(a_, {&a.k_in, &a.v_in, &a.layer_k, &a.layer_v, &a.layer_k_scales, &a.layer_v_scales});
 }
 
-void Context::fp8_paged_decode_attention(const Buffer& q, const Buffer& layer_k, const Buffer& layer_v, const Buffer& layer_k_scales, const Buffer& layer_v_scales, const Buffer& block_table, Buffer& output, uint64_t num_q_heads, uint64_t num_kv_heads, uint64_t head_dim, uint64_t valid_kv_len, uint64_t block_size, float scale, uint64_t sliding_window) {
+void Context::fp8_paged_decode_attention(const args::Fp8PagedDecodeAttention& a) {
   ferrum_fp8_paged_decode_attention_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.layer_k = layer_k.get();
-  a_.layer_v = layer_v.get();
-  a_.layer_k_scales = layer_k_scales.get();
-  a_.layer_v_scales = layer_v_scales.get();
-  a_.block_table = block_table.get();
-  a_.output = output.get();
-  a_.num_q_heads = num_q_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.valid_kv_len = valid_kv_len;
-  a_.block_size = block_size;
-  a_.scale = scale;
-  a_.sliding_window = sliding_window;
-  invoke(a_, {&q, &layer_k, &layer_v, &layer_k_scales, &layer_v_scales, &block_table, &output});
+  a_.q = a.q.get();
+  a_.layer_k = a.layer_k.get();
+  a_.layer_v = a.layer_v.get();
+  a_.layer_k_scales = a.layer_k_scales.get();
+  a_.layer_v_scales = a.layer_v_scales.get();
+  a_.block_table = a.block_table.get();
+  a_.output = a.output.get();
+  a_.num_q_heads = a.num_q_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.valid_kv_len = a.valid_kv_len;
+  a_.block_size = a.block_size;
+  a_.scale = a.scale;
+  a_.sliding_window = a.sliding_window;
+  invoke(a_, {&a.q, &a.layer_k, &a.layer_v, &a.layer_k_scales, &a.layer_v_scales, &a.block_table, &a.output});
 }
 
 void Context::begin_graph_capture() {
@@ -997,11 +981,11 @@ uint32_t Context::graph_capture_in_flight() {
   return r_;
 }
 
-void Context::set_decode_state(uint32_t token, uint32_t step) {
+void Context::set_decode_state(const args::SetDecodeState& a) {
   ferrum_set_decode_state_args a_{};
   a_.struct_size = sizeof a_;
-  a_.token = token;
-  a_.step = step;
+  a_.token = a.token;
+  a_.step = a.step;
   invoke(a_);
 }
 
@@ -1054,12 +1038,12 @@ std::vector<uint8_t> Context::comm_unique_id() {
   return r_;
 }
 
-void Context::comm_init(const uint8_t* unique_id, uint32_t world_size, uint32_t rank) {
+void Context::comm_init(const args::CommInit& a) {
   ferrum_comm_init_args a_{};
   a_.struct_size = sizeof a_;
-  a_.unique_id = unique_id;
-  a_.world_size = world_size;
-  a_.rank = rank;
+  a_.unique_id = a.unique_id;
+  a_.world_size = a.world_size;
+  a_.rank = a.rank;
   invoke(a_);
 }
 
@@ -1114,28 +1098,28 @@ void Context::broadcast(Buffer& buf, uint64_t len, uint32_t src_rank) {
   invoke(a_, {&buf});
 }
 
-QWeight Context::load_quant(int32_t quant_type, std::span<const uint8_t> bytes, uint64_t n_rows, uint64_t n_cols) {
+QWeight Context::load_quant(const args::LoadQuant& a) {
   ferrum_qweight* r_ = nullptr;
   ferrum_load_quant_args a_{};
   a_.struct_size = sizeof a_;
-  a_.quant_type = quant_type;
-  a_.bytes = bytes.data();
-  a_.byte_len = bytes.size();
-  a_.n_rows = n_rows;
-  a_.n_cols = n_cols;
+  a_.quant_type = a.quant_type;
+  a_.bytes = a.bytes.data();
+  a_.byte_len = a.bytes.size();
+  a_.n_rows = a.n_rows;
+  a_.n_cols = a.n_cols;
   a_.weight = &r_;
   invoke(a_);
   return adopt(r_);
 }
 
-void Context::gguf_matmul(const Buffer& a, const QWeight& weight, Buffer& out, uint64_t m) {
+void Context::gguf_matmul(const args::GgufMatmul& a) {
   ferrum_gguf_matmul_args a_{};
   a_.struct_size = sizeof a_;
-  a_.a = a.get();
-  a_.weight = weight.get();
-  a_.out = out.get();
-  a_.m = m;
-  invoke(a_, {&a, &out});
+  a_.a = a.a.get();
+  a_.weight = a.weight.get();
+  a_.out = a.out.get();
+  a_.m = a.m;
+  invoke(a_, {&a.a, &a.out});
 }
 
 void Context::gguf_dequantize(const QWeight& weight, Buffer& out) {
@@ -1146,170 +1130,170 @@ void Context::gguf_dequantize(const QWeight& weight, Buffer& out) {
   invoke(a_, {&out});
 }
 
-QWeight Context::load_gptq(const int32_t* qweight, const void* scales, const int32_t* qzeros, const int32_t* g_idx, uint32_t bits, uint64_t group_size, uint64_t k, uint64_t n, Dtype scales_dtype, Dtype act_dtype) {
+QWeight Context::load_gptq(const args::LoadGptq& a) {
   ferrum_qweight* r_ = nullptr;
   ferrum_load_gptq_args a_{};
   a_.struct_size = sizeof a_;
-  a_.qweight = qweight;
-  a_.scales = scales;
-  a_.qzeros = qzeros;
-  a_.g_idx = g_idx;
-  a_.bits = bits;
-  a_.group_size = group_size;
-  a_.k = k;
-  a_.n = n;
-  a_.scales_dtype = static_cast<int32_t>(scales_dtype);
-  a_.act_dtype = static_cast<int32_t>(act_dtype);
+  a_.qweight = a.qweight;
+  a_.scales = a.scales;
+  a_.qzeros = a.qzeros;
+  a_.g_idx = a.g_idx;
+  a_.bits = a.bits;
+  a_.group_size = a.group_size;
+  a_.k = a.k;
+  a_.n = a.n;
+  a_.scales_dtype = static_cast<int32_t>(a.scales_dtype);
+  a_.act_dtype = static_cast<int32_t>(a.act_dtype);
   a_.weight = &r_;
   invoke(a_);
   return adopt(r_);
 }
 
-QWeight Context::load_gptq_stacked(uint64_t num_experts, const int32_t* const* qweights, const void* const* scales, const int32_t* const* qzeros, const int32_t* const* g_idx, uint32_t bits, uint64_t group_size, uint64_t k, uint64_t n_per_expert, Dtype scales_dtype, Dtype act_dtype) {
+QWeight Context::load_gptq_stacked(const args::LoadGptqStacked& a) {
   ferrum_qweight* r_ = nullptr;
   ferrum_load_gptq_stacked_args a_{};
   a_.struct_size = sizeof a_;
-  a_.num_experts = num_experts;
-  a_.qweights = qweights;
-  a_.scales = scales;
-  a_.qzeros = qzeros;
-  a_.g_idx = g_idx;
-  a_.bits = bits;
-  a_.group_size = group_size;
-  a_.k = k;
-  a_.n_per_expert = n_per_expert;
-  a_.scales_dtype = static_cast<int32_t>(scales_dtype);
-  a_.act_dtype = static_cast<int32_t>(act_dtype);
+  a_.num_experts = a.num_experts;
+  a_.qweights = a.qweights;
+  a_.scales = a.scales;
+  a_.qzeros = a.qzeros;
+  a_.g_idx = a.g_idx;
+  a_.bits = a.bits;
+  a_.group_size = a.group_size;
+  a_.k = a.k;
+  a_.n_per_expert = a.n_per_expert;
+  a_.scales_dtype = static_cast<int32_t>(a.scales_dtype);
+  a_.act_dtype = static_cast<int32_t>(a.act_dtype);
   a_.weight = &r_;
   invoke(a_);
   return adopt(r_);
 }
 
-void Context::marlin_gemm(const Buffer& a, const QWeight& weight, Buffer& out, uint64_t m) {
+void Context::marlin_gemm(const args::MarlinGemm& a) {
   ferrum_marlin_gemm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.a = a.get();
-  a_.weight = weight.get();
-  a_.out = out.get();
-  a_.m = m;
-  invoke(a_, {&a, &out});
+  a_.a = a.a.get();
+  a_.weight = a.weight.get();
+  a_.out = a.out.get();
+  a_.m = a.m;
+  invoke(a_, {&a.a, &a.out});
 }
 
-void Context::route_topk_softmax(const Buffer& logits, Buffer& out_ids, Buffer& out_weights, uint64_t num_tokens, uint64_t num_experts, uint64_t top_k, bool norm_topk_prob) {
+void Context::route_topk_softmax(const args::RouteTopkSoftmax& a) {
   ferrum_route_topk_softmax_args a_{};
   a_.struct_size = sizeof a_;
-  a_.logits = logits.get();
-  a_.out_ids = out_ids.get();
-  a_.out_weights = out_weights.get();
-  a_.num_tokens = num_tokens;
-  a_.num_experts = num_experts;
-  a_.top_k = top_k;
-  a_.norm_topk_prob = norm_topk_prob ? 1u : 0u;
-  invoke(a_, {&logits, &out_ids, &out_weights});
+  a_.logits = a.logits.get();
+  a_.out_ids = a.out_ids.get();
+  a_.out_weights = a.out_weights.get();
+  a_.num_tokens = a.num_tokens;
+  a_.num_experts = a.num_experts;
+  a_.top_k = a.top_k;
+  a_.norm_topk_prob = a.norm_topk_prob ? 1u : 0u;
+  invoke(a_, {&a.logits, &a.out_ids, &a.out_weights});
 }
 
-void Context::moe_align_block_size(const Buffer& topk_ids, Buffer& sorted_token_ids, Buffer& expert_ids, Buffer& num_tokens_post_padded, uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
+void Context::moe_align_block_size(const args::MoeAlignBlockSize& a) {
   ferrum_moe_align_block_size_args a_{};
   a_.struct_size = sizeof a_;
-  a_.topk_ids = topk_ids.get();
-  a_.sorted_token_ids = sorted_token_ids.get();
-  a_.expert_ids = expert_ids.get();
-  a_.num_tokens_post_padded = num_tokens_post_padded.get();
-  a_.num_pairs = num_pairs;
-  a_.num_experts = num_experts;
-  a_.block_size = block_size;
-  invoke(a_, {&topk_ids, &sorted_token_ids, &expert_ids, &num_tokens_post_padded});
+  a_.topk_ids = a.topk_ids.get();
+  a_.sorted_token_ids = a.sorted_token_ids.get();
+  a_.expert_ids = a.expert_ids.get();
+  a_.num_tokens_post_padded = a.num_tokens_post_padded.get();
+  a_.num_pairs = a.num_pairs;
+  a_.num_experts = a.num_experts;
+  a_.block_size = a.block_size;
+  invoke(a_, {&a.topk_ids, &a.sorted_token_ids, &a.expert_ids, &a.num_tokens_post_padded});
 }
 
-void Context::moe_gemm(const Buffer& x, const Buffer& sorted_token_ids, const Buffer& expert_ids, const Buffer& num_tokens_post_padded, const Buffer* w_dense, const QWeight* w_quant, Buffer& out, uint64_t num_tokens, uint64_t num_pairs, uint64_t top_k, uint64_t num_experts, uint64_t n, uint64_t k, uint64_t block_size) {
+void Context::moe_gemm(const args::MoeGemm& a) {
   ferrum_moe_gemm_args a_{};
   a_.struct_size = sizeof a_;
-  a_.x = x.get();
-  a_.sorted_token_ids = sorted_token_ids.get();
-  a_.expert_ids = expert_ids.get();
-  a_.num_tokens_post_padded = num_tokens_post_padded.get();
-  a_.w_dense = w_dense ? w_dense->get() : nullptr;
-  a_.w_quant = w_quant ? w_quant->get() : nullptr;
-  a_.out = out.get();
-  a_.num_tokens = num_tokens;
-  a_.num_pairs = num_pairs;
-  a_.top_k = top_k;
-  a_.num_experts = num_experts;
-  a_.n = n;
-  a_.k = k;
-  a_.block_size = block_size;
-  invoke(a_, {&x, &sorted_token_ids, &expert_ids, &num_tokens_post_padded, w_dense, &out});
+  a_.x = a.x.get();
+  a_.sorted_token_ids = a.sorted_token_ids.get();
+  a_.expert_ids = a.expert_ids.get();
+  a_.num_tokens_post_padded = a.num_tokens_post_padded.get();
+  a_.w_dense = a.w_dense ? a.w_dense->get() : nullptr;
+  a_.w_quant = a.w_quant ? a.w_quant->get() : nullptr;
+  a_.out = a.out.get();
+  a_.num_tokens = a.num_tokens;
+  a_.num_pairs = a.num_pairs;
+  a_.top_k = a.top_k;
+  a_.num_experts = a.num_experts;
+  a_.n = a.n;
+  a_.k = a.k;
+  a_.block_size = a.block_size;
+  invoke(a_, {&a.x, &a.sorted_token_ids, &a.expert_ids, &a.num_tokens_post_padded, a.w_dense, &a.out});
 }
 
-void Context::fused_moe(const Buffer& x, const Buffer& topk_weights, const Buffer& sorted_token_ids, const Buffer& expert_ids, const Buffer& num_tokens_post_padded, const Buffer* w_gate_up_dense, const QWeight* w_gate_up_quant, const Buffer* w_down_dense, const QWeight* w_down_quant, Buffer& out, uint64_t num_tokens, uint64_t hidden, uint64_t intermediate, uint64_t num_experts, uint64_t top_k, uint64_t block_size) {
+void Context::fused_moe(const args::FusedMoe& a) {
   ferrum_fused_moe_args a_{};
   a_.struct_size = sizeof a_;
-  a_.x = x.get();
-  a_.topk_weights = topk_weights.get();
-  a_.sorted_token_ids = sorted_token_ids.get();
-  a_.expert_ids = expert_ids.get();
-  a_.num_tokens_post_padded = num_tokens_post_padded.get();
-  a_.w_gate_up_dense = w_gate_up_dense ? w_gate_up_dense->get() : nullptr;
-  a_.w_gate_up_quant = w_gate_up_quant ? w_gate_up_quant->get() : nullptr;
-  a_.w_down_dense = w_down_dense ? w_down_dense->get() : nullptr;
-  a_.w_down_quant = w_down_quant ? w_down_quant->get() : nullptr;
-  a_.out = out.get();
-  a_.num_tokens = num_tokens;
-  a_.hidden = hidden;
-  a_.intermediate = intermediate;
-  a_.num_experts = num_experts;
-  a_.top_k = top_k;
-  a_.block_size = block_size;
-  invoke(a_, {&x, &topk_weights, &sorted_token_ids, &expert_ids, &num_tokens_post_padded, w_gate_up_dense, w_down_dense, &out});
+  a_.x = a.x.get();
+  a_.topk_weights = a.topk_weights.get();
+  a_.sorted_token_ids = a.sorted_token_ids.get();
+  a_.expert_ids = a.expert_ids.get();
+  a_.num_tokens_post_padded = a.num_tokens_post_padded.get();
+  a_.w_gate_up_dense = a.w_gate_up_dense ? a.w_gate_up_dense->get() : nullptr;
+  a_.w_gate_up_quant = a.w_gate_up_quant ? a.w_gate_up_quant->get() : nullptr;
+  a_.w_down_dense = a.w_down_dense ? a.w_down_dense->get() : nullptr;
+  a_.w_down_quant = a.w_down_quant ? a.w_down_quant->get() : nullptr;
+  a_.out = a.out.get();
+  a_.num_tokens = a.num_tokens;
+  a_.hidden = a.hidden;
+  a_.intermediate = a.intermediate;
+  a_.num_experts = a.num_experts;
+  a_.top_k = a.top_k;
+  a_.block_size = a.block_size;
+  invoke(a_, {&a.x, &a.topk_weights, &a.sorted_token_ids, &a.expert_ids, &a.num_tokens_post_padded, a.w_gate_up_dense, a.w_down_dense, &a.out});
 }
 
-void Context::moe_combine(const Buffer& packed_down, const Buffer& pairs_by_token, const Buffer& pair_weights, Buffer& out, uint64_t num_tokens, uint64_t hidden, uint64_t top_k, uint64_t num_packed) {
+void Context::moe_combine(const args::MoeCombine& a) {
   ferrum_moe_combine_args a_{};
   a_.struct_size = sizeof a_;
-  a_.packed_down = packed_down.get();
-  a_.pairs_by_token = pairs_by_token.get();
-  a_.pair_weights = pair_weights.get();
-  a_.out = out.get();
-  a_.num_tokens = num_tokens;
-  a_.hidden = hidden;
-  a_.top_k = top_k;
-  a_.num_packed = num_packed;
-  invoke(a_, {&packed_down, &pairs_by_token, &pair_weights, &out});
+  a_.packed_down = a.packed_down.get();
+  a_.pairs_by_token = a.pairs_by_token.get();
+  a_.pair_weights = a.pair_weights.get();
+  a_.out = a.out.get();
+  a_.num_tokens = a.num_tokens;
+  a_.hidden = a.hidden;
+  a_.top_k = a.top_k;
+  a_.num_packed = a.num_packed;
+  invoke(a_, {&a.packed_down, &a.pairs_by_token, &a.pair_weights, &a.out});
 }
 
-void Context::weighted_sum_batched(const Buffer& slots, const Buffer& weights, Buffer& out, uint64_t num_tokens, uint64_t top_k, uint64_t hidden) {
+void Context::weighted_sum_batched(const args::WeightedSumBatched& a) {
   ferrum_weighted_sum_batched_args a_{};
   a_.struct_size = sizeof a_;
-  a_.slots = slots.get();
-  a_.weights = weights.get();
-  a_.out = out.get();
-  a_.num_tokens = num_tokens;
-  a_.top_k = top_k;
-  a_.hidden = hidden;
-  invoke(a_, {&slots, &weights, &out});
+  a_.slots = a.slots.get();
+  a_.weights = a.weights.get();
+  a_.out = a.out.get();
+  a_.num_tokens = a.num_tokens;
+  a_.top_k = a.top_k;
+  a_.hidden = a.hidden;
+  invoke(a_, {&a.slots, &a.weights, &a.out});
 }
 
-void Context::mla_attention(const Buffer& q, const Buffer& kv_compressed, const Buffer& kv_rope, Buffer& out, uint64_t batch, uint64_t q_len, uint64_t kv_len, uint64_t pos_offset, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, bool causal, float scale, uint64_t kv_seq_stride, uint64_t sliding_window, uint64_t kv_lora_rank, uint64_t qk_rope_head_dim) {
+void Context::mla_attention(const args::MlaAttention& a) {
   ferrum_mla_attention_args a_{};
   a_.struct_size = sizeof a_;
-  a_.q = q.get();
-  a_.kv_compressed = kv_compressed.get();
-  a_.kv_rope = kv_rope.get();
-  a_.out = out.get();
-  a_.batch = batch;
-  a_.q_len = q_len;
-  a_.kv_len = kv_len;
-  a_.pos_offset = pos_offset;
-  a_.num_heads = num_heads;
-  a_.num_kv_heads = num_kv_heads;
-  a_.head_dim = head_dim;
-  a_.causal = causal ? 1u : 0u;
-  a_.scale = scale;
-  a_.kv_seq_stride = kv_seq_stride;
-  a_.sliding_window = sliding_window;
-  a_.kv_lora_rank = kv_lora_rank;
-  a_.qk_rope_head_dim = qk_rope_head_dim;
-  invoke(a_, {&q, &kv_compressed, &kv_rope, &out});
+  a_.q = a.q.get();
+  a_.kv_compressed = a.kv_compressed.get();
+  a_.kv_rope = a.kv_rope.get();
+  a_.out = a.out.get();
+  a_.batch = a.batch;
+  a_.q_len = a.q_len;
+  a_.kv_len = a.kv_len;
+  a_.pos_offset = a.pos_offset;
+  a_.num_heads = a.num_heads;
+  a_.num_kv_heads = a.num_kv_heads;
+  a_.head_dim = a.head_dim;
+  a_.causal = a.causal ? 1u : 0u;
+  a_.scale = a.scale;
+  a_.kv_seq_stride = a.kv_seq_stride;
+  a_.sliding_window = a.sliding_window;
+  a_.kv_lora_rank = a.kv_lora_rank;
+  a_.qk_rope_head_dim = a.qk_rope_head_dim;
+  invoke(a_, {&a.q, &a.kv_compressed, &a.kv_rope, &a.out});
 }
 
 namespace detail {

@@ -45,7 +45,7 @@ void check_dtype(const Context& ctx, const char* what, Dtype dtype) {
 
 Buffer upload(Context& ctx, std::span<const float> v, Dtype dtype) {
   const auto* bytes = reinterpret_cast<const uint8_t*>(v.data());
-  return ctx.from_weight_bytes(std::span<const uint8_t>(bytes, v.size_bytes()), Dtype::f32, dtype);
+  return ctx.from_weight_bytes({.raw = std::span<const uint8_t>(bytes, v.size_bytes()), .src_dtype = Dtype::f32, .dst_dtype = dtype});
 }
 
 }  // namespace
@@ -114,6 +114,16 @@ void Context::check_rope(Op op, const RopeTables& rope, uint64_t head_dim, QkMod
          std::to_string(head_dim / 2) + ", given tables of shape [positions, half_dim] = [" +
          std::to_string(rope.positions()) + ", " + std::to_string(rope.half_dim()) + "]")
             .c_str());
+}
+
+void Context::check_rope(Op op, const RopeTables* rope, const Buffer* cos, const Buffer* sin,
+                         uint64_t head_dim, QkMode mode) const {
+  if (!rope) return;  // raw tables (or none): the plugin checks them
+  if (cos || sin)
+    detail::throw_status(FERRUM_STATUS_INVALID_ARGUMENT, op_name(op), {library_.get(), api_, ctx_},
+                         "arguments 'rope' and 'cos'/'sin': expected the tables one way, given both "
+                         "RopeTables and raw cos/sin buffers");
+  check_rope(op, *rope, head_dim, mode);
 }
 
 }  // namespace ferrum

@@ -70,12 +70,12 @@ inline Buffer poisoned(Dtype d, uint64_t n) { return upload_bytes(d, ft::poison_
 // Overwrite the whole buffer with poison (before each call that reuses an output).
 inline void repoison(Buffer& b) {
   const auto p = ft::poison_bytes(dt(b.dtype()), b.count());
-  ctx().write_typed(b, b.dtype(), p.data(), b.count());
+  ctx().write_typed({.dst = b, .dtype = b.dtype(), .data = p.data(), .data_len = b.count()});
 }
 
 inline std::vector<uint8_t> read_bytes(const Buffer& b, uint64_t n) {
   std::vector<uint8_t> out(n * ft::dtype_size(dt(b.dtype())));
-  if (n) ctx().read_typed(b, b.dtype(), n, out.data());
+  if (n) ctx().read_typed({.src = b, .dtype = b.dtype(), .len = n, .data = out.data()});
   return out;
 }
 inline std::vector<uint8_t> read_bytes(const Buffer& b) { return read_bytes(b, b.count()); }

@@ -102,11 +102,11 @@ TEST_CASE("overflow: gemm sizes 0, 1, 2^32, 2^63, 2^64-1 and m*k wrapping to 0",
       const Raw r = call_raw(gemm, g);
       if (v <= 1) {  // fits the buffers: runs, and never past m*n
         CHECK(r.status == FERRUM_STATUS_OK);
-        ctx().gemm(a, b, out, dims[0], dims[1], dims[2]);
+        ctx().gemm({.a = a, .b = b, .out = out, .m = dims[0], .n = dims[1], .k = dims[2]});
         expect_poison(out, dims[0] * dims[1], out.count() - dims[0] * dims[1], "past m*n");
       } else {
         expect_raw_invalid(r, {"gemm", num(v)});
-        expect_facade_invalid([&] { ctx().gemm(a, b, out, dims[0], dims[1], dims[2]); }, {"gemm", num(v)});
+        expect_facade_invalid([&] { ctx().gemm({.a = a, .b = b, .out = out, .m = dims[0], .n = dims[1], .k = dims[2]}); }, {"gemm", num(v)});
         expect_all_poison(out);
       }
     }
@@ -117,7 +117,7 @@ TEST_CASE("overflow: gemm sizes 0, 1, 2^32, 2^63, 2^64-1 and m*k wrapping to 0",
     const std::initializer_list<std::string> needles = {"gemm", "'a'", "m = 4294967296", "k = 4294967296",
                                                         "wraps past 2^64"};
     expect_raw_invalid(call_raw(gemm, g), needles);
-    expect_facade_invalid([&] { ctx().gemm(a, b, out, k32, 1, k32); }, needles);
+    expect_facade_invalid([&] { ctx().gemm({.a = a, .b = b, .out = out, .m = k32, .n = 1, .k = k32}); }, needles);
     expect_all_poison(out);
   }
 }
@@ -132,7 +132,7 @@ TEST_CASE("overflow: split_qkv_norm_rope row width (q_heads + 2*kv_heads)*head_d
                                                       "wraps past 2^64"};
   expect_raw_invalid(call_raw(api().dense->split_qkv_norm_rope, s), needles);
   expect_facade_invalid([&] {
-    ctx().split_qkv_norm_rope(qkv, nullptr, nullptr, nullptr, nullptr, q, k, v, 1, kMax - 1, 1, 8, 0, 1e-6f, 0);
+    ctx().split_qkv_norm_rope({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .k_out = k, .v_out = v, .tokens = 1, .q_heads = kMax - 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy});
   }, needles);
   for (Buffer* b : {&q, &k, &v}) expect_all_poison(*b);
 }
@@ -149,7 +149,7 @@ TEST_CASE("overflow: fused_silu_mul_split_strided row offset + tokens wrapping",
     const std::string arg = which == 0 ? "'gate_up'" : "'out'";
     const std::string field = (which == 0 ? "in_row_offset = " : "out_row_offset = ") + num(kMax);
     expect_raw_invalid(call_raw(api().dense->fused_silu_mul_split_strided, s), {"fused_silu_mul_split_strided", arg, field, "wraps"});
-    expect_facade_invalid([&] { ctx().fused_silu_mul_split_strided(gu, in_off, out, out_off, 1, 4); },
+    expect_facade_invalid([&] { ctx().fused_silu_mul_split_strided({.gate_up = gu, .in_row_offset = in_off, .out = out, .out_row_offset = out_off, .tokens = 1, .intermediate = 4}); },
                           {"fused_silu_mul_split_strided", arg, field});
     expect_all_poison(out);
   }
@@ -161,7 +161,7 @@ TEST_CASE("overflow: qk_norm_rope pos_offset + tokens at 2^64, every mode", "[ov
   s.input = in.get(), s.output = out.get(), s.tokens = 1, s.heads = 1, s.head_dim = 8, s.pos_offset = kMax;
   s.eps = 1e-6f, s.mode = 0;  // mode 0 reads no table, but a position past 2^64 is still no position
   expect_raw_invalid(call_raw(api().dense->qk_norm_rope, s), {"qk_norm_rope", "pos_offset", "2^64"});
-  expect_facade_invalid([&] { ctx().qk_norm_rope(in, nullptr, nullptr, nullptr, out, 1, 1, 8, kMax, 1e-6f, 0); },
+  expect_facade_invalid([&] { ctx().qk_norm_rope({.input = in, .norm_w = nullptr, .cos = nullptr, .sin = nullptr, .output = out, .tokens = 1, .heads = 1, .head_dim = 8, .pos_offset = kMax, .eps = 1e-6f, .mode = ferrum::QkMode::copy}); },
                         {"qk_norm_rope", "pos_offset"});
   expect_all_poison(out);
 }
@@ -176,8 +176,8 @@ TEST_CASE("overflow: split_qkv_norm_rope_into_cache cache_len + tokens wrapping 
   const std::initializer_list<std::string> needles = {"split_qkv_norm_rope_into_cache", "cache_len", "wraps past 2^64"};
   expect_raw_invalid(call_raw(api().dense->split_qkv_norm_rope_into_cache, s), needles);
   expect_facade_invalid([&] {
-    ctx().split_qkv_norm_rope_into_cache(qkv, nullptr, nullptr, nullptr, nullptr, q, ck, cv, 2, 1, 1, 8, 0, 1e-6f, 0,
-                                         kMax, 4);
+    ctx().split_qkv_norm_rope_into_cache({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = q, .cache_k = ck, .cache_v = cv, .tokens = 2, .q_heads = 1, .kv_heads = 1, .head_dim = 8, .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy,
+                                         .cache_len = kMax, .cache_capacity = 4});
   }, needles);
   for (Buffer* b : {&q, &ck, &cv}) expect_all_poison(*b);
 }
@@ -197,7 +197,7 @@ TEST_CASE("overflow: argmax and batched qk-norm products wrapping", "[overflow][
   b.eps = 1e-6f, b.mode = 0;
   const std::initializer_list<std::string> needles = {"qk_norm_rope_batched_per_item", "'input'", "wraps past 2^64"};
   expect_raw_invalid(call_raw(api().dense->qk_norm_rope_batched_per_item, b), needles);
-  expect_facade_invalid([&] { ctx().qk_norm_rope_batched_per_item(in, nullptr, nullptr, nullptr, out, pos, k32, k32, 8, 1e-6f, 0); },
+  expect_facade_invalid([&] { ctx().qk_norm_rope_batched_per_item({.input = in, .norm_w = nullptr, .cos = nullptr, .sin = nullptr, .output = out, .positions = pos, .m = k32, .heads = k32, .head_dim = 8, .eps = 1e-6f, .mode = ferrum::QkMode::copy}); },
                         needles);
   expect_all_poison(out);
 }
@@ -216,7 +216,7 @@ TEST_CASE("overflow: copy_slice / zero_buffer / to_vec offsets and lengths near 
     ferrum_copy_slice_args s{};
     s.src = src.get(), s.dst = dst.get(), s.src_offset = c[0], s.dst_offset = c[1], s.len = c[2];
     expect_raw_invalid(call_raw(api().memory->copy_slice, s), {"copy_slice", "offset + len"});
-    expect_facade_invalid([&] { ctx().copy_slice(src, c[0], dst, c[1], c[2]); }, {"copy_slice", "offset + len"});
+    expect_facade_invalid([&] { ctx().copy_slice({.src = src, .src_offset = c[0], .dst = dst, .dst_offset = c[1], .len = c[2]}); }, {"copy_slice", "offset + len"});
     expect_all_poison(dst);
   }
   for (uint64_t len : {k32, k63, kMax}) {
@@ -257,7 +257,7 @@ TEST_CASE("overflow: kv_cache_append_head_major cache_len + new_tokens wrapping 
     s.new_k_head_major = nk.get(), s.new_v_head_major = nv.get(), s.new_tokens = 2, s.nkv = 1, s.hd = 4;
     const std::initializer_list<std::string> needles = {"kv_cache_append_head_major", "cache_len", num(cache_len)};
     expect_raw_invalid(call_raw(api().attention->kv_cache_append_head_major, s), needles);
-    expect_facade_invalid([&] { ctx().kv_cache_append_head_major(ck, cv, cache_len, 4, nk, nv, 2, 1, 4); }, needles);
+    expect_facade_invalid([&] { ctx().kv_cache_append_head_major({.cache_k = ck, .cache_v = cv, .cache_len = cache_len, .cache_capacity = 4, .new_k_head_major = nk, .new_v_head_major = nv, .new_tokens = 2, .nkv = 1, .hd = 4}); }, needles);
   }
   expect_all_poison(ck);
   expect_all_poison(cv);
@@ -277,15 +277,15 @@ TEST_CASE("overflow: flash_attention positions near 2^64 and a wrapping kv_seq_s
     for (uint64_t q_len : {uint64_t{1}, uint64_t{2}}) {
       expect_raw_invalid(call_raw(api().attention->flash_attention, args(kMax, q_len, 0)),
                          {"flash_attention", "pos_offset", "wraps past 2^64"});
-      expect_facade_invalid([&] { ctx().flash_attention(q, k, v, out, 1, q_len, L, kMax, 1, 1, hd, true, 0.0f, 0, 0); },
+      expect_facade_invalid([&] { ctx().flash_attention({.q = q, .k = k, .v = v, .out = out, .batch = 1, .q_len = q_len, .kv_len = L, .pos_offset = kMax, .num_heads = 1, .num_kv_heads = 1, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0}); },
                             {"flash_attention", "pos_offset"});
       expect_all_poison(out);
     }
   }
   SECTION("pos_offset 2^64 - 2 is a real position: every key visible, not zeros") {
     Buffer ref = out_buf(2 * hd);
-    ctx().flash_attention(q, k, v, ref, 1, 1, L, L - 1, 1, 1, hd, true, 0.0f, 0, 0);
-    ctx().flash_attention(q, k, v, out, 1, 1, L, kMax - 1, 1, 1, hd, true, 0.0f, 0, 0);
+    ctx().flash_attention({.q = q, .k = k, .v = v, .out = ref, .batch = 1, .q_len = 1, .kv_len = L, .pos_offset = L - 1, .num_heads = 1, .num_kv_heads = 1, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
+    ctx().flash_attention({.q = q, .k = k, .v = v, .out = out, .batch = 1, .q_len = 1, .kv_len = L, .pos_offset = kMax - 1, .num_heads = 1, .num_kv_heads = 1, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
     CHECK(read_bytes(out, hd) == read_bytes(ref, hd));
     expect_poison(out, hd, out.count() - hd, "past the one query row");
     bool any_nonzero = false;
@@ -296,7 +296,7 @@ TEST_CASE("overflow: flash_attention positions near 2^64 and a wrapping kv_seq_s
     const uint64_t stride = uint64_t{1} << 62;
     expect_raw_invalid(call_raw(api().attention->flash_attention, args(0, 1, stride)),
                        {"flash_attention", "kv_seq_stride", "wraps past 2^64"});
-    expect_facade_invalid([&] { ctx().flash_attention(q, k, v, out, 1, 1, L, 0, 1, 1, hd, true, 0.0f, stride, 0); },
+    expect_facade_invalid([&] { ctx().flash_attention({.q = q, .k = k, .v = v, .out = out, .batch = 1, .q_len = 1, .kv_len = L, .pos_offset = 0, .num_heads = 1, .num_kv_heads = 1, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = stride, .sliding_window = 0}); },
                           {"flash_attention", "kv_seq_stride", "wraps past 2^64"});
     expect_all_poison(out);
   }
@@ -309,7 +309,7 @@ TEST_CASE("overflow: kv_cache_append_batched_per_cache nkv*capacity*hd wrapping"
   s.caches = caches, s.new_data = nd.get(), s.cache_lens = lens.get(), s.capacity = k63, s.m = 1, s.nkv = 1, s.hd = 4;
   const std::initializer_list<std::string> needles = {"kv_cache_append_batched_per_cache", "capacity", "wraps past 2^64"};
   expect_raw_invalid(call_raw(api().attention->kv_cache_append_batched_per_cache, s), needles);
-  expect_facade_invalid([&] { ctx().kv_cache_append_batched_per_cache(caches, nd, lens, k63, 1, 4, 0); }, needles);
+  expect_facade_invalid([&] { ctx().kv_cache_append_batched_per_cache({.caches = caches, .new_data = nd, .cache_lens = lens, .capacity = k63, .nkv = 1, .hd = 4, .slot = 0}); }, needles);
   expect_all_poison(cache);
 }
 
@@ -330,7 +330,7 @@ TEST_CASE("overflow: paged pool geometry block_size*num_kv_heads*head_dim wrappi
     const std::initializer_list<std::string> needles = {"paged_decode_attention", "'block_size'/'num_kv_heads'/'head_dim'",
                                                         num(bs), "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().paged_kv->paged_decode_attention, s), needles);
-    expect_facade_invalid([&] { ctx().paged_decode_attention(q, kp, vp, out, bt, lens, 1, nh, nh, hd, bs, 1, 1, 0.0f, 0); },
+    expect_facade_invalid([&] { ctx().paged_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = 1, .num_heads = nh, .num_kv_heads = nh, .head_dim = hd, .block_size = bs, .max_num_blocks_per_seq = 1, .q_len = 1, .scale = 0.0f, .sliding_window = 0}); },
                           needles);
     expect_all_poison(out);
   }
@@ -351,8 +351,8 @@ TEST_CASE("overflow: paged writer cache_len + tokens and the qkv row width wrapp
     expect_raw_invalid(call_raw(api().paged_kv->split_qkv_norm_rope_into_paged_cache, args(kMax, 1, 1)),
                        {"split_qkv_norm_rope_into_paged_cache", "cache_len", "wraps past 2^64"});
     expect_facade_invalid([&] {
-      ctx().split_qkv_norm_rope_into_paged_cache(&qkv, 0, nullptr, nullptr, nullptr, nullptr, &q, 0, ck, cv, bt, 1, 1, 1, hd,
-                                                 0, 1e-6f, 0, kMax, bs, 2);
+      ctx().split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 0, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q, .q_out_byte_offset = 0, .cache_k = ck, .cache_v = cv, .block_table = bt, .tokens = 1, .q_heads = 1, .kv_heads = 1, .head_dim = hd,
+                                                 .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = kMax, .block_size = bs, .max_num_blocks_per_seq = 2});
     }, {"split_qkv_norm_rope_into_paged_cache", "cache_len"});
   }
   SECTION("(q_heads + 2*kv_heads)*head_dim = 3*2^62*8 wraps") {
@@ -360,8 +360,8 @@ TEST_CASE("overflow: paged writer cache_len + tokens and the qkv row width wrapp
     expect_raw_invalid(call_raw(api().paged_kv->split_qkv_norm_rope_into_paged_cache, args(0, h, h)),
                        {"split_qkv_norm_rope_into_paged_cache", "q_heads = " + num(h), "wraps past 2^64"});
     expect_facade_invalid([&] {
-      ctx().split_qkv_norm_rope_into_paged_cache(&qkv, 0, nullptr, nullptr, nullptr, nullptr, &q, 0, ck, cv, bt, 1, h, h, hd,
-                                                 0, 1e-6f, 0, 0, bs, 2);
+      ctx().split_qkv_norm_rope_into_paged_cache({.qkv = &qkv, .qkv_byte_offset = 0, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = &q, .q_out_byte_offset = 0, .cache_k = ck, .cache_v = cv, .block_table = bt, .tokens = 1, .q_heads = h, .kv_heads = h, .head_dim = hd,
+                                                 .pos_offset = 0, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .cache_len = 0, .block_size = bs, .max_num_blocks_per_seq = 2});
     }, {"split_qkv_norm_rope_into_paged_cache", "wraps past 2^64"});
   }
   for (Buffer* b : {&q, &ck, &cv}) expect_all_poison(*b);
@@ -378,8 +378,8 @@ TEST_CASE("overflow: varlen metadata [num_seqs + 1] with num_seqs = 2^64 - 1", "
   w.kv_heads = 1, w.head_dim = hd, w.eps = 1e-6f, w.qk_mode = 0, w.block_size = bs, w.max_blocks_per_seq = 1;
   expect_raw_invalid(call_raw(api().paged_kv->split_qkv_norm_rope_into_paged_cache_varlen, w), needles);
   expect_facade_invalid([&] {
-    ctx().split_qkv_norm_rope_into_paged_cache_varlen(qkv, nullptr, nullptr, nullptr, nullptr, qo, ck, cv, cu, offs, bt, kMax,
-                                                      1, 1, 1, hd, 1e-6f, 0, bs, 1);
+    ctx().split_qkv_norm_rope_into_paged_cache_varlen({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = qo, .cache_k = ck, .cache_v = cv, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = kMax,
+                                                      .m_total = 1, .q_heads = 1, .kv_heads = 1, .head_dim = hd, .eps = 1e-6f, .qk_mode = ferrum::QkMode::copy, .block_size = bs, .max_blocks_per_seq = 1});
   }, needles);
 
   Buffer q = upload(D, rnd(D, hd, 21)), out = out_buf(hd);
@@ -389,7 +389,7 @@ TEST_CASE("overflow: varlen metadata [num_seqs + 1] with num_seqs = 2^64 - 1", "
   p.num_heads = 1, p.num_kv_heads = 1, p.head_dim = hd, p.block_size = bs, p.max_num_blocks_per_seq = 1;
   expect_raw_invalid(call_raw(api().paged_kv->paged_varlen_attention, p), needles);
   expect_facade_invalid([&] {
-    ctx().paged_varlen_attention(q, ck, cv, out, cu, offs, bt, kMax, 1, 1, 1, 1, hd, bs, 1, 0.0f, 0);
+    ctx().paged_varlen_attention({.q = q, .k_pool = ck, .v_pool = cv, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = kMax, .total_q_tokens = 1, .max_kv_len = 1, .num_heads = 1, .num_kv_heads = 1, .head_dim = hd, .block_size = bs, .max_num_blocks_per_seq = 1, .scale = 0.0f, .sliding_window = 0});
   }, needles);
   for (Buffer* b : {&qo, &ck, &cv, &out}) expect_all_poison(*b);
 }
@@ -420,7 +420,7 @@ TEST_CASE("overflow: quantised KV pool sizes, cache_len_before + tokens and pool
     const std::initializer_list<std::string> needles = {"alloc_paged_int8_layer", "max_blocks_per_seq", "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().quant_kv->alloc_paged_int8_layer, a), needles);
     CHECK(cache.k == nullptr);
-    expect_facade_invalid([&] { (void)ctx().alloc_paged_int8_layer(uint64_t{1} << 31, k32, k32, 8); }, needles);
+    expect_facade_invalid([&] { (void)ctx().alloc_paged_int8_layer({.max_blocks_per_seq = uint64_t{1} << 31, .block_size = k32, .num_kv_heads = k32, .head_dim = 8}); }, needles);
   }
   const uint64_t bs = 4, hd = 8, blocks = 2;
   Buffer lk = poisoned(Dtype::i8, blocks * bs * hd), lv = poisoned(Dtype::i8, blocks * bs * hd);
@@ -434,7 +434,7 @@ TEST_CASE("overflow: quantised KV pool sizes, cache_len_before + tokens and pool
     a.cache_len_before = kMax, a.tokens = 1, a.block_size = bs, a.num_kv_heads = 1, a.head_dim = hd;
     const std::initializer_list<std::string> needles = {"int8_kv_append_paged", "cache_len_before + tokens", "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().quant_kv->int8_kv_append_paged, a), needles);
-    expect_facade_invalid([&] { ctx().int8_kv_append_paged(kin, vin, lk, lv, ks, vs, pbi, kMax, 1, bs, 1, hd); }, needles);
+    expect_facade_invalid([&] { ctx().int8_kv_append_paged({.k_in = kin, .v_in = vin, .layer_k = lk, .layer_v = lv, .layer_k_scales = ks, .layer_v_scales = vs, .paged_block_indices = pbi, .cache_len_before = kMax, .tokens = 1, .block_size = bs, .num_kv_heads = 1, .head_dim = hd}); }, needles);
   }
   SECTION("int8_paged_decode_attention: block_size*num_kv_heads*head_dim wraps") {
     Buffer q = upload(D, rnd(D, hd, 27)), out = out_buf(hd), bt = idx({0});
@@ -445,7 +445,7 @@ TEST_CASE("overflow: quantised KV pool sizes, cache_len_before + tokens and pool
     a.valid_kv_len = 1, a.block_size = big;
     const std::initializer_list<std::string> needles = {"int8_paged_decode_attention", "block_size", "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().quant_kv->int8_paged_decode_attention, a), needles);
-    expect_facade_invalid([&] { ctx().int8_paged_decode_attention(q, lk, lv, ks, vs, bt, out, 1, 1, hd, 1, big, 0.0f, 0); },
+    expect_facade_invalid([&] { ctx().int8_paged_decode_attention({.q = q, .layer_k = lk, .layer_v = lv, .layer_k_scales = ks, .layer_v_scales = vs, .block_table = bt, .output = out, .num_q_heads = 1, .num_kv_heads = 1, .head_dim = hd, .valid_kv_len = 1, .block_size = big, .scale = 0.0f, .sliding_window = 0}); },
                           needles);
     expect_all_poison(out);
   }
@@ -463,19 +463,19 @@ TEST_CASE("overflow: GGUF n_rows*n_cols and m*n_cols wrapping", "[overflow][gguf
     const std::initializer_list<std::string> needles = {"load_quant", "n_rows = " + num(k63), "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().quant_matmul->load_quant, a), needles);
     CHECK(w == nullptr);
-    expect_facade_invalid([&] { (void)ctx().load_quant(kQ8_0, bytes, k63, 32); }, needles);
+    expect_facade_invalid([&] { (void)ctx().load_quant({.quant_type = kQ8_0, .bytes = bytes, .n_rows = k63, .n_cols = 32}); }, needles);
   }
   SECTION("gguf_matmul: m*n_cols = 2^59*32 wraps to 0") {
     std::vector<uint8_t> bytes(32 * 34);
     for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>((i * 37 + 11) & 0x3f);
-    ferrum::QWeight w = ctx().load_quant(kQ8_0, bytes, 32, 32);
+    ferrum::QWeight w = ctx().load_quant({.quant_type = kQ8_0, .bytes = bytes, .n_rows = 32, .n_cols = 32});
     Buffer a = upload(D, rnd(D, 32, 28)), out = out_buf(32);
     const uint64_t m = uint64_t{1} << 59;
     ferrum_gguf_matmul_args g{};
     g.a = a.get(), g.weight = w.get(), g.out = out.get(), g.m = m;
     const std::initializer_list<std::string> needles = {"gguf_matmul", "'m'/'weight.n_cols'", "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().quant_matmul->gguf_matmul, g), needles);
-    expect_facade_invalid([&] { ctx().gguf_matmul(a, w, out, m); }, needles);
+    expect_facade_invalid([&] { ctx().gguf_matmul({.a = a, .weight = w, .out = out, .m = m}); }, needles);
     expect_all_poison(out);
   }
 }
@@ -493,7 +493,7 @@ TEST_CASE("overflow: GPTQ k*n and m*k wrapping", "[overflow][gptq]") {
     expect_raw_invalid(call_raw(api().quant_matmul->load_gptq, a), needles);
     CHECK(w == nullptr);
     expect_facade_invalid([&] {
-      (void)ctx().load_gptq(qweight.data(), scales.data(), nullptr, nullptr, 4, 0, k, 16, Dtype::f16, Dtype::f32);
+      (void)ctx().load_gptq({.qweight = qweight.data(), .scales = scales.data(), .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 0, .k = k, .n = 16, .scales_dtype = Dtype::f16, .act_dtype = Dtype::f32});
     }, needles);
   }
   SECTION("load_gptq: the host array [k/8*n] itself wraps") {
@@ -504,14 +504,14 @@ TEST_CASE("overflow: GPTQ k*n and m*k wrapping", "[overflow][gptq]") {
     expect_raw_invalid(call_raw(api().quant_matmul->load_gptq, a), {"load_gptq", "'qweight'", "wraps past 2^64"});
   }
   SECTION("marlin_gemm: m*k = 2^61*32 and m*n = 2^61*8 wrap to 0") {
-    ferrum::QWeight w = ctx().load_gptq(qweight.data(), scales.data(), nullptr, nullptr, 4, 0, 32, 8, Dtype::f16, Dtype::f32);
+    ferrum::QWeight w = ctx().load_gptq({.qweight = qweight.data(), .scales = scales.data(), .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 0, .k = 32, .n = 8, .scales_dtype = Dtype::f16, .act_dtype = Dtype::f32});
     Buffer a = upload(D, rnd(D, 32, 29)), out = out_buf(8);
     const uint64_t m = uint64_t{1} << 61;
     ferrum_marlin_gemm_args g{};
     g.a = a.get(), g.weight = w.get(), g.out = out.get(), g.m = m;
     const std::initializer_list<std::string> needles = {"marlin_gemm", "'m'/'weight.k'", "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().quant_matmul->marlin_gemm, g), needles);
-    expect_facade_invalid([&] { ctx().marlin_gemm(a, w, out, m); }, needles);
+    expect_facade_invalid([&] { ctx().marlin_gemm({.a = a, .weight = w, .out = out, .m = m}); }, needles);
     expect_all_poison(out);
   }
 }
@@ -526,7 +526,7 @@ TEST_CASE("overflow: MoE routing cap and token*top_k products wrapping", "[overf
     a.num_tokens_post_padded = nptp.get(), a.num_pairs = 2, a.num_experts = 2, a.block_size = k63;
     const std::initializer_list<std::string> needles = {"moe_align_block_size", "block_size = " + num(k63), "wraps past 2^64"};
     expect_raw_invalid(call_raw(api().moe->moe_align_block_size, a), needles);
-    expect_facade_invalid([&] { ctx().moe_align_block_size(ids, sorted, eids, nptp, 2, 2, k63); }, needles);
+    expect_facade_invalid([&] { ctx().moe_align_block_size({.topk_ids = ids, .sorted_token_ids = sorted, .expert_ids = eids, .num_tokens_post_padded = nptp, .num_pairs = 2, .num_experts = 2, .block_size = k63}); }, needles);
     for (Buffer* b : {&sorted, &eids, &nptp}) expect_all_poison(*b);
   }
   SECTION("weighted_sum_batched / moe_combine: num_tokens*top_k = 2^64 wraps to 0") {
@@ -535,12 +535,12 @@ TEST_CASE("overflow: MoE routing cap and token*top_k products wrapping", "[overf
     ferrum_weighted_sum_batched_args s{};
     s.slots = slots.get(), s.weights = w.get(), s.out = out.get(), s.num_tokens = k32, s.top_k = k32, s.hidden = 1;
     expect_raw_invalid(call_raw(api().moe->weighted_sum_batched, s), {"weighted_sum_batched", "'slots'", "wraps past 2^64"});
-    expect_facade_invalid([&] { ctx().weighted_sum_batched(slots, w, out, k32, k32, 1); }, {"weighted_sum_batched", "wraps"});
+    expect_facade_invalid([&] { ctx().weighted_sum_batched({.slots = slots, .weights = w, .out = out, .num_tokens = k32, .top_k = k32, .hidden = 1}); }, {"weighted_sum_batched", "wraps"});
     ferrum_moe_combine_args c{};
     c.packed_down = slots.get(), c.pairs_by_token = pairs.get(), c.pair_weights = w.get(), c.out = out.get();
     c.num_tokens = k32, c.hidden = 1, c.top_k = k32, c.num_packed = 4;
     expect_raw_invalid(call_raw(api().moe->moe_combine, c), {"moe_combine", "'pairs_by_token'", "wraps past 2^64"});
-    expect_facade_invalid([&] { ctx().moe_combine(slots, pairs, w, out, k32, 1, k32, 4); }, {"moe_combine", "wraps"});
+    expect_facade_invalid([&] { ctx().moe_combine({.packed_down = slots, .pairs_by_token = pairs, .pair_weights = w, .out = out, .num_tokens = k32, .hidden = 1, .top_k = k32, .num_packed = 4}); }, {"moe_combine", "wraps"});
     expect_all_poison(out);
   }
 }
@@ -558,11 +558,11 @@ TEST_CASE("overflow: mla_attention kv_lora_rank + qk_rope_head_dim and pos_offse
     return s;
   };
   expect_raw_invalid(call_raw(api().mla->mla_attention, args(kMax, R, P)), {"mla_attention", "pos_offset", "wraps past 2^64"});
-  expect_facade_invalid([&] { ctx().mla_attention(q, kc, kr, out, 1, 1, 2, kMax, 1, 1, R + P, true, 0.5f, 0, 0, R, P); },
+  expect_facade_invalid([&] { ctx().mla_attention({.q = q, .kv_compressed = kc, .kv_rope = kr, .out = out, .batch = 1, .q_len = 1, .kv_len = 2, .pos_offset = kMax, .num_heads = 1, .num_kv_heads = 1, .head_dim = R + P, .causal = true, .scale = 0.5f, .kv_seq_stride = 0, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P}); },
                         {"mla_attention", "pos_offset"});
   // R + P = 2^64 wraps to 0 (head_dim given as that wrapped 0).
   expect_raw_invalid(call_raw(api().mla->mla_attention, args(0, kMax, 1)), {"mla_attention", "kv_lora_rank", "wraps past 2^64"});
-  expect_facade_invalid([&] { ctx().mla_attention(q, kc, kr, out, 1, 1, 2, 0, 1, 1, 0, true, 0.5f, 0, 0, kMax, 1); },
+  expect_facade_invalid([&] { ctx().mla_attention({.q = q, .kv_compressed = kc, .kv_rope = kr, .out = out, .batch = 1, .q_len = 1, .kv_len = 2, .pos_offset = 0, .num_heads = 1, .num_kv_heads = 1, .head_dim = 0, .causal = true, .scale = 0.5f, .kv_seq_stride = 0, .sliding_window = 0, .kv_lora_rank = kMax, .qk_rope_head_dim = 1}); },
                         {"mla_attention", "kv_lora_rank", "wraps past 2^64"});
   expect_all_poison(out);
 }

@@ -101,7 +101,7 @@ ferrum::Buffer upload(ferrum::Context& ctx, int32_t dt, const bytes& b) {
 
 bytes download(ferrum::Context& ctx, const ferrum::Buffer& buf, int32_t dt, uint64_t n) {
   bytes out(n * ft::dtype_size(dt));
-  ctx.read_typed(buf, D(dt), n, out.data());
+  ctx.read_typed({.src = buf, .dtype = D(dt), .len = n, .data = out.data()});
   return out;
 }
 
@@ -109,7 +109,7 @@ bytes download(ferrum::Context& ctx, const ferrum::Buffer& buf, int32_t dt, uint
 ferrum::Buffer poisoned(ferrum::Context& ctx, int32_t dt, uint64_t n) {
   ferrum::Buffer b = ctx.alloc_typed(D(dt), n);
   const bytes p = ft::poison_bytes(dt, n);
-  if (n) ctx.write_typed(b, D(dt), p.data(), n);
+  if (n) ctx.write_typed({.dst = b, .dtype = D(dt), .data = p.data(), .data_len = n});
   return b;
 }
 
@@ -231,7 +231,7 @@ TEST_CASE("gemm against a float64 reference", "[cuda][gemm]") {
   ferrum::Buffer db = upload(ctx, dt, ft::encode(dt, b));
   constexpr uint64_t kGuard = 16;
   ferrum::Buffer dout = poisoned(ctx, dt, m * n + kGuard);
-  ctx.gemm(da, db, dout, m, n, k);
+  ctx.gemm({.a = da, .b = db, .out = dout, .m = m, .n = n, .k = k});
   const bytes got = download(ctx, dout, dt, m * n + kGuard);
   CHECK(ft::all_poison(dt, got, m * n, kGuard));  // nothing past [m, n] written
   std::vector<double> ref;
@@ -250,7 +250,7 @@ TEST_CASE("gemm error paths", "[cuda][gemm]") {
   ferrum::Buffer b = ctx.alloc_typed(ferrum::Dtype::f16, 3 * 8);
   ferrum::Buffer small = ctx.alloc_typed(ferrum::Dtype::f16, 4 * 3 - 1);
   try {
-    ctx.gemm(a, b, small, 4, 3, 8);
+    ctx.gemm({.a = a, .b = b, .out = small, .m = 4, .n = 3, .k = 8});
     FAIL("gemm with a too-small out succeeded");
   } catch (const ferrum::Error& e) {
     INFO(e.what());
@@ -259,9 +259,9 @@ TEST_CASE("gemm error paths", "[cuda][gemm]") {
     CHECK(contains(e.what(), "out"));
   }
   ferrum::Buffer out32 = ctx.alloc_typed(ferrum::Dtype::f32, 4 * 3);
-  CHECK_THROWS_AS(ctx.gemm(a, b, out32, 4, 3, 8), ferrum::Error);  // mixed activation dtypes
+  CHECK_THROWS_AS(ctx.gemm({.a = a, .b = b, .out = out32, .m = 4, .n = 3, .k = 8}), ferrum::Error);  // mixed activation dtypes
   ferrum::Buffer out = ctx.alloc_typed(ferrum::Dtype::f16, 4 * 4);
-  CHECK_THROWS_AS(ctx.gemm(a, b, a, 4, 3, 8), ferrum::Error);  // out aliases a
+  CHECK_THROWS_AS(ctx.gemm({.a = a, .b = b, .out = a, .m = 4, .n = 3, .k = 8}), ferrum::Error);  // out aliases a
   (void)out;
 }
 
@@ -280,7 +280,7 @@ TEST_CASE("copy_slice converts exactly like the host", "[cuda][memory]") {
   padded.insert(padded.end(), v.begin(), v.end());
   ferrum::Buffer src = upload(ctx, sd, ft::encode(sd, padded));
   ferrum::Buffer dst = poisoned(ctx, dd, doff + len + 7);
-  ctx.copy_slice(src, so, dst, doff, len);
+  ctx.copy_slice({.src = src, .src_offset = so, .dst = dst, .dst_offset = doff, .len = len});
   const bytes got = download(ctx, dst, dd, doff + len + 7);
   CHECK(ft::all_poison(dd, got, 0, doff));
   CHECK(ft::all_poison(dd, got, doff + len, 7));
@@ -293,7 +293,7 @@ TEST_CASE("copy_slice converts exactly like the host", "[cuda][memory]") {
   // NaN stays NaN.
   ferrum::Buffer nan_src = upload(ctx, sd, ft::poison_bytes(sd, 4));
   ferrum::Buffer nan_dst = ctx.alloc_typed(D(dd), 4);
-  ctx.copy_slice(nan_src, 0, nan_dst, 0, 4);
+  ctx.copy_slice({.src = nan_src, .src_offset = 0, .dst = nan_dst, .dst_offset = 0, .len = 4});
   for (double x : ft::decode(dd, download(ctx, nan_dst, dd, 4))) CHECK(std::isnan(x));
 }
 
@@ -304,18 +304,18 @@ TEST_CASE("copy_slice rules", "[cuda][memory]") {
   std::vector<int32_t> ids(64);
   for (int32_t i = 0; i < 64; ++i) ids[static_cast<size_t>(i)] = i * 3 - 50;
   ferrum::Buffer buf = ctx.from_slice_typed(std::span<const int32_t>(ids));
-  ctx.copy_slice(buf, 0, buf, 32, 32);  // same handle, disjoint ranges: OK
+  ctx.copy_slice({.src = buf, .src_offset = 0, .dst = buf, .dst_offset = 32, .len = 32});  // same handle, disjoint ranges: OK
   const std::vector<int32_t> back = ctx.read_typed<int32_t>(buf, 64);
   for (int i = 0; i < 32; ++i) CHECK(back[static_cast<size_t>(32 + i)] == ids[static_cast<size_t>(i)]);
   try {
-    ctx.copy_slice(buf, 0, buf, 16, 32);
+    ctx.copy_slice({.src = buf, .src_offset = 0, .dst = buf, .dst_offset = 16, .len = 32});
     FAIL("overlapping copy_slice succeeded");
   } catch (const ferrum::Error& e) {
     CHECK(e.code() == ferrum::ErrorCode::invalid_argument);
   }
   ferrum::Buffer f = ctx.alloc_typed(ferrum::Dtype::f32, 64);
-  CHECK_THROWS_AS(ctx.copy_slice(buf, 0, f, 0, 8), ferrum::Error);      // I32 -> F32 is not a pair
-  CHECK_THROWS_AS(ctx.copy_slice(f, 60, f, 0, 8), ferrum::Error);       // src range past the end
+  CHECK_THROWS_AS(ctx.copy_slice({.src = buf, .src_offset = 0, .dst = f, .dst_offset = 0, .len = 8}), ferrum::Error);      // I32 -> F32 is not a pair
+  CHECK_THROWS_AS(ctx.copy_slice({.src = f, .src_offset = 60, .dst = f, .dst_offset = 0, .len = 8}), ferrum::Error);       // src range past the end
 }
 
 TEST_CASE("write_typed / read_typed / to_vec round trips for every dtype", "[cuda][memory]") {
@@ -337,7 +337,7 @@ TEST_CASE("write_typed / read_typed / to_vec round trips for every dtype", "[cud
   const bytes enc = ft::encode(dt, v);
   ferrum::Buffer buf = ctx.alloc_typed(D(dt), n + 3);
   CHECK(download(ctx, buf, dt, n + 3) == bytes((n + 3) * ft::dtype_size(dt), 0));  // alloc_typed zeroes
-  ctx.write_typed(buf, D(dt), enc.data(), n);
+  ctx.write_typed({.dst = buf, .dtype = D(dt), .data = enc.data(), .data_len = n});
   const bytes got = download(ctx, buf, dt, n + 3);
   CHECK(bytes(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(enc.size())) == enc);
   const std::vector<float> f = ctx.to_vec(buf, n);
@@ -371,7 +371,7 @@ TEST_CASE("from_slice, from_weight_bytes and write_f32_to_activation round exact
       const bytes raw = ft::encode(sd, stored);
       bytes unaligned(raw.size() + 1);  // start at an odd address
       std::copy(raw.begin(), raw.end(), unaligned.begin() + 1);
-      ferrum::Buffer b = ctx.from_weight_bytes(std::span<const uint8_t>(unaligned.data() + 1, raw.size()), D(sd), D(dd));
+      ferrum::Buffer b = ctx.from_weight_bytes({.raw = std::span<const uint8_t>(unaligned.data() + 1, raw.size()), .src_dtype = D(sd), .dst_dtype = D(dd)});
       REQUIRE(b.count() == stored.size());
       const ft::CompareResult r = ft::compare_bytes(download(ctx, b, dd, stored.size()), ft::encode(dd, stored), dd, 0);
       INFO(r.message);
@@ -386,7 +386,7 @@ TEST_CASE("from_slice, from_weight_bytes and write_f32_to_activation round exact
     CHECK(ft::compare_bytes(body, ft::encode(FERRUM_DTYPE_BF16, v), FERRUM_DTYPE_BF16, 0).ok);
   }
   const uint8_t odd[3] = {1, 2, 3};
-  CHECK_THROWS_AS(ctx.from_weight_bytes(std::span<const uint8_t>(odd, 3), ferrum::Dtype::f16), ferrum::Error);
+  CHECK_THROWS_AS(ctx.from_weight_bytes({.raw = std::span<const uint8_t>(odd, 3), .src_dtype = ferrum::Dtype::f16}), ferrum::Error);
 }
 
 TEST_CASE("zero_buffer zeroes exactly the prefix", "[cuda][memory]") {
@@ -420,7 +420,7 @@ TEST_CASE("timer rules", "[cuda][timer]") {
   const std::vector<double> a = ft::normal_dtype(FERRUM_DTYPE_F16, 256 * 256, 0.0, 1.0, 3);
   ferrum::Buffer da = upload(ctx, FERRUM_DTYPE_F16, ft::encode(FERRUM_DTYPE_F16, a));
   ferrum::Buffer out = ctx.alloc_typed(ferrum::Dtype::f16, 256 * 256);
-  ctx.gemm(da, da, out, 256, 256, 256);
+  ctx.gemm({.a = da, .b = da, .out = out, .m = 256, .n = 256, .k = 256});
   ctx.record_end(t);
   const double ms = ctx.elapsed_ms(t);
   CHECK(ms >= 0.0);
@@ -495,18 +495,18 @@ TEST_CASE("paged batched decode: deterministic, and a captured graph reads new d
   ferrum::Buffer bt = upload_u32(ctx, p.tables), lens = upload_u32(ctx, p.lens);
   ferrum::Buffer out = poisoned(ctx, dt, p.S * p.nh * p.D), out2 = poisoned(ctx, dt, p.S * p.nh * p.D);
   const uint64_t max_kv = 6000;
-  ctx.paged_batched_decode_attention(q, kp, vp, out, bt, lens, p.S, max_kv, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
-  ctx.paged_batched_decode_attention(q, kp, vp, out2, bt, lens, p.S, max_kv, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
+  ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = lens, .num_seqs = p.S, .max_kv_len = max_kv, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = mbps, .scale = 0.0f, .sliding_window = 0});
+  ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out2, .block_tables = bt, .valid_kv_lens = lens, .num_seqs = p.S, .max_kv_len = max_kv, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = mbps, .scale = 0.0f, .sliding_window = 0});
   check_paged_decode(ctx, p, dt, out, p.lens);
   CHECK(download(ctx, out, dt, p.S * p.nh * p.D) == download(ctx, out2, dt, p.S * p.nh * p.D));  // split merge is fixed-order
 
   // Capture once, then change the device lengths and replay: the graph reads them at replay.
   ctx.begin_graph_capture();
-  ctx.paged_batched_decode_attention(q, kp, vp, out2, bt, lens, p.S, max_kv, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
+  ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out2, .block_tables = bt, .valid_kv_lens = lens, .num_seqs = p.S, .max_kv_len = max_kv, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = mbps, .scale = 0.0f, .sliding_window = 0});
   ctx.end_graph_capture(901);
   const std::vector<int64_t> new_lens = {5999, 100, 2, 17};
   std::vector<uint32_t> nl(new_lens.begin(), new_lens.end());
-  ctx.write_typed(lens, ferrum::Dtype::u32, nl.data(), nl.size());
+  ctx.write_typed({.dst = lens, .dtype = ferrum::Dtype::u32, .data = nl.data(), .data_len = nl.size()});
   CHECK(ctx.replay_graph(901) == 1);
   ctx.sync();
   check_paged_decode(ctx, p, dt, out2, new_lens);
@@ -529,9 +529,9 @@ TEST_CASE("paged attention: out-of-range device values never fault", "[cuda][pag
                  vp = upload(ctx, dt, ft::encode(dt, p.v));
   ferrum::Buffer bt = upload_u32(ctx, tables), bl = upload_u32(ctx, lens);
   ferrum::Buffer out = poisoned(ctx, dt, p.S * p.nh * p.D);
-  ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 1000, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);
-  ctx.paged_varlen_attention(q, kp, vp, out, upload_u32(ctx, {0, 1, 2, 9, 4}), upload_u32(ctx, {99, 89, 999, 2}), bt,
-                             p.S, p.S, 1000, p.nh, p.nkv, p.D, p.bs, mbps, 0.0f, 0);  // cu[3] = 9 > M: skipped
+  ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 1000, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = mbps, .scale = 0.0f, .sliding_window = 0});
+  ctx.paged_varlen_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = upload_u32(ctx, {0, 1, 2, 9, 4}), .pos_offsets = upload_u32(ctx, {99, 89, 999, 2}), .block_tables = bt,
+                             .num_seqs = p.S, .total_q_tokens = p.S, .max_kv_len = 1000, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = mbps, .scale = 0.0f, .sliding_window = 0});  // cu[3] = 9 > M: skipped
   ctx.sync();
   // Sequence 0 and 3 are intact: compare their rows against the reference.
   std::vector<double> ref;
@@ -566,26 +566,26 @@ TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda
     }
   };
   expect(ferrum::ErrorCode::invalid_argument, "block_size", [&] {
-    ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, p.nh, p.nkv, p.D, 0, 2, 0.0f, 0);
+    ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 20, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = 0, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
   });
   // 48 has no CUDA kernel (valid on the CPU): pools and outputs sized for head_dim 48, so every
   // argument is valid and the only answer left is UNSUPPORTED naming head_dim.
   ferrum::Buffer q48 = ctx.alloc_typed(D(dt), p.S * 16 * 48), out48 = ctx.alloc_typed(D(dt), p.S * 16 * 48);
   ferrum::Buffer k48 = ctx.alloc_typed(D(dt), p.nblocks * p.bs * 4 * 48), v48 = ctx.alloc_typed(D(dt), p.nblocks * p.bs * 4 * 48);
   expect(ferrum::ErrorCode::unsupported, "head_dim", [&] {
-    ctx.paged_batched_decode_attention(q48, k48, v48, out48, bt, bl, p.S, 20, 16, 4, 48, p.bs, 2, 0.0f, 0);
+    ctx.paged_batched_decode_attention({.q = q48, .k_pool = k48, .v_pool = v48, .out = out48, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 20, .num_heads = 16, .num_kv_heads = 4, .head_dim = 48, .block_size = p.bs, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
   });
   expect(ferrum::ErrorCode::invalid_argument, "num_heads", [&] {
-    ctx.paged_batched_decode_attention(q, kp, vp, out, bt, bl, p.S, 20, 6, 4, p.D, p.bs, 2, 0.0f, 0);
+    ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 20, .num_heads = 6, .num_kv_heads = 4, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
   });
   expect(ferrum::ErrorCode::invalid_argument, "k_pool", [&] {  // a pool smaller than one block
     ferrum::Buffer tiny = ctx.alloc_typed(D(dt), 100);
     ferrum::Buffer tiny2 = ctx.alloc_typed(D(dt), 100);
-    ctx.paged_batched_decode_attention(q, tiny, tiny2, out, bt, bl, p.S, 20, p.nh, p.nkv, p.D, p.bs, 2, 0.0f, 0);
+    ctx.paged_batched_decode_attention({.q = q, .k_pool = tiny, .v_pool = tiny2, .out = out, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 20, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
   });
   expect(ferrum::ErrorCode::invalid_argument, "q", [&] {  // (q_heads + 2·kv_heads)·head_dim wraps 64 bits
-    ctx.split_qkv_norm_rope_into_paged_cache_varlen(q, nullptr, nullptr, nullptr, nullptr, out, kp, vp, bl, bl, bt, 1, 1,
-                                                    uint64_t{1} << 62, 1, 64, 0.0f, 0, p.bs, 2);
+    ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = q, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = bl, .pos_offsets = bl, .block_tables = bt, .num_seqs = 1, .m_total = 1,
+                                                    .q_heads = uint64_t{1} << 62, .kv_heads = 1, .head_dim = 64, .eps = 0.0f, .qk_mode = ferrum::QkMode::copy, .block_size = p.bs, .max_blocks_per_seq = 2});
   });
   ctx.sync();
   CHECK(ft::all_poison(dt, download(ctx, out, dt, p.S * p.nh * p.D), 0, p.S * p.nh * p.D));  // nothing ran
@@ -606,7 +606,7 @@ TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda]
   ferrum::Buffer dq = upload(ctx, dt, ft::encode(dt, q)), dk = upload(ctx, dt, ft::encode(dt, k)),
                  dv = upload(ctx, dt, ft::encode(dt, v));
   ferrum::Buffer out = poisoned(ctx, dt, q.size());
-  ctx.flash_attention(dq, dk, dv, out, B, q_len, kv_len, pos, H, nkv, hd, causal != 0, 0.0f, 0, window);
+  ctx.flash_attention({.q = dq, .k = dk, .v = dv, .out = out, .batch = B, .q_len = q_len, .kv_len = kv_len, .pos_offset = pos, .num_heads = H, .num_kv_heads = nkv, .head_dim = hd, .causal = causal != 0, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = window});
   std::vector<double> ref;
   ferrum::ref::flash_attention(q, k, v, ref, B, q_len, kv_len, pos, H, nkv, hd, causal, 0.0f, 0, window);
   const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, q.size())), ref, dt, hd, 'F');
@@ -622,7 +622,7 @@ TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree
   INFO((fp8 ? "fp8 " : "int8 ") << ft::dtype_name(dt));
   ferrum::Context ctx = be->create_context({}, D(dt));
   const uint64_t N = 300, bs = 16, nkv = 2, nq = 8, hd = 128, tokens = 3001;
-  ferrum::KvCacheQuant c = fp8 ? ctx.alloc_paged_fp8_layer(N, bs, nkv, hd) : ctx.alloc_paged_int8_layer(N, bs, nkv, hd);
+  ferrum::KvCacheQuant c = fp8 ? ctx.alloc_paged_fp8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd}) : ctx.alloc_paged_int8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
   // A permuted block list; one append of the whole prefix.
   const std::vector<uint32_t> perm = ft::random_permutation(static_cast<uint32_t>(N), 61);
   const std::vector<double> kin = ft::normal_dtype(dt, tokens * nkv * hd, 0.0, 1.0, 62);
@@ -630,9 +630,9 @@ TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree
   ferrum::Buffer dk = upload(ctx, dt, ft::encode(dt, kin)), dv = upload(ctx, dt, ft::encode(dt, vin));
   auto append = [&](const ferrum::Buffer& k, const ferrum::Buffer& v, uint64_t before, uint64_t n) {
     if (fp8)
-      ctx.fp8_kv_append_paged(k, v, c.k, c.v, c.k_scales, c.v_scales, perm, before, n, bs, nkv, hd);
+      ctx.fp8_kv_append_paged({.k_in = k, .v_in = v, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = perm, .cache_len_before = before, .tokens = n, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
     else
-      ctx.int8_kv_append_paged(k, v, c.k, c.v, c.k_scales, c.v_scales, perm, before, n, bs, nkv, hd);
+      ctx.int8_kv_append_paged({.k_in = k, .v_in = v, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = perm, .cache_len_before = before, .tokens = n, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
   };
   append(dk, dv, 0, tokens);
   std::vector<int64_t> table(perm.begin(), perm.end());
@@ -642,9 +642,9 @@ TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree
   ferrum::Buffer out1 = poisoned(ctx, dt, nq * hd), out2 = poisoned(ctx, dt, nq * hd);
   auto decode = [&](ferrum::Buffer& out) {
     if (fp8)
-      ctx.fp8_paged_decode_attention(dq, c.k, c.v, c.k_scales, c.v_scales, bt, out, nq, nkv, hd, tokens, bs, 0.0f, 0);
+      ctx.fp8_paged_decode_attention({.q = dq, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .block_table = bt, .output = out, .num_q_heads = nq, .num_kv_heads = nkv, .head_dim = hd, .valid_kv_len = tokens, .block_size = bs, .scale = 0.0f, .sliding_window = 0});
     else
-      ctx.int8_paged_decode_attention(dq, c.k, c.v, c.k_scales, c.v_scales, bt, out, nq, nkv, hd, tokens, bs, 0.0f, 0);
+      ctx.int8_paged_decode_attention({.q = dq, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .block_table = bt, .output = out, .num_q_heads = nq, .num_kv_heads = nkv, .head_dim = hd, .valid_kv_len = tokens, .block_size = bs, .scale = 0.0f, .sliding_window = 0});
   };
   decode(out1);
   ctx.begin_graph_capture();

@@ -12,6 +12,7 @@
 #include <new>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,68 @@ using ferrum::Error;
 using ferrum::ErrorCode;
 using ferrum::Op;
 using Catch::Matchers::Contains;
+
+// Named arguments (args_gen.hpp): the checks below are compile-time. Each concept depends on
+// the buffer type so that an ill-formed call makes it false instead of failing the build.
+namespace named_args {
+using ferrum::Buffer;
+template <class B>
+concept Positional = requires(Context& c, const B& q, B& o, uint64_t n) {  // positional on purpose
+  c.flash_attention(q, q, q, o, n, n, n, n, n, n, n, true, 1.0f, n, n);
+};
+template <class B>
+concept InOrder = requires(Context& c, const B& q, B& o) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .batch = 1, .q_len = 2, .head_dim = 8});
+};
+template <class B>  // two names in the wrong order (head_dim comes after batch)
+concept Swapped = requires(Context& c, const B& q, B& o) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .head_dim = 8, .batch = 1});
+};
+template <class B>  // a misspelt name
+concept Unknown = requires(Context& c, const B& q, B& o) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .casual = true});
+};
+template <class B>  // the output buffer left out
+concept MissingOut = requires(Context& c, const B& q) {
+  c.flash_attention({.q = q, .k = q, .v = q, .batch = 1});
+};
+template <class B>  // a const buffer as the output
+concept ConstOut = requires(Context& c, const B& q) { c.flash_attention({.q = q, .k = q, .v = q, .out = q}); };
+template <class B>  // a signed int for a uint64_t field (narrowing in a designated initializer)
+concept NarrowedInt = requires(Context& c, const B& q, B& o, int n) {
+  c.flash_attention({.q = q, .k = q, .v = q, .out = o, .batch = n});
+};
+template <class B>  // ops with at most 3 parameters and no two of one scalar type stay positional
+concept PlainStaysPlain = requires(Context& c, const B& b, B& o, uint64_t n) {
+  c.to_vec(b, n);
+  c.alloc_typed(Dtype::f32, n);
+  c.gelu(b, o, n);
+  c.sync();
+};
+template <class T>  // ... but two of one scalar type in 3 parameters is named (src_dtype, dst_dtype)
+concept WeightBytesPositional = requires(Context& c, std::span<const T> raw) {  // positional on purpose
+  c.from_weight_bytes(raw, Dtype::f32, Dtype::f16);
+};
+template <class B>  // the RoPE mode has no default: it must be named
+concept RopeModeLeftOut = requires(Context& c, const B& x, B& o) {
+  c.qk_norm_rope({.input = x, .output = o, .tokens = 1, .heads = 1, .head_dim = 8});
+};
+template <class B>
+concept RopeModeNamed = requires(Context& c, const B& x, B& o) {
+  c.qk_norm_rope({.input = x, .output = o, .tokens = 1, .heads = 1, .head_dim = 8, .mode = ferrum::QkMode::copy});
+};
+static_assert(!Positional<Buffer>);
+static_assert(InOrder<Buffer>);
+static_assert(!Swapped<Buffer>);
+static_assert(!Unknown<Buffer>);
+static_assert(!MissingOut<Buffer>);
+static_assert(!ConstOut<Buffer>);
+static_assert(!NarrowedInt<Buffer>);
+static_assert(PlainStaysPlain<Buffer>);
+static_assert(!WeightBytesPositional<uint8_t>);
+static_assert(!RopeModeLeftOut<Buffer>);
+static_assert(RopeModeNamed<Buffer>);
+}  // namespace named_args
 
 // Counts heap allocations (operator new is replaced program-wide, libferrum included). The
 // replacement pairs malloc/free itself; GCC's inlined new/delete pairing check cannot see that.
@@ -169,7 +232,7 @@ TEST_CASE("a NULL slot is an unsupported Error naming op and plugin", "[facade][
   Buffer w = ctx.from_slice(std::vector<float>(4, 1.0f));
   Buffer out = ctx.alloc(8);
   try {
-    ctx.rms_norm(x, w, 1e-6f, out, 2, 4);
+    ctx.rms_norm({.x = x, .w = w, .eps = 1e-6f, .out = out, .tokens = 2, .dim = 4});
     FAIL("rms_norm should have thrown");
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::unsupported);
@@ -195,7 +258,7 @@ TEST_CASE("a slot returning UNSUPPORTED carries the plugin's reason", "[facade][
   Buffer out = ctx.alloc_typed(Dtype::f16, 4);
   const uint64_t before = calls(Op::gemm);
   try {
-    ctx.gemm(a, b, out, 2, 2, 3);
+    ctx.gemm({.a = a, .b = b, .out = out, .m = 2, .n = 2, .k = 3});
     FAIL("gemm f16 should have thrown");
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::unsupported);
@@ -217,7 +280,7 @@ TEST_CASE("generated checks reject bad calls before the plugin runs", "[facade][
     Buffer small = ctx.alloc(m * k - 1);
     const uint64_t before = calls(Op::gemm);
     try {
-      ctx.gemm(small, b, out, m, n, k);
+      ctx.gemm({.a = small, .b = b, .out = out, .m = m, .n = n, .k = k});
       FAIL("gemm should have thrown");
     } catch (const Error& e) {
       CHECK(e.code() == ErrorCode::invalid_argument);
@@ -249,7 +312,7 @@ TEST_CASE("generated checks reject bad calls before the plugin runs", "[facade][
     const uint64_t before = calls(Op::gemm);
     Buffer sq = ctx.alloc(16);
     try {
-      ctx.gemm(sq, b, sq, 2, 3, 4);
+      ctx.gemm({.a = sq, .b = b, .out = sq, .m = 2, .n = 3, .k = 4});
       FAIL("gemm with out == a should have thrown");
     } catch (const Error& e) {
       CHECK(e.code() == ErrorCode::invalid_argument);
@@ -280,7 +343,7 @@ TEST_CASE("gemm and add_inplace run on the plugin (f32)", "[facade][ops]") {
   const uint64_t m = 3, n = 5, k = 7;
   const auto av = random_floats(m * k, 1), bv = random_floats(n * k, 2);
   Buffer a = ctx.from_slice(av), b = ctx.from_slice(bv), out = ctx.alloc(m * n);
-  ctx.gemm(a, b, out, m, n, k);
+  ctx.gemm({.a = a, .b = b, .out = out, .m = m, .n = n, .k = k});
   std::vector<double> ref(m * n);
   for (uint64_t i = 0; i < m; ++i)
     for (uint64_t j = 0; j < n; ++j)
@@ -297,11 +360,11 @@ TEST_CASE("facade default: scaled_add_inplace", "[facade][defaults]") {
   const auto d0 = stored(dt, random_floats(len, 10)), s0 = stored(dt, random_floats(len, 11));
   Buffer dst = upload(ctx, dt, d0), src = upload(ctx, dt, s0);
   const float scale = 0.37f;
-  ctx.scaled_add_inplace(dst, src, scale, len);
+  ctx.scaled_add_inplace({.dst = dst, .src = src, .scale = scale, .len = len});
   std::vector<double> ref(len);
   for (uint64_t i = 0; i < len; ++i) ref[i] = double(d0[i]) + double(scale) * s0[i];
   CHECK(rel_l2(ctx.to_vec(dst, len), ref) <= tolerance(dt));
-  CHECK_THROWS_AS(ctx.scaled_add_inplace(dst, src, std::numeric_limits<float>::infinity(), len),
+  CHECK_THROWS_AS(ctx.scaled_add_inplace({.dst = dst, .src = src, .scale = std::numeric_limits<float>::infinity(), .len = len}),
                   Error);
 }
 
@@ -335,19 +398,19 @@ TEST_CASE("facade default: argmax_rows_f16", "[facade][defaults]") {
       -0.0f, 0.0f, -1, -2, -3,  // -0 == +0: index 0
       1, 2, inf, 4, inf};       // +inf wins
   Buffer logits = upload(ctx, dt, v);
-  CHECK(ctx.argmax_rows_f16(logits, m, n) == std::vector<uint32_t>{1, 3, 0, 0, 0, 2});
+  CHECK(ctx.argmax_rows_f16({.logits = logits, .m = m, .n = n}) == std::vector<uint32_t>{1, 3, 0, 0, 0, 2});
   // Random rows against a float64 scan.
   const auto r = stored(dt, random_floats(40 * 33, 5));
   Buffer big = upload(ctx, dt, r);
-  const auto got = ctx.argmax_rows_f16(big, 40, 33);
+  const auto got = ctx.argmax_rows_f16({.logits = big, .m = 40, .n = 33});
   for (uint64_t row = 0; row < 40; ++row) {
     uint32_t best = 0;
     for (uint32_t i = 1; i < 33; ++i)
       if (double(r[row * 33 + i]) > double(r[row * 33 + best])) best = i;
     CHECK(got[row] == best);
   }
-  CHECK(ctx.argmax_rows_f16(logits, 0, n).empty());
-  CHECK_THROWS_AS(ctx.argmax_rows_f16(logits, 1, 0), Error);
+  CHECK(ctx.argmax_rows_f16({.logits = logits, .m = 0, .n = n}).empty());
+  CHECK_THROWS_AS(ctx.argmax_rows_f16({.logits = logits, .m = 1, .n = 0}), Error);
 }
 
 TEST_CASE("facade default: embedding_lookup_dev", "[facade][defaults]") {
@@ -365,7 +428,7 @@ TEST_CASE("facade default: embedding_lookup_dev", "[facade][defaults]") {
   }
   Buffer out = ctx.alloc_typed(Dtype::f16, batch * dim);
   ctx.write_f32_to_activation(out, std::vector<float>(batch * dim, 9.0f));
-  ctx.embedding_lookup_dev(table, ids_buf, out, batch, dim);
+  ctx.embedding_lookup_dev({.table = table, .ids = ids_buf, .out = out, .batch = batch, .dim = dim});
   const auto got = ctx.to_vec(out, batch * dim);
   for (uint64_t i = 0; i < batch; ++i)
     for (uint64_t d = 0; d < dim; ++d) {
@@ -381,8 +444,8 @@ TEST_CASE("facade default: from_weight_bytes", "[facade][defaults]") {
   SECTION("f32 -> f16 rounds to nearest even, overflow to inf") {
     std::vector<uint8_t> raw(v.size() * 4 + 1);  // +1: an odd start offset (any alignment)
     std::memcpy(raw.data() + 1, v.data(), v.size() * 4);
-    Buffer b = ctx.from_weight_bytes(std::span<const uint8_t>(raw).subspan(1), Dtype::f32,
-                                     Dtype::f16);
+    Buffer b = ctx.from_weight_bytes({.raw = std::span<const uint8_t>(raw).subspan(1), .src_dtype = Dtype::f32,
+                                     .dst_dtype = Dtype::f16});
     CHECK(b.dtype() == Dtype::f16);
     REQUIRE(b.count() == v.size());
     const auto bits = ctx.read_typed<ferrum::f16>(b, v.size());
@@ -392,11 +455,11 @@ TEST_CASE("facade default: from_weight_bytes", "[facade][defaults]") {
     std::vector<ferrum::bf16> src(v.size());
     for (size_t i = 0; i < v.size(); ++i) src[i] = ferrum::bf16_from_float(v[i] / 8);
     std::span<const uint8_t> raw(reinterpret_cast<const uint8_t*>(src.data()), src.size() * 2);
-    Buffer b16 = ctx.from_weight_bytes(raw, Dtype::bf16, Dtype::f16);
+    Buffer b16 = ctx.from_weight_bytes({.raw = raw, .src_dtype = Dtype::bf16, .dst_dtype = Dtype::f16});
     const auto got = ctx.read_typed<ferrum::f16>(b16, v.size());
     for (size_t i = 0; i < v.size(); ++i)
       CHECK(got[i].bits == ferrum::f16_from_float(ferrum::to_float(src[i])).bits);
-    Buffer same = ctx.from_weight_bytes(raw, Dtype::bf16);  // default: context's bf16
+    Buffer same = ctx.from_weight_bytes({.raw = raw, .src_dtype = Dtype::bf16});  // default: context's bf16
     CHECK(same.dtype() == Dtype::bf16);
     const auto same_bits = ctx.read_typed<ferrum::bf16>(same, v.size());
     for (size_t i = 0; i < v.size(); ++i) CHECK(same_bits[i].bits == src[i].bits);
@@ -404,13 +467,13 @@ TEST_CASE("facade default: from_weight_bytes", "[facade][defaults]") {
   SECTION("bad arguments") {
     const std::vector<uint8_t> raw(7);
     try {
-      (void)ctx.from_weight_bytes(raw, Dtype::f32);
+      (void)ctx.from_weight_bytes({.raw = raw, .src_dtype = Dtype::f32});
       FAIL("raw_len 7 should be rejected");
     } catch (const Error& e) {
       CHECK(e.code() == ErrorCode::invalid_argument);
       CHECK_THAT(e.what(), Contains("raw_len"));
     }
-    CHECK_THROWS_AS(ctx.from_weight_bytes(raw, Dtype::i32), Error);
+    CHECK_THROWS_AS(ctx.from_weight_bytes({.raw = raw, .src_dtype = Dtype::i32}), Error);
   }
 }
 
@@ -424,7 +487,7 @@ TEST_CASE("facade default: moe_combine", "[facade][defaults]") {
   std::vector<int32_t> pairs = {0, 6, 2, -1, 3, 3, 7, 1, 5, 4, 2, 0};  // -1 and 7 skipped
   Buffer pd = upload(ctx, dt, packed), pb = ctx.from_slice_typed<int32_t>(pairs),
          wb = ctx.from_slice_typed<float>(w), out = ctx.alloc_typed(dt, T * H);
-  ctx.moe_combine(pd, pb, wb, out, T, H, K, P);
+  ctx.moe_combine({.packed_down = pd, .pairs_by_token = pb, .pair_weights = wb, .out = out, .num_tokens = T, .hidden = H, .top_k = K, .num_packed = P});
   std::vector<double> ref(T * H, 0.0);
   for (uint64_t t = 0; t < T; ++t)
     for (uint64_t k = 0; k < K; ++k) {
@@ -451,9 +514,9 @@ TEST_CASE("facade defaults: flags, element size, collectives, graphs", "[facade]
   CHECK(f32.rank() == 0);
   CHECK(f32.comm_unique_id() == std::vector<uint8_t>(128, 0));
   const std::array<uint8_t, 128> id{};
-  f32.comm_init(id.data(), 1, 0);
+  f32.comm_init({.unique_id = id.data(), .world_size = 1, .rank = 0});
   try {
-    f32.comm_init(id.data(), 2, 0);
+    f32.comm_init({.unique_id = id.data(), .world_size = 2, .rank = 0});
     FAIL("comm_init with 2 ranks should have thrown");
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::unsupported);
@@ -476,7 +539,7 @@ TEST_CASE("facade defaults: flags, element size, collectives, graphs", "[facade]
   f32.reset_graph(42);
   f32.reset_all_graphs();
   CHECK_THROWS_AS(f32.end_graph_capture(1), Error);
-  CHECK_THROWS_AS(f32.set_decode_state(1, 2), Error);
+  CHECK_THROWS_AS(f32.set_decode_state({.token = 1, .step = 2}), Error);
   CHECK_THROWS_AS(f32.set_dev_state_mode(true), Error);
 }
 
@@ -592,10 +655,10 @@ TEST_CASE("op calls do not allocate on the success path", "[facade][overhead]") 
   Backend be = load_mock();
   Context ctx = be.create_context();
   Buffer a = ctx.alloc(6), b = ctx.alloc(6), out = ctx.alloc(4), x = ctx.alloc(64), y = ctx.alloc(64);
-  ctx.gemm(a, b, out, 2, 2, 3);  // warm up (thread-local state, lazy init)
+  ctx.gemm({.a = a, .b = b, .out = out, .m = 2, .n = 2, .k = 3});  // warm up (thread-local state, lazy init)
   const uint64_t before = __atomic_load_n(&g_allocs, __ATOMIC_RELAXED);
   for (int i = 0; i < 100; ++i) {
-    ctx.gemm(a, b, out, 2, 2, 3);
+    ctx.gemm({.a = a, .b = b, .out = out, .m = 2, .n = 2, .k = 3});
     ctx.gelu(x, y, 64);
     ctx.add_inplace(x, y, 64);
   }

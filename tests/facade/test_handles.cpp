@@ -207,7 +207,7 @@ TEST_CASE("facade: result lengths beyond the buffer are an Error before host mem
   }
   // argmax_rows_f16: m rows of the logits shape are checked before the [m] result exists.
   try {
-    (void)ctx.argmax_rows_f16(buf, uint64_t{1} << 62, 2);
+    (void)ctx.argmax_rows_f16({.logits = buf, .m = uint64_t{1} << 62, .n = 2});
     FAIL("expected an Error");
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::invalid_argument);

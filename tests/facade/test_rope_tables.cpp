@@ -83,7 +83,7 @@ std::string error_of(F&& f, ErrorCode code) {
 // The mode of the RopeTables overloads is a QkMode: a bare int does not compile.
 template <class M>
 concept RopeCallableWith = requires(Context& c, const Buffer& in, Buffer& out, const RopeTables& r, M m) {
-  c.qk_norm_rope(in, nullptr, r, out, kTokens, kHeads, kD, kPos0, 1e-6f, m);
+  c.qk_norm_rope({.input = in, .norm_w = nullptr, .rope = &r, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = m});
 };
 static_assert(RopeCallableWith<QkMode>);
 static_assert(!RopeCallableWith<int>);
@@ -113,7 +113,7 @@ TEST_CASE("RopeTables: Hugging Face tables are refused as the ops' layout, conve
   const std::vector<float> x = seeded(kTokens * kHeads * kD, 11);
   Buffer in = ctx.from_slice(x), out = ctx.alloc(x.size());
   const std::string e2 = error_of(
-      [&] { ctx.qk_norm_rope(in, nullptr, wrong_half, out, kTokens, kHeads, kD, kPos0, 1e-6f, QkMode::neox); },
+      [&] { ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .rope = &wrong_half, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = QkMode::neox}); },
       ErrorCode::invalid_argument);
   CHECK_THAT(e2, Contains("qk_norm_rope") && Contains("argument 'rope'") &&
                      Contains("half_dim head_dim/2 = 4") && Contains("[6, 8]"));
@@ -125,9 +125,9 @@ TEST_CASE("RopeTables: Hugging Face tables are refused as the ops' layout, conve
   CHECK(hf.half_dim() == kHalf);
   CHECK(ctx.to_vec(hf.cos(), kPos * kHalf) == t.cos);
   CHECK(ctx.to_vec(hf.sin(), kPos * kHalf) == t.sin);
-  ctx.qk_norm_rope(in, nullptr, half, out, kTokens, kHeads, kD, kPos0, 1e-6f, QkMode::neox);
+  ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .rope = &half, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = QkMode::neox});
   const std::vector<float> y_half = ctx.to_vec(out, x.size());
-  ctx.qk_norm_rope(in, nullptr, hf, out, kTokens, kHeads, kD, kPos0, 1e-6f, QkMode::neox);
+  ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .rope = &hf, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = QkMode::neox});
   CHECK(ctx.to_vec(out, x.size()) == y_half);
   CHECK(max_abs_diff(y_half, reference(x, t, QkMode::neox)) < 1e-5);
 
@@ -149,7 +149,8 @@ TEST_CASE("RopeTables: Hugging Face tables are refused as the ops' layout, conve
                       ErrorCode::invalid_argument),
              Contains("'positions'"));
   // An empty RopeTables is only for QkMode::copy.
-  CHECK_THAT(error_of([&] { ctx.qk_norm_rope(in, nullptr, RopeTables{}, out, kTokens, kHeads, kD, kPos0, 1e-6f, QkMode::gptj); },
+  const RopeTables empty;
+  CHECK_THAT(error_of([&] { ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .rope = &empty, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = QkMode::gptj}); },
                       ErrorCode::invalid_argument),
              Contains("expected RoPE tables for mode gptj"));
 }
@@ -164,6 +165,32 @@ TEST_CASE("RopeTables: f16 tables are converted from host f32", "[facade][rope]"
   CHECK(max_abs_diff(back, t.cos) < 1e-3);
 }
 
+TEST_CASE("Named RoPE arguments: RopeTables or raw cos/sin, not both", "[facade][rope]") {
+  Backend cpu = Backend::load("cpu");
+  Context ctx = cpu.create_context({}, Dtype::f32);
+  const Tables t = make_tables();
+  RopeTables rope = RopeTables::from_half(ctx, t.cos, t.sin, kPos, kHalf, Dtype::f32);
+  const std::vector<float> x = seeded(kTokens * kHeads * kD, 15);
+  Buffer in = ctx.from_slice(x), out = ctx.alloc(x.size());
+  const std::string e = error_of(
+      [&] {
+        ctx.qk_norm_rope({.input = in, .rope = &rope, .cos = &rope.cos(), .output = out, .tokens = kTokens,
+                          .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .mode = QkMode::neox});
+      },
+      ErrorCode::invalid_argument);
+  CHECK_THAT(e, Contains("qk_norm_rope") && Contains("arguments 'rope' and 'cos'/'sin'") &&
+                    Contains("given both"));
+  // The raw tables give the same numbers as the RopeTables holding them.
+  ctx.qk_norm_rope({.input = in, .rope = &rope, .output = out, .tokens = kTokens, .heads = kHeads,
+                    .head_dim = kD, .pos_offset = kPos0, .mode = QkMode::neox});
+  const std::vector<float> typed = ctx.to_vec(out, x.size());
+  Buffer out_raw = ctx.alloc(x.size());
+  ctx.qk_norm_rope({.input = in, .cos = &rope.cos(), .sin = &rope.sin(), .output = out_raw, .tokens = kTokens,
+                    .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .mode = QkMode::neox});
+  CHECK(ctx.to_vec(out_raw, x.size()) == typed);
+  CHECK(max_abs_diff(typed, reference(x, t, QkMode::neox)) < 1e-5);
+}
+
 TEST_CASE("QkMode names the rotation: neox and gptj differ and each matches its reference",
           "[facade][rope]") {
   Backend cpu = Backend::load("cpu");
@@ -172,9 +199,9 @@ TEST_CASE("QkMode names the rotation: neox and gptj differ and each matches its 
   RopeTables rope = RopeTables::from_half(ctx, t.cos, t.sin, kPos, kHalf, Dtype::f32);
   const std::vector<float> x = seeded(kTokens * kHeads * kD, 12);
   Buffer in = ctx.from_slice(x), out = ctx.alloc(x.size());
-  ctx.qk_norm_rope(in, nullptr, rope, out, kTokens, kHeads, kD, kPos0, 1e-6f, QkMode::neox);
+  ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .rope = &rope, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = QkMode::neox});
   const std::vector<float> neox = ctx.to_vec(out, x.size());
-  ctx.qk_norm_rope(in, nullptr, rope, out, kTokens, kHeads, kD, kPos0, 1e-6f, QkMode::gptj);
+  ctx.qk_norm_rope({.input = in, .norm_w = nullptr, .rope = &rope, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = QkMode::gptj});
   const std::vector<float> gptj = ctx.to_vec(out, x.size());
   CHECK(max_abs_diff(neox, reference(x, t, QkMode::neox)) < 1e-5);
   CHECK(max_abs_diff(gptj, reference(x, t, QkMode::gptj)) < 1e-5);
@@ -191,13 +218,13 @@ TEST_CASE("QK-norm weights passed with a mode that ignores them are refused", "[
   Buffer in = ctx.from_slice(x), out = ctx.alloc(x.size()), w = ctx.from_slice(seeded(kD, 14));
   for (QkMode mode : {QkMode::copy, QkMode::neox, QkMode::gptj}) {
     const std::string e = error_of(
-        [&] { ctx.qk_norm_rope(in, &w, rope, out, kTokens, kHeads, kD, kPos0, 1e-6f, mode); },
+        [&] { ctx.qk_norm_rope({.input = in, .norm_w = &w, .rope = &rope, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = mode}); },
         ErrorCode::invalid_argument);
     CHECK_THAT(e, Contains("qk_norm_rope: argument 'norm_w'") && Contains("expected NULL with mode " +
                                                                           std::to_string(int(mode))));
     // The same through the int form.
-    CHECK_THAT(error_of([&] { ctx.qk_norm_rope(in, &w, rope.cos_ptr(), rope.sin_ptr(), out, kTokens, kHeads, kD,
-                                               kPos0, 1e-6f, static_cast<int32_t>(mode)); },
+    CHECK_THAT(error_of([&] { ctx.qk_norm_rope({.input = in, .norm_w = &w, .cos = rope.cos_ptr(), .sin = rope.sin_ptr(), .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD,
+                                               .pos_offset = kPos0, .eps = 1e-6f, .mode = mode}); },
                         ErrorCode::invalid_argument),
                Contains("argument 'norm_w'"));
   }
@@ -205,15 +232,15 @@ TEST_CASE("QK-norm weights passed with a mode that ignores them are refused", "[
   const uint64_t qh = 2, kvh = 1, T = kTokens, W = (qh + 2 * kvh) * kD;
   Buffer qkv = ctx.from_slice(seeded(T * W, 15)), q = ctx.alloc(T * qh * kD), k = ctx.alloc(T * kvh * kD),
          v = ctx.alloc(T * kvh * kD);
-  CHECK_THAT(error_of([&] { ctx.split_qkv_norm_rope(qkv, &w, nullptr, rope, q, k, v, T, qh, kvh, kD, kPos0, 1e-6f,
-                                                    QkMode::neox); },
+  CHECK_THAT(error_of([&] { ctx.split_qkv_norm_rope({.qkv = qkv, .q_norm_w = &w, .k_norm_w = nullptr, .rope = &rope, .q_out = q, .k_out = k, .v_out = v, .tokens = T, .q_heads = qh, .kv_heads = kvh, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f,
+                                                    .qk_mode = QkMode::neox}); },
                       ErrorCode::invalid_argument),
              Contains("split_qkv_norm_rope: argument 'q_norm_w'"));
-  CHECK_THAT(error_of([&] { ctx.split_qkv_norm_rope(qkv, nullptr, &w, rope, q, k, v, T, qh, kvh, kD, kPos0, 1e-6f,
-                                                    QkMode::gptj); },
+  CHECK_THAT(error_of([&] { ctx.split_qkv_norm_rope({.qkv = qkv, .q_norm_w = nullptr, .k_norm_w = &w, .rope = &rope, .q_out = q, .k_out = k, .v_out = v, .tokens = T, .q_heads = qh, .kv_heads = kvh, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f,
+                                                    .qk_mode = QkMode::gptj}); },
                       ErrorCode::invalid_argument),
              Contains("split_qkv_norm_rope: argument 'k_norm_w'"));
   // Mode rms_norm_neox applies the weights and takes them.
-  ctx.qk_norm_rope(in, &w, rope, out, kTokens, kHeads, kD, kPos0, 1e-6f, QkMode::rms_norm_neox);
-  ctx.split_qkv_norm_rope(qkv, &w, &w, rope, q, k, v, T, qh, kvh, kD, kPos0, 1e-6f, QkMode::rms_norm_neox);
+  ctx.qk_norm_rope({.input = in, .norm_w = &w, .rope = &rope, .output = out, .tokens = kTokens, .heads = kHeads, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .mode = QkMode::rms_norm_neox});
+  ctx.split_qkv_norm_rope({.qkv = qkv, .q_norm_w = &w, .k_norm_w = &w, .rope = &rope, .q_out = q, .k_out = k, .v_out = v, .tokens = T, .q_heads = qh, .kv_heads = kvh, .head_dim = kD, .pos_offset = kPos0, .eps = 1e-6f, .qk_mode = QkMode::rms_norm_neox});
 }

@@ -24,7 +24,7 @@ TEST_CASE("contexts of one plugin driven from several threads at once", "[facade
         for (size_t i = 0; i < b.size(); ++i) b[i] = float((i * 5 + t) % 11) - 5.0f;
         for (int iter = 0; iter < 20; ++iter) {
           ferrum::Buffer x = ctx.from_slice(a), w = ctx.from_slice(b), out = ctx.alloc(m * (n / 64));
-          ctx.gemm(x, w, out, m, n / 64, k);
+          ctx.gemm({.a = x, .b = w, .out = out, .m = m, .n = n / 64, .k = k});
           ferrum::Buffer y = ctx.from_slice(a);
           ctx.add_inplace(y, x, m * k);
           const std::vector<float> got = ctx.to_vec(y, m * k);

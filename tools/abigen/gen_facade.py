@@ -3,6 +3,7 @@
 
 Uses abigen's registry parser (abi/registry/ops.txt) and writes:
   core/include/ferrum/op_gen.hpp          enum class ferrum::Op (same ids as FERRUM_OP_*)
+  core/include/ferrum/args_gen.hpp       the named-argument structs (namespace ferrum::args)
   core/include/ferrum/context_ops_gen.inc one typed method declaration per op, inside Context
   core/src/context_ops_gen.cpp            their definitions + the facade-default table
 
@@ -18,9 +19,14 @@ slot or facade default -> status -> ferrum::Error). Parameter mapping:
   ferrum_qweight* -> const QWeight& (pointer if optional); ferrum_timer* -> const Timer&.
 Ops without a context, and context_info (Context::info), are not generated.
 
-Ops with RoPE tables (cos, sin) and a qk mode get a second overload taking
-`const RopeTables& rope` and `QkMode` (rope.hpp), which checks the tables against head_dim and
-forwards.
+Named arguments: an op keeps a plain positional signature only when it has at most
+MAX_POSITIONAL (3) parameters and no two of one scalar type (alloc_typed(dtype, n),
+to_vec(buf, len), gelu(x, out, len), sync()). Every other op takes `const args::<Op>&`, an
+aggregate generated into core/include/ferrum/args_gen.hpp whose members are the registry's
+fields in registry order, so a call names each argument with designated initializers and a
+swapped or unknown name does not compile. Ops with RoPE tables (cos, sin) and a qk mode get a
+`const RopeTables* rope` member (checked against head_dim; the raw cos/sin pointers stay for
+callers with their own tables, but not both) and the mode as a required QkMode.
 
 Every Buffer argument is passed to invoke as well, so the checks read the Buffers' cached dtype
 and count instead of calling the plugin. A hostout array is sized only after the checks passed
@@ -39,6 +45,7 @@ import abigen  # noqa: E402
 ROOT = abigen.ROOT
 OUT_OP = ROOT / "core/include/ferrum/op_gen.hpp"
 OUT_INC = ROOT / "core/include/ferrum/context_ops_gen.inc"
+OUT_ARGS = ROOT / "core/include/ferrum/args_gen.hpp"
 OUT_CPP = ROOT / "core/src/context_ops_gen.cpp"
 
 HAND_WRITTEN = {"context_info"}  # Context::info() returns a ContextInfo
@@ -65,8 +72,10 @@ def host_array(field):
     return HOST_ELEM[m.group(1)], m.group(2).strip()
 
 
-def plan(op):
-    """Returns (params, pre, body, return type, return expr, buffer args, post-check lines)."""
+def plan(op, P=""):
+    """Returns (params, pre, body, return type, return expr, buffer args, post-check lines).
+
+    P prefixes every read of an argument in the body ("a." for the ops taking a named struct)."""
     u64_fields = {f.name for f in op.fields if f.kind == "u64"}
     span_len = {}  # u64 field -> list of span params that fill it
     for f in op.fields:
@@ -83,26 +92,26 @@ def plan(op):
             if f.optional or (not f.shape and f.buf[1] != "any"
                               and (op.name, n) not in REQUIRED_SHAPELESS):
                 params.append(f"{cst}Buffer* {n}")
-                body.append(f"a_.{n} = {n} ? {n}->get() : nullptr;")
-                bufs.append(n)
+                body.append(f"a_.{n} = {P}{n} ? {P}{n}->get() : nullptr;")
+                bufs.append(f"{P}{n}")
             else:
                 params.append(f"{cst}Buffer& {n}")
-                body.append(f"a_.{n} = {n}.get();")
-                bufs.append(f"&{n}")
+                body.append(f"a_.{n} = {P}{n}.get();")
+                bufs.append(f"&{P}{n}")
         elif f.kind in ("u64", "u32", "i32", "f32", "f64", "flag"):
             if n in span_len:
                 first = span_len[n][0]
-                body.append(f"a_.{n} = {first}.size();")
+                body.append(f"a_.{n} = {P}{first}.size();")
                 for other in span_len[n][1:]:
-                    body.append(f"if ({other}.size() != {first}.size()) "
+                    body.append(f"if ({P}{other}.size() != {P}{first}.size()) "
                                 f"fail_span_sizes(Op::{op.name}, \"{first}\", \"{other}\");")
                 continue
             if f.kind == "flag":
-                t, conv = "bool", f"{n} ? 1u : 0u"
+                t, conv = "bool", f"{P}{n} ? 1u : 0u"
             elif f.kind == "i32" and n in DTYPE_FIELDS:
-                t, conv = "Dtype", f"static_cast<int32_t>({n})"
+                t, conv = "Dtype", f"static_cast<int32_t>({P}{n})"
             else:
-                t, conv = SCALAR_CPP[f.kind], n
+                t, conv = SCALAR_CPP[f.kind], f"{P}{n}"
             default = DEFAULT_ARGS.get((op.name, n))
             params.append(f"{t} {n}" + (f" = {default}" if default else ""))
             body.append(f"a_.{n} = {conv};")
@@ -112,10 +121,10 @@ def plan(op):
                 elem = arr[0]
                 const_elem = f"{elem} const" if elem.endswith("*") else f"const {elem}"
                 params.append(f"std::span<{const_elem}> {n}")
-                body.append(f"a_.{n} = {n}.data();")
+                body.append(f"a_.{n} = {P}{n}.data();")
             else:
                 params.append(f"{f.ctype} {n}")
-                body.append(f"a_.{n} = {n};")
+                body.append(f"a_.{n} = {P}{n};")
         elif f.kind == "hostout":
             t = f.comment[len("hostout "):].strip()
             if t in OWNED:
@@ -146,60 +155,100 @@ def plan(op):
                     continue
                 body.append(f"a_.{n} = detail::probe_ptr<{elem}>();  // checked first, sized after")
                 if (op.name, size) in LEN_CHECKS:
-                    post.append(f"check_len(Op::{op.name}, \"{size}\", {size}, {LEN_CHECKS[(op.name, size)]});")
-                post.append(f"std::vector<{elem}> r_ = host_vector<{elem}>(Op::{op.name}, \"{size}\", {size});")
+                    post.append(f"check_len(Op::{op.name}, \"{size}\", {P}{size}, {P}{LEN_CHECKS[(op.name, size)]});")
+                post.append(f"std::vector<{elem}> r_ = host_vector<{elem}>(Op::{op.name}, \"{size}\", {P}{size});")
                 post.append(f"a_.{n} = r_.data();")
             else:  # hostout bytes: caller memory
                 params.append(f"{f.ctype} {n}")
-                body.append(f"a_.{n} = {n};")
+                body.append(f"a_.{n} = {P}{n};")
         elif f.kind == "qweight":
             if f.optional:
                 params.append(f"const QWeight* {n}")
-                body.append(f"a_.{n} = {n} ? {n}->get() : nullptr;")
+                body.append(f"a_.{n} = {P}{n} ? {P}{n}->get() : nullptr;")
             else:
                 params.append(f"const QWeight& {n}")
-                body.append(f"a_.{n} = {n}.get();")
+                body.append(f"a_.{n} = {P}{n}.get();")
         elif f.kind == "handle":
             if f.ctype != "ferrum_timer*":
                 raise SystemExit(f"gen_facade: {op.name}: unexpected handle field {n}")
             params.append(f"const Timer& {n}")
-            body.append(f"a_.{n} = {n}.get();")
+            body.append(f"a_.{n} = {P}{n}.get();")
         else:
             raise SystemExit(f"gen_facade: {op.name}: unknown field kind {f.kind}")
     return params, pre, body, ret_type, ret_expr, bufs, post
 
 
 MODE_FIELDS = ("mode", "qk_mode")
+# The plain-signature rule: an op keeps positional parameters only when it has at most
+# MAX_POSITIONAL of them and no two share a scalar type (so no two can be swapped unnoticed);
+# every other op takes one `const args::<Op>&` aggregate, filled with designated initializers.
+MAX_POSITIONAL = 3
+SCALAR_TYPES = set(SCALAR_CPP.values()) | {"bool", "Dtype"}
 
 
 def param_name(p):
     return re.sub(r"\s*=.*$", "", p).split()[-1]
 
 
-def rope_overload(op):
-    """(params, forwarded call args, mode field) of the op's RopeTables/QkMode overload, or None.
+def param_type(p):
+    decl = re.sub(r"\s*=.*$", "", p)
+    return decl[:decl.rindex(" ")].strip()
 
-    Ops that take `cos`/`sin` tables and a qk mode get a second method where the two tables are
-    one `const RopeTables& rope` (shape checked against head_dim) and the mode is a QkMode."""
+
+def rope_mode(op):
+    """The qk mode field of an op with RoPE tables (cos, sin, head_dim), or None."""
     names = {f.name for f in op.fields}
     mode = next((m for m in MODE_FIELDS if m in names), None)
-    if not ({"cos", "sin", "head_dim"} <= names and mode):
-        return None
-    params, call = [], []
+    return mode if {"cos", "sin", "head_dim"} <= names and mode else None
+
+
+def is_named(op):
+    params = plan(op)[0]
+    scalars = [param_type(p) for p in params if param_type(p) in SCALAR_TYPES]
+    return (rope_mode(op) is not None or len(params) > MAX_POSITIONAL
+            or len(scalars) != len(set(scalars)))
+
+
+def struct_name(op):
+    return "".join(w[:1].upper() + w[1:] for w in op.name.split("_"))
+
+
+def struct_fields(op):
+    """The members of args::<Op>, in registry order (designated initializers follow it).
+
+    Required buffers, weights and timers are references (leaving one out does not compile);
+    optional ones are pointers defaulting to nullptr; scalars default to 0 / false / the facade's
+    default. RoPE ops get `const RopeTables* rope` before the raw cos/sin tables (give one or the
+    other) and the mode as `const QkMode&`: a reference, so that leaving it out does not compile
+    (the rotation style has no default); it binds to `.mode = QkMode::neox` for the call."""
+    mode = rope_mode(op)
+    out = []
     for p in plan(op)[0]:
-        n = param_name(p)
-        if n == "cos":
-            params.append("const RopeTables& rope")
-            call.append("rope.cos_ptr()")
-        elif n == "sin":
-            call.append("rope.sin_ptr()")
-        elif n == mode:
-            params.append(f"QkMode {n}")
-            call.append(f"static_cast<int32_t>({n})")
+        t, n = param_type(p), param_name(p)
+        default = re.search(r"=\s*(.+)$", p)
+        if n == "cos" and mode:
+            out.append(("const RopeTables*", "rope", "nullptr"))
+        if n == mode:  # a reference: no default, the rotation must be named
+            out.append(("const QkMode&", n, None))
+        elif t.endswith("&"):
+            out.append((t, n, None))
+        elif t.endswith("*"):
+            out.append((t, n, "nullptr"))
+        elif default:
+            out.append((t, n, default.group(1).strip()))
+        elif t == "bool":
+            out.append((t, n, "false"))
+        elif t == "float":
+            out.append((t, n, "0.0f"))
+        elif t == "double":
+            out.append((t, n, "0.0"))
+        elif t == "Dtype":
+            out.append((t, n, "Dtype::invalid"))
+        elif t.startswith("std::span"):
+            out.append((t, n, None))
         else:
-            params.append(re.sub(r"\s*=\s*[^,]+$", "", p))
-            call.append(n)
-    return params, call, mode
+            out.append((t, n, "0"))
+    return out
 
 
 def generated_ops(ops):
@@ -217,18 +266,40 @@ def gen_op_header(ops):
     return "\n".join(o)
 
 
+def gen_args(ops):
+    o = [f"// {HEADER}",
+         "// The named arguments of the facade ops that take more than a few parameters or two of",
+         "// one scalar type: ctx.flash_attention({.q = q, .k = k, ..., .head_dim = 64}). Members",
+         "// follow the registry's field order (designated initializers must too); a required",
+         "// buffer is a reference, so leaving it out does not compile.",
+         "#pragma once", "", "#include <cstdint>", "#include <span>", "",
+         "#include <ferrum/ferrum_plugin.h>", "#include <ferrum/handles.hpp>",
+         "#include <ferrum/rope.hpp>", "#include <ferrum/types.hpp>", "",
+         "namespace ferrum::args {", ""]
+    for op in generated_ops(ops):
+        if not is_named(op):
+            continue
+        o.append(f"struct {struct_name(op)} {{")
+        for t, n, d in struct_fields(op):
+            o.append(f"  {t} {n}" + (f" = {d};" if d else ";"))
+        o.append("};")
+        o.append("")
+    o += ["}  // namespace ferrum::args", ""]
+    return "\n".join(o)
+
+
 def gen_inc(ops):
     o = [f"// {HEADER}", "// Included inside class ferrum::Context (context.hpp). Each method runs the op of",
-         "// the same name (docs/ops.md); see context.hpp for checks, defaults and errors.", ""]
+         "// the same name (docs/ops.md); see context.hpp for checks, defaults and errors. Ops with",
+         "// more than a few parameters take their args::<Op> struct (args_gen.hpp) by name.", ""]
     for op in generated_ops(ops):
         params, _, _, ret_type, _, _, _ = plan(op)
         flags = op.flags if op.flags != "—" else "-"
         o.append(f"// {op.name} — {op.family}; flags {flags}; NULL slot: {op.null}")
-        o.append(f"{ret_type} {op.name}({', '.join(params)});")
-        ro = rope_overload(op)
-        if ro:
-            o.append(f"// {op.name} with the tables as RopeTables (checked against head_dim) and the mode by name")
-            o.append(f"{ret_type} {op.name}({', '.join(ro[0])});")
+        if is_named(op):
+            o.append(f"{ret_type} {op.name}(const args::{struct_name(op)}& a);")
+        else:
+            o.append(f"{ret_type} {op.name}({', '.join(params)});")
     o.append("")
     return "\n".join(o)
 
@@ -236,10 +307,21 @@ def gen_inc(ops):
 def gen_cpp(ops):
     o = [f"// {HEADER}", "#include \"invoke.hpp\"", "", "namespace ferrum {", ""]
     for op in generated_ops(ops):
-        params, pre, body, ret_type, ret_expr, bufs, post = plan(op)
+        named = is_named(op)
+        params, pre, body, ret_type, ret_expr, bufs, post = plan(op, "a." if named else "")
         buf_list = f", {{{', '.join(bufs)}}}" if bufs else ""
         params = [re.sub(r"\s*=\s*[^,]+$", "", p) for p in params]  # no default args here
-        o.append(f"{ret_type} Context::{op.name}({', '.join(params)}) {{")
+        sig = f"const args::{struct_name(op)}& a" if named else ", ".join(params)
+        o.append(f"{ret_type} Context::{op.name}({sig}) {{")
+        mode = rope_mode(op)
+        if mode:
+            o.append(f"  check_rope(Op::{op.name}, a.rope, a.cos, a.sin, a.head_dim, a.{mode});")
+            o.append("  const Buffer* cos_ = a.rope ? a.rope->cos_ptr() : a.cos;")
+            o.append("  const Buffer* sin_ = a.rope ? a.rope->sin_ptr() : a.sin;")
+            body = [line.replace("a.cos", "cos_").replace("a.sin", "sin_")
+                    .replace(f"= a.{mode};", f"= static_cast<int32_t>(a.{mode});") for line in body]
+            bufs = [b.replace("a.cos", "cos_").replace("a.sin", "sin_") for b in bufs]
+            buf_list = f", {{{', '.join(bufs)}}}" if bufs else ""
         for line in pre:
             o.append(f"  {line}")
         o.append(f"  ferrum_{op.name}_args a_{{}};")
@@ -255,14 +337,6 @@ def gen_cpp(ops):
             o.append(f"  return {ret_expr};")
         o.append("}")
         o.append("")
-        ro = rope_overload(op)
-        if ro:
-            rparams, call, mode = ro
-            o.append(f"{ret_type} Context::{op.name}({', '.join(rparams)}) {{")
-            o.append(f"  check_rope(Op::{op.name}, rope, head_dim, {mode});")
-            o.append(f"  return {op.name}({', '.join(call)});")
-            o.append("}")
-            o.append("")
     o.append("namespace detail {")
     o.append("// Whether the facade composes the op when its slot is NULL (one entry per op id;")
     o.append("// derived from the facade_default overloads of defaults.hpp, so the two cannot disagree).")
@@ -280,7 +354,8 @@ def gen_cpp(ops):
 
 def main():
     ops = abigen.load_registry()
-    outputs = {OUT_OP: gen_op_header(ops), OUT_INC: gen_inc(ops), OUT_CPP: gen_cpp(ops)}
+    outputs = {OUT_OP: gen_op_header(ops), OUT_ARGS: gen_args(ops), OUT_INC: gen_inc(ops),
+               OUT_CPP: gen_cpp(ops)}
     check = "--check" in sys.argv
     stale = []
     for path, text in outputs.items():

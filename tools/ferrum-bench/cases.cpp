@@ -71,7 +71,7 @@ std::vector<Case> make_cases(const Env& env) {
            [n](Env& env, uint64_t copies) -> RunFn {
              auto src = pool(env, copies, n), dst = pool(env, copies, n);
              Context* ctx = env.ctx;
-             return [=](uint64_t i) { ctx->copy_slice((*src)[i], 0, (*dst)[i], 0, n); };
+             return [=](uint64_t i) { ctx->copy_slice({.src = (*src)[i], .src_offset = 0, .dst = (*dst)[i], .dst_offset = 0, .len = n}); };
            }});
     }
   }
@@ -87,7 +87,7 @@ std::vector<Case> make_cases(const Env& env) {
              auto x = pool(env, copies, t * d), o = pool(env, copies, t * d);
              auto w = pool(env, 1, d);
              Context* ctx = env.ctx;
-             return [=](uint64_t i) { ctx->rms_norm((*x)[i], (*w)[0], eps, (*o)[i], t, d); };
+             return [=](uint64_t i) { ctx->rms_norm({.x = (*x)[i], .w = (*w)[0], .eps = eps, .out = (*o)[i], .tokens = t, .dim = d}); };
            }});
       const uint64_t tf = std::max<uint64_t>(1, s.rows * 2 / 3);  // 4 tensors instead of 2
       const std::string shape_f = std::string(md.name) + "." + s.label;
@@ -98,7 +98,7 @@ std::vector<Case> make_cases(const Env& env) {
              auto w = pool(env, 1, d);
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->fused_add_rms_norm((*r)[i], (*x)[i], (*w)[0], eps, (*o)[i], tf, d);
+               ctx->fused_add_rms_norm({.residual = (*r)[i], .x = (*x)[i], .w = (*w)[0], .eps = eps, .out = (*o)[i], .tokens = tf, .dim = d});
              };
            }});
       add({"layer_norm", shape, (2.0 * t * d + 2.0 * d) * e, 7.0 * t * d, 0, 4096,
@@ -107,7 +107,7 @@ std::vector<Case> make_cases(const Env& env) {
              auto g = pool(env, 1, d), b = pool(env, 1, d);
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->layer_norm((*x)[i], (*g)[0], (*b)[0], eps, (*o)[i], t, d);
+               ctx->layer_norm({.x = (*x)[i], .gamma = (*g)[0], .beta = (*b)[0], .eps = eps, .out = (*o)[i], .tokens = t, .dim = d});
              };
            }});
       add({"add_inplace", shape, 3.0 * t * d * e, 1.0 * t * d, 0, 4096,
@@ -129,7 +129,7 @@ std::vector<Case> make_cases(const Env& env) {
            [=](Env& env, uint64_t copies) -> RunFn {
              auto gu = pool(env, copies, 2 * t * im), o = pool(env, copies, t * im);
              Context* ctx = env.ctx;
-             return [=](uint64_t i) { ctx->fused_silu_mul_split((*gu)[i], (*o)[i], t, im); };
+             return [=](uint64_t i) { ctx->fused_silu_mul_split({.gate_up = (*gu)[i], .out = (*o)[i], .tokens = t, .im = im}); };
            }});
       const uint64_t len = t * im * 3 / 2;  // same bytes as silu: 2 tensors of 1.5x
       add({"gelu", shape, 2.0 * len * e, 8.0 * len, 0, 4096,
@@ -158,8 +158,8 @@ std::vector<Case> make_cases(const Env& env) {
                   sn = pool(env, 1, rows * hd / 2);
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->qk_norm_rope((*x)[i], &(*nw)[0], &(*cs)[0], &(*sn)[0], (*o)[i], t, qh, hd,
-                                 pos, eps, 1);
+               ctx->qk_norm_rope({.input = (*x)[i], .norm_w = &(*nw)[0], .cos = &(*cs)[0], .sin = &(*sn)[0], .output = (*o)[i], .tokens = t, .heads = qh, .head_dim = hd,
+                                 .pos_offset = pos, .eps = eps, .mode = ferrum::QkMode::rms_norm_neox});
              };
            }});
       add({"split_qkv_norm_rope", shape, 2.0 * t * w * e + tab + 2.0 * hd * e,
@@ -171,8 +171,8 @@ std::vector<Case> make_cases(const Env& env) {
                   sn = pool(env, 1, rows * hd / 2);
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->split_qkv_norm_rope((*qkv)[i], &(*qn)[0], &(*kn)[0], &(*cs)[0], &(*sn)[0],
-                                        (*q)[i], (*k)[i], (*v)[i], t, qh, kvh, hd, pos, eps, 1);
+               ctx->split_qkv_norm_rope({.qkv = (*qkv)[i], .q_norm_w = &(*qn)[0], .k_norm_w = &(*kn)[0], .cos = &(*cs)[0], .sin = &(*sn)[0],
+                                        .q_out = (*q)[i], .k_out = (*k)[i], .v_out = (*v)[i], .tokens = t, .q_heads = qh, .kv_heads = kvh, .head_dim = hd, .pos_offset = pos, .eps = eps, .qk_mode = ferrum::QkMode::rms_norm_neox});
              };
            }});
     }
@@ -194,7 +194,7 @@ std::vector<Case> make_cases(const Env& env) {
              }
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->embedding_lookup((*table)[0], std::span<const uint32_t>((*ids)[i]), (*o)[i], d);
+               ctx->embedding_lookup({.table = (*table)[0], .ids = std::span<const uint32_t>((*ids)[i]), .out = (*o)[i], .dim = d});
              };
            }});
       // The same gather with the ids already on the device: the kernel-only floor of the
@@ -210,7 +210,7 @@ std::vector<Case> make_cases(const Env& env) {
                ids->push_back(env.ctx->from_slice_typed<uint32_t>(v));
              }
              Context* ctx = env.ctx;
-             return [=](uint64_t i) { ctx->embedding_lookup_dev((*table)[0], (*ids)[i], (*o)[i], n, d); };
+             return [=](uint64_t i) { ctx->embedding_lookup_dev({.table = (*table)[0], .ids = (*ids)[i], .out = (*o)[i], .batch = n, .dim = d}); };
            }});
     }
   }
@@ -238,7 +238,7 @@ std::vector<Case> make_cases(const Env& env) {
                auto a = pool(env, copies, m * k), b = pool(env, copies, n * k),
                     o = pool(env, copies, m * n);
                Context* ctx = env.ctx;
-               return [=](uint64_t i) { ctx->gemm((*a)[i], (*b)[i], (*o)[i], m, n, k); };
+               return [=](uint64_t i) { ctx->gemm({.a = (*a)[i], .b = (*b)[i], .out = (*o)[i], .m = m, .n = n, .k = k}); };
              }});
       }
     }
@@ -257,8 +257,8 @@ std::vector<Case> make_cases(const Env& env) {
                   v = pool(env, copies, kvh * S * hd), o = pool(env, copies, h * S * hd);
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->flash_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], 1, S, S, 0, h, kvh, hd,
-                                    true, 0.0f, 0, 0);
+               ctx->flash_attention({.q = (*q)[i], .k = (*k)[i], .v = (*v)[i], .out = (*o)[i], .batch = 1, .q_len = S, .kv_len = S, .pos_offset = 0, .num_heads = h, .num_kv_heads = kvh, .head_dim = hd,
+                                    .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
              };
            }});
     }
@@ -272,8 +272,8 @@ std::vector<Case> make_cases(const Env& env) {
                   v = pool(env, copies, kvh * L * hd), o = pool(env, copies, h * hd);
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->flash_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], 1, 1, L, L - 1, h, kvh, hd,
-                                    true, 0.0f, 0, 0);
+               ctx->flash_attention({.q = (*q)[i], .k = (*k)[i], .v = (*v)[i], .out = (*o)[i], .batch = 1, .q_len = 1, .kv_len = L, .pos_offset = L - 1, .num_heads = h, .num_kv_heads = kvh, .head_dim = hd,
+                                    .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
              };
            }});
     }

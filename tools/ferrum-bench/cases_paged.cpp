@@ -88,8 +88,8 @@ struct QuantSet {
 // A zeroed quantised layer of `blocks` blocks and a shuffled list of them.
 QuantSet make_quant_set(Env& env, bool int8, uint64_t blocks, uint64_t kvh, uint64_t hd) {
   QuantSet s;
-  s.layer = int8 ? env.ctx->alloc_paged_int8_layer(blocks, kBlock, kvh, hd)
-                 : env.ctx->alloc_paged_fp8_layer(blocks, kBlock, kvh, hd);
+  s.layer = int8 ? env.ctx->alloc_paged_int8_layer({.max_blocks_per_seq = blocks, .block_size = kBlock, .num_kv_heads = kvh, .head_dim = hd})
+                 : env.ctx->alloc_paged_fp8_layer({.max_blocks_per_seq = blocks, .block_size = kBlock, .num_kv_heads = kvh, .head_dim = hd});
   s.ids = shuffled_blocks(env, 1, blocks);
   return s;
 }
@@ -99,9 +99,9 @@ void append_quant(Context& ctx, bool int8, const Buffer& k_in, const Buffer& v_i
                   uint64_t kvh, uint64_t hd) {
   KvCacheQuant& l = s.layer;
   if (int8)
-    ctx.int8_kv_append_paged(k_in, v_in, l.k, l.v, l.k_scales, l.v_scales, s.ids, 0, tokens, kBlock, kvh, hd);
+    ctx.int8_kv_append_paged({.k_in = k_in, .v_in = v_in, .layer_k = l.k, .layer_v = l.v, .layer_k_scales = l.k_scales, .layer_v_scales = l.v_scales, .paged_block_indices = s.ids, .cache_len_before = 0, .tokens = tokens, .block_size = kBlock, .num_kv_heads = kvh, .head_dim = hd});
   else
-    ctx.fp8_kv_append_paged(k_in, v_in, l.k, l.v, l.k_scales, l.v_scales, s.ids, 0, tokens, kBlock, kvh, hd);
+    ctx.fp8_kv_append_paged({.k_in = k_in, .v_in = v_in, .layer_k = l.k, .layer_v = l.v, .layer_k_scales = l.k_scales, .layer_v_scales = l.v_scales, .paged_block_indices = s.ids, .cache_len_before = 0, .tokens = tokens, .block_size = kBlock, .num_kv_heads = kvh, .head_dim = hd});
 }
 
 }  // namespace
@@ -139,12 +139,12 @@ void add_paged_cases(const Env& env, std::vector<Case>& cs) {
                  Context* ctx = env.ctx;
                  if (batched)
                    return [=](uint64_t i) {
-                     ctx->paged_batched_decode_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], (*tables)[i], (*lens)[0],
-                                                         B, L, qh, kvh, hd, kBlock, nb, 0.0f, 0);
+                     ctx->paged_batched_decode_attention({.q = (*q)[i], .k_pool = (*k)[i], .v_pool = (*v)[i], .out = (*o)[i], .block_tables = (*tables)[i], .valid_kv_lens = (*lens)[0],
+                                                         .num_seqs = B, .max_kv_len = L, .num_heads = qh, .num_kv_heads = kvh, .head_dim = hd, .block_size = kBlock, .max_num_blocks_per_seq = nb, .scale = 0.0f, .sliding_window = 0});
                    };
                  return [=](uint64_t i) {
-                   ctx->paged_decode_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], (*tables)[i], (*lens)[0], B, qh,
-                                               kvh, hd, kBlock, nb, 1, 0.0f, 0);
+                   ctx->paged_decode_attention({.q = (*q)[i], .k_pool = (*k)[i], .v_pool = (*v)[i], .out = (*o)[i], .block_tables = (*tables)[i], .context_lens = (*lens)[0], .num_seqs = B, .num_heads = qh,
+                                               .num_kv_heads = kvh, .head_dim = hd, .block_size = kBlock, .max_num_blocks_per_seq = nb, .q_len = 1, .scale = 0.0f, .sliding_window = 0});
                  };
                }});
         }
@@ -177,11 +177,11 @@ void add_paged_cases(const Env& env, std::vector<Case>& cs) {
                return [=](uint64_t i) {
                  const KvCacheQuant& l = (*sets)[i].layer;
                  if (i8)
-                   ctx->int8_paged_decode_attention((*q)[i], l.k, l.v, l.k_scales, l.v_scales, (*sets)[i].table,
-                                                    (*o)[i], qh, kvh, hd, L, kBlock, 0.0f, 0);
+                   ctx->int8_paged_decode_attention({.q = (*q)[i], .layer_k = l.k, .layer_v = l.v, .layer_k_scales = l.k_scales, .layer_v_scales = l.v_scales, .block_table = (*sets)[i].table,
+                                                    .output = (*o)[i], .num_q_heads = qh, .num_kv_heads = kvh, .head_dim = hd, .valid_kv_len = L, .block_size = kBlock, .scale = 0.0f, .sliding_window = 0});
                  else
-                   ctx->fp8_paged_decode_attention((*q)[i], l.k, l.v, l.k_scales, l.v_scales, (*sets)[i].table,
-                                                   (*o)[i], qh, kvh, hd, L, kBlock, 0.0f, 0);
+                   ctx->fp8_paged_decode_attention({.q = (*q)[i], .layer_k = l.k, .layer_v = l.v, .layer_k_scales = l.k_scales, .layer_v_scales = l.v_scales, .block_table = (*sets)[i].table,
+                                                   .output = (*o)[i], .num_q_heads = qh, .num_kv_heads = kvh, .head_dim = hd, .valid_kv_len = L, .block_size = kBlock, .scale = 0.0f, .sliding_window = 0});
                };
              }});
       }
@@ -225,13 +225,13 @@ void add_paged_cases(const Env& env, std::vector<Case>& cs) {
              Context* ctx = env.ctx;
              if (fa2)
                return [=](uint64_t i) {
-                 ctx->paged_varlen_attention_fa2_ffi((*q)[i], (*k)[i], (*v)[i], (*o)[i], (*lse)[i], (*cu)[0],
-                                                     (*lens)[0], (*tables)[i], N, M, S, S, qh, kvh, hd, kBlock, nb,
-                                                     0.0f, 0);
+                 ctx->paged_varlen_attention_fa2_ffi({.q = (*q)[i], .k_pool = (*k)[i], .v_pool = (*v)[i], .out = (*o)[i], .lse = (*lse)[i], .cu_seqlens_q = (*cu)[0],
+                                                     .seq_lens = (*lens)[0], .block_tables = (*tables)[i], .num_seqs = N, .total_q_tokens = M, .max_q_len = S, .max_kv_len = S, .num_heads = qh, .num_kv_heads = kvh, .head_dim = hd, .block_size = kBlock, .max_num_blocks_per_seq = nb,
+                                                     .scale = 0.0f, .sliding_window = 0});
                };
              return [=](uint64_t i) {
-               ctx->paged_varlen_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], (*cu)[0], (*lens)[0], (*tables)[i], N,
-                                           M, S, qh, kvh, hd, kBlock, nb, 0.0f, 0);
+               ctx->paged_varlen_attention({.q = (*q)[i], .k_pool = (*k)[i], .v_pool = (*v)[i], .out = (*o)[i], .cu_seqlens_q = (*cu)[0], .pos_offsets = (*lens)[0], .block_tables = (*tables)[i], .num_seqs = N,
+                                           .total_q_tokens = M, .max_kv_len = S, .num_heads = qh, .num_kv_heads = kvh, .head_dim = hd, .block_size = kBlock, .max_num_blocks_per_seq = nb, .scale = 0.0f, .sliding_window = 0});
              };
            }});
     }
@@ -240,7 +240,7 @@ void add_paged_cases(const Env& env, std::vector<Case>& cs) {
                 v = pool(env, copies, M * kvh * hd), o = pool(env, copies, M * qh * hd);
            Context* ctx = env.ctx;
            return [=](uint64_t i) {
-             ctx->flash_attention((*q)[i], (*k)[i], (*v)[i], (*o)[i], N, S, S, 0, qh, kvh, hd, true, 0.0f, 0, 0);
+             ctx->flash_attention({.q = (*q)[i], .k = (*k)[i], .v = (*v)[i], .out = (*o)[i], .batch = N, .q_len = S, .kv_len = S, .pos_offset = 0, .num_heads = qh, .num_kv_heads = kvh, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
            };
          }});
   }
@@ -272,10 +272,10 @@ void add_paged_cases(const Env& env, std::vector<Case>& cs) {
              auto pos_offsets = indices(env, std::vector<uint32_t>(N, static_cast<uint32_t>(pos)));
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->split_qkv_norm_rope_into_paged_cache_varlen((*qkv)[i], &(*qn)[0], &(*kn)[0], &(*cs)[0], &(*sn)[0],
-                                                                (*qo)[i], (*kp)[i], (*vp)[i], (*cu)[0],
-                                                                (*pos_offsets)[0], (*tables)[i], N, m, qh, kvh, hd,
-                                                                kEps, kNeox, kBlock, nb);
+               ctx->split_qkv_norm_rope_into_paged_cache_varlen({.qkv = (*qkv)[i], .q_norm_w = &(*qn)[0], .k_norm_w = &(*kn)[0], .cos = &(*cs)[0], .sin = &(*sn)[0],
+                                                                .q_out = (*qo)[i], .cache_k = (*kp)[i], .cache_v = (*vp)[i], .cu_seqlens_q = (*cu)[0],
+                                                                .pos_offsets = (*pos_offsets)[0], .block_tables = (*tables)[i], .num_seqs = N, .m_total = m, .q_heads = qh, .kv_heads = kvh, .head_dim = hd,
+                                                                .eps = kEps, .qk_mode = static_cast<ferrum::QkMode>(kNeox), .block_size = kBlock, .max_blocks_per_seq = nb});
              };
            }});
     }

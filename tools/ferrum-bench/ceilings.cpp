@@ -112,13 +112,13 @@ double fma_rate(F&& f, uint64_t iters) {
 double copy_gbs(Env& env, uint64_t n, int batches) {
   Context& ctx = *env.ctx;
   Buffer src = env.random(n), dst = env.random(n);
-  ctx.copy_slice(src, 0, dst, 0, n);
+  ctx.copy_slice({.src = src, .src_offset = 0, .dst = dst, .dst_offset = 0, .len = n});
   ctx.sync();
   Timer t = ctx.make_timer();
   std::vector<double> ms;
   for (int b = 0; b < batches; ++b) {
     ctx.record_start(t);
-    ctx.copy_slice(src, 0, dst, 0, n);
+    ctx.copy_slice({.src = src, .src_offset = 0, .dst = dst, .dst_offset = 0, .len = n});
     ctx.record_end(t);
     ms.push_back(ctx.elapsed_ms(t));
   }
@@ -151,14 +151,14 @@ double gemm_tflops(Env& env, uint64_t s, int batches) {
   Context& ctx = *env.ctx;
   Buffer a0 = env.random(s * s), b0 = env.random(s * s), a1 = env.random(s * s),
          b1 = env.random(s * s), o = env.random(s * s);
-  for (int i = 0; i < 3; ++i) ctx.gemm(a0, b0, o, s, s, s);
+  for (int i = 0; i < 3; ++i) ctx.gemm({.a = a0, .b = b0, .out = o, .m = s, .n = s, .k = s});
   ctx.sync();
   Timer t = ctx.make_timer();
   std::vector<double> ms;
   const int calls = 4;
   for (int b = 0; b < batches; ++b) {
     ctx.record_start(t);
-    for (int c = 0; c < calls; ++c) ctx.gemm(c & 1 ? a1 : a0, c & 1 ? b1 : b0, o, s, s, s);
+    for (int c = 0; c < calls; ++c) ctx.gemm({.a = c & 1 ? a1 : a0, .b = c & 1 ? b1 : b0, .out = o, .m = s, .n = s, .k = s});
     ctx.record_end(t);
     ms.push_back(ctx.elapsed_ms(t) / calls);
   }
@@ -302,8 +302,8 @@ Dispatch measure_dispatch(Env& env) {
     d.op = "gemm";
     d.note = "add_inplace unsupported by this plugin; gemm with m = 0 and 1x1x1 instead";
     Buffer o = env.random(16);
-    d.facade_len0_ns = per_call_ns([&] { ctx.gemm(r, x, o, 0, 1, 1); }) - d.loop_ns;
-    d.facade_len1_ns = per_call_ns([&] { ctx.gemm(r, x, o, 1, 1, 1); }) - d.loop_ns;
+    d.facade_len0_ns = per_call_ns([&] { ctx.gemm({.a = r, .b = x, .out = o, .m = 0, .n = 1, .k = 1}); }) - d.loop_ns;
+    d.facade_len1_ns = per_call_ns([&] { ctx.gemm({.a = r, .b = x, .out = o, .m = 1, .n = 1, .k = 1}); }) - d.loop_ns;
     if (api->dense && api->dense->gemm) {
       ferrum_gemm_args a{};
       a.struct_size = sizeof a;

@@ -64,7 +64,7 @@ Buffer Env::random(uint64_t n, Dtype dtype) {
   for (uint64_t pos = 0; pos < n;) {
     const uint64_t off = next() % (kChunk / 2);
     const uint64_t len = std::min(n - pos, kChunk - off);
-    ctx->copy_slice(chunks[next() % chunks.size()], off, b, pos, len);
+    ctx->copy_slice({.src = chunks[next() % chunks.size()], .src_offset = off, .dst = b, .dst_offset = pos, .len = len});
     pos += len;
   }
   return b;

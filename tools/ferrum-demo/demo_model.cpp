@@ -146,9 +146,9 @@ Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx
     L.w_gate_up = upload_matrix(layer_id(l, kWGateUp), 2 * c.ffn, H, inv_h);
     L.w_down = upload_matrix(layer_id(l, kWDown), H, c.ffn, 1.0 / std::sqrt(double(c.ffn)));
     if (c.kv_dtype == KvDtype::int8) {
-      L.quant = ctx.alloc_paged_int8_layer(blocks_, c.kv_block_size, c.kv_heads, hd);
+      L.quant = ctx.alloc_paged_int8_layer({.max_blocks_per_seq = blocks_, .block_size = c.kv_block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
     } else if (c.kv_dtype == KvDtype::fp8) {
-      L.quant = ctx.alloc_paged_fp8_layer(blocks_, c.kv_block_size, c.kv_heads, hd);
+      L.quant = ctx.alloc_paged_fp8_layer({.max_blocks_per_seq = blocks_, .block_size = c.kv_block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
     } else {
       const uint64_t slots = c.kv == KvLayout::paged ? blocks_ * c.kv_block_size : c.max_positions;
       L.cache_k = ctx.alloc(c.kv_heads * slots * hd);
@@ -220,38 +220,38 @@ void Model::record_decode_step() {
   const uint64_t H = c.hidden, hd = c.head_dim, cap = c.max_positions;
   const float eps = static_cast<float>(c.eps);
   const uint32_t unused_id[1] = {0};  // not read in dev-state mode
-  ctx_.embedding_lookup(embedding_, unused_id, x_, H);
-  ctx_.rms_norm(x_, layers_[0].input_norm, eps, a_, 1, H);
+  ctx_.embedding_lookup({.table = embedding_, .ids = unused_id, .out = x_, .dim = H});
+  ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer& L = layers_[l];
-    ctx_.gemm(a_, L.w_qkv, qkv_, 1, (c.q_heads + 2 * c.kv_heads) * hd, H);
+    ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = 1, .n = (c.q_heads + 2 * c.kv_heads) * hd, .k = H});
     if (c.kv == KvLayout::paged) {
       // Position and KV length come from pos_offsets_ / kv_lens_, written before each replay;
       // max_kv_len is frozen at capture, so it is the cache's capacity.
-      ctx_.split_qkv_norm_rope_into_paged_cache_varlen(qkv_, &L.q_norm, &L.k_norm, &cos_, &sin_, q_, L.cache_k,
-                                                       L.cache_v, cu_one_, pos_offsets_, block_table_, 1, 1,
-                                                       c.q_heads, c.kv_heads, hd, eps, FERRUM_QK_MODE_NORM_NEOX,
-                                                       c.kv_block_size, blocks_);
-      ctx_.paged_batched_decode_attention(q_, L.cache_k, L.cache_v, attn_, block_table_, kv_lens_, 1, cap,
-                                          c.q_heads, c.kv_heads, hd, c.kv_block_size, blocks_, 0.0f, 0);
+      ctx_.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = qkv_, .q_norm_w = &L.q_norm, .k_norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .q_out = q_, .cache_k = L.cache_k,
+                                                       .cache_v = L.cache_v, .cu_seqlens_q = cu_one_, .pos_offsets = pos_offsets_, .block_tables = block_table_, .num_seqs = 1, .m_total = 1,
+                                                       .q_heads = c.q_heads, .kv_heads = c.kv_heads, .head_dim = hd, .eps = eps, .qk_mode = ferrum::QkMode::rms_norm_neox,
+                                                       .block_size = c.kv_block_size, .max_blocks_per_seq = blocks_});
+      ctx_.paged_batched_decode_attention({.q = q_, .k_pool = L.cache_k, .v_pool = L.cache_v, .out = attn_, .block_tables = block_table_, .valid_kv_lens = kv_lens_, .num_seqs = 1, .max_kv_len = cap,
+                                          .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .block_size = c.kv_block_size, .max_num_blocks_per_seq = blocks_, .scale = 0.0f, .sliding_window = 0});
     } else {
-      ctx_.split_qkv(qkv_, q_raw_, k_raw_, v_raw_, 1, c.q_heads * hd, c.kv_heads * hd);
-      ctx_.qk_norm_rope(q_raw_, &L.q_norm, &cos_, &sin_, q_, 1, c.q_heads, hd, 0, eps, FERRUM_QK_MODE_NORM_NEOX);
-      ctx_.qk_norm_rope(k_raw_, &L.k_norm, &cos_, &sin_, k_rot_, 1, c.kv_heads, hd, 0, eps,
-                        FERRUM_QK_MODE_NORM_NEOX);
-      ctx_.kv_cache_append_head_major(L.cache_k, L.cache_v, 0, cap, k_rot_, v_raw_, 1, c.kv_heads, hd);
-      ctx_.flash_attention(q_, L.cache_k, L.cache_v, attn_, 1, 1, 1, 0, c.q_heads, c.kv_heads, hd, true, 0.0f, cap,
-                           0);
+      ctx_.split_qkv({.qkv = qkv_, .q = q_raw_, .k = k_raw_, .v = v_raw_, .tokens = 1, .q_dim = c.q_heads * hd, .kv_dim = c.kv_heads * hd});
+      ctx_.qk_norm_rope({.input = q_raw_, .norm_w = &L.q_norm, .cos = &cos_, .sin = &sin_, .output = q_, .tokens = 1, .heads = c.q_heads, .head_dim = hd, .pos_offset = 0, .eps = eps, .mode = ferrum::QkMode::rms_norm_neox});
+      ctx_.qk_norm_rope({.input = k_raw_, .norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .output = k_rot_, .tokens = 1, .heads = c.kv_heads, .head_dim = hd, .pos_offset = 0, .eps = eps,
+                        .mode = ferrum::QkMode::rms_norm_neox});
+      ctx_.kv_cache_append_head_major({.cache_k = L.cache_k, .cache_v = L.cache_v, .cache_len = 0, .cache_capacity = cap, .new_k_head_major = k_rot_, .new_v_head_major = v_raw_, .new_tokens = 1, .nkv = c.kv_heads, .hd = hd});
+      ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = 1, .kv_len = 1, .pos_offset = 0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = cap,
+                           .sliding_window = 0});
     }
-    ctx_.gemm(attn_, L.w_o, o_, 1, H, c.q_heads * hd);
-    ctx_.fused_add_rms_norm(x_, o_, L.post_norm, eps, a_, 1, H);
-    ctx_.gemm(a_, L.w_gate_up, gate_up_, 1, 2 * c.ffn, H);
-    ctx_.fused_silu_mul_split(gate_up_, act_, 1, c.ffn);
-    ctx_.gemm(act_, L.w_down, down_, 1, H, c.ffn);
+    ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = 1, .n = H, .k = c.q_heads * hd});
+    ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
+    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = 1, .n = 2 * c.ffn, .k = H});
+    ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = 1, .im = c.ffn});
+    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = 1, .n = H, .k = c.ffn});
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
-    ctx_.fused_add_rms_norm(x_, down_, next_norm, eps, a_, 1, H);
+    ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
   }
-  ctx_.gemm(a_, lm_head_, logits_, 1, c.vocab, H);
+  ctx_.gemm({.a = a_, .b = lm_head_, .out = logits_, .m = 1, .n = c.vocab, .k = H});
 }
 
 uint32_t Model::decode_graph(uint32_t token) {
@@ -261,13 +261,13 @@ uint32_t Model::decode_graph(uint32_t token) {
     throw std::invalid_argument("ferrum-demo: int8 / fp8 KV caches have no graph path");
   constexpr uint64_t kKey = 1;
   if (cfg_.kv == KvLayout::paged) write_step_lengths(len_, 1);
-  ctx_.set_decode_state(token, static_cast<uint32_t>(len_));
+  ctx_.set_decode_state({.token = token, .step = static_cast<uint32_t>(len_)});
   if (!graph_captured_) {
     // Warm-up: run the step eagerly once in dev-state mode so every plugin scratch is grown
     // before the capture (docs/spec.md §0.4), then record it.
     ctx_.set_dev_state_mode(true);
     record_decode_step();
-    ctx_.set_decode_state(token, static_cast<uint32_t>(len_));
+    ctx_.set_decode_state({.token = token, .step = static_cast<uint32_t>(len_)});
     ctx_.begin_graph_capture();
     record_decode_step();
     ctx_.end_graph_capture(kKey);
@@ -276,7 +276,7 @@ uint32_t Model::decode_graph(uint32_t token) {
   }
   if (!ctx_.replay_graph(kKey)) throw std::runtime_error("ferrum-demo: the decode graph was not replayed");
   len_ += 1;
-  return ctx_.argmax_rows_f16(logits_, 1, cfg_.vocab)[0];
+  return ctx_.argmax_rows_f16({.logits = logits_, .m = 1, .n = cfg_.vocab})[0];
 }
 
 std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t& next, bool want_logits) {
@@ -286,8 +286,8 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
     throw std::invalid_argument("ferrum-demo: forward beyond the configured token/position limits");
   const float eps = static_cast<float>(c.eps);
 
-  ctx_.embedding_lookup(embedding_, tokens, x_, H);
-  ctx_.rms_norm(x_, layers_[0].input_norm, eps, a_, T, H);
+  ctx_.embedding_lookup({.table = embedding_, .ids = tokens, .out = x_, .dim = H});
+  ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});
   if (c.kv == KvLayout::paged) {
     if (c.kv_dtype == KvDtype::activation) {
       write_step_lengths(p0, T);
@@ -299,34 +299,34 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
   }
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer& L = layers_[l];
-    ctx_.gemm(a_, L.w_qkv, qkv_, T, (c.q_heads + 2 * c.kv_heads) * hd, H);
+    ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = T, .n = (c.q_heads + 2 * c.kv_heads) * hd, .k = H});
     if (c.kv == KvLayout::paged) {
       // Token-major attention output [T, nq, hd]: no transpose before the output projection.
       if (c.kv_dtype == KvDtype::activation) attention_paged(L, T, p0);
       else attention_quant(L, T, p0);
-      ctx_.gemm(attn_, L.w_o, o_, T, H, c.q_heads * hd);
+      ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = T, .n = H, .k = c.q_heads * hd});
     } else {
       // q head-major [nq, T, hd]; K/V rotated/copied straight into the contiguous caches.
-      ctx_.split_qkv_norm_rope_into_cache(qkv_, &L.q_norm, &L.k_norm, &cos_, &sin_, q_, L.cache_k, L.cache_v, T,
-                                          c.q_heads, c.kv_heads, hd, p0, eps, FERRUM_QK_MODE_NORM_NEOX, p0,
-                                          c.max_positions);
-      ctx_.flash_attention(q_, L.cache_k, L.cache_v, attn_, 1, T, p0 + T, p0, c.q_heads, c.kv_heads, hd, true, 0.0f,
-                           c.max_positions, 0);
-      ctx_.transpose_head_to_token(attn_, attn_t_, T, c.q_heads, hd);
-      ctx_.gemm(attn_t_, L.w_o, o_, T, H, c.q_heads * hd);
+      ctx_.split_qkv_norm_rope_into_cache({.qkv = qkv_, .q_norm_w = &L.q_norm, .k_norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v, .tokens = T,
+                                          .q_heads = c.q_heads, .kv_heads = c.kv_heads, .head_dim = hd, .pos_offset = p0, .eps = eps, .qk_mode = ferrum::QkMode::rms_norm_neox, .cache_len = p0,
+                                          .cache_capacity = c.max_positions});
+      ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = T, .kv_len = p0 + T, .pos_offset = p0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .causal = true, .scale = 0.0f,
+                           .kv_seq_stride = c.max_positions, .sliding_window = 0});
+      ctx_.transpose_head_to_token({.src = attn_, .dst = attn_t_, .tokens = T, .heads = c.q_heads, .dim = hd});
+      ctx_.gemm({.a = attn_t_, .b = L.w_o, .out = o_, .m = T, .n = H, .k = c.q_heads * hd});
     }
-    ctx_.fused_add_rms_norm(x_, o_, L.post_norm, eps, a_, T, H);  // x += o; a = norm(x)
-    ctx_.gemm(a_, L.w_gate_up, gate_up_, T, 2 * c.ffn, H);
-    ctx_.fused_silu_mul_split(gate_up_, act_, T, c.ffn);
-    ctx_.gemm(act_, L.w_down, down_, T, H, c.ffn);
+    ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += o; a = norm(x)
+    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = T, .n = 2 * c.ffn, .k = H});
+    ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = T, .im = c.ffn});
+    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = T, .n = H, .k = c.ffn});
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
-    ctx_.fused_add_rms_norm(x_, down_, next_norm, eps, a_, T, H);  // x += d; a = norm(x)
+    ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += d; a = norm(x)
   }
   len_ = p0 + T;
   // logits of the last token only
-  ctx_.copy_slice(a_, (T - 1) * H, last_, 0, H);
-  ctx_.gemm(last_, lm_head_, logits_, 1, c.vocab, H);
-  next = ctx_.argmax_rows_f16(logits_, 1, c.vocab)[0];
+  ctx_.copy_slice({.src = a_, .src_offset = (T - 1) * H, .dst = last_, .dst_offset = 0, .len = H});
+  ctx_.gemm({.a = last_, .b = lm_head_, .out = logits_, .m = 1, .n = c.vocab, .k = H});
+  next = ctx_.argmax_rows_f16({.logits = logits_, .m = 1, .n = c.vocab})[0];
   return want_logits ? ctx_.to_vec(logits_, c.vocab) : std::vector<float>{};
 }
 
@@ -347,16 +347,16 @@ void Model::attention_paged(Layer& L, uint64_t T, uint64_t p0) {
   const ModelConfig& c = cfg_;
   const float eps = static_cast<float>(c.eps);
   const Buffer& cu = T == 1 ? cu_one_ : cu_seqlens_;
-  ctx_.split_qkv_norm_rope_into_paged_cache_varlen(qkv_, &L.q_norm, &L.k_norm, &cos_, &sin_, q_, L.cache_k, L.cache_v,
-                                                   cu, pos_offsets_, block_table_, 1, T, c.q_heads, c.kv_heads,
-                                                   c.head_dim, eps, FERRUM_QK_MODE_NORM_NEOX, c.kv_block_size,
-                                                   blocks_);
+  ctx_.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = qkv_, .q_norm_w = &L.q_norm, .k_norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v,
+                                                   .cu_seqlens_q = cu, .pos_offsets = pos_offsets_, .block_tables = block_table_, .num_seqs = 1, .m_total = T, .q_heads = c.q_heads, .kv_heads = c.kv_heads,
+                                                   .head_dim = c.head_dim, .eps = eps, .qk_mode = ferrum::QkMode::rms_norm_neox, .block_size = c.kv_block_size,
+                                                   .max_blocks_per_seq = blocks_});
   if (T == 1)
-    ctx_.paged_decode_attention(q_, L.cache_k, L.cache_v, attn_, block_table_, kv_lens_, 1, c.q_heads, c.kv_heads,
-                                c.head_dim, c.kv_block_size, blocks_, 1, 0.0f, 0);
+    ctx_.paged_decode_attention({.q = q_, .k_pool = L.cache_k, .v_pool = L.cache_v, .out = attn_, .block_tables = block_table_, .context_lens = kv_lens_, .num_seqs = 1, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads,
+                                .head_dim = c.head_dim, .block_size = c.kv_block_size, .max_num_blocks_per_seq = blocks_, .q_len = 1, .scale = 0.0f, .sliding_window = 0});
   else
-    ctx_.paged_varlen_attention(q_, L.cache_k, L.cache_v, attn_, cu, pos_offsets_, block_table_, 1, T, p0 + T,
-                                c.q_heads, c.kv_heads, c.head_dim, c.kv_block_size, blocks_, 0.0f, 0);
+    ctx_.paged_varlen_attention({.q = q_, .k_pool = L.cache_k, .v_pool = L.cache_v, .out = attn_, .cu_seqlens_q = cu, .pos_offsets = pos_offsets_, .block_tables = block_table_, .num_seqs = 1, .total_q_tokens = T, .max_kv_len = p0 + T,
+                                .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = c.head_dim, .block_size = c.kv_block_size, .max_num_blocks_per_seq = blocks_, .scale = 0.0f, .sliding_window = 0});
 }
 
 // int8 / fp8 paged cache: token-major q and K rotated at positions p0 + t, K/V quantised into
@@ -367,29 +367,29 @@ void Model::attention_quant(Layer& L, uint64_t T, uint64_t p0) {
   const uint64_t hd = c.head_dim, qd = c.q_heads * hd;
   const float eps = static_cast<float>(c.eps);
   const bool int8 = c.kv_dtype == KvDtype::int8;
-  ctx_.split_qkv(qkv_, q_tm_, k_tm_, v_tm_, T, qd, c.kv_heads * hd);
-  ctx_.qk_norm_rope_batched_per_item(q_tm_, &L.q_norm, &cos_, &sin_, q_, positions_, T, c.q_heads, hd, eps,
-                                     FERRUM_QK_MODE_NORM_NEOX);
-  ctx_.qk_norm_rope_batched_per_item(k_tm_, &L.k_norm, &cos_, &sin_, k_rot_tm_, positions_, T, c.kv_heads, hd, eps,
-                                     FERRUM_QK_MODE_NORM_NEOX);
+  ctx_.split_qkv({.qkv = qkv_, .q = q_tm_, .k = k_tm_, .v = v_tm_, .tokens = T, .q_dim = qd, .kv_dim = c.kv_heads * hd});
+  ctx_.qk_norm_rope_batched_per_item({.input = q_tm_, .norm_w = &L.q_norm, .cos = &cos_, .sin = &sin_, .output = q_, .positions = positions_, .m = T, .heads = c.q_heads, .head_dim = hd, .eps = eps,
+                                     .mode = ferrum::QkMode::rms_norm_neox});
+  ctx_.qk_norm_rope_batched_per_item({.input = k_tm_, .norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .output = k_rot_tm_, .positions = positions_, .m = T, .heads = c.kv_heads, .head_dim = hd, .eps = eps,
+                                     .mode = ferrum::QkMode::rms_norm_neox});
   KvCacheQuant& kv = L.quant;
   if (int8)
-    ctx_.int8_kv_append_paged(k_rot_tm_, v_tm_, kv.k, kv.v, kv.k_scales, kv.v_scales, block_ids_, p0, T,
-                              c.kv_block_size, c.kv_heads, hd);
+    ctx_.int8_kv_append_paged({.k_in = k_rot_tm_, .v_in = v_tm_, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales, .layer_v_scales = kv.v_scales, .paged_block_indices = block_ids_, .cache_len_before = p0, .tokens = T,
+                              .block_size = c.kv_block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
   else
-    ctx_.fp8_kv_append_paged(k_rot_tm_, v_tm_, kv.k, kv.v, kv.k_scales, kv.v_scales, block_ids_, p0, T,
-                             c.kv_block_size, c.kv_heads, hd);
+    ctx_.fp8_kv_append_paged({.k_in = k_rot_tm_, .v_in = v_tm_, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales, .layer_v_scales = kv.v_scales, .paged_block_indices = block_ids_, .cache_len_before = p0, .tokens = T,
+                             .block_size = c.kv_block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
   for (uint64_t t = 0; t < T; ++t) {
     const Buffer& q = T == 1 ? q_ : q_row_;
     Buffer& o = T == 1 ? attn_ : o_row_;
-    if (T > 1) ctx_.copy_slice(q_, t * qd, q_row_, 0, qd);
+    if (T > 1) ctx_.copy_slice({.src = q_, .src_offset = t * qd, .dst = q_row_, .dst_offset = 0, .len = qd});
     if (int8)
-      ctx_.int8_paged_decode_attention(q, kv.k, kv.v, kv.k_scales, kv.v_scales, block_table_, o, c.q_heads,
-                                       c.kv_heads, hd, p0 + t + 1, c.kv_block_size, 0.0f, 0);
+      ctx_.int8_paged_decode_attention({.q = q, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales, .layer_v_scales = kv.v_scales, .block_table = block_table_, .output = o, .num_q_heads = c.q_heads,
+                                       .num_kv_heads = c.kv_heads, .head_dim = hd, .valid_kv_len = p0 + t + 1, .block_size = c.kv_block_size, .scale = 0.0f, .sliding_window = 0});
     else
-      ctx_.fp8_paged_decode_attention(q, kv.k, kv.v, kv.k_scales, kv.v_scales, block_table_, o, c.q_heads,
-                                      c.kv_heads, hd, p0 + t + 1, c.kv_block_size, 0.0f, 0);
-    if (T > 1) ctx_.copy_slice(o_row_, 0, attn_, t * qd, qd);
+      ctx_.fp8_paged_decode_attention({.q = q, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales, .layer_v_scales = kv.v_scales, .block_table = block_table_, .output = o, .num_q_heads = c.q_heads,
+                                      .num_kv_heads = c.kv_heads, .head_dim = hd, .valid_kv_len = p0 + t + 1, .block_size = c.kv_block_size, .scale = 0.0f, .sliding_window = 0});
+    if (T > 1) ctx_.copy_slice({.src = o_row_, .src_offset = 0, .dst = attn_, .dst_offset = t * qd, .len = qd});
   }
 }
 

@@ -246,13 +246,13 @@ int main(int argc, char** argv) {
     {
       const uint64_t n = 64ull << 20;  // 64 Mi elements of the activation dtype
       ferrum::Buffer src = ctx.alloc(n), dst = ctx.alloc(n);
-      ctx.copy_slice(src, 0, dst, 0, n);
+      ctx.copy_slice({.src = src, .src_offset = 0, .dst = dst, .dst_offset = 0, .len = n});
       ctx.sync();
       ferrum::Timer timer = ctx.make_timer();
       double best_ms = 1e30;
       for (int rep = 0; rep < 5; ++rep) {
         ctx.record_start(timer);
-        ctx.copy_slice(src, 0, dst, 0, n);
+        ctx.copy_slice({.src = src, .src_offset = 0, .dst = dst, .dst_offset = 0, .len = n});
         ctx.record_end(timer);
         best_ms = std::min(best_ms, ctx.elapsed_ms(timer));
       }

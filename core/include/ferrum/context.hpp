@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include <ferrum/args_gen.hpp>
 #include <ferrum/export.hpp>
 #include <ferrum/ferrum_plugin.h>
 #include <ferrum/handles.hpp>
@@ -67,13 +68,13 @@ class FERRUM_API Context {
   }
   template <class T>
   void write_typed(Buffer& dst, std::span<const T> data) {
-    write_typed(dst, dtype_of_v<T>, data.data(), data.size());
+    write_typed({.dst = dst, .dtype = dtype_of_v<T>, .data = data.data(), .data_len = data.size()});
   }
   template <class T>
   std::vector<T> read_typed(const Buffer& src, uint64_t n) {
     check_len(Op::read_typed, "len", n, src);  // before host memory is sized from n
     std::vector<T> out = host_vector<T>(Op::read_typed, "len", n);
-    read_typed(src, dtype_of_v<T>, n, out.data());
+    read_typed({.src = src, .dtype = dtype_of_v<T>, .len = n, .data = out.data()});
     return out;
   }
 
@@ -107,6 +108,9 @@ class FERRUM_API Context {
 
   // INVALID_ARGUMENT when `rope` does not fit head_dim, or is empty while `mode` reads tables.
   void check_rope(Op op, const RopeTables& rope, uint64_t head_dim, QkMode mode) const;
+  // The named form's tables: `rope` (checked as above) or the raw cos/sin, never both.
+  void check_rope(Op op, const RopeTables* rope, const Buffer* cos, const Buffer* sin,
+                  uint64_t head_dim, QkMode mode) const;
   // INVALID_ARGUMENT when `len` (argument `arg` of `op`) exceeds buf's element count.
   void check_len(Op op, const char* arg, uint64_t len, const Buffer& buf) const;
   // n value-initialised host elements for a result, or an Error (out_of_memory naming op and

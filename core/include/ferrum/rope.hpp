@@ -5,8 +5,8 @@
 //   - the GPT-J (interleaved) rotation where the model uses NeoX (halves), or the reverse;
 //   - QK-norm weights passed with a mode that does not apply them (the plugins refuse those).
 //
-// The ops of the qk-norm/RoPE family have an overload taking `const RopeTables&` and `QkMode`
-// (context_ops_gen.inc); it checks the tables against head_dim before the op runs.
+// The ops of the qk-norm/RoPE family take `.rope = &tables` (a `const RopeTables*`) and a `QkMode`
+// in their named arguments (args_gen.hpp); the tables are checked against head_dim before the op runs.
 #pragma once
 
 #include <cstdint>

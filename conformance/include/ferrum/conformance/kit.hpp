@@ -8,7 +8,7 @@
 //     auto x = run.random(T * D), w = run.random(D, 0.5, 1.5);
 //     ferrum::Buffer bx = run.upload(x), bw = run.upload(w);
 //     ferrum::Buffer out = run.output(T * D);                 // poisoned, with a poisoned guard
-//     run.ctx.rms_norm(bx, bw, 1e-6f, out, T, D);
+//     run.ctx.rms_norm({.x = bx, .w = bw, .eps = 1e-6f, .out = out, .tokens = T, .dim = D});
 //     std::vector<double> ref;
 //     ferrum::ref::rms_norm(run.values(x), run.values(w), 1e-6f, ref, T, D);
 //     run.check("out", out, ref, /*row_len=*/D);              // F class of run.dtype, per row too
