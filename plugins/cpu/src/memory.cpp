@@ -89,8 +89,8 @@ ferrum_status from_weight_bytes(ferrum_context* ctx, const ferrum_from_weight_by
 
 ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_write_typed_args& a, bool dry) -> Status {
-    Status s = check_dtype_match("write_typed", a.dtype, a.dst);
-    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, a.dst);
+    Status s = check_dtype_match("write_typed", a.dtype, "dst", a.dst);
+    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, "dst", a.dst);
     if (!s.ok() || dry) return s;
     if (a.data_len) std::memcpy(a.dst->data, a.data, a.data_len * dtype_size(a.dtype));  // arith-ok: <= dst's bytes
     return ok_status();
@@ -99,8 +99,8 @@ ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a)
 
 ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_read_typed_args& a, bool dry) -> Status {
-    Status s = check_dtype_match("read_typed", a.dtype, a.src);
-    if (s.ok()) s = check_len("read_typed", "len", a.len, a.src);
+    Status s = check_dtype_match("read_typed", a.dtype, "src", a.src);
+    if (s.ok()) s = check_len("read_typed", "len", a.len, "src", a.src);
     if (!s.ok() || dry) return s;
     if (a.len) std::memcpy(a.data, a.src->data, a.len * dtype_size(a.dtype));  // arith-ok: <= src's bytes
     return ok_status();
@@ -109,7 +109,7 @@ ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
 
 ferrum_status to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_to_vec_args& a, bool dry) -> Status {
-    Status s = check_len("to_vec", "len", a.len, a.buf);
+    Status s = check_len("to_vec", "len", a.len, "buf", a.buf);
     if (!s.ok() || dry) return s;
     dispatch_any(a.buf->dtype, 0, [&](auto tag) {
       using T = decltype(tag);
@@ -129,8 +129,7 @@ ferrum_status to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
 ferrum_status write_f32_to_activation(ferrum_context* ctx, const ferrum_write_f32_to_activation_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_write_f32_to_activation_args& a, bool dry) -> Status {
     if (a.data_len == 0) return ok_status();
-    if (!a.dst) return invalid("write_f32_to_activation: argument 'dst': expected a buffer, given NULL");
-    Status s = check_len("write_f32_to_activation", "data_len", a.data_len, a.dst);
+    Status s = check_len("write_f32_to_activation", "data_len", a.data_len, "dst", a.dst);
     if (!s.ok() || dry) return s;
     return convert_elements(a.data, FERRUM_DTYPE_F32, a.dst->data, a.dst->dtype, a.data_len);
   });
@@ -139,8 +138,7 @@ ferrum_status write_f32_to_activation(ferrum_context* ctx, const ferrum_write_f3
 ferrum_status zero_buffer(ferrum_context* ctx, const ferrum_zero_buffer_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_zero_buffer_args& a, bool dry) -> Status {
     if (a.len == 0) return ok_status();
-    if (!a.buf) return invalid("zero_buffer: argument 'buf': expected a buffer, given NULL");
-    Status s = check_len("zero_buffer", "len", a.len, a.buf);
+    Status s = check_len("zero_buffer", "len", a.len, "buf", a.buf);
     if (!s.ok() || dry) return s;
     std::memset(a.buf->data, 0, a.len * dtype_size(a.buf->dtype));  // arith-ok: len <= count (check_len)
     return ok_status();
