@@ -566,3 +566,123 @@ TEST_CASE("overflow: mla_attention kv_lora_rank + qk_rope_head_dim and pos_offse
                         {"mla_attention", "kv_lora_rank", "wraps past 2^64"});
   expect_all_poison(out);
 }
+
+// ============================================================================ zero work and NULL
+// The fuzz campaign's reproducers (fuzz/regressions/fuzz_facade_ops): a call with zero work or a
+// zero-size dimension must neither read through a NULL handle nor form pointers from one. A
+// mandatory buffer that is NULL is INVALID_ARGUMENT naming it, whatever the length.
+TEST_CASE("zero work: write_typed / read_typed / to_vec with a NULL buffer and length 0", "[overflow][memory]") {
+  ferrum_write_typed_args w{};
+  w.dtype = dt(D);
+  expect_raw_invalid(call_raw(api().memory->write_typed, w), {"write_typed", "'dst'", "given NULL"});
+  ferrum_read_typed_args r{};
+  r.dtype = dt(D);
+  expect_raw_invalid(call_raw(api().memory->read_typed, r), {"read_typed", "'src'", "given NULL"});
+  ferrum_to_vec_args t{};
+  expect_raw_invalid(call_raw(api().memory->to_vec, t), {"to_vec", "'buf'", "given NULL"});
+  SECTION("a given buffer and length 0 stays a no-op") {
+    Buffer b = out_buf(0);
+    w.dst = b.get(), r.src = b.get(), t.buf = b.get();
+    CHECK(call_raw(api().memory->write_typed, w).status == FERRUM_STATUS_OK);
+    CHECK(call_raw(api().memory->read_typed, r).status == FERRUM_STATUS_OK);
+    CHECK(call_raw(api().memory->to_vec, t).status == FERRUM_STATUS_OK);
+    expect_all_poison(b);
+  }
+}
+
+TEST_CASE("zero work: flash_attention with kv_len = 0 reads no key", "[overflow][attention]") {
+  const uint64_t hd = 8, nh = 2;
+  Buffer q = upload(D, rnd(D, nh * hd, 30)), out = out_buf(nh * hd);
+  ferrum_flash_attention_args s{};
+  s.q = q.get(), s.out = out.get(), s.batch = 1, s.q_len = 1, s.kv_len = 0, s.pos_offset = 7, s.num_heads = nh;
+  s.num_kv_heads = 1, s.head_dim = hd;
+  SECTION("k and v NULL (no key is read)") {
+    s.kv_seq_stride = 22;
+    REQUIRE(call_raw(api().attention->flash_attention, s).status == FERRUM_STATUS_OK);
+  }
+  SECTION("a kv_seq_stride far past the small k and v (its product fits in 64 bits)") {
+    Buffer k = upload(D, rnd(D, hd, 31)), v = upload(D, rnd(D, hd, 32));
+    s.k = k.get(), s.v = v.get(), s.kv_seq_stride = uint64_t{1} << 40;
+    REQUIRE(call_raw(api().attention->flash_attention, s).status == FERRUM_STATUS_OK);
+  }
+  // No visible key: every query row is +0.0, nothing past the rows is written.
+  CHECK(slice(download(out), 0, nh * hd) == vec(nh * hd, 0.0));
+  expect_poison(out, nh * hd, kGuard, "past the query rows");
+}
+
+TEST_CASE("zero work: split_qkv with kv_dim = 0 and NULL k / v", "[overflow][dense]") {
+  const uint64_t tokens = 3, qd = 4;
+  const vec x = rnd(D, tokens * qd, 33);
+  Buffer qkv = upload(D, x), q = out_buf(tokens * qd);
+  ferrum_split_qkv_args s{};
+  s.qkv = qkv.get(), s.q = q.get(), s.tokens = tokens, s.q_dim = qd, s.kv_dim = 0;
+  REQUIRE(call_raw(api().dense->split_qkv, s).status == FERRUM_STATUS_OK);
+  CHECK(slice(download(q), 0, tokens * qd) == x);  // the rows are q alone
+  expect_poison(q, tokens * qd, kGuard, "past q");
+  SECTION("q_dim = 0 with a NULL q copies k and v") {
+    Buffer k = out_buf(tokens * 2), v = out_buf(tokens * 2);
+    ferrum_split_qkv_args z{};
+    z.qkv = qkv.get(), z.k = k.get(), z.v = v.get(), z.tokens = tokens, z.q_dim = 0, z.kv_dim = 2;
+    REQUIRE(call_raw(api().dense->split_qkv, z).status == FERRUM_STATUS_OK);
+    const vec kd = download(k), vd = download(v);
+    for (uint64_t t = 0; t < tokens; ++t)
+      for (uint64_t i = 0; i < 2; ++i) {
+        CHECK(kd[t * 2 + i] == x[t * 4 + i]);
+        CHECK(vd[t * 2 + i] == x[t * 4 + 2 + i]);
+      }
+  }
+}
+
+TEST_CASE("zero work: kv_cache_append_batched_per_cache with nkv = 0 or hd = 0 and items", "[overflow][attention]") {
+  Buffer cache = poisoned(D, 16), lens = idx({0});
+  ferrum_buffer* caches[1] = {cache.get()};
+  ferrum_kv_cache_append_batched_per_cache_args s{};
+  s.caches = caches, s.cache_lens = lens.get(), s.capacity = 4, s.m = 1, s.nkv = 0, s.hd = 4;
+  expect_raw_invalid(call_raw(api().attention->kv_cache_append_batched_per_cache, s),
+                     {"kv_cache_append_batched_per_cache", "'nkv'", "given 0"});
+  s.nkv = 1, s.hd = 0;
+  expect_raw_invalid(call_raw(api().attention->kv_cache_append_batched_per_cache, s),
+                     {"kv_cache_append_batched_per_cache", "'hd'", "given 0"});
+  Buffer nd = upload(D, rnd(D, 4, 34));
+  expect_facade_invalid([&] { ctx().kv_cache_append_batched_per_cache(caches, nd, lens, 4, 0, 4, 0); },
+                        {"kv_cache_append_batched_per_cache", "'nkv'"});
+  expect_all_poison(cache);
+}
+
+TEST_CASE("zero work: paged_varlen_attention with total_q_tokens = 0 and a NULL q", "[overflow][paged_kv]") {
+  Buffer kp = upload(D, rnd(D, 64, 35)), vp = upload(D, rnd(D, 64, 36)), out = out_buf(0);
+  Buffer cu = idx({0, 0, 0}), offs = idx({1, 2}), bt = idx({0, 0});
+  auto fill = [&](auto& s) {  // q = NULL: [0, num_heads, head_dim] has no element
+    s.k_pool = kp.get(), s.v_pool = vp.get(), s.out = out.get(), s.cu_seqlens_q = cu.get(), s.pos_offsets = offs.get();
+    s.block_tables = bt.get(), s.num_seqs = 2, s.total_q_tokens = 0, s.max_kv_len = 4, s.num_heads = 2;
+    s.num_kv_heads = 2, s.head_dim = 4, s.block_size = 4, s.max_num_blocks_per_seq = 1;
+  };
+  ferrum_paged_varlen_attention_args s{};
+  ferrum_paged_varlen_attention_vllm_args sv{};
+  fill(s), fill(sv);
+  CHECK(call_raw(api().paged_kv->paged_varlen_attention, s).status == FERRUM_STATUS_OK);
+  CHECK(call_raw(api().paged_kv->paged_varlen_attention_vllm, sv).status == FERRUM_STATUS_OK);
+  expect_all_poison(out);
+}
+
+// Buffers of 64 MiB or more are anonymous mappings (zero on first touch): a large zeroed cache
+// must read back zero at both ends, take writes there and be released (fuzz: a 1.8 GB quantised
+// KV layer used to be memset page by page, past the harness's memory limit).
+TEST_CASE("alloc: a mapped buffer of 64 MiB or more is zero, writable at both ends and released", "[overflow][memory]") {
+  const uint64_t n = (uint64_t{64} << 20) + 5;
+  for (int round = 0; round < 2; ++round) {  // twice: the release must give the mapping back cleanly
+    Buffer big = ctx().alloc_typed(Dtype::u8, n);
+    REQUIRE(big.count() == n);
+    Buffer tail = poisoned(Dtype::u8, 64), head = poisoned(Dtype::u8, 64);
+    ctx().copy_slice(big, n - 64, tail, 0, 64);
+    ctx().copy_slice(big, 0, head, 0, 64);
+    CHECK(read_bytes(tail) == std::vector<uint8_t>(64, 0));
+    CHECK(read_bytes(head) == std::vector<uint8_t>(64, 0));
+    std::vector<uint8_t> bytes(64);
+    for (uint64_t i = 0; i < 64; ++i) bytes[i] = static_cast<uint8_t>(1 + (i * 37 + 11) % 251);  // never 0
+    Buffer src = upload_bytes(Dtype::u8, bytes);
+    ctx().copy_slice(src, 0, big, n - 64, 64);
+    ctx().copy_slice(big, n - 64, tail, 0, 64);
+    CHECK(read_bytes(tail) == bytes);
+  }
+}

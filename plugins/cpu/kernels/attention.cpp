@@ -78,8 +78,9 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
       const uint64_t nq = std::min(kQTile, q_len - i0);
       const T* qbase = q + ((b * num_heads + h) * q_len + i0) * D;
       T* obase = out + ((b * num_heads + h) * q_len + i0) * D;
-      const T* kbase = k + (b * num_kv_heads + kvh) * S * D;
-      const T* vbase = v + (b * num_kv_heads + kvh) * S * D;
+      // Element offset of this (batch, kv head)'s keys; pointers are formed only for keys read
+      // (kv_len = 0 reads none: k/v may be NULL and S·D may exceed what they hold).
+      const uint64_t kvoff = (b * num_kv_heads + kvh) * S * D;
 
       // Union of the tile's visible ranges.
       uint64_t tlo = kv_len, thi = 0;
@@ -101,8 +102,8 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
       for (uint64_t j0 = tlo; j0 < thi; j0 += kKBlock) {
         const uint64_t nk = std::min(kKBlock, thi - j0);
         for (uint64_t j = 0; j < nk * D; ++j) {
-          kf[j] = to_float(kbase[j0 * D + j]);
-          vf[j] = to_float(vbase[j0 * D + j]);
+          kf[j] = to_float(k[kvoff + j0 * D + j]);
+          vf[j] = to_float(v[kvoff + j0 * D + j]);
         }
         for (uint64_t qi = 0; qi < nq; ++qi) {
           uint64_t lo, hi;

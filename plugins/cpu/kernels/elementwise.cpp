@@ -16,6 +16,13 @@ constexpr uint64_t kGrain = uint64_t{1} << 15;  // elements per parallel chunk a
 
 uint64_t row_grain(uint64_t row_elems) { return std::max<uint64_t>(1, kGrain / std::max<uint64_t>(row_elems, 1)); }
 
+// Copies n elements; a zero-size segment touches neither pointer (either may be NULL then: a
+// zero-width output such as split_qkv's k/v with kv_dim = 0 need not exist).
+template <class T>
+void copy_elems(T* dst, const T* src, uint64_t n) {
+  if (n != 0) std::memcpy(static_cast<void*>(dst), src, n * sizeof(T));
+}
+
 // Applies out[i] = op(i) over [0, len) in parallel chunks.
 template <class F>
 void for_each_index(uint64_t len, F&& op) {
@@ -189,9 +196,11 @@ void split_qkv(const T* qkv, T* q, T* k, T* v, uint64_t tokens, uint64_t q_dim, 
   parallel_for(tokens, row_grain(row), [&](uint64_t t0, uint64_t t1) {
     for (uint64_t t = t0; t < t1; ++t) {
       const T* src = qkv + t * row;
-      std::memcpy(q + t * q_dim, src, q_dim * sizeof(T));
-      std::memcpy(k + t * kv_dim, src + q_dim, kv_dim * sizeof(T));
-      std::memcpy(v + t * kv_dim, src + q_dim + kv_dim, kv_dim * sizeof(T));
+      if (q_dim) copy_elems(q + t * q_dim, src, q_dim);
+      if (kv_dim) {
+        copy_elems(k + t * kv_dim, src + q_dim, kv_dim);
+        copy_elems(v + t * kv_dim, src + q_dim + kv_dim, kv_dim);
+      }
     }
   });
 }
@@ -202,7 +211,7 @@ void transpose_head_to_token(const T* src, T* dst, uint64_t tokens, uint64_t hea
   parallel_for(tokens, row_grain(heads * dim), [&](uint64_t t0, uint64_t t1) {
     for (uint64_t t = t0; t < t1; ++t) {
       for (uint64_t h = 0; h < heads; ++h) {
-        std::memcpy(dst + (t * heads + h) * dim, src + (h * tokens + t) * dim, dim * sizeof(T));
+        copy_elems(dst + (t * heads + h) * dim, src + (h * tokens + t) * dim, dim);
       }
     }
   });
@@ -214,7 +223,7 @@ void transpose_token_to_head(const T* src, T* dst, uint64_t tokens, uint64_t hea
   parallel_for(tokens, row_grain(heads * dim), [&](uint64_t t0, uint64_t t1) {
     for (uint64_t t = t0; t < t1; ++t) {
       for (uint64_t h = 0; h < heads; ++h) {
-        std::memcpy(dst + (h * tokens + t) * dim, src + (t * heads + h) * dim, dim * sizeof(T));
+        copy_elems(dst + (h * tokens + t) * dim, src + (t * heads + h) * dim, dim);
       }
     }
   });
@@ -228,7 +237,7 @@ void embedding_rows(const T* table, uint64_t vocab, const uint64_t* ids, uint64_
     for (uint64_t i = i0; i < i1; ++i) {
       const uint64_t id = ids[i];
       if (id < vocab) {
-        std::memcpy(out + i * dim, table + id * dim, dim * sizeof(T));
+        copy_elems(out + i * dim, table + id * dim, dim);
       } else if (zero_if_oob) {
         std::memset(static_cast<void*>(out + i * dim), 0, dim * sizeof(T));  // +0.0 in every float dtype
       }
@@ -261,7 +270,7 @@ void argmax_rows(const T* logits, uint64_t m, uint64_t n, uint32_t* out) {
 template <class S, class D>
 void convert(const S* src, D* dst, uint64_t n) {
   if constexpr (std::is_same_v<S, D>) {
-    if (n != 0) std::memcpy(static_cast<void*>(dst), src, n * sizeof(S));
+    copy_elems(dst, src, n);
   } else {
     for_each_index(n, [&](uint64_t i) { dst[i] = from_float<D>(to_float(src[i])); });
   }

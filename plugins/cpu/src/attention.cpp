@@ -140,10 +140,13 @@ ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
     const char* op = "kv_cache_append_batched_per_cache";
     Status s = check_slot_and_items(op, a.slot, a.m);
     if (!s.ok() || a.m == 0) return s;
+    // Rows of zero width have no meaning with items to append (and leave new_data free to be NULL).
+    s = check_positive(op, "nkv", a.nkv, true);
+    if (s.ok()) s = check_positive(op, "hd", a.hd, true);
     uint64_t need = 0;
-    s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need);
+    if (s.ok()) s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need);
     if (s.ok()) s = check_caches(op, "caches", a.caches, a.m, a.new_data->dtype, need, a.new_data, a.cache_lens);
-    if (!s.ok() || dry || a.nkv == 0 || a.hd == 0) return s;
+    if (!s.ok() || dry) return s;
     return dispatch_float(a.new_data->dtype, unsupported("dtype"), [&](auto t) -> Status {
       using T = decltype(t);
       std::vector<T*> caches(a.m);

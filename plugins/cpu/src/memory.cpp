@@ -1,8 +1,11 @@
-// CPU plugin: memory and transfer family (docs/spec.md §1). Buffers are 64-byte aligned host memory.
+// CPU plugin: memory and transfer family (docs/spec.md §1). Buffers are 64-byte aligned host memory
+// (anonymous mappings from 64 MiB up, heap below).
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include <ferrum/common/op_rules.hpp>
 
@@ -18,6 +21,34 @@ using plugin::rules::check_len;
 using plugin::run_op;
 
 constexpr uint64_t kAlign = 64;
+
+// Buffers of kMapBytes or more are anonymous mappings: the kernel hands out zeroed pages on first
+// touch, so a large buffer asked zeroed (a quantised KV layer of gigabytes) costs neither a memset
+// nor resident memory until it is written. Smaller ones come from the heap (and its sanitizers).
+constexpr uint64_t kMapBytes = uint64_t{64} << 20;
+
+// The bytes behind a buffer of n elements, rounded up to kAlign (n bounded by make_buffer).
+uint64_t alloc_bytes(int32_t dtype, uint64_t n) {
+  return (n * dtype_size(dtype) + kAlign - 1) / kAlign * kAlign;  // arith-ok: n * es <= 2^64 - kAlign (make_buffer)
+}
+
+void* host_alloc(uint64_t bytes, bool zero) {
+  if (bytes >= kMapBytes) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;  // page-aligned, already zero
+  }
+  void* p = std::aligned_alloc(kAlign, bytes);
+  if (p && zero) std::memset(p, 0, bytes);
+  return p;
+}
+
+void host_free(void* p, uint64_t bytes) {
+  if (!p) return;
+  if (bytes >= kMapBytes)
+    munmap(p, bytes);
+  else
+    std::free(p);
+}
 
 bool valid_dtype(int32_t d) { return d >= FERRUM_DTYPE_F32 && d <= FERRUM_DTYPE_F8_E4M3; }
 
@@ -89,8 +120,8 @@ ferrum_status from_weight_bytes(ferrum_context* ctx, const ferrum_from_weight_by
 
 ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_write_typed_args& a, bool dry) -> Status {
-    Status s = check_dtype_match("write_typed", a.dtype, a.dst);
-    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, a.dst);
+    Status s = check_dtype_match("write_typed", a.dtype, "dst", a.dst);
+    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, "dst", a.dst);
     if (!s.ok() || dry) return s;
     if (a.data_len) std::memcpy(a.dst->data, a.data, a.data_len * dtype_size(a.dtype));  // arith-ok: <= dst's bytes
     return ok_status();
@@ -99,8 +130,8 @@ ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a)
 
 ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_read_typed_args& a, bool dry) -> Status {
-    Status s = check_dtype_match("read_typed", a.dtype, a.src);
-    if (s.ok()) s = check_len("read_typed", "len", a.len, a.src);
+    Status s = check_dtype_match("read_typed", a.dtype, "src", a.src);
+    if (s.ok()) s = check_len("read_typed", "len", a.len, "src", a.src);
     if (!s.ok() || dry) return s;
     if (a.len) std::memcpy(a.data, a.src->data, a.len * dtype_size(a.dtype));  // arith-ok: <= src's bytes
     return ok_status();
@@ -109,7 +140,7 @@ ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
 
 ferrum_status to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_to_vec_args& a, bool dry) -> Status {
-    Status s = check_len("to_vec", "len", a.len, a.buf);
+    Status s = check_len("to_vec", "len", a.len, "buf", a.buf);
     if (!s.ok() || dry) return s;
     dispatch_any(a.buf->dtype, 0, [&](auto tag) {
       using T = decltype(tag);
@@ -129,8 +160,7 @@ ferrum_status to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
 ferrum_status write_f32_to_activation(ferrum_context* ctx, const ferrum_write_f32_to_activation_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_write_f32_to_activation_args& a, bool dry) -> Status {
     if (a.data_len == 0) return ok_status();
-    if (!a.dst) return invalid("write_f32_to_activation: argument 'dst': expected a buffer, given NULL");
-    Status s = check_len("write_f32_to_activation", "data_len", a.data_len, a.dst);
+    Status s = check_len("write_f32_to_activation", "data_len", a.data_len, "dst", a.dst);
     if (!s.ok() || dry) return s;
     return convert_elements(a.data, FERRUM_DTYPE_F32, a.dst->data, a.dst->dtype, a.data_len);
   });
@@ -139,8 +169,7 @@ ferrum_status write_f32_to_activation(ferrum_context* ctx, const ferrum_write_f3
 ferrum_status zero_buffer(ferrum_context* ctx, const ferrum_zero_buffer_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_zero_buffer_args& a, bool dry) -> Status {
     if (a.len == 0) return ok_status();
-    if (!a.buf) return invalid("zero_buffer: argument 'buf': expected a buffer, given NULL");
-    Status s = check_len("zero_buffer", "len", a.len, a.buf);
+    Status s = check_len("zero_buffer", "len", a.len, "buf", a.buf);
     if (!s.ok() || dry) return s;
     std::memset(a.buf->data, 0, a.len * dtype_size(a.buf->dtype));  // arith-ok: len <= count (check_len)
     return ok_status();
@@ -169,9 +198,11 @@ ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* 
     ferrum_buffer* b = a->buf;
     if (!b) return ok_status();  // NULL-safe
     // The table answers without dereferencing b; only the one successful release frees the data.
-    void* data = plugin::live(b) ? b->data : nullptr;
+    void* data = nullptr;
+    uint64_t bytes = 0;
+    if (plugin::live(b)) data = b->data, bytes = alloc_bytes(b->dtype, b->count);
     if (!plugin::release_buffer_handle(b)) return plugin::released_or_foreign("buffer_release", "buf");
-    std::free(data);
+    host_free(data, bytes);
     return ok_status();
   });
 }
@@ -184,17 +215,16 @@ Status make_buffer(int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out) {
     return invalid(plugin::format("alloc: argument 'len': expected an element count whose byte size (%llu bytes each) "
                                   "fits in 64 bits, given %llu (the size wraps past 2^64)",
                                   (unsigned long long)es, (unsigned long long)n));
-  const uint64_t bytes = (n * es + kAlign - 1) / kAlign * kAlign;  // arith-ok: n bounded just above
+  const uint64_t bytes = alloc_bytes(dtype, n);
   void* p = nullptr;
   if (bytes) {
-    p = std::aligned_alloc(kAlign, bytes);
+    p = host_alloc(bytes, zero);
     if (!p)
       return {FERRUM_STATUS_OUT_OF_MEMORY, plugin::format("alloc: cannot allocate %llu bytes of host memory", (unsigned long long)bytes)};
-    if (zero) std::memset(p, 0, bytes);
   }
   ferrum_buffer* b = plugin::new_buffer_handle();
   if (!b) {
-    std::free(p);
+    host_free(p, bytes);
     return {FERRUM_STATUS_OUT_OF_MEMORY, "alloc: out of host memory"};
   }
   b->dtype = dtype;

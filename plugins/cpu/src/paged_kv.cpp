@@ -191,9 +191,10 @@ Status attend_varlen(const char* op, PagedLayout layout, const ferrum_buffer* q,
                      const ferrum_buffer* lens_b, const ferrum_buffer* bt, uint64_t num_seqs, uint64_t M, uint64_t nh,
                      uint64_t nkv, uint64_t D, uint64_t bs, uint64_t mbps, float scale, uint64_t window, bool fa2,
                      bool dry, const std::vector<uint8_t>* mask = nullptr) {
-  const bool work = num_seqs != 0;
-  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, work);
-  if (!s.ok() || !work) return s;
+  Status s = check_paged_attention_fields(op, nh, nkv, D, scale, bs, num_seqs != 0);
+  // No sequences or no query rows (M = total_q_tokens = 0): nothing is written, and q/out/lse
+  // may be NULL (their shapes have no elements), so return before any handle is touched.
+  if (!s.ok() || num_seqs == 0 || M == 0) return s;
   PagedPool pool;
   s = make_pool(op, "k_pool", kp, "v_pool", vp, layout, bs, "num_kv_heads", nkv, D, mbps, bt, pool);
   if (!s.ok() || dry) return s;

@@ -123,20 +123,29 @@ inline Status check_norm_weight(const char* op, const char* name, const ferrum_b
 }
 
 // ---- memory family (docs/spec.md §1) -------------------------------------------------------------
-// `len` elements must fit the buffer.
-inline Status check_len(const char* op, const char* field, uint64_t len, const ferrum_buffer* b) {
-  if (len > b->count)
-    return invalid(format("%s: argument '%s': expected at most %llu (the buffer's element count), given %llu", op, field,
-                          (unsigned long long)b->count, (unsigned long long)len));
+// The buffer a transfer reads or writes is mandatory whatever the length: its registry entry has no
+// shape, so the generated checks accept NULL, and a zero length is no licence for a NULL handle.
+inline Status check_given(const char* op, const char* name, const ferrum_buffer* b) {
+  if (!b) return invalid(format("%s: argument '%s': expected a buffer, given NULL", op, name));
   return ok_status();
 }
 
-// A typed transfer's `dtype` must equal the buffer's.
-inline Status check_dtype_match(const char* op, int32_t given, const ferrum_buffer* b) {
-  if (given != b->dtype)
+// `len` elements must fit the buffer `name` (which must be given).
+inline Status check_len(const char* op, const char* field, uint64_t len, const char* name, const ferrum_buffer* b) {
+  Status s = check_given(op, name, b);
+  if (s.ok() && len > b->count)
+    return invalid(format("%s: argument '%s': expected at most %llu (the buffer's element count), given %llu", op, field,
+                          (unsigned long long)b->count, (unsigned long long)len));
+  return s;
+}
+
+// A typed transfer's `dtype` must equal the buffer `name`'s (which must be given).
+inline Status check_dtype_match(const char* op, int32_t given, const char* name, const ferrum_buffer* b) {
+  Status s = check_given(op, name, b);
+  if (s.ok() && given != b->dtype)
     return invalid(format("%s: argument 'dtype': expected %s (the buffer's dtype), given %s", op, dtype_name(b->dtype),
                           dtype_name(given)));
-  return ok_status();
+  return s;
 }
 
 // copy_slice with len > 0: both buffers, a legal dtype pair, both ranges inside their buffers,

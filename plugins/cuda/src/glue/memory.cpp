@@ -133,8 +133,8 @@ ferrum_status from_weight_bytes(ferrum_context* ctx, const ferrum_from_weight_by
 ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_write_typed_args& a, bool dry) -> Status {
     Status s = check_devices("write_typed", c, {{"dst", a.dst}});
-    if (s.ok()) s = check_dtype_match("write_typed", a.dtype, a.dst);
-    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, a.dst);
+    if (s.ok()) s = check_dtype_match("write_typed", a.dtype, "dst", a.dst);
+    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, "dst", a.dst);
     if (!s.ok() || dry || a.data_len == 0) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -146,8 +146,8 @@ ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a)
 ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_read_typed_args& a, bool dry) -> Status {
     Status s = check_devices("read_typed", c, {{"src", a.src}});
-    if (s.ok()) s = check_dtype_match("read_typed", a.dtype, a.src);
-    if (s.ok()) s = check_len("read_typed", "len", a.len, a.src);
+    if (s.ok()) s = check_dtype_match("read_typed", a.dtype, "src", a.src);
+    if (s.ok()) s = check_len("read_typed", "len", a.len, "src", a.src);
     if (!s.ok() || dry) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -159,7 +159,7 @@ ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
 ferrum_status to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_to_vec_args& a, bool dry) -> Status {
     Status s = check_devices("to_vec", c, {{"buf", a.buf}});
-    if (s.ok()) s = check_len("to_vec", "len", a.len, a.buf);
+    if (s.ok()) s = check_len("to_vec", "len", a.len, "buf", a.buf);
     if (!s.ok() || dry) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -192,7 +192,7 @@ ferrum_status write_f32_to_activation(ferrum_context* ctx, const ferrum_write_f3
     if (a.data_len == 0) return ok_status();
     if (!a.dst) return invalid("write_f32_to_activation: argument 'dst': expected a buffer, given NULL");
     Status s = check_devices("write_f32_to_activation", c, {{"dst", a.dst}});
-    if (s.ok()) s = check_len("write_f32_to_activation", "data_len", a.data_len, a.dst);
+    if (s.ok()) s = check_len("write_f32_to_activation", "data_len", a.data_len, "dst", a.dst);
     if (!s.ok() || dry) return s;
     std::vector<unsigned char> staged;
     s = host_convert(a.data, FERRUM_DTYPE_F32, a.dst->dtype, a.data_len, staged);
@@ -209,7 +209,7 @@ ferrum_status zero_buffer(ferrum_context* ctx, const ferrum_zero_buffer_args* a)
     if (a.len == 0) return ok_status();
     if (!a.buf) return invalid("zero_buffer: argument 'buf': expected a buffer, given NULL");
     Status s = check_devices("zero_buffer", c, {{"buf", a.buf}});
-    if (s.ok()) s = check_len("zero_buffer", "len", a.len, a.buf);
+    if (s.ok()) s = check_len("zero_buffer", "len", a.len, "buf", a.buf);
     if (!s.ok() || dry) return s;
     DeviceGuard g;
     s = enter_device(g, c);
