@@ -578,10 +578,9 @@ TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda
   expect(ferrum::ErrorCode::invalid_argument, "num_heads", [&] {
     ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 20, .num_heads = 6, .num_kv_heads = 4, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
   });
-  expect(ferrum::ErrorCode::invalid_argument, "k_pool", [&] {  // a pool smaller than one block
+  expect(ferrum::ErrorCode::invalid_argument, "v_pool", [&] {  // a V pool smaller than one block
     ferrum::Buffer tiny = ctx.alloc_typed(D(dt), 100);
-    ferrum::Buffer tiny2 = ctx.alloc_typed(D(dt), 100);
-    ctx.paged_batched_decode_attention({.q = q, .k_pool = tiny, .v_pool = tiny2, .out = out, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 20, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
+    ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = tiny, .out = out, .block_tables = bt, .valid_kv_lens = bl, .num_seqs = p.S, .max_kv_len = 20, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = 2, .scale = 0.0f, .sliding_window = 0});
   });
   expect(ferrum::ErrorCode::invalid_argument, "q", [&] {  // (q_heads + 2·kv_heads)·head_dim wraps 64 bits
     ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = q, .q_norm_w = nullptr, .k_norm_w = nullptr, .cos = nullptr, .sin = nullptr, .q_out = out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = bl, .pos_offsets = bl, .block_tables = bt, .num_seqs = 1, .m_total = 1,
