@@ -368,6 +368,15 @@ class Filler {
   template <class Args>
   void call(Args& a) {
     const common::OpInfo* info = common::op_info(id_);
+    // The harness's memory budget (-rss_limit_mb=2048): a quantised layer that is valid but
+    // larger than the budget is a request the plugin must honour, not a finding — such inputs
+    // are left out (counted by -print_final_stats as not interesting), everything else runs.
+    if constexpr (requires { a.max_blocks_per_seq; a.block_size; a.num_kv_heads; a.head_dim; a.cache; }) {
+      const common::Size rows = common::Size(a.max_blocks_per_seq) * a.block_size;
+      const common::Size bytes = rows * a.num_kv_heads * a.head_dim * 2 + rows * a.num_kv_heads * 8 +
+                                 common::Size(a.max_blocks_per_seq) * 4;
+      if (bytes.wrapped || bytes.value > (uint64_t{512} << 20)) return;
+    }
     alignas(16) unsigned char bigger[sizeof(Args) + 64] = {};
     Args* args = &a;
     switch (variant_ % 8) {

@@ -644,7 +644,7 @@ TEST_CASE("zero work: kv_cache_append_batched_per_cache with nkv = 0 or hd = 0 a
   expect_raw_invalid(call_raw(api().attention->kv_cache_append_batched_per_cache, s),
                      {"kv_cache_append_batched_per_cache", "'hd'", "given 0"});
   Buffer nd = upload(D, rnd(D, 4, 34));
-  expect_facade_invalid([&] { ctx().kv_cache_append_batched_per_cache(caches, nd, lens, 4, 0, 4, 0); },
+  expect_facade_invalid([&] { ctx().kv_cache_append_batched_per_cache({.caches = caches, .new_data = nd, .cache_lens = lens, .capacity = 4, .nkv = 0, .hd = 4, .slot = 0}); },
                         {"kv_cache_append_batched_per_cache", "'nkv'"});
   expect_all_poison(cache);
 }
@@ -674,15 +674,15 @@ TEST_CASE("alloc: a mapped buffer of 64 MiB or more is zero, writable at both en
     Buffer big = ctx().alloc_typed(Dtype::u8, n);
     REQUIRE(big.count() == n);
     Buffer tail = poisoned(Dtype::u8, 64), head = poisoned(Dtype::u8, 64);
-    ctx().copy_slice(big, n - 64, tail, 0, 64);
-    ctx().copy_slice(big, 0, head, 0, 64);
+    ctx().copy_slice({.src = big, .src_offset = n - 64, .dst = tail, .dst_offset = 0, .len = 64});
+    ctx().copy_slice({.src = big, .src_offset = 0, .dst = head, .dst_offset = 0, .len = 64});
     CHECK(read_bytes(tail) == std::vector<uint8_t>(64, 0));
     CHECK(read_bytes(head) == std::vector<uint8_t>(64, 0));
     std::vector<uint8_t> bytes(64);
     for (uint64_t i = 0; i < 64; ++i) bytes[i] = static_cast<uint8_t>(1 + (i * 37 + 11) % 251);  // never 0
     Buffer src = upload_bytes(Dtype::u8, bytes);
-    ctx().copy_slice(src, 0, big, n - 64, 64);
-    ctx().copy_slice(big, n - 64, tail, 0, 64);
+    ctx().copy_slice({.src = src, .src_offset = 0, .dst = big, .dst_offset = n - 64, .len = 64});
+    ctx().copy_slice({.src = big, .src_offset = n - 64, .dst = tail, .dst_offset = 0, .len = 64});
     CHECK(read_bytes(tail) == bytes);
   }
 }
