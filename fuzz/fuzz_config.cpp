@@ -1,4 +1,4 @@
-// libFuzzer harness: the JSON config file parser (loader/src/config.cpp).
+// libFuzzer harness: the JSON config file parser (core/src/loader/config.cpp).
 //
 // The input is written to a file and read by read_config_file, the function behind
 // $FERRUM_CONFIG and the default config locations. Acceptable outcomes: a Config, or

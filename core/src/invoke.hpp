@@ -16,7 +16,7 @@
 
 namespace ferrum::detail {
 
-// The "ferrum" logger (defined in loader/src/log.cpp; never throws).
+// The "ferrum" logger (defined in core/src/loader/log.cpp; never throws).
 std::shared_ptr<spdlog::logger> logger() noexcept;
 
 // Where a failed call happened: enough to name the plugin and fetch its detail message.
