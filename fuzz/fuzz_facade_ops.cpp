@@ -189,7 +189,7 @@ struct World {
       q8[row * 34 + 1] = 0x3C;  // f16 1.0
       for (size_t j = 0; j < 32; ++j) q8[row * 34 + 2 + j] = static_cast<uint8_t>((row + j) % 7);
     }
-    return ctx.load_quant(FERRUM_QUANT_Q8_0, q8, 4, 32);
+    return ctx.load_quant({.quant_type = FERRUM_QUANT_Q8_0, .bytes = q8, .n_rows = 4, .n_cols = 32});
   }
 
   // The Q8_0 weight and a GPTQ 4-bit weight (k 32, n 8), when the plugin has them.
@@ -201,8 +201,8 @@ struct World {
     std::vector<int32_t> qw(32 / 8 * 8, 0x12345678);
     std::vector<float> scales(8, 0.01f);
     try {
-      qweights.push_back(ctx.load_gptq(qw.data(), scales.data(), nullptr, nullptr, 4, 32, 32, 8,
-                                       Dtype::f32, Dtype::invalid));
+      qweights.push_back(ctx.load_gptq({.qweight = qw.data(), .scales = scales.data(), .qzeros = nullptr, .g_idx = nullptr, .bits = 4, .group_size = 32, .k = 32, .n = 8,
+                                       .scales_dtype = Dtype::f32, .act_dtype = Dtype::invalid}));
     } catch (const Error&) {
     }
   }
@@ -210,7 +210,7 @@ struct World {
   // Before every input: the pool's contents and the host input arena as they were.
   void reset() {
     for (size_t i = 0; i < pool.size(); ++i)
-      ctx.write_typed(pool[i], kPool[i].dtype, contents[i].data(), kPool[i].n);
+      ctx.write_typed({.dst = pool[i], .dtype = kPool[i].dtype, .data = contents[i].data(), .data_len = kPool[i].n});
   }
 };
 

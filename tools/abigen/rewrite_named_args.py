@@ -27,7 +27,7 @@ import abigen  # noqa: E402
 import gen_facade as gf  # noqa: E402
 
 ROOT = abigen.ROOT
-DEFAULT_PATHS = ["tests", "tools", "conformance", "examples", "core/src"]
+DEFAULT_PATHS = ["tests", "tools", "conformance", "examples", "core/src", "fuzz"]
 EXTS = {".cpp", ".hpp", ".cc", ".h", ".cu", ".cuh", ".inc"}
 SKIP = {ROOT / "core/src/context_ops_gen.cpp", ROOT / "core/include/ferrum/context_ops_gen.inc"}
 
