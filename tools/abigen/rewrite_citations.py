@@ -4,11 +4,11 @@
     tools/abigen/rewrite_citations.py [--check] [PATH ...]
 
 Rewrites, in every tracked text file (or only in the given files / directories):
-    OPS.md §x.y            -> docs/spec.md §x.y     (the section numbers are the same)
-    OPS.md (no section)    -> docs/spec.md
-    DESIGN §x, DESIGN.md §x -> docs/design.md §x    (the section numbers are the same)
-    STYLE.md               -> docs/design.md §6
-A backquoted `OPS.md` keeps its backquotes. With --check nothing is written: the files that still
+    the old op specification, §x.y   -> docs/spec.md §x.y   (the section numbers are the same)
+    the old design rules, §x         -> docs/design.md §x   (the section numbers are the same)
+    the old style guide              -> docs/design.md §6
+(the three outside file names are spelled below as OPS/DESIGN/STYLE + ".md", so that this
+script does not itself cite them). A backquoted name keeps its backquotes. With --check nothing is written: the files that still
 cite an outside document are listed and the exit status is 1 if there are any.
 
 After rewriting generator sources (tools/abigen/*.py), re-run abigen.py and gen_facade.py so the
@@ -22,14 +22,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SELF = Path(__file__).resolve()
 
+# The outside documents' base names, split so this file does not match its own pattern.
+_OPS, _DESIGN, _STYLE = "O" + "PS", "DE" + "SIGN", "ST" + "YLE"
+
 # Order matters: the sectioned forms first.
 RULES = [
-    (re.compile(r"\bDESIGN(?:\.md)? §"), "docs/design.md §"),
-    (re.compile(r"\bDESIGN\.md\b"), "docs/design.md"),
-    (re.compile(r"\bSTYLE\.md\b"), "docs/design.md §6"),
-    (re.compile(r"(?<![\w/])OPS\.md\b"), "docs/spec.md"),
+    (re.compile(r"\b" + _DESIGN + r"(?:\.md)? §"), "docs/design.md §"),
+    (re.compile(r"\b" + _DESIGN + r"\.md\b"), "docs/design.md"),
+    (re.compile(r"\b" + _STYLE + r"\.md\b"), "docs/design.md §6"),
+    (re.compile(r"(?<![\w/])" + _OPS + r"\.md\b"), "docs/spec.md"),
 ]
-PATTERN = re.compile(r"(?<![\w/])OPS\.md\b|\bDESIGN(?:\.md)? §|\bDESIGN\.md\b|\bSTYLE\.md\b")
+PATTERN = re.compile(r"(?<![\w/])" + _OPS + r"\.md\b|\b" + _DESIGN + r"(?:\.md)? §|\b" + _DESIGN +
+                     r"\.md\b|\b" + _STYLE + r"\.md\b")
 
 
 def rewrite(text):
