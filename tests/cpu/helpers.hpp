@@ -130,7 +130,7 @@ inline void expect_all_poison(const Buffer& b, const std::string& what = "") { e
 
 // Runs f, which must throw ferrum::Error with `code` and a message containing every needle.
 inline void expect_error(const std::function<void()>& f, ferrum::ErrorCode code,
-                         std::initializer_list<const char*> needles) {
+                         std::initializer_list<std::string> needles) {
   bool thrown = false;
   try {
     f();
@@ -139,7 +139,7 @@ inline void expect_error(const std::function<void()>& f, ferrum::ErrorCode code,
     const std::string msg = e.what();
     INFO("message: " << msg);
     CHECK(e.code() == code);
-    for (const char* n : needles) {
+    for (const std::string& n : needles) {
       INFO("message must contain '" << n << "'");
       CHECK(msg.find(n) != std::string::npos);
     }

@@ -308,20 +308,9 @@ ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
 
 }  // namespace
 
-const ferrum_paged_kv_table kPagedKvTable = {
-    sizeof(ferrum_paged_kv_table),
-    split_qkv_norm_rope_into_paged_cache,
-    split_qkv_norm_rope_into_paged_cache_varlen,
-    split_qkv_norm_rope_into_paged_cache_vllm,
-    split_qkv_norm_rope_into_paged_cache_varlen_vllm,
-    paged_decode_attention,
-    paged_batched_decode_attention,
-    paged_varlen_attention,
-    paged_varlen_attention_fa2_ffi,
-    paged_decode_attention_v2,
-    paged_varlen_attention_vllm_layout,
-    paged_varlen_attention_vllm,
-    paged_varlen_attention_vllm_tiled_q4,
-};
+// Every slot of the family, in the registry's order (FERRUM_PAGED_KV_SLOTS is generated).
+#define FERRUM_SLOT_FN(op) op,
+const ferrum_paged_kv_table kPagedKvTable = {sizeof(ferrum_paged_kv_table), FERRUM_PAGED_KV_SLOTS(FERRUM_SLOT_FN)};
+#undef FERRUM_SLOT_FN
 
 }  // namespace ferrum::cpu

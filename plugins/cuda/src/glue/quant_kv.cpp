@@ -165,9 +165,9 @@ ferrum_status fp8_paged_decode_attention(ferrum_context* ctx, const ferrum_fp8_p
 
 }  // namespace
 
-const ferrum_quant_kv_table kQuantKvTable = {
-    sizeof(ferrum_quant_kv_table), alloc_paged_int8_layer, int8_kv_append_paged, int8_paged_decode_attention,
-    alloc_paged_fp8_layer,         fp8_kv_append_paged,    fp8_paged_decode_attention,
-};
+// Every slot of the family, in the registry's order (FERRUM_QUANT_KV_SLOTS is generated).
+#define FERRUM_SLOT_FN(op) op,
+const ferrum_quant_kv_table kQuantKvTable = {sizeof(ferrum_quant_kv_table), FERRUM_QUANT_KV_SLOTS(FERRUM_SLOT_FN)};
+#undef FERRUM_SLOT_FN
 
 }  // namespace ferrum::cuda::glue
