@@ -134,6 +134,21 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
     }
     const int s = j < p.seg_end[0] ? 0 : (j < p.seg_end[1] ? 1 : 2);
     const uint64_t h = j - (s == 0 ? 0 : p.seg_end[s - 1]);
+    // Load both chunks of every owned unit first (raw, so that mode 0 stays a bit copy): the
+    // source row exists for every active vector, and issuing these loads before the position
+    // and block-table lookups below overlaps their latencies instead of chaining them.
+    const bool gptj_seg = p.mode[s] == 3;
+    const V* src = reinterpret_cast<const V*>(p.in + t * p.in_row_stride + j * D);
+    V ra[K], rb[K];
+    uint32_t ca[K], cb[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const uint32_t u = static_cast<uint32_t>(r + k * G);
+      ca[k] = gptj_seg ? 2 * u : u;
+      cb[k] = gptj_seg ? 2 * u + 1 : u + U;
+      if (active && u < U) ra[k] = src[ca[k]];
+      if (active && u < U && cb[k] < nc) rb[k] = src[cb[k]];
+    }
     uint64_t pos = 0, seq = 0, slot = 0;
     bool live = active;  // false: this vector writes nothing (varlen token outside every sequence)
     if (active && (p.mode[s] != 0 || p.paged[s] || p.pos_kind == kPosVarlen)) {  // mode 0 reads no position
@@ -151,8 +166,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
       if (p.pos_kind != kPosVarlen) slot = p.pg.slot_offset + t;
     }
     const int mode = live ? p.mode[s] : 0;
-    const bool gptj = mode == 3;
-    const V* src = reinterpret_cast<const V*>(p.in + t * p.in_row_stride + j * D);
+    const bool gptj = mode == 3;  // == gptj_seg wherever a row is written
     T* dst = nullptr;
     if (live && !p.paged[s]) {
       dst = p.dst[s] + h * p.head_stride[s] + t * p.tok_stride[s];
@@ -182,19 +196,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
         for (int jj = 0; jj < N; ++jj) q[jj * est] = val.v[jj];
       }
     };
-    // Load both chunks of every owned unit (raw, so that mode 0 stays a bit copy).
-    V ra[K], rb[K];
-    uint32_t ca[K], cb[K];
+    // ha / hb: the unit's chunks hold data to transform (a live, in-range row).
     bool ha[K], hb[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
-      const uint32_t u = static_cast<uint32_t>(r + k * G);
-      ca[k] = gptj ? 2 * u : u;
-      cb[k] = gptj ? 2 * u + 1 : u + U;
-      ha[k] = live && u < U && !zero;
+      ha[k] = live && static_cast<uint32_t>(r + k * G) < U && !zero;
       hb[k] = ha[k] && cb[k] < nc;
-      if (ha[k]) ra[k] = src[ca[k]];
-      if (hb[k]) rb[k] = src[cb[k]];
     }
     float ss = 0.0f;
     if (mode == 1) {

@@ -30,7 +30,11 @@
 //   void store(const Row&, uint64_t h, int d, float) rounds and writes output element d
 //   void lse(const Row&, uint64_t h, float lse_log2)       LSE sink (a no-op when unused)
 //   void load_k(void* smem, const Row&, uint64_t j, int chunk)   async copy (cp.async) or store
-//   void load_v(void* smem, const Row&, uint64_t j, int chunk)
+//   void load_v(void* smem, const Row&, uint64_t j, int chunk)   (the SIMT kernel)
+//   using Loc; Loc locate(const Row&, uint64_t j)    start finding key j (a paged source reads
+//                                                    its block table; TileLocs, one tile ahead)
+//   void load_k_at / load_v_at(void* smem, const Row&, uint64_t j, Loc, int chunk)
+//                                                    the copies of the tensor-core kernels
 //   uint64_t H, nkv, window; float scale                   fields
 //   static constexpr bool kMayVt (+ v_by_dim / load_vt)   V by dimension (the tensor-core kernel)
 // The SIMT kernel only needs q_at/store, so its T (the shared-memory K/V type) may differ from
@@ -181,6 +185,61 @@ struct FlashSrc {
   }
   __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
     cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + j * HD) + chunk * 16);
+  }
+  // Key location (TileLocs): nothing to look up in a contiguous cache.
+  struct Loc {};
+  __device__ __forceinline__ Loc locate(const Row&, uint64_t) const { return {}; }
+  __device__ __forceinline__ void load_k_at(void* smem, const Row& r, uint64_t j, Loc, int chunk) const {
+    load_k(smem, r, j, chunk);
+  }
+  __device__ __forceinline__ void load_v_at(void* smem, const Row& r, uint64_t j, Loc, int chunk) const {
+    load_v(smem, r, j, chunk);
+  }
+};
+
+// The key locations of one K/V tile that this thread copies, looked up one tile ahead.
+// A tile of kRows keys is copied as kRows · kChunks 16-byte chunks, chunk c = tid + i · kThreads
+// by this thread (row c / kChunks). A paged source must read the block table to find a key's
+// row; doing that inside the copy loop serialises one table read per chunk in front of every
+// cp.async. Instead fetch() issues this thread's table reads for the NEXT tile (Src::locate,
+// independent loads) right after the current tile's copies were issued; their latency then
+// hides behind the current tile's math, and load() only computes addresses.
+template <class Src, int kRows, int kChunks, int kThreads>
+struct TileLocs {
+  static constexpr int kTotal = kRows * kChunks;
+  static constexpr int kPer = (kTotal + kThreads - 1) / kThreads;
+  typename Src::Loc v[kPer];
+  // Rows j0 .. jend-1 exist; the others are never read.
+  __device__ __forceinline__ void fetch(const Src& src, const typename Src::Row& rw, uint64_t j0, uint64_t jend,
+                                        int tid) {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int c = tid + i * kThreads;
+      const uint64_t j = j0 + static_cast<uint64_t>(c / kChunks);
+      v[i] = (c < kTotal && j < jend) ? src.locate(rw, j) : typename Src::Loc{};
+    }
+  }
+  // Copies K (and V unless k_only) rows j0 .. jend-1 of the tile into ks / vs (row stride ld
+  // elements of T); rows past jend are zero-filled (P = 0 must not meet stale NaN/Inf).
+  template <class T>
+  __device__ __forceinline__ void load(const Src& src, const typename Src::Row& rw, uint64_t j0, uint64_t jend,
+                                       T* ks, T* vs, int ld, bool k_only, int tid) const {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int c = tid + i * kThreads;
+      if (c >= kTotal) break;
+      const int r = c / kChunks, cc = c % kChunks;
+      T* kd = ks + r * ld + cc * (16 / static_cast<int>(sizeof(T)));
+      T* vd = vs + r * ld + cc * (16 / static_cast<int>(sizeof(T)));
+      const uint64_t j = j0 + static_cast<uint64_t>(r);
+      if (j < jend) {
+        src.load_k_at(kd, rw, j, v[i], cc);
+        if (!k_only) src.load_v_at(vd, rw, j, v[i], cc);
+      } else {
+        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
+        if (!k_only) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+      }
+    }
   }
 };
 
@@ -501,28 +560,25 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 
   bool vt = false;  // V staged by dimension (uniform over the CTA)
   if constexpr (Src::kMayVt) vt = src.v_by_dim(rw);
+  using Locs = TileLocs<Src, kBN, kChunks, Cfg::kThreads>;
+  Locs nxt;  // key locations of the next tile to copy
+  // The transposed-V chunks of this thread are keys 8·(tid % 8) .. + 7 of the tile (every d).
+  typename Src::Loc vt_nxt{};
+  auto fetch = [&](uint64_t j0) {
+    nxt.fetch(src, rw, j0, je, tid);
+    if constexpr (Src::kMayVt)
+      if (vt && j0 + (tid % 8) * 8 < je) vt_nxt = src.locate(rw, j0 + (tid % 8) * 8);
+  };
   auto load_tile = [&](int stage, uint64_t j0) {
     T* ks = kv_s + stage * Cfg::kStageElems;
     T* vs = ks + kBN * kLd;
-    const int rows = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
-#pragma unroll
-    for (int c = tid; c < kBN * kChunks; c += Cfg::kThreads) {
-      const int r = c / kChunks, cc = c % kChunks;
-      T* kd = ks + r * kLd + cc * 8;
-      T* vd = vs + r * kLd + cc * 8;
-      if (r < rows) {
-        src.load_k(kd, rw, j0 + r, cc);
-        if (!vt) src.load_v(vd, rw, j0 + r, cc);
-      } else {  // past the split: zeros (P = 0 must not meet stale NaN/Inf in V)
-        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
-        if (!vt) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
-      }
-    }
+    nxt.load(src, rw, j0, je, ks, vs, kLd, vt, tid);
     if constexpr (Src::kMayVt) {
-      if (vt) {  // [HD][kLdT]: chunk (d, keys 8·kc .. 8·kc + 7); keys past `rows` are zeros
+      if (vt) {  // [HD][kLdT]: chunk (d, keys 8·kc .. 8·kc + 7); keys past je are zeros
+        const int rows = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
         for (int c = tid; c < HD * (kBN / 8); c += Cfg::kThreads) {
           const int d = c / (kBN / 8), kc = c % (kBN / 8);
-          src.load_vt(vs + d * Cfg::kLdT + kc * 8, rw, j0 + kc * 8, d, rows - kc * 8);
+          src.load_vt_at(vs + d * Cfg::kLdT + kc * 8, rw, j0 + kc * 8, d, rows - kc * 8, vt_nxt);
         }
       }
     }
@@ -530,9 +586,13 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 
 #pragma unroll
   for (int st = 0; st < kStages - 1; ++st) {
-    if (st < ntiles) load_tile(st, js + static_cast<uint64_t>(st) * kBN);
+    if (st < ntiles) {
+      fetch(js + static_cast<uint64_t>(st) * kBN);
+      load_tile(st, js + static_cast<uint64_t>(st) * kBN);
+    }
     cp_async_commit();
   }
+  if (kStages - 1 < ntiles) fetch(js + static_cast<uint64_t>(kStages - 1) * kBN);
 
   float o[HD / 8][4];
 #pragma unroll
@@ -547,6 +607,7 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
       const int tn = t + kStages - 1;
       if (tn < ntiles) load_tile(tn % kStages, js + static_cast<uint64_t>(tn) * kBN);
       cp_async_commit();
+      if (tn + 1 < ntiles) fetch(js + static_cast<uint64_t>(tn + 1) * kBN);  // lands during this tile's math
     }
     const uint64_t jw = js + static_cast<uint64_t>(t) * kBN + warp * 16;  // this warp's first key
     if (jw >= je) continue;

@@ -40,7 +40,7 @@ struct PrefillCfg {
 
 // The kernel is a template over a KV source (flash_decode.cuh's FlashSrc for contiguous caches,
 // paged_src.cuh's PagedSrc for paged pools), which maps the CTA to its tile (prefill_tile: false
-// = the CTA has no tile and exits), copies K/V chunks (load_k / load_v) and takes the LSE of
+// = the CTA has no tile and exits), copies K/V chunks (locate + load_k_at / load_v_at, through TileLocs) and takes the LSE of
 // each row (lse_row; a no-op without an LSE output).
 template <class T, int HD, class Src>
 __global__ void __launch_bounds__(128) flash_prefill_kernel(const Src src) {
@@ -118,24 +118,15 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const Src src) {
       *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
     }
   }
+  // K/V tiles: key locations looked up one tile ahead (TileLocs), rows past hi_u zero-filled.
+  TileLocs<Src, kBN, kChunks, Cfg::kThreads> nxt;
   auto load_kv = [&](int stage, uint64_t j0) {
-    T* ks = k_s + stage * kBN * kLd;
-    T* vs = v_s + stage * kBN * kLd;
-    for (int c = tid; c < kBN * kChunks; c += Cfg::kThreads) {
-      const int r = c / kChunks, cc = c % kChunks;
-      T* kd = ks + r * kLd + cc * 8;
-      T* vd = vs + r * kLd + cc * 8;
-      if (j0 + r < hi_u) {
-        src.load_k(kd, tl.row, j0 + r, cc);
-        src.load_v(vd, tl.row, j0 + r, cc);
-      } else {  // rows past the range: zeros (never garbage that P = 0 could turn into NaN)
-        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
-      }
-    }
+    nxt.load(src, tl.row, j0, hi_u, k_s + stage * kBN * kLd, v_s + stage * kBN * kLd, kLd, false, tid);
   };
+  nxt.fetch(src, tl.row, lo_u, hi_u, tid);
   load_kv(0, lo_u);
   cp_async_commit();
+  if (ntiles > 1) nxt.fetch(src, tl.row, lo_u + kBN, hi_u, tid);
 
   constexpr int kQFrags = Cfg::kQInRegs ? HD / 16 : 1;
   uint32_t qf[kQFrags][4];
@@ -159,6 +150,7 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const Src src) {
     }
     if (t + 1 < ntiles) load_kv(static_cast<int>((t + 1) & 1), lo_u + (t + 1) * kBN);
     cp_async_commit();
+    if (t + 2 < ntiles) nxt.fetch(src, tl.row, lo_u + (t + 2) * kBN, hi_u, tid);  // lands during this tile's math
 
     const uint64_t j0 = lo_u + t * kBN;
     if (!warp_active || j0 >= w_hi_last || j0 + kBN <= w_lo_first) continue;  // warp sees none of it

@@ -153,31 +153,33 @@ struct PagedSrc {
     t.o0 = static_cast<T*>(p.out) + (t.g0 * H + t.h) * HD;
     return true;
   }
-  // Physical block of key j of the row's sequence, or -1 when out of range.
-  __device__ __forceinline__ int64_t block_of(const Row& r, uint64_t j, uint64_t& o) const {
-    uint64_t lb;
+  // Logical block of key j (and the offset o in it).
+  __device__ __forceinline__ uint64_t logical_block(uint64_t j, uint64_t& o) const {
     if (j <= 0xffffffffull && p.block_size <= 0xffffffffull) {
       const uint32_t j32 = static_cast<uint32_t>(j), bs32 = static_cast<uint32_t>(p.block_size);
-      lb = j32 / bs32;
-      o = j32 - static_cast<uint32_t>(lb) * bs32;
-    } else {
-      lb = j / p.block_size;
-      o = j % p.block_size;
+      const uint32_t lb = j32 / bs32;
+      o = j32 - lb * bs32;
+      return lb;
     }
-    if (lb >= p.bt_stride) return -1;
-    const int64_t blk = paged_idx(p.block_tables, p.bt_i32, r.seq * p.bt_stride + lb);
-    return (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) ? -1 : blk;
+    o = j % p.block_size;
+    return j / p.block_size;
   }
-  // Physical block `ub` and offset `o` of key j; false (with a zero chunk stored at smem) when
-  // its block is out of range.
-  __device__ __forceinline__ bool locate(void* smem, const Row& r, uint64_t j, uint64_t& ub, uint64_t& o) const {
-    const int64_t blk = block_of(r, j, o);
-    if (blk < 0) {
-      *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
-      return false;
-    }
-    ub = static_cast<uint64_t>(blk);
-    return true;
+  // Key location (TileLocs): the raw 4-byte block-table entry of key j's block (U32 or I32 bits;
+  // 0 when the logical block is past the table — block_at checks that again).
+  using Loc = uint32_t;
+  __device__ __forceinline__ Loc locate(const Row& r, uint64_t j) const {
+    uint64_t o;
+    const uint64_t lb = logical_block(j, o);
+    if (lb >= p.bt_stride) return 0;
+    return __ldg(static_cast<const uint32_t*>(p.block_tables) + r.seq * p.bt_stride + lb);
+  }
+  // Physical block of key j from its table entry, or -1 when out of range (logical block past
+  // the table, a negative I32 id, an id >= num_blocks); o = offset of the key in the block.
+  __device__ __forceinline__ int64_t block_at(uint64_t j, Loc raw, uint64_t& o) const {
+    const uint64_t lb = logical_block(j, o);
+    if (lb >= p.bt_stride) return -1;
+    const int64_t blk = p.bt_i32 ? static_cast<int64_t>(static_cast<int32_t>(raw)) : static_cast<int64_t>(raw);
+    return (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) ? -1 : blk;
   }
   // Start of (block ub, KV head kvh): the ferrum row at offset o, or the vLLM head slab.
   __device__ __forceinline__ uint64_t ferrum_row(uint64_t ub, uint64_t o, uint64_t kvh) const {
@@ -186,18 +188,29 @@ struct PagedSrc {
   __device__ __forceinline__ uint64_t vllm_slab(uint64_t ub, uint64_t kvh) const {
     return ub * (nkv * HD * p.block_size) + kvh * (HD * p.block_size);
   }
-  __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
-    uint64_t ub, o;
-    if (!locate(smem, r, j, ub, o)) return;
+  // 16-byte chunk `chunk` of key j's K / V row; an out-of-range block stores a zero chunk.
+  __device__ __forceinline__ void load_k_at(void* smem, const Row& r, uint64_t j, Loc raw, int chunk) const {
+    uint64_t o;
+    const int64_t blk = block_at(j, raw, o);
+    if (blk < 0) {
+      *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
+      return;
+    }
+    const uint64_t ub = static_cast<uint64_t>(blk);
     const T* k = static_cast<const T*>(p.k_pool);
     if (!p.vllm)
       cp_async16(smem, k + ferrum_row(ub, o, r.kvh) + chunk * kE);
     else  // [blk, nkv, HD/x, bs, x]: chunk = d / x
       cp_async16(smem, k + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * (p.block_size * kE) + o * kE);
   }
-  __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
-    uint64_t ub, o;
-    if (!locate(smem, r, j, ub, o)) return;
+  __device__ __forceinline__ void load_v_at(void* smem, const Row& r, uint64_t j, Loc raw, int chunk) const {
+    uint64_t o;
+    const int64_t blk = block_at(j, raw, o);
+    if (blk < 0) {
+      *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
+      return;
+    }
+    const uint64_t ub = static_cast<uint64_t>(blk);
     const T* v = static_cast<const T*>(p.v_pool);
     if (!p.vllm) {
       cp_async16(smem, v + ferrum_row(ub, o, r.kvh) + chunk * kE);
@@ -205,37 +218,49 @@ struct PagedSrc {
     }
     // [blk, nkv, HD, bs]: the chunk's kE dims of position o are block_size elements apart.
     const T* base = v + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * kE * p.block_size + o;
-    uint4 raw;
-    T* e = reinterpret_cast<T*>(&raw);
+    uint4 rawv;
+    T* e = reinterpret_cast<T*>(&rawv);
 #pragma unroll
     for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * p.block_size];
-    *reinterpret_cast<uint4*>(smem) = raw;
+    *reinterpret_cast<uint4*>(smem) = rawv;
   }
-  // The tensor-core decode stages the vLLM V layout by dimension (load_vt) instead of gathering
-  // rows element by element (load_v).
+  // The SIMT (F32) decode kernel copies without TileLocs.
+  __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
+    load_k_at(smem, r, j, locate(r, j), chunk);
+  }
+  __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
+    load_v_at(smem, r, j, locate(r, j), chunk);
+  }
+  // The tensor-core decode stages the vLLM V layout by dimension (load_vt_at) instead of
+  // gathering rows element by element (load_v_at).
   __device__ __forceinline__ bool v_by_dim(const Row&) const { return p.vllm; }
   // Keys j8 .. j8 + 7 of dimension d of the vLLM V pool (8 elements = 16 bytes; `valid` keys
   // from j8 are in the stage, the rest are zeros): one 16-byte copy when the 8 keys are one
-  // aligned run of a block, else element by element (an out-of-range block reads zeros).
-  __device__ __forceinline__ void load_vt(void* smem, const Row& r, uint64_t j8, int d, int valid) const {
+  // aligned run of a block (raw = locate(r, j8), looked up ahead), else element by element (an
+  // out-of-range block reads zeros).
+  __device__ __forceinline__ void load_vt_at(void* smem, const Row& r, uint64_t j8, int d, int valid, Loc raw) const {
     const T* v = static_cast<const T*>(p.v_pool);
     const uint64_t bs = p.block_size;
     if (kE == 8 && valid >= 8 && bs % 8 == 0 && j8 % 8 == 0) {
-      uint64_t ub, o;
-      if (!locate(smem, r, j8, ub, o)) return;
-      cp_async16(smem, v + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(d) * bs + o);
+      uint64_t o;
+      const int64_t blk = block_at(j8, raw, o);
+      if (blk < 0) {
+        *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
+        return;
+      }
+      cp_async16(smem, v + vllm_slab(static_cast<uint64_t>(blk), r.kvh) + static_cast<uint64_t>(d) * bs + o);
       return;
     }
-    uint4 raw = make_uint4(0, 0, 0, 0);
-    T* e = reinterpret_cast<T*>(&raw);
+    uint4 rawv = make_uint4(0, 0, 0, 0);
+    T* e = reinterpret_cast<T*>(&rawv);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       if (i >= valid) break;
       uint64_t o;
-      const int64_t blk = block_of(r, j8 + i, o);
+      const int64_t blk = block_at(j8 + i, locate(r, j8 + i), o);
       if (blk >= 0) e[i] = v[vllm_slab(static_cast<uint64_t>(blk), r.kvh) + static_cast<uint64_t>(d) * bs + o];
     }
-    *reinterpret_cast<uint4*>(smem) = raw;
+    *reinterpret_cast<uint4*>(smem) = rawv;
   }
 };
 
