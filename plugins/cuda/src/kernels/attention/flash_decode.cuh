@@ -33,7 +33,9 @@
 //   void load_v(void* smem, const Row&, uint64_t j, int chunk)   (the SIMT kernel)
 //   using Loc; Loc locate(const Row&, uint64_t j)    start finding key j (a paged source reads
 //                                                    its block table; TileLocs, one tile ahead)
-//   void load_k_at / load_v_at(void* smem, const Row&, uint64_t j, Loc, int chunk)
+//   bool key_rows(const Row&, uint64_t j, Loc, uint64_t& ko, uint64_t& vo)
+//                                                    K and V row offsets of key j (false: zeros)
+//   void copy_k / copy_v(void* smem, const Row&, uint64_t ko / vo, int chunk)
 //                                                    the copies of the tensor-core kernels
 //   uint64_t H, nkv, window; float scale                   fields
 //   static constexpr bool kMayVt (+ v_by_dim / load_vt)   V by dimension (the tensor-core kernel)
@@ -189,11 +191,15 @@ struct FlashSrc {
   // Key location (TileLocs): nothing to look up in a contiguous cache.
   struct Loc {};
   __device__ __forceinline__ Loc locate(const Row&, uint64_t) const { return {}; }
-  __device__ __forceinline__ void load_k_at(void* smem, const Row& r, uint64_t j, Loc, int chunk) const {
-    load_k(smem, r, j, chunk);
+  __device__ __forceinline__ bool key_rows(const Row&, uint64_t j, Loc, uint64_t& ko, uint64_t& vo) const {
+    ko = vo = j * HD;
+    return true;
   }
-  __device__ __forceinline__ void load_v_at(void* smem, const Row& r, uint64_t j, Loc, int chunk) const {
-    load_v(smem, r, j, chunk);
+  __device__ __forceinline__ void copy_k(void* smem, const Row& r, uint64_t ko, int chunk) const {
+    cp_async16(smem, reinterpret_cast<const unsigned char*>(r.kb + ko) + chunk * 16);
+  }
+  __device__ __forceinline__ void copy_v(void* smem, const Row& r, uint64_t vo, int chunk) const {
+    cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + vo) + chunk * 16);
   }
 };
 
@@ -232,10 +238,11 @@ struct TileLocs {
       T* kd = ks + r * ld + cc * (16 / static_cast<int>(sizeof(T)));
       T* vd = vs + r * ld + cc * (16 / static_cast<int>(sizeof(T)));
       const uint64_t j = j0 + static_cast<uint64_t>(r);
-      if (j < jend) {
-        src.load_k_at(kd, rw, j, v[i], cc);
-        if (!k_only) src.load_v_at(vd, rw, j, v[i], cc);
-      } else {
+      uint64_t ko, vo;
+      if (j < jend && src.key_rows(rw, j, v[i], ko, vo)) {  // one row resolution, two copies
+        src.copy_k(kd, rw, ko, cc);
+        if (!k_only) src.copy_v(vd, rw, vo, cc);
+      } else {  // past the range or an out-of-range block: zeros
         *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
         if (!k_only) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
       }

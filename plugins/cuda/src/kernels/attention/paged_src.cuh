@@ -29,16 +29,33 @@ struct PagedSrc {
   uint64_t H, nkv, window;
   float scale;
   uint64_t cap;  // positions per sequence the table can address (bt_stride · block_size)
+  uint64_t blk_elems;  // elements per block of a pool (block_size · nkv · HD)
+  bool fast32;         // cap and block_size below 2^31: 32-bit key indices, multiply-shift division
+  uint32_t div_m, div_l;  // j / block_size = (umulhi(j, div_m) + j) >> div_l (fast32)
   explicit PagedSrc(const PagedParams& pp)
       : p(pp), H(pp.num_heads), nkv(pp.num_kv_heads), window(pp.window), scale(pp.scale),
-        cap(pp.bt_stride > UINT64_MAX / pp.block_size ? UINT64_MAX : pp.bt_stride * pp.block_size) {}
+        cap(pp.bt_stride > UINT64_MAX / pp.block_size ? UINT64_MAX : pp.bt_stride * pp.block_size),
+        blk_elems(pp.block_size * pp.num_kv_heads * HD),  // the glue checked this product
+        fast32(cap < (uint64_t{1} << 31) && pp.block_size < (uint64_t{1} << 31)), div_m(0), div_l(0) {
+    if (fast32) {  // Granlund–Montgomery: l = ceil(log2 bs), m = floor(2^32·(2^l − bs) / bs) + 1
+      while ((uint64_t{1} << div_l) < pp.block_size) ++div_l;
+      div_m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << div_l) - pp.block_size)) / pp.block_size + 1);
+    }
+  }
 
   static constexpr int kE = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk (= vLLM x)
 
   struct Row {
     uint64_t seq, g, L, kvh;
-    int64_t pos;  // < 0: zero row
+    int64_t pos;         // < 0: zero row
+    const uint32_t* bt;  // the sequence's block-table row (4-byte entries, U32 or I32 bits)
+    uint64_t head_off;   // the KV head's offset inside a block (elements)
   };
+  // Sets the per-sequence / per-head fields of r from r.seq and r.kvh.
+  __device__ __forceinline__ void bind(Row& r) const {
+    r.bt = static_cast<const uint32_t*>(p.block_tables) + r.seq * p.bt_stride;
+    r.head_off = r.kvh * HD * (p.vllm ? p.block_size : 1);
+  }
 
   // Sequence s's cu range [b, e) if consistent.
   __device__ __forceinline__ bool seq_range(uint64_t s, int64_t& b, int64_t& e) const {
@@ -94,6 +111,7 @@ struct PagedSrc {
       }
     }
     r.L = len < 0 ? 0 : (static_cast<uint64_t>(len) < cap ? static_cast<uint64_t>(len) : cap);
+    bind(r);
     return true;
   }
   __device__ __forceinline__ void range(const Row& r, uint64_t& lo, uint64_t& hi) const {
@@ -140,6 +158,7 @@ struct PagedSrc {
     t.h = bx % H;
     t.row.kvh = t.h / (H / nkv);
     t.row.seq = s;
+    bind(t.row);
     t.g0 = static_cast<uint64_t>(b) + i0;
     t.row.g = t.g0;
     t.L = len < 0 ? 0 : (static_cast<uint64_t>(len) < cap ? static_cast<uint64_t>(len) : cap);
@@ -153,102 +172,86 @@ struct PagedSrc {
     t.o0 = static_cast<T*>(p.out) + (t.g0 * H + t.h) * HD;
     return true;
   }
-  // Logical block of key j (and the offset o in it).
-  __device__ __forceinline__ uint64_t logical_block(uint64_t j, uint64_t& o) const {
-    if (j <= 0xffffffffull && p.block_size <= 0xffffffffull) {
-      const uint32_t j32 = static_cast<uint32_t>(j), bs32 = static_cast<uint32_t>(p.block_size);
-      const uint32_t lb = j32 / bs32;
-      o = j32 - lb * bs32;
-      return lb;
-    }
-    o = j % p.block_size;
-    return j / p.block_size;
-  }
-  // Key location (TileLocs): the raw 4-byte block-table entry of key j's block (U32 or I32 bits;
-  // 0 when the logical block is past the table — block_at checks that again).
-  using Loc = uint32_t;
+  // Key location (TileLocs): the raw 4-byte block-table entry of key j's block (U32 or I32
+  // bits) and the key's offset o in it; o = kNoKey when the logical block is past the table.
+  // With fast32 (every key index and block size below 2^31, decided on the host) the block
+  // index comes from a multiply-shift division; otherwise o is recomputed by key_rows.
+  static constexpr uint32_t kNoKey = 0xffffffffu;
+  struct Loc {
+    uint32_t raw, o;
+  };
   __device__ __forceinline__ Loc locate(const Row& r, uint64_t j) const {
-    uint64_t o;
-    const uint64_t lb = logical_block(j, o);
-    if (lb >= p.bt_stride) return 0;
-    return __ldg(static_cast<const uint32_t*>(p.block_tables) + r.seq * p.bt_stride + lb);
-  }
-  // Physical block of key j from its table entry, or -1 when out of range (logical block past
-  // the table, a negative I32 id, an id >= num_blocks); o = offset of the key in the block.
-  __device__ __forceinline__ int64_t block_at(uint64_t j, Loc raw, uint64_t& o) const {
-    const uint64_t lb = logical_block(j, o);
-    if (lb >= p.bt_stride) return -1;
-    const int64_t blk = p.bt_i32 ? static_cast<int64_t>(static_cast<int32_t>(raw)) : static_cast<int64_t>(raw);
-    return (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) ? -1 : blk;
-  }
-  // Start of (block ub, KV head kvh): the ferrum row at offset o, or the vLLM head slab.
-  __device__ __forceinline__ uint64_t ferrum_row(uint64_t ub, uint64_t o, uint64_t kvh) const {
-    return ((ub * p.block_size + o) * nkv + kvh) * HD;
-  }
-  __device__ __forceinline__ uint64_t vllm_slab(uint64_t ub, uint64_t kvh) const {
-    return ub * (nkv * HD * p.block_size) + kvh * (HD * p.block_size);
-  }
-  // 16-byte chunk `chunk` of key j's K / V row; an out-of-range block stores a zero chunk.
-  __device__ __forceinline__ void load_k_at(void* smem, const Row& r, uint64_t j, Loc raw, int chunk) const {
-    uint64_t o;
-    const int64_t blk = block_at(j, raw, o);
-    if (blk < 0) {
-      *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
-      return;
+    if (fast32) {
+      const uint32_t j32 = static_cast<uint32_t>(j);
+      const uint32_t lb = static_cast<uint32_t>((static_cast<uint64_t>(__umulhi(j32, div_m)) + j32) >> div_l);
+      if (lb >= p.bt_stride) return {0, kNoKey};
+      return {__ldg(r.bt + lb), j32 - lb * static_cast<uint32_t>(p.block_size)};
     }
-    const uint64_t ub = static_cast<uint64_t>(blk);
-    const T* k = static_cast<const T*>(p.k_pool);
-    if (!p.vllm)
-      cp_async16(smem, k + ferrum_row(ub, o, r.kvh) + chunk * kE);
-    else  // [blk, nkv, HD/x, bs, x]: chunk = d / x
-      cp_async16(smem, k + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * (p.block_size * kE) + o * kE);
+    const uint64_t lb = j / p.block_size;
+    if (lb >= p.bt_stride) return {0, kNoKey};
+    return {__ldg(r.bt + lb), 0};
   }
-  __device__ __forceinline__ void load_v_at(void* smem, const Row& r, uint64_t j, Loc raw, int chunk) const {
-    uint64_t o;
-    const int64_t blk = block_at(j, raw, o);
-    if (blk < 0) {
-      *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
-      return;
-    }
-    const uint64_t ub = static_cast<uint64_t>(blk);
-    const T* v = static_cast<const T*>(p.v_pool);
+  // Element offsets of key j's K row and V row (chunk 0 of the ferrum row; the vLLM K position
+  // o of its x-group 0 and the V element (d = 0, o)); false when its block is out of range
+  // (logical block past the table, a negative I32 id, an id >= num_blocks).
+  __device__ __forceinline__ bool key_rows(const Row& r, uint64_t j, Loc l, uint64_t& ko, uint64_t& vo) const {
+    if (l.o == kNoKey) return false;
+    const int64_t blk = p.bt_i32 ? static_cast<int64_t>(static_cast<int32_t>(l.raw)) : static_cast<int64_t>(l.raw);
+    if (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) return false;
+    const uint64_t o = fast32 ? l.o : j % p.block_size;
+    const uint64_t base = static_cast<uint64_t>(blk) * blk_elems + r.head_off;
     if (!p.vllm) {
-      cp_async16(smem, v + ferrum_row(ub, o, r.kvh) + chunk * kE);
+      ko = vo = base + o * (nkv * HD);
+    } else {
+      ko = base + o * kE;
+      vo = base + o;
+    }
+    return true;
+  }
+  __device__ __forceinline__ void copy_k(void* smem, const Row&, uint64_t ko, int chunk) const {
+    const T* k = static_cast<const T*>(p.k_pool) + ko;
+    // vLLM [blk, nkv, HD/x, bs, x]: chunk = x-group d / x, block_size·x elements apart
+    cp_async16(smem, p.vllm ? k + static_cast<uint64_t>(chunk) * (p.block_size * kE) : k + chunk * kE);
+  }
+  __device__ __forceinline__ void copy_v(void* smem, const Row&, uint64_t vo, int chunk) const {
+    const T* v = static_cast<const T*>(p.v_pool) + vo;
+    if (!p.vllm) {
+      cp_async16(smem, v + chunk * kE);
       return;
     }
     // [blk, nkv, HD, bs]: the chunk's kE dims of position o are block_size elements apart.
-    const T* base = v + vllm_slab(ub, r.kvh) + static_cast<uint64_t>(chunk) * kE * p.block_size + o;
+    const T* base = v + static_cast<uint64_t>(chunk) * kE * p.block_size;
     uint4 rawv;
     T* e = reinterpret_cast<T*>(&rawv);
 #pragma unroll
     for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * p.block_size];
     *reinterpret_cast<uint4*>(smem) = rawv;
   }
-  // The SIMT (F32) decode kernel copies without TileLocs.
+  // The SIMT (F32) decode kernel copies chunk by chunk, without TileLocs.
   __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
-    load_k_at(smem, r, j, locate(r, j), chunk);
+    uint64_t ko, vo;
+    if (key_rows(r, j, locate(r, j), ko, vo)) copy_k(smem, r, ko, chunk);
+    else *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
   }
   __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
-    load_v_at(smem, r, j, locate(r, j), chunk);
+    uint64_t ko, vo;
+    if (key_rows(r, j, locate(r, j), ko, vo)) copy_v(smem, r, vo, chunk);
+    else *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
   }
   // The tensor-core decode stages the vLLM V layout by dimension (load_vt_at) instead of
-  // gathering rows element by element (load_v_at).
+  // gathering rows element by element (copy_v).
   __device__ __forceinline__ bool v_by_dim(const Row&) const { return p.vllm; }
   // Keys j8 .. j8 + 7 of dimension d of the vLLM V pool (8 elements = 16 bytes; `valid` keys
   // from j8 are in the stage, the rest are zeros): one 16-byte copy when the 8 keys are one
-  // aligned run of a block (raw = locate(r, j8), looked up ahead), else element by element (an
+  // aligned run of a block (l = locate(r, j8), looked up ahead), else element by element (an
   // out-of-range block reads zeros).
-  __device__ __forceinline__ void load_vt_at(void* smem, const Row& r, uint64_t j8, int d, int valid, Loc raw) const {
+  __device__ __forceinline__ void load_vt_at(void* smem, const Row& r, uint64_t j8, int d, int valid, Loc l) const {
     const T* v = static_cast<const T*>(p.v_pool);
     const uint64_t bs = p.block_size;
+    uint64_t ko, vo;
     if (kE == 8 && valid >= 8 && bs % 8 == 0 && j8 % 8 == 0) {
-      uint64_t o;
-      const int64_t blk = block_at(j8, raw, o);
-      if (blk < 0) {
-        *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
-        return;
-      }
-      cp_async16(smem, v + vllm_slab(static_cast<uint64_t>(blk), r.kvh) + static_cast<uint64_t>(d) * bs + o);
+      if (key_rows(r, j8, l, ko, vo)) cp_async16(smem, v + vo + static_cast<uint64_t>(d) * bs);
+      else *reinterpret_cast<uint4*>(smem) = make_uint4(0, 0, 0, 0);
       return;
     }
     uint4 rawv = make_uint4(0, 0, 0, 0);
@@ -256,9 +259,7 @@ struct PagedSrc {
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       if (i >= valid) break;
-      uint64_t o;
-      const int64_t blk = block_at(j8 + i, locate(r, j8 + i), o);
-      if (blk >= 0) e[i] = v[vllm_slab(static_cast<uint64_t>(blk), r.kvh) + static_cast<uint64_t>(d) * bs + o];
+      if (key_rows(r, j8 + i, locate(r, j8 + i), ko, vo)) e[i] = v[vo + static_cast<uint64_t>(d) * bs];
     }
     *reinterpret_cast<uint4*>(smem) = rawv;
   }
