@@ -32,7 +32,7 @@
 //   void load_k(void* smem, const Row&, uint64_t j, int chunk)   async copy (cp.async) or store
 //   void load_v(void* smem, const Row&, uint64_t j, int chunk)   (the SIMT kernel)
 //   using Loc; Loc locate(const Row&, uint64_t j)    start finding key j (a paged source reads
-//                                                    its block table; TileLocs, one tile ahead)
+//                                                    its block table; TileRows, ahead of the copies)
 //   bool key_rows(const Row&, uint64_t j, Loc, uint64_t& ko, uint64_t& vo)
 //                                                    K and V row offsets of key j (false: zeros)
 //   void copy_k / copy_v(void* smem, const Row&, uint64_t ko / vo, int chunk)
@@ -188,7 +188,7 @@ struct FlashSrc {
   __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
     cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + j * HD) + chunk * 16);
   }
-  // Key location (TileLocs): nothing to look up in a contiguous cache.
+  // Key location (TileRows): nothing to look up in a contiguous cache.
   struct Loc {};
   __device__ __forceinline__ Loc locate(const Row&, uint64_t) const { return {}; }
   __device__ __forceinline__ bool key_rows(const Row&, uint64_t j, Loc, uint64_t& ko, uint64_t& vo) const {
@@ -203,46 +203,58 @@ struct FlashSrc {
   }
 };
 
-// The key locations of one K/V tile that this thread copies, looked up one tile ahead.
-// A tile of kRows keys is copied as kRows · kChunks 16-byte chunks, chunk c = tid + i · kThreads
-// by this thread (row c / kChunks). A paged source must read the block table to find a key's
-// row; doing that inside the copy loop serialises one table read per chunk in front of every
-// cp.async. Instead fetch() issues this thread's table reads for the NEXT tile (Src::locate,
-// independent loads) right after the current tile's copies were issued; their latency then
-// hides behind the current tile's math, and load() only computes addresses.
+// Key rows of the K/V tiles, resolved once per row and shared through shared memory.
+// A paged source must read the block table and compute a row address for every key; done
+// inside the copy loop, every thread repeats it for every row it copies (16 threads share a
+// row at hd 128) and the copies wait on the table read. Here thread r < kRows resolves row r
+// of a tile only: its table read (Src::locate) is issued two tiles ahead into a register
+// (fetch), the row's K and V offsets are computed one tile ahead into a two-slot ring in
+// shared memory (resolve), and the copy loop reads them back (copy): one resolution per row
+// per CTA, no dependent global read in front of any cp.async. Slot discipline (tile X in slot
+// X & 1): a kernel resolves tile X after the barrier that follows the copies of tile X − 2 and
+// copies it after the next barrier.
 template <class Src, int kRows, int kChunks, int kThreads>
-struct TileLocs {
+struct TileRows {
+  static_assert(kRows <= kThreads, "one resolving thread per row");
   static constexpr int kTotal = kRows * kChunks;
   static constexpr int kPer = (kTotal + kThreads - 1) / kThreads;
-  typename Src::Loc v[kPer];
-  // Rows j0 .. jend-1 exist; the others are never read.
+  static constexpr uint64_t kNone = ~uint64_t{0};  // a zero row
+  typename Src::Loc loc{};  // row tid of the tile fetched last
+  uint64_t loc_j0 = kNone;  // its first key (kNone: none fetched)
+  ulonglong2* slots;        // [2][kRows]: {K offset, V offset}
   __device__ __forceinline__ void fetch(const Src& src, const typename Src::Row& rw, uint64_t j0, uint64_t jend,
                                         int tid) {
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int c = tid + i * kThreads;
-      const uint64_t j = j0 + static_cast<uint64_t>(c / kChunks);
-      v[i] = (c < kTotal && j < jend) ? src.locate(rw, j) : typename Src::Loc{};
-    }
+    loc_j0 = j0;
+    if (tid < kRows && j0 + static_cast<uint64_t>(tid) < jend) loc = src.locate(rw, j0 + static_cast<uint64_t>(tid));
   }
-  // Copies K (and V unless k_only) rows j0 .. jend-1 of the tile into ks / vs (row stride ld
-  // elements of T); rows past jend are zero-filled (P = 0 must not meet stale NaN/Inf).
+  // Resolves the fetched tile (first key j0 = loc_j0) into slot `slot`.
+  __device__ __forceinline__ void resolve(const Src& src, const typename Src::Row& rw, uint64_t jend, int slot,
+                                          int tid) {
+    if (tid >= kRows) return;
+    const uint64_t j = loc_j0 + static_cast<uint64_t>(tid);
+    uint64_t ko = kNone, vo = kNone;
+    if (!(j < jend && src.key_rows(rw, j, loc, ko, vo))) ko = vo = kNone;
+    slots[slot * kRows + tid] = make_ulonglong2(ko, vo);
+  }
+  // Copies the tile of slot `slot` into ks / vs (row stride ld elements of T), K only when
+  // k_only; zero rows (past the range, an out-of-range block) are zero-filled, so P = 0 never
+  // meets stale NaN/Inf.
   template <class T>
-  __device__ __forceinline__ void load(const Src& src, const typename Src::Row& rw, uint64_t j0, uint64_t jend,
-                                       T* ks, T* vs, int ld, bool k_only, int tid) const {
+  __device__ __forceinline__ void copy(const Src& src, const typename Src::Row& rw, int slot, T* ks, T* vs, int ld,
+                                       bool k_only, int tid) const {
+    constexpr int kE = 16 / static_cast<int>(sizeof(T));
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       const int c = tid + i * kThreads;
       if (c >= kTotal) break;
       const int r = c / kChunks, cc = c % kChunks;
-      T* kd = ks + r * ld + cc * (16 / static_cast<int>(sizeof(T)));
-      T* vd = vs + r * ld + cc * (16 / static_cast<int>(sizeof(T)));
-      const uint64_t j = j0 + static_cast<uint64_t>(r);
-      uint64_t ko, vo;
-      if (j < jend && src.key_rows(rw, j, v[i], ko, vo)) {  // one row resolution, two copies
-        src.copy_k(kd, rw, ko, cc);
-        if (!k_only) src.copy_v(vd, rw, vo, cc);
-      } else {  // past the range or an out-of-range block: zeros
+      T* kd = ks + r * ld + cc * kE;
+      T* vd = vs + r * ld + cc * kE;
+      const ulonglong2 o = slots[slot * kRows + r];
+      if (o.x != kNone) {
+        src.copy_k(kd, rw, o.x, cc);
+        if (!k_only) src.copy_v(vd, rw, o.y, cc);
+      } else {
         *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
         if (!k_only) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
       }
@@ -567,39 +579,44 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 
   bool vt = false;  // V staged by dimension (uniform over the CTA)
   if constexpr (Src::kMayVt) vt = src.v_by_dim(rw);
-  using Locs = TileLocs<Src, kBN, kChunks, Cfg::kThreads>;
-  Locs nxt;  // key locations of the next tile to copy
-  // The transposed-V chunks of this thread are keys 8·(tid % 8) .. + 7 of the tile (every d).
-  typename Src::Loc vt_nxt{};
-  auto fetch = [&](uint64_t j0) {
-    nxt.fetch(src, rw, j0, je, tid);
-    if constexpr (Src::kMayVt)
-      if (vt && j0 + (tid % 8) * 8 < je) vt_nxt = src.locate(rw, j0 + (tid % 8) * 8);
-  };
-  auto load_tile = [&](int stage, uint64_t j0) {
+  __shared__ ulonglong2 rows_s[2 * kBN];
+  TileRows<Src, kBN, kChunks, Cfg::kThreads> tr;
+  tr.slots = rows_s;
+  // The transposed-V chunks of this thread are keys 8·(tid % 8) .. + 7 of the tile (every d),
+  // looked up when the tile is copied.
+  auto load_tile = [&](int stage, int tile) {
+    const uint64_t j0 = js + static_cast<uint64_t>(tile) * kBN;
     T* ks = kv_s + stage * Cfg::kStageElems;
     T* vs = ks + kBN * kLd;
-    nxt.load(src, rw, j0, je, ks, vs, kLd, vt, tid);
+    tr.copy(src, rw, tile & 1, ks, vs, kLd, vt, tid);
     if constexpr (Src::kMayVt) {
       if (vt) {  // [HD][kLdT]: chunk (d, keys 8·kc .. 8·kc + 7); keys past je are zeros
         const int rows = static_cast<int>(je - j0 < static_cast<uint64_t>(kBN) ? je - j0 : kBN);
-        for (int c = tid; c < HD * (kBN / 8); c += Cfg::kThreads) {
-          const int d = c / (kBN / 8), kc = c % (kBN / 8);
-          src.load_vt_at(vs + d * Cfg::kLdT + kc * 8, rw, j0 + kc * 8, d, rows - kc * 8, vt_nxt);
-        }
+        const int kc = tid % 8;
+        typename Src::Loc l{};
+        if (j0 + kc * 8 < je) l = src.locate(rw, j0 + kc * 8);
+        for (int c = tid; c < HD * (kBN / 8); c += Cfg::kThreads)
+          src.load_vt_at(vs + (c / (kBN / 8)) * Cfg::kLdT + kc * 8, rw, j0 + kc * 8, c / (kBN / 8), rows - kc * 8, l);
       }
     }
   };
+  auto tile_j0 = [&](int tile) { return js + static_cast<uint64_t>(tile) * kBN; };
 
+  // Prologue: tiles 0 .. kStages − 2 resolved and copied, tile kStages − 1 resolved, tile
+  // kStages fetched (TileRows' slot discipline).
 #pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) {
+  for (int st = 0; st < kStages; ++st) {
     if (st < ntiles) {
-      fetch(js + static_cast<uint64_t>(st) * kBN);
-      load_tile(st, js + static_cast<uint64_t>(st) * kBN);
+      tr.fetch(src, rw, tile_j0(st), je, tid);
+      tr.resolve(src, rw, je, st & 1, tid);
     }
-    cp_async_commit();
+    __syncthreads();
+    if (st < kStages - 1) {
+      if (st < ntiles) load_tile(st, st);
+      cp_async_commit();
+    }
   }
-  if (kStages - 1 < ntiles) fetch(js + static_cast<uint64_t>(kStages - 1) * kBN);
+  if (kStages < ntiles) tr.fetch(src, rw, tile_j0(kStages), je, tid);
 
   float o[HD / 8][4];
 #pragma unroll
@@ -612,9 +629,10 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
     __syncthreads();  // tile t landed; every warp is done with the stage refilled below
     {
       const int tn = t + kStages - 1;
-      if (tn < ntiles) load_tile(tn % kStages, js + static_cast<uint64_t>(tn) * kBN);
+      if (tn < ntiles) load_tile(tn % kStages, tn);
       cp_async_commit();
-      if (tn + 1 < ntiles) fetch(js + static_cast<uint64_t>(tn + 1) * kBN);  // lands during this tile's math
+      if (tn + 1 < ntiles) tr.resolve(src, rw, je, (tn + 1) & 1, tid);  // fetched last iteration
+      if (tn + 2 < ntiles) tr.fetch(src, rw, tile_j0(tn + 2), je, tid);   // lands during this tile's math
     }
     const uint64_t jw = js + static_cast<uint64_t>(t) * kBN + warp * 16;  // this warp's first key
     if (jw >= je) continue;

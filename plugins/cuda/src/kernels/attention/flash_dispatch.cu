@@ -24,7 +24,8 @@ bool use_prefill(const FlashParams& p) {
 // F32 (SIMT decode, ~40 KiB): 4.
 uint64_t decode_ctas_per_sm(int32_t dtype, uint64_t hd) {
   if (dtype == FERRUM_DTYPE_F32) return kMaxDecodeCtasPerSm;
-  const uint64_t per_cta = decode_mma_smem_bytes(hd, 2) + 1024;
+  // dynamic stages + the driver's 1 KiB + the static TileRows ring (2 slots of 16-byte rows) and merge flag
+  const uint64_t per_cta = decode_mma_smem_bytes(hd, 2) + 1024 + 2 * kDecodeMmaKeys * 16 + 16;
   return std::clamp<uint64_t>(uint64_t{233472} / per_cta, 1, kMaxDecodeCtasPerSm);
 }
 

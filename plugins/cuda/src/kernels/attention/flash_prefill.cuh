@@ -40,7 +40,7 @@ struct PrefillCfg {
 
 // The kernel is a template over a KV source (flash_decode.cuh's FlashSrc for contiguous caches,
 // paged_src.cuh's PagedSrc for paged pools), which maps the CTA to its tile (prefill_tile: false
-// = the CTA has no tile and exits), copies K/V chunks (locate + load_k_at / load_v_at, through TileLocs) and takes the LSE of
+// = the CTA has no tile and exits), copies K/V chunks (locate + key_rows + copy_k / copy_v, through TileRows) and takes the LSE of
 // each row (lse_row; a no-op without an LSE output).
 template <class T, int HD, class Src>
 __global__ void __launch_bounds__(128) flash_prefill_kernel(const Src src) {
@@ -118,15 +118,25 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const Src src) {
       *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
     }
   }
-  // K/V tiles: key locations looked up one tile ahead (TileLocs), rows past hi_u zero-filled.
-  TileLocs<Src, kBN, kChunks, Cfg::kThreads> nxt;
-  auto load_kv = [&](int stage, uint64_t j0) {
-    nxt.load(src, tl.row, j0, hi_u, k_s + stage * kBN * kLd, v_s + stage * kBN * kLd, kLd, false, tid);
+  // K/V tiles through TileRows (flash_decode.cuh): tile X's rows resolved into slot X & 1 one
+  // iteration before it is copied, its table reads fetched one iteration before that.
+  __shared__ ulonglong2 rows_s[2 * kBN];
+  TileRows<Src, kBN, kChunks, Cfg::kThreads> tr;
+  tr.slots = rows_s;
+  auto load_kv = [&](uint64_t tile) {
+    const int st = static_cast<int>(tile & 1);
+    tr.copy(src, tl.row, st, k_s + st * kBN * kLd, v_s + st * kBN * kLd, kLd, false, tid);
   };
-  nxt.fetch(src, tl.row, lo_u, hi_u, tid);
-  load_kv(0, lo_u);
+  tr.fetch(src, tl.row, lo_u, hi_u, tid);
+  tr.resolve(src, tl.row, hi_u, 0, tid);
+  __syncthreads();
+  load_kv(0);
   cp_async_commit();
-  if (ntiles > 1) nxt.fetch(src, tl.row, lo_u + kBN, hi_u, tid);
+  if (ntiles > 1) {
+    tr.fetch(src, tl.row, lo_u + kBN, hi_u, tid);
+    tr.resolve(src, tl.row, hi_u, 1, tid);  // visible after the first iteration's barrier
+  }
+  if (ntiles > 2) tr.fetch(src, tl.row, lo_u + 2 * kBN, hi_u, tid);
 
   constexpr int kQFrags = Cfg::kQInRegs ? HD / 16 : 1;
   uint32_t qf[kQFrags][4];
@@ -148,9 +158,10 @@ __global__ void __launch_bounds__(128) flash_prefill_kernel(const Src src) {
           ldmatrix_x4(qf[ks], q_s + (warp * 16 + (lane & 15)) * kLd + ks * 16 + (lane >> 4) * 8);
       }
     }
-    if (t + 1 < ntiles) load_kv(static_cast<int>((t + 1) & 1), lo_u + (t + 1) * kBN);
+    if (t + 1 < ntiles) load_kv(t + 1);
     cp_async_commit();
-    if (t + 2 < ntiles) nxt.fetch(src, tl.row, lo_u + (t + 2) * kBN, hi_u, tid);  // lands during this tile's math
+    if (t + 2 < ntiles) tr.resolve(src, tl.row, hi_u, static_cast<int>(t & 1), tid);  // tile t + 2: slot (t + 2) & 1
+    if (t + 3 < ntiles) tr.fetch(src, tl.row, lo_u + (t + 3) * kBN, hi_u, tid);     // lands during this tile's math
 
     const uint64_t j0 = lo_u + t * kBN;
     if (!warp_active || j0 >= w_hi_last || j0 + kBN <= w_lo_first) continue;  // warp sees none of it

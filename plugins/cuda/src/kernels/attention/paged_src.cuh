@@ -172,7 +172,7 @@ struct PagedSrc {
     t.o0 = static_cast<T*>(p.out) + (t.g0 * H + t.h) * HD;
     return true;
   }
-  // Key location (TileLocs): the raw 4-byte block-table entry of key j's block (U32 or I32
+  // Key location (TileRows): the raw 4-byte block-table entry of key j's block (U32 or I32
   // bits) and the key's offset o in it; o = kNoKey when the logical block is past the table.
   // With fast32 (every key index and block size below 2^31, decided on the host) the block
   // index comes from a multiply-shift division; otherwise o is recomputed by key_rows.
@@ -227,7 +227,7 @@ struct PagedSrc {
     for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * p.block_size];
     *reinterpret_cast<uint4*>(smem) = rawv;
   }
-  // The SIMT (F32) decode kernel copies chunk by chunk, without TileLocs.
+  // The SIMT (F32) decode kernel copies chunk by chunk, without TileRows.
   __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
     uint64_t ko, vo;
     if (key_rows(r, j, locate(r, j), ko, vo)) copy_k(smem, r, ko, chunk);
