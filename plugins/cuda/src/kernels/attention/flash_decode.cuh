@@ -262,6 +262,25 @@ struct TileRows {
   }
 };
 
+// A decode CTA's place in the (1-D) grid: flat = (row · splits + split) · groups + group, the
+// group (KV head × head chunk) fastest, so the CTAs that run together read the KV heads of the
+// same keys — for a paged pool, the interleaved rows of the same blocks, with DRAM pages fully
+// used. `group` (row · groups + group) indexes the split-merge arrival counters.
+struct DecodeCta {
+  uint64_t row, kvh, group;
+  uint32_t split, chunk;
+  __device__ __forceinline__ DecodeCta(uint32_t splits, uint32_t head_chunks, uint64_t nkv) {
+    const uint64_t groups = nkv * head_chunks;
+    const uint64_t flat = blockIdx.x;
+    const uint64_t g = flat % groups, rs = flat / groups;
+    row = rs / splits;
+    split = static_cast<uint32_t>(rs % splits);
+    kvh = g / head_chunks;
+    chunk = static_cast<uint32_t>(g % head_chunks);
+    group = row * groups + g;
+  }
+};
+
 // Split-KV merge folded into the decode kernels (replaces a second launch). Called by every
 // thread of the CTA after it wrote its partials: part_o[(row·H + h)·splits + split][HD] and
 // part_lse[...] for its heads h0 .. h0 + ga − 1. Each thread fences its own writes, then one
@@ -347,10 +366,9 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
   float* a_s = l_s + kG;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const uint64_t row = blockIdx.x / splits;
-  const uint32_t split = blockIdx.x % splits;
-  const uint64_t kvh = blockIdx.y / head_chunks;
-  const uint32_t chunk = blockIdx.y % head_chunks;
+  const DecodeCta cta(splits, head_chunks, src.nkv);
+  const uint64_t row = cta.row, kvh = cta.kvh;
+  const uint32_t split = cta.split, chunk = cta.chunk;
   const uint64_t H = src.H;
   const uint64_t group = H / src.nkv;
   const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
@@ -496,7 +514,7 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
   }
   if (splits > 1)
     merge_splits_if_last<T, HD>(src, rw, splits, row, h0, ga, part_o, part_lse,
-                                counters + row * gridDim.y + blockIdx.y, reinterpret_cast<float*>(smem));
+                                counters + cta.group, reinterpret_cast<float*>(smem));
 }
 
 // ---- tensor-core decode (F16 / BF16) --------------------------------------------------------
@@ -545,10 +563,9 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  const uint64_t row = blockIdx.x / splits;
-  const uint32_t split = blockIdx.x % splits;
-  const uint64_t kvh = blockIdx.y / head_chunks;
-  const uint32_t chunk = blockIdx.y % head_chunks;
+  const DecodeCta cta(splits, head_chunks, src.nkv);
+  const uint64_t row = cta.row, kvh = cta.kvh;
+  const uint32_t split = cta.split, chunk = cta.chunk;
   const uint64_t H = src.H;
   const uint64_t group = H / src.nkv;
   const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
@@ -747,7 +764,7 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   }
   if (splits > 1)
     merge_splits_if_last<T, HD>(src, rw, splits, row, h0, ga, part_o, part_lse,
-                                counters + row * gridDim.y + blockIdx.y, reinterpret_cast<float*>(smem));
+                                counters + cta.group, reinterpret_cast<float*>(smem));
 }
 
 // Launches the decode kernel of T over `rows` grid rows of `src` (grid rows × splits, KV heads
@@ -758,7 +775,7 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
   const uint64_t group = src.H / src.nkv;
   const uint32_t head_chunks = static_cast<uint32_t>((group + kDecodeHeadChunk - 1) / kDecodeHeadChunk);
   const uint64_t gx = rows * splits, gy = src.nkv * head_chunks;
-  if (gx > 0x7FFFFFFFull || gy > 65535)
+  if (gx > 0x7FFFFFFFull / gy)  // one flat grid dimension (DecodeCta)
     return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: decode grid %llu x %llu exceeds the CUDA limits", what,
                        static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
   if constexpr (!std::is_same_v<T, float>) {
@@ -766,7 +783,7 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
     auto kernel = flash_decode_mma_kernel<T, HD, Src>;
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));
-    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+    kernel<<<static_cast<unsigned>(gx * gy), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
         src, splits, head_chunks, part_o, part_lse, counters);
     FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
   } else {
@@ -774,7 +791,7 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
     auto kernel = flash_decode_kernel<T, HD, Src>;
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));
-    kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
+    kernel<<<static_cast<unsigned>(gx * gy), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
         src, splits, head_chunks, part_o, part_lse, counters);
     FERRUM_CUDA_LAUNCH_CHECK("flash_decode_kernel");
   }

@@ -61,7 +61,9 @@ uint32_t decode_split_count(int32_t dtype, uint64_t hd, uint64_t groups, uint64_
   bound = std::min<uint64_t>(bound, uint64_t{1} << 48);  // a host bound may be UINT64_MAX: no overflow below
   const uint64_t by_len = std::max<uint64_t>(1, (bound / 128) + (bound % 128 != 0));
   const uint64_t target = decode_ctas_per_sm(dtype, hd) * static_cast<uint64_t>(std::max(sm_count, 1));
-  const uint64_t by_fill = std::max<uint64_t>(1, (target + base - 1) / base);
+  // At most one wave: rounding up (5 splits of 64 groups = 320 CTAs for 264 slots) would leave a
+  // second, mostly idle wave that costs as much as the first.
+  const uint64_t by_fill = std::max<uint64_t>(1, target / base);
   uint64_t splits = std::min<uint64_t>({by_len, by_fill, kMaxSplits});
   if (dtype != FERRUM_DTYPE_F32 && splits > 1) {
     // The tensor-core kernel rounds each split up to whole 64-key stages: drop the splits

@@ -27,8 +27,19 @@ __device__ __forceinline__ float fp8_value(uint8_t c) {
   return __half2float(__half(h));
 }
 
-// One warp per (row, K or V): row r = t·nkv + h of the token-major input.
-template <class A>
+// The code of x / s (the recipe of quant_kv.hpp).
+__device__ __forceinline__ uint8_t quant_code(float x, float s, bool fp8) {
+  const float q = __fdiv_rn(x, s);
+  if (fp8) return static_cast<uint8_t>(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3));
+  const float c = fminf(fmaxf(q, -127.0f), 127.0f);
+  return static_cast<uint8_t>(static_cast<int8_t>(c == c ? rintf(c) : 0.0f));
+}
+
+// One warp per (row, K or V): row r = t·nkv + h of the token-major input. E > 0: D = 32·E and
+// lane l owns elements l·E .. l·E + E − 1, read once into registers (one vector load when the
+// row is aligned) and written as E consecutive codes; E = 0: any D, lanes stride over the row
+// (two passes over x).
+template <class A, int E>
 __global__ void quant_append_kernel(const A* k_in, const A* v_in, uint8_t* k_codes, uint8_t* v_codes,
                                     float* k_scales, float* v_scales, const uint32_t* blocks, uint64_t first_block,
                                     uint64_t cache_len_before, uint64_t tokens, uint64_t bs, uint64_t nkv, uint64_t D,
@@ -40,23 +51,45 @@ __global__ void quant_append_kernel(const A* k_in, const A* v_in, uint8_t* k_cod
     const uint64_t r = v >> 1;
     const bool is_v = v & 1;
     const uint64_t t = r / nkv, h = r % nkv;
+    const A* x = (is_v ? v_in : k_in) + r * D;
+    float xe[E > 0 ? E : 1];
+    float a = 0.0f;
+    if constexpr (E > 0) {
+      const A* xl = x + lane * E;
+      if constexpr (E * sizeof(A) % 4 == 0 && E * sizeof(A) <= 16) {
+        using W = std::conditional_t<E * sizeof(A) == 16, uint4, std::conditional_t<E * sizeof(A) == 8, uint2, uint32_t>>;
+        const W w = *reinterpret_cast<const W*>(xl);  // aligned: D·sizeof(A) is a multiple of 32·E·sizeof(A)
+        const A* e = reinterpret_cast<const A*>(&w);
+#pragma unroll
+        for (int i = 0; i < E; ++i) xe[i] = to_f32(e[i]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < E; ++i) xe[i] = to_f32(xl[i]);
+      }
+#pragma unroll
+      for (int i = 0; i < E; ++i) a = fmaxf(a, fabsf(xe[i]));
+    } else {
+      for (uint64_t d = lane; d < D; d += 32) a = fmaxf(a, fabsf(to_f32(x[d])));
+    }
+    a = warp_max(a);
+    const float s = __fdiv_rn(fmaxf(a, 1e-8f), fp8 ? 448.0f : 127.0f);
     const uint64_t L = cache_len_before + t;
     const uint64_t blk = blocks[L / bs - first_block];
     const uint64_t dst = (blk * bs + L % bs) * nkv + h;
-    const A* x = (is_v ? v_in : k_in) + r * D;
-    float a = 0.0f;
-    for (uint64_t d = lane; d < D; d += 32) a = fmaxf(a, fabsf(to_f32(x[d])));
-    a = warp_max(a);
-    const float s = __fdiv_rn(fmaxf(a, 1e-8f), fp8 ? 448.0f : 127.0f);
     uint8_t* codes = (is_v ? v_codes : k_codes) + dst * D;
-    for (uint64_t d = lane; d < D; d += 32) {
-      const float q = __fdiv_rn(to_f32(x[d]), s);
-      if (fp8) {
-        codes[d] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3));
+    if constexpr (E > 0) {
+      uint8_t c[E];
+#pragma unroll
+      for (int i = 0; i < E; ++i) c[i] = quant_code(xe[i], s, fp8);
+      uint8_t* cl = codes + lane * E;
+      if constexpr (E == 4) {
+        *reinterpret_cast<uint32_t*>(cl) = c[0] | (c[1] << 8) | (c[2] << 16) | (static_cast<uint32_t>(c[3]) << 24);
       } else {
-        const float c = fminf(fmaxf(q, -127.0f), 127.0f);
-        codes[d] = static_cast<uint8_t>(static_cast<int8_t>(c == c ? rintf(c) : 0.0f));
+#pragma unroll
+        for (int i = 0; i < E; ++i) cl[i] = c[i];
       }
+    } else {
+      for (uint64_t d = lane; d < D; d += 32) codes[d] = quant_code(to_f32(x[d]), s, fp8);
     }
     if (lane == 0) (is_v ? v_scales : k_scales)[dst] = s;
   }
@@ -169,10 +202,22 @@ Status quant_kv_append(int32_t act, KvCode code, const void* k_in, const void* v
   const unsigned blocks_n = static_cast<unsigned>(std::min<uint64_t>((vectors + 7) / 8, 65535));
   return dispatch_float(act, "quantised KV append", [&](auto tag) -> Status {
     using A = typename decltype(tag)::type;
-    quant_append_kernel<A><<<blocks_n, 256, 0, stream>>>(
-        static_cast<const A*>(k_in), static_cast<const A*>(v_in), static_cast<uint8_t*>(k_codes),
-        static_cast<uint8_t*>(v_codes), k_scales, v_scales, blocks, first_block, cache_len_before, tokens, bs, nkv, D,
-        code == KvCode::fp8);
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks_n, 256, 0, stream>>>(static_cast<const A*>(k_in), static_cast<const A*>(v_in),
+                                           static_cast<uint8_t*>(k_codes), static_cast<uint8_t*>(v_codes), k_scales,
+                                           v_scales, blocks, first_block, cache_len_before, tokens, bs, nkv, D,
+                                           code == KvCode::fp8);
+    };
+    // The register path for D = 32·E; the codes of a row start at dst·D, so E-byte stores and
+    // the E-element loads are aligned (the inputs are whole rows of D elements).
+    const bool al = (reinterpret_cast<uintptr_t>(k_in) | reinterpret_cast<uintptr_t>(v_in) |
+                     reinterpret_cast<uintptr_t>(k_codes) | reinterpret_cast<uintptr_t>(v_codes)) % 16 == 0;
+    if (!al) launch(quant_append_kernel<A, 0>);
+    else if (D == 128) launch(quant_append_kernel<A, 4>);
+    else if (D == 64) launch(quant_append_kernel<A, 2>);
+    else if (D == 256) launch(quant_append_kernel<A, 8>);
+    else if (D == 32) launch(quant_append_kernel<A, 1>);
+    else launch(quant_append_kernel<A, 0>);
     FERRUM_CUDA_LAUNCH_CHECK("quant_append_kernel");
     return ok_status();
   });
