@@ -173,12 +173,21 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
     } else if (live) {
       // Paged row: nothing is written for a position past the tables (the Q row of such a
       // token is zeroed by its own segment) or for a slot whose block is out of range.
-      const uint64_t lb = slot / p.pg.block_size;
+      // 32-bit division whenever the values allow (a 64-bit one costs ~70 instructions here).
+      uint64_t lb, off;
+      if (((slot | p.pg.block_size) >> 32) == 0) {
+        const uint32_t s32 = static_cast<uint32_t>(slot), b32 = static_cast<uint32_t>(p.pg.block_size);
+        lb = s32 / b32;
+        off = s32 - static_cast<uint32_t>(lb) * b32;
+      } else {
+        lb = slot / p.pg.block_size;
+        off = slot % p.pg.block_size;
+      }
       const int64_t blk = (p.mode[0] != 0 && pos >= p.rows) || lb >= p.pg.bt_stride
                               ? -1
                               : load_idx(p.pg.block_tables, p.pg.bt_i32, seq * p.pg.bt_stride + lb);
       if (blk >= 0 && static_cast<uint64_t>(blk) < p.pg.num_blocks)
-        dst = p.dst[s] + static_cast<uint64_t>(blk) * p.blk_stride[s] + (slot % p.pg.block_size) * p.o_stride[s] +
+        dst = p.dst[s] + static_cast<uint64_t>(blk) * p.blk_stride[s] + off * p.o_stride[s] +
               h * p.head_stride[s];
     }
     live = live && dst != nullptr;
