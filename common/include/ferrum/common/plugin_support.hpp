@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdarg>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -34,6 +35,15 @@ struct ferrum_buffer {
   int device = 0;
   uint64_t bytes() const { return count * ferrum::dtype_size(dtype); }
 };
+
+// A family table of the project's plugins is filled from the generated slot list, its slot
+// functions named after their ops:
+//   const ferrum_dense_table kDenseTable = {sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(FERRUM_SLOT_FN)};
+// An op the plugin does not implement is a null constant of that name in the same namespace,
+//   constexpr std::nullptr_t supports_llama_family_batched_decode = nullptr;  // NULL slot
+// so the table still names every slot in order and a newly appended op is a compile error
+// until the plugin implements it or says it does not (docs/plugin-guide.md §1).
+#define FERRUM_SLOT_FN(op) op,
 
 namespace ferrum::plugin {
 
@@ -256,6 +266,19 @@ ferrum_status query_support(const ferrum_plugin_api* api, Ctx* ctx, int32_t op, 
     copy_out("query_support: out of host memory", reason, cap, nullptr);
     return FERRUM_STATUS_OUT_OF_MEMORY;
   }
+}
+
+
+// The two lifecycle slots every plugin of the project answers alike, for its API table:
+//   const ferrum_plugin_api kApi = {..., plugin::error_detail_slot<ferrum_context>,
+//                                   plugin::query_support_slot<ferrum_context, &kApi>, ...};
+template <class Ctx>
+ferrum_status error_detail_slot(Ctx* ctx, char* buf, uint64_t cap, uint64_t* needed) noexcept {
+  return error_detail(ctx, buf, cap, needed);
+}
+template <class Ctx, const ferrum_plugin_api* Api>
+ferrum_status query_support_slot(Ctx* ctx, int32_t op, const void* args, char* reason, uint64_t cap) noexcept {
+  return query_support(Api, ctx, op, args, reason, cap);
 }
 
 }  // namespace ferrum::plugin

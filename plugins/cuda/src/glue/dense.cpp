@@ -25,14 +25,6 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
-using plugin::rules::check_finite_eps;
-using plugin::rules::check_min_count;
-using plugin::rules::check_norm_weight;
-using plugin::rules::check_positive;
-using plugin::rules::check_rope;
-using plugin::rules::check_sum_le;
-using plugin::rules::pos_end;
 using common::sat_mul;
 // Products below (row strides, head sizes, cache offsets) are of dimensions the generated checks
 // bounded by a buffer's element count; sat_mul keeps them under the arithmetic rule all the same.
@@ -55,13 +47,6 @@ Status dev_state_of(const char* op, const ferrum_context& c, const uint32_t*& p)
   return ok_status();
 }
 
-Status head_dim_supported(const char* op, uint64_t head_dim, bool work) {
-  if (work && head_dim > kernels::kRopeMaxHeadDim)
-    return unsupported(plugin::format("%s: argument 'head_dim': the CUDA plugin supports head_dim <= %llu, given %llu",
-                                      op, (unsigned long long)kernels::kRopeMaxHeadDim,
-                                      (unsigned long long)head_dim));
-  return ok_status();
-}
 
 int32_t table_dtype(const ferrum_buffer* cos) { return cos ? cos->dtype : 0; }
 
@@ -305,25 +290,25 @@ ferrum_status embedding_lookup_dev(ferrum_context* ctx, const ferrum_embedding_l
   });
 }
 
+// Both transposes: src [A, B, dim] -> dst [B, A, dim].
+template <class Args>
+Status swap_outer_dims(const char* op, ferrum_context& c, const Args& a, bool dry, uint64_t A, uint64_t B) {
+  Status s = check_devices(op, c, {{"src", a.src}, {"dst", a.dst}});
+  if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
+  return launch(op, c, [&](cudaStream_t st) {
+    return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, A, B, a.dim, st);
+  });
+}
+
 ferrum_status transpose_head_to_token(ferrum_context* ctx, const ferrum_transpose_head_to_token_args* a) {
-  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_head_to_token_args& a, bool dry) -> Status {
-    Status s = check_devices("transpose_head_to_token", c, {{"src", a.src}, {"dst", a.dst}});
-    if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
-    // src [heads, tokens, dim] -> dst [tokens, heads, dim]: A = heads, B = tokens.
-    return launch("transpose_head_to_token", c, [&](cudaStream_t st) {
-      return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, a.heads, a.tokens, a.dim, st);
-    });
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_head_to_token_args& a, bool dry) {
+    return swap_outer_dims("transpose_head_to_token", c, a, dry, a.heads, a.tokens);  // [heads, tokens, dim] in
   });
 }
 
 ferrum_status transpose_token_to_head(ferrum_context* ctx, const ferrum_transpose_token_to_head_args* a) {
-  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_token_to_head_args& a, bool dry) -> Status {
-    Status s = check_devices("transpose_token_to_head", c, {{"src", a.src}, {"dst", a.dst}});
-    if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
-    // src [tokens, heads, dim] -> dst [heads, tokens, dim]: A = tokens, B = heads.
-    return launch("transpose_token_to_head", c, [&](cudaStream_t st) {
-      return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, a.tokens, a.heads, a.dim, st);
-    });
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_token_to_head_args& a, bool dry) {
+    return swap_outer_dims("transpose_token_to_head", c, a, dry, a.tokens, a.heads);  // [tokens, heads, dim] in
   });
 }
 
@@ -350,7 +335,7 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
     Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, dev ? 0 : pos_end(a.pos_offset, a.tokens),
                           work, rows);
     if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     const uint32_t* state = nullptr;
     if (s.ok() && dev && work && a.mode != 0) s = dev_state_of(op, c, state);
     if (s.ok())
@@ -386,7 +371,7 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk
     uint64_t rows = 0;
     Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
     if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"input", a.input}, {"norm_w", a.norm_w}, {"cos", a.cos}, {"sin", a.sin},
                                 {"output", a.output}, {"positions", a.positions}});
@@ -443,7 +428,7 @@ ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_no
     if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
                                 {"sin", a.sin}, {"q_out", a.q_out}, {"k_out", a.k_out}, {"v_out", a.v_out}});
@@ -469,7 +454,7 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
     if (s.ok()) s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "cache_capacity", a.cache_capacity);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
                                 {"sin", a.sin}, {"q_out", a.q_out}, {"cache_k", a.cache_k}, {"cache_v", a.cache_v}});
@@ -486,28 +471,14 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
 
 }  // namespace
 
-const ferrum_dense_table kDenseTable = {
-    sizeof(ferrum_dense_table),
-    gemm,
-    rms_norm,
-    fused_add_rms_norm,
-    layer_norm,
-    gelu,
-    add_inplace,
-    scaled_add_inplace,
-    add_bias,
-    split_qkv,
-    fused_silu_mul_split,
-    fused_silu_mul_split_strided,
-    embedding_lookup,
-    embedding_lookup_dev,
-    transpose_head_to_token,
-    transpose_token_to_head,
-    argmax_rows_f16,
-    qk_norm_rope,
-    qk_norm_rope_batched_per_item,
-    split_qkv_norm_rope,
-    split_qkv_norm_rope_into_cache,
-};
+Status check_rope_head_dim(const char* op, uint64_t head_dim, bool work) {
+  if (work && head_dim > kernels::kRopeMaxHeadDim)
+    return unsupported(plugin::format("%s: argument 'head_dim': the CUDA plugin supports head_dim <= %llu, given %llu",
+                                      op, (unsigned long long)kernels::kRopeMaxHeadDim,
+                                      (unsigned long long)head_dim));
+  return ok_status();
+}
+
+const ferrum_dense_table kDenseTable = {sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cuda::glue

@@ -13,32 +13,20 @@
 #include <limits>
 #include <vector>
 
+#include "attention_math.hpp"
 #include "parallel.hpp"
 
 namespace ferrum::cpu {
 namespace {
 
+using attn::dot_f32;
+using attn::kNegInf;
+using attn::visible_range;
+
 constexpr uint64_t kQTile = 16;
 constexpr uint64_t kKBlock = 64;
 
 thread_local std::vector<float> t_scratch;
-
-inline float dot_f32(const float* a, const float* b, uint64_t n) {
-  float lanes[8] = {};
-  uint64_t d = 0;
-  for (; d + 8 <= n; d += 8) {
-    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
-  }
-  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; d < n; ++d) r += a[d] * b[d];
-  return r;
-}
-
-// Visible key range [lo, hi) of a query at position p (docs/spec.md §0.8).
-inline void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint64_t& lo, uint64_t& hi) {
-  hi = causal ? std::min(L, p + 1) : L;
-  lo = (W != 0 && p + 1 > W) ? p + 1 - W : 0;
-}
 
 }  // namespace
 
@@ -50,7 +38,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
   const uint64_t D = head_dim;
   const uint64_t S = kv_seq_stride ? kv_seq_stride : kv_len;
   const uint64_t group = num_heads / num_kv_heads;
-  const float sigma = scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float sigma = softmax_scale(scale, D);
   const uint64_t tiles = (q_len + kQTile - 1) / kQTile;
   const uint64_t items = batch * num_heads * tiles;
   // Rough cost per item: tile queries × visible keys × head_dim.

@@ -8,9 +8,6 @@ namespace ferrum::cpu {
 
 namespace {
 
-using plugin::data_of;
-using plugin::run_op;
-
 int32_t table_dtype(const ferrum_buffer* cos) { return cos ? cos->dtype : 0; }
 
 }  // namespace

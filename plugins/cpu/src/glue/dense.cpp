@@ -9,9 +9,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using plugin::data_of;
-using plugin::run_op;
-
 // Runs `f(T{})` for the op's activation dtype (taken from `b`), or OK when there is no buffer
 // (zero work).
 template <class F>
@@ -230,12 +227,6 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context*, const ferrum_qk_nor
 ferrum_status split_qkv_norm_rope(ferrum_context*, const ferrum_split_qkv_norm_rope_args*);
 ferrum_status split_qkv_norm_rope_into_cache(ferrum_context*, const ferrum_split_qkv_norm_rope_into_cache_args*);
 
-const ferrum_dense_table kDenseTable = {
-    sizeof(ferrum_dense_table), gemm, rms_norm, fused_add_rms_norm, layer_norm, gelu, add_inplace,
-    scaled_add_inplace, add_bias, split_qkv, fused_silu_mul_split, fused_silu_mul_split_strided,
-    embedding_lookup, embedding_lookup_dev, transpose_head_to_token, transpose_token_to_head,
-    argmax_rows_f16, qk_norm_rope, qk_norm_rope_batched_per_item, split_qkv_norm_rope,
-    split_qkv_norm_rope_into_cache,
-};
+const ferrum_dense_table kDenseTable = {sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cpu
