@@ -19,10 +19,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using attn::dot_f32;
-using attn::kNegInf;
-using attn::visible_range;
-
 constexpr uint64_t kQTile = 16;
 constexpr uint64_t kKBlock = 64;
 
@@ -83,7 +79,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
       for (uint64_t qi = 0; qi < nq; ++qi) {
         for (uint64_t d = 0; d < D; ++d) qf[qi * D + d] = to_float(qbase[qi * D + d]);
         std::fill(acc + qi * D, acc + (qi + 1) * D, 0.0f);
-        mrun[qi] = -std::numeric_limits<float>::infinity();
+        mrun[qi] = kNegInf;
         lrun[qi] = 0.0f;
       }
 
@@ -99,28 +95,15 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
           const uint64_t jb = std::max(lo, j0), je = std::min(hi, j0 + nk);
           if (jb >= je) continue;
           const float* qv = qf + qi * D;
-          float bmax = -std::numeric_limits<float>::infinity();
+          float bmax = kNegInf;
           for (uint64_t j = jb; j < je; ++j) {
             const float s = sigma * dot_f32(qv, kf + (j - j0) * D, D);
             sc[j - j0] = s;
             bmax = std::max(bmax, s);
           }
-          const float m_new = std::max(mrun[qi], bmax);
-          // First block: mrun = −inf gives alpha = 0 (acc and l are 0 anyway).
-          const float alpha = mrun[qi] == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(mrun[qi] - m_new);
           float* a = acc + qi * D;
-          if (alpha != 1.0f) {
-            for (uint64_t d = 0; d < D; ++d) a[d] *= alpha;
-          }
-          float l = lrun[qi] * alpha;
-          for (uint64_t j = jb; j < je; ++j) {
-            const float pj = std::exp(sc[j - j0] - m_new);
-            l += pj;
-            const float* vr = vf + (j - j0) * D;
-            for (uint64_t d = 0; d < D; ++d) a[d] += pj * vr[d];
-          }
-          lrun[qi] = l;
-          mrun[qi] = m_new;
+          online_softmax_rescale(mrun[qi], lrun[qi], a, D, bmax);
+          for (uint64_t j = jb; j < je; ++j) online_softmax_add(sc[j - j0], mrun[qi], vf + (j - j0) * D, D, lrun[qi], a);
         }
       }
 

@@ -1,15 +1,17 @@
 // ferrum CPU plugin — the scalar pieces every attention kernel shares (attention.cpp, mla.cpp,
-// paged.cpp, quant_kv.cpp): an f32 dot product with a fixed summation order and the visible key
-// range of docs/spec.md §0.8 (and, through <ferrum/common/softmax_scale.hpp>, the softmax scale).
+// paged.cpp, quant_kv.cpp): an f32 dot product with a fixed summation order, the visible key
+// range of docs/spec.md §0.8, the online-softmax step (and, through
+// <ferrum/common/softmax_scale.hpp>, the softmax scale).
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
 #include <ferrum/common/softmax_scale.hpp>
 
-namespace ferrum::cpu::attn {
+namespace ferrum::cpu {
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -32,4 +34,27 @@ inline void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint6
   lo = (W != 0 && p + 1 > W) ? p + 1 - W : 0;
 }
 
-}  // namespace ferrum::cpu::attn
+// The online softmax of every attention kernel (flash attention): a running max m, sum l and
+// accumulator acc[0, width) per query row, updated one block of keys at a time.
+//
+// A new block whose largest score is `bmax` moves m to max(m, bmax) and rescales l and acc to it
+// (m = −inf, no key yet, gives the factor 0).
+inline void online_softmax_rescale(float& m, float& l, float* acc, uint64_t width, float bmax) {
+  const float m_new = std::max(m, bmax);
+  const float alpha = m == kNegInf ? 0.0f : std::exp(m - m_new);
+  if (alpha != 1.0f)
+    for (uint64_t d = 0; d < width; ++d) acc[d] *= alpha;
+  l *= alpha;
+  m = m_new;
+}
+
+// Then each key of score s and value row v: p = exp(s − m), l += p, acc += (p·w)·v (w: the value
+// row's scale, 1 for unquantised values).
+inline void online_softmax_add(float s, float m, const float* v, uint64_t width, float& l, float* acc, float w = 1.0f) {
+  const float p = std::exp(s - m);
+  l += p;
+  const float pw = p * w;
+  for (uint64_t d = 0; d < width; ++d) acc[d] += pw * v[d];
+}
+
+}  // namespace ferrum::cpu

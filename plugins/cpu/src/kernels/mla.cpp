@@ -18,10 +18,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using attn::dot_f32;
-using attn::kNegInf;
-using attn::visible_range;
-
 constexpr uint64_t kRowTile = 16;
 constexpr uint64_t kKBlock = 32;
 
@@ -95,20 +91,9 @@ void mla_attention(const T* q, const T* kv_compressed, const T* kv_rope, T* out,
             sc[j - j0] = s;
             bmax = std::max(bmax, s);
           }
-          const float m_new = std::max(mrun[ri], bmax);
-          const float alpha = mrun[ri] == kNegInf ? 0.0f : std::exp(mrun[ri] - m_new);
           float* a = acc + ri * R;
-          if (alpha != 1.0f)
-            for (uint64_t d = 0; d < R; ++d) a[d] *= alpha;
-          float l = lrun[ri] * alpha;
-          for (uint64_t j = jb; j < je; ++j) {
-            const float pj = std::exp(sc[j - j0] - m_new);
-            l += pj;
-            const float* cr = cf + (j - j0) * R;
-            for (uint64_t d = 0; d < R; ++d) a[d] += pj * cr[d];
-          }
-          lrun[ri] = l;
-          mrun[ri] = m_new;
+          online_softmax_rescale(mrun[ri], lrun[ri], a, R, bmax);
+          for (uint64_t j = jb; j < je; ++j) online_softmax_add(sc[j - j0], mrun[ri], cf + (j - j0) * R, R, lrun[ri], a);
         }
       }
 

@@ -20,10 +20,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using attn::dot_f32;
-using attn::kNegInf;
-using attn::visible_range;
-
 constexpr uint64_t kKBlock = 32;
 
 thread_local std::vector<float> t_scratch;
@@ -81,21 +77,10 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
         sc[jj] = s;
         bmax = std::max(bmax, s);
       }
-      const float m_new = std::max(mrun[g], bmax);
-      const float alpha = mrun[g] == kNegInf ? 0.0f : std::exp(mrun[g] - m_new);
       float* a = acc + g * D;
-      if (alpha != 1.0f)
-        for (uint64_t d = 0; d < D; ++d) a[d] *= alpha;
-      float l = lrun[g] * alpha;
-      for (uint64_t jj = 0; jj < nk; ++jj) {
-        if (valid[jj] == 0.0f) continue;
-        const float pj = std::exp(sc[jj] - m_new);
-        l += pj;
-        const float* vr = vf + jj * D;
-        for (uint64_t d = 0; d < D; ++d) a[d] += pj * vr[d];
-      }
-      lrun[g] = l;
-      mrun[g] = m_new;
+      online_softmax_rescale(mrun[g], lrun[g], a, D, bmax);
+      for (uint64_t jj = 0; jj < nk; ++jj)
+        if (valid[jj] != 0.0f) online_softmax_add(sc[jj], mrun[g], vf + jj * D, D, lrun[g], a);
     }
   }
   for (uint64_t g = 0; g < group; ++g) {

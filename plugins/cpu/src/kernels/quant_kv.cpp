@@ -22,10 +22,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using attn::dot_f32;
-using attn::kNegInf;
-using attn::visible_range;
-
 constexpr uint64_t kKBlock = 32;
 constexpr uint64_t kMaxSplits = 16;
 constexpr uint64_t kMinChunk = 256;
@@ -173,20 +169,8 @@ void quant_paged_decode_attention(const T* q, const Code* layer_k, const Code* l
             s[jj] = ks[jj] * dot_f32(qf + g * D, kf + jj * D, D);
             bmax = std::max(bmax, s[jj]);
           }
-          const float m_new = std::max(m, bmax);
-          const float alpha = m == kNegInf ? 0.0f : std::exp(m - m_new);
-          if (alpha != 1.0f)
-            for (uint64_t d = 0; d < D; ++d) acc[d] *= alpha;
-          float lsum = l * alpha;
-          for (uint64_t jj = 0; jj < valid; ++jj) {
-            const float p = std::exp(s[jj] - m_new);
-            lsum += p;
-            const float w = p * vs[jj];
-            const float* vr = vf + jj * D;
-            for (uint64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
-          }
-          l = lsum;
-          m = m_new;
+          online_softmax_rescale(m, l, acc, D, bmax);
+          for (uint64_t jj = 0; jj < valid; ++jj) online_softmax_add(s[jj], m, vf + jj * D, D, l, acc, vs[jj]);
         }
       }
     }
