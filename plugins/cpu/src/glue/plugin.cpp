@@ -39,32 +39,27 @@ ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
   });
 }
 
-const ferrum_plugin_api kApi = {
-    sizeof(ferrum_plugin_api),
-    FERRUM_ABI_VERSION_MAJOR,
-    FERRUM_ABI_VERSION_MINOR,
-    "cpu",
-    FERRUM_VERSION,
-    "commit=" FERRUM_GIT_COMMIT " compiler=gcc-" __VERSION__ " simd=avx2-fma(runtime)+portable",
-    probe,
-    init,
-    shutdown,
-    device_count,
-    device_props,
-    plugin::error_detail_slot<ferrum_context>,
-    plugin::query_support_slot<ferrum_context, &kApi>,
-    &kMemoryTable,
-    &kContextTable,
-    /* graph: optional on CPU (docs/spec.md §8.1), not implemented */ nullptr,
-    &kDenseTable,
-    &kAttentionTable,
-    &kPagedKvTable,
-    &kQuantKvTable,
-    &kQuantMatmulTable,
-    &kMoeTable,
-    &kMlaTable,
-    /* collective: optional on CPU; the facade's single-rank default applies */ nullptr,
-};
+// graph and collective are optional on the CPU (docs/spec.md §8.1): absent, NULL; the facade's
+// single-rank default serves the collective ops.
+constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
+    .plugin_name = "cpu",
+    .plugin_version = FERRUM_VERSION,
+    .build_info = "commit=" FERRUM_GIT_COMMIT " compiler=gcc-" __VERSION__ " simd=avx2-fma(runtime)+portable",
+    .probe = probe,
+    .init = init,
+    .shutdown = shutdown,
+    .device_count = device_count,
+    .device_props = device_props,
+    .memory = &kMemoryTable,
+    .context = &kContextTable,
+    .dense = &kDenseTable,
+    .attention = &kAttentionTable,
+    .paged_kv = &kPagedKvTable,
+    .quant_kv = &kQuantKvTable,
+    .quant_matmul = &kQuantMatmulTable,
+    .moe = &kMoeTable,
+    .mla = &kMlaTable,
+});
 
 }  // namespace
 }  // namespace ferrum::cpu

@@ -9,7 +9,7 @@
 // Dev-state mode (docs/spec.md §8.2): with the mode on, embedding_lookup with ids_len = 1 gathers
 // the decode-state token dev_state[0] and qk_norm_rope with tokens = 1 rotates at dev_state[1];
 // both read them on the device, so the calls are capturable.
-#include <ferrum/common/op_rules.hpp>
+#include <ferrum/common/dense_rules.hpp>
 
 #include <cuda_runtime_api.h>
 
@@ -69,8 +69,7 @@ ferrum_status gemm(ferrum_context* ctx, const ferrum_gemm_args* a) {
 ferrum_status rms_norm(ferrum_context* ctx, const ferrum_rms_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_rms_norm_args& a, bool dry) -> Status {
     const char* op = "rms_norm";
-    Status s = check_finite_eps(op, a.eps);
-    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    Status s = check_norm(op, a.eps, a.dim, a.tokens);
     if (s.ok()) s = check_devices(op, c, {{"x", a.x}, {"w", a.w}, {"out", a.out}});
     if (!s.ok() || dry || a.tokens == 0) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -82,8 +81,7 @@ ferrum_status rms_norm(ferrum_context* ctx, const ferrum_rms_norm_args* a) {
 ferrum_status fused_add_rms_norm(ferrum_context* ctx, const ferrum_fused_add_rms_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_fused_add_rms_norm_args& a, bool dry) -> Status {
     const char* op = "fused_add_rms_norm";
-    Status s = check_finite_eps(op, a.eps);
-    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    Status s = check_norm(op, a.eps, a.dim, a.tokens);
     if (s.ok()) s = check_devices(op, c, {{"residual", a.residual}, {"x", a.x}, {"w", a.w}, {"out", a.out}});
     if (!s.ok() || dry || a.tokens == 0) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -96,8 +94,7 @@ ferrum_status fused_add_rms_norm(ferrum_context* ctx, const ferrum_fused_add_rms
 ferrum_status layer_norm(ferrum_context* ctx, const ferrum_layer_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_layer_norm_args& a, bool dry) -> Status {
     const char* op = "layer_norm";
-    Status s = check_finite_eps(op, a.eps);
-    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    Status s = check_norm(op, a.eps, a.dim, a.tokens);
     if (s.ok()) s = check_devices(op, c, {{"x", a.x}, {"gamma", a.gamma}, {"beta", a.beta}, {"out", a.out}});
     if (!s.ok() || dry || a.tokens == 0) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -129,9 +126,8 @@ ferrum_status add_inplace(ferrum_context* ctx, const ferrum_add_inplace_args* a)
 
 ferrum_status scaled_add_inplace(ferrum_context* ctx, const ferrum_scaled_add_inplace_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_scaled_add_inplace_args& a, bool dry) -> Status {
-    if (!std::isfinite(a.scale))
-      return invalid(plugin::format("scaled_add_inplace: argument 'scale': expected a finite value, given %g", a.scale));
-    Status s = check_devices("scaled_add_inplace", c, {{"dst", a.dst}, {"src", a.src}});
+    Status s = check_scaled_add(a.scale);
+    if (s.ok()) s = check_devices("scaled_add_inplace", c, {{"dst", a.dst}, {"src", a.src}});
     if (!s.ok() || dry || a.len == 0) return s;
     return launch("scaled_add_inplace", c, [&](cudaStream_t st) {
       return kernels::scaled_add_inplace(a.dst->dtype, a.dst->data, a.src->data, a.scale, a.len, st);
@@ -200,10 +196,9 @@ uint32_t max_id(const uint32_t* ids, uint64_t n, uint32_t* copy) {
 Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_args& a, bool dry) {
   const char* op = "embedding_lookup";
   if (a.ids_len == 0) return ok_status();
-  Status s = check_positive(op, "dim", a.dim, true);
-  if (s.ok() && !a.table) s = invalid("embedding_lookup: argument 'table': expected a buffer, given NULL");
+  Status s = check_embedding(op, a.dim, a.table);
   if (!s.ok()) return s;
-  const uint64_t vocab = a.table->count / a.dim;
+  uint64_t vocab = a.table->count / a.dim;
   const bool dev = c.dev_state_mode && a.ids_len == 1;  // docs/spec.md §8.2: ids[0] is not read
   // Large calls whose ids fit one pinned staging slot: the ids are checked while they are
   // copied into the slot (one host pass), and the gather reads them from there (mapped), so no
@@ -220,12 +215,8 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
       slot = &sl;
     }
   }
-  if (!dev && max_id(a.ids, a.ids_len, slot ? static_cast<uint32_t*>(slot->host) : nullptr) >= vocab) {
-    uint64_t i = 0;
-    while (a.ids[i] < vocab) ++i;
-    return invalid(plugin::format("embedding_lookup: argument 'ids': expected ids < vocab = %llu, given ids[%llu] = %u",
-                                  (unsigned long long)vocab, (unsigned long long)i, a.ids[i]));
-  }
+  if (!dev && max_id(a.ids, a.ids_len, slot ? static_cast<uint32_t*>(slot->host) : nullptr) >= vocab)
+    return check_host_ids(a.ids, a.ids_len, *a.table, a.dim, vocab);  // names the first id out of range
   const uint32_t* state = nullptr;
   if (dev) s = dev_state_of(op, c, state);
   if (s.ok()) s = check_devices(op, c, {{"table", a.table}, {"out", a.out}});
@@ -279,8 +270,7 @@ ferrum_status embedding_lookup_dev(ferrum_context* ctx, const ferrum_embedding_l
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_embedding_lookup_dev_args& a, bool dry) -> Status {
     const char* op = "embedding_lookup_dev";
     if (a.batch == 0) return ok_status();
-    Status s = check_positive(op, "dim", a.dim, true);
-    if (s.ok() && !a.table) s = invalid("embedding_lookup_dev: argument 'table': expected a buffer, given NULL");
+    Status s = check_embedding(op, a.dim, a.table);
     if (s.ok()) s = check_devices(op, c, {{"table", a.table}, {"ids", a.ids}, {"out", a.out}});
     if (!s.ok() || dry) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -332,9 +322,7 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
     const bool work = a.tokens && a.heads;
     const bool dev = c.dev_state_mode && a.tokens == 1;  // docs/spec.md §8.2: p = dev_state[1]
     uint64_t rows = 0;
-    Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, dev ? 0 : pos_end(a.pos_offset, a.tokens),
-                          work, rows);
-    if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    Status s = check_qk_norm_rope(op, a, dev ? 0 : pos_end(a.pos_offset, a.tokens), work, rows);
     if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     const uint32_t* state = nullptr;
     if (s.ok() && dev && work && a.mode != 0) s = dev_state_of(op, c, state);
@@ -369,8 +357,7 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk
     const char* op = "qk_norm_rope_batched_per_item";
     const bool work = a.m && a.heads;
     uint64_t rows = 0;
-    Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
-    if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    Status s = check_qk_norm_rope(op, a, 0, work, rows);
     if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"input", a.input}, {"norm_w", a.norm_w}, {"cos", a.cos}, {"sin", a.sin},
@@ -423,11 +410,7 @@ ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_no
     const char* op = "split_qkv_norm_rope";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens),
-                          work, rows);
-    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
+    Status s = check_packed_qkv_rope(op, a, rows);
     if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
@@ -448,12 +431,7 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     const char* op = "split_qkv_norm_rope_into_cache";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens),
-                          work, rows);
-    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "cache_capacity", a.cache_capacity);
+    Status s = check_packed_qkv_rope(op, a, rows);
     if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},

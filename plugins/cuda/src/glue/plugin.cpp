@@ -106,32 +106,25 @@ ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
   });
 }
 
-const ferrum_plugin_api kApi = {
-    sizeof(ferrum_plugin_api),
-    FERRUM_ABI_VERSION_MAJOR,
-    FERRUM_ABI_VERSION_MINOR,
-    "cuda",
-    FERRUM_VERSION,
-    kBuildInfo.text,
-    probe,
-    init,
-    shutdown,
-    device_count,
-    device_props,
-    plugin::error_detail_slot<ferrum_context>,
-    plugin::query_support_slot<ferrum_context, &kApi>,
-    &kMemoryTable,
-    &kContextTable,
-    &kGraphTable,
-    &kDenseTable,
-    &kAttentionTable,
-    &kPagedKvTable,
-    &kQuantKvTable,
-    /* quant_matmul */ nullptr,
-    /* moe */ nullptr,
-    /* mla */ nullptr,
-    /* collective: the facade's single-rank default applies */ nullptr,
-};
+// quant_matmul, moe and mla are not implemented (absent, NULL); the facade's single-rank
+// default serves the collective ops.
+constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
+    .plugin_name = "cuda",
+    .plugin_version = FERRUM_VERSION,
+    .build_info = kBuildInfo.text,
+    .probe = probe,
+    .init = init,
+    .shutdown = shutdown,
+    .device_count = device_count,
+    .device_props = device_props,
+    .memory = &kMemoryTable,
+    .context = &kContextTable,
+    .graph = &kGraphTable,
+    .dense = &kDenseTable,
+    .attention = &kAttentionTable,
+    .paged_kv = &kPagedKvTable,
+    .quant_kv = &kQuantKvTable,
+});
 
 }  // namespace
 }  // namespace ferrum::cuda::glue
