@@ -320,6 +320,19 @@ inline void load_row_f32(const T* src, float* dst, uint64_t n) {
   }
 }
 
+// The portable packing of one panel of W lanes: source rows first .. first + n (stride ld, kc
+// values each) go to lanes 0 .. n (panel[p·W + i] = row i's value p), lanes n .. W are zero.
+template <class T>
+void pack_panel(const T* src, uint64_t ld, uint64_t first, uint64_t n, uint64_t W, uint64_t kc, float* panel) {
+  for (uint64_t i = 0; i < n; ++i) {
+    const T* row = src + (first + i) * ld;
+    for (uint64_t p = 0; p < kc; ++p) panel[p * W + i] = to_float(row[p]);
+  }
+  for (uint64_t i = n; i < W; ++i) {
+    for (uint64_t p = 0; p < kc; ++p) panel[p * W + i] = 0.0f;
+  }
+}
+
 // Packs rows [0, rows) × cols [0, kc) of a (row stride lda) into MR-row panels, zero-padded.
 template <class T>
 void pack_a(const T* a, uint64_t lda, uint64_t rows, uint64_t kc, uint64_t MR, float* dst) {
@@ -335,13 +348,7 @@ void pack_a(const T* a, uint64_t lda, uint64_t rows, uint64_t kc, uint64_t MR, f
       }
     }
 #endif
-    for (uint64_t i = 0; i < mr; ++i) {
-      const T* row = a + (r0 + i) * lda;
-      for (uint64_t p = 0; p < kc; ++p) panel[p * MR + i] = to_float(row[p]);
-    }
-    for (uint64_t i = mr; i < MR; ++i) {
-      for (uint64_t p = 0; p < kc; ++p) panel[p * MR + i] = 0.0f;
-    }
+    pack_panel(a, lda, r0, mr, MR, kc, panel);
   }
 }
 
@@ -361,13 +368,7 @@ void pack_b_block(const T* b, uint64_t ldb, uint64_t cols, uint64_t ncp, uint64_
       }
     }
 #endif
-    for (uint64_t j = 0; j < nr; ++j) {
-      const T* row = b + (j0 + j) * ldb;
-      for (uint64_t p = 0; p < kc; ++p) panel[p * NR + j] = to_float(row[p]);
-    }
-    for (uint64_t j = nr; j < NR; ++j) {
-      for (uint64_t p = 0; p < kc; ++p) panel[p * NR + j] = 0.0f;
-    }
+    pack_panel(b, ldb, j0, nr, NR, kc, panel);
   }
 }
 
