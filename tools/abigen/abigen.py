@@ -245,7 +245,13 @@ def gen_header(ops):
     w(" *     const ferrum_dense_table t = { sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(SLOT) };")
     w(" * so an op appended to the registry cannot be forgotten or put in the wrong place;")
     w(" * FERRUM_DENSE_SLOTS(FERRUM_SLOT_DECL) declares every such function of the family (in")
-    w(" * C++ inside your namespace; in C prefer prefixed names: `sync` or `rank` clash with libc). */")
+    w(" * C++ inside your namespace; in C prefer prefixed names: `sync` or `rank` clash with libc).")
+    w(" * An op the plugin does not implement still gets a name that is NULL, so the list stays whole:")
+    w(" *     #define SLOT(op) my_##op,          (C: the pasted name is expanded again)")
+    w(" *     #define my_gelu NULL")
+    w(" * or in C++, with unprefixed names, `constexpr std::nullptr_t gelu = nullptr;` in the")
+    w(" * namespace of the slot functions. A new op is then a compile error until the plugin")
+    w(" * implements it or names it NULL. */")
     w("#define FERRUM_SLOT_DECL(op) ferrum_status op(ferrum_context* ctx, const ferrum_##op##_args* args);")
     for fam in FAMILIES:
         names = [f"X({op.name})" for op in ops if op.family == fam]

@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GLOBS = [
     "common/include/ferrum/common/checks/*_gen.hpp",
     "common/include/ferrum/common/check_support.hpp",
-    "common/include/ferrum/common/op_rules.hpp",
-    "common/include/ferrum/common/paged_rules.hpp",
+    "common/include/ferrum/common/*_rules.hpp",
     "common/include/ferrum/common/plugin_support.hpp",
+    "plugins/cpu/src/glue/*.cpp",
+    "plugins/cpu/src/glue/*.hpp",
     "plugins/cpu/src/*.cpp",
     "plugins/cpu/src/*.hpp",
     "plugins/cuda/src/glue/*.cpp",

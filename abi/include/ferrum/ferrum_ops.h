@@ -242,7 +242,13 @@ extern "C" {
  *     const ferrum_dense_table t = { sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(SLOT) };
  * so an op appended to the registry cannot be forgotten or put in the wrong place;
  * FERRUM_DENSE_SLOTS(FERRUM_SLOT_DECL) declares every such function of the family (in
- * C++ inside your namespace; in C prefer prefixed names: `sync` or `rank` clash with libc). */
+ * C++ inside your namespace; in C prefer prefixed names: `sync` or `rank` clash with libc).
+ * An op the plugin does not implement still gets a name that is NULL, so the list stays whole:
+ *     #define SLOT(op) my_##op,          (C: the pasted name is expanded again)
+ *     #define my_gelu NULL
+ * or in C++, with unprefixed names, `constexpr std::nullptr_t gelu = nullptr;` in the
+ * namespace of the slot functions. A new op is then a compile error until the plugin
+ * implements it or names it NULL. */
 #define FERRUM_SLOT_DECL(op) ferrum_status op(ferrum_context* ctx, const ferrum_##op##_args* args);
 #define FERRUM_MEMORY_SLOTS(X) \
   X(alloc) X(alloc_typed) X(from_slice) X(from_slice_typed) \

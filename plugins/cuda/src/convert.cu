@@ -8,40 +8,20 @@
 
 #include "cuda_check.hpp"
 #include "dtype.hpp"
+#include "kernels/elementwise.cuh"
 #include "memory.hpp"
 
 namespace ferrum::cuda {
 
 namespace {
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class D>
-__device__ __forceinline__ D from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-// Round-to-nearest-even; overflow gives +-inf, NaN stays NaN.
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-// N elements of T moved as one aligned load/store (N * sizeof(T) <= 16 bytes).
-template <class T, int N>
-struct alignas(sizeof(T) * N) Vec {
-  T v[N];
-};
+// The dense kernels' device helpers (Vec, float conversion, launch sizing): one copy for the
+// device layer and the kernels.
+using namespace kernels::dev;
 
 // Elements per vector so that neither side exceeds 16 bytes.
 template <class S, class D>
 inline constexpr int kVecElems = 16 / static_cast<int>(sizeof(S) > sizeof(D) ? sizeof(S) : sizeof(D));
-
-constexpr int kThreads = 256;
-constexpr uint64_t kMaxBlocks = uint64_t{1} << 16;
 
 // Vector path: the first n / N groups as aligned vectors, the remainder element-wise.
 template <class S, class D>
@@ -50,32 +30,27 @@ __global__ void convert_vec_kernel(const S* __restrict__ src, D* __restrict__ ds
   using SV = Vec<S, N>;
   using DV = Vec<D, N>;
   const uint64_t groups = n / N;
-  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
-  const uint64_t tid = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const uint64_t stride = grid_stride();
+  const uint64_t tid = global_tid();
   const SV* vsrc = reinterpret_cast<const SV*>(src);
   DV* vdst = reinterpret_cast<DV*>(dst);
   for (uint64_t g = tid; g < groups; g += stride) {
     const SV in = vsrc[g];
     DV out;
 #pragma unroll
-    for (int j = 0; j < N; ++j) out.v[j] = from_float<D>(to_float(in.v[j]));
+    for (int j = 0; j < N; ++j) out.v[j] = from_f<D>(to_f(in.v[j]));
     vdst[g] = out;
   }
-  for (uint64_t i = groups * N + tid; i < n; i += stride) dst[i] = from_float<D>(to_float(src[i]));
+  for (uint64_t i = groups * N + tid; i < n; i += stride) dst[i] = from_f<D>(to_f(src[i]));
 }
 
 // Scalar path for pointers that are not vector-aligned.
 template <class S, class D>
 __global__ void convert_scalar_kernel(const S* __restrict__ src, D* __restrict__ dst, uint64_t n) {
-  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * blockDim.x;
-  for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    dst[i] = from_float<D>(to_float(src[i]));
+  const uint64_t stride = grid_stride();
+  for (uint64_t i = global_tid(); i < n; i += stride) {
+    dst[i] = from_f<D>(to_f(src[i]));
   }
-}
-
-unsigned blocks_for(uint64_t work) {
-  const uint64_t blocks = (work + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::clamp<uint64_t>(blocks, 1, kMaxBlocks));
 }
 
 template <class S, class D>

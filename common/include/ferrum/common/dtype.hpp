@@ -18,6 +18,7 @@
 
 #include <bit>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -258,6 +259,25 @@ R dispatch_any(int32_t dtype, R otherwise, F&& f) {
     case FERRUM_DTYPE_F8_E4M3: return static_cast<R>(std::forward<F>(f)(f8e4m3{}));
     default: return otherwise;
   }
+}
+
+// to_vec's widening (docs/spec.md §1): n elements of any dtype at `src` (any alignment) as f32 —
+// floats exactly, integers converted (I32/U32 beyond 2^24 round to nearest-even). Unknown dtypes
+// write nothing.
+inline void widen_to_f32(const void* src, int32_t dtype, float* out, uint64_t n) {
+  dispatch_any(dtype, 0, [&](auto tag) {
+    using T = decltype(tag);
+    const auto* in = static_cast<const unsigned char*>(src);
+    for (uint64_t i = 0; i < n; ++i) {
+      T v;
+      std::memcpy(&v, in + i * sizeof(T), sizeof(T));  // arith-ok: i < n elements of an existing buffer
+      if constexpr (std::is_integral_v<T>)
+        out[i] = static_cast<float>(v);
+      else
+        out[i] = to_float(v);
+    }
+    return 0;
+  });
 }
 
 }  // namespace ferrum

@@ -1,6 +1,6 @@
 // Op-specific argument rules of docs/spec.md that the generated generic checks cannot express, shared
 // by the project's plugins so that every plugin rejects the same arguments with the same
-// detail text. Both the CPU glue (plugins/cpu/src/glue.hpp) and the CUDA glue use it.
+// detail text. Both plugins' glue (plugins/*/src/glue/) use it, with the family files beside it (*_rules.hpp).
 #pragma once
 
 #include <algorithm>

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include <ferrum/common/attention_rules.hpp>
 #include <ferrum/common/check_support.hpp>
 #include <ferrum/common/checked.hpp>
 #include <ferrum/common/op_rules.hpp>
@@ -62,8 +63,7 @@ inline Status check_paged_attention_fields(const char* op, uint64_t nh, uint64_t
                                            uint64_t bs, bool work) {
   Status s = check_gqa(op, nh, nkv);
   if (s.ok()) s = check_positive(op, "head_dim", D, work);
-  if (s.ok() && !std::isfinite(scale))
-    s = invalid(format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op, scale));
+  if (s.ok()) s = check_scale(op, scale);
   if (s.ok()) s = check_block_size(op, bs);
   return s;
 }

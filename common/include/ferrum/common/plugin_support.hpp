@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdarg>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -34,6 +35,15 @@ struct ferrum_buffer {
   int device = 0;
   uint64_t bytes() const { return count * ferrum::dtype_size(dtype); }
 };
+
+// A family table of the project's plugins is filled from the generated slot list, its slot
+// functions named after their ops:
+//   const ferrum_dense_table kDenseTable = {sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(FERRUM_SLOT_FN)};
+// An op the plugin does not implement is a null constant of that name in the same namespace,
+//   constexpr std::nullptr_t supports_llama_family_batched_decode = nullptr;  // NULL slot
+// so the table still names every slot in order and a newly appended op is a compile error
+// until the plugin implements it or says it does not (docs/plugin-guide.md §1).
+#define FERRUM_SLOT_FN(op) op,
 
 namespace ferrum::plugin {
 
@@ -256,6 +266,55 @@ ferrum_status query_support(const ferrum_plugin_api* api, Ctx* ctx, int32_t op, 
     copy_out("query_support: out of host memory", reason, cap, nullptr);
     return FERRUM_STATUS_OUT_OF_MEMORY;
   }
+}
+
+
+// The two lifecycle slots every plugin of the project answers alike.
+template <class Ctx>
+ferrum_status error_detail_slot(Ctx* ctx, char* buf, uint64_t cap, uint64_t* needed) noexcept {
+  return error_detail(ctx, buf, cap, needed);
+}
+template <class Ctx, const ferrum_plugin_api* Api>
+ferrum_status query_support_slot(Ctx* ctx, int32_t op, const void* args, char* reason, uint64_t cap) noexcept {
+  return query_support(Api, ctx, op, args, reason, cap);
+}
+
+// What a plugin's API table holds of its own: identity, lifecycle functions and family tables
+// (an absent family is left out: NULL).
+struct ApiParts {
+  const char* plugin_name = nullptr;
+  const char* plugin_version = nullptr;
+  const char* build_info = nullptr;
+  decltype(ferrum_plugin_api::probe) probe = nullptr;
+  decltype(ferrum_plugin_api::init) init = nullptr;
+  decltype(ferrum_plugin_api::shutdown) shutdown = nullptr;
+  decltype(ferrum_plugin_api::device_count) device_count = nullptr;
+  decltype(ferrum_plugin_api::device_props) device_props = nullptr;
+  const ferrum_memory_table* memory = nullptr;
+  const ferrum_context_table* context = nullptr;
+  const ferrum_graph_table* graph = nullptr;
+  const ferrum_dense_table* dense = nullptr;
+  const ferrum_attention_table* attention = nullptr;
+  const ferrum_paged_kv_table* paged_kv = nullptr;
+  const ferrum_quant_kv_table* quant_kv = nullptr;
+  const ferrum_quant_matmul_table* quant_matmul = nullptr;
+  const ferrum_moe_table* moe = nullptr;
+  const ferrum_mla_table* mla = nullptr;
+  const ferrum_collective_table* collective = nullptr;
+};
+
+// A plugin's API table: the ABI head and the shared error_detail / query_support slots around
+// the plugin's `parts`. `Self` is the table itself:
+//   constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
+//       .plugin_name = "cpu", ..., .probe = probe, ..., .memory = &kMemoryTable, ...});
+template <class Ctx, const ferrum_plugin_api* Self>
+constexpr ferrum_plugin_api make_api(const ApiParts& p) {
+  return {sizeof(ferrum_plugin_api), FERRUM_ABI_VERSION_MAJOR, FERRUM_ABI_VERSION_MINOR,
+          p.plugin_name, p.plugin_version, p.build_info,
+          p.probe, p.init, p.shutdown, p.device_count, p.device_props,
+          error_detail_slot<Ctx>, query_support_slot<Ctx, Self>,
+          p.memory, p.context, p.graph, p.dense, p.attention, p.paged_kv, p.quant_kv, p.quant_matmul, p.moe, p.mla,
+          p.collective};
 }
 
 }  // namespace ferrum::plugin

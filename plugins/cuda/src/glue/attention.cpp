@@ -20,7 +20,7 @@
 #include <new>
 #include <vector>
 
-#include <ferrum/common/op_rules.hpp>
+#include <ferrum/common/attention_rules.hpp>
 
 #include "cuda_check.hpp"
 #include "cuda_plugin.hpp"
@@ -30,11 +30,9 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
-
-constexpr uint64_t kSlots = 128;
-constexpr uint64_t kItems = attn::kMaxItems;  // 64
-constexpr uint64_t kMaxLayersForGraph = 64;
+constexpr uint64_t kSlots = kBatchedSlots;
+constexpr uint64_t kItems = kBatchedItems;
+static_assert(kItems == attn::kMaxItems, "the kernels' item table holds batched_items items");
 
 struct AttnState {
   int sm_count = 0;
@@ -69,66 +67,7 @@ Status state_of(ferrum_context& c, AttnState*& out) {
   return ok_status();
 }
 
-// ---- checks shared with the CPU plugin (same messages): common/op_rules.hpp ---------------------
-using plugin::rules::check_gqa;
-using plugin::rules::check_min_count;
-using plugin::rules::check_positive;
-using plugin::rules::check_product;
-using plugin::rules::check_sum;
-using plugin::rules::check_sum_le;
-
-
-
-
-Status check_scale(const char* op, float scale) {
-  if (!std::isfinite(scale))
-    return invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(head_dim)), given %g", op,
-                                  scale));
-  return ok_status();
-}
-
-Status check_head_dim_supported(const char* op, const char* field, uint64_t hd) {
-  if (!attn::head_dim_supported(hd))
-    return unsupported(plugin::format("%s: argument '%s': expected one of 32, 64, 80, 96, 112, 128, 192, 256 (the CUDA "
-                                      "attention kernels), given %llu",
-                                      op, field, (unsigned long long)hd));
-  return ok_status();
-}
-
-float resolve_scale(float scale, uint64_t hd) {
-  return scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-}
-
-// A per-item cache handle of a batched op: live, on the context's device, of the op's dtype,
-// large enough for [nkv, capacity, hd], and not one of the op's other buffers.
-Status check_cache(const char* op, const char* field, uint64_t i, const ferrum_context& c, const ferrum_buffer* b,
-                   int32_t dtype, uint64_t need, std::initializer_list<const ferrum_buffer*> others) {
-  if (!plugin::live(b))
-    return invalid(plugin::format("%s: argument '%s[%llu]': expected a live buffer, given %s", op, field,
-                                  (unsigned long long)i, b ? "a released or foreign handle" : "NULL"));
-  if (static_cast<uint64_t>(b->device) != c.device)
-    return invalid(plugin::format("%s: argument '%s[%llu]': expected a buffer of device %llu (the context's), given one "
-                                  "of device %d",
-                                  op, field, (unsigned long long)i, (unsigned long long)c.device, b->device));
-  if (dtype && b->dtype != dtype)
-    return invalid(plugin::format("%s: argument '%s[%llu]': expected dtype %s (the activation dtype), given %s", op,
-                                  field, (unsigned long long)i, dtype_name(dtype), dtype_name(b->dtype)));
-  if (!dtype && !is_float_dtype(b->dtype))
-    return invalid(plugin::format("%s: argument '%s[%llu]': expected a live F32/F16/BF16 cache buffer, given another "
-                                  "handle",
-                                  op, field, (unsigned long long)i));
-  if (b->count < need)
-    return invalid(plugin::format("%s: argument '%s[%llu]': expected at least %llu elements ([nkv, capacity, hd]), given %llu",
-                                  op, field, (unsigned long long)i, (unsigned long long)need,
-                                  (unsigned long long)b->count));
-  for (const ferrum_buffer* o : others)
-    if (o && o == b)
-      return invalid(plugin::format("%s: argument '%s[%llu]': expected a cache distinct from the op's other buffers, "
-                                    "given an aliasing handle",
-                                    op, field, (unsigned long long)i));
-  return ok_status();
-}
-
+// ---- checks (the rules shared with the CPU plugin come from common/*_rules.hpp) ---------------
 // Grows the split-KV scratch to `bytes` (never during a capture: §0.4).
 Status ensure_scratch(ferrum_context& c, AttnState& st, uint64_t bytes, const char* op) {
   if (bytes <= st.scratch_bytes) return ok_status();
@@ -196,33 +135,14 @@ ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_
     const char* op = "flash_attention";
     const bool work = a.batch && a.q_len;
     const bool dev_state = c.dev_state_mode && a.q_len == 1 && a.batch == 1;  // §8.2: kv_len, pos_offset not read
-    Status s = check_gqa(op, a.num_heads, a.num_kv_heads);
-    if (s.ok()) s = check_positive(op, "head_dim", a.head_dim, work);
-    if (s.ok()) s = check_scale(op, a.scale);
-    uint64_t pos_last = 0;  // the last query position + 1 must be representable
-    if (s.ok() && !dev_state) s = check_sum(op, "pos_offset", "pos_offset + q_len", a.pos_offset, a.q_len, pos_last);
-    const uint64_t S = a.kv_seq_stride ? a.kv_seq_stride : a.kv_len;
-    if (s.ok() && dev_state && a.kv_seq_stride == 0)
-      s = invalid(plugin::format("%s: argument 'kv_seq_stride': expected > 0 in dev-state mode (it bounds the device "
-                                 "kv), given 0",
-                                 op));
-    if (s.ok() && !dev_state && a.kv_len > S)
-      s = invalid(plugin::format("%s: argument 'kv_len': expected <= kv_seq_stride = %llu, given %llu", op,
-                                 (unsigned long long)S, (unsigned long long)a.kv_len));
+    uint64_t S = 0, kv_elems = 0, out_bytes = 0;
+    Status s = check_flash_attention(op, a, dev_state, S, kv_elems);
     if (!s.ok() || !work) return s;
-    uint64_t kv_elems = 0, out_bytes = 0;
-    s = check_product(op, {{"batch", a.batch}, {"num_kv_heads", a.num_kv_heads}, {"kv_seq_stride", S}, {"head_dim", a.head_dim}},
-                      kv_elems);
-    if (s.ok())
-      s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"head_dim", a.head_dim},
-                             {"element size", a.out ? dtype_size(a.out->dtype) : 0}},
-                        out_bytes);
-    if (s.ok() && (dev_state || a.kv_len)) {
-      s = check_min_count(op, "k", a.k, kv_elems);
-      if (s.ok()) s = check_min_count(op, "v", a.v, kv_elems);
-    }
+    s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"head_dim", a.head_dim},
+                           {"element size", a.out ? dtype_size(a.out->dtype) : 0}},
+                      out_bytes);
     if (s.ok()) s = check_devices(op, c, {{"q", a.q}, {"k", a.k}, {"v", a.v}, {"out", a.out}});
-    if (s.ok()) s = check_head_dim_supported(op, "head_dim", a.head_dim);
+    if (s.ok()) s = check_attention_head_dim(op, "head_dim", a.head_dim);
     if (!s.ok() || dry) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -243,7 +163,7 @@ ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_
     p.num_kv_heads = a.num_kv_heads;
     p.head_dim = a.head_dim;
     p.causal = a.causal != 0;
-    p.scale = resolve_scale(a.scale, a.head_dim);
+    p.scale = softmax_scale(a.scale, a.head_dim);
     p.S = S;
     p.window = a.sliding_window;
     p.len_source = dev_state ? attn::LenSource::dev_state : attn::LenSource::host;
@@ -255,22 +175,12 @@ ferrum_status flash_attention(ferrum_context* ctx, const ferrum_flash_attention_
 
 ferrum_status populate_batched_pointers(ferrum_context* ctx, const ferrum_populate_batched_pointers_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_populate_batched_pointers_args& a, bool dry) -> Status {
-    const char* op = "populate_batched_pointers";
-    if (a.num_layers > kMaxLayersForGraph)
-      return invalid(plugin::format("%s: argument 'num_layers': expected <= FERRUM_MAX_LAYERS_FOR_GRAPH = 64, given %llu",
-                                    op, (unsigned long long)a.num_layers));
-    if (a.m > kItems)
-      return unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
-                                        (unsigned long long)kItems, (unsigned long long)a.m));
-    if (a.m == 0 || a.num_layers == 0) return ok_status();
-    for (uint64_t e = 0; e < a.num_layers * a.m; ++e) {  // arith-ok: <= 64 · batched_items (checked above)
-      Status s = check_cache(op, "k_caches", e, c, a.k_caches[e], 0, 0, {});
-      if (s.ok()) s = check_cache(op, "v_caches", e, c, a.v_caches[e], 0, 0, {});
-      if (!s.ok()) return s;
-    }
+    bool work = false;
+    Status s = check_populate_batched_pointers(a, static_cast<int64_t>(c.device), work);
+    if (!s.ok() || !work) return s;
     if (dry) return ok_status();
     AttnState* st = nullptr;
-    Status s = state_of(c, st);
+    s = state_of(c, st);
     if (!s.ok()) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -321,20 +231,9 @@ ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
                                                 const ferrum_kv_cache_append_batched_per_cache_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_kv_cache_append_batched_per_cache_args& a, bool dry) -> Status {
     const char* op = "kv_cache_append_batched_per_cache";
-    if (a.slot >= kSlots)
-      return invalid(plugin::format("%s: argument 'slot': expected < batched_slots = %llu, given %llu", op,
-                                    (unsigned long long)kSlots, (unsigned long long)a.slot));
-    if (a.m > kItems)
-      return unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
-                                        (unsigned long long)kItems, (unsigned long long)a.m));
-    if (a.m == 0) return ok_status();
-    uint64_t need = 0;
-    if (Status s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need); !s.ok()) return s;
+    bool work = false;
+    if (Status s = check_kv_append_batched(a, static_cast<int64_t>(c.device), work); !s.ok() || !work) return s;
     const int32_t dt = a.new_data ? a.new_data->dtype : 0;
-    for (uint64_t i = 0; i < a.m; ++i) {
-      Status s = check_cache(op, "caches", i, c, a.caches[i], dt, need, {a.new_data, a.cache_lens});
-      if (!s.ok()) return s;
-    }
     Status s = check_devices(op, c, {{"new_data", a.new_data}, {"cache_lens", a.cache_lens}});
     if (!s.ok()) return s;
     AttnState* st = nullptr;
@@ -348,7 +247,7 @@ ferrum_status kv_cache_append_batched_per_cache(ferrum_context* ctx,
                                       "populate_batched_pointers) while a graph capture is in flight, given different ones",
                                       op, (unsigned long long)st->append_m[a.slot], (unsigned long long)a.slot));
     }
-    if (dry || a.nkv == 0 || a.hd == 0) return ok_status();
+    if (dry) return ok_status();
     DeviceGuard g;
     s = enter_device(g, c);
     if (!s.ok()) return s;
@@ -370,32 +269,12 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
                                                 const ferrum_flash_attention_batched_per_cache_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_flash_attention_batched_per_cache_args& a, bool dry) -> Status {
     const char* op = "flash_attention_batched_per_cache";
-    const bool work = a.m != 0;
-    Status s = check_gqa(op, a.nq, a.nkv, "nq", "nkv");
-    if (s.ok()) s = check_positive(op, "hd", a.hd, work);
-    if (s.ok() && !std::isfinite(a.scale))
-      s = invalid(plugin::format("%s: argument 'scale': expected a finite value (0 = 1/sqrt(hd)), given %g", op, a.scale));
-    if (s.ok() && a.max_valid_kv > a.capacity)
-      s = invalid(plugin::format("%s: argument 'max_valid_kv': expected <= capacity = %llu, given %llu", op,
-                                 (unsigned long long)a.capacity, (unsigned long long)a.max_valid_kv));
-    if (s.ok() && a.slot >= kSlots)
-      s = invalid(plugin::format("%s: argument 'slot': expected < batched_slots = %llu, given %llu", op,
-                                 (unsigned long long)kSlots, (unsigned long long)a.slot));
-    if (s.ok() && a.m > kItems)
-      s = unsupported(plugin::format("%s: argument 'm': this plugin stages at most batched_items = %llu items, given %llu", op,
-                                     (unsigned long long)kItems, (unsigned long long)a.m));
+    bool work = false;
+    Status s = check_flash_batched(a, static_cast<int64_t>(c.device), work);
     if (!s.ok() || !work) return s;
-    uint64_t need = 0;
-    s = check_product(op, {{"nkv", a.nkv}, {"capacity", a.capacity}, {"hd", a.hd}}, need);
-    if (!s.ok()) return s;
     const int32_t dt = a.q->dtype;
-    for (uint64_t i = 0; i < a.m; ++i) {
-      s = check_cache(op, "k_caches", i, c, a.k_caches[i], dt, need, {a.out, a.kv_lens});
-      if (s.ok()) s = check_cache(op, "v_caches", i, c, a.v_caches[i], dt, need, {a.out, a.kv_lens});
-      if (!s.ok()) return s;
-    }
     s = check_devices(op, c, {{"q", a.q}, {"kv_lens", a.kv_lens}, {"out", a.out}});
-    if (s.ok()) s = check_head_dim_supported(op, "hd", a.hd);
+    if (s.ok()) s = check_attention_head_dim(op, "hd", a.hd);
     if (!s.ok()) return s;
     AttnState* st = nullptr;
     if (c.capturing) {
@@ -425,7 +304,7 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
     p.num_kv_heads = a.nkv;
     p.head_dim = a.hd;
     p.causal = true;
-    p.scale = resolve_scale(a.scale, a.hd);
+    p.scale = softmax_scale(a.scale, a.hd);
     p.S = a.capacity;
     p.window = a.sliding_window;
     p.len_source = attn::LenSource::per_item;
@@ -445,6 +324,14 @@ ferrum_status flash_attention_batched_per_cache(ferrum_context* ctx,
 }
 
 }  // namespace
+
+Status check_attention_head_dim(const char* op, const char* field, uint64_t hd) {
+  if (!attn::head_dim_supported(hd))
+    return unsupported(plugin::format("%s: argument '%s': expected one of 32, 64, 80, 96, 112, 128, 192, 256 (the CUDA "
+                                      "attention kernels), given %llu",
+                                      op, field, (unsigned long long)hd));
+  return ok_status();
+}
 
 Status attention_sm_count(ferrum_context& c, int& sm_count) {
   AttnState* st = nullptr;
@@ -475,8 +362,6 @@ void release_attention_state(ferrum_context& c) noexcept {
 }
 
 const ferrum_attention_table kAttentionTable = {
-    sizeof(ferrum_attention_table), kv_cache_append_head_major, flash_attention, populate_batched_pointers,
-    kv_cache_append_batched_per_cache, flash_attention_batched_per_cache,
-};
+    sizeof(ferrum_attention_table), FERRUM_ATTENTION_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cuda::glue

@@ -10,26 +10,15 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
-
-// Staging limits of docs/spec.md §5.1 (reported even before the batched ops exist).
-constexpr uint64_t kBatchedSlots = 128;
-constexpr uint64_t kBatchedItems = 64;
-
 ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
   return plugin::guard(nullptr, "new_context", [&]() -> Status {
-    ferrum::common::CheckError err;
-    plugin::BufferAccess acc;
-    if (ferrum::common::check_args(acc, a, err) != FERRUM_STATUS_OK) return {err.status, err.message};
+    Status s = check_new_context_args(a);
     int32_t count = 0;
-    Status s = from_device(device_count(count));
+    if (s.ok()) s = from_device(device_count(count));
+    if (s.ok())
+      s = check_new_context(*a, count > 0 ? static_cast<uint64_t>(count) : 0,
+                            plugin::format("< %d (the CUDA device count)", count));
     if (!s.ok()) return s;
-    if (a->device_ordinal >= static_cast<uint64_t>(count))
-      return invalid(plugin::format("new_context: argument 'device_ordinal': expected < %d (the CUDA device count), given %llu",
-                                    count, (unsigned long long)a->device_ordinal));
-    if (a->activation_dtype != 0 && !is_float_dtype(a->activation_dtype))
-      return invalid(plugin::format("new_context: argument 'activation_dtype': expected 0, f32, f16 or bf16, given %d",
-                                    a->activation_dtype));
     if (plugin::dry_run_flag()) return ok_status();
     auto* c = new (std::nothrow) ferrum_context;
     auto* dev = new (std::nothrow) DeviceContext;
@@ -68,10 +57,8 @@ ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
 }
 
 ferrum_status context_destroy(ferrum_context*, const ferrum_context_destroy_args* a) {
-  return plugin::guard(nullptr, "context_destroy", [&]() -> Status {
-    if (!a || a->struct_size < FERRUM_CONTEXT_DESTROY_ARGS_SIZE_V1_0)
-      return invalid("context_destroy: args NULL or struct_size too small");
-    ferrum_context* c = a->context;
+  return run_release("context_destroy", a, FERRUM_CONTEXT_DESTROY_ARGS_SIZE_V1_0, [](const ferrum_context_destroy_args& a) {
+    ferrum_context* c = a.context;
     if (!c) return ok_status();  // NULL-safe
     release_graph_state(*c);      // ends a capture left open, waits, frees the graphs
     release_attention_state(*c);  // waits, frees scratch and staging tables
@@ -89,14 +76,7 @@ ferrum_status context_destroy(ferrum_context*, const ferrum_context_destroy_args
 }
 
 ferrum_status context_info(ferrum_context* ctx, const ferrum_context_info_args* a) {
-  return run_op(ctx, a, [](ferrum_context& c, const ferrum_context_info_args& a, bool dry) -> Status {
-    if (dry) return ok_status();
-    *a.device_ordinal = c.device;
-    *a.activation_dtype = c.activation_dtype;
-    *a.batched_slots = kBatchedSlots;
-    *a.batched_items = kBatchedItems;
-    return ok_status();
-  });
+  return plugin::rules::context_info(ctx, a);
 }
 
 ferrum_status sync(ferrum_context* ctx, const ferrum_sync_args* a) {
@@ -110,28 +90,21 @@ ferrum_status sync(ferrum_context* ctx, const ferrum_sync_args* a) {
 
 // Buffers are device memory, never host-mapped: every readback already synchronises.
 ferrum_status sync_before_host_readback(ferrum_context* ctx, const ferrum_sync_before_host_readback_args* a) {
-  return run_op(ctx, a, [](ferrum_context&, const ferrum_sync_before_host_readback_args&, bool) { return ok_status(); });
+  return nothing_to_do(ctx, a);
 }
 
 ferrum_status activation_elem_size_bytes(ferrum_context* ctx, const ferrum_activation_elem_size_bytes_args* a) {
-  return run_op(ctx, a, [](ferrum_context& c, const ferrum_activation_elem_size_bytes_args& a, bool dry) -> Status {
-    if (!dry) *a.result = dtype_size(c.activation_dtype);
-    return ok_status();
-  });
+  return plugin::rules::activation_elem_size_bytes(ctx, a);
 }
 
 ferrum_status supports_device_ordinal_scope(ferrum_context*, const ferrum_supports_device_ordinal_scope_args* a) {
-  return plugin::guard(nullptr, "supports_device_ordinal_scope", [&]() -> Status {
-    if (!a || a->struct_size < FERRUM_SUPPORTS_DEVICE_ORDINAL_SCOPE_ARGS_SIZE_V1_0 || !a->result)
-      return invalid("supports_device_ordinal_scope: args NULL, struct_size too small or result NULL");
-    *a->result = 1;  // contexts on any ordinal < device_count
-    return ok_status();
-  });
+  return answer_device_ordinal_scope(a, 1);  // contexts on any ordinal < device_count
 }
 
 // ---- timer ----------------------------------------------------------------------------------
 Status check_timer(const char* op, const ferrum_context& c, const ferrum_timer* t) {
-  if (!t) return invalid(std::string(op) + ": argument 'timer': expected a timer, given NULL");
+  Status s = check_timer_given(op, t);
+  if (!s.ok()) return s;
   if (static_cast<uint64_t>(t->t.device) != c.device)
     return invalid(plugin::format("%s: argument 'timer': expected a timer of device %llu (the context's), given one of device %d",
                                   op, (unsigned long long)c.device, t->t.device));
@@ -156,12 +129,10 @@ ferrum_status make_timer(ferrum_context* ctx, const ferrum_make_timer_args* a) {
 }
 
 ferrum_status timer_release(ferrum_context*, const ferrum_timer_release_args* a) {
-  return plugin::guard(nullptr, "timer_release", [&]() -> Status {
-    if (!a || a->struct_size < FERRUM_TIMER_RELEASE_ARGS_SIZE_V1_0)
-      return invalid("timer_release: args NULL or struct_size too small");
-    if (!a->timer) return ok_status();  // NULL-safe
-    Status s = from_device(destroy_timer(a->timer->t));
-    delete a->timer;
+  return run_release("timer_release", a, FERRUM_TIMER_RELEASE_ARGS_SIZE_V1_0, [](const ferrum_timer_release_args& a) {
+    if (!a.timer) return ok_status();  // NULL-safe
+    Status s = from_device(destroy_timer(a.timer->t));
+    delete a.timer;
     return s;
   });
 }
@@ -179,8 +150,7 @@ ferrum_status record_start(ferrum_context* ctx, const ferrum_record_start_args* 
 ferrum_status record_end(ferrum_context* ctx, const ferrum_record_end_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_record_end_args& a, bool dry) -> Status {
     Status s = check_timer("record_end", c, a.timer);
-    if (s.ok() && !a.timer->t.has_start)
-      s = invalid("record_end: argument 'timer': expected a timer with a start mark, given one without (call record_start first)");
+    if (s.ok()) s = check_timer_started(a.timer->t.has_start);
     if (!s.ok() || dry) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -191,8 +161,7 @@ ferrum_status record_end(ferrum_context* ctx, const ferrum_record_end_args* a) {
 ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_elapsed_ms_args& a, bool dry) -> Status {
     Status s = check_timer("elapsed_ms", c, a.timer);
-    if (s.ok() && !(a.timer->t.has_start && a.timer->t.has_end))
-      s = invalid("elapsed_ms: argument 'timer': expected both marks recorded, given a timer missing one");
+    if (s.ok()) s = check_timer_marks(a.timer->t.has_start, a.timer->t.has_end);
     if (!s.ok() || dry) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -207,12 +176,8 @@ ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
 
 // supports_llama_family_batched_decode stays NULL: the facade derives it from the slots. The
 // paged-family flags live with that family (glue/paged_attention.cpp).
-const ferrum_context_table kContextTable = {
-    sizeof(ferrum_context_table), new_context, context_destroy, context_info, sync,
-    sync_before_host_readback, activation_elem_size_bytes, supports_device_ordinal_scope,
-    /* supports_llama_family_batched_decode */ nullptr, supports_paged_kv,
-    supports_varlen_qkv, supports_vllm_paged_attn,
-    make_timer, timer_release, record_start, record_end, elapsed_ms,
-};
+constexpr std::nullptr_t supports_llama_family_batched_decode = nullptr;
+
+const ferrum_context_table kContextTable = {sizeof(ferrum_context_table), FERRUM_CONTEXT_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cuda::glue

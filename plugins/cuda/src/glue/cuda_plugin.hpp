@@ -8,10 +8,12 @@
 // is ferrum_plugin_entry_v1 (hidden visibility + cmake/ferrum-plugin.map).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
 
+#include <ferrum/common/family_rules.hpp>
 #include <ferrum/common/plugin_support.hpp>
 
 #include "context.hpp"
@@ -43,8 +45,11 @@ namespace ferrum::cuda::glue {
 
 using plugin::invalid;
 using plugin::ok_status;
+using plugin::run_op;
 using plugin::unsupported;
 using Status = plugin::Status;
+// The op rules shared with the CPU plugin (same checks, same messages): <ferrum/common/*_rules.hpp>.
+using namespace plugin::rules;
 
 extern const ferrum_memory_table kMemoryTable;
 extern const ferrum_context_table kContextTable;
@@ -108,5 +113,11 @@ Status make_buffer(ferrum_context& c, int32_t dtype, uint64_t n, bool zero, ferr
 
 // Frees a live buffer's device memory and the handle.
 Status free_buffer(ferrum_buffer* b);
+
+// Head sizes the kernels serve: UNSUPPORTED naming `field` otherwise. The attention kernels
+// (glue/attention.cpp) take 32, 64, 80, 96, 112, 128, 192, 256; the QK-norm/RoPE kernels
+// (glue/dense.cpp) any head_dim up to their maximum (checked only while there is `work`).
+Status check_attention_head_dim(const char* op, const char* field, uint64_t head_dim);
+Status check_rope_head_dim(const char* op, uint64_t head_dim, bool work);
 
 }  // namespace ferrum::cuda::glue

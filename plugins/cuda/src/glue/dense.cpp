@@ -9,7 +9,7 @@
 // Dev-state mode (docs/spec.md §8.2): with the mode on, embedding_lookup with ids_len = 1 gathers
 // the decode-state token dev_state[0] and qk_norm_rope with tokens = 1 rotates at dev_state[1];
 // both read them on the device, so the calls are capturable.
-#include <ferrum/common/op_rules.hpp>
+#include <ferrum/common/dense_rules.hpp>
 
 #include <cuda_runtime_api.h>
 
@@ -25,14 +25,6 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
-using plugin::rules::check_finite_eps;
-using plugin::rules::check_min_count;
-using plugin::rules::check_norm_weight;
-using plugin::rules::check_positive;
-using plugin::rules::check_rope;
-using plugin::rules::check_sum_le;
-using plugin::rules::pos_end;
 using common::sat_mul;
 // Products below (row strides, head sizes, cache offsets) are of dimensions the generated checks
 // bounded by a buffer's element count; sat_mul keeps them under the arithmetic rule all the same.
@@ -55,13 +47,6 @@ Status dev_state_of(const char* op, const ferrum_context& c, const uint32_t*& p)
   return ok_status();
 }
 
-Status head_dim_supported(const char* op, uint64_t head_dim, bool work) {
-  if (work && head_dim > kernels::kRopeMaxHeadDim)
-    return unsupported(plugin::format("%s: argument 'head_dim': the CUDA plugin supports head_dim <= %llu, given %llu",
-                                      op, (unsigned long long)kernels::kRopeMaxHeadDim,
-                                      (unsigned long long)head_dim));
-  return ok_status();
-}
 
 int32_t table_dtype(const ferrum_buffer* cos) { return cos ? cos->dtype : 0; }
 
@@ -84,8 +69,7 @@ ferrum_status gemm(ferrum_context* ctx, const ferrum_gemm_args* a) {
 ferrum_status rms_norm(ferrum_context* ctx, const ferrum_rms_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_rms_norm_args& a, bool dry) -> Status {
     const char* op = "rms_norm";
-    Status s = check_finite_eps(op, a.eps);
-    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    Status s = check_norm(op, a.eps, a.dim, a.tokens);
     if (s.ok()) s = check_devices(op, c, {{"x", a.x}, {"w", a.w}, {"out", a.out}});
     if (!s.ok() || dry || a.tokens == 0) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -97,8 +81,7 @@ ferrum_status rms_norm(ferrum_context* ctx, const ferrum_rms_norm_args* a) {
 ferrum_status fused_add_rms_norm(ferrum_context* ctx, const ferrum_fused_add_rms_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_fused_add_rms_norm_args& a, bool dry) -> Status {
     const char* op = "fused_add_rms_norm";
-    Status s = check_finite_eps(op, a.eps);
-    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    Status s = check_norm(op, a.eps, a.dim, a.tokens);
     if (s.ok()) s = check_devices(op, c, {{"residual", a.residual}, {"x", a.x}, {"w", a.w}, {"out", a.out}});
     if (!s.ok() || dry || a.tokens == 0) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -111,8 +94,7 @@ ferrum_status fused_add_rms_norm(ferrum_context* ctx, const ferrum_fused_add_rms
 ferrum_status layer_norm(ferrum_context* ctx, const ferrum_layer_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_layer_norm_args& a, bool dry) -> Status {
     const char* op = "layer_norm";
-    Status s = check_finite_eps(op, a.eps);
-    if (s.ok()) s = check_positive(op, "dim", a.dim, a.tokens);
+    Status s = check_norm(op, a.eps, a.dim, a.tokens);
     if (s.ok()) s = check_devices(op, c, {{"x", a.x}, {"gamma", a.gamma}, {"beta", a.beta}, {"out", a.out}});
     if (!s.ok() || dry || a.tokens == 0) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -144,9 +126,8 @@ ferrum_status add_inplace(ferrum_context* ctx, const ferrum_add_inplace_args* a)
 
 ferrum_status scaled_add_inplace(ferrum_context* ctx, const ferrum_scaled_add_inplace_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_scaled_add_inplace_args& a, bool dry) -> Status {
-    if (!std::isfinite(a.scale))
-      return invalid(plugin::format("scaled_add_inplace: argument 'scale': expected a finite value, given %g", a.scale));
-    Status s = check_devices("scaled_add_inplace", c, {{"dst", a.dst}, {"src", a.src}});
+    Status s = check_scaled_add(a.scale);
+    if (s.ok()) s = check_devices("scaled_add_inplace", c, {{"dst", a.dst}, {"src", a.src}});
     if (!s.ok() || dry || a.len == 0) return s;
     return launch("scaled_add_inplace", c, [&](cudaStream_t st) {
       return kernels::scaled_add_inplace(a.dst->dtype, a.dst->data, a.src->data, a.scale, a.len, st);
@@ -215,10 +196,9 @@ uint32_t max_id(const uint32_t* ids, uint64_t n, uint32_t* copy) {
 Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_args& a, bool dry) {
   const char* op = "embedding_lookup";
   if (a.ids_len == 0) return ok_status();
-  Status s = check_positive(op, "dim", a.dim, true);
-  if (s.ok() && !a.table) s = invalid("embedding_lookup: argument 'table': expected a buffer, given NULL");
+  Status s = check_embedding(op, a.dim, a.table);
   if (!s.ok()) return s;
-  const uint64_t vocab = a.table->count / a.dim;
+  uint64_t vocab = a.table->count / a.dim;
   const bool dev = c.dev_state_mode && a.ids_len == 1;  // docs/spec.md §8.2: ids[0] is not read
   // Large calls whose ids fit one pinned staging slot: the ids are checked while they are
   // copied into the slot (one host pass), and the gather reads them from there (mapped), so no
@@ -235,12 +215,8 @@ Status embedding_lookup_impl(ferrum_context& c, const ferrum_embedding_lookup_ar
       slot = &sl;
     }
   }
-  if (!dev && max_id(a.ids, a.ids_len, slot ? static_cast<uint32_t*>(slot->host) : nullptr) >= vocab) {
-    uint64_t i = 0;
-    while (a.ids[i] < vocab) ++i;
-    return invalid(plugin::format("embedding_lookup: argument 'ids': expected ids < vocab = %llu, given ids[%llu] = %u",
-                                  (unsigned long long)vocab, (unsigned long long)i, a.ids[i]));
-  }
+  if (!dev && max_id(a.ids, a.ids_len, slot ? static_cast<uint32_t*>(slot->host) : nullptr) >= vocab)
+    return check_host_ids(a.ids, a.ids_len, *a.table, a.dim, vocab);  // names the first id out of range
   const uint32_t* state = nullptr;
   if (dev) s = dev_state_of(op, c, state);
   if (s.ok()) s = check_devices(op, c, {{"table", a.table}, {"out", a.out}});
@@ -294,8 +270,7 @@ ferrum_status embedding_lookup_dev(ferrum_context* ctx, const ferrum_embedding_l
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_embedding_lookup_dev_args& a, bool dry) -> Status {
     const char* op = "embedding_lookup_dev";
     if (a.batch == 0) return ok_status();
-    Status s = check_positive(op, "dim", a.dim, true);
-    if (s.ok() && !a.table) s = invalid("embedding_lookup_dev: argument 'table': expected a buffer, given NULL");
+    Status s = check_embedding(op, a.dim, a.table);
     if (s.ok()) s = check_devices(op, c, {{"table", a.table}, {"ids", a.ids}, {"out", a.out}});
     if (!s.ok() || dry) return s;
     return launch(op, c, [&](cudaStream_t st) {
@@ -305,25 +280,25 @@ ferrum_status embedding_lookup_dev(ferrum_context* ctx, const ferrum_embedding_l
   });
 }
 
+// Both transposes: src [A, B, dim] -> dst [B, A, dim].
+template <class Args>
+Status swap_outer_dims(const char* op, ferrum_context& c, const Args& a, bool dry, uint64_t A, uint64_t B) {
+  Status s = check_devices(op, c, {{"src", a.src}, {"dst", a.dst}});
+  if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
+  return launch(op, c, [&](cudaStream_t st) {
+    return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, A, B, a.dim, st);
+  });
+}
+
 ferrum_status transpose_head_to_token(ferrum_context* ctx, const ferrum_transpose_head_to_token_args* a) {
-  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_head_to_token_args& a, bool dry) -> Status {
-    Status s = check_devices("transpose_head_to_token", c, {{"src", a.src}, {"dst", a.dst}});
-    if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
-    // src [heads, tokens, dim] -> dst [tokens, heads, dim]: A = heads, B = tokens.
-    return launch("transpose_head_to_token", c, [&](cudaStream_t st) {
-      return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, a.heads, a.tokens, a.dim, st);
-    });
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_head_to_token_args& a, bool dry) {
+    return swap_outer_dims("transpose_head_to_token", c, a, dry, a.heads, a.tokens);  // [heads, tokens, dim] in
   });
 }
 
 ferrum_status transpose_token_to_head(ferrum_context* ctx, const ferrum_transpose_token_to_head_args* a) {
-  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_token_to_head_args& a, bool dry) -> Status {
-    Status s = check_devices("transpose_token_to_head", c, {{"src", a.src}, {"dst", a.dst}});
-    if (!s.ok() || dry || a.tokens == 0 || a.heads == 0 || a.dim == 0) return s;
-    // src [tokens, heads, dim] -> dst [heads, tokens, dim]: A = tokens, B = heads.
-    return launch("transpose_token_to_head", c, [&](cudaStream_t st) {
-      return kernels::swap_outer(a.src->dtype, a.src->data, a.dst->data, a.tokens, a.heads, a.dim, st);
-    });
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_transpose_token_to_head_args& a, bool dry) {
+    return swap_outer_dims("transpose_token_to_head", c, a, dry, a.tokens, a.heads);  // [tokens, heads, dim] in
   });
 }
 
@@ -347,10 +322,8 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
     const bool work = a.tokens && a.heads;
     const bool dev = c.dev_state_mode && a.tokens == 1;  // docs/spec.md §8.2: p = dev_state[1]
     uint64_t rows = 0;
-    Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, dev ? 0 : pos_end(a.pos_offset, a.tokens),
-                          work, rows);
-    if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    Status s = check_qk_norm_rope(op, a, dev ? 0 : pos_end(a.pos_offset, a.tokens), work, rows);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     const uint32_t* state = nullptr;
     if (s.ok() && dev && work && a.mode != 0) s = dev_state_of(op, c, state);
     if (s.ok())
@@ -384,9 +357,8 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk
     const char* op = "qk_norm_rope_batched_per_item";
     const bool work = a.m && a.heads;
     uint64_t rows = 0;
-    Status s = check_rope(op, "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
-    if (s.ok()) s = check_norm_weight(op, "norm_w", a.norm_w, a.mode, a.head_dim, work);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    Status s = check_qk_norm_rope(op, a, 0, work, rows);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"input", a.input}, {"norm_w", a.norm_w}, {"cos", a.cos}, {"sin", a.sin},
                                 {"output", a.output}, {"positions", a.positions}});
@@ -438,12 +410,8 @@ ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_no
     const char* op = "split_qkv_norm_rope";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens),
-                          work, rows);
-    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    Status s = check_packed_qkv_rope(op, a, rows);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
                                 {"sin", a.sin}, {"q_out", a.q_out}, {"k_out", a.k_out}, {"v_out", a.v_out}});
@@ -463,13 +431,8 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
     const char* op = "split_qkv_norm_rope_into_cache";
     const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens),
-                          work, rows);
-    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "cache_capacity", a.cache_capacity);
-    if (s.ok()) s = head_dim_supported(op, a.head_dim, work);
+    Status s = check_packed_qkv_rope(op, a, rows);
+    if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
     if (s.ok())
       s = check_devices(op, c, {{"qkv", a.qkv}, {"q_norm_w", a.q_norm_w}, {"k_norm_w", a.k_norm_w}, {"cos", a.cos},
                                 {"sin", a.sin}, {"q_out", a.q_out}, {"cache_k", a.cache_k}, {"cache_v", a.cache_v}});
@@ -486,28 +449,14 @@ ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
 
 }  // namespace
 
-const ferrum_dense_table kDenseTable = {
-    sizeof(ferrum_dense_table),
-    gemm,
-    rms_norm,
-    fused_add_rms_norm,
-    layer_norm,
-    gelu,
-    add_inplace,
-    scaled_add_inplace,
-    add_bias,
-    split_qkv,
-    fused_silu_mul_split,
-    fused_silu_mul_split_strided,
-    embedding_lookup,
-    embedding_lookup_dev,
-    transpose_head_to_token,
-    transpose_token_to_head,
-    argmax_rows_f16,
-    qk_norm_rope,
-    qk_norm_rope_batched_per_item,
-    split_qkv_norm_rope,
-    split_qkv_norm_rope_into_cache,
-};
+Status check_rope_head_dim(const char* op, uint64_t head_dim, bool work) {
+  if (work && head_dim > kernels::kRopeMaxHeadDim)
+    return unsupported(plugin::format("%s: argument 'head_dim': the CUDA plugin supports head_dim <= %llu, given %llu",
+                                      op, (unsigned long long)kernels::kRopeMaxHeadDim,
+                                      (unsigned long long)head_dim));
+  return ok_status();
+}
+
+const ferrum_dense_table kDenseTable = {sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cuda::glue

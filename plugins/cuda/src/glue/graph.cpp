@@ -24,8 +24,6 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
-
 struct GraphEntry {
   cudaGraphExec_t exec = nullptr;
   cudaEvent_t done = nullptr;  // recorded after each replay
@@ -264,9 +262,6 @@ void release_graph_state(ferrum_context& c) noexcept {
   c.graph_state = nullptr;
 }
 
-const ferrum_graph_table kGraphTable = {
-    sizeof(ferrum_graph_table), begin_graph_capture, end_graph_capture, replay_graph,     reset_graph,
-    reset_all_graphs,           graph_capture_in_flight, set_decode_state, set_dev_state_mode,
-};
+const ferrum_graph_table kGraphTable = {sizeof(ferrum_graph_table), FERRUM_GRAPH_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cuda::glue

@@ -19,15 +19,6 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::rules::check_dtype_match;
-using plugin::rules::check_len;
-
-using plugin::run_op;
-
-bool valid_dtype(int32_t d) { return d >= FERRUM_DTYPE_F32 && d <= FERRUM_DTYPE_F8_E4M3; }
-
-
-
 // Converts n elements of float dtype `sd` at `src` (any alignment) into `dd` (exact widening,
 // RNE narrowing, F16 <-> BF16 through the exact f32 value). Equal dtypes copy bits.
 Status host_convert(const void* src, int32_t sd, int32_t dd, uint64_t n, std::vector<unsigned char>& out) {
@@ -82,9 +73,8 @@ ferrum_status alloc(ferrum_context* ctx, const ferrum_alloc_args* a) {
 
 ferrum_status alloc_typed(ferrum_context* ctx, const ferrum_alloc_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_alloc_typed_args& a, bool dry) -> Status {
-    if (!valid_dtype(a.dtype))
-      return invalid(plugin::format("alloc_typed: argument 'dtype': expected a dtype 1..8, given %d", a.dtype));
-    if (dry) return ok_status();
+    Status s = check_storable_dtype("alloc_typed", a.dtype);
+    if (!s.ok() || dry) return s;
     return make_buffer(c, a.dtype, a.n, true, a.buffer);
   });
 }
@@ -101,30 +91,20 @@ ferrum_status from_slice(ferrum_context* ctx, const ferrum_from_slice_args* a) {
 
 ferrum_status from_slice_typed(ferrum_context* ctx, const ferrum_from_slice_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_from_slice_typed_args& a, bool dry) -> Status {
-    if (!valid_dtype(a.dtype))
-      return invalid(plugin::format("from_slice_typed: argument 'dtype': expected a dtype 1..8, given %d", a.dtype));
-    if (dry) return ok_status();
+    Status s = check_storable_dtype("from_slice_typed", a.dtype);
+    if (!s.ok() || dry) return s;
     return upload_new(c, a.dtype, a.data_len, a.data, a.buffer);
   });
 }
 
 ferrum_status from_weight_bytes(ferrum_context* ctx, const ferrum_from_weight_bytes_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_from_weight_bytes_args& a, bool dry) -> Status {
-    if (!is_float_dtype(a.src_dtype))
-      return invalid(plugin::format("from_weight_bytes: argument 'src_dtype': expected f32, f16 or bf16, given %s",
-                                    dtype_name(a.src_dtype)));
-    if (a.dst_dtype != 0 && !is_float_dtype(a.dst_dtype))
-      return invalid(plugin::format("from_weight_bytes: argument 'dst_dtype': expected 0, f32, f16 or bf16, given %d",
-                                    a.dst_dtype));
-    const uint64_t es = dtype_size(a.src_dtype);
-    if (a.raw_len % es)
-      return invalid(plugin::format("from_weight_bytes: argument 'raw_len': expected a multiple of %llu (%s), given %llu",
-                                    (unsigned long long)es, dtype_name(a.src_dtype), (unsigned long long)a.raw_len));
-    if (dry) return ok_status();
-    const int32_t dd = a.dst_dtype ? a.dst_dtype : c.activation_dtype;
-    const uint64_t n = a.raw_len / es;
+    int32_t dd = 0;
+    uint64_t n = 0;
+    Status s = check_from_weight_bytes(a, c.activation_dtype, dd, n);
+    if (!s.ok() || dry) return s;
     std::vector<unsigned char> staged;
-    Status s = host_convert(a.raw, a.src_dtype, dd, n, staged);
+    s = host_convert(a.raw, a.src_dtype, dd, n, staged);
     if (!s.ok()) return s;
     return upload_new(c, dd, n, staged.data(), a.buffer);
   });
@@ -133,8 +113,7 @@ ferrum_status from_weight_bytes(ferrum_context* ctx, const ferrum_from_weight_by
 ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_write_typed_args& a, bool dry) -> Status {
     Status s = check_devices("write_typed", c, {{"dst", a.dst}});
-    if (s.ok()) s = check_dtype_match("write_typed", a.dtype, "dst", a.dst);
-    if (s.ok()) s = check_len("write_typed", "data_len", a.data_len, "dst", a.dst);
+    if (s.ok()) s = check_typed_transfer("write_typed", a.dtype, "data_len", a.data_len, "dst", a.dst);
     if (!s.ok() || dry || a.data_len == 0) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -146,8 +125,7 @@ ferrum_status write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a)
 ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_read_typed_args& a, bool dry) -> Status {
     Status s = check_devices("read_typed", c, {{"src", a.src}});
-    if (s.ok()) s = check_dtype_match("read_typed", a.dtype, "src", a.src);
-    if (s.ok()) s = check_len("read_typed", "len", a.len, "src", a.src);
+    if (s.ok()) s = check_typed_transfer("read_typed", a.dtype, "len", a.len, "src", a.src);
     if (!s.ok() || dry) return s;
     DeviceGuard g;
     s = enter_device(g, c);
@@ -170,20 +148,8 @@ ferrum_status to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
     // convert exactly on the host — no device scratch, no allocation per readback.
     std::vector<unsigned char> raw(a.len * dtype_size(dt));
     s = from_device(d2h(*c.dev, raw.data(), a.buf->data, raw.size()));
-    if (!s.ok()) return s;
-    ferrum::dispatch_any(dt, 0, [&](auto tag) {
-      using T = decltype(tag);
-      for (uint64_t i = 0; i < a.len; ++i) {
-        T v;
-        std::memcpy(&v, raw.data() + i * sizeof(T), sizeof(T));
-        if constexpr (std::is_integral_v<T>)
-          a.out[i] = static_cast<float>(v);  // I32/U32 beyond 2^24 round to nearest-even
-        else
-          a.out[i] = ferrum::to_float(v);
-      }
-      return 0;
-    });
-    return ok_status();
+    if (s.ok()) ferrum::widen_to_f32(raw.data(), dt, a.out, a.len);
+    return s;
   });
 }
 
@@ -224,7 +190,7 @@ ferrum_status copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
     Status s = check_devices("copy_slice", c, {{"src", a.src}, {"dst", a.dst}});
     if (!s.ok()) return s;
     const int32_t sd = a.src ? a.src->dtype : 0, dd = a.dst ? a.dst->dtype : 0;
-    if (Status r = plugin::rules::check_copy_slice(a); !r.ok()) return r;
+    if (Status r = check_copy_slice(a); !r.ok()) return r;
     if (dry) return ok_status();
     DeviceGuard g;
     s = enter_device(g, c);
@@ -239,10 +205,8 @@ ferrum_status copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
 ferrum_status buffer_info(ferrum_context*, const ferrum_buffer_info_args* a) { return plugin::rules::buffer_info(a); }
 
 ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* a) {
-  return plugin::guard(nullptr, "buffer_release", [&]() -> Status {
-    if (!a || a->struct_size < FERRUM_BUFFER_RELEASE_ARGS_SIZE_V1_0)
-      return invalid("buffer_release: args NULL or struct_size too small");
-    ferrum_buffer* b = a->buf;
+  return run_release("buffer_release", a, FERRUM_BUFFER_RELEASE_ARGS_SIZE_V1_0, [](const ferrum_buffer_release_args& a) {
+    ferrum_buffer* b = a.buf;
     if (!b) return ok_status();  // NULL-safe
     if (!plugin::live(b)) return plugin::released_or_foreign("buffer_release", "buf");
     return free_buffer(b);
@@ -294,11 +258,6 @@ Status free_buffer(ferrum_buffer* b) {
   return from_device(cuda::free(device, data));
 }
 
-const ferrum_memory_table kMemoryTable = {
-    sizeof(ferrum_memory_table), alloc, alloc_typed, from_slice, from_slice_typed, from_weight_bytes,
-    write_typed, read_typed, to_vec,
-    write_f32_to_activation,
-    zero_buffer, copy_slice, buffer_info, buffer_release,
-};
+const ferrum_memory_table kMemoryTable = {sizeof(ferrum_memory_table), FERRUM_MEMORY_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cuda::glue

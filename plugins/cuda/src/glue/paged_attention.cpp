@@ -18,19 +18,7 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
-using plugin::rules::check_paged_attention_fields;
-using plugin::rules::check_paged_pool;
-using plugin::rules::PagedPoolGeometry;
 using ull = unsigned long long;
-
-Status check_paged_head_dim(const char* op, uint64_t hd) {
-  if (!attn::head_dim_supported(hd))
-    return unsupported(plugin::format("%s: argument 'head_dim': expected one of 32, 64, 80, 96, 112, 128, 192, 256 (the "
-                                      "CUDA attention kernels), given %llu",
-                                      op, (ull)hd));
-  return ok_status();
-}
 
 // The op's buffers, for the device check.
 struct Bufs {
@@ -42,7 +30,7 @@ Status attend(const char* op, ferrum_context& c, bool dry, const Bufs& b, attn::
   PagedPoolGeometry g;
   Status s = check_paged_pool(op, "k_pool", b.kp, "v_pool", b.vp, p.vllm, p.block_size, "num_kv_heads", p.num_kv_heads,
                               p.head_dim, g);
-  if (s.ok()) s = check_paged_head_dim(op, p.head_dim);
+  if (s.ok()) s = check_attention_head_dim(op, "head_dim", p.head_dim);
   if (s.ok())
     s = check_devices(op, c, {{"q", b.q}, {"k_pool", b.kp}, {"v_pool", b.vp}, {"out", b.out}, {"lse", b.lse},
                               {"block_tables", b.bt}, {"lens", b.lens}, {"cu_seqlens_q", b.cu}, {"tile_seqs", b.tseq},
@@ -69,7 +57,7 @@ Status attend(const char* op, ferrum_context& c, bool dry, const Bufs& b, attn::
     p.tile_starts = b.tst->data;
     p.tile_starts_i32 = is_i32(b.tst);
   }
-  p.scale = p.scale != 0.0f ? p.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
+  p.scale = softmax_scale(p.scale, p.head_dim);
   int sms = 0;
   s = attention_sm_count(c, sms);
   void* scratch = nullptr;
@@ -222,8 +210,6 @@ ferrum_status supports_vllm_paged_attn(ferrum_context* ctx, const ferrum_support
 }
 
 // Every slot of the family, in the registry's order (FERRUM_PAGED_KV_SLOTS is generated).
-#define FERRUM_SLOT_FN(op) op,
 const ferrum_paged_kv_table kPagedKvTable = {sizeof(ferrum_paged_kv_table), FERRUM_PAGED_KV_SLOTS(FERRUM_SLOT_FN)};
-#undef FERRUM_SLOT_FN
 
 }  // namespace ferrum::cuda::glue

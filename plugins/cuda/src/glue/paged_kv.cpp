@@ -17,18 +17,7 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
-using plugin::rules::check_paged_pool;
-using plugin::rules::PagedPoolGeometry;
-using plugin::rules::pos_end;
 using ull = unsigned long long;
-
-Status check_writer_head_dim(const char* op, uint64_t D) {
-  if (D > kernels::kRopeMaxHeadDim)
-    return unsupported(plugin::format("%s: argument 'head_dim': the CUDA plugin supports head_dim <= %llu, given %llu",
-                                      op, (ull)kernels::kRopeMaxHeadDim, (ull)D));
-  return ok_status();
-}
 
 uint32_t log2_exact(uint64_t x) {
   uint32_t s = 0;
@@ -92,7 +81,7 @@ kernels::RopeLaunch writer_launch(const void* qkv, const void* q_out, ferrum_buf
 template <class Args>
 Status check_writer_common(const char* op, const Args& a, uint64_t pos_end_host, bool work, uint64_t& rows) {
   Status s = plugin::rules::check_paged_writer(op, a, pos_end_host, work, rows);
-  if (s.ok() && work) s = check_writer_head_dim(op, a.head_dim);
+  if (s.ok()) s = check_rope_head_dim(op, a.head_dim, work);
   return s;
 }
 

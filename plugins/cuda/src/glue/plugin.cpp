@@ -1,7 +1,6 @@
 // CUDA plugin: the API table, lifecycle and the one exported entry symbol.
 #include <cuda_runtime_api.h>  // CUDART_VERSION (compile-time only; no CUDA type crosses the ABI)
 
-#include <cstring>
 #include <string>
 
 #include "cuda_plugin.hpp"
@@ -90,10 +89,9 @@ ferrum_status device_count(uint64_t* count) {
 
 ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
   return plugin::guard(nullptr, "device_props", [&]() -> Status {
-    if (!p || p->struct_size < FERRUM_DEVICE_PROPS_SIZE_V1_0)
-      return invalid("device_props: argument 'props': expected a struct with struct_size >= 168, given NULL or smaller");
+    Status s = check_device_props_out(p);
     int32_t n = 0;
-    Status s = from_device(cuda::device_count(n));
+    if (s.ok()) s = from_device(cuda::device_count(n));
     if (!s.ok()) return s;
     if (ordinal >= static_cast<uint64_t>(n))
       return invalid(plugin::format("device_props: argument 'ordinal': expected < %d (the CUDA device count), given %llu",
@@ -101,54 +99,32 @@ ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
     DeviceProps dp;
     s = from_device(cuda::device_props(static_cast<int32_t>(ordinal), dp));
     if (!s.ok()) return s;
-    std::memset(p->name, 0, sizeof p->name);
-    std::strncpy(p->name, dp.name.c_str(), sizeof p->name - 1);
-    p->kind = FERRUM_DEVICE_KIND_GPU;
-    p->compute_major = dp.cc_major;
-    p->compute_minor = dp.cc_minor;
-    p->dtype_mask = 0x1FEu;  // every dtype 1..8 can be stored; F32/F16/BF16 compute
-    p->total_memory_bytes = dp.total_memory;
-    p->multiprocessors = static_cast<uint64_t>(dp.sm_count);
+    fill_device_props({dp.name, FERRUM_DEVICE_KIND_GPU, dp.cc_major, dp.cc_minor, dp.total_memory,
+                       static_cast<uint64_t>(dp.sm_count)},
+                      p);
     return ok_status();
   });
 }
 
-ferrum_status error_detail(ferrum_context* ctx, char* buf, uint64_t cap, uint64_t* needed) {
-  return plugin::error_detail(ctx, buf, cap, needed);
-}
-
-ferrum_status query_support(ferrum_context* ctx, int32_t op, const void* args, char* reason, uint64_t cap);
-
-const ferrum_plugin_api kApi = {
-    sizeof(ferrum_plugin_api),
-    FERRUM_ABI_VERSION_MAJOR,
-    FERRUM_ABI_VERSION_MINOR,
-    "cuda",
-    FERRUM_VERSION,
-    kBuildInfo.text,
-    probe,
-    init,
-    shutdown,
-    device_count,
-    device_props,
-    error_detail,
-    query_support,
-    &kMemoryTable,
-    &kContextTable,
-    &kGraphTable,
-    &kDenseTable,
-    &kAttentionTable,
-    &kPagedKvTable,
-    &kQuantKvTable,
-    /* quant_matmul */ nullptr,
-    /* moe */ nullptr,
-    /* mla */ nullptr,
-    /* collective: the facade's single-rank default applies */ nullptr,
-};
-
-ferrum_status query_support(ferrum_context* ctx, int32_t op, const void* args, char* reason, uint64_t cap) {
-  return plugin::query_support(&kApi, ctx, op, args, reason, cap);
-}
+// quant_matmul, moe and mla are not implemented (absent, NULL); the facade's single-rank
+// default serves the collective ops.
+constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
+    .plugin_name = "cuda",
+    .plugin_version = FERRUM_VERSION,
+    .build_info = kBuildInfo.text,
+    .probe = probe,
+    .init = init,
+    .shutdown = shutdown,
+    .device_count = device_count,
+    .device_props = device_props,
+    .memory = &kMemoryTable,
+    .context = &kContextTable,
+    .graph = &kGraphTable,
+    .dense = &kDenseTable,
+    .attention = &kAttentionTable,
+    .paged_kv = &kPagedKvTable,
+    .quant_kv = &kQuantKvTable,
+});
 
 }  // namespace
 }  // namespace ferrum::cuda::glue

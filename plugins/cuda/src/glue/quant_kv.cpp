@@ -23,7 +23,6 @@
 namespace ferrum::cuda::glue {
 namespace {
 
-using plugin::run_op;
 using ull = unsigned long long;
 
 int32_t code_dtype(attn::KvCode k) { return k == attn::KvCode::int8 ? FERRUM_DTYPE_I8 : FERRUM_DTYPE_F8_E4M3; }
@@ -92,10 +91,7 @@ template <class Args>
 Status decode_attention(const char* op, attn::KvCode code, ferrum_context& c, const Args& a, bool dry) {
   uint64_t blocks = 0;
   Status s = plugin::rules::check_quant_decode(op, a, code_dtype(code), blocks);
-  if (s.ok() && !attn::head_dim_supported(a.head_dim))
-    s = unsupported(plugin::format("%s: argument 'head_dim': expected one of 32, 64, 80, 96, 112, 128, 192, 256 (the "
-                                   "CUDA attention kernels), given %llu",
-                                   op, (ull)a.head_dim));
+  if (s.ok()) s = check_attention_head_dim(op, "head_dim", a.head_dim);
   if (s.ok())
     s = check_devices(op, c, {{"q", a.q}, {"layer_k", a.layer_k}, {"layer_v", a.layer_v},
                               {"layer_k_scales", a.layer_k_scales}, {"layer_v_scales", a.layer_v_scales},
@@ -113,7 +109,7 @@ Status decode_attention(const char* op, attn::KvCode code, ferrum_context& c, co
   p.head_dim = a.head_dim;
   p.valid_kv_len = a.valid_kv_len;
   p.window = a.sliding_window;
-  p.scale = a.scale != 0.0f ? a.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
+  p.scale = softmax_scale(a.scale, a.head_dim);
   if (a.valid_kv_len > 0) {
     p.k_codes = a.layer_k->data;
     p.v_codes = a.layer_v->data;
@@ -166,8 +162,6 @@ ferrum_status fp8_paged_decode_attention(ferrum_context* ctx, const ferrum_fp8_p
 }  // namespace
 
 // Every slot of the family, in the registry's order (FERRUM_QUANT_KV_SLOTS is generated).
-#define FERRUM_SLOT_FN(op) op,
 const ferrum_quant_kv_table kQuantKvTable = {sizeof(ferrum_quant_kv_table), FERRUM_QUANT_KV_SLOTS(FERRUM_SLOT_FN)};
-#undef FERRUM_SLOT_FN
 
 }  // namespace ferrum::cuda::glue

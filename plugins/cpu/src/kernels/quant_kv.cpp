@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attention_math.hpp"
 #include "parallel.hpp"
 
 namespace ferrum::cpu {
@@ -24,7 +25,6 @@ namespace {
 constexpr uint64_t kKBlock = 32;
 constexpr uint64_t kMaxSplits = 16;
 constexpr uint64_t kMinChunk = 256;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 thread_local std::vector<float> t_scratch;
 
@@ -48,16 +48,6 @@ inline void widen_codes(const f8e4m3* c, float* out, uint64_t n) {
 
 template <class Code>
 constexpr float kQuantMax = std::is_same_v<Code, int8_t> ? 127.0f : 448.0f;
-
-inline float dot_f32(const float* a, const float* b, uint64_t n) {
-  float lanes[8] = {};
-  uint64_t d = 0;
-  for (; d + 8 <= n; d += 8)
-    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
-  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; d < n; ++d) r += a[d] * b[d];
-  return r;
-}
 
 template <class Idx>
 inline bool physical_block(const Idx* table, uint64_t logical, uint64_t num_blocks, uint64_t& blk) {
@@ -119,7 +109,7 @@ void quant_paged_decode_attention(const T* q, const Code* layer_k, const Code* l
   if (nq == 0 || head_dim == 0) return;
   const uint64_t D = head_dim;
   const uint64_t G = nq / nkv;
-  const float sigma = scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float sigma = softmax_scale(scale, D);
   // Visible keys of the one query at p = valid_kv_len − 1 (causal): [lo, hi).
   const uint64_t hi = valid_kv_len;
   const uint64_t lo = (sliding_window != 0 && hi > sliding_window) ? hi - sliding_window : 0;
@@ -179,20 +169,8 @@ void quant_paged_decode_attention(const T* q, const Code* layer_k, const Code* l
             s[jj] = ks[jj] * dot_f32(qf + g * D, kf + jj * D, D);
             bmax = std::max(bmax, s[jj]);
           }
-          const float m_new = std::max(m, bmax);
-          const float alpha = m == kNegInf ? 0.0f : std::exp(m - m_new);
-          if (alpha != 1.0f)
-            for (uint64_t d = 0; d < D; ++d) acc[d] *= alpha;
-          float lsum = l * alpha;
-          for (uint64_t jj = 0; jj < valid; ++jj) {
-            const float p = std::exp(s[jj] - m_new);
-            lsum += p;
-            const float w = p * vs[jj];
-            const float* vr = vf + jj * D;
-            for (uint64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
-          }
-          l = lsum;
-          m = m_new;
+          online_softmax_rescale(m, l, acc, D, bmax);
+          for (uint64_t jj = 0; jj < valid; ++jj) online_softmax_add(s[jj], m, vf + jj * D, D, l, acc, vs[jj]);
         }
       }
     }

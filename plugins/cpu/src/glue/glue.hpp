@@ -1,27 +1,14 @@
-// Shared argument checks of the CPU plugin's glue layer (op-specific rules of docs/spec.md that the
-// generated generic checks cannot express).
+// Shared dispatch helpers of the CPU plugin's glue layer (the op rules themselves are shared with
+// the CUDA plugin: <ferrum/common/op_rules.hpp> and friends, brought in by cpu_plugin.hpp).
 #pragma once
 
 #include <cmath>
 #include <type_traits>
 
-#include <ferrum/common/op_rules.hpp>
-
 #include "cpu_plugin.hpp"
 
 namespace ferrum::cpu {
 
-// The op rules shared with the CUDA plugin (same checks, same messages).
-using plugin::rules::check_finite_eps;
-using plugin::rules::check_gqa;
-using plugin::rules::check_min_count;
-using plugin::rules::check_norm_weight;
-using plugin::rules::check_positive;
-using plugin::rules::check_product;
-using plugin::rules::check_rope;
-using plugin::rules::check_sum;
-using plugin::rules::check_sum_le;
-using plugin::rules::pos_end;
 using common::Size;
 
 // Calls f(T{}, C{}) with T the activation type and C the RoPE table type (T, or float when the

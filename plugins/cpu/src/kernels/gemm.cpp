@@ -320,55 +320,54 @@ inline void load_row_f32(const T* src, float* dst, uint64_t n) {
   }
 }
 
-// Packs rows [0, rows) × cols [0, kc) of a (row stride lda) into MR-row panels, zero-padded.
+// The portable packing of one panel of W lanes: source rows first .. first + n (stride ld, kc
+// values each) go to lanes 0 .. n (panel[p·W + i] = row i's value p), lanes n .. W are zero.
 template <class T>
-void pack_a(const T* a, uint64_t lda, uint64_t rows, uint64_t kc, uint64_t MR, float* dst) {
-  [[maybe_unused]] const bool fast = kernels().gather_pack && MR == 14;
-  for (uint64_t r0 = 0; r0 < rows; r0 += MR) {
-    const uint64_t mr = std::min(MR, rows - r0);
-    float* panel = dst + r0 * kc;
-#if FERRUM_GEMM_X86
-    if constexpr (std::is_same_v<T, float>) {
-      if (fast && mr == MR) {
-        pack_a14_avx512(a + r0 * lda, lda, kc, panel);
-        continue;
-      }
-    }
-#endif
-    for (uint64_t i = 0; i < mr; ++i) {
-      const T* row = a + (r0 + i) * lda;
-      for (uint64_t p = 0; p < kc; ++p) panel[p * MR + i] = to_float(row[p]);
-    }
-    for (uint64_t i = mr; i < MR; ++i) {
-      for (uint64_t p = 0; p < kc; ++p) panel[p * MR + i] = 0.0f;
-    }
+void pack_panel(const T* src, uint64_t ld, uint64_t first, uint64_t n, uint64_t W, uint64_t kc, float* panel) {
+  for (uint64_t i = 0; i < n; ++i) {
+    const T* row = src + (first + i) * ld;
+    for (uint64_t p = 0; p < kc; ++p) panel[p * W + i] = to_float(row[p]);
+  }
+  for (uint64_t i = n; i < W; ++i) {
+    for (uint64_t p = 0; p < kc; ++p) panel[p * W + i] = 0.0f;
   }
 }
 
-// Packs rows [0, cols) × k-range [0, kc) of b (row stride ldb) into NR-column panels
-// (panel q at q · NR · kc), zero-padded to ncp columns.
+// Packs source rows [0, n) (row stride ld, kc values each) into panels of W lanes, panel q at
+// q · W · kc, for `padded` lanes (>= n; the lanes past n are zero). A full f32 panel of 14 or 32
+// lanes goes through the AVX-512 gather packers when the CPU has them.
 template <class T>
-void pack_b_block(const T* b, uint64_t ldb, uint64_t cols, uint64_t ncp, uint64_t kc, uint64_t NR, float* dst) {
-  [[maybe_unused]] const bool fast = kernels().gather_pack && NR == 32;
-  for (uint64_t j0 = 0; j0 < ncp; j0 += NR) {
-    float* panel = dst + j0 * kc;
-    const uint64_t nr = j0 < cols ? std::min(NR, cols - j0) : 0;
+void pack_panels(const T* src, uint64_t ld, uint64_t n, uint64_t padded, uint64_t kc, uint64_t W, float* dst) {
+  [[maybe_unused]] const bool fast = kernels().gather_pack && (W == 14 || W == 32);
+  for (uint64_t q0 = 0; q0 < padded; q0 += W) {
+    float* panel = dst + q0 * kc;
+    const uint64_t m = q0 < n ? std::min(W, n - q0) : 0;
 #if FERRUM_GEMM_X86
     if constexpr (std::is_same_v<T, float>) {
-      if (fast && nr == NR) {
-        pack_b32_avx512(b + j0 * ldb, ldb, kc, panel);
+      if (fast && m == W) {
+        if (W == 14)
+          pack_a14_avx512(src + q0 * ld, ld, kc, panel);
+        else
+          pack_b32_avx512(src + q0 * ld, ld, kc, panel);
         continue;
       }
     }
 #endif
-    for (uint64_t j = 0; j < nr; ++j) {
-      const T* row = b + (j0 + j) * ldb;
-      for (uint64_t p = 0; p < kc; ++p) panel[p * NR + j] = to_float(row[p]);
-    }
-    for (uint64_t j = nr; j < NR; ++j) {
-      for (uint64_t p = 0; p < kc; ++p) panel[p * NR + j] = 0.0f;
-    }
+    pack_panel(src, ld, q0, m, W, kc, panel);
   }
+}
+
+// A: rows [0, rows) × cols [0, kc) (row stride lda) into MR-row panels, zero-padded.
+template <class T>
+void pack_a(const T* a, uint64_t lda, uint64_t rows, uint64_t kc, uint64_t MR, float* dst) {
+  pack_panels(a, lda, rows, rows, kc, MR, dst);
+}
+
+// B: rows [0, cols) × k-range [0, kc) (row stride ldb) into NR-column panels, zero-padded to
+// ncp columns.
+template <class T>
+void pack_b_block(const T* b, uint64_t ldb, uint64_t cols, uint64_t ncp, uint64_t kc, uint64_t NR, float* dst) {
+  pack_panels(b, ldb, cols, ncp, kc, NR, dst);
 }
 
 // Packs all of k: KC block pc starts at pc · ncp.

@@ -13,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "attention_math.hpp"
 #include "parallel.hpp"
 #include "rope.hpp"
 
@@ -20,19 +21,8 @@ namespace ferrum::cpu {
 namespace {
 
 constexpr uint64_t kKBlock = 32;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 thread_local std::vector<float> t_scratch;
-
-inline float dot_f32(const float* a, const float* b, uint64_t n) {
-  float lanes[8] = {};
-  uint64_t d = 0;
-  for (; d + 8 <= n; d += 8)
-    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
-  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; d < n; ++d) r += a[d] * b[d];
-  return r;
-}
 
 // Attention of `group` query heads (q rows qrow[g·D], outputs orow[g·D]) at position p over keys
 // [0, L) gathered by load(j, kf, vf) -> false when key j is out of range (skipped). lse_out[g]
@@ -87,21 +77,10 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
         sc[jj] = s;
         bmax = std::max(bmax, s);
       }
-      const float m_new = std::max(mrun[g], bmax);
-      const float alpha = mrun[g] == kNegInf ? 0.0f : std::exp(mrun[g] - m_new);
       float* a = acc + g * D;
-      if (alpha != 1.0f)
-        for (uint64_t d = 0; d < D; ++d) a[d] *= alpha;
-      float l = lrun[g] * alpha;
-      for (uint64_t jj = 0; jj < nk; ++jj) {
-        if (valid[jj] == 0.0f) continue;
-        const float pj = std::exp(sc[jj] - m_new);
-        l += pj;
-        const float* vr = vf + jj * D;
-        for (uint64_t d = 0; d < D; ++d) a[d] += pj * vr[d];
-      }
-      lrun[g] = l;
-      mrun[g] = m_new;
+      online_softmax_rescale(mrun[g], lrun[g], a, D, bmax);
+      for (uint64_t jj = 0; jj < nk; ++jj)
+        if (valid[jj] != 0.0f) online_softmax_add(sc[jj], mrun[g], vf + jj * D, D, lrun[g], a);
     }
   }
   for (uint64_t g = 0; g < group; ++g) {
@@ -118,10 +97,6 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
   }
 }
 
-inline float effective_scale(float scale, uint64_t D) {
-  return scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-}
-
 // Work-splitting grain for items of about `cost` multiply-adds each.
 inline uint64_t grain_for(uint64_t cost) { return std::max<uint64_t>(1, (uint64_t{1} << 15) / std::max<uint64_t>(cost, 1)); }
 
@@ -134,7 +109,7 @@ void paged_attention(const T* q, const T* k_pool, const T* v_pool, T* out, float
   if (n_queries == 0 || num_heads == 0) return;
   const uint64_t D = pool.head_dim, nkv = pool.nkv, bs = pool.block_size;
   const uint64_t group = num_heads / nkv;
-  const float sigma = effective_scale(scale, D);
+  const float sigma = softmax_scale(scale, D);
   const uint64_t avg_kv = std::max<uint64_t>(1, queries[0].kv_len);
   const uint64_t items = n_queries * nkv;
   parallel_for(items, grain_for(avg_kv * D * group * 2), [&](uint64_t b, uint64_t e) {
@@ -232,7 +207,7 @@ void flash_attention_batched_per_cache(const T* q, const T* const* k_caches, con
                                        uint64_t capacity, uint64_t sliding_window) {
   if (m == 0 || nq == 0 || hd == 0) return;
   const uint64_t group = nq / nkv;
-  const float sigma = effective_scale(scale, hd);
+  const float sigma = softmax_scale(scale, hd);
   parallel_for(m * nkv, grain_for(capacity * hd * group), [&](uint64_t b, uint64_t e) {
     for (uint64_t it = b; it < e; ++it) {
       const uint64_t i = it / nkv, kvh = it % nkv;

@@ -5,9 +5,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using plugin::data_of;
-using plugin::run_op;
-
 ferrum_status mla_attention(ferrum_context* ctx, const ferrum_mla_attention_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_mla_attention_args& a, bool dry) -> Status {
     const char* op = "mla_attention";
@@ -58,6 +55,6 @@ ferrum_status mla_attention(ferrum_context* ctx, const ferrum_mla_attention_args
 
 }  // namespace
 
-const ferrum_mla_table kMlaTable = {sizeof(ferrum_mla_table), mla_attention};
+const ferrum_mla_table kMlaTable = {sizeof(ferrum_mla_table), FERRUM_MLA_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cpu

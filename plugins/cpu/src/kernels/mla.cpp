@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "attention_math.hpp"
 #include "parallel.hpp"
 
 namespace ferrum::cpu {
@@ -19,24 +20,8 @@ namespace {
 
 constexpr uint64_t kRowTile = 16;
 constexpr uint64_t kKBlock = 32;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 thread_local std::vector<float> t_scratch;
-
-inline float dot_f32(const float* a, const float* b, uint64_t n) {
-  float lanes[8] = {};
-  uint64_t d = 0;
-  for (; d + 8 <= n; d += 8)
-    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
-  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; d < n; ++d) r += a[d] * b[d];
-  return r;
-}
-
-inline void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint64_t& lo, uint64_t& hi) {
-  hi = causal ? std::min(L, p + 1) : L;
-  lo = (W != 0 && p + 1 > W) ? p + 1 - W : 0;
-}
 
 }  // namespace
 
@@ -106,20 +91,9 @@ void mla_attention(const T* q, const T* kv_compressed, const T* kv_rope, T* out,
             sc[j - j0] = s;
             bmax = std::max(bmax, s);
           }
-          const float m_new = std::max(mrun[ri], bmax);
-          const float alpha = mrun[ri] == kNegInf ? 0.0f : std::exp(mrun[ri] - m_new);
           float* a = acc + ri * R;
-          if (alpha != 1.0f)
-            for (uint64_t d = 0; d < R; ++d) a[d] *= alpha;
-          float l = lrun[ri] * alpha;
-          for (uint64_t j = jb; j < je; ++j) {
-            const float pj = std::exp(sc[j - j0] - m_new);
-            l += pj;
-            const float* cr = cf + (j - j0) * R;
-            for (uint64_t d = 0; d < R; ++d) a[d] += pj * cr[d];
-          }
-          lrun[ri] = l;
-          mrun[ri] = m_new;
+          online_softmax_rescale(mrun[ri], lrun[ri], a, R, bmax);
+          for (uint64_t j = jb; j < je; ++j) online_softmax_add(sc[j - j0], mrun[ri], cf + (j - j0) * R, R, lrun[ri], a);
         }
       }
 

@@ -1,15 +1,14 @@
 // CPU plugin: the QK-norm / RoPE family (docs/spec.md §0.7, §4).
 #include <vector>
 
+#include <ferrum/common/dense_rules.hpp>
+
 #include "glue.hpp"
 #include "kernels/rope.hpp"
 
 namespace ferrum::cpu {
 
 namespace {
-
-using plugin::data_of;
-using plugin::run_op;
 
 int32_t table_dtype(const ferrum_buffer* cos) { return cos ? cos->dtype : 0; }
 
@@ -19,8 +18,7 @@ ferrum_status qk_norm_rope(ferrum_context* ctx, const ferrum_qk_norm_rope_args* 
   return run_op(ctx, a, [](ferrum_context&, const ferrum_qk_norm_rope_args& a, bool dry) -> Status {
     const bool work = a.tokens && a.heads;
     uint64_t rows = 0;
-    Status s = check_rope("qk_norm_rope", "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
-    if (s.ok()) s = check_norm_weight("qk_norm_rope", "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    Status s = check_qk_norm_rope("qk_norm_rope", a, pos_end(a.pos_offset, a.tokens), work, rows);
     if (!s.ok() || dry || !work) return s;
     return with_act_and_table(a.input->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
       using T = decltype(t);
@@ -37,8 +35,7 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk
   return run_op(ctx, a, [](ferrum_context&, const ferrum_qk_norm_rope_batched_per_item_args& a, bool dry) -> Status {
     const bool work = a.m && a.heads;
     uint64_t rows = 0;
-    Status s = check_rope("qk_norm_rope_batched_per_item", "mode", a.mode, a.head_dim, a.eps, a.cos, a.sin, 0, work, rows);
-    if (s.ok()) s = check_norm_weight("qk_norm_rope_batched_per_item", "norm_w", a.norm_w, a.mode, a.head_dim, work);
+    Status s = check_qk_norm_rope("qk_norm_rope_batched_per_item", a, 0, work, rows);
     if (!s.ok() || dry || !work) return s;
     std::vector<uint64_t> pos(a.m);  // device values (§0.11): negative I32 -> out of range
     for (uint64_t i = 0; i < a.m; ++i)
@@ -59,14 +56,9 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context* ctx, const ferrum_qk
 
 ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_norm_rope_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_split_qkv_norm_rope_args& a, bool dry) -> Status {
-    const char* op = "split_qkv_norm_rope";
-    const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
-    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (!s.ok() || dry || !work) return s;
+    Status s = check_packed_qkv_rope("split_qkv_norm_rope", a, rows);
+    if (!s.ok() || dry || a.tokens == 0) return s;
     return with_act_and_table(a.qkv->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
       using T = decltype(t);
       using C = decltype(c);
@@ -82,15 +74,9 @@ ferrum_status split_qkv_norm_rope(ferrum_context* ctx, const ferrum_split_qkv_no
 ferrum_status split_qkv_norm_rope_into_cache(ferrum_context* ctx,
                                              const ferrum_split_qkv_norm_rope_into_cache_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_split_qkv_norm_rope_into_cache_args& a, bool dry) -> Status {
-    const char* op = "split_qkv_norm_rope_into_cache";
-    const bool work = a.tokens != 0;
     uint64_t rows = 0;
-    Status s = check_rope(op, "qk_mode", a.qk_mode, a.head_dim, a.eps, a.cos, a.sin, pos_end(a.pos_offset, a.tokens), work, rows);
-    if (s.ok()) s = check_positive(op, "kv_heads", a.kv_heads, work);
-    if (s.ok()) s = check_norm_weight(op, "q_norm_w", a.q_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_norm_weight(op, "k_norm_w", a.k_norm_w, a.qk_mode, a.head_dim, work);
-    if (s.ok()) s = check_sum_le(op, "cache_len", "cache_len + tokens", a.cache_len, a.tokens, "cache_capacity", a.cache_capacity);
-    if (!s.ok() || dry || !work) return s;
+    Status s = check_packed_qkv_rope("split_qkv_norm_rope_into_cache", a, rows);
+    if (!s.ok() || dry || a.tokens == 0) return s;
     return with_act_and_table(a.qkv->dtype, table_dtype(a.cos), [&](auto t, auto c) -> Status {
       using T = decltype(t);
       using C = decltype(c);

@@ -40,6 +40,27 @@ void zero_rows(T* out, uint64_t row_len, uint64_t row) {
   std::fill(out + row * row_len, out + (row + 1) * row_len, from_float<T>(0.0f));
 }
 
+// out[t] = Σ_k w·row over the K pairs of token t, accumulated in f32 in k order: row_of(t, k, w)
+// gives pair (t, k)'s row of H values and sets its weight w, or returns NULL for a pair that
+// contributes nothing (unassigned or out of range). `grain_k` sizes the work per token.
+template <class T, class RowOf>
+void combine_rows(T* out, uint64_t num_tokens, uint64_t H, uint64_t K, uint64_t grain_k, RowOf&& row_of) {
+  parallel_for(num_tokens, row_grain(H * grain_k), [&](uint64_t t0, uint64_t t1) {
+    std::vector<float> acc(H);
+    for (uint64_t t = t0; t < t1; ++t) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (uint64_t k = 0; k < K; ++k) {
+        float w = 0.0f;
+        const T* row = row_of(t, k, w);
+        if (!row) continue;
+        for (uint64_t d = 0; d < H; ++d) acc[d] += w * to_float(row[d]);
+      }
+      T* o = out + t * H;
+      for (uint64_t d = 0; d < H; ++d) o[d] = from_float<T>(acc[d]);
+    }
+  });
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------- routing
@@ -188,20 +209,11 @@ void fused_moe(const MoePlan& plan, const T* x, const float* topk_weights, T* ou
     fused_silu_mul_split<T>(gu.data(), act.data(), m, I);
     down(plan.experts[g], act.data(), m, y.data() + base * H);
   });
-  parallel_for(num_tokens, row_grain(H * K), [&](uint64_t t0, uint64_t t1) {
-    std::vector<float> acc(H);
-    for (uint64_t t = t0; t < t1; ++t) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (uint64_t k = 0; k < K; ++k) {
-        const uint64_t s = slot[t * K + k];
-        if (s == UINT64_MAX) continue;  // unassigned pair: contributes 0
-        const float w = topk_weights[t * K + k];
-        const T* row = y.data() + s * H;
-        for (uint64_t d = 0; d < H; ++d) acc[d] += w * to_float(row[d]);
-      }
-      T* o = out + t * H;
-      for (uint64_t d = 0; d < H; ++d) o[d] = from_float<T>(acc[d]);
-    }
+  combine_rows(out, num_tokens, H, K, K, [&](uint64_t t, uint64_t k, float& w) -> const T* {
+    const uint64_t s = slot[t * K + k];
+    if (s == UINT64_MAX) return nullptr;  // unassigned pair: contributes 0
+    w = topk_weights[t * K + k];
+    return y.data() + s * H;
   });
 }
 
@@ -211,18 +223,9 @@ void weighted_sum_batched(const T* slots, const float* weights, T* out, uint64_t
                           uint64_t hidden) {
   if (num_tokens == 0 || hidden == 0) return;
   const uint64_t H = hidden, K = top_k;
-  parallel_for(num_tokens, row_grain(H * std::max<uint64_t>(K, 1)), [&](uint64_t t0, uint64_t t1) {
-    std::vector<float> acc(H);
-    for (uint64_t t = t0; t < t1; ++t) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (uint64_t k = 0; k < K; ++k) {
-        const float w = weights[t * K + k];
-        const T* row = slots + (t * K + k) * H;
-        for (uint64_t d = 0; d < H; ++d) acc[d] += w * to_float(row[d]);
-      }
-      T* o = out + t * H;
-      for (uint64_t d = 0; d < H; ++d) o[d] = from_float<T>(acc[d]);
-    }
+  combine_rows(out, num_tokens, H, K, std::max<uint64_t>(K, 1), [&](uint64_t t, uint64_t k, float& w) -> const T* {
+    w = weights[t * K + k];
+    return slots + (t * K + k) * H;
   });
 }
 
@@ -231,20 +234,11 @@ void moe_combine(const T* packed, const int32_t* pairs_by_token, const float* pa
                  uint64_t num_tokens, uint64_t hidden, uint64_t top_k, uint64_t num_packed) {
   if (num_tokens == 0 || hidden == 0) return;
   const uint64_t H = hidden, K = top_k;
-  parallel_for(num_tokens, row_grain(H * std::max<uint64_t>(K, 1)), [&](uint64_t t0, uint64_t t1) {
-    std::vector<float> acc(H);
-    for (uint64_t t = t0; t < t1; ++t) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (uint64_t k = 0; k < K; ++k) {
-        const int32_t r = pairs_by_token[t * K + k];
-        if (r < 0 || static_cast<uint64_t>(r) >= num_packed) continue;
-        const float w = pair_weights[t * K + k];
-        const T* row = packed + static_cast<uint64_t>(r) * H;
-        for (uint64_t d = 0; d < H; ++d) acc[d] += w * to_float(row[d]);
-      }
-      T* o = out + t * H;
-      for (uint64_t d = 0; d < H; ++d) o[d] = from_float<T>(acc[d]);
-    }
+  combine_rows(out, num_tokens, H, K, std::max<uint64_t>(K, 1), [&](uint64_t t, uint64_t k, float& w) -> const T* {
+    const int32_t r = pairs_by_token[t * K + k];
+    if (r < 0 || static_cast<uint64_t>(r) >= num_packed) return nullptr;
+    w = pair_weights[t * K + k];
+    return packed + static_cast<uint64_t>(r) * H;
   });
 }
 

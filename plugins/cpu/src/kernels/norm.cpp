@@ -60,18 +60,32 @@ FERRUM_AVX512_INLINE double hsum_pd(__m512d a, __m512d b, __m512d c, __m512d d) 
   return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a, b), _mm512_add_pd(c, d)));
 }
 
-template <class T>
-FERRUM_AVX512 double sum_squares_avx512(const T* x, uint64_t dim) {
+template <bool kSquares>
+FERRUM_AVX512_INLINE void add_pd(__m512 v, __m512d& lo, __m512d& hi) {
+  if constexpr (kSquares)
+    sumsq_pd(v, lo, hi);
+  else
+    sum_pd(v, lo, hi);
+}
+
+// Σ x[i] (kSquares: Σ x[i]²) over one row in f64: four accumulators, two 16-lane loads per step.
+template <bool kSquares, class T>
+FERRUM_AVX512_INLINE double row_sum_avx512(const T* x, uint64_t dim) {
   __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
   uint64_t i = 0;
   for (; i + 32 <= dim; i += 32) {
     prefetch_ahead(x + i);
     prefetch_ahead(x + i + 16);
-    sumsq_pd(load16(x + i), a0, a1);
-    sumsq_pd(load16(x + i + 16), a2, a3);
+    add_pd<kSquares>(load16(x + i), a0, a1);
+    add_pd<kSquares>(load16(x + i + 16), a2, a3);
   }
-  for (; i < dim; i += 16) sumsq_pd(load16(x + i, tail_mask(dim - i)), a0, a1);
+  for (; i < dim; i += 16) add_pd<kSquares>(load16(x + i, tail_mask(dim - i)), a0, a1);
   return hsum_pd(a0, a1, a2, a3);
+}
+
+template <class T>
+FERRUM_AVX512 double sum_squares_avx512(const T* x, uint64_t dim) {
+  return row_sum_avx512<true>(x, dim);
 }
 
 // out = x · inv · w over one row.
@@ -127,19 +141,11 @@ FERRUM_AVX512 void layer_norm_rows_avx512(const T* x, const T* gamma, const T* b
                                           uint64_t rows, uint64_t dim) {
   for (uint64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * dim;
+    const double mean = row_sum_avx512<false>(xr, dim) / static_cast<double>(dim);
+    const __m512d mpd = _mm512_set1_pd(mean);
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
     uint64_t i = 0;
-    for (; i + 32 <= dim; i += 32) {
-      prefetch_ahead(xr + i);
-      prefetch_ahead(xr + i + 16);
-      sum_pd(load16(xr + i), a0, a1);
-      sum_pd(load16(xr + i + 16), a2, a3);
-    }
-    for (; i < dim; i += 16) sum_pd(load16(xr + i, tail_mask(dim - i)), a0, a1);
-    const double mean = hsum_pd(a0, a1, a2, a3) / static_cast<double>(dim);
-    const __m512d mpd = _mm512_set1_pd(mean);
-    a0 = a1 = a2 = a3 = _mm512_setzero_pd();
-    for (i = 0; i < dim; i += 16) {
+    for (; i < dim; i += 16) {
       const __mmask16 m = tail_mask(dim - i);
       const __m512 v = load16(xr + i, m);
       __m512d lo = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), mpd);

@@ -1,6 +1,8 @@
 // CPU plugin: dense ops (docs/spec.md §3). Thin glue: op-specific checks, dtype dispatch, kernel call.
 #include <vector>
 
+#include <ferrum/common/dense_rules.hpp>
+
 #include "glue.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/gemm.hpp"
@@ -8,9 +10,6 @@
 
 namespace ferrum::cpu {
 namespace {
-
-using plugin::data_of;
-using plugin::run_op;
 
 // Runs `f(T{})` for the op's activation dtype (taken from `b`), or OK when there is no buffer
 // (zero work).
@@ -35,8 +34,7 @@ ferrum_status gemm(ferrum_context* ctx, const ferrum_gemm_args* a) {
 
 ferrum_status rms_norm(ferrum_context* ctx, const ferrum_rms_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_rms_norm_args& a, bool dry) -> Status {
-    Status s = check_finite_eps("rms_norm", a.eps);
-    if (s.ok()) s = check_positive("rms_norm", "dim", a.dim, a.tokens);
+    Status s = check_norm("rms_norm", a.eps, a.dim, a.tokens);
     if (!s.ok() || dry || a.tokens == 0) return s;
     return on_act(a.x, [&](auto t) {
       using T = decltype(t);
@@ -47,8 +45,7 @@ ferrum_status rms_norm(ferrum_context* ctx, const ferrum_rms_norm_args* a) {
 
 ferrum_status fused_add_rms_norm(ferrum_context* ctx, const ferrum_fused_add_rms_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_fused_add_rms_norm_args& a, bool dry) -> Status {
-    Status s = check_finite_eps("fused_add_rms_norm", a.eps);
-    if (s.ok()) s = check_positive("fused_add_rms_norm", "dim", a.dim, a.tokens);
+    Status s = check_norm("fused_add_rms_norm", a.eps, a.dim, a.tokens);
     if (!s.ok() || dry || a.tokens == 0) return s;
     return on_act(a.x, [&](auto t) {
       using T = decltype(t);
@@ -60,8 +57,7 @@ ferrum_status fused_add_rms_norm(ferrum_context* ctx, const ferrum_fused_add_rms
 
 ferrum_status layer_norm(ferrum_context* ctx, const ferrum_layer_norm_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_layer_norm_args& a, bool dry) -> Status {
-    Status s = check_finite_eps("layer_norm", a.eps);
-    if (s.ok()) s = check_positive("layer_norm", "dim", a.dim, a.tokens);
+    Status s = check_norm("layer_norm", a.eps, a.dim, a.tokens);
     if (!s.ok() || dry || a.tokens == 0) return s;
     return on_act(a.x, [&](auto t) {
       using T = decltype(t);
@@ -93,9 +89,8 @@ ferrum_status add_inplace(ferrum_context* ctx, const ferrum_add_inplace_args* a)
 
 ferrum_status scaled_add_inplace(ferrum_context* ctx, const ferrum_scaled_add_inplace_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_scaled_add_inplace_args& a, bool dry) -> Status {
-    if (!std::isfinite(a.scale))
-      return invalid(plugin::format("scaled_add_inplace: argument 'scale': expected a finite value, given %g", a.scale));
-    if (dry || a.len == 0) return ok_status();
+    Status s = check_scaled_add(a.scale);
+    if (!s.ok() || dry || a.len == 0) return s;
     return on_act(a.dst, [&](auto t) {
       using T = decltype(t);
       cpu::scaled_add_inplace<T>(data_of<T>(a.dst), data_of<const T>(a.src), a.scale, a.len);
@@ -148,15 +143,10 @@ ferrum_status fused_silu_mul_split_strided(ferrum_context* ctx, const ferrum_fus
 ferrum_status embedding_lookup(ferrum_context* ctx, const ferrum_embedding_lookup_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_embedding_lookup_args& a, bool dry) -> Status {
     if (a.ids_len == 0) return ok_status();
-    Status s = check_positive("embedding_lookup", "dim", a.dim, true);
-    if (s.ok() && !a.table) s = invalid("embedding_lookup: argument 'table': expected a buffer, given NULL");
-    if (!s.ok()) return s;
-    const uint64_t vocab = a.table->count / a.dim;
-    for (uint64_t i = 0; i < a.ids_len; ++i)
-      if (a.ids[i] >= vocab)
-        return invalid(plugin::format("embedding_lookup: argument 'ids': expected ids < vocab = %llu, given ids[%llu] = %u",
-                                      (unsigned long long)vocab, (unsigned long long)i, a.ids[i]));
-    if (dry) return ok_status();
+    Status s = check_embedding("embedding_lookup", a.dim, a.table);
+    uint64_t vocab = 0;
+    if (s.ok()) s = check_host_ids(a.ids, a.ids_len, *a.table, a.dim, vocab);
+    if (!s.ok() || dry) return s;
     std::vector<uint64_t> ids(a.ids_len);  // ids_len <= out's rows (generated check), dim > 0
     std::copy_n(a.ids, a.ids_len, ids.begin());
     return on_act(a.table, [&](auto t) {
@@ -178,8 +168,7 @@ std::vector<uint64_t> read_ids(const ferrum_buffer* ids, uint64_t n) {
 ferrum_status embedding_lookup_dev(ferrum_context* ctx, const ferrum_embedding_lookup_dev_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_embedding_lookup_dev_args& a, bool dry) -> Status {
     if (a.batch == 0) return ok_status();
-    Status s = check_positive("embedding_lookup_dev", "dim", a.dim, true);
-    if (s.ok() && !a.table) s = invalid("embedding_lookup_dev: argument 'table': expected a buffer, given NULL");
+    Status s = check_embedding("embedding_lookup_dev", a.dim, a.table);
     if (!s.ok() || dry) return s;
     const std::vector<uint64_t> ids = read_ids(a.ids, a.batch);
     return on_act(a.table, [&](auto t) {
@@ -230,12 +219,6 @@ ferrum_status qk_norm_rope_batched_per_item(ferrum_context*, const ferrum_qk_nor
 ferrum_status split_qkv_norm_rope(ferrum_context*, const ferrum_split_qkv_norm_rope_args*);
 ferrum_status split_qkv_norm_rope_into_cache(ferrum_context*, const ferrum_split_qkv_norm_rope_into_cache_args*);
 
-const ferrum_dense_table kDenseTable = {
-    sizeof(ferrum_dense_table), gemm, rms_norm, fused_add_rms_norm, layer_norm, gelu, add_inplace,
-    scaled_add_inplace, add_bias, split_qkv, fused_silu_mul_split, fused_silu_mul_split_strided,
-    embedding_lookup, embedding_lookup_dev, transpose_head_to_token, transpose_token_to_head,
-    argmax_rows_f16, qk_norm_rope, qk_norm_rope_batched_per_item, split_qkv_norm_rope,
-    split_qkv_norm_rope_into_cache,
-};
+const ferrum_dense_table kDenseTable = {sizeof(ferrum_dense_table), FERRUM_DENSE_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cpu

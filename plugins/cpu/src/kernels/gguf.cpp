@@ -541,6 +541,24 @@ FERRUM_AVX512_INLINE __m512 q4_minus8(__m512i q) {
   else return _mm512_permutexvar_ps(_mm512_srli_epi32(q, 8 * (kV & 3) + 4 * (kV >> 2)), t);
 }
 
+// One group of four Q4_0 blocks (72 bytes at p: 128 weights) dotted with xg[0, 128) (permuted to
+// the gather order), added into acc.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,fma,f16c"), always_inline)) inline void
+q4_0_group_fma(const uint8_t* p, const float* xg, __m512i qidx, __m512i didx, __m512& acc) {
+  const __m512i a = ld64(p), b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 40)));
+  const __m512i q = _mm512_permutex2var_epi8(a, qidx, b);
+  const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, a)));
+  __m512 s0 = _mm512_mul_ps(q4_minus8<0>(q), _mm512_loadu_ps(xg));
+  __m512 s1 = _mm512_mul_ps(q4_minus8<4>(q), _mm512_loadu_ps(xg + 64));
+  s0 = _mm512_fmadd_ps(q4_minus8<1>(q), _mm512_loadu_ps(xg + 16), s0);
+  s1 = _mm512_fmadd_ps(q4_minus8<5>(q), _mm512_loadu_ps(xg + 80), s1);
+  s0 = _mm512_fmadd_ps(q4_minus8<2>(q), _mm512_loadu_ps(xg + 32), s0);
+  s1 = _mm512_fmadd_ps(q4_minus8<6>(q), _mm512_loadu_ps(xg + 96), s1);
+  s0 = _mm512_fmadd_ps(q4_minus8<3>(q), _mm512_loadu_ps(xg + 48), s0);
+  s1 = _mm512_fmadd_ps(q4_minus8<7>(q), _mm512_loadu_ps(xg + 112), s1);
+  acc = _mm512_fmadd_ps(d, _mm512_add_ps(s0, s1), acc);
+}
+
 FERRUM_AVX512_VBMI float row_dot_q4_0_vbmi(const uint8_t* row, const float* xq, uint64_t nb) {
   const __m512i qidx = _mm512_load_si512(kQ4_0Gather.b);
   const __m512i didx = _mm512_setr_epi32(0, 0, 9 | (9 << 16), 9 | (9 << 16), 18 | (18 << 16), 18 | (18 << 16),
@@ -554,37 +572,11 @@ FERRUM_AVX512_VBMI float row_dot_q4_0_vbmi(const uint8_t* row, const float* xq, 
     const char* pf_end = reinterpret_cast<const char*>(row) + (g + kU) * 72 + kPrefetch;
     for (; pf < pf_end; pf += 64) _mm_prefetch(pf, _MM_HINT_T0);
     for (int u = 0; u < kU; ++u) {
-      const uint8_t* p = row + (g + u) * 72;
-      const float* xg = xq + (g + u) * 128;
-      const __m512i a = ld64(p), b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 40)));
-      const __m512i q = _mm512_permutex2var_epi8(a, qidx, b);
-      const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, a)));
-      __m512 s0 = _mm512_mul_ps(q4_minus8<0>(q), _mm512_loadu_ps(xg));
-      __m512 s1 = _mm512_mul_ps(q4_minus8<4>(q), _mm512_loadu_ps(xg + 64));
-      s0 = _mm512_fmadd_ps(q4_minus8<1>(q), _mm512_loadu_ps(xg + 16), s0);
-      s1 = _mm512_fmadd_ps(q4_minus8<5>(q), _mm512_loadu_ps(xg + 80), s1);
-      s0 = _mm512_fmadd_ps(q4_minus8<2>(q), _mm512_loadu_ps(xg + 32), s0);
-      s1 = _mm512_fmadd_ps(q4_minus8<6>(q), _mm512_loadu_ps(xg + 96), s1);
-      s0 = _mm512_fmadd_ps(q4_minus8<3>(q), _mm512_loadu_ps(xg + 48), s0);
-      s1 = _mm512_fmadd_ps(q4_minus8<7>(q), _mm512_loadu_ps(xg + 112), s1);
-      acc[u] = _mm512_fmadd_ps(d, _mm512_add_ps(s0, s1), acc[u]);
+      q4_0_group_fma(row + (g + u) * 72, xq + (g + u) * 128, qidx, didx, acc[u]);
     }
   }
   for (; g < ng; ++g) {  // same arithmetic as above, into acc[0]
-    const uint8_t* p = row + g * 72;
-    const float* xg = xq + g * 128;
-    const __m512i a = ld64(p), b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 40)));
-    const __m512i q = _mm512_permutex2var_epi8(a, qidx, b);
-    const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, a)));
-    __m512 s0 = _mm512_mul_ps(q4_minus8<0>(q), _mm512_loadu_ps(xg));
-    __m512 s1 = _mm512_mul_ps(q4_minus8<4>(q), _mm512_loadu_ps(xg + 64));
-    s0 = _mm512_fmadd_ps(q4_minus8<1>(q), _mm512_loadu_ps(xg + 16), s0);
-    s1 = _mm512_fmadd_ps(q4_minus8<5>(q), _mm512_loadu_ps(xg + 80), s1);
-    s0 = _mm512_fmadd_ps(q4_minus8<2>(q), _mm512_loadu_ps(xg + 32), s0);
-    s1 = _mm512_fmadd_ps(q4_minus8<6>(q), _mm512_loadu_ps(xg + 96), s1);
-    s0 = _mm512_fmadd_ps(q4_minus8<3>(q), _mm512_loadu_ps(xg + 48), s0);
-    s1 = _mm512_fmadd_ps(q4_minus8<7>(q), _mm512_loadu_ps(xg + 112), s1);
-    acc[0] = _mm512_fmadd_ps(d, _mm512_add_ps(s0, s1), acc[0]);
+    q4_0_group_fma(row + g * 72, xq + g * 128, qidx, didx, acc[0]);
   }
   __m512 t = _mm512_add_ps(acc[0], acc[1]);
   // leftover blocks (nb % 4): exact per-weight tables on the unpermuted tail of xq

@@ -1,12 +1,21 @@
-// Internal declarations of the CPU plugin: its context and timer, and the per-family slot
-// tables that plugin.cpp assembles into the API table.
+// Internal declarations of the CPU plugin's ABI glue: its context and timer, the per-family slot
+// tables that plugin.cpp assembles into the API table, and the helpers every glue file shares
+// (buffer allocation and conversion over the device layer).
+//
+// The glue validates the ABI args (generic generated checks through plugin::run_op, then the
+// op rules of docs/spec.md shared with the CUDA plugin in <ferrum/common/*_rules.hpp>) and calls
+// the kernels (src/kernels/) over the device layer (src/memory.hpp, src/device.hpp; namespace
+// ferrum::cpu). Nothing here is exported: the plugin's only dynamic symbol is
+// ferrum_plugin_entry_v1 (hidden visibility + cmake/ferrum-plugin.map).
 #pragma once
 
 #include <array>
-#include <chrono>
 #include <cstdint>
 
+#include <ferrum/common/family_rules.hpp>
 #include <ferrum/common/plugin_support.hpp>
+
+#include "device.hpp"
 
 struct ferrum_context : ferrum::plugin::ContextBase {
   int32_t activation_dtype = FERRUM_DTYPE_F32;
@@ -15,8 +24,8 @@ struct ferrum_context : ferrum::plugin::ContextBase {
   // Staging tables of docs/spec.md §5.1 (batched_slots × batched_items), written only by
   // populate_batched_pointers. APPEND slot: `first` holds the cache handles; ATTENTION slot:
   // `first`/`second` hold the (K, V) pairs. Eager calls never read them (the CPU has no capture).
-  static constexpr uint64_t kBatchedSlots = 128;
-  static constexpr uint64_t kBatchedItems = 64;
+  static constexpr uint64_t kBatchedSlots = ferrum::plugin::rules::kBatchedSlots;
+  static constexpr uint64_t kBatchedItems = ferrum::plugin::rules::kBatchedItems;
   struct BatchedSlot {
     uint64_t m = 0;
     std::array<ferrum_buffer*, kBatchedItems> first{};
@@ -26,18 +35,21 @@ struct ferrum_context : ferrum::plugin::ContextBase {
   std::array<BatchedSlot, kBatchedSlots> attention_slots{};
 };
 
+// The host clock's two marks (device layer).
 struct ferrum_timer {
-  bool has_start = false;
-  bool has_end = false;
-  std::chrono::steady_clock::time_point start, end;
+  ferrum::cpu::Timer t;
 };
 
 namespace ferrum::cpu {
 
-using plugin::Status;
+using plugin::data_of;
 using plugin::invalid;
+using plugin::run_op;
+using plugin::Status;
 using plugin::ok_status;
 using plugin::unsupported;
+// The op rules shared with the CUDA plugin (same checks, same messages).
+using namespace plugin::rules;
 
 extern const ferrum_memory_table kMemoryTable;
 extern const ferrum_context_table kContextTable;

@@ -12,9 +12,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using plugin::data_of;
-using plugin::run_op;
-
 template <class Code>
 constexpr int32_t kCodeDtype = dtype_of<Code>;
 
@@ -139,8 +136,6 @@ ferrum_status fp8_paged_decode_attention(ferrum_context* ctx, const ferrum_fp8_p
 }  // namespace
 
 // Every slot of the family, in the registry's order (FERRUM_QUANT_KV_SLOTS is generated).
-#define FERRUM_SLOT_FN(op) op,
 const ferrum_quant_kv_table kQuantKvTable = {sizeof(ferrum_quant_kv_table), FERRUM_QUANT_KV_SLOTS(FERRUM_SLOT_FN)};
-#undef FERRUM_SLOT_FN
 
 }  // namespace ferrum::cpu

@@ -48,12 +48,6 @@ void gptq_matmul(const ferrum_qweight* w, uint64_t expert, const T* x, uint64_t 
 inline bool live_qweight(const ferrum_qweight* w) { return w && w->magic == ferrum_qweight::kLive; }
 
 // Slots of the quant_matmul table (gguf.cpp, gptq.cpp; assembled in quant_matmul.cpp).
-ferrum_status load_quant(ferrum_context*, const ferrum_load_quant_args*);
-ferrum_status gguf_matmul(ferrum_context*, const ferrum_gguf_matmul_args*);
-ferrum_status gguf_dequantize(ferrum_context*, const ferrum_gguf_dequantize_args*);
-ferrum_status qweight_release(ferrum_context*, const ferrum_qweight_release_args*);
-ferrum_status load_gptq(ferrum_context*, const ferrum_load_gptq_args*);
-ferrum_status load_gptq_stacked(ferrum_context*, const ferrum_load_gptq_stacked_args*);
-ferrum_status marlin_gemm(ferrum_context*, const ferrum_marlin_gemm_args*);
+FERRUM_QUANT_MATMUL_SLOTS(FERRUM_SLOT_DECL)
 
 }  // namespace ferrum::cpu

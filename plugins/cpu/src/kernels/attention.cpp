@@ -13,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "attention_math.hpp"
 #include "parallel.hpp"
 
 namespace ferrum::cpu {
@@ -22,23 +23,6 @@ constexpr uint64_t kQTile = 16;
 constexpr uint64_t kKBlock = 64;
 
 thread_local std::vector<float> t_scratch;
-
-inline float dot_f32(const float* a, const float* b, uint64_t n) {
-  float lanes[8] = {};
-  uint64_t d = 0;
-  for (; d + 8 <= n; d += 8) {
-    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
-  }
-  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; d < n; ++d) r += a[d] * b[d];
-  return r;
-}
-
-// Visible key range [lo, hi) of a query at position p (docs/spec.md §0.8).
-inline void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint64_t& lo, uint64_t& hi) {
-  hi = causal ? std::min(L, p + 1) : L;
-  lo = (W != 0 && p + 1 > W) ? p + 1 - W : 0;
-}
 
 }  // namespace
 
@@ -50,7 +34,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
   const uint64_t D = head_dim;
   const uint64_t S = kv_seq_stride ? kv_seq_stride : kv_len;
   const uint64_t group = num_heads / num_kv_heads;
-  const float sigma = scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float sigma = softmax_scale(scale, D);
   const uint64_t tiles = (q_len + kQTile - 1) / kQTile;
   const uint64_t items = batch * num_heads * tiles;
   // Rough cost per item: tile queries × visible keys × head_dim.
@@ -95,7 +79,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
       for (uint64_t qi = 0; qi < nq; ++qi) {
         for (uint64_t d = 0; d < D; ++d) qf[qi * D + d] = to_float(qbase[qi * D + d]);
         std::fill(acc + qi * D, acc + (qi + 1) * D, 0.0f);
-        mrun[qi] = -std::numeric_limits<float>::infinity();
+        mrun[qi] = kNegInf;
         lrun[qi] = 0.0f;
       }
 
@@ -111,28 +95,15 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
           const uint64_t jb = std::max(lo, j0), je = std::min(hi, j0 + nk);
           if (jb >= je) continue;
           const float* qv = qf + qi * D;
-          float bmax = -std::numeric_limits<float>::infinity();
+          float bmax = kNegInf;
           for (uint64_t j = jb; j < je; ++j) {
             const float s = sigma * dot_f32(qv, kf + (j - j0) * D, D);
             sc[j - j0] = s;
             bmax = std::max(bmax, s);
           }
-          const float m_new = std::max(mrun[qi], bmax);
-          // First block: mrun = −inf gives alpha = 0 (acc and l are 0 anyway).
-          const float alpha = mrun[qi] == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(mrun[qi] - m_new);
           float* a = acc + qi * D;
-          if (alpha != 1.0f) {
-            for (uint64_t d = 0; d < D; ++d) a[d] *= alpha;
-          }
-          float l = lrun[qi] * alpha;
-          for (uint64_t j = jb; j < je; ++j) {
-            const float pj = std::exp(sc[j - j0] - m_new);
-            l += pj;
-            const float* vr = vf + (j - j0) * D;
-            for (uint64_t d = 0; d < D; ++d) a[d] += pj * vr[d];
-          }
-          lrun[qi] = l;
-          mrun[qi] = m_new;
+          online_softmax_rescale(mrun[qi], lrun[qi], a, D, bmax);
+          for (uint64_t j = jb; j < je; ++j) online_softmax_add(sc[j - j0], mrun[qi], vf + (j - j0) * D, D, lrun[qi], a);
         }
       }
 

@@ -13,9 +13,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using plugin::data_of;
-using plugin::run_op;
-
 using ull = unsigned long long;
 
 using common::ceil_div;
@@ -245,9 +242,6 @@ ferrum_status weighted_sum_batched(ferrum_context* ctx, const ferrum_weighted_su
 
 }  // namespace
 
-const ferrum_moe_table kMoeTable = {
-    sizeof(ferrum_moe_table), route_topk_softmax, moe_align_block_size, moe_gemm, fused_moe, moe_combine,
-    weighted_sum_batched,
-};
+const ferrum_moe_table kMoeTable = {sizeof(ferrum_moe_table), FERRUM_MOE_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cpu

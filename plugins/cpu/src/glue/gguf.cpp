@@ -5,8 +5,6 @@
 
 namespace ferrum::cpu {
 
-using plugin::data_of;
-using plugin::run_op;
 
 namespace {
 

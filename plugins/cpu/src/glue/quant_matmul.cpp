@@ -4,8 +4,6 @@
 namespace ferrum::cpu {
 
 const ferrum_quant_matmul_table kQuantMatmulTable = {
-    sizeof(ferrum_quant_matmul_table), load_quant, gguf_matmul, gguf_dequantize, qweight_release,
-    load_gptq, load_gptq_stacked, marlin_gemm,
-};
+    sizeof(ferrum_quant_matmul_table), FERRUM_QUANT_MATMUL_SLOTS(FERRUM_SLOT_FN)};
 
 }  // namespace ferrum::cpu

@@ -13,9 +13,6 @@
 namespace ferrum::cpu {
 namespace {
 
-using plugin::data_of;
-using plugin::run_op;
-
 using ull = unsigned long long;
 
 IdxView idx_view(const ferrum_buffer* b) {
@@ -23,8 +20,6 @@ IdxView idx_view(const ferrum_buffer* b) {
   return {b->data, b->dtype == FERRUM_DTYPE_I32, b->count};
 }
 
-using plugin::rules::check_block_size;
-using plugin::rules::check_paged_attention_fields;
 
 // Pool geometry (the shared rules: both pools, one size, at least one block of a checked
 // block_size·kv_heads·head_dim, vLLM D % x) plus the block tables the kernels read.
@@ -309,8 +304,6 @@ ferrum_status paged_varlen_attention_vllm_tiled_q4(ferrum_context* ctx,
 }  // namespace
 
 // Every slot of the family, in the registry's order (FERRUM_PAGED_KV_SLOTS is generated).
-#define FERRUM_SLOT_FN(op) op,
 const ferrum_paged_kv_table kPagedKvTable = {sizeof(ferrum_paged_kv_table), FERRUM_PAGED_KV_SLOTS(FERRUM_SLOT_FN)};
-#undef FERRUM_SLOT_FN
 
 }  // namespace ferrum::cpu

@@ -1,0 +1,60 @@
+// ferrum CPU plugin — the scalar pieces every attention kernel shares (attention.cpp, mla.cpp,
+// paged.cpp, quant_kv.cpp): an f32 dot product with a fixed summation order, the visible key
+// range of docs/spec.md §0.8, the online-softmax step (and, through
+// <ferrum/common/softmax_scale.hpp>, the softmax scale).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include <ferrum/common/softmax_scale.hpp>
+
+namespace ferrum::cpu {
+
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Σ a[d]·b[d] over eight interleaved lanes summed pairwise, then the tail: the same order on
+// every call, so a score does not depend on where the row lies in memory.
+inline float dot_f32(const float* a, const float* b, uint64_t n) {
+  float lanes[8] = {};
+  uint64_t d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
+  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+  for (; d < n; ++d) r += a[d] * b[d];
+  return r;
+}
+
+// Visible key range [lo, hi) of a query at position p over L keys (docs/spec.md §0.8): causal
+// keys up to p, and with a sliding window W > 0 only the last W of them.
+inline void visible_range(uint64_t p, uint64_t L, bool causal, uint64_t W, uint64_t& lo, uint64_t& hi) {
+  hi = causal ? std::min(L, p + 1) : L;
+  lo = (W != 0 && p + 1 > W) ? p + 1 - W : 0;
+}
+
+// The online softmax of every attention kernel (flash attention): a running max m, sum l and
+// accumulator acc[0, width) per query row, updated one block of keys at a time.
+//
+// A new block whose largest score is `bmax` moves m to max(m, bmax) and rescales l and acc to it
+// (m = −inf, no key yet, gives the factor 0).
+inline void online_softmax_rescale(float& m, float& l, float* acc, uint64_t width, float bmax) {
+  const float m_new = std::max(m, bmax);
+  const float alpha = m == kNegInf ? 0.0f : std::exp(m - m_new);
+  if (alpha != 1.0f)
+    for (uint64_t d = 0; d < width; ++d) acc[d] *= alpha;
+  l *= alpha;
+  m = m_new;
+}
+
+// Then each key of score s and value row v: p = exp(s − m), l += p, acc += (p·w)·v (w: the value
+// row's scale, 1 for unquantised values).
+inline void online_softmax_add(float s, float m, const float* v, uint64_t width, float& l, float* acc, float w = 1.0f) {
+  const float p = std::exp(s - m);
+  l += p;
+  const float pw = p * w;
+  for (uint64_t d = 0; d < width; ++d) acc[d] += pw * v[d];
+}
+
+}  // namespace ferrum::cpu
