@@ -107,6 +107,7 @@ struct PrefillTile {
 template <class T, int HD>
 struct FlashSrc {
   static constexpr bool kMayVt = false;
+  static constexpr bool kCodes = false;  // K/V rows are T (see DecodeMmaCfg's kQ)
   FlashParams p;
   uint64_t H, nkv, window;
   float scale;
@@ -531,7 +532,12 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
 // chunk is 8 consecutive keys of one dimension) says so with kMayVt and v_by_dim(row); the stage
 // then holds V transposed ([HD][kBN + 8], loaded with load_vt) and P·V reads it with the
 // non-transposing ldmatrix, exactly as Q·Kᵀ reads K.
-template <class T, int HD, bool kVt = false>
+// kQ: the source stores 8-bit codes with one f32 scale per key row (Src::kCodes, the quantised
+// pools): a stage holds the K and V codes ([kBN][kCodeLd] bytes each) and their scales, and one
+// extra T buffer ([kBN][kLd] K rows, then V rows) receives the tile's codes converted to T
+// (exactly: |int8| <= 127 and every e4m3 value are representable in f16 and bf16) before the
+// MMAs; the scales are applied to the scores (s_k) and to P before P·V (s_v), in f32.
+template <class T, int HD, bool kVt = false, bool kQ = false>
 struct DecodeMmaCfg {
   static constexpr int kThreads = 128;
   static constexpr int kBN = kDecodeMmaKeys;  // 16 keys per warp
@@ -541,9 +547,14 @@ struct DecodeMmaCfg {
   static constexpr int kChunks = HD / 8;
   static constexpr int kVElems = kVt && HD * kLdT > kBN * kLd ? HD * kLdT : kBN * kLd;
   static constexpr int kStageElems = kBN * kLd + kVElems;  // K rows then V rows (or V by dimension)
-  static constexpr size_t kSmemBytes = sizeof(T) * static_cast<size_t>(kStageElems) * kStages;
+  static constexpr int kCodeLd = (HD / 16) % 2 == 0 ? HD + 16 : HD + 32;  // bytes per code row (odd count of 16-byte chunks)
+  static constexpr size_t kCodeStage = size_t{2} * kBN * kCodeLd + size_t{2} * kBN * sizeof(float);
+  static constexpr size_t kSmemBytes =
+      kQ ? kCodeStage * kStages + sizeof(T) * static_cast<size_t>(2 * kBN * kLd)
+         : sizeof(T) * static_cast<size_t>(kStageElems) * kStages;
   static constexpr int kOwLd = HD + 8;        // floats per row of the end-of-CTA merge buffer
-  static_assert(kVt || kSmemBytes == decode_mma_smem_bytes(HD, sizeof(T)), "flash.hpp's size must match");
+  static_assert(kVt || kQ || kSmemBytes == decode_mma_smem_bytes(HD, sizeof(T)), "flash.hpp's size must match");
+  static_assert(!kQ || (kCodeLd / 16) % 2 == 1, "code rows must be an odd number of 16-byte chunks");
   static_assert((kLdT * 2 / 16) % 2 == 1, "transposed V row must be an odd number of 16-byte chunks");
   static_assert(HD % 16 == 0, "mma decode head_dim must be a multiple of 16");
   static_assert((kLd * 2 / 16) % 2 == 1, "padded row must be an odd number of 16-byte chunks");
@@ -554,8 +565,10 @@ template <class T, int HD, class Src>
 __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, uint32_t splits,
                                                                uint32_t head_chunks, float* part_o,
                                                                float* part_lse, uint32_t* counters) {
-  using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt>;
-  constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kChunks = Cfg::kChunks, kStages = Cfg::kStages;
+  constexpr bool kQ = Src::kCodes;
+  using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt, kQ>;
+  constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kStages = Cfg::kStages;
+  constexpr int kChunks = kQ ? HD / 16 : Cfg::kChunks;  // 16-byte chunks per copied row (codes or T)
   constexpr int kG = kDecodeHeadChunk;
   static_assert(kG == 8, "the mma decode maps the head chunk onto rows 0..7");
   extern __shared__ __align__(16) unsigned char smem[];
@@ -601,8 +614,20 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   tr.slots = rows_s;
   // The transposed-V chunks of this thread are keys 8·(tid % 8) .. + 7 of the tile (every d),
   // looked up when the tile is copied.
+  // kQ: stage s = K codes, V codes, K scales, V scales; the T buffer after the stages.
+  auto code_k = [&](int stage) { return smem + stage * Cfg::kCodeStage; };
+  auto scale_k = [&](int stage) {
+    return reinterpret_cast<float*>(smem + stage * Cfg::kCodeStage + 2 * kBN * Cfg::kCodeLd);
+  };
+  T* const qbuf = reinterpret_cast<T*>(smem + (kQ ? kStages * Cfg::kCodeStage : 0));
   auto load_tile = [&](int stage, int tile) {
     const uint64_t j0 = js + static_cast<uint64_t>(tile) * kBN;
+    if constexpr (kQ) {
+      unsigned char* ck = code_k(stage);
+      tr.copy(src, rw, tile & 1, ck, ck + kBN * Cfg::kCodeLd, Cfg::kCodeLd, false, tid);
+      if (tid < kBN) src.copy_scales(scale_k(stage) + tid, scale_k(stage) + kBN + tid, rw, tr.slots[(tile & 1) * kBN + tid].x);
+      return;
+    }
     T* ks = kv_s + stage * Cfg::kStageElems;
     T* vs = ks + kBN * kLd;
     tr.copy(src, rw, tile & 1, ks, vs, kLd, vt, tid);
@@ -651,10 +676,28 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
       if (tn + 1 < ntiles) tr.resolve(src, rw, je, (tn + 1) & 1, tid);  // fetched last iteration
       if (tn + 2 < ntiles) tr.fetch(src, rw, tile_j0(tn + 2), je, tid);   // lands during this tile's math
     }
-    const uint64_t jw = js + static_cast<uint64_t>(t) * kBN + warp * 16;  // this warp's first key
-    if (jw >= je) continue;
     const T* ks = kv_s + (t % kStages) * Cfg::kStageElems;
     const T* vs = ks + kBN * kLd;
+    const float* sk = nullptr;  // kQ: the tile's K and V scales
+    if constexpr (kQ) {  // codes of tile t → T rows (exact), then every warp may read them
+      const unsigned char* ck = code_k(t % kStages);
+      for (int c = tid; c < 2 * kBN * (HD / 16); c += Cfg::kThreads) {
+        const int kv = c / (kBN * (HD / 16)), rc = c % (kBN * (HD / 16));
+        const int r = rc / (HD / 16), cc = rc % (HD / 16);
+        const uint4 codes = *reinterpret_cast<const uint4*>(ck + (kv * kBN + r) * Cfg::kCodeLd + cc * 16);
+        uint4 lo, hi;
+        src.codes_to_t(codes, lo, hi);
+        T* dst = qbuf + (kv * kBN + r) * kLd + cc * 16;
+        *reinterpret_cast<uint4*>(dst) = lo;
+        *reinterpret_cast<uint4*>(dst + 8) = hi;
+      }
+      __syncthreads();
+      ks = qbuf;
+      vs = qbuf + kBN * kLd;
+      sk = scale_k(t % kStages);
+    }
+    const uint64_t jw = js + static_cast<uint64_t>(t) * kBN + warp * 16;  // this warp's first key
+    if (jw >= je) continue;
 
     float s[2][4];
 #pragma unroll
@@ -675,6 +718,7 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float x = s[nn][r] * qscale;
+        if constexpr (kQ) x *= sk[warp * 16 + nn * 8 + 2 * t4 + r];  // s_k of the key
         if (!full && jw + nn * 8 + 2 * t4 + r >= je) x = -INFINITY;
         s[nn][r] = x;
         mx = fmaxf(mx, x);
@@ -700,6 +744,12 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
         s[nn][r] = pv;
         l_run += pv;
       }
+    }
+    if constexpr (kQ) {  // P·s_v: the value rows are codes (l_run keeps the plain sum of P)
+#pragma unroll
+      for (int nn = 0; nn < 2; ++nn)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) s[nn][r] *= sk[kBN + warp * 16 + nn * 8 + 2 * t4 + r];
     }
     const uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), 0u, pack2<T>(s[1][0], s[1][1]), 0u};
     if (!vt) {
@@ -779,7 +829,7 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
     return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: decode grid %llu x %llu exceeds the CUDA limits", what,
                        static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
   if constexpr (!std::is_same_v<T, float>) {
-    using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt>;
+    using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt, Src::kCodes>;
     auto kernel = flash_decode_mma_kernel<T, HD, Src>;
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));

@@ -25,6 +25,7 @@ __device__ __forceinline__ int64_t paged_idx(const void* b, bool i32, uint64_t i
 template <class T, int HD>
 struct PagedSrc {
   static constexpr bool kMayVt = true;  // the vLLM V layout is staged by dimension
+  static constexpr bool kCodes = false;
   PagedParams p;
   uint64_t H, nkv, window;
   float scale;

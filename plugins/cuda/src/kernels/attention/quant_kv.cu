@@ -1,8 +1,9 @@
 // ferrum CUDA plugin — quantised paged KV kernels (see quant_kv.hpp): the append (one warp per
 // (token, head) vector: exact max, IEEE division, round-to-nearest-even codes) and the decode
-// attention, which runs the SIMT split-KV kernel of flash_decode.cuh over a source that
-// dequantises each 16-byte chunk of f32 (4 codes) into shared memory: k = s_k·code in f32, the
-// spec's dequantised value, so the scores and the value sums are the f32 attention over it.
+// attention: F16/BF16 activations run the tensor-core decode of flash_decode.cuh over a
+// code-staging source (QuantMmaSrc: codes converted to T exactly, scales applied in f32); F32
+// runs the SIMT split-KV kernel over a source that dequantises each 16-byte chunk of f32 (4
+// codes) into shared memory: k = s_k·code in f32, the spec's dequantised value.
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
@@ -170,17 +171,142 @@ struct QuantSrc {
   }
 };
 
+// The code-staging source of the tensor-core decode (F16/BF16 activations T; flash_decode.cuh's
+// kQ path): one row, one query per head at p = valid_kv_len − 1. The kernel copies each key's
+// code rows and scales (TileRows: one block-table read per key row and CTA), converts the
+// codes to T exactly and applies s_k to the scores and s_v to P in f32 — the attention over the
+// spec's dequantised values s·code, with P rounded to T as in the F16/BF16 decode.
+template <class T, int HD>
+struct QuantMmaSrc {
+  static constexpr bool kMayVt = false;
+  static constexpr bool kCodes = true;
+  QuantDecodeParams p;
+  uint64_t H, nkv, window;
+  float scale;
+  bool fast32;  // every key index and the block size below 2^31: 32-bit division
+  explicit QuantMmaSrc(const QuantDecodeParams& qp)
+      : p(qp), H(qp.nq), nkv(qp.nkv), window(qp.window), scale(qp.scale),
+        fast32(qp.valid_kv_len < (uint64_t{1} << 31) && qp.block_size < (uint64_t{1} << 31)) {}
+
+  struct Row {
+    uint64_t kvh;
+  };
+  __device__ __forceinline__ bool resolve(uint64_t, uint64_t kvh, Row& r) const {
+    r.kvh = kvh;
+    return true;
+  }
+  __device__ __forceinline__ void range(const Row&, uint64_t& lo, uint64_t& hi) const {
+    if (p.valid_kv_len == 0) {
+      lo = hi = 0;
+      return;
+    }
+    visible_range(p.valid_kv_len - 1, p.valid_kv_len, true, window, lo, hi);
+  }
+  __device__ __forceinline__ const T* q(const Row&, uint64_t h) const { return static_cast<const T*>(p.q) + h * HD; }
+  __device__ __forceinline__ void store(const Row&, uint64_t h, int d, float v) const {
+    static_cast<T*>(p.out)[h * HD + d] = from_f32<T>(v);
+  }
+  __device__ __forceinline__ void lse(const Row&, uint64_t, float) const {}
+
+  // Key location: the raw table entry of key j's block and j's offset in it.
+  struct Loc {
+    uint32_t raw, o;
+  };
+  __device__ __forceinline__ Loc locate(const Row&, uint64_t j) const {
+    uint64_t lb, o;
+    if (fast32) {
+      const uint32_t j32 = static_cast<uint32_t>(j), b32 = static_cast<uint32_t>(p.block_size);
+      lb = j32 / b32;
+      o = j32 - static_cast<uint32_t>(lb) * b32;
+    } else {
+      lb = j / p.block_size;
+      o = j % p.block_size;
+    }
+    return {__ldg(static_cast<const uint32_t*>(p.block_table) + lb), static_cast<uint32_t>(o)};
+  }
+  // Code-row index (blk·bs + o)·nkv + kvh of key j for K and V; false for a block id out of range.
+  __device__ __forceinline__ bool key_rows(const Row& r, uint64_t j, Loc l, uint64_t& ko, uint64_t& vo) const {
+    const int64_t blk = p.bt_i32 ? static_cast<int64_t>(static_cast<int32_t>(l.raw)) : static_cast<int64_t>(l.raw);
+    if (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) return false;
+    const uint64_t o = fast32 ? l.o : j % p.block_size;
+    ko = vo = (static_cast<uint64_t>(blk) * p.block_size + o) * nkv + r.kvh;
+    return true;
+  }
+  __device__ __forceinline__ void copy_k(void* smem, const Row&, uint64_t ko, int chunk) const {
+    cp_async16(smem, static_cast<const uint8_t*>(p.k_codes) + ko * HD + chunk * 16);
+  }
+  __device__ __forceinline__ void copy_v(void* smem, const Row&, uint64_t vo, int chunk) const {
+    cp_async16(smem, static_cast<const uint8_t*>(p.v_codes) + vo * HD + chunk * 16);
+  }
+  __device__ __forceinline__ void copy_scales(float* sk, float* sv, const Row&, uint64_t ko) const {
+    if (ko == ~uint64_t{0}) {  // a zero row
+      *sk = 0.0f;
+      *sv = 0.0f;
+      return;
+    }
+    cp_async4(sk, p.k_scales + ko);
+    cp_async4(sv, p.v_scales + ko);
+  }
+  // Four codes (one 32-bit word) → two T pairs, exactly.
+  __device__ __forceinline__ void word_to_t(uint32_t w, uint32_t& p01, uint32_t& p23) const {
+    if (p.code == KvCode::int8) {
+      const uint32_t x = w ^ 0x80808080u;  // code + 128 as an unsigned byte
+      if constexpr (std::is_same_v<T, __half>) {
+        // 0x64XX as f16 is 1024 + XX (spacing 1 in [1024, 2048)): subtract 1024 + 128.
+        const __half2 bias = __float2half2_rn(1152.0f);
+        const uint32_t u01 = __byte_perm(x, 0x64646464u, 0x5140u), u23 = __byte_perm(x, 0x64646464u, 0x5342u);
+        __half2 a = __hsub2(*reinterpret_cast<const __half2*>(&u01), bias);
+        __half2 b = __hsub2(*reinterpret_cast<const __half2*>(&u23), bias);
+        p01 = *reinterpret_cast<uint32_t*>(&a);
+        p23 = *reinterpret_cast<uint32_t*>(&b);
+      } else {
+        // 0x4B0000XX as f32 is 2^23 + XX: subtract 2^23 + 128, then pack to bf16 (exact).
+        float f[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          f[i] = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7540u | static_cast<uint32_t>(i))) - 8388736.0f;
+        p01 = pack2<T>(f[0], f[1]);
+        p23 = pack2<T>(f[2], f[3]);
+      }
+      return;
+    }
+    const __half2_raw h01 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
+    const __half2_raw h23 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
+    if constexpr (std::is_same_v<T, __half>) {
+      p01 = static_cast<uint32_t>(h01.x) | (static_cast<uint32_t>(h01.y) << 16);
+      p23 = static_cast<uint32_t>(h23.x) | (static_cast<uint32_t>(h23.y) << 16);
+    } else {
+      const float2 a = __half22float2(__half2(h01)), b = __half22float2(__half2(h23));
+      p01 = pack2<T>(a.x, a.y);
+      p23 = pack2<T>(b.x, b.y);
+    }
+  }
+  // 16 codes → 16 T values (codes 0..7 in lo, 8..15 in hi).
+  __device__ __forceinline__ void codes_to_t(uint4 c, uint4& lo, uint4& hi) const {
+    word_to_t(c.x, lo.x, lo.y);
+    word_to_t(c.y, lo.z, lo.w);
+    word_to_t(c.z, hi.x, hi.y);
+    word_to_t(c.w, hi.z, hi.w);
+  }
+};
+
 uint32_t quant_splits(const QuantDecodeParams& p, int sm_count) {
   const uint64_t chunks = (p.nq / p.nkv + kDecodeHeadChunk - 1) / kDecodeHeadChunk;
   uint64_t bound = p.valid_kv_len;
   if (p.window) bound = std::min(bound, p.window);
-  return decode_split_count(FERRUM_DTYPE_F32, p.head_dim, p.nkv * chunks, bound, sm_count);
+  // F16/BF16 run the tensor-core decode (its stage rounding), F32 the SIMT one.
+  return decode_split_count(p.act, p.head_dim, p.nkv * chunks, bound, sm_count);
 }
 
 template <int HD>
 Status launch_quant(const QuantDecodeParams& p, uint32_t splits, float* po, float* pl, uint32_t* cnt,
                     cudaStream_t st) noexcept {
-  return launch_decode_src<float, HD>(QuantSrc<HD>(p), 1, splits, po, pl, cnt, st, "quantised paged decode");
+  const char* what = "quantised paged decode";
+  if (p.act == FERRUM_DTYPE_F16)
+    return launch_decode_src<__half, HD>(QuantMmaSrc<__half, HD>(p), 1, splits, po, pl, cnt, st, what);
+  if (p.act == FERRUM_DTYPE_BF16)
+    return launch_decode_src<__nv_bfloat16, HD>(QuantMmaSrc<__nv_bfloat16, HD>(p), 1, splits, po, pl, cnt, st, what);
+  return launch_decode_src<float, HD>(QuantSrc<HD>(p), 1, splits, po, pl, cnt, st, what);
 }
 
 }  // namespace
