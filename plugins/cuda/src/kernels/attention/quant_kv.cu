@@ -105,14 +105,12 @@ __device__ __forceinline__ void act_put(void* p, uint64_t i, float v) {
   static_cast<A*>(p)[i] = from_f32<A>(v);
 }
 
-// The dequantising source of the SIMT decode kernel (T = float rows): one row, one query per
-// head at p = valid_kv_len − 1.
-template <int HD>
-struct QuantSrc {
+// What both quantised sources share: one row, one query per head at p = valid_kv_len − 1.
+struct QuantRows {
   QuantDecodeParams p;
   uint64_t H, nkv, window;
   float scale;
-  explicit QuantSrc(const QuantDecodeParams& qp)
+  explicit QuantRows(const QuantDecodeParams& qp)
       : p(qp), H(qp.nq), nkv(qp.nkv), window(qp.window), scale(qp.scale) {}
 
   struct Row {
@@ -129,6 +127,12 @@ struct QuantSrc {
     }
     visible_range(p.valid_kv_len - 1, p.valid_kv_len, true, window, lo, hi);
   }
+};
+
+// The dequantising source of the SIMT decode kernel (T = float rows).
+template <int HD>
+struct QuantSrc : QuantRows {
+  explicit QuantSrc(const QuantDecodeParams& qp) : QuantRows(qp) {}
   __device__ __forceinline__ float q_at(const Row&, uint64_t h, int d) const {
     const uint64_t i = h * HD + d;
     return p.act == FERRUM_DTYPE_F32 ? act_at<float>(p.q, i)
@@ -177,31 +181,12 @@ struct QuantSrc {
 // codes to T exactly and applies s_k to the scores and s_v to P in f32 — the attention over the
 // spec's dequantised values s·code, with P rounded to T as in the F16/BF16 decode.
 template <class T, int HD>
-struct QuantMmaSrc {
+struct QuantMmaSrc : QuantRows {
   static constexpr bool kMayVt = false;
   static constexpr bool kCodes = true;
-  QuantDecodeParams p;
-  uint64_t H, nkv, window;
-  float scale;
   bool fast32;  // every key index and the block size below 2^31: 32-bit division
   explicit QuantMmaSrc(const QuantDecodeParams& qp)
-      : p(qp), H(qp.nq), nkv(qp.nkv), window(qp.window), scale(qp.scale),
-        fast32(qp.valid_kv_len < (uint64_t{1} << 31) && qp.block_size < (uint64_t{1} << 31)) {}
-
-  struct Row {
-    uint64_t kvh;
-  };
-  __device__ __forceinline__ bool resolve(uint64_t, uint64_t kvh, Row& r) const {
-    r.kvh = kvh;
-    return true;
-  }
-  __device__ __forceinline__ void range(const Row&, uint64_t& lo, uint64_t& hi) const {
-    if (p.valid_kv_len == 0) {
-      lo = hi = 0;
-      return;
-    }
-    visible_range(p.valid_kv_len - 1, p.valid_kv_len, true, window, lo, hi);
-  }
+      : QuantRows(qp), fast32(qp.valid_kv_len < (uint64_t{1} << 31) && qp.block_size < (uint64_t{1} << 31)) {}
   __device__ __forceinline__ const T* q(const Row&, uint64_t h) const { return static_cast<const T*>(p.q) + h * HD; }
   __device__ __forceinline__ void store(const Row&, uint64_t h, int d, float v) const {
     static_cast<T*>(p.out)[h * HD + d] = from_f32<T>(v);
