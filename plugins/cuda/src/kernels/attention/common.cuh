@@ -8,21 +8,19 @@
 #include <cstdint>
 
 #include "flash.hpp"
+#include "kernels/elementwise.cuh"
 
 namespace ferrum::cuda::attn {
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-
+// Float conversion: the dense kernels' helpers (round-to-nearest-even, NaN kept).
+template <class X>
+__device__ __forceinline__ float to_f32(X x) {
+  return kernels::dev::to_f(x);
+}
 template <class T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ T from_f32(float x) {
+  return kernels::dev::from_f<T>(x);
+}
 
 // Two floats as one 32-bit register of two 16-bit values, `lo` in the low half (the element
 // with the smaller column index in an mma fragment).

@@ -268,9 +268,10 @@ struct TileRows {
 // same keys — for a paged pool, the interleaved rows of the same blocks, with DRAM pages fully
 // used. `group` (row · groups + group) indexes the split-merge arrival counters.
 struct DecodeCta {
-  uint64_t row, kvh, group;
+  uint64_t row, kvh, group, h0;  // h0: the chunk's first query head
   uint32_t split, chunk;
-  __device__ __forceinline__ DecodeCta(uint32_t splits, uint32_t head_chunks, uint64_t nkv) {
+  int ga;                        // query heads of the chunk (<= kG)
+  __device__ __forceinline__ DecodeCta(uint32_t splits, uint32_t head_chunks, uint64_t nkv, uint64_t H, int kG) {
     const uint64_t groups = nkv * head_chunks;
     const uint64_t flat = blockIdx.x;
     const uint64_t g = flat % groups, rs = flat / groups;
@@ -279,8 +280,26 @@ struct DecodeCta {
     kvh = g / head_chunks;
     chunk = static_cast<uint32_t>(g % head_chunks);
     group = row * groups + g;
+    const uint64_t per_kv = H / nkv, first = static_cast<uint64_t>(chunk) * kG;
+    h0 = kvh * per_kv + first;
+    ga = static_cast<int>(per_kv - first < static_cast<uint64_t>(kG) ? per_kv - first : kG);
   }
 };
+
+// The CTA's row (false: not produced, the CTA exits — uniform over its split group) and its
+// split's keys [js, je) of the row's visible range, the split length rounded up to `round`.
+template <class Src>
+__device__ __forceinline__ bool decode_split_keys(const Src& src, const DecodeCta& cta, uint32_t splits,
+                                                  uint64_t round, typename Src::Row& rw, uint64_t& js, uint64_t& je) {
+  if (!src.resolve(cta.row, cta.kvh, rw)) return false;
+  uint64_t lo, hi;
+  src.range(rw, lo, hi);
+  if (lo >= hi) lo = hi = 0;
+  const uint64_t per_split = ((hi - lo + splits - 1) / splits + round - 1) / round * round;
+  js = lo + cta.split * per_split < hi ? lo + cta.split * per_split : hi;
+  je = js + per_split < hi ? js + per_split : hi;
+  return true;
+}
 
 // Split-KV merge folded into the decode kernels (replaces a second launch). Called by every
 // thread of the CTA after it wrote its partials: part_o[(row·H + h)·splits + split][HD] and
@@ -367,23 +386,13 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
   float* a_s = l_s + kG;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const DecodeCta cta(splits, head_chunks, src.nkv);
-  const uint64_t row = cta.row, kvh = cta.kvh;
-  const uint32_t split = cta.split, chunk = cta.chunk;
-  const uint64_t H = src.H;
-  const uint64_t group = H / src.nkv;
-  const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
-  const int ga = static_cast<int>(group - static_cast<uint64_t>(chunk) * kG < kG ? group - chunk * kG : kG);
-
+  const DecodeCta cta(splits, head_chunks, src.nkv, src.H, kG);
+  const uint64_t row = cta.row, h0 = cta.h0, H = src.H;
+  const uint32_t split = cta.split;
+  const int ga = cta.ga;
   typename Src::Row rw;
-  if (!src.resolve(row, kvh, rw)) return;  // uniform over the CTA and its split group
-  uint64_t lo, hi;
-  src.range(rw, lo, hi);
-  if (lo >= hi) lo = hi = 0;
-  const uint64_t n = hi - lo;
-  const uint64_t per_split = (n + splits - 1) / splits;
-  const uint64_t js = lo + split * per_split < hi ? lo + split * per_split : hi;
-  const uint64_t je = js + per_split < hi ? js + per_split : hi;
+  uint64_t js, je;
+  if (!decode_split_keys(src, cta, splits, 1, rw, js, je)) return;
   const uint64_t ntiles = (je - js + kBN - 1) / kBN;
 
   const float qscale = src.scale * kLog2e;
@@ -576,24 +585,13 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  const DecodeCta cta(splits, head_chunks, src.nkv);
-  const uint64_t row = cta.row, kvh = cta.kvh;
-  const uint32_t split = cta.split, chunk = cta.chunk;
-  const uint64_t H = src.H;
-  const uint64_t group = H / src.nkv;
-  const uint64_t h0 = kvh * group + static_cast<uint64_t>(chunk) * kG;
-  const int ga = static_cast<int>(group - static_cast<uint64_t>(chunk) * kG < kG ? group - chunk * kG : kG);
-
+  const DecodeCta cta(splits, head_chunks, src.nkv, src.H, kG);
+  const uint64_t row = cta.row, h0 = cta.h0, H = src.H;
+  const uint32_t split = cta.split;
+  const int ga = cta.ga;
   typename Src::Row rw;
-  if (!src.resolve(row, kvh, rw)) return;  // uniform over the CTA and its split group
-  uint64_t lo, hi;
-  src.range(rw, lo, hi);
-  if (lo >= hi) lo = hi = 0;
-  const uint64_t n = hi - lo;
-  // Split length rounded up to whole stages (no split ends in a sliver of a stage).
-  const uint64_t per_split = ((n + splits - 1) / splits + kBN - 1) / kBN * kBN;
-  const uint64_t js = lo + split * per_split < hi ? lo + split * per_split : hi;
-  const uint64_t je = js + per_split < hi ? js + per_split : hi;
+  uint64_t js, je;  // split length rounded up to whole stages (no split ends in a sliver of a stage)
+  if (!decode_split_keys(src, cta, splits, kBN, rw, js, je)) return;
   const int ntiles = static_cast<int>((je - js + kBN - 1) / kBN);
 
   // Q fragments of row g (head h0 + g): columns 2·t4 (+8) of each 16-wide k step.
