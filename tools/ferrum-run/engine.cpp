@@ -1,0 +1,299 @@
+#include "engine.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include <ferrum/common/checked.hpp>
+
+#include "load_error.hpp"
+
+namespace ferrum::run {
+namespace {
+
+// An element count from dimensions (config values are bounded when read, so this cannot wrap in
+// practice; the check keeps it so).
+uint64_t elems(std::initializer_list<common::Size> dims) {
+  const common::Size n = common::shape_size(dims);
+  if (!n.ok()) throw std::length_error("ferrum-run: a buffer size does not fit in 64 bits");
+  return n.value;
+}
+
+std::string shape_string(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Dtype weight_dtype(const TensorView& t) {
+  if (t.dtype == "F32") return Dtype::f32;
+  if (t.dtype == "F16") return Dtype::f16;
+  if (t.dtype == "BF16") return Dtype::bf16;
+  throw LoadError(t.file->path() + ": tensor '" + t.name + "': unsupported dtype " + t.dtype +
+                  " (expected F32, F16 or BF16)");
+}
+
+std::string layer_name(uint64_t l, const char* rest) { return "model.layers." + std::to_string(l) + "." + rest; }
+
+}  // namespace
+
+std::vector<Op> kv_ops(KvLayout kv) {
+  if (kv == KvLayout::paged) return {Op::split_qkv_norm_rope_into_paged_cache_varlen, Op::paged_varlen_attention};
+  return {Op::split_qkv_norm_rope_into_cache, Op::flash_attention, Op::transpose_head_to_token};
+}
+
+BlockAllocator::BlockAllocator(uint64_t blocks) : total_(blocks) {
+  if (blocks > UINT32_MAX) throw std::invalid_argument("ferrum-run: more KV blocks than u32 ids");
+  free_.reserve(blocks);
+  // Handed out from the back: block 0 first.
+  for (uint64_t i = blocks; i > 0; --i) free_.push_back(static_cast<uint32_t>(i - 1));
+}
+
+std::optional<uint32_t> BlockAllocator::allocate() {
+  if (free_.empty()) return std::nullopt;
+  const uint32_t b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void BlockAllocator::release(uint32_t block) { free_.push_back(block); }
+
+// Uploads the row-wise concatenation of `parts` (each checked against its expected shape; all
+// of one dtype) as one activation-dtype buffer.
+Buffer Engine::upload(const std::vector<const TensorView*>& parts, const std::vector<std::vector<uint64_t>>& shapes) {
+  std::vector<uint8_t> joined;
+  std::span<const uint8_t> raw;
+  Dtype dt = Dtype::invalid;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const TensorView& t = *parts[i];
+    if (t.shape != shapes[i])
+      throw LoadError(t.file->path() + ": tensor '" + t.name + "': shape " + shape_string(t.shape) +
+                      " disagrees with " + cfg_.path + ", which implies " + shape_string(shapes[i]));
+    const Dtype d = weight_dtype(t);
+    if (i > 0 && d != dt)
+      throw LoadError(t.file->path() + ": tensor '" + t.name + "': dtype " + t.dtype + " differs from '" +
+                      parts[0]->name + "' (" + parts[0]->dtype + "), which it is fused with");
+    dt = d;
+    if (parts.size() == 1) raw = t.bytes;
+    else joined.insert(joined.end(), t.bytes.begin(), t.bytes.end());
+  }
+  if (parts.size() > 1) raw = joined;
+  Buffer b = ctx_.from_weight_bytes({.raw = raw, .src_dtype = dt, .dst_dtype = Dtype::invalid});
+  weight_bytes_ += b.size_bytes();
+  return b;
+}
+
+Buffer Engine::upload_one(const std::string& name, std::vector<uint64_t> shape) {
+  return upload({&ckpt_.get(name)}, {std::move(shape)});
+}
+
+Engine::Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const EngineOptions& opt)
+    : ctx_(ctx), cfg_(cfg), ckpt_(ckpt), opt_(opt) {
+  const HfConfig& c = cfg_;
+  const uint64_t H = c.hidden, hd = c.head_dim, nq = c.q_heads, nkv = c.kv_heads, F = c.ffn, V = c.vocab;
+  if (opt_.max_positions == 0 || opt_.max_step_tokens == 0 || opt_.max_seqs == 0 || opt_.block_size == 0 ||
+      opt_.max_positions > UINT32_MAX - opt_.block_size)
+    throw std::invalid_argument("ferrum-run: invalid engine options");
+  if (opt_.kv == KvLayout::contiguous) opt_.max_seqs = 1;
+
+  embedding_ = upload_one("model.embed_tokens.weight", {V, H});
+  for (uint64_t l = 0; l < c.layers; ++l) {
+    Layer L;
+    L.input_norm = upload_one(layer_name(l, "input_layernorm.weight"), {H});
+    L.w_qkv = upload({&ckpt.get(layer_name(l, "self_attn.q_proj.weight")), &ckpt.get(layer_name(l, "self_attn.k_proj.weight")),
+                      &ckpt.get(layer_name(l, "self_attn.v_proj.weight"))},
+                     {{nq * hd, H}, {nkv * hd, H}, {nkv * hd, H}});
+    if (c.attention_bias)
+      L.b_qkv = upload({&ckpt.get(layer_name(l, "self_attn.q_proj.bias")), &ckpt.get(layer_name(l, "self_attn.k_proj.bias")),
+                        &ckpt.get(layer_name(l, "self_attn.v_proj.bias"))},
+                       {{nq * hd}, {nkv * hd}, {nkv * hd}});
+    if (c.qk_norm) {
+      L.q_norm = upload_one(layer_name(l, "self_attn.q_norm.weight"), {hd});
+      L.k_norm = upload_one(layer_name(l, "self_attn.k_norm.weight"), {hd});
+    }
+    L.w_o = upload_one(layer_name(l, "self_attn.o_proj.weight"), {H, nq * hd});
+    L.post_norm = upload_one(layer_name(l, "post_attention_layernorm.weight"), {H});
+    L.w_gate_up = upload({&ckpt.get(layer_name(l, "mlp.gate_proj.weight")), &ckpt.get(layer_name(l, "mlp.up_proj.weight"))},
+                         {{F, H}, {F, H}});
+    L.w_down = upload_one(layer_name(l, "mlp.down_proj.weight"), {H, F});
+    layers_.push_back(std::move(L));
+  }
+  final_norm_ = upload_one("model.norm.weight", {H});
+  tied_ = c.tie_embeddings;
+  if (!tied_) {
+    if (!ckpt.find("lm_head.weight"))
+      throw LoadError(ckpt.dir() + ": the checkpoint has no tensor 'lm_head.weight' and " + c.path +
+                      " does not tie the embeddings (tie_word_embeddings is false)");
+    lm_head_ = upload_one("lm_head.weight", {V, H});
+  }
+
+  // RoPE tables [max_positions, hd / 2] in f32: cos(p · inv_freq[i]) · attention factor.
+  const uint64_t P = opt_.max_positions, half = hd / 2;
+  std::vector<float> cos(elems({P, half})), sin(cos.size());
+  for (uint64_t p = 0; p < P; ++p)
+    for (uint64_t i = 0; i < half; ++i) {
+      const double ang = double(p) * c.inv_freq[i];
+      cos[p * half + i] = static_cast<float>(std::cos(ang) * c.rope_attention_factor);
+      sin[p * half + i] = static_cast<float>(std::sin(ang) * c.rope_attention_factor);
+    }
+  rope_ = RopeTables::from_half(ctx, cos, sin, P, half, Dtype::f32);
+
+  // KV caches.
+  const uint64_t bs = opt_.block_size;
+  max_blocks_per_seq_ = common::ceil_div(P, bs);
+  if (opt_.kv == KvLayout::paged) {
+    if (opt_.kv_blocks == 0) throw std::invalid_argument("ferrum-run: a paged cache needs blocks");
+    alloc_ = BlockAllocator(opt_.kv_blocks);
+  }
+  const uint64_t slots = opt_.kv == KvLayout::paged ? elems({opt_.kv_blocks, bs}) : P;
+  for (Layer& L : layers_) {
+    L.cache_k = ctx.alloc(elems({slots, nkv, hd}));
+    L.cache_v = ctx.alloc(elems({slots, nkv, hd}));
+    kv_cache_bytes_ += L.cache_k.size_bytes() + L.cache_v.size_bytes();
+  }
+  seqs_.resize(opt_.max_seqs);
+
+  // Scratch.
+  const uint64_t M = opt_.max_step_tokens, S = opt_.max_seqs;
+  x_ = ctx.alloc(elems({M, H}));
+  a_ = ctx.alloc(elems({M, H}));
+  qkv_ = ctx.alloc(elems({M, nq + 2 * nkv, hd}));
+  q_ = ctx.alloc(elems({M, nq, hd}));
+  attn_ = ctx.alloc(elems({M, nq, hd}));
+  if (opt_.kv == KvLayout::contiguous) attn_t_ = ctx.alloc(elems({M, nq, hd}));
+  o_ = ctx.alloc(elems({M, H}));
+  gate_up_ = ctx.alloc(elems({M, 2, F}));
+  act_ = ctx.alloc(elems({M, F}));
+  down_ = ctx.alloc(elems({M, H}));
+  last_ = ctx.alloc(elems({S, H}));
+  logits_ = ctx.alloc(elems({S, V}));
+  if (opt_.kv == KvLayout::paged) {
+    cu_seqlens_ = ctx.alloc_typed(Dtype::u32, S + 1);
+    pos_offsets_ = ctx.alloc_typed(Dtype::u32, S);
+    block_tables_ = ctx.alloc_typed(Dtype::u32, elems({S, max_blocks_per_seq_}));
+  }
+}
+
+uint64_t Engine::blocks_for(uint64_t len) const { return common::ceil_div(len, opt_.block_size); }
+
+std::optional<uint32_t> Engine::open_sequence() {
+  for (size_t i = 0; i < seqs_.size(); ++i)
+    if (!seqs_[i].open) {
+      seqs_[i] = Seq{.open = true, .len = 0, .blocks = {}};
+      return static_cast<uint32_t>(i);
+    }
+  return std::nullopt;
+}
+
+void Engine::close_sequence(uint32_t seq) {
+  Seq& s = seqs_.at(seq);
+  for (uint32_t b : s.blocks) alloc_.release(b);
+  s = Seq{};
+}
+
+std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
+  const HfConfig& c = cfg_;
+  const uint64_t H = c.hidden, hd = c.head_dim, nq = c.q_heads, nkv = c.kv_heads, F = c.ffn, V = c.vocab;
+  const uint64_t S = chunks.size();
+  if (S == 0 || S > opt_.max_seqs) throw std::invalid_argument("ferrum-run: a step of no or too many sequences");
+  // Packed ids, varlen metadata, and (paged) blocks for the positions the step writes.
+  std::vector<uint32_t> ids, cu{0}, pos, table(elems({S, max_blocks_per_seq_}), 0);
+  uint64_t max_kv = 0;
+  for (uint64_t s = 0; s < S; ++s) {
+    const Chunk& ch = chunks[s];
+    Seq& q = seqs_.at(ch.seq);
+    if (!q.open || ch.tokens.empty()) throw std::invalid_argument("ferrum-run: a step chunk of a closed sequence or no tokens");
+    const uint64_t end = q.len + ch.tokens.size();
+    if (end > opt_.max_positions) throw std::invalid_argument("ferrum-run: a sequence beyond the configured positions");
+    for (uint32_t t : ch.tokens) {
+      if (t >= V) throw std::invalid_argument("ferrum-run: token id " + std::to_string(t) + " is not below the vocabulary");
+      ids.push_back(t);
+    }
+    cu.push_back(static_cast<uint32_t>(ids.size()));
+    pos.push_back(static_cast<uint32_t>(q.len));
+    max_kv = std::max(max_kv, end);
+    if (opt_.kv == KvLayout::paged) {
+      while (q.blocks.size() < blocks_for(end)) {
+        const auto b = alloc_.allocate();
+        if (!b) throw std::runtime_error("ferrum-run: the paged KV pool is out of blocks");
+        q.blocks.push_back(*b);
+      }
+      std::copy(q.blocks.begin(), q.blocks.end(), table.begin() + static_cast<ptrdiff_t>(s * max_blocks_per_seq_));
+    }
+  }
+  const uint64_t M = ids.size();
+  if (M > opt_.max_step_tokens) throw std::invalid_argument("ferrum-run: a step beyond the token budget");
+  if (opt_.kv == KvLayout::contiguous && S != 1) throw std::invalid_argument("ferrum-run: contiguous KV runs one sequence");
+  if (opt_.kv == KvLayout::paged) {
+    ctx_.write_typed<uint32_t>(cu_seqlens_, cu);
+    ctx_.write_typed<uint32_t>(pos_offsets_, pos);
+    ctx_.write_typed<uint32_t>(block_tables_, table);
+  }
+
+  const float eps = static_cast<float>(c.rms_eps);
+  const uint64_t qkv_cols = (nq + 2 * nkv) * hd;
+  ctx_.embedding_lookup({.table = embedding_, .ids = ids, .out = x_, .dim = H});
+  ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
+  for (uint64_t l = 0; l < c.layers; ++l) {
+    Layer& L = layers_[l];
+    ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = M, .n = qkv_cols, .k = H});
+    if (c.attention_bias) ctx_.add_bias({.data = qkv_, .bias = L.b_qkv, .rows = M, .cols = qkv_cols});
+    if (opt_.kv == KvLayout::paged) {
+      attention_paged(L, M, S, max_kv);
+      ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = M, .n = H, .k = nq * hd});
+    } else {
+      attention_contiguous(L, M, pos[0]);
+      ctx_.gemm({.a = attn_t_, .b = L.w_o, .out = o_, .m = M, .n = H, .k = nq * hd});
+    }
+    ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
+    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = M, .n = 2 * F, .k = H});
+    ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = M, .im = F});
+    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = M, .n = H, .k = F});
+    const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
+    ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
+  }
+  for (uint64_t s = 0; s < S; ++s) {
+    seqs_[chunks[s].seq].len += chunks[s].tokens.size();
+    ctx_.copy_slice({.src = a_, .src_offset = (uint64_t(cu[s + 1]) - 1) * H, .dst = last_, .dst_offset = s * H, .len = H});
+  }
+  ctx_.gemm({.a = last_, .b = tied_ ? embedding_ : lm_head_, .out = logits_, .m = S, .n = V, .k = H});
+  return ctx_.to_vec(logits_, S * V);
+}
+
+// Paged: K/V of every token into its sequence's blocks, token-major rotated queries, then one
+// varlen attention over the packed batch (prefill chunks and decode tokens alike).
+void Engine::attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv) {
+  const HfConfig& c = cfg_;
+  const QkMode mode = c.qk_norm ? QkMode::rms_norm_neox : QkMode::neox;
+  ctx_.split_qkv_norm_rope_into_paged_cache_varlen(
+      {.qkv = qkv_, .q_norm_w = c.qk_norm ? &L.q_norm : nullptr, .k_norm_w = c.qk_norm ? &L.k_norm : nullptr,
+       .rope = &rope_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v, .cu_seqlens_q = cu_seqlens_,
+       .pos_offsets = pos_offsets_, .block_tables = block_tables_, .num_seqs = S, .m_total = M, .q_heads = c.q_heads,
+       .kv_heads = c.kv_heads, .head_dim = c.head_dim, .eps = static_cast<float>(c.rms_eps), .qk_mode = mode,
+       .block_size = opt_.block_size, .max_blocks_per_seq = max_blocks_per_seq_});
+  ctx_.paged_varlen_attention({.q = q_, .k_pool = L.cache_k, .v_pool = L.cache_v, .out = attn_, .cu_seqlens_q = cu_seqlens_,
+                               .pos_offsets = pos_offsets_, .block_tables = block_tables_, .num_seqs = S, .total_q_tokens = M,
+                               .max_kv_len = max_kv, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = c.head_dim,
+                               .block_size = opt_.block_size, .max_num_blocks_per_seq = max_blocks_per_seq_, .scale = 0.0f,
+                               .sliding_window = c.sliding_window});
+}
+
+// Contiguous: head-major queries, K/V straight into the caches at rows p0 .., causal flash
+// attention over the first p0 + T rows, then back to token-major.
+void Engine::attention_contiguous(Layer& L, uint64_t T, uint64_t p0) {
+  const HfConfig& c = cfg_;
+  const QkMode mode = c.qk_norm ? QkMode::rms_norm_neox : QkMode::neox;
+  const uint64_t cap = opt_.max_positions;
+  ctx_.split_qkv_norm_rope_into_cache({.qkv = qkv_, .q_norm_w = c.qk_norm ? &L.q_norm : nullptr,
+                                       .k_norm_w = c.qk_norm ? &L.k_norm : nullptr, .rope = &rope_, .q_out = q_,
+                                       .cache_k = L.cache_k, .cache_v = L.cache_v, .tokens = T, .q_heads = c.q_heads,
+                                       .kv_heads = c.kv_heads, .head_dim = c.head_dim, .pos_offset = p0,
+                                       .eps = static_cast<float>(c.rms_eps), .qk_mode = mode, .cache_len = p0,
+                                       .cache_capacity = cap});
+  ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = T, .kv_len = p0 + T,
+                        .pos_offset = p0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = c.head_dim,
+                        .causal = true, .scale = 0.0f, .kv_seq_stride = cap, .sliding_window = c.sliding_window});
+  ctx_.transpose_head_to_token({.src = attn_, .dst = attn_t_, .tokens = T, .heads = c.q_heads, .dim = c.head_dim});
+}
+
+}  // namespace ferrum::run

@@ -1,0 +1,124 @@
+// ferrum-run's engine: a Hugging Face Llama / Mistral / Qwen2 / Qwen3 decoder whose weights come
+// straight from the mapped safetensors (from_weight_bytes converts f32 / f16 / bf16 to the
+// activation dtype on upload), run through the facade's dense ops with one of two KV caches:
+//
+//  - paged: per layer one K and one V pool [blocks, block_size, kv_heads, head_dim] shared by all
+//    sequences; a BlockAllocator hands blocks to sequences as they grow and takes them back when
+//    they finish. A step is a packed varlen batch (any mix of prefill chunks and decode tokens of
+//    several sequences): split_qkv_norm_rope_into_paged_cache_varlen writes K/V into each
+//    sequence's blocks and paged_varlen_attention attends, so continuous batching and chunked
+//    prefill are one code path.
+//  - contiguous: one sequence at a time, [kv_heads, capacity, head_dim] caches
+//    (split_qkv_norm_rope_into_cache + flash_attention), for plugins without the paged ops.
+//
+// Per layer: rms_norm → gemm(q|k|v fused) [+ add_bias for Qwen2] → QK-norm (Qwen3) + RoPE →
+// attention → gemm(o) → fused_add_rms_norm → gemm(gate|up fused) → fused_silu_mul_split →
+// gemm(down) → fused_add_rms_norm; final norm; lm_head (the embedding when tied) on the last
+// token of each sequence in the step.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <ferrum/ferrum.hpp>
+
+#include "hf_config.hpp"
+#include "safetensors.hpp"
+
+namespace ferrum::run {
+
+enum class KvLayout { contiguous, paged };
+
+// The ops each cache needs beyond the dense ones.
+std::vector<Op> kv_ops(KvLayout kv);
+
+// Fixed-size blocks of the paged pools, handed out and taken back. Ids are u32 (the block
+// tables' index type).
+class BlockAllocator {
+ public:
+  explicit BlockAllocator(uint64_t blocks);
+  uint64_t total() const { return total_; }
+  uint64_t free_count() const { return free_.size(); }
+  // A free block id; std::nullopt when none is left.
+  std::optional<uint32_t> allocate();
+  void release(uint32_t block);
+
+ private:
+  uint64_t total_ = 0;
+  std::vector<uint32_t> free_;
+};
+
+struct EngineOptions {
+  KvLayout kv = KvLayout::paged;
+  uint64_t block_size = 16;
+  uint64_t max_positions = 0;    // longest sequence (prompt + new tokens): RoPE rows, table width
+  uint64_t max_step_tokens = 0;  // rows of one step (the chunked-prefill budget)
+  uint64_t max_seqs = 1;         // sequences in one step (paged); contiguous: 1
+  uint64_t kv_blocks = 0;        // paged: blocks per layer pool
+};
+
+class Engine {
+ public:
+  // Checks every tensor against the config (shape, dtype) and uploads it; LoadError naming the
+  // file and tensor on a mismatch.
+  Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const EngineOptions& opt);
+
+  // One sequence's new tokens in a step.
+  struct Chunk {
+    uint32_t seq = 0;                  // a slot from open_sequence
+    std::span<const uint32_t> tokens;  // at positions len(seq) .. len(seq) + size - 1
+  };
+  // Runs one step over the chunks (at most max_seqs, together at most max_step_tokens tokens;
+  // distinct slots), appends their K/V, and returns the f32 logits of each chunk's last token,
+  // [chunks.size() × vocab] in chunk order. Paged: blocks are allocated as sequences grow; the
+  // caller checks blocks_needed() against free_blocks() first.
+  std::vector<float> step(const std::vector<Chunk>& chunks);
+
+  // A new empty sequence slot (nullopt when every slot is taken), and its release (its blocks
+  // go back to the allocator).
+  std::optional<uint32_t> open_sequence();
+  void close_sequence(uint32_t seq);
+  uint64_t len(uint32_t seq) const { return seqs_.at(seq).len; }
+  // Blocks a sequence of `len` tokens needs in total, and those still free.
+  uint64_t blocks_for(uint64_t len) const;
+  uint64_t free_blocks() const { return alloc_.free_count(); }
+  uint64_t blocks_held(uint32_t seq) const { return seqs_.at(seq).blocks.size(); }
+
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  uint64_t kv_cache_bytes() const { return kv_cache_bytes_; }
+  const EngineOptions& options() const { return opt_; }
+
+ private:
+  struct Layer {
+    Buffer input_norm, w_qkv, b_qkv, q_norm, k_norm, w_o, post_norm, w_gate_up, w_down, cache_k, cache_v;
+  };
+  struct Seq {
+    bool open = false;
+    uint64_t len = 0;
+    std::vector<uint32_t> blocks;
+  };
+  Buffer upload(const std::vector<const TensorView*>& parts, const std::vector<std::vector<uint64_t>>& shapes);
+  Buffer upload_one(const std::string& name, std::vector<uint64_t> shape);
+  void attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv);
+  void attention_contiguous(Layer& L, uint64_t T, uint64_t p0);
+
+  Context& ctx_;
+  HfConfig cfg_;
+  const Checkpoint& ckpt_;
+  EngineOptions opt_;
+  uint64_t weight_bytes_ = 0, kv_cache_bytes_ = 0, max_blocks_per_seq_ = 0;
+  BlockAllocator alloc_{0};
+  std::vector<Seq> seqs_;
+  Buffer embedding_, final_norm_, lm_head_;
+  bool tied_ = false;
+  RopeTables rope_;
+  std::vector<Layer> layers_;
+  // scratch, sized for max_step_tokens rows and max_seqs sequences
+  Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
+  Buffer cu_seqlens_, pos_offsets_, block_tables_;
+};
+
+}  // namespace ferrum::run
