@@ -121,6 +121,9 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
         throw LoadError(index.string() + ": weight_map entry '" + it.key() + "' names '" + shard +
                         "', expected a file name inside the directory");
       if (!shard_of_file.count(shard)) {
+        if (!fs::is_regular_file(d / shard, ec))
+          throw LoadError(index.string() + ": weight_map puts tensor '" + it.key() + "' in " + shard +
+                          ", which is not a file in the directory");
         shard_of_file[shard] = files_.size();
         files_.push_back(std::make_unique<SafetensorsFile>((d / shard).string()));
       }

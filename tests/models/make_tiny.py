@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""make_tiny.py — regenerates the tiny checkpoints and reference outputs ferrum-run's tests use.
+
+Needs torch, transformers (5.x) and safetensors (CPU is enough); it installs nothing itself. The
+committed outputs are the test inputs: CI never runs this script.
+
+    python3 tests/models/make_tiny.py [--out tests/models]
+
+For each model it builds a random-init transformers model (seeded), rounds its weights to the
+dtype it is saved in, saves it with save_pretrained (safetensors), and writes reference.json:
+
+    {"requests": [{"prompt_ids": [...], "logits": [...], "greedy": [...]}, ...],
+     "max_new_tokens": N, "weights_dtype": "...", "note": "..."}
+
+`logits` are the float64 logits at the last prompt position and `greedy` the greedy continuation,
+both from the same transformers model run in float64 (with the saved, rounded weights), recomputed
+from the full sequence at every step. The script checks that every greedy choice wins by a clear
+margin, so a correct f32 run cannot pick a different token through rounding.
+
+Models (each well under 1 MB):
+  llama-llama3rope  LlamaForCausalLM, f32, untied, llama3 RoPE scaling, config.json rewritten in the
+                    transformers 4.x spelling (rope_theta top level, rope_scaling, torch_dtype)
+  qwen3-yarn        Qwen3ForCausalLM (QK-norm), bf16, tied embeddings, head_dim != hidden/heads,
+                    yarn RoPE scaling, transformers 5.x config (rope_parameters, dtype)
+  qwen2-sharded     Qwen2ForCausalLM (q/k/v bias), f16, linear RoPE scaling, sharded safetensors
+                    with model.safetensors.index.json
+  micro-llama       a 1-layer Llama (hidden 8, vocab 16) from which bad/ derives broken copies
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+
+import torch
+import transformers
+from safetensors.torch import save_file
+
+MAX_NEW = 8
+PROMPTS = [  # two requests of different lengths: the second crosses a 16-token KV block
+    [1, 17, 42, 99, 5, 250, 3],
+    [200, 7, 7, 13, 64, 128, 255, 0, 31, 77, 150, 9, 88, 41, 120, 66, 19, 230, 2, 101],
+]
+
+
+def rounded(model, dtype):
+    """The model's weights rounded to `dtype` (kept in float32)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).to(torch.float32))
+    return model
+
+
+def reference(model, prompts):
+    m = model.to(torch.float64).eval()
+    out = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = list(prompt)
+            first = None
+            greedy = []
+            for _ in range(MAX_NEW):
+                logits = m(torch.tensor([ids])).logits[0, -1]
+                if first is None:
+                    first = logits.tolist()
+                top2 = torch.topk(logits, 2).values
+                margin = float(top2[0] - top2[1])
+                assert margin > 1e-3 * max(1.0, float(logits.abs().max())), f"greedy near-tie ({margin})"
+                nxt = int(torch.argmax(logits))
+                greedy.append(nxt)
+                ids.append(nxt)
+            out.append({"prompt_ids": prompt, "logits": first, "greedy": greedy})
+    model.to(torch.float32)
+    return out
+
+
+def scale_weights(model, seed):
+    """Larger-than-default random weights, so the logits are far from uniform and greedy choices
+    have clear margins; norms around 1."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(1.0 + 0.2 * (torch.rand(p.shape, generator=g) - 0.5))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[-1] ** 0.5))
+
+
+def save(model, out_dir, dtype, refs, note, shard=None):
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    model.to(dtype).save_pretrained(out_dir, safe_serialization=True, **({"max_shard_size": shard} if shard else {}))
+    model.to(torch.float32)
+    for extra in ("generation_config.json",):
+        p = os.path.join(out_dir, extra)
+        if os.path.exists(p):
+            os.remove(p)
+    if refs is None:
+        return
+    with open(os.path.join(out_dir, "reference.json"), "w") as f:
+        json.dump({"requests": refs, "max_new_tokens": MAX_NEW, "weights_dtype": str(dtype).replace("torch.", ""),
+                   "note": note, "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]},
+                  f, indent=1)
+
+
+def to_4x_config(out_dir):
+    """Rewrites config.json in the transformers 4.x spelling."""
+    p = os.path.join(out_dir, "config.json")
+    with open(p) as f:
+        c = json.load(f)
+    rp = c.pop("rope_parameters")
+    c["rope_theta"] = rp.pop("rope_theta")
+    c["rope_scaling"] = rp
+    c["torch_dtype"] = c.pop("dtype")
+    c["transformers_version"] = "4.57.1"
+    with open(p, "w") as f:
+        json.dump(c, f, indent=2)
+
+
+def make_llama(out):
+    torch.manual_seed(1)
+    cfg = transformers.LlamaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+        bos_token_id=1, eos_token_id=2)
+    model = transformers.LlamaForCausalLM(cfg)
+    scale_weights(model, 11)
+    refs = reference(model, PROMPTS)
+    d = os.path.join(out, "llama-llama3rope")
+    save(model, d, torch.float32, refs, "LlamaForCausalLM f32, untied, llama3 RoPE, 4.x config spelling")
+    to_4x_config(d)
+
+
+def make_qwen3(out):
+    torch.manual_seed(2)
+    cfg = transformers.Qwen3Config(
+        vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 16},
+        eos_token_id=2)
+    model = transformers.Qwen3ForCausalLM(cfg)
+    scale_weights(model, 12)
+    model.tie_weights()
+    rounded(model, torch.bfloat16)
+    refs = reference(model, PROMPTS)
+    save(model, os.path.join(out, "qwen3-yarn"), torch.bfloat16, refs,
+         "Qwen3ForCausalLM bf16 weights, tied, head_dim 32 with hidden 64 / 4 heads, yarn RoPE")
+
+
+def make_qwen2(out):
+    torch.manual_seed(3)
+    cfg = transformers.Qwen2Config(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}, eos_token_id=2)
+    model = transformers.Qwen2ForCausalLM(cfg)
+    scale_weights(model, 13)
+    with torch.no_grad():  # visible biases
+        g = torch.Generator().manual_seed(14)
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    rounded(model, torch.float16)
+    refs = reference(model, PROMPTS)
+    save(model, os.path.join(out, "qwen2-sharded"), torch.float16, refs,
+         "Qwen2ForCausalLM f16 weights, q/k/v bias, linear RoPE, sharded", shard="100KB")
+
+
+def make_micro_and_bad(out):
+    torch.manual_seed(4)
+    cfg = transformers.LlamaConfig(
+        vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=32, tie_word_embeddings=True, eos_token_id=2)
+    model = transformers.LlamaForCausalLM(cfg)
+    micro = os.path.join(out, "micro-llama")
+    save(model, micro, torch.float32, None, "")
+    bad = os.path.join(out, "bad")
+    if os.path.isdir(bad):
+        shutil.rmtree(bad)
+    st = os.path.join(micro, "model.safetensors")
+    blob = open(st, "rb").read()
+    (hlen,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + hlen])
+
+    def variant(name, config_edit=None, blob_bytes=None, extra=None):
+        d = os.path.join(bad, name)
+        os.makedirs(d)
+        with open(os.path.join(micro, "config.json")) as f:
+            c = json.load(f)
+        if config_edit:
+            config_edit(c)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(c, f, indent=2)
+        if blob_bytes is not None:
+            with open(os.path.join(d, "model.safetensors"), "wb") as f:
+                f.write(blob_bytes)
+        if extra:
+            extra(d)
+
+    def with_header(h):
+        hb = json.dumps(h).encode()
+        return struct.pack("<Q", len(hb)) + hb + blob[8 + hlen:]
+
+    # the data section cut short: the last tensors' offsets end past the file
+    variant("truncated", blob_bytes=blob[: 8 + hlen + (len(blob) - 8 - hlen) // 2])
+    # a header length larger than the file
+    variant("header-length", blob_bytes=struct.pack("<Q", 1 << 40) + blob[8:])
+    # a header that is not JSON
+    variant("header-json", blob_bytes=struct.pack("<Q", hlen) + b"{" * hlen + blob[8 + hlen:])
+    # offsets that disagree with the shape (one element short)
+    h = json.loads(json.dumps(header))
+    b, e = h["model.norm.weight"]["data_offsets"]
+    h["model.norm.weight"]["data_offsets"] = [b, e - 4]
+    variant("offsets-shape", blob_bytes=with_header(h))
+    # an unsupported dtype (I32 bytes of the same size)
+    h = json.loads(json.dumps(header))
+    h["model.layers.0.mlp.down_proj.weight"]["dtype"] = "I32"
+    variant("dtype", blob_bytes=with_header(h))
+    # config.json and the tensors disagree (intermediate_size 16 in the tensors)
+    variant("wrong-shape", config_edit=lambda c: c.update(intermediate_size=24), blob_bytes=blob)
+    # an architecture ferrum-run does not run
+    variant("architecture", config_edit=lambda c: c.update(architectures=["GPT2LMHeadModel"], model_type="gpt2"),
+            blob_bytes=blob)
+    # an unsupported RoPE scaling
+    variant("rope-type", config_edit=lambda c: c.update(rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                                          "factor": 2.0}), blob_bytes=blob)
+
+    # an index naming a shard that is not there
+    def index_missing_shard(d):
+        names = {k: ("model-00001-of-00002.safetensors" if i % 2 == 0 else "model-00002-of-00002.safetensors")
+                 for i, k in enumerate(sorted(k for k in header if k != "__metadata__"))}
+        shutil.copy(st, os.path.join(d, "model-00001-of-00002.safetensors"))
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": names}, f, indent=1)
+    variant("missing-shard", extra=index_missing_shard)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    make_llama(args.out)
+    make_qwen3(args.out)
+    make_qwen2(args.out)
+    make_micro_and_bad(args.out)
+
+
+if __name__ == "__main__":
+    main()

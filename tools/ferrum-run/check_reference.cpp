@@ -1,0 +1,114 @@
+// ferrum-run-check — runs ferrum-run on a tiny checkpoint and compares it with the reference
+// written by tests/models/make_tiny.py (transformers in float64):
+//
+//   ferrum-run-check --run <ferrum-run> --model DIR --dump FILE --tol X [--greedy] [-- extra args]
+//
+// Runs `<ferrum-run> --model DIR --prompt-ids ... (every reference request) --max-new-tokens N
+// --ignore-eos --json --dump-logits FILE <extra args>` and fails unless it exits 0, every
+// request's logits at its last prompt position are within relative L2 error X of the reference,
+// and (with --greedy) every request generated exactly the reference's greedy tokens.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "ferrum-run-check: %s\n", msg.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string run, model, dump;
+  double tol = -1;
+  bool greedy = false;
+  std::vector<std::string> extra;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") {
+      for (++i; i < argc; ++i) extra.emplace_back(argv[i]);
+    } else if (a == "--greedy") {
+      greedy = true;
+    } else if (i + 1 < argc && a == "--run") {
+      run = argv[++i];
+    } else if (i + 1 < argc && a == "--model") {
+      model = argv[++i];
+    } else if (i + 1 < argc && a == "--dump") {
+      dump = argv[++i];
+    } else if (i + 1 < argc && a == "--tol") {
+      tol = std::stod(argv[++i]);
+    } else {
+      return fail("unknown argument " + a);
+    }
+  }
+  if (run.empty() || model.empty() || dump.empty() || !(tol > 0))
+    return fail("usage: --run BIN --model DIR --dump FILE --tol X [--greedy] [-- args]");
+  std::ifstream rf(model + "/reference.json");
+  const json ref = json::parse(rf, nullptr, false);
+  if (ref.is_discarded() || !ref.contains("requests")) return fail(model + "/reference.json: not a reference file");
+  const auto& reqs = ref["requests"];
+
+  std::string cmd = quote(run) + " --model " + quote(model);
+  for (const json& r : reqs) {
+    std::string ids;
+    for (const json& t : r["prompt_ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(t.get<uint32_t>());
+    cmd += " --prompt-ids " + ids;
+  }
+  cmd += " --max-new-tokens " + std::to_string(ref["max_new_tokens"].get<uint64_t>()) +
+         " --ignore-eos --json --dump-logits " + quote(dump);
+  for (const std::string& e : extra) cmd += " " + quote(e);
+  std::printf("%s\n", cmd.c_str());
+  std::remove(dump.c_str());
+  std::FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return fail("cannot run " + run);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int status = pclose(p);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return fail("ferrum-run did not exit 0 (status " + std::to_string(status) + "); stdout:\n" + out);
+  const json got = json::parse(out, nullptr, false);
+  std::ifstream df(dump);
+  const json logits = json::parse(df, nullptr, false);
+  if (got.is_discarded() || !got.contains("requests") || got["requests"].size() != reqs.size())
+    return fail("ferrum-run --json printed no matching requests:\n" + out);
+  if (logits.is_discarded() || !logits.contains("logits") || logits["logits"].size() != reqs.size())
+    return fail(dump + ": no logits for every request");
+  int bad = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto want = reqs[i]["logits"].get<std::vector<double>>();
+    const auto have = logits["logits"][i].get<std::vector<double>>();
+    if (want.size() != have.size()) return fail("request " + std::to_string(i + 1) + ": logits of another length");
+    double num = 0, den = 0;
+    for (size_t k = 0; k < want.size(); ++k) {
+      num += (have[k] - want[k]) * (have[k] - want[k]);
+      den += want[k] * want[k];
+    }
+    const double rel = std::sqrt(num / den);  // NaN fails the comparison below
+    const auto gen = got["requests"][i]["generated"].get<std::vector<uint32_t>>();
+    const auto ref_gen = reqs[i]["greedy"].get<std::vector<uint32_t>>();
+    const bool logits_ok = rel <= tol, greedy_ok = !greedy || gen == ref_gen;
+    std::printf("request %zu: logits rel-L2 %.3e (tolerance %.1e) %s; generated %s%s\n", i + 1, rel, tol,
+                logits_ok ? "ok" : "FAIL", json(gen).dump().c_str(),
+                greedy ? (greedy_ok ? " = reference" : (" != reference " + json(ref_gen).dump()).c_str()) : "");
+    bad += !logits_ok || !greedy_ok;
+  }
+  return bad ? 1 : 0;
+}
