@@ -24,6 +24,8 @@ Models (each well under 1 MB):
                     yarn RoPE scaling, transformers 5.x config (rope_parameters, dtype)
   qwen2-sharded     Qwen2ForCausalLM (q/k/v bias), f16, linear RoPE scaling, sharded safetensors
                     with model.safetensors.index.json
+  qwen3-moe         Qwen3MoeForCausalLM, f32, 8 experts top-2 (norm_topk_prob), layer 1 dense
+                    (mlp_only_layers), per-expert tensors as save_pretrained writes them
   micro-llama       a 1-layer Llama (hidden 8, vocab 16) from which bad/ derives broken copies
 """
 import argparse
@@ -169,6 +171,35 @@ def make_qwen2(out):
          "Qwen2ForCausalLM f16 weights, q/k/v bias, linear RoPE, sharded", shard="100KB")
 
 
+def make_qwen3_moe(out):
+    torch.manual_seed(5)
+    cfg = transformers.Qwen3MoeConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=8, num_experts_per_tok=2,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], max_position_embeddings=64,
+        rms_norm_eps=1e-6, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        eos_token_id=2)
+    model = transformers.Qwen3MoeForCausalLM(cfg)
+    model.config._experts_implementation = "eager"  # the grouped-mm path has no float64
+    scale_weights(model, 15)
+    # Every routing choice must win clearly too: a near-tie between the K-th and the next expert
+    # would let rounding pick another expert.
+    margins = []
+
+    def check_router(module, inputs, output):
+        logits = torch.nn.functional.linear(inputs[0].reshape(-1, cfg.hidden_size), module.weight)
+        top = torch.topk(torch.softmax(logits.double(), dim=-1), cfg.num_experts_per_tok + 1).values
+        margins.append(float((top[:, -2] - top[:, -1]).min()))
+    hooks = [layer.mlp.gate.register_forward_hook(check_router) for layer in model.model.layers
+             if hasattr(layer.mlp, "gate")]
+    refs = reference(model, PROMPTS)
+    for h in hooks:
+        h.remove()
+    assert min(margins) > 1e-4, f"router near-tie ({min(margins)})"
+    save(model, os.path.join(out, "qwen3-moe"), torch.float32, refs,
+         "Qwen3MoeForCausalLM f32, 8 experts top-2 renormalised, layer 1 dense (mlp_only_layers)")
+
+
 def make_micro_and_bad(out):
     torch.manual_seed(4)
     cfg = transformers.LlamaConfig(
@@ -246,6 +277,7 @@ def main():
     make_llama(args.out)
     make_qwen3(args.out)
     make_qwen2(args.out)
+    make_qwen3_moe(args.out)
     make_micro_and_bad(args.out)
 
 

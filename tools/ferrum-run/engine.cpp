@@ -42,6 +42,11 @@ std::vector<Op> kv_ops(KvLayout kv) {
   return {Op::split_qkv_norm_rope_into_cache, Op::flash_attention, Op::transpose_head_to_token};
 }
 
+std::vector<Op> model_ops(const HfConfig& cfg) {
+  if (cfg.arch == Arch::qwen3_moe) return {Op::route_topk_softmax, Op::moe_align_block_size, Op::fused_moe};
+  return {};
+}
+
 BlockAllocator::BlockAllocator(uint64_t blocks) : total_(blocks) {
   if (blocks > UINT32_MAX) throw std::invalid_argument("ferrum-run: more KV blocks than u32 ids");
   free_.reserve(blocks);
@@ -113,9 +118,33 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const 
     }
     L.w_o = upload_one(layer_name(l, "self_attn.o_proj.weight"), {H, nq * hd});
     L.post_norm = upload_one(layer_name(l, "post_attention_layernorm.weight"), {H});
-    L.w_gate_up = upload({&ckpt.get(layer_name(l, "mlp.gate_proj.weight")), &ckpt.get(layer_name(l, "mlp.up_proj.weight"))},
-                         {{F, H}, {F, H}});
-    L.w_down = upload_one(layer_name(l, "mlp.down_proj.weight"), {H, F});
+    L.moe = c.moe_layer[l];
+    if (L.moe) {
+      const uint64_t E = c.num_experts, I = c.moe_ffn;
+      L.router = upload_one(layer_name(l, "mlp.gate.weight"), {E, H});
+      if (ckpt.find(layer_name(l, "mlp.experts.gate_up_proj"))) {
+        // transformers 5.x's fused in-memory layout, should a checkpoint carry it
+        L.experts_gate_up = upload_one(layer_name(l, "mlp.experts.gate_up_proj"), {E, 2 * I, H});
+        L.experts_down = upload_one(layer_name(l, "mlp.experts.down_proj"), {E, H, I});
+      } else {
+        std::vector<const TensorView*> gu, dn;
+        std::vector<std::vector<uint64_t>> gu_shapes, dn_shapes;
+        for (uint64_t e = 0; e < E; ++e) {
+          const std::string pre = "mlp.experts." + std::to_string(e) + ".";
+          gu.push_back(&ckpt.get(layer_name(l, (pre + "gate_proj.weight").c_str())));
+          gu.push_back(&ckpt.get(layer_name(l, (pre + "up_proj.weight").c_str())));
+          dn.push_back(&ckpt.get(layer_name(l, (pre + "down_proj.weight").c_str())));
+          gu_shapes.insert(gu_shapes.end(), {{I, H}, {I, H}});
+          dn_shapes.push_back({H, I});
+        }
+        L.experts_gate_up = upload(gu, gu_shapes);
+        L.experts_down = upload(dn, dn_shapes);
+      }
+    } else {
+      L.w_gate_up = upload({&ckpt.get(layer_name(l, "mlp.gate_proj.weight")), &ckpt.get(layer_name(l, "mlp.up_proj.weight"))},
+                           {{F, H}, {F, H}});
+      L.w_down = upload_one(layer_name(l, "mlp.down_proj.weight"), {H, F});
+    }
     layers_.push_back(std::move(L));
   }
   final_norm_ = upload_one("model.norm.weight", {H});
@@ -164,6 +193,16 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const 
   o_ = ctx.alloc(elems({M, H}));
   gate_up_ = ctx.alloc(elems({M, 2, F}));
   act_ = ctx.alloc(elems({M, F}));
+  if (c.arch == Arch::qwen3_moe) {
+    const uint64_t E = c.num_experts, pairs = elems({M, c.experts_per_tok});
+    const uint64_t cap = (common::Size(pairs) + common::Size(std::min(E, pairs)) * common::Size(kMoeBlock - 1)).value;
+    router_logits_ = ctx.alloc(elems({M, E}));
+    topk_ids_ = ctx.alloc_typed(Dtype::i32, pairs);
+    topk_weights_ = ctx.alloc_typed(Dtype::f32, pairs);
+    sorted_ids_ = ctx.alloc_typed(Dtype::i32, cap);
+    expert_ids_ = ctx.alloc_typed(Dtype::i32, common::ceil_div(cap, kMoeBlock));
+    num_post_padded_ = ctx.alloc_typed(Dtype::i32, 1);
+  }
   down_ = ctx.alloc(elems({M, H}));
   last_ = ctx.alloc(elems({S, H}));
   logits_ = ctx.alloc(elems({S, V}));
@@ -246,9 +285,7 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
       ctx_.gemm({.a = attn_t_, .b = L.w_o, .out = o_, .m = M, .n = H, .k = nq * hd});
     }
     ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
-    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = M, .n = 2 * F, .k = H});
-    ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = M, .im = F});
-    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = M, .n = H, .k = F});
+    mlp(L, M);
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
     ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
   }
@@ -258,6 +295,30 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
   }
   ctx_.gemm({.a = last_, .b = tied_ ? embedding_ : lm_head_, .out = logits_, .m = S, .n = V, .k = H});
   return ctx_.to_vec(logits_, S * V);
+}
+
+// The MLP of `a_` into `down_`: dense SwiGLU, or for a sparse layer the router, top-k softmax
+// routing, and the fused expert MLP with its weighted combine.
+void Engine::mlp(Layer& L, uint64_t M) {
+  const HfConfig& c = cfg_;
+  const uint64_t H = c.hidden, F = c.ffn;
+  if (!L.moe) {
+    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = M, .n = 2 * F, .k = H});
+    ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = M, .im = F});
+    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = M, .n = H, .k = F});
+    return;
+  }
+  const uint64_t E = c.num_experts, K = c.experts_per_tok;
+  ctx_.gemm({.a = a_, .b = L.router, .out = router_logits_, .m = M, .n = E, .k = H});
+  ctx_.route_topk_softmax({.logits = router_logits_, .out_ids = topk_ids_, .out_weights = topk_weights_, .num_tokens = M,
+                           .num_experts = E, .top_k = K, .norm_topk_prob = c.norm_topk_prob});
+  ctx_.moe_align_block_size({.topk_ids = topk_ids_, .sorted_token_ids = sorted_ids_, .expert_ids = expert_ids_,
+                             .num_tokens_post_padded = num_post_padded_, .num_pairs = M * K, .num_experts = E,
+                             .block_size = kMoeBlock});
+  ctx_.fused_moe({.x = a_, .topk_weights = topk_weights_, .sorted_token_ids = sorted_ids_, .expert_ids = expert_ids_,
+                  .num_tokens_post_padded = num_post_padded_, .w_gate_up_dense = &L.experts_gate_up,
+                  .w_down_dense = &L.experts_down, .out = down_, .num_tokens = M, .hidden = H, .intermediate = c.moe_ffn,
+                  .num_experts = E, .top_k = K, .block_size = kMoeBlock});
 }
 
 // Paged: K/V of every token into its sequence's blocks, token-major rotated queries, then one

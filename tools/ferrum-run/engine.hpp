@@ -13,7 +13,8 @@
 //
 // Per layer: rms_norm → gemm(q|k|v fused) [+ add_bias for Qwen2] → QK-norm (Qwen3) + RoPE →
 // attention → gemm(o) → fused_add_rms_norm → gemm(gate|up fused) → fused_silu_mul_split →
-// gemm(down) → fused_add_rms_norm; final norm; lm_head (the embedding when tied) on the last
+// gemm(down) → fused_add_rms_norm (a Qwen3-MoE sparse layer: gemm(router) →
+// route_topk_softmax → moe_align_block_size → fused_moe instead of the dense MLP); final norm; lm_head (the embedding when tied) on the last
 // token of each sequence in the step.
 #pragma once
 
@@ -32,8 +33,10 @@ namespace ferrum::run {
 
 enum class KvLayout { contiguous, paged };
 
-// The ops each cache needs beyond the dense ones.
+// The ops each cache needs beyond the dense ones, and those the model's layers need beyond the
+// dense ones (the MoE ops for Qwen3-MoE).
 std::vector<Op> kv_ops(KvLayout kv);
+std::vector<Op> model_ops(const HfConfig& cfg);
 
 // Fixed-size blocks of the paged pools, handed out and taken back. Ids are u32 (the block
 // tables' index type).
@@ -94,7 +97,11 @@ class Engine {
  private:
   struct Layer {
     Buffer input_norm, w_qkv, b_qkv, q_norm, k_norm, w_o, post_norm, w_gate_up, w_down, cache_k, cache_v;
+    // Qwen3-MoE sparse layers: router [E, H], experts' gate|up [E, 2·I, H] and down [E, H, I].
+    bool moe = false;
+    Buffer router, experts_gate_up, experts_down;
   };
+  void mlp(Layer& L, uint64_t M);
   struct Seq {
     bool open = false;
     uint64_t len = 0;
@@ -119,6 +126,9 @@ class Engine {
   // scratch, sized for max_step_tokens rows and max_seqs sequences
   Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
   Buffer cu_seqlens_, pos_offsets_, block_tables_;
+  // MoE scratch: router logits [M, E], top-k ids (I32) and weights (F32) [M, K], the routing.
+  Buffer router_logits_, topk_ids_, topk_weights_, sorted_ids_, expert_ids_, num_post_padded_;
+  static constexpr uint64_t kMoeBlock = 16;
 };
 
 }  // namespace ferrum::run

@@ -152,9 +152,12 @@ HfConfig read_hf_config(const std::string& dir) {
     c.arch = Arch::qwen2;
   } else if (a == "Qwen3ForCausalLM" || (a.empty() && model_type == "qwen3")) {
     c.arch = Arch::qwen3;
+  } else if (a == "Qwen3MoeForCausalLM" || (a.empty() && model_type == "qwen3_moe")) {
+    c.arch = Arch::qwen3_moe;
   } else {
     throw LoadError(c.path + ": unsupported architecture '" + (a.empty() ? model_type : a) +
-                    "' (ferrum-run runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM)");
+                    "' (ferrum-run runs LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM and "
+                    "Qwen3MoeForCausalLM)");
   }
   if (c.architecture.empty()) c.architecture = model_type;
 
@@ -176,7 +179,31 @@ HfConfig read_hf_config(const std::string& dir) {
   if (!(c.rms_eps >= 0)) r.fail("rms_norm_eps", "expected a non-negative number");
   c.tie_embeddings = r.boolean(j, "tie_word_embeddings", false);
   c.attention_bias = c.arch == Arch::qwen2 || r.boolean(j, "attention_bias", false);
-  c.qk_norm = c.arch == Arch::qwen3;
+  c.qk_norm = c.arch == Arch::qwen3 || c.arch == Arch::qwen3_moe;
+  c.moe_layer.assign(c.layers, false);
+  if (c.arch == Arch::qwen3_moe) {
+    // transformers 5.x writes num_local_experts, 4.x num_experts.
+    const char* experts_key = j.contains("num_local_experts") ? "num_local_experts" : "num_experts";
+    c.num_experts = r.u64(j, experts_key, 1, 4096);
+    c.experts_per_tok = r.u64(j, "num_experts_per_tok", 1, c.num_experts);
+    c.moe_ffn = r.u64(j, "moe_intermediate_size", 1, kMaxDim);
+    c.norm_topk_prob = r.boolean(j, "norm_topk_prob", false);
+    const uint64_t step = r.u64_or(j, "decoder_sparse_step", 1, 1, kMaxLayers);
+    std::vector<uint64_t> dense_only;
+    if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+      if (!j["mlp_only_layers"].is_array()) r.fail("mlp_only_layers", "expected a list of layer indices");
+      for (const json& v : j["mlp_only_layers"]) {
+        if (!v.is_number_unsigned() || v.get<uint64_t>() >= c.layers)
+          r.fail("mlp_only_layers", "expected layer indices below num_hidden_layers, given " + v.dump());
+        dense_only.push_back(v.get<uint64_t>());
+      }
+    }
+    for (uint64_t l = 0; l < c.layers; ++l)
+      c.moe_layer[l] = std::find(dense_only.begin(), dense_only.end(), l) == dense_only.end() && (l + 1) % step == 0;
+    if (j.contains("shared_expert_intermediate_size") && !j["shared_expert_intermediate_size"].is_null() &&
+        j["shared_expert_intermediate_size"] != 0)
+      r.fail("shared_expert_intermediate_size", "unsupported: shared experts");
+  }
   if (r.boolean(j, "mlp_bias", false)) r.fail("mlp_bias", "unsupported: MLP biases (expected false)");
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
     r.fail("hidden_act", "unsupported activation " + j["hidden_act"].dump() + " (expected \"silu\")");

@@ -1,7 +1,7 @@
 // ferrum-run: a Hugging Face config.json read into the model shape ferrum-run runs.
 //
-// Architectures: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (q/k/v bias) and
-// Qwen3ForCausalLM (QK-norm). Both the transformers 4.x and 5.x spellings are read: rope_theta at
+// Architectures: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (q/k/v bias),
+// Qwen3ForCausalLM (QK-norm) and Qwen3MoeForCausalLM (QK-norm, routed experts). Both the transformers 4.x and 5.x spellings are read: rope_theta at
 // the top level or under rope_parameters, rope_scaling or rope_parameters for the scaling,
 // torch_dtype or dtype. RoPE scalings: default, linear, llama3, yarn; any other rope_type is a
 // LoadError naming it.
@@ -13,7 +13,7 @@
 
 namespace ferrum::run {
 
-enum class Arch { llama, qwen2, qwen3 };
+enum class Arch { llama, qwen2, qwen3, qwen3_moe };
 
 struct HfConfig {
   std::string path;          // the config.json read
@@ -25,6 +25,11 @@ struct HfConfig {
   bool tie_embeddings = false;
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2, or attention_bias: true)
   bool qk_norm = false;         // Qwen3: RMSNorm of each q/k head before RoPE
+  // Qwen3-MoE: experts, experts per token, expert MLP width, renormalised top-k weights, and
+  // which layers are sparse (moe_layer[l]; the others are dense MLPs of width ffn).
+  uint64_t num_experts = 0, experts_per_tok = 0, moe_ffn = 0;
+  bool norm_topk_prob = false;
+  std::vector<bool> moe_layer;
   uint64_t sliding_window = 0;  // 0 = none (Mistral's, when set)
   std::string dtype;            // torch_dtype / dtype ("float32", "bfloat16", ...); may be empty
   std::vector<uint32_t> eos_ids;  // eos_token_id (an id or a list); may be empty

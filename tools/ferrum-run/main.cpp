@@ -7,7 +7,7 @@
 //              [--max-batch-tokens N] [--max-seqs N] [--ignore-eos] [--json] [--dump-logits FILE]
 //
 // DIR is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
-// model.safetensors.index.json) of a Llama, Mistral, Qwen2 or Qwen3 model. Tokens are ids in and
+// model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model. Tokens are ids in and
 // ids out: there is no tokenizer (--prompt is refused). With --kv paged (the default when the
 // backend has the paged ops) all requests run together: continuous batching with chunked prefill
 // through the varlen paged ops, blocks from a block allocator. --kv contiguous runs them one at
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   bool greedy = false, json = false, ignore_eos = false;
 
   CLI::App app{"ferrum-run: runs a Hugging Face checkpoint (config.json + safetensors; Llama, Mistral, Qwen2, "
-               "Qwen3) on any ferrum plugin. Token ids in, token ids out: ferrum-run has no tokenizer, so "
+               "Qwen3, Qwen3-MoE) on any ferrum plugin. Token ids in, token ids out: ferrum-run has no tokenizer, so "
                "text prompts (--prompt) are not accepted; tokenize with the model's own tokenizer elsewhere.",
                "ferrum-run"};
   app.add_option("--model", model_path, "a Hugging Face model directory (config.json + model.safetensors or "
@@ -200,6 +200,10 @@ int main(int argc, char** argv) {
                                std::string(ferrum::op_name(*op)) + "), given " +
                                (kv == fr::KvLayout::paged ? "paged" : "contiguous"));
 
+    for (ferrum::Op op : fr::model_ops(cfg))
+      if (!backend.supports(op))
+        throw fr::LoadError(cfg.path + ": " + cfg.architecture + " needs the op " + std::string(ferrum::op_name(op)) +
+                            ", which backend " + std::string(backend.name()) + " does not have");
     fr::EngineOptions opt;
     opt.kv = kv;
     opt.block_size = block_size;
