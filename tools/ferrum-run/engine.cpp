@@ -19,20 +19,6 @@ uint64_t elems(std::initializer_list<common::Size> dims) {
   return n.value;
 }
 
-std::string shape_string(const std::vector<uint64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-Dtype weight_dtype(const TensorView& t) {
-  if (t.dtype == "F32") return Dtype::f32;
-  if (t.dtype == "F16") return Dtype::f16;
-  if (t.dtype == "BF16") return Dtype::bf16;
-  throw LoadError(t.file->path() + ": tensor '" + t.name + "': unsupported dtype " + t.dtype +
-                  " (expected F32, F16 or BF16)");
-}
-
 std::string layer_name(uint64_t l, const char* rest) { return "model.layers." + std::to_string(l) + "." + rest; }
 
 }  // namespace
@@ -63,37 +49,26 @@ std::optional<uint32_t> BlockAllocator::allocate() {
 
 void BlockAllocator::release(uint32_t block) { free_.push_back(block); }
 
-// Uploads the row-wise concatenation of `parts` (each checked against its expected shape; all
-// of one dtype) as one activation-dtype buffer.
-Buffer Engine::upload(const std::vector<const TensorView*>& parts, const std::vector<std::vector<uint64_t>>& shapes) {
-  std::vector<uint8_t> joined;
-  std::span<const uint8_t> raw;
-  Dtype dt = Dtype::invalid;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const TensorView& t = *parts[i];
-    if (t.shape != shapes[i])
-      throw LoadError(t.file->path() + ": tensor '" + t.name + "': shape " + shape_string(t.shape) +
-                      " disagrees with " + cfg_.path + ", which implies " + shape_string(shapes[i]));
-    const Dtype d = weight_dtype(t);
-    if (i > 0 && d != dt)
-      throw LoadError(t.file->path() + ": tensor '" + t.name + "': dtype " + t.dtype + " differs from '" +
-                      parts[0]->name + "' (" + parts[0]->dtype + "), which it is fused with");
-    dt = d;
-    if (parts.size() == 1) raw = t.bytes;
-    else joined.insert(joined.end(), t.bytes.begin(), t.bytes.end());
-  }
-  if (parts.size() > 1) raw = joined;
-  Buffer b = ctx_.from_weight_bytes({.raw = raw, .src_dtype = dt, .dst_dtype = Dtype::invalid});
+Buffer Engine::dense(const std::vector<std::string>& names, const std::vector<std::vector<uint64_t>>& shapes) {
+  Buffer b = src_.dense(ctx_, names, shapes);
   weight_bytes_ += b.size_bytes();
   return b;
 }
 
-Buffer Engine::upload_one(const std::string& name, std::vector<uint64_t> shape) {
-  return upload({&ckpt_.get(name)}, {std::move(shape)});
+Buffer Engine::dense(const std::string& name, std::vector<uint64_t> shape) {
+  return dense(std::vector<std::string>{name}, std::vector<std::vector<uint64_t>>{std::move(shape)});
 }
 
-Engine::Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const EngineOptions& opt)
-    : ctx_(ctx), cfg_(cfg), ckpt_(ckpt), opt_(opt) {
+Linear Engine::linear(const std::vector<std::string>& names, const std::vector<std::vector<uint64_t>>& shapes,
+                      uint64_t head_width) {
+  Linear w = src_.linear(ctx_, names, shapes, head_width);
+  weight_bytes_ += w.bytes;
+  if (w.parts.size() > 1) max_join_rows_ = std::max(max_join_rows_, w.n);
+  return w;
+}
+
+Engine::Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const EngineOptions& opt)
+    : ctx_(ctx), cfg_(cfg), src_(src), opt_(opt) {
   const HfConfig& c = cfg_;
   const uint64_t H = c.hidden, hd = c.head_dim, nq = c.q_heads, nkv = c.kv_heads, F = c.ffn, V = c.vocab;
   if (opt_.max_positions == 0 || opt_.max_step_tokens == 0 || opt_.max_seqs == 0 || opt_.block_size == 0 ||
@@ -101,59 +76,57 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const 
     throw std::invalid_argument("ferrum-run: invalid engine options");
   if (opt_.kv == KvLayout::contiguous) opt_.max_seqs = 1;
 
-  embedding_ = upload_one("model.embed_tokens.weight", {V, H});
+  embedding_ = dense("model.embed_tokens.weight", {V, H});
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer L;
-    L.input_norm = upload_one(layer_name(l, "input_layernorm.weight"), {H});
-    L.w_qkv = upload({&ckpt.get(layer_name(l, "self_attn.q_proj.weight")), &ckpt.get(layer_name(l, "self_attn.k_proj.weight")),
-                      &ckpt.get(layer_name(l, "self_attn.v_proj.weight"))},
-                     {{nq * hd, H}, {nkv * hd, H}, {nkv * hd, H}});
+    auto name = [&](const std::string& rest) { return layer_name(l, rest.c_str()); };
+    L.input_norm = dense(name("input_layernorm.weight"), {H});
+    L.w_qkv = linear({name("self_attn.q_proj.weight"), name("self_attn.k_proj.weight"), name("self_attn.v_proj.weight")},
+                     {{nq * hd, H}, {nkv * hd, H}, {nkv * hd, H}}, hd);
     if (c.attention_bias)
-      L.b_qkv = upload({&ckpt.get(layer_name(l, "self_attn.q_proj.bias")), &ckpt.get(layer_name(l, "self_attn.k_proj.bias")),
-                        &ckpt.get(layer_name(l, "self_attn.v_proj.bias"))},
-                       {{nq * hd}, {nkv * hd}, {nkv * hd}});
+      L.b_qkv = dense({name("self_attn.q_proj.bias"), name("self_attn.k_proj.bias"), name("self_attn.v_proj.bias")},
+                      {{nq * hd}, {nkv * hd}, {nkv * hd}});
     if (c.qk_norm) {
-      L.q_norm = upload_one(layer_name(l, "self_attn.q_norm.weight"), {hd});
-      L.k_norm = upload_one(layer_name(l, "self_attn.k_norm.weight"), {hd});
+      L.q_norm = dense(name("self_attn.q_norm.weight"), {hd});
+      L.k_norm = dense(name("self_attn.k_norm.weight"), {hd});
     }
-    L.w_o = upload_one(layer_name(l, "self_attn.o_proj.weight"), {H, nq * hd});
-    L.post_norm = upload_one(layer_name(l, "post_attention_layernorm.weight"), {H});
+    L.w_o = linear({name("self_attn.o_proj.weight")}, {{H, nq * hd}}, H);
+    L.post_norm = dense(name("post_attention_layernorm.weight"), {H});
     L.moe = c.moe_layer[l];
     if (L.moe) {
       const uint64_t E = c.num_experts, I = c.moe_ffn;
-      L.router = upload_one(layer_name(l, "mlp.gate.weight"), {E, H});
-      if (ckpt.find(layer_name(l, "mlp.experts.gate_up_proj"))) {
-        // transformers 5.x's fused in-memory layout, should a checkpoint carry it
-        L.experts_gate_up = upload_one(layer_name(l, "mlp.experts.gate_up_proj"), {E, 2 * I, H});
-        L.experts_down = upload_one(layer_name(l, "mlp.experts.down_proj"), {E, H, I});
+      L.router = dense(name("mlp.gate.weight"), {E, H});
+      if (src.has(name("mlp.experts.gate_up_proj"))) {
+        // transformers 5.x's stacked in-memory layout, should a checkpoint carry it
+        L.experts_gate_up = dense(name("mlp.experts.gate_up_proj"), {E, 2 * I, H});
+        L.experts_down = dense(name("mlp.experts.down_proj"), {E, H, I});
       } else {
-        std::vector<const TensorView*> gu, dn;
+        std::vector<std::string> gu, dn;
         std::vector<std::vector<uint64_t>> gu_shapes, dn_shapes;
         for (uint64_t e = 0; e < E; ++e) {
           const std::string pre = "mlp.experts." + std::to_string(e) + ".";
-          gu.push_back(&ckpt.get(layer_name(l, (pre + "gate_proj.weight").c_str())));
-          gu.push_back(&ckpt.get(layer_name(l, (pre + "up_proj.weight").c_str())));
-          dn.push_back(&ckpt.get(layer_name(l, (pre + "down_proj.weight").c_str())));
+          gu.insert(gu.end(), {name(pre + "gate_proj.weight"), name(pre + "up_proj.weight")});
+          dn.push_back(name(pre + "down_proj.weight"));
           gu_shapes.insert(gu_shapes.end(), {{I, H}, {I, H}});
           dn_shapes.push_back({H, I});
         }
-        L.experts_gate_up = upload(gu, gu_shapes);
-        L.experts_down = upload(dn, dn_shapes);
+        L.experts_gate_up = dense(gu, gu_shapes);
+        L.experts_down = dense(dn, dn_shapes);
       }
     } else {
-      L.w_gate_up = upload({&ckpt.get(layer_name(l, "mlp.gate_proj.weight")), &ckpt.get(layer_name(l, "mlp.up_proj.weight"))},
-                           {{F, H}, {F, H}});
-      L.w_down = upload_one(layer_name(l, "mlp.down_proj.weight"), {H, F});
+      L.w_gate_up = linear({name("mlp.gate_proj.weight"), name("mlp.up_proj.weight")}, {{F, H}, {F, H}}, F);
+      L.w_down = linear({name("mlp.down_proj.weight")}, {{H, F}}, H);
     }
     layers_.push_back(std::move(L));
   }
-  final_norm_ = upload_one("model.norm.weight", {H});
-  tied_ = c.tie_embeddings;
-  if (!tied_) {
-    if (!ckpt.find("lm_head.weight"))
-      throw LoadError(ckpt.dir() + ": the checkpoint has no tensor 'lm_head.weight' and " + c.path +
+  final_norm_ = dense("model.norm.weight", {H});
+  if (!c.tie_embeddings) {
+    if (!src.has("lm_head.weight"))
+      throw LoadError(src.where() + ": the checkpoint has no tensor 'lm_head.weight' and " + c.path +
                       " does not tie the embeddings (tie_word_embeddings is false)");
-    lm_head_ = upload_one("lm_head.weight", {V, H});
+    lm_head_ = linear({"lm_head.weight"}, {{V, H}}, V);
+  } else if (src.quantised("model.embed_tokens.weight")) {
+    lm_head_ = linear({"model.embed_tokens.weight"}, {{V, H}}, V);  // the quantised table as the head
   }
 
   // RoPE tables [max_positions, hd / 2] in f32: cos(p · inv_freq[i]) · attention factor.
@@ -205,6 +178,11 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const 
   }
   down_ = ctx.alloc(elems({M, H}));
   last_ = ctx.alloc(elems({S, H}));
+  if (max_join_rows_) {
+    part_out_ = ctx.alloc(elems({M, max_join_rows_}));
+    part_t_ = ctx.alloc(elems({M, max_join_rows_}));
+    joined_ = ctx.alloc(elems({M, max_join_rows_}));
+  }
   logits_ = ctx.alloc(elems({S, V}));
   if (opt_.kv == KvLayout::paged) {
     cu_seqlens_ = ctx.alloc_typed(Dtype::u32, S + 1);
@@ -275,14 +253,14 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
   ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer& L = layers_[l];
-    ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = M, .n = qkv_cols, .k = H});
+    matmul(L.w_qkv, a_, qkv_, M);
     if (c.attention_bias) ctx_.add_bias({.data = qkv_, .bias = L.b_qkv, .rows = M, .cols = qkv_cols});
     if (opt_.kv == KvLayout::paged) {
       attention_paged(L, M, S, max_kv);
-      ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = M, .n = H, .k = nq * hd});
+      matmul(L.w_o, attn_, o_, M);
     } else {
       attention_contiguous(L, M, pos[0]);
-      ctx_.gemm({.a = attn_t_, .b = L.w_o, .out = o_, .m = M, .n = H, .k = nq * hd});
+      matmul(L.w_o, attn_t_, o_, M);
     }
     ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
     mlp(L, M);
@@ -293,8 +271,33 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
     seqs_[chunks[s].seq].len += chunks[s].tokens.size();
     ctx_.copy_slice({.src = a_, .src_offset = (uint64_t(cu[s + 1]) - 1) * H, .dst = last_, .dst_offset = s * H, .len = H});
   }
-  ctx_.gemm({.a = last_, .b = tied_ ? embedding_ : lm_head_, .out = logits_, .m = S, .n = V, .k = H});
+  if (lm_head_.parts.empty()) ctx_.gemm({.a = last_, .b = embedding_, .out = logits_, .m = S, .n = V, .k = H});
+  else matmul(lm_head_, last_, logits_, S);
   return ctx_.to_vec(logits_, S * V);
+}
+
+void Engine::matmul(const Linear& w, const Buffer& x, Buffer& out, uint64_t M) {
+  auto one = [&](const Linear::Part& p, Buffer& dst) {
+    if (p.quant) ctx_.gguf_matmul({.a = x, .weight = p.quant, .out = dst, .m = M});
+    else ctx_.gemm({.a = x, .b = p.dense, .out = dst, .m = M, .n = p.rows, .k = w.k});
+  };
+  if (w.parts.size() == 1) return one(w.parts[0], out);
+  // Each part's [M, rows] output, viewed as [M, heads, head_width], goes head-major into its
+  // place in joined_ ([Σ heads, M, head_width]); one transpose back gives the packed rows.
+  const uint64_t hw = w.head_width;
+  uint64_t off = 0;
+  for (const Linear::Part& p : w.parts) {
+    one(p, part_out_);
+    const uint64_t heads = p.rows / hw;
+    const Buffer* src = &part_out_;
+    if (heads > 1) {
+      ctx_.transpose_token_to_head({.src = part_out_, .dst = part_t_, .tokens = M, .heads = heads, .dim = hw});
+      src = &part_t_;
+    }
+    ctx_.copy_slice({.src = *src, .src_offset = 0, .dst = joined_, .dst_offset = off * M, .len = M * p.rows});
+    off += p.rows;
+  }
+  ctx_.transpose_head_to_token({.src = joined_, .dst = out, .tokens = M, .heads = w.n / hw, .dim = hw});
 }
 
 // The MLP of `a_` into `down_`: dense SwiGLU, or for a sparse layer the router, top-k softmax
@@ -303,9 +306,9 @@ void Engine::mlp(Layer& L, uint64_t M) {
   const HfConfig& c = cfg_;
   const uint64_t H = c.hidden, F = c.ffn;
   if (!L.moe) {
-    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = M, .n = 2 * F, .k = H});
+    matmul(L.w_gate_up, a_, gate_up_, M);
     ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = M, .im = F});
-    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = M, .n = H, .k = F});
+    matmul(L.w_down, act_, down_, M);
     return;
   }
   const uint64_t E = c.num_experts, K = c.experts_per_tok;
@@ -325,7 +328,7 @@ void Engine::mlp(Layer& L, uint64_t M) {
 // varlen attention over the packed batch (prefill chunks and decode tokens alike).
 void Engine::attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv) {
   const HfConfig& c = cfg_;
-  const QkMode mode = c.qk_norm ? QkMode::rms_norm_neox : QkMode::neox;
+  const QkMode mode = c.qk_norm ? QkMode::rms_norm_neox : c.rope_interleaved ? QkMode::gptj : QkMode::neox;
   ctx_.split_qkv_norm_rope_into_paged_cache_varlen(
       {.qkv = qkv_, .q_norm_w = c.qk_norm ? &L.q_norm : nullptr, .k_norm_w = c.qk_norm ? &L.k_norm : nullptr,
        .rope = &rope_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v, .cu_seqlens_q = cu_seqlens_,
@@ -343,7 +346,7 @@ void Engine::attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv) 
 // attention over the first p0 + T rows, then back to token-major.
 void Engine::attention_contiguous(Layer& L, uint64_t T, uint64_t p0) {
   const HfConfig& c = cfg_;
-  const QkMode mode = c.qk_norm ? QkMode::rms_norm_neox : QkMode::neox;
+  const QkMode mode = c.qk_norm ? QkMode::rms_norm_neox : c.rope_interleaved ? QkMode::gptj : QkMode::neox;
   const uint64_t cap = opt_.max_positions;
   ctx_.split_qkv_norm_rope_into_cache({.qkv = qkv_, .q_norm_w = c.qk_norm ? &L.q_norm : nullptr,
                                        .k_norm_w = c.qk_norm ? &L.k_norm : nullptr, .rope = &rope_, .q_out = q_,

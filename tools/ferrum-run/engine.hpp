@@ -1,6 +1,6 @@
-// ferrum-run's engine: a Hugging Face Llama / Mistral / Qwen2 / Qwen3 decoder whose weights come
-// straight from the mapped safetensors (from_weight_bytes converts f32 / f16 / bf16 to the
-// activation dtype on upload), run through the facade's dense ops with one of two KV caches:
+// ferrum-run's engine: a Llama / Mistral / Qwen2 / Qwen3 / Qwen3-MoE decoder whose weights come
+// from a TensorSource (a safetensors checkpoint or a GGUF file, weights.hpp), run through the
+// facade's ops with one of two KV caches:
 //
 //  - paged: per layer one K and one V pool [blocks, block_size, kv_heads, head_dim] shared by all
 //    sequences; a BlockAllocator hands blocks to sequences as they grow and takes them back when
@@ -10,6 +10,10 @@
 //    prefill are one code path.
 //  - contiguous: one sequence at a time, [kv_heads, capacity, head_dim] caches
 //    (split_qkv_norm_rope_into_cache + flash_attention), for plugins without the paged ops.
+//
+// A linear layer is a gemm on a dense weight or a gguf_matmul on a quantised one; a GGUF
+// projection whose parts have different types runs one matmul per part and joins the outputs
+// (transpose_token_to_head, copy_slice, transpose_head_to_token).
 //
 // Per layer: rms_norm → gemm(q|k|v fused) [+ add_bias for Qwen2] → QK-norm (Qwen3) + RoPE →
 // attention → gemm(o) → fused_add_rms_norm → gemm(gate|up fused) → fused_silu_mul_split →
@@ -27,7 +31,7 @@
 #include <ferrum/ferrum.hpp>
 
 #include "hf_config.hpp"
-#include "safetensors.hpp"
+#include "weights.hpp"
 
 namespace ferrum::run {
 
@@ -67,7 +71,7 @@ class Engine {
  public:
   // Checks every tensor against the config (shape, dtype) and uploads it; LoadError naming the
   // file and tensor on a mismatch.
-  Engine(Context& ctx, const HfConfig& cfg, const Checkpoint& ckpt, const EngineOptions& opt);
+  Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const EngineOptions& opt);
 
   // One sequence's new tokens in a step.
   struct Chunk {
@@ -96,7 +100,8 @@ class Engine {
 
  private:
   struct Layer {
-    Buffer input_norm, w_qkv, b_qkv, q_norm, k_norm, w_o, post_norm, w_gate_up, w_down, cache_k, cache_v;
+    Buffer input_norm, b_qkv, q_norm, k_norm, post_norm, cache_k, cache_v;
+    Linear w_qkv, w_o, w_gate_up, w_down;
     // Qwen3-MoE sparse layers: router [E, H], experts' gate|up [E, 2·I, H] and down [E, H, I].
     bool moe = false;
     Buffer router, experts_gate_up, experts_down;
@@ -107,25 +112,31 @@ class Engine {
     uint64_t len = 0;
     std::vector<uint32_t> blocks;
   };
-  Buffer upload(const std::vector<const TensorView*>& parts, const std::vector<std::vector<uint64_t>>& shapes);
-  Buffer upload_one(const std::string& name, std::vector<uint64_t> shape);
+  Buffer dense(const std::string& name, std::vector<uint64_t> shape);
+  Buffer dense(const std::vector<std::string>& names, const std::vector<std::vector<uint64_t>>& shapes);
+  Linear linear(const std::vector<std::string>& names, const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width);
+  // out[M, w.n] = x[M, w.k] · wᵀ
+  void matmul(const Linear& w, const Buffer& x, Buffer& out, uint64_t M);
   void attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv);
   void attention_contiguous(Layer& L, uint64_t T, uint64_t p0);
 
   Context& ctx_;
   HfConfig cfg_;
-  const Checkpoint& ckpt_;
+  TensorSource& src_;
   EngineOptions opt_;
   uint64_t weight_bytes_ = 0, kv_cache_bytes_ = 0, max_blocks_per_seq_ = 0;
   BlockAllocator alloc_{0};
   std::vector<Seq> seqs_;
-  Buffer embedding_, final_norm_, lm_head_;
-  bool tied_ = false;
+  Buffer embedding_, final_norm_;
+  Linear lm_head_;  // empty when the dense embedding table serves as the head (tied)
   RopeTables rope_;
   std::vector<Layer> layers_;
   // scratch, sized for max_step_tokens rows and max_seqs sequences
   Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
   Buffer cu_seqlens_, pos_offsets_, block_tables_;
+  // joining the parts of a multi-part linear: one part's output, its head-major copy, all parts
+  Buffer part_out_, part_t_, joined_;
+  uint64_t max_join_rows_ = 0;
   // MoE scratch: router logits [M, E], top-k ids (I32) and weights (F32) [M, K], the routing.
   Buffer router_logits_, topk_ids_, topk_weights_, sorted_ids_, expert_ids_, num_post_padded_;
   static constexpr uint64_t kMoeBlock = 16;

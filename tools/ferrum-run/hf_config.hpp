@@ -25,6 +25,7 @@ struct HfConfig {
   bool tie_embeddings = false;
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2, or attention_bias: true)
   bool qk_norm = false;         // Qwen3: RMSNorm of each q/k head before RoPE
+  bool rope_interleaved = false;  // GGUF llama: q/k rows permuted for GPT-J-style (interleaved) RoPE
   // Qwen3-MoE: experts, experts per token, expert MLP width, renormalised top-k weights, and
   // which layers are sparse (moe_layer[l]; the others are dense MLPs of width ffn).
   uint64_t num_experts = 0, experts_per_tok = 0, moe_ffn = 0;

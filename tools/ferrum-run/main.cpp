@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <optional>
 #include <span>
@@ -29,8 +30,10 @@
 #include "ferrum_tool_cli.hpp"
 #include "hf_config.hpp"
 #include "load_error.hpp"
+#include "gguf.hpp"
 #include "safetensors.hpp"
 #include "sampler.hpp"
+#include "weights.hpp"
 
 namespace {
 
@@ -173,18 +176,31 @@ int main(int argc, char** argv) {
 
   try {
     std::error_code ec;
-    if (std::filesystem::is_regular_file(model_path, ec))
-      throw fr::LoadError(model_path + ": a file, expected a Hugging Face model directory (GGUF files are not "
-                                       "supported yet)");
     if (!std::filesystem::exists(model_path, ec)) throw fr::LoadError(model_path + ": no such file or directory");
-    const fr::HfConfig cfg = fr::read_hf_config(model_path);
+    // A regular file is a GGUF file; a directory a Hugging Face checkpoint.
+    const bool is_gguf = std::filesystem::is_regular_file(model_path, ec);
+    std::unique_ptr<fr::GgufFile> gguf;
+    std::unique_ptr<fr::Checkpoint> ckpt;
+    std::unique_ptr<fr::TensorSource> source;
+    fr::HfConfig cfg;
+    if (is_gguf) {
+      gguf = std::make_unique<fr::GgufFile>(model_path);
+      cfg = fr::read_gguf_config(*gguf);
+    } else {
+      cfg = fr::read_hf_config(model_path);
+    }
     for (size_t i = 0; i < reqs.size(); ++i)
       for (size_t t = 0; t < reqs[i].prompt.size(); ++t)
         if (reqs[i].prompt[t] >= cfg.vocab)
           ft::usage_error(app, "--prompt-ids (request " + std::to_string(i + 1) + "): token " + std::to_string(t + 1) +
                                    ": expected an id below vocab_size (" + std::to_string(cfg.vocab) + ") of " +
                                    cfg.path + ", given " + std::to_string(reqs[i].prompt[t]));
-    const fr::Checkpoint ckpt(model_path);
+    if (is_gguf) {
+      source = std::make_unique<fr::GgufSource>(*gguf);
+    } else {
+      ckpt = std::make_unique<fr::Checkpoint>(model_path);
+      source = std::make_unique<fr::SafetensorsSource>(*ckpt, cfg.path);
+    }
 
     ferrum::Backend backend = ferrum::Backend::load(backend_spec);
     ferrum::Context ctx = backend.create_context({}, dtype);
@@ -219,7 +235,7 @@ int main(int argc, char** argv) {
       ft::usage_error(app, "--kv-blocks: expected at least " +
                                std::to_string(ferrum::common::ceil_div(opt.max_positions, block_size)) +
                                " (the longest request's prompt + new tokens), given " + std::to_string(kv_blocks));
-    fr::Engine engine(ctx, cfg, ckpt, opt);
+    fr::Engine engine(ctx, cfg, *source, opt);
 
     // The scheduler: each step takes one decode token of every running request that has
     // finished its prompt, then prompt chunks (running requests first, then newly admitted ones)
