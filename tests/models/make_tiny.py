@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make_tiny.py — regenerates the tiny checkpoints and reference outputs ferrum-run's tests use.
 
-Needs torch, transformers (5.x) and safetensors (CPU is enough); it installs nothing itself. The
+Needs torch, transformers (5.x), safetensors and gguf (CPU is enough); it installs nothing itself. The
 committed outputs are the test inputs: CI never runs this script.
 
     python3 tests/models/make_tiny.py [--out tests/models]
@@ -26,6 +26,15 @@ Models (each well under 1 MB):
                     with model.safetensors.index.json
   qwen3-moe         Qwen3MoeForCausalLM, f32, 8 experts top-2 (norm_topk_prob), layer 1 dense
                     (mlp_only_layers), per-expert tensors as save_pretrained writes them
+  gguf/llama-q8q4.gguf    GGUF llama: q/k Q4_0, v Q8_0 (a mixed q|k|v), o and down Q8_0, gate/up
+                          Q4_0, F16 embedding, Q8_0 output, llama3 RoPE as rope_freqs.weight;
+                          q/k rows permuted as llama.cpp's converter does
+  gguf/qwen3-kquant.gguf  GGUF qwen3 (QK-norm), hidden 256: Q4_K / Q5_K / Q6_K mix (v and down Q6_K,
+                          layer 1 up Q5_K), tied Q6_K embedding (dequantised for the lookup, the head
+                          through gguf_matmul)
+                          The K-quant blocks are random valid blocks (gguf-py has no K-quant
+                          quantiser); every GGUF reference is transformers in float64 run on the
+                          weights gguf-py dequantises from the file (dequantise-then-reference).
   micro-llama       a 1-layer Llama (hidden 8, vocab 16) from which bad/ derives broken copies
 """
 import argparse
@@ -34,9 +43,9 @@ import os
 import shutil
 import struct
 
+import numpy as np
 import torch
 import transformers
-from safetensors.torch import save_file
 
 MAX_NEW = 8
 PROMPTS = [  # two requests of different lengths: the second crosses a 16-token KV block
@@ -119,14 +128,19 @@ def to_4x_config(out_dir):
         json.dump(c, f, indent=2)
 
 
-def make_llama(out):
-    torch.manual_seed(1)
-    cfg = transformers.LlamaConfig(
+def llama3_config():
+    """The tiny Llama of llama-llama3rope and gguf/llama-q8q4: GQA 4/2, llama3 RoPE, untied."""
+    return transformers.LlamaConfig(
         vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
         rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
         bos_token_id=1, eos_token_id=2)
+
+
+def make_llama(out):
+    torch.manual_seed(1)
+    cfg = llama3_config()
     model = transformers.LlamaForCausalLM(cfg)
     scale_weights(model, 11)
     refs = reference(model, PROMPTS)
@@ -198,6 +212,178 @@ def make_qwen3_moe(out):
     assert min(margins) > 1e-4, f"router near-tie ({min(margins)})"
     save(model, os.path.join(out, "qwen3-moe"), torch.float32, refs,
          "Qwen3MoeForCausalLM f32, 8 experts top-2 renormalised, layer 1 dense (mlp_only_layers)")
+
+
+# ---- GGUF ----------------------------------------------------------------------------------------
+
+Q = None  # gguf.GGMLQuantizationType, imported lazily
+
+
+def f16_bytes(values):
+    return np.asarray(values, dtype=np.float16).view(np.uint8).reshape(len(values), 2)
+
+
+def kquant_blocks(qtype, rows, cols, std, rng):
+    """Random valid Q4_K / Q5_K / Q6_K blocks whose weights have mean ~0 and deviation ~std."""
+    nb = rows * cols // 256
+    jitter = rng.uniform(0.8, 1.2, nb)
+    if qtype == Q.Q6_K:
+        sc = rng.integers(20, 61, (nb, 16)) * rng.choice([-1, 1], (nb, 16))
+        d = std / (40 * 18.5) * jitter
+        parts = [rng.integers(0, 256, (nb, 128), dtype=np.uint8), rng.integers(0, 256, (nb, 64), dtype=np.uint8),
+                 sc.astype(np.int8).view(np.uint8), f16_bytes(d)]
+    else:
+        levels, ratio, qh = (16, 8, None) if qtype == Q.Q4_K else (32, 16, rng.integers(0, 256, (nb, 32), dtype=np.uint8))
+        sc = rng.integers(32, 64, (nb, 8))
+        mn = np.round(sc * (levels - 1) / 2 / ratio).astype(np.int64)  # dmin = ratio·d centres the codes
+        d = std / (48 * levels * 0.29) * jitter
+        s = np.zeros((nb, 12), dtype=np.int64)
+        for j in range(4):
+            s[:, j] = (sc[:, j] & 63) | ((sc[:, j + 4] >> 4) << 6)
+            s[:, j + 4] = (mn[:, j] & 63) | ((mn[:, j + 4] >> 4) << 6)
+            s[:, j + 8] = (sc[:, j + 4] & 15) | ((mn[:, j + 4] & 15) << 4)
+        parts = [f16_bytes(d), f16_bytes(d * ratio), s.astype(np.uint8)]
+        if qh is not None:
+            parts.append(qh)
+        parts.append(rng.integers(0, 256, (nb, 128), dtype=np.uint8))
+    blocks = np.concatenate(parts, axis=1)
+    return blocks.reshape(rows, -1)
+
+
+def permute_qk(w, n_head):
+    """llama.cpp's converter: q/k rows reordered for interleaved (GPT-J style) RoPE."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_qk(w, n_head):
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(path, arch, model, types, rng, extra_kv=None, extra_tensors=None, permute=False):
+    """Writes `model` as GGUF (types: GGUF tensor name -> ggml type) and loads the weights the file
+    really holds (dequantised by gguf-py) back into the model."""
+    import gguf
+    cfg = model.config
+    hf = dict(model.named_parameters())
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    if not cfg.tie_word_embeddings:
+        names["output.weight"] = "lm_head.weight"
+    per_layer = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
+                 "attn_k_norm": "self_attn.k_norm", "ffn_norm": "post_attention_layernorm",
+                 "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    for l in range(cfg.num_hidden_layers):
+        for g, h in per_layer.items():
+            if f"model.layers.{l}.{h}.weight" in hf:
+                names[f"blk.{l}.{g}.weight"] = f"model.layers.{l}.{h}.weight"
+    w = gguf.GGUFWriter(path, arch)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_eos_token_id(2)
+    for k, v in (extra_kv or {}).items():
+        getattr(w, k)(v)
+    with torch.no_grad():
+        for g, h in names.items():
+            a = hf[h].detach().to(torch.float32).numpy().copy()
+            n_head = cfg.num_attention_heads if ".attn_q." in g else cfg.num_key_value_heads
+            if permute and (".attn_q." in g or ".attn_k." in g):
+                a = permute_qk(a, n_head)
+            t = types.get(g, Q.F32)
+            if t in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
+                data = kquant_blocks(t, a.shape[0], a.shape[1], 1.0 / a.shape[1] ** 0.5, rng)
+            elif t == Q.F16:
+                data = a.astype(np.float16)
+            elif t == Q.F32:
+                data = a
+            else:
+                data = gguf.quants.quantize(a, t)
+            if t in (Q.F16, Q.F32):
+                w.add_tensor(g, data)
+                back = data.astype(np.float32)
+            else:
+                w.add_tensor(g, data, raw_dtype=t)
+                back = gguf.quants.dequantize(data, t).reshape(a.shape).astype(np.float32)
+            if permute and (".attn_q." in g or ".attn_k." in g):
+                back = unpermute_qk(back, n_head)
+            hf[h].copy_(torch.from_numpy(back.copy()))
+        for g, a in (extra_tensors or {}).items():
+            w.add_tensor(g, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def save_gguf_reference(path, refs, note):
+    with open(path, "w") as f:
+        json.dump({"requests": refs, "max_new_tokens": MAX_NEW, "note": note, "transformers": transformers.__version__,
+                   "torch": torch.__version__.split("+")[0]}, f, indent=1)
+
+
+def make_gguf(out):
+    global Q
+    import gguf
+    Q = gguf.GGMLQuantizationType
+    d = os.path.join(out, "gguf")
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+
+    torch.manual_seed(6)
+    cfg = llama3_config()
+    model = transformers.LlamaForCausalLM(cfg)
+    scale_weights(model, 16)
+    # llama.cpp stores llama3 scaling as per-frequency divisors of the default frequencies.
+    dim = cfg.head_dim
+    base = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    scaled = model.model.rotary_emb.inv_freq.to(torch.float64)
+    rope_freqs = (base / scaled).to(torch.float32).numpy()
+    types = {"token_embd.weight": Q.F16, "output.weight": Q.Q8_0}
+    for l in range(2):
+        types.update({f"blk.{l}.attn_q.weight": Q.Q4_0, f"blk.{l}.attn_k.weight": Q.Q4_0,
+                      f"blk.{l}.attn_v.weight": Q.Q8_0, f"blk.{l}.attn_output.weight": Q.Q8_0,
+                      f"blk.{l}.ffn_gate.weight": Q.Q4_0, f"blk.{l}.ffn_up.weight": Q.Q4_0,
+                      f"blk.{l}.ffn_down.weight": Q.Q8_0})
+    write_gguf(os.path.join(d, "llama-q8q4.gguf"), "llama", model, types, np.random.default_rng(7),
+               extra_tensors={"rope_freqs.weight": rope_freqs}, permute=True)
+    save_gguf_reference(os.path.join(d, "llama-q8q4.reference.json"), reference(model, PROMPTS),
+                        "GGUF llama Q4_0/Q8_0/F16, rope_freqs (llama3), permuted q/k")
+
+    torch.manual_seed(8)
+    cfg = transformers.Qwen3Config(
+        vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=64, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, eos_token_id=2)
+    model = transformers.Qwen3ForCausalLM(cfg)
+    scale_weights(model, 17)
+    types = {"token_embd.weight": Q.Q6_K}
+    for l in range(2):
+        types.update({f"blk.{l}.attn_q.weight": Q.Q4_K, f"blk.{l}.attn_k.weight": Q.Q4_K,
+                      f"blk.{l}.attn_v.weight": Q.Q6_K, f"blk.{l}.attn_output.weight": Q.Q4_K,
+                      f"blk.{l}.ffn_gate.weight": Q.Q4_K, f"blk.{l}.ffn_up.weight": Q.Q4_K if l == 0 else Q.Q5_K,
+                      f"blk.{l}.ffn_down.weight": Q.Q6_K})
+    write_gguf(os.path.join(d, "qwen3-kquant.gguf"), "qwen3", model, types, np.random.default_rng(9))
+    model.tie_weights()
+    save_gguf_reference(os.path.join(d, "qwen3-kquant.reference.json"), reference(model, PROMPTS),
+                        "GGUF qwen3 Q4_K/Q5_K/Q6_K, tied Q6_K embedding")
+
+    # broken copies
+    blob = open(os.path.join(d, "llama-q8q4.gguf"), "rb").read()
+    with open(os.path.join(out, "bad", "gguf-truncated.gguf"), "wb") as f:
+        f.write(blob[: len(blob) * 3 // 4])
+    with open(os.path.join(out, "bad", "gguf-string-length.gguf"), "wb") as f:  # first key's length: 2^62
+        f.write(blob[:24] + struct.pack("<Q", 1 << 62) + blob[32:4096])
+    with open(os.path.join(out, "bad", "gguf-magic.gguf"), "wb") as f:
+        f.write(b"GGML" + blob[4:4096])
 
 
 def make_micro_and_bad(out):
@@ -279,6 +465,7 @@ def main():
     make_qwen2(args.out)
     make_qwen3_moe(args.out)
     make_micro_and_bad(args.out)
+    make_gguf(args.out)
 
 
 if __name__ == "__main__":

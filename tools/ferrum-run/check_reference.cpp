@@ -1,8 +1,10 @@
 // ferrum-run-check — runs ferrum-run on a tiny checkpoint and compares it with the reference
 // written by tests/models/make_tiny.py (transformers in float64):
 //
-//   ferrum-run-check --run <ferrum-run> --model DIR --dump FILE --tol X [--greedy] [-- extra args]
+//   ferrum-run-check --run <ferrum-run> --model PATH [--ref FILE] --dump FILE --tol X [--greedy]
+//                    [-- extra args]
 //
+// (FILE defaults to PATH/reference.json.)
 // Runs `<ferrum-run> --model DIR --prompt-ids ... (every reference request) --max-new-tokens N
 // --ignore-eos --json --dump-logits FILE <extra args>` and fails unless it exits 0, every
 // request's logits at its last prompt position are within relative L2 error X of the reference,
@@ -36,7 +38,7 @@ int fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string run, model, dump;
+  std::string run, model, dump, ref_path;
   double tol = -1;
   bool greedy = false;
   std::vector<std::string> extra;
@@ -50,6 +52,8 @@ int main(int argc, char** argv) {
       run = argv[++i];
     } else if (i + 1 < argc && a == "--model") {
       model = argv[++i];
+    } else if (i + 1 < argc && a == "--ref") {
+      ref_path = argv[++i];
     } else if (i + 1 < argc && a == "--dump") {
       dump = argv[++i];
     } else if (i + 1 < argc && a == "--tol") {
@@ -60,9 +64,10 @@ int main(int argc, char** argv) {
   }
   if (run.empty() || model.empty() || dump.empty() || !(tol > 0))
     return fail("usage: --run BIN --model DIR --dump FILE --tol X [--greedy] [-- args]");
-  std::ifstream rf(model + "/reference.json");
+  if (ref_path.empty()) ref_path = model + "/reference.json";
+  std::ifstream rf(ref_path);
   const json ref = json::parse(rf, nullptr, false);
-  if (ref.is_discarded() || !ref.contains("requests")) return fail(model + "/reference.json: not a reference file");
+  if (ref.is_discarded() || !ref.contains("requests")) return fail(ref_path + ": not a reference file");
   const auto& reqs = ref["requests"];
 
   std::string cmd = quote(run) + " --model " + quote(model);
