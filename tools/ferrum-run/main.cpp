@@ -1,14 +1,15 @@
 // ferrum-run — runs a real checkpoint on any plugin, through the public facade only.
 //
-//   ferrum-run --model DIR [--backend SPEC] [--dtype f32|f16|bf16] --prompt-ids 1,2,3
+//   ferrum-run --model PATH [--backend SPEC] [--dtype f32|f16|bf16] --prompt-ids 1,2,3
 //              [--prompt-ids ..., repeatable: one request each] [--max-new-tokens N]
 //              [--greedy | --temperature T --top-k K --top-p P --seed S]
 //              [--kv auto|contiguous|paged] [--kv-dtype auto] [--kv-block-size N] [--kv-blocks N]
 //              [--max-batch-tokens N] [--max-seqs N] [--ignore-eos] [--json] [--dump-logits FILE]
 //
-// DIR is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
-// model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model. Tokens are ids in and
-// ids out: there is no tokenizer (--prompt is refused). With --kv paged (the default when the
+// PATH is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
+// model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model, or a GGUF
+// file (llama, qwen2, qwen3; F32/F16/BF16 and Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K tensors). Tokens are
+// ids in and ids out: there is no tokenizer (--prompt is refused). With --kv paged (the default when the
 // backend has the paged ops) all requests run together: continuous batching with chunked prefill
 // through the varlen paged ops, blocks from a block allocator. --kv contiguous runs them one at
 // a time. Exit 0 on success, 1 when the model cannot be loaded or run, 2 on a usage error.
@@ -97,11 +98,11 @@ int main(int argc, char** argv) {
   bool greedy = false, json = false, ignore_eos = false;
 
   CLI::App app{"ferrum-run: runs a Hugging Face checkpoint (config.json + safetensors; Llama, Mistral, Qwen2, "
-               "Qwen3, Qwen3-MoE) on any ferrum plugin. Token ids in, token ids out: ferrum-run has no tokenizer, so "
+               "Qwen3, Qwen3-MoE) or a GGUF file (llama, qwen2, qwen3; quantised or not) on any ferrum plugin. Token ids in, token ids out: ferrum-run has no tokenizer, so "
                "text prompts (--prompt) are not accepted; tokenize with the model's own tokenizer elsewhere.",
                "ferrum-run"};
   app.add_option("--model", model_path, "a Hugging Face model directory (config.json + model.safetensors or "
-                                        "model.safetensors.index.json and its shards)")
+                                        "model.safetensors.index.json and its shards), or a GGUF file")
       ->required()
       ->type_name("PATH");
   app.add_option("--backend,--plugin", backend_spec,
@@ -204,22 +205,39 @@ int main(int argc, char** argv) {
 
     ferrum::Backend backend = ferrum::Backend::load(backend_spec);
     ferrum::Context ctx = backend.create_context({}, dtype);
+    std::vector<ferrum::Op> needed = fr::model_ops(cfg);
+    if (gguf) {
+      bool quantised = false;
+      for (const auto& [name, t] : gguf->tensors()) quantised |= fr::ggml_block(t.type).first > 1;
+      if (quantised)
+        needed.insert(needed.end(), {ferrum::Op::load_quant, ferrum::Op::gguf_matmul, ferrum::Op::gguf_dequantize,
+                                     ferrum::Op::transpose_token_to_head});
+    }
+    for (ferrum::Op op : needed)
+      if (!backend.supports(op))
+        throw fr::LoadError(cfg.path + ": " + cfg.architecture + (gguf ? " with quantised tensors" : "") +
+                            " needs the op " + std::string(ferrum::op_name(op)) + ", which backend " +
+                            std::string(backend.name()) + " does not have");
     fr::KvLayout kv = fr::KvLayout::paged;
     const auto missing = [&](fr::KvLayout k) -> std::optional<ferrum::Op> {
       for (ferrum::Op op : fr::kv_ops(k))
         if (!backend.supports(op)) return op;
       return std::nullopt;
     };
-    if (kv_layout == "contiguous" || (kv_layout == "auto" && missing(fr::KvLayout::paged))) kv = fr::KvLayout::contiguous;
-    if (const auto op = missing(kv))
-      ft::usage_error(app, "--kv: expected a cache backend " + std::string(backend.name()) + " has the ops of (it has no " +
-                               std::string(ferrum::op_name(*op)) + "), given " +
-                               (kv == fr::KvLayout::paged ? "paged" : "contiguous"));
-
-    for (ferrum::Op op : fr::model_ops(cfg))
-      if (!backend.supports(op))
-        throw fr::LoadError(cfg.path + ": " + cfg.architecture + " needs the op " + std::string(ferrum::op_name(op)) +
-                            ", which backend " + std::string(backend.name()) + " does not have");
+    const std::string bname(backend.name());
+    if (kv_layout == "auto") {
+      const auto paged_missing = missing(fr::KvLayout::paged);
+      if (paged_missing) kv = fr::KvLayout::contiguous;
+      if (paged_missing && missing(fr::KvLayout::contiguous))
+        throw fr::LoadError("backend " + bname + " cannot hold a KV cache: it has neither " +
+                            std::string(ferrum::op_name(*paged_missing)) + " (paged) nor " +
+                            std::string(ferrum::op_name(*missing(fr::KvLayout::contiguous))) + " (contiguous)");
+    } else {
+      kv = kv_layout == "paged" ? fr::KvLayout::paged : fr::KvLayout::contiguous;
+      if (const auto op = missing(kv))
+        ft::usage_error(app, "--kv: expected a cache backend " + bname + " supports (it has no " +
+                                 std::string(ferrum::op_name(*op)) + "), given " + kv_layout);
+    }
     fr::EngineOptions opt;
     opt.kv = kv;
     opt.block_size = block_size;
