@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make_tiny.py — regenerates the tiny checkpoints and reference outputs ferrum-run's tests use.
 
-Needs torch, transformers (5.x), safetensors and gguf (CPU is enough); it installs nothing itself. The
+Needs torch, transformers (5.x), safetensors, gguf and sentencepiece (CPU is enough); it installs
+nothing itself. The
 committed outputs are the test inputs: CI never runs this script.
 
     python3 tests/models/make_tiny.py [--out tests/models]
@@ -19,7 +20,8 @@ margin, so a correct f32 run cannot pick a different token through rounding.
 
 Models (each well under 1 MB):
   llama-llama3rope  LlamaForCausalLM, f32, untied, llama3 RoPE scaling, config.json rewritten in the
-                    transformers 4.x spelling (rope_theta top level, rope_scaling, torch_dtype)
+                    transformers 4.x spelling (rope_theta top level, rope_scaling, torch_dtype); also a
+                    SentencePiece tokenizer.model and text_reference.json for the text path
   qwen3-yarn        Qwen3ForCausalLM (QK-norm), bf16, tied embeddings, head_dim != hidden/heads,
                     yarn RoPE scaling, transformers 5.x config (rope_parameters, dtype)
   qwen2-sharded     Qwen2ForCausalLM (q/k/v bias), f16, linear RoPE scaling, sharded safetensors
@@ -48,6 +50,10 @@ import torch
 import transformers
 
 MAX_NEW = 8
+TOKENIZER_CORPUS = ["the quick brown fox jumps over the lazy dog", "a tiny model for ferrum run",
+                    "tokens in and tokens out", "paged attention with a block allocator",
+                    "hello world from the test suite"]
+TEXT_PROMPT = "the lazy fox says hello"
 PROMPTS = [  # two requests of different lengths: the second crosses a 16-token KV block
     [1, 17, 42, 99, 5, 250, 3],
     [200, 7, 7, 13, 64, 128, 255, 0, 31, 77, 150, 9, 88, 41, 120, 66, 19, 230, 2, 101],
@@ -147,6 +153,24 @@ def make_llama(out):
     d = os.path.join(out, "llama-llama3rope")
     save(model, d, torch.float32, refs, "LlamaForCausalLM f32, untied, llama3 RoPE, 4.x config spelling")
     to_4x_config(d)
+    # A SentencePiece tokenizer.model for the text path (--prompt), and its reference: the ids the
+    # Python SentencePiece gives (after BOS, as transformers' Llama tokenizer adds it), the greedy
+    # continuation and its decoded text (ids past the tokenizer's 128 pieces are left out, as
+    # ferrum-run's decode does).
+    import io
+    import sentencepiece as spm
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(TOKENIZER_CORPUS * 20), model_writer=buf, vocab_size=128,
+                                   model_type="bpe", character_coverage=1.0, num_threads=1, hard_vocab_limit=False,
+                                   minloglevel=2, normalization_rule_name="identity")
+    with open(os.path.join(d, "tokenizer.model"), "wb") as f:
+        f.write(buf.getvalue())
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(d, "tokenizer.model"))
+    ids = [cfg.bos_token_id] + sp.encode(TEXT_PROMPT)
+    ref = reference(model, [ids])[0]
+    with open(os.path.join(d, "text_reference.json"), "w") as f:
+        json.dump({"prompt": TEXT_PROMPT, "prompt_ids": ids, "greedy": ref["greedy"], "text": sp.decode([i for i in ref["greedy"] if i < sp.get_piece_size()]),
+                   "max_new_tokens": MAX_NEW}, f, indent=1)
 
 
 def make_qwen3(out):

@@ -5,13 +5,19 @@
 //                    [-- extra args]
 //
 // (FILE defaults to PATH/reference.json.)
-// Runs `<ferrum-run> --model DIR --prompt-ids ... (every reference request) --max-new-tokens N
+//   ferrum-run-check --run <ferrum-run> --model DIR --text-ref FILE [-- extra args]
+//
+// The second form checks the text path: `--prompt TEXT --max-new-tokens N --ignore-eos --json`
+// must report the reference's prompt ids, greedy ids and decoded text.
+//
+// The first runs `<ferrum-run> --model DIR --prompt-ids ... (every reference request) --max-new-tokens N
 // --ignore-eos --json --dump-logits FILE <extra args>` and fails unless it exits 0, every
 // request's logits at its last prompt position are within relative L2 error X of the reference,
 // and (with --greedy) every request generated exactly the reference's greedy tokens.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -35,10 +41,51 @@ int fail(const std::string& msg) {
   return 1;
 }
 
+// Runs `cmd` through the shell; its stdout, or nullopt (with a message) when it did not exit 0.
+std::optional<std::string> run_command(const std::string& cmd) {
+  std::printf("%s\n", cmd.c_str());
+  std::FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int status = pclose(p);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "ferrum-run-check: ferrum-run did not exit 0 (status %d); stdout:\n%s\n", status, out.c_str());
+    return std::nullopt;
+  }
+  return out;
+}
+
+int check_text(const std::string& run, const std::string& model, const std::string& ref_path,
+               const std::vector<std::string>& extra) {
+  std::ifstream rf(ref_path);
+  const json ref = json::parse(rf, nullptr, false);
+  if (ref.is_discarded() || !ref.contains("prompt")) return fail(ref_path + ": not a text reference file");
+  std::string cmd = quote(run) + " --model " + quote(model) + " --prompt " + quote(ref["prompt"].get<std::string>()) +
+                    " --max-new-tokens " + std::to_string(ref["max_new_tokens"].get<uint64_t>()) + " --ignore-eos --json";
+  for (const std::string& e : extra) cmd += " " + quote(e);
+  const auto out = run_command(cmd);
+  if (!out) return 1;
+  const json got = json::parse(*out, nullptr, false);
+  if (got.is_discarded() || !got.contains("requests") || got["requests"].size() != 1)
+    return fail("ferrum-run --json printed no request:\n" + *out);
+  const json& r = got["requests"][0];
+  int bad = 0;
+  for (const char* key : {"prompt_ids", "generated", "text"}) {
+    const json& want = ref[std::string(key) == "generated" ? "greedy" : key];
+    const bool ok = r.contains(key) && r[key] == want;
+    std::printf("%s: %s %s %s\n", key, r.contains(key) ? r[key].dump().c_str() : "(missing)", ok ? "=" : "!=",
+                want.dump().c_str());
+    bad += !ok;
+  }
+  return bad ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string run, model, dump, ref_path;
+  std::string run, model, dump, ref_path, text_ref;
   double tol = -1;
   bool greedy = false;
   std::vector<std::string> extra;
@@ -52,6 +99,8 @@ int main(int argc, char** argv) {
       run = argv[++i];
     } else if (i + 1 < argc && a == "--model") {
       model = argv[++i];
+    } else if (i + 1 < argc && a == "--text-ref") {
+      text_ref = argv[++i];
     } else if (i + 1 < argc && a == "--ref") {
       ref_path = argv[++i];
     } else if (i + 1 < argc && a == "--dump") {
@@ -62,6 +111,7 @@ int main(int argc, char** argv) {
       return fail("unknown argument " + a);
     }
   }
+  if (!run.empty() && !model.empty() && !text_ref.empty()) return check_text(run, model, text_ref, extra);
   if (run.empty() || model.empty() || dump.empty() || !(tol > 0))
     return fail("usage: --run BIN --model DIR --dump FILE --tol X [--greedy] [-- args]");
   if (ref_path.empty()) ref_path = model + "/reference.json";
@@ -79,16 +129,10 @@ int main(int argc, char** argv) {
   cmd += " --max-new-tokens " + std::to_string(ref["max_new_tokens"].get<uint64_t>()) +
          " --ignore-eos --json --dump-logits " + quote(dump);
   for (const std::string& e : extra) cmd += " " + quote(e);
-  std::printf("%s\n", cmd.c_str());
   std::remove(dump.c_str());
-  std::FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return fail("cannot run " + run);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  const int status = pclose(p);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return fail("ferrum-run did not exit 0 (status " + std::to_string(status) + "); stdout:\n" + out);
+  const auto ran = run_command(cmd);
+  if (!ran) return 1;
+  const std::string& out = *ran;
   const json got = json::parse(out, nullptr, false);
   std::ifstream df(dump);
   const json logits = json::parse(df, nullptr, false);

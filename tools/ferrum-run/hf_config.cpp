@@ -218,6 +218,8 @@ HfConfig read_hf_config(const std::string& dir) {
     for (const json& v : e.is_array() ? e : json::array({e}))
       if (v.is_number_unsigned() && v.get<uint64_t>() < c.vocab) c.eos_ids.push_back(v.get<uint32_t>());
   }
+  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_unsigned() && j["bos_token_id"].get<uint64_t>() < c.vocab)
+    c.bos_id = j["bos_token_id"].get<int64_t>();
   if (j.contains("quantization_config"))
     r.fail("quantization_config", "unsupported: quantised checkpoints (GPTQ, AWQ, ...) are not run yet");
 

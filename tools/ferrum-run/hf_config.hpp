@@ -34,6 +34,7 @@ struct HfConfig {
   uint64_t sliding_window = 0;  // 0 = none (Mistral's, when set)
   std::string dtype;            // torch_dtype / dtype ("float32", "bfloat16", ...); may be empty
   std::vector<uint32_t> eos_ids;  // eos_token_id (an id or a list); may be empty
+  int64_t bos_id = -1;            // bos_token_id; -1 when none
   // RoPE: the per-pair inverse frequencies after scaling ([head_dim / 2]) and the factor that
   // multiplies cos and sin (yarn's attention factor; 1 otherwise).
   double rope_theta = 10000.0;

@@ -9,7 +9,8 @@
 // PATH is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
 // model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model, or a GGUF
 // file (llama, qwen2, qwen3; F32/F16/BF16 and Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K tensors). Tokens are
-// ids in and ids out: there is no tokenizer (--prompt is refused). With --kv paged (the default when the
+// ids in and ids out, plus text through SentencePiece for a model directory with a tokenizer.model
+// (--prompt); other models take ids only. With --kv paged (the default when the
 // backend has the paged ops) all requests run together: continuous batching with chunked prefill
 // through the varlen paged ops, blocks from a block allocator. --kv contiguous runs them one at
 // a time. Exit 0 on success, 1 when the model cannot be loaded or run, 2 on a usage error.
@@ -34,6 +35,7 @@
 #include "gguf.hpp"
 #include "safetensors.hpp"
 #include "sampler.hpp"
+#include "tokenizer.hpp"
 #include "weights.hpp"
 
 namespace {
@@ -91,15 +93,17 @@ std::string json_ids(const std::vector<uint32_t>& v, const char* sep = ", ") {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, backend_spec, dtype_name, prompt_text, kv_layout = "auto", kv_dtype = "auto", dump_path;
-  std::vector<std::string> prompt_ids;
+  std::string model_path, backend_spec, dtype_name, kv_layout = "auto", kv_dtype = "auto", dump_path;
+  std::vector<std::string> prompt_ids, prompt_texts;
   uint64_t max_new = 16, top_k = 0, seed = 0, block_size = 16, kv_blocks = 0, max_batch_tokens = 512, max_seqs = 64;
   double temperature = 1.0, top_p = 1.0;
   bool greedy = false, json = false, ignore_eos = false;
 
   CLI::App app{"ferrum-run: runs a Hugging Face checkpoint (config.json + safetensors; Llama, Mistral, Qwen2, "
-               "Qwen3, Qwen3-MoE) or a GGUF file (llama, qwen2, qwen3; quantised or not) on any ferrum plugin. Token ids in, token ids out: ferrum-run has no tokenizer, so "
-               "text prompts (--prompt) are not accepted; tokenize with the model's own tokenizer elsewhere.",
+               "Qwen3, Qwen3-MoE) or a GGUF file (llama, qwen2, qwen3; quantised or not) on any ferrum plugin. "
+               "Token ids in, token ids out. Text (--prompt) only for a model directory with a SentencePiece "
+               "tokenizer.model: for tokenizer.json and GGUF models ferrum-run has no tokenizer, so tokenize with "
+               "the model's own tokenizer elsewhere and pass ids.",
                "ferrum-run"};
   app.add_option("--model", model_path, "a Hugging Face model directory (config.json + model.safetensors or "
                                         "model.safetensors.index.json and its shards), or a GGUF file")
@@ -118,8 +122,11 @@ int main(int argc, char** argv) {
                                  "(run together with --kv paged)")
                       ->type_name("IDS")
                       ->take_all();
-  auto* text_opt = app.add_option("--prompt", prompt_text, "not supported: ferrum-run takes token ids only")
-                       ->type_name("TEXT");
+  auto* text_opt = app.add_option("--prompt", prompt_texts,
+                                  "a prompt as text, repeatable (requests after the --prompt-ids ones): only for a "
+                                  "model directory with a SentencePiece tokenizer.model; other models take ids only")
+                       ->type_name("TEXT")
+                       ->take_all();
   ft::add_integer(app, "--max-new-tokens", max_new, uint64_t{0}, kMaxTokens,
                   "tokens to generate per request (0: only the prompt's logits)");
   auto* greedy_opt = app.add_flag("--greedy", greedy, "greedy decoding (the default)");
@@ -152,9 +159,8 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   ft::parse_or_exit(app, argc, argv);
 
-  if (text_opt->count())
-    ft::usage_error(app, "--prompt: expected token ids (--prompt-ids): ferrum-run has no tokenizer, given text");
-  if (!ids_opt->count()) ft::usage_error(app, "--prompt-ids: expected at least one request, given none");
+  if (!ids_opt->count() && !text_opt->count())
+    ft::usage_error(app, "--prompt-ids: expected at least one request (--prompt-ids or --prompt), given none");
   if (kv_dtype != "auto")
     ft::usage_error(app, "--kv-dtype: expected auto (ferrum-run has no quantised KV cache yet), given " + kv_dtype);
   fr::SamplingParams sampling;
@@ -189,6 +195,18 @@ int main(int argc, char** argv) {
       cfg = fr::read_gguf_config(*gguf);
     } else {
       cfg = fr::read_hf_config(model_path);
+    }
+    // Text prompts: SentencePiece tokenizer.model of a model directory, nothing else.
+    std::unique_ptr<fr::Tokenizer> tok = is_gguf ? nullptr : fr::open_tokenizer(model_path, cfg.bos_id);
+    if (text_opt->count() && !tok)
+      ft::usage_error(app, "--prompt: expected token ids (--prompt-ids) for " + model_path +
+                               ": ferrum-run tokenizes only with a SentencePiece tokenizer.model in a model "
+                               "directory, and this model has none");
+    for (const std::string& text : prompt_texts) {
+      Request r;
+      r.prompt = tok->encode(text);
+      if (r.prompt.empty()) ft::usage_error(app, "--prompt: expected text that encodes to at least one token, given ''");
+      reqs.push_back(std::move(r));
     }
     for (size_t i = 0; i < reqs.size(); ++i)
       for (size_t t = 0; t < reqs[i].prompt.size(); ++t)
@@ -354,9 +372,11 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < reqs.size(); ++i) {
         const Request& r = reqs[i];
         const double dec_s = r.t_done - r.t_first;
-        std::printf("%s{\"prompt_tokens\": %zu, \"generated\": [%s], \"finish\": \"%s\", \"ttft_s\": %.6f, "
-                    "\"decode_s\": %.6f, \"decode_tokens_per_s\": %.3f}",
-                    i ? ", " : "", r.prompt.size(), json_ids(r.out).c_str(), r.finish.c_str(), r.t_first, dec_s,
+        const std::string text = tok ? ", \"text\": " + nlohmann::json(tok->decode(r.out)).dump() : "";
+        std::printf("%s{\"prompt_tokens\": %zu, \"prompt_ids\": [%s], \"generated\": [%s]%s, \"finish\": \"%s\", "
+                    "\"ttft_s\": %.6f, \"decode_s\": %.6f, \"decode_tokens_per_s\": %.3f}",
+                    i ? ", " : "", r.prompt.size(), json_ids(r.prompt).c_str(), json_ids(r.out).c_str(), text.c_str(),
+                    r.finish.c_str(), r.t_first, dec_s,
                     r.out.size() > 1 && dec_s > 0 ? double(r.out.size() - 1) / dec_s : 0.0);
       }
       std::printf("]}\n");
@@ -381,6 +401,7 @@ int main(int argc, char** argv) {
         const Request& r = reqs[i];
         std::printf("request %zu: %zu prompt tokens, first token after %.3f s, finish %s, generated: %s\n", i + 1,
                     r.prompt.size(), r.t_first, r.finish.c_str(), json_ids(r.out, ",").c_str());
+        if (tok) std::printf("  text: %s\n", nlohmann::json(tok->decode(r.out)).dump().c_str());
       }
     }
   } catch (const fr::LoadError& e) {
