@@ -37,6 +37,9 @@ Models (each well under 1 MB):
                           The K-quant blocks are random valid blocks (gguf-py has no K-quant
                           quantiser); every GGUF reference is transformers in float64 run on the
                           weights gguf-py dequantises from the file (dequantise-then-reference).
+  llama-gptq        LlamaForCausalLM as a GPTQ int4 checkpoint (AutoGPTQ v1 tensors: qweight, qzeros,
+                    f16 scales, g_idx; group 32, asymmetric, layer 1 in act-order, zero o_proj biases)
+                    quantised by this script; the reference runs on the decoded weights
   micro-llama       a 1-layer Llama (hidden 8, vocab 16) from which bad/ derives broken copies
 """
 import argparse
@@ -236,6 +239,90 @@ def make_qwen3_moe(out):
     assert min(margins) > 1e-4, f"router near-tie ({min(margins)})"
     save(model, os.path.join(out, "qwen3-moe"), torch.float32, refs,
          "Qwen3MoeForCausalLM f32, 8 experts top-2 renormalised, layer 1 dense (mlp_only_layers)")
+
+
+# ---- GPTQ ----------------------------------------------------------------------------------------
+
+def gptq_quantize(w, g, rng, act_order):
+    """AutoGPTQ v1 tensors of w [N, K] (4-bit, asymmetric, group size g, act-order g_idx when
+    asked) and the weight they decode to (scales rounded to f16)."""
+    n, k = w.shape
+    groups = k // g
+    g_idx = (rng.permutation(k) // g) if act_order else (np.arange(k) // g)
+    scales = np.zeros((groups, n), dtype=np.float16)
+    zeros = np.zeros((groups, n), dtype=np.int64)
+    for j in range(groups):
+        cols = w[:, g_idx == j]
+        lo, hi = cols.min(axis=1), cols.max(axis=1)
+        s = np.maximum((hi - lo) / 15.0, 1e-4).astype(np.float16)
+        scales[j] = s
+        zeros[j] = np.clip(np.round(-lo / s.astype(np.float64)), 1, 15)
+    s_k = scales[g_idx].astype(np.float64).T  # [N, K]
+    z_k = zeros[g_idx].T
+    q = np.clip(np.round(w / s_k) + z_k, 0, 15).astype(np.int64)
+    deq = (q - z_k) * s_k
+    qt = q.T  # [K, N]
+    qweight = np.zeros((k // 8, n), dtype=np.uint64)
+    for i in range(8):
+        qweight |= (qt[i::8].astype(np.uint64) << np.uint64(4 * i))
+    qzeros = np.zeros((groups, n // 8), dtype=np.uint64)
+    for i in range(8):
+        qzeros |= ((zeros[:, i::8] - 1).astype(np.uint64) << np.uint64(4 * i))
+    return {"qweight": qweight.astype(np.uint32).view(np.int32), "qzeros": qzeros.astype(np.uint32).view(np.int32),
+            "scales": scales, "g_idx": g_idx.astype(np.int32)}, deq
+
+
+def make_gptq(out):
+    from safetensors.numpy import save_file as save_np
+    torch.manual_seed(10)
+    cfg = transformers.LlamaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, bos_token_id=1, eos_token_id=2)
+    model = transformers.LlamaForCausalLM(cfg)
+    scale_weights(model, 18)
+    rng = np.random.default_rng(19)
+    tensors = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            base = name[: -len(".weight")]
+            if "layers." in name and name.endswith("proj.weight"):
+                # layer 1 in act-order (its q/k/v share one g_idx, as GPTQ quantises them on the same
+                # inputs); layer 0 in plain group order
+                layer = int(name.split(".")[2])
+                if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+                    act_rng = np.random.default_rng(100 + layer)
+                elif name.endswith(("gate_proj.weight", "up_proj.weight")):
+                    act_rng = np.random.default_rng(200 + layer)
+                else:
+                    act_rng = rng
+                q, deq = gptq_quantize(p.detach().double().numpy(), 32, act_rng, act_order=layer == 1)
+                for k, v in q.items():
+                    tensors[f"{base}.{k}"] = v
+                if name.endswith("o_proj.weight"):  # AutoGPTQ writes a (zero) bias per layer
+                    tensors[f"{base}.bias"] = np.zeros(p.shape[0], dtype=np.float16)
+                p.copy_(torch.from_numpy(deq))
+            else:
+                h = p.detach().to(torch.float16)
+                tensors[name] = h.numpy()
+                p.copy_(h.to(torch.float32))
+    refs = reference(model, PROMPTS)
+    d = os.path.join(out, "llama-gptq")
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    save_np(tensors, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    c = json.loads(cfg.to_json_string())
+    c["dtype"] = "float16"
+    c["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": True, "sym": False,
+                                "checkpoint_format": "gptq"}
+    c.pop("transformers_version", None)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(c, f, indent=2)
+    with open(os.path.join(d, "reference.json"), "w") as f:
+        json.dump({"requests": refs, "max_new_tokens": MAX_NEW, "weights_dtype": "gptq int4 + float16",
+                   "note": "GPTQ v1 int4, group 32, asymmetric, layer 1 act-order; reference on the decoded weights",
+                   "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}, f, indent=1)
 
 
 # ---- GGUF ----------------------------------------------------------------------------------------
@@ -465,6 +552,9 @@ def make_micro_and_bad(out):
     # an architecture ferrum-run does not run
     variant("architecture", config_edit=lambda c: c.update(architectures=["GPT2LMHeadModel"], model_type="gpt2"),
             blob_bytes=blob)
+    # an unsupported quantisation
+    variant("quant-method", config_edit=lambda c: c.update(quantization_config={"quant_method": "awq", "bits": 4}),
+            blob_bytes=blob)
     # an unsupported RoPE scaling
     variant("rope-type", config_edit=lambda c: c.update(rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                                                           "factor": 2.0}), blob_bytes=blob)
@@ -488,6 +578,7 @@ def main():
     make_qwen3(args.out)
     make_qwen2(args.out)
     make_qwen3_moe(args.out)
+    make_gptq(args.out)
     make_micro_and_bad(args.out)
     make_gguf(args.out)
 

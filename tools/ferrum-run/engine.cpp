@@ -29,8 +29,10 @@ std::vector<Op> kv_ops(KvLayout kv) {
 }
 
 std::vector<Op> model_ops(const HfConfig& cfg) {
-  if (cfg.arch == Arch::qwen3_moe) return {Op::route_topk_softmax, Op::moe_align_block_size, Op::fused_moe};
-  return {};
+  std::vector<Op> ops;
+  if (cfg.arch == Arch::qwen3_moe) ops = {Op::route_topk_softmax, Op::moe_align_block_size, Op::fused_moe};
+  if (cfg.gptq) ops.insert(ops.end(), {Op::load_gptq, Op::marlin_gemm, Op::transpose_token_to_head});
+  return ops;
 }
 
 BlockAllocator::BlockAllocator(uint64_t blocks) : total_(blocks) {
@@ -119,6 +121,17 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const Engin
     }
     layers_.push_back(std::move(L));
   }
+  // GPTQ checkpoints carry a bias per quantised layer (zeros where the model has none); one the
+  // model does not apply must be zero.
+  if (c.gptq)
+    for (uint64_t l = 0; l < c.layers; ++l)
+      for (const char* proj : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
+        const std::string bias = layer_name(l, proj) + ".bias";
+        const bool applied = c.attention_bias && std::string(proj).find("self_attn.") == 0 && std::string(proj) != "self_attn.o_proj";
+        if (!applied && src.nonzero(bias))
+          throw LoadError(src.where() + ": tensor '" + bias + "' is not zero, and " + c.architecture + " has no such bias");
+      }
   final_norm_ = dense("model.norm.weight", {H});
   if (!c.tie_embeddings) {
     if (!src.has("lm_head.weight"))
@@ -278,7 +291,8 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
 
 void Engine::matmul(const Linear& w, const Buffer& x, Buffer& out, uint64_t M) {
   auto one = [&](const Linear::Part& p, Buffer& dst) {
-    if (p.quant) ctx_.gguf_matmul({.a = x, .weight = p.quant, .out = dst, .m = M});
+    if (p.gptq) ctx_.marlin_gemm({.a = x, .weight = p.quant, .out = dst, .m = M});
+    else if (p.quant) ctx_.gguf_matmul({.a = x, .weight = p.quant, .out = dst, .m = M});
     else ctx_.gemm({.a = x, .b = p.dense, .out = dst, .m = M, .n = p.rows, .k = w.k});
   };
   if (w.parts.size() == 1) return one(w.parts[0], out);

@@ -220,8 +220,24 @@ HfConfig read_hf_config(const std::string& dir) {
   }
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_unsigned() && j["bos_token_id"].get<uint64_t>() < c.vocab)
     c.bos_id = j["bos_token_id"].get<int64_t>();
-  if (j.contains("quantization_config"))
-    r.fail("quantization_config", "unsupported: quantised checkpoints (GPTQ, AWQ, ...) are not run yet");
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null()) {
+    const json& q = j["quantization_config"];
+    const std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
+                                   ? q["quant_method"].get<std::string>() : "";
+    if (method != "gptq")
+      r.fail("quantization_config.quant_method", "unsupported quantisation '" + method + "' (ferrum-run runs gptq)");
+    const std::string format = q.contains("checkpoint_format") && q["checkpoint_format"].is_string()
+                                   ? q["checkpoint_format"].get<std::string>() : "gptq";
+    if (format != "gptq")
+      r.fail("quantization_config.checkpoint_format", "unsupported '" + format + "' (ferrum-run reads the gptq (v1) format)");
+    if (r.u64(q, "bits", 1, 64) != 4) r.fail("quantization_config.bits", "unsupported: only 4-bit GPTQ is run");
+    const json& gs = q.contains("group_size") ? q["group_size"] : json();
+    if (gs.is_number_integer() && gs.get<int64_t>() == -1) c.gptq_group_size = 0;  // one group over all of k
+    else c.gptq_group_size = r.u64(q, "group_size", 1, kMaxDim);
+    c.gptq_sym = r.boolean(q, "sym", true);
+    if (r.boolean(q, "lm_head", false)) r.fail("quantization_config.lm_head", "unsupported: a quantised lm_head");
+    c.gptq = true;
+  }
 
   // RoPE: transformers 5.x keeps theta and the scaling under rope_parameters, 4.x writes
   // rope_theta at the top level and the scaling as rope_scaling.

@@ -35,6 +35,11 @@ struct HfConfig {
   std::string dtype;            // torch_dtype / dtype ("float32", "bfloat16", ...); may be empty
   std::vector<uint32_t> eos_ids;  // eos_token_id (an id or a list); may be empty
   int64_t bos_id = -1;            // bos_token_id; -1 when none
+  // GPTQ int4 (quantization_config quant_method "gptq", AutoGPTQ v1 format): the decoder's linear
+  // layers are stored as qweight / qzeros / scales / g_idx; group_size 0 = one group.
+  bool gptq = false;
+  uint64_t gptq_group_size = 0;
+  bool gptq_sym = false;
   // RoPE: the per-pair inverse frequencies after scaling ([head_dim / 2]) and the factor that
   // multiplies cos and sin (yarn's attention factor; 1 otherwise).
   double rope_theta = 10000.0;

@@ -218,7 +218,7 @@ int main(int argc, char** argv) {
       source = std::make_unique<fr::GgufSource>(*gguf);
     } else {
       ckpt = std::make_unique<fr::Checkpoint>(model_path);
-      source = std::make_unique<fr::SafetensorsSource>(*ckpt, cfg.path);
+      source = std::make_unique<fr::SafetensorsSource>(*ckpt, cfg);
     }
 
     ferrum::Backend backend = ferrum::Backend::load(backend_spec);

@@ -1,5 +1,6 @@
 #include "weights.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <regex>
@@ -66,7 +67,7 @@ Buffer SafetensorsSource::dense(Context& ctx, const std::vector<std::string>& na
     const TensorView& t = ckpt_.get(names[i]);
     if (t.shape != shapes[i])
       throw LoadError(t.file->path() + ": tensor '" + t.name + "': shape " + shape_string(t.shape) +
-                      " disagrees with " + config_ + ", which implies " + shape_string(shapes[i]));
+                      " disagrees with " + cfg_.path + ", which implies " + shape_string(shapes[i]));
     const Dtype d = safetensors_weight_dtype(t);
     if (first && d != dt)
       throw LoadError(t.file->path() + ": tensor '" + t.name + "': dtype " + t.dtype + " differs from '" + first->name +
@@ -80,8 +81,120 @@ Buffer SafetensorsSource::dense(Context& ctx, const std::vector<std::string>& na
   return ctx.from_weight_bytes({.raw = raw, .src_dtype = dt, .dst_dtype = Dtype::invalid});
 }
 
+namespace {
+
+// "x.q_proj.weight" -> "x.q_proj"
+std::string base_name(const std::string& name) {
+  const std::string suffix = ".weight";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0
+             ? name.substr(0, name.size() - suffix.size())
+             : name;
+}
+
+}  // namespace
+
+bool SafetensorsSource::quantised(const std::string& name) const {
+  return cfg_.gptq && ckpt_.find(base_name(name) + ".qweight") != nullptr;
+}
+
+bool SafetensorsSource::nonzero(const std::string& name) const {
+  const TensorView* t = ckpt_.find(name);
+  if (!t) return false;
+  for (uint8_t b : t->bytes)
+    if (b) return true;
+  return false;
+}
+
+// GPTQ int4 layers: each part's qweight [K/8, N] (I32), scales [G, N], qzeros [G, N/8] (I32) and
+// g_idx [K] (I32, optional) checked against the shape; parts with the same g_idx (q|k|v, gate|up
+// quantised on the same inputs) are concatenated column-wise into one load_gptq weight, others
+// become separate parts.
+Linear SafetensorsSource::gptq_linear(Context& ctx, const std::vector<std::string>& names,
+                                      const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width) {
+  Linear w = empty_linear(shapes, head_width);
+  struct Src {
+    const TensorView *qweight, *qzeros, *scales, *g_idx;
+    uint64_t n;
+  };
+  const uint64_t K = w.k, g = cfg_.gptq_group_size;
+  const uint64_t G = g ? K / g : 1;
+  if (K % 8 || (g && K % g))
+    throw LoadError(cfg_.path + ": GPTQ: input features " + std::to_string(K) + " of '" + names[0] +
+                    "' are not a multiple of 8 and of group_size " + std::to_string(g));
+  auto check = [&](const std::string& name, const std::vector<uint64_t>& shape, const char* dtype) -> const TensorView& {
+    const TensorView& t = ckpt_.get(name);
+    if (t.shape != shape)
+      throw LoadError(t.file->path() + ": tensor '" + name + "': shape " + shape_string(t.shape) + " disagrees with " +
+                      cfg_.path + " (GPTQ, group_size " + std::to_string(g) + "), which implies " + shape_string(shape));
+    if (dtype && t.dtype != dtype)
+      throw LoadError(t.file->path() + ": tensor '" + name + "': dtype " + t.dtype + ", expected " + dtype);
+    return t;
+  };
+  std::vector<Src> srcs;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string b = base_name(names[i]);
+    const uint64_t N = shapes[i][0];
+    if (N % 8)
+      throw LoadError(cfg_.path + ": GPTQ: output features " + std::to_string(N) + " of '" + b + "' are not a multiple of 8");
+    Src s{&check(b + ".qweight", {K / 8, N}, "I32"), nullptr, &check(b + ".scales", {G, N}, nullptr), nullptr, N};
+    if (s.scales->dtype != "F16" && s.scales->dtype != "BF16" && s.scales->dtype != "F32")
+      throw LoadError(s.scales->file->path() + ": tensor '" + b + ".scales': dtype " + s.scales->dtype +
+                      ", expected F16, BF16 or F32");
+    if (ckpt_.find(b + ".qzeros")) s.qzeros = &check(b + ".qzeros", {G, N / 8}, "I32");
+    else if (!cfg_.gptq_sym) throw LoadError(ckpt_.dir() + ": the checkpoint has no tensor '" + b + ".qzeros'");
+    if (ckpt_.find(b + ".g_idx")) s.g_idx = &check(b + ".g_idx", {K}, "I32");
+    srcs.push_back(s);
+  }
+  auto same_g_idx = [](const Src& a, const Src& b) {
+    if (!a.g_idx || !b.g_idx) return !a.g_idx && !b.g_idx;
+    return std::equal(a.g_idx->bytes.begin(), a.g_idx->bytes.end(), b.g_idx->bytes.begin(), b.g_idx->bytes.end());
+  };
+  for (size_t i = 0; i < srcs.size();) {
+    size_t j = i + 1;
+    while (j < srcs.size() && same_g_idx(srcs[i], srcs[j]) && srcs[j].scales->dtype == srcs[i].scales->dtype &&
+           !srcs[j].qzeros == !srcs[i].qzeros)
+      ++j;
+    // Column-wise concatenation of [rows, cols] row-major tensors of `esz`-byte elements.
+    auto join = [&](auto member, uint64_t rows, uint64_t esz, uint64_t div) {
+      std::vector<uint8_t> out;
+      for (uint64_t r = 0; r < rows; ++r)
+        for (size_t k = i; k < j; ++k) {
+          const TensorView* t = srcs[k].*member;
+          const uint64_t row_bytes = srcs[k].n / div * esz;
+          const auto* p = t->bytes.data() + r * row_bytes;  // arith-ok: r < rows, row_bytes · rows = the checked size
+          out.insert(out.end(), p, p + row_bytes);
+        }
+      return out;
+    };
+    uint64_t N = 0;
+    for (size_t k = i; k < j; ++k) N += srcs[k].n;  // arith-ok: at most 3 parts of config-bounded widths
+    const uint64_t sz = safetensors_dtype_size(srcs[i].scales->dtype);
+    const std::vector<uint8_t> qw = join(&Src::qweight, K / 8, 4, 1), sc = join(&Src::scales, G, sz, 1);
+    const std::vector<uint8_t> qz = srcs[i].qzeros ? join(&Src::qzeros, G, 4, 8) : std::vector<uint8_t>{};
+    std::vector<int32_t> qw32(qw.size() / 4), qz32(qz.size() / 4), gidx;
+    std::memcpy(qw32.data(), qw.data(), qw.size());
+    std::memcpy(qz32.data(), qz.data(), qz.size());
+    if (srcs[i].g_idx) {
+      gidx.resize(K);
+      std::memcpy(gidx.data(), srcs[i].g_idx->bytes.data(), srcs[i].g_idx->bytes.size());
+    }
+    const Dtype sdt = srcs[i].scales->dtype == "F16" ? Dtype::f16 : srcs[i].scales->dtype == "BF16" ? Dtype::bf16 : Dtype::f32;
+    Linear::Part part;
+    part.gptq = true;
+    part.rows = N;
+    part.quant = ctx.load_gptq({.qweight = qw32.data(), .scales = sc.data(), .qzeros = qz32.empty() ? nullptr : qz32.data(),
+                                .g_idx = gidx.empty() ? nullptr : gidx.data(), .bits = 4, .group_size = g, .k = K, .n = N,
+                                .scales_dtype = sdt, .act_dtype = Dtype::invalid});
+    w.bytes += qw.size() + sc.size() + qz.size();
+    w.parts.push_back(std::move(part));
+    i = j;
+  }
+  return w;
+}
+
 Linear SafetensorsSource::linear(Context& ctx, const std::vector<std::string>& names,
                                  const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width) {
+  if (quantised(names[0])) return gptq_linear(ctx, names, shapes, head_width);
   Linear w = empty_linear(shapes, head_width);
   w.parts.push_back({.dense = dense(ctx, names, shapes), .quant = {}, .rows = w.n});
   w.bytes = w.parts[0].dense.size_bytes();

@@ -1,8 +1,9 @@
 // ferrum-run: where the engine's weights come from. The engine asks for tensors by their Hugging
 // Face names and shapes ([out, in] for a linear weight); a TensorSource checks each against the
 // file (shape, dtype) and uploads it:
-//   - SafetensorsSource: a Hugging Face checkpoint; everything dense (from_weight_bytes converts
-//     f32 / f16 / bf16 to the activation dtype);
+//   - SafetensorsSource: a Hugging Face checkpoint; dense weights through from_weight_bytes
+//     (f32 / f16 / bf16 converted to the activation dtype), GPTQ int4 linear layers (qweight,
+//     qzeros, scales, g_idx) through load_gptq + marlin_gemm;
 //   - GgufSource: a GGUF file, names mapped to llama.cpp's (blk.N.attn_q.weight, ...), shapes
 //     reversed (GGUF lists the innermost dimension first). F32 / F16 / BF16 tensors are dense;
 //     quantised ones (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K) stay quantised for linear layers
@@ -30,7 +31,8 @@ namespace ferrum::run {
 struct Linear {
   struct Part {
     Buffer dense;   // [rows, k] of the activation dtype, or
-    QWeight quant;  // a GGUF weight of `rows` rows
+    QWeight quant;  // a GGUF weight (gguf_matmul) or, with gptq, a GPTQ int4 one (marlin_gemm)
+    bool gptq = false;
     uint64_t rows = 0;
   };
   std::vector<Part> parts;
@@ -48,6 +50,8 @@ class TensorSource {
   virtual bool has(const std::string& name) const = 0;
   // True when the tensor is stored quantised (GGUF).
   virtual bool quantised(const std::string& name) const = 0;
+  // True when the tensor exists and holds a non-zero byte (a bias that cannot be ignored).
+  virtual bool nonzero(const std::string&) const { return false; }
   // The row-wise concatenation of `names` (each checked against its `shapes` entry) as one dense
   // buffer of the activation dtype.
   virtual Buffer dense(Context& ctx, const std::vector<std::string>& names,
@@ -59,17 +63,20 @@ class TensorSource {
 
 class SafetensorsSource : public TensorSource {
  public:
-  SafetensorsSource(const Checkpoint& ckpt, const std::string& config_path) : ckpt_(ckpt), config_(config_path) {}
+  SafetensorsSource(const Checkpoint& ckpt, const HfConfig& cfg) : ckpt_(ckpt), cfg_(cfg) {}
   const std::string& where() const override { return ckpt_.dir(); }
   bool has(const std::string& name) const override { return ckpt_.find(name) != nullptr; }
-  bool quantised(const std::string&) const override { return false; }
+  bool quantised(const std::string& name) const override;
+  bool nonzero(const std::string& name) const override;
   Buffer dense(Context& ctx, const std::vector<std::string>& names, const std::vector<std::vector<uint64_t>>& shapes) override;
   Linear linear(Context& ctx, const std::vector<std::string>& names, const std::vector<std::vector<uint64_t>>& shapes,
                 uint64_t head_width) override;
 
  private:
+  Linear gptq_linear(Context& ctx, const std::vector<std::string>& names,
+                     const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width);
   const Checkpoint& ckpt_;
-  std::string config_;
+  const HfConfig& cfg_;
 };
 
 class GgufSource : public TensorSource {
