@@ -23,7 +23,13 @@ std::string layer_name(uint64_t l, const char* rest) { return "model.layers." + 
 
 }  // namespace
 
-std::vector<Op> kv_ops(KvLayout kv) {
+std::vector<Op> kv_ops(KvLayout kv, KvDtype dtype) {
+  if (kv == KvLayout::paged && dtype == KvDtype::int8)
+    return {Op::split_qkv, Op::qk_norm_rope_batched_per_item, Op::alloc_paged_int8_layer, Op::int8_kv_append_paged,
+            Op::int8_paged_decode_attention};
+  if (kv == KvLayout::paged && dtype == KvDtype::fp8)
+    return {Op::split_qkv, Op::qk_norm_rope_batched_per_item, Op::alloc_paged_fp8_layer, Op::fp8_kv_append_paged,
+            Op::fp8_paged_decode_attention};
   if (kv == KvLayout::paged) return {Op::split_qkv_norm_rope_into_paged_cache_varlen, Op::paged_varlen_attention};
   return {Op::split_qkv_norm_rope_into_cache, Op::flash_attention, Op::transpose_head_to_token};
 }
@@ -161,10 +167,21 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const Engin
     alloc_ = BlockAllocator(opt_.kv_blocks);
   }
   const uint64_t slots = opt_.kv == KvLayout::paged ? elems({opt_.kv_blocks, bs}) : P;
+  if (opt_.kv_dtype != KvDtype::activation && opt_.kv != KvLayout::paged)
+    throw std::invalid_argument("ferrum-run: int8 / fp8 KV caches are paged");
   for (Layer& L : layers_) {
-    L.cache_k = ctx.alloc(elems({slots, nkv, hd}));
-    L.cache_v = ctx.alloc(elems({slots, nkv, hd}));
-    kv_cache_bytes_ += L.cache_k.size_bytes() + L.cache_v.size_bytes();
+    if (opt_.kv_dtype == KvDtype::int8) {
+      L.quant = ctx.alloc_paged_int8_layer({.max_blocks_per_seq = opt_.kv_blocks, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+    } else if (opt_.kv_dtype == KvDtype::fp8) {
+      L.quant = ctx.alloc_paged_fp8_layer({.max_blocks_per_seq = opt_.kv_blocks, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+    } else {
+      L.cache_k = ctx.alloc(elems({slots, nkv, hd}));
+      L.cache_v = ctx.alloc(elems({slots, nkv, hd}));
+      kv_cache_bytes_ += L.cache_k.size_bytes() + L.cache_v.size_bytes();
+    }
+    if (L.quant.k)
+      kv_cache_bytes_ += L.quant.k.size_bytes() + L.quant.v.size_bytes() + L.quant.k_scales.size_bytes() +
+                         L.quant.v_scales.size_bytes();
   }
   seqs_.resize(opt_.max_seqs);
 
@@ -197,6 +214,18 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const Engin
     joined_ = ctx.alloc(elems({M, max_join_rows_}));
   }
   logits_ = ctx.alloc(elems({S, V}));
+  if (opt_.kv_dtype != KvDtype::activation) {
+    q_tm_ = ctx.alloc(elems({M, nq, hd}));
+    k_tm_ = ctx.alloc(elems({M, nkv, hd}));
+    v_tm_ = ctx.alloc(elems({M, nkv, hd}));
+    k_rot_ = ctx.alloc(elems({M, nkv, hd}));
+    k_seq_ = ctx.alloc(elems({M, nkv, hd}));
+    v_seq_ = ctx.alloc(elems({M, nkv, hd}));
+    positions_ = ctx.alloc_typed(Dtype::u32, M);
+    q_row_ = ctx.alloc(elems({nq, hd}));
+    o_row_ = ctx.alloc(elems({nq, hd}));
+    for (uint64_t i = 0; i < S; ++i) slot_tables_.push_back(ctx.alloc_typed(Dtype::u32, max_blocks_per_seq_));
+  }
   if (opt_.kv == KvLayout::paged) {
     cu_seqlens_ = ctx.alloc_typed(Dtype::u32, S + 1);
     pos_offsets_ = ctx.alloc_typed(Dtype::u32, S);
@@ -259,6 +288,15 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
     ctx_.write_typed<uint32_t>(pos_offsets_, pos);
     ctx_.write_typed<uint32_t>(block_tables_, table);
   }
+  if (opt_.kv_dtype != KvDtype::activation) {
+    std::vector<uint32_t> positions;
+    for (uint64_t s = 0; s < S; ++s) {
+      for (uint32_t j = 0; j < cu[s + 1] - cu[s]; ++j) positions.push_back(pos[s] + j);
+      const auto& blocks = seqs_[chunks[s].seq].blocks;
+      ctx_.write_typed<uint32_t>(slot_tables_[chunks[s].seq], blocks);
+    }
+    ctx_.write_typed<uint32_t>(positions_, positions);
+  }
 
   const float eps = static_cast<float>(c.rms_eps);
   const uint64_t qkv_cols = (nq + 2 * nkv) * hd;
@@ -269,7 +307,8 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
     matmul(L.w_qkv, a_, qkv_, M);
     if (c.attention_bias) ctx_.add_bias({.data = qkv_, .bias = L.b_qkv, .rows = M, .cols = qkv_cols});
     if (opt_.kv == KvLayout::paged) {
-      attention_paged(L, M, S, max_kv);
+      if (opt_.kv_dtype == KvDtype::activation) attention_paged(L, M, S, max_kv);
+      else attention_quant(L, chunks, cu, pos);
       matmul(L.w_o, attn_, o_, M);
     } else {
       attention_contiguous(L, M, pos[0]);
@@ -354,6 +393,65 @@ void Engine::attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv) 
                                .max_kv_len = max_kv, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = c.head_dim,
                                .block_size = opt_.block_size, .max_num_blocks_per_seq = max_blocks_per_seq_, .scale = 0.0f,
                                .sliding_window = c.sliding_window});
+}
+
+// int8 / fp8 pools: token-major q and K rotated at their positions, each sequence's K/V quantised
+// into its blocks (a host block list), then one decode-attention call per query token over that
+// sequence's first pos + j + 1 positions.
+void Engine::attention_quant(Layer& L, const std::vector<Chunk>& chunks, const std::vector<uint32_t>& cu,
+                             const std::vector<uint32_t>& pos) {
+  const HfConfig& c = cfg_;
+  const uint64_t hd = c.head_dim, qd = c.q_heads * hd, kvd = c.kv_heads * hd, M = cu.back();
+  const float eps = static_cast<float>(c.rms_eps);
+  const QkMode mode = c.qk_norm ? QkMode::rms_norm_neox : c.rope_interleaved ? QkMode::gptj : QkMode::neox;
+  const bool int8 = opt_.kv_dtype == KvDtype::int8;
+  ctx_.split_qkv({.qkv = qkv_, .q = q_tm_, .k = k_tm_, .v = v_tm_, .tokens = M, .q_dim = qd, .kv_dim = kvd});
+  ctx_.qk_norm_rope_batched_per_item({.input = q_tm_, .norm_w = c.qk_norm ? &L.q_norm : nullptr, .rope = &rope_, .output = q_,
+                                      .positions = positions_, .m = M, .heads = c.q_heads, .head_dim = hd, .eps = eps, .mode = mode});
+  ctx_.qk_norm_rope_batched_per_item({.input = k_tm_, .norm_w = c.qk_norm ? &L.k_norm : nullptr, .rope = &rope_, .output = k_rot_,
+                                      .positions = positions_, .m = M, .heads = c.kv_heads, .head_dim = hd, .eps = eps, .mode = mode});
+  KvCacheQuant& kv = L.quant;
+  for (size_t s = 0; s < chunks.size(); ++s) {
+    const uint64_t r0 = cu[s], n = cu[s + 1] - cu[s];
+    const Buffer* k_in = &k_rot_;
+    const Buffer* v_in = &v_tm_;
+    if (r0 != 0) {  // the append reads rows from the start of its inputs
+      ctx_.copy_slice({.src = k_rot_, .src_offset = r0 * kvd, .dst = k_seq_, .dst_offset = 0, .len = n * kvd});
+      ctx_.copy_slice({.src = v_tm_, .src_offset = r0 * kvd, .dst = v_seq_, .dst_offset = 0, .len = n * kvd});
+      k_in = &k_seq_;
+      v_in = &v_seq_;
+    }
+    const std::vector<uint32_t>& blocks = seqs_[chunks[s].seq].blocks;
+    if (int8)
+      ctx_.int8_kv_append_paged({.k_in = *k_in, .v_in = *v_in, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales,
+                                 .layer_v_scales = kv.v_scales, .paged_block_indices = blocks, .cache_len_before = pos[s],
+                                 .tokens = n, .block_size = opt_.block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
+    else
+      ctx_.fp8_kv_append_paged({.k_in = *k_in, .v_in = *v_in, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales,
+                                .layer_v_scales = kv.v_scales, .paged_block_indices = blocks, .cache_len_before = pos[s],
+                                .tokens = n, .block_size = opt_.block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
+    const Buffer& table = slot_tables_[chunks[s].seq];
+    for (uint64_t j = 0; j < n; ++j) {
+      const uint64_t row = r0 + j;
+      const bool direct = M == 1;
+      if (!direct) ctx_.copy_slice({.src = q_, .src_offset = row * qd, .dst = q_row_, .dst_offset = 0, .len = qd});
+      const Buffer& q = direct ? q_ : q_row_;
+      Buffer& o = direct ? attn_ : o_row_;
+      if (int8)
+        ctx_.int8_paged_decode_attention({.q = q, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales,
+                                          .layer_v_scales = kv.v_scales, .block_table = table, .output = o,
+                                          .num_q_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd,
+                                          .valid_kv_len = pos[s] + j + 1, .block_size = opt_.block_size, .scale = 0.0f,
+                                          .sliding_window = c.sliding_window});
+      else
+        ctx_.fp8_paged_decode_attention({.q = q, .layer_k = kv.k, .layer_v = kv.v, .layer_k_scales = kv.k_scales,
+                                         .layer_v_scales = kv.v_scales, .block_table = table, .output = o,
+                                         .num_q_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd,
+                                         .valid_kv_len = pos[s] + j + 1, .block_size = opt_.block_size, .scale = 0.0f,
+                                         .sliding_window = c.sliding_window});
+      if (!direct) ctx_.copy_slice({.src = o_row_, .src_offset = 0, .dst = attn_, .dst_offset = row * qd, .len = qd});
+    }
+  }
 }
 
 // Contiguous: head-major queries, K/V straight into the caches at rows p0 .., causal flash

@@ -8,6 +8,9 @@
 //    several sequences): split_qkv_norm_rope_into_paged_cache_varlen writes K/V into each
 //    sequence's blocks and paged_varlen_attention attends, so continuous batching and chunked
 //    prefill are one code path.
+//    With int8 / fp8 pools (--kv-dtype) the step instead splits q/k/v, rotates them per token
+//    (qk_norm_rope_batched_per_item), appends each sequence's K/V with <q>_kv_append_paged and
+//    attends one query at a time with <q>_paged_decode_attention (the ops have no varlen form).
 //  - contiguous: one sequence at a time, [kv_heads, capacity, head_dim] caches
 //    (split_qkv_norm_rope_into_cache + flash_attention), for plugins without the paged ops.
 //
@@ -36,10 +39,13 @@
 namespace ferrum::run {
 
 enum class KvLayout { contiguous, paged };
+// The paged cache's element type: the activation dtype, or int8 / fp8 codes with an f32 scale per
+// (token, KV head) through the quantised-KV ops.
+enum class KvDtype { activation, int8, fp8 };
 
 // The ops each cache needs beyond the dense ones, and those the model's layers need beyond the
 // dense ones (the MoE ops for Qwen3-MoE).
-std::vector<Op> kv_ops(KvLayout kv);
+std::vector<Op> kv_ops(KvLayout kv, KvDtype dtype = KvDtype::activation);
 std::vector<Op> model_ops(const HfConfig& cfg);
 
 // Fixed-size blocks of the paged pools, handed out and taken back. Ids are u32 (the block
@@ -60,6 +66,7 @@ class BlockAllocator {
 
 struct EngineOptions {
   KvLayout kv = KvLayout::paged;
+  KvDtype kv_dtype = KvDtype::activation;  // int8 / fp8 need kv == paged
   uint64_t block_size = 16;
   uint64_t max_positions = 0;    // longest sequence (prompt + new tokens): RoPE rows, table width
   uint64_t max_step_tokens = 0;  // rows of one step (the chunked-prefill budget)
@@ -101,6 +108,7 @@ class Engine {
  private:
   struct Layer {
     Buffer input_norm, b_qkv, q_norm, k_norm, post_norm, cache_k, cache_v;
+    KvCacheQuant quant;  // int8 / fp8 pools
     Linear w_qkv, w_o, w_gate_up, w_down;
     // Qwen3-MoE sparse layers: router [E, H], experts' gate|up [E, 2·I, H] and down [E, H, I].
     bool moe = false;
@@ -119,6 +127,8 @@ class Engine {
   void matmul(const Linear& w, const Buffer& x, Buffer& out, uint64_t M);
   void attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv);
   void attention_contiguous(Layer& L, uint64_t T, uint64_t p0);
+  void attention_quant(Layer& L, const std::vector<Chunk>& chunks, const std::vector<uint32_t>& cu,
+                       const std::vector<uint32_t>& pos);
 
   Context& ctx_;
   HfConfig cfg_;
@@ -134,6 +144,10 @@ class Engine {
   // scratch, sized for max_step_tokens rows and max_seqs sequences
   Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
   Buffer cu_seqlens_, pos_offsets_, block_tables_;
+  // int8 / fp8 caches: token-major split q / k / v, rotated k, RoPE positions [M], one sequence's
+  // K/V rows, one query row in and out, and each sequence slot's block table on the device
+  Buffer q_tm_, k_tm_, v_tm_, k_rot_, positions_, k_seq_, v_seq_, q_row_, o_row_;
+  std::vector<Buffer> slot_tables_;
   // joining the parts of a multi-part linear: one part's output, its head-major copy, all parts
   Buffer part_out_, part_t_, joined_;
   uint64_t max_join_rows_ = 0;

@@ -142,8 +142,9 @@ int main(int argc, char** argv) {
                  "request at a time), or auto (paged when the backend has the paged ops)")
       ->check(CLI::IsMember({"auto", "contiguous", "paged"}))
       ->capture_default_str();
-  app.add_option("--kv-dtype", kv_dtype, "KV element type: auto (the activation dtype); int8 and fp8 are not "
-                                         "supported by ferrum-run yet")
+  app.add_option("--kv-dtype", kv_dtype,
+                 "KV element type: auto (the activation dtype), int8 or fp8 (codes + an f32 scale per token and KV "
+                 "head, through the quantised-KV ops: paged only, one query per attention call)")
       ->check(CLI::IsMember({"auto", "int8", "fp8"}))
       ->capture_default_str();
   ft::add_integer(app, "--kv-block-size", block_size, uint64_t{1}, uint64_t{4096}, "tokens per KV block (paged)");
@@ -161,8 +162,11 @@ int main(int argc, char** argv) {
 
   if (!ids_opt->count() && !text_opt->count())
     ft::usage_error(app, "--prompt-ids: expected at least one request (--prompt-ids or --prompt), given none");
-  if (kv_dtype != "auto")
-    ft::usage_error(app, "--kv-dtype: expected auto (ferrum-run has no quantised KV cache yet), given " + kv_dtype);
+  if (kv_dtype != "auto" && kv_layout == "contiguous")
+    ft::usage_error(app, "--kv-dtype: expected auto with --kv contiguous (int8 and fp8 caches are paged), given " +
+                             kv_dtype);
+  const fr::KvDtype kv_dt = kv_dtype == "int8" ? fr::KvDtype::int8 : kv_dtype == "fp8" ? fr::KvDtype::fp8
+                                                                                         : fr::KvDtype::activation;
   fr::SamplingParams sampling;
   sampling.greedy = !(temp_opt->count() || topk_opt->count() || topp_opt->count() || seed_opt->count());
   sampling.temperature = temperature;
@@ -238,12 +242,16 @@ int main(int argc, char** argv) {
                             std::string(backend.name()) + " does not have");
     fr::KvLayout kv = fr::KvLayout::paged;
     const auto missing = [&](fr::KvLayout k) -> std::optional<ferrum::Op> {
-      for (ferrum::Op op : fr::kv_ops(k))
+      for (ferrum::Op op : fr::kv_ops(k, k == fr::KvLayout::paged ? kv_dt : fr::KvDtype::activation))
         if (!backend.supports(op)) return op;
       return std::nullopt;
     };
     const std::string bname(backend.name());
-    if (kv_layout == "auto") {
+    if (kv_layout == "auto" && kv_dt != fr::KvDtype::activation) {
+      if (const auto op = missing(kv))
+        ft::usage_error(app, "--kv-dtype: expected auto for backend " + bname + " (it has no " +
+                                 std::string(ferrum::op_name(*op)) + "), given " + kv_dtype);
+    } else if (kv_layout == "auto") {
       const auto paged_missing = missing(fr::KvLayout::paged);
       if (paged_missing) kv = fr::KvLayout::contiguous;
       if (paged_missing && missing(fr::KvLayout::contiguous))
@@ -258,6 +266,7 @@ int main(int argc, char** argv) {
     }
     fr::EngineOptions opt;
     opt.kv = kv;
+    opt.kv_dtype = kv_dt;
     opt.block_size = block_size;
     opt.max_step_tokens = max_batch_tokens;
     opt.max_seqs = kv == fr::KvLayout::paged ? max_seqs : 1;
@@ -361,11 +370,12 @@ int main(int argc, char** argv) {
     for (const Request& r : reqs) generated += r.out.size();
     if (json) {
       std::printf("{\"backend\": \"%s\", \"version\": \"%s\", \"device\": \"%s\", \"model\": %s, "
-                  "\"architecture\": \"%s\", \"dtype\": \"%s\", \"kv\": \"%s\", \"kv_blocks\": %llu, "
+                  "\"architecture\": \"%s\", \"dtype\": \"%s\", \"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_blocks\": %llu, "
                   "\"kv_block_size\": %llu, \"weight_bytes\": %llu, \"steps\": %llu, \"total_s\": %.6f, "
                   "\"generated_tokens_per_s\": %.3f, \"requests\": [",
                   std::string(backend.name()).c_str(), std::string(backend.version()).c_str(), props.name.c_str(),
                   nlohmann::json(model_path).dump().c_str(), cfg.architecture.c_str(), dt.c_str(), kv_name,
+                  kv_dt == fr::KvDtype::activation ? dt.c_str() : kv_dtype.c_str(),
                   (unsigned long long)(kv == fr::KvLayout::paged ? opt.kv_blocks : 0ull), (unsigned long long)block_size,
                   (unsigned long long)engine.weight_bytes(), (unsigned long long)steps, total_s,
                   total_s > 0 ? double(generated) / total_s : 0.0);
@@ -390,7 +400,8 @@ int main(int argc, char** argv) {
                   (unsigned long long)cfg.head_dim, (unsigned long long)cfg.ffn, (unsigned long long)cfg.vocab, dt.c_str(),
                   double(engine.weight_bytes()) / 1e6);
       if (kv == fr::KvLayout::paged)
-        std::printf("kv cache:  paged, %llu blocks of %llu tokens per layer, %.2f MB\n", (unsigned long long)opt.kv_blocks,
+        std::printf("kv cache:  paged %s, %llu blocks of %llu tokens per layer, %.2f MB\n",
+                    kv_dt == fr::KvDtype::activation ? dt.c_str() : kv_dtype.c_str(), (unsigned long long)opt.kv_blocks,
                     (unsigned long long)block_size, double(engine.kv_cache_bytes()) / 1e6);
       else
         std::printf("kv cache:  contiguous, %llu positions per layer, %.2f MB\n", (unsigned long long)opt.max_positions,
