@@ -252,7 +252,7 @@ void Engine::close_sequence(uint32_t seq) {
 
 std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
   const HfConfig& c = cfg_;
-  const uint64_t H = c.hidden, hd = c.head_dim, nq = c.q_heads, nkv = c.kv_heads, F = c.ffn, V = c.vocab;
+  const uint64_t H = c.hidden, hd = c.head_dim, nq = c.q_heads, nkv = c.kv_heads, V = c.vocab;
   const uint64_t S = chunks.size();
   if (S == 0 || S > opt_.max_seqs) throw std::invalid_argument("ferrum-run: a step of no or too many sequences");
   // Packed ids, varlen metadata, and (paged) blocks for the positions the step writes.

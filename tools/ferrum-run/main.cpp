@@ -369,12 +369,13 @@ int main(int argc, char** argv) {
     uint64_t generated = 0;
     for (const Request& r : reqs) generated += r.out.size();
     if (json) {
-      std::printf("{\"backend\": \"%s\", \"version\": \"%s\", \"device\": \"%s\", \"model\": %s, "
-                  "\"architecture\": \"%s\", \"dtype\": \"%s\", \"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_blocks\": %llu, "
+      const auto q = [](const std::string& v) { return nlohmann::json(v).dump(); };  // a JSON string
+      std::printf("{\"backend\": %s, \"version\": %s, \"device\": %s, \"model\": %s, "
+                  "\"architecture\": %s, \"dtype\": \"%s\", \"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_blocks\": %llu, "
                   "\"kv_block_size\": %llu, \"weight_bytes\": %llu, \"steps\": %llu, \"total_s\": %.6f, "
                   "\"generated_tokens_per_s\": %.3f, \"requests\": [",
-                  std::string(backend.name()).c_str(), std::string(backend.version()).c_str(), props.name.c_str(),
-                  nlohmann::json(model_path).dump().c_str(), cfg.architecture.c_str(), dt.c_str(), kv_name,
+                  q(std::string(backend.name())).c_str(), q(std::string(backend.version())).c_str(), q(props.name).c_str(),
+                  q(model_path).c_str(), q(cfg.architecture).c_str(), dt.c_str(), kv_name,
                   kv_dt == fr::KvDtype::activation ? dt.c_str() : kv_dtype.c_str(),
                   (unsigned long long)(kv == fr::KvLayout::paged ? opt.kv_blocks : 0ull), (unsigned long long)block_size,
                   (unsigned long long)engine.weight_bytes(), (unsigned long long)steps, total_s,
