@@ -250,7 +250,7 @@ void Engine::close_sequence(uint32_t seq) {
   s = Seq{};
 }
 
-std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
+Engine::StepResult Engine::step(const std::vector<Chunk>& chunks, bool want_logits) {
   const HfConfig& c = cfg_;
   const uint64_t H = c.hidden, hd = c.head_dim, nq = c.q_heads, nkv = c.kv_heads, V = c.vocab;
   const uint64_t S = chunks.size();
@@ -325,7 +325,10 @@ std::vector<float> Engine::step(const std::vector<Chunk>& chunks) {
   }
   if (lm_head_.parts.empty()) ctx_.gemm({.a = last_, .b = embedding_, .out = logits_, .m = S, .n = V, .k = H});
   else matmul(lm_head_, last_, logits_, S);
-  return ctx_.to_vec(logits_, S * V);
+  StepResult r;
+  r.argmax = ctx_.argmax_rows_f16({.logits = logits_, .m = S, .n = V});
+  if (want_logits) r.logits = ctx_.to_vec(logits_, S * V);
+  return r;
 }
 
 void Engine::matmul(const Linear& w, const Buffer& x, Buffer& out, uint64_t M) {

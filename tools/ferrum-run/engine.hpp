@@ -86,10 +86,16 @@ class Engine {
     std::span<const uint32_t> tokens;  // at positions len(seq) .. len(seq) + size - 1
   };
   // Runs one step over the chunks (at most max_seqs, together at most max_step_tokens tokens;
-  // distinct slots), appends their K/V, and returns the f32 logits of each chunk's last token,
-  // [chunks.size() × vocab] in chunk order. Paged: blocks are allocated as sequences grow; the
-  // caller checks blocks_needed() against free_blocks() first.
-  std::vector<float> step(const std::vector<Chunk>& chunks);
+  // distinct slots) and appends their K/V. Returns, for each chunk's last token in chunk order,
+  // the index of its largest logit (argmax_rows_f16 on the device: lowest index on ties) and,
+  // when `want_logits`, the f32 logits themselves ([chunks.size() × vocab]; read back to the
+  // host, which a greedy step without them avoids). Paged: blocks are allocated as sequences
+  // grow; the caller checks blocks_for() against free_blocks() first.
+  struct StepResult {
+    std::vector<uint32_t> argmax;
+    std::vector<float> logits;  // empty unless asked for
+  };
+  StepResult step(const std::vector<Chunk>& chunks, bool want_logits);
 
   // A new empty sequence slot (nullopt when every slot is taken), and its release (its blocks
   // go back to the allocator).

@@ -323,20 +323,28 @@ int main(int argc, char** argv) {
         budget -= n;
       }
       if (chunks.empty()) throw std::runtime_error("ferrum-run: the scheduler found no work (KV pool too small?)");
-      const std::vector<float> logits = engine.step(chunks);
+      // Logits come back to the host only when sampling, or for --dump-logits at a prompt's end;
+      // greedy steps read just the device argmax.
+      bool want_logits = !sampling.greedy;
+      for (size_t c = 0; c < chunks.size(); ++c) {
+        const Request& r = reqs[owner[c]];
+        want_logits |= !dump_path.empty() && r.fed < r.prompt.size() && r.fed + chunks[c].tokens.size() == r.prompt.size();
+      }
+      const fr::Engine::StepResult result = engine.step(chunks, want_logits);
       ++steps;
       for (size_t c = 0; c < chunks.size(); ++c) {
         Request& r = reqs[owner[c]];
-        const std::span<const float> row(logits.data() + c * cfg.vocab, cfg.vocab);
+        const std::span<const float> row =
+            want_logits ? std::span<const float>(result.logits.data() + c * cfg.vocab, cfg.vocab) : std::span<const float>();
         const bool prefill = r.fed < r.prompt.size();
         if (prefill) {
           r.fed += chunks[c].tokens.size();
           if (r.fed < r.prompt.size()) continue;
-          r.prompt_logits.assign(row.begin(), row.end());
+          if (!dump_path.empty()) r.prompt_logits.assign(row.begin(), row.end());
           r.t_first = since();
         }
         if (r.out.size() < max_new) {
-          const uint32_t next = samplers[owner[c]].next(row);
+          const uint32_t next = sampling.greedy ? result.argmax[c] : samplers[owner[c]].next(row);
           r.out.push_back(next);
           if (!ignore_eos && std::find(cfg.eos_ids.begin(), cfg.eos_ids.end(), next) != cfg.eos_ids.end()) {
             r.finish = "eos";
