@@ -34,6 +34,11 @@ std::vector<Op> kv_ops(KvLayout kv, KvDtype dtype) {
   return {Op::split_qkv_norm_rope_into_cache, Op::flash_attention, Op::transpose_head_to_token};
 }
 
+std::vector<Op> graph_ops() {
+  return {Op::begin_graph_capture, Op::end_graph_capture, Op::replay_graph, Op::reset_all_graphs, Op::set_decode_state,
+          Op::embedding_lookup_dev};
+}
+
 std::vector<Op> model_ops(const HfConfig& cfg) {
   std::vector<Op> ops;
   if (cfg.arch == Arch::qwen3_moe) ops = {Op::route_topk_softmax, Op::moe_align_block_size, Op::fused_moe};
@@ -83,6 +88,7 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const Engin
       opt_.max_positions > UINT32_MAX - opt_.block_size)
     throw std::invalid_argument("ferrum-run: invalid engine options");
   if (opt_.kv == KvLayout::contiguous) opt_.max_seqs = 1;
+  if (opt_.kv != KvLayout::paged || opt_.kv_dtype != KvDtype::activation) opt_.graphs = false;
 
   embedding_ = dense("model.embed_tokens.weight", {V, H});
   for (uint64_t l = 0; l < c.layers; ++l) {
@@ -226,6 +232,7 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const Engin
     o_row_ = ctx.alloc(elems({nq, hd}));
     for (uint64_t i = 0; i < S; ++i) slot_tables_.push_back(ctx.alloc_typed(Dtype::u32, max_blocks_per_seq_));
   }
+  if (opt_.graphs) ids_dev_ = ctx.alloc_typed(Dtype::u32, S);
   if (opt_.kv == KvLayout::paged) {
     cu_seqlens_ = ctx.alloc_typed(Dtype::u32, S + 1);
     pos_offsets_ = ctx.alloc_typed(Dtype::u32, S);
@@ -252,7 +259,7 @@ void Engine::close_sequence(uint32_t seq) {
 
 Engine::StepResult Engine::step(const std::vector<Chunk>& chunks, bool want_logits) {
   const HfConfig& c = cfg_;
-  const uint64_t H = c.hidden, hd = c.head_dim, nq = c.q_heads, nkv = c.kv_heads, V = c.vocab;
+  const uint64_t H = c.hidden, V = c.vocab;
   const uint64_t S = chunks.size();
   if (S == 0 || S > opt_.max_seqs) throw std::invalid_argument("ferrum-run: a step of no or too many sequences");
   // Packed ids, varlen metadata, and (paged) blocks for the positions the step writes.
@@ -298,33 +305,35 @@ Engine::StepResult Engine::step(const std::vector<Chunk>& chunks, bool want_logi
     ctx_.write_typed<uint32_t>(positions_, positions);
   }
 
-  const float eps = static_cast<float>(c.rms_eps);
-  const uint64_t qkv_cols = (nq + 2 * nkv) * hd;
-  ctx_.embedding_lookup({.table = embedding_, .ids = ids, .out = x_, .dim = H});
-  ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
-  for (uint64_t l = 0; l < c.layers; ++l) {
-    Layer& L = layers_[l];
-    matmul(L.w_qkv, a_, qkv_, M);
-    if (c.attention_bias) ctx_.add_bias({.data = qkv_, .bias = L.b_qkv, .rows = M, .cols = qkv_cols});
-    if (opt_.kv == KvLayout::paged) {
-      if (opt_.kv_dtype == KvDtype::activation) attention_paged(L, M, S, max_kv);
-      else attention_quant(L, chunks, cu, pos);
-      matmul(L.w_o, attn_, o_, M);
-    } else {
-      attention_contiguous(L, M, pos[0]);
-      matmul(L.w_o, attn_t_, o_, M);
+  const bool graph = opt_.graphs && opt_.kv == KvLayout::paged && opt_.kv_dtype == KvDtype::activation && M == S;
+  if (graph) {
+    // A decode step of S sequences: ids from device memory, every shape fixed by S, the KV bound
+    // at the cache's capacity, so one recording per S serves every later step of that size.
+    ctx_.write_typed<uint32_t>(ids_dev_, ids);
+    auto record = [&] {
+      ctx_.embedding_lookup_dev({.table = embedding_, .ids = ids_dev_, .out = x_, .batch = S, .dim = H});
+      layers_forward(chunks, cu, pos, opt_.max_positions);
+      head(a_, S);
+    };
+    if (opt_.graphs_emulate) {
+      record();  // the captured form, run eagerly
+    } else if (!captured_.count(S)) {
+      record();  // warm-up: every plugin scratch grows before the capture
+      ctx_.begin_graph_capture();
+      record();
+      ctx_.end_graph_capture(S);
+      captured_.insert(S);
     }
-    ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
-    mlp(L, M);
-    const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
-    ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
+    if (!opt_.graphs_emulate && !ctx_.replay_graph(S))
+      throw std::runtime_error("ferrum-run: the decode graph was not replayed");
+  } else {
+    ctx_.embedding_lookup({.table = embedding_, .ids = ids, .out = x_, .dim = H});
+    layers_forward(chunks, cu, pos, max_kv);
+    for (uint64_t s = 0; s < S; ++s)
+      ctx_.copy_slice({.src = a_, .src_offset = (uint64_t(cu[s + 1]) - 1) * H, .dst = last_, .dst_offset = s * H, .len = H});
+    head(last_, S);
   }
-  for (uint64_t s = 0; s < S; ++s) {
-    seqs_[chunks[s].seq].len += chunks[s].tokens.size();
-    ctx_.copy_slice({.src = a_, .src_offset = (uint64_t(cu[s + 1]) - 1) * H, .dst = last_, .dst_offset = s * H, .len = H});
-  }
-  if (lm_head_.parts.empty()) ctx_.gemm({.a = last_, .b = embedding_, .out = logits_, .m = S, .n = V, .k = H});
-  else matmul(lm_head_, last_, logits_, S);
+  for (uint64_t s = 0; s < S; ++s) seqs_[chunks[s].seq].len += chunks[s].tokens.size();
   StepResult r;
   r.argmax = ctx_.argmax_rows_f16({.logits = logits_, .m = S, .n = V});
   if (want_logits) r.logits = ctx_.to_vec(logits_, S * V);
@@ -396,6 +405,49 @@ void Engine::attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv) 
                                .max_kv_len = max_kv, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = c.head_dim,
                                .block_size = opt_.block_size, .max_num_blocks_per_seq = max_blocks_per_seq_, .scale = 0.0f,
                                .sliding_window = c.sliding_window});
+}
+
+// The layers over the M tokens of the step in x_ (embedded): the final-normed rows end in a_.
+void Engine::layers_forward(const std::vector<Chunk>& chunks, const std::vector<uint32_t>& cu,
+                            const std::vector<uint32_t>& pos, uint64_t max_kv) {
+  const HfConfig& c = cfg_;
+  const uint64_t H = c.hidden, M = cu.back(), S = chunks.size();
+  const uint64_t qkv_cols = (c.q_heads + 2 * c.kv_heads) * c.head_dim;
+  const float eps = static_cast<float>(c.rms_eps);
+  ctx_.rms_norm({.x = x_, .w = layers_[0].input_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
+  for (uint64_t l = 0; l < c.layers; ++l) {
+    Layer& L = layers_[l];
+    matmul(L.w_qkv, a_, qkv_, M);
+    if (c.attention_bias) ctx_.add_bias({.data = qkv_, .bias = L.b_qkv, .rows = M, .cols = qkv_cols});
+    if (opt_.kv == KvLayout::paged) {
+      if (opt_.kv_dtype == KvDtype::activation) attention_paged(L, M, S, max_kv);
+      else attention_quant(L, chunks, cu, pos);
+      matmul(L.w_o, attn_, o_, M);
+    } else {
+      attention_contiguous(L, M, pos[0]);
+      matmul(L.w_o, attn_t_, o_, M);
+    }
+    ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
+    mlp(L, M);
+    const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
+    ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
+  }
+}
+
+// logits_[S, vocab] from S final-normed rows.
+void Engine::head(const Buffer& rows, uint64_t S) {
+  if (lm_head_.parts.empty())
+    ctx_.gemm({.a = rows, .b = embedding_, .out = logits_, .m = S, .n = cfg_.vocab, .k = cfg_.hidden});
+  else
+    matmul(lm_head_, rows, logits_, S);
+}
+
+Engine::~Engine() {
+  if (captured_.empty()) return;
+  try {
+    ctx_.reset_all_graphs();
+  } catch (const std::exception&) {
+  }
 }
 
 // int8 / fp8 pools: token-major q and K rotated at their positions, each sequence's K/V quantised

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -47,6 +48,9 @@ enum class KvDtype { activation, int8, fp8 };
 // dense ones (the MoE ops for Qwen3-MoE).
 std::vector<Op> kv_ops(KvLayout kv, KvDtype dtype = KvDtype::activation);
 std::vector<Op> model_ops(const HfConfig& cfg);
+// The graph family ops captured decode steps need (set_decode_state marks the family: a plugin
+// without it has no graphs even where the facade composes the others).
+std::vector<Op> graph_ops();
 
 // Fixed-size blocks of the paged pools, handed out and taken back. Ids are u32 (the block
 // tables' index type).
@@ -72,6 +76,11 @@ struct EngineOptions {
   uint64_t max_step_tokens = 0;  // rows of one step (the chunked-prefill budget)
   uint64_t max_seqs = 1;         // sequences in one step (paged); contiguous: 1
   uint64_t kv_blocks = 0;        // paged: blocks per layer pool
+  // Decode steps (one token per sequence) through captured graphs, one per batch size, replayed
+  // with the step's ids and varlen metadata written to device buffers first; paged activation-
+  // dtype caches only (the quantised append takes a host block list).
+  bool graphs = false;
+  bool graphs_emulate = false;  // with graphs: run that form eagerly, without capturing (a test mode)
 };
 
 class Engine {
@@ -79,6 +88,9 @@ class Engine {
   // Checks every tensor against the config (shape, dtype) and uploads it; LoadError naming the
   // file and tensor on a mismatch.
   Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const EngineOptions& opt);
+  ~Engine();  // drops the captured graphs
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
   // One sequence's new tokens in a step.
   struct Chunk {
@@ -121,6 +133,9 @@ class Engine {
     Buffer router, experts_gate_up, experts_down;
   };
   void mlp(Layer& L, uint64_t M);
+  void layers_forward(const std::vector<Chunk>& chunks, const std::vector<uint32_t>& cu, const std::vector<uint32_t>& pos,
+                      uint64_t max_kv);
+  void head(const Buffer& rows, uint64_t S);
   struct Seq {
     bool open = false;
     uint64_t len = 0;
@@ -150,6 +165,8 @@ class Engine {
   // scratch, sized for max_step_tokens rows and max_seqs sequences
   Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
   Buffer cu_seqlens_, pos_offsets_, block_tables_;
+  Buffer ids_dev_;               // graphs: the step's token ids on the device
+  std::set<uint64_t> captured_;  // graph keys (batch sizes) recorded
   // int8 / fp8 caches: token-major split q / k / v, rotated k, RoPE positions [M], one sequence's
   // K/V rows, one query row in and out, and each sequence slot's block table on the device
   Buffer q_tm_, k_tm_, v_tm_, k_rot_, positions_, k_seq_, v_seq_, q_row_, o_row_;

@@ -93,7 +93,7 @@ std::string json_ids(const std::vector<uint32_t>& v, const char* sep = ", ") {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, backend_spec, dtype_name, kv_layout = "auto", kv_dtype = "auto", dump_path;
+  std::string model_path, backend_spec, dtype_name, kv_layout = "auto", kv_dtype = "auto", dump_path, graphs = "off";
   std::vector<std::string> prompt_ids, prompt_texts;
   uint64_t max_new = 16, top_k = 0, seed = 0, block_size = 16, kv_blocks = 0, max_batch_tokens = 512, max_seqs = 64;
   double temperature = 1.0, top_p = 1.0;
@@ -146,6 +146,12 @@ int main(int argc, char** argv) {
                  "KV element type: auto (the activation dtype), int8 or fp8 (codes + an f32 scale per token and KV "
                  "head, through the quantised-KV ops: paged only, one query per attention call)")
       ->check(CLI::IsMember({"auto", "int8", "fp8"}))
+      ->capture_default_str();
+  app.add_option("--graphs", graphs,
+                 "decode steps through captured graphs (one per batch size; paged activation-dtype KV): on, off, or "
+                 "auto (on when the backend has the graph family); emulate runs the captured form eagerly (a test of "
+                 "that form on any backend). Off by default: not yet checked on a GPU")
+      ->check(CLI::IsMember({"auto", "on", "off", "emulate"}))
       ->capture_default_str();
   ft::add_integer(app, "--kv-block-size", block_size, uint64_t{1}, uint64_t{4096}, "tokens per KV block (paged)");
   ft::add_integer(app, "--kv-blocks", kv_blocks, uint64_t{0}, uint64_t{UINT32_MAX},
@@ -264,7 +270,19 @@ int main(int argc, char** argv) {
         ft::usage_error(app, "--kv: expected a cache backend " + bname + " supports (it has no " +
                                  std::string(ferrum::op_name(*op)) + "), given " + kv_layout);
     }
+    std::optional<ferrum::Op> graph_missing;
+    for (ferrum::Op op : fr::graph_ops())
+      if (!graph_missing && !backend.supports(op)) graph_missing = op;
+    if (graphs == "on" && graph_missing)
+      ft::usage_error(app, "--graphs: expected off or auto for backend " + bname + " (it has no " +
+                               std::string(ferrum::op_name(*graph_missing)) + "), given on");
+    if ((graphs == "on" || graphs == "emulate") && (kv != fr::KvLayout::paged || kv_dt != fr::KvDtype::activation))
+      ft::usage_error(app, "--graphs: expected off or auto with " +
+                               std::string(kv != fr::KvLayout::paged ? "--kv contiguous" : "--kv-dtype " + kv_dtype) +
+                               " (graphs capture the paged activation-dtype cache), given " + graphs);
     fr::EngineOptions opt;
+    opt.graphs = graphs == "on" || graphs == "emulate" || (graphs == "auto" && !graph_missing);
+    opt.graphs_emulate = graphs == "emulate";
     opt.kv = kv;
     opt.kv_dtype = kv_dt;
     opt.block_size = block_size;
@@ -380,13 +398,14 @@ int main(int argc, char** argv) {
       const auto q = [](const std::string& v) { return nlohmann::json(v).dump(); };  // a JSON string
       std::printf("{\"backend\": %s, \"version\": %s, \"device\": %s, \"model\": %s, "
                   "\"architecture\": %s, \"dtype\": \"%s\", \"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_blocks\": %llu, "
-                  "\"kv_block_size\": %llu, \"weight_bytes\": %llu, \"steps\": %llu, \"total_s\": %.6f, "
+                  "\"kv_block_size\": %llu, \"graphs\": %s, \"weight_bytes\": %llu, \"steps\": %llu, \"total_s\": %.6f, "
                   "\"generated_tokens_per_s\": %.3f, \"requests\": [",
                   q(std::string(backend.name())).c_str(), q(std::string(backend.version())).c_str(), q(props.name).c_str(),
                   q(model_path).c_str(), q(cfg.architecture).c_str(), dt.c_str(), kv_name,
                   kv_dt == fr::KvDtype::activation ? dt.c_str() : kv_dtype.c_str(),
                   (unsigned long long)(kv == fr::KvLayout::paged ? opt.kv_blocks : 0ull), (unsigned long long)block_size,
-                  (unsigned long long)engine.weight_bytes(), (unsigned long long)steps, total_s,
+                  engine.options().graphs ? "true" : "false", (unsigned long long)engine.weight_bytes(),
+                  (unsigned long long)steps, total_s,
                   total_s > 0 ? double(generated) / total_s : 0.0);
       for (size_t i = 0; i < reqs.size(); ++i) {
         const Request& r = reqs[i];

@@ -4,7 +4,7 @@
     python3 tools/ferrum-run/bench/bench_vs_torch.py --ferrum-run build/bin/ferrum-run --dir DIR
         [--shape llama3-8b|qwen3-0.6b|tiny] [--backend cuda] [--dtype bf16|f16|f32] [--device cuda]
         [--prompt-len 2048] [--new-tokens 128] [--batch 64] [--batch-prompt-len 128]
-        [--bandwidth-gbs 4800] [--skip-torch] [--out FILE]
+        [--bandwidth-gbs 4800] [--ferrum-args '--graphs on'] [--skip-torch] [--out FILE]
 
 Makes DIR (a random-init Hugging Face checkpoint of the shape, saved with save_pretrained in the
 dtype; seeded) unless it has a config.json already, then measures, with ferrum-run and with
@@ -22,6 +22,7 @@ transformers; CI does not run it (a tiny shape on the CPU checks the script itse
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -72,6 +73,7 @@ def run_ferrum(args, prompts, new_tokens):
     cmd = [args.ferrum_run, "--model", args.dir, "--backend", args.backend, "--dtype", args.dtype,
            "--max-new-tokens", str(new_tokens), "--ignore-eos", "--json", "--max-batch-tokens",
            str(max(sum(len(p) for p in prompts), 512)), "--max-seqs", str(max(len(prompts), 1))]
+    cmd += shlex.split(args.ferrum_args)
     for p in prompts:
         cmd += ["--prompt-ids", ",".join(map(str, p))]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -106,6 +108,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--batch-prompt-len", type=int, default=128)
     ap.add_argument("--bandwidth-gbs", type=float, default=0.0)
+    ap.add_argument("--ferrum-args", default="", help="extra ferrum-run arguments, e.g. '--graphs on'")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--out")
     args = ap.parse_args()
