@@ -1,27 +1,28 @@
 // ferrum-run — runs a real checkpoint on any plugin, through the public facade only.
 //
 //   ferrum-run --model PATH [--backend SPEC] [--dtype f32|f16|bf16] --prompt-ids 1,2,3
-//              [--prompt-ids ..., repeatable: one request each] [--max-new-tokens N]
+//              [--prompt-ids ..., repeatable: one request each] [--prompt TEXT ...] [--max-new-tokens N]
 //              [--greedy | --temperature T --top-k K --top-p P --seed S]
-//              [--kv auto|contiguous|paged] [--kv-dtype auto] [--kv-block-size N] [--kv-blocks N]
-//              [--max-batch-tokens N] [--max-seqs N] [--ignore-eos] [--json] [--dump-logits FILE]
+//              [--kv auto|contiguous|paged] [--kv-dtype auto|int8|fp8] [--kv-block-size N] [--kv-blocks N]
+//              [--graphs off|on|auto|emulate] [--max-batch-tokens N] [--max-seqs N] [--ignore-eos] [--json]
+//              [--dump-logits FILE]
 //
 // PATH is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
 // model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model, or a GGUF
 // file (llama, qwen2, qwen3; F32/F16/BF16 and Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K tensors). Tokens are
 // ids in and ids out, plus text through SentencePiece for a model directory with a tokenizer.model
-// (--prompt); other models take ids only. With --kv paged (the default when the
-// backend has the paged ops) all requests run together: continuous batching with chunked prefill
-// through the varlen paged ops, blocks from a block allocator. --kv contiguous runs them one at
-// a time. Exit 0 on success, 1 when the model cannot be loaded or run, 2 on a usage error.
+// (--prompt); other models take ids only. With --kv paged (the default when the backend has the
+// paged ops) all requests run together: continuous batching with chunked prefill through the
+// varlen paged ops, blocks from a block allocator. --kv contiguous runs them one at a time.
+// docs/ferrum-run.md describes every flag. Exit 0 on success, 1 when the model cannot be loaded or run, 2 on a usage error.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <string>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <ferrum/common/checked.hpp>
