@@ -34,9 +34,12 @@ Models (each well under 1 MB):
   gguf/qwen3-kquant.gguf  GGUF qwen3 (QK-norm), hidden 256: Q4_K / Q5_K / Q6_K mix (v and down Q6_K,
                           layer 1 up Q5_K), tied Q6_K embedding (dequantised for the lookup, the head
                           through gguf_matmul)
+  gguf/qwen2-bias.gguf    GGUF qwen2: Q8_0 weights and embedding, F32 q/k/v biases
                           The K-quant blocks are random valid blocks (gguf-py has no K-quant
                           quantiser); every GGUF reference is transformers in float64 run on the
                           weights gguf-py dequantises from the file (dequantise-then-reference).
+  mistral-swa       MistralForCausalLM, f32, sliding_window 6 (the prompts are longer: the window
+                    matters in prefill and decode)
   llama-gptq        LlamaForCausalLM as a GPTQ int4 checkpoint (AutoGPTQ v1 tensors: qweight, qzeros,
                     f16 scales, g_idx; group 32, asymmetric, layer 1 in act-order, zero o_proj biases)
                     quantised by this script; the reference runs on the decoded weights
@@ -212,6 +215,20 @@ def make_qwen2(out):
          "Qwen2ForCausalLM f16 weights, q/k/v bias, linear RoPE, sharded", shard="100KB")
 
 
+def make_mistral(out):
+    torch.manual_seed(11)
+    cfg = transformers.MistralConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5, sliding_window=6,
+        tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
+    model = transformers.MistralForCausalLM(cfg)
+    model.config._attn_implementation = "eager"
+    scale_weights(model, 20)
+    refs = reference(model, PROMPTS)
+    save(model, os.path.join(out, "mistral-swa"), torch.float32, refs,
+         "MistralForCausalLM f32, sliding_window 6 (shorter than the prompts)")
+
+
 def make_qwen3_moe(out):
     torch.manual_seed(5)
     cfg = transformers.Qwen3MoeConfig(
@@ -385,8 +402,9 @@ def write_gguf(path, arch, model, types, rng, extra_kv=None, extra_tensors=None,
                  "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
     for l in range(cfg.num_hidden_layers):
         for g, h in per_layer.items():
-            if f"model.layers.{l}.{h}.weight" in hf:
-                names[f"blk.{l}.{g}.weight"] = f"model.layers.{l}.{h}.weight"
+            for kind in ("weight", "bias"):
+                if f"model.layers.{l}.{h}.{kind}" in hf:
+                    names[f"blk.{l}.{g}.{kind}"] = f"model.layers.{l}.{h}.{kind}"
     w = gguf.GGUFWriter(path, arch)
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
@@ -394,8 +412,9 @@ def write_gguf(path, arch, model, types, rng, extra_kv=None, extra_tensors=None,
     w.add_feed_forward_length(cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
     w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_key_length(cfg.head_dim)
-    w.add_value_length(cfg.head_dim)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
     w.add_vocab_size(cfg.vocab_size)
@@ -408,7 +427,7 @@ def write_gguf(path, arch, model, types, rng, extra_kv=None, extra_tensors=None,
             n_head = cfg.num_attention_heads if ".attn_q." in g else cfg.num_key_value_heads
             if permute and (".attn_q." in g or ".attn_k." in g):
                 a = permute_qk(a, n_head)
-            t = types.get(g, Q.F32)
+            t = types.get(g, Q.F32) if a.ndim == 2 else Q.F32
             if t in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
                 data = kquant_blocks(t, a.shape[0], a.shape[1], 1.0 / a.shape[1] ** 0.5, rng)
             elif t == Q.F16:
@@ -486,6 +505,26 @@ def make_gguf(out):
     model.tie_weights()
     save_gguf_reference(os.path.join(d, "qwen3-kquant.reference.json"), reference(model, PROMPTS),
                         "GGUF qwen3 Q4_K/Q5_K/Q6_K, tied Q6_K embedding")
+
+    torch.manual_seed(12)
+    cfg = transformers.Qwen2Config(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
+    model = transformers.Qwen2ForCausalLM(cfg)
+    scale_weights(model, 21)
+    with torch.no_grad():  # visible biases
+        g = torch.Generator().manual_seed(22)
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    types = {"token_embd.weight": Q.Q8_0, "output.weight": Q.Q8_0}
+    for l in range(2):
+        for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+            types[f"blk.{l}.{t}.weight"] = Q.Q8_0
+    write_gguf(os.path.join(d, "qwen2-bias.gguf"), "qwen2", model, types, np.random.default_rng(23))
+    save_gguf_reference(os.path.join(d, "qwen2-bias.reference.json"), reference(model, PROMPTS),
+                        "GGUF qwen2 Q8_0 with F32 q/k/v biases, Q8_0 embedding (dequantised for the lookup)")
 
     # broken copies
     blob = open(os.path.join(d, "llama-q8q4.gguf"), "rb").read()
@@ -578,6 +617,7 @@ def main():
     make_qwen3(args.out)
     make_qwen2(args.out)
     make_qwen3_moe(args.out)
+    make_mistral(args.out)
     make_gptq(args.out)
     make_micro_and_bad(args.out)
     make_gguf(args.out)
