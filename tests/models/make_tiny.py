@@ -109,6 +109,15 @@ def scale_weights(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[-1] ** 0.5))
 
 
+def visible_biases(model, seed):
+    """Bias vectors large enough to matter (transformers initialises them to zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+
+
 def save(model, out_dir, dtype, refs, note, shard=None):
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
@@ -204,11 +213,7 @@ def make_qwen2(out):
         rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}, eos_token_id=2)
     model = transformers.Qwen2ForCausalLM(cfg)
     scale_weights(model, 13)
-    with torch.no_grad():  # visible biases
-        g = torch.Generator().manual_seed(14)
-        for name, p in model.named_parameters():
-            if name.endswith("proj.bias"):
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    visible_biases(model, 14)
     rounded(model, torch.float16)
     refs = reference(model, PROMPTS)
     save(model, os.path.join(out, "qwen2-sharded"), torch.float16, refs,
@@ -513,11 +518,7 @@ def make_gguf(out):
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
     model = transformers.Qwen2ForCausalLM(cfg)
     scale_weights(model, 21)
-    with torch.no_grad():  # visible biases
-        g = torch.Generator().manual_seed(22)
-        for name, p in model.named_parameters():
-            if name.endswith("proj.bias"):
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    visible_biases(model, 22)
     types = {"token_embd.weight": Q.Q8_0, "output.weight": Q.Q8_0}
     for l in range(2):
         for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
