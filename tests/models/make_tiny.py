@@ -135,6 +135,11 @@ def save(model, out_dir, dtype, refs, note, shard=None):
                   f, indent=1)
 
 
+def save_with_reference(model, out, name, dtype, note, shard=None):
+    """reference() of the model on PROMPTS, then save() to out/name."""
+    save(model, os.path.join(out, name), dtype, reference(model, PROMPTS), note, shard)
+
+
 def to_4x_config(out_dir):
     """Rewrites config.json in the transformers 4.x spelling."""
     p = os.path.join(out_dir, "config.json")
@@ -149,21 +154,25 @@ def to_4x_config(out_dir):
         json.dump(c, f, indent=2)
 
 
-def llama3_config():
-    """The tiny Llama of llama-llama3rope and gguf/llama-q8q4: GQA 4/2, llama3 RoPE, untied."""
-    return transformers.LlamaConfig(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
-        bos_token_id=1, eos_token_id=2)
+# The tiny Llama of llama-llama3rope and gguf/llama-q8q4: GQA 4/2, llama3 RoPE, untied.
+LLAMA3 = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
+              rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+              bos_token_id=1, eos_token_id=2)
+
+
+def tiny(config_cls, model_cls, seed, weight_seed, **config):
+    """A transformers model of `config`, built after torch.manual_seed(seed), its weights then
+    set by scale_weights(weight_seed)."""
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**config))
+    scale_weights(model, weight_seed)
+    return model
 
 
 def make_llama(out):
-    torch.manual_seed(1)
-    cfg = llama3_config()
-    model = transformers.LlamaForCausalLM(cfg)
-    scale_weights(model, 11)
+    model = tiny(transformers.LlamaConfig, transformers.LlamaForCausalLM, 1, 11, **LLAMA3)
     refs = reference(model, PROMPTS)
     d = os.path.join(out, "llama-llama3rope")
     save(model, d, torch.float32, refs, "LlamaForCausalLM f32, untied, llama3 RoPE, 4.x config spelling")
@@ -181,7 +190,7 @@ def make_llama(out):
     with open(os.path.join(d, "tokenizer.model"), "wb") as f:
         f.write(buf.getvalue())
     sp = spm.SentencePieceProcessor(model_file=os.path.join(d, "tokenizer.model"))
-    ids = [cfg.bos_token_id] + sp.encode(TEXT_PROMPT)
+    ids = [model.config.bos_token_id] + sp.encode(TEXT_PROMPT)
     ref = reference(model, [ids])[0]
     with open(os.path.join(d, "text_reference.json"), "w") as f:
         json.dump({"prompt": TEXT_PROMPT, "prompt_ids": ids, "greedy": ref["greedy"], "text": sp.decode([i for i in ref["greedy"] if i < sp.get_piece_size()]),
@@ -189,62 +198,48 @@ def make_llama(out):
 
 
 def make_qwen3(out):
-    torch.manual_seed(2)
-    cfg = transformers.Qwen3Config(
-        vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=32, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
-                         "original_max_position_embeddings": 16},
-        eos_token_id=2)
-    model = transformers.Qwen3ForCausalLM(cfg)
-    scale_weights(model, 12)
+    model = tiny(transformers.Qwen3Config, transformers.Qwen3ForCausalLM, 2, 12,
+                 vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=32, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                 rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                 "original_max_position_embeddings": 16},
+                 eos_token_id=2)
     model.tie_weights()
     rounded(model, torch.bfloat16)
-    refs = reference(model, PROMPTS)
-    save(model, os.path.join(out, "qwen3-yarn"), torch.bfloat16, refs,
-         "Qwen3ForCausalLM bf16 weights, tied, head_dim 32 with hidden 64 / 4 heads, yarn RoPE")
+    save_with_reference(model, out, "qwen3-yarn", torch.bfloat16,
+                        "Qwen3ForCausalLM bf16 weights, tied, head_dim 32 with hidden 64 / 4 heads, yarn RoPE")
 
 
 def make_qwen2(out):
-    torch.manual_seed(3)
-    cfg = transformers.Qwen2Config(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=1, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}, eos_token_id=2)
-    model = transformers.Qwen2ForCausalLM(cfg)
-    scale_weights(model, 13)
+    model = tiny(transformers.Qwen2Config, transformers.Qwen2ForCausalLM, 3, 13,
+                 vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=1, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                 rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}, eos_token_id=2)
     visible_biases(model, 14)
     rounded(model, torch.float16)
-    refs = reference(model, PROMPTS)
-    save(model, os.path.join(out, "qwen2-sharded"), torch.float16, refs,
-         "Qwen2ForCausalLM f16 weights, q/k/v bias, linear RoPE, sharded", shard="100KB")
+    save_with_reference(model, out, "qwen2-sharded", torch.float16,
+                        "Qwen2ForCausalLM f16 weights, q/k/v bias, linear RoPE, sharded", shard="100KB")
 
 
 def make_mistral(out):
-    torch.manual_seed(11)
-    cfg = transformers.MistralConfig(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5, sliding_window=6,
-        tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
-    model = transformers.MistralForCausalLM(cfg)
+    model = tiny(transformers.MistralConfig, transformers.MistralForCausalLM, 11, 20,
+                 vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5, sliding_window=6,
+                 tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
     model.config._attn_implementation = "eager"
-    scale_weights(model, 20)
-    refs = reference(model, PROMPTS)
-    save(model, os.path.join(out, "mistral-swa"), torch.float32, refs,
-         "MistralForCausalLM f32, sliding_window 6 (shorter than the prompts)")
+    save_with_reference(model, out, "mistral-swa", torch.float32,
+                        "MistralForCausalLM f32, sliding_window 6 (shorter than the prompts)")
 
 
 def make_qwen3_moe(out):
-    torch.manual_seed(5)
-    cfg = transformers.Qwen3MoeConfig(
-        vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=8, num_experts_per_tok=2,
-        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], max_position_embeddings=64,
-        rms_norm_eps=1e-6, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        eos_token_id=2)
-    model = transformers.Qwen3MoeForCausalLM(cfg)
+    model = tiny(transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, 5, 15,
+                 vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=8, num_experts_per_tok=2,
+                 norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], max_position_embeddings=64,
+                 rms_norm_eps=1e-6, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                 eos_token_id=2)
+    cfg = model.config
     model.config._experts_implementation = "eager"  # the grouped-mm path has no float64
-    scale_weights(model, 15)
     # Every routing choice must win clearly too: a near-tie between the K-th and the next expert
     # would let rounding pick another expert.
     margins = []
@@ -296,13 +291,11 @@ def gptq_quantize(w, g, rng, act_order):
 
 def make_gptq(out):
     from safetensors.numpy import save_file as save_np
-    torch.manual_seed(10)
-    cfg = transformers.LlamaConfig(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, bos_token_id=1, eos_token_id=2)
-    model = transformers.LlamaForCausalLM(cfg)
-    scale_weights(model, 18)
+    model = tiny(transformers.LlamaConfig, transformers.LlamaForCausalLM, 10, 18,
+                 vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, bos_token_id=1, eos_token_id=2)
+    cfg = model.config
     rng = np.random.default_rng(19)
     tensors = {}
     with torch.no_grad():
@@ -473,10 +466,8 @@ def make_gguf(out):
         shutil.rmtree(d)
     os.makedirs(d)
 
-    torch.manual_seed(6)
-    cfg = llama3_config()
-    model = transformers.LlamaForCausalLM(cfg)
-    scale_weights(model, 16)
+    model = tiny(transformers.LlamaConfig, transformers.LlamaForCausalLM, 6, 16, **LLAMA3)
+    cfg = model.config
     # llama.cpp stores llama3 scaling as per-frequency divisors of the default frequencies.
     dim = cfg.head_dim
     base = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
@@ -493,13 +484,10 @@ def make_gguf(out):
     save_gguf_reference(os.path.join(d, "llama-q8q4.reference.json"), reference(model, PROMPTS),
                         "GGUF llama Q4_0/Q8_0/F16, rope_freqs (llama3), permuted q/k")
 
-    torch.manual_seed(8)
-    cfg = transformers.Qwen3Config(
-        vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=64, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, eos_token_id=2)
-    model = transformers.Qwen3ForCausalLM(cfg)
-    scale_weights(model, 17)
+    model = tiny(transformers.Qwen3Config, transformers.Qwen3ForCausalLM, 8, 17,
+                 vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=64, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, eos_token_id=2)
     types = {"token_embd.weight": Q.Q6_K}
     for l in range(2):
         types.update({f"blk.{l}.attn_q.weight": Q.Q4_K, f"blk.{l}.attn_k.weight": Q.Q4_K,
@@ -511,13 +499,10 @@ def make_gguf(out):
     save_gguf_reference(os.path.join(d, "qwen3-kquant.reference.json"), reference(model, PROMPTS),
                         "GGUF qwen3 Q4_K/Q5_K/Q6_K, tied Q6_K embedding")
 
-    torch.manual_seed(12)
-    cfg = transformers.Qwen2Config(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
-    model = transformers.Qwen2ForCausalLM(cfg)
-    scale_weights(model, 21)
+    model = tiny(transformers.Qwen2Config, transformers.Qwen2ForCausalLM, 12, 21,
+                 vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
     visible_biases(model, 22)
     types = {"token_embd.weight": Q.Q8_0, "output.weight": Q.Q8_0}
     for l in range(2):
