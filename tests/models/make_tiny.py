@@ -193,14 +193,16 @@ def make_llama(out):
     ids = [model.config.bos_token_id] + sp.encode(TEXT_PROMPT)
     ref = reference(model, [ids])[0]
     with open(os.path.join(d, "text_reference.json"), "w") as f:
-        json.dump({"prompt": TEXT_PROMPT, "prompt_ids": ids, "greedy": ref["greedy"], "text": sp.decode([i for i in ref["greedy"] if i < sp.get_piece_size()]),
+        text = sp.decode([i for i in ref["greedy"] if i < sp.get_piece_size()])
+        json.dump({"prompt": TEXT_PROMPT, "prompt_ids": ids, "greedy": ref["greedy"], "text": text,
                    "max_new_tokens": MAX_NEW}, f, indent=1)
 
 
 def make_qwen3(out):
     model = tiny(transformers.Qwen3Config, transformers.Qwen3ForCausalLM, 2, 12,
                  vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=32, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                 num_key_value_heads=2, head_dim=32, max_position_embeddings=64, rms_norm_eps=1e-6,
+                 tie_word_embeddings=True,
                  rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
                  "original_max_position_embeddings": 16},
                  eos_token_id=2)
@@ -225,7 +227,8 @@ def make_mistral(out):
     model = tiny(transformers.MistralConfig, transformers.MistralForCausalLM, 11, 20,
                  vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5, sliding_window=6,
-                 tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, eos_token_id=2)
+                 tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                 eos_token_id=2)
     model.config._attn_implementation = "eager"
     save_with_reference(model, out, "mistral-swa", torch.float32,
                         "MistralForCausalLM f32, sliding_window 6 (shorter than the prompts)")
@@ -236,7 +239,8 @@ def make_qwen3_moe(out):
                  vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=8, num_experts_per_tok=2,
                  norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], max_position_embeddings=64,
-                 rms_norm_eps=1e-6, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                 rms_norm_eps=1e-6, tie_word_embeddings=False, rope_parameters={"rope_type": "default",
+                 "rope_theta": 10000.0},
                  eos_token_id=2)
     cfg = model.config
     model.config._experts_implementation = "eager"  # the grouped-mm path has no float64
@@ -359,7 +363,8 @@ def kquant_blocks(qtype, rows, cols, std, rng):
         parts = [rng.integers(0, 256, (nb, 128), dtype=np.uint8), rng.integers(0, 256, (nb, 64), dtype=np.uint8),
                  sc.astype(np.int8).view(np.uint8), f16_bytes(d)]
     else:
-        levels, ratio, qh = (16, 8, None) if qtype == Q.Q4_K else (32, 16, rng.integers(0, 256, (nb, 32), dtype=np.uint8))
+        qh = rng.integers(0, 256, (nb, 32), dtype=np.uint8) if qtype == Q.Q5_K else None
+        levels, ratio = (16, 8) if qtype == Q.Q4_K else (32, 16)
         sc = rng.integers(32, 64, (nb, 8))
         mn = np.round(sc * (levels - 1) / 2 / ratio).astype(np.int64)  # dmin = ratio·d centres the codes
         d = std / (48 * levels * 0.29) * jitter
@@ -486,7 +491,8 @@ def make_gguf(out):
 
     model = tiny(transformers.Qwen3Config, transformers.Qwen3ForCausalLM, 8, 17,
                  vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=64, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                 num_key_value_heads=2, head_dim=64, max_position_embeddings=64, rms_norm_eps=1e-6,
+                 tie_word_embeddings=True,
                  rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, eos_token_id=2)
     types = {"token_embd.weight": Q.Q6_K}
     for l in range(2):
