@@ -14,15 +14,17 @@
 //  - contiguous: one sequence at a time, [kv_heads, capacity, head_dim] caches
 //    (split_qkv_norm_rope_into_cache + flash_attention), for plugins without the paged ops.
 //
-// A linear layer is a gemm on a dense weight or a gguf_matmul on a quantised one; a GGUF
-// projection whose parts have different types runs one matmul per part and joins the outputs
-// (transpose_token_to_head, copy_slice, transpose_head_to_token).
+// A linear layer is a gemm on a dense weight, a gguf_matmul on a GGUF one or a marlin_gemm on a
+// GPTQ one; a projection whose parts cannot be stacked into one weight (GGUF types, GPTQ g_idx
+// that differ) runs one matmul per part and joins the outputs (transpose_token_to_head,
+// copy_slice, transpose_head_to_token).
 //
 // Per layer: rms_norm → gemm(q|k|v fused) [+ add_bias for Qwen2] → QK-norm (Qwen3) + RoPE →
 // attention → gemm(o) → fused_add_rms_norm → gemm(gate|up fused) → fused_silu_mul_split →
 // gemm(down) → fused_add_rms_norm (a Qwen3-MoE sparse layer: gemm(router) →
-// route_topk_softmax → moe_align_block_size → fused_moe instead of the dense MLP); final norm; lm_head (the embedding when tied) on the last
-// token of each sequence in the step.
+// route_topk_softmax → moe_align_block_size → fused_moe instead of the dense MLP); final norm;
+// lm_head (the embedding when tied) on the last token of each sequence in the step. Decode
+// steps can run as captured graphs (EngineOptions::graphs).
 #pragma once
 
 #include <cstdint>
