@@ -233,6 +233,8 @@ Engine::Engine(Context& ctx, const HfConfig& cfg, TensorSource& src, const Engin
     for (uint64_t i = 0; i < S; ++i) slot_tables_.push_back(ctx.alloc_typed(Dtype::u32, max_blocks_per_seq_));
   }
   if (opt_.graphs) ids_dev_ = ctx.alloc_typed(Dtype::u32, S);
+  decode_kernel_ = opt_.kv == KvLayout::paged && opt_.kv_dtype == KvDtype::activation && opt_.decode_kernel;
+  if (decode_kernel_) kv_lens_ = ctx.alloc_typed(Dtype::u32, S);
   if (opt_.kv == KvLayout::paged) {
     cu_seqlens_ = ctx.alloc_typed(Dtype::u32, S + 1);
     pos_offsets_ = ctx.alloc_typed(Dtype::u32, S);
@@ -294,6 +296,11 @@ Engine::StepResult Engine::step(const std::vector<Chunk>& chunks, bool want_logi
     ctx_.write_typed<uint32_t>(cu_seqlens_, cu);
     ctx_.write_typed<uint32_t>(pos_offsets_, pos);
     ctx_.write_typed<uint32_t>(block_tables_, table);
+    if (M == S && decode_kernel_) {
+      std::vector<uint32_t> lens(pos);
+      for (uint32_t& n : lens) n += 1;
+      ctx_.write_typed<uint32_t>(kv_lens_, lens);
+    }
   }
   if (opt_.kv_dtype != KvDtype::activation) {
     std::vector<uint32_t> positions;
@@ -400,6 +407,17 @@ void Engine::attention_paged(Layer& L, uint64_t M, uint64_t S, uint64_t max_kv) 
        .pos_offsets = pos_offsets_, .block_tables = block_tables_, .num_seqs = S, .m_total = M, .q_heads = c.q_heads,
        .kv_heads = c.kv_heads, .head_dim = c.head_dim, .eps = static_cast<float>(c.rms_eps), .qk_mode = mode,
        .block_size = opt_.block_size, .max_blocks_per_seq = max_blocks_per_seq_});
+  if (M == S && decode_kernel_) {
+    // A pure decode step (one token per sequence): the batched decode kernel, over each
+    // sequence's length after the step.
+    ctx_.paged_batched_decode_attention({.q = q_, .k_pool = L.cache_k, .v_pool = L.cache_v, .out = attn_,
+                                         .block_tables = block_tables_, .valid_kv_lens = kv_lens_, .num_seqs = S,
+                                         .max_kv_len = max_kv, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads,
+                                         .head_dim = c.head_dim, .block_size = opt_.block_size,
+                                         .max_num_blocks_per_seq = max_blocks_per_seq_, .scale = 0.0f,
+                                         .sliding_window = c.sliding_window});
+    return;
+  }
   ctx_.paged_varlen_attention({.q = q_, .k_pool = L.cache_k, .v_pool = L.cache_v, .out = attn_, .cu_seqlens_q = cu_seqlens_,
                                .pos_offsets = pos_offsets_, .block_tables = block_tables_, .num_seqs = S, .total_q_tokens = M,
                                .max_kv_len = max_kv, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = c.head_dim,

@@ -7,7 +7,8 @@
 //    they finish. A step is a packed varlen batch (any mix of prefill chunks and decode tokens of
 //    several sequences): split_qkv_norm_rope_into_paged_cache_varlen writes K/V into each
 //    sequence's blocks and paged_varlen_attention attends, so continuous batching and chunked
-//    prefill are one code path.
+//    prefill are one code path (a step of decode tokens only attends with
+//    paged_batched_decode_attention, the decode kernel).
 //    With int8 / fp8 pools (--kv-dtype) the step instead splits q/k/v, rotates them per token
 //    (qk_norm_rope_batched_per_item), appends each sequence's K/V with <q>_kv_append_paged and
 //    attends one query at a time with <q>_paged_decode_attention (the ops have no varlen form).
@@ -83,6 +84,9 @@ struct EngineOptions {
   // dtype caches only (the quantised append takes a host block list).
   bool graphs = false;
   bool graphs_emulate = false;  // with graphs: run that form eagerly, without capturing (a test mode)
+  // Paged activation-dtype decode steps (one token per sequence) through
+  // paged_batched_decode_attention instead of paged_varlen_attention, when the backend has it.
+  bool decode_kernel = true;
 };
 
 class Engine {
@@ -168,6 +172,8 @@ class Engine {
   Buffer x_, a_, qkv_, q_, attn_, attn_t_, o_, gate_up_, act_, down_, last_, logits_;
   Buffer cu_seqlens_, pos_offsets_, block_tables_;
   Buffer ids_dev_;               // graphs: the step's token ids on the device
+  Buffer kv_lens_;               // decode kernel: each sequence's KV length after the step
+  bool decode_kernel_ = false;
   std::set<uint64_t> captured_;  // graph keys (batch sizes) recorded
   // int8 / fp8 caches: token-major split q / k / v, rotated k, RoPE positions [M], one sequence's
   // K/V rows, one query row in and out, and each sequence slot's block table on the device

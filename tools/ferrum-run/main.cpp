@@ -4,8 +4,8 @@
 //              [--prompt-ids ..., repeatable: one request each] [--prompt TEXT ...] [--max-new-tokens N]
 //              [--greedy | --temperature T --top-k K --top-p P --seed S]
 //              [--kv auto|contiguous|paged] [--kv-dtype auto|int8|fp8] [--kv-block-size N] [--kv-blocks N]
-//              [--graphs off|on|auto|emulate] [--max-batch-tokens N] [--max-seqs N] [--ignore-eos] [--json]
-//              [--dump-logits FILE]
+//              [--graphs off|on|auto|emulate] [--varlen-decode] [--max-batch-tokens N] [--max-seqs N]
+//              [--ignore-eos] [--json] [--dump-logits FILE]
 //
 // PATH is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
 // model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model, or a GGUF
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> prompt_ids, prompt_texts;
   uint64_t max_new = 16, top_k = 0, seed = 0, block_size = 16, kv_blocks = 0, max_batch_tokens = 512, max_seqs = 64;
   double temperature = 1.0, top_p = 1.0;
-  bool greedy = false, json = false, ignore_eos = false;
+  bool greedy = false, json = false, ignore_eos = false, varlen_decode = false;
 
   CLI::App app{"ferrum-run: runs a Hugging Face checkpoint (config.json + safetensors; Llama, Mistral, Qwen2, "
                "Qwen3, Qwen3-MoE) or a GGUF file (llama, qwen2, qwen3; quantised or not) on any ferrum plugin. "
@@ -154,6 +154,9 @@ int main(int argc, char** argv) {
                  "that form on any backend). Off by default: not yet checked on a GPU")
       ->check(CLI::IsMember({"auto", "on", "off", "emulate"}))
       ->capture_default_str();
+  app.add_flag("--varlen-decode", varlen_decode,
+               "attend decode steps with paged_varlen_attention too (default: paged_batched_decode_attention, "
+               "the decode kernel, when the backend has it)");
   ft::add_integer(app, "--kv-block-size", block_size, uint64_t{1}, uint64_t{4096}, "tokens per KV block (paged)");
   ft::add_integer(app, "--kv-blocks", kv_blocks, uint64_t{0}, uint64_t{UINT32_MAX},
                   "blocks per layer pool (paged; 0: enough for every request at once)");
@@ -286,6 +289,7 @@ int main(int argc, char** argv) {
     opt.graphs_emulate = graphs == "emulate";
     opt.kv = kv;
     opt.kv_dtype = kv_dt;
+    opt.decode_kernel = backend.supports(ferrum::Op::paged_batched_decode_attention) && !varlen_decode;
     opt.block_size = block_size;
     opt.max_step_tokens = max_batch_tokens;
     opt.max_seqs = kv == fr::KvLayout::paged ? max_seqs : 1;
