@@ -276,6 +276,41 @@ TEMPLATE_TEST_CASE("gemm matches float64 (NT)", "[gemm]", float, f16, bf16) {
   for (auto v : out) REQUIRE(bits_of(to_float(v)) == 0u);  // +0.0
 }
 
+// The f16 / bf16 rows are widened by vector converters (16 or 8 at a time, scalar tails): every
+// bit pattern class — subnormals, ±0, the largest finite values — must widen exactly as
+// to_float does, in the small-m dot path (m <= 4) and in the packed path, at lengths that leave
+// tails. b holds one such value per row at a varying position; a is one-hot, so each output is
+// exactly one widened b value (no rounding anywhere).
+TEMPLATE_TEST_CASE("gemm widens f16/bf16 rows exactly (subnormals, zeros, extremes, tails)", "[gemm]", f16, bf16) {
+  using T = TestType;
+  const uint16_t specials[] = {0x0001, 0x03FF, 0x8001, 0x0000, 0x8000, 0x7BFF, 0xFBFF, 0x3C00, 0x0400, 0x4000,
+                               0x7B7F, 0x0080, 0x8080, 0x3F80, 0xFB7F, 0x1234};  // finite in both formats
+  for (uint64_t m : {uint64_t{1}, uint64_t{6}}) {
+    for (uint64_t k : {uint64_t{7}, uint64_t{16}, uint64_t{37}, uint64_t{300}}) {
+      const uint64_t n = 16;
+      INFO("m=" << m << " k=" << k);
+      std::vector<T> a(m * k, from_float<T>(0.0f)), b(n * k, from_float<T>(0.0f));
+      std::vector<uint64_t> pos(n);
+      for (uint64_t j = 0; j < n; ++j) {
+        pos[j] = (j * 7 + 3) % k;
+        b[j * k + pos[j]].bits = specials[j];
+      }
+      // a row i picks column p_i; each output (i, j) is b[j, p_i] (one product with 1.0).
+      for (uint64_t i = 0; i < m; ++i) a[i * k + pos[i % n]] = from_float<T>(1.0f);
+      std::vector<T> out(m * n, from_float<T>(99.0f));
+      cpu::gemm(a.data(), b.data(), out.data(), m, n, k);
+      for (uint64_t i = 0; i < m; ++i)
+        for (uint64_t j = 0; j < n; ++j) {
+          const float want = to_float(b[j * k + pos[i % n]]);
+          INFO("i=" << i << " j=" << j);
+          // +0.0 / −0.0: a sum that starts at +0.0 gives +0.0 for −0.0 · 1 + (+0.0 terms)
+          if (want == 0.0f) REQUIRE(to_float(out[i * n + j]) == 0.0f);
+          else REQUIRE(bits_of(to_float(out[i * n + j])) == bits_of(want));
+        }
+    }
+  }
+}
+
 // -------------------------------------------------------------------------------------------
 // norms
 // -------------------------------------------------------------------------------------------

@@ -267,6 +267,43 @@ __attribute__((target("avx2,fma"))) float dot_avx2(const float* x, const float* 
 }
 #endif
 
+// Half-precision rows widened to f32 (exact) — 16 values per instruction instead of one software
+// conversion per value. Same values as to_float, so every result stays bitwise the same.
+#if FERRUM_GEMM_X86
+__attribute__((target("avx512f"))) void f16_row_avx512(const f16* s, float* d, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));
+  for (; i < n; ++i) d[i] = to_float(s[i]);
+}
+__attribute__((target("avx2,f16c"))) void f16_row_f16c(const f16* s, float* d, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  for (; i < n; ++i) d[i] = to_float(s[i]);
+}
+__attribute__((target("avx512f"))) void bf16_row_avx512(const bf16* s, float* d, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+  }
+  for (; i < n; ++i) d[i] = to_float(s[i]);
+}
+__attribute__((target("avx2"))) void bf16_row_avx2(const bf16* s, float* d, uint64_t n) {
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+    _mm256_storeu_ps(d + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+  }
+  for (; i < n; ++i) d[i] = to_float(s[i]);
+}
+#endif
+template <class T>
+void row_generic(const T* s, float* d, uint64_t n) {
+  for (uint64_t i = 0; i < n; ++i) d[i] = to_float(s[i]);
+}
+
 float dot_generic(const float* x, const float* y, uint64_t k) {
   float lanes[8] = {};
   uint64_t p = 0;
@@ -281,6 +318,8 @@ float dot_generic(const float* x, const float* y, uint64_t k) {
 struct Kernels {
   MicroKernel micro = micro_generic;
   float (*dot)(const float*, const float*, uint64_t) = dot_generic;
+  void (*f16_row)(const f16*, float*, uint64_t) = row_generic<f16>;
+  void (*bf16_row)(const bf16*, float*, uint64_t) = row_generic<bf16>;
   const char* name = "generic";
   uint64_t mr = kMR2, nr = kNR2;
   bool gather_pack = false;  // AVX-512 f32 transposing packers (14 × 32 tile only)
@@ -291,6 +330,12 @@ const Kernels& kernels() {
     Kernels r;
 #if FERRUM_GEMM_X86
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) r.bf16_row = bf16_row_avx2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) r.f16_row = f16_row_f16c;
+    if (__builtin_cpu_supports("avx512f")) {
+      r.f16_row = f16_row_avx512;
+      r.bf16_row = bf16_row_avx512;
+    }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       r.micro = micro_avx2;
       r.dot = dot_avx2;
@@ -315,8 +360,10 @@ template <class T>
 inline void load_row_f32(const T* src, float* dst, uint64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     std::memcpy(dst, src, n * sizeof(float));
+  } else if constexpr (std::is_same_v<T, f16>) {
+    kernels().f16_row(src, dst, n);
   } else {
-    for (uint64_t i = 0; i < n; ++i) dst[i] = to_float(src[i]);
+    kernels().bf16_row(src, dst, n);
   }
 }
 
@@ -326,7 +373,16 @@ template <class T>
 void pack_panel(const T* src, uint64_t ld, uint64_t first, uint64_t n, uint64_t W, uint64_t kc, float* panel) {
   for (uint64_t i = 0; i < n; ++i) {
     const T* row = src + (first + i) * ld;
-    for (uint64_t p = 0; p < kc; ++p) panel[p * W + i] = to_float(row[p]);
+    if constexpr (std::is_same_v<T, float>) {
+      for (uint64_t p = 0; p < kc; ++p) panel[p * W + i] = row[p];
+    } else {  // widen 256 values at a time (vector converters), then the strided stores
+      float tmp[256];
+      for (uint64_t p0 = 0; p0 < kc; p0 += 256) {
+        const uint64_t len = std::min<uint64_t>(256, kc - p0);
+        load_row_f32(row + p0, tmp, len);
+        for (uint64_t p = 0; p < len; ++p) panel[(p0 + p) * W + i] = tmp[p];
+      }
+    }
   }
   for (uint64_t i = n; i < W; ++i) {
     for (uint64_t p = 0; p < kc; ++p) panel[p * W + i] = 0.0f;
