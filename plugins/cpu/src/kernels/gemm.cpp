@@ -196,6 +196,34 @@ FERRUM_GEMM_AVX512 float dot_avx512(const float* x, const float* y, uint64_t k) 
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+// 16 half-precision values widened to f32 (exact); `m` masks a tail.
+FERRUM_GEMM_AVX512 inline __m512 widen16(const f16* y, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, y));
+}
+FERRUM_GEMM_AVX512 inline __m512 widen16(const bf16* y, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, y)), 16));
+}
+// dot_avx512(x, widened y) without the widened row in memory: the same loads, FMAs and order, so
+// the same bits as widening the row first.
+template <class H>
+FERRUM_GEMM_AVX512 float dot_half_avx512(const float* x, const H* y, uint64_t k) {
+  const __mmask16 all = 0xFFFF;
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+  uint64_t p = 0;
+  for (; p + 64 <= k; p += 64) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p), widen16(y + p, all), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p + 16), widen16(y + p + 16, all), s1);
+    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p + 32), widen16(y + p + 32, all), s2);
+    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p + 48), widen16(y + p + 48, all), s3);
+  }
+  for (; p + 16 <= k; p += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p), widen16(y + p, all), s0);
+  if (p < k) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (k - p)) - 1u);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + p), widen16(y + p, m), s1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
 // In-register 16 × 16 transpose: r[i] = row i in, r[j] = column j out.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"), always_inline)) inline void transpose16(__m512 r[16]) {
   __m512 t[16], u[16];
@@ -320,6 +348,9 @@ struct Kernels {
   float (*dot)(const float*, const float*, uint64_t) = dot_generic;
   void (*f16_row)(const f16*, float*, uint64_t) = row_generic<f16>;
   void (*bf16_row)(const bf16*, float*, uint64_t) = row_generic<bf16>;
+  // f32 · half dots with the widening fused (AVX-512; NULL: widen the row, then `dot`)
+  float (*dot_f16)(const float*, const f16*, uint64_t) = nullptr;
+  float (*dot_bf16)(const float*, const bf16*, uint64_t) = nullptr;
   const char* name = "generic";
   uint64_t mr = kMR2, nr = kNR2;
   bool gather_pack = false;  // AVX-512 f32 transposing packers (14 × 32 tile only)
@@ -345,6 +376,8 @@ const Kernels& kernels() {
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
       r.micro = micro_avx512;
       r.dot = dot_avx512;
+      r.dot_f16 = dot_half_avx512<f16>;
+      r.dot_bf16 = dot_half_avx512<bf16>;
       r.name = "avx512";
       r.mr = 14;
       r.nr = 32;
@@ -522,7 +555,14 @@ void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
     float* arows = buf;
     float* brow = buf + m * k;
     for (uint64_t i = 0; i < m; ++i) load_row_f32(a + i * k, arows + i * k, k);
+    float (*dot_half)(const float*, const T*, uint64_t) = nullptr;
+    if constexpr (std::is_same_v<T, f16>) dot_half = kernels().dot_f16;
+    if constexpr (std::is_same_v<T, bf16>) dot_half = kernels().dot_bf16;
     for (uint64_t j = j_begin; j < j_end; ++j) {
+      if (dot_half) {  // same bits as widening the row and calling dot
+        for (uint64_t i = 0; i < m; ++i) out[i * n + j] = from_float<T>(dot_half(arows + i * k, b + j * k, k));
+        continue;
+      }
       const float* bj;
       if constexpr (std::is_same_v<T, float>) {
         bj = b + j * k;
