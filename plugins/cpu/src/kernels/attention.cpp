@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "attention_math.hpp"
+#include "gemm.hpp"  // widen_row
 #include "parallel.hpp"
 
 namespace ferrum::cpu {
@@ -77,7 +78,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
         }
       }
       for (uint64_t qi = 0; qi < nq; ++qi) {
-        for (uint64_t d = 0; d < D; ++d) qf[qi * D + d] = to_float(qbase[qi * D + d]);
+        widen_row(qbase + qi * D, qf + qi * D, D);
         std::fill(acc + qi * D, acc + (qi + 1) * D, 0.0f);
         mrun[qi] = kNegInf;
         lrun[qi] = 0.0f;
@@ -85,10 +86,8 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
 
       for (uint64_t j0 = tlo; j0 < thi; j0 += kKBlock) {
         const uint64_t nk = std::min(kKBlock, thi - j0);
-        for (uint64_t j = 0; j < nk * D; ++j) {
-          kf[j] = to_float(k[kvoff + j0 * D + j]);
-          vf[j] = to_float(v[kvoff + j0 * D + j]);
-        }
+        widen_row(k + kvoff + j0 * D, kf, nk * D);  // the keys' rows are contiguous
+        widen_row(v + kvoff + j0 * D, vf, nk * D);
         for (uint64_t qi = 0; qi < nq; ++qi) {
           uint64_t lo, hi;
           visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);

@@ -579,6 +579,9 @@ void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
 
 const char* gemm_kernel_name() { return kernels().name; }
 
+void widen_row(const f16* src, float* dst, uint64_t n) { kernels().f16_row(src, dst, n); }
+void widen_row(const bf16* src, float* dst, uint64_t n) { kernels().bf16_row(src, dst, n); }
+
 template <class T>
 void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
   if (m == 0 || n == 0) return;

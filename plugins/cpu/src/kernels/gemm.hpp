@@ -17,6 +17,14 @@ namespace ferrum::cpu {
 template <class T>
 void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k);
 
+// n values widened to f32, exactly as to_float (vector converters chosen at run time: AVX-512,
+// F16C / AVX2, or portable). For kernels that stream half-precision rows into f32 buffers.
+void widen_row(const f16* src, float* dst, uint64_t n);
+void widen_row(const bf16* src, float* dst, uint64_t n);
+inline void widen_row(const float* src, float* dst, uint64_t n) {
+  for (uint64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 // Which micro-kernel gemm uses on this machine.
 const char* gemm_kernel_name();  // "avx512" (14 × 32 tile), "avx2_fma" (6 × 16) or "generic"
 
