@@ -647,6 +647,40 @@ TEMPLATE_TEST_CASE("qk_norm_rope family", "[rope]", float, f16, bf16) {
 // -------------------------------------------------------------------------------------------
 // attention
 // -------------------------------------------------------------------------------------------
+// The kernels split work between pool threads (flash attention by (batch, KV head, query tile),
+// gemm by output columns or rows): every output must carry the same bits whatever the thread
+// count. The pool reads FERRUM_CPU_THREADS when it (re)starts.
+TEMPLATE_TEST_CASE("flash_attention and gemm give the same bits on 1, 2 and 5 threads", "[attention][gemm]", float,
+                   f16, bf16) {
+  using T = TestType;
+  const uint64_t B = 2, H = 8, HKV = 2, QL = 37, L = 300, D = 64, M = 70, N = 150, K = 96;
+  auto q = random_vec<T>(B * H * QL * D, 81, -2, 2), k = random_vec<T>(B * HKV * L * D, 82, -2, 2),
+       v = random_vec<T>(B * HKV * L * D, 83);
+  auto a = random_vec<T>(M * K, 84), bw = random_vec<T>(N * K, 85);
+  std::vector<std::vector<T>> att, mm;
+  const char* old = std::getenv("FERRUM_CPU_THREADS");
+  const std::string saved = old ? old : "";
+  for (const char* threads : {"1", "2", "5"}) {
+    setenv("FERRUM_CPU_THREADS", threads, 1);
+    cpu::shutdown_pool();
+    REQUIRE(cpu::pool_threads() == static_cast<unsigned>(std::atoi(threads)));
+    std::vector<T> o(q.size(), from_float<T>(7.0f)), g(M * N, from_float<T>(7.0f)), g1(N, from_float<T>(7.0f));
+    cpu::flash_attention(q.data(), k.data(), v.data(), o.data(), B, QL, L, L - QL, H, HKV, D, true, 0.0f, 0, 0);
+    cpu::gemm(a.data(), bw.data(), g.data(), M, N, K);
+    cpu::gemm(a.data(), bw.data(), g1.data(), 1, N, K);  // the small-m path
+    att.push_back(o);
+    g.insert(g.end(), g1.begin(), g1.end());
+    mm.push_back(g);
+  }
+  if (old) setenv("FERRUM_CPU_THREADS", saved.c_str(), 1);
+  else unsetenv("FERRUM_CPU_THREADS");
+  cpu::shutdown_pool();
+  for (size_t i = 1; i < att.size(); ++i) {
+    REQUIRE(std::memcmp(att[0].data(), att[i].data(), att[0].size() * sizeof(T)) == 0);
+    REQUIRE(std::memcmp(mm[0].data(), mm[i].data(), mm[0].size() * sizeof(T)) == 0);
+  }
+}
+
 TEMPLATE_TEST_CASE("flash_attention matches float64 softmax attention", "[attention]", float, f16, bf16) {
   using T = TestType;
   struct Case {

@@ -1,10 +1,14 @@
 // ferrum CPU plugin — flash attention over contiguous KV (see attention.hpp).
 //
-// Work item = (batch, head, tile of kQTile queries). For each block of kKBlock keys the K and V
-// rows are converted to f32 once, then every query of the tile updates its running max m,
-// running sum l and f32 accumulator acc[head_dim] (flash-attention online softmax):
+// Work item = (batch, KV head, tile of kQTile query positions): the item serves every query head
+// of the KV head's GQA group, so each block of kKBlock keys is read and widened to f32 once for
+// the whole group (not once per query head). Then every query (head, position) of the tile
+// updates its running max m, running sum l and f32 accumulator acc[head_dim] (flash-attention
+// online softmax):
 //   m' = max(m, max_j s_j), acc ← acc·e^(m−m') + Σ_j e^(s_j−m')·v_j, l ← l·e^(m−m') + Σ_j e^(s_j−m').
-// Scratch per thread: kQTile·head_dim + 2·kKBlock·head_dim + kKBlock floats, independent of kv_len.
+// Each output's arithmetic is the same whatever the item split, so results do not depend on the
+// thread count. Scratch per thread: 2·group·kQTile·head_dim + 2·kKBlock·head_dim + kKBlock +
+// 2·group·kQTile floats, independent of kv_len.
 #include "attention.hpp"
 
 #include <algorithm>
@@ -37,37 +41,37 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
   const uint64_t group = num_heads / num_kv_heads;
   const float sigma = softmax_scale(scale, D);
   const uint64_t tiles = (q_len + kQTile - 1) / kQTile;
-  const uint64_t items = batch * num_heads * tiles;
-  // Rough cost per item: tile queries × visible keys × head_dim.
-  const uint64_t cost = std::max<uint64_t>(1, std::min(q_len, kQTile) * std::max<uint64_t>(kv_len, 1) * D);
+  const uint64_t items = batch * num_kv_heads * tiles;
+  // Rough cost per item: group × tile queries × visible keys × head_dim.
+  const uint64_t cost = std::max<uint64_t>(1, group * std::min(q_len, kQTile) * std::max<uint64_t>(kv_len, 1) * D);
   const uint64_t grain = std::max<uint64_t>(1, (uint64_t{1} << 16) / cost);
+  const uint64_t rows = group * kQTile;  // query rows of an item: head g, position qi -> row g·kQTile + qi
 
   parallel_for(items, grain, [&](uint64_t it0, uint64_t it1) {
-    const uint64_t need = kQTile * D * 2 + 2 * kKBlock * D + kKBlock + 2 * kQTile;
+    const uint64_t need = rows * D * 2 + 2 * kKBlock * D + kKBlock + 2 * rows;
     if (t_scratch.size() < need) t_scratch.resize(need);
-    float* qf = t_scratch.data();         // [kQTile, D] queries in f32
-    float* acc = qf + kQTile * D;         // [kQTile, D]
-    float* kf = acc + kQTile * D;         // [kKBlock, D]
+    float* qf = t_scratch.data();         // [rows, D] queries in f32
+    float* acc = qf + rows * D;           // [rows, D]
+    float* kf = acc + rows * D;           // [kKBlock, D]
     float* vf = kf + kKBlock * D;         // [kKBlock, D]
     float* sc = vf + kKBlock * D;         // [kKBlock] scores
-    float* mrun = sc + kKBlock;           // [kQTile]
-    float* lrun = mrun + kQTile;          // [kQTile]
+    float* mrun = sc + kKBlock;           // [rows]
+    float* lrun = mrun + rows;            // [rows]
 
     for (uint64_t it = it0; it < it1; ++it) {
       const uint64_t tile = it % tiles;
-      const uint64_t bh = it / tiles;
-      const uint64_t h = bh % num_heads;
-      const uint64_t b = bh / num_heads;
-      const uint64_t kvh = h / group;
+      const uint64_t bk = it / tiles;
+      const uint64_t kvh = bk % num_kv_heads;
+      const uint64_t b = bk / num_kv_heads;
       const uint64_t i0 = tile * kQTile;
       const uint64_t nq = std::min(kQTile, q_len - i0);
-      const T* qbase = q + ((b * num_heads + h) * q_len + i0) * D;
-      T* obase = out + ((b * num_heads + h) * q_len + i0) * D;
+      // Query / output rows of head h = kvh·group + g at position i0 + qi.
+      auto qrow = [&](uint64_t g, uint64_t qi) { return ((b * num_heads + kvh * group + g) * q_len + i0 + qi) * D; };
       // Element offset of this (batch, kv head)'s keys; pointers are formed only for keys read
       // (kv_len = 0 reads none: k/v may be NULL and S·D may exceed what they hold).
       const uint64_t kvoff = (b * num_kv_heads + kvh) * S * D;
 
-      // Union of the tile's visible ranges.
+      // Union of the tile's visible ranges (the same for every head of the group).
       uint64_t tlo = kv_len, thi = 0;
       for (uint64_t qi = 0; qi < nq; ++qi) {
         uint64_t lo, hi;
@@ -77,12 +81,14 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
           thi = std::max(thi, hi);
         }
       }
-      for (uint64_t qi = 0; qi < nq; ++qi) {
-        widen_row(qbase + qi * D, qf + qi * D, D);
-        std::fill(acc + qi * D, acc + (qi + 1) * D, 0.0f);
-        mrun[qi] = kNegInf;
-        lrun[qi] = 0.0f;
-      }
+      for (uint64_t g = 0; g < group; ++g)
+        for (uint64_t qi = 0; qi < nq; ++qi) {
+          const uint64_t r = g * kQTile + qi;
+          widen_row(q + qrow(g, qi), qf + r * D, D);
+          std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
+          mrun[r] = kNegInf;
+          lrun[r] = 0.0f;
+        }
 
       for (uint64_t j0 = tlo; j0 < thi; j0 += kKBlock) {
         const uint64_t nk = std::min(kKBlock, thi - j0);
@@ -93,31 +99,37 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
           visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);
           const uint64_t jb = std::max(lo, j0), je = std::min(hi, j0 + nk);
           if (jb >= je) continue;
-          const float* qv = qf + qi * D;
-          float bmax = kNegInf;
-          for (uint64_t j = jb; j < je; ++j) {
-            const float s = sigma * dot_f32(qv, kf + (j - j0) * D, D);
-            sc[j - j0] = s;
-            bmax = std::max(bmax, s);
+          for (uint64_t g = 0; g < group; ++g) {
+            const uint64_t r = g * kQTile + qi;
+            const float* qv = qf + r * D;
+            float bmax = kNegInf;
+            for (uint64_t j = jb; j < je; ++j) {
+              const float s = sigma * dot_f32(qv, kf + (j - j0) * D, D);
+              sc[j - j0] = s;
+              bmax = std::max(bmax, s);
+            }
+            float* a = acc + r * D;
+            online_softmax_rescale(mrun[r], lrun[r], a, D, bmax);
+            for (uint64_t j = jb; j < je; ++j)
+              online_softmax_add(sc[j - j0], mrun[r], vf + (j - j0) * D, D, lrun[r], a);
           }
-          float* a = acc + qi * D;
-          online_softmax_rescale(mrun[qi], lrun[qi], a, D, bmax);
-          for (uint64_t j = jb; j < je; ++j) online_softmax_add(sc[j - j0], mrun[qi], vf + (j - j0) * D, D, lrun[qi], a);
         }
       }
 
-      for (uint64_t qi = 0; qi < nq; ++qi) {
-        T* o = obase + qi * D;
-        const float l = lrun[qi];
-        if (l > 0.0f) {
-          const float inv = 1.0f / l;
-          for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(acc[qi * D + d] * inv);
-        } else if (l == 0.0f) {
-          std::memset(static_cast<void*>(o), 0, D * sizeof(T));  // empty visible set: +0.0
-        } else {
-          for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(acc[qi * D + d] / l);  // NaN propagates
+      for (uint64_t g = 0; g < group; ++g)
+        for (uint64_t qi = 0; qi < nq; ++qi) {
+          const uint64_t r = g * kQTile + qi;
+          T* o = out + qrow(g, qi);
+          const float l = lrun[r];
+          if (l > 0.0f) {
+            const float inv = 1.0f / l;
+            for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(acc[r * D + d] * inv);
+          } else if (l == 0.0f) {
+            std::memset(static_cast<void*>(o), 0, D * sizeof(T));  // empty visible set: +0.0
+          } else {
+            for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(acc[r * D + d] / l);  // NaN propagates
+          }
         }
-      }
     }
   });
 }
