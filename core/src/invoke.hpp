@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include <spdlog/spdlog.h>
@@ -35,6 +36,9 @@ struct CallSite {
 // set a field of a newer minor to a non-default value), the minor it needs and the plugin's.
 [[noreturn]] void fail_newer(const CallSite& site, std::string_view op, const char* field,
                              uint32_t since);
+// Its reason text: "<the op | argument 'f' set to a non-default value> needs ABI 1.<since>,
+// plugin '<name>' implements <major>.<minor>".
+std::string newer_reason(const ferrum_plugin_api* api, const char* field, uint32_t since);
 
 // THE status check: OK returns at once (nothing built on the success path).
 inline void check(ferrum_status status, std::string_view what, const CallSite& site,

@@ -51,7 +51,9 @@ TEST_CASE("gate: the 1.0 mock declares ABI 1.0 and a 1.0 context table", "[facad
   CHECK_FALSE(be.supports(Op::query_attribute));  // a slot of a later minor: absent
   CHECK(be.supports(Op::read_typed));
   Context ctx = be.create_context();
-  CHECK_FALSE(ctx.query_support(Op::query_attribute, nullptr).supported);
+  const ferrum::SupportAnswer ans = ctx.query_support(Op::query_attribute, nullptr);
+  CHECK_FALSE(ans.supported);
+  CHECK_THAT(ans.reason, Contains("query_attribute: the op needs ABI 1.1, plugin 'facade_mock_v1_0' implements 1.0"));
 }
 
 TEST_CASE("gate: a 1.1 op on a 1.0 plugin is unsupported, naming the op and both versions",
@@ -88,6 +90,22 @@ TEST_CASE("gate: a non-default 1.1 field on a 1.0 plugin is unsupported, never i
   }
   CHECK(calls(Op::read_typed) == before);  // refused before the plugin saw it
   for (float x : out) CHECK(x == -7.0f);
+
+  // query_support gives the same answer without calling anything; at the default it asks the plugin.
+  ferrum_read_typed_args a{};
+  a.struct_size = sizeof a;
+  a.src = b.get();
+  a.dtype = FERRUM_DTYPE_F32;
+  a.len = 4;
+  a.data = out.data();
+  a.src_offset = 8;
+  const ferrum::SupportAnswer no = ctx.query_support(Op::read_typed, &a);
+  CHECK_FALSE(no.supported);
+  CHECK(no.code == ErrorCode::unsupported);
+  CHECK_THAT(no.reason, Contains("read_typed: argument 'src_offset' set to a non-default value needs "
+                                 "ABI 1.1, plugin 'facade_mock_v1_0' implements 1.0"));
+  a.src_offset = 0;
+  CHECK_FALSE(ctx.query_support(Op::read_typed, &a).reason.find("src_offset") != std::string::npos);
 }
 
 TEST_CASE("gate: 1.1 fields at their defaults run on a 1.0 plugin with the 1.0 struct_size",

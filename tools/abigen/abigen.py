@@ -683,7 +683,24 @@ def gen_op_info(ops):
         o.append("    return nullptr;")
         o.append("  }")
         o.append("};")
-    o += ["", "}  // namespace ferrum::common", ""]
+    o += ["",
+          "// ArgsGrowth<Args>::newer_field for an op id and a pointer to its args struct (whose",
+          "// struct_size covers the current headers' size): nullptr for an op that never grew.",
+          "inline const char* newer_field(int32_t id, const void* args, uint32_t minor, uint32_t& since) {",
+          "  if (!args) return nullptr;",
+          "  switch (id) {"]
+    for op in ops:
+        if op.grown():
+            o.append(f"    case {op.id}: {{")
+            o.append(f"      const auto* a = static_cast<const ferrum_{op.name}_args*>(args);")
+            o.append(f"      if (a->struct_size < sizeof *a) return nullptr;")
+            o.append(f"      return ArgsGrowth<ferrum_{op.name}_args>::newer_field(*a, minor, since);")
+            o.append("    }")
+    o += ["    default:",
+          "      return nullptr;",
+          "  }",
+          "}",
+          "", "}  // namespace ferrum::common", ""]
     return "\n".join(o)
 
 

@@ -296,4 +296,19 @@ template <> struct ArgsGrowth<ferrum_read_typed_args> {
   }
 };
 
+// ArgsGrowth<Args>::newer_field for an op id and a pointer to its args struct (whose
+// struct_size covers the current headers' size): nullptr for an op that never grew.
+inline const char* newer_field(int32_t id, const void* args, uint32_t minor, uint32_t& since) {
+  if (!args) return nullptr;
+  switch (id) {
+    case 7: {
+      const auto* a = static_cast<const ferrum_read_typed_args*>(args);
+      if (a->struct_size < sizeof *a) return nullptr;
+      return ArgsGrowth<ferrum_read_typed_args>::newer_field(*a, minor, since);
+    }
+    default:
+      return nullptr;
+  }
+}
+
 }  // namespace ferrum::common
