@@ -304,6 +304,7 @@ void OpCall::build() {
         if (fname == "quant_type") v = FERRUM_QUANT_Q8_0;
         else if (fname == "qk_mode" || fname == "mode") v = 2;
         else if (fname == "op") v = 1;  // all_reduce: SUM  // NeoX: reads the RoPE tables, needs no norm weight
+        else if (fname == "attribute") v = FERRUM_ATTRIBUTE_PAGED_KV;  // query_attribute
         else if (fname.find("dtype") != std::string::npos && fname != "activation_dtype")
           v = static_cast<int32_t>(fname == "scales_dtype" ? Dtype::f32 : act);
         put<int32_t>(args_, f->offset, v);
