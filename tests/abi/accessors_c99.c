@@ -22,7 +22,7 @@ static int failures = 0;
 
 int main(void) {
   ferrum_read_typed_args full;
-  ferrum_read_typed_args* short_copy;
+  void* short_copy;
   uint64_t size;
 
   /* The released sizes: 1.0 unchanged, 1.1 appended 8 bytes, the current one is 1.1's. */
@@ -61,13 +61,15 @@ int main(void) {
     EXPECT(ferrum_read_typed_args_src_offset(&full) == (size >= FERRUM_READ_TYPED_ARGS_SIZE_V1_1 ? 7u : 0u));
   }
 
-  /* A real 1.0 caller's struct: exactly FERRUM_READ_TYPED_ARGS_SIZE_V1_0 bytes of heap memory. */
-  short_copy = (ferrum_read_typed_args*)malloc(FERRUM_READ_TYPED_ARGS_SIZE_V1_0);
+  /* A real 1.0 caller's struct: exactly FERRUM_READ_TYPED_ARGS_SIZE_V1_0 bytes of heap memory
+   * (filled from a full struct; the accessor may read struct_size only). */
+  memset(&full, 0, sizeof full);
+  full.struct_size = FERRUM_READ_TYPED_ARGS_SIZE_V1_0;
+  full.len = 4;
+  short_copy = malloc(FERRUM_READ_TYPED_ARGS_SIZE_V1_0);
   if (!short_copy) return 2;
-  memset(short_copy, 0, FERRUM_READ_TYPED_ARGS_SIZE_V1_0);
-  short_copy->struct_size = FERRUM_READ_TYPED_ARGS_SIZE_V1_0;
-  short_copy->len = 4;
-  EXPECT(ferrum_read_typed_args_src_offset(short_copy) == 0);
+  memcpy(short_copy, &full, FERRUM_READ_TYPED_ARGS_SIZE_V1_0);
+  EXPECT(ferrum_read_typed_args_src_offset((const ferrum_read_typed_args*)short_copy) == 0);
   free(short_copy);
 
   if (failures) fprintf(stderr, "%d failure(s)\n", failures);
