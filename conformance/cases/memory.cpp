@@ -1,10 +1,11 @@
-// Conformance cases: the memory and transfer family (docs/spec.md §1), context_info and the timer (§2,
-// §9). Transfers are bit copies (class E on raw bytes); float conversions are class E against
+// Conformance cases: the memory and transfer family (docs/spec.md §1), context_info, query_attribute
+// and the timer (§2, §9). Transfers are bit copies (class E on raw bytes); float conversions are class E against
 // quantize.hpp's round-to-nearest-even model, with any NaN accepted where the reference is NaN.
 #include <ferrum/conformance/kit.hpp>
 
 #include "src/case_util.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <limits>
@@ -295,6 +296,55 @@ FERRUM_CONFORMANCE_CASE("make_timer", "record_start / record_end / elapsed_ms ar
   const double ms = run.ctx.elapsed_ms(t);
   if (!std::isfinite(ms) || ms < 0.0) run.fail(fmt("elapsed_ms %g is not a finite value >= 0", ms));
   run.ctx.sync();
+}
+
+// ------------------------------------------------------------------------------------ ABI 1.1
+// A plugin of ABI 1.0 has neither: the facade's gate answers unsupported (reported unsupported).
+
+FERRUM_CONFORMANCE_CASE("read_typed", "src_offset: every slice of every dtype, bounded by the count", kF32Only) {
+  for (Dtype d : kAllDtypes) {
+    const uint64_t n = 37, es = esize(d);
+    const std::vector<uint8_t> bytes = pattern(n * es, 29, static_cast<uint64_t>(d) + 3);
+    Buffer b = upload_bytes(run, d, bytes);
+    for (uint64_t off : {uint64_t{0}, uint64_t{1}, uint64_t{16}, n - 5, n}) {
+      const uint64_t len = std::min<uint64_t>(5, n - off);
+      std::vector<uint8_t> got(5 * es, 0xCD);
+      run.ctx.read_typed({.src = b, .dtype = d, .len = len, .data = got.data(), .src_offset = off});
+      const std::vector<uint8_t> want(bytes.begin() + off * es, bytes.begin() + (off + len) * es);
+      got.resize(len * es);
+      check_bytes(run, "read_typed src_offset " + std::to_string(off) + " (" + dn(d) + ")", got, want, d);
+    }
+    std::vector<uint8_t> host(8 * es, 0xCD);
+    run.expect_error("read_typed src_offset " + std::to_string(n - 2) + " + len 3 of " + std::to_string(n), kInvalid,
+                     [&] { run.ctx.read_typed({.src = b, .dtype = d, .len = 3, .data = host.data(), .src_offset = n - 2}); },
+                     "src_offset");
+    if (host != std::vector<uint8_t>(8 * es, 0xCD)) run.fail("read_typed wrote host memory on a refused src_offset");
+  }
+}
+
+FERRUM_CONFORMANCE_CASE("query_attribute", "the supports_* answers through one slot; unknown attributes", kF32Only) {
+  const struct {
+    int32_t attribute;
+    uint64_t slot;
+    const char* name;
+  } answers[] = {
+      {FERRUM_ATTRIBUTE_DEVICE_ORDINAL_SCOPE, run.backend.supports_device_ordinal_scope() ? 1u : 0u,
+       "supports_device_ordinal_scope"},
+      {FERRUM_ATTRIBUTE_LLAMA_FAMILY_BATCHED_DECODE, run.ctx.supports_llama_family_batched_decode(),
+       "supports_llama_family_batched_decode"},
+      {FERRUM_ATTRIBUTE_PAGED_KV, run.ctx.supports_paged_kv(), "supports_paged_kv"},
+      {FERRUM_ATTRIBUTE_VARLEN_QKV, run.ctx.supports_varlen_qkv(), "supports_varlen_qkv"},
+      {FERRUM_ATTRIBUTE_VLLM_PAGED_ATTN, run.ctx.supports_vllm_paged_attn(), "supports_vllm_paged_attn"},
+  };
+  for (const auto& a : answers) {
+    const uint64_t got = run.ctx.query_attribute(a.attribute);
+    if (got != a.slot)
+      run.fail(fmt("query_attribute(%d) = %llu, but %s answers %llu", a.attribute, (unsigned long long)got, a.name,
+                   (unsigned long long)a.slot));
+  }
+  run.expect_error("query_attribute(0)", kInvalid, [&] { (void)run.ctx.query_attribute(0); }, "attribute");
+  run.expect_error("query_attribute of a later minor", ErrorCode::unsupported,
+                   [&] { (void)run.ctx.query_attribute(FERRUM_ATTRIBUTE_COUNT_V1_1 + 1); }, "attribute");
 }
 
 // ------------------------------------------------------------------------------------ error paths

@@ -172,6 +172,12 @@ int32_t call(oc::OpCall& c, Path path, const std::vector<uint8_t>& a, std::strin
 }
 
 void overflow(Run& run, const gen::OpFields& op, const std::string& only, Path path) {
+  const uint32_t minor = run.backend.api() ? run.backend.api()->abi_minor : 0;
+  for (const gen::Field* f : oc::fields_of(op))
+    if (only == f->name && f->since > minor)
+      throw Error(ErrorCode::unsupported, std::string(op.name) + ": field '" + only + "' is ABI 1." +
+                                              std::to_string(f->since) + ", the plugin implements 1." +
+                                              std::to_string(minor) + " (it ignores the field)");
   oc::OpCall c(run, op, path == Path::raw);
   const std::string name = op.name;
   const std::string via = path == Path::raw ? " (raw slot)" : " (facade)";

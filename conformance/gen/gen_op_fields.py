@@ -51,7 +51,8 @@ def generate():
     w("  const char* shape;   // buffer dims, comma separated (\"\" when shapeless)")
     w("  const char* spec;    // the registry's text of the field, e.g. \"host f32[data_len]\"")
     w("  bool optional;       // (may be NULL)")
-    w("  bool added;          // appended in a later minor (+)")
+    w("  bool added;          // a ferrum addition to the seed's signature (+); part of the op's first struct")
+    w("  uint32_t since;      // the minor (1.<since>) that appended the field; 0: in the op's first struct")
     w("};")
     w("")
     w("struct OpFields {")
@@ -62,6 +63,7 @@ def generate():
     w("  uint32_t first;      // index of its first field in kFields")
     w("  uint32_t count;")
     w("  bool takes_context;")
+    w("  uint32_t since;      // the minor (1.<since>) that added the op")
     w("};")
     w("")
     w("inline constexpr Field kFields[] = {")
@@ -78,7 +80,7 @@ def generate():
             cls = f.buf[1] if f.buf else ""
             shape = ", ".join(f.shape) if f.shape else ""
             w(f"    {{{c_str(f.name)}, {off}, Kind::{f.kind}, Dir::{d}, {c_str(cls)}, {c_str(shape)}, "
-              f"{c_str(f.comment)}, {'true' if f.optional else 'false'}, {'true' if f.added else 'false'}}},"
+              f"{c_str(f.comment)}, {'true' if f.optional else 'false'}, {'true' if f.added else 'false'}, {f.since}}},"
               f"  // {op.name}")
             n += 1
     w("};")
@@ -89,7 +91,7 @@ def generate():
         count = sum(1 for _ in op.fields)
         flags = op.flags.replace(" ", "")
         w(f"    {{{op.id}, {c_str(op.name)}, {c_str(flags)}, {size}, {first}, {count}, "
-          f"{'true' if op.ctx == 'ctx' else 'false'}}},")
+          f"{'true' if op.ctx == 'ctx' else 'false'}, {op.since}}},")
     w("};")
     w("")
     w("}  // namespace ferrum::conformance::gen")

@@ -41,7 +41,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
     case 7: {  // read_typed
       const auto& a = *static_cast<const ferrum_read_typed_args*>(args);
       Borrowed<Buffer> b_src(ctx, a.src);
-      (void)ctx.read_typed({.src = b_src.ref(), .dtype = static_cast<Dtype>(a.dtype), .len = a.len, .data = a.data});
+      (void)ctx.read_typed({.src = b_src.ref(), .dtype = static_cast<Dtype>(a.dtype), .len = a.len, .data = a.data, .src_offset = a.src_offset});
       return true;
     }
     case 8: {  // to_vec
@@ -740,6 +740,11 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       (void)ctx.mla_attention({.q = b_q.ref(), .kv_compressed = b_kv_compressed.ref(), .kv_rope = b_kv_rope.ref(), .out = b_out.ref(), .batch = a.batch, .q_len = a.q_len, .kv_len = a.kv_len, .pos_offset = a.pos_offset, .num_heads = a.num_heads, .num_kv_heads = a.num_kv_heads, .head_dim = a.head_dim, .causal = a.causal != 0, .scale = a.scale, .kv_seq_stride = a.kv_seq_stride, .sliding_window = a.sliding_window, .kv_lora_rank = a.kv_lora_rank, .qk_rope_head_dim = a.qk_rope_head_dim});
       return true;
     }
+    case 103: {  // query_attribute
+      const auto& a = *static_cast<const ferrum_query_attribute_args*>(args);
+      (void)ctx.query_attribute(a.attribute);
+      return true;
+    }
     default:
       return false;
   }
@@ -841,6 +846,7 @@ bool has_facade_method(int32_t op) {
     case 100:
     case 101:
     case 102:
+    case 103:
       return true;
     default:
       return false;

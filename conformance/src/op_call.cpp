@@ -195,9 +195,10 @@ const gen::OpFields* op_fields(const std::string& op) {
   return nullptr;
 }
 
-std::vector<const gen::Field*> fields_of(const gen::OpFields& op) {
+std::vector<const gen::Field*> fields_of(const gen::OpFields& op, uint32_t minor) {
   std::vector<const gen::Field*> out;
-  for (uint32_t i = 0; i < op.count; ++i) out.push_back(&gen::kFields[op.first + i]);
+  for (uint32_t i = 0; i < op.count; ++i)
+    if (gen::kFields[op.first + i].since <= minor) out.push_back(&gen::kFields[op.first + i]);
   return out;
 }
 
@@ -208,7 +209,8 @@ bool eval(const std::string& expr, const std::map<std::string, uint64_t>& vars, 
   return p.ok && p.p == expr.size();
 }
 
-OpCall::OpCall(Run& run, const gen::OpFields& op, bool need_slot) : run_(run), op_(op), fields_(fields_of(op)) {
+OpCall::OpCall(Run& run, const gen::OpFields& op, bool need_slot)
+    : run_(run), op_(op), fields_(fields_of(op, run.backend.api() ? run.backend.api()->abi_minor : 0)) {
   fn_ = common::find_slot(run.backend.api(), op.id);
   if (!fn_ && need_slot)
     throw Error(ErrorCode::unsupported, std::string(op.name) + ": the plugin does not implement this op (NULL slot)");
@@ -302,6 +304,7 @@ void OpCall::build() {
         if (fname == "quant_type") v = FERRUM_QUANT_Q8_0;
         else if (fname == "qk_mode" || fname == "mode") v = 2;
         else if (fname == "op") v = 1;  // all_reduce: SUM  // NeoX: reads the RoPE tables, needs no norm weight
+        else if (fname == "attribute") v = FERRUM_ATTRIBUTE_PAGED_KV;  // query_attribute
         else if (fname.find("dtype") != std::string::npos && fname != "activation_dtype")
           v = static_cast<int32_t>(fname == "scales_dtype" ? Dtype::f32 : act);
         put<int32_t>(args_, f->offset, v);

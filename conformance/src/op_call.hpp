@@ -22,7 +22,9 @@ inline constexpr uint64_t kShapeless = 4096;  // body of a buffer whose shape th
 
 // The registry's fields of `op` (nullptr: unknown op).
 const gen::OpFields* op_fields(const std::string& op);
-std::vector<const gen::Field*> fields_of(const gen::OpFields& op);
+// minor: only the fields a plugin of ABI 1.<minor> knows (a later minor's fields stay at their
+// default 0 in the kit's structs: the plugin ignores them, the facade refuses other values).
+std::vector<const gen::Field*> fields_of(const gen::OpFields& op, uint32_t minor = ~0u);
 
 // Evaluates a registry shape expression ("q_dim + 2·kv_dim", "ceil(valid_kv_len / block_size)")
 // over `vars`; false when it names an unknown symbol or overflows.

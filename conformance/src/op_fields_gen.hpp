@@ -17,7 +17,8 @@ struct Field {
   const char* shape;   // buffer dims, comma separated ("" when shapeless)
   const char* spec;    // the registry's text of the field, e.g. "host f32[data_len]"
   bool optional;       // (may be NULL)
-  bool added;          // appended in a later minor (+)
+  bool added;          // a ferrum addition to the seed's signature (+); part of the op's first struct
+  uint32_t since;      // the minor (1.<since>) that appended the field; 0: in the op's first struct
 };
 
 struct OpFields {
@@ -28,779 +29,784 @@ struct OpFields {
   uint32_t first;      // index of its first field in kFields
   uint32_t count;
   bool takes_context;
+  uint32_t since;      // the minor (1.<since>) that added the op
 };
 
 inline constexpr Field kFields[] = {
-    {"len", 8, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc
-    {"buffer", 16, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false},  // alloc
-    {"dtype", 8, Kind::i32, Dir::none, "", "", "i32", false, false},  // alloc_typed
-    {"n", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_typed
-    {"buffer", 24, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false},  // alloc_typed
-    {"data", 8, Kind::host, Dir::none, "", "", "host f32[data_len]", false, false},  // from_slice
-    {"data_len", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // from_slice
-    {"buffer", 24, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false},  // from_slice
-    {"dtype", 8, Kind::i32, Dir::none, "", "", "i32", false, false},  // from_slice_typed
-    {"data", 16, Kind::host, Dir::none, "", "", "host bytes", false, false},  // from_slice_typed
-    {"data_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // from_slice_typed
-    {"buffer", 32, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false},  // from_slice_typed
-    {"raw", 8, Kind::host, Dir::none, "", "", "host u8[raw_len]", false, false},  // from_weight_bytes
-    {"raw_len", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // from_weight_bytes
-    {"src_dtype", 24, Kind::i32, Dir::none, "", "", "i32", false, false},  // from_weight_bytes
-    {"dst_dtype", 28, Kind::i32, Dir::none, "", "", "i32", false, true},  // from_weight_bytes
-    {"buffer", 32, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false},  // from_weight_bytes
-    {"dst", 8, Kind::buffer, Dir::inout, "any", "", "inout any", false, false},  // write_typed
-    {"dtype", 16, Kind::i32, Dir::none, "", "", "i32", false, false},  // write_typed
-    {"data", 24, Kind::host, Dir::none, "", "", "host bytes", false, false},  // write_typed
-    {"data_len", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // write_typed
-    {"src", 8, Kind::buffer, Dir::in, "any", "", "in any", false, false},  // read_typed
-    {"dtype", 16, Kind::i32, Dir::none, "", "", "i32", false, false},  // read_typed
-    {"len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // read_typed
-    {"data", 32, Kind::hostout, Dir::none, "", "", "hostout bytes", false, false},  // read_typed
-    {"buf", 8, Kind::buffer, Dir::in, "any", "", "in any", false, false},  // to_vec
-    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // to_vec
-    {"out", 24, Kind::hostout, Dir::none, "", "", "hostout f32[len]", false, false},  // to_vec
-    {"dst", 8, Kind::buffer, Dir::inout, "act", "", "inout act", false, false},  // write_f32_to_activation
-    {"data", 16, Kind::host, Dir::none, "", "", "host f32[data_len]", false, false},  // write_f32_to_activation
-    {"data_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // write_f32_to_activation
-    {"buf", 8, Kind::buffer, Dir::out, "any", "", "out any", false, false},  // zero_buffer
-    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // zero_buffer
-    {"src", 8, Kind::buffer, Dir::in, "any", "", "in any", false, false},  // copy_slice
-    {"src_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // copy_slice
-    {"dst", 24, Kind::buffer, Dir::out, "any", "", "out any", false, false},  // copy_slice
-    {"dst_offset", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // copy_slice
-    {"len", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // copy_slice
-    {"buf", 8, Kind::buffer, Dir::in, "any", "", "in any", false, false},  // buffer_info
-    {"dtype", 16, Kind::hostout, Dir::none, "", "", "hostout i32", false, false},  // buffer_info
-    {"count", 24, Kind::hostout, Dir::none, "", "", "hostout u64", false, false},  // buffer_info
-    {"buf", 8, Kind::handle, Dir::none, "", "", "ferrum_buffer*", false, false},  // buffer_release
-    {"device_ordinal", 8, Kind::u64, Dir::none, "", "", "u64", false, true},  // new_context
-    {"activation_dtype", 16, Kind::i32, Dir::none, "", "", "i32", false, true},  // new_context
-    {"context", 24, Kind::hostout, Dir::none, "", "", "hostout ferrum_context*", false, false},  // new_context
-    {"context", 8, Kind::handle, Dir::none, "", "", "ferrum_context*", false, false},  // context_destroy
-    {"device_ordinal", 8, Kind::hostout, Dir::none, "", "", "hostout u64", false, false},  // context_info
-    {"activation_dtype", 16, Kind::hostout, Dir::none, "", "", "hostout i32", false, false},  // context_info
-    {"batched_slots", 24, Kind::hostout, Dir::none, "", "", "hostout u64", false, false},  // context_info
-    {"batched_items", 32, Kind::hostout, Dir::none, "", "", "hostout u64", false, false},  // context_info
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u64", false, false},  // activation_elem_size_bytes
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // supports_device_ordinal_scope
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // supports_llama_family_batched_decode
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // supports_paged_kv
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // supports_varlen_qkv
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // supports_vllm_paged_attn
-    {"a", 8, Kind::buffer, Dir::in, "act", "m, k", "in act[m, k]", false, false},  // gemm
-    {"b", 16, Kind::buffer, Dir::in, "act", "n, k", "in act[n, k]", false, false},  // gemm
-    {"out", 24, Kind::buffer, Dir::out, "act", "m, n", "out act[m, n]", false, false},  // gemm
-    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // gemm
-    {"n", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // gemm
-    {"k", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // gemm
-    {"x", 8, Kind::buffer, Dir::in, "act", "tokens, dim", "in act[tokens, dim]", false, false},  // rms_norm
-    {"w", 16, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false},  // rms_norm
-    {"eps", 24, Kind::f32, Dir::none, "", "", "f32", false, false},  // rms_norm
-    {"out", 32, Kind::buffer, Dir::out, "act", "tokens, dim", "out act[tokens, dim]", false, false},  // rms_norm
-    {"tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // rms_norm
-    {"dim", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // rms_norm
-    {"residual", 8, Kind::buffer, Dir::inout, "act", "tokens, dim", "inout act[tokens, dim]", false, false},  // fused_add_rms_norm
-    {"x", 16, Kind::buffer, Dir::in, "act", "tokens, dim", "in act[tokens, dim]", false, false},  // fused_add_rms_norm
-    {"w", 24, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false},  // fused_add_rms_norm
-    {"eps", 32, Kind::f32, Dir::none, "", "", "f32", false, false},  // fused_add_rms_norm
-    {"out", 40, Kind::buffer, Dir::out, "act", "tokens, dim", "out act[tokens, dim]", false, false},  // fused_add_rms_norm
-    {"tokens", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_add_rms_norm
-    {"dim", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_add_rms_norm
-    {"x", 8, Kind::buffer, Dir::in, "act", "tokens, dim", "in act[tokens, dim]", false, false},  // layer_norm
-    {"gamma", 16, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false},  // layer_norm
-    {"beta", 24, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false},  // layer_norm
-    {"eps", 32, Kind::f32, Dir::none, "", "", "f32", false, false},  // layer_norm
-    {"out", 40, Kind::buffer, Dir::out, "act", "tokens, dim", "out act[tokens, dim]", false, false},  // layer_norm
-    {"tokens", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // layer_norm
-    {"dim", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // layer_norm
-    {"x", 8, Kind::buffer, Dir::in, "act", "len", "in act[len]", false, false},  // gelu
-    {"out", 16, Kind::buffer, Dir::out, "act", "len", "out act[len]", false, false},  // gelu
-    {"len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // gelu
-    {"residual", 8, Kind::buffer, Dir::inout, "act", "len", "inout act[len]", false, false},  // add_inplace
-    {"x", 16, Kind::buffer, Dir::in, "act", "len", "in act[len]", false, false},  // add_inplace
-    {"len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // add_inplace
-    {"dst", 8, Kind::buffer, Dir::inout, "act", "len", "inout act[len]", false, false},  // scaled_add_inplace
-    {"src", 16, Kind::buffer, Dir::in, "act", "len", "in act[len]", false, false},  // scaled_add_inplace
-    {"scale", 24, Kind::f32, Dir::none, "", "", "f32", false, false},  // scaled_add_inplace
-    {"len", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // scaled_add_inplace
-    {"data", 8, Kind::buffer, Dir::inout, "act", "rows, cols", "inout act[rows, cols]", false, false},  // add_bias
-    {"bias", 16, Kind::buffer, Dir::in, "act", "cols", "in act[cols]", false, false},  // add_bias
-    {"rows", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // add_bias
-    {"cols", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // add_bias
-    {"qkv", 8, Kind::buffer, Dir::in, "act", "tokens, q_dim + 2·kv_dim", "in act[tokens, q_dim + 2·kv_dim]", false, false},  // split_qkv
-    {"q", 16, Kind::buffer, Dir::out, "act", "tokens, q_dim", "out act[tokens, q_dim]", false, false},  // split_qkv
-    {"k", 24, Kind::buffer, Dir::out, "act", "tokens, kv_dim", "out act[tokens, kv_dim]", false, false},  // split_qkv
-    {"v", 32, Kind::buffer, Dir::out, "act", "tokens, kv_dim", "out act[tokens, kv_dim]", false, false},  // split_qkv
-    {"tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv
-    {"q_dim", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv
-    {"kv_dim", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv
-    {"gate_up", 8, Kind::buffer, Dir::in, "act", "tokens, 2·im", "in act[tokens, 2·im]", false, false},  // fused_silu_mul_split
-    {"out", 16, Kind::buffer, Dir::out, "act", "tokens, im", "out act[tokens, im]", false, false},  // fused_silu_mul_split
-    {"tokens", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_silu_mul_split
-    {"im", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_silu_mul_split
-    {"gate_up", 8, Kind::buffer, Dir::in, "act", "in_row_offset + tokens, 2·intermediate", "in act[in_row_offset + tokens, 2·intermediate]", false, false},  // fused_silu_mul_split_strided
-    {"in_row_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_silu_mul_split_strided
-    {"out", 24, Kind::buffer, Dir::out, "act", "out_row_offset + tokens, intermediate", "out act[out_row_offset + tokens, intermediate]", false, false},  // fused_silu_mul_split_strided
-    {"out_row_offset", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_silu_mul_split_strided
-    {"tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_silu_mul_split_strided
-    {"intermediate", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_silu_mul_split_strided
-    {"table", 8, Kind::buffer, Dir::in, "act", "vocab, dim", "in act[vocab, dim]", false, false},  // embedding_lookup
-    {"ids", 16, Kind::host, Dir::none, "", "", "host u32[ids_len]", false, false},  // embedding_lookup
-    {"ids_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // embedding_lookup
-    {"out", 32, Kind::buffer, Dir::out, "act", "ids_len, dim", "out act[ids_len, dim]", false, false},  // embedding_lookup
-    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // embedding_lookup
-    {"table", 8, Kind::buffer, Dir::in, "act", "vocab, dim", "in act[vocab, dim]", false, false},  // embedding_lookup_dev
-    {"ids", 16, Kind::buffer, Dir::in, "idx", "batch", "in idx[batch]", false, false},  // embedding_lookup_dev
-    {"out", 24, Kind::buffer, Dir::out, "act", "batch, dim", "out act[batch, dim]", false, false},  // embedding_lookup_dev
-    {"batch", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // embedding_lookup_dev
-    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // embedding_lookup_dev
-    {"src", 8, Kind::buffer, Dir::in, "act", "heads, tokens, dim", "in act[heads, tokens, dim]", false, false},  // transpose_head_to_token
-    {"dst", 16, Kind::buffer, Dir::out, "act", "tokens, heads, dim", "out act[tokens, heads, dim]", false, false},  // transpose_head_to_token
-    {"tokens", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // transpose_head_to_token
-    {"heads", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // transpose_head_to_token
-    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // transpose_head_to_token
-    {"src", 8, Kind::buffer, Dir::in, "act", "tokens, heads, dim", "in act[tokens, heads, dim]", false, false},  // transpose_token_to_head
-    {"dst", 16, Kind::buffer, Dir::out, "act", "heads, tokens, dim", "out act[heads, tokens, dim]", false, false},  // transpose_token_to_head
-    {"tokens", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // transpose_token_to_head
-    {"heads", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // transpose_token_to_head
-    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // transpose_token_to_head
-    {"logits", 8, Kind::buffer, Dir::in, "act", "m, n", "in act[m, n]", false, false},  // argmax_rows_f16
-    {"m", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // argmax_rows_f16
-    {"n", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // argmax_rows_f16
-    {"out", 32, Kind::hostout, Dir::none, "", "", "hostout u32[m]", false, false},  // argmax_rows_f16
-    {"input", 8, Kind::buffer, Dir::in, "act", "tokens, heads, head_dim", "in act[tokens, heads, head_dim]", false, false},  // qk_norm_rope
-    {"norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // qk_norm_rope
-    {"cos", 24, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // qk_norm_rope
-    {"sin", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // qk_norm_rope
-    {"output", 40, Kind::buffer, Dir::out, "act", "heads, tokens, head_dim", "out act[heads, tokens, head_dim]", false, false},  // qk_norm_rope
-    {"tokens", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // qk_norm_rope
-    {"heads", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // qk_norm_rope
-    {"head_dim", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // qk_norm_rope
-    {"pos_offset", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // qk_norm_rope
-    {"eps", 80, Kind::f32, Dir::none, "", "", "f32", false, false},  // qk_norm_rope
-    {"mode", 84, Kind::i32, Dir::none, "", "", "i32", false, false},  // qk_norm_rope
-    {"input", 8, Kind::buffer, Dir::in, "act", "m, heads, head_dim", "in act[m, heads, head_dim]", false, false},  // qk_norm_rope_batched_per_item
-    {"norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // qk_norm_rope_batched_per_item
-    {"cos", 24, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // qk_norm_rope_batched_per_item
-    {"sin", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // qk_norm_rope_batched_per_item
-    {"output", 40, Kind::buffer, Dir::out, "act", "m, heads, head_dim", "out act[m, heads, head_dim]", false, false},  // qk_norm_rope_batched_per_item
-    {"positions", 48, Kind::buffer, Dir::in, "idx", "m", "in idx[m]", false, false},  // qk_norm_rope_batched_per_item
-    {"m", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // qk_norm_rope_batched_per_item
-    {"heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // qk_norm_rope_batched_per_item
-    {"head_dim", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // qk_norm_rope_batched_per_item
-    {"eps", 80, Kind::f32, Dir::none, "", "", "f32", false, false},  // qk_norm_rope_batched_per_item
-    {"mode", 84, Kind::i32, Dir::none, "", "", "i32", false, false},  // qk_norm_rope_batched_per_item
-    {"qkv", 8, Kind::buffer, Dir::in, "act", "tokens, (q_heads + 2·kv_heads)·head_dim", "in act[tokens, (q_heads + 2·kv_heads)·head_dim]", false, false},  // split_qkv_norm_rope
-    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope
-    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope
-    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope
-    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope
-    {"q_out", 48, Kind::buffer, Dir::out, "act", "q_heads, tokens, head_dim", "out act[q_heads, tokens, head_dim]", false, false},  // split_qkv_norm_rope
-    {"k_out", 56, Kind::buffer, Dir::out, "act", "kv_heads, tokens, head_dim", "out act[kv_heads, tokens, head_dim]", false, false},  // split_qkv_norm_rope
-    {"v_out", 64, Kind::buffer, Dir::out, "act", "kv_heads, tokens, head_dim", "out act[kv_heads, tokens, head_dim]", false, false},  // split_qkv_norm_rope
-    {"tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope
-    {"q_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope
-    {"kv_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope
-    {"head_dim", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope
-    {"pos_offset", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope
-    {"eps", 112, Kind::f32, Dir::none, "", "", "f32", false, false},  // split_qkv_norm_rope
-    {"qk_mode", 116, Kind::i32, Dir::none, "", "", "i32", false, false},  // split_qkv_norm_rope
-    {"qkv", 8, Kind::buffer, Dir::in, "act", "tokens, (q_heads + 2·kv_heads)·head_dim", "in act[tokens, (q_heads + 2·kv_heads)·head_dim]", false, false},  // split_qkv_norm_rope_into_cache
-    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_cache
-    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_cache
-    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_cache
-    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_cache
-    {"q_out", 48, Kind::buffer, Dir::out, "act", "q_heads, tokens, head_dim", "out act[q_heads, tokens, head_dim]", false, false},  // split_qkv_norm_rope_into_cache
-    {"cache_k", 56, Kind::buffer, Dir::inout, "act", "kv_heads, cache_capacity, head_dim", "inout act[kv_heads, cache_capacity, head_dim]", false, false},  // split_qkv_norm_rope_into_cache
-    {"cache_v", 64, Kind::buffer, Dir::inout, "act", "kv_heads, cache_capacity, head_dim", "inout act[kv_heads, cache_capacity, head_dim]", false, false},  // split_qkv_norm_rope_into_cache
-    {"tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_cache
-    {"q_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_cache
-    {"kv_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_cache
-    {"head_dim", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_cache
-    {"pos_offset", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_cache
-    {"eps", 112, Kind::f32, Dir::none, "", "", "f32", false, false},  // split_qkv_norm_rope_into_cache
-    {"qk_mode", 116, Kind::i32, Dir::none, "", "", "i32", false, false},  // split_qkv_norm_rope_into_cache
-    {"cache_len", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_cache
-    {"cache_capacity", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_cache
-    {"cache_k", 8, Kind::buffer, Dir::inout, "act", "nkv, cache_capacity, hd", "inout act[nkv, cache_capacity, hd]", false, false},  // kv_cache_append_head_major
-    {"cache_v", 16, Kind::buffer, Dir::inout, "act", "nkv, cache_capacity, hd", "inout act[nkv, cache_capacity, hd]", false, false},  // kv_cache_append_head_major
-    {"cache_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_head_major
-    {"cache_capacity", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_head_major
-    {"new_k_head_major", 40, Kind::buffer, Dir::in, "act", "nkv, new_tokens, hd", "in act[nkv, new_tokens, hd]", false, false},  // kv_cache_append_head_major
-    {"new_v_head_major", 48, Kind::buffer, Dir::in, "act", "nkv, new_tokens, hd", "in act[nkv, new_tokens, hd]", false, false},  // kv_cache_append_head_major
-    {"new_tokens", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_head_major
-    {"nkv", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_head_major
-    {"hd", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_head_major
-    {"q", 8, Kind::buffer, Dir::in, "act", "batch, num_heads, q_len, head_dim", "in act[batch, num_heads, q_len, head_dim]", false, false},  // flash_attention
-    {"k", 16, Kind::buffer, Dir::in, "act", "batch, num_kv_heads, S, head_dim", "in act[batch, num_kv_heads, S, head_dim]", false, false},  // flash_attention
-    {"v", 24, Kind::buffer, Dir::in, "act", "batch, num_kv_heads, S, head_dim", "in act[batch, num_kv_heads, S, head_dim]", false, false},  // flash_attention
-    {"out", 32, Kind::buffer, Dir::out, "act", "batch, num_heads, q_len, head_dim", "out act[batch, num_heads, q_len, head_dim]", false, false},  // flash_attention
-    {"batch", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"q_len", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"kv_len", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"pos_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"num_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"num_kv_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"head_dim", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"causal", 96, Kind::flag, Dir::none, "", "", "flag", false, false},  // flash_attention
-    {"scale", 100, Kind::f32, Dir::none, "", "", "f32", false, false},  // flash_attention
-    {"kv_seq_stride", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention
-    {"k_caches", 8, Kind::host, Dir::none, "", "", "host ferrum_buffer*[num_layers·m]", false, false},  // populate_batched_pointers
-    {"v_caches", 16, Kind::host, Dir::none, "", "", "host ferrum_buffer*[num_layers·m]", false, false},  // populate_batched_pointers
-    {"num_layers", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // populate_batched_pointers
-    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // populate_batched_pointers
-    {"caches", 8, Kind::host, Dir::none, "", "", "host ferrum_buffer*[m]", false, false},  // kv_cache_append_batched_per_cache
-    {"new_data", 16, Kind::buffer, Dir::in, "act", "m, nkv, hd", "in act[m, nkv, hd]", false, false},  // kv_cache_append_batched_per_cache
-    {"cache_lens", 24, Kind::buffer, Dir::in, "idx", "m", "in idx[m]", false, false},  // kv_cache_append_batched_per_cache
-    {"capacity", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_batched_per_cache
-    {"m", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_batched_per_cache
-    {"nkv", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_batched_per_cache
-    {"hd", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_batched_per_cache
-    {"slot", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // kv_cache_append_batched_per_cache
-    {"q", 8, Kind::buffer, Dir::in, "act", "m, nq, hd", "in act[m, nq, hd]", false, false},  // flash_attention_batched_per_cache
-    {"k_caches", 16, Kind::host, Dir::none, "", "", "host ferrum_buffer*[m]", false, false},  // flash_attention_batched_per_cache
-    {"v_caches", 24, Kind::host, Dir::none, "", "", "host ferrum_buffer*[m]", false, false},  // flash_attention_batched_per_cache
-    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, true},  // flash_attention_batched_per_cache
-    {"kv_lens", 40, Kind::buffer, Dir::in, "idx", "m", "in idx[m]", false, false},  // flash_attention_batched_per_cache
-    {"out", 48, Kind::buffer, Dir::out, "act", "m, nq, hd", "out act[m, nq, hd]", false, false},  // flash_attention_batched_per_cache
-    {"nq", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention_batched_per_cache
-    {"nkv", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention_batched_per_cache
-    {"hd", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention_batched_per_cache
-    {"scale", 80, Kind::f32, Dir::none, "", "", "f32", false, false},  // flash_attention_batched_per_cache
-    {"max_valid_kv", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention_batched_per_cache
-    {"capacity", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention_batched_per_cache
-    {"slot", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // flash_attention_batched_per_cache
-    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, true},  // flash_attention_batched_per_cache
-    {"qkv", 8, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"qkv_byte_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"q_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"k_norm_w", 32, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"cos", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"sin", 48, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"q_out", 56, Kind::buffer, Dir::out, "act", "", "out act", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"q_out_byte_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"cache_k", 72, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"cache_v", 80, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"block_table", 88, Kind::buffer, Dir::in, "idx", "max_num_blocks_per_seq", "in idx[max_num_blocks_per_seq]", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"tokens", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"q_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"kv_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"head_dim", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"pos_offset", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"cache_len", 144, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"block_size", 152, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"max_num_blocks_per_seq", 160, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache
-    {"qkv", 8, Kind::buffer, Dir::in, "act", "m_total, (q_heads + 2·kv_heads)·head_dim", "in act[m_total, (q_heads + 2·kv_heads)·head_dim]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"q_out", 48, Kind::buffer, Dir::out, "act", "m_total, q_heads, head_dim", "out act[m_total, q_heads, head_dim]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"cache_k", 56, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"cache_v", 64, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"cu_seqlens_q", 72, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"pos_offsets", 80, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"block_tables", 88, Kind::buffer, Dir::in, "idx", "num_seqs, max_blocks_per_seq", "in idx[num_seqs, max_blocks_per_seq]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"num_seqs", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"m_total", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"q_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"kv_heads", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"head_dim", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"block_size", 144, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"max_blocks_per_seq", 152, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen
-    {"qkv", 8, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"qkv_byte_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"q_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"k_norm_w", 32, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"cos", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"sin", 48, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"q_out", 56, Kind::buffer, Dir::out, "act", "", "out act", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"q_out_byte_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"cache_k", 72, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"cache_v", 80, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"block_table", 88, Kind::buffer, Dir::in, "idx", "max_num_blocks_per_seq", "in idx[max_num_blocks_per_seq]", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"tokens", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"q_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"kv_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"head_dim", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"pos_offset", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"cache_len", 144, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"block_size", 152, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"max_num_blocks_per_seq", 160, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_vllm
-    {"qkv", 8, Kind::buffer, Dir::in, "act", "m_total, (q_heads + 2·kv_heads)·head_dim", "in act[m_total, (q_heads + 2·kv_heads)·head_dim]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"q_out", 48, Kind::buffer, Dir::out, "act", "m_total, q_heads, head_dim", "out act[m_total, q_heads, head_dim]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"cache_k", 56, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"cache_v", 64, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"cu_seqlens_q", 72, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"pos_offsets", 80, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"block_tables", 88, Kind::buffer, Dir::in, "idx", "num_seqs, max_blocks_per_seq", "in idx[num_seqs, max_blocks_per_seq]", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"num_seqs", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"m_total", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"q_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"kv_heads", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"head_dim", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"block_size", 144, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"max_blocks_per_seq", 152, Kind::u64, Dir::none, "", "", "u64", false, false},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
-    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs·q_len, num_heads, head_dim", "in act[num_seqs·q_len, num_heads, head_dim]", false, false},  // paged_decode_attention
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_decode_attention
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_decode_attention
-    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs·q_len, num_heads, head_dim", "out act[num_seqs·q_len, num_heads, head_dim]", false, false},  // paged_decode_attention
-    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_decode_attention
-    {"context_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_decode_attention
-    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention
-    {"num_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention
-    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention
-    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention
-    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention
-    {"max_num_blocks_per_seq", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention
-    {"q_len", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention
-    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_decode_attention
-    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_decode_attention
-    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs, num_heads, head_dim", "in act[num_seqs, num_heads, head_dim]", false, false},  // paged_batched_decode_attention
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_batched_decode_attention
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_batched_decode_attention
-    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs, num_heads, head_dim", "out act[num_seqs, num_heads, head_dim]", false, false},  // paged_batched_decode_attention
-    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_batched_decode_attention
-    {"valid_kv_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_batched_decode_attention
-    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_batched_decode_attention
-    {"max_kv_len", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_batched_decode_attention
-    {"num_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_batched_decode_attention
-    {"num_kv_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_batched_decode_attention
-    {"head_dim", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_batched_decode_attention
-    {"block_size", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_batched_decode_attention
-    {"max_num_blocks_per_seq", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_batched_decode_attention
-    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_batched_decode_attention
-    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_batched_decode_attention
-    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention
-    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention
-    {"cu_seqlens_q", 40, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false},  // paged_varlen_attention
-    {"pos_offsets", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_varlen_attention
-    {"block_tables", 56, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_varlen_attention
-    {"num_seqs", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"total_q_tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"max_kv_len", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"num_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"block_size", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"max_num_blocks_per_seq", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention
-    {"scale", 128, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_varlen_attention
-    {"sliding_window", 136, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_varlen_attention
-    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"lse", 40, Kind::buffer, Dir::out, "F32", "num_heads, total_q_tokens", "out F32[num_heads, total_q_tokens]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"cu_seqlens_q", 48, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"seq_lens", 56, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"block_tables", 64, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_varlen_attention_fa2_ffi
-    {"num_seqs", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"total_q_tokens", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"max_q_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"max_kv_len", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"num_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"num_kv_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"head_dim", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"block_size", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"max_num_blocks_per_seq", 136, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_fa2_ffi
-    {"scale", 144, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_varlen_attention_fa2_ffi
-    {"sliding_window", 152, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_varlen_attention_fa2_ffi
-    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs, num_heads, head_dim", "in act[num_seqs, num_heads, head_dim]", false, false},  // paged_decode_attention_v2
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_decode_attention_v2
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_decode_attention_v2
-    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs, num_heads, head_dim", "out act[num_seqs, num_heads, head_dim]", false, false},  // paged_decode_attention_v2
-    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_decode_attention_v2
-    {"context_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_decode_attention_v2
-    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention_v2
-    {"num_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention_v2
-    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention_v2
-    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention_v2
-    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention_v2
-    {"max_num_blocks_per_seq", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention_v2
-    {"max_seq_len", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_decode_attention_v2
-    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_decode_attention_v2
-    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_decode_attention_v2
-    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs·q_len, num_heads, head_dim", "in act[num_seqs·q_len, num_heads, head_dim]", false, false},  // paged_varlen_attention_vllm_layout
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_vllm_layout
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_vllm_layout
-    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs·q_len, num_heads, head_dim", "out act[num_seqs·q_len, num_heads, head_dim]", false, false},  // paged_varlen_attention_vllm_layout
-    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_varlen_attention_vllm_layout
-    {"context_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_varlen_attention_vllm_layout
-    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_layout
-    {"num_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_layout
-    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_layout
-    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_layout
-    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_layout
-    {"max_num_blocks_per_seq", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_layout
-    {"q_len", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_layout
-    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_varlen_attention_vllm_layout
-    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_varlen_attention_vllm_layout
-    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention_vllm
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_vllm
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_vllm
-    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention_vllm
-    {"cu_seqlens_q", 40, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false},  // paged_varlen_attention_vllm
-    {"pos_offsets", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_varlen_attention_vllm
-    {"block_tables", 56, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_varlen_attention_vllm
-    {"num_seqs", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"total_q_tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"max_kv_len", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"num_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"block_size", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"max_num_blocks_per_seq", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm
-    {"scale", 128, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_varlen_attention_vllm
-    {"sliding_window", 136, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_varlen_attention_vllm
-    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"cu_seqlens_q", 40, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"pos_offsets", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"block_tables", 56, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"tile_seqs", 64, Kind::buffer, Dir::in, "idx", "num_tiles", "in idx[num_tiles]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"tile_starts", 72, Kind::buffer, Dir::in, "idx", "num_tiles", "in idx[num_tiles]", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"num_tiles", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"max_kv_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"num_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"num_kv_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"head_dim", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"block_size", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"max_num_blocks_per_seq", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // paged_varlen_attention_vllm_tiled_q4
-    {"num_seqs", 136, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_varlen_attention_vllm_tiled_q4
-    {"total_q_tokens", 144, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_varlen_attention_vllm_tiled_q4
-    {"scale", 152, Kind::f32, Dir::none, "", "", "f32", false, true},  // paged_varlen_attention_vllm_tiled_q4
-    {"sliding_window", 160, Kind::u64, Dir::none, "", "", "u64", false, true},  // paged_varlen_attention_vllm_tiled_q4
-    {"max_blocks_per_seq", 8, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_int8_layer
-    {"block_size", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_int8_layer
-    {"num_kv_heads", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_int8_layer
-    {"head_dim", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_int8_layer
-    {"cache", 40, Kind::hostout, Dir::none, "", "", "hostout ferrum_kv_cache_quant", false, false},  // alloc_paged_int8_layer
-    {"k_in", 8, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false},  // int8_kv_append_paged
-    {"v_in", 16, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false},  // int8_kv_append_paged
-    {"layer_k", 24, Kind::buffer, Dir::inout, "I8", "pool", "inout I8[pool]", false, false},  // int8_kv_append_paged
-    {"layer_v", 32, Kind::buffer, Dir::inout, "I8", "pool", "inout I8[pool]", false, false},  // int8_kv_append_paged
-    {"layer_k_scales", 40, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false},  // int8_kv_append_paged
-    {"layer_v_scales", 48, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false},  // int8_kv_append_paged
-    {"paged_block_indices", 56, Kind::host, Dir::none, "", "", "host u32[paged_block_indices_len]", false, false},  // int8_kv_append_paged
-    {"paged_block_indices_len", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_kv_append_paged
-    {"cache_len_before", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_kv_append_paged
-    {"tokens", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_kv_append_paged
-    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_kv_append_paged
-    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_kv_append_paged
-    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_kv_append_paged
-    {"q", 8, Kind::buffer, Dir::in, "act", "num_q_heads, head_dim", "in act[num_q_heads, head_dim]", false, false},  // int8_paged_decode_attention
-    {"layer_k", 16, Kind::buffer, Dir::in, "I8", "pool", "in I8[pool]", false, false},  // int8_paged_decode_attention
-    {"layer_v", 24, Kind::buffer, Dir::in, "I8", "pool", "in I8[pool]", false, false},  // int8_paged_decode_attention
-    {"layer_k_scales", 32, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false},  // int8_paged_decode_attention
-    {"layer_v_scales", 40, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false},  // int8_paged_decode_attention
-    {"block_table", 48, Kind::buffer, Dir::in, "idx", "ceil(valid_kv_len / block_size)", "in idx[ceil(valid_kv_len / block_size)]", false, false},  // int8_paged_decode_attention
-    {"output", 56, Kind::buffer, Dir::out, "act", "num_q_heads, head_dim", "out act[num_q_heads, head_dim]", false, false},  // int8_paged_decode_attention
-    {"num_q_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_paged_decode_attention
-    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_paged_decode_attention
-    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_paged_decode_attention
-    {"valid_kv_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_paged_decode_attention
-    {"block_size", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // int8_paged_decode_attention
-    {"scale", 104, Kind::f32, Dir::none, "", "", "f32", false, false},  // int8_paged_decode_attention
-    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, true},  // int8_paged_decode_attention
-    {"max_blocks_per_seq", 8, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_fp8_layer
-    {"block_size", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_fp8_layer
-    {"num_kv_heads", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_fp8_layer
-    {"head_dim", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // alloc_paged_fp8_layer
-    {"cache", 40, Kind::hostout, Dir::none, "", "", "hostout ferrum_kv_cache_quant", false, false},  // alloc_paged_fp8_layer
-    {"k_in", 8, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false},  // fp8_kv_append_paged
-    {"v_in", 16, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false},  // fp8_kv_append_paged
-    {"layer_k", 24, Kind::buffer, Dir::inout, "F8_E4M3", "pool", "inout F8_E4M3[pool]", false, false},  // fp8_kv_append_paged
-    {"layer_v", 32, Kind::buffer, Dir::inout, "F8_E4M3", "pool", "inout F8_E4M3[pool]", false, false},  // fp8_kv_append_paged
-    {"layer_k_scales", 40, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false},  // fp8_kv_append_paged
-    {"layer_v_scales", 48, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false},  // fp8_kv_append_paged
-    {"paged_block_indices", 56, Kind::host, Dir::none, "", "", "host u32[paged_block_indices_len]", false, false},  // fp8_kv_append_paged
-    {"paged_block_indices_len", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_kv_append_paged
-    {"cache_len_before", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_kv_append_paged
-    {"tokens", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_kv_append_paged
-    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_kv_append_paged
-    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_kv_append_paged
-    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_kv_append_paged
-    {"q", 8, Kind::buffer, Dir::in, "act", "num_q_heads, head_dim", "in act[num_q_heads, head_dim]", false, false},  // fp8_paged_decode_attention
-    {"layer_k", 16, Kind::buffer, Dir::in, "F8_E4M3", "pool", "in F8_E4M3[pool]", false, false},  // fp8_paged_decode_attention
-    {"layer_v", 24, Kind::buffer, Dir::in, "F8_E4M3", "pool", "in F8_E4M3[pool]", false, false},  // fp8_paged_decode_attention
-    {"layer_k_scales", 32, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false},  // fp8_paged_decode_attention
-    {"layer_v_scales", 40, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false},  // fp8_paged_decode_attention
-    {"block_table", 48, Kind::buffer, Dir::in, "idx", "ceil(valid_kv_len / block_size)", "in idx[ceil(valid_kv_len / block_size)]", false, false},  // fp8_paged_decode_attention
-    {"output", 56, Kind::buffer, Dir::out, "act", "num_q_heads, head_dim", "out act[num_q_heads, head_dim]", false, false},  // fp8_paged_decode_attention
-    {"num_q_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_paged_decode_attention
-    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_paged_decode_attention
-    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_paged_decode_attention
-    {"valid_kv_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_paged_decode_attention
-    {"block_size", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // fp8_paged_decode_attention
-    {"scale", 104, Kind::f32, Dir::none, "", "", "f32", false, false},  // fp8_paged_decode_attention
-    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, true},  // fp8_paged_decode_attention
-    {"key", 8, Kind::u64, Dir::none, "", "", "u64", false, false},  // end_graph_capture
-    {"key", 8, Kind::u64, Dir::none, "", "", "u64", false, false},  // replay_graph
-    {"replayed", 16, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // replay_graph
-    {"key", 8, Kind::u64, Dir::none, "", "", "u64", false, false},  // reset_graph
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // graph_capture_in_flight
-    {"token", 8, Kind::u32, Dir::none, "", "", "u32", false, false},  // set_decode_state
-    {"step", 12, Kind::u32, Dir::none, "", "", "u32", false, false},  // set_decode_state
-    {"enable", 8, Kind::flag, Dir::none, "", "", "flag", false, false},  // set_dev_state_mode
-    {"timer", 8, Kind::hostout, Dir::none, "", "", "hostout ferrum_timer*", false, false},  // make_timer
-    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false},  // timer_release
-    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false},  // record_start
-    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false},  // record_end
-    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false},  // elapsed_ms
-    {"ms", 16, Kind::hostout, Dir::none, "", "", "hostout f64", false, false},  // elapsed_ms
-    {"id", 8, Kind::hostout, Dir::none, "", "", "hostout u8[128]", false, false},  // comm_unique_id
-    {"unique_id", 8, Kind::host, Dir::none, "", "", "host u8[128]", false, false},  // comm_init
-    {"world_size", 16, Kind::u32, Dir::none, "", "", "u32", false, false},  // comm_init
-    {"rank", 20, Kind::u32, Dir::none, "", "", "u32", false, false},  // comm_init
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // world_size
-    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false},  // rank
-    {"buf", 8, Kind::buffer, Dir::inout, "X", "len", "inout X[len]", false, false},  // all_reduce
-    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // all_reduce
-    {"op", 24, Kind::i32, Dir::none, "", "", "i32", false, false},  // all_reduce
-    {"local", 8, Kind::buffer, Dir::in, "X", "local_len", "in X[local_len]", false, false},  // all_gather
-    {"global", 16, Kind::buffer, Dir::out, "X", "world_size·local_len", "out X[world_size·local_len]", false, false},  // all_gather
-    {"local_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // all_gather
-    {"buf", 8, Kind::buffer, Dir::inout, "X", "len", "inout X[len]", false, false},  // broadcast
-    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false},  // broadcast
-    {"src_rank", 24, Kind::u32, Dir::none, "", "", "u32", false, false},  // broadcast
-    {"quant_type", 8, Kind::i32, Dir::none, "", "", "i32", false, false},  // load_quant
-    {"bytes", 16, Kind::host, Dir::none, "", "", "host u8[byte_len]", false, false},  // load_quant
-    {"byte_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_quant
-    {"n_rows", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_quant
-    {"n_cols", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_quant
-    {"weight", 48, Kind::hostout, Dir::none, "", "", "hostout ferrum_qweight*", false, false},  // load_quant
-    {"a", 8, Kind::buffer, Dir::in, "act", "m, n_cols", "in act[m, n_cols]", false, false},  // gguf_matmul
-    {"weight", 16, Kind::qweight, Dir::none, "", "", "quantised weight", false, false},  // gguf_matmul
-    {"out", 24, Kind::buffer, Dir::out, "act", "m, n_rows", "out act[m, n_rows]", false, false},  // gguf_matmul
-    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // gguf_matmul
-    {"weight", 8, Kind::qweight, Dir::none, "", "", "quantised weight", false, false},  // gguf_dequantize
-    {"out", 16, Kind::buffer, Dir::out, "X", "n_rows, n_cols", "out X[n_rows, n_cols]", false, false},  // gguf_dequantize
-    {"weight", 8, Kind::qweight, Dir::none, "", "", "quantised weight", false, false},  // qweight_release
-    {"qweight", 8, Kind::host, Dir::none, "", "", "host i32[k/8·n]", false, false},  // load_gptq
-    {"scales", 16, Kind::host, Dir::none, "", "", "host scales_dtype[G·n]", false, false},  // load_gptq
-    {"qzeros", 24, Kind::host, Dir::none, "", "", "host i32[G·n/8]", true, false},  // load_gptq
-    {"g_idx", 32, Kind::host, Dir::none, "", "", "host i32[k]", true, false},  // load_gptq
-    {"bits", 40, Kind::u32, Dir::none, "", "", "u32", false, false},  // load_gptq
-    {"group_size", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_gptq
-    {"k", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_gptq
-    {"n", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_gptq
-    {"scales_dtype", 72, Kind::i32, Dir::none, "", "", "i32", false, true},  // load_gptq
-    {"act_dtype", 76, Kind::i32, Dir::none, "", "", "i32", false, true},  // load_gptq
-    {"weight", 80, Kind::hostout, Dir::none, "", "", "hostout ferrum_qweight*", false, false},  // load_gptq
-    {"num_experts", 8, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_gptq_stacked
-    {"qweights", 16, Kind::host, Dir::none, "", "", "host (const i32*)[num_experts]", false, false},  // load_gptq_stacked
-    {"scales", 24, Kind::host, Dir::none, "", "", "host (const void*)[num_experts]", false, false},  // load_gptq_stacked
-    {"qzeros", 32, Kind::host, Dir::none, "", "", "host (const i32*)[num_experts]", true, false},  // load_gptq_stacked
-    {"g_idx", 40, Kind::host, Dir::none, "", "", "host (const i32*)[num_experts]", true, false},  // load_gptq_stacked
-    {"bits", 48, Kind::u32, Dir::none, "", "", "u32", false, false},  // load_gptq_stacked
-    {"group_size", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_gptq_stacked
-    {"k", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_gptq_stacked
-    {"n_per_expert", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // load_gptq_stacked
-    {"scales_dtype", 80, Kind::i32, Dir::none, "", "", "i32", false, true},  // load_gptq_stacked
-    {"act_dtype", 84, Kind::i32, Dir::none, "", "", "i32", false, true},  // load_gptq_stacked
-    {"weight", 88, Kind::hostout, Dir::none, "", "", "hostout ferrum_qweight*", false, false},  // load_gptq_stacked
-    {"a", 8, Kind::buffer, Dir::in, "act", "m, k", "in act[m, k]", false, false},  // marlin_gemm
-    {"weight", 16, Kind::qweight, Dir::none, "", "", "quantised weight", false, false},  // marlin_gemm
-    {"out", 24, Kind::buffer, Dir::out, "act", "m, n", "out act[m, n]", false, false},  // marlin_gemm
-    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // marlin_gemm
-    {"logits", 8, Kind::buffer, Dir::in, "act", "num_tokens, num_experts", "in act[num_tokens, num_experts]", false, false},  // route_topk_softmax
-    {"out_ids", 16, Kind::buffer, Dir::out, "I32", "num_tokens, top_k", "out I32[num_tokens, top_k]", false, false},  // route_topk_softmax
-    {"out_weights", 24, Kind::buffer, Dir::out, "F32", "num_tokens, top_k", "out F32[num_tokens, top_k]", false, false},  // route_topk_softmax
-    {"num_tokens", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // route_topk_softmax
-    {"num_experts", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // route_topk_softmax
-    {"top_k", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // route_topk_softmax
-    {"norm_topk_prob", 56, Kind::flag, Dir::none, "", "", "flag", false, false},  // route_topk_softmax
-    {"topk_ids", 8, Kind::buffer, Dir::in, "I32", "num_pairs", "in I32[num_pairs]", false, false},  // moe_align_block_size
-    {"sorted_token_ids", 16, Kind::buffer, Dir::out, "I32", "cap", "out I32[cap]", false, false},  // moe_align_block_size
-    {"expert_ids", 24, Kind::buffer, Dir::out, "I32", "cap_blocks", "out I32[cap_blocks]", false, false},  // moe_align_block_size
-    {"num_tokens_post_padded", 32, Kind::buffer, Dir::out, "I32", "1", "out I32[1]", false, false},  // moe_align_block_size
-    {"num_pairs", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_align_block_size
-    {"num_experts", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_align_block_size
-    {"block_size", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_align_block_size
-    {"x", 8, Kind::buffer, Dir::in, "act", "num_tokens, k", "in act[num_tokens, k]", false, false},  // moe_gemm
-    {"sorted_token_ids", 16, Kind::buffer, Dir::in, "I32", "cap", "in I32[cap]", false, false},  // moe_gemm
-    {"expert_ids", 24, Kind::buffer, Dir::in, "I32", "cap_blocks", "in I32[cap_blocks]", false, false},  // moe_gemm
-    {"num_tokens_post_padded", 32, Kind::buffer, Dir::in, "I32", "1", "in I32[1]", false, false},  // moe_gemm
-    {"w_dense", 40, Kind::buffer, Dir::in, "act", "num_experts, n, k", "in act[num_experts, n, k]", true, false},  // moe_gemm
-    {"w_quant", 48, Kind::qweight, Dir::none, "", "", "quantised weight", true, false},  // moe_gemm
-    {"out", 56, Kind::buffer, Dir::out, "act", "num_pairs, n", "out act[num_pairs, n]", false, false},  // moe_gemm
-    {"num_tokens", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_gemm
-    {"num_pairs", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_gemm
-    {"top_k", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_gemm
-    {"num_experts", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_gemm
-    {"n", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_gemm
-    {"k", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_gemm
-    {"block_size", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_gemm
-    {"x", 8, Kind::buffer, Dir::in, "act", "num_tokens, hidden", "in act[num_tokens, hidden]", false, false},  // fused_moe
-    {"topk_weights", 16, Kind::buffer, Dir::in, "F32", "num_tokens, top_k", "in F32[num_tokens, top_k]", false, false},  // fused_moe
-    {"sorted_token_ids", 24, Kind::buffer, Dir::in, "I32", "cap", "in I32[cap]", false, false},  // fused_moe
-    {"expert_ids", 32, Kind::buffer, Dir::in, "I32", "cap_blocks", "in I32[cap_blocks]", false, false},  // fused_moe
-    {"num_tokens_post_padded", 40, Kind::buffer, Dir::in, "I32", "1", "in I32[1]", false, false},  // fused_moe
-    {"w_gate_up_dense", 48, Kind::buffer, Dir::in, "act", "num_experts, 2·intermediate, hidden", "in act[num_experts, 2·intermediate, hidden]", true, false},  // fused_moe
-    {"w_gate_up_quant", 56, Kind::qweight, Dir::none, "", "", "quantised weight", true, false},  // fused_moe
-    {"w_down_dense", 64, Kind::buffer, Dir::in, "act", "num_experts, hidden, intermediate", "in act[num_experts, hidden, intermediate]", true, false},  // fused_moe
-    {"w_down_quant", 72, Kind::qweight, Dir::none, "", "", "quantised weight", true, false},  // fused_moe
-    {"out", 80, Kind::buffer, Dir::out, "act", "num_tokens, hidden", "out act[num_tokens, hidden]", false, false},  // fused_moe
-    {"num_tokens", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_moe
-    {"hidden", 96, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_moe
-    {"intermediate", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_moe
-    {"num_experts", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_moe
-    {"top_k", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_moe
-    {"block_size", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // fused_moe
-    {"packed_down", 8, Kind::buffer, Dir::in, "act", "num_packed, hidden", "in act[num_packed, hidden]", false, false},  // moe_combine
-    {"pairs_by_token", 16, Kind::buffer, Dir::in, "I32", "num_tokens·top_k", "in I32[num_tokens·top_k]", false, false},  // moe_combine
-    {"pair_weights", 24, Kind::buffer, Dir::in, "F32", "num_tokens·top_k", "in F32[num_tokens·top_k]", false, false},  // moe_combine
-    {"out", 32, Kind::buffer, Dir::out, "act", "num_tokens, hidden", "out act[num_tokens, hidden]", false, false},  // moe_combine
-    {"num_tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_combine
-    {"hidden", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_combine
-    {"top_k", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_combine
-    {"num_packed", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // moe_combine
-    {"slots", 8, Kind::buffer, Dir::in, "act", "num_tokens·top_k, hidden", "in act[num_tokens·top_k, hidden]", false, false},  // weighted_sum_batched
-    {"weights", 16, Kind::buffer, Dir::in, "F32", "num_tokens, top_k", "in F32[num_tokens, top_k]", false, false},  // weighted_sum_batched
-    {"out", 24, Kind::buffer, Dir::out, "act", "num_tokens, hidden", "out act[num_tokens, hidden]", false, false},  // weighted_sum_batched
-    {"num_tokens", 32, Kind::u64, Dir::none, "", "", "u64", false, false},  // weighted_sum_batched
-    {"top_k", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // weighted_sum_batched
-    {"hidden", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // weighted_sum_batched
-    {"q", 8, Kind::buffer, Dir::in, "act", "batch, num_heads, q_len, R + P", "in act[batch, num_heads, q_len, R + P]", false, false},  // mla_attention
-    {"kv_compressed", 16, Kind::buffer, Dir::in, "act", "batch, S, R", "in act[batch, S, R]", false, false},  // mla_attention
-    {"kv_rope", 24, Kind::buffer, Dir::in, "act", "batch, S, P", "in act[batch, S, P]", false, false},  // mla_attention
-    {"out", 32, Kind::buffer, Dir::out, "act", "batch, num_heads, q_len, R", "out act[batch, num_heads, q_len, R]", false, false},  // mla_attention
-    {"batch", 40, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"q_len", 48, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"kv_len", 56, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"pos_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"num_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"num_kv_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"head_dim", 88, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"causal", 96, Kind::flag, Dir::none, "", "", "flag", false, false},  // mla_attention
-    {"scale", 100, Kind::f32, Dir::none, "", "", "f32", false, false},  // mla_attention
-    {"kv_seq_stride", 104, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"kv_lora_rank", 120, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
-    {"qk_rope_head_dim", 128, Kind::u64, Dir::none, "", "", "u64", false, false},  // mla_attention
+    {"len", 8, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc
+    {"buffer", 16, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false, 0},  // alloc
+    {"dtype", 8, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // alloc_typed
+    {"n", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_typed
+    {"buffer", 24, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false, 0},  // alloc_typed
+    {"data", 8, Kind::host, Dir::none, "", "", "host f32[data_len]", false, false, 0},  // from_slice
+    {"data_len", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // from_slice
+    {"buffer", 24, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false, 0},  // from_slice
+    {"dtype", 8, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // from_slice_typed
+    {"data", 16, Kind::host, Dir::none, "", "", "host bytes", false, false, 0},  // from_slice_typed
+    {"data_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // from_slice_typed
+    {"buffer", 32, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false, 0},  // from_slice_typed
+    {"raw", 8, Kind::host, Dir::none, "", "", "host u8[raw_len]", false, false, 0},  // from_weight_bytes
+    {"raw_len", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // from_weight_bytes
+    {"src_dtype", 24, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // from_weight_bytes
+    {"dst_dtype", 28, Kind::i32, Dir::none, "", "", "i32", false, true, 0},  // from_weight_bytes
+    {"buffer", 32, Kind::hostout, Dir::none, "", "", "hostout ferrum_buffer*", false, false, 0},  // from_weight_bytes
+    {"dst", 8, Kind::buffer, Dir::inout, "any", "", "inout any", false, false, 0},  // write_typed
+    {"dtype", 16, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // write_typed
+    {"data", 24, Kind::host, Dir::none, "", "", "host bytes", false, false, 0},  // write_typed
+    {"data_len", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // write_typed
+    {"src", 8, Kind::buffer, Dir::in, "any", "src_offset + len", "in any[src_offset + len]", false, false, 0},  // read_typed
+    {"dtype", 16, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // read_typed
+    {"len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // read_typed
+    {"data", 32, Kind::hostout, Dir::none, "", "", "hostout bytes", false, false, 0},  // read_typed
+    {"src_offset", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 1},  // read_typed
+    {"buf", 8, Kind::buffer, Dir::in, "any", "", "in any", false, false, 0},  // to_vec
+    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // to_vec
+    {"out", 24, Kind::hostout, Dir::none, "", "", "hostout f32[len]", false, false, 0},  // to_vec
+    {"dst", 8, Kind::buffer, Dir::inout, "act", "", "inout act", false, false, 0},  // write_f32_to_activation
+    {"data", 16, Kind::host, Dir::none, "", "", "host f32[data_len]", false, false, 0},  // write_f32_to_activation
+    {"data_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // write_f32_to_activation
+    {"buf", 8, Kind::buffer, Dir::out, "any", "", "out any", false, false, 0},  // zero_buffer
+    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // zero_buffer
+    {"src", 8, Kind::buffer, Dir::in, "any", "", "in any", false, false, 0},  // copy_slice
+    {"src_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // copy_slice
+    {"dst", 24, Kind::buffer, Dir::out, "any", "", "out any", false, false, 0},  // copy_slice
+    {"dst_offset", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // copy_slice
+    {"len", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // copy_slice
+    {"buf", 8, Kind::buffer, Dir::in, "any", "", "in any", false, false, 0},  // buffer_info
+    {"dtype", 16, Kind::hostout, Dir::none, "", "", "hostout i32", false, false, 0},  // buffer_info
+    {"count", 24, Kind::hostout, Dir::none, "", "", "hostout u64", false, false, 0},  // buffer_info
+    {"buf", 8, Kind::handle, Dir::none, "", "", "ferrum_buffer*", false, false, 0},  // buffer_release
+    {"device_ordinal", 8, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // new_context
+    {"activation_dtype", 16, Kind::i32, Dir::none, "", "", "i32", false, true, 0},  // new_context
+    {"context", 24, Kind::hostout, Dir::none, "", "", "hostout ferrum_context*", false, false, 0},  // new_context
+    {"context", 8, Kind::handle, Dir::none, "", "", "ferrum_context*", false, false, 0},  // context_destroy
+    {"device_ordinal", 8, Kind::hostout, Dir::none, "", "", "hostout u64", false, false, 0},  // context_info
+    {"activation_dtype", 16, Kind::hostout, Dir::none, "", "", "hostout i32", false, false, 0},  // context_info
+    {"batched_slots", 24, Kind::hostout, Dir::none, "", "", "hostout u64", false, false, 0},  // context_info
+    {"batched_items", 32, Kind::hostout, Dir::none, "", "", "hostout u64", false, false, 0},  // context_info
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u64", false, false, 0},  // activation_elem_size_bytes
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // supports_device_ordinal_scope
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // supports_llama_family_batched_decode
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // supports_paged_kv
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // supports_varlen_qkv
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // supports_vllm_paged_attn
+    {"a", 8, Kind::buffer, Dir::in, "act", "m, k", "in act[m, k]", false, false, 0},  // gemm
+    {"b", 16, Kind::buffer, Dir::in, "act", "n, k", "in act[n, k]", false, false, 0},  // gemm
+    {"out", 24, Kind::buffer, Dir::out, "act", "m, n", "out act[m, n]", false, false, 0},  // gemm
+    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // gemm
+    {"n", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // gemm
+    {"k", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // gemm
+    {"x", 8, Kind::buffer, Dir::in, "act", "tokens, dim", "in act[tokens, dim]", false, false, 0},  // rms_norm
+    {"w", 16, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false, 0},  // rms_norm
+    {"eps", 24, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // rms_norm
+    {"out", 32, Kind::buffer, Dir::out, "act", "tokens, dim", "out act[tokens, dim]", false, false, 0},  // rms_norm
+    {"tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // rms_norm
+    {"dim", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // rms_norm
+    {"residual", 8, Kind::buffer, Dir::inout, "act", "tokens, dim", "inout act[tokens, dim]", false, false, 0},  // fused_add_rms_norm
+    {"x", 16, Kind::buffer, Dir::in, "act", "tokens, dim", "in act[tokens, dim]", false, false, 0},  // fused_add_rms_norm
+    {"w", 24, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false, 0},  // fused_add_rms_norm
+    {"eps", 32, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // fused_add_rms_norm
+    {"out", 40, Kind::buffer, Dir::out, "act", "tokens, dim", "out act[tokens, dim]", false, false, 0},  // fused_add_rms_norm
+    {"tokens", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_add_rms_norm
+    {"dim", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_add_rms_norm
+    {"x", 8, Kind::buffer, Dir::in, "act", "tokens, dim", "in act[tokens, dim]", false, false, 0},  // layer_norm
+    {"gamma", 16, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false, 0},  // layer_norm
+    {"beta", 24, Kind::buffer, Dir::in, "act", "dim", "in act[dim]", false, false, 0},  // layer_norm
+    {"eps", 32, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // layer_norm
+    {"out", 40, Kind::buffer, Dir::out, "act", "tokens, dim", "out act[tokens, dim]", false, false, 0},  // layer_norm
+    {"tokens", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // layer_norm
+    {"dim", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // layer_norm
+    {"x", 8, Kind::buffer, Dir::in, "act", "len", "in act[len]", false, false, 0},  // gelu
+    {"out", 16, Kind::buffer, Dir::out, "act", "len", "out act[len]", false, false, 0},  // gelu
+    {"len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // gelu
+    {"residual", 8, Kind::buffer, Dir::inout, "act", "len", "inout act[len]", false, false, 0},  // add_inplace
+    {"x", 16, Kind::buffer, Dir::in, "act", "len", "in act[len]", false, false, 0},  // add_inplace
+    {"len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // add_inplace
+    {"dst", 8, Kind::buffer, Dir::inout, "act", "len", "inout act[len]", false, false, 0},  // scaled_add_inplace
+    {"src", 16, Kind::buffer, Dir::in, "act", "len", "in act[len]", false, false, 0},  // scaled_add_inplace
+    {"scale", 24, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // scaled_add_inplace
+    {"len", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // scaled_add_inplace
+    {"data", 8, Kind::buffer, Dir::inout, "act", "rows, cols", "inout act[rows, cols]", false, false, 0},  // add_bias
+    {"bias", 16, Kind::buffer, Dir::in, "act", "cols", "in act[cols]", false, false, 0},  // add_bias
+    {"rows", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // add_bias
+    {"cols", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // add_bias
+    {"qkv", 8, Kind::buffer, Dir::in, "act", "tokens, q_dim + 2·kv_dim", "in act[tokens, q_dim + 2·kv_dim]", false, false, 0},  // split_qkv
+    {"q", 16, Kind::buffer, Dir::out, "act", "tokens, q_dim", "out act[tokens, q_dim]", false, false, 0},  // split_qkv
+    {"k", 24, Kind::buffer, Dir::out, "act", "tokens, kv_dim", "out act[tokens, kv_dim]", false, false, 0},  // split_qkv
+    {"v", 32, Kind::buffer, Dir::out, "act", "tokens, kv_dim", "out act[tokens, kv_dim]", false, false, 0},  // split_qkv
+    {"tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv
+    {"q_dim", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv
+    {"kv_dim", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv
+    {"gate_up", 8, Kind::buffer, Dir::in, "act", "tokens, 2·im", "in act[tokens, 2·im]", false, false, 0},  // fused_silu_mul_split
+    {"out", 16, Kind::buffer, Dir::out, "act", "tokens, im", "out act[tokens, im]", false, false, 0},  // fused_silu_mul_split
+    {"tokens", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_silu_mul_split
+    {"im", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_silu_mul_split
+    {"gate_up", 8, Kind::buffer, Dir::in, "act", "in_row_offset + tokens, 2·intermediate", "in act[in_row_offset + tokens, 2·intermediate]", false, false, 0},  // fused_silu_mul_split_strided
+    {"in_row_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_silu_mul_split_strided
+    {"out", 24, Kind::buffer, Dir::out, "act", "out_row_offset + tokens, intermediate", "out act[out_row_offset + tokens, intermediate]", false, false, 0},  // fused_silu_mul_split_strided
+    {"out_row_offset", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_silu_mul_split_strided
+    {"tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_silu_mul_split_strided
+    {"intermediate", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_silu_mul_split_strided
+    {"table", 8, Kind::buffer, Dir::in, "act", "vocab, dim", "in act[vocab, dim]", false, false, 0},  // embedding_lookup
+    {"ids", 16, Kind::host, Dir::none, "", "", "host u32[ids_len]", false, false, 0},  // embedding_lookup
+    {"ids_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // embedding_lookup
+    {"out", 32, Kind::buffer, Dir::out, "act", "ids_len, dim", "out act[ids_len, dim]", false, false, 0},  // embedding_lookup
+    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // embedding_lookup
+    {"table", 8, Kind::buffer, Dir::in, "act", "vocab, dim", "in act[vocab, dim]", false, false, 0},  // embedding_lookup_dev
+    {"ids", 16, Kind::buffer, Dir::in, "idx", "batch", "in idx[batch]", false, false, 0},  // embedding_lookup_dev
+    {"out", 24, Kind::buffer, Dir::out, "act", "batch, dim", "out act[batch, dim]", false, false, 0},  // embedding_lookup_dev
+    {"batch", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // embedding_lookup_dev
+    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // embedding_lookup_dev
+    {"src", 8, Kind::buffer, Dir::in, "act", "heads, tokens, dim", "in act[heads, tokens, dim]", false, false, 0},  // transpose_head_to_token
+    {"dst", 16, Kind::buffer, Dir::out, "act", "tokens, heads, dim", "out act[tokens, heads, dim]", false, false, 0},  // transpose_head_to_token
+    {"tokens", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // transpose_head_to_token
+    {"heads", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // transpose_head_to_token
+    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // transpose_head_to_token
+    {"src", 8, Kind::buffer, Dir::in, "act", "tokens, heads, dim", "in act[tokens, heads, dim]", false, false, 0},  // transpose_token_to_head
+    {"dst", 16, Kind::buffer, Dir::out, "act", "heads, tokens, dim", "out act[heads, tokens, dim]", false, false, 0},  // transpose_token_to_head
+    {"tokens", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // transpose_token_to_head
+    {"heads", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // transpose_token_to_head
+    {"dim", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // transpose_token_to_head
+    {"logits", 8, Kind::buffer, Dir::in, "act", "m, n", "in act[m, n]", false, false, 0},  // argmax_rows_f16
+    {"m", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // argmax_rows_f16
+    {"n", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // argmax_rows_f16
+    {"out", 32, Kind::hostout, Dir::none, "", "", "hostout u32[m]", false, false, 0},  // argmax_rows_f16
+    {"input", 8, Kind::buffer, Dir::in, "act", "tokens, heads, head_dim", "in act[tokens, heads, head_dim]", false, false, 0},  // qk_norm_rope
+    {"norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // qk_norm_rope
+    {"cos", 24, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // qk_norm_rope
+    {"sin", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // qk_norm_rope
+    {"output", 40, Kind::buffer, Dir::out, "act", "heads, tokens, head_dim", "out act[heads, tokens, head_dim]", false, false, 0},  // qk_norm_rope
+    {"tokens", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // qk_norm_rope
+    {"heads", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // qk_norm_rope
+    {"head_dim", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // qk_norm_rope
+    {"pos_offset", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // qk_norm_rope
+    {"eps", 80, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // qk_norm_rope
+    {"mode", 84, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // qk_norm_rope
+    {"input", 8, Kind::buffer, Dir::in, "act", "m, heads, head_dim", "in act[m, heads, head_dim]", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"cos", 24, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"sin", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"output", 40, Kind::buffer, Dir::out, "act", "m, heads, head_dim", "out act[m, heads, head_dim]", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"positions", 48, Kind::buffer, Dir::in, "idx", "m", "in idx[m]", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"m", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"head_dim", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"eps", 80, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"mode", 84, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // qk_norm_rope_batched_per_item
+    {"qkv", 8, Kind::buffer, Dir::in, "act", "tokens, (q_heads + 2·kv_heads)·head_dim", "in act[tokens, (q_heads + 2·kv_heads)·head_dim]", false, false, 0},  // split_qkv_norm_rope
+    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope
+    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope
+    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope
+    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope
+    {"q_out", 48, Kind::buffer, Dir::out, "act", "q_heads, tokens, head_dim", "out act[q_heads, tokens, head_dim]", false, false, 0},  // split_qkv_norm_rope
+    {"k_out", 56, Kind::buffer, Dir::out, "act", "kv_heads, tokens, head_dim", "out act[kv_heads, tokens, head_dim]", false, false, 0},  // split_qkv_norm_rope
+    {"v_out", 64, Kind::buffer, Dir::out, "act", "kv_heads, tokens, head_dim", "out act[kv_heads, tokens, head_dim]", false, false, 0},  // split_qkv_norm_rope
+    {"tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope
+    {"q_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope
+    {"kv_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope
+    {"head_dim", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope
+    {"pos_offset", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope
+    {"eps", 112, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // split_qkv_norm_rope
+    {"qk_mode", 116, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // split_qkv_norm_rope
+    {"qkv", 8, Kind::buffer, Dir::in, "act", "tokens, (q_heads + 2·kv_heads)·head_dim", "in act[tokens, (q_heads + 2·kv_heads)·head_dim]", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"q_out", 48, Kind::buffer, Dir::out, "act", "q_heads, tokens, head_dim", "out act[q_heads, tokens, head_dim]", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"cache_k", 56, Kind::buffer, Dir::inout, "act", "kv_heads, cache_capacity, head_dim", "inout act[kv_heads, cache_capacity, head_dim]", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"cache_v", 64, Kind::buffer, Dir::inout, "act", "kv_heads, cache_capacity, head_dim", "inout act[kv_heads, cache_capacity, head_dim]", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"q_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"kv_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"head_dim", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"pos_offset", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"eps", 112, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"qk_mode", 116, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"cache_len", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"cache_capacity", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_cache
+    {"cache_k", 8, Kind::buffer, Dir::inout, "act", "nkv, cache_capacity, hd", "inout act[nkv, cache_capacity, hd]", false, false, 0},  // kv_cache_append_head_major
+    {"cache_v", 16, Kind::buffer, Dir::inout, "act", "nkv, cache_capacity, hd", "inout act[nkv, cache_capacity, hd]", false, false, 0},  // kv_cache_append_head_major
+    {"cache_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_head_major
+    {"cache_capacity", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_head_major
+    {"new_k_head_major", 40, Kind::buffer, Dir::in, "act", "nkv, new_tokens, hd", "in act[nkv, new_tokens, hd]", false, false, 0},  // kv_cache_append_head_major
+    {"new_v_head_major", 48, Kind::buffer, Dir::in, "act", "nkv, new_tokens, hd", "in act[nkv, new_tokens, hd]", false, false, 0},  // kv_cache_append_head_major
+    {"new_tokens", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_head_major
+    {"nkv", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_head_major
+    {"hd", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_head_major
+    {"q", 8, Kind::buffer, Dir::in, "act", "batch, num_heads, q_len, head_dim", "in act[batch, num_heads, q_len, head_dim]", false, false, 0},  // flash_attention
+    {"k", 16, Kind::buffer, Dir::in, "act", "batch, num_kv_heads, S, head_dim", "in act[batch, num_kv_heads, S, head_dim]", false, false, 0},  // flash_attention
+    {"v", 24, Kind::buffer, Dir::in, "act", "batch, num_kv_heads, S, head_dim", "in act[batch, num_kv_heads, S, head_dim]", false, false, 0},  // flash_attention
+    {"out", 32, Kind::buffer, Dir::out, "act", "batch, num_heads, q_len, head_dim", "out act[batch, num_heads, q_len, head_dim]", false, false, 0},  // flash_attention
+    {"batch", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"q_len", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"kv_len", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"pos_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"num_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"num_kv_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"head_dim", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"causal", 96, Kind::flag, Dir::none, "", "", "flag", false, false, 0},  // flash_attention
+    {"scale", 100, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // flash_attention
+    {"kv_seq_stride", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention
+    {"k_caches", 8, Kind::host, Dir::none, "", "", "host ferrum_buffer*[num_layers·m]", false, false, 0},  // populate_batched_pointers
+    {"v_caches", 16, Kind::host, Dir::none, "", "", "host ferrum_buffer*[num_layers·m]", false, false, 0},  // populate_batched_pointers
+    {"num_layers", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // populate_batched_pointers
+    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // populate_batched_pointers
+    {"caches", 8, Kind::host, Dir::none, "", "", "host ferrum_buffer*[m]", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"new_data", 16, Kind::buffer, Dir::in, "act", "m, nkv, hd", "in act[m, nkv, hd]", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"cache_lens", 24, Kind::buffer, Dir::in, "idx", "m", "in idx[m]", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"capacity", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"m", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"nkv", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"hd", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"slot", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // kv_cache_append_batched_per_cache
+    {"q", 8, Kind::buffer, Dir::in, "act", "m, nq, hd", "in act[m, nq, hd]", false, false, 0},  // flash_attention_batched_per_cache
+    {"k_caches", 16, Kind::host, Dir::none, "", "", "host ferrum_buffer*[m]", false, false, 0},  // flash_attention_batched_per_cache
+    {"v_caches", 24, Kind::host, Dir::none, "", "", "host ferrum_buffer*[m]", false, false, 0},  // flash_attention_batched_per_cache
+    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // flash_attention_batched_per_cache
+    {"kv_lens", 40, Kind::buffer, Dir::in, "idx", "m", "in idx[m]", false, false, 0},  // flash_attention_batched_per_cache
+    {"out", 48, Kind::buffer, Dir::out, "act", "m, nq, hd", "out act[m, nq, hd]", false, false, 0},  // flash_attention_batched_per_cache
+    {"nq", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention_batched_per_cache
+    {"nkv", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention_batched_per_cache
+    {"hd", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention_batched_per_cache
+    {"scale", 80, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // flash_attention_batched_per_cache
+    {"max_valid_kv", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention_batched_per_cache
+    {"capacity", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention_batched_per_cache
+    {"slot", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // flash_attention_batched_per_cache
+    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // flash_attention_batched_per_cache
+    {"qkv", 8, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"qkv_byte_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"q_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"k_norm_w", 32, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"cos", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"sin", 48, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"q_out", 56, Kind::buffer, Dir::out, "act", "", "out act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"q_out_byte_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"cache_k", 72, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"cache_v", 80, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"block_table", 88, Kind::buffer, Dir::in, "idx", "max_num_blocks_per_seq", "in idx[max_num_blocks_per_seq]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"tokens", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"q_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"kv_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"head_dim", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"pos_offset", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"cache_len", 144, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"block_size", 152, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"max_num_blocks_per_seq", 160, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache
+    {"qkv", 8, Kind::buffer, Dir::in, "act", "m_total, (q_heads + 2·kv_heads)·head_dim", "in act[m_total, (q_heads + 2·kv_heads)·head_dim]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"q_out", 48, Kind::buffer, Dir::out, "act", "m_total, q_heads, head_dim", "out act[m_total, q_heads, head_dim]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"cache_k", 56, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"cache_v", 64, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"cu_seqlens_q", 72, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"pos_offsets", 80, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"block_tables", 88, Kind::buffer, Dir::in, "idx", "num_seqs, max_blocks_per_seq", "in idx[num_seqs, max_blocks_per_seq]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"num_seqs", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"m_total", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"q_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"kv_heads", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"head_dim", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"block_size", 144, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"max_blocks_per_seq", 152, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen
+    {"qkv", 8, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"qkv_byte_offset", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"q_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"k_norm_w", 32, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"cos", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"sin", 48, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"q_out", 56, Kind::buffer, Dir::out, "act", "", "out act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"q_out_byte_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"cache_k", 72, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"cache_v", 80, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"block_table", 88, Kind::buffer, Dir::in, "idx", "max_num_blocks_per_seq", "in idx[max_num_blocks_per_seq]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"tokens", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"q_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"kv_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"head_dim", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"pos_offset", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"cache_len", 144, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"block_size", 152, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"max_num_blocks_per_seq", 160, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_vllm
+    {"qkv", 8, Kind::buffer, Dir::in, "act", "m_total, (q_heads + 2·kv_heads)·head_dim", "in act[m_total, (q_heads + 2·kv_heads)·head_dim]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"q_norm_w", 16, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"k_norm_w", 24, Kind::buffer, Dir::in, "act", "", "in act", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"cos", 32, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"sin", 40, Kind::buffer, Dir::in, "tab", "", "in tab", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"q_out", 48, Kind::buffer, Dir::out, "act", "m_total, q_heads, head_dim", "out act[m_total, q_heads, head_dim]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"cache_k", 56, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"cache_v", 64, Kind::buffer, Dir::inout, "act", "pool", "inout act[pool]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"cu_seqlens_q", 72, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"pos_offsets", 80, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"block_tables", 88, Kind::buffer, Dir::in, "idx", "num_seqs, max_blocks_per_seq", "in idx[num_seqs, max_blocks_per_seq]", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"num_seqs", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"m_total", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"q_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"kv_heads", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"head_dim", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"eps", 136, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"qk_mode", 140, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"block_size", 144, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"max_blocks_per_seq", 152, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // split_qkv_norm_rope_into_paged_cache_varlen_vllm
+    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs·q_len, num_heads, head_dim", "in act[num_seqs·q_len, num_heads, head_dim]", false, false, 0},  // paged_decode_attention
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_decode_attention
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_decode_attention
+    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs·q_len, num_heads, head_dim", "out act[num_seqs·q_len, num_heads, head_dim]", false, false, 0},  // paged_decode_attention
+    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_decode_attention
+    {"context_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_decode_attention
+    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention
+    {"num_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention
+    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention
+    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention
+    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention
+    {"max_num_blocks_per_seq", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention
+    {"q_len", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention
+    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_decode_attention
+    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_decode_attention
+    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs, num_heads, head_dim", "in act[num_seqs, num_heads, head_dim]", false, false, 0},  // paged_batched_decode_attention
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_batched_decode_attention
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_batched_decode_attention
+    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs, num_heads, head_dim", "out act[num_seqs, num_heads, head_dim]", false, false, 0},  // paged_batched_decode_attention
+    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_batched_decode_attention
+    {"valid_kv_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_batched_decode_attention
+    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_batched_decode_attention
+    {"max_kv_len", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_batched_decode_attention
+    {"num_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_batched_decode_attention
+    {"num_kv_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_batched_decode_attention
+    {"head_dim", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_batched_decode_attention
+    {"block_size", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_batched_decode_attention
+    {"max_num_blocks_per_seq", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_batched_decode_attention
+    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_batched_decode_attention
+    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_batched_decode_attention
+    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention
+    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention
+    {"cu_seqlens_q", 40, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false, 0},  // paged_varlen_attention
+    {"pos_offsets", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_varlen_attention
+    {"block_tables", 56, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_varlen_attention
+    {"num_seqs", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"total_q_tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"max_kv_len", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"num_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"block_size", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"max_num_blocks_per_seq", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention
+    {"scale", 128, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_varlen_attention
+    {"sliding_window", 136, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_varlen_attention
+    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"lse", 40, Kind::buffer, Dir::out, "F32", "num_heads, total_q_tokens", "out F32[num_heads, total_q_tokens]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"cu_seqlens_q", 48, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"seq_lens", 56, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"block_tables", 64, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"num_seqs", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"total_q_tokens", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"max_q_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"max_kv_len", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"num_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"num_kv_heads", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"head_dim", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"block_size", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"max_num_blocks_per_seq", 136, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_fa2_ffi
+    {"scale", 144, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_varlen_attention_fa2_ffi
+    {"sliding_window", 152, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_varlen_attention_fa2_ffi
+    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs, num_heads, head_dim", "in act[num_seqs, num_heads, head_dim]", false, false, 0},  // paged_decode_attention_v2
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_decode_attention_v2
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_decode_attention_v2
+    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs, num_heads, head_dim", "out act[num_seqs, num_heads, head_dim]", false, false, 0},  // paged_decode_attention_v2
+    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_decode_attention_v2
+    {"context_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_decode_attention_v2
+    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention_v2
+    {"num_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention_v2
+    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention_v2
+    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention_v2
+    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention_v2
+    {"max_num_blocks_per_seq", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention_v2
+    {"max_seq_len", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_decode_attention_v2
+    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_decode_attention_v2
+    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_decode_attention_v2
+    {"q", 8, Kind::buffer, Dir::in, "act", "num_seqs·q_len, num_heads, head_dim", "in act[num_seqs·q_len, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"out", 32, Kind::buffer, Dir::out, "act", "num_seqs·q_len, num_heads, head_dim", "out act[num_seqs·q_len, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"block_tables", 40, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"context_lens", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"num_seqs", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"num_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"max_num_blocks_per_seq", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"q_len", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_layout
+    {"scale", 112, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_varlen_attention_vllm_layout
+    {"sliding_window", 120, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_varlen_attention_vllm_layout
+    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_vllm
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_vllm
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_vllm
+    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_vllm
+    {"cu_seqlens_q", 40, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false, 0},  // paged_varlen_attention_vllm
+    {"pos_offsets", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_varlen_attention_vllm
+    {"block_tables", 56, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_varlen_attention_vllm
+    {"num_seqs", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"total_q_tokens", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"max_kv_len", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"num_heads", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"block_size", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"max_num_blocks_per_seq", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm
+    {"scale", 128, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_varlen_attention_vllm
+    {"sliding_window", 136, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_varlen_attention_vllm
+    {"q", 8, Kind::buffer, Dir::in, "act", "total_q_tokens, num_heads, head_dim", "in act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"k_pool", 16, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"v_pool", 24, Kind::buffer, Dir::in, "act", "pool", "in act[pool]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"out", 32, Kind::buffer, Dir::out, "act", "total_q_tokens, num_heads, head_dim", "out act[total_q_tokens, num_heads, head_dim]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"cu_seqlens_q", 40, Kind::buffer, Dir::in, "idx", "num_seqs + 1", "in idx[num_seqs + 1]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"pos_offsets", 48, Kind::buffer, Dir::in, "idx", "num_seqs", "in idx[num_seqs]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"block_tables", 56, Kind::buffer, Dir::in, "idx", "num_seqs, max_num_blocks_per_seq", "in idx[num_seqs, max_num_blocks_per_seq]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"tile_seqs", 64, Kind::buffer, Dir::in, "idx", "num_tiles", "in idx[num_tiles]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"tile_starts", 72, Kind::buffer, Dir::in, "idx", "num_tiles", "in idx[num_tiles]", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"num_tiles", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"max_kv_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"num_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"num_kv_heads", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"head_dim", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"block_size", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"max_num_blocks_per_seq", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"num_seqs", 136, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"total_q_tokens", 144, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"scale", 152, Kind::f32, Dir::none, "", "", "f32", false, true, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"sliding_window", 160, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // paged_varlen_attention_vllm_tiled_q4
+    {"max_blocks_per_seq", 8, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_int8_layer
+    {"block_size", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_int8_layer
+    {"num_kv_heads", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_int8_layer
+    {"head_dim", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_int8_layer
+    {"cache", 40, Kind::hostout, Dir::none, "", "", "hostout ferrum_kv_cache_quant", false, false, 0},  // alloc_paged_int8_layer
+    {"k_in", 8, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false, 0},  // int8_kv_append_paged
+    {"v_in", 16, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false, 0},  // int8_kv_append_paged
+    {"layer_k", 24, Kind::buffer, Dir::inout, "I8", "pool", "inout I8[pool]", false, false, 0},  // int8_kv_append_paged
+    {"layer_v", 32, Kind::buffer, Dir::inout, "I8", "pool", "inout I8[pool]", false, false, 0},  // int8_kv_append_paged
+    {"layer_k_scales", 40, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false, 0},  // int8_kv_append_paged
+    {"layer_v_scales", 48, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false, 0},  // int8_kv_append_paged
+    {"paged_block_indices", 56, Kind::host, Dir::none, "", "", "host u32[paged_block_indices_len]", false, false, 0},  // int8_kv_append_paged
+    {"paged_block_indices_len", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_kv_append_paged
+    {"cache_len_before", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_kv_append_paged
+    {"tokens", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_kv_append_paged
+    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_kv_append_paged
+    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_kv_append_paged
+    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_kv_append_paged
+    {"q", 8, Kind::buffer, Dir::in, "act", "num_q_heads, head_dim", "in act[num_q_heads, head_dim]", false, false, 0},  // int8_paged_decode_attention
+    {"layer_k", 16, Kind::buffer, Dir::in, "I8", "pool", "in I8[pool]", false, false, 0},  // int8_paged_decode_attention
+    {"layer_v", 24, Kind::buffer, Dir::in, "I8", "pool", "in I8[pool]", false, false, 0},  // int8_paged_decode_attention
+    {"layer_k_scales", 32, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false, 0},  // int8_paged_decode_attention
+    {"layer_v_scales", 40, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false, 0},  // int8_paged_decode_attention
+    {"block_table", 48, Kind::buffer, Dir::in, "idx", "ceil(valid_kv_len / block_size)", "in idx[ceil(valid_kv_len / block_size)]", false, false, 0},  // int8_paged_decode_attention
+    {"output", 56, Kind::buffer, Dir::out, "act", "num_q_heads, head_dim", "out act[num_q_heads, head_dim]", false, false, 0},  // int8_paged_decode_attention
+    {"num_q_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_paged_decode_attention
+    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_paged_decode_attention
+    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_paged_decode_attention
+    {"valid_kv_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_paged_decode_attention
+    {"block_size", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // int8_paged_decode_attention
+    {"scale", 104, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // int8_paged_decode_attention
+    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // int8_paged_decode_attention
+    {"max_blocks_per_seq", 8, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_fp8_layer
+    {"block_size", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_fp8_layer
+    {"num_kv_heads", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_fp8_layer
+    {"head_dim", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // alloc_paged_fp8_layer
+    {"cache", 40, Kind::hostout, Dir::none, "", "", "hostout ferrum_kv_cache_quant", false, false, 0},  // alloc_paged_fp8_layer
+    {"k_in", 8, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false, 0},  // fp8_kv_append_paged
+    {"v_in", 16, Kind::buffer, Dir::in, "act", "tokens, num_kv_heads, head_dim", "in act[tokens, num_kv_heads, head_dim]", false, false, 0},  // fp8_kv_append_paged
+    {"layer_k", 24, Kind::buffer, Dir::inout, "F8_E4M3", "pool", "inout F8_E4M3[pool]", false, false, 0},  // fp8_kv_append_paged
+    {"layer_v", 32, Kind::buffer, Dir::inout, "F8_E4M3", "pool", "inout F8_E4M3[pool]", false, false, 0},  // fp8_kv_append_paged
+    {"layer_k_scales", 40, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false, 0},  // fp8_kv_append_paged
+    {"layer_v_scales", 48, Kind::buffer, Dir::inout, "F32", "N·block_size, num_kv_heads", "inout F32[N·block_size, num_kv_heads]", false, false, 0},  // fp8_kv_append_paged
+    {"paged_block_indices", 56, Kind::host, Dir::none, "", "", "host u32[paged_block_indices_len]", false, false, 0},  // fp8_kv_append_paged
+    {"paged_block_indices_len", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_kv_append_paged
+    {"cache_len_before", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_kv_append_paged
+    {"tokens", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_kv_append_paged
+    {"block_size", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_kv_append_paged
+    {"num_kv_heads", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_kv_append_paged
+    {"head_dim", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_kv_append_paged
+    {"q", 8, Kind::buffer, Dir::in, "act", "num_q_heads, head_dim", "in act[num_q_heads, head_dim]", false, false, 0},  // fp8_paged_decode_attention
+    {"layer_k", 16, Kind::buffer, Dir::in, "F8_E4M3", "pool", "in F8_E4M3[pool]", false, false, 0},  // fp8_paged_decode_attention
+    {"layer_v", 24, Kind::buffer, Dir::in, "F8_E4M3", "pool", "in F8_E4M3[pool]", false, false, 0},  // fp8_paged_decode_attention
+    {"layer_k_scales", 32, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false, 0},  // fp8_paged_decode_attention
+    {"layer_v_scales", 40, Kind::buffer, Dir::in, "F32", "N·block_size, num_kv_heads", "in F32[N·block_size, num_kv_heads]", false, false, 0},  // fp8_paged_decode_attention
+    {"block_table", 48, Kind::buffer, Dir::in, "idx", "ceil(valid_kv_len / block_size)", "in idx[ceil(valid_kv_len / block_size)]", false, false, 0},  // fp8_paged_decode_attention
+    {"output", 56, Kind::buffer, Dir::out, "act", "num_q_heads, head_dim", "out act[num_q_heads, head_dim]", false, false, 0},  // fp8_paged_decode_attention
+    {"num_q_heads", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_paged_decode_attention
+    {"num_kv_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_paged_decode_attention
+    {"head_dim", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_paged_decode_attention
+    {"valid_kv_len", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_paged_decode_attention
+    {"block_size", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fp8_paged_decode_attention
+    {"scale", 104, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // fp8_paged_decode_attention
+    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, true, 0},  // fp8_paged_decode_attention
+    {"key", 8, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // end_graph_capture
+    {"key", 8, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // replay_graph
+    {"replayed", 16, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // replay_graph
+    {"key", 8, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // reset_graph
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // graph_capture_in_flight
+    {"token", 8, Kind::u32, Dir::none, "", "", "u32", false, false, 0},  // set_decode_state
+    {"step", 12, Kind::u32, Dir::none, "", "", "u32", false, false, 0},  // set_decode_state
+    {"enable", 8, Kind::flag, Dir::none, "", "", "flag", false, false, 0},  // set_dev_state_mode
+    {"timer", 8, Kind::hostout, Dir::none, "", "", "hostout ferrum_timer*", false, false, 0},  // make_timer
+    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false, 0},  // timer_release
+    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false, 0},  // record_start
+    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false, 0},  // record_end
+    {"timer", 8, Kind::handle, Dir::none, "", "", "ferrum_timer*", false, false, 0},  // elapsed_ms
+    {"ms", 16, Kind::hostout, Dir::none, "", "", "hostout f64", false, false, 0},  // elapsed_ms
+    {"id", 8, Kind::hostout, Dir::none, "", "", "hostout u8[128]", false, false, 0},  // comm_unique_id
+    {"unique_id", 8, Kind::host, Dir::none, "", "", "host u8[128]", false, false, 0},  // comm_init
+    {"world_size", 16, Kind::u32, Dir::none, "", "", "u32", false, false, 0},  // comm_init
+    {"rank", 20, Kind::u32, Dir::none, "", "", "u32", false, false, 0},  // comm_init
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // world_size
+    {"result", 8, Kind::hostout, Dir::none, "", "", "hostout u32", false, false, 0},  // rank
+    {"buf", 8, Kind::buffer, Dir::inout, "X", "len", "inout X[len]", false, false, 0},  // all_reduce
+    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // all_reduce
+    {"op", 24, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // all_reduce
+    {"local", 8, Kind::buffer, Dir::in, "X", "local_len", "in X[local_len]", false, false, 0},  // all_gather
+    {"global", 16, Kind::buffer, Dir::out, "X", "world_size·local_len", "out X[world_size·local_len]", false, false, 0},  // all_gather
+    {"local_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // all_gather
+    {"buf", 8, Kind::buffer, Dir::inout, "X", "len", "inout X[len]", false, false, 0},  // broadcast
+    {"len", 16, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // broadcast
+    {"src_rank", 24, Kind::u32, Dir::none, "", "", "u32", false, false, 0},  // broadcast
+    {"quant_type", 8, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // load_quant
+    {"bytes", 16, Kind::host, Dir::none, "", "", "host u8[byte_len]", false, false, 0},  // load_quant
+    {"byte_len", 24, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_quant
+    {"n_rows", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_quant
+    {"n_cols", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_quant
+    {"weight", 48, Kind::hostout, Dir::none, "", "", "hostout ferrum_qweight*", false, false, 0},  // load_quant
+    {"a", 8, Kind::buffer, Dir::in, "act", "m, n_cols", "in act[m, n_cols]", false, false, 0},  // gguf_matmul
+    {"weight", 16, Kind::qweight, Dir::none, "", "", "quantised weight", false, false, 0},  // gguf_matmul
+    {"out", 24, Kind::buffer, Dir::out, "act", "m, n_rows", "out act[m, n_rows]", false, false, 0},  // gguf_matmul
+    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // gguf_matmul
+    {"weight", 8, Kind::qweight, Dir::none, "", "", "quantised weight", false, false, 0},  // gguf_dequantize
+    {"out", 16, Kind::buffer, Dir::out, "X", "n_rows, n_cols", "out X[n_rows, n_cols]", false, false, 0},  // gguf_dequantize
+    {"weight", 8, Kind::qweight, Dir::none, "", "", "quantised weight", false, false, 0},  // qweight_release
+    {"qweight", 8, Kind::host, Dir::none, "", "", "host i32[k/8·n]", false, false, 0},  // load_gptq
+    {"scales", 16, Kind::host, Dir::none, "", "", "host scales_dtype[G·n]", false, false, 0},  // load_gptq
+    {"qzeros", 24, Kind::host, Dir::none, "", "", "host i32[G·n/8]", true, false, 0},  // load_gptq
+    {"g_idx", 32, Kind::host, Dir::none, "", "", "host i32[k]", true, false, 0},  // load_gptq
+    {"bits", 40, Kind::u32, Dir::none, "", "", "u32", false, false, 0},  // load_gptq
+    {"group_size", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_gptq
+    {"k", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_gptq
+    {"n", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_gptq
+    {"scales_dtype", 72, Kind::i32, Dir::none, "", "", "i32", false, true, 0},  // load_gptq
+    {"act_dtype", 76, Kind::i32, Dir::none, "", "", "i32", false, true, 0},  // load_gptq
+    {"weight", 80, Kind::hostout, Dir::none, "", "", "hostout ferrum_qweight*", false, false, 0},  // load_gptq
+    {"num_experts", 8, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_gptq_stacked
+    {"qweights", 16, Kind::host, Dir::none, "", "", "host (const i32*)[num_experts]", false, false, 0},  // load_gptq_stacked
+    {"scales", 24, Kind::host, Dir::none, "", "", "host (const void*)[num_experts]", false, false, 0},  // load_gptq_stacked
+    {"qzeros", 32, Kind::host, Dir::none, "", "", "host (const i32*)[num_experts]", true, false, 0},  // load_gptq_stacked
+    {"g_idx", 40, Kind::host, Dir::none, "", "", "host (const i32*)[num_experts]", true, false, 0},  // load_gptq_stacked
+    {"bits", 48, Kind::u32, Dir::none, "", "", "u32", false, false, 0},  // load_gptq_stacked
+    {"group_size", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_gptq_stacked
+    {"k", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_gptq_stacked
+    {"n_per_expert", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_gptq_stacked
+    {"scales_dtype", 80, Kind::i32, Dir::none, "", "", "i32", false, true, 0},  // load_gptq_stacked
+    {"act_dtype", 84, Kind::i32, Dir::none, "", "", "i32", false, true, 0},  // load_gptq_stacked
+    {"weight", 88, Kind::hostout, Dir::none, "", "", "hostout ferrum_qweight*", false, false, 0},  // load_gptq_stacked
+    {"a", 8, Kind::buffer, Dir::in, "act", "m, k", "in act[m, k]", false, false, 0},  // marlin_gemm
+    {"weight", 16, Kind::qweight, Dir::none, "", "", "quantised weight", false, false, 0},  // marlin_gemm
+    {"out", 24, Kind::buffer, Dir::out, "act", "m, n", "out act[m, n]", false, false, 0},  // marlin_gemm
+    {"m", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // marlin_gemm
+    {"logits", 8, Kind::buffer, Dir::in, "act", "num_tokens, num_experts", "in act[num_tokens, num_experts]", false, false, 0},  // route_topk_softmax
+    {"out_ids", 16, Kind::buffer, Dir::out, "I32", "num_tokens, top_k", "out I32[num_tokens, top_k]", false, false, 0},  // route_topk_softmax
+    {"out_weights", 24, Kind::buffer, Dir::out, "F32", "num_tokens, top_k", "out F32[num_tokens, top_k]", false, false, 0},  // route_topk_softmax
+    {"num_tokens", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // route_topk_softmax
+    {"num_experts", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // route_topk_softmax
+    {"top_k", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // route_topk_softmax
+    {"norm_topk_prob", 56, Kind::flag, Dir::none, "", "", "flag", false, false, 0},  // route_topk_softmax
+    {"topk_ids", 8, Kind::buffer, Dir::in, "I32", "num_pairs", "in I32[num_pairs]", false, false, 0},  // moe_align_block_size
+    {"sorted_token_ids", 16, Kind::buffer, Dir::out, "I32", "cap", "out I32[cap]", false, false, 0},  // moe_align_block_size
+    {"expert_ids", 24, Kind::buffer, Dir::out, "I32", "cap_blocks", "out I32[cap_blocks]", false, false, 0},  // moe_align_block_size
+    {"num_tokens_post_padded", 32, Kind::buffer, Dir::out, "I32", "1", "out I32[1]", false, false, 0},  // moe_align_block_size
+    {"num_pairs", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_align_block_size
+    {"num_experts", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_align_block_size
+    {"block_size", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_align_block_size
+    {"x", 8, Kind::buffer, Dir::in, "act", "num_tokens, k", "in act[num_tokens, k]", false, false, 0},  // moe_gemm
+    {"sorted_token_ids", 16, Kind::buffer, Dir::in, "I32", "cap", "in I32[cap]", false, false, 0},  // moe_gemm
+    {"expert_ids", 24, Kind::buffer, Dir::in, "I32", "cap_blocks", "in I32[cap_blocks]", false, false, 0},  // moe_gemm
+    {"num_tokens_post_padded", 32, Kind::buffer, Dir::in, "I32", "1", "in I32[1]", false, false, 0},  // moe_gemm
+    {"w_dense", 40, Kind::buffer, Dir::in, "act", "num_experts, n, k", "in act[num_experts, n, k]", true, false, 0},  // moe_gemm
+    {"w_quant", 48, Kind::qweight, Dir::none, "", "", "quantised weight", true, false, 0},  // moe_gemm
+    {"out", 56, Kind::buffer, Dir::out, "act", "num_pairs, n", "out act[num_pairs, n]", false, false, 0},  // moe_gemm
+    {"num_tokens", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_gemm
+    {"num_pairs", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_gemm
+    {"top_k", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_gemm
+    {"num_experts", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_gemm
+    {"n", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_gemm
+    {"k", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_gemm
+    {"block_size", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_gemm
+    {"x", 8, Kind::buffer, Dir::in, "act", "num_tokens, hidden", "in act[num_tokens, hidden]", false, false, 0},  // fused_moe
+    {"topk_weights", 16, Kind::buffer, Dir::in, "F32", "num_tokens, top_k", "in F32[num_tokens, top_k]", false, false, 0},  // fused_moe
+    {"sorted_token_ids", 24, Kind::buffer, Dir::in, "I32", "cap", "in I32[cap]", false, false, 0},  // fused_moe
+    {"expert_ids", 32, Kind::buffer, Dir::in, "I32", "cap_blocks", "in I32[cap_blocks]", false, false, 0},  // fused_moe
+    {"num_tokens_post_padded", 40, Kind::buffer, Dir::in, "I32", "1", "in I32[1]", false, false, 0},  // fused_moe
+    {"w_gate_up_dense", 48, Kind::buffer, Dir::in, "act", "num_experts, 2·intermediate, hidden", "in act[num_experts, 2·intermediate, hidden]", true, false, 0},  // fused_moe
+    {"w_gate_up_quant", 56, Kind::qweight, Dir::none, "", "", "quantised weight", true, false, 0},  // fused_moe
+    {"w_down_dense", 64, Kind::buffer, Dir::in, "act", "num_experts, hidden, intermediate", "in act[num_experts, hidden, intermediate]", true, false, 0},  // fused_moe
+    {"w_down_quant", 72, Kind::qweight, Dir::none, "", "", "quantised weight", true, false, 0},  // fused_moe
+    {"out", 80, Kind::buffer, Dir::out, "act", "num_tokens, hidden", "out act[num_tokens, hidden]", false, false, 0},  // fused_moe
+    {"num_tokens", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_moe
+    {"hidden", 96, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_moe
+    {"intermediate", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_moe
+    {"num_experts", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_moe
+    {"top_k", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_moe
+    {"block_size", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // fused_moe
+    {"packed_down", 8, Kind::buffer, Dir::in, "act", "num_packed, hidden", "in act[num_packed, hidden]", false, false, 0},  // moe_combine
+    {"pairs_by_token", 16, Kind::buffer, Dir::in, "I32", "num_tokens·top_k", "in I32[num_tokens·top_k]", false, false, 0},  // moe_combine
+    {"pair_weights", 24, Kind::buffer, Dir::in, "F32", "num_tokens·top_k", "in F32[num_tokens·top_k]", false, false, 0},  // moe_combine
+    {"out", 32, Kind::buffer, Dir::out, "act", "num_tokens, hidden", "out act[num_tokens, hidden]", false, false, 0},  // moe_combine
+    {"num_tokens", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_combine
+    {"hidden", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_combine
+    {"top_k", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_combine
+    {"num_packed", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // moe_combine
+    {"slots", 8, Kind::buffer, Dir::in, "act", "num_tokens·top_k, hidden", "in act[num_tokens·top_k, hidden]", false, false, 0},  // weighted_sum_batched
+    {"weights", 16, Kind::buffer, Dir::in, "F32", "num_tokens, top_k", "in F32[num_tokens, top_k]", false, false, 0},  // weighted_sum_batched
+    {"out", 24, Kind::buffer, Dir::out, "act", "num_tokens, hidden", "out act[num_tokens, hidden]", false, false, 0},  // weighted_sum_batched
+    {"num_tokens", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // weighted_sum_batched
+    {"top_k", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // weighted_sum_batched
+    {"hidden", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // weighted_sum_batched
+    {"q", 8, Kind::buffer, Dir::in, "act", "batch, num_heads, q_len, R + P", "in act[batch, num_heads, q_len, R + P]", false, false, 0},  // mla_attention
+    {"kv_compressed", 16, Kind::buffer, Dir::in, "act", "batch, S, R", "in act[batch, S, R]", false, false, 0},  // mla_attention
+    {"kv_rope", 24, Kind::buffer, Dir::in, "act", "batch, S, P", "in act[batch, S, P]", false, false, 0},  // mla_attention
+    {"out", 32, Kind::buffer, Dir::out, "act", "batch, num_heads, q_len, R", "out act[batch, num_heads, q_len, R]", false, false, 0},  // mla_attention
+    {"batch", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"q_len", 48, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"kv_len", 56, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"pos_offset", 64, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"num_heads", 72, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"num_kv_heads", 80, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"head_dim", 88, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"causal", 96, Kind::flag, Dir::none, "", "", "flag", false, false, 0},  // mla_attention
+    {"scale", 100, Kind::f32, Dir::none, "", "", "f32", false, false, 0},  // mla_attention
+    {"kv_seq_stride", 104, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"sliding_window", 112, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"kv_lora_rank", 120, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"qk_rope_head_dim", 128, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // mla_attention
+    {"attribute", 8, Kind::i32, Dir::none, "", "", "i32", false, false, 0},  // query_attribute
+    {"value", 16, Kind::hostout, Dir::none, "", "", "hostout u64", false, false, 0},  // query_attribute
 };
 
-inline constexpr int32_t kOpCount = 102;
+inline constexpr int32_t kOpCount = 103;
 inline constexpr OpFields kOps[kOpCount] = {
-    {1, "alloc", "S", 24, 0, 2, true},
-    {2, "alloc_typed", "S", 32, 2, 3, true},
-    {3, "from_slice", "SH", 32, 5, 3, true},
-    {4, "from_slice_typed", "SH", 40, 8, 4, true},
-    {5, "from_weight_bytes", "SH", 40, 12, 5, true},
-    {6, "write_typed", "AH", 40, 17, 4, true},
-    {7, "read_typed", "SH", 40, 21, 4, true},
-    {8, "to_vec", "SH", 32, 25, 3, true},
-    {9, "write_f32_to_activation", "AH", 32, 28, 3, true},
-    {10, "zero_buffer", "AG", 24, 31, 2, true},
-    {11, "copy_slice", "AG", 48, 33, 5, true},
-    {12, "buffer_info", "—", 32, 38, 3, false},
-    {13, "buffer_release", "—", 16, 41, 1, false},
-    {14, "new_context", "S", 32, 42, 3, false},
-    {15, "context_destroy", "—", 16, 45, 1, false},
-    {16, "context_info", "G", 40, 46, 4, true},
-    {17, "sync", "S", 8, 50, 0, true},
-    {18, "sync_before_host_readback", "—", 8, 50, 0, true},
-    {19, "activation_elem_size_bytes", "G", 16, 50, 1, true},
-    {20, "supports_device_ordinal_scope", "—", 16, 51, 1, false},
-    {21, "supports_llama_family_batched_decode", "G", 16, 52, 1, true},
-    {22, "supports_paged_kv", "G", 16, 53, 1, true},
-    {23, "supports_varlen_qkv", "G", 16, 54, 1, true},
-    {24, "supports_vllm_paged_attn", "G", 16, 55, 1, true},
-    {25, "gemm", "AG", 56, 56, 6, true},
-    {26, "rms_norm", "AG", 56, 62, 6, true},
-    {27, "fused_add_rms_norm", "AG", 64, 68, 7, true},
-    {28, "layer_norm", "AG", 64, 75, 7, true},
-    {29, "gelu", "AG", 32, 82, 3, true},
-    {30, "add_inplace", "AG", 32, 85, 3, true},
-    {31, "scaled_add_inplace", "AG", 40, 88, 4, true},
-    {32, "add_bias", "AG", 40, 92, 4, true},
-    {33, "split_qkv", "AG", 64, 96, 7, true},
-    {34, "fused_silu_mul_split", "AG", 40, 103, 4, true},
-    {35, "fused_silu_mul_split_strided", "AG", 56, 107, 6, true},
-    {36, "embedding_lookup", "AH", 48, 113, 5, true},
-    {37, "embedding_lookup_dev", "AG", 48, 118, 5, true},
-    {38, "transpose_head_to_token", "AG", 48, 123, 5, true},
-    {39, "transpose_token_to_head", "AG", 48, 128, 5, true},
-    {40, "argmax_rows_f16", "SH", 40, 133, 4, true},
-    {41, "qk_norm_rope", "AG", 88, 137, 11, true},
-    {42, "qk_norm_rope_batched_per_item", "AG", 88, 148, 11, true},
-    {43, "split_qkv_norm_rope", "AG", 120, 159, 15, true},
-    {44, "split_qkv_norm_rope_into_cache", "AG", 136, 174, 17, true},
-    {45, "kv_cache_append_head_major", "AG", 80, 191, 9, true},
-    {46, "flash_attention", "AG", 120, 200, 15, true},
-    {47, "populate_batched_pointers", "SH", 40, 215, 4, true},
-    {48, "kv_cache_append_batched_per_cache", "AGH", 72, 219, 8, true},
-    {49, "flash_attention_batched_per_cache", "AGH", 120, 227, 14, true},
-    {50, "split_qkv_norm_rope_into_paged_cache", "AG", 168, 241, 21, true},
-    {51, "split_qkv_norm_rope_into_paged_cache_varlen", "AG", 160, 262, 20, true},
-    {52, "split_qkv_norm_rope_into_paged_cache_vllm", "AG", 168, 282, 21, true},
-    {53, "split_qkv_norm_rope_into_paged_cache_varlen_vllm", "AG", 160, 303, 20, true},
-    {54, "paged_decode_attention", "AG", 128, 323, 15, true},
-    {55, "paged_batched_decode_attention", "AG", 128, 338, 15, true},
-    {56, "paged_varlen_attention", "AG", 144, 353, 17, true},
-    {57, "paged_varlen_attention_fa2_ffi", "AG", 160, 370, 19, true},
-    {58, "paged_decode_attention_v2", "AG", 128, 389, 15, true},
-    {59, "paged_varlen_attention_vllm_layout", "AG", 128, 404, 15, true},
-    {60, "paged_varlen_attention_vllm", "AG", 144, 419, 17, true},
-    {61, "paged_varlen_attention_vllm_tiled_q4", "AG", 168, 436, 20, true},
-    {62, "alloc_paged_int8_layer", "S", 48, 456, 5, true},
-    {63, "int8_kv_append_paged", "AH", 112, 461, 13, true},
-    {64, "int8_paged_decode_attention", "AG", 120, 474, 14, true},
-    {65, "alloc_paged_fp8_layer", "S", 48, 488, 5, true},
-    {66, "fp8_kv_append_paged", "AH", 112, 493, 13, true},
-    {67, "fp8_paged_decode_attention", "AG", 120, 506, 14, true},
-    {68, "begin_graph_capture", "—", 8, 520, 0, true},
-    {69, "end_graph_capture", "G", 16, 520, 1, true},
-    {70, "replay_graph", "A", 24, 521, 2, true},
-    {71, "reset_graph", "—", 16, 523, 1, true},
-    {72, "reset_all_graphs", "—", 8, 524, 0, true},
-    {73, "graph_capture_in_flight", "G", 16, 524, 1, true},
-    {74, "set_decode_state", "A", 16, 525, 2, true},
-    {75, "set_dev_state_mode", "G", 16, 527, 1, true},
-    {76, "make_timer", "S", 16, 528, 1, true},
-    {77, "timer_release", "—", 16, 529, 1, false},
-    {78, "record_start", "A", 16, 530, 1, true},
-    {79, "record_end", "A", 16, 531, 1, true},
-    {80, "elapsed_ms", "S", 24, 532, 2, true},
-    {81, "comm_unique_id", "SH", 16, 534, 1, true},
-    {82, "comm_init", "SH", 24, 535, 3, true},
-    {83, "comm_destroy", "S", 8, 538, 0, true},
-    {84, "world_size", "G", 16, 538, 1, true},
-    {85, "rank", "G", 16, 539, 1, true},
-    {86, "all_reduce", "AG", 32, 540, 3, true},
-    {87, "all_gather", "AG", 32, 543, 3, true},
-    {88, "broadcast", "AG", 32, 546, 3, true},
-    {89, "load_quant", "SH", 56, 549, 6, true},
-    {90, "gguf_matmul", "AG", 40, 555, 4, true},
-    {91, "gguf_dequantize", "AG", 24, 559, 2, true},
-    {92, "qweight_release", "—", 16, 561, 1, false},
-    {93, "load_gptq", "SH", 88, 562, 11, true},
-    {94, "load_gptq_stacked", "SH", 96, 573, 12, true},
-    {95, "marlin_gemm", "AG", 40, 585, 4, true},
-    {96, "route_topk_softmax", "AG", 64, 589, 7, true},
-    {97, "moe_align_block_size", "AG", 64, 596, 7, true},
-    {98, "moe_gemm", "AG", 120, 603, 14, true},
-    {99, "fused_moe", "AG", 136, 617, 16, true},
-    {100, "moe_combine", "AG", 72, 633, 8, true},
-    {101, "weighted_sum_batched", "AG", 56, 641, 6, true},
-    {102, "mla_attention", "AG", 136, 647, 17, true},
+    {1, "alloc", "S", 24, 0, 2, true, 0},
+    {2, "alloc_typed", "S", 32, 2, 3, true, 0},
+    {3, "from_slice", "SH", 32, 5, 3, true, 0},
+    {4, "from_slice_typed", "SH", 40, 8, 4, true, 0},
+    {5, "from_weight_bytes", "SH", 40, 12, 5, true, 0},
+    {6, "write_typed", "AH", 40, 17, 4, true, 0},
+    {7, "read_typed", "SH", 48, 21, 5, true, 0},
+    {8, "to_vec", "SH", 32, 26, 3, true, 0},
+    {9, "write_f32_to_activation", "AH", 32, 29, 3, true, 0},
+    {10, "zero_buffer", "AG", 24, 32, 2, true, 0},
+    {11, "copy_slice", "AG", 48, 34, 5, true, 0},
+    {12, "buffer_info", "—", 32, 39, 3, false, 0},
+    {13, "buffer_release", "—", 16, 42, 1, false, 0},
+    {14, "new_context", "S", 32, 43, 3, false, 0},
+    {15, "context_destroy", "—", 16, 46, 1, false, 0},
+    {16, "context_info", "G", 40, 47, 4, true, 0},
+    {17, "sync", "S", 8, 51, 0, true, 0},
+    {18, "sync_before_host_readback", "—", 8, 51, 0, true, 0},
+    {19, "activation_elem_size_bytes", "G", 16, 51, 1, true, 0},
+    {20, "supports_device_ordinal_scope", "—", 16, 52, 1, false, 0},
+    {21, "supports_llama_family_batched_decode", "G", 16, 53, 1, true, 0},
+    {22, "supports_paged_kv", "G", 16, 54, 1, true, 0},
+    {23, "supports_varlen_qkv", "G", 16, 55, 1, true, 0},
+    {24, "supports_vllm_paged_attn", "G", 16, 56, 1, true, 0},
+    {25, "gemm", "AG", 56, 57, 6, true, 0},
+    {26, "rms_norm", "AG", 56, 63, 6, true, 0},
+    {27, "fused_add_rms_norm", "AG", 64, 69, 7, true, 0},
+    {28, "layer_norm", "AG", 64, 76, 7, true, 0},
+    {29, "gelu", "AG", 32, 83, 3, true, 0},
+    {30, "add_inplace", "AG", 32, 86, 3, true, 0},
+    {31, "scaled_add_inplace", "AG", 40, 89, 4, true, 0},
+    {32, "add_bias", "AG", 40, 93, 4, true, 0},
+    {33, "split_qkv", "AG", 64, 97, 7, true, 0},
+    {34, "fused_silu_mul_split", "AG", 40, 104, 4, true, 0},
+    {35, "fused_silu_mul_split_strided", "AG", 56, 108, 6, true, 0},
+    {36, "embedding_lookup", "AH", 48, 114, 5, true, 0},
+    {37, "embedding_lookup_dev", "AG", 48, 119, 5, true, 0},
+    {38, "transpose_head_to_token", "AG", 48, 124, 5, true, 0},
+    {39, "transpose_token_to_head", "AG", 48, 129, 5, true, 0},
+    {40, "argmax_rows_f16", "SH", 40, 134, 4, true, 0},
+    {41, "qk_norm_rope", "AG", 88, 138, 11, true, 0},
+    {42, "qk_norm_rope_batched_per_item", "AG", 88, 149, 11, true, 0},
+    {43, "split_qkv_norm_rope", "AG", 120, 160, 15, true, 0},
+    {44, "split_qkv_norm_rope_into_cache", "AG", 136, 175, 17, true, 0},
+    {45, "kv_cache_append_head_major", "AG", 80, 192, 9, true, 0},
+    {46, "flash_attention", "AG", 120, 201, 15, true, 0},
+    {47, "populate_batched_pointers", "SH", 40, 216, 4, true, 0},
+    {48, "kv_cache_append_batched_per_cache", "AGH", 72, 220, 8, true, 0},
+    {49, "flash_attention_batched_per_cache", "AGH", 120, 228, 14, true, 0},
+    {50, "split_qkv_norm_rope_into_paged_cache", "AG", 168, 242, 21, true, 0},
+    {51, "split_qkv_norm_rope_into_paged_cache_varlen", "AG", 160, 263, 20, true, 0},
+    {52, "split_qkv_norm_rope_into_paged_cache_vllm", "AG", 168, 283, 21, true, 0},
+    {53, "split_qkv_norm_rope_into_paged_cache_varlen_vllm", "AG", 160, 304, 20, true, 0},
+    {54, "paged_decode_attention", "AG", 128, 324, 15, true, 0},
+    {55, "paged_batched_decode_attention", "AG", 128, 339, 15, true, 0},
+    {56, "paged_varlen_attention", "AG", 144, 354, 17, true, 0},
+    {57, "paged_varlen_attention_fa2_ffi", "AG", 160, 371, 19, true, 0},
+    {58, "paged_decode_attention_v2", "AG", 128, 390, 15, true, 0},
+    {59, "paged_varlen_attention_vllm_layout", "AG", 128, 405, 15, true, 0},
+    {60, "paged_varlen_attention_vllm", "AG", 144, 420, 17, true, 0},
+    {61, "paged_varlen_attention_vllm_tiled_q4", "AG", 168, 437, 20, true, 0},
+    {62, "alloc_paged_int8_layer", "S", 48, 457, 5, true, 0},
+    {63, "int8_kv_append_paged", "AH", 112, 462, 13, true, 0},
+    {64, "int8_paged_decode_attention", "AG", 120, 475, 14, true, 0},
+    {65, "alloc_paged_fp8_layer", "S", 48, 489, 5, true, 0},
+    {66, "fp8_kv_append_paged", "AH", 112, 494, 13, true, 0},
+    {67, "fp8_paged_decode_attention", "AG", 120, 507, 14, true, 0},
+    {68, "begin_graph_capture", "—", 8, 521, 0, true, 0},
+    {69, "end_graph_capture", "G", 16, 521, 1, true, 0},
+    {70, "replay_graph", "A", 24, 522, 2, true, 0},
+    {71, "reset_graph", "—", 16, 524, 1, true, 0},
+    {72, "reset_all_graphs", "—", 8, 525, 0, true, 0},
+    {73, "graph_capture_in_flight", "G", 16, 525, 1, true, 0},
+    {74, "set_decode_state", "A", 16, 526, 2, true, 0},
+    {75, "set_dev_state_mode", "G", 16, 528, 1, true, 0},
+    {76, "make_timer", "S", 16, 529, 1, true, 0},
+    {77, "timer_release", "—", 16, 530, 1, false, 0},
+    {78, "record_start", "A", 16, 531, 1, true, 0},
+    {79, "record_end", "A", 16, 532, 1, true, 0},
+    {80, "elapsed_ms", "S", 24, 533, 2, true, 0},
+    {81, "comm_unique_id", "SH", 16, 535, 1, true, 0},
+    {82, "comm_init", "SH", 24, 536, 3, true, 0},
+    {83, "comm_destroy", "S", 8, 539, 0, true, 0},
+    {84, "world_size", "G", 16, 539, 1, true, 0},
+    {85, "rank", "G", 16, 540, 1, true, 0},
+    {86, "all_reduce", "AG", 32, 541, 3, true, 0},
+    {87, "all_gather", "AG", 32, 544, 3, true, 0},
+    {88, "broadcast", "AG", 32, 547, 3, true, 0},
+    {89, "load_quant", "SH", 56, 550, 6, true, 0},
+    {90, "gguf_matmul", "AG", 40, 556, 4, true, 0},
+    {91, "gguf_dequantize", "AG", 24, 560, 2, true, 0},
+    {92, "qweight_release", "—", 16, 562, 1, false, 0},
+    {93, "load_gptq", "SH", 88, 563, 11, true, 0},
+    {94, "load_gptq_stacked", "SH", 96, 574, 12, true, 0},
+    {95, "marlin_gemm", "AG", 40, 586, 4, true, 0},
+    {96, "route_topk_softmax", "AG", 64, 590, 7, true, 0},
+    {97, "moe_align_block_size", "AG", 64, 597, 7, true, 0},
+    {98, "moe_gemm", "AG", 120, 604, 14, true, 0},
+    {99, "fused_moe", "AG", 136, 618, 16, true, 0},
+    {100, "moe_combine", "AG", 72, 634, 8, true, 0},
+    {101, "weighted_sum_batched", "AG", 56, 642, 6, true, 0},
+    {102, "mla_attention", "AG", 136, 648, 17, true, 0},
+    {103, "query_attribute", "G", 24, 665, 2, true, 1},
 };
 
 }  // namespace ferrum::conformance::gen

@@ -54,6 +54,19 @@ void throw_status(ferrum_status status, std::string_view what, const CallSite& s
   throw Error(code, msg);
 }
 
+std::string newer_reason(const ferrum_plugin_api* api, const char* field, uint32_t since) {
+  std::string why = field ? std::string("argument '") + field + "' set to a non-default value" : "the op";
+  why += " needs ABI " + std::to_string(FERRUM_ABI_VERSION_MAJOR) + "." + std::to_string(since) +
+         ", plugin '" + (api && api->plugin_name ? api->plugin_name : "?") + "' implements " +
+         (api ? std::to_string(api->abi_major) + "." + std::to_string(api->abi_minor) : "none");
+  if (field) why += " (leave it at its default, or load a newer plugin)";
+  return why;
+}
+
+void fail_newer(const CallSite& site, std::string_view op, const char* field, uint32_t since) {
+  throw_status(FERRUM_STATUS_UNSUPPORTED, op, site, newer_reason(site.api, field, since).c_str());
+}
+
 }  // namespace detail
 
 // ---- Backend ---------------------------------------------------------------------------

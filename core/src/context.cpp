@@ -101,6 +101,17 @@ SupportAnswer Context::query_support(Op op, const void* args) const {
   const bool slot = common::find_slot(api_, id) != nullptr;
   const bool fallback = !slot && id >= 1 && id <= kOpCount && detail::kFacadeDefault[id];
   SupportAnswer ans;
+  // The forward-compatibility gate, as an answer: an op or a non-default field of a minor newer
+  // than the plugin's is unsupported (the call would be refused), never asked of a plugin that
+  // would ignore the field.
+  if (api_ && api_->abi_minor < FERRUM_ABI_VERSION_MINOR && !fallback) {
+    uint32_t since = id >= 1 && id <= kOpCount ? common::kOps[id - 1].since_minor : 0;
+    const char* field = since > api_->abi_minor ? nullptr : common::newer_field(id, args, api_->abi_minor, since);
+    if (since > api_->abi_minor || field) {
+      ans.reason = std::string(detail::op_name_of(id)) + ": " + detail::newer_reason(api_, field, since);
+      return ans;
+    }
+  }
   if (!api_ || !api_->query_support || fallback) {
     ans.supported = slot || fallback;
     if (!ans.supported)

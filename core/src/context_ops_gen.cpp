@@ -77,6 +77,7 @@ void Context::read_typed(const args::ReadTyped& a) {
   a_.dtype = static_cast<int32_t>(a.dtype);
   a_.len = a.len;
   a_.data = a.data;
+  a_.src_offset = a.src_offset;
   invoke(a_, {&a.src});
 }
 
@@ -1296,6 +1297,16 @@ void Context::mla_attention(const args::MlaAttention& a) {
   invoke(a_, {&a.q, &a.kv_compressed, &a.kv_rope, &a.out});
 }
 
+uint64_t Context::query_attribute(int32_t attribute) {
+  uint64_t r_{};
+  ferrum_query_attribute_args a_{};
+  a_.struct_size = sizeof a_;
+  a_.attribute = attribute;
+  a_.value = &r_;
+  invoke(a_);
+  return r_;
+}
+
 namespace detail {
 // Whether the facade composes the op when its slot is NULL (one entry per op id;
 // derived from the facade_default overloads of defaults.hpp, so the two cannot disagree).
@@ -1403,6 +1414,7 @@ const bool kFacadeDefault[kOpCount + 1] = {
     has_facade_default<ferrum_moe_combine_args>,
     has_facade_default<ferrum_weighted_sum_batched_args>,
     has_facade_default<ferrum_mla_attention_args>,
+    has_facade_default<ferrum_query_attribute_args>,
 };
 }  // namespace detail
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include <spdlog/spdlog.h>
@@ -30,6 +31,14 @@ struct CallSite {
 // <reason>". reason == nullptr: the plugin's own detail (error_detail on site.ctx).
 [[noreturn]] void throw_status(ferrum_status status, std::string_view what, const CallSite& site,
                                const char* reason);
+
+// The forward-compatibility gate's error: UNSUPPORTED naming the op (and `field`, when the call
+// set a field of a newer minor to a non-default value), the minor it needs and the plugin's.
+[[noreturn]] void fail_newer(const CallSite& site, std::string_view op, const char* field,
+                             uint32_t since);
+// Its reason text: "<the op | argument 'f' set to a non-default value> needs ABI 1.<since>,
+// plugin '<name>' implements <major>.<minor>".
+std::string newer_reason(const ferrum_plugin_api* api, const char* field, uint32_t since);
 
 // THE status check: OK returns at once (nothing built on the success path).
 inline void check(ferrum_status status, std::string_view what, const CallSite& site,
@@ -129,9 +138,28 @@ void Context::invoke(const Args& args, std::initializer_list<const Buffer*> bufs
       detail::facade_default(*this, args);
       return;
     } else {
+      // The forward-compatibility gate (a): an op of a newer minor than the plugin's.
+      const uint32_t since = common::kOps[id - 1].since_minor;
+      if (api_ && api_->abi_minor < since)
+        detail::fail_newer(site, detail::op_name_of(id), nullptr, since);
       detail::check(FERRUM_STATUS_UNSUPPORTED, detail::op_name_of(id), site,
                     "the plugin does not implement this op (NULL slot) and the facade has no "
                     "default for it");
+    }
+  }
+  if constexpr (common::ArgsGrowth<Args>::grown) {
+    // The gate (b): a plugin of an older minor than this header's knows fewer fields. A newer
+    // field at its default is fine (the plugin's struct_size ends before it); any other value
+    // would be silently ignored, so it is refused.
+    const uint32_t minor = api_->abi_minor;
+    if (minor < FERRUM_ABI_VERSION_MINOR) [[unlikely]] {
+      uint32_t since = 0;
+      if (const char* field = common::ArgsGrowth<Args>::newer_field(args, minor, since))
+        detail::fail_newer(site, detail::op_name_of(id), field, since);
+      Args older = args;
+      older.struct_size = common::ArgsGrowth<Args>::size_at(minor);
+      detail::check(fn(ctx_, &older), detail::op_name_of(id), site);
+      return;
     }
   }
   detail::check(fn(ctx_, &args), detail::op_name_of(id), site);

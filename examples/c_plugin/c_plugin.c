@@ -700,6 +700,9 @@ static const ferrum_context_table k_context = {
     cex_sync,
     NULL, NULL, NULL, NULL, NULL, NULL, NULL, /* sync_before_host_readback .. supports_vllm_paged_attn */
     NULL, NULL, NULL, NULL, NULL,             /* timers */
+#if FERRUM_ABI_VERSION_MINOR >= 1
+    NULL, /* query_attribute: ABI 1.1, beyond the minor this plugin implements (CEX_ABI_MINOR) */
+#endif
 };
 
 /* C99 designated initialisers: every slot not named is NULL (absent). */
@@ -709,10 +712,15 @@ static const ferrum_dense_table k_dense = {
     .scaled_add_inplace = cex_scaled_add_inplace,
 };
 
+/* The minor this plugin implements (not the headers' FERRUM_ABI_VERSION_MINOR): 1.0. A newer
+ * host then refuses what 1.0 lacks (a newer op, a newer field set to a non-default value) instead
+ * of this plugin silently ignoring it, and passes the struct_size of 1.0. */
+#define CEX_ABI_MINOR 0
+
 static const ferrum_plugin_api k_api = {
     sizeof(ferrum_plugin_api),
     FERRUM_ABI_VERSION_MAJOR,
-    FERRUM_ABI_VERSION_MINOR,
+    CEX_ABI_MINOR,
     "cexample",
     "0.1.0",
     "commit=unknown compiler=C99 example plugin",

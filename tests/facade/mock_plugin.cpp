@@ -8,9 +8,14 @@
 // facade's NULL-slot errors and defaults.
 //
 // Call counting: when FACADE_MOCK_COUNTERS holds the hex address of a uint64_t[128] in the
-// loading process, the plugin adds 1 to counts[op id] on every call of an op, and keeps the
-// number of live buffers in counts[127]. (The plugin exports one symbol only, so the test
-// hands it the address this way.)
+// loading process, the plugin adds 1 to counts[op id] on every call of an op, keeps the
+// number of live buffers in counts[127] and the struct_size of the last read_typed call in
+// counts[126]. (The plugin exports one symbol only, so the test hands it the address this way.)
+//
+// Built with FACADE_MOCK_V1_0 (facade_mock_v1_0): a plugin of ABI 1.0 in a 1.1 build: it declares
+// abi_minor 0 and a 1.0-sized context table, and reads read_typed's 1.1 field src_offset through
+// its accessor only when the caller's struct_size covers it — the forward-compatibility gate's
+// test plugin (test_abi_gate.cpp).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -48,6 +53,7 @@ uint64_t* g_counts = nullptr;
 thread_local std::string t_err;
 
 constexpr int kLiveSlot = 127;
+constexpr int kReadTypedSizeSlot = 126;
 
 void count(int32_t op) {
   if (g_counts) __atomic_add_fetch(&g_counts[op], 1, __ATOMIC_RELAXED);
@@ -146,10 +152,13 @@ ferrum_status write_typed(ferrum_context* c, const ferrum_write_typed_args* a) {
 
 ferrum_status read_typed(ferrum_context* c, const ferrum_read_typed_args* a) {
   count(FERRUM_OP_READ_TYPED);
+  if (g_counts) __atomic_store_n(&g_counts[kReadTypedSizeSlot], a->struct_size, __ATOMIC_RELAXED);
   Buf* b = lookup(a->src);
-  if (!b || b->dtype != a->dtype || a->len > b->count)
-    return fail(c, FERRUM_STATUS_INVALID_ARGUMENT, "read_typed: bad src, dtype or len");
-  if (a->len) std::memcpy(a->data, b->bytes.data(), a->len * ferrum::dtype_size(b->dtype));
+  const uint64_t offset = ferrum_read_typed_args_src_offset(a);  // 0 for a 1.0 caller
+  if (!b || b->dtype != a->dtype || offset > b->count || a->len > b->count - offset)
+    return fail(c, FERRUM_STATUS_INVALID_ARGUMENT, "read_typed: bad src, dtype, src_offset or len");
+  const uint64_t es = ferrum::dtype_size(b->dtype);
+  if (a->len) std::memcpy(a->data, b->bytes.data() + offset * es, a->len * es);
   return FERRUM_STATUS_OK;
 }
 
@@ -339,7 +348,11 @@ const ferrum_memory_table kMemory = [] {
 
 const ferrum_context_table kContext = [] {
   ferrum_context_table t{};
+#ifdef FACADE_MOCK_V1_0
+  t.struct_size = FERRUM_CONTEXT_TABLE_SIZE_V1_0;  // ends before the 1.1 slot query_attribute
+#else
   t.struct_size = sizeof t;
+#endif
   t.new_context = new_context;
   t.context_destroy = context_destroy;
   t.context_info = context_info;
@@ -418,8 +431,13 @@ const ferrum_plugin_api kApi = [] {
   ferrum_plugin_api t{};
   t.struct_size = sizeof t;
   t.abi_major = FERRUM_ABI_VERSION_MAJOR;
+#ifdef FACADE_MOCK_V1_0
+  t.abi_minor = 0;
+  t.plugin_name = "facade_mock_v1_0";
+#else
   t.abi_minor = FERRUM_ABI_VERSION_MINOR;
   t.plugin_name = "facade_mock";
+#endif
   t.plugin_version = "0.1.0";
   t.build_info = "facade test mock";
   t.probe = probe;

@@ -19,6 +19,8 @@
 #include <ferrum/common/dtype.hpp>
 #include <ferrum/ferrum.hpp>
 
+#include "mock_counters.hpp"
+
 using ferrum::Backend;
 using ferrum::Buffer;
 using ferrum::Context;
@@ -115,18 +117,9 @@ void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
-// The mock adds 1 to g_calls[op id] per call and keeps its live buffer count in g_calls[127].
-uint64_t g_calls[128];
-const bool g_counters_set = [] {
-  char addr[32];
-  std::snprintf(addr, sizeof addr, "%llx",
-                static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(&g_calls[0])));
-  setenv("FACADE_MOCK_COUNTERS", addr, 1);
-  return true;
-}();
-
-uint64_t calls(Op op) { return __atomic_load_n(&g_calls[static_cast<int>(op)], __ATOMIC_RELAXED); }
-uint64_t live_buffers() { return __atomic_load_n(&g_calls[127], __ATOMIC_RELAXED); }
+using mock_counters::calls;
+using mock_counters::g_counters_set;
+using mock_counters::live_buffers;
 
 Backend load_mock() {
   REQUIRE(g_counters_set);
@@ -177,7 +170,7 @@ TEST_CASE("Backend describes the plugin", "[facade]") {
   Backend be = load_mock();
   CHECK(be.name() == "facade_mock");
   CHECK(be.version() == "0.1.0");
-  CHECK(be.abi_version() == "1.0");
+  CHECK(be.abi_version() == "1.1");
   CHECK(be.build_info() == "facade test mock");
   CHECK_THAT(be.path(), Contains("facade_mock"));
   CHECK(be.device_count() == 1);
@@ -237,7 +230,7 @@ TEST_CASE("a NULL slot is an unsupported Error naming op and plugin", "[facade][
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::unsupported);
     CHECK_THAT(e.what(), Contains("rms_norm"));
-    CHECK_THAT(e.what(), Contains("facade_mock 0.1.0 (ABI 1.0)"));
+    CHECK_THAT(e.what(), Contains("facade_mock 0.1.0 (ABI 1.1)"));
     CHECK_THAT(e.what(), Contains("NULL slot"));
   }
   // A whole family NULL (graph): the same error.
@@ -262,7 +255,7 @@ TEST_CASE("a slot returning UNSUPPORTED carries the plugin's reason", "[facade][
     FAIL("gemm f16 should have thrown");
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::unsupported);
-    CHECK_THAT(e.what(), Contains("gemm on plugin facade_mock 0.1.0 (ABI 1.0)"));
+    CHECK_THAT(e.what(), Contains("gemm on plugin facade_mock 0.1.0 (ABI 1.1)"));
     CHECK_THAT(e.what(), Contains("dtype f16 is not supported by facade_mock (f32 only)"));
   }
   CHECK(calls(Op::gemm) == before + 1);  // the plugin decided
@@ -290,7 +283,7 @@ TEST_CASE("generated checks reject bad calls before the plugin runs", "[facade][
       CHECK_THAT(msg, Contains("expected at least 8 elements"));
       CHECK_THAT(msg, Contains("[m, k] = [2, 4]"));
       CHECK_THAT(msg, Contains("given a buffer of 7 f32 elements"));
-      CHECK_THAT(msg, Contains("facade_mock 0.1.0 (ABI 1.0)"));
+      CHECK_THAT(msg, Contains("facade_mock 0.1.0 (ABI 1.1)"));
     }
     CHECK(calls(Op::gemm) == before);
   }

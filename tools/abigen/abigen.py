@@ -27,7 +27,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "abi/registry/ops.txt"
-FROZEN = ROOT / "abi/registry/layout_v1_0.json"
+BASE_H = ROOT / "abi/include/ferrum/ferrum_base.h"
+
+
+def frozen_path(minor):
+    """The frozen layout of released minor 1.<minor> (present once it is released)."""
+    return ROOT / f"abi/registry/layout_v1_{minor}.json"
+
+
+def layout_test_path(minor):
+    return ROOT / f"tests/abi/layout_v1_{minor}_gen.c"
 
 DOCS_BANNER = ("Semantics of every op and field: docs/ops.md and docs/spec.md (installed under "
                "share/doc/ferrum/).")
@@ -76,6 +85,14 @@ class Field:
         self.shape = shape      # list of expressions or None
         self.optional = optional
         self.comment = comment
+        self.since = 0          # the minor (1.<since>) that appended the field
+        self.default = None     # C literal an older caller's short struct implies (since > 0)
+
+    def default_c(self):
+        """The default as a C expression of the field's type (NULL / 0 when none was given)."""
+        if self.ctype.endswith("*"):
+            return "NULL"
+        return f"({self.ctype})({self.default if self.default is not None else '0'})"
 
 
 class Op:
@@ -83,6 +100,19 @@ class Op:
         self.id, self.family, self.name, self.fields = idx, family, name, fields
         self.flags, self.tol, self.null, self.cpu, self.cuda, self.ctx = flags, tol, null, cpu, cuda, ctx
         self.raw = raw
+        self.since = 0          # the minor (1.<since>) that appended the op and its table slot
+
+    def fields_at(self, minor):
+        """The fields a caller of ABI 1.<minor> knows."""
+        return [f for f in self.fields if f.since <= minor]
+
+    def size_at(self, minor):
+        """sizeof the args struct at ABI 1.<minor>; None when the op did not exist yet."""
+        return None if self.since > minor else layout(self.fields, minor)[1]
+
+    def grown(self):
+        """The fields appended after the op's own minor (read through the accessors)."""
+        return [f for f in self.fields if f.since > self.since]
 
 
 def split_top(s, sep=","):
@@ -102,7 +132,35 @@ def split_top(s, sep=","):
     return out
 
 
+ATTR_RE = re.compile(r"\s+(since|default)=(\S+)")
+
+
+def parse_since(text, where):
+    m = re.fullmatch(r"1\.([0-9]+)", text)
+    if not m:
+        raise SystemExit(f"{where}: since={text}: expected 1.<minor>")
+    return int(m.group(1))
+
+
 def parse_field(text, opname):
+    attrs = dict(ATTR_RE.findall(text))
+    text = ATTR_RE.sub("", text)
+    f = parse_field_kind(text, opname)
+    if "since" in attrs:
+        f.since = parse_since(attrs["since"], f"{opname}.{f.name}")
+    if "default" in attrs:
+        if f.since == 0:
+            raise SystemExit(f"{opname}.{f.name}: default= needs since= (a 1.0 field is always present)")
+        d = attrs["default"]
+        if f.ctype.endswith("*") and d not in ("0", "NULL"):
+            raise SystemExit(f"{opname}.{f.name}: a pointer field defaults to NULL, given {d}")
+        if not f.ctype.endswith("*") and not re.fullmatch(r"-?[0-9][0-9.eE+-]*[fu]?", d):
+            raise SystemExit(f"{opname}.{f.name}: default={d}: expected a number")
+        f.default = d
+    return f
+
+
+def parse_field_kind(text, opname):
     m = re.match(r"^(\+?)([a-z_0-9]+):\s*(.*)$", text)
     if not m:
         raise SystemExit(f"{opname}: cannot parse field '{text}'")
@@ -164,7 +222,7 @@ def load_registry():
             continue
         head, *cols = [c.strip() for c in line.split("|")]
         fam, rest = head.split(None, 1)
-        m = re.match(r"^([a-z0-9_]+)\((.*)\)$", rest.strip())
+        m = re.match(r"^([a-z0-9_]+)\((.*)\)(?:\s+since=(\S+))?$", rest.strip())
         name, ftext = m.group(1), m.group(2)
         flags, tol, null, cpu, cuda, ctx = cols
         if ftext.startswith("=="):
@@ -172,15 +230,52 @@ def load_registry():
         else:
             fields = [parse_field(f, name) for f in split_top(ftext)] if ftext.strip() else []
         op = Op(len(ops) + 1, fam, name, fields, flags, tol, null, cpu, cuda, ctx, rest)
+        if m.group(3):
+            op.since = parse_since(m.group(3), name)
+        check_growth(op, ops)
         ops.append(op)
         by_name[name] = op
     return ops
 
 
-def layout(fields):
-    """LP64 layout with explicit padding: returns list of (field|None for pad, offset), size."""
-    off, items = 8, []
+def check_growth(op, earlier):
+    """Growth is append-only: an op's minor is >= every earlier op's, a field's >= the op's and
+    >= every earlier field's (so each minor's fields follow the older ones)."""
+    last = max((o.since for o in earlier), default=0)
+    if op.since < last:
+        raise SystemExit(f"{op.name}: since=1.{op.since} after an op of 1.{last}: new ops are appended")
+    prev = op.since
+    for f in op.fields:
+        if f.since and f.since <= op.since:
+            raise SystemExit(f"{op.name}.{f.name}: since=1.{f.since} but the op itself exists since "
+                             f"1.{op.since}: drop the field's since=")
+        f_since = max(f.since, op.since)
+        if f_since < prev:
+            raise SystemExit(f"{op.name}.{f.name}: a field of 1.{f_since} after one of 1.{prev}: "
+                             "new fields are appended")
+        prev = f_since
+
+
+def current_minor():
+    """FERRUM_ABI_VERSION_MINOR of abi/include/ferrum/ferrum_base.h."""
+    m = re.search(r"#define FERRUM_ABI_VERSION_MINOR ([0-9]+)", BASE_H.read_text())
+    return int(m.group(1))
+
+
+def layout(fields, minor=None):
+    """LP64 layout with explicit padding: returns list of (field|None for pad, offset), size.
+
+    The fields of each later minor start at the padded end of the struct before it, so an older
+    struct keeps its size and trailing padding. minor: only the fields known at ABI 1.<minor>."""
+    off, items, cur = 8, [], 0
     for f in fields:
+        if minor is not None and f.since > minor:
+            break
+        if f.since != cur:
+            cur = f.since
+            if off % 8:
+                items.append((None, off))
+                off += 4
         if off % f.size:
             items.append((None, off))
             off += 4
@@ -194,6 +289,10 @@ def layout(fields):
 
 def upper(name):
     return name.upper()
+
+
+def table_size(ops, fam, minor):
+    return 8 + 8 * len([op for op in ops if op.family == fam and op.since <= minor])
 
 
 # ------------------------------------------------------------------------------- C header
@@ -230,8 +329,12 @@ def gen_header(ops):
     w("")
     w("/* ---- op ids (stable; 0 is invalid) -------------------------------------------- */")
     for op in ops:
-        w(f"#define FERRUM_OP_{upper(op.name)} {op.id}")
-    w(f"#define FERRUM_OP_COUNT_V1_0 {len(ops)}")
+        w(f"#define FERRUM_OP_{upper(op.name)} {op.id}" + (f" /* since 1.{op.since} */" if op.since else ""))
+    for m in range(current_minor() + 1):
+        n = len([op for op in ops if op.since <= m])
+        if m == 0 or any(op.since == m for op in ops):
+            w(f"#define FERRUM_OP_COUNT_V1_{m} {n}")
+    w(f"#define FERRUM_OP_COUNT {len(ops)} /* this header's minor */")
     w("")
     w("/* ---- X-macro over every op: X(id, name, family) ---------------------------------- */")
     w("#define FERRUM_OP_LIST(X) \\")
@@ -271,11 +374,21 @@ def gen_header(ops):
         w(f"/* {FAMILY_TITLES[fam]} */")
         w(f"typedef struct ferrum_{fam}_table {{")
         w("  uint64_t struct_size;")
+        cur = 0
         for op in fops:
+            if op.since != cur:
+                if cur == 0:
+                    w("  /* ---- appended in later minors only, below this line ---- */")
+                w(f"  /* since ABI 1.{op.since}: a table of an older plugin ends before these */")
+                cur = op.since
             w(f"  ferrum_status (*{op.name})(ferrum_context* ctx, const ferrum_{op.name}_args* args);")
-        w("  /* ---- appended in later minors only, below this line ---- */")
+        if cur == 0:
+            w("  /* ---- appended in later minors only, below this line ---- */")
         w(f"}} ferrum_{fam}_table;")
-        w(f"#define FERRUM_{upper(fam)}_TABLE_SIZE_V1_0 {8 + 8 * len(fops)}")
+        for m in range(current_minor() + 1):
+            if m == 0 or any(op.since == m for op in fops):
+                w(f"#define FERRUM_{upper(fam)}_TABLE_SIZE_V1_{m} {table_size(ops, fam, m)}")
+        w(f"#define FERRUM_{upper(fam)}_TABLE_SIZE {table_size(ops, fam, current_minor())}")
     w("")
     w("#ifdef __cplusplus")
     w('} /* extern "C" */')
@@ -306,14 +419,20 @@ def gen_args_header(ops, fam):
         w("")
         w(f"/* {op.name} — {FAMILY_TITLES[op.family].split(' (')[0].lower()}; flags {flags};"
           f" tolerance {op.tol}; NULL slot: {op.null}{'; [no ctx]' if op.ctx == 'noctx' else ''} */")
+        if op.since:
+            w(f"/* since ABI 1.{op.since}: the slot is absent from the table of an older plugin. */")
         w(f"typedef struct ferrum_{op.name}_args {{")
         w("  uint64_t struct_size;")
-        npad = 0
+        npad, cur = 0, op.since
         for f, off in items:
             if f is None:
                 w(f"  uint32_t reserved_{npad}; /* padding, 0 */")
                 npad += 1
                 continue
+            if f.since > cur:
+                cur = f.since
+                w(f"  /* ---- since ABI 1.{cur}: an older caller's struct_size ends before these;"
+                  " read them with the accessors below ---- */")
             decl = f"{f.ctype} {f.name};"
             cm = f.comment
             if f.kind == "hostout" or (f.buf and f.buf[0] != "in"):
@@ -322,9 +441,22 @@ def gen_args_header(ops, fam):
                 cm += "; may be NULL"
             if f.added:
                 cm += "; (ferrum addition)"
+            if f.since > op.since:
+                cm += f"; since 1.{f.since}, default {f.default if f.default is not None else ('NULL' if f.ctype.endswith('*') else '0')}"
             w(f"  {decl:<40} /* {cm} */")
         w(f"}} ferrum_{op.name}_args;")
-        w(f"#define FERRUM_{upper(op.name)}_ARGS_SIZE_V1_0 {size}")
+        for m in range(op.since, current_minor() + 1):
+            if m == op.since or any(f.since == m for f in op.fields):
+                w(f"#define FERRUM_{upper(op.name)}_ARGS_SIZE_V1_{m} {op.size_at(m)}")
+        w(f"#define FERRUM_{upper(op.name)}_ARGS_SIZE {size}")
+        for f in op.grown():
+            w(f"/* {f.name} of a struct from any caller: the registry default ({f.default_c()}) when the")
+            w(f" * caller's struct_size (an ABI 1.{f.since - 1} caller) does not cover the field. */")
+            w(f"static inline {f.ctype} ferrum_{op.name}_args_{f.name}(const ferrum_{op.name}_args* a) {{")
+            w(f"  return a->struct_size >= offsetof(ferrum_{op.name}_args, {f.name}) + sizeof a->{f.name}")
+            w(f"             ? a->{f.name}")
+            w(f"             : {f.default_c()};")
+            w("}")
     w("")
     w("")
     w("#ifdef __cplusplus")
@@ -336,70 +468,108 @@ def gen_args_header(ops, fam):
 
 
 # ------------------------------------------------------------------------------- layout freeze
-def layout_json(ops):
+def layout_json(ops, minor):
+    """The layout a caller of ABI 1.<minor> sees: every op of that minor, its size and the
+    offsets of the fields it knows, and every family table's slots."""
     d = {"ops": {}, "tables": {}}
     for op in ops:
-        items, size = layout(op.fields)
+        if op.since > minor:
+            continue
+        items, size = layout(op.fields, minor)
         d["ops"][op.name] = {"id": op.id, "size": size,
                              "fields": [[f.name, off] for f, off in items if f is not None]}
     for fam in FAMILIES:
-        d["tables"][fam] = [op.name for op in ops if op.family == fam]
+        d["tables"][fam] = [op.name for op in ops if op.family == fam and op.since <= minor]
     return d
 
 
-def check_frozen(ops):
-    cur = layout_json(ops)
-    if not FROZEN.exists():
-        return cur
-    frozen = json.loads(FROZEN.read_text())
+def frozen_minors():
+    """The released minors: those with a committed abi/registry/layout_v1_<m>.json."""
+    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in ROOT.glob("abi/registry/layout_v1_*.json"))
+
+
+def check_frozen(ops, minor, frozen):
+    """Errors (a list of lines) when the registry's view of 1.<minor> differs from `frozen`."""
+    cur = layout_json(ops, minor)
     errors = []
     for name, fo in frozen["ops"].items():
         co = cur["ops"].get(name)
         if co is None:
-            errors.append(f"op {name} of ABI 1.0 was removed")
+            errors.append(f"op {name} of ABI 1.{minor} was removed or moved to a later minor")
             continue
         if co["id"] != fo["id"]:
             errors.append(f"op {name}: id changed {fo['id']} -> {co['id']}")
-        if co["fields"][: len(fo["fields"])] != fo["fields"]:
-            errors.append(f"op {name}: 1.0 fields changed (only appending is allowed)")
+        if co["fields"] != fo["fields"] or co["size"] != fo["size"]:
+            errors.append(f"op {name}: its 1.{minor} fields changed (append new fields with "
+                          f"since=1.<next minor> instead)")
+    for name in cur["ops"]:
+        if name not in frozen["ops"]:
+            errors.append(f"op {name} is new but marked as part of released ABI 1.{minor} "
+                          "(mark it since=1.<next minor>)")
     for fam, names in frozen["tables"].items():
-        if cur["tables"][fam][: len(names)] != names:
-            errors.append(f"table {fam}: 1.0 slots changed (only appending is allowed)")
+        if cur["tables"][fam] != names:
+            errors.append(f"table {fam}: 1.{minor} slots changed (only appending in a later minor is allowed)")
+    return errors
+
+
+def check_all_frozen(ops):
+    errors = []
+    for m in frozen_minors():
+        errors += [f"1.{m}: {e}" for e in check_frozen(ops, m, json.loads(frozen_path(m).read_text()))]
     if errors:
-        raise SystemExit("abigen: the frozen ABI 1.0 layout would change:\n  " + "\n  ".join(errors))
-    return frozen
+        raise SystemExit("abigen: a frozen (released) ABI layout would change:\n  " + "\n  ".join(errors))
 
 
-def gen_layout_test(frozen):
-    o = ["/* GENERATED by tools/abigen/abigen.py from abi/registry/layout_v1_0.json — do not edit.",
-         " * Static asserts of every ABI 1.0 struct size, field offset and table slot offset.",
+HAND_WRITTEN_V1_0 = [
+    "FA(sizeof(void*) == 8);",
+    "FA(sizeof(ferrum_host_info) == FERRUM_HOST_INFO_SIZE_V1_0);",
+    "FA(sizeof(ferrum_device_props) == FERRUM_DEVICE_PROPS_SIZE_V1_0);",
+    "FA(sizeof(ferrum_kv_cache_quant) == FERRUM_KV_CACHE_QUANT_SIZE_V1_0);",
+    "FA(sizeof(ferrum_plugin_api) == FERRUM_PLUGIN_API_SIZE_V1_0);",
+    "FA(offsetof(ferrum_plugin_api, build_info) + 8 == FERRUM_PLUGIN_API_FROZEN_PREFIX_SIZE);",
+    "FA(offsetof(ferrum_plugin_api, probe) == 40);",
+    "FA(offsetof(ferrum_plugin_api, memory) == 96);",
+    "FA(offsetof(ferrum_plugin_api, collective) == 176);",
+]
+
+
+def size_const_minor(op, minor):
+    """The minor whose FERRUM_<OP>_ARGS_SIZE_V1_<k> constant holds the op's size at 1.<minor>."""
+    return max([op.since] + [f.since for f in op.fields if f.since <= minor])
+
+
+def gen_layout_test(ops, frozen, minor):
+    """Static asserts of a released minor's sizes, offsets and slot offsets. The 1.0 file is also
+    compiled against the frozen copy of the 1.0 headers, so it names no later constant."""
+    by_name = {op.name: op for op in ops}
+    o = [f"/* GENERATED by tools/abigen/abigen.py from abi/registry/layout_v1_{minor}.json — do not edit.",
+         f" * Static asserts of every ABI 1.{minor} struct size, field offset and table slot offset.",
          " * Compiled as C11; a failure means a released layout moved. */",
          "#include <stddef.h>",
          "#include <ferrum/ferrum_plugin.h>",
          "",
-         "#define FA(cond) _Static_assert(cond, #cond)",
-         "FA(sizeof(void*) == 8);",
-         "FA(sizeof(ferrum_host_info) == FERRUM_HOST_INFO_SIZE_V1_0);",
-         "FA(sizeof(ferrum_device_props) == FERRUM_DEVICE_PROPS_SIZE_V1_0);",
-         "FA(sizeof(ferrum_kv_cache_quant) == FERRUM_KV_CACHE_QUANT_SIZE_V1_0);",
-         "FA(sizeof(ferrum_plugin_api) == FERRUM_PLUGIN_API_SIZE_V1_0);",
-         "FA(offsetof(ferrum_plugin_api, build_info) + 8 == FERRUM_PLUGIN_API_FROZEN_PREFIX_SIZE);",
-         "FA(offsetof(ferrum_plugin_api, probe) == 40);",
-         "FA(offsetof(ferrum_plugin_api, memory) == 96);",
-         "FA(offsetof(ferrum_plugin_api, collective) == 176);",
-         ""]
+         "#define FA(cond) _Static_assert(cond, #cond)"]
+    if minor == 0:
+        o += HAND_WRITTEN_V1_0
+    o.append("")
     for name, d in frozen["ops"].items():
-        o.append(f"FA(sizeof(ferrum_{name}_args) == {d['size']});")
-        o.append(f"FA(FERRUM_{upper(name)}_ARGS_SIZE_V1_0 == {d['size']});")
+        op = by_name[name]
+        grew = op.size_at(current_minor()) != d["size"]
+        if grew:  # appended fields of a later minor: the released prefix is asserted below
+            o.append(f"FA(sizeof(ferrum_{name}_args) >= {d['size']}); /* grew in a later minor */")
+        else:
+            o.append(f"FA(sizeof(ferrum_{name}_args) == {d['size']});")
+        o.append(f"FA(FERRUM_{upper(name)}_ARGS_SIZE_V1_{size_const_minor(op, minor)} == {d['size']});")
         o.append(f"FA(FERRUM_OP_{upper(name)} == {d['id']});")
         for fname, off in d["fields"]:
             o.append(f"FA(offsetof(ferrum_{name}_args, {fname}) == {off});")
     for fam, names in frozen["tables"].items():
         for i, n in enumerate(names):
             o.append(f"FA(offsetof(ferrum_{fam}_table, {n}) == {8 + 8 * i});")
-        o.append(f"FA(FERRUM_{upper(fam)}_TABLE_SIZE_V1_0 == {8 + 8 * len(names)});")
+        k = max([0] + [by_name[n].since for n in names])
+        o.append(f"FA(FERRUM_{upper(fam)}_TABLE_SIZE_V1_{k} == {8 + 8 * len(names)});")
     o.append("")
-    o.append("int ferrum_layout_v1_0_checked(void) { return 1; }")
+    o.append(f"int ferrum_layout_v1_{minor}_checked(void) {{ return 1; }}")
     return "\n".join(o) + "\n"
 
 
@@ -427,7 +597,8 @@ def gen_op_info(ops):
          "  bool cpu_required;           // docs/spec.md §15 'req' for the CPU plugin",
          "  bool cuda_required;",
          "  bool takes_context;          // false for [no ctx] ops",
-         "  uint64_t args_size_v1_0;",
+         "  uint64_t args_size_v1_0;      // the smallest struct_size accepted: the size at the op's first minor",
+         "  uint32_t since_minor;         // the minor (1.<since_minor>) that added the op and its slot",
          "  size_t table_offset;         // offset of the family table pointer in ferrum_plugin_api",
          "  size_t slot_offset;          // offset of the slot in its family table",
          "  bool capturable() const { return flags.find('G') != std::string_view::npos; }",
@@ -437,12 +608,12 @@ def gen_op_info(ops):
          "",
          "inline constexpr OpInfo kOps[kOpCount] = {"]
     for op in ops:
-        _, size = layout(op.fields)
+        size = op.size_at(op.since)
         null = {"required": "required", "unsupported": "unsupported", "facade": "facade"}[op.null]
         flags = op.flags.replace(" ", "") if op.flags != "—" else ""
         o.append(f'    {{{op.id}, "{op.name}", "{op.family}", "{flags}", "{op.tol}", NullSlot::{null}, '
                  f'{str(op.cpu == "req").lower()}, {str(op.cuda == "req").lower()}, '
-                 f'{str(op.ctx == "ctx").lower()}, {size}, offsetof(ferrum_plugin_api, {op.family}), '
+                 f'{str(op.ctx == "ctx").lower()}, {size}, {op.since}, offsetof(ferrum_plugin_api, {op.family}), '
                  f'offsetof(ferrum_{op.family}_table, {op.name})}},')
     o += ["};",
           "",
@@ -458,11 +629,13 @@ def gen_op_info(ops):
           "  return nullptr;",
           "}",
           "",
-          "// The slot of `id` in `api`, or nullptr when the table, the family or the slot is absent",
-          "// or lies beyond what the plugin's struct_size covers (an older minor).",
+          "// The slot of `id` in `api`, or nullptr when the table, the family or the slot is absent,",
+          "// lies beyond what the plugin's struct_size covers, or belongs to a minor newer than the",
+          "// plugin's abi_minor (an older plugin has no such slot, whatever its table size says).",
           "inline ferrum_op_fn find_slot(const ferrum_plugin_api* api, int32_t id) {",
           "  const OpInfo* info = op_info(id);",
           "  if (!api || !info) return nullptr;",
+          "  if (api->abi_minor < info->since_minor) return nullptr;",
           "  if (api->struct_size < info->table_offset + sizeof(void*)) return nullptr;",
           "  const void* table = nullptr;",
           "  __builtin_memcpy(&table, reinterpret_cast<const char*>(api) + info->table_offset, sizeof table);",
@@ -479,7 +652,55 @@ def gen_op_info(ops):
           "template <class Args> struct OpId;"]
     for op in ops:
         o.append(f"template <> struct OpId<ferrum_{op.name}_args> {{ static constexpr int32_t value = {op.id}; }};")
-    o += ["", "}  // namespace ferrum::common", ""]
+    o += ["",
+          "// Growth of an args struct across minors, for a caller that talks to an older plugin:",
+          "// size_at(m) is the struct_size a plugin of ABI 1.m understands; newer_field(a, m) names the",
+          "// first field appended after 1.m that `a` sets to a value other than its registry default",
+          "// (nullptr when every such field is at its default), and gives the minor that added it.",
+          "template <class Args> struct ArgsGrowth {",
+          "  static constexpr bool grown = false;",
+          "  static constexpr uint64_t size_at(uint32_t) { return sizeof(Args); }",
+          "  static const char* newer_field(const Args&, uint32_t, uint32_t&) { return nullptr; }",
+          "};"]
+    for op in ops:
+        grown = op.grown()
+        if not grown:
+            continue
+        o.append(f"template <> struct ArgsGrowth<ferrum_{op.name}_args> {{")
+        o.append("  static constexpr bool grown = true;")
+        o.append("  static constexpr uint64_t size_at(uint32_t minor) {")
+        for m in sorted({f.since for f in grown}, reverse=True):
+            o.append(f"    if (minor >= {m}) return {op.size_at(m)};")
+        o.append(f"    return {op.size_at(op.since)};")
+        o.append("  }")
+        o.append(f"  static const char* newer_field(const ferrum_{op.name}_args& a, uint32_t minor, uint32_t& since) {{")
+        for f in grown:
+            dflt = "nullptr" if f.ctype.endswith("*") else f.default_c()
+            o.append(f"    if (minor < {f.since} && a.{f.name} != {dflt}) {{")
+            o.append(f"      since = {f.since};")
+            o.append(f'      return "{f.name}";')
+            o.append("    }")
+        o.append("    return nullptr;")
+        o.append("  }")
+        o.append("};")
+    o += ["",
+          "// ArgsGrowth<Args>::newer_field for an op id and a pointer to its args struct (whose",
+          "// struct_size covers the current headers' size): nullptr for an op that never grew.",
+          "inline const char* newer_field(int32_t id, const void* args, uint32_t minor, uint32_t& since) {",
+          "  if (!args) return nullptr;",
+          "  switch (id) {"]
+    for op in ops:
+        if op.grown():
+            o.append(f"    case {op.id}: {{")
+            o.append(f"      const auto* a = static_cast<const ferrum_{op.name}_args*>(args);")
+            o.append(f"      if (a->struct_size < sizeof *a) return nullptr;")
+            o.append(f"      return ArgsGrowth<ferrum_{op.name}_args>::newer_field(*a, minor, since);")
+            o.append("    }")
+    o += ["    default:",
+          "      return nullptr;",
+          "  }",
+          "}",
+          "", "}  // namespace ferrum::common", ""]
     return "\n".join(o)
 
 
@@ -530,7 +751,9 @@ def gen_checks(ops):
         o.append("template <class Acc>")
         o.append(f"ferrum_status check_args(Acc& acc, const ferrum_{op.name}_args* a, CheckError& err) {{")
         o.append(f'  Checker<Acc> c(acc, err, "{op.name}");')
-        o.append(f"  if (!c.header(a, FERRUM_{upper(op.name)}_ARGS_SIZE_V1_0)) return c.status();")
+        start = len(o)
+        since = "" if op.since == 0 else f', "1.{op.since}"'
+        o.append(f"  if (!c.header(a, FERRUM_{upper(op.name)}_ARGS_SIZE_V1_{op.since}{since})) return c.status();")
         work = next((f for f in WORK_FIELDS if f in names), None)
         o.append(f"  const bool work = {('a->' + work + ' != 0') if work else 'true'};")
         o.append("  (void)work;")
@@ -585,13 +808,28 @@ def gen_checks(ops):
         o.append("  return c.status();")
         o.append("}")
         o.append("")
+        for f in op.grown():  # a field of a later minor than the caller's: read its default
+            o[start:] = [re.sub(rf"\ba->{f.name}\b", f"ferrum_{op.name}_args_{f.name}(a)", line)
+                         for line in o[start:]]
     o += ["}  // namespace ferrum::common", ""]
     return "\n".join(o)
 
 
 def main():
     ops = load_registry()
-    frozen = check_frozen(ops)
+    check_all_frozen(ops)
+    top = max([op.since for op in ops] + [f.since for op in ops for f in op.fields])
+    if top > current_minor():
+        raise SystemExit(f"abigen: the registry has since=1.{top} but ferrum_base.h says "
+                         f"FERRUM_ABI_VERSION_MINOR {current_minor()}: bump it")
+    freeze = None
+    if "--freeze" in sys.argv:  # --freeze 1.<m>: record the released layout of minor m
+        freeze = parse_since(sys.argv[sys.argv.index("--freeze") + 1], "--freeze")
+        if freeze > current_minor():
+            raise SystemExit(f"abigen: cannot freeze 1.{freeze}, the headers are at 1.{current_minor()}")
+        if not frozen_path(freeze).exists():
+            frozen_path(freeze).write_text(json.dumps(layout_json(ops, freeze), indent=1) + "\n")
+            print(f"abigen: froze {frozen_path(freeze).relative_to(ROOT)}")
     outputs = {
         ROOT / "abi/include/ferrum/ferrum_ops.h": gen_header(ops),
         **{ROOT / f"abi/include/ferrum/ferrum_args_{fam}.h": gen_args_header(ops, fam)
@@ -600,14 +838,20 @@ def main():
         ROOT / "common/include/ferrum/common/checks_gen.hpp": gen_checks_index(),
         **{ROOT / f"common/include/ferrum/common/checks/{fam}_gen.hpp":
            gen_checks([op for op in ops if op.family == fam]) for fam in FAMILIES},
-        ROOT / "tests/abi/layout_v1_0_gen.c": gen_layout_test(frozen),
+        **{layout_test_path(m): gen_layout_test(ops, json.loads(frozen_path(m).read_text()), m)
+           for m in frozen_minors()},
     }
     import gendocs  # the op reference: validated against the registry, generated with it
     outputs.update(gendocs.generate(ops))
-    if not FROZEN.exists():
-        outputs[FROZEN] = json.dumps(frozen, indent=1) + "\n"
     check = "--check" in sys.argv
     stale = []
+    for path in ROOT.glob("tests/abi/layout_v1_*_gen.c"):  # the asserts of a minor no longer frozen
+        if path not in outputs:
+            if check:
+                stale.append(str(path.relative_to(ROOT)) + " (its layout_v1_<m>.json is gone)")
+            else:
+                path.unlink()
+                print(f"abigen: removed {path.relative_to(ROOT)}")
     for path, text in outputs.items():
         if path.exists() and path.read_text() == text:
             continue

@@ -19,6 +19,12 @@ slot or facade default -> status -> ferrum::Error). Parameter mapping:
   ferrum_qweight* -> const QWeight& (pointer if optional); ferrum_timer* -> const Timer&.
 Ops without a context, and context_info (Context::info), are not generated.
 
+Growth (since=1.<m> in the registry): a field appended in a later minor is the last parameter or
+member, defaulting to its registry default, so older call sites keep compiling and mean what they
+meant. The forward-compatibility gate itself is not per method: Context::invoke (core/src/
+invoke.hpp) refuses an op newer than the plugin's abi_minor and a newer field set to a non-default
+value, using abigen's generated OpInfo::since_minor and common::ArgsGrowth<Args>.
+
 Named arguments: an op keeps a plain positional signature only when it has at most
 MAX_POSITIONAL (3) parameters and no two of one scalar type (alloc_typed(dtype, n),
 to_vec(buf, len), gelu(x, out, len), sync()). Every other op takes `const args::<Op>&`, an
@@ -72,6 +78,18 @@ def host_array(field):
     return HOST_ELEM[m.group(1)], m.group(2).strip()
 
 
+def newer_default(field, cpp_type):
+    """The C++ default argument of a field appended in a later minor: its registry default."""
+    d = field.default if field.default is not None else "0"
+    if cpp_type == "bool":
+        return "true" if d not in ("0", "0u") else "false"
+    if cpp_type == "Dtype":
+        return f"static_cast<Dtype>({d})"
+    if cpp_type == "float" and not d.endswith("f"):
+        return d + ("f" if "." in d or "e" in d.lower() else ".0f")
+    return d
+
+
 def plan(op, P=""):
     """Returns (params, pre, body, return type, return expr, buffer args, post-check lines).
 
@@ -113,6 +131,8 @@ def plan(op, P=""):
             else:
                 t, conv = SCALAR_CPP[f.kind], f"{P}{n}"
             default = DEFAULT_ARGS.get((op.name, n))
+            if default is None and f.since > op.since:  # appended in a later minor: its registry
+                default = newer_default(f, t)           # default, so older call sites compile
             params.append(f"{t} {n}" + (f" = {default}" if default else ""))
             body.append(f"a_.{n} = {conv};")
         elif f.kind == "host":

@@ -216,8 +216,11 @@ def legend():
 Each row of `abi/registry/ops.txt` is
 
 ```
-<family>  <op>(<field>: <kind>, ...)  | <flags> | <tolerance> | <NULL slot> | <cpu> | <cuda> | <ctx>
+<family>  <op>(<field>: <kind>, ...) [since=1.<m>]  | <flags> | <tolerance> | <NULL slot> | <cpu> | <cuda> | <ctx>
 ```
+
+Released minors are frozen: ids, slots, sizes and offsets of 1.0 in `abi/registry/layout_v1_0.json`,
+of 1.1 in `layout_v1_1.json`; abigen refuses a registry change that moves them.
 
 | column | values | meaning |
 |---|---|---|
@@ -234,6 +237,8 @@ Field notation:
 | notation | meaning |
 |---|---|
 | `+name` | a field ferrum added to the seed's signature of the op; like every field listed at ABI 1.0 it is part of the 1.0 struct, so no caller lacks it |
+| `since=1.<m>` after an op's `)` | the op, its args struct and its table slot were appended in minor 1.m; a plugin declaring an older `abi_minor` has no such slot (the facade answers *unsupported* naming both versions) |
+| `name: kind since=1.<m> default=<v>` | a field appended to the op's struct in minor 1.m, after every older field; a caller of an older minor, whose `struct_size` ends before it, means `<v>` (0 / NULL when omitted). Plugins read it with the generated accessor `ferrum_<op>_args_<name>(args)`; the facade refuses a value other than `<v>` on a plugin of an older minor |
 | `(==other)` | the op has exactly the fields of `other` (same names, order, meaning); only its storage or behaviour differs as its entry says |
 | `(may be NULL)` | the handle or pointer is optional; the entry says what NULL means |
 | `in` / `out` / `inout` | a device buffer the op reads / writes / reads then writes |
@@ -296,6 +301,8 @@ def gen_op(op, shared, docs, fdefaults):
           + ("  /* pass " + ctx + " */" if op.ctx == "noctx" else ""),
           f"/* id FERRUM_OP_{op.name.upper()} = {op.id}; registry: {op.raw.strip()} */",
           "```", ""]
+    if op.since:
+        o += [f"Since ABI 1.{op.since}: a plugin declaring an older minor has no such slot.", ""]
     for para in d.summary:
         o += [link_sections(" ".join(para)), ""]
     if op.fields:
@@ -307,8 +314,12 @@ def gen_op(op, shared, docs, fdefaults):
             fd = fdefaults.get((op.name, f.name))
             if fd:
                 default = (default + "; " if default else "") + f"C++ facade: `{fd}`"
-            name = ("+" if f.added else "") + f.name
-            o.append(f"| `{name}` | `{f.ctype}` | {direction(f)} | {esc(shape_of(f))} | "
+            name = f"`{'+' if f.added else ''}{f.name}`"
+            if f.since > op.since:
+                name += f" (since 1.{f.since})"
+                dv = f.default if f.default is not None else ("NULL" if f.ctype.endswith("*") else "0")
+                default = (default + "; " if default else "") + f"older callers: `{dv}`"
+            o.append(f"| {name} | `{f.ctype}` | {direction(f)} | {esc(shape_of(f))} | "
                      f"{link_sections(esc(text))} | {link_sections(esc(default))} |")
         o.append("")
     else:

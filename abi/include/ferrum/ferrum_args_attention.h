@@ -24,6 +24,7 @@ typedef struct ferrum_kv_cache_append_head_major_args {
   uint64_t hd;                             /* u64 */
 } ferrum_kv_cache_append_head_major_args;
 #define FERRUM_KV_CACHE_APPEND_HEAD_MAJOR_ARGS_SIZE_V1_0 80
+#define FERRUM_KV_CACHE_APPEND_HEAD_MAJOR_ARGS_SIZE 80
 
 /* flash_attention — contiguous kv and attention, batched per-cache decode; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_flash_attention_args {
@@ -45,6 +46,7 @@ typedef struct ferrum_flash_attention_args {
   uint64_t sliding_window;                 /* u64 */
 } ferrum_flash_attention_args;
 #define FERRUM_FLASH_ATTENTION_ARGS_SIZE_V1_0 120
+#define FERRUM_FLASH_ATTENTION_ARGS_SIZE 120
 
 /* populate_batched_pointers — contiguous kv and attention, batched per-cache decode; flags SH; tolerance —; NULL slot: unsupported */
 typedef struct ferrum_populate_batched_pointers_args {
@@ -55,6 +57,7 @@ typedef struct ferrum_populate_batched_pointers_args {
   uint64_t m;                              /* u64 */
 } ferrum_populate_batched_pointers_args;
 #define FERRUM_POPULATE_BATCHED_POINTERS_ARGS_SIZE_V1_0 40
+#define FERRUM_POPULATE_BATCHED_POINTERS_ARGS_SIZE 40
 
 /* kv_cache_append_batched_per_cache — contiguous kv and attention, batched per-cache decode; flags AGH; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_kv_cache_append_batched_per_cache_args {
@@ -69,6 +72,7 @@ typedef struct ferrum_kv_cache_append_batched_per_cache_args {
   uint64_t slot;                           /* u64 */
 } ferrum_kv_cache_append_batched_per_cache_args;
 #define FERRUM_KV_CACHE_APPEND_BATCHED_PER_CACHE_ARGS_SIZE_V1_0 72
+#define FERRUM_KV_CACHE_APPEND_BATCHED_PER_CACHE_ARGS_SIZE 72
 
 /* flash_attention_batched_per_cache — contiguous kv and attention, batched per-cache decode; flags AGH; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_flash_attention_batched_per_cache_args {
@@ -90,6 +94,7 @@ typedef struct ferrum_flash_attention_batched_per_cache_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_flash_attention_batched_per_cache_args;
 #define FERRUM_FLASH_ATTENTION_BATCHED_PER_CACHE_ARGS_SIZE_V1_0 120
+#define FERRUM_FLASH_ATTENTION_BATCHED_PER_CACHE_ARGS_SIZE 120
 
 
 #ifdef __cplusplus

@@ -16,6 +16,7 @@ typedef struct ferrum_comm_unique_id_args {
   uint8_t* id;                             /* hostout u8[128]  // out */
 } ferrum_comm_unique_id_args;
 #define FERRUM_COMM_UNIQUE_ID_ARGS_SIZE_V1_0 16
+#define FERRUM_COMM_UNIQUE_ID_ARGS_SIZE 16
 
 /* comm_init — collectives; flags SH; tolerance —; NULL slot: facade */
 typedef struct ferrum_comm_init_args {
@@ -25,12 +26,14 @@ typedef struct ferrum_comm_init_args {
   uint32_t rank;                           /* u32 */
 } ferrum_comm_init_args;
 #define FERRUM_COMM_INIT_ARGS_SIZE_V1_0 24
+#define FERRUM_COMM_INIT_ARGS_SIZE 24
 
 /* comm_destroy — collectives; flags S; tolerance —; NULL slot: facade */
 typedef struct ferrum_comm_destroy_args {
   uint64_t struct_size;
 } ferrum_comm_destroy_args;
 #define FERRUM_COMM_DESTROY_ARGS_SIZE_V1_0 8
+#define FERRUM_COMM_DESTROY_ARGS_SIZE 8
 
 /* world_size — collectives; flags G; tolerance E; NULL slot: facade */
 typedef struct ferrum_world_size_args {
@@ -38,6 +41,7 @@ typedef struct ferrum_world_size_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_world_size_args;
 #define FERRUM_WORLD_SIZE_ARGS_SIZE_V1_0 16
+#define FERRUM_WORLD_SIZE_ARGS_SIZE 16
 
 /* rank — collectives; flags G; tolerance E; NULL slot: facade */
 typedef struct ferrum_rank_args {
@@ -45,6 +49,7 @@ typedef struct ferrum_rank_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_rank_args;
 #define FERRUM_RANK_ARGS_SIZE_V1_0 16
+#define FERRUM_RANK_ARGS_SIZE 16
 
 /* all_reduce — collectives; flags AG; tolerance F; NULL slot: facade */
 typedef struct ferrum_all_reduce_args {
@@ -55,6 +60,7 @@ typedef struct ferrum_all_reduce_args {
   uint32_t reserved_0; /* padding, 0 */
 } ferrum_all_reduce_args;
 #define FERRUM_ALL_REDUCE_ARGS_SIZE_V1_0 32
+#define FERRUM_ALL_REDUCE_ARGS_SIZE 32
 
 /* all_gather — collectives; flags AG; tolerance E; NULL slot: facade */
 typedef struct ferrum_all_gather_args {
@@ -64,6 +70,7 @@ typedef struct ferrum_all_gather_args {
   uint64_t local_len;                      /* u64 */
 } ferrum_all_gather_args;
 #define FERRUM_ALL_GATHER_ARGS_SIZE_V1_0 32
+#define FERRUM_ALL_GATHER_ARGS_SIZE 32
 
 /* broadcast — collectives; flags AG; tolerance E; NULL slot: facade */
 typedef struct ferrum_broadcast_args {
@@ -74,6 +81,7 @@ typedef struct ferrum_broadcast_args {
   uint32_t reserved_0; /* padding, 0 */
 } ferrum_broadcast_args;
 #define FERRUM_BROADCAST_ARGS_SIZE_V1_0 32
+#define FERRUM_BROADCAST_ARGS_SIZE 32
 
 
 #ifdef __cplusplus

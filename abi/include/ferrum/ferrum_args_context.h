@@ -19,6 +19,7 @@ typedef struct ferrum_new_context_args {
   ferrum_context** context;                /* hostout ferrum_context*  // out */
 } ferrum_new_context_args;
 #define FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0 32
+#define FERRUM_NEW_CONTEXT_ARGS_SIZE 32
 
 /* context_destroy — context, capability flags and timer; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
 typedef struct ferrum_context_destroy_args {
@@ -26,6 +27,7 @@ typedef struct ferrum_context_destroy_args {
   ferrum_context* context;                 /* ferrum_context* */
 } ferrum_context_destroy_args;
 #define FERRUM_CONTEXT_DESTROY_ARGS_SIZE_V1_0 16
+#define FERRUM_CONTEXT_DESTROY_ARGS_SIZE 16
 
 /* context_info — context, capability flags and timer; flags G; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_context_info_args {
@@ -36,18 +38,21 @@ typedef struct ferrum_context_info_args {
   uint64_t* batched_items;                 /* hostout u64  // out */
 } ferrum_context_info_args;
 #define FERRUM_CONTEXT_INFO_ARGS_SIZE_V1_0 40
+#define FERRUM_CONTEXT_INFO_ARGS_SIZE 40
 
 /* sync — context, capability flags and timer; flags S; tolerance —; NULL slot: required */
 typedef struct ferrum_sync_args {
   uint64_t struct_size;
 } ferrum_sync_args;
 #define FERRUM_SYNC_ARGS_SIZE_V1_0 8
+#define FERRUM_SYNC_ARGS_SIZE 8
 
 /* sync_before_host_readback — context, capability flags and timer; flags -; tolerance —; NULL slot: facade */
 typedef struct ferrum_sync_before_host_readback_args {
   uint64_t struct_size;
 } ferrum_sync_before_host_readback_args;
 #define FERRUM_SYNC_BEFORE_HOST_READBACK_ARGS_SIZE_V1_0 8
+#define FERRUM_SYNC_BEFORE_HOST_READBACK_ARGS_SIZE 8
 
 /* activation_elem_size_bytes — context, capability flags and timer; flags G; tolerance E; NULL slot: facade */
 typedef struct ferrum_activation_elem_size_bytes_args {
@@ -55,6 +60,7 @@ typedef struct ferrum_activation_elem_size_bytes_args {
   uint64_t* result;                        /* hostout u64  // out */
 } ferrum_activation_elem_size_bytes_args;
 #define FERRUM_ACTIVATION_ELEM_SIZE_BYTES_ARGS_SIZE_V1_0 16
+#define FERRUM_ACTIVATION_ELEM_SIZE_BYTES_ARGS_SIZE 16
 
 /* supports_device_ordinal_scope — context, capability flags and timer; flags -; tolerance E; NULL slot: facade; [no ctx] */
 typedef struct ferrum_supports_device_ordinal_scope_args {
@@ -62,6 +68,7 @@ typedef struct ferrum_supports_device_ordinal_scope_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_supports_device_ordinal_scope_args;
 #define FERRUM_SUPPORTS_DEVICE_ORDINAL_SCOPE_ARGS_SIZE_V1_0 16
+#define FERRUM_SUPPORTS_DEVICE_ORDINAL_SCOPE_ARGS_SIZE 16
 
 /* supports_llama_family_batched_decode — context, capability flags and timer; flags G; tolerance E; NULL slot: facade */
 typedef struct ferrum_supports_llama_family_batched_decode_args {
@@ -69,6 +76,7 @@ typedef struct ferrum_supports_llama_family_batched_decode_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_supports_llama_family_batched_decode_args;
 #define FERRUM_SUPPORTS_LLAMA_FAMILY_BATCHED_DECODE_ARGS_SIZE_V1_0 16
+#define FERRUM_SUPPORTS_LLAMA_FAMILY_BATCHED_DECODE_ARGS_SIZE 16
 
 /* supports_paged_kv — context, capability flags and timer; flags G; tolerance E; NULL slot: facade */
 typedef struct ferrum_supports_paged_kv_args {
@@ -76,6 +84,7 @@ typedef struct ferrum_supports_paged_kv_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_supports_paged_kv_args;
 #define FERRUM_SUPPORTS_PAGED_KV_ARGS_SIZE_V1_0 16
+#define FERRUM_SUPPORTS_PAGED_KV_ARGS_SIZE 16
 
 /* supports_varlen_qkv — context, capability flags and timer; flags G; tolerance E; NULL slot: facade */
 typedef struct ferrum_supports_varlen_qkv_args {
@@ -83,6 +92,7 @@ typedef struct ferrum_supports_varlen_qkv_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_supports_varlen_qkv_args;
 #define FERRUM_SUPPORTS_VARLEN_QKV_ARGS_SIZE_V1_0 16
+#define FERRUM_SUPPORTS_VARLEN_QKV_ARGS_SIZE 16
 
 /* supports_vllm_paged_attn — context, capability flags and timer; flags G; tolerance E; NULL slot: facade */
 typedef struct ferrum_supports_vllm_paged_attn_args {
@@ -90,6 +100,7 @@ typedef struct ferrum_supports_vllm_paged_attn_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_supports_vllm_paged_attn_args;
 #define FERRUM_SUPPORTS_VLLM_PAGED_ATTN_ARGS_SIZE_V1_0 16
+#define FERRUM_SUPPORTS_VLLM_PAGED_ATTN_ARGS_SIZE 16
 
 /* make_timer — context, capability flags and timer; flags S; tolerance —; NULL slot: required */
 typedef struct ferrum_make_timer_args {
@@ -97,6 +108,7 @@ typedef struct ferrum_make_timer_args {
   ferrum_timer** timer;                    /* hostout ferrum_timer*  // out */
 } ferrum_make_timer_args;
 #define FERRUM_MAKE_TIMER_ARGS_SIZE_V1_0 16
+#define FERRUM_MAKE_TIMER_ARGS_SIZE 16
 
 /* timer_release — context, capability flags and timer; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
 typedef struct ferrum_timer_release_args {
@@ -104,6 +116,7 @@ typedef struct ferrum_timer_release_args {
   ferrum_timer* timer;                     /* ferrum_timer* */
 } ferrum_timer_release_args;
 #define FERRUM_TIMER_RELEASE_ARGS_SIZE_V1_0 16
+#define FERRUM_TIMER_RELEASE_ARGS_SIZE 16
 
 /* record_start — context, capability flags and timer; flags A; tolerance —; NULL slot: required */
 typedef struct ferrum_record_start_args {
@@ -111,6 +124,7 @@ typedef struct ferrum_record_start_args {
   ferrum_timer* timer;                     /* ferrum_timer* */
 } ferrum_record_start_args;
 #define FERRUM_RECORD_START_ARGS_SIZE_V1_0 16
+#define FERRUM_RECORD_START_ARGS_SIZE 16
 
 /* record_end — context, capability flags and timer; flags A; tolerance —; NULL slot: required */
 typedef struct ferrum_record_end_args {
@@ -118,6 +132,7 @@ typedef struct ferrum_record_end_args {
   ferrum_timer* timer;                     /* ferrum_timer* */
 } ferrum_record_end_args;
 #define FERRUM_RECORD_END_ARGS_SIZE_V1_0 16
+#define FERRUM_RECORD_END_ARGS_SIZE 16
 
 /* elapsed_ms — context, capability flags and timer; flags S; tolerance —; NULL slot: required */
 typedef struct ferrum_elapsed_ms_args {
@@ -126,6 +141,18 @@ typedef struct ferrum_elapsed_ms_args {
   double* ms;                              /* hostout f64  // out */
 } ferrum_elapsed_ms_args;
 #define FERRUM_ELAPSED_MS_ARGS_SIZE_V1_0 24
+#define FERRUM_ELAPSED_MS_ARGS_SIZE 24
+
+/* query_attribute — context, capability flags and timer; flags G; tolerance E; NULL slot: unsupported */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_query_attribute_args {
+  uint64_t struct_size;
+  int32_t attribute;                       /* i32 */
+  uint32_t reserved_0; /* padding, 0 */
+  uint64_t* value;                         /* hostout u64  // out */
+} ferrum_query_attribute_args;
+#define FERRUM_QUERY_ATTRIBUTE_ARGS_SIZE_V1_1 24
+#define FERRUM_QUERY_ATTRIBUTE_ARGS_SIZE 24
 
 
 #ifdef __cplusplus

@@ -21,6 +21,7 @@ typedef struct ferrum_gemm_args {
   uint64_t k;                              /* u64 */
 } ferrum_gemm_args;
 #define FERRUM_GEMM_ARGS_SIZE_V1_0 56
+#define FERRUM_GEMM_ARGS_SIZE 56
 
 /* rms_norm — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_rms_norm_args {
@@ -34,6 +35,7 @@ typedef struct ferrum_rms_norm_args {
   uint64_t dim;                            /* u64 */
 } ferrum_rms_norm_args;
 #define FERRUM_RMS_NORM_ARGS_SIZE_V1_0 56
+#define FERRUM_RMS_NORM_ARGS_SIZE 56
 
 /* fused_add_rms_norm — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_fused_add_rms_norm_args {
@@ -48,6 +50,7 @@ typedef struct ferrum_fused_add_rms_norm_args {
   uint64_t dim;                            /* u64 */
 } ferrum_fused_add_rms_norm_args;
 #define FERRUM_FUSED_ADD_RMS_NORM_ARGS_SIZE_V1_0 64
+#define FERRUM_FUSED_ADD_RMS_NORM_ARGS_SIZE 64
 
 /* layer_norm — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_layer_norm_args {
@@ -62,6 +65,7 @@ typedef struct ferrum_layer_norm_args {
   uint64_t dim;                            /* u64 */
 } ferrum_layer_norm_args;
 #define FERRUM_LAYER_NORM_ARGS_SIZE_V1_0 64
+#define FERRUM_LAYER_NORM_ARGS_SIZE 64
 
 /* gelu — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_gelu_args {
@@ -71,6 +75,7 @@ typedef struct ferrum_gelu_args {
   uint64_t len;                            /* u64 */
 } ferrum_gelu_args;
 #define FERRUM_GELU_ARGS_SIZE_V1_0 32
+#define FERRUM_GELU_ARGS_SIZE 32
 
 /* add_inplace — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_add_inplace_args {
@@ -80,6 +85,7 @@ typedef struct ferrum_add_inplace_args {
   uint64_t len;                            /* u64 */
 } ferrum_add_inplace_args;
 #define FERRUM_ADD_INPLACE_ARGS_SIZE_V1_0 32
+#define FERRUM_ADD_INPLACE_ARGS_SIZE 32
 
 /* scaled_add_inplace — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: facade */
 typedef struct ferrum_scaled_add_inplace_args {
@@ -91,6 +97,7 @@ typedef struct ferrum_scaled_add_inplace_args {
   uint64_t len;                            /* u64 */
 } ferrum_scaled_add_inplace_args;
 #define FERRUM_SCALED_ADD_INPLACE_ARGS_SIZE_V1_0 40
+#define FERRUM_SCALED_ADD_INPLACE_ARGS_SIZE 40
 
 /* add_bias — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_add_bias_args {
@@ -101,6 +108,7 @@ typedef struct ferrum_add_bias_args {
   uint64_t cols;                           /* u64 */
 } ferrum_add_bias_args;
 #define FERRUM_ADD_BIAS_ARGS_SIZE_V1_0 40
+#define FERRUM_ADD_BIAS_ARGS_SIZE 40
 
 /* split_qkv — dense ops and the qk-norm/rope family; flags AG; tolerance E; NULL slot: required */
 typedef struct ferrum_split_qkv_args {
@@ -114,6 +122,7 @@ typedef struct ferrum_split_qkv_args {
   uint64_t kv_dim;                         /* u64 */
 } ferrum_split_qkv_args;
 #define FERRUM_SPLIT_QKV_ARGS_SIZE_V1_0 64
+#define FERRUM_SPLIT_QKV_ARGS_SIZE 64
 
 /* fused_silu_mul_split — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_fused_silu_mul_split_args {
@@ -124,6 +133,7 @@ typedef struct ferrum_fused_silu_mul_split_args {
   uint64_t im;                             /* u64 */
 } ferrum_fused_silu_mul_split_args;
 #define FERRUM_FUSED_SILU_MUL_SPLIT_ARGS_SIZE_V1_0 40
+#define FERRUM_FUSED_SILU_MUL_SPLIT_ARGS_SIZE 40
 
 /* fused_silu_mul_split_strided — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_fused_silu_mul_split_strided_args {
@@ -136,6 +146,7 @@ typedef struct ferrum_fused_silu_mul_split_strided_args {
   uint64_t intermediate;                   /* u64 */
 } ferrum_fused_silu_mul_split_strided_args;
 #define FERRUM_FUSED_SILU_MUL_SPLIT_STRIDED_ARGS_SIZE_V1_0 56
+#define FERRUM_FUSED_SILU_MUL_SPLIT_STRIDED_ARGS_SIZE 56
 
 /* embedding_lookup — dense ops and the qk-norm/rope family; flags AH; tolerance E; NULL slot: required */
 typedef struct ferrum_embedding_lookup_args {
@@ -147,6 +158,7 @@ typedef struct ferrum_embedding_lookup_args {
   uint64_t dim;                            /* u64 */
 } ferrum_embedding_lookup_args;
 #define FERRUM_EMBEDDING_LOOKUP_ARGS_SIZE_V1_0 48
+#define FERRUM_EMBEDDING_LOOKUP_ARGS_SIZE 48
 
 /* embedding_lookup_dev — dense ops and the qk-norm/rope family; flags AG; tolerance E; NULL slot: facade */
 typedef struct ferrum_embedding_lookup_dev_args {
@@ -158,6 +170,7 @@ typedef struct ferrum_embedding_lookup_dev_args {
   uint64_t dim;                            /* u64 */
 } ferrum_embedding_lookup_dev_args;
 #define FERRUM_EMBEDDING_LOOKUP_DEV_ARGS_SIZE_V1_0 48
+#define FERRUM_EMBEDDING_LOOKUP_DEV_ARGS_SIZE 48
 
 /* transpose_head_to_token — dense ops and the qk-norm/rope family; flags AG; tolerance E; NULL slot: required */
 typedef struct ferrum_transpose_head_to_token_args {
@@ -169,6 +182,7 @@ typedef struct ferrum_transpose_head_to_token_args {
   uint64_t dim;                            /* u64 */
 } ferrum_transpose_head_to_token_args;
 #define FERRUM_TRANSPOSE_HEAD_TO_TOKEN_ARGS_SIZE_V1_0 48
+#define FERRUM_TRANSPOSE_HEAD_TO_TOKEN_ARGS_SIZE 48
 
 /* transpose_token_to_head — dense ops and the qk-norm/rope family; flags AG; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_transpose_token_to_head_args {
@@ -180,6 +194,7 @@ typedef struct ferrum_transpose_token_to_head_args {
   uint64_t dim;                            /* u64 */
 } ferrum_transpose_token_to_head_args;
 #define FERRUM_TRANSPOSE_TOKEN_TO_HEAD_ARGS_SIZE_V1_0 48
+#define FERRUM_TRANSPOSE_TOKEN_TO_HEAD_ARGS_SIZE 48
 
 /* argmax_rows_f16 — dense ops and the qk-norm/rope family; flags SH; tolerance E; NULL slot: facade */
 typedef struct ferrum_argmax_rows_f16_args {
@@ -190,6 +205,7 @@ typedef struct ferrum_argmax_rows_f16_args {
   uint32_t* out;                           /* hostout u32[m]  // out */
 } ferrum_argmax_rows_f16_args;
 #define FERRUM_ARGMAX_ROWS_F16_ARGS_SIZE_V1_0 40
+#define FERRUM_ARGMAX_ROWS_F16_ARGS_SIZE 40
 
 /* qk_norm_rope — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: required */
 typedef struct ferrum_qk_norm_rope_args {
@@ -207,6 +223,7 @@ typedef struct ferrum_qk_norm_rope_args {
   int32_t mode;                            /* i32 */
 } ferrum_qk_norm_rope_args;
 #define FERRUM_QK_NORM_ROPE_ARGS_SIZE_V1_0 88
+#define FERRUM_QK_NORM_ROPE_ARGS_SIZE 88
 
 /* qk_norm_rope_batched_per_item — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_qk_norm_rope_batched_per_item_args {
@@ -224,6 +241,7 @@ typedef struct ferrum_qk_norm_rope_batched_per_item_args {
   int32_t mode;                            /* i32 */
 } ferrum_qk_norm_rope_batched_per_item_args;
 #define FERRUM_QK_NORM_ROPE_BATCHED_PER_ITEM_ARGS_SIZE_V1_0 88
+#define FERRUM_QK_NORM_ROPE_BATCHED_PER_ITEM_ARGS_SIZE 88
 
 /* split_qkv_norm_rope — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_split_qkv_norm_rope_args {
@@ -245,6 +263,7 @@ typedef struct ferrum_split_qkv_norm_rope_args {
   int32_t qk_mode;                         /* i32 */
 } ferrum_split_qkv_norm_rope_args;
 #define FERRUM_SPLIT_QKV_NORM_ROPE_ARGS_SIZE_V1_0 120
+#define FERRUM_SPLIT_QKV_NORM_ROPE_ARGS_SIZE 120
 
 /* split_qkv_norm_rope_into_cache — dense ops and the qk-norm/rope family; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_split_qkv_norm_rope_into_cache_args {
@@ -268,6 +287,7 @@ typedef struct ferrum_split_qkv_norm_rope_into_cache_args {
   uint64_t cache_capacity;                 /* u64 */
 } ferrum_split_qkv_norm_rope_into_cache_args;
 #define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_CACHE_ARGS_SIZE_V1_0 136
+#define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_CACHE_ARGS_SIZE 136
 
 
 #ifdef __cplusplus

@@ -15,6 +15,7 @@ typedef struct ferrum_begin_graph_capture_args {
   uint64_t struct_size;
 } ferrum_begin_graph_capture_args;
 #define FERRUM_BEGIN_GRAPH_CAPTURE_ARGS_SIZE_V1_0 8
+#define FERRUM_BEGIN_GRAPH_CAPTURE_ARGS_SIZE 8
 
 /* end_graph_capture — graph capture and replay; flags G; tolerance —; NULL slot: facade */
 typedef struct ferrum_end_graph_capture_args {
@@ -22,6 +23,7 @@ typedef struct ferrum_end_graph_capture_args {
   uint64_t key;                            /* u64 */
 } ferrum_end_graph_capture_args;
 #define FERRUM_END_GRAPH_CAPTURE_ARGS_SIZE_V1_0 16
+#define FERRUM_END_GRAPH_CAPTURE_ARGS_SIZE 16
 
 /* replay_graph — graph capture and replay; flags A; tolerance —; NULL slot: facade */
 typedef struct ferrum_replay_graph_args {
@@ -30,6 +32,7 @@ typedef struct ferrum_replay_graph_args {
   uint32_t* replayed;                      /* hostout u32  // out */
 } ferrum_replay_graph_args;
 #define FERRUM_REPLAY_GRAPH_ARGS_SIZE_V1_0 24
+#define FERRUM_REPLAY_GRAPH_ARGS_SIZE 24
 
 /* reset_graph — graph capture and replay; flags -; tolerance —; NULL slot: facade */
 typedef struct ferrum_reset_graph_args {
@@ -37,12 +40,14 @@ typedef struct ferrum_reset_graph_args {
   uint64_t key;                            /* u64 */
 } ferrum_reset_graph_args;
 #define FERRUM_RESET_GRAPH_ARGS_SIZE_V1_0 16
+#define FERRUM_RESET_GRAPH_ARGS_SIZE 16
 
 /* reset_all_graphs — graph capture and replay; flags -; tolerance —; NULL slot: facade */
 typedef struct ferrum_reset_all_graphs_args {
   uint64_t struct_size;
 } ferrum_reset_all_graphs_args;
 #define FERRUM_RESET_ALL_GRAPHS_ARGS_SIZE_V1_0 8
+#define FERRUM_RESET_ALL_GRAPHS_ARGS_SIZE 8
 
 /* graph_capture_in_flight — graph capture and replay; flags G; tolerance —; NULL slot: facade */
 typedef struct ferrum_graph_capture_in_flight_args {
@@ -50,6 +55,7 @@ typedef struct ferrum_graph_capture_in_flight_args {
   uint32_t* result;                        /* hostout u32  // out */
 } ferrum_graph_capture_in_flight_args;
 #define FERRUM_GRAPH_CAPTURE_IN_FLIGHT_ARGS_SIZE_V1_0 16
+#define FERRUM_GRAPH_CAPTURE_IN_FLIGHT_ARGS_SIZE 16
 
 /* set_decode_state — graph capture and replay; flags A; tolerance E; NULL slot: facade */
 typedef struct ferrum_set_decode_state_args {
@@ -58,6 +64,7 @@ typedef struct ferrum_set_decode_state_args {
   uint32_t step;                           /* u32 */
 } ferrum_set_decode_state_args;
 #define FERRUM_SET_DECODE_STATE_ARGS_SIZE_V1_0 16
+#define FERRUM_SET_DECODE_STATE_ARGS_SIZE 16
 
 /* set_dev_state_mode — graph capture and replay; flags G; tolerance —; NULL slot: facade */
 typedef struct ferrum_set_dev_state_mode_args {
@@ -66,6 +73,7 @@ typedef struct ferrum_set_dev_state_mode_args {
   uint32_t reserved_0; /* padding, 0 */
 } ferrum_set_dev_state_mode_args;
 #define FERRUM_SET_DEV_STATE_MODE_ARGS_SIZE_V1_0 16
+#define FERRUM_SET_DEV_STATE_MODE_ARGS_SIZE 16
 
 
 #ifdef __cplusplus

@@ -17,6 +17,7 @@ typedef struct ferrum_alloc_args {
   ferrum_buffer** buffer;                  /* hostout ferrum_buffer*  // out */
 } ferrum_alloc_args;
 #define FERRUM_ALLOC_ARGS_SIZE_V1_0 24
+#define FERRUM_ALLOC_ARGS_SIZE 24
 
 /* alloc_typed — memory and transfer; flags S; tolerance E; NULL slot: required */
 typedef struct ferrum_alloc_typed_args {
@@ -27,6 +28,7 @@ typedef struct ferrum_alloc_typed_args {
   ferrum_buffer** buffer;                  /* hostout ferrum_buffer*  // out */
 } ferrum_alloc_typed_args;
 #define FERRUM_ALLOC_TYPED_ARGS_SIZE_V1_0 32
+#define FERRUM_ALLOC_TYPED_ARGS_SIZE 32
 
 /* from_slice — memory and transfer; flags SH; tolerance E; NULL slot: required */
 typedef struct ferrum_from_slice_args {
@@ -36,6 +38,7 @@ typedef struct ferrum_from_slice_args {
   ferrum_buffer** buffer;                  /* hostout ferrum_buffer*  // out */
 } ferrum_from_slice_args;
 #define FERRUM_FROM_SLICE_ARGS_SIZE_V1_0 32
+#define FERRUM_FROM_SLICE_ARGS_SIZE 32
 
 /* from_slice_typed — memory and transfer; flags SH; tolerance E; NULL slot: required */
 typedef struct ferrum_from_slice_typed_args {
@@ -47,6 +50,7 @@ typedef struct ferrum_from_slice_typed_args {
   ferrum_buffer** buffer;                  /* hostout ferrum_buffer*  // out */
 } ferrum_from_slice_typed_args;
 #define FERRUM_FROM_SLICE_TYPED_ARGS_SIZE_V1_0 40
+#define FERRUM_FROM_SLICE_TYPED_ARGS_SIZE 40
 
 /* from_weight_bytes — memory and transfer; flags SH; tolerance E; NULL slot: facade */
 typedef struct ferrum_from_weight_bytes_args {
@@ -58,6 +62,7 @@ typedef struct ferrum_from_weight_bytes_args {
   ferrum_buffer** buffer;                  /* hostout ferrum_buffer*  // out */
 } ferrum_from_weight_bytes_args;
 #define FERRUM_FROM_WEIGHT_BYTES_ARGS_SIZE_V1_0 40
+#define FERRUM_FROM_WEIGHT_BYTES_ARGS_SIZE 40
 
 /* write_typed — memory and transfer; flags AH; tolerance E; NULL slot: required */
 typedef struct ferrum_write_typed_args {
@@ -69,17 +74,29 @@ typedef struct ferrum_write_typed_args {
   uint64_t data_len;                       /* u64 */
 } ferrum_write_typed_args;
 #define FERRUM_WRITE_TYPED_ARGS_SIZE_V1_0 40
+#define FERRUM_WRITE_TYPED_ARGS_SIZE 40
 
 /* read_typed — memory and transfer; flags SH; tolerance E; NULL slot: required */
 typedef struct ferrum_read_typed_args {
   uint64_t struct_size;
-  const ferrum_buffer* src;                /* in any */
+  const ferrum_buffer* src;                /* in any[src_offset + len] */
   int32_t dtype;                           /* i32 */
   uint32_t reserved_0; /* padding, 0 */
   uint64_t len;                            /* u64 */
   void* data;                              /* hostout bytes  // out */
+  /* ---- since ABI 1.1: an older caller's struct_size ends before these; read them with the accessors below ---- */
+  uint64_t src_offset;                     /* u64; since 1.1, default 0 */
 } ferrum_read_typed_args;
 #define FERRUM_READ_TYPED_ARGS_SIZE_V1_0 40
+#define FERRUM_READ_TYPED_ARGS_SIZE_V1_1 48
+#define FERRUM_READ_TYPED_ARGS_SIZE 48
+/* src_offset of a struct from any caller: the registry default ((uint64_t)(0)) when the
+ * caller's struct_size (an ABI 1.0 caller) does not cover the field. */
+static inline uint64_t ferrum_read_typed_args_src_offset(const ferrum_read_typed_args* a) {
+  return a->struct_size >= offsetof(ferrum_read_typed_args, src_offset) + sizeof a->src_offset
+             ? a->src_offset
+             : (uint64_t)(0);
+}
 
 /* to_vec — memory and transfer; flags SH; tolerance E; NULL slot: required */
 typedef struct ferrum_to_vec_args {
@@ -89,6 +106,7 @@ typedef struct ferrum_to_vec_args {
   float* out;                              /* hostout f32[len]  // out */
 } ferrum_to_vec_args;
 #define FERRUM_TO_VEC_ARGS_SIZE_V1_0 32
+#define FERRUM_TO_VEC_ARGS_SIZE 32
 
 /* write_f32_to_activation — memory and transfer; flags AH; tolerance E; NULL slot: facade */
 typedef struct ferrum_write_f32_to_activation_args {
@@ -98,6 +116,7 @@ typedef struct ferrum_write_f32_to_activation_args {
   uint64_t data_len;                       /* u64 */
 } ferrum_write_f32_to_activation_args;
 #define FERRUM_WRITE_F32_TO_ACTIVATION_ARGS_SIZE_V1_0 32
+#define FERRUM_WRITE_F32_TO_ACTIVATION_ARGS_SIZE 32
 
 /* zero_buffer — memory and transfer; flags AG; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_zero_buffer_args {
@@ -106,6 +125,7 @@ typedef struct ferrum_zero_buffer_args {
   uint64_t len;                            /* u64 */
 } ferrum_zero_buffer_args;
 #define FERRUM_ZERO_BUFFER_ARGS_SIZE_V1_0 24
+#define FERRUM_ZERO_BUFFER_ARGS_SIZE 24
 
 /* copy_slice — memory and transfer; flags AG; tolerance E; NULL slot: required */
 typedef struct ferrum_copy_slice_args {
@@ -117,6 +137,7 @@ typedef struct ferrum_copy_slice_args {
   uint64_t len;                            /* u64 */
 } ferrum_copy_slice_args;
 #define FERRUM_COPY_SLICE_ARGS_SIZE_V1_0 48
+#define FERRUM_COPY_SLICE_ARGS_SIZE 48
 
 /* buffer_info — memory and transfer; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
 typedef struct ferrum_buffer_info_args {
@@ -126,6 +147,7 @@ typedef struct ferrum_buffer_info_args {
   uint64_t* count;                         /* hostout u64  // out */
 } ferrum_buffer_info_args;
 #define FERRUM_BUFFER_INFO_ARGS_SIZE_V1_0 32
+#define FERRUM_BUFFER_INFO_ARGS_SIZE 32
 
 /* buffer_release — memory and transfer; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
 typedef struct ferrum_buffer_release_args {
@@ -133,6 +155,7 @@ typedef struct ferrum_buffer_release_args {
   ferrum_buffer* buf;                      /* ferrum_buffer* */
 } ferrum_buffer_release_args;
 #define FERRUM_BUFFER_RELEASE_ARGS_SIZE_V1_0 16
+#define FERRUM_BUFFER_RELEASE_ARGS_SIZE 16
 
 
 #ifdef __cplusplus

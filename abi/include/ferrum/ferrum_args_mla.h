@@ -32,6 +32,7 @@ typedef struct ferrum_mla_attention_args {
   uint64_t qk_rope_head_dim;               /* u64 */
 } ferrum_mla_attention_args;
 #define FERRUM_MLA_ATTENTION_ARGS_SIZE_V1_0 136
+#define FERRUM_MLA_ATTENTION_ARGS_SIZE 136
 
 
 #ifdef __cplusplus

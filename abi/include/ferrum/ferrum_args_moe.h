@@ -23,6 +23,7 @@ typedef struct ferrum_route_topk_softmax_args {
   uint32_t reserved_0; /* padding, 0 */
 } ferrum_route_topk_softmax_args;
 #define FERRUM_ROUTE_TOPK_SOFTMAX_ARGS_SIZE_V1_0 64
+#define FERRUM_ROUTE_TOPK_SOFTMAX_ARGS_SIZE 64
 
 /* moe_align_block_size — mixture of experts; flags AG; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_moe_align_block_size_args {
@@ -36,6 +37,7 @@ typedef struct ferrum_moe_align_block_size_args {
   uint64_t block_size;                     /* u64 */
 } ferrum_moe_align_block_size_args;
 #define FERRUM_MOE_ALIGN_BLOCK_SIZE_ARGS_SIZE_V1_0 64
+#define FERRUM_MOE_ALIGN_BLOCK_SIZE_ARGS_SIZE 64
 
 /* moe_gemm — mixture of experts; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_moe_gemm_args {
@@ -56,6 +58,7 @@ typedef struct ferrum_moe_gemm_args {
   uint64_t block_size;                     /* u64 */
 } ferrum_moe_gemm_args;
 #define FERRUM_MOE_GEMM_ARGS_SIZE_V1_0 120
+#define FERRUM_MOE_GEMM_ARGS_SIZE 120
 
 /* fused_moe — mixture of experts; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_fused_moe_args {
@@ -78,6 +81,7 @@ typedef struct ferrum_fused_moe_args {
   uint64_t block_size;                     /* u64 */
 } ferrum_fused_moe_args;
 #define FERRUM_FUSED_MOE_ARGS_SIZE_V1_0 136
+#define FERRUM_FUSED_MOE_ARGS_SIZE 136
 
 /* moe_combine — mixture of experts; flags AG; tolerance F; NULL slot: facade */
 typedef struct ferrum_moe_combine_args {
@@ -92,6 +96,7 @@ typedef struct ferrum_moe_combine_args {
   uint64_t num_packed;                     /* u64 */
 } ferrum_moe_combine_args;
 #define FERRUM_MOE_COMBINE_ARGS_SIZE_V1_0 72
+#define FERRUM_MOE_COMBINE_ARGS_SIZE 72
 
 /* weighted_sum_batched — mixture of experts; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_weighted_sum_batched_args {
@@ -104,6 +109,7 @@ typedef struct ferrum_weighted_sum_batched_args {
   uint64_t hidden;                         /* u64 */
 } ferrum_weighted_sum_batched_args;
 #define FERRUM_WEIGHTED_SUM_BATCHED_ARGS_SIZE_V1_0 56
+#define FERRUM_WEIGHTED_SUM_BATCHED_ARGS_SIZE 56
 
 
 #ifdef __cplusplus

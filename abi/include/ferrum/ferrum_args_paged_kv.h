@@ -36,6 +36,7 @@ typedef struct ferrum_split_qkv_norm_rope_into_paged_cache_args {
   uint64_t max_num_blocks_per_seq;         /* u64 */
 } ferrum_split_qkv_norm_rope_into_paged_cache_args;
 #define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_ARGS_SIZE_V1_0 168
+#define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_ARGS_SIZE 168
 
 /* split_qkv_norm_rope_into_paged_cache_varlen — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_split_qkv_norm_rope_into_paged_cache_varlen_args {
@@ -62,6 +63,7 @@ typedef struct ferrum_split_qkv_norm_rope_into_paged_cache_varlen_args {
   uint64_t max_blocks_per_seq;             /* u64 */
 } ferrum_split_qkv_norm_rope_into_paged_cache_varlen_args;
 #define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_VARLEN_ARGS_SIZE_V1_0 160
+#define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_VARLEN_ARGS_SIZE 160
 
 /* split_qkv_norm_rope_into_paged_cache_vllm — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_split_qkv_norm_rope_into_paged_cache_vllm_args {
@@ -89,6 +91,7 @@ typedef struct ferrum_split_qkv_norm_rope_into_paged_cache_vllm_args {
   uint64_t max_num_blocks_per_seq;         /* u64 */
 } ferrum_split_qkv_norm_rope_into_paged_cache_vllm_args;
 #define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_VLLM_ARGS_SIZE_V1_0 168
+#define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_VLLM_ARGS_SIZE 168
 
 /* split_qkv_norm_rope_into_paged_cache_varlen_vllm — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_split_qkv_norm_rope_into_paged_cache_varlen_vllm_args {
@@ -115,6 +118,7 @@ typedef struct ferrum_split_qkv_norm_rope_into_paged_cache_varlen_vllm_args {
   uint64_t max_blocks_per_seq;             /* u64 */
 } ferrum_split_qkv_norm_rope_into_paged_cache_varlen_vllm_args;
 #define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_VARLEN_VLLM_ARGS_SIZE_V1_0 160
+#define FERRUM_SPLIT_QKV_NORM_ROPE_INTO_PAGED_CACHE_VARLEN_VLLM_ARGS_SIZE 160
 
 /* paged_decode_attention — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_paged_decode_attention_args {
@@ -137,6 +141,7 @@ typedef struct ferrum_paged_decode_attention_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_decode_attention_args;
 #define FERRUM_PAGED_DECODE_ATTENTION_ARGS_SIZE_V1_0 128
+#define FERRUM_PAGED_DECODE_ATTENTION_ARGS_SIZE 128
 
 /* paged_batched_decode_attention — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_paged_batched_decode_attention_args {
@@ -159,6 +164,7 @@ typedef struct ferrum_paged_batched_decode_attention_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_batched_decode_attention_args;
 #define FERRUM_PAGED_BATCHED_DECODE_ATTENTION_ARGS_SIZE_V1_0 128
+#define FERRUM_PAGED_BATCHED_DECODE_ATTENTION_ARGS_SIZE 128
 
 /* paged_varlen_attention — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_paged_varlen_attention_args {
@@ -183,6 +189,7 @@ typedef struct ferrum_paged_varlen_attention_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_varlen_attention_args;
 #define FERRUM_PAGED_VARLEN_ATTENTION_ARGS_SIZE_V1_0 144
+#define FERRUM_PAGED_VARLEN_ATTENTION_ARGS_SIZE 144
 
 /* paged_varlen_attention_fa2_ffi — paged kv writers and attention; flags AG; tolerance F (out), L (lse); NULL slot: unsupported */
 typedef struct ferrum_paged_varlen_attention_fa2_ffi_args {
@@ -209,6 +216,7 @@ typedef struct ferrum_paged_varlen_attention_fa2_ffi_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_varlen_attention_fa2_ffi_args;
 #define FERRUM_PAGED_VARLEN_ATTENTION_FA2_FFI_ARGS_SIZE_V1_0 160
+#define FERRUM_PAGED_VARLEN_ATTENTION_FA2_FFI_ARGS_SIZE 160
 
 /* paged_decode_attention_v2 — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_paged_decode_attention_v2_args {
@@ -231,6 +239,7 @@ typedef struct ferrum_paged_decode_attention_v2_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_decode_attention_v2_args;
 #define FERRUM_PAGED_DECODE_ATTENTION_V2_ARGS_SIZE_V1_0 128
+#define FERRUM_PAGED_DECODE_ATTENTION_V2_ARGS_SIZE 128
 
 /* paged_varlen_attention_vllm_layout — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_paged_varlen_attention_vllm_layout_args {
@@ -253,6 +262,7 @@ typedef struct ferrum_paged_varlen_attention_vllm_layout_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_varlen_attention_vllm_layout_args;
 #define FERRUM_PAGED_VARLEN_ATTENTION_VLLM_LAYOUT_ARGS_SIZE_V1_0 128
+#define FERRUM_PAGED_VARLEN_ATTENTION_VLLM_LAYOUT_ARGS_SIZE 128
 
 /* paged_varlen_attention_vllm — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_paged_varlen_attention_vllm_args {
@@ -277,6 +287,7 @@ typedef struct ferrum_paged_varlen_attention_vllm_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_varlen_attention_vllm_args;
 #define FERRUM_PAGED_VARLEN_ATTENTION_VLLM_ARGS_SIZE_V1_0 144
+#define FERRUM_PAGED_VARLEN_ATTENTION_VLLM_ARGS_SIZE 144
 
 /* paged_varlen_attention_vllm_tiled_q4 — paged kv writers and attention; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_paged_varlen_attention_vllm_tiled_q4_args {
@@ -304,6 +315,7 @@ typedef struct ferrum_paged_varlen_attention_vllm_tiled_q4_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_paged_varlen_attention_vllm_tiled_q4_args;
 #define FERRUM_PAGED_VARLEN_ATTENTION_VLLM_TILED_Q4_ARGS_SIZE_V1_0 168
+#define FERRUM_PAGED_VARLEN_ATTENTION_VLLM_TILED_Q4_ARGS_SIZE 168
 
 
 #ifdef __cplusplus

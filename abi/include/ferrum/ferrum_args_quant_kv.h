@@ -20,6 +20,7 @@ typedef struct ferrum_alloc_paged_int8_layer_args {
   ferrum_kv_cache_quant* cache;            /* hostout ferrum_kv_cache_quant  // out */
 } ferrum_alloc_paged_int8_layer_args;
 #define FERRUM_ALLOC_PAGED_INT8_LAYER_ARGS_SIZE_V1_0 48
+#define FERRUM_ALLOC_PAGED_INT8_LAYER_ARGS_SIZE 48
 
 /* int8_kv_append_paged — quantised kv: int8 and fp8; flags AH; tolerance Q; NULL slot: unsupported */
 typedef struct ferrum_int8_kv_append_paged_args {
@@ -39,6 +40,7 @@ typedef struct ferrum_int8_kv_append_paged_args {
   uint64_t head_dim;                       /* u64 */
 } ferrum_int8_kv_append_paged_args;
 #define FERRUM_INT8_KV_APPEND_PAGED_ARGS_SIZE_V1_0 112
+#define FERRUM_INT8_KV_APPEND_PAGED_ARGS_SIZE 112
 
 /* int8_paged_decode_attention — quantised kv: int8 and fp8; flags AG; tolerance Q; NULL slot: unsupported */
 typedef struct ferrum_int8_paged_decode_attention_args {
@@ -60,6 +62,7 @@ typedef struct ferrum_int8_paged_decode_attention_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_int8_paged_decode_attention_args;
 #define FERRUM_INT8_PAGED_DECODE_ATTENTION_ARGS_SIZE_V1_0 120
+#define FERRUM_INT8_PAGED_DECODE_ATTENTION_ARGS_SIZE 120
 
 /* alloc_paged_fp8_layer — quantised kv: int8 and fp8; flags S; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_alloc_paged_fp8_layer_args {
@@ -71,6 +74,7 @@ typedef struct ferrum_alloc_paged_fp8_layer_args {
   ferrum_kv_cache_quant* cache;            /* hostout ferrum_kv_cache_quant  // out */
 } ferrum_alloc_paged_fp8_layer_args;
 #define FERRUM_ALLOC_PAGED_FP8_LAYER_ARGS_SIZE_V1_0 48
+#define FERRUM_ALLOC_PAGED_FP8_LAYER_ARGS_SIZE 48
 
 /* fp8_kv_append_paged — quantised kv: int8 and fp8; flags AH; tolerance Q; NULL slot: unsupported */
 typedef struct ferrum_fp8_kv_append_paged_args {
@@ -90,6 +94,7 @@ typedef struct ferrum_fp8_kv_append_paged_args {
   uint64_t head_dim;                       /* u64 */
 } ferrum_fp8_kv_append_paged_args;
 #define FERRUM_FP8_KV_APPEND_PAGED_ARGS_SIZE_V1_0 112
+#define FERRUM_FP8_KV_APPEND_PAGED_ARGS_SIZE 112
 
 /* fp8_paged_decode_attention — quantised kv: int8 and fp8; flags AG; tolerance Q; NULL slot: unsupported */
 typedef struct ferrum_fp8_paged_decode_attention_args {
@@ -111,6 +116,7 @@ typedef struct ferrum_fp8_paged_decode_attention_args {
   uint64_t sliding_window;                 /* u64; (ferrum addition) */
 } ferrum_fp8_paged_decode_attention_args;
 #define FERRUM_FP8_PAGED_DECODE_ATTENTION_ARGS_SIZE_V1_0 120
+#define FERRUM_FP8_PAGED_DECODE_ATTENTION_ARGS_SIZE 120
 
 
 #ifdef __cplusplus

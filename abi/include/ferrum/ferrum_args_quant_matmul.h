@@ -22,6 +22,7 @@ typedef struct ferrum_load_quant_args {
   ferrum_qweight** weight;                 /* hostout ferrum_qweight*  // out */
 } ferrum_load_quant_args;
 #define FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0 56
+#define FERRUM_LOAD_QUANT_ARGS_SIZE 56
 
 /* gguf_matmul — quantised matmul: gguf and gptq int4; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_gguf_matmul_args {
@@ -32,6 +33,7 @@ typedef struct ferrum_gguf_matmul_args {
   uint64_t m;                              /* u64 */
 } ferrum_gguf_matmul_args;
 #define FERRUM_GGUF_MATMUL_ARGS_SIZE_V1_0 40
+#define FERRUM_GGUF_MATMUL_ARGS_SIZE 40
 
 /* gguf_dequantize — quantised matmul: gguf and gptq int4; flags AG; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_gguf_dequantize_args {
@@ -40,6 +42,7 @@ typedef struct ferrum_gguf_dequantize_args {
   ferrum_buffer* out;                      /* out X[n_rows, n_cols]  // out */
 } ferrum_gguf_dequantize_args;
 #define FERRUM_GGUF_DEQUANTIZE_ARGS_SIZE_V1_0 24
+#define FERRUM_GGUF_DEQUANTIZE_ARGS_SIZE 24
 
 /* qweight_release — quantised matmul: gguf and gptq int4; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
 typedef struct ferrum_qweight_release_args {
@@ -47,6 +50,7 @@ typedef struct ferrum_qweight_release_args {
   const ferrum_qweight* weight;            /* quantised weight */
 } ferrum_qweight_release_args;
 #define FERRUM_QWEIGHT_RELEASE_ARGS_SIZE_V1_0 16
+#define FERRUM_QWEIGHT_RELEASE_ARGS_SIZE 16
 
 /* load_gptq — quantised matmul: gguf and gptq int4; flags SH; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_load_gptq_args {
@@ -65,6 +69,7 @@ typedef struct ferrum_load_gptq_args {
   ferrum_qweight** weight;                 /* hostout ferrum_qweight*  // out */
 } ferrum_load_gptq_args;
 #define FERRUM_LOAD_GPTQ_ARGS_SIZE_V1_0 88
+#define FERRUM_LOAD_GPTQ_ARGS_SIZE 88
 
 /* load_gptq_stacked — quantised matmul: gguf and gptq int4; flags SH; tolerance E; NULL slot: unsupported */
 typedef struct ferrum_load_gptq_stacked_args {
@@ -84,6 +89,7 @@ typedef struct ferrum_load_gptq_stacked_args {
   ferrum_qweight** weight;                 /* hostout ferrum_qweight*  // out */
 } ferrum_load_gptq_stacked_args;
 #define FERRUM_LOAD_GPTQ_STACKED_ARGS_SIZE_V1_0 96
+#define FERRUM_LOAD_GPTQ_STACKED_ARGS_SIZE 96
 
 /* marlin_gemm — quantised matmul: gguf and gptq int4; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_marlin_gemm_args {
@@ -94,6 +100,7 @@ typedef struct ferrum_marlin_gemm_args {
   uint64_t m;                              /* u64 */
 } ferrum_marlin_gemm_args;
 #define FERRUM_MARLIN_GEMM_ARGS_SIZE_V1_0 40
+#define FERRUM_MARLIN_GEMM_ARGS_SIZE 40
 
 
 #ifdef __cplusplus

@@ -15,15 +15,23 @@
  *    - new enum values (numbers are never reused or renumbered),
  *    - new ops (new args structs and new slots at the end of their family's table).
  *  Every minor adds one line to abi/CHANGELOG.md and a FERRUM_<NAME>_ARGS_SIZE_V1_<minor>
- *  constant for each struct it extends; tests/abi static_asserts all of them.
+ *  constant for each struct it extends (FERRUM_<NAME>_ARGS_SIZE is this header's size);
+ *  tests/abi static_asserts all of them. The registry (abi/registry/ops.txt) marks what a
+ *  minor added with since=1.<minor>, and each appended field's default; abigen generates
+ *  ferrum_<op>_args_<field>(args), which reads such a field from a struct of any caller and
+ *  gives the default when the caller's struct_size ends before it.
  *
  *  Any 1.x plugin loads in any 1.y host:
  *    - the host reads only what the plugin's struct_size covers and treats the rest as
  *      absent (a missing slot == a NULL slot == "not implemented");
  *    - the plugin ignores host fields beyond what it knows;
- *    - a receiver of an args struct accepts any struct_size >= the 1.0 size and gives
- *      missing trailing fields (added in later minors) their documented defaults; a
- *      smaller struct_size is FERRUM_STATUS_INVALID_ARGUMENT.
+ *    - a receiver of an args struct accepts any struct_size >= the 1.0 size (the size of
+ *      the op's first minor, for an op added later) and gives missing trailing fields
+ *      (added in later minors) their documented defaults; a smaller struct_size is
+ *      FERRUM_STATUS_INVALID_ARGUMENT;
+ *    - a caller never relies on a field or slot newer than the receiver's minor: the C++
+ *      facade refuses (UNSUPPORTED) an op newer than the plugin's abi_minor and a newer
+ *      field set to a non-default value, and passes the plugin's struct_size otherwise.
  *
  *  Rules for every type here: plain C99, only <stdint.h>/<stddef.h>; fixed-width
  *  integers only (enums are stored as int32_t, flags as uint32_t); no bool, bitfields,
@@ -45,7 +53,7 @@
 #include <stdint.h>
 
 #define FERRUM_ABI_VERSION_MAJOR 1
-#define FERRUM_ABI_VERSION_MINOR 0
+#define FERRUM_ABI_VERSION_MINOR 1
 
 #ifdef __cplusplus
 extern "C" {
@@ -106,6 +114,16 @@ typedef int32_t ferrum_dtype;
 #define FERRUM_QK_MODE_NORM_NEOX 1
 #define FERRUM_QK_MODE_NEOX 2
 #define FERRUM_QK_MODE_GPTJ 3
+
+/* Attributes of query_attribute (since ABI 1.1): each answers one capability question through
+ * one slot; the 1.0 supports_* slots keep answering the same questions. A value unknown to the
+ * plugin (a later minor's attribute) answers FERRUM_STATUS_UNSUPPORTED; 0 is invalid. */
+#define FERRUM_ATTRIBUTE_DEVICE_ORDINAL_SCOPE 1        /* supports_device_ordinal_scope */
+#define FERRUM_ATTRIBUTE_LLAMA_FAMILY_BATCHED_DECODE 2 /* supports_llama_family_batched_decode */
+#define FERRUM_ATTRIBUTE_PAGED_KV 3                    /* supports_paged_kv */
+#define FERRUM_ATTRIBUTE_VARLEN_QKV 4                  /* supports_varlen_qkv */
+#define FERRUM_ATTRIBUTE_VLLM_PAGED_ATTN 5             /* supports_vllm_paged_attn */
+#define FERRUM_ATTRIBUTE_COUNT_V1_1 5
 
 /* Limits fixed by the spec. */
 #define FERRUM_MAX_LAYERS_FOR_GRAPH 64

@@ -129,7 +129,10 @@ extern "C" {
 #define FERRUM_OP_MOE_COMBINE 100
 #define FERRUM_OP_WEIGHTED_SUM_BATCHED 101
 #define FERRUM_OP_MLA_ATTENTION 102
+#define FERRUM_OP_QUERY_ATTRIBUTE 103 /* since 1.1 */
 #define FERRUM_OP_COUNT_V1_0 102
+#define FERRUM_OP_COUNT_V1_1 103
+#define FERRUM_OP_COUNT 103 /* this header's minor */
 
 /* ---- X-macro over every op: X(id, name, family) ---------------------------------- */
 #define FERRUM_OP_LIST(X) \
@@ -234,7 +237,8 @@ extern "C" {
   X(99, fused_moe, moe) \
   X(100, moe_combine, moe) \
   X(101, weighted_sum_batched, moe) \
-  X(102, mla_attention, mla)
+  X(102, mla_attention, mla) \
+  X(103, query_attribute, context)
 
 /* ---- per family, its slots in table order: FERRUM_<FAMILY>_SLOTS(X) calls X(op) once per
  * slot. A plugin that names its slot functions after the ops fills a table with
@@ -259,7 +263,8 @@ extern "C" {
   X(new_context) X(context_destroy) X(context_info) X(sync) \
   X(sync_before_host_readback) X(activation_elem_size_bytes) X(supports_device_ordinal_scope) X(supports_llama_family_batched_decode) \
   X(supports_paged_kv) X(supports_varlen_qkv) X(supports_vllm_paged_attn) X(make_timer) \
-  X(timer_release) X(record_start) X(record_end) X(elapsed_ms)
+  X(timer_release) X(record_start) X(record_end) X(elapsed_ms) \
+  X(query_attribute)
 #define FERRUM_GRAPH_SLOTS(X) \
   X(begin_graph_capture) X(end_graph_capture) X(replay_graph) X(reset_graph) \
   X(reset_all_graphs) X(graph_capture_in_flight) X(set_decode_state) X(set_dev_state_mode)
@@ -325,6 +330,7 @@ typedef struct ferrum_memory_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_memory_table;
 #define FERRUM_MEMORY_TABLE_SIZE_V1_0 112
+#define FERRUM_MEMORY_TABLE_SIZE 112
 
 /* Context, capability flags and timer (docs/spec.md §2, §9) */
 typedef struct ferrum_context_table {
@@ -346,8 +352,12 @@ typedef struct ferrum_context_table {
   ferrum_status (*record_end)(ferrum_context* ctx, const ferrum_record_end_args* args);
   ferrum_status (*elapsed_ms)(ferrum_context* ctx, const ferrum_elapsed_ms_args* args);
   /* ---- appended in later minors only, below this line ---- */
+  /* since ABI 1.1: a table of an older plugin ends before these */
+  ferrum_status (*query_attribute)(ferrum_context* ctx, const ferrum_query_attribute_args* args);
 } ferrum_context_table;
 #define FERRUM_CONTEXT_TABLE_SIZE_V1_0 136
+#define FERRUM_CONTEXT_TABLE_SIZE_V1_1 144
+#define FERRUM_CONTEXT_TABLE_SIZE 144
 
 /* Graph capture and replay (docs/spec.md §8) */
 typedef struct ferrum_graph_table {
@@ -363,6 +373,7 @@ typedef struct ferrum_graph_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_graph_table;
 #define FERRUM_GRAPH_TABLE_SIZE_V1_0 72
+#define FERRUM_GRAPH_TABLE_SIZE 72
 
 /* Dense ops and the QK-norm/RoPE family (docs/spec.md §3, §4) */
 typedef struct ferrum_dense_table {
@@ -390,6 +401,7 @@ typedef struct ferrum_dense_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_dense_table;
 #define FERRUM_DENSE_TABLE_SIZE_V1_0 168
+#define FERRUM_DENSE_TABLE_SIZE 168
 
 /* Contiguous KV and attention, batched per-cache decode (docs/spec.md §5) */
 typedef struct ferrum_attention_table {
@@ -402,6 +414,7 @@ typedef struct ferrum_attention_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_attention_table;
 #define FERRUM_ATTENTION_TABLE_SIZE_V1_0 48
+#define FERRUM_ATTENTION_TABLE_SIZE 48
 
 /* Paged KV writers and attention (docs/spec.md §6) */
 typedef struct ferrum_paged_kv_table {
@@ -421,6 +434,7 @@ typedef struct ferrum_paged_kv_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_paged_kv_table;
 #define FERRUM_PAGED_KV_TABLE_SIZE_V1_0 104
+#define FERRUM_PAGED_KV_TABLE_SIZE 104
 
 /* Quantised KV: int8 and fp8 (docs/spec.md §7) */
 typedef struct ferrum_quant_kv_table {
@@ -434,6 +448,7 @@ typedef struct ferrum_quant_kv_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_quant_kv_table;
 #define FERRUM_QUANT_KV_TABLE_SIZE_V1_0 56
+#define FERRUM_QUANT_KV_TABLE_SIZE 56
 
 /* Quantised matmul: GGUF and GPTQ int4 (docs/spec.md §11, §12) */
 typedef struct ferrum_quant_matmul_table {
@@ -448,6 +463,7 @@ typedef struct ferrum_quant_matmul_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_quant_matmul_table;
 #define FERRUM_QUANT_MATMUL_TABLE_SIZE_V1_0 64
+#define FERRUM_QUANT_MATMUL_TABLE_SIZE 64
 
 /* Mixture of experts (docs/spec.md §13) */
 typedef struct ferrum_moe_table {
@@ -461,6 +477,7 @@ typedef struct ferrum_moe_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_moe_table;
 #define FERRUM_MOE_TABLE_SIZE_V1_0 56
+#define FERRUM_MOE_TABLE_SIZE 56
 
 /* Multi-head latent attention (docs/spec.md §14) */
 typedef struct ferrum_mla_table {
@@ -469,6 +486,7 @@ typedef struct ferrum_mla_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_mla_table;
 #define FERRUM_MLA_TABLE_SIZE_V1_0 16
+#define FERRUM_MLA_TABLE_SIZE 16
 
 /* Collectives (docs/spec.md §10) */
 typedef struct ferrum_collective_table {
@@ -484,6 +502,7 @@ typedef struct ferrum_collective_table {
   /* ---- appended in later minors only, below this line ---- */
 } ferrum_collective_table;
 #define FERRUM_COLLECTIVE_TABLE_SIZE_V1_0 72
+#define FERRUM_COLLECTIVE_TABLE_SIZE 72
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -33,6 +33,7 @@ struct ReadTyped {
   Dtype dtype = Dtype::invalid;
   uint64_t len = 0;
   void* data = nullptr;
+  uint64_t src_offset = 0;
 };
 
 struct CopySlice {

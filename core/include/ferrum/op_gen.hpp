@@ -109,8 +109,9 @@ enum class Op : int32_t {
   moe_combine = 100,
   weighted_sum_batched = 101,
   mla_attention = 102,
+  query_attribute = 103,
 };
 
-inline constexpr int32_t kOpCount = 102;
+inline constexpr int32_t kOpCount = 103;
 
 }  // namespace ferrum

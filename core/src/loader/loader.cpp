@@ -108,34 +108,39 @@ std::string first_names(const std::vector<std::string>& names) {
   return out;
 }
 
-// Each op family's sub-table: where the API table points to it and how large ABI 1.0 made it.
-// A newer host adds a column per minor; a plugin declaring minor m must fill at least the
-// sizes of min(m, host minor).
+// Each op family's sub-table: where the API table points to it and whether every plugin needs it.
+// A plugin declaring minor m must fill at least the size min(m, host minor) gives its family
+// (family_size_for: the slots of the registry's ops of that family and minor).
 struct FamilyTable {
   const char* name;
   size_t offset;
-  uint64_t size_v1_0;
   bool required;  // every plugin needs it: no buffers or no context means nothing can run
 };
 constexpr FamilyTable kFamilies[] = {
-    {"memory", offsetof(ferrum_plugin_api, memory), FERRUM_MEMORY_TABLE_SIZE_V1_0, true},
-    {"context", offsetof(ferrum_plugin_api, context), FERRUM_CONTEXT_TABLE_SIZE_V1_0, true},
-    {"graph", offsetof(ferrum_plugin_api, graph), FERRUM_GRAPH_TABLE_SIZE_V1_0, false},
-    {"dense", offsetof(ferrum_plugin_api, dense), FERRUM_DENSE_TABLE_SIZE_V1_0, false},
-    {"attention", offsetof(ferrum_plugin_api, attention), FERRUM_ATTENTION_TABLE_SIZE_V1_0, false},
-    {"paged_kv", offsetof(ferrum_plugin_api, paged_kv), FERRUM_PAGED_KV_TABLE_SIZE_V1_0, false},
-    {"quant_kv", offsetof(ferrum_plugin_api, quant_kv), FERRUM_QUANT_KV_TABLE_SIZE_V1_0, false},
-    {"quant_matmul", offsetof(ferrum_plugin_api, quant_matmul),
-     FERRUM_QUANT_MATMUL_TABLE_SIZE_V1_0, false},
-    {"moe", offsetof(ferrum_plugin_api, moe), FERRUM_MOE_TABLE_SIZE_V1_0, false},
-    {"mla", offsetof(ferrum_plugin_api, mla), FERRUM_MLA_TABLE_SIZE_V1_0, false},
-    {"collective", offsetof(ferrum_plugin_api, collective), FERRUM_COLLECTIVE_TABLE_SIZE_V1_0,
-     false},
+    {"memory", offsetof(ferrum_plugin_api, memory), true},
+    {"context", offsetof(ferrum_plugin_api, context), true},
+    {"graph", offsetof(ferrum_plugin_api, graph), false},
+    {"dense", offsetof(ferrum_plugin_api, dense), false},
+    {"attention", offsetof(ferrum_plugin_api, attention), false},
+    {"paged_kv", offsetof(ferrum_plugin_api, paged_kv), false},
+    {"quant_kv", offsetof(ferrum_plugin_api, quant_kv), false},
+    {"quant_matmul", offsetof(ferrum_plugin_api, quant_matmul), false},
+    {"moe", offsetof(ferrum_plugin_api, moe), false},
+    {"mla", offsetof(ferrum_plugin_api, mla), false},
+    {"collective", offsetof(ferrum_plugin_api, collective), false},
 };
-static_assert(FERRUM_ABI_VERSION_MINOR == 0,
-              "a new minor: add its table sizes to kFamilies and api_size_for()");
 
-// The API table size the plugin's declared minor requires (the host's own for newer minors).
+// The size of family `name`'s table at ABI 1.<minor> (the host's own for newer minors).
+uint64_t family_size_for(std::string_view name, uint32_t minor) {
+  minor = std::min<uint32_t>(minor, FERRUM_ABI_VERSION_MINOR);
+  uint64_t slots = 0;
+  for (const common::OpInfo& op : common::kOps)
+    if (op.family == name && op.since_minor <= minor) ++slots;
+  return sizeof(uint64_t) + slots * sizeof(void*);  // arith-ok: at most kOpCount slots
+}
+
+// The API table size the plugin's declared minor requires (the host's own for newer minors):
+// no minor so far has appended to ferrum_plugin_api itself.
 uint64_t api_size_for(uint32_t /*minor*/) { return FERRUM_PLUGIN_API_SIZE_V1_0; }
 
 // "" when a table of the host's major is complete for its declared minor: the API table and
@@ -158,10 +163,10 @@ std::string table_problem(const ferrum_plugin_api* api) {
     }
     uint64_t size = 0;
     std::memcpy(&size, table, sizeof size);
-    if (size < f.size_v1_0)
+    const uint64_t need = family_size_for(f.name, api->abi_minor);
+    if (size < need)
       return std::string(f.name) + " table struct_size " + std::to_string(size) +
-             " is smaller than " + version + " requires (" + std::to_string(f.size_v1_0) +
-             " bytes)";
+             " is smaller than " + version + " requires (" + std::to_string(need) + " bytes)";
   }
   if (!api->context->new_context)
     return "context family has no new_context: every plugin must provide it";

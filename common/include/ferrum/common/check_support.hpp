@@ -69,12 +69,14 @@ class Checker {
   ferrum_status status() const { return err_.status; }
   int32_t act_dtype() const { return act_; }
 
+  // min_size: the struct's size at `since`, the minor that added the op (any larger struct_size
+  // is accepted: its fields of later minors are read through the generated accessors).
   template <class Args>
-  bool header(const Args* a, uint64_t min_size) {
+  bool header(const Args* a, uint64_t min_size, const char* since = "1.0") {
     if (!a) return fail("args is NULL");
     if (a->struct_size < min_size)
       return fail("struct_size: expected at least " + std::to_string(min_size) +
-                  " (the ABI 1.0 size), given " + std::to_string(a->struct_size));
+                  " (the ABI " + since + " size), given " + std::to_string(a->struct_size));
     return true;
   }
 

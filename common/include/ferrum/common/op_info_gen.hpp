@@ -20,117 +20,119 @@ struct OpInfo {
   bool cpu_required;           // docs/spec.md §15 'req' for the CPU plugin
   bool cuda_required;
   bool takes_context;          // false for [no ctx] ops
-  uint64_t args_size_v1_0;
+  uint64_t args_size_v1_0;      // the smallest struct_size accepted: the size at the op's first minor
+  uint32_t since_minor;         // the minor (1.<since_minor>) that added the op and its slot
   size_t table_offset;         // offset of the family table pointer in ferrum_plugin_api
   size_t slot_offset;          // offset of the slot in its family table
   bool capturable() const { return flags.find('G') != std::string_view::npos; }
 };
 
-inline constexpr int32_t kOpCount = 102;
+inline constexpr int32_t kOpCount = 103;
 
 inline constexpr OpInfo kOps[kOpCount] = {
-    {1, "alloc", "memory", "S", "—", NullSlot::required, true, true, true, 24, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, alloc)},
-    {2, "alloc_typed", "memory", "S", "E", NullSlot::required, true, true, true, 32, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, alloc_typed)},
-    {3, "from_slice", "memory", "SH", "E", NullSlot::required, true, true, true, 32, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, from_slice)},
-    {4, "from_slice_typed", "memory", "SH", "E", NullSlot::required, true, true, true, 40, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, from_slice_typed)},
-    {5, "from_weight_bytes", "memory", "SH", "E", NullSlot::facade, true, true, true, 40, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, from_weight_bytes)},
-    {6, "write_typed", "memory", "AH", "E", NullSlot::required, true, true, true, 40, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, write_typed)},
-    {7, "read_typed", "memory", "SH", "E", NullSlot::required, true, true, true, 40, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, read_typed)},
-    {8, "to_vec", "memory", "SH", "E", NullSlot::required, true, true, true, 32, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, to_vec)},
-    {9, "write_f32_to_activation", "memory", "AH", "E", NullSlot::facade, true, true, true, 32, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, write_f32_to_activation)},
-    {10, "zero_buffer", "memory", "AG", "E", NullSlot::unsupported, true, true, true, 24, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, zero_buffer)},
-    {11, "copy_slice", "memory", "AG", "E", NullSlot::required, true, true, true, 48, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, copy_slice)},
-    {12, "buffer_info", "memory", "", "—", NullSlot::unsupported, true, true, false, 32, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, buffer_info)},
-    {13, "buffer_release", "memory", "", "—", NullSlot::unsupported, true, true, false, 16, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, buffer_release)},
-    {14, "new_context", "context", "S", "—", NullSlot::required, true, true, false, 32, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, new_context)},
-    {15, "context_destroy", "context", "", "—", NullSlot::unsupported, true, true, false, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, context_destroy)},
-    {16, "context_info", "context", "G", "E", NullSlot::unsupported, true, true, true, 40, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, context_info)},
-    {17, "sync", "context", "S", "—", NullSlot::required, true, true, true, 8, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, sync)},
-    {18, "sync_before_host_readback", "context", "", "—", NullSlot::facade, true, true, true, 8, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, sync_before_host_readback)},
-    {19, "activation_elem_size_bytes", "context", "G", "E", NullSlot::facade, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, activation_elem_size_bytes)},
-    {20, "supports_device_ordinal_scope", "context", "", "E", NullSlot::facade, true, true, false, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_device_ordinal_scope)},
-    {21, "supports_llama_family_batched_decode", "context", "G", "E", NullSlot::facade, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_llama_family_batched_decode)},
-    {22, "supports_paged_kv", "context", "G", "E", NullSlot::facade, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_paged_kv)},
-    {23, "supports_varlen_qkv", "context", "G", "E", NullSlot::facade, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_varlen_qkv)},
-    {24, "supports_vllm_paged_attn", "context", "G", "E", NullSlot::facade, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_vllm_paged_attn)},
-    {25, "gemm", "dense", "AG", "F", NullSlot::required, true, true, true, 56, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, gemm)},
-    {26, "rms_norm", "dense", "AG", "F", NullSlot::required, true, true, true, 56, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, rms_norm)},
-    {27, "fused_add_rms_norm", "dense", "AG", "F", NullSlot::required, true, true, true, 64, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, fused_add_rms_norm)},
-    {28, "layer_norm", "dense", "AG", "F", NullSlot::required, true, true, true, 64, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, layer_norm)},
-    {29, "gelu", "dense", "AG", "F", NullSlot::required, true, true, true, 32, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, gelu)},
-    {30, "add_inplace", "dense", "AG", "F", NullSlot::required, true, true, true, 32, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, add_inplace)},
-    {31, "scaled_add_inplace", "dense", "AG", "F", NullSlot::facade, true, true, true, 40, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, scaled_add_inplace)},
-    {32, "add_bias", "dense", "AG", "F", NullSlot::required, true, true, true, 40, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, add_bias)},
-    {33, "split_qkv", "dense", "AG", "E", NullSlot::required, true, true, true, 64, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, split_qkv)},
-    {34, "fused_silu_mul_split", "dense", "AG", "F", NullSlot::required, true, true, true, 40, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, fused_silu_mul_split)},
-    {35, "fused_silu_mul_split_strided", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 56, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, fused_silu_mul_split_strided)},
-    {36, "embedding_lookup", "dense", "AH", "E", NullSlot::required, true, true, true, 48, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, embedding_lookup)},
-    {37, "embedding_lookup_dev", "dense", "AG", "E", NullSlot::facade, true, true, true, 48, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, embedding_lookup_dev)},
-    {38, "transpose_head_to_token", "dense", "AG", "E", NullSlot::required, true, true, true, 48, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, transpose_head_to_token)},
-    {39, "transpose_token_to_head", "dense", "AG", "E", NullSlot::unsupported, true, true, true, 48, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, transpose_token_to_head)},
-    {40, "argmax_rows_f16", "dense", "SH", "E", NullSlot::facade, true, true, true, 40, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, argmax_rows_f16)},
-    {41, "qk_norm_rope", "dense", "AG", "F", NullSlot::required, true, true, true, 88, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, qk_norm_rope)},
-    {42, "qk_norm_rope_batched_per_item", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 88, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, qk_norm_rope_batched_per_item)},
-    {43, "split_qkv_norm_rope", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 120, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, split_qkv_norm_rope)},
-    {44, "split_qkv_norm_rope_into_cache", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 136, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, split_qkv_norm_rope_into_cache)},
-    {45, "kv_cache_append_head_major", "attention", "AG", "E", NullSlot::required, true, true, true, 80, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, kv_cache_append_head_major)},
-    {46, "flash_attention", "attention", "AG", "F", NullSlot::required, true, true, true, 120, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, flash_attention)},
-    {47, "populate_batched_pointers", "attention", "SH", "—", NullSlot::unsupported, true, true, true, 40, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, populate_batched_pointers)},
-    {48, "kv_cache_append_batched_per_cache", "attention", "AGH", "E", NullSlot::unsupported, true, true, true, 72, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, kv_cache_append_batched_per_cache)},
-    {49, "flash_attention_batched_per_cache", "attention", "AGH", "F", NullSlot::unsupported, true, true, true, 120, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, flash_attention_batched_per_cache)},
-    {50, "split_qkv_norm_rope_into_paged_cache", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 168, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache)},
-    {51, "split_qkv_norm_rope_into_paged_cache_varlen", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 160, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache_varlen)},
-    {52, "split_qkv_norm_rope_into_paged_cache_vllm", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 168, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache_vllm)},
-    {53, "split_qkv_norm_rope_into_paged_cache_varlen_vllm", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 160, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache_varlen_vllm)},
-    {54, "paged_decode_attention", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_decode_attention)},
-    {55, "paged_batched_decode_attention", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_batched_decode_attention)},
-    {56, "paged_varlen_attention", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 144, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention)},
-    {57, "paged_varlen_attention_fa2_ffi", "paged_kv", "AG", "F (out), L (lse)", NullSlot::unsupported, true, true, true, 160, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_fa2_ffi)},
-    {58, "paged_decode_attention_v2", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_decode_attention_v2)},
-    {59, "paged_varlen_attention_vllm_layout", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_vllm_layout)},
-    {60, "paged_varlen_attention_vllm", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 144, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_vllm)},
-    {61, "paged_varlen_attention_vllm_tiled_q4", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 168, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_vllm_tiled_q4)},
-    {62, "alloc_paged_int8_layer", "quant_kv", "S", "E", NullSlot::unsupported, true, true, true, 48, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, alloc_paged_int8_layer)},
-    {63, "int8_kv_append_paged", "quant_kv", "AH", "Q", NullSlot::unsupported, true, true, true, 112, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, int8_kv_append_paged)},
-    {64, "int8_paged_decode_attention", "quant_kv", "AG", "Q", NullSlot::unsupported, true, true, true, 120, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, int8_paged_decode_attention)},
-    {65, "alloc_paged_fp8_layer", "quant_kv", "S", "E", NullSlot::unsupported, true, true, true, 48, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, alloc_paged_fp8_layer)},
-    {66, "fp8_kv_append_paged", "quant_kv", "AH", "Q", NullSlot::unsupported, true, true, true, 112, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, fp8_kv_append_paged)},
-    {67, "fp8_paged_decode_attention", "quant_kv", "AG", "Q", NullSlot::unsupported, true, true, true, 120, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, fp8_paged_decode_attention)},
-    {68, "begin_graph_capture", "graph", "", "—", NullSlot::facade, false, true, true, 8, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, begin_graph_capture)},
-    {69, "end_graph_capture", "graph", "G", "—", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, end_graph_capture)},
-    {70, "replay_graph", "graph", "A", "—", NullSlot::facade, false, true, true, 24, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, replay_graph)},
-    {71, "reset_graph", "graph", "", "—", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, reset_graph)},
-    {72, "reset_all_graphs", "graph", "", "—", NullSlot::facade, false, true, true, 8, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, reset_all_graphs)},
-    {73, "graph_capture_in_flight", "graph", "G", "—", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, graph_capture_in_flight)},
-    {74, "set_decode_state", "graph", "A", "E", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, set_decode_state)},
-    {75, "set_dev_state_mode", "graph", "G", "—", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, set_dev_state_mode)},
-    {76, "make_timer", "context", "S", "—", NullSlot::required, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, make_timer)},
-    {77, "timer_release", "context", "", "—", NullSlot::unsupported, true, true, false, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, timer_release)},
-    {78, "record_start", "context", "A", "—", NullSlot::required, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, record_start)},
-    {79, "record_end", "context", "A", "—", NullSlot::required, true, true, true, 16, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, record_end)},
-    {80, "elapsed_ms", "context", "S", "—", NullSlot::required, true, true, true, 24, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, elapsed_ms)},
-    {81, "comm_unique_id", "collective", "SH", "—", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, comm_unique_id)},
-    {82, "comm_init", "collective", "SH", "—", NullSlot::facade, false, true, true, 24, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, comm_init)},
-    {83, "comm_destroy", "collective", "S", "—", NullSlot::facade, false, true, true, 8, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, comm_destroy)},
-    {84, "world_size", "collective", "G", "E", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, world_size)},
-    {85, "rank", "collective", "G", "E", NullSlot::facade, false, true, true, 16, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, rank)},
-    {86, "all_reduce", "collective", "AG", "F", NullSlot::facade, false, true, true, 32, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, all_reduce)},
-    {87, "all_gather", "collective", "AG", "E", NullSlot::facade, false, true, true, 32, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, all_gather)},
-    {88, "broadcast", "collective", "AG", "E", NullSlot::facade, false, true, true, 32, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, broadcast)},
-    {89, "load_quant", "quant_matmul", "SH", "E", NullSlot::unsupported, true, true, true, 56, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, load_quant)},
-    {90, "gguf_matmul", "quant_matmul", "AG", "F", NullSlot::unsupported, true, true, true, 40, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, gguf_matmul)},
-    {91, "gguf_dequantize", "quant_matmul", "AG", "E", NullSlot::unsupported, true, true, true, 24, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, gguf_dequantize)},
-    {92, "qweight_release", "quant_matmul", "", "—", NullSlot::unsupported, true, true, false, 16, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, qweight_release)},
-    {93, "load_gptq", "quant_matmul", "SH", "E", NullSlot::unsupported, true, true, true, 88, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, load_gptq)},
-    {94, "load_gptq_stacked", "quant_matmul", "SH", "E", NullSlot::unsupported, true, true, true, 96, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, load_gptq_stacked)},
-    {95, "marlin_gemm", "quant_matmul", "AG", "F", NullSlot::unsupported, true, true, true, 40, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, marlin_gemm)},
-    {96, "route_topk_softmax", "moe", "AG", "R", NullSlot::unsupported, true, true, true, 64, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, route_topk_softmax)},
-    {97, "moe_align_block_size", "moe", "AG", "E", NullSlot::unsupported, true, true, true, 64, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, moe_align_block_size)},
-    {98, "moe_gemm", "moe", "AG", "F", NullSlot::unsupported, true, true, true, 120, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, moe_gemm)},
-    {99, "fused_moe", "moe", "AG", "F", NullSlot::unsupported, true, true, true, 136, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, fused_moe)},
-    {100, "moe_combine", "moe", "AG", "F", NullSlot::facade, true, true, true, 72, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, moe_combine)},
-    {101, "weighted_sum_batched", "moe", "AG", "F", NullSlot::unsupported, true, true, true, 56, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, weighted_sum_batched)},
-    {102, "mla_attention", "mla", "AG", "F", NullSlot::unsupported, true, true, true, 136, offsetof(ferrum_plugin_api, mla), offsetof(ferrum_mla_table, mla_attention)},
+    {1, "alloc", "memory", "S", "—", NullSlot::required, true, true, true, 24, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, alloc)},
+    {2, "alloc_typed", "memory", "S", "E", NullSlot::required, true, true, true, 32, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, alloc_typed)},
+    {3, "from_slice", "memory", "SH", "E", NullSlot::required, true, true, true, 32, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, from_slice)},
+    {4, "from_slice_typed", "memory", "SH", "E", NullSlot::required, true, true, true, 40, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, from_slice_typed)},
+    {5, "from_weight_bytes", "memory", "SH", "E", NullSlot::facade, true, true, true, 40, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, from_weight_bytes)},
+    {6, "write_typed", "memory", "AH", "E", NullSlot::required, true, true, true, 40, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, write_typed)},
+    {7, "read_typed", "memory", "SH", "E", NullSlot::required, true, true, true, 40, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, read_typed)},
+    {8, "to_vec", "memory", "SH", "E", NullSlot::required, true, true, true, 32, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, to_vec)},
+    {9, "write_f32_to_activation", "memory", "AH", "E", NullSlot::facade, true, true, true, 32, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, write_f32_to_activation)},
+    {10, "zero_buffer", "memory", "AG", "E", NullSlot::unsupported, true, true, true, 24, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, zero_buffer)},
+    {11, "copy_slice", "memory", "AG", "E", NullSlot::required, true, true, true, 48, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, copy_slice)},
+    {12, "buffer_info", "memory", "", "—", NullSlot::unsupported, true, true, false, 32, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, buffer_info)},
+    {13, "buffer_release", "memory", "", "—", NullSlot::unsupported, true, true, false, 16, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, buffer_release)},
+    {14, "new_context", "context", "S", "—", NullSlot::required, true, true, false, 32, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, new_context)},
+    {15, "context_destroy", "context", "", "—", NullSlot::unsupported, true, true, false, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, context_destroy)},
+    {16, "context_info", "context", "G", "E", NullSlot::unsupported, true, true, true, 40, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, context_info)},
+    {17, "sync", "context", "S", "—", NullSlot::required, true, true, true, 8, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, sync)},
+    {18, "sync_before_host_readback", "context", "", "—", NullSlot::facade, true, true, true, 8, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, sync_before_host_readback)},
+    {19, "activation_elem_size_bytes", "context", "G", "E", NullSlot::facade, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, activation_elem_size_bytes)},
+    {20, "supports_device_ordinal_scope", "context", "", "E", NullSlot::facade, true, true, false, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_device_ordinal_scope)},
+    {21, "supports_llama_family_batched_decode", "context", "G", "E", NullSlot::facade, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_llama_family_batched_decode)},
+    {22, "supports_paged_kv", "context", "G", "E", NullSlot::facade, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_paged_kv)},
+    {23, "supports_varlen_qkv", "context", "G", "E", NullSlot::facade, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_varlen_qkv)},
+    {24, "supports_vllm_paged_attn", "context", "G", "E", NullSlot::facade, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, supports_vllm_paged_attn)},
+    {25, "gemm", "dense", "AG", "F", NullSlot::required, true, true, true, 56, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, gemm)},
+    {26, "rms_norm", "dense", "AG", "F", NullSlot::required, true, true, true, 56, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, rms_norm)},
+    {27, "fused_add_rms_norm", "dense", "AG", "F", NullSlot::required, true, true, true, 64, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, fused_add_rms_norm)},
+    {28, "layer_norm", "dense", "AG", "F", NullSlot::required, true, true, true, 64, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, layer_norm)},
+    {29, "gelu", "dense", "AG", "F", NullSlot::required, true, true, true, 32, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, gelu)},
+    {30, "add_inplace", "dense", "AG", "F", NullSlot::required, true, true, true, 32, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, add_inplace)},
+    {31, "scaled_add_inplace", "dense", "AG", "F", NullSlot::facade, true, true, true, 40, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, scaled_add_inplace)},
+    {32, "add_bias", "dense", "AG", "F", NullSlot::required, true, true, true, 40, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, add_bias)},
+    {33, "split_qkv", "dense", "AG", "E", NullSlot::required, true, true, true, 64, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, split_qkv)},
+    {34, "fused_silu_mul_split", "dense", "AG", "F", NullSlot::required, true, true, true, 40, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, fused_silu_mul_split)},
+    {35, "fused_silu_mul_split_strided", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 56, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, fused_silu_mul_split_strided)},
+    {36, "embedding_lookup", "dense", "AH", "E", NullSlot::required, true, true, true, 48, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, embedding_lookup)},
+    {37, "embedding_lookup_dev", "dense", "AG", "E", NullSlot::facade, true, true, true, 48, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, embedding_lookup_dev)},
+    {38, "transpose_head_to_token", "dense", "AG", "E", NullSlot::required, true, true, true, 48, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, transpose_head_to_token)},
+    {39, "transpose_token_to_head", "dense", "AG", "E", NullSlot::unsupported, true, true, true, 48, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, transpose_token_to_head)},
+    {40, "argmax_rows_f16", "dense", "SH", "E", NullSlot::facade, true, true, true, 40, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, argmax_rows_f16)},
+    {41, "qk_norm_rope", "dense", "AG", "F", NullSlot::required, true, true, true, 88, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, qk_norm_rope)},
+    {42, "qk_norm_rope_batched_per_item", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 88, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, qk_norm_rope_batched_per_item)},
+    {43, "split_qkv_norm_rope", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 120, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, split_qkv_norm_rope)},
+    {44, "split_qkv_norm_rope_into_cache", "dense", "AG", "F", NullSlot::unsupported, true, true, true, 136, 0, offsetof(ferrum_plugin_api, dense), offsetof(ferrum_dense_table, split_qkv_norm_rope_into_cache)},
+    {45, "kv_cache_append_head_major", "attention", "AG", "E", NullSlot::required, true, true, true, 80, 0, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, kv_cache_append_head_major)},
+    {46, "flash_attention", "attention", "AG", "F", NullSlot::required, true, true, true, 120, 0, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, flash_attention)},
+    {47, "populate_batched_pointers", "attention", "SH", "—", NullSlot::unsupported, true, true, true, 40, 0, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, populate_batched_pointers)},
+    {48, "kv_cache_append_batched_per_cache", "attention", "AGH", "E", NullSlot::unsupported, true, true, true, 72, 0, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, kv_cache_append_batched_per_cache)},
+    {49, "flash_attention_batched_per_cache", "attention", "AGH", "F", NullSlot::unsupported, true, true, true, 120, 0, offsetof(ferrum_plugin_api, attention), offsetof(ferrum_attention_table, flash_attention_batched_per_cache)},
+    {50, "split_qkv_norm_rope_into_paged_cache", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 168, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache)},
+    {51, "split_qkv_norm_rope_into_paged_cache_varlen", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 160, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache_varlen)},
+    {52, "split_qkv_norm_rope_into_paged_cache_vllm", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 168, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache_vllm)},
+    {53, "split_qkv_norm_rope_into_paged_cache_varlen_vllm", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 160, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, split_qkv_norm_rope_into_paged_cache_varlen_vllm)},
+    {54, "paged_decode_attention", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_decode_attention)},
+    {55, "paged_batched_decode_attention", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_batched_decode_attention)},
+    {56, "paged_varlen_attention", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 144, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention)},
+    {57, "paged_varlen_attention_fa2_ffi", "paged_kv", "AG", "F (out), L (lse)", NullSlot::unsupported, true, true, true, 160, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_fa2_ffi)},
+    {58, "paged_decode_attention_v2", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_decode_attention_v2)},
+    {59, "paged_varlen_attention_vllm_layout", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 128, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_vllm_layout)},
+    {60, "paged_varlen_attention_vllm", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 144, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_vllm)},
+    {61, "paged_varlen_attention_vllm_tiled_q4", "paged_kv", "AG", "F", NullSlot::unsupported, true, true, true, 168, 0, offsetof(ferrum_plugin_api, paged_kv), offsetof(ferrum_paged_kv_table, paged_varlen_attention_vllm_tiled_q4)},
+    {62, "alloc_paged_int8_layer", "quant_kv", "S", "E", NullSlot::unsupported, true, true, true, 48, 0, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, alloc_paged_int8_layer)},
+    {63, "int8_kv_append_paged", "quant_kv", "AH", "Q", NullSlot::unsupported, true, true, true, 112, 0, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, int8_kv_append_paged)},
+    {64, "int8_paged_decode_attention", "quant_kv", "AG", "Q", NullSlot::unsupported, true, true, true, 120, 0, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, int8_paged_decode_attention)},
+    {65, "alloc_paged_fp8_layer", "quant_kv", "S", "E", NullSlot::unsupported, true, true, true, 48, 0, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, alloc_paged_fp8_layer)},
+    {66, "fp8_kv_append_paged", "quant_kv", "AH", "Q", NullSlot::unsupported, true, true, true, 112, 0, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, fp8_kv_append_paged)},
+    {67, "fp8_paged_decode_attention", "quant_kv", "AG", "Q", NullSlot::unsupported, true, true, true, 120, 0, offsetof(ferrum_plugin_api, quant_kv), offsetof(ferrum_quant_kv_table, fp8_paged_decode_attention)},
+    {68, "begin_graph_capture", "graph", "", "—", NullSlot::facade, false, true, true, 8, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, begin_graph_capture)},
+    {69, "end_graph_capture", "graph", "G", "—", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, end_graph_capture)},
+    {70, "replay_graph", "graph", "A", "—", NullSlot::facade, false, true, true, 24, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, replay_graph)},
+    {71, "reset_graph", "graph", "", "—", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, reset_graph)},
+    {72, "reset_all_graphs", "graph", "", "—", NullSlot::facade, false, true, true, 8, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, reset_all_graphs)},
+    {73, "graph_capture_in_flight", "graph", "G", "—", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, graph_capture_in_flight)},
+    {74, "set_decode_state", "graph", "A", "E", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, set_decode_state)},
+    {75, "set_dev_state_mode", "graph", "G", "—", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, graph), offsetof(ferrum_graph_table, set_dev_state_mode)},
+    {76, "make_timer", "context", "S", "—", NullSlot::required, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, make_timer)},
+    {77, "timer_release", "context", "", "—", NullSlot::unsupported, true, true, false, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, timer_release)},
+    {78, "record_start", "context", "A", "—", NullSlot::required, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, record_start)},
+    {79, "record_end", "context", "A", "—", NullSlot::required, true, true, true, 16, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, record_end)},
+    {80, "elapsed_ms", "context", "S", "—", NullSlot::required, true, true, true, 24, 0, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, elapsed_ms)},
+    {81, "comm_unique_id", "collective", "SH", "—", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, comm_unique_id)},
+    {82, "comm_init", "collective", "SH", "—", NullSlot::facade, false, true, true, 24, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, comm_init)},
+    {83, "comm_destroy", "collective", "S", "—", NullSlot::facade, false, true, true, 8, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, comm_destroy)},
+    {84, "world_size", "collective", "G", "E", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, world_size)},
+    {85, "rank", "collective", "G", "E", NullSlot::facade, false, true, true, 16, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, rank)},
+    {86, "all_reduce", "collective", "AG", "F", NullSlot::facade, false, true, true, 32, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, all_reduce)},
+    {87, "all_gather", "collective", "AG", "E", NullSlot::facade, false, true, true, 32, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, all_gather)},
+    {88, "broadcast", "collective", "AG", "E", NullSlot::facade, false, true, true, 32, 0, offsetof(ferrum_plugin_api, collective), offsetof(ferrum_collective_table, broadcast)},
+    {89, "load_quant", "quant_matmul", "SH", "E", NullSlot::unsupported, true, true, true, 56, 0, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, load_quant)},
+    {90, "gguf_matmul", "quant_matmul", "AG", "F", NullSlot::unsupported, true, true, true, 40, 0, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, gguf_matmul)},
+    {91, "gguf_dequantize", "quant_matmul", "AG", "E", NullSlot::unsupported, true, true, true, 24, 0, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, gguf_dequantize)},
+    {92, "qweight_release", "quant_matmul", "", "—", NullSlot::unsupported, true, true, false, 16, 0, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, qweight_release)},
+    {93, "load_gptq", "quant_matmul", "SH", "E", NullSlot::unsupported, true, true, true, 88, 0, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, load_gptq)},
+    {94, "load_gptq_stacked", "quant_matmul", "SH", "E", NullSlot::unsupported, true, true, true, 96, 0, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, load_gptq_stacked)},
+    {95, "marlin_gemm", "quant_matmul", "AG", "F", NullSlot::unsupported, true, true, true, 40, 0, offsetof(ferrum_plugin_api, quant_matmul), offsetof(ferrum_quant_matmul_table, marlin_gemm)},
+    {96, "route_topk_softmax", "moe", "AG", "R", NullSlot::unsupported, true, true, true, 64, 0, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, route_topk_softmax)},
+    {97, "moe_align_block_size", "moe", "AG", "E", NullSlot::unsupported, true, true, true, 64, 0, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, moe_align_block_size)},
+    {98, "moe_gemm", "moe", "AG", "F", NullSlot::unsupported, true, true, true, 120, 0, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, moe_gemm)},
+    {99, "fused_moe", "moe", "AG", "F", NullSlot::unsupported, true, true, true, 136, 0, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, fused_moe)},
+    {100, "moe_combine", "moe", "AG", "F", NullSlot::facade, true, true, true, 72, 0, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, moe_combine)},
+    {101, "weighted_sum_batched", "moe", "AG", "F", NullSlot::unsupported, true, true, true, 56, 0, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, weighted_sum_batched)},
+    {102, "mla_attention", "mla", "AG", "F", NullSlot::unsupported, true, true, true, 136, 0, offsetof(ferrum_plugin_api, mla), offsetof(ferrum_mla_table, mla_attention)},
+    {103, "query_attribute", "context", "G", "E", NullSlot::unsupported, true, true, true, 24, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, query_attribute)},
 };
 
 // Op metadata by id (1-based); nullptr for an unknown id.
@@ -145,11 +147,13 @@ inline const OpInfo* op_info(std::string_view name) {
   return nullptr;
 }
 
-// The slot of `id` in `api`, or nullptr when the table, the family or the slot is absent
-// or lies beyond what the plugin's struct_size covers (an older minor).
+// The slot of `id` in `api`, or nullptr when the table, the family or the slot is absent,
+// lies beyond what the plugin's struct_size covers, or belongs to a minor newer than the
+// plugin's abi_minor (an older plugin has no such slot, whatever its table size says).
 inline ferrum_op_fn find_slot(const ferrum_plugin_api* api, int32_t id) {
   const OpInfo* info = op_info(id);
   if (!api || !info) return nullptr;
+  if (api->abi_minor < info->since_minor) return nullptr;
   if (api->struct_size < info->table_offset + sizeof(void*)) return nullptr;
   const void* table = nullptr;
   __builtin_memcpy(&table, reinterpret_cast<const char*>(api) + info->table_offset, sizeof table);
@@ -266,5 +270,45 @@ template <> struct OpId<ferrum_fused_moe_args> { static constexpr int32_t value 
 template <> struct OpId<ferrum_moe_combine_args> { static constexpr int32_t value = 100; };
 template <> struct OpId<ferrum_weighted_sum_batched_args> { static constexpr int32_t value = 101; };
 template <> struct OpId<ferrum_mla_attention_args> { static constexpr int32_t value = 102; };
+template <> struct OpId<ferrum_query_attribute_args> { static constexpr int32_t value = 103; };
+
+// Growth of an args struct across minors, for a caller that talks to an older plugin:
+// size_at(m) is the struct_size a plugin of ABI 1.m understands; newer_field(a, m) names the
+// first field appended after 1.m that `a` sets to a value other than its registry default
+// (nullptr when every such field is at its default), and gives the minor that added it.
+template <class Args> struct ArgsGrowth {
+  static constexpr bool grown = false;
+  static constexpr uint64_t size_at(uint32_t) { return sizeof(Args); }
+  static const char* newer_field(const Args&, uint32_t, uint32_t&) { return nullptr; }
+};
+template <> struct ArgsGrowth<ferrum_read_typed_args> {
+  static constexpr bool grown = true;
+  static constexpr uint64_t size_at(uint32_t minor) {
+    if (minor >= 1) return 48;
+    return 40;
+  }
+  static const char* newer_field(const ferrum_read_typed_args& a, uint32_t minor, uint32_t& since) {
+    if (minor < 1 && a.src_offset != (uint64_t)(0)) {
+      since = 1;
+      return "src_offset";
+    }
+    return nullptr;
+  }
+};
+
+// ArgsGrowth<Args>::newer_field for an op id and a pointer to its args struct (whose
+// struct_size covers the current headers' size): nullptr for an op that never grew.
+inline const char* newer_field(int32_t id, const void* args, uint32_t minor, uint32_t& since) {
+  if (!args) return nullptr;
+  switch (id) {
+    case 7: {
+      const auto* a = static_cast<const ferrum_read_typed_args*>(args);
+      if (a->struct_size < sizeof *a) return nullptr;
+      return ArgsGrowth<ferrum_read_typed_args>::newer_field(*a, minor, since);
+    }
+    default:
+      return nullptr;
+  }
+}
 
 }  // namespace ferrum::common

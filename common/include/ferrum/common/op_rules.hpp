@@ -198,4 +198,24 @@ ferrum_status answer_capability(Ctx* ctx, const Args* a, uint32_t value) {
   });
 }
 
+// query_attribute (ABI 1.1): the plugin's answer to FERRUM_ATTRIBUTE_<n> is answers[n] (index 0
+// unused), the same value its supports_* slot of that question gives. An attribute beyond the
+// ones this header knows is UNSUPPORTED (a newer host asking an older plugin); 0 or less is invalid.
+template <class Ctx>
+ferrum_status answer_attribute(Ctx* ctx, const ferrum_query_attribute_args* a,
+                               const uint64_t (&answers)[FERRUM_ATTRIBUTE_COUNT_V1_1 + 1]) {
+  return run_op(ctx, a, [&answers](Ctx&, const ferrum_query_attribute_args& args, bool dry) -> Status {
+    if (args.attribute <= 0)
+      return invalid(format("query_attribute: argument 'attribute': expected a FERRUM_ATTRIBUTE_* value "
+                            "(1..%d), given %d", FERRUM_ATTRIBUTE_COUNT_V1_1, args.attribute));
+    if (args.attribute > FERRUM_ATTRIBUTE_COUNT_V1_1)
+      return {FERRUM_STATUS_UNSUPPORTED,
+              format("query_attribute: argument 'attribute': %d is not an attribute this plugin knows "
+                     "(ABI %d.%d: 1..%d)", args.attribute, FERRUM_ABI_VERSION_MAJOR,
+                     FERRUM_ABI_VERSION_MINOR, FERRUM_ATTRIBUTE_COUNT_V1_1)};
+    if (!dry) *args.value = answers[args.attribute];
+    return ok_status();
+  });
+}
+
 }  // namespace ferrum::plugin::rules

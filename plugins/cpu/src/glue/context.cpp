@@ -103,6 +103,14 @@ ferrum_status supports_vllm_paged_attn(ferrum_context* ctx, const ferrum_support
   return answer_capability(ctx, a, 1);
 }
 
+// query_attribute (ABI 1.1): the answers of the slots above, by FERRUM_ATTRIBUTE_* value.
+ferrum_status query_attribute(ferrum_context* ctx, const ferrum_query_attribute_args* a) {
+  static constexpr uint64_t kAnswers[FERRUM_ATTRIBUTE_COUNT_V1_1 + 1] = {
+      0, /* DEVICE_ORDINAL_SCOPE: one device */ 0, /* LLAMA_FAMILY_BATCHED_DECODE */ 1,
+      /* PAGED_KV */ 1, /* VARLEN_QKV */ 1, /* VLLM_PAGED_ATTN */ 1};
+  return plugin::rules::answer_attribute(ctx, a, kAnswers);
+}
+
 }  // namespace
 
 const ferrum_context_table kContextTable = {sizeof(ferrum_context_table), FERRUM_CONTEXT_SLOTS(FERRUM_SLOT_FN)};

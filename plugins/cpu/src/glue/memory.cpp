@@ -77,7 +77,10 @@ ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_read_typed_args& a, bool dry) -> Status {
     Status s = check_typed_transfer("read_typed", a.dtype, "len", a.len, "src", a.src);
     if (!s.ok() || dry) return s;
-    if (a.len) std::memcpy(a.data, a.src->data, a.len * dtype_size(a.dtype));  // arith-ok: <= src's bytes
+    // src_offset (ABI 1.1; 0 for a 1.0 caller): src_offset + len <= count (generated checks).
+    const uint64_t es = dtype_size(a.dtype);
+    const auto* from = static_cast<const unsigned char*>(a.src->data) + ferrum_read_typed_args_src_offset(&a) * es;  // arith-ok: <= src's bytes
+    if (a.len) std::memcpy(a.data, from, a.len * es);  // arith-ok: <= src's bytes
     return ok_status();
   });
 }

@@ -172,6 +172,16 @@ ferrum_status elapsed_ms(ferrum_context* ctx, const ferrum_elapsed_ms_args* a) {
   });
 }
 
+// query_attribute (ABI 1.1), by FERRUM_ATTRIBUTE_* value: contexts on any ordinal; the llama
+// batched-decode answer is the one the facade derives for the NULL flag slot below (this plugin
+// fills all four batched per-cache slots); the paged flags as in glue/paged_attention.cpp.
+ferrum_status query_attribute(ferrum_context* ctx, const ferrum_query_attribute_args* a) {
+  static constexpr uint64_t kAnswers[FERRUM_ATTRIBUTE_COUNT_V1_1 + 1] = {
+      0, /* DEVICE_ORDINAL_SCOPE */ 1, /* LLAMA_FAMILY_BATCHED_DECODE */ 1,
+      /* PAGED_KV */ 1, /* VARLEN_QKV */ 1, /* VLLM_PAGED_ATTN */ 1};
+  return plugin::rules::answer_attribute(ctx, a, kAnswers);
+}
+
 }  // namespace
 
 // supports_llama_family_batched_decode stays NULL: the facade derives it from the slots. The

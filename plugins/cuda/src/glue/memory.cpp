@@ -130,7 +130,10 @@ ferrum_status read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
     DeviceGuard g;
     s = enter_device(g, c);
     if (!s.ok()) return s;
-    return from_device(d2h(*c.dev, a.data, a.src->data, a.len * dtype_size(a.dtype)));  // syncs
+    // src_offset (ABI 1.1; 0 for a 1.0 caller): src_offset + len <= count (generated checks).
+    const uint64_t es = dtype_size(a.dtype);
+    const auto* from = static_cast<const unsigned char*>(a.src->data) + ferrum_read_typed_args_src_offset(&a) * es;  // arith-ok: <= src's bytes
+    return from_device(d2h(*c.dev, a.data, from, a.len * es));  // syncs; arith-ok: <= src's bytes
   });
 }
 

@@ -167,4 +167,14 @@ ferrum_status check_args(Acc& acc, const ferrum_elapsed_ms_args* a, CheckError& 
   return c.status();
 }
 
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_query_attribute_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "query_attribute");
+  if (!c.header(a, FERRUM_QUERY_ATTRIBUTE_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  c.host_ptr("value", a->value, 1, true);
+  return c.status();
+}
+
 }  // namespace ferrum::common

@@ -80,7 +80,7 @@ ferrum_status check_args(Acc& acc, const ferrum_read_typed_args* a, CheckError& 
   if (!c.header(a, FERRUM_READ_TYPED_ARGS_SIZE_V1_0)) return c.status();
   const bool work = a->len != 0;
   (void)work;
-  c.buffer("src", a->src, DtypeClass::any, 0, false, false, {}, "[]");
+  c.buffer("src", a->src, DtypeClass::any, 0, work, true, {Size(ferrum_read_typed_args_src_offset(a)) + Size(a->len)}, "[src_offset + len]", {{"src_offset", ferrum_read_typed_args_src_offset(a)}, {"len", a->len}});
   c.host_ptr("data", a->data, Size(a->len), true);
   return c.status();
 }
