@@ -219,8 +219,9 @@ Each row of `abi/registry/ops.txt` is
 <family>  <op>(<field>: <kind>, ...) [since=1.<m>]  | <flags> | <tolerance> | <NULL slot> | <cpu> | <cuda> | <ctx>
 ```
 
-Released minors are frozen: ids, slots, sizes and offsets of 1.0 in `abi/registry/layout_v1_0.json`,
-of 1.1 in `layout_v1_1.json`; abigen refuses a registry change that moves them.
+Released minors are frozen: ids, slots, sizes and offsets of 1.0 in `abi/registry/layout_v1_0.json`
+(1.1 is in development: it is frozen the same way, in `layout_v1_1.json`, when it is released);
+abigen refuses a registry change that moves a frozen layout.
 
 | column | values | meaning |
 |---|---|---|
