@@ -432,12 +432,23 @@ void pack_panels(const T* src, uint64_t ld, uint64_t n, uint64_t padded, uint64_
     float* panel = dst + q0 * kc;
     const uint64_t m = q0 < n ? std::min(W, n - q0) : 0;
 #if FERRUM_GEMM_X86
-    if constexpr (std::is_same_v<T, float>) {
-      if (fast && m == W) {
+    if (fast && m == W) {
+      const float* rows = nullptr;
+      uint64_t rows_ld = ld;
+      if constexpr (std::is_same_v<T, float>) {
+        rows = src + q0 * ld;
+      } else if (kc <= kKC) {  // widen the W rows (vector converters) into f32, then the same packer
+        thread_local std::vector<float> t_rows;
+        if (t_rows.size() < W * kc) t_rows.resize(W * kc);
+        for (uint64_t i = 0; i < W; ++i) load_row_f32(src + (q0 + i) * ld, t_rows.data() + i * kc, kc);
+        rows = t_rows.data();
+        rows_ld = kc;
+      }
+      if (rows) {
         if (W == 14)
-          pack_a14_avx512(src + q0 * ld, ld, kc, panel);
+          pack_a14_avx512(rows, rows_ld, kc, panel);
         else
-          pack_b32_avx512(src + q0 * ld, ld, kc, panel);
+          pack_b32_avx512(rows, rows_ld, kc, panel);
         continue;
       }
     }
