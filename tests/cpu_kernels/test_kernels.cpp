@@ -19,6 +19,7 @@
 #include <ferrum/common/dtype.hpp>
 
 #include "attention.hpp"
+#include "attention_math.hpp"
 #include "elementwise.hpp"
 #include "gemm.hpp"
 #include "norm.hpp"
@@ -647,6 +648,34 @@ TEMPLATE_TEST_CASE("qk_norm_rope family", "[rope]", float, f16, bf16) {
 // -------------------------------------------------------------------------------------------
 // attention
 // -------------------------------------------------------------------------------------------
+// The vector dot / axpy of the attention kernels (chosen at run time) must give the portable
+// code's bits exactly — same lanes, a multiply then an add per step, no FMA.
+TEST_CASE("attention dot_f32 / dot4_f32 / axpy_f32 equal the portable code bit for bit", "[attention]") {
+  for (uint64_t n : {uint64_t{0}, uint64_t{1}, uint64_t{7}, uint64_t{8}, uint64_t{17}, uint64_t{64}, uint64_t{128},
+                     uint64_t{131}}) {
+    INFO("n=" << n);
+    auto a = random_vec<float>(n, 91 + n, -3, 3), b = random_vec<float>(n, 92 + n, -3, 3);
+    REQUIRE(bits_of(cpu::dot_f32(a.data(), b.data(), n)) == bits_of(cpu::dot_f32_portable(a.data(), b.data(), n)));
+    auto rows = random_vec<float>(4 * n + 4, 94 + n, -3, 3);
+    float d4[4];
+    cpu::dot4_f32(a.data(), rows.data(), n + 1, n, d4);  // row stride n + 1 (rows not adjacent)
+    for (uint64_t r = 0; r < 4; ++r)
+      REQUIRE(bits_of(d4[r]) == bits_of(cpu::dot_f32_portable(a.data(), rows.data() + r * (n + 1), n)));
+    auto acc1 = random_vec<float>(n, 93 + n), acc2 = acc1;
+    cpu::axpy_f32(acc1.data(), 0.3712f, b.data(), n);
+    cpu::axpy_f32_portable(acc2.data(), 0.3712f, b.data(), n);
+    for (uint64_t i = 0; i < n; ++i) REQUIRE(bits_of(acc1[i]) == bits_of(acc2[i]));
+    // 5 key rows of stride n + 3 into an accumulator of n (the 128-wide blocks and the tail)
+    for (uint64_t width : {n, n + 130}) {
+      auto ps = random_vec<float>(5, 95 + n), vr = random_vec<float>(5 * (width + 3), 96 + n, -3, 3);
+      auto r1 = random_vec<float>(width, 97 + n), r2 = r1;
+      cpu::axpy_rows_f32(r1.data(), ps.data(), vr.data(), width + 3, 5, width);
+      for (uint64_t j = 0; j < 5; ++j) cpu::axpy_f32_portable(r2.data(), ps[j], vr.data() + j * (width + 3), width);
+      for (uint64_t i = 0; i < width; ++i) REQUIRE(bits_of(r1[i]) == bits_of(r2[i]));
+    }
+  }
+}
+
 // The kernels split work between pool threads (flash attention by (batch, KV head, query tile),
 // gemm by output columns or rows): every output must carry the same bits whatever the thread
 // count. The pool reads FERRUM_CPU_THREADS when it (re)starts.

@@ -103,15 +103,31 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
             const uint64_t r = g * kQTile + qi;
             const float* qv = qf + r * D;
             float bmax = kNegInf;
-            for (uint64_t j = jb; j < je; ++j) {
+            uint64_t j = jb;
+            for (; j + 4 <= je; j += 4) {  // four keys' dots interleaved (the same bits as one by one)
+              float d4[4];
+              dot4_f32(qv, kf + (j - j0) * D, D, D, d4);
+              for (int t = 0; t < 4; ++t) {
+                const float s = sigma * d4[t];
+                sc[j - j0 + t] = s;
+                bmax = std::max(bmax, s);
+              }
+            }
+            for (; j < je; ++j) {
               const float s = sigma * dot_f32(qv, kf + (j - j0) * D, D);
               sc[j - j0] = s;
               bmax = std::max(bmax, s);
             }
             float* a = acc + r * D;
             online_softmax_rescale(mrun[r], lrun[r], a, D, bmax);
-            for (uint64_t j = jb; j < je; ++j)
-              online_softmax_add(sc[j - j0], mrun[r], vf + (j - j0) * D, D, lrun[r], a);
+            // online_softmax_add for keys jb .. je − 1: p and l in key order, then the value rows
+            // in key order per element (the same bits, acc kept in registers across the keys).
+            for (uint64_t j = jb; j < je; ++j) {
+              const float p = std::exp(sc[j - j0] - mrun[r]);
+              lrun[r] += p;
+              sc[j - j0] = p;
+            }
+            axpy_rows_f32(a, sc + (jb - j0), vf + (jb - j0) * D, D, je - jb, D);
           }
         }
       }

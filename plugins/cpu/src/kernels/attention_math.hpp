@@ -16,8 +16,10 @@ namespace ferrum::cpu {
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Σ a[d]·b[d] over eight interleaved lanes summed pairwise, then the tail: the same order on
-// every call, so a score does not depend on where the row lies in memory.
-inline float dot_f32(const float* a, const float* b, uint64_t n) {
+// every call, so a score does not depend on where the row lies in memory. Each lane step is a
+// rounded multiply then a rounded add (no FMA): the AVX2 version (8 lanes, one register) gives
+// exactly these bits and is chosen at run time where the CPU has it (attention_simd.cpp).
+inline float dot_f32_portable(const float* a, const float* b, uint64_t n) {
   float lanes[8] = {};
   uint64_t d = 0;
   for (; d + 8 <= n; d += 8)
@@ -26,6 +28,22 @@ inline float dot_f32(const float* a, const float* b, uint64_t n) {
   for (; d < n; ++d) r += a[d] * b[d];
   return r;
 }
+// acc[d] += p·v[d] (a rounded multiply, then a rounded add, per element: any vector width gives
+// the same bits).
+inline void axpy_f32_portable(float* acc, float p, const float* v, uint64_t n) {
+  for (uint64_t d = 0; d < n; ++d) acc[d] += p * v[d];
+}
+// The run-time choices (AVX2 dot, AVX-512 axpy, or the portable code above).
+float dot_f32(const float* a, const float* b, uint64_t n);
+// acc[d] += p[j]·v[j·ldv + d] for j = 0 .. nj − 1 in that order, for every d < n — the same bits as
+// nj axpy_f32 calls; the vector form keeps a block of acc in registers across the keys instead of
+// storing and reloading it after every key.
+void axpy_rows_f32(float* acc, const float* p, const float* v, uint64_t ldv, uint64_t nj, uint64_t n);
+// out[r] = dot_f32(a, b + r·ldb, n) for r < 4, bit for bit: the four dots' lane chains are
+// independent, so the vector form interleaves them (one dot's chain of dependent adds alone
+// leaves the adder idle most of the time).
+void dot4_f32(const float* a, const float* b, uint64_t ldb, uint64_t n, float* out);
+void axpy_f32(float* acc, float p, const float* v, uint64_t n);
 
 // Visible key range [lo, hi) of a query at position p over L keys (docs/spec.md §0.8): causal
 // keys up to p, and with a sliding window W > 0 only the last W of them.
@@ -53,8 +71,7 @@ inline void online_softmax_rescale(float& m, float& l, float* acc, uint64_t widt
 inline void online_softmax_add(float s, float m, const float* v, uint64_t width, float& l, float* acc, float w = 1.0f) {
   const float p = std::exp(s - m);
   l += p;
-  const float pw = p * w;
-  for (uint64_t d = 0; d < width; ++d) acc[d] += pw * v[d];
+  axpy_f32(acc, p * w, v, width);
 }
 
 }  // namespace ferrum::cpu
