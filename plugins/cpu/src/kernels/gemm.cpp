@@ -19,6 +19,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FERRUM_GEMM_X86 1
 #endif
@@ -343,6 +344,14 @@ float dot_generic(const float* x, const float* y, uint64_t k) {
   return r;
 }
 
+#if FERRUM_GEMM_X86
+// CPUID.1:ECX.F16C[bit 29] (clang's __builtin_cpu_supports has no "f16c").
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & (1u << 29)) != 0;
+}
+#endif
+
 struct Kernels {
   MicroKernel micro = micro_generic;
   float (*dot)(const float*, const float*, uint64_t) = dot_generic;
@@ -362,7 +371,7 @@ const Kernels& kernels() {
 #if FERRUM_GEMM_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) r.bf16_row = bf16_row_avx2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) r.f16_row = f16_row_f16c;
+    if (__builtin_cpu_supports("avx2") && has_f16c()) r.f16_row = f16_row_f16c;
     if (__builtin_cpu_supports("avx512f")) {
       r.f16_row = f16_row_avx512;
       r.bf16_row = bf16_row_avx512;
