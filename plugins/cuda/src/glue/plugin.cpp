@@ -110,7 +110,7 @@ ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
 // ---- extension "ferrum.cuda.stream" (stream_ext.h) ----------------------------------------------
 ferrum_status get_stream(ferrum_context* ctx, void** out) {
   return plugin::guard(ctx, "ferrum.cuda.stream.get_stream", [&]() -> Status {
-    if (!ctx) return invalid("ferrum.cuda.stream.get_stream: context is NULL");
+    if (!ctx) return invalid("ferrum.cuda.stream.get_stream: argument 'ctx': expected a context, given NULL");
     if (!out)
       return invalid("ferrum.cuda.stream.get_stream: argument 'cuda_stream_out': expected a pointer, given NULL");
     if (!ctx->dev) return invalid("ferrum.cuda.stream.get_stream: argument 'ctx': expected a live context, given one without a device");
