@@ -1,4 +1,5 @@
 // Backend, op names, dtype names, and the one status -> ferrum::Error conversion.
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -109,6 +110,27 @@ std::string Backend::abi_version() const {
 
 std::string_view Backend::build_info() const noexcept {
   return api_ && api_->build_info ? api_->build_info : "";
+}
+
+// The extension chain (ABI 1.1): read only when the plugin declares 1.1 and its table covers the
+// field; at most FERRUM_EXTENSION_CHAIN_MAX records (a longer or cyclic chain ends there), a
+// record too short for its head ends the walk, a record without an id is skipped. An id is
+// compared over at most id.size() + 1 bytes, so an unterminated one is never overrun.
+const ferrum_extension* find_extension(const ferrum_plugin_api* api, std::string_view id,
+                                       uint32_t min_version) noexcept {
+  constexpr size_t kField = offsetof(ferrum_plugin_api, extensions);
+  if (!api || api->abi_minor < 1 || api->struct_size < kField + sizeof(void*)) return nullptr;
+  const ferrum_extension* e = api->extensions;
+  for (int i = 0; e && i < FERRUM_EXTENSION_CHAIN_MAX; ++i, e = e->next) {
+    if (e->struct_size < sizeof(ferrum_extension)) return nullptr;
+    if (!e->id || e->version < min_version) continue;
+    if (std::string_view(e->id, strnlen(e->id, id.size() + 1)) == id) return e;
+  }
+  return nullptr;
+}
+
+const ferrum_extension* Backend::extension(std::string_view id, uint32_t min_version) const noexcept {
+  return find_extension(api_, id, min_version);
 }
 
 const std::string& Backend::path() const noexcept {

@@ -18,6 +18,17 @@ const ferrum_context_table kContext = {sizeof(ferrum_context_table), FERRUM_CONT
 #undef SLOT
 }  // namespace demo
 
+// The 1.1 tail of the API table (hand-written, not in the registry): `extensions` right after
+// the 1.0 fields, and the extension record's layout.
+#include <cstddef>
+static_assert(offsetof(ferrum_plugin_api, extensions) == FERRUM_PLUGIN_API_SIZE_V1_0, "1.1 api tail");
+static_assert(sizeof(ferrum_plugin_api) == FERRUM_PLUGIN_API_SIZE_V1_1, "1.1 api size");
+static_assert(FERRUM_PLUGIN_API_SIZE == FERRUM_PLUGIN_API_SIZE_V1_1, "current api size");
+static_assert(sizeof(ferrum_extension) == FERRUM_EXTENSION_SIZE_V1_1, "extension size");
+static_assert(offsetof(ferrum_extension, id) == 8 && offsetof(ferrum_extension, version) == 16 &&
+                  offsetof(ferrum_extension, next) == 24,
+              "extension offsets");
+
 int main(void) {
   ferrum_rms_norm_args a = {};
   a.struct_size = sizeof a;

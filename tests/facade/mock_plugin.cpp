@@ -15,7 +15,8 @@
 // Built with FACADE_MOCK_V1_0 (facade_mock_v1_0): a plugin of ABI 1.0 in a 1.1 build: it declares
 // abi_minor 0 and a 1.0-sized context table, and reads read_typed's 1.1 field src_offset through
 // its accessor only when the caller's struct_size covers it — the forward-compatibility gate's
-// test plugin (test_abi_gate.cpp).
+// test plugin (test_abi_gate.cpp). Its API table is 1.0-sized too (no extension chain); the 1.1
+// mock chains the extensions of mock_extension.h.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,6 +28,8 @@
 #include <set>
 #include <string>
 #include <vector>
+
+#include "mock_extension.h"
 
 #include <ferrum/common/dtype.hpp>
 #include <ferrum/ferrum_plugin.h>
@@ -427,6 +430,13 @@ ferrum_status query_support(ferrum_context*, int32_t op, const void* args, char*
   return answer(FERRUM_STATUS_UNSUPPORTED, "facade_mock does not implement this op");
 }
 
+// ---- the extension chain (mock_extension.h) -------------------------------------------------
+int64_t mul_add(int64_t a, int64_t b, int64_t c) { return a * b + c; }
+
+const ferrum_extension kLoopExt = {sizeof(ferrum_extension), MOCK_LOOP_EXT_ID, 1, 0, &kLoopExt};  // cyclic
+const ferrum_extension kNullIdExt = {sizeof(ferrum_extension), nullptr, 7, 0, &kLoopExt};
+const mock_math_ext kMathExt = {{sizeof(mock_math_ext), MOCK_MATH_EXT_ID, 2, 0, &kNullIdExt}, mul_add};
+
 const ferrum_plugin_api kApi = [] {
   ferrum_plugin_api t{};
   t.struct_size = sizeof t;
@@ -450,6 +460,13 @@ const ferrum_plugin_api kApi = [] {
   t.memory = &kMemory;
   t.context = &kContext;
   t.dense = &kDense;
+#ifdef FACADE_MOCK_V1_0
+  // A 1.0 table ends before `extensions`; the poison behind it must never be followed.
+  t.struct_size = FERRUM_PLUGIN_API_SIZE_V1_0;
+  t.extensions = reinterpret_cast<const ferrum_extension*>(uintptr_t{0x10});
+#else
+  t.extensions = &kMathExt.ext;
+#endif
   return t;
 }();
 

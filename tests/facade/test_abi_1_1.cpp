@@ -126,3 +126,14 @@ TEST_CASE("the C example plugin implements ABI 1.0: the gate refuses the 1.1 add
   CHECK(out == std::vector<float>(2, -7.0f));
   CHECK(ctx.read_typed<float>(b, 8) == v);  // src_offset at its default: runs
 }
+
+TEST_CASE("extension chain: the CPU plugin declares none, the 1.0 C example plugin has no chain",
+          "[abi_1_1][cpu][cexample]") {
+  Backend cpu = Backend::load("cpu");
+  REQUIRE(cpu.api()->struct_size >= FERRUM_PLUGIN_API_SIZE_V1_1);
+  CHECK(cpu.api()->extensions == nullptr);
+  CHECK(cpu.extension("ferrum.cuda.stream") == nullptr);
+  Backend cex = Backend::load("cexample");
+  REQUIRE(cex.abi_version() == "1.0");
+  CHECK(cex.extension("ferrum.cuda.stream") == nullptr);
+}

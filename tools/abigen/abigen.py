@@ -525,7 +525,10 @@ HAND_WRITTEN_V1_0 = [
     "FA(sizeof(ferrum_host_info) == FERRUM_HOST_INFO_SIZE_V1_0);",
     "FA(sizeof(ferrum_device_props) == FERRUM_DEVICE_PROPS_SIZE_V1_0);",
     "FA(sizeof(ferrum_kv_cache_quant) == FERRUM_KV_CACHE_QUANT_SIZE_V1_0);",
-    "FA(sizeof(ferrum_plugin_api) == FERRUM_PLUGIN_API_SIZE_V1_0);",
+    # The API table grew in 1.1 (extensions): its 1.0 size is where its 1.0 fields end.
+    "FA(FERRUM_PLUGIN_API_SIZE_V1_0 == 184);",
+    "FA(sizeof(ferrum_plugin_api) >= FERRUM_PLUGIN_API_SIZE_V1_0);",
+    "FA(offsetof(ferrum_plugin_api, collective) + 8 == FERRUM_PLUGIN_API_SIZE_V1_0);",
     "FA(offsetof(ferrum_plugin_api, build_info) + 8 == FERRUM_PLUGIN_API_FROZEN_PREFIX_SIZE);",
     "FA(offsetof(ferrum_plugin_api, probe) == 40);",
     "FA(offsetof(ferrum_plugin_api, memory) == 96);",

@@ -16,6 +16,33 @@ extern "C" {
 #endif
 
 /* =================================================================================
+ * Extensions (since ABI 1.1)
+ * =================================================================================
+ * Entry points beyond the core tables, without a core slot: a plugin chains static
+ * ferrum_extension records from the API table's `extensions` field, each the first member
+ * of the vendor's own struct that holds its functions:
+ *
+ *   typedef struct acme_stream_ext {
+ *     ferrum_extension ext;  // {sizeof(acme_stream_ext), "com.acme.stream", 1, 0, NULL}
+ *     ferrum_status (*get_stream)(ferrum_context* ctx, void** stream_out);
+ *   } acme_stream_ext;
+ *
+ * The host finds a record by `id` and checks `version` and struct_size before it casts.
+ * Records are static in the plugin, borrowed by the host until the library is unloaded.
+ * The host bounds its walk of the chain and skips a record whose id is NULL.
+ */
+typedef struct ferrum_extension {
+  uint64_t struct_size;                 /* sizeof the vendor's whole struct (this is its head) */
+  const char* id;                       /* reverse-DNS-ish, e.g. "ferrum.cuda.stream"; static */
+  uint32_t version;                     /* grows when the vendor appends entry points */
+  uint32_t reserved;                    /* 0 */
+  const struct ferrum_extension* next;  /* next record of the chain; NULL ends it */
+} ferrum_extension;
+#define FERRUM_EXTENSION_SIZE_V1_1 32
+/* The host reads at most this many records of a chain (a longer or cyclic one ends here). */
+#define FERRUM_EXTENSION_CHAIN_MAX 64
+
+/* =================================================================================
  * The plugin API table
  * =================================================================================
  * Returned by the entry symbol; static in the plugin, borrowed by the host: valid until
@@ -84,8 +111,15 @@ typedef struct ferrum_plugin_api {
   const ferrum_collective_table* collective;
 
   /* ---- appended in later minors only, below this line -------------------------- */
+  /* since ABI 1.1: a table of an older plugin ends before these (the host reads them only
+   * when struct_size covers them) */
+
+  /* Head of the plugin's extension chain (see ferrum_extension); NULL: none. */
+  const ferrum_extension* extensions;
 } ferrum_plugin_api;
 #define FERRUM_PLUGIN_API_SIZE_V1_0 184
+#define FERRUM_PLUGIN_API_SIZE_V1_1 192
+#define FERRUM_PLUGIN_API_SIZE 192
 /* The frozen prefix ends here (struct_size .. build_info). */
 #define FERRUM_PLUGIN_API_FROZEN_PREFIX_SIZE 40
 

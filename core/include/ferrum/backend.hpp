@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <ferrum/context.hpp>
@@ -19,6 +20,14 @@
 namespace ferrum {
 
 class PluginLibrary;
+
+// The record `id` (version >= min_version) of an API table's extension chain, or nullptr: what
+// Backend::extension answers for its plugin's table. Reads `extensions` only when the table
+// declares ABI 1.1 or later and its struct_size covers the field; walks at most
+// FERRUM_EXTENSION_CHAIN_MAX records, skips records with a NULL id, and stops at a record whose
+// struct_size is smaller than sizeof(ferrum_extension).
+FERRUM_API const ferrum_extension* find_extension(const ferrum_plugin_api* api, std::string_view id,
+                                                  uint32_t min_version = 0) noexcept;
 
 class FERRUM_API Backend {
  public:
@@ -59,6 +68,21 @@ class FERRUM_API Backend {
   // Whether the facade composes `op` from other ops when a plugin's slot is NULL (the same for
   // every plugin; a NULL slot of any other op is reported as unsupported).
   static bool facade_composes(Op op) noexcept;
+
+  // The plugin's extension record `id` (ABI 1.1 extension chain, docs/plugin-guide.md
+  // "Extensions") of at least `min_version`; nullptr when the plugin has none of that id and
+  // version, or declares ABI 1.0 (its table has no chain). The walk is bounded
+  // (FERRUM_EXTENSION_CHAIN_MAX records), so a cyclic chain ends. Borrowed like api().
+  const ferrum_extension* extension(std::string_view id, uint32_t min_version = 0) const noexcept;
+  // The same record as the vendor's struct T (ferrum_extension its first member), or nullptr
+  // when it is absent or its struct_size is smaller than sizeof(T) (an older, shorter record).
+  template <class T>
+  const T* extension_as(std::string_view id, uint32_t min_version = 0) const noexcept {
+    static_assert(std::is_standard_layout_v<T> && sizeof(T) >= sizeof(ferrum_extension),
+                  "T starts with a ferrum_extension");
+    const ferrum_extension* e = extension(id, min_version);
+    return e && e->struct_size >= sizeof(T) ? reinterpret_cast<const T*>(e) : nullptr;
+  }
 
   // A new context on `device` (default: the enclosing with_device_ordinal scope, else
   // selected_device()) with default activation dtype `activation` (invalid: the plugin's).

@@ -140,8 +140,10 @@ uint64_t family_size_for(std::string_view name, uint32_t minor) {
 }
 
 // The API table size the plugin's declared minor requires (the host's own for newer minors):
-// no minor so far has appended to ferrum_plugin_api itself.
-uint64_t api_size_for(uint32_t /*minor*/) { return FERRUM_PLUGIN_API_SIZE_V1_0; }
+// 1.1 appended `extensions`.
+uint64_t api_size_for(uint32_t minor) {
+  return minor >= 1 ? FERRUM_PLUGIN_API_SIZE_V1_1 : FERRUM_PLUGIN_API_SIZE_V1_0;
+}
 
 // "" when a table of the host's major is complete for its declared minor: the API table and
 // every non-NULL sub-table at least as large as that minor made them, the memory and context

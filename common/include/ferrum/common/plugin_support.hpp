@@ -301,6 +301,7 @@ struct ApiParts {
   const ferrum_moe_table* moe = nullptr;
   const ferrum_mla_table* mla = nullptr;
   const ferrum_collective_table* collective = nullptr;
+  const ferrum_extension* extensions = nullptr;  // since 1.1: head of the extension chain
 };
 
 // A plugin's API table: the ABI head and the shared error_detail / query_support slots around
@@ -314,7 +315,7 @@ constexpr ferrum_plugin_api make_api(const ApiParts& p) {
           p.probe, p.init, p.shutdown, p.device_count, p.device_props,
           error_detail_slot<Ctx>, query_support_slot<Ctx, Self>,
           p.memory, p.context, p.graph, p.dense, p.attention, p.paged_kv, p.quant_kv, p.quant_matmul, p.moe, p.mla,
-          p.collective};
+          p.collective, p.extensions};
 }
 
 }  // namespace ferrum::plugin

@@ -5,6 +5,7 @@
 
 #include "cuda_plugin.hpp"
 #include "device.hpp"
+#include "stream_ext.h"
 
 #ifndef FERRUM_GIT_COMMIT
 #define FERRUM_GIT_COMMIT "unknown"
@@ -106,6 +107,22 @@ ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
   });
 }
 
+// ---- extension "ferrum.cuda.stream" (stream_ext.h) ----------------------------------------------
+ferrum_status get_stream(ferrum_context* ctx, void** out) {
+  return plugin::guard(ctx, "ferrum.cuda.stream.get_stream", [&]() -> Status {
+    if (!ctx) return invalid("ferrum.cuda.stream.get_stream: argument 'ctx': expected a context, given NULL");
+    if (!out)
+      return invalid("ferrum.cuda.stream.get_stream: argument 'cuda_stream_out': expected a pointer, given NULL");
+    if (!ctx->dev) return invalid("ferrum.cuda.stream.get_stream: argument 'ctx': expected a live context, given one without a device");
+    *out = static_cast<void*>(ctx->dev->stream);
+    return ok_status();
+  });
+}
+
+constexpr ferrum_cuda_stream_ext kStreamExt = {
+    {sizeof(ferrum_cuda_stream_ext), FERRUM_CUDA_STREAM_EXT_ID, FERRUM_CUDA_STREAM_EXT_VERSION, 0, nullptr},
+    get_stream};
+
 // quant_matmul, moe and mla are not implemented (absent, NULL); the facade's single-rank
 // default serves the collective ops.
 constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
@@ -124,6 +141,7 @@ constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>
     .attention = &kAttentionTable,
     .paged_kv = &kPagedKvTable,
     .quant_kv = &kQuantKvTable,
+    .extensions = &kStreamExt.ext,
 });
 
 }  // namespace
