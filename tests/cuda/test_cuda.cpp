@@ -21,7 +21,11 @@
 #include <tuple>
 #include <vector>
 
+#include <cuda_runtime_api.h>
+
 #include <ferrum/ferrum.hpp>
+
+#include "glue/stream_ext.h"
 
 #include "ref/compare.hpp"
 #include "ref/quantize.hpp"
@@ -661,4 +665,45 @@ int main(int argc, char* argv[]) {
   // Every executed test skipped or passed, and at least one skipped: report "skipped" to CTest.
   if (rc == 0 && g_skipped) return 77;
   return rc;
+}
+
+TEST_CASE("extension ferrum.cuda.stream gives each context's own live stream", "[cuda][extension]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const auto* ext = be->extension_as<ferrum_cuda_stream_ext>(FERRUM_CUDA_STREAM_EXT_ID, FERRUM_CUDA_STREAM_EXT_VERSION);
+  REQUIRE(ext != nullptr);
+  CHECK(ext->ext.version >= 1);
+  REQUIRE(ext->get_stream != nullptr);
+  CHECK(be->extension(FERRUM_CUDA_STREAM_EXT_ID, FERRUM_CUDA_STREAM_EXT_VERSION + 1) == nullptr);
+  CHECK(be->extension("ferrum.cuda.no-such-extension") == nullptr);
+  ferrum::Context a = be->create_context({}, ferrum::Dtype::bf16);
+  ferrum::Context b = be->create_context({}, ferrum::Dtype::bf16);
+  void* sa = nullptr;
+  void* sa2 = nullptr;
+  void* sb = nullptr;
+  REQUIRE(ext->get_stream(a.get(), &sa) == FERRUM_STATUS_OK);
+  REQUIRE(ext->get_stream(a.get(), &sa2) == FERRUM_STATUS_OK);
+  REQUIRE(ext->get_stream(b.get(), &sb) == FERRUM_STATUS_OK);
+  CHECK(sa != nullptr);
+  CHECK(sa == sa2);  // the context's one stream
+  CHECK(sa != sb);   // contexts do not share streams
+  // A real stream of this process: work enqueued on it by the host is ordered after the context's
+  // ops (a gemm), and a host-side wait on it returns once both are done.
+  const uint64_t n = 256;
+  const std::vector<double> x = ft::normal_dtype(FERRUM_DTYPE_BF16, n * n, 0.0, 1.0, 77);
+  ferrum::Buffer dx = upload(a, FERRUM_DTYPE_BF16, ft::encode(FERRUM_DTYPE_BF16, x));
+  ferrum::Buffer dy = a.alloc_typed(ferrum::Dtype::bf16, n * n);
+  a.gemm({.a = dx, .b = dx, .out = dy, .m = n, .n = n, .k = n});
+  cudaEvent_t ev = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) == cudaSuccess);
+  CHECK(cudaEventRecord(ev, static_cast<cudaStream_t>(sa)) == cudaSuccess);
+  CHECK(cudaEventSynchronize(ev) == cudaSuccess);
+  CHECK(cudaStreamQuery(static_cast<cudaStream_t>(sa)) == cudaSuccess);
+  CHECK(cudaEventDestroy(ev) == cudaSuccess);
+  // Errors name the argument; nothing is written on failure.
+  int marker = 0;
+  void* untouched = &marker;
+  CHECK(ext->get_stream(nullptr, &untouched) == FERRUM_STATUS_INVALID_ARGUMENT);
+  CHECK(untouched == &marker);
+  CHECK(ext->get_stream(a.get(), nullptr) == FERRUM_STATUS_INVALID_ARGUMENT);
 }

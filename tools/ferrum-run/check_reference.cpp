@@ -4,7 +4,8 @@
 //   ferrum-run-check --run <ferrum-run> --model PATH [--ref FILE] --dump FILE --tol X [--greedy]
 //                    [-- extra args]
 //
-// (FILE defaults to PATH/reference.json.)
+// (FILE defaults to PATH/reference.json.) With --skip-without-gpu (before --), a run that fails
+// because the backend's probe found no usable GPU exits 77 (CTest: skipped).
 //   ferrum-run-check --run <ferrum-run> --model DIR --text-ref FILE [-- extra args]
 //
 // The second form checks the text path: `--prompt TEXT --max-new-tokens N --ignore-eos --json`
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -41,16 +43,48 @@ int fail(const std::string& msg) {
   return 1;
 }
 
+// --skip-without-gpu: a run whose backend was rejected by its probe for want of a GPU (the
+// CUDA plugin's reasons) exits 77, which CTest reports as skipped; any other failure fails.
+bool g_skip_without_gpu = false;
+constexpr int kSkipped = 77;
+
+bool is_probe_rejection(const std::string& err) {
+  for (const char* r : {"no CUDA device", "no usable CUDA device", "CUDA driver too old"})
+    if (err.find(r) != std::string::npos) return true;
+  return false;
+}
+
 // Runs `cmd` through the shell; its stdout, or nullopt (with a message) when it did not exit 0.
-std::optional<std::string> run_command(const std::string& cmd) {
+// Its stderr is echoed; *skipped is set when --skip-without-gpu applies.
+std::optional<std::string> run_command(std::string cmd, bool* skipped) {
   std::printf("%s\n", cmd.c_str());
+  char err_path[] = "/tmp/ferrum-run-check-XXXXXX";
+  const int fd = mkstemp(err_path);
+  if (fd < 0) return std::nullopt;
+  close(fd);
+  cmd += " 2> " + quote(err_path);
   std::FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return std::nullopt;
+  if (!p) {
+    std::remove(err_path);
+    return std::nullopt;
+  }
   std::string out;
   char buf[4096];
   for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
   const int status = pclose(p);
+  std::string err;
+  if (std::FILE* e = std::fopen(err_path, "r")) {
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, e)) > 0;) err.append(buf, n);
+    std::fclose(e);
+  }
+  std::remove(err_path);
+  std::fputs(err.c_str(), stderr);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (g_skip_without_gpu && is_probe_rejection(err)) {
+      std::printf("SKIPPED: the backend's probe found no usable GPU\n");
+      *skipped = true;
+      return std::nullopt;
+    }
     std::fprintf(stderr, "ferrum-run-check: ferrum-run did not exit 0 (status %d); stdout:\n%s\n", status, out.c_str());
     return std::nullopt;
   }
@@ -65,8 +99,9 @@ int check_text(const std::string& run, const std::string& model, const std::stri
   std::string cmd = quote(run) + " --model " + quote(model) + " --prompt " + quote(ref["prompt"].get<std::string>()) +
                     " --max-new-tokens " + std::to_string(ref["max_new_tokens"].get<uint64_t>()) + " --ignore-eos --json";
   for (const std::string& e : extra) cmd += " " + quote(e);
-  const auto out = run_command(cmd);
-  if (!out) return 1;
+  bool skipped = false;
+  const auto out = run_command(cmd, &skipped);
+  if (!out) return skipped ? kSkipped : 1;
   const json got = json::parse(*out, nullptr, false);
   if (got.is_discarded() || !got.contains("requests") || got["requests"].size() != 1)
     return fail("ferrum-run --json printed no request:\n" + *out);
@@ -95,6 +130,8 @@ int main(int argc, char** argv) {
       for (++i; i < argc; ++i) extra.emplace_back(argv[i]);
     } else if (a == "--greedy") {
       greedy = true;
+    } else if (a == "--skip-without-gpu") {
+      g_skip_without_gpu = true;
     } else if (i + 1 < argc && a == "--run") {
       run = argv[++i];
     } else if (i + 1 < argc && a == "--model") {
@@ -113,7 +150,7 @@ int main(int argc, char** argv) {
   }
   if (!run.empty() && !model.empty() && !text_ref.empty()) return check_text(run, model, text_ref, extra);
   if (run.empty() || model.empty() || dump.empty() || !(tol > 0))
-    return fail("usage: --run BIN --model DIR --dump FILE --tol X [--greedy] [-- args]");
+    return fail("usage: --run BIN --model DIR --dump FILE --tol X [--greedy] [--skip-without-gpu] [-- args]");
   if (ref_path.empty()) ref_path = model + "/reference.json";
   std::ifstream rf(ref_path);
   const json ref = json::parse(rf, nullptr, false);
@@ -130,8 +167,9 @@ int main(int argc, char** argv) {
          " --ignore-eos --json --dump-logits " + quote(dump);
   for (const std::string& e : extra) cmd += " " + quote(e);
   std::remove(dump.c_str());
-  const auto ran = run_command(cmd);
-  if (!ran) return 1;
+  bool skipped = false;
+  const auto ran = run_command(cmd, &skipped);
+  if (!ran) return skipped ? kSkipped : 1;
   const std::string& out = *ran;
   const json got = json::parse(out, nullptr, false);
   std::ifstream df(dump);

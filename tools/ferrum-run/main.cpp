@@ -94,7 +94,7 @@ std::string json_ids(const std::vector<uint32_t>& v, const char* sep = ", ") {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, backend_spec, dtype_name, kv_layout = "auto", kv_dtype = "auto", dump_path, graphs = "off";
+  std::string model_path, backend_spec, dtype_name, kv_layout = "auto", kv_dtype = "auto", dump_path, graphs = "auto";
   std::vector<std::string> prompt_ids, prompt_texts;
   uint64_t max_new = 16, top_k = 0, seed = 0, block_size = 16, kv_blocks = 0, max_batch_tokens = 512, max_seqs = 64;
   double temperature = 1.0, top_p = 1.0;
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
   app.add_option("--graphs", graphs,
                  "decode steps through captured graphs (one per batch size; paged activation-dtype KV): on, off, or "
                  "auto (on when the backend has the graph family); emulate runs the captured form eagerly (a test of "
-                 "that form on any backend). Off by default: not yet checked on a GPU")
+                 "that form on any backend)")
       ->check(CLI::IsMember({"auto", "on", "off", "emulate"}))
       ->capture_default_str();
   app.add_flag("--varlen-decode", varlen_decode,

@@ -1,10 +1,9 @@
 // ferrum CUDA plugin — quantised paged KV kernels (see quant_kv.hpp): the append (one warp per
 // (token, head) vector: exact max, IEEE division, round-to-nearest-even codes) and the decode
-// attention. Every activation dtype runs the SIMT split-KV kernel of flash_decode.cuh over a
-// source that dequantises each 16-byte chunk of f32 (4 codes) into shared memory: k = s_k·code
-// in f32, the spec's dequantised value. F16/BF16 are to run the tensor-core decode over a
-// code-staging source (QuantMmaSrc: codes converted to T exactly, scales applied in f32) —
-// built, not yet dispatched (kQuantTensorCores).
+// attention. F32 activations run the SIMT split-KV kernel of flash_decode.cuh over a source that
+// dequantises each 16-byte chunk of f32 (4 codes) into shared memory: k = s_k·code in f32, the
+// spec's dequantised value. F16/BF16 run the tensor-core decode over a code-staging source
+// (QuantMmaSrc: codes converted to T exactly, scales applied in f32).
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
@@ -276,11 +275,9 @@ struct QuantMmaSrc : QuantRows {
   }
 };
 
-// The tensor-core path (QuantMmaSrc) is built for sm_80 and sm_90 but not dispatched yet: it has
-// not run on a GPU (the session that wrote it had no device time left). Set to true once the
-// quant_kv conformance family and test_cuda pass on a device; until then F16/BF16 activations
-// take the SIMT kernel, like F32.
-constexpr bool kQuantTensorCores = false;
+// F16/BF16 activations take the tensor-core path (QuantMmaSrc); false sends them to the SIMT
+// kernel like F32 (kept as a switch for A/B measurements).
+constexpr bool kQuantTensorCores = true;
 
 uint32_t quant_splits(const QuantDecodeParams& p, int sm_count) {
   const uint64_t chunks = (p.nq / p.nkv + kDecodeHeadChunk - 1) / kDecodeHeadChunk;
