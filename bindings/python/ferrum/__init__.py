@@ -1,0 +1,170 @@
+"""ferrum: Python bindings of the ferrum C++ facade (nanobind).
+
+    import numpy as np, ferrum
+    backend = ferrum.Backend.load("cpu")
+    ctx = backend.create_context(dtype="f32")
+    a = np.random.rand(4, 8).astype(np.float32)
+    b = np.random.rand(3, 8).astype(np.float32)
+    out = ctx.gemm(a=a, b=b)          # m, n, k from the shapes; out allocated: a @ b.T
+
+Every op of the registry the facade binds is a method of Context taking keyword arguments
+(ctx.rms_norm(x=..., w=..., eps=1e-6)); see Context.<op>.__doc__ and docs/ops.md.
+
+The plugins built with the package are installed inside it (ferrum/lib/ferrum) and found by the
+loader's default search directory (next to libferrum.so); FERRUM_PLUGIN_PATH, when set, replaces
+that search path as it does for every ferrum host.
+"""
+import json as _json
+
+from ._errors import Error, ErrorCode
+from . import _ferrum
+from . import _ops
+from ._ops_gen import NOT_BOUND, OPS
+
+Buffer = _ferrum.Buffer
+Dtype = _ferrum.Dtype
+QkMode = _ferrum.QkMode
+Timer = _ferrum.Timer
+QWeight = _ferrum.QWeight
+KvCacheQuant = _ferrum.KvCacheQuant
+plugin_search_path = _ferrum.plugin_search_path
+
+__all__ = ["Backend", "Context", "Buffer", "Dtype", "QkMode", "Error", "ErrorCode", "info",
+           "plugin_search_path", "OPS", "NOT_BOUND"]
+
+
+class Backend:
+    """One loaded plugin (ferrum::Backend)."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    @staticmethod
+    def load(spec=None):
+        """Loads a backend. spec None or "": the facade's precedence (FERRUM_BACKEND, then the
+        config file, then auto); "auto"; a name ("cpu", "cuda:1"); or a path to a plugin .so.
+        Raises ferrum.Error (load_failed / config_error) with the loader's diagnosis."""
+        if spec is not None and not isinstance(spec, str):
+            raise Error(ErrorCode.invalid_argument,
+                        f"Backend.load: argument 'spec': expected a string or None, got "
+                        f"{type(spec).__name__}")
+        return Backend(_ferrum.Backend._load(spec or ""))
+
+    name = property(lambda self: self._raw.name)
+    version = property(lambda self: self._raw.version)
+    abi_version = property(lambda self: self._raw.abi_version)
+    build_info = property(lambda self: self._raw.build_info)
+    path = property(lambda self: self._raw.path)
+    device_count = property(lambda self: self._raw.device_count)
+    selected_device = property(lambda self: self._raw.selected_device)
+
+    def device_props(self, ordinal=0):
+        return self._raw.device_props(ordinal)
+
+    def support_matrix(self):
+        """One dict per op of the ABI: op, id, family, slot, facade_default, usable."""
+        return self._raw.support_matrix()
+
+    def supports(self, op):
+        """Whether the plugin has the op's slot or the facade composes it."""
+        for row in self._raw.support_matrix():
+            if row["op"] == op:
+                return row["usable"]
+        raise Error(ErrorCode.invalid_argument, f"Backend.supports: argument 'op': no op named {op!r}")
+
+    def create_context(self, dtype=None, device=None):
+        """A new context (one stream on one device). dtype: the default activation dtype
+        ("f32", "f16", "bf16"; None: the plugin's); device: the ordinal (None: the spec's)."""
+        d = _ferrum.Dtype.invalid if dtype is None else getattr(
+            _ferrum.Dtype, _ops.dtype_name(dtype, "Backend.create_context: argument 'dtype'"))
+        if device is not None:
+            device = _ops._integer("Backend.create_context", "device", "uint64_t", device)
+        return Context(self, self._raw._create_context(device, d))
+
+    def __repr__(self):
+        return f"<ferrum.Backend {self.name} {self.version} (ABI {self.abi_version}) {self.path}>"
+
+
+class Context:
+    """One stream on one device of one plugin; every op is a method (keyword arguments).
+
+    Tensors may be numpy arrays, host tensors with __dlpack__ (torch on CPU, ...) or
+    ferrum.Buffer. Host arrays are copied into buffers for the call and results copied back
+    (zero_copy is False): the ABI 1.1 external-memory ops that let a buffer wrap host memory
+    are not in the facade yet."""
+
+    def __init__(self, backend, raw):
+        self.backend = backend
+        self._raw = raw
+
+    activation_dtype = property(lambda self: self._raw.activation_dtype.name)
+    device = property(lambda self: self._raw.device)
+
+    @property
+    def zero_copy(self):
+        """Whether host arrays are used in place (False: copied in and out for every call)."""
+        return bool(self._raw._zero_copy_available())
+
+    def info(self):
+        d = self._raw.info()
+        d["activation_dtype"] = d["activation_dtype"].name
+        return d
+
+    def upload(self, array, dtype=None):
+        """A new Buffer holding a copy of a host tensor (dtype: the array's)."""
+        arr = _ops.as_host_array(array, "upload: argument 'array'")
+        dt = _ops.dtype_name(dtype if dtype is not None else arr.dtype, "upload: argument 'dtype'")
+        return self._to_buffer(arr, dt)
+
+    def write(self, buffer, array):
+        """Copies a host tensor into the start of `buffer` (same dtype)."""
+        arr = _ops.as_host_array(array, "write: argument 'array'")
+        self._raw._write(buffer, _contiguous(arr))
+
+    def read(self, buffer, shape=None, offset=0):
+        """A numpy array with a copy of `buffer`'s elements (shape: default [count - offset])."""
+        dt = _ops.numpy_dtype(buffer.dtype.name, "read: argument 'buffer'")
+        if shape is None:
+            shape = (max(buffer.count - offset, 0),)
+        out = _np.empty(shape, dtype=dt)
+        self._raw._read(buffer, out.reshape(-1), offset)
+        return out
+
+    def sync(self):
+        self._raw._sync()
+
+    # -- array <-> buffer (the copy fallback; zero-copy goes here once the ABI has it) -----
+    def _to_buffer(self, arr, dt):
+        return self._raw._upload(_contiguous(arr), getattr(_ferrum.Dtype, dt))
+
+    def _new_buffer(self, arr, dt):
+        return self._raw._alloc_typed(dtype=getattr(_ferrum.Dtype, dt), n=arr.size)
+
+    def _from_buffer(self, buf, arr):
+        if arr.flags.c_contiguous and arr.flags.writeable:
+            self._raw._read(buf, arr.reshape(-1), 0)
+        else:
+            tmp = _np.empty(arr.shape, dtype=arr.dtype)
+            self._raw._read(buf, tmp.reshape(-1), 0)
+            arr[...] = tmp
+
+    def __repr__(self):
+        return (f"<ferrum.Context {self.backend.name} device {self.device} "
+                f"activation {self.activation_dtype}>")
+
+
+import numpy as _np  # noqa: E402
+
+
+def _contiguous(arr):
+    return arr if arr.flags.c_contiguous else _np.ascontiguousarray(arr)
+
+
+_ops.install(Context)
+
+
+def info(isolate=True, timeout_s=60):
+    """What `ferrum-info --json` prints, as a dict: every plugin in the search path, how far it
+    loaded and why it stopped, its devices and op matrix, and the ops the facade composes.
+    isolate: load each plugin in a child process (a crashing plugin is reported, not fatal)."""
+    return _json.loads(_ferrum._info_json(bool(isolate), int(timeout_s)))
