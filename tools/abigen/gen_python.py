@@ -6,9 +6,10 @@ Python methods bind exactly the C++ facade methods gen_facade generates) and wri
   bindings/python/src/ops_gen.cpp     one nanobind method `_<op>` per facade op on Context,
                                       taking the facade's parameters by keyword
   bindings/python/ferrum/_ops_gen.py  per-op metadata the Python layer (ferrum/_ops.py) reads:
-                                      every field with its kind, direction, dtype class and
-                                      shape, which fields are parameters of the binding, and
-                                      what the op returns
+                                      every field with its kind, direction, dtype class, shape,
+                                      meaning and what 0 stands for (abi/registry/ops_doc.md),
+                                      which fields are parameters of the binding, and what the
+                                      op returns
 
 The Python layer turns arrays into buffers, infers dimensions from array shapes, allocates
 outputs and copies results back; nothing per op is written by hand.
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import abigen  # noqa: E402
 import gen_facade as gf  # noqa: E402
+import gendocs  # noqa: E402
 
 ROOT = abigen.ROOT
 OUT_CPP = ROOT / "bindings/python/src/ops_gen.cpp"
@@ -105,8 +107,19 @@ def not_bound_reason(op):
     return "takes raw host pointers (" + ", ".join(raw) + "), not available from Python yet"
 
 
-def field_meta(f):
-    d = {"name": f.name, "kind": f.kind, "optional": bool(f.optional)}
+def field_docs(op, docs, shared):
+    """{field: (zero/default text, meaning)} from abi/registry/ops_doc.md (as docs/ops.md)."""
+    own = docs[op.name].fields
+    alias = docs.get(gendocs.alias_of(op) or "")
+    return {f.name: own.get(f.name) or (alias.fields.get(f.name) if alias else None)
+            or shared.get(f.name, ("", "")) for f in op.fields}
+
+
+def field_meta(f, doc):
+    zero, text = doc
+    d = {"name": f.name, "kind": f.kind, "optional": bool(f.optional), "doc": text}
+    if zero:
+        d["zero"] = zero  # what 0 / NULL stands for: a scalar "0 = ..." may be left out
     if f.kind == "buffer":
         d["dir"], d["dclass"] = f.buf
         d["shape"] = list(f.shape) if f.shape else None
@@ -119,18 +132,20 @@ def gen_py(ops):
     o = [f"# {HEADER}", '"""Per-op metadata of the bound facade ops (see tools/abigen/gen_python.py)."""',
          "", "OPS = {"]
     not_bound = {}
+    shared, docs = gendocs.parse_doc((ROOT / "abi/registry/ops_doc.md").read_text())
     for op in gf.generated_ops(ops):
         if not bound(op):
             not_bound[op.name] = not_bound_reason(op)
             continue
         params, _, _, ret_type, _, _, _ = gf.plan(op)
+        fd = field_docs(op, docs, shared)
         meta = {
             "id": op.id, "family": op.family, "flags": op.flags, "since": op.since,
             "params": [gf.param_name(p) for p in params],
             "ptypes": {gf.param_name(p): gf.param_type(p) for p in params},
             "mode": gf.rope_mode(op),
             "returns": ret_type,
-            "fields": [field_meta(f) for f in op.fields],
+            "fields": [field_meta(f, fd[f.name]) for f in op.fields],
         }
         o.append(f"    {op.name!r}: {meta!r},")
     o.append("}")

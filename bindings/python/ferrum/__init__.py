@@ -119,7 +119,7 @@ class Context:
     def write(self, buffer, array):
         """Copies a host tensor into the start of `buffer` (same dtype)."""
         arr = _ops.as_host_array(array, "write: argument 'array'")
-        self._raw._write(buffer, _contiguous(arr))
+        self._raw._write(buffer, _raw_bytes(arr))
 
     def read(self, buffer, shape=None, offset=0):
         """A numpy array with a copy of `buffer`'s elements (shape: default [count - offset])."""
@@ -127,25 +127,22 @@ class Context:
         if shape is None:
             shape = (max(buffer.count - offset, 0),)
         out = _np.empty(shape, dtype=dt)
-        self._raw._read(buffer, out.reshape(-1), offset)
+        self._raw._read(buffer, _raw_bytes(out), offset)
         return out
-
-    def sync(self):
-        self._raw._sync()
 
     # -- array <-> buffer (the copy fallback; zero-copy goes here once the ABI has it) -----
     def _to_buffer(self, arr, dt):
-        return self._raw._upload(_contiguous(arr), getattr(_ferrum.Dtype, dt))
+        return self._raw._upload(_raw_bytes(arr), getattr(_ferrum.Dtype, dt))
 
     def _new_buffer(self, arr, dt):
         return self._raw._alloc_typed(dtype=getattr(_ferrum.Dtype, dt), n=arr.size)
 
     def _from_buffer(self, buf, arr):
         if arr.flags.c_contiguous and arr.flags.writeable:
-            self._raw._read(buf, arr.reshape(-1), 0)
+            self._raw._read(buf, _raw_bytes(arr), 0)
         else:
             tmp = _np.empty(arr.shape, dtype=arr.dtype)
-            self._raw._read(buf, tmp.reshape(-1), 0)
+            self._raw._read(buf, _raw_bytes(tmp), 0)
             arr[...] = tmp
 
     def __repr__(self):
@@ -156,8 +153,12 @@ class Context:
 import numpy as _np  # noqa: E402
 
 
-def _contiguous(arr):
-    return arr if arr.flags.c_contiguous else _np.ascontiguousarray(arr)
+def _raw_bytes(arr):
+    """A flat C-contiguous view of the array's elements as unsigned integers of the same size
+    (what the byte-level copies take; bf16 / f8 numpy dtypes have no DLPack code). Copies only
+    a non-contiguous array."""
+    arr = arr if arr.flags.c_contiguous else _np.ascontiguousarray(arr)
+    return arr.reshape(-1).view(_np.dtype(f"u{arr.dtype.itemsize}"))
 
 
 _ops.install(Context)

@@ -200,6 +200,8 @@ def call(ctx, op, kwargs):
             if v is None and "default" in f:
                 v = f["default"]
                 v = 0 if v in ("0", "NULL") else (float(v) if t in ("float", "double") else int(v, 0))
+            if v is None and f.get("zero", "").startswith("0 ="):
+                v = 0  # the registry documents what 0 stands for (ops_doc.md)
             if v is None:
                 raise _invalid(f"{op}: argument '{p}' ({t}) is required: it is not given and "
                                f"could not be inferred from the tensors' shapes")
@@ -329,9 +331,14 @@ def _doc(op, meta):
         f = fields.get(p, {})
         if f.get("kind") == "buffer":
             shape = "[" + ", ".join(f["shape"]) + "]" if f.get("shape") else ""
-            lines.append(f"  {p}: {f['dir']} {f['dclass']}{shape} tensor")
+            head = f"  {p}: {f['dir']} {f['dclass']}{shape} tensor"
         else:
-            lines.append(f"  {p}: {meta['ptypes'][p]}")
+            head = f"  {p}: {meta['ptypes'][p]}"
+        if f.get("zero"):
+            head += f" (optional: {f['zero']})" if f["zero"].startswith("0 =") else f" ({f['zero']})"
+        lines.append(head)
+        if f.get("doc"):
+            lines.append(f"      {f['doc']}")
     lines.append("")
     lines.append("Dimensions not given are inferred from the tensors' shapes where a shape names "
                  "them; outputs not given are allocated (when their shape is known) and returned.")
