@@ -1,5 +1,5 @@
 """Fixtures of the ferrum Python tests: the CPU backend, an f32 context, a seeded generator, and
-the CUDA backend for tests marked `gpu` (skipped, with the reason, without one)."""
+the `gpu` marker (test_gpu.py: skipped, with the reason, without a CUDA backend)."""
 import numpy as np
 import pytest
 
@@ -24,14 +24,3 @@ def ctx(cpu):
 def rng(request):
     # one fixed seed per test (its name), so a failure reproduces
     return np.random.default_rng(sum(map(ord, request.node.name)))
-
-
-@pytest.fixture(scope="session")
-def cuda():
-    try:
-        backend = ferrum.Backend.load("cuda")
-    except ferrum.Error as e:
-        pytest.skip(f"no usable CUDA backend: {e.message.splitlines()[0][:300]}")
-    if backend.device_count < 1:
-        pytest.skip("the CUDA plugin reports no device")
-    return backend

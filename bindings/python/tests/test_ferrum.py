@@ -293,3 +293,17 @@ def test_zero_copy_upload(ctx):
         pytest.xfail("zero-copy needs the ABI 1.1 external-memory ops (not in the facade yet): "
                      "host arrays are copied into buffers and results copied back")
     assert ctx.read(buf)[0] == 42.0  # the buffer is the array's memory
+
+
+def test_readme_example(capsys):
+    """The README's Python example runs as printed."""
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).resolve().parents[3] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md not next to the tests")
+    text = readme.read_text()
+    block = re.search(r"```python\n(.*?)```", text[text.index("## Python"):], re.S).group(1)
+    exec(compile(block, "README.md (Python)", "exec"), {})
+    assert "invalid_argument" in capsys.readouterr().out
