@@ -15,6 +15,7 @@ loader's default search directory (next to libferrum.so); FERRUM_PLUGIN_PATH, wh
 that search path as it does for every ferrum host.
 """
 import json as _json
+import threading as _threading
 
 from ._errors import Error, ErrorCode
 from . import _ferrum
@@ -96,6 +97,9 @@ class Context:
     def __init__(self, backend, raw):
         self.backend = backend
         self._raw = raw
+        # ops release the GIL; the facade's Context is used by one thread at a time, so calls
+        # from several Python threads on one Context are serialised here
+        self._lock = _threading.RLock()
 
     activation_dtype = property(lambda self: self._raw.activation_dtype.name)
     device = property(lambda self: self._raw.device)
@@ -114,12 +118,14 @@ class Context:
         """A new Buffer holding a copy of a host tensor (dtype: the array's)."""
         arr = _ops.as_host_array(array, "upload: argument 'array'")
         dt = _ops.dtype_name(dtype if dtype is not None else arr.dtype, "upload: argument 'dtype'")
-        return self._to_buffer(arr, dt)
+        with self._lock:
+            return self._to_buffer(arr, dt)
 
     def write(self, buffer, array):
         """Copies a host tensor into the start of `buffer` (same dtype)."""
         arr = _ops.as_host_array(array, "write: argument 'array'")
-        self._raw._write(buffer, _raw_bytes(arr))
+        with self._lock:
+            self._raw._write(buffer, _raw_bytes(arr))
 
     def read(self, buffer, shape=None, offset=0):
         """A numpy array with a copy of `buffer`'s elements (shape: default [count - offset])."""
@@ -127,7 +133,8 @@ class Context:
         if shape is None:
             shape = (max(buffer.count - offset, 0),)
         out = _np.empty(shape, dtype=dt)
-        self._raw._read(buffer, _raw_bytes(out), offset)
+        with self._lock:
+            self._raw._read(buffer, _raw_bytes(out), offset)
         return out
 
     # -- array <-> buffer (the copy fallback; zero-copy goes here once the ABI has it) -----

@@ -143,6 +143,11 @@ def _tensor_dtype(op, name, field, arr):
 
 
 def call(ctx, op, kwargs):
+    with ctx._lock:  # a context is used by one thread at a time (the facade's contract)
+        return _call(ctx, op, kwargs)
+
+
+def _call(ctx, op, kwargs):
     meta = OPS[op]
     params = meta["params"]
     ptypes = meta["ptypes"]
@@ -216,7 +221,21 @@ def call(ctx, op, kwargs):
             else:
                 v = float(v)
             call_kwargs[p] = v
-    # 3. buffers: upload arrays, allocate missing outputs
+    # 3. every tensor holds what its shape asks for (checked here too, before any output is
+    #    sized from the dimensions; the facade checks the buffers again)
+    for p in params:
+        f = fields.get(p, {})
+        if f.get("kind") != "buffer" or not f.get("shape") or (p not in arrays and p not in args):
+            continue
+        need = [_eval_dim(e, dims) for e in f["shape"]]
+        if any(n is None for n in need):
+            continue
+        total = math.prod(need)
+        have = arrays[p].size if p in arrays else args[p].buffer.count
+        if have < total:
+            raise _invalid(f"{op}: argument '{p}': expected at least {total} elements "
+                           f"([{', '.join(f['shape'])}] = {need}), got {have}")
+    # 4. buffers: upload arrays, allocate missing outputs
     act_dtype = None
     for p in params:
         f = fields.get(p, {})
@@ -259,7 +278,12 @@ def call(ctx, op, kwargs):
                 dt = _DCLASS_DTYPE.get(dclass) or (act_dtype if dclass in _FLOAT_CLASSES else
                                                    "u32" if dclass == "idx" else None)
                 if dt is not None:
-                    arr = np.empty(shape, dtype=numpy_dtype(dt, f"{op}: argument '{p}'"))
+                    try:
+                        arr = np.empty(shape, dtype=numpy_dtype(dt, f"{op}: argument '{p}'"))
+                    except (MemoryError, ValueError) as e:
+                        raise Error(ErrorCode.out_of_memory,
+                                    f"{op}: argument '{p}': cannot allocate the output "
+                                    f"{shape} of {dt} on the host ({e})") from None
                     buf = ctx._new_buffer(arr, dt)
                     args[p] = _Arg(p, f, arr, buf, allocated=True)
                     call_kwargs[p] = buf
@@ -271,7 +295,7 @@ def call(ctx, op, kwargs):
                        f"{'[' + ', '.join(f['shape']) + ']' if f.get('shape') else ''}) is required"
                        + (": its shape could not be worked out from the other arguments"
                           if f.get("dir") == "out" else ""))
-    # 4. run, then copy results back into the caller's arrays
+    # 5. run, then copy results back into the caller's arrays
     result = getattr(raw, "_" + op)(**call_kwargs)
     outs = []
     for p in params:

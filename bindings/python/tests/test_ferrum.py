@@ -211,6 +211,21 @@ def test_error_wrong_shapes(ctx, rng):
     assert np.isnan(out).all()  # nothing written on failure
 
 
+def test_error_huge_dimensions(ctx, rng):
+    x = rng.standard_normal(16).astype(np.float32)
+    for kwargs in ({"len": 2**40}, {"len": 2**64 - 1}):
+        with pytest.raises(ferrum.Error) as e:  # refused before any output is sized from it
+            ctx.gelu(x=x, **kwargs)
+        assert e.value.code == "invalid_argument" and "'x'" in e.value.message
+    a = x.reshape(2, 8)
+    with pytest.raises(ferrum.Error) as e:
+        ctx.gemm(a=a, b=a, m=2**62, n=2**62)
+    assert e.value.code == "invalid_argument"
+    with pytest.raises(ferrum.Error) as e:
+        ctx.gemm(a=a, b=a, k=2**64)
+    assert e.value.code == "invalid_argument" and "'k'" in e.value.message
+
+
 def test_error_arguments(ctx, rng):
     x = rng.standard_normal((2, 8)).astype(np.float32)
     with pytest.raises(ferrum.Error) as e:
@@ -307,3 +322,27 @@ def test_readme_example(capsys):
     block = re.search(r"```python\n(.*?)```", text[text.index("## Python"):], re.S).group(1)
     exec(compile(block, "README.md (Python)", "exec"), {})
     assert "invalid_argument" in capsys.readouterr().out
+
+
+class _DLPackOnly:
+    """A tensor known only through the DLPack protocol (like a framework's CPU tensor)."""
+
+    def __init__(self, array, device=None):
+        self._a, self._device = array, device
+
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._device or self._a.__dlpack_device__()
+
+
+def test_dlpack_tensors(ctx, rng):
+    a = rng.standard_normal((3, 8)).astype(np.float32)
+    b = rng.standard_normal((2, 8)).astype(np.float32)
+    out = np.full((3, 2), np.nan, np.float32)
+    ctx.gemm(a=_DLPackOnly(a), b=_DLPackOnly(b), out=_DLPackOnly(out))
+    np.testing.assert_allclose(out, refs.gemm(a, b), **F32_TOL)  # written through the view
+    with pytest.raises(ferrum.Error) as e:
+        ctx.gemm(a=_DLPackOnly(a, device=(2, 0)), b=b)  # (kDLCUDA, 0)
+    assert e.value.code == "invalid_argument" and "'a'" in e.value.message
