@@ -65,9 +65,16 @@ def binding_param(op, p):
     return None
 
 
+# Facade return types the module can hand to Python (classes bound in module.cpp, scalars,
+# vectors as lists); an op returning anything else is listed as not bound.
+RETURNS = {"void", "Buffer", "QWeight", "Timer", "KvCacheQuant", "uint64_t", "uint32_t",
+           "int32_t", "float", "double", "std::vector<float>", "std::vector<uint32_t>",
+           "std::vector<uint8_t>"}
+
+
 def bound(op):
-    params = gf.plan(op)[0]
-    return all(binding_param(op, p) for p in params)
+    params, ret = gf.plan(op)[0], gf.plan(op)[3]
+    return ret in RETURNS and all(binding_param(op, p) for p in params)
 
 
 def gen_cpp(ops):
@@ -103,8 +110,13 @@ def not_bound_reason(op):
                "read_typed": "use Context.read"}
     if op.name in covered:
         return covered[op.name]
-    raw = [gf.param_name(p) for p in gf.plan(op)[0] if binding_param(op, p) is None]
-    return "takes raw host pointers (" + ", ".join(raw) + "), not available from Python yet"
+    ret = gf.plan(op)[3]
+    if ret not in RETURNS:
+        return f"returns {ret}, which the module does not bind yet"
+    raw = [f"{gf.param_name(p)}: {gf.param_type(p)}" for p in gf.plan(op)[0]
+           if binding_param(op, p) is None]
+    return "takes parameters the module cannot check or convert (" + ", ".join(raw) + \
+        "), not available from Python yet"
 
 
 def field_docs(op, docs, shared):

@@ -90,9 +90,9 @@ class Context:
     """One stream on one device of one plugin; every op is a method (keyword arguments).
 
     Tensors may be numpy arrays, host tensors with __dlpack__ (torch on CPU, ...) or
-    ferrum.Buffer. Host arrays are copied into buffers for the call and results copied back
-    (zero_copy is False): the ABI 1.1 external-memory ops that let a buffer wrap host memory
-    are not in the facade yet."""
+    ferrum.Buffer. With zero_copy (ABI 1.1 wrap_external in the module and the plugin, a CPU
+    device) contiguous host arrays are the buffers' memory; otherwise they are copied into
+    buffers for the call and results copied back."""
 
     def __init__(self, backend, raw):
         self.backend = backend
@@ -100,14 +100,21 @@ class Context:
         # ops release the GIL; the facade's Context is used by one thread at a time, so calls
         # from several Python threads on one Context are serialised here
         self._lock = _threading.RLock()
+        self._zero_copy = None
 
     activation_dtype = property(lambda self: self._raw.activation_dtype.name)
     device = property(lambda self: self._raw.device)
 
     @property
     def zero_copy(self):
-        """Whether host arrays are used in place (False: copied in and out for every call)."""
-        return bool(self._raw._zero_copy_available())
+        """Whether host arrays are used in place: the module was built with the ABI 1.1 op
+        wrap_external, the plugin has it, and the context's device is the host (CPU plugin).
+        False: arrays are copied into buffers for every call and results copied back."""
+        if self._zero_copy is None:
+            self._zero_copy = bool(
+                self._raw._zero_copy_compiled() and self.backend.supports("wrap_external")
+                and self.backend.device_props(self.device)["kind"] == "cpu")
+        return self._zero_copy
 
     def info(self):
         d = self._raw.info()
@@ -137,14 +144,25 @@ class Context:
             self._raw._read(buffer, _raw_bytes(out), offset)
         return out
 
-    # -- array <-> buffer (the copy fallback; zero-copy goes here once the ABI has it) -----
+    # -- array <-> buffer: wrapped in place when zero_copy, else copied ----------------------
+    def _wraps(self, arr):
+        return (self.zero_copy and arr.flags.c_contiguous and arr.flags.aligned
+                and arr.flags.writeable)
+
     def _to_buffer(self, arr, dt):
+        if self._wraps(arr):
+            return self._raw._wrap_host(_raw_bytes(arr), getattr(_ferrum.Dtype, dt))
         return self._raw._upload(_raw_bytes(arr), getattr(_ferrum.Dtype, dt))
 
     def _new_buffer(self, arr, dt):
+        if self._wraps(arr):
+            return self._raw._wrap_host(_raw_bytes(arr), getattr(_ferrum.Dtype, dt))
         return self._raw._alloc_typed(dtype=getattr(_ferrum.Dtype, dt), n=arr.size)
 
     def _from_buffer(self, buf, arr):
+        """Makes `arr` hold `buf`'s elements after the op (a copy unless it is wrapped)."""
+        if self._wraps(arr):
+            return  # the array is the buffer's memory (the call has synced)
         if arr.flags.c_contiguous and arr.flags.writeable:
             self._raw._read(buf, _raw_bytes(arr), 0)
         else:

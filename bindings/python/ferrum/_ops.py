@@ -6,8 +6,11 @@ buffers, missing dimensions are inferred from the tensors' shapes, missing outpu
 allocated, the generated binding runs the facade method, and results are written back into the
 arrays.
 
-Memory: until the ABI 1.1 external-memory ops are in the facade, a host array is COPIED into a
-buffer before the op and out/inout arrays are copied back after it (Context.zero_copy is False).
+Memory: with Context.zero_copy (the ABI 1.1 op wrap_external in the module and the plugin, a
+CPU device) a C-contiguous, aligned, writable host array is wrapped as the buffer, so the op
+works in the array's memory and the call syncs before it returns. Otherwise (and always until
+wrap_external is in the facade) a host array is COPIED into a buffer before the op and out/inout
+arrays are copied back after it.
 """
 import math
 import re
@@ -297,6 +300,8 @@ def _call(ctx, op, kwargs):
                           if f.get("dir") == "out" else ""))
     # 5. run, then copy results back into the caller's arrays
     result = getattr(raw, "_" + op)(**call_kwargs)
+    if any(a.array is not None and ctx._wraps(a.array) for a in args.values()):
+        raw._sync()  # wrapped arrays: the op (asynchronous) is done with them before we return
     outs = []
     for p in params:
         a = args.get(p)

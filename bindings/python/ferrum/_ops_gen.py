@@ -96,8 +96,8 @@ NOT_BOUND = {
     'from_slice_typed': 'use Context.upload',
     'write_typed': 'use Context.write',
     'read_typed': 'use Context.read',
-    'populate_batched_pointers': 'takes raw host pointers (k_caches, v_caches), not available from Python yet',
-    'comm_init': 'takes raw host pointers (unique_id), not available from Python yet',
-    'load_gptq': 'takes raw host pointers (qweight, scales, qzeros, g_idx), not available from Python yet',
-    'load_gptq_stacked': 'takes raw host pointers (qweights, scales, qzeros, g_idx), not available from Python yet',
+    'populate_batched_pointers': 'takes parameters the module cannot check or convert (k_caches: ferrum_buffer* const*, v_caches: ferrum_buffer* const*), not available from Python yet',
+    'comm_init': 'takes parameters the module cannot check or convert (unique_id: const uint8_t*), not available from Python yet',
+    'load_gptq': 'takes parameters the module cannot check or convert (qweight: const int32_t*, scales: const void*, qzeros: const int32_t*, g_idx: const int32_t*), not available from Python yet',
+    'load_gptq_stacked': 'takes parameters the module cannot check or convert (qweights: const int32_t* const*, scales: const void* const*, qzeros: const int32_t* const*, g_idx: const int32_t* const*), not available from Python yet',
 }

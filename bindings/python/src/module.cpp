@@ -163,9 +163,23 @@ NB_MODULE(_ferrum, m) {
         c.read_typed({.src = src, .dtype = src.dtype(), .len = out.size(), .data = out.data(),
                       .src_offset = offset});
       }, nb::arg("src"), nb::arg("out"), nb::arg("offset") = 0)
-      .def("_zero_copy_available", [](const ferrum::Context&) { return false; },
-           "Whether host arrays can be wrapped as buffers without a copy (ABI 1.1 external "
-           "memory ops); false until those ops are in the registry and facade.");
+#ifdef FERRUM_OP_WRAP_EXTERNAL
+      // Host memory as a buffer without a copy (ABI 1.1 wrap_external): the returned Buffer
+      // keeps the array alive (keep_alive), and the memory is the array's, so ops read and
+      // write it in place. `data` must be C-contiguous, aligned host memory of `dtype`.
+      .def("_wrap_host", [](ferrum::Context& c, HostIn data, ferrum::Dtype dtype) {
+        check_itemsize("wrap_host", "data", data.itemsize(), dtype);
+        return c.wrap_external({.address = reinterpret_cast<uint64_t>(data.data()), .dtype = dtype,
+                                .count = data.size(), .device_ordinal = c.device()});
+      }, nb::arg("data"), nb::arg("dtype"), nb::keep_alive<0, 2>())
+#endif
+      .def("_zero_copy_compiled", [](const ferrum::Context&) {
+#ifdef FERRUM_OP_WRAP_EXTERNAL
+        return true;
+#else
+        return false;
+#endif
+      }, "Whether this module was built with the ABI 1.1 external-memory op wrap_external.");
   bind_ops(ctx);
 
   nb::class_<ferrum::Backend>(m, "Backend")
