@@ -122,7 +122,8 @@ class Context:
         return d
 
     def upload(self, array, dtype=None):
-        """A new Buffer holding a copy of a host tensor (dtype: the array's)."""
+        """A Buffer of a host tensor (dtype: the array's): a copy, or with zero_copy the
+        array's own memory (the Buffer keeps the array alive)."""
         arr = _ops.as_host_array(array, "upload: argument 'array'")
         dt = _ops.dtype_name(dtype if dtype is not None else arr.dtype, "upload: argument 'dtype'")
         with self._lock:
