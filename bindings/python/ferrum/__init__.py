@@ -131,12 +131,15 @@ class Context:
 
     def write(self, buffer, array):
         """Copies a host tensor into the start of `buffer` (same dtype)."""
+        _check_buffer("write", buffer)
         arr = _ops.as_host_array(array, "write: argument 'array'")
         with self._lock:
             self._raw._write(buffer, _raw_bytes(arr))
 
     def read(self, buffer, shape=None, offset=0):
         """A numpy array with a copy of `buffer`'s elements (shape: default [count - offset])."""
+        _check_buffer("read", buffer)
+        offset = _ops._integer("read", "offset", "uint64_t", offset)
         dt = _ops.numpy_dtype(buffer.dtype.name, "read: argument 'buffer'")
         if shape is None:
             shape = (max(buffer.count - offset, 0),)
@@ -177,6 +180,13 @@ class Context:
 
 
 import numpy as _np  # noqa: E402
+
+
+def _check_buffer(fn, buffer):
+    if not isinstance(buffer, _ferrum.Buffer) or not buffer:
+        raise Error(ErrorCode.invalid_argument,
+                    f"{fn}: argument 'buffer': expected a live ferrum.Buffer, got "
+                    f"{type(buffer).__name__}{' (released)' if isinstance(buffer, _ferrum.Buffer) else ''}")
 
 
 def _raw_bytes(arr):

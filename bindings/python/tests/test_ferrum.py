@@ -167,6 +167,42 @@ def test_buffers_and_ops_mixed(ctx, rng):
     assert not ctx.read(out_buf).any()
 
 
+def test_buffer_helpers_reject_bad_input(ctx):
+    buf = ctx.upload(np.arange(4, dtype=np.float32))
+    for call in (lambda: ctx.read("not a buffer"), lambda: ctx.read(buf, offset=-1),
+                 lambda: ctx.read(buf, shape=(5,)), lambda: ctx.write(buf, np.zeros(5, np.float32)),
+                 lambda: ctx.write(buf, np.zeros(2, np.float16)), lambda: ctx.upload([object()])):
+        with pytest.raises(ferrum.Error) as e:
+            call()
+        assert e.value.code == "invalid_argument", e.value
+    buf.release()
+    with pytest.raises(ferrum.Error) as e:
+        ctx.read(buf)
+    assert "released" in e.value.message
+
+
+def test_one_context_from_several_threads(ctx, rng):
+    import threading
+
+    a = rng.standard_normal((16, 32)).astype(np.float32)
+    b = rng.standard_normal((8, 32)).astype(np.float32)
+    ref = refs.gemm(a, b)
+    errors = []
+
+    def worker():
+        for _ in range(20):
+            out = ctx.gemm(a=a, b=b)
+            if not np.allclose(out, ref, **F32_TOL):
+                errors.append("wrong result")
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
 def test_bf16_through_ml_dtypes(cpu, rng):
     mld = pytest.importorskip("ml_dtypes")
     c = cpu.create_context(dtype="bf16")
