@@ -148,6 +148,23 @@ class Context:
             self._raw._read(buffer, _raw_bytes(out), offset)
         return out
 
+    def view(self, buffer, shape=None):
+        """The buffer's own memory as an array with __dlpack__ (and the buffer protocol on the
+        CPU), without a copy: numpy.asarray / torch.from_dlpack use it in place. Needs the ABI
+        1.1 op buffer_device_address in this module and the plugin; Error(unsupported)
+        otherwise (use read(), which copies). Work queued on the buffer is synced first."""
+        _check_buffer("view", buffer)
+        if not hasattr(buffer, "_view"):
+            raise Error(ErrorCode.unsupported,
+                        "view: this build of ferrum has no buffer_device_address (ABI 1.1): "
+                        "use Context.read, which copies")
+        shape = (buffer.count,) if shape is None else tuple(
+            _ops._integer("view", "shape", "uint64_t", s) for s in shape)
+        kind = self.backend.device_props(self.device)["kind"]
+        with self._lock:
+            self._raw._sync()
+            return buffer._view(list(shape), 1 if kind == "cpu" else 2)
+
     # -- array <-> buffer: wrapped in place when zero_copy, else copied ----------------------
     def _wraps(self, arr):
         return (self.zero_copy and arr.flags.c_contiguous and arr.flags.aligned

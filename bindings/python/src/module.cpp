@@ -108,8 +108,9 @@ NB_MODULE(_ferrum, m) {
       .value("neox", ferrum::QkMode::neox)
       .value("gptj", ferrum::QkMode::gptj);
 
-  nb::class_<ferrum::Buffer>(m, "Buffer",
-                             "A buffer of one plugin on one device (dtype + element count).")
+  auto buffer_cls = nb::class_<ferrum::Buffer>(
+      m, "Buffer", "A buffer of one plugin on one device (dtype + element count).");
+  buffer_cls
       .def_prop_ro("dtype", [](const ferrum::Buffer& b) { return b.dtype(); })
       .def_prop_ro("count", [](const ferrum::Buffer& b) { return b.count(); })
       .def_prop_ro("size_bytes", [](const ferrum::Buffer& b) { return b.size_bytes(); })
@@ -120,6 +121,35 @@ NB_MODULE(_ferrum, m) {
         return "<ferrum.Buffer " + std::string(ferrum::to_string(b.dtype())) + "[" +
                std::to_string(b.count()) + "] device " + std::to_string(b.device()) + ">";
       });
+#ifdef FERRUM_OP_BUFFER_DEVICE_ADDRESS
+  // The buffer's own memory as a DLPack / buffer-protocol array (ABI 1.1
+  // buffer_device_address): no copy; the array keeps the Buffer alive. `device_type` is the
+  // DLPack device type of the plugin's device (kDLCPU 1, kDLCUDA 2), given by the Python layer.
+  buffer_cls.def("_view", [](nb::handle self, const std::vector<size_t>& shape, int32_t device_type) {
+    const ferrum::Buffer& b = nb::cast<const ferrum::Buffer&>(self);
+    uint64_t n = 1;
+    for (size_t d : shape)
+      if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n)) n = UINT64_MAX;
+    if (n > b.count())
+      fail("view: argument 'shape': expected at most " + std::to_string(b.count()) +
+           " elements (the buffer's count), got a shape of " +
+           (n == UINT64_MAX ? std::string("more than 2^64") : std::to_string(n)));
+    const ferrum::Buffer::DeviceAddress a = b.device_address();
+    nb::dlpack::dtype dt{};
+    dt.lanes = 1;
+    dt.bits = static_cast<uint8_t>(8 * ferrum::element_size(b.dtype()));
+    switch (b.dtype()) {
+      case ferrum::Dtype::f32: case ferrum::Dtype::f16: dt.code = uint8_t(nb::dlpack::dtype_code::Float); break;
+      case ferrum::Dtype::bf16: dt.code = uint8_t(nb::dlpack::dtype_code::Bfloat); break;
+      case ferrum::Dtype::i32: case ferrum::Dtype::i8: dt.code = uint8_t(nb::dlpack::dtype_code::Int); break;
+      case ferrum::Dtype::u32: case ferrum::Dtype::u8: dt.code = uint8_t(nb::dlpack::dtype_code::UInt); break;
+      case ferrum::Dtype::f8_e4m3: dt.code = uint8_t(nb::dlpack::dtype_code::Float8_E4M3FN); break;
+      default: fail("view: the buffer has no valid dtype");
+    }
+    return nb::ndarray<>(reinterpret_cast<void*>(a.address), shape.size(), shape.data(), self,
+                         nullptr, dt, device_type, static_cast<int>(a.device));
+  }, nb::arg("shape"), nb::arg("device_type"));
+#endif
   nb::class_<ferrum::Timer>(m, "Timer");
   nb::class_<ferrum::QWeight>(m, "QWeight");
   nb::class_<ferrum::KvCacheQuant>(m, "KvCacheQuant")
