@@ -164,7 +164,7 @@ def _call(ctx, op, kwargs):
     for p in params:
         t = ptypes[p]
         if t in ("uint64_t", "uint32_t") and kwargs.get(p) is not None:
-            dims[p] = int(kwargs[p])
+            dims[p] = _integer(op, p, t, kwargs[p])
     # 1. tensors -> host arrays; dimensions from their shapes
     args, inferred_from = {}, {}
     arrays = {}
@@ -299,7 +299,10 @@ def _call(ctx, op, kwargs):
                        + (": its shape could not be worked out from the other arguments"
                           if f.get("dir") == "out" else ""))
     # 5. run, then copy results back into the caller's arrays
-    result = getattr(raw, "_" + op)(**call_kwargs)
+    try:
+        result = getattr(raw, "_" + op)(**call_kwargs)
+    except TypeError as e:  # an argument of a type the binding cannot take (nanobind's message)
+        raise _invalid(f"{op}: {e}") from None
     if any(a.array is not None and ctx._wraps(a.array) for a in args.values()):
         raw._sync()  # wrapped arrays: the op (asynchronous) is done with them before we return
     outs = []

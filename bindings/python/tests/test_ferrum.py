@@ -277,6 +277,12 @@ def test_error_arguments(ctx, rng):
         ctx.gemm(a="not a tensor", b=x)
     assert e.value.code == "invalid_argument"
     with pytest.raises(ferrum.Error) as e:
+        ctx.gemm(a=x, b=x, m="three")
+    assert e.value.code == "invalid_argument" and "'m'" in e.value.message
+    with pytest.raises(ferrum.Error) as e:
+        ctx.record_start(timer="not a timer")
+    assert e.value.code == "invalid_argument" and "record_start" in e.value.message
+    with pytest.raises(ferrum.Error) as e:
         ctx.qk_norm_rope(input=x.reshape(2, 1, 8), cos=x, sin=x, pos_offset=0, eps=0.0,
                          mode="sideways")
     assert "mode" in e.value.message
@@ -402,3 +408,17 @@ def test_zero_copy_view(ctx):
     assert (np.asarray(view) == 7.0).all()
     with pytest.raises(ferrum.Error):
         ctx.view(ctx.upload(np.zeros(2, np.float32)), shape=(3,))
+
+
+def test_handles_and_returns(ctx, rng):
+    timer = ctx.make_timer()
+    assert isinstance(timer, ferrum.Timer)
+    ctx.record_start(timer=timer)
+    ctx.gemm(a=rng.standard_normal((8, 8)).astype(np.float32),
+             b=rng.standard_normal((8, 8)).astype(np.float32))
+    ctx.record_end(timer=timer)
+    ms = ctx.elapsed_ms(timer=timer)
+    assert isinstance(ms, float) and ms >= 0.0
+    assert ctx.activation_elem_size_bytes() == 4
+    buf = ctx.from_slice(data=np.arange(5, dtype=np.float32))  # a host span: len from its size
+    np.testing.assert_array_equal(ctx.to_vec(buf=buf, len=5), np.arange(5, dtype=np.float32))
