@@ -149,8 +149,8 @@ class Context:
         return out
 
     def view(self, buffer, shape=None):
-        """The buffer's own memory as an array with __dlpack__ (and the buffer protocol on the
-        CPU), without a copy: numpy.asarray / torch.from_dlpack use it in place. Needs the ABI
+        """The buffer's own memory without a copy: a numpy array on the CPU (it keeps the buffer
+        alive), an array with __dlpack__ on a GPU (torch.from_dlpack uses it in place). Needs the ABI
         1.1 op buffer_device_address in this module and the plugin; Error(unsupported)
         otherwise (use read(), which copies). Work queued on the buffer is synced first."""
         _check_buffer("view", buffer)
@@ -163,7 +163,10 @@ class Context:
         kind = self.backend.device_props(self.device)["kind"]
         with self._lock:
             self._raw._sync()
-            return buffer._view(list(shape), 1 if kind == "cpu" else 2)
+            if kind != "cpu":  # a device array: for torch.from_dlpack & co.
+                return buffer._view(list(shape), 2, False)
+            dt = _ops.numpy_dtype(buffer.dtype.name, "view: argument 'buffer'")
+            return _np.from_dlpack(buffer._view(list(shape), 1, True)).view(dt)
 
     # -- array <-> buffer: wrapped in place when zero_copy, else copied ----------------------
     def _wraps(self, arr):

@@ -125,7 +125,10 @@ NB_MODULE(_ferrum, m) {
   // The buffer's own memory as a DLPack / buffer-protocol array (ABI 1.1
   // buffer_device_address): no copy; the array keeps the Buffer alive. `device_type` is the
   // DLPack device type of the plugin's device (kDLCPU 1, kDLCUDA 2), given by the Python layer.
-  buffer_cls.def("_view", [](nb::handle self, const std::vector<size_t>& shape, int32_t device_type) {
+  // as_uint: the elements as unsigned integers of the same size (numpy has no bf16 / f8 DLPack
+  // codes; the Python layer views them as ml_dtypes types).
+  buffer_cls.def("_view", [](nb::handle self, const std::vector<size_t>& shape, int32_t device_type,
+                             bool as_uint) {
     const ferrum::Buffer& b = nb::cast<const ferrum::Buffer&>(self);
     uint64_t n = 1;
     for (size_t d : shape)
@@ -146,9 +149,11 @@ NB_MODULE(_ferrum, m) {
       case ferrum::Dtype::f8_e4m3: dt.code = uint8_t(nb::dlpack::dtype_code::Float8_E4M3FN); break;
       default: fail("view: the buffer has no valid dtype");
     }
-    return nb::ndarray<>(reinterpret_cast<void*>(a.address), shape.size(), shape.data(), self,
-                         nullptr, dt, device_type, static_cast<int>(a.device));
-  }, nb::arg("shape"), nb::arg("device_type"));
+    if (as_uint) dt.code = uint8_t(nb::dlpack::dtype_code::UInt);
+    return nb::ndarray<nb::array_api>(reinterpret_cast<void*>(a.address), shape.size(),
+                                      shape.data(), self, nullptr, dt, device_type,
+                                      static_cast<int>(a.device));
+  }, nb::arg("shape"), nb::arg("device_type"), nb::arg("as_uint"));
 #endif
   nb::class_<ferrum::Timer>(m, "Timer");
   nb::class_<ferrum::QWeight>(m, "QWeight");
