@@ -20,7 +20,7 @@ import threading as _threading
 from ._errors import Error, ErrorCode
 from . import _ferrum
 from . import _ops
-from ._ops_gen import NOT_BOUND, OPS
+from ._ops_gen import HANDLES as _HANDLES, NOT_BOUND, OPS
 
 Buffer = _ferrum.Buffer
 Dtype = _ferrum.Dtype
@@ -29,6 +29,8 @@ Timer = _ferrum.Timer
 QWeight = _ferrum.QWeight
 KvCacheQuant = _ferrum.KvCacheQuant
 plugin_search_path = _ferrum.plugin_search_path
+for _h in _HANDLES:  # the facade's handle classes (Buffer, QWeight, Timer, ...)
+    globals()[_h] = getattr(_ferrum, _h)
 
 __all__ = ["Backend", "Context", "Buffer", "Dtype", "QkMode", "Error", "ErrorCode", "info",
            "plugin_search_path", "OPS", "NOT_BOUND"]

@@ -18,6 +18,8 @@ namespace nb = nanobind;
 
 namespace ferrum::python {
 
+// The facade's handle classes other than Buffer, QWeight and Timer (GENERATED: ops_gen.cpp).
+void bind_handle_classes(nb::module_& m);
 // One method `_<op>` per bound facade op (GENERATED: ops_gen.cpp).
 void bind_ops(nb::class_<ferrum::Context>& cls);
 

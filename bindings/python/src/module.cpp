@@ -157,6 +157,7 @@ NB_MODULE(_ferrum, m) {
 #endif
   nb::class_<ferrum::Timer>(m, "Timer");
   nb::class_<ferrum::QWeight>(m, "QWeight");
+  bind_handle_classes(m);
   nb::class_<ferrum::KvCacheQuant>(m, "KvCacheQuant")
       .def_prop_ro("k", [](ferrum::KvCacheQuant& c) -> ferrum::Buffer& { return c.k; }, nb::rv_policy::reference_internal)
       .def_prop_ro("v", [](ferrum::KvCacheQuant& c) -> ferrum::Buffer& { return c.v; }, nb::rv_policy::reference_internal)

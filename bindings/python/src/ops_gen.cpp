@@ -5,6 +5,10 @@
 
 namespace ferrum::python {
 
+void bind_handle_classes(nb::module_& m) {
+  (void)m;
+}
+
 void bind_ops(nb::class_<ferrum::Context>& cls) {
   cls.def("_alloc", [](ferrum::Context& c, uint64_t len) { return c.alloc(len); }, nb::arg("len"),
           nb::call_guard<nb::gil_scoped_release>());
