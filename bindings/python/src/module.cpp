@@ -17,6 +17,8 @@
 #include <optional>
 #include <string>
 
+#include <ferrum/common/checked.hpp>
+
 #include "info_json.hpp"
 
 namespace ferrum::python {
@@ -131,8 +133,7 @@ NB_MODULE(_ferrum, m) {
                              bool as_uint) {
     const ferrum::Buffer& b = nb::cast<const ferrum::Buffer&>(self);
     uint64_t n = 1;
-    for (size_t d : shape)
-      if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n)) n = UINT64_MAX;
+    for (size_t d : shape) n = ferrum::common::sat_mul(n, static_cast<uint64_t>(d));
     if (n > b.count())
       fail("view: argument 'shape': expected at most " + std::to_string(b.count()) +
            " elements (the buffer's count), got a shape of " +
