@@ -2,13 +2,14 @@
 usable CUDA backend). Each op runs on the same f16 tensors as the float64 reference and, when torch
 with CUDA is installed, as torch; per-op results and timings are printed (no timing asserts).
 
-Timings: ferrum on Buffers already on the device (ctx.upload), so no host copies are timed;
-torch on CUDA tensors; both as the mean of N calls between two synchronisations.
+Timings: ferrum on Buffers already on the device (ctx.upload), so no host copies are timed,
+between two ferrum timer marks on the context's stream; torch on CUDA tensors between two CUDA
+events; both the mean of ITERS back-to-back calls (a host-bound small op shows the Python call
+overhead, which both sides pay).
 FERRUM_TEST_GPU_SPEC (default "cuda") picks the backend, e.g. "cuda:1"; "cpu" dry-runs the file
 on the CPU plugin.
 """
 import os
-import time
 
 import numpy as np
 import pytest
@@ -56,23 +57,26 @@ def report(capsys, op, err_ref, err_torch, t_ferrum, t_torch):
 
 
 def time_ferrum(ctx, fn):
+    """Seconds per call between two marks on the context's stream (ferrum timers)."""
     fn()
-    ctx.sync()
-    t0 = time.perf_counter()
+    timer = ctx.make_timer()
+    ctx.record_start(timer=timer)
     for _ in range(ITERS):
         fn()
-    ctx.sync()
-    return (time.perf_counter() - t0) / ITERS
+    ctx.record_end(timer=timer)
+    return ctx.elapsed_ms(timer=timer) / 1e3 / ITERS
 
 
 def time_torch(torch, fn):
+    """Seconds per call between two CUDA events on torch's stream."""
     fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
     for _ in range(ITERS):
         fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / ITERS
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / ITERS
 
 
 def check(capsys, op, got, ref, torch_out, t_ferrum, t_torch):
