@@ -177,6 +177,9 @@ def _call(ctx, op, kwargs):
             args[p] = _Arg(p, f, None, v)
             continue
         arr = as_host_array(v, f"{op}: argument '{p}'")
+        if f.get("dir") in ("out", "inout") and not arr.flags.writeable:
+            raise _invalid(f"{op}: argument '{p}' ({f['dir']}): expected a writable tensor, got a "
+                           f"read-only one")
         arrays[p] = arr
         shape = f.get("shape")
         if not shape:

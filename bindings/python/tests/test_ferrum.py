@@ -245,6 +245,10 @@ def test_error_wrong_shapes(ctx, rng):
     with pytest.raises(ferrum.Error):
         ctx.gemm(a=a, b=a, out=out, n=5)
     assert np.isnan(out).all()  # nothing written on failure
+    out.flags.writeable = False
+    with pytest.raises(ferrum.Error) as e:
+        ctx.gemm(a=a, b=a, out=out)
+    assert "'out'" in e.value.message and "writable" in e.value.message
 
 
 def test_error_huge_dimensions(ctx, rng):
