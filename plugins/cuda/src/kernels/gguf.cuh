@@ -6,11 +6,17 @@
 // evaluation order or FMA contraction). Activations are not quantised.
 //
 //   gguf_matvec      out[r, j] = Σ_c a[r, c]·W[j, c] for r < m <= kGgufMatvecMaxM: one warp per
-//                    output feature j; lane l takes the 32-weight groups l, l + 32, … of the row,
-//                    decodes each into registers and multiplies it with every activation row
-//                    (the weight is read once for all m rows). f32 sums; the lanes' partials are
-//                    added in a fixed tree order (deterministic). Each output rounded once to T.
-//   gguf_dequantize  out[j, c] = W[j, c] rounded once to T: one thread per 32-weight group.
+//                    output feature j at a time (two 8-warp blocks per SM, grid-stride over rows).
+//                    The warp reads its row in chunks of 32 groups of 32 weights (whole blocks,
+//                    contiguous bytes) with coalesced 16-bit loads, the next chunk's loads in flight
+//                    while the current one — staged in shared memory — is decoded, one group per
+//                    lane, into registers and multiplied with every activation row (the weight is
+//                    read once for all m rows). The m activation rows are staged in shared memory
+//                    once per block when they fit (padded so each lane's 16-byte loads of its group
+//                    are conflict-free), else read from global memory. f32 sums; the lanes'
+//                    partials added in a fixed tree order (deterministic); each output rounded once.
+//   gguf_dequantize  out[j, c] = W[j, c] rounded once to T: one warp per chunk (the same coalesced
+//                    staging), each lane writes its group's 32 values as 16-byte vectors.
 //
 // Launch functions: raw device pointers, T = the float dtype, enqueued on `stream` (its device
 // current), no allocation, capturable. The glue validated sizes, types and shapes.
