@@ -73,6 +73,7 @@ Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void
 extern const ferrum_paged_kv_table kPagedKvTable;  // glue/paged_attention.cpp (+ writers in paged_kv.cpp)
 extern const ferrum_quant_kv_table kQuantKvTable;  // glue/quant_kv.cpp
 extern const ferrum_quant_matmul_table kQuantMatmulTable;  // glue/quant_matmul.cpp (GGUF)
+extern const ferrum_moe_table kMoeTable;                  // glue/moe.cpp (dense experts)
 // Capability flags of the paged family (glue/paged_attention.cpp; slots of kContextTable).
 ferrum_status supports_paged_kv(ferrum_context* ctx, const ferrum_supports_paged_kv_args* a);
 ferrum_status supports_varlen_qkv(ferrum_context* ctx, const ferrum_supports_varlen_qkv_args* a);
