@@ -3,17 +3,17 @@
 // marlin_gemm) is not implemented yet: those slots are NULL.
 //
 // A weight keeps the file's block bytes unchanged in device memory (kernels/gguf.cuh decodes
-// them). gguf_matmul with m <= kGgufMatvecMaxM runs the matvec kernel, which reads the weight
-// once for all rows; larger m dequantises the weight into the context's scratch block (grown,
-// never shrunk; during a capture it must already be large enough — docs/spec.md's scratch rule)
-// and runs the cuBLASLt gemm on it (tensor cores for F16/BF16).
+// them). gguf_matmul runs the matvec kernel on chunks of up to kGgufMatvecMaxM activation rows
+// (each chunk reads the weight once), so every m computes with the exact f32 weights; no
+// allocation, capturable.
 #include <ferrum/common/handle_table.hpp>
 #include <ferrum/common/quant_rules.hpp>
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+
 #include "cuda_plugin.hpp"
-#include "gemm.hpp"
 #include "memory.hpp"
 #include "kernels/gguf.cuh"
 
@@ -102,24 +102,21 @@ ferrum_status gguf_matmul(ferrum_context* ctx, const ferrum_gguf_matmul_args* a)
         return memset_async(*c.dev, a.out->data, common::sat_mul(out_elems, dtype_size(dt)));
       });
     }
-    if (a.m <= kernels::kGgufMatvecMaxM) {
-      if (dry) return s;
-      return launch(op, c, [&](cudaStream_t st) {
-        return kernels::gguf_matvec(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, a.a->data, a.out->data, a.m, st);
-      });
-    }
-    // Tensor-core path: W dequantised to the activation dtype in the context's scratch, then gemm.
-    uint64_t deq_bytes = 0;
-    s = check_product(op, {{"weight.n_rows", w->n_rows}, {"weight.n_cols", w->n_cols}, {"dtype size", dtype_size(dt)}},
-                      deq_bytes);
-    if (!s.ok() || dry) return s;
-    void* scratch = nullptr;
-    s = attention_scratch(c, deq_bytes, op, scratch);
-    if (!s.ok()) return s;
-    return launch(op, c, [&](cudaStream_t st) {
-      cuda::Status ds = kernels::gguf_dequantize(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, scratch, st);
-      if (!ds.ok()) return ds;
-      return cuda::gemm(*c.dev, dt, a.a->data, scratch, a.out->data, a.m, w->n_rows, w->n_cols);
+    if (dry) return s;
+    // The matvec kernel over chunks of kGgufMatvecMaxM activation rows (each chunk reads the weight
+    // once). Exact f32 weights: a tensor-core path on weights rounded to the activation dtype misses
+    // the F tolerance for K-quants (measured: Q4_K, m = 17, BF16), so there is none yet.
+    const uint64_t es = dtype_size(dt);
+    return launch(op, c, [&](cudaStream_t st) -> cuda::Status {
+      for (uint64_t r0 = 0; r0 < a.m; r0 += kernels::kGgufMatvecMaxM) {
+        const uint64_t rows = std::min<uint64_t>(kernels::kGgufMatvecMaxM, a.m - r0);  // arith-ok: r0 < m
+        // arith-ok: r0 < m, so both offsets lie inside a (m·n_cols) and out (m·n_rows), checked above
+        const char* ap = static_cast<const char*>(a.a->data) + common::sat_mul(common::sat_mul(r0, w->n_cols), es);
+        char* op_ = static_cast<char*>(a.out->data) + common::sat_mul(common::sat_mul(r0, w->n_rows), es);  // arith-ok: as above
+        cuda::Status ds = kernels::gguf_matvec(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, ap, op_, rows, st);
+        if (!ds.ok()) return ds;
+      }
+      return cuda::Status{};
     });
   });
 }

@@ -30,8 +30,8 @@
 
 namespace ferrum::cuda::kernels {
 
-// Largest m gguf_matvec serves (its per-lane accumulators); larger m goes through gguf_dequantize
-// and the tensor-core gemm.
+// Largest m one gguf_matvec launch serves (its per-lane accumulators); the glue runs larger m in
+// chunks of this many rows.
 inline constexpr uint64_t kGgufMatvecMaxM = 8;
 
 [[nodiscard]] Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t n_rows,
