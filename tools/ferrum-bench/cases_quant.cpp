@@ -4,8 +4,9 @@
 //                 projections of an 8B Llama), m = 1, 16 and 256 rows of activations
 //                 ("q4_k.n14336.k4096.m1"; --quick: n 4096, m 1 and 16). The weight's bytes are
 //                 valid GGUF blocks (seeded; finite scales), uploaded once per rotating copy.
-// Bytes: the weight's block bytes + a + out. The peer is the `gemm` row of the same n, k, m in the
-// dtype of the run (cuBLAS on the dequantised weight, for the GPU targets).
+//   gemm          the peer on the same shapes: the dense weight in the run's dtype ("dense.n14336.k4096.m1";
+//                 on CUDA cuBLASLt, the reference of the GGUF targets).
+// Bytes: the weight's block bytes (dense: n·k elements) + a + out.
 #include <memory>
 #include <span>
 #include <string>
@@ -20,6 +21,20 @@ void add_quant_cases(const Env& env, std::vector<Case>& cs) {
   namespace ft = ferrum::testing;
   const bool quick = env.opt->quick;
   const double e = static_cast<double>(env.esz);
+  for (uint64_t n : {uint64_t{4096}, uint64_t{14336}}) {
+    if (quick && n > 4096) continue;
+    const uint64_t k = 4096;
+    for (uint64_t m : {uint64_t{1}, uint64_t{16}, uint64_t{256}}) {
+      if (quick && m > 16) continue;
+      const double bytes = (double(n) * k + double(m) * k + double(m) * n) * e;
+      cs.push_back({"gemm", "dense.n" + std::to_string(n) + ".k" + std::to_string(k) + ".m" + std::to_string(m), bytes,
+                    2.0 * m * n * k, bytes, 64, [=](Env& env, uint64_t copies) -> RunFn {
+                      auto a = pool(env, copies, m * k), b = pool(env, copies, n * k), o = pool(env, copies, m * n);
+                      Context* ctx = env.ctx;
+                      return [=](uint64_t i) { ctx->gemm({.a = (*a)[i], .b = (*b)[i], .out = (*o)[i], .m = m, .n = n, .k = k}); };
+                    }});
+    }
+  }
   const int32_t types[] = {ft::kQ4_0, ft::kQ8_0, ft::kQ4_K, ft::kQ6_K};
   for (int32_t t : types) {
     for (uint64_t n : {uint64_t{4096}, uint64_t{14336}}) {
