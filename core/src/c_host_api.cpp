@@ -43,15 +43,22 @@ struct LastError {
 };
 thread_local LastError t_error;
 
-// Stores a failure as this thread's last error and returns its status. Never throws.
-ferrum_status fail(ferrum_status status, const char* function, const std::string& what) noexcept {
+// Stores a failure as this thread's last error, "<function>: <what()>", and returns its
+// status. Never throws: without memory for the message, the message is cleared and the status
+// still tells.
+template <class What>
+ferrum_status fail_with(ferrum_status status, const char* function, What&& what) noexcept {
   t_error.status = status;
   try {
-    t_error.message = std::string(function) + ": " + what;
+    t_error.message = std::string(function) + ": " + what();
   } catch (...) {
-    t_error.message.clear();  // no memory for the message: the status still tells
+    t_error.message.clear();
   }
   return status;
+}
+
+ferrum_status fail(ferrum_status status, const char* function, const char* what) noexcept {
+  return fail_with(status, function, [&] { return std::string(what); });
 }
 
 // Runs `body` (returns void), mapping every exception to a status: nothing crosses the C ABI.
@@ -72,15 +79,17 @@ ferrum_status guarded(const char* function, F&& body) noexcept {
 }
 
 ferrum_status null_arg(const char* function, const char* arg, const char* expected) noexcept {
-  return fail(FERRUM_STATUS_INVALID_ARGUMENT, function,
-              std::string("argument '") + arg + "': expected " + expected + ", given NULL");
+  return fail_with(FERRUM_STATUS_INVALID_ARGUMENT, function, [&] {
+    return std::string("argument '") + arg + "': expected " + expected + ", given NULL";
+  });
 }
 
 ferrum_status bad_struct_size(const char* function, const char* arg, uint64_t expected,
                               uint64_t given) noexcept {
-  return fail(FERRUM_STATUS_INVALID_ARGUMENT, function,
-              std::string("argument '") + arg + "': struct_size: expected at least " +
-                  std::to_string(expected) + ", given " + std::to_string(given));
+  return fail_with(FERRUM_STATUS_INVALID_ARGUMENT, function, [&] {
+    return std::string("argument '") + arg + "': struct_size: expected at least " +
+           std::to_string(expected) + ", given " + std::to_string(given);
+  });
 }
 
 // One op through the facade's call path. A struct shorter than this build's (a caller built
@@ -132,17 +141,14 @@ constexpr CallFn kCall[] = {FERRUM_OP_LIST(FERRUM_HOST_CALL_ENTRY)};
 static_assert(sizeof kCall / sizeof kCall[0] == static_cast<size_t>(ferrum::kOpCount),
               "FERRUM_OP_LIST and the facade's op count disagree");
 
-// "ferrum_<op>_args" for messages.
-std::string args_type(int32_t id) {
-  return "a pointer to ferrum_" + std::string(ferrum::detail::op_name_of(id)) + "_args";
-}
 
 bool known_op(int32_t id) noexcept { return id >= 1 && id <= ferrum::kOpCount; }
 
 ferrum_status bad_op(const char* function, int32_t id) noexcept {
-  return fail(FERRUM_STATUS_INVALID_ARGUMENT, function,
-              "argument 'op_id': expected an op id in 1.." + std::to_string(ferrum::kOpCount) +
-                  " (FERRUM_OP_*), given " + std::to_string(id));
+  return fail_with(FERRUM_STATUS_INVALID_ARGUMENT, function, [&] {
+    return "argument 'op_id': expected an op id in 1.." + std::to_string(ferrum::kOpCount) +
+           " (FERRUM_OP_*), given " + std::to_string(id);
+  });
 }
 
 }  // namespace
@@ -251,9 +257,10 @@ ferrum_status ferrum_host_candidates_get(const ferrum_host_candidates* list, uin
   if (out->struct_size < sizeof *out)
     return bad_struct_size(fn, "out", sizeof *out, out->struct_size);
   if (index >= list->list.size())
-    return fail(FERRUM_STATUS_INVALID_ARGUMENT, fn,
-                "argument 'index': expected less than " + std::to_string(list->list.size()) +
-                    " (the candidate count), given " + std::to_string(index));
+    return fail_with(FERRUM_STATUS_INVALID_ARGUMENT, fn, [&] {
+      return "argument 'index': expected less than " + std::to_string(list->list.size()) +
+             " (the candidate count), given " + std::to_string(index);
+    });
   const ferrum::PluginCandidate& c = list->list[static_cast<size_t>(index)];
   out->name = c.name.c_str();
   out->path = c.path.c_str();
@@ -302,17 +309,16 @@ ferrum_status ferrum_host_call(ferrum_host_context* ctx, int32_t op_id, const vo
   if (!ctx) return null_arg(fn, "ctx", "a context");
   if (!known_op(op_id)) return bad_op(fn, op_id);
   if (op_id == FERRUM_OP_NEW_CONTEXT || op_id == FERRUM_OP_CONTEXT_DESTROY)
-    return fail(FERRUM_STATUS_INVALID_ARGUMENT, fn,
-                std::string("argument 'op_id': ") + ferrum_host_op_name(op_id) +
-                    " is not called through ferrum_host_call: use ferrum_host_context_create / "
-                    "ferrum_host_context_destroy");
-  if (!args) {
-    try {
-      return null_arg(fn, "args", args_type(op_id).c_str());
-    } catch (...) {
-      return null_arg(fn, "args", "a pointer to the op's args struct");
-    }
-  }
+    return fail_with(FERRUM_STATUS_INVALID_ARGUMENT, fn, [&] {
+      return std::string("argument 'op_id': ") + ferrum_host_op_name(op_id) +
+             " is not called through ferrum_host_call: use ferrum_host_context_create / "
+             "ferrum_host_context_destroy";
+    });
+  if (!args)
+    return fail_with(FERRUM_STATUS_INVALID_ARGUMENT, fn, [&] {
+      return "argument 'args': expected a pointer to ferrum_" +
+             std::string(ferrum::detail::op_name_of(op_id)) + "_args, given NULL";
+    });
   return guarded(fn, [&] { kCall[op_id - 1](ctx->context, args); });
 }
 

@@ -14,6 +14,11 @@
  * leaves it unchanged. So the error of a call is read on the thread that made it, and threads
  * never see each other's errors. No C++ exception ever crosses this API.
  *
+ * Structs the caller passes to be filled (ferrum_host_backend_info, ferrum_host_candidate) start
+ * with struct_size = sizeof the struct as the caller knows it; a later version of this API may
+ * append fields and then fills only what struct_size covers. A size below this version's is
+ * refused (INVALID_ARGUMENT).
+ *
  * Ownership: every ferrum_host_* object made by a *_create / *_load / *_alloc / *_adopt /
  * ferrum_host_discover function is freed by its *_destroy function (NULL is ignored). Objects
  * are independent: a context or buffer keeps its plugin loaded on its own, so they may be
@@ -178,8 +183,8 @@ FERRUM_HOST_API ferrum_status ferrum_host_buffer_from_host(ferrum_host_context* 
 /* Writes n elements of `dtype` from `data` into the buffer (from element 0). */
 FERRUM_HOST_API ferrum_status ferrum_host_buffer_write(ferrum_host_context* ctx, ferrum_host_buffer* buf,
                                                        int32_t dtype, const void* data, uint64_t n);
-/* Reads n elements of `dtype` (converted from the buffer's dtype where the plugin supports the
- * pair) into `data` (room for n elements); waits for the context's work first. */
+/* Reads the first n elements into `data` (room for n elements of `dtype`), by the read_typed
+ * op's rules for `dtype` against the buffer's dtype; waits for the context's work first. */
 FERRUM_HOST_API ferrum_status ferrum_host_buffer_read(ferrum_host_context* ctx,
                                                       const ferrum_host_buffer* buf, int32_t dtype,
                                                       void* data, uint64_t n);
