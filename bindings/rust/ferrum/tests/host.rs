@@ -110,3 +110,23 @@ fn the_c_example_plugin_reports_unsupported_ops() {
     assert!(e.message.contains("gemm") && e.message.contains("cexample"), "{}", e.message);
     assert!(ctx.query_support(&g).unwrap().is_some());
 }
+
+#[test]
+fn objects_outlive_the_backend_that_made_them() {
+    let (b, mut ctx) = cpu();
+    let buf = ctx.upload(&[3.0f32, -1.0]).unwrap();
+    drop(b); // the context and the buffer keep the plugin loaded on their own
+    assert_eq!(ctx.read::<f32>(&buf, 2).unwrap(), vec![3.0, -1.0]);
+    assert_eq!((buf.dtype(), buf.len()), (Dtype::F32, 2));
+    drop(ctx); // the buffer outlives its context too
+    drop(buf);
+}
+
+#[test]
+fn ops_returning_handles_are_adopted() {
+    let (_b, mut ctx) = cpu();
+    let buf = ctx.alloc_activation(5).unwrap();
+    assert_eq!((buf.dtype(), buf.len()), (Dtype::F32, 5));
+    let from = ctx.from_f32_to_activation(&[0.25, 0.5]).unwrap();
+    assert_eq!(ctx.read::<f32>(&from, 2).unwrap(), vec![0.25, 0.5]);
+}
