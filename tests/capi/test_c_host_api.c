@@ -605,6 +605,33 @@ static void case_thread_errors(void) {
   CHECK(strstr(ferrum_host_last_error_message(), "ferrum_host_sync") == NULL);
 }
 
+/* spec NULL / "": the loader's precedence; FERRUM_BACKEND names the backend (and a bad name
+ * fails naming where it came from, never falling back). */
+static void case_env_precedence(void) {
+  ferrum_host_backend* be = NULL;
+  ferrum_host_backend_info info;
+  CHECK(setenv("FERRUM_BACKEND", "cexample", 1) == 0);
+  OK(ferrum_host_backend_load(NULL, &be));
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  OK(ferrum_host_backend_get_info(be, &info));
+  CHECK(strcmp(info.name, "cexample") == 0);
+  ferrum_host_backend_destroy(be);
+  be = NULL;
+  OK(ferrum_host_backend_load("", &be)); /* "" is the same as NULL */
+  OK(ferrum_host_backend_get_info(be, &info));
+  CHECK(strcmp(info.name, "cexample") == 0);
+  ferrum_host_backend_destroy(be);
+  OK(ferrum_host_backend_load("cpu", &be)); /* an explicit spec wins over the variable */
+  OK(ferrum_host_backend_get_info(be, &info));
+  CHECK(strcmp(info.name, "cpu") == 0);
+  ferrum_host_backend_destroy(be);
+  CHECK(setenv("FERRUM_BACKEND", "no_such_backend_env", 1) == 0);
+  EXPECT_ERROR(ferrum_host_backend_load(NULL, &be), FERRUM_HOST_STATUS_LOAD_FAILED,
+               "ferrum_host_backend_load", "no_such_backend_env", "FERRUM_BACKEND");
+  CHECK(unsetenv("FERRUM_BACKEND") == 0);
+}
+
 struct test_case {
   const char* name;
   void (*run)(void);
@@ -614,6 +641,7 @@ static const struct test_case kCases[] = {
     {"rms_norm", case_rms_norm},           {"flash_attention", case_flash_attention},
     {"buffers", case_buffers},             {"errors", case_errors},
     {"cexample", case_cexample},           {"thread_errors", case_thread_errors},
+    {"env_precedence", case_env_precedence},
 };
 
 int main(int argc, char** argv) {
