@@ -282,7 +282,7 @@ static void case_rms_norm(void) {
   args.eps = eps;
   args.tokens = tokens;
   args.dim = dim;
-  OK(ferrum_host_call(g_ctx, FERRUM_OP_RMS_NORM, &args));
+  OK(ferrum_host_call_rms_norm(g_ctx, &args)); /* the typed form of ferrum_host_call */
   got = download(bo, tokens * dim);
   for (r = 0; r < tokens; ++r) {
     double ss = 0;

@@ -164,6 +164,17 @@ FERRUM_HOST_API ferrum_status ferrum_host_sync(ferrum_host_context* ctx);
 FERRUM_HOST_API ferrum_status ferrum_host_call(ferrum_host_context* ctx, int32_t op_id,
                                                const void* args);
 
+/* Typed forms of ferrum_host_call, one per op of the registry (from FERRUM_OP_LIST, so new ops
+ * come along): ferrum_host_call_<op>(ctx, const ferrum_<op>_args*), e.g.
+ * ferrum_host_call_gemm(ctx, &gemm_args). The compiler then refuses another op's struct. */
+#define FERRUM_HOST_TYPED_CALL_(id, name, family)                                              \
+  static inline ferrum_status ferrum_host_call_##name(ferrum_host_context* ctx,                \
+                                                      const ferrum_##name##_args* args) {       \
+    return ferrum_host_call(ctx, id, args);                                                     \
+  }
+FERRUM_OP_LIST(FERRUM_HOST_TYPED_CALL_)
+#undef FERRUM_HOST_TYPED_CALL_
+
 /* Would ferrum_host_call(ctx, op_id, args) run (capability level (b))? *supported = 1 or 0;
  * when 0, the reason is copied into reason[0 .. reason_cap) (NUL-terminated, truncated; reason
  * may be NULL when reason_cap is 0). Returns non-OK only when the question itself fails. */
