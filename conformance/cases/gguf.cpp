@@ -51,7 +51,8 @@ const bool registered = [] {
   struct Shape {
     uint64_t m, rows, block_cols;  // n_cols = block_cols · QK (odd multiples)
   };
-  const Shape shapes[] = {{1, 3, 1}, {1, 7, 3}, {3, 7, 3}, {17, 5, 3}, {1, 67, 5}};
+  // m = 8 and 9: the two sides of a plugin's matvec / tiled boundary (the CUDA plugin switches there).
+  const Shape shapes[] = {{1, 3, 1}, {1, 7, 3}, {3, 7, 3}, {8, 5, 3}, {9, 5, 3}, {17, 5, 3}, {1, 67, 5}};
   for (int32_t t : ft::gguf_types()) {
     for (const Shape& s : shapes) {
       const uint64_t cols = s.block_cols * ft::gguf_qk(t);
@@ -62,6 +63,16 @@ const bool registered = [] {
       const uint64_t cols = bc * ft::gguf_qk(t);
       register_case({"gguf_dequantize", name_of(t, "dequantize", 0, 7, cols), kActDtypes,
                      [=](Run& run) { dequant_case(run, t, 7, cols); }});
+    }
+  }
+  // "large": a wide output (n_rows >= 14336) at m = 1, a long row (n_cols = 8192) through the
+  // tiled / tensor-core paths at m = 9 and m = 64.
+  const Shape large[] = {{1, 14336, 0}, {9, 256, 0}, {64, 1024, 0}};
+  for (int32_t t : ft::gguf_types()) {
+    for (const Shape& s : large) {
+      const uint64_t cols = s.rows == 14336 ? 512 : 8192;
+      register_case({"gguf_matmul", name_of(t, "matmul", s.m, s.rows, cols), kActDtypes,
+                     [=](Run& run) { matmul_case(run, t, s.m, s.rows, cols); }, "large"});
     }
   }
   return true;

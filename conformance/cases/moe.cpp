@@ -276,6 +276,12 @@ void run_fused(Run& run, const FusedShape& s, const Buffer* gu_dense, const QWei
   run.check("out", out, ref, s.hidden);
 }
 
+void run_fused_dense(Run& run, const FusedShape& s) {
+  const vec gu = run.random(s.E * 2 * s.I * s.hidden), d = run.random(s.E * s.hidden * s.I);
+  Buffer bgu = run.upload(gu), bd = run.upload(d);
+  run_fused(run, s, &bgu, nullptr, gu, &bd, nullptr, d);
+}
+
 const bool kFusedDense = register_table<FusedShape>(
     "fused_moe", kActDtypes,
     {{1, 32, 16, 4, 1, 16, 0},  {5, 64, 32, 4, 2, 16, 0},   {33, 48, 24, 8, 2, 32, 10}, {17, 64, 32, 64, 8, 64, 5},
@@ -284,11 +290,7 @@ const bool kFusedDense = register_table<FusedShape>(
       return fmt("dense, T %llu, hidden %llu, I %llu, E %llu, top_k %llu, block %llu, %u%% masked", (ull)s.T,
                  (ull)s.hidden, (ull)s.I, (ull)s.E, (ull)s.K, (ull)s.bs, s.masked_pct);
     },
-    [](Run& run, const FusedShape& s) {
-      const vec gu = run.random(s.E * 2 * s.I * s.hidden), d = run.random(s.E * s.hidden * s.I);
-      Buffer bgu = run.upload(gu), bd = run.upload(d);
-      run_fused(run, s, &bgu, nullptr, gu, &bd, nullptr, d);
-    });
+    run_fused_dense);
 
 struct FusedGptqShape {
   FusedShape s;
@@ -632,3 +634,25 @@ FERRUM_CONFORMANCE_CASE("weighted_sum_batched", "num_tokens 0 is a no-op", kActD
   run.ctx.weighted_sum_batched({.slots = s, .weights = w, .out = out, .num_tokens = 0, .top_k = 2, .hidden = 16});
   run.check_untouched("out", out, 0, out.count());
 }
+
+// "large": 128 experts, top-8 routing of up to 300 tokens (uneven expert loads, some experts empty),
+// k = 1024 (expert weights kept small enough for the float64 reference: 128 × 256 × 1024).
+namespace {
+const bool kMoeLarge = [] {
+  register_table<GemmShape>(
+      "moe_gemm", kActDtypes, {{64, 8, 128, 256, 1024, 16, 0}, {300, 8, 128, 256, 1024, 64, 10}},
+      [](const GemmShape& s) {
+        return fmt("dense, T %llu, top_k %llu, E %llu, n %llu, k %llu, block %llu, %u%% masked", (ull)s.T, (ull)s.K,
+                   (ull)s.E, (ull)s.n, (ull)s.k, (ull)s.bs, s.masked_pct);
+      },
+      [](Run& run, const GemmShape& s) { run_moe_gemm_dense(run, s, s.T * s.K); }, "large");
+  register_table<FusedShape>(
+      "fused_moe", kActDtypes, {{32, 512, 256, 128, 8, 16, 0}},
+      [](const FusedShape& s) {
+        return fmt("dense, T %llu, hidden %llu, I %llu, E %llu, top_k %llu, block %llu, %u%% masked", (ull)s.T,
+                   (ull)s.hidden, (ull)s.I, (ull)s.E, (ull)s.K, (ull)s.bs, s.masked_pct);
+      },
+      run_fused_dense, "large");
+  return true;
+}();
+}  // namespace

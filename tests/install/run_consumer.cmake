@@ -3,7 +3,8 @@
 #  1. cmake --install into PREFIX;
 #  2. the installed ferrum-info runs (RUNPATH finds libferrum.so) and searches only the
 #     install's plugin directory, never this build tree's;
-#  3. a consumer application builds with find_package(ferrum) -> ferrum::ferrum and runs on the
+#  3. a consumer application (C++, and C99 through ferrum/ferrum_host.h) builds with
+#     find_package(ferrum) -> ferrum::ferrum and runs on the
 #     installed CPU plugin;
 #  4. an out-of-tree plugin (the C example's source) builds with find_package(ferrum) +
 #     ferrum_add_plugin(), installs into PLUGIN_PREFIX, exports only its entry symbol, and the
@@ -45,6 +46,7 @@ endif()
 run(${CMAKE_COMMAND} -S ${CONSUMER_SRC} -B ${CONSUMER_BUILD} -G ${GENERATOR} -DCMAKE_PREFIX_PATH=${PREFIX})
 run(${CMAKE_COMMAND} --build ${CONSUMER_BUILD})
 run(${clean_env} ${CONSUMER_BUILD}/consumer)
+run(${clean_env} ${CONSUMER_BUILD}/consumer_c)
 
 # 4.
 run(${CMAKE_COMMAND} -S ${PLUGIN_SRC} -B ${PLUGIN_BUILD} -G ${GENERATOR} -DCMAKE_PREFIX_PATH=${PREFIX}

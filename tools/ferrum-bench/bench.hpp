@@ -100,6 +100,9 @@ PoolPtr pool(Env& env, uint64_t copies, uint64_t n, Dtype dtype = Dtype::invalid
 // the varlen writer) and quantised KV (int8 / fp8 append and decode), appended to `cs`.
 void add_paged_cases(const Env& env, std::vector<Case>& cs);
 
+// cases_quant.cpp: GGUF gguf_matmul (Q4_0, Q8_0, Q4_K, Q6_K at 8B-Llama projection shapes).
+void add_quant_cases(const Env& env, std::vector<Case>& cs);
+
 // ceilings.cpp
 Ceilings measure_ceilings(Env& env);
 Dispatch measure_dispatch(Env& env);

@@ -17,6 +17,7 @@ namespace ferrum::plugin::rules {
 using common::checked_add;
 using common::checked_mul;
 using common::Given;
+using common::Size;
 
 // ---- the arithmetic rule: sums and products of caller values -----------------------------------
 // Every sum/product a plugin forms from caller values goes through these (or checked.hpp), and a

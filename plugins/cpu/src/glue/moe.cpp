@@ -5,6 +5,8 @@
 #include <limits>
 #include <string>
 
+#include <ferrum/common/moe_rules.hpp>
+
 #include "glue.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/moe.hpp"
@@ -18,54 +20,11 @@ using ull = unsigned long long;
 using common::ceil_div;
 using common::sat_mul;
 
-// §13.1 worst-case routing sizes (block_size >= 1); `wrapped` when cap does not fit in 64 bits.
-struct RoutingCap {
-  uint64_t cap, cap_blocks;
-  bool wrapped;
-};
-RoutingCap routing_cap(uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
-  const Size cap = Size(num_pairs) + Size(std::min(num_experts, num_pairs)) * (Size(block_size) - Size(1));
-  return {cap.value, ceil_div(cap.value, block_size), !cap.ok()};
-}
-
-Status check_block_size(const char* op, uint64_t block_size) {
-  if (block_size == 0) return invalid(plugin::format("%s: argument 'block_size': expected >= 1, given 0", op));
-  return ok_status();
-}
-
-// The routing buffers of an op with `num_pairs` pairs hold at least cap / cap_blocks / 1 elements.
-Status check_routing(const char* op, const ferrum_buffer* sorted, const ferrum_buffer* eids,
-                     const ferrum_buffer* nptp, uint64_t num_pairs, uint64_t num_experts, uint64_t block_size) {
-  const RoutingCap c = routing_cap(num_pairs, num_experts, block_size);
-  if (c.wrapped)
-    return invalid(plugin::format("%s: arguments 'num_pairs'/'num_experts'/'block_size': expected cap = num_pairs + "
-                                  "min(num_experts, num_pairs)*(block_size - 1) < 2^64, given num_pairs = %llu, "
-                                  "num_experts = %llu, block_size = %llu (the size wraps past 2^64)",
-                                  op, (ull)num_pairs, (ull)num_experts, (ull)block_size));
-  auto need = [&](const char* name, const ferrum_buffer* b, uint64_t n, const char* rule) -> Status {
-    if (n == 0 || (b && b->count >= n)) return ok_status();
-    return invalid(plugin::format("%s: argument '%s': expected at least %llu elements (%s, with num_pairs = %llu, "
-                                  "num_experts = %llu, block_size = %llu), given %s",
-                                  op, name, (ull)n, rule, (ull)num_pairs, (ull)num_experts, (ull)block_size,
-                                  b ? std::to_string(b->count).c_str() : "NULL"));
-  };
-  Status s = need("sorted_token_ids", sorted, c.cap, "cap = num_pairs + min(num_experts, num_pairs)*(block_size - 1)");
-  if (s.ok()) s = need("expert_ids", eids, c.cap_blocks, "cap_blocks = ceil(cap / block_size)");
-  if (s.ok()) s = check_min_count(op, "num_tokens_post_padded", nptp, 1);
-  return s;
-}
-
-// Exactly one of a dense and a quantised weight (`need`: there is work, so one must be present).
-Status check_one_weight(const char* op, const char* dense_name, const ferrum_buffer* dense, const char* quant_name,
-                        const ferrum_qweight* quant, bool need) {
-  if (dense && quant)
-    return invalid(plugin::format("%s: arguments '%s'/'%s': expected exactly one of them, given both", op,
-                                  dense_name, quant_name));
-  if (need && !dense && !quant)
-    return invalid(plugin::format("%s: arguments '%s'/'%s': expected exactly one of them, given neither", op,
-                                  dense_name, quant_name));
-  return ok_status();
-}
+using plugin::rules::check_block_size;
+using plugin::rules::check_one_weight;
+using plugin::rules::check_routing;
+using plugin::rules::routing_cap;
+using plugin::rules::RoutingCap;
 
 // A GPTQ stack with these dims, used with activation dtype `act` (0: unknown, not checked).
 Status check_gptq_stack(const char* op, const char* name, const ferrum_qweight* w, uint64_t experts, uint64_t k,
@@ -110,13 +69,8 @@ MoePlan plan_of(const ferrum_buffer* sorted, const ferrum_buffer* eids, const fe
 // ------------------------------------------------------------------------------------------------
 ferrum_status route_topk_softmax(ferrum_context* ctx, const ferrum_route_topk_softmax_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_route_topk_softmax_args& a, bool dry) -> Status {
-    const char* op = "route_topk_softmax";
-    if (a.top_k < 1 || a.top_k > a.num_experts)
-      return invalid(plugin::format("%s: argument 'top_k': expected 1 <= top_k <= num_experts (= %llu), given %llu",
-                                    op, (ull)a.num_experts, (ull)a.top_k));
-    if (a.num_experts > (uint64_t(1) << 31))
-      return invalid(plugin::format("%s: argument 'num_experts': expected <= 2^31 (ids are I32), given %llu", op,
-                                    (ull)a.num_experts));
+    Status s = plugin::rules::check_route(a);
+    if (!s.ok()) return s;
     if (dry || a.num_tokens == 0) return ok_status();
     return dispatch_float(a.logits->dtype, unsupported("route_topk_softmax: activation dtype"), [&](auto t) -> Status {
       using T = decltype(t);
@@ -129,18 +83,7 @@ ferrum_status route_topk_softmax(ferrum_context* ctx, const ferrum_route_topk_so
 
 ferrum_status moe_align_block_size(ferrum_context* ctx, const ferrum_moe_align_block_size_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_moe_align_block_size_args& a, bool dry) -> Status {
-    const char* op = "moe_align_block_size";
-    Status s = check_block_size(op, a.block_size);
-    if (!s.ok()) return s;
-    if (a.num_pairs > uint64_t(std::numeric_limits<int32_t>::max()))
-      return invalid(plugin::format("%s: argument 'num_pairs': expected < 2^31 (the I32 padding sentinel), given %llu",
-                                    op, (ull)a.num_pairs));
-    // §13: num_tokens_post_padded is written even when num_pairs = 0.
-    if (!a.num_tokens_post_padded)
-      return invalid(plugin::format("%s: argument 'num_tokens_post_padded': expected a buffer of 1 element, given NULL "
-                                    "(it is written even when num_pairs = 0)", op));
-    s = check_routing(op, a.sorted_token_ids, a.expert_ids, a.num_tokens_post_padded, a.num_pairs, a.num_experts,
-                      a.block_size);
+    Status s = plugin::rules::check_align(a);
     if (!s.ok() || dry) return s;
     const RoutingCap c = routing_cap(a.num_pairs, a.num_experts, a.block_size);
     int32_t total = 0;
@@ -159,9 +102,8 @@ ferrum_status moe_gemm(ferrum_context* ctx, const ferrum_moe_gemm_args* a) {
     const bool work = a.num_pairs > 0;
     Status s = check_one_weight(op, "w_dense", a.w_dense, "w_quant", a.w_quant, work);
     if (!s.ok()) return s;
-    if (a.num_pairs > sat_mul(a.num_tokens, a.top_k))
-      return invalid(plugin::format("%s: argument 'num_pairs': expected <= num_tokens * top_k = %llu * %llu, given %llu",
-                                    op, (ull)a.num_tokens, (ull)a.top_k, (ull)a.num_pairs));
+    s = plugin::rules::check_moe_pairs(a);
+    if (!s.ok()) return s;
     s = check_gptq_stack(op, "w_quant", a.w_quant, a.num_experts, a.k, a.n, "k", "n", act_of(a.x, a.out));
     if (!s.ok() || !work) return s;
     s = check_block_size(op, a.block_size);

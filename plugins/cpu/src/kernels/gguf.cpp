@@ -12,6 +12,8 @@
 // All paths sum each output in a fixed order, so results do not depend on the thread count.
 #include "gguf.hpp"
 
+#include <ferrum/common/gguf_blocks.hpp>
+
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -717,25 +719,9 @@ const float* as_f32(const T* a, uint64_t n, std::vector<float>& store) {
 
 }  // namespace
 
-uint64_t gguf_qk(int32_t type) {
-  switch (type) {
-    case kQ4_0: case kQ4_1: case kQ8_0: return 32;
-    case kQ4_K: case kQ5_K: case kQ6_K: return 256;
-    default: return 0;
-  }
-}
+uint64_t gguf_qk(int32_t type) { return common::gguf_qk(type); }
 
-uint64_t gguf_block_bytes(int32_t type) {
-  switch (type) {
-    case kQ4_0: return 18;
-    case kQ4_1: return 20;
-    case kQ8_0: return 34;
-    case kQ4_K: return 144;
-    case kQ5_K: return 176;
-    case kQ6_K: return 210;
-    default: return 0;
-  }
-}
+uint64_t gguf_block_bytes(int32_t type) { return common::gguf_block_bytes(type); }
 
 const char* gguf_kernel_name() {
 #if FERRUM_SIMD_X86

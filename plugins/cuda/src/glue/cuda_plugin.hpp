@@ -63,14 +63,17 @@ extern const ferrum_graph_table kGraphTable;          // glue/graph.cpp
 void release_attention_state(ferrum_context& c) noexcept;
 void release_graph_state(ferrum_context& c) noexcept;
 
-// The context's split-KV scratch (glue/attention.cpp), shared by every attention family: the
-// device's SM count (the split choice's input), and the block grown to `bytes` (UNSUPPORTED
-// during a capture that would need more, docs/spec.md's scratch rule).
+// The device's SM count (the split choice's input), and the context's scratch block
+// (glue/attention.cpp) grown to `bytes` (UNSUPPORTED during a capture that would need more,
+// docs/spec.md's scratch rule): split-KV partials of every attention family, and the dequantised
+// weight of gguf_matmul's tensor-core path (glue/quant_matmul.cpp).
 Status attention_sm_count(ferrum_context& c, int& sm_count);
 Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch);
 
 extern const ferrum_paged_kv_table kPagedKvTable;  // glue/paged_attention.cpp (+ writers in paged_kv.cpp)
 extern const ferrum_quant_kv_table kQuantKvTable;  // glue/quant_kv.cpp
+extern const ferrum_quant_matmul_table kQuantMatmulTable;  // glue/quant_matmul.cpp (GGUF)
+extern const ferrum_moe_table kMoeTable;                  // glue/moe.cpp (dense experts)
 // Capability flags of the paged family (glue/paged_attention.cpp; slots of kContextTable).
 ferrum_status supports_paged_kv(ferrum_context* ctx, const ferrum_supports_paged_kv_args* a);
 ferrum_status supports_varlen_qkv(ferrum_context* ctx, const ferrum_supports_varlen_qkv_args* a);

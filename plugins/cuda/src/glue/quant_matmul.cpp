@@ -1,0 +1,167 @@
+// CUDA plugin: the GGUF ops of the quant_matmul family (docs/spec.md §11): load_quant,
+// gguf_matmul, gguf_dequantize, qweight_release. GPTQ (load_gptq, load_gptq_stacked,
+// marlin_gemm) is not implemented yet: those slots are NULL.
+//
+// A weight keeps the file's block bytes unchanged in device memory (kernels/gguf.cuh decodes
+// them). gguf_matmul runs the matvec kernel on chunks of up to kGgufMatvecMaxM activation rows
+// (each chunk reads the weight once), so every m computes with the exact f32 weights; no
+// allocation, capturable.
+#include <ferrum/common/handle_table.hpp>
+#include <ferrum/common/quant_rules.hpp>
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+
+#include "cuda_plugin.hpp"
+#include "memory.hpp"
+#include "kernels/gguf.cuh"
+
+// The CUDA plugin's quantised weight: a GGUF matrix's blocks on one device.
+struct ferrum_qweight {
+  int32_t quant_type = 0;
+  uint64_t n_rows = 0, n_cols = 0;
+  uint64_t bytes = 0;
+  uint8_t* blocks = nullptr;  // device memory of `device`
+  int device = 0;
+};
+
+namespace ferrum::cuda::glue {
+namespace {
+
+using ull = unsigned long long;
+
+// The plugin's live weights (same scheme as its buffers: a handle is checked without touching
+// freed memory).
+common::HandleTable<ferrum_qweight>& qweight_table() {
+  using Table = common::HandleTable<ferrum_qweight>;
+  alignas(Table) static unsigned char storage[sizeof(Table)];
+  static Table* table = ::new (static_cast<void*>(storage)) Table;
+  return *table;
+}
+const struct QweightTableReaper {
+  ~QweightTableReaper() { qweight_table().free_if_unused(); }
+} qweight_table_reaper{};
+
+// The weight argument must be a live weight of this plugin on the context's device.
+Status find_weight(const char* op, const ferrum_context& c, const ferrum_qweight* h, ferrum_qweight*& w) {
+  w = qweight_table().find(h);
+  if (!w)
+    return invalid(plugin::format("%s: argument 'weight': expected a live quantised weight of this plugin, given %s", op,
+                                  h ? "an unknown or released handle" : "NULL"));
+  if (static_cast<uint64_t>(w->device) != c.device)
+    return invalid(plugin::format("%s: argument 'weight': expected a weight on the context's device %llu, given one on "
+                                  "device %d", op, (ull)c.device, w->device));
+  return ok_status();
+}
+
+ferrum_status load_quant(ferrum_context* ctx, const ferrum_load_quant_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_load_quant_args& a, bool dry) -> Status {
+    Status s = plugin::rules::check_load_quant(a);
+    if (!s.ok() || dry) return s;
+    ferrum_qweight* w = qweight_table().acquire();
+    if (!w) return {FERRUM_STATUS_OUT_OF_MEMORY, "load_quant: out of host memory"};
+    w->quant_type = a.quant_type;
+    w->n_rows = a.n_rows;
+    w->n_cols = a.n_cols;
+    w->bytes = a.byte_len;
+    w->device = static_cast<int>(c.device);
+    void* p = nullptr;
+    s = from_device(cuda::alloc(w->device, a.byte_len, &p));
+    w->blocks = static_cast<uint8_t*>(p);
+    if (s.ok() && a.byte_len) {
+      DeviceGuard g;
+      s = enter_device(g, c);
+      if (s.ok()) s = from_device(h2d_async(*c.dev, p, a.bytes, a.byte_len));
+      if (s.ok()) s = from_device(sync(*c.dev));  // S: the weight is usable when the call returns
+    }
+    if (!s.ok()) {
+      (void)cuda::free(w->device, p);
+      (void)qweight_table().release(w);
+      if (s.message.rfind("load_quant", 0) != 0) s.message = "load_quant: " + s.message;
+      return s;
+    }
+    *a.weight = w;
+    return ok_status();
+  });
+}
+
+ferrum_status gguf_matmul(ferrum_context* ctx, const ferrum_gguf_matmul_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_gguf_matmul_args& a, bool dry) -> Status {
+    const char* op = "gguf_matmul";
+    ferrum_qweight* w = nullptr;
+    Status s = find_weight(op, c, a.weight, w);
+    uint64_t out_elems = 0;
+    if (s.ok()) s = plugin::rules::check_gguf_matmul(a, w->n_rows, w->n_cols, out_elems);
+    if (s.ok()) s = check_devices(op, c, {{"a", a.a}, {"out", a.out}});
+    if (!s.ok() || a.m == 0 || w->n_rows == 0) return s;
+    const int32_t dt = a.out->dtype;
+    if (w->n_cols == 0) {  // empty sums: +0.0
+      if (dry) return s;
+      return launch(op, c, [&](cudaStream_t) {
+        return memset_async(*c.dev, a.out->data, common::sat_mul(out_elems, dtype_size(dt)));
+      });
+    }
+    if (dry) return s;
+    // The matvec kernel over chunks of kGgufMatvecMaxM activation rows (each chunk reads the weight
+    // once). Exact f32 weights: a tensor-core path on weights rounded to the activation dtype misses
+    // the F tolerance for K-quants (measured: Q4_K, m = 17, BF16), so there is none yet.
+    const uint64_t es = dtype_size(dt);
+    return launch(op, c, [&](cudaStream_t st) -> cuda::Status {
+      for (uint64_t r0 = 0; r0 < a.m; r0 += kernels::kGgufMatvecMaxM) {
+        const uint64_t rows = std::min<uint64_t>(kernels::kGgufMatvecMaxM, a.m - r0);  // arith-ok: r0 < m
+        // arith-ok: r0 < m, so both offsets lie inside a (m·n_cols) and out (m·n_rows), checked above
+        const char* ap = static_cast<const char*>(a.a->data) + common::sat_mul(common::sat_mul(r0, w->n_cols), es);
+        char* op_ = static_cast<char*>(a.out->data) + common::sat_mul(common::sat_mul(r0, w->n_rows), es);  // arith-ok: as above
+        cuda::Status ds = kernels::gguf_matvec(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, ap, op_, rows, st);
+        if (!ds.ok()) return ds;
+      }
+      return cuda::Status{};
+    });
+  });
+}
+
+ferrum_status gguf_dequantize(ferrum_context* ctx, const ferrum_gguf_dequantize_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_gguf_dequantize_args& a, bool dry) -> Status {
+    const char* op = "gguf_dequantize";
+    ferrum_qweight* w = nullptr;
+    Status s = find_weight(op, c, a.weight, w);
+    uint64_t elems = 0;
+    if (s.ok()) s = check_product(op, {{"weight.n_rows", w->n_rows}, {"weight.n_cols", w->n_cols}}, elems);
+    if (s.ok()) s = check_min_count(op, "out", a.out, elems);
+    if (s.ok()) s = check_devices(op, c, {{"out", a.out}});
+    if (!s.ok() || dry || elems == 0) return s;
+    return launch(op, c, [&](cudaStream_t st) {
+      return kernels::gguf_dequantize(a.out->dtype, w->quant_type, w->blocks, w->n_rows, w->n_cols, a.out->data, st);
+    });
+  });
+}
+
+ferrum_status qweight_release(ferrum_context*, const ferrum_qweight_release_args* a) {
+  return plugin::guard(nullptr, "qweight_release", [&]() -> Status {
+    if (!a || a->struct_size < FERRUM_QWEIGHT_RELEASE_ARGS_SIZE_V1_0)
+      return invalid("qweight_release: args NULL or struct_size too small");
+    if (!a->weight) return ok_status();  // NULL-safe
+    ferrum_qweight* w = qweight_table().find(a->weight);
+    if (!w)
+      return invalid("qweight_release: argument 'weight': expected a live quantised weight, given a released or "
+                     "unknown one");
+    const int dev = w->device;
+    void* p = w->blocks;
+    if (!qweight_table().release(w))  // a concurrent release of the same handle won
+      return invalid("qweight_release: argument 'weight': expected a live quantised weight, given a released one");
+    return from_device(cuda::free(dev, p));
+  });
+}
+
+// Not implemented yet (GPTQ / Marlin): NULL slots.
+constexpr std::nullptr_t load_gptq = nullptr;
+constexpr std::nullptr_t load_gptq_stacked = nullptr;
+constexpr std::nullptr_t marlin_gemm = nullptr;
+
+}  // namespace
+
+const ferrum_quant_matmul_table kQuantMatmulTable = {
+    sizeof(ferrum_quant_matmul_table), FERRUM_QUANT_MATMUL_SLOTS(FERRUM_SLOT_FN)};
+
+}  // namespace ferrum::cuda::glue

@@ -1,0 +1,306 @@
+// ferrum CUDA plugin — mixture-of-experts kernels (see moe.cuh).
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda_check.hpp"
+#include "dtype.hpp"
+#include "kernels/elementwise.cuh"
+#include "kernels/moe.cuh"
+
+namespace ferrum::cuda::kernels {
+namespace {
+
+using namespace dev;
+
+constexpr int kRouteWarps = 8;
+constexpr int kPerLane = static_cast<int>(kMoeMaxExperts / 32);  // logits per lane
+
+// (key, id) order of the routing: larger key first, then lower id.
+__device__ __forceinline__ bool route_before(float ka, int ia, float kb, int ib) {
+  return ka > kb || (ka == kb && ia < ib);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kRouteWarps * 32)
+    route_kernel(const T* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
+                 uint64_t num_tokens, int E, int K, bool norm) {
+  const int lane = threadIdx.x & 31;
+  const float inf = INFINITY;
+  for (uint64_t t = static_cast<uint64_t>(blockIdx.x) * kRouteWarps + (threadIdx.x >> 5); t < num_tokens;
+       t += static_cast<uint64_t>(gridDim.x) * kRouteWarps) {
+    const T* l = logits + t * static_cast<uint64_t>(E);
+    float p[kPerLane];
+    float mx = -inf;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = lane + 32 * j;
+      p[j] = e < E ? to_f(l[e]) : -inf;
+      if (e < E && p[j] > mx) mx = p[j];  // NaN never wins
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float other = __shfl_xor_sync(0xffffffffu, mx, o);
+      if (other > mx) mx = other;
+    }
+    float z = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = lane + 32 * j;
+      p[j] = e < E ? expf(p[j] - mx) : 0.0f;
+      z += p[j];
+    }
+    z = warp_sum(z);
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) p[j] = p[j] / z;
+    uint32_t taken = 0;  // bit j: expert lane + 32·j already chosen
+    float wsel[kMoeMaxTopK];
+    int isel[kMoeMaxTopK];
+#pragma unroll
+    for (int kk = 0; kk < static_cast<int>(kMoeMaxTopK); ++kk) {
+      if (kk < K) {
+        float bk = -inf, bp = 0.0f;
+        int bi = 0x7fffffff;
+#pragma unroll
+        for (int j = 0; j < kPerLane; ++j) {
+          const int e = lane + 32 * j;
+          const float key = isnan(p[j]) ? -inf : p[j];
+          if (e < E && !((taken >> j) & 1u) && route_before(key, e, bk, bi)) {
+            bk = key;
+            bi = e;
+            bp = p[j];
+          }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+          const float ok = __shfl_xor_sync(0xffffffffu, bk, o);
+          const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+          const float op = __shfl_xor_sync(0xffffffffu, bp, o);
+          if (route_before(ok, oi, bk, bi)) {
+            bk = ok;
+            bi = oi;
+            bp = op;
+          }
+        }
+        if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+        wsel[kk] = bp;
+        isel[kk] = bi;
+      }
+    }
+    if (lane == 0) {
+      float s = 0.0f;
+      if (norm) {
+#pragma unroll
+        for (int kk = 0; kk < static_cast<int>(kMoeMaxTopK); ++kk)
+          if (kk < K) s += wsel[kk];
+      }
+#pragma unroll
+      for (int kk = 0; kk < static_cast<int>(kMoeMaxTopK); ++kk) {
+        if (kk < K) {
+          ids[t * K + kk] = isel[kk];
+          weights[t * K + kk] = !norm ? wsel[kk] : (s > 0.0f ? wsel[kk] / s : 1.0f / static_cast<float>(K));
+        }
+      }
+    }
+  }
+}
+
+constexpr int kAlignThreads = static_cast<int>(kMoeMaxExperts);
+constexpr int kAlignTile = 4096;
+
+__global__ void __launch_bounds__(kAlignThreads)
+    align_kernel(const int32_t* __restrict__ topk, uint64_t num_pairs, int E, uint64_t bs, int32_t* __restrict__ sorted,
+                 uint64_t cap, int32_t* __restrict__ eids, uint64_t cap_blocks, int32_t* __restrict__ total) {
+  __shared__ int counts[kMoeMaxExperts];
+  __shared__ unsigned long long offs[kMoeMaxExperts + 1];
+  __shared__ int32_t tile[kAlignTile];
+  const int tid = threadIdx.x;
+  for (int e = tid; e < E; e += kAlignThreads) counts[e] = 0;
+  __syncthreads();
+  for (uint64_t p = tid; p < num_pairs; p += kAlignThreads) {
+    const int32_t e = topk[p];
+    if (e >= 0 && e < E) atomicAdd(&counts[e], 1);
+  }
+  __syncthreads();
+  if (tid == 0) {
+    unsigned long long off = 0;
+    for (int e = 0; e < E; ++e) {
+      offs[e] = off;
+      off += (counts[e] + bs - 1) / bs * bs;
+    }
+    offs[E] = off;
+  }
+  for (uint64_t i = tid; i < cap; i += kAlignThreads) sorted[i] = static_cast<int32_t>(num_pairs);
+  for (uint64_t i = tid; i < cap_blocks; i += kAlignThreads) eids[i] = -1;
+  __syncthreads();
+  for (int e = tid; e < E; e += kAlignThreads)
+    for (uint64_t b = offs[e] / bs; b < offs[e + 1] / bs && b < cap_blocks; ++b) eids[b] = e;
+  uint64_t pos = tid < E ? offs[tid] : 0;
+  for (uint64_t base = 0; base < num_pairs; base += kAlignTile) {
+    const int n = static_cast<int>(num_pairs - base < kAlignTile ? num_pairs - base : kAlignTile);
+    __syncthreads();
+    for (int i = tid; i < n; i += kAlignThreads) tile[i] = topk[base + i];
+    __syncthreads();
+    if (tid < E) {
+      for (int i = 0; i < n; ++i)
+        if (tile[i] == tid && pos < cap) sorted[pos++] = static_cast<int32_t>(base + i);
+    }
+  }
+  if (tid == 0) total[0] = static_cast<int32_t>(offs[E] < cap ? offs[E] : cap);
+}
+
+constexpr int kGemmThreads = 256, kBN = 64, kBK = 32;
+
+template <class T, int BM>
+__global__ void __launch_bounds__(kGemmThreads)
+    moe_gemm_kernel(const T* __restrict__ x, const int32_t* __restrict__ sorted, uint64_t sorted_count,
+                    const int32_t* __restrict__ eids, const int32_t* __restrict__ total, const T* __restrict__ w,
+                    T* __restrict__ out, uint64_t num_pairs, uint64_t top_k, uint64_t E, uint64_t n, uint64_t k) {
+  constexpr int TM = BM / 16;
+  __shared__ float xs[kBK][BM + 4];
+  __shared__ float wsm[kBK][kBN + 4];
+  __shared__ long long rows[BM];
+  __shared__ long long pairs[BM];
+  const uint64_t b = blockIdx.x, n0 = static_cast<uint64_t>(blockIdx.y) * kBN;
+  long long tot = total[0];
+  if (tot < 0) tot = 0;
+  if (static_cast<uint64_t>(tot) > sorted_count) tot = static_cast<long long>(sorted_count);
+  if (b * BM >= static_cast<uint64_t>(tot)) return;
+  const int32_t e = eids[b];
+  if (e < 0 || static_cast<uint64_t>(e) >= E) return;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  if (tid < BM) {
+    const uint64_t i = b * BM + tid;
+    const int32_t p = i < static_cast<uint64_t>(tot) ? sorted[i] : -1;
+    const bool ok = p >= 0 && static_cast<uint64_t>(p) < num_pairs;
+    pairs[tid] = ok ? p : -1;
+    rows[tid] = ok ? static_cast<long long>(static_cast<uint64_t>(p) / top_k) : -1;
+  }
+  __syncthreads();
+  const T* we = w + static_cast<uint64_t>(e) * n * k;
+  float acc[TM][4];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+  for (uint64_t k0 = 0; k0 < k; k0 += kBK) {
+    for (int idx = tid; idx < BM * kBK; idx += kGemmThreads) {
+      const int r = idx / kBK, kk = idx % kBK;
+      const long long row = rows[r];
+      xs[kk][r] = row >= 0 && k0 + kk < k ? to_f(x[static_cast<uint64_t>(row) * k + k0 + kk]) : 0.0f;
+    }
+    for (int idx = tid; idx < kBN * kBK; idx += kGemmThreads) {
+      const int c = idx / kBK, kk = idx % kBK;
+      wsm[kk][c] = n0 + c < n && k0 + kk < k ? to_f(we[(n0 + c) * k + k0 + kk]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kBK; ++kk) {
+      float av[TM], bv[4];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) av[i] = xs[kk][ty * TM + i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) bv[j] = wsm[kk][tx * 4 + j];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const long long p = pairs[ty * TM + i];
+    if (p < 0) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint64_t col = n0 + tx * 4 + j;
+      if (col < n) out[static_cast<uint64_t>(p) * n + col] = from_f<T>(acc[i][j]);
+    }
+  }
+}
+
+template <class T>
+__global__ void weighted_sum_kernel(const T* __restrict__ rows, const int32_t* __restrict__ idx, uint64_t num_rows,
+                                    const float* __restrict__ wts, T* __restrict__ out, uint64_t num_tokens,
+                                    uint64_t K, uint64_t H) {
+  const uint64_t total = num_tokens * H;
+  for (uint64_t i = global_tid(); i < total; i += grid_stride()) {
+    const uint64_t t = i / H, d = i % H;
+    float acc = 0.0f;
+    for (uint64_t kk = 0; kk < K; ++kk) {
+      uint64_t r = t * K + kk;
+      if (idx) {
+        const int32_t v = idx[t * K + kk];
+        if (v < 0 || static_cast<uint64_t>(v) >= num_rows) continue;
+        r = static_cast<uint64_t>(v);
+      }
+      acc = fmaf(wts[t * K + kk], to_f(rows[r * H + d]), acc);
+    }
+    out[i] = from_f<T>(acc);
+  }
+}
+
+}  // namespace
+
+Status route_topk_softmax(int32_t dtype, const void* logits, int32_t* ids, float* weights, uint64_t num_tokens,
+                          uint64_t num_experts, uint64_t top_k, bool norm, cudaStream_t stream) noexcept {
+  if (num_tokens == 0) return Status{};
+  return dispatch_float(dtype, "route_topk_softmax", [&](auto tag) -> Status {
+    using T = typename decltype(tag)::type;
+    route_kernel<T><<<blocks_for(num_tokens, kRouteWarps), kRouteWarps * 32, 0, stream>>>(
+        static_cast<const T*>(logits), ids, weights, num_tokens, static_cast<int>(num_experts), static_cast<int>(top_k),
+        norm);
+    FERRUM_CUDA_LAUNCH_CHECK("route_kernel");
+    return Status{};
+  });
+}
+
+Status moe_align_block_size(const int32_t* topk_ids, uint64_t num_pairs, uint64_t num_experts, uint64_t block_size,
+                            int32_t* sorted, uint64_t cap, int32_t* expert_ids, uint64_t cap_blocks, int32_t* total,
+                            cudaStream_t stream) noexcept {
+  align_kernel<<<1, kAlignThreads, 0, stream>>>(topk_ids, num_pairs, static_cast<int>(num_experts), block_size, sorted,
+                                                cap, expert_ids, cap_blocks, total);
+  FERRUM_CUDA_LAUNCH_CHECK("align_kernel");
+  return Status{};
+}
+
+Status moe_gemm_dense(int32_t dtype, const void* x, const int32_t* sorted, uint64_t sorted_count,
+                      const int32_t* expert_ids, uint64_t blocks_count, const int32_t* total, const void* w, void* out,
+                      uint64_t num_pairs, uint64_t top_k, uint64_t num_experts, uint64_t n, uint64_t k,
+                      uint64_t block_size, cudaStream_t stream) noexcept {
+  if (num_pairs == 0 || n == 0) return Status{};
+  return dispatch_float(dtype, "moe_gemm", [&](auto tag) -> Status {
+    using T = typename decltype(tag)::type;
+    FERRUM_CUDA_CHECK(cudaMemsetAsync(out, 0, num_pairs * n * sizeof(T), stream));  // unrouted rows: zero
+    if (blocks_count == 0) return Status{};
+    const dim3 grid(static_cast<unsigned>(blocks_count), static_cast<unsigned>((n + kBN - 1) / kBN));
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, kGemmThreads, 0, stream>>>(static_cast<const T*>(x), sorted, sorted_count, expert_ids, total,
+                                                 static_cast<const T*>(w), static_cast<T*>(out), num_pairs, top_k,
+                                                 num_experts, n, k);
+    };
+    if (block_size == 16) launch(moe_gemm_kernel<T, 16>);
+    else if (block_size == 32) launch(moe_gemm_kernel<T, 32>);
+    else launch(moe_gemm_kernel<T, 64>);
+    FERRUM_CUDA_LAUNCH_CHECK("moe_gemm_kernel");
+    return Status{};
+  });
+}
+
+Status weighted_sum_rows(int32_t dtype, const void* rows, const int32_t* idx, uint64_t num_rows, const float* weights,
+                         void* out, uint64_t num_tokens, uint64_t top_k, uint64_t hidden, cudaStream_t stream) noexcept {
+  const uint64_t work = num_tokens * hidden;  // <= out's count, checked by the glue
+  if (work == 0) return Status{};
+  return dispatch_float(dtype, "weighted_sum", [&](auto tag) -> Status {
+    using T = typename decltype(tag)::type;
+    weighted_sum_kernel<T><<<blocks_for(work), kThreads, 0, stream>>>(static_cast<const T*>(rows), idx, num_rows,
+                                                                       weights, static_cast<T*>(out), num_tokens,
+                                                                       top_k, hidden);
+    FERRUM_CUDA_LAUNCH_CHECK("weighted_sum_kernel");
+    return Status{};
+  });
+}
+
+}  // namespace ferrum::cuda::kernels
