@@ -9,6 +9,7 @@
 // new op and a non-zero external_stream on it, naming both versions.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -201,6 +202,29 @@ TEST_CASE("wrap_external on the CPU plugin is zero-copy both ways and releases o
   CHECK(ctx.to_vec(plain, 4) == std::vector<float>(host.begin(), host.begin() + 4));
   Buffer empty = ctx.wrap_external({.address = 0, .dtype = Dtype::f32, .count = 0});
   CHECK(empty.count() == 0u);
+}
+
+TEST_CASE("wrap_external on the CPU plugin: ops run in place on memory aligned to the element only",
+          "[abi_1_1][external][cpu]") {
+  // Vectors offset by one element: 4-byte aligned, not 16/32/64 (a fresh ferrum buffer is 64).
+  Backend be = Backend::load("cpu");
+  Context ctx = be.create_context();
+  const uint64_t m = 5, n = 33, k = 19;
+  std::vector<float> a = seeded(m * k + 1, 2401), b = seeded(n * k + 1, 2402), out(m * n + 2, -7.0f);
+  auto wrap = [&](std::vector<float>& v, uint64_t count) {
+    return ctx.wrap_external({.address = addr(v.data() + 1), .dtype = Dtype::f32, .count = count});
+  };
+  Buffer wa = wrap(a, m * k), wb = wrap(b, n * k), wo = wrap(out, m * n);
+  ctx.gemm({.a = wa, .b = wb, .out = wo, .m = m, .n = n, .k = k});
+  ctx.sync();
+  CHECK(out[0] == -7.0f);          // nothing before the wrapped range
+  CHECK(out[m * n + 1] == -7.0f);  // nothing after it
+  for (uint64_t i = 0; i < m; ++i)
+    for (uint64_t j = 0; j < n; ++j) {
+      double ref = 0;  // out[i, j] = sum_p a[i, p] * b[j, p] (b is [n, k])
+      for (uint64_t p = 0; p < k; ++p) ref += double(a[1 + i * k + p]) * double(b[1 + j * k + p]);
+      CHECK(std::abs(out[1 + i * n + j] - ref) <= 1e-4 * (1.0 + std::abs(ref)));
+    }
 }
 
 TEST_CASE("wrap_external on the CPU plugin: every bad argument is named, nothing is released",
