@@ -121,6 +121,9 @@ ferrum_status event_query(ferrum_context* ctx, const ferrum_event_query_args* a)
     if (!s.ok()) return s;
     const cudaError_t err = cudaEventQuery(e->ev);
     if (err == cudaSuccess || err == cudaErrorNotReady) {
+      // "not ready" is an answer, not an error: never leave it as the thread's last error, where a
+      // later launch check would read it.
+      if (err == cudaErrorNotReady && cudaPeekAtLastError() == cudaErrorNotReady) (void)cudaGetLastError();
       *a.done = err == cudaSuccess ? 1u : 0u;
       return ok_status();
     }
