@@ -239,6 +239,8 @@ void release(Handle kind, void* h) {
       return release_through<ferrum_qweight_release_args, ferrum_qweight>(FERRUM_OP_QWEIGHT_RELEASE, h);
     case Handle::context:
       return release_through<ferrum_context_destroy_args, ferrum_context>(FERRUM_OP_CONTEXT_DESTROY, h);
+    case Handle::event:
+      return release_through<ferrum_event_release_args, ferrum_event>(FERRUM_OP_EVENT_RELEASE, h);
   }
 }
 
@@ -281,10 +283,11 @@ class Filler {
   // it gets a fresh object of its own, never one of the pool.
   template <class P>
   void handle(P& h, const char*, Handle kind, bool consumed) {
+    consumes_ = consumes_ || consumed;
     const uint8_t s = r_.byte();
     h = nullptr;
     if (s == 0) return;
-    if (!consumed) {
+    if (!consumed && kind != Handle::event) {  // events: a fresh one per call (released below)
       if (kind == Handle::timer) h = static_cast<P>(static_cast<void*>(w_.timers[(s - 1) % w_.timers.size()].get()));
       if (kind == Handle::buffer) h = static_cast<P>(static_cast<void*>(w_.pool[(s - 1) % w_.pool.size()].get()));
       return;
@@ -296,6 +299,7 @@ class Filler {
         case Handle::timer: fresh = w_.ctx.make_timer().release(); break;
         case Handle::context: fresh = w_.backend.create_context().release(); break;
         case Handle::qweight: fresh = w_.make_q8_0().release(); break;
+        case Handle::event: fresh = w_.ctx.event_create().release(); break;
       }
     } catch (const Error& e) {
       unacceptable(kHarness, std::string("cannot make a fresh handle: ") + e.what());
@@ -403,10 +407,12 @@ class Filler {
       }
     });
     fuzz::expect_ok_or_error(kHarness, [&] { w_.ctx.sync(); });
-    if (ok) fresh_.clear();  // consumed by the op (release/destroy): not ours any more
+    if (ok)  // consumed by the op (release/destroy): not ours any more; an event lent to another op stays ours
+      std::erase_if(fresh_, [this](const auto& f) { return f.kind != Handle::event || consumes_; });
   }
 
  private:
+  bool consumes_ = false;  // the op releases its handle argument (a *_release op)
   struct Out {
     Handle kind;
     void** slot;

@@ -25,7 +25,7 @@ import abigen  # noqa: E402
 ELEM_BYTES = {"f32": 4, "u32": 4, "u8": 1, "i32": 4, "f64": 8, "u64": 8, "bytes": 8,
               "scales_dtype": 4, "ferrum_buffer*": 8, "(const i32*)": 8, "(const void*)": 8}
 OUT_HANDLES = {"ferrum_buffer**": "buffer", "ferrum_qweight**": "qweight",
-               "ferrum_timer**": "timer", "ferrum_context**": "context"}
+               "ferrum_timer**": "timer", "ferrum_context**": "context", "ferrum_event**": "event"}
 
 
 def scalar_names(op):
@@ -50,6 +50,8 @@ def host_call(f, names):
     t = re.sub(r"^(host|hostout)\s+", "", f.comment)
     m = re.match(r"^(\(const [a-z0-9]+\*\)|ferrum_buffer\*|[a-z0-9_]+)(\[(.*)\])?(.*)$", t)
     base, dims = m.group(1), m.group(3)
+    if base in ("ferrum_release_fn", "userdata"):  # wrap_external's callback (1.1): code, never fuzzed
+        return f"a.{f.name} = nullptr;"
     if f.kind == "hostout" and f.ctype in OUT_HANDLES:
         return f'v.out_handle(a.{f.name}, "{f.name}", Handle::{OUT_HANDLES[f.ctype]});'
     if f.kind == "hostout" and f.ctype == "ferrum_kv_cache_quant*":
@@ -80,7 +82,7 @@ def field_call(op, f):
         return f'v.qweight(a.{f.name}, "{f.name}");'
     if f.kind in ("handle", "qweight"):
         kind = {"ferrum_buffer*": "buffer", "ferrum_timer*": "timer", "ferrum_context*": "context",
-                "const ferrum_qweight*": "qweight"}[f.ctype]
+                "const ferrum_qweight*": "qweight", "ferrum_event*": "event"}[f.ctype]
         return f'v.handle(a.{f.name}, "{f.name}", Handle::{kind}, {str(consumed).lower()});'
     raise SystemExit(f"gen_op_table: {op.name}.{f.name}: unknown field kind {f.kind}")
 
@@ -96,7 +98,7 @@ def generate(ops):
          "",
          "namespace ferrum::fuzz {",
          "",
-         "enum class Handle { buffer, timer, qweight, context };",
+         "enum class Handle { buffer, timer, qweight, context, event };",
          "",
          f"inline constexpr int32_t kGeneratedOps = {len(ops)};",
          "",

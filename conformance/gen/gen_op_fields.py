@@ -113,6 +113,8 @@ def facade_arg(op, param):
         return f"w_{name}.ptr()", f"Borrowed<QWeight> w_{name}(ctx, a.{name});"
     if typ == "const Timer&":
         return f"t_{name}.ref()", f"Borrowed<Timer> t_{name}(ctx, a.{name});"
+    if typ == "const Event&":
+        return f"e_{name}.ref()", f"Borrowed<Event> e_{name}(ctx, a.{name});"
     m = re.match(r"^std::span<(.*)>$", typ)
     if m:
         field = next(f for f in op.fields if f.name == name)

@@ -745,6 +745,40 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
       (void)ctx.query_attribute(a.attribute);
       return true;
     }
+    case 104: {  // event_create
+      const auto& a = *static_cast<const ferrum_event_create_args*>(args);
+      (void)ctx.event_create();
+      return true;
+    }
+    case 105: {  // event_record
+      const auto& a = *static_cast<const ferrum_event_record_args*>(args);
+      Borrowed<Event> e_event(ctx, a.event);
+      (void)ctx.event_record(e_event.ref());
+      return true;
+    }
+    case 106: {  // event_wait
+      const auto& a = *static_cast<const ferrum_event_wait_args*>(args);
+      Borrowed<Event> e_event(ctx, a.event);
+      (void)ctx.event_wait(e_event.ref());
+      return true;
+    }
+    case 107: {  // event_synchronize
+      const auto& a = *static_cast<const ferrum_event_synchronize_args*>(args);
+      Borrowed<Event> e_event(ctx, a.event);
+      (void)ctx.event_synchronize(e_event.ref());
+      return true;
+    }
+    case 108: {  // event_query
+      const auto& a = *static_cast<const ferrum_event_query_args*>(args);
+      Borrowed<Event> e_event(ctx, a.event);
+      (void)ctx.event_query(e_event.ref());
+      return true;
+    }
+    case 110: {  // wrap_external
+      const auto& a = *static_cast<const ferrum_wrap_external_args*>(args);
+      (void)ctx.wrap_external({.address = a.address, .dtype = static_cast<Dtype>(a.dtype), .count = a.count, .device_ordinal = a.device_ordinal, .release_fn = a.release_fn, .release_user_data = a.release_user_data});
+      return true;
+    }
     default:
       return false;
   }
@@ -847,6 +881,12 @@ bool has_facade_method(int32_t op) {
     case 101:
     case 102:
     case 103:
+    case 104:
+    case 105:
+    case 106:
+    case 107:
+    case 108:
+    case 110:
       return true;
     default:
       return false;

@@ -40,7 +40,10 @@ const std::map<std::string, uint64_t>& defaults() {
       {"num_tokens", 2}, {"top_k", 1}, {"num_pairs", 2}, {"hidden", 8}, {"intermediate", 4},
       {"num_packed", 2}, {"kv_lora_rank", 8}, {"qk_rope_head_dim", 8}, {"local_len", 4},
       {"device_ordinal", 0}, {"key", 1}, {"bits", 4}, {"world_size", 1}, {"rank", 0}, {"src_rank", 0},
-      {"token", 0}, {"step", 0}, {"qkv_byte_offset", 0}, {"q_out_byte_offset", 0}};
+      {"token", 0}, {"step", 0}, {"qkv_byte_offset", 0}, {"q_out_byte_offset", 0},
+      // wrap_external (ABI 1.1): the empty wrap (address 0, count 0) is a valid baseline that
+      // touches no memory; a hostile address then stays harmless, a hostile count is refused.
+      {"address", 0}, {"count", 0}};
   return m;
 }
 
@@ -363,7 +366,11 @@ void OpCall::build() {
       }
       case gen::Kind::host: {
         const HostSpec hs = host_spec(f->spec);
-        if (hs.elem == "ferrum_buffer*") {
+        if (hs.elem == "ferrum_release_fn" || hs.elem == "userdata") {
+          // wrap_external's callback and its user data (ABI 1.1): code and an opaque value, never
+          // host memory the kit could size; NULL (no callback) is their valid baseline.
+          put<const void*>(args_, f->offset, nullptr);
+        } else if (hs.elem == "ferrum_buffer*") {
           uint64_t n = 0;
           if (!eval(hs.count, vars, n) || n > 64) n = 1;
           auto arr = std::make_unique<std::vector<const void*>>();

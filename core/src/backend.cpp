@@ -205,6 +205,11 @@ std::vector<OpSupport> Backend::support_matrix() const noexcept {
 }
 
 Context Backend::create_context(std::optional<uint64_t> device, Dtype activation) const {
+  return create_context_on_stream(0, device, activation);
+}
+
+Context Backend::create_context_on_stream(uint64_t external_stream, std::optional<uint64_t> device,
+                                          Dtype activation) const {
   const detail::CallSite site{library_.get(), api_, nullptr};
   if (!api_)
     detail::check(FERRUM_STATUS_INVALID_ARGUMENT, "new_context", site,
@@ -231,6 +236,16 @@ Context Backend::create_context(std::optional<uint64_t> device, Dtype activation
   a.device_ordinal = ordinal;
   a.activation_dtype = static_cast<int32_t>(activation);
   a.context = &ctx;
+  a.external_stream = external_stream;
+  using Growth = common::ArgsGrowth<ferrum_new_context_args>;
+  if (api_->abi_minor < FERRUM_ABI_VERSION_MINOR) {
+    // The forward-compatibility gate of Context::invoke, for this [no ctx] op: a field of a newer
+    // minor set to a non-default value is refused; at its default the older struct is passed.
+    uint32_t since = 0;
+    if (const char* field = Growth::newer_field(a, api_->abi_minor, since))
+      detail::fail_newer(site, "new_context", field, since);
+    a.struct_size = Growth::size_at(api_->abi_minor);
+  }
   detail::check(fn(nullptr, &a), "new_context", site);
   if (!ctx)
     detail::check(FERRUM_STATUS_INTERNAL, "new_context", site,

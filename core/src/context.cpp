@@ -171,6 +171,13 @@ Timer Context::adopt(ferrum_timer* handle) const {
   return Timer(handle, library_);
 }
 
+Event Context::adopt(ferrum_event* handle) const {
+  if (!handle)
+    detail::check(FERRUM_STATUS_INTERNAL, "event_create", {library_.get(), api_, ctx_},
+                  "the plugin returned OK without an event");
+  return Event(handle, library_);
+}
+
 QWeight Context::adopt(ferrum_qweight* handle) const {
   if (!handle)
     detail::check(FERRUM_STATUS_INTERNAL, "qweight", {library_.get(), api_, ctx_},

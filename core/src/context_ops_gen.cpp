@@ -1307,6 +1307,61 @@ uint64_t Context::query_attribute(int32_t attribute) {
   return r_;
 }
 
+Event Context::event_create() {
+  ferrum_event* r_ = nullptr;
+  ferrum_event_create_args a_{};
+  a_.struct_size = sizeof a_;
+  a_.event = &r_;
+  invoke(a_);
+  return adopt(r_);
+}
+
+void Context::event_record(const Event& event) {
+  ferrum_event_record_args a_{};
+  a_.struct_size = sizeof a_;
+  a_.event = event.get();
+  invoke(a_);
+}
+
+void Context::event_wait(const Event& event) {
+  ferrum_event_wait_args a_{};
+  a_.struct_size = sizeof a_;
+  a_.event = event.get();
+  invoke(a_);
+}
+
+void Context::event_synchronize(const Event& event) {
+  ferrum_event_synchronize_args a_{};
+  a_.struct_size = sizeof a_;
+  a_.event = event.get();
+  invoke(a_);
+}
+
+uint32_t Context::event_query(const Event& event) {
+  uint32_t r_{};
+  ferrum_event_query_args a_{};
+  a_.struct_size = sizeof a_;
+  a_.event = event.get();
+  a_.done = &r_;
+  invoke(a_);
+  return r_;
+}
+
+Buffer Context::wrap_external(const args::WrapExternal& a) {
+  ferrum_buffer* r_ = nullptr;
+  ferrum_wrap_external_args a_{};
+  a_.struct_size = sizeof a_;
+  a_.address = a.address;
+  a_.dtype = static_cast<int32_t>(a.dtype);
+  a_.count = a.count;
+  a_.device_ordinal = a.device_ordinal;
+  a_.release_fn = a.release_fn;
+  a_.release_user_data = a.release_user_data;
+  a_.buffer = &r_;
+  invoke(a_);
+  return adopt(r_);
+}
+
 namespace detail {
 // Whether the facade composes the op when its slot is NULL (one entry per op id;
 // derived from the facade_default overloads of defaults.hpp, so the two cannot disagree).
@@ -1415,6 +1470,14 @@ const bool kFacadeDefault[kOpCount + 1] = {
     has_facade_default<ferrum_weighted_sum_batched_args>,
     has_facade_default<ferrum_mla_attention_args>,
     has_facade_default<ferrum_query_attribute_args>,
+    has_facade_default<ferrum_event_create_args>,
+    has_facade_default<ferrum_event_record_args>,
+    has_facade_default<ferrum_event_wait_args>,
+    has_facade_default<ferrum_event_synchronize_args>,
+    has_facade_default<ferrum_event_query_args>,
+    has_facade_default<ferrum_event_release_args>,
+    has_facade_default<ferrum_wrap_external_args>,
+    has_facade_default<ferrum_buffer_device_address_args>,
 };
 }  // namespace detail
 

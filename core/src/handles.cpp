@@ -1,4 +1,4 @@
-// Buffer, Timer, QWeight: adopt, move, release. Destructors log instead of throwing.
+// Buffer, Timer, QWeight, Event: adopt, move, release. Destructors log instead of throwing.
 #include <utility>
 
 #include <ferrum/handles.hpp>
@@ -99,18 +99,67 @@ void Buffer::reset() noexcept {
   device_ = 0;
 }
 
-// ---- Timer -----------------------------------------------------------------------------
+Buffer::DeviceAddress Buffer::device_address() const {
+  constexpr int32_t id = FERRUM_OP_BUFFER_DEVICE_ADDRESS;
+  const detail::CallSite site{library_.get(), api_, nullptr};
+  if (!handle_)
+    detail::check(FERRUM_STATUS_INVALID_ARGUMENT, "buffer_device_address", site,
+                  "argument 'buf': expected a buffer, given an empty Buffer (moved from or released)");
+  const ferrum_op_fn fn = common::find_slot(api_, id);
+  if (!fn) {
+    const uint32_t since = common::kOps[id - 1].since_minor;
+    if (api_->abi_minor < since) detail::fail_newer(site, "buffer_device_address", nullptr, since);
+    detail::check(FERRUM_STATUS_UNSUPPORTED, "buffer_device_address", site,
+                  "the plugin does not implement this op (NULL slot)");
+  }
+  DeviceAddress out;
+  ferrum_buffer_device_address_args a{};
+  a.struct_size = sizeof a;
+  a.buf = handle_;
+  a.address = &out.address;
+  a.device_ordinal = &out.device;
+  detail::check(fn(nullptr, &a), "buffer_device_address", site);
+  return out;
+}
 
-Timer::Timer(ferrum_timer* handle, std::shared_ptr<PluginLibrary> library) noexcept
+// ---- Timer, Event, QWeight -------------------------------------------------------------------
+
+namespace {
+// The [no ctx] slot that releases each owned handle type, and its handle field.
+template <class H>
+struct ReleaseOf;
+template <>
+struct ReleaseOf<ferrum_timer> {
+  static constexpr int32_t op = FERRUM_OP_TIMER_RELEASE;
+  static constexpr auto field = &ferrum_timer_release_args::timer;
+};
+template <>
+struct ReleaseOf<ferrum_event> {
+  static constexpr int32_t op = FERRUM_OP_EVENT_RELEASE;
+  static constexpr auto field = &ferrum_event_release_args::event;
+};
+template <>
+struct ReleaseOf<ferrum_qweight> {
+  static constexpr int32_t op = FERRUM_OP_QWEIGHT_RELEASE;
+  static constexpr auto field = &ferrum_qweight_release_args::weight;
+};
+}  // namespace
+
+namespace detail {
+
+template <class H>
+OwnedHandle<H>::OwnedHandle(H* handle, std::shared_ptr<PluginLibrary> library) noexcept
     : handle_(handle), library_(std::move(library)),
       api_(library_ ? api_of(*library_) : nullptr) {}
 
-Timer::Timer(Timer&& o) noexcept
+template <class H>
+OwnedHandle<H>::OwnedHandle(OwnedHandle&& o) noexcept
     : handle_(std::exchange(o.handle_, nullptr)),
       library_(std::move(o.library_)),
       api_(std::exchange(o.api_, nullptr)) {}
 
-Timer& Timer::operator=(Timer&& o) noexcept {
+template <class H>
+OwnedHandle<H>& OwnedHandle<H>::operator=(OwnedHandle&& o) noexcept {
   if (this != &o) {
     reset();
     handle_ = std::exchange(o.handle_, nullptr);
@@ -120,55 +169,31 @@ Timer& Timer::operator=(Timer&& o) noexcept {
   return *this;
 }
 
-Timer::~Timer() { reset(); }
+template <class H>
+OwnedHandle<H>::~OwnedHandle() {
+  reset();
+}
 
-ferrum_timer* Timer::release() noexcept {
+template <class H>
+H* OwnedHandle<H>::release() noexcept {
   library_.reset();
   api_ = nullptr;
   return std::exchange(handle_, nullptr);
 }
 
-void Timer::reset() noexcept {
-  release_handle(api_, FERRUM_OP_TIMER_RELEASE, std::exchange(handle_, nullptr),
-                 &ferrum_timer_release_args::timer);
-  library_.reset();
+template <class H>
+void OwnedHandle<H>::reset() noexcept {
+  release_handle(api_, ReleaseOf<H>::op, std::exchange(handle_, nullptr), ReleaseOf<H>::field);
+  library_.reset();  // after the release: the plugin's code must still be loaded for it
   api_ = nullptr;
 }
 
-// ---- QWeight ---------------------------------------------------------------------------
+// Exported by the FERRUM_API of their extern declarations in handles.hpp: the handle types are
+// hidden (-fvisibility=hidden) incomplete C structs, which would otherwise hide them too.
+template class OwnedHandle<ferrum_timer>;
+template class OwnedHandle<ferrum_event>;
+template class OwnedHandle<ferrum_qweight>;
 
-QWeight::QWeight(ferrum_qweight* handle, std::shared_ptr<PluginLibrary> library) noexcept
-    : handle_(handle), library_(std::move(library)),
-      api_(library_ ? api_of(*library_) : nullptr) {}
-
-QWeight::QWeight(QWeight&& o) noexcept
-    : handle_(std::exchange(o.handle_, nullptr)),
-      library_(std::move(o.library_)),
-      api_(std::exchange(o.api_, nullptr)) {}
-
-QWeight& QWeight::operator=(QWeight&& o) noexcept {
-  if (this != &o) {
-    reset();
-    handle_ = std::exchange(o.handle_, nullptr);
-    library_ = std::move(o.library_);
-    api_ = std::exchange(o.api_, nullptr);
-  }
-  return *this;
-}
-
-QWeight::~QWeight() { reset(); }
-
-ferrum_qweight* QWeight::release() noexcept {
-  library_.reset();
-  api_ = nullptr;
-  return std::exchange(handle_, nullptr);
-}
-
-void QWeight::reset() noexcept {
-  release_handle(api_, FERRUM_OP_QWEIGHT_RELEASE, std::exchange(handle_, nullptr),
-                 &ferrum_qweight_release_args::weight);
-  library_.reset();
-  api_ = nullptr;
-}
+}  // namespace detail
 
 }  // namespace ferrum

@@ -31,7 +31,11 @@ int main(void) {
   EXPECT(FERRUM_READ_TYPED_ARGS_SIZE == sizeof(ferrum_read_typed_args));
   EXPECT(offsetof(ferrum_read_typed_args, src_offset) == FERRUM_READ_TYPED_ARGS_SIZE_V1_0);
   EXPECT(FERRUM_CONTEXT_TABLE_SIZE_V1_0 == 136);
-  EXPECT(FERRUM_CONTEXT_TABLE_SIZE_V1_1 == 144);
+  EXPECT(FERRUM_CONTEXT_TABLE_SIZE_V1_1 == 192); /* query_attribute + the six event slots */
+  EXPECT(FERRUM_MEMORY_TABLE_SIZE_V1_1 == 128);  /* wrap_external, buffer_device_address */
+  EXPECT(FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0 == 32);
+  EXPECT(FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_1 == 40);
+  EXPECT(offsetof(ferrum_new_context_args, external_stream) == FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0);
   EXPECT(FERRUM_OP_COUNT_V1_0 == 102);
   EXPECT(FERRUM_ABI_VERSION_MINOR >= 1);
 
@@ -71,6 +75,22 @@ int main(void) {
   memcpy(short_copy, &full, FERRUM_READ_TYPED_ARGS_SIZE_V1_0);
   EXPECT(ferrum_read_typed_args_src_offset((const ferrum_read_typed_args*)short_copy) == 0);
   free(short_copy);
+
+  /* new_context's external_stream (1.1): a 1.0 caller's 32-byte struct reads as 0 (its own stream). */
+  {
+    ferrum_new_context_args nc;
+    void* short_nc;
+    memset(&nc, 0xA5, sizeof nc);
+    nc.struct_size = sizeof nc;
+    EXPECT(ferrum_new_context_args_external_stream(&nc) != 0);
+    nc.struct_size = FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0;
+    EXPECT(ferrum_new_context_args_external_stream(&nc) == 0);
+    short_nc = malloc(FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0);
+    if (!short_nc) return 2;
+    memcpy(short_nc, &nc, FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0);
+    EXPECT(ferrum_new_context_args_external_stream((const ferrum_new_context_args*)short_nc) == 0);
+    free(short_nc);
+  }
 
   if (failures) fprintf(stderr, "%d failure(s)\n", failures);
   return failures ? 1 : 0;

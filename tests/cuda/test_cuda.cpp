@@ -707,3 +707,249 @@ TEST_CASE("extension ferrum.cuda.stream gives each context's own live stream", "
   CHECK(untouched == &marker);
   CHECK(ext->get_stream(a.get(), nullptr) == FERRUM_STATUS_INVALID_ARGUMENT);
 }
+
+// ---- ABI 1.1: events, external memory, external streams (docs/spec.md §2.1, §2.2) ------------
+
+namespace {
+
+uint64_t addr_of(const void* p) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)); }
+
+struct ExtRelease {
+  int calls = 0;
+};
+extern "C" void ext_release_count(void* user) { ++static_cast<ExtRelease*>(user)->calls; }
+
+// Enqueues ~20 large F32 gemms on ctx (tens of milliseconds of device work on any current GPU):
+// the queue is then busy long after the host returns, so later work of another context that is
+// not ordered after it would read stale data.
+void enqueue_long_work(ferrum::Context& ctx, ferrum::Buffer& big, ferrum::Buffer& scratch, uint64_t n) {
+  for (int i = 0; i < 20; ++i) ctx.gemm({.a = big, .b = big, .out = scratch, .m = n, .n = n, .k = n});
+}
+
+}  // namespace
+
+TEST_CASE("events order two contexts without a host sync", "[cuda][events]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  ferrum::Context a = be->create_context({}, ferrum::Dtype::f32);
+  ferrum::Context b = be->create_context({}, ferrum::Dtype::f32);
+  const uint64_t big_n = 4096, n = 1 << 16;
+  ferrum::Buffer big = upload(a, FERRUM_DTYPE_F32, ft::encode(FERRUM_DTYPE_F32, ft::normal_dtype(FERRUM_DTYPE_F32, big_n * big_n, 0.0, 1.0, 3101)));
+  ferrum::Buffer scratch = a.alloc_typed(ferrum::Dtype::f32, big_n * big_n);
+  const std::vector<double> x = ft::normal_dtype(FERRUM_DTYPE_F32, n, 0.0, 1.0, 3102);
+  ferrum::Buffer xb = upload(a, FERRUM_DTYPE_F32, ft::encode(FERRUM_DTYPE_F32, x));
+  ferrum::Buffer out = poisoned(a, FERRUM_DTYPE_F32, n);
+  ferrum::Buffer out_b = poisoned(b, FERRUM_DTYPE_F32, n);
+  a.sync();
+  b.sync();
+  ferrum::Event ev = b.event_create();  // made on B, recorded on A: same device
+  for (int round = 0; round < 2; ++round) {
+    enqueue_long_work(a, big, scratch, big_n);
+    a.copy_slice({.src = xb, .src_offset = 0, .dst = out, .dst_offset = 0, .len = n});  // after the long work
+    a.event_record(ev);
+    b.event_wait(ev);  // no host sync between A's work and B's read
+    b.copy_slice({.src = out, .src_offset = 0, .dst = out_b, .dst_offset = 0, .len = n});
+    const bytes got = download(b, out_b, FERRUM_DTYPE_F32, n);
+    CHECK(got == ft::encode(FERRUM_DTYPE_F32, x));
+    b.event_synchronize(ev);
+    CHECK(b.event_query(ev) == 1u);
+    // Poison again for the second round (ordered on B, then A waits for B before reusing `out`).
+    const bytes p = ft::poison_bytes(FERRUM_DTYPE_F32, n);
+    b.write_typed({.dst = out_b, .dtype = ferrum::Dtype::f32, .data = p.data(), .data_len = n});
+    b.write_typed({.dst = out, .dtype = ferrum::Dtype::f32, .data = p.data(), .data_len = n});
+    b.sync();
+  }
+  // A never-recorded event: complete; waiting on it is a no-op.
+  ferrum::Event fresh = a.event_create();
+  CHECK(a.event_query(fresh) == 1u);
+  b.event_wait(fresh);
+  b.event_synchronize(fresh);
+  // Released while pending: allowed; the wait already enqueued keeps its ordering.
+  enqueue_long_work(a, big, scratch, big_n);
+  a.copy_slice({.src = xb, .src_offset = 0, .dst = out, .dst_offset = 0, .len = n});
+  a.event_record(fresh);
+  b.event_wait(fresh);
+  fresh.reset();
+  b.copy_slice({.src = out, .src_offset = 0, .dst = out_b, .dst_offset = 0, .len = n});
+  CHECK(download(b, out_b, FERRUM_DTYPE_F32, n) == ft::encode(FERRUM_DTYPE_F32, x));
+  // An event outlives its context.
+  ferrum::Event kept;
+  {
+    ferrum::Context c = be->create_context({}, ferrum::Dtype::f32);
+    kept = c.event_create();
+    c.event_record(kept);
+  }
+  b.event_wait(kept);
+  b.event_synchronize(kept);
+  // event_synchronize / event_query are refused during a capture on the calling context.
+  a.begin_graph_capture();
+  a.copy_slice({.src = xb, .src_offset = 0, .dst = out, .dst_offset = 0, .len = n});
+  try {
+    a.event_synchronize(kept);
+    FAIL("event_synchronize during a capture should have thrown");
+  } catch (const ferrum::Error& e) {
+    CHECK(e.code() == ferrum::ErrorCode::invalid_argument);
+    CHECK(contains(e.what(), "capturable"));
+  }
+  a.end_graph_capture(3101);
+  a.reset_graph(3101);
+}
+
+TEST_CASE("event record and wait inside a graph capture are replayed", "[cuda][events][graph]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  ferrum::Context a = be->create_context({}, ferrum::Dtype::f32);
+  ferrum::Context b = be->create_context({}, ferrum::Dtype::f32);
+  const uint64_t big_n = 4096, n = 4096;
+  ferrum::Buffer big = upload(a, FERRUM_DTYPE_F32, ft::encode(FERRUM_DTYPE_F32, ft::normal_dtype(FERRUM_DTYPE_F32, big_n * big_n, 0.0, 1.0, 3201)));
+  ferrum::Buffer scratch = a.alloc_typed(ferrum::Dtype::f32, big_n * big_n);
+  ferrum::Buffer xb = a.alloc_typed(ferrum::Dtype::f32, n);
+  ferrum::Buffer out = poisoned(a, FERRUM_DTYPE_F32, n);
+  ferrum::Buffer out_b = poisoned(b, FERRUM_DTYPE_F32, n);
+  a.sync();
+  b.sync();
+  ferrum::Event ev = a.event_create();
+  a.begin_graph_capture();
+  enqueue_long_work(a, big, scratch, big_n);
+  a.copy_slice({.src = xb, .src_offset = 0, .dst = out, .dst_offset = 0, .len = n});
+  a.event_record(ev);  // captured as an external event record node
+  a.end_graph_capture(3202);
+  for (int rep = 0; rep < 2; ++rep) {
+    const std::vector<double> x = ft::normal_dtype(FERRUM_DTYPE_F32, n, 0.0, 1.0, 3203 + rep);
+    const bytes xe = ft::encode(FERRUM_DTYPE_F32, x);
+    a.write_typed({.dst = xb, .dtype = ferrum::Dtype::f32, .data = xe.data(), .data_len = n});
+    REQUIRE(a.replay_graph(3202) == 1u);
+    b.event_wait(ev);  // waits for the replay's record
+    b.copy_slice({.src = out, .src_offset = 0, .dst = out_b, .dst_offset = 0, .len = n});
+    CHECK(download(b, out_b, FERRUM_DTYPE_F32, n) == xe);
+    a.sync();
+  }
+}
+
+TEST_CASE("wrap_external: cudaMalloc memory used by a gemm in place, released once", "[cuda][external]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  ferrum::Context ctx = be->create_context({}, ferrum::Dtype::f16);
+  const int32_t dt = FERRUM_DTYPE_F16;
+  const uint64_t m = 37, n = 64, k = 96;
+  const std::vector<double> av = ft::normal_dtype(dt, m * k, 0.0, 1.0, 3301), bv = ft::normal_dtype(dt, n * k, 0.0, 1.0, 3302);
+  const bytes ae = ft::encode(dt, av), bev = ft::encode(dt, bv);
+  void *da = nullptr, *db = nullptr, *dout = nullptr;
+  REQUIRE(cudaMalloc(&da, ae.size()) == cudaSuccess);
+  REQUIRE(cudaMalloc(&db, bev.size()) == cudaSuccess);
+  REQUIRE(cudaMalloc(&dout, m * n * 2) == cudaSuccess);
+  REQUIRE(cudaMemcpy(da, ae.data(), ae.size(), cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(db, bev.data(), bev.size(), cudaMemcpyHostToDevice) == cudaSuccess);
+  const bytes poison = ft::poison_bytes(dt, m * n);
+  REQUIRE(cudaMemcpy(dout, poison.data(), poison.size(), cudaMemcpyHostToDevice) == cudaSuccess);
+  ExtRelease rel;
+  {
+    auto wrap = [&](void* p, uint64_t count) {
+      return ctx.wrap_external({.address = addr_of(p), .dtype = ferrum::Dtype::f16, .count = count,
+                                .device_ordinal = ctx.device(), .release_fn = ext_release_count, .release_user_data = &rel});
+    };
+    ferrum::Buffer wa = wrap(da, m * k), wb = wrap(db, n * k), wout = wrap(dout, m * n);
+    CHECK(wa.device_address().address == addr_of(da));
+    ctx.gemm({.a = wa, .b = wb, .out = wout, .m = m, .n = n, .k = k});
+    ctx.sync();
+    bytes got(m * n * 2);
+    REQUIRE(cudaMemcpy(got.data(), dout, got.size(), cudaMemcpyDeviceToHost) == cudaSuccess);  // the host's own copy
+    std::vector<double> ref;
+    ferrum::ref::gemm(av, bv, ref, m, n, k);
+    const ft::CompareResult r = ft::compare(ft::decode(dt, got), ref, dt, n, 'F');
+    INFO(r.message);
+    CHECK(r.ok);
+    CHECK(rel.calls == 0);
+  }
+  CHECK(rel.calls == 3);  // once per wrapped buffer, at its release
+  // The host still owns the memory: it is intact and the host frees it.
+  bytes again(ae.size());
+  REQUIRE(cudaMemcpy(again.data(), da, again.size(), cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(again == ae);
+  // An exported address of a ferrum buffer is device memory of the context's device.
+  ferrum::Buffer own = ctx.alloc_typed(ferrum::Dtype::f16, 16);
+  const ferrum::Buffer::DeviceAddress oa = own.device_address();
+  cudaPointerAttributes attr{};
+  REQUIRE(cudaPointerGetAttributes(&attr, reinterpret_cast<void*>(static_cast<uintptr_t>(oa.address))) == cudaSuccess);
+  CHECK(attr.type == cudaMemoryTypeDevice);
+  CHECK(static_cast<uint64_t>(attr.device) == oa.device);
+  // Host memory (pageable or page-locked), misalignment and a foreign device are refused, naming the argument.
+  std::vector<uint16_t> pageable(8);
+  void* pinned = nullptr;
+  REQUIRE(cudaMallocHost(&pinned, 64) == cudaSuccess);
+  for (void* host : {static_cast<void*>(pageable.data()), pinned}) {
+    try {
+      (void)ctx.wrap_external({.address = addr_of(host), .dtype = ferrum::Dtype::f16, .count = 8, .device_ordinal = ctx.device(),
+                               .release_fn = ext_release_count, .release_user_data = &rel});
+      FAIL("wrapping host memory should have thrown");
+    } catch (const ferrum::Error& e) {
+      CHECK(e.code() == ferrum::ErrorCode::invalid_argument);
+      CHECK(contains(e.what(), "argument 'address'"));
+      CHECK(contains(e.what(), "host memory"));
+    }
+  }
+  try {
+    (void)ctx.wrap_external({.address = addr_of(da) + 1, .dtype = ferrum::Dtype::f16, .count = 8, .device_ordinal = ctx.device()});
+    FAIL("a misaligned address should have thrown");
+  } catch (const ferrum::Error& e) {
+    CHECK(e.code() == ferrum::ErrorCode::invalid_argument);
+    CHECK(contains(e.what(), "aligned to 2 bytes"));
+  }
+  try {
+    (void)ctx.wrap_external({.address = addr_of(da), .dtype = ferrum::Dtype::f16, .count = 8, .device_ordinal = be->device_count()});
+    FAIL("a device ordinal past the device count should have thrown");
+  } catch (const ferrum::Error& e) {
+    CHECK(e.code() == ferrum::ErrorCode::invalid_argument);
+    CHECK(contains(e.what(), "argument 'device_ordinal'"));
+  }
+  CHECK(rel.calls == 3);  // refused wraps call nothing
+  CHECK(cudaFreeHost(pinned) == cudaSuccess);
+  CHECK(cudaFree(da) == cudaSuccess);
+  CHECK(cudaFree(db) == cudaSuccess);
+  CHECK(cudaFree(dout) == cudaSuccess);
+}
+
+TEST_CASE("a context on a host cudaStream_t interleaves with the host's copies in stream order", "[cuda][external][stream]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  const uint64_t n = 1 << 20;
+  const std::vector<double> x = ft::normal_dtype(FERRUM_DTYPE_F32, n, 0.0, 1.0, 3401);
+  const bytes xe = ft::encode(FERRUM_DTYPE_F32, x);
+  void* pinned = nullptr;
+  REQUIRE(cudaMallocHost(&pinned, xe.size()) == cudaSuccess);
+  __builtin_memcpy(pinned, xe.data(), xe.size());
+  void* dev = nullptr;
+  REQUIRE(cudaMalloc(&dev, xe.size()) == cudaSuccess);
+  {
+    ferrum::Context ctx = be->create_context_on_stream(addr_of(s), {}, ferrum::Dtype::f32);
+    const auto* ext = be->extension_as<ferrum_cuda_stream_ext>(FERRUM_CUDA_STREAM_EXT_ID, FERRUM_CUDA_STREAM_EXT_VERSION);
+    REQUIRE(ext != nullptr);
+    void* got_stream = nullptr;
+    REQUIRE(ext->get_stream(ctx.get(), &got_stream) == FERRUM_STATUS_OK);
+    CHECK(got_stream == static_cast<void*>(s));  // the host's stream, not a new one
+    ferrum::Buffer w = ctx.wrap_external({.address = addr_of(dev), .dtype = ferrum::Dtype::f32, .count = n, .device_ordinal = ctx.device()});
+    ferrum::Buffer out = poisoned(ctx, FERRUM_DTYPE_F32, n);
+    // Host copy then ferrum op on the same stream, no sync between: the op sees the copy.
+    REQUIRE(cudaMemcpyAsync(dev, pinned, xe.size(), cudaMemcpyHostToDevice, s) == cudaSuccess);
+    ctx.copy_slice({.src = w, .src_offset = 0, .dst = out, .dst_offset = 0, .len = n});
+    CHECK(download(ctx, out, FERRUM_DTYPE_F32, n) == xe);
+    // Ferrum op then host copy on the same stream: the host copy sees the op's result.
+    ferrum::Buffer y = ctx.from_slice_typed(ferrum::Dtype::f32, xe.data(), n);
+    ctx.add_inplace(y, w, n);  // y = 2x, exact in f32
+    bytes back(xe.size());
+    REQUIRE(cudaMemcpyAsync(pinned, reinterpret_cast<void*>(static_cast<uintptr_t>(y.device_address().address)), xe.size(),
+                            cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+    __builtin_memcpy(back.data(), pinned, back.size());
+    std::vector<double> twice(n);
+    for (uint64_t i = 0; i < n; ++i) twice[i] = 2.0 * x[i];
+    CHECK(back == ft::encode(FERRUM_DTYPE_F32, twice));
+  }
+  // context_destroy left the host's stream alive.
+  CHECK(cudaStreamQuery(s) == cudaSuccess);
+  CHECK(cudaStreamDestroy(s) == cudaSuccess);
+  CHECK(cudaFree(dev) == cudaSuccess);
+  CHECK(cudaFreeHost(pinned) == cudaSuccess);
+}

@@ -183,6 +183,8 @@ def parse_field_kind(text, opname):
         t = hm.group(1)
         if t == "bytes" or t.startswith("scales_dtype"):
             ctype = "const void*"
+        elif t in ("ferrum_release_fn", "userdata"):  # 1.1: a host callback and its user data
+            ctype = "ferrum_release_fn" if t == "ferrum_release_fn" else "void*"
         elif t.startswith("ferrum_buffer*"):
             ctype = "ferrum_buffer* const*"
         elif t.startswith("(const i32*)"):
@@ -198,7 +200,7 @@ def parse_field_kind(text, opname):
         t = om.group(1)
         if t == "bytes":
             ctype = "void*"
-        elif t in ("ferrum_buffer*", "ferrum_qweight*", "ferrum_timer*", "ferrum_context*"):
+        elif t in ("ferrum_buffer*", "ferrum_qweight*", "ferrum_timer*", "ferrum_context*", "ferrum_event*"):
             ctype = t + "*"
         elif t == "ferrum_kv_cache_quant":
             ctype = "ferrum_kv_cache_quant*"
@@ -210,7 +212,7 @@ def parse_field_kind(text, opname):
     if spec == "ferrum_qweight*":
         return Field(name, added, "qweight", "const ferrum_qweight*", 8, optional=optional,
                      comment="quantised weight")
-    if spec in ("ferrum_buffer*", "ferrum_timer*", "ferrum_context*"):
+    if spec in ("ferrum_buffer*", "ferrum_timer*", "ferrum_context*", "ferrum_event*"):
         return Field(name, added, "handle", spec, 8, comment=spec)
     raise SystemExit(f"{opname}: unknown kind '{spec}' of field {name}")
 

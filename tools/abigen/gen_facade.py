@@ -15,8 +15,9 @@ slot or facade default -> status -> ferrum::Error). Parameter mapping:
   host T[X] (X a u64 field, not optional) -> std::span<const T>, X filled from its size;
   other host pointers stay raw pointers;
   one hostout scalar -> return value; hostout ferrum_buffer*/qweight*/timer* -> Buffer /
-  QWeight / Timer; hostout ferrum_kv_cache_quant -> KvCacheQuant; hostout T[X] -> std::vector;
-  ferrum_qweight* -> const QWeight& (pointer if optional); ferrum_timer* -> const Timer&.
+  QWeight / Timer / Event; hostout ferrum_kv_cache_quant -> KvCacheQuant; hostout T[X] -> std::vector;
+  ferrum_qweight* -> const QWeight& (pointer if optional); ferrum_timer* / ferrum_event* ->
+  const Timer& / const Event&.
 Ops without a context, and context_info (Context::info), are not generated.
 
 Growth (since=1.<m> in the registry): a field appended in a later minor is the last parameter or
@@ -63,7 +64,9 @@ DEFAULT_ARGS = {("from_weight_bytes", "dst_dtype"): "Dtype::invalid"}
 SCALAR_CPP = {"u64": "uint64_t", "u32": "uint32_t", "i32": "int32_t", "f32": "float", "f64": "double"}
 HOST_ELEM = {"f32": "float", "u32": "uint32_t", "u8": "uint8_t", "i32": "int32_t", "f64": "double",
              "u64": "uint64_t", "ferrum_buffer*": "ferrum_buffer*"}
-OWNED = {"ferrum_buffer*": "Buffer", "ferrum_qweight*": "QWeight", "ferrum_timer*": "Timer"}
+OWNED = {"ferrum_buffer*": "Buffer", "ferrum_qweight*": "QWeight", "ferrum_timer*": "Timer",
+         "ferrum_event*": "Event"}
+HANDLE_PARAM = {"ferrum_timer*": "const Timer&", "ferrum_event*": "const Event&"}
 # Readbacks whose result length must fit the buffer read (the plugin checks it too, but the facade
 # sizes host memory from it first): (op, length field) -> buffer field.
 LEN_CHECKS = {("to_vec", "len"): "buf"}
@@ -189,9 +192,9 @@ def plan(op, P=""):
                 params.append(f"const QWeight& {n}")
                 body.append(f"a_.{n} = {P}{n}.get();")
         elif f.kind == "handle":
-            if f.ctype != "ferrum_timer*":
+            if f.ctype not in HANDLE_PARAM:
                 raise SystemExit(f"gen_facade: {op.name}: unexpected handle field {n}")
-            params.append(f"const Timer& {n}")
+            params.append(f"{HANDLE_PARAM[f.ctype]} {n}")
             body.append(f"a_.{n} = {P}{n}.get();")
         else:
             raise SystemExit(f"gen_facade: {op.name}: unknown field kind {f.kind}")

@@ -17,9 +17,19 @@ typedef struct ferrum_new_context_args {
   int32_t activation_dtype;                /* i32; (ferrum addition) */
   uint32_t reserved_0; /* padding, 0 */
   ferrum_context** context;                /* hostout ferrum_context*  // out */
+  /* ---- since ABI 1.1: an older caller's struct_size ends before these; read them with the accessors below ---- */
+  uint64_t external_stream;                /* u64; since 1.1, default 0 */
 } ferrum_new_context_args;
 #define FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_0 32
-#define FERRUM_NEW_CONTEXT_ARGS_SIZE 32
+#define FERRUM_NEW_CONTEXT_ARGS_SIZE_V1_1 40
+#define FERRUM_NEW_CONTEXT_ARGS_SIZE 40
+/* external_stream of a struct from any caller: the registry default ((uint64_t)(0)) when the
+ * caller's struct_size (an ABI 1.0 caller) does not cover the field. */
+static inline uint64_t ferrum_new_context_args_external_stream(const ferrum_new_context_args* a) {
+  return a->struct_size >= offsetof(ferrum_new_context_args, external_stream) + sizeof a->external_stream
+             ? a->external_stream
+             : (uint64_t)(0);
+}
 
 /* context_destroy — context, capability flags and timer; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
 typedef struct ferrum_context_destroy_args {
@@ -153,6 +163,61 @@ typedef struct ferrum_query_attribute_args {
 } ferrum_query_attribute_args;
 #define FERRUM_QUERY_ATTRIBUTE_ARGS_SIZE_V1_1 24
 #define FERRUM_QUERY_ATTRIBUTE_ARGS_SIZE 24
+
+/* event_create — context, capability flags and timer; flags S; tolerance —; NULL slot: unsupported */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_event_create_args {
+  uint64_t struct_size;
+  ferrum_event** event;                    /* hostout ferrum_event*  // out */
+} ferrum_event_create_args;
+#define FERRUM_EVENT_CREATE_ARGS_SIZE_V1_1 16
+#define FERRUM_EVENT_CREATE_ARGS_SIZE 16
+
+/* event_record — context, capability flags and timer; flags AG; tolerance —; NULL slot: unsupported */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_event_record_args {
+  uint64_t struct_size;
+  ferrum_event* event;                     /* ferrum_event* */
+} ferrum_event_record_args;
+#define FERRUM_EVENT_RECORD_ARGS_SIZE_V1_1 16
+#define FERRUM_EVENT_RECORD_ARGS_SIZE 16
+
+/* event_wait — context, capability flags and timer; flags AG; tolerance —; NULL slot: unsupported */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_event_wait_args {
+  uint64_t struct_size;
+  ferrum_event* event;                     /* ferrum_event* */
+} ferrum_event_wait_args;
+#define FERRUM_EVENT_WAIT_ARGS_SIZE_V1_1 16
+#define FERRUM_EVENT_WAIT_ARGS_SIZE 16
+
+/* event_synchronize — context, capability flags and timer; flags S; tolerance —; NULL slot: unsupported */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_event_synchronize_args {
+  uint64_t struct_size;
+  ferrum_event* event;                     /* ferrum_event* */
+} ferrum_event_synchronize_args;
+#define FERRUM_EVENT_SYNCHRONIZE_ARGS_SIZE_V1_1 16
+#define FERRUM_EVENT_SYNCHRONIZE_ARGS_SIZE 16
+
+/* event_query — context, capability flags and timer; flags -; tolerance —; NULL slot: unsupported */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_event_query_args {
+  uint64_t struct_size;
+  ferrum_event* event;                     /* ferrum_event* */
+  uint32_t* done;                          /* hostout u32  // out */
+} ferrum_event_query_args;
+#define FERRUM_EVENT_QUERY_ARGS_SIZE_V1_1 24
+#define FERRUM_EVENT_QUERY_ARGS_SIZE 24
+
+/* event_release — context, capability flags and timer; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_event_release_args {
+  uint64_t struct_size;
+  ferrum_event* event;                     /* ferrum_event* */
+} ferrum_event_release_args;
+#define FERRUM_EVENT_RELEASE_ARGS_SIZE_V1_1 16
+#define FERRUM_EVENT_RELEASE_ARGS_SIZE 16
 
 
 #ifdef __cplusplus

@@ -157,6 +157,33 @@ typedef struct ferrum_buffer_release_args {
 #define FERRUM_BUFFER_RELEASE_ARGS_SIZE_V1_0 16
 #define FERRUM_BUFFER_RELEASE_ARGS_SIZE 16
 
+/* wrap_external — memory and transfer; flags S; tolerance —; NULL slot: unsupported */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_wrap_external_args {
+  uint64_t struct_size;
+  uint64_t address;                        /* u64 */
+  int32_t dtype;                           /* i32 */
+  uint32_t reserved_0; /* padding, 0 */
+  uint64_t count;                          /* u64 */
+  uint64_t device_ordinal;                 /* u64 */
+  ferrum_release_fn release_fn;            /* host ferrum_release_fn; may be NULL */
+  void* release_user_data;                 /* host userdata; may be NULL */
+  ferrum_buffer** buffer;                  /* hostout ferrum_buffer*  // out */
+} ferrum_wrap_external_args;
+#define FERRUM_WRAP_EXTERNAL_ARGS_SIZE_V1_1 64
+#define FERRUM_WRAP_EXTERNAL_ARGS_SIZE 64
+
+/* buffer_device_address — memory and transfer; flags -; tolerance —; NULL slot: unsupported; [no ctx] */
+/* since ABI 1.1: the slot is absent from the table of an older plugin. */
+typedef struct ferrum_buffer_device_address_args {
+  uint64_t struct_size;
+  const ferrum_buffer* buf;                /* in any */
+  uint64_t* address;                       /* hostout u64  // out */
+  uint64_t* device_ordinal;                /* hostout u64  // out */
+} ferrum_buffer_device_address_args;
+#define FERRUM_BUFFER_DEVICE_ADDRESS_ARGS_SIZE_V1_1 32
+#define FERRUM_BUFFER_DEVICE_ADDRESS_ARGS_SIZE 32
+
 
 #ifdef __cplusplus
 } /* extern "C" */

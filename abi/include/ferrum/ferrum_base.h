@@ -136,6 +136,11 @@ typedef struct ferrum_context ferrum_context; /* one stream on one device */
 typedef struct ferrum_buffer ferrum_buffer;   /* device memory with dtype + count */
 typedef struct ferrum_timer ferrum_timer;     /* two marks on a context's stream */
 typedef struct ferrum_qweight ferrum_qweight; /* opaque quantised weight (§11, §12) */
+/* since ABI 1.1 */
+typedef struct ferrum_event ferrum_event;     /* a point in one context's queue (event_*) */
+/* since ABI 1.1: called once by the plugin when a buffer made by wrap_external is released
+ * (buffer_release), with the user data given to wrap_external; never from inside another op. */
+typedef void (*ferrum_release_fn)(void* user_data);
 
 /* ---------------------------------------------------------------------------------
  * Logging: the host owns all output. Plugins never print; they call host->log.

@@ -130,9 +130,17 @@ extern "C" {
 #define FERRUM_OP_WEIGHTED_SUM_BATCHED 101
 #define FERRUM_OP_MLA_ATTENTION 102
 #define FERRUM_OP_QUERY_ATTRIBUTE 103 /* since 1.1 */
+#define FERRUM_OP_EVENT_CREATE 104 /* since 1.1 */
+#define FERRUM_OP_EVENT_RECORD 105 /* since 1.1 */
+#define FERRUM_OP_EVENT_WAIT 106 /* since 1.1 */
+#define FERRUM_OP_EVENT_SYNCHRONIZE 107 /* since 1.1 */
+#define FERRUM_OP_EVENT_QUERY 108 /* since 1.1 */
+#define FERRUM_OP_EVENT_RELEASE 109 /* since 1.1 */
+#define FERRUM_OP_WRAP_EXTERNAL 110 /* since 1.1 */
+#define FERRUM_OP_BUFFER_DEVICE_ADDRESS 111 /* since 1.1 */
 #define FERRUM_OP_COUNT_V1_0 102
-#define FERRUM_OP_COUNT_V1_1 103
-#define FERRUM_OP_COUNT 103 /* this header's minor */
+#define FERRUM_OP_COUNT_V1_1 111
+#define FERRUM_OP_COUNT 111 /* this header's minor */
 
 /* ---- X-macro over every op: X(id, name, family) ---------------------------------- */
 #define FERRUM_OP_LIST(X) \
@@ -238,7 +246,15 @@ extern "C" {
   X(100, moe_combine, moe) \
   X(101, weighted_sum_batched, moe) \
   X(102, mla_attention, mla) \
-  X(103, query_attribute, context)
+  X(103, query_attribute, context) \
+  X(104, event_create, context) \
+  X(105, event_record, context) \
+  X(106, event_wait, context) \
+  X(107, event_synchronize, context) \
+  X(108, event_query, context) \
+  X(109, event_release, context) \
+  X(110, wrap_external, memory) \
+  X(111, buffer_device_address, memory)
 
 /* ---- per family, its slots in table order: FERRUM_<FAMILY>_SLOTS(X) calls X(op) once per
  * slot. A plugin that names its slot functions after the ops fills a table with
@@ -258,13 +274,14 @@ extern "C" {
   X(alloc) X(alloc_typed) X(from_slice) X(from_slice_typed) \
   X(from_weight_bytes) X(write_typed) X(read_typed) X(to_vec) \
   X(write_f32_to_activation) X(zero_buffer) X(copy_slice) X(buffer_info) \
-  X(buffer_release)
+  X(buffer_release) X(wrap_external) X(buffer_device_address)
 #define FERRUM_CONTEXT_SLOTS(X) \
   X(new_context) X(context_destroy) X(context_info) X(sync) \
   X(sync_before_host_readback) X(activation_elem_size_bytes) X(supports_device_ordinal_scope) X(supports_llama_family_batched_decode) \
   X(supports_paged_kv) X(supports_varlen_qkv) X(supports_vllm_paged_attn) X(make_timer) \
   X(timer_release) X(record_start) X(record_end) X(elapsed_ms) \
-  X(query_attribute)
+  X(query_attribute) X(event_create) X(event_record) X(event_wait) \
+  X(event_synchronize) X(event_query) X(event_release)
 #define FERRUM_GRAPH_SLOTS(X) \
   X(begin_graph_capture) X(end_graph_capture) X(replay_graph) X(reset_graph) \
   X(reset_all_graphs) X(graph_capture_in_flight) X(set_decode_state) X(set_dev_state_mode)
@@ -328,9 +345,13 @@ typedef struct ferrum_memory_table {
   ferrum_status (*buffer_info)(ferrum_context* ctx, const ferrum_buffer_info_args* args);
   ferrum_status (*buffer_release)(ferrum_context* ctx, const ferrum_buffer_release_args* args);
   /* ---- appended in later minors only, below this line ---- */
+  /* since ABI 1.1: a table of an older plugin ends before these */
+  ferrum_status (*wrap_external)(ferrum_context* ctx, const ferrum_wrap_external_args* args);
+  ferrum_status (*buffer_device_address)(ferrum_context* ctx, const ferrum_buffer_device_address_args* args);
 } ferrum_memory_table;
 #define FERRUM_MEMORY_TABLE_SIZE_V1_0 112
-#define FERRUM_MEMORY_TABLE_SIZE 112
+#define FERRUM_MEMORY_TABLE_SIZE_V1_1 128
+#define FERRUM_MEMORY_TABLE_SIZE 128
 
 /* Context, capability flags and timer (docs/spec.md §2, §9) */
 typedef struct ferrum_context_table {
@@ -354,10 +375,16 @@ typedef struct ferrum_context_table {
   /* ---- appended in later minors only, below this line ---- */
   /* since ABI 1.1: a table of an older plugin ends before these */
   ferrum_status (*query_attribute)(ferrum_context* ctx, const ferrum_query_attribute_args* args);
+  ferrum_status (*event_create)(ferrum_context* ctx, const ferrum_event_create_args* args);
+  ferrum_status (*event_record)(ferrum_context* ctx, const ferrum_event_record_args* args);
+  ferrum_status (*event_wait)(ferrum_context* ctx, const ferrum_event_wait_args* args);
+  ferrum_status (*event_synchronize)(ferrum_context* ctx, const ferrum_event_synchronize_args* args);
+  ferrum_status (*event_query)(ferrum_context* ctx, const ferrum_event_query_args* args);
+  ferrum_status (*event_release)(ferrum_context* ctx, const ferrum_event_release_args* args);
 } ferrum_context_table;
 #define FERRUM_CONTEXT_TABLE_SIZE_V1_0 136
-#define FERRUM_CONTEXT_TABLE_SIZE_V1_1 144
-#define FERRUM_CONTEXT_TABLE_SIZE 144
+#define FERRUM_CONTEXT_TABLE_SIZE_V1_1 192
+#define FERRUM_CONTEXT_TABLE_SIZE 192
 
 /* Graph capture and replay (docs/spec.md §8) */
 typedef struct ferrum_graph_table {

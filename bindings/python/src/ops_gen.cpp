@@ -6,6 +6,7 @@
 namespace ferrum::python {
 
 void bind_handle_classes(nb::module_& m) {
+  nb::class_<ferrum::Event>(m, "Event");
   (void)m;
 }
 
@@ -185,6 +186,16 @@ void bind_ops(nb::class_<ferrum::Context>& cls) {
   cls.def("_mla_attention", [](ferrum::Context& c, const ferrum::Buffer& q, const ferrum::Buffer& kv_compressed, const ferrum::Buffer& kv_rope, ferrum::Buffer& out, uint64_t batch, uint64_t q_len, uint64_t kv_len, uint64_t pos_offset, uint64_t num_heads, uint64_t num_kv_heads, uint64_t head_dim, bool causal, float scale, uint64_t kv_seq_stride, uint64_t sliding_window, uint64_t kv_lora_rank, uint64_t qk_rope_head_dim) { return c.mla_attention({.q = q, .kv_compressed = kv_compressed, .kv_rope = kv_rope, .out = out, .batch = batch, .q_len = q_len, .kv_len = kv_len, .pos_offset = pos_offset, .num_heads = num_heads, .num_kv_heads = num_kv_heads, .head_dim = head_dim, .causal = causal, .scale = scale, .kv_seq_stride = kv_seq_stride, .sliding_window = sliding_window, .kv_lora_rank = kv_lora_rank, .qk_rope_head_dim = qk_rope_head_dim}); }, nb::arg("q"), nb::arg("kv_compressed"), nb::arg("kv_rope"), nb::arg("out"), nb::arg("batch"), nb::arg("q_len"), nb::arg("kv_len"), nb::arg("pos_offset"), nb::arg("num_heads"), nb::arg("num_kv_heads"), nb::arg("head_dim"), nb::arg("causal"), nb::arg("scale"), nb::arg("kv_seq_stride"), nb::arg("sliding_window"), nb::arg("kv_lora_rank"), nb::arg("qk_rope_head_dim"),
           nb::call_guard<nb::gil_scoped_release>());
   cls.def("_query_attribute", [](ferrum::Context& c, int32_t attribute) { return c.query_attribute(attribute); }, nb::arg("attribute"),
+          nb::call_guard<nb::gil_scoped_release>());
+  cls.def("_event_create", [](ferrum::Context& c) { return c.event_create(); },
+          nb::call_guard<nb::gil_scoped_release>());
+  cls.def("_event_record", [](ferrum::Context& c, const ferrum::Event& event) { return c.event_record(event); }, nb::arg("event"),
+          nb::call_guard<nb::gil_scoped_release>());
+  cls.def("_event_wait", [](ferrum::Context& c, const ferrum::Event& event) { return c.event_wait(event); }, nb::arg("event"),
+          nb::call_guard<nb::gil_scoped_release>());
+  cls.def("_event_synchronize", [](ferrum::Context& c, const ferrum::Event& event) { return c.event_synchronize(event); }, nb::arg("event"),
+          nb::call_guard<nb::gil_scoped_release>());
+  cls.def("_event_query", [](ferrum::Context& c, const ferrum::Event& event) { return c.event_query(event); }, nb::arg("event"),
           nb::call_guard<nb::gil_scoped_release>());
 }
 

@@ -780,4 +780,13 @@ struct MlaAttention {
   uint64_t qk_rope_head_dim = 0;
 };
 
+struct WrapExternal {
+  uint64_t address = 0;
+  Dtype dtype = Dtype::invalid;
+  uint64_t count = 0;
+  uint64_t device_ordinal = 0;
+  ferrum_release_fn release_fn = 0;
+  void* release_user_data = nullptr;
+};
+
 }  // namespace ferrum::args

@@ -88,6 +88,13 @@ class FERRUM_API Backend {
   // selected_device()) with default activation dtype `activation` (invalid: the plugin's).
   Context create_context(std::optional<uint64_t> device = {},
                          Dtype activation = Dtype::invalid) const;
+  // The same on a stream the host owns (new_context's external_stream, ABI 1.1, docs/spec.md
+  // §2.2; CUDA: a cudaStream_t of that device, cast to an integer): the context enqueues all its
+  // work there and never destroys it; the host keeps the stream alive until the Context is
+  // destroyed. 0 = the context's own stream, as create_context. Error(unsupported) on a plugin
+  // without streams (CPU) or of ABI 1.0, naming the argument (and both versions).
+  Context create_context_on_stream(uint64_t external_stream, std::optional<uint64_t> device = {},
+                                   Dtype activation = Dtype::invalid) const;
 
  private:
   std::shared_ptr<PluginLibrary> library_;

@@ -10,8 +10,8 @@
 //
 // Thread contract: a Context is externally synchronised (one thread at a time), like the ABI
 // context it owns. Ops run asynchronously until sync() or a readback (to_vec, read_typed, ...).
-// Destruction waits for the context's work (context_destroy); Buffers, Timers and QWeights
-// made on it stay valid.
+// Destruction waits for the context's work (context_destroy); Buffers, Timers, QWeights and
+// Events made on it stay valid.
 #pragma once
 
 #include <cstdint>
@@ -129,6 +129,7 @@ class FERRUM_API Context {
 
   Buffer adopt(ferrum_buffer* handle) const;
   Timer adopt(ferrum_timer* handle) const;
+  Event adopt(ferrum_event* handle) const;
   QWeight adopt(ferrum_qweight* handle) const;
   KvCacheQuant adopt(ferrum_kv_cache_quant& cache) const;
 

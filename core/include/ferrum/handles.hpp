@@ -1,4 +1,4 @@
-// ferrum facade — move-only owners of the plugin's device objects: Buffer, Timer, QWeight.
+// ferrum facade — move-only owners of the plugin's device objects: Buffer, Timer, QWeight, Event.
 //
 // Vulkan-Hpp raii style: each owner holds the raw handle and a shared reference to the plugin
 // library that made it (so the plugin's code stays loaded while the object lives, even after
@@ -54,6 +54,15 @@ class FERRUM_API Buffer {
   const std::shared_ptr<PluginLibrary>& library() const noexcept { return library_; }
   // The plugin API table of the plugin that made it (NULL when empty).
   const ferrum_plugin_api* api() const noexcept { return api_; }
+  // buffer_device_address (ABI 1.1, docs/spec.md §2.2): the address of the first element as an
+  // integer (a host pointer on CPU, a device pointer on CUDA) and the device that holds it, for
+  // another library to use in place. The Buffer keeps owning the memory. Error(unsupported) on a
+  // 1.0 plugin or a NULL slot, naming the op and both versions; Error(invalid_argument) when empty.
+  struct DeviceAddress {
+    uint64_t address = 0;
+    uint64_t device = 0;
+  };
+  DeviceAddress device_address() const;
 
  private:
   ferrum_buffer* handle_ = nullptr;
@@ -64,50 +73,56 @@ class FERRUM_API Buffer {
   uint64_t device_ = 0;
 };
 
-// Two marks on a context's stream (docs/spec.md §9); released through context->timer_release.
-class FERRUM_API Timer {
+namespace detail {
+// The common body of the owners released by one [no ctx] slot (Timer, Event, QWeight): the raw
+// handle and a shared reference to the plugin library that made it; move-only; `reset()` and the
+// destructor release it through the plugin (never throwing), `release()` gives it up.
+template <class H>
+class FERRUM_API OwnedHandle {
  public:
-  Timer() noexcept = default;
-  Timer(ferrum_timer* handle, std::shared_ptr<PluginLibrary> library) noexcept;
-  Timer(Timer&& other) noexcept;
-  Timer& operator=(Timer&& other) noexcept;
-  Timer(const Timer&) = delete;
-  Timer& operator=(const Timer&) = delete;
-  ~Timer();
+  OwnedHandle() noexcept = default;
+  OwnedHandle(H* handle, std::shared_ptr<PluginLibrary> library) noexcept;
+  OwnedHandle(OwnedHandle&& other) noexcept;
+  OwnedHandle& operator=(OwnedHandle&& other) noexcept;
+  OwnedHandle(const OwnedHandle&) = delete;
+  OwnedHandle& operator=(const OwnedHandle&) = delete;
+  ~OwnedHandle();
 
-  ferrum_timer* get() const noexcept { return handle_; }
-  [[nodiscard]] ferrum_timer* release() noexcept;
+  H* get() const noexcept { return handle_; }
+  [[nodiscard]] H* release() noexcept;
   void reset() noexcept;
   explicit operator bool() const noexcept { return handle_ != nullptr; }
   const std::shared_ptr<PluginLibrary>& library() const noexcept { return library_; }
 
  private:
-  ferrum_timer* handle_ = nullptr;
+  H* handle_ = nullptr;
   std::shared_ptr<PluginLibrary> library_;
   const ferrum_plugin_api* api_ = nullptr;
 };
+extern template class FERRUM_API OwnedHandle<ferrum_timer>;
+extern template class FERRUM_API OwnedHandle<ferrum_event>;
+extern template class FERRUM_API OwnedHandle<ferrum_qweight>;
+}  // namespace detail
+
+// Two marks on a context's stream (docs/spec.md §9); released through context->timer_release.
+class FERRUM_API Timer : public detail::OwnedHandle<ferrum_timer> {
+ public:
+  using OwnedHandle::OwnedHandle;
+};
+
+// An event (ABI 1.1, docs/spec.md §2.1): a point recorded in one context's queue that other
+// contexts wait for on the device (Context::event_record / event_wait / event_synchronize /
+// event_query); released through context->event_release. Not owned by the context that made
+// it; may be released while its record is still pending.
+class FERRUM_API Event : public detail::OwnedHandle<ferrum_event> {
+ public:
+  using OwnedHandle::OwnedHandle;
+};
 
 // An opaque quantised weight (docs/spec.md §11, §12); released through quant_matmul->qweight_release.
-class FERRUM_API QWeight {
+class FERRUM_API QWeight : public detail::OwnedHandle<ferrum_qweight> {
  public:
-  QWeight() noexcept = default;
-  QWeight(ferrum_qweight* handle, std::shared_ptr<PluginLibrary> library) noexcept;
-  QWeight(QWeight&& other) noexcept;
-  QWeight& operator=(QWeight&& other) noexcept;
-  QWeight(const QWeight&) = delete;
-  QWeight& operator=(const QWeight&) = delete;
-  ~QWeight();
-
-  ferrum_qweight* get() const noexcept { return handle_; }
-  [[nodiscard]] ferrum_qweight* release() noexcept;
-  void reset() noexcept;
-  explicit operator bool() const noexcept { return handle_ != nullptr; }
-  const std::shared_ptr<PluginLibrary>& library() const noexcept { return library_; }
-
- private:
-  ferrum_qweight* handle_ = nullptr;
-  std::shared_ptr<PluginLibrary> library_;
-  const ferrum_plugin_api* api_ = nullptr;
+  using OwnedHandle::OwnedHandle;
 };
 
 // A quantised paged KV layer (docs/spec.md §7.3): the buffers of ferrum_kv_cache_quant, owned.

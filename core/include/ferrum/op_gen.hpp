@@ -110,8 +110,16 @@ enum class Op : int32_t {
   weighted_sum_batched = 101,
   mla_attention = 102,
   query_attribute = 103,
+  event_create = 104,
+  event_record = 105,
+  event_wait = 106,
+  event_synchronize = 107,
+  event_query = 108,
+  event_release = 109,
+  wrap_external = 110,
+  buffer_device_address = 111,
 };
 
-inline constexpr int32_t kOpCount = 103;
+inline constexpr int32_t kOpCount = 111;
 
 }  // namespace ferrum

@@ -22,8 +22,13 @@ Status DeviceGuard::enter(int device) noexcept {
 
 namespace {
 
-Status create_resources(int device, DeviceContext& ctx) noexcept {
-  FERRUM_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+Status create_resources(int device, DeviceContext& ctx, cudaStream_t external) noexcept {
+  if (external) {
+    ctx.stream = external;
+    ctx.owns_stream = false;
+  } else {
+    FERRUM_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  }
   FERRUM_CUBLAS_CHECK(cublasLtCreate(&ctx.lt));
   FERRUM_CUDA_CHECK(cudaMalloc(&ctx.workspace, kGemmWorkspaceBytes));
   ctx.workspace_bytes = kGemmWorkspaceBytes;
@@ -39,7 +44,7 @@ Status create_resources(int device, DeviceContext& ctx) noexcept {
 
 }  // namespace
 
-Status create(int device, DeviceContext& ctx) noexcept {
+Status create(int device, DeviceContext& ctx, cudaStream_t external) noexcept {
   int32_t count = 0;
   FERRUM_RETURN_IF_ERROR(device_count(count));
   if (device < 0 || device >= count) {
@@ -51,7 +56,7 @@ Status create(int device, DeviceContext& ctx) noexcept {
   FERRUM_RETURN_IF_ERROR(guard.enter(device));
   ctx = DeviceContext{};
   ctx.device = device;
-  Status st = create_resources(device, ctx);
+  Status st = create_resources(device, ctx, external);
   if (!st.ok()) (void)destroy(ctx);
   return st;
 }
@@ -91,8 +96,9 @@ Status destroy(DeviceContext& ctx) noexcept {
     const cublasStatus_t st = cublasLtDestroy(ctx.lt);
     if (st != CUBLAS_STATUS_SUCCESS) note(cublas_error_status(st, "cublasLtDestroy(ctx.lt)", __FILE__, __LINE__));
   }
-  if (ctx.stream) check_cuda(cudaStreamDestroy(ctx.stream), "cudaStreamDestroy(ctx.stream)");
+  if (ctx.stream && ctx.owns_stream) check_cuda(cudaStreamDestroy(ctx.stream), "cudaStreamDestroy(ctx.stream)");
   ctx.stream = nullptr;
+  ctx.owns_stream = true;
   ctx.lt = nullptr;
   ctx.workspace = nullptr;
   ctx.workspace_bytes = 0;

@@ -73,7 +73,8 @@ struct StagingSlot {
 
 struct DeviceContext {
   int device = -1;
-  cudaStream_t stream = nullptr;  // created with cudaStreamNonBlocking, owned
+  cudaStream_t stream = nullptr;  // created with cudaStreamNonBlocking, owned (unless !owns_stream)
+  bool owns_stream = true;        // false: the host's stream (new_context external_stream), never destroyed
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;      // kGemmWorkspaceBytes of device memory
   size_t workspace_bytes = 0;
@@ -86,7 +87,9 @@ struct DeviceContext {
 // cuBLASLt handle, the gemm workspace and the pinned staging slots. On failure everything
 // created so far is released and `ctx` is left destroyed. INVALID_ARGUMENT for a device
 // ordinal outside [0, count). Leaves the calling thread's current device unchanged.
-[[nodiscard]] Status create(int device, DeviceContext& ctx) noexcept;
+// `external` non-NULL: the context enqueues on that stream (the host's) instead of creating one, and
+// destroy() waits for it but never destroys it.
+[[nodiscard]] Status create(int device, DeviceContext& ctx, cudaStream_t external = nullptr) noexcept;
 
 // Waits for the context's work, then frees everything it owns. NULL-safe: a context that
 // was never created (device == -1) or was already destroyed is a no-op. Returns the first

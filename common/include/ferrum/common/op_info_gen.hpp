@@ -27,7 +27,7 @@ struct OpInfo {
   bool capturable() const { return flags.find('G') != std::string_view::npos; }
 };
 
-inline constexpr int32_t kOpCount = 103;
+inline constexpr int32_t kOpCount = 111;
 
 inline constexpr OpInfo kOps[kOpCount] = {
     {1, "alloc", "memory", "S", "—", NullSlot::required, true, true, true, 24, 0, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, alloc)},
@@ -133,6 +133,14 @@ inline constexpr OpInfo kOps[kOpCount] = {
     {101, "weighted_sum_batched", "moe", "AG", "F", NullSlot::unsupported, true, true, true, 56, 0, offsetof(ferrum_plugin_api, moe), offsetof(ferrum_moe_table, weighted_sum_batched)},
     {102, "mla_attention", "mla", "AG", "F", NullSlot::unsupported, true, true, true, 136, 0, offsetof(ferrum_plugin_api, mla), offsetof(ferrum_mla_table, mla_attention)},
     {103, "query_attribute", "context", "G", "E", NullSlot::unsupported, true, true, true, 24, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, query_attribute)},
+    {104, "event_create", "context", "S", "—", NullSlot::unsupported, true, true, true, 16, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, event_create)},
+    {105, "event_record", "context", "AG", "—", NullSlot::unsupported, true, true, true, 16, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, event_record)},
+    {106, "event_wait", "context", "AG", "—", NullSlot::unsupported, true, true, true, 16, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, event_wait)},
+    {107, "event_synchronize", "context", "S", "—", NullSlot::unsupported, true, true, true, 16, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, event_synchronize)},
+    {108, "event_query", "context", "", "—", NullSlot::unsupported, true, true, true, 24, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, event_query)},
+    {109, "event_release", "context", "", "—", NullSlot::unsupported, true, true, false, 16, 1, offsetof(ferrum_plugin_api, context), offsetof(ferrum_context_table, event_release)},
+    {110, "wrap_external", "memory", "S", "—", NullSlot::unsupported, true, true, true, 64, 1, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, wrap_external)},
+    {111, "buffer_device_address", "memory", "", "—", NullSlot::unsupported, true, true, false, 32, 1, offsetof(ferrum_plugin_api, memory), offsetof(ferrum_memory_table, buffer_device_address)},
 };
 
 // Op metadata by id (1-based); nullptr for an unknown id.
@@ -271,6 +279,14 @@ template <> struct OpId<ferrum_moe_combine_args> { static constexpr int32_t valu
 template <> struct OpId<ferrum_weighted_sum_batched_args> { static constexpr int32_t value = 101; };
 template <> struct OpId<ferrum_mla_attention_args> { static constexpr int32_t value = 102; };
 template <> struct OpId<ferrum_query_attribute_args> { static constexpr int32_t value = 103; };
+template <> struct OpId<ferrum_event_create_args> { static constexpr int32_t value = 104; };
+template <> struct OpId<ferrum_event_record_args> { static constexpr int32_t value = 105; };
+template <> struct OpId<ferrum_event_wait_args> { static constexpr int32_t value = 106; };
+template <> struct OpId<ferrum_event_synchronize_args> { static constexpr int32_t value = 107; };
+template <> struct OpId<ferrum_event_query_args> { static constexpr int32_t value = 108; };
+template <> struct OpId<ferrum_event_release_args> { static constexpr int32_t value = 109; };
+template <> struct OpId<ferrum_wrap_external_args> { static constexpr int32_t value = 110; };
+template <> struct OpId<ferrum_buffer_device_address_args> { static constexpr int32_t value = 111; };
 
 // Growth of an args struct across minors, for a caller that talks to an older plugin:
 // size_at(m) is the struct_size a plugin of ABI 1.m understands; newer_field(a, m) names the
@@ -295,6 +311,20 @@ template <> struct ArgsGrowth<ferrum_read_typed_args> {
     return nullptr;
   }
 };
+template <> struct ArgsGrowth<ferrum_new_context_args> {
+  static constexpr bool grown = true;
+  static constexpr uint64_t size_at(uint32_t minor) {
+    if (minor >= 1) return 40;
+    return 32;
+  }
+  static const char* newer_field(const ferrum_new_context_args& a, uint32_t minor, uint32_t& since) {
+    if (minor < 1 && a.external_stream != (uint64_t)(0)) {
+      since = 1;
+      return "external_stream";
+    }
+    return nullptr;
+  }
+};
 
 // ArgsGrowth<Args>::newer_field for an op id and a pointer to its args struct (whose
 // struct_size covers the current headers' size): nullptr for an op that never grew.
@@ -305,6 +335,11 @@ inline const char* newer_field(int32_t id, const void* args, uint32_t minor, uin
       const auto* a = static_cast<const ferrum_read_typed_args*>(args);
       if (a->struct_size < sizeof *a) return nullptr;
       return ArgsGrowth<ferrum_read_typed_args>::newer_field(*a, minor, since);
+    }
+    case 14: {
+      const auto* a = static_cast<const ferrum_new_context_args*>(args);
+      if (a->struct_size < sizeof *a) return nullptr;
+      return ArgsGrowth<ferrum_new_context_args>::newer_field(*a, minor, since);
     }
     default:
       return nullptr;

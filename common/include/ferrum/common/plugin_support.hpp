@@ -33,6 +33,11 @@ struct ferrum_buffer {
   uint64_t count = 0;
   void* data = nullptr;
   int device = 0;
+  // wrap_external (ABI 1.1): the memory belongs to the host; buffer_release frees nothing and
+  // calls release_fn(release_user_data) once instead.
+  bool external = false;
+  ferrum_release_fn release_fn = nullptr;
+  void* release_user_data = nullptr;
   uint64_t bytes() const { return count * ferrum::dtype_size(dtype); }
 };
 

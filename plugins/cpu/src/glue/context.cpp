@@ -12,6 +12,10 @@ ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
   return plugin::guard(nullptr, "new_context", [&]() -> Status {
     Status s = check_new_context_args(a);
     if (s.ok()) s = check_new_context(*a, 1, "0 (the CPU plugin has one device)");
+    if (s.ok() && ferrum_new_context_args_external_stream(a) != 0)
+      s = unsupported(plugin::format("new_context: argument 'external_stream': expected 0 (the CPU plugin runs every "
+                                     "op on the calling thread and has no streams), given 0x%llx",
+                                     (unsigned long long)ferrum_new_context_args_external_stream(a)));
     if (!s.ok() || plugin::dry_run_flag()) return s;
     auto* c = new (std::nothrow) ferrum_context;
     if (!c) return {FERRUM_STATUS_OUT_OF_MEMORY, "new_context: out of host memory"};
@@ -109,6 +113,59 @@ ferrum_status query_attribute(ferrum_context* ctx, const ferrum_query_attribute_
       0, /* DEVICE_ORDINAL_SCOPE: one device */ 0, /* LLAMA_FAMILY_BATCHED_DECODE */ 1,
       /* PAGED_KV */ 1, /* VARLEN_QKV */ 1, /* VLLM_PAGED_ATTN */ 1};
   return plugin::rules::answer_attribute(ctx, a, kAnswers);
+}
+
+// ---- events (ABI 1.1, docs/spec.md §2.1) -------------------------------------------------------
+// Every op has finished when its call returns: record marks the event, wait has nothing to wait
+// for, synchronize returns at once and query answers 1. Each still validates its handle.
+ferrum_status event_create(ferrum_context* ctx, const ferrum_event_create_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_event_create_args& a, bool dry) -> Status {
+    if (dry) return ok_status();
+    ferrum_event* e = plugin::new_event_handle<ferrum_event>();
+    if (!e) return {FERRUM_STATUS_OUT_OF_MEMORY, "event_create: out of host memory"};
+    *a.event = e;
+    return ok_status();
+  });
+}
+
+ferrum_status event_record(ferrum_context* ctx, const ferrum_event_record_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_event_record_args& a, bool dry) -> Status {
+    ferrum_event* e = nullptr;
+    Status s = plugin::live_event("event_record", a.event, e);
+    if (s.ok() && !dry) e->recorded = true;
+    return s;
+  });
+}
+
+ferrum_status event_wait(ferrum_context* ctx, const ferrum_event_wait_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_event_wait_args& a, bool) -> Status {
+    ferrum_event* e = nullptr;
+    return plugin::live_event("event_wait", a.event, e);
+  });
+}
+
+ferrum_status event_synchronize(ferrum_context* ctx, const ferrum_event_synchronize_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_event_synchronize_args& a, bool) -> Status {
+    ferrum_event* e = nullptr;
+    return plugin::live_event("event_synchronize", a.event, e);
+  });
+}
+
+ferrum_status event_query(ferrum_context* ctx, const ferrum_event_query_args* a) {
+  return run_op(ctx, a, [](ferrum_context&, const ferrum_event_query_args& a, bool dry) -> Status {
+    ferrum_event* e = nullptr;
+    Status s = plugin::live_event("event_query", a.event, e);
+    if (s.ok() && !dry) *a.done = 1;
+    return s;
+  });
+}
+
+ferrum_status event_release(ferrum_context*, const ferrum_event_release_args* a) {
+  return run_release("event_release", a, FERRUM_EVENT_RELEASE_ARGS_SIZE_V1_1, [](const ferrum_event_release_args& a) {
+    if (!a.event) return ok_status();  // NULL-safe
+    if (!plugin::release_event_handle(a.event)) return plugin::event_not_live("event_release", a.event);
+    return ok_status();
+  });
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 
+#include <ferrum/common/event_rules.hpp>
 #include <ferrum/common/family_rules.hpp>
 #include <ferrum/common/plugin_support.hpp>
 
@@ -38,6 +39,12 @@ struct ferrum_context : ferrum::plugin::ContextBase {
 // The host clock's two marks (device layer).
 struct ferrum_timer {
   ferrum::cpu::Timer t;
+};
+
+// An event (ABI 1.1, docs/spec.md §2.1): every op has run when its call returns, so a recorded event
+// is already complete; only whether it was recorded is kept (live handles: plugin::event_table()).
+struct ferrum_event {
+  bool recorded = false;
 };
 
 namespace ferrum::cpu {

@@ -135,11 +135,34 @@ ferrum_status buffer_release(ferrum_context*, const ferrum_buffer_release_args* 
     // The table answers without dereferencing b; only the one successful release frees the data.
     void* data = nullptr;
     uint64_t bytes = 0;
-    if (plugin::live(b)) data = b->data, bytes = alloc_bytes(b->dtype, b->count);
+    bool external = false;
+    ferrum_release_fn release_fn = nullptr;
+    void* user_data = nullptr;
+    if (plugin::live(b)) {
+      data = b->data, bytes = alloc_bytes(b->dtype, b->count);
+      external = b->external, release_fn = b->release_fn, user_data = b->release_user_data;
+    }
     if (!plugin::release_buffer_handle(b)) return plugin::released_or_foreign("buffer_release", "buf");
-    host_free(data, bytes);
+    if (external)  // the host's memory (wrap_external): not ours to free; tell the host once
+      plugin::run_external_release(release_fn, user_data);
+    else
+      host_free(data, bytes);
     return ok_status();
   });
+}
+
+// wrap_external (ABI 1.1, docs/spec.md §2.2): a buffer over host memory the caller owns.
+ferrum_status wrap_external(ferrum_context* ctx, const ferrum_wrap_external_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_wrap_external_args& a, bool dry) -> Status {
+    uint64_t bytes = 0;
+    Status s = plugin::check_wrap_external(a, 1, c.device, bytes);
+    if (!s.ok() || dry) return s;
+    return plugin::make_external_buffer(a, 0);
+  });
+}
+
+ferrum_status buffer_device_address(ferrum_context*, const ferrum_buffer_device_address_args* a) {
+  return plugin::buffer_device_address(a);
 }
 
 }  // namespace

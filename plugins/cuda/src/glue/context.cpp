@@ -18,6 +18,25 @@ ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
     if (s.ok())
       s = check_new_context(*a, count > 0 ? static_cast<uint64_t>(count) : 0,
                             plugin::format("< %d (the CUDA device count)", count));
+    // external_stream (ABI 1.1, docs/spec.md §2.2): the host's cudaStream_t, on the context's device.
+    const uint64_t external = s.ok() ? ferrum_new_context_args_external_stream(a) : 0;
+    cudaStream_t stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(external));
+#if CUDART_VERSION >= 12080
+    if (s.ok() && external) {
+      int stream_device = -1;
+      const cudaError_t err = cudaStreamGetDevice(stream, &stream_device);
+      if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        s = invalid(plugin::format("new_context: argument 'external_stream': expected a live CUDA stream, given "
+                                   "0x%llx (cudaStreamGetDevice: %s)",
+                                   (unsigned long long)external, cudaGetErrorName(err)));
+      } else if (static_cast<uint64_t>(stream_device) != a->device_ordinal) {
+        s = invalid(plugin::format("new_context: argument 'external_stream': expected a stream of device %llu "
+                                   "(device_ordinal), given one of device %d",
+                                   (unsigned long long)a->device_ordinal, stream_device));
+      }
+    }
+#endif
     if (!s.ok()) return s;
     if (plugin::dry_run_flag()) return ok_status();
     auto* c = new (std::nothrow) ferrum_context;
@@ -27,7 +46,7 @@ ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
       delete dev;
       return {FERRUM_STATUS_OUT_OF_MEMORY, "new_context: out of host memory"};
     }
-    s = from_device(create(static_cast<int>(a->device_ordinal), *dev));
+    s = from_device(create(static_cast<int>(a->device_ordinal), *dev, stream));
     if (!s.ok()) {
       delete dev;
       delete c;

@@ -41,6 +41,13 @@ struct ferrum_timer {
   ferrum::cuda::Timer t;
 };
 
+// An event (ABI 1.1, docs/spec.md §2.1): a cudaEvent_t (timing disabled) of the device of the
+// context that made it. Live handles are kept in plugin::event_table() (glue/events.cpp).
+struct ferrum_event {
+  int device = -1;
+  cudaEvent_t ev = nullptr;
+};
+
 namespace ferrum::cuda::glue {
 
 using plugin::invalid;
@@ -114,8 +121,20 @@ Status check_devices(const char* op, const ferrum_context& c, std::initializer_l
 // when `zero`. OUT_OF_MEMORY on failure; *out untouched on failure.
 Status make_buffer(ferrum_context& c, int32_t dtype, uint64_t n, bool zero, ferrum_buffer** out);
 
-// Frees a live buffer's device memory and the handle.
+// Frees a live buffer's device memory and the handle (a wrap_external buffer: calls the host's
+// release callback instead).
 Status free_buffer(ferrum_buffer* b);
+
+// ABI 1.1 slots of glue/events.cpp: events (slots of kContextTable) and external memory (slots of
+// kMemoryTable), docs/spec.md §2.1, §2.2.
+ferrum_status event_create(ferrum_context* ctx, const ferrum_event_create_args* a);
+ferrum_status event_record(ferrum_context* ctx, const ferrum_event_record_args* a);
+ferrum_status event_wait(ferrum_context* ctx, const ferrum_event_wait_args* a);
+ferrum_status event_synchronize(ferrum_context* ctx, const ferrum_event_synchronize_args* a);
+ferrum_status event_query(ferrum_context* ctx, const ferrum_event_query_args* a);
+ferrum_status event_release(ferrum_context* ctx, const ferrum_event_release_args* a);
+ferrum_status wrap_external(ferrum_context* ctx, const ferrum_wrap_external_args* a);
+ferrum_status buffer_device_address(ferrum_context* ctx, const ferrum_buffer_device_address_args* a);
 
 // Head sizes the kernels serve: UNSUPPORTED naming `field` otherwise. The attention kernels
 // (glue/attention.cpp) take 32, 64, 80, 96, 112, 128, 192, 256; the QK-norm/RoPE kernels

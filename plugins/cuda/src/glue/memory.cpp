@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <ferrum/common/event_rules.hpp>
 #include <ferrum/common/op_rules.hpp>
 
 #include "cuda_plugin.hpp"
@@ -257,7 +258,14 @@ Status free_buffer(ferrum_buffer* b) {
   // without dereferencing b, so a concurrent or repeated release is refused, never a double free).
   const int device = b->device;
   void* data = b->data;
+  const bool external = b->external;
+  const ferrum_release_fn release_fn = b->release_fn;
+  void* user_data = b->release_user_data;
   if (!plugin::release_buffer_handle(b)) return plugin::released_or_foreign("buffer_release", "buf");
+  if (external) {  // the host's memory (wrap_external): not ours to free; tell the host once
+    plugin::run_external_release(release_fn, user_data);
+    return ok_status();
+  }
   return from_device(cuda::free(device, data));
 }
 

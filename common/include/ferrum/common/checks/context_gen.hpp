@@ -177,4 +177,60 @@ ferrum_status check_args(Acc& acc, const ferrum_query_attribute_args* a, CheckEr
   return c.status();
 }
 
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_event_create_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "event_create");
+  if (!c.header(a, FERRUM_EVENT_CREATE_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  c.host_ptr("event", a->event, 1, true);
+  return c.status();
+}
+
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_event_record_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "event_record");
+  if (!c.header(a, FERRUM_EVENT_RECORD_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  return c.status();
+}
+
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_event_wait_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "event_wait");
+  if (!c.header(a, FERRUM_EVENT_WAIT_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  return c.status();
+}
+
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_event_synchronize_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "event_synchronize");
+  if (!c.header(a, FERRUM_EVENT_SYNCHRONIZE_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  return c.status();
+}
+
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_event_query_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "event_query");
+  if (!c.header(a, FERRUM_EVENT_QUERY_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  c.host_ptr("done", a->done, 1, true);
+  return c.status();
+}
+
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_event_release_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "event_release");
+  if (!c.header(a, FERRUM_EVENT_RELEASE_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  return c.status();
+}
+
 }  // namespace ferrum::common

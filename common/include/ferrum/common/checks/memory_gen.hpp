@@ -149,4 +149,26 @@ ferrum_status check_args(Acc& acc, const ferrum_buffer_release_args* a, CheckErr
   return c.status();
 }
 
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_wrap_external_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "wrap_external");
+  if (!c.header(a, FERRUM_WRAP_EXTERNAL_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  c.host_ptr("buffer", a->buffer, 1, true);
+  return c.status();
+}
+
+template <class Acc>
+ferrum_status check_args(Acc& acc, const ferrum_buffer_device_address_args* a, CheckError& err) {
+  Checker<Acc> c(acc, err, "buffer_device_address");
+  if (!c.header(a, FERRUM_BUFFER_DEVICE_ADDRESS_ARGS_SIZE_V1_1, "1.1")) return c.status();
+  const bool work = true;
+  (void)work;
+  c.buffer("buf", a->buf, DtypeClass::any, 0, false, false, {}, "[]");
+  c.host_ptr("address", a->address, 1, true);
+  c.host_ptr("device_ordinal", a->device_ordinal, 1, true);
+  return c.status();
+}
+
 }  // namespace ferrum::common
