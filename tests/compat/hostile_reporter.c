@@ -64,18 +64,14 @@ static ferrum_status hr_device_props(uint64_t ordinal, ferrum_device_props* prop
       free(text);
       return FERRUM_STATUS_INVALID_ARGUMENT;
     }
-    case 3:
-      report(FERRUM_STATUS_OK, "device_props: reported with status OK 3");
-      strcpy(g_fallback, "fallback 3");
-      return FERRUM_STATUS_INVALID_ARGUMENT;
+    case 3: /* a report that is not this call's (wrong status, wrong thread): the fallback */
     case 4:
-      report(FERRUM_STATUS_UNSUPPORTED, "device_props: reported UNSUPPORTED 4");
-      strcpy(g_fallback, "fallback 4");
-      return FERRUM_STATUS_INVALID_ARGUMENT;
     case 5: {
       pthread_t t;
-      if (pthread_create(&t, NULL, report_elsewhere, NULL) == 0) pthread_join(t, NULL);
-      strcpy(g_fallback, "fallback 5");
+      if (ordinal == 3) report(FERRUM_STATUS_OK, "device_props: reported with status OK 3");
+      if (ordinal == 4) report(FERRUM_STATUS_UNSUPPORTED, "device_props: reported UNSUPPORTED 4");
+      if (ordinal == 5 && pthread_create(&t, NULL, report_elsewhere, NULL) == 0) pthread_join(t, NULL);
+      sprintf(g_fallback, "fallback %d", (int)ordinal);
       return FERRUM_STATUS_INVALID_ARGUMENT;
     }
     case 6:
