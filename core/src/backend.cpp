@@ -9,6 +9,7 @@
 #include <ferrum/loader.hpp>
 
 #include "invoke.hpp"
+#include "loader/reports.hpp"
 
 namespace ferrum {
 
@@ -49,8 +50,10 @@ void throw_status(ferrum_status status, std::string_view what, const CallSite& s
   msg += ": ";
   msg += to_string(code);
   msg += ": ";
+  // The plugin's detail (reports.hpp): per context, or this thread's report of a context-less
+  // call, else error_detail(NULL).
   std::string detail = reason ? std::string(reason) : std::string();
-  if (!reason && site.library) detail = last_plugin_error(*site.library, site.ctx);
+  if (!reason && site.library) detail = plugin_detail(*site.library, site.ctx, status);
   msg += detail.empty() ? std::string("(the plugin gave no detail)") : detail;
   throw Error(code, msg);
 }
@@ -143,6 +146,7 @@ uint64_t Backend::device_count() const {
   if (!api_ || !api_->device_count)
     detail::check(FERRUM_STATUS_UNSUPPORTED, "device_count", site, "no device_count entry");
   uint64_t n = 0;
+  detail::clear_report(library_.get());
   detail::check(api_->device_count(&n), "device_count", site);
   return n;
 }
@@ -153,6 +157,7 @@ DeviceProps Backend::device_props(uint64_t ordinal) const {
     detail::check(FERRUM_STATUS_UNSUPPORTED, "device_props", site, "no device_props entry");
   ferrum_device_props p{};
   p.struct_size = sizeof p;
+  detail::clear_report(library_.get());
   detail::check(api_->device_props(ordinal, &p), "device_props", site);
   DeviceProps d;
   d.name.assign(p.name, strnlen(p.name, sizeof p.name));
@@ -172,6 +177,7 @@ bool Backend::supports_device_ordinal_scope() const {
   ferrum_supports_device_ordinal_scope_args a{};
   a.struct_size = sizeof a;
   a.result = &result;
+  detail::clear_report(library_.get());
   detail::check(fn(nullptr, &a), "supports_device_ordinal_scope",
                 {library_.get(), api_, nullptr});
   return result != 0;
@@ -246,6 +252,7 @@ Context Backend::create_context_on_stream(uint64_t external_stream, std::optiona
       detail::fail_newer(site, "new_context", field, since);
     a.struct_size = Growth::size_at(api_->abi_minor);
   }
+  detail::clear_report(library_.get());
   detail::check(fn(nullptr, &a), "new_context", site);
   if (!ctx)
     detail::check(FERRUM_STATUS_INTERNAL, "new_context", site,

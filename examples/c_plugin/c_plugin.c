@@ -10,9 +10,11 @@
  * "Device": host memory, one device. Every op runs synchronously, so `sync` is a no-op.
  *
  * Thread contract: calls on different contexts may run concurrently; buffers are plain
- * heap blocks. The error detail of calls WITHOUT a context (ctx == NULL, or an invalid
- * ctx) is kept in ONE static buffer: C99 has no thread-local storage, so that detail is
- * not thread-safe. A C11 plugin would use _Thread_local for it.
+ * heap blocks. The error detail of a failed call is kept on its context; a call WITHOUT a
+ * context (lifecycle calls, [no ctx] ops, an op given a NULL or foreign ctx) hands its
+ * detail to the host's report_error (ABI 1.1 hosts), which keeps it per thread, so this
+ * plugin needs no thread-local storage. Only with a host that takes no reports (ABI 1.0)
+ * does it keep that detail itself — see "Error details" below for what that costs in C99.
  */
 #include <ferrum/ferrum_plugin.h>
 
@@ -41,7 +43,30 @@ struct ferrum_context {
 
 static const ferrum_host_info* g_host = NULL;
 static int g_initialized = 0;
-static char g_error[CEX_ERR_CAP]; /* last failure without a context: NOT thread-safe */
+
+/* ---------------------------------------------------------------------------------
+ * Error details
+ *
+ * A failure on a valid context formats its detail into ctx->error (calls on one context are
+ * externally synchronised by the host, so no lock is needed; error_detail(ctx) reads it).
+ * A failure without one formats it into a buffer on the caller's stack and ends with
+ * report_noctx(), which
+ *   - with a host that offers report_error (ferrum_host_info of ABI 1.1 and a non-NULL
+ *     report_error: the ferrum loader), reports it there, on the calling thread. The host
+ *     keeps it per thread; nothing is stored here and error_detail(NULL) answers "".
+ *   - with a host that does not (an ABI 1.0 host: its host info ends before report_error),
+ *     copies it into g_noctx_error for error_detail(NULL). The ABI asks for that detail per
+ *     thread, which needs thread-local storage: compiled as C11 g_noctx_error is
+ *     _Thread_local and per thread; compiled as C99 (as this example is) it is ONE buffer
+ *     for the whole process, so two threads failing context-less calls at once race on it
+ *     and may read each other's detail. That fallback is the one place where this example
+ *     falls short of the ABI, and only with a host that takes no reports.
+ * ------------------------------------------------------------------------------- */
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+static _Thread_local char g_noctx_error[CEX_ERR_CAP];
+#else
+static char g_noctx_error[CEX_ERR_CAP]; /* only with a 1.0 host: shared by all threads */
+#endif
 
 /* ---------------------------------------------------------------------------------
  * Helpers
@@ -66,8 +91,45 @@ static int valid_context(const ferrum_context* ctx) {
   return ctx != NULL && ctx->magic == CEX_CONTEXT_MAGIC;
 }
 
-/* Where a failed call's detail goes: its context, else the static buffer. */
-static char* error_sink(ferrum_context* ctx) { return valid_context(ctx) ? ctx->error : g_error; }
+/* Does the host take reports of failures without a context (ABI 1.1 host info)? */
+static int host_takes_reports(void) {
+#ifdef FERRUM_HOST_INFO_SIZE_V1_1
+  return g_host != NULL && g_host->struct_size >= FERRUM_HOST_INFO_SIZE_V1_1 &&
+         g_host->report_error != NULL;
+#else
+  return 0; /* built against the 1.0 headers: no such field */
+#endif
+}
+
+/* The end of a failed call without a context: `msg` (formatted on the caller's stack) goes to
+ * the host's report_error, or, for a host without one, into g_noctx_error. Returns `status`. */
+static ferrum_status report_noctx(ferrum_status status, const char* msg) {
+  size_t n;
+  if (status == FERRUM_STATUS_OK) return status;
+  if (host_takes_reports()) {
+#ifdef FERRUM_HOST_INFO_SIZE_V1_1
+    g_host->report_error(g_host->report_error_user_data, status, msg);
+#endif
+    return status;
+  }
+  n = strlen(msg);
+  if (n >= CEX_ERR_CAP) n = CEX_ERR_CAP - 1;
+  memcpy(g_noctx_error, msg, n);
+  g_noctx_error[n] = '\0';
+  return status;
+}
+
+/* Where an op on a context formats its detail: the context when it is one of ours, else
+ * `local` (CEX_ERR_CAP bytes on the caller's stack), which finish() then reports. */
+static char* error_sink(ferrum_context* ctx, char* local) {
+  local[0] = '\0';
+  return valid_context(ctx) ? ctx->error : local;
+}
+
+/* The status of an op on a context: a failure without a valid context is reported. */
+static ferrum_status finish(ferrum_context* ctx, ferrum_status status, const char* e) {
+  return status != FERRUM_STATUS_OK && !valid_context(ctx) ? report_noctx(status, e) : status;
+}
 
 static int valid_buffer(const ferrum_buffer* buf) {
   return buf != NULL && buf->magic == CEX_BUFFER_MAGIC;
@@ -171,7 +233,9 @@ static ferrum_buffer* buffer_new(int32_t dtype, uint64_t count) {
  * Lifecycle
  * ------------------------------------------------------------------------------- */
 static ferrum_status cex_probe(int32_t* score, char* reason, uint64_t reason_cap) {
-  if (!score) return FERRUM_STATUS_INVALID_ARGUMENT;
+  if (!score)
+    return report_noctx(FERRUM_STATUS_INVALID_ARGUMENT,
+                        "probe: argument 'score': expected a host pointer, given NULL");
   *score = 1; /* usable everywhere, but `auto` prefers any real backend */
   if (reason && reason_cap > 0) reason[0] = '\0';
   return FERRUM_STATUS_OK;
@@ -189,18 +253,14 @@ static void cex_shutdown(void) {
 }
 
 static ferrum_status cex_device_count(uint64_t* count) {
-  char* e = g_error;
   if (!count)
-    return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
-                     "device_count: argument 'count': expected a host pointer, given NULL");
+    return report_noctx(FERRUM_STATUS_INVALID_ARGUMENT,
+                        "device_count: argument 'count': expected a host pointer, given NULL");
   *count = 1;
   return FERRUM_STATUS_OK;
 }
 
-static ferrum_status cex_device_props(uint64_t ordinal, ferrum_device_props* props) {
-  char* e = g_error;
-  ferrum_device_props full;
-  size_t n;
+static ferrum_status check_device_props(uint64_t ordinal, const ferrum_device_props* props, char* e) {
   if (ordinal != 0)
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
                      "device_props: argument 'ordinal': expected 0 (1 device), given %llu",
@@ -213,6 +273,15 @@ static ferrum_status cex_device_props(uint64_t ordinal, ferrum_device_props* pro
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
                      "device_props: argument 'props->struct_size': expected >= %d, given %llu",
                      FERRUM_DEVICE_PROPS_SIZE_V1_0, (unsigned long long)props->struct_size);
+  return FERRUM_STATUS_OK;
+}
+
+static ferrum_status cex_device_props(uint64_t ordinal, ferrum_device_props* props) {
+  char e[CEX_ERR_CAP];
+  ferrum_device_props full;
+  size_t n;
+  ferrum_status st = check_device_props(ordinal, props, e);
+  if (st != FERRUM_STATUS_OK) return report_noctx(st, e);
   memset(&full, 0, sizeof full);
   strncpy(full.name, "C example CPU device", sizeof full.name - 1);
   full.kind = FERRUM_DEVICE_KIND_CPU;
@@ -232,7 +301,7 @@ static ferrum_status cex_error_detail(ferrum_context* ctx, char* buf, uint64_t b
   size_t len;
   if (ctx && !valid_context(ctx)) return FERRUM_STATUS_INVALID_ARGUMENT;
   if (!buf && buf_cap > 0) return FERRUM_STATUS_INVALID_ARGUMENT;
-  src = ctx ? ctx->error : g_error;
+  src = ctx ? ctx->error : g_noctx_error; /* "" when the host takes reports */
   len = strlen(src);
   if (needed) *needed = (uint64_t)len + 1;
   if (buf && buf_cap > 0) {
@@ -254,8 +323,10 @@ static ferrum_status check_alloc(ferrum_context* ctx, const ferrum_alloc_args* a
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_alloc(ferrum_context* ctx, const ferrum_alloc_args* a) {
-  ferrum_status st = check_alloc(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_alloc(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (!(*a->buffer = buffer_new(ctx->activation_dtype, a->len)))
     return fail_into(ctx->error, CEX_ERR_CAP, FERRUM_STATUS_OUT_OF_MEMORY,
                      "alloc: %llu elements could not be allocated", (unsigned long long)a->len);
@@ -270,8 +341,10 @@ static ferrum_status check_alloc_typed(ferrum_context* ctx, const ferrum_alloc_t
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_alloc_typed(ferrum_context* ctx, const ferrum_alloc_typed_args* a) {
-  ferrum_status st = check_alloc_typed(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_alloc_typed(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (!(*a->buffer = buffer_new(a->dtype, a->n)))
     return fail_into(ctx->error, CEX_ERR_CAP, FERRUM_STATUS_OUT_OF_MEMORY,
                      "alloc_typed: %llu elements could not be allocated", (unsigned long long)a->n);
@@ -286,8 +359,10 @@ static ferrum_status check_from_slice(ferrum_context* ctx, const ferrum_from_sli
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_from_slice(ferrum_context* ctx, const ferrum_from_slice_args* a) {
-  ferrum_status st = check_from_slice(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_from_slice(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (!(*a->buffer = buffer_new(FERRUM_DTYPE_F32, a->data_len)))
     return fail_into(ctx->error, CEX_ERR_CAP, FERRUM_STATUS_OUT_OF_MEMORY,
                      "from_slice: %llu elements could not be allocated",
@@ -306,8 +381,10 @@ static ferrum_status check_from_slice_typed(ferrum_context* ctx, const ferrum_fr
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_from_slice_typed(ferrum_context* ctx, const ferrum_from_slice_typed_args* a) {
-  ferrum_status st = check_from_slice_typed(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_from_slice_typed(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (!(*a->buffer = buffer_new(a->dtype, a->data_len)))
     return fail_into(ctx->error, CEX_ERR_CAP, FERRUM_STATUS_OUT_OF_MEMORY,
                      "from_slice_typed: %llu elements could not be allocated",
@@ -330,8 +407,10 @@ static ferrum_status check_write_typed(ferrum_context* ctx, const ferrum_write_t
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_write_typed(ferrum_context* ctx, const ferrum_write_typed_args* a) {
-  ferrum_status st = check_write_typed(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_write_typed(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (a->data_len > 0) memcpy(a->dst->data, a->data, (size_t)a->data_len * dtype_size(a->dtype));
   return FERRUM_STATUS_OK;
 }
@@ -349,8 +428,10 @@ static ferrum_status check_read_typed(ferrum_context* ctx, const ferrum_read_typ
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_read_typed(ferrum_context* ctx, const ferrum_read_typed_args* a) {
-  ferrum_status st = check_read_typed(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_read_typed(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (a->len > 0) memcpy(a->data, a->src->data, (size_t)a->len * dtype_size(a->dtype));
   return FERRUM_STATUS_OK;
 }
@@ -368,8 +449,10 @@ static ferrum_status check_to_vec(ferrum_context* ctx, const ferrum_to_vec_args*
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_to_vec(ferrum_context* ctx, const ferrum_to_vec_args* a) {
-  ferrum_status st = check_to_vec(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_to_vec(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (a->len > 0) memcpy(a->out, a->buf->data, (size_t)a->len * sizeof(float));
   return FERRUM_STATUS_OK;
 }
@@ -383,8 +466,10 @@ static ferrum_status check_zero_buffer(ferrum_context* ctx, const ferrum_zero_bu
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_zero_buffer(ferrum_context* ctx, const ferrum_zero_buffer_args* a) {
-  ferrum_status st = check_zero_buffer(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_zero_buffer(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   if (a->len > 0) memset(a->buf->data, 0, (size_t)a->len * dtype_size(a->buf->dtype));
   return FERRUM_STATUS_OK;
 }
@@ -426,8 +511,11 @@ static ferrum_status check_copy_slice(ferrum_context* ctx, const ferrum_copy_sli
 }
 static ferrum_status cex_copy_slice(ferrum_context* ctx, const ferrum_copy_slice_args* a) {
   size_t es;
-  ferrum_status st = check_copy_slice(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK || a->len == 0) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_copy_slice(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
+  if (a->len == 0) return FERRUM_STATUS_OK;
   es = dtype_size(a->src->dtype);
   memcpy(a->dst->data + a->dst_offset * es, a->src->data + a->src_offset * es, (size_t)a->len * es);
   return FERRUM_STATUS_OK;
@@ -441,20 +529,27 @@ static ferrum_status check_buffer_info(const ferrum_buffer_info_args* a, char* e
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_buffer_info(ferrum_context* ctx, const ferrum_buffer_info_args* a) {
-  ferrum_status st = check_buffer_info(a, g_error);
+  char e[CEX_ERR_CAP];
+  ferrum_status st = check_buffer_info(a, e);
   (void)ctx; /* [no ctx] */
-  if (st != FERRUM_STATUS_OK) return st;
+  if (st != FERRUM_STATUS_OK) return report_noctx(st, e);
   *a->dtype = a->buf->dtype;
   *a->count = a->buf->count;
   return FERRUM_STATUS_OK;
 }
 
-static ferrum_status cex_buffer_release(ferrum_context* ctx, const ferrum_buffer_release_args* a) {
-  char* e = g_error;
-  (void)ctx; /* [no ctx] */
+static ferrum_status check_buffer_release(const ferrum_buffer_release_args* a, char* e) {
   CHECK_ARGS("buffer_release", a, FERRUM_BUFFER_RELEASE_ARGS_SIZE_V1_0);
   if (!a->buf) return FERRUM_STATUS_OK; /* NULL-safe */
   CHECK_BUF("buffer_release", "buf", a->buf);
+  return FERRUM_STATUS_OK;
+}
+static ferrum_status cex_buffer_release(ferrum_context* ctx, const ferrum_buffer_release_args* a) {
+  char e[CEX_ERR_CAP];
+  ferrum_status st = check_buffer_release(a, e);
+  (void)ctx; /* [no ctx] */
+  if (st != FERRUM_STATUS_OK) return report_noctx(st, e);
+  if (!a->buf) return FERRUM_STATUS_OK;
   a->buf->magic = 0;
   free(a->buf->data);
   free(a->buf);
@@ -483,14 +578,13 @@ static ferrum_status check_new_context(const ferrum_new_context_args* a, char* e
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_new_context(ferrum_context* unused, const ferrum_new_context_args* a) {
+  char e[CEX_ERR_CAP];
   ferrum_context* ctx;
-  ferrum_status st = check_new_context(a, g_error);
+  ferrum_status st = check_new_context(a, e);
   (void)unused; /* [no ctx] */
-  if (st != FERRUM_STATUS_OK) return st;
+  if (st != FERRUM_STATUS_OK) return report_noctx(st, e);
   ctx = (ferrum_context*)calloc(1, sizeof *ctx);
-  if (!ctx)
-    return fail_into(g_error, CEX_ERR_CAP, FERRUM_STATUS_OUT_OF_MEMORY,
-                     "new_context: out of host memory");
+  if (!ctx) return report_noctx(FERRUM_STATUS_OUT_OF_MEMORY, "new_context: out of host memory");
   ctx->magic = CEX_CONTEXT_MAGIC;
   ctx->activation_dtype = FERRUM_DTYPE_F32;
   ctx->device_ordinal = 0;
@@ -498,14 +592,20 @@ static ferrum_status cex_new_context(ferrum_context* unused, const ferrum_new_co
   return FERRUM_STATUS_OK;
 }
 
-static ferrum_status cex_context_destroy(ferrum_context* unused, const ferrum_context_destroy_args* a) {
-  char* e = g_error;
-  (void)unused; /* [no ctx] */
+static ferrum_status check_context_destroy(const ferrum_context_destroy_args* a, char* e) {
   CHECK_ARGS("context_destroy", a, FERRUM_CONTEXT_DESTROY_ARGS_SIZE_V1_0);
   if (!a->context) return FERRUM_STATUS_OK; /* NULL-safe */
   if (!valid_context(a->context))
     return fail_into(e, CEX_ERR_CAP, FERRUM_STATUS_INVALID_ARGUMENT,
                      "context_destroy: argument 'context': expected a context of this plugin, given an unknown handle");
+  return FERRUM_STATUS_OK;
+}
+static ferrum_status cex_context_destroy(ferrum_context* unused, const ferrum_context_destroy_args* a) {
+  char e[CEX_ERR_CAP];
+  ferrum_status st = check_context_destroy(a, e);
+  (void)unused; /* [no ctx] */
+  if (st != FERRUM_STATUS_OK) return report_noctx(st, e);
+  if (!a->context) return FERRUM_STATUS_OK;
   a->context->magic = 0;
   free(a->context);
   return FERRUM_STATUS_OK;
@@ -517,8 +617,10 @@ static ferrum_status check_context_info(ferrum_context* ctx, const ferrum_contex
   return FERRUM_STATUS_OK;
 }
 static ferrum_status cex_context_info(ferrum_context* ctx, const ferrum_context_info_args* a) {
-  ferrum_status st = check_context_info(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_context_info(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
   /* Each out pointer may be NULL: that value is then not reported. */
   if (a->device_ordinal) *a->device_ordinal = ctx->device_ordinal;
   if (a->activation_dtype) *a->activation_dtype = ctx->activation_dtype;
@@ -527,11 +629,15 @@ static ferrum_status cex_context_info(ferrum_context* ctx, const ferrum_context_
   return FERRUM_STATUS_OK;
 }
 
-static ferrum_status cex_sync(ferrum_context* ctx, const ferrum_sync_args* a) {
-  char* e = error_sink(ctx);
+static ferrum_status check_sync(ferrum_context* ctx, const ferrum_sync_args* a, char* e) {
   CHECK_ARGS("sync", a, FERRUM_SYNC_ARGS_SIZE_V1_0);
   CHECK_CTX("sync", ctx);
-  return FERRUM_STATUS_OK; /* every op already ran synchronously */
+  return FERRUM_STATUS_OK;
+}
+static ferrum_status cex_sync(ferrum_context* ctx, const ferrum_sync_args* a) {
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  return finish(ctx, check_sync(ctx, a, e), e); /* every op already ran synchronously */
 }
 
 /* ---------------------------------------------------------------------------------
@@ -591,8 +697,11 @@ static ferrum_status cex_add_inplace(ferrum_context* ctx, const ferrum_add_inpla
   uint64_t i;
   float* r;
   const float* x;
-  ferrum_status st = check_add_inplace(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK || a->len == 0) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_add_inplace(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
+  if (a->len == 0) return FERRUM_STATUS_OK;
   r = (float*)(void*)a->residual->data;
   x = (const float*)(const void*)a->x->data; /* may be the same handle as residual */
   for (i = 0; i < a->len; ++i) r[i] = r[i] + x[i];
@@ -616,8 +725,11 @@ static ferrum_status cex_scaled_add_inplace(ferrum_context* ctx, const ferrum_sc
   uint64_t i;
   float* d;
   const float* s;
-  ferrum_status st = check_scaled_add_inplace(ctx, a, error_sink(ctx));
-  if (st != FERRUM_STATUS_OK || a->len == 0) return st;
+  char local[CEX_ERR_CAP];
+  char* e = error_sink(ctx, local);
+  ferrum_status st = check_scaled_add_inplace(ctx, a, e);
+  if (st != FERRUM_STATUS_OK) return finish(ctx, st, e);
+  if (a->len == 0) return FERRUM_STATUS_OK;
   d = (float*)(void*)a->dst->data;
   s = (const float*)(const void*)a->src->data;
   for (i = 0; i < a->len; ++i) d[i] = d[i] + a->scale * s[i];
@@ -742,6 +854,9 @@ static const ferrum_plugin_api k_api = {
     NULL, /* moe */
     NULL, /* mla */
     NULL, /* collective */
+#if FERRUM_ABI_VERSION_MINOR >= 1
+    NULL, /* extensions (ABI 1.1): none; read only from a table declaring 1.1 anyway */
+#endif
 };
 
 FERRUM_PLUGIN_EXPORT ferrum_status ferrum_plugin_entry_v1(const ferrum_host_info* host,

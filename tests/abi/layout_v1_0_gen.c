@@ -6,7 +6,12 @@
 
 #define FA(cond) _Static_assert(cond, #cond)
 FA(sizeof(void*) == 8);
-FA(sizeof(ferrum_host_info) == FERRUM_HOST_INFO_SIZE_V1_0);
+FA(sizeof(ferrum_host_info) >= FERRUM_HOST_INFO_SIZE_V1_0);
+FA(FERRUM_HOST_INFO_SIZE_V1_0 == 40);
+FA(offsetof(ferrum_host_info, reserved0) + 4 == FERRUM_HOST_INFO_SIZE_V1_0);
+FA(offsetof(ferrum_host_info, log) == 16);
+FA(offsetof(ferrum_host_info, log_user_data) == 24);
+FA(offsetof(ferrum_host_info, log_min_level) == 32);
 FA(sizeof(ferrum_device_props) == FERRUM_DEVICE_PROPS_SIZE_V1_0);
 FA(sizeof(ferrum_kv_cache_quant) == FERRUM_KV_CACHE_QUANT_SIZE_V1_0);
 FA(FERRUM_PLUGIN_API_SIZE_V1_0 == 184);

@@ -25,7 +25,7 @@
 
 #include <ferrum/ferrum.hpp>
 
-#include "glue/stream_ext.h"
+#include <ferrum/cuda/stream_ext.h>
 
 #include "ref/compare.hpp"
 #include "ref/quantize.hpp"

@@ -4,8 +4,8 @@
 #  2. the installed ferrum-info runs (RUNPATH finds libferrum.so) and searches only the
 #     install's plugin directory, never this build tree's;
 #  3. a consumer application (C++, and C99 through ferrum/ferrum_host.h) builds with
-#     find_package(ferrum) -> ferrum::ferrum and runs on the
-#     installed CPU plugin;
+#     find_package(ferrum) -> ferrum::ferrum (and the installed <ferrum/cuda/stream_ext.h>) and
+#     runs on the installed CPU plugin;
 #  4. an out-of-tree plugin (the C example's source) builds with find_package(ferrum) +
 #     ferrum_add_plugin(), installs into PLUGIN_PREFIX, exports only its entry symbol, and the
 #     installed ferrum-conformance passes it.
@@ -27,6 +27,14 @@ file(REAL_PATH ${PREFIX} prefix_real)
 file(REAL_PATH ${BUILD_DIR} build_real)
 file(GLOB libferrum ${PREFIX}/lib*/libferrum.so)
 get_filename_component(libdir ${libferrum} DIRECTORY)
+
+# The public headers: the ABI and the CUDA plugin's extension header (installed with or without
+# the CUDA plugin).
+foreach(header ferrum/ferrum_plugin.h ferrum/ferrum.hpp ferrum/cuda/stream_ext.h)
+  if(NOT EXISTS ${PREFIX}/include/${header})
+    message(FATAL_ERROR "cmake --install did not install include/${header}")
+  endif()
+endforeach()
 
 # 2.
 if(EXISTS ${PREFIX}/bin/ferrum-info)

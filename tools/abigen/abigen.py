@@ -524,7 +524,13 @@ def check_all_frozen(ops):
 
 HAND_WRITTEN_V1_0 = [
     "FA(sizeof(void*) == 8);",
-    "FA(sizeof(ferrum_host_info) == FERRUM_HOST_INFO_SIZE_V1_0);",
+    # The host info grew in 1.1 (report_error): its 1.0 fields and size stay where they were.
+    "FA(sizeof(ferrum_host_info) >= FERRUM_HOST_INFO_SIZE_V1_0);",
+    "FA(FERRUM_HOST_INFO_SIZE_V1_0 == 40);",
+    "FA(offsetof(ferrum_host_info, reserved0) + 4 == FERRUM_HOST_INFO_SIZE_V1_0);",
+    "FA(offsetof(ferrum_host_info, log) == 16);",
+    "FA(offsetof(ferrum_host_info, log_user_data) == 24);",
+    "FA(offsetof(ferrum_host_info, log_min_level) == 32);",
     "FA(sizeof(ferrum_device_props) == FERRUM_DEVICE_PROPS_SIZE_V1_0);",
     "FA(sizeof(ferrum_kv_cache_quant) == FERRUM_KV_CACHE_QUANT_SIZE_V1_0);",
     # The API table grew in 1.1 (extensions): its 1.0 size is where its 1.0 fields end.

@@ -155,8 +155,19 @@ typedef void (*ferrum_release_fn)(void* user_data);
  * `message` is borrowed for the duration of the call. */
 typedef void (*ferrum_log_fn)(void* user_data, int32_t level, const char* message);
 
+/* Error reporting for calls without a context (since ABI 1.1). The plugin calls it on the
+ * thread of a failing call that has no context to keep the detail in (probe, init,
+ * device_count, device_props, every [no ctx] op such as new_context or buffer_release, and
+ * an op given a NULL or foreign ctx), once, just before that call returns `status` (!= OK).
+ * The host keeps `message` (borrowed for the duration of the call, NUL-terminated) per
+ * thread, so the plugin needs no thread-local storage of its own. Thread-safe on the host
+ * side; never called for a failure whose detail the plugin keeps on a context. */
+typedef void (*ferrum_report_error_fn)(void* user_data, ferrum_status status,
+                                       const char* message);
+
 /* Passed by the host to the entry symbol. Borrowed by the plugin: the host keeps it
- * alive (and unchanged) until the plugin's shutdown returns. */
+ * alive (and unchanged) until the plugin's shutdown returns. A plugin reads a field only
+ * when struct_size covers it (a 1.0 host's struct ends at FERRUM_HOST_INFO_SIZE_V1_0). */
 typedef struct ferrum_host_info {
   uint64_t struct_size;      /* sizeof(ferrum_host_info) as the host knows it */
   uint32_t abi_major;        /* FERRUM_ABI_VERSION_MAJOR of the host */
@@ -165,8 +176,14 @@ typedef struct ferrum_host_info {
   void* log_user_data;       /* passed back to log; may be NULL */
   int32_t log_min_level;     /* FERRUM_LOG_*: messages below it need not be sent */
   uint32_t reserved0;        /* 0 */
+  /* ---- since ABI 1.1 (present when struct_size >= FERRUM_HOST_INFO_SIZE_V1_1) ---- */
+  ferrum_report_error_fn report_error; /* may be NULL: the plugin then keeps the detail of a
+                                        * call without a context itself, for error_detail(NULL) */
+  void* report_error_user_data;        /* passed back to report_error; may be NULL */
 } ferrum_host_info;
 #define FERRUM_HOST_INFO_SIZE_V1_0 40
+#define FERRUM_HOST_INFO_SIZE_V1_1 56
+#define FERRUM_HOST_INFO_SIZE 56
 
 /* ---------------------------------------------------------------------------------
  * Device properties (capability level c). The caller sets struct_size; the plugin

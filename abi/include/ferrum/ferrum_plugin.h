@@ -67,8 +67,8 @@ typedef struct ferrum_plugin_api {
                          uint64_t reason_cap);
 
   /* Initialises the plugin (driver, device enumeration). Called once after a probe with
-   * score > 0 and before any other call below. On failure error_detail(NULL, ..) says
-   * why. Not thread-safe with other lifecycle calls. */
+   * score > 0 and before any other call below. On failure host->report_error (1.1 hosts)
+   * or error_detail(NULL, ..) says why. Not thread-safe with other lifecycle calls. */
   ferrum_status (*init)(void);
 
   /* Releases everything init acquired. The host calls it after every object of the
@@ -84,8 +84,11 @@ typedef struct ferrum_plugin_api {
   /* Copies the detail message of the last failed call into caller memory.
    * ctx != NULL: the last failure on that context (externally synchronised on ctx).
    * ctx == NULL: the last failure of a call without a context (or before a context
-   * existed) on the calling thread. buf may be NULL when buf_cap is 0; *needed (may be
-   * NULL) receives strlen(message) + 1. The message is truncated, NUL-terminated. */
+   * existed) on the calling thread. Since ABI 1.1 a host may take those reports itself
+   * (ferrum_host_info.report_error): a plugin that reported a failure there need not keep
+   * it, and may answer "" here; the host reads its own report first. buf may be NULL when
+   * buf_cap is 0; *needed (may be NULL) receives strlen(message) + 1. The message is
+   * truncated, NUL-terminated. */
   ferrum_status (*error_detail)(ferrum_context* ctx, char* buf /* out */, uint64_t buf_cap,
                                 uint64_t* needed /* out */);
 

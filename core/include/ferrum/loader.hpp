@@ -119,7 +119,9 @@ FERRUM_API const std::string& path_of(const PluginLibrary& library) noexcept;
 // The plugin's name (from its table).
 FERRUM_API const std::string& name_of(const PluginLibrary& library) noexcept;
 // The detail text of the plugin's last failure on ctx (NULL: this thread's last failure
-// outside a context); "" when the plugin has no error_detail.
+// outside a context: what the plugin reported through ferrum_host_info.report_error (ABI 1.1)
+// since the host's last context-less call into it on this thread, else its
+// error_detail(NULL)); "" when there is none.
 FERRUM_API std::string last_plugin_error(const PluginLibrary& library, ferrum_context* ctx);
 
 }  // namespace ferrum

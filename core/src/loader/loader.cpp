@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstddef>
@@ -20,6 +21,7 @@
 #include "config.hpp"
 #include "elf_check.hpp"
 #include "log.hpp"
+#include "reports.hpp"
 #include "trust.hpp"
 
 namespace ferrum {
@@ -29,11 +31,21 @@ namespace fs = std::filesystem;
 // ---------------------------------------------------------------------------------
 // PluginLibrary
 // ---------------------------------------------------------------------------------
+namespace {
+uint64_t next_library_serial() noexcept {
+  static std::atomic<uint64_t> serial{0};
+  return serial.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+}  // namespace
+
 class PluginLibrary {
  public:
   PluginLibrary(std::string real_path, std::string file_name, void* handle)
       : path(std::move(real_path)), name(file_name), log_tag(std::move(file_name)),
         handle(handle) {}
+  // Never reused in the process: the key of this library's error reports (an address may be
+  // reused by a library loaded after this one is gone).
+  const uint64_t serial = next_library_serial();
   PluginLibrary(const PluginLibrary&) = delete;
   PluginLibrary& operator=(const PluginLibrary&) = delete;
 
@@ -194,6 +206,43 @@ void host_log(void* user_data, int32_t level, const char* message) noexcept {
   }
 }
 
+// ---- reports of failed calls without a context (ABI 1.1; reports.hpp) ----------------------
+// This thread's last report of each plugin library, keyed by its serial; a few libraries at most
+// (the oldest report goes first beyond kMaxLibraries).
+struct Report {
+  uint64_t serial = 0;
+  ferrum_status status = FERRUM_STATUS_OK;
+  std::string message;
+};
+constexpr size_t kMaxLibraries = 16;
+constexpr size_t kMaxReportBytes = 64 * 1024;  // a longer message is cut here
+thread_local std::vector<Report> t_reports;
+
+Report* find_report(uint64_t serial) noexcept {
+  for (Report& r : t_reports)
+    if (r.serial == serial) return &r;
+  return nullptr;
+}
+
+// ferrum_host_info.report_error: stores the message for this thread. Never lets anything escape.
+void host_report_error(void* user_data, ferrum_status status, const char* message) noexcept {
+  try {
+    const auto* lib = static_cast<const PluginLibrary*>(user_data);
+    if (!lib || status == FERRUM_STATUS_OK) return;  // nothing failed: nothing to keep
+    std::string text = message ? std::string(message, strnlen(message, kMaxReportBytes))
+                               : std::string("(the plugin reported a NULL message)");
+    Report* r = find_report(lib->serial);
+    if (!r) {
+      if (t_reports.size() >= kMaxLibraries) t_reports.erase(t_reports.begin());
+      r = &t_reports.emplace_back();
+      r->serial = lib->serial;
+    }
+    r->status = status;
+    r->message = std::move(text);
+  } catch (...) {  // out of memory: the report is lost, the status still says what failed
+  }
+}
+
 // The shared_ptr deleter: shutdown (if init succeeded) and dlclose, under the loader lock.
 void release_library(PluginLibrary* lib) noexcept {
   try {
@@ -319,6 +368,8 @@ void open_candidate(PluginCandidate& c, Progress progress) {
   lib->host.log = host_log;
   lib->host.log_user_data = lib.get();
   lib->host.log_min_level = detail::plugin_min_level();
+  lib->host.report_error = host_report_error;  // ABI 1.1: reports of calls without a context
+  lib->host.report_error_user_data = lib.get();
   const ferrum_plugin_api* api = nullptr;
   report(progress, "entry");
   ferrum_status st = entry(&lib->host, &api);
@@ -389,11 +440,13 @@ void take(PluginCandidate& c, LoadStage target, Progress progress = nullptr) {
     char text[512] = {0};
     int32_t score = 0;
     report(progress, "probe");
+    detail::clear_report(&lib);
     ferrum_status st = probe(&score, text, sizeof text);
     text[sizeof text - 1] = '\0';
     c.score = score;
     if (st != FERRUM_STATUS_OK) {
-      c.reason = std::string("probe failed: ") + status_name(st) + (*text ? ": " : "") + text;
+      std::string why = *text ? std::string(text) : detail::plugin_detail(lib, nullptr, st);
+      c.reason = std::string("probe failed: ") + status_name(st) + (why.empty() ? "" : ": ") + why;
     } else if (score <= 0) {
       c.reason = std::string("probe rejected it (score ") + std::to_string(score) + "): " +
                  (*text ? text : "no reason given");
@@ -414,11 +467,12 @@ void take(PluginCandidate& c, LoadStage target, Progress progress = nullptr) {
       lib.init_error = "API table has no init";
     } else {
       report(progress, "init");
+      detail::clear_report(&lib);
       ferrum_status st = init();
       if (st == FERRUM_STATUS_OK) {
         lib.initialized = true;
       } else {
-        std::string detail = last_plugin_error(lib, nullptr);
+        std::string detail = detail::plugin_detail(lib, nullptr, st);
         lib.init_error = std::string("init failed: ") + status_name(st) +
                          (detail.empty() ? "" : ": ") + detail;
       }
@@ -431,10 +485,11 @@ void take(PluginCandidate& c, LoadStage target, Progress progress = nullptr) {
   } else {
     uint64_t count = 0;
     report(progress, "device_count");
+    detail::clear_report(&lib);
     ferrum_status st = count_fn(&count);
     c.device_count = count;
     if (st != FERRUM_STATUS_OK) {
-      std::string detail = last_plugin_error(lib, nullptr);
+      std::string detail = detail::plugin_detail(lib, nullptr, st);
       c.reason = std::string("device_count failed: ") + status_name(st) +
                  (detail.empty() ? "" : ": ") + detail;
     } else if (count == 0) {
@@ -548,9 +603,10 @@ std::string context_trial(PluginCandidate& c) {
   a.device_ordinal = 0;
   a.activation_dtype = 0;  // the plugin's default
   a.context = &ctx;
+  detail::clear_report(&lib);
   ferrum_status st = make(nullptr, &a);
   if (st != FERRUM_STATUS_OK || !ctx) {
-    std::string detail = last_plugin_error(lib, nullptr);
+    std::string detail = st == FERRUM_STATUS_OK ? std::string() : detail::plugin_detail(lib, nullptr, st);
     return std::string("context creation on device 0 failed: new_context returned ") +
            (st == FERRUM_STATUS_OK ? "OK without a context" : status_name(st)) +
            (detail.empty() ? "" : ": ") + detail;
@@ -558,9 +614,13 @@ std::string context_trial(PluginCandidate& c) {
   ferrum_context_destroy_args d{};
   d.struct_size = sizeof d;
   d.context = ctx;
+  detail::clear_report(&lib);
   st = destroy(nullptr, &d);
-  if (st != FERRUM_STATUS_OK)
-    return std::string("context_destroy on device 0 failed: ") + status_name(st);
+  if (st != FERRUM_STATUS_OK) {
+    std::string detail = detail::plugin_detail(lib, nullptr, st);
+    return std::string("context_destroy on device 0 failed: ") + status_name(st) +
+           (detail.empty() ? "" : ": ") + detail;
+  }
   return {};
 }
 
@@ -650,7 +710,9 @@ const ferrum_plugin_api* api_of(const PluginLibrary& library) noexcept { return 
 const std::string& path_of(const PluginLibrary& library) noexcept { return library.path; }
 const std::string& name_of(const PluginLibrary& library) noexcept { return library.name; }
 
-std::string last_plugin_error(const PluginLibrary& library, ferrum_context* ctx) {
+namespace {
+// The plugin's own error_detail(ctx); "" when it has none or it fails.
+std::string plugin_error_detail(const PluginLibrary& library, ferrum_context* ctx) {
   auto fn = FERRUM_LIFECYCLE(library.api, error_detail);
   if (!fn) return {};
   std::string buf(256, '\0');
@@ -662,6 +724,33 @@ std::string last_plugin_error(const PluginLibrary& library, ferrum_context* ctx)
   }
   buf.resize(strnlen(buf.data(), buf.size()));
   return buf;
+}
+}  // namespace
+
+void detail::clear_report(const PluginLibrary* lib) noexcept {
+  if (!lib) return;
+  for (auto it = t_reports.begin(); it != t_reports.end(); ++it)
+    if (it->serial == lib->serial) {
+      t_reports.erase(it);
+      return;
+    }
+}
+
+std::string detail::plugin_detail(const PluginLibrary& lib, ferrum_context* ctx, ferrum_status status) {
+  auto reported = [&]() -> std::string {
+    const Report* r = find_report(lib.serial);
+    return r && (status == FERRUM_STATUS_OK || r->status == status) ? r->message : std::string();
+  };
+  if (ctx) {  // the per-context detail first; a report only if the plugin kept none there
+    std::string text = plugin_error_detail(lib, ctx);
+    return text.empty() ? reported() : text;
+  }
+  std::string text = reported();
+  return text.empty() ? plugin_error_detail(lib, nullptr) : text;
+}
+
+std::string last_plugin_error(const PluginLibrary& library, ferrum_context* ctx) {
+  return detail::plugin_detail(library, ctx, FERRUM_STATUS_OK);
 }
 
 std::vector<PluginCandidate> find_plugins() {

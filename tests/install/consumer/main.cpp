@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include <ferrum/cuda/stream_ext.h>  // the CUDA plugin's public extension header
 #include <ferrum/ferrum.hpp>
 
 int main() {
@@ -18,6 +19,11 @@ int main() {
       std::printf("consumer: wrong result at %d: %g\n", i, out[i]);
       return 1;
     }
+  // The installed extension header compiles in a host; the CPU plugin has no such extension.
+  if (backend.extension_as<ferrum_cuda_stream_ext>(FERRUM_CUDA_STREAM_EXT_ID, FERRUM_CUDA_STREAM_EXT_VERSION)) {
+    std::printf("consumer: the CPU plugin answered the extension %s\n", FERRUM_CUDA_STREAM_EXT_ID);
+    return 1;
+  }
   std::printf("consumer: ok on %s %s\n", std::string(backend.name()).c_str(), std::string(backend.version()).c_str());
   return 0;
 }

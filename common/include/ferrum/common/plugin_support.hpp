@@ -105,14 +105,38 @@ inline ferrum_status enter(const ferrum_host_info* host, const ferrum_plugin_api
 }
 
 // ---- error details -----------------------------------------------------------------------
+// A failure on a context is kept on it (error_detail(ctx)). A failure without one is kept in
+// thread_error() (error_detail(NULL), for a host that takes no reports) and, when the host info
+// offers report_error (ABI 1.1 hosts), also reported to the host on the calling thread.
 inline std::string& thread_error() {
   thread_local std::string msg;
   return msg;
 }
 
+// query_support sets this for the duration of its call: ops then check and stop before enqueueing
+// (and report nothing to the host: the reason goes to query_support's caller).
+inline bool& dry_run_flag() {
+  thread_local bool dry = false;
+  return dry;
+}
+
+// The host's report_error (ABI 1.1), when its host info is long enough to have one and sets it.
+inline void report_to_host(ferrum_status code, const std::string& msg) noexcept {
+  const ferrum_host_info* h = host_info();
+  if (!h || h->struct_size < offsetof(ferrum_host_info, report_error_user_data) + sizeof(void*) ||
+      !h->report_error)
+    return;
+  h->report_error(h->report_error_user_data, code, msg.c_str());
+}
+
 inline ferrum_status record(ContextBase* ctx, ferrum_status code, const std::string& msg) noexcept {
   try {
-    (ctx ? ctx->last_error : thread_error()) = msg;
+    if (ctx) {
+      ctx->last_error = msg;
+    } else {
+      thread_error() = msg;
+      if (!dry_run_flag() && code != FERRUM_STATUS_OK) report_to_host(code, msg);
+    }
     log(code == FERRUM_STATUS_UNSUPPORTED ? FERRUM_LOG_DEBUG : FERRUM_LOG_INFO, msg);
   } catch (...) {
   }
@@ -201,11 +225,6 @@ T* data_of(const ferrum_buffer* b) {
 }
 
 // ---- the op runner ---------------------------------------------------------------------------
-// query_support sets this for the duration of its call: ops then check and stop before enqueueing.
-inline bool& dry_run_flag() {
-  thread_local bool dry = false;
-  return dry;
-}
 
 // Whether this call may run while a graph capture is in flight: the op's G flag, plus the one
 // exception of docs/spec.md §8.2 — embedding_lookup with ids_len = 1 in dev-state mode reads the token

@@ -5,7 +5,7 @@
 
 #include "cuda_plugin.hpp"
 #include "device.hpp"
-#include "stream_ext.h"
+#include <ferrum/cuda/stream_ext.h>
 
 #ifndef FERRUM_GIT_COMMIT
 #define FERRUM_GIT_COMMIT "unknown"
@@ -107,7 +107,7 @@ ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
   });
 }
 
-// ---- extension "ferrum.cuda.stream" (stream_ext.h) ----------------------------------------------
+// ---- extension "ferrum.cuda.stream" (<ferrum/cuda/stream_ext.h>) ----------------------------------------------
 ferrum_status get_stream(ferrum_context* ctx, void** out) {
   return plugin::guard(ctx, "ferrum.cuda.stream.get_stream", [&]() -> Status {
     if (!ctx) return invalid("ferrum.cuda.stream.get_stream: argument 'ctx': expected a context, given NULL");

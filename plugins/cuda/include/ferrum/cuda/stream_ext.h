@@ -1,8 +1,10 @@
 /*
  * ferrum CUDA plugin — its extension "ferrum.cuda.stream" (ABI 1.1 extension chain, see
- * ferrum_extension in ferrum_plugin.h). C99, self-contained: a host that wants the CUDA stream
- * of a context includes (or copies) this declaration and finds the record with
- *   backend.extension_as<ferrum_cuda_stream_ext>(FERRUM_CUDA_STREAM_EXT_ID, 1).
+ * ferrum_extension in ferrum_plugin.h). Public and installed as <ferrum/cuda/stream_ext.h>
+ * (with or without the CUDA plugin: plain C99, no CUDA type crosses it). A host that wants the
+ * CUDA stream of a context includes it and finds the record with
+ *   backend.extension_as<ferrum_cuda_stream_ext>(FERRUM_CUDA_STREAM_EXT_ID, 1)
+ * (nullptr from a plugin without it, e.g. the CPU plugin), then casts the void* to cudaStream_t.
  */
 #ifndef FERRUM_CUDA_STREAM_EXT_H
 #define FERRUM_CUDA_STREAM_EXT_H
