@@ -24,7 +24,9 @@ import abigen  # noqa: E402
 
 SCALAR = {"uint64_t": "u64", "uint32_t": "u32", "int32_t": "i32", "float": "f32", "double": "f64",
           "uint8_t": "u8", "void": "core::ffi::c_void"}
-OPAQUE = ["ferrum_buffer", "ferrum_context", "ferrum_timer", "ferrum_qweight"]
+OPAQUE = ["ferrum_buffer", "ferrum_context", "ferrum_timer", "ferrum_qweight", "ferrum_event"]
+# Function-pointer typedefs of ferrum_base.h: (name, Rust type); NULL is None.
+CALLBACKS = [("ferrum_release_fn", "Option<unsafe extern \"C\" fn(user_data: *mut core::ffi::c_void)>")]
 
 
 def rust_type(ctype):
@@ -48,6 +50,8 @@ def rust_type(ctype):
 
 
 def rust_default(field, rtype):
+    if any(rtype == name for name, _ in CALLBACKS):
+        return "None"
     if rtype.startswith("*const"):
         return "core::ptr::null()"
     if rtype.startswith("*mut"):
@@ -72,6 +76,9 @@ def generate():
         o.append(f"/// Opaque plugin handle (`{name}` of ferrum_base.h).")
         o.append("#[repr(C)]")
         o.append(f"pub struct {name} {{ _private: [u8; 0] }}")
+    for name, rtype in CALLBACKS:
+        o.append(f"/// Host callback type (`{name}` of ferrum_base.h).")
+        o.append(f"pub type {name} = {rtype};")
     o.append("")
     o.append("/// A quantised KV layer (ferrum_base.h): output of alloc_paged_int8_layer / _fp8_layer.")
     o.append("#[repr(C)]\n#[derive(Clone, Copy, Debug)]\npub struct ferrum_kv_cache_quant {")
