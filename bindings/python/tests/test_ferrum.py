@@ -349,11 +349,9 @@ def test_zero_copy_upload(ctx):
     arr = np.arange(8, dtype=np.float32)
     buf = ctx.upload(arr)
     arr[0] = 42.0
-    if not ctx.zero_copy:
-        assert ctx.read(buf)[0] == 0.0  # a copy, as documented
-        pytest.xfail("zero-copy needs the ABI 1.1 external-memory ops (not in the facade yet): "
-                     "host arrays are copied into buffers and results copied back")
-    assert ctx.read(buf)[0] == 42.0  # the buffer is the array's memory
+    # The CPU plugin has the 1.1 op wrap_external: the buffer is the array's memory.
+    assert ctx.zero_copy
+    assert ctx.read(buf)[0] == 42.0
 
 
 def test_readme_example(capsys):
@@ -396,12 +394,7 @@ def test_dlpack_tensors(ctx, rng):
 
 def test_zero_copy_view(ctx):
     buf = ctx.upload(np.arange(6, dtype=np.float32))
-    try:
-        view = ctx.view(buf, shape=(2, 3))
-    except ferrum.Error as e:
-        assert e.code == "unsupported" and "buffer_device_address" in e.message
-        pytest.xfail("exporting a buffer's memory needs the ABI 1.1 op buffer_device_address "
-                     "(not in the facade yet); Context.read copies")
+    view = ctx.view(buf, shape=(2, 3))  # the CPU plugin has the 1.1 op buffer_device_address
     arr = np.asarray(view)
     assert arr.shape == (2, 3) and arr.dtype == np.float32
     np.testing.assert_array_equal(arr.ravel(), np.arange(6, dtype=np.float32))
