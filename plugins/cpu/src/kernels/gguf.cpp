@@ -1,13 +1,15 @@
 // ferrum CPU plugin — GGUF quantised matmul kernels (see gguf.hpp).
 //
 // Paths:
-//  * m = 1 on AVX-512 (all six types; namespace z below): fused per-row dot products straight from the
-//    blocks, quants turned into f32 in registers, software-prefetched weight stream. Memory-bound:
-//    ~90-100% of the 2-thread read bandwidth on the Zen 5 dev box (docs/perf-notes.md).
+//  * AVX-512, any m (all six types; namespace z below): fused per-row dot products straight from the
+//    blocks, quants turned into f32 in registers, software-prefetched weight stream. m = 1 is
+//    memory-bound: ~90-100% of the 2-thread read bandwidth on the Zen 5 dev box (docs/perf-notes.md).
+//    m > 1 runs every activation row over a strip of weight rows small enough to stay in L2, so the
+//    weight is read from memory once and a row costs what an m = 1 call costs in compute.
 //  * m = 1, Q4_0 / Q8_0 / Q4_K on AVX2+FMA+F16C (CPUs without AVX-512): a fused per-row dot product
 //    (quants widened to f32 in registers, the f16 scale applied once per block or sub-block; the Q4_K
 //    min term uses per-sub-block activation sums computed once per call).
-//  * everything else: rows are decoded exactly into a small per-chunk tile (kTileRows rows, in L1/L2)
+//  * everything else (no AVX-512): rows are decoded exactly into a small per-chunk tile (kTileRows rows, in L1/L2)
 //    and each activation row is dotted with the tile's rows (AVX2 FMA or portable scalar code).
 // All paths sum each output in a fixed order, so results do not depend on the thread count.
 #include "gguf.hpp"
@@ -760,23 +762,30 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
   const float* x = as_f32(a, m * K, a_store);
 
 #if FERRUM_SIMD_X86
-  if (m == 1) {
+  {
     const z::Plan plan = z::plan(w.type);
     if (const z::MatvecFn fn = plan.fn) {
       const uint64_t nb = K / gguf_qk(w.type);
-      // arranged activations (+ Q4_K sub-block sums), 64-byte aligned: line-split 64-byte loads of x
-      // made the kernels 2-3x slower in the DRAM-bound regime on the Zen 5 box
-      std::vector<float> xp_store(K + K / 16 + 16);
-      float* xp_mut = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(xp_store.data()) + 63) & ~uintptr_t{63});
-      plan.arrange(x, xp_mut, K);
-      const float* xp = xp_mut;
-      parallel_for(N, 64, [&](uint64_t r0, uint64_t r1) {
-        constexpr uint64_t kStrip = 256;  // f32 results of a strip, then rounded to T
-        float res[kStrip];
-        for (uint64_t s = r0; s < r1; s += kStrip) {
-          const uint64_t n = std::min(kStrip, r1 - s);
-          fn(w.data + s * rb, rb, n, xp, nb, res);
-          for (uint64_t j = 0; j < n; ++j) out[s + j] = from_float<T>(res[j]);
+      // arranged activations (+ Q4_K sub-block sums), one per activation row, 64-byte aligned:
+      // line-split 64-byte loads of x made the kernels 2-3x slower in the DRAM-bound regime on the
+      // Zen 5 box
+      const uint64_t xs = (K + K / 16 + 16 + 15) / 16 * 16;  // floats per arranged row (64-byte multiple)
+      std::vector<float> xp_store(m * xs + 16);
+      float* xp_base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(xp_store.data()) + 63) & ~uintptr_t{63});
+      for (uint64_t i = 0; i < m; ++i) plan.arrange(x + i * K, xp_base + i * xs, K);
+      const float* xp = xp_base;
+      // m > 1: the same fused decode-and-dot kernel, row strips small enough to stay in L2 (about
+      // 256 KiB of blocks), every activation row run over a strip before the next strip: the
+      // weight comes from DRAM once, and each row costs what an m = 1 call costs in compute.
+      const uint64_t strip = m == 1 ? 256 : std::clamp<uint64_t>((uint64_t{256} << 10) / std::max<uint64_t>(rb, 1), 8, 256);
+      parallel_for(N, m == 1 ? 64 : strip, [&](uint64_t r0, uint64_t r1) {
+        float res[256];
+        for (uint64_t s = r0; s < r1; s += strip) {
+          const uint64_t n = std::min(strip, r1 - s);
+          for (uint64_t i = 0; i < m; ++i) {
+            fn(w.data + s * rb, rb, n, xp + i * xs, nb, res);
+            for (uint64_t j = 0; j < n; ++j) out[i * N + s + j] = from_float<T>(res[j]);
+          }
         }
       });
       return;
