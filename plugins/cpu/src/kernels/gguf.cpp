@@ -4,8 +4,10 @@
 //  * AVX-512, any m (all six types; namespace z below): fused per-row dot products straight from the
 //    blocks, quants turned into f32 in registers, software-prefetched weight stream. m = 1 is
 //    memory-bound: ~90-100% of the 2-thread read bandwidth on the Zen 5 dev box (docs/perf-notes.md).
-//    m > 1 runs every activation row over a strip of weight rows small enough to stay in L2, so the
-//    weight is read from memory once and a row costs what an m = 1 call costs in compute.
+//    1 < m < kPanelMinM runs every activation row over a strip of weight rows small enough to stay in
+//    L2, so the weight is read from memory once and a row costs what an m = 1 call costs in compute.
+//  * m >= kPanelMinM (any CPU): panels of kPanelRows weight rows decoded exactly to f32 on the pool,
+//    then the f32 gemm (its tiles reuse each decoded weight for every activation row).
 //  * m = 1, Q4_0 / Q8_0 / Q4_K on AVX2+FMA+F16C (CPUs without AVX-512): a fused per-row dot product
 //    (quants widened to f32 in registers, the f16 scale applied once per block or sub-block; the Q4_K
 //    min term uses per-sub-block activation sums computed once per call).
@@ -26,6 +28,7 @@
 #define FERRUM_GGUF_X86 1
 #endif
 
+#include "gemm.hpp"
 #include "parallel.hpp"
 #include "simd.hpp"
 
@@ -34,6 +37,9 @@ namespace {
 
 constexpr int32_t kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14;
 constexpr uint64_t kTileRows = 4;
+// m at which gguf_matmul switches to decoded f32 panels of kPanelRows weight rows + the f32 gemm.
+constexpr uint64_t kPanelMinM = 32;
+constexpr uint64_t kPanelRows = 512;
 
 inline float f16le(const uint8_t* p) {
   uint16_t h;
@@ -760,6 +766,23 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
   const uint64_t K = w.cols, N = w.rows, rb = w.row_bytes();
   std::vector<float> a_store;
   const float* x = as_f32(a, m * K, a_store);
+
+  // Large m: exact f32 panels of the weight (rows decoded on the pool) through the f32 gemm, whose
+  // tiles reuse each decoded weight for every activation row.
+  if (m >= kPanelMinM) {
+    const uint64_t P = std::min<uint64_t>(kPanelRows, N);
+    std::vector<float> panel(P * K), tmp(m * P);
+    for (uint64_t j0 = 0; j0 < N; j0 += P) {
+      const uint64_t r = std::min(P, N - j0);
+      parallel_for(r, 8, [&](uint64_t a0, uint64_t a1) {
+        for (uint64_t j = a0; j < a1; ++j) gguf_dequantize_row(w.type, w.data + (j0 + j) * rb, panel.data() + j * K, K);
+      });
+      cpu::gemm<float>(x, panel.data(), tmp.data(), m, r, K);
+      for (uint64_t i = 0; i < m; ++i)
+        for (uint64_t j = 0; j < r; ++j) out[i * N + j0 + j] = from_float<T>(tmp[i * r + j]);
+    }
+    return;
+  }
 
 #if FERRUM_SIMD_X86
   {
