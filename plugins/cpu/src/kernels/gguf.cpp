@@ -507,6 +507,42 @@ FERRUM_AVX512 void permute_x_avx512(const float* x, float* xp, uint64_t n) {
   for (uint64_t i = 0; i < n; i += 16) _mm512_storeu_ps(xp + i, _mm512_permutexvar_ps(pi, _mm512_loadu_ps(x + i)));
 }
 
+// ---- Q8_0 in natural order: vpmovsxbd + vcvtdq2ps per 16 weights, the scale once per block -----------
+// Per block Σ x·q over its 32 weights (two products, one FMA), then acc_u += d·that; 4 blocks per
+// iteration, each with its own accumulator, reduced in a fixed order (an output depends on its row
+// only). x is used as given (arrange = copy). The block scale applied once per block is a
+// reassociation within the F tolerance, as in the other m = 1 paths.
+FERRUM_AVX512_INLINE __m512 q8_0_block(const uint8_t* blk, const float* xb) {  // Σ-able x·q of one block
+  const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2))));
+  const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18))));
+  return _mm512_fmadd_ps(q1, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(xb)));
+}
+FERRUM_AVX512_INLINE __m512 q8_0_scale(const uint8_t* blk) {
+  return _mm512_set1_ps(_cvtsh_ss(static_cast<unsigned short>(blk[0] | (blk[1] << 8))));
+}
+FERRUM_AVX512 float row_dot_q8_0_nat(const uint8_t* row, const float* x, uint64_t nb) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  const char* pf = reinterpret_cast<const char*>(row) + kPrefetch;
+  uint64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const char* pf_end = reinterpret_cast<const char*>(row) + (b + 4) * 34 + kPrefetch;
+    for (; pf < pf_end; pf += 64) _mm_prefetch(pf, _MM_HINT_T0);
+    for (int u = 0; u < 4; ++u) {
+      const uint8_t* blk = row + (b + u) * 34;
+      acc[u] = _mm512_fmadd_ps(q8_0_scale(blk), q8_0_block(blk, x + (b + u) * 32), acc[u]);
+    }
+  }
+  for (; b < nb; ++b) {
+    const uint8_t* blk = row + b * 34;
+    acc[0] = _mm512_fmadd_ps(q8_0_scale(blk), q8_0_block(blk, x + b * 32), acc[0]);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+void matvec_q8_0_nat(const uint8_t* w, uint64_t rb, uint64_t rows, const float* x, uint64_t nb, float* res) {
+  for (uint64_t r = 0; r < rows; ++r) res[r] = row_dot_q8_0_nat(w + r * rb, x, nb);
+}
+void copy_x(const float* x, float* xp, uint64_t n) { std::memcpy(xp, x, n * sizeof(float)); }
+
 // ---- Q4_0 with VBMI: 4 blocks (128 weights) per step ---------------------------------------------------
 // vpermt2b gathers the 4 blocks' qs into the four 128-bit lanes (lane L = block L); variant v
 // (m = v & 3, h = v >> 2) shifts every dword right by 8m + 4h, so lane k = 4L + t holds the nibble of
@@ -695,6 +731,7 @@ MatvecFn matvec_fn(int32_t type);
 Plan plan(int32_t type) {
   if (type == kQ4_0 && has_vbmi()) return {matvec_q4_0_vbmi, arrange_q4_0};
   if (type == kQ4_K && simd::has_avx512()) return {matvec_q4_k, arrange_q4_k};
+  if (type == kQ8_0 && simd::has_avx512()) return {matvec_q8_0_nat, copy_x};
   return {matvec_fn(type), permute_x};
 }
 
