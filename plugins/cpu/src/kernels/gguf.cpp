@@ -426,8 +426,8 @@ struct Q6_K {
   // 16 weights (d·sc)·(q − 32): q bits 0-3 from l, bits 4-5 from h (both already positioned).
   FERRUM_AVX512_INLINE static __m512 w16(__m512i l, __m512i h, const float* dsc) {
     const __m512i q = _mm512_ternarylogic_epi32(_mm512_set1_epi32(15), l, _mm512_and_si512(h, _mm512_set1_epi32(0x30)), 0xCA);
-    return _mm512_mul_ps(bc(dsc), _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, _mm512_set1_epi32(63)),
-                                                                       _mm512_set1_epi32(32))));
+    // q <= 63 already: bits 0-3 come from l, bits 4-5 from h & 0x30, every other bit is 0
+    return _mm512_mul_ps(bc(dsc), _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(32))));
   }
   FERRUM_AVX512_INLINE static void step(const uint8_t* b, const float* x, __m512* acc) {
     alignas(64) float s[16];  // d · scales[j]
