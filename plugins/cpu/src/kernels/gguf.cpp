@@ -278,9 +278,11 @@ bool fused_m1(int32_t type) { return has_avx2() && (type == kQ4_0 || type == kQ8
 //  * Q4_0 (with VBMI) and Q4_K: lane-parallel block / sub-block sums Σ q·x with the quants as f32 from
 //    a constant vpermps table, the f16 scales applied once per block (Q4_0) or sub-block (Q4_K, min
 //    term from per-sub-block activation sums) — a reassociation of §11.1 within the F tolerance.
-//  * Q4_1, Q5_K, Q8_0, Q6_K (and Q4_0 without VBMI): every weight decoded to exactly its §11.1 f32
-//    value (tables d·(j − 8), d·j + m, (d·sc)·j − dmin·mn built with one multiply / FMA and indexed by
-//    vpermps / vpermt2ps; Q8_0 / Q6_K: integer → f32 times the exact scale), one FMA per 16 weights.
+//  * Q8_0: natural order, Σ q·x per block (vpmovsxbd + convert), the scale once per block (the same
+//    reassociation).
+//  * Q4_1, Q5_K, Q6_K (and Q4_0 without VBMI): every weight decoded to exactly its §11.1 f32 value
+//    (tables d·(j − 8), d·j + m, (d·sc)·j − dmin·mn built with one multiply / FMA and indexed by
+//    vpermps / vpermt2ps; Q6_K: integer → f32 times the exact scale), one FMA per 16 weights.
 // Each output is a fixed-order sum over its own row only, so neither the thread split nor the strip
 // boundaries change a result (bitwise independent of FERRUM_CPU_THREADS).
 namespace z {
@@ -348,22 +350,6 @@ struct Q4_1 {
     const __m512i q = bcast16(b + 4);
     acc[0] = _mm512_fmadd_ps(lut(nib<false>(q), t), _mm512_loadu_ps(x), acc[0]);
     acc[1] = _mm512_fmadd_ps(lut(nib<true>(q), t), _mm512_loadu_ps(x + 16), acc[1]);
-  }
-};
-
-struct Q8_0 {
-  static constexpr uint64_t kQK = 32, kBytes = 34;
-  FERRUM_AVX512_INLINE static void scales4(const uint8_t* b, float* s) {
-    f16_words<true>(b, words8(0, 17, 34, 51, 0, 0, 0, 0), s);
-  }
-  FERRUM_AVX512_INLINE static __m512 i8(const uint8_t* p) {  // signed byte π(k) of p[0..15]
-    const __m512i sh = _mm512_sub_epi32(_mm512_set1_epi32(24), lane_shift(0));
-    return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sllv_epi32(bcast16(p), sh), 24));
-  }
-  FERRUM_AVX512_INLINE static void step(const uint8_t* b, const float* x, const float* s, int u, __m512* acc) {
-    const __m512 d = bc(s + u);
-    acc[0] = _mm512_fmadd_ps(_mm512_mul_ps(d, i8(b + 2)), _mm512_loadu_ps(x), acc[0]);
-    acc[1] = _mm512_fmadd_ps(_mm512_mul_ps(d, i8(b + 18)), _mm512_loadu_ps(x + 16), acc[1]);
   }
 };
 
@@ -740,7 +726,6 @@ MatvecFn matvec_fn(int32_t type) {
   switch (type) {
     case kQ4_0: return matvec<Q4_0>;
     case kQ4_1: return matvec<Q4_1>;
-    case kQ8_0: return matvec<Q8_0>;
     case kQ5_K: return matvec<Q5_K>;
     case kQ6_K: return matvec<Q6_K>;
     default: return nullptr;

@@ -72,8 +72,8 @@ void release_graph_state(ferrum_context& c) noexcept;
 
 // The device's SM count (the split choice's input), and the context's scratch block
 // (glue/attention.cpp) grown to `bytes` (UNSUPPORTED during a capture that would need more,
-// docs/spec.md's scratch rule): split-KV partials of every attention family, and the dequantised
-// weight of gguf_matmul's tensor-core path (glue/quant_matmul.cpp).
+// docs/spec.md's scratch rule): split-KV partials of every attention family, and fused_moe's
+// temporaries (glue/moe.cpp).
 Status attention_sm_count(ferrum_context& c, int& sm_count);
 Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch);
 

@@ -11,8 +11,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
-
 #include "cuda_plugin.hpp"
 #include "memory.hpp"
 #include "kernels/gguf.cuh"
@@ -103,20 +101,11 @@ ferrum_status gguf_matmul(ferrum_context* ctx, const ferrum_gguf_matmul_args* a)
       });
     }
     if (dry) return s;
-    // The matvec kernel over chunks of kGgufMatvecMaxM activation rows (each chunk reads the weight
+    // The matvec kernel in passes of kGgufMatvecMaxM activation rows (each pass reads the weight
     // once). Exact f32 weights: a tensor-core path on weights rounded to the activation dtype misses
     // the F tolerance for K-quants (measured: Q4_K, m = 17, BF16), so there is none yet.
-    const uint64_t es = dtype_size(dt);
-    return launch(op, c, [&](cudaStream_t st) -> cuda::Status {
-      for (uint64_t r0 = 0; r0 < a.m; r0 += kernels::kGgufMatvecMaxM) {
-        const uint64_t rows = std::min<uint64_t>(kernels::kGgufMatvecMaxM, a.m - r0);  // arith-ok: r0 < m
-        // arith-ok: r0 < m, so both offsets lie inside a (m·n_cols) and out (m·n_rows), checked above
-        const char* ap = static_cast<const char*>(a.a->data) + common::sat_mul(common::sat_mul(r0, w->n_cols), es);
-        char* op_ = static_cast<char*>(a.out->data) + common::sat_mul(common::sat_mul(r0, w->n_rows), es);  // arith-ok: as above
-        cuda::Status ds = kernels::gguf_matvec(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, ap, op_, rows, st);
-        if (!ds.ok()) return ds;
-      }
-      return cuda::Status{};
+    return launch(op, c, [&](cudaStream_t st) {
+      return kernels::gguf_matvec(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, a.a->data, a.out->data, a.m, st);
     });
   });
 }

@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "cuda_check.hpp"
@@ -306,12 +307,17 @@ uint64_t matvec_smem(uint64_t m, uint64_t n_cols) {
   return kWarpsPerBlock * Chunk<QT>::kSmem + m * (n_cols / 32) * act_stride<T>();  // arith-ok: m <= 8, n_cols checked
 }
 
+// The largest dynamic shared memory gguf_matvec_kernel<QT, T, true> has been allowed so far: the
+// attribute is raised only when a call needs more (it is a per-function setting, not per launch).
+template <int QT, class T>
+std::atomic<int>& matvec_smem_allowed() {
+  static std::atomic<int> allowed{0};
+  return allowed;
+}
+
 Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t n_rows, uint64_t n_cols,
                    const void* a, void* out, uint64_t m, cudaStream_t stream) noexcept {
   if (n_rows == 0 || m == 0) return Status{};
-  if (m > kGgufMatvecMaxM)
-    return make_status(FERRUM_STATUS_INTERNAL, "gguf_matvec: m = %llu exceeds %llu", (unsigned long long)m,
-                       (unsigned long long)kGgufMatvecMaxM);
   int device = 0, sms = 0, optin = 0;
   FERRUM_CUDA_CHECK(cudaGetDevice(&device));
   FERRUM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -320,22 +326,30 @@ Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t
     using T = typename decltype(tag)::type;
     return dispatch_quant(quant_type, "gguf_matvec", [&](auto qt) -> Status {
       constexpr int QT = decltype(qt)::value;
-      const uint64_t need = matvec_smem<QT, T>(m, n_cols);
       // Two blocks per SM (the launch bound), at most one per 8 rows.
       const uint64_t by_rows = (n_rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
       const unsigned grid = static_cast<unsigned>(by_rows < 2ull * sms ? by_rows : 2ull * sms);
-      const T* ap = static_cast<const T*>(a);
-      T* op = static_cast<T*>(out);
-      if (need <= static_cast<uint64_t>(optin)) {
-        auto kernel = gguf_matvec_kernel<QT, T, true>;
-        FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(need)));
-        kernel<<<grid, kThreadsPerBlock, need, stream>>>(w, n_rows, n_cols, ap, op, static_cast<int>(m));
-      } else {
-        const uint64_t wonly = kWarpsPerBlock * Chunk<QT>::kSmem;
-        gguf_matvec_kernel<QT, T, false><<<grid, kThreadsPerBlock, wonly, stream>>>(w, n_rows, n_cols, ap, op,
-                                                                                    static_cast<int>(m));
+      // Passes of kGgufMatvecMaxM activation rows (each pass reads the weight once).
+      for (uint64_t r0 = 0; r0 < m; r0 += kGgufMatvecMaxM) {
+        const uint64_t rows = m - r0 < kGgufMatvecMaxM ? m - r0 : kGgufMatvecMaxM;
+        const T* ap = static_cast<const T*>(a) + r0 * n_cols;  // arith-ok: r0 < m, inside a (checked by the glue)
+        T* op = static_cast<T*>(out) + r0 * n_rows;              // arith-ok: inside out
+        const uint64_t need = matvec_smem<QT, T>(rows, n_cols);
+        if (need <= static_cast<uint64_t>(optin)) {
+          auto kernel = gguf_matvec_kernel<QT, T, true>;
+          std::atomic<int>& allowed = matvec_smem_allowed<QT, T>();
+          if (static_cast<int>(need) > allowed.load(std::memory_order_relaxed)) {
+            FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+            allowed.store(optin, std::memory_order_relaxed);
+          }
+          kernel<<<grid, kThreadsPerBlock, need, stream>>>(w, n_rows, n_cols, ap, op, static_cast<int>(rows));
+        } else {
+          const uint64_t wonly = kWarpsPerBlock * Chunk<QT>::kSmem;
+          gguf_matvec_kernel<QT, T, false><<<grid, kThreadsPerBlock, wonly, stream>>>(w, n_rows, n_cols, ap, op,
+                                                                                      static_cast<int>(rows));
+        }
+        FERRUM_CUDA_LAUNCH_CHECK("gguf_matvec_kernel");
       }
-      FERRUM_CUDA_LAUNCH_CHECK("gguf_matvec_kernel");
       return Status{};
     });
   });

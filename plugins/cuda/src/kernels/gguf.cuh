@@ -5,7 +5,7 @@
 // its f32 value (§11.1; each formula's products are exact in f32, so the value does not depend on
 // evaluation order or FMA contraction). Activations are not quantised.
 //
-//   gguf_matvec      out[r, j] = Σ_c a[r, c]·W[j, c] for r < m <= kGgufMatvecMaxM: one warp per
+//   gguf_matvec      out[r, j] = Σ_c a[r, c]·W[j, c], m rows in passes of kGgufMatvecMaxM: one warp per
 //                    output feature j at a time (two 8-warp blocks per SM, grid-stride over rows).
 //                    The warp reads its row in chunks of 32 groups of 32 weights (whole blocks,
 //                    contiguous bytes) with coalesced 16-bit loads, the next chunk's loads in flight
@@ -30,8 +30,8 @@
 
 namespace ferrum::cuda::kernels {
 
-// Largest m one gguf_matvec launch serves (its per-lane accumulators); the glue runs larger m in
-// chunks of this many rows.
+// Activation rows one matvec pass serves (the per-lane accumulators); gguf_matvec runs larger m
+// in passes of this many rows.
 inline constexpr uint64_t kGgufMatvecMaxM = 8;
 
 [[nodiscard]] Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t n_rows,
