@@ -1,6 +1,10 @@
 // CUDA plugin: context and timer (docs/spec.md §2, §9). A context owns one heap DeviceContext (one
 // non-blocking stream on one device, its cuBLASLt handle, workspace and staging). Timers are two
 // timing events on the device of the context that made them.
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <new>
 
 #include "cuda_plugin.hpp"
@@ -9,6 +13,24 @@
 
 namespace ferrum::cuda::glue {
 namespace {
+
+// Whether `v` can be a cudaStream_t at all, asked without touching it: the two special handles
+// (cudaStreamLegacy, cudaStreamPerThread), or an 8-byte-aligned user-space address (below 2^48,
+// above the first 64 KiB) whose first 8 bytes are mapped readable (process_vm_readv on this
+// process answers EFAULT instead of faulting). The CUDA runtime dereferences a stream handle, so
+// anything else would crash it. A readable address that is not a stream is still the host's
+// contract (docs/spec.md §2.2).
+std::string stream_handle_problem(uint64_t v) {
+  if (v == 1 || v == 2) return {};
+  if (v < 0x10000 || v >= (1ull << 48)) return "not a user-space address";
+  if (v % 8 != 0) return "not 8-byte aligned";
+  uint64_t probe = 0;
+  iovec local{&probe, sizeof probe};
+  iovec remote{reinterpret_cast<void*>(static_cast<uintptr_t>(v)), sizeof probe};
+  const ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  if (got < 0 && errno == EFAULT) return "not mapped memory";
+  return {};  // readable, or the probe is not permitted here (EPERM, ENOSYS): let CUDA judge it
+}
 
 ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
   return plugin::guard(nullptr, "new_context", [&]() -> Status {
@@ -21,6 +43,13 @@ ferrum_status new_context(ferrum_context*, const ferrum_new_context_args* a) {
     // external_stream (ABI 1.1, docs/spec.md §2.2): the host's cudaStream_t, on the context's device.
     const uint64_t external = s.ok() ? ferrum_new_context_args_external_stream(a) : 0;
     cudaStream_t stream = reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(external));
+    if (s.ok() && external) {
+      const std::string problem = stream_handle_problem(external);
+      if (!problem.empty())
+        s = invalid(plugin::format("new_context: argument 'external_stream': expected a live CUDA stream, given "
+                                   "0x%llx (%s)",
+                                   (unsigned long long)external, problem.c_str()));
+    }
 #if CUDART_VERSION >= 12080
     if (s.ok() && external) {
       int stream_device = -1;
