@@ -28,6 +28,7 @@
 #include <ferrum/cuda/stream_ext.h>
 
 #include "ref/compare.hpp"
+#include "ref/ref_gguf.hpp"
 #include "ref/quantize.hpp"
 #include "ref/reference.hpp"
 #include "ref/ref_paged.hpp"
@@ -615,6 +616,65 @@ TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda]
   const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, q.size())), ref, dt, hd, 'F');
   INFO(r.message);
   CHECK(r.ok);
+}
+
+// gguf_matmul above 8 rows runs on tensor cores: weight panels dequantised into the context's scratch
+// (bounded at 64 MiB, so a weight of 64 KiB rows is split into 1024-row panels plus a remainder).
+// The scratch block starts with the split-KV arrival counters, which the panels must not overwrite:
+// a split-KV decode on the same context after the matmul still matches its reference.
+TEST_CASE("gguf_matmul on tensor cores: every type, panels with a remainder, split-KV decode unharmed",
+          "[cuda][gguf]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  // A split-KV decode (1 query, 3000 keys) before and after, on the same context.
+  const uint64_t B = 1, H = 8, nkv = 2, hd = 64, kv_len = 3000;
+  const std::vector<double> q = ft::normal_dtype(dt, B * H * hd, 0.0, 1.0, 7);
+  const std::vector<double> k = ft::normal_dtype(dt, B * nkv * kv_len * hd, 0.0, 1.0, 8);
+  const std::vector<double> v = ft::normal_dtype(dt, B * nkv * kv_len * hd, 0.0, 1.0, 9);
+  ferrum::Buffer dq = upload(ctx, dt, ft::encode(dt, q)), dk = upload(ctx, dt, ft::encode(dt, k)),
+                 dv = upload(ctx, dt, ft::encode(dt, v));
+  std::vector<double> attn_ref;
+  ferrum::ref::flash_attention(q, k, v, attn_ref, B, 1, kv_len, kv_len - 1, H, nkv, hd, true, 0.0f, 0, 0);
+  const auto decode_ok = [&](const char* when) {
+    ferrum::Buffer out = poisoned(ctx, dt, q.size());
+    ctx.flash_attention({.q = dq, .k = dk, .v = dv, .out = out, .batch = B, .q_len = 1, .kv_len = kv_len,
+                         .pos_offset = kv_len - 1, .num_heads = H, .num_kv_heads = nkv, .head_dim = hd,
+                         .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
+    const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, q.size())), attn_ref, dt, hd, 'F');
+    INFO("split-KV decode " << when << ": " << r.message);
+    CHECK(r.ok);
+  };
+  decode_ok("before gguf_matmul");
+  struct Shape {
+    uint64_t m, n_rows, n_cols;
+  };
+  // 8/9: the boundary of the matvec path; 17 and 64: tensor cores in one panel; the last shape
+  // has 64 KiB bf16 rows, so its 1300 rows are one 1024-row panel plus a 276-row remainder.
+  std::vector<Shape> shapes = {{9, 200, 512}, {17, 96, 1024}, {64, 300, 256}};
+  if (dt != FERRUM_DTYPE_F32) shapes.push_back({9, 1300, 32768});
+  for (const int32_t t : ft::gguf_types())
+    for (const Shape& sh : shapes) {
+      if (sh.n_cols % ft::gguf_qk(t)) continue;
+      if (sh.n_rows > 1000 && t != ft::kQ4_K && t != ft::kQ8_0) continue;  // the panel split once per scale layout
+      INFO(ft::dtype_name(dt) << " " << ft::gguf_type_name(t) << " m " << sh.m << " n_rows " << sh.n_rows << " n_cols "
+                              << sh.n_cols);
+      const std::vector<uint8_t> wb = ft::random_gguf(t, sh.n_rows, sh.n_cols, 100 + t + sh.m);
+      ferrum::QWeight w = ctx.load_quant({.quant_type = t, .bytes = wb, .n_rows = sh.n_rows, .n_cols = sh.n_cols});
+      const std::vector<double> a = ft::normal_dtype(dt, sh.m * sh.n_cols, 0.0, 1.0, 200 + t);
+      ferrum::Buffer da = upload(ctx, dt, ft::encode(dt, a));
+      ferrum::Buffer out = poisoned(ctx, dt, sh.m * sh.n_rows);
+      ctx.gguf_matmul({.a = da, .weight = w, .out = out, .m = sh.m});
+      std::vector<double> ref;
+      ferrum::ref::gguf_matmul(a, ferrum::ref::gguf_dequantize(t, wb, sh.n_rows, sh.n_cols), ref, sh.m, sh.n_rows,
+                               sh.n_cols);
+      const ft::CompareResult r =
+          ft::compare(ft::decode(dt, download(ctx, out, dt, sh.m * sh.n_rows)), ref, dt, sh.n_rows, 'F');
+      INFO(r.message);
+      CHECK(r.ok);
+    }
+  decode_ok("after gguf_matmul");
 }
 
 TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree bitwise", "[cuda][paged][graph]") {

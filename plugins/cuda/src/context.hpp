@@ -41,15 +41,16 @@ struct GemmKey {
   int32_t dtype = 0;
   uint32_t align = 0;  // smallest alignment in bytes of a, b, out (power of two, <= 256)
   uint64_t m = 0, n = 0, k = 0;
+  uint64_t ldo = 0;  // elements between the starts of two out rows (>= n)
   friend bool operator==(const GemmKey& x, const GemmKey& y) noexcept {
-    return x.dtype == y.dtype && x.align == y.align && x.m == y.m && x.n == y.n && x.k == y.k;
+    return x.dtype == y.dtype && x.align == y.align && x.m == y.m && x.n == y.n && x.k == y.k && x.ldo == y.ldo;
   }
 };
 
 struct GemmKeyHash {
   size_t operator()(const GemmKey& key) const noexcept {
     uint64_t h = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(key.dtype);
-    for (uint64_t v : {static_cast<uint64_t>(key.align), key.m, key.n, key.k}) {
+    for (uint64_t v : {static_cast<uint64_t>(key.align), key.m, key.n, key.k, key.ldo}) {
       h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
     }
     return static_cast<size_t>(h);

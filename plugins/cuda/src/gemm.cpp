@@ -74,7 +74,7 @@ Status build_plan_into(DeviceContext& ctx, const GemmKey& key, const GemmTypes& 
   FERRUM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
   FERRUM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
   const auto ld_k = static_cast<int64_t>(key.k);
-  const auto ld_n = static_cast<int64_t>(key.n);
+  const auto ld_n = static_cast<int64_t>(key.ldo);
   FERRUM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.a_layout, t.data, key.k, key.n, ld_k));
   FERRUM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.b_layout, t.data, key.k, key.m, ld_k));
   FERRUM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.c_layout, t.data, key.n, key.m, ld_n));
@@ -136,6 +136,11 @@ bool mul_overflows(uint64_t x, uint64_t y, uint64_t& r) noexcept { return __buil
 
 Status gemm(DeviceContext& ctx, int32_t dtype, const void* a, const void* b, void* out, uint64_t m, uint64_t n,
             uint64_t k) noexcept {
+  return gemm_ldo(ctx, dtype, a, b, out, m, n, k, n);
+}
+
+Status gemm_ldo(DeviceContext& ctx, int32_t dtype, const void* a, const void* b, void* out, uint64_t m, uint64_t n,
+                uint64_t k, uint64_t ldo) noexcept {
   GemmTypes types{};
   FERRUM_RETURN_IF_ERROR(gemm_types(dtype, types));
   if (ctx.device < 0 || ctx.stream == nullptr || ctx.lt == nullptr) {
@@ -146,7 +151,12 @@ Status gemm(DeviceContext& ctx, int32_t dtype, const void* a, const void* b, voi
   const uint64_t elem = dtype_size(dtype);
   uint64_t out_elems = 0, out_bytes = 0, a_elems = 0, b_elems = 0, tmp = 0;
   constexpr auto kMaxDim = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  if (m > kMaxDim || n > kMaxDim || k > kMaxDim || mul_overflows(m, n, out_elems) ||
+  if (ldo < n) {
+    return make_status(FERRUM_STATUS_INVALID_ARGUMENT, "gemm: ldo %llu < n %llu", static_cast<unsigned long long>(ldo),
+                       static_cast<unsigned long long>(n));
+  }
+  // The output's extent: (m - 1)·ldo + n elements (m·ldo bounds it).
+  if (m > kMaxDim || n > kMaxDim || k > kMaxDim || ldo > kMaxDim || mul_overflows(m, ldo, out_elems) ||
       mul_overflows(out_elems, elem, out_bytes) || mul_overflows(m, k, a_elems) || mul_overflows(a_elems, elem, tmp) ||
       mul_overflows(n, k, b_elems) || mul_overflows(b_elems, elem, tmp) || out_bytes > SIZE_MAX) {
     return make_status(FERRUM_STATUS_INVALID_ARGUMENT, "gemm: sizes overflow (m=%llu n=%llu k=%llu)",
@@ -161,7 +171,13 @@ Status gemm(DeviceContext& ctx, int32_t dtype, const void* a, const void* b, voi
   FERRUM_RETURN_IF_ERROR(guard.enter(ctx.device));
 
   if (k == 0) {  // empty sum: +0.0 everywhere (all-zero bits in every float dtype)
-    FERRUM_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(out_bytes), ctx.stream));
+    if (ldo == n) {
+      FERRUM_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(out_bytes), ctx.stream));
+    } else {
+      // arith-ok: ldo and n are at most out_elems, whose byte size did not overflow
+      const size_t pitch = static_cast<size_t>(ldo * elem), width = static_cast<size_t>(n * elem);
+      FERRUM_CUDA_CHECK(cudaMemset2DAsync(out, pitch, 0, width, static_cast<size_t>(m), ctx.stream));
+    }
     return ok_status();
   }
 
@@ -171,6 +187,7 @@ Status gemm(DeviceContext& ctx, int32_t dtype, const void* a, const void* b, voi
   key.m = m;
   key.n = n;
   key.k = k;
+  key.ldo = ldo;
   const GemmPlan* plan = nullptr;
   FERRUM_RETURN_IF_ERROR(find_plan(ctx, key, types, plan));
 

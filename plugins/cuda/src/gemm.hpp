@@ -25,4 +25,9 @@ namespace ferrum::cuda {
 [[nodiscard]] Status gemm(DeviceContext& ctx, int32_t dtype, const void* a, const void* b, void* out,
                           uint64_t m, uint64_t n, uint64_t k) noexcept;
 
+// The same into a column panel of a wider output: out row i starts ldo elements after row i - 1
+// (ldo >= n), so out[i, j] lives at out + i·ldo + j. Columns n..ldo-1 of each row are not touched.
+[[nodiscard]] Status gemm_ldo(DeviceContext& ctx, int32_t dtype, const void* a, const void* b, void* out,
+                              uint64_t m, uint64_t n, uint64_t k, uint64_t ldo) noexcept;
+
 }  // namespace ferrum::cuda

@@ -72,7 +72,7 @@ Status state_of(ferrum_context& c, AttnState*& out) {
 Status ensure_scratch(ferrum_context& c, AttnState& st, uint64_t bytes, const char* op) {
   if (bytes <= st.scratch_bytes) return ok_status();
   if (c.capturing)
-    return unsupported(plugin::format("%s: needs %llu bytes of split-KV scratch but the context has %llu and cannot "
+    return unsupported(plugin::format("%s: needs %llu bytes of scratch (split-KV partials, temporaries) but the context has %llu and cannot "
                                       "grow it during a graph capture (run the op once eagerly before capturing)",
                                       op, (unsigned long long)bytes, (unsigned long long)st.scratch_bytes));
   const uint64_t grow = bytes > 2 * st.scratch_bytes ? bytes : 2 * st.scratch_bytes;
@@ -345,6 +345,17 @@ Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void
   Status s = state_of(c, st);
   if (s.ok()) s = ensure_scratch(c, *st, bytes, op);
   if (s.ok()) scratch = st->scratch;
+  return s;
+}
+
+Status work_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch) {
+  AttnState* st = nullptr;
+  Status s = state_of(c, st);
+  uint64_t off = 0, total = 0;
+  if (s.ok()) off = attn::flash_counter_bytes(st->sm_count);
+  if (s.ok()) s = check_sum(op, "scratch bytes", "arrival counters + temporaries", off, bytes, total);
+  if (s.ok()) s = ensure_scratch(c, *st, total, op);
+  if (s.ok()) scratch = static_cast<unsigned char*>(st->scratch) + off;
   return s;
 }
 

@@ -76,6 +76,10 @@ void release_graph_state(ferrum_context& c) noexcept;
 // temporaries (glue/moe.cpp).
 Status attention_sm_count(ferrum_context& c, int& sm_count);
 Status attention_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch);
+// `bytes` of the same block for an op's temporaries with no content contract (fused_moe's
+// intermediates, gguf_matmul's dequantised panels): the part after the split-KV arrival counters,
+// which must stay zero between launches and which a temporary would otherwise overwrite.
+Status work_scratch(ferrum_context& c, uint64_t bytes, const char* op, void*& scratch);
 
 extern const ferrum_paged_kv_table kPagedKvTable;  // glue/paged_attention.cpp (+ writers in paged_kv.cpp)
 extern const ferrum_quant_kv_table kQuantKvTable;  // glue/quant_kv.cpp

@@ -181,7 +181,7 @@ ferrum_status fused_moe(ferrum_context* ctx, const ferrum_fused_moe_args* a) {
     uint64_t bytes = 0;
     s = check_product(op, {{"scratch elements", scratch_elems}, {"dtype size", es}}, bytes);
     void* scratch = nullptr;
-    if (s.ok()) s = attention_scratch(c, bytes, op, scratch);
+    if (s.ok()) s = work_scratch(c, bytes, op, scratch);
     if (!s.ok()) return s;
     char* base = static_cast<char*>(scratch);
     void* gu = base;                                                     // [num_pairs, 2I]

@@ -3,15 +3,22 @@
 // marlin_gemm) is not implemented yet: those slots are NULL.
 //
 // A weight keeps the file's block bytes unchanged in device memory (kernels/gguf.cuh decodes
-// them). gguf_matmul runs the matvec kernel on chunks of up to kGgufMatvecMaxM activation rows
-// (each chunk reads the weight once), so every m computes with the exact f32 weights; no
-// allocation, capturable.
+// them). gguf_matmul with m <= kGgufMatvecMaxM runs the matvec kernel (exact f32 weights, the
+// weight read once for all rows). Larger m goes through tensor cores: panels of weight rows are
+// dequantised into the context's scratch in the activation dtype (the rounding docs/spec.md §11
+// permits; F32 activations keep exact weights and run the f32 gemm), and each panel is one
+// cuBLASLt gemm into its columns of out. A panel holds at most kPanelBytes (whole multiples of
+// kPanelRows rows), so the scratch stays bounded whatever the weight; it is grown eagerly like
+// the attention scratch (UNSUPPORTED during a capture that would need more).
 #include <ferrum/common/handle_table.hpp>
 #include <ferrum/common/quant_rules.hpp>
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+
 #include "cuda_plugin.hpp"
+#include "gemm.hpp"
 #include "memory.hpp"
 #include "kernels/gguf.cuh"
 
@@ -28,6 +35,11 @@ namespace ferrum::cuda::glue {
 namespace {
 
 using ull = unsigned long long;
+
+// gguf_matmul's tensor-core panels: at most this many bytes of dequantised weight rows (the
+// scratch it needs), in whole multiples of kPanelRows rows (at least one).
+constexpr uint64_t kPanelBytes = 64ull << 20;
+constexpr uint64_t kPanelRows = 256;
 
 // The plugin's live weights (same scheme as its buffers: a handle is checked without touching
 // freed memory).
@@ -100,12 +112,36 @@ ferrum_status gguf_matmul(ferrum_context* ctx, const ferrum_gguf_matmul_args* a)
         return memset_async(*c.dev, a.out->data, common::sat_mul(out_elems, dtype_size(dt)));
       });
     }
-    if (dry) return s;
-    // The matvec kernel in passes of kGgufMatvecMaxM activation rows (each pass reads the weight
-    // once). Exact f32 weights: a tensor-core path on weights rounded to the activation dtype misses
-    // the F tolerance for K-quants (measured: Q4_K, m = 17, BF16), so there is none yet.
-    return launch(op, c, [&](cudaStream_t st) {
-      return kernels::gguf_matvec(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, a.a->data, a.out->data, a.m, st);
+    if (a.m <= kernels::kGgufMatvecMaxM) {
+      if (dry) return s;
+      return launch(op, c, [&](cudaStream_t st) {
+        return kernels::gguf_matvec(dt, w->quant_type, w->blocks, w->n_rows, w->n_cols, a.a->data, a.out->data, a.m,
+                                    st);
+      });
+    }
+    // Tensor cores: panels of `rows` weight rows dequantised into the scratch, one gemm each.
+    const uint64_t es = dtype_size(dt);
+    uint64_t row_bytes = 0, block_row = 0, panel_bytes = 0;
+    s = check_product(op, {{"weight.n_cols", w->n_cols}, {"dtype size", es}}, row_bytes);
+    if (s.ok()) block_row = w->bytes / w->n_rows;  // the blocks of one weight row (load_quant checked the total)
+    const uint64_t fit = row_bytes ? kPanelBytes / row_bytes : 0;
+    uint64_t rows = std::max<uint64_t>(kPanelRows, fit - fit % kPanelRows);
+    rows = std::min(rows, w->n_rows);
+    if (s.ok()) s = check_product(op, {{"panel rows", rows}, {"weight row bytes", row_bytes}}, panel_bytes);
+    if (!s.ok() || dry) return s;
+    void* panel = nullptr;
+    s = work_scratch(c, panel_bytes, op, panel);
+    if (!s.ok()) return s;
+    return launch(op, c, [&](cudaStream_t st) -> cuda::Status {
+      for (uint64_t r0 = 0; r0 < w->n_rows; r0 += rows) {
+        const uint64_t n = std::min(rows, w->n_rows - r0);  // arith-ok: r0 < n_rows
+        const uint8_t* blocks = w->blocks + r0 * block_row;  // arith-ok: r0·block_row < bytes
+        cuda::Status ds = kernels::gguf_dequantize(dt, w->quant_type, blocks, n, w->n_cols, panel, st);
+        char* cols = static_cast<char*>(a.out->data) + r0 * es;  // arith-ok: r0 < n_rows; out holds m·n_rows (checked)
+        if (ds.ok()) ds = cuda::gemm_ldo(*c.dev, dt, a.a->data, panel, cols, a.m, n, w->n_cols, w->n_rows);
+        if (!ds.ok()) return ds;
+      }
+      return cuda::Status{};
     });
   });
 }
