@@ -948,6 +948,18 @@ TEST_CASE("wrap_external: cudaMalloc memory used by a gemm in place, released on
       CHECK(contains(e.what(), "host memory"));
     }
   }
+  // More elements than the allocation holds behind the address (da holds m·k f16 values).
+  for (const uint64_t skip : {uint64_t{0}, m * k - 4}) {
+    try {
+      (void)ctx.wrap_external({.address = addr_of(da) + 2 * skip, .dtype = ferrum::Dtype::f16, .count = m * k - skip + 4096,
+                               .device_ordinal = ctx.device(), .release_fn = ext_release_count, .release_user_data = &rel});
+      FAIL("a count past the end of the allocation should have thrown");
+    } catch (const ferrum::Error& e) {
+      CHECK(e.code() == ferrum::ErrorCode::invalid_argument);
+      CHECK(contains(e.what(), "argument 'count'"));
+      CHECK(contains(e.what(), "the allocation holding 'address'"));
+    }
+  }
   try {
     (void)ctx.wrap_external({.address = addr_of(da) + 1, .dtype = ferrum::Dtype::f16, .count = 8, .device_ordinal = ctx.device()});
     FAIL("a misaligned address should have thrown");

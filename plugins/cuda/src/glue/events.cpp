@@ -151,6 +151,36 @@ ferrum_status event_release(ferrum_context*, const ferrum_event_release_args* a)
 }
 
 // ---- external memory (docs/spec.md §2.2) -----------------------------------------------------------
+// The start and size of the allocation holding device address `p`, asked of the driver
+// (cuPointerGetAttribute, RANGE_START_ADDR / RANGE_SIZE, reached through the runtime's entry-point
+// query so the plugin does not link libcuda). False when the driver cannot say (then only the
+// first byte is checked).
+bool allocation_range(uint64_t p, uint64_t& start, uint64_t& size) {
+  using GetAttr = int (*)(void* data, int attribute, unsigned long long ptr);
+  static const GetAttr get = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuPointerGetAttribute", &fn, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t err = cudaGetDriverEntryPoint("cuPointerGetAttribute", &fn, cudaEnableDefault, &found);
+#endif
+    if (err != cudaSuccess || found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return GetAttr{nullptr};
+    }
+    return reinterpret_cast<GetAttr>(fn);
+  }();
+  constexpr int kRangeStart = 11, kRangeSize = 12;  // CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, _RANGE_SIZE
+  unsigned long long s = 0;
+  size_t n = 0;
+  if (!get || get(&s, kRangeStart, p) != 0 || get(&n, kRangeSize, p) != 0) return false;
+  if (s > p || n == 0) return false;
+  start = s;
+  size = n;
+  return true;
+}
+
 ferrum_status wrap_external(ferrum_context* ctx, const ferrum_wrap_external_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_wrap_external_args& a, bool dry) -> Status {
     int32_t devices = 0;
@@ -175,6 +205,17 @@ ferrum_status wrap_external(ferrum_context* ctx, const ferrum_wrap_external_args
         return invalid(plugin::format("wrap_external: argument 'address': expected memory of device %llu "
                                       "(device_ordinal), given memory of device %d",
                                       (unsigned long long)a.device_ordinal, attr.device));
+      // The allocation holding the address must hold all `count` elements behind it.
+      uint64_t range_start = 0, range_bytes = 0;
+      if (allocation_range(a.address, range_start, range_bytes)) {
+        const uint64_t before = a.address - range_start;  // arith-ok: the range contains address
+        const uint64_t room = range_bytes > before ? range_bytes - before : 0;  // arith-ok: guarded
+        if (bytes > room)
+          return invalid(plugin::format("wrap_external: argument 'count': expected at most %llu elements (the "
+                                        "allocation holding 'address' ends %llu bytes after it), given %llu (%llu bytes)",
+                                        (unsigned long long)(room / dtype_size(a.dtype)), (unsigned long long)room,
+                                        (unsigned long long)a.count, (unsigned long long)bytes));
+      }
     }
     if (dry) return ok_status();
     return plugin::make_external_buffer(a, static_cast<int>(a.device_ordinal));
