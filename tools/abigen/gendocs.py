@@ -220,8 +220,8 @@ Each row of `abi/registry/ops.txt` is
 ```
 
 Released minors are frozen: ids, slots, sizes and offsets of 1.0 in `abi/registry/layout_v1_0.json`
-(1.1 is in development: it is frozen the same way, in `layout_v1_1.json`, when it is released);
-abigen refuses a registry change that moves a frozen layout.
+and of 1.1 in `abi/registry/layout_v1_1.json`; abigen refuses a registry change that moves a frozen
+layout, so what comes next is 1.2.
 
 | column | values | meaning |
 |---|---|---|
