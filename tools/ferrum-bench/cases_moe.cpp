@@ -10,9 +10,10 @@
 // over a splitmix64 stream seeded per token count, so moe_gemm and fused_moe at one token count
 // see the same routing and every run the same one). The three routing buffers are built on the
 // host exactly as docs/spec.md §13.1 / moe_align_block_size define them and uploaded once, outside
-// the timed calls. Block size: 16 below 512 tokens (at most ~4 pairs per expert on average, so
-// larger blocks are mostly padding), 64 from 512 tokens on (32 and 256 pairs per expert); the CUDA
-// plugin serves 16, 32 and 64.
+// the timed calls (tools/bench/torch_bench.py's moe_routing draws the same routing for PyTorch's
+// peer: keep the two in step). Block size: 16 below 512 tokens (at most ~4 pairs per expert on
+// average, so larger blocks are mostly padding), 64 from 512 tokens on (32 and 256 pairs per
+// expert on average); the CUDA plugin serves 16, 32 and 64.
 // Bytes: the weights of the experts the routing hits (distinct experts × per-expert bytes) + x and
 // out (fused_moe: + the F32 routing weights); the routing buffers (< 0.1%) and fused_moe's
 // temporaries in the context scratch are not counted. Flops: 2·pairs·n·k per expert gemm.
