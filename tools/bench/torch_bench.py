@@ -21,11 +21,36 @@ Paged-KV peers (tools/ferrum-bench/cases_paged.cpp): SDPA on the same K/V gather
   * causal prefill of 8 sequences x 2k tokens: reported under paged_varlen_attention,
     paged_varlen_attention_fa2_ffi and flash_attention (the dense baseline of the same tokens).
 
+MoE peers (tools/ferrum-bench/cases_moe.cpp): Qwen3-30B-A3B shapes (128 experts, top-8, hidden
+2048, expert intermediate 768) at 1, 16, 64, 512, 4096 tokens, on the same seeded routing as
+ferrum-bench (the same splitmix64 stream and partial Fisher-Yates shuffle: each token picks 8
+distinct experts uniformly at random); the (token, choice) pairs are grouped per expert in
+ascending pair id, as ferrum's sorted_token_ids, without the padding:
+  * moe_gemm (gate/up alone): torch._grouped_mm(mat_a, mat_b, offs=offs) with mat_a the token rows
+    gathered per expert [pairs, 2048] (the gather is not timed), mat_b = w.transpose(-2, -1)
+    [128, 2048, 1536] of w [128, 1536, 2048], offs the int32 cumulative per-expert counts on the
+    device ("impl": "grouped_mm");
+  * fused_moe: the whole block from x [tokens, 2048] to out: gather, grouped_mm gate/up,
+    silu(gate)·up, grouped_mm down, then the routing-weighted index_add_ into an f32 [tokens, 2048]
+    cast to the run's dtype ("impl": "grouped_mm").
+  What _grouped_mm requires (PyTorch >= 2.8, its docs and input checks): 2D mat_a x 3D mat_b
+  with 1D int32 offs on the device, one end offset per expert (here offs[-1] = pairs); mat_a's and
+  mat_b's strides multiples of 16 bytes and their data 16-byte aligned (rows of 2048, 1536 and 768
+  elements are); mat_b [experts, k, n] may be the transposed view of a contiguous [experts, n, k].
+  There is no rule on group sizes (empty groups included), so nothing is padded. Its fast path is
+  bf16 on sm90+; other dtypes run torch's own per-group loop inside _grouped_mm where the
+  installed version accepts them. A tiny probe at the first MoE case decides: when
+  torch._grouped_mm is missing, fails or rejects the dtype, both peers run a per-expert loop of
+  torch.mm instead ("impl": "mm_loop").
+
 Differences to keep in mind when reading ratios:
   * embedding_lookup: ferrum takes host ids (includes the upload); torch gets device ids.
   * flash_attention decode and the paged decode peers: SDPA with is_causal=False (one query at
     the last position sees every key, the same set ferrum's causal decode sees).
   * paged rows: ferrum reads K/V through shuffled block tables, torch reads them contiguous.
+  * moe_gemm: ferrum gathers x's rows through sorted_token_ids inside the op; torch gets them
+    gathered. fused_moe: ferrum sums the top-8 rows per token in f32 in a fixed order, torch with
+    index_add_ (atomics).
 """
 import argparse
 import fnmatch
@@ -46,6 +71,10 @@ EPS = 1e-6
 # The paged suite's shapes: (name, q heads, kv heads, head_dim), as in cases_paged.cpp.
 GQAS = [("gqa32_8", 32, 8, 128), ("gqa64_8", 64, 8, 128)]
 MAX_KV_BYTES = 40e9  # larger decode combinations are not listed (ferrum-bench skips them too)
+# The MoE suite (cases_moe.cpp): Qwen3-30B-A3B.
+MOE = dict(name="qwen3_30b_a3b", experts=128, top_k=8, hidden=2048, inter=768)
+MOE_TOKENS = (1, 16, 64, 512, 4096)
+MASK64 = (1 << 64) - 1
 
 
 def tokens_label(n):
@@ -324,6 +353,7 @@ def run(b):
                s_dec, "F.sdpa(enable_gqa)")
 
     run_paged(b)
+    run_moe(b)
 
 
 def run_paged(b):
@@ -360,6 +390,114 @@ def run_paged(b):
         b.case("paged_varlen_attention", f"{name}.{N}x{tokens_label(S)}", (2 * h + 2 * kvh) * N * S * hd * e, s_pre,
                "F.sdpa(causal, enable_gqa), K/V contiguous",
                aliases=["paged_varlen_attention_fa2_ffi", "flash_attention"])
+
+
+def splitmix64(state):
+    """(new state, output) of the splitmix64 step ferrum-bench's cases_moe.cpp uses."""
+    state = (state + 0x9E3779B97F4A7C15) & MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return state, z ^ (z >> 31)
+
+
+def moe_routing(tokens, experts=MOE["experts"], top_k=MOE["top_k"]):
+    """The seeded routing of cases_moe.cpp: the expert of each pair p = t*top_k + k (the first
+    top_k places of a partial Fisher-Yates shuffle per token), as a list of per-expert lists of
+    pair ids in ascending order. Plain Python: the same numbers as the C++ side."""
+    state = 0x30B0A3B000000000 + tokens
+    perm = list(range(experts))
+    groups = [[] for _ in range(experts)]
+    for t in range(tokens):
+        for k in range(top_k):
+            state, r = splitmix64(state)
+            j = k + r % (experts - k)
+            perm[k], perm[j] = perm[j], perm[k]
+            groups[perm[k]].append(t * top_k + k)
+    return groups
+
+
+def grouped_mm_works(b):
+    """True when torch._grouped_mm exists and accepts the run's dtype here (a tiny probe: 2
+    experts, one of them empty)."""
+    gmm = getattr(torch, "_grouped_mm", None)
+    if gmm is None:
+        print("torch_bench: no torch._grouped_mm in this PyTorch; MoE peers use mm_loop", file=sys.stderr)
+        return False
+    try:
+        a = b.rand(16, 32)
+        w = b.rand(2, 16, 32)  # [experts, n, k]
+        offs = torch.tensor([16, 16], dtype=torch.int32, device=b.dev)
+        out = gmm(a, w.transpose(-2, -1), offs=offs)
+        ref = a.float() @ w[0].float().t()
+        if torch.allclose(out.float(), ref, rtol=2e-2, atol=2e-2 * math.sqrt(32)):
+            return True
+        print("torch_bench: torch._grouped_mm gave a wrong product in the probe; MoE peers use mm_loop",
+              file=sys.stderr)
+    except Exception as ex:  # unavailable for this dtype / device: the mm loop
+        why = str(ex).splitlines()[0] if str(ex) else ""
+        print(f"torch_bench: torch._grouped_mm unusable ({type(ex).__name__}: {why}); MoE peers use mm_loop",
+              file=sys.stderr)
+    return False
+
+
+def run_moe(b):
+    """Grouped-GEMM peers of the MoE suite (see the module docstring)."""
+    e, quick, dt = b.esz, b.args.quick, b.dt
+    E, K, H, I = MOE["experts"], MOE["top_k"], MOE["hidden"], MOE["inter"]
+    N = 2 * I
+    use_gmm = None  # probed on the first selected case
+
+    def gmm(mat_a, w, offs, counts, out_cols):
+        """mat_a [pairs, k] grouped by expert times each expert's w [n, k] transposed."""
+        if use_gmm:
+            return torch._grouped_mm(mat_a, w.transpose(-2, -1), offs=offs)
+        out = torch.empty(mat_a.shape[0], out_cols, device=b.dev, dtype=mat_a.dtype)
+        s = 0
+        for x, c in enumerate(counts):
+            if c:
+                torch.mm(mat_a[s:s + c], w[x].t(), out=out[s:s + c])
+            s += c
+        return out
+
+    for T in MOE_TOKENS:
+        if quick and T > 64:
+            continue
+        shape_g, shape_f = f"{MOE['name']}.gate_up.t{T}", f"{MOE['name']}.t{T}"
+        if not (matches(b.args.op, "moe_gemm", shape_g) or matches(b.args.op, "fused_moe", shape_f)):
+            continue
+        if use_gmm is None:
+            use_gmm = grouped_mm_works(b)
+        impl = "grouped_mm" if use_gmm else "mm_loop"
+        groups = moe_routing(T)
+        counts = [len(g) for g in groups]
+        pairs_sorted = torch.tensor([p for g in groups for p in g], dtype=torch.long, device=b.dev)
+        tok = pairs_sorted // K  # the token of each grouped row
+        offs = torch.tensor(counts, dtype=torch.int32, device=b.dev).cumsum(0, dtype=torch.int32)
+        P = T * K
+
+        def s_gemm(c, T=T, P=P, tok=tok, offs=offs, counts=counts):
+            w = b.rand_inplace(E, N, H)
+            x = b.rand(T, H)
+            mat_a = x.index_select(0, tok).contiguous()  # not timed
+            return (lambda i: gmm(mat_a, w, offs, counts, N)), None
+        b.case("moe_gemm", shape_g, E * N * H * e + (T * H + P * N) * e, s_gemm, impl)
+
+        def s_fused(c, T=T, tok=tok, offs=offs, counts=counts, pairs_sorted=pairs_sorted):
+            w_gu = b.rand_inplace(E, N, H)
+            w_d = b.rand_inplace(E, H, I)
+            x = b.rand(T, H)
+            wts = b.rand(T, K, dtype=torch.float32).reshape(-1).index_select(0, pairs_sorted)[:, None]
+
+            def block(i):
+                xs = x.index_select(0, tok)
+                gu = gmm(xs, w_gu, offs, counts, N)
+                act = F.silu(gu[:, :I]) * gu[:, I:]
+                y = gmm(act.contiguous(), w_d, offs, counts, H)
+                out = torch.zeros(T, H, device=b.dev, dtype=torch.float32)
+                return out.index_add_(0, tok, y.float() * wts).to(dt)
+            return block, None
+        b.case("fused_moe", shape_f, E * (N * H + H * I) * e + 2 * T * H * e, s_fused, impl)
 
 
 def main():

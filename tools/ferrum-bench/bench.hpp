@@ -103,6 +103,9 @@ void add_paged_cases(const Env& env, std::vector<Case>& cs);
 // cases_quant.cpp: GGUF gguf_matmul (Q4_0, Q8_0, Q4_K, Q6_K at 8B-Llama projection shapes).
 void add_quant_cases(const Env& env, std::vector<Case>& cs);
 
+// cases_moe.cpp: moe_gemm (gate/up) and fused_moe at Qwen3-30B-A3B shapes, seeded random routing.
+void add_moe_cases(const Env& env, std::vector<Case>& cs);
+
 // ceilings.cpp
 Ceilings measure_ceilings(Env& env);
 Dispatch measure_dispatch(Env& env);

@@ -9,7 +9,8 @@
 //                   "decode" (one token) and "large" (working set >= 256 MB; 16 MB with --quick)
 //   flash_attention prefill (S 2048, causal) and decode (q_len 1, kv 65536)
 // Shape names: "<model>.<what>" e.g. "8b.qkv.m16", "0.6b.large", "8b.prefill.s2048".
-// The paged-KV and quantised-KV cases are in cases_paged.cpp, the GGUF ones in cases_quant.cpp.
+// The paged-KV and quantised-KV cases are in cases_paged.cpp, the GGUF ones in cases_quant.cpp,
+// the MoE ones in cases_moe.cpp.
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -280,6 +281,7 @@ std::vector<Case> make_cases(const Env& env) {
   }
   add_paged_cases(env, cs);
   add_quant_cases(env, cs);
+  add_moe_cases(env, cs);
   return cs;
 }
 
