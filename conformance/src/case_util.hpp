@@ -27,6 +27,27 @@ inline vec slice(const vec& v, uint64_t off, uint64_t n) {
   return vec(v.begin() + static_cast<std::ptrdiff_t>(off), v.begin() + static_cast<std::ptrdiff_t>(off + n));
 }
 
+// Checks a matmul whose definition permits rounding the decoded weights to the activation dtype
+// before multiplying (gguf_matmul, marlin_gemm): `ref` is the product of the exact weights,
+// `product(rounded)` forms the product of weights rounded to the run's dtype. The output passes when
+// it is within class F of either (docs/spec.md §0.13): on short rows a BF16 weight rounding is of
+// the order of the tolerance itself. F32 runs: only the exact product.
+template <class Product>
+void check_weight_rounding_allowed(Run& run, const Buffer& out, const vec& ref, uint64_t n_out, uint64_t row_len,
+                                   Product&& product) {
+  if (run.dtype != Dtype::f32) {
+    const vec got = run.download(out, n_out);
+    if (!ft::compare(got, ref, raw(run.dtype), row_len, 'F').ok) {
+      const vec ref_rounded = product(true);
+      if (ft::compare(got, ref_rounded, raw(run.dtype), row_len, 'F').ok) {
+        run.check("out (weights rounded to the activation dtype)", out, ref_rounded, row_len);
+        return;
+      }
+    }
+  }
+  run.check("out", out, ref, row_len);
+}
+
 // printf-style case names: "5 tokens, dim 129".
 inline std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 inline std::string fmt(const char* f, ...) {

@@ -29,6 +29,7 @@
 
 #include "ref/compare.hpp"
 #include "ref/ref_gguf.hpp"
+#include "ref/ref_gptq.hpp"
 #include "ref/quantize.hpp"
 #include "ref/reference.hpp"
 #include "ref/ref_paged.hpp"
@@ -675,6 +676,43 @@ TEST_CASE("gguf_matmul on tensor cores: every type, panels with a remainder, spl
       CHECK(r.ok);
     }
   decode_ok("after gguf_matmul");
+}
+
+// marlin_gemm: m <= 8 runs the split-K matvec (exact weights; many splits on a wide n), larger m the
+// tensor-core panels (64 MiB of dequantised columns: with k = 16384 in BF16 that is 2048 columns, so
+// n = 2112 leaves a 64-column remainder panel). Act-order on one shape (the activations are gathered
+// into the padded group order). Results within class F of the float64 product (for the panels, of
+// the weights rounded to the activation dtype, which docs/spec.md §12.2 permits there).
+TEST_CASE("marlin_gemm: split-K matvec and tensor-core panels with a remainder", "[cuda][gptq]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  struct Shape {
+    uint64_t m, k, n, group;
+    bool act_order;
+  };
+  for (const Shape& sh : {Shape{1, 1024, 8192, 128, false}, Shape{8, 2048, 520, 32, true}, Shape{9, 16384, 2112, 128, false},
+                          Shape{33, 1024, 264, 64, true}}) {
+    INFO(ft::dtype_name(dt) << " m " << sh.m << " k " << sh.k << " n " << sh.n << " g " << sh.group
+                            << (sh.act_order ? " act-order" : ""));
+    const ft::GptqTensors t = ft::random_gptq(sh.k, sh.n, sh.group, true, sh.act_order, FERRUM_DTYPE_F16, 900 + sh.m);
+    ferrum::QWeight w = ctx.load_gptq({.qweight = t.qweight.data(), .scales = t.scales_bytes.data(), .qzeros = t.qzeros_ptr(),
+                                       .g_idx = t.g_idx_ptr(), .bits = 4, .group_size = sh.group, .k = sh.k, .n = sh.n,
+                                       .scales_dtype = ferrum::Dtype::f16, .act_dtype = D(dt)});
+    const std::vector<double> x = ft::normal_dtype(dt, sh.m * sh.k, 0.0, 1.0, 910 + sh.m);
+    ferrum::Buffer dx = upload(ctx, dt, ft::encode(dt, x));
+    ferrum::Buffer out = poisoned(ctx, dt, sh.m * sh.n);
+    ctx.marlin_gemm({.a = dx, .weight = w, .out = out, .m = sh.m});
+    const std::vector<double> got = ft::decode(dt, download(ctx, out, dt, sh.m * sh.n));
+    std::vector<double> wv = ferrum::ref::gptq_dequantize(t, dt);
+    if (sh.m > 8) wv = ft::round_to(dt, wv);
+    std::vector<double> ref;
+    ferrum::ref::gptq_matmul(x, wv, ref, sh.m, sh.k, sh.n);
+    const ft::CompareResult r = ft::compare(got, ref, dt, sh.n, 'F');
+    INFO(r.message);
+    CHECK(r.ok);
+  }
 }
 
 TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree bitwise", "[cuda][paged][graph]") {

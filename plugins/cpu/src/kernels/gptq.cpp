@@ -19,31 +19,6 @@ namespace {
 constexpr uint64_t kRowBlock = 4;    // activation rows per register block
 constexpr uint64_t kRowChunk = 32;   // activation rows kept hot (L2) while all column tiles pass
 
-float read_scale(const void* p, int32_t dtype, uint64_t i) {
-  switch (dtype) {
-    case FERRUM_DTYPE_F32: {
-      float v;
-      std::memcpy(&v, static_cast<const uint8_t*>(p) + 4 * i, 4);
-      return v;
-    }
-    case FERRUM_DTYPE_F16: {
-      uint16_t h;
-      std::memcpy(&h, static_cast<const uint8_t*>(p) + 2 * i, 2);
-      return to_float(f16{h});
-    }
-    default: {
-      uint16_t h;
-      std::memcpy(&h, static_cast<const uint8_t*>(p) + 2 * i, 2);
-      return to_float(bf16{h});
-    }
-  }
-}
-
-// Rounds v to the activation dtype (ŝ of §12.1) and widens it back.
-float round_act(float v, int32_t act) {
-  return dispatch_float(act, v, [&](auto t) { return to_float(from_float<decltype(t)>(v)); });
-}
-
 // One column tile (8 columns at c0) × `r` activation rows (≤ kRowBlock) starting at xp (row stride kp).
 void tile_generic(const GptqMatrix& w, uint64_t t, const float* xp, uint64_t r, float* acc /*[r][8]*/) {
   const uint64_t n = w.n, c0 = 8 * t, kw = w.kp / 8;
@@ -122,47 +97,16 @@ bool has_avx2() {
 }  // namespace
 
 void gptq_repack(const GptqSource& s, GptqMatrix& w) {
-  const uint64_t K = s.k, N = s.n, G = s.group_size ? K / s.group_size : 1;
-  w.k = K;
-  w.n = N;
-  w.groups = G;
-  std::vector<uint64_t> grp(K), count(G, 0);
-  for (uint64_t k = 0; k < K; ++k) {
-    grp[k] = s.g_idx ? uint64_t(s.g_idx[k]) : (s.group_size ? k / s.group_size : 0);
-    ++count[grp[k]];
-  }
-  w.group_word.assign(G + 1, 0);
-  for (uint64_t g = 0; g < G; ++g) w.group_word[g + 1] = w.group_word[g] + (count[g] + 7) / 8;
-  w.kp = 8 * w.group_word[G];
-  w.src_row.assign(w.kp, -1);
-  std::vector<uint64_t> fill(G);
-  for (uint64_t g = 0; g < G; ++g) fill[g] = 8 * w.group_word[g];
-  for (uint64_t k = 0; k < K; ++k) w.src_row[fill[grp[k]]++] = int64_t(k);
-  w.identity = w.kp == K;
-  for (uint64_t p = 0; w.identity && p < K; ++p) w.identity = w.src_row[p] == int64_t(p);
-
-  const uint64_t kw = w.kp / 8, tiles = N / 8;
+  common::gptq_layout(s, w);
+  const uint64_t N = s.n, kw = w.kp / 8, tiles = N / 8;
   w.q.assign(tiles * kw * 8, 0);
   for (uint64_t p = 0; p < w.kp; ++p) {
     const int64_t src = w.src_row[p];
     if (src < 0) continue;
-    const uint32_t* qrow = reinterpret_cast<const uint32_t*>(s.qweight) + uint64_t(src) / 8 * N;
-    const uint32_t shift = 4 * (uint64_t(src) % 8), dshift = 4 * (p % 8);
-    for (uint64_t col = 0; col < N; ++col) {
-      const uint32_t nib = (qrow[col] >> shift) & 15u;
-      w.q[((col / 8) * kw + p / 8) * 8 + col % 8] |= nib << dshift;
-    }
+    const uint32_t dshift = 4 * (p % 8);
+    for (uint64_t col = 0; col < N; ++col)
+      w.q[((col / 8) * kw + p / 8) * 8 + col % 8] |= common::gptq_nibble(s, uint64_t(src), col) << dshift;
   }
-  w.zero.assign(G * N, 8.0f);
-  w.scale.resize(G * N);
-  for (uint64_t g = 0; g < G; ++g)
-    for (uint64_t col = 0; col < N; ++col) {
-      if (s.qzeros) {
-        const uint32_t word = static_cast<uint32_t>(s.qzeros[g * (N / 8) + col / 8]);
-        w.zero[g * N + col] = float(((word >> (4 * (col % 8))) & 15u) + 1u);
-      }
-      w.scale[g * N + col] = round_act(read_scale(s.scales, s.scales_dtype, g * N + col), s.act_dtype);
-    }
 }
 
 template <class T>

@@ -15,28 +15,15 @@
 #include <vector>
 
 #include <ferrum/common/dtype.hpp>
+#include <ferrum/common/gptq_layout.hpp>
 
 namespace ferrum::cpu {
 
-struct GptqMatrix {
-  uint64_t k = 0, n = 0, groups = 0;
-  uint64_t kp = 0;                      // padded row count (multiple of 8)
-  bool identity = true;                 // padded row p is source row p for every p < k, kp == k
-  std::vector<int64_t> src_row;         // [kp]: source row of padded row p, −1 for padding
-  std::vector<uint64_t> group_word;     // [G + 1]: first word row of each group
-  std::vector<uint32_t> q;              // [n/8][kp/8][8]
-  std::vector<float> zero, scale;       // [G, n]: z and ŝ
-};
-
-// Source tensors of one matrix (§12.1). `scales` holds G·n values of scales_dtype; qzeros / g_idx
-// may be NULL. The caller has validated the shapes; g_idx values must be in [0, G).
-struct GptqSource {
-  const int32_t* qweight = nullptr;
-  const void* scales = nullptr;
-  const int32_t* qzeros = nullptr;
-  const int32_t* g_idx = nullptr;
-  uint64_t group_size = 0, k = 0, n = 0;  // group_size 0 = per-channel
-  int32_t scales_dtype = 0, act_dtype = 0;
+// The shared host layout (rows by group, padding, z and ŝ; common/gptq_layout.hpp) plus the CPU's
+// nibble tiling.
+using common::GptqSource;
+struct GptqMatrix : common::GptqLayout {
+  std::vector<uint32_t> q;  // [n/8][kp/8][8]
 };
 
 // Builds the kernel format (may throw std::bad_alloc).

@@ -1,6 +1,6 @@
 // CUDA plugin: the GGUF ops of the quant_matmul family (docs/spec.md §11): load_quant,
-// gguf_matmul, gguf_dequantize, qweight_release. GPTQ (load_gptq, load_gptq_stacked,
-// marlin_gemm) is not implemented yet: those slots are NULL.
+// gguf_matmul, gguf_dequantize, and qweight_release (of either kind). The GPTQ ops (load_gptq,
+// load_gptq_stacked, marlin_gemm) are in glue/gptq.cpp; the table of the family is here.
 //
 // A weight keeps the file's block bytes unchanged in device memory (kernels/gguf.cuh decodes
 // them). gguf_matmul with m <= kGgufMatvecMaxM runs the matvec kernel (exact f32 weights, the
@@ -21,18 +21,40 @@
 #include "gemm.hpp"
 #include "memory.hpp"
 #include "kernels/gguf.cuh"
-
-// The CUDA plugin's quantised weight: a GGUF matrix's blocks on one device.
-struct ferrum_qweight {
-  int32_t quant_type = 0;
-  uint64_t n_rows = 0, n_cols = 0;
-  uint64_t bytes = 0;
-  uint8_t* blocks = nullptr;  // device memory of `device`
-  int device = 0;
-};
+#include "qweight.hpp"
 
 namespace ferrum::cuda::glue {
+
+common::HandleTable<ferrum_qweight>& qweight_table() {
+  using Table = common::HandleTable<ferrum_qweight>;
+  alignas(Table) static unsigned char storage[sizeof(Table)];
+  static Table* table = ::new (static_cast<void*>(storage)) Table;
+  return *table;
+}
+
+Status find_weight(const char* op, const ferrum_context& c, const ferrum_qweight* h, ferrum_qweight::Kind kind,
+                   ferrum_qweight*& w) {
+  using ull = unsigned long long;
+  w = qweight_table().find(h);
+  if (!w)
+    return invalid(plugin::format("%s: argument 'weight': expected a live quantised weight of this plugin, given %s", op,
+                                  h ? "an unknown or released handle" : "NULL"));
+  if (w->kind != kind)
+    return invalid(plugin::format("%s: argument 'weight': expected a %s weight (%s), given a %s weight", op,
+                                  kind == ferrum_qweight::Kind::gguf ? "GGUF" : "GPTQ",
+                                  kind == ferrum_qweight::Kind::gguf ? "load_quant" : "load_gptq",
+                                  w->kind == ferrum_qweight::Kind::gguf ? "GGUF" : "GPTQ"));
+  if (static_cast<uint64_t>(w->device) != c.device)
+    return invalid(plugin::format("%s: argument 'weight': expected a weight on the context's device %llu, given one on "
+                                  "device %d", op, (ull)c.device, w->device));
+  return ok_status();
+}
+
 namespace {
+
+const struct QweightTableReaper {
+  ~QweightTableReaper() { qweight_table().free_if_unused(); }
+} qweight_table_reaper{};
 
 using ull = unsigned long long;
 
@@ -41,36 +63,13 @@ using ull = unsigned long long;
 constexpr uint64_t kPanelBytes = 64ull << 20;
 constexpr uint64_t kPanelRows = 256;
 
-// The plugin's live weights (same scheme as its buffers: a handle is checked without touching
-// freed memory).
-common::HandleTable<ferrum_qweight>& qweight_table() {
-  using Table = common::HandleTable<ferrum_qweight>;
-  alignas(Table) static unsigned char storage[sizeof(Table)];
-  static Table* table = ::new (static_cast<void*>(storage)) Table;
-  return *table;
-}
-const struct QweightTableReaper {
-  ~QweightTableReaper() { qweight_table().free_if_unused(); }
-} qweight_table_reaper{};
-
-// The weight argument must be a live weight of this plugin on the context's device.
-Status find_weight(const char* op, const ferrum_context& c, const ferrum_qweight* h, ferrum_qweight*& w) {
-  w = qweight_table().find(h);
-  if (!w)
-    return invalid(plugin::format("%s: argument 'weight': expected a live quantised weight of this plugin, given %s", op,
-                                  h ? "an unknown or released handle" : "NULL"));
-  if (static_cast<uint64_t>(w->device) != c.device)
-    return invalid(plugin::format("%s: argument 'weight': expected a weight on the context's device %llu, given one on "
-                                  "device %d", op, (ull)c.device, w->device));
-  return ok_status();
-}
-
 ferrum_status load_quant(ferrum_context* ctx, const ferrum_load_quant_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_load_quant_args& a, bool dry) -> Status {
     Status s = plugin::rules::check_load_quant(a);
     if (!s.ok() || dry) return s;
     ferrum_qweight* w = qweight_table().acquire();
     if (!w) return {FERRUM_STATUS_OUT_OF_MEMORY, "load_quant: out of host memory"};
+    w->kind = ferrum_qweight::Kind::gguf;
     w->quant_type = a.quant_type;
     w->n_rows = a.n_rows;
     w->n_cols = a.n_cols;
@@ -100,7 +99,7 @@ ferrum_status gguf_matmul(ferrum_context* ctx, const ferrum_gguf_matmul_args* a)
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_gguf_matmul_args& a, bool dry) -> Status {
     const char* op = "gguf_matmul";
     ferrum_qweight* w = nullptr;
-    Status s = find_weight(op, c, a.weight, w);
+    Status s = find_weight(op, c, a.weight, ferrum_qweight::Kind::gguf, w);
     uint64_t out_elems = 0;
     if (s.ok()) s = plugin::rules::check_gguf_matmul(a, w->n_rows, w->n_cols, out_elems);
     if (s.ok()) s = check_devices(op, c, {{"a", a.a}, {"out", a.out}});
@@ -150,7 +149,7 @@ ferrum_status gguf_dequantize(ferrum_context* ctx, const ferrum_gguf_dequantize_
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_gguf_dequantize_args& a, bool dry) -> Status {
     const char* op = "gguf_dequantize";
     ferrum_qweight* w = nullptr;
-    Status s = find_weight(op, c, a.weight, w);
+    Status s = find_weight(op, c, a.weight, ferrum_qweight::Kind::gguf, w);
     uint64_t elems = 0;
     if (s.ok()) s = check_product(op, {{"weight.n_rows", w->n_rows}, {"weight.n_cols", w->n_cols}}, elems);
     if (s.ok()) s = check_min_count(op, "out", a.out, elems);
@@ -173,16 +172,14 @@ ferrum_status qweight_release(ferrum_context*, const ferrum_qweight_release_args
                      "unknown one");
     const int dev = w->device;
     void* p = w->blocks;
+    GptqWeight* g = w->gptq;
     if (!qweight_table().release(w))  // a concurrent release of the same handle won
       return invalid("qweight_release: argument 'weight': expected a live quantised weight, given a released one");
-    return from_device(cuda::free(dev, p));
+    Status s = from_device(cuda::free(dev, p));
+    const Status sg = free_gptq(dev, g);
+    return s.ok() ? sg : s;
   });
 }
-
-// Not implemented yet (GPTQ / Marlin): NULL slots.
-constexpr std::nullptr_t load_gptq = nullptr;
-constexpr std::nullptr_t load_gptq_stacked = nullptr;
-constexpr std::nullptr_t marlin_gemm = nullptr;
 
 }  // namespace
 
