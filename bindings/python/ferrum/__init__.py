@@ -10,6 +10,13 @@
 Every op of the registry the facade binds is a method of Context taking keyword arguments
 (ctx.rms_norm(x=..., w=..., eps=1e-6)); see Context.<op>.__doc__ and docs/ops.md.
 
+On the CUDA plugin, torch CUDA tensors (any DLPack CUDA tensor) are used in place, outputs come
+back as torch tensors over ferrum buffers, and a context can run on torch's stream:
+
+    ctx = ferrum.Backend.load("cuda").create_context(dtype="f16",
+                                                     stream=torch.cuda.current_stream())
+    ctx.rms_norm(x=x, w=w, eps=1e-6, out=y)   # y written in place, in torch's stream order
+
 The plugins built with the package are installed inside it (ferrum/lib/ferrum) and found by the
 loader's default search directory (next to libferrum.so); FERRUM_PLUGIN_PATH, when set, replaces
 that search path as it does for every ferrum host.
