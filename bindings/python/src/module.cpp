@@ -255,6 +255,10 @@ nb::tuple wrap_dlpack(ferrum::Context& c, nb::handle capsule, nb::handle owner,
     buf = c.wrap_external({.address = address, .dtype = *dtype, .count = count,
                            .device_ordinal = c.device(), .release_fn = &release_dlpack_hold,
                            .release_user_data = hold});
+  } catch (const ferrum::Error& e) {  // the plugin's refusal, prefixed with the argument
+    if (!hold->released) drop_hold_contents(hold);
+    delete hold;
+    throw ferrum::Error(e.code(), where + ": " + e.what());
   } catch (...) {
     if (!hold->released) drop_hold_contents(hold);
     delete hold;

@@ -99,6 +99,21 @@ def test_failed_wrap_gives_the_tensor_back(ctx):
     assert sys.getrefcount(a) == before
 
 
+def test_plugin_refusal_gives_the_tensor_back(ctx):
+    # misaligned f32 memory: the capsule is taken, the plugin refuses it (wrap_external), the
+    # tensor is given back and the error names the argument
+    raw = bytearray(64)
+    a = np.ndarray((8,), np.float32, buffer=raw, offset=1)
+    before = sys.getrefcount(a)
+    with pytest.raises(ferrum.Error) as e:
+        wrap_host(ctx, a)
+    assert e.value.code == "invalid_argument"
+    assert e.value.message.startswith("t: argument 'x': ") and "aligned" in e.value.message
+    del e  # its traceback holds wrap_host's frame, which holds the array
+    gc.collect()
+    assert sys.getrefcount(a) == before
+
+
 def test_buffer_dlpack_export(ctx, rng):
     x = rng.standard_normal(12).astype(np.float32)
     buf = ctx.upload(x)
