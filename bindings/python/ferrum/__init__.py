@@ -155,6 +155,7 @@ class Context:
         self._lock = _threading.RLock()
         self._zero_copy = None
         self._kind = None
+        self._device_wrap = None
         self._stream, self._stream_obj = None, None
 
     activation_dtype = property(lambda self: self._raw.activation_dtype.name)
@@ -269,7 +270,10 @@ class Context:
             raise Error(ErrorCode.invalid_argument,
                         f"{where}: expected a CUDA tensor on device {self.device} (the context's), "
                         f"got a tensor on DLPack device ({dev_type}, {dev_id})")
-        if not hasattr(self._raw, "_wrap_dlpack") or not self.backend.supports("wrap_external"):
+        if self._device_wrap is None:  # once per context: support_matrix builds every row
+            self._device_wrap = (hasattr(self._raw, "_wrap_dlpack")
+                                 and self.backend.supports("wrap_external"))
+        if not self._device_wrap:
             raise Error(ErrorCode.unsupported,
                         f"{where}: device tensors need the ABI 1.1 op wrap_external, which this "
                         f"{'module' if not hasattr(self._raw, '_wrap_dlpack') else 'plugin'} lacks")

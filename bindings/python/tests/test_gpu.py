@@ -258,7 +258,7 @@ def test_torch_outputs_without_copy(gpu, gctx, tcuda):
     assert t.data_ptr() == buf.address and t.device == x.device and t.numel() == 64
     gctx.write(buf, np.arange(64, dtype=np.float16))
     gctx.sync()
-    assert torch.equal(t.cpu(), torch.arange(64, dtype=torch.float16))
+    assert torch.equal(t.cpu(), torch.arange(64).to(torch.float16))
     t.fill_(3)
     torch.cuda.synchronize()
     assert (gctx.read(buf) == 3).all()
