@@ -222,6 +222,15 @@ def _call(ctx, op, kwargs):
     arrays = {}
     device_call = any(fields.get(p, {}).get("kind") == "buffer" and is_device_tensor(kwargs.get(p))
                       for p in params)
+    # one buffer per device tensor, however many arguments name it (x and out of an in-place
+    # call are then the same handle, as the ops' aliasing rules expect); writable when any
+    # of them is written
+    wrapped, written = {}, set()
+    if device_call:
+        for p in params:
+            f = fields.get(p, {})
+            if f.get("kind") == "buffer" and f.get("dir") in ("out", "inout") and kwargs.get(p) is not None:
+                written.add(id(kwargs[p]))
     for p in params:
         f = fields.get(p, {})
         if f.get("kind") != "buffer" or kwargs.get(p) is None:
@@ -237,7 +246,9 @@ def _call(ctx, op, kwargs):
                     f"{where}: expected a device tensor or a ferrum.Buffer like the other tensors "
                     f"of this call, got a host {type(v).__name__}: move it to the device "
                     f"(ctx.upload(), tensor.cuda()) — a call with device tensors makes no host copies")
-            buf, tshape = ctx._wrap_device(v, where, f.get("dir") in ("out", "inout"))
+            if id(v) not in wrapped:
+                wrapped[id(v)] = ctx._wrap_device(v, where, id(v) in written)
+            buf, tshape = wrapped[id(v)]
             args[p] = _Arg(p, f, None, buf, tensor=v, shape=tuple(tshape))
             tshape, tsize = tuple(tshape), buf.count
         else:

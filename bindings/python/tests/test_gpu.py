@@ -235,6 +235,10 @@ def test_torch_tensors_in_place(gpu, gctx, tcuda):
     r0 = r.clone()
     gctx.add_inplace(residual=r, x=d)
     np.testing.assert_allclose(host(r), host(r0) + host(d), **F16_TOL)
+    # one tensor as x and out: one buffer (the same handle), normalised in place
+    x2 = x.clone()
+    assert gctx.rms_norm(x=x2, w=w, eps=1e-6, out=x2) is x2
+    np.testing.assert_allclose(host(x2), refs.rms_norm(host(x), host(w), 1e-6), **F16_TOL)
     # bf16 and i32 tensors keep their dtype
     xb = x.to(torch.bfloat16)
     assert gctx.wrap(xb).dtype.name == "bf16"
