@@ -361,7 +361,12 @@ def _call(ctx, op, kwargs):
                 dt = _DCLASS_DTYPE.get(dclass) or (act_dtype if dclass in _FLOAT_CLASSES else
                                                    "u32" if dclass == "idx" else None)
                 if dt is not None and device_call:  # on the device, returned without a copy
-                    buf = raw._alloc_typed(dtype=getattr(_ferrum.Dtype, dt), n=math.prod(shape))
+                    n = math.prod(shape)
+                    if n >= 2**64:
+                        raise Error(ErrorCode.out_of_memory,
+                                    f"{op}: argument '{p}': cannot allocate the output {shape} of "
+                                    f"{dt} on the device ({n} elements)")
+                    buf = raw._alloc_typed(dtype=getattr(_ferrum.Dtype, dt), n=n)
                     args[p] = _Arg(p, f, None, buf, allocated=True, shape=tuple(shape))
                     call_kwargs[p] = buf
                     continue
