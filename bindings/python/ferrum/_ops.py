@@ -8,9 +8,18 @@ arrays.
 
 Memory: with Context.zero_copy (the ABI 1.1 op wrap_external in the module and the plugin, a
 CPU device) a C-contiguous, aligned, writable host array is wrapped as the buffer, so the op
-works in the array's memory and the call syncs before it returns. Otherwise (and always until
-wrap_external is in the facade) a host array is COPIED into a buffer before the op and out/inout
-arrays are copied back after it.
+works in the array's memory and the call syncs before it returns. Otherwise a host array is
+COPIED into a buffer before the op and out/inout arrays are copied back after it.
+
+Device tensors (a GPU context): an object with __dlpack__ whose __dlpack_device__ is CUDA
+(kDLCUDA 2 or kDLCUDAManaged 13) on the context's device is wrapped in place (wrap_external
+over its DLPack capsule; the buffer keeps the tensor alive): ops read and write its memory, no
+copy. It must be C-contiguous (else Error naming the argument: pass tensor.contiguous()).
+Outputs not given are then allocated by ferrum on the device and returned as torch tensors (when
+the tensors given are torch's) or DLPack arrays over the ferrum buffer, again without a copy.
+In a call with device tensors a host tensor is an error naming it (no hidden host copies in a
+device pipeline). Ordering: see Context (a context on the caller's stream runs in its order
+without syncs; a context with its own stream syncs around calls that use device tensors).
 """
 import math
 import re
@@ -43,6 +52,7 @@ _DCLASS_DTYPE = {"F32": "f32", "I32": "i32", "U32": "u32", "I8": "i8", "U8": "u8
 _FLOAT_CLASSES = ("act", "X", "tab")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DLPACK_CPU = 1
+_DLPACK_CUDA_TYPES = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
 def _invalid(message):
@@ -75,6 +85,44 @@ def numpy_dtype(name, where):
     return _FERRUM_TO_NP[name]
 
 
+def dlpack_device(obj):
+    """(device_type, device_id) of an object exporting DLPack other than a numpy array or a
+    ferrum.Buffer, else None."""
+    if isinstance(obj, (np.ndarray, _ferrum.Buffer)) or not hasattr(obj, "__dlpack_device__") \
+            or not hasattr(obj, "__dlpack__"):
+        return None
+    try:
+        dev_type, dev_id = obj.__dlpack_device__()
+        return int(dev_type), int(dev_id)
+    except Exception:  # not a usable DLPack producer: the host path reports it
+        return None
+
+
+def is_device_tensor(obj):
+    """Whether obj is a DLPack tensor outside host memory (a CUDA tensor, ...)."""
+    dev = dlpack_device(obj)
+    return dev is not None and dev[0] != _DLPACK_CPU
+
+
+def export_dlpack(obj, where, stream):
+    """obj.__dlpack__(...) as a capsule: a versioned one where the producer has them; `stream`
+    (None: no stream handshake) is the consumer's stream, on which the producer orders its
+    pending work first (DLPack's stream semantics)."""
+    kw = {} if stream is None else {"stream": stream}
+    try:
+        try:
+            return obj.__dlpack__(max_version=(1, 1), **kw)
+        except TypeError:  # a producer older than DLPack 1.0's max_version
+            return obj.__dlpack__(**kw)
+    except Exception as e:  # requires_grad, conjugated, ... (the producer's own words)
+        raise _invalid(f"{where}: the tensor cannot be exported through DLPack "
+                       f"({type(e).__name__}: {e})") from None
+
+
+def is_torch(obj):
+    return type(obj).__module__.split(".")[0] == "torch"
+
+
 def as_host_array(obj, where):
     """A numpy view of a host tensor (no copy): numpy arrays, objects with __dlpack__ on the
     CPU (torch, jax, cupy-on-host, ...), or array-likes (np.asarray)."""
@@ -85,9 +133,9 @@ def as_host_array(obj, where):
             dev_type, dev_id = obj.__dlpack_device__()
             if int(dev_type) != _DLPACK_CPU:
                 raise _invalid(
-                    f"{where}: a tensor on DLPack device ({int(dev_type)}, {dev_id}); only host "
-                    f"(CPU) tensors can be passed until ferrum can import device memory without "
-                    f"a copy: copy it to the host first")
+                    f"{where}: expected a host (CPU) tensor here, got a tensor on DLPack device "
+                    f"({int(dev_type)}, {dev_id}): device tensors are taken in place only by a "
+                    f"context on that device (copy it to the host first)")
         try:
             return np.from_dlpack(obj)
         except (TypeError, BufferError, RuntimeError) as e:
@@ -129,9 +177,12 @@ class _Arg:
     """One buffer argument of a call: the caller's array (None for a ferrum.Buffer) and the
     buffer the op gets."""
 
-    def __init__(self, name, field, array, buffer, allocated=False):
+    def __init__(self, name, field, array, buffer, allocated=False, tensor=None, shape=None):
         self.name, self.field, self.array, self.buffer = name, field, array, buffer
         self.allocated = allocated
+        # a device tensor wrapped in place (its object), or the shape of a device output
+        # allocated by ferrum (tensor None)
+        self.tensor, self.shape = tensor, shape
 
 
 def _tensor_dtype(op, name, field, arr):
@@ -165,9 +216,21 @@ def _call(ctx, op, kwargs):
         t = ptypes[p]
         if t in ("uint64_t", "uint32_t") and kwargs.get(p) is not None:
             dims[p] = _integer(op, p, t, kwargs[p])
-    # 1. tensors -> host arrays; dimensions from their shapes
+    # 1. tensors -> host arrays, or device tensors -> buffers over their memory; dimensions
+    #    from their shapes
     args, inferred_from = {}, {}
     arrays = {}
+    device_call = any(fields.get(p, {}).get("kind") == "buffer" and is_device_tensor(kwargs.get(p))
+                      for p in params)
+    # one buffer per device tensor, however many arguments name it (x and out of an in-place
+    # call are then the same handle, as the ops' aliasing rules expect); writable when any
+    # of them is written
+    wrapped, written = {}, set()
+    if device_call:
+        for p in params:
+            f = fields.get(p, {})
+            if f.get("kind") == "buffer" and f.get("dir") in ("out", "inout") and kwargs.get(p) is not None:
+                written.add(id(kwargs[p]))
     for p in params:
         f = fields.get(p, {})
         if f.get("kind") != "buffer" or kwargs.get(p) is None:
@@ -176,25 +239,39 @@ def _call(ctx, op, kwargs):
         if isinstance(v, _ferrum.Buffer):
             args[p] = _Arg(p, f, None, v)
             continue
-        arr = as_host_array(v, f"{op}: argument '{p}'")
-        if f.get("dir") in ("out", "inout") and not arr.flags.writeable:
-            raise _invalid(f"{op}: argument '{p}' ({f['dir']}): expected a writable tensor, got a "
-                           f"read-only one")
-        arrays[p] = arr
+        where = f"{op}: argument '{p}'"
+        if device_call:
+            if not is_device_tensor(v):
+                raise _invalid(
+                    f"{where}: expected a device tensor or a ferrum.Buffer like the other tensors "
+                    f"of this call, got a host {type(v).__name__}: move it to the device "
+                    f"(ctx.upload(), tensor.cuda()) — a call with device tensors makes no host copies")
+            if id(v) not in wrapped:
+                wrapped[id(v)] = ctx._wrap_device(v, where, id(v) in written)
+            buf, tshape = wrapped[id(v)]
+            args[p] = _Arg(p, f, None, buf, tensor=v, shape=tuple(tshape))
+            tshape, tsize = tuple(tshape), buf.count
+        else:
+            arr = as_host_array(v, where)
+            if f.get("dir") in ("out", "inout") and not arr.flags.writeable:
+                raise _invalid(f"{op}: argument '{p}' ({f['dir']}): expected a writable tensor, "
+                               f"got a read-only one")
+            arrays[p] = arr
+            tshape, tsize = arr.shape, arr.size
         shape = f.get("shape")
         if not shape:
             continue
-        if len(shape) == arr.ndim:
-            pairs = list(zip(shape, arr.shape))
+        if len(shape) == len(tshape):
+            pairs = list(zip(shape, tshape))
         elif len(shape) == 1:
-            pairs = [(shape[0], arr.size)]
+            pairs = [(shape[0], tsize)]
         else:
             pairs = []
         for expr, n in pairs:
             if expr in ptypes and ptypes[expr] in ("uint64_t", "uint32_t") and kwargs.get(expr) is None:
                 if expr in dims and dims[expr] != n:
                     raise _invalid(
-                        f"{op}: argument '{p}' has {expr} = {n} (its shape {tuple(arr.shape)}) but "
+                        f"{op}: argument '{p}' has {expr} = {n} (its shape {tuple(tshape)}) but "
                         f"argument '{inferred_from[expr]}' has {expr} = {dims[expr]}; pass {expr}= "
                         f"explicitly or fix the shapes")
                 dims[expr] = int(n)
@@ -283,6 +360,16 @@ def _call(ctx, op, kwargs):
                 dclass = f.get("dclass")
                 dt = _DCLASS_DTYPE.get(dclass) or (act_dtype if dclass in _FLOAT_CLASSES else
                                                    "u32" if dclass == "idx" else None)
+                if dt is not None and device_call:  # on the device, returned without a copy
+                    n = math.prod(shape)
+                    if n >= 2**64:
+                        raise Error(ErrorCode.out_of_memory,
+                                    f"{op}: argument '{p}': cannot allocate the output {shape} of "
+                                    f"{dt} on the device ({n} elements)")
+                    buf = raw._alloc_typed(dtype=getattr(_ferrum.Dtype, dt), n=n)
+                    args[p] = _Arg(p, f, None, buf, allocated=True, shape=tuple(shape))
+                    call_kwargs[p] = buf
+                    continue
                 if dt is not None:
                     try:
                         arr = np.empty(shape, dtype=numpy_dtype(dt, f"{op}: argument '{p}'"))
@@ -306,12 +393,24 @@ def _call(ctx, op, kwargs):
         result = getattr(raw, "_" + op)(**call_kwargs)
     except TypeError as e:  # an argument of a type the binding cannot take (nanobind's message)
         raise _invalid(f"{op}: {e}") from None
-    if any(a.array is not None and ctx._wraps(a.array) for a in args.values()):
-        raw._sync()  # wrapped arrays: the op (asynchronous) is done with them before we return
+    if any(a.array is not None and ctx._wraps(a.array) for a in args.values()) or \
+            (device_call and ctx.stream is None):
+        # wrapped host arrays, or device tensors on a context with its own stream: the op
+        # (asynchronous) is done with them before we return (the caller may free or read them)
+        raw._sync()
     outs = []
+    like = next((a.tensor for a in args.values() if a.tensor is not None), None)
     for p in params:
         a = args.get(p)
-        if a is None or a.array is None or a.field.get("dir") not in ("out", "inout"):
+        if a is None or a.field.get("dir") not in ("out", "inout"):
+            continue
+        if a.tensor is not None:  # a device tensor, written in place
+            if a.field.get("dir") == "out":
+                outs.append(a.tensor)
+            continue
+        if a.array is None:
+            if a.allocated:  # a device output ferrum allocated
+                outs.append(ctx._device_output(a.buffer, a.shape, like))
             continue
         ctx._from_buffer(a.buffer, a.array)
         if a.field.get("dir") == "out":
