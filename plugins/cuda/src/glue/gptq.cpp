@@ -31,7 +31,7 @@ Status free_gptq(int device, GptqWeight* g) noexcept {
   for (uint64_t e = 0; g->mats && e < g->experts; ++e) {
     GptqMatrixDev& d = g->mats[e];
     for (void* p : {static_cast<void*>(d.q), static_cast<void*>(d.zs), static_cast<void*>(d.wgrp),
-                    static_cast<void*>(d.src_row)}) {
+                    static_cast<void*>(d.gword), static_cast<void*>(d.src_row)}) {
       const Status s = from_device(cuda::free(device, p));
       if (!s.ok() && first.ok()) first = s;
     }
@@ -63,6 +63,10 @@ Status upload(ferrum_context& c, T*& dst, const std::vector<T>& src, const char*
 // One matrix: the shared layout, then the device arrays of kernels/gptq.cuh.
 Status upload_matrix(const char* op, ferrum_context& c, const common::GptqSource& src, GptqWeight& g,
                      GptqMatrixDev& d) {
+  // The kernels index word rows and groups with 32 bits.
+  if (src.k / 8 + (src.group_size ? src.k / src.group_size : 1) >= (uint64_t{1} << 32))  // arith-ok: k/8 + k/g < 2^62
+    return unsupported(plugin::format("%s: argument 'k': expected at most 2^35 - 8 rows on CUDA, given %llu", op,
+                                      (unsigned long long)src.k));
   common::GptqLayout L;
   common::gptq_layout(src, L);
   const uint64_t N = src.n, kw = L.kp / 8;
@@ -85,9 +89,12 @@ Status upload_matrix(const char* op, ferrum_context& c, const common::GptqSource
   std::vector<uint32_t> wgrp(kw);
   for (uint64_t gi = 0; gi < L.groups; ++gi)
     for (uint64_t w = L.group_word[gi]; w < L.group_word[gi + 1]; ++w) wgrp[w] = static_cast<uint32_t>(gi);
+  std::vector<uint32_t> gword(L.groups + 1);
+  for (uint64_t gi = 0; gi <= L.groups; ++gi) gword[gi] = static_cast<uint32_t>(L.group_word[gi]);
   Status s = upload(c, d.q, q, op);
   if (s.ok()) s = upload(c, d.zs, zs, op);
   if (s.ok()) s = upload(c, d.wgrp, wgrp, op);
+  if (s.ok()) s = upload(c, d.gword, gword, op);
   if (s.ok() && !L.identity) {
     std::vector<int32_t> rows(L.kp);
     for (uint64_t p = 0; p < L.kp; ++p) rows[p] = static_cast<int32_t>(L.src_row[p]);
@@ -179,7 +186,7 @@ ferrum_status marlin_gemm(ferrum_context* ctx, const ferrum_marlin_gemm_args* a)
       float* partial = splits > 1 ? x + x_elems : nullptr;  // arith-ok: inside the scratch bytes checked above
       return launch(op, c, [&](cudaStream_t st) -> cuda::Status {
         cuda::Status r = kernels::gptq_gather(dt, a.a->data, d.src_row, x, a.m, g.k, g.kp, true, st);
-        if (r.ok()) r = kernels::gptq_matvec(dt, d.q, d.zs, d.wgrp, x, a.out->data, partial, a.m, kw, g.n, splits, st);
+        if (r.ok()) r = kernels::gptq_matvec(dt, d.q, d.zs, d.wgrp, d.gword, x, a.out->data, partial, a.m, kw, g.n, splits, st);
         return r;
       });
     }

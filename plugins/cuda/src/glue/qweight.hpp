@@ -17,6 +17,7 @@ struct GptqMatrixDev {
   uint32_t* q = nullptr;        // [kw, n]
   float2* zs = nullptr;         // [groups, n]
   uint32_t* wgrp = nullptr;     // [kw]
+  uint32_t* gword = nullptr;    // [groups + 1]
   int32_t* src_row = nullptr;   // [kp]; NULL when the padded order is the identity (kp == k)
 };
 

@@ -17,7 +17,7 @@ namespace {
 using namespace dev;
 
 constexpr int kMvThreads = 128;     // columns per matvec block
-constexpr int kMvUnroll = 4;        // word rows whose loads are in flight together
+constexpr int kMvUnroll = 8;        // word rows whose loads are in flight together
 constexpr uint32_t kMagic = 0x4B000000u;  // the float 2^23: 0x4B000000 | q is 2^23 + q (q < 2^23)
 
 // x[r, p] = a[r, src_row[p]] (0 for padding, src_row[p] < 0; src_row NULL: the identity) as X;
@@ -47,12 +47,14 @@ __device__ __forceinline__ void word_dot(uint32_t word, float zb, const float* _
 }
 
 // One thread per output column n of the block's tile; the block's split covers word rows
-// [w0, w1). Groups are contiguous runs of word rows (wgrp is non-decreasing).
+// [w0, w1). Groups are contiguous runs of word rows: group g is [gword[g], gword[g + 1]).
+// The words of kMvUnroll rows are loaded before any is used, so each thread keeps that many
+// 4-byte loads in flight (the kernel is bound by HBM, not by its ~4 instructions per weight).
 template <class T>
 __global__ void __launch_bounds__(kMvThreads)
     matvec_kernel(const uint32_t* __restrict__ q, const float2* __restrict__ zs, const uint32_t* __restrict__ wgrp,
-                  const float* __restrict__ x, T* __restrict__ out, float* __restrict__ partial, int m, uint64_t kw,
-                  uint64_t kp, uint64_t n, uint32_t splits) {
+                  const uint32_t* __restrict__ gword, const float* __restrict__ x, T* __restrict__ out,
+                  float* __restrict__ partial, int m, uint64_t kw, uint64_t kp, uint64_t n, uint32_t splits) {
   const uint64_t col = static_cast<uint64_t>(blockIdx.x) * kMvThreads + threadIdx.x;
   const uint32_t split = blockIdx.y;
   const uint64_t w0 = kw * split / splits, w1 = kw * (split + 1) / splits;
@@ -62,12 +64,11 @@ __global__ void __launch_bounds__(kMvThreads)
 #pragma unroll
   for (int r = 0; r < static_cast<int>(kGptqMatvecMaxM); ++r) acc[r] = gacc[r] = 0.0f;
   uint64_t w = w0;
+  uint32_t g = w0 < w1 ? __ldg(wgrp + w0) : 0;
   while (w < w1) {
-    const uint32_t g = __ldg(wgrp + w);
     const float2 z_s = __ldg(zs + static_cast<uint64_t>(g) * n + c);
-    // This group's word rows inside the split.
-    uint64_t we = w + 1;
-    while (we < w1 && __ldg(wgrp + we) == g) ++we;
+    const uint64_t gend = __ldg(gword + g + 1);
+    const uint64_t we = gend < w1 ? gend : w1;  // this group's word rows inside the split
     for (; w + kMvUnroll <= we; w += kMvUnroll) {
       uint32_t words[kMvUnroll];
 #pragma unroll
@@ -89,6 +90,7 @@ __global__ void __launch_bounds__(kMvThreads)
       acc[r] = fmaf(z_s.y, gacc[r], acc[r]);
       gacc[r] = 0.0f;
     }
+    ++g;
   }
   if (!live) return;
 #pragma unroll
@@ -171,13 +173,14 @@ Status gptq_gather(int32_t dtype, const void* a, const int32_t* src_row, void* x
 
 uint32_t gptq_matvec_splits(uint64_t n, uint64_t kw, int sms) noexcept {
   const uint64_t tiles = (n + kMvThreads - 1) / kMvThreads;
-  const uint64_t want = (4ull * static_cast<uint64_t>(sms > 0 ? sms : 1) + tiles - 1) / tiles;  // ≈ 4 blocks per SM
+  const uint64_t want = (8ull * static_cast<uint64_t>(sms > 0 ? sms : 1) + tiles - 1) / tiles;  // ≈ 8 blocks per SM
   const uint64_t most = std::max<uint64_t>(1, kw / 16);                                       // ≥ 16 word rows each
   return static_cast<uint32_t>(std::clamp<uint64_t>(want, 1, std::min<uint64_t>(most, 64)));
 }
 
-Status gptq_matvec(int32_t dtype, const uint32_t* q, const float2* zs, const uint32_t* wgrp, const float* x, void* out,
-                   float* partial, uint64_t m, uint64_t kw, uint64_t n, uint32_t splits, cudaStream_t stream) noexcept {
+Status gptq_matvec(int32_t dtype, const uint32_t* q, const float2* zs, const uint32_t* wgrp, const uint32_t* gword,
+                   const float* x, void* out, float* partial, uint64_t m, uint64_t kw, uint64_t n, uint32_t splits,
+                   cudaStream_t stream) noexcept {
   if (m == 0 || n == 0) return Status{};
   if (m > kGptqMatvecMaxM || splits == 0 || (splits > 1 && !partial))
     return make_status(FERRUM_STATUS_INVALID_ARGUMENT, "gptq_matvec: m %llu (at most %llu), splits %u",
@@ -185,7 +188,7 @@ Status gptq_matvec(int32_t dtype, const uint32_t* q, const float2* zs, const uin
   return dispatch_float(dtype, "gptq_matvec", [&](auto tag) -> Status {
     using T = typename decltype(tag)::type;
     const dim3 grid(static_cast<unsigned>((n + kMvThreads - 1) / kMvThreads), splits);
-    matvec_kernel<T><<<grid, kMvThreads, 0, stream>>>(q, zs, wgrp, x, static_cast<T*>(out), partial,
+    matvec_kernel<T><<<grid, kMvThreads, 0, stream>>>(q, zs, wgrp, gword, x, static_cast<T*>(out), partial,
                                                       static_cast<int>(m), kw, 8 * kw, n, splits);  // arith-ok: kp = 8·kw checked by the glue
     FERRUM_CUDA_LAUNCH_CHECK("gptq_matvec");
     if (splits > 1) {

@@ -8,13 +8,15 @@
 //   zs    float2 [G, N]: (2^23 + z, ŝ) — z the zero point, ŝ the scale rounded to the
 //         activation dtype; 2^23 + z lets a nibble become the exact float q − z with one OR and one
 //         subtraction (the bit pattern 0x4B000000 | q is the float 2^23 + q);
-//   wgrp  u32 [kw]: the group of each word row.
+//   wgrp  u32 [kw]: the group of each word row;
+//   gword u32 [G + 1]: the first word row of each group (gword[G] = kw).
 //
 //   gptq_gather      x [m, kp]: the activations in the padded group order (padding rows 0), from
 //                    a [m, K] of T (src_row[p] = the source column of padded row p, −1 pad; NULL:
 //                    the identity), as f32 (the matvec's input) or as T (the gemm's).
 //   gptq_matvec      out [m, N] = x · W for m <= kGptqMatvecMaxM: one thread per output column,
-//                    split-K over `splits` ranges of word rows (grid: column tiles × splits); per
+//                    8 word rows' loads in flight per thread, split-K over `splits` ranges of
+//                    word rows (grid: column tiles × splits, ≈ 8 blocks per SM); per
 //                    group Σ x·(q − z) in f32, then ŝ times that sum added to the column's total
 //                    (the CPU plugin's order). splits == 1 writes out (one rounding to T); more
 //                    write f32 partials [splits, m, N] that gptq_reduce adds in split order
@@ -45,8 +47,8 @@ inline constexpr uint64_t kGptqMatvecMaxM = 8;
 uint32_t gptq_matvec_splits(uint64_t n, uint64_t kw, int sms) noexcept;
 
 [[nodiscard]] Status gptq_matvec(int32_t dtype, const uint32_t* q, const float2* zs, const uint32_t* wgrp,
-                                 const float* x, void* out, float* partial, uint64_t m, uint64_t kw, uint64_t n,
-                                 uint32_t splits, cudaStream_t stream) noexcept;
+                                 const uint32_t* gword, const float* x, void* out, float* partial, uint64_t m,
+                                 uint64_t kw, uint64_t n, uint32_t splits, cudaStream_t stream) noexcept;
 
 [[nodiscard]] Status gptq_dequant_t(int32_t dtype, const uint32_t* q, const float2* zs, const uint32_t* wgrp,
                                     void* wt, uint64_t kw, uint64_t n, uint64_t c0, uint64_t cols,
