@@ -29,12 +29,34 @@ __device__ __forceinline__ float fp8_value(uint8_t c) {
   return __half2float(__half(h));
 }
 
-// The code of x / s (the recipe of quant_kv.hpp).
-__device__ __forceinline__ uint8_t quant_code(float x, float s, bool fp8) {
-  const float q = __fdiv_rn(x, s);
+// The code of a quotient q = x / s.
+__device__ __forceinline__ uint8_t code_of(float q, bool fp8) {
   if (fp8) return static_cast<uint8_t>(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3));
   const float c = fminf(fmaxf(q, -127.0f), 127.0f);
   return static_cast<uint8_t>(static_cast<int8_t>(c == c ? rintf(c) : 0.0f));
+}
+
+// The code of x / s (the recipe of quant_kv.hpp).
+__device__ __forceinline__ uint8_t quant_code(float x, float s, bool fp8) { return code_of(__fdiv_rn(x, s), fp8); }
+
+// qa = x · rs with rs = __frcp_rn(s) (one reciprocal per row instead of a division per element).
+// For a row's element, |x / s| <= Q · (1 + 2^-23) (|x| <= a, s = RN(max(a, 1e-8) / Q)), and
+// |qa − RN(x / s)| <= |x / s| · 1.5 · 2^-23 + 2^-149 (two roundings of qa, one of the quotient):
+// below 2^-15.4 for Q = 127 and, in units of the e4m3 spacing at |qa| (2^(max(e, -6) − 3) for
+// |qa| in [2^e, 2^(e+1)); 16 spacings per binade at most), below 2^-18.4 for Q = 448. The code
+// is a step function of the quotient whose steps change only at half-integers (int8: rint after
+// the clamp to ±127) or at midpoints of consecutive e4m3 values (fp8, saturating above 448);
+// `clear` says qa lies farther than 2^-14 (int8) or 2^-16 spacings (fp8) from every such point,
+// so code_of(qa) == code_of(RN(x / s)) bit for bit. NaN qa is never clear.
+__device__ __forceinline__ bool clear_of_steps(float qa, bool fp8) {
+  float m = qa;  // the quotient in units of the code's step (int8: 1)
+  if (fp8) {
+    const uint32_t e = (__float_as_uint(qa) >> 23) & 0xffu;  // biased exponent of |qa|
+    const uint32_t eb = e < 121u ? 121u : e;                  // below 2^-6: e4m3 subnormals, step 2^-9
+    m = __fmul_rn(fabsf(qa), __uint_as_float((257u - eb) << 23));  // · 2^(3 − (eb − 127)), exact
+  }
+  const float f = __fadd_rn(m, -floorf(m));  // exact
+  return fabsf(__fadd_rn(f, -0.5f)) > (fp8 ? 0x1p-16f : 0x1p-14f);
 }
 
 // One warp per (row, K or V): row r = t·nkv + h of the token-major input. E > 0: D = 32·E and
@@ -153,11 +175,29 @@ __global__ void __launch_bounds__(256) quant_append_rows_kernel(const A* k_in, c
     if (!active) continue;
     const float ks = __fdiv_rn(fmaxf(ka, 1e-8f), FP8 ? 448.0f : 127.0f);
     const float vs = __fdiv_rn(fmaxf(va, 1e-8f), FP8 ? 448.0f : 127.0f);
+    // Quotients by one reciprocal per row (clear_of_steps); any element near a step of its code
+    // (or a non-finite scale) sends the lane's 2N elements through the exact division.
+    const float krs = __frcp_rn(ks), vrs = __frcp_rn(vs);
+    float kq[N], vq[N];
+    bool clear = ks <= 3.402823466e38f && vs <= 3.402823466e38f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      kq[i] = __fmul_rn(kx[i], krs);
+      vq[i] = __fmul_rn(vx[i], vrs);
+      clear = clear && clear_of_steps(kq[i], FP8) && clear_of_steps(vq[i], FP8);
+    }
+    if (!clear) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        kq[i] = __fdiv_rn(kx[i], ks);
+        vq[i] = __fdiv_rn(vx[i], vs);
+      }
+    }
     uint32_t kc[(N + 3) / 4] = {}, vc[(N + 3) / 4] = {};
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      kc[i / 4] |= static_cast<uint32_t>(quant_code(kx[i], ks, FP8)) << (8 * (i % 4));
-      vc[i / 4] |= static_cast<uint32_t>(quant_code(vx[i], vs, FP8)) << (8 * (i % 4));
+      kc[i / 4] |= static_cast<uint32_t>(code_of(kq[i], FP8)) << (8 * (i % 4));
+      vc[i / 4] |= static_cast<uint32_t>(code_of(vq[i], FP8)) << (8 * (i % 4));
     }
     uint8_t* kd = k_codes + dst * D + lane * N;
     uint8_t* vd = v_codes + dst * D + lane * N;
