@@ -10,6 +10,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -547,6 +548,81 @@ TEST_CASE("paged attention: out-of-range device values never fault", "[cuda][pag
   const ft::CompareResult c0 = ft::compare(g0, r0, dt, rl, 'F');
   INFO(c0.message);
   CHECK(c0.ok);
+}
+
+// The CUDA writers resolve tokens in chunks of up to 8 per block once a call has >= 2 048 tokens
+// (rope_paged_kernel); below that every block owns one token. The per-vector arithmetic does not
+// depend on the chunking, so one large varlen call must write exactly the bits of the same work
+// split into calls of < 2 048 tokens (sequence pieces: pos_offset advanced, same table row), which
+// the conformance cases check against the float64 reference. Partial last chunk (odd M), a
+// one-token sequence, and a table entry past the pool (its slots are not written) included.
+TEST_CASE("paged writer: a large varlen call writes the bits of the same work in small calls", "[cuda][paged]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
+  const int32_t mode = GENERATE(1, 3);
+  INFO(ft::dtype_name(dt) << " qk_mode " << mode);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t qh = 4, kvh = 2, hd = 64, bs = 16, W = (qh + 2 * kvh) * hd;
+  const std::vector<uint64_t> lens = {7001, 1, 5003, 2500, 2000}, offs = {3, 0, 17, 100, 5};
+  const uint64_t S = lens.size();
+  uint64_t M = 0, mbps = 0;
+  for (uint64_t s = 0; s < S; ++s) {
+    M += lens[s];
+    mbps = std::max<uint64_t>(mbps, (offs[s] + lens[s] + bs - 1) / bs);
+  }
+  const uint64_t nblocks = S * mbps + 5, rows = 7200;
+  const std::vector<uint32_t> perm = ft::random_permutation(static_cast<uint32_t>(nblocks), 31);
+  std::vector<int64_t> tables(S * mbps);
+  for (uint64_t i = 0; i < tables.size(); ++i) tables[i] = perm[i];
+  tables[2 * mbps + 100] = int64_t{1} << 30;  // sequence 2, slots 1600..1615: out of the pool
+  std::vector<double> cos, sin;
+  ferrum::ref::rope_tables(rows, hd, 10000.0, cos, sin);
+  const uint64_t pool_n = nblocks * bs * kvh * hd;
+  const bytes qkv = ft::encode(dt, ft::normal_dtype(dt, M * W, 0.0, 1.0, 32));
+  const bytes pool0 = ft::encode(dt, ft::normal_dtype(dt, pool_n, 0.0, 1.0, 33));
+  ferrum::Buffer bcos = upload(ctx, FERRUM_DTYPE_F32, ft::encode(FERRUM_DTYPE_F32, cos));
+  ferrum::Buffer bsin = upload(ctx, FERRUM_DTYPE_F32, ft::encode(FERRUM_DTYPE_F32, sin));
+  ferrum::Buffer qw = upload(ctx, dt, ft::encode(dt, ft::uniform_dtype(dt, hd, 0.5, 1.5, 34)));
+  ferrum::Buffer kw = upload(ctx, dt, ft::encode(dt, ft::uniform_dtype(dt, hd, 0.5, 1.5, 35)));
+  ferrum::Buffer bt = upload_u32(ctx, tables);
+  const ferrum::QkMode qk = static_cast<ferrum::QkMode>(mode);
+  const ferrum::Buffer* qn = mode == 1 ? &qw : nullptr;
+  const ferrum::Buffer* kn = mode == 1 ? &kw : nullptr;
+  auto write = [&](const bytes& rows_qkv, uint64_t m, const std::vector<int64_t>& cu, const std::vector<int64_t>& po,
+                   const ferrum::Buffer& table, ferrum::Buffer& q_out, ferrum::Buffer& kp, ferrum::Buffer& vp) {
+    ferrum::Buffer in = upload(ctx, dt, rows_qkv), bcu = upload_u32(ctx, cu), bpo = upload_u32(ctx, po);
+    ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = in, .q_norm_w = qn, .k_norm_w = kn, .cos = &bcos, .sin = &bsin, .q_out = q_out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = bcu, .pos_offsets = bpo,
+                                                     .block_tables = table, .num_seqs = po.size(), .m_total = m, .q_heads = qh, .kv_heads = kvh, .head_dim = hd, .eps = 1e-6f, .qk_mode = qk, .block_size = bs, .max_blocks_per_seq = mbps});
+  };
+  // One call: all sequences.
+  std::vector<int64_t> cu = {0}, po;
+  for (uint64_t s = 0; s < S; ++s) {
+    cu.push_back(cu.back() + static_cast<int64_t>(lens[s]));
+    po.push_back(static_cast<int64_t>(offs[s]));
+  }
+  ferrum::Buffer q_big = poisoned(ctx, dt, M * qh * hd), k_big = upload(ctx, dt, pool0), v_big = upload(ctx, dt, pool0);
+  write(qkv, M, cu, po, bt, q_big, k_big, v_big);
+  // The same work in pieces of at most 2 047 tokens: one-sequence calls over the piece's rows,
+  // with the piece's sequence's table row as the whole table.
+  ferrum::Buffer k_small = upload(ctx, dt, pool0), v_small = upload(ctx, dt, pool0);
+  bytes q_small;
+  const uint64_t es = ft::dtype_size(dt);
+  for (uint64_t s = 0; s < S; ++s) {
+    const ferrum::Buffer bt_row = upload_u32(ctx, std::vector<int64_t>(tables.begin() + s * mbps, tables.begin() + (s + 1) * mbps));
+    for (uint64_t b = 0; b < lens[s]; b += 2047) {
+      const uint64_t n = std::min<uint64_t>(2047, lens[s] - b), g0 = static_cast<uint64_t>(cu[s]) + b;
+      ferrum::Buffer q_piece = poisoned(ctx, dt, n * qh * hd);
+      write(bytes(qkv.begin() + g0 * W * es, qkv.begin() + (g0 + n) * W * es), n, {0, static_cast<int64_t>(n)},
+            {static_cast<int64_t>(offs[s] + b)}, bt_row, q_piece, k_small, v_small);
+      const bytes got = download(ctx, q_piece, dt, n * qh * hd);
+      q_small.insert(q_small.end(), got.begin(), got.end());
+    }
+  }
+  CHECK(download(ctx, q_big, dt, M * qh * hd) == q_small);
+  CHECK(download(ctx, k_big, dt, pool_n) == download(ctx, k_small, dt, pool_n));
+  CHECK(download(ctx, v_big, dt, pool_n) == download(ctx, v_small, dt, pool_n));
+  CHECK(download(ctx, k_big, dt, pool_n) != pool0);  // the calls did write
 }
 
 TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda][paged]") {
