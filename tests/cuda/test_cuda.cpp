@@ -32,6 +32,7 @@
 #include "ref/quantize.hpp"
 #include "ref/reference.hpp"
 #include "ref/ref_paged.hpp"
+#include "ref/ref_quant_kv.hpp"
 #include "ref/rng.hpp"
 
 namespace {
@@ -691,6 +692,64 @@ TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda]
   const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, q.size())), ref, dt, hd, 'F');
   INFO(r.message);
   CHECK(r.ok);
+}
+
+// The append at hd 128 (the lane-group kernel, quotients by one reciprocal per row where that is
+// provably the division's code): codes and scales must equal the §7.2 recipe bit for bit, also on
+// exact ties of the code (s a power of two, x a half-integer or e4m3 midpoint times s) and on
+// values a few ulps to 2^-7 away from them, next to rows of normal data at three scales.
+TEST_CASE("int8 / fp8 append at hd 128: codes and scales are the recipe's on ties and near-ties", "[cuda][paged]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const bool fp8 = GENERATE(false, true);
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
+  INFO((fp8 ? "fp8 " : "int8 ") << ft::dtype_name(dt));
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t N = 8, bs = 16, nkv = 2, hd = 128, tokens = 48, before = 5;
+  const ferrum::ref::KvQuant kind = fp8 ? ferrum::ref::KvQuant::fp8 : ferrum::ref::KvQuant::int8;
+  const int32_t code_dt = fp8 ? FERRUM_DTYPE_F8_E4M3 : FERRUM_DTYPE_I8;
+  // Rounding boundaries of the code in units of s: half-integers (int8) or midpoints of
+  // consecutive non-negative e4m3 values below 448 (fp8).
+  std::vector<double> steps;
+  if (fp8) {
+    for (uint8_t b = 0; b < 0x7e; ++b)
+      steps.push_back((ft::f8e4m3_bits_to_double(b) + ft::f8e4m3_bits_to_double(static_cast<uint8_t>(b + 1))) / 2);
+  } else {
+    for (int j = 0; j < 127; ++j) steps.push_back(j + 0.5);
+  }
+  const double s = fp8 ? 1.0 / 16 : 1.0 / 8, a = (fp8 ? 448.0 : 127.0) * s;  // s = a / Q exactly
+  const double rel[] = {0.0, 0x1p-7, -0x1p-9, 0x1p-12, -0x1p-12, 0x1p-20, -0x1p-20, 0x1p-9};
+  std::vector<double> in[2];
+  for (int kv = 0; kv < 2; ++kv) {
+    for (uint64_t v = 0; v < tokens * nkv; ++v) {
+      std::vector<double> x;
+      if (v % 3 != 2) {  // near-tie row: ±a first, then boundaries · s · (1 + rel)
+        x.push_back(((v + kv) & 1) ? -a : a);
+        for (uint64_t d = 1; d < hd; ++d) {
+          const double m = steps[(d * 7 + v * 13 + kv) % steps.size()] * s * (1.0 + rel[(d + v + kv) % 8]);
+          x.push_back(ft::round_to(dt, (d + v) % 5 == 0 ? -m : m));
+        }
+      } else {  // normal data at 1e-3, 1 and 100
+        const double sd = v % 9 == 2 ? 1e-3 : (v % 9 == 5 ? 1.0 : 100.0);
+        x = ft::normal_dtype(dt, hd, 0.0, sd, 70 + v + 1000 * kv);
+      }
+      in[kv].insert(in[kv].end(), x.begin(), x.end());
+    }
+  }
+  ferrum::KvCacheQuant c = fp8 ? ctx.alloc_paged_fp8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd}) : ctx.alloc_paged_int8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+  const std::vector<uint32_t> perm = ft::random_permutation(static_cast<uint32_t>(N), 71);
+  ferrum::Buffer dk = upload(ctx, dt, ft::encode(dt, in[0])), dv = upload(ctx, dt, ft::encode(dt, in[1]));
+  if (fp8)
+    ctx.fp8_kv_append_paged({.k_in = dk, .v_in = dv, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = perm, .cache_len_before = before, .tokens = tokens, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+  else
+    ctx.int8_kv_append_paged({.k_in = dk, .v_in = dv, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = perm, .cache_len_before = before, .tokens = tokens, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+  const uint64_t codes = N * bs * nkv * hd, scales = N * bs * nkv;
+  std::vector<double> rk(codes, 0.0), rv(codes, 0.0), rks(scales, 0.0), rvs(scales, 0.0);
+  ferrum::ref::quant_kv_append_paged(kind, in[0], in[1], rk, rv, rks, rvs, perm, before, tokens, bs, nkv, hd);
+  CHECK(download(ctx, c.k, code_dt, codes) == ft::encode(code_dt, rk));
+  CHECK(download(ctx, c.v, code_dt, codes) == ft::encode(code_dt, rv));
+  CHECK(download(ctx, c.k_scales, FERRUM_DTYPE_F32, scales) == ft::encode(FERRUM_DTYPE_F32, rks));
+  CHECK(download(ctx, c.v_scales, FERRUM_DTYPE_F32, scales) == ft::encode(FERRUM_DTYPE_F32, rvs));
 }
 
 TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree bitwise", "[cuda][paged][graph]") {
