@@ -119,6 +119,22 @@ __global__ void quant_append_kernel(const A* k_in, const A* v_in, uint8_t* k_cod
   }
 }
 
+// code_of for four quotients of one row, as one little-endian word. Here |q| <= Q · (1 + 2^-23)
+// (see clear_of_steps; the exact quotient obeys it too), so for int8 the clamp to ±127 never
+// changes rint(q) and __float2int_rn (round half to even, NaN -> 0) is the recipe's code; fp8
+// converts pairs (the same cvt.rn.satfinite.e4m3x2.f32 that the single conversion issues with a
+// zero partner on sm_89+, two single conversions before that).
+__device__ __forceinline__ uint32_t code_word(const float* q, bool fp8) {
+  if (fp8) {
+    const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(q[0], q[1]), __NV_SATFINITE, __NV_E4M3);
+    const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(q[2], q[3]), __NV_SATFINITE, __NV_E4M3);
+    return lo | (hi << 16);
+  }
+  const uint32_t c0 = static_cast<uint32_t>(__float2int_rn(q[0])), c1 = static_cast<uint32_t>(__float2int_rn(q[1]));
+  const uint32_t c2 = static_cast<uint32_t>(__float2int_rn(q[2])), c3 = static_cast<uint32_t>(__float2int_rn(q[3]));
+  return __byte_perm(__byte_perm(c0, c1, 0x0040u), __byte_perm(c2, c3, 0x0040u), 0x5410u);
+}
+
 // The rows kernel: one group of G = D / N lanes (N = 16 / sizeof(A) elements, one 16-byte
 // chunk) per (token, head) row r = t·nkv + h, K and V together — both go to the same slot
 // (blk·bs + o)·nkv + h of their pools, so the row is resolved once. Lane l owns elements
@@ -193,11 +209,11 @@ __global__ void __launch_bounds__(256) quant_append_rows_kernel(const A* k_in, c
         vq[i] = __fdiv_rn(vx[i], vs);
       }
     }
-    uint32_t kc[(N + 3) / 4] = {}, vc[(N + 3) / 4] = {};
+    uint32_t kc[N / 4], vc[N / 4];
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      kc[i / 4] |= static_cast<uint32_t>(code_of(kq[i], FP8)) << (8 * (i % 4));
-      vc[i / 4] |= static_cast<uint32_t>(code_of(vq[i], FP8)) << (8 * (i % 4));
+    for (int w = 0; w < N / 4; ++w) {
+      kc[w] = code_word(&kq[4 * w], FP8);
+      vc[w] = code_word(&vq[4 * w], FP8);
     }
     uint8_t* kd = k_codes + dst * D + lane * N;
     uint8_t* vd = v_codes + dst * D + lane * N;
