@@ -10,6 +10,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -33,6 +34,7 @@
 #include "ref/quantize.hpp"
 #include "ref/reference.hpp"
 #include "ref/ref_paged.hpp"
+#include "ref/ref_quant_kv.hpp"
 #include "ref/rng.hpp"
 
 namespace {
@@ -551,6 +553,81 @@ TEST_CASE("paged attention: out-of-range device values never fault", "[cuda][pag
   CHECK(c0.ok);
 }
 
+// The CUDA writers resolve tokens in chunks of up to 8 per block once a call has >= 2 048 tokens
+// (rope_paged_kernel); below that every block owns one token. The per-vector arithmetic does not
+// depend on the chunking, so one large varlen call must write exactly the bits of the same work
+// split into calls of < 2 048 tokens (sequence pieces: pos_offset advanced, same table row), which
+// the conformance cases check against the float64 reference. Partial last chunk (odd M), a
+// one-token sequence, and a table entry past the pool (its slots are not written) included.
+TEST_CASE("paged writer: a large varlen call writes the bits of the same work in small calls", "[cuda][paged]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
+  const int32_t mode = GENERATE(1, 3);
+  INFO(ft::dtype_name(dt) << " qk_mode " << mode);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t qh = 4, kvh = 2, hd = 64, bs = 16, W = (qh + 2 * kvh) * hd;
+  const std::vector<uint64_t> lens = {7001, 1, 5003, 2500, 2000}, offs = {3, 0, 17, 100, 5};
+  const uint64_t S = lens.size();
+  uint64_t M = 0, mbps = 0;
+  for (uint64_t s = 0; s < S; ++s) {
+    M += lens[s];
+    mbps = std::max<uint64_t>(mbps, (offs[s] + lens[s] + bs - 1) / bs);
+  }
+  const uint64_t nblocks = S * mbps + 5, rows = 7200;
+  const std::vector<uint32_t> perm = ft::random_permutation(static_cast<uint32_t>(nblocks), 31);
+  std::vector<int64_t> tables(S * mbps);
+  for (uint64_t i = 0; i < tables.size(); ++i) tables[i] = perm[i];
+  tables[2 * mbps + 100] = int64_t{1} << 30;  // sequence 2, slots 1600..1615: out of the pool
+  std::vector<double> cos, sin;
+  ferrum::ref::rope_tables(rows, hd, 10000.0, cos, sin);
+  const uint64_t pool_n = nblocks * bs * kvh * hd;
+  const bytes qkv = ft::encode(dt, ft::normal_dtype(dt, M * W, 0.0, 1.0, 32));
+  const bytes pool0 = ft::encode(dt, ft::normal_dtype(dt, pool_n, 0.0, 1.0, 33));
+  ferrum::Buffer bcos = upload(ctx, FERRUM_DTYPE_F32, ft::encode(FERRUM_DTYPE_F32, cos));
+  ferrum::Buffer bsin = upload(ctx, FERRUM_DTYPE_F32, ft::encode(FERRUM_DTYPE_F32, sin));
+  ferrum::Buffer qw = upload(ctx, dt, ft::encode(dt, ft::uniform_dtype(dt, hd, 0.5, 1.5, 34)));
+  ferrum::Buffer kw = upload(ctx, dt, ft::encode(dt, ft::uniform_dtype(dt, hd, 0.5, 1.5, 35)));
+  ferrum::Buffer bt = upload_u32(ctx, tables);
+  const ferrum::QkMode qk = static_cast<ferrum::QkMode>(mode);
+  const ferrum::Buffer* qn = mode == 1 ? &qw : nullptr;
+  const ferrum::Buffer* kn = mode == 1 ? &kw : nullptr;
+  auto write = [&](const bytes& rows_qkv, uint64_t m, const std::vector<int64_t>& cu, const std::vector<int64_t>& po,
+                   const ferrum::Buffer& table, ferrum::Buffer& q_out, ferrum::Buffer& kp, ferrum::Buffer& vp) {
+    ferrum::Buffer in = upload(ctx, dt, rows_qkv), bcu = upload_u32(ctx, cu), bpo = upload_u32(ctx, po);
+    ctx.split_qkv_norm_rope_into_paged_cache_varlen({.qkv = in, .q_norm_w = qn, .k_norm_w = kn, .cos = &bcos, .sin = &bsin, .q_out = q_out, .cache_k = kp, .cache_v = vp, .cu_seqlens_q = bcu, .pos_offsets = bpo,
+                                                     .block_tables = table, .num_seqs = po.size(), .m_total = m, .q_heads = qh, .kv_heads = kvh, .head_dim = hd, .eps = 1e-6f, .qk_mode = qk, .block_size = bs, .max_blocks_per_seq = mbps});
+  };
+  // One call: all sequences.
+  std::vector<int64_t> cu = {0}, po;
+  for (uint64_t s = 0; s < S; ++s) {
+    cu.push_back(cu.back() + static_cast<int64_t>(lens[s]));
+    po.push_back(static_cast<int64_t>(offs[s]));
+  }
+  ferrum::Buffer q_big = poisoned(ctx, dt, M * qh * hd), k_big = upload(ctx, dt, pool0), v_big = upload(ctx, dt, pool0);
+  write(qkv, M, cu, po, bt, q_big, k_big, v_big);
+  // The same work in pieces of at most 2 047 tokens: one-sequence calls over the piece's rows,
+  // with the piece's sequence's table row as the whole table.
+  ferrum::Buffer k_small = upload(ctx, dt, pool0), v_small = upload(ctx, dt, pool0);
+  bytes q_small;
+  const uint64_t es = ft::dtype_size(dt);
+  for (uint64_t s = 0; s < S; ++s) {
+    const ferrum::Buffer bt_row = upload_u32(ctx, std::vector<int64_t>(tables.begin() + s * mbps, tables.begin() + (s + 1) * mbps));
+    for (uint64_t b = 0; b < lens[s]; b += 2047) {
+      const uint64_t n = std::min<uint64_t>(2047, lens[s] - b), g0 = static_cast<uint64_t>(cu[s]) + b;
+      ferrum::Buffer q_piece = poisoned(ctx, dt, n * qh * hd);
+      write(bytes(qkv.begin() + g0 * W * es, qkv.begin() + (g0 + n) * W * es), n, {0, static_cast<int64_t>(n)},
+            {static_cast<int64_t>(offs[s] + b)}, bt_row, q_piece, k_small, v_small);
+      const bytes got = download(ctx, q_piece, dt, n * qh * hd);
+      q_small.insert(q_small.end(), got.begin(), got.end());
+    }
+  }
+  CHECK(download(ctx, q_big, dt, M * qh * hd) == q_small);
+  CHECK(download(ctx, k_big, dt, pool_n) == download(ctx, k_small, dt, pool_n));
+  CHECK(download(ctx, v_big, dt, pool_n) == download(ctx, v_small, dt, pool_n));
+  CHECK(download(ctx, k_big, dt, pool_n) != pool0);  // the calls did write
+}
+
 TEST_CASE("paged ops: bad host fields are rejected before anything runs", "[cuda][paged]") {
   ferrum::Backend* be = gpu();
   if (!be) return;
@@ -713,6 +790,64 @@ TEST_CASE("marlin_gemm: split-K matvec and tensor-core panels with a remainder",
     INFO(r.message);
     CHECK(r.ok);
   }
+}
+
+// The append at hd 128 (the lane-group kernel, quotients by one reciprocal per row where that is
+// provably the division's code): codes and scales must equal the §7.2 recipe bit for bit, also on
+// exact ties of the code (s a power of two, x a half-integer or e4m3 midpoint times s) and on
+// values a few ulps to 2^-7 away from them, next to rows of normal data at three scales.
+TEST_CASE("int8 / fp8 append at hd 128: codes and scales are the recipe's on ties and near-ties", "[cuda][paged]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const bool fp8 = GENERATE(false, true);
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
+  INFO((fp8 ? "fp8 " : "int8 ") << ft::dtype_name(dt));
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t N = 8, bs = 16, nkv = 2, hd = 128, tokens = 48, before = 5;
+  const ferrum::ref::KvQuant kind = fp8 ? ferrum::ref::KvQuant::fp8 : ferrum::ref::KvQuant::int8;
+  const int32_t code_dt = fp8 ? FERRUM_DTYPE_F8_E4M3 : FERRUM_DTYPE_I8;
+  // Rounding boundaries of the code in units of s: half-integers (int8) or midpoints of
+  // consecutive non-negative e4m3 values below 448 (fp8).
+  std::vector<double> steps;
+  if (fp8) {
+    for (uint8_t b = 0; b < 0x7e; ++b)
+      steps.push_back((ft::f8e4m3_bits_to_double(b) + ft::f8e4m3_bits_to_double(static_cast<uint8_t>(b + 1))) / 2);
+  } else {
+    for (int j = 0; j < 127; ++j) steps.push_back(j + 0.5);
+  }
+  const double s = fp8 ? 1.0 / 16 : 1.0 / 8, a = (fp8 ? 448.0 : 127.0) * s;  // s = a / Q exactly
+  const double rel[] = {0.0, 0x1p-7, -0x1p-9, 0x1p-12, -0x1p-12, 0x1p-20, -0x1p-20, 0x1p-9};
+  std::vector<double> in[2];
+  for (int kv = 0; kv < 2; ++kv) {
+    for (uint64_t v = 0; v < tokens * nkv; ++v) {
+      std::vector<double> x;
+      if (v % 3 != 2) {  // near-tie row: ±a first, then boundaries · s · (1 + rel)
+        x.push_back(((v + kv) & 1) ? -a : a);
+        for (uint64_t d = 1; d < hd; ++d) {
+          const double m = steps[(d * 7 + v * 13 + kv) % steps.size()] * s * (1.0 + rel[(d + v + kv) % 8]);
+          x.push_back(ft::round_to(dt, (d + v) % 5 == 0 ? -m : m));
+        }
+      } else {  // normal data at 1e-3, 1 and 100
+        const double sd = v % 9 == 2 ? 1e-3 : (v % 9 == 5 ? 1.0 : 100.0);
+        x = ft::normal_dtype(dt, hd, 0.0, sd, 70 + v + 1000 * kv);
+      }
+      in[kv].insert(in[kv].end(), x.begin(), x.end());
+    }
+  }
+  ferrum::KvCacheQuant c = fp8 ? ctx.alloc_paged_fp8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd}) : ctx.alloc_paged_int8_layer({.max_blocks_per_seq = N, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+  const std::vector<uint32_t> perm = ft::random_permutation(static_cast<uint32_t>(N), 71);
+  ferrum::Buffer dk = upload(ctx, dt, ft::encode(dt, in[0])), dv = upload(ctx, dt, ft::encode(dt, in[1]));
+  if (fp8)
+    ctx.fp8_kv_append_paged({.k_in = dk, .v_in = dv, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = perm, .cache_len_before = before, .tokens = tokens, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+  else
+    ctx.int8_kv_append_paged({.k_in = dk, .v_in = dv, .layer_k = c.k, .layer_v = c.v, .layer_k_scales = c.k_scales, .layer_v_scales = c.v_scales, .paged_block_indices = perm, .cache_len_before = before, .tokens = tokens, .block_size = bs, .num_kv_heads = nkv, .head_dim = hd});
+  const uint64_t codes = N * bs * nkv * hd, scales = N * bs * nkv;
+  std::vector<double> rk(codes, 0.0), rv(codes, 0.0), rks(scales, 0.0), rvs(scales, 0.0);
+  ferrum::ref::quant_kv_append_paged(kind, in[0], in[1], rk, rv, rks, rvs, perm, before, tokens, bs, nkv, hd);
+  CHECK(download(ctx, c.k, code_dt, codes) == ft::encode(code_dt, rk));
+  CHECK(download(ctx, c.v, code_dt, codes) == ft::encode(code_dt, rv));
+  CHECK(download(ctx, c.k_scales, FERRUM_DTYPE_F32, scales) == ft::encode(FERRUM_DTYPE_F32, rks));
+  CHECK(download(ctx, c.v_scales, FERRUM_DTYPE_F32, scales) == ft::encode(FERRUM_DTYPE_F32, rvs));
 }
 
 TEST_CASE("int8 / fp8 paged KV: append, eager decode and a captured decode agree bitwise", "[cuda][paged][graph]") {

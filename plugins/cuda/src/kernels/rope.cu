@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "cuda_check.hpp"
@@ -97,6 +98,86 @@ __device__ __forceinline__ void load_f(const C* p, float (&f)[N]) {
   }
 }
 
+// The physical block of KV slot `slot` of sequence `seq` and the slot's offset in it; -1 when
+// nothing may be written there: a position past the tables in a rotating Q mode (the Q row of
+// such a token is zeroed by its own segment), a logical block past bt_stride, or a table entry
+// that is negative or >= num_blocks. 32-bit division whenever the values allow (a 64-bit one
+// costs ~70 instructions).
+template <class P>
+__device__ __forceinline__ int64_t paged_block(const P& p, uint64_t seq, uint64_t slot, uint64_t pos, uint64_t& off) {
+  uint64_t lb;
+  if (((slot | p.pg.block_size) >> 32) == 0) {
+    const uint32_t s32 = static_cast<uint32_t>(slot), b32 = static_cast<uint32_t>(p.pg.block_size);
+    lb = s32 / b32;
+    off = s32 - static_cast<uint32_t>(lb) * b32;
+  } else {
+    lb = slot / p.pg.block_size;
+    off = slot % p.pg.block_size;
+  }
+  const int64_t blk = (p.mode[0] != 0 && pos >= p.rows) || lb >= p.pg.bt_stride
+                          ? -1
+                          : load_idx(p.pg.block_tables, p.pg.bt_i32, seq * p.pg.bt_stride + lb);
+  return blk >= 0 && static_cast<uint64_t>(blk) < p.pg.num_blocks ? blk : -1;
+}
+
+// Stores chunk c of a row (elements cN .. cN + N − 1, all inside one x-group) at its address:
+// element d lives at (d >> xs)·xst + (d & (2^xs − 1))·est from the row start.
+template <class T, int N>
+__device__ __forceinline__ void store_chunk(T* row, uint32_t c, const Vec<T, N>& val, uint32_t xs, uint64_t xst,
+                                            uint64_t est) {
+  const uint64_t e0 = static_cast<uint64_t>(c) * N;
+  T* q = row + (e0 >> xs) * xst + (e0 & ((uint64_t{1} << xs) - 1)) * est;
+  if (est == 1) {
+    *reinterpret_cast<Vec<T, N>*>(q) = val;
+  } else {
+#pragma unroll
+    for (int jj = 0; jj < N; ++jj) q[jj * est] = val.v[jj];
+  }
+}
+
+// The transform of one unit in a rotating mode (1: RMSNorm scale inv and weight w, then NeoX;
+// 2: NeoX; 3: GPT-J): raw chunks xa (chunk ca) and xb (chunk cb) -> oa, ob; cr / sr are the
+// position's table rows, u the unit (its N table values start at u·N).
+template <class T, class C, int N>
+__device__ __forceinline__ void rope_unit(int mode, float inv, const T* w, const C* cr, const C* sr, uint32_t u,
+                                          uint32_t ca, uint32_t cb, const Vec<T, N>& xa, const Vec<T, N>& xb,
+                                          Vec<T, N>& oa, Vec<T, N>& ob) {
+  float a[N], b[N], cf[N], sf[N];
+#pragma unroll
+  for (int jj = 0; jj < N; ++jj) {
+    a[jj] = to_f(xa.v[jj]);
+    b[jj] = to_f(xb.v[jj]);
+  }
+  if (mode == 1) {
+    float wa[N], wb[N];
+    load_f<T, N>(w + ca * N, wa);
+    load_f<T, N>(w + cb * N, wb);
+#pragma unroll
+    for (int jj = 0; jj < N; ++jj) {
+      a[jj] = a[jj] * inv * wa[jj];
+      b[jj] = b[jj] * inv * wb[jj];
+    }
+  }
+  load_f<C, N>(cr + u * N, cf);
+  load_f<C, N>(sr + u * N, sf);
+  if (N >= 2 && mode == 3) {  // pairs (2m, 2m+1) of chunk a use table m, of chunk b table N/2 + m
+#pragma unroll
+    for (int m = 0; m < N / 2; ++m) {
+      const float c0 = cf[m], s0 = sf[m], c1 = cf[N / 2 + m], s1 = sf[N / 2 + m];
+      oa.v[2 * m] = from_f<T>(a[2 * m] * c0 - a[2 * m + 1] * s0);
+      oa.v[2 * m + 1] = from_f<T>(a[2 * m + 1] * c0 + a[2 * m] * s0);
+      ob.v[2 * m] = from_f<T>(b[2 * m] * c1 - b[2 * m + 1] * s1);
+      ob.v[2 * m + 1] = from_f<T>(b[2 * m + 1] * c1 + b[2 * m] * s1);
+    }
+  } else {  // NeoX (and GPT-J with N = 1: a is element 2u, b element 2u + 1)
+#pragma unroll
+    for (int jj = 0; jj < N; ++jj) {
+      oa.v[jj] = from_f<T>(a[jj] * cf[jj] - b[jj] * sf[jj]);
+      ob.v[jj] = from_f<T>(b[jj] * cf[jj] + a[jj] * sf[jj]);
+    }
+  }
+}
+
 // rope_kernel<T, C, N, K>: a group of G = 2^lg lanes (G <= 32, aligned within the warp) owns one
 // (token, head) vector; the vector's nc = D / N chunks form U = ceil(nc / 2) "units" of two
 // chunks each, and lane r of the group owns units r + k·G (k < K). A unit holds both members of
@@ -166,45 +247,22 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
       if (p.pos_kind != kPosVarlen) slot = p.pg.slot_offset + t;
     }
     const int mode = live ? p.mode[s] : 0;
-    const bool gptj = mode == 3;  // == gptj_seg wherever a row is written
     T* dst = nullptr;
     if (live && !p.paged[s]) {
       dst = p.dst[s] + h * p.head_stride[s] + t * p.tok_stride[s];
     } else if (live) {
-      // Paged row: nothing is written for a position past the tables (the Q row of such a
-      // token is zeroed by its own segment) or for a slot whose block is out of range.
-      // 32-bit division whenever the values allow (a 64-bit one costs ~70 instructions here).
-      uint64_t lb, off;
-      if (((slot | p.pg.block_size) >> 32) == 0) {
-        const uint32_t s32 = static_cast<uint32_t>(slot), b32 = static_cast<uint32_t>(p.pg.block_size);
-        lb = s32 / b32;
-        off = s32 - static_cast<uint32_t>(lb) * b32;
-      } else {
-        lb = slot / p.pg.block_size;
-        off = slot % p.pg.block_size;
-      }
-      const int64_t blk = (p.mode[0] != 0 && pos >= p.rows) || lb >= p.pg.bt_stride
-                              ? -1
-                              : load_idx(p.pg.block_tables, p.pg.bt_i32, seq * p.pg.bt_stride + lb);
-      if (blk >= 0 && static_cast<uint64_t>(blk) < p.pg.num_blocks)
+      // Paged row: nothing is written where paged_block finds no block.
+      uint64_t off = 0;
+      const int64_t blk = paged_block(p, seq, slot, pos, off);
+      if (blk >= 0)
         dst = p.dst[s] + static_cast<uint64_t>(blk) * p.blk_stride[s] + off * p.o_stride[s] +
               h * p.head_stride[s];
     }
     live = live && dst != nullptr;
     const bool zero = mode != 0 && pos >= p.rows;  // device position out of range: +0.0 row
-    // Chunk c of the row (elements cN .. cN + N − 1, all inside one x-group) -> its address.
     const uint32_t xs = p.x_shift[s];
     const uint64_t xst = p.x_stride[s], est = p.elem_stride[s];
-    auto store = [&](uint32_t c, const V& val) {
-      const uint64_t e0 = static_cast<uint64_t>(c) * N;
-      T* q = dst + (e0 >> xs) * xst + (e0 & ((uint64_t{1} << xs) - 1)) * est;
-      if (est == 1) {
-        *reinterpret_cast<V*>(q) = val;
-      } else {
-#pragma unroll
-        for (int jj = 0; jj < N; ++jj) q[jj * est] = val.v[jj];
-      }
-    };
+    auto store = [&](uint32_t c, const V& val) { store_chunk<T, N>(dst, c, val, xs, xst, est); };
     // ha / hb: the unit's chunks hold data to transform (a live, in-range row).
     bool ha[K], hb[K];
 #pragma unroll
@@ -248,44 +306,181 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) rope_kernel(const RopePar
     for (int k = 0; k < K; ++k) {
       if (!ha[k]) continue;  // rope modes: D even, so a unit's chunk b exists with chunk a
       const uint32_t u = static_cast<uint32_t>(r + k * G);
-      float a[N], b[N], cf[N], sf[N];
-#pragma unroll
-      for (int jj = 0; jj < N; ++jj) {
-        a[jj] = to_f(ra[k].v[jj]);
-        b[jj] = to_f(rb[k].v[jj]);
-      }
-      if (mode == 1) {
-        float wa[N], wb[N];
-        load_f<T, N>(w + ca[k] * N, wa);
-        load_f<T, N>(w + cb[k] * N, wb);
-#pragma unroll
-        for (int jj = 0; jj < N; ++jj) {
-          a[jj] = a[jj] * inv * wa[jj];
-          b[jj] = b[jj] * inv * wb[jj];
-        }
-      }
-      load_f<C, N>(cr + u * N, cf);
-      load_f<C, N>(sr + u * N, sf);
       V oa, ob;
-      if (N >= 2 && gptj) {  // pairs (2m, 2m+1) of chunk a use table m, of chunk b table N/2 + m
-#pragma unroll
-        for (int m = 0; m < N / 2; ++m) {
-          const float c0 = cf[m], s0 = sf[m], c1 = cf[N / 2 + m], s1 = sf[N / 2 + m];
-          oa.v[2 * m] = from_f<T>(a[2 * m] * c0 - a[2 * m + 1] * s0);
-          oa.v[2 * m + 1] = from_f<T>(a[2 * m + 1] * c0 + a[2 * m] * s0);
-          ob.v[2 * m] = from_f<T>(b[2 * m] * c1 - b[2 * m + 1] * s1);
-          ob.v[2 * m + 1] = from_f<T>(b[2 * m + 1] * c1 + b[2 * m] * s1);
-        }
-      } else {  // NeoX (and GPT-J with N = 1: a is element 2u, b element 2u + 1)
-#pragma unroll
-        for (int jj = 0; jj < N; ++jj) {
-          oa.v[jj] = from_f<T>(a[jj] * cf[jj] - b[jj] * sf[jj]);
-          ob.v[jj] = from_f<T>(b[jj] * cf[jj] + a[jj] * sf[jj]);
-        }
-      }
+      rope_unit<T, C, N>(mode, inv, w, cr, sr, u, ca[k], cb[k], ra[k], rb[k], oa, ob);
       store(ca[k], oa);
       store(cb[k], ob);
     }
+  }
+}
+
+// ---- the paged writers ------------------------------------------------------------------------
+
+constexpr uint32_t kPagedMaxTokens = 8;  // tokens per block of rope_paged_kernel
+
+// One token of a writer chunk, resolved once (shared memory): the element offset of its row in
+// each segment's destination (h·head_stride still to add), its RoPE position, and which segments
+// write it (bit s; bit 3: the position is past the tables).
+struct PagedTok {
+  uint64_t row[3];
+  uint64_t pos;
+  uint32_t flags;
+};
+constexpr uint32_t kTokOob = 1u << 3;
+
+// Resolves token t exactly as rope_kernel does per vector: position and slot (host: pos_offset + t
+// and slot_offset + t; varlen: the binary search — a token outside every consistent sequence
+// writes nothing), then for the paged segments the block of the slot (none when the position is
+// past the tables in a rotating Q mode, the logical block is past bt_stride, or the table entry
+// is negative or >= num_blocks).
+template <class T, class C>
+__device__ __forceinline__ PagedTok resolve_token(const RopeParams<T, C>& p, uint64_t t) {
+  PagedTok k{};
+  uint64_t pos = 0, seq = 0, slot = 0;
+  bool live = true;
+  if (p.pos_kind == kPosVarlen) {
+    live = varlen_token(p.pg, t, p.tokens, seq, pos);
+    slot = pos;
+  } else {
+    pos = p.pos_offset + t;
+    slot = p.pg.slot_offset + t;
+  }
+  bool blk_ok = false;
+  uint64_t blk = 0, off = 0;
+  if (live && (p.paged[0] || p.paged[1] || p.paged[2])) {
+    const int64_t b = paged_block(p, seq, slot, pos, off);
+    blk_ok = b >= 0;
+    blk = blk_ok ? static_cast<uint64_t>(b) : 0;
+  }
+#pragma unroll
+  for (int s = 0; s < 3; ++s) {
+    if (!p.paged[s]) {
+      k.row[s] = t * p.tok_stride[s];
+      if (live) k.flags |= 1u << s;
+    } else {
+      k.row[s] = blk * p.blk_stride[s] + off * p.o_stride[s];
+      if (live && blk_ok) k.flags |= 1u << s;
+    }
+  }
+  k.pos = pos;
+  if (pos >= p.rows) k.flags |= kTokOob;
+  return k;
+}
+
+// 16 raw bytes as a Vec (a bit copy).
+template <class V>
+__device__ __forceinline__ V as_vec(const uint4& u) {
+  V v;
+  memcpy(&v, &u, sizeof(V));
+  return v;
+}
+
+// rope_paged_kernel<T, C, N>: the paged writers on the 16-byte path (N = kVec<T>, one unit per
+// lane; the path requires D % 2N == 0, so U = D / 2N exactly and a lane with a unit has both of
+// its chunks). Same lanes, units, loads, arithmetic and shuffle order per (token, head) vector
+// as rope_kernel<T, C, N, 1> — so the same bits — but a block owns TB consecutive tokens:
+// threads 0..TB−1 resolve them into shared memory (resolve_token) while the first loads are in
+// flight, and the block walks the chunk's vectors token-major with (token, head) advanced by a
+// constant step (no division per vector). The raw chunks stay 16-byte words, and the next
+// vector's two chunks are loaded before the current one is transformed (64 bytes in flight per
+// thread). Loop bounds are block-uniform, so every lane reaches the shuffles and barriers.
+template <class T, class C, int N>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, 4) rope_paged_kernel(const RopeParams<T, C> p, int lg, uint32_t U,
+                                                                         uint32_t TB) {
+  using V = Vec<T, N>;
+  static_assert(sizeof(V) == 16, "16-byte chunks");
+  __shared__ PagedTok tok[kPagedMaxTokens];
+  const int G = 1 << lg;
+  const uint32_t r = threadIdx.x & (G - 1);
+  const bool unit = r < U;  // this lane owns unit r (chunks ca, cb) of its group's vector
+  const uint32_t per_iter = (kWarpsPerBlock * 32) >> lg;
+  const uint32_t grp = threadIdx.x >> lg;
+  const uint32_t H = static_cast<uint32_t>(p.heads_total);  // the launcher checked TB·H < 2^31
+  const uint64_t D = p.D, half = D / 2;
+  const uint32_t step_t = per_iter / H, step_j = per_iter - step_t * H;
+  const uint32_t first_t = grp / H, first_j = grp - first_t * H;
+  const uint32_t se0 = static_cast<uint32_t>(p.seg_end[0]), se1 = static_cast<uint32_t>(p.seg_end[1]);
+  const uint64_t chunks = (p.tokens + TB - 1) / TB;
+  auto seg_of = [&](uint32_t j) { return j < se0 ? 0 : (j < se1 ? 1 : 2); };
+  // The unit's chunk pair in segment s (NeoX / copy: r, r + U; GPT-J: 2r, 2r + 1).
+  auto chunk_a = [&](int s) { return p.mode[s] == 3 ? 2 * r : r; };
+  auto chunk_b = [&](int s) { return p.mode[s] == 3 ? 2 * r + 1 : r + U; };
+  for (uint64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const uint64_t t0 = chunk * TB;
+    const uint32_t nt = static_cast<uint32_t>(p.tokens - t0 < TB ? p.tokens - t0 : TB);
+    const uint32_t nv = nt * H;
+    const T* in0 = p.in + t0 * p.in_row_stride;
+    uint32_t tl = first_t, j = first_j;
+    // Loads of the first vector (raw: mode 0 stays a bit copy).
+    uint4 ra = make_uint4(0, 0, 0, 0), rb = ra;
+    if (grp < nv && unit) {
+      const int s = seg_of(j);
+      const uint4* src = reinterpret_cast<const uint4*>(in0 + tl * p.in_row_stride + j * D);
+      ra = src[chunk_a(s)];
+      rb = src[chunk_b(s)];
+    }
+    if (threadIdx.x < nt) tok[threadIdx.x] = resolve_token(p, t0 + threadIdx.x);
+    __syncthreads();
+    for (uint32_t v0 = 0; v0 < nv; v0 += per_iter) {
+      const bool active = v0 + grp < nv;
+      const int s = seg_of(j);
+      const uint32_t h = j - (s == 0 ? 0 : (s == 1 ? se0 : se1));
+      const uint32_t ca = chunk_a(s), cb = chunk_b(s);
+      const uint4 ua = ra, ub = rb;
+      const uint32_t cur_t = tl;
+      // Advance to this group's next vector and issue its loads now.
+      j += step_j;
+      tl += step_t;
+      if (j >= H) {
+        j -= H;
+        ++tl;
+      }
+      if (v0 + per_iter + grp < nv && unit) {
+        const int sn = seg_of(j);
+        const uint4* src = reinterpret_cast<const uint4*>(in0 + tl * p.in_row_stride + j * D);
+        ra = src[chunk_a(sn)];
+        rb = src[chunk_b(sn)];
+      }
+      const PagedTok& tk = tok[active ? cur_t : 0];
+      const bool live = active && ((tk.flags >> s) & 1u);
+      const int mode = live ? p.mode[s] : 0;
+      const bool zero = mode != 0 && (tk.flags & kTokOob);  // position past the tables: +0.0 row
+      const bool ha = live && unit && !zero;  // (rope_kernel's hb equals ha on this path)
+      float ss = 0.0f;
+      if (mode == 1 && ha) {  // a lane without data adds +0.0 terms there: ss stays +0.0
+        const V xa = as_vec<V>(ua), xb = as_vec<V>(ub);
+#pragma unroll
+        for (int jj = 0; jj < N; ++jj) {
+          const float a = to_f(xa.v[jj]), b = to_f(xb.v[jj]);
+          ss += a * a + b * b;
+        }
+      }
+      for (int o = G >> 1; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      if (!live || !unit) continue;
+      T* dst = p.dst[s] + tk.row[s] + static_cast<uint64_t>(h) * p.head_stride[s];
+      const uint32_t xs = p.x_shift[s];
+      const uint64_t xst = p.x_stride[s], est = p.elem_stride[s];
+      if (zero) {
+        V z;
+#pragma unroll
+        for (int jj = 0; jj < N; ++jj) z.v[jj] = from_f<T>(0.0f);
+        store_chunk<T, N>(dst, ca, z, xs, xst, est);
+        store_chunk<T, N>(dst, cb, z, xs, xst, est);
+        continue;
+      }
+      if (mode == 0) {
+        store_chunk<T, N>(dst, ca, as_vec<V>(ua), xs, xst, est);
+        store_chunk<T, N>(dst, cb, as_vec<V>(ub), xs, xst, est);
+        continue;
+      }
+      const float inv = rsqrtf(ss / static_cast<float>(D) + p.eps);
+      V oa, ob;
+      rope_unit<T, C, N>(mode, inv, p.w[s], p.cos + tk.pos * half, p.sin + tk.pos * half, r, ca, cb, as_vec<V>(ua),
+                         as_vec<V>(ub), oa, ob);
+      store_chunk<T, N>(dst, ca, oa, xs, xst, est);
+      store_chunk<T, N>(dst, cb, ob, xs, xst, est);
+    }
+    __syncthreads();  // tok[] is rewritten by the next chunk
   }
 }
 
@@ -351,6 +546,18 @@ Status launch_rope(const RopeLaunch& L, cudaStream_t stream) {
   const unsigned blocks =
       static_cast<unsigned>(std::clamp<uint64_t>((total + per_block - 1) / per_block, 1, uint64_t{1} << 20));
   (void)cudaGetLastError();
+  // The paged writers (a paged segment, host or varlen positions) on the 16-byte path:
+  // rope_paged_kernel, TB tokens per block (fewer when that would leave < 2 048 blocks).
+  const bool any_paged = p.paged[0] || p.paged[1] || p.paged[2];
+  if (vec && any_paged && (p.pos_kind == kPosHost || p.pos_kind == kPosVarlen) &&
+      p.heads_total <= (uint64_t{1} << 31) / kPagedMaxTokens) {
+    const uint32_t TB = static_cast<uint32_t>(std::clamp<uint64_t>(p.tokens / 2048, 1, kPagedMaxTokens));
+    const uint64_t chunks = (p.tokens + TB - 1) / TB;
+    const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(chunks, uint64_t{1} << 20));
+    rope_paged_kernel<T, C, NV><<<grid, kWarpsPerBlock * 32, 0, stream>>>(p, lg, U, TB);
+    FERRUM_CUDA_LAUNCH_CHECK("rope_paged_kernel");
+    return ok_status();
+  }
   if (vec) {  // U <= 256 / 16 (16-bit) or 256 / 8 (f32): one unit per lane
     rope_kernel<T, C, NV, 1><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p, lg, U);
   } else if (U <= 32) {

@@ -20,6 +20,10 @@
 // chunks 2u, 2u+1 (GPT-J) — and the N matching cos/sin values, so the rotation needs no data
 // exchange; the RMS statistic is a group shuffle sum. Scalar chunks when D is not a multiple
 // of two 16-byte chunks or a base/stride is not 16-byte aligned. Any D <= kRopeMaxHeadDim.
+// Launches with a paged segment (the paged writers) on the 16-byte path with host or varlen
+// positions run a variant with the same per-vector arithmetic (same bits) whose blocks own up
+// to 8 consecutive tokens, each resolved once (sequence, position, slot, block) into shared
+// memory instead of once per vector and lane.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,5 +1,6 @@
-// ferrum CUDA plugin — quantised paged KV kernels (see quant_kv.hpp): the append (one warp per
-// (token, head) vector: exact max, IEEE division, round-to-nearest-even codes) and the decode
+// ferrum CUDA plugin — quantised paged KV kernels (see quant_kv.hpp): the append (a lane group
+// per (token, head) row, K and V together — or one warp per vector for the other head sizes:
+// exact max, IEEE division, round-to-nearest-even codes) and the decode
 // attention. F32 activations run the SIMT split-KV kernel of flash_decode.cuh over a source that
 // dequantises each 16-byte chunk of f32 (4 codes) into shared memory: k = s_k·code in f32, the
 // spec's dequantised value. F16/BF16 run the tensor-core decode over a code-staging source
@@ -28,12 +29,34 @@ __device__ __forceinline__ float fp8_value(uint8_t c) {
   return __half2float(__half(h));
 }
 
-// The code of x / s (the recipe of quant_kv.hpp).
-__device__ __forceinline__ uint8_t quant_code(float x, float s, bool fp8) {
-  const float q = __fdiv_rn(x, s);
+// The code of a quotient q = x / s.
+__device__ __forceinline__ uint8_t code_of(float q, bool fp8) {
   if (fp8) return static_cast<uint8_t>(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3));
   const float c = fminf(fmaxf(q, -127.0f), 127.0f);
   return static_cast<uint8_t>(static_cast<int8_t>(c == c ? rintf(c) : 0.0f));
+}
+
+// The code of x / s (the recipe of quant_kv.hpp).
+__device__ __forceinline__ uint8_t quant_code(float x, float s, bool fp8) { return code_of(__fdiv_rn(x, s), fp8); }
+
+// qa = x · rs with rs = __frcp_rn(s) (one reciprocal per row instead of a division per element).
+// For a row's element, |x / s| <= Q · (1 + 2^-23) (|x| <= a, s = RN(max(a, 1e-8) / Q)), and
+// |qa − RN(x / s)| <= |x / s| · 1.5 · 2^-23 + 2^-149 (two roundings of qa, one of the quotient):
+// below 2^-15.4 for Q = 127 and, in units of the e4m3 spacing at |qa| (2^(max(e, -6) − 3) for
+// |qa| in [2^e, 2^(e+1)); 16 spacings per binade at most), below 2^-18.4 for Q = 448. The code
+// is a step function of the quotient whose steps change only at half-integers (int8: rint after
+// the clamp to ±127) or at midpoints of consecutive e4m3 values (fp8, saturating above 448);
+// `clear` says qa lies farther than 2^-14 (int8) or 2^-16 spacings (fp8) from every such point,
+// so code_of(qa) == code_of(RN(x / s)) bit for bit. NaN qa is never clear.
+__device__ __forceinline__ bool clear_of_steps(float qa, bool fp8) {
+  float m = qa;  // the quotient in units of the code's step (int8: 1)
+  if (fp8) {
+    const uint32_t e = (__float_as_uint(qa) >> 23) & 0xffu;  // biased exponent of |qa|
+    const uint32_t eb = e < 121u ? 121u : e;                  // below 2^-6: e4m3 subnormals, step 2^-9
+    m = __fmul_rn(fabsf(qa), __uint_as_float((257u - eb) << 23));  // · 2^(3 − (eb − 127)), exact
+  }
+  const float f = __fadd_rn(m, -floorf(m));  // exact
+  return fabsf(__fadd_rn(f, -0.5f)) > (fp8 ? 0x1p-16f : 0x1p-14f);
 }
 
 // One warp per (row, K or V): row r = t·nkv + h of the token-major input. E > 0: D = 32·E and
@@ -93,6 +116,119 @@ __global__ void quant_append_kernel(const A* k_in, const A* v_in, uint8_t* k_cod
       for (uint64_t d = lane; d < D; d += 32) codes[d] = quant_code(to_f32(x[d]), s, fp8);
     }
     if (lane == 0) (is_v ? v_scales : k_scales)[dst] = s;
+  }
+}
+
+// code_of for four quotients of one row, as one little-endian word. Here |q| <= Q · (1 + 2^-23)
+// (see clear_of_steps; the exact quotient obeys it too), so for int8 the clamp to ±127 never
+// changes rint(q) and __float2int_rn (round half to even, NaN -> 0) is the recipe's code; fp8
+// converts pairs (the same cvt.rn.satfinite.e4m3x2.f32 that the single conversion issues with a
+// zero partner on sm_89+, two single conversions before that).
+__device__ __forceinline__ uint32_t code_word(const float* q, bool fp8) {
+  if (fp8) {
+    const uint32_t lo = __nv_cvt_float2_to_fp8x2(make_float2(q[0], q[1]), __NV_SATFINITE, __NV_E4M3);
+    const uint32_t hi = __nv_cvt_float2_to_fp8x2(make_float2(q[2], q[3]), __NV_SATFINITE, __NV_E4M3);
+    return lo | (hi << 16);
+  }
+  const uint32_t c0 = static_cast<uint32_t>(__float2int_rn(q[0])), c1 = static_cast<uint32_t>(__float2int_rn(q[1]));
+  const uint32_t c2 = static_cast<uint32_t>(__float2int_rn(q[2])), c3 = static_cast<uint32_t>(__float2int_rn(q[3]));
+  return __byte_perm(__byte_perm(c0, c1, 0x0040u), __byte_perm(c2, c3, 0x0040u), 0x5410u);
+}
+
+// The rows kernel: one group of G = D / N lanes (N = 16 / sizeof(A) elements, one 16-byte
+// chunk) per (token, head) row r = t·nkv + h, K and V together — both go to the same slot
+// (blk·bs + o)·nkv + h of their pools, so the row is resolved once. Lane l owns elements
+// l·N .. l·N + N − 1 of both vectors (one 16-byte load from k_in and one from v_in) and stores
+// their N codes as one word. The amax is a max of |x| >= +0 over the group (fmaxf of
+// non-negative values is order-independent and drops NaN whatever the order), so scales and
+// codes equal quant_append_kernel's bit for bit. Index math in 32 bits: the launcher sends
+// only calls whose row indices, logical positions and block size fit. The loop bound is
+// block-uniform, so every lane reaches the shuffles.
+template <class A, int G, bool FP8>
+__global__ void __launch_bounds__(256) quant_append_rows_kernel(const A* k_in, const A* v_in, uint8_t* k_codes,
+                                                                uint8_t* v_codes, float* k_scales, float* v_scales,
+                                                                const uint32_t* blocks, uint64_t first_block,
+                                                                uint64_t cache_len_before, uint64_t rows, uint64_t bs,
+                                                                uint64_t nkv) {
+  constexpr int N = 16 / static_cast<int>(sizeof(A));
+  constexpr uint64_t D = static_cast<uint64_t>(G) * N;
+  constexpr int per_block = 256 / G;
+  const int lane = threadIdx.x & (G - 1);
+  for (uint64_t base = static_cast<uint64_t>(blockIdx.x) * per_block; base < rows;
+       base += static_cast<uint64_t>(gridDim.x) * per_block) {
+    const uint64_t r = base + threadIdx.x / G;
+    const bool active = r < rows;
+    uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
+    if (active) {  // both loads first; the slot resolution below overlaps them
+      kw = *reinterpret_cast<const uint4*>(k_in + r * D + lane * N);
+      vw = *reinterpret_cast<const uint4*>(v_in + r * D + lane * N);
+    }
+    uint64_t dst = 0;
+    if (active) {  // 32-bit: the launcher checked rows, positions and bs against 2^32
+      const uint32_t r32 = static_cast<uint32_t>(r), n32 = static_cast<uint32_t>(nkv);
+      const uint32_t t = r32 / n32, h = r32 - t * n32;
+      const uint32_t L = static_cast<uint32_t>(cache_len_before) + t, b32 = static_cast<uint32_t>(bs);
+      const uint32_t lb = L / b32, o = L - lb * b32;
+      const uint64_t blk = blocks[lb - first_block];
+      dst = (blk * bs + o) * nkv + h;
+    }
+    const A* ke = reinterpret_cast<const A*>(&kw);
+    const A* ve = reinterpret_cast<const A*>(&vw);
+    float kx[N], vx[N];
+    float ka = 0.0f, va = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      kx[i] = to_f32(ke[i]);
+      vx[i] = to_f32(ve[i]);
+      ka = fmaxf(ka, fabsf(kx[i]));
+      va = fmaxf(va, fabsf(vx[i]));
+    }
+#pragma unroll
+    for (int m = G >> 1; m > 0; m >>= 1) {
+      ka = fmaxf(ka, __shfl_xor_sync(0xffffffffu, ka, m));
+      va = fmaxf(va, __shfl_xor_sync(0xffffffffu, va, m));
+    }
+    if (!active) continue;
+    const float ks = __fdiv_rn(fmaxf(ka, 1e-8f), FP8 ? 448.0f : 127.0f);
+    const float vs = __fdiv_rn(fmaxf(va, 1e-8f), FP8 ? 448.0f : 127.0f);
+    // Quotients by one reciprocal per row (clear_of_steps); any element near a step of its code
+    // (or a non-finite scale) sends the lane's 2N elements through the exact division.
+    const float krs = __frcp_rn(ks), vrs = __frcp_rn(vs);
+    float kq[N], vq[N];
+    bool clear = ks <= 3.402823466e38f && vs <= 3.402823466e38f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      kq[i] = __fmul_rn(kx[i], krs);
+      vq[i] = __fmul_rn(vx[i], vrs);
+      clear = clear && clear_of_steps(kq[i], FP8) && clear_of_steps(vq[i], FP8);
+    }
+    if (!clear) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        kq[i] = __fdiv_rn(kx[i], ks);
+        vq[i] = __fdiv_rn(vx[i], vs);
+      }
+    }
+    uint32_t kc[N / 4], vc[N / 4];
+#pragma unroll
+    for (int w = 0; w < N / 4; ++w) {
+      kc[w] = code_word(&kq[4 * w], FP8);
+      vc[w] = code_word(&vq[4 * w], FP8);
+    }
+    uint8_t* kd = k_codes + dst * D + lane * N;
+    uint8_t* vd = v_codes + dst * D + lane * N;
+    if constexpr (N == 8) {  // 16-bit activations: 8 codes = one aligned 8-byte word
+      *reinterpret_cast<uint2*>(kd) = make_uint2(kc[0], kc[1]);
+      *reinterpret_cast<uint2*>(vd) = make_uint2(vc[0], vc[1]);
+    } else {  // f32: 4 codes = one aligned 4-byte word
+      static_assert(N == 4, "16-byte chunks of 2- or 4-byte activations");
+      *reinterpret_cast<uint32_t*>(kd) = kc[0];
+      *reinterpret_cast<uint32_t*>(vd) = vc[0];
+    }
+    if (lane == 0) {
+      k_scales[dst] = ks;
+      v_scales[dst] = vs;
+    }
   }
 }
 
@@ -327,6 +463,34 @@ Status quant_kv_append(int32_t act, KvCode code, const void* k_in, const void* v
     // the E-element loads are aligned (the inputs are whole rows of D elements).
     const bool al = (reinterpret_cast<uintptr_t>(k_in) | reinterpret_cast<uintptr_t>(v_in) |
                      reinterpret_cast<uintptr_t>(k_codes) | reinterpret_cast<uintptr_t>(v_codes)) % 16 == 0;
+    // The rows kernel (quant_append_rows_kernel) for D = G·N, N = 16 / sizeof(A) elements per
+    // 16-byte chunk and G in {8, 16, 32} (16-bit: hd 64 / 128 / 256; f32: 32 / 64 / 128), when
+    // every row index t·nkv + h, logical position and the block size fit 32 bits.
+    constexpr uint64_t N = 16 / sizeof(A);
+    const uint64_t G = D / N;
+    const uint64_t rows = tokens * nkv;  // the glue validated tokens·nkv·D elements of k_in
+    const bool fit32 = rows <= 0xffffffffull && cache_len_before <= 0xffffffffull &&
+                       tokens <= 0xffffffffull - cache_len_before && bs <= 0xffffffffull;
+    if (al && fit32 && D % N == 0 && (G == 8 || G == 16 || G == 32)) {
+      const uint64_t per_block = 256 / G;
+      const unsigned grid =
+          static_cast<unsigned>(std::min<uint64_t>((rows + per_block - 1) / per_block, uint64_t{1} << 20));
+      auto rows_launch = [&](auto kernel) {
+        kernel<<<grid, 256, 0, stream>>>(static_cast<const A*>(k_in), static_cast<const A*>(v_in),
+                                         static_cast<uint8_t*>(k_codes), static_cast<uint8_t*>(v_codes), k_scales,
+                                         v_scales, blocks, first_block, cache_len_before, rows, bs, nkv);
+      };
+      auto by_code = [&](auto g) {
+        constexpr int GG = decltype(g)::value;
+        if (code == KvCode::fp8) rows_launch(quant_append_rows_kernel<A, GG, true>);
+        else rows_launch(quant_append_rows_kernel<A, GG, false>);
+      };
+      if (G == 8) by_code(std::integral_constant<int, 8>{});
+      else if (G == 16) by_code(std::integral_constant<int, 16>{});
+      else by_code(std::integral_constant<int, 32>{});
+      FERRUM_CUDA_LAUNCH_CHECK("quant_append_rows_kernel");
+      return ok_status();
+    }
     if (!al) launch(quant_append_kernel<A, 0>);
     else if (D == 128) launch(quant_append_kernel<A, 4>);
     else if (D == 64) launch(quant_append_kernel<A, 2>);

@@ -24,7 +24,9 @@ enum class KvCode : int32_t { int8 = 0, fp8 = 1 };
 // Token t of k_in/v_in ([tokens, nkv, D], token-major, activation dtype `act`) goes to logical
 // position L = cache_len_before + t: block blocks[L / bs − first_block] (device U32, already
 // validated < num_blocks by the caller), offset L % bs; both vectors are quantised into codes
-// and scales. One warp per (token, head) vector.
+// and scales. One group of D / (16 / sizeof(act)) lanes per (token, head), K and V together,
+// when that is 8, 16 or 32 lanes, the buffers are 16-byte aligned and the indices fit 32 bits;
+// one warp per (token, head, K|V) vector otherwise.
 [[nodiscard]] Status quant_kv_append(int32_t act, KvCode code, const void* k_in, const void* v_in, void* k_codes,
                                      void* v_codes, float* k_scales, float* v_scales, const uint32_t* blocks,
                                      uint64_t first_block, uint64_t cache_len_before, uint64_t tokens, uint64_t bs,
