@@ -16,8 +16,8 @@ namespace {
 
 using namespace dev;
 
-constexpr int kMvThreads = 128;     // columns per matvec block
-constexpr int kMvUnroll = 8;        // word rows whose loads are in flight together
+constexpr int kMvThreads = 64;      // threads per matvec block (4 columns each)
+constexpr int kMvUnroll = 8;        // word rows whose 16-byte loads are in flight together
 constexpr uint32_t kMagic = 0x4B000000u;  // the float 2^23: 0x4B000000 | q is 2^23 + q (q < 2^23)
 
 // x[r, p] = a[r, src_row[p]] (0 for padding, src_row[p] < 0; src_row NULL: the identity) as X;
@@ -34,72 +34,84 @@ __global__ void gather_kernel(const T* __restrict__ a, const int32_t* __restrict
   }
 }
 
-// Σ_i x[i]·(q_i − z) over the 8 rows of one word, added to g (q_i − z exact: see gptq.cuh).
-__device__ __forceinline__ void word_dot(uint32_t word, float zb, const float* __restrict__ xr, float& g) {
-  const float4 x0 = __ldg(reinterpret_cast<const float4*>(xr));
-  const float4 x1 = __ldg(reinterpret_cast<const float4*>(xr) + 1);
-  const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float qz = __uint_as_float(((word >> (4 * i)) & 15u) | kMagic) - zb;
-    g = fmaf(xs[i], qz, g);
-  }
-}
-
-// One thread per output column n of the block's tile; the block's split covers word rows
-// [w0, w1). Groups are contiguous runs of word rows: group g is [gword[g], gword[g + 1]).
-// The words of kMvUnroll rows are loaded before any is used, so each thread keeps that many
-// 4-byte loads in flight (the kernel is bound by HBM, not by its ~4 instructions per weight).
-template <class T>
+// Four adjacent output columns per thread (one 16-byte load per word row: the words of the four
+// columns), kMvThreads threads per column tile of 4·kMvThreads columns; the block's split covers
+// word rows [w0, w1). Groups are contiguous runs of word rows: group g is [gword[g], gword[g+1]).
+// The loads of kMvUnroll word rows (16 bytes each) are issued before any is used. M: the
+// accumulator rows compiled in (m <= M; rows >= m are skipped).
+template <class T, int M>
 __global__ void __launch_bounds__(kMvThreads)
     matvec_kernel(const uint32_t* __restrict__ q, const float2* __restrict__ zs, const uint32_t* __restrict__ wgrp,
                   const uint32_t* __restrict__ gword, const float* __restrict__ x, T* __restrict__ out,
                   float* __restrict__ partial, int m, uint64_t kw, uint64_t kp, uint64_t n, uint32_t splits) {
-  const uint64_t col = static_cast<uint64_t>(blockIdx.x) * kMvThreads + threadIdx.x;
+  const uint64_t col = (static_cast<uint64_t>(blockIdx.x) * kMvThreads + threadIdx.x) * 4;
   const uint32_t split = blockIdx.y;
   const uint64_t w0 = kw * split / splits, w1 = kw * (split + 1) / splits;
   const bool live = col < n;
-  const uint64_t c = live ? col : n - 1;  // idle threads read a valid column and write nothing
-  float acc[kGptqMatvecMaxM], gacc[kGptqMatvecMaxM];
+  const uint64_t c = live ? col : n - 4;  // idle threads read valid columns and write nothing
+  float acc[M][4], gacc[M][4];
 #pragma unroll
-  for (int r = 0; r < static_cast<int>(kGptqMatvecMaxM); ++r) acc[r] = gacc[r] = 0.0f;
+  for (int r = 0; r < M; ++r)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[r][j] = gacc[r][j] = 0.0f;
   uint64_t w = w0;
   uint32_t g = w0 < w1 ? __ldg(wgrp + w0) : 0;
   while (w < w1) {
-    const float2 z_s = __ldg(zs + static_cast<uint64_t>(g) * n + c);
+    float zb[4], sc[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 z_s = __ldg(zs + static_cast<uint64_t>(g) * n + c + j);
+      zb[j] = z_s.x;
+      sc[j] = z_s.y;
+    }
     const uint64_t gend = __ldg(gword + g + 1);
     const uint64_t we = gend < w1 ? gend : w1;  // this group's word rows inside the split
-    for (; w + kMvUnroll <= we; w += kMvUnroll) {
-      uint32_t words[kMvUnroll];
-#pragma unroll
-      for (int u = 0; u < kMvUnroll; ++u) words[u] = __ldg(q + (w + u) * n + c);
+    while (w < we) {
+      const int cnt = we - w < static_cast<uint64_t>(kMvUnroll) ? static_cast<int>(we - w) : kMvUnroll;
+      uint4 words[kMvUnroll];
 #pragma unroll
       for (int u = 0; u < kMvUnroll; ++u)
+        if (u < cnt) words[u] = __ldg(reinterpret_cast<const uint4*>(q + (w + u) * n + c));
 #pragma unroll
-        for (int r = 0; r < static_cast<int>(kGptqMatvecMaxM); ++r)
-          if (r < m) word_dot(words[u], z_s.x, x + static_cast<uint64_t>(r) * kp + 8 * (w + u), gacc[r]);
-    }
-    for (; w < we; ++w) {
-      const uint32_t word = __ldg(q + w * n + c);
+      for (int u = 0; u < kMvUnroll; ++u) {
+        if (u >= cnt) break;
+        const uint32_t wd[4] = {words[u].x, words[u].y, words[u].z, words[u].w};
 #pragma unroll
-      for (int r = 0; r < static_cast<int>(kGptqMatvecMaxM); ++r)
-        if (r < m) word_dot(word, z_s.x, x + static_cast<uint64_t>(r) * kp + 8 * w, gacc[r]);
+        for (int r = 0; r < M; ++r) {
+          if (r >= m) break;
+          const float* xr = x + static_cast<uint64_t>(r) * kp + 8 * (w + u);
+          const float4 x0 = __ldg(reinterpret_cast<const float4*>(xr));
+          const float4 x1 = __ldg(reinterpret_cast<const float4*>(xr) + 1);
+          const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+              gacc[r][j] = fmaf(xs[i], __uint_as_float(((wd[j] >> (4 * i)) & 15u) | kMagic) - zb[j], gacc[r][j]);
+        }
+      }
+      w += static_cast<uint64_t>(cnt);
     }
 #pragma unroll
-    for (int r = 0; r < static_cast<int>(kGptqMatvecMaxM); ++r) {
-      acc[r] = fmaf(z_s.y, gacc[r], acc[r]);
-      gacc[r] = 0.0f;
-    }
+    for (int r = 0; r < M; ++r)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        acc[r][j] = fmaf(sc[j], gacc[r][j], acc[r][j]);
+        gacc[r][j] = 0.0f;
+      }
     ++g;
   }
   if (!live) return;
 #pragma unroll
-  for (int r = 0; r < static_cast<int>(kGptqMatvecMaxM); ++r) {
+  for (int r = 0; r < M; ++r) {
     if (r >= m) break;
-    if (splits == 1)
-      out[static_cast<uint64_t>(r) * n + col] = from_f<T>(acc[r]);
-    else
-      partial[(static_cast<uint64_t>(split) * m + r) * n + col] = acc[r];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (splits == 1)
+        out[static_cast<uint64_t>(r) * n + col + j] = from_f<T>(acc[r][j]);
+      else
+        partial[(static_cast<uint64_t>(split) * m + r) * n + col + j] = acc[r][j];
+    }
   }
 }
 
@@ -172,7 +184,7 @@ Status gptq_gather(int32_t dtype, const void* a, const int32_t* src_row, void* x
 }
 
 uint32_t gptq_matvec_splits(uint64_t n, uint64_t kw, int sms) noexcept {
-  const uint64_t tiles = (n + kMvThreads - 1) / kMvThreads;
+  const uint64_t tiles = (n + 4 * kMvThreads - 1) / (4 * kMvThreads);
   const uint64_t want = (8ull * static_cast<uint64_t>(sms > 0 ? sms : 1) + tiles - 1) / tiles;  // ≈ 8 blocks per SM
   const uint64_t most = std::max<uint64_t>(1, kw / 16);                                       // ≥ 16 word rows each
   return static_cast<uint32_t>(std::clamp<uint64_t>(want, 1, std::min<uint64_t>(most, 64)));
@@ -187,9 +199,15 @@ Status gptq_matvec(int32_t dtype, const uint32_t* q, const float2* zs, const uin
                        static_cast<unsigned long long>(m), static_cast<unsigned long long>(kGptqMatvecMaxM), splits);
   return dispatch_float(dtype, "gptq_matvec", [&](auto tag) -> Status {
     using T = typename decltype(tag)::type;
-    const dim3 grid(static_cast<unsigned>((n + kMvThreads - 1) / kMvThreads), splits);
-    matvec_kernel<T><<<grid, kMvThreads, 0, stream>>>(q, zs, wgrp, gword, x, static_cast<T*>(out), partial,
-                                                      static_cast<int>(m), kw, 8 * kw, n, splits);  // arith-ok: kp = 8·kw checked by the glue
+    const dim3 grid(static_cast<unsigned>((n + 4 * kMvThreads - 1) / (4 * kMvThreads)), splits);
+    const auto launch = [&](auto kernel) {
+      kernel<<<grid, kMvThreads, 0, stream>>>(q, zs, wgrp, gword, x, static_cast<T*>(out), partial,
+                                              static_cast<int>(m), kw, 8 * kw, n, splits);  // arith-ok: kp = 8·kw checked by the glue
+    };
+    if (m == 1) launch(matvec_kernel<T, 1>);
+    else if (m == 2) launch(matvec_kernel<T, 2>);
+    else if (m <= 4) launch(matvec_kernel<T, 4>);
+    else launch(matvec_kernel<T, 8>);
     FERRUM_CUDA_LAUNCH_CHECK("gptq_matvec");
     if (splits > 1) {
       reduce_kernel<T><<<blocks_for(m * n), kThreads, 0, stream>>>(partial, static_cast<T*>(out), m * n, splits);  // arith-ok: m·n checked by the glue

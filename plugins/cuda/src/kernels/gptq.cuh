@@ -14,9 +14,11 @@
 //   gptq_gather      x [m, kp]: the activations in the padded group order (padding rows 0), from
 //                    a [m, K] of T (src_row[p] = the source column of padded row p, −1 pad; NULL:
 //                    the identity), as f32 (the matvec's input) or as T (the gemm's).
-//   gptq_matvec      out [m, N] = x · W for m <= kGptqMatvecMaxM: one thread per output column,
-//                    8 word rows' loads in flight per thread, split-K over `splits` ranges of
-//                    word rows (grid: column tiles × splits, ≈ 8 blocks per SM); per
+//   gptq_matvec      out [m, N] = x · W for m <= kGptqMatvecMaxM: four adjacent output columns per
+//                    thread (one 16-byte load per word row), 8 word rows' loads in flight per
+//                    thread, split-K over `splits` ranges of word rows (grid: column tiles ×
+//                    splits, ≈ 8 blocks per SM; N must be a multiple of 4, which §12.1's multiple
+//                    of 8 is); per
 //                    group Σ x·(q − z) in f32, then ŝ times that sum added to the column's total
 //                    (the CPU plugin's order). splits == 1 writes out (one rounding to T); more
 //                    write f32 partials [splits, m, N] that gptq_reduce adds in split order
