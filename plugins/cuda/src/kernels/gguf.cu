@@ -32,95 +32,25 @@ struct Geometry<kQ5_K> { static constexpr int kQK = 256, kBytes = 176; };
 template <>
 struct Geometry<kQ6_K> { static constexpr int kQK = 256, kBytes = 210; };
 
-// A little-endian f16 field at any alignment, widened exactly.
-__device__ __forceinline__ float f16_at(const uint8_t* p) {
-  const unsigned short u = static_cast<unsigned short>(p[0] | (p[1] << 8));
-  return __half2float(__ushort_as_half(u));
-}
-
-// K-quant scale and min of sub-block j (Q4_K, Q5_K; docs/spec.md §11.1).
-__device__ __forceinline__ void kquant_scale_min(const uint8_t* scales, int j, int& sc, int& mn) {
-  if (j < 4) {
-    sc = scales[j] & 63;
-    mn = scales[j + 4] & 63;
-  } else {
-    sc = (scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4);
-    mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
-  }
-}
-
-// The 32 weights of group `g` (columns 32g … 32g + 31 of the block) of block `b`, exactly.
-template <int QT>
-__device__ __forceinline__ void decode32(const uint8_t* b, int g, float w[32]) {
-  if constexpr (QT == kQ4_0) {
-    const float d = f16_at(b);
-    const uint8_t* qs = b + 2;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      w[i] = d * static_cast<float>((qs[i] & 15) - 8);
-      w[i + 16] = d * static_cast<float>((qs[i] >> 4) - 8);
-    }
-  } else if constexpr (QT == kQ4_1) {
-    const float d = f16_at(b), m = f16_at(b + 2);
-    const uint8_t* qs = b + 4;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      w[i] = d * static_cast<float>(qs[i] & 15) + m;
-      w[i + 16] = d * static_cast<float>(qs[i] >> 4) + m;
-    }
-  } else if constexpr (QT == kQ8_0) {
-    const float d = f16_at(b);
-    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
-#pragma unroll
-    for (int i = 0; i < 32; ++i) w[i] = d * static_cast<float>(qs[i]);
-  } else if constexpr (QT == kQ4_K || QT == kQ5_K) {
-    const float d = f16_at(b), dmin = f16_at(b + 2);
-    int sc = 0, mn = 0;
-    kquant_scale_min(b + 4, g, sc, mn);
-    const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(mn);
-    const int c = g >> 1, shift = (g & 1) * 4;
-    if constexpr (QT == kQ4_K) {
-      const uint8_t* qs = b + 16 + 32 * c;
-#pragma unroll
-      for (int l = 0; l < 32; ++l) w[l] = ds * static_cast<float>((qs[l] >> shift) & 15) - dm;
-    } else {
-      const uint8_t* qh = b + 16;
-      const uint8_t* qs = b + 48 + 32 * c;
-#pragma unroll
-      for (int l = 0; l < 32; ++l) {
-        const int q = ((qs[l] >> shift) & 15) + 16 * ((qh[l] >> g) & 1);
-        w[l] = ds * static_cast<float>(q) - dm;
-      }
-    }
-  } else {  // Q6_K: group g = 4n + k of half n
-    const int n = g >> 2, k = g & 3;
-    const uint8_t* L = b + 64 * n + (k & 1) * 32;  // ql[l] (k even) or ql[l + 32] (k odd)
-    const uint8_t* H = b + 128 + 32 * n;
-    const int8_t* Sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * n + 2 * k;
-    const float d = f16_at(b + 208);
-    const int lshift = (k >> 1) * 4, hshift = 2 * k;
-    const float s0 = d * static_cast<float>(Sc[0]), s1 = d * static_cast<float>(Sc[1]);
-#pragma unroll
-    for (int l = 0; l < 32; ++l) {
-      const int q = ((L[l] >> lshift) & 15) | (((H[l] >> hshift) & 3) << 4);
-      w[l] = (l < 16 ? s0 : s1) * static_cast<float>(q - 32);
-    }
-  }
-}
-
 constexpr int kWarpsPerBlock = 8;
 constexpr int kThreadsPerBlock = kWarpsPerBlock * 32;
+constexpr int kStages = 4;  // shared-memory stages per warp: kStages − 1 chunks in flight while one is decoded
 
 // A warp works on chunks of 32 consecutive 32-weight groups of one row: whole blocks, contiguous
-// bytes (32 blocks of a QK-32 type, 4 blocks of a K-quant).
+// bytes (32 blocks of a QK-32 type, 4 blocks of a K-quant). A stage holds the 16-byte-aligned
+// units that cover a chunk at any even address, plus one unit of padding (Words reads one word
+// past the last one it returns).
 template <int QT>
 struct Chunk {
   using G = Geometry<QT>;
   static constexpr int kGroupsPerBlock = G::kQK / 32;
   static constexpr int kBytes = 32 / kGroupsPerBlock * G::kBytes;  // bytes of a full chunk (even)
-  static constexpr int kHalves = kBytes / 2;                       // 16-bit words
-  static constexpr int kPerLane = (kHalves + 31) / 32;             // 16-bit words per lane
-  static constexpr int kSmem = (kBytes + 15) / 16 * 16;            // staging bytes per warp
+  static constexpr int kUnits = (kBytes + 14 + 15) / 16;          // 16-byte units covering it
+  static constexpr int kStage = kUnits * 16 + 16;                 // bytes of one stage
+  static constexpr int kRing = kStages * kStage;                  // bytes of a warp's ring
+  static constexpr int kHalves = kBytes / 2;                       // 16-bit words (matvec)
+  static constexpr int kPerLane = (kHalves + 31) / 32;             // 16-bit words per lane (matvec)
+  static constexpr int kSmem = (kBytes + 15) / 16 * 16;            // staging bytes per warp (matvec)
 };
 
 // Loads the 16-bit words of the chunk of `groups` groups starting at group g0 of a row (every
@@ -150,11 +80,263 @@ __device__ __forceinline__ void store_chunk(unsigned char* buf, int lane, const 
   }
 }
 
+// ---- cp.async (sm_80+) ----
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem_src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Copies the chunk bytes [src, src + len) (src even) into `stage`: the 16-byte-aligned units
+// covering them, unit u at stage + 16u, lane l taking units l, l + 32, … with cp.async. A unit
+// not wholly inside the weight [lo, hi) (only the matrix's first and last can be: every chunk
+// lies inside it) is read as the 16-bit words of it that are inside, synchronously, so no load
+// leaves [lo, hi). The chunk starts at byte (src mod 16) of the stage. Commits nothing.
+__device__ __forceinline__ void stage_chunk(unsigned char* stage, const uint8_t* src, int len, uintptr_t lo,
+                                            uintptr_t hi, int lane) {
+  const uintptr_t s0 = reinterpret_cast<uintptr_t>(src) & ~uintptr_t{15};
+  const int units = static_cast<int>((reinterpret_cast<uintptr_t>(src) & 15) + len + 15) >> 4;
+  for (int u = lane; u < units; u += 32) {
+    const uintptr_t p = s0 + 16 * static_cast<uintptr_t>(u);
+    if (p >= lo && p + 16 <= hi) {
+      cp_async16(stage + 16 * u, reinterpret_cast<const void*>(p));
+    } else {
+#pragma unroll
+      for (int h = 0; h < 8; ++h) {
+        const uintptr_t q = p + 2 * h;
+        if (q >= lo && q < hi)
+          *reinterpret_cast<uint16_t*>(stage + 16 * u + 2 * h) = __ldg(reinterpret_cast<const uint16_t*>(q));
+      }
+    }
+  }
+}
+
+// 32-bit little-endian words at an even byte offset `off` of a 16-byte-aligned shared buffer:
+// word i = bytes off + 4i … off + 4i + 3, from two aligned loads and a funnel shift (reads the
+// word after it too).
+struct Words {
+  const uint32_t* base;
+  uint32_t sh;
+  __device__ __forceinline__ Words(const unsigned char* buf, int off)
+      : base(reinterpret_cast<const uint32_t*>(buf + (off & ~3))), sh(static_cast<uint32_t>(off & 3) * 8u) {}
+  __device__ __forceinline__ uint32_t operator[](int i) const { return __funnelshift_r(base[i], base[i + 1], sh); }
+};
+
+// An f16 field at an even offset of a shared buffer, widened exactly.
+__device__ __forceinline__ float f16_at(const unsigned char* buf, int off) {
+  return __half2float(*reinterpret_cast<const __half*>(buf + off));
+}
+
+// Byte k (0…3) of `codes` as the exact f32 value 2^23 + byte (one byte permute: 0x4B0000bb).
+template <int K>
+__device__ __forceinline__ float biased(uint32_t codes) {
+  return __int_as_float(static_cast<int>(__byte_perm(codes, 0x4B000000u, 0x7440u | K)));
+}
+
+// K-quant scale and min of sub-block j (Q4_K, Q5_K; docs/spec.md §11.1).
+__device__ __forceinline__ void kquant_scale_min(const uint8_t* scales, int j, int& sc, int& mn) {
+  if (j < 4) {
+    sc = scales[j] & 63;
+    mn = scales[j + 4] & 63;
+  } else {
+    sc = (scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4);
+    mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+  }
+}
+
+// A little-endian f16 field at any alignment, widened exactly.
+__device__ __forceinline__ float f16_le(const uint8_t* p) {
+  const unsigned short u = static_cast<unsigned short>(p[0] | (p[1] << 8));
+  return __half2float(__ushort_as_half(u));
+}
+
+// The 32 weights of group `g` (columns 32g … 32g + 31 of the block) of block `b`, exactly.
+template <int QT>
+__device__ __forceinline__ void decode32(const uint8_t* b, int g, float w[32]) {
+  if constexpr (QT == kQ4_0) {
+    const float d = f16_le(b);
+    const uint8_t* qs = b + 2;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      w[i] = d * static_cast<float>((qs[i] & 15) - 8);
+      w[i + 16] = d * static_cast<float>((qs[i] >> 4) - 8);
+    }
+  } else if constexpr (QT == kQ4_1) {
+    const float d = f16_le(b), m = f16_le(b + 2);
+    const uint8_t* qs = b + 4;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      w[i] = d * static_cast<float>(qs[i] & 15) + m;
+      w[i + 16] = d * static_cast<float>(qs[i] >> 4) + m;
+    }
+  } else if constexpr (QT == kQ8_0) {
+    const float d = f16_le(b);
+    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
+#pragma unroll
+    for (int i = 0; i < 32; ++i) w[i] = d * static_cast<float>(qs[i]);
+  } else if constexpr (QT == kQ4_K || QT == kQ5_K) {
+    const float d = f16_le(b), dmin = f16_le(b + 2);
+    int sc = 0, mn = 0;
+    kquant_scale_min(b + 4, g, sc, mn);
+    const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(mn);
+    const int c = g >> 1, shift = (g & 1) * 4;
+    if constexpr (QT == kQ4_K) {
+      const uint8_t* qs = b + 16 + 32 * c;
+#pragma unroll
+      for (int l = 0; l < 32; ++l) w[l] = ds * static_cast<float>((qs[l] >> shift) & 15) - dm;
+    } else {
+      const uint8_t* qh = b + 16;
+      const uint8_t* qs = b + 48 + 32 * c;
+#pragma unroll
+      for (int l = 0; l < 32; ++l) {
+        const int q = ((qs[l] >> shift) & 15) + 16 * ((qh[l] >> g) & 1);
+        w[l] = ds * static_cast<float>(q) - dm;
+      }
+    }
+  } else {  // Q6_K: group g = 4n + k of half n
+    const int n = g >> 2, k = g & 3;
+    const uint8_t* L = b + 64 * n + (k & 1) * 32;  // ql[l] (k even) or ql[l + 32] (k odd)
+    const uint8_t* H = b + 128 + 32 * n;
+    const int8_t* Sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * n + 2 * k;
+    const float d = f16_le(b + 208);
+    const int lshift = (k >> 1) * 4, hshift = 2 * k;
+    const float s0 = d * static_cast<float>(Sc[0]), s1 = d * static_cast<float>(Sc[1]);
+#pragma unroll
+    for (int l = 0; l < 32; ++l) {
+      const int q = ((L[l] >> lshift) & 15) | (((H[l] >> hshift) & 3) << 4);
+      w[l] = (l < 16 ? s0 : s1) * static_cast<float>(q - 32);
+    }
+  }
+}
+
+// Exact decoder of group g (columns 32g … 32g + 31 of its block) of the block at even offset
+// `off` of a staged chunk. Every weight is scale·(q − kOff) (+ add): q = an unsigned byte code,
+// scale·(q − kOff) exact in f32 (f16 scale × ≤ 17-bit integer), so the value is the §11.1 value
+// whatever the evaluation order or FMA contraction. codes(i) holds the codes of weights 4i … 4i + 3
+// (i = 0 … 7), one per byte.
+template <int QT>
+struct GroupDecoder {
+  static constexpr float kOff = QT == kQ4_0 ? 8.0f : QT == kQ8_0 ? 128.0f : QT == kQ6_K ? 32.0f : 0.0f;
+  static constexpr bool kAdd = QT == kQ4_1 || QT == kQ4_K || QT == kQ5_K;
+  static constexpr float kBias = 8388608.0f + kOff;  // 2^23 + kOff: biased(q) − kBias = q − kOff exactly
+  Words lo, hi;         // code bytes (qs / ql) and the high bits (Q5_K qh, Q6_K qh)
+  float s0, s1, add;    // scale of weights 0–15 and 16–31; the added term
+  uint32_t shl, shh;    // nibble shift of lo; bit shift of hi
+
+  __device__ __forceinline__ GroupDecoder(const unsigned char* buf, int off, int g)
+      : lo(buf, off), hi(buf, off), s0(0.0f), s1(0.0f), add(0.0f), shl(0), shh(0) {
+    if constexpr (QT == kQ4_0 || QT == kQ8_0) {
+      s0 = s1 = f16_at(buf, off);
+      lo = Words(buf, off + 2);
+    } else if constexpr (QT == kQ4_1) {
+      s0 = s1 = f16_at(buf, off);
+      add = f16_at(buf, off + 2);
+      lo = Words(buf, off + 4);
+    } else if constexpr (QT == kQ4_K || QT == kQ5_K) {
+      const float d = f16_at(buf, off), dmin = f16_at(buf, off + 2);
+      int sc = 0, mn = 0;
+      kquant_scale_min(buf + off + 4, g, sc, mn);
+      s0 = s1 = d * static_cast<float>(sc);
+      add = -(dmin * static_cast<float>(mn));
+      shl = static_cast<uint32_t>(g & 1) * 4u;
+      if constexpr (QT == kQ4_K) {
+        lo = Words(buf, off + 16 + 32 * (g >> 1));
+      } else {
+        lo = Words(buf, off + 48 + 32 * (g >> 1));
+        hi = Words(buf, off + 16);
+        shh = static_cast<uint32_t>(g);
+      }
+    } else {  // Q6_K: group g = 4n + k of half n
+      const int n = g >> 2, k = g & 3;
+      lo = Words(buf, off + 64 * n + (k & 1) * 32);  // ql[l] (k even) or ql[l + 32] (k odd)
+      hi = Words(buf, off + 128 + 32 * n);
+      const signed char* sc = reinterpret_cast<const signed char*>(buf + off + 192 + 8 * n + 2 * k);
+      const float d = f16_at(buf, off + 208);
+      s0 = d * static_cast<float>(sc[0]);
+      s1 = d * static_cast<float>(sc[1]);
+      shl = static_cast<uint32_t>(k >> 1) * 4u;
+      shh = static_cast<uint32_t>(2 * k);
+    }
+  }
+
+  __device__ __forceinline__ uint32_t codes(int i) const {
+    if constexpr (QT == kQ4_0 || QT == kQ4_1) {
+      return i < 4 ? lo[i] & 0x0F0F0F0Fu : (lo[i - 4] >> 4) & 0x0F0F0F0Fu;
+    } else if constexpr (QT == kQ8_0) {
+      return lo[i] ^ 0x80808080u;  // int8 v → v + 128
+    } else if constexpr (QT == kQ4_K) {
+      return (lo[i] >> shl) & 0x0F0F0F0Fu;
+    } else if constexpr (QT == kQ5_K) {
+      return ((lo[i] >> shl) & 0x0F0F0F0Fu) | (((hi[i] >> shh) & 0x01010101u) << 4);
+    } else {
+      return ((lo[i] >> shl) & 0x0F0F0F0Fu) | (((hi[i] >> shh) & 0x03030303u) << 4);
+    }
+  }
+
+  // Weights 4i … 4i + 3 of the group, exactly.
+  __device__ __forceinline__ void word(int i, float* w) const {
+    const uint32_t c = codes(i);
+    const float s = i < 4 ? s0 : s1;
+    const float q[4] = {biased<0>(c) - kBias, biased<1>(c) - kBias, biased<2>(c) - kBias, biased<3>(c) - kBias};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) w[k] = kAdd ? s * q[k] + add : s * q[k];
+  }
+};
+
 // Activations staged in shared memory: group g of row r (32 values of T) at byte
 // (r·groups + g)·act_stride<T>: 16 bytes of padding after each group make a lane's 16-byte
 // loads of its own group conflict-free across the warp.
 template <class T>
 __host__ __device__ constexpr int act_stride() { return 32 * static_cast<int>(sizeof(T)) + 16; }
+
+// Σ w[i]·x[i] over 8 activation values of T at p (16-byte aligned), added into acc in order.
+template <class T>
+__device__ __forceinline__ float dot8(const float* w, const uint4* p, float acc, bool global) {
+  constexpr int kPer = 16 / static_cast<int>(sizeof(T));  // values per 16-byte vector
+#pragma unroll
+  for (int v = 0; v < 8 / kPer; ++v) {
+    const uint4 u = global ? __ldg(p + v) : p[v];
+    const T* t = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) acc = fmaf(w[v * kPer + i], to_f(t[i]), acc);
+  }
+  return acc;
+}
+
+// A warp's walk over (row, chunk) items in row-major order: row `row`, chunk `c` of the row
+// (groups 32c … 32c + cnt − 1, bytes [src, src + len) of the weight).
+template <int QT>
+struct Cursor {
+  using G = Geometry<QT>;
+  using C = Chunk<QT>;
+  uint64_t row, c;
+  __device__ __forceinline__ void next(uint64_t chunks_per_row) {
+    if (++c == chunks_per_row) {
+      c = 0;
+      ++row;
+    }
+  }
+  __device__ __forceinline__ int groups(uint64_t groups_per_row) const {
+    const uint64_t left = groups_per_row - 32 * c;
+    return static_cast<int>(left < 32 ? left : 32);
+  }
+  __device__ __forceinline__ const uint8_t* src(const uint8_t* w, uint64_t row_bytes) const {
+    return w + row * row_bytes + c * C::kBytes;  // chunk c starts at block 32c / groups-per-block
+  }
+};
+
+// Starts the copy of the cursor's chunk into `stage` and advances the cursor.
+template <int QT>
+__device__ __forceinline__ void issue(Cursor<QT>& cur, unsigned char* stage, const uint8_t* w, uint64_t row_bytes,
+                                      uint64_t groups, uint64_t chunks_per_row, uintptr_t lo, uintptr_t hi, int lane) {
+  const int len = cur.groups(groups) / Chunk<QT>::kGroupsPerBlock * Geometry<QT>::kBytes;
+  stage_chunk(stage, cur.src(w, row_bytes), len, lo, hi, lane);
+  cur.next(chunks_per_row);
+}
 
 template <class T>
 __device__ __forceinline__ float dot32_smem(const float (&wv)[32], const unsigned char* g) {
@@ -246,41 +428,62 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2)
   }
 }
 
-// One warp per chunk of 32 groups: the chunk's bytes staged through shared memory (coalesced),
-// each lane decodes one group and writes its 32 values as 16-byte vectors.
+// One warp per run of `chunks_per_warp` consecutive chunks (row-major over the matrix), streamed
+// through the warp's ring as in the matvec. Lane l writes bytes 16l … 16l + 15 of each 512-byte
+// run of the chunk's output (coalesced 16-byte stores), decoding the 16 / sizeof(T) weights it
+// writes.
 template <int QT, class T>
-__global__ void __launch_bounds__(kThreadsPerBlock)
-    gguf_dequantize_kernel(const uint8_t* __restrict__ w, uint64_t n_rows, uint64_t n_cols, T* __restrict__ out) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 4)
+    gguf_dequantize_kernel(const uint8_t* __restrict__ w, uint64_t n_rows, uint64_t n_cols, T* __restrict__ out,
+                           uint64_t chunks_per_warp) {
   using G = Geometry<QT>;
   using C = Chunk<QT>;
-  __shared__ __align__(16) unsigned char smem[kWarpsPerBlock * C::kSmem];
+  constexpr int kPer = 16 / static_cast<int>(sizeof(T));  // values per 16-byte store
+  __shared__ __align__(16) unsigned char smem[kWarpsPerBlock * C::kRing];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  unsigned char* wbuf = smem + warp * C::kSmem;
-  const uint64_t groups = n_cols / 32, chunks_per_row = (groups + 31) / 32, chunks = n_rows * chunks_per_row;
+  unsigned char* ring = smem + warp * C::kRing;
+  const uint64_t groups = n_cols / 32, chunks_per_row = (groups + 31) / 32;
   const uint64_t row_bytes = n_cols / G::kQK * G::kBytes;
-  for (uint64_t ch = static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp; ch < chunks;
-       ch += static_cast<uint64_t>(gridDim.x) * kWarpsPerBlock) {
-    const uint64_t row = ch / chunks_per_row, g0 = ch % chunks_per_row * 32;
-    const int cnt = static_cast<int>(groups - g0 < 32 ? groups - g0 : 32);
-    uint32_t pf[C::kPerLane];
-    load_chunk<QT>(w + row * row_bytes, g0, cnt, lane, pf);
-    __syncwarp();
-    store_chunk<QT>(wbuf, lane, pf);
-    __syncwarp();
-    if (lane < cnt) {
-      float wv[32];
-      decode32<QT>(wbuf + (lane / C::kGroupsPerBlock) * G::kBytes, lane % C::kGroupsPerBlock, wv);
-      T* o = out + row * n_cols + (g0 + lane) * 32;
-      constexpr int kPer = 16 / static_cast<int>(sizeof(T));
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * row_bytes;
+  const uint64_t total = n_rows * chunks_per_row;
+  const uint64_t i0 = (static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp) * chunks_per_warp;
+  if (i0 >= total) return;
+  const uint64_t items = total - i0 < chunks_per_warp ? total - i0 : chunks_per_warp;
+  Cursor<QT> in{i0 / chunks_per_row, i0 % chunks_per_row}, at = in;
 #pragma unroll
-      for (int v = 0; v < 32 / kPer; ++v) {
-        uint4 u;
-        T* t = reinterpret_cast<T*>(&u);
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (static_cast<uint64_t>(s) < items)
+      issue<QT>(in, ring + s * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi, lane);
+    cp_async_commit();
+  }
+  for (uint64_t it = 0; it < items; ++it) {
+    __syncwarp();
+    if (it + kStages - 1 < items)
+      issue<QT>(in, ring + (it + kStages - 1) % kStages * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi,
+                lane);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncwarp();
+    const unsigned char* stage = ring + it % kStages * C::kStage;
+    const int cnt = at.groups(groups);
+    const int delta = static_cast<int>(reinterpret_cast<uintptr_t>(at.src(w, row_bytes)) & 15);
+    T* o = out + at.row * n_cols + 32 * 32 * at.c;
 #pragma unroll
-        for (int i = 0; i < kPer; ++i) t[i] = from_f<T>(wv[v * kPer + i]);
-        reinterpret_cast<uint4*>(o)[v] = u;
+    for (int j = 0; j < 32 / kPer; ++j) {  // unit u = 32j + lane: values kPer·u … of the chunk
+      const int u = 32 * j + lane, grp = u / (32 / kPer), pos = u % (32 / kPer) * kPer;
+      if (grp < cnt) {
+        const GroupDecoder<QT> dec(stage, delta + grp / C::kGroupsPerBlock * G::kBytes, grp % C::kGroupsPerBlock);
+        float wv[kPer];
+#pragma unroll
+        for (int i = 0; i < kPer / 4; ++i) dec.word(pos / 4 + i, wv + 4 * i);
+        uint4 v;
+        T* t = reinterpret_cast<T*>(&v);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) t[i] = from_f<T>(wv[i]);
+        reinterpret_cast<uint4*>(o)[u] = v;
       }
     }
+    at.next(chunks_per_row);
   }
 }
 
@@ -297,6 +500,23 @@ Status dispatch_quant(int32_t quant_type, const char* what, F&& f) {
     default:
       return make_status(FERRUM_STATUS_UNSUPPORTED, "%s: quant type %d is not served", what, static_cast<int>(quant_type));
   }
+}
+
+// The warps and the work per warp of a launch over `work` equal items (rows, chunks): every
+// warp resident at once (`blocks_per_sm` from the occupancy calculator) and the same number of
+// items per warp (the last may have fewer), so the warps finish together.
+struct Split {
+  unsigned grid = 1;
+  uint64_t per_warp = 1;
+};
+Split split_work(uint64_t work, int sms, int blocks_per_sm) {
+  const uint64_t warps = static_cast<uint64_t>(sms > 0 ? sms : 1) * (blocks_per_sm > 0 ? blocks_per_sm : 1) *
+                         kWarpsPerBlock;  // arith-ok: device counts, small
+  Split s;
+  s.per_warp = (work + warps - 1) / warps;                        // arith-ok: work <= n_rows·n_cols / 32, checked
+  const uint64_t used = (work + s.per_warp - 1) / s.per_warp;     // arith-ok: as above
+  s.grid = static_cast<unsigned>((used + kWarpsPerBlock - 1) / kWarpsPerBlock);  // arith-ok: used <= warps
+  return s;
 }
 
 }  // namespace
@@ -359,11 +579,17 @@ Status gguf_dequantize(int32_t dtype, int32_t quant_type, const uint8_t* w, uint
                        void* out, cudaStream_t stream) noexcept {
   const uint64_t chunks = n_rows * ((n_cols / 32 + 31) / 32);  // arith-ok: <= n_rows·n_cols, checked by the glue
   if (chunks == 0) return Status{};
+  int device = 0, sms = 0;
+  FERRUM_CUDA_CHECK(cudaGetDevice(&device));
+  FERRUM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return dispatch_float(dtype, "gguf_dequantize", [&](auto tag) -> Status {
     using T = typename decltype(tag)::type;
     return dispatch_quant(quant_type, "gguf_dequantize", [&](auto qt) -> Status {
-      gguf_dequantize_kernel<decltype(qt)::value, T>
-          <<<blocks_for(chunks, kWarpsPerBlock), kThreadsPerBlock, 0, stream>>>(w, n_rows, n_cols, static_cast<T*>(out));
+      auto kernel = gguf_dequantize_kernel<decltype(qt)::value, T>;
+      int per_sm = 0;
+      FERRUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreadsPerBlock, 0));
+      const Split s = split_work(chunks, sms, per_sm);
+      kernel<<<s.grid, kThreadsPerBlock, 0, stream>>>(w, n_rows, n_cols, static_cast<T*>(out), s.per_warp);
       FERRUM_CUDA_LAUNCH_CHECK("gguf_dequantize_kernel");
       return Status{};
     });

@@ -15,8 +15,14 @@
 //                    once per block when they fit (padded so each lane's 16-byte loads of its group
 //                    are conflict-free), else read from global memory. f32 sums; the lanes'
 //                    partials added in a fixed tree order (deterministic); each output rounded once.
-//   gguf_dequantize  out[j, c] = W[j, c] rounded once to T: one warp per chunk (the same coalesced
-//                    staging), each lane writes its group's 32 values as 16-byte vectors.
+//   gguf_dequantize  out[j, c] = W[j, c] rounded once to T: each warp owns a contiguous run of
+//                    chunks (the grid sized from the occupancy, every warp resident, equal runs) and
+//                    copies them with 16-byte cp.async into its ring of 4 shared-memory stages (the
+//                    16-byte-aligned span covering a chunk; units not wholly inside the weight read
+//                    with 16-bit loads), 3 chunks in flight while one is decoded; lane i writes
+//                    bytes 16i … 16i + 15 of each 512-byte run of the chunk's output (coalesced
+//                    16-byte stores), decoding the 16 / sizeof(T) weights it writes from 32-bit code
+//                    words (codes → f32 by a byte permute into 2^23 + q and one exact subtraction).
 //
 // Launch functions: raw device pointers, T = the float dtype, enqueued on `stream` (its device
 // current), no allocation, capturable. The glue validated sizes, types and shapes.
