@@ -48,37 +48,7 @@ struct Chunk {
   static constexpr int kUnits = (kBytes + 14 + 15) / 16;          // 16-byte units covering it
   static constexpr int kStage = kUnits * 16 + 16;                 // bytes of one stage
   static constexpr int kRing = kStages * kStage;                  // bytes of a warp's ring
-  static constexpr int kHalves = kBytes / 2;                       // 16-bit words (matvec)
-  static constexpr int kPerLane = (kHalves + 31) / 32;             // 16-bit words per lane (matvec)
-  static constexpr int kSmem = (kBytes + 15) / 16 * 16;            // staging bytes per warp (matvec)
 };
-
-// Loads the 16-bit words of the chunk of `groups` groups starting at group g0 of a row (every
-// block size is even and rows start at even offsets, so the words are aligned): lane l takes
-// words l, l + 32, … — one coalesced pass over the chunk's bytes.
-template <int QT>
-__device__ __forceinline__ void load_chunk(const uint8_t* row, uint64_t g0, int groups, int lane,
-                                           uint32_t (&pf)[Chunk<QT>::kPerLane]) {
-  using C = Chunk<QT>;
-  const uint16_t* src = reinterpret_cast<const uint16_t*>(row + g0 / C::kGroupsPerBlock * Geometry<QT>::kBytes);
-  const int halves = groups / C::kGroupsPerBlock * Geometry<QT>::kBytes / 2;
-#pragma unroll
-  for (int j = 0; j < C::kPerLane; ++j) {
-    const int i = lane + 32 * j;
-    pf[j] = i < halves ? __ldg(src + i) : 0u;
-  }
-}
-
-template <int QT>
-__device__ __forceinline__ void store_chunk(unsigned char* buf, int lane, const uint32_t (&pf)[Chunk<QT>::kPerLane]) {
-  using C = Chunk<QT>;
-  uint16_t* dst = reinterpret_cast<uint16_t*>(buf);
-#pragma unroll
-  for (int j = 0; j < C::kPerLane; ++j) {
-    const int i = lane + 32 * j;
-    if (i < C::kHalves) dst[i] = static_cast<uint16_t>(pf[j]);
-  }
-}
 
 // ---- cp.async (sm_80+) ----
 __device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src) {
@@ -145,71 +115,6 @@ __device__ __forceinline__ void kquant_scale_min(const uint8_t* scales, int j, i
   } else {
     sc = (scales[j + 4] & 15) | ((scales[j - 4] >> 6) << 4);
     mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
-  }
-}
-
-// A little-endian f16 field at any alignment, widened exactly.
-__device__ __forceinline__ float f16_le(const uint8_t* p) {
-  const unsigned short u = static_cast<unsigned short>(p[0] | (p[1] << 8));
-  return __half2float(__ushort_as_half(u));
-}
-
-// The 32 weights of group `g` (columns 32g … 32g + 31 of the block) of block `b`, exactly.
-template <int QT>
-__device__ __forceinline__ void decode32(const uint8_t* b, int g, float w[32]) {
-  if constexpr (QT == kQ4_0) {
-    const float d = f16_le(b);
-    const uint8_t* qs = b + 2;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      w[i] = d * static_cast<float>((qs[i] & 15) - 8);
-      w[i + 16] = d * static_cast<float>((qs[i] >> 4) - 8);
-    }
-  } else if constexpr (QT == kQ4_1) {
-    const float d = f16_le(b), m = f16_le(b + 2);
-    const uint8_t* qs = b + 4;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      w[i] = d * static_cast<float>(qs[i] & 15) + m;
-      w[i + 16] = d * static_cast<float>(qs[i] >> 4) + m;
-    }
-  } else if constexpr (QT == kQ8_0) {
-    const float d = f16_le(b);
-    const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
-#pragma unroll
-    for (int i = 0; i < 32; ++i) w[i] = d * static_cast<float>(qs[i]);
-  } else if constexpr (QT == kQ4_K || QT == kQ5_K) {
-    const float d = f16_le(b), dmin = f16_le(b + 2);
-    int sc = 0, mn = 0;
-    kquant_scale_min(b + 4, g, sc, mn);
-    const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(mn);
-    const int c = g >> 1, shift = (g & 1) * 4;
-    if constexpr (QT == kQ4_K) {
-      const uint8_t* qs = b + 16 + 32 * c;
-#pragma unroll
-      for (int l = 0; l < 32; ++l) w[l] = ds * static_cast<float>((qs[l] >> shift) & 15) - dm;
-    } else {
-      const uint8_t* qh = b + 16;
-      const uint8_t* qs = b + 48 + 32 * c;
-#pragma unroll
-      for (int l = 0; l < 32; ++l) {
-        const int q = ((qs[l] >> shift) & 15) + 16 * ((qh[l] >> g) & 1);
-        w[l] = ds * static_cast<float>(q) - dm;
-      }
-    }
-  } else {  // Q6_K: group g = 4n + k of half n
-    const int n = g >> 2, k = g & 3;
-    const uint8_t* L = b + 64 * n + (k & 1) * 32;  // ql[l] (k even) or ql[l + 32] (k odd)
-    const uint8_t* H = b + 128 + 32 * n;
-    const int8_t* Sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * n + 2 * k;
-    const float d = f16_le(b + 208);
-    const int lshift = (k >> 1) * 4, hshift = 2 * k;
-    const float s0 = d * static_cast<float>(Sc[0]), s1 = d * static_cast<float>(Sc[1]);
-#pragma unroll
-    for (int l = 0; l < 32; ++l) {
-      const int q = ((L[l] >> lshift) & 15) | (((H[l] >> hshift) & 3) << 4);
-      w[l] = (l < 16 ? s0 : s1) * static_cast<float>(q - 32);
-    }
   }
 }
 
@@ -338,46 +243,33 @@ __device__ __forceinline__ void issue(Cursor<QT>& cur, unsigned char* stage, con
   cur.next(chunks_per_row);
 }
 
-template <class T>
-__device__ __forceinline__ float dot32_smem(const float (&wv)[32], const unsigned char* g) {
-  constexpr int kVecs = 32 * static_cast<int>(sizeof(T)) / 16;
-  float s = 0.0f;
-#pragma unroll
-  for (int v = 0; v < kVecs; ++v) {
-    const uint4 u = *reinterpret_cast<const uint4*>(g + 16 * v);
-    const T* t = reinterpret_cast<const T*>(&u);
-#pragma unroll
-    for (int i = 0; i < 16 / static_cast<int>(sizeof(T)); ++i)
-      s = fmaf(wv[v * (16 / sizeof(T)) + i], to_f(t[i]), s);
-  }
-  return s;
-}
+// Launch bound: blocks of 8 warps per SM (m = 1: 4, ≤ 64 registers; m ≤ 8: 3, or 2 when the
+// activations are read from global memory, which needs more registers).
+template <int kM, bool kSmemAct>
+constexpr int matvec_min_blocks() { return kM == 1 ? 4 : kSmemAct ? 3 : 2; }
 
-template <class T>
-__device__ __forceinline__ float dot32_global(const float (&wv)[32], const T* ar) {
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) s = fmaf(wv[i], to_f(ar[i]), s);
-  return s;
-}
-
+// One warp per run of `rows_per_warp` consecutive output features, streamed chunk by chunk
+// through the warp's ring of kStages shared-memory stages (cp.async; kStages − 1 chunks in flight
+// across row boundaries). In a chunk, lane = group: it decodes its 32 weights 8 at a time and
+// multiplies them with each of the m ≤ kM activation rows (the weight is read once for all).
 // kSmemAct: the m activation rows are staged in shared memory once per block (when they fit);
-// otherwise each lane reads its 32 values from global memory (L1/L2).
-template <int QT, class T, bool kSmemAct>
-__global__ void __launch_bounds__(kThreadsPerBlock, 2)
+// otherwise each lane reads its values from global memory (L1/L2).
+template <int QT, class T, bool kSmemAct, int kM>
+__global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemAct>())
     gguf_matvec_kernel(const uint8_t* __restrict__ w, uint64_t n_rows, uint64_t n_cols, const T* __restrict__ a,
-                       T* __restrict__ out, int m) {
+                       T* __restrict__ out, int m, uint64_t rows_per_warp) {
   using G = Geometry<QT>;
   using C = Chunk<QT>;
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  unsigned char* wbuf = smem + warp * C::kSmem;
-  const unsigned char* abuf = smem + kWarpsPerBlock * C::kSmem;
-  const uint64_t groups = n_cols / 32;
+  unsigned char* ring = smem + warp * C::kRing;
+  const unsigned char* abuf = smem + kWarpsPerBlock * C::kRing;
+  const uint64_t groups = n_cols / 32, chunks_per_row = (groups + 31) / 32;
   const uint64_t row_bytes = n_cols / G::kQK * G::kBytes;
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * row_bytes;
   if constexpr (kSmemAct) {
     constexpr int kVecs = 32 * static_cast<int>(sizeof(T)) / 16;  // 16-byte vectors per group
-    unsigned char* dst = smem + kWarpsPerBlock * C::kSmem;
+    unsigned char* dst = smem + kWarpsPerBlock * C::kRing;
     const uint64_t vecs = static_cast<uint64_t>(m) * groups * kVecs;
     for (uint64_t i = threadIdx.x; i < vecs; i += kThreadsPerBlock) {
       const uint64_t rg = i / kVecs, v = i % kVecs;  // rg = r·groups + g: a's group index
@@ -386,45 +278,68 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2)
     }
     __syncthreads();
   }
-  for (uint64_t row = static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp; row < n_rows;
-       row += static_cast<uint64_t>(gridDim.x) * kWarpsPerBlock) {
-    const uint8_t* wr = w + row * row_bytes;
-    float acc[kGgufMatvecMaxM];
+  const uint64_t r0 = (static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp) * rows_per_warp;
+  if (r0 >= n_rows) return;
+  const uint64_t rows = n_rows - r0 < rows_per_warp ? n_rows - r0 : rows_per_warp;
+  const uint64_t items = rows * chunks_per_row;
+  Cursor<QT> in{r0, 0}, at{r0, 0};  // the next chunk to copy; the next chunk to decode
 #pragma unroll
-    for (int r = 0; r < static_cast<int>(kGgufMatvecMaxM); ++r) acc[r] = 0.0f;
-    uint32_t pf[C::kPerLane];
-    load_chunk<QT>(wr, 0, static_cast<int>(groups < 32 ? groups : 32), lane, pf);
-    for (uint64_t g0 = 0; g0 < groups; g0 += 32) {
-      const int cnt = static_cast<int>(groups - g0 < 32 ? groups - g0 : 32);
-      __syncwarp();
-      store_chunk<QT>(wbuf, lane, pf);
-      __syncwarp();
-      if (g0 + 32 < groups) {  // the next chunk's loads fly while this one is decoded
-        const uint64_t left = groups - g0 - 32;
-        load_chunk<QT>(wr, g0 + 32, static_cast<int>(left < 32 ? left : 32), lane, pf);
-      }
-      if (lane < cnt) {
-        float wv[32];
-        decode32<QT>(wbuf + (lane / C::kGroupsPerBlock) * G::kBytes, lane % C::kGroupsPerBlock, wv);
-        const uint64_t g = g0 + lane;
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (static_cast<uint64_t>(s) < items)
+      issue<QT>(in, ring + s * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi, lane);
+    cp_async_commit();
+  }
+  float acc[kM];
 #pragma unroll
-        for (int r = 0; r < static_cast<int>(kGgufMatvecMaxM); ++r) {
-          if (r < m) {
+  for (int r = 0; r < kM; ++r) acc[r] = 0.0f;
+  for (uint64_t it = 0; it < items; ++it) {
+    __syncwarp();  // every lane is done with the stage refilled now (decoded at it − 1)
+    if (it + kStages - 1 < items)
+      issue<QT>(in, ring + (it + kStages - 1) % kStages * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi,
+                lane);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();  // this lane's copies of chunk `it` landed …
+    __syncwarp();                  // … and every lane's
+    const unsigned char* stage = ring + it % kStages * C::kStage;
+    const int cnt = at.groups(groups);
+    if (lane < cnt) {
+      const int off = static_cast<int>(reinterpret_cast<uintptr_t>(at.src(w, row_bytes)) & 15) +
+                      lane / C::kGroupsPerBlock * G::kBytes;
+      const GroupDecoder<QT> dec(stage, off, lane % C::kGroupsPerBlock);
+      const uint64_t g = 32 * at.c + lane;
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {  // weights 8p … 8p + 7
+        float wv[8];
+        dec.word(2 * p, wv);
+        dec.word(2 * p + 1, wv + 4);
+#pragma unroll
+        for (int r = 0; r < kM; ++r) {
+          if (kM == 1 || r < m) {
             if constexpr (kSmemAct)
-              acc[r] += dot32_smem<T>(wv, abuf + (static_cast<uint64_t>(r) * groups + g) * act_stride<T>());
+              acc[r] = dot8<T>(wv,
+                               reinterpret_cast<const uint4*>(abuf + (static_cast<uint64_t>(r) * groups + g) *
+                                                                         act_stride<T>() +
+                                                              8 * p * sizeof(T)),
+                               acc[r], false);
             else
-              acc[r] += dot32_global<T>(wv, a + static_cast<uint64_t>(r) * n_cols + g * 32);
+              acc[r] = dot8<T>(
+                  wv, reinterpret_cast<const uint4*>(a + static_cast<uint64_t>(r) * n_cols + 32 * g + 8 * p), acc[r],
+                  true);
           }
         }
       }
     }
+    if (at.c + 1 == chunks_per_row) {  // the row's last chunk: lanes' partials in a fixed tree order
 #pragma unroll
-    for (int r = 0; r < static_cast<int>(kGgufMatvecMaxM); ++r) {
-      if (r < m) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0) out[static_cast<uint64_t>(r) * n_rows + row] = from_f<T>(v);
+      for (int r = 0; r < kM; ++r) {
+        if (kM == 1 || r < m) {
+          const float v = warp_sum(acc[r]);
+          if (lane == 0) out[static_cast<uint64_t>(r) * n_rows + at.row] = from_f<T>(v);
+        }
+        acc[r] = 0.0f;
       }
     }
+    at.next(chunks_per_row);
   }
 }
 
@@ -521,18 +436,43 @@ Split split_work(uint64_t work, int sms, int blocks_per_sm) {
 
 }  // namespace
 
-// Shared memory a matvec block needs to stage `m` activation rows of `n_cols` T values.
+// Shared memory a matvec block needs: the warps' rings, plus `m` staged activation rows of
+// `n_cols` T values when act.
 template <int QT, class T>
-uint64_t matvec_smem(uint64_t m, uint64_t n_cols) {
-  return kWarpsPerBlock * Chunk<QT>::kSmem + m * (n_cols / 32) * act_stride<T>();  // arith-ok: m <= 8, n_cols checked
+uint64_t matvec_smem(uint64_t m, uint64_t n_cols, bool act) {
+  const uint64_t rings = kWarpsPerBlock * Chunk<QT>::kRing;
+  return act ? rings + m * (n_cols / 32) * act_stride<T>() : rings;  // arith-ok: m <= 8, n_cols checked
 }
 
-// The largest dynamic shared memory gguf_matvec_kernel<QT, T, true> has been allowed so far: the
-// attribute is raised only when a call needs more (it is a per-function setting, not per launch).
-template <int QT, class T>
+// The largest dynamic shared memory gguf_matvec_kernel<QT, T, true, kM> has been allowed so far:
+// the attribute is raised only when a call needs more (it is a per-function setting, not per launch).
+template <int QT, class T, int kM>
 std::atomic<int>& matvec_smem_allowed() {
   static std::atomic<int> allowed{0};
   return allowed;
+}
+
+// One matvec pass of `rows` (<= kM) activation rows.
+template <int QT, class T, int kM>
+Status matvec_pass(const uint8_t* w, uint64_t n_rows, uint64_t n_cols, const T* a, T* out, uint64_t rows, int sms,
+                   int optin, cudaStream_t stream) {
+  const uint64_t need = matvec_smem<QT, T>(rows, n_cols, true);
+  const bool act = need <= static_cast<uint64_t>(optin);
+  const uint64_t smem = act ? need : matvec_smem<QT, T>(rows, n_cols, false);
+  auto kernel = act ? gguf_matvec_kernel<QT, T, true, kM> : gguf_matvec_kernel<QT, T, false, kM>;
+  if (act) {
+    std::atomic<int>& allowed = matvec_smem_allowed<QT, T, kM>();
+    if (static_cast<int>(need) > allowed.load(std::memory_order_relaxed)) {
+      FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+      allowed.store(optin, std::memory_order_relaxed);
+    }
+  }
+  int per_sm = 0;
+  FERRUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreadsPerBlock, smem));
+  const Split s = split_work(n_rows, sms, per_sm);
+  kernel<<<s.grid, kThreadsPerBlock, smem, stream>>>(w, n_rows, n_cols, a, out, static_cast<int>(rows), s.per_warp);
+  FERRUM_CUDA_LAUNCH_CHECK("gguf_matvec_kernel");
+  return Status{};
 }
 
 Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t n_rows, uint64_t n_cols,
@@ -544,31 +484,24 @@ Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t
   FERRUM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   return dispatch_float(dtype, "gguf_matvec", [&](auto tag) -> Status {
     using T = typename decltype(tag)::type;
+    if (n_cols == 0) {  // empty sums: +0.0 (the kernel walks no chunk, so it would write nothing)
+      FERRUM_CUDA_CHECK(cudaMemsetAsync(out, 0, m * n_rows * sizeof(T), stream));  // arith-ok: out's size, checked by the glue
+      return Status{};
+    }
     return dispatch_quant(quant_type, "gguf_matvec", [&](auto qt) -> Status {
       constexpr int QT = decltype(qt)::value;
-      // Two blocks per SM (the launch bound), at most one per 8 rows.
-      const uint64_t by_rows = (n_rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-      const unsigned grid = static_cast<unsigned>(by_rows < 2ull * sms ? by_rows : 2ull * sms);
-      // Passes of kGgufMatvecMaxM activation rows (each pass reads the weight once).
+      // Passes of kGgufMatvecMaxM activation rows (each pass reads the weight once); a pass of
+      // one row runs the one-accumulator instance.
       for (uint64_t r0 = 0; r0 < m; r0 += kGgufMatvecMaxM) {
         const uint64_t rows = m - r0 < kGgufMatvecMaxM ? m - r0 : kGgufMatvecMaxM;
         const T* ap = static_cast<const T*>(a) + r0 * n_cols;  // arith-ok: r0 < m, inside a (checked by the glue)
         T* op = static_cast<T*>(out) + r0 * n_rows;              // arith-ok: inside out
-        const uint64_t need = matvec_smem<QT, T>(rows, n_cols);
-        if (need <= static_cast<uint64_t>(optin)) {
-          auto kernel = gguf_matvec_kernel<QT, T, true>;
-          std::atomic<int>& allowed = matvec_smem_allowed<QT, T>();
-          if (static_cast<int>(need) > allowed.load(std::memory_order_relaxed)) {
-            FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-            allowed.store(optin, std::memory_order_relaxed);
-          }
-          kernel<<<grid, kThreadsPerBlock, need, stream>>>(w, n_rows, n_cols, ap, op, static_cast<int>(rows));
-        } else {
-          const uint64_t wonly = kWarpsPerBlock * Chunk<QT>::kSmem;
-          gguf_matvec_kernel<QT, T, false><<<grid, kThreadsPerBlock, wonly, stream>>>(w, n_rows, n_cols, ap, op,
-                                                                                      static_cast<int>(rows));
-        }
-        FERRUM_CUDA_LAUNCH_CHECK("gguf_matvec_kernel");
+        const Status s =
+            rows == 1
+                ? matvec_pass<QT, T, 1>(w, n_rows, n_cols, ap, op, rows, sms, optin, stream)
+                : matvec_pass<QT, T, static_cast<int>(kGgufMatvecMaxM)>(w, n_rows, n_cols, ap, op, rows, sms, optin,
+                                                                       stream);
+        if (!s.ok()) return s;
       }
       return Status{};
     });
