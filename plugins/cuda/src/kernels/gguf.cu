@@ -70,6 +70,11 @@ __device__ __forceinline__ void stage_chunk(unsigned char* stage, const uint8_t*
                                             uintptr_t hi, int lane) {
   const uintptr_t s0 = reinterpret_cast<uintptr_t>(src) & ~uintptr_t{15};
   const int units = static_cast<int>((reinterpret_cast<uintptr_t>(src) & 15) + len + 15) >> 4;
+  if (s0 >= lo && s0 + 16 * static_cast<uintptr_t>(units) <= hi) {  // every unit inside: the common case
+    for (int u = lane; u < units; u += 32)
+      cp_async16(stage + 16 * u, reinterpret_cast<const void*>(s0 + 16 * static_cast<uintptr_t>(u)));
+    return;
+  }
   for (int u = lane; u < units; u += 32) {
     const uintptr_t p = s0 + 16 * static_cast<uintptr_t>(u);
     if (p >= lo && p + 16 <= hi) {
@@ -212,36 +217,46 @@ __device__ __forceinline__ float dot8(const float* w, const uint4* p, float acc,
   return acc;
 }
 
-// A warp's walk over (row, chunk) items in row-major order: row `row`, chunk `c` of the row
-// (groups 32c … 32c + cnt − 1, bytes [src, src + len) of the weight).
-template <int QT>
+// A warp's walk over chunks in row-major order. Rows are contiguous and each chunk's bytes
+// follow the previous one's, so the walk is one byte stream: `src` = the chunk's first byte, `c`
+// = its index in row `row`.
 struct Cursor {
-  using G = Geometry<QT>;
-  using C = Chunk<QT>;
+  const uint8_t* src;
   uint64_t row, c;
-  __device__ __forceinline__ void next(uint64_t chunks_per_row) {
-    if (++c == chunks_per_row) {
-      c = 0;
-      ++row;
-    }
-  }
-  __device__ __forceinline__ int groups(uint64_t groups_per_row) const {
-    const uint64_t left = groups_per_row - 32 * c;
-    return static_cast<int>(left < 32 ? left : 32);
-  }
-  __device__ __forceinline__ const uint8_t* src(const uint8_t* w, uint64_t row_bytes) const {
-    return w + row * row_bytes + c * C::kBytes;  // chunk c starts at block 32c / groups-per-block
-  }
 };
 
-// Starts the copy of the cursor's chunk into `stage` and advances the cursor.
+// The row geometry of a kernel's chunks.
 template <int QT>
-__device__ __forceinline__ void issue(Cursor<QT>& cur, unsigned char* stage, const uint8_t* w, uint64_t row_bytes,
-                                      uint64_t groups, uint64_t chunks_per_row, uintptr_t lo, uintptr_t hi, int lane) {
-  const int len = cur.groups(groups) / Chunk<QT>::kGroupsPerBlock * Geometry<QT>::kBytes;
-  stage_chunk(stage, cur.src(w, row_bytes), len, lo, hi, lane);
-  cur.next(chunks_per_row);
-}
+struct Rows {
+  using G = Geometry<QT>;
+  using C = Chunk<QT>;
+  uint64_t groups, chunks_per_row, row_bytes;
+  int tail;  // groups of a row's last chunk (1 … 32; K-quants: a multiple of 8)
+  __device__ __forceinline__ explicit Rows(uint64_t n_cols)
+      : groups(n_cols / 32),
+        chunks_per_row((n_cols / 32 + 31) / 32),
+        row_bytes(n_cols / G::kQK * G::kBytes),
+        tail(static_cast<int>(n_cols / 32 - 32 * ((n_cols / 32 + 31) / 32 - 1))) {}
+  __device__ __forceinline__ Cursor at(const uint8_t* w, uint64_t row, uint64_t c) const {
+    return Cursor{w + row * row_bytes + c * C::kBytes, row, c};  // chunk c starts at block 32c / groups-per-block
+  }
+  __device__ __forceinline__ int groups_of(const Cursor& k) const { return k.c + 1 < chunks_per_row ? 32 : tail; }
+  __device__ __forceinline__ int bytes_of(const Cursor& k) const {
+    return groups_of(k) / C::kGroupsPerBlock * G::kBytes;
+  }
+  __device__ __forceinline__ void next(Cursor& k) const {
+    k.src += bytes_of(k);
+    if (++k.c == chunks_per_row) {
+      k.c = 0;
+      ++k.row;
+    }
+  }
+  // Starts the copy of k's chunk into `stage` and advances k.
+  __device__ __forceinline__ void issue(Cursor& k, unsigned char* stage, uintptr_t lo, uintptr_t hi, int lane) const {
+    stage_chunk(stage, k.src, bytes_of(k), lo, hi, lane);
+    next(k);
+  }
+};
 
 // Launch bound: blocks of 8 warps per SM (m = 1: 4, ≤ 64 registers; m ≤ 8: 3, or 2 when the
 // activations are read from global memory, which needs more registers).
@@ -264,9 +279,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   unsigned char* ring = smem + warp * C::kRing;
   const unsigned char* abuf = smem + kWarpsPerBlock * C::kRing;
-  const uint64_t groups = n_cols / 32, chunks_per_row = (groups + 31) / 32;
-  const uint64_t row_bytes = n_cols / G::kQK * G::kBytes;
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * row_bytes;
+  const Rows<QT> R(n_cols);
+  const uint64_t groups = R.groups;
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * R.row_bytes;
   if constexpr (kSmemAct) {
     constexpr int kVecs = 32 * static_cast<int>(sizeof(T)) / 16;  // 16-byte vectors per group
     unsigned char* dst = smem + kWarpsPerBlock * C::kRing;
@@ -281,31 +296,27 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
   const uint64_t r0 = (static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp) * rows_per_warp;
   if (r0 >= n_rows) return;
   const uint64_t rows = n_rows - r0 < rows_per_warp ? n_rows - r0 : rows_per_warp;
-  const uint64_t items = rows * chunks_per_row;
-  Cursor<QT> in{r0, 0}, at{r0, 0};  // the next chunk to copy; the next chunk to decode
+  const uint64_t items = rows * R.chunks_per_row;
+  Cursor in = R.at(w, r0, 0), at = in;  // the next chunk to copy; the next chunk to decode
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (static_cast<uint64_t>(s) < items)
-      issue<QT>(in, ring + s * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi, lane);
+    if (static_cast<uint64_t>(s) < items) R.issue(in, ring + s * C::kStage, lo, hi, lane);
     cp_async_commit();
   }
+  const int lane_off = lane / C::kGroupsPerBlock * G::kBytes, lane_g = lane % C::kGroupsPerBlock;
   float acc[kM];
 #pragma unroll
   for (int r = 0; r < kM; ++r) acc[r] = 0.0f;
   for (uint64_t it = 0; it < items; ++it) {
+    const int st = static_cast<int>(it % kStages);  // the stage of chunk `it`
     __syncwarp();  // every lane is done with the stage refilled now (decoded at it − 1)
-    if (it + kStages - 1 < items)
-      issue<QT>(in, ring + (it + kStages - 1) % kStages * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi,
-                lane);
+    if (it + kStages - 1 < items) R.issue(in, ring + (st + kStages - 1) % kStages * C::kStage, lo, hi, lane);
     cp_async_commit();
     cp_async_wait<kStages - 1>();  // this lane's copies of chunk `it` landed …
     __syncwarp();                  // … and every lane's
-    const unsigned char* stage = ring + it % kStages * C::kStage;
-    const int cnt = at.groups(groups);
-    if (lane < cnt) {
-      const int off = static_cast<int>(reinterpret_cast<uintptr_t>(at.src(w, row_bytes)) & 15) +
-                      lane / C::kGroupsPerBlock * G::kBytes;
-      const GroupDecoder<QT> dec(stage, off, lane % C::kGroupsPerBlock);
+    const unsigned char* stage = ring + st * C::kStage;
+    if (lane < R.groups_of(at)) {
+      const GroupDecoder<QT> dec(stage, static_cast<int>(reinterpret_cast<uintptr_t>(at.src) & 15) + lane_off, lane_g);
       const uint64_t g = 32 * at.c + lane;
 #pragma unroll
       for (int p = 0; p < 4; ++p) {  // weights 8p … 8p + 7
@@ -329,7 +340,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
         }
       }
     }
-    if (at.c + 1 == chunks_per_row) {  // the row's last chunk: lanes' partials in a fixed tree order
+    if (at.c + 1 == R.chunks_per_row) {  // the row's last chunk: lanes' partials in a fixed tree order
 #pragma unroll
       for (int r = 0; r < kM; ++r) {
         if (kM == 1 || r < m) {
@@ -339,7 +350,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
         acc[r] = 0.0f;
       }
     }
-    at.next(chunks_per_row);
+    R.next(at);
   }
 }
 
@@ -357,32 +368,29 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 4)
   __shared__ __align__(16) unsigned char smem[kWarpsPerBlock * C::kRing];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   unsigned char* ring = smem + warp * C::kRing;
-  const uint64_t groups = n_cols / 32, chunks_per_row = (groups + 31) / 32;
-  const uint64_t row_bytes = n_cols / G::kQK * G::kBytes;
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * row_bytes;
-  const uint64_t total = n_rows * chunks_per_row;
+  const Rows<QT> R(n_cols);
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * R.row_bytes;
+  const uint64_t total = n_rows * R.chunks_per_row;
   const uint64_t i0 = (static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp) * chunks_per_warp;
   if (i0 >= total) return;
   const uint64_t items = total - i0 < chunks_per_warp ? total - i0 : chunks_per_warp;
-  Cursor<QT> in{i0 / chunks_per_row, i0 % chunks_per_row}, at = in;
+  Cursor in = R.at(w, i0 / R.chunks_per_row, i0 % R.chunks_per_row), at = in;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (static_cast<uint64_t>(s) < items)
-      issue<QT>(in, ring + s * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi, lane);
+    if (static_cast<uint64_t>(s) < items) R.issue(in, ring + s * C::kStage, lo, hi, lane);
     cp_async_commit();
   }
+  T* o = out + at.row * n_cols + 32 * 32 * at.c;  // chunk `it`'s output: the chunks' outputs follow each other too
   for (uint64_t it = 0; it < items; ++it) {
+    const int st = static_cast<int>(it % kStages);
     __syncwarp();
-    if (it + kStages - 1 < items)
-      issue<QT>(in, ring + (it + kStages - 1) % kStages * C::kStage, w, row_bytes, groups, chunks_per_row, lo, hi,
-                lane);
+    if (it + kStages - 1 < items) R.issue(in, ring + (st + kStages - 1) % kStages * C::kStage, lo, hi, lane);
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
-    const unsigned char* stage = ring + it % kStages * C::kStage;
-    const int cnt = at.groups(groups);
-    const int delta = static_cast<int>(reinterpret_cast<uintptr_t>(at.src(w, row_bytes)) & 15);
-    T* o = out + at.row * n_cols + 32 * 32 * at.c;
+    const unsigned char* stage = ring + st * C::kStage;
+    const int cnt = R.groups_of(at);
+    const int delta = static_cast<int>(reinterpret_cast<uintptr_t>(at.src) & 15);
 #pragma unroll
     for (int j = 0; j < 32 / kPer; ++j) {  // unit u = 32j + lane: values kPer·u … of the chunk
       const int u = 32 * j + lane, grp = u / (32 / kPer), pos = u % (32 / kPer) * kPer;
@@ -398,7 +406,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 4)
         reinterpret_cast<uint4*>(o)[u] = v;
       }
     }
-    at.next(chunks_per_row);
+    o += 32 * cnt;
+    R.next(at);
   }
 }
 
