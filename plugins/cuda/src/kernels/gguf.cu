@@ -99,6 +99,15 @@ struct Words {
   __device__ __forceinline__ Words(const unsigned char* buf, int off)
       : base(reinterpret_cast<const uint32_t*>(buf + (off & ~3))), sh(static_cast<uint32_t>(off & 3) * 8u) {}
   __device__ __forceinline__ uint32_t operator[](int i) const { return __funnelshift_r(base[i], base[i + 1], sh); }
+  // Words 0 … N − 1 with N + 1 aligned loads (each loaded once).
+  template <int N>
+  __device__ __forceinline__ void load(uint32_t (&out)[N]) const {
+    uint32_t raw[N + 1];
+#pragma unroll
+    for (int i = 0; i <= N; ++i) raw[i] = base[i];
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = __funnelshift_r(raw[i], raw[i + 1], sh);
+  }
 };
 
 // An f16 field at an even offset of a shared buffer, widened exactly.
@@ -173,23 +182,41 @@ struct GroupDecoder {
     }
   }
 
-  __device__ __forceinline__ uint32_t codes(int i) const {
+  // Code words of the group: kLo of lo (weights 4i … 4i + 3 come from lo word i mod kLo), kHi
+  // of hi (word i).
+  static constexpr int kLo = QT == kQ4_0 || QT == kQ4_1 ? 4 : 8;
+  static constexpr int kHi = QT == kQ5_K || QT == kQ6_K ? 8 : 0;
+
+  // The codes of weights 4i … 4i + 3 from their lo word l and hi word h.
+  __device__ __forceinline__ uint32_t codes(int i, uint32_t l, uint32_t h) const {
     if constexpr (QT == kQ4_0 || QT == kQ4_1) {
-      return i < 4 ? lo[i] & 0x0F0F0F0Fu : (lo[i - 4] >> 4) & 0x0F0F0F0Fu;
+      return i < 4 ? l & 0x0F0F0F0Fu : (l >> 4) & 0x0F0F0F0Fu;
     } else if constexpr (QT == kQ8_0) {
-      return lo[i] ^ 0x80808080u;  // int8 v → v + 128
+      return l ^ 0x80808080u;  // int8 v → v + 128
     } else if constexpr (QT == kQ4_K) {
-      return (lo[i] >> shl) & 0x0F0F0F0Fu;
+      return (l >> shl) & 0x0F0F0F0Fu;
     } else if constexpr (QT == kQ5_K) {
-      return ((lo[i] >> shl) & 0x0F0F0F0Fu) | (((hi[i] >> shh) & 0x01010101u) << 4);
+      return ((l >> shl) & 0x0F0F0F0Fu) | (((h >> shh) & 0x01010101u) << 4);
     } else {
-      return ((lo[i] >> shl) & 0x0F0F0F0Fu) | (((hi[i] >> shh) & 0x03030303u) << 4);
+      return ((l >> shl) & 0x0F0F0F0Fu) | (((h >> shh) & 0x03030303u) << 4);
     }
   }
 
-  // Weights 4i … 4i + 3 of the group, exactly.
+  // Weights 4i … 4i + 3 of the group, exactly (reads the two words it needs).
   __device__ __forceinline__ void word(int i, float* w) const {
-    const uint32_t c = codes(i);
+    word(i, lo[i % kLo], kHi ? hi[i] : 0u, w);
+  }
+
+  // All the group's code words, each read once (lw[kLo], hw[max(kHi, 1)]).
+  __device__ __forceinline__ void load(uint32_t (&lw)[kLo], uint32_t (&hw)[kHi ? kHi : 1]) const {
+    lo.load(lw);
+    if constexpr (kHi != 0) hi.load(hw);
+    else hw[0] = 0;
+  }
+
+  // Weights 4i … 4i + 3 of the group, exactly, from their lo word l and hi word h.
+  __device__ __forceinline__ void word(int i, uint32_t l, uint32_t h, float* w) const {
+    const uint32_t c = codes(i, l, h);
     const float s = i < 4 ? s0 : s1;
     const float q[4] = {biased<0>(c) - kBias, biased<1>(c) - kBias, biased<2>(c) - kBias, biased<3>(c) - kBias};
 #pragma unroll
@@ -316,13 +343,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
     __syncwarp();                  // … and every lane's
     const unsigned char* stage = ring + st * C::kStage;
     if (lane < R.groups_of(at)) {
-      const GroupDecoder<QT> dec(stage, static_cast<int>(reinterpret_cast<uintptr_t>(at.src) & 15) + lane_off, lane_g);
+      using D = GroupDecoder<QT>;
+      const D dec(stage, static_cast<int>(reinterpret_cast<uintptr_t>(at.src) & 15) + lane_off, lane_g);
+      uint32_t lw[D::kLo], hw[D::kHi ? D::kHi : 1];
+      dec.load(lw, hw);
       const uint64_t g = 32 * at.c + lane;
 #pragma unroll
       for (int p = 0; p < 4; ++p) {  // weights 8p … 8p + 7
         float wv[8];
-        dec.word(2 * p, wv);
-        dec.word(2 * p + 1, wv + 4);
+        dec.word(2 * p, lw[2 * p % D::kLo], hw[D::kHi ? 2 * p : 0], wv);
+        dec.word(2 * p + 1, lw[(2 * p + 1) % D::kLo], hw[D::kHi ? 2 * p + 1 : 0], wv + 4);
 #pragma unroll
         for (int r = 0; r < kM; ++r) {
           if (kM == 1 || r < m) {
