@@ -294,9 +294,10 @@ constexpr int matvec_min_blocks() { return kM == 1 ? 4 : kSmemAct ? 3 : 2; }
 // through the warp's ring of kStages shared-memory stages (cp.async; kStages − 1 chunks in flight
 // across row boundaries). In a chunk, lane = group: it decodes its 32 weights 8 at a time and
 // multiplies them with each of the m ≤ kM activation rows (the weight is read once for all).
-// kSmemAct: the m activation rows are staged in shared memory once per block (when they fit);
-// otherwise each lane reads its values from global memory (L1/L2).
-template <int QT, class T, bool kSmemAct, int kM>
+// kSmemAct: the m activation rows are staged in shared memory once per block (when they fit) as
+// S values (T, or f32 for m = 1 when that costs no occupancy: no conversion per weight); otherwise
+// each lane reads its values from global memory (L1/L2).
+template <int QT, class T, bool kSmemAct, int kM, class S>
 __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemAct>())
     gguf_matvec_kernel(const uint8_t* __restrict__ w, uint64_t n_rows, uint64_t n_cols, const T* __restrict__ a,
                        T* __restrict__ out, int m, uint64_t rows_per_warp) {
@@ -310,13 +311,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
   const uint64_t groups = R.groups;
   const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * R.row_bytes;
   if constexpr (kSmemAct) {
-    constexpr int kVecs = 32 * static_cast<int>(sizeof(T)) / 16;  // 16-byte vectors per group
+    constexpr int kPer = 16 / static_cast<int>(sizeof(T));  // T values per 16-byte vector of a
+    constexpr int kVecs = 32 / kPer;                          // 16-byte vectors of a per group
     unsigned char* dst = smem + kWarpsPerBlock * C::kRing;
     const uint64_t vecs = static_cast<uint64_t>(m) * groups * kVecs;
     for (uint64_t i = threadIdx.x; i < vecs; i += kThreadsPerBlock) {
       const uint64_t rg = i / kVecs, v = i % kVecs;  // rg = r·groups + g: a's group index
-      *reinterpret_cast<uint4*>(dst + rg * act_stride<T>() + 16 * v) =
-          __ldg(reinterpret_cast<const uint4*>(a + rg * 32) + v);
+      const uint4 u = __ldg(reinterpret_cast<const uint4*>(a + rg * 32) + v);
+      unsigned char* d = dst + rg * act_stride<S>() + v * kPer * sizeof(S);
+      if constexpr (sizeof(S) == sizeof(T)) {
+        *reinterpret_cast<uint4*>(d) = u;
+      } else {  // 16-bit T widened to f32 (exact)
+        const T* t = reinterpret_cast<const T*>(&u);
+#pragma unroll
+        for (int h = 0; h < kPer / 4; ++h)
+          reinterpret_cast<float4*>(d)[h] =
+              make_float4(to_f(t[4 * h]), to_f(t[4 * h + 1]), to_f(t[4 * h + 2]), to_f(t[4 * h + 3]));
+      }
     }
     __syncthreads();
   }
@@ -357,10 +368,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
         for (int r = 0; r < kM; ++r) {
           if (kM == 1 || r < m) {
             if constexpr (kSmemAct)
-              acc[r] = dot8<T>(wv,
+              acc[r] = dot8<S>(wv,
                                reinterpret_cast<const uint4*>(abuf + (static_cast<uint64_t>(r) * groups + g) *
-                                                                         act_stride<T>() +
-                                                              8 * p * sizeof(T)),
+                                                                         act_stride<S>() +
+                                                              8 * p * sizeof(S)),
                                acc[r], false);
             else
               acc[r] = dot8<T>(
@@ -476,42 +487,69 @@ Split split_work(uint64_t work, int sms, int blocks_per_sm) {
 }  // namespace
 
 // Shared memory a matvec block needs: the warps' rings, plus `m` staged activation rows of
-// `n_cols` T values when act.
-template <int QT, class T>
+// `n_cols` S values when act.
+template <int QT, class S>
 uint64_t matvec_smem(uint64_t m, uint64_t n_cols, bool act) {
   const uint64_t rings = kWarpsPerBlock * Chunk<QT>::kRing;
-  return act ? rings + m * (n_cols / 32) * act_stride<T>() : rings;  // arith-ok: m <= 8, n_cols checked
+  return act ? rings + m * (n_cols / 32) * act_stride<S>() : rings;  // arith-ok: m <= 8, n_cols checked
 }
 
-// The largest dynamic shared memory gguf_matvec_kernel<QT, T, true, kM> has been allowed so far:
-// the attribute is raised only when a call needs more (it is a per-function setting, not per launch).
-template <int QT, class T, int kM>
+// The largest dynamic shared memory an instance has been allowed so far: the attribute is raised
+// only when a call needs more (it is a per-function setting, not per launch).
+template <int QT, class T, int kM, class S>
 std::atomic<int>& matvec_smem_allowed() {
   static std::atomic<int> allowed{0};
   return allowed;
+}
+
+// Allows an instance `smem` bytes of dynamic shared memory (<= optin) and returns its blocks per SM.
+template <int QT, class T, bool kAct, int kM, class S>
+Status matvec_occupancy(uint64_t smem, int optin, int& per_sm) {
+  auto kernel = gguf_matvec_kernel<QT, T, kAct, kM, S>;
+  std::atomic<int>& allowed = matvec_smem_allowed<QT, T, kM, S>();
+  if (kAct && static_cast<int>(smem) > allowed.load(std::memory_order_relaxed)) {
+    FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+    allowed.store(optin, std::memory_order_relaxed);
+  }
+  FERRUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreadsPerBlock, smem));
+  return Status{};
+}
+
+template <int QT, class T, bool kAct, int kM, class S>
+Status matvec_launch(const uint8_t* w, uint64_t n_rows, uint64_t n_cols, const T* a, T* out, uint64_t rows,
+                     uint64_t smem, int sms, int per_sm, cudaStream_t stream) {
+  const Split s = split_work(n_rows, sms, per_sm);
+  gguf_matvec_kernel<QT, T, kAct, kM, S><<<s.grid, kThreadsPerBlock, smem, stream>>>(
+      w, n_rows, n_cols, a, out, static_cast<int>(rows), s.per_warp);
+  FERRUM_CUDA_LAUNCH_CHECK("gguf_matvec_kernel");
+  return Status{};
 }
 
 // One matvec pass of `rows` (<= kM) activation rows.
 template <int QT, class T, int kM>
 Status matvec_pass(const uint8_t* w, uint64_t n_rows, uint64_t n_cols, const T* a, T* out, uint64_t rows, int sms,
                    int optin, cudaStream_t stream) {
+  int per_sm = 0;
   const uint64_t need = matvec_smem<QT, T>(rows, n_cols, true);
-  const bool act = need <= static_cast<uint64_t>(optin);
-  const uint64_t smem = act ? need : matvec_smem<QT, T>(rows, n_cols, false);
-  auto kernel = act ? gguf_matvec_kernel<QT, T, true, kM> : gguf_matvec_kernel<QT, T, false, kM>;
-  if (act) {
-    std::atomic<int>& allowed = matvec_smem_allowed<QT, T, kM>();
-    if (static_cast<int>(need) > allowed.load(std::memory_order_relaxed)) {
-      FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
-      allowed.store(optin, std::memory_order_relaxed);
+  if (need > static_cast<uint64_t>(optin)) {  // the activations do not fit: read from global memory
+    const uint64_t smem = matvec_smem<QT, T>(rows, n_cols, false);
+    Status s = matvec_occupancy<QT, T, false, kM, T>(smem, optin, per_sm);
+    if (!s.ok()) return s;
+    return matvec_launch<QT, T, false, kM, T>(w, n_rows, n_cols, a, out, rows, smem, sms, per_sm, stream);
+  }
+  Status s = matvec_occupancy<QT, T, true, kM, T>(need, optin, per_sm);
+  if (!s.ok()) return s;
+  if constexpr (kM == 1 && sizeof(T) == 2) {  // f32 staging when it fits with as many blocks per SM
+    const uint64_t need_f = matvec_smem<QT, float>(rows, n_cols, true);
+    if (need_f <= static_cast<uint64_t>(optin)) {
+      int per_sm_f = 0;
+      s = matvec_occupancy<QT, T, true, kM, float>(need_f, optin, per_sm_f);
+      if (!s.ok()) return s;
+      if (per_sm_f >= per_sm)
+        return matvec_launch<QT, T, true, kM, float>(w, n_rows, n_cols, a, out, rows, need_f, sms, per_sm_f, stream);
     }
   }
-  int per_sm = 0;
-  FERRUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreadsPerBlock, smem));
-  const Split s = split_work(n_rows, sms, per_sm);
-  kernel<<<s.grid, kThreadsPerBlock, smem, stream>>>(w, n_rows, n_cols, a, out, static_cast<int>(rows), s.per_warp);
-  FERRUM_CUDA_LAUNCH_CHECK("gguf_matvec_kernel");
-  return Status{};
+  return matvec_launch<QT, T, true, kM, T>(w, n_rows, n_cols, a, out, rows, need, sms, per_sm, stream);
 }
 
 Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t n_rows, uint64_t n_cols,
