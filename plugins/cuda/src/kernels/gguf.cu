@@ -484,6 +484,23 @@ Split split_work(uint64_t work, int sms, int blocks_per_sm) {
   return s;
 }
 
+// Blocks per SM of `kernel` with `smem` bytes of dynamic shared memory on `device`, from the
+// occupancy calculator, remembered per kernel for the last (device, smem) asked (one host query
+// per shape change instead of one per call).
+template <auto kKernel>
+Status blocks_per_sm(int device, uint64_t smem, int& per_sm) {
+  static std::atomic<uint64_t> last{0};  // (device + 1) << 48 | smem << 8 | blocks
+  const uint64_t key = (static_cast<uint64_t>(device) + 1) << 48 | smem << 8;  // arith-ok: device < 2^15, smem < 2^40
+  const uint64_t seen = last.load(std::memory_order_relaxed);
+  if ((seen & ~uint64_t{0xFF}) == key) {
+    per_sm = static_cast<int>(seen & 0xFF);
+    return Status{};
+  }
+  FERRUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kThreadsPerBlock, smem));
+  if (per_sm >= 0 && per_sm < 256) last.store(key | static_cast<uint64_t>(per_sm), std::memory_order_relaxed);
+  return Status{};
+}
+
 }  // namespace
 
 // Shared memory a matvec block needs: the warps' rings, plus `m` staged activation rows of
@@ -504,15 +521,14 @@ std::atomic<int>& matvec_smem_allowed() {
 
 // Allows an instance `smem` bytes of dynamic shared memory (<= optin) and returns its blocks per SM.
 template <int QT, class T, bool kAct, int kM, class S>
-Status matvec_occupancy(uint64_t smem, int optin, int& per_sm) {
+Status matvec_occupancy(int device, uint64_t smem, int optin, int& per_sm) {
   auto kernel = gguf_matvec_kernel<QT, T, kAct, kM, S>;
   std::atomic<int>& allowed = matvec_smem_allowed<QT, T, kM, S>();
   if (kAct && static_cast<int>(smem) > allowed.load(std::memory_order_relaxed)) {
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
     allowed.store(optin, std::memory_order_relaxed);
   }
-  FERRUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreadsPerBlock, smem));
-  return Status{};
+  return blocks_per_sm<gguf_matvec_kernel<QT, T, kAct, kM, S>>(device, smem, per_sm);
 }
 
 template <int QT, class T, bool kAct, int kM, class S>
@@ -527,23 +543,23 @@ Status matvec_launch(const uint8_t* w, uint64_t n_rows, uint64_t n_cols, const T
 
 // One matvec pass of `rows` (<= kM) activation rows.
 template <int QT, class T, int kM>
-Status matvec_pass(const uint8_t* w, uint64_t n_rows, uint64_t n_cols, const T* a, T* out, uint64_t rows, int sms,
-                   int optin, cudaStream_t stream) {
+Status matvec_pass(const uint8_t* w, uint64_t n_rows, uint64_t n_cols, const T* a, T* out, uint64_t rows, int device,
+                   int sms, int optin, cudaStream_t stream) {
   int per_sm = 0;
   const uint64_t need = matvec_smem<QT, T>(rows, n_cols, true);
   if (need > static_cast<uint64_t>(optin)) {  // the activations do not fit: read from global memory
     const uint64_t smem = matvec_smem<QT, T>(rows, n_cols, false);
-    Status s = matvec_occupancy<QT, T, false, kM, T>(smem, optin, per_sm);
+    Status s = matvec_occupancy<QT, T, false, kM, T>(device, smem, optin, per_sm);
     if (!s.ok()) return s;
     return matvec_launch<QT, T, false, kM, T>(w, n_rows, n_cols, a, out, rows, smem, sms, per_sm, stream);
   }
-  Status s = matvec_occupancy<QT, T, true, kM, T>(need, optin, per_sm);
+  Status s = matvec_occupancy<QT, T, true, kM, T>(device, need, optin, per_sm);
   if (!s.ok()) return s;
   if constexpr (kM == 1 && sizeof(T) == 2) {  // f32 staging when it fits with as many blocks per SM
     const uint64_t need_f = matvec_smem<QT, float>(rows, n_cols, true);
     if (need_f <= static_cast<uint64_t>(optin)) {
       int per_sm_f = 0;
-      s = matvec_occupancy<QT, T, true, kM, float>(need_f, optin, per_sm_f);
+      s = matvec_occupancy<QT, T, true, kM, float>(device, need_f, optin, per_sm_f);
       if (!s.ok()) return s;
       if (per_sm_f >= per_sm)
         return matvec_launch<QT, T, true, kM, float>(w, n_rows, n_cols, a, out, rows, need_f, sms, per_sm_f, stream);
@@ -575,9 +591,9 @@ Status gguf_matvec(int32_t dtype, int32_t quant_type, const uint8_t* w, uint64_t
         T* op = static_cast<T*>(out) + r0 * n_rows;              // arith-ok: inside out
         const Status s =
             rows == 1
-                ? matvec_pass<QT, T, 1>(w, n_rows, n_cols, ap, op, rows, sms, optin, stream)
-                : matvec_pass<QT, T, static_cast<int>(kGgufMatvecMaxM)>(w, n_rows, n_cols, ap, op, rows, sms, optin,
-                                                                       stream);
+                ? matvec_pass<QT, T, 1>(w, n_rows, n_cols, ap, op, rows, device, sms, optin, stream)
+                : matvec_pass<QT, T, static_cast<int>(kGgufMatvecMaxM)>(w, n_rows, n_cols, ap, op, rows, device, sms,
+                                                                       optin, stream);
         if (!s.ok()) return s;
       }
       return Status{};
@@ -595,9 +611,10 @@ Status gguf_dequantize(int32_t dtype, int32_t quant_type, const uint8_t* w, uint
   return dispatch_float(dtype, "gguf_dequantize", [&](auto tag) -> Status {
     using T = typename decltype(tag)::type;
     return dispatch_quant(quant_type, "gguf_dequantize", [&](auto qt) -> Status {
-      auto kernel = gguf_dequantize_kernel<decltype(qt)::value, T>;
+      constexpr auto kernel = gguf_dequantize_kernel<decltype(qt)::value, T>;
       int per_sm = 0;
-      FERRUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreadsPerBlock, 0));
+      const Status st = blocks_per_sm<kernel>(device, 0, per_sm);
+      if (!st.ok()) return st;
       const Split s = split_work(chunks, sms, per_sm);
       kernel<<<s.grid, kThreadsPerBlock, 0, stream>>>(w, n_rows, n_cols, static_cast<T*>(out), s.per_warp);
       FERRUM_CUDA_LAUNCH_CHECK("gguf_dequantize_kernel");
