@@ -310,6 +310,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
   const Rows<QT> R(n_cols);
   const uint64_t groups = R.groups;
   const uintptr_t lo = reinterpret_cast<uintptr_t>(w), hi = lo + n_rows * R.row_bytes;
+  const uint64_t r0 = (static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp) * rows_per_warp;
+  const uint64_t rows = r0 >= n_rows ? 0 : n_rows - r0 < rows_per_warp ? n_rows - r0 : rows_per_warp;
+  const uint64_t items = rows * R.chunks_per_row;
+  Cursor in = R.at(w, rows ? r0 : 0, 0), at = in;  // the next chunk to copy; the next chunk to decode
+  // The first chunks' copies fly while the block stages the activations.
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (static_cast<uint64_t>(s) < items) R.issue(in, ring + s * C::kStage, lo, hi, lane);
+    cp_async_commit();
+  }
   if constexpr (kSmemAct) {
     constexpr int kPer = 16 / static_cast<int>(sizeof(T));  // T values per 16-byte vector of a
     constexpr int kVecs = 32 / kPer;                          // 16-byte vectors of a per group
@@ -331,16 +341,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
     }
     __syncthreads();
   }
-  const uint64_t r0 = (static_cast<uint64_t>(blockIdx.x) * kWarpsPerBlock + warp) * rows_per_warp;
-  if (r0 >= n_rows) return;
-  const uint64_t rows = n_rows - r0 < rows_per_warp ? n_rows - r0 : rows_per_warp;
-  const uint64_t items = rows * R.chunks_per_row;
-  Cursor in = R.at(w, r0, 0), at = in;  // the next chunk to copy; the next chunk to decode
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (static_cast<uint64_t>(s) < items) R.issue(in, ring + s * C::kStage, lo, hi, lane);
-    cp_async_commit();
-  }
+  if (items == 0) return;
   const int lane_off = lane / C::kGroupsPerBlock * G::kBytes, lane_g = lane % C::kGroupsPerBlock;
   float acc[kM];
 #pragma unroll
