@@ -295,8 +295,8 @@ constexpr int matvec_min_blocks() { return kM == 1 ? 4 : kSmemAct ? 3 : 2; }
 // across row boundaries). In a chunk, lane = group: it decodes its 32 weights 8 at a time and
 // multiplies them with each of the m ≤ kM activation rows (the weight is read once for all).
 // kSmemAct: the m activation rows are staged in shared memory once per block (when they fit) as
-// S values (T, or f32 for m = 1 when that costs no occupancy: no conversion per weight); otherwise
-// each lane reads its values from global memory (L1/L2).
+// S values (T, or f32 for 16-bit T when that costs no blocks per SM: no conversion per weight and
+// row); otherwise each lane reads its values from global memory (L1/L2).
 template <int QT, class T, bool kSmemAct, int kM, class S>
 __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemAct>())
     gguf_matvec_kernel(const uint8_t* __restrict__ w, uint64_t n_rows, uint64_t n_cols, const T* __restrict__ a,
@@ -556,7 +556,7 @@ Status matvec_pass(const uint8_t* w, uint64_t n_rows, uint64_t n_cols, const T* 
   }
   Status s = matvec_occupancy<QT, T, true, kM, T>(device, need, optin, per_sm);
   if (!s.ok()) return s;
-  if constexpr (kM == 1 && sizeof(T) == 2) {  // f32 staging when it fits with as many blocks per SM
+  if constexpr (sizeof(T) == 2) {  // f32 staging when it fits with as many blocks per SM
     const uint64_t need_f = matvec_smem<QT, float>(rows, n_cols, true);
     if (need_f <= static_cast<uint64_t>(optin)) {
       int per_sm_f = 0;

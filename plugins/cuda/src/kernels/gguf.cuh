@@ -21,9 +21,9 @@
 //                    a time and multiplies them with every activation row (the weight is read once
 //                    for all m rows; a one-row pass runs a one-accumulator instance). The m
 //                    activation rows are staged in shared memory once per block when they fit
-//                    (padded so each lane's 16-byte loads of its group are conflict-free; at m = 1
-//                    16-bit activations are widened to f32 there when that keeps the blocks per
-//                    SM), else read from global memory. f32 sums in a fixed order per lane; the lanes'
+//                    (padded so each lane's 16-byte loads of its group are conflict-free; 16-bit
+//                    activations are widened to f32 there when that keeps the blocks per SM),
+//                    else read from global memory. f32 sums in a fixed order per lane; the lanes'
 //                    partials added in a fixed tree order (deterministic); each output rounded once.
 //   gguf_dequantize  out[j, c] = W[j, c] rounded once to T: lane i writes bytes 16i … 16i + 15 of
 //                    each 512-byte run of a chunk's output (coalesced 16-byte stores), decoding the
