@@ -222,6 +222,40 @@ struct GroupDecoder {
 #pragma unroll
     for (int k = 0; k < 4; ++k) w[k] = kAdd ? s * q[k] + add : s * q[k];
   }
+
+  // The one-FMA form of scale·(q − kOff) (types with an offset: Q4_0, Q8_0, Q6_K), for the matvec.
+  // A byte permute puts code q into the mantissa of 1.0: v = 1 + q·2^−kShift (Q4_0, Q8_0: byte 1,
+  // kShift 15; Q6_K, q < 64: byte 2 with the exponent's low bit set, kShift 7). Then
+  // scale·(q − kOff) = fma(2^kShift·scale, v, −(2^kShift + kOff)·scale): the product is exact inside
+  // the FMA and −(2^kShift + kOff)·scale is exact in f32 (≤ 24 significant bits: 4097·d for Q4_0,
+  // 257·d for Q8_0, 5·d·sc for Q6_K), so the FMA's one rounding is of the exact weight, which is
+  // representable: the same f32 value as word(), one instruction instead of a subtraction and a
+  // multiplication. Differences, both only for degenerate blocks: a zero weight (q = kOff) is
+  // +0 where word() gives −0 for a negative scale, and an infinite or NaN scale gives NaN for
+  // every weight of the block (word(): ±inf where q ≠ kOff).
+  static constexpr bool kFused = QT == kQ4_0 || QT == kQ8_0 || QT == kQ6_K;
+  struct Fused {
+    float h0, h1, c0, c1;  // 2^kShift·scale and −(2^kShift + kOff)·scale, weights 0–15 / 16–31
+  };
+  __device__ __forceinline__ Fused fused() const {
+    constexpr float kP = QT == kQ6_K ? 128.0f : 32768.0f;  // 2^kShift
+    return Fused{kP * s0, kP * s1, -((kP + kOff) * s0), -((kP + kOff) * s1)};
+  }
+  template <int K>
+  __device__ __forceinline__ static float unit(uint32_t c) {  // 1 + (byte K of c)·2^−kShift
+    if constexpr (QT == kQ6_K)
+      return __int_as_float(static_cast<int>(__byte_perm(c | 0x80808080u, 0x3F000000u, 0x7044u | (K << 8))));
+    else
+      return __int_as_float(static_cast<int>(__byte_perm(c, 0x3F800000u, 0x7604u | (K << 4))));
+  }
+  __device__ __forceinline__ void word(int i, uint32_t l, uint32_t h, const Fused& f, float* w) const {
+    const uint32_t c = codes(i, l, h);
+    const float hs = i < 4 ? f.h0 : f.h1, cs = i < 4 ? f.c0 : f.c1;
+    w[0] = fmaf(hs, unit<0>(c), cs);
+    w[1] = fmaf(hs, unit<1>(c), cs);
+    w[2] = fmaf(hs, unit<2>(c), cs);
+    w[3] = fmaf(hs, unit<3>(c), cs);
+  }
 };
 
 // Activations staged in shared memory: group g of row r (32 values of T) at byte
@@ -363,8 +397,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock, matvec_min_blocks<kM, kSmemA
 #pragma unroll
       for (int p = 0; p < 4; ++p) {  // weights 8p … 8p + 7
         float wv[8];
-        dec.word(2 * p, lw[2 * p % D::kLo], hw[D::kHi ? 2 * p : 0], wv);
-        dec.word(2 * p + 1, lw[(2 * p + 1) % D::kLo], hw[D::kHi ? 2 * p + 1 : 0], wv + 4);
+        if constexpr (D::kFused) {
+          const typename D::Fused f = dec.fused();
+          dec.word(2 * p, lw[2 * p % D::kLo], hw[D::kHi ? 2 * p : 0], f, wv);
+          dec.word(2 * p + 1, lw[(2 * p + 1) % D::kLo], hw[D::kHi ? 2 * p + 1 : 0], f, wv + 4);
+        } else {
+          dec.word(2 * p, lw[2 * p % D::kLo], hw[D::kHi ? 2 * p : 0], wv);
+          dec.word(2 * p + 1, lw[(2 * p + 1) % D::kLo], hw[D::kHi ? 2 * p + 1 : 0], wv + 4);
+        }
 #pragma unroll
         for (int r = 0; r < kM; ++r) {
           if (kM == 1 || r < m) {

@@ -4,7 +4,10 @@
 // row; the block pointer may be only 2-byte aligned). Every weight is decoded exactly to its f32
 // value (§11.1: scale·(q − offset) (+ min term), each product exact in f32, so the value does not
 // depend on evaluation order or FMA contraction); the integer codes become f32 by a byte permute
-// into 2^23 + q and one exact subtraction. Activations are not quantised.
+// into 2^23 + q and one exact subtraction. The matvec forms the weights of the types with an
+// offset (Q4_0, Q8_0, Q6_K) with one FMA of exact operands instead (gguf.cu, GroupDecoder::
+// Fused): the same f32 values, except +0 for −0 and NaN for a block with an infinite or NaN
+// scale. Activations are not quantised.
 //
 // Both kernels stream the weight in chunks of 32 groups of 32 weights of one row (whole blocks,
 // contiguous bytes). Each warp owns a contiguous run of chunks and copies them with 16-byte
