@@ -258,9 +258,9 @@ struct GroupDecoder {
   }
 };
 
-// Activations staged in shared memory: group g of row r (32 values of T) at byte
-// (r·groups + g)·act_stride<T>: 16 bytes of padding after each group make a lane's 16-byte
-// loads of its own group conflict-free across the warp.
+// Activations staged in shared memory as S (the activation type, or f32): group g of row r (32
+// values) at byte (r·groups + g)·act_stride<S>: 16 bytes of padding after each group make a
+// lane's 16-byte loads of its own group conflict-free across the warp.
 template <class T>
 __host__ __device__ constexpr int act_stride() { return 32 * static_cast<int>(sizeof(T)) + 16; }
 
