@@ -6,6 +6,7 @@
 
 #include "cuda_check.hpp"
 #include "dtype.hpp"
+#include "kernels/attention/common.cuh"  // cp.async, ldmatrix, mma.sync wrappers
 #include "kernels/elementwise.cuh"
 #include "kernels/moe.cuh"
 
@@ -13,6 +14,12 @@ namespace ferrum::cuda::kernels {
 namespace {
 
 using namespace dev;
+using attn::cp_async16;
+using attn::cp_async_commit;
+using attn::cp_async_wait;
+using attn::ldmatrix_x4;
+using attn::mma16816;
+using attn::pack2;
 
 constexpr int kRouteWarps = 8;
 constexpr int kPerLane = static_cast<int>(kMoeMaxExperts / 32);  // logits per lane
@@ -150,6 +157,34 @@ __global__ void __launch_bounds__(kAlignThreads)
   if (tid == 0) total[0] = static_cast<int32_t>(offs[E] < cap ? offs[E] : cap);
 }
 
+// Resolves routing block `b` of a GEMM CTA: false (uniform over the CTA) when the block lies
+// past the used count (total[0] clamped to [0, sorted_count]) or has no valid expert. Otherwise
+// `e` is its expert and threads < BM fill pairs[r] / rows[r] (the pair id and its x row, p /
+// top_k; −1 for padding, pair ids outside [0, num_pairs) and slots past the count). The caller
+// synchronises before reading them.
+template <int BM>
+__device__ __forceinline__ bool gemm_block(uint64_t b, const int32_t* __restrict__ sorted, uint64_t sorted_count,
+                                           const int32_t* __restrict__ eids, const int32_t* __restrict__ total,
+                                           uint64_t num_pairs, uint64_t top_k, uint64_t E, long long* pairs,
+                                           long long* rows, int32_t& e) {
+  long long tot = total[0];
+  if (tot < 0) tot = 0;
+  if (static_cast<uint64_t>(tot) > sorted_count) tot = static_cast<long long>(sorted_count);
+  if (b * BM >= static_cast<uint64_t>(tot)) return false;
+  e = eids[b];
+  if (e < 0 || static_cast<uint64_t>(e) >= E) return false;
+  const int tid = threadIdx.x;
+  if (tid < BM) {
+    const uint64_t i = b * BM + tid;
+    const int32_t p = i < static_cast<uint64_t>(tot) ? sorted[i] : -1;
+    const bool ok = p >= 0 && static_cast<uint64_t>(p) < num_pairs;
+    pairs[tid] = ok ? p : -1;
+    rows[tid] = ok ? static_cast<long long>(static_cast<uint64_t>(p) / top_k) : -1;
+  }
+  return true;
+}
+
+// SIMT path (F32, and F16/BF16 rows that cp.async cannot copy in 16-byte chunks).
 constexpr int kGemmThreads = 256, kBN = 64, kBK = 32;
 
 template <class T, int BM>
@@ -163,20 +198,9 @@ __global__ void __launch_bounds__(kGemmThreads)
   __shared__ long long rows[BM];
   __shared__ long long pairs[BM];
   const uint64_t b = blockIdx.x, n0 = static_cast<uint64_t>(blockIdx.y) * kBN;
-  long long tot = total[0];
-  if (tot < 0) tot = 0;
-  if (static_cast<uint64_t>(tot) > sorted_count) tot = static_cast<long long>(sorted_count);
-  if (b * BM >= static_cast<uint64_t>(tot)) return;
-  const int32_t e = eids[b];
-  if (e < 0 || static_cast<uint64_t>(e) >= E) return;
+  int32_t e = -1;
+  if (!gemm_block<BM>(b, sorted, sorted_count, eids, total, num_pairs, top_k, E, pairs, rows, e)) return;
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  if (tid < BM) {
-    const uint64_t i = b * BM + tid;
-    const int32_t p = i < static_cast<uint64_t>(tot) ? sorted[i] : -1;
-    const bool ok = p >= 0 && static_cast<uint64_t>(p) < num_pairs;
-    pairs[tid] = ok ? p : -1;
-    rows[tid] = ok ? static_cast<long long>(static_cast<uint64_t>(p) / top_k) : -1;
-  }
   __syncthreads();
   const T* we = w + static_cast<uint64_t>(e) * n * k;
   float acc[TM][4];
@@ -217,6 +241,143 @@ __global__ void __launch_bounds__(kGemmThreads)
     for (int j = 0; j < 4; ++j) {
       const uint64_t col = n0 + tx * 4 + j;
       if (col < n) out[static_cast<uint64_t>(p) * n + col] = from_f<T>(acc[i][j]);
+    }
+  }
+}
+
+// Tensor-core path (F16 / BF16, k % 8 == 0, x and w 16-byte aligned). One CTA of 4 warps per
+// (routing block of BM rows, kTcBN output columns): kTcBK-deep k tiles of the gathered x rows
+// [BM × kTcBK] and of W_e's rows [kTcBN × kTcBK] (row = output column) through a kTcStages-deep
+// cp.async ring; rows padded to kTcLd elements (9 × 16 bytes: the 8 row addresses of an ldmatrix
+// phase fall in distinct banks). Warp w owns columns 32w .. 32w + 31 of the tile for all BM rows:
+// per 16-deep k step, BM/16 A fragments (ldmatrix.x4 of x, row-major) and two B fragments
+// (ldmatrix.x4 of W rows, non-transposed: x·W_eᵀ), mma.sync m16n8k16 with f32 accumulators, k in
+// ascending tile order (deterministic). Chunks past n or k and the x rows of padding slots are
+// zero-filled in shared memory, never read from global memory.
+constexpr int kTcThreads = 128, kTcBN = 128, kTcBK = 64, kTcStages = 4, kTcLd = kTcBK + 8;
+constexpr int kTcChunks = kTcBK / 8;  // 16-byte chunks per tile row
+static_assert((kTcLd * 2 / 16) % 2 == 1, "padded row must be an odd number of 16-byte chunks");
+static_assert(kTcBN == 32 * (kTcThreads / 32), "each warp owns 32 output columns");
+
+template <int BM>
+constexpr size_t tc_smem_bytes() {
+  return sizeof(uint16_t) * static_cast<size_t>(kTcStages) * (BM + kTcBN) * kTcLd;
+}
+
+template <class T, int BM>
+__global__ void __launch_bounds__(kTcThreads)
+    moe_gemm_mma_kernel(const T* __restrict__ x, const int32_t* __restrict__ sorted, uint64_t sorted_count,
+                        const int32_t* __restrict__ eids, const int32_t* __restrict__ total, const T* __restrict__ w,
+                        T* __restrict__ out, uint64_t num_pairs, uint64_t top_k, uint64_t E, uint64_t n, uint64_t k,
+                        bool pack_out) {
+  static_assert(sizeof(T) == 2, "tensor-core path: 16-bit activations");
+  static_assert(BM % 16 == 0 && BM * kTcChunks % kTcThreads == 0 && kTcBN * kTcChunks % kTcThreads == 0,
+                "tile copies split evenly over the CTA");
+  constexpr int MT = BM / 16;
+  extern __shared__ __align__(16) unsigned char moe_smem[];
+  T* xs = reinterpret_cast<T*>(moe_smem);  // [kTcStages][BM][kTcLd]
+  T* ws = xs + kTcStages * BM * kTcLd;     // [kTcStages][kTcBN][kTcLd]
+  __shared__ long long rows[BM];
+  __shared__ long long pairs[BM];
+  const uint64_t b = blockIdx.x, n0 = static_cast<uint64_t>(blockIdx.y) * kTcBN;
+  int32_t e = -1;
+  if (!gemm_block<BM>(b, sorted, sorted_count, eids, total, num_pairs, top_k, E, pairs, rows, e)) return;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  __syncthreads();
+  const T* we = w + static_cast<uint64_t>(e) * n * k;
+  const uint64_t ntiles = (k + kTcBK - 1) / kTcBK;
+
+  auto load_tile = [&](uint64_t t) {
+    const int st = static_cast<int>(t % kTcStages);
+    const uint64_t k0 = t * kTcBK;
+    T* xd = xs + st * BM * kTcLd;
+    T* wd = ws + st * kTcBN * kTcLd;
+#pragma unroll
+    for (int i = 0; i < BM * kTcChunks / kTcThreads; ++i) {
+      const int c = tid + i * kTcThreads, r = c / kTcChunks, cc = c % kTcChunks;
+      T* dst = xd + r * kTcLd + cc * 8;
+      const long long row = rows[r];
+      const uint64_t kc = k0 + static_cast<uint64_t>(cc) * 8;
+      if (row >= 0 && kc < k) {
+        cp_async16(dst, x + static_cast<uint64_t>(row) * k + kc);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kTcBN * kTcChunks / kTcThreads; ++i) {
+      const int c = tid + i * kTcThreads, r = c / kTcChunks, cc = c % kTcChunks;
+      T* dst = wd + r * kTcLd + cc * 8;
+      const uint64_t col = n0 + static_cast<uint64_t>(r), kc = k0 + static_cast<uint64_t>(cc) * 8;
+      if (col < n && kc < k) {
+        cp_async16(dst, we + col * k + kc);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+
+  // Prologue: tiles 0 .. kTcStages − 2, one commit group each (empty groups keep the count).
+#pragma unroll
+  for (int s = 0; s < kTcStages - 1; ++s) {
+    if (static_cast<uint64_t>(s) < ntiles) load_tile(static_cast<uint64_t>(s));
+    cp_async_commit();
+  }
+
+  float acc[MT][4][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
+
+  for (uint64_t t = 0; t < ntiles; ++t) {
+    // t + kTcStages − 1 groups committed: all but the newest kTcStages − 2 landed = tile t.
+    cp_async_wait<kTcStages - 2>();
+    __syncthreads();  // tile t visible (cp.async and zero stores); every warp is done with tile t − 1
+    if (t + kTcStages - 1 < ntiles) load_tile(t + kTcStages - 1);  // into tile t − 1's stage
+    cp_async_commit();
+    const int st = static_cast<int>(t % kTcStages);
+    const T* xt = xs + st * BM * kTcLd;
+    const T* wt = ws + st * kTcBN * kTcLd + warp * 32 * kTcLd;
+#pragma unroll
+    for (int kk = 0; kk < kTcBK / 16; ++kk) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) ldmatrix_x4(a[m], xt + (m * 16 + (lane & 15)) * kTcLd + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+      for (int n2 = 0; n2 < 2; ++n2) {
+        uint32_t bb[4];  // columns n2·16 + 0..7 (bb[0], bb[1]) and + 8..15 (bb[2], bb[3])
+        ldmatrix_x4(bb, wt + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * kTcLd + kk * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          mma16816<T>(acc[m][2 * n2], a[m], bb[0], bb[1]);
+          mma16816<T>(acc[m][2 * n2 + 1], a[m], bb[2], bb[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Accumulator (m, j): rows m·16 + g (regs 0, 1) and + 8 (regs 2, 3), columns j·8 + 2·t4, + 1.
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const long long p = pairs[m * 16 + g + h * 8];
+      if (p < 0) continue;
+      T* orow = out + static_cast<uint64_t>(p) * n;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint64_t col = n0 + static_cast<uint64_t>(warp * 32 + j * 8 + 2 * t4);
+        const float v0 = acc[m][j][2 * h], v1 = acc[m][j][2 * h + 1];
+        if (pack_out) {  // n even, out 4-byte aligned: col < n implies col + 1 < n
+          if (col < n) *reinterpret_cast<uint32_t*>(orow + col) = pack2<T>(v0, v1);
+        } else {
+          if (col < n) orow[col] = from_f<T>(v0);
+          if (col + 1 < n) orow[col + 1] = from_f<T>(v1);
+        }
+      }
     }
   }
 }
@@ -275,16 +436,39 @@ Status moe_gemm_dense(int32_t dtype, const void* x, const int32_t* sorted, uint6
     using T = typename decltype(tag)::type;
     FERRUM_CUDA_CHECK(cudaMemsetAsync(out, 0, num_pairs * n * sizeof(T), stream));  // unrouted rows: zero
     if (blocks_count == 0) return Status{};
-    const dim3 grid(static_cast<unsigned>(blocks_count), static_cast<unsigned>((n + kBN - 1) / kBN));
-    auto launch = [&](auto kernel) {
-      kernel<<<grid, kGemmThreads, 0, stream>>>(static_cast<const T*>(x), sorted, sorted_count, expert_ids, total,
-                                                 static_cast<const T*>(w), static_cast<T*>(out), num_pairs, top_k,
-                                                 num_experts, n, k);
-    };
-    if (block_size == 16) launch(moe_gemm_kernel<T, 16>);
-    else if (block_size == 32) launch(moe_gemm_kernel<T, 32>);
-    else launch(moe_gemm_kernel<T, 64>);
-    FERRUM_CUDA_LAUNCH_CHECK("moe_gemm_kernel");
+    // Tensor cores for 16-bit types whose rows cp.async can copy in 16-byte chunks.
+    bool tc = false;
+    if constexpr (sizeof(T) == 2)
+      tc = k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+    if (!tc) {
+      const dim3 grid(static_cast<unsigned>(blocks_count), static_cast<unsigned>((n + kBN - 1) / kBN));
+      auto launch = [&](auto kernel) {
+        kernel<<<grid, kGemmThreads, 0, stream>>>(static_cast<const T*>(x), sorted, sorted_count, expert_ids, total,
+                                                   static_cast<const T*>(w), static_cast<T*>(out), num_pairs, top_k,
+                                                   num_experts, n, k);
+      };
+      if (block_size == 16) launch(moe_gemm_kernel<T, 16>);
+      else if (block_size == 32) launch(moe_gemm_kernel<T, 32>);
+      else launch(moe_gemm_kernel<T, 64>);
+      FERRUM_CUDA_LAUNCH_CHECK("moe_gemm_kernel");
+      return Status{};
+    }
+    if constexpr (sizeof(T) == 2) {
+      const dim3 grid(static_cast<unsigned>(blocks_count), static_cast<unsigned>((n + kTcBN - 1) / kTcBN));
+      const bool pack_out = n % 2 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
+      auto launch = [&](auto kernel, size_t smem) -> Status {
+        FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem)));
+        kernel<<<grid, kTcThreads, smem, stream>>>(static_cast<const T*>(x), sorted, sorted_count, expert_ids, total,
+                                                   static_cast<const T*>(w), static_cast<T*>(out), num_pairs, top_k,
+                                                   num_experts, n, k, pack_out);
+        FERRUM_CUDA_LAUNCH_CHECK("moe_gemm_mma_kernel");
+        return Status{};
+      };
+      if (block_size == 16) return launch(moe_gemm_mma_kernel<T, 16>, tc_smem_bytes<16>());
+      if (block_size == 32) return launch(moe_gemm_mma_kernel<T, 32>, tc_smem_bytes<32>());
+      return launch(moe_gemm_mma_kernel<T, 64>, tc_smem_bytes<64>());
+    }
     return Status{};
   });
 }
