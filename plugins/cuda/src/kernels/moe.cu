@@ -254,14 +254,18 @@ __global__ void __launch_bounds__(kGemmThreads)
 // (ldmatrix.x4 of W rows, non-transposed: x·W_eᵀ), mma.sync m16n8k16 with f32 accumulators, k in
 // ascending tile order (deterministic). Chunks past n or k and the x rows of padding slots are
 // zero-filled in shared memory, never read from global memory.
-constexpr int kTcThreads = 128, kTcBN = 128, kTcBK = 64, kTcStages = 4, kTcLd = kTcBK + 8;
+constexpr int kTcThreads = 128, kTcBN = 128, kTcBK = 64, kTcLd = kTcBK + 8;
 constexpr int kTcChunks = kTcBK / 8;  // 16-byte chunks per tile row
 static_assert((kTcLd * 2 / 16) % 2 == 1, "padded row must be an odd number of 16-byte chunks");
 static_assert(kTcBN == 32 * (kTcThreads / 32), "each warp owns 32 output columns");
 
+// Ring depth: 4 stages up to 32 rows, 3 for 64 (83 / 92 / 83 KB: within the 99 KB a CTA may opt
+// into on every sm_80+ part, 2 CTAs per SM on A100 / H100 / H200).
+template <int BM>
+inline constexpr int kTcStagesFor = BM >= 64 ? 3 : 4;
 template <int BM>
 constexpr size_t tc_smem_bytes() {
-  return sizeof(uint16_t) * static_cast<size_t>(kTcStages) * (BM + kTcBN) * kTcLd;
+  return sizeof(uint16_t) * static_cast<size_t>(kTcStagesFor<BM>) * (BM + kTcBN) * kTcLd;
 }
 
 template <class T, int BM>
@@ -273,7 +277,7 @@ __global__ void __launch_bounds__(kTcThreads)
   static_assert(sizeof(T) == 2, "tensor-core path: 16-bit activations");
   static_assert(BM % 16 == 0 && BM * kTcChunks % kTcThreads == 0 && kTcBN * kTcChunks % kTcThreads == 0,
                 "tile copies split evenly over the CTA");
-  constexpr int MT = BM / 16;
+  constexpr int MT = BM / 16, kTcStages = kTcStagesFor<BM>;
   extern __shared__ __align__(16) unsigned char moe_smem[];
   T* xs = reinterpret_cast<T*>(moe_smem);  // [kTcStages][BM][kTcLd]
   T* ws = xs + kTcStages * BM * kTcLd;     // [kTcStages][kTcBN][kTcLd]
@@ -287,8 +291,7 @@ __global__ void __launch_bounds__(kTcThreads)
   const T* we = w + static_cast<uint64_t>(e) * n * k;
   const uint64_t ntiles = (k + kTcBK - 1) / kTcBK;
 
-  auto load_tile = [&](uint64_t t) {
-    const int st = static_cast<int>(t % kTcStages);
+  auto load_tile = [&](uint64_t t, int st) {  // tile t into stage st
     const uint64_t k0 = t * kTcBK;
     T* xd = xs + st * BM * kTcLd;
     T* wd = ws + st * kTcBN * kTcLd;
@@ -320,7 +323,7 @@ __global__ void __launch_bounds__(kTcThreads)
   // Prologue: tiles 0 .. kTcStages − 2, one commit group each (empty groups keep the count).
 #pragma unroll
   for (int s = 0; s < kTcStages - 1; ++s) {
-    if (static_cast<uint64_t>(s) < ntiles) load_tile(static_cast<uint64_t>(s));
+    if (static_cast<uint64_t>(s) < ntiles) load_tile(static_cast<uint64_t>(s), s);
     cp_async_commit();
   }
 
@@ -330,13 +333,14 @@ __global__ void __launch_bounds__(kTcThreads)
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
 
-  for (uint64_t t = 0; t < ntiles; ++t) {
+  int st = 0;  // stage of tile t (t mod kTcStages)
+  for (uint64_t t = 0; t < ntiles; ++t, st = st + 1 == kTcStages ? 0 : st + 1) {
     // t + kTcStages − 1 groups committed: all but the newest kTcStages − 2 landed = tile t.
     cp_async_wait<kTcStages - 2>();
     __syncthreads();  // tile t visible (cp.async and zero stores); every warp is done with tile t − 1
-    if (t + kTcStages - 1 < ntiles) load_tile(t + kTcStages - 1);  // into tile t − 1's stage
+    if (t + kTcStages - 1 < ntiles)  // into tile t − 1's stage
+      load_tile(t + kTcStages - 1, st == 0 ? kTcStages - 1 : st - 1);
     cp_async_commit();
-    const int st = static_cast<int>(t % kTcStages);
     const T* xt = xs + st * BM * kTcLd;
     const T* wt = ws + st * kTcBN * kTcLd + warp * 32 * kTcLd;
 #pragma unroll

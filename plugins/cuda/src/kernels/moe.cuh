@@ -22,9 +22,10 @@
 //                         * tensor cores — F16 / BF16 when k % 8 == 0 and x and w are 16-byte aligned
 //                           (every row then starts on a 16-byte boundary): 128 columns per CTA, 4 warps
 //                           of 32 columns, 64-deep k tiles of the gathered x rows and W_e's rows in a
-//                           4-stage cp.async ring (16-byte copies; chunks past n or k and padding rows
-//                           zero-filled in shared memory, never read), ldmatrix + mma.sync m16n8k16
-//                           with f32 accumulators; 83–110 KB of dynamic shared memory per CTA.
+//                           cp.async ring of 4 stages (3 for BM = 64; 16-byte copies; chunks past n
+//                           or k and padding rows zero-filled in shared memory, never read), ldmatrix
+//                           + mma.sync m16n8k16 with f32 accumulators; 83–92 KB of dynamic shared
+//                           memory per CTA (within the 99 KB opt-in limit of every sm_80+ GPU).
 //                         * SIMT — F32, and F16 / BF16 shapes the tensor path does not take (k not a
 //                           multiple of 8, unaligned x or w): 64 columns per CTA, 32-deep k tiles
 //                           converted to f32 in shared memory, f32 FMA.
