@@ -25,7 +25,11 @@
 //                           cp.async ring of 4 stages (3 for BM = 64; 16-byte copies; chunks past n
 //                           or k and padding rows zero-filled in shared memory, never read), ldmatrix
 //                           + mma.sync m16n8k16 with f32 accumulators; 83–92 KB of dynamic shared
-//                           memory per CTA (within the 99 KB opt-in limit of every sm_80+ GPU).
+//                           memory per CTA (within the 99 KB opt-in limit of every sm_80+ GPU). At
+//                           block size 64, where the device grants 113 KB per CTA (A100, H100, H200),
+//                           a CTA of 8 warps computes two consecutive blocks of the same expert (the
+//                           even one takes the odd one along; the odd one's CTA exits), so each W_e
+//                           tile is read once for 128 rows.
 //                         * SIMT — F32, and F16 / BF16 shapes the tensor path does not take (k not a
 //                           multiple of 8, unaligned x or w): 64 columns per CTA, 32-deep k tiles
 //                           converted to f32 in shared memory, f32 FMA.
