@@ -222,7 +222,10 @@ const bool kGemmDense = register_table<GemmShape>(
     "moe_gemm", kActDtypes,
     {{1, 1, 4, 16, 32, 16, 0},    {5, 2, 4, 24, 40, 16, 0},    {33, 2, 8, 64, 48, 32, 10},
      {17, 8, 64, 32, 64, 64, 0},  {64, 8, 64, 40, 96, 16, 5},  {6, 8, 512, 16, 32, 16, 0},
-     {3, 1, 8, 7, 13, 16, 30},    {40, 4, 8, 128, 1, 32, 0}},
+     {3, 1, 8, 7, 13, 16, 30},    {40, 4, 8, 128, 1, 32, 0},
+     // CUDA tensor-core path: odd n with k % 8 == 0 (scalar stores); several 64-row blocks per
+     // expert, runs starting on odd blocks (two-block CTAs), a k tail of 8
+     {5, 2, 4, 23, 40, 16, 0},    {160, 4, 4, 40, 72, 64, 10}},
     [](const GemmShape& s) {
       return fmt("dense, T %llu, top_k %llu, E %llu, n %llu, k %llu, block %llu, %u%% masked", (ull)s.T, (ull)s.K,
                  (ull)s.E, (ull)s.n, (ull)s.k, (ull)s.bs, s.masked_pct);

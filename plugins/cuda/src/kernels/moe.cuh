@@ -12,10 +12,27 @@
 //   moe_align_block_size  one block: expert counts (shared-memory atomics: order-independent),
 //                         offsets, then each expert's thread places its pairs in ascending pair
 //                         order from shared-memory tiles of topk_ids (a stable counting sort).
-//   moe_gemm_dense        out[p] = x[p / top_k]·W_eᵀ for the valid pairs of each used routing block:
-//                         one CTA per (routing block, 64 output columns), 32-deep k tiles of x's
-//                         gathered rows and W_e's rows in shared memory as f32, f32 FMA in
-//                         ascending k. Rows the routing does not reach are zeroed first.
+//   moe_gemm_dense        out[p] = x[p / top_k]·W_eᵀ for the valid pairs of each used routing block
+//                         (fused_moe's down projection passes its act rows with top_k = 1). Rows the
+//                         routing does not reach are zeroed first. Two kernels, one CTA per (routing
+//                         block of BM = block_size sorted slots, output-column tile), so a CTA never
+//                         mixes experts; blocks past the clamped count or with an expert id outside
+//                         [0, num_experts) exit at once; every result is f32-accumulated in ascending
+//                         k tiles (deterministic, no atomics):
+//                         * tensor cores — F16 / BF16 when k % 8 == 0 and x and w are 16-byte aligned
+//                           (every row then starts on a 16-byte boundary): 128 columns per CTA, 4 warps
+//                           of 32 columns, 64-deep k tiles of the gathered x rows and W_e's rows in a
+//                           cp.async ring of 4 stages (3 for BM = 64; 16-byte copies; chunks past n
+//                           or k and padding rows zero-filled in shared memory, never read), ldmatrix
+//                           + mma.sync m16n8k16 with f32 accumulators; 83–92 KB of dynamic shared
+//                           memory per CTA (within the 99 KB opt-in limit of every sm_80+ GPU). At
+//                           block size 64, where the device grants 113 KB per CTA (A100, H100, H200),
+//                           a CTA of 8 warps computes two consecutive blocks of the same expert (the
+//                           even one takes the odd one along; the odd one's CTA exits), so each W_e
+//                           tile is read once for 128 rows.
+//                         * SIMT — F32, and F16 / BF16 shapes the tensor path does not take (k not a
+//                           multiple of 8, unaligned x or w): 64 columns per CTA, 32-deep k tiles
+//                           converted to f32 in shared memory, f32 FMA.
 //   weighted_sum_rows     out[t] = Σ_k w[t, k]·rows[r(t, k)] in ascending k, f32, with r(t, k) =
 //                         t·top_k + k (weighted_sum_batched) or idx[t·top_k + k] (moe_combine;
 //                         rows outside [0, num_rows) contribute nothing).
