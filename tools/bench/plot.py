@@ -434,21 +434,29 @@ def roofline(plt, run, peer_rows, peer_name, title, out_path):
             for p in peer:
                 ax.plot([p[2], p[2]], [p[3], p[4]], color=color[op], linewidth=0.6, alpha=0.6, zorder=2)
     # sparse labels: each op at most once, at its fastest point, fastest ops first, and only where
-    # no label sits already (within ~0.35 decade across, 0.12 decade up or down); the legend names all
+    # its text box (estimated in data units from the axes' size) overlaps no label placed already;
+    # the legend names every op
+    y_lo = min(ys) / 3
+    y_hi = max(max(ys), mm or 0) * 3
+    px_x = 0.62 * 9.5 * 90 / math.log10(x_hi / x_lo)  # pixels per decade across
+    px_y = 0.80 * 6.2 * 90 / math.log10(y_hi / y_lo)  # pixels per decade up
     placed = []
     for op in sorted(ops, key=lambda o: -max(p[3] for p in pts if p[0] == o)):
         best = max((p for p in pts if p[0] == op), key=lambda p: p[3])
-        lx, ly = math.log10(best[2]), math.log10(best[3])
-        if any(abs(lx - px) < 0.35 and abs(ly - py) < 0.12 for px, py in placed):
+        width = len(op) * 4.6 / px_x
+        right = math.log10(best[2]) + 5 / px_x + width < math.log10(x_hi)  # else to the left of the point
+        x0 = math.log10(best[2]) + 5 / px_x if right else math.log10(best[2]) - 5 / px_x - width
+        x1 = x0 + width
+        yc = math.log10(best[3])
+        y0, y1 = yc - 6 / px_y, yc + 4 / px_y
+        if any(x0 < b[1] and b[0] < x1 and y0 < b[3] and b[2] < y1 for b in placed):
             continue
-        placed.append((lx, ly))
-        ax.annotate(op, (best[2], best[3]), textcoords="offset points", xytext=(5, -3), fontsize=6.5,
-                    color="#333333")
+        placed.append((x0, x1, y0, y1))
+        ax.annotate(op, (best[2], best[3]), textcoords="offset points", xytext=(4 if right else -4, -3),
+                    ha="left" if right else "right", fontsize=6.5, color="#333333")
     if any(p[4] for p in pts):
         ax.scatter([], [], s=30, facecolors="none", edgecolors="gray", label=f"{peer_name} (hollow)")
     ax.set_xlim(x_lo, x_hi)
-    y_lo = min(ys) / 3
-    y_hi = max(max(ys), mm or 0) * 3
     ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("arithmetic intensity (flop / byte)")
     ax.set_ylabel("achieved TFLOP/s (flops / median time)")
