@@ -307,7 +307,9 @@ def short_shape(shape, op_shapes):
     return s or shape
 
 
-def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, title, subtitle, out_path):
+def speed_bars(ferrum_rows, peer_rows):
+    """[(op, shape, peer time / ferrum time)] in ferrum's row order, and how many rows both sides
+    list but at least one did not run."""
     bars, skipped = [], 0
     for key, fr in ferrum_rows.items():
         pr = peer_rows.get(key)
@@ -317,6 +319,26 @@ def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, ti
             skipped += 1
             continue
         bars.append((fr["op"], fr["shape"], pr["us"] / fr["us"]))
+    return bars, skipped
+
+
+def roof_points(run, peer_rows):
+    """[(op, shape, flops/byte, ferrum TFLOP/s, peer TFLOP/s or None)] and the count of rows left out."""
+    pts = []
+    for key, r in run.rows.items():
+        if r["ok"] and r["bytes"] > 0 and r["flops"] > 0:
+            ai = r["flops"] / r["bytes"]
+            tf = r["flops"] / (r["us"] * 1e-6) / 1e12
+            pr = peer_rows.get(key) if peer_rows else None
+            # the peer did the same work: the ferrum row's flops (torch rows carry none)
+            peer_tf = r["flops"] / (pr["us"] * 1e-6) / 1e12 if pr and pr["ok"] else None
+            pts.append((r["op"], r["shape"], ai, tf, peer_tf))
+    left_out = len(run.rows) - len(pts)
+    return pts, left_out
+
+
+def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, title, subtitle, out_path):
+    bars, skipped = speed_bars(ferrum_rows, peer_rows)
     if not bars:
         return None, skipped
     # group by op, keeping the order of first appearance
@@ -378,16 +400,7 @@ def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, ti
 
 
 def roofline(plt, run, peer_rows, peer_name, title, out_path):
-    pts = []
-    for key, r in run.rows.items():
-        if r["ok"] and r["bytes"] > 0 and r["flops"] > 0:
-            ai = r["flops"] / r["bytes"]
-            tf = r["flops"] / (r["us"] * 1e-6) / 1e12
-            pr = peer_rows.get(key) if peer_rows else None
-            ptf = pr["flops"] if pr and "flops" in pr else r["flops"]
-            peer_tf = ptf / (pr["us"] * 1e-6) / 1e12 if pr and pr["ok"] else None
-            pts.append((r["op"], r["shape"], ai, tf, peer_tf))
-    left_out = sum(1 for r in run.rows.values() if not (r["ok"] and r["bytes"] > 0 and r["flops"] > 0))
+    pts, left_out = roof_points(run, peer_rows)
     if not pts:
         return None
     copy = run.ceilings.get("copy_gbs")
@@ -517,13 +530,6 @@ def main(argv):
             peer_rows, peer_name = run.peer_rows, "ggml"
         else:
             peer_rows, peer_name = (peer.rows if peer else {}), "torch"
-        if run.kind == "ferrum" and peer is not None:
-            # torch rows carry no bytes/flops: the ferrum row of the same key supplies them
-            for key, pr in peer_rows.items():
-                fr = run.rows.get(key)
-                if fr:
-                    pr.setdefault("bytes", fr["bytes"])
-                    pr.setdefault("flops", fr["flops"])
         title = title_bits(run, peer)
         if peer_rows:
             p, _ = speed_chart(plt, FuncFormatter, Patch, run.rows, peer_rows, peer_name, f"ferrum vs {peer_name} — {title}",
