@@ -24,8 +24,9 @@ Outputs (PNG, file names derived from the input names, so a rerun overwrites the
     matmul TFLOP/s) as lines; one filled point per ferrum row with flops and bytes > 0, the peer's
     point (hollow) on the same row's flops and bytes. For bench-vs-ggml the only ceiling is the
     read bandwidth it measures.
-  <stem>: the input's file name without ".json", with "-ferrum-bench" dropped
-  (gpu-h200-2026-12-03-moe-ferrum-bench-bf16.json -> gpu-h200-2026-12-03-moe-bf16).
+  <stem>: the input's file name without ".json", with "-ferrum-bench" (or a final "-vs-ggml")
+  dropped: gpu-h200-2026-12-03-moe-ferrum-bench-bf16.json -> gpu-h200-2026-12-03-moe-bf16,
+  cpu-epyc2-2026-12-03-quick-1t-vs-ggml.json -> cpu-epyc2-2026-12-03-quick-1t.
 
 --manifest FILE: a Markdown table (docs/data/README.md) with the columns file | machine | date |
 commit | what ran; where a row names an input file, its machine, date and commit go in the titles
@@ -242,6 +243,8 @@ def read_manifest(path):
 
 def stem_of(run):
     base = run.name[:-5] if run.name.endswith(".json") else run.name
+    if run.kind == "ggml" and base.endswith("-vs-ggml"):
+        base = base[:-len("-vs-ggml")]
     return base.replace("-ferrum-bench", "").replace("-torch-bench", "")
 
 
@@ -308,7 +311,7 @@ def short_shape(shape, op_shapes):
 
 
 def speed_bars(ferrum_rows, peer_rows):
-    """[(op, shape, peer time / ferrum time)] in ferrum's row order, and how many rows both sides
+    """[(op, shape, peer time / ferrum time, dtype)] in ferrum's row order, and how many rows both sides
     list but at least one did not run."""
     bars, skipped = [], 0
     for key, fr in ferrum_rows.items():
@@ -318,7 +321,7 @@ def speed_bars(ferrum_rows, peer_rows):
         if not (fr["ok"] and pr["ok"]):
             skipped += 1
             continue
-        bars.append((fr["op"], fr["shape"], pr["us"] / fr["us"]))
+        bars.append((fr["op"], fr["shape"], pr["us"] / fr["us"], key.rsplit("/", 1)[-1]))
     return bars, skipped
 
 
@@ -343,11 +346,12 @@ def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, ti
         return None, skipped
     # group by op, keeping the order of first appearance
     order, groups = [], {}
-    for op, shape, ratio in bars:
+    mixed = len({b[3] for b in bars}) > 1  # name the dtype under each bar only when it varies
+    for op, shape, ratio, dtype in bars:
         if op not in groups:
             order.append(op)
             groups[op] = []
-        groups[op].append((shape, ratio))
+        groups[op].append((shape + (f" {dtype}" if mixed else ""), ratio))
     xs, labels, ratios, spans = [], [], [], []
     x = 0
     for op in order:
@@ -372,7 +376,8 @@ def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, ti
     ax.axhline(1.0, color="black", linewidth=1.0)
     ax.set_ylabel(f"{peer_name} time / ferrum time (log scale)")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.legend(handles=[Patch(color=GREEN, label="ferrum faster"), Patch(color=RED, label=f"{peer_name} faster")],
               fontsize=7, loc="best", framealpha=0.8)
@@ -385,13 +390,22 @@ def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, ti
             ax.annotate(f"{r:.2f}", (xi, r), textcoords="offset points", xytext=(0, 2 if r >= 1 else -9),
                         ha="center", fontsize=7)
     # op group labels above the plot, alternating shading behind the groups
+    # (about 5 characters of 8 pt text fit over one bar; a longer name breaks at its first '.' or
+    # '_' and its lines alternate with the neighbours' in height)
+    two_lines = False
     for i, (op, a, b) in enumerate(spans):
         if i % 2:
             ax.axvspan(a - 0.5, b + 0.5, color="#eeeeee", zorder=0)
-        ax.text((a + b) / 2, 1.01, op, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize=8, rotation=0 if b - a >= len(op) * 0.18 or len(spans) < 6 else 60)
+        text = op
+        if len(op) > 5 * (b - a + 1) + 1:
+            cut = op.find(".") if op.find(".") > 0 else op.find("_")
+            if cut > 0:
+                text = op[:cut + 1] + "\n" + op[cut + 1:]
+                two_lines = True
+        ax.text((a + b) / 2, 1.015, text, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=8 if text == op else 7, linespacing=1.0)
     head = f"{title}\n{subtitle}" + (f" · {skipped} row(s) not run on one side, left out" if skipped else "")
-    ax.set_title(wrap(head, width), fontsize=10, pad=34)
+    ax.set_title(wrap(head, width), fontsize=10, pad=40 if two_lines else 30)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=90, metadata={"Software": None})
@@ -509,6 +523,11 @@ def main(argv):
         if dup:
             raise InputError(f"the same file name given twice: {sorted(dup)}")
         pairs = pair_up(runs)
+        stems = {}
+        for run, _ in pairs:
+            other = stems.setdefault(stem_of(run), run.name)
+            if other != run.name:
+                raise InputError(f"{run.name} and {other} would write the same PNGs ({stem_of(run)}-*.png); rename one")
     except InputError as e:
         die(str(e))
     if not os.path.isdir(out_dir):

@@ -100,7 +100,7 @@ with tempfile.TemporaryDirectory() as d:
     pairs = plot.pair_up([gr, tr, fr])
     check(len(pairs) == 2 and pairs[0][0] is fr and pairs[0][1] is tr and pairs[1] == (gr, None),
           "ferrum-bench paired with the torch-bench of the same name; ggml alone")
-    check(plot.stem_of(fr) == "t-x-2026-12-03-s-bf16" and plot.stem_of(gr) == "t-x-2026-12-03-s-vs-ggml",
+    check(plot.stem_of(fr) == "t-x-2026-12-03-s-bf16" and plot.stem_of(gr) == "t-x-2026-12-03-s",
           "output stems derived from the input names")
 
     bars, skipped = plot.speed_bars(fr.rows, tr.rows)
@@ -136,6 +136,9 @@ with tempfile.TemporaryDirectory() as d:
         p = write(d, name, doc)
         rc, out, err = run_plot("--out-dir", d, p)
         check(rc == 2 and name in err and "Traceback" not in err, f"bad input {name}: rc {rc}, {err.strip()[:90]}")
+    twin = write(d, "t-x-2026-12-03-s-ferrum-bench.json", dict(FERRUM, dtype="f16"))
+    rc, out, err = run_plot("--out-dir", d, twin, gpath)
+    check(rc == 2 and "same PNGs" in err and "Traceback" not in err, f"two inputs with one output stem: rc {rc}")
     rc, out, err = run_plot("--out-dir", d, os.path.join(d, "missing.json"))
     check(rc == 2 and "no such file" in err and "Traceback" not in err, f"missing file: rc {rc}")
     rc, out, err = run_plot("--out-dir", os.path.join(d, "nodir"), gpath)
@@ -162,7 +165,7 @@ with tempfile.TemporaryDirectory() as d:
             outs[attempt] = {n: open(os.path.join(od, n), "rb").read() for n in sorted(os.listdir(od))}
         names = sorted(outs[1])
         check(rc == 0 and names == ["t-x-2026-12-03-s-bf16-roofline.png", "t-x-2026-12-03-s-bf16-vs-torch.png",
-                                    "t-x-2026-12-03-s-vs-ggml-roofline.png", "t-x-2026-12-03-s-vs-ggml-vs-ggml.png"],
+                                    "t-x-2026-12-03-s-roofline.png", "t-x-2026-12-03-s-vs-ggml.png"],
               f"four PNGs named after the inputs: {names}")
         check(all(b.startswith(b"\x89PNG\r\n\x1a\n") and 1000 < len(b) < 300_000 for b in outs[1].values()),
               "each a PNG between 1 KB and 300 KB")
