@@ -340,6 +340,69 @@ def roof_points(run, peer_rows):
     return pts, left_out
 
 
+def save_png(fig, out_path):
+    """The figure as a PNG with a 256-colour palette (about a third of the size of full colour; the
+    charts have few colours), no metadata that changes between runs."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=90, format="png", metadata={"Software": None})
+    try:
+        from PIL import Image
+    except ImportError:  # matplotlib needs Pillow, but keep the full-colour file if it is missing
+        with open(out_path, "wb") as f:
+            f.write(buf.getvalue())
+        return
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                                  dither=Image.Dither.NONE)
+    img.save(out_path, format="PNG", optimize=True)
+
+
+PANEL_BARS = 48  # bars per panel; a longer run gets panels stacked under each other
+
+
+def wrap_name(name, limit):
+    """Lines of at most about `limit` characters, broken after '.' or '_' (at most 3 lines)."""
+    if len(name) <= limit:
+        return [name]
+    parts = re.findall(r"[^._]+[._]?", name)
+    lines, cur = [], ""
+    for part in parts:
+        if cur and len(cur) + len(part) > limit:
+            lines.append(cur)
+            cur = part
+        else:
+            cur += part
+    lines.append(cur)
+    if len(lines) > 3:
+        lines = lines[:2] + ["".join(lines[2:])]
+    return lines
+
+
+def panels_of(order, groups):
+    """Op groups split into panels of at most PANEL_BARS bars: a panel ends at a group boundary,
+    a group longer than a panel is cut into pieces that keep the op's name."""
+    panels, cur, n = [], [], 0
+    for op in order:
+        items = groups[op]
+        while items:
+            room = PANEL_BARS - n
+            if len(items) > room and n > 0 and len(items) <= PANEL_BARS:
+                panels.append(cur)
+                cur, n = [], 0
+                continue
+            take = items[:max(room, 1)]
+            cur.append((op, take))
+            n += len(take)
+            items = items[len(take):]
+            if n >= PANEL_BARS:
+                panels.append(cur)
+                cur, n = [], 0
+    if cur:
+        panels.append(cur)
+    return panels
+
+
 def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, title, subtitle, out_path):
     bars, skipped = speed_bars(ferrum_rows, peer_rows)
     if not bars:
@@ -352,63 +415,65 @@ def speed_chart(plt, FuncFormatter, Patch, ferrum_rows, peer_rows, peer_name, ti
             order.append(op)
             groups[op] = []
         groups[op].append((shape + (f" {dtype}" if mixed else ""), ratio))
-    xs, labels, ratios, spans = [], [], [], []
-    x = 0
+    short = {op: [short_shape(s, [t for t, _ in groups[op]]) for s, _ in groups[op]] for op in order}
     for op in order:
-        shapes = [s for s, _ in groups[op]]
-        start = x
-        for shape, ratio in groups[op]:
-            xs.append(x)
-            labels.append(short_shape(shape, shapes))
-            ratios.append(ratio)
-            x += 1
-        spans.append((op, start, x - 1))
-        x += 0.6  # gap between op groups
-    n = len(xs)
-    width = min(max(6.0, 0.32 * n + 2.0), 40.0)
-    fig, ax = plt.subplots(figsize=(width, 5.2))
-    colors = [GREEN if r >= 1.0 else RED for r in ratios]
-    # bars grow from the 1.0 line: up where ferrum is faster, down where the peer is
-    ax.bar(xs, [r - 1.0 for r in ratios], width=0.8, color=colors, bottom=1.0)
-    ax.set_yscale("log")
-    lo, hi = min(ratios), max(ratios)
-    ax.set_ylim(min(lo / 1.6, 0.5), max(hi * 1.6, 2.0))
-    ax.axhline(1.0, color="black", linewidth=1.0)
-    ax.set_ylabel(f"{peer_name} time / ferrum time (log scale)")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
-    ax.tick_params(axis="y", which="minor", labelsize=7)
-    ax.legend(handles=[Patch(color=GREEN, label="ferrum faster"), Patch(color=RED, label=f"{peer_name} faster")],
-              fontsize=7, loc="best", framealpha=0.8)
-    ax.set_xticks(xs)
-    ax.set_xticklabels(labels, rotation=90 if n > 12 else 45, ha="center" if n > 12 else "right",
-                       fontsize=7 if n > 40 else 8)
-    ax.set_xlim(-0.8, xs[-1] + 0.8)
-    if n <= 40:
+        groups[op] = [(lab, r) for lab, (_, r) in zip(short[op], groups[op])]
+    panels = panels_of(order, groups)
+    all_ratios = [b[2] for b in bars]
+    y_lim = (min(min(all_ratios) / 1.6, 0.5), max(max(all_ratios) * 1.6, 2.0))
+    widest = max(sum(len(items) for _, items in panel) + 0.6 * (len(panel) - 1) for panel in panels)
+    width = min(max(6.0, 0.3 * widest + 2.0), 18.0)
+    label_len = max(len(lab) for op in order for lab, _ in groups[op])
+    panel_h = 3.0 + 0.065 * label_len  # room for the vertical shape names under the bars
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, panel_h * len(panels) + 0.9), squeeze=False)
+    for pi, (ax, panel) in enumerate(zip(axes[:, 0], panels)):
+        xs, labels, ratios, spans = [], [], [], []
+        x = 0
+        for op, items in panel:
+            start = x
+            for lab, ratio in items:
+                xs.append(x)
+                labels.append(lab)
+                ratios.append(ratio)
+                x += 1
+            spans.append((op, start, x - 1))
+            x += 0.6  # gap between op groups
+        n = len(xs)
+        colors = [GREEN if r >= 1.0 else RED for r in ratios]
+        # bars grow from the 1.0 line: up where ferrum is faster, down where the peer is
+        ax.bar(xs, [r - 1.0 for r in ratios], width=0.8, color=colors, bottom=1.0)
+        ax.set_yscale("log")
+        ax.set_ylim(*y_lim)
+        ax.axhline(1.0, color="black", linewidth=1.0)
+        ax.set_ylabel(f"{peer_name} time / ferrum time\n(log scale)", fontsize=9)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        if pi == 0:
+            ax.legend(handles=[Patch(color=GREEN, label="ferrum faster"),
+                               Patch(color=RED, label=f"{peer_name} faster")],
+                      fontsize=7, loc="best", framealpha=0.8)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels, rotation=90 if len(bars) > 12 else 45,
+                           ha="center" if len(bars) > 12 else "right", fontsize=7 if n > 30 else 8)
+        ax.set_xlim(-0.8, max(xs[-1], widest - 1) + 0.8)
         for xi, r in zip(xs, ratios):
-            ax.annotate(f"{r:.2f}", (xi, r), textcoords="offset points", xytext=(0, 2 if r >= 1 else -9),
-                        ha="center", fontsize=7)
-    # op group labels above the plot, alternating shading behind the groups
-    # (about 5 characters of 8 pt text fit over one bar; a longer name breaks at its first '.' or
-    # '_' and its lines alternate with the neighbours' in height)
-    two_lines = False
-    for i, (op, a, b) in enumerate(spans):
-        if i % 2:
-            ax.axvspan(a - 0.5, b + 0.5, color="#eeeeee", zorder=0)
-        text = op
-        if len(op) > 5 * (b - a + 1) + 1:
-            cut = op.find(".") if op.find(".") > 0 else op.find("_")
-            if cut > 0:
-                text = op[:cut + 1] + "\n" + op[cut + 1:]
-                two_lines = True
-        ax.text((a + b) / 2, 1.015, text, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize=8 if text == op else 7, linespacing=1.0)
+            ax.annotate(f"{r:.2f}" if n <= 30 else f"{r:.1f}", (xi, r), textcoords="offset points",
+                        xytext=(0, 2 if r >= 1 else -8), ha="center", fontsize=7 if n <= 30 else 5.5)
+        # op group labels above the bars on alternating shading; about 5 characters fit over a bar,
+        # longer names break after '.' or '_'
+        for i, (op, a, b) in enumerate(spans):
+            if i % 2:
+                ax.axvspan(a - 0.5, b + 0.5, color="#eeeeee", zorder=0)
+            lines = wrap_name(op, max(5 * (b - a + 1) + 1, 6))
+            ax.text((a + b) / 2, 1.015, "\n".join(lines), transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=8 if len(lines) == 1 else 6.5, linespacing=1.0)
+        ax.grid(axis="y", which="both", alpha=0.3)
     head = f"{title}\n{subtitle}" + (f" · {skipped} row(s) not run on one side, left out" if skipped else "")
-    ax.set_title(wrap(head, width), fontsize=10, pad=40 if two_lines else 30)
-    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle(wrap(head, width), fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=90, metadata={"Software": None})
+    save_png(fig, out_path)
     plt.close(fig)
     return out_path, skipped
 
@@ -493,7 +558,7 @@ def roofline(plt, run, peer_rows, peer_name, title, out_path):
     ncol = 1 if len(ops) <= 24 else 2
     ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol, frameon=False)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=90, metadata={"Software": None})
+    save_png(fig, out_path)
     plt.close(fig)
     return out_path
 
