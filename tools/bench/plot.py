@@ -18,7 +18,8 @@ given with the same dtype. A torch_bench file with no ferrum-bench partner is an
 Outputs (PNG, file names derived from the input names, so a rerun overwrites the same files):
   * <stem>-vs-torch.png / <stem>-vs-ggml.png -- one bar per op/shape: peer time / ferrum time,
     log scale, a line at 1.0 (above: ferrum faster), bars coloured by >= 1 / < 1, op groups
-    labelled; rows either side did not run (status not "ok") are left out and counted;
+    labelled; rows either side did not run (status not "ok") are left out and counted; more
+    than 48 bars go into panels stacked under each other;
   * <stem>-roofline.png -- x = arithmetic intensity (flops / bytes), y = achieved TFLOP/s
     (flops / median time); the ceilings measured in the same run (copy GB/s x intensity, and the
     matmul TFLOP/s) as lines; one filled point per ferrum row with flops and bytes > 0, the peer's
@@ -32,7 +33,7 @@ Outputs (PNG, file names derived from the input names, so a rerun overwrites the
 commit | what ran; where a row names an input file, its machine, date and commit go in the titles
 in place of what the JSON says (the JSON may lack them, or carry a stale commit).
 
-Needs matplotlib (scripts/plots installs it into a venv). Exit status: 0 plots written, 2 bad
+Needs matplotlib (scripts/plots installs it into a venv); tools/bench/test_plot.py checks it. Exit status: 0 plots written, 2 bad
 arguments or input (the message names the file and what is wrong).
 """
 import argparse
@@ -150,7 +151,8 @@ def parse_ferrum(path, doc):
         m = re.search(r"commit=(\S+)", str(plugin.get("build_info", "")))
         if m:
             run.commit = m.group(1)
-        run.extra = f"plugin {plugin.get('name', '?')}"
+        if plugin.get("name"):
+            run.extra = f"plugin {plugin['name']}"
     ceil = doc.get("ceilings")
     if isinstance(ceil, dict):
         for k in ("copy_gbs", "matmul_tflops"):
@@ -553,6 +555,8 @@ def roofline(plt, run, peer_rows, peer_name, title, out_path):
     ax.set_xlabel("arithmetic intensity (flop / byte)")
     ax.set_ylabel("achieved TFLOP/s (flops / median time)")
     note = f" · {left_out} row(s) without flops, bytes or a time not shown" if left_out else ""
+    if not copy and not mm:
+        note += " · the run measured no ceilings"
     ax.set_title(wrap(f"Roofline — {title}\nfilled: ferrum, one point per op/shape{note}", 9.5), fontsize=10)
     ax.grid(which="both", alpha=0.25)
     ncol = 1 if len(ops) <= 24 else 2
@@ -616,7 +620,8 @@ def main(argv):
             peer_rows, peer_name = (peer.rows if peer else {}), "torch"
         title = title_bits(run, peer)
         if peer_rows:
-            p, _ = speed_chart(plt, FuncFormatter, Patch, run.rows, peer_rows, peer_name, f"ferrum vs {peer_name} — {title}",
+            p, _ = speed_chart(plt, FuncFormatter, Patch, run.rows, peer_rows, peer_name,
+                               f"ferrum vs {peer_name} — {title}",
                                f"bar = {peer_name} median time / ferrum median time, per op/shape",
                                os.path.join(out_dir, f"{stem}-vs-{peer_name}.png"))
             if p:
