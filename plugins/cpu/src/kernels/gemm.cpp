@@ -12,6 +12,7 @@
 #include "gemm.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -178,6 +179,66 @@ FERRUM_GEMM_AVX512 void micro_avx512(uint64_t kc, const float* A, const float* B
   FERRUM_ROWS(FERRUM_STORE)
 #undef FERRUM_STORE
 #undef FERRUM_ROWS
+}
+
+// BF16 pairs (AVX512-BF16): the same 14 × 32 tile over kc2 = kc / 2 steps. A and B are the
+// packed panels of 32-bit words, each the bf16 values of two consecutive k (low half: the even k)
+// — the f32 packers move them unchanged. vdpbf16ps adds both exact bf16 products to the f32
+// accumulator (odd k first, then even k; bf16 subnormal inputs and f32 subnormal results are
+// flushed to zero) — twice the products per instruction of the widened f32 kernel.
+#define FERRUM_GEMM_BF16DP __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+FERRUM_GEMM_BF16DP void micro_bf16dp(uint64_t kc2, const float* A, const float* B, float* C, uint64_t ldc,
+                                     bool accumulate) {
+  const auto* Aw = reinterpret_cast<const int32_t*>(A);
+#define FERRUM_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#define FERRUM_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+  FERRUM_ROWS(FERRUM_DECL)
+#undef FERRUM_DECL
+  for (uint64_t p = 0; p < kc2; ++p) {
+    const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(B));
+    const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_load_si512(B + 16));
+#define FERRUM_STEP(i)                                                         \
+  {                                                                            \
+    const __m512bh a = reinterpret_cast<__m512bh>(_mm512_set1_epi32(Aw[i]));   \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, a, b0);                                \
+    c##i##1 = _mm512_dpbf16_ps(c##i##1, a, b1);                                \
+  }
+    FERRUM_ROWS(FERRUM_STEP)
+#undef FERRUM_STEP
+    Aw += 14;
+    B += 32;
+  }
+#define FERRUM_STORE(i)                                                          \
+  {                                                                              \
+    float* c = C + (i) * ldc;                                                    \
+    if (accumulate) {                                                            \
+      c##i##0 = _mm512_add_ps(_mm512_loadu_ps(c), c##i##0);                      \
+      c##i##1 = _mm512_add_ps(_mm512_loadu_ps(c + 16), c##i##1);                 \
+    }                                                                            \
+    _mm512_storeu_ps(c, c##i##0);                                                \
+    _mm512_storeu_ps(c + 16, c##i##1);                                           \
+  }
+  FERRUM_ROWS(FERRUM_STORE)
+#undef FERRUM_STORE
+#undef FERRUM_ROWS
+}
+
+// Whether any of the n bf16 values is subnormal (exponent 0, mantissa non-zero): vdpbf16ps would
+// read it as zero, while docs/spec.md §0.2 widens inputs exactly.
+FERRUM_GEMM_BF16DP bool any_subnormal_bf16(const bf16* x, uint64_t n) {
+  const auto* u = reinterpret_cast<const uint16_t*>(x);
+  const __m512i exp = _mm512_set1_epi16(0x7F80), man = _mm512_set1_epi16(0x007F);
+  __mmask32 hit = 0;
+  uint64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512i v = _mm512_loadu_si512(u + i);
+    hit |= _mm512_testn_epi16_mask(v, exp) & _mm512_test_epi16_mask(v, man);
+    if ((i & 4095) == 0 && hit) return true;
+  }
+  if (hit) return true;
+  for (; i < n; ++i)
+    if ((u[i] & 0x7F80) == 0 && (u[i] & 0x007F) != 0) return true;
+  return false;
 }
 
 FERRUM_GEMM_AVX512 float dot_avx512(const float* x, const float* y, uint64_t k) {
@@ -363,6 +424,8 @@ struct Kernels {
   const char* name = "generic";
   uint64_t mr = kMR2, nr = kNR2;
   bool gather_pack = false;  // AVX-512 f32 transposing packers (14 × 32 tile only)
+  MicroKernel micro_bf16 = nullptr;  // the 14 × 32 tile over bf16 pairs (AVX512-BF16), or NULL
+  bool (*any_subnormal_bf16)(const bf16*, uint64_t) = nullptr;
 };
 
 const Kernels& kernels() {
@@ -391,6 +454,11 @@ const Kernels& kernels() {
       r.mr = 14;
       r.nr = 32;
       r.gather_pack = true;
+      if (__builtin_cpu_supports("avx512bf16")) {
+        r.micro_bf16 = micro_bf16dp;
+        r.any_subnormal_bf16 = any_subnormal_bf16;
+        r.name = "avx512_bf16";
+      }
     }
 #endif
     return r;
@@ -513,13 +581,53 @@ inline void macro_kernel(const Kernels& K, uint64_t mc, uint64_t nc, uint64_t kc
   }
 }
 
+// bf16 on AVX512-BF16, k even, 4-byte aligned rows: the loop nest of gemm_blocked's f16/bf16
+// branch over k2 = k / 2 bf16 pairs. Each row is read as k2 32-bit words (one pair each), so the
+// f32 packers build the pair panels unchanged (they only move 32-bit words), and the pair
+// micro-kernel runs in place of the f32 one. An element's sum: KC blocks of pairs in order, each a
+// vdpbf16ps chain from 0 — the same for every tiling and thread count.
+void gemm_blocked_bf16dp(const bf16* a, const bf16* b, bf16* out, uint64_t m, uint64_t n, uint64_t k, uint64_t ldo) {
+  Kernels K = kernels();
+  K.micro = K.micro_bf16;
+  const uint64_t MR = K.mr, NR = K.nr, MC = kMCPanels * MR, k2 = k / 2;
+  const auto* a2 = reinterpret_cast<const float*>(a);
+  const auto* b2 = reinterpret_cast<const float*>(b);
+  float* apack = t_apack.get(MC * kKC);
+  uint64_t nc_max = kBPackBudget / (sizeof(float) * k2);
+  nc_max = std::clamp<uint64_t>(nc_max / NR * NR, NR, kNCMax);
+  float* bpack = t_bpack.get(std::min(nc_max, (n + NR - 1) / NR * NR) * k2);
+  float* cbuf = t_cbuf.get(MC * nc_max);
+  for (uint64_t jc = 0; jc < n; jc += nc_max) {
+    const uint64_t nc = std::min(nc_max, n - jc);
+    const uint64_t ncp = (nc + NR - 1) / NR * NR;
+    pack_b(b2 + jc * k2, k2, nc, ncp, k2, NR, bpack);
+    for (uint64_t ic = 0; ic < m; ic += MC) {
+      const uint64_t mc = std::min(MC, m - ic);
+      for (uint64_t pc = 0; pc < k2; pc += kKC) {
+        const uint64_t kc2 = std::min(kKC, k2 - pc);
+        pack_a(a2 + ic * k2 + pc, k2, mc, kc2, MR, apack);
+        macro_kernel(K, mc, nc, kc2, apack, bpack + pc * ncp, cbuf, ncp, pc != 0);
+      }
+      for (uint64_t i = 0; i < mc; ++i) {
+        bf16* orow = out + (ic + i) * ldo + jc;
+        const float* crow = cbuf + i * ncp;
+        for (uint64_t j = 0; j < nc; ++j) orow[j] = from_float<bf16>(crow[j]);
+      }
+    }
+  }
+}
+
 // out block [m × n] (row stride ldo) = a[m × k] · b[n × k]ᵀ, on the calling thread.
 // f32: BLIS order jc → pc (B block NC × KC packed) → ic (A block MC × KC packed), partial sums in
 // out. f16/bf16: jc (B packed over all of k) → ic → pc, partial sums in an f32 MC × NC buffer.
 // Either way an element's sum is the same chain: KC blocks in order, each an FMA chain from 0.
 template <class T>
-void gemm_blocked(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k, uint64_t ldo) {
+void gemm_blocked(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k, uint64_t ldo,
+                  bool pairs = false) {
   const Kernels& K = kernels();
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (pairs) return gemm_blocked_bf16dp(a, b, out, m, n, k, ldo);
+  }
   const uint64_t MR = K.mr, NR = K.nr, MC = kMCPanels * MR;
   float* apack = t_apack.get(MC * kKC);
   if constexpr (std::is_same_v<T, float>) {
@@ -623,15 +731,32 @@ void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
   uint64_t parts = std::min<uint64_t>(threads, units);
   if (flops < (uint64_t{1} << 21)) parts = 1;  // not worth waking the pool
   const uint64_t per = (units + parts - 1) / parts * unit;
+  // bf16 on AVX512-BF16 (k even, 4-byte aligned rows, no subnormal input anywhere — decided for
+  // the whole call, so every element takes the same path whatever the thread count): the pair
+  // micro-kernel.
+  bool pairs = false;
+  if constexpr (std::is_same_v<T, bf16>) {
+    const Kernels& K = kernels();
+    const bool aligned = ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b)) & 3) == 0;
+    if (K.micro_bf16 && k % 2 == 0 && aligned) {
+      std::atomic<bool> sub{K.any_subnormal_bf16(a, m * k)};
+      if (!sub.load())
+        parallel_for(n, std::max<uint64_t>(1, (uint64_t{1} << 20) / k), [&](uint64_t j0, uint64_t j1) {
+          if (!sub.load(std::memory_order_relaxed) && K.any_subnormal_bf16(b + j0 * k, (j1 - j0) * k))
+            sub.store(true, std::memory_order_relaxed);
+        });
+      pairs = !sub.load();
+    }
+  }
   parallel_for(parts, 1, [&](uint64_t p_begin, uint64_t p_end) {
     for (uint64_t p = p_begin; p < p_end; ++p) {
       const uint64_t lo = p * per;
       if (lo >= extent) continue;
       const uint64_t hi = std::min(extent, lo + per);
       if (split_n) {
-        gemm_blocked(a, b + lo * k, out + lo, m, hi - lo, k, n);
+        gemm_blocked(a, b + lo * k, out + lo, m, hi - lo, k, n, pairs);
       } else {
-        gemm_blocked(a + lo * k, b, out + lo * n, hi - lo, n, k, n);
+        gemm_blocked(a + lo * k, b, out + lo * n, hi - lo, n, k, n, pairs);
       }
     }
   });

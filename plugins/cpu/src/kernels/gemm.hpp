@@ -26,7 +26,7 @@ inline void widen_row(const float* src, float* dst, uint64_t n) {
 }
 
 // Which micro-kernel gemm uses on this machine.
-const char* gemm_kernel_name();  // "avx512" (14 × 32 tile), "avx2_fma" (6 × 16) or "generic"
+const char* gemm_kernel_name();  // "avx512_bf16" (14 × 32 tile, bf16 pairs by vdpbf16ps), "avx512" (14 × 32), "avx2_fma" (6 × 16) or "generic"
 
 }  // namespace ferrum::cpu
 
