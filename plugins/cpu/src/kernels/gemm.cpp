@@ -177,8 +177,6 @@ FERRUM_GEMM_AVX512 void micro_avx512(uint64_t kc, const float* A, const float* B
     _mm512_storeu_ps(c + 16, c##i##1);                                           \
   }
   FERRUM_ROWS(FERRUM_STORE)
-#undef FERRUM_STORE
-#undef FERRUM_ROWS
 }
 
 // BF16 pairs (AVX512-BF16): the same 14 × 32 tile over kc2 = kc / 2 steps. A and B are the
@@ -190,7 +188,6 @@ FERRUM_GEMM_AVX512 void micro_avx512(uint64_t kc, const float* A, const float* B
 FERRUM_GEMM_BF16DP void micro_bf16dp(uint64_t kc2, const float* A, const float* B, float* C, uint64_t ldc,
                                      bool accumulate) {
   const auto* Aw = reinterpret_cast<const int32_t*>(A);
-#define FERRUM_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 #define FERRUM_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
   FERRUM_ROWS(FERRUM_DECL)
 #undef FERRUM_DECL
@@ -208,17 +205,7 @@ FERRUM_GEMM_BF16DP void micro_bf16dp(uint64_t kc2, const float* A, const float* 
     Aw += 14;
     B += 32;
   }
-#define FERRUM_STORE(i)                                                          \
-  {                                                                              \
-    float* c = C + (i) * ldc;                                                    \
-    if (accumulate) {                                                            \
-      c##i##0 = _mm512_add_ps(_mm512_loadu_ps(c), c##i##0);                      \
-      c##i##1 = _mm512_add_ps(_mm512_loadu_ps(c + 16), c##i##1);                 \
-    }                                                                            \
-    _mm512_storeu_ps(c, c##i##0);                                                \
-    _mm512_storeu_ps(c + 16, c##i##1);                                           \
-  }
-  FERRUM_ROWS(FERRUM_STORE)
+  FERRUM_ROWS(FERRUM_STORE)  // the store of micro_avx512 (defined there)
 #undef FERRUM_STORE
 #undef FERRUM_ROWS
 }
@@ -581,40 +568,46 @@ inline void macro_kernel(const Kernels& K, uint64_t mc, uint64_t nc, uint64_t kc
   }
 }
 
-// bf16 on AVX512-BF16, k even, 4-byte aligned rows: the loop nest of gemm_blocked's f16/bf16
-// branch over k2 = k / 2 bf16 pairs. Each row is read as k2 32-bit words (one pair each), so the
-// f32 packers build the pair panels unchanged (they only move 32-bit words), and the pair
-// micro-kernel runs in place of the f32 one. An element's sum: KC blocks of pairs in order, each a
-// vdpbf16ps chain from 0 — the same for every tiling and thread count.
-void gemm_blocked_bf16dp(const bf16* a, const bf16* b, bf16* out, uint64_t m, uint64_t n, uint64_t k, uint64_t ldo) {
-  Kernels K = kernels();
-  K.micro = K.micro_bf16;
-  const uint64_t MR = K.mr, NR = K.nr, MC = kMCPanels * MR, k2 = k / 2;
-  const auto* a2 = reinterpret_cast<const float*>(a);
-  const auto* b2 = reinterpret_cast<const float*>(b);
+// The f16/bf16 loop nest: jc (B packed over all of `depth`) → ic → pc, partial sums in an f32
+// MC × NC buffer, each element rounded once into T. S is the packed rows' source type: T itself
+// (the packers widen to f32), or float for bf16 pairs read as 32-bit words (depth = k / 2).
+template <class S, class T>
+void gemm_blocked_buffered(const Kernels& K, const S* a, const S* b, T* out, uint64_t m, uint64_t n, uint64_t depth,
+                           uint64_t ldo) {
+  const uint64_t MR = K.mr, NR = K.nr, MC = kMCPanels * MR;
   float* apack = t_apack.get(MC * kKC);
-  uint64_t nc_max = kBPackBudget / (sizeof(float) * k2);
+  uint64_t nc_max = kBPackBudget / (sizeof(float) * depth);
   nc_max = std::clamp<uint64_t>(nc_max / NR * NR, NR, kNCMax);
-  float* bpack = t_bpack.get(std::min(nc_max, (n + NR - 1) / NR * NR) * k2);
+  float* bpack = t_bpack.get(std::min(nc_max, (n + NR - 1) / NR * NR) * depth);
   float* cbuf = t_cbuf.get(MC * nc_max);
   for (uint64_t jc = 0; jc < n; jc += nc_max) {
     const uint64_t nc = std::min(nc_max, n - jc);
     const uint64_t ncp = (nc + NR - 1) / NR * NR;
-    pack_b(b2 + jc * k2, k2, nc, ncp, k2, NR, bpack);
+    pack_b(b + jc * depth, depth, nc, ncp, depth, NR, bpack);
     for (uint64_t ic = 0; ic < m; ic += MC) {
       const uint64_t mc = std::min(MC, m - ic);
-      for (uint64_t pc = 0; pc < k2; pc += kKC) {
-        const uint64_t kc2 = std::min(kKC, k2 - pc);
-        pack_a(a2 + ic * k2 + pc, k2, mc, kc2, MR, apack);
-        macro_kernel(K, mc, nc, kc2, apack, bpack + pc * ncp, cbuf, ncp, pc != 0);
+      for (uint64_t pc = 0; pc < depth; pc += kKC) {
+        const uint64_t kc = std::min(kKC, depth - pc);
+        pack_a(a + ic * depth + pc, depth, mc, kc, MR, apack);
+        macro_kernel(K, mc, nc, kc, apack, bpack + pc * ncp, cbuf, ncp, pc != 0);
       }
       for (uint64_t i = 0; i < mc; ++i) {
-        bf16* orow = out + (ic + i) * ldo + jc;
+        T* orow = out + (ic + i) * ldo + jc;
         const float* crow = cbuf + i * ncp;
-        for (uint64_t j = 0; j < nc; ++j) orow[j] = from_float<bf16>(crow[j]);
+        for (uint64_t j = 0; j < nc; ++j) orow[j] = from_float<T>(crow[j]);
       }
     }
   }
+}
+
+// bf16 on AVX512-BF16, k even, 4-byte aligned rows: each row is read as k / 2 32-bit words (one
+// bf16 pair each), so the f32 packers build the pair panels unchanged (they only move 32-bit
+// words), and the pair micro-kernel runs in place of the f32 one. An element's sum: KC blocks of
+// pairs in order, each a vdpbf16ps chain from 0 — the same for every tiling and thread count.
+void gemm_blocked_bf16dp(const bf16* a, const bf16* b, bf16* out, uint64_t m, uint64_t n, uint64_t k, uint64_t ldo) {
+  Kernels K = kernels();
+  K.micro = K.micro_bf16;
+  gemm_blocked_buffered(K, reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b), out, m, n, k / 2, ldo);
 }
 
 // out block [m × n] (row stride ldo) = a[m × k] · b[n × k]ᵀ, on the calling thread.
@@ -648,28 +641,7 @@ void gemm_blocked(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
       }
     }
   } else {
-    uint64_t nc_max = kBPackBudget / (sizeof(float) * k);
-    nc_max = std::clamp<uint64_t>(nc_max / NR * NR, NR, kNCMax);
-    float* bpack = t_bpack.get(std::min(nc_max, (n + NR - 1) / NR * NR) * k);
-    float* cbuf = t_cbuf.get(MC * nc_max);
-    for (uint64_t jc = 0; jc < n; jc += nc_max) {
-      const uint64_t nc = std::min(nc_max, n - jc);
-      const uint64_t ncp = (nc + NR - 1) / NR * NR;
-      pack_b(b + jc * k, k, nc, ncp, k, NR, bpack);
-      for (uint64_t ic = 0; ic < m; ic += MC) {
-        const uint64_t mc = std::min(MC, m - ic);
-        for (uint64_t pc = 0; pc < k; pc += kKC) {
-          const uint64_t kc = std::min(kKC, k - pc);
-          pack_a(a + ic * k + pc, k, mc, kc, MR, apack);
-          macro_kernel(K, mc, nc, kc, apack, bpack + pc * ncp, cbuf, ncp, pc != 0);
-        }
-        for (uint64_t i = 0; i < mc; ++i) {
-          T* orow = out + (ic + i) * ldo + jc;
-          const float* crow = cbuf + i * ncp;
-          for (uint64_t j = 0; j < nc; ++j) orow[j] = from_float<T>(crow[j]);
-        }
-      }
-    }
+    gemm_blocked_buffered(K, a, b, out, m, n, k, ldo);
   }
 }
 
