@@ -1,6 +1,5 @@
 // Unit tests of the CPU kernels (plugins/cpu/src/kernels) and of ferrum/common/dtype.hpp against
 // straightforward float64 references on seeded random inputs (docs/spec.md §0.13 class F / E).
-#define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
 #include <algorithm>

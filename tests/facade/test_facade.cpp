@@ -1,7 +1,6 @@
 // Facade tests against facade_mock (mock_plugin.cpp): errors, generated checks, facade
 // defaults (against float64 references on seeded random data), support queries, lifetimes and
 // move semantics.
-#define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
 #include <array>

@@ -1,5 +1,4 @@
 // Self-test of conformance/ref: quantisation bit patterns, comparison rules, references, Qwen forward.
-#define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
 #include "ref/compare.hpp"
