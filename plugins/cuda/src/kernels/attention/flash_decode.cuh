@@ -47,6 +47,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "common.cuh"
@@ -202,6 +203,10 @@ struct FlashSrc {
   __device__ __forceinline__ void copy_v(void* smem, const Row& r, uint64_t vo, int chunk) const {
     cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + vo) + chunk * 16);
   }
+  // Whole rows (TileRows::copy_bulk): a K/V row is HD contiguous elements.
+  __device__ __forceinline__ bool rows_contig(const Row&) const { return true; }
+  __device__ __forceinline__ const T* k_row(const Row& r, uint64_t ko) const { return r.kb + ko; }
+  __device__ __forceinline__ const T* v_row(const Row& r, uint64_t vo) const { return r.vb + vo; }
 };
 
 // Key rows of the K/V tiles, resolved once per row and shared through shared memory.
@@ -259,6 +264,30 @@ struct TileRows {
         *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
         if (!k_only) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
       }
+    }
+  }
+  // sm_90, sources whose K and V rows are whole contiguous rows (Src::rows_contig): thread tid
+  // moves one row with one bulk copy — K row tid for tid < kRows, V row tid − kRows after —
+  // instead of kChunks 16-byte cp.async each, and arrives on the stage's barrier `bar`
+  // (initialised for kThreads arrivals) with the bytes it expects; a zero row is stored by the
+  // thread and arrives without bytes. The phase completes when every row has landed.
+  template <class T>
+  __device__ __forceinline__ void copy_bulk(const Src& src, const typename Src::Row& rw, int slot, T* ks, T* vs,
+                                            int ld, uint64_t* bar, int tid) const {
+    static_assert(kThreads == 2 * kRows, "one row per thread: K rows, then V rows");
+    const int r = tid % kRows;
+    const bool is_v = tid >= kRows;
+    T* dst = (is_v ? vs : ks) + r * ld;
+    const ulonglong2 o = slots[slot * kRows + r];
+    constexpr uint32_t kBytes = kChunks * 16;
+    if (o.x != kNone) {
+      mbar_arrive_expect_tx(bar, kBytes);
+      bulk_copy_g2s(dst, is_v ? src.v_row(rw, o.y) : src.k_row(rw, o.x), kBytes, bar);
+    } else {
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(dst)[c] = make_uint4(0, 0, 0, 0);
+      fence_proxy_async_smem();  // before a later bulk copy into this row
+      mbar_arrive(bar);
     }
   }
 };
@@ -542,25 +571,31 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
 // then holds V transposed ([HD][kBN + 8], loaded with load_vt) and P·V reads it with the
 // non-transposing ldmatrix, exactly as Q·Kᵀ reads K.
 // kQ: the source stores 8-bit codes with one f32 scale per key row (Src::kCodes, the quantised
-// pools): a stage holds the K and V codes ([kBN][kCodeLd] bytes each) and their scales, and one
-// extra T buffer ([kBN][kLd] K rows, then V rows) receives the tile's codes converted to T
-// (exactly: |int8| <= 127 and every e4m3 value are representable in f16 and bf16) before the
-// MMAs; the scales are applied to the scores (s_k) and to P before P·V (s_v), in f32.
+// pools): a stage holds the K and V codes ([kBN][kCodeLd] bytes each) and their scales. The
+// codes are converted to T in registers as each MMA operand is formed (exactly: |int8| <= 127
+// and every e4m3 value are representable in f16 and bf16): K as one 32-bit word of 4 codes per
+// operand (the head dimensions permuted inside each k step, Q alike), V through transposed
+// ldmatrix of code pairs and a byte permute (the output dimensions permuted, undone at the
+// merge). The scales are applied to the scores (s_k) and to P before P·V (s_v), in f32.
 template <class T, int HD, bool kVt = false, bool kQ = false>
 struct DecodeMmaCfg {
   static constexpr int kThreads = 128;
   static constexpr int kBN = kDecodeMmaKeys;  // 16 keys per warp
-  static constexpr int kStages = decode_mma_stages(HD);
+  static constexpr int kCodeLdQ = (HD / 16) % 2 == 0 ? HD + 16 : HD + 32;
+  static constexpr size_t kCodeStageQ = size_t{2} * kDecodeMmaKeys * kCodeLdQ + size_t{2} * kDecodeMmaKeys * sizeof(float);
+  // kQ: a code stage is about half a T stage; as many stages as fit 110 KiB (two CTAs per SM),
+  // 3..6, so as many bytes stay in flight as for T rows.
+  static constexpr int kStagesQ = 110 * 1024 / kCodeStageQ < 3 ? 3 : (110 * 1024 / kCodeStageQ > 6 ? 6 : static_cast<int>(110 * 1024 / kCodeStageQ));
+  static constexpr int kStages = kQ ? kStagesQ : decode_mma_stages(HD);
   static constexpr int kLd = HD + 8;          // elements per smem row (odd count of 16-byte chunks)
   static constexpr int kLdT = kBN + 8;        // elements per transposed V row (9 chunks)
   static constexpr int kChunks = HD / 8;
   static constexpr int kVElems = kVt && HD * kLdT > kBN * kLd ? HD * kLdT : kBN * kLd;
   static constexpr int kStageElems = kBN * kLd + kVElems;  // K rows then V rows (or V by dimension)
-  static constexpr int kCodeLd = (HD / 16) % 2 == 0 ? HD + 16 : HD + 32;  // bytes per code row (odd count of 16-byte chunks)
-  static constexpr size_t kCodeStage = size_t{2} * kBN * kCodeLd + size_t{2} * kBN * sizeof(float);
+  static constexpr int kCodeLd = kCodeLdQ;  // bytes per code row (odd count of 16-byte chunks)
+  static constexpr size_t kCodeStage = kCodeStageQ;
   static constexpr size_t kSmemBytes =
-      kQ ? kCodeStage * kStages + sizeof(T) * static_cast<size_t>(2 * kBN * kLd)
-         : sizeof(T) * static_cast<size_t>(kStageElems) * kStages;
+      kQ ? kCodeStage * kStages : sizeof(T) * static_cast<size_t>(kStageElems) * kStages;
   static constexpr int kOwLd = HD + 8;        // floats per row of the end-of-CTA merge buffer
   static_assert(kVt || kQ || kSmemBytes == decode_mma_smem_bytes(HD, sizeof(T)), "flash.hpp's size must match");
   static_assert(!kQ || (kCodeLd / 16) % 2 == 1, "code rows must be an odd number of 16-byte chunks");
@@ -573,7 +608,8 @@ struct DecodeMmaCfg {
 template <class T, int HD, class Src>
 __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, uint32_t splits,
                                                                uint32_t head_chunks, float* part_o,
-                                                               float* part_lse, uint32_t* counters) {
+                                                               float* part_lse, uint32_t* counters,
+                                                               bool bulk_ok) {
   constexpr bool kQ = Src::kCodes;
   using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt, kQ>;
   constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kStages = Cfg::kStages;
@@ -594,19 +630,35 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   if (!decode_split_keys(src, cta, splits, kBN, rw, js, je)) return;
   const int ntiles = static_cast<int>((je - js + kBN - 1) / kBN);
 
-  // Q fragments of row g (head h0 + g): columns 2·t4 (+8) of each 16-wide k step.
+  // Q fragments of row g (head h0 + g): columns 2·t4 (+8) of each 16-wide k step. kQ permutes
+  // the dimensions inside each k step (fragment columns 2·t4, +1, +8, +9 hold dimensions
+  // 4·t4 .. 4·t4 + 3), so a thread's K operand is one 32-bit word of 4 codes (see below).
   uint32_t qf[HD / 16][2];
   {
-    const T* qrow = src.q(rw, h0 + (g < ga ? g : 0)) + 2 * t4;
+    const T* qrow = src.q(rw, h0 + (g < ga ? g : 0));
+    const int c0 = kQ ? 4 * t4 : 2 * t4, c1 = kQ ? 4 * t4 + 2 : 2 * t4 + 8;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
-      qf[kk][0] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16) : 0u;
-      qf[kk][1] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + 8) : 0u;
+      qf[kk][0] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + c0) : 0u;
+      qf[kk][1] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + c1) : 0u;
     }
   }
 
   bool vt = false;  // V staged by dimension (uniform over the CTA)
   if constexpr (Src::kMayVt) vt = src.v_by_dim(rw);
+  // sm_90 with whole contiguous rows: one bulk copy per K/V row, each stage completing on its
+  // mbarrier (phase parity = use count & 1) instead of a cp.async group (uniform over the CTA).
+  constexpr bool kBulk = kBulkArch && !kQ;
+  __shared__ uint64_t bars[kStages];
+  bool bulk = false;
+  if constexpr (kBulk) {
+    bulk = bulk_ok && !vt && src.rows_contig(rw);
+    if (bulk && tid == 0) {
+#pragma unroll
+      for (int st = 0; st < kStages; ++st) mbar_init(&bars[st], Cfg::kThreads);
+      mbar_init_fence();
+    }  // the prologue's first barrier publishes the initialisation
+  }
   __shared__ ulonglong2 rows_s[2 * kBN];
   TileRows<Src, kBN, kChunks, Cfg::kThreads> tr;
   tr.slots = rows_s;
@@ -617,7 +669,6 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   auto scale_k = [&](int stage) {
     return reinterpret_cast<float*>(smem + stage * Cfg::kCodeStage + 2 * kBN * Cfg::kCodeLd);
   };
-  T* const qbuf = reinterpret_cast<T*>(smem + (kQ ? kStages * Cfg::kCodeStage : 0));
   auto load_tile = [&](int stage, int tile) {
     const uint64_t j0 = js + static_cast<uint64_t>(tile) * kBN;
     if constexpr (kQ) {
@@ -628,6 +679,12 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
     }
     T* ks = kv_s + stage * Cfg::kStageElems;
     T* vs = ks + kBN * kLd;
+    if constexpr (kBulk) {
+      if (bulk) {
+        tr.copy_bulk(src, rw, tile & 1, ks, vs, kLd, &bars[stage], tid);
+        return;
+      }
+    }
     tr.copy(src, rw, tile & 1, ks, vs, kLd, vt, tid);
     if constexpr (Src::kMayVt) {
       if (vt) {  // [HD][kLdT]: chunk (d, keys 8·kc .. 8·kc + 7); keys past je are zeros
@@ -665,8 +722,12 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   const float qscale = src.scale * kLog2e;
 
   for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // tile t landed; every warp is done with the stage refilled below
+    // cp.async: wait for this thread's copies of tile t, then the barrier makes every thread's
+    // visible (and frees the stage of tile t − 1, refilled below). Bulk: the barrier only frees
+    // that stage; tile t + kStages − 1 is issued before waiting for tile t (one stage more in
+    // flight), and each thread then waits on tile t's mbarrier itself.
+    if (!bulk) cp_async_wait<kStages - 2>();
+    __syncthreads();
     {
       const int tn = t + kStages - 1;
       if (tn < ntiles) load_tile(tn % kStages, tn);
@@ -674,24 +735,15 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
       if (tn + 1 < ntiles) tr.resolve(src, rw, je, (tn + 1) & 1, tid);  // fetched last iteration
       if (tn + 2 < ntiles) tr.fetch(src, rw, tile_j0(tn + 2), je, tid);   // lands during this tile's math
     }
+    if (bulk) mbar_wait(&bars[t % kStages], static_cast<uint32_t>(t / kStages) & 1u);
     const T* ks = kv_s + (t % kStages) * Cfg::kStageElems;
     const T* vs = ks + kBN * kLd;
-    const float* sk = nullptr;  // kQ: the tile's K and V scales
-    if constexpr (kQ) {  // codes of tile t → T rows (exact), then every warp may read them
-      const unsigned char* ck = code_k(t % kStages);
-      for (int c = tid; c < 2 * kBN * (HD / 16); c += Cfg::kThreads) {
-        const int kv = c / (kBN * (HD / 16)), rc = c % (kBN * (HD / 16));
-        const int r = rc / (HD / 16), cc = rc % (HD / 16);
-        const uint4 codes = *reinterpret_cast<const uint4*>(ck + (kv * kBN + r) * Cfg::kCodeLd + cc * 16);
-        uint4 lo, hi;
-        src.codes_to_t(codes, lo, hi);
-        T* dst = qbuf + (kv * kBN + r) * kLd + cc * 16;
-        *reinterpret_cast<uint4*>(dst) = lo;
-        *reinterpret_cast<uint4*>(dst + 8) = hi;
-      }
-      __syncthreads();
-      ks = qbuf;
-      vs = qbuf + kBN * kLd;
+    // kQ: the tile's K codes, V codes ([kBN][kCodeLd] bytes each) and their scales; the codes
+    // become T (exactly) in registers, right before the MMAs that use them.
+    const unsigned char* ck = nullptr;
+    const float* sk = nullptr;
+    if constexpr (kQ) {
+      ck = code_k(t % kStages);
       sk = scale_k(t % kStages);
     }
     const uint64_t jw = js + static_cast<uint64_t>(t) * kBN + warp * 16;  // this warp's first key
@@ -703,10 +755,21 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
       const uint32_t a[4] = {qf[kk][0], 0u, qf[kk][1], 0u};
-      uint32_t bb[4];
-      ldmatrix_x4(bb, ks + (warp * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
-      mma16816<T>(s[0], a, bb[0], bb[1]);
-      mma16816<T>(s[1], a, bb[2], bb[3]);
+      if constexpr (kQ) {  // key warp·16 + nn·8 + g, dimensions kk·16 + 4·t4 .. + 3 (Q permuted alike)
+#pragma unroll
+        for (int nn = 0; nn < 2; ++nn) {
+          const uint32_t w =
+              *reinterpret_cast<const uint32_t*>(ck + (warp * 16 + nn * 8 + g) * Cfg::kCodeLd + kk * 16 + 4 * t4);
+          uint32_t b0, b1;
+          src.word_to_t(w, b0, b1);
+          mma16816<T>(s[nn], a, b0, b1);
+        }
+      } else {
+        uint32_t bb[4];
+        ldmatrix_x4(bb, ks + (warp * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
+        mma16816<T>(s[0], a, bb[0], bb[1]);
+        mma16816<T>(s[1], a, bb[2], bb[3]);
+      }
     }
 
     float mx = -INFINITY;
@@ -750,7 +813,23 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
         for (int r = 0; r < 2; ++r) s[nn][r] *= sk[kBN + warp * 16 + nn * 8 + 2 * t4 + r];
     }
     const uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), 0u, pack2<T>(s[1][0], s[1][1]), 0u};
-    if (!vt) {
+    if constexpr (kQ) {
+      // V codes by transposed 8x8 b16 matrices (a b16 = the codes of 2 adjacent dimensions):
+      // lane (g, t4) receives keys 2·t4, +1 (r[0]) and +8, +9 (r[1]) at dimensions 16·db + 2g, +1;
+      // a byte permute splits them into the B operands of dimension 16·db + 2g (o[2·db]) and
+      // 16·db + 2g + 1 (o[2·db + 1]) — output columns permuted, undone at the merge below.
+      const unsigned char* cv = ck + kBN * Cfg::kCodeLd;
+#pragma unroll
+      for (int db = 0; db < HD / 16; ++db) {
+        uint32_t r[2];
+        ldmatrix_x2_trans(r, cv + (warp * 16 + (lane & 15)) * Cfg::kCodeLd + db * 16);
+        uint32_t b0, b1;
+        src.word_to_t(__byte_perm(r[0], r[1], 0x6420u), b0, b1);
+        mma16816<T>(o[2 * db], a, b0, b1);
+        src.word_to_t(__byte_perm(r[0], r[1], 0x7531u), b0, b1);
+        mma16816<T>(o[2 * db + 1], a, b0, b1);
+      }
+    } else if (!vt) {
 #pragma unroll
       for (int dn = 0; dn < HD / 16; ++dn) {
         uint32_t bb[4];
@@ -777,9 +856,16 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   float* lw = mw + 32;                         // [4][8]
   l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
   l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  if constexpr (kQ) {  // o[2·db] holds dimensions 16·db + 4·t4 (+2), o[2·db + 1] the odd ones between
 #pragma unroll
-  for (int d = 0; d < HD / 8; ++d)
-    *reinterpret_cast<float2*>(ow + (warp * 8 + g) * kOwLd + d * 8 + 2 * t4) = make_float2(o[d][0], o[d][1]);
+    for (int db = 0; db < HD / 16; ++db)
+      *reinterpret_cast<float4*>(ow + (warp * 8 + g) * kOwLd + db * 16 + 4 * t4) =
+          make_float4(o[2 * db][0], o[2 * db + 1][0], o[2 * db][1], o[2 * db + 1][1]);
+  } else {
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d)
+      *reinterpret_cast<float2*>(ow + (warp * 8 + g) * kOwLd + d * 8 + 2 * t4) = make_float2(o[d][0], o[d][1]);
+  }
   if (t4 == 0) {
     mw[warp * 8 + g] = m_run;
     lw[warp * 8 + g] = l_run;
@@ -815,6 +901,16 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
                                 counters + cta.group, reinterpret_cast<float*>(smem));
 }
 
+// FERRUM_CUDA_DECODE_BULK=0 turns the sm_90 bulk-copy main loop of the tensor-core decode off
+// (the cp.async loop then runs on every card): a diagnostic for A/B measurements, read once.
+inline bool decode_bulk_enabled() noexcept {
+  static const bool on = [] {
+    const char* e = std::getenv("FERRUM_CUDA_DECODE_BULK");
+    return !(e != nullptr && e[0] == '0');
+  }();
+  return on;
+}
+
 // Launches the decode kernel of T over `rows` grid rows of `src` (grid rows × splits, KV heads
 // × head chunks): tensor cores for F16/BF16, the SIMT kernel for F32.
 template <class T, int HD, class Src>
@@ -832,7 +928,7 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));
     kernel<<<static_cast<unsigned>(gx * gy), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        src, splits, head_chunks, part_o, part_lse, counters);
+        src, splits, head_chunks, part_o, part_lse, counters, decode_bulk_enabled());
     FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
   } else {
     using Cfg = DecodeCfg<T, HD>;

@@ -402,13 +402,6 @@ struct QuantMmaSrc : QuantRows {
       p23 = pack2<T>(b.x, b.y);
     }
   }
-  // 16 codes → 16 T values (codes 0..7 in lo, 8..15 in hi).
-  __device__ __forceinline__ void codes_to_t(uint4 c, uint4& lo, uint4& hi) const {
-    word_to_t(c.x, lo.x, lo.y);
-    word_to_t(c.y, lo.z, lo.w);
-    word_to_t(c.z, hi.x, hi.y);
-    word_to_t(c.w, hi.z, hi.w);
-  }
 };
 
 // F16/BF16 activations take the tensor-core path (QuantMmaSrc); false sends them to the SIMT
