@@ -22,9 +22,11 @@ __device__ __forceinline__ int64_t paged_idx(const void* b, bool i32, uint64_t i
   return static_cast<int64_t>(static_cast<const uint32_t*>(b)[i]);
 }
 
-template <class T, int HD>
+// kVllm: the pools are in the vLLM layout (PagedParams::vllm, decided per launch), so the
+// ferrum-layout instantiation carries none of the vLLM address arithmetic in its copy loops.
+template <class T, int HD, bool kVllm>
 struct PagedSrc {
-  static constexpr bool kMayVt = true;  // the vLLM V layout is staged by dimension
+  static constexpr bool kMayVt = kVllm;  // the vLLM V layout is staged by dimension
   static constexpr bool kCodes = false;
   PagedParams p;
   uint64_t H, nkv, window;
@@ -55,7 +57,7 @@ struct PagedSrc {
   // Sets the per-sequence / per-head fields of r from r.seq and r.kvh.
   __device__ __forceinline__ void bind(Row& r) const {
     r.bt = static_cast<const uint32_t*>(p.block_tables) + r.seq * p.bt_stride;
-    r.head_off = r.kvh * HD * (p.vllm ? p.block_size : 1);
+    r.head_off = r.kvh * HD * (kVllm ? p.block_size : 1);
   }
 
   // Sequence s's cu range [b, e) if consistent.
@@ -201,7 +203,7 @@ struct PagedSrc {
     if (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) return false;
     const uint64_t o = fast32 ? l.o : j % p.block_size;
     const uint64_t base = static_cast<uint64_t>(blk) * blk_elems + r.head_off;
-    if (!p.vllm) {
+    if constexpr (!kVllm) {
       ko = vo = base + o * (nkv * HD);
     } else {
       ko = base + o * kE;
@@ -212,11 +214,12 @@ struct PagedSrc {
   __device__ __forceinline__ void copy_k(void* smem, const Row&, uint64_t ko, int chunk) const {
     const T* k = static_cast<const T*>(p.k_pool) + ko;
     // vLLM [blk, nkv, HD/x, bs, x]: chunk = x-group d / x, block_size·x elements apart
-    cp_async16(smem, p.vllm ? k + static_cast<uint64_t>(chunk) * (p.block_size * kE) : k + chunk * kE);
+    if constexpr (kVllm) cp_async16(smem, k + static_cast<uint64_t>(chunk) * (p.block_size * kE));
+    else cp_async16(smem, k + chunk * kE);
   }
   __device__ __forceinline__ void copy_v(void* smem, const Row&, uint64_t vo, int chunk) const {
     const T* v = static_cast<const T*>(p.v_pool) + vo;
-    if (!p.vllm) {
+    if constexpr (!kVllm) {
       cp_async16(smem, v + chunk * kE);
       return;
     }
@@ -230,7 +233,7 @@ struct PagedSrc {
   }
   // Whole rows (TileRows::copy_bulk): in the ferrum layout a key's K (V) row of one KV head is
   // HD contiguous elements at ko (vo); the vLLM layouts are not.
-  __device__ __forceinline__ bool rows_contig(const Row&) const { return !p.vllm; }
+  __device__ __forceinline__ bool rows_contig(const Row&) const { return !kVllm; }
   __device__ __forceinline__ const T* k_row(const Row&, uint64_t ko) const { return static_cast<const T*>(p.k_pool) + ko; }
   __device__ __forceinline__ const T* v_row(const Row&, uint64_t vo) const { return static_cast<const T*>(p.v_pool) + vo; }
   // The SIMT (F32) decode kernel copies chunk by chunk, without TileRows.
@@ -246,7 +249,7 @@ struct PagedSrc {
   }
   // The tensor-core decode stages the vLLM V layout by dimension (load_vt_at) instead of
   // gathering rows element by element (copy_v).
-  __device__ __forceinline__ bool v_by_dim(const Row&) const { return p.vllm; }
+  __device__ __forceinline__ bool v_by_dim(const Row&) const { return kVllm; }
   // Keys j8 .. j8 + 7 of dimension d of the vLLM V pool (8 elements = 16 bytes; `valid` keys
   // from j8 are in the stage, the rest are zeros): one 16-byte copy when the 8 keys are one
   // aligned run of a block (l = locate(r, j8), looked up ahead), else element by element (an
@@ -273,13 +276,18 @@ struct PagedSrc {
 
 template <class T, int HD>
 Status launch_paged_prefill(const PagedParams& p, cudaStream_t stream) noexcept {
-  return launch_prefill_src<T, HD>(PagedSrc<T, HD>(p), p.prefill_q_tiles, p.num_seqs, stream, "paged attention");
+  if (p.vllm)
+    return launch_prefill_src<T, HD>(PagedSrc<T, HD, true>(p), p.prefill_q_tiles, p.num_seqs, stream, "paged attention");
+  return launch_prefill_src<T, HD>(PagedSrc<T, HD, false>(p), p.prefill_q_tiles, p.num_seqs, stream, "paged attention");
 }
 
 template <class T, int HD>
 Status launch_paged_decode(const PagedParams& p, uint64_t rows, uint32_t splits, float* part_o, float* part_lse,
                            uint32_t* counters, cudaStream_t stream) noexcept {
-  return launch_decode_src<T, HD>(PagedSrc<T, HD>(p), rows, splits, part_o, part_lse, counters, stream,
+  if (p.vllm)
+    return launch_decode_src<T, HD>(PagedSrc<T, HD, true>(p), rows, splits, part_o, part_lse, counters, stream,
+                                    "paged attention");
+  return launch_decode_src<T, HD>(PagedSrc<T, HD, false>(p), rows, splits, part_o, part_lse, counters, stream,
                                   "paged attention");
 }
 
