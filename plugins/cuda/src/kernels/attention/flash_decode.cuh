@@ -901,12 +901,14 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
                                 counters + cta.group, reinterpret_cast<float*>(smem));
 }
 
-// FERRUM_CUDA_DECODE_BULK=0 turns the sm_90 bulk-copy main loop of the tensor-core decode off
-// (the cp.async loop then runs on every card): a diagnostic for A/B measurements, read once.
+// FERRUM_CUDA_DECODE_BULK=1 turns the sm_90 bulk-copy main loop of the tensor-core decode on
+// (off by default: one bulk copy per row is serialised per warp and measured 7–10 % slower than
+// the cp.async loop once the paged source is specialised per layout; docs/perf-notes.md,
+// "Paged decode round 4"). A diagnostic for A/B measurements, read once.
 inline bool decode_bulk_enabled() noexcept {
   static const bool on = [] {
     const char* e = std::getenv("FERRUM_CUDA_DECODE_BULK");
-    return !(e != nullptr && e[0] == '0');
+    return e != nullptr && e[0] == '1';
   }();
   return on;
 }
