@@ -251,7 +251,10 @@ TEMPLATE_TEST_CASE("gemm matches float64 (NT)", "[gemm]", float, f16, bf16) {
   using T = TestType;
   const std::vector<std::array<uint64_t, 3>> shapes = {{1, 1, 1},     {1, 7, 33},    {3, 129, 7},   {7, 33, 129},
                                                        {33, 129, 7},  {129, 7, 33},  {5, 17, 300},  {200, 301, 517},
-                                                       {37, 4100, 3}, {150, 20, 600}};
+                                                       {37, 4100, 3}, {150, 20, 600},
+                                                       // 8-row panels (m = 16; 20 leaves a 4-row edge), k even
+                                                       // (bf16 pairs) and past one KC block
+                                                       {16, 70, 1000}, {20, 33, 770}};
   for (auto [m, n, k] : shapes) {
     INFO("m=" << m << " n=" << n << " k=" << k);
     auto a = random_vec<T>(m * k, 1 + m), b = random_vec<T>(n * k, 2 + n);
@@ -678,6 +681,25 @@ TEST_CASE("attention dot_f32 / dot4_f32 / axpy_f32 equal the portable code bit f
 // The kernels split work between pool threads (flash attention by (batch, KV head, query tile),
 // gemm by output columns or rows): every output must carry the same bits whatever the thread
 // count. The pool reads FERRUM_CPU_THREADS when it (re)starts.
+// f32 with 2 <= m <= 16 takes 2 × 2 blocks of dot products: each output must carry the bits of
+// the m = 1 dot of its row (k = 103 and 200: 64-wide steps, 16-wide steps and a masked tail; odd
+// m and n leave 1 × 2, 2 × 1 and 1 × 1 blocks), whatever the thread count.
+TEST_CASE("f32 gemm at small m: dot blocks give the m = 1 bits", "[gemm]") {
+  for (uint64_t k : {uint64_t{103}, uint64_t{200}}) {
+    for (uint64_t m : {uint64_t{2}, uint64_t{3}, uint64_t{16}}) {
+      const uint64_t n = 37;
+      INFO("m=" << m << " k=" << k);
+      auto a = random_vec<float>(m * k, 91 + m), b = random_vec<float>(n * k, 92 + k);
+      std::vector<float> out(m * n, 7.0f), row(n, 7.0f);
+      cpu::gemm(a.data(), b.data(), out.data(), m, n, k);
+      for (uint64_t i = 0; i < m; ++i) {
+        cpu::gemm(a.data() + i * k, b.data(), row.data(), 1, n, k);
+        REQUIRE(std::memcmp(out.data() + i * n, row.data(), n * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("flash_attention and gemm give the same bits on 1, 2 and 5 threads", "[attention][gemm]", float,
                    f16, bf16) {
   using T = TestType;
@@ -692,12 +714,15 @@ TEMPLATE_TEST_CASE("flash_attention and gemm give the same bits on 1, 2 and 5 th
     setenv("FERRUM_CPU_THREADS", threads, 1);
     cpu::shutdown_pool();
     REQUIRE(cpu::pool_threads() == static_cast<unsigned>(std::atoi(threads)));
-    std::vector<T> o(q.size(), from_float<T>(7.0f)), g(M * N, from_float<T>(7.0f)), g1(N, from_float<T>(7.0f));
+    std::vector<T> o(q.size(), from_float<T>(7.0f)), g(M * N, from_float<T>(7.0f)), g1(N, from_float<T>(7.0f)),
+        g16(16 * N, from_float<T>(7.0f));
     cpu::flash_attention(q.data(), k.data(), v.data(), o.data(), B, QL, L, L - QL, H, HKV, D, true, 0.0f, 0, 0);
     cpu::gemm(a.data(), bw.data(), g.data(), M, N, K);
-    cpu::gemm(a.data(), bw.data(), g1.data(), 1, N, K);  // the small-m path
+    cpu::gemm(a.data(), bw.data(), g1.data(), 1, N, K);    // the small-m path
+    cpu::gemm(a.data(), bw.data(), g16.data(), 16, N, K);  // f32: dot blocks; f16/bf16: packed
     att.push_back(o);
     g.insert(g.end(), g1.begin(), g1.end());
+    g.insert(g.end(), g16.begin(), g16.end());
     mm.push_back(g);
   }
   if (old) setenv("FERRUM_CPU_THREADS", saved.c_str(), 1);

@@ -39,6 +39,7 @@ constexpr uint64_t kMCPanels = 12;                 // MC = 12 MR panels (A block
 constexpr uint64_t kBPackBudget = 4u << 20;        // bytes of packed B per thread (NC × KC, or NC × k)
 constexpr uint64_t kNCMax = 4096;
 constexpr uint64_t kSmallM = 4;                    // m <= this: dot-product path
+constexpr uint64_t kSmallMBlocked = 16;            // f32 with dot_block: m <= this takes it too
 
 // 64-byte aligned, growable, per-thread scratch.
 struct Scratch {
@@ -245,6 +246,66 @@ FERRUM_GEMM_AVX512 float dot_avx512(const float* x, const float* y, uint64_t k) 
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+// Blocks of RA × RB dot products (RA, RB ≤ 2) into out[i·RB + j], one body for two element kinds,
+// each with its own target:
+//   dot_block_avx512  f32 rows, FMAs: out[i·RB + j] = dot_avx512(a[i], b[j], len) bit for bit.
+//   dot_pairs_bf16dp  bf16 rows read as 32-bit pair words (len = k / 2 pairs; AVX512-BF16, no
+//                     subnormal input): vdpbf16ps, two exact products per lane and instruction and
+//                     half the bytes; its own bits (the pair order).
+// Every output keeps dot_avx512's four accumulators and order (64-wide steps, a 16-wide tail into
+// s0, a masked tail into s1, (s0 + s1) + (s2 + s3) reduced), so the bits do not depend on the
+// blocking or the thread split; each loaded vector feeds RB (or RA) multiply-adds instead of one.
+// NAME##_any(ra, rb, ...) picks the instance for ra × rb outputs.
+FERRUM_GEMM_AVX512 inline __m512 dot_load(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+FERRUM_GEMM_AVX512 inline __m512 dot_mac(__m512 acc, __m512 x, __m512 y) { return _mm512_fmadd_ps(x, y, acc); }
+FERRUM_GEMM_BF16DP inline __m512bh dot_load(__mmask16 m, const int32_t* p) {
+  return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi32(m, p));
+}
+FERRUM_GEMM_BF16DP inline __m512 dot_mac(__m512 acc, __m512bh x, __m512bh y) { return _mm512_dpbf16_ps(acc, x, y); }
+#define FERRUM_UNROLL _Pragma("GCC unroll 4")
+#define FERRUM_DOT_BLOCK(NAME, TARGET, E, V)                                                                     \
+  template <int RA, int RB>                                                                                      \
+  TARGET inline void NAME##_step(__m512 (&s)[RA][RB][4], const E* const* a, const E* const* b, uint64_t p, int q, \
+                                 __mmask16 m) {                                                                  \
+    V av[RA], bv[RB];                                                                                            \
+    FERRUM_UNROLL for (int i = 0; i < RA; ++i) av[i] = dot_load(m, a[i] + p);                                    \
+    FERRUM_UNROLL for (int j = 0; j < RB; ++j) bv[j] = dot_load(m, b[j] + p);                                    \
+    FERRUM_UNROLL for (int i = 0; i < RA; ++i) FERRUM_UNROLL for (int j = 0; j < RB; ++j) s[i][j][q] =           \
+        dot_mac(s[i][j][q], av[i], bv[j]);                                                                       \
+  }                                                                                                              \
+  template <int RA, int RB>                                                                                      \
+  TARGET void NAME(const E* const* a, const E* const* b, uint64_t len, float* out) {                             \
+    __m512 s[RA][RB][4];                                                                                         \
+    FERRUM_UNROLL for (int i = 0; i < RA; ++i) FERRUM_UNROLL for (int j = 0; j < RB; ++j)                        \
+        FERRUM_UNROLL for (int q = 0; q < 4; ++q) s[i][j][q] = _mm512_setzero_ps();                              \
+    uint64_t p = 0;                                                                                              \
+    for (; p + 64 <= len; p += 64) {                                                                             \
+      FERRUM_UNROLL for (int q = 0; q < 4; ++q) NAME##_step<RA, RB>(s, a, b, p + 16 * q, q, 0xFFFF);             \
+    }                                                                                                            \
+    for (; p + 16 <= len; p += 16) NAME##_step<RA, RB>(s, a, b, p, 0, 0xFFFF);                                   \
+    if (p < len) NAME##_step<RA, RB>(s, a, b, p, 1, static_cast<__mmask16>((1u << (len - p)) - 1u));             \
+    FERRUM_UNROLL for (int i = 0; i < RA; ++i) FERRUM_UNROLL for (int j = 0; j < RB; ++j) out[i * RB + j] =      \
+        _mm512_reduce_add_ps(                                                                                    \
+            _mm512_add_ps(_mm512_add_ps(s[i][j][0], s[i][j][1]), _mm512_add_ps(s[i][j][2], s[i][j][3])));        \
+  }                                                                                                              \
+  TARGET void NAME##_any(int ra, int rb, const E* const* a, const E* const* b, uint64_t len, float* out) {       \
+    if (ra == 2 && rb == 2) NAME<2, 2>(a, b, len, out);                                                          \
+    else if (ra == 2) NAME<2, 1>(a, b, len, out);                                                                \
+    else if (rb == 2) NAME<1, 2>(a, b, len, out);                                                                \
+    else NAME<1, 1>(a, b, len, out);                                                                             \
+  }
+FERRUM_DOT_BLOCK(dot_block_avx512, FERRUM_GEMM_AVX512, float, __m512)
+FERRUM_DOT_BLOCK(dot_pairs_bf16dp, FERRUM_GEMM_BF16DP, int32_t, __m512bh)
+#undef FERRUM_DOT_BLOCK
+#undef FERRUM_UNROLL
+// The pair blocks over bf16 rows (k = 2·kp values each).
+FERRUM_GEMM_BF16DP void dot_pairs_bf16(int ra, int rb, const bf16* const* a, const bf16* const* b, uint64_t kp,
+                                       float* out) {
+  const int32_t* aw[2] = {reinterpret_cast<const int32_t*>(a[0]), reinterpret_cast<const int32_t*>(a[1])};
+  const int32_t* bw[2] = {reinterpret_cast<const int32_t*>(b[0]), reinterpret_cast<const int32_t*>(b[1])};
+  dot_pairs_bf16dp_any(ra, rb, aw, bw, kp, out);
+}
+
 // 16 half-precision values widened to f32 (exact); `m` masks a tail.
 FERRUM_GEMM_AVX512 inline __m512 widen16(const f16* y, __mmask16 m) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, y));
@@ -408,6 +469,10 @@ struct Kernels {
   // f32 · half dots with the widening fused (AVX-512; NULL: widen the row, then `dot`)
   float (*dot_f16)(const float*, const f16*, uint64_t) = nullptr;
   float (*dot_bf16)(const float*, const bf16*, uint64_t) = nullptr;
+  // Blocks of up to 2 × 2 dots with `dot`'s bits (AVX-512), or NULL.
+  void (*dot_block)(int, int, const float* const*, const float* const*, uint64_t, float*) = nullptr;
+  // The same over bf16 pairs (AVX512-BF16; k / 2 pairs), or NULL.
+  void (*dot_pairs)(int, int, const bf16* const*, const bf16* const*, uint64_t, float*) = nullptr;
   const char* name = "generic";
   uint64_t mr = kMR2, nr = kNR2;
   bool gather_pack = false;  // AVX-512 f32 transposing packers (14 × 32 tile only)
@@ -437,12 +502,14 @@ const Kernels& kernels() {
       r.dot = dot_avx512;
       r.dot_f16 = dot_half_avx512<f16>;
       r.dot_bf16 = dot_half_avx512<bf16>;
+      r.dot_block = dot_block_avx512_any;
       r.name = "avx512";
       r.mr = 14;
       r.nr = 32;
       r.gather_pack = true;
       if (__builtin_cpu_supports("avx512bf16")) {
         r.micro_bf16 = micro_bf16dp;
+        r.dot_pairs = dot_pairs_bf16;
         r.any_subnormal_bf16 = any_subnormal_bf16;
         r.name = "avx512_bf16";
       }
@@ -645,16 +712,75 @@ void gemm_blocked(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
   }
 }
 
-// Small m: each output is one dot product; b is read once, rows converted to f32 on the fly.
+// Small m: each output is one dot product; b is read once (no packing), rows converted to f32 on
+// the fly. f32 with dot_block and 2 <= m <= kSmallMBlocked: two b rows at a time meet the a rows
+// two at a time (2 × 2 blocks of dots with `dot`'s bits — the same as one dot per output,
+// whatever the blocking or thread split — at half the loads per FMA; at m = 16 the packed path
+// spent most of its time packing b).
+// bf16 with `pairs` (dot_pairs, k even, no subnormal in a): the same 2 × 2 blocks over bf16
+// pairs for every b row without a subnormal value (checked per row, so a column's path depends
+// on its data only, never on the thread split); a row that has one takes the widened dot_half.
 template <class T>
-void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
+void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k, bool pairs = false) {
   const auto dot = kernels().dot;
-  const uint64_t grain = std::max<uint64_t>(1, (uint64_t{1} << 16) / std::max<uint64_t>(k, 1));
+  const auto dot_block = kernels().dot_block;
+  const uint64_t grain = std::max<uint64_t>(2, (uint64_t{1} << 16) / std::max<uint64_t>(k, 1));
   parallel_for(n, grain, [&](uint64_t j_begin, uint64_t j_end) {
     float* buf = t_apack.get((m + 1) * k);
     float* arows = buf;
     float* brow = buf + m * k;
     for (uint64_t i = 0; i < m; ++i) load_row_f32(a + i * k, arows + i * k, k);
+    if constexpr (std::is_same_v<T, bf16>) {
+      if (pairs) {
+        const Kernels& K = kernels();
+        // Rows j .. j + rb − 1 of b through the pair blocks.
+        auto block = [&](uint64_t j, int rb) {
+          const bf16* bj[2] = {b + j * k, b + (j + rb - 1) * k};
+          for (uint64_t i = 0; i < m; i += 2) {
+            const int ra = i + 1 < m ? 2 : 1;
+            const bf16* ai[2] = {a + i * k, a + (i + ra - 1) * k};
+            float r[4];
+            K.dot_pairs(ra, rb, ai, bj, k / 2, r);
+            for (int x = 0; x < ra; ++x)
+              for (int c = 0; c < rb; ++c) out[(i + x) * n + j + c] = from_float<T>(r[x * rb + c]);
+          }
+        };
+        for (uint64_t j = j_begin; j < j_end; j += 2) {
+          const int rb = j + 1 < j_end ? 2 : 1;
+          bool ok[2] = {true, true};
+          for (int c = 0; c < rb; ++c) ok[c] = !K.any_subnormal_bf16(b + (j + c) * k, k);
+          if (rb == 2 && ok[0] && ok[1]) {
+            block(j, 2);
+            continue;
+          }
+          for (int c = 0; c < rb; ++c) {
+            if (ok[c]) {
+              block(j + c, 1);
+              continue;
+            }
+            for (uint64_t i = 0; i < m; ++i)
+              out[i * n + j + c] = from_float<T>(K.dot_bf16(arows + i * k, b + (j + c) * k, k));
+          }
+        }
+        return;
+      }
+    }
+    if (dot_block && std::is_same_v<T, float> && m > 1) {
+      for (uint64_t j = j_begin; j < j_end; j += 2) {
+        const int rb = j + 1 < j_end ? 2 : 1;
+        const float* bj[2] = {nullptr, nullptr};
+        for (int c = 0; c < rb; ++c) bj[c] = reinterpret_cast<const float*>(b + (j + c) * k);
+        for (uint64_t i = 0; i < m; i += 2) {
+          const int ra = i + 1 < m ? 2 : 1;
+          const float* ai[2] = {arows + i * k, arows + (i + ra - 1) * k};
+          float r[4];
+          dot_block(ra, rb, ai, bj, k, r);
+          for (int x = 0; x < ra; ++x)
+            for (int c = 0; c < rb; ++c) out[(i + x) * n + j + c] = from_float<T>(r[x * rb + c]);
+        }
+      }
+      return;
+    }
     float (*dot_half)(const float*, const T*, uint64_t) = nullptr;
     if constexpr (std::is_same_v<T, f16>) dot_half = kernels().dot_f16;
     if constexpr (std::is_same_v<T, bf16>) dot_half = kernels().dot_bf16;
@@ -689,7 +815,14 @@ void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
     std::memset(static_cast<void*>(out), 0, m * n * sizeof(T));
     return;
   }
-  if (m <= kSmallM) {
+  if constexpr (std::is_same_v<T, bf16>) {  // 2 <= m <= kSmallMBlocked over bf16 pairs
+    const Kernels& K = kernels();
+    if (K.dot_pairs && m >= 2 && m <= kSmallMBlocked && k % 2 == 0 && !K.any_subnormal_bf16(a, m * k)) {
+      gemm_small_m(a, b, out, m, n, k, true);
+      return;
+    }
+  }
+  if (m <= kSmallM || (std::is_same_v<T, float> && m <= kSmallMBlocked && kernels().dot_block)) {
     gemm_small_m(a, b, out, m, n, k);
     return;
   }
