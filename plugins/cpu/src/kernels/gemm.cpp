@@ -39,7 +39,7 @@ constexpr uint64_t kMCPanels = 12;                 // MC = 12 MR panels (A block
 constexpr uint64_t kBPackBudget = 4u << 20;        // bytes of packed B per thread (NC × KC, or NC × k)
 constexpr uint64_t kNCMax = 4096;
 constexpr uint64_t kSmallM = 4;                    // m <= this: dot-product path
-constexpr uint64_t kSmallMBlocked = 16;            // f32 with dot_block: m <= this takes it too
+constexpr uint64_t kSmallMBlocked = 16;            // f32 dot blocks / bf16 pair blocks: m <= this too
 
 // 64-byte aligned, growable, per-thread scratch.
 struct Scratch {

@@ -45,9 +45,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "common.cuh"
@@ -203,10 +203,6 @@ struct FlashSrc {
   __device__ __forceinline__ void copy_v(void* smem, const Row& r, uint64_t vo, int chunk) const {
     cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + vo) + chunk * 16);
   }
-  // Whole rows (TileRows::copy_bulk): a K/V row is HD contiguous elements.
-  __device__ __forceinline__ bool rows_contig(const Row&) const { return true; }
-  __device__ __forceinline__ const T* k_row(const Row& r, uint64_t ko) const { return r.kb + ko; }
-  __device__ __forceinline__ const T* v_row(const Row& r, uint64_t vo) const { return r.vb + vo; }
 };
 
 // Key rows of the K/V tiles, resolved once per row and shared through shared memory.
@@ -264,30 +260,6 @@ struct TileRows {
         *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
         if (!k_only) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
       }
-    }
-  }
-  // sm_90, sources whose K and V rows are whole contiguous rows (Src::rows_contig): thread tid
-  // moves one row with one bulk copy — K row tid for tid < kRows, V row tid − kRows after —
-  // instead of kChunks 16-byte cp.async each, and arrives on the stage's barrier `bar`
-  // (initialised for kThreads arrivals) with the bytes it expects; a zero row is stored by the
-  // thread and arrives without bytes. The phase completes when every row has landed.
-  template <class T>
-  __device__ __forceinline__ void copy_bulk(const Src& src, const typename Src::Row& rw, int slot, T* ks, T* vs,
-                                            int ld, uint64_t* bar, int tid) const {
-    static_assert(kThreads == 2 * kRows, "one row per thread: K rows, then V rows");
-    const int r = tid % kRows;
-    const bool is_v = tid >= kRows;
-    T* dst = (is_v ? vs : ks) + r * ld;
-    const ulonglong2 o = slots[slot * kRows + r];
-    constexpr uint32_t kBytes = kChunks * 16;
-    if (o.x != kNone) {
-      mbar_arrive_expect_tx(bar, kBytes);
-      bulk_copy_g2s(dst, is_v ? src.v_row(rw, o.y) : src.k_row(rw, o.x), kBytes, bar);
-    } else {
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) reinterpret_cast<uint4*>(dst)[c] = make_uint4(0, 0, 0, 0);
-      fence_proxy_async_smem();  // before a later bulk copy into this row
-      mbar_arrive(bar);
     }
   }
 };
@@ -581,19 +553,17 @@ template <class T, int HD, bool kVt = false, bool kQ = false>
 struct DecodeMmaCfg {
   static constexpr int kThreads = 128;
   static constexpr int kBN = kDecodeMmaKeys;  // 16 keys per warp
-  static constexpr int kCodeLdQ = (HD / 16) % 2 == 0 ? HD + 16 : HD + 32;
-  static constexpr size_t kCodeStageQ = size_t{2} * kDecodeMmaKeys * kCodeLdQ + size_t{2} * kDecodeMmaKeys * sizeof(float);
+  static constexpr int kCodeLd = (HD / 16) % 2 == 0 ? HD + 16 : HD + 32;  // bytes per code row (odd count of 16-byte chunks)
+  static constexpr size_t kCodeStage = size_t{2} * kBN * kCodeLd + size_t{2} * kBN * sizeof(float);
   // kQ: a code stage is about half a T stage; as many stages as fit 110 KiB (two CTAs per SM),
   // 3..6, so as many bytes stay in flight as for T rows.
-  static constexpr int kStagesQ = 110 * 1024 / kCodeStageQ < 3 ? 3 : (110 * 1024 / kCodeStageQ > 6 ? 6 : static_cast<int>(110 * 1024 / kCodeStageQ));
-  static constexpr int kStages = kQ ? kStagesQ : decode_mma_stages(HD);
+  static constexpr int kStages =
+      kQ ? static_cast<int>(std::clamp<size_t>(110 * 1024 / kCodeStage, 3, 6)) : decode_mma_stages(HD);
   static constexpr int kLd = HD + 8;          // elements per smem row (odd count of 16-byte chunks)
   static constexpr int kLdT = kBN + 8;        // elements per transposed V row (9 chunks)
   static constexpr int kChunks = HD / 8;
   static constexpr int kVElems = kVt && HD * kLdT > kBN * kLd ? HD * kLdT : kBN * kLd;
   static constexpr int kStageElems = kBN * kLd + kVElems;  // K rows then V rows (or V by dimension)
-  static constexpr int kCodeLd = kCodeLdQ;  // bytes per code row (odd count of 16-byte chunks)
-  static constexpr size_t kCodeStage = kCodeStageQ;
   static constexpr size_t kSmemBytes =
       kQ ? kCodeStage * kStages : sizeof(T) * static_cast<size_t>(kStageElems) * kStages;
   static constexpr int kOwLd = HD + 8;        // floats per row of the end-of-CTA merge buffer
@@ -608,8 +578,7 @@ struct DecodeMmaCfg {
 template <class T, int HD, class Src>
 __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, uint32_t splits,
                                                                uint32_t head_chunks, float* part_o,
-                                                               float* part_lse, uint32_t* counters,
-                                                               bool bulk_ok) {
+                                                               float* part_lse, uint32_t* counters) {
   constexpr bool kQ = Src::kCodes;
   using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt, kQ>;
   constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kStages = Cfg::kStages;
@@ -646,19 +615,6 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 
   bool vt = false;  // V staged by dimension (uniform over the CTA)
   if constexpr (Src::kMayVt) vt = src.v_by_dim(rw);
-  // sm_90 with whole contiguous rows: one bulk copy per K/V row, each stage completing on its
-  // mbarrier (phase parity = use count & 1) instead of a cp.async group (uniform over the CTA).
-  constexpr bool kBulk = kBulkArch && !kQ;
-  __shared__ uint64_t bars[kStages];
-  bool bulk = false;
-  if constexpr (kBulk) {
-    bulk = bulk_ok && !vt && src.rows_contig(rw);
-    if (bulk && tid == 0) {
-#pragma unroll
-      for (int st = 0; st < kStages; ++st) mbar_init(&bars[st], Cfg::kThreads);
-      mbar_init_fence();
-    }  // the prologue's first barrier publishes the initialisation
-  }
   __shared__ ulonglong2 rows_s[2 * kBN];
   TileRows<Src, kBN, kChunks, Cfg::kThreads> tr;
   tr.slots = rows_s;
@@ -679,12 +635,6 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
     }
     T* ks = kv_s + stage * Cfg::kStageElems;
     T* vs = ks + kBN * kLd;
-    if constexpr (kBulk) {
-      if (bulk) {
-        tr.copy_bulk(src, rw, tile & 1, ks, vs, kLd, &bars[stage], tid);
-        return;
-      }
-    }
     tr.copy(src, rw, tile & 1, ks, vs, kLd, vt, tid);
     if constexpr (Src::kMayVt) {
       if (vt) {  // [HD][kLdT]: chunk (d, keys 8·kc .. 8·kc + 7); keys past je are zeros
@@ -722,12 +672,8 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   const float qscale = src.scale * kLog2e;
 
   for (int t = 0; t < ntiles; ++t) {
-    // cp.async: wait for this thread's copies of tile t, then the barrier makes every thread's
-    // visible (and frees the stage of tile t − 1, refilled below). Bulk: the barrier only frees
-    // that stage; tile t + kStages − 1 is issued before waiting for tile t (one stage more in
-    // flight), and each thread then waits on tile t's mbarrier itself.
-    if (!bulk) cp_async_wait<kStages - 2>();
-    __syncthreads();
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile t landed; every warp is done with the stage refilled below
     {
       const int tn = t + kStages - 1;
       if (tn < ntiles) load_tile(tn % kStages, tn);
@@ -735,7 +681,6 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
       if (tn + 1 < ntiles) tr.resolve(src, rw, je, (tn + 1) & 1, tid);  // fetched last iteration
       if (tn + 2 < ntiles) tr.fetch(src, rw, tile_j0(tn + 2), je, tid);   // lands during this tile's math
     }
-    if (bulk) mbar_wait(&bars[t % kStages], static_cast<uint32_t>(t / kStages) & 1u);
     const T* ks = kv_s + (t % kStages) * Cfg::kStageElems;
     const T* vs = ks + kBN * kLd;
     // kQ: the tile's K codes, V codes ([kBN][kCodeLd] bytes each) and their scales; the codes
@@ -901,18 +846,6 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
                                 counters + cta.group, reinterpret_cast<float*>(smem));
 }
 
-// FERRUM_CUDA_DECODE_BULK=1 turns the sm_90 bulk-copy main loop of the tensor-core decode on
-// (off by default: one bulk copy per row is serialised per warp and measured 7–10 % slower than
-// the cp.async loop once the paged source is specialised per layout; docs/perf-notes.md,
-// "Paged decode round 4"). A diagnostic for A/B measurements, read once.
-inline bool decode_bulk_enabled() noexcept {
-  static const bool on = [] {
-    const char* e = std::getenv("FERRUM_CUDA_DECODE_BULK");
-    return e != nullptr && e[0] == '1';
-  }();
-  return on;
-}
-
 // Launches the decode kernel of T over `rows` grid rows of `src` (grid rows × splits, KV heads
 // × head chunks): tensor cores for F16/BF16, the SIMT kernel for F32.
 template <class T, int HD, class Src>
@@ -930,7 +863,7 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));
     kernel<<<static_cast<unsigned>(gx * gy), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        src, splits, head_chunks, part_o, part_lse, counters, decode_bulk_enabled());
+        src, splits, head_chunks, part_o, part_lse, counters);
     FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
   } else {
     using Cfg = DecodeCfg<T, HD>;

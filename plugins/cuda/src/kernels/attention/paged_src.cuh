@@ -231,11 +231,6 @@ struct PagedSrc {
     for (int i = 0; i < kE; ++i) e[i] = base[static_cast<uint64_t>(i) * p.block_size];
     *reinterpret_cast<uint4*>(smem) = rawv;
   }
-  // Whole rows (TileRows::copy_bulk): in the ferrum layout a key's K (V) row of one KV head is
-  // HD contiguous elements at ko (vo); the vLLM layouts are not.
-  __device__ __forceinline__ bool rows_contig(const Row&) const { return !kVllm; }
-  __device__ __forceinline__ const T* k_row(const Row&, uint64_t ko) const { return static_cast<const T*>(p.k_pool) + ko; }
-  __device__ __forceinline__ const T* v_row(const Row&, uint64_t vo) const { return static_cast<const T*>(p.v_pool) + vo; }
   // The SIMT (F32) decode kernel copies chunk by chunk, without TileRows.
   __device__ __forceinline__ void load_k(void* smem, const Row& r, uint64_t j, int chunk) const {
     uint64_t ko, vo;
