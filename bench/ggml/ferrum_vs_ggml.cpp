@@ -6,7 +6,7 @@
 // same computation. Prints one table (ratio = ggml time / ferrum time; > 1: ferrum is faster)
 // and, with --json FILE, the rows as JSON.
 //
-//   ferrum-vs-ggml [--threads 2] [--rounds 3] [--quick] [--only GLOB] [--json FILE]
+//   ferrum-vs-ggml [--threads 2] [--rounds 3] [--quick] [--only GLOB] [--m 1,16,128] [--json FILE]
 //
 // Not a test and not a CI dependency: scripts/bench-vs-ggml builds and runs it.
 #include <fnmatch.h>
@@ -37,6 +37,7 @@ struct Options {
   int rounds = 3;
   bool quick = false;
   std::string only = "*";
+  std::vector<int64_t> ms;  // --m: the m values of the GGUF and gemm rows (default 1, 16, 128 / 512)
   std::string json;
 };
 
@@ -164,8 +165,20 @@ int main(int argc, char** argv) {
     else if (a == "--quick") opt.quick = true;
     else if (a == "--only") opt.only = next();
     else if (a == "--json") opt.json = next();
-    else {
-      std::fprintf(stderr, "usage: ferrum-vs-ggml [--threads N] [--rounds N] [--quick] [--only GLOB] [--json FILE]\n");
+    else if (a == "--m") {
+      const std::string list = next();
+      for (size_t p = 0; p < list.size();) {
+        const size_t q = std::min(list.find(',', p), list.size());
+        const long v = std::atol(list.substr(p, q - p).c_str());
+        if (v < 1 || v > 4096) {
+          std::fprintf(stderr, "ferrum-vs-ggml: --m takes numbers in [1, 4096], got '%s'\n", list.c_str());
+          return 2;
+        }
+        opt.ms.push_back(v);
+        p = q + 1;
+      }
+    } else {
+      std::fprintf(stderr, "usage: ferrum-vs-ggml [--threads N] [--rounds N] [--quick] [--only GLOB] [--m LIST] [--json FILE]\n");
       return 2;
     }
   }
@@ -192,7 +205,7 @@ int main(int argc, char** argv) {
   // ---- GGUF quantised matmul: identical block bytes (ggml's quantiser) in both -------------
   for (ggml_type qt : {GGML_TYPE_Q4_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K}) {
     for (int64_t N : Ns) {
-      for (int64_t m : opt.quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 128}) {
+      for (int64_t m : !opt.ms.empty() ? opt.ms : opt.quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 128}) {
         if (m > 1 && N != 4096) continue;
         Case c;
         c.row = {std::string("gguf_matmul.") + ggml_type_name(qt), "m" + std::to_string(m) + ".n" + std::to_string(N) + ".k4096", "f32"};
@@ -225,7 +238,7 @@ int main(int argc, char** argv) {
 
   // ---- dense gemm f32 / f16 / bf16, K = N = 4096 -------------------------------------------
   for (ggml_type wt : {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16}) {
-    for (int64_t m : opt.quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 512}) {
+    for (int64_t m : !opt.ms.empty() ? opt.ms : opt.quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 512}) {
       const int64_t N = 4096;
       Case c;
       c.row = {"gemm", "m" + std::to_string(m) + ".n4096.k4096", dtype_name(wt)};

@@ -58,7 +58,10 @@ const bool registered = [] {
     uint64_t m, rows, block_cols;  // n_cols = block_cols · QK (odd multiples)
   };
   // m = 8 and 9: the two sides of a plugin's matvec / tiled boundary (the CUDA plugin switches there).
-  const Shape shapes[] = {{1, 3, 1}, {1, 7, 3}, {3, 7, 3}, {8, 5, 3}, {9, 5, 3}, {17, 5, 3}, {1, 67, 5}};
+  // m = 2, 16, 31, 33 with 29 / 61 rows: the CPU plugin's decode-once tiles (28 weight rows, groups of
+  // 16 activation rows, pairs of groups) with a part tile and a part group.
+  const Shape shapes[] = {{1, 3, 1}, {1, 7, 3}, {3, 7, 3}, {8, 5, 3}, {9, 5, 3}, {17, 5, 3}, {1, 67, 5},
+                          {2, 29, 9}, {16, 61, 3}, {31, 29, 1}, {33, 61, 9}};
   for (int32_t t : ft::gguf_types()) {
     for (const Shape& s : shapes) {
       const uint64_t cols = s.block_cols * ft::gguf_qk(t);

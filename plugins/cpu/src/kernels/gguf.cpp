@@ -1,13 +1,16 @@
 // ferrum CPU plugin — GGUF quantised matmul kernels (see gguf.hpp).
 //
 // Paths:
-//  * AVX-512, any m (all six types; namespace z below): fused per-row dot products straight from the
-//    blocks, quants turned into f32 in registers, software-prefetched weight stream. m = 1 is
-//    memory-bound: ~90-100% of the 2-thread read bandwidth on the Zen 5 dev box (docs/perf-notes.md).
-//    1 < m < kPanelMinM runs every activation row over a strip of weight rows small enough to stay in
-//    L2, so the weight is read from memory once and a row costs what an m = 1 call costs in compute.
-//  * m >= kPanelMinM (any CPU): panels of kPanelRows weight rows decoded exactly to f32 on the pool,
-//    then the f32 gemm (its tiles reuse each decoded weight for every activation row).
+//  * AVX-512, m = 1 (all six types; namespace z below): fused per-row dot products straight from the
+//    blocks, quants turned into f32 in registers, software-prefetched weight stream. Memory-bound:
+//    ~90-100% of the 2-thread read bandwidth on the Zen 5 dev box (docs/perf-notes.md).
+//  * AVX-512, m > 1 (all six types): decode-once tiles. Each tile of kTileJ weight rows × kTileK
+//    columns is decoded exactly to f32 once (in L1) and every activation row runs over it: groups of
+//    16 rows through a broadcast FMA micro-kernel (one vector = 16 rows, one weight per FMA as a
+//    broadcast operand), rows left over through a dot micro-kernel (vectors along k). The compute is
+//    the f32 FMA work of a dense gemm plus one decode per weight: f32-FMA-bound from m ≈ 8.
+//  * m >= kPanelMinM without AVX-512: panels of kPanelRows weight rows decoded exactly to f32 on the
+//    pool, then the f32 gemm (its tiles reuse each decoded weight for every activation row).
 //  * m = 1, Q4_0 / Q8_0 / Q4_K on AVX2+FMA+F16C (CPUs without AVX-512): a fused per-row dot product
 //    (quants widened to f32 in registers, the f16 scale applied once per block or sub-block; the Q4_K
 //    min term uses per-sub-block activation sums computed once per call).
@@ -19,6 +22,7 @@
 #include <ferrum/common/gguf_blocks.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -38,8 +42,13 @@ namespace {
 constexpr int32_t kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14;
 constexpr uint64_t kTileRows = 4;
 // m at which gguf_matmul switches to decoded f32 panels of kPanelRows weight rows + the f32 gemm.
+// (CPUs without AVX-512 only: with AVX-512 every m > 1 runs the decode-once tiles, measured faster
+// at m = 32 ... 512 than panels + gemm, docs/perf-notes.md.)
 constexpr uint64_t kPanelMinM = 32;
 constexpr uint64_t kPanelRows = 512;
+// AVX-512, m > 1: activation rows left over after the groups of 16 from which one more (zero-padded)
+// group of 16 runs through the broadcast kernel instead of tile_dot (m = 15: padded group faster).
+constexpr uint64_t kPadRestMin = 12;
 
 inline float f16le(const uint8_t* p) {
   uint16_t h;
@@ -732,8 +741,261 @@ MatvecFn matvec_fn(int32_t type) {
   }
 }
 
+
+// ---- m > 1: decode-once tiles, broadcast and dot FMA micro-kernels --------------------------
+// The weight is decoded once per call, not once per activation row: a tile of kTileJ weight rows ×
+// kTileK columns (28 KiB, in L1) is decoded exactly to its §11.1 f32 values (natural order, the tables
+// below), then every group of 16 activation rows runs over it. The activations are transposed once per
+// call into xt[ib][k][16] (row i = 16·ib + lane, zero lanes past m), so one vector load serves 16
+// rows and each FMA takes one decoded weight as a broadcast operand: acc[j] += xt[k] · W[j][k]. An
+// output is one f32 FMA chain over k in natural order (tile after tile), whatever the thread split:
+// bitwise independent of FERRUM_CPU_THREADS, and every weight exact, so only the activation
+// conversion and the FMA chain round (F tolerance).
+constexpr uint64_t kTileJ = 28, kTileK = 256;
+
+// Exact natural-order block decoders (same values as decode_* above, 16 weights per vector).
+FERRUM_AVX512_INLINE __m512i u8x16(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+FERRUM_AVX512_INLINE float f16at(const uint8_t* p) { return _cvtsh_ss(static_cast<unsigned short>(p[0] | (p[1] << 8))); }
+
+FERRUM_AVX512_INLINE void tile_q4_0(const uint8_t* b, float* w) {  // d·(q − 8), exact
+  const __m512 t = _mm512_mul_ps(_mm512_set1_ps(f16at(b)), _mm512_sub_ps(iota(), _mm512_set1_ps(8.0f)));
+  const __m512i q = u8x16(b + 2);
+  _mm512_store_ps(w, lut(q, t));  // vpermps reads index bits 0-3: the low nibble
+  _mm512_store_ps(w + 16, lut(_mm512_srli_epi32(q, 4), t));
+}
+FERRUM_AVX512_INLINE void tile_q4_1(const uint8_t* b, float* w) {  // d·q + m, one rounding as in §11.1
+  const __m512 t = _mm512_fmadd_ps(_mm512_set1_ps(f16at(b)), iota(), _mm512_set1_ps(f16at(b + 2)));
+  const __m512i q = u8x16(b + 4);
+  _mm512_store_ps(w, lut(q, t));
+  _mm512_store_ps(w + 16, lut(_mm512_srli_epi32(q, 4), t));
+}
+FERRUM_AVX512_INLINE void tile_q8_0(const uint8_t* b, float* w) {  // d·q, exact
+  const __m512 d = _mm512_set1_ps(f16at(b));
+  for (int h = 0; h < 2; ++h)
+    _mm512_store_ps(w + 16 * h, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                      _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 + 16 * h))))));
+}
+template <bool kFive>
+FERRUM_AVX512_INLINE void tile_qk45(const uint8_t* b, float* w) {  // (d·sc)·q − dmin·mn, one rounding
+  alignas(64) float s[16];
+  kquant_scales(b, s);
+  const uint8_t* qs = kFive ? b + 48 : b + 16;
+  const __m512 i16 = _mm512_add_ps(iota(), _mm512_set1_ps(16.0f));
+  for (int c = 0; c < 4; ++c) {
+    const __m512 ds0 = bc(s + 2 * c), dm0 = bc(s + 8 + 2 * c), ds1 = bc(s + 2 * c + 1), dm1 = bc(s + 9 + 2 * c);
+    const __m512 t0 = _mm512_fmsub_ps(ds0, iota(), dm0), t1 = _mm512_fmsub_ps(ds1, iota(), dm1);
+    for (int u = 0; u < 2; ++u) {  // l in [16u, 16u + 16)
+      const __m512i q = u8x16(qs + 32 * c + 16 * u);
+      const __m512i qh4 = _mm512_srli_epi32(q, 4);
+      float* o = w + 64 * c + 16 * u;
+      if constexpr (kFive) {
+        // index bits 0-3 from the nibble, bit 4 from bit 2c (2c + 1) of qh[l]; vpermt2ps reads bits 0-4
+        const __m512i h = u8x16(b + 16 + 16 * u);
+        const __m512i m15 = _mm512_set1_epi32(15);
+        const __m512i hb0 = _mm512_rorv_epi32(h, _mm512_set1_epi32((2 * c - 4) & 31));
+        const __m512i hb1 = _mm512_rorv_epi32(h, _mm512_set1_epi32((2 * c - 3) & 31));
+        const __m512 t0b = _mm512_fmsub_ps(ds0, i16, dm0), t1b = _mm512_fmsub_ps(ds1, i16, dm1);
+        _mm512_store_ps(o, _mm512_permutex2var_ps(t0, _mm512_ternarylogic_epi32(m15, q, hb0, 0xCA), t0b));
+        _mm512_store_ps(o + 32, _mm512_permutex2var_ps(t1, _mm512_ternarylogic_epi32(m15, qh4, hb1, 0xCA), t1b));
+      } else {
+        _mm512_store_ps(o, lut(q, t0));
+        _mm512_store_ps(o + 32, lut(qh4, t1));
+      }
+    }
+  }
+}
+// 16 weights scale·(q − 32): q bits 0-3 from lo4, bits 4-5 from hi2 (both already positioned).
+FERRUM_AVX512_INLINE void q6_put(float* dst, __m512i lo4, __m512i hi2, float scale) {
+  const __m512i q = _mm512_ternarylogic_epi32(_mm512_set1_epi32(15), lo4, _mm512_and_si512(hi2, _mm512_set1_epi32(0x30)), 0xCA);
+  _mm512_store_ps(dst, _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(32)))));
+}
+FERRUM_AVX512_INLINE void tile_q6_k(const uint8_t* b, float* w) {  // (d·sc)·(q − 32), one rounding
+  alignas(64) float s[16];  // d · scales[j], exact
+  _mm512_store_ps(s, _mm512_mul_ps(_mm512_set1_ps(f16at(b + 208)),
+                                   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))))));
+  for (int n = 0; n < 2; ++n)
+    for (int u = 0; u < 2; ++u) {  // l in [16u, 16u + 16)
+      const __m512i l0 = u8x16(b + 64 * n + 16 * u), l1 = u8x16(b + 64 * n + 32 + 16 * u);
+      const __m512i h = u8x16(b + 128 + 32 * n + 16 * u);
+      const float* sc = s + 8 * n + u;
+      float* o = w + 128 * n + 16 * u;
+      q6_put(o, l0, _mm512_slli_epi32(h, 4), sc[0]);
+      q6_put(o + 32, l1, _mm512_slli_epi32(h, 2), sc[2]);
+      q6_put(o + 64, _mm512_srli_epi32(l0, 4), h, sc[4]);
+      q6_put(o + 96, _mm512_srli_epi32(l1, 4), _mm512_srli_epi32(h, 2), sc[6]);
+    }
+}
+
+// Rows [j0, j0 + r) × blocks [b0, b0 + nbk) of w into W[j][0, nbk·QK) (row stride kTileK); rows r..kTileJ
+// are left as they are (their accumulators are never stored). Prefetches the same rows' next tile.
+template <int32_t kType>
+FERRUM_AVX512 void decode_tile(const uint8_t* w, uint64_t rb, uint64_t r, uint64_t b0, uint64_t nbk, uint64_t nb,
+                               float* W) {
+  constexpr uint64_t qk = kType == kQ4_0 || kType == kQ4_1 || kType == kQ8_0 ? 32 : 256;
+  constexpr uint64_t bb = kType == kQ4_0 ? 18 : kType == kQ4_1 ? 20 : kType == kQ8_0 ? 34 : kType == kQ4_K ? 144
+                          : kType == kQ5_K ? 176 : 210;
+  const uint64_t next = std::min(nb, b0 + 2 * nbk);  // blocks of the next tile
+  for (uint64_t j = 0; j < r; ++j) {
+    const uint8_t* row = w + j * rb;
+    for (const char* p = reinterpret_cast<const char*>(row + (b0 + nbk) * bb);
+         p < reinterpret_cast<const char*>(row + next * bb); p += 64)
+      _mm_prefetch(p, _MM_HINT_T0);
+    for (uint64_t b = 0; b < nbk; ++b) {
+      const uint8_t* blk = row + (b0 + b) * bb;
+      float* o = W + j * kTileK + b * qk;
+      if constexpr (kType == kQ4_0) tile_q4_0(blk, o);
+      else if constexpr (kType == kQ4_1) tile_q4_1(blk, o);
+      else if constexpr (kType == kQ8_0) tile_q8_0(blk, o);
+      else if constexpr (kType == kQ4_K) tile_qk45<false>(blk, o);
+      else if constexpr (kType == kQ5_K) tile_qk45<true>(blk, o);
+      else tile_q6_k(blk, o);
+    }
+  }
+}
+
+// acc[NR] (16 activation rows each) over kn columns: C[j][16] in and out (zero in when `first`).
+template <int NR>
+FERRUM_AVX512 void tile_fma1(const float* W, const float* xt, uint64_t kn, float* C, bool first) {
+  __m512 acc[NR];
+#pragma GCC unroll 32
+  for (int j = 0; j < NR; ++j) acc[j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C + 16 * j);
+  for (uint64_t k = 0; k < kn; ++k) {
+    const __m512 xv = _mm512_load_ps(xt + 16 * k);
+#pragma GCC unroll 32
+    for (int j = 0; j < NR; ++j) acc[j] = _mm512_fmadd_ps(xv, _mm512_set1_ps(W[j * kTileK + k]), acc[j]);
+  }
+#pragma GCC unroll 32
+  for (int j = 0; j < NR; ++j) _mm512_store_ps(C + 16 * j, acc[j]);
+}
+// Two groups of 16 rows (xt0, xt1) over NR weight rows: 2·NR accumulators, one broadcast per weight.
+template <int NR>
+FERRUM_AVX512 void tile_fma2(const float* W, const float* xt0, const float* xt1, uint64_t kn, float* C0, float* C1,
+                             bool first) {
+  __m512 a0[NR], a1[NR];
+#pragma GCC unroll 32
+  for (int j = 0; j < NR; ++j) {
+    a0[j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C0 + 16 * j);
+    a1[j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C1 + 16 * j);
+  }
+  for (uint64_t k = 0; k < kn; ++k) {
+    const __m512 x0 = _mm512_load_ps(xt0 + 16 * k), x1 = _mm512_load_ps(xt1 + 16 * k);
+#pragma GCC unroll 32
+    for (int j = 0; j < NR; ++j) {
+      const __m512 wv = _mm512_set1_ps(W[j * kTileK + k]);
+      a0[j] = _mm512_fmadd_ps(x0, wv, a0[j]);
+      a1[j] = _mm512_fmadd_ps(x1, wv, a1[j]);
+    }
+  }
+#pragma GCC unroll 32
+  for (int j = 0; j < NR; ++j) {
+    _mm512_store_ps(C0 + 16 * j, a0[j]);
+    _mm512_store_ps(C1 + 16 * j, a1[j]);
+  }
+}
+
+// Rows of x in natural order (stride K, kn a multiple of 16) against NJ weight rows: MI·NJ
+// accumulators of 16 k-lanes each, C[i][j][16] in and out (zero in when `first`); each output's
+// lanes are reduced once, after the last tile. For the rows that do not fill a group of 16.
+template <int MI, int NJ>
+FERRUM_AVX512 void tile_dot(const float* W, const float* x, uint64_t K, uint64_t kn, float* C, bool first) {
+  __m512 acc[MI][NJ];
+#pragma GCC unroll 32
+  for (int i = 0; i < MI; ++i)
+#pragma GCC unroll 32
+    for (int j = 0; j < NJ; ++j) acc[i][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C + (i * kTileJ + j) * 16);
+  for (uint64_t k = 0; k < kn; k += 16) {
+    __m512 xv[MI];
+#pragma GCC unroll 32
+    for (int i = 0; i < MI; ++i) xv[i] = _mm512_load_ps(x + i * K + k);
+#pragma GCC unroll 32
+    for (int j = 0; j < NJ; ++j) {
+      const __m512 wv = _mm512_load_ps(W + j * kTileK + k);
+#pragma GCC unroll 32
+      for (int i = 0; i < MI; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
+    }
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < MI; ++i)
+#pragma GCC unroll 32
+    for (int j = 0; j < NJ; ++j) _mm512_store_ps(C + (i * kTileJ + j) * 16, acc[i][j]);
+}
+template <int MI>
+FERRUM_AVX512 void tile_dot_rows(const float* W, const float* x, uint64_t K, uint64_t kn, float* C, bool first) {
+  for (uint64_t j = 0; j < kTileJ; j += 7) tile_dot<MI, 7>(W + j * kTileK, x, K, kn, C + j * 16, first);
+}
+
+// xt[ib][k][16] = x[16·ib + lane][k] (0 past m).
+void transpose_x(const float* x, uint64_t m, uint64_t K, float* xt) {
+  const uint64_t groups = (m + 15) / 16;
+  for (uint64_t ib = 0; ib < groups; ++ib) {
+    float* g = xt + ib * K * 16;
+    for (uint64_t k = 0; k < K; ++k)
+      for (uint64_t l = 0; l < 16; ++l) {
+        const uint64_t i = 16 * ib + l;
+        g[k * 16 + l] = i < m ? x[i * K + k] : 0.0f;
+      }
+  }
+}
+
+// out rows [j0, j0 + r) of every activation row, r <= kTileJ: out_f32[i][j] into res[i][kTileJ].
+// Rows [0, g = min(m, 16·full)) run in groups of 16 over xt (broadcast kernels), rows [g, m) over xa
+// (those rows of x in natural order, 64-byte aligned) through tile_dot. C holds full·kTileJ·16
+// floats, then the dot rows' (m − g)·kTileJ·16.
+template <int32_t kType>
+FERRUM_AVX512 void tiled_rows(const uint8_t* w, uint64_t rb, uint64_t r, uint64_t K, const float* xt, const float* xa,
+                              uint64_t m, uint64_t full, float* W, float* C, float* res) {
+  constexpr uint64_t qk = kType == kQ4_0 || kType == kQ4_1 || kType == kQ8_0 ? 32 : 256;
+  const uint64_t nb = K / qk, g = std::min(m, 16 * full), rest = m - g;
+  float* Cd = C + full * kTileJ * 16;
+  for (uint64_t k0 = 0; k0 < K; k0 += kTileK) {
+    const uint64_t kn = std::min(kTileK, K - k0);
+    decode_tile<kType>(w, rb, r, k0 / qk, kn / qk, nb, W);
+    const bool first = k0 == 0;
+    uint64_t ib = 0;
+    for (; ib + 2 <= full; ib += 2) {
+      const float* x0 = xt + ib * K * 16 + k0 * 16;
+      float* c0 = C + ib * kTileJ * 16;
+      tile_fma2<kTileJ / 2>(W, x0, x0 + K * 16, kn, c0, c0 + kTileJ * 16, first);
+      tile_fma2<kTileJ / 2>(W + kTileJ / 2 * kTileK, x0, x0 + K * 16, kn, c0 + kTileJ / 2 * 16,
+                            c0 + kTileJ * 16 + kTileJ / 2 * 16, first);
+    }
+    if (ib < full) tile_fma1<kTileJ>(W, xt + ib * K * 16 + k0 * 16, kn, C + ib * kTileJ * 16, first);
+    uint64_t i = 0;
+    for (; i + 3 <= rest; i += 3) tile_dot_rows<3>(W, xa + i * K + k0, K, kn, Cd + i * kTileJ * 16, first);
+    if (rest - i == 2) tile_dot_rows<2>(W, xa + i * K + k0, K, kn, Cd + i * kTileJ * 16, first);
+    if (rest - i == 1) tile_dot_rows<1>(W, xa + i * K + k0, K, kn, Cd + i * kTileJ * 16, first);
+  }
+  for (uint64_t i = 0; i < g; ++i)
+    for (uint64_t j = 0; j < r; ++j) res[i * kTileJ + j] = C[(i / 16) * kTileJ * 16 + j * 16 + i % 16];
+  for (uint64_t i = 0; i < rest; ++i)
+    for (uint64_t j = 0; j < r; ++j)
+      res[(g + i) * kTileJ + j] = _mm512_reduce_add_ps(_mm512_load_ps(Cd + (i * kTileJ + j) * 16));
+}
+
+using TiledFn = void (*)(const uint8_t*, uint64_t, uint64_t, uint64_t, const float*, const float*, uint64_t, uint64_t,
+                         float*, float*, float*);
+TiledFn tiled_fn(int32_t type) {
+  if (!simd::has_avx512()) return nullptr;
+  switch (type) {
+    case kQ4_0: return tiled_rows<kQ4_0>;
+    case kQ4_1: return tiled_rows<kQ4_1>;
+    case kQ8_0: return tiled_rows<kQ8_0>;
+    case kQ4_K: return tiled_rows<kQ4_K>;
+    case kQ5_K: return tiled_rows<kQ5_K>;
+    case kQ6_K: return tiled_rows<kQ6_K>;
+    default: return nullptr;
+  }
+}
+
 }  // namespace z
 #endif
+
+// p rounded up to a 64-byte boundary (buffers sized with 16 floats to spare).
+inline float* align64(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
 
 // Activations as f32 (a itself when T is float).
 template <class T>
@@ -789,48 +1051,49 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
   std::vector<float> a_store;
   const float* x = as_f32(a, m * K, a_store);
 
-  // Large m: exact f32 panels of the weight (rows decoded on the pool) through the f32 gemm, whose
-  // tiles reuse each decoded weight for every activation row.
-  if (m >= kPanelMinM) {
-    const uint64_t P = std::min<uint64_t>(kPanelRows, N);
-    std::vector<float> panel(P * K), tmp(m * P);
-    for (uint64_t j0 = 0; j0 < N; j0 += P) {
-      const uint64_t r = std::min(P, N - j0);
-      parallel_for(r, 8, [&](uint64_t a0, uint64_t a1) {
-        for (uint64_t j = a0; j < a1; ++j) gguf_dequantize_row(w.type, w.data + (j0 + j) * rb, panel.data() + j * K, K);
-      });
-      cpu::gemm<float>(x, panel.data(), tmp.data(), m, r, K);
-      for (uint64_t i = 0; i < m; ++i)
-        for (uint64_t j = 0; j < r; ++j) out[i * N + j0 + j] = from_float<T>(tmp[i * r + j]);
-    }
-    return;
-  }
-
 #if FERRUM_SIMD_X86
-  {
+  if (m > 1) {
+    if (const z::TiledFn fn = z::tiled_fn(w.type)) {
+      // groups of 16 rows (the last one zero-padded when kPadRestMin or more rows are left over)
+      // through the broadcast kernels, the rest through tile_dot
+      const uint64_t full = m / 16 + (m % 16 >= kPadRestMin ? 1 : 0), grouped = std::min(m, 16 * full);
+      const uint64_t rest = m - grouped;
+      std::vector<float> xt_store(full * K * 16 + rest * K + 32);
+      float* xt = align64(xt_store.data());
+      float* xa = xt + full * K * 16;
+      z::transpose_x(x, grouped, K, xt);
+      std::memcpy(xa, x + grouped * K, rest * K * sizeof(float));
+      const uint64_t tiles = (N + z::kTileJ - 1) / z::kTileJ;
+      parallel_for(tiles, 1, [&](uint64_t t0, uint64_t t1) {
+        std::vector<float> store(z::kTileJ * z::kTileK + m * z::kTileJ * 16 + m * z::kTileJ + 32);
+        float* W = align64(store.data());
+        float* C = W + z::kTileJ * z::kTileK;
+        float* res = C + m * z::kTileJ * 16;
+        for (uint64_t t = t0; t < t1; ++t) {
+          const uint64_t j0 = t * z::kTileJ, r = std::min(z::kTileJ, N - j0);
+          fn(w.data + j0 * rb, rb, r, K, xt, xa, m, full, W, C, res);
+          for (uint64_t i = 0; i < m; ++i)
+            for (uint64_t j = 0; j < r; ++j) out[i * N + j0 + j] = from_float<T>(res[i * z::kTileJ + j]);
+        }
+      });
+      return;
+    }
+  }
+  if (m == 1) {
     const z::Plan plan = z::plan(w.type);
     if (const z::MatvecFn fn = plan.fn) {
       const uint64_t nb = K / gguf_qk(w.type);
-      // arranged activations (+ Q4_K sub-block sums), one per activation row, 64-byte aligned:
-      // line-split 64-byte loads of x made the kernels 2-3x slower in the DRAM-bound regime on the
-      // Zen 5 box
-      const uint64_t xs = (K + K / 16 + 16 + 15) / 16 * 16;  // floats per arranged row (64-byte multiple)
-      std::vector<float> xp_store(m * xs + 16);
-      float* xp_base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(xp_store.data()) + 63) & ~uintptr_t{63});
-      for (uint64_t i = 0; i < m; ++i) plan.arrange(x + i * K, xp_base + i * xs, K);
-      const float* xp = xp_base;
-      // m > 1: the same fused decode-and-dot kernel, row strips small enough to stay in L2 (about
-      // 256 KiB of blocks), every activation row run over a strip before the next strip: the
-      // weight comes from DRAM once, and each row costs what an m = 1 call costs in compute.
-      const uint64_t strip = m == 1 ? 256 : std::clamp<uint64_t>((uint64_t{256} << 10) / std::max<uint64_t>(rb, 1), 8, 256);
-      parallel_for(N, m == 1 ? 64 : strip, [&](uint64_t r0, uint64_t r1) {
+      // arranged activations (+ Q4_K sub-block sums), 64-byte aligned: line-split 64-byte loads of x
+      // made the kernels 2-3x slower in the DRAM-bound regime on the Zen 5 box
+      std::vector<float> xp_store(K + K / 16 + 32);
+      float* xp = align64(xp_store.data());
+      plan.arrange(x, xp, K);
+      parallel_for(N, 64, [&](uint64_t r0, uint64_t r1) {
         float res[256];
-        for (uint64_t s = r0; s < r1; s += strip) {
-          const uint64_t n = std::min(strip, r1 - s);
-          for (uint64_t i = 0; i < m; ++i) {
-            fn(w.data + s * rb, rb, n, xp + i * xs, nb, res);
-            for (uint64_t j = 0; j < n; ++j) out[i * N + s + j] = from_float<T>(res[j]);
-          }
+        for (uint64_t s = r0; s < r1; s += 256) {
+          const uint64_t n = std::min<uint64_t>(256, r1 - s);
+          fn(w.data + s * rb, rb, n, xp, nb, res);
+          for (uint64_t j = 0; j < n; ++j) out[s + j] = from_float<T>(res[j]);
         }
       });
       return;
@@ -862,6 +1125,23 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
     return;
   }
 #endif
+
+  // Large m without AVX-512: exact f32 panels of the weight (rows decoded on the pool) through the f32 gemm, whose
+  // tiles reuse each decoded weight for every activation row.
+  if (m >= kPanelMinM) {
+    const uint64_t P = std::min<uint64_t>(kPanelRows, N);
+    std::vector<float> panel(P * K), tmp(m * P);
+    for (uint64_t j0 = 0; j0 < N; j0 += P) {
+      const uint64_t r = std::min(P, N - j0);
+      parallel_for(r, 8, [&](uint64_t a0, uint64_t a1) {
+        for (uint64_t j = a0; j < a1; ++j) gguf_dequantize_row(w.type, w.data + (j0 + j) * rb, panel.data() + j * K, K);
+      });
+      cpu::gemm<float>(x, panel.data(), tmp.data(), m, r, K);
+      for (uint64_t i = 0; i < m; ++i)
+        for (uint64_t j = 0; j < r; ++j) out[i * N + j0 + j] = from_float<T>(tmp[i * r + j]);
+    }
+    return;
+  }
 
   const auto dot = has_avx2() ?
 #ifdef FERRUM_GGUF_X86

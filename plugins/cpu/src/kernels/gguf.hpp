@@ -1,7 +1,8 @@
 // ferrum CPU plugin — GGUF quantised matmul kernels (docs/spec.md §11).
 //
 // Weights stay in their GGUF blocks (§11.1, row by row, little-endian). No call dequantises the
-// whole matrix: the matmul decodes one block (m = 1) or one tile of a few rows (m > 1) at a time.
+// whole matrix: the matmul decodes one block (m = 1) or one tile of a few rows (m > 1, decoded once
+// and used by every activation row) at a time.
 //
 // Precision (docs/spec.md §11.2 wins over the "quantise the activation to 8 bits" recipe of GGUF
 // engines): activations are NOT quantised. Weights are decoded exactly to their f32 values and
