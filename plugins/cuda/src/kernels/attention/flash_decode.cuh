@@ -471,6 +471,7 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
         sum += pj;
       }
       sum = warp_sum(sum);
+      __syncwarp();  // every lane has read m_s[g] before lane 0 overwrites it (racecheck)
       if (lane == 0) {
         const float alpha = exp2f(m_old - m_use);
         a_s[g] = alpha;
