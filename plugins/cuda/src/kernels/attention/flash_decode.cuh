@@ -109,6 +109,9 @@ template <class T, int HD>
 struct FlashSrc {
   static constexpr bool kMayVt = false;
   static constexpr bool kCodes = false;  // K/V rows are T (see DecodeMmaCfg's kQ)
+  // TileRows: a key's K (V) row is kRowBytes contiguous bytes at k_base + ko · kElemBytes.
+  static constexpr bool kFlatRows = true;
+  static constexpr int kElemBytes = sizeof(T), kRowBytes = HD * sizeof(T);
   FlashParams p;
   uint64_t H, nkv, window;
   float scale;
@@ -190,6 +193,12 @@ struct FlashSrc {
   __device__ __forceinline__ void load_v(void* smem, const Row& r, uint64_t j, int chunk) const {
     cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + j * HD) + chunk * 16);
   }
+  __device__ __forceinline__ const unsigned char* k_base(const Row& r) const {
+    return reinterpret_cast<const unsigned char*>(r.kb);
+  }
+  __device__ __forceinline__ const unsigned char* v_base(const Row& r) const {
+    return reinterpret_cast<const unsigned char*>(r.vb);
+  }
   // Key location (TileRows): nothing to look up in a contiguous cache.
   struct Loc {};
   __device__ __forceinline__ Loc locate(const Row&, uint64_t) const { return {}; }
@@ -215,6 +224,15 @@ struct FlashSrc {
 // per CTA, no dependent global read in front of any cp.async. Slot discipline (tile X in slot
 // X & 1): a kernel resolves tile X after the barrier that follows the copies of tile X − 2 and
 // copies it after the next barrier.
+// Zero bytes a flat-row TileRows copies for a zero row (one key row of up to 512 bytes): every row
+// is then a plain 16-byte copy, no predicate (one copy per translation unit, internal linkage).
+static __device__ __align__(16) unsigned char g_zero_row[512] = {};
+
+template <class S, class = void>
+struct HasFlatRows : std::false_type {};
+template <class S>
+struct HasFlatRows<S, std::void_t<decltype(S::kFlatRows)>> : std::bool_constant<S::kFlatRows> {};
+
 template <class Src, int kRows, int kChunks, int kThreads>
 struct TileRows {
   static_assert(kRows <= kThreads, "one resolving thread per row");
@@ -229,13 +247,23 @@ struct TileRows {
     loc_j0 = j0;
     if (tid < kRows && j0 + static_cast<uint64_t>(tid) < jend) loc = src.locate(rw, j0 + static_cast<uint64_t>(tid));
   }
-  // Resolves the fetched tile (first key j0 = loc_j0) into slot `slot`.
+  // Resolves the fetched tile (first key j0 = loc_j0) into slot `slot`: element offsets of the K
+  // and V rows (kNone: a zero row) or, for flat rows, byte offsets from k_base / v_base (a zero row
+  // points at g_zero_row; unsigned arithmetic, so the offset may wrap).
   __device__ __forceinline__ void resolve(const Src& src, const typename Src::Row& rw, uint64_t jend, int slot,
                                           int tid) {
     if (tid >= kRows) return;
     const uint64_t j = loc_j0 + static_cast<uint64_t>(tid);
     uint64_t ko = kNone, vo = kNone;
-    if (!(j < jend && src.key_rows(rw, j, loc, ko, vo))) ko = vo = kNone;
+    const bool ok = j < jend && src.key_rows(rw, j, loc, ko, vo);
+    if constexpr (HasFlatRows<Src>::value) {
+      static_assert(Src::kRowBytes <= sizeof(g_zero_row), "a zero row covers one key row");
+      const uint64_t zero = reinterpret_cast<uint64_t>(g_zero_row);
+      ko = ok ? ko * Src::kElemBytes : zero - reinterpret_cast<uint64_t>(src.k_base(rw));
+      vo = ok ? vo * Src::kElemBytes : zero - reinterpret_cast<uint64_t>(src.v_base(rw));
+    } else if (!ok) {
+      ko = vo = kNone;
+    }
     slots[slot * kRows + tid] = make_ulonglong2(ko, vo);
   }
   // Copies the tile of slot `slot` into ks / vs (row stride ld elements of T), K only when
@@ -245,20 +273,51 @@ struct TileRows {
   __device__ __forceinline__ void copy(const Src& src, const typename Src::Row& rw, int slot, T* ks, T* vs, int ld,
                                        bool k_only, int tid) const {
     constexpr int kE = 16 / static_cast<int>(sizeof(T));
+    if constexpr (HasFlatRows<Src>::value) {
+      // Flat rows (FlashSrc, the ferrum paged layout): a thread copies chunk tid % kChunks of rows
+      // tid / kChunks + i·kStep, so its shared-memory addresses are immediates off one base, and a
+      // row costs one slot read, two 64-bit adds and two cp.async (zero rows read g_zero_row).
+      // (Head dims whose chunk count does not divide the CTA take the general index walk.)
+      if constexpr (kThreads % kChunks == 0 && kTotal % kThreads == 0) {
+        constexpr int kStep = kThreads / kChunks;
+        const int cc = tid % kChunks, r0 = tid / kChunks;
+        const unsigned char* kb = src.k_base(rw) + cc * 16;
+        const unsigned char* vb = src.v_base(rw) + cc * 16;
+        T* kd = ks + r0 * ld + cc * kE;
+        T* vd = vs + r0 * ld + cc * kE;
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      const int c = tid + i * kThreads;
-      if (c >= kTotal) break;
-      const int r = c / kChunks, cc = c % kChunks;
-      T* kd = ks + r * ld + cc * kE;
-      T* vd = vs + r * ld + cc * kE;
-      const ulonglong2 o = slots[slot * kRows + r];
-      if (o.x != kNone) {
-        src.copy_k(kd, rw, o.x, cc);
-        if (!k_only) src.copy_v(vd, rw, o.y, cc);
+        for (int i = 0; i < kPer; ++i) {
+          const ulonglong2 o = slots[slot * kRows + r0 + i * kStep];
+          cp_async16(kd + i * kStep * ld, kb + o.x);
+          if (!k_only) cp_async16(vd + i * kStep * ld, vb + o.y);
+        }
       } else {
-        *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
-        if (!k_only) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          const int c = tid + i * kThreads;
+          if (c >= kTotal) break;
+          const int r = c / kChunks, cc = c % kChunks;
+          const ulonglong2 o = slots[slot * kRows + r];
+          cp_async16(ks + r * ld + cc * kE, src.k_base(rw) + o.x + cc * 16);
+          if (!k_only) cp_async16(vs + r * ld + cc * kE, src.v_base(rw) + o.y + cc * 16);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        const int c = tid + i * kThreads;
+        if (c >= kTotal) break;
+        const int r = c / kChunks, cc = c % kChunks;
+        T* kd = ks + r * ld + cc * kE;
+        T* vd = vs + r * ld + cc * kE;
+        const ulonglong2 o = slots[slot * kRows + r];
+        if (o.x != kNone) {
+          src.copy_k(kd, rw, o.x, cc);
+          if (!k_only) src.copy_v(vd, rw, o.y, cc);
+        } else {
+          *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
+          if (!k_only) *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+        }
       }
     }
   }

@@ -180,6 +180,15 @@ struct PagedSrc {
   // With fast32 (every key index and block size below 2^31, decided on the host) the block
   // index comes from a multiply-shift division; otherwise o is recomputed by key_rows.
   static constexpr uint32_t kNoKey = 0xffffffffu;
+  // TileRows: in the ferrum layout a key's K (V) row is contiguous at pool + ko · kElemBytes.
+  static constexpr bool kFlatRows = !kVllm;
+  static constexpr int kElemBytes = sizeof(T), kRowBytes = HD * sizeof(T);
+  __device__ __forceinline__ const unsigned char* k_base(const Row&) const {
+    return static_cast<const unsigned char*>(p.k_pool);
+  }
+  __device__ __forceinline__ const unsigned char* v_base(const Row&) const {
+    return static_cast<const unsigned char*>(p.v_pool);
+  }
   struct Loc {
     uint32_t raw, o;
   };
