@@ -32,8 +32,13 @@ void run_gemm(Run& run, const Mnk& s) {
   run.check("out", out, ref, s.n);
 }
 
+// k a multiple of 16 with m = 9 ... 45: the CPU plugin's decode-once tiles (28 rows of b, groups of
+// 16 rows of a, a zero-padded last group or 1–11 rows left over), with part tiles and a short last
+// column block (k = 272, 528).
 const bool kGemm = register_table<Mnk>(
-    "gemm", kActDtypes, {{1, 1, 1}, {7, 13, 5}, {33, 65, 129}, {64, 64, 64}, {1, 1000, 33}, {17, 3, 1000}, {2, 7, 1}},
+    "gemm", kActDtypes,
+    {{1, 1, 1}, {7, 13, 5}, {33, 65, 129}, {64, 64, 64}, {1, 1000, 33}, {17, 3, 1000}, {2, 7, 1}, {16, 61, 272},
+     {31, 29, 528}, {45, 57, 256}, {9, 30, 48}, {21, 5, 32}, {10, 3, 16}},
     mnk_name, run_gemm);
 // The large family: tensor-core tiles (m >= 1024), a ragged m with a long k, split-K (few rows,
 // very long k). Selected only with --large or --family large.

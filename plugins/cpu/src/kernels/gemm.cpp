@@ -8,7 +8,10 @@
 // element are added in the same order whatever the tiling, so results do not depend on the
 // thread count. For f32 output the partial sums live in `out`; for f16/bf16 they live in an
 // f32 block buffer and each element is rounded once at the end.
-// Small m (decode-like) takes a dot-product path that reads b once without packing.
+// Small m (decode-like) takes a dot-product path that reads b once without packing. With AVX-512
+// and k a multiple of 16, f32 from m = 8, f16 from m = 4 and bf16 at 16 < m <= 48 run the
+// decode-once tiles of tile_fma.hpp instead (b widened to f32 28 rows × 256 columns at a time, used
+// by every row of a); see use_tiles.
 #include "gemm.hpp"
 
 #include <algorithm>
@@ -26,6 +29,8 @@
 #endif
 
 #include "parallel.hpp"
+#include "simd.hpp"
+#include "tile_fma.hpp"
 
 namespace ferrum::cpu {
 namespace {
@@ -801,6 +806,26 @@ void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
   });
 }
 
+// The decode-once tiles of tile_fma.hpp (AVX-512, k a multiple of 16) where they were measured
+// faster than the dot / packed paths (one thread, K = N = 4096, docs/perf-notes.md): f32 from m = 8,
+// f16 from m = 4 (both up to the m = 512 measured); bf16 only between its pair blocks (m <= 16) and
+// its vdpbf16ps packed kernel (twice the f32 FMA rate; faster from m = 64). Large m with few output
+// columns (n < 2048) keeps the packed path, which splits m across the threads (the tiles split n
+// only). The choice depends on the shape only, never on the thread count, so the bits do not either.
+template <class T>
+bool use_tiles(uint64_t m, uint64_t n, uint64_t k) {
+#if FERRUM_SIMD_X86
+  if (k % 16 != 0 || !simd::has_avx512()) return false;
+  if (m > 64 && n < 2048) return false;
+  if constexpr (std::is_same_v<T, float>) return m >= 8;
+  if constexpr (std::is_same_v<T, f16>) return m >= 4;
+  return m > kSmallMBlocked && m <= 48;
+#else
+  (void)m, (void)n, (void)k;
+  return false;
+#endif
+}
+
 }  // namespace
 
 const char* gemm_kernel_name() { return kernels().name; }
@@ -815,6 +840,28 @@ void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
     std::memset(static_cast<void*>(out), 0, m * n * sizeof(T));
     return;
   }
+#if FERRUM_SIMD_X86
+  if (use_tiles<T>(m, n, k)) {
+    std::vector<float> a_store(m * k);
+    for (uint64_t i = 0; i < m; ++i) load_row_f32(a + i * k, a_store.data() + i * k, k);
+    tile::matmul(
+        a_store.data(), m, n, k,
+        [&](uint64_t j0, uint64_t r, uint64_t k0, uint64_t kn, float* W) {
+          // prefetch the same rows' next columns (or the next tile's first ones): the FMAs of
+          // this tile then hide their DRAM latency (28 row streams defeat the hardware prefetcher)
+          const uint64_t nj0 = k0 + kn < k ? j0 : j0 + r, nk0 = k0 + kn < k ? k0 + kn : 0;
+          const uint64_t nr = std::min<uint64_t>(tile::kTileJ, n > nj0 ? n - nj0 : 0);
+          const uint64_t nbytes = std::min<uint64_t>(tile::kTileK, k - nk0) * sizeof(T);
+          for (uint64_t j = 0; j < nr; ++j) {
+            const char* row = reinterpret_cast<const char*>(b + (nj0 + j) * k + nk0);
+            for (uint64_t o = 0; o < nbytes; o += 64) _mm_prefetch(row + o, _MM_HINT_T1);
+          }
+          for (uint64_t j = 0; j < r; ++j) load_row_f32(b + (j0 + j) * k + k0, W + j * tile::kTileK, kn);
+        },
+        [&](uint64_t i, uint64_t j, float v) { out[i * n + j] = from_float<T>(v); });
+    return;
+  }
+#endif
   if constexpr (std::is_same_v<T, bf16>) {  // 2 <= m <= kSmallMBlocked over bf16 pairs
     const Kernels& K = kernels();
     if (K.dot_pairs && m >= 2 && m <= kSmallMBlocked && k % 2 == 0 && !K.any_subnormal_bf16(a, m * k)) {

@@ -35,6 +35,7 @@
 #include "gemm.hpp"
 #include "parallel.hpp"
 #include "simd.hpp"
+#include "tile_fma.hpp"
 
 namespace ferrum::cpu {
 namespace {
@@ -46,9 +47,6 @@ constexpr uint64_t kTileRows = 4;
 // at m = 32 ... 512 than panels + gemm, docs/perf-notes.md.)
 constexpr uint64_t kPanelMinM = 32;
 constexpr uint64_t kPanelRows = 512;
-// AVX-512, m > 1: activation rows left over after the groups of 16 from which one more (zero-padded)
-// group of 16 runs through the broadcast kernel instead of tile_dot (m = 15: padded group faster).
-constexpr uint64_t kPadRestMin = 12;
 
 inline float f16le(const uint8_t* p) {
   uint16_t h;
@@ -742,16 +740,9 @@ MatvecFn matvec_fn(int32_t type) {
 }
 
 
-// ---- m > 1: decode-once tiles, broadcast and dot FMA micro-kernels --------------------------
-// The weight is decoded once per call, not once per activation row: a tile of kTileJ weight rows ×
-// kTileK columns (28 KiB, in L1) is decoded exactly to its §11.1 f32 values (natural order, the tables
-// below), then every group of 16 activation rows runs over it. The activations are transposed once per
-// call into xt[ib][k][16] (row i = 16·ib + lane, zero lanes past m), so one vector load serves 16
-// rows and each FMA takes one decoded weight as a broadcast operand: acc[j] += xt[k] · W[j][k]. An
-// output is one f32 FMA chain over k in natural order (tile after tile), whatever the thread split:
-// bitwise independent of FERRUM_CPU_THREADS, and every weight exact, so only the activation
-// conversion and the FMA chain round (F tolerance).
-constexpr uint64_t kTileJ = 28, kTileK = 256;
+// ---- m > 1: the weight tiles of tile::matmul (tile_fma.hpp), decoded exactly ----------------------
+using tile::kTileJ;
+using tile::kTileK;
 
 // Exact natural-order block decoders (same values as decode_* above, 16 weights per vector).
 FERRUM_AVX512_INLINE __m512i u8x16(const uint8_t* p) {
@@ -855,147 +846,22 @@ FERRUM_AVX512 void decode_tile(const uint8_t* w, uint64_t rb, uint64_t r, uint64
   }
 }
 
-// acc[NR] (16 activation rows each) over kn columns: C[j][16] in and out (zero in when `first`).
-template <int NR>
-FERRUM_AVX512 void tile_fma1(const float* W, const float* xt, uint64_t kn, float* C, bool first) {
-  __m512 acc[NR];
-#pragma GCC unroll 32
-  for (int j = 0; j < NR; ++j) acc[j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C + 16 * j);
-  for (uint64_t k = 0; k < kn; ++k) {
-    const __m512 xv = _mm512_load_ps(xt + 16 * k);
-#pragma GCC unroll 32
-    for (int j = 0; j < NR; ++j) acc[j] = _mm512_fmadd_ps(xv, _mm512_set1_ps(W[j * kTileK + k]), acc[j]);
-  }
-#pragma GCC unroll 32
-  for (int j = 0; j < NR; ++j) _mm512_store_ps(C + 16 * j, acc[j]);
-}
-// Two groups of 16 rows (xt0, xt1) over NR weight rows: 2·NR accumulators, one broadcast per weight.
-template <int NR>
-FERRUM_AVX512 void tile_fma2(const float* W, const float* xt0, const float* xt1, uint64_t kn, float* C0, float* C1,
-                             bool first) {
-  __m512 a0[NR], a1[NR];
-#pragma GCC unroll 32
-  for (int j = 0; j < NR; ++j) {
-    a0[j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C0 + 16 * j);
-    a1[j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C1 + 16 * j);
-  }
-  for (uint64_t k = 0; k < kn; ++k) {
-    const __m512 x0 = _mm512_load_ps(xt0 + 16 * k), x1 = _mm512_load_ps(xt1 + 16 * k);
-#pragma GCC unroll 32
-    for (int j = 0; j < NR; ++j) {
-      const __m512 wv = _mm512_set1_ps(W[j * kTileK + k]);
-      a0[j] = _mm512_fmadd_ps(x0, wv, a0[j]);
-      a1[j] = _mm512_fmadd_ps(x1, wv, a1[j]);
-    }
-  }
-#pragma GCC unroll 32
-  for (int j = 0; j < NR; ++j) {
-    _mm512_store_ps(C0 + 16 * j, a0[j]);
-    _mm512_store_ps(C1 + 16 * j, a1[j]);
-  }
-}
-
-// Rows of x in natural order (stride K, kn a multiple of 16) against NJ weight rows: MI·NJ
-// accumulators of 16 k-lanes each, C[i][j][16] in and out (zero in when `first`); each output's
-// lanes are reduced once, after the last tile. For the rows that do not fill a group of 16.
-template <int MI, int NJ>
-FERRUM_AVX512 void tile_dot(const float* W, const float* x, uint64_t K, uint64_t kn, float* C, bool first) {
-  __m512 acc[MI][NJ];
-#pragma GCC unroll 32
-  for (int i = 0; i < MI; ++i)
-#pragma GCC unroll 32
-    for (int j = 0; j < NJ; ++j) acc[i][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(C + (i * kTileJ + j) * 16);
-  for (uint64_t k = 0; k < kn; k += 16) {
-    __m512 xv[MI];
-#pragma GCC unroll 32
-    for (int i = 0; i < MI; ++i) xv[i] = _mm512_load_ps(x + i * K + k);
-#pragma GCC unroll 32
-    for (int j = 0; j < NJ; ++j) {
-      const __m512 wv = _mm512_load_ps(W + j * kTileK + k);
-#pragma GCC unroll 32
-      for (int i = 0; i < MI; ++i) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
-    }
-  }
-#pragma GCC unroll 32
-  for (int i = 0; i < MI; ++i)
-#pragma GCC unroll 32
-    for (int j = 0; j < NJ; ++j) _mm512_store_ps(C + (i * kTileJ + j) * 16, acc[i][j]);
-}
-template <int MI>
-FERRUM_AVX512 void tile_dot_rows(const float* W, const float* x, uint64_t K, uint64_t kn, float* C, bool first) {
-  for (uint64_t j = 0; j < kTileJ; j += 7) tile_dot<MI, 7>(W + j * kTileK, x, K, kn, C + j * 16, first);
-}
-
-// xt[ib][k][16] = x[16·ib + lane][k] (0 past m).
-void transpose_x(const float* x, uint64_t m, uint64_t K, float* xt) {
-  const uint64_t groups = (m + 15) / 16;
-  for (uint64_t ib = 0; ib < groups; ++ib) {
-    float* g = xt + ib * K * 16;
-    for (uint64_t k = 0; k < K; ++k)
-      for (uint64_t l = 0; l < 16; ++l) {
-        const uint64_t i = 16 * ib + l;
-        g[k * 16 + l] = i < m ? x[i * K + k] : 0.0f;
-      }
-  }
-}
-
-// out rows [j0, j0 + r) of every activation row, r <= kTileJ: out_f32[i][j] into res[i][kTileJ].
-// Rows [0, g = min(m, 16·full)) run in groups of 16 over xt (broadcast kernels), rows [g, m) over xa
-// (those rows of x in natural order, 64-byte aligned) through tile_dot. C holds full·kTileJ·16
-// floats, then the dot rows' (m − g)·kTileJ·16.
-template <int32_t kType>
-FERRUM_AVX512 void tiled_rows(const uint8_t* w, uint64_t rb, uint64_t r, uint64_t K, const float* xt, const float* xa,
-                              uint64_t m, uint64_t full, float* W, float* C, float* res) {
-  constexpr uint64_t qk = kType == kQ4_0 || kType == kQ4_1 || kType == kQ8_0 ? 32 : 256;
-  const uint64_t nb = K / qk, g = std::min(m, 16 * full), rest = m - g;
-  float* Cd = C + full * kTileJ * 16;
-  for (uint64_t k0 = 0; k0 < K; k0 += kTileK) {
-    const uint64_t kn = std::min(kTileK, K - k0);
-    decode_tile<kType>(w, rb, r, k0 / qk, kn / qk, nb, W);
-    const bool first = k0 == 0;
-    uint64_t ib = 0;
-    for (; ib + 2 <= full; ib += 2) {
-      const float* x0 = xt + ib * K * 16 + k0 * 16;
-      float* c0 = C + ib * kTileJ * 16;
-      tile_fma2<kTileJ / 2>(W, x0, x0 + K * 16, kn, c0, c0 + kTileJ * 16, first);
-      tile_fma2<kTileJ / 2>(W + kTileJ / 2 * kTileK, x0, x0 + K * 16, kn, c0 + kTileJ / 2 * 16,
-                            c0 + kTileJ * 16 + kTileJ / 2 * 16, first);
-    }
-    if (ib < full) tile_fma1<kTileJ>(W, xt + ib * K * 16 + k0 * 16, kn, C + ib * kTileJ * 16, first);
-    uint64_t i = 0;
-    for (; i + 3 <= rest; i += 3) tile_dot_rows<3>(W, xa + i * K + k0, K, kn, Cd + i * kTileJ * 16, first);
-    if (rest - i == 2) tile_dot_rows<2>(W, xa + i * K + k0, K, kn, Cd + i * kTileJ * 16, first);
-    if (rest - i == 1) tile_dot_rows<1>(W, xa + i * K + k0, K, kn, Cd + i * kTileJ * 16, first);
-  }
-  for (uint64_t i = 0; i < g; ++i)
-    for (uint64_t j = 0; j < r; ++j) res[i * kTileJ + j] = C[(i / 16) * kTileJ * 16 + j * 16 + i % 16];
-  for (uint64_t i = 0; i < rest; ++i)
-    for (uint64_t j = 0; j < r; ++j)
-      res[(g + i) * kTileJ + j] = _mm512_reduce_add_ps(_mm512_load_ps(Cd + (i * kTileJ + j) * 16));
-}
-
-using TiledFn = void (*)(const uint8_t*, uint64_t, uint64_t, uint64_t, const float*, const float*, uint64_t, uint64_t,
-                         float*, float*, float*);
-TiledFn tiled_fn(int32_t type) {
+using TileFill = void (*)(const uint8_t*, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, float*);
+TileFill tile_fill(int32_t type) {
   if (!simd::has_avx512()) return nullptr;
   switch (type) {
-    case kQ4_0: return tiled_rows<kQ4_0>;
-    case kQ4_1: return tiled_rows<kQ4_1>;
-    case kQ8_0: return tiled_rows<kQ8_0>;
-    case kQ4_K: return tiled_rows<kQ4_K>;
-    case kQ5_K: return tiled_rows<kQ5_K>;
-    case kQ6_K: return tiled_rows<kQ6_K>;
+    case kQ4_0: return decode_tile<kQ4_0>;
+    case kQ4_1: return decode_tile<kQ4_1>;
+    case kQ8_0: return decode_tile<kQ8_0>;
+    case kQ4_K: return decode_tile<kQ4_K>;
+    case kQ5_K: return decode_tile<kQ5_K>;
+    case kQ6_K: return decode_tile<kQ6_K>;
     default: return nullptr;
   }
 }
 
 }  // namespace z
 #endif
-
-// p rounded up to a 64-byte boundary (buffers sized with 16 floats to spare).
-inline float* align64(float* p) {
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
-}
 
 // Activations as f32 (a itself when T is float).
 template <class T>
@@ -1053,29 +919,14 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
 
 #if FERRUM_SIMD_X86
   if (m > 1) {
-    if (const z::TiledFn fn = z::tiled_fn(w.type)) {
-      // groups of 16 rows (the last one zero-padded when kPadRestMin or more rows are left over)
-      // through the broadcast kernels, the rest through tile_dot
-      const uint64_t full = m / 16 + (m % 16 >= kPadRestMin ? 1 : 0), grouped = std::min(m, 16 * full);
-      const uint64_t rest = m - grouped;
-      std::vector<float> xt_store(full * K * 16 + rest * K + 32);
-      float* xt = align64(xt_store.data());
-      float* xa = xt + full * K * 16;
-      z::transpose_x(x, grouped, K, xt);
-      std::memcpy(xa, x + grouped * K, rest * K * sizeof(float));
-      const uint64_t tiles = (N + z::kTileJ - 1) / z::kTileJ;
-      parallel_for(tiles, 1, [&](uint64_t t0, uint64_t t1) {
-        std::vector<float> store(z::kTileJ * z::kTileK + m * z::kTileJ * 16 + m * z::kTileJ + 32);
-        float* W = align64(store.data());
-        float* C = W + z::kTileJ * z::kTileK;
-        float* res = C + m * z::kTileJ * 16;
-        for (uint64_t t = t0; t < t1; ++t) {
-          const uint64_t j0 = t * z::kTileJ, r = std::min(z::kTileJ, N - j0);
-          fn(w.data + j0 * rb, rb, r, K, xt, xa, m, full, W, C, res);
-          for (uint64_t i = 0; i < m; ++i)
-            for (uint64_t j = 0; j < r; ++j) out[i * N + j0 + j] = from_float<T>(res[i * z::kTileJ + j]);
-        }
-      });
+    if (const z::TileFill fill = z::tile_fill(w.type)) {  // decode-once tiles (tile_fma.hpp)
+      const uint64_t qk = gguf_qk(w.type), nb = K / qk;
+      tile::matmul(
+          x, m, N, K,
+          [&](uint64_t j0, uint64_t r, uint64_t k0, uint64_t kn, float* W) {
+            fill(w.data + j0 * rb, rb, r, k0 / qk, kn / qk, nb, W);
+          },
+          [&](uint64_t i, uint64_t j, float v) { out[i * N + j] = from_float<T>(v); });
       return;
     }
   }
@@ -1086,7 +937,7 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
       // arranged activations (+ Q4_K sub-block sums), 64-byte aligned: line-split 64-byte loads of x
       // made the kernels 2-3x slower in the DRAM-bound regime on the Zen 5 box
       std::vector<float> xp_store(K + K / 16 + 32);
-      float* xp = align64(xp_store.data());
+      float* xp = tile::align64(xp_store.data());
       plan.arrange(x, xp, K);
       parallel_for(N, 64, [&](uint64_t r0, uint64_t r1) {
         float res[256];
