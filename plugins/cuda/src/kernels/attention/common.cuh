@@ -56,7 +56,7 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 
 // 16-byte global -> shared copy, bypassing L1 (sm_80+).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem)), "l"(gmem) : "memory");
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(smem_u32(smem)), "l"(gmem) : "memory");
 }
 // 16-byte cp.async reading src_bytes (16, or 0: nothing is read) and zero-filling the rest.
 __device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, uint32_t src_bytes) {
