@@ -15,9 +15,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "attention_math.hpp"
+#include "attention_tiles.hpp"
 #include "gemm.hpp"  // widen_row
 #include "parallel.hpp"
 
@@ -28,6 +30,88 @@ constexpr uint64_t kQTile = 16;
 constexpr uint64_t kKBlock = 64;
 
 thread_local std::vector<float> t_scratch;
+thread_local std::vector<float> t_tiles;
+
+// Prefill-sized calls on AVX-512 (head_dim 64 / 128, q_len >= kTilesMinQ, key indices below 2^31):
+// each item's group × 16 query rows go through attn_tiles (16 rows per vector, K and V as broadcast
+// operands), instead of one query row at a time. Decided by the call's shape only.
+constexpr uint64_t kTilesMinQ = 8;
+
+inline float* align64f(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
+// One work item (batch b, KV head kvh, query positions i0 .. i0 + nq − 1 of every head of the group)
+// through attn_tiles. qrow(g, qi): element offset of that query / output row.
+template <class T, class QRow>
+void item_tiles(const T* q, const T* k, const T* v, T* out, uint64_t kvoff, uint64_t i0, uint64_t nq, uint64_t group,
+                uint64_t D, uint64_t kv_len, uint64_t pos_offset, bool causal, uint64_t window, float sigma,
+                uint64_t tlo, uint64_t thi, const QRow& qrow) {
+  using attn_tiles::kKeys;
+  const uint64_t per = 2 * D * 16 + 3 * 16;  // qt, acc, m, l, (lo, hi as one more 16 each)
+  const uint64_t need = group * per + 2 * 16 + kKeys * 16 + 2 * kKeys * D + 16;
+  if (t_tiles.size() < need) t_tiles.resize(need);
+  float* base = align64f(t_tiles.data());
+  int32_t* lo = reinterpret_cast<int32_t*>(base);
+  int32_t* hi = lo + 16;
+  float* s = base + 32;
+  float* kf = s + kKeys * 16;
+  float* vf = kf + kKeys * D;
+  float* gbase = vf + kKeys * D;
+  for (uint64_t qi = 0; qi < 16; ++qi) {
+    uint64_t a = 0, b = 0;
+    if (qi < nq) visible_range(pos_offset + i0 + qi, kv_len, causal, window, a, b);
+    if (a >= b) a = b = 0;
+    lo[qi] = static_cast<int32_t>(a);
+    hi[qi] = static_cast<int32_t>(b);
+  }
+  auto rows = [&](uint64_t g) {
+    float* r = gbase + g * per;
+    return attn_tiles::Rows{r, lo, hi, r + 2 * D * 16, r + 2 * D * 16 + 16, r + D * 16};
+  };
+  std::vector<float> row(D);
+  for (uint64_t g = 0; g < group; ++g) {
+    const attn_tiles::Rows r = rows(g);
+    float* qt = gbase + g * per;
+    std::fill(qt, qt + D * 16, 0.0f);
+    for (uint64_t qi = 0; qi < nq; ++qi) {
+      widen_row(q + qrow(g, qi), row.data(), D);
+      for (uint64_t d = 0; d < D; ++d) qt[d * 16 + qi] = row[d];
+    }
+    std::fill(r.acc, r.acc + D * 16, 0.0f);
+    std::fill(r.m, r.m + 16, kNegInf);
+    std::fill(r.l, r.l + 16, 0.0f);
+  }
+  for (uint64_t j0 = tlo; j0 < thi; j0 += kKeys) {
+    const uint64_t nk = std::min(kKeys, thi - j0), nk16 = (nk + 15) / 16 * 16;
+    const float* kb = kf;
+    const float* vb = vf;
+    if (std::is_same_v<T, float> && nk == nk16) {  // f32 rows used in place (no rows to zero)
+      kb = reinterpret_cast<const float*>(k + kvoff + j0 * D);
+      vb = reinterpret_cast<const float*>(v + kvoff + j0 * D);
+    } else {
+      widen_row(k + kvoff + j0 * D, kf, nk * D);
+      widen_row(v + kvoff + j0 * D, vf, nk * D);
+      std::fill(kf + nk * D, kf + nk16 * D, 0.0f);
+    }
+    for (uint64_t g = 0; g < group; ++g) attn_tiles::block(D, rows(g), kb, vb, nk, j0, sigma, s);
+  }
+  for (uint64_t g = 0; g < group; ++g) {
+    const attn_tiles::Rows r = rows(g);
+    for (uint64_t qi = 0; qi < nq; ++qi) {
+      T* o = out + qrow(g, qi);
+      const float l = r.l[qi];
+      if (l > 0.0f) {
+        const float inv = 1.0f / l;
+        for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(r.acc[d * 16 + qi] * inv);
+      } else if (l == 0.0f) {
+        std::memset(static_cast<void*>(o), 0, D * sizeof(T));  // empty visible set: +0.0
+      } else {
+        for (uint64_t d = 0; d < D; ++d) o[d] = from_float<T>(r.acc[d * 16 + qi] / l);  // NaN propagates
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -46,6 +130,8 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
   const uint64_t cost = std::max<uint64_t>(1, group * std::min(q_len, kQTile) * std::max<uint64_t>(kv_len, 1) * D);
   const uint64_t grain = std::max<uint64_t>(1, (uint64_t{1} << 16) / cost);
   const uint64_t rows = group * kQTile;  // query rows of an item: head g, position qi -> row g·kQTile + qi
+  const bool tiles_path = q_len >= kTilesMinQ && kv_len < (uint64_t{1} << 31) && attn_tiles::available(D);
+  static_assert(kQTile == 16, "attn_tiles puts an item's 16 positions of one head in one vector");
 
   parallel_for(items, grain, [&](uint64_t it0, uint64_t it1) {
     const uint64_t need = rows * D * 2 + 2 * kKBlock * D + kKBlock + 2 * rows;
@@ -80,6 +166,11 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
           tlo = std::min(tlo, lo);
           thi = std::max(thi, hi);
         }
+      }
+      if (tiles_path) {
+        item_tiles(q, k, v, out, kvoff, i0, nq, group, D, kv_len, pos_offset, causal, sliding_window, sigma, tlo, thi,
+                   qrow);
+        continue;
       }
       for (uint64_t g = 0; g < group; ++g)
         for (uint64_t qi = 0; qi < nq; ++qi) {
