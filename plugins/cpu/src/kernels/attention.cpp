@@ -6,6 +6,10 @@
 // updates its running max m, running sum l and f32 accumulator acc[head_dim] (flash-attention
 // online softmax):
 //   m' = max(m, max_j s_j), acc ← acc·e^(m−m') + Σ_j e^(s_j−m')·v_j, l ← l·e^(m−m') + Σ_j e^(s_j−m').
+// Prefill-sized calls (q_len >= kTilesMinQ, head_dim 64 / 128, AVX-512) run each item through
+// attn_tiles instead: the tile's 16 positions of one head are the 16 lanes of a vector, so the
+// scores and the value rows are broadcast-FMA tiles (attention_tiles.cpp); the rest of this file is
+// the row-at-a-time path (decode, other head dims, other CPUs).
 // Each output's arithmetic is the same whatever the item split, so results do not depend on the
 // thread count. Scratch per thread: 2·group·kQTile·head_dim + 2·kKBlock·head_dim + kKBlock +
 // 2·group·kQTile floats, independent of kv_len.
@@ -183,8 +187,15 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
 
       for (uint64_t j0 = tlo; j0 < thi; j0 += kKBlock) {
         const uint64_t nk = std::min(kKBlock, thi - j0);
-        widen_row(k + kvoff + j0 * D, kf, nk * D);  // the keys' rows are contiguous
-        widen_row(v + kvoff + j0 * D, vf, nk * D);
+        const float* kb = kf;  // the keys' rows are contiguous: f32 rows are read in place
+        const float* vb = vf;
+        if constexpr (std::is_same_v<T, float>) {
+          kb = k + kvoff + j0 * D;
+          vb = v + kvoff + j0 * D;
+        } else {
+          widen_row(k + kvoff + j0 * D, kf, nk * D);
+          widen_row(v + kvoff + j0 * D, vf, nk * D);
+        }
         for (uint64_t qi = 0; qi < nq; ++qi) {
           uint64_t lo, hi;
           visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);
@@ -197,7 +208,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
             uint64_t j = jb;
             for (; j + 4 <= je; j += 4) {  // four keys' dots interleaved (the same bits as one by one)
               float d4[4];
-              dot4_f32(qv, kf + (j - j0) * D, D, D, d4);
+              dot4_f32(qv, kb + (j - j0) * D, D, D, d4);
               for (int t = 0; t < 4; ++t) {
                 const float s = sigma * d4[t];
                 sc[j - j0 + t] = s;
@@ -205,7 +216,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
               }
             }
             for (; j < je; ++j) {
-              const float s = sigma * dot_f32(qv, kf + (j - j0) * D, D);
+              const float s = sigma * dot_f32(qv, kb + (j - j0) * D, D);
               sc[j - j0] = s;
               bmax = std::max(bmax, s);
             }
@@ -218,7 +229,7 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
               lrun[r] += p;
               sc[j - j0] = p;
             }
-            axpy_rows_f32(a, sc + (jb - j0), vf + (jb - j0) * D, D, je - jb, D);
+            axpy_rows_f32(a, sc + (jb - j0), vb + (jb - j0) * D, D, je - jb, D);
           }
         }
       }
