@@ -678,6 +678,35 @@ TEST_CASE("attention dot_f32 / dot4_f32 / axpy_f32 equal the portable code bit f
   }
 }
 
+// f16 / bf16 rows are widened in the vector registers: the same bits as widening them first and
+// running the f32 forms (which equal the portable code, above).
+TEMPLATE_TEST_CASE("attention dot_f32 / dot4_f32 / axpy_rows_f32 on half rows equal the widened f32 rows", "[attention]",
+                   f16, bf16) {
+  using T = TestType;
+  for (uint64_t n : {uint64_t{1}, uint64_t{7}, uint64_t{8}, uint64_t{17}, uint64_t{64}, uint64_t{128}, uint64_t{131}}) {
+    INFO("n=" << n);
+    auto a = random_vec<float>(n, 191 + n, -3, 3);
+    auto rows = random_vec<T>(4 * n + 4, 194 + n, -3, 3);
+    std::vector<float> wide(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) wide[i] = to_float(rows[i]);
+    REQUIRE(bits_of(cpu::dot_f32(a.data(), rows.data(), n)) == bits_of(cpu::dot_f32(a.data(), wide.data(), n)));
+    float d4[4], w4[4];
+    cpu::dot4_f32(a.data(), rows.data(), n + 1, n, d4);
+    cpu::dot4_f32(a.data(), wide.data(), n + 1, n, w4);
+    for (int r = 0; r < 4; ++r) REQUIRE(bits_of(d4[r]) == bits_of(w4[r]));
+    for (uint64_t width : {n, n + 130}) {
+      auto ps = random_vec<float>(5, 195 + n);
+      auto vr = random_vec<T>(5 * (width + 3), 196 + n, -3, 3);
+      std::vector<float> vw(vr.size());
+      for (size_t i = 0; i < vr.size(); ++i) vw[i] = to_float(vr[i]);
+      auto r1 = random_vec<float>(width, 197 + n), r2 = r1;
+      cpu::axpy_rows_f32(r1.data(), ps.data(), vr.data(), width + 3, 5, width);
+      cpu::axpy_rows_f32(r2.data(), ps.data(), vw.data(), width + 3, 5, width);
+      for (uint64_t i = 0; i < width; ++i) REQUIRE(bits_of(r1[i]) == bits_of(r2[i]));
+    }
+  }
+}
+
 // The kernels split work between pool threads (flash attention by (batch, KV head, query tile),
 // gemm by output columns or rows): every output must carry the same bits whatever the thread
 // count. The pool reads FERRUM_CPU_THREADS when it (re)starts.

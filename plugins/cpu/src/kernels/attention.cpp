@@ -11,8 +11,8 @@
 // scores and the value rows are broadcast-FMA tiles (attention_tiles.cpp); the rest of this file is
 // the row-at-a-time path (decode, other head dims, other CPUs).
 // Each output's arithmetic is the same whatever the item split, so results do not depend on the
-// thread count. Scratch per thread: 2·group·kQTile·head_dim + 2·kKBlock·head_dim + kKBlock +
-// 2·group·kQTile floats, independent of kv_len.
+// thread count. Scratch per thread: 2·group·kQTile·head_dim + kKBlock + 2·group·kQTile floats (the
+// row path reads K and V in place), independent of kv_len.
 #include "attention.hpp"
 
 #include <algorithm>
@@ -138,13 +138,11 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
   static_assert(kQTile == 16, "attn_tiles puts an item's 16 positions of one head in one vector");
 
   parallel_for(items, grain, [&](uint64_t it0, uint64_t it1) {
-    const uint64_t need = rows * D * 2 + 2 * kKBlock * D + kKBlock + 2 * rows;
+    const uint64_t need = rows * D * 2 + kKBlock + 2 * rows;
     if (t_scratch.size() < need) t_scratch.resize(need);
     float* qf = t_scratch.data();         // [rows, D] queries in f32
     float* acc = qf + rows * D;           // [rows, D]
-    float* kf = acc + rows * D;           // [kKBlock, D]
-    float* vf = kf + kKBlock * D;         // [kKBlock, D]
-    float* sc = vf + kKBlock * D;         // [kKBlock] scores
+    float* sc = acc + rows * D;           // [kKBlock] scores
     float* mrun = sc + kKBlock;           // [rows]
     float* lrun = mrun + rows;            // [rows]
 
@@ -187,15 +185,10 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
 
       for (uint64_t j0 = tlo; j0 < thi; j0 += kKBlock) {
         const uint64_t nk = std::min(kKBlock, thi - j0);
-        const float* kb = kf;  // the keys' rows are contiguous: f32 rows are read in place
-        const float* vb = vf;
-        if constexpr (std::is_same_v<T, float>) {
-          kb = k + kvoff + j0 * D;
-          vb = v + kvoff + j0 * D;
-        } else {
-          widen_row(k + kvoff + j0 * D, kf, nk * D);
-          widen_row(v + kvoff + j0 * D, vf, nk * D);
-        }
+        // the keys' rows are contiguous and read in place (f16 / bf16 widened in the dot / axpy
+        // registers: the bits of widening them first)
+        const T* kb = k + kvoff + j0 * D;
+        const T* vb = v + kvoff + j0 * D;
         for (uint64_t qi = 0; qi < nq; ++qi) {
           uint64_t lo, hi;
           visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);

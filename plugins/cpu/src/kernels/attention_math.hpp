@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 
+#include <ferrum/common/dtype.hpp>
 #include <ferrum/common/softmax_scale.hpp>
 
 namespace ferrum::cpu {
@@ -19,19 +20,21 @@ inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // every call, so a score does not depend on where the row lies in memory. Each lane step is a
 // rounded multiply then a rounded add (no FMA): the AVX2 version (8 lanes, one register) gives
 // exactly these bits and is chosen at run time where the CPU has it (attention_simd.cpp).
-inline float dot_f32_portable(const float* a, const float* b, uint64_t n) {
+template <class E>
+inline float dot_f32_portable(const float* a, const E* b, uint64_t n) {
   float lanes[8] = {};
   uint64_t d = 0;
   for (; d + 8 <= n; d += 8)
-    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
+    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * to_float(b[d + l]);
   float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; d < n; ++d) r += a[d] * b[d];
+  for (; d < n; ++d) r += a[d] * to_float(b[d]);
   return r;
 }
 // acc[d] += p·v[d] (a rounded multiply, then a rounded add, per element: any vector width gives
 // the same bits).
-inline void axpy_f32_portable(float* acc, float p, const float* v, uint64_t n) {
-  for (uint64_t d = 0; d < n; ++d) acc[d] += p * v[d];
+template <class E>
+inline void axpy_f32_portable(float* acc, float p, const E* v, uint64_t n) {
+  for (uint64_t d = 0; d < n; ++d) acc[d] += p * to_float(v[d]);
 }
 // The run-time choices (AVX2 dot, AVX-512 axpy, or the portable code above).
 float dot_f32(const float* a, const float* b, uint64_t n);
@@ -44,6 +47,14 @@ void axpy_rows_f32(float* acc, const float* p, const float* v, uint64_t ldv, uin
 // leaves the adder idle most of the time).
 void dot4_f32(const float* a, const float* b, uint64_t ldb, uint64_t n, float* out);
 void axpy_f32(float* acc, float p, const float* v, uint64_t n);
+// The same three with f16 / bf16 rows b, v (widened exactly in registers): the bits of widening the
+// rows to f32 first and calling the f32 forms.
+float dot_f32(const float* a, const f16* b, uint64_t n);
+float dot_f32(const float* a, const bf16* b, uint64_t n);
+void dot4_f32(const float* a, const f16* b, uint64_t ldb, uint64_t n, float* out);
+void dot4_f32(const float* a, const bf16* b, uint64_t ldb, uint64_t n, float* out);
+void axpy_rows_f32(float* acc, const float* p, const f16* v, uint64_t ldv, uint64_t nj, uint64_t n);
+void axpy_rows_f32(float* acc, const float* p, const bf16* v, uint64_t ldv, uint64_t nj, uint64_t n);
 
 // Visible key range [lo, hi) of a query at position p over L keys (docs/spec.md §0.8): causal
 // keys up to p, and with a sliding window W > 0 only the last W of them.
