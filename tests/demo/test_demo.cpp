@@ -11,6 +11,7 @@
 #include "demo_model.hpp"
 #include "ref/compare.hpp"
 #include "ref/qwen_ref.hpp"
+#include "ref/ref_gguf.hpp"
 
 namespace {
 
@@ -25,7 +26,16 @@ struct Kv {
   KvLayout layout = KvLayout::contiguous;
   KvDtype dtype = KvDtype::activation;
   uint64_t block_size = 16;
+  int32_t quant = 0;  // GGUF type of the projections (ModelConfig::quant)
 };
+
+// The reference's projection matrix as the demo's quantised weight holds it: the f32 values
+// quantised by quantize_gguf, then dequantised exactly (§11.1).
+void requantize(std::vector<double>& m, int32_t type, uint64_t rows, uint64_t cols) {
+  if (type == 0) return;
+  std::vector<float> v(m.begin(), m.end());
+  m = ferrum::ref::gguf_dequantize(type, ferrum::demo::quantize_gguf(type, v, rows, cols), rows, cols);
+}
 
 ferrum::demo::ModelConfig make_config(const Shape& s, uint64_t seed, Kv kv, uint64_t max_positions) {
   ferrum::demo::ModelConfig cfg;
@@ -35,6 +45,7 @@ ferrum::demo::ModelConfig make_config(const Shape& s, uint64_t seed, Kv kv, uint
   cfg.kv = kv.layout;
   cfg.kv_dtype = kv.dtype;
   cfg.kv_block_size = kv.block_size;
+  cfg.quant = kv.quant;
   return cfg;
 }
 
@@ -51,7 +62,14 @@ double run_case(const Shape& s, ferrum::Dtype dtype, uint64_t seed, Kv kv = {}) 
   ferrum::Context ctx = backend.create_context({}, dtype);
   const std::vector<uint32_t> prompt = {3, 17, 5, 0, uint32_t(s.vocab - 1), uint32_t(42 % s.vocab), 9};
   ferrum::demo::Model model(ctx, cfg, prompt.size());
-  const ferrum::ref::QwenWeights w = ferrum::ref::make_weights(rc, seed, dt);
+  ferrum::ref::QwenWeights w = ferrum::ref::make_weights(rc, seed, dt);
+  for (auto& L : w.layers) {
+    const uint64_t hd = s.head_dim;
+    requantize(L.w_qkv, kv.quant, (s.q_heads + 2 * s.kv_heads) * hd, s.hidden);
+    requantize(L.w_o, kv.quant, s.hidden, s.q_heads * hd);
+    requantize(L.w_gate_up, kv.quant, 2 * s.ffn, s.hidden);
+    requantize(L.w_down, kv.quant, s.hidden, s.ffn);
+  }
   ferrum::ref::ForwardOptions opt;
   opt.tab_dtype = FERRUM_DTYPE_F32;  // the demo uploads f32 RoPE tables
   if (dt != FERRUM_DTYPE_F32) opt.act_dtype = dt;  // follow the stored 16-bit intermediates
@@ -123,6 +141,30 @@ TEST_CASE("demo model with a paged KV cache matches the float64 reference (f32)"
     run_case({96, 2, 8, 2, 12, 160, 101}, ferrum::Dtype::f32, 5, {KvLayout::paged, KvDtype::activation, 1});
   }
   SECTION("bf16") { run_case({64, 2, 4, 2, 16, 128, 97}, ferrum::Dtype::bf16, 3, {KvLayout::paged}); }
+}
+
+TEST_CASE("demo model with Q8_0 / Q4_0 projections matches the reference on the dequantised weights", "[demo][cpu][quant]") {
+  // hidden, ffn and q_heads x head_dim multiples of 32 (the GGUF block width); gguf_matmul keeps
+  // the activations in f32, so the F32 tolerance and the greedy tokens hold against the reference
+  // run on the dequantised projections.
+  for (int32_t q : {8, 2}) {
+    INFO("quant type " << q);
+    run_case({64, 2, 4, 2, 16, 128, 97}, ferrum::Dtype::f32, 7, {KvLayout::contiguous, KvDtype::activation, 16, q});
+    run_case({96, 2, 4, 2, 32, 160, 101}, ferrum::Dtype::f32, 5, {KvLayout::paged, KvDtype::activation, 16, q});
+  }
+  // And the quantised weights change the model (the test would pass vacuously otherwise).
+  const Shape s{64, 2, 4, 2, 16, 128, 97};
+  std::vector<uint32_t> prompt = {3, 17, 5, 9};
+  ferrum::Backend backend = ferrum::Backend::load("cpu");
+  std::vector<float> logits[2];
+  for (int i = 0; i < 2; ++i) {
+    ferrum::Context ctx = backend.create_context({}, ferrum::Dtype::f32);
+    ferrum::demo::Model model(ctx, make_config(s, 7, {KvLayout::contiguous, KvDtype::activation, 16, i ? 2 : 0}, 16),
+                              prompt.size());
+    uint32_t next = 0;
+    logits[i] = model.forward(prompt, next, true);
+  }
+  CHECK(logits[0] != logits[1]);
 }
 
 TEST_CASE("demo model: f32 paged tokens equal contiguous tokens", "[demo][cpu][paged]") {

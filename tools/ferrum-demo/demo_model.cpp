@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 
 namespace ferrum::demo {
@@ -36,6 +37,77 @@ Buffer Model::upload_matrix(uint64_t id, uint64_t rows, uint64_t cols, double sc
   return b;
 }
 
+namespace {
+// IEEE binary16 bits of f, rounded to nearest even (overflow to ±inf, subnormals kept, NaN quiet).
+uint16_t f16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds above 65504
+  if (ax < 0x38800000u) {  // below 2^-14: subnormal (or zero) in f16
+    if (ax < 0x33000000u) return static_cast<uint16_t>(sign);  // below half the smallest subnormal
+    const uint32_t mant = (ax & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(ax >> 23);  // value / 2^-24 = mant >> shift
+    const uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    return static_cast<uint16_t>(sign | (q + (rem > half || (rem == half && (q & 1u)))));
+  }
+  const uint32_t r = ax - 0x38000000u;  // rebias the exponent (127 -> 15)
+  const uint32_t q = r >> 13, rem = r & 0x1fffu;
+  return static_cast<uint16_t>(sign | (q + (rem > 0x1000u || (rem == 0x1000u && (q & 1u)))));
+}
+}  // namespace
+
+std::vector<uint8_t> quantize_gguf(int32_t type, const std::vector<float>& w, uint64_t rows, uint64_t cols) {
+  const bool q8 = type == 8;
+  const uint64_t bb = q8 ? 34 : 18, nb = cols / 32;
+  std::vector<uint8_t> out(rows * nb * bb);
+  for (uint64_t r = 0; r < rows; ++r)
+    for (uint64_t b = 0; b < nb; ++b) {
+      const float* x = w.data() + r * cols + b * 32;
+      uint8_t* o = out.data() + (r * nb + b) * bb;
+      float amax = 0.0f, vmax = 0.0f;
+      for (int i = 0; i < 32; ++i)
+        if (std::fabs(x[i]) > amax) {
+          amax = std::fabs(x[i]);
+          vmax = x[i];
+        }
+      const float d = q8 ? amax / 127.0f : vmax / -8.0f;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      const uint16_t dh = f16_bits(d);
+      o[0] = static_cast<uint8_t>(dh & 0xff);
+      o[1] = static_cast<uint8_t>(dh >> 8);
+      if (q8) {
+        for (int i = 0; i < 32; ++i) o[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[i] * id)));
+      } else {
+        for (int i = 0; i < 16; ++i) {
+          const int lo = std::min(15, static_cast<int>(x[i] * id + 8.5f));
+          const int hi = std::min(15, static_cast<int>(x[i + 16] * id + 8.5f));
+          o[2 + i] = static_cast<uint8_t>(lo | (hi << 4));
+        }
+      }
+    }
+  return out;
+}
+
+void Model::upload_projection(uint64_t id, uint64_t rows, uint64_t cols, double scale, Buffer& w, QWeight& qw) {
+  if (cfg_.quant == 0) {
+    w = upload_matrix(id, rows, cols, scale);
+    return;
+  }
+  std::vector<float> v(rows * cols);
+  for (uint64_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(weight_value(cfg_.seed, id, i, scale));
+  const std::vector<uint8_t> bytes = quantize_gguf(cfg_.quant, v, rows, cols);
+  qw = ctx_.load_quant({.quant_type = cfg_.quant, .bytes = std::span<const uint8_t>(bytes), .n_rows = rows, .n_cols = cols});
+  weight_bytes_ += bytes.size();
+}
+
+void Model::linear(const Buffer& a, const Buffer& w, const QWeight& qw, Buffer& out, uint64_t m, uint64_t n,
+                   uint64_t k) {
+  if (cfg_.quant != 0) ctx_.gguf_matmul({.a = a, .weight = qw, .out = out, .m = m});
+  else ctx_.gemm({.a = a, .b = w, .out = out, .m = m, .n = n, .k = k});
+}
+
 Buffer Model::upload_norm(uint64_t id, uint64_t n) {
   std::vector<float> v(n);
   for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<float>(1.0 + weight_value(cfg_.seed, id, i, 0.1));
@@ -54,6 +126,7 @@ uint64_t Model::kv_bytes_per_token() const {
 
 std::vector<Op> kv_ops(const ModelConfig& cfg) {
   if (cfg.kv == KvLayout::contiguous) return {};
+  // (the quantised projections' ops are checked by the caller: quant_ops)
   switch (cfg.kv_dtype) {
     case KvDtype::int8:
       return {Op::alloc_paged_int8_layer, Op::int8_kv_append_paged, Op::int8_paged_decode_attention, Op::split_qkv,
@@ -69,6 +142,7 @@ std::vector<Op> kv_ops(const ModelConfig& cfg) {
 
 std::vector<Op> graph_ops(const ModelConfig& cfg) {
   if (cfg.kv_dtype != KvDtype::activation) return {};  // the quantised append is host-driven
+  if (cfg.quant != 0) return {};                         // the graph step is written with gemm
   std::vector<Op> ops = {Op::begin_graph_capture, Op::end_graph_capture, Op::replay_graph, Op::set_decode_state,
                          Op::set_dev_state_mode, Op::embedding_lookup};
   if (cfg.kv == KvLayout::paged) {
@@ -90,9 +164,10 @@ Model::Footprint Model::footprint(const ModelConfig& c, uint64_t element_size, u
                ffn = double(c.ffn), vocab = double(c.vocab), L = double(c.layers), T = double(max_tokens),
                P = double(c.max_positions), esz = double(element_size);
   const double qkv_rows = (nq + 2 * nkv) * hd;
-  const double per_layer = 2 * H + 2 * hd + qkv_rows * H + H * nq * hd + 2 * ffn * H + H * ffn;
+  const double proj = qkv_rows * H + H * nq * hd + 2 * ffn * H + H * ffn;  // the four projections
+  const double proj_bytes = c.quant == 8 ? 34.0 / 32 : c.quant == 2 ? 18.0 / 32 : esz;  // per weight
   Footprint f;
-  f.weight_bytes = esz * (2 * vocab * H + H + L * per_layer);
+  f.weight_bytes = esz * (2 * vocab * H + H + L * (2 * H + 2 * hd)) + L * proj * proj_bytes;
   // Paged caches round the positions up to whole blocks; int8 / fp8 store 1-byte codes and an
   // f32 scale per (token, KV head).
   const double bs = double(c.kv_block_size);
@@ -138,13 +213,13 @@ Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer L;
     L.input_norm = upload_norm(layer_id(l, kInputNorm), H);
-    L.w_qkv = upload_matrix(layer_id(l, kWqkv), qkv_rows, H, inv_h);
+    upload_projection(layer_id(l, kWqkv), qkv_rows, H, inv_h, L.w_qkv, L.qw_qkv);
     L.q_norm = upload_norm(layer_id(l, kQNorm), hd);
     L.k_norm = upload_norm(layer_id(l, kKNorm), hd);
-    L.w_o = upload_matrix(layer_id(l, kWo), H, c.q_heads * hd, 1.0 / std::sqrt(double(c.q_heads * hd)));
+    upload_projection(layer_id(l, kWo), H, c.q_heads * hd, 1.0 / std::sqrt(double(c.q_heads * hd)), L.w_o, L.qw_o);
     L.post_norm = upload_norm(layer_id(l, kPostNorm), H);
-    L.w_gate_up = upload_matrix(layer_id(l, kWGateUp), 2 * c.ffn, H, inv_h);
-    L.w_down = upload_matrix(layer_id(l, kWDown), H, c.ffn, 1.0 / std::sqrt(double(c.ffn)));
+    upload_projection(layer_id(l, kWGateUp), 2 * c.ffn, H, inv_h, L.w_gate_up, L.qw_gate_up);
+    upload_projection(layer_id(l, kWDown), H, c.ffn, 1.0 / std::sqrt(double(c.ffn)), L.w_down, L.qw_down);
     if (c.kv_dtype == KvDtype::int8) {
       L.quant = ctx.alloc_paged_int8_layer({.max_blocks_per_seq = blocks_, .block_size = c.kv_block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
     } else if (c.kv_dtype == KvDtype::fp8) {
@@ -299,12 +374,12 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
   }
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer& L = layers_[l];
-    ctx_.gemm({.a = a_, .b = L.w_qkv, .out = qkv_, .m = T, .n = (c.q_heads + 2 * c.kv_heads) * hd, .k = H});
+    linear(a_, L.w_qkv, L.qw_qkv, qkv_, T, (c.q_heads + 2 * c.kv_heads) * hd, H);
     if (c.kv == KvLayout::paged) {
       // Token-major attention output [T, nq, hd]: no transpose before the output projection.
       if (c.kv_dtype == KvDtype::activation) attention_paged(L, T, p0);
       else attention_quant(L, T, p0);
-      ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = T, .n = H, .k = c.q_heads * hd});
+      linear(attn_, L.w_o, L.qw_o, o_, T, H, c.q_heads * hd);
     } else {
       // q head-major [nq, T, hd]; K/V rotated/copied straight into the contiguous caches.
       ctx_.split_qkv_norm_rope_into_cache({.qkv = qkv_, .q_norm_w = &L.q_norm, .k_norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v, .tokens = T,
@@ -313,12 +388,12 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
       ctx_.flash_attention({.q = q_, .k = L.cache_k, .v = L.cache_v, .out = attn_, .batch = 1, .q_len = T, .kv_len = p0 + T, .pos_offset = p0, .num_heads = c.q_heads, .num_kv_heads = c.kv_heads, .head_dim = hd, .causal = true, .scale = 0.0f,
                            .kv_seq_stride = c.max_positions, .sliding_window = 0});
       ctx_.transpose_head_to_token({.src = attn_, .dst = attn_t_, .tokens = T, .heads = c.q_heads, .dim = hd});
-      ctx_.gemm({.a = attn_t_, .b = L.w_o, .out = o_, .m = T, .n = H, .k = c.q_heads * hd});
+      linear(attn_t_, L.w_o, L.qw_o, o_, T, H, c.q_heads * hd);
     }
     ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += o; a = norm(x)
-    ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = T, .n = 2 * c.ffn, .k = H});
+    linear(a_, L.w_gate_up, L.qw_gate_up, gate_up_, T, 2 * c.ffn, H);
     ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = T, .im = c.ffn});
-    ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = T, .n = H, .k = c.ffn});
+    linear(act_, L.w_down, L.qw_down, down_, T, H, c.ffn);
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
     ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += d; a = norm(x)
   }

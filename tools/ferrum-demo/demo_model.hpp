@@ -37,7 +37,16 @@ struct ModelConfig {
   KvLayout kv = KvLayout::contiguous;
   KvDtype kv_dtype = KvDtype::activation;  // int8 / fp8 need kv == paged
   uint64_t kv_block_size = 16;             // tokens per block of the paged caches
+  // GGUF type of every layer's four projection matrices (qkv, o, gate_up, down), quantised on the
+  // host from the same f32 values and run through gguf_matmul: 0 (none: the activation dtype, gemm),
+  // 8 (Q8_0) or 2 (Q4_0). The embedding, the norms and the LM head stay in the activation dtype.
+  int32_t quant = 0;
 };
+
+// The GGUF blocks of a row-major f32 matrix [rows, cols] (cols a multiple of 32), quantised the
+// way GGUF writers do: Q8_0 d = max|x| / 127, q = round(x / d); Q4_0 d = (the value of largest
+// magnitude) / −8, q = min(15, trunc(x / d + 8.5)). d is stored as f16.
+std::vector<uint8_t> quantize_gguf(int32_t type, const std::vector<float>& w, uint64_t rows, uint64_t cols);
 
 // The ops the configured cache needs beyond the dense ones (empty for contiguous), and those a
 // captured decode step needs (empty when the configuration has no graph path: int8 / fp8).
@@ -98,7 +107,12 @@ class Model {
     // dtype): pools [blocks, block_size, kv_heads, head_dim]; int8 / fp8: `quant`.
     Buffer input_norm, w_qkv, q_norm, k_norm, w_o, post_norm, w_gate_up, w_down, cache_k, cache_v;
     KvCacheQuant quant;
+    QWeight qw_qkv, qw_o, qw_gate_up, qw_down;  // cfg.quant != 0: the projections (w_* stay empty)
   };
+  // out[m, n] = a[m, k] · Wᵀ through gemm (w) or, with cfg.quant, gguf_matmul (qw).
+  void linear(const Buffer& a, const Buffer& w, const QWeight& qw, Buffer& out, uint64_t m, uint64_t n, uint64_t k);
+  // A projection matrix: dense (upload_matrix) or, with cfg.quant, quantised into qw.
+  void upload_projection(uint64_t id, uint64_t rows, uint64_t cols, double scale, Buffer& w, QWeight& qw);
   void attention_paged(Layer& L, uint64_t T, uint64_t p0);
   void attention_quant(Layer& L, uint64_t T, uint64_t p0);
   void write_step_lengths(uint64_t p0, uint64_t T);

@@ -4,8 +4,12 @@
 //   ferrum-demo [--backend SPEC] [--dtype f32|f16|bf16] [--prompt 1,2,3 | --prompt-len N]
 //               [--tokens N] [--hidden N] [--layers N] [--q-heads N] [--kv-heads N]
 //               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both]
-//               [--kv contiguous|paged] [--kv-dtype auto|int8|fp8] [--json]
+//               [--kv contiguous|paged] [--kv-dtype auto|int8|fp8] [--quant none|q8_0|q4_0] [--json]
 //
+// --quant q8_0|q4_0 quantises every layer's four projection matrices on the host (GGUF blocks of the
+// same seeded values) and runs them through gguf_matmul (load_quant); the embedding, norms and LM
+// head stay in the activation dtype. No graph path with --quant (the captured step is written with
+// gemm).
 // --kv paged decodes through the paged-KV ops (block pools of 16 tokens, block table in random
 // order), --kv-dtype int8|fp8 (with --kv paged) through the quantised-KV ops; a backend without
 // one of those ops is a usage error naming the op (there is no fallback).
@@ -69,7 +73,7 @@ int main(int argc, char** argv) {
   uint64_t prompt_len = 16, n_tokens = 32;
   bool json = false;
   std::string graphs = "auto";  // decode through captured graphs when the backend has them
-  std::string kv_layout = "contiguous", kv_dtype = "auto";
+  std::string kv_layout = "contiguous", kv_dtype = "auto", quant = "none";
 
   CLI::App app{"ferrum-demo: a small Qwen3-style decoder with seeded random weights; prefills a prompt and "
                "greedily decodes N tokens on the selected backend.",
@@ -111,6 +115,11 @@ int main(int argc, char** argv) {
                  "the quantised-KV ops; needs --kv paged; no graph path)")
       ->check(CLI::IsMember({"auto", "int8", "fp8"}))
       ->capture_default_str();
+  app.add_option("--quant", quant,
+                 "projection weights: none (the activation dtype, gemm), q8_0 or q4_0 (GGUF blocks quantised on the "
+                 "host, through load_quant / gguf_matmul; no graph path)")
+      ->check(CLI::IsMember({"none", "q8_0", "q4_0"}))
+      ->capture_default_str();
   app.add_flag("--json", json, "one JSON object on stdout instead of the text report");
   ft::parse_or_exit(app, argc, argv);
 
@@ -132,6 +141,14 @@ int main(int argc, char** argv) {
     ft::usage_error(app, "--graphs: expected auto or off with --kv-dtype " + kv_dtype +
                              " (the quantised append reads a host block list, so it cannot be captured), given " +
                              graphs);
+  cfg.quant = quant == "q8_0" ? 8 : quant == "q4_0" ? 2 : 0;
+  if (cfg.quant != 0 && graphs != "auto" && graphs != "off")
+    ft::usage_error(app, "--graphs: expected auto or off with --quant " + quant +
+                             " (the captured decode step is written with gemm), given " + graphs);
+  if (cfg.quant != 0 && (cfg.hidden % 32 || cfg.ffn % 32 || (cfg.q_heads * cfg.head_dim) % 32))
+    ft::usage_error(app, "--quant " + quant + ": expected --hidden, --ffn and --q-heads x --head-dim multiples of 32 "
+                         "(the GGUF block width), given " + std::to_string(cfg.hidden) + ", " + std::to_string(cfg.ffn) +
+                         " and " + std::to_string(cfg.q_heads * cfg.head_dim));
   std::vector<uint32_t> prompt;
   if (prompt_opt->count()) {
     prompt = parse_prompt(app, prompt_text);
@@ -182,6 +199,10 @@ int main(int argc, char** argv) {
                                " for backend " + std::string(backend.name()) + " (it has no " +
                                std::string(ferrum::op_name(*op)) + "), given " + (quant ? kv_dtype : kv_layout));
     }
+    if (cfg.quant != 0)
+      if (const auto op = ferrum::demo::first_missing(backend, {ferrum::Op::load_quant, ferrum::Op::gguf_matmul}))
+        ft::usage_error(app, "--quant: expected none for backend " + std::string(backend.name()) + " (it has no " +
+                                 std::string(ferrum::op_name(*op)) + "), given " + quant);
     const bool can_graph = ferrum::demo::Model::graphs_supported(backend, cfg);
     if ((graphs == "on" || graphs == "both") && !can_graph)
       ft::usage_error(app, "--graphs: expected auto or off for backend " + std::string(backend.name()) +
@@ -275,21 +296,22 @@ int main(int argc, char** argv) {
                   "\"decode_tokens_per_s\": %.3f, \"weight_bytes\": %llu, \"generated\": [%s], "
                   "\"logits_checksum\": %.9g, \"decode_mode\": \"%s\", \"eager_decode_tokens_per_s\": %.3f, "
                   "\"graph_decode_tokens_per_s\": %.3f, \"copy_gb_per_s\": %.1f, \"roofline_pct\": %.1f, "
-                  "\"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_bytes\": %llu}\n",
+                  "\"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_bytes\": %llu, \"quant\": \"%s\"}\n",
                   std::string(backend.name()).c_str(), std::string(backend.version()).c_str(), props.name.c_str(), dt,
                   prompt.size(), (unsigned long long)n_tokens, prefill_tps, decode_tps,
                   (unsigned long long)model.weight_bytes(), ids.c_str(), checksum, run_graph ? "graph" : "eager",
                   eager_tps, graph_tps, copy_gbs, roofline_pct, kv_layout.c_str(), kv_dtype_s.c_str(),
-                  (unsigned long long)model.kv_cache_bytes());
+                  (unsigned long long)model.kv_cache_bytes(), quant.c_str());
     } else {
       std::printf("backend:   %s %s (ABI %s), device %llu: %s\n", std::string(backend.name()).c_str(),
                   std::string(backend.version()).c_str(), backend.abi_version().c_str(),
                   (unsigned long long)ctx.device(), props.name.c_str());
-      std::printf("model:     hidden %llu, %llu layers, %llu/%llu heads, head_dim %llu, ffn %llu, vocab %llu, %s, "
+      std::printf("model:     hidden %llu, %llu layers, %llu/%llu heads, head_dim %llu, ffn %llu, vocab %llu, %s%s%s, "
                   "%.1f MB of weights\n",
                   (unsigned long long)cfg.hidden, (unsigned long long)cfg.layers, (unsigned long long)cfg.q_heads,
                   (unsigned long long)cfg.kv_heads, (unsigned long long)cfg.head_dim, (unsigned long long)cfg.ffn,
-                  (unsigned long long)cfg.vocab, dt, model.weight_bytes() / 1e6);
+                  (unsigned long long)cfg.vocab, dt, cfg.quant ? ", projections " : "", cfg.quant ? quant.c_str() : "",
+                  model.weight_bytes() / 1e6);
       if (cfg.kv == ferrum::demo::KvLayout::paged)
         std::printf("kv cache:  paged %s, %llu blocks of %llu tokens per layer, block table in random order, %.2f MB\n",
                     kv_dtype_s.c_str(), (unsigned long long)model.kv_blocks(), (unsigned long long)cfg.kv_block_size,
