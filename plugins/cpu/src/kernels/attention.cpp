@@ -135,6 +135,10 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
   const uint64_t grain = std::max<uint64_t>(1, (uint64_t{1} << 16) / cost);
   const uint64_t rows = group * kQTile;  // query rows of an item: head g, position qi -> row g·kQTile + qi
   const bool tiles_path = q_len >= kTilesMinQ && kv_len < (uint64_t{1} << 31) && attn_tiles::available(D);
+  // Decode-sized calls on the same machines: each query row runs attn_tiles::decode_block (16 keys'
+  // FMA dots at a time) instead of the portable-bits dot / axpy below.
+  const bool decode_tiles = !tiles_path && kv_len < (uint64_t{1} << 31) && attn_tiles::available(D);
+  static_assert(kKBlock == attn_tiles::kKeys, "decode_block takes one key block");
   static_assert(kQTile == 16, "attn_tiles puts an item's 16 positions of one head in one vector");
 
   parallel_for(items, grain, [&](uint64_t it0, uint64_t it1) {
@@ -189,6 +193,21 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
         // registers: the bits of widening them first)
         const T* kb = k + kvoff + j0 * D;
         const T* vb = v + kvoff + j0 * D;
+        if (decode_tiles) {
+          alignas(64) float sbuf[attn_tiles::kKeys];
+          for (uint64_t qi = 0; qi < nq; ++qi) {
+            uint64_t lo, hi;
+            visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);
+            if (std::max(lo, j0) >= std::min(hi, j0 + nk)) continue;  // no visible key in this block
+            for (uint64_t g = 0; g < group; ++g) {
+              const uint64_t r = g * kQTile + qi;
+              const attn_tiles::DecodeRow row{qf + r * D, static_cast<int32_t>(lo), static_cast<int32_t>(hi),
+                                              mrun + r, lrun + r, acc + r * D};
+              attn_tiles::decode_block(D, row, kb, vb, nk, j0, sigma, sbuf);
+            }
+          }
+          continue;
+        }
         for (uint64_t qi = 0; qi < nq; ++qi) {
           uint64_t lo, hi;
           visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);

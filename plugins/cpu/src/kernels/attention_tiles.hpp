@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include <ferrum/common/dtype.hpp>
+
 namespace ferrum::cpu::attn_tiles {
 
 // Keys per block a caller hands to block() (its score buffer holds kKeys·16 floats).
@@ -31,6 +33,22 @@ bool available(uint64_t head_dim);
 // 2^31 (the caller checks).
 void block(uint64_t head_dim, const Rows& r, const float* kf, const float* vf, uint64_t nk, uint64_t j0, float sigma,
            float* s);
+
+// Decode: one query row (q in f32, D floats), its visible range [lo, hi), running max m, sum l and
+// accumulator acc[D]. decode_block runs keys [j0, j0 + nk) (nk <= kKeys; rows of K / V read in place,
+// row stride head_dim, f16 / bf16 widened in registers): 16 keys' dots at a time (FMA along d, the
+// 16 sums reduced by one fixed tree), the scores masked and scaled, the online softmax, the value
+// rows. s: kKeys floats (64-byte aligned).
+struct DecodeRow {
+  const float* q;
+  int32_t lo, hi;
+  float* m;
+  float* l;
+  float* acc;
+};
+template <class E>
+void decode_block(uint64_t head_dim, const DecodeRow& r, const E* kb, const E* vb, uint64_t nk, uint64_t j0,
+                  float sigma, float* s);
 
 }  // namespace ferrum::cpu::attn_tiles
 
