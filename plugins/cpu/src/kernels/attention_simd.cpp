@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "attention_math.hpp"
+#include "simd.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -147,12 +148,12 @@ const Choice<E>& choice() {
     Choice<E> r;
 #if FERRUM_ATTN_X86
     __builtin_cpu_init();
-    const bool f16c = __builtin_cpu_supports("f16c");
+    const bool f16c = simd::has_f16c();  // (cpuid: clang 14 has no __builtin_cpu_supports("f16c"))
     if (__builtin_cpu_supports("avx2") && f16c) {
       r.dot = dot_avx2<E>;
       r.dot4 = dot4_avx2<E>;
     }
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && f16c) {
+    if (simd::has_avx512()) {
       if constexpr (std::is_same_v<E, float>) r.axpy = axpy_avx512;
       r.axpy_rows = axpy_rows_avx512<E>;
     }
