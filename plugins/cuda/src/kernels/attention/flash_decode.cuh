@@ -206,12 +206,6 @@ struct FlashSrc {
     ko = vo = j * HD;
     return true;
   }
-  __device__ __forceinline__ void copy_k(void* smem, const Row& r, uint64_t ko, int chunk) const {
-    cp_async16(smem, reinterpret_cast<const unsigned char*>(r.kb + ko) + chunk * 16);
-  }
-  __device__ __forceinline__ void copy_v(void* smem, const Row& r, uint64_t vo, int chunk) const {
-    cp_async16(smem, reinterpret_cast<const unsigned char*>(r.vb + vo) + chunk * 16);
-  }
 };
 
 // Key rows of the K/V tiles, resolved once per row and shared through shared memory.
