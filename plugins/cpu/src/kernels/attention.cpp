@@ -26,6 +26,7 @@
 #include "attention_tiles.hpp"
 #include "gemm.hpp"  // widen_row
 #include "parallel.hpp"
+#include "scratch.hpp"
 
 namespace ferrum::cpu {
 namespace {
@@ -34,16 +35,12 @@ constexpr uint64_t kQTile = 16;
 constexpr uint64_t kKBlock = 64;
 
 thread_local std::vector<float> t_scratch;
-thread_local std::vector<float> t_tiles;
+thread_local Scratch t_tiles;
 
 // Prefill-sized calls on AVX-512 (head_dim 64 / 128, q_len >= kTilesMinQ, key indices below 2^31):
 // each item's group × 16 query rows go through attn_tiles (16 rows per vector, K and V as broadcast
 // operands), instead of one query row at a time. Decided by the call's shape only.
 constexpr uint64_t kTilesMinQ = 8;
-
-inline float* align64f(float* p) {
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
-}
 
 // One work item (batch b, KV head kvh, query positions i0 .. i0 + nq − 1 of every head of the group)
 // through attn_tiles. qrow(g, qi): element offset of that query / output row.
@@ -53,9 +50,7 @@ void item_tiles(const T* q, const T* k, const T* v, T* out, uint64_t kvoff, uint
                 uint64_t tlo, uint64_t thi, const QRow& qrow) {
   using attn_tiles::kKeys;
   const uint64_t per = 2 * D * 16 + 3 * 16;  // qt, acc, m, l, (lo, hi as one more 16 each)
-  const uint64_t need = group * per + 2 * 16 + kKeys * 16 + 2 * kKeys * D + 16;
-  if (t_tiles.size() < need) t_tiles.resize(need);
-  float* base = align64f(t_tiles.data());
+  float* base = t_tiles.get(group * per + 2 * 16 + kKeys * 16 + 2 * kKeys * D);
   int32_t* lo = reinterpret_cast<int32_t*>(base);
   int32_t* hi = lo + 16;
   float* s = base + 32;
@@ -73,14 +68,13 @@ void item_tiles(const T* q, const T* k, const T* v, T* out, uint64_t kvoff, uint
     float* r = gbase + g * per;
     return attn_tiles::Rows{r, lo, hi, r + 2 * D * 16, r + 2 * D * 16 + 16, r + D * 16};
   };
-  std::vector<float> row(D);
   for (uint64_t g = 0; g < group; ++g) {
     const attn_tiles::Rows r = rows(g);
     float* qt = gbase + g * per;
     std::fill(qt, qt + D * 16, 0.0f);
     for (uint64_t qi = 0; qi < nq; ++qi) {
-      widen_row(q + qrow(g, qi), row.data(), D);
-      for (uint64_t d = 0; d < D; ++d) qt[d * 16 + qi] = row[d];
+      widen_row(q + qrow(g, qi), s, D);  // s (score scratch, kKeys·16 >= D floats) is free until the blocks
+      for (uint64_t d = 0; d < D; ++d) qt[d * 16 + qi] = s[d];
     }
     std::fill(r.acc, r.acc + D * 16, 0.0f);
     std::fill(r.m, r.m + 16, kNegInf);

@@ -29,6 +29,7 @@
 #endif
 
 #include "parallel.hpp"
+#include "scratch.hpp"
 #include "simd.hpp"
 #include "tile_fma.hpp"
 
@@ -45,23 +46,6 @@ constexpr uint64_t kBPackBudget = 4u << 20;        // bytes of packed B per thre
 constexpr uint64_t kNCMax = 4096;
 constexpr uint64_t kSmallM = 4;                    // m <= this: dot-product path
 constexpr uint64_t kSmallMBlocked = 16;            // f32 dot blocks / bf16 pair blocks: m <= this too
-
-// 64-byte aligned, growable, per-thread scratch.
-struct Scratch {
-  float* data = nullptr;
-  uint64_t cap = 0;
-  ~Scratch() { ::operator delete[](data, std::align_val_t(64)); }
-  float* get(uint64_t n) {
-    if (n > cap) {
-      ::operator delete[](data, std::align_val_t(64));
-      data = nullptr;
-      cap = 0;
-      data = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)));
-      cap = n;
-    }
-    return data;
-  }
-};
 
 thread_local Scratch t_apack, t_bpack, t_cbuf;
 
@@ -842,10 +826,17 @@ void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
   }
 #if FERRUM_SIMD_X86
   if (use_tiles<T>(m, n, k)) {
-    std::vector<float> a_store(m * k);
-    for (uint64_t i = 0; i < m; ++i) load_row_f32(a + i * k, a_store.data() + i * k, k);
+    std::vector<float> a_store;  // a widened to f32 (f16 / bf16 only)
+    const float* af = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      af = a;
+    } else {
+      a_store.resize(m * k);
+      for (uint64_t i = 0; i < m; ++i) load_row_f32(a + i * k, a_store.data() + i * k, k);
+      af = a_store.data();
+    }
     tile::matmul(
-        a_store.data(), m, n, k,
+        af, m, n, k,
         [&](uint64_t j0, uint64_t r, uint64_t k0, uint64_t kn, float* W) {
           // prefetch the same rows' next columns (or the next tile's first ones): the FMAs of
           // this tile then hide their DRAM latency (28 row streams defeat the hardware prefetcher)

@@ -22,7 +22,6 @@
 #include <ferrum/common/gguf_blocks.hpp>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -34,6 +33,7 @@
 
 #include "gemm.hpp"
 #include "parallel.hpp"
+#include "scratch.hpp"
 #include "simd.hpp"
 #include "tile_fma.hpp"
 
@@ -47,6 +47,10 @@ constexpr uint64_t kTileRows = 4;
 // at m = 32 ... 512 than panels + gemm, docs/perf-notes.md.)
 constexpr uint64_t kPanelMinM = 32;
 constexpr uint64_t kPanelRows = 512;
+#if FERRUM_SIMD_X86
+// m = 1 (AVX-512): the activations arranged for the matvec kernels, per calling thread.
+thread_local Scratch t_arranged;
+#endif
 
 inline float f16le(const uint8_t* p) {
   uint16_t h;
@@ -739,7 +743,6 @@ MatvecFn matvec_fn(int32_t type) {
   }
 }
 
-
 // ---- m > 1: the weight tiles of tile::matmul (tile_fma.hpp), decoded exactly ----------------------
 using tile::kTileJ;
 using tile::kTileK;
@@ -819,8 +822,8 @@ FERRUM_AVX512_INLINE void tile_q6_k(const uint8_t* b, float* w) {  // (d·sc)·(
     }
 }
 
-// Rows [j0, j0 + r) × blocks [b0, b0 + nbk) of w into W[j][0, nbk·QK) (row stride kTileK); rows r..kTileJ
-// are left as they are (their accumulators are never stored). Prefetches the same rows' next tile.
+// Rows [j0, j0 + r) × blocks [b0, b0 + nbk) of w into W[j][0, nbk·QK) (row stride kTileK; tile::matmul
+// zeroes the rows past r). Prefetches the same rows' next tile.
 template <int32_t kType>
 FERRUM_AVX512 void decode_tile(const uint8_t* w, uint64_t rb, uint64_t r, uint64_t b0, uint64_t nbk, uint64_t nb,
                                float* W) {
@@ -936,8 +939,7 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
       const uint64_t nb = K / gguf_qk(w.type);
       // arranged activations (+ Q4_K sub-block sums), 64-byte aligned: line-split 64-byte loads of x
       // made the kernels 2-3x slower in the DRAM-bound regime on the Zen 5 box
-      std::vector<float> xp_store(K + K / 16 + 32);
-      float* xp = tile::align64(xp_store.data());
+      float* xp = t_arranged.get(K + K / 16 + 16);
       plan.arrange(x, xp, K);
       parallel_for(N, 64, [&](uint64_t r0, uint64_t r1) {
         float res[256];

@@ -18,9 +18,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "parallel.hpp"
+#include "scratch.hpp"
 #include "simd.hpp"
 
 #if FERRUM_SIMD_X86
@@ -104,24 +104,22 @@ FERRUM_AVX512 inline void tile_dot_rows(const float* W, const float* x, uint64_t
   for (uint64_t j = 0; j < kTileJ; j += 7) tile_dot<MI, 7>(W + j * kTileK, x, K, kn, C + j * 16, first);
 }
 
-// p rounded up to a 64-byte boundary (buffers sized with 16 floats to spare).
-inline float* align64(float* p) {
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
-}
+// Per-thread buffers of matmul: the arranged activations (the calling thread's) and each worker's
+// weight tile, accumulators and results.
+inline thread_local Scratch t_activations, t_tile;
 
 // The activations of one call, arranged once: rows [0, grouped) transposed into xt[group][k][16],
-// rows [grouped, m) copied into xa (natural order, 64-byte aligned rows; K a multiple of 16).
+// rows [grouped, m) copied into xa (natural order, 64-byte aligned rows; K a multiple of 16), in
+// `store` (the calling thread's t_activations).
 struct Activations {
   uint64_t m = 0, K = 0, full = 0, grouped = 0, rest = 0;
-  std::vector<float> store;
   float* xt = nullptr;
   float* xa = nullptr;
-  Activations(const float* x, uint64_t m_, uint64_t K_) : m(m_), K(K_) {
+  Activations(const float* x, uint64_t m_, uint64_t K_, Scratch& store) : m(m_), K(K_) {
     full = m / 16 + (m % 16 >= kPadRestMin ? 1 : 0);
     grouped = std::min(m, 16 * full);
     rest = m - grouped;
-    store.resize(full * K * 16 + rest * K + 32);
-    xt = align64(store.data());
+    xt = store.get(full * K * 16 + rest * K);
     xa = xt + full * K * 16;
     for (uint64_t ib = 0; ib < full; ++ib) {
       float* g = xt + ib * K * 16;
@@ -179,11 +177,10 @@ template <class Fill, class Store>
 void matmul(const float* x, uint64_t m, uint64_t N, uint64_t K, const Fill& fill, const Store& store) {
   for (uint64_t i0 = 0; i0 < m; i0 += kRowBlock) {
     const uint64_t mb = std::min(kRowBlock, m - i0);
-    const Activations A(x + i0 * K, mb, K);
+    const Activations A(x + i0 * K, mb, K, t_activations);
     const uint64_t tiles = (N + kTileJ - 1) / kTileJ;
     parallel_for(tiles, 1, [&](uint64_t t0, uint64_t t1) {
-      std::vector<float> buf(kTileJ * kTileK + mb * kTileJ * 16 + mb * kTileJ + 32);
-      float* W = align64(buf.data());
+      float* W = t_tile.get(kTileJ * kTileK + mb * kTileJ * 16 + mb * kTileJ);
       float* C = W + kTileJ * kTileK;
       float* res = C + mb * kTileJ * 16;
       for (uint64_t t = t0; t < t1; ++t) {
@@ -191,6 +188,9 @@ void matmul(const float* x, uint64_t m, uint64_t N, uint64_t K, const Fill& fill
         for (uint64_t k0 = 0; k0 < K; k0 += kTileK) {
           const uint64_t kn = std::min(kTileK, K - k0);
           fill(j0, r, k0, kn, W);
+          // a part tile's unused rows: zeros, not a previous call's values (their sums are not stored)
+          if (r < kTileJ)
+            for (uint64_t j = r; j < kTileJ; ++j) std::memset(W + j * kTileK, 0, kn * sizeof(float));
           tile_columns(A, W, k0, kn, C);
         }
         tile_results(A, C, r, res);
