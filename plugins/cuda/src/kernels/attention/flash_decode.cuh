@@ -241,6 +241,16 @@ struct TileRows {
     loc_j0 = j0;
     if (tid < kRows && j0 + static_cast<uint64_t>(tid) < jend) loc = src.locate(rw, j0 + static_cast<uint64_t>(tid));
   }
+  // The prologue's form: tile j0's location into `l` (kept by the caller), so the table reads
+  // of several tiles are in flight together; `use` later makes it the fetched tile.
+  __device__ __forceinline__ void fetch_to(const Src& src, const typename Src::Row& rw, uint64_t j0, uint64_t jend,
+                                           int tid, typename Src::Loc& l) const {
+    if (tid < kRows && j0 + static_cast<uint64_t>(tid) < jend) l = src.locate(rw, j0 + static_cast<uint64_t>(tid));
+  }
+  __device__ __forceinline__ void use(const typename Src::Loc& l, uint64_t j0) {
+    loc = l;
+    loc_j0 = j0;
+  }
   // Resolves the fetched tile (first key j0 = loc_j0) into slot `slot`: element offsets of the K
   // and V rows (kNone: a zero row) or, for flat rows, byte offsets from k_base / v_base (a zero row
   // points at g_zero_row; unsigned arithmetic, so the offset may wrap).
@@ -704,11 +714,18 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   auto tile_j0 = [&](int tile) { return js + static_cast<uint64_t>(tile) * kBN; };
 
   // Prologue: tiles 0 .. kStages − 2 resolved and copied, tile kStages − 1 resolved, tile
-  // kStages fetched (TileRows' slot discipline).
+  // kStages fetched (TileRows' slot discipline). The table reads of the first kStages tiles
+  // are issued together, so the CTA waits for one read latency, not kStages in a row.
+  typename Src::Loc pro[kStages];
+#pragma unroll
+  for (int st = 0; st < kStages; ++st) {
+    pro[st] = typename Src::Loc{};
+    if (st < ntiles) tr.fetch_to(src, rw, tile_j0(st), je, tid, pro[st]);
+  }
 #pragma unroll
   for (int st = 0; st < kStages; ++st) {
     if (st < ntiles) {
-      tr.fetch(src, rw, tile_j0(st), je, tid);
+      tr.use(pro[st], tile_j0(st));
       tr.resolve(src, rw, je, st & 1, tid);
     }
     __syncthreads();

@@ -313,13 +313,18 @@ struct QuantSrc : QuantRows {
 
 // The code-staging source of the tensor-core decode (F16/BF16 activations T; flash_decode.cuh's
 // kQ path): one row, one query per head at p = valid_kv_len − 1. The kernel copies each key's
-// code rows and scales (TileRows: one block-table read per key row and CTA), converts the
-// codes to T exactly and applies s_k to the scores and s_v to P in f32 — the attention over the
-// spec's dequantised values s·code, with P rounded to T as in the F16/BF16 decode.
-template <class T, int HD>
+// code rows and scales (TileRows flat rows: one block-table read per key row and CTA, the row's
+// byte offset from the pool base, a zero row read from the shared zero row), converts the codes
+// to T exactly and applies s_k to the scores and s_v to P in f32 — the attention over the spec's
+// dequantised values s·code, with P rounded to T as in the F16/BF16 decode. The code type C is
+// a template parameter, so the conversions are straight-line code (no per-word branch).
+template <class T, int HD, KvCode C>
 struct QuantMmaSrc : QuantRows {
   static constexpr bool kMayVt = false;
   static constexpr bool kCodes = true;
+  // TileRows: a key's K (V) code row is HD contiguous bytes at k_base + ko (ko: element offset).
+  static constexpr bool kFlatRows = true;
+  static constexpr int kElemBytes = 1, kRowBytes = HD;
   bool fast32;  // every key index and the block size below 2^31: 32-bit division
   explicit QuantMmaSrc(const QuantDecodeParams& qp)
       : QuantRows(qp), fast32(qp.valid_kv_len < (uint64_t{1} << 31) && qp.block_size < (uint64_t{1} << 31)) {}
@@ -328,6 +333,12 @@ struct QuantMmaSrc : QuantRows {
     static_cast<T*>(p.out)[h * HD + d] = from_f32<T>(v);
   }
   __device__ __forceinline__ void lse(const Row&, uint64_t, float) const {}
+  __device__ __forceinline__ const unsigned char* k_base(const Row&) const {
+    return static_cast<const unsigned char*>(p.k_codes);
+  }
+  __device__ __forceinline__ const unsigned char* v_base(const Row&) const {
+    return static_cast<const unsigned char*>(p.v_codes);
+  }
 
   // Key location: the raw table entry of key j's block and j's offset in it.
   struct Loc {
@@ -345,32 +356,29 @@ struct QuantMmaSrc : QuantRows {
     }
     return {__ldg(static_cast<const uint32_t*>(p.block_table) + lb), static_cast<uint32_t>(o)};
   }
-  // Code-row index (blk·bs + o)·nkv + kvh of key j for K and V; false for a block id out of range.
+  // Element offset of key j's K and V code rows, row·HD with row = (blk·bs + o)·nkv + kvh (the
+  // row's scale index); false for a block id out of range.
   __device__ __forceinline__ bool key_rows(const Row& r, uint64_t j, Loc l, uint64_t& ko, uint64_t& vo) const {
     const int64_t blk = p.bt_i32 ? static_cast<int64_t>(static_cast<int32_t>(l.raw)) : static_cast<int64_t>(l.raw);
     if (blk < 0 || static_cast<uint64_t>(blk) >= p.num_blocks) return false;
     const uint64_t o = fast32 ? l.o : j % p.block_size;
-    ko = vo = (static_cast<uint64_t>(blk) * p.block_size + o) * nkv + r.kvh;
+    ko = vo = ((static_cast<uint64_t>(blk) * p.block_size + o) * nkv + r.kvh) * HD;
     return true;
   }
-  __device__ __forceinline__ void copy_k(void* smem, const Row&, uint64_t ko, int chunk) const {
-    cp_async16(smem, static_cast<const uint8_t*>(p.k_codes) + ko * HD + chunk * 16);
-  }
-  __device__ __forceinline__ void copy_v(void* smem, const Row&, uint64_t vo, int chunk) const {
-    cp_async16(smem, static_cast<const uint8_t*>(p.v_codes) + vo * HD + chunk * 16);
-  }
-  __device__ __forceinline__ void copy_scales(float* sk, float* sv, const Row&, uint64_t ko) const {
-    if (ko == ~uint64_t{0}) {  // a zero row
+  // The scales of the row whose K byte offset (TileRows slot .x) is ko; a zero row (the offset
+  // of the shared zero row) has scales 0.
+  __device__ __forceinline__ void copy_scales(float* sk, float* sv, const Row& r, uint64_t ko) const {
+    if (ko == reinterpret_cast<uint64_t>(g_zero_row) - reinterpret_cast<uint64_t>(k_base(r))) {
       *sk = 0.0f;
       *sv = 0.0f;
       return;
     }
-    cp_async4(sk, p.k_scales + ko);
-    cp_async4(sv, p.v_scales + ko);
+    cp_async4(sk, p.k_scales + ko / HD);
+    cp_async4(sv, p.v_scales + ko / HD);
   }
   // Four codes (one 32-bit word) → two T pairs, exactly.
   __device__ __forceinline__ void word_to_t(uint32_t w, uint32_t& p01, uint32_t& p23) const {
-    if (p.code == KvCode::int8) {
+    if constexpr (C == KvCode::int8) {
       const uint32_t x = w ^ 0x80808080u;  // code + 128 as an unsigned byte
       if constexpr (std::is_same_v<T, __half>) {
         // 0x64XX as f16 is 1024 + XX (spacing 1 in [1024, 2048)): subtract 1024 + 128.
@@ -389,17 +397,17 @@ struct QuantMmaSrc : QuantRows {
         p01 = pack2<T>(f[0], f[1]);
         p23 = pack2<T>(f[2], f[3]);
       }
-      return;
-    }
-    const __half2_raw h01 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
-    const __half2_raw h23 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
-    if constexpr (std::is_same_v<T, __half>) {
-      p01 = static_cast<uint32_t>(h01.x) | (static_cast<uint32_t>(h01.y) << 16);
-      p23 = static_cast<uint32_t>(h23.x) | (static_cast<uint32_t>(h23.y) << 16);
     } else {
-      const float2 a = __half22float2(__half2(h01)), b = __half22float2(__half2(h23));
-      p01 = pack2<T>(a.x, a.y);
-      p23 = pack2<T>(b.x, b.y);
+      const __half2_raw h01 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
+      const __half2_raw h23 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
+      if constexpr (std::is_same_v<T, __half>) {
+        p01 = static_cast<uint32_t>(h01.x) | (static_cast<uint32_t>(h01.y) << 16);
+        p23 = static_cast<uint32_t>(h23.x) | (static_cast<uint32_t>(h23.y) << 16);
+      } else {
+        const float2 a = __half22float2(__half2(h01)), b = __half22float2(__half2(h23));
+        p01 = pack2<T>(a.x, a.y);
+        p23 = pack2<T>(b.x, b.y);
+      }
     }
   }
 };
@@ -416,15 +424,23 @@ uint32_t quant_splits(const QuantDecodeParams& p, int sm_count) {
   return decode_split_count(kQuantTensorCores ? p.act : FERRUM_DTYPE_F32, p.head_dim, p.nkv * chunks, bound, sm_count);
 }
 
+template <class T, int HD, KvCode C>
+Status launch_quant_mma(const QuantDecodeParams& p, uint32_t splits, float* po, float* pl, uint32_t* cnt,
+                        cudaStream_t st) noexcept {
+  return launch_decode_src<T, HD>(QuantMmaSrc<T, HD, C>(p), 1, splits, po, pl, cnt, st, "quantised paged decode");
+}
+
 template <int HD>
 Status launch_quant(const QuantDecodeParams& p, uint32_t splits, float* po, float* pl, uint32_t* cnt,
                     cudaStream_t st) noexcept {
-  const char* what = "quantised paged decode";
+  const bool fp8 = p.code == KvCode::fp8;
   if (kQuantTensorCores && p.act == FERRUM_DTYPE_F16)
-    return launch_decode_src<__half, HD>(QuantMmaSrc<__half, HD>(p), 1, splits, po, pl, cnt, st, what);
+    return fp8 ? launch_quant_mma<__half, HD, KvCode::fp8>(p, splits, po, pl, cnt, st)
+               : launch_quant_mma<__half, HD, KvCode::int8>(p, splits, po, pl, cnt, st);
   if (kQuantTensorCores && p.act == FERRUM_DTYPE_BF16)
-    return launch_decode_src<__nv_bfloat16, HD>(QuantMmaSrc<__nv_bfloat16, HD>(p), 1, splits, po, pl, cnt, st, what);
-  return launch_decode_src<float, HD>(QuantSrc<HD>(p), 1, splits, po, pl, cnt, st, what);
+    return fp8 ? launch_quant_mma<__nv_bfloat16, HD, KvCode::fp8>(p, splits, po, pl, cnt, st)
+               : launch_quant_mma<__nv_bfloat16, HD, KvCode::int8>(p, splits, po, pl, cnt, st);
+  return launch_decode_src<float, HD>(QuantSrc<HD>(p), 1, splits, po, pl, cnt, st, "quantised paged decode");
 }
 
 }  // namespace
