@@ -229,7 +229,9 @@ TEST_CASE("gemm against a float64 reference", "[cuda][gemm]") {
   if (!be) return;
   const int32_t dt = GENERATE(FERRUM_DTYPE_F32, FERRUM_DTYPE_F16, FERRUM_DTYPE_BF16);
   const auto [m, n, k] = GENERATE(table<uint64_t, uint64_t, uint64_t>(
-      {{1, 4096, 4096}, {17, 33, 65}, {128, 512, 256}, {3, 5, 0}, {0, 5, 7}}));
+      {{1, 4096, 4096}, {17, 33, 65}, {128, 512, 256}, {3, 5, 0}, {0, 5, 7},
+       // decode-sized m (1..4) at odd n and k, short and long rows
+       {2, 1000, 264}, {3, 77, 8}, {4, 513, 4104}, {1, 3, 14344}, {4, 2048, 2056}, {2, 6, 60}}));
   INFO(ft::dtype_name(dt) << " m=" << m << " n=" << n << " k=" << k);
   ferrum::Context ctx = be->create_context({}, ferrum::Dtype::f16);  // a BF16/F32 gemm on an F16 context
   const uint64_t seed = 1000 + m * 7 + n * 13 + k * 17 + static_cast<uint64_t>(dt);
