@@ -763,6 +763,35 @@ TEMPLATE_TEST_CASE("flash_attention and gemm give the same bits on 1, 2 and 5 th
   }
 }
 
+// Decode-sized calls on half-precision caches read the keys exactly as widened f32 values and round
+// the output once: each output carries the bits of the f32 call on the widened inputs, rounded to
+// the dtype (GQA groups share one widening of each key block; group 1 widens in registers).
+TEMPLATE_TEST_CASE("flash_attention decode on f16 / bf16 gives the bits of the f32 call on the widened inputs",
+                   "[attention]", f16, bf16) {
+  using T = TestType;
+  for (uint64_t hd : {uint64_t{64}, uint64_t{128}}) {
+    for (uint64_t ql : {uint64_t{1}, uint64_t{3}}) {
+      for (uint64_t nkv : {uint64_t{1}, uint64_t{2}}) {
+        const uint64_t B = 2, H = 8, L = 333;
+        INFO("hd=" << hd << " q_len=" << ql << " nkv=" << nkv);
+        auto q = random_vec<T>(B * H * ql * hd, 71 + hd, -2, 2), k = random_vec<T>(B * nkv * L * hd, 72 + ql, -2, 2),
+             v = random_vec<T>(B * nkv * L * hd, 73 + nkv);
+        auto widen = [](const std::vector<T>& x) {
+          std::vector<float> w(x.size());
+          for (size_t i = 0; i < x.size(); ++i) w[i] = to_float(x[i]);
+          return w;
+        };
+        const auto qf = widen(q), kf = widen(k), vf = widen(v);
+        std::vector<T> o(q.size(), from_float<T>(7.0f));
+        std::vector<float> of(q.size(), 7.0f);
+        cpu::flash_attention(q.data(), k.data(), v.data(), o.data(), B, ql, L, L - ql, H, nkv, hd, true, 0.0f, 0, 0);
+        cpu::flash_attention(qf.data(), kf.data(), vf.data(), of.data(), B, ql, L, L - ql, H, nkv, hd, true, 0.0f, 0, 0);
+        for (size_t i = 0; i < o.size(); ++i) REQUIRE(same_bits(o[i], from_float<T>(of[i])));
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("flash_attention matches float64 softmax attention", "[attention]", float, f16, bf16) {
   using T = TestType;
   struct Case {
@@ -777,6 +806,8 @@ TEMPLATE_TEST_CASE("flash_attention matches float64 softmax attention", "[attent
       {1, 17, 129, 112, 4, 4, 8, true, 0, 130, 16},  {1, 9, 20, 3, 2, 1, 5, false, 0, 0, 4},
       {1, 4, 0, 0, 2, 1, 8, true, 0, 0, 0},          {1, 3, 10, 20, 1, 1, 4, true, 0, 0, 5},  // window past the keys
       {1, 70, 200, 130, 2, 1, 64, true, 0, 0, 0},
+      // decode-sized GQA at hd 64 / 128 (the decode tiles; f16 / bf16 widen each key block once)
+      {2, 3, 300, 297, 8, 2, 128, true, 0, 0, 0},    {1, 1, 200, 199, 4, 1, 64, true, 0, 0, 0},
   };
   for (const Case& c : cases) {
     INFO("b=" << c.batch << " q=" << c.q_len << " kv=" << c.kv_len << " pos=" << c.pos_offset << " h=" << c.nh << "/"
