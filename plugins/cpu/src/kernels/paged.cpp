@@ -4,7 +4,12 @@
 // processed together, so every key/value row is gathered and converted to f32 once per item.
 // Keys are visited in blocks of kKBlock with the flash-attention online softmax of
 // attention.cpp (running max m, running sum l, f32 accumulator); scratch per thread is
-// O(group·head_dim + kKBlock·head_dim), independent of the KV length.
+// O(group·head_dim + kKBlock·head_dim), independent of the KV length. On AVX-512 machines at
+// head_dim 64 / 128 a block whose keys all resolved runs the contiguous decode's tile
+// (attn_tiles::decode_block: 16 keys' dots at a time) on the gathered f32 rows, for each head of
+// the group; a block holding an unresolved key (a bad block id) takes the per-key path below.
+// Blocks of 64 keys from the range start, as flash_attention's decode: a paged cache gives the
+// bits of the same keys in a contiguous f32 cache.
 #include "paged.hpp"
 
 #include <algorithm>
@@ -14,13 +19,16 @@
 #include <vector>
 
 #include "attention_math.hpp"
+#include "attention_tiles.hpp"
+#include "gemm.hpp"  // widen_row
 #include "parallel.hpp"
 #include "rope.hpp"
 
 namespace ferrum::cpu {
 namespace {
 
-constexpr uint64_t kKBlock = 32;
+constexpr uint64_t kKBlock = 64;
+static_assert(kKBlock == attn_tiles::kKeys, "a block is one decode tile call");
 
 thread_local std::vector<float> t_scratch;
 
@@ -39,6 +47,7 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
   const uint64_t up = static_cast<uint64_t>(p);
   const uint64_t hi = std::min(L, up + 1);
   const uint64_t lo = (window != 0 && up + 1 > window) ? up + 1 - window : 0;
+  const bool tiles = hi < (uint64_t{1} << 31) && attn_tiles::available(D);
 
   const uint64_t need = 2 * group * D + 2 * kKBlock * D + kKBlock + 2 * group + kKBlock;
   if (t_scratch.size() < need) t_scratch.resize(need);
@@ -68,6 +77,17 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
       any |= ok;
     }
     if (!any) continue;
+    bool all = true;
+    for (uint64_t jj = 0; jj < nk; ++jj) all &= valid[jj] != 0.0f;
+    if (tiles && all) {
+      alignas(64) float sbuf[attn_tiles::kKeys];
+      for (uint64_t g = 0; g < group; ++g) {
+        const attn_tiles::DecodeRow row{qf + g * D, static_cast<int32_t>(lo), static_cast<int32_t>(hi), mrun + g,
+                                        lrun + g, acc + g * D};
+        attn_tiles::decode_block<float>(D, row, kf, vf, nk, j0, sigma, sbuf);
+      }
+      continue;
+    }
     for (uint64_t g = 0; g < group; ++g) {
       const float* qv = qf + g * D;
       float bmax = kNegInf;
@@ -123,10 +143,8 @@ void paged_attention(const T* q, const T* k_pool, const T* v_pool, T* out, float
         const uint64_t o = j % bs, ub = static_cast<uint64_t>(blk);
         if (pool.layout == PagedLayout::ferrum) {
           const uint64_t base = ((ub * bs + o) * nkv + kvh) * D;
-          for (uint64_t d = 0; d < D; ++d) {
-            kf[d] = to_float(k_pool[base + d]);
-            vf[d] = to_float(v_pool[base + d]);
-          }
+          widen_row(k_pool + base, kf, D);
+          widen_row(v_pool + base, vf, D);
         } else {
           const uint64_t x = pool.x;
           const uint64_t base = ub * (nkv * D * bs) + kvh * (D * bs);
