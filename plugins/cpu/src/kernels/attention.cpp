@@ -136,18 +136,13 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
   static_assert(kQTile == 16, "attn_tiles puts an item's 16 positions of one head in one vector");
 
   parallel_for(items, grain, [&](uint64_t it0, uint64_t it1) {
-    // f16 / bf16 decode tiles with several query rows per KV head: + the block's K and V rows in f32
-    constexpr bool kHalf = !std::is_same_v<T, float>;
-    const bool widen_kv = kHalf && decode_tiles && group * std::min(q_len, kQTile) > 1;
-    const uint64_t need = rows * D * 2 + kKBlock + 2 * rows + (widen_kv ? 2 * kKBlock * D : 0);
+    const uint64_t need = rows * D * 2 + kKBlock + 2 * rows;
     if (t_scratch.size() < need) t_scratch.resize(need);
     float* qf = t_scratch.data();         // [rows, D] queries in f32
     float* acc = qf + rows * D;           // [rows, D]
     float* sc = acc + rows * D;           // [kKBlock] scores
     float* mrun = sc + kKBlock;           // [rows]
     float* lrun = mrun + rows;            // [rows]
-    float* kw = lrun + rows;              // [kKBlock, D] (widen_kv)
-    float* vw = kw + kKBlock * D;         // [kKBlock, D] (widen_kv)
 
     for (uint64_t it = it0; it < it1; ++it) {
       const uint64_t tile = it % tiles;
@@ -194,28 +189,16 @@ void flash_attention(const T* q, const T* k, const T* v, T* out, uint64_t batch,
         const T* vb = v + kvoff + j0 * D;
         if (decode_tiles) {
           alignas(64) float sbuf[attn_tiles::kKeys];
-          // Several query rows read this block: widen its K and V rows to f32 once (exact) and let
-          // every row read those, instead of each row widening them again in its registers — the
-          // same values in the same FMAs, so the same bits.
-          auto rows_of_block = [&](const auto* kr, const auto* vr) {
-            for (uint64_t qi = 0; qi < nq; ++qi) {
-              uint64_t lo, hi;
-              visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);
-              if (std::max(lo, j0) >= std::min(hi, j0 + nk)) continue;  // no visible key in this block
-              for (uint64_t g = 0; g < group; ++g) {
-                const uint64_t r = g * kQTile + qi;
-                const attn_tiles::DecodeRow row{qf + r * D, static_cast<int32_t>(lo), static_cast<int32_t>(hi),
-                                                mrun + r, lrun + r, acc + r * D};
-                attn_tiles::decode_block(D, row, kr, vr, nk, j0, sigma, sbuf);
-              }
+          for (uint64_t qi = 0; qi < nq; ++qi) {
+            uint64_t lo, hi;
+            visible_range(pos_offset + i0 + qi, kv_len, causal, sliding_window, lo, hi);
+            if (std::max(lo, j0) >= std::min(hi, j0 + nk)) continue;  // no visible key in this block
+            for (uint64_t g = 0; g < group; ++g) {
+              const uint64_t r = g * kQTile + qi;
+              const attn_tiles::DecodeRow row{qf + r * D, static_cast<int32_t>(lo), static_cast<int32_t>(hi),
+                                              mrun + r, lrun + r, acc + r * D};
+              attn_tiles::decode_block(D, row, kb, vb, nk, j0, sigma, sbuf);
             }
-          };
-          if (widen_kv) {
-            widen_row(kb, kw, nk * D);
-            widen_row(vb, vw, nk * D);
-            rows_of_block(static_cast<const float*>(kw), static_cast<const float*>(vw));
-          } else {
-            rows_of_block(kb, vb);
           }
           continue;
         }

@@ -9,7 +9,7 @@
 // (attn_tiles::decode_block: 16 keys' dots at a time) on the gathered f32 rows, for each head of
 // the group; a block holding an unresolved key (a bad block id) takes the per-key path below.
 // Blocks of 64 keys from the range start, as flash_attention's decode: a paged cache gives the
-// bits of the same keys in a contiguous f32 cache.
+// bits of the same keys in a contiguous cache.
 #include "paged.hpp"
 
 #include <algorithm>
@@ -31,10 +31,27 @@ constexpr uint64_t kKBlock = 64;
 static_assert(kKBlock == attn_tiles::kKeys, "a block is one decode tile call");
 
 thread_local std::vector<float> t_scratch;
+template <class T>
+thread_local std::vector<T> t_rows;  // a block's gathered K and V rows, in the pool's element type
+
+// Copies one key row of `bytes` bytes (the common row sizes as fixed-size copies the compiler
+// inlines; the rest through memcpy).
+inline void copy_row(void* dst, const void* src, uint64_t bytes) {
+  switch (bytes) {
+    case 128: std::memcpy(dst, src, 128); break;
+    case 256: std::memcpy(dst, src, 256); break;
+    case 512: std::memcpy(dst, src, 512); break;
+    default: std::memcpy(dst, src, bytes); break;
+  }
+}
 
 // Attention of `group` query heads (q rows qrow[g·D], outputs orow[g·D]) at position p over keys
-// [0, L) gathered by load(j, kf, vf) -> false when key j is out of range (skipped). lse_out[g]
-// (may be null) receives the per-head LSE.
+// [0, L). load(j0, nk, kr, vr, valid, kb, vb) provides keys j0 .. j0 + nk − 1: it sets kb / vb to
+// their K and V rows (row stride D, in T: the cache itself when its rows are contiguous, else the
+// rows it gathered into kr / vr), valid[jj] to 1 / 0 (0: out of range, skipped) and returns whether
+// any key is valid. lse_out[g] (may be null) receives the per-head LSE. The rows stay in T (a
+// 64-key block of f16 / bf16 rows fits L1) and the tile widens them in registers for each head, as
+// the contiguous decode does; the per-key path widens the block once.
 template <class T, class Load>
 void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uint64_t group, uint64_t D, float sigma,
                   int64_t p, uint64_t L, uint64_t window, Load&& load) {
@@ -59,6 +76,10 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
   float* mrun = sc + kKBlock;        // [group]
   float* lrun = mrun + group;        // [group]
   float* valid = lrun + group;       // [kKBlock] 1 = key in range
+  std::vector<T>& rows = t_rows<T>;
+  if (rows.size() < 2 * kKBlock * D) rows.resize(2 * kKBlock * D);
+  T* kr = rows.data();               // [kKBlock, D]
+  T* vr = kr + kKBlock * D;          // [kKBlock, D]
 
   for (uint64_t i = 0; i < group * D; ++i) {
     qf[i] = to_float(qrow[i]);
@@ -70,13 +91,9 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
   }
   for (uint64_t j0 = lo; j0 < hi; j0 += kKBlock) {
     const uint64_t nk = std::min(kKBlock, hi - j0);
-    bool any = false;
-    for (uint64_t jj = 0; jj < nk; ++jj) {
-      const bool ok = load(j0 + jj, kf + jj * D, vf + jj * D);
-      valid[jj] = ok ? 1.0f : 0.0f;
-      any |= ok;
-    }
-    if (!any) continue;
+    const T* kb = nullptr;
+    const T* vb = nullptr;
+    if (!load(j0, nk, kr, vr, valid, kb, vb)) continue;
     bool all = true;
     for (uint64_t jj = 0; jj < nk; ++jj) all &= valid[jj] != 0.0f;
     if (tiles && all) {
@@ -84,10 +101,15 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
       for (uint64_t g = 0; g < group; ++g) {
         const attn_tiles::DecodeRow row{qf + g * D, static_cast<int32_t>(lo), static_cast<int32_t>(hi), mrun + g,
                                         lrun + g, acc + g * D};
-        attn_tiles::decode_block<float>(D, row, kf, vf, nk, j0, sigma, sbuf);
+        attn_tiles::decode_block<T>(D, row, kb, vb, nk, j0, sigma, sbuf);
       }
       continue;
     }
+    for (uint64_t jj = 0; jj < nk; ++jj)
+      if (valid[jj] != 0.0f) {
+        widen_row(kb + jj * D, kf + jj * D, D);
+        widen_row(vb + jj * D, vf + jj * D, D);
+      }
     for (uint64_t g = 0; g < group; ++g) {
       const float* qv = qf + g * D;
       float bmax = kNegInf;
@@ -137,25 +159,43 @@ void paged_attention(const T* q, const T* k_pool, const T* v_pool, T* out, float
       const PagedQuery& qq = queries[it / nkv];
       const uint64_t kvh = it % nkv;
       const uint64_t h0 = kvh * group;
-      auto load = [&](uint64_t j, float* kf, float* vf) -> bool {
-        const int64_t blk = pool.block_of(qq.seq, j);
-        if (blk < 0) return false;
-        const uint64_t o = j % bs, ub = static_cast<uint64_t>(blk);
-        if (pool.layout == PagedLayout::ferrum) {
-          const uint64_t base = ((ub * bs + o) * nkv + kvh) * D;
-          widen_row(k_pool + base, kf, D);
-          widen_row(v_pool + base, vf, D);
-        } else {
-          const uint64_t x = pool.x;
-          const uint64_t base = ub * (nkv * D * bs) + kvh * (D * bs);
-          for (uint64_t d0 = 0; d0 < D; d0 += x) {
-            const T* kc = k_pool + base + (d0 / x) * (bs * x) + o * x;
-            for (uint64_t dd = 0; dd < x; ++dd) kf[d0 + dd] = to_float(kc[dd]);
+      // Keys j0 .. j0 + nk − 1 gathered into kr / vr: one table lookup per paged block, its rows
+      // nkv·D elements apart (ferrum layout) copied whole.
+      auto load = [&](uint64_t j0, uint64_t nk, T* kr, T* vr, float* valid, const T*& kb, const T*& vb) -> bool {
+        kb = kr;
+        vb = vr;
+        bool any = false;
+        const uint64_t rb = D * sizeof(T);
+        for (uint64_t jj = 0; jj < nk;) {
+          const uint64_t j = j0 + jj, o0 = j % bs, run = std::min(bs - o0, nk - jj);
+          const int64_t blk = pool.block_of(qq.seq, j);
+          for (uint64_t r = 0; r < run; ++r) valid[jj + r] = blk < 0 ? 0.0f : 1.0f;
+          if (blk >= 0) {
+            any = true;
+            const uint64_t ub = static_cast<uint64_t>(blk);
+            if (pool.layout == PagedLayout::ferrum) {
+              const uint64_t base = ((ub * bs + o0) * nkv + kvh) * D, step = nkv * D;
+              for (uint64_t r = 0; r < run; ++r) {
+                copy_row(kr + (jj + r) * D, k_pool + base + r * step, rb);
+                copy_row(vr + (jj + r) * D, v_pool + base + r * step, rb);
+              }
+            } else {
+              const uint64_t x = pool.x;
+              const uint64_t base = ub * (nkv * D * bs) + kvh * (D * bs);
+              for (uint64_t r = 0; r < run; ++r) {
+                const uint64_t o = o0 + r;
+                T* kd = kr + (jj + r) * D;
+                T* vd = vr + (jj + r) * D;
+                for (uint64_t d0 = 0; d0 < D; d0 += x)
+                  std::memcpy(static_cast<void*>(kd + d0), k_pool + base + (d0 / x) * (bs * x) + o * x, x * sizeof(T));
+                const T* vc = v_pool + base + o;
+                for (uint64_t d = 0; d < D; ++d) vd[d] = vc[d * bs];
+              }
+            }
           }
-          const T* vc = v_pool + base + o;
-          for (uint64_t d = 0; d < D; ++d) vf[d] = to_float(vc[d * bs]);
+          jj += run;
         }
-        return true;
+        return any;
       };
       const uint64_t off = (qq.row * num_heads + h0) * D;
       attend_group<T>(q + off, out + off, lse ? lse + h0 * lse_stride + qq.row : nullptr, lse_stride, group, D, sigma,
@@ -233,11 +273,11 @@ void flash_attention_batched_per_cache(const T* q, const T* const* k_caches, con
       const uint64_t L = raw < 0 ? 0 : std::min<uint64_t>(static_cast<uint64_t>(raw), capacity);
       const T* kb = k_caches[i] + kvh * capacity * hd;
       const T* vb = v_caches[i] + kvh * capacity * hd;
-      auto load = [&](uint64_t j, float* kf, float* vf) -> bool {
-        for (uint64_t d = 0; d < hd; ++d) {
-          kf[d] = to_float(kb[j * hd + d]);
-          vf[d] = to_float(vb[j * hd + d]);
-        }
+      // contiguous rows: read in place
+      auto load = [&](uint64_t j0, uint64_t nk, T*, T*, float* valid, const T*& kp, const T*& vp) -> bool {
+        for (uint64_t jj = 0; jj < nk; ++jj) valid[jj] = 1.0f;
+        kp = kb + j0 * hd;
+        vp = vb + j0 * hd;
         return true;
       };
       const uint64_t off = (i * nq + kvh * group) * hd;
