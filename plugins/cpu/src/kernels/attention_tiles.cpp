@@ -120,8 +120,20 @@ FERRUM_AVX512_INLINE __m512 sum16(__m512* v) {
   return _mm512_shuffle_f32x4(r, r, 0xD8);
 }
 
-template <int D, class E>
-FERRUM_AVX512 void decode_block_d(const DecodeRow& r, const E* kb, const E* vb, uint64_t nk, uint64_t j0, float sigma,
+// Key row j of the block: contiguous rows (stride D) or one pointer per key (a paged pool).
+template <class E, int D>
+struct ContigRows {
+  const E* base;
+  FERRUM_AVX512_INLINE const E* operator()(uint64_t j) const { return base + j * D; }
+};
+template <class E>
+struct PtrRows {
+  const E* const* rows;
+  FERRUM_AVX512_INLINE const E* operator()(uint64_t j) const { return rows[j]; }
+};
+
+template <int D, class E, class KRow, class VRow>
+FERRUM_AVX512 void decode_block_d(const DecodeRow& r, KRow krow, VRow vrow, uint64_t nk, uint64_t j0, float sigma,
                                   float* s) {
   constexpr int kV = D / 16;
   __m512 q[kV];
@@ -135,7 +147,7 @@ FERRUM_AVX512 void decode_block_d(const DecodeRow& r, const E* kb, const E* vb, 
     for (int j = 0; j < 16; ++j) {
       __m512 a = _mm512_setzero_ps();
       if (j < n) {
-        const E* kr = kb + (c + j) * D;
+        const E* kr = krow(c + j);
 #pragma GCC unroll 8
         for (int t = 0; t < kV; ++t) a = _mm512_fmadd_ps(q[t], ld(kr + 16 * t), a);
       }
@@ -164,7 +176,7 @@ FERRUM_AVX512 void decode_block_d(const DecodeRow& r, const E* kb, const E* vb, 
   for (int t = 0; t < kV; ++t) o[t] = _mm512_mul_ps(_mm512_loadu_ps(r.acc + 16 * t), av);
   for (uint64_t j = 0; j < nk; ++j) {
     const __m512 pj = _mm512_set1_ps(s[j]);
-    const E* vr = vb + j * D;
+    const E* vr = vrow(j);
 #pragma GCC unroll 8
     for (int t = 0; t < kV; ++t) o[t] = _mm512_fmadd_ps(pj, ld(vr + 16 * t), o[t]);
   }
@@ -178,12 +190,24 @@ bool available(uint64_t head_dim) { return simd::has_avx512() && (head_dim == 64
 template <class E>
 void decode_block(uint64_t head_dim, const DecodeRow& r, const E* kb, const E* vb, uint64_t nk, uint64_t j0,
                   float sigma, float* s) {
-  if (head_dim == 64) decode_block_d<64, E>(r, kb, vb, nk, j0, sigma, s);
-  else decode_block_d<128, E>(r, kb, vb, nk, j0, sigma, s);
+  if (head_dim == 64) decode_block_d<64, E>(r, ContigRows<E, 64>{kb}, ContigRows<E, 64>{vb}, nk, j0, sigma, s);
+  else decode_block_d<128, E>(r, ContigRows<E, 128>{kb}, ContigRows<E, 128>{vb}, nk, j0, sigma, s);
+}
+template <class E>
+void decode_block_rows(uint64_t head_dim, const DecodeRow& r, const E* const* krows, const E* const* vrows,
+                       uint64_t nk, uint64_t j0, float sigma, float* s) {
+  if (head_dim == 64) decode_block_d<64, E>(r, PtrRows<E>{krows}, PtrRows<E>{vrows}, nk, j0, sigma, s);
+  else decode_block_d<128, E>(r, PtrRows<E>{krows}, PtrRows<E>{vrows}, nk, j0, sigma, s);
 }
 template void decode_block<float>(uint64_t, const DecodeRow&, const float*, const float*, uint64_t, uint64_t, float, float*);
 template void decode_block<f16>(uint64_t, const DecodeRow&, const f16*, const f16*, uint64_t, uint64_t, float, float*);
 template void decode_block<bf16>(uint64_t, const DecodeRow&, const bf16*, const bf16*, uint64_t, uint64_t, float, float*);
+template void decode_block_rows<float>(uint64_t, const DecodeRow&, const float* const*, const float* const*, uint64_t,
+                                       uint64_t, float, float*);
+template void decode_block_rows<f16>(uint64_t, const DecodeRow&, const f16* const*, const f16* const*, uint64_t,
+                                     uint64_t, float, float*);
+template void decode_block_rows<bf16>(uint64_t, const DecodeRow&, const bf16* const*, const bf16* const*, uint64_t,
+                                      uint64_t, float, float*);
 
 void block(uint64_t head_dim, const Rows& r, const float* kf, const float* vf, uint64_t nk, uint64_t j0, float sigma,
            float* s) {
@@ -195,9 +219,17 @@ bool available(uint64_t) { return false; }
 void block(uint64_t, const Rows&, const float*, const float*, uint64_t, uint64_t, float, float*) {}
 template <class E>
 void decode_block(uint64_t, const DecodeRow&, const E*, const E*, uint64_t, uint64_t, float, float*) {}
+template <class E>
+void decode_block_rows(uint64_t, const DecodeRow&, const E* const*, const E* const*, uint64_t, uint64_t, float, float*) {}
 template void decode_block<float>(uint64_t, const DecodeRow&, const float*, const float*, uint64_t, uint64_t, float, float*);
 template void decode_block<f16>(uint64_t, const DecodeRow&, const f16*, const f16*, uint64_t, uint64_t, float, float*);
 template void decode_block<bf16>(uint64_t, const DecodeRow&, const bf16*, const bf16*, uint64_t, uint64_t, float, float*);
+template void decode_block_rows<float>(uint64_t, const DecodeRow&, const float* const*, const float* const*, uint64_t,
+                                       uint64_t, float, float*);
+template void decode_block_rows<f16>(uint64_t, const DecodeRow&, const f16* const*, const f16* const*, uint64_t,
+                                     uint64_t, float, float*);
+template void decode_block_rows<bf16>(uint64_t, const DecodeRow&, const bf16* const*, const bf16* const*, uint64_t,
+                                      uint64_t, float, float*);
 #endif
 
 }  // namespace ferrum::cpu::attn_tiles

@@ -49,6 +49,11 @@ struct DecodeRow {
 template <class E>
 void decode_block(uint64_t head_dim, const DecodeRow& r, const E* kb, const E* vb, uint64_t nk, uint64_t j0,
                   float sigma, float* s);
+// The same with one pointer per key row (krows[j] / vrows[j], j < nk): a paged pool's rows, read
+// in place; the same arithmetic, so the same bits as decode_block on a copy of those rows.
+template <class E>
+void decode_block_rows(uint64_t head_dim, const DecodeRow& r, const E* const* krows, const E* const* vrows,
+                       uint64_t nk, uint64_t j0, float sigma, float* s);
 
 }  // namespace ferrum::cpu::attn_tiles
 

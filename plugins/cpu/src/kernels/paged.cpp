@@ -34,23 +34,12 @@ thread_local std::vector<float> t_scratch;
 template <class T>
 thread_local std::vector<T> t_rows;  // a block's gathered K and V rows, in the pool's element type
 
-// Copies one key row of `bytes` bytes (the common row sizes as fixed-size copies the compiler
-// inlines; the rest through memcpy).
-inline void copy_row(void* dst, const void* src, uint64_t bytes) {
-  switch (bytes) {
-    case 128: std::memcpy(dst, src, 128); break;
-    case 256: std::memcpy(dst, src, 256); break;
-    case 512: std::memcpy(dst, src, 512); break;
-    default: std::memcpy(dst, src, bytes); break;
-  }
-}
-
 // Attention of `group` query heads (q rows qrow[g·D], outputs orow[g·D]) at position p over keys
-// [0, L). load(j0, nk, kr, vr, valid, kb, vb) provides keys j0 .. j0 + nk − 1: it sets kb / vb to
-// their K and V rows (row stride D, in T: the cache itself when its rows are contiguous, else the
-// rows it gathered into kr / vr), valid[jj] to 1 / 0 (0: out of range, skipped) and returns whether
-// any key is valid. lse_out[g] (may be null) receives the per-head LSE. The rows stay in T (a
-// 64-key block of f16 / bf16 rows fits L1) and the tile widens them in registers for each head, as
+// [0, L). load(j0, nk, kr, vr, kp, vp, valid) provides keys j0 .. j0 + nk − 1: kp[jj] / vp[jj]
+// point at their K and V rows (D elements of T: in the cache when a row is contiguous there, else
+// a row it gathered into kr / vr), valid[jj] is 1 / 0 (0: out of range, skipped; its pointers
+// unused) and it returns whether any key is valid. lse_out[g] (may be null) receives the per-head
+// LSE. The rows are read in place by the tile, which widens them in registers for each head as
 // the contiguous decode does; the per-key path widens the block once.
 template <class T, class Load>
 void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uint64_t group, uint64_t D, float sigma,
@@ -78,8 +67,10 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
   float* valid = lrun + group;       // [kKBlock] 1 = key in range
   std::vector<T>& rows = t_rows<T>;
   if (rows.size() < 2 * kKBlock * D) rows.resize(2 * kKBlock * D);
-  T* kr = rows.data();               // [kKBlock, D]
+  T* kr = rows.data();               // [kKBlock, D] gathered rows (layouts whose rows are split)
   T* vr = kr + kKBlock * D;          // [kKBlock, D]
+  const T* kp[kKBlock];              // the block's K / V row of each key
+  const T* vp[kKBlock];
 
   for (uint64_t i = 0; i < group * D; ++i) {
     qf[i] = to_float(qrow[i]);
@@ -91,9 +82,7 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
   }
   for (uint64_t j0 = lo; j0 < hi; j0 += kKBlock) {
     const uint64_t nk = std::min(kKBlock, hi - j0);
-    const T* kb = nullptr;
-    const T* vb = nullptr;
-    if (!load(j0, nk, kr, vr, valid, kb, vb)) continue;
+    if (!load(j0, nk, kr, vr, kp, vp, valid)) continue;
     bool all = true;
     for (uint64_t jj = 0; jj < nk; ++jj) all &= valid[jj] != 0.0f;
     if (tiles && all) {
@@ -101,14 +90,14 @@ void attend_group(const T* qrow, T* orow, float* lse_out, uint64_t lse_step, uin
       for (uint64_t g = 0; g < group; ++g) {
         const attn_tiles::DecodeRow row{qf + g * D, static_cast<int32_t>(lo), static_cast<int32_t>(hi), mrun + g,
                                         lrun + g, acc + g * D};
-        attn_tiles::decode_block<T>(D, row, kb, vb, nk, j0, sigma, sbuf);
+        attn_tiles::decode_block_rows<T>(D, row, kp, vp, nk, j0, sigma, sbuf);
       }
       continue;
     }
     for (uint64_t jj = 0; jj < nk; ++jj)
       if (valid[jj] != 0.0f) {
-        widen_row(kb + jj * D, kf + jj * D, D);
-        widen_row(vb + jj * D, vf + jj * D, D);
+        widen_row(kp[jj], kf + jj * D, D);
+        widen_row(vp[jj], vf + jj * D, D);
       }
     for (uint64_t g = 0; g < group; ++g) {
       const float* qv = qf + g * D;
@@ -159,13 +148,10 @@ void paged_attention(const T* q, const T* k_pool, const T* v_pool, T* out, float
       const PagedQuery& qq = queries[it / nkv];
       const uint64_t kvh = it % nkv;
       const uint64_t h0 = kvh * group;
-      // Keys j0 .. j0 + nk − 1 gathered into kr / vr: one table lookup per paged block, its rows
-      // nkv·D elements apart (ferrum layout) copied whole.
-      auto load = [&](uint64_t j0, uint64_t nk, T* kr, T* vr, float* valid, const T*& kb, const T*& vb) -> bool {
-        kb = kr;
-        vb = vr;
+      // Keys j0 .. j0 + nk − 1: one table lookup per paged block; ferrum-layout rows are read in
+      // place (nkv·D elements apart), vLLM-layout rows gathered into kr / vr.
+      auto load = [&](uint64_t j0, uint64_t nk, T* kr, T* vr, const T** kp, const T** vp, float* valid) -> bool {
         bool any = false;
-        const uint64_t rb = D * sizeof(T);
         for (uint64_t jj = 0; jj < nk;) {
           const uint64_t j = j0 + jj, o0 = j % bs, run = std::min(bs - o0, nk - jj);
           const int64_t blk = pool.block_of(qq.seq, j);
@@ -176,8 +162,8 @@ void paged_attention(const T* q, const T* k_pool, const T* v_pool, T* out, float
             if (pool.layout == PagedLayout::ferrum) {
               const uint64_t base = ((ub * bs + o0) * nkv + kvh) * D, step = nkv * D;
               for (uint64_t r = 0; r < run; ++r) {
-                copy_row(kr + (jj + r) * D, k_pool + base + r * step, rb);
-                copy_row(vr + (jj + r) * D, v_pool + base + r * step, rb);
+                kp[jj + r] = k_pool + base + r * step;
+                vp[jj + r] = v_pool + base + r * step;
               }
             } else {
               const uint64_t x = pool.x;
@@ -190,10 +176,30 @@ void paged_attention(const T* q, const T* k_pool, const T* v_pool, T* out, float
                   std::memcpy(static_cast<void*>(kd + d0), k_pool + base + (d0 / x) * (bs * x) + o * x, x * sizeof(T));
                 const T* vc = v_pool + base + o;
                 for (uint64_t d = 0; d < D; ++d) vd[d] = vc[d * bs];
+                kp[jj + r] = kd;
+                vp[jj + r] = vd;
               }
             }
           }
           jj += run;
+        }
+        // ferrum layout: prefetch the rows of the next block (scattered rows nkv·D apart, which the
+        // hardware prefetchers do not follow), so they arrive while this block is computed
+        if (pool.layout == PagedLayout::ferrum) {
+          const uint64_t end = std::min(j0 + nk + kKBlock, qq.kv_len), rb = D * sizeof(T);
+          for (uint64_t j = j0 + nk; j < end;) {
+            const uint64_t o0 = j % bs, run = std::min(bs - o0, end - j);
+            const int64_t blk = pool.block_of(qq.seq, j);
+            if (blk >= 0) {
+              const uint64_t base = ((static_cast<uint64_t>(blk) * bs + o0) * nkv + kvh) * D, step = nkv * D;
+              for (uint64_t r = 0; r < run; ++r)
+                for (uint64_t b = 0; b < rb; b += 64) {
+                  __builtin_prefetch(reinterpret_cast<const char*>(k_pool + base + r * step) + b);
+                  __builtin_prefetch(reinterpret_cast<const char*>(v_pool + base + r * step) + b);
+                }
+            }
+            j += run;
+          }
         }
         return any;
       };
@@ -274,10 +280,12 @@ void flash_attention_batched_per_cache(const T* q, const T* const* k_caches, con
       const T* kb = k_caches[i] + kvh * capacity * hd;
       const T* vb = v_caches[i] + kvh * capacity * hd;
       // contiguous rows: read in place
-      auto load = [&](uint64_t j0, uint64_t nk, T*, T*, float* valid, const T*& kp, const T*& vp) -> bool {
-        for (uint64_t jj = 0; jj < nk; ++jj) valid[jj] = 1.0f;
-        kp = kb + j0 * hd;
-        vp = vb + j0 * hd;
+      auto load = [&](uint64_t j0, uint64_t nk, T*, T*, const T** kp, const T** vp, float* valid) -> bool {
+        for (uint64_t jj = 0; jj < nk; ++jj) {
+          valid[jj] = 1.0f;
+          kp[jj] = kb + (j0 + jj) * hd;
+          vp[jj] = vb + (j0 + jj) * hd;
+        }
         return true;
       };
       const uint64_t off = (i * nq + kvh * group) * hd;
