@@ -199,15 +199,6 @@ void decode_block_rows(uint64_t head_dim, const DecodeRow& r, const E* const* kr
   if (head_dim == 64) decode_block_d<64, E>(r, PtrRows<E>{krows}, PtrRows<E>{vrows}, nk, j0, sigma, s);
   else decode_block_d<128, E>(r, PtrRows<E>{krows}, PtrRows<E>{vrows}, nk, j0, sigma, s);
 }
-template void decode_block<float>(uint64_t, const DecodeRow&, const float*, const float*, uint64_t, uint64_t, float, float*);
-template void decode_block<f16>(uint64_t, const DecodeRow&, const f16*, const f16*, uint64_t, uint64_t, float, float*);
-template void decode_block<bf16>(uint64_t, const DecodeRow&, const bf16*, const bf16*, uint64_t, uint64_t, float, float*);
-template void decode_block_rows<float>(uint64_t, const DecodeRow&, const float* const*, const float* const*, uint64_t,
-                                       uint64_t, float, float*);
-template void decode_block_rows<f16>(uint64_t, const DecodeRow&, const f16* const*, const f16* const*, uint64_t,
-                                     uint64_t, float, float*);
-template void decode_block_rows<bf16>(uint64_t, const DecodeRow&, const bf16* const*, const bf16* const*, uint64_t,
-                                      uint64_t, float, float*);
 
 void block(uint64_t head_dim, const Rows& r, const float* kf, const float* vf, uint64_t nk, uint64_t j0, float sigma,
            float* s) {
@@ -221,6 +212,8 @@ template <class E>
 void decode_block(uint64_t, const DecodeRow&, const E*, const E*, uint64_t, uint64_t, float, float*) {}
 template <class E>
 void decode_block_rows(uint64_t, const DecodeRow&, const E* const*, const E* const*, uint64_t, uint64_t, float, float*) {}
+#endif
+
 template void decode_block<float>(uint64_t, const DecodeRow&, const float*, const float*, uint64_t, uint64_t, float, float*);
 template void decode_block<f16>(uint64_t, const DecodeRow&, const f16*, const f16*, uint64_t, uint64_t, float, float*);
 template void decode_block<bf16>(uint64_t, const DecodeRow&, const bf16*, const bf16*, uint64_t, uint64_t, float, float*);
@@ -230,6 +223,5 @@ template void decode_block_rows<f16>(uint64_t, const DecodeRow&, const f16* cons
                                      uint64_t, float, float*);
 template void decode_block_rows<bf16>(uint64_t, const DecodeRow&, const bf16* const*, const bf16* const*, uint64_t,
                                       uint64_t, float, float*);
-#endif
 
 }  // namespace ferrum::cpu::attn_tiles
