@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 
 #include "simd.hpp"
 
@@ -95,13 +94,6 @@ FERRUM_AVX512 void block_d(const Rows& r, const float* kf, const float* vf, uint
 }
 
 // ---- decode: one query row at a time, 16 keys per step --------------------------------------------
-template <class E>
-FERRUM_AVX512_INLINE __m512 ld(const E* p) {
-  if constexpr (std::is_same_v<E, float>) return _mm512_loadu_ps(p);
-  else if constexpr (std::is_same_v<E, f16>) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-
 // Sixteen vectors → one vector of their sixteen lane sums (lane j = Σ of v[j]), a fixed tree.
 FERRUM_AVX512_INLINE __m512 sum16(__m512* v) {
   // 1: w[j] = [v[j] halves summed (8), v[j + 8] halves summed (8)]
@@ -149,7 +141,7 @@ FERRUM_AVX512 void decode_block_d(const DecodeRow& r, KRow krow, VRow vrow, uint
       if (j < n) {
         const E* kr = krow(c + j);
 #pragma GCC unroll 8
-        for (int t = 0; t < kV; ++t) a = _mm512_fmadd_ps(q[t], ld(kr + 16 * t), a);
+        for (int t = 0; t < kV; ++t) a = _mm512_fmadd_ps(q[t], simd::load16(kr + 16 * t), a);
       }
       acc[j] = a;
     }
@@ -178,7 +170,7 @@ FERRUM_AVX512 void decode_block_d(const DecodeRow& r, KRow krow, VRow vrow, uint
     const __m512 pj = _mm512_set1_ps(s[j]);
     const E* vr = vrow(j);
 #pragma GCC unroll 8
-    for (int t = 0; t < kV; ++t) o[t] = _mm512_fmadd_ps(pj, ld(vr + 16 * t), o[t]);
+    for (int t = 0; t < kV; ++t) o[t] = _mm512_fmadd_ps(pj, simd::load16(vr + 16 * t), o[t]);
   }
   for (int t = 0; t < kV; ++t) _mm512_storeu_ps(r.acc + 16 * t, o[t]);
 }

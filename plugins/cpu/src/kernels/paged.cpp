@@ -1,15 +1,15 @@
 // ferrum CPU plugin — paged KV writers and attention, batched per-cache decode (see paged.hpp).
 //
 // Attention work item = (query row, KV head): the `group` query heads that share the KV head are
-// processed together, so every key/value row is gathered and converted to f32 once per item.
-// Keys are visited in blocks of kKBlock with the flash-attention online softmax of
-// attention.cpp (running max m, running sum l, f32 accumulator); scratch per thread is
-// O(group·head_dim + kKBlock·head_dim), independent of the KV length. On AVX-512 machines at
-// head_dim 64 / 128 a block whose keys all resolved runs the contiguous decode's tile
-// (attn_tiles::decode_block: 16 keys' dots at a time) on the gathered f32 rows, for each head of
-// the group; a block holding an unresolved key (a bad block id) takes the per-key path below.
-// Blocks of 64 keys from the range start, as flash_attention's decode: a paged cache gives the
-// bits of the same keys in a contiguous cache.
+// processed together, so every key/value row is read once per item. Keys are visited in blocks
+// of kKBlock with the flash-attention online softmax of attention.cpp (running max m, running sum
+// l, f32 accumulator); scratch per thread is O(group·head_dim + kKBlock·head_dim), independent of
+// the KV length. On AVX-512 machines at head_dim 64 / 128 a block whose keys all resolved runs the
+// contiguous decode's tile (attn_tiles::decode_block_rows: 16 keys' dots at a time, rows read in
+// place through one pointer per key and widened in registers) for each head of the group; a block
+// holding an unresolved key (a bad block id) takes the per-key path below. Blocks of 64 keys from
+// the range start, as flash_attention's decode: a paged cache gives the bits of the same keys in a
+// contiguous cache.
 #include "paged.hpp"
 
 #include <algorithm>
