@@ -5,6 +5,7 @@
 #include "ref/ref_quant_kv.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
 
@@ -182,6 +183,8 @@ struct DecodeRow {
   uint64_t nq, nkv, D, bs, len, window, N;
   float scale;
   bool i32_table;
+  // Magnitudes: q times q_mag; key j's K and V rows times 10^(lo + (hi − lo)·j / (len − 1)).
+  double q_mag = 1.0, lo = 0.0, hi = 0.0;
 };
 
 const std::vector<DecodeRow> kDecodeRows = {
@@ -195,12 +198,27 @@ const std::vector<DecodeRow> kDecodeRows = {
     {"window larger than len", 4, 4, 64, 16, 10, 100, 2, 0.0f, false},
     {"long 1100 keys (split chunks), gqa 4", 8, 2, 64, 16, 1100, 0, 70, 0.0f, false},
     {"valid_kv_len 0: zero rows", 4, 2, 64, 16, 0, 0, 2, 0.0f, false},
+    // Range: a query beyond the f16 range, V rows far below it, scales rising by 9 decades over
+    // the keys (a tensor-core decode running f16 operands must rescale, not overflow or flush).
+    {"q at 3e5 (beyond f16), scale 1e-5, gqa 4, hd 128", 8, 2, 128, 16, 300, 0, 20, 1e-5f, false, 3e5},
+    {"K and V rows at 1e-3 (P·s_v below the f16 normal range), gqa 4, hd 128", 8, 2, 128, 16, 300, 0, 20, 0.0f, false, 1.0, -3.0, -3.0},
+    {"K and V rows from 1e-6 to 1e3 over 2000 keys, gqa 8, hd 128", 8, 1, 128, 16, 2000, 0, 126, 0.0f, false, 1.0, -6.0, 3.0},
 };
 
 void decode_case(Run& run, const Family& f, const DecodeRow& r) {
   const uint64_t slots = r.N * r.bs * r.nkv;
   // Random K/V per slot, quantised by the reference recipe (independent of the plugin's append).
   vec kraw = run.random(slots * r.D, -1.0, 1.0, Dtype::f32), vraw = run.random(slots * r.D, -1.0, 1.0, Dtype::f32);
+  if (r.lo != 0.0 || r.hi != 0.0) {  // slot s holds key (N − 1 − block)·bs + offset (the reversed table below)
+    for (uint64_t s = 0; s < slots; ++s) {
+      const uint64_t blk = s / (r.bs * r.nkv), j = (r.N - 1 - blk) * r.bs + s / r.nkv % r.bs;
+      const double mag = std::pow(10.0, r.lo + (r.hi - r.lo) * static_cast<double>(j) / static_cast<double>(std::max<uint64_t>(r.len, 2) - 1));
+      for (uint64_t d = 0; d < r.D; ++d) {
+        kraw[s * r.D + d] = static_cast<float>(kraw[s * r.D + d] * mag);
+        vraw[s * r.D + d] = static_cast<float>(vraw[s * r.D + d] * mag);
+      }
+    }
+  }
   vec kc(slots * r.D), vc(slots * r.D), ks(slots), vs(slots);
   for (uint64_t s = 0; s < slots; ++s) {
     ks[s] = ferrum::ref::quantize_kv_vector(f.kind, &kraw[s * r.D], r.D, &kc[s * r.D]);
@@ -212,6 +230,8 @@ void decode_case(Run& run, const Family& f, const DecodeRow& r) {
   std::vector<int64_t> table64(table.size());
   for (uint64_t i = 0; i < table.size(); ++i) table64[i] = table[i] = static_cast<uint32_t>(r.N - 1 - i);
   vec q = run.random(r.nq * r.D);
+  const double q_mag = run.dtype == Dtype::f16 ? std::min(r.q_mag, 6e4) : r.q_mag;  // F16 tops out at 65504
+  for (double& x : q) x = ft::round_to(raw(run.dtype), x * q_mag);
   Buffer bt;
   if (r.i32_table) {
     std::vector<int32_t> t32(table.begin(), table.end());

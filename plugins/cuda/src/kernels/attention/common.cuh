@@ -37,6 +37,19 @@ __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
+// Power-of-two rescaling for f16 MMA operands (the quantised decode, flash_decode.cuh kQ).
+constexpr int kPow2Max = 100;
+// e with x·2^e in [2^14, 2^15) for a normal x > 0 — the largest magnitude of a set entering an
+// f16 operand keeps room below 65504 — clamped to ±kPow2Max (x = 0, subnormal, Inf or NaN).
+__device__ __forceinline__ int pow2_exponent_for(float x) {
+  const int b = static_cast<int>((__float_as_uint(x) >> 23) & 0xffu);  // biased exponent of |x|
+  return min(max(141 - b, -kPow2Max), kPow2Max);
+}
+// x·2^e for |e| <= kPow2Max: exact while the result stays a normal float.
+__device__ __forceinline__ float ldexp_exact(float x, int e) {
+  return x * __uint_as_float(static_cast<uint32_t>(127 + e) << 23);
+}
+
 // 16 bytes of T as floats (8 halves or 4 floats).
 template <class T>
 struct Vec16 {

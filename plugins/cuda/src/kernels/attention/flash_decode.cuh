@@ -608,11 +608,16 @@ __global__ void __launch_bounds__(128) flash_decode_kernel(const Src src, uint32
 // non-transposing ldmatrix, exactly as Q·Kᵀ reads K.
 // kQ: the source stores 8-bit codes with one f32 scale per key row (Src::kCodes, the quantised
 // pools): a stage holds the K and V codes ([kBN][kCodeLd] bytes each) and their scales. The
-// codes are converted to T in registers as each MMA operand is formed (exactly: |int8| <= 127
-// and every e4m3 value are representable in f16 and bf16): K as one 32-bit word of 4 codes per
-// operand (the head dimensions permuted inside each k step, Q alike), V through transposed
-// ldmatrix of code pairs and a byte permute (the output dimensions permuted, undone at the
-// merge). The scales are applied to the scores (s_k) and to P before P·V (s_v), in f32.
+// MMAs run in f16 for F16 and BF16 activations alike (a code → f16 conversion costs under half
+// the instructions of a code → bf16 one, and this kernel is instruction-bound): the codes become
+// f16 in registers as each MMA operand is formed (exactly: |int8| <= 127 and every e4m3 value
+// are f16 values): K as one 32-bit word of 4 codes per operand (the head dimensions permuted
+// inside each k step, Q alike), V through transposed ldmatrix of code pairs and a byte permute
+// (the output dimensions permuted, undone at the merge). The scales are applied to the scores
+// (s_k) and to P before P·V (s_v), in f32. Range: the query row enters as q·2^e (its largest
+// magnitude in [2^14, 2^15)) and P·s_v as P·s_v·2^fv (the largest s_v seen by the warp in
+// [2^14, 2^15)), both powers of two undone in f32 — so neither f16 operand overflows, and P·s_v
+// keeps 11 significant bits (BF16 P had 8).
 template <class T, int HD, bool kVt = false, bool kQ = false>
 struct DecodeMmaCfg {
   static constexpr int kThreads = 128;
@@ -644,6 +649,7 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
                                                                uint32_t head_chunks, float* part_o,
                                                                float* part_lse, uint32_t* counters) {
   constexpr bool kQ = Src::kCodes;
+  using MT = std::conditional_t<kQ, __half, T>;  // the MMAs' operand type (kQ: f16, see below)
   using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt, kQ>;
   constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kStages = Cfg::kStages;
   constexpr int kChunks = kQ ? HD / 16 : Cfg::kChunks;  // 16-byte chunks per copied row (codes or T)
@@ -666,14 +672,40 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   // Q fragments of row g (head h0 + g): columns 2·t4 (+8) of each 16-wide k step. kQ permutes
   // the dimensions inside each k step (fragment columns 2·t4, +1, +8, +9 hold dimensions
   // 4·t4 .. 4·t4 + 3), so a thread's K operand is one 32-bit word of 4 codes (see below).
+  // kQ: the MMAs run in f16 for F16 and BF16 queries alike; the query row enters as
+  // q·2^e_g in f16, e_g putting its largest magnitude in [2^14, 2^15) (every BF16 value of the
+  // row then keeps its 8 significant bits unless it lies 2^28 below that maximum), and the
+  // scores are scaled back by 2^−e_g in f32 (qscale below).
   uint32_t qf[HD / 16][2];
+  float qscale = src.scale * kLog2e;
   {
     const T* qrow = src.q(rw, h0 + (g < ga ? g : 0));
     const int c0 = kQ ? 4 * t4 : 2 * t4, c1 = kQ ? 4 * t4 + 2 : 2 * t4 + 8;
+    if constexpr (kQ) {
+      float qv[HD / 16][4];
+      float amax = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      qf[kk][0] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + c0) : 0u;
-      qf[kk][1] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + c1) : 0u;
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        const float2 a = g < ga ? load2f<T>(reinterpret_cast<const unsigned char*>(qrow + kk * 16 + c0)) : float2{};
+        const float2 b = g < ga ? load2f<T>(reinterpret_cast<const unsigned char*>(qrow + kk * 16 + c1)) : float2{};
+        qv[kk][0] = a.x, qv[kk][1] = a.y, qv[kk][2] = b.x, qv[kk][3] = b.y;
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(b.x), fabsf(b.y))));
+      }
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));  // the row's 4 lanes
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+      const int e = pow2_exponent_for(amax);
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        qf[kk][0] = pack2<__half>(ldexp_exact(qv[kk][0], e), ldexp_exact(qv[kk][1], e));
+        qf[kk][1] = pack2<__half>(ldexp_exact(qv[kk][2], e), ldexp_exact(qv[kk][3], e));
+      }
+      qscale = ldexp_exact(qscale, -e);
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < HD / 16; ++kk) {
+        qf[kk][0] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + c0) : 0u;
+        qf[kk][1] = g < ga ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + c1) : 0u;
+      }
     }
   }
 
@@ -740,7 +772,9 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 #pragma unroll
   for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
   float m_run = -INFINITY, l_run = 0.0f;
-  const float qscale = src.scale * kLog2e;
+  // kQ: o accumulates P·s_v·2^fv·code; fv (uniform over the warp) only decreases, so that
+  // s_v·2^fv stays below 2^15 for every key seen (P <= 1: the f16 operand cannot overflow).
+  int fv = kPow2Max;
 
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<kStages - 2>();
@@ -777,8 +811,8 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
           const uint32_t w =
               *reinterpret_cast<const uint32_t*>(ck + (warp * 16 + nn * 8 + g) * Cfg::kCodeLd + kk * 16 + 4 * t4);
           uint32_t b0, b1;
-          src.word_to_t(w, b0, b1);
-          mma16816<T>(s[nn], a, b0, b1);
+          src.word_to_h(w, b0, b1);
+          mma16816<MT>(s[nn], a, b0, b1);
         }
       } else {
         uint32_t bb[4];
@@ -808,10 +842,25 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
     const float alpha = exp2f(m_run - m_use);
     m_run = m_new;
     l_run *= alpha;
+    float alpha_o = alpha;
+    if constexpr (kQ) {  // the V exponent: the largest s_v of this warp's 16 keys (zero rows: 0)
+      float vmax = 0.0f;
+#pragma unroll
+      for (int nn = 0; nn < 2; ++nn)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) vmax = fmaxf(vmax, sk[kBN + warp * 16 + nn * 8 + 2 * t4 + r]);
+      vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 1));
+      vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 2));
+      const int fv_t = pow2_exponent_for(vmax);
+      if (fv_t < fv) {  // rare: o rescaled with the softmax correction
+        alpha_o *= exp2f(static_cast<float>(fv_t - fv));
+        fv = fv_t;
+      }
+    }
 #pragma unroll
     for (int d = 0; d < HD / 8; ++d) {
-      o[d][0] *= alpha;
-      o[d][1] *= alpha;
+      o[d][0] *= alpha_o;
+      o[d][1] *= alpha_o;
     }
 #pragma unroll
     for (int nn = 0; nn < 2; ++nn) {
@@ -822,13 +871,13 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
         l_run += pv;
       }
     }
-    if constexpr (kQ) {  // P·s_v: the value rows are codes (l_run keeps the plain sum of P)
+    if constexpr (kQ) {  // P·s_v·2^fv: the value rows are codes (l_run keeps the plain sum of P)
 #pragma unroll
       for (int nn = 0; nn < 2; ++nn)
 #pragma unroll
-        for (int r = 0; r < 2; ++r) s[nn][r] *= sk[kBN + warp * 16 + nn * 8 + 2 * t4 + r];
+        for (int r = 0; r < 2; ++r) s[nn][r] *= ldexp_exact(sk[kBN + warp * 16 + nn * 8 + 2 * t4 + r], fv);
     }
-    const uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), 0u, pack2<T>(s[1][0], s[1][1]), 0u};
+    const uint32_t a[4] = {pack2<MT>(s[0][0], s[0][1]), 0u, pack2<MT>(s[1][0], s[1][1]), 0u};
     if constexpr (kQ) {
       // V codes by transposed 8x8 b16 matrices (a b16 = the codes of 2 adjacent dimensions):
       // lane (g, t4) receives keys 2·t4, +1 (r[0]) and +8, +9 (r[1]) at dimensions 16·db + 2g, +1;
@@ -840,10 +889,10 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
         uint32_t r[2];
         ldmatrix_x2_trans(r, cv + (warp * 16 + (lane & 15)) * Cfg::kCodeLd + db * 16);
         uint32_t b0, b1;
-        src.word_to_t(__byte_perm(r[0], r[1], 0x6420u), b0, b1);
-        mma16816<T>(o[2 * db], a, b0, b1);
-        src.word_to_t(__byte_perm(r[0], r[1], 0x7531u), b0, b1);
-        mma16816<T>(o[2 * db + 1], a, b0, b1);
+        src.word_to_h(__byte_perm(r[0], r[1], 0x6420u), b0, b1);
+        mma16816<MT>(o[2 * db], a, b0, b1);
+        src.word_to_h(__byte_perm(r[0], r[1], 0x7531u), b0, b1);
+        mma16816<MT>(o[2 * db + 1], a, b0, b1);
       }
     } else if (!vt) {
 #pragma unroll
@@ -873,10 +922,11 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
   l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
   if constexpr (kQ) {  // o[2·db] holds dimensions 16·db + 4·t4 (+2), o[2·db + 1] the odd ones between
+    const float u = ldexp_exact(1.0f, -fv);  // undo 2^fv
 #pragma unroll
     for (int db = 0; db < HD / 16; ++db)
       *reinterpret_cast<float4*>(ow + (warp * 8 + g) * kOwLd + db * 16 + 4 * t4) =
-          make_float4(o[2 * db][0], o[2 * db + 1][0], o[2 * db][1], o[2 * db + 1][1]);
+          make_float4(o[2 * db][0] * u, o[2 * db + 1][0] * u, o[2 * db][1] * u, o[2 * db + 1][1] * u);
   } else {
 #pragma unroll
     for (int d = 0; d < HD / 8; ++d)

@@ -315,9 +315,11 @@ struct QuantSrc : QuantRows {
 // kQ path): one row, one query per head at p = valid_kv_len − 1. The kernel copies each key's
 // code rows and scales (TileRows flat rows: one block-table read per key row and CTA, the row's
 // byte offset from the pool base, a zero row read from the shared zero row), converts the codes
-// to T exactly and applies s_k to the scores and s_v to P in f32 — the attention over the spec's
-// dequantised values s·code, with P rounded to T as in the F16/BF16 decode. The code type C is
-// a template parameter, so the conversions are straight-line code (no per-word branch).
+// to f16 exactly and applies s_k to the scores and s_v to P in f32 — the attention over the
+// spec's dequantised values s·code. Both MMAs run in f16 whatever T is (an f16 code conversion
+// is 5 instructions per 4 codes, a bf16 one 11): the query enters scaled by a power of two per
+// head and P·s_v by one per warp (flash_decode.cuh, kQ), both exact rescalings undone in f32.
+// The code type C is a template parameter, so the conversions are straight-line code.
 template <class T, int HD, KvCode C>
 struct QuantMmaSrc : QuantRows {
   static constexpr bool kMayVt = false;
@@ -376,38 +378,24 @@ struct QuantMmaSrc : QuantRows {
     cp_async4(sk, p.k_scales + ko / HD);
     cp_async4(sv, p.v_scales + ko / HD);
   }
-  // Four codes (one 32-bit word) → two T pairs, exactly.
-  __device__ __forceinline__ void word_to_t(uint32_t w, uint32_t& p01, uint32_t& p23) const {
+  // Four codes (one 32-bit word) → two f16 pairs, exactly (the decode's MMAs run in f16 for
+  // both activation dtypes: |int8| <= 127 and every e4m3 value are f16 values).
+  __device__ __forceinline__ void word_to_h(uint32_t w, uint32_t& p01, uint32_t& p23) const {
     if constexpr (C == KvCode::int8) {
-      const uint32_t x = w ^ 0x80808080u;  // code + 128 as an unsigned byte
-      if constexpr (std::is_same_v<T, __half>) {
-        // 0x64XX as f16 is 1024 + XX (spacing 1 in [1024, 2048)): subtract 1024 + 128.
-        const __half2 bias = __float2half2_rn(1152.0f);
-        const uint32_t u01 = __byte_perm(x, 0x64646464u, 0x5140u), u23 = __byte_perm(x, 0x64646464u, 0x5342u);
-        __half2 a = __hsub2(*reinterpret_cast<const __half2*>(&u01), bias);
-        __half2 b = __hsub2(*reinterpret_cast<const __half2*>(&u23), bias);
-        p01 = *reinterpret_cast<uint32_t*>(&a);
-        p23 = *reinterpret_cast<uint32_t*>(&b);
-      } else {
-        // 0x4B0000XX as f32 is 2^23 + XX: subtract 2^23 + 128, then pack to bf16 (exact).
-        float f[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-          f[i] = __uint_as_float(__byte_perm(x, 0x4B000000u, 0x7540u | static_cast<uint32_t>(i))) - 8388736.0f;
-        p01 = pack2<T>(f[0], f[1]);
-        p23 = pack2<T>(f[2], f[3]);
-      }
+      // 0x64XX as f16 is 1024 + XX (spacing 1 in [1024, 2048)): code + 128 as an unsigned byte
+      // in the low half, then subtract 1024 + 128.
+      const uint32_t x = w ^ 0x80808080u;
+      const __half2 bias = __float2half2_rn(1152.0f);
+      const uint32_t u01 = __byte_perm(x, 0x64646464u, 0x5140u), u23 = __byte_perm(x, 0x64646464u, 0x5342u);
+      __half2 a = __hsub2(*reinterpret_cast<const __half2*>(&u01), bias);
+      __half2 b = __hsub2(*reinterpret_cast<const __half2*>(&u23), bias);
+      p01 = *reinterpret_cast<uint32_t*>(&a);
+      p23 = *reinterpret_cast<uint32_t*>(&b);
     } else {
       const __half2_raw h01 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
       const __half2_raw h23 = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
-      if constexpr (std::is_same_v<T, __half>) {
-        p01 = static_cast<uint32_t>(h01.x) | (static_cast<uint32_t>(h01.y) << 16);
-        p23 = static_cast<uint32_t>(h23.x) | (static_cast<uint32_t>(h23.y) << 16);
-      } else {
-        const float2 a = __half22float2(__half2(h01)), b = __half22float2(__half2(h23));
-        p01 = pack2<T>(a.x, a.y);
-        p23 = pack2<T>(b.x, b.y);
-      }
+      p01 = static_cast<uint32_t>(h01.x) | (static_cast<uint32_t>(h01.y) << 16);
+      p23 = static_cast<uint32_t>(h23.x) | (static_cast<uint32_t>(h23.y) << 16);
     }
   }
 };
