@@ -13,6 +13,7 @@ set(FERRUM_CUDA_ATTENTION_KERNELS
   src/kernels/attention/flash_hd192.cu
   src/kernels/attention/flash_hd256.cu
   src/kernels/attention/kv_append.cu
+  src/kernels/attention/mla.cu
   src/kernels/attention/paged_dispatch.cu
   src/kernels/attention/quant_kv.cu
 )

@@ -31,6 +31,7 @@
 #include "ref/compare.hpp"
 #include "ref/ref_gguf.hpp"
 #include "ref/ref_gptq.hpp"
+#include "ref/ref_mla.hpp"
 #include "ref/quantize.hpp"
 #include "ref/reference.hpp"
 #include "ref/ref_paged.hpp"
@@ -696,6 +697,47 @@ TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda]
   const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, q.size())), ref, dt, hd, 'F');
   INFO(r.message);
   CHECK(r.ok);
+}
+
+// MLA at DeepSeek's absorbed shape (R 512, P 64): decode with 128 heads (few 8-head groups, so the
+// keys are split and merged), a causal prefill, and a window; then a split-KV flash decode on the
+// same context still matches its reference (the MLA partials follow the decode's arrival counters
+// in the shared scratch and must leave them zero).
+TEST_CASE("mla_attention: decode with split keys, causal prefill, window; the scratch's counters unharmed", "[cuda][attention][mla]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
+  const auto [B, H, q_len, kv_len, window] = GENERATE(table<uint64_t, uint64_t, uint64_t, uint64_t, uint64_t>(
+      {{1, 128, 1, 4099, 0}, {2, 16, 40, 300, 0}, {1, 24, 7, 2000, 500}}));
+  INFO(ft::dtype_name(dt) << " batch " << B << " heads " << H << " q_len " << q_len << " kv_len " << kv_len << " window " << window);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t R = 512, P = 64, QD = R + P, S = kv_len + 3, pos = kv_len - q_len;
+  const float scale = static_cast<float>(1.0 / std::sqrt(192.0));
+  const std::vector<double> q = ft::normal_dtype(dt, B * H * q_len * QD, 0.0, 1.0, 91 + q_len);
+  const std::vector<double> c = ft::normal_dtype(dt, B * S * R, 0.0, 1.0, 92 + kv_len);
+  const std::vector<double> rp = ft::normal_dtype(dt, B * S * P, 0.0, 1.0, 93 + kv_len);
+  ferrum::Buffer dq = upload(ctx, dt, ft::encode(dt, q)), dc = upload(ctx, dt, ft::encode(dt, c)),
+                 dr = upload(ctx, dt, ft::encode(dt, rp));
+  ferrum::Buffer out = poisoned(ctx, dt, B * H * q_len * R);
+  ctx.mla_attention({.q = dq, .kv_compressed = dc, .kv_rope = dr, .out = out, .batch = B, .q_len = q_len, .kv_len = kv_len, .pos_offset = pos, .num_heads = H, .num_kv_heads = 1, .head_dim = QD, .causal = true, .scale = scale, .kv_seq_stride = S, .sliding_window = window, .kv_lora_rank = R, .qk_rope_head_dim = P});
+  std::vector<double> ref;
+  ferrum::ref::mla_attention(q, c, rp, ref, B, q_len, kv_len, pos, H, 1, QD, true, scale, S, window, R, P);
+  const ft::CompareResult r = ft::compare(ft::decode(dt, download(ctx, out, dt, B * H * q_len * R)), ref, dt, R, 'F');
+  INFO(r.message);
+  CHECK(r.ok);
+  // A split-KV flash decode after it, same context.
+  const uint64_t fh = 8, fkv = 2, hd = 64, L = 5000;
+  const std::vector<double> fq = ft::normal_dtype(dt, fh * hd, 0.0, 1.0, 94), fk = ft::normal_dtype(dt, fkv * L * hd, 0.0, 1.0, 95),
+                            fv = ft::normal_dtype(dt, fkv * L * hd, 0.0, 1.0, 96);
+  ferrum::Buffer dfq = upload(ctx, dt, ft::encode(dt, fq)), dfk = upload(ctx, dt, ft::encode(dt, fk)),
+                 dfv = upload(ctx, dt, ft::encode(dt, fv));
+  ferrum::Buffer fout = poisoned(ctx, dt, fh * hd);
+  ctx.flash_attention({.q = dfq, .k = dfk, .v = dfv, .out = fout, .batch = 1, .q_len = 1, .kv_len = L, .pos_offset = L - 1, .num_heads = fh, .num_kv_heads = fkv, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = 0});
+  std::vector<double> fref;
+  ferrum::ref::flash_attention(fq, fk, fv, fref, 1, 1, L, L - 1, fh, fkv, hd, true, 0.0f, 0, 0);
+  const ft::CompareResult fr = ft::compare(ft::decode(dt, download(ctx, fout, dt, fh * hd)), fref, dt, hd, 'F');
+  INFO(fr.message);
+  CHECK(fr.ok);
 }
 
 // gguf_matmul above 8 rows runs on tensor cores: weight panels dequantised into the context's scratch

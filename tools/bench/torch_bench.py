@@ -352,6 +352,18 @@ def run(b):
         b.case("flash_attention", f"{md['name']}.decode.kv{L}", (2 * h * hd + 2 * kvh * L * hd) * e,
                s_dec, "F.sdpa(enable_gqa)")
 
+    # MLA, absorbed (DeepSeek-V3 shape): SDPA over K = [c | r] (one KV head, enable_gqa) and V = c.
+    H, R, P = 128, 512, 64
+    for L in ((4096,) if quick else (4096, 32768)):
+        def s_mla(c, L=L):
+            q = [b.rand(1, H, 1, R + P) for _ in range(c)]
+            k = [b.rand(1, 1, L, R + P) for _ in range(c)]
+            v = [kk[..., :R] for kk in k]
+            return (lambda i: F.scaled_dot_product_attention(q[i], k[i], v[i], is_causal=False, enable_gqa=True,
+                                                             scale=0.0723)), None
+        b.case("mla_attention", f"dsv3.decode.kv{L}", (L * (R + P) + H * (R + P) + H * R) * e, s_mla,
+               "F.sdpa(K = [c | r], V = c, enable_gqa)")
+
     run_paged(b)
     run_moe(b)
 

@@ -53,6 +53,47 @@ Status check_flash_attention(const char* op, const Args& a, bool dev_state, uint
   return s;
 }
 
+// mla_attention (§14): one latent KV stream, head_dim = kv_lora_rank + qk_rope_head_dim (both
+// >= 1), a finite non-zero scale (the op cannot derive a default), a representable last position,
+// kv_len within the stride, and the buffers' element counts. `S` gets the sequence stride;
+// `work` says whether there are queries.
+inline Status check_mla_attention(const ferrum_mla_attention_args& a, uint64_t& S, bool& work) {
+  const char* op = "mla_attention";
+  const uint64_t R = a.kv_lora_rank, P = a.qk_rope_head_dim;
+  Status s = check_positive(op, "num_heads", a.num_heads, true);
+  if (s.ok() && a.num_kv_heads != 1)
+    s = invalid(format("%s: argument 'num_kv_heads': expected 1 (one latent KV stream), given %llu", op,
+                       (unsigned long long)a.num_kv_heads));
+  if (s.ok()) s = check_positive(op, "kv_lora_rank", R, true);
+  if (s.ok()) s = check_positive(op, "qk_rope_head_dim", P, true);
+  uint64_t RP = 0;
+  if (s.ok()) s = check_sum(op, "kv_lora_rank", "kv_lora_rank + qk_rope_head_dim", R, P, RP);
+  if (s.ok() && a.head_dim != RP)
+    s = invalid(format("%s: argument 'head_dim': expected kv_lora_rank + qk_rope_head_dim = %llu + %llu, given %llu", op,
+                       (unsigned long long)R, (unsigned long long)P, (unsigned long long)a.head_dim));
+  uint64_t pos_last = 0;  // the last query position + 1 must be representable
+  if (s.ok()) s = check_sum(op, "pos_offset", "pos_offset + q_len", a.pos_offset, a.q_len, pos_last);
+  if (s.ok() && (a.scale == 0.0f || !std::isfinite(a.scale)))
+    s = invalid(format("%s: argument 'scale': expected a finite non-zero value (MLA cannot derive a default), given %g",
+                       op, a.scale));
+  S = a.kv_seq_stride ? a.kv_seq_stride : a.kv_len;
+  if (s.ok() && a.kv_len > S)
+    s = invalid(format("%s: argument 'kv_len': expected <= kv_seq_stride = %llu, given %llu", op, (unsigned long long)S,
+                       (unsigned long long)a.kv_len));
+  work = a.batch && a.q_len;
+  if (!s.ok() || !work) return s;
+  uint64_t q_need = 0, out_need = 0, c_need = 0, r_need = 0;
+  s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"head_dim", a.head_dim}}, q_need);
+  if (s.ok()) s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"kv_lora_rank", R}}, out_need);
+  if (s.ok()) s = check_product(op, {{"batch", a.batch}, {"kv_seq_stride", S}, {"kv_lora_rank", R}}, c_need);
+  if (s.ok()) s = check_product(op, {{"batch", a.batch}, {"kv_seq_stride", S}, {"qk_rope_head_dim", P}}, r_need);
+  if (s.ok()) s = check_min_count(op, "q", a.q, q_need);
+  if (s.ok()) s = check_min_count(op, "out", a.out, out_need);
+  if (s.ok() && a.kv_len) s = check_min_count(op, "kv_compressed", a.kv_compressed, c_need);
+  if (s.ok() && a.kv_len) s = check_min_count(op, "kv_rope", a.kv_rope, r_need);
+  return s;
+}
+
 // ---- §5.1 batched per-cache decode ---------------------------------------------------------------
 // A staging slot below batched_slots, and at most batched_items items (UNSUPPORTED beyond).
 inline Status check_batched_slot(const char* op, uint64_t slot) {

@@ -25,6 +25,7 @@
 #include "cuda_check.hpp"
 #include "cuda_plugin.hpp"
 #include "kernels/attention/flash.hpp"
+#include "kernels/attention/mla.hpp"
 #include "memory.hpp"
 
 namespace ferrum::cuda::glue {
@@ -371,6 +372,59 @@ void release_attention_state(ferrum_context& c) noexcept {
   delete st;
   c.staging = nullptr;
 }
+
+// ---- MLA (§14) ------------------------------------------------------------------------------------
+namespace {
+
+ferrum_status mla_attention(ferrum_context* ctx, const ferrum_mla_attention_args* a) {
+  return run_op(ctx, a, [](ferrum_context& c, const ferrum_mla_attention_args& a, bool dry) -> Status {
+    const char* op = "mla_attention";
+    uint64_t S = 0, out_bytes = 0;
+    bool work = false;
+    Status s = check_mla_attention(a, S, work);
+    if (!s.ok() || !work) return s;
+    s = check_product(op, {{"batch", a.batch}, {"num_heads", a.num_heads}, {"q_len", a.q_len}, {"kv_lora_rank", a.kv_lora_rank},
+                           {"element size", a.out ? dtype_size(a.out->dtype) : 0}},
+                      out_bytes);
+    if (s.ok() && a.kv_len) s = check_devices(op, c, {{"q", a.q}, {"kv_compressed", a.kv_compressed}, {"kv_rope", a.kv_rope}, {"out", a.out}});
+    if (s.ok() && !a.kv_len) s = check_devices(op, c, {{"q", a.q}, {"out", a.out}});
+    attn::MlaParams p;
+    p.dtype = a.q->dtype;
+    p.q = a.q->data;
+    p.c = a.kv_len ? a.kv_compressed->data : nullptr;
+    p.r = a.kv_len ? a.kv_rope->data : nullptr;
+    p.out = a.out->data;
+    p.batch = a.batch;
+    p.q_len = a.q_len;
+    p.kv_len = a.kv_len;
+    p.pos_offset = a.pos_offset;
+    p.heads = a.num_heads;
+    p.R = a.kv_lora_rank;
+    p.P = a.qk_rope_head_dim;
+    p.S = S;
+    p.window = a.sliding_window;
+    p.causal = a.causal != 0;
+    p.scale = a.scale;
+    if (s.ok() && a.kv_len) s = from_device(attn::mla_supported(p));
+    if (!s.ok() || dry) return s;
+    DeviceGuard g;
+    s = enter_device(g, c);
+    if (!s.ok()) return s;
+    if (a.kv_len == 0)  // no keys (the KV buffers may be absent): +0.0 rows
+      return from_device(memset_async(*c.dev, a.out->data, out_bytes));
+    AttnState* st = nullptr;
+    s = state_of(c, st);
+    void* scratch = nullptr;
+    const uint64_t bytes = s.ok() ? attn::mla_scratch_bytes(p, st->sm_count) : 0;
+    if (s.ok() && bytes) s = work_scratch(c, bytes, op, scratch);
+    if (!s.ok()) return s;
+    return from_device(attn::mla_attention(p, st->sm_count, scratch, c.dev->stream));
+  });
+}
+
+}  // namespace
+
+const ferrum_mla_table kMlaTable = {sizeof(ferrum_mla_table), FERRUM_MLA_SLOTS(FERRUM_SLOT_FN)};
 
 const ferrum_attention_table kAttentionTable = {
     sizeof(ferrum_attention_table), FERRUM_ATTENTION_SLOTS(FERRUM_SLOT_FN)};

@@ -85,6 +85,7 @@ extern const ferrum_paged_kv_table kPagedKvTable;  // glue/paged_attention.cpp (
 extern const ferrum_quant_kv_table kQuantKvTable;  // glue/quant_kv.cpp
 extern const ferrum_quant_matmul_table kQuantMatmulTable;  // glue/quant_matmul.cpp (GGUF)
 extern const ferrum_moe_table kMoeTable;                  // glue/moe.cpp (dense experts)
+extern const ferrum_mla_table kMlaTable;                  // glue/attention.cpp (SIMT f32)
 // Capability flags of the paged family (glue/paged_attention.cpp; slots of kContextTable).
 ferrum_status supports_paged_kv(ferrum_context* ctx, const ferrum_supports_paged_kv_args* a);
 ferrum_status supports_varlen_qkv(ferrum_context* ctx, const ferrum_supports_varlen_qkv_args* a);

@@ -123,8 +123,8 @@ constexpr ferrum_cuda_stream_ext kStreamExt = {
     {sizeof(ferrum_cuda_stream_ext), FERRUM_CUDA_STREAM_EXT_ID, FERRUM_CUDA_STREAM_EXT_VERSION, 0, nullptr},
     get_stream};
 
-// quant_matmul has its GGUF ops (GPTQ slots NULL), moe its dense-expert ops; mla is not
-// implemented (absent, NULL); the facade's single-rank default serves the collective ops.
+// quant_matmul has its GGUF and GPTQ ops, moe its expert ops, mla its one op; the
+// facade's single-rank default serves the collective ops.
 constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
     .plugin_name = "cuda",
     .plugin_version = FERRUM_VERSION,
@@ -143,6 +143,7 @@ constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>
     .quant_kv = &kQuantKvTable,
     .quant_matmul = &kQuantMatmulTable,
     .moe = &kMoeTable,
+    .mla = &kMlaTable,
     .extensions = &kStreamExt.ext,
 });
 
