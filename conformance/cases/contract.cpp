@@ -122,6 +122,9 @@ bool handle_only(const gen::OpFields& op) {
   // The capture brackets change the context's state for every later call (the graph family's
   // own cases cover them, in order).
   if (name == "begin_graph_capture" || name == "end_graph_capture") return true;
+  // comm_init gives the context a communicator, and a second one is refused (§10): its family's
+  // own cases (cases/collective.cpp) cover it.
+  if (name == "comm_init") return true;
   for (const gen::Field* f : oc::fields_of(op))
     if (f->kind == gen::Kind::handle) return true;
   return false;

@@ -90,16 +90,38 @@ std::vector<uint8_t> quantize_gguf(int32_t type, const std::vector<float>& w, ui
   return out;
 }
 
-void Model::upload_projection(uint64_t id, uint64_t rows, uint64_t cols, double scale, Buffer& w, QWeight& qw) {
+ModelConfig local_config(const ModelConfig& cfg) {
+  ModelConfig l = cfg;
+  if (cfg.tp_size > 1) {
+    l.q_heads = cfg.q_heads / cfg.tp_size;
+    l.kv_heads = cfg.kv_heads / cfg.tp_size;
+    l.ffn = cfg.ffn / cfg.tp_size;
+  }
+  return l;
+}
+
+void Model::upload_projection(uint64_t id, uint64_t full_cols, const Ranges& rows, uint64_t c0, uint64_t c1,
+                              double scale, Buffer& w, QWeight& qw) {
+  uint64_t n_rows = 0;
+  for (const auto& [r0, r1] : rows) n_rows += r1 - r0;
+  const uint64_t cols = c1 - c0;
+  std::vector<float> v(n_rows * cols);
+  uint64_t i = 0;
+  for (const auto& [r0, r1] : rows)
+    for (uint64_t r = r0; r < r1; ++r)
+      for (uint64_t col = c0; col < c1; ++col) v[i++] = static_cast<float>(weight_value(cfg_.seed, id, r * full_cols + col, scale));
   if (cfg_.quant == 0) {
-    w = upload_matrix(id, rows, cols, scale);
+    w = ctx_.from_slice(v);
+    weight_bytes_ += w.count() * element_size(ctx_.activation_dtype());
     return;
   }
-  std::vector<float> v(rows * cols);
-  for (uint64_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(weight_value(cfg_.seed, id, i, scale));
-  const std::vector<uint8_t> bytes = quantize_gguf(cfg_.quant, v, rows, cols);
-  qw = ctx_.load_quant({.quant_type = cfg_.quant, .bytes = std::span<const uint8_t>(bytes), .n_rows = rows, .n_cols = cols});
+  const std::vector<uint8_t> bytes = quantize_gguf(cfg_.quant, v, n_rows, cols);
+  qw = ctx_.load_quant({.quant_type = cfg_.quant, .bytes = std::span<const uint8_t>(bytes), .n_rows = n_rows, .n_cols = cols});
   weight_bytes_ += bytes.size();
+}
+
+void Model::tp_sum(Buffer& partial, uint64_t n) {
+  if (cfg_.tp_size > 1) ctx_.all_reduce(partial, n, FERRUM_REDUCE_SUM);
 }
 
 void Model::linear(const Buffer& a, const Buffer& w, const QWeight& qw, Buffer& out, uint64_t m, uint64_t n,
@@ -184,7 +206,12 @@ Model::Footprint Model::footprint(const ModelConfig& c, uint64_t element_size, u
   return f;
 }
 
-Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx), cfg_(c), max_tokens_(max_tokens) {
+Model::Model(Context& ctx, const ModelConfig& full, uint64_t max_tokens)
+    : ctx_(ctx), full_(full), cfg_(local_config(full)), max_tokens_(max_tokens) {
+  const ModelConfig& c = cfg_;
+  if (full.tp_size == 0 || full.tp_rank >= full.tp_size || full.q_heads % full.tp_size ||
+      full.kv_heads % full.tp_size || full.ffn % full.tp_size)
+    throw std::invalid_argument("ferrum-demo: invalid tensor-parallel configuration");
   if (c.q_heads % c.kv_heads || c.head_dim % 2 || max_tokens == 0 || max_tokens > c.max_positions ||
       c.kv_block_size == 0 || (c.kv == KvLayout::contiguous && c.kv_dtype != KvDtype::activation) ||
       c.max_positions > UINT32_MAX - c.kv_block_size)
@@ -209,17 +236,29 @@ Model::Model(Context& ctx, const ModelConfig& c, uint64_t max_tokens) : ctx_(ctx
   }
   const uint64_t H = c.hidden, hd = c.head_dim, qkv_rows = (c.q_heads + 2 * c.kv_heads) * hd;
   const double inv_h = 1.0 / std::sqrt(double(H));
+  // This rank's slices of the full matrices (tp_rank r of N): its query heads' rows of W_q, its KV
+  // heads' rows of W_k and W_v, the matching columns of W_o; its share of the gate and up rows and
+  // of W_down's columns. Scales are the full model's, so every weight has its tp_size 1 value.
+  const uint64_t r = full.tp_rank, qd = c.q_heads * hd, kvd = c.kv_heads * hd, f = c.ffn;
+  const uint64_t full_qd = full.q_heads * hd, full_kvd = full.kv_heads * hd;
+  const Ranges qkv_sel = {{r * qd, (r + 1) * qd},
+                          {full_qd + r * kvd, full_qd + (r + 1) * kvd},
+                          {full_qd + full_kvd + r * kvd, full_qd + full_kvd + (r + 1) * kvd}};
+  const Ranges gate_up_sel = {{r * f, (r + 1) * f}, {full.ffn + r * f, full.ffn + (r + 1) * f}};
+  const Ranges all_h = {{0, H}};
   embedding_ = upload_matrix(kEmbedding, c.vocab, H, 1.0);
   for (uint64_t l = 0; l < c.layers; ++l) {
     Layer L;
     L.input_norm = upload_norm(layer_id(l, kInputNorm), H);
-    upload_projection(layer_id(l, kWqkv), qkv_rows, H, inv_h, L.w_qkv, L.qw_qkv);
+    upload_projection(layer_id(l, kWqkv), H, qkv_sel, 0, H, inv_h, L.w_qkv, L.qw_qkv);
     L.q_norm = upload_norm(layer_id(l, kQNorm), hd);
     L.k_norm = upload_norm(layer_id(l, kKNorm), hd);
-    upload_projection(layer_id(l, kWo), H, c.q_heads * hd, 1.0 / std::sqrt(double(c.q_heads * hd)), L.w_o, L.qw_o);
+    upload_projection(layer_id(l, kWo), full_qd, all_h, r * qd, (r + 1) * qd, 1.0 / std::sqrt(double(full_qd)), L.w_o,
+                      L.qw_o);
     L.post_norm = upload_norm(layer_id(l, kPostNorm), H);
-    upload_projection(layer_id(l, kWGateUp), 2 * c.ffn, H, inv_h, L.w_gate_up, L.qw_gate_up);
-    upload_projection(layer_id(l, kWDown), H, c.ffn, 1.0 / std::sqrt(double(c.ffn)), L.w_down, L.qw_down);
+    upload_projection(layer_id(l, kWGateUp), H, gate_up_sel, 0, H, inv_h, L.w_gate_up, L.qw_gate_up);
+    upload_projection(layer_id(l, kWDown), full.ffn, all_h, r * f, (r + 1) * f, 1.0 / std::sqrt(double(full.ffn)),
+                      L.w_down, L.qw_down);
     if (c.kv_dtype == KvDtype::int8) {
       L.quant = ctx.alloc_paged_int8_layer({.max_blocks_per_seq = blocks_, .block_size = c.kv_block_size, .num_kv_heads = c.kv_heads, .head_dim = hd});
     } else if (c.kv_dtype == KvDtype::fp8) {
@@ -319,10 +358,12 @@ void Model::record_decode_step() {
                            .sliding_window = 0});
     }
     ctx_.gemm({.a = attn_, .b = L.w_o, .out = o_, .m = 1, .n = H, .k = c.q_heads * hd});
+    tp_sum(o_, H);
     ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
     ctx_.gemm({.a = a_, .b = L.w_gate_up, .out = gate_up_, .m = 1, .n = 2 * c.ffn, .k = H});
     ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = 1, .im = c.ffn});
     ctx_.gemm({.a = act_, .b = L.w_down, .out = down_, .m = 1, .n = H, .k = c.ffn});
+    tp_sum(down_, H);
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
     ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = 1, .dim = H});
   }
@@ -380,6 +421,7 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
       if (c.kv_dtype == KvDtype::activation) attention_paged(L, T, p0);
       else attention_quant(L, T, p0);
       linear(attn_, L.w_o, L.qw_o, o_, T, H, c.q_heads * hd);
+      tp_sum(o_, T * H);
     } else {
       // q head-major [nq, T, hd]; K/V rotated/copied straight into the contiguous caches.
       ctx_.split_qkv_norm_rope_into_cache({.qkv = qkv_, .q_norm_w = &L.q_norm, .k_norm_w = &L.k_norm, .cos = &cos_, .sin = &sin_, .q_out = q_, .cache_k = L.cache_k, .cache_v = L.cache_v, .tokens = T,
@@ -389,11 +431,13 @@ std::vector<float> Model::forward(const std::vector<uint32_t>& tokens, uint32_t&
                            .kv_seq_stride = c.max_positions, .sliding_window = 0});
       ctx_.transpose_head_to_token({.src = attn_, .dst = attn_t_, .tokens = T, .heads = c.q_heads, .dim = hd});
       linear(attn_t_, L.w_o, L.qw_o, o_, T, H, c.q_heads * hd);
+      tp_sum(o_, T * H);
     }
     ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += o; a = norm(x)
     linear(a_, L.w_gate_up, L.qw_gate_up, gate_up_, T, 2 * c.ffn, H);
     ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = T, .im = c.ffn});
     linear(act_, L.w_down, L.qw_down, down_, T, H, c.ffn);
+    tp_sum(down_, T * H);
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;
     ctx_.fused_add_rms_norm({.residual = x_, .x = down_, .w = next_norm, .eps = eps, .out = a_, .tokens = T, .dim = H});  // x += d; a = norm(x)
   }

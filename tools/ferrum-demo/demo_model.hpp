@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ferrum/ferrum.hpp>
@@ -41,7 +42,16 @@ struct ModelConfig {
   // host from the same f32 values and run through gguf_matmul: 0 (none: the activation dtype, gemm),
   // 8 (Q8_0) or 2 (Q4_0). The embedding, the norms and the LM head stay in the activation dtype.
   int32_t quant = 0;
+  // Tensor parallelism (Megatron-style): this rank holds q_heads / tp_size query heads and
+  // kv_heads / tp_size KV heads (their QKV rows, the matching columns of o_proj), ffn / tp_size of
+  // the MLP (gate and up rows, down columns); the context's communicator sums the o_proj and down
+  // partial products (all_reduce) before each residual add. Embedding, norms and LM head are whole
+  // on every rank, so every rank computes the same logits.
+  uint64_t tp_size = 1, tp_rank = 0;
 };
+
+// The shapes one rank runs: q_heads, kv_heads and ffn divided by tp_size (tp_size 1: cfg itself).
+ModelConfig local_config(const ModelConfig& cfg);
 
 // The GGUF blocks of a row-major f32 matrix [rows, cols] (cols a multiple of 32), quantised the
 // way GGUF writers do: Q8_0 d = max|x| / 127, q = round(x / d); Q4_0 d = (the value of largest
@@ -111,8 +121,13 @@ class Model {
   };
   // out[m, n] = a[m, k] · Wᵀ through gemm (w) or, with cfg.quant, gguf_matmul (qw).
   void linear(const Buffer& a, const Buffer& w, const QWeight& qw, Buffer& out, uint64_t m, uint64_t n, uint64_t k);
-  // A projection matrix: dense (upload_matrix) or, with cfg.quant, quantised into qw.
-  void upload_projection(uint64_t id, uint64_t rows, uint64_t cols, double scale, Buffer& w, QWeight& qw);
+  // A projection matrix: rows `rows` (ranges of row indices) and columns [c0, c1) of the full
+  // [*, full_cols] matrix `id`, dense or, with cfg.quant, quantised into qw.
+  using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
+  void upload_projection(uint64_t id, uint64_t full_cols, const Ranges& rows, uint64_t c0, uint64_t c1, double scale,
+                         Buffer& w, QWeight& qw);
+  // Sums this rank's partial product across the tensor-parallel ranks (nothing at tp_size 1).
+  void tp_sum(Buffer& partial, uint64_t n);
   void attention_paged(Layer& L, uint64_t T, uint64_t p0);
   void attention_quant(Layer& L, uint64_t T, uint64_t p0);
   void write_step_lengths(uint64_t p0, uint64_t T);
@@ -120,7 +135,8 @@ class Model {
   Buffer upload_norm(uint64_t id, uint64_t n);
 
   Context& ctx_;
-  ModelConfig cfg_;
+  ModelConfig full_;  // the whole model (weight generation)
+  ModelConfig cfg_;   // this rank's shapes (local_config(full_))
   uint64_t max_tokens_;
   uint64_t len_ = 0;
   uint64_t weight_bytes_ = 0;

@@ -4,7 +4,8 @@
 //   ferrum-demo [--backend SPEC] [--dtype f32|f16|bf16] [--prompt 1,2,3 | --prompt-len N]
 //               [--tokens N] [--hidden N] [--layers N] [--q-heads N] [--kv-heads N]
 //               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both]
-//               [--kv contiguous|paged] [--kv-dtype auto|int8|fp8] [--quant none|q8_0|q4_0] [--json]
+//               [--kv contiguous|paged] [--kv-dtype auto|int8|fp8] [--quant none|q8_0|q4_0]
+//               [--tp N [--tp-id-file PATH]] [--json]
 //
 // --quant q8_0|q4_0 quantises every layer's four projection matrices on the host (GGUF blocks of the
 // same seeded values) and runs them through gguf_matmul (load_quant); the embedding, norms and LM
@@ -13,6 +14,13 @@
 // --kv paged decodes through the paged-KV ops (block pools of 16 tokens, block table in random
 // order), --kv-dtype int8|fp8 (with --kv paged) through the quantised-KV ops; a backend without
 // one of those ops is a usage error naming the op (there is no fallback).
+//
+// --tp N runs the model tensor-parallel over N ranks, one process per rank, started by an MPI
+// launcher (`mpirun -np N ferrum-demo --tp N ...`; the rank comes from the launcher's environment):
+// each rank holds 1/N of the heads and of the MLP, and the context's communicator (comm_init;
+// the backend's collective family) sums the partial products. Rank 0 writes the communicator id to
+// --tp-id-file (default: /tmp/ferrum-demo-<job id>.id; on several hosts give a shared path) and the
+// others read it there; only rank 0 prints.
 //
 // --backend: a name (cpu, cuda, cuda:1), a path to a plugin .so, or auto; without it
 // FERRUM_BACKEND, then the config file, then auto decide (see README). `--help` lists the
@@ -23,7 +31,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -59,6 +69,36 @@ std::vector<uint32_t> parse_prompt(const CLI::App& app, const std::string& text)
 
 std::string dtype_name_of(const ferrum::Context& ctx) { return std::string(ferrum::to_string(ctx.activation_dtype())); }
 
+// The launcher's rank / size variables (Open MPI, then PMI: MPICH, Slurm), or -1.
+int launcher_int(const char* ompi, const char* pmi) {
+  const char* v = std::getenv(ompi);
+  if (!v) v = std::getenv(pmi);
+  return v && *v ? std::atoi(v) : -1;
+}
+
+// Rank 0's communicator id, through `path`: rank 0 writes it (renamed into place whole), the
+// others wait up to 60 s for it.
+std::vector<uint8_t> share_id(const std::string& path, int rank, std::vector<uint8_t> id) {
+  if (rank == 0) {
+    const std::string tmp = path + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f || std::fwrite(id.data(), 1, id.size(), f) != id.size() || std::fclose(f) != 0 ||
+        std::rename(tmp.c_str(), path.c_str()) != 0)
+      throw std::runtime_error("--tp-id-file: cannot write " + path);
+    return id;
+  }
+  std::vector<uint8_t> got(id.size());
+  for (int i = 0; i < 6000; ++i) {
+    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+      const size_t n = std::fread(got.data(), 1, got.size(), f);
+      std::fclose(f);
+      if (n == got.size()) return got;
+    }
+    usleep(10000);
+  }
+  throw std::runtime_error("--tp-id-file: rank 0's communicator id did not appear in " + path + " within 60 s");
+}
+
 std::string gigabytes(double bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
@@ -73,7 +113,7 @@ int main(int argc, char** argv) {
   uint64_t prompt_len = 16, n_tokens = 32;
   bool json = false;
   std::string graphs = "auto";  // decode through captured graphs when the backend has them
-  std::string kv_layout = "contiguous", kv_dtype = "auto", quant = "none";
+  std::string kv_layout = "contiguous", kv_dtype = "auto", quant = "none", tp_id_file;
 
   CLI::App app{"ferrum-demo: a small Qwen3-style decoder with seeded random weights; prefills a prompt and "
                "greedily decodes N tokens on the selected backend.",
@@ -120,6 +160,13 @@ int main(int argc, char** argv) {
                  "host, through load_quant / gguf_matmul; no graph path)")
       ->check(CLI::IsMember({"none", "q8_0", "q4_0"}))
       ->capture_default_str();
+  ft::add_integer(app, "--tp", cfg.tp_size, uint64_t{1}, uint64_t{kMaxHeads},
+                  "tensor-parallel ranks, one process each, started by an MPI launcher (mpirun -np N); divides "
+                  "--q-heads, --kv-heads and --ffn");
+  app.add_option("--tp-id-file", tp_id_file,
+                 "where rank 0 leaves the communicator id for the other ranks (default /tmp/ferrum-demo-<job id>.id; "
+                 "a shared path across hosts)")
+      ->type_name("PATH");
   app.add_flag("--json", json, "one JSON object on stdout instead of the text report");
   ft::parse_or_exit(app, argc, argv);
 
@@ -149,6 +196,33 @@ int main(int argc, char** argv) {
     ft::usage_error(app, "--quant " + quant + ": expected --hidden, --ffn and --q-heads x --head-dim multiples of 32 "
                          "(the GGUF block width), given " + std::to_string(cfg.hidden) + ", " + std::to_string(cfg.ffn) +
                          " and " + std::to_string(cfg.q_heads * cfg.head_dim));
+  // Tensor parallelism: every split must be whole, and this process must be one of tp ranks.
+  int tp_rank = 0;
+  if (cfg.tp_size > 1) {
+    for (const auto& [flag, n] : {std::pair<const char*, uint64_t>{"--q-heads", cfg.q_heads}, {"--kv-heads", cfg.kv_heads},
+                                  {"--ffn", cfg.ffn}})
+      if (n % cfg.tp_size)
+        ft::usage_error(app, std::string(flag) + ": expected a multiple of --tp (" + std::to_string(cfg.tp_size) +
+                                 "), given " + std::to_string(n));
+    tp_rank = launcher_int("OMPI_COMM_WORLD_RANK", "PMI_RANK");
+    const int tp_world = launcher_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE");
+    if (tp_rank < 0 || tp_world != static_cast<int>(cfg.tp_size))
+      ft::usage_error(app, "--tp " + std::to_string(cfg.tp_size) + ": expected one process per rank started by an MPI "
+                           "launcher with as many ranks (mpirun -np " + std::to_string(cfg.tp_size) +
+                           " ferrum-demo ...), given " + (tp_rank < 0 ? std::string("no launcher") :
+                                                          std::to_string(tp_world) + " ranks"));
+    cfg.tp_rank = static_cast<uint64_t>(tp_rank);
+    if (tp_id_file.empty()) {
+      const char* job = std::getenv("PMIX_NAMESPACE");
+      if (!job) job = std::getenv("SLURM_JOB_ID");
+      if (!job) ft::usage_error(app, "--tp-id-file: expected a path (the launcher names no job), given none");
+      tp_id_file = std::string("/tmp/ferrum-demo-") + job + ".id";
+    }
+  }
+  if (cfg.quant != 0 && cfg.tp_size > 1 &&
+      ((cfg.q_heads / cfg.tp_size * cfg.head_dim) % 32 || (cfg.ffn / cfg.tp_size) % 32))
+    ft::usage_error(app, "--tp " + std::to_string(cfg.tp_size) + ": expected each rank's share of --q-heads x --head-dim "
+                         "and of --ffn to be a multiple of 32 with --quant (the GGUF block width)");
   std::vector<uint32_t> prompt;
   if (prompt_opt->count()) {
     prompt = parse_prompt(app, prompt_text);
@@ -170,9 +244,17 @@ int main(int argc, char** argv) {
   try {
     ferrum::Backend backend = ferrum::Backend::load(backend_spec);
     ferrum::Context ctx = backend.create_context({}, dtype);
+    if (cfg.tp_size > 1) {
+      const std::vector<uint8_t> id =
+          share_id(tp_id_file, tp_rank, tp_rank == 0 ? ctx.comm_unique_id() : std::vector<uint8_t>(128));
+      ctx.comm_init({.unique_id = id.data(), .world_size = static_cast<uint32_t>(cfg.tp_size),
+                     .rank = static_cast<uint32_t>(tp_rank)});
+      if (tp_rank == 0) std::remove(tp_id_file.c_str());  // every rank has joined: the id is spent
+    }
     // A shape that cannot fit is a usage error, found before anything is allocated.
     {
-      const auto need = ferrum::demo::Model::footprint(cfg, ferrum::element_size(ctx.activation_dtype()), prompt.size());
+      const auto need = ferrum::demo::Model::footprint(ferrum::demo::local_config(cfg),
+                                                       ferrum::element_size(ctx.activation_dtype()), prompt.size());
       const ferrum::DeviceProps dev = backend.device_props(ctx.device());
       const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
       const double host_bytes = pages > 0 && page > 0 ? double(pages) * double(page) : 0;
@@ -290,22 +372,26 @@ int main(int argc, char** argv) {
     const std::string dt_s(ferrum::to_string(ctx.activation_dtype()));
     const char* dt = dt_s.c_str();
     const std::string kv_dtype_s = kv_dtype == "auto" ? dt_s : kv_dtype;
+    if (tp_rank != 0) return 0;  // every rank computed the same tokens; rank 0 reports them
     if (json) {
       std::printf("{\"backend\": \"%s\", \"version\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", "
                   "\"prompt_tokens\": %zu, \"generated_tokens\": %llu, \"prefill_tokens_per_s\": %.3f, "
                   "\"decode_tokens_per_s\": %.3f, \"weight_bytes\": %llu, \"generated\": [%s], "
                   "\"logits_checksum\": %.9g, \"decode_mode\": \"%s\", \"eager_decode_tokens_per_s\": %.3f, "
                   "\"graph_decode_tokens_per_s\": %.3f, \"copy_gb_per_s\": %.1f, \"roofline_pct\": %.1f, "
-                  "\"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_bytes\": %llu, \"quant\": \"%s\"}\n",
+                  "\"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_bytes\": %llu, \"quant\": \"%s\", \"tp\": %llu}\n",
                   std::string(backend.name()).c_str(), std::string(backend.version()).c_str(), props.name.c_str(), dt,
                   prompt.size(), (unsigned long long)n_tokens, prefill_tps, decode_tps,
                   (unsigned long long)model.weight_bytes(), ids.c_str(), checksum, run_graph ? "graph" : "eager",
                   eager_tps, graph_tps, copy_gbs, roofline_pct, kv_layout.c_str(), kv_dtype_s.c_str(),
-                  (unsigned long long)model.kv_cache_bytes(), quant.c_str());
+                  (unsigned long long)model.kv_cache_bytes(), quant.c_str(), (unsigned long long)cfg.tp_size);
     } else {
       std::printf("backend:   %s %s (ABI %s), device %llu: %s\n", std::string(backend.name()).c_str(),
                   std::string(backend.version()).c_str(), backend.abi_version().c_str(),
                   (unsigned long long)ctx.device(), props.name.c_str());
+      if (cfg.tp_size > 1)
+        std::printf("parallel:  tensor-parallel over %llu ranks (this report: rank 0; weights, KV cache and roofline per rank)\n",
+                    (unsigned long long)cfg.tp_size);
       std::printf("model:     hidden %llu, %llu layers, %llu/%llu heads, head_dim %llu, ffn %llu, vocab %llu, %s%s%s, "
                   "%.1f MB of weights\n",
                   (unsigned long long)cfg.hidden, (unsigned long long)cfg.layers, (unsigned long long)cfg.q_heads,

@@ -34,6 +34,18 @@ struct ferrum_context : ferrum::plugin::ContextBase {
   };
   std::array<BatchedSlot, kBatchedSlots> append_slots{};
   std::array<BatchedSlot, kBatchedSlots> attention_slots{};
+
+  // The communicator of docs/spec.md §10 (glue/collective.cpp): `joined` after comm_init; `mpi`
+  // is the MPI shim's communicator when world > 1 (NULL for a world of one). Freed with the context.
+  struct Comm {
+    bool joined = false;
+    uint32_t world = 1, rank = 0;
+    void* mpi = nullptr;
+    Comm() = default;
+    Comm(const Comm&) = delete;
+    Comm& operator=(const Comm&) = delete;
+    ~Comm();
+  } comm;
 };
 
 // The host clock's two marks (device layer).
@@ -67,6 +79,7 @@ extern const ferrum_quant_kv_table kQuantKvTable;
 extern const ferrum_quant_matmul_table kQuantMatmulTable;
 extern const ferrum_moe_table kMoeTable;
 extern const ferrum_mla_table kMlaTable;
+extern const ferrum_collective_table kCollectiveTable;  // glue/collective.cpp (MPI between processes)
 
 // Element-wise conversion between any two of F32/F16/BF16 (docs/spec.md §1 from_weight_bytes rules);
 // equal dtypes copy bits. `src` may be unaligned.

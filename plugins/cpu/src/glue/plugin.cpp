@@ -39,8 +39,8 @@ ferrum_status device_props(uint64_t ordinal, ferrum_device_props* p) {
   });
 }
 
-// graph and collective are optional on the CPU (docs/spec.md §8.1): absent, NULL; the facade's
-// single-rank default serves the collective ops.
+// graph is optional on the CPU (docs/spec.md §8.1): absent, NULL. The collective family runs over
+// MPI between processes (glue/collective.cpp), loaded only when a world of several ranks is made.
 constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
     .plugin_name = "cpu",
     .plugin_version = FERRUM_VERSION,
@@ -59,6 +59,7 @@ constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>
     .quant_matmul = &kQuantMatmulTable,
     .moe = &kMoeTable,
     .mla = &kMlaTable,
+    .collective = &kCollectiveTable,
 });
 
 }  // namespace
