@@ -2,7 +2,7 @@
 // job (mpirun / srun; one host or several, any transport Open MPI picks: shared memory, TCP, ...).
 //
 // A world of one rank needs no MPI. For more, the plugin dlopens its MPI shim (src/mpi/cpu_mpi.h:
-// libferrum-cpu-mpi.so in the cpu-mpi/ folder beside this plugin, or FERRUM_CPU_MPI_LIB), the only
+// libferrum_cpu_mpi.so in the cpu-mpi/ folder beside this plugin, or FERRUM_CPU_MPI_LIB), the only
 // part linked against libmpi — so this plugin loads on machines without MPI, and says why when a
 // world of several ranks cannot be made. One rank per process: several contexts of one process
 // cannot be ranks of one world here (the CUDA plugin's NCCL can). F32 / F16 / BF16 buffers;
@@ -51,7 +51,7 @@ const Shim& shim() {
   static std::once_flag once;
   std::call_once(once, [] {
     const char* env = std::getenv("FERRUM_CPU_MPI_LIB");
-    const std::string path = env && *env ? std::string(env) : own_dir() + "/cpu-mpi/libferrum-cpu-mpi.so";
+    const std::string path = env && *env ? std::string(env) : own_dir() + "/cpu-mpi/libferrum_cpu_mpi.so";
     void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE);
     if (!h) {
       const char* e = dlerror();

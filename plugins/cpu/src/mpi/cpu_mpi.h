@@ -1,6 +1,6 @@
 /* ferrum CPU plugin — the MPI shim's interface (docs/spec.md §10).
  *
- * libferrum-cpu-mpi.so is the only part of the CPU plugin linked against MPI (Debian's Open MPI):
+ * libferrum_cpu_mpi.so is the only part of the CPU plugin linked against MPI (Debian's Open MPI):
  * the plugin dlopens it (RTLD_GLOBAL, so Open MPI's own components resolve its symbols) the first
  * time a context joins a world of more than one rank, so libferrum-cpu.so loads on machines without
  * MPI. Ranks are processes of one MPI job (mpirun / srun), on one host or several; a communicator
