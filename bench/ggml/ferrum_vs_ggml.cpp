@@ -4,7 +4,9 @@
 // times ggml then ferrum on every case, and each figure is the median over the rounds of a
 // per-round median. Every case also compares the two outputs (rel-L2), so a row measures the
 // same computation. Prints one table (ratio = ggml time / ferrum time; > 1: ferrum is faster)
-// and, with --json FILE, the rows as JSON.
+// and, with --json FILE, the rows as JSON. The GGUF rows come in pairs against one ggml time: ferrum
+// with exact activations (dtype f32) and with load_quant's act_precision = FERRUM_QUANT_ACT_Q8
+// (dtype q8act: 8-bit activations, as ggml computes; docs/spec.md §11.2).
 //
 //   ferrum-vs-ggml [--threads 2] [--rounds 3] [--quick] [--only GLOB] [--m 1,16,128] [--json FILE]
 //
@@ -123,8 +125,8 @@ ggml_tensor* tensor_from(ggml_context* g, ggml_type type, const std::vector<floa
 struct Row {
   std::string op, shape, dtype;
   double bytes = 0, flops = 0;
-  std::vector<double> t_ggml, t_ferrum;
-  double err = 0;
+  std::vector<double> t_ggml, t_ferrum, t_alt;
+  double err = 0, err_alt = 0;
 };
 
 struct Case {
@@ -133,6 +135,10 @@ struct Case {
   std::function<void()> ferrum_run;
   std::function<std::vector<float>()> ferrum_out;
   std::function<std::vector<float>(const std::vector<float>&)> ggml_to_ferrum_layout;  // identity if empty
+  // A second ferrum variant timed against the same ggml runs (empty: none), printed as dtype alt_dtype.
+  std::string alt_dtype;
+  std::function<void()> alt_run;
+  std::function<std::vector<float>()> alt_out;
 };
 
 ferrum::Dtype dtype_of_ggml(ggml_type t) {
@@ -218,11 +224,15 @@ int main(int argc, char** argv) {
         const size_t wbytes = ggml_nbytes(W);
         c.row.bytes = static_cast<double>(wbytes) + 4.0 * m * (K + N);
         c.row.flops = 2.0 * m * N * K;
-        auto qw = std::make_shared<ferrum::QWeight>(c32.load_quant(
-            {.quant_type = static_cast<int32_t>(qt),
-             .bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(W->data), wbytes),
-             .n_rows = static_cast<uint64_t>(N),
-             .n_cols = static_cast<uint64_t>(K)}));
+        auto load = [&](int32_t act) {
+          return std::make_shared<ferrum::QWeight>(c32.load_quant(
+              {.quant_type = static_cast<int32_t>(qt),
+               .bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(W->data), wbytes),
+               .n_rows = static_cast<uint64_t>(N),
+               .n_cols = static_cast<uint64_t>(K),
+               .act_precision = act}));
+        };
+        auto qw = load(FERRUM_QUANT_ACT_EXACT), qw8 = load(FERRUM_QUANT_ACT_Q8);
         auto xa = std::make_shared<ferrum::Buffer>(c32.from_slice(x));
         auto ya = std::make_shared<ferrum::Buffer>(c32.alloc_typed(ferrum::Dtype::f32, m * N));
         const uint64_t mu = m, nu = N;
@@ -231,6 +241,12 @@ int main(int argc, char** argv) {
           c32.sync();
         };
         c.ferrum_out = [&c32, ya, mu, nu] { return c32.to_vec(*ya, mu * nu); };
+        c.alt_dtype = "q8act";
+        c.alt_run = [&c32, qw8, xa, ya, mu] {
+          c32.gguf_matmul({.a = *xa, .weight = *qw8, .out = *ya, .m = mu});
+          c32.sync();
+        };
+        c.alt_out = c.ferrum_out;
         cases.push_back(std::move(c));
       }
     }
@@ -384,11 +400,16 @@ int main(int argc, char** argv) {
     std::vector<float> gout = c.g->out_f32();
     if (c.ggml_to_ferrum_layout) gout = c.ggml_to_ferrum_layout(gout);
     c.row.err = rel_l2(c.ferrum_out(), gout);
+    if (c.alt_run) {
+      c.alt_run();
+      c.row.err_alt = rel_l2(c.alt_out(), gout);
+    }
   }
   for (int r = 0; r < opt.rounds; ++r)
     for (Case& c : cases) {
       c.row.t_ggml.push_back(time_call([&] { c.g->run(); }));
       c.row.t_ferrum.push_back(time_call(c.ferrum_run));
+      if (c.alt_run) c.row.t_alt.push_back(time_call(c.alt_run));
     }
 
   auto median = [](std::vector<double> v) {
@@ -409,19 +430,22 @@ int main(int argc, char** argv) {
   if (js) std::fprintf(js, "{\"threads\": %d, \"rounds\": %d, \"load1\": %.2f, \"read_gbs\": %.2f, \"rows\": [\n",
                        opt.threads, opt.rounds, load[0], read_gbs);
   bool first = true;
-  for (const Case& c : cases) {
-    const double tg = median(c.row.t_ggml), tf = median(c.row.t_ferrum);
-    std::printf("%-22s %-24s %-5s %11.1f %11.1f %7.2f %9.1f %9.1f %9.2e\n", c.row.op.c_str(), c.row.shape.c_str(),
-                c.row.dtype.c_str(), tg * 1e6, tf * 1e6, tg / tf, c.row.bytes / tf / 1e9, c.row.flops / tf / 1e9,
-                c.row.err);
+  auto print = [&](const Row& row, const std::string& dtype, double tg, double tf, double err) {
+    std::printf("%-22s %-24s %-5s %11.1f %11.1f %7.2f %9.1f %9.1f %9.2e\n", row.op.c_str(), row.shape.c_str(),
+                dtype.c_str(), tg * 1e6, tf * 1e6, tg / tf, row.bytes / tf / 1e9, row.flops / tf / 1e9, err);
     if (js) {
       std::fprintf(js,
                    "%s  {\"op\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", \"ggml_us\": %.3f, \"ferrum_us\": %.3f, "
                    "\"ratio\": %.4f, \"bytes\": %.0f, \"flops\": %.0f, \"rel_l2\": %.3e}",
-                   first ? "" : ",\n", c.row.op.c_str(), c.row.shape.c_str(), c.row.dtype.c_str(), tg * 1e6, tf * 1e6,
-                   tg / tf, c.row.bytes, c.row.flops, c.row.err);
+                   first ? "" : ",\n", row.op.c_str(), row.shape.c_str(), dtype.c_str(), tg * 1e6, tf * 1e6, tg / tf,
+                   row.bytes, row.flops, err);
       first = false;
     }
+  };
+  for (const Case& c : cases) {
+    const double tg = median(c.row.t_ggml);
+    print(c.row, c.row.dtype, tg, median(c.row.t_ferrum), c.row.err);
+    if (c.alt_run) print(c.row, c.alt_dtype, tg, median(c.row.t_alt), c.row.err_alt);
   }
   if (js) {
     std::fprintf(js, "\n]}\n");

@@ -1,6 +1,8 @@
 // Conformance cases: gguf (see conformance/include/ferrum/conformance/kit.hpp). docs/spec.md §11.
 #include <ferrum/conformance/kit.hpp>
 
+#include <cmath>
+#include <cstdio>
 #include <span>
 #include <string>
 #include <vector>
@@ -43,6 +45,40 @@ void matmul_case(Run& run, int32_t t, uint64_t m, uint64_t rows, uint64_t cols) 
   ferrum::conformance::util::check_weight_rounding_allowed(run, out, product(false), m * rows, rows, product);
 }
 
+// Class A (docs/spec.md §0.13; gguf_matmul with act_precision = FERRUM_QUANT_ACT_Q8): every output
+// finite and within (1 + 2^-7)·step + ε·mag of the float64 product (ref/ref_gguf.hpp, ε: class F's
+// value of the output dtype); the guard region of an output() buffer untouched.
+inline void check_class_a(Run& run, const std::string& what, const ferrum::Buffer& out, const fr::Q8Allowance& al) {
+  const uint64_t n = al.ref.size();
+  const std::vector<double> got = run.download(out, n);
+  const double eps = ft::tolerance(static_cast<int32_t>(out.dtype()));
+  for (uint64_t i = 0; i < n; ++i) {
+    const double err = std::abs(got[i] - al.ref[i]), allowed = (1 + 0x1p-7) * al.step[i] + eps * al.mag[i];
+    if (!std::isfinite(got[i]) || !(err <= allowed)) {
+      char buf[256];
+      std::snprintf(buf, sizeof buf, ": element %llu is %.9g, the float64 product %.9g (class A allows %.3g, off by %.3g)",
+                    (unsigned long long)i, got[i], al.ref[i], allowed, err);
+      run.fail(what + buf);
+      return;
+    }
+  }
+  if (out.count() > n) run.check_untouched(what + " guard region", out, n, out.count());
+}
+
+// act_precision = FERRUM_QUANT_ACT_Q8 (docs/spec.md §11.2): class A. The activations have an outlier
+// (|a| of 4 … 8) in every third 32-column block, so the blocks' steps d_b differ widely.
+void matmul_q8_case(Run& run, int32_t t, uint64_t m, uint64_t rows, uint64_t cols) {
+  const std::vector<uint8_t> bytes = ft::random_gguf(t, rows, cols, run.seed() ^ (uint64_t(t) << 36) ^ (m * 257 + rows));
+  ferrum::QWeight w = run.ctx.load_quant({.quant_type = t, .bytes = std::span<const uint8_t>(bytes), .n_rows = rows,
+                                          .n_cols = cols, .act_precision = FERRUM_QUANT_ACT_Q8});
+  std::vector<double> a = run.random(m * cols);
+  for (uint64_t b = 0; b < m * cols / 32; b += 3) a[32 * b + (7 * b) % 32] = (b % 2 ? -1.0 : 1.0) * double(4 + b % 5);
+  ferrum::Buffer ba = run.upload(a);
+  ferrum::Buffer out = run.output(m * rows);
+  run.ctx.gguf_matmul({.a = ba, .weight = w, .out = out, .m = m});
+  check_class_a(run, "out", out, fr::gguf_matmul_q8_allowance(run.values(a), fr::gguf_dequantize(t, bytes, rows, cols), m, rows, cols));
+}
+
 void dequant_case(Run& run, int32_t t, uint64_t rows, uint64_t cols) {
   const std::vector<uint8_t> bytes = ft::random_gguf(t, rows, cols, run.seed() ^ (uint64_t(t) << 40) ^ rows);
   ferrum::QWeight w = run.ctx.load_quant({.quant_type = t, .bytes = std::span<const uint8_t>(bytes), .n_rows = rows, .n_cols = cols});
@@ -72,6 +108,17 @@ const bool registered = [] {
       const uint64_t cols = bc * ft::gguf_qk(t);
       register_case({"gguf_dequantize", name_of(t, "dequantize", 0, 7, cols), kActDtypes,
                      [=](Run& run) { dequant_case(run, t, 7, cols); }});
+    }
+  }
+  // act_precision = Q8 (class A): m = 1, 3, 16, 33; odd block counts (32-weight types: a partial
+  // 256-column group alone, then two full groups and a partial one).
+  const Shape q8_shapes[] = {{1, 7, 0}, {3, 29, 1}, {16, 61, 0}, {33, 29, 1}};
+  for (int32_t t : ft::gguf_types()) {
+    for (const Shape& s : q8_shapes) {
+      const bool small = ft::gguf_qk(t) == 32;
+      const uint64_t cols = (small ? (s.block_cols ? 19 : 7) : (s.block_cols ? 3 : 1)) * ft::gguf_qk(t);
+      register_case({"gguf_matmul", name_of(t, "matmul act_precision=q8", s.m, s.rows, cols), kActDtypes,
+                     [=](Run& run) { matmul_q8_case(run, t, s.m, s.rows, cols); }});
     }
   }
   // "large": a wide output (n_rows >= 14336) at m = 1, a long row (n_cols = 8192) through the
@@ -107,6 +154,16 @@ FERRUM_CONFORMANCE_CASE("load_quant", "errors: n_cols % QK, byte_len, unknown ty
   run.expect_error("unknown type", ErrorCode::unsupported, [&] {
     run.ctx.load_quant({.quant_type = 7, .bytes = std::span<const uint8_t>(bytes), .n_rows = 2, .n_cols = 256});
   }, "quant_type");
+}
+
+FERRUM_CONFORMANCE_CASE("load_quant", "errors: act_precision other than EXACT (0) and Q8 (1)", kActDtypes) {
+  const std::vector<uint8_t> bytes = ft::random_gguf(ft::kQ8_0, 2, 64, run.seed());
+  for (int32_t bad : {2, -1}) {
+    run.expect_error("act_precision " + std::to_string(bad), ErrorCode::invalid_argument, [&] {
+      run.ctx.load_quant({.quant_type = ft::kQ8_0, .bytes = std::span<const uint8_t>(bytes), .n_rows = 2, .n_cols = 64,
+                          .act_precision = bad});
+    }, "act_precision");
+  }
 }
 
 FERRUM_CONFORMANCE_CASE("gguf_matmul", "errors: a too small, wrong weight kind", kActDtypes) {

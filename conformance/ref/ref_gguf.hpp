@@ -14,6 +14,7 @@
 #include "quantize.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <stdexcept>
@@ -221,6 +222,44 @@ inline void gguf_matmul(const std::vector<double>& a, const std::vector<double>&
     }
   if (out.size() < r.size()) out.resize(r.size());
   std::copy(r.begin(), r.end(), out.begin());
+}
+
+// Tolerance class A of gguf_matmul on a weight loaded with act_precision = FERRUM_QUANT_ACT_Q8
+// (docs/spec.md §0.13, §11.2), per output [m, n_rows]: `ref` the float64 product of the activations
+// as stored and the f32 weights of §11.1, `step` = Σ_k |W_k|·d_b(k)/2 with d_b = amax_b / 127 over
+// the 32 activations of block b(k) = k / 32 of the row, and `mag` = Σ_k |W_k·a_k|. An output
+// passes when |out − ref| ≤ (1 + 2^-7)·step + ε·mag, ε being class F's value of the output dtype.
+struct Q8Allowance {
+  std::vector<double> ref, step, mag;
+};
+
+inline Q8Allowance gguf_matmul_q8_allowance(const std::vector<double>& a, const std::vector<double>& w, uint64_t m,
+                                            uint64_t n_rows, uint64_t n_cols) {
+  if (a.size() < m * n_cols || w.size() < n_rows * n_cols || n_cols % 32)
+    throw std::invalid_argument("gguf_matmul_q8_allowance: sizes");
+  Q8Allowance r{std::vector<double>(m * n_rows), std::vector<double>(m * n_rows), std::vector<double>(m * n_rows)};
+  std::vector<double> d(n_cols / 32);
+  for (uint64_t i = 0; i < m; ++i) {
+    const double* x = a.data() + i * n_cols;
+    for (uint64_t b = 0; b < n_cols / 32; ++b) {
+      double amax = 0;
+      for (uint64_t k = 32 * b; k < 32 * b + 32; ++k) amax = std::max(amax, std::abs(x[k]));
+      d[b] = amax / 127;
+    }
+    for (uint64_t j = 0; j < n_rows; ++j) {
+      const double* wj = w.data() + j * n_cols;
+      double s = 0, step = 0, mag = 0;
+      for (uint64_t k = 0; k < n_cols; ++k) {
+        s += x[k] * wj[k];
+        step += std::abs(wj[k]) * d[k / 32] / 2;
+        mag += std::abs(x[k] * wj[k]);
+      }
+      r.ref[i * n_rows + j] = s;
+      r.step[i * n_rows + j] = step;
+      r.mag[i * n_rows + j] = mag;
+    }
+  }
+  return r;
 }
 
 }  // namespace ferrum::ref

@@ -634,7 +634,7 @@ bool call_facade(Context& ctx, int32_t op, const void* args) {
     }
     case 89: {  // load_quant
       const auto& a = *static_cast<const ferrum_load_quant_args*>(args);
-      (void)ctx.load_quant({.quant_type = a.quant_type, .bytes = std::span<const uint8_t>(a.bytes, a.byte_len), .n_rows = a.n_rows, .n_cols = a.n_cols});
+      (void)ctx.load_quant({.quant_type = a.quant_type, .bytes = std::span<const uint8_t>(a.bytes, a.byte_len), .n_rows = a.n_rows, .n_cols = a.n_cols, .act_precision = a.act_precision});
       return true;
     }
     case 90: {  // gguf_matmul

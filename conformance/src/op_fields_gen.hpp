@@ -590,6 +590,7 @@ inline constexpr Field kFields[] = {
     {"n_rows", 32, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_quant
     {"n_cols", 40, Kind::u64, Dir::none, "", "", "u64", false, false, 0},  // load_quant
     {"weight", 48, Kind::hostout, Dir::none, "", "", "hostout ferrum_qweight*", false, false, 0},  // load_quant
+    {"act_precision", 56, Kind::i32, Dir::none, "", "", "i32", false, false, 2},  // load_quant
     {"a", 8, Kind::buffer, Dir::in, "act", "m, n_cols", "in act[m, n_cols]", false, false, 0},  // gguf_matmul
     {"weight", 16, Kind::qweight, Dir::none, "", "", "quantised weight", false, false, 0},  // gguf_matmul
     {"out", 24, Kind::buffer, Dir::out, "act", "m, n_rows", "out act[m, n_rows]", false, false, 0},  // gguf_matmul
@@ -810,29 +811,29 @@ inline constexpr OpFields kOps[kOpCount] = {
     {86, "all_reduce", "AG", 32, 542, 3, true, 0},
     {87, "all_gather", "AG", 32, 545, 3, true, 0},
     {88, "broadcast", "AG", 32, 548, 3, true, 0},
-    {89, "load_quant", "SH", 56, 551, 6, true, 0},
-    {90, "gguf_matmul", "AG", 40, 557, 4, true, 0},
-    {91, "gguf_dequantize", "AG", 24, 561, 2, true, 0},
-    {92, "qweight_release", "—", 16, 563, 1, false, 0},
-    {93, "load_gptq", "SH", 88, 564, 11, true, 0},
-    {94, "load_gptq_stacked", "SH", 96, 575, 12, true, 0},
-    {95, "marlin_gemm", "AG", 40, 587, 4, true, 0},
-    {96, "route_topk_softmax", "AG", 64, 591, 7, true, 0},
-    {97, "moe_align_block_size", "AG", 64, 598, 7, true, 0},
-    {98, "moe_gemm", "AG", 120, 605, 14, true, 0},
-    {99, "fused_moe", "AG", 136, 619, 16, true, 0},
-    {100, "moe_combine", "AG", 72, 635, 8, true, 0},
-    {101, "weighted_sum_batched", "AG", 56, 643, 6, true, 0},
-    {102, "mla_attention", "AG", 136, 649, 17, true, 0},
-    {103, "query_attribute", "G", 24, 666, 2, true, 1},
-    {104, "event_create", "S", 16, 668, 1, true, 1},
-    {105, "event_record", "AG", 16, 669, 1, true, 1},
-    {106, "event_wait", "AG", 16, 670, 1, true, 1},
-    {107, "event_synchronize", "S", 16, 671, 1, true, 1},
-    {108, "event_query", "—", 24, 672, 2, true, 1},
-    {109, "event_release", "—", 16, 674, 1, false, 1},
-    {110, "wrap_external", "S", 64, 675, 7, true, 1},
-    {111, "buffer_device_address", "—", 32, 682, 3, false, 1},
+    {89, "load_quant", "SH", 64, 551, 7, true, 0},
+    {90, "gguf_matmul", "AG", 40, 558, 4, true, 0},
+    {91, "gguf_dequantize", "AG", 24, 562, 2, true, 0},
+    {92, "qweight_release", "—", 16, 564, 1, false, 0},
+    {93, "load_gptq", "SH", 88, 565, 11, true, 0},
+    {94, "load_gptq_stacked", "SH", 96, 576, 12, true, 0},
+    {95, "marlin_gemm", "AG", 40, 588, 4, true, 0},
+    {96, "route_topk_softmax", "AG", 64, 592, 7, true, 0},
+    {97, "moe_align_block_size", "AG", 64, 599, 7, true, 0},
+    {98, "moe_gemm", "AG", 120, 606, 14, true, 0},
+    {99, "fused_moe", "AG", 136, 620, 16, true, 0},
+    {100, "moe_combine", "AG", 72, 636, 8, true, 0},
+    {101, "weighted_sum_batched", "AG", 56, 644, 6, true, 0},
+    {102, "mla_attention", "AG", 136, 650, 17, true, 0},
+    {103, "query_attribute", "G", 24, 667, 2, true, 1},
+    {104, "event_create", "S", 16, 669, 1, true, 1},
+    {105, "event_record", "AG", 16, 670, 1, true, 1},
+    {106, "event_wait", "AG", 16, 671, 1, true, 1},
+    {107, "event_synchronize", "S", 16, 672, 1, true, 1},
+    {108, "event_query", "—", 24, 673, 2, true, 1},
+    {109, "event_release", "—", 16, 675, 1, false, 1},
+    {110, "wrap_external", "S", 64, 676, 7, true, 1},
+    {111, "buffer_device_address", "—", 32, 683, 3, false, 1},
 };
 
 }  // namespace ferrum::conformance::gen

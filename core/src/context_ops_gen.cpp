@@ -1109,6 +1109,7 @@ QWeight Context::load_quant(const args::LoadQuant& a) {
   a_.n_rows = a.n_rows;
   a_.n_cols = a.n_cols;
   a_.weight = &r_;
+  a_.act_precision = a.act_precision;
   invoke(a_);
   return adopt(r_);
 }

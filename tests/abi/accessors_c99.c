@@ -92,6 +92,33 @@ int main(void) {
     free(short_nc);
   }
 
+  /* load_quant's act_precision (1.2): a 1.1 caller's 56-byte struct (the 1.0 size) reads as
+   * FERRUM_QUANT_ACT_EXACT, whatever lies beyond it; a 1.2 caller's field is read. */
+  {
+    ferrum_load_quant_args lq;
+    void* short_lq;
+    EXPECT(FERRUM_ABI_VERSION_MINOR >= 2);
+    EXPECT(FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0 == 56);
+    EXPECT(FERRUM_LOAD_QUANT_ARGS_SIZE_V1_2 == 64);
+    EXPECT(FERRUM_LOAD_QUANT_ARGS_SIZE == sizeof(ferrum_load_quant_args));
+    EXPECT(offsetof(ferrum_load_quant_args, act_precision) == FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0);
+    EXPECT(FERRUM_QUANT_ACT_EXACT == 0 && FERRUM_QUANT_ACT_Q8 == 1);
+    memset(&lq, 0xA5, sizeof lq);
+    lq.struct_size = sizeof lq;
+    lq.act_precision = FERRUM_QUANT_ACT_Q8;
+    EXPECT(ferrum_load_quant_args_act_precision(&lq) == FERRUM_QUANT_ACT_Q8);
+    lq.struct_size = FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0;
+    EXPECT(ferrum_load_quant_args_act_precision(&lq) == FERRUM_QUANT_ACT_EXACT);
+    lq.struct_size = FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0 + 2; /* half the field: still the default */
+    EXPECT(ferrum_load_quant_args_act_precision(&lq) == FERRUM_QUANT_ACT_EXACT);
+    lq.struct_size = FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0;
+    short_lq = malloc(FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0);
+    if (!short_lq) return 2;
+    memcpy(short_lq, &lq, FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0);
+    EXPECT(ferrum_load_quant_args_act_precision((const ferrum_load_quant_args*)short_lq) == FERRUM_QUANT_ACT_EXACT);
+    free(short_lq);
+  }
+
   if (failures) fprintf(stderr, "%d failure(s)\n", failures);
   return failures ? 1 : 0;
 }

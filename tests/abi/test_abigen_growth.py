@@ -81,6 +81,12 @@ expect(const("FERRUM_OP_COUNT") == len(OPS), "current op count")
 expect("static inline uint64_t ferrum_read_typed_args_src_offset(" in headers, "accessor missing")
 expect(BY_NAME["read_typed"].size_at(0) == 40 and BY_NAME["query_attribute"].size_at(0) is None,
        "size_at")
+# The 1.2 addition (the open minor): load_quant's act_precision, a 1.1 caller's struct unchanged.
+expect(abigen.current_minor() >= 2, "FERRUM_ABI_VERSION_MINOR below 2")
+expect(const("FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0") == 56 and const("FERRUM_LOAD_QUANT_ARGS_SIZE_V1_2") == 64,
+       "load_quant 1.0 / 1.2 sizes")
+expect(BY_NAME["load_quant"].size_at(1) == 56 and BY_NAME["load_quant"].size_at(2) == 64, "load_quant size_at")
+expect("static inline int32_t ferrum_load_quant_args_act_precision(" in headers, "act_precision accessor missing")
 
 # 4. The generated checks accept any struct_size >= the op's first size and read appended fields
 #    through the accessors only.

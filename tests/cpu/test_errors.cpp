@@ -292,6 +292,20 @@ TEST_CASE("errors: embedding id >= vocab, argmax n = 0, from_weight_bytes raw_le
   }
 }
 
+TEST_CASE("errors: load_quant act_precision outside {EXACT, Q8}", "[errors][gguf]") {
+  // 32 Q8_0 weights (one block), all zero bytes: any value of act_precision but 0 and 1 is refused
+  // naming the op, the argument, the accepted values and the value given; no weight is made.
+  const std::vector<uint8_t> bytes(34, 0);
+  for (int32_t bad : {2, -1, 1 << 30}) {
+    INFO("act_precision " << bad);
+    expect_error([&] { (void)ctx().load_quant({.quant_type = FERRUM_QUANT_Q8_0, .bytes = bytes, .n_rows = 1, .n_cols = 32, .act_precision = bad}); },
+                 kInvalid, {"load_quant", "argument 'act_precision'", "0 (FERRUM_QUANT_ACT_EXACT) or 1 (FERRUM_QUANT_ACT_Q8)",
+                            "given " + std::to_string(bad)});
+  }
+  for (int32_t ok : {FERRUM_QUANT_ACT_EXACT, FERRUM_QUANT_ACT_Q8})
+    CHECK(ctx().load_quant({.quant_type = FERRUM_QUANT_Q8_0, .bytes = bytes, .n_rows = 1, .n_cols = 32, .act_precision = ok}).get() != nullptr);
+}
+
 TEST_CASE("errors: ops whose CPU slot is NULL are unsupported", "[errors][unsupported]") {
   // The CPU plugin leaves the optional graph family NULL (docs/spec.md §8.1); the facade's default for
   // begin_graph_capture is "unsupported", and nothing is enqueued.

@@ -1,5 +1,6 @@
 // Unit tests of the CPU kernels (plugins/cpu/src/kernels) and of ferrum/common/dtype.hpp against
-// straightforward float64 references on seeded random inputs (docs/spec.md §0.13 class F / E).
+// straightforward float64 references on seeded random inputs (docs/spec.md §0.13 class F / E; the
+// 8-bit-activation GGUF matmul: class A, against the conformance kit's GGUF decoder).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -22,10 +23,13 @@
 #include "attention_tiles.hpp"
 #include "elementwise.hpp"
 #include "gemm.hpp"
+#include "gguf.hpp"
+#include "gguf_q8.hpp"
 #include "norm.hpp"
 #include "paged.hpp"
 #include "parallel.hpp"
 #include "rope.hpp"
+#include "ref/ref_gguf.hpp"
 
 using namespace ferrum;
 
@@ -905,6 +909,138 @@ TEMPLATE_TEST_CASE("flash_attention matches float64 softmax attention", "[attent
         // rows with an empty visible set are exactly +0.0 (elements of non-empty rows are never exactly 0 here)
         REQUIRE(to_float(out[i]) == 0.0f);
       }
+    }
+  }
+}
+
+// ---- GGUF matmul with 8-bit activations (gguf_q8.hpp; docs/spec.md §11.2, tolerance class A) -----
+// Weights from the conformance kit's random block encoder, the reference from its independent
+// float64 decoder (conformance/ref/ref_gguf.hpp), never from the plugin's own code.
+namespace {
+
+namespace ft = ferrum::testing;
+
+// Uniform activations in [-1, 1) with an outlier (|a| in 4 … 8) in every third 32-column block, so
+// that some blocks have a coarse d_b and others a fine one; never all zero.
+template <class T>
+std::vector<T> q8_activations(uint64_t m, uint64_t k, uint32_t seed) {
+  std::vector<T> v = random_vec<T>(m * k, seed);
+  std::mt19937 g(seed ^ 0x5eedu);
+  for (uint64_t b = 0; b < m * k / 32; b += 3)
+    v[32 * b + g() % 32] = from_float<T>(((g() & 1) ? -1.0f : 1.0f) * static_cast<float>(4 + g() % 5));
+  return v;
+}
+
+// Class A per element: |out − ref| ≤ (1 + 2^-7)·Σ_k |W_k|·d_b(k)/2 + ε·Σ_k |W_k·a_k|, with ref the
+// float64 product of the exact decoded weights and the activations as stored, d_b = amax_b / 127 of
+// the activation block holding column k and ε the F-class value of T. Returns whether any output
+// is at least a quantisation step's worth away from the reference, i.e. whether the activations
+// were really rounded (a bound that is never approached would prove nothing).
+template <class T>
+bool check_class_a(const std::vector<T>& out, const std::vector<double>& w, const std::vector<T>& a, uint64_t m,
+                   uint64_t n, uint64_t k) {
+  bool rounded = false;
+  for (uint64_t i = 0; i < m; ++i) {
+    std::vector<double> x(k), d(k / 32);
+    for (uint64_t c = 0; c < k; ++c) x[c] = to_float(a[i * k + c]);
+    for (uint64_t b = 0; b < k / 32; ++b) {
+      double amax = 0;
+      for (int c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(x[32 * b + c]));
+      d[b] = amax / 127.0;
+    }
+    for (uint64_t r = 0; r < n; ++r) {
+      double ref = 0, bound = 0, mag = 0;
+      for (uint64_t c = 0; c < k; ++c) {
+        const double wc = w[r * k + c];
+        ref += wc * x[c];
+        bound += std::fabs(wc) * d[c / 32] / 2;
+        mag += std::fabs(wc * x[c]);
+      }
+      const double got = to_float(out[i * n + r]), err = std::fabs(got - ref);
+      INFO("row " << i << ", output " << r << ": got " << got << ", ref " << ref << ", bound " << bound);
+      REQUIRE(std::isfinite(got));
+      REQUIRE(err <= (1 + 0x1p-7) * bound + tol<T>() * mag);
+      rounded = rounded || err > 1e-3 * bound;
+    }
+  }
+  return rounded;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("gguf_matmul with 8-bit activations: class A, the same bits on the VNNI and portable paths",
+                   "[gguf][q8]", float, f16, bf16) {
+  using T = TestType;
+  INFO("q8 kernels: " << cpu::gguf_q8_kernel_name());
+  for (int32_t t : ft::gguf_types()) {
+    const bool small = ft::gguf_qk(t) == 32;
+    // 32-weight types: 7 blocks (a partial group only) and 19 (two full groups and a partial one)
+    const std::vector<uint64_t> widths = small ? std::vector<uint64_t>{32 * 7, 32 * 19} : std::vector<uint64_t>{256 * 3};
+    bool rounded = false;
+    for (uint64_t k : widths) {
+      const uint64_t n = 37;  // an odd count: a partial tile of weight rows at m > 1
+      const std::vector<uint8_t> bytes = ft::random_gguf(t, n, k, 1000 + t + k);
+      const std::vector<double> w = ref::gguf_dequantize(t, bytes, n, k);
+      for (uint64_t m : {uint64_t{1}, uint64_t{3}, uint64_t{16}, uint64_t{33}}) {
+        INFO(ft::gguf_type_name(t) << " m=" << m << " k=" << k);
+        const std::vector<T> a = q8_activations<T>(m, k, static_cast<uint32_t>(7 * m + k + t));
+        const cpu::GgufMatrix W{t, bytes.data(), n, k, true};
+        const T poison = from_float<T>(std::numeric_limits<float>::quiet_NaN());
+        std::vector<T> best(m * n, poison), portable(m * n, poison);
+        cpu::gguf_matmul(W, a.data(), best.data(), m);  // dispatches on act_q8
+        cpu::gguf_matmul_q8(W, a.data(), portable.data(), m, cpu::Q8Path::portable);
+        REQUIRE(std::memcmp(best.data(), portable.data(), best.size() * sizeof(T)) == 0);
+        rounded = check_class_a(best, w, a, m, n, k) || rounded;
+        // each activation row alone gives the bits it gives inside the batch
+        std::vector<T> one(n, poison);
+        cpu::gguf_matmul(W, a.data() + (m - 1) * k, one.data(), 1);
+        REQUIRE(std::memcmp(one.data(), best.data() + (m - 1) * n, n * sizeof(T)) == 0);
+      }
+    }
+    INFO(ft::gguf_type_name(t));
+    CHECK(rounded);  // the activations were quantised: some outputs are measurably off the exact product
+  }
+}
+
+TEST_CASE("gguf_matmul with 8-bit activations gives the same bits on 1 and 2 threads", "[gguf][q8]") {
+  const char* old = std::getenv("FERRUM_CPU_THREADS");
+  const std::string saved = old ? old : "";
+  for (int32_t t : ft::gguf_types()) {
+    const uint64_t k = ft::gguf_qk(t) == 32 ? 32 * 19 : 256 * 3, n = 301;
+    const std::vector<uint8_t> bytes = ft::random_gguf(t, n, k, 77 + t);
+    const cpu::GgufMatrix W{t, bytes.data(), n, k, true};
+    for (uint64_t m : {uint64_t{1}, uint64_t{16}}) {
+      INFO(ft::gguf_type_name(t) << " m=" << m);
+      const std::vector<bf16> a = q8_activations<bf16>(m, k, static_cast<uint32_t>(t + m));
+      std::vector<std::vector<bf16>> outs;
+      for (const char* threads : {"1", "2"}) {
+        setenv("FERRUM_CPU_THREADS", threads, 1);
+        cpu::shutdown_pool();
+        REQUIRE(cpu::pool_threads() == static_cast<unsigned>(std::atoi(threads)));
+        outs.emplace_back(m * n, from_float<bf16>(7.0f));
+        cpu::gguf_matmul(W, a.data(), outs.back().data(), m);
+      }
+      REQUIRE(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(bf16)) == 0);
+    }
+  }
+  if (old) setenv("FERRUM_CPU_THREADS", saved.c_str(), 1);
+  else unsetenv("FERRUM_CPU_THREADS");
+  cpu::shutdown_pool();
+}
+
+TEST_CASE("gguf_matmul with 8-bit activations: 300 rows (two chunks of quantised rows) give each row's own bits",
+          "[gguf][q8]") {
+  for (int32_t t : {int32_t{ft::kQ4_0}, int32_t{ft::kQ6_K}}) {
+    const uint64_t k = ft::gguf_qk(t) == 32 ? 32 * 9 : 256, n = 7, m = 300;
+    INFO(ft::gguf_type_name(t));
+    const std::vector<uint8_t> bytes = ft::random_gguf(t, n, k, 300 + t);
+    const cpu::GgufMatrix W{t, bytes.data(), n, k, true};
+    const std::vector<float> a = q8_activations<float>(m, k, static_cast<uint32_t>(t));
+    std::vector<float> all(m * n, 7.0f), one(n, 7.0f);
+    cpu::gguf_matmul(W, a.data(), all.data(), m);
+    for (uint64_t i : {uint64_t{0}, uint64_t{255}, uint64_t{256}, uint64_t{299}}) {
+      cpu::gguf_matmul(W, a.data() + i * k, one.data(), 1);
+      REQUIRE(std::memcmp(one.data(), all.data() + i * n, n * sizeof(float)) == 0);
     }
   }
 }

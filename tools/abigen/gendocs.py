@@ -221,14 +221,14 @@ Each row of `abi/registry/ops.txt` is
 
 Released minors are frozen: ids, slots, sizes and offsets of 1.0 in `abi/registry/layout_v1_0.json`
 and of 1.1 in `abi/registry/layout_v1_1.json`; abigen refuses a registry change that moves a frozen
-layout, so what comes next is 1.2.
+layout, so additions go to 1.2, the open minor.
 
 | column | values | meaning |
 |---|---|---|
 | family | `memory`, `context`, `graph`, `dense`, `attention`, `paged_kv`, `quant_kv`, `quant_matmul`, `moe`, `mla`, `collective` | the family table (`ferrum_<family>_table`) that holds the slot; the op id is the row number, frozen once released |
 | fields | `name: kind`, in struct order | the members of `ferrum_<op>_args` after `struct_size` (kinds: [spec §0.1](spec.md#01-how-an-op-is-described)) |
 | flags | `A` `S` `G` `H`, or `—` | **A** asynchronous (enqueued; returns before completion), **S** synchronising (returns after earlier work and the op are done), **G** capturable during a graph capture, **H** reads or writes host memory during the call ([spec §0.1](spec.md#01-how-an-op-is-described), [§0.4](spec.md#04-execution)) |
-| tolerance | `E` `F` `L` `Q` `R`, or `—` | how exactly the conformance kit judges the result ([spec §0.13](spec.md#013-tolerance-classes-used-by-the-conformance-tests)); several outputs are listed as `F (out), L (lse)`; `—` = no numeric output |
+| tolerance | `E` `F` `L` `Q` `R`, or `—` | how exactly the conformance kit judges the result ([spec §0.13](spec.md#013-tolerance-classes-used-by-the-conformance-tests)); several outputs are listed as `F (out), L (lse)`; `—` = no numeric output; class `A` (quantised activations) replaces `F` where an op's section says so (`gguf_matmul` on a weight loaded with `act_precision = FERRUM_QUANT_ACT_Q8`) |
 | NULL slot | `required`, `unsupported`, `facade` | what the facade does when a plugin leaves the slot NULL: `required` — reports *unsupported*, and a complete backend must fill the slot; `unsupported` — reports *unsupported*; `facade` — composes the op from other ops ([spec §0.14](spec.md#014-facade-defaults)) |
 | cpu, cuda | `req`, `opt` | whether the project's CPU / CUDA plugin must fill the slot (`opt`: it may leave it, or its whole family, NULL) |
 | ctx | `ctx`, `noctx` | `noctx` (`[no ctx]`): the op ignores its context argument (pass NULL) and is thread-safe |

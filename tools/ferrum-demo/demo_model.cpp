@@ -116,7 +116,8 @@ void Model::upload_projection(uint64_t id, uint64_t full_cols, const Ranges& row
     return;
   }
   const std::vector<uint8_t> bytes = quantize_gguf(cfg_.quant, v, n_rows, cols);
-  qw = ctx_.load_quant({.quant_type = cfg_.quant, .bytes = std::span<const uint8_t>(bytes), .n_rows = n_rows, .n_cols = cols});
+  qw = ctx_.load_quant({.quant_type = cfg_.quant, .bytes = std::span<const uint8_t>(bytes), .n_rows = n_rows, .n_cols = cols,
+                        .act_precision = cfg_.quant_act_q8 ? FERRUM_QUANT_ACT_Q8 : FERRUM_QUANT_ACT_EXACT});
   weight_bytes_ += bytes.size();
 }
 

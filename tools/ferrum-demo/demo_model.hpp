@@ -42,6 +42,9 @@ struct ModelConfig {
   // host from the same f32 values and run through gguf_matmul: 0 (none: the activation dtype, gemm),
   // 8 (Q8_0) or 2 (Q4_0). The embedding, the norms and the LM head stay in the activation dtype.
   int32_t quant = 0;
+  // With quant: load the projections with act_precision FERRUM_QUANT_ACT_Q8 (gguf_matmul may round
+  // the activations to 8-bit codes per 32 columns, tolerance class A; ABI 1.2).
+  bool quant_act_q8 = false;
   // Tensor parallelism (Megatron-style): this rank holds q_heads / tp_size query heads and
   // kv_heads / tp_size KV heads (their QKV rows, the matching columns of o_proj), ffn / tp_size of
   // the MLP (gate and up rows, down columns); the context's communicator sums the o_proj and down

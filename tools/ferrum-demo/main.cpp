@@ -4,13 +4,14 @@
 //   ferrum-demo [--backend SPEC] [--dtype f32|f16|bf16] [--prompt 1,2,3 | --prompt-len N]
 //               [--tokens N] [--hidden N] [--layers N] [--q-heads N] [--kv-heads N]
 //               [--head-dim N] [--ffn N] [--vocab N] [--seed N] [--graphs auto|on|off|both]
-//               [--kv contiguous|paged] [--kv-dtype auto|int8|fp8] [--quant none|q8_0|q4_0]
+//               [--kv contiguous|paged] [--kv-dtype auto|int8|fp8] [--quant none|q8_0|q4_0 [--quant-act exact|q8]]
 //               [--tp N [--tp-id-file PATH]] [--json]
 //
 // --quant q8_0|q4_0 quantises every layer's four projection matrices on the host (GGUF blocks of the
 // same seeded values) and runs them through gguf_matmul (load_quant); the embedding, norms and LM
 // head stay in the activation dtype. No graph path with --quant (the captured step is written with
-// gemm).
+// gemm). --quant-act q8 loads them with act_precision FERRUM_QUANT_ACT_Q8: gguf_matmul may round
+// the activations to 8-bit codes per 32 columns (integer dot products on the CPU plugin).
 // --kv paged decodes through the paged-KV ops (block pools of 16 tokens, block table in random
 // order), --kv-dtype int8|fp8 (with --kv paged) through the quantised-KV ops; a backend without
 // one of those ops is a usage error naming the op (there is no fallback).
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
   uint64_t prompt_len = 16, n_tokens = 32;
   bool json = false;
   std::string graphs = "auto";  // decode through captured graphs when the backend has them
-  std::string kv_layout = "contiguous", kv_dtype = "auto", quant = "none", tp_id_file;
+  std::string kv_layout = "contiguous", kv_dtype = "auto", quant = "none", quant_act = "exact", tp_id_file;
 
   CLI::App app{"ferrum-demo: a small Qwen3-style decoder with seeded random weights; prefills a prompt and "
                "greedily decodes N tokens on the selected backend.",
@@ -160,6 +161,11 @@ int main(int argc, char** argv) {
                  "host, through load_quant / gguf_matmul; no graph path)")
       ->check(CLI::IsMember({"none", "q8_0", "q4_0"}))
       ->capture_default_str();
+  app.add_option("--quant-act", quant_act,
+                 "with --quant: exact (activations as they are) or q8 (load_quant act_precision Q8: gguf_matmul may "
+                 "round the activations to 8-bit codes per 32 columns)")
+      ->check(CLI::IsMember({"exact", "q8"}))
+      ->capture_default_str();
   ft::add_integer(app, "--tp", cfg.tp_size, uint64_t{1}, uint64_t{kMaxHeads},
                   "tensor-parallel ranks, one process each, started by an MPI launcher (mpirun -np N); divides "
                   "--q-heads, --kv-heads and --ffn");
@@ -189,6 +195,10 @@ int main(int argc, char** argv) {
                              " (the quantised append reads a host block list, so it cannot be captured), given " +
                              graphs);
   cfg.quant = quant == "q8_0" ? 8 : quant == "q4_0" ? 2 : 0;
+  if (quant_act != "exact" && cfg.quant == 0)
+    ft::usage_error(app, "--quant-act: expected exact without --quant (it applies to the GGUF projections), given " +
+                             quant_act);
+  cfg.quant_act_q8 = quant_act == "q8";
   if (cfg.quant != 0 && graphs != "auto" && graphs != "off")
     ft::usage_error(app, "--graphs: expected auto or off with --quant " + quant +
                              " (the captured decode step is written with gemm), given " + graphs);
@@ -379,12 +389,13 @@ int main(int argc, char** argv) {
                   "\"decode_tokens_per_s\": %.3f, \"weight_bytes\": %llu, \"generated\": [%s], "
                   "\"logits_checksum\": %.9g, \"decode_mode\": \"%s\", \"eager_decode_tokens_per_s\": %.3f, "
                   "\"graph_decode_tokens_per_s\": %.3f, \"copy_gb_per_s\": %.1f, \"roofline_pct\": %.1f, "
-                  "\"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_bytes\": %llu, \"quant\": \"%s\", \"tp\": %llu}\n",
+                  "\"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_bytes\": %llu, \"quant\": \"%s\", \"quant_act\": \"%s\", "
+                  "\"tp\": %llu}\n",
                   std::string(backend.name()).c_str(), std::string(backend.version()).c_str(), props.name.c_str(), dt,
                   prompt.size(), (unsigned long long)n_tokens, prefill_tps, decode_tps,
                   (unsigned long long)model.weight_bytes(), ids.c_str(), checksum, run_graph ? "graph" : "eager",
                   eager_tps, graph_tps, copy_gbs, roofline_pct, kv_layout.c_str(), kv_dtype_s.c_str(),
-                  (unsigned long long)model.kv_cache_bytes(), quant.c_str(), (unsigned long long)cfg.tp_size);
+                  (unsigned long long)model.kv_cache_bytes(), quant.c_str(), quant_act.c_str(), (unsigned long long)cfg.tp_size);
     } else {
       std::printf("backend:   %s %s (ABI %s), device %llu: %s\n", std::string(backend.name()).c_str(),
                   std::string(backend.version()).c_str(), backend.abi_version().c_str(),
@@ -396,7 +407,8 @@ int main(int argc, char** argv) {
                   "%.1f MB of weights\n",
                   (unsigned long long)cfg.hidden, (unsigned long long)cfg.layers, (unsigned long long)cfg.q_heads,
                   (unsigned long long)cfg.kv_heads, (unsigned long long)cfg.head_dim, (unsigned long long)cfg.ffn,
-                  (unsigned long long)cfg.vocab, dt, cfg.quant ? ", projections " : "", cfg.quant ? quant.c_str() : "",
+                  (unsigned long long)cfg.vocab, dt, cfg.quant ? ", projections " : "",
+                  cfg.quant ? (quant + (cfg.quant_act_q8 ? " (q8 activations)" : "")).c_str() : "",
                   model.weight_bytes() / 1e6);
       if (cfg.kv == ferrum::demo::KvLayout::paged)
         std::printf("kv cache:  paged %s, %llu blocks of %llu tokens per layer, block table in random order, %.2f MB\n",

@@ -20,9 +20,20 @@ typedef struct ferrum_load_quant_args {
   uint64_t n_rows;                         /* u64 */
   uint64_t n_cols;                         /* u64 */
   ferrum_qweight** weight;                 /* hostout ferrum_qweight*  // out */
+  /* ---- since ABI 1.2: an older caller's struct_size ends before these; read them with the accessors below ---- */
+  int32_t act_precision;                   /* i32; since 1.2, default 0 */
+  uint32_t reserved_1; /* padding, 0 */
 } ferrum_load_quant_args;
 #define FERRUM_LOAD_QUANT_ARGS_SIZE_V1_0 56
-#define FERRUM_LOAD_QUANT_ARGS_SIZE 56
+#define FERRUM_LOAD_QUANT_ARGS_SIZE_V1_2 64
+#define FERRUM_LOAD_QUANT_ARGS_SIZE 64
+/* act_precision of a struct from any caller: the registry default ((int32_t)(0)) when the
+ * caller's struct_size (an ABI 1.1 caller) does not cover the field. */
+static inline int32_t ferrum_load_quant_args_act_precision(const ferrum_load_quant_args* a) {
+  return a->struct_size >= offsetof(ferrum_load_quant_args, act_precision) + sizeof a->act_precision
+             ? a->act_precision
+             : (int32_t)(0);
+}
 
 /* gguf_matmul — quantised matmul: gguf and gptq int4; flags AG; tolerance F; NULL slot: unsupported */
 typedef struct ferrum_gguf_matmul_args {

@@ -53,7 +53,7 @@
 #include <stdint.h>
 
 #define FERRUM_ABI_VERSION_MAJOR 1
-#define FERRUM_ABI_VERSION_MINOR 1
+#define FERRUM_ABI_VERSION_MINOR 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -103,6 +103,11 @@ typedef int32_t ferrum_dtype;
 #define FERRUM_QUANT_Q4_K 12
 #define FERRUM_QUANT_Q5_K 13
 #define FERRUM_QUANT_Q6_K 14
+
+/* load_quant's act_precision (since ABI 1.2; docs/spec.md §11.2): what gguf_matmul may do to the
+ * activations it multiplies with the weight. Note: 0 is a valid value here by spec (exact). */
+#define FERRUM_QUANT_ACT_EXACT 0 /* activations unquantised (the only behaviour before 1.2) */
+#define FERRUM_QUANT_ACT_Q8 1    /* may round them to 8-bit codes per 32 columns (tolerance class A) */
 
 /* all_reduce operations (docs/spec.md §10). */
 #define FERRUM_REDUCE_SUM 1

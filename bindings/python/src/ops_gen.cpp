@@ -163,7 +163,7 @@ void bind_ops(nb::class_<ferrum::Context>& cls) {
           nb::call_guard<nb::gil_scoped_release>());
   cls.def("_broadcast", [](ferrum::Context& c, ferrum::Buffer& buf, uint64_t len, uint32_t src_rank) { return c.broadcast(buf, len, src_rank); }, nb::arg("buf"), nb::arg("len"), nb::arg("src_rank"),
           nb::call_guard<nb::gil_scoped_release>());
-  cls.def("_load_quant", [](ferrum::Context& c, int32_t quant_type, const std::vector<uint8_t>& bytes, uint64_t n_rows, uint64_t n_cols) { return c.load_quant({.quant_type = quant_type, .bytes = std::span<const uint8_t>(bytes), .n_rows = n_rows, .n_cols = n_cols}); }, nb::arg("quant_type"), nb::arg("bytes"), nb::arg("n_rows"), nb::arg("n_cols"),
+  cls.def("_load_quant", [](ferrum::Context& c, int32_t quant_type, const std::vector<uint8_t>& bytes, uint64_t n_rows, uint64_t n_cols, int32_t act_precision) { return c.load_quant({.quant_type = quant_type, .bytes = std::span<const uint8_t>(bytes), .n_rows = n_rows, .n_cols = n_cols, .act_precision = act_precision}); }, nb::arg("quant_type"), nb::arg("bytes"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("act_precision"),
           nb::call_guard<nb::gil_scoped_release>());
   cls.def("_gguf_matmul", [](ferrum::Context& c, const ferrum::Buffer& a, const ferrum::QWeight& weight, ferrum::Buffer& out, uint64_t m) { return c.gguf_matmul({.a = a, .weight = weight, .out = out, .m = m}); }, nb::arg("a"), nb::arg("weight"), nb::arg("out"), nb::arg("m"),
           nb::call_guard<nb::gil_scoped_release>());

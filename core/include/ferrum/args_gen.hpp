@@ -641,6 +641,7 @@ struct LoadQuant {
   std::span<const uint8_t> bytes;
   uint64_t n_rows = 0;
   uint64_t n_cols = 0;
+  int32_t act_precision = 0;
 };
 
 struct GgufMatmul {

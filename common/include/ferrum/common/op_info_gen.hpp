@@ -325,6 +325,20 @@ template <> struct ArgsGrowth<ferrum_new_context_args> {
     return nullptr;
   }
 };
+template <> struct ArgsGrowth<ferrum_load_quant_args> {
+  static constexpr bool grown = true;
+  static constexpr uint64_t size_at(uint32_t minor) {
+    if (minor >= 2) return 64;
+    return 56;
+  }
+  static const char* newer_field(const ferrum_load_quant_args& a, uint32_t minor, uint32_t& since) {
+    if (minor < 2 && a.act_precision != (int32_t)(0)) {
+      since = 2;
+      return "act_precision";
+    }
+    return nullptr;
+  }
+};
 
 // ArgsGrowth<Args>::newer_field for an op id and a pointer to its args struct (whose
 // struct_size covers the current headers' size): nullptr for an op that never grew.
@@ -340,6 +354,11 @@ inline const char* newer_field(int32_t id, const void* args, uint32_t minor, uin
       const auto* a = static_cast<const ferrum_new_context_args*>(args);
       if (a->struct_size < sizeof *a) return nullptr;
       return ArgsGrowth<ferrum_new_context_args>::newer_field(*a, minor, since);
+    }
+    case 89: {
+      const auto* a = static_cast<const ferrum_load_quant_args*>(args);
+      if (a->struct_size < sizeof *a) return nullptr;
+      return ArgsGrowth<ferrum_load_quant_args>::newer_field(*a, minor, since);
     }
     default:
       return nullptr;

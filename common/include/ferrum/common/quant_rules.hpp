@@ -16,8 +16,10 @@ namespace ferrum::plugin::rules {
 using common::gguf_block_bytes;
 using common::gguf_qk;
 
-// load_quant: a served type, whole blocks per row, byte_len == n_rows · (n_cols / QK) · block
-// bytes, and n_rows · n_cols representable (the element count of the weight's users).
+// load_quant: a served type, a known act_precision (ABI 1.2; read through the accessor, so a 1.1
+// caller's shorter struct is FERRUM_QUANT_ACT_EXACT), whole blocks per row, byte_len == n_rows ·
+// (n_cols / QK) · block bytes, and n_rows · n_cols representable (the element count of the
+// weight's users).
 inline Status check_load_quant(const ferrum_load_quant_args& a) {
   using ull = unsigned long long;
   const uint64_t qk = gguf_qk(a.quant_type), bb = gguf_block_bytes(a.quant_type);
@@ -25,6 +27,11 @@ inline Status check_load_quant(const ferrum_load_quant_args& a) {
     return unsupported(format("load_quant: argument 'quant_type': expected a GGUF type id in {2 (Q4_0), "
                               "3 (Q4_1), 8 (Q8_0), 12 (Q4_K), 13 (Q5_K), 14 (Q6_K)}, given %d",
                               a.quant_type));
+  const int32_t act = ferrum_load_quant_args_act_precision(&a);
+  if (act != FERRUM_QUANT_ACT_EXACT && act != FERRUM_QUANT_ACT_Q8)
+    return invalid(format("load_quant: argument 'act_precision': expected %d (FERRUM_QUANT_ACT_EXACT) or %d "
+                          "(FERRUM_QUANT_ACT_Q8), given %d",
+                          FERRUM_QUANT_ACT_EXACT, FERRUM_QUANT_ACT_Q8, act));
   if (a.n_cols % qk)
     return invalid(format("load_quant: argument 'n_cols': expected a multiple of QK = %llu for type %d, given %llu",
                           (ull)qk, a.quant_type, (ull)a.n_cols));

@@ -34,6 +34,7 @@ ferrum_status load_quant(ferrum_context* ctx, const ferrum_load_quant_args* a) {
       w->quant_type = a.quant_type;
       w->n_rows = a.n_rows;
       w->n_cols = a.n_cols;
+      w->act_q8 = ferrum_load_quant_args_act_precision(&a) == FERRUM_QUANT_ACT_Q8;  // a 1.1 caller: exact
       w->blocks.resize(a.byte_len);  // byte_len validated above; a failed allocation is OUT_OF_MEMORY
       std::copy_n(a.bytes, a.byte_len, w->blocks.begin());
     } catch (...) {

@@ -22,13 +22,14 @@ struct ferrum_qweight {
   // GGUF
   int32_t quant_type = 0;
   uint64_t n_rows = 0, n_cols = 0;
+  bool act_q8 = false;  // load_quant's act_precision is FERRUM_QUANT_ACT_Q8 (docs/spec.md §11.2)
   std::vector<uint8_t> blocks;
   // GPTQ
   int32_t act_dtype = 0;
   uint64_t k = 0, n = 0;  // n per expert
   std::vector<ferrum::cpu::GptqMatrix> experts;
 
-  ferrum::cpu::GgufMatrix gguf() const { return {quant_type, blocks.data(), n_rows, n_cols}; }
+  ferrum::cpu::GgufMatrix gguf() const { return {quant_type, blocks.data(), n_rows, n_cols, act_q8}; }
 };
 
 namespace ferrum::cpu {

@@ -1,5 +1,7 @@
 // ferrum CPU plugin — GGUF quantised matmul kernels (see gguf.hpp).
 //
+// A weight loaded with act_precision = FERRUM_QUANT_ACT_Q8 goes to gguf_q8.cpp (8-bit activations);
+// the paths below keep the activations exact.
 // Paths:
 //  * AVX-512, m = 1 (all six types; namespace z below): fused per-row dot products straight from the
 //    blocks, quants turned into f32 in registers, software-prefetched weight stream. Memory-bound:
@@ -32,6 +34,8 @@
 #endif
 
 #include "gemm.hpp"
+#include "gguf_kquant.hpp"
+#include "gguf_q8.hpp"
 #include "parallel.hpp"
 #include "scratch.hpp"
 #include "simd.hpp"
@@ -52,24 +56,10 @@ constexpr uint64_t kPanelRows = 512;
 thread_local Scratch t_arranged;
 #endif
 
-inline float f16le(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return to_float(f16{h});
-}
-inline int lo(uint8_t b) { return b & 15; }
-inline int hi(uint8_t b) { return b >> 4; }
-
-// K-quant scale pair j of a Q4_K / Q5_K block (§11.1).
-inline void scale_min(const uint8_t* s, int j, int& sc, int& mn) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    mn = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
+using gguf_fields::f16le;
+using gguf_fields::hi;
+using gguf_fields::lo;
+using gguf_fields::scale_min;
 
 // ---- exact block decoders (§11.1); every product is exact in f32, one rounding per weight ----------
 void decode_q4_0(const uint8_t* b, float* w) {
@@ -363,24 +353,6 @@ struct Q4_1 {
     acc[1] = _mm512_fmadd_ps(lut(nib<true>(q), t), _mm512_loadu_ps(x + 16), acc[1]);
   }
 };
-
-// K-quant scale pairs of a Q4_K / Q5_K block into s: s[j] = d·sc_j, s[8 + j] = dmin·mn_j (exact).
-FERRUM_AVX512_INLINE void kquant_scales(const uint8_t* b, float* s) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));  // scales[0..11] + 4 more bytes
-  const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-  const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-  const __m128i low = _mm_or_si128(
-      _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
-      _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
-  const __m128i high = _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30));
-  const __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_or_si128(low, high)));
-  int32_t dd32;
-  std::memcpy(&dd32, b, 4);
-  const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(dd32));  // d, dmin
-  const __m512 dv = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                          _mm512_castps128_ps512(dd));
-  _mm512_store_ps(s, _mm512_mul_ps(sm, dv));
-}
 
 struct Q5_K {
   static constexpr uint64_t kQK = 256, kBytes = 176;
@@ -916,6 +888,7 @@ void gguf_dequantize(const GgufMatrix& w, T* out) {
 template <class T>
 void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
   if (m == 0 || w.rows == 0) return;
+  if (w.act_q8) return gguf_matmul_q8(w, a, out, m);  // the engine allowed 8-bit activations
   const uint64_t K = w.cols, N = w.rows, rb = w.row_bytes();
   std::vector<float> a_store;
   const float* x = as_f32(a, m * K, a_store);

@@ -5,7 +5,8 @@
 // and used by every activation row) at a time.
 //
 // Precision (docs/spec.md §11.2 wins over the "quantise the activation to 8 bits" recipe of GGUF
-// engines): activations are NOT quantised. Weights are decoded exactly to their f32 values and
+// engines): activations are NOT quantised, unless the weight was loaded with act_precision =
+// FERRUM_QUANT_ACT_Q8 (GgufMatrix::act_q8; then gguf_q8.hpp's kernels run). Weights are decoded exactly to their f32 values and
 // multiplied with the f32-converted activations in f32 (FMA), so every activation dtype meets its
 // F-class tolerance (1e-5 for F32). The m = 1 paths (AVX-512: all six types; AVX2: Q4_0, Q8_0, Q4_K)
 // turn the quants into f32 in registers; some apply the block scale once per block / sub-block (a
@@ -23,11 +24,13 @@ namespace ferrum::cpu {
 uint64_t gguf_qk(int32_t type);
 uint64_t gguf_block_bytes(int32_t type);
 
-// A GGUF matrix [rows, cols] in its blocks (borrowed; any alignment).
+// A GGUF matrix [rows, cols] in its blocks (borrowed; any alignment). act_q8: the weight was loaded
+// with act_precision = FERRUM_QUANT_ACT_Q8, so gguf_matmul may quantise the activations (gguf_q8.hpp).
 struct GgufMatrix {
   int32_t type = 0;
   const uint8_t* data = nullptr;
   uint64_t rows = 0, cols = 0;
+  bool act_q8 = false;
   uint64_t row_bytes() const { return cols / gguf_qk(type) * gguf_block_bytes(type); }
 };
 
@@ -40,6 +43,7 @@ void gguf_dequantize(const GgufMatrix& w, T* out);
 
 // out[m, rows] = a[m, cols] · Wᵀ, accumulated in f32, each output rounded once to T. Runs on the
 // thread pool; deterministic (an output's summation order never depends on the thread count).
+// With w.act_q8 the activations are quantised to 8 bits (gguf_matmul_q8, gguf_q8.hpp).
 template <class T>
 void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m);
 
