@@ -5,7 +5,7 @@
 //              [--greedy | --temperature T --top-k K --top-p P --seed S]
 //              [--kv auto|contiguous|paged] [--kv-dtype auto|int8|fp8] [--kv-block-size N] [--kv-blocks N]
 //              [--graphs off|on|auto|emulate] [--varlen-decode] [--max-batch-tokens N] [--max-seqs N]
-//              [--ignore-eos] [--json] [--dump-logits FILE]
+//              [--ignore-eos] [--json] [--dump-logits FILE] [--quant-act exact|q8]
 //
 // PATH is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
 // model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model, or a GGUF
@@ -14,6 +14,9 @@
 // (--prompt); other models take ids only. With --kv paged (the default when the backend has the
 // paged ops) all requests run together: continuous batching with chunked prefill through the
 // varlen paged ops, blocks from a block allocator. --kv contiguous runs them one at a time.
+// --quant-act q8 (GGUF files) loads the quantised weights with act_precision FERRUM_QUANT_ACT_Q8:
+// gguf_matmul may round the activations to 8-bit codes per 32 columns (ABI 1.2, tolerance class A),
+// as llama.cpp does.
 // docs/ferrum-run.md describes every flag. Exit 0 on success, 1 when the model cannot be loaded or run, 2 on a usage error.
 #include <algorithm>
 #include <chrono>
@@ -94,7 +97,8 @@ std::string json_ids(const std::vector<uint32_t>& v, const char* sep = ", ") {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, backend_spec, dtype_name, kv_layout = "auto", kv_dtype = "auto", dump_path, graphs = "auto";
+  std::string model_path, backend_spec, dtype_name, kv_layout = "auto", kv_dtype = "auto", dump_path, graphs = "auto",
+              quant_act = "exact";
   std::vector<std::string> prompt_ids, prompt_texts;
   uint64_t max_new = 16, top_k = 0, seed = 0, block_size = 16, kv_blocks = 0, max_batch_tokens = 512, max_seqs = 64;
   double temperature = 1.0, top_p = 1.0;
@@ -164,6 +168,11 @@ int main(int argc, char** argv) {
                   "tokens per step: longer prompts are prefilled in chunks of at most this many");
   ft::add_integer(app, "--max-seqs", max_seqs, uint64_t{1}, uint64_t{4096}, "requests in one step (paged)");
   app.add_flag("--ignore-eos", ignore_eos, "generate --max-new-tokens tokens even past config.json's eos_token_id");
+  app.add_option("--quant-act", quant_act,
+                 "GGUF files: exact (activations as they are) or q8 (the quantised weights loaded with act_precision "
+                 "Q8: gguf_matmul may round the activations to 8-bit codes per 32 columns, as llama.cpp does)")
+      ->check(CLI::IsMember({"exact", "q8"}))
+      ->capture_default_str();
   app.add_flag("--json", json, "one JSON object on stdout instead of the text report");
   app.add_option("--dump-logits", dump_path,
                  "write {\"logits\": [[...], ...]}: the f32 logits at the last prompt position of each request")
@@ -228,8 +237,11 @@ int main(int argc, char** argv) {
           ft::usage_error(app, "--prompt-ids (request " + std::to_string(i + 1) + "): token " + std::to_string(t + 1) +
                                    ": expected an id below vocab_size (" + std::to_string(cfg.vocab) + ") of " +
                                    cfg.path + ", given " + std::to_string(reqs[i].prompt[t]));
+    if (quant_act != "exact" && !is_gguf)
+      ft::usage_error(app, "--quant-act: expected exact for a model directory (it applies to GGUF files' quantised "
+                           "tensors), given " + quant_act);
     if (is_gguf) {
-      source = std::make_unique<fr::GgufSource>(*gguf);
+      source = std::make_unique<fr::GgufSource>(*gguf, quant_act == "q8" ? FERRUM_QUANT_ACT_Q8 : FERRUM_QUANT_ACT_EXACT);
     } else {
       ckpt = std::make_unique<fr::Checkpoint>(model_path);
       source = std::make_unique<fr::SafetensorsSource>(*ckpt, cfg);
@@ -403,13 +415,14 @@ int main(int argc, char** argv) {
       const auto q = [](const std::string& v) { return nlohmann::json(v).dump(); };  // a JSON string
       std::printf("{\"backend\": %s, \"version\": %s, \"device\": %s, \"model\": %s, "
                   "\"architecture\": %s, \"dtype\": \"%s\", \"kv\": \"%s\", \"kv_dtype\": \"%s\", \"kv_blocks\": %llu, "
-                  "\"kv_block_size\": %llu, \"graphs\": %s, \"weight_bytes\": %llu, \"steps\": %llu, \"total_s\": %.6f, "
+                  "\"kv_block_size\": %llu, \"graphs\": %s, \"quant_act\": \"%s\", \"weight_bytes\": %llu, \"steps\": %llu, "
+                  "\"total_s\": %.6f, "
                   "\"generated_tokens_per_s\": %.3f, \"requests\": [",
                   q(std::string(backend.name())).c_str(), q(std::string(backend.version())).c_str(), q(props.name).c_str(),
                   q(model_path).c_str(), q(cfg.architecture).c_str(), dt.c_str(), kv_name,
                   kv_dt == fr::KvDtype::activation ? dt.c_str() : kv_dtype.c_str(),
                   (unsigned long long)(kv == fr::KvLayout::paged ? opt.kv_blocks : 0ull), (unsigned long long)block_size,
-                  engine.options().graphs ? "true" : "false", (unsigned long long)engine.weight_bytes(),
+                  engine.options().graphs ? "true" : "false", quant_act.c_str(), (unsigned long long)engine.weight_bytes(),
                   (unsigned long long)steps, total_s,
                   total_s > 0 ? double(generated) / total_s : 0.0);
       for (size_t i = 0; i < reqs.size(); ++i) {
@@ -427,10 +440,11 @@ int main(int argc, char** argv) {
       std::printf("backend:   %s %s, device %llu: %s\n", std::string(backend.name()).c_str(),
                   std::string(backend.version()).c_str(), (unsigned long long)ctx.device(), props.name.c_str());
       std::printf("model:     %s (%s): hidden %llu, %llu layers, %llu/%llu heads, head_dim %llu, ffn %llu, vocab %llu, "
-                  "%s, %.1f MB of weights\n",
+                  "%s%s, %.1f MB of weights\n",
                   model_path.c_str(), cfg.architecture.c_str(), (unsigned long long)cfg.hidden,
                   (unsigned long long)cfg.layers, (unsigned long long)cfg.q_heads, (unsigned long long)cfg.kv_heads,
                   (unsigned long long)cfg.head_dim, (unsigned long long)cfg.ffn, (unsigned long long)cfg.vocab, dt.c_str(),
+                  quant_act == "q8" ? ", 8-bit activations for the quantised weights" : "",
                   double(engine.weight_bytes()) / 1e6);
       if (kv == fr::KvLayout::paged)
         std::printf("kv cache:  paged %s, %llu blocks of %llu tokens per layer, %.2f MB\n",

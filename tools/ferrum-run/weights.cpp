@@ -294,7 +294,8 @@ Linear GgufSource::linear(Context& ctx, const std::vector<std::string>& names,
       w.bytes += part.dense.size_bytes();
     } else {
       w.bytes += raw.size();
-      part.quant = ctx.load_quant({.quant_type = int32_t(ts[i]->type), .bytes = raw, .n_rows = rows, .n_cols = ts[i]->cols()});
+      part.quant = ctx.load_quant({.quant_type = int32_t(ts[i]->type), .bytes = raw, .n_rows = rows, .n_cols = ts[i]->cols(),
+                                   .act_precision = act_precision_});
     }
     w.parts.push_back(std::move(part));
     i = j;

@@ -81,7 +81,9 @@ class SafetensorsSource : public TensorSource {
 
 class GgufSource : public TensorSource {
  public:
-  explicit GgufSource(const GgufFile& file) : file_(file) {}
+  // act_precision: load_quant's (ABI 1.2) for the quantised linear weights.
+  explicit GgufSource(const GgufFile& file, int32_t act_precision = FERRUM_QUANT_ACT_EXACT)
+      : file_(file), act_precision_(act_precision) {}
   const std::string& where() const override { return file_.path(); }
   bool has(const std::string& name) const override;
   bool quantised(const std::string& name) const override;
@@ -94,6 +96,7 @@ class GgufSource : public TensorSource {
  private:
   const GgufTensor& get(const std::string& hf_name, const std::vector<uint64_t>& shape) const;
   const GgufFile& file_;
+  int32_t act_precision_;
 };
 
 // The model shape of a GGUF file's metadata (general.architecture llama, qwen2 or qwen3), in the
