@@ -29,12 +29,16 @@ double weight_value(uint64_t seed, uint64_t tensor_id, uint64_t index, double sc
   return scale * (2.0 * u - 1.0);
 }
 
-Buffer Model::upload_matrix(uint64_t id, uint64_t rows, uint64_t cols, double scale) {
-  std::vector<float> v(rows * cols);
-  for (uint64_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(weight_value(cfg_.seed, id, i, scale));
+Buffer Model::upload_values(const std::vector<float>& v) {
   Buffer b = ctx_.from_slice(v);
   weight_bytes_ += b.count() * element_size(ctx_.activation_dtype());
   return b;
+}
+
+Buffer Model::upload_matrix(uint64_t id, uint64_t rows, uint64_t cols, double scale) {
+  std::vector<float> v(rows * cols);
+  for (uint64_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(weight_value(cfg_.seed, id, i, scale));
+  return upload_values(v);
 }
 
 namespace {
@@ -111,8 +115,7 @@ void Model::upload_projection(uint64_t id, uint64_t full_cols, const Ranges& row
     for (uint64_t r = r0; r < r1; ++r)
       for (uint64_t col = c0; col < c1; ++col) v[i++] = static_cast<float>(weight_value(cfg_.seed, id, r * full_cols + col, scale));
   if (cfg_.quant == 0) {
-    w = ctx_.from_slice(v);
-    weight_bytes_ += w.count() * element_size(ctx_.activation_dtype());
+    w = upload_values(v);
     return;
   }
   const std::vector<uint8_t> bytes = quantize_gguf(cfg_.quant, v, n_rows, cols);
@@ -134,9 +137,7 @@ void Model::linear(const Buffer& a, const Buffer& w, const QWeight& qw, Buffer& 
 Buffer Model::upload_norm(uint64_t id, uint64_t n) {
   std::vector<float> v(n);
   for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<float>(1.0 + weight_value(cfg_.seed, id, i, 0.1));
-  Buffer b = ctx_.from_slice(v);
-  weight_bytes_ += b.count() * element_size(ctx_.activation_dtype());
-  return b;
+  return upload_values(v);
 }
 
 uint64_t Model::kv_bytes_per_token() const {
@@ -208,7 +209,7 @@ Model::Footprint Model::footprint(const ModelConfig& c, uint64_t element_size, u
 }
 
 Model::Model(Context& ctx, const ModelConfig& full, uint64_t max_tokens)
-    : ctx_(ctx), full_(full), cfg_(local_config(full)), max_tokens_(max_tokens) {
+    : ctx_(ctx), cfg_(local_config(full)), max_tokens_(max_tokens) {
   const ModelConfig& c = cfg_;
   if (full.tp_size == 0 || full.tp_rank >= full.tp_size || full.q_heads % full.tp_size ||
       full.kv_heads % full.tp_size || full.ffn % full.tp_size)

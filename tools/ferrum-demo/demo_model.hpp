@@ -135,11 +135,12 @@ class Model {
   void attention_quant(Layer& L, uint64_t T, uint64_t p0);
   void write_step_lengths(uint64_t p0, uint64_t T);
   Buffer upload_matrix(uint64_t id, uint64_t rows, uint64_t cols, double scale);
+  // Uploads f32 values (converted to the activation dtype) and counts their bytes as weights.
+  Buffer upload_values(const std::vector<float>& v);
   Buffer upload_norm(uint64_t id, uint64_t n);
 
   Context& ctx_;
-  ModelConfig full_;  // the whole model (weight generation)
-  ModelConfig cfg_;   // this rank's shapes (local_config(full_))
+  ModelConfig cfg_;  // this rank's shapes (local_config of the whole model)
   uint64_t max_tokens_;
   uint64_t len_ = 0;
   uint64_t weight_bytes_ = 0;

@@ -15,9 +15,9 @@
 #include <mutex>
 #include <random>
 #include <string>
-#include <vector>
 
 #include "glue.hpp"
+#include "kernels/scratch.hpp"
 #include "mpi/cpu_mpi.h"
 
 
@@ -85,15 +85,6 @@ Status check_world_args(const char* op, uint32_t world, uint32_t rank) {
     return invalid(plugin::format("%s: arguments 'world_size'/'rank': expected world_size >= 1 and rank < world_size, given %u/%u",
                                   op, world, rank));
   return ok_status();
-}
-
-// The buffer holds a collective dtype (F32, F16, BF16) and at least `need` elements.
-Status check_coll_buffer(const char* op, const char* field, const ferrum_buffer* b, uint64_t need) {
-  Status s = check_min_count(op, field, b, need);
-  if (s.ok() && b->dtype != FERRUM_DTYPE_F32 && b->dtype != FERRUM_DTYPE_F16 && b->dtype != FERRUM_DTYPE_BF16)
-    return unsupported(plugin::format("%s: argument '%s': expected F32, F16 or BF16, given %s", op, field,
-                                      ferrum::dtype_name(b->dtype)));
-  return s;
 }
 
 ferrum_status comm_unique_id(ferrum_context* ctx, const ferrum_comm_unique_id_args* a) {
@@ -172,21 +163,21 @@ ferrum_status all_reduce(ferrum_context* ctx, const ferrum_all_reduce_args* a) {
     const char* op = "all_reduce";
     if (a.op < FERRUM_REDUCE_SUM || a.op > FERRUM_REDUCE_MIN)
       return invalid(plugin::format("%s: argument 'op': expected SUM (1), MAX (2) or MIN (3), given %d", op, a.op));
-    if (a.len == 0) return ok_status();
-    Status s = check_coll_buffer(op, "buf", a.buf, a.len);
-    if (!s.ok() || dry || !c.comm.mpi) return s;  // one rank: the data is the result
+    // (buf's dtype class and length: the generated checks, before this body)
+    if (a.len == 0 || dry || !c.comm.mpi) return ok_status();  // one rank: the data is the result
     char err[512] = {};
-    int rc = 0;
     if (a.buf->dtype == FERRUM_DTYPE_F32) {
-      rc = shim().all_reduce_f32(c.comm.mpi, data_of<float>(a.buf), a.len, a.op, err, sizeof err);
-    } else {  // F16 / BF16: reduced in f32, rounded once
-      std::vector<float> wide(a.len);
-      s = convert_elements(a.buf->data, a.buf->dtype, wide.data(), FERRUM_DTYPE_F32, a.len);
-      if (!s.ok()) return s;
-      rc = shim().all_reduce_f32(c.comm.mpi, wide.data(), a.len, a.op, err, sizeof err);
-      if (rc == 0) s = convert_elements(wide.data(), FERRUM_DTYPE_F32, a.buf->data, a.buf->dtype, a.len);
+      const int rc = shim().all_reduce_f32(c.comm.mpi, data_of<float>(a.buf), a.len, a.op, err, sizeof err);
+      return rc != 0 ? shim_status(op, rc, err) : ok_status();
     }
-    return rc != 0 ? shim_status(op, rc, err) : s;
+    // F16 / BF16: reduced in f32 (a per-thread scratch, kept between calls), rounded once.
+    thread_local Scratch wide;
+    float* w = wide.get(a.len);
+    Status s = convert_elements(a.buf->data, a.buf->dtype, w, FERRUM_DTYPE_F32, a.len);
+    if (!s.ok()) return s;
+    const int rc = shim().all_reduce_f32(c.comm.mpi, w, a.len, a.op, err, sizeof err);
+    if (rc != 0) return shim_status(op, rc, err);
+    return convert_elements(w, FERRUM_DTYPE_F32, a.buf->data, a.buf->dtype, a.len);
   });
 }
 
@@ -194,15 +185,11 @@ ferrum_status all_gather(ferrum_context* ctx, const ferrum_all_gather_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_all_gather_args& a, bool dry) -> Status {
     const char* op = "all_gather";
     if (a.local_len == 0) return ok_status();
+    // (dtype classes, local's length, distinct handles: the generated checks; global's length
+    // depends on the communicator, so it is checked here)
     uint64_t total = 0;
     Status s = check_product(op, {{"world_size", c.comm.world}, {"local_len", a.local_len}}, total);
-    if (s.ok()) s = check_coll_buffer(op, "local", a.local, a.local_len);
-    if (s.ok()) s = check_coll_buffer(op, "global", a.global, total);
-    if (s.ok() && a.local == a.global)
-      s = invalid(plugin::format("%s: arguments 'local'/'global': expected distinct buffers, given the same handle", op));
-    if (s.ok() && a.local->dtype != a.global->dtype)
-      s = invalid(plugin::format("%s: argument 'global': expected the dtype of 'local' (%s), given %s", op,
-                                 ferrum::dtype_name(a.local->dtype), ferrum::dtype_name(a.global->dtype)));
+    if (s.ok()) s = check_min_count(op, "global", a.global, total);
     if (!s.ok() || dry) return s;
     // arith-ok: local_len <= local's element count (checked above), whose bytes exist
     const uint64_t bytes = a.local_len * ferrum::dtype_size(a.local->dtype);
@@ -222,9 +209,8 @@ ferrum_status broadcast(ferrum_context* ctx, const ferrum_broadcast_args* a) {
     if (a.src_rank >= c.comm.world)
       return invalid(plugin::format("%s: argument 'src_rank': expected < world_size = %u, given %u", op, c.comm.world,
                                     a.src_rank));
-    if (a.len == 0) return ok_status();
-    Status s = check_coll_buffer(op, "buf", a.buf, a.len);
-    if (!s.ok() || dry || !c.comm.mpi) return s;
+    // (buf's dtype class and length: the generated checks)
+    if (a.len == 0 || dry || !c.comm.mpi) return ok_status();
     char err[512] = {};
     // arith-ok: len <= buf's element count (checked above), whose bytes exist
     const uint64_t bytes = a.len * ferrum::dtype_size(a.buf->dtype);

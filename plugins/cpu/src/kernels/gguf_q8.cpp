@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "gguf_kquant.hpp"
 #include "parallel.hpp"
@@ -42,8 +41,9 @@ constexpr uint64_t kRowChunk = 256;
 
 // The quantised activations of a call, on the calling thread (read by the pool's threads).
 thread_local Scratch t_q8;
-// m > 1: the unpacked weights of a tile, per pool thread.
+// m > 1: the unpacked weights of a tile, and a tile's outputs, per pool thread.
 thread_local Scratch t_prep;
+thread_local Scratch t_res;
 
 using gguf_fields::f16le;
 using gguf_fields::hi;
@@ -747,10 +747,10 @@ void gguf_matmul_q8(const GgufMatrix& w, const T* a, T* out, uint64_t m, Q8Path 
       continue;
     }
     parallel_for((N + kTileRows - 1) / kTileRows, 1, [&](uint64_t t0, uint64_t t1) {
-      std::vector<float> res(mc * kTileRows);
+      float* res = t_res.get(mc * kTileRows);
       for (uint64_t t = t0; t < t1; ++t) {
         const uint64_t j0 = t * kTileRows, nr = std::min(kTileRows, N - j0);
-        kn.tile(w.data + j0 * rb, rb, nr, K, qa, lay, mc, res.data());
+        kn.tile(w.data + j0 * rb, rb, nr, K, qa, lay, mc, res);
         for (uint64_t i = 0; i < mc; ++i)
           for (uint64_t j = 0; j < nr; ++j) oc[i * N + j0 + j] = from_float<T>(res[i * nr + j]);
       }
