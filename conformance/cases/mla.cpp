@@ -23,6 +23,8 @@ struct MlaRow {
 const std::vector<MlaRow> kRows = {
     {"R 512, P 64, decode, 16 heads, batch 2", 2, 1, 40, 39, 16, 512, 64, 1, 0, 0},
     {"R 512, P 64, prefill 9 causal", 1, 9, 9, 0, 4, 512, 64, 1, 0, 0},
+    {"R 512, P 64, decode, 128 heads, 1000 keys (split keys)", 1, 1, 1000, 999, 128, 512, 64, 1, 0, 0},
+    {"R 512, P 64, 70 heads, q_len 3 over 77 keys, stride 80", 2, 3, 77, 74, 70, 512, 64, 1, 80, 0},
     {"small odd R 7, P 3, q_len 5 after 11, causal", 2, 5, 16, 11, 3, 7, 3, 1, 0, 0},
     {"R 5, P 1, non-causal, q_len 3", 3, 3, 13, 0, 2, 5, 1, 0, 0, 0},
     {"kv_seq_stride 50 > kv_len 37, batch 2", 2, 4, 37, 33, 5, 32, 16, 1, 50, 0},

@@ -699,8 +699,10 @@ TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda]
   CHECK(r.ok);
 }
 
-// MLA at DeepSeek's absorbed shape (R 512, P 64): decode with 128 heads (few 8-head groups, so the
-// keys are split and merged), a causal prefill, and a window; then a split-KV flash decode on the
+// MLA at DeepSeek's absorbed shape (R 512, P 64; f16 / bf16 run the tensor-core kernel, f32 the SIMT
+// one): decode with 128 heads (few head groups, so the keys are split and merged), a causal prefill,
+// a window, 65 heads (a second 64-head group of one head) over 33 keys (a partial tile), and one
+// sequence of 32k keys; then a split-KV flash decode on the
 // same context still matches its reference (the MLA partials follow the decode's arrival counters
 // in the shared scratch and must leave them zero).
 TEST_CASE("mla_attention: decode with split keys, causal prefill, window; the scratch's counters unharmed", "[cuda][attention][mla]") {
@@ -708,7 +710,7 @@ TEST_CASE("mla_attention: decode with split keys, causal prefill, window; the sc
   if (!be) return;
   const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
   const auto [B, H, q_len, kv_len, window] = GENERATE(table<uint64_t, uint64_t, uint64_t, uint64_t, uint64_t>(
-      {{1, 128, 1, 4099, 0}, {2, 16, 40, 300, 0}, {1, 24, 7, 2000, 500}}));
+      {{1, 128, 1, 4099, 0}, {2, 16, 40, 300, 0}, {1, 24, 7, 2000, 500}, {1, 65, 2, 33, 0}, {1, 64, 1, 32771, 0}}));
   INFO(ft::dtype_name(dt) << " batch " << B << " heads " << H << " q_len " << q_len << " kv_len " << kv_len << " window " << window);
   ferrum::Context ctx = be->create_context({}, D(dt));
   const uint64_t R = 512, P = 64, QD = R + P, S = kv_len + 3, pos = kv_len - q_len;

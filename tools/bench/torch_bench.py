@@ -352,17 +352,22 @@ def run(b):
         b.case("flash_attention", f"{md['name']}.decode.kv{L}", (2 * h * hd + 2 * kvh * L * hd) * e,
                s_dec, "F.sdpa(enable_gqa)")
 
-    # MLA, absorbed (DeepSeek-V3 shape): SDPA over K = [c | r] (one KV head, enable_gqa) and V = c.
+    # MLA, absorbed (DeepSeek-V3 shape): scores = q·[c | r]^T, softmax in f32, out = P·c — batched matmuls
+    # (cuBLAS) as DeepSeek's reference inference code computes it (SDPA cannot take K and V head sizes
+    # of 576 / 512 other than on its math path, which is slower).
     H, R, P = 128, 512, 64
-    for L in ((4096,) if quick else (4096, 32768)):
-        def s_mla(c, L=L):
-            q = [b.rand(1, H, 1, R + P) for _ in range(c)]
-            k = [b.rand(1, 1, L, R + P) for _ in range(c)]
-            v = [kk[..., :R] for kk in k]
-            return (lambda i: F.scaled_dot_product_attention(q[i], k[i], v[i], is_causal=False, enable_gqa=True,
-                                                             scale=0.0723)), None
-        b.case("mla_attention", f"dsv3.decode.kv{L}", (L * (R + P) + H * (R + P) + H * R) * e, s_mla,
-               "F.sdpa(K = [c | r], V = c, enable_gqa)")
+    for B, L in (((1, 4096),) if quick else ((1, 4096), (1, 32768), (16, 4096), (64, 4096))):
+        def s_mla(c, B=B, L=L):
+            q = [b.rand(B, H, R + P) for _ in range(c)]
+            k = [b.rand(B, L, R + P) for _ in range(c)]
+
+            def run(i):
+                s = torch.bmm(q[i], k[i].transpose(1, 2)).float() * 0.0723
+                return torch.bmm(torch.softmax(s, dim=-1).to(q[i].dtype), k[i][..., :R])
+            return run, None
+        name = f"dsv3.decode.kv{L}" if B == 1 else f"dsv3.decode.b{B}.kv{L}"
+        b.case("mla_attention", name, B * (L * (R + P) + H * (R + P) + H * R) * e, s_mla,
+               "bmm(q, [c | r]^T), softmax f32, bmm(P, c)")
 
     run_paged(b)
     run_moe(b)

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench.hpp"
@@ -283,16 +284,19 @@ std::vector<Case> make_cases(const Env& env) {
   {
     const uint64_t H = 128, R = 512, P = 64, QD = R + P;
     const float scale = 0.0723f;  // 1/sqrt(192), the pre-absorption head size
-    for (uint64_t L : {uint64_t{4096}, uint64_t{32768}}) {
-      if (quick && L > 4096) continue;
-      const double bytes = (double(L) * QD + double(H) * QD + double(H) * R) * e;
-      add({"mla_attention", "dsv3.decode.kv" + std::to_string(L), bytes, 2.0 * H * double(L) * (QD + R), 0, 4096,
+    const std::pair<uint64_t, uint64_t> shapes[] = {{1, 4096}, {1, 32768}, {16, 4096}, {64, 4096}};
+    for (const auto& [B, L] : shapes) {
+      if (quick && (L > 4096 || B > 1)) continue;
+      const double bytes = double(B) * (double(L) * QD + double(H) * QD + double(H) * R) * e;
+      const std::string name = B == 1 ? "dsv3.decode.kv" + std::to_string(L)
+                                      : "dsv3.decode.b" + std::to_string(B) + ".kv" + std::to_string(L);
+      add({"mla_attention", name, bytes, 2.0 * double(B) * H * double(L) * (QD + R), 0, 4096,
            [=](Env& env, uint64_t copies) -> RunFn {
-             auto q = pool(env, copies, H * QD), c = pool(env, copies, L * R), r = pool(env, copies, L * P),
-                  o = pool(env, copies, H * R);
+             auto q = pool(env, copies, B * H * QD), c = pool(env, copies, B * L * R), r = pool(env, copies, B * L * P),
+                  o = pool(env, copies, B * H * R);
              Context* ctx = env.ctx;
              return [=](uint64_t i) {
-               ctx->mla_attention({.q = (*q)[i], .kv_compressed = (*c)[i], .kv_rope = (*r)[i], .out = (*o)[i], .batch = 1, .q_len = 1, .kv_len = L, .pos_offset = L - 1, .num_heads = H, .num_kv_heads = 1, .head_dim = QD,
+               ctx->mla_attention({.q = (*q)[i], .kv_compressed = (*c)[i], .kv_rope = (*r)[i], .out = (*o)[i], .batch = B, .q_len = 1, .kv_len = L, .pos_offset = L - 1, .num_heads = H, .num_kv_heads = 1, .head_dim = QD,
                                   .causal = true, .scale = scale, .kv_seq_stride = 0, .sliding_window = 0, .kv_lora_rank = R, .qk_rope_head_dim = P});
              };
            }});

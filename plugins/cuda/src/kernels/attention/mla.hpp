@@ -1,12 +1,14 @@
 // ferrum CUDA plugin — MLA attention, absorbed form (docs/spec.md §14): host-side interface.
 //
-// One CTA of 8 warps serves 8 heads of one (batch entry, query) over a split of its visible keys:
-// each 32-key tile of [c_j | r_j] is widened to f32 in shared memory once for the 8 heads; warp w
-// scores head w (lane = key, f32 dot products over R + P), runs the online softmax of its head,
-// and every thread accumulates P·c_j for its output columns of all 8 heads (f32, SIMT: no tensor
-// cores yet). With several splits (few (entry, query, head group) rows), each CTA writes its
-// unnormalised partial (o, m, l) to the scratch and a second kernel merges them in split order
-// (deterministic). Plain pointers and sizes in, a Status out; the glue validated every field.
+// Two kernels. F16 / BF16 at DeepSeek's shape (R 512, P 64, 16-byte aligned buffers) run on tensor
+// cores: a CTA of 8 warps serves 64 heads of one (batch entry, query) over a split of its keys,
+// Q in shared memory, 32-key tiles of [c_j | r_j] through a cp.async pipeline, scores and P·c on
+// mma m16n8k16 with f32 accumulators (mla.cu, "Tensor-core path"). Every other shape and F32 run
+// the SIMT kernel: 8 heads per CTA (a warp each) share each 32-key tile widened to f32 in shared
+// memory, lane-per-key dot products, f32 P·c. With several splits (few (entry, query, head group)
+// rows), each CTA writes its unnormalised partial (o, m, l) to the scratch and a second kernel
+// merges them in a fixed order (deterministic). Plain pointers and sizes in, a Status out; the
+// glue validated every field.
 #pragma once
 
 #include <cuda_runtime_api.h>
