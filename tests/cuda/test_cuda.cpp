@@ -19,6 +19,7 @@
 #include <bit>
 #include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -1243,4 +1244,179 @@ TEST_CASE("a context on a host cudaStream_t interleaves with the host's copies i
   CHECK(cudaStreamDestroy(s) == cudaSuccess);
   CHECK(cudaFree(dev) == cudaSuccess);
   CHECK(cudaFreeHost(pinned) == cudaSuccess);
+}
+
+// ---- collectives over NCCL (docs/spec.md §10) ------------------------------------------------------
+
+namespace {
+
+// Small integers: exact in F32 / F16 / BF16, so sums of a few of them are exact in any order.
+bytes small_ints(int32_t dt, uint64_t n, uint64_t seed) {
+  std::vector<double> v(n);
+  for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<double>(static_cast<int>((i * 7 + seed * 13) % 17) - 8);
+  return ft::encode(dt, v);
+}
+
+// The comm_unique_id of `ctx`, or nullopt after a visible skip when NCCL cannot be loaded here.
+std::optional<std::vector<uint8_t>> nccl_id(ferrum::Context& ctx) {
+  try {
+    return ctx.comm_unique_id();
+  } catch (const ferrum::Error& e) {
+    REQUIRE(e.code() == ferrum::ErrorCode::unsupported);
+    WARN("SKIPPED: NCCL unavailable: " << e.what());
+    std::printf("cuda collective tests SKIPPED: %s\n", e.what());
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+// One rank through NCCL: every op is the identity (all_gather a copy) on real communicators,
+// eager and captured in a graph; the refused calls name their argument.
+TEST_CASE("collectives over NCCL: a world of one rank, eager and in a graph; refused calls", "[cuda][collective]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_F32, FERRUM_DTYPE_F16, FERRUM_DTYPE_BF16);
+  INFO(ft::dtype_name(dt));
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  CHECK(ctx.world_size() == 1);  // no communicator yet: a world of one
+  const auto id = nccl_id(ctx);
+  if (!id) return;
+  REQUIRE(id->size() == FERRUM_COMM_UNIQUE_ID_BYTES);
+  ctx.comm_init({.unique_id = id->data(), .world_size = 1, .rank = 0});
+  CHECK(ctx.world_size() == 1);
+  CHECK(ctx.rank() == 0);
+  const uint64_t n = 3001;
+  const bytes x = small_ints(dt, n, 5);
+  for (int32_t op : {FERRUM_REDUCE_SUM, FERRUM_REDUCE_MAX, FERRUM_REDUCE_MIN}) {
+    ferrum::Buffer b = upload(ctx, dt, x);
+    ctx.all_reduce(b, n, op);
+    CHECK(download(ctx, b, dt, n) == x);
+  }
+  ferrum::Buffer local = upload(ctx, dt, x), global = poisoned(ctx, dt, n + 5);
+  ctx.all_gather(local, global, n);
+  bytes g = download(ctx, global, dt, n + 5);
+  CHECK(bytes(g.begin(), g.begin() + static_cast<std::ptrdiff_t>(x.size())) == x);
+  CHECK(bytes(g.begin() + static_cast<std::ptrdiff_t>(x.size()), g.end()) == ft::poison_bytes(dt, 5));  // nothing past n
+  ferrum::Buffer bc = upload(ctx, dt, x);
+  ctx.broadcast(bc, n, 0);
+  CHECK(download(ctx, bc, dt, n) == x);
+  // Captured: the all_reduce replays.
+  ferrum::Buffer gb = upload(ctx, dt, x);
+  ctx.begin_graph_capture();
+  ctx.all_reduce(gb, n, FERRUM_REDUCE_SUM);
+  ctx.end_graph_capture(77);
+  CHECK(ctx.replay_graph(77) == 1);
+  ctx.sync();
+  CHECK(download(ctx, gb, dt, n) == x);
+  // Refused: a second comm_init, a bad op, src_rank beyond the world, a short global.
+  auto code_msg = [](auto&& f) -> std::pair<ferrum::ErrorCode, std::string> {
+    try {
+      f();
+    } catch (const ferrum::Error& e) {
+      return {e.code(), e.what()};
+    }
+    return {ferrum::ErrorCode::internal, "no error"};
+  };
+  auto [c1, m1] = code_msg([&] { ctx.comm_init({.unique_id = id->data(), .world_size = 1, .rank = 0}); });
+  CHECK(c1 == ferrum::ErrorCode::invalid_argument);
+  CHECK(m1.find("comm_init") != std::string::npos);
+  auto [c2, m2] = code_msg([&] { ctx.all_reduce(gb, n, 9); });
+  CHECK(c2 == ferrum::ErrorCode::invalid_argument);
+  CHECK(m2.find("'op'") != std::string::npos);
+  auto [c3, m3] = code_msg([&] { ctx.broadcast(gb, n, 1); });
+  CHECK(c3 == ferrum::ErrorCode::invalid_argument);
+  CHECK(m3.find("src_rank") != std::string::npos);
+  ferrum::Buffer shortg = ctx.alloc_typed(D(dt), n - 1);
+  auto [c4, m4] = code_msg([&] { ctx.all_gather(local, shortg, n); });
+  CHECK(c4 == ferrum::ErrorCode::invalid_argument);
+  CHECK(m4.find("global") != std::string::npos);
+  ctx.comm_destroy();
+  CHECK(ctx.world_size() == 1);
+  // A fresh world after comm_destroy.
+  const auto id2 = nccl_id(ctx);
+  REQUIRE(id2);
+  ctx.comm_init({.unique_id = id2->data(), .world_size = 1, .rank = 0});
+  ferrum::Buffer b2 = upload(ctx, dt, x);
+  ctx.all_reduce(b2, n, FERRUM_REDUCE_SUM);
+  CHECK(download(ctx, b2, dt, n) == x);
+}
+
+// Two ranks in one process (a thread each, as docs/spec.md §10 allows): with two GPUs a real
+// world — sums, maxima, all_gather, broadcast; with one GPU both ranks sit on the same device,
+// which NCCL refuses: both comm_init calls must fail with a message, within the bound, no hang.
+TEST_CASE("collectives over NCCL: two ranks, one thread each", "[cuda][collective]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = FERRUM_DTYPE_BF16;
+  const bool two_gpus = be->device_count() >= 2;
+  INFO((two_gpus ? "two GPUs" : "one GPU: both ranks on device 0"));
+  ferrum::Context c0 = be->create_context(0, D(dt));
+  ferrum::Context c1 = be->create_context(two_gpus ? 1 : 0, D(dt));
+  const auto id = nccl_id(c0);
+  if (!id) return;
+  setenv("FERRUM_CUDA_COMM_TIMEOUT_S", "60", 0);
+  std::string err[2];
+  auto join = [&](ferrum::Context& c, uint32_t r) {
+    try {
+      c.comm_init({.unique_id = id->data(), .world_size = 2, .rank = r});
+    } catch (const ferrum::Error& e) {
+      err[r] = e.what();
+      if (err[r].empty()) err[r] = "error without a message";
+    }
+  };
+  std::thread t1([&] { join(c1, 1); });
+  join(c0, 0);
+  t1.join();
+  if (!two_gpus) {
+    INFO(err[0] << " | " << err[1]);
+    CHECK(!err[0].empty());
+    CHECK(!err[1].empty());
+    CHECK(err[0].find("comm_init") != std::string::npos);
+    return;
+  }
+  REQUIRE(err[0].empty());
+  REQUIRE(err[1].empty());
+  CHECK(c0.rank() == 0);
+  CHECK(c1.rank() == 1);
+  CHECK(c1.world_size() == 2);
+  const uint64_t n = 1 << 20;
+  const bytes x0 = small_ints(dt, n, 1), x1 = small_ints(dt, n, 2);
+  const std::vector<double> v0 = ft::decode(dt, x0), v1 = ft::decode(dt, x1);
+  std::vector<double> sum(n), mx(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    sum[i] = v0[i] + v1[i];
+    mx[i] = std::max(v0[i], v1[i]);
+  }
+  ferrum::Buffer b0 = upload(c0, dt, x0), b1 = upload(c1, dt, x1), m0 = upload(c0, dt, x0), m1 = upload(c1, dt, x1);
+  std::thread w([&] {
+    c1.all_reduce(b1, n, FERRUM_REDUCE_SUM);
+    c1.all_reduce(m1, n, FERRUM_REDUCE_MAX);
+    c1.sync();
+  });
+  c0.all_reduce(b0, n, FERRUM_REDUCE_SUM);
+  c0.all_reduce(m0, n, FERRUM_REDUCE_MAX);
+  c0.sync();
+  w.join();
+  CHECK(download(c0, b0, dt, n) == ft::encode(dt, sum));
+  CHECK(download(c1, b1, dt, n) == ft::encode(dt, sum));
+  CHECK(download(c1, m1, dt, n) == ft::encode(dt, mx));
+  ferrum::Buffer l0 = upload(c0, dt, x0), l1 = upload(c1, dt, x1), g0 = poisoned(c0, dt, 2 * n), g1 = poisoned(c1, dt, 2 * n);
+  std::thread w2([&] {
+    c1.all_gather(l1, g1, n);
+    c1.broadcast(l1, n, 0);
+    c1.sync();
+  });
+  c0.all_gather(l0, g0, n);
+  c0.broadcast(l0, n, 0);
+  c0.sync();
+  w2.join();
+  bytes both = x0;
+  both.insert(both.end(), x1.begin(), x1.end());
+  CHECK(download(c0, g0, dt, 2 * n) == both);
+  CHECK(download(c1, g1, dt, 2 * n) == both);
+  CHECK(download(c1, l1, dt, n) == x0);  // rank 0's data
+  std::thread w3([&] { c1.comm_destroy(); });
+  c0.comm_destroy();
+  w3.join();
 }

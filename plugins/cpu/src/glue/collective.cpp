@@ -16,6 +16,8 @@
 #include <random>
 #include <string>
 
+#include <ferrum/common/collective_rules.hpp>
+
 #include "glue.hpp"
 #include "kernels/scratch.hpp"
 #include "mpi/cpu_mpi.h"
@@ -80,13 +82,6 @@ Status shim_status(const char* op, int rc, const char* err) {
   return {FERRUM_STATUS_INTERNAL, msg};
 }
 
-Status check_world_args(const char* op, uint32_t world, uint32_t rank) {
-  if (world == 0 || rank >= world)
-    return invalid(plugin::format("%s: arguments 'world_size'/'rank': expected world_size >= 1 and rank < world_size, given %u/%u",
-                                  op, world, rank));
-  return ok_status();
-}
-
 ferrum_status comm_unique_id(ferrum_context* ctx, const ferrum_comm_unique_id_args* a) {
   return run_op(ctx, a, [](ferrum_context&, const ferrum_comm_unique_id_args& a, bool dry) -> Status {
     if (dry) return ok_status();
@@ -100,7 +95,7 @@ ferrum_status comm_unique_id(ferrum_context* ctx, const ferrum_comm_unique_id_ar
 ferrum_status comm_init(ferrum_context* ctx, const ferrum_comm_init_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_comm_init_args& a, bool dry) -> Status {
     const char* op = "comm_init";
-    Status s = check_world_args(op, a.world_size, a.rank);
+    Status s = plugin::rules::check_comm_world(op, a.world_size, a.rank);
     if (s.ok() && c.comm.joined)
       s = invalid(plugin::format("%s: argument 'ctx': expected a context without a communicator, given one of %u ranks "
                                  "(comm_destroy first)", op, c.comm.world));
@@ -161,10 +156,9 @@ ferrum_status rank(ferrum_context* ctx, const ferrum_rank_args* a) {
 ferrum_status all_reduce(ferrum_context* ctx, const ferrum_all_reduce_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_all_reduce_args& a, bool dry) -> Status {
     const char* op = "all_reduce";
-    if (a.op < FERRUM_REDUCE_SUM || a.op > FERRUM_REDUCE_MIN)
-      return invalid(plugin::format("%s: argument 'op': expected SUM (1), MAX (2) or MIN (3), given %d", op, a.op));
+    Status s = plugin::rules::check_reduce_op(op, a.op);
     // (buf's dtype class and length: the generated checks, before this body)
-    if (a.len == 0 || dry || !c.comm.mpi) return ok_status();  // one rank: the data is the result
+    if (!s.ok() || a.len == 0 || dry || !c.comm.mpi) return s;  // one rank: the data is the result
     char err[512] = {};
     if (a.buf->dtype == FERRUM_DTYPE_F32) {
       const int rc = shim().all_reduce_f32(c.comm.mpi, data_of<float>(a.buf), a.len, a.op, err, sizeof err);
@@ -173,7 +167,7 @@ ferrum_status all_reduce(ferrum_context* ctx, const ferrum_all_reduce_args* a) {
     // F16 / BF16: reduced in f32 (a per-thread scratch, kept between calls), rounded once.
     thread_local Scratch wide;
     float* w = wide.get(a.len);
-    Status s = convert_elements(a.buf->data, a.buf->dtype, w, FERRUM_DTYPE_F32, a.len);
+    s = convert_elements(a.buf->data, a.buf->dtype, w, FERRUM_DTYPE_F32, a.len);
     if (!s.ok()) return s;
     const int rc = shim().all_reduce_f32(c.comm.mpi, w, a.len, a.op, err, sizeof err);
     if (rc != 0) return shim_status(op, rc, err);
@@ -185,11 +179,7 @@ ferrum_status all_gather(ferrum_context* ctx, const ferrum_all_gather_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_all_gather_args& a, bool dry) -> Status {
     const char* op = "all_gather";
     if (a.local_len == 0) return ok_status();
-    // (dtype classes, local's length, distinct handles: the generated checks; global's length
-    // depends on the communicator, so it is checked here)
-    uint64_t total = 0;
-    Status s = check_product(op, {{"world_size", c.comm.world}, {"local_len", a.local_len}}, total);
-    if (s.ok()) s = check_min_count(op, "global", a.global, total);
+    Status s = plugin::rules::check_gather_global(op, c.comm.world, a.local_len, a.global);
     if (!s.ok() || dry) return s;
     // arith-ok: local_len <= local's element count (checked above), whose bytes exist
     const uint64_t bytes = a.local_len * ferrum::dtype_size(a.local->dtype);
@@ -206,11 +196,9 @@ ferrum_status all_gather(ferrum_context* ctx, const ferrum_all_gather_args* a) {
 ferrum_status broadcast(ferrum_context* ctx, const ferrum_broadcast_args* a) {
   return run_op(ctx, a, [](ferrum_context& c, const ferrum_broadcast_args& a, bool dry) -> Status {
     const char* op = "broadcast";
-    if (a.src_rank >= c.comm.world)
-      return invalid(plugin::format("%s: argument 'src_rank': expected < world_size = %u, given %u", op, c.comm.world,
-                                    a.src_rank));
+    Status s = plugin::rules::check_src_rank(op, a.src_rank, c.comm.world);
     // (buf's dtype class and length: the generated checks)
-    if (a.len == 0 || dry || !c.comm.mpi) return ok_status();
+    if (!s.ok() || a.len == 0 || dry || !c.comm.mpi) return s;
     char err[512] = {};
     // arith-ok: len <= buf's element count (checked above), whose bytes exist
     const uint64_t bytes = a.len * ferrum::dtype_size(a.buf->dtype);

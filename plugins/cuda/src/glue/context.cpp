@@ -108,10 +108,13 @@ ferrum_status context_destroy(ferrum_context*, const ferrum_context_destroy_args
   return run_release("context_destroy", a, FERRUM_CONTEXT_DESTROY_ARGS_SIZE_V1_0, [](const ferrum_context_destroy_args& a) {
     ferrum_context* c = a.context;
     if (!c) return ok_status();  // NULL-safe
+    Status s = release_comm(*c);  // a bounded wait for its collectives, frees the communicator
     release_graph_state(*c);      // ends a capture left open, waits, frees the graphs
     release_attention_state(*c);  // waits, frees scratch and staging tables
-    Status s;
-    if (c->dev) s = from_device(destroy(*c->dev));  // waits for the stream, frees everything
+    if (c->dev) {
+      Status d = from_device(destroy(*c->dev));  // waits for the stream, frees everything
+      if (s.ok()) s = d;
+    }
     if (c->dev_state) {
       Status f = from_device(cuda::free(static_cast<int>(c->device), c->dev_state));
       if (s.ok()) s = f;
@@ -132,7 +135,8 @@ ferrum_status sync(ferrum_context* ctx, const ferrum_sync_args* a) {
     if (dry) return ok_status();
     DeviceGuard g;
     Status s = enter_device(g, c);
-    return s.ok() ? from_device(cuda::sync(*c.dev)) : s;
+    if (!s.ok()) return s;
+    return c.comm_joined ? sync_with_comm(c) : from_device(cuda::sync(*c.dev));
   });
 }
 

@@ -34,6 +34,12 @@ struct ferrum_context : ferrum::plugin::ContextBase {
   void* graph_state = nullptr;     // the keyed graph cache (glue/graph.cpp)
   // ---- batched per-cache decode staging (docs/spec.md §5.1), owned by glue/attention.cpp ----------
   void* staging = nullptr;
+  // ---- collective family (docs/spec.md §10), owned by glue/collective.cpp -------------------------
+  bool comm_joined = false;    // comm_init succeeded (comm_destroy clears it)
+  uint32_t comm_world = 1;     // world size and rank: 1 / 0 without a communicator
+  uint32_t comm_rank = 0;
+  void* nccl_comm = nullptr;   // ncclComm_t; NULL without one or once aborted
+  std::string comm_broken;     // why it was aborted (an NCCL error or a timeout); empty when usable
 };
 
 // Two timing events on the device of the context that made the timer.
@@ -63,6 +69,9 @@ extern const ferrum_context_table kContextTable;
 extern const ferrum_dense_table kDenseTable;
 extern const ferrum_attention_table kAttentionTable;  // glue/attention.cpp
 extern const ferrum_graph_table kGraphTable;          // glue/graph.cpp
+#if FERRUM_CUDA_HAVE_NCCL
+extern const ferrum_collective_table kCollectiveTable;  // glue/collective.cpp
+#endif
 
 // Called by context_destroy (after nothing else can use the context): wait for the stream,
 // then free the attention state behind ferrum_context::staging (glue/attention.cpp) and the
@@ -100,6 +109,18 @@ inline Status from_device(cuda::Status s) {
 inline Status enter_device(DeviceGuard& g, const ferrum_context& c) {
   return from_device(g.enter(static_cast<int>(c.device)));
 }
+
+// Collective state (glue/collective.cpp; without NCCL at build time, the inline forms below):
+// release_comm frees the context's communicator (a bounded wait for its collectives), a no-op
+// without one; sync_with_comm is `sync` for a context with a communicator, bounded by
+// FERRUM_CUDA_COMM_TIMEOUT_S with NCCL's errors checked while waiting (the device must be current).
+#if FERRUM_CUDA_HAVE_NCCL
+Status release_comm(ferrum_context& c) noexcept;
+Status sync_with_comm(ferrum_context& c) noexcept;
+#else
+inline Status release_comm(ferrum_context&) noexcept { return ok_status(); }
+inline Status sync_with_comm(ferrum_context& c) noexcept { return from_device(cuda::sync(*c.dev)); }
+#endif
 
 // Makes the context's device current and runs `f(stream)` (a launch function returning a
 // device-layer Status); a failure's message is prefixed with the op name.

@@ -123,8 +123,9 @@ constexpr ferrum_cuda_stream_ext kStreamExt = {
     {sizeof(ferrum_cuda_stream_ext), FERRUM_CUDA_STREAM_EXT_ID, FERRUM_CUDA_STREAM_EXT_VERSION, 0, nullptr},
     get_stream};
 
-// quant_matmul has its GGUF and GPTQ ops, moe its expert ops, mla its one op; the
-// facade's single-rank default serves the collective ops.
+// quant_matmul has its GGUF and GPTQ ops, moe its expert ops, mla its one op; collective is
+// NCCL (glue/collective.cpp) where nccl.h was found at build time, else the facade's single-rank
+// default serves it.
 constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>({
     .plugin_name = "cuda",
     .plugin_version = FERRUM_VERSION,
@@ -144,6 +145,9 @@ constinit const ferrum_plugin_api kApi = plugin::make_api<ferrum_context, &kApi>
     .quant_matmul = &kQuantMatmulTable,
     .moe = &kMoeTable,
     .mla = &kMlaTable,
+#if FERRUM_CUDA_HAVE_NCCL
+    .collective = &kCollectiveTable,
+#endif
     .extensions = &kStreamExt.ext,
 });
 
