@@ -21,12 +21,14 @@
 // each rank holds 1/N of the heads and of the MLP, and the context's communicator (comm_init;
 // the backend's collective family) sums the partial products. Rank 0 writes the communicator id to
 // --tp-id-file (default: /tmp/ferrum-demo-<job id>.id; on several hosts give a shared path) and the
-// others read it there; only rank 0 prints.
+// others read it there; only rank 0 prints. Rank r uses device r mod the plugin's device count
+// (CUDA: one GPU per rank, collectives over NCCL).
 //
 // --backend: a name (cpu, cuda, cuda:1), a path to a plugin .so, or auto; without it
 // FERRUM_BACKEND, then the config file, then auto decide (see README). `--help` lists the
 // ranges; a bad value (or a model that cannot fit in memory) is a usage error: exit 2.
 #include <algorithm>
+#include <optional>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -253,7 +255,10 @@ int main(int argc, char** argv) {
 
   try {
     ferrum::Backend backend = ferrum::Backend::load(backend_spec);
-    ferrum::Context ctx = backend.create_context({}, dtype);
+    // With --tp, rank r runs on device r mod the plugin's device count (a GPU per rank on CUDA).
+    std::optional<uint64_t> device;
+    if (cfg.tp_size > 1) device = static_cast<uint64_t>(tp_rank) % std::max<uint64_t>(1, backend.device_count());
+    ferrum::Context ctx = backend.create_context(device, dtype);
     if (cfg.tp_size > 1) {
       const std::vector<uint8_t> id =
           share_id(tp_id_file, tp_rank, tp_rank == 0 ? ctx.comm_unique_id() : std::vector<uint8_t>(128));
