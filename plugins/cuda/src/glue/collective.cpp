@@ -10,9 +10,10 @@
 //
 // No call waits without bound: the communicator is made non-blocking, and comm_init, every
 // enqueue, comm_destroy and `sync` (glue/context.cpp) poll NCCL's asynchronous state for at most
-// FERRUM_CUDA_COMM_TIMEOUT_S seconds (default 300). An NCCL error (a peer that died, a network
-// failure) aborts the communicator; the context keeps its world size and answers DEVICE_ERROR for
-// every later collective until comm_destroy. NVLink multicast (NVLS) is off unless the process
+// FERRUM_CUDA_COMM_TIMEOUT_S seconds (default 300). A comm_init that forms no world is
+// INVALID_ARGUMENT (the context stays as it was). After that, an NCCL error (a peer that died, a
+// network failure) or the bound aborts the communicator; the context keeps its world size and
+// answers DEVICE_ERROR for every later collective until comm_destroy. NVLink multicast (NVLS) is off unless the process
 // chose otherwise: NCCL_NVLS_ENABLE=0 is set before the first communicator when the variable is unset.
 #include <dlfcn.h>
 #include <nccl.h>
@@ -64,6 +65,7 @@ const Nccl& nccl() {
   static Nccl n;
   static std::once_flag once;
   std::call_once(once, [] {
+    setenv("NCCL_NVLS_ENABLE", "0", 0);  // NVLink multicast off unless the process chose (once, before NCCL runs)
     // FERRUM_CUDA_NCCL_LIB alone when set; else the loader's search path, then the library the
     // build found beside nccl.h.
     const char* env = std::getenv("FERRUM_CUDA_NCCL_LIB");
@@ -208,7 +210,6 @@ ferrum_status comm_init(ferrum_context* ctx, const ferrum_comm_init_args* a) {
     DeviceGuard g;
     s = enter_device(g, c);
     if (!s.ok()) return s;
-    setenv("NCCL_NVLS_ENABLE", "0", 0);  // keep NVLink multicast off unless the process chose
     // A world of one rank needs nobody's id: a fresh one of its own, so the caller may join with the
     // same id again after comm_destroy (NCCL's id names a bootstrap root that serves one world).
     ncclUniqueId id{};
@@ -229,10 +230,14 @@ ferrum_status comm_init(ferrum_context* ctx, const ferrum_comm_init_args* a) {
     c.nccl_comm = comm;
     c.comm_broken.clear();
     s = finish(c, op, r);
-    if (!s.ok()) {  // wait_ready aborted it
+    if (!s.ok()) {  // aborted: no world was formed, and the context stays usable without one
+      if (c.nccl_comm) (void)n.abort(static_cast<ncclComm_t>(c.nccl_comm));
       c.nccl_comm = nullptr;
       c.comm_broken.clear();
-      return s;
+      if (s.code == FERRUM_STATUS_INVALID_ARGUMENT) return s;
+      return invalid(std::string(op) + ": arguments 'unique_id'/'world_size'/'rank': no world of " +
+                     std::to_string(a.world_size) + " ranks was formed (" + s.message +
+                     "): every rank must call comm_init with rank 0's id, the same world_size and its own rank");
     }
     c.comm_joined = true;
     c.comm_world = a.world_size;
