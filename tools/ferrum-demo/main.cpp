@@ -43,6 +43,7 @@
 
 #include "demo_model.hpp"
 #include "ferrum_tool_cli.hpp"
+#include "ferrum_tool_tp.hpp"
 
 namespace {
 
@@ -71,36 +72,6 @@ std::vector<uint32_t> parse_prompt(const CLI::App& app, const std::string& text)
 }
 
 std::string dtype_name_of(const ferrum::Context& ctx) { return std::string(ferrum::to_string(ctx.activation_dtype())); }
-
-// The launcher's rank / size variables (Open MPI, then PMI: MPICH, Slurm), or -1.
-int launcher_int(const char* ompi, const char* pmi) {
-  const char* v = std::getenv(ompi);
-  if (!v) v = std::getenv(pmi);
-  return v && *v ? std::atoi(v) : -1;
-}
-
-// Rank 0's communicator id, through `path`: rank 0 writes it (renamed into place whole), the
-// others wait up to 60 s for it.
-std::vector<uint8_t> share_id(const std::string& path, int rank, std::vector<uint8_t> id) {
-  if (rank == 0) {
-    const std::string tmp = path + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f || std::fwrite(id.data(), 1, id.size(), f) != id.size() || std::fclose(f) != 0 ||
-        std::rename(tmp.c_str(), path.c_str()) != 0)
-      throw std::runtime_error("--tp-id-file: cannot write " + path);
-    return id;
-  }
-  std::vector<uint8_t> got(id.size());
-  for (int i = 0; i < 6000; ++i) {
-    if (FILE* f = std::fopen(path.c_str(), "rb")) {
-      const size_t n = std::fread(got.data(), 1, got.size(), f);
-      std::fclose(f);
-      if (n == got.size()) return got;
-    }
-    usleep(10000);
-  }
-  throw std::runtime_error("--tp-id-file: rank 0's communicator id did not appear in " + path + " within 60 s");
-}
 
 std::string gigabytes(double bytes) {
   char buf[32];
@@ -216,20 +187,8 @@ int main(int argc, char** argv) {
       if (n % cfg.tp_size)
         ft::usage_error(app, std::string(flag) + ": expected a multiple of --tp (" + std::to_string(cfg.tp_size) +
                                  "), given " + std::to_string(n));
-    tp_rank = launcher_int("OMPI_COMM_WORLD_RANK", "PMI_RANK");
-    const int tp_world = launcher_int("OMPI_COMM_WORLD_SIZE", "PMI_SIZE");
-    if (tp_rank < 0 || tp_world != static_cast<int>(cfg.tp_size))
-      ft::usage_error(app, "--tp " + std::to_string(cfg.tp_size) + ": expected one process per rank started by an MPI "
-                           "launcher with as many ranks (mpirun -np " + std::to_string(cfg.tp_size) +
-                           " ferrum-demo ...), given " + (tp_rank < 0 ? std::string("no launcher") :
-                                                          std::to_string(tp_world) + " ranks"));
+    tp_rank = ft::tp_rank_of(app, "ferrum-demo", cfg.tp_size, tp_id_file);
     cfg.tp_rank = static_cast<uint64_t>(tp_rank);
-    if (tp_id_file.empty()) {
-      const char* job = std::getenv("PMIX_NAMESPACE");
-      if (!job) job = std::getenv("SLURM_JOB_ID");
-      if (!job) ft::usage_error(app, "--tp-id-file: expected a path (the launcher names no job), given none");
-      tp_id_file = std::string("/tmp/ferrum-demo-") + job + ".id";
-    }
   }
   if (cfg.quant != 0 && cfg.tp_size > 1 &&
       ((cfg.q_heads / cfg.tp_size * cfg.head_dim) % 32 || (cfg.ffn / cfg.tp_size) % 32))
@@ -261,7 +220,7 @@ int main(int argc, char** argv) {
     ferrum::Context ctx = backend.create_context(device, dtype);
     if (cfg.tp_size > 1) {
       const std::vector<uint8_t> id =
-          share_id(tp_id_file, tp_rank, tp_rank == 0 ? ctx.comm_unique_id() : std::vector<uint8_t>(128));
+          ft::share_id(tp_id_file, tp_rank, tp_rank == 0 ? ctx.comm_unique_id() : std::vector<uint8_t>(128));
       ctx.comm_init({.unique_id = id.data(), .world_size = static_cast<uint32_t>(cfg.tp_size),
                      .rank = static_cast<uint32_t>(tp_rank)});
       if (tp_rank == 0) std::remove(tp_id_file.c_str());  // every rank has joined: the id is spent

@@ -381,6 +381,7 @@ void Engine::mlp(Layer& L, uint64_t M) {
     matmul(L.w_gate_up, a_, gate_up_, M);
     ctx_.fused_silu_mul_split({.gate_up = gate_up_, .out = act_, .tokens = M, .im = F});
     matmul(L.w_down, act_, down_, M);
+    if (opt_.tp_size > 1) ctx_.all_reduce(down_, M * H, FERRUM_REDUCE_SUM);  // the ranks' partial sums
     return;
   }
   const uint64_t E = c.num_experts, K = c.experts_per_tok;
@@ -445,6 +446,7 @@ void Engine::layers_forward(const std::vector<Chunk>& chunks, const std::vector<
       attention_contiguous(L, M, pos[0]);
       matmul(L.w_o, attn_t_, o_, M);
     }
+    if (opt_.tp_size > 1) ctx_.all_reduce(o_, M * H, FERRUM_REDUCE_SUM);  // the ranks' partial sums
     ctx_.fused_add_rms_norm({.residual = x_, .x = o_, .w = L.post_norm, .eps = eps, .out = a_, .tokens = M, .dim = H});
     mlp(L, M);
     const Buffer& next_norm = l + 1 < c.layers ? layers_[l + 1].input_norm : final_norm_;

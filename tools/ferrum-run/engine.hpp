@@ -25,7 +25,8 @@
 // gemm(down) → fused_add_rms_norm (a Qwen3-MoE sparse layer: gemm(router) →
 // route_topk_softmax → moe_align_block_size → fused_moe instead of the dense MLP); final norm;
 // lm_head (the embedding when tied) on the last token of each sequence in the step. Decode
-// steps can run as captured graphs (EngineOptions::graphs).
+// steps can run as captured graphs (EngineOptions::graphs). With tensor parallelism
+// (EngineOptions::tp_size) an all_reduce follows the o and down projections.
 #pragma once
 
 #include <cstdint>
@@ -87,6 +88,10 @@ struct EngineOptions {
   // Paged activation-dtype decode steps (one token per sequence) through
   // paged_batched_decode_attention instead of paged_varlen_attention, when the backend has it.
   bool decode_kernel = true;
+  // Tensor parallelism: this engine is one of tp_size ranks (the context joined their world with
+  // comm_init; the config and the source give this rank's share of the heads and the MLP); the
+  // attention output projection and the MLP down projection are summed across ranks (all_reduce).
+  uint64_t tp_size = 1;
 };
 
 class Engine {

@@ -5,7 +5,7 @@
 //              [--greedy | --temperature T --top-k K --top-p P --seed S]
 //              [--kv auto|contiguous|paged] [--kv-dtype auto|int8|fp8] [--kv-block-size N] [--kv-blocks N]
 //              [--graphs off|on|auto|emulate] [--varlen-decode] [--max-batch-tokens N] [--max-seqs N]
-//              [--ignore-eos] [--json] [--dump-logits FILE] [--quant-act exact|q8]
+//              [--ignore-eos] [--json] [--dump-logits FILE] [--quant-act exact|q8] [--tp N [--tp-id-file PATH]]
 //
 // PATH is a Hugging Face model directory (config.json + model.safetensors, or shards listed by
 // model.safetensors.index.json) of a Llama, Mistral, Qwen2, Qwen3 or Qwen3-MoE model, or a GGUF
@@ -17,6 +17,10 @@
 // --quant-act q8 (GGUF files) loads the quantised weights with act_precision FERRUM_QUANT_ACT_Q8:
 // gguf_matmul may round the activations to 8-bit codes per 32 columns (ABI 1.2, tolerance class A),
 // as llama.cpp does.
+// --tp N runs the model tensor-parallel over N ranks, one process per rank started by an MPI
+// launcher (`mpirun -np N ferrum-run --tp N ...`): each rank loads its slice of a dense model
+// directory (rows of q/k/v and gate/up, columns of o and down) on device rank mod the device count,
+// the context's communicator sums the partial products, and rank 0 reports.
 // docs/ferrum-run.md describes every flag. Exit 0 on success, 1 when the model cannot be loaded or run, 2 on a usage error.
 #include <algorithm>
 #include <chrono>
@@ -34,6 +38,7 @@
 
 #include "engine.hpp"
 #include "ferrum_tool_cli.hpp"
+#include "ferrum_tool_tp.hpp"
 #include "hf_config.hpp"
 #include "load_error.hpp"
 #include "gguf.hpp"
@@ -101,6 +106,8 @@ int main(int argc, char** argv) {
               quant_act = "exact";
   std::vector<std::string> prompt_ids, prompt_texts;
   uint64_t max_new = 16, top_k = 0, seed = 0, block_size = 16, kv_blocks = 0, max_batch_tokens = 512, max_seqs = 64;
+  uint64_t tp = 1;
+  std::string tp_id_file;
   double temperature = 1.0, top_p = 1.0;
   bool greedy = false, json = false, ignore_eos = false, varlen_decode = false;
 
@@ -173,6 +180,13 @@ int main(int argc, char** argv) {
                  "Q8: gguf_matmul may round the activations to 8-bit codes per 32 columns, as llama.cpp does)")
       ->check(CLI::IsMember({"exact", "q8"}))
       ->capture_default_str();
+  ft::add_integer(app, "--tp", tp, uint64_t{1}, uint64_t{1024},
+                  "tensor-parallel ranks: one process per rank started by an MPI launcher (mpirun -np N ferrum-run --tp N "
+                  "...); a dense model directory; rank 0 reports");
+  app.add_option("--tp-id-file", tp_id_file,
+                 "with --tp: where rank 0 leaves the communicator id for the other ranks (default "
+                 "/tmp/ferrum-run-<job id>.id; on several hosts give a shared path)")
+      ->type_name("PATH");
   app.add_flag("--json", json, "one JSON object on stdout instead of the text report");
   app.add_option("--dump-logits", dump_path,
                  "write {\"logits\": [[...], ...]}: the f32 logits at the last prompt position of each request")
@@ -240,15 +254,44 @@ int main(int argc, char** argv) {
     if (quant_act != "exact" && !is_gguf)
       ft::usage_error(app, "--quant-act: expected exact for a model directory (it applies to GGUF files' quantised "
                            "tensors), given " + quant_act);
+    // Tensor parallelism: a dense model directory whose heads and MLP split evenly.
+    int tp_rank = 0;
+    fr::HfConfig local = cfg;  // this rank's share of the model (all of it without --tp)
+    if (tp > 1) {
+      if (is_gguf || cfg.gptq || cfg.arch == fr::Arch::qwen3_moe)
+        ft::usage_error(app, "--tp: expected a dense Hugging Face model directory (F32 / F16 / BF16 weights, no experts), "
+                             "given " + (is_gguf ? std::string("a GGUF file") : cfg.gptq ? "a GPTQ checkpoint" : "a Qwen3-MoE model") +
+                             " (its slices are not served yet)");
+      for (const auto& [key, n] : {std::pair<const char*, uint64_t>{"num_attention_heads", cfg.q_heads},
+                                   {"num_key_value_heads", cfg.kv_heads}, {"intermediate_size", cfg.ffn}})
+        if (n % tp)
+          ft::usage_error(app, "--tp: expected " + cfg.path + "'s " + key + " (" + std::to_string(n) +
+                                   ") to be a multiple of it, given " + std::to_string(tp));
+      tp_rank = ft::tp_rank_of(app, "ferrum-run", tp, tp_id_file);
+      local.q_heads /= tp;
+      local.kv_heads /= tp;
+      local.ffn /= tp;
+    }
     if (is_gguf) {
       source = std::make_unique<fr::GgufSource>(*gguf, quant_act == "q8" ? FERRUM_QUANT_ACT_Q8 : FERRUM_QUANT_ACT_EXACT);
     } else {
       ckpt = std::make_unique<fr::Checkpoint>(model_path);
-      source = std::make_unique<fr::SafetensorsSource>(*ckpt, cfg);
+      auto st = std::make_unique<fr::SafetensorsSource>(*ckpt, cfg);
+      st->set_tensor_parallel(static_cast<uint64_t>(tp_rank), tp);
+      source = std::move(st);
     }
 
     ferrum::Backend backend = ferrum::Backend::load(backend_spec);
-    ferrum::Context ctx = backend.create_context({}, dtype);
+    // With --tp, rank r runs on device r mod the device count (a GPU per rank on CUDA).
+    std::optional<uint64_t> device;
+    if (tp > 1) device = static_cast<uint64_t>(tp_rank) % std::max<uint64_t>(1, backend.device_count());
+    ferrum::Context ctx = backend.create_context(device, dtype);
+    if (tp > 1) {
+      const std::vector<uint8_t> id =
+          ft::share_id(tp_id_file, tp_rank, tp_rank == 0 ? ctx.comm_unique_id() : std::vector<uint8_t>(128));
+      ctx.comm_init({.unique_id = id.data(), .world_size = static_cast<uint32_t>(tp), .rank = static_cast<uint32_t>(tp_rank)});
+      if (tp_rank == 0) std::remove(tp_id_file.c_str());  // every rank has joined: the id is spent
+    }
     std::vector<ferrum::Op> needed = fr::model_ops(cfg);
     if (gguf) {
       bool quantised = false;
@@ -315,7 +358,8 @@ int main(int argc, char** argv) {
       ft::usage_error(app, "--kv-blocks: expected at least " +
                                std::to_string(ferrum::common::ceil_div(opt.max_positions, block_size)) +
                                " (the longest request's prompt + new tokens), given " + std::to_string(kv_blocks));
-    fr::Engine engine(ctx, cfg, *source, opt);
+    opt.tp_size = tp;
+    fr::Engine engine(ctx, local, *source, opt);
 
     // The scheduler: each step takes one decode token of every running request that has
     // finished its prompt, then prompt chunks (running requests first, then newly admitted ones)
@@ -396,6 +440,7 @@ int main(int argc, char** argv) {
     }
     ctx.sync();
     const double total_s = since();
+    if (tp_rank != 0) return 0;  // rank 0 reports
 
     if (!dump_path.empty()) {
       std::FILE* f = std::fopen(dump_path.c_str(), "w");

@@ -57,27 +57,70 @@ bool Linear::quantised() const {
 
 // ---- safetensors -------------------------------------------------------------------------------
 
+namespace {
+
+// How tensor parallelism splits a tensor (Megatron): by output rows, by input columns, or not.
+enum class TpSplit { none, rows, cols };
+TpSplit tp_split_of(const std::string& name) {
+  auto ends = [&](const char* suffix) {
+    const size_t n = std::strlen(suffix);
+    return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
+  };
+  for (const char* s : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                        "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias", "mlp.gate_proj.weight",
+                        "mlp.up_proj.weight"})
+    if (ends(s)) return TpSplit::rows;
+  if (ends("self_attn.o_proj.weight") || ends("mlp.down_proj.weight")) return TpSplit::cols;
+  return TpSplit::none;
+}
+
+}  // namespace
+
 Buffer SafetensorsSource::dense(Context& ctx, const std::vector<std::string>& names,
                                 const std::vector<std::vector<uint64_t>>& shapes) {
   std::vector<uint8_t> joined;
   std::span<const uint8_t> raw;
   Dtype dt = Dtype::invalid;
   const TensorView* first = nullptr;
+  bool sliced = false;
   for (size_t i = 0; i < names.size(); ++i) {
     const TensorView& t = ckpt_.get(names[i]);
-    if (t.shape != shapes[i])
+    // The file's shape: this rank's shape times the ranks along the split dimension.
+    const TpSplit split = tp_size_ > 1 ? tp_split_of(names[i]) : TpSplit::none;
+    std::vector<uint64_t> full = shapes[i];
+    const size_t dim = split == TpSplit::cols ? 1 : 0;
+    if (split != TpSplit::none && dim < full.size()) full[dim] = (common::Size(full[dim]) * common::Size(tp_size_)).value;
+    if (t.shape != full)
       throw LoadError(t.file->path() + ": tensor '" + t.name + "': shape " + shape_string(t.shape) +
-                      " disagrees with " + cfg_.path + ", which implies " + shape_string(shapes[i]));
+                      " disagrees with " + cfg_.path + ", which implies " + shape_string(full));
     const Dtype d = safetensors_weight_dtype(t);
     if (first && d != dt)
       throw LoadError(t.file->path() + ": tensor '" + t.name + "': dtype " + t.dtype + " differs from '" + first->name +
                       "' (" + first->dtype + "), which it is fused with");
     if (!first) first = &t;
     dt = d;
-    if (names.size() == 1) raw = t.bytes;
-    else joined.insert(joined.end(), t.bytes.begin(), t.bytes.end());
+    if (split == TpSplit::none) {
+      if (names.size() == 1) raw = t.bytes;
+      else joined.insert(joined.end(), t.bytes.begin(), t.bytes.end());
+      continue;
+    }
+    // This rank's slice (sizes fit: t.bytes holds the whole tensor, whose shape was just checked).
+    sliced = true;
+    const uint64_t es = safetensors_dtype_size(t.dtype);
+    const uint64_t rows = full[0], cols = full.size() > 1 ? full[1] : 1;
+    if (split == TpSplit::rows) {
+      const uint64_t local = rows / tp_size_, row_bytes = cols * es;  // arith-ok: within t.bytes
+      const auto b = t.bytes.begin() + static_cast<std::ptrdiff_t>(tp_rank_ * local * row_bytes);
+      joined.insert(joined.end(), b, b + static_cast<std::ptrdiff_t>(local * row_bytes));
+    } else {
+      const uint64_t local = cols / tp_size_;  // arith-ok: within t.bytes
+      for (uint64_t r = 0; r < rows; ++r) {
+        const auto b = t.bytes.begin() + static_cast<std::ptrdiff_t>((r * cols + tp_rank_ * local) * es);
+        joined.insert(joined.end(), b, b + static_cast<std::ptrdiff_t>(local * es));
+      }
+    }
   }
-  if (names.size() > 1) raw = joined;
+  if (names.size() > 1 || sliced) raw = joined;
   return ctx.from_weight_bytes({.raw = raw, .src_dtype = dt, .dst_dtype = Dtype::invalid});
 }
 

@@ -64,6 +64,14 @@ class TensorSource {
 class SafetensorsSource : public TensorSource {
  public:
   SafetensorsSource(const Checkpoint& ckpt, const HfConfig& cfg) : ckpt_(ckpt), cfg_(cfg) {}
+  // Tensor parallelism (Megatron split) for rank `rank` of `size`: the engine then asks for this
+  // rank's shapes, and the source serves the matching slice of each file tensor — rows of
+  // q/k/v_proj (weights and biases) and gate/up_proj, columns of o_proj and down_proj, every other
+  // tensor whole. Dense (F32 / F16 / BF16) checkpoints only.
+  void set_tensor_parallel(uint64_t rank, uint64_t size) {
+    tp_rank_ = rank;
+    tp_size_ = size;
+  }
   const std::string& where() const override { return ckpt_.dir(); }
   bool has(const std::string& name) const override { return ckpt_.find(name) != nullptr; }
   bool quantised(const std::string& name) const override;
@@ -77,6 +85,7 @@ class SafetensorsSource : public TensorSource {
                      const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width);
   const Checkpoint& ckpt_;
   const HfConfig& cfg_;
+  uint64_t tp_rank_ = 0, tp_size_ = 1;
 };
 
 class GgufSource : public TensorSource {
