@@ -860,7 +860,9 @@ void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
       return;
     }
   }
-  if (m <= kSmallM || (std::is_same_v<T, float> && m <= kSmallMBlocked && kernels().dot_block)) {
+  // f32 up to kSmallMBlocked rows stays on the dot path on every CPU (2 × 2 dot blocks where the
+  // CPU has them, one dot per output elsewhere), so each row carries the bits of an m = 1 call.
+  if (m <= kSmallM || (std::is_same_v<T, float> && m <= kSmallMBlocked)) {
     gemm_small_m(a, b, out, m, n, k);
     return;
   }
