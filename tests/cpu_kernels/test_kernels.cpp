@@ -968,7 +968,7 @@ bool check_class_a(const std::vector<T>& out, const std::vector<double>& w, cons
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("gguf_matmul with 8-bit activations: class A, the same bits on the VNNI and portable paths",
+TEMPLATE_TEST_CASE("gguf_matmul with 8-bit activations: class A, the same bits on the VNNI, AVX2 and portable paths",
                    "[gguf][q8]", float, f16, bf16) {
   using T = TestType;
   INFO("q8 kernels: " << cpu::gguf_q8_kernel_name());
@@ -986,10 +986,12 @@ TEMPLATE_TEST_CASE("gguf_matmul with 8-bit activations: class A, the same bits o
         const std::vector<T> a = q8_activations<T>(m, k, static_cast<uint32_t>(7 * m + k + t));
         const cpu::GgufMatrix W{t, bytes.data(), n, k, true};
         const T poison = from_float<T>(std::numeric_limits<float>::quiet_NaN());
-        std::vector<T> best(m * n, poison), portable(m * n, poison);
+        std::vector<T> best(m * n, poison), portable(m * n, poison), avx2(m * n, poison);
         cpu::gguf_matmul(W, a.data(), best.data(), m);  // dispatches on act_q8
         cpu::gguf_matmul_q8(W, a.data(), portable.data(), m, cpu::Q8Path::portable);
+        cpu::gguf_matmul_q8(W, a.data(), avx2.data(), m, cpu::Q8Path::avx2);
         REQUIRE(std::memcmp(best.data(), portable.data(), best.size() * sizeof(T)) == 0);
+        REQUIRE(std::memcmp(avx2.data(), portable.data(), avx2.size() * sizeof(T)) == 0);
         rounded = check_class_a(best, w, a, m, n, k) || rounded;
         // each activation row alone gives the bits it gives inside the batch
         std::vector<T> one(n, poison);
@@ -999,6 +1001,40 @@ TEMPLATE_TEST_CASE("gguf_matmul with 8-bit activations: class A, the same bits o
     }
     INFO(ft::gguf_type_name(t));
     CHECK(rounded);  // the activations were quantised: some outputs are measurably off the exact product
+  }
+}
+
+// The AVX2 K-quant tiles (8 weight rows per tile, passes of 8, 4, 2, 1 activation rows, 4 groups
+// per pass over the units): a width of 9 groups (4 + 4 + 1), a partial last tile (19 rows), every
+// kind of activation-row remainder, and extreme codes and activations (the int16 partial sums at
+// their bound) give the portable bits.
+TEST_CASE("gguf_matmul with 8-bit activations: AVX2 K-quant tiles over chunks and remainders", "[gguf][q8]") {
+  INFO("q8 kernels: " << cpu::gguf_q8_kernel_name());
+  for (int32_t t : {int32_t{ft::kQ4_K}, int32_t{ft::kQ5_K}, int32_t{ft::kQ6_K}}) {
+    const uint64_t k = 256 * 9, n = 19;
+    for (bool extreme : {false, true}) {
+      std::vector<uint8_t> bytes = ft::random_gguf(t, n, k, 500 + t);
+      const uint64_t bb = cpu::gguf_block_bytes(t);
+      if (extreme)  // every code at its largest value (all quant bits set; the scales stay random)
+        for (uint64_t b = 0; b < n * k / 256; ++b) {
+          uint8_t* blk = bytes.data() + b * bb;
+          if (t == ft::kQ6_K) std::memset(blk, 0xFF, 192);           // ql, qh
+          else std::memset(blk + 16, 0xFF, t == ft::kQ5_K ? 160 : 128);  // (qh,) qs
+        }
+      const std::vector<double> w = ref::gguf_dequantize(t, bytes, n, k);
+      const cpu::GgufMatrix W{t, bytes.data(), n, k, true};
+      for (uint64_t m : {uint64_t{1}, uint64_t{2}, uint64_t{3}, uint64_t{4}, uint64_t{5}, uint64_t{7}, uint64_t{9}}) {
+        INFO(ft::gguf_type_name(t) << " m=" << m << (extreme ? " extreme" : ""));
+        std::vector<float> a = q8_activations<float>(m, k, static_cast<uint32_t>(31 * m + t));
+        if (extreme)  // codes ±127 everywhere: alternating signs per 32-block, one value per block
+          for (uint64_t c = 0; c < m * k; ++c) a[c] = (c / 32) % 2 ? -0.5f : 0.5f;
+        std::vector<float> avx2(m * n, NAN), portable(m * n, NAN);
+        cpu::gguf_matmul_q8(W, a.data(), avx2.data(), m, cpu::Q8Path::avx2);
+        cpu::gguf_matmul_q8(W, a.data(), portable.data(), m, cpu::Q8Path::portable);
+        REQUIRE(std::memcmp(avx2.data(), portable.data(), avx2.size() * sizeof(float)) == 0);
+        check_class_a(avx2, w, a, m, n, k);
+      }
+    }
   }
 }
 

@@ -15,8 +15,10 @@
 //       lane j of every vector belongs to block j: a group's vpdpbusd chain leaves the block sums
 //       in block order, with no reduction across lanes; two activation rows share each 16-lane
 //       vector (8-lane types).
+//  * AVX2 without VNNI (Q4_K, Q5_K, Q6_K, every m): tiles of 8 weight rows unpacked once per call
+//    with the rows in the 8 lanes (vpmaddubsw + vpmaddwd); see the section below.
 //  * portable: the same integer sums and the same f32 operations in plain C++ (also the last,
-//    partial group of the 32-weight types on the VNNI path).
+//    partial group of the 32-weight types on the VNNI path, and the other types on AVX2 CPUs).
 #include "gguf_q8.hpp"
 
 #include <ferrum/common/dtype.hpp>
@@ -24,6 +26,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "gguf_kquant.hpp"
 #include "parallel.hpp"
@@ -41,6 +45,8 @@ constexpr uint64_t kRowChunk = 256;
 
 // The quantised activations of a call, on the calling thread (read by the pool's threads).
 thread_local Scratch t_q8;
+// The quantised activations in the AVX2 tiles' pass order, on the calling thread.
+thread_local Scratch t_pass;
 // m > 1: the unpacked weights of a tile, and a tile's outputs, per pool thread.
 thread_local Scratch t_prep;
 thread_local Scratch t_res;
@@ -660,6 +666,338 @@ FERRUM_VNNI void tile_vnni(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t 
 }
 #endif
 
+#if FERRUM_SIMD_X86
+// ---- AVX2 without VNNI: K-quant tiles with the weight rows in the lanes ---------------------------
+// For x86 CPUs with AVX2 but no AVX-512 VNNI (this path also runs at m = 1: a tile of one activation
+// row). The weights of a tile of kAvxRows = 8 rows are unpacked once per call into units (the
+// lanes of gguf_q8.hpp: a 32-column sub-block, Q6_K a 16-column group) interleaved by row: the
+// 32-byte vector (u, g, t) holds in int32 lane n the 4 codes of weight row n at columns
+// 4t … 4t + 3 of unit u of group g. One broadcast of 4 activation codes then feeds 8 rows
+// (vpmaddubsw: unsigned code × signed code, pairs summed in int16; vpmaddwd widens to int32), so
+// the exact unit sums I of 8 rows end in the 8 lanes of one vector and gguf_q8.hpp's f32 lane
+// updates run for 8 rows at once (lane = weight row, one vector per unit and activation row: no
+// reduction across lanes). int16 sums never saturate: a pair of products is at most 2·15·127
+// (Q4_K), 2·31·127 (Q5_K) or 2·63·127 (Q6_K), and 8 / 4 / 2 pairs are summed before widening.
+#define FERRUM_Q8_AVX2 __attribute__((target("avx2,f16c")))
+#define FERRUM_Q8_AVX2_INLINE __attribute__((target("avx2,f16c"), always_inline)) inline
+
+bool has_avx2_q8() {
+  static const bool v = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && simd::has_f16c();
+  }();
+  return v;
+}
+
+constexpr bool avx2_type(int32_t t) { return t == kQ4_K || t == kQ5_K || t == kQ6_K; }
+constexpr uint64_t kAvxRows = 8;   // weight rows per tile (the 8 lanes)
+constexpr uint64_t kAvxAct = 8;    // activation rows per pass over a tile (registers: 8 int16 sums, W, one broadcast)
+constexpr uint64_t kAvxChunk = 4;  // groups per pass over the units (keeps the pass in L1)
+
+template <int32_t kType>
+constexpr int kUnits = kType == kQ6_K ? 16 : 8;  // units per group
+template <int32_t kType>
+constexpr int kSteps = 256 / kUnits<kType> / 4;  // 4-column steps per unit: 8 or 4
+template <int32_t kType>
+constexpr int kSpan = kType == kQ4_K ? 8 : kType == kQ5_K ? 4 : 2;  // steps summed in int16
+
+// r[n] = 8 dwords of row n -> o[t] lane n = dword t of r[n].
+FERRUM_Q8_AVX2_INLINE void transpose8_avx2(const __m256i* r, __m256i* o) {
+  __m256i t[8], u[8];
+#pragma GCC unroll 16
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+#pragma GCC unroll 16
+  for (int k = 0; k < 2; ++k) {
+    u[4 * k] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+    u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+    u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+    u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+  }
+#pragma GCC unroll 16
+  for (int d = 0; d < 4; ++d) {
+    o[d] = _mm256_permute2x128_si256(u[d], u[4 + d], 0x20);
+    o[4 + d] = _mm256_permute2x128_si256(u[d], u[4 + d], 0x31);
+  }
+}
+
+// The 32 bytes at offset `at` of each of the 8 rows, transposed (o[t] lane n = row n's bytes
+// at + 4t … at + 4t + 3).
+FERRUM_Q8_AVX2_INLINE void load_rows_t(const uint8_t* const* rows, uint64_t at, __m256i* o) {
+  __m256i r[8];
+#pragma GCC unroll 16
+  for (int n = 0; n < 8; ++n) r[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[n] + at));
+  transpose8_avx2(r, o);
+}
+
+// 8 f16 bit patterns (the low 16 bits of each int32 lane, the rest 0) -> 8 floats (exact).
+FERRUM_Q8_AVX2_INLINE __m256 f16_lanes(__m256i h) {
+  const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);  // lanes 0-3, 4-7 as 8 × u16
+  return _mm256_cvtph_ps(_mm256_castsi256_si128(p));
+}
+
+// Unpacks the G groups of a tile of nr ≤ 8 weight rows (rows past nr repeat the last one):
+// codes[(u·G + g)·S + t] as above, cf[(u·G + g)·8 + n] = unit u's coefficient of row n (Q4_K /
+// Q5_K d·sc_j, Q6_K d·sc_u) and mf[…] = dmin·mn_j (Q4_K / Q5_K), each exact as in group_portable.
+template <int32_t kType>
+FERRUM_Q8_AVX2 void prep_avx2(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t G, __m256i* codes, float* cf,
+                              float* mf) {
+  constexpr uint64_t U = kUnits<kType>, S = kSteps<kType>, bb = block_bytes(kType);
+  const uint8_t* rows[kAvxRows];
+#pragma GCC unroll 16
+  for (uint64_t n = 0; n < kAvxRows; ++n) rows[n] = w + std::min(n, nr - 1) * rb;
+  const __m256i m4 = _mm256_set1_epi8(15);
+  auto at = [&](uint64_t u, uint64_t g, int t) { return codes + (u * G + g) * S + t; };
+  // the next tile (the rows after this one, contiguous) is fetched while this one is unpacked: 8
+  // rows' worth of blocks per group (prefetches past the matrix are harmless)
+  const char* pf = reinterpret_cast<const char*>(w + kAvxRows * rb);
+  for (uint64_t g = 0; g < G; ++g) {
+#pragma GCC unroll 16
+    for (uint64_t o = 0; o < kAvxRows * bb; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+    pf += kAvxRows * bb;
+    const uint64_t b0 = g * bb;
+    // the coefficients of the 8 rows at once (lane n = row n), the same exact products as group_portable
+    if constexpr (kType == kQ6_K) {
+      __m256i r[8], T[8];
+#pragma GCC unroll 16
+      for (uint64_t n = 0; n < kAvxRows; ++n) {
+        uint16_t dh;
+        std::memcpy(&dh, rows[n] + b0 + 208, 2);
+        r[n] = _mm256_set_m128i(_mm_cvtsi32_si128(dh), _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[n] + b0 + 192)));
+      }
+      transpose8_avx2(r, T);  // T[0..3]: the 16 scales, 4 per lane; T[4]: d
+      const __m256 d = f16_lanes(T[4]);
+#pragma GCC unroll 16
+      for (uint64_t u = 0; u < 16; ++u) {
+        const __m256i sc = _mm256_srai_epi32(_mm256_sll_epi32(T[u / 4], _mm_cvtsi32_si128(static_cast<int>(24 - 8 * (u % 4)))), 24);
+        _mm256_store_ps(cf + (u * G + g) * 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)));
+      }
+    } else {
+      __m256i T[8];
+      load_rows_t(rows, b0, T);  // T[0]: d | dmin << 16; T[1..3]: the 12 scale bytes
+      const __m256 d = f16_lanes(_mm256_and_si256(T[0], _mm256_set1_epi32(0xFFFF)));
+      const __m256 dmin = f16_lanes(_mm256_srli_epi32(T[0], 16));
+      const __m256i m63 = _mm256_set1_epi32(63), m15 = _mm256_set1_epi32(15), m3 = _mm256_set1_epi32(3);
+#pragma GCC unroll 16
+      for (uint64_t j = 0; j < 8; ++j) {
+        const __m128i sh = _mm_cvtsi32_si128(static_cast<int>(8 * (j % 4)));
+        __m256i sc, mn;
+        if (j < 4) {  // scales[j] & 63, scales[j + 4] & 63
+          sc = _mm256_and_si256(_mm256_srl_epi32(T[1], sh), m63);
+          mn = _mm256_and_si256(_mm256_srl_epi32(T[2], sh), m63);
+        } else {  // (scales[j + 4] & 15) | (scales[j - 4] >> 6) << 4, (scales[j + 4] >> 4) | (scales[j] >> 6) << 4
+          const __m256i s8 = _mm256_srl_epi32(T[3], sh), s0 = _mm256_srl_epi32(T[1], sh), s4 = _mm256_srl_epi32(T[2], sh);
+          sc = _mm256_or_si256(_mm256_and_si256(s8, m15), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(s0, 6), m3), 4));
+          mn = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(s8, 4), m15),
+                               _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(s4, 6), m3), 4));
+        }
+        _mm256_store_ps(cf + (j * G + g) * 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(sc)));
+        _mm256_store_ps(mf + (j * G + g) * 8, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mn)));
+      }
+    }
+    __m256i T[8];
+    if constexpr (kType == kQ6_K) {
+      const __m256i m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 16
+      for (uint64_t h = 0; h < 2; ++h) {  // columns 128h … 128h + 127
+        __m256i Lo[8], Lh[8], Hq[8];
+        load_rows_t(rows, b0 + 64 * h, Lo);
+        load_rows_t(rows, b0 + 64 * h + 32, Lh);
+        load_rows_t(rows, b0 + 128 + 32 * h, Hq);
+#pragma GCC unroll 16
+        for (int t = 0; t < 8; ++t) {
+          // 32-column segment 4h + k: units 8h + 2k (t < 4) and 8h + 2k + 1, step t % 4
+          const __m256i v[4] = {
+              _mm256_or_si256(_mm256_and_si256(Lo[t], m4), _mm256_and_si256(_mm256_slli_epi16(Hq[t], 4), m30)),
+              _mm256_or_si256(_mm256_and_si256(Lh[t], m4), _mm256_and_si256(_mm256_slli_epi16(Hq[t], 2), m30)),
+              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Lo[t], 4), m4), _mm256_and_si256(Hq[t], m30)),
+              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Lh[t], 4), m4),
+                              _mm256_and_si256(_mm256_srli_epi16(Hq[t], 2), m30))};
+#pragma GCC unroll 16
+          for (uint64_t k = 0; k < 4; ++k) _mm256_store_si256(at(8 * h + 2 * k + t / 4, g, t % 4), v[k]);
+        }
+      }
+    } else {  // Q4_K, Q5_K: chunk c = sub-blocks 2c (low nibbles), 2c + 1 (high), + 16 from qh bits 2c, 2c + 1
+      constexpr bool kFive = kType == kQ5_K;
+      __m256i H[8];
+      if constexpr (kFive) load_rows_t(rows, b0 + 16, H);
+      const __m256i one = _mm256_set1_epi8(1);
+#pragma GCC unroll 16
+      for (int c = 0; c < 4; ++c) {
+        load_rows_t(rows, b0 + (kFive ? 48 : 16) + 32 * static_cast<uint64_t>(c), T);
+#pragma GCC unroll 16
+        for (int t = 0; t < 8; ++t) {
+          __m256i lo = _mm256_and_si256(T[t], m4), hi = _mm256_and_si256(_mm256_srli_epi16(T[t], 4), m4);
+          if constexpr (kFive) {  // bit → 16 within each byte (the masked bit is 0 or 1: no carry)
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(H[t], _mm_cvtsi32_si128(2 * c)), one), 4));
+            hi = _mm256_or_si256(hi,
+                                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(H[t], _mm_cvtsi32_si128(2 * c + 1)), one), 4));
+          }
+          _mm256_store_si256(at(2 * static_cast<uint64_t>(c), g, t), lo);
+          _mm256_store_si256(at(2 * static_cast<uint64_t>(c) + 1, g, t), hi);
+        }
+      }
+    }
+  }
+}
+
+// R activation rows against a prepared tile: lane[(r·U + u)·8 + n] = the f32 lane accumulator of
+// unit u for activation row r and weight row n, updated group by group in gguf_q8.hpp's order.
+// An empty asm on the value: GCC would otherwise re-associate the int16 sums of a unit into a tree
+// (all products live at once, spilled to the stack).
+FERRUM_Q8_AVX2_INLINE void keep(__m256i& v) { asm("" : "+x"(v)); }
+
+template <int32_t kType, int R>
+FERRUM_Q8_AVX2 void units_avx2(const __m256i* codes, const float* cf, const float* mf, uint64_t G, const uint8_t* pass,
+                               float* lane) {
+  constexpr uint64_t U = kUnits<kType>, S = kSteps<kType>;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const float* pd = reinterpret_cast<const float*>(pass + R * 256 * G);  // d_b per unit and row
+  const float* pf = pd + R * G * U;                                      // f (Q6_K: the int32 correction)
+  alignas(32) int32_t sums[kAvxChunk][R][8];  // the exact unit sums of one chunk (integer phase -> f32 phase)
+  for (uint64_t g0 = 0; g0 < G; g0 += kAvxChunk) {
+    const uint64_t nc = std::min(G - g0, kAvxChunk);
+    for (uint64_t u = 0; u < U; ++u) {
+      const __m256i* wv = codes + (u * G + g0) * S;
+      for (uint64_t c = 0; c < nc; ++c, wv += S) {
+        const uint8_t* pq = pass + ((g0 + c) * U + u) * S * R * 4;  // step t, row r: pq + 4·(t·R + r)
+        __m256i I[R];
+#pragma GCC unroll 8
+        for (uint64_t t0 = 0; t0 < S; t0 += kSpan<kType>) {
+          __m256i sm[R];
+#pragma GCC unroll 8
+          for (uint64_t t = t0; t < t0 + kSpan<kType>; ++t) {
+            const __m256i wt = _mm256_load_si256(wv + t);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+              int32_t a4;
+              std::memcpy(&a4, pq + 4 * (t * R + r), 4);
+              const __m256i pr = _mm256_maddubs_epi16(wt, _mm256_set1_epi32(a4));
+              sm[r] = t == t0 ? pr : _mm256_add_epi16(sm[r], pr);
+              keep(sm[r]);
+            }
+          }
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const __m256i v = _mm256_madd_epi16(sm[r], ones);
+            I[r] = t0 == 0 ? v : _mm256_add_epi32(I[r], v);
+          }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) _mm256_store_si256(reinterpret_cast<__m256i*>(sums[c][r]), I[r]);
+      }
+      // f32 phase: gguf_q8.hpp's lane updates, group by group
+      __m256 acc[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] = g0 ? _mm256_load_ps(lane + (r * U + u) * 8) : _mm256_setzero_ps();
+      for (uint64_t c = 0; c < nc; ++c) {
+        const uint64_t gb = (u * G + g0 + c) * 8, vb = ((g0 + c) * U + u) * R;  // vb: the unit's values of row 0
+        const __m256 cv = _mm256_load_ps(cf + gb);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          __m256i Ir = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[c][r]));
+          if constexpr (kType == kQ6_K) {
+            int32_t corr;
+            std::memcpy(&corr, pf + vb + r, 4);
+            Ir = _mm256_sub_epi32(Ir, _mm256_set1_epi32(corr));
+          }
+          const __m256 A = _mm256_mul_ps(_mm256_set1_ps(pd[vb + r]), _mm256_cvtepi32_ps(Ir));
+          acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(cv, A));
+          if constexpr (kType == kQ4_K || kType == kQ5_K)
+            acc[r] = _mm256_sub_ps(acc[r], _mm256_mul_ps(_mm256_load_ps(mf + gb), _mm256_set1_ps(pf[vb + r])));
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) _mm256_store_ps(lane + (r * U + u) * 8, acc[r]);
+    }
+  }
+}
+
+// Activation rows [0, m) are taken in passes of kAvxAct rows while that many are left, then 4, 2, 1
+// (an output's arithmetic never depends on its pass).
+constexpr uint64_t pass_size(uint64_t left) {
+  return left >= kAvxAct ? kAvxAct : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+}
+// The activations in pass order, kPassRowBytes·K / 256 bytes per row: the pass of rows [i, i + R)
+// starts at byte i·(that) and holds the codes of unit u of group g, step t, row r at
+// 4·(((g·U + u)·S + t)·R + r) (the R rows' 4 codes for one broadcast each, one pointer for all), then
+// d_b per unit at float [(g·U + u)·R + r] after the R·K codes, then f (Q6_K: the int32 correction)
+// the same way.
+template <int32_t kType>
+constexpr uint64_t kPassRowBytes = 256 + 8 * kUnits<kType>;  // per group
+
+template <int32_t kType>
+void build_passes(const uint8_t* qa, const Layout& lay, uint64_t K, uint64_t m, uint8_t* out) {
+  constexpr uint64_t U = kUnits<kType>, S = kSteps<kType>, W = 256 / U;
+  const uint64_t G = K / 256;
+  std::vector<std::pair<uint64_t, uint64_t>> passes;  // (first row, rows)
+  for (uint64_t i = 0; i < m; i += pass_size(m - i)) passes.emplace_back(i, pass_size(m - i));
+  parallel_for(passes.size(), 1, [&](uint64_t p0, uint64_t p1) {
+    for (uint64_t p = p0; p < p1; ++p) {
+      const auto [i, R] = passes[p];
+      uint8_t* base = out + i * G * kPassRowBytes<kType>;
+      auto* pd = reinterpret_cast<float*>(base + R * 256 * G);
+      float* pf = pd + R * G * U;
+      for (uint64_t r = 0; r < R; ++r) {
+        const QRow x = view(qa + (i + r) * lay.stride, lay.groups);
+        for (uint64_t g = 0; g < G; ++g)
+          for (uint64_t u = 0; u < U; ++u) {
+            const uint64_t b = g * U + u;  // the unit's index in the row (its 32-block, Q6_K its 16 columns)
+            for (uint64_t t = 0; t < S; ++t) std::memcpy(base + 4 * ((b * S + t) * R + r), x.q + 256 * g + W * u + 4 * t, 4);
+            pd[b * R + r] = kType == kQ6_K ? x.f[b] : x.d[b];
+            if constexpr (kType == kQ6_K) std::memcpy(pf + b * R + r, x.corr + b, 4);
+            else pf[b * R + r] = x.f[b];
+          }
+      }
+    }
+  });
+}
+
+// A tile of nr ≤ kAvxRows weight rows with every activation row: res[i·nr + n] = output (i, row n);
+// qp: the activations in pass order (build_passes).
+template <int32_t kType>
+FERRUM_Q8_AVX2 void tile_avx2(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t K, const uint8_t* qp,
+                              const Layout&, uint64_t m, float* res) {
+  constexpr uint64_t U = kUnits<kType>;
+  const uint64_t G = K / 256;
+  // scratch: the codes (8 bytes per column), cf and mf (U·G·8 floats each), the lanes of kAvxAct rows
+  // arith-ok: G ≤ K / 256 and the weight rows of K columns are in memory, so these sizes are far below 2^64
+  float* base = t_prep.get(2 * K + 2 * U * G * 8 + kAvxAct * U * 8);
+  auto* codes = reinterpret_cast<__m256i*>(base);
+  float* cf = base + 2 * K;
+  float* mf = cf + U * G * 8;
+  float* lane = mf + U * G * 8;
+  prep_avx2<kType>(w, rb, nr, G, codes, cf, mf);
+  for (uint64_t i = 0; i < m;) {
+    const uint64_t R = pass_size(m - i);
+    const uint8_t* pass = qp + i * G * kPassRowBytes<kType>;
+    switch (R) {
+      case 1: units_avx2<kType, 1>(codes, cf, mf, G, pass, lane); break;
+      case 2: units_avx2<kType, 2>(codes, cf, mf, G, pass, lane); break;
+      case 4: units_avx2<kType, 4>(codes, cf, mf, G, pass, lane); break;
+      default: units_avx2<kType, kAvxAct>(codes, cf, mf, G, pass, lane); break;
+    }
+    for (uint64_t r = 0; r < R; ++r) {
+      const float* l = lane + r * U * 8;
+      __m256 a[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        a[j] = _mm256_load_ps(l + 8 * j);
+        if constexpr (U == 16) a[j] = _mm256_add_ps(a[j], _mm256_load_ps(l + 8 * (j + 8)));  // acc_u + acc_{u+8}
+      }
+      const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
+                                       _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
+      alignas(32) float o[8];
+      _mm256_store_ps(o, sum);
+      for (uint64_t n = 0; n < nr; ++n) res[(i + r) * nr + n] = o[n];
+    }
+    i += R;
+  }
+}
+#endif
+
 template <int32_t kType>
 float row_dot_portable(const uint8_t* row, uint64_t K, const QRow& x) {
   float acc[16] = {};
@@ -676,51 +1014,70 @@ void tile_portable(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t K, const
 
 // The kernels of one type and path: one weight row with one activation row (m = 1), a tile of
 // weight rows with every activation row (m > 1).
+// tile_rows: weight rows per tile; tile_m1: the tile kernel also runs m = 1 (no row kernel);
+// passes (AVX2 tiles): the tile kernel reads the activations in pass order, built by it from qa
+// into pass_bytes·K / 256 bytes per row.
 struct Kernels {
   float (*row)(const uint8_t* row, uint64_t K, const QRow& x);
   void (*tile)(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t K, const uint8_t* qa, const Layout& lay,
                uint64_t m, float* res);
+  uint64_t tile_rows = kTileRows;
+  bool tile_m1 = false;
+  void (*passes)(const uint8_t* qa, const Layout& lay, uint64_t K, uint64_t m, uint8_t* out) = nullptr;
+  uint64_t pass_bytes = 0;
 };
 
+enum class Isa { vnni, avx2, portable };
+
 template <int32_t kType>
-Kernels kernels_of(bool vnni) {
+Kernels kernels_of(Isa isa) {
 #if FERRUM_SIMD_X86
-  if (vnni) return {row_dot_vnni<kType>, tile_vnni<kType>};
+  if (isa == Isa::vnni) return {row_dot_vnni<kType>, tile_vnni<kType>};
+  if constexpr (avx2_type(kType))
+    if (isa == Isa::avx2)
+      return {nullptr, tile_avx2<kType>, kAvxRows, true, build_passes<kType>, kPassRowBytes<kType>};
 #endif
-  (void)vnni;
+  (void)isa;
   return {row_dot_portable<kType>, tile_portable<kType>};
 }
 
-Kernels kernels(int32_t type, bool vnni) {
+Kernels kernels(int32_t type, Isa isa) {
   switch (type) {
-    case kQ4_0: return kernels_of<kQ4_0>(vnni);
-    case kQ4_1: return kernels_of<kQ4_1>(vnni);
-    case kQ8_0: return kernels_of<kQ8_0>(vnni);
-    case kQ4_K: return kernels_of<kQ4_K>(vnni);
-    case kQ5_K: return kernels_of<kQ5_K>(vnni);
-    default: return kernels_of<kQ6_K>(vnni);
+    case kQ4_0: return kernels_of<kQ4_0>(isa);
+    case kQ4_1: return kernels_of<kQ4_1>(isa);
+    case kQ8_0: return kernels_of<kQ8_0>(isa);
+    case kQ4_K: return kernels_of<kQ4_K>(isa);
+    case kQ5_K: return kernels_of<kQ5_K>(isa);
+    default: return kernels_of<kQ6_K>(isa);
   }
 }
 
-bool use_vnni(Q8Path path) {
+Isa isa_of(Q8Path path) {
 #if FERRUM_SIMD_X86
-  return path == Q8Path::best && has_vnni();
-#else
-  (void)path;
-  return false;
+  if (path == Q8Path::best && has_vnni()) return Isa::vnni;
+  if ((path == Q8Path::best || path == Q8Path::avx2) && has_avx2_q8()) return Isa::avx2;
 #endif
+  (void)path;
+  return Isa::portable;
 }
 
 }  // namespace
 
-const char* gguf_q8_kernel_name() { return use_vnni(Q8Path::best) ? "avx512_vnni" : "portable"; }
+const char* gguf_q8_kernel_name() {
+  switch (isa_of(Q8Path::best)) {
+    case Isa::vnni: return "avx512_vnni";
+    case Isa::avx2: return "avx2";
+    default: return "portable";
+  }
+}
 
 template <class T>
 void gguf_matmul_q8(const GgufMatrix& w, const T* a, T* out, uint64_t m, Q8Path path) {
   const uint64_t K = w.cols, N = w.rows, rb = w.row_bytes();
-  const bool vnni = use_vnni(path);
+  const Isa isa = isa_of(path);
+  const bool vnni = isa == Isa::vnni;
   const Layout lay(K);
-  const Kernels kn = kernels(w.type, vnni);
+  const Kernels kn = kernels(w.type, isa);
   // Activation rows in chunks of kRowChunk: the quantised rows of one chunk are the scratch (an
   // output depends on its own activation row only, so the chunking changes no result).
   for (uint64_t c0 = 0; c0 < m; c0 += kRowChunk) {
@@ -739,17 +1096,24 @@ void gguf_matmul_q8(const GgufMatrix& w, const T* a, T* out, uint64_t m, Q8Path 
         quantize_row(w.type, ac + i * K, K, qa + i * lay.stride);
       }
     });
-    if (mc == 1) {
+    if (kn.passes) {  // the tile kernels read the activations in their pass order
+      // arith-ok: the same bytes per row as the quantised rows' layout (pass_bytes ≤ 416 per group)
+      auto* qp = reinterpret_cast<uint8_t*>(t_pass.get(mc * (K / 256) * kn.pass_bytes / sizeof(float) + 1));
+      kn.passes(qa, lay, K, mc, qp);
+      qa = qp;
+    }
+    if (mc == 1 && !kn.tile_m1) {
       const QRow x = view(qa, lay.groups);
       parallel_for(N, 64, [&](uint64_t r0, uint64_t r1) {
         for (uint64_t r = r0; r < r1; ++r) oc[r] = from_float<T>(kn.row(w.data + r * rb, K, x));
       });
       continue;
     }
-    parallel_for((N + kTileRows - 1) / kTileRows, 1, [&](uint64_t t0, uint64_t t1) {
-      float* res = t_res.get(mc * kTileRows);
+    const uint64_t tr = kn.tile_rows;
+    parallel_for((N + tr - 1) / tr, 1, [&](uint64_t t0, uint64_t t1) {
+      float* res = t_res.get(mc * tr);
       for (uint64_t t = t0; t < t1; ++t) {
-        const uint64_t j0 = t * kTileRows, nr = std::min(kTileRows, N - j0);
+        const uint64_t j0 = t * tr, nr = std::min(tr, N - j0);
         kn.tile(w.data + j0 * rb, rb, nr, K, qa, lay, mc, res);
         for (uint64_t i = 0; i < mc; ++i)
           for (uint64_t j = 0; j < nr; ++j) oc[i * N + j0 + j] = from_float<T>(res[i * nr + j]);

@@ -10,7 +10,7 @@
 // exact integer: per 32-block (Q6_K: per 16 columns, its scale granularity) I = Σ n·q, n the
 // weight's integer code (Q4_0: nibble − 8, Q4_1: nibble, Q8_0: the signed byte, Q4_K: nibble,
 // Q5_K: 5-bit code, Q6_K: 6-bit code − 32). Everything else is f32, in this fixed order, so every
-// path (AVX-512 VNNI or portable) and every thread count gives the same bits:
+// path (AVX-512 VNNI, AVX2 or portable) and every thread count gives the same bits:
 //  * columns are taken in groups of 256; lane j of group g is 32-block 8g + j (Q6_K: lane u is the
 //    16-column group 16g + u, 16 lanes); a partial last group (32-weight types) has +0 lanes;
 //  * per lane and group, in group order, each product and sum rounded to f32 (no FMA):
@@ -30,9 +30,10 @@
 
 namespace ferrum::cpu {
 
-// best: the AVX-512 VNNI kernels where the CPU has them, else the portable code; portable: always
-// the portable code (the same bits; tests compare the two).
-enum class Q8Path { best, portable };
+// best: the AVX-512 VNNI kernels where the CPU has them, else the AVX2 kernels (Q4_K, Q5_K, Q6_K)
+// where it has AVX2, else the portable code; avx2: the AVX2 kernels where the CPU has AVX2 (VNNI or
+// not), else portable; portable: always the portable code (the same bits; tests compare them).
+enum class Q8Path { best, avx2, portable };
 
 // out[m, rows] = a[m, cols] · Wᵀ with the activations quantised as above, T in {float, f16, bf16}.
 // Any of the six types; m ≥ 1, rows ≥ 1, cols ≥ 1. Runs on the thread pool (weight rows split
@@ -40,7 +41,7 @@ enum class Q8Path { best, portable };
 template <class T>
 void gguf_matmul_q8(const GgufMatrix& w, const T* a, T* out, uint64_t m, Q8Path path = Q8Path::best);
 
-// Which kernels gguf_matmul_q8 uses on this machine: "avx512_vnni" or "portable".
+// Which kernels gguf_matmul_q8 uses on this machine: "avx512_vnni", "avx2" or "portable".
 const char* gguf_q8_kernel_name();
 
 }  // namespace ferrum::cpu
