@@ -39,7 +39,6 @@
 #include <utility>
 #include <vector>
 
-#include <unistd.h>
 
 #include "demo_model.hpp"
 #include "ferrum_tool_cli.hpp"

@@ -27,7 +27,6 @@
 #include <cmath>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "gguf_kquant.hpp"
 #include "parallel.hpp"
@@ -920,6 +919,24 @@ FERRUM_Q8_AVX2 void units_avx2(const __m256i* codes, const float* cf, const floa
 constexpr uint64_t pass_size(uint64_t left) {
   return left >= kAvxAct ? kAvxAct : left >= 4 ? 4 : left >= 2 ? 2 : 1;
 }
+// Passes in that order without a list: m / kAvxAct full ones, then one of 4, 2, 1 rows for each bit
+// of m % kAvxAct; pass p as (first row, rows).
+static_assert(kAvxAct == 8, "the remainder passes are the bits of m % 8");
+constexpr uint64_t pass_count(uint64_t m) {
+  return m / kAvxAct + ((m & 4) != 0) + ((m & 2) != 0) + ((m & 1) != 0);
+}
+constexpr std::pair<uint64_t, uint64_t> pass_at(uint64_t m, uint64_t p) {
+  const uint64_t full = m / kAvxAct;
+  if (p < full) return {p * kAvxAct, kAvxAct};
+  uint64_t i = full * kAvxAct, q = p - full;
+  for (uint64_t R : {uint64_t{4}, uint64_t{2}, uint64_t{1}}) {
+    if (!(m & R)) continue;
+    if (q == 0) return {i, R};
+    --q;
+    i += R;
+  }
+  return {m, 0};
+}
 // The activations in pass order, kPassRowBytes·K / 256 bytes per row: the pass of rows [i, i + R)
 // starts at byte i·(that) and holds the codes of unit u of group g, step t, row r at
 // 4·(((g·U + u)·S + t)·R + r) (the R rows' 4 codes for one broadcast each, one pointer for all), then
@@ -932,11 +949,9 @@ template <int32_t kType>
 void build_passes(const uint8_t* qa, const Layout& lay, uint64_t K, uint64_t m, uint8_t* out) {
   constexpr uint64_t U = kUnits<kType>, S = kSteps<kType>, W = 256 / U;
   const uint64_t G = K / 256;
-  std::vector<std::pair<uint64_t, uint64_t>> passes;  // (first row, rows)
-  for (uint64_t i = 0; i < m; i += pass_size(m - i)) passes.emplace_back(i, pass_size(m - i));
-  parallel_for(passes.size(), 1, [&](uint64_t p0, uint64_t p1) {
+  parallel_for(pass_count(m), 1, [&](uint64_t p0, uint64_t p1) {
     for (uint64_t p = p0; p < p1; ++p) {
-      const auto [i, R] = passes[p];
+      const auto [i, R] = pass_at(m, p);
       uint8_t* base = out + i * G * kPassRowBytes<kType>;
       auto* pd = reinterpret_cast<float*>(base + R * 256 * G);
       float* pf = pd + R * G * U;
