@@ -706,7 +706,7 @@ TEST_CASE("flash_attention with head_dim 32 (decode and prefill paths)", "[cuda]
 // sequence of 32k keys; then a split-KV flash decode on the
 // same context still matches its reference (the MLA partials follow the decode's arrival counters
 // in the shared scratch and must leave them zero).
-TEST_CASE("mla_attention: decode with split keys, causal prefill, window; the scratch's counters unharmed", "[cuda][attention][mla]") {
+TEST_CASE("mla_attention: decode with split keys, causal prefill, window, the scratch's counters unharmed", "[cuda][attention][mla]") {
   ferrum::Backend* be = gpu();
   if (!be) return;
   const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16, FERRUM_DTYPE_F32);
@@ -1273,7 +1273,7 @@ std::optional<std::vector<uint8_t>> nccl_id(ferrum::Context& ctx) {
 
 // One rank through NCCL: every op is the identity (all_gather a copy) on real communicators,
 // eager and captured in a graph; the refused calls name their argument.
-TEST_CASE("collectives over NCCL: a world of one rank, eager and in a graph; refused calls", "[cuda][collective]") {
+TEST_CASE("collectives over NCCL: a world of one rank, eager and in a graph, refused calls", "[cuda][collective]") {
   ferrum::Backend* be = gpu();
   if (!be) return;
   const int32_t dt = GENERATE(FERRUM_DTYPE_F32, FERRUM_DTYPE_F16, FERRUM_DTYPE_BF16);

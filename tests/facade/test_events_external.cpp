@@ -259,7 +259,7 @@ TEST_CASE("wrap_external on the CPU plugin: every bad argument is named, nothing
   CHECK(log.calls == 1);
 }
 
-TEST_CASE("buffer_device_address on the CPU plugin: the memory ferrum reads; bad handles refused",
+TEST_CASE("buffer_device_address on the CPU plugin: the memory ferrum reads, bad handles refused",
           "[abi_1_1][external][cpu]") {
   Backend be = Backend::load("cpu");
   Context ctx = be.create_context();
@@ -291,7 +291,7 @@ TEST_CASE("buffer_device_address on the CPU plugin: the memory ferrum reads; bad
   expect_error([&] { (void)none.device_address(); }, ErrorCode::invalid_argument, {"buffer_device_address", "'buf'"});
 }
 
-TEST_CASE("external_stream on the CPU plugin: UNSUPPORTED naming the argument; 0 and 1.0 structs run",
+TEST_CASE("external_stream on the CPU plugin: UNSUPPORTED naming the argument, 0 and 1.0 structs run",
           "[abi_1_1][external][cpu]") {
   Backend be = Backend::load("cpu");
   expect_error([&] { (void)be.create_context_on_stream(0x1234); }, ErrorCode::unsupported,

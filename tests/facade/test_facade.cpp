@@ -575,7 +575,7 @@ TEST_CASE("objects keep the plugin loaded and release cleanly", "[facade][lifeti
   CHECK(live_buffers() == live0);
 }
 
-TEST_CASE("move semantics: moved-from objects are empty; release() gives the handle up",
+TEST_CASE("move semantics: moved-from objects are empty, release() gives the handle up",
           "[facade][lifetime]") {
   Backend be = load_mock();
   Backend be2 = std::move(be);

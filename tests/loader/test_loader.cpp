@@ -89,7 +89,7 @@ TEST_CASE("missing_dep: dlopen fails and the dependency is named", "[loader][fix
   CHECK(c.library == nullptr);
 }
 
-TEST_CASE("newer_minor: a larger 1.7 table loads; extra slots are ignored", "[loader][fixture]") {
+TEST_CASE("newer_minor: a larger 1.7 table loads, extra slots are ignored", "[loader][fixture]") {
   auto c = only_candidate("newer_minor");
   CHECK(c.stage == ferrum::LoadStage::initialized);
   CHECK(c.usable);
