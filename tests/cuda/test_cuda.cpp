@@ -839,10 +839,11 @@ TEST_CASE("marlin_gemm: split-K matvec and tensor-core panels with a remainder",
   }
 }
 
-// The append at hd 128 (the lane-group kernel, quotients by one reciprocal per row where that is
-// provably the division's code): codes and scales must equal the §7.2 recipe bit for bit, also on
+// The append at hd 128 (the lane-group kernel, quotients from one reciprocal per row with a
+// correction step that makes them the division's): codes and scales must equal the §7.2 recipe bit for bit, also on
 // exact ties of the code (s a power of two, x a half-integer or e4m3 midpoint times s) and on
-// values a few ulps to 2^-7 away from them, next to rows of normal data at three scales.
+// values a few ulps to 2^-7 away from them, next to rows of normal data at three scales and
+// tiny rows (the 1e-8 scale floor, ±0, subnormal inputs).
 TEST_CASE("int8 / fp8 append at hd 128: codes and scales are the recipe's on ties and near-ties", "[cuda][paged]") {
   ferrum::Backend* be = gpu();
   if (!be) return;
@@ -874,6 +875,9 @@ TEST_CASE("int8 / fp8 append at hd 128: codes and scales are the recipe's on tie
           const double m = steps[(d * 7 + v * 13 + kv) % steps.size()] * s * (1.0 + rel[(d + v + kv) % 8]);
           x.push_back(ft::round_to(dt, (d + v) % 5 == 0 ? -m : m));
         }
+      } else if (v % 9 == 8) {  // a tiny row: the scale's 1e-8 floor, signed zeros, subnormals
+        const double tiny[] = {1e-8, -0.0, 0.0, -1e-40, 1e-40, 1e-30, -2e-12, 5e-9, -7.5e-9, 3e-38};
+        for (uint64_t d = 0; d < hd; ++d) x.push_back(ft::round_to(dt, tiny[(d * 3 + v) % 10] * (1.0 + 0x1p-9 * (d % 7))));
       } else {  // normal data at 1e-3, 1 and 100
         const double sd = v % 9 == 2 ? 1e-3 : (v % 9 == 5 ? 1.0 : 100.0);
         x = ft::normal_dtype(dt, hd, 0.0, sd, 70 + v + 1000 * kv);

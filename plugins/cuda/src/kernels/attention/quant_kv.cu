@@ -39,26 +39,6 @@ __device__ __forceinline__ uint8_t code_of(float q, bool fp8) {
 // The code of x / s (the recipe of quant_kv.hpp).
 __device__ __forceinline__ uint8_t quant_code(float x, float s, bool fp8) { return code_of(__fdiv_rn(x, s), fp8); }
 
-// qa = x · rs with rs = __frcp_rn(s) (one reciprocal per row instead of a division per element).
-// For a row's element, |x / s| <= Q · (1 + 2^-23) (|x| <= a, s = RN(max(a, 1e-8) / Q)), and
-// |qa − RN(x / s)| <= |x / s| · 1.5 · 2^-23 + 2^-149 (two roundings of qa, one of the quotient):
-// below 2^-15.4 for Q = 127 and, in units of the e4m3 spacing at |qa| (2^(max(e, -6) − 3) for
-// |qa| in [2^e, 2^(e+1)); 16 spacings per binade at most), below 2^-18.4 for Q = 448. The code
-// is a step function of the quotient whose steps change only at half-integers (int8: rint after
-// the clamp to ±127) or at midpoints of consecutive e4m3 values (fp8, saturating above 448);
-// `clear` says qa lies farther than 2^-14 (int8) or 2^-16 spacings (fp8) from every such point,
-// so code_of(qa) == code_of(RN(x / s)) bit for bit. NaN qa is never clear.
-__device__ __forceinline__ bool clear_of_steps(float qa, bool fp8) {
-  float m = qa;  // the quotient in units of the code's step (int8: 1)
-  if (fp8) {
-    const uint32_t e = (__float_as_uint(qa) >> 23) & 0xffu;  // biased exponent of |qa|
-    const uint32_t eb = e < 121u ? 121u : e;                  // below 2^-6: e4m3 subnormals, step 2^-9
-    m = __fmul_rn(fabsf(qa), __uint_as_float((257u - eb) << 23));  // · 2^(3 − (eb − 127)), exact
-  }
-  const float f = __fadd_rn(m, -floorf(m));  // exact
-  return fabsf(__fadd_rn(f, -0.5f)) > (fp8 ? 0x1p-16f : 0x1p-14f);
-}
-
 // One warp per (row, K or V): row r = t·nkv + h of the token-major input. E > 0: D = 32·E and
 // lane l owns elements l·E .. l·E + E − 1, read once into registers (one vector load when the
 // row is aligned) and written as E consecutive codes; E = 0: any D, lanes stride over the row
@@ -120,7 +100,7 @@ __global__ void quant_append_kernel(const A* k_in, const A* v_in, uint8_t* k_cod
 }
 
 // code_of for four quotients of one row, as one little-endian word. Here |q| <= Q · (1 + 2^-23)
-// (see clear_of_steps; the exact quotient obeys it too), so for int8 the clamp to ±127 never
+// (|x| <= a and s = RN(max(a, 1e-8) / Q)), so for int8 the clamp to ±127 never
 // changes rint(q) and __float2int_rn (round half to even, NaN -> 0) is the recipe's code; fp8
 // converts pairs (the same cvt.rn.satfinite.e4m3x2.f32 that the single conversion issues with a
 // zero partner on sm_89+, two single conversions before that).
@@ -135,17 +115,36 @@ __device__ __forceinline__ uint32_t code_word(const float* q, bool fp8) {
   return __byte_perm(__byte_perm(c0, c1, 0x0040u), __byte_perm(c2, c3, 0x0040u), 0x5410u);
 }
 
+// x / s rounded to nearest from rs = __frcp_rn(s) (Markstein's correction: q0 = RN(x·rs) is
+// within one ulp of x / s, the remainder x − q0·s is exact in one fma, and RN(q0 + r·rs) is the
+// correctly rounded quotient) — valid where no intermediate underflows or overflows. Callers use
+// it for finite s >= 1e-8 / 448 and |x / s| <= 448 · (1 + 2^-23); a remainder can only underflow
+// where |x / s| < 2^-11, which every code maps to a zero of x's sign (int8: rint; fp8: below half
+// the smallest subnormal 2^-9), and so does q0. r == 0 keeps q0, so −0 stays −0 (fp8 0x80).
+__device__ __forceinline__ float quotient_rn(float x, float s, float rs) {
+  const float q0 = __fmul_rn(x, rs);
+  const float r = __fmaf_rn(-q0, s, x);
+  return r == 0.0f ? q0 : __fmaf_rn(r, rs, q0);
+}
+
 // The rows kernel: one group of G = D / N lanes (N = 16 / sizeof(A) elements, one 16-byte
 // chunk) per (token, head) row r = t·nkv + h, K and V together — both go to the same slot
 // (blk·bs + o)·nkv + h of their pools, so the row is resolved once. Lane l owns elements
 // l·N .. l·N + N − 1 of both vectors (one 16-byte load from k_in and one from v_in) and stores
-// their N codes as one word. The amax is a max of |x| >= +0 over the group (fmaxf of
-// non-negative values is order-independent and drops NaN whatever the order), so scales and
-// codes equal quant_append_kernel's bit for bit. Index math in 32 bits: the launcher sends
-// only calls whose row indices, logical positions and block size fit. The loop bound is
-// block-uniform, so every lane reaches the shuffles.
-template <class A, int G, bool FP8>
-__global__ void __launch_bounds__(256) quant_append_rows_kernel(const A* k_in, const A* v_in, uint8_t* k_codes,
+// their N codes as one word. A thread serves R rows per pass (rows base + i·per_block) and the
+// grid (3 blocks per SM) strides over the passes; the next pass's 2R loads are issued before
+// this pass's table reads and math, so each thread keeps 32·R to 64·R bytes in flight. (On an
+// H200, 16k tokens × 8 heads at hd 128, bf16: 60 µs with one row per thread and the step test
+// of the reciprocal's quotient, 44 µs with quotient_rn; R = 1, 2, 4 with or without the stride
+// all within ±1 µs of that except R = 4 with the stride, 52 — docs/perf-notes.md.) The amax is
+// a max of |x| >= +0 over the group (fmaxf of non-negative values is order-independent and
+// drops NaN whatever the order), so scales and codes equal quant_append_kernel's bit for bit:
+// the quotients are the correctly rounded x / s (quotient_rn; a non-finite scale takes the
+// division). Index math in 32 bits: the launcher sends only calls whose row indices, logical
+// positions and block size fit. The loop bound is block-uniform, so every lane reaches the
+// shuffles.
+template <class A, int G, bool FP8, int R>
+__global__ void __launch_bounds__(256, 3) quant_append_rows_kernel(const A* k_in, const A* v_in, uint8_t* k_codes,
                                                                 uint8_t* v_codes, float* k_scales, float* v_scales,
                                                                 const uint32_t* blocks, uint64_t first_block,
                                                                 uint64_t cache_len_before, uint64_t rows, uint64_t bs,
@@ -153,81 +152,102 @@ __global__ void __launch_bounds__(256) quant_append_rows_kernel(const A* k_in, c
   constexpr int N = 16 / static_cast<int>(sizeof(A));
   constexpr uint64_t D = static_cast<uint64_t>(G) * N;
   constexpr int per_block = 256 / G;
+  constexpr float Q = FP8 ? 448.0f : 127.0f;
   const int lane = threadIdx.x & (G - 1);
-  for (uint64_t base = static_cast<uint64_t>(blockIdx.x) * per_block; base < rows;
-       base += static_cast<uint64_t>(gridDim.x) * per_block) {
-    const uint64_t r = base + threadIdx.x / G;
-    const bool active = r < rows;
-    uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
-    if (active) {  // both loads first; the slot resolution below overlaps them
-      kw = *reinterpret_cast<const uint4*>(k_in + r * D + lane * N);
-      vw = *reinterpret_cast<const uint4*>(v_in + r * D + lane * N);
-    }
-    uint64_t dst = 0;
-    if (active) {  // 32-bit: the launcher checked rows, positions and bs against 2^32
-      const uint32_t r32 = static_cast<uint32_t>(r), n32 = static_cast<uint32_t>(nkv);
-      const uint32_t t = r32 / n32, h = r32 - t * n32;
-      const uint32_t L = static_cast<uint32_t>(cache_len_before) + t, b32 = static_cast<uint32_t>(bs);
-      const uint32_t lb = L / b32, o = L - lb * b32;
-      const uint64_t blk = blocks[lb - first_block];
-      dst = (blk * bs + o) * nkv + h;
-    }
-    const A* ke = reinterpret_cast<const A*>(&kw);
-    const A* ve = reinterpret_cast<const A*>(&vw);
-    float kx[N], vx[N];
-    float ka = 0.0f, va = 0.0f;
+  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * per_block * R;
+  uint4 kw[R], vw[R];
+  auto load = [&](uint64_t b, uint4 (&kd)[R], uint4 (&vd)[R]) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      kx[i] = to_f32(ke[i]);
-      vx[i] = to_f32(ve[i]);
-      ka = fmaxf(ka, fabsf(kx[i]));
-      va = fmaxf(va, fabsf(vx[i]));
-    }
-#pragma unroll
-    for (int m = G >> 1; m > 0; m >>= 1) {
-      ka = fmaxf(ka, __shfl_xor_sync(0xffffffffu, ka, m));
-      va = fmaxf(va, __shfl_xor_sync(0xffffffffu, va, m));
-    }
-    if (!active) continue;
-    const float ks = __fdiv_rn(fmaxf(ka, 1e-8f), FP8 ? 448.0f : 127.0f);
-    const float vs = __fdiv_rn(fmaxf(va, 1e-8f), FP8 ? 448.0f : 127.0f);
-    // Quotients by one reciprocal per row (clear_of_steps); any element near a step of its code
-    // (or a non-finite scale) sends the lane's 2N elements through the exact division.
-    const float krs = __frcp_rn(ks), vrs = __frcp_rn(vs);
-    float kq[N], vq[N];
-    bool clear = ks <= 3.402823466e38f && vs <= 3.402823466e38f;
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      kq[i] = __fmul_rn(kx[i], krs);
-      vq[i] = __fmul_rn(vx[i], vrs);
-      clear = clear && clear_of_steps(kq[i], FP8) && clear_of_steps(vq[i], FP8);
-    }
-    if (!clear) {
-#pragma unroll
-      for (int i = 0; i < N; ++i) {
-        kq[i] = __fdiv_rn(kx[i], ks);
-        vq[i] = __fdiv_rn(vx[i], vs);
+    for (int i = 0; i < R; ++i) {
+      const uint64_t r = b + static_cast<uint64_t>(i) * per_block;
+      kd[i] = vd[i] = make_uint4(0, 0, 0, 0);
+      if (r < rows) {
+        kd[i] = *reinterpret_cast<const uint4*>(k_in + r * D + lane * N);
+        vd[i] = *reinterpret_cast<const uint4*>(v_in + r * D + lane * N);
       }
     }
-    uint32_t kc[N / 4], vc[N / 4];
+  };
+  uint64_t base = static_cast<uint64_t>(blockIdx.x) * per_block * R + threadIdx.x / G;
+  load(base, kw, vw);
+  for (; base - threadIdx.x / G < rows; base += stride) {
+    uint4 nkw[R], nvw[R];
+    load(base + stride, nkw, nvw);  // the next pass's rows stay in flight during this pass's math
+    uint64_t dst[R];
 #pragma unroll
-    for (int w = 0; w < N / 4; ++w) {
-      kc[w] = code_word(&kq[4 * w], FP8);
-      vc[w] = code_word(&vq[4 * w], FP8);
+    for (int i = 0; i < R; ++i) {  // 32-bit: the launcher checked rows, positions and bs against 2^32
+      const uint64_t r = base + static_cast<uint64_t>(i) * per_block;
+      dst[i] = 0;
+      if (r < rows) {
+        const uint32_t r32 = static_cast<uint32_t>(r), n32 = static_cast<uint32_t>(nkv);
+        const uint32_t t = r32 / n32, h = r32 - t * n32;
+        const uint32_t L = static_cast<uint32_t>(cache_len_before) + t, b32 = static_cast<uint32_t>(bs);
+        const uint32_t lb = L / b32, o = L - lb * b32;
+        const uint64_t blk = blocks[lb - first_block];
+        dst[i] = (blk * bs + o) * nkv + h;
+      }
     }
-    uint8_t* kd = k_codes + dst * D + lane * N;
-    uint8_t* vd = v_codes + dst * D + lane * N;
-    if constexpr (N == 8) {  // 16-bit activations: 8 codes = one aligned 8-byte word
-      *reinterpret_cast<uint2*>(kd) = make_uint2(kc[0], kc[1]);
-      *reinterpret_cast<uint2*>(vd) = make_uint2(vc[0], vc[1]);
-    } else {  // f32: 4 codes = one aligned 4-byte word
-      static_assert(N == 4, "16-byte chunks of 2- or 4-byte activations");
-      *reinterpret_cast<uint32_t*>(kd) = kc[0];
-      *reinterpret_cast<uint32_t*>(vd) = vc[0];
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const uint64_t r = base + static_cast<uint64_t>(i) * per_block;
+      const A* ke = reinterpret_cast<const A*>(&kw[i]);
+      const A* ve = reinterpret_cast<const A*>(&vw[i]);
+      float kx[N], vx[N];
+      float ka = 0.0f, va = 0.0f;
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        kx[j] = to_f32(ke[j]);
+        vx[j] = to_f32(ve[j]);
+        ka = fmaxf(ka, fabsf(kx[j]));
+        va = fmaxf(va, fabsf(vx[j]));
+      }
+#pragma unroll
+      for (int m = G >> 1; m > 0; m >>= 1) {
+        ka = fmaxf(ka, __shfl_xor_sync(0xffffffffu, ka, m));
+        va = fmaxf(va, __shfl_xor_sync(0xffffffffu, va, m));
+      }
+      if (r >= rows) continue;
+      const float ks = __fdiv_rn(fmaxf(ka, 1e-8f), Q);
+      const float vs = __fdiv_rn(fmaxf(va, 1e-8f), Q);
+      float kq[N], vq[N];
+      if (ks <= 3.402823466e38f && vs <= 3.402823466e38f) {
+        const float krs = __frcp_rn(ks), vrs = __frcp_rn(vs);
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          kq[j] = quotient_rn(kx[j], ks, krs);
+          vq[j] = quotient_rn(vx[j], vs, vrs);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          kq[j] = __fdiv_rn(kx[j], ks);
+          vq[j] = __fdiv_rn(vx[j], vs);
+        }
+      }
+      uint32_t kc[N / 4], vc[N / 4];
+#pragma unroll
+      for (int w = 0; w < N / 4; ++w) {
+        kc[w] = code_word(&kq[4 * w], FP8);
+        vc[w] = code_word(&vq[4 * w], FP8);
+      }
+      uint8_t* kd = k_codes + dst[i] * D + lane * N;
+      uint8_t* vd = v_codes + dst[i] * D + lane * N;
+      if constexpr (N == 8) {  // 16-bit activations: 8 codes = one aligned 8-byte word
+        *reinterpret_cast<uint2*>(kd) = make_uint2(kc[0], kc[1]);
+        *reinterpret_cast<uint2*>(vd) = make_uint2(vc[0], vc[1]);
+      } else {  // f32: 4 codes = one aligned 4-byte word
+        static_assert(N == 4, "16-byte chunks of 2- or 4-byte activations");
+        *reinterpret_cast<uint32_t*>(kd) = kc[0];
+        *reinterpret_cast<uint32_t*>(vd) = vc[0];
+      }
+      if (lane == 0) {
+        k_scales[dst[i]] = ks;
+        v_scales[dst[i]] = vs;
+      }
     }
-    if (lane == 0) {
-      k_scales[dst] = ks;
-      v_scales[dst] = vs;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      kw[i] = nkw[i];
+      vw[i] = nvw[i];
     }
   }
 }
@@ -441,6 +461,9 @@ Status iota_u32(uint32_t* dst, uint64_t n, cudaStream_t stream) noexcept {
   return ok_status();
 }
 
+// Rows per thread and pass of quant_append_rows_kernel.
+constexpr int kAppendRowsPerThread = 2;
+
 Status quant_kv_append(int32_t act, KvCode code, const void* k_in, const void* v_in, void* k_codes, void* v_codes,
                        float* k_scales, float* v_scales, const uint32_t* blocks, uint64_t first_block,
                        uint64_t cache_len_before, uint64_t tokens, uint64_t bs, uint64_t nkv, uint64_t D,
@@ -469,9 +492,12 @@ Status quant_kv_append(int32_t act, KvCode code, const void* k_in, const void* v
     const bool fit32 = rows <= 0xffffffffull && cache_len_before <= 0xffffffffull &&
                        tokens <= 0xffffffffull - cache_len_before && bs <= 0xffffffffull;
     if (al && fit32 && D % N == 0 && (G == 8 || G == 16 || G == 32)) {
-      const uint64_t per_block = 256 / G;
-      const unsigned grid =
-          static_cast<unsigned>(std::min<uint64_t>((rows + per_block - 1) / per_block, uint64_t{1} << 20));
+      const uint64_t per_pass = 256 / G * kAppendRowsPerThread;
+      int dev = 0, sms = 0;
+      FERRUM_CUDA_CHECK(cudaGetDevice(&dev));
+      FERRUM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      const unsigned grid = static_cast<unsigned>(
+          std::min<uint64_t>((rows + per_pass - 1) / per_pass, static_cast<uint64_t>(std::max(sms, 1)) * 3));
       auto rows_launch = [&](auto kernel) {
         kernel<<<grid, 256, 0, stream>>>(static_cast<const A*>(k_in), static_cast<const A*>(v_in),
                                          static_cast<uint8_t*>(k_codes), static_cast<uint8_t*>(v_codes), k_scales,
@@ -479,8 +505,8 @@ Status quant_kv_append(int32_t act, KvCode code, const void* k_in, const void* v
       };
       auto by_code = [&](auto g) {
         constexpr int GG = decltype(g)::value;
-        if (code == KvCode::fp8) rows_launch(quant_append_rows_kernel<A, GG, true>);
-        else rows_launch(quant_append_rows_kernel<A, GG, false>);
+        if (code == KvCode::fp8) rows_launch(quant_append_rows_kernel<A, GG, true, kAppendRowsPerThread>);
+        else rows_launch(quant_append_rows_kernel<A, GG, false, kAppendRowsPerThread>);
       };
       if (G == 8) by_code(std::integral_constant<int, 8>{});
       else if (G == 16) by_code(std::integral_constant<int, 16>{});
