@@ -28,6 +28,8 @@ Models (each well under 1 MB):
                     with model.safetensors.index.json
   qwen3-moe         Qwen3MoeForCausalLM, f32, 8 experts top-2 (norm_topk_prob), layer 1 dense
                     (mlp_only_layers), per-expert tensors as save_pretrained writes them
+  qwen3-moe-stacked qwen3-moe with the experts as transformers 5.x's stacked tensors, the same
+                    bytes and reference (stack_experts.py, standard library only)
   gguf/llama-q8q4.gguf    GGUF llama: q/k Q4_0, v Q8_0 (a mixed q|k|v), o and down Q8_0, gate/up
                           Q4_0, F16 embedding, Q8_0 output, llama3 RoPE as rope_freqs.weight;
                           q/k rows permuted as llama.cpp's converter does
@@ -50,6 +52,8 @@ import json
 import os
 import shutil
 import struct
+
+import stack_experts  # tests/models, next to this script
 
 import numpy as np
 import torch
@@ -609,6 +613,7 @@ def main():
     make_qwen3(args.out)
     make_qwen2(args.out)
     make_qwen3_moe(args.out)
+    stack_experts.stack(args.out)
     make_mistral(args.out)
     make_gptq(args.out)
     make_micro_and_bad(args.out)

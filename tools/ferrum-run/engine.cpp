@@ -395,6 +395,10 @@ void Engine::mlp(Layer& L, uint64_t M) {
                   .num_tokens_post_padded = num_post_padded_, .w_gate_up_dense = &L.experts_gate_up,
                   .w_down_dense = &L.experts_down, .out = down_, .num_tokens = M, .hidden = H, .intermediate = c.moe_ffn,
                   .num_experts = E, .top_k = K, .block_size = kMoeBlock});
+  // Each rank holds every expert's slice of the intermediate dimension (gate / up rows, down
+  // columns); the routing is the same on every rank (same input, same router), so the weighted
+  // combine of the partial down projections sums to the whole.
+  if (opt_.tp_size > 1) ctx_.all_reduce(down_, M * H, FERRUM_REDUCE_SUM);
 }
 
 // Paged: K/V of every token into its sequence's blocks, token-major rotated queries, then one

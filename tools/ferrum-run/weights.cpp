@@ -66,11 +66,12 @@ TpSplit tp_split_of(const std::string& name) {
     const size_t n = std::strlen(suffix);
     return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
   };
+  // The MLP's projections, dense (mlp.gate_proj) or one expert's (mlp.experts.E.gate_proj).
   for (const char* s : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-                        "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias", "mlp.gate_proj.weight",
-                        "mlp.up_proj.weight"})
+                        "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias", ".gate_proj.weight",
+                        ".up_proj.weight"})
     if (ends(s)) return TpSplit::rows;
-  if (ends("self_attn.o_proj.weight") || ends("mlp.down_proj.weight")) return TpSplit::cols;
+  if (ends("self_attn.o_proj.weight") || ends(".down_proj.weight")) return TpSplit::cols;
   return TpSplit::none;
 }
 
@@ -85,6 +86,9 @@ Buffer SafetensorsSource::dense(Context& ctx, const std::vector<std::string>& na
   bool sliced = false;
   for (size_t i = 0; i < names.size(); ++i) {
     const TensorView& t = ckpt_.get(names[i]);
+    if (tp_size_ > 1 && (t.name.ends_with("mlp.experts.gate_up_proj") || t.name.ends_with("mlp.experts.down_proj")))
+      throw LoadError(t.file->path() + ": tensor '" + t.name + "': --tp " + std::to_string(tp_size_) +
+                      " cannot split stacked expert tensors yet (per-expert gate_proj / up_proj / down_proj tensors split)");
     // The file's shape: this rank's shape times the ranks along the split dimension.
     const TpSplit split = tp_size_ > 1 ? tp_split_of(names[i]) : TpSplit::none;
     std::vector<uint64_t> full = shapes[i];
