@@ -18,8 +18,8 @@
 // gguf_matmul may round the activations to 8-bit codes per 32 columns (ABI 1.2, tolerance class A),
 // as llama.cpp does.
 // --tp N runs the model tensor-parallel over N ranks, one process per rank started by an MPI
-// launcher (`mpirun -np N ferrum-run --tp N ...`): each rank loads its slice of a model directory
-// (rows of q/k/v and gate/up, columns of o and down — of every expert too, for Qwen3-MoE) on device
+// launcher (`mpirun -np N ferrum-run --tp N ...`): each rank loads its slice of a model directory or
+// GGUF file (rows of q/k/v and gate/up, columns of o and down — of every expert too, for Qwen3-MoE) on device
 // rank mod the device count, the context's communicator sums the partial products, and rank 0
 // reports.
 // docs/ferrum-run.md describes every flag. Exit 0 on success, 1 when the model cannot be loaded or run, 2 on a usage error.
@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ft::add_integer(app, "--tp", tp, uint64_t{1}, uint64_t{1024},
                   "tensor-parallel ranks: one process per rank started by an MPI launcher (mpirun -np N ferrum-run --tp N "
-                  "...); a model directory with F32 / F16 / BF16 weights, dense or Qwen3-MoE; rank 0 reports");
+                  "...); a GGUF file or a model directory with F32 / F16 / BF16 weights, dense or Qwen3-MoE; rank 0 reports");
   app.add_option("--tp-id-file", tp_id_file,
                  "with --tp: where rank 0 leaves the communicator id for the other ranks (default "
                  "/tmp/ferrum-run-<job id>.id; on several hosts give a shared path)")
@@ -259,10 +259,9 @@ int main(int argc, char** argv) {
     int tp_rank = 0;
     fr::HfConfig local = cfg;  // this rank's share of the model (all of it without --tp)
     if (tp > 1) {
-      if (is_gguf || cfg.gptq)
-        ft::usage_error(app, "--tp: expected a Hugging Face model directory with F32 / F16 / BF16 weights (dense or "
-                             "Qwen3-MoE), given " + (is_gguf ? std::string("a GGUF file") : std::string("a GPTQ checkpoint")) +
-                             " (its slices are not served yet)");
+      if (cfg.gptq)
+        ft::usage_error(app, "--tp: expected a GGUF file or a Hugging Face model directory with F32 / F16 / BF16 "
+                             "weights (dense or Qwen3-MoE), given a GPTQ checkpoint (its slices are not served yet)");
       std::vector<std::pair<const char*, uint64_t>> even = {
           {"num_attention_heads", cfg.q_heads}, {"num_key_value_heads", cfg.kv_heads}, {"intermediate_size", cfg.ffn}};
       if (cfg.arch == fr::Arch::qwen3_moe) even.emplace_back("moe_intermediate_size", cfg.moe_ffn);
@@ -278,6 +277,7 @@ int main(int argc, char** argv) {
     }
     if (is_gguf) {
       source = std::make_unique<fr::GgufSource>(*gguf, quant_act == "q8" ? FERRUM_QUANT_ACT_Q8 : FERRUM_QUANT_ACT_EXACT);
+      source->set_tensor_parallel(static_cast<uint64_t>(tp_rank), tp);
     } else {
       ckpt = std::make_unique<fr::Checkpoint>(model_path);
       auto st = std::make_unique<fr::SafetensorsSource>(*ckpt, cfg);

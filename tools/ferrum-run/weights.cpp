@@ -294,25 +294,61 @@ const GgufTensor& GgufSource::get(const std::string& hf, const std::vector<uint6
   return *t;
 }
 
+GgufSource::Slice GgufSource::slice(const std::string& hf, const std::vector<uint64_t>& shape,
+                                    std::vector<uint8_t>& store) const {
+  const TpSplit split = tp_size_ > 1 ? tp_split_of(hf) : TpSplit::none;
+  std::vector<uint64_t> full = shape;  // the file's shape: this rank's times the ranks along the split
+  const size_t dim = split == TpSplit::cols ? 1 : 0;
+  if (split != TpSplit::none && dim < full.size()) full[dim] = (common::Size(full[dim]) * common::Size(tp_size_)).value;
+  const GgufTensor& t = get(hf, full);
+  Slice out{&t, t.bytes, t.rows(), t.cols()};
+  if (split == TpSplit::none) return out;
+  // Sizes fit: t.bytes holds the whole tensor, whose dims were just checked.
+  if (split == TpSplit::rows && shape.size() > 1) {  // whole rows: a view of the file
+    const uint64_t local = out.rows / tp_size_, row_bytes = t.bytes.size() / out.rows;  // arith-ok: within t.bytes
+    out.bytes = t.bytes.subspan(tp_rank_ * local * row_bytes, local * row_bytes);       // arith-ok: within t.bytes
+    out.rows = local;
+    return out;
+  }
+  // Columns of every row (a 1-D bias split by rows is one row's columns): whole blocks only.
+  const auto [qk, block_bytes] = ggml_block(t.type);
+  const uint64_t local = out.cols / tp_size_;  // arith-ok: within t.bytes
+  if (qk == 0 || local % qk != 0)
+    throw LoadError(file_.path() + ": tensor '" + t.name + "': --tp " + std::to_string(tp_size_) + " gives each rank " +
+                    std::to_string(local) + " of its " + std::to_string(out.cols) + " columns, not a whole number of " +
+                    ggml_type_name(t.type) + " blocks of " + std::to_string(qk));
+  const uint64_t row_bytes = out.cols / qk * block_bytes, local_bytes = local / qk * block_bytes;  // arith-ok: within t.bytes
+  store.clear();
+  store.reserve(out.rows * local_bytes);  // arith-ok: within t.bytes
+  for (uint64_t r = 0; r < out.rows; ++r) {
+    const auto b = t.bytes.begin() + static_cast<std::ptrdiff_t>(r * row_bytes + tp_rank_ * local_bytes);  // arith-ok: within t.bytes
+    store.insert(store.end(), b, b + static_cast<std::ptrdiff_t>(local_bytes));
+  }
+  out.bytes = store;
+  out.cols = local;
+  return out;
+}
+
 Buffer GgufSource::dense(Context& ctx, const std::vector<std::string>& names, const std::vector<std::vector<uint64_t>>& shapes) {
+  std::vector<uint8_t> store;
   if (names.size() != 1) {
     // Concatenations are only asked for biases (q|k|v), which GGUF keeps in F32.
     std::vector<uint8_t> joined;
     for (size_t i = 0; i < names.size(); ++i) {
-      const GgufTensor& t = get(names[i], shapes[i]);
-      if (t.type != uint32_t(GgmlType::f32))
-        throw LoadError(file_.path() + ": tensor '" + t.name + "': type " + ggml_type_name(t.type) +
+      const Slice sl = slice(names[i], shapes[i], store);
+      if (sl.t->type != uint32_t(GgmlType::f32))
+        throw LoadError(file_.path() + ": tensor '" + sl.t->name + "': type " + ggml_type_name(sl.t->type) +
                         ", expected F32 for a fused bias");
-      joined.insert(joined.end(), t.bytes.begin(), t.bytes.end());
+      joined.insert(joined.end(), sl.bytes.begin(), sl.bytes.end());
     }
     return ctx.from_weight_bytes({.raw = joined, .src_dtype = Dtype::f32, .dst_dtype = Dtype::invalid});
   }
-  const GgufTensor& t = get(names[0], shapes[0]);
-  if (const Dtype d = gguf_dense_dtype(t.type); d != Dtype::invalid)
-    return ctx.from_weight_bytes({.raw = t.bytes, .src_dtype = d, .dst_dtype = Dtype::invalid});
+  const Slice sl = slice(names[0], shapes[0], store);
+  if (const Dtype d = gguf_dense_dtype(sl.t->type); d != Dtype::invalid)
+    return ctx.from_weight_bytes({.raw = sl.bytes, .src_dtype = d, .dst_dtype = Dtype::invalid});
   // Quantised: upload the blocks, dequantise on the device into an activation-dtype table.
-  const QWeight q = ctx.load_quant({.quant_type = int32_t(t.type), .bytes = t.bytes, .n_rows = t.rows(), .n_cols = t.cols()});
-  Buffer out = ctx.alloc((common::Size(t.rows()) * common::Size(t.cols())).value);
+  const QWeight q = ctx.load_quant({.quant_type = int32_t(sl.t->type), .bytes = sl.bytes, .n_rows = sl.rows, .n_cols = sl.cols});
+  Buffer out = ctx.alloc((common::Size(sl.rows) * common::Size(sl.cols)).value);
   ctx.gguf_dequantize(q, out);
   return out;
 }
@@ -320,28 +356,29 @@ Buffer GgufSource::dense(Context& ctx, const std::vector<std::string>& names, co
 Linear GgufSource::linear(Context& ctx, const std::vector<std::string>& names,
                           const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width) {
   Linear w = empty_linear(shapes, head_width);
-  std::vector<const GgufTensor*> ts;
-  for (size_t i = 0; i < names.size(); ++i) ts.push_back(&get(names[i], shapes[i]));
+  std::vector<Slice> ts;
+  std::vector<std::vector<uint8_t>> stores(names.size());
+  for (size_t i = 0; i < names.size(); ++i) ts.push_back(slice(names[i], shapes[i], stores[i]));
   // Runs of one type become one part (rows are independent, so their blocks concatenate).
   for (size_t i = 0; i < ts.size();) {
     size_t j = i + 1;
-    while (j < ts.size() && ts[j]->type == ts[i]->type) ++j;
+    while (j < ts.size() && ts[j].t->type == ts[i].t->type) ++j;
     std::vector<uint8_t> joined;
-    std::span<const uint8_t> raw = ts[i]->bytes;
+    std::span<const uint8_t> raw = ts[i].bytes;
     uint64_t rows = 0;
-    for (size_t k = i; k < j; ++k) rows += ts[k]->rows();  // arith-ok: each fits the file, at most 3 parts
+    for (size_t k = i; k < j; ++k) rows += ts[k].rows;  // arith-ok: each fits the file, at most 3 parts
     if (j - i > 1) {
-      for (size_t k = i; k < j; ++k) joined.insert(joined.end(), ts[k]->bytes.begin(), ts[k]->bytes.end());
+      for (size_t k = i; k < j; ++k) joined.insert(joined.end(), ts[k].bytes.begin(), ts[k].bytes.end());
       raw = joined;
     }
     Linear::Part part;
     part.rows = rows;
-    if (const Dtype d = gguf_dense_dtype(ts[i]->type); d != Dtype::invalid) {
+    if (const Dtype d = gguf_dense_dtype(ts[i].t->type); d != Dtype::invalid) {
       part.dense = ctx.from_weight_bytes({.raw = raw, .src_dtype = d, .dst_dtype = Dtype::invalid});
       w.bytes += part.dense.size_bytes();
     } else {
       w.bytes += raw.size();
-      part.quant = ctx.load_quant({.quant_type = int32_t(ts[i]->type), .bytes = raw, .n_rows = rows, .n_cols = ts[i]->cols(),
+      part.quant = ctx.load_quant({.quant_type = int32_t(ts[i].t->type), .bytes = raw, .n_rows = rows, .n_cols = ts[i].cols,
                                    .act_precision = act_precision_});
     }
     w.parts.push_back(std::move(part));

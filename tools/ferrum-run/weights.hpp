@@ -59,19 +59,23 @@ class TensorSource {
   // The same as a linear weight (quantised where the file is).
   virtual Linear linear(Context& ctx, const std::vector<std::string>& names,
                         const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width) = 0;
-};
-
-class SafetensorsSource : public TensorSource {
- public:
-  SafetensorsSource(const Checkpoint& ckpt, const HfConfig& cfg) : ckpt_(ckpt), cfg_(cfg) {}
   // Tensor parallelism (Megatron split) for rank `rank` of `size`: the engine then asks for this
   // rank's shapes, and the source serves the matching slice of each file tensor — rows of
-  // q/k/v_proj (weights and biases) and gate/up_proj, columns of o_proj and down_proj, every other
-  // tensor whole. Dense (F32 / F16 / BF16) checkpoints only.
+  // q/k/v_proj (weights and biases) and gate/up_proj (of every expert too), columns of o_proj and
+  // down_proj, every other tensor whole.
   void set_tensor_parallel(uint64_t rank, uint64_t size) {
     tp_rank_ = rank;
     tp_size_ = size;
   }
+
+ protected:
+  uint64_t tp_rank_ = 0, tp_size_ = 1;
+};
+
+class SafetensorsSource : public TensorSource {
+ public:
+  // Tensor parallelism: F32 / F16 / BF16 tensors (a GPTQ checkpoint is refused before loading).
+  SafetensorsSource(const Checkpoint& ckpt, const HfConfig& cfg) : ckpt_(ckpt), cfg_(cfg) {}
   const std::string& where() const override { return ckpt_.dir(); }
   bool has(const std::string& name) const override { return ckpt_.find(name) != nullptr; }
   bool quantised(const std::string& name) const override;
@@ -85,12 +89,13 @@ class SafetensorsSource : public TensorSource {
                      const std::vector<std::vector<uint64_t>>& shapes, uint64_t head_width);
   const Checkpoint& ckpt_;
   const HfConfig& cfg_;
-  uint64_t tp_rank_ = 0, tp_size_ = 1;
 };
 
 class GgufSource : public TensorSource {
  public:
-  // act_precision: load_quant's (ABI 1.2) for the quantised linear weights.
+  // act_precision: load_quant's (ABI 1.2) for the quantised linear weights. Tensor parallelism:
+  // rows split by whole rows; columns (o, down) split where each rank's share is a whole number
+  // of the type's blocks (32 columns, 256 for the K-quants), else a load error naming the tensor.
   explicit GgufSource(const GgufFile& file, int32_t act_precision = FERRUM_QUANT_ACT_EXACT)
       : file_(file), act_precision_(act_precision) {}
   const std::string& where() const override { return file_.path(); }
@@ -104,6 +109,14 @@ class GgufSource : public TensorSource {
 
  private:
   const GgufTensor& get(const std::string& hf_name, const std::vector<uint64_t>& shape) const;
+  // This rank's part of a tensor whose rank-local shape is `shape`: the tensor, its bytes (a view of
+  // the file, or of `store` for a column split) and its rows / columns.
+  struct Slice {
+    const GgufTensor* t = nullptr;
+    std::span<const uint8_t> bytes;
+    uint64_t rows = 0, cols = 0;
+  };
+  Slice slice(const std::string& hf_name, const std::vector<uint64_t>& shape, std::vector<uint8_t>& store) const;
   const GgufFile& file_;
   int32_t act_precision_;
 };
