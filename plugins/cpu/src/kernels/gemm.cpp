@@ -44,8 +44,7 @@ constexpr uint64_t kKC = 384;                      // B micro-panel 48 KiB (AVX-
 constexpr uint64_t kMCPanels = 12;                 // MC = 12 MR panels (A block ≤ 168 KiB, in L2)
 constexpr uint64_t kBPackBudget = 4u << 20;        // bytes of packed B per thread (NC × KC, or NC × k)
 constexpr uint64_t kNCMax = 4096;
-constexpr uint64_t kSmallM = 4;                    // m <= this: dot-product path
-constexpr uint64_t kSmallMBlocked = 16;            // f32 dot blocks / bf16 pair blocks: m <= this too
+constexpr uint64_t kSmallMBlocked = 16;            // m <= this: the dot-product path (f32 dot blocks, bf16 pairs)
 
 thread_local Scratch t_apack, t_bpack, t_cbuf;
 
@@ -394,6 +393,35 @@ __attribute__((target("avx2,fma"))) float dot_avx2(const float* x, const float* 
 }
 #endif
 
+// dot_avx2(x, widened y) without the widened row in memory (F16C for f16): the same loads, FMAs
+// and order — 32-wide steps into four accumulators, 8-wide steps into s0, the lanes reduced in
+// dot_avx2's order, then the scalar tail — so the same bits as widening the row first.
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(const f16* y) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y)));
+}
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(const bf16* y) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y))), 16));
+}
+template <class H>
+__attribute__((target("avx2,fma,f16c"))) float dot_half_avx2(const float* x, const H* y, uint64_t k) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  uint64_t p = 0;
+  for (; p + 32 <= k; p += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), widen8(y + p), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 8), widen8(y + p + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 16), widen8(y + p + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 24), widen8(y + p + 24), s3);
+  }
+  for (; p + 8 <= k; p += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), widen8(y + p), s0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+  for (; p < k; ++p) r = __builtin_fmaf(x[p], to_float(y[p]), r);
+  return r;
+}
+
 // Half-precision rows widened to f32 (exact) — 16 values per instruction instead of one software
 // conversion per value. Same values as to_float, so every result stays bitwise the same.
 #if FERRUM_GEMM_X86
@@ -484,6 +512,10 @@ const Kernels& kernels() {
       r.micro = micro_avx2;
       r.dot = dot_avx2;
       r.name = "avx2_fma";
+      if (has_f16c()) {  // (the bf16 one needs no F16C; one target keeps them together)
+        r.dot_f16 = dot_half_avx2<f16>;
+        r.dot_bf16 = dot_half_avx2<bf16>;
+      }
     }
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
@@ -774,8 +806,8 @@ void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
     if constexpr (std::is_same_v<T, f16>) dot_half = kernels().dot_f16;
     if constexpr (std::is_same_v<T, bf16>) dot_half = kernels().dot_bf16;
     for (uint64_t j = j_begin; j < j_end; ++j) {
-      if (dot_half) {  // same bits as widening the row and calling dot
-        for (uint64_t i = 0; i < m; ++i) out[i * n + j] = from_float<T>(dot_half(arows + i * k, b + j * k, k));
+      if (dot_half && m == 1) {  // same bits as widening the row and calling dot, half the bytes
+        out[j] = from_float<T>(dot_half(arows, b + j * k, k));
         continue;
       }
       const float* bj;
@@ -816,6 +848,20 @@ const char* gemm_kernel_name() { return kernels().name; }
 
 void widen_row(const f16* src, float* dst, uint64_t n) { kernels().f16_row(src, dst, n); }
 void widen_row(const bf16* src, float* dst, uint64_t n) { kernels().bf16_row(src, dst, n); }
+
+float gemm_dot(const float* x, const float* y, uint64_t k) { return kernels().dot(x, y, k); }
+float gemm_dot_half(const float* x, const f16* y, uint64_t k) {
+  if (kernels().dot_f16) return kernels().dot_f16(x, y, k);
+  std::vector<float> w(k);
+  widen_row(y, w.data(), k);
+  return kernels().dot(x, w.data(), k);
+}
+float gemm_dot_half(const float* x, const bf16* y, uint64_t k) {
+  if (kernels().dot_bf16) return kernels().dot_bf16(x, y, k);
+  std::vector<float> w(k);
+  widen_row(y, w.data(), k);
+  return kernels().dot(x, w.data(), k);
+}
 
 template <class T>
 void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
@@ -860,9 +906,11 @@ void gemm(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64_t k) {
       return;
     }
   }
-  // f32 up to kSmallMBlocked rows stays on the dot path on every CPU (2 × 2 dot blocks where the
-  // CPU has them, one dot per output elsewhere), so each row carries the bits of an m = 1 call.
-  if (m <= kSmallM || (std::is_same_v<T, float> && m <= kSmallMBlocked)) {
+  // Up to kSmallMBlocked rows stay on the dot path on every CPU (f32: 2 × 2 dot blocks where the
+  // CPU has them, one dot per output elsewhere; f16 / bf16: each b row widened once, then one dot
+  // per a row), so each row carries the bits of an m = 1 call. (The packed kernel converts while
+  // packing b; at m = 16 on an AVX2 CPU that made f16 1.4x slower than f32.)
+  if (m <= kSmallMBlocked) {
     gemm_small_m(a, b, out, m, n, k);
     return;
   }

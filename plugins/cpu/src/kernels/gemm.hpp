@@ -25,6 +25,13 @@ inline void widen_row(const float* src, float* dst, uint64_t n) {
   for (uint64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 
+// The small-m path's dot products, as f32 (for tests): x · y over k with the machine's dot
+// (gemm_dot), and x · (y widened) through the fused half kernel where the CPU has one (AVX2 + F16C,
+// AVX-512), else by widening y first — the same bits either way.
+float gemm_dot(const float* x, const float* y, uint64_t k);
+float gemm_dot_half(const float* x, const f16* y, uint64_t k);
+float gemm_dot_half(const float* x, const bf16* y, uint64_t k);
+
 // Which micro-kernel gemm uses on this machine.
 const char* gemm_kernel_name();  // "avx512_bf16" (14 × 32 tile, bf16 pairs by vdpbf16ps), "avx512" (14 × 32), "avx2_fma" (6 × 16) or "generic"
 
