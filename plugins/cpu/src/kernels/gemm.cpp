@@ -374,28 +374,14 @@ FERRUM_GEMM_AVX512 void pack_b32_avx512(const float* b, uint64_t ldb, uint64_t k
   pack_rows_t16(b + 16 * ldb, ldb, 16, kc, panel + 16, 32);
 }
 
-__attribute__((target("avx2,fma"))) float dot_avx2(const float* x, const float* y, uint64_t k) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-  uint64_t p = 0;
-  for (; p + 32 <= k; p += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), _mm256_loadu_ps(y + p), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 8), _mm256_loadu_ps(y + p + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 16), _mm256_loadu_ps(y + p + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 24), _mm256_loadu_ps(y + p + 24), s3);
-  }
-  for (; p + 8 <= k; p += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), _mm256_loadu_ps(y + p), s0);
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, s);
-  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; p < k; ++p) r = __builtin_fmaf(x[p], y[p], r);
-  return r;
-}
 #endif
 
-// dot_avx2(x, widened y) without the widened row in memory (F16C for f16): the same loads, FMAs
-// and order — 32-wide steps into four accumulators, 8-wide steps into s0, the lanes reduced in
-// dot_avx2's order, then the scalar tail — so the same bits as widening the row first.
+#if FERRUM_GEMM_X86
+// The AVX2 dot of an f32 row x with a row y of f32, or of f16 / bf16 widened in registers (F16C
+// for f16): 32-wide steps into four accumulators, 8-wide steps into s0, the lanes reduced in a
+// fixed order, then the scalar tail. One body for the three, so a half row gives the bits of
+// widening it first and running the f32 dot.
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(const float* y) { return _mm256_loadu_ps(y); }
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(const f16* y) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y)));
 }
@@ -403,8 +389,8 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(con
   return _mm256_castsi256_ps(
       _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y))), 16));
 }
-template <class H>
-__attribute__((target("avx2,fma,f16c"))) float dot_half_avx2(const float* x, const H* y, uint64_t k) {
+template <class Y>
+__attribute__((target("avx2,fma,f16c"))) float dot_avx2(const float* x, const Y* y, uint64_t k) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
   uint64_t p = 0;
   for (; p + 32 <= k; p += 32) {
@@ -421,6 +407,7 @@ __attribute__((target("avx2,fma,f16c"))) float dot_half_avx2(const float* x, con
   for (; p < k; ++p) r = __builtin_fmaf(x[p], to_float(y[p]), r);
   return r;
 }
+#endif
 
 // Half-precision rows widened to f32 (exact) — 16 values per instruction instead of one software
 // conversion per value. Same values as to_float, so every result stays bitwise the same.
@@ -510,11 +497,11 @@ const Kernels& kernels() {
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       r.micro = micro_avx2;
-      r.dot = dot_avx2;
+      r.dot = dot_avx2<float>;  // (no F16C instruction in the f32 instance)
       r.name = "avx2_fma";
-      if (has_f16c()) {  // (the bf16 one needs no F16C; one target keeps them together)
-        r.dot_f16 = dot_half_avx2<f16>;
-        r.dot_bf16 = dot_half_avx2<bf16>;
+      if (has_f16c()) {  // (the bf16 instance needs none either; one target keeps them together)
+        r.dot_f16 = dot_avx2<f16>;
+        r.dot_bf16 = dot_avx2<bf16>;
       }
     }
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
