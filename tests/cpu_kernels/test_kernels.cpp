@@ -1038,6 +1038,112 @@ TEST_CASE("gguf_matmul with 8-bit activations: AVX2 K-quant tiles over chunks an
   }
 }
 
+// The AVX2 direct block kernels (every type at m = 1; Q4_0 / Q4_1 / Q8_0 at every m, 4, 2, 1
+// activation rows per pass; the arranged Q4 activation order): widths with partial last groups
+// (32-weight types) or one to five groups, activation-row counts around the pass sizes, an odd
+// number of weight rows, and extreme weights and activations (every int16 partial sum at its
+// bound) all give the portable bits.
+TEST_CASE("gguf_matmul with 8-bit activations: AVX2 direct block kernels give the portable bits", "[gguf][q8]") {
+  INFO("q8 kernels: " << cpu::gguf_q8_kernel_name());
+  const uint64_t n = 13;
+  for (int32_t t : ft::gguf_types()) {
+    const bool small = ft::gguf_qk(t) == 32;
+    const uint64_t bb = cpu::gguf_block_bytes(t);
+    const std::vector<uint64_t> widths =
+        small ? std::vector<uint64_t>{32, 32 * 7, 256, 32 * 19, 32 * 33} : std::vector<uint64_t>{256, 256 * 3, 256 * 5};
+    // weights: 0 random; 1 every quant bit set (largest codes; K-quant scale / min bytes 0xFF too:
+    // sc = mn = 63); 2 smallest codes (Q4 nibbles 0: −8 for Q4_0; Q8_0 −128; Q6_K codes 0: −32,
+    // scales −128); 3 Q8_0 alternating −128 / 127, the others random again with other seeds
+    for (int wk = 0; wk < 4; ++wk)
+      for (uint64_t k : widths) {
+        std::vector<uint8_t> bytes = ft::random_gguf(t, n, k, 4000 + 10 * t + wk + k);
+        const uint64_t nb = n * k / ft::gguf_qk(t);
+        for (uint64_t b = 0; b < nb && (wk == 1 || wk == 2 || (wk == 3 && t == ft::kQ8_0)); ++b) {
+          uint8_t* blk = bytes.data() + b * bb;
+          const uint8_t fill = wk == 1 ? 0xFF : 0x00;
+          switch (t) {
+            case ft::kQ4_0: std::memset(blk + 2, fill, 16); break;
+            case ft::kQ4_1: std::memset(blk + 4, fill, 16); break;
+            case ft::kQ8_0:
+              for (int i = 0; i < 32; ++i)
+                blk[2 + i] = wk == 1 ? 0x7F : wk == 2 ? 0x80 : (i % 2 ? 0x7F : 0x80);
+              break;
+            case ft::kQ6_K:
+              std::memset(blk, fill, 192);                       // ql, qh
+              std::memset(blk + 192, wk == 1 ? 0x7F : 0x80, 16);  // scales 127 / −128
+              break;
+            default:  // Q4_K, Q5_K: scales and mins, (qh,) qs
+              std::memset(blk + 4, fill, (t == ft::kQ5_K ? 176 : 144) - 4);
+          }
+        }
+        const cpu::GgufMatrix W{t, bytes.data(), n, k, true};
+        for (uint64_t m : {uint64_t{1}, uint64_t{2}, uint64_t{3}, uint64_t{7}, uint64_t{8}, uint64_t{9}, uint64_t{17}}) {
+          for (int ak = 0; ak < 2; ++ak) {
+            INFO(ft::gguf_type_name(t) << " k=" << k << " m=" << m << " weights " << wk << " activations " << ak);
+            std::vector<float> a = q8_activations<float>(m, k, static_cast<uint32_t>(91 * m + k + t + wk));
+            if (ak == 1)  // codes ±127 everywhere, one sign per 32-block (alternating; runs of 2 and 3 blocks)
+              for (uint64_t c = 0; c < m * k; ++c) a[c] = ((c / 32) % 5 < 2) ? -0.75f : 0.75f;
+            std::vector<float> avx2(m * n, NAN), portable(m * n, NAN);
+            cpu::gguf_matmul_q8(W, a.data(), avx2.data(), m, cpu::Q8Path::avx2);
+            cpu::gguf_matmul_q8(W, a.data(), portable.data(), m, cpu::Q8Path::portable);
+            REQUIRE(std::memcmp(avx2.data(), portable.data(), avx2.size() * sizeof(float)) == 0);
+            if (wk == 0 && ak == 0) {  // and the exact product within class A
+              const std::vector<double> wd = ref::gguf_dequantize(t, bytes, n, k);
+              check_class_a(avx2, wd, a, m, n, k);
+            }
+          }
+        }
+        // f16 / bf16 activations (the AVX2 quantiser widens them first)
+        const uint64_t m = 3;
+        const std::vector<f16> ah = q8_activations<f16>(m, k, static_cast<uint32_t>(k + t));
+        const std::vector<bf16> ab = q8_activations<bf16>(m, k, static_cast<uint32_t>(k + t + 1));
+        std::vector<f16> oh(m * n), ph(m * n);
+        std::vector<bf16> ob(m * n), pb(m * n);
+        for (uint64_t mm : {uint64_t{1}, m}) {
+          INFO(ft::gguf_type_name(t) << " k=" << k << " m=" << mm << " weights " << wk << " f16 / bf16");
+          cpu::gguf_matmul_q8(W, ah.data(), oh.data(), mm, cpu::Q8Path::avx2);
+          cpu::gguf_matmul_q8(W, ah.data(), ph.data(), mm, cpu::Q8Path::portable);
+          REQUIRE(std::memcmp(oh.data(), ph.data(), mm * n * sizeof(f16)) == 0);
+          cpu::gguf_matmul_q8(W, ab.data(), ob.data(), mm, cpu::Q8Path::avx2);
+          cpu::gguf_matmul_q8(W, ab.data(), pb.data(), mm, cpu::Q8Path::portable);
+          REQUIRE(std::memcmp(ob.data(), pb.data(), mm * n * sizeof(bf16)) == 0);
+        }
+      }
+  }
+}
+
+// Activations with zero, tiny, huge, infinite and NaN values: the AVX2 quantiser keeps the
+// portable codes and scales (NaNs skipped in the block maximum, a zero block all codes 0), so the
+// outputs have the same bits (NaN outputs compared as NaN).
+TEST_CASE("gguf_matmul with 8-bit activations: the AVX2 quantiser on special values", "[gguf][q8]") {
+  const uint64_t k = 256 * 2, n = 5, m = 9;
+  for (int32_t t : ft::gguf_types()) {
+    const std::vector<uint8_t> bytes = ft::random_gguf(t, n, k, 8800 + t);
+    const cpu::GgufMatrix W{t, bytes.data(), n, k, true};
+    std::vector<float> a = q8_activations<float>(m, k, static_cast<uint32_t>(t));
+    for (uint64_t c = 0; c < 32; ++c) a[c] = 0.0f;                              // row 0, block 0: all zero
+    for (uint64_t c = 32; c < 64; ++c) a[c] = (c % 2 ? -1.0f : 1.0f) * 1e-40f;  // denormals
+    a[k + 3] = 6.0f;                                                            // row 1: the block maximum,
+    a[k + 27] = std::numeric_limits<float>::quiet_NaN();                        // then a NaN (same lane of 8)
+    a[k + 32 + 30] = std::numeric_limits<float>::quiet_NaN();                   // a NaN, then the maximum
+    a[k + 32 + 31] = -5.0f;
+    a[2 * k + 40] = 3e38f;                                                      // row 2: huge
+    a[3 * k + 70] = -std::numeric_limits<float>::infinity();                    // row 3: −inf
+    for (uint64_t c = 4 * k; c < 4 * k + 32; ++c) a[c] = 127.5f * static_cast<float>(c % 3);  // exact halves
+    for (uint64_t mm : {uint64_t{1}, m}) {
+      INFO(ft::gguf_type_name(t) << " m=" << mm);
+      std::vector<float> avx2(mm * n, 7.0f), portable(mm * n, 7.0f);
+      cpu::gguf_matmul_q8(W, a.data(), avx2.data(), mm, cpu::Q8Path::avx2);
+      cpu::gguf_matmul_q8(W, a.data(), portable.data(), mm, cpu::Q8Path::portable);
+      for (uint64_t i = 0; i < mm * n; ++i) {
+        INFO("output " << i << ": " << avx2[i] << " vs " << portable[i]);
+        if (std::isnan(portable[i])) REQUIRE(std::isnan(avx2[i]));
+        else REQUIRE(std::memcmp(&avx2[i], &portable[i], sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("gguf_matmul with 8-bit activations gives the same bits on 1 and 2 threads", "[gguf][q8]") {
   const char* old = std::getenv("FERRUM_CPU_THREADS");
   const std::string saved = old ? old : "";

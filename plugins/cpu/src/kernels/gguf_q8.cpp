@@ -15,17 +15,21 @@
 //       lane j of every vector belongs to block j: a group's vpdpbusd chain leaves the block sums
 //       in block order, with no reduction across lanes; two activation rows share each 16-lane
 //       vector (8-lane types).
-//  * AVX2 without VNNI (Q4_K, Q5_K, Q6_K, every m): tiles of 8 weight rows unpacked once per call
-//    with the rows in the 8 lanes (vpmaddubsw + vpmaddwd); see the section below.
+//  * AVX2 without VNNI: direct block kernels (every type at m = 1, Q4_0 / Q4_1 / Q8_0 at every m):
+//    the weight blocks read as stored, decoded per group in registers, vpmaddubsw + horizontal adds
+//    to the block sums; K-quants at m > 1: tiles of 8 weight rows unpacked once per call with the
+//    rows in the 8 lanes (vpmaddubsw + vpmaddwd). See the two sections below.
 //  * portable: the same integer sums and the same f32 operations in plain C++ (also the last,
-//    partial group of the 32-weight types on the VNNI path, and the other types on AVX2 CPUs).
+//    partial group of the 32-weight types on the VNNI and AVX2 paths).
 #include "gguf_q8.hpp"
 
 #include <ferrum/common/dtype.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "gguf_kquant.hpp"
@@ -667,8 +671,7 @@ FERRUM_VNNI void tile_vnni(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t 
 
 #if FERRUM_SIMD_X86
 // ---- AVX2 without VNNI: K-quant tiles with the weight rows in the lanes ---------------------------
-// For x86 CPUs with AVX2 but no AVX-512 VNNI (this path also runs at m = 1: a tile of one activation
-// row). The weights of a tile of kAvxRows = 8 rows are unpacked once per call into units (the
+// For x86 CPUs with AVX2 but no AVX-512 VNNI, m > 1 (m = 1 runs the direct kernels further down). The weights of a tile of kAvxRows = 8 rows are unpacked once per call into units (the
 // lanes of gguf_q8.hpp: a 32-column sub-block, Q6_K a 16-column group) interleaved by row: the
 // 32-byte vector (u, g, t) holds in int32 lane n the 4 codes of weight row n at columns
 // 4t … 4t + 3 of unit u of group g. One broadcast of 4 activation codes then feeds 8 rows
@@ -1011,6 +1014,313 @@ FERRUM_Q8_AVX2 void tile_avx2(const uint8_t* w, uint64_t rb, uint64_t nr, uint64
     i += R;
   }
 }
+
+// ---- AVX2 without VNNI: direct block kernels ----------------------------------------------------
+// One weight row's blocks are read as they are stored (no per-call unpacked copy) and multiplied
+// with R activation rows: every group's weight codes are decoded once into registers (nibble masks,
+// Q5_K / Q6_K high bits; Q8_0 its magnitudes), then per activation row vpmaddubsw (unsigned weight
+// code × signed activation code, adjacent pairs summed in int16) and int16 / int32 horizontal adds
+// leave the group's exact block sums I (Q6_K: per 16 columns) in the 8 lanes of one vector (Q6_K:
+// two), where gguf_q8.hpp's f32 lane updates run as on the other paths. Used for all six types at
+// m = 1 and for Q4_0 / Q4_1 / Q8_0 at every m (the K-quants at m > 1 keep the tiles above).
+// int16 bounds (vpmaddubsw and vphaddw do not widen): a pair of products is at most 2·15·127 = 3810
+// (Q4), 2·31·127 = 7874 (Q5_K), 2·63·127 = 16002 (Q6_K), 2·128·127 = 32512 (Q8_0: |w| × ±q, the
+// sign moved onto the activation code); every int16 sum below stays under 32767 (noted per type).
+// Q4_0's nibble − 8 is taken off afterwards with its per-block 8·Σq (exact integers).
+
+constexpr uint64_t kDirectRows = 4;  // activation rows per pass over a weight row (m > 1)
+
+// A group's weight operands (decoded once, used for every activation row of a pass).
+struct DGroup {
+  __m256i w[16];  // Q4: 8 nibble vectors; Q8_0: 8 magnitudes, then the 8 signed blocks; K: 8 (Q6_K 8)
+  __m256 c[2];    // the lane coefficients: d (Q4_0, Q4_1, Q8_0), d·sc_j (Q4_K, Q5_K), d·sc_u (Q6_K: 16)
+  __m256 mn;      // Q4_1: the blocks' m; Q4_K / Q5_K: dmin·mn_j
+};
+
+// The dwords at grp + k·stride, k = 0 … 7 (the f16 d (and Q4_1's m) of the 8 blocks of a group).
+// (Eight scalar loads: measured faster here than vpgatherdd.)
+template <int stride>
+FERRUM_Q8_AVX2_INLINE __m256i block_heads(const uint8_t* grp) {
+  const auto h = [grp](int j) {
+    int32_t v;
+    std::memcpy(&v, grp + j * stride, 4);
+    return v;
+  };
+  return _mm256_setr_epi32(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7));
+}
+
+FERRUM_Q8_AVX2_INLINE __m256i ld32u(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+FERRUM_Q8_AVX2_INLINE __m128i ld16u(const void* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+// quantize_row with AVX2: the same IEEE operations (the largest magnitude with NaNs skipped, one
+// f32 division per code, rounding to nearest even by vcvtps2dq in the default rounding mode, codes
+// kept where |a / d_b| < 127.5, i.e. where the rounded value is in [−127, 127]), so the same bytes.
+template <class T>
+FERRUM_Q8_AVX2 void quantize_row_avx2(int32_t type, const T* a, uint64_t K, uint8_t* dst) {
+  const uint64_t G = Layout(K).groups;
+  std::memset(dst, 0, Layout(K).stride);
+  auto* q = reinterpret_cast<int8_t*>(dst);
+  const __m256 sign = _mm256_set1_ps(-0.0f), limit = _mm256_set1_ps(127.5f);
+  for (uint64_t b = 0; b < K / 32; ++b) {
+    __m256 x[4], mx = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (std::is_same_v<T, float>) {
+        x[i] = _mm256_loadu_ps(a + 32 * b + 8 * i);
+      } else {
+        alignas(32) float v[8];
+        for (int k = 0; k < 8; ++k) v[k] = to_float(a[32 * b + 8 * i + k]);
+        x[i] = _mm256_load_ps(v);
+      }
+      mx = _mm256_max_ps(_mm256_andnot_ps(sign, x[i]), mx);  // returns mx where |x| is NaN
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float db = _mm_cvtss_f32(m4) / 127.0f;
+    const __m256 dv = _mm256_set1_ps(db);
+    __m256i qi[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m256 r = _mm256_div_ps(x[i], dv);
+      const __m256 keep = _mm256_cmp_ps(_mm256_andnot_ps(sign, r), limit, _CMP_LT_OQ);  // false for NaN
+      qi[i] = _mm256_and_si256(_mm256_cvtps_epi32(r), _mm256_castps_si256(keep));
+    }
+    const __m256i bytes = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3])),
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * b), bytes);
+    int32_t s[2];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256i t = _mm256_add_epi32(qi[2 * h], qi[2 * h + 1]);
+      __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+      u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0x4E));
+      u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0xB1));
+      s[h] = _mm_cvtsi128_si32(u);
+    }
+    block_values(type, b, db, s[0], s[1], reinterpret_cast<float*>(dst + 256 * G), reinterpret_cast<float*>(dst + 288 * G),
+                 reinterpret_cast<int32_t*>(dst + 352 * G));
+  }
+}
+
+// Q4 activation order (the arrange hook): per full group, vector v (32 bytes) = the codes of
+// 16-column chunk v (low 16 bytes) and chunk v + 8 (high 16 bytes), i.e. vector 2p + h holds
+// half h of blocks p and p + 4: the order the nibbles of two blocks loaded side by side come out.
+void arrange_q4(uint8_t* row, uint64_t K) {
+  for (uint64_t g = 0; g < K / 256; ++g) {
+    uint8_t t[256];
+    std::memcpy(t, row + 256 * g, 256);
+    for (int v = 0; v < 8; ++v) {
+      std::memcpy(row + 256 * g + 32 * v, t + 16 * v, 16);
+      std::memcpy(row + 256 * g + 32 * v + 16, t + 16 * (v + 8), 16);
+    }
+  }
+}
+
+template <int32_t kType>
+FERRUM_Q8_AVX2_INLINE void decode_group(const uint8_t* grp, DGroup& o) {
+  const __m256i m4 = _mm256_set1_epi8(15);
+  if constexpr (kType == kQ4_0 || kType == kQ4_1) {
+    constexpr uint64_t bb = block_bytes(kType), qo = kType == kQ4_0 ? 2 : 4;
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {  // blocks p (low 128 bits) and p + 4 (high)
+      const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(ld16u(grp + p * bb + qo)),
+                                                ld16u(grp + (p + 4) * bb + qo), 1);
+      o.w[2 * p] = _mm256_and_si256(v, m4);                             // columns 0-15
+      o.w[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  // columns 16-31
+    }
+    const __m256i h = block_heads<static_cast<int>(bb)>(grp);
+    o.c[0] = f16_lanes(_mm256_and_si256(h, _mm256_set1_epi32(0xFFFF)));
+    if constexpr (kType == kQ4_1) o.mn = f16_lanes(_mm256_srli_epi32(h, 16));
+  } else if constexpr (kType == kQ8_0) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m256i v = ld32u(grp + 34 * j + 2);
+      o.w[j] = _mm256_sign_epi8(v, v);  // |w| as an unsigned byte (−128 → 128)
+      o.w[8 + j] = v;
+    }
+    o.c[0] = f16_lanes(_mm256_and_si256(block_heads<34>(grp), _mm256_set1_epi32(0xFFFF)));
+  } else if constexpr (kType == kQ4_K || kType == kQ5_K) {
+    // sub-blocks p and p + 4 side by side as Q4_0's blocks (the same activation order): sub-block j
+    // is the low (j even) or high nibbles of 32-byte chunk j / 2, so X_h = chunks 0 | 2 and
+    // Y_h = chunks 1 | 3 (bytes 16h … 16h + 15 of each) give pairs 0, 1 (X) and 2, 3 (Y)
+    constexpr bool kFive = kType == kQ5_K;
+    const uint8_t* qs = grp + (kFive ? 48 : 16);
+    const __m256i b4 = _mm256_set1_epi8(16);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256i X = _mm256_inserti128_si256(_mm256_castsi128_si256(ld16u(qs + 16 * h)), ld16u(qs + 64 + 16 * h), 1);
+      const __m256i Y = _mm256_inserti128_si256(_mm256_castsi128_si256(ld16u(qs + 32 + 16 * h)), ld16u(qs + 96 + 16 * h), 1);
+      __m256i v[4] = {_mm256_and_si256(X, m4), _mm256_and_si256(_mm256_srli_epi16(X, 4), m4), _mm256_and_si256(Y, m4),
+                      _mm256_and_si256(_mm256_srli_epi16(Y, 4), m4)};
+      if constexpr (kFive) {
+        // qh bytes 16h … 16h + 15 in both halves, the high half shifted right by 4 bits per dword:
+        // bit p (low half) / p + 4 (high half) of each byte is then its bit p, p < 4 (clean), which
+        // a left shift by 4 − p puts at bit 4 (= +16) without reaching into the neighbouring byte
+        const __m256i qh = _mm256_srlv_epi32(_mm256_broadcastsi128_si256(ld16u(grp + 16 + 16 * h)),
+                                             _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        v[0] = _mm256_or_si256(v[0], _mm256_and_si256(_mm256_slli_epi16(qh, 4), b4));
+        v[1] = _mm256_or_si256(v[1], _mm256_and_si256(_mm256_slli_epi16(qh, 3), b4));
+        v[2] = _mm256_or_si256(v[2], _mm256_and_si256(_mm256_slli_epi16(qh, 2), b4));
+        v[3] = _mm256_or_si256(v[3], _mm256_and_si256(_mm256_slli_epi16(qh, 1), b4));
+      }
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) o.w[2 * p + h] = v[p];
+    }
+    // the 8 scales and mins (6 bits each, gguf_fields::scale_min) as bytes [sc0 … sc7, mn0 … mn7]
+    const __m128i v = ld16u(grp + 4);
+    const __m128i p = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i q = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i low = _mm_or_si128(
+        _mm_and_si128(p, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+        _mm_and_si128(_mm_srli_epi16(p, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+    const __m128i sm = _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(q, 2), _mm_set1_epi8(0x30)));
+    int32_t dd;
+    std::memcpy(&dd, grp, 4);
+    const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128(dd));  // d, dmin
+    o.c[0] = _mm256_mul_ps(_mm256_broadcastss_ps(d2), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)));
+    o.mn = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(d2)),
+                         _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
+  } else {  // Q6_K, half n: ql 64 bytes (L0, L1), qh 32 bytes (H): 4 vectors of 32 columns in column order
+    const __m256i m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) {
+      const __m256i L0 = ld32u(grp + 64 * n), L1 = ld32u(grp + 64 * n + 32), H = ld32u(grp + 128 + 32 * n);
+      // bits 2k, 2k + 1 of qh → bits 4, 5 (the neighbouring byte's bits land outside 0x30)
+      o.w[4 * n] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_and_si256(_mm256_slli_epi16(H, 4), m30));
+      o.w[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(L1, m4), _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+      o.w[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4), _mm256_and_si256(H, m30));
+      o.w[4 * n + 3] =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+    }
+    uint16_t dh;
+    std::memcpy(&dh, grp + 208, 2);
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
+    const __m128i sc = ld16u(grp + 192);
+    o.c[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+    o.c[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+  }
+}
+
+// The exact integer sums of one decoded group with the activation codes q (this group's 256, in
+// the type's order): S[0] lane j = I of block / sub-block j; Q6_K S[0], S[1] = the 16-column groups
+// 0-7, 8-15 (the 32·Σq correction still to take off; Q4_0: the 8·Σq one).
+template <int32_t kType>
+FERRUM_Q8_AVX2_INLINE void group_sums(const DGroup& w, const int8_t* q, __m256i* S) {
+  const __m256i ones = _mm256_set1_epi16(1);
+#define mb(v, at) _mm256_maddubs_epi16(w.w[v], ld32u(q + (at)))
+  if constexpr (kType == kQ4_0 || kType == kQ4_1) {
+    __m256i P[4];  // blocks p | p + 4, 16 int16 sums of 4 products each (≤ 7620)
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) P[p] = _mm256_add_epi16(mb(2 * p, 64 * p), mb(2 * p + 1, 64 * p + 32));
+    // two levels of int16 adds (≤ 30480), then int32: lane k = block k (low half), k + 4 (high half)
+    const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(P[0], P[1]), _mm256_hadd_epi16(P[2], P[3]));
+    S[0] = _mm256_madd_epi16(h, ones);
+  } else if constexpr (kType == kQ8_0) {
+    __m256i M[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j)  // |w|·(±q) pairs ≤ 32512, widened at once
+      M[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(w.w[j], _mm256_sign_epi8(ld32u(q + 32 * j), w.w[8 + j])), ones);
+    const __m256i X = _mm256_hadd_epi32(_mm256_hadd_epi32(M[0], M[1]), _mm256_hadd_epi32(M[2], M[3]));
+    const __m256i Y = _mm256_hadd_epi32(_mm256_hadd_epi32(M[4], M[5]), _mm256_hadd_epi32(M[6], M[7]));
+    // X lane k: block k's low 16 columns (k < 4) or block k − 4's high ones; Y the same for blocks 4-7
+    S[0] = _mm256_add_epi32(_mm256_permute2x128_si256(X, Y, 0x20), _mm256_permute2x128_si256(X, Y, 0x31));
+  } else if constexpr (kType == kQ4_K || kType == kQ5_K) {
+    __m256i P[4];  // sub-blocks p | p + 4 (as Q4_0), int16 sums of 4 products ≤ 7620 (Q4_K) / 15748 (Q5_K)
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) P[p] = _mm256_add_epi16(mb(2 * p, 64 * p), mb(2 * p + 1, 64 * p + 32));
+    if constexpr (kType == kQ4_K) {  // two levels of int16 adds (≤ 30480), then int32
+      S[0] = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(P[0], P[1]), _mm256_hadd_epi16(P[2], P[3])), ones);
+    } else {  // one level (≤ 31496), then int32
+      S[0] = _mm256_hadd_epi32(_mm256_madd_epi16(_mm256_hadd_epi16(P[0], P[1]), ones),
+                               _mm256_madd_epi16(_mm256_hadd_epi16(P[2], P[3]), ones));
+    }
+  } else {  // Q6_K
+    __m256i M[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k)  // one level of int16 adds (pairs of pairs ≤ 32004), then int32
+      M[k] = _mm256_madd_epi16(_mm256_hadd_epi16(mb(2 * k, 64 * k), mb(2 * k + 1, 64 * k + 32)), ones);
+    // vector v = columns 32v … 32v + 31 = the 16-column groups 2v (low half), 2v + 1 (high half):
+    // X = groups [0, 2, 4, 6 | 1, 3, 5, 7], Y the same + 8, permuted to group order
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    S[0] = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(M[0], M[1]), order);
+    S[1] = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(M[2], M[3]), order);
+  }
+#undef mb
+}
+
+// gguf_q8.hpp's f32 lane updates for group g of activation row x.
+template <int32_t kType>
+FERRUM_Q8_AVX2_INLINE void group_update(const DGroup& w, const __m256i* S, const QRow& x, uint64_t g, __m256* acc) {
+  if constexpr (kType == kQ6_K) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256i I = _mm256_sub_epi32(S[h], ld32u(x.corr + 16 * g + 8 * h));
+      const __m256 A = _mm256_mul_ps(_mm256_loadu_ps(x.f + 16 * g + 8 * h), _mm256_cvtepi32_ps(I));
+      acc[h] = _mm256_add_ps(acc[h], _mm256_mul_ps(w.c[h], A));
+    }
+  } else {
+    __m256i I = S[0];
+    if constexpr (kType == kQ4_0) I = _mm256_sub_epi32(I, ld32u(x.corr + 8 * g));
+    const __m256 A = _mm256_mul_ps(_mm256_loadu_ps(x.d + 8 * g), _mm256_cvtepi32_ps(I));
+    acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(w.c[0], A));
+    if constexpr (kType == kQ4_1) acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(w.mn, _mm256_loadu_ps(x.f + 8 * g)));
+    if constexpr (kType == kQ4_K || kType == kQ5_K)
+      acc[0] = _mm256_sub_ps(acc[0], _mm256_mul_ps(w.mn, _mm256_loadu_ps(x.f + 8 * g)));
+  }
+}
+
+// One weight row with R activation rows x[0 … R): out[r] = the output (full groups here, a partial
+// last group and the lane sum as finish does).
+template <int32_t kType, int R>
+FERRUM_Q8_AVX2 void direct_rows(const uint8_t* row, uint64_t K, const QRow* x, float* out) {
+  __m256 acc[R][2];
+  for (auto& a : acc) a[0] = a[1] = _mm256_setzero_ps();
+  // (no software prefetch: with it m = 1 measured slower on this path, L3-resident or not)
+  for (uint64_t g = 0; g < K / 256; ++g) {
+    DGroup w;
+    decode_group<kType>(row + g * group_bytes<kType>, w);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      __m256i S[2];
+      group_sums<kType>(w, x[r].q + 256 * g, S);
+      group_update<kType>(w, S, x[r], g, acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float lanes16[16];
+    _mm256_store_ps(lanes16, acc[r][0]);
+    _mm256_store_ps(lanes16 + 8, acc[r][1]);
+    out[r] = finish<kType>(lanes16, row, K, x[r]);
+  }
+}
+
+template <int32_t kType>
+float row_dot_direct(const uint8_t* row, uint64_t K, const QRow& x) {
+  float out;
+  direct_rows<kType, 1>(row, K, &x, &out);
+  return out;
+}
+
+// A tile of nr weight rows with every activation row, each weight row against kDirectRows
+// activation rows at a time (then 2, 1): res[i·nr + j] = output (i, row j).
+template <int32_t kType>
+void tile_direct(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t K, const uint8_t* qa, const Layout& lay,
+                 uint64_t m, float* res) {
+  for (uint64_t j = 0; j < nr; ++j)
+    for (uint64_t i = 0; i < m;) {
+      const uint64_t R = m - i >= kDirectRows ? kDirectRows : m - i >= 2 ? 2 : 1;
+      QRow x[kDirectRows];
+      float o[kDirectRows];
+      for (uint64_t r = 0; r < R; ++r) x[r] = view(qa + (i + r) * lay.stride, lay.groups);
+      if (R == kDirectRows) direct_rows<kType, kDirectRows>(w + j * rb, K, x, o);
+      else if (R == 2) direct_rows<kType, 2>(w + j * rb, K, x, o);
+      else direct_rows<kType, 1>(w + j * rb, K, x, o);
+      for (uint64_t r = 0; r < R; ++r) res[(i + r) * nr + j] = o[r];
+      i += R;
+    }
+}
 #endif
 
 template <int32_t kType>
@@ -1031,7 +1341,8 @@ void tile_portable(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t K, const
 // weight rows with every activation row (m > 1).
 // tile_rows: weight rows per tile; tile_m1: the tile kernel also runs m = 1 (no row kernel);
 // passes (AVX2 tiles): the tile kernel reads the activations in pass order, built by it from qa
-// into pass_bytes·K / 256 bytes per row.
+// into pass_bytes·K / 256 bytes per row; arrange (AVX2 direct Q4_0 / Q4_1): puts the codes of
+// each quantised row's full groups in the order the row and tile kernels read them.
 struct Kernels {
   float (*row)(const uint8_t* row, uint64_t K, const QRow& x);
   void (*tile)(const uint8_t* w, uint64_t rb, uint64_t nr, uint64_t K, const uint8_t* qa, const Layout& lay,
@@ -1040,6 +1351,7 @@ struct Kernels {
   bool tile_m1 = false;
   void (*passes)(const uint8_t* qa, const Layout& lay, uint64_t K, uint64_t m, uint8_t* out) = nullptr;
   uint64_t pass_bytes = 0;
+  void (*arrange)(uint8_t* row, uint64_t K) = nullptr;
 };
 
 enum class Isa { vnni, avx2, portable };
@@ -1048,9 +1360,15 @@ template <int32_t kType>
 Kernels kernels_of(Isa isa) {
 #if FERRUM_SIMD_X86
   if (isa == Isa::vnni) return {row_dot_vnni<kType>, tile_vnni<kType>};
-  if constexpr (avx2_type(kType))
-    if (isa == Isa::avx2)
-      return {nullptr, tile_avx2<kType>, kAvxRows, true, build_passes<kType>, kPassRowBytes<kType>};
+  if (isa == Isa::avx2) {
+    // the K-quants: the direct kernel at m = 1, the row-interleaved tiles at m > 1; the 32-weight
+    // types: the direct kernels at every m
+    if constexpr (avx2_type(kType))
+      return {row_dot_direct<kType>, tile_avx2<kType>, kAvxRows, false, build_passes<kType>, kPassRowBytes<kType>,
+              kType == kQ6_K ? nullptr : arrange_q4};
+    return {row_dot_direct<kType>, tile_direct<kType>, kTileRows, false, nullptr, 0,
+            kType == kQ8_0 ? nullptr : arrange_q4};
+  }
 #endif
   (void)isa;
   return {row_dot_portable<kType>, tile_portable<kType>};
@@ -1074,6 +1392,21 @@ Isa isa_of(Q8Path path) {
 #endif
   (void)path;
   return Isa::portable;
+}
+
+// Runs f(begin, end) over [0, n) in pieces of `step`, each thread of the pool pulling the next
+// piece from a shared counter until none is left. parallel_for's own chunks are at least an eighth
+// of the range, and a pool worker starts tens of µs after the caller (measured on this VM): with
+// small pieces the caller simply takes more of them, so the threads finish together. Every output
+// is still computed whole by one thread, so the results do not depend on the split.
+template <class F>
+void split_dynamic(uint64_t n, uint64_t step, F&& f) {
+  std::atomic<uint64_t> next{0};
+  parallel_for(pool_threads(), 1, [&](uint64_t, uint64_t) {
+    for (uint64_t b = next.fetch_add(step, std::memory_order_relaxed); b < n;
+         b = next.fetch_add(step, std::memory_order_relaxed))
+      f(b, std::min(n, b + step));
+  });
 }
 
 }  // namespace
@@ -1100,6 +1433,10 @@ void gguf_matmul_q8(const GgufMatrix& w, const T* a, T* out, uint64_t m, Q8Path 
     const T* ac = a + c0 * K;
     T* oc = out + c0 * N;
     auto* qa = reinterpret_cast<uint8_t*>(t_q8.get(mc * lay.stride / sizeof(float)));
+    const bool row_kernel = mc == 1 && !kn.tile_m1;
+    // the arranged order is read by the row kernel and by tiles without passes (not by the AVX2
+    // K-quant tiles, which build their pass order from column order)
+    const bool arrange = kn.arrange && (row_kernel || !kn.passes);
     parallel_for(mc, 1, [&](uint64_t i0, uint64_t i1) {
       for (uint64_t i = i0; i < i1; ++i) {
 #if FERRUM_SIMD_X86
@@ -1107,25 +1444,28 @@ void gguf_matmul_q8(const GgufMatrix& w, const T* a, T* out, uint64_t m, Q8Path 
           quantize_row_vnni(w.type, ac + i * K, K, qa + i * lay.stride, mc == 1 ? Order::unpack : Order::transposed);
           continue;
         }
+        if (isa == Isa::avx2) quantize_row_avx2(w.type, ac + i * K, K, qa + i * lay.stride);
+        else
 #endif
-        quantize_row(w.type, ac + i * K, K, qa + i * lay.stride);
+          quantize_row(w.type, ac + i * K, K, qa + i * lay.stride);
+        if (arrange) kn.arrange(qa + i * lay.stride, K);
       }
     });
-    if (kn.passes) {  // the tile kernels read the activations in their pass order
+    if (kn.passes && !row_kernel) {  // the tile kernels read the activations in their pass order
       // arith-ok: the same bytes per row as the quantised rows' layout (pass_bytes ≤ 416 per group)
       auto* qp = reinterpret_cast<uint8_t*>(t_pass.get(mc * (K / 256) * kn.pass_bytes / sizeof(float) + 1));
       kn.passes(qa, lay, K, mc, qp);
       qa = qp;
     }
-    if (mc == 1 && !kn.tile_m1) {
+    if (row_kernel) {
       const QRow x = view(qa, lay.groups);
-      parallel_for(N, 64, [&](uint64_t r0, uint64_t r1) {
+      split_dynamic(N, 16, [&](uint64_t r0, uint64_t r1) {
         for (uint64_t r = r0; r < r1; ++r) oc[r] = from_float<T>(kn.row(w.data + r * rb, K, x));
       });
       continue;
     }
     const uint64_t tr = kn.tile_rows;
-    parallel_for((N + tr - 1) / tr, 1, [&](uint64_t t0, uint64_t t1) {
+    split_dynamic((N + tr - 1) / tr, 1, [&](uint64_t t0, uint64_t t1) {
       float* res = t_res.get(mc * tr);
       for (uint64_t t = t0; t < t1; ++t) {
         const uint64_t j0 = t * tr, nr = std::min(tr, N - j0);

@@ -30,7 +30,7 @@
 
 namespace ferrum::cpu {
 
-// best: the AVX-512 VNNI kernels where the CPU has them, else the AVX2 kernels (Q4_K, Q5_K, Q6_K)
+// best: the AVX-512 VNNI kernels where the CPU has them, else the AVX2 kernels (all six types)
 // where it has AVX2, else the portable code; avx2: the AVX2 kernels where the CPU has AVX2 (VNNI or
 // not), else portable; portable: always the portable code (the same bits; tests compare them).
 enum class Q8Path { best, avx2, portable };
