@@ -377,10 +377,13 @@ FERRUM_GEMM_AVX512 void pack_b32_avx512(const float* b, uint64_t ldb, uint64_t k
 #endif
 
 #if FERRUM_GEMM_X86
-// The AVX2 dot of an f32 row x with a row y of f32, or of f16 / bf16 widened in registers (F16C
-// for f16): 32-wide steps into four accumulators, 8-wide steps into s0, the lanes reduced in a
-// fixed order, then the scalar tail. One body for the three, so a half row gives the bits of
-// widening it first and running the f32 dot.
+// The AVX2 dots of f32 rows a with rows b of f32, or of f16 / bf16 widened in registers (F16C for
+// f16), in blocks of RA × RB ≤ 2 × 2 outputs (out[i·RB + j]): every output keeps one sequence —
+// two accumulators over 16-wide steps (s0 the low 8, s1 the high 8), an 8-wide step into s0,
+// s0 + s1 reduced by lanes ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)), then the scalar tail
+// by fmaf — so its bits do not depend on the blocking, the thread split or the row type (a half
+// row gives the bits of widening it first). Each loaded vector feeds RB (or RA) FMAs: at 2 × 2 one
+// load per FMA instead of two, and 8 accumulators + 4 operands fit the 16 ymm registers.
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(const float* y) { return _mm256_loadu_ps(y); }
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(const f16* y) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y)));
@@ -389,23 +392,59 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256 widen8(con
   return _mm256_castsi256_ps(
       _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y))), 16));
 }
+template <int RA, int RB, class Y>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void dot_step_avx2(__m256 (&s)[RA][RB][2],
+                                                                                 const float* const* a,
+                                                                                 const Y* const* b, uint64_t p, int q) {
+  __m256 av[RA], bv[RB];
+#pragma GCC unroll 2
+  for (int i = 0; i < RA; ++i) av[i] = _mm256_loadu_ps(a[i] + p);
+#pragma GCC unroll 2
+  for (int j = 0; j < RB; ++j) bv[j] = widen8(b[j] + p);
+#pragma GCC unroll 2
+  for (int i = 0; i < RA; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < RB; ++j) s[i][j][q] = _mm256_fmadd_ps(av[i], bv[j], s[i][j][q]);
+}
+template <int RA, int RB, class Y>
+__attribute__((target("avx2,fma,f16c"))) void dot_block_avx2(const float* const* a, const Y* const* b, uint64_t k,
+                                                             float* out) {
+  __m256 s[RA][RB][2];
+#pragma GCC unroll 2
+  for (int i = 0; i < RA; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < RB; ++j) s[i][j][0] = s[i][j][1] = _mm256_setzero_ps();
+  uint64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    dot_step_avx2<RA, RB>(s, a, b, p, 0);
+    dot_step_avx2<RA, RB>(s, a, b, p + 8, 1);
+  }
+  if (p + 8 <= k) {
+    dot_step_avx2<RA, RB>(s, a, b, p, 0);
+    p += 8;
+  }
+  for (int i = 0; i < RA; ++i) {
+    for (int j = 0; j < RB; ++j) {
+      alignas(32) float l[8];
+      _mm256_store_ps(l, _mm256_add_ps(s[i][j][0], s[i][j][1]));
+      float r = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+      for (uint64_t t = p; t < k; ++t) r = __builtin_fmaf(a[i][t], to_float(b[j][t]), r);
+      out[i * RB + j] = r;
+    }
+  }
+}
 template <class Y>
 __attribute__((target("avx2,fma,f16c"))) float dot_avx2(const float* x, const Y* y, uint64_t k) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-  uint64_t p = 0;
-  for (; p + 32 <= k; p += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), widen8(y + p), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 8), widen8(y + p + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 16), widen8(y + p + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p + 24), widen8(y + p + 24), s3);
-  }
-  for (; p + 8 <= k; p += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), widen8(y + p), s0);
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, s);
-  float r = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-  for (; p < k; ++p) r = __builtin_fmaf(x[p], to_float(y[p]), r);
+  float r;
+  dot_block_avx2<1, 1, Y>(&x, &y, k, &r);
   return r;
+}
+__attribute__((target("avx2,fma,f16c"))) void dot_block_avx2_any(int ra, int rb, const float* const* a,
+                                                                 const float* const* b, uint64_t k, float* out) {
+  if (ra == 2 && rb == 2) dot_block_avx2<2, 2, float>(a, b, k, out);
+  else if (ra == 2) dot_block_avx2<2, 1, float>(a, b, k, out);
+  else if (rb == 2) dot_block_avx2<1, 2, float>(a, b, k, out);
+  else dot_block_avx2<1, 1, float>(a, b, k, out);
 }
 #endif
 
@@ -497,7 +536,8 @@ const Kernels& kernels() {
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       r.micro = micro_avx2;
-      r.dot = dot_avx2<float>;  // (no F16C instruction in the f32 instance)
+      r.dot = dot_avx2<float>;  // (no F16C instruction in the f32 instances)
+      r.dot_block = dot_block_avx2_any;
       r.name = "avx2_fma";
       if (has_f16c()) {  // (the bf16 instance needs none either; one target keeps them together)
         r.dot_f16 = dot_avx2<f16>;
@@ -773,11 +813,21 @@ void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
         return;
       }
     }
-    if (dot_block && std::is_same_v<T, float> && m > 1) {
+    if (dot_block && m > 1) {
+      // f16 / bf16: the two b rows widened once into brow (k floats each), the same bits as `dot`
+      // on widened rows (and as the fused half dot of an m = 1 call)
+      float* bw = t_bpack.get(2 * k);
       for (uint64_t j = j_begin; j < j_end; j += 2) {
         const int rb = j + 1 < j_end ? 2 : 1;
         const float* bj[2] = {nullptr, nullptr};
-        for (int c = 0; c < rb; ++c) bj[c] = reinterpret_cast<const float*>(b + (j + c) * k);
+        for (int c = 0; c < rb; ++c) {
+          if constexpr (std::is_same_v<T, float>) {
+            bj[c] = b + (j + c) * k;
+          } else {
+            load_row_f32(b + (j + c) * k, bw + c * k, k);
+            bj[c] = bw + c * k;
+          }
+        }
         for (uint64_t i = 0; i < m; i += 2) {
           const int ra = i + 1 < m ? 2 : 1;
           const float* ai[2] = {arows + i * k, arows + (i + ra - 1) * k};
