@@ -26,6 +26,7 @@
 #include "gguf.hpp"
 #include "gguf_q8.hpp"
 #include "norm.hpp"
+#include "kernel_test_util.hpp"
 #include "paged.hpp"
 #include "parallel.hpp"
 #include "rope.hpp"
@@ -33,23 +34,10 @@
 
 using namespace ferrum;
 
+using test::random_vec;
+using test::tol;
+
 namespace {
-
-template <class T>
-double tol() {
-  if constexpr (std::is_same_v<T, float>) return 1e-5;
-  else if constexpr (std::is_same_v<T, f16>) return 2e-3;
-  else return 1e-2;
-}
-
-template <class T>
-std::vector<T> random_vec(uint64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<T> v(n);
-  for (auto& x : v) x = from_float<T>(u(g));
-  return v;
-}
 
 template <class T>
 std::vector<double> to_d(const std::vector<T>& v) {
@@ -805,10 +793,17 @@ TEMPLATE_TEST_CASE("flash_attention decode on f16 / bf16 gives the bits of the f
 TEMPLATE_TEST_CASE("paged decode gives the bits of the contiguous decode on the same keys", "[attention][paged]", float,
                    f16, bf16) {
   using T = TestType;
+  // The machine's best tiles, and the AVX2 tiles too where the best are AVX-512.
+  namespace tiles = cpu::attn_tiles;
+  const tiles::Isa best = tiles::isa();
+  std::vector<tiles::Isa> isas{best};
+  if (best == tiles::Isa::avx512) isas.push_back(tiles::Isa::avx2);  // AVX-512 machines have AVX2
+  for (const tiles::Isa isa : isas) {
+  tiles::force_isa(isa);
   for (uint64_t hd : {uint64_t{64}, uint64_t{128}}) {
     for (uint64_t window : {uint64_t{0}, uint64_t{100}}) {
       const uint64_t B = 3, H = 8, KV = 2, bs = 16, L = 333, nb = (L + bs - 1) / bs;
-      INFO("hd=" << hd << " window=" << window);
+      INFO("isa=" << static_cast<int>(isa) << " hd=" << hd << " window=" << window);
       auto q = random_vec<T>(B * H * hd, 301 + hd, -2, 2);
       auto k = random_vec<T>(B * KV * L * hd, 302 + hd, -2, 2), v = random_vec<T>(B * KV * L * hd, 303 + hd);
       // pool: block table row b, logical block lb -> physical perm[b·nb + lb]
@@ -844,6 +839,8 @@ TEMPLATE_TEST_CASE("paged decode gives the bits of the contiguous decode on the 
       }
     }
   }
+  }
+  tiles::force_isa(best);
 }
 
 TEMPLATE_TEST_CASE("flash_attention matches float64 softmax attention", "[attention]", float, f16, bf16) {

@@ -6,8 +6,9 @@
 // updates its running max m, running sum l and f32 accumulator acc[head_dim] (flash-attention
 // online softmax):
 //   m' = max(m, max_j s_j), acc ← acc·e^(m−m') + Σ_j e^(s_j−m')·v_j, l ← l·e^(m−m') + Σ_j e^(s_j−m').
-// Prefill-sized calls (q_len >= kTilesMinQ, head_dim 64 / 128, AVX-512) run each item through
-// attn_tiles instead: the tile's 16 positions of one head are the 16 lanes of a vector, so the
+// Prefill-sized calls (q_len >= kTilesMinQ, head_dim 64 / 128, AVX-512 or AVX2 + FMA + F16C) run
+// each item through attn_tiles instead: the tile's 16 positions of one head are the 16 lanes of a
+// vector (two on AVX2), so the
 // scores and the value rows are broadcast-FMA tiles (attention_tiles.cpp); the rest of this file is
 // the row-at-a-time path (decode, other head dims, other CPUs).
 // Each output's arithmetic is the same whatever the item split, so results do not depend on the
@@ -37,7 +38,8 @@ constexpr uint64_t kKBlock = 64;
 thread_local std::vector<float> t_scratch;
 thread_local Scratch t_tiles;
 
-// Prefill-sized calls on AVX-512 (head_dim 64 / 128, q_len >= kTilesMinQ, key indices below 2^31):
+// Prefill-sized calls where attn_tiles::available (AVX-512, or AVX2 + FMA + F16C with the same bits;
+// head_dim 64 / 128), q_len >= kTilesMinQ, key indices below 2^31:
 // each item's group × 16 query rows go through attn_tiles (16 rows per vector, K and V as broadcast
 // operands), instead of one query row at a time. Decided by the call's shape only.
 constexpr uint64_t kTilesMinQ = 8;

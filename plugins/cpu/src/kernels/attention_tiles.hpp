@@ -1,5 +1,6 @@
-// ferrum CPU plugin — flash-attention prefill with 16 query rows per AVX-512 vector (used by
-// flash_attention for prefill-sized calls; attention_tiles.cpp).
+// ferrum CPU plugin — flash-attention prefill with 16 query rows per vector (one AVX-512 vector or
+// two AVX2 ones) and decode 16 keys at a time (used by flash_attention and paged_attention;
+// attention_tiles.cpp).
 #ifndef FERRUM_CPU_KERNELS_ATTENTION_TILES_HPP
 #define FERRUM_CPU_KERNELS_ATTENTION_TILES_HPP
 
@@ -24,8 +25,19 @@ struct Rows {
   float* acc;
 };
 
-// Whether this machine runs the tiles for head_dim (AVX-512; head_dim 64 or 128).
+// Whether this machine runs the tiles for head_dim (AVX-512, or AVX2 + FMA + F16C; head_dim 64 or
+// 128). Both instruction sets run the same per-lane operations in the same order (the AVX2 kernels
+// take each 16-lane vector as two 8-lane halves and reduce decode dots by the same fixed tree), so
+// they give the same bits.
 bool available(uint64_t head_dim);
+
+// The instruction set the tiles run on (none: available() is false for every head_dim).
+enum class Isa { none, avx2, avx512 };
+Isa isa();
+// Tests: run the tiles on a lower instruction set than the machine's best (avx2 on an AVX-512
+// machine, none to take the row path), or back on the best (the argument is capped by what the CPU
+// has). Not for use while kernels run.
+void force_isa(Isa want);
 
 // Keys [j0, j0 + nk) (nk <= kKeys; kf / vf their rows in f32, row stride head_dim, kf rows nk up to
 // the next multiple of 16 zero) into r: scores scaled by sigma and masked to each lane's range, the

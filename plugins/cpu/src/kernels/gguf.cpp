@@ -16,8 +16,13 @@
 //  * m = 1, Q4_0 / Q8_0 / Q4_K on AVX2+FMA+F16C (CPUs without AVX-512): a fused per-row dot product
 //    (quants widened to f32 in registers, the f16 scale applied once per block or sub-block; the Q4_K
 //    min term uses per-sub-block activation sums computed once per call).
+//  * m = 1, Q6_K / Q5_K / Q4_1 on AVX2+FMA+F16C: fused rows (rows_dot_exact) with exactly the bits of
+//    the tile path below: each weight formed in registers with the decoder's f32 operations, one
+//    8-lane FMA accumulator per row in natural k order, hsum; 4 rows interleaved.
 //  * everything else (no AVX-512): rows are decoded exactly into a small per-chunk tile (kTileRows rows, in L1/L2)
-//    and each activation row is dotted with the tile's rows (AVX2 FMA or portable scalar code).
+//    and each activation row is dotted with the tile's rows (AVX2 FMA or portable scalar code; the two
+//    are not bitwise equal: the scalar code is not FMA-contracted at this build's flags and pairs the
+//    lanes as (s0+s1)+(s2+s3), hsum as (s0+s2)+(s1+s3)).
 // All paths sum each output in a fixed order, so results do not depend on the thread count.
 #include "gguf.hpp"
 
@@ -147,10 +152,9 @@ void dot_rows_generic(const float* x, const float* w, uint64_t r, uint64_t k, fl
 }
 
 #ifdef FERRUM_GGUF_X86
-#define FERRUM_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 FERRUM_AVX2 inline float hsum(__m256 v) {
-  // same lane order as dot_rows_generic: (0+4, 1+5, 2+6, 3+7) then ((a+b)+(c+d))
+  // lanes paired (0+4, 1+5, 2+6, 3+7), then ((s0+s2)+(s1+s3)); dot_rows_generic adds
+  // ((s0+s1)+(s2+s3)) and is not FMA-contracted: the two paths are not bitwise equal
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));              // (s0+s2, s1+s3)
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 0x55)));  // (s0+s2)+(s1+s3)
@@ -261,6 +265,133 @@ FERRUM_AVX2 float row_dot_q4_k(const uint8_t* row, const float* x, const float* 
   return hsum(_mm256_add_ps(acc[0], acc[1])) - mins;
 }
 
+// ---- bit-exact fused m = 1 rows (Q6_K, Q5_K, Q4_1) ----------------------------------------------------
+// The same bits as the decode-into-a-tile path these types took before (decode_* above, then
+// dot_rows_avx2), without the tile: each weight is formed in registers with exactly the decoder's f32
+// operations (Q6_K (d·sc)·(q − 32), Q5_K (d·sc)·q − dmin·mn, Q4_1 d·q + m: every product exact, at
+// most one rounding, as in §11.1), and each row keeps ONE 8-lane FMA accumulator over k in natural
+// order (lane l sums k ≡ l mod 8), reduced by hsum: the order of dot_rows_avx2. R rows run interleaved
+// (R independent FMA chains sharing each x load); that does not change any row's order, so the
+// thread split does not change a result. Per block and row the quants are first turned into bytes
+// (Q6_K: q − 32 as int8; Q5_K: q with its 5th bit; Q4_1: the nibbles), then widened 8 at a time.
+FERRUM_AVX2_INLINE __m256i ld32(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+FERRUM_AVX2_INLINE void st32(uint8_t* p, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
+// bytes p[0, 8) as 8 f32 (signed or unsigned)
+FERRUM_AVX2_INLINE __m256 i8x8(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+FERRUM_AVX2_INLINE __m256 u8x8(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+struct ExactQ6_K {
+  static constexpr uint64_t kQK = 256, kBytes = 210;
+  struct Blk {
+    alignas(32) uint8_t q[256];  // q − 32 as int8, weight order
+    float s[16];                 // d·sc_j (exact), weights [16j, 16j + 16)
+  };
+  FERRUM_AVX2_INLINE static void prepare(const uint8_t* b, Blk& o) {
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30), c32 = _mm256_set1_epi8(32);
+    for (int n = 0; n < 2; ++n) {
+      // 16-bit shifts: every bit kept by the masks comes from its own byte
+      const __m256i l0 = ld32(b + 64 * n), l1 = ld32(b + 64 * n + 32), h = ld32(b + 128 + 32 * n);
+      uint8_t* q = o.q + 128 * n;
+      st32(q, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)), c32));
+      st32(q + 32, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)), c32));
+      st32(q + 64, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30)), c32));
+      st32(q + 96, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                                    _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)), c32));
+    }
+    const float d = f16le(b + 208);
+    for (int j = 0; j < 16; ++j) o.s[j] = d * float(static_cast<int8_t>(b[192 + j]));
+  }
+  // weights [8v, 8v + 8)
+  FERRUM_AVX2_INLINE static __m256 w8(const Blk& o, int v) { return _mm256_mul_ps(_mm256_set1_ps(o.s[v >> 1]), i8x8(o.q + 8 * v)); }
+};
+
+struct ExactQ5_K {
+  static constexpr uint64_t kQK = 256, kBytes = 176;
+  struct Blk {
+    alignas(32) uint8_t q[256];  // 5-bit q, weight order
+    float ds[8], dm[8];          // d·sc_j, dmin·mn_j (exact), sub-block j = weights [32j, 32j + 32)
+  };
+  FERRUM_AVX2_INLINE static void prepare(const uint8_t* b, Blk& o) {
+    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
+    __m256i h = ld32(b + 16);  // qh; after c shifts by 2, bits 0 / 1 of each byte are bits 2c / 2c + 1 of qh[l]
+    for (int c = 0; c < 4; ++c) {
+      const __m256i qs = ld32(b + 48 + 32 * c);
+      st32(o.q + 64 * c, _mm256_or_si256(_mm256_and_si256(qs, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), b4)));
+      st32(o.q + 64 * c + 32, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qs, 4), m4),
+                                              _mm256_and_si256(_mm256_slli_epi16(h, 3), b4)));
+      h = _mm256_srli_epi16(h, 2);
+    }
+    const float d = f16le(b), dmin = f16le(b + 2);
+    for (int j = 0; j < 8; ++j) {
+      int sc, mn;
+      scale_min(b + 4, j, sc, mn);
+      o.ds[j] = d * float(sc);
+      o.dm[j] = dmin * float(mn);
+    }
+  }
+  FERRUM_AVX2_INLINE static __m256 w8(const Blk& o, int v) {
+    return _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(o.ds[v >> 2]), u8x8(o.q + 8 * v)), _mm256_set1_ps(o.dm[v >> 2]));
+  }
+};
+
+struct ExactQ4_1 {
+  static constexpr uint64_t kQK = 32, kBytes = 20;
+  struct Blk {
+    alignas(32) uint8_t q[32];  // nibbles, weight order
+    float d, m;
+  };
+  FERRUM_AVX2_INLINE static void prepare(const uint8_t* b, Blk& o) {
+    const __m128i m4 = _mm_set1_epi8(15), qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));
+    _mm_store_si128(reinterpret_cast<__m128i*>(o.q), _mm_and_si128(qs, m4));
+    _mm_store_si128(reinterpret_cast<__m128i*>(o.q + 16), _mm_and_si128(_mm_srli_epi16(qs, 4), m4));
+    o.d = f16le(b);
+    o.m = f16le(b + 2);
+  }
+  FERRUM_AVX2_INLINE static __m256 w8(const Blk& o, int v) {
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(o.d), u8x8(o.q + 8 * v)), _mm256_set1_ps(o.m));
+  }
+};
+
+// res[0, R) = rows row, row + rb, … dotted with x (nb blocks each).
+template <class Q, int R>
+FERRUM_AVX2 void rows_dot_exact(const uint8_t* row, uint64_t rb, const float* x, uint64_t nb, float* res) {
+  __m256 acc[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  typename Q::Blk blk[R];
+  for (uint64_t b = 0; b < nb; ++b) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) Q::prepare(row + r * rb + b * Q::kBytes, blk[r]);
+    const float* xb = x + b * Q::kQK;
+    // unrolled over the rows so that the accumulators stay in registers (-O2 alone kept acc[] in
+    // memory: a store-to-load round trip in every FMA chain step, measured ~2.5x slower)
+#pragma GCC unroll 4
+    for (int v = 0; v < int(Q::kQK / 8); ++v) {
+      const __m256 xv = _mm256_loadu_ps(xb + 8 * v);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(xv, Q::w8(blk[r], v), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) res[r] = hsum(acc[r]);
+}
+
+using ExactRowsFn = void (*)(const uint8_t*, uint64_t, const float*, uint64_t, float*);
+struct ExactRows {
+  ExactRowsFn four = nullptr, one = nullptr;
+};
+ExactRows exact_rows(int32_t type) {
+  switch (type) {
+    case kQ6_K: return {rows_dot_exact<ExactQ6_K, 4>, rows_dot_exact<ExactQ6_K, 1>};
+    case kQ5_K: return {rows_dot_exact<ExactQ5_K, 4>, rows_dot_exact<ExactQ5_K, 1>};
+    case kQ4_1: return {rows_dot_exact<ExactQ4_1, 4>, rows_dot_exact<ExactQ4_1, 1>};
+    default: return {};
+  }
+}
+
 bool has_avx2() {
   static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                         simd::has_f16c();
@@ -270,7 +401,9 @@ bool has_avx2() {
 bool has_avx2() { return false; }
 #endif
 
-bool fused_m1(int32_t type) { return has_avx2() && (type == kQ4_0 || type == kQ8_0 || type == kQ4_K); }
+bool fused_m1(int32_t type) {
+  return has_avx2() && (type == kQ4_0 || type == kQ8_0 || type == kQ4_K || type == kQ6_K || type == kQ5_K || type == kQ4_1);
+}
 
 #if FERRUM_SIMD_X86
 // ---- AVX-512 m = 1 kernels ----------------------------------------------------------------------------
@@ -937,6 +1070,21 @@ void gguf_matmul(const GgufMatrix& w, const T* a, T* out, uint64_t m) {
         for (int l = 0; l < 32; ++l) s += x[32 * j + l];
         xsum[j] = s;
       }
+    }
+    if (const ExactRows ex = exact_rows(w.type); ex.four) {  // Q6_K, Q5_K, Q4_1: the tile path's bits
+      parallel_for(N, 16, [&](uint64_t r0, uint64_t r1) {
+        float v[4];
+        uint64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+          ex.four(w.data + r * rb, rb, x, nb, v);
+          for (int i = 0; i < 4; ++i) out[r + i] = from_float<T>(v[i]);
+        }
+        for (; r < r1; ++r) {
+          ex.one(w.data + r * rb, rb, x, nb, v);
+          out[r] = from_float<T>(v[0]);
+        }
+      });
+      return;
     }
     parallel_for(N, 16, [&](uint64_t r0, uint64_t r1) {
       for (uint64_t r = r0; r < r1; ++r) {

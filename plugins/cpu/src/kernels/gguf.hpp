@@ -8,9 +8,10 @@
 // engines): activations are NOT quantised, unless the weight was loaded with act_precision =
 // FERRUM_QUANT_ACT_Q8 (GgufMatrix::act_q8; then gguf_q8.hpp's kernels run). Weights are decoded exactly to their f32 values and
 // multiplied with the f32-converted activations in f32 (FMA), so every activation dtype meets its
-// F-class tolerance (1e-5 for F32). The m = 1 paths (AVX-512: all six types; AVX2: Q4_0, Q8_0, Q4_K)
+// F-class tolerance (1e-5 for F32). The m = 1 paths (AVX-512: all six types; AVX2: all six types)
 // turn the quants into f32 in registers; some apply the block scale once per block / sub-block (a
-// reassociation within the F tolerance).
+// reassociation within the F tolerance; the AVX2 Q6_K / Q5_K / Q4_1 rows do not: they give the bits
+// of the AVX2 decode-into-a-tile path).
 #ifndef FERRUM_CPU_KERNELS_GGUF_HPP
 #define FERRUM_CPU_KERNELS_GGUF_HPP
 

@@ -23,6 +23,9 @@
 #define FERRUM_SIMD_X86 1
 #define FERRUM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 #define FERRUM_AVX512_INLINE __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"), always_inline)) inline
+// AVX2 + FMA + F16C (8-lane fallbacks for CPUs without AVX-512; callers check has_avx2() first).
+#define FERRUM_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define FERRUM_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 #endif
 
 namespace ferrum::cpu::simd {
@@ -40,6 +43,15 @@ inline bool has_avx512() {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
            __builtin_cpu_supports("fma") && has_f16c();
+  }();
+  return v;
+}
+
+// AVX2 + FMA + F16C (the FERRUM_AVX2 functions).
+inline bool has_avx2() {
+  static const bool v = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
   }();
   return v;
 }
@@ -226,8 +238,34 @@ FERRUM_AVX512_INLINE void sum_pd(__m512 v, __m512d& acc0, __m512d& acc1) {
   acc0 = _mm512_add_pd(acc0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
   acc1 = _mm512_add_pd(acc1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
 }
+// exp16 on 8 lanes (AVX2 + FMA): the same operations in the same order on each lane, and 2^n
+// applied as two exact-or-once-rounded products p·2^⌊n/2⌋·2^(n−⌊n/2⌋) (each factor a normal f32 for
+// |n| <= 216; p·2^⌊n/2⌋ is exact, the second product rounds once, as scalef does, denormals
+// included), so every lane carries the bits exp16 gives it.
+FERRUM_AVX2_INLINE __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(150.0f), _mm256_max_ps(_mm256_set1_ps(-150.0f), x));  // NaN passes
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i ni = _mm256_cvtps_epi32(n);  // exact (n integral, |n| <= 216); NaN lanes: p is NaN
+  const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
 #else
 inline bool has_avx512() { return false; }
+inline bool has_avx2() { return false; }
 #endif
 
 }  // namespace ferrum::cpu::simd
