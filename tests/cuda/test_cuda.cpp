@@ -461,8 +461,11 @@ struct PagedSetup {
   std::vector<double> q, k, v;
 };
 
-PagedSetup paged_setup(int32_t dt, const std::vector<int64_t>& lens, uint64_t mbps, uint64_t seed) {
+PagedSetup paged_setup(int32_t dt, const std::vector<int64_t>& lens, uint64_t mbps, uint64_t seed, uint64_t D = 128,
+                       uint64_t bs = 16) {
   PagedSetup p;
+  p.D = D;
+  p.bs = bs;
   p.S = lens.size();
   p.lens = lens;
   p.mbps = mbps;
@@ -522,6 +525,70 @@ TEST_CASE("paged batched decode: deterministic, and a captured graph reads new d
   CHECK(ctx.replay_graph(901) == 1);
   ctx.sync();
   check_paged_decode(ctx, p, dt, out2, new_lens);
+}
+
+// The sm_90 decode brings whole 16-key boxes with tensor copies (TMA) into swizzled stages and the
+// others by cp.async into the same places; the math is the cp.async path's, so with the copies
+// forced on (FERRUM_CUDA_DECODE_TMA=1) every output must carry the bits of the forced cp.async path
+// (=0): lengths off the box size, boxes past the length, a block id past the pool (zeros), a window,
+// head dims 64 / 128 / 256, block sizes 16 and 32, paged and contiguous caches. On a device without
+// the copies (before sm_90) both runs take the cp.async path and the test checks the reference only.
+TEST_CASE("decode: the tensor-copy path gives the bits of the cp.async path", "[cuda][paged][attention]") {
+  ferrum::Backend* be = gpu();
+  if (!be) return;
+  const int32_t dt = GENERATE(FERRUM_DTYPE_BF16, FERRUM_DTYPE_F16);
+  const auto [hd, bs, window] = GENERATE(table<uint64_t, uint64_t, uint64_t>({{128, 16, 0}, {64, 32, 0}, {256, 16, 700}, {128, 32, 333}}));
+  INFO(ft::dtype_name(dt) << " head_dim " << hd << " block_size " << bs << " window " << window);
+  ferrum::Context ctx = be->create_context({}, D(dt));
+  const uint64_t mbps = 6000 / bs + 1;
+  PagedSetup p = paged_setup(dt, {4999, 37, 1, 3001, 1040}, mbps, 31 + hd + bs, hd, bs);
+  std::vector<int64_t> tables = p.tables;
+  tables[4 * mbps + 20] = 1u << 30;  // sequence 4: one block past the pool reads zeros on both paths
+  ferrum::Buffer q = upload(ctx, dt, ft::encode(dt, p.q)), kp = upload(ctx, dt, ft::encode(dt, p.k)),
+                 vp = upload(ctx, dt, ft::encode(dt, p.v));
+  ferrum::Buffer bt = upload_u32(ctx, tables), lens = upload_u32(ctx, p.lens);
+  const uint64_t n = p.S * p.nh * p.D;
+  std::vector<bytes> got;
+  for (const char* mode : {"1", "0"}) {
+    ::setenv("FERRUM_CUDA_DECODE_TMA", mode, 1);
+    ferrum::Buffer out = poisoned(ctx, dt, n);
+    ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = lens, .num_seqs = p.S, .max_kv_len = 6000, .num_heads = p.nh, .num_kv_heads = p.nkv, .head_dim = p.D, .block_size = p.bs, .max_num_blocks_per_seq = mbps, .scale = 0.0f, .sliding_window = window});
+    got.push_back(download(ctx, out, dt, n));
+  }
+  ::unsetenv("FERRUM_CUDA_DECODE_TMA");
+  CHECK(got[0] == got[1]);
+  // sequences 0..3 against the float64 reference (the reference sees the uncorrupted table)
+  std::vector<double> ref;
+  ferrum::ref::paged_attention_uniform(p.q, p.k, p.v, ref, p.tables, p.lens, p.S, p.nh, p.nkv, p.D, p.bs, mbps, 1, 0.0f,
+                                       window);
+  const std::vector<double> all = ft::decode(dt, got[0]);
+  const uint64_t rows4 = 4 * p.nh * p.D;
+  const ft::CompareResult r = ft::compare(std::vector<double>(all.begin(), all.begin() + rows4),
+                                          std::vector<double>(ref.begin(), ref.begin() + rows4), dt, p.D, 'F');
+  INFO(r.message);
+  CHECK(r.ok);
+
+  // Contiguous caches: one decode row per batch entry over 3001 keys.
+  const uint64_t B = 3, L = 3001, H = 8, nkv = 2;
+  const std::vector<double> cq = ft::normal_dtype(dt, B * H * hd, 0.0, 1.0, 61 + hd);
+  const std::vector<double> ck = ft::normal_dtype(dt, B * nkv * L * hd, 0.0, 1.0, 62 + hd);
+  const std::vector<double> cv = ft::normal_dtype(dt, B * nkv * L * hd, 0.0, 1.0, 63 + hd);
+  ferrum::Buffer dq = upload(ctx, dt, ft::encode(dt, cq)), dk = upload(ctx, dt, ft::encode(dt, ck)),
+                 dv = upload(ctx, dt, ft::encode(dt, cv));
+  std::vector<bytes> cgot;
+  for (const char* mode : {"1", "0"}) {
+    ::setenv("FERRUM_CUDA_DECODE_TMA", mode, 1);
+    ferrum::Buffer out = poisoned(ctx, dt, cq.size());
+    ctx.flash_attention({.q = dq, .k = dk, .v = dv, .out = out, .batch = B, .q_len = 1, .kv_len = L, .pos_offset = L - 1, .num_heads = H, .num_kv_heads = nkv, .head_dim = hd, .causal = true, .scale = 0.0f, .kv_seq_stride = 0, .sliding_window = window});
+    cgot.push_back(download(ctx, out, dt, cq.size()));
+  }
+  ::unsetenv("FERRUM_CUDA_DECODE_TMA");
+  CHECK(cgot[0] == cgot[1]);
+  std::vector<double> cref;
+  ferrum::ref::flash_attention(cq, ck, cv, cref, B, 1, L, L - 1, H, nkv, hd, true, 0.0f, 0, window);
+  const ft::CompareResult cr = ft::compare(ft::decode(dt, cgot[0]), cref, dt, hd, 'F');
+  INFO(cr.message);
+  CHECK(cr.ok);
 }
 
 TEST_CASE("paged attention: out-of-range device values never fault", "[cuda][paged]") {

@@ -80,6 +80,75 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// mbarrier and tensor-copy (TMA) helpers of the sm_90 decode path (flash_decode.cuh, kTma). The
+// bodies exist for sm_90 and later only; the host never launches a kTma kernel on an older device
+// (decode_tma_ok), and the sm_80 build traps if it ever did.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FERRUM_ATTN_SM90 1
+#endif
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+#ifdef FERRUM_ATTN_SM90
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+#endif
+}
+// Makes the barrier inits visible to the async proxy (the tensor copies complete on them).
+__device__ __forceinline__ void mbar_init_fence() {
+#ifdef FERRUM_ATTN_SM90
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+// One arrival that also announces `bytes` of tensor copies completing on the barrier's phase.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#ifdef FERRUM_ATTN_SM90
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+// One arrival, made when every cp.async this thread issued before it has landed (the barrier's
+// count includes it: .noinc).
+__device__ __forceinline__ void mbar_arrive_cp_async(uint64_t* bar) {
+#ifdef FERRUM_ATTN_SM90
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+#endif
+}
+// Waits until the barrier's phase of parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#ifdef FERRUM_ATTN_SM90
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  __trap();
+#endif
+}
+// Orders this thread's earlier generic-proxy shared-memory accesses before later tensor copies.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+#ifdef FERRUM_ATTN_SM90
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// Brings a tensor map (a __grid_constant__ kernel parameter) into the copy engine's cache ahead of use.
+__device__ __forceinline__ void tma_prefetch_map(const void* map) {
+#ifdef FERRUM_ATTN_SM90
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+#endif
+}
+// 3-D tiled tensor copy global -> shared (the map's box at coordinates c0, c1, c2), completing on bar.
+__device__ __forceinline__ void tma_load_3d(void* smem, const void* map, int32_t c0, int32_t c1, int32_t c2,
+                                            uint64_t* bar) {
+#ifdef FERRUM_ATTN_SM90
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+          smem_u32(smem)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
+
 // Two 8x8 b16 matrices transposed (addresses from lanes 0..15).
 __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], const void* smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"

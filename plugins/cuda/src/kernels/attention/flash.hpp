@@ -22,6 +22,7 @@
 // On-chip storage is per tile only (never proportional to kv_len).
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (KvMaps)
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -158,6 +159,36 @@ uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept;
                                         cudaStream_t stream) noexcept;
 
 // ---- per-head-dim launchers (explicit instances in flash_hd<N>.cu) ---------------------------
+// Tensor maps of the sm_90 decode path (flash_decode.cuh, kTma): the K and V caches as 3-D
+// tensors {head_dim, heads, rows} of 2-byte elements — element d of head h in row r at
+// base + ((r·heads + h)·head_dim + d)·2 — read in boxes of 64 × 1 × 16 (64 dimensions of 16 rows)
+// with the 128-byte swizzle. heads = the pool's KV heads (paged ferrum layout, rows = token slots)
+// or 1 (contiguous caches, rows = batch·kv_heads·S).
+struct KvMaps {
+  CUtensorMap k, v;
+  const void* k0 = nullptr;
+  const void* v0 = nullptr;
+  uint32_t heads = 1;
+  uint32_t div_m = 1, div_l = 0;  // r / heads = (umulhi(r, div_m) + r) >> div_l for r < 2^31
+};
+// Fills m for the caches at k / v: true on an sm_90+ device whose driver encodes tensor maps, for
+// head_dim 64 / 128 / 192 / 256, 16-byte-aligned bases and rows·heads < 2^31; false (the cp.async
+// path then runs) otherwise.
+bool make_kv_maps(KvMaps& m, const void* k, const void* v, uint64_t head_dim, uint64_t heads, uint64_t rows) noexcept;
+// Keys per split from which the decode uses the tensor copies (shapes only). Below it the CTA's
+// few tiles are latency-bound and the cp.async path measured 0.5 µs faster (H200, batch 1 × 1k / 4k
+// keys); from it on the copies measured 0.5–5 % faster (docs/perf-notes.md, "Paged decode round 8").
+inline constexpr uint64_t kDecodeTmaMinKeys = 1024;
+// FERRUM_CUDA_DECODE_TMA, read at each launch: unset (or any other value) = the tensor copies for
+// splits of at least kDecodeTmaMinKeys keys, "0" = never (the cp.async path), "1" = wherever they
+// apply (tests and A/B measurements).
+enum class DecodeTma { automatic, off, on };
+DecodeTma decode_tma_mode() noexcept;
+inline bool want_decode_tma(uint64_t bound, uint32_t splits) noexcept {
+  const DecodeTma m = decode_tma_mode();
+  return m == DecodeTma::on || (m == DecodeTma::automatic && bound / (splits ? splits : 1) >= kDecodeTmaMinKeys);
+}
+
 template <class T, int HD>
 Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
                      uint32_t* counters, cudaStream_t stream) noexcept;

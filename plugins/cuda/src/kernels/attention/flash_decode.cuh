@@ -644,11 +644,14 @@ struct DecodeMmaCfg {
   static_assert(sizeof(float) * (4 * 8 * kOwLd + 64) <= kSmemBytes, "merge buffer must fit the stages");
 };
 
-template <class T, int HD, class Src>
+template <class T, int HD, class Src, bool kTma = false>
 __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, uint32_t splits,
                                                                uint32_t head_chunks, float* part_o,
-                                                               float* part_lse, uint32_t* counters) {
+                                                               float* part_lse, uint32_t* counters,
+                                                               const __grid_constant__ KvMaps maps) {
   constexpr bool kQ = Src::kCodes;
+  static_assert(!kTma || (!kQ && !Src::kMayVt && HD % 64 == 0 && HasFlatRows<Src>::value),
+                "the tensor-copy path serves flat T rows of whole 64-element halves");
   using MT = std::conditional_t<kQ, __half, T>;  // the MMAs' operand type (kQ: f16, see below)
   using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt, kQ>;
   constexpr int kBN = Cfg::kBN, kLd = Cfg::kLd, kStages = Cfg::kStages;
@@ -714,6 +717,34 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   __shared__ ulonglong2 rows_s[2 * kBN];
   TileRows<Src, kBN, kChunks, Cfg::kThreads> tr;
   tr.slots = rows_s;
+  // kTma (sm_90): a stage is K rows then V rows, each [4 boxes of 16 keys][HD / 64 halves][16 rows]
+  // [128 bytes] with the 128-byte swizzle (16-byte chunk cc of a 128-byte row at cc ^ (row & 7)),
+  // 1024-byte aligned. Box b (keys 16b .. 16b + 15, one paged block: the host asks block_size % 16
+  // == 0) is warp b's: its lane 0 issues the box's tensor copies (HD / 64 per K and per V) when all
+  // its keys are visible and its block is in range; else the warp copies the rows 16 bytes at a
+  // time (zero rows from g_zero_row) into the same swizzled places. Either way the stage's mbarrier
+  // completes: its count is the 128 threads' cp.async arrivals plus each warp's lane-0 arrival with
+  // its copies' bytes.
+  constexpr int kHalves = HD / 64;
+  constexpr int kBoxBytes = 16 * 128;
+  constexpr int kRegion = kBN * HD * static_cast<int>(sizeof(T));
+  __shared__ __align__(8) uint64_t bars[kStages];
+  unsigned char* tbase = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem) + 1023) & ~uintptr_t{1023});
+  if constexpr (kTma) {
+    static_assert(2 * kRegion * kStages + 1024 <= Cfg::kSmemBytes, "swizzled stages must fit the padded ones");
+    if (tid == 0) {
+#pragma unroll
+      for (int st = 0; st < kStages; ++st) mbar_init(&bars[st], Cfg::kThreads + kBN / 16);
+      mbar_init_fence();
+      tma_prefetch_map(&maps.k);
+      tma_prefetch_map(&maps.v);
+    }  // visible to the other threads after the prologue's first barrier
+  }
+  // Byte offset of 16-byte chunk c of stage row r in a K or V region (kTma).
+  auto swz = [&](int r, int c) {
+    const int tok = r & 15;
+    return static_cast<uint32_t>((((r >> 4) * kHalves + (c >> 3)) * 16 + tok) * 128 + (((c & 7) ^ (tok & 7)) << 4));
+  };
   // The transposed-V chunks of this thread are keys 8·(tid % 8) .. + 7 of the tile (every d),
   // looked up when the tile is copied.
   // kQ: stage s = K codes, V codes, K scales, V scales; the T buffer after the stages.
@@ -723,6 +754,50 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   };
   auto load_tile = [&](int stage, int tile) {
     const uint64_t j0 = js + static_cast<uint64_t>(tile) * kBN;
+    if constexpr (kTma) {
+      unsigned char* kst = tbase + stage * 2 * kRegion;
+      unsigned char* vst = kst + kRegion;
+      const ulonglong2* sl = rows_s + (tile & 1) * kBN;
+      const unsigned char* kb = src.k_base(rw);
+      const unsigned char* vb = src.v_base(rw);
+      const uint64_t zk = reinterpret_cast<uint64_t>(g_zero_row) - reinterpret_cast<uint64_t>(kb);
+      static_assert(kBN / 16 == Cfg::kThreads / 32, "one 16-key box per warp");
+      // the box's 16 rows must be 16 consecutive rows of the map (a window may start a box inside a
+      // block; two blocks at most, as block_size >= 16: the end rows tell)
+      const uint64_t f = sl[16 * warp].x, l = sl[16 * warp + 15].x;
+      const bool ok = j0 + 16 * warp + 16 <= je && f != zk && l != zk &&
+                      l - f == uint64_t{15} * maps.heads * HD * sizeof(T);
+      if (!ok) {
+#pragma unroll 4
+        for (int i = lane; i < 16 * kChunks; i += 32) {
+          const int r = warp * 16 + i / kChunks, c = i % kChunks;
+          const ulonglong2 o = sl[r];
+          cp_async16(kst + swz(r, c), kb + o.x + c * 16);
+          cp_async16(vst + swz(r, c), vb + o.y + c * 16);
+        }
+      }
+      mbar_arrive_cp_async(&bars[stage]);
+      if (lane == 0) {
+        mbar_arrive_expect_tx(&bars[stage], ok ? 2u * kHalves * kBoxBytes : 0u);
+        if (ok) {
+          fence_proxy_async_smem();
+          // flat rows of the box's first key in the maps' [rows][heads][HD] view (< 2^31: host-checked)
+          const uint32_t rk = static_cast<uint32_t>(
+              (reinterpret_cast<uint64_t>(kb) - reinterpret_cast<uint64_t>(maps.k0) + sl[16 * warp].x) / (HD * sizeof(T)));
+          const uint32_t rv = static_cast<uint32_t>(
+              (reinterpret_cast<uint64_t>(vb) - reinterpret_cast<uint64_t>(maps.v0) + sl[16 * warp].y) / (HD * sizeof(T)));
+          const uint32_t tk = (__umulhi(rk, maps.div_m) + rk) >> maps.div_l;
+          const uint32_t tv = (__umulhi(rv, maps.div_m) + rv) >> maps.div_l;
+          const int32_t hk = static_cast<int32_t>(rk - tk * maps.heads), hv = static_cast<int32_t>(rv - tv * maps.heads);
+#pragma unroll
+          for (int h = 0; h < kHalves; ++h) {
+            tma_load_3d(kst + (warp * kHalves + h) * kBoxBytes, &maps.k, h * 64, hk, static_cast<int32_t>(tk), &bars[stage]);
+            tma_load_3d(vst + (warp * kHalves + h) * kBoxBytes, &maps.v, h * 64, hv, static_cast<int32_t>(tv), &bars[stage]);
+          }
+        }
+      }
+      return;
+    }
     if constexpr (kQ) {
       unsigned char* ck = code_k(stage);
       tr.copy(src, rw, tile & 1, ck, ck + kBN * Cfg::kCodeLd, Cfg::kCodeLd, false, tid);
@@ -777,7 +852,8 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
   int fv = kPow2Max;
 
   for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<kStages - 2>();
+    if constexpr (kTma) mbar_wait(&bars[t % kStages], static_cast<uint32_t>((t / kStages) & 1));
+    else cp_async_wait<kStages - 2>();
     __syncthreads();  // tile t landed; every warp is done with the stage refilled below
     {
       const int tn = t + kStages - 1;
@@ -816,7 +892,11 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
         }
       } else {
         uint32_t bb[4];
-        ldmatrix_x4(bb, ks + (warp * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
+        if constexpr (kTma)
+          ldmatrix_x4(bb, tbase + (t % kStages) * 2 * kRegion +
+                              swz(warp * 16 + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
+        else
+          ldmatrix_x4(bb, ks + (warp * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
         mma16816<T>(s[0], a, bb[0], bb[1]);
         mma16816<T>(s[1], a, bb[2], bb[3]);
       }
@@ -898,7 +978,11 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 #pragma unroll
       for (int dn = 0; dn < HD / 16; ++dn) {
         uint32_t bb[4];
-        ldmatrix_x4_trans(bb, vs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + dn * 16 + (lane >> 4) * 8);
+        if constexpr (kTma)
+          ldmatrix_x4_trans(bb, tbase + (t % kStages) * 2 * kRegion + kRegion +
+                                    swz(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, dn * 2 + (lane >> 4)));
+        else
+          ldmatrix_x4_trans(bb, vs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + dn * 16 + (lane >> 4) * 8);
         mma16816<T>(o[2 * dn], a, bb[0], bb[1]);
         mma16816<T>(o[2 * dn + 1], a, bb[2], bb[3]);
       }
@@ -971,7 +1055,8 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
 // × head chunks): tensor cores for F16/BF16, the SIMT kernel for F32.
 template <class T, int HD, class Src>
 Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* part_o, float* part_lse,
-                         uint32_t* counters, cudaStream_t stream, const char* what) noexcept {
+                         uint32_t* counters, cudaStream_t stream, const char* what,
+                         const KvMaps* maps = nullptr) noexcept {
   const uint64_t group = src.H / src.nkv;
   const uint32_t head_chunks = static_cast<uint32_t>((group + kDecodeHeadChunk - 1) / kDecodeHeadChunk);
   const uint64_t gx = rows * splits, gy = src.nkv * head_chunks;
@@ -980,11 +1065,24 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
                        static_cast<unsigned long long>(gx), static_cast<unsigned long long>(gy));
   if constexpr (!std::is_same_v<T, float>) {
     using Cfg = DecodeMmaCfg<T, HD, Src::kMayVt, Src::kCodes>;
-    auto kernel = flash_decode_mma_kernel<T, HD, Src>;
+    auto kernel = flash_decode_mma_kernel<T, HD, Src, false>;
+    if constexpr (!Src::kCodes && !Src::kMayVt && HD % 64 == 0 && HasFlatRows<Src>::value) {
+      // Only code built for sm_90 has the tensor copies (an sm_80 build JIT-compiled on a Hopper
+      // card would trap): the kernel's PTX version says which one the device runs.
+      static const bool sm90_code = [] {
+        cudaFuncAttributes fa{};
+        const bool ok = cudaFuncGetAttributes(&fa, flash_decode_mma_kernel<T, HD, Src, true>) == cudaSuccess &&
+                        fa.ptxVersion >= 90;
+        (void)cudaGetLastError();
+        return ok;
+      }();
+      if (maps != nullptr && sm90_code) kernel = flash_decode_mma_kernel<T, HD, Src, true>;
+    }
+    static const KvMaps kNoMaps{};
     FERRUM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Cfg::kSmemBytes)));
     kernel<<<static_cast<unsigned>(gx * gy), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-        src, splits, head_chunks, part_o, part_lse, counters);
+        src, splits, head_chunks, part_o, part_lse, counters, maps != nullptr ? *maps : kNoMaps);
     FERRUM_CUDA_LAUNCH_CHECK("flash_decode_mma_kernel");
   } else {
     using Cfg = DecodeCfg<T, HD>;
@@ -1001,8 +1099,16 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
 template <class T, int HD>
 Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
                      uint32_t* counters, cudaStream_t stream) noexcept {
+  // sm_90 tensor copies for the one-allocation caches [batch, nkv, S, HD] (not the per-item forms)
+  // (long splits only unless FERRUM_CUDA_DECODE_TMA says otherwise; the bound of choose_splits)
+  uint64_t bound = p.len_source == LenSource::host ? p.kv_len : p.len_bound;
+  if (p.causal && p.window && p.window < bound) bound = p.window;
+  KvMaps maps;
+  const bool tma = !std::is_same_v<T, float> && HD % 64 == 0 && p.len_source != LenSource::per_item &&
+                   want_decode_tma(bound, splits) &&
+                   make_kv_maps(maps, p.k, p.v, HD, 1, p.batch * p.num_kv_heads * p.S);
   return launch_decode_src<T, HD>(FlashSrc<T, HD>(p), p.batch * p.q_len, splits, part_o, part_lse, counters, stream,
-                                  "flash_attention");
+                                  "flash_attention", tma ? &maps : nullptr);
 }
 
 }  // namespace ferrum::cuda::attn

@@ -1,9 +1,12 @@
 // ferrum CUDA plugin — attention path choice, split count and scratch layout (see flash.hpp;
 // the deterministic split-KV merge runs inside the decode kernels, flash_decode.cuh).
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "common.cuh"
@@ -103,6 +106,54 @@ Status flash_attention(const FlashParams& p, int sm_count, void* scratch, cudaSt
     using T = typename decltype(tag)::type;
     return launch_head_dim<T>(p, splits, part_o, part_lse, counters, stream);
   });
+}
+
+DecodeTma decode_tma_mode() noexcept {
+  const char* e = std::getenv("FERRUM_CUDA_DECODE_TMA");
+  if (e != nullptr && std::strcmp(e, "0") == 0) return DecodeTma::off;
+  if (e != nullptr && std::strcmp(e, "1") == 0) return DecodeTma::on;
+  return DecodeTma::automatic;
+}
+
+bool make_kv_maps(KvMaps& m, const void* k, const void* v, uint64_t head_dim, uint64_t heads, uint64_t rows) noexcept {
+  // The driver's encoder, looked up once through the runtime (no link against libcuda).
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    (void)cudaGetLastError();
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  if (encode == nullptr || k == nullptr || v == nullptr) return false;
+  if (head_dim % 64 != 0 || head_dim > 256 || heads == 0 || rows == 0 || heads >= (uint64_t{1} << 31) ||
+      rows >= (uint64_t{1} << 31) / heads)
+    return false;
+  if ((reinterpret_cast<uintptr_t>(k) | reinterpret_cast<uintptr_t>(v)) % 16 != 0) return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (major < 9) return false;
+  const cuuint64_t dims[3] = {head_dim, heads, rows};
+  const cuuint64_t strides[2] = {head_dim * 2, heads * head_dim * 2};
+  const cuuint32_t box[3] = {64, 1, 16};
+  const cuuint32_t estr[3] = {1, 1, 1};
+  for (int i = 0; i < 2; ++i) {
+    if (encode(i == 0 ? &m.k : &m.v, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, const_cast<void*>(i == 0 ? k : v), dims, strides,
+               box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+      return false;
+  }
+  m.k0 = k;
+  m.v0 = v;
+  m.heads = static_cast<uint32_t>(heads);
+  m.div_l = 0;  // Granlund–Montgomery: l = ceil(log2 heads), m = floor(2^32·(2^l − heads) / heads) + 1
+  while ((uint64_t{1} << m.div_l) < heads) ++m.div_l;
+  m.div_m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << m.div_l) - heads)) / heads + 1);
+  return true;
 }
 
 }  // namespace ferrum::cuda::attn

@@ -291,8 +291,18 @@ Status launch_paged_decode(const PagedParams& p, uint64_t rows, uint32_t splits,
   if (p.vllm)
     return launch_decode_src<T, HD>(PagedSrc<T, HD, true>(p), rows, splits, part_o, part_lse, counters, stream,
                                     "paged attention");
+  // sm_90 tensor copies of whole 16-key boxes (one box inside one block: block_size % 16 == 0)
+  // (long splits only unless FERRUM_CUDA_DECODE_TMA says otherwise; the bound of paged_splits)
+  const uint64_t cap = p.bt_stride > UINT64_MAX / p.block_size ? UINT64_MAX : p.bt_stride * p.block_size;
+  uint64_t bound = p.len_bound < cap ? p.len_bound : cap;
+  if (p.window && p.window < bound) bound = p.window;
+  KvMaps maps;
+  const bool tma = !std::is_same_v<T, float> && HD % 64 == 0 && p.block_size % 16 == 0 &&
+                   want_decode_tma(bound, splits) &&
+                   p.num_blocks <= UINT64_MAX / p.block_size &&
+                   make_kv_maps(maps, p.k_pool, p.v_pool, HD, p.num_kv_heads, p.num_blocks * p.block_size);
   return launch_decode_src<T, HD>(PagedSrc<T, HD, false>(p), rows, splits, part_o, part_lse, counters, stream,
-                                  "paged attention");
+                                  "paged attention", tma ? &maps : nullptr);
 }
 
 }  // namespace ferrum::cuda::attn
