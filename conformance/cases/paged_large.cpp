@@ -34,13 +34,16 @@ struct Batch {
   std::vector<uint64_t> L, qlen;
   uint64_t shared = 0;  // shared prefix blocks (each L[s] must exceed shared·bs when > 0)
   uint64_t seed = 1;
+  uint64_t window = 0;  // sliding window (0: none)
 };
 
 std::string batch_name(const Batch& b) {
   const uint64_t maxL = *std::max_element(b.L.begin(), b.L.end());
   const uint64_t toks = std::accumulate(b.L.begin(), b.L.end(), uint64_t{0});
-  return fmt("nh %llu nkv %llu hd %llu bs %llu, %zu seqs, max L %llu, %llu kv tokens, shared prefix %llu blocks",
-             (ull)b.nh, (ull)b.nkv, (ull)b.D, (ull)b.bs, b.L.size(), (ull)maxL, (ull)toks, (ull)b.shared);
+  std::string r = fmt("nh %llu nkv %llu hd %llu bs %llu, %zu seqs, max L %llu, %llu kv tokens, shared prefix %llu blocks",
+                      (ull)b.nh, (ull)b.nkv, (ull)b.D, (ull)b.bs, b.L.size(), (ull)maxL, (ull)toks, (ull)b.shared);
+  if (b.window) r += fmt(", window %llu", (ull)b.window);
+  return r;
 }
 
 struct Pools {
@@ -101,14 +104,14 @@ void run_batch(Run& run, const Batch& b, Op op) {
     case Op::batched:
     case Op::v2: {
       if (op == Op::decode)
-        run.ctx.paged_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = p.S, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .q_len = b.qlen[0], .scale = 0.0f, .sliding_window = 0});
+        run.ctx.paged_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = p.S, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .q_len = b.qlen[0], .scale = 0.0f, .sliding_window = b.window});
       else if (op == Op::batched)
         run.ctx.paged_batched_decode_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .valid_kv_lens = lens, .num_seqs = p.S, .max_kv_len = maxkv, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .scale = 0.0f,
-                                               .sliding_window = 0});
+                                               .sliding_window = b.window});
       else
-        run.ctx.paged_decode_attention_v2({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = p.S, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .max_seq_len = maxkv, .scale = 0.0f, .sliding_window = 0});
+        run.ctx.paged_decode_attention_v2({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .block_tables = bt, .context_lens = lens, .num_seqs = p.S, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .max_seq_len = maxkv, .scale = 0.0f, .sliding_window = b.window});
       fr::paged_attention_uniform(p.q, p.k_pool, p.v_pool, ref, p.block_tables, p.seq_lens, p.S, b.nh, b.nkv, b.D, b.bs,
-                                  p.mbps, b.qlen[0], 0.0f, 0, layout, x);
+                                  p.mbps, b.qlen[0], 0.0f, b.window, layout, x);
       run.check("out", out, ref, rl);
       return;
     }
@@ -121,12 +124,12 @@ void run_batch(Run& run, const Batch& b, Op op) {
       const uint64_t maxq = *std::max_element(b.qlen.begin(), b.qlen.end());
       if (fa2)
         run.ctx.paged_varlen_attention_fa2_ffi({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .lse = lse, .cu_seqlens_q = cu, .seq_lens = offs, .block_tables = bt, .num_seqs = p.S, .total_q_tokens = p.M, .max_q_len = maxq, .max_kv_len = maxkv, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D,
-                                               .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .scale = 0.0f, .sliding_window = 0});
+                                               .block_size = b.bs, .max_num_blocks_per_seq = p.mbps, .scale = 0.0f, .sliding_window = b.window});
       else
         run.ctx.paged_varlen_attention({.q = q, .k_pool = kp, .v_pool = vp, .out = out, .cu_seqlens_q = cu, .pos_offsets = offs, .block_tables = bt, .num_seqs = p.S, .total_q_tokens = p.M, .max_kv_len = maxkv, .num_heads = b.nh, .num_kv_heads = b.nkv, .head_dim = b.D, .block_size = b.bs, .max_num_blocks_per_seq = p.mbps,
-                                       .scale = 0.0f, .sliding_window = 0});
+                                       .scale = 0.0f, .sliding_window = b.window});
       fr::paged_attention_varlen(p.q, p.k_pool, p.v_pool, ref, fa2 ? &lse_ref : nullptr, p.cu, fa2 ? p.seq_lens : p.pos,
-                                 p.block_tables, p.S, p.M, b.nh, b.nkv, b.D, b.bs, p.mbps, 0.0f, 0, fa2, layout, x);
+                                 p.block_tables, p.S, p.M, b.nh, b.nkv, b.D, b.bs, p.mbps, 0.0f, b.window, fa2, layout, x);
       run.check("out", out, ref, rl);
       if (fa2) {
         const vec got = run.download(lse, b.nh * p.M);
@@ -161,6 +164,10 @@ const std::vector<Batch> kLongDecode = {
     {8, 2, 128, 16, {32800, 45}, {4, 4}, 0, 12},
     // A 130-query step (prefill tiles) at the end of a 5 000-key sequence and of a 131-key one.
     {8, 1, 64, 16, {5000, 131}, {130, 130}, 0, 14},
+    // Sliding windows whose first key falls inside a block (a 16-key run of keys then spans two
+    // blocks): 32 771 and 5 001 keys under a 2 333-key window; block size 32 under a 1 000-key one.
+    {8, 2, 128, 16, {32771, 5001}, {1, 1}, 0, 15, 2333},
+    {4, 2, 64, 32, {9001, 1000}, {1, 1}, 0, 16, 1000},
 };
 const std::vector<Batch> kManySeqs = {
     // 256 sequences of 17..700 keys, 8 shared prefix blocks (128 tokens), GQA 4.
@@ -181,6 +188,8 @@ std::vector<Batch> varlen_batches() {
   // Prefill chunks (tiles of 64 queries, partial last tiles) next to decodes and short chunks,
   // one chunk longer than its cached prefix.
   r.push_back({8, 2, 128, 16, {700, 301, 1500, 9, 77}, {200, 250, 513, 1, 5}, 1, 35});
+  // Decode rows under a window whose first key falls inside a block.
+  r.push_back({8, 2, 128, 16, {20003, 4001}, {1, 1}, 0, 38, 1111});
   return r;
 }
 
