@@ -58,6 +58,10 @@ TEMPLATE_TEST_CASE("f16 / bf16 gemm at small m: every row has the m = 1 bits, th
     for (uint64_t j = 0; j < 19; ++j) {
       const T w = from_float<T>(of[j]);
       REQUIRE(std::memcmp(&o[j], &w, sizeof(T)) == 0);
+      // and each output (four rows per step on AVX2, then a remainder) is the single-row dot's
+      const T h = from_float<T>(cpu::gemm_dot_half(af.data(), b.data() + j * k, k));
+      REQUIRE(std::memcmp(&o[j], &h, sizeof(T)) == 0);
+      REQUIRE(of[j] == cpu::gemm_dot(af.data(), bf.data() + j * k, k));
     }
   }
 }

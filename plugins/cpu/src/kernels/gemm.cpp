@@ -397,22 +397,22 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void dot_step_avx
                                                                                  const float* const* a,
                                                                                  const Y* const* b, uint64_t p, int q) {
   __m256 av[RA], bv[RB];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int i = 0; i < RA; ++i) av[i] = _mm256_loadu_ps(a[i] + p);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int j = 0; j < RB; ++j) bv[j] = widen8(b[j] + p);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int i = 0; i < RA; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int j = 0; j < RB; ++j) s[i][j][q] = _mm256_fmadd_ps(av[i], bv[j], s[i][j][q]);
 }
 template <int RA, int RB, class Y>
 __attribute__((target("avx2,fma,f16c"))) void dot_block_avx2(const float* const* a, const Y* const* b, uint64_t k,
                                                              float* out) {
   __m256 s[RA][RB][2];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int i = 0; i < RA; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int j = 0; j < RB; ++j) s[i][j][0] = s[i][j][1] = _mm256_setzero_ps();
   uint64_t p = 0;
   for (; p + 16 <= k; p += 16) {
@@ -423,7 +423,9 @@ __attribute__((target("avx2,fma,f16c"))) void dot_block_avx2(const float* const*
     dot_step_avx2<RA, RB>(s, a, b, p, 0);
     p += 8;
   }
+#pragma GCC unroll 4
   for (int i = 0; i < RA; ++i) {
+#pragma GCC unroll 4
     for (int j = 0; j < RB; ++j) {
       alignas(32) float l[8];
       _mm256_store_ps(l, _mm256_add_ps(s[i][j][0], s[i][j][1]));
@@ -438,6 +440,13 @@ __attribute__((target("avx2,fma,f16c"))) float dot_avx2(const float* x, const Y*
   float r;
   dot_block_avx2<1, 1, Y>(&x, &y, k, &r);
   return r;
+}
+// m = 1: one x against four rows of b (out[j] = dot_avx2(x, b[j], k) bit for bit): 8 independent
+// FMA chains instead of 2 (one row's two accumulators wait on the FMA latency), x loaded once per
+// step for the four rows.
+template <class Y>
+__attribute__((target("avx2,fma,f16c"))) void dot4_avx2(const float* x, const Y* const* b, uint64_t k, float* out) {
+  dot_block_avx2<1, 4, Y>(&x, b, k, out);
 }
 __attribute__((target("avx2,fma,f16c"))) void dot_block_avx2_any(int ra, int rb, const float* const* a,
                                                                  const float* const* b, uint64_t k, float* out) {
@@ -514,6 +523,11 @@ struct Kernels {
   float (*dot_bf16)(const float*, const bf16*, uint64_t) = nullptr;
   // Blocks of up to 2 × 2 dots with `dot`'s bits (AVX-512), or NULL.
   void (*dot_block)(int, int, const float* const*, const float* const*, uint64_t, float*) = nullptr;
+  // m = 1 (AVX2): one x against four b rows, each output with the bits of `dot` (f32 rows) /
+  // `dot_f16` / `dot_bf16`, or NULL.
+  void (*dot4)(const float*, const float* const*, uint64_t, float*) = nullptr;
+  void (*dot4_f16)(const float*, const f16* const*, uint64_t, float*) = nullptr;
+  void (*dot4_bf16)(const float*, const bf16* const*, uint64_t, float*) = nullptr;
   // The same over bf16 pairs (AVX512-BF16; k / 2 pairs), or NULL.
   void (*dot_pairs)(int, int, const bf16* const*, const bf16* const*, uint64_t, float*) = nullptr;
   const char* name = "generic";
@@ -538,10 +552,13 @@ const Kernels& kernels() {
       r.micro = micro_avx2;
       r.dot = dot_avx2<float>;  // (no F16C instruction in the f32 instances)
       r.dot_block = dot_block_avx2_any;
+      r.dot4 = dot4_avx2<float>;
       r.name = "avx2_fma";
       if (has_f16c()) {  // (the bf16 instance needs none either; one target keeps them together)
         r.dot_f16 = dot_avx2<f16>;
         r.dot_bf16 = dot_avx2<bf16>;
+        r.dot4_f16 = dot4_avx2<f16>;
+        r.dot4_bf16 = dot4_avx2<bf16>;
       }
     }
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -551,6 +568,9 @@ const Kernels& kernels() {
       r.dot_f16 = dot_half_avx512<f16>;
       r.dot_bf16 = dot_half_avx512<bf16>;
       r.dot_block = dot_block_avx512_any;
+      r.dot4 = nullptr;  // (the AVX-512 dots have their own order)
+      r.dot4_f16 = nullptr;
+      r.dot4_bf16 = nullptr;
       r.name = "avx512";
       r.mr = 14;
       r.nr = 32;
@@ -840,9 +860,20 @@ void gemm_small_m(const T* a, const T* b, T* out, uint64_t m, uint64_t n, uint64
       return;
     }
     float (*dot_half)(const float*, const T*, uint64_t) = nullptr;
-    if constexpr (std::is_same_v<T, f16>) dot_half = kernels().dot_f16;
-    if constexpr (std::is_same_v<T, bf16>) dot_half = kernels().dot_bf16;
-    for (uint64_t j = j_begin; j < j_end; ++j) {
+    void (*dot4)(const float*, const T* const*, uint64_t, float*) = nullptr;
+    if constexpr (std::is_same_v<T, float>) dot4 = kernels().dot4;
+    if constexpr (std::is_same_v<T, f16>) dot_half = kernels().dot_f16, dot4 = kernels().dot4_f16;
+    if constexpr (std::is_same_v<T, bf16>) dot_half = kernels().dot_bf16, dot4 = kernels().dot4_bf16;
+    uint64_t j_first = j_begin;
+    if (m == 1 && dot4) {  // four rows at a time, each with the single-row dot's bits
+      for (; j_first + 4 <= j_end; j_first += 4) {
+        const T* bj[4] = {b + j_first * k, b + (j_first + 1) * k, b + (j_first + 2) * k, b + (j_first + 3) * k};
+        float r[4];
+        dot4(arows, bj, k, r);
+        for (int c = 0; c < 4; ++c) out[j_first + c] = from_float<T>(r[c]);
+      }
+    }
+    for (uint64_t j = j_first; j < j_end; ++j) {
       if (dot_half && m == 1) {  // same bits as widening the row and calling dot, half the bytes
         out[j] = from_float<T>(dot_half(arows, b + j * k, k));
         continue;
