@@ -8,7 +8,11 @@
 // with exact activations (dtype f32) and with load_quant's act_precision = FERRUM_QUANT_ACT_Q8
 // (dtype q8act: 8-bit activations, as ggml computes; docs/spec.md §11.2).
 //
-//   ferrum-vs-ggml [--threads 2] [--rounds 3] [--quick] [--only GLOB] [--m 1,16,128] [--json FILE]
+//   ferrum-vs-ggml [--threads 2] [--rounds 3] [--quick] [--only GLOB] [--m 1,16,128] [--rotate N] [--json FILE]
+//
+// --rotate N: the gemm / GGUF cases with m <= 16 (where the weight bytes are the cost) hold N copies
+// of their weights in both libraries and use them in turn, so a call does not find its matrix in
+// the L3 from the call before (a model's layers never reuse one matrix back to back); default 1.
 //
 // Not a test and not a CI dependency: scripts/bench-vs-ggml builds and runs it.
 #include <fnmatch.h>
@@ -37,6 +41,7 @@ using Clock = std::chrono::steady_clock;
 struct Options {
   int threads = 2;
   int rounds = 3;
+  int rotate = 1;  // weight copies per m <= 16 case (1: one matrix, reused call after call)
   bool quick = false;
   std::string only = "*";
   std::vector<int64_t> ms;  // --m: the m values of the GGUF and gemm rows (default 1, 16, 128 / 512)
@@ -132,6 +137,14 @@ struct Row {
 struct Case {
   Row row;
   std::unique_ptr<GgmlGraph> g;
+  // --rotate: the same graph over further copies of the weights, timed in turn with g (so no call
+  // finds its weights in the cache from the call before); the outputs are compared on g only.
+  std::vector<std::unique_ptr<GgmlGraph>> g_more;
+  size_t turn = 0;
+  void run_ggml() {
+    const size_t i = turn++ % (g_more.size() + 1);
+    (i == 0 ? g : g_more[i - 1])->run();
+  }
   std::function<void()> ferrum_run;
   std::function<std::vector<float>()> ferrum_out;
   std::function<std::vector<float>(const std::vector<float>&)> ggml_to_ferrum_layout;  // identity if empty
@@ -169,6 +182,7 @@ int main(int argc, char** argv) {
     if (a == "--threads") opt.threads = std::max(1, std::atoi(next().c_str()));
     else if (a == "--rounds") opt.rounds = std::max(1, std::atoi(next().c_str()));
     else if (a == "--quick") opt.quick = true;
+    else if (a == "--rotate") opt.rotate = std::clamp(std::atoi(next().c_str()), 1, 16);
     else if (a == "--only") opt.only = next();
     else if (a == "--json") opt.json = next();
     else if (a == "--m") {
@@ -184,7 +198,7 @@ int main(int argc, char** argv) {
         p = q + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: ferrum-vs-ggml [--threads N] [--rounds N] [--quick] [--only GLOB] [--m LIST] [--json FILE]\n");
+      std::fprintf(stderr, "usage: ferrum-vs-ggml [--threads N] [--rounds N] [--quick] [--only GLOB] [--m LIST] [--rotate N] [--json FILE]\n");
       return 2;
     }
   }
@@ -217,33 +231,42 @@ int main(int argc, char** argv) {
         c.row = {std::string("gguf_matmul.") + ggml_type_name(qt), "m" + std::to_string(m) + ".n" + std::to_string(N) + ".k4096", "f32"};
         if (!want(c.row.op, c.row.shape)) continue;
         const std::vector<float> w = random_vec(N * K, ++seed), x = random_vec(m * K, ++seed);
-        c.g = std::make_unique<GgmlGraph>(N * K * 2 + m * (K + N) * 8 + (64 << 20));
-        ggml_tensor* W = tensor_from(c.g->ctx, qt, w, K, N);
-        ggml_tensor* X = tensor_from(c.g->ctx, GGML_TYPE_F32, x, K, m);
-        c.g->finish(ggml_mul_mat(c.g->ctx, W, X), opt.threads);
+        const int copies = m <= 16 ? opt.rotate : 1;
+        ggml_tensor* W = nullptr;
+        for (int cp = 0; cp < copies; ++cp) {
+          auto g = std::make_unique<GgmlGraph>(N * K * 2 + m * (K + N) * 8 + (64 << 20));
+          ggml_tensor* Wc = tensor_from(g->ctx, qt, w, K, N);
+          ggml_tensor* X = tensor_from(g->ctx, GGML_TYPE_F32, x, K, m);
+          g->finish(ggml_mul_mat(g->ctx, Wc, X), opt.threads);
+          if (cp == 0) W = Wc, c.g = std::move(g);
+          else c.g_more.push_back(std::move(g));
+        }
         const size_t wbytes = ggml_nbytes(W);
         c.row.bytes = static_cast<double>(wbytes) + 4.0 * m * (K + N);
         c.row.flops = 2.0 * m * N * K;
         auto load = [&](int32_t act) {
-          return std::make_shared<ferrum::QWeight>(c32.load_quant(
-              {.quant_type = static_cast<int32_t>(qt),
-               .bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(W->data), wbytes),
-               .n_rows = static_cast<uint64_t>(N),
-               .n_cols = static_cast<uint64_t>(K),
-               .act_precision = act}));
+          auto v = std::make_shared<std::vector<ferrum::QWeight>>();
+          for (int cp = 0; cp < copies; ++cp)
+            v->push_back(c32.load_quant({.quant_type = static_cast<int32_t>(qt),
+                                         .bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(W->data), wbytes),
+                                         .n_rows = static_cast<uint64_t>(N),
+                                         .n_cols = static_cast<uint64_t>(K),
+                                         .act_precision = act}));
+          return v;
         };
         auto qw = load(FERRUM_QUANT_ACT_EXACT), qw8 = load(FERRUM_QUANT_ACT_Q8);
         auto xa = std::make_shared<ferrum::Buffer>(c32.from_slice(x));
         auto ya = std::make_shared<ferrum::Buffer>(c32.alloc_typed(ferrum::Dtype::f32, m * N));
         const uint64_t mu = m, nu = N;
-        c.ferrum_run = [&c32, qw, xa, ya, mu] {
-          c32.gguf_matmul({.a = *xa, .weight = *qw, .out = *ya, .m = mu});
+        auto turn = std::make_shared<size_t>(0);
+        c.ferrum_run = [&c32, qw, xa, ya, mu, turn] {
+          c32.gguf_matmul({.a = *xa, .weight = (*qw)[(*turn)++ % qw->size()], .out = *ya, .m = mu});
           c32.sync();
         };
         c.ferrum_out = [&c32, ya, mu, nu] { return c32.to_vec(*ya, mu * nu); };
         c.alt_dtype = "q8act";
-        c.alt_run = [&c32, qw8, xa, ya, mu] {
-          c32.gguf_matmul({.a = *xa, .weight = *qw8, .out = *ya, .m = mu});
+        c.alt_run = [&c32, qw8, xa, ya, mu, turn] {
+          c32.gguf_matmul({.a = *xa, .weight = (*qw8)[(*turn)++ % qw8->size()], .out = *ya, .m = mu});
           c32.sync();
         };
         c.alt_out = c.ferrum_out;
@@ -260,21 +283,28 @@ int main(int argc, char** argv) {
       c.row = {"gemm", "m" + std::to_string(m) + ".n4096.k4096", dtype_name(wt)};
       if (!want(c.row.op, c.row.shape)) continue;
       const std::vector<float> w = random_vec(N * K, ++seed), x = random_vec(m * K, ++seed);
-      c.g = std::make_unique<GgmlGraph>(N * K * 4 + m * (K + N) * 8 + (64 << 20));
-      ggml_tensor* W = tensor_from(c.g->ctx, wt, w, K, N);
-      ggml_tensor* X = tensor_from(c.g->ctx, GGML_TYPE_F32, x, K, m);
-      c.g->finish(ggml_mul_mat(c.g->ctx, W, X), opt.threads);
+      const int copies = m <= 16 ? opt.rotate : 1;
+      for (int cp = 0; cp < copies; ++cp) {
+        auto g = std::make_unique<GgmlGraph>(N * K * 4 + m * (K + N) * 8 + (64 << 20));
+        ggml_tensor* W = tensor_from(g->ctx, wt, w, K, N);
+        ggml_tensor* X = tensor_from(g->ctx, GGML_TYPE_F32, x, K, m);
+        g->finish(ggml_mul_mat(g->ctx, W, X), opt.threads);
+        if (cp == 0) c.g = std::move(g);
+        else c.g_more.push_back(std::move(g));
+      }
       const double esz = wt == GGML_TYPE_F32 ? 4 : 2;
       c.row.bytes = esz * (N * K + m * K + m * N);
       c.row.flops = 2.0 * m * N * K;
       ferrum::Context& fc = ctx_for(wt);
       const ferrum::Dtype dt = dtype_of_ggml(wt);
-      auto wb = std::make_shared<ferrum::Buffer>(upload(fc, dt, w));
+      auto wb = std::make_shared<std::vector<ferrum::Buffer>>();
+      for (int cp = 0; cp < copies; ++cp) wb->push_back(upload(fc, dt, w));
       auto xb = std::make_shared<ferrum::Buffer>(upload(fc, dt, x));
       auto yb = std::make_shared<ferrum::Buffer>(fc.alloc_typed(dt, m * N));
       const uint64_t mu = m, nu = N, ku = K;
-      c.ferrum_run = [&fc, wb, xb, yb, mu, nu, ku] {
-        fc.gemm({.a = *xb, .b = *wb, .out = *yb, .m = mu, .n = nu, .k = ku});
+      auto turn = std::make_shared<size_t>(0);
+      c.ferrum_run = [&fc, wb, xb, yb, mu, nu, ku, turn] {
+        fc.gemm({.a = *xb, .b = (*wb)[(*turn)++ % wb->size()], .out = *yb, .m = mu, .n = nu, .k = ku});
         fc.sync();
       };
       c.ferrum_out = [&fc, yb, mu, nu] { return fc.to_vec(*yb, mu * nu); };
@@ -408,7 +438,7 @@ int main(int argc, char** argv) {
   }
   for (int r = 0; r < opt.rounds; ++r)
     for (Case& c : cases) {
-      c.row.t_ggml.push_back(time_call([&] { c.g->run(); }));
+      c.row.t_ggml.push_back(time_call([&] { c.run_ggml(); }));
       c.row.t_ferrum.push_back(time_call(c.ferrum_run));
       if (c.alt_run) c.row.t_alt.push_back(time_call(c.alt_run));
     }
@@ -422,14 +452,14 @@ int main(int argc, char** argv) {
     if (std::fscanf(f, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3) load[0] = -1;
     std::fclose(f);
   }
-  std::printf("ferrum-vs-ggml: %d threads, %d interleaved rounds, load %.2f %.2f %.2f, read bandwidth %.1f GB/s "
-              "(%d threads)\n",
-              opt.threads, opt.rounds, load[0], load[1], load[2], read_gbs, opt.threads);
+  std::printf("ferrum-vs-ggml: %d threads, %d interleaved rounds, %d weight copies (m <= 16), load %.2f %.2f %.2f, "
+              "read bandwidth %.1f GB/s (%d threads)\n",
+              opt.threads, opt.rounds, opt.rotate, load[0], load[1], load[2], read_gbs, opt.threads);
   std::printf("%-22s %-24s %-5s %11s %11s %7s %9s %9s %9s\n", "op", "shape", "dtype", "ggml_us", "ferrum_us",
               "ratio", "ferrumGB/s", "GFLOP/s", "rel_l2");
   FILE* js = opt.json.empty() ? nullptr : std::fopen(opt.json.c_str(), "w");
-  if (js) std::fprintf(js, "{\"threads\": %d, \"rounds\": %d, \"load1\": %.2f, \"read_gbs\": %.2f, \"rows\": [\n",
-                       opt.threads, opt.rounds, load[0], read_gbs);
+  if (js) std::fprintf(js, "{\"threads\": %d, \"rounds\": %d, \"rotate\": %d, \"load1\": %.2f, \"read_gbs\": %.2f, \"rows\": [\n",
+                       opt.threads, opt.rounds, opt.rotate, load[0], read_gbs);
   bool first = true;
   auto print = [&](const Row& row, const std::string& dtype, double tg, double tf, double err) {
     std::printf("%-22s %-24s %-5s %11.1f %11.1f %7.2f %9.1f %9.1f %9.2e\n", row.op.c_str(), row.shape.c_str(),
