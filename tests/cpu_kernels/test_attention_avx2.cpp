@@ -56,41 +56,11 @@ std::vector<T> run(const Case& c, const std::vector<T>& q, const std::vector<T>&
   return out;
 }
 
-// float64 softmax attention (keys j with j <= p when causal, j > p − window when windowed).
+// The float64 reference (kernel_test_util.hpp) at this file's shapes (default scale).
 template <class T>
 std::vector<double> reference(const Case& c, const std::vector<T>& q, const std::vector<T>& k, const std::vector<T>& v) {
-  const uint64_t S = c.stride ? c.stride : c.kv_len;
-  const double sigma = 1 / std::sqrt(static_cast<double>(c.hd));
-  std::vector<double> ref(q.size(), 0.0);
-  for (uint64_t b = 0; b < c.batch; ++b)
-    for (uint64_t h = 0; h < c.nh; ++h) {
-      const uint64_t kvh = h / (c.nh / c.nkv);
-      for (uint64_t i = 0; i < c.q_len; ++i) {
-        const int64_t p = static_cast<int64_t>(c.pos_offset + i);
-        const uint64_t qo = ((b * c.nh + h) * c.q_len + i) * c.hd;
-        std::vector<double> s;
-        std::vector<uint64_t> js;
-        for (uint64_t j = 0; j < c.kv_len; ++j) {
-          if (c.causal && static_cast<int64_t>(j) > p) continue;
-          if (c.window && static_cast<int64_t>(j) < p - static_cast<int64_t>(c.window) + 1) continue;
-          double dot = 0;
-          for (uint64_t d = 0; d < c.hd; ++d)
-            dot += static_cast<double>(to_float(q[qo + d])) * to_float(k[((b * c.nkv + kvh) * S + j) * c.hd + d]);
-          s.push_back(sigma * dot);
-          js.push_back(j);
-        }
-        if (s.empty()) continue;
-        const double m = *std::max_element(s.begin(), s.end());
-        double z = 0;
-        for (double x : s) z += std::exp(x - m);
-        for (size_t t = 0; t < s.size(); ++t) {
-          const double pr = std::exp(s[t] - m) / z;
-          for (uint64_t d = 0; d < c.hd; ++d)
-            ref[qo + d] += pr * to_float(v[((b * c.nkv + kvh) * S + js[t]) * c.hd + d]);
-        }
-      }
-    }
-  return ref;
+  return test::attention_reference(
+      {c.batch, c.q_len, c.kv_len, c.pos_offset, c.nh, c.nkv, c.hd, c.causal, 0.0, c.stride, c.window}, q, k, v);
 }
 
 // docs/spec.md §0.13: ‖out − ref‖₂ / ‖ref‖₂, no NaN / Inf; rows with an empty visible set exactly +0.0.

@@ -870,36 +870,8 @@ TEMPLATE_TEST_CASE("flash_attention matches float64 softmax attention", "[attent
     std::vector<T> out(q.size(), from_float<T>(9.0f));
     cpu::flash_attention(q.data(), k.data(), v.data(), out.data(), c.batch, c.q_len, c.kv_len, c.pos_offset, c.nh,
                          c.nkv, c.hd, c.causal, c.scale, c.stride, c.window);
-    auto qd = to_d(q), kd = to_d(k), vd = to_d(v);
-    std::vector<double> ref(q.size(), 0.0);
-    const double sigma = c.scale != 0 ? c.scale : 1 / std::sqrt(static_cast<double>(c.hd));
-    for (uint64_t b = 0; b < c.batch; ++b)
-      for (uint64_t h = 0; h < c.nh; ++h) {
-        const uint64_t kvh = h / (c.nh / c.nkv);
-        for (uint64_t i = 0; i < c.q_len; ++i) {
-          const int64_t p = static_cast<int64_t>(c.pos_offset + i);
-          std::vector<double> s;
-          std::vector<uint64_t> js;
-          for (uint64_t j = 0; j < c.kv_len; ++j) {
-            if (c.causal && static_cast<int64_t>(j) > p) continue;
-            if (c.window && static_cast<int64_t>(j) < p - static_cast<int64_t>(c.window) + 1) continue;
-            double dot = 0;
-            for (uint64_t d = 0; d < c.hd; ++d)
-              dot += qd[((b * c.nh + h) * c.q_len + i) * c.hd + d] * kd[((b * c.nkv + kvh) * S + j) * c.hd + d];
-            s.push_back(sigma * dot);
-            js.push_back(j);
-          }
-          if (s.empty()) continue;
-          const double m = *std::max_element(s.begin(), s.end());
-          double z = 0;
-          for (double x : s) z += std::exp(x - m);
-          for (size_t t = 0; t < s.size(); ++t) {
-            const double pr = std::exp(s[t] - m) / z;
-            for (uint64_t d = 0; d < c.hd; ++d)
-              ref[((b * c.nh + h) * c.q_len + i) * c.hd + d] += pr * vd[((b * c.nkv + kvh) * S + js[t]) * c.hd + d];
-          }
-        }
-      }
+    const std::vector<double> ref = test::attention_reference(
+        {c.batch, c.q_len, c.kv_len, c.pos_offset, c.nh, c.nkv, c.hd, c.causal, c.scale, c.stride, c.window}, q, k, v);
     check_close(out, ref);
     for (size_t i = 0; i < ref.size(); ++i) {
       if (ref[i] == 0.0) {

@@ -392,14 +392,8 @@ ExactRows exact_rows(int32_t type) {
   }
 }
 
-bool has_avx2() {
-  static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                        simd::has_f16c();
-  return v;
-}
-#else
-bool has_avx2() { return false; }
 #endif
+using simd::has_avx2;  // AVX2 + FMA + F16C (false off x86)
 
 bool fused_m1(int32_t type) {
   return has_avx2() && (type == kQ4_0 || type == kQ8_0 || type == kQ4_K || type == kQ6_K || type == kQ5_K || type == kQ4_1);
