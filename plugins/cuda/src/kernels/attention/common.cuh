@@ -82,7 +82,7 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // mbarrier and tensor-copy (TMA) helpers of the sm_90 decode path (flash_decode.cuh, kTma). The
 // bodies exist for sm_90 and later only; the host never launches a kTma kernel on an older device
-// (decode_tma_ok), and the sm_80 build traps if it ever did.
+// or from code built for one (make_kv_maps, launch_decode_src), and mbar_wait traps if it ever did.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define FERRUM_ATTN_SM90 1
 #endif

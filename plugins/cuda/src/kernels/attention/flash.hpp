@@ -158,6 +158,30 @@ uint64_t flash_scratch_bytes(const FlashParams& p, int sm_count) noexcept;
 [[nodiscard]] Status write_decode_state(uint32_t* dev_state, uint32_t token, uint32_t step,
                                         cudaStream_t stream) noexcept;
 
+// n / d by multiply-shift for 1 <= d < 2^31 and n < 2^31 (Granlund–Montgomery: l = ceil(log2 d),
+// m = floor(2^32·(2^l − d) / d) + 1, n / d = (umulhi(n, m) + n) >> l): set up on the host, applied in
+// the kernels (the paged source's block index, the tensor-copy decode's head coordinate).
+#ifdef __CUDACC__
+#define FERRUM_ATTN_HD __host__ __device__
+#else
+#define FERRUM_ATTN_HD
+#endif
+struct FastDiv32 {
+  uint32_t m = 1, l = 0;  // d = 1
+  constexpr FastDiv32() = default;
+  constexpr explicit FastDiv32(uint64_t d) {
+    while ((uint64_t{1} << l) < d) ++l;
+    m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << l) - d)) / d + 1);
+  }
+  FERRUM_ATTN_HD constexpr uint32_t div(uint32_t n) const {
+    return static_cast<uint32_t>((((static_cast<uint64_t>(n) * m) >> 32) + n) >> l);
+  }
+};
+
+// The most keys one row of a decode launch can see (host lengths or the host bound, capped by a
+// causal window): what the split count and the tensor-copy choice are made from.
+uint64_t decode_key_bound(const FlashParams& p) noexcept;
+
 // ---- per-head-dim launchers (explicit instances in flash_hd<N>.cu) ---------------------------
 // Tensor maps of the sm_90 decode path (flash_decode.cuh, kTma): the K and V caches as 3-D
 // tensors {head_dim, heads, rows} of 2-byte elements — element d of head h in row r at
@@ -169,7 +193,7 @@ struct KvMaps {
   const void* k0 = nullptr;
   const void* v0 = nullptr;
   uint32_t heads = 1;
-  uint32_t div_m = 1, div_l = 0;  // r / heads = (umulhi(r, div_m) + r) >> div_l for r < 2^31
+  FastDiv32 heads_div;  // r / heads for r < 2^31
 };
 // Fills m for the caches at k / v: true on an sm_90+ device whose driver encodes tensor maps, for
 // head_dim 64 / 128 / 192 / 256, 16-byte-aligned bases and rows·heads < 2^31; false (the cp.async

@@ -783,11 +783,10 @@ __global__ void __launch_bounds__(128) flash_decode_mma_kernel(const Src src, ui
           fence_proxy_async_smem();
           // flat rows of the box's first key in the maps' [rows][heads][HD] view (< 2^31: host-checked)
           const uint32_t rk = static_cast<uint32_t>(
-              (reinterpret_cast<uint64_t>(kb) - reinterpret_cast<uint64_t>(maps.k0) + sl[16 * warp].x) / (HD * sizeof(T)));
+              (reinterpret_cast<uint64_t>(kb) - reinterpret_cast<uint64_t>(maps.k0) + f) / (HD * sizeof(T)));
           const uint32_t rv = static_cast<uint32_t>(
               (reinterpret_cast<uint64_t>(vb) - reinterpret_cast<uint64_t>(maps.v0) + sl[16 * warp].y) / (HD * sizeof(T)));
-          const uint32_t tk = (__umulhi(rk, maps.div_m) + rk) >> maps.div_l;
-          const uint32_t tv = (__umulhi(rv, maps.div_m) + rv) >> maps.div_l;
+          const uint32_t tk = maps.heads_div.div(rk), tv = maps.heads_div.div(rv);
           const int32_t hk = static_cast<int32_t>(rk - tk * maps.heads), hv = static_cast<int32_t>(rv - tv * maps.heads);
 #pragma unroll
           for (int h = 0; h < kHalves; ++h) {
@@ -1099,13 +1098,11 @@ Status launch_decode_src(const Src& src, uint64_t rows, uint32_t splits, float* 
 template <class T, int HD>
 Status launch_decode(const FlashParams& p, uint32_t splits, float* part_o, float* part_lse,
                      uint32_t* counters, cudaStream_t stream) noexcept {
-  // sm_90 tensor copies for the one-allocation caches [batch, nkv, S, HD] (not the per-item forms)
-  // (long splits only unless FERRUM_CUDA_DECODE_TMA says otherwise; the bound of choose_splits)
-  uint64_t bound = p.len_source == LenSource::host ? p.kv_len : p.len_bound;
-  if (p.causal && p.window && p.window < bound) bound = p.window;
+  // sm_90 tensor copies for the one-allocation caches [batch, nkv, S, HD] (not the per-item forms),
+  // long splits only unless FERRUM_CUDA_DECODE_TMA says otherwise
   KvMaps maps;
   const bool tma = !std::is_same_v<T, float> && HD % 64 == 0 && p.len_source != LenSource::per_item &&
-                   want_decode_tma(bound, splits) &&
+                   want_decode_tma(decode_key_bound(p), splits) &&
                    make_kv_maps(maps, p.k, p.v, HD, 1, p.batch * p.num_kv_heads * p.S);
   return launch_decode_src<T, HD>(FlashSrc<T, HD>(p), p.batch * p.q_len, splits, part_o, part_lse, counters, stream,
                                   "flash_attention", tma ? &maps : nullptr);

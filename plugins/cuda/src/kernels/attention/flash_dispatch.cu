@@ -38,11 +38,22 @@ uint32_t choose_splits(const FlashParams& p, int sm_count) {
   if (use_prefill(p)) return 0;
   const uint64_t group = p.num_heads / p.num_kv_heads;
   const uint64_t chunks = (group + kDecodeHeadChunk - 1) / kDecodeHeadChunk;
-  uint64_t bound = p.len_source == LenSource::host ? p.kv_len : p.len_bound;
-  const bool causal = p.len_source == LenSource::per_item ? true : p.causal;
-  if (causal && p.window) bound = std::min(bound, p.window);
-  return decode_split_count(p.dtype, p.head_dim, p.batch * p.q_len * p.num_kv_heads * chunks, bound, sm_count);
+  return decode_split_count(p.dtype, p.head_dim, p.batch * p.q_len * p.num_kv_heads * chunks, decode_key_bound(p),
+                            sm_count);
 }
+
+// FastDiv32 against the division, at compile time, over divisors and dividends at the edges.
+constexpr bool fast_div_ok() {
+  const uint64_t ds[] = {1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 32, 48, 64, 100, 128, 255, 1000, 65537, (1u << 30) + 3, (1u << 31) - 1};
+  for (uint64_t d : ds) {
+    const FastDiv32 f(d);
+    const uint64_t ns[] = {0, 1, d - 1, d, d + 1, 2 * d - 1, 2 * d, 12345677, (1u << 30), (1u << 31) - 2, (1u << 31) - 1};
+    for (uint64_t n : ns)
+      if (n < (uint64_t{1} << 31) && f.div(static_cast<uint32_t>(n)) != n / d) return false;
+  }
+  return true;
+}
+static_assert(fast_div_ok(), "FastDiv32 must equal the division for n < 2^31");
 
 uint64_t rows_heads(const FlashParams& p) { return p.batch * p.q_len * p.num_heads; }
 
@@ -108,6 +119,13 @@ Status flash_attention(const FlashParams& p, int sm_count, void* scratch, cudaSt
   });
 }
 
+uint64_t decode_key_bound(const FlashParams& p) noexcept {
+  uint64_t bound = p.len_source == LenSource::host ? p.kv_len : p.len_bound;
+  const bool causal = p.len_source == LenSource::per_item ? true : p.causal;
+  if (causal && p.window) bound = std::min(bound, p.window);
+  return bound;
+}
+
 DecodeTma decode_tma_mode() noexcept {
   const char* e = std::getenv("FERRUM_CUDA_DECODE_TMA");
   if (e != nullptr && std::strcmp(e, "0") == 0) return DecodeTma::off;
@@ -150,9 +168,7 @@ bool make_kv_maps(KvMaps& m, const void* k, const void* v, uint64_t head_dim, ui
   m.k0 = k;
   m.v0 = v;
   m.heads = static_cast<uint32_t>(heads);
-  m.div_l = 0;  // Granlund–Montgomery: l = ceil(log2 heads), m = floor(2^32·(2^l − heads) / heads) + 1
-  while ((uint64_t{1} << m.div_l) < heads) ++m.div_l;
-  m.div_m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << m.div_l) - heads)) / heads + 1);
+  m.heads_div = FastDiv32(heads);
   return true;
 }
 

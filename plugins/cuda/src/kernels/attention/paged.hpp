@@ -70,6 +70,10 @@ struct PagedParams {
   uint64_t len_bound = 0;              // host bound on every L (for the split choice)
 };
 
+// The most keys one row can see (the host bound, capped by the table's capacity and the window):
+// what the split count and the decode's tensor-copy choice are made from.
+uint64_t paged_key_bound(const PagedParams& p) noexcept;
+
 // Grid rows of a launch (num_seqs·q_len, total_q, or 4·num_tiles).
 uint64_t paged_grid_rows(const PagedParams& p) noexcept;
 

@@ -18,9 +18,7 @@ uint64_t head_chunks(const PagedParams& p) {
 }
 
 uint32_t paged_splits(const PagedParams& p, int sm_count) {
-  const uint64_t cap = p.bt_stride > UINT64_MAX / p.block_size ? UINT64_MAX : p.bt_stride * p.block_size;
-  uint64_t bound = std::min(p.len_bound, cap);
-  if (p.window) bound = std::min(bound, p.window);  // paged attention is always causal
+  const uint64_t bound = paged_key_bound(p);
   const uint64_t rows = paged_grid_rows(p);
   const uint64_t groups = rows > UINT64_MAX / (p.num_kv_heads * head_chunks(p)) ? UINT64_MAX
                                                                                  : rows * p.num_kv_heads * head_chunks(p);
@@ -28,6 +26,13 @@ uint32_t paged_splits(const PagedParams& p, int sm_count) {
 }
 
 }  // namespace
+
+uint64_t paged_key_bound(const PagedParams& p) noexcept {
+  const uint64_t cap = p.bt_stride > UINT64_MAX / p.block_size ? UINT64_MAX : p.bt_stride * p.block_size;
+  uint64_t bound = std::min(p.len_bound, cap);
+  if (p.window) bound = std::min(bound, p.window);  // paged attention is always causal
+  return bound;
+}
 
 uint64_t paged_grid_rows(const PagedParams& p) noexcept {
   switch (p.rows) {

@@ -34,16 +34,13 @@ struct PagedSrc {
   uint64_t cap;  // positions per sequence the table can address (bt_stride · block_size)
   uint64_t blk_elems;  // elements per block of a pool (block_size · nkv · HD)
   bool fast32;         // cap and block_size below 2^31: 32-bit key indices, multiply-shift division
-  uint32_t div_m, div_l;  // j / block_size = (umulhi(j, div_m) + j) >> div_l (fast32)
+  FastDiv32 bs_div;    // j / block_size (fast32)
   explicit PagedSrc(const PagedParams& pp)
       : p(pp), H(pp.num_heads), nkv(pp.num_kv_heads), window(pp.window), scale(pp.scale),
         cap(pp.bt_stride > UINT64_MAX / pp.block_size ? UINT64_MAX : pp.bt_stride * pp.block_size),
         blk_elems(pp.block_size * pp.num_kv_heads * HD),  // the glue checked this product
-        fast32(cap < (uint64_t{1} << 31) && pp.block_size < (uint64_t{1} << 31)), div_m(0), div_l(0) {
-    if (fast32) {  // Granlund–Montgomery: l = ceil(log2 bs), m = floor(2^32·(2^l − bs) / bs) + 1
-      while ((uint64_t{1} << div_l) < pp.block_size) ++div_l;
-      div_m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << div_l) - pp.block_size)) / pp.block_size + 1);
-    }
+        fast32(cap < (uint64_t{1} << 31) && pp.block_size < (uint64_t{1} << 31)) {
+    if (fast32) bs_div = FastDiv32(pp.block_size);
   }
 
   static constexpr int kE = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk (= vLLM x)
@@ -195,7 +192,7 @@ struct PagedSrc {
   __device__ __forceinline__ Loc locate(const Row& r, uint64_t j) const {
     if (fast32) {
       const uint32_t j32 = static_cast<uint32_t>(j);
-      const uint32_t lb = static_cast<uint32_t>((static_cast<uint64_t>(__umulhi(j32, div_m)) + j32) >> div_l);
+      const uint32_t lb = bs_div.div(j32);
       if (lb >= p.bt_stride) return {0, kNoKey};
       return {__ldg(r.bt + lb), j32 - lb * static_cast<uint32_t>(p.block_size)};
     }
@@ -292,13 +289,10 @@ Status launch_paged_decode(const PagedParams& p, uint64_t rows, uint32_t splits,
     return launch_decode_src<T, HD>(PagedSrc<T, HD, true>(p), rows, splits, part_o, part_lse, counters, stream,
                                     "paged attention");
   // sm_90 tensor copies of whole 16-key boxes (one box inside one block: block_size % 16 == 0)
-  // (long splits only unless FERRUM_CUDA_DECODE_TMA says otherwise; the bound of paged_splits)
-  const uint64_t cap = p.bt_stride > UINT64_MAX / p.block_size ? UINT64_MAX : p.bt_stride * p.block_size;
-  uint64_t bound = p.len_bound < cap ? p.len_bound : cap;
-  if (p.window && p.window < bound) bound = p.window;
+  // (long splits only unless FERRUM_CUDA_DECODE_TMA says otherwise)
   KvMaps maps;
   const bool tma = !std::is_same_v<T, float> && HD % 64 == 0 && p.block_size % 16 == 0 &&
-                   want_decode_tma(bound, splits) &&
+                   want_decode_tma(paged_key_bound(p), splits) &&
                    p.num_blocks <= UINT64_MAX / p.block_size &&
                    make_kv_maps(maps, p.k_pool, p.v_pool, HD, p.num_kv_heads, p.num_blocks * p.block_size);
   return launch_decode_src<T, HD>(PagedSrc<T, HD, false>(p), rows, splits, part_o, part_lse, counters, stream,
